@@ -1,0 +1,64 @@
+# vlm_lab: `make demo` runs the main experiment, `make test` runs the whole suite.
+# Both set up what they need first and skip work already done.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CHECKPOINTS ?= checkpoints/shapes
+SPACE ?=
+PYTEST_ARGS ?=
+
+# No hub, no telemetry: the demo and the tests run on the embedded checkpoints only.
+export HF_HUB_OFFLINE := 1
+export GRADIO_ANALYTICS_ENABLED := False
+export TOKENIZERS_PARALLELISM := false
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help setup browser checkpoints demo test test-fast lab space publish bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install vlm_lab (editable) with dev extras
+
+browser:  ## install Debian chromium for the browser tests (needs root or sudo)
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version
+
+checkpoints: $(STAMP)  ## train the embedded tiny shapes checkpoints (skipped when present)
+	$(BIN)/vlm-lab checkpoints build --out $(CHECKPOINTS)
+
+demo: checkpoints  ## the main job on the embedded default
+	$(BIN)/vlm-lab checkpoints eval $(CHECKPOINTS)
+
+test: $(STAMP) browser  ## set up, then run the whole suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## the suite without slow and browser tests
+	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+lab: checkpoints  ## JupyterLab on the notebooks
+	$(BIN)/jupyter lab notebooks/
+
+space: checkpoints  ## serve the Space locally on 127.0.0.1:7860, as on Hugging Face
+	VLM_LAB_ROOT=$(CURDIR) $(BIN)/python space/app.py
+
+publish: checkpoints  ## publish the Space: make publish SPACE=owner/name [ARGS="--dry-run"]
+	@test -n "$(SPACE)" || { echo "usage: make publish SPACE=owner/name [ARGS='--hardware t4-small']"; exit 2; }
+	HF_HUB_OFFLINE=0 $(BIN)/python scripts/publish_space.py $(SPACE) $(ARGS)
+
+bench: checkpoints  ## run the speed benchmarks (prints ratios)
+	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done
+
+clean:  ## remove build outputs (keeps .venv)
+	rm -rf runs artifacts .pytest_cache test-artifacts

@@ -1,0 +1,64 @@
+"""Shared fixtures: the tiny shapes checkpoints, built once and reused.
+
+Everything runs offline (HF_HUB_OFFLINE=1), on CPU, against real transformers
+models that the suite trains itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Built once per machine (the build is skipped when the folder already holds the same
+# training config and format), so repeated test runs don't retrain.
+CHECKPOINT_CACHE = ROOT / ".cache" / "test-checkpoints" / "shapes"
+ARTIFACTS = ROOT / "test-artifacts"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (run on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints() -> list[Path]:
+    """``checkpoint-{0,250,500,750,1000}`` of the default tiny shapes training run."""
+    from vlm_lab import tiny
+    from vlm_lab.config import TrainConfig
+
+    return tiny.train(TrainConfig(out=str(CHECKPOINT_CACHE)), progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tiny_checkpoints) -> Path:
+    """The training-output folder holding the checkpoint-N folders."""
+    return tiny_checkpoints[0].parent
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where tests leave files for people to look at (screenshots, executed notebooks)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture
+def venv_bin() -> Path:
+    """The folder of the running interpreter's console scripts (vlm-lab, papermill, jupyter)."""
+    return Path(sys.executable).parent

@@ -1,0 +1,42 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def vlm_lab(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "vlm_lab.cli", *args], capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_build_out_pointing_at_a_file_is_a_clear_error(tmp_path):
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    r = vlm_lab("checkpoints", "build", "--out", str(target), "--steps", "2", "--save-every", "1")
+    assert r.returncode == 2
+    assert "is a file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_build_out_not_writable_is_a_clear_error(tmp_path):
+    if os.geteuid() == 0:
+        target = "/proc/vlm-lab-cannot-write-here"  # even root cannot create folders in /proc
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        target = str(locked / "out")
+    r = vlm_lab("checkpoints", "build", "--out", target, "--steps", "2", "--save-every", "1")
+    assert r.returncode == 2
+    assert "not writable" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_eval_prints_accuracy_table(tiny_checkpoints):
+    r = vlm_lab("checkpoints", "eval", str(tiny_checkpoints[0]), str(tiny_checkpoints[-1]), "--data", "shapes:val:12", check=True)
+    lines = r.stdout.strip().splitlines()
+    assert "accuracy" in lines[0]
+    assert lines[1].split()[0] == "checkpoint-0" and lines[2].split()[0] == "checkpoint-1000"
+
+
+def test_unknown_checkpoint_lists_what_exists(tiny_dir):
+    r = vlm_lab("checkpoints", "eval", str(tiny_dir / "checkpoint-999"))
+    assert r.returncode == 2
+    assert "checkpoint-1000" in r.stderr and "Traceback" not in r.stderr

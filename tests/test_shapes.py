@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+
+from vlm_lab import data, shapes
+
+
+def pixels(sample):
+    return np.asarray(sample.image)
+
+
+def test_same_seed_same_samples():
+    a = shapes.make_samples("val", 12, seed=3)
+    b = shapes.make_samples("val", 12, seed=3)
+    assert [s.id for s in a] == [s.id for s in b]
+    assert [s.reference for s in a] == [s.reference for s in b]
+    assert all((pixels(x) == pixels(y)).all() for x, y in zip(a, b))
+
+
+def test_other_seed_other_images():
+    a = shapes.make_samples("val", 12, seed=0)
+    b = shapes.make_samples("val", 12, seed=1)
+    assert any((pixels(x) != pixels(y)).any() for x, y in zip(a, b))
+
+
+def test_train_and_val_splits_differ():
+    train = shapes.make_samples("train", 30)
+    val = shapes.make_samples("val", 30)
+    train_px = {pixels(s).tobytes() for s in train}
+    assert not any(pixels(s).tobytes() in train_px for s in val)
+
+
+def test_questions_rotate_and_answers_match():
+    samples = shapes.make_samples("val", 9)
+    assert [s.prompt for s in samples[:3]] == list(shapes.QUESTIONS.values())
+    for s in samples:
+        kind = s.id.rsplit("-", 1)[1]
+        if kind == "color":
+            assert s.reference in shapes.COLORS
+        elif kind == "shape":
+            assert s.reference in shapes.SHAPES
+        else:
+            article, color, shape = s.reference.split()
+            assert (article, color in shapes.COLORS, shape in shapes.SHAPES) == ("a", True, True)
+
+
+def test_images_show_the_color_asked_about():
+    for s in shapes.make_samples("val", 30)[::3]:  # the color questions
+        px = pixels(s).reshape(-1, 3).astype(int)
+        target = np.array(shapes.COLORS[s.reference])
+        assert (np.abs(px - target).sum(axis=1) < 70).mean() > 0.15  # the shape is large
+
+
+def test_training_triples_ask_everything_per_image():
+    triples = shapes.make_training_triples(4)
+    assert len(triples) == 12
+    assert {s.prompt for s in triples} == set(shapes.QUESTIONS.values())
+
+
+def test_jsonl_round_trip(tmp_path):
+    samples = shapes.make_training_triples(2)
+    path = data.write_jsonl(samples, tmp_path)
+    back = data.read_jsonl(path)
+    assert [(s.id, s.prompt, s.reference) for s in back] == [(s.id, s.prompt, s.reference) for s in samples]
+    assert all((pixels(x) == pixels(y)).all() for x, y in zip(samples, back))
+    assert len(list((tmp_path / "images").glob("*.png"))) == 2  # 3 questions per image
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"prompt": "hi"}', "missing image"),
+        ("not json", "not valid JSON"),
+        ('{"image": "x.png", "prompt": "hi", "answer": "y"}', "unknown key"),
+        ('{"image": "nope.png", "prompt": "hi"}', "image not found"),
+    ],
+)
+def test_bad_jsonl_lines_name_the_problem(tmp_path, line, message):
+    path = tmp_path / "d.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(data.DataError, match=message):
+        data.read_jsonl(path)
+
+
+def test_unreadable_image_is_a_data_error(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    (tmp_path / "d.jsonl").write_text('{"image": "bad.png", "prompt": "hi"}\n')
+    with pytest.raises(data.DataError, match="cannot read image"):
+        data.read_jsonl(tmp_path / "d.jsonl")
+
+
+@pytest.mark.parametrize("spec, n", [("shapes:val:5", 5), ("shapes:train:4", 4), ("shapes", 64)])
+def test_data_specs(spec, n):
+    assert len(data.load_samples(spec)) == n
+
+
+@pytest.mark.parametrize("spec", ["shapes:bogus:3", "shapes:val:x", "shapes:val:0"])
+def test_bad_data_specs(spec):
+    with pytest.raises(data.DataError, match="shapes:SPLIT:N"):
+        data.load_samples(spec)

@@ -1,0 +1,91 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from vlm_lab import data, generation, models, scoring, tiny
+from vlm_lab.config import TrainConfig
+
+LOAD_AND_ANSWER = r"""
+import json, sys
+from transformers import AutoModelForImageTextToText, AutoProcessor
+from vlm_lab import shapes
+path = sys.argv[1]
+processor = AutoProcessor.from_pretrained(path)
+model = AutoModelForImageTextToText.from_pretrained(path)
+answers = []
+for s in shapes.make_samples("val", 6):
+    messages = [{"role": "user", "content": [{"type": "image", "image": s.image}, {"type": "text", "text": s.prompt}]}]
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=6)
+    text = processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    answers.append([text.strip(), s.reference])
+print(json.dumps({"class": type(model).__name__, "answers": answers}))
+"""
+
+
+def test_checkpoints_are_laid_out_like_the_trainer(tiny_checkpoints):
+    assert [p.name for p in tiny_checkpoints] == [f"checkpoint-{n}" for n in (0, 250, 500, 750, 1000)]
+    last = tiny_checkpoints[-1]
+    for name in ("config.json", "model.safetensors", "generation_config.json", "trainer_state.json",
+                 "tokenizer.json", "processor_config.json"):
+        assert (last / name).is_file(), name
+    state = json.loads((last / "trainer_state.json").read_text())
+    assert state["global_step"] == 1000
+    losses = [row["loss"] for row in state["log_history"]]
+    assert len(losses) == 1000
+    assert sum(losses[-50:]) / 50 < sum(losses[:50]) / 50 / 5  # the loss fell
+
+
+def test_loads_through_auto_classes_in_a_fresh_offline_process(tiny_checkpoints):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", LOAD_AND_ANSWER, str(tiny_checkpoints[-1])],
+                         capture_output=True, text=True, env=env, timeout=300, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["class"] == "LlavaForConditionalGeneration"
+    assert sum(text == ref for text, ref in result["answers"]) >= 5
+
+
+@pytest.mark.slow
+def test_accuracy_rises_along_training(tiny_checkpoints):
+    samples = data.load_samples("shapes:val:96")
+    acc = []
+    for path in tiny_checkpoints:
+        loaded = models.load_model(str(path), device="cpu")
+        outs = generation.generate(loaded, samples)
+        acc.append(sum(scoring.exact_match(o.text, s.reference) for o, s in zip(outs, samples)) / len(samples))
+    assert acc[0] <= 0.05
+    assert acc[-1] >= 0.90
+    assert acc[0] < acc[1] < acc[-1]
+    assert all(0.05 < a < acc[-1] for a in acc[1:-1])
+
+
+def test_training_is_deterministic_for_a_seed(tmp_path):
+    a = tiny.train(TrainConfig(out=str(tmp_path / "a"), steps=4, save_every=2, seed=7), progress=False)
+    b = tiny.train(TrainConfig(out=str(tmp_path / "b"), steps=4, save_every=2, seed=7), progress=False)
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(a[-1] / "model.safetensors"), load_file(b[-1] / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert [p.name for p in a] == ["checkpoint-0", "checkpoint-2", "checkpoint-4"]
+
+
+def test_rebuild_is_skipped_when_present(tmp_path):
+    config = TrainConfig(out=str(tmp_path / "c"), steps=2, save_every=2)
+    first = tiny.train(config, progress=False)
+    stamp = (first[-1] / "model.safetensors").stat().st_mtime_ns
+    again = tiny.train(config, progress=False)
+    assert again == first
+    assert (first[-1] / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_processor_pads_left_and_stops_at_end_token(tiny_checkpoints):
+    loaded = models.load_model(str(tiny_checkpoints[-1]), device="cpu")
+    tok = loaded.processor.tokenizer
+    assert tok.padding_side == "left"
+    assert tok.eos_token == tiny.END_TOKEN and tok.pad_token == tiny.PAD_TOKEN
+    assert loaded.model.generation_config.eos_token_id == tok.eos_token_id

@@ -1,0 +1,56 @@
+"""The ``vlm-lab`` command: a thin map from subcommand to one library call.
+
+Each capability has its own module here exposing ``register(subparsers)``,
+which adds its parser and sets ``func`` to a handler ``(args) -> int``.
+Heavy libraries are imported inside the handlers, so ``vlm-lab --help`` is
+instant. ``VlmLabError`` becomes a one-line message and exit code 2, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from vlm_lab import __version__
+from vlm_lab.errors import VlmLabError
+
+# One module per capability, in the order `vlm-lab --help` lists them.
+SUBCOMMAND_MODULES = ("checkpoints", "compare", "memory", "runs", "sweep")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vlm-lab",
+        description="Compare VLM checkpoints side by side, profile their memory, log ablations to W&B "
+        "and run papermill sweeps. Runs offline on the embedded tiny shapes checkpoints by default.",
+    )
+    parser.add_argument("--version", action="version", version=f"vlm_lab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"vlm_lab.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"vlm_lab.cli.{name}":
+                raise
+            continue  # capability not built yet
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except VlmLabError as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; finished work is saved and a re-run resumes from it", file=sys.stderr)
+        return 130
+

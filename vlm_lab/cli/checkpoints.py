@@ -1,0 +1,63 @@
+"""``vlm-lab checkpoints build|eval``: the embedded tiny shapes checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+
+from vlm_lab.config import TrainConfig
+
+_DEFAULTS = TrainConfig()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("checkpoints", help="build or evaluate the embedded tiny shapes checkpoints")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    build = actions.add_parser(
+        "build",
+        help="train the tiny shapes VLM and save checkpoint-N folders",
+        description="Train a tiny LLaVA (CLIP vision + Llama, ~0.4M params) on synthetic colored shapes, "
+        "fully offline, saving OUT/checkpoint-{0,K,2K,...,N} as the HF Trainer lays them out. "
+        "Skipped when the checkpoints already exist with the same settings.",
+    )
+    build.add_argument("--out", default=_DEFAULTS.out, help="output folder (default: %(default)s)")
+    build.add_argument("--steps", type=int, default=_DEFAULTS.steps, help="training steps (default: %(default)s)")
+    build.add_argument("--save-every", type=int, default=_DEFAULTS.save_every, help="save a checkpoint every K steps (default: %(default)s)")
+    build.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random seed; same seed, same checkpoints (default: %(default)s)")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.set_defaults(func=_build)
+
+    evaluate = actions.add_parser(
+        "eval",
+        help="held-out exact-match accuracy of each checkpoint",
+        description="Greedy exact-match accuracy on held-out shapes questions, one row per checkpoint.",
+    )
+    evaluate.add_argument("refs", nargs="*", default=[_DEFAULTS.out], help="checkpoint folders or training output folders (default: %(default)s)")
+    evaluate.add_argument("--data", default="shapes:val:96", help="data spec or JSONL (default: %(default)s)")
+    evaluate.set_defaults(func=_eval)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from vlm_lab import tiny
+
+    config = TrainConfig(out=args.out, steps=args.steps, save_every=args.save_every, seed=args.seed)
+    paths = tiny.train(config, progress=not args.quiet)
+    print(f"{len(paths)} checkpoints in {config.out}: {', '.join(p.name for p in paths)}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from vlm_lab import checkpoints, data, generation, models, scoring
+
+    samples = data.load_samples(args.data)
+    rows = []
+    for ref in checkpoints.resolve_all(args.refs):
+        loaded = models.load_model(ref, device="cpu")
+        outs = generation.generate(loaded, samples)
+        hits = [scoring.exact_match(o.text, s.reference or "") for o, s in zip(outs, samples)]
+        rows.append({"checkpoint": ref.name, "step": ref.step, "accuracy": sum(hits) / len(hits), "samples": len(hits)})
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False, formatters={"accuracy": "{:.1%}".format}))
+    return 0

@@ -1,0 +1,132 @@
+"""Typed experiment configs: one frozen dataclass per experiment kind.
+
+The same object is built from a notebook's ``parameters`` cell, a sweep YAML,
+the CLI and the Space, and is what W&B logs (``dataclasses.asdict``). Fields are
+primitives (or tuples of primitives), validated in ``__post_init__``; unknown
+keys are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Mapping, TypeVar
+
+from vlm_lab.errors import ConfigError
+
+T = TypeVar("T", bound="ConfigBase")
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+DEVICES = ("auto", "cpu", "cuda")
+
+# "greedy", "nucleus(0.9)", "temperature(0.7)", "beam(4)"
+_STRATEGY_RE = re.compile(r"^(greedy|nucleus|temperature|beam)(?:\((\d+(?:\.\d+)?)\))?$")
+
+
+class ConfigBase:
+    """Shared construction helpers for the experiment configs."""
+
+    @classmethod
+    def from_dict(cls: type[T], values: Mapping[str, Any]) -> T:
+        """Build from a mapping; unknown keys raise ``ConfigError`` naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown {cls.__name__} field(s): {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(names))})"
+            )
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (tuples become lists) for JSON, YAML and ``wandb.init(config=...)``."""
+        out = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    def replace(self: T, **changes: Any) -> T:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
+
+
+def _check_positive(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def parse_strategy(strategy: str) -> tuple[str, float | None]:
+    """Split a decoding strategy string into its name and argument.
+
+    >>> parse_strategy("nucleus(0.9)")
+    ('nucleus', 0.9)
+    """
+    m = _STRATEGY_RE.match(strategy.strip().lower())
+    if not m:
+        raise ConfigError(
+            f"unknown strategy {strategy!r}; use greedy, nucleus(P), temperature(T) or beam(N), "
+            "e.g. nucleus(0.9)"
+        )
+    name, arg = m.group(1), m.group(2)
+    value = float(arg) if arg is not None else None
+    if name == "greedy" and value is not None:
+        raise ConfigError(f"greedy takes no argument, got {strategy!r}")
+    if name == "nucleus" and not (value is not None and 0 < value <= 1):
+        raise ConfigError(f"nucleus needs a probability in (0, 1], e.g. nucleus(0.9); got {strategy!r}")
+    if name == "temperature" and not (value is not None and value > 0):
+        raise ConfigError(f"temperature needs a value > 0, e.g. temperature(0.7); got {strategy!r}")
+    if name == "beam" and not (value is not None and value >= 1 and float(value).is_integer()):
+        raise ConfigError(f"beam needs a whole number of beams, e.g. beam(4); got {strategy!r}")
+    return name, value
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GenerationConfig(ConfigBase):
+    """How each checkpoint generates: decoding strategy, length, batching, seed."""
+
+    strategy: str = "greedy"  # greedy | nucleus(P) | temperature(T) | beam(N)
+    max_new_tokens: int = 8
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        parse_strategy(self.strategy)
+        _check_positive("max_new_tokens", self.max_new_tokens)
+        _check_positive("batch_size", self.batch_size)
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``model.generate`` implementing the strategy."""
+        name, value = parse_strategy(self.strategy)
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens}
+        if name == "greedy":
+            kwargs.update(do_sample=False, num_beams=1)
+        elif name == "nucleus":
+            kwargs.update(do_sample=True, top_p=value, top_k=0, temperature=1.0, num_beams=1)
+        elif name == "temperature":
+            kwargs.update(do_sample=True, temperature=value, top_k=0, top_p=1.0, num_beams=1)
+        else:  # beam
+            kwargs.update(do_sample=False, num_beams=int(value or 1))
+        return kwargs
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig(ConfigBase):
+    """How the embedded tiny shapes VLM is trained (``vlm-lab checkpoints build``)."""
+
+    out: str = "checkpoints/shapes"
+    steps: int = 1000
+    save_every: int = 250
+    seed: int = 0
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    train_images: int = 1200
+
+    def __post_init__(self) -> None:
+        _check_positive("steps", self.steps)
+        _check_positive("save_every", self.save_every)
+        _check_positive("batch_size", self.batch_size)
+        _check_positive("train_images", self.train_images)
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate!r}")

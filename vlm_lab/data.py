@@ -1,0 +1,143 @@
+"""Evaluation samples and the JSONL format they travel in.
+
+A dataset is a JSONL file with one ``{"id"?, "image", "prompt", "reference"?}``
+object per line; ``image`` is a path relative to the JSONL file. The embedded
+shapes data is addressed as ``shapes:SPLIT[:N]`` (e.g. ``shapes:val:64``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from PIL import Image, UnidentifiedImageError
+
+from vlm_lab.errors import DataError
+
+
+@dataclasses.dataclass
+class Sample:
+    """One image + prompt (+ optional reference answer)."""
+
+    id: str
+    image: Image.Image
+    prompt: str
+    reference: str | None = None
+    image_path: str | None = None  # where the image lives on disk, when it does
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder + rename.
+
+    An interrupted write never leaves a half-written file that a resume would trust.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(samples: Iterable[Sample], out_dir: str | os.PathLike[str], *, name: str = "data.jsonl") -> Path:
+    """Write samples as ``out_dir/images/*.png`` plus ``out_dir/<name>``; returns the JSONL path."""
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    written: dict[int, str] = {}  # one PNG per image object, even when several questions share it
+    for s in samples:
+        rel = written.get(id(s.image))
+        if rel is None:
+            rel = written[id(s.image)] = f"images/{s.id}.png"
+            s.image.save(out / rel)
+        record = {"id": s.id, "image": rel, "prompt": s.prompt}
+        if s.reference is not None:
+            record["reference"] = s.reference
+        lines.append(json.dumps(record))
+    path = out / name
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def open_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Open an image fully (RGB), turning PIL's failures into a ``DataError`` naming the file."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except FileNotFoundError as e:
+        raise DataError(f"image not found: {path}") from e
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot read image {path}: {e}") from e
+
+
+def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> list[Sample]:
+    """Read a bring-your-own-data JSONL file; image paths are relative to the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no data file at {path!s}; pass a JSONL of {{image, prompt, reference?}} or shapes:val:N")
+    samples: list[Sample] = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        missing = [k for k in ("image", "prompt") if not record.get(k)]
+        if missing:
+            raise DataError(f"{path}:{lineno}: missing {', '.join(missing)} (each line needs image and prompt)")
+        unknown = sorted(set(record) - {"id", "image", "prompt", "reference"})
+        if unknown:
+            raise DataError(f"{path}:{lineno}: unknown key(s) {', '.join(unknown)} (allowed: id, image, prompt, reference)")
+        image_path = (path.parent / record["image"]).resolve()
+        samples.append(
+            Sample(
+                id=str(record.get("id") or f"{path.stem}-{lineno}"),
+                image=open_image(image_path),
+                prompt=str(record["prompt"]),
+                reference=None if record.get("reference") is None else str(record["reference"]),
+                image_path=str(image_path),
+            )
+        )
+        if limit is not None and len(samples) >= limit:
+            break
+    if not samples:
+        raise DataError(f"{path} holds no samples")
+    ids = [s.id for s in samples]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise DataError(f"{path}: duplicate sample id(s) {', '.join(dup)}; ids must be unique")
+    return samples
+
+
+def load_samples(spec: str, num_samples: int | None = None, *, seed: int = 0) -> list[Sample]:
+    """Resolve a data spec: ``shapes:SPLIT[:N]`` or a path to a JSONL file.
+
+    ``num_samples`` caps the count (for ``shapes:`` it is the count when the spec names none).
+    """
+    if spec.startswith("shapes"):
+        from vlm_lab import shapes
+
+        parts = spec.split(":")
+        split = parts[1] if len(parts) > 1 and parts[1] else "val"
+        try:
+            n = int(parts[2]) if len(parts) > 2 else (num_samples or 64)
+        except ValueError as e:
+            raise DataError(f"bad data spec {spec!r}; use shapes:SPLIT:N, e.g. shapes:val:64") from e
+        if num_samples is not None:
+            n = min(n, num_samples)
+        if split not in ("train", "val", "test") or n < 1 or len(parts) > 3:
+            raise DataError(f"bad data spec {spec!r}; use shapes:SPLIT:N with SPLIT train|val|test, e.g. shapes:val:64")
+        return shapes.make_samples(split, n, seed=seed)
+    return read_jsonl(spec, limit=num_samples)

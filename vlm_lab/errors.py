@@ -1,0 +1,47 @@
+"""Errors that say what went wrong, with which value, and how to fix it.
+
+Each subclass also inherits the matching builtin, so callers that catch
+``FileNotFoundError`` or ``ValueError`` keep working. The CLI maps
+``VlmLabError`` to a one-line message and a non-zero exit code instead of a
+traceback.
+"""
+
+from __future__ import annotations
+
+
+class VlmLabError(Exception):
+    """Base class for every error vlm_lab raises on purpose."""
+
+    exit_code: int = 2
+
+
+class ConfigError(VlmLabError, ValueError):
+    """A config value or combination of values is invalid."""
+
+
+class DataError(VlmLabError, ValueError):
+    """Input data (a JSONL file, an image, a data spec) is unusable."""
+
+
+class CheckpointNotFoundError(VlmLabError, FileNotFoundError):
+    """A checkpoint reference points at nothing loadable."""
+
+
+class DeviceError(VlmLabError, RuntimeError):
+    """The requested device or dtype cannot be used on this machine."""
+
+
+class OutputPathError(VlmLabError, OSError):
+    """An output location is a file, or cannot be written."""
+
+
+class MemoryBudgetError(VlmLabError, MemoryError):
+    """A model cannot fit the memory budget even after evicting everything."""
+
+
+class SweepError(VlmLabError, RuntimeError):
+    """A sweep file is invalid or a sweep could not run."""
+
+
+class PublishError(VlmLabError, RuntimeError):
+    """Publishing to a Hugging Face Space failed; the message names the fix."""

@@ -1,0 +1,124 @@
+"""Batched generation through a processor's chat template, the way hub VLMs are served.
+
+Each sample becomes one user turn with an image and a text prompt; prompts are
+left-padded into batches (so every row's new tokens start at the same column),
+and ``model.generate`` runs once per batch. Per sample we keep the decoded text,
+the number of new tokens (up to and including the first eos) and the batch's
+latency; per batch, tokens per second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Iterable, Iterator, Sequence
+
+import torch
+
+from vlm_lab.config import GenerationConfig
+from vlm_lab.data import Sample
+from vlm_lab.models import LoadedModel
+
+
+@dataclasses.dataclass
+class GenerationOutput:
+    """What one checkpoint produced for one sample."""
+
+    sample_id: str
+    text: str
+    new_tokens: int
+    latency_s: float  # wall time of the batch this sample ran in
+    batch_size: int
+    tokens_per_s: float  # the batch's new tokens / its latency
+
+
+def chat_messages(prompt: str, image=None) -> list[dict]:
+    """One user turn: an image part then a text part, the layout VLM chat templates expect."""
+    image_part = {"type": "image"} if image is None else {"type": "image", "image": image}
+    return [{"role": "user", "content": [image_part, {"type": "text", "text": prompt}]}]
+
+
+def encode_batch(loaded: LoadedModel, samples: Sequence[Sample]) -> dict:
+    """Apply the chat template to each sample and pad the batch on the left, on the model's device."""
+    processor = loaded.processor
+    prompts = [processor.apply_chat_template(chat_messages(s.prompt), add_generation_prompt=True, tokenize=False) for s in samples]
+    enc = processor(images=[s.image for s in samples], text=prompts, return_tensors="pt", padding=True)
+    out = {}
+    for key, value in enc.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(loaded.device)
+            if value.is_floating_point():
+                value = value.to(loaded.dtype)  # pixel values follow the model's dtype
+        out[key] = value
+    return out
+
+
+def _count_new_tokens(row: torch.Tensor, eos_ids: set[int], pad_id: int | None) -> int:
+    """New tokens up to and including the first eos; padding after it does not count."""
+    n = 0
+    for tok in row.tolist():
+        if tok in eos_ids:
+            return n + 1
+        if pad_id is not None and tok == pad_id:
+            return n
+        n += 1
+    return n
+
+
+def _eos_ids(loaded: LoadedModel) -> set[int]:
+    eos = getattr(loaded.model.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(loaded.processor.tokenizer, "eos_token_id", None)
+    if eos is None:
+        return set()
+    return set(eos) if isinstance(eos, (list, tuple)) else {int(eos)}
+
+
+def batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@torch.inference_mode()
+def generate_batch(loaded: LoadedModel, samples: Sequence[Sample], config: GenerationConfig) -> list[GenerationOutput]:
+    """Run one batch through ``model.generate``; seeded so sampling strategies repeat."""
+    enc = encode_batch(loaded, samples)
+    torch.manual_seed(config.seed)
+    tokenizer = loaded.processor.tokenizer
+    pad_id = tokenizer.pad_token_id
+    kwargs = config.generate_kwargs()
+    if pad_id is not None:
+        kwargs["pad_token_id"] = pad_id
+    if loaded.device.type == "cuda":
+        torch.cuda.synchronize(loaded.device)
+    start = time.perf_counter()
+    out = loaded.model.generate(**enc, **kwargs)
+    if loaded.device.type == "cuda":
+        torch.cuda.synchronize(loaded.device)
+    latency = time.perf_counter() - start
+    new = out[:, enc["input_ids"].shape[1] :].cpu()
+    texts = loaded.processor.batch_decode(new, skip_special_tokens=True)
+    eos_ids = _eos_ids(loaded)
+    counts = [_count_new_tokens(row, eos_ids, pad_id) for row in new]
+    tps = sum(counts) / latency if latency > 0 else 0.0
+    return [
+        GenerationOutput(
+            sample_id=s.id,
+            text=t.strip(),
+            new_tokens=c,
+            latency_s=latency,
+            batch_size=len(samples),
+            tokens_per_s=tps,
+        )
+        for s, t, c in zip(samples, texts, counts)
+    ]
+
+
+def generate(loaded: LoadedModel, samples: Iterable[Sample], config: GenerationConfig | None = None) -> list[GenerationOutput]:
+    """Generate for every sample in batches of ``config.batch_size``."""
+    config = config or GenerationConfig()
+    samples = list(samples)
+    out: list[GenerationOutput] = []
+    for chunk in batches(samples, config.batch_size):
+        out.extend(generate_batch(loaded, chunk, config))
+    return out

@@ -1,0 +1,108 @@
+"""Load any VLM checkpoint through the generic Auto classes, on a chosen device and dtype.
+
+One path for everything: ``AutoProcessor`` + ``AutoModelForImageTextToText``,
+the same for the embedded tiny checkpoints, a user's own training output and a
+hub model (llava-hf, SmolVLM, Qwen2-VL). No model-specific branches here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from vlm_lab.checkpoints import CheckpointRef, resolve
+from vlm_lab.errors import CheckpointNotFoundError, DeviceError
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError(f"device={device!r} but CUDA is not available here; use --device cpu (or auto)")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise DeviceError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def supports_bfloat16(device: torch.device) -> bool:
+    """Native bfloat16 needs compute capability >= 8.0 (Ampere); a T4 (7.5) only emulates it, slowly."""
+    if device.type != "cuda":
+        return True
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 8
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """Pick the torch dtype; refuse bfloat16 where the GPU has no native support.
+
+    ``auto``: float32 on CPU; bfloat16 on GPUs that support it natively, else float16.
+    """
+    if dtype == "auto":
+        if device.type == "cpu":
+            return torch.float32
+        return torch.bfloat16 if supports_bfloat16(device) else torch.float16
+    if dtype not in TORCH_DTYPES:
+        raise DeviceError(f"unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16")
+    if dtype == "bfloat16" and not supports_bfloat16(device):
+        name = torch.cuda.get_device_name(device)
+        cap = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        raise DeviceError(
+            f"bfloat16 on {name} (compute capability {cap}) has no native support and runs slowly; "
+            "use --dtype float16 (or auto)"
+        )
+    return TORCH_DTYPES[dtype]
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model with its processor, and where/how it was loaded."""
+
+    ref: CheckpointRef
+    model: Any
+    processor: Any
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return model_nbytes(self.model)
+
+
+def model_nbytes(model: torch.nn.Module) -> int:
+    """Bytes held by parameters and buffers (what loading the model costs)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def load_model(ref: CheckpointRef | str, *, dtype: str = "auto", device: str = "auto", token: str | None = None) -> LoadedModel:
+    """Load processor + model for ``ref`` on ``device`` in ``dtype``, in eval mode.
+
+    Raises:
+        CheckpointNotFoundError: nothing loadable at the reference.
+        DeviceError: the device or dtype cannot be used here.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if isinstance(ref, str):
+        refs = resolve(ref, expand=False)
+        ref = refs[0]
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    kwargs = ref.pretrained_kwargs()
+    if token:
+        kwargs["token"] = token
+    try:
+        processor = AutoProcessor.from_pretrained(**kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(**kwargs, dtype=torch_dtype)
+    except OSError as e:  # transformers reports missing repos/files as OSError
+        raise CheckpointNotFoundError(f"cannot load {ref.spec!r}: {e}".splitlines()[0]) from e
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is not None:
+        tokenizer.padding_side = "left"  # batched generation must left-pad
+    model.to(dev).eval()
+    return LoadedModel(ref=ref, model=model, processor=processor, device=dev, dtype=torch_dtype)

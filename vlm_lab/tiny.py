@@ -1,0 +1,283 @@
+"""Build and train the embedded tiny VLM on the synthetic shapes data.
+
+The model is a real LLaVA (CLIP vision tower + projector + Llama), about 0.3M
+parameters, with its own word-level tokenizer, chat template, image processor
+and generation config. Checkpoints are laid out as the HF Trainer does
+(``OUT/checkpoint-N`` with ``trainer_state.json``), and each one loads with
+nothing but ``AutoProcessor`` + ``AutoModelForImageTextToText`` — the same
+path a hub VLM takes, so nothing downstream special-cases it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from vlm_lab import shapes
+from vlm_lab.config import TrainConfig
+from vlm_lab.data import Sample, atomic_write_text
+from vlm_lab.errors import OutputPathError
+from vlm_lab.generation import chat_messages
+
+IMAGE_TOKEN = "<image>"
+END_TOKEN = "<|end|>"  # ends every turn; eos for generation
+PAD_TOKEN = "<pad>"  # separate from eos so padding is never mistaken for a stop
+UNK_TOKEN = "<unk>"
+ROLE_TOKENS = ("<|user|>", "<|assistant|>", "<|system|>")
+# Bump when the model, tokenizer or data change, so old checkpoints are rebuilt.
+FORMAT_VERSION = 1
+PATCH_SIZE = 8  # 64 / 8 = 8 x 8 = 64 image tokens: fine enough to tell a square from a diamond
+
+# A chat template in the shape real VLM processors use: content is a string or a
+# list of {"type": "image"} / {"type": "text", "text": ...} parts.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|{{ message['role'] }}|>\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>\n"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "<|end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def _vocabulary() -> list[str]:
+    words: set[str] = set()
+    for color in shapes.COLORS:
+        for shape in shapes.SHAPES:
+            for text in [*shapes.QUESTIONS.values(), *shapes.answers(color, shape).values()]:
+                words.update(_pretokenize(text))
+    # a few common words so free-form prompts in the Space are not all <unk>
+    words.update("the a an is it what which of in this picture image color shape describe".split())
+    return sorted(words)
+
+
+def _pretokenize(text: str) -> list[str]:
+    from tokenizers.pre_tokenizers import Whitespace
+
+    return [w.lower() for w, _ in Whitespace().pre_tokenize_str(text)]
+
+
+def build_processor():
+    """A ``LlavaProcessor`` with a word-level tokenizer built by the ``tokenizers`` library."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import CLIPImageProcessorPil, LlavaProcessor, PreTrainedTokenizerFast
+
+    specials = [PAD_TOKEN, UNK_TOKEN, END_TOKEN, IMAGE_TOKEN, *ROLE_TOKENS]
+    vocab = {tok: i for i, tok in enumerate([*specials, *_vocabulary()])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with single spaces
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=PAD_TOKEN,
+        unk_token=UNK_TOKEN,
+        eos_token=END_TOKEN,
+        bos_token=None,
+        additional_special_tokens=[IMAGE_TOKEN, *ROLE_TOKENS],
+        padding_side="left",  # batched generation needs left padding
+        model_max_length=128,
+    )
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": shapes.IMAGE_SIZE},
+        crop_size={"height": shapes.IMAGE_SIZE, "width": shapes.IMAGE_SIZE},
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS position, dropped by the "default" strategy
+        chat_template=CHAT_TEMPLATE,
+        image_token=IMAGE_TOKEN,
+    )
+
+
+def build_model(processor, *, seed: int = 0):
+    """A freshly initialised tiny ``LlavaForConditionalGeneration`` matching ``processor``."""
+    from transformers import CLIPVisionConfig, GenerationConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    tokenizer = processor.tokenizer
+    vision = CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=shapes.IMAGE_SIZE,  # must equal the processor's crop size
+        patch_size=PATCH_SIZE,
+        projection_dim=64,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        projector_hidden_act="gelu",
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        max_new_tokens=8,
+        do_sample=False,
+    )
+    return model
+
+
+def _training_messages(sample: Sample) -> list[dict]:
+    """The user turn (image + question) followed by the assistant's reference answer."""
+    return [*chat_messages(sample.prompt), {"role": "assistant", "content": [{"type": "text", "text": sample.reference}]}]
+
+
+def encode_training_batch(processor, samples: list[Sample]) -> dict[str, torch.Tensor]:
+    """Tokenize prompt+answer pairs; labels are masked (-100) everywhere but the answer."""
+    full = [processor.apply_chat_template(_training_messages(s), tokenize=False) for s in samples]
+    prompts = [processor.apply_chat_template(chat_messages(s.prompt), tokenize=False, add_generation_prompt=True) for s in samples]
+    enc = processor(images=[s.image for s in samples], text=full, return_tensors="pt", padding=True)
+    # the prompt's length after image-token expansion, to mask everything before the answer
+    prompt_enc = processor(images=[s.image for s in samples], text=prompts, padding=False)
+    labels = enc["input_ids"].clone()
+    labels[enc["attention_mask"] == 0] = -100
+    for i, ids in enumerate(prompt_enc["input_ids"]):
+        pad = int((enc["attention_mask"][i] == 0).sum())  # left padding
+        labels[i, : pad + len(ids)] = -100
+    enc["labels"] = labels
+    return dict(enc)
+
+
+def _prepare_out_dir(out: Path) -> None:
+    """Create ``out`` and prove it is writable, or raise ``OutputPathError`` naming the fix."""
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"--out {str(out)!r} is a file, not a folder; pass a folder path such as checkpoints/shapes")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise OutputPathError(f"--out {str(out)!r} is not writable ({reason}); pick a folder you can write to") from e
+
+
+def _save_checkpoint(model, processor, out: Path, step: int, log_history: list[dict], config: TrainConfig) -> Path:
+    """Save ``checkpoint-<step>`` atomically: write to a temp folder, then rename."""
+    final = out / f"checkpoint-{step}"
+    tmp = out / f".checkpoint-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    state = {
+        "global_step": step,
+        "max_steps": config.steps,
+        "save_steps": config.save_every,
+        "train_batch_size": config.batch_size,
+        "log_history": log_history,
+        "vlm_lab_train_config": config.to_dict(),
+        "vlm_lab_format": FORMAT_VERSION,
+    }
+    atomic_write_text(tmp / "trainer_state.json", json.dumps(state, indent=2))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
+
+
+def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path], None] | None = None) -> list[Path]:
+    """Train the tiny shapes VLM and save ``checkpoint-{0, save_every, ..., steps}`` under ``config.out``.
+
+    Deterministic for ``config.seed`` on a given machine and torch build. Skips
+    the work when every checkpoint already exists with the same training config
+    (``make demo`` and the tests call this repeatedly).
+
+    Returns:
+        The checkpoint folders, sorted by step.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(config.out)
+    save_steps = sorted({0, *range(config.save_every, config.steps + 1, config.save_every), config.steps})
+    wanted = [out / f"checkpoint-{s}" for s in save_steps]
+    if out.is_dir() and all(_same_config(p, config) for p in wanted):
+        return wanted
+    _prepare_out_dir(out)
+
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    processor = build_processor()
+    model = build_model(processor, seed=config.seed)
+    data = shapes.make_training_triples(config.train_images, seed=config.seed)
+    order_rng = random.Random(config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / 20) * max(0.05, 1 - step / config.steps)
+    )
+    log_history: list[dict] = []
+    paths = [_save_checkpoint(model, processor, out, 0, log_history, config)]
+    order: list[int] = []
+    bar = tqdm(total=config.steps, desc="training tiny VLM", unit="step", disable=not progress)
+    start = time.perf_counter()
+    for step in range(1, config.steps + 1):
+        if len(order) < config.batch_size:
+            fresh = list(range(len(data)))
+            order_rng.shuffle(fresh)
+            order += fresh
+        batch_ids, order = order[: config.batch_size], order[config.batch_size :]
+        model.train()
+        batch = encode_training_batch(processor, [data[i] for i in batch_ids])
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        log_history.append({"step": step, "loss": round(loss.item(), 5), "learning_rate": scheduler.get_last_lr()[0]})
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.update(1)
+        if step in save_steps:
+            log_history[-1]["elapsed_s"] = round(time.perf_counter() - start, 2)
+            paths.append(_save_checkpoint(model, processor, out, step, log_history, config))
+            if on_save:
+                on_save(paths[-1])
+    bar.close()
+    return paths
+
+
+def _same_config(path: Path, config: TrainConfig) -> bool:
+    state = path / "trainer_state.json"
+    if not (path / "config.json").is_file() or not state.is_file():
+        return False
+    try:
+        saved = json.loads(state.read_text()).get("vlm_lab_train_config", {})
+    except (OSError, json.JSONDecodeError):
+        return False
+    mine = config.to_dict()
+    if json.loads(state.read_text()).get("vlm_lab_format") != FORMAT_VERSION:
+        return False
+    return {k: v for k, v in saved.items() if k != "out"} == {k: v for k, v in mine.items() if k != "out"}
