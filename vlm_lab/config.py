@@ -130,3 +130,41 @@ class TrainConfig(ConfigBase):
         _check_positive("train_images", self.train_images)
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CompareConfig(ConfigBase):
+    """One checkpoint comparison: which checkpoints, on which data, generating how.
+
+    The field names are the ``parameters`` of notebooks/02_compare_checkpoints.ipynb,
+    the keys of a sweep's ``parameters``/``grid``, and the CLI's options.
+    """
+
+    checkpoints: tuple[str, ...] = ("checkpoints/shapes",)  # folders, training outputs (checkpoint-N), hub ids
+    data: str = "shapes:val"  # shapes:SPLIT[:N] or a JSONL of {image, prompt, reference?}
+    num_samples: int = 64  # at most this many samples
+    strategy: str = "greedy"  # greedy | nucleus(P) | temperature(T) | beam(N)
+    max_new_tokens: int = 8
+    batch_size: int = 16
+    seed: int = 0
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    device: str = "auto"  # auto | cpu | cuda
+    output_dir: str = "runs/compare"
+    use_cache: bool = True  # reuse per-sample results cached on disk
+
+    def __post_init__(self) -> None:
+        checkpoints = self.checkpoints
+        if isinstance(checkpoints, str):  # "a,b" from the CLI or a papermill -p
+            checkpoints = tuple(c.strip() for c in checkpoints.split(",") if c.strip())
+        object.__setattr__(self, "checkpoints", tuple(checkpoints))
+        if not self.checkpoints:
+            raise ConfigError("checkpoints is empty; give at least one folder or hub id")
+        _check_positive("num_samples", self.num_samples)
+        _check_choice("dtype", self.dtype, DTYPES)
+        _check_choice("device", self.device, DEVICES)
+        self.generation()  # validates strategy, max_new_tokens, batch_size
+
+    def generation(self) -> GenerationConfig:
+        return GenerationConfig(
+            strategy=self.strategy, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, seed=self.seed
+        )
