@@ -168,3 +168,86 @@ class CompareConfig(ConfigBase):
         return GenerationConfig(
             strategy=self.strategy, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, seed=self.seed
         )
+
+
+_SPACE_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PUBLISH_ACTIONS = ("publish", "pause", "restart")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PublishConfig(ConfigBase):
+    """One publish of ``space/`` to a Hugging Face Space (``make publish`` / scripts/publish_space.py).
+
+    Holds no token and no secret value: secrets are named here and read from the
+    environment at publish time, so this object is safe to log.
+    """
+
+    space: str  # owner/name of the Space
+    space_dir: str = "space"  # the app folder to publish (app.py, requirements.txt, README.md)
+    hardware: str = "t4-small"  # any SpaceHardware name; cpu-basic stops paying
+    sleep_time: int | None = None  # seconds idle before sleeping; -1 never; None: 3600 on paid hardware
+    public: bool = False  # new Spaces (and the checkpoints repo) are private unless set
+    secrets: tuple[str, ...] = ()  # names of environment variables sent as Space secrets
+    variables: tuple[str, ...] = ()  # KEY=VALUE Space variables
+    checkpoints: str = "checkpoints/shapes"  # training output whose checkpoint-N folders are published
+    embed_checkpoints: bool = True  # stage them inside the Space (False: --no-checkpoints)
+    checkpoints_repo: str = ""  # owner/name of a model repo to hold them instead (sets VLM_LAB_CHECKPOINTS)
+    action: str = "publish"  # publish | pause | restart
+    dry_run: bool = False  # print the plan, write nothing
+    wait: bool = True  # after a change, wait until the Space runs again
+    timeout: float = 1800.0  # seconds to wait for the build
+    poll_interval: float = 5.0  # seconds between runtime polls while waiting
+    active_hours_per_day: float = 8.0  # assumption behind the monthly cost estimate with sleep time
+    commit_message: str = "Publish vlm_lab Space"
+    endpoint: str = ""  # Hub URL; empty: huggingface_hub's default (HF_ENDPOINT or huggingface.co)
+    retries: int = 3  # attempts for a step that fails on the network
+
+    def __post_init__(self) -> None:
+        for name in ("secrets", "variables"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        if not _SPACE_ID.match(self.space):
+            raise ConfigError(f"space={self.space!r} is not owner/name; e.g. make publish SPACE=my-user/vlm-lab")
+        if self.checkpoints_repo and not _SPACE_ID.match(self.checkpoints_repo):
+            raise ConfigError(f"checkpoints_repo={self.checkpoints_repo!r} is not owner/name, e.g. my-user/vlm-lab-checkpoints")
+        if self.checkpoints_repo and not self.embed_checkpoints:
+            raise ConfigError("--checkpoints-repo and --no-checkpoints contradict each other; choose one")
+        from huggingface_hub import SpaceHardware
+
+        known = [h.value for h in SpaceHardware]
+        if self.hardware not in known:
+            raise ConfigError(f"hardware={self.hardware!r} is not a Space hardware; use one of {', '.join(known)}")
+        if self.sleep_time is not None:
+            if isinstance(self.sleep_time, bool) or not isinstance(self.sleep_time, int) or not (self.sleep_time == -1 or self.sleep_time > 0):
+                raise ConfigError(f"sleep_time must be seconds > 0 or -1 (never sleep), got {self.sleep_time!r}")
+            if self.hardware == "cpu-basic":
+                raise ConfigError(
+                    "sleep_time cannot be set on cpu-basic (free hardware always sleeps after 48 h idle); "
+                    "drop --sleep-time or choose paid hardware such as --hardware t4-small"
+                )
+        for key in self.secrets:
+            if "=" in key:
+                raise ConfigError(
+                    f"secret {key.split('=', 1)[0]!r} was given a value on the command line; values never go there: "
+                    f"export {key.split('=', 1)[0]}=... and pass --secret {key.split('=', 1)[0]}"
+                )
+            if not _ENV_NAME.match(key):
+                raise ConfigError(f"secret name {key!r} is not an environment variable name (letters, digits, _)")
+        for item in self.variables:
+            key = item.split("=", 1)[0]
+            if "=" not in item or not _ENV_NAME.match(key):
+                raise ConfigError(f"variable {item!r} is not KEY=VALUE, e.g. --var LOG_LEVEL=info")
+        _check_choice("action", self.action, PUBLISH_ACTIONS)
+        for name in ("timeout", "poll_interval"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
+        if not 0 <= self.active_hours_per_day <= 24:
+            raise ConfigError(f"active_hours_per_day must be within 0..24, got {self.active_hours_per_day!r}")
+        _check_positive("retries", self.retries)
+        if not self.commit_message.strip():
+            raise ConfigError("commit_message is empty; give a one-line summary")
+
+    def variable_map(self) -> dict[str, str]:
+        """``--var KEY=VALUE`` items as a dict (a later KEY wins)."""
+        return dict(item.split("=", 1) for item in self.variables)
