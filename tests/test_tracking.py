@@ -1,0 +1,125 @@
+"""W&B logging, offline, read back from the run's own record log (no server, no mocks)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from vlm_lab import offline_runs, tracking
+from vlm_lab.errors import ConfigError, DataError
+
+FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def wandb_home(tmp_path, monkeypatch) -> Path:
+    """An isolated W&B directory tree; offline because there is no key and no mode."""
+    root = tmp_path / "wandb-home"
+    for name, value in tracking.local_env(root).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_DISABLED", raising=False)
+    return root
+
+
+@pytest.mark.parametrize(
+    "env, explicit, expected",
+    [
+        ({}, None, "offline"),
+        ({"WANDB_API_KEY": FAKE_KEY}, None, "online"),
+        ({"WANDB_API_KEY": FAKE_KEY, "WANDB_MODE": "offline"}, None, "offline"),
+        ({"WANDB_MODE": "dryrun"}, None, "offline"),
+        ({"WANDB_MODE": "disabled"}, None, "disabled"),
+        ({"WANDB_DISABLED": "true"}, None, "disabled"),
+        ({"WANDB_API_KEY": FAKE_KEY}, "disabled", "disabled"),
+        ({}, "online", "online"),
+    ],
+)
+def test_mode_is_read_from_env_at_call_time(monkeypatch, env, explicit, expected):
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DISABLED"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert tracking.resolve_mode(explicit) == expected
+
+
+def test_unknown_mode_names_the_choices():
+    with pytest.raises(ConfigError, match="online, offline, disabled"):
+        tracking.resolve_mode("sometimes")
+
+
+def test_log_interaction_reads_back(wandb_home):
+    tracked = tracking.log_interaction(
+        image=Image.new("RGB", (32, 32), "blue"),
+        prompt="What color is the shape?",
+        outputs={"checkpoint-0": "red", "checkpoint-1000": "blue"},
+        latency_s={"checkpoint-0": 0.12, "checkpoint-1000": 0.25},
+        memory_mb={"checkpoint-0": 10.0, "checkpoint-1000": 11.5},
+        group="space",
+        tags=("interaction", "demo"),
+        config={"strategy": "greedy"},
+    )
+    assert tracked is not None and tracked.mode == "offline"
+    assert tracked.dir.is_relative_to(wandb_home)
+    assert tracked.sync_command == f"wandb sync {tracked.dir}"
+
+    run = offline_runs.read_offline_run(tracked.dir)
+    assert (run.group, run.job_type, run.tags) == ("space", "interaction", ("interaction", "demo"))
+    assert run.config == {"strategy": "greedy"}
+    assert run.finished and run.exit_code == 0
+    assert run.metrics()["checkpoint-1000/latency_s"] == pytest.approx(0.25)
+    rows = run.table("interaction")
+    assert [(r["checkpoint"], r["output"], r["memory_mb"]) for r in rows] == [
+        ("checkpoint-0", "red", 10.0),
+        ("checkpoint-1000", "blue", 11.5),
+    ]
+    with Image.open(rows[0]["image"]) as img:  # the staged PNG, readable before any sync
+        assert img.size == (32, 32) and img.convert("RGB").getpixel((5, 5)) == (0, 0, 255)
+    assert run.images() == [rows[0]["image"]]
+
+
+def test_log_interaction_appends_to_an_open_run(wandb_home):
+    run = tracking.start_run({"space": "local"}, job_type="space", group="space")
+    try:
+        for answer in ("red", "blue"):
+            tracked = tracking.log_interaction(
+                image=Image.new("RGB", (8, 8)), prompt="q", outputs={"c": answer}, run=run
+            )
+            assert tracked is not None and tracked.id == run.id
+    finally:
+        run.finish()
+    back = offline_runs.read_offline_run(tracked.dir)
+    assert back.table("interaction")[0]["output"] == "blue"  # the summary keeps the latest
+
+
+def test_disabled_logs_nothing(wandb_home, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert tracking.log_interaction(image=Image.new("RGB", (8, 8)), prompt="q", outputs={"c": "a"}) is None
+    assert not wandb_home.exists()
+
+
+def test_unwritable_wandb_dir_warns_once_and_never_leaks_the_key(wandb_home, monkeypatch, tmp_path):
+    a_file = tmp_path / "not-a-dir"
+    a_file.write_text("x")
+    monkeypatch.setenv("WANDB_DIR", str(a_file / "wandb"))  # under a regular file: unwritable even as root
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert tracking.log_interaction(image=Image.new("RGB", (8, 8)), prompt="q", outputs={"c": "a"}) is None
+    messages = [str(w.message) for w in caught if issubclass(w.category, tracking.TrackingWarning)]
+    assert len(messages) == 1 and "WANDB_DIR" in messages[0] and "not-a-dir" in messages[0]
+    assert FAKE_KEY not in messages[0]
+
+
+def test_reader_rejects_what_is_not_a_run(tmp_path):
+    with pytest.raises(DataError, match="no run-\\*.wandb"):
+        offline_runs.read_offline_run(tmp_path)
+    bogus = tmp_path / "run-x.wandb"
+    bogus.write_bytes(b"not a log at all")
+    with pytest.raises(DataError, match="not a W&B run log"):
+        offline_runs.read_offline_run(bogus)

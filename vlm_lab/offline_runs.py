@@ -1,0 +1,234 @@
+"""Read W&B offline runs back from disk, without a server.
+
+wandb 0.31 writes no ``wandb-summary.json`` or ``config.yaml`` for offline runs:
+everything lives in ``offline-run-*/run-<id>.wandb``, a leveldb-style log
+(https://github.com/google/leveldb/blob/main/doc/log_format.md) of
+``wandb.proto.wandb_internal_pb2.Record`` protobufs. Tables and images are staged
+as ``run_table`` artifacts whose manifest names each file's local copy (under
+``WANDB_DATA_DIR``). This module decodes that log with wandb's own protobuf
+classes and rebuilds config, group, tags, summary, tables and images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any, Iterator
+
+from vlm_lab.errors import DataError
+
+# The log format wandb-core writes (header, then 32 KiB blocks of chunked records).
+_HEADER = struct.Struct("<4sHB")  # ident ":W&B", magic 0xBEE1, version 0
+_IDENT, _MAGIC = b":W&B", 0xBEE1
+_CHUNK = struct.Struct("<IHB")  # crc32 of type+data, length, type
+_BLOCK = 32768
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    """An artifact logged by the run: name, type, and ``{path in artifact: local file}``."""
+
+    name: str
+    type: str
+    client_id: str
+    files: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class OfflineRun:
+    """One offline run as it would appear on W&B after ``wandb sync``."""
+
+    id: str
+    dir: Path  # the offline-run-* folder
+    project: str
+    entity: str
+    group: str
+    job_type: str
+    name: str
+    tags: tuple[str, ...]
+    config: dict[str, Any]
+    summary: dict[str, Any]  # nested keys as nested dicts
+    artifacts: tuple[Artifact, ...]
+    finished: bool  # the log ends with an exit record
+    exit_code: int | None
+
+    @property
+    def sync_command(self) -> str:
+        return f"wandb sync {self.dir}"
+
+    def metrics(self) -> dict[str, Any]:
+        """Flat ``{key: number-or-string}`` of the summary, without wandb's own ``_*`` keys and tables."""
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                if "_type" in value:  # a table, an image: not a metric
+                    return
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            elif not prefix.startswith("_"):
+                flat[prefix] = value
+
+        walk("", self.summary)
+        return flat
+
+    def table(self, key: str) -> list[dict[str, Any]]:
+        """Rows of the table logged under ``key``; image cells become local PNG paths (str)."""
+        entry = self.summary.get(key)
+        if not isinstance(entry, dict) or entry.get("_type") not in ("table-file", "incremental-table-file"):
+            tables = [k for k, v in self.summary.items() if isinstance(v, dict) and v.get("_type") == "table-file"]
+            raise DataError(f"run {self.id} has no table {key!r} (tables: {', '.join(tables) or 'none'})")
+        artifact, name = self._artifact_file(entry.get("artifact_path", ""))
+        if artifact is not None:
+            payload = json.loads(Path(artifact.files[name]).read_text(encoding="utf-8"))
+        else:  # no staged artifact (already synced?): the run folder keeps a copy without media
+            payload = json.loads((self.dir / "files" / entry["path"]).read_text(encoding="utf-8"))
+        rows = []
+        for values in payload["data"]:
+            row = {}
+            for col, value in zip(payload["columns"], values):
+                if isinstance(value, dict) and value.get("_type") == "image-file":
+                    value = artifact.files.get(value["path"]) if artifact else None
+                row[col] = value
+            rows.append(row)
+        return rows
+
+    def tables(self) -> list[str]:
+        return [k for k, v in self.summary.items() if isinstance(v, dict) and v.get("_type") == "table-file"]
+
+    def images(self) -> list[str]:
+        """Local paths of every image the run logged (in tables or as media)."""
+        return [
+            path
+            for artifact in self.artifacts
+            for name, path in artifact.files.items()
+            if name.startswith("media/images/")
+        ]
+
+    def _artifact_file(self, uri: str) -> tuple[Artifact | None, str]:
+        # "wandb-client-artifact://<client_id>[:latest]/<name>"
+        if not uri.startswith("wandb-client-artifact://"):
+            return None, ""
+        head, _, name = uri.removeprefix("wandb-client-artifact://").partition("/")
+        client_id = head.split(":")[0]
+        for artifact in self.artifacts:
+            if artifact.client_id == client_id and name in artifact.files:
+                return artifact, name
+        return None, name
+
+
+def iter_records(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """Yield each ``Record`` protobuf of a ``run-*.wandb`` file, in order.
+
+    A truncated tail (the process was killed mid-write) ends the iteration quietly.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(path).read_bytes()
+    if len(data) < _HEADER.size:
+        raise DataError(f"{path} is not a W&B run log (empty or truncated header)")
+    ident, magic, _version = _HEADER.unpack_from(data)
+    if ident != _IDENT or magic != _MAGIC:
+        raise DataError(f"{path} is not a W&B run log (header {data[:7]!r})")
+    pos, pending = _HEADER.size, b""
+    while pos + _CHUNK.size <= len(data):
+        left = _BLOCK - pos % _BLOCK
+        if left < _CHUNK.size:  # block trailer: zero padding
+            pos += left
+            continue
+        crc, length, kind = _CHUNK.unpack_from(data, pos)
+        chunk = data[pos + _CHUNK.size : pos + _CHUNK.size + length]
+        if kind == 0 or len(chunk) < length or zlib.crc32(bytes([kind]) + chunk) & 0xFFFFFFFF != crc:
+            return  # padding to the end, or a torn write
+        pos += _CHUNK.size + length
+        if kind in (_FULL, _FIRST):
+            pending = chunk
+        else:
+            pending += chunk
+        if kind in (_FULL, _LAST):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def _set_item(target: dict[str, Any], item: Any) -> None:
+    keys = list(item.nested_key) or [item.key]
+    for k in keys[:-1]:
+        target = target.setdefault(k, {})
+        if not isinstance(target, dict):
+            return
+    target[keys[-1]] = json.loads(item.value_json)
+
+
+def _del_item(target: dict[str, Any], item: Any) -> None:
+    keys = list(item.nested_key) or [item.key]
+    for k in keys[:-1]:
+        target = target.get(k, {})
+    if isinstance(target, dict):
+        target.pop(keys[-1], None)
+
+
+def read_offline_run(path: str | os.PathLike[str]) -> OfflineRun:
+    """Read an ``offline-run-*`` folder (or its ``run-*.wandb`` file).
+
+    Raises:
+        DataError: the folder holds no run log, or the log has no run record.
+    """
+    path = Path(path)
+    log = path if path.is_file() else next(iter(sorted(path.glob("run-*.wandb"))), None)
+    if log is None:
+        raise DataError(f"no run-*.wandb log in {path}; point at a wandb/offline-run-* folder")
+    info: dict[str, Any] = {}
+    config: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    artifacts: list[Artifact] = []
+    exit_code: int | None = None
+    finished = False
+    for record in iter_records(log):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+            info = dict(
+                id=run.run_id, project=run.project, entity=run.entity, group=run.run_group,
+                job_type=run.job_type, name=run.display_name, tags=tuple(run.tags),
+            )
+            for item in run.config.update:
+                _set_item(config, item)
+        elif kind == "config":
+            for item in record.config.update:
+                _set_item(config, item)
+            for item in record.config.remove:
+                _del_item(config, item)
+        elif kind == "summary":
+            for item in record.summary.update:
+                _set_item(summary, item)
+            for item in record.summary.remove:
+                _del_item(summary, item)
+        elif kind == "artifact":
+            a = record.artifact
+            files = {entry.path: entry.local_path for entry in a.manifest.contents}
+            artifacts.append(Artifact(name=a.name, type=a.type, client_id=a.client_id, files=files))
+        elif kind == "exit":
+            finished, exit_code = True, record.exit.exit_code
+    if not info:
+        raise DataError(f"{log} has no run record (the run never started properly)")
+    config.pop("_wandb", None)
+    return OfflineRun(
+        dir=log.parent, config=config, summary=summary, artifacts=tuple(artifacts),
+        finished=finished, exit_code=exit_code, **info,
+    )
+
+
+def find_offline_runs(root: str | os.PathLike[str]) -> list[Path]:
+    """Every ``offline-run-*`` folder under ``root`` (a WANDB_DIR, its ``wandb/``, or any tree), oldest first."""
+    root = Path(root)
+    if root.name.startswith("offline-run-") and root.is_dir():
+        return [root]
+    found = {p.parent for p in root.rglob("offline-run-*/run-*.wandb")}
+    return sorted(found, key=lambda p: p.name)  # names start with the start time

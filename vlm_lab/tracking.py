@@ -1,0 +1,353 @@
+"""W&B logging for comparisons, ablation runs and single interactions.
+
+Offline by default: with no ``WANDB_API_KEY`` and no ``WANDB_MODE`` a run is
+written under ``$WANDB_DIR/wandb/offline-run-*`` and can be uploaded later with
+``wandb sync`` (``vlm-lab runs`` lists them and prints the command). A key in the
+environment makes runs online; ``mode="disabled"`` (or ``WANDB_MODE=disabled``)
+turns logging off without importing wandb.
+
+Logging never breaks an experiment: any W&B failure becomes one
+``TrackingWarning`` and the function returns ``None``; the results on disk are
+untouched. The API key is never printed or logged (it is redacted from warnings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+MODES = ("online", "offline", "disabled")
+DEFAULT_PROJECT = "vlm-lab"
+# Columns of a comparison's per-sample frame that hold an image path.
+_IMAGE_COLUMN = re.compile(r"(^|[_/])image(_path)?$")
+
+
+class TrackingWarning(UserWarning):
+    """W&B logging failed; the experiment and its files on disk are unaffected."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackedRun:
+    """Where a logged W&B run went."""
+
+    id: str
+    mode: str  # online | offline
+    dir: Path | None  # the offline-run-* / run-* folder
+    url: str | None  # online only
+
+    @property
+    def sync_command(self) -> str | None:
+        """``wandb sync DIR`` for an offline run, else None."""
+        return f"wandb sync {self.dir}" if self.mode == "offline" and self.dir else None
+
+
+def resolve_mode(mode: str | None = None) -> str:
+    """The W&B mode to use, read from the environment at call time.
+
+    An explicit ``mode`` wins; then ``WANDB_MODE`` (``dryrun`` means offline) or
+    ``WANDB_DISABLED=true``; then online when ``WANDB_API_KEY`` is set, else offline.
+    """
+    from vlm_lab.errors import ConfigError
+
+    if mode is None:
+        env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
+        if os.environ.get("WANDB_DISABLED", "").strip().lower() in ("1", "true", "yes"):
+            env_mode = "disabled"
+        mode = {"dryrun": "offline", "run": "online"}.get(env_mode, env_mode)
+        if not mode:
+            mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    if mode not in MODES:
+        raise ConfigError(f"W&B mode {mode!r} is not one of {', '.join(MODES)} (set WANDB_MODE or pass mode=)")
+    return mode
+
+
+def local_env(root: str | os.PathLike[str]) -> dict[str, str]:
+    """Env vars that keep every W&B file (runs, staged media, cache, settings) under ``root``."""
+    root = Path(root)
+    return {
+        "WANDB_DIR": str(root),
+        "WANDB_DATA_DIR": str(root / "data"),
+        "WANDB_CACHE_DIR": str(root / "cache"),
+        "WANDB_CONFIG_DIR": str(root / "config"),
+    }
+
+
+def _redact(text: str) -> str:
+    """Remove the API key from a message before it is shown anywhere."""
+    key = os.environ.get("WANDB_API_KEY", "")
+    return text.replace(key, "***") if len(key) >= 8 else text
+
+
+def _warn(what: str, error: BaseException) -> None:
+    warnings.warn(
+        TrackingWarning(_redact(f"W&B logging skipped ({what}): {type(error).__name__}: {error}; results on disk are unaffected")),
+        stacklevel=3,
+    )
+
+
+def _check_writable(directory: str | os.PathLike[str]) -> Path:
+    """wandb silently falls back to /tmp when its folder is unwritable; we refuse instead."""
+    from vlm_lab.errors import OutputPathError
+
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".vlm-lab-probe-"):
+            pass
+    except OSError as e:
+        raise OutputPathError(
+            f"W&B directory {str(path)!r} is not writable ({e.strerror or e}); set WANDB_DIR to a writable folder"
+        ) from e
+    return path
+
+
+def start_run(
+    config: Mapping[str, Any] | Any | None = None,
+    *,
+    project: str = DEFAULT_PROJECT,
+    entity: str | None = None,
+    group: str | None = None,
+    job_type: str = "compare",
+    tags: Iterable[str] = (),
+    name: str | None = None,
+    mode: str | None = None,
+    dir: str | os.PathLike[str] | None = None,
+) -> Any:
+    """Start a W&B run (or return None when disabled). Raises on failure; see ``log_comparison``.
+
+    ``config`` is a typed config (logged as ``config.to_dict()``, unchanged) or a mapping.
+    ``entity`` is the team workspace; ``group`` the sweep or ablation; ``tags`` the variant.
+    """
+    mode = resolve_mode(mode)
+    if mode == "disabled":
+        return None
+    run_dir = _check_writable(dir or os.environ.get("WANDB_DIR") or Path.cwd())
+    import wandb
+
+    if config is not None and hasattr(config, "to_dict"):
+        config = config.to_dict()
+    return wandb.init(
+        project=project,
+        entity=entity or None,
+        group=group or None,
+        job_type=job_type,
+        tags=[str(t) for t in tags if str(t)],
+        name=name or None,
+        config=dict(config) if config is not None else None,
+        mode=mode,
+        dir=str(run_dir),
+        reinit="create_new",  # never hijack or finish a run the user has open
+        settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True),
+    )
+
+
+def _tracked(run: Any, mode: str) -> TrackedRun:
+    sync_dir = getattr(run.settings, "sync_dir", None)
+    url = getattr(run, "url", None) if mode == "online" else None
+    return TrackedRun(id=run.id, mode=mode, dir=Path(sync_dir) if sync_dir else None, url=url)
+
+
+def _number(value: Any) -> float | int | None:
+    """A finite Python number, or None (W&B summaries want plain JSON numbers)."""
+    if isinstance(value, bool):
+        return int(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number):
+        return None
+    return int(number) if isinstance(value, int) or (hasattr(value, "dtype") and "int" in str(value.dtype)) else number
+
+
+def comparison_summary(result: Any) -> dict[str, Any]:
+    """Flat ``{"<checkpoint>/<metric>": number}`` from ``result.summary_frame()``.
+
+    Every numeric column of the per-checkpoint summary is kept (accuracy, its CI,
+    latency, tokens/s, peak memory, ...), plus ``best/*`` for the most accurate checkpoint.
+    """
+    frame = result.summary_frame()
+    key_col = "checkpoint" if "checkpoint" in frame.columns else frame.columns[0]
+    summary: dict[str, Any] = {}
+    for row in frame.to_dict(orient="records"):
+        label = str(row[key_col])
+        for col, value in row.items():
+            number = _number(value)
+            if col != key_col and number is not None:
+                summary[f"{label}/{col}"] = number
+    if "accuracy" in frame.columns and len(frame):
+        best = frame.loc[frame["accuracy"].astype(float).idxmax()]
+        summary["best/checkpoint"] = str(best[key_col])
+        summary["best/accuracy"] = float(best["accuracy"])
+    return summary
+
+
+def _table(frame: Any, *, max_rows: int | None) -> Any:
+    """A wandb.Table of per-sample rows; image-path columns become wandb.Image."""
+    import wandb
+
+    if max_rows is not None:
+        frame = frame.head(max_rows)
+    columns = [str(c) for c in frame.columns]
+    image_cols = {c for c in columns if _IMAGE_COLUMN.search(c.lower())}
+    table = wandb.Table(columns=[c.removesuffix("_path") if c in image_cols else c for c in columns])
+    for row in frame.itertuples(index=False):
+        values = []
+        for col, value in zip(columns, row):
+            if col in image_cols and isinstance(value, str) and value and Path(value).is_file():
+                value = wandb.Image(value)
+            elif hasattr(value, "item"):  # numpy scalar -> Python
+                value = value.item()
+            values.append(value)
+        table.add_data(*values)
+    return table
+
+
+def log_comparison(
+    result: Any,
+    config: Any = None,
+    *,
+    project: str = DEFAULT_PROJECT,
+    entity: str | None = None,
+    group: str | None = None,
+    tags: Iterable[str] = (),
+    name: str | None = None,
+    job_type: str = "compare",
+    mode: str | None = None,
+    dir: str | os.PathLike[str] | None = None,
+    max_table_rows: int | None = None,
+) -> TrackedRun | None:
+    """Log a checkpoint comparison as one W&B run; never raises for W&B failures.
+
+    Logs ``config`` (default ``result.config``) unchanged, per-checkpoint summary
+    metrics, a ``samples`` table (image, prompt, reference, each checkpoint's
+    output and score) and ``result.output_dir`` as a ``comparison`` artifact.
+
+    Returns:
+        Where the run went, or None when disabled or when W&B failed (one
+        ``TrackingWarning`` says why).
+    """
+    if config is None:
+        config = getattr(result, "config", None)
+    try:
+        resolved = resolve_mode(mode)
+        run = start_run(
+            config, project=project, entity=entity, group=group, job_type=job_type,
+            tags=tags, name=name, mode=resolved, dir=dir,
+        )
+    except Exception as e:  # noqa: BLE001 - logging must never break the experiment
+        _warn("could not start the run", e)
+        return None
+    if run is None:
+        return None
+    try:
+        run.summary.update(comparison_summary(result))
+        run.log({"samples": _table(result.to_dataframe(), max_rows=max_table_rows)})
+        output_dir = getattr(result, "output_dir", None)
+        if output_dir and Path(output_dir).is_dir():
+            import wandb
+
+            artifact = wandb.Artifact(_artifact_name(group, name, run.id), type="comparison")
+            artifact.add_dir(str(output_dir))
+            run.log_artifact(artifact)
+        tracked = _tracked(run, resolved)
+        run.finish()
+        return tracked
+    except Exception as e:  # noqa: BLE001
+        _warn("could not log the comparison", e)
+        _finish_quietly(run)
+        return None
+
+
+def log_interaction(
+    *,
+    image: Any,
+    prompt: str,
+    outputs: Mapping[str, str],
+    latency_s: Mapping[str, float] | None = None,
+    memory_mb: Mapping[str, float] | float | None = None,
+    config: Mapping[str, Any] | Any | None = None,
+    run: Any = None,
+    project: str = DEFAULT_PROJECT,
+    entity: str | None = None,
+    group: str | None = None,
+    tags: Iterable[str] = ("interaction",),
+    mode: str | None = None,
+    dir: str | os.PathLike[str] | None = None,
+) -> TrackedRun | None:
+    """Log one interactive question (the Space, the explore notebook); never raises for W&B failures.
+
+    Args:
+        image: PIL image, array or path shown to every checkpoint.
+        prompt: the question.
+        outputs: ``{checkpoint: answer}``.
+        latency_s: ``{checkpoint: seconds}`` for the answer.
+        memory_mb: ``{checkpoint: peak MB}`` or one number for the whole call.
+        run: an open run from ``start_run`` to append to (it stays open); by
+            default a fresh ``job_type="interaction"`` run is started and finished.
+
+    Returns:
+        Where the run went, or None when disabled or when W&B failed.
+    """
+    own_run = run is None
+    try:
+        resolved = resolve_mode(mode)
+        if own_run:
+            run = start_run(
+                config, project=project, entity=entity, group=group, job_type="interaction",
+                tags=tags, mode=resolved, dir=dir,
+            )
+        if run is None:
+            return None
+    except Exception as e:  # noqa: BLE001
+        _warn("could not start the run", e)
+        return None
+    try:
+        import wandb
+
+        latency_s = latency_s or {}
+        per_ckpt_mem = memory_mb if isinstance(memory_mb, Mapping) else {}
+        table = wandb.Table(columns=["image", "prompt", "checkpoint", "output", "latency_s", "memory_mb"])
+        picture = wandb.Image(str(image) if isinstance(image, os.PathLike) else image)
+        for ckpt, text in outputs.items():
+            mem = per_ckpt_mem.get(ckpt) if per_ckpt_mem else memory_mb
+            table.add_data(picture, prompt, ckpt, text, _number(latency_s.get(ckpt)), _number(mem))
+        metrics: dict[str, Any] = {"interaction": table}
+        metrics.update({f"{ckpt}/latency_s": _number(v) for ckpt, v in latency_s.items()})
+        if per_ckpt_mem:
+            metrics.update({f"{ckpt}/memory_mb": _number(v) for ckpt, v in per_ckpt_mem.items()})
+        elif memory_mb is not None:
+            metrics["memory_mb"] = _number(memory_mb)
+        run.log(metrics)
+        tracked = _tracked(run, resolved if own_run else _run_mode(run))
+        if own_run:
+            run.finish()
+        return tracked
+    except Exception as e:  # noqa: BLE001
+        _warn("could not log the interaction", e)
+        if own_run:
+            _finish_quietly(run)
+        return None
+
+
+def _run_mode(run: Any) -> str:
+    return "offline" if getattr(run.settings, "_offline", False) or run.settings.mode == "offline" else "online"
+
+
+def _artifact_name(group: str | None, name: str | None, run_id: str) -> str:
+    # Artifact names allow letters, digits, '-', '_' and '.'.
+    base = "-".join(p for p in (group, name) if p) or "comparison"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{base}-{run_id}")[:128]
+
+
+def _finish_quietly(run: Any) -> None:
+    try:
+        run.finish(exit_code=1)
+    except Exception:  # noqa: BLE001 - already warned once
+        pass
