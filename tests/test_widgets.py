@@ -1,0 +1,110 @@
+"""The explorer widget driven from Python: real checkpoints, real generation, no browser."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import random
+
+import pytest
+
+from vlm_lab import shapes
+from vlm_lab.errors import CheckpointNotFoundError, DataError
+from vlm_lab.widgets import STRATEGIES, explore
+
+
+def _upload(name: str, content: bytes) -> tuple[dict, ...]:
+    """What ipywidgets' FileUpload holds after the browser sends one file."""
+    return ({"name": name, "type": "", "size": len(content), "content": memoryview(content),
+             "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+
+
+@pytest.fixture(scope="module")
+def explorer(tiny_dir):
+    return explore(str(tiny_dir), "shapes:val:6", device="cpu")
+
+
+def test_lists_checkpoints_in_step_order_and_preselects_first_and_last(explorer):
+    names = [ref.name for ref in explorer.refs]
+    assert names == ["checkpoint-0", "checkpoint-250", "checkpoint-500", "checkpoint-750", "checkpoint-1000"]
+    assert [names[i] for i in explorer.checkpoints.value] == ["checkpoint-0", "checkpoint-1000"]
+    assert len(explorer.example.options) == 6
+    assert explorer.preview.value[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_shows_every_selected_checkpoint_side_by_side(explorer):
+    explorer.image_source.value = "example"
+    explorer.example.value = 1  # "What shape is it?"
+    sample = explorer.samples[1]
+    assert explorer.prompt.value == sample.prompt and explorer.reference == sample.reference
+    explorer.checkpoints.value = (0, 4)
+    explorer.button.click()  # the same path as a click in the browser
+    rows = explorer.rows
+    assert [r["checkpoint"] for r in rows] == ["checkpoint-0", "checkpoint-1000"]
+    assert rows[1]["answer"] == sample.reference  # the trained checkpoint gets it right
+    assert all(r["latency_s"] > 0 and r["memory_mb"] > 0 and r["new_tokens"] >= 1 for r in rows)
+    out = explorer.output.value
+    assert "checkpoint-0" in out and "checkpoint-1000" in out and f"<b>{sample.reference}</b>" in out
+    assert "background:#e6f4ea" in out  # the right answer is green
+    assert not explorer.button.disabled
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_runs(explorer, strategy):
+    explorer.checkpoints.value = (4,)
+    explorer.strategy.value = strategy
+    explorer.max_new_tokens.value = 4
+    rows = explorer.run()
+    assert len(rows) == 1 and rows[0]["new_tokens"] <= 4
+    assert "checkpoint-1000" in explorer.output.value
+    explorer.strategy.value, explorer.max_new_tokens.value = "greedy", 8
+
+
+def test_bad_upload_is_a_message_not_a_traceback(explorer):
+    explorer.image_source.value = "example"
+    explorer.upload.value = _upload("notes.txt", b"this is not an image")
+    assert "Cannot read 'notes.txt' as an image" in explorer.output.value.replace("&#x27;", "'")
+    assert explorer.image_source.value == "example"  # still on the example
+    assert explorer.run()  # and Compare still works
+
+
+def test_uploaded_image_is_used(explorer):
+    image = shapes.draw_shape("blue", "circle", random.Random(3))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    explorer.upload.value = _upload("blue.png", buf.getvalue())
+    assert explorer.image_source.value == "upload" and explorer.reference is None
+    explorer.checkpoints.value = (4,)
+    explorer.prompt.value = "What color is the shape?"
+    assert explorer.run()[0]["answer"] == "blue"
+    explorer.example.value = 0  # picking an example switches back to it
+    assert explorer.image_source.value == "example"
+
+
+def test_nothing_selected_or_no_prompt_says_what_to_do(explorer):
+    explorer.checkpoints.value = ()
+    assert explorer.run() == [] and "Select at least one checkpoint" in explorer.output.value
+    explorer.checkpoints.value = (4,)
+    explorer.prompt.value = "  "
+    assert explorer.run() == [] and "Type a prompt" in explorer.output.value
+    explorer.prompt.value = explorer.samples[0].prompt
+
+
+def test_log_checkbox_is_off_by_default(explorer):
+    assert explorer.log.value is False
+
+
+def test_bad_references_fail_early_with_the_fix(tiny_dir, tmp_path):
+    with pytest.raises(CheckpointNotFoundError, match="checkpoint-1000"):
+        explore(str(tiny_dir / "checkpoint-999"), "shapes:val:2")
+    with pytest.raises(DataError, match="JSONL"):
+        explore(str(tiny_dir), str(tmp_path / "missing.jsonl"))
+
+
+def test_a_list_of_model_folders_and_a_jsonl(tiny_checkpoints, tmp_path):
+    from vlm_lab.data import write_jsonl
+
+    jsonl = write_jsonl(shapes.make_samples("val", 3), tmp_path)
+    e = explore([str(tiny_checkpoints[2]), str(tiny_checkpoints[4])], str(jsonl))
+    assert [r.name for r in e.refs] == ["checkpoint-500", "checkpoint-1000"]
+    assert [s.prompt for s in e.samples] == [s.prompt for s in shapes.make_samples("val", 3)]

@@ -1,0 +1,258 @@
+"""An ipywidgets explorer: one image + prompt through several checkpoints, side by side.
+
+``explore()`` is what notebooks/01_explore.ipynb displays. The user picks
+checkpoints, an example (or uploads an image), types a prompt, picks a decoding
+strategy and clicks Compare; each checkpoint's answer, latency, token count and
+memory land in one table. All the logic lives here so the notebook is one call,
+and ``Explorer.run()`` is the click handler, callable (and tested) without a
+browser.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import os
+import time
+from typing import Any, Sequence
+
+import ipywidgets as w
+
+from vlm_lab.checkpoints import CheckpointRef, resolve_all
+from vlm_lab.config import GenerationConfig
+from vlm_lab.data import Sample, load_samples, open_image
+from vlm_lab.errors import DataError, VlmLabError
+
+STRATEGIES = ("greedy", "nucleus(0.9)", "temperature(0.7)", "beam(3)")
+PREVIEW_PX = 128  # the 64x64 shapes are upscaled (nearest) so they are visible
+
+_OK_STYLE = "background:#e6f4ea"
+_BAD_STYLE = "background:#fce8e6"
+
+
+def _png(image) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    scale = max(1, PREVIEW_PX // max(image.size))
+    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def message_html(text: str, *, error: bool = False) -> str:
+    """A one-line notice for the output area (errors in red, never a traceback)."""
+    color = "#b3261e" if error else "#444"
+    return f'<div class="vlm-lab-message" style="color:{color};padding:4px 0">{html.escape(text)}</div>'
+
+
+def results_html(rows: Sequence[dict[str, Any]], reference: str | None = None) -> str:
+    """The side-by-side table: one row per checkpoint; green/red against the reference when known."""
+    from vlm_lab.scoring import normalized_match
+
+    head = "".join(f"<th style='text-align:left;padding:2px 10px'>{h}</th>" for h in ("checkpoint", "answer", "latency", "tokens", "memory"))
+    body = []
+    for r in rows:
+        style = ""
+        if reference is not None:
+            style = _OK_STYLE if normalized_match(r["answer"], reference) else _BAD_STYLE
+        cells = (
+            html.escape(r["checkpoint"]),
+            f"<b>{html.escape(r['answer']) or '<i>(empty)</i>'}</b>",
+            f"{r['latency_s'] * 1000:.0f} ms",
+            str(r["new_tokens"]),
+            f"{r['memory_mb']:.1f} MB {html.escape(r.get('memory_kind', ''))}".strip(),
+        )
+        tds = "".join(f"<td style='padding:2px 10px'>{c}</td>" for c in cells)
+        body.append(f"<tr class='vlm-lab-row' style='{style}'>{tds}</tr>")
+    ref = f"<div>reference: <b>{html.escape(reference)}</b></div>" if reference is not None else ""
+    return f"{ref}<table class='vlm-lab-results'><tr>{head}</tr>{''.join(body)}</table>"
+
+
+class Explorer:
+    """The widget tree plus its state; display it, or drive it from Python.
+
+    Attributes are the controls (``checkpoints``, ``example``, ``upload``,
+    ``image_source``, ``prompt``, ``strategy``, ``max_new_tokens``, ``log``,
+    ``button``) and the ``output`` HTML area. ``rows`` holds the last results.
+    """
+
+    def __init__(self, refs: list[CheckpointRef], samples: list[Sample], *, dtype: str = "auto", device: str = "auto", cache=None) -> None:
+        self.refs, self.samples = refs, samples
+        self.dtype, self.device = dtype, device
+        self.cache = cache
+        self.uploaded = None  # PIL image of the last good upload
+        self.rows: list[dict[str, Any]] = []
+
+        default = sorted({0, len(refs) - 1})
+        self.checkpoints = w.SelectMultiple(
+            options=[(r.name, i) for i, r in enumerate(refs)], value=tuple(default), rows=min(len(refs), 6),
+            description="Checkpoints", layout=w.Layout(width="360px"),
+        )
+        self.example = w.Dropdown(
+            options=[(f"{s.id}: {s.prompt}", i) for i, s in enumerate(samples)], value=0 if samples else None,
+            description="Example", layout=w.Layout(width="420px"),
+        )
+        self.upload = w.FileUpload(accept="image/*", multiple=False, description="Upload image")
+        self.image_source = w.ToggleButtons(options=["example", "upload"], value="example", description="Image")
+        self.preview = w.Image(format="png", width=PREVIEW_PX, height=PREVIEW_PX)
+        self.prompt = w.Text(value=samples[0].prompt if samples else "", description="Prompt", layout=w.Layout(width="420px"))
+        self.strategy = w.Dropdown(options=STRATEGIES, value="greedy", description="Strategy")
+        self.max_new_tokens = w.BoundedIntText(value=8, min=1, max=256, description="Max tokens")
+        self.log = w.Checkbox(value=False, description="Log this comparison (W&B)", indent=False)
+        self.log.disabled = _log_interaction() is None
+        self.button = w.Button(description="Compare", button_style="primary", icon="play")
+        self.output = w.HTML(value=message_html("Pick checkpoints and an image, then click Compare."))
+
+        self.example.observe(self._on_example, names="value")
+        self.upload.observe(self._on_upload, names="value")
+        self.image_source.observe(lambda _: self._show_preview(), names="value")
+        self.button.on_click(self.run)
+        self._show_preview()
+
+        controls = w.VBox([self.example, self.upload, self.image_source, self.prompt, self.strategy, self.max_new_tokens, self.log, self.button])
+        self.ui = w.VBox([w.HBox([w.VBox([self.checkpoints, self.preview]), controls]), self.output])
+
+    # Displaying an Explorer displays its widget tree.
+    def _repr_mimebundle_(self, **kwargs):
+        return self.ui._repr_mimebundle_(**kwargs)
+
+    @property
+    def image(self):
+        """The image a Compare would use: the upload when chosen, else the selected example's."""
+        if self.image_source.value == "upload" and self.uploaded is not None:
+            return self.uploaded
+        return self.samples[self.example.value].image if self.samples else None
+
+    @property
+    def reference(self) -> str | None:
+        """The selected example's reference answer, when its own image and prompt are in use."""
+        if self.image_source.value == "upload" or not self.samples:
+            return None
+        s = self.samples[self.example.value]
+        return s.reference if self.prompt.value.strip() == s.prompt else None
+
+    def _show_preview(self) -> None:
+        image = self.image
+        if image is not None:
+            self.preview.value = _png(image)
+
+    def _on_example(self, change) -> None:
+        self.prompt.value = self.samples[change["new"]].prompt
+        self.image_source.value = "example"
+        self._show_preview()
+
+    def _on_upload(self, change) -> None:
+        files = change["new"]
+        if not files:
+            return
+        f = files[0]
+        try:
+            image = open_image(io.BytesIO(bytes(f["content"])))
+        except DataError:
+            self.output.value = message_html(
+                f"Cannot read {f['name']!r} as an image; upload a PNG, JPEG or another format Pillow opens.", error=True
+            )
+            return
+        self.uploaded = image
+        self.image_source.value = "upload"
+        self._show_preview()
+        self.output.value = message_html(f"Using uploaded image {f['name']!r} ({image.width}x{image.height}).")
+
+    def run(self, _button=None) -> list[dict[str, Any]]:
+        """The Compare click: run every selected checkpoint on the image + prompt, show the table."""
+        refs = [self.refs[i] for i in self.checkpoints.value]
+        prompt = self.prompt.value.strip()
+        if not refs:
+            self.output.value = message_html("Select at least one checkpoint (ctrl/shift-click to select several).", error=True)
+            return []
+        if not prompt:
+            self.output.value = message_html("Type a prompt first.", error=True)
+            return []
+        if self.image is None:
+            self.output.value = message_html("Pick an example or upload an image first.", error=True)
+            return []
+        config = GenerationConfig(strategy=self.strategy.value, max_new_tokens=int(self.max_new_tokens.value), batch_size=1)
+        self.button.disabled = True
+        try:
+            self.rows = []
+            for i, ref in enumerate(refs, start=1):
+                self.output.value = message_html(f"Running {ref.name} ({i}/{len(refs)})…") + results_html(self.rows)
+                self.rows.append(self._generate_one(ref, self.image, prompt, config))
+            self.output.value = results_html(self.rows, self.reference)
+            if self.log.value:
+                self._log(prompt, config)
+        except VlmLabError as e:
+            self.output.value = message_html(f"{type(e).__name__}: {e}", error=True)
+        except Exception as e:  # a button callback's traceback would vanish into the browser console
+            self.output.value = message_html(f"unexpected {type(e).__name__}: {e}", error=True)
+        finally:
+            self.button.disabled = False
+        return self.rows
+
+    def _generate_one(self, ref: CheckpointRef, image, prompt: str, config: GenerationConfig) -> dict[str, Any]:
+        import torch
+
+        from vlm_lab.generation import generate
+        from vlm_lab.model_cache import ModelCache
+
+        if self.cache is None:
+            self.cache = ModelCache()
+        loaded = self.cache.get(ref, dtype=self.dtype, device=self.device)
+        cuda = loaded.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(loaded.device)
+        start = time.perf_counter()
+        out = generate(loaded, [Sample(id="explore", image=image, prompt=prompt)], config)[0]
+        latency = time.perf_counter() - start
+        memory = torch.cuda.max_memory_allocated(loaded.device) if cuda else loaded.nbytes
+        return {
+            "checkpoint": ref.name, "step": ref.step, "answer": out.text, "latency_s": latency, "new_tokens": out.new_tokens,
+            "memory_mb": memory / 2**20, "memory_kind": "peak" if cuda else "weights",
+        }
+
+    def _log(self, prompt: str, config: GenerationConfig) -> None:
+        log_interaction = _log_interaction()
+        if log_interaction is not None:
+            log_interaction(
+                image=self.image, prompt=prompt,
+                outputs={r["checkpoint"]: r["answer"] for r in self.rows},
+                latency_s={r["checkpoint"]: r["latency_s"] for r in self.rows},
+                memory_mb={r["checkpoint"]: r["memory_mb"] for r in self.rows},
+                config=config.to_dict(),
+            )
+
+
+def _log_interaction():
+    """``vlm_lab.tracking.log_interaction`` when tracking is available, else None."""
+    try:
+        from vlm_lab import tracking
+    except ImportError:
+        return None
+    return getattr(tracking, "log_interaction", None)
+
+
+def explore(
+    checkpoints: str | Sequence[str] = "checkpoints/shapes",
+    data: str = "shapes:val:24",
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    cache=None,
+) -> Explorer:
+    """Build the explorer over the checkpoints a folder/list resolves to and the samples of ``data``.
+
+    Args:
+        checkpoints: a training-output folder (expands to its checkpoint-N), model folders, hub ids,
+            or a comma-separated string of them.
+        data: ``shapes:SPLIT[:N]`` or a JSONL of ``{image, prompt, reference?}``; its samples fill the
+            Example dropdown.
+        dtype, device: as in ``CompareConfig``.
+        cache: a ``ModelCache`` to share with other comparisons (a fresh one by default).
+
+    Raises:
+        CheckpointNotFoundError: a checkpoint reference points at nothing (the message lists what exists).
+        DataError: the data spec or file is unusable.
+    """
+    refs = resolve_all(list(checkpoints) if not isinstance(checkpoints, str) else checkpoints)
+    samples = load_samples(os.fspath(data))
+    return Explorer(refs, samples, dtype=dtype, device=device, cache=cache)
