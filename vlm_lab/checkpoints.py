@@ -21,6 +21,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import MutableMapping
 
 from vlm_lab.errors import CheckpointNotFoundError
 
@@ -159,20 +160,56 @@ def resolve_all(specs: list[str] | tuple[str, ...] | str) -> list[CheckpointRef]
     return list(seen.values())
 
 
-def fingerprint(ref: CheckpointRef) -> str:
-    """A short hash that changes whenever the weights change.
+# Files that say how training went, not what the model computes: never part of a fingerprint.
+_TRAINING_STATE = re.compile(r"^(trainer_state\.json|training_args\.bin|optimizer\.\w+|scheduler\.pt|scaler\.pt|rng_state.*\.pth|README\.md)$")
 
-    Local: size + mtime_ns of each weight file and config.json (cheap; a re-save
-    changes mtime). Hub: repo id, revision and subfolder (a moving branch such as
-    ``main`` is pinned to the commit it resolves to when huggingface_hub can tell).
+
+def model_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The files of a model folder that decide its outputs: weights, configs, tokenizer, processor."""
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and not _TRAINING_STATE.match(p.name))
+
+
+def file_digest(path: Path, memo: MutableMapping[str, str] | None = None) -> str:
+    """sha256 of a file's bytes, memoised on (path, size, mtime_ns, ctime_ns, inode).
+
+    The memo makes repeated fingerprints free; the stat key is only a shortcut to
+    the content hash, never a substitute for it. ``ctime`` cannot be set from user
+    space, so a copy that preserves mtime (``cp -p``, ``shutil.copy2``, ``rsync -a``)
+    still changes the key and the file is re-hashed.
+    """
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
+    if memo is not None and key in memo:
+        return memo[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    digest = h.hexdigest()
+    if memo is not None:
+        memo[key] = digest
+    return digest
+
+
+def fingerprint(ref: CheckpointRef, *, memo: MutableMapping[str, str] | None = None) -> str:
+    """A short hash that changes whenever what the checkpoint computes changes.
+
+    Local: the sha256 of every model file (weights, config, tokenizer, processor,
+    chat template; not trainer state). Content, not size + mtime: a checkpoint
+    overwritten by a copy of another one keeps the same sizes and, with ``cp -p``,
+    even an older mtime, and must still never be served cached results. Pass a
+    ``memo`` (any mutable mapping, e.g. a dict loaded from JSON) to hash each file
+    once: hashing runs at ~1 GB/s, a few seconds for a 7 GB model, and a re-run
+    with an unchanged stat costs nothing.
+
+    Hub: repo id, the commit the revision resolves to (when huggingface_hub can
+    tell) and the subfolder.
     """
     h = hashlib.sha256()
     if ref.path is not None:
-        folder = Path(ref.path)
-        files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name == "config.json"))
-        for p in files:
-            st = p.stat()
-            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        for p in model_files(ref.path):
+            h.update(f"{p.name}:{file_digest(p, memo)}\n".encode())
     else:
         h.update(json.dumps([ref.repo_id, _hub_commit(ref), ref.subfolder]).encode())
     return h.hexdigest()[:16]

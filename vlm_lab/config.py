@@ -18,6 +18,7 @@ T = TypeVar("T", bound="ConfigBase")
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
+METRICS = ("exact", "normalized")
 
 # "greedy", "nucleus(0.9)", "temperature(0.7)", "beam(4)"
 _STRATEGY_RE = re.compile(r"^(greedy|nucleus|temperature|beam)(?:\((\d+(?:\.\d+)?)\))?$")
@@ -55,6 +56,20 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 def _check_positive(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(text: str | int) -> int:
+    """A memory size: ``"16GB"`` -> 16_000_000_000, ``"15GiB"`` -> 15 * 2**30, ``123`` -> 123."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    m = _SIZE_RE.match(str(text).lower())
+    if not m or m.group(2) not in _SIZE_UNITS:
+        raise ConfigError(f"cannot read a memory size from {text!r}; use bytes or a unit, e.g. 16GB, 15GiB, 500MB")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
 
 
 def parse_strategy(strategy: str) -> tuple[str, float | None]:
@@ -142,7 +157,7 @@ class CompareConfig(ConfigBase):
 
     checkpoints: tuple[str, ...] = ("checkpoints/shapes",)  # folders, training outputs (checkpoint-N), hub ids
     data: str = "shapes:val"  # shapes:SPLIT[:N] or a JSONL of {image, prompt, reference?}
-    num_samples: int = 64  # at most this many samples
+    num_samples: int = 64  # at most this many samples; 0 = all the data gives
     strategy: str = "greedy"  # greedy | nucleus(P) | temperature(T) | beam(N)
     max_new_tokens: int = 8
     batch_size: int = 16
@@ -151,6 +166,9 @@ class CompareConfig(ConfigBase):
     device: str = "auto"  # auto | cpu | cuda
     output_dir: str = "runs/compare"
     use_cache: bool = True  # reuse per-sample results cached on disk
+    cache_dir: str = ""  # where per-sample results are cached; "" = OUTPUT_DIR/.cache
+    metric: str = "exact"  # exact | normalized
+    memory_budget: str = ""  # model cache budget, e.g. "16GB"; "" = 90% of the GPU / half the RAM
 
     def __post_init__(self) -> None:
         checkpoints = self.checkpoints
@@ -159,9 +177,13 @@ class CompareConfig(ConfigBase):
         object.__setattr__(self, "checkpoints", tuple(checkpoints))
         if not self.checkpoints:
             raise ConfigError("checkpoints is empty; give at least one folder or hub id")
-        _check_positive("num_samples", self.num_samples)
+        if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) or self.num_samples < 0:
+            raise ConfigError(f"num_samples must be a whole number >= 0 (0 = all), got {self.num_samples!r}")
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("device", self.device, DEVICES)
+        _check_choice("metric", self.metric, METRICS)
+        if self.memory_budget:
+            parse_bytes(self.memory_budget)
         self.generation()  # validates strategy, max_new_tokens, batch_size
 
     def generation(self) -> GenerationConfig:

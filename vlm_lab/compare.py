@@ -1,0 +1,385 @@
+"""Compare checkpoints: N checkpoints x M samples -> ``ComparisonResult``, cached and resumable.
+
+For each checkpoint, the samples without a cached result are generated in
+batches (left-padded, ``config.batch_size``) and each finished batch is appended
+to that checkpoint's result cache before the next starts, so an interrupted run
+resumes where it stopped. A checkpoint whose every sample is cached is not even
+loaded: re-running a finished comparison costs reading a few JSONL files.
+
+The result cache: one JSONL per (checkpoint fingerprint, generation key) in
+``config.cache_dir`` (default ``OUTPUT_DIR/.cache``). The fingerprint hashes the
+checkpoint's files (see ``checkpoints.fingerprint``), so a checkpoint re-saved
+with other weights at the same path is never served stale results. The
+generation key covers everything else that changes an output: strategy,
+max_new_tokens, seed and batch size (sampling only: greedy outputs do not depend
+on them), dtype, device type and the torch/transformers versions. Each line is
+keyed by a hash of the sample's image pixels and prompt, not by its id. Lines
+are appended with flush + fsync; a torn last line from a crash is skipped on
+read, so the cache never needs an atomic rewrite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Sequence
+
+from vlm_lab.checkpoints import CheckpointRef, resolve, resolve_all
+from vlm_lab.config import CompareConfig, GenerationConfig, parse_strategy
+from vlm_lab.data import Sample, atomic_write_text, load_samples, open_image
+from vlm_lab.errors import OutputPathError
+from vlm_lab.model_cache import ModelCache
+from vlm_lab.results import ComparisonResult
+from vlm_lab.scoring import bootstrap_accuracy, get_scorer
+
+__all__ = ["BatchEvent", "ComparisonResult", "ResultCache", "compare", "compare_one", "sample_key"]
+
+CACHE_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchEvent:
+    """Reported to ``compare(on_batch=...)`` after each generated batch has been cached."""
+
+    checkpoint: str
+    batch: int  # 0-based, within this checkpoint's batches still to run
+    num_batches: int
+    sample_ids: tuple[str, ...]
+
+
+def sample_key(sample: Sample) -> str:
+    """A hash of the image's pixels and the prompt: what the output depends on (not the id)."""
+    h = hashlib.sha256()
+    img = sample.image
+    h.update(f"{img.mode}:{img.size[0]}x{img.size[1]}:".encode())
+    h.update(img.tobytes())
+    h.update(b"\0" + sample.prompt.encode("utf-8"))
+    return h.hexdigest()[:24]
+
+
+def generation_key(gen: GenerationConfig, *, dtype: str, device_type: str) -> str:
+    """Hash of every generation setting that changes outputs (greedy ignores seed and batch size)."""
+    name, _ = parse_strategy(gen.strategy)
+    key = {
+        "format": CACHE_FORMAT,
+        "strategy": gen.strategy.strip().lower(),
+        "max_new_tokens": gen.max_new_tokens,
+        "dtype": dtype,
+        "device": device_type,
+        "torch": metadata.version("torch"),
+        "transformers": metadata.version("transformers"),
+    }
+    if name in ("nucleus", "temperature"):  # seeded per batch: the outputs depend on the batching
+        key.update(seed=gen.seed, batch_size=gen.batch_size)
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class ResultCache:
+    """Append-only JSONL of per-sample results for one (fingerprint, generation key)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> tuple[dict[str, dict], dict]:
+        """``({sample key: result}, memory record)``; unreadable (torn) lines are skipped."""
+        results: dict[str, dict] = {}
+        memory: dict = {}
+        if not self.path.is_file():
+            return results, memory
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a write cut short by a crash
+            if "memory" in record:
+                if (record["memory"].get("peak_memory_bytes") or 0) >= (memory.get("peak_memory_bytes") or 0):
+                    memory = record["memory"]
+            elif "key" in record:
+                results[record["key"]] = record
+        return results, memory
+
+    def append(self, records: Sequence[dict]) -> None:
+        """Append records as lines and fsync, so a finished batch survives a crash."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        with open(self.path, "a+b") as f:
+            if f.tell() > 0:  # a torn last line must not swallow the first new record
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    text = "\n" + text
+            f.write(text.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class _MemoryProbe:
+    """Peak memory of one checkpoint's generation, named for what it measures.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` (weights + activations + KV cache).
+    CPU: the model's parameter bytes + the growth of the process RSS while
+    generating, sampled after each batch (an approximation: short spikes are missed).
+    """
+
+    def __init__(self, loaded) -> None:
+        import torch
+
+        self.loaded = loaded
+        self.cuda = loaded.device.type == "cuda"
+        if self.cuda:
+            torch.cuda.synchronize(loaded.device)
+            torch.cuda.reset_peak_memory_stats(loaded.device)
+            self.kind = "cuda_max_allocated"
+        else:
+            import psutil
+
+            self._proc = psutil.Process()
+            self._rss0 = self._rss_peak = self._proc.memory_info().rss
+            self.kind = "cpu_weights_plus_rss_growth"
+
+    def sample(self) -> None:
+        if not self.cuda:
+            self._rss_peak = max(self._rss_peak, self._proc.memory_info().rss)
+
+    def peak(self) -> int:
+        if self.cuda:
+            import torch
+
+            return int(torch.cuda.max_memory_allocated(self.loaded.device))
+        return int(self.loaded.nbytes + self._rss_peak - self._rss0)
+
+
+def _unique_names(refs: Sequence[CheckpointRef]) -> list[str]:
+    """Display names; ``checkpoint-300`` from two runs becomes ``runA/checkpoint-300``, ``runB/...``."""
+    names = [r.name for r in refs]
+    for i, ref in enumerate(refs):
+        if names.count(ref.name) > 1 and ref.path is not None:
+            names[i] = f"{Path(ref.path).parent.name}/{ref.name}"
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):  # still equal (same parent names): number them
+        seen[name] = seen.get(name, 0) + 1
+        if names.count(name) > 1:
+            names[i] = f"{name}#{seen[name]}"
+    return names
+
+
+def _prepare_output_dir(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"output_dir {str(path)!r} is a file; pass a folder (--out DIR)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputPathError(f"cannot create output_dir {str(path)!r} ({e.strerror}); pick a folder you can write to") from e
+
+
+def _write_images(samples: Sequence[Sample], keys: Sequence[str], out: Path) -> list[str]:
+    """Each sample image once under ``out/images/<key>.png``; returns the paths relative to ``out``."""
+    rels = []
+    for sample, key in zip(samples, keys):
+        rel = f"images/{key}.png"
+        target = out / rel
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            sample.image.save(tmp, format="PNG")
+            os.replace(tmp, target)
+        rels.append(rel)
+    return rels
+
+
+def _load_memo(path: Path) -> dict[str, str]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def compare(
+    config: CompareConfig,
+    *,
+    progress: bool = True,
+    cache: ModelCache | None = None,
+    on_batch: Callable[[BatchEvent], None] | None = None,
+) -> ComparisonResult:
+    """Run every checkpoint of ``config`` on its samples, score, summarise and save.
+
+    Args:
+        config: which checkpoints, data, generation settings and output folder.
+        progress: a tqdm bar over (checkpoint x batch) on stderr.
+        cache: the model cache to load through (one is made from ``config.memory_budget`` if None).
+        on_batch: called after each generated batch is cached (raising from it stops the run;
+            a re-run resumes after the last cached batch).
+
+    Returns:
+        The ``ComparisonResult``, already saved under ``config.output_dir``.
+
+    Raises:
+        CheckpointNotFoundError, DataError, DeviceError, OutputPathError, MemoryBudgetError.
+    """
+    from tqdm.auto import tqdm
+
+    from vlm_lab.generation import batches, generate_batch
+    from vlm_lab.models import resolve_device, resolve_dtype
+
+    refs = resolve_all(config.checkpoints)
+    names = _unique_names(refs)
+    samples = load_samples(config.data, config.num_samples or None, seed=config.seed)
+    out = Path(config.output_dir)
+    _prepare_output_dir(out)
+    keys = [sample_key(s) for s in samples]
+    images = _write_images(samples, keys, out)
+
+    device = resolve_device(config.device)
+    dtype_name = str(resolve_dtype(config.dtype, device)).removeprefix("torch.")
+    gen = config.generation()
+    gen_key = generation_key(gen, dtype=dtype_name, device_type=device.type)
+    cache_dir = Path(config.cache_dir) if config.cache_dir else out / ".cache"
+    memo_path = cache_dir / "fingerprints.json"
+    memo = _load_memo(memo_path)
+    models = cache if cache is not None else ModelCache(config.memory_budget or None)
+
+    from vlm_lab.checkpoints import fingerprint
+
+    plans = []
+    for ref, name in zip(refs, names):
+        fp = fingerprint(ref, memo=memo)
+        store = ResultCache(cache_dir / f"{fp}-{gen_key}.jsonl")
+        found, memory = store.read() if config.use_cache else ({}, {})
+        todo: dict[str, Sample] = {}
+        for key, sample in zip(keys, samples):
+            if key not in found:
+                todo.setdefault(key, sample)  # identical image+prompt: generate once
+        plans.append((ref, name, fp, store, found, memory, list(todo.items()), len(found)))
+    if config.use_cache:
+        atomic_write_text(memo_path, json.dumps(memo))
+
+    total = sum(math.ceil(len(todo) / gen.batch_size) for *_, todo, _ in plans)
+    bar = tqdm(total=total, desc="compare", unit="batch", disable=not progress or total == 0, file=sys.stderr)
+    try:
+        for ref, name, fp, store, found, memory, todo, _ in plans:
+            if not todo:
+                continue
+            bar.set_description(f"compare {name}")
+            loaded = models.get(ref, dtype=config.dtype, device=config.device)
+            probe = _MemoryProbe(loaded)
+            chunks = list(batches(todo, gen.batch_size))
+            for i, chunk in enumerate(chunks):
+                outputs = generate_batch(loaded, [s for _, s in chunk], gen)
+                probe.sample()
+                records = [
+                    {"key": key, "text": o.text, "new_tokens": o.new_tokens, "latency_s": o.latency_s, "batch_size": o.batch_size}
+                    for (key, _), o in zip(chunk, outputs)
+                ]
+                if config.use_cache:
+                    store.append(records)
+                found.update((r["key"], r) for r in records)
+                bar.update(1)
+                if on_batch is not None:
+                    on_batch(BatchEvent(name, i, len(chunks), tuple(s.id for _, s in chunk)))
+            memory.clear()
+            memory.update(peak_memory_bytes=probe.peak(), memory_kind=probe.kind)
+            if config.use_cache:
+                store.append([{"memory": dict(memory)}])
+    finally:
+        bar.close()
+
+    result = _build_result(config, refs, names, plans, samples, keys, images, out)
+    result.save(out)
+    return result
+
+
+def _build_result(config, refs, names, plans, samples, keys, images, out) -> ComparisonResult:
+    score = get_scorer(config.metric)
+    rows = [
+        {"id": s.id, "image": img, "prompt": s.prompt, "reference": s.reference, "outputs": {}}
+        for s, img in zip(samples, images)
+    ]
+    summary = []
+    for ref, name, _, _, found, memory, _, n_cached in plans:
+        hits, tokens, batch_time, latencies = [], 0, 0.0, []
+        for row, key, sample in zip(rows, keys, samples):
+            r = found[key]
+            hit = None if sample.reference is None else float(score(r["text"], sample.reference))
+            row["outputs"][name] = {
+                "output": r["text"], "score": hit, "latency_s": r["latency_s"],
+                "new_tokens": r["new_tokens"], "batch_size": r["batch_size"],
+            }  # fmt: skip
+            if hit is not None:
+                hits.append(hit)
+            tokens += r["new_tokens"]
+            batch_time += r["latency_s"] / r["batch_size"]  # each batch's time, shared by its samples
+            latencies.append(r["latency_s"])
+        acc = bootstrap_accuracy(hits, seed=config.seed) if hits else None
+        summary.append(
+            {
+                "checkpoint": name,
+                "step": ref.step,
+                "accuracy": acc.value if acc else None,
+                "ci_low": acc.ci_low if acc else None,
+                "ci_high": acc.ci_high if acc else None,
+                "n_scored": len(hits),
+                "n_samples": len(samples),
+                "mean_latency_s": sum(latencies) / len(latencies),  # wall time of the batch each sample ran in
+                "tokens_per_s": tokens / batch_time if batch_time > 0 else None,
+                "mean_new_tokens": tokens / len(samples),
+                "peak_memory_bytes": memory.get("peak_memory_bytes"),
+                "memory_kind": memory.get("memory_kind"),
+                "from_cache": min(n_cached, len(samples)),
+            }
+        )
+    ref_info = [{"name": n, "spec": r.spec, "step": r.step, "fingerprint": p[2]} for n, r, p in zip(names, refs, plans)]
+    return ComparisonResult(config=config.to_dict(), checkpoints=names, refs=ref_info, rows=rows, summary=summary, output_dir=out)
+
+
+def compare_one(
+    cache: ModelCache,
+    refs: Sequence[CheckpointRef | str],
+    image,
+    prompt: str,
+    gen_config: GenerationConfig | None = None,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+) -> list[dict]:
+    """One image + prompt through each checkpoint, for interactive use (the Space, widgets).
+
+    Args:
+        image: a PIL image or a path to one.
+
+    Returns:
+        One dict per checkpoint, in order: ``checkpoint``, ``text``, ``new_tokens``,
+        ``latency_s``, ``memory_bytes`` (peak CUDA memory of the call on GPU; the
+        model's weight bytes on CPU) and ``memory_kind``.
+    """
+    import torch
+
+    from vlm_lab.generation import generate_batch
+
+    gen = gen_config or GenerationConfig()
+    if not hasattr(image, "convert"):
+        image = open_image(image)
+    sample = Sample(id="input", image=image.convert("RGB"), prompt=prompt)
+    results = []
+    for ref in refs:
+        ref = ref if isinstance(ref, CheckpointRef) else resolve(ref, expand=False)[0]
+        loaded = cache.get(ref, dtype=dtype, device=device)
+        if loaded.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(loaded.device)
+        (out,) = generate_batch(loaded, [sample], gen)
+        cuda = loaded.device.type == "cuda"
+        results.append(
+            {
+                "checkpoint": ref.name,
+                "text": out.text,
+                "new_tokens": out.new_tokens,
+                "latency_s": out.latency_s,
+                "memory_bytes": int(torch.cuda.max_memory_allocated(loaded.device)) if cuda else loaded.nbytes,
+                "memory_kind": "cuda_max_allocated" if cuda else "cpu_weights",
+            }
+        )
+    return results

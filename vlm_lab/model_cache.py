@@ -1,0 +1,278 @@
+"""The one explicit model cache: loaded checkpoints, LRU-evicted to stay under a byte budget.
+
+The budget is in bytes, not a number of models: "a T4 holds at most two 7 GB
+models" is what a 16 GB budget and those models' sizes work out to, never a
+hard-coded 2. Before loading, a checkpoint's size is *estimated* (``size_fn``,
+by default from its safetensors headers: parameter counts times the bytes of the
+dtype it is loaded in); when loading it would go over the budget, the least
+recently used models are evicted first and their memory freed (``gc.collect``
+plus ``torch.cuda.empty_cache`` on GPU). After loading, an entry is charged
+``max(estimate, measured parameter + buffer bytes)``.
+
+The budget counts weights only. Activations, the KV cache and the CUDA context
+need headroom on top: on a 16 GB T4, two 7 GB models fit a 16 GB budget but
+leave ~2 GB to generate with. Keep one cache per device.
+
+A model a caller still holds a reference to cannot be freed by eviction; the
+cache drops its own references and leaves the rest to the garbage collector.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import gc
+import json
+import struct
+import threading
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from vlm_lab.checkpoints import CheckpointRef, fingerprint, resolve
+from vlm_lab.config import parse_bytes
+from vlm_lab.errors import ConfigError, MemoryBudgetError
+from vlm_lab.models import LoadedModel, load_model, model_nbytes, resolve_device, resolve_dtype
+
+SizeFn = Callable[[CheckpointRef, torch.dtype], "int | None"]
+
+GB = 10**9
+# safetensors dtype codes of floating tensors: these are cast to the load dtype, the rest keep theirs
+_FLOAT_CODES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+_CODE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2}
+
+
+def format_bytes(n: float | None) -> str:
+    if n is None or n != n:
+        return "-"
+    for unit, size in (("GB", GB), ("MB", 10**6), ("kB", 10**3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def _safetensors_numel(path: Path) -> dict[str, int]:
+    """Element counts per dtype code from a safetensors header (reads only the header)."""
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+    counts: dict[str, int] = collections.Counter()
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        numel = 1
+        for dim in info["shape"]:
+            numel *= dim
+        counts[info["dtype"]] += numel
+    return counts
+
+
+def estimate_nbytes(ref: CheckpointRef, dtype: torch.dtype) -> int | None:
+    """Bytes ``ref``'s weights will take once loaded in ``dtype``, before loading anything.
+
+    From the safetensors headers of a local folder (floating tensors counted at
+    ``dtype``'s size, the rest as stored); from the weight files' sizes when there
+    is no safetensors; None when nothing is on disk here (a hub id): the cache then
+    charges the measured size after loading.
+    """
+    if ref.path is None:
+        return None
+    folder = Path(ref.path)
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards:
+        other = [p for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth") and "optimizer" not in p.name]
+        return sum(p.stat().st_size for p in other) or None
+    item = torch.empty((), dtype=dtype).element_size()
+    total = 0
+    for shard in shards:
+        for code, numel in _safetensors_numel(shard).items():
+            total += numel * (item if code in _FLOAT_CODES else _CODE_BYTES.get(code, 1))
+    return total
+
+
+def max_resident(budget_bytes: int, sizes: list[int]) -> int:
+    """How many of the models of ``sizes`` (loaded in this order) fit the budget together."""
+    used = count = 0
+    for size in sizes:
+        if used + size > budget_bytes:
+            break
+        used += size
+        count += 1
+    return count
+
+
+def default_budget(device: torch.device) -> int:
+    """90% of the GPU's memory on CUDA; half the machine's RAM on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory * 0.9)
+    import psutil
+
+    return psutil.virtual_memory().total // 2
+
+
+@dataclasses.dataclass
+class _Entry:
+    loaded: LoadedModel
+    fingerprint: str
+    nbytes: int
+
+
+class ModelCache:
+    """Loaded models, least recently used first out, within ``budget_bytes``.
+
+    Args:
+        budget_bytes: the most bytes of weights held at once (an int, or a string
+            such as ``"16GB"``); None: 90% of the GPU's memory on CUDA, half the RAM on CPU.
+        size_fn: ``(ref, torch_dtype) -> bytes | None``, the estimate made before loading;
+            swap in a better one (e.g. a meta-device estimate) without touching the cache.
+        loader: ``(ref, dtype=, device=) -> LoadedModel``; ``models.load_model`` by default.
+
+    Thread-safe: one lock around lookups, loads and evictions (the Space calls it from
+    several request threads).
+    """
+
+    def __init__(
+        self,
+        budget_bytes: int | str | None = None,
+        *,
+        size_fn: SizeFn = estimate_nbytes,
+        loader: Callable[..., LoadedModel] = load_model,
+    ) -> None:
+        self._budget = None if budget_bytes is None else parse_bytes(budget_bytes)
+        if self._budget is not None and self._budget <= 0:
+            raise ConfigError(f"budget_bytes must be > 0, got {budget_bytes!r}")
+        self.size_fn = size_fn
+        self.loader = loader
+        self._entries: collections.OrderedDict[tuple, _Entry] = collections.OrderedDict()  # LRU first
+        self._fingerprints: dict[str, str] = {}  # file-hash memo for checkpoints.fingerprint
+        self._lock = threading.RLock()
+        self.stats = {"hits": 0, "loads": 0, "evictions": 0}
+
+    # -- introspection -------------------------------------------------------------
+    @property
+    def budget_bytes(self) -> int | None:
+        """The budget; None until the first load picks the device default."""
+        return self._budget
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(e.nbytes for e in self._entries.values())
+
+    @property
+    def loaded(self) -> list[str]:
+        """Names of the loaded checkpoints, least recently used first."""
+        return [e.loaded.ref.name for e in self._entries.values()]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, ref: CheckpointRef | str) -> bool:
+        ref = _as_ref(ref)
+        return any(key[0] == _ref_id(ref) for key in self._entries)
+
+    def __repr__(self) -> str:
+        return f"ModelCache({len(self)} loaded, {format_bytes(self.used_bytes)} of {format_bytes(self._budget)})"
+
+    def fingerprint(self, ref: CheckpointRef) -> str:
+        """``checkpoints.fingerprint`` with this cache's file-hash memo."""
+        with self._lock:
+            return fingerprint(ref, memo=self._fingerprints)
+
+    # -- the cache -----------------------------------------------------------------
+    def get(self, ref: CheckpointRef | str, *, dtype: str = "auto", device: str = "auto") -> LoadedModel:
+        """The loaded model for ``ref``, loading it (and evicting LRU models) when needed.
+
+        A checkpoint re-saved with different files at the same path is reloaded.
+
+        Raises:
+            MemoryBudgetError: the model alone is bigger than the budget.
+            CheckpointNotFoundError, DeviceError: from loading.
+        """
+        ref = _as_ref(ref)
+        dev = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, dev)
+        key = (_ref_id(ref), str(torch_dtype), str(dev))
+        with self._lock:
+            fp = self.fingerprint(ref)
+            entry = self._entries.get(key)
+            if entry is not None and entry.fingerprint == fp:
+                self._entries.move_to_end(key)
+                self.stats["hits"] += 1
+                return entry.loaded
+            if entry is not None:  # same path, different files: the old weights are stale
+                self._drop(key)
+            if self._budget is None:
+                self._budget = default_budget(dev)
+            estimate = self.size_fn(ref, torch_dtype)
+            self._check_fits(ref, estimate or 0)
+            self._make_room(estimate or 0)
+            loaded = self.loader(ref, dtype=dtype, device=device)
+            self.stats["loads"] += 1
+            nbytes = max(model_nbytes(loaded.model), estimate or 0)
+            try:
+                self._check_fits(ref, nbytes)
+            except MemoryBudgetError:
+                del loaded
+                self._free(dev)
+                raise
+            self._make_room(nbytes)
+            self._entries[key] = _Entry(loaded, fp, nbytes)
+            return loaded
+
+    def evict(self, ref: CheckpointRef | str | None = None) -> list[str]:
+        """Evict ``ref`` (every dtype/device it is loaded in), or the LRU model when None.
+
+        Returns the names evicted.
+        """
+        with self._lock:
+            if ref is None:
+                keys = list(self._entries)[:1]
+            else:
+                rid = _ref_id(_as_ref(ref))
+                keys = [k for k in self._entries if k[0] == rid]
+            names = [self._entries[k].loaded.ref.name for k in keys]
+            for key in keys:
+                self._drop(key)
+            return names
+
+    def clear(self) -> None:
+        """Evict everything and free the memory."""
+        with self._lock:
+            for key in list(self._entries):
+                self._drop(key)
+
+    # -- internals -----------------------------------------------------------------
+    def _check_fits(self, ref: CheckpointRef, nbytes: int) -> None:
+        assert self._budget is not None
+        if nbytes > self._budget:
+            raise MemoryBudgetError(
+                f"{ref.name} needs {format_bytes(nbytes)} but the model cache budget is {format_bytes(self._budget)}; "
+                "raise the budget (ModelCache(budget_bytes=...), --memory-budget) or load in a smaller dtype (--dtype float16)"
+            )
+
+    def _make_room(self, nbytes: int) -> None:
+        assert self._budget is not None
+        while self._entries and self.used_bytes + nbytes > self._budget:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: tuple) -> None:
+        entry = self._entries.pop(key)
+        device = entry.loaded.device
+        self.stats["evictions"] += 1
+        del entry
+        self._free(device)
+
+    @staticmethod
+    def _free(device: torch.device) -> None:
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _as_ref(ref: CheckpointRef | str) -> CheckpointRef:
+    return ref if isinstance(ref, CheckpointRef) else resolve(ref, expand=False)[0]
+
+
+def _ref_id(ref: CheckpointRef) -> str:
+    return str(Path(ref.path).resolve()) if ref.path is not None else ref.spec

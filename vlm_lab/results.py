@@ -1,0 +1,258 @@
+"""``ComparisonResult``: what a checkpoint comparison produced, and the views on it.
+
+One row per sample (id, image path, prompt, reference, and per checkpoint its
+output, score, latency and new tokens) and one summary per checkpoint (accuracy
+with a 95% bootstrap CI, mean latency, tokens/s, peak memory). On disk, in the
+comparison's output folder::
+
+    results.jsonl   one sample per line, per-checkpoint outputs nested
+    results.csv     the same, flat: id, image, prompt, reference, <checkpoint>/output, ...
+    summary.json    config, checkpoints (name, spec, step, fingerprint), per-checkpoint summary
+    comparison.html side by side with thumbnails; samples where checkpoints disagree highlighted
+    images/*.png    each sample image once, named by the hash of its pixels and prompt
+
+Every file is written atomically; ``ComparisonResult.load(dir)`` reads them back.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html as html_lib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from vlm_lab.data import atomic_write_text
+from vlm_lab.errors import ConfigError, DataError
+from vlm_lab.scoring import PairedComparison, normalize, paired_bootstrap
+
+FIELDS = ("output", "score", "latency_s", "new_tokens")  # per checkpoint, per sample
+SUMMARY_COLUMNS = (
+    "checkpoint", "step", "accuracy", "ci_low", "ci_high", "n_scored", "n_samples", "mean_latency_s",
+    "tokens_per_s", "mean_new_tokens", "peak_memory_bytes", "memory_kind", "from_cache",
+)  # fmt: skip
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN -> None, recursively: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass
+class ComparisonResult:
+    """N checkpoints x M samples: per-sample rows and per-checkpoint summaries.
+
+    ``rows[i]`` is ``{"id", "image", "prompt", "reference", "outputs": {name: {output,
+    score, latency_s, new_tokens, batch_size}}}`` with ``image`` relative to ``output_dir``;
+    ``summary[j]`` has the ``SUMMARY_COLUMNS`` for ``checkpoints[j]``.
+    """
+
+    config: dict
+    checkpoints: list[str]  # display names, unique
+    refs: list[dict]  # per checkpoint: name, spec, step, fingerprint
+    rows: list[dict]
+    summary: list[dict]
+    output_dir: Path | None = None
+
+    # -- files ---------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike[str] | None = None) -> Path:
+        """Write results.jsonl, results.csv, summary.json and comparison.html atomically."""
+        out = Path(directory) if directory is not None else self.output_dir
+        if out is None:
+            raise ConfigError("this result has no output_dir; pass a folder to save(DIR)")
+        if self.output_dir is not None and out.resolve() != self.output_dir.resolve():
+            _copy_images(self, out)
+        self.output_dir = out
+        atomic_write_text(out / "results.jsonl", "".join(json.dumps(_json_safe(r)) + "\n" for r in self.rows))
+        atomic_write_text(out / "results.csv", self.to_dataframe().to_csv(index=False))
+        meta = {"config": self.config, "checkpoints": self.refs, "summary": self.summary}
+        atomic_write_text(out / "summary.json", json.dumps(_json_safe(meta), indent=2) + "\n")
+        atomic_write_text(out / "comparison.html", self.html(max_rows=None))
+        return out
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> ComparisonResult:
+        """Read a result saved by ``save`` (or by ``compare``) back from its folder."""
+        out = Path(directory)
+        summary_path, rows_path = out / "summary.json", out / "results.jsonl"
+        if not summary_path.is_file() or not rows_path.is_file():
+            raise DataError(f"no comparison in {str(out)!r} (needs summary.json and results.jsonl); run vlm-lab compare --out {out}")
+        meta = json.loads(summary_path.read_text(encoding="utf-8"))
+        rows = [json.loads(line) for line in rows_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        refs = meta["checkpoints"]
+        return cls(
+            config=meta["config"], checkpoints=[r["name"] for r in refs], refs=refs, rows=rows,
+            summary=meta["summary"], output_dir=out,
+        )  # fmt: skip
+
+    # -- tables --------------------------------------------------------------------
+    def image_path(self, row: dict) -> str:
+        return str(self.output_dir / row["image"]) if self.output_dir is not None else row["image"]
+
+    def to_dataframe(self, *, long: bool = False):
+        """Per-sample results as a pandas DataFrame.
+
+        Wide (default): one row per sample; columns id, image, prompt, reference, then
+        ``<checkpoint>/output``, ``/score``, ``/latency_s``, ``/new_tokens`` per checkpoint.
+        ``long=True``: one row per (sample, checkpoint) with a ``checkpoint`` column.
+        """
+        import pandas as pd
+
+        records = []
+        for row in self.rows:
+            base = {"id": row["id"], "image": self.image_path(row), "prompt": row["prompt"], "reference": row["reference"]}
+            if long:
+                for name in self.checkpoints:
+                    out = row["outputs"][name]
+                    records.append({**base, "checkpoint": name, **{f: out[f] for f in FIELDS}})
+            else:
+                for name in self.checkpoints:
+                    base.update({f"{name}/{f}": row["outputs"][name][f] for f in FIELDS})
+                records.append(base)
+        return pd.DataFrame.from_records(records)
+
+    def summary_frame(self):
+        """One row per checkpoint: accuracy with its 95% CI, latency, tokens/s, peak memory."""
+        import pandas as pd
+
+        return pd.DataFrame([{c: s.get(c) for c in SUMMARY_COLUMNS} for s in self.summary], columns=list(SUMMARY_COLUMNS))
+
+    def summary_records(self) -> list[dict]:
+        """The summary as JSON-ready dicts (None for missing values), e.g. for ``--json``."""
+        return _json_safe(self.summary)
+
+    # -- analysis ------------------------------------------------------------------
+    def _index(self, which: str | int) -> int:
+        if isinstance(which, int):
+            if not -len(self.checkpoints) <= which < len(self.checkpoints):
+                raise ConfigError(f"checkpoint index {which} out of range (have {len(self.checkpoints)})")
+            return which % len(self.checkpoints)
+        if which in self.checkpoints:
+            return self.checkpoints.index(which)
+        matches = [i for i, r in enumerate(self.refs) if which in (r["spec"], str(r.get("step")))]
+        if len(matches) == 1:
+            return matches[0]
+        raise ConfigError(f"no checkpoint {which!r} in this comparison (have: {', '.join(self.checkpoints)})")
+
+    def paired(self, a: str | int, b: str | int, *, seed: int = 0) -> PairedComparison:
+        """``b`` against ``a`` on the samples with a reference: accuracy difference with a
+        paired-bootstrap 95% CI, and the sample ids flipped right->wrong and wrong->right."""
+        name_a, name_b = self.checkpoints[self._index(a)], self.checkpoints[self._index(b)]
+        scored = [r for r in self.rows if r["reference"] is not None]
+        if not scored:
+            raise DataError("paired comparison needs references; this data has none (add a 'reference' to each JSONL line)")
+        return paired_bootstrap(
+            [r["outputs"][name_a]["score"] for r in scored],
+            [r["outputs"][name_b]["score"] for r in scored],
+            ids=[r["id"] for r in scored],
+            names=(name_a, name_b),
+            seed=seed,
+        )
+
+    def disagreements(self) -> list[dict]:
+        """Rows where the checkpoints' outputs differ (after normalisation)."""
+        return [r for r in self.rows if _disagree(r, self.checkpoints)]
+
+    # -- views ---------------------------------------------------------------------
+    def plot_accuracy(self, ax=None):
+        """Accuracy against training step with 95% CI error bars; returns the matplotlib Axes.
+
+        Checkpoints without a step (hub ids, plain folders) are placed by their order.
+        """
+        if ax is None:
+            import matplotlib.pyplot as plt
+
+            _, ax = plt.subplots(figsize=(6, 3.5))
+        steps = [r.get("step") for r in self.refs]
+        use_steps = all(s is not None for s in steps)
+        xs = steps if use_steps else list(range(len(self.checkpoints)))
+        acc = [_nan(s["accuracy"]) for s in self.summary]
+        low = [a - _nan(s["ci_low"]) for a, s in zip(acc, self.summary)]
+        high = [_nan(s["ci_high"]) - a for a, s in zip(acc, self.summary)]
+        ax.errorbar(xs, acc, yerr=[low, high], marker="o", capsize=4, label="accuracy (95% CI)")
+        ax.set_xlabel("training step" if use_steps else "checkpoint")
+        if not use_steps:
+            ax.set_xticks(xs, self.checkpoints, rotation=20)
+        ax.set_ylabel(f"{self.config.get('metric', 'exact')} match accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.set_title(f"accuracy by checkpoint (n={len(self.rows)})")
+        return ax
+
+    def html(self, *, max_rows: int | None = 200, only_disagreements: bool = False) -> str:
+        """Side-by-side table with thumbnails; rows where checkpoints disagree are highlighted."""
+        rows = self.disagreements() if only_disagreements else self.rows
+        shown = rows if max_rows is None else rows[:max_rows]
+        head = "".join(f"<th>{_esc(n)}</th>" for n in self.checkpoints)
+        body = []
+        for row in shown:
+            cells = []
+            for name in self.checkpoints:
+                out = row["outputs"][name]
+                mark = {True: "ok", False: "bad"}.get(None if out["score"] is None else bool(out["score"]), "")
+                cells.append(f'<td class="{mark}">{_esc(out["output"])}</td>')
+            cls = ' class="disagree"' if _disagree(row, self.checkpoints) else ""
+            ref = "" if row["reference"] is None else _esc(row["reference"])
+            body.append(
+                f"<tr{cls}><td>{_thumbnail(self, row)}</td><td>{_esc(row['id'])}</td><td>{_esc(row['prompt'])}</td>"
+                f"<td>{ref}</td>{''.join(cells)}</tr>"
+            )
+        more = "" if len(shown) == len(rows) else f"<p>showing {len(shown)} of {len(rows)} samples</p>"
+        summary = self.summary_frame().to_html(index=False, na_rep="-", float_format=lambda x: f"{x:.4g}")
+        return (
+            "<div class='vlm-lab-comparison'><style>"
+            ".vlm-lab-comparison td,.vlm-lab-comparison th{padding:2px 6px;text-align:left;vertical-align:middle}"
+            ".vlm-lab-comparison tr.disagree{background:#fff3c4}"
+            ".vlm-lab-comparison td.ok{color:#16703a}.vlm-lab-comparison td.bad{color:#b3261e}"
+            ".vlm-lab-comparison img{width:48px;height:48px;image-rendering:pixelated}</style>"
+            f"{summary}<p>{len(self.disagreements())} of {len(self.rows)} samples where the checkpoints disagree "
+            "(highlighted)</p>"
+            f"<table><thead><tr><th>image</th><th>id</th><th>prompt</th><th>reference</th>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>{more}</div>"
+        )
+
+    def _repr_html_(self) -> str:
+        return self.html(max_rows=50)
+
+    def __repr__(self) -> str:
+        return f"ComparisonResult({len(self.checkpoints)} checkpoints x {len(self.rows)} samples, output_dir={str(self.output_dir)!r})"
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _esc(value: Any) -> str:
+    return html_lib.escape(str(value))
+
+
+def _disagree(row: dict, names: list[str]) -> bool:
+    return len({normalize(row["outputs"][n]["output"]) for n in names}) > 1
+
+
+def _thumbnail(result: ComparisonResult, row: dict) -> str:
+    path = Path(result.image_path(row))
+    if not path.is_file():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{_esc(row["id"])}">'
+
+
+def _copy_images(result: ComparisonResult, out: Path) -> None:
+    """Saving elsewhere: take the images along, so the new folder stands alone."""
+    import shutil
+
+    for rel in {row["image"] for row in result.rows}:
+        src, dst = result.output_dir / rel, out / rel
+        if src.is_file() and not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
