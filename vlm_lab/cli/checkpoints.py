@@ -30,10 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     evaluate = actions.add_parser(
         "eval",
         help="held-out exact-match accuracy of each checkpoint",
-        description="Greedy exact-match accuracy on held-out shapes questions, one row per checkpoint.",
+        description="Greedy exact-match accuracy on held-out shapes questions, one row per checkpoint, with 95%% "
+        "bootstrap CIs. The same engine as `vlm-lab compare` (cached: a re-run loads no model).",
     )
     evaluate.add_argument("refs", nargs="*", default=[_DEFAULTS.out], help="checkpoint folders or training output folders (default: %(default)s)")
     evaluate.add_argument("--data", default="shapes:val:96", help="data spec or JSONL (default: %(default)s)")
+    evaluate.add_argument("--out", default="runs/checkpoints-eval", help="where results and the cache go (default: %(default)s)")
     evaluate.set_defaults(func=_eval)
 
 
@@ -47,17 +49,10 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from vlm_lab.cli.compare import print_summary
+    from vlm_lab.compare import compare
+    from vlm_lab.config import CompareConfig
 
-    from vlm_lab import checkpoints, data, generation, models, scoring
-
-    samples = data.load_samples(args.data)
-    rows = []
-    for ref in checkpoints.resolve_all(args.refs):
-        loaded = models.load_model(ref, device="cpu")
-        outs = generation.generate(loaded, samples)
-        hits = [scoring.exact_match(o.text, s.reference or "") for o, s in zip(outs, samples)]
-        rows.append({"checkpoint": ref.name, "step": ref.step, "accuracy": sum(hits) / len(hits), "samples": len(hits)})
-    table = pd.DataFrame(rows)
-    print(table.to_string(index=False, formatters={"accuracy": "{:.1%}".format}))
+    config = CompareConfig(checkpoints=tuple(args.refs), data=args.data, num_samples=0, output_dir=args.out)
+    print_summary(compare(config, progress=False), as_json=False)
     return 0

@@ -1,0 +1,100 @@
+"""``vlm-lab compare REF [REF ...]``: checkpoints side by side on the same samples."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from vlm_lab.config import DEVICES, DTYPES, METRICS, CompareConfig
+
+_DEFAULTS = CompareConfig()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "compare",
+        help="compare checkpoints side by side: accuracy with 95%% CIs, latency, memory",
+        description="Generate with every checkpoint on the same samples, score against the references, and write "
+        "results.jsonl, results.csv, summary.json and comparison.html to --out. Per-sample results are cached: "
+        "an interrupted run resumes, a finished one re-runs without loading a model.",
+    )
+    parser.add_argument("refs", nargs="*", default=list(_DEFAULTS.checkpoints), metavar="REF",
+                        help="checkpoint folder, training output (its checkpoint-N folders), or hub id org/name[@rev][:sub] "
+                        "(default: %(default)s)")  # fmt: skip
+    parser.add_argument("--data", default=_DEFAULTS.data, help="shapes:SPLIT[:N] or a JSONL of {image, prompt, reference?} (default: %(default)s)")
+    parser.add_argument("--num-samples", type=int, default=None,
+                        help=f"at most this many samples (default: the N of shapes:SPLIT:N, all of a JSONL, else {_DEFAULTS.num_samples})")  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="samples per generate call (default: %(default)s)")
+    parser.add_argument("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens, help="(default: %(default)s)")
+    parser.add_argument("--strategy", default=_DEFAULTS.strategy, help="greedy | nucleus(P) | temperature(T) | beam(N) (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="(default: %(default)s)")
+    parser.add_argument("--dtype", default=_DEFAULTS.dtype, choices=DTYPES, help="(default: %(default)s)")
+    parser.add_argument("--device", default=_DEFAULTS.device, choices=DEVICES, help="(default: %(default)s)")
+    parser.add_argument("--metric", default=_DEFAULTS.metric, choices=METRICS, help="(default: %(default)s)")
+    parser.add_argument("--memory-budget", default=_DEFAULTS.memory_budget,
+                        help="model cache budget, e.g. 16GB (default: 90%% of the GPU, half the RAM on CPU)")  # fmt: skip
+    parser.add_argument("--out", default=_DEFAULTS.output_dir, help="output folder (default: %(default)s)")
+    parser.add_argument("--cache-dir", default=_DEFAULTS.cache_dir, help="result cache folder (default: OUT/.cache)")
+    parser.add_argument("--no-cache", action="store_true", help="ignore and do not write cached per-sample results")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, nothing else")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> CompareConfig:
+    """The ``CompareConfig`` the flags describe (what the library, the notebook and a sweep take)."""
+    num_samples = args.num_samples
+    if num_samples is None:  # an explicit count in the data spec, or a whole JSONL file: take it all
+        explicit = not args.data.startswith("shapes") or args.data.count(":") >= 2
+        num_samples = 0 if explicit else _DEFAULTS.num_samples
+    return CompareConfig(
+        checkpoints=tuple(args.refs),
+        data=args.data,
+        num_samples=num_samples,
+        strategy=args.strategy,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        dtype=args.dtype,
+        device=args.device,
+        output_dir=args.out,
+        use_cache=not args.no_cache,
+        cache_dir=args.cache_dir,
+        metric=args.metric,
+        memory_budget=args.memory_budget,
+    )
+
+
+def print_summary(result, *, as_json: bool) -> None:
+    """The summary table (or JSON, one object per checkpoint) on stdout."""
+    if as_json:
+        json.dump(result.summary_records(), sys.stdout, indent=2)
+        print()
+        return
+    from vlm_lab.model_cache import format_bytes
+
+    frame = result.summary_frame()
+    table = frame[["checkpoint", "accuracy", "ci_low", "ci_high", "mean_latency_s", "tokens_per_s", "peak_memory_bytes"]]
+    pct = lambda x: "-" if x is None or x != x else f"{x:.1%}"  # noqa: E731
+    print(
+        table.to_string(
+            index=False,
+            formatters={
+                "accuracy": pct, "ci_low": pct, "ci_high": pct,
+                "mean_latency_s": "{:.4f}".format, "tokens_per_s": "{:.0f}".format, "peak_memory_bytes": format_bytes,
+            },  # fmt: skip
+        )
+    )
+    kinds = sorted({k for k in frame["memory_kind"] if isinstance(k, str)})
+    if kinds:
+        print(f"peak memory: {', '.join(kinds)}")
+    print(f"results: {result.output_dir}/comparison.html (and results.jsonl, results.csv, summary.json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vlm_lab.compare import compare
+
+    result = compare(config_from_args(args), progress=not args.quiet)  # the bar goes to stderr
+    print_summary(result, as_json=args.json)
+    return 0
