@@ -273,3 +273,61 @@ class PublishConfig(ConfigBase):
     def variable_map(self) -> dict[str, str]:
         """``--var KEY=VALUE`` items as a dict (a later KEY wins)."""
         return dict(item.split("=", 1) for item in self.variables)
+
+
+_SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SWEEP_RESERVED = ("output_dir", "wandb_group", "wandb_tags")  # the sweep sets these for each run
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SweepConfig(ConfigBase):
+    """A papermill sweep: one notebook run per point of a parameter grid (sweeps/*.yaml).
+
+    ``parameters`` are the same for every run; ``grid`` maps a parameter to its list of
+    values, and the sweep runs the cartesian product. Both are plain dicts of primitives
+    (the one exception to primitive-only fields: a grid is a mapping by nature).
+    """
+
+    name: str  # the sweep's folder under runs_dir and its W&B group
+    notebook: str  # the papermill notebook, relative to the working directory
+    parameters: dict = dataclasses.field(default_factory=dict)
+    grid: dict = dataclasses.field(default_factory=dict)
+    runs_dir: str = "runs"  # runs go to runs_dir/name/<run-id>/
+    jobs: int = 1  # runs executed at once, each with its own kernel
+    shard_index: int = 0  # this invocation runs shard_index of shard_count (0-based)
+    shard_count: int = 1
+    execution_timeout: int = 0  # seconds per cell; 0 = no limit
+    kernel: str = ""  # kernel name; "" = the notebook's own kernelspec
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _SWEEP_NAME.match(self.name):
+            raise ConfigError(f"sweep name {self.name!r} must be letters, digits, '-', '_' or '.', e.g. shapes-ablation")
+        if not isinstance(self.notebook, str) or not self.notebook.endswith(".ipynb"):
+            raise ConfigError(f"notebook {self.notebook!r} must be a .ipynb path, e.g. notebooks/02_compare_checkpoints.ipynb")
+        for field in ("parameters", "grid"):
+            if not isinstance(getattr(self, field), Mapping):
+                raise ConfigError(f"{field} must be a mapping of parameter name to value, got {getattr(self, field)!r}")
+        object.__setattr__(self, "parameters", dict(self.parameters))
+        grid = {}
+        for key, values in self.grid.items():
+            if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)) or not values:
+                raise ConfigError(f"grid.{key} must be a non-empty list of values, e.g. {key}: [{values!r}]")
+            if len({repr(v) for v in values}) != len(values):
+                raise ConfigError(f"grid.{key} repeats a value: {list(values)!r}")
+            grid[key] = list(values)
+        object.__setattr__(self, "grid", grid)
+        both = sorted(set(self.parameters) & set(self.grid))
+        if both:
+            raise ConfigError(f"{', '.join(both)} set in both parameters and grid; keep each in one place")
+        reserved = sorted(set(_SWEEP_RESERVED) & (set(self.parameters) | set(self.grid)))
+        if reserved:
+            raise ConfigError(f"{', '.join(reserved)} are set by the sweep for each run; remove them from the sweep file")
+        _check_positive("jobs", self.jobs)
+        _check_positive("shard_count", self.shard_count)
+        if isinstance(self.shard_index, bool) or not isinstance(self.shard_index, int) or not 0 <= self.shard_index < self.shard_count:
+            raise ConfigError(
+                f"shard {self.shard_index}/{self.shard_count} is out of range; shards are 0-based: 0/{self.shard_count} .. "
+                f"{self.shard_count - 1}/{self.shard_count}"
+            )
+        if isinstance(self.execution_timeout, bool) or not isinstance(self.execution_timeout, int) or self.execution_timeout < 0:
+            raise ConfigError(f"execution_timeout must be seconds >= 0 (0 = no limit), got {self.execution_timeout!r}")

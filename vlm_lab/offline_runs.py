@@ -77,6 +77,15 @@ class OfflineRun:
         walk("", self.summary)
         return flat
 
+    def headline(self, limit: int = 4) -> dict[str, Any]:
+        """The few metrics worth a column in a listing: ``best/*`` when logged, else the first numbers."""
+        metrics = self.metrics()
+        best = {k: v for k, v in metrics.items() if k.startswith("best/")}
+        if best:
+            return best
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return dict(list(numbers.items())[:limit])
+
     def table(self, key: str) -> list[dict[str, Any]]:
         """Rows of the table logged under ``key``; image cells become local PNG paths (str)."""
         entry = self.summary.get(key)

@@ -1,0 +1,48 @@
+"""``vlm-lab runs [DIR]``: list local W&B offline runs and how to upload them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "runs",
+        help="list local W&B offline runs (group, tags, headline metrics) and the `wandb sync` command",
+        description="Read every wandb/offline-run-* folder under DIR from its run-*.wandb record log "
+        "(no server needed) and print one row per run. Upload them later with the printed "
+        "`wandb sync` command once WANDB_API_KEY is set.",
+    )
+    parser.add_argument("dir", nargs="?", default=None, help="where to look (default: $WANDB_DIR, else the current folder)")
+    parser.add_argument("--group", default=None, help="only runs in this group (a sweep or ablation name)")
+    parser.set_defaults(func=_runs)
+
+
+def _runs(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from vlm_lab import offline_runs
+
+    root = Path(args.dir or os.environ.get("WANDB_DIR") or ".")
+    runs = [offline_runs.read_offline_run(p) for p in offline_runs.find_offline_runs(root)]
+    if args.group is not None:
+        runs = [r for r in runs if r.group == args.group]
+    if not runs:
+        print(f"no W&B offline runs under {root}" + (f" in group {args.group!r}" if args.group else ""))
+        return 0
+    rows = []
+    for run in runs:
+        row = {"run": run.id, "name": run.name, "group": run.group, "job": run.job_type, "tags": ",".join(run.tags)}
+        for key, value in run.headline().items():
+            row[key] = f"{value:.4g}" if isinstance(value, float) else value
+        row["state"] = "finished" if run.finished and not run.exit_code else ("failed" if run.finished else "incomplete")
+        rows.append(row)
+    table = pd.DataFrame(rows).fillna("")
+    with pd.option_context("display.max_columns", None, "display.width", 200):
+        print(table.to_string(index=False))
+    parents = {r.dir.parent for r in runs}
+    targets = " ".join(str(r.dir) for r in runs) if len(parents) > 1 or args.group else f"{parents.pop()}/offline-run-*"
+    print(f"\n{len(runs)} offline run(s). Upload them (needs WANDB_API_KEY or `wandb login`):\n  wandb sync {targets}")
+    return 0
