@@ -331,3 +331,53 @@ class SweepConfig(ConfigBase):
             )
         if isinstance(self.execution_timeout, bool) or not isinstance(self.execution_timeout, int) or self.execution_timeout < 0:
             raise ConfigError(f"execution_timeout must be seconds >= 0 (0 = no limit), got {self.execution_timeout!r}")
+
+
+MEMORY_DTYPES = ("auto", "float32", "float16", "bfloat16", "int8", "int4")
+
+
+def checkpoint_tuple(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Checkpoint references as a non-empty tuple; "a,b" (CLI, papermill -p) splits on commas."""
+    items = value.split(",") if isinstance(value, str) else value
+    out = tuple(str(c).strip() for c in items if str(c).strip())
+    if not out:
+        raise ConfigError("checkpoints is empty; give at least one folder or hub id")
+    return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MemoryConfig(ConfigBase):
+    """One memory profile: which checkpoints, in what dtype, for which target GPU.
+
+    The field names are the ``parameters`` of notebooks/03_memory_profile.ipynb and
+    the options of ``vlm-lab memory``.
+    """
+
+    checkpoints: tuple[str, ...] = ("checkpoints/shapes",)  # folders, training outputs (checkpoint-N), hub ids
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16 | int8 | int4 (auto: what the target should run)
+    device: str = "auto"  # where to measure: auto | cpu | cuda
+    target: str = "t4-small"  # Space hardware for the verdict: cpu-basic | t4-small | l4x1 | a10g-small | a100-large
+    batch_size: int = 1
+    prompt_tokens: int = 32  # text tokens per prompt; image tokens are added per model
+    max_new_tokens: int = 32
+    image_size: int = 0  # side of the square input image in pixels; 0 = the largest the processor makes
+    measure: bool = True  # load and generate to measure (else estimate only)
+    rehearse: bool = False  # on a larger GPU, cap this process at the target's memory and run it
+    snapshot_dir: str = ""  # CUDA memory snapshots go here (and on out-of-memory); "" = off
+
+    def __post_init__(self) -> None:
+        from vlm_lab.memory_targets import check_dtype_on_target, get_target
+
+        object.__setattr__(self, "checkpoints", checkpoint_tuple(self.checkpoints))
+        _check_choice("dtype", self.dtype, MEMORY_DTYPES)
+        _check_choice("device", self.device, DEVICES)
+        get_target(self.target)
+        check_dtype_on_target(self.dtype, self.target)
+        _check_positive("batch_size", self.batch_size)
+        _check_positive("max_new_tokens", self.max_new_tokens)
+        for name in ("prompt_tokens", "image_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.rehearse and self.device == "cpu":
+            raise ConfigError("rehearse=True runs on a GPU larger than the target; use device='cuda' (or 'auto')")

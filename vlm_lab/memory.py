@@ -1,0 +1,503 @@
+"""Memory profiling, part 1: estimate a checkpoint's memory without loading its weights.
+
+The model is built on the ``meta`` device from ``config.json`` (shapes, no storage),
+so the parameter count is exact and costs no memory. On top of the weights:
+
+- KV cache = 2 (K and V) x layers x kv_heads x head_dim x dtype bytes
+  x (prompt tokens incl. image tokens + max_new_tokens) x batch;
+- image tokens from the processor config, per architecture family
+  (LLaVA patches, Idefics3/SmolVLM tiles, Qwen2-VL min/max pixels);
+- activation headroom: the widest single layer of the prefill (text MLP or
+  vision encoder) plus the float32 logits ``generate`` keeps per row;
+- fixed overhead: the CUDA context on GPU, kernel code and allocator caches on CPU;
+- on CPU, loading into a dtype other than the file's touches the whole
+  memory-mapped file while the converted copy is built (both count in RSS).
+
+``verdict`` turns an estimate into "fits on a T4?" with margin, the largest batch
+and how many such checkpoints fit at once (``co_resident``): the numbers the model
+cache and the Space use. Measurement lives in ``memory_measure``; the table and
+plots in ``memory_report``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+from vlm_lab.checkpoints import CheckpointRef, resolve
+from vlm_lab.errors import CheckpointNotFoundError, ConfigError
+from vlm_lab.memory_targets import (
+    DEFAULT_TARGET,
+    GPU_TARGETS,
+    MIB,
+    GpuTarget,
+    budget_bytes,
+    check_dtype_on_target,
+    get_target,
+    recommended_dtype,
+)
+from vlm_lab.memory_tokens import ImageTokens, image_tokens
+
+__all__ = [
+    "GPU_TARGETS",
+    "DTYPE_BYTES",
+    "MemoryEstimate",
+    "Verdict",
+    "budget_bytes",
+    "co_resident",
+    "estimate",
+    "human_bytes",
+    "max_batch_size",
+    "recommended_dtype",
+    "verdict",
+]
+
+# Bytes per parameter. int8/int4 are bitsandbytes-style: Linear weights quantized
+# (int4 with one float32 absmax per 64-value block), everything else in float16.
+DTYPE_BYTES: dict[str, float] = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "int4": 0.5 + 4 / 64}
+QUANTIZED = ("int8", "int4")
+# Measured with torch 2.13 on CUDA 12: what the context (kernels, cuBLAS handles) takes
+# before the first tensor. Not visible in max_memory_allocated, but it is device memory.
+CUDA_CONTEXT_BYTES = 400 * MIB
+# Measured with torch 2.13 on x86 CPU: RSS the first load + forward adds beyond tensors
+# (kernel code pages, oneDNN/OpenMP scratch, allocator caches).
+CPU_RUNTIME_BYTES = 64 * MIB
+MAX_BATCH = 4096  # max_batch_size stops searching here
+
+COMPONENTS = ("vision", "projector", "language")
+_PROJECTOR_KEYS = ("multi_modal_projector", "connector", "merger", "mm_projector")
+_VISION_KEYS = ("vision_tower", "vision_model", "visual", "vision_encoder", "image_encoder")
+
+
+def human_bytes(n: float) -> str:
+    """``1536 -> '1.5 KiB'``; for tables and messages."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"  # pragma: no cover
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+    """What a checkpoint needs, before anything is loaded. All sizes in bytes."""
+
+    checkpoint: str
+    model_type: str
+    dtype: str  # float32 | float16 | bfloat16 | int8 | int4
+    device: str  # cpu | cuda: decides the fixed overhead and the CPU conversion copy
+    params: dict[str, int]  # per component: vision, projector, language
+    param_bytes_by_dtype: dict[str, int]  # the weights in each dtype
+    weight_bytes: int  # parameters + buffers in ``dtype``: what stays resident after loading
+    file_bytes: int  # the checkpoint's weight files (0 when only config.json is at hand)
+    converts: bool  # the file's dtype differs from ``dtype``: loading on CPU builds a copy
+    batch_size: int
+    prompt_tokens: int  # text tokens of one prompt, without image tokens
+    image: ImageTokens
+    max_new_tokens: int
+    kv_bytes_per_token: int  # one sequence position, all layers, K and V
+    activation_bytes_per_sample: int
+
+    @property
+    def num_params(self) -> int:
+        return sum(self.params.values())
+
+    @property
+    def sequence_tokens(self) -> int:
+        """Positions one row reaches: prompt + image tokens + new tokens."""
+        return self.prompt_tokens + self.image.tokens + self.max_new_tokens
+
+    @property
+    def per_sample_bytes(self) -> int:
+        """What each extra row of the batch adds while generating (KV cache + activations)."""
+        return self.kv_bytes_per_token * self.sequence_tokens + self.activation_bytes_per_sample
+
+    def overhead_bytes(self, device: str | None = None) -> int:
+        return CUDA_CONTEXT_BYTES if (device or self.device) == "cuda" else CPU_RUNTIME_BYTES
+
+    def load_bytes(self, device: str | None = None) -> int:
+        """Peak to load: the weights, plus on CPU the mapped file while converting its dtype."""
+        device = device or self.device
+        extra = self.file_bytes if (device == "cpu" and self.converts) else 0
+        return self.weight_bytes + extra + self.overhead_bytes(device)
+
+    def kv_cache_bytes(self, batch_size: int | None = None) -> int:
+        return self.kv_bytes_per_token * self.sequence_tokens * (batch_size or self.batch_size)
+
+    def generate_bytes(self, batch_size: int | None = None, device: str | None = None) -> int:
+        """Resident while generating a batch: weights + KV cache + activations + overhead."""
+        b = batch_size or self.batch_size
+        return self.weight_bytes + b * self.per_sample_bytes + self.overhead_bytes(device)
+
+    def peak_bytes(self, batch_size: int | None = None, device: str | None = None) -> int:
+        """The process's peak over load + generate: the number to compare with a measurement."""
+        return max(self.load_bytes(device), self.generate_bytes(batch_size, device))
+
+    @property
+    def total_bytes(self) -> int:
+        return self.peak_bytes()
+
+    def breakdown(self) -> dict[str, int]:
+        """The peak's parts, for tables and plots."""
+        return {
+            "weights": self.weight_bytes,
+            "load_copy": self.load_bytes() - self.weight_bytes - self.overhead_bytes(),
+            "kv_cache": self.kv_cache_bytes(),
+            "activations": self.activation_bytes_per_sample * self.batch_size,
+            "overhead": self.overhead_bytes(),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """Does a checkpoint fit a target, with what margin, at what batch, how many at once."""
+
+    checkpoint: str
+    target: str
+    dtype: str
+    batch_size: int
+    required_bytes: int
+    budget_bytes: int
+    fits: bool
+    max_batch_size: int  # 0 when even loading does not fit
+    co_resident: int  # copies that can be loaded at once with room for one to generate
+    recommended_dtype: str
+    price_per_hour: float
+
+    @property
+    def margin_bytes(self) -> int:
+        return self.budget_bytes - self.required_bytes
+
+    @property
+    def margin_fraction(self) -> float:
+        return self.margin_bytes / self.budget_bytes
+
+    def message(self) -> str:
+        word = "fits" if self.fits else "does NOT fit"
+        return (
+            f"{self.checkpoint} ({self.dtype}, batch {self.batch_size}) {word} on {self.target}: needs "
+            f"{human_bytes(self.required_bytes)} of {human_bytes(self.budget_bytes)} "
+            f"(margin {human_bytes(self.margin_bytes)}); max batch {self.max_batch_size}, "
+            f"{self.co_resident} at once"
+        )
+
+
+# --------------------------------------------------------------------- reading a checkpoint
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointNotFoundError(f"cannot read {str(path)!r}: {e}; fix or remove the file") from e
+
+
+def _local_folder(ref: CheckpointRef) -> Path:
+    """The folder holding config.json: the local path, or the hub cache for a hub id."""
+    if ref.path is not None:
+        return Path(ref.path)
+    from transformers.utils import cached_file
+
+    try:
+        config = cached_file(ref.repo_id, "config.json", revision=ref.revision, subfolder=ref.subfolder or "")
+    except OSError as e:
+        raise CheckpointNotFoundError(
+            f"cannot get config.json of {ref.spec!r} ({str(e).splitlines()[0]}); "
+            "download it, or point at a folder holding config.json"
+        ) from e
+    folder = Path(config).parent
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        try:  # optional: image-token counts fall back to the model config without them
+            cached_file(ref.repo_id, name, revision=ref.revision, subfolder=ref.subfolder or "",
+                        _raise_exceptions_for_missing_entries=False)
+        except OSError:
+            pass
+    return folder
+
+
+def processor_settings(folder: Path) -> dict[str, Any]:
+    """preprocessor_config.json and processor_config.json merged (transformers 5 nests the image processor)."""
+    merged = dict(_read_json(folder / "preprocessor_config.json"))
+    processor = _read_json(folder / "processor_config.json")
+    nested = processor.pop("image_processor", None)
+    merged.update(processor)
+    if isinstance(nested, dict):
+        merged.update(nested)
+    return merged
+
+
+def weight_files(folder: Path) -> tuple[int, str | None]:
+    """Total bytes of the weight files and their float dtype (from the safetensors headers)."""
+    total, dtypes = 0, set()
+    names = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+    for f in sorted(folder.glob("*.safetensors")):
+        total += f.stat().st_size
+        with f.open("rb") as fh:  # header: u64 length, then JSON {name: {dtype, shape, offsets}}
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        dtypes.update(names.get(v["dtype"], v["dtype"]) for k, v in header.items() if k != "__metadata__")
+    if not total:
+        total = sum(f.stat().st_size for f in folder.glob("*.bin"))
+    floats = [d for d in dtypes if d in names.values()]
+    return total, (floats[0] if len(floats) == 1 else None)
+
+
+def load_config(folder: Path):
+    """``AutoConfig`` from a folder, with a clear error when config.json is missing or unknown."""
+    from transformers import AutoConfig
+
+    if not (folder / "config.json").is_file():
+        raise CheckpointNotFoundError(
+            f"no config.json in {str(folder)!r}; point at a model folder (or a training output with checkpoint-N folders)"
+        )
+    try:
+        return AutoConfig.from_pretrained(folder)
+    except (ValueError, KeyError, OSError) as e:
+        raise CheckpointNotFoundError(f"cannot read the model config in {str(folder)!r}: {str(e).splitlines()[0]}") from e
+
+
+def meta_model(config):
+    """The model built on the ``meta`` device: every parameter's shape, no storage, no init cost."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    with torch.device("meta"):
+        try:
+            return AutoModelForImageTextToText.from_config(config)
+        except ValueError:  # not a VLM the image-text mapping knows: a text-only LM still gets an estimate
+            return AutoModelForCausalLM.from_config(config)
+
+
+def component_of(name: str) -> str:
+    """vision | projector | language, from a parameter's qualified name."""
+    parts = name.split(".")
+    if any(p in _PROJECTOR_KEYS for p in parts):
+        return "projector"
+    if any(p in _VISION_KEYS for p in parts):
+        return "vision"
+    return "language"
+
+
+def count_parameters(model) -> dict[str, int]:
+    """Parameters per component; tied weights count once (as ``model.parameters()`` does)."""
+    counts = dict.fromkeys(COMPONENTS, 0)
+    for name, p in model.named_parameters():
+        counts[component_of(name)] += p.numel()
+    return counts
+
+
+def _quantizable(model) -> int:
+    """Parameters in Linear weights outside the output head: what bitsandbytes quantizes."""
+    import torch
+
+    n = 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head"):
+            n += module.weight.numel()
+    return n
+
+
+def param_bytes_by_dtype(model) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    quant = _quantizable(model)
+    out = {d: int(total * b) for d, b in DTYPE_BYTES.items() if d not in QUANTIZED}
+    for d in QUANTIZED:
+        out[d] = int(quant * DTYPE_BYTES[d] + (total - quant) * DTYPE_BYTES["float16"])
+    return out
+
+
+# --------------------------------------------------------------------- the estimate
+
+
+def _text_dims(config) -> dict[str, int]:
+    text = config.get_text_config()
+    heads = text.num_attention_heads
+    hidden = text.hidden_size
+    return {
+        "layers": text.num_hidden_layers,
+        "kv_heads": getattr(text, "num_key_value_heads", None) or heads,
+        "head_dim": getattr(text, "head_dim", None) or hidden // heads,
+        "hidden": hidden,
+        "intermediate": getattr(text, "intermediate_size", None) or 4 * hidden,
+        "vocab": text.vocab_size,
+    }
+
+
+def _activation_bytes(config, dims: dict[str, int], image: ImageTokens, sequence: int, act_bytes: int) -> int:
+    """One row's activation headroom during prefill (attention via SDPA: no T x T matrix).
+
+    The peak is the widest layer: the text MLP holds gate, up and their product
+    (3 x intermediate) next to the residual stream and its norm (2 x hidden) for
+    every position; the vision encoder the same for every patch. ``generate``
+    keeps float32 logits and processed scores for the last position.
+    """
+    text = sequence * (2 * dims["hidden"] + 3 * dims["intermediate"]) * act_bytes
+    vision = 0
+    vcfg = getattr(config, "vision_config", None)
+    if vcfg is not None and image.patches:
+        vh = getattr(vcfg, "hidden_size", None) or getattr(vcfg, "embed_dim", 0)
+        vi = getattr(vcfg, "intermediate_size", None) or 4 * vh
+        vision = image.patches * (2 * vh + 2 * vi) * act_bytes
+    logits = 2 * dims["vocab"] * 4
+    # the embedded prompt (image features merged in) lives through the whole prefill
+    embeds = sequence * dims["hidden"] * act_bytes
+    return max(text, vision) + embeds + logits
+
+
+def _resolve_one(ref: str | os.PathLike[str] | CheckpointRef) -> CheckpointRef:
+    if isinstance(ref, CheckpointRef):
+        return ref
+    path = Path(ref)
+    if path.is_dir() and not (path / "config.json").is_file() and not any(path.glob("checkpoint-*")):
+        raise CheckpointNotFoundError(
+            f"no config.json in {str(ref)!r}; point at a model folder (or a training output with checkpoint-N folders)"
+        )
+    return resolve(str(ref), expand=False)[0]
+
+
+def estimate(
+    ref: str | os.PathLike[str] | CheckpointRef,
+    *,
+    dtype: str = "auto",
+    device: str = "cuda",
+    target: str | GpuTarget = DEFAULT_TARGET,
+    batch_size: int = 1,
+    prompt_tokens: int = 32,
+    max_new_tokens: int = 32,
+    image_size: int = 0,
+) -> MemoryEstimate:
+    """Estimate memory to load and generate with a checkpoint, from its config alone.
+
+    Args:
+        ref: a model folder (config.json, optional processor configs and weights), a
+            training output (its last checkpoint-N), a ``CheckpointRef`` or a hub id
+            whose config is in the local cache.
+        dtype: float32 | float16 | bfloat16 | int8 | int4, or ``auto`` (the dtype
+            ``target`` should run: float16 on a T4, bfloat16 on Ampere+, float32 on CPU).
+        device: ``cuda`` or ``cpu``; decides the fixed overhead and the CPU conversion copy.
+        batch_size, prompt_tokens, max_new_tokens: one generate call; ``prompt_tokens``
+            counts text only, image tokens are added from the processor config.
+        image_size: side of the square input image in pixels; 0 = the largest the
+            processor produces (worst case).
+
+    Raises:
+        CheckpointNotFoundError: no config.json at ``ref``.
+        ConfigError: an unknown dtype, device or target, or a non-positive size.
+    """
+    if dtype == "auto":
+        dtype = recommended_dtype(target) if get_target(target).device == device else ("float32" if device == "cpu" else "float16")
+    if dtype not in DTYPE_BYTES:
+        raise ConfigError(f"dtype={dtype!r} is not one of auto, {', '.join(DTYPE_BYTES)}")
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"device={device!r} is not one of cpu, cuda")
+    for name, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens)):
+        if value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if prompt_tokens < 0 or image_size < 0:
+        raise ConfigError("prompt_tokens and image_size must be >= 0")
+
+    cref = _resolve_one(ref)
+    folder = _local_folder(cref)
+    config = load_config(folder)
+    model = meta_model(config)
+    params = count_parameters(model)
+    by_dtype = param_bytes_by_dtype(model)
+    compute = "float16" if dtype in QUANTIZED else dtype
+    compute_bytes = int(DTYPE_BYTES[compute])
+    # buffers (rotary frequencies, position ids) keep their own dtype: count them as built
+    buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
+    file_bytes, file_dtype = weight_files(folder)
+    file_dtype = file_dtype or getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    file_dtype = str(file_dtype).replace("torch.", "") if file_dtype is not None else None
+
+    image = image_tokens(config, processor_settings(folder), image_size=image_size)
+    dims = _text_dims(config)
+    sequence = prompt_tokens + image.tokens + max_new_tokens
+    return MemoryEstimate(
+        checkpoint=cref.name,
+        model_type=config.model_type,
+        dtype=dtype,
+        device=device,
+        params=params,
+        param_bytes_by_dtype=by_dtype,
+        weight_bytes=by_dtype[dtype] + buffer_bytes,
+        file_bytes=file_bytes,
+        converts=bool(file_bytes) and file_dtype != dtype,
+        batch_size=batch_size,
+        prompt_tokens=prompt_tokens,
+        image=image,
+        max_new_tokens=max_new_tokens,
+        kv_bytes_per_token=2 * dims["layers"] * dims["kv_heads"] * dims["head_dim"] * compute_bytes,
+        activation_bytes_per_sample=_activation_bytes(config, dims, image, sequence, compute_bytes),
+    )
+
+
+# --------------------------------------------------------------------- the verdict
+
+
+def max_batch_size(est: MemoryEstimate, target: str | GpuTarget = DEFAULT_TARGET) -> int:
+    """The largest batch whose peak fits ``target``'s budget (0 when loading alone does not fit)."""
+    t = get_target(target)
+    budget = budget_bytes(t)
+    if est.load_bytes(t.device) > budget or est.generate_bytes(1, t.device) > budget:
+        return 0
+    room = budget - est.generate_bytes(1, t.device)
+    return int(min(MAX_BATCH, 1 + room // max(1, est.per_sample_bytes)))
+
+
+def co_resident(est: MemoryEstimate, target: str | GpuTarget = DEFAULT_TARGET, *, batch_size: int | None = None) -> int:
+    """How many checkpoints of this size can be loaded at once on ``target``.
+
+    Room is kept for one of them to generate a batch of ``batch_size`` (default:
+    the estimate's) and, on CPU, for the conversion copy of the next one loading.
+    The model cache sizes itself with this; the Space shows it.
+    """
+    t = get_target(target)
+    b = batch_size or est.batch_size
+    working = b * est.per_sample_bytes + est.overhead_bytes(t.device)
+    loading = est.load_bytes(t.device) - est.weight_bytes - est.overhead_bytes(t.device)
+    room = budget_bytes(t) - working - loading
+    return max(0, int(room // max(1, est.weight_bytes)))
+
+
+def verdict(est: MemoryEstimate, target: str | GpuTarget = DEFAULT_TARGET) -> Verdict:
+    """Fits or not, with margin, max batch and co-resident count, for one target.
+
+    Raises:
+        ConfigError: bfloat16 on a GPU without native support (a T4): use float16.
+    """
+    t = get_target(target)
+    check_dtype_on_target(est.dtype, t)
+    required = est.peak_bytes(device=t.device)
+    budget = budget_bytes(t)
+    return Verdict(
+        checkpoint=est.checkpoint,
+        target=t.name,
+        dtype=est.dtype,
+        batch_size=est.batch_size,
+        required_bytes=required,
+        budget_bytes=budget,
+        fits=required <= budget,
+        max_batch_size=max_batch_size(est, t),
+        co_resident=co_resident(est, t),
+        recommended_dtype=recommended_dtype(t),
+        price_per_hour=t.price_per_hour,
+    )
+
+
+def verdicts(est: MemoryEstimate, targets: tuple[str, ...] | None = None) -> list[Verdict]:
+    """One verdict per target; bfloat16 estimates skip GPUs without native bfloat16."""
+    out = []
+    for name in targets or tuple(GPU_TARGETS):
+        t = get_target(name)
+        if est.dtype == "bfloat16" and not t.native_bfloat16:
+            continue
+        out.append(verdict(est, t))
+    return out
