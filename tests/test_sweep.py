@@ -1,0 +1,222 @@
+"""Papermill sweeps on real kernels: failure isolation, resume after a kill, the lock, shards."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from vlm_lab import sweep
+from vlm_lab.ablation import Ablation
+from vlm_lab.cli import main
+from vlm_lab.config import SweepConfig
+from vlm_lab.errors import ConfigError, SweepError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A fast stand-in for notebook 02: no model, but the same contract (parameters cell,
+# output_dir, a comparison-shaped summary.json), and a cell that fails when told to.
+PARAMETERS = """\
+x: int = 1  # a grid value
+fail_on: int = -1  # raise in the last cell when x equals this
+sleep_s: float = 0.0  # make runs slow enough to kill one
+output_dir: str = "out"  # set by the sweep
+wandb_group: str = ""  # set by the sweep
+wandb_tags: str = ""  # set by the sweep
+"""
+WORK = """\
+import json, pathlib, time
+time.sleep(sleep_s)
+pathlib.Path(output_dir).mkdir(parents=True, exist_ok=True)
+summary = [{"checkpoint": f"checkpoint-{s}", "step": s, "accuracy": x * s / 100, "ci_low": 0.0, "ci_high": 1.0,
+            "mean_latency_s": 0.01, "tokens_per_s": 100.0 * x, "peak_memory_bytes": 1000} for s in (0, 10)]
+meta = {"config": {"x": x, "group": wandb_group, "tags": wandb_tags}, "summary": summary}
+pathlib.Path(output_dir, "summary.json").write_text(json.dumps(meta))
+"""
+FAIL = """\
+if x == fail_on:
+    raise ValueError(f"boom at x={x}")
+"""
+
+
+def write_notebook(path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(PARAMETERS)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# test sweep notebook"), params,
+                nbformat.v4.new_code_cell(WORK), nbformat.v4.new_code_cell(FAIL)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def sweep_file(tmp_path, monkeypatch):
+    """Writes a sweep YAML over the test notebook; runs land in tmp_path/runs."""
+    monkeypatch.chdir(tmp_path)
+    write_notebook(tmp_path / "nb.ipynb")
+
+    def make(grid: dict, parameters: dict | None = None, name: str = "t") -> Path:
+        path = tmp_path / f"{name}.yaml"
+        spec = {"name": name, "notebook": "nb.ipynb", "parameters": parameters or {}, "grid": grid}
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        return path
+
+    return make
+
+
+def test_one_failing_run_does_not_stop_the_others(sweep_file, tmp_path, capsys):
+    path = sweep_file({"x": [1, 2, 3]}, {"fail_on": 2})
+    assert main(["sweep", str(path), "--jobs", "2", "--quiet"]) == 1
+
+    out = capsys.readouterr().out
+    runs = sweep.plan(sweep.load_sweep(path))
+    states = {r.varied["x"]: r.status() for r in runs}
+    assert {x: s["state"] for x, s in states.items()} == {1: "completed", 2: "failed", 3: "completed"}
+    failed = states[2]
+    assert failed["error"] == {"cell_index": 4, "exec_count": 4, "ename": "ValueError", "evalue": "boom at x=2"}
+    assert "FAILED x=2," in out and "cell [4]: ValueError: boom at x=2" in out
+    for run in runs:  # executed notebook (also the failed one), params, results, no temp files
+        names = sorted(p.name for p in run.dir.iterdir())
+        assert names == ["nb.ipynb", "params.json", "status.json", "summary.json"], names
+        params = json.loads((run.dir / "params.json").read_text())
+        assert params["output_dir"] == str(run.dir.resolve())
+        assert (params["wandb_group"], params["wandb_tags"]) == ("t", f"x={run.varied['x']}")
+    failed_nb = nbformat.read(runs[1].dir / "nb.ipynb", as_version=4)
+    assert any(o.get("ename") == "ValueError" for c in failed_nb.cells for o in c.get("outputs", []))
+
+    summary = pd.read_csv(tmp_path / "runs" / "t" / "summary.csv")
+    assert list(summary["state"]) == ["completed", "failed", "completed"]
+    assert list(summary["best_accuracy"]) == [0.1, 0.2, 0.3]  # the failing cell ran after the results
+    assert "cell [4]: ValueError: boom at x=2" in (tmp_path / "runs" / "t" / "summary.md").read_text()
+
+    # Re-running skips the completed runs and retries the failed one.
+    report = sweep.run_sweep(sweep.load_sweep(path), progress=False)
+    assert len(report.skipped) == 2 and report.ran == (runs[1].run_id,) and not report.ok
+
+
+def test_resume_after_a_kill(sweep_file, tmp_path):
+    path = sweep_file({"x": [1, 2, 3]}, {"sleep_s": 1.5})
+    runs = sweep.plan(sweep.load_sweep(path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlm_lab.cli", "sweep", str(path), "--quiet"],
+        cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not runs[0].completed:
+            assert proc.poll() is None and time.monotonic() < deadline, "first run never completed"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its kernel
+        proc.wait()
+    assert runs[1].status()["state"] in ("running", "pending")  # killed mid-run: not trusted
+    first_finished = runs[0].status()["finished_at"]
+
+    report = sweep.run_sweep(sweep.load_sweep(path), progress=False)
+    assert report.ok and report.skipped == (runs[0].run_id,)
+    assert set(report.ran) == {runs[1].run_id, runs[2].run_id}
+    assert runs[0].status()["finished_at"] == first_finished
+    assert all(r.completed for r in runs)
+
+
+def test_a_second_invocation_exits_cleanly_while_the_lock_is_held(sweep_file, tmp_path, capsys):
+    path = sweep_file({"x": [1]})
+    lock = tmp_path / "runs" / "t" / ".lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(["sweep", str(path), "--quiet"]) == sweep.LOCKED_EXIT_CODE == 75
+    assert "already running" in capsys.readouterr().err
+    assert not sweep.plan(sweep.load_sweep(path))[0].dir.exists()  # nothing ran
+
+
+def test_unknown_parameter_is_rejected_before_anything_runs(sweep_file, tmp_path, capsys):
+    path = sweep_file({"x": [1], "learning_rat": [0.1]})
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "no parameter(s) learning_rat" in err and "declares: fail_on, output_dir" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_lists_the_runs(sweep_file, capsys):
+    path = sweep_file({"x": [1, 2], "sleep_s": [0.0, 0.1]})
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "4 run(s)" in out and out.count("pending") == 4 and "sleep_s=0.1,x=2," in out
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 8])
+def test_shards_cover_the_grid_exactly_once(count):
+    config = SweepConfig(name="s", notebook="nb.ipynb", grid={"a": [1, 2, 3], "b": ["x", "nucleus(0.9)"]})
+    every = sweep.plan(config)
+    dealt = [r.run_id for i in range(count) for r in sweep.shard(every, i, count)]
+    assert sorted(dealt) == sorted(r.run_id for r in every) and len(dealt) == 6
+    sizes = [len(sweep.shard(every, i, count)) for i in range(count)]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_run_ids_are_readable_stable_and_follow_every_parameter():
+    base = SweepConfig(name="s", notebook="nb.ipynb", parameters={"num_samples": 64}, grid={"strategy": ["nucleus(0.9)"]})
+    (run,) = sweep.plan(base)
+    assert run.run_id.startswith("strategy=nucleus-0.9,") and len(run.run_id.split(",")[-1]) == 8
+    assert sweep.plan(base)[0].run_id == run.run_id
+    changed = base.replace(parameters={"num_samples": 32})
+    assert sweep.plan(changed)[0].run_id != run.run_id  # a changed fixed parameter never resumes stale runs
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"grid": {"strategy": "greedy"}}, "grid.strategy must be a non-empty list"),
+        ({"grid": {"a": [1, 1]}}, "repeats a value"),
+        ({"parameters": {"a": 1}, "grid": {"a": [2]}}, "both parameters and grid"),
+        ({"parameters": {"output_dir": "x"}}, "set by the sweep"),
+        ({"shard_index": 2, "shard_count": 2}, "0-based"),
+        ({"name": "a b"}, "sweep name"),
+        ({"notebook": "nb.py"}, ".ipynb"),
+        ({"jobs": 0}, "jobs must be a positive integer"),
+    ],
+)
+def test_sweep_config_names_the_bad_value(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        SweepConfig(**{"name": "s", "notebook": "nb.ipynb", **changes})
+
+
+def test_sweep_file_errors(tmp_path):
+    with pytest.raises(SweepError, match="no sweep file"):
+        sweep.load_sweep(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: s\nnotebook: nb.ipynb\ngird: {a: [1]}\n")
+    with pytest.raises(ConfigError, match="unknown SweepConfig field.*gird"):
+        sweep.load_sweep(bad)
+
+
+def test_example_sweep_file_is_valid():
+    config = sweep.load_sweep(ROOT / "sweeps" / "shapes-ablation.yaml")
+    assert config.grid == {"strategy": ["greedy", "nucleus(0.9)"], "max_new_tokens": [4, 8]}
+    assert len(sweep.plan(config)) == 4
+
+
+def test_ablation_report_from_a_sweep(sweep_file):
+    path = sweep_file({"x": [1, 2], "fail_on": [-1, 99]})
+    report = sweep.run_sweep(sweep.load_sweep(path, jobs=2), progress=False)
+    assert report.ok
+    ablation = Ablation.load(report.sweep_dir)
+    assert ablation.varied == ["x", "fail_on"] and len(ablation.results) == 8
+    best = ablation.best()
+    assert (best["x"], best["checkpoint"], best["accuracy"]) == (2, "checkpoint-10", 0.2)
+    assert "best variant: checkpoint-10 with x=2" in ablation.describe_best()
+    table = ablation.table()
+    assert list(table.index) == [0, 10] and table.shape == (2, 4)
+    assert len(ablation.plot().axes) == 2

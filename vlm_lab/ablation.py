@@ -1,0 +1,207 @@
+"""A sweep's results, read back: the summary files and the ablation report.
+
+``write_summary`` is called by ``vlm_lab.sweep`` after each invocation and writes
+``summary.csv`` / ``summary.md`` (one row per run: parameters, status, headline
+metrics). ``Ablation.load(sweep_dir)`` is what notebooks/04_ablation_report.ipynb
+calls: one row per (run, checkpoint) from each run's comparison ``summary.json``,
+pivot tables, plots of a metric against each varied parameter, and the best variant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from vlm_lab.data import atomic_write_text
+from vlm_lab.errors import DataError
+
+SWEEP_FILE = "sweep.json"  # the sweep's config, written by vlm_lab.sweep at each invocation
+RESULT_FILE = "summary.json"  # a comparison's per-checkpoint summary (vlm_lab.results)
+METRICS = ("accuracy", "ci_low", "ci_high", "mean_latency_s", "tokens_per_s", "peak_memory_bytes")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _checkpoint_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """Per-checkpoint rows of the comparison a run wrote, or [] when it wrote none."""
+    meta = _read_json(run_dir / RESULT_FILE)
+    if not isinstance(meta, dict):
+        return []
+    return [
+        {"checkpoint": s.get("checkpoint"), "step": s.get("step"), **{m: s.get(m) for m in METRICS}}
+        for s in meta.get("summary", [])
+    ]
+
+
+def _best(rows: list[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any] | None:
+    scored = [r for r in rows if isinstance(r.get(metric), (int, float)) and not math.isnan(r[metric])]
+    return max(scored, key=lambda r: r[metric]) if scored else None
+
+
+def write_summary(sweep_dir: str | os.PathLike[str], runs: Iterable[Any]) -> Path:
+    """Write ``summary.csv`` and ``summary.md`` for ``runs`` (``vlm_lab.sweep.RunSpec``); returns the CSV path."""
+    import pandas as pd
+
+    from vlm_lab.sweep import describe_error
+
+    sweep_dir = Path(sweep_dir)
+    records = []
+    for run in runs:
+        status = run.status()
+        rows = _checkpoint_rows(run.dir)
+        best = _best(rows) or {}
+        record: dict[str, Any] = {"run_id": run.run_id, **run.parameters, "state": status.get("state", "pending")}
+        record["duration_s"] = status.get("duration_s")
+        record["error"] = describe_error(status["error"]) if status.get("error") else ""
+        record["best_checkpoint"] = best.get("checkpoint")
+        for metric in ("accuracy", "ci_low", "ci_high", "tokens_per_s"):
+            record[f"best_{metric}"] = best.get(metric)
+        record.update({f"{r['checkpoint']}/accuracy": r["accuracy"] for r in rows})
+        records.append(record)
+    frame = pd.DataFrame.from_records(records)
+    csv_path = sweep_dir / "summary.csv"
+    atomic_write_text(csv_path, frame.to_csv(index=False))
+    atomic_write_text(sweep_dir / "summary.md", _markdown(frame, title=f"Sweep {sweep_dir.name}"))
+    return csv_path
+
+
+def _markdown(frame: Any, *, title: str) -> str:
+    def cell(value: Any) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    states = frame["state"].value_counts().to_dict() if len(frame) else {}
+    lines = [f"# {title}", "", ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no runs", ""]
+    lines.append("| " + " | ".join(map(str, frame.columns)) + " |")
+    lines.append("|" + "---|" * len(frame.columns))
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@dataclasses.dataclass
+class Ablation:
+    """A finished (or partly finished) sweep: its runs and each run's per-checkpoint results."""
+
+    sweep_dir: Path
+    name: str
+    grid: dict[str, list]
+    parameters: dict[str, Any]
+    runs: Any  # pandas DataFrame: summary.csv, one row per run
+    results: Any  # pandas DataFrame: one row per (completed run, checkpoint)
+
+    @classmethod
+    def load(cls, sweep_dir: str | os.PathLike[str]) -> Ablation:
+        """Read ``runs/<sweep>/`` (its sweep.json, summary.csv and each run's summary.json).
+
+        Raises:
+            DataError: the folder holds no sweep (run ``vlm-lab sweep SWEEP.yaml`` first).
+        """
+        import pandas as pd
+
+        sweep_dir = Path(sweep_dir)
+        config = _read_json(sweep_dir / SWEEP_FILE)
+        if not isinstance(config, dict) or not (sweep_dir / "summary.csv").is_file():
+            raise DataError(
+                f"no sweep results in {str(sweep_dir)!r} (needs {SWEEP_FILE} and summary.csv); "
+                "run `vlm-lab sweep sweeps/shapes-ablation.yaml` first"
+            )
+        runs = pd.read_csv(sweep_dir / "summary.csv", dtype={"run_id": str})
+        grid = config.get("grid", {})
+        records = []
+        for run in runs.to_dict(orient="records"):
+            if run["state"] != "completed":
+                continue
+            values = {k: run.get(k) for k in grid}
+            for row in _checkpoint_rows(sweep_dir / run["run_id"]):
+                records.append({"run_id": run["run_id"], **values, **row})
+        columns = ["run_id", *grid, "checkpoint", "step", *METRICS]
+        results = pd.DataFrame.from_records(records, columns=columns)
+        return cls(
+            sweep_dir=sweep_dir, name=config.get("name", sweep_dir.name), grid=grid,
+            parameters=config.get("parameters", {}), runs=runs, results=results,
+        )  # fmt: skip
+
+    @property
+    def varied(self) -> list[str]:
+        """The grid parameters that take more than one value."""
+        return [k for k, values in self.grid.items() if len(values) > 1]
+
+    def failures(self) -> Any:
+        """The runs that did not complete, with their error."""
+        return self.runs.loc[self.runs["state"] != "completed", ["run_id", *self.grid, "state", "error"]]
+
+    def table(self, metric: str = "accuracy") -> Any:
+        """``metric`` by checkpoint (rows, in step order) x the varied parameters (columns)."""
+        self._check_metric(metric)
+        frame = self.results
+        index = "step" if frame["step"].notna().all() and len(frame) else "checkpoint"
+        columns = self.varied or list(self.grid) or ["run_id"]
+        return frame.pivot_table(index=index, columns=columns, values=metric, aggfunc="mean").sort_index()
+
+    def best(self, metric: str = "accuracy") -> dict[str, Any]:
+        """The best (run, checkpoint) by ``metric``: its parameters, checkpoint and metric (with CI)."""
+        self._check_metric(metric)
+        scored = self.results.dropna(subset=[metric])
+        if scored.empty:
+            raise DataError(f"no completed run in {self.sweep_dir} reports {metric}; see summary.md for the failures")
+        row = scored.loc[scored[metric].astype(float).idxmax()]
+        best = {k: _plain(row[k]) for k in ("run_id", *self.grid, "checkpoint", "step", *METRICS)}
+        return best
+
+    def describe_best(self, metric: str = "accuracy") -> str:
+        b = self.best(metric)
+        params = ", ".join(f"{k}={b[k]}" for k in self.grid)
+        ci = f" (95% CI {b['ci_low']:.1%}-{b['ci_high']:.1%})" if metric == "accuracy" and b.get("ci_low") is not None else ""
+        value = f"{b[metric]:.1%}" if metric == "accuracy" else f"{b[metric]:.4g}"
+        return f"best variant: {b['checkpoint']} with {params or 'the base parameters'}: {metric} {value}{ci} [run {b['run_id']}]"
+
+    def plot(self, metric: str = "accuracy"):
+        """One panel per varied parameter: ``metric`` against training step, one line per value
+        (averaged over the other parameters). Returns the matplotlib Figure."""
+        import matplotlib.pyplot as plt
+
+        self._check_metric(metric)
+        params = self.varied or list(self.grid)[:1]
+        fig, axes = plt.subplots(1, max(len(params), 1), figsize=(5 * max(len(params), 1), 3.5), squeeze=False)
+        frame = self.results
+        x = "step" if frame["step"].notna().all() and len(frame) else "checkpoint"
+        for ax, param in zip(axes[0], params or [None]):
+            groups = frame.groupby(param, sort=True) if param else [("all runs", frame)]
+            for value, part in groups:
+                mean = part.groupby(x, sort=True)[metric].mean()
+                ax.plot(list(mean.index), list(mean.values), marker="o", label=f"{param}={value}" if param else value)
+            ax.set_title(f"{metric} by {param or 'checkpoint'}")
+            ax.set_xlabel("training step" if x == "step" else "checkpoint")
+            ax.set_ylabel(metric)
+            if metric == "accuracy":
+                ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+        fig.suptitle(f"sweep {self.name}: {len(self.runs)} runs, {int((self.runs['state'] == 'completed').sum())} completed")
+        fig.tight_layout()
+        return fig
+
+    def _check_metric(self, metric: str) -> None:
+        if metric not in METRICS:
+            raise DataError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python, NaN -> None (for printing and JSON)."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

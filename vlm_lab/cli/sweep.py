@@ -1,0 +1,61 @@
+"""``vlm-lab sweep SWEEP.yaml``: run a notebook once per grid point with papermill.
+
+Exit codes: 0 every run of this shard completed (or was already completed);
+1 at least one run failed (the summary names each failing cell and error);
+75 another invocation of the same sweep (and shard) holds the lock, so this one
+ran nothing (EX_TEMPFAIL: a scheduler may simply try again later);
+2 the sweep file or its parameters are invalid (nothing ran).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard {text!r} is not I/N, e.g. 0/4 (0-based index of N shards)") from None
+    return index, count
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "sweep",
+        help="run a notebook once per point of a parameter grid (papermill), resumable",
+        description="Execute SWEEP.yaml's notebook once per grid point into runs/<sweep>/<run-id>/ "
+        "(executed notebook, params.json, status.json, the run's results), skipping completed runs, "
+        "then write runs/<sweep>/summary.csv and summary.md. Exit codes: 0 all completed, 1 some run "
+        "failed, 75 the sweep is already running elsewhere (nothing ran), 2 invalid sweep.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("sweep_file", metavar="SWEEP.yaml", help="the sweep: name, notebook, parameters, grid")
+    parser.add_argument("--jobs", "-j", type=int, default=None, help="runs at once, each with its own kernel (default: the file's jobs, else 1)")
+    parser.add_argument("--shard", type=_shard, default=None, metavar="I/N", help="run only shard I of N (0-based; e.g. $SLURM_ARRAY_TASK_ID/4)")
+    parser.add_argument("--runs-dir", default=None, help="parent folder of the sweep's runs (default: the file's runs_dir, else runs)")
+    parser.add_argument("--dry-run", action="store_true", help="list this shard's runs and their state; run nothing")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_sweep)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from vlm_lab import sweep
+
+    index, count = args.shard if args.shard else (None, None)
+    config = sweep.load_sweep(args.sweep_file, jobs=args.jobs, shard_index=index, shard_count=count, runs_dir=args.runs_dir)
+    if args.dry_run:
+        sweep.check_parameters(config)
+        runs = sweep.shard(sweep.plan(config), config.shard_index, config.shard_count)
+        print(f"{config.name}: {len(runs)} run(s) in shard {config.shard_index}/{config.shard_count} -> {sweep.sweep_dir(config)}")
+        for run in runs:
+            print(f"  {run.status().get('state', 'pending'):9s} {run.run_id}")
+        return 0
+    try:
+        report = sweep.run_sweep(config, progress=not args.quiet)
+    except sweep.SweepLockedError as e:
+        print(f"already running: {e}", file=sys.stderr)
+        return e.exit_code
+    print(report.describe())
+    return 0 if report.ok else 1
