@@ -92,6 +92,7 @@ def test_log_interaction_appends_to_an_open_run(wandb_home):
             assert tracked is not None and tracked.id == run.id
     finally:
         run.finish()
+    assert offline_runs.wait_until_written(tracked.dir)  # wandb-core writes the log asynchronously
     back = offline_runs.read_offline_run(tracked.dir)
     assert back.table("interaction")[0]["output"] == "blue"  # the summary keeps the latest
 
@@ -123,3 +124,77 @@ def test_reader_rejects_what_is_not_a_run(tmp_path):
     bogus.write_bytes(b"not a log at all")
     with pytest.raises(DataError, match="not a W&B run log"):
         offline_runs.read_offline_run(bogus)
+
+
+@pytest.fixture(scope="module")
+def comparison(tiny_checkpoints, tmp_path_factory):
+    """A real comparison of the first and last tiny checkpoints on a few shapes samples."""
+    from vlm_lab.compare import compare
+    from vlm_lab.config import CompareConfig
+
+    config = CompareConfig(
+        checkpoints=(str(tiny_checkpoints[0]), str(tiny_checkpoints[-1])), data="shapes:val", num_samples=6,
+        device="cpu", output_dir=str(tmp_path_factory.mktemp("compare")),
+    )
+    return compare(config, progress=False), config
+
+
+def test_log_comparison_reads_back(wandb_home, comparison):
+    result, config = comparison
+    tracked = tracking.log_comparison(
+        result, config, project="shapes", entity="my-team", group="ablation-1", tags=("strategy=greedy",), name="greedy"
+    )
+    assert tracked is not None and tracked.mode == "offline"
+    run = offline_runs.read_offline_run(tracked.dir)
+    assert (run.project, run.entity, run.group, run.job_type, run.name) == ("shapes", "my-team", "ablation-1", "compare", "greedy")
+    assert run.tags == ("strategy=greedy",)
+    assert run.config == config.to_dict()  # the typed config, unchanged
+
+    metrics = run.metrics()
+    for row in result.summary_frame().to_dict(orient="records"):
+        ckpt = row["checkpoint"]
+        assert metrics[f"{ckpt}/accuracy"] == pytest.approx(row["accuracy"])
+        for key in ("ci_low", "ci_high", "mean_latency_s", "tokens_per_s", "peak_memory_bytes"):
+            assert f"{ckpt}/{key}" in metrics
+    assert metrics["best/checkpoint"] == "checkpoint-1000" and metrics["best/accuracy"] > 0.5
+    assert run.headline()["best/checkpoint"] == "checkpoint-1000"
+
+    rows = run.table("samples")
+    frame = result.to_dataframe()
+    assert len(rows) == len(frame) == 6
+    assert [r["prompt"] for r in rows] == list(frame["prompt"])
+    assert [r["checkpoint-1000/output"] for r in rows] == list(frame["checkpoint-1000/output"])
+    assert [r["checkpoint-0/score"] for r in rows] == list(frame["checkpoint-0/score"])
+    with Image.open(rows[0]["image"]) as img, Image.open(frame["image"][0]) as original:
+        assert img.size == original.size
+    assert len(run.images()) == frame["image"].nunique()
+
+    (results_artifact,) = [a for a in run.artifacts if a.type == "comparison"]
+    assert {"summary.json", "results.csv", "results.jsonl", "comparison.html"} <= set(results_artifact.files)
+    assert not any(name.startswith(".") for name in results_artifact.files)  # no result cache
+
+
+def test_failing_wandb_leaves_the_results_on_disk(wandb_home, comparison, monkeypatch, tmp_path):
+    from vlm_lab.results import ComparisonResult
+
+    result, config = comparison
+    monkeypatch.setenv("WANDB_DIR", "/proc/vlm-lab-cannot-write-here")
+    with pytest.warns(tracking.TrackingWarning, match="WANDB_DIR") as caught:
+        assert tracking.log_comparison(result, config, group="g") is None
+    assert len(caught) == 1
+    reloaded = ComparisonResult.load(result.output_dir)
+    assert reloaded.summary == result.summary
+
+
+def test_runs_cli_lists_offline_runs(wandb_home, comparison, capsys):
+    from vlm_lab.cli import main
+
+    result, config = comparison
+    tracking.log_comparison(result, config, group="sweep-a", tags=("max_new_tokens=4",))
+    tracking.log_interaction(image=Image.new("RGB", (8, 8)), prompt="q", outputs={"c": "a"}, group="space")
+    assert main(["runs", str(wandb_home)]) == 0
+    out = capsys.readouterr().out
+    assert "sweep-a" in out and "max_new_tokens=4" in out and "best/accuracy" in out and "space" in out
+    assert f"wandb sync {wandb_home / 'wandb'}/offline-run-*" in out
+    assert main(["runs", str(wandb_home), "--group", "nope"]) == 0
+    assert "no W&B offline runs" in capsys.readouterr().out

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any, Iterator
@@ -232,6 +233,26 @@ def read_offline_run(path: str | os.PathLike[str]) -> OfflineRun:
         dir=log.parent, config=config, summary=summary, artifacts=tuple(artifacts),
         finished=finished, exit_code=exit_code, **info,
     )
+
+
+def wait_until_written(path: str | os.PathLike[str], *, timeout_s: float = 30.0) -> bool:
+    """Wait until the run log at ``path`` ends with its exit record; False on timeout.
+
+    wandb-core writes the log asynchronously: right after ``run.finish()`` returns the file
+    can still hold only its header, so a reader (or a copy of the folder) must wait.
+    """
+    folder = Path(path)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        logs = sorted(folder.glob("run-*.wandb")) if folder.is_dir() else [folder]
+        try:
+            if logs and any(r.WhichOneof("record_type") == "exit" for r in iter_records(logs[0])):
+                return True
+        except (DataError, OSError):
+            pass  # the header is not there yet
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def find_offline_runs(root: str | os.PathLike[str]) -> list[Path]:

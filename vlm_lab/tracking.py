@@ -147,6 +147,16 @@ def start_run(
     )
 
 
+def _finish(run: Any, tracked: TrackedRun) -> TrackedRun:
+    """Finish the run; offline, return only once its log is on disk (wandb-core writes it asynchronously)."""
+    run.finish()
+    if tracked.mode == "offline" and tracked.dir is not None:
+        from vlm_lab.offline_runs import wait_until_written
+
+        wait_until_written(tracked.dir)
+    return tracked
+
+
 def _tracked(run: Any, mode: str) -> TrackedRun:
     sync_dir = getattr(run.settings, "sync_dir", None)
     url = getattr(run, "url", None) if mode == "online" else None
@@ -254,11 +264,13 @@ def log_comparison(
             import wandb
 
             artifact = wandb.Artifact(_artifact_name(group, name, run.id), type="comparison")
-            artifact.add_dir(str(output_dir))
+            for path in sorted(Path(output_dir).rglob("*")):
+                relative = path.relative_to(output_dir)
+                # hidden entries are caches and temp files (the per-sample result cache, .partial writes)
+                if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+                    artifact.add_file(str(path), name=relative.as_posix())
             run.log_artifact(artifact)
-        tracked = _tracked(run, resolved)
-        run.finish()
-        return tracked
+        return _finish(run, _tracked(run, resolved))
     except Exception as e:  # noqa: BLE001
         _warn("could not log the comparison", e)
         _finish_quietly(run)
@@ -325,10 +337,9 @@ def log_interaction(
         elif memory_mb is not None:
             metrics["memory_mb"] = _number(memory_mb)
         run.log(metrics)
-        tracked = _tracked(run, resolved if own_run else _run_mode(run))
         if own_run:
-            run.finish()
-        return tracked
+            return _finish(run, _tracked(run, resolved))
+        return _tracked(run, _run_mode(run))
     except Exception as e:  # noqa: BLE001
         _warn("could not log the interaction", e)
         if own_run:
