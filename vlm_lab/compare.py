@@ -366,7 +366,7 @@ def compare_one(
     sample = Sample(id="input", image=image.convert("RGB"), prompt=prompt)
     results = []
     for ref in refs:
-        ref = ref if isinstance(ref, CheckpointRef) else resolve(ref, expand=False)[0]
+        ref = ref if isinstance(ref, CheckpointRef) else resolve(str(ref), expand=False)[0]
         loaded = cache.get(ref, dtype=dtype, device=device)
         if loaded.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(loaded.device)

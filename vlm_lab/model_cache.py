@@ -23,6 +23,7 @@ import collections
 import dataclasses
 import gc
 import json
+import os
 import struct
 import threading
 from pathlib import Path
@@ -270,8 +271,8 @@ class ModelCache:
             torch.cuda.empty_cache()
 
 
-def _as_ref(ref: CheckpointRef | str) -> CheckpointRef:
-    return ref if isinstance(ref, CheckpointRef) else resolve(ref, expand=False)[0]
+def _as_ref(ref: CheckpointRef | str | os.PathLike[str]) -> CheckpointRef:
+    return ref if isinstance(ref, CheckpointRef) else resolve(str(ref), expand=False)[0]
 
 
 def _ref_id(ref: CheckpointRef) -> str:

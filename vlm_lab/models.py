@@ -8,6 +8,7 @@ hub model (llava-hf, SmolVLM, Qwen2-VL). No model-specific branches here.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import torch
@@ -79,7 +80,7 @@ def model_nbytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def load_model(ref: CheckpointRef | str, *, dtype: str = "auto", device: str = "auto", token: str | None = None) -> LoadedModel:
+def load_model(ref: CheckpointRef | str | os.PathLike[str], *, dtype: str = "auto", device: str = "auto", token: str | None = None) -> LoadedModel:
     """Load processor + model for ``ref`` on ``device`` in ``dtype``, in eval mode.
 
     Raises:
@@ -88,9 +89,8 @@ def load_model(ref: CheckpointRef | str, *, dtype: str = "auto", device: str = "
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    if isinstance(ref, str):
-        refs = resolve(ref, expand=False)
-        ref = refs[0]
+    if not isinstance(ref, CheckpointRef):
+        ref = resolve(str(ref), expand=False)[0]
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     kwargs = ref.pretrained_kwargs()

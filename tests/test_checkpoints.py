@@ -1,0 +1,128 @@
+"""Checkpoint references: hub-id parsing, checkpoint-N discovery, errors that list what exists, fingerprints."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from vlm_lab import checkpoints
+from vlm_lab.checkpoints import CheckpointRef, discover_checkpoints, fingerprint, parse_hub_ref, resolve, resolve_all
+from vlm_lab.errors import CheckpointNotFoundError, VlmLabError
+
+
+@pytest.mark.parametrize(
+    "spec, repo_id, revision, subfolder, step",
+    [
+        ("org/name", "org/name", None, None, None),
+        ("llava-hf/llava-interleave-qwen-0.5b-hf@main", "llava-hf/llava-interleave-qwen-0.5b-hf", "main", None, None),
+        ("me/run:checkpoint-300", "me/run", None, "checkpoint-300", 300),
+        ("me/run@v1.0:runs/a/checkpoint-20", "me/run", "v1.0", "runs/a/checkpoint-20", 20),
+        ("HuggingFaceTB/SmolVLM-256M-Instruct@0a1b2c3", "HuggingFaceTB/SmolVLM-256M-Instruct", "0a1b2c3", None, None),
+    ],
+)
+def test_parse_hub_ref(spec, repo_id, revision, subfolder, step):
+    ref = parse_hub_ref(spec)
+    assert (ref.repo_id, ref.revision, ref.subfolder, ref.step) == (repo_id, revision, subfolder, step)
+    assert not ref.is_local and ref.name == spec
+    kwargs = ref.pretrained_kwargs()
+    assert kwargs["pretrained_model_name_or_path"] == repo_id
+    assert kwargs.get("revision") == revision and kwargs.get("subfolder") == subfolder
+
+
+@pytest.mark.parametrize("spec", ["org/name@", "org/name:", "just-a-name", "a/b/c", "org/na me"])
+def test_bad_hub_ref_says_what_form_to_use(spec):
+    with pytest.raises(CheckpointNotFoundError, match=r"org/name\[@revision\]\[:subfolder\]"):
+        parse_hub_ref(spec)
+
+
+def test_discovery_sorts_by_step_number_not_by_name(tmp_path):
+    for name, has_config in [("checkpoint-10", True), ("checkpoint-9", True), ("checkpoint-100", True),
+                             ("checkpoint-5", False), ("checkpoint-x", True), ("other", True)]:  # fmt: skip
+        (tmp_path / name).mkdir()
+        if has_config:
+            (tmp_path / name / "config.json").write_text("{}")
+    assert [p.name for p in discover_checkpoints(tmp_path)] == ["checkpoint-9", "checkpoint-10", "checkpoint-100"]
+    assert discover_checkpoints(tmp_path / "missing") == []
+
+
+def test_training_output_expands_to_its_checkpoints(tiny_dir):
+    refs = resolve(str(tiny_dir))
+    assert [r.step for r in refs] == [0, 250, 500, 750, 1000]
+    assert [r.name for r in refs][:2] == ["checkpoint-0", "checkpoint-250"]
+    assert all(r.is_local for r in refs)
+    (latest,) = resolve(str(tiny_dir), expand=False)
+    assert latest.step == 1000
+
+
+def test_model_folder_resolves_to_itself(tiny_checkpoints):
+    (ref,) = resolve(str(tiny_checkpoints[1]))
+    assert ref.path == str(tiny_checkpoints[1]) and ref.step == 250
+    assert ref.pretrained_kwargs() == {"pretrained_model_name_or_path": str(tiny_checkpoints[1])}
+
+
+def test_resolve_all_keeps_order_and_drops_repeats(tiny_dir, tiny_checkpoints):
+    refs = resolve_all([str(tiny_checkpoints[-1]), str(tiny_dir)])
+    assert [r.step for r in refs] == [1000, 0, 250, 500, 750]
+    assert [r.step for r in resolve_all(f"{tiny_checkpoints[0]},{tiny_checkpoints[0]}")] == [0]
+
+
+@pytest.mark.parametrize(
+    "make_spec, expected",
+    [
+        (lambda d: str(d / "checkpoint-999"), "checkpoint-0, checkpoint-250, checkpoint-500, checkpoint-750, checkpoint-1000"),
+        (lambda d: str(d.parent / "shapez"), "shapes"),  # a typo in the run folder: close matches first
+        (lambda d: str(d / "checkpoint-1000" / "config.json"), "is a file"),
+        (lambda d: "./no/such/run", "no checkpoint at './no/such/run'"),
+        (lambda d: "  ", "empty checkpoint reference"),
+    ],
+)
+def test_missing_reference_lists_what_exists(tiny_dir, make_spec, expected):
+    with pytest.raises(CheckpointNotFoundError) as info:
+        resolve(make_spec(tiny_dir))
+    assert expected in str(info.value)
+    assert isinstance(info.value, (VlmLabError, FileNotFoundError))
+
+
+def test_empty_training_folder_is_an_error(tmp_path):
+    with pytest.raises(CheckpointNotFoundError, match="no config.json and no checkpoint-N folders"):
+        resolve(str(tmp_path))
+
+
+def test_unknown_org_name_is_treated_as_a_hub_id():
+    (ref,) = resolve("some-org/some-model@dev")
+    assert ref.repo_id == "some-org/some-model" and ref.revision == "dev"
+
+
+def _copy_model(src, dst):
+    shutil.copytree(src, dst)
+    return CheckpointRef(spec=str(dst), path=str(dst))
+
+
+def test_fingerprint_follows_content_not_paths_or_times(tiny_checkpoints, tmp_path):
+    first, last = tiny_checkpoints[0], tiny_checkpoints[-1]
+    a = _copy_model(last, tmp_path / "a")
+    b = _copy_model(last, tmp_path / "b")
+    assert fingerprint(a) == fingerprint(b)  # same files in two places: same fingerprint
+    before = fingerprint(a)
+    # Overwrite the weights with another checkpoint's, keeping size *and* mtime (cp -p):
+    # a size+mtime fingerprint would not notice; the content hash does.
+    weights = a.path + "/model.safetensors"
+    old = os.stat(weights)
+    shutil.copy2(first / "model.safetensors", weights)
+    os.utime(weights, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert os.stat(weights).st_size == old.st_size and os.stat(weights).st_mtime_ns == old.st_mtime_ns
+    assert fingerprint(a) != before
+    # training state is not part of what a model computes
+    (tmp_path / "b" / "trainer_state.json").write_text("{}")
+    assert fingerprint(b) == before
+
+
+def test_fingerprint_memo_hashes_each_file_once(tiny_checkpoints):
+    ref = resolve(str(tiny_checkpoints[-1]))[0]
+    memo: dict[str, str] = {}
+    fp = fingerprint(ref, memo=memo)
+    assert len(memo) == len(checkpoints.model_files(ref.path)) >= 3
+    assert fingerprint(ref, memo=memo) == fp == fingerprint(ref)
+    assert not any("trainer_state" in k for k in memo)

@@ -1,0 +1,95 @@
+"""Batched generation on the real tiny checkpoints: batch invariance, strategies, counts."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlm_lab import data, generation, models
+from vlm_lab.config import GenerationConfig
+from vlm_lab.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def samples():
+    # the three question kinds have different prompt lengths: batches really are left-padded
+    return data.load_samples("shapes:val:18")
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_checkpoints):
+    return {p.name: models.load_model(p, device="cpu") for p in (tiny_checkpoints[1], tiny_checkpoints[-1])}
+
+
+def _texts(outs):
+    return [(o.sample_id, o.text, o.new_tokens) for o in outs]
+
+
+def test_batches_are_left_padded(loaded, samples):
+    enc = generation.encode_batch(loaded["checkpoint-1000"], samples[:3])
+    mask = enc["attention_mask"]
+    assert {int((row == 0).sum()) for row in mask} == {0, 1, 2}  # three prompt lengths
+    assert all(int(row[-1]) == 1 for row in mask)  # padding on the left: every row ends with real tokens
+
+
+@pytest.fixture(scope="module")
+def batch_of_one(loaded, samples):
+    """Greedy outputs one sample at a time: the reference every batch size must reproduce."""
+    return {name: generation.generate(model, samples, GenerationConfig(batch_size=1)) for name, model in loaded.items()}
+
+
+@pytest.mark.parametrize("name", ["checkpoint-250", "checkpoint-1000"])
+@pytest.mark.parametrize("batch_size", [4, 18])
+def test_greedy_at_batch_size_n_equals_batch_size_1(loaded, samples, batch_of_one, name, batch_size):
+    one = batch_of_one[name]
+    many = generation.generate(loaded[name], samples, GenerationConfig(batch_size=batch_size))
+    assert _texts(many) == _texts(one)
+    assert many[0].batch_size == batch_size and one[0].batch_size == 1
+
+
+def test_beam_search_runs_and_is_batch_invariant(loaded, samples):
+    config = GenerationConfig(strategy="beam(2)", batch_size=1)
+    one = generation.generate(loaded["checkpoint-250"], samples[:4], config)
+    many = generation.generate(loaded["checkpoint-250"], samples[:4], config.replace(batch_size=4))
+    assert _texts(one) == _texts(many)
+
+
+@pytest.mark.parametrize("strategy", ["nucleus(0.9)", "temperature(1.5)"])
+def test_sampling_is_seeded(loaded, samples, strategy):
+    config = GenerationConfig(strategy=strategy, batch_size=6, seed=3, max_new_tokens=6)
+    model = loaded["checkpoint-250"]
+    assert _texts(generation.generate(model, samples, config)) == _texts(generation.generate(model, samples, config))
+
+
+def test_outputs_latency_and_throughput(loaded, samples):
+    outs = generation.generate(loaded["checkpoint-1000"], samples[:6], GenerationConfig(batch_size=3, max_new_tokens=3))
+    assert [o.sample_id for o in outs] == [s.id for s in samples[:6]]
+    assert all(1 <= o.new_tokens <= 3 and o.latency_s > 0 and o.tokens_per_s > 0 for o in outs)
+    assert outs[0].latency_s == outs[2].latency_s != outs[3].latency_s  # one wall time per batch
+    describe = outs[2]  # "a <color> <shape>" needs 3 words + eos: cut at max_new_tokens
+    assert describe.new_tokens == 3 and len(describe.text.split()) == 3
+
+
+def test_trained_checkpoint_answers_and_stops_at_eos(loaded, samples):
+    outs = generation.generate(loaded["checkpoint-1000"], samples[:3], GenerationConfig())
+    assert [o.text for o in outs] == [s.reference for s in samples[:3]]
+    assert [o.new_tokens for o in outs] == [len(s.reference.split()) + 1 for s in samples[:3]]  # + the end token
+
+
+@pytest.mark.parametrize(
+    "strategy, expected",
+    [
+        ("greedy", {"do_sample": False, "num_beams": 1}),
+        ("nucleus(0.9)", {"do_sample": True, "top_p": 0.9}),
+        ("temperature(0.7)", {"do_sample": True, "temperature": 0.7}),
+        ("beam(4)", {"do_sample": False, "num_beams": 4}),
+    ],
+)
+def test_generate_kwargs(strategy, expected):
+    kwargs = GenerationConfig(strategy=strategy, max_new_tokens=5).generate_kwargs()
+    assert kwargs["max_new_tokens"] == 5 and expected.items() <= kwargs.items()
+
+
+@pytest.mark.parametrize("strategy", ["nucleus", "nucleus(1.5)", "beam(2.5)", "greedy(1)", "topk(5)"])
+def test_bad_strategy_says_how_to_write_it(strategy):
+    with pytest.raises(ConfigError, match=r"e\.g\.|greedy"):
+        GenerationConfig(strategy=strategy)

@@ -1,0 +1,114 @@
+"""ModelCache: LRU eviction by bytes, the T4 arithmetic, stale-weight reloads, freeing memory."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import weakref
+
+import pytest
+import torch
+
+from vlm_lab.checkpoints import resolve
+from vlm_lab.config import parse_bytes
+from vlm_lab.errors import ConfigError, MemoryBudgetError
+from vlm_lab.model_cache import GB, ModelCache, estimate_nbytes, max_resident
+from vlm_lab.models import model_nbytes
+
+
+@pytest.fixture(scope="module")
+def refs(tiny_checkpoints):
+    return [resolve(str(p))[0] for p in tiny_checkpoints[:3]]
+
+
+@pytest.fixture(scope="module")
+def tiny_nbytes(refs):
+    return estimate_nbytes(refs[0], torch.float32)
+
+
+def test_estimate_from_safetensors_headers_matches_the_loaded_model(refs, tiny_nbytes):
+    cache = ModelCache(budget_bytes=10 * tiny_nbytes)
+    loaded = cache.get(refs[0], device="cpu")
+    measured = model_nbytes(loaded.model)  # + non-persistent buffers (rotary inv_freq, position ids)
+    assert tiny_nbytes == pytest.approx(measured, rel=0.01)
+    assert cache.used_bytes == max(measured, tiny_nbytes)
+    assert estimate_nbytes(refs[0], torch.float16) == tiny_nbytes // 2  # floats are charged at the load dtype
+
+
+def test_budget_for_two_models_evicts_the_least_recently_used(refs, tiny_nbytes):
+    cache = ModelCache(budget_bytes=int(2.5 * tiny_nbytes))  # room for two tiny models, not three
+    first = cache.get(refs[0], device="cpu")
+    cache.get(refs[1], device="cpu")
+    assert cache.get(refs[0], device="cpu") is first  # a hit, and refs[0] is now the most recent
+    assert cache.loaded == ["checkpoint-250", "checkpoint-0"]
+    cache.get(refs[2], device="cpu")  # over budget: evicts checkpoint-250, the LRU one
+    assert cache.loaded == ["checkpoint-0", "checkpoint-500"]
+    assert refs[1] not in cache and refs[0] in cache
+    assert cache.stats == {"hits": 1, "loads": 3, "evictions": 1}
+    assert cache.used_bytes <= cache.budget_bytes
+
+
+def test_t4_arithmetic_two_7gb_models_fit_16gb(refs):
+    # computed from the budget and the sizes, not a hard-coded count
+    assert max_resident(parse_bytes("16GB"), [7 * GB] * 3) == 2
+    assert max_resident(parse_bytes("16GB"), [3 * GB] * 6) == 5
+    assert max_resident(parse_bytes("16GB"), [17 * GB]) == 0
+    # the cache itself, told (by a swappable size function) that each model is a 7 GB VLM
+    cache = ModelCache(budget_bytes="16GB", size_fn=lambda ref, dtype: 7 * GB)
+    for ref in refs:
+        cache.get(ref, device="cpu")
+    assert len(cache) == 2 and cache.loaded == ["checkpoint-250", "checkpoint-500"]
+    assert cache.used_bytes == 14 * GB
+
+
+def test_model_over_the_whole_budget_is_refused_with_the_fix(refs, tiny_nbytes):
+    cache = ModelCache(budget_bytes=tiny_nbytes // 2)
+    with pytest.raises(MemoryBudgetError, match="raise the budget") as info:
+        cache.get(refs[0], device="cpu")
+    assert isinstance(info.value, MemoryError) and len(cache) == 0
+
+
+def test_eviction_frees_the_model(refs, tiny_nbytes):
+    cache = ModelCache(budget_bytes=10 * tiny_nbytes)
+    alive = weakref.ref(cache.get(refs[0], device="cpu").model)
+    cache.get(refs[1], device="cpu")
+    assert cache.evict(refs[0]) == ["checkpoint-0"]
+    gc.collect()
+    assert alive() is None  # nothing but the cache held it: the memory is gone
+    assert cache.evict() == ["checkpoint-250"] and len(cache) == 0
+    cache.get(refs[2], device="cpu")
+    cache.clear()
+    assert len(cache) == 0 and cache.used_bytes == 0
+
+
+def test_checkpoint_resaved_in_place_is_reloaded(tiny_checkpoints, tmp_path, tiny_nbytes):
+    folder = tmp_path / "run" / "checkpoint-7"
+    shutil.copytree(tiny_checkpoints[-1], folder)
+    cache = ModelCache(budget_bytes=10 * tiny_nbytes)
+    before = cache.get(str(folder), device="cpu")
+    assert cache.get(folder, device="cpu") is before
+    weights_before = [p.detach().clone() for p in before.model.parameters()]  # (CPU tensors may be mmapped from the file)
+    shutil.copy2(tiny_checkpoints[0] / "model.safetensors", folder / "model.safetensors")
+    after = cache.get(str(folder), device="cpu")
+    assert after is not before and len(cache) == 1
+    assert not all(torch.equal(a, b) for a, b in zip(after.model.parameters(), weights_before))
+
+
+@pytest.mark.parametrize("text, value", [("16GB", 16 * 10**9), ("15GiB", 15 * 2**30), ("500 MB", 5 * 10**8), (123, 123), ("1.5gb", 15 * 10**8)])
+def test_parse_bytes(text, value):
+    assert parse_bytes(text) == value
+
+
+@pytest.mark.parametrize("bad", ["lots", "16 GBs", "-1GB"])
+def test_parse_bytes_says_how_to_write_a_size(bad):
+    with pytest.raises(ConfigError, match="e.g. 16GB"):
+        parse_bytes(bad)
+
+
+@pytest.mark.gpu
+def test_cuda_eviction_returns_memory(refs):
+    cache = ModelCache(budget_bytes="1GB")
+    cache.get(refs[0], device="cuda")
+    assert torch.cuda.memory_allocated() > 0
+    cache.clear()
+    assert torch.cuda.memory_allocated() == 0

@@ -1,0 +1,96 @@
+"""Scoring: match functions, bootstrap accuracy CIs, paired comparisons on known inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from vlm_lab.errors import ConfigError
+from vlm_lab.scoring import bootstrap_accuracy, exact_match, get_scorer, normalized_match, paired_bootstrap
+
+
+@pytest.mark.parametrize(
+    "prediction, reference, exact, normalized",
+    [
+        ("red", "red", True, True),
+        (" Red ", "red", True, True),
+        ("a red circle", "A red circle", True, True),
+        ("red circle.", "a red circle", False, True),
+        ("the red, circle", "red circle", False, True),
+        ("blue", "red", False, False),
+        ("", "red", False, False),
+    ],
+)
+def test_match_functions(prediction, reference, exact, normalized):
+    assert exact_match(prediction, reference) is exact
+    assert normalized_match(prediction, reference) is normalized
+    assert get_scorer("exact") is exact_match and get_scorer("normalized") is normalized_match
+
+
+def test_unknown_metric_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="exact, normalized"):
+        get_scorer("bleu")
+
+
+@pytest.mark.parametrize("hits, value", [([1] * 20, 1.0), ([0] * 20, 0.0), ([True, False] * 10, 0.5)])
+def test_bootstrap_accuracy_known_inputs(hits, value):
+    acc = bootstrap_accuracy(hits)
+    assert acc.value == value and acc.n == 20
+    assert acc.ci_low <= value <= acc.ci_high
+    if value in (0.0, 1.0):  # no variation: the interval collapses
+        assert acc.ci_low == acc.ci_high == value
+
+
+def test_bootstrap_ci_width_matches_the_normal_approximation():
+    hits = [1, 0] * 100  # p = 0.5, n = 200: 95% CI about +-1.96 * sqrt(.25 / 200) = +-0.069
+    acc = bootstrap_accuracy(hits, seed=3)
+    assert acc.ci_low == pytest.approx(0.5 - 0.069, abs=0.02)
+    assert acc.ci_high == pytest.approx(0.5 + 0.069, abs=0.02)
+
+
+def test_bootstrap_is_seeded():
+    hits = np.random.default_rng(1).integers(0, 2, 50)
+    assert bootstrap_accuracy(hits, seed=7) == bootstrap_accuracy(hits, seed=7)
+    other = bootstrap_accuracy(hits, seed=8)  # another seed: the same interval up to resampling noise
+    assert other.ci_low == pytest.approx(bootstrap_accuracy(hits, seed=7).ci_low, abs=0.05)
+
+
+def test_bootstrap_of_nothing_is_nan():
+    acc = bootstrap_accuracy([])
+    assert acc.n == 0 and math.isnan(acc.value) and math.isnan(acc.ci_low)
+
+
+def test_paired_comparison_counts_flips():
+    a = [1, 1, 0, 0, 1]
+    b = [1, 0, 1, 1, 1]
+    p = paired_bootstrap(a, b, ids=["s0", "s1", "s2", "s3", "s4"], names=("old", "new"))
+    assert (p.a, p.b, p.n) == ("old", "new", 5)
+    assert p.accuracy_a == pytest.approx(0.6) and p.accuracy_b == pytest.approx(0.8)
+    assert p.diff == pytest.approx(0.2)
+    assert p.right_to_wrong == ("s1",) and p.wrong_to_right == ("s2", "s3")
+    assert p.ci_low <= p.diff <= p.ci_high
+    assert "wrong->right" in str(p)
+
+
+def test_paired_ci_is_tighter_than_unpaired_when_both_agree_mostly():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 2, 200)
+    b = a.copy()
+    b[:10] = 1  # b fixes a few of a's mistakes and breaks nothing
+    p = paired_bootstrap(a, b)
+    assert p.significant and p.ci_low > 0 and not p.right_to_wrong
+    acc_a, acc_b = bootstrap_accuracy(a), bootstrap_accuracy(b)
+    assert (p.ci_high - p.ci_low) < (acc_a.ci_high - acc_a.ci_low) + (acc_b.ci_high - acc_b.ci_low)
+
+
+def test_identical_checkpoints_have_a_zero_difference():
+    hits = [1, 0, 1, 1, 0, 0, 1]
+    p = paired_bootstrap(hits, hits)
+    assert p.diff == p.ci_low == p.ci_high == 0.0 and not p.significant
+
+
+def test_paired_scores_must_pair():
+    with pytest.raises(ValueError, match="same length"):
+        paired_bootstrap([1, 0], [1])
