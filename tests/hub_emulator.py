@@ -1,0 +1,466 @@
+"""A local Hugging Face Hub emulator for the publishing tests.
+
+A stdlib ``ThreadingHTTPServer`` on 127.0.0.1 (port 0) that answers the routes
+huggingface_hub 2.x calls when publishing a Space: whoami-v2, repos/create,
+validate-yaml, preupload, the NDJSON commit (file / deletedFile / deletedFolder),
+tree listing, repo info, and the Space runtime / hardware / sleeptime / secrets /
+variables / pause / restart / logs endpoints. State is in memory. The real client
+is pointed at it with ``HF_ENDPOINT`` (or ``HfApi(endpoint=...)``).
+
+Knobs for tests: tokens and their roles (classic or fine-grained), a forced status
+on create (402), paid hardware refused (403), the stage sequence a Space walks
+through after a change, build and run logs, dropped connections, and a request log
+(``requests``, ``writes()``) to assert on. Preupload answers "regular" for every file,
+so no LFS upload is ever needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import re
+import threading
+import time
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
+DEFAULT_README = b"---\ntitle: New Space\nsdk: gradio\n---\n"
+SPACE_SDKS = ("gradio", "docker", "static", "streamlit")
+COLORS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray")
+READ_ONLY_POSTS = ("/preupload/", "/api/validate-yaml")  # POSTs that change nothing
+
+
+def git_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclasses.dataclass
+class Repo:
+    repo_type: str  # "space" | "model"
+    repo_id: str
+    private: bool = True
+    sdk: str | None = None
+    files: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    commits: list[dict] = dataclasses.field(default_factory=list)  # {"oid", "title", "ops"}
+    secrets: dict[str, dict] = dataclasses.field(default_factory=dict)  # key -> {"value", "description", "updatedAt"}
+    variables: dict[str, dict] = dataclasses.field(default_factory=dict)
+    hardware: str | None = None  # current
+    requested: str | None = "cpu-basic"
+    sleep: int | None = None  # gcTimeout
+    stage: str = "NO_APP_FILE"
+    pending: list[str] = dataclasses.field(default_factory=list)  # stages still to walk through
+    running_sha: str | None = None
+
+    @property
+    def sha(self) -> str:
+        return self.commits[-1]["oid"] if self.commits else "0" * 40
+
+    def commit(self, title: str, ops: list) -> str:
+        oid = hashlib.sha1(f"{self.sha}{title}{json.dumps(ops, sort_keys=True)}{len(self.commits)}".encode()).hexdigest()
+        self.commits.append({"oid": oid, "title": title, "ops": ops})
+        return oid
+
+    def runtime(self) -> dict:
+        return {
+            "stage": self.stage,
+            "hardware": {"current": self.hardware, "requested": self.requested},
+            "gcTimeout": self.sleep,
+            "storage": None,
+            "devMode": False,
+            "sha": self.running_sha,
+            "replicas": {"current": 1, "requested": 1},
+        }
+
+
+class _Reply(Exception):
+    def __init__(self, status: int, body=None, headers: dict | None = None):
+        self.status, self.body, self.headers = status, body, headers or {}
+
+
+def _error(status: int, message: str, code: str | None = None) -> _Reply:
+    headers = {"X-Error-Message": message}
+    if code:
+        headers["X-Error-Code"] = code
+    return _Reply(status, {"error": message}, headers)
+
+
+class HubEmulator:
+    """In-memory Hub. ``start()`` returns the endpoint URL; use as a context manager or call ``stop()``."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, dict] = {}
+        self.repos: dict[tuple[str, str], Repo] = {}
+        self.requests: list[dict] = []  # {"method", "path", "status", "user"}
+        self.create_status: int | None = None  # e.g. 402: every repos/create answers this
+        self.paid_hardware_status: int | None = None  # e.g. 403: paid hardware refused (no payment method)
+        self.stage_sequence: list[str] = ["RUNNING", "BUILDING", "APP_STARTING", "RUNNING"]  # first: the stale old stage
+        self.build_log: list[str] = ["Successfully built the image"]
+        self.run_log: list[str] = ["Running on local URL:  http://0.0.0.0:7860"]
+        self.drop: dict[str, int] = {}  # path -> close the connection without answering the next N requests to it
+        self.lock = threading.RLock()
+        self.endpoint = ""
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> str:
+        emulator = self
+
+        class Handler(_Handler):
+            hub = emulator
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self.endpoint
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> "HubEmulator":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- knobs and inspection ----------------------------------------------------------------
+    def add_token(self, token: str, user: str, *, role: str = "write", orgs: tuple[str, ...] = (),
+                  scoped: list[dict] | None = None) -> None:
+        """Register a token. ``role``: "read", "write" or "fineGrained" (with ``scoped`` permissions)."""
+        self.tokens[token] = {"user": user, "role": role, "orgs": list(orgs), "scoped": scoped or []}
+
+    def add_space(self, repo_id: str, *, files: dict[str, bytes] | None = None, hardware: str = "cpu-basic",
+                  stage: str = "RUNNING", sleep: int | None = None, private: bool = True) -> Repo:
+        """Seed a Space that already exists (as if made by hand on the Hub)."""
+        repo = Repo("space", repo_id, private=private, sdk="gradio", hardware=hardware, requested=hardware,
+                    sleep=sleep, stage=stage)
+        repo.files = {".gitattributes": GITATTRIBUTES, "README.md": DEFAULT_README, **(files or {})}
+        repo.commit("initial commit", [])
+        repo.running_sha = repo.sha
+        self.repos[("space", repo_id)] = repo
+        return repo
+
+    def space(self, repo_id: str) -> Repo:
+        return self.repos[("space", repo_id)]
+
+    def writes(self) -> list[dict]:
+        """Requests that could change state (all but GETs and the read-only POSTs)."""
+        return [r for r in self.requests if r["method"] != "GET" and not any(p in r["path"] for p in READ_ONLY_POSTS)]
+
+    def snapshot(self, repo_id: str, dest: str | Path, *, repo_type: str = "space") -> Path:
+        """Write a repo's files (as stored) into ``dest``: what a clone of it would hold."""
+        dest = Path(dest)
+        for path, data in self.repos[(repo_type, repo_id)].files.items():
+            (dest / path).parent.mkdir(parents=True, exist_ok=True)
+            (dest / path).write_bytes(data)
+        return dest
+
+    # -- request handling --------------------------------------------------------------------
+    def user_of(self, headers) -> dict | None:
+        auth = headers.get("authorization") or ""
+        token = auth[7:] if auth.lower().startswith("bearer ") else ""
+        return self.tokens.get(token)
+
+    def can_write(self, who: dict, repo_id: str) -> bool:
+        owner = repo_id.split("/", 1)[0]
+        if owner != who["user"] and owner not in who["orgs"]:
+            return False
+        if who["role"] in ("write", "admin"):
+            return True
+        if who["role"] == "fineGrained":
+            return any("repo.write" in s.get("permissions", []) and s.get("entity", {}).get("name") in (owner, repo_id)
+                       for s in who["scoped"])
+        return False
+
+    def can_read(self, who: dict, repo: Repo) -> bool:
+        owner = repo.repo_id.split("/", 1)[0]
+        return not repo.private or owner == who["user"] or owner in who["orgs"]
+
+    def start_build(self, repo: Repo) -> None:
+        repo.pending = list(self.stage_sequence)
+        if repo.stage in ("PAUSED",):
+            repo.pending = []
+
+    def advance(self, repo: Repo) -> None:
+        if repo.pending:
+            repo.stage = repo.pending.pop(0)
+            if repo.stage in ("BUILDING", "APP_STARTING", "RUNNING_BUILDING") or not repo.pending:
+                repo.running_sha = repo.sha
+            if repo.stage == "RUNNING" and not repo.pending:
+                repo.hardware = repo.requested
+
+    def handle(self, method: str, path: str, query: dict, headers, body: bytes) -> tuple[int, object, dict]:
+        if path == "/api/agent-harnesses":  # huggingface_hub's once-a-day registry fetch; no auth
+            return 200, {"standardEnvVars": [], "harnesses": {}}, {}
+        who = self.user_of(headers)
+        if who is None:
+            raise _error(401, "Invalid credentials in Authorization header")
+        if path == "/api/whoami-v2" and method == "GET":
+            return 200, self._whoami(who), {}
+        if path == "/api/validate-yaml" and method == "POST":
+            return self._validate_yaml(json.loads(body or b"{}"))
+        if path == "/api/repos/create" and method == "POST":
+            return self._create(who, json.loads(body or b"{}"))
+        m = re.match(r"^/api/(spaces|models|datasets)/([^/]+/[^/]+)(?:/(.*))?$", path)
+        if not m:
+            raise _error(404, f"no route {method} {path}")
+        repo_type, repo_id, rest = m.group(1)[:-1], m.group(2), m.group(3) or ""
+        repo = self.repos.get((repo_type, repo_id))
+        if repo is None or not self.can_read(who, repo):
+            raise _error(404, "Repository not found", "RepoNotFound")
+        write = method != "GET" and "preupload" not in rest
+        if write and not self.can_write(who, repo_id):
+            raise _error(403, f"You don't have the rights to write to {repo_id}")
+        if rest == "" or rest.startswith("revision/"):
+            return 200, self._info(repo), {}
+        if rest.startswith("tree/"):
+            return 200, self._tree(repo, rest[len("tree/"):], query), {}
+        if rest.startswith("preupload/"):
+            return 200, self._preupload(repo, json.loads(body)), {}
+        if rest.startswith("commit/"):
+            return self._commit(repo, body)
+        if repo_type != "space":
+            raise _error(404, f"no route {method} {path}")
+        return self._space(repo, method, rest, json.loads(body) if body and method != "GET" else {})
+
+    def _whoami(self, who: dict) -> dict:
+        access: dict = {"displayName": "test token", "role": who["role"], "createdAt": _now()}
+        if who["role"] == "fineGrained":
+            access["fineGrained"] = {"canReadGatedRepos": False, "global": [], "scoped": who["scoped"]}
+        return {"type": "user", "name": who["user"], "fullname": who["user"].title(),
+                "orgs": [{"name": o, "type": "org"} for o in who["orgs"]],
+                "auth": {"type": "access_token", "accessToken": access}}
+
+    def _validate_yaml(self, payload: dict) -> tuple[int, object, dict]:
+        import yaml
+
+        content = payload.get("content", "")
+        m = re.match(r"^---\s*\n(.*?)\n---\s*(?:\n|$)", content, re.S)
+        errors = []
+        try:
+            meta = yaml.safe_load(m.group(1)) if m else {}
+        except yaml.YAMLError as e:
+            errors.append({"message": f"YAML parse error: {e}"})
+            meta = {}
+        if payload.get("repoType") == "space" and isinstance(meta, dict) and meta:
+            if meta.get("sdk") not in SPACE_SDKS:
+                errors.append({"message": f'"sdk" must be one of {SPACE_SDKS}'})
+            for key in ("colorFrom", "colorTo"):
+                if key in meta and meta[key] not in COLORS:
+                    errors.append({"message": f'"{key}" must be one of {COLORS}'})
+        if errors:
+            raise _Reply(400, {"errors": errors})
+        return 200, {"errors": [], "warnings": []}, {}
+
+    def _create(self, who: dict, payload: dict) -> tuple[int, object, dict]:
+        repo_type = payload.get("type") or "model"
+        repo_id = f"{payload.get('organization') or who['user']}/{payload['name']}"
+        if not self.can_write(who, repo_id):
+            raise _error(403, f"You don't have the rights to create a {repo_type} under the namespace {repo_id.split('/')[0]}")
+        if self.create_status is not None:
+            raise _error(self.create_status, "Payment required: hosting a Space needs a paid plan")
+        hardware = payload.get("hardware") or ("cpu-basic" if repo_type == "space" else None)
+        if repo_type == "space" and hardware != "cpu-basic" and self.paid_hardware_status is not None:
+            raise _error(self.paid_hardware_status, "Paid hardware needs a payment method on your account")
+        if (repo_type, repo_id) in self.repos:
+            raise _error(409, "You already created this repo", None)
+        repo = Repo(repo_type, repo_id, private=payload.get("visibility", "public") == "private", sdk=payload.get("sdk"),
+                    requested=hardware, sleep=payload.get("sleepTimeSeconds"))
+        repo.files = {".gitattributes": GITATTRIBUTES} | ({"README.md": DEFAULT_README} if repo_type == "space" else {})
+        repo.commit("initial commit", [])
+        for item in payload.get("secrets") or []:
+            repo.secrets[item["key"]] = {"value": item["value"], "description": item.get("description"), "updatedAt": _now()}
+        for item in payload.get("variables") or []:
+            repo.variables[item["key"]] = {"value": item["value"], "description": item.get("description"), "updatedAt": _now()}
+        self.repos[(repo_type, repo_id)] = repo
+        prefix = "spaces/" if repo_type == "space" else ""
+        return 200, {"url": f"{self.endpoint}/{prefix}{repo_id}", "name": repo_id}, {}
+
+    def _info(self, repo: Repo) -> dict:
+        info = {"id": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": repo.sha, "private": repo.private,
+                "lastModified": _now(), "createdAt": _now(), "tags": [], "likes": 0,
+                "siblings": [{"rfilename": p} for p in sorted(repo.files)]}
+        if repo.repo_type == "space":
+            info |= {"sdk": repo.sdk, "runtime": repo.runtime(), "subdomain": repo.repo_id.replace("/", "-").lower()}
+        return info
+
+    def _tree(self, repo: Repo, rest: str, query: dict) -> list:
+        _rev, _, prefix = rest.partition("/")
+        prefix = unquote(prefix).strip("/")
+        recursive = query.get("recursive", ["false"])[0].lower() == "true"
+        entries, folders = [], set()
+        for path in sorted(repo.files):
+            if prefix and not path.startswith(prefix + "/"):
+                continue
+            rel = path[len(prefix) + 1:] if prefix else path
+            parts = rel.split("/")
+            base = f"{prefix}/" if prefix else ""
+            for i in range(1, len(parts) if recursive else min(2, len(parts))):
+                folders.add(base + "/".join(parts[:i]))
+            if recursive or len(parts) == 1:
+                data = repo.files[path]
+                entries.append({"type": "file", "oid": git_sha1(data), "size": len(data), "path": path})
+        entries += [{"type": "directory", "oid": hashlib.sha1(f.encode()).hexdigest(), "size": 0, "path": f} for f in sorted(folders)]
+        return entries
+
+    def _preupload(self, repo: Repo, payload: dict) -> dict:
+        files = []
+        for f in payload.get("files", []):
+            existing = repo.files.get(f["path"])
+            files.append({"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+                          "oid": git_sha1(existing) if existing is not None else None})
+        return {"files": files, "commitOid": repo.sha}
+
+    def _commit(self, repo: Repo, body: bytes) -> tuple[int, object, dict]:
+        lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+        header = next((item["value"] for item in lines if item["key"] == "header"), {})
+        parent = header.get("parentCommit")
+        if parent and not repo.sha.startswith(parent):
+            raise _error(412, f"Parent commit {parent} is not the head of main ({repo.sha})")
+        files = dict(repo.files)
+        ops = []
+        for item in lines:
+            key, value = item["key"], item["value"]
+            if key == "file":
+                files[value["path"]] = base64.b64decode(value["content"])
+                ops.append(["file", value["path"]])
+            elif key == "deletedFile":
+                if value["path"] not in files:
+                    raise _error(404, "A file with this name doesn't exist", "EntryNotFound")
+                del files[value["path"]]
+                ops.append(["deletedFile", value["path"]])
+            elif key == "deletedFolder":
+                prefix = value["path"].rstrip("/") + "/"
+                files = {p: d for p, d in files.items() if not p.startswith(prefix)}
+                ops.append(["deletedFolder", value["path"]])
+            elif key == "lfsFile":
+                raise _error(400, "the emulator answers 'regular' for every file; it has no LFS storage")
+        repo.files = files
+        oid = repo.commit(header.get("summary", ""), ops)
+        if repo.repo_type == "space":
+            self.start_build(repo)
+        prefix = "spaces/" if repo.repo_type == "space" else ""
+        return 200, {"commitUrl": f"{self.endpoint}/{prefix}{repo.repo_id}/commit/{oid}", "commitOid": oid,
+                     "pullRequestUrl": None}, {}
+
+    def _space(self, repo: Repo, method: str, rest: str, payload: dict) -> tuple[int, object, dict]:
+        if rest == "runtime" and method == "GET":
+            self.advance(repo)
+            return 200, repo.runtime(), {}
+        if rest == "hardware" and method == "POST":
+            flavor = payload["flavor"]
+            if flavor != "cpu-basic" and self.paid_hardware_status is not None:
+                raise _error(self.paid_hardware_status, "Paid hardware needs a payment method on your account")
+            repo.requested = flavor
+            if "sleepTimeSeconds" in payload:
+                repo.sleep = payload["sleepTimeSeconds"]
+            self.start_build(repo)
+            return 200, repo.runtime(), {}
+        if rest == "sleeptime" and method == "POST":
+            if (repo.requested or repo.hardware) == "cpu-basic":
+                raise _error(400, "Sleep time is not configurable on free hardware")
+            repo.sleep = payload["seconds"]
+            return 200, repo.runtime(), {}
+        if rest in ("secrets", "variables"):
+            store = repo.secrets if rest == "secrets" else repo.variables
+            if method == "GET":
+                if rest == "secrets":
+                    return 200, {k: {"description": v["description"], "updatedAt": v["updatedAt"]} for k, v in store.items()}, {}
+                return 200, {k: {"value": v["value"], "description": v["description"], "updatedAt": v["updatedAt"]} for k, v in store.items()}, {}
+            if method == "POST":
+                store[payload["key"]] = {"value": payload["value"], "description": payload.get("description"), "updatedAt": _now()}
+            elif method == "DELETE":
+                store.pop(payload["key"], None)
+            self.start_build(repo)  # the Hub restarts a Space whose secrets or variables change
+            if rest == "secrets":
+                return 200, None, {}
+            return 200, {k: {"value": v["value"], "description": v["description"]} for k, v in store.items()}, {}
+        if rest == "pause" and method == "POST":
+            repo.stage, repo.pending = "PAUSED", []
+            return 200, repo.runtime(), {}
+        if rest == "restart" and method == "POST":
+            repo.stage = "RUNNING" if repo.stage == "PAUSED" else repo.stage
+            self.start_build(repo)
+            return 200, repo.runtime(), {}
+        m = re.match(r"^logs/(build|run)$", rest)
+        if m and method == "GET":
+            lines = self.build_log if m.group(1) == "build" else self.run_log
+            stamp = datetime.fromtimestamp(time.time() - 2, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            text = "".join(f"data: {json.dumps({'data': line + chr(10), 'timestamp': stamp})}\n\n" for line in lines)
+            return 200, text.encode(), {"Content-Type": "text/event-stream"}
+        raise _error(404, f"no route {method} {rest}")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    hub: HubEmulator
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def _body(self) -> bytes:
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size = int(self.rfile.readline().strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("content-length") or 0))
+
+    def _serve(self, method: str) -> None:
+        url = urlsplit(self.path)
+        path, query = unquote(url.path), parse_qs(url.query)
+        body = self._body()
+        hub = self.hub
+        with hub.lock:
+            who = hub.user_of(self.headers)
+            entry = {"method": method, "path": path, "status": None, "user": who["user"] if who else None}
+            hub.requests.append(entry)
+            if hub.drop.get(path, 0) > 0:
+                hub.drop[path] -= 1
+                entry["status"] = "dropped"
+                self.close_connection = True
+                return
+            try:
+                status, payload, headers = hub.handle(method, path, query, self.headers, body)
+            except _Reply as r:
+                status, payload, headers = r.status, r.body, r.headers
+            except Exception as e:  # an emulator bug: answer 500 so the test shows it
+                status, payload, headers = 500, {"error": f"emulator error: {type(e).__name__}: {e}"}, {}
+            entry["status"] = status
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")

@@ -1,0 +1,453 @@
+"""Publishing to a Hugging Face Space, end to end against a local Hub emulator.
+
+scripts/publish_space.py runs as a subprocess (as users run it) with the real
+huggingface_hub client pointed at tests/hub_emulator.py through HF_ENDPOINT. Every
+run is checked for the token in its output.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hub_emulator import HubEmulator
+from vlm_lab.config import PublishConfig
+from vlm_lab.errors import ConfigError
+from vlm_lab.publish_report import estimate_cost
+from vlm_lab.publish_stage import SecretFileError, find_secret, stage
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "publish_space.py"
+SPACE = "alice/vlm-demo"
+README = """---
+title: vlm_lab test
+emoji: 🔍
+colorFrom: blue
+colorTo: green
+sdk: gradio
+sdk_version: 6.31.0
+app_file: app.py
+pinned: false
+---
+# A test Space
+"""
+
+
+def new_token() -> str:
+    return "hf_" + secrets.token_hex(17)
+
+
+@pytest.fixture
+def hub(tmp_path):
+    with HubEmulator() as emulator:
+        emulator.home = tmp_path / "hf-home"  # HF_HOME of the runs: no stored token, no shared cache
+        emulator.token = new_token()
+        emulator.add_token(emulator.token, "alice")
+        yield emulator
+
+
+@pytest.fixture
+def space_dir(tmp_path) -> Path:
+    """A minimal Gradio Space folder with the junk a real one collects."""
+    d = tmp_path / "space"
+    d.mkdir()
+    (d / "app.py").write_text("print('hello from the Space')\n")
+    (d / "README.md").write_text(README)
+    (d / "requirements.txt").write_text("gradio==6.31.0\n")
+    (d / ".env").write_text("WANDB_API_KEY=0123456789abcdef0123456789abcdef01234567\n")
+    for junk in ("__pycache__/app.cpython-311.pyc", ".ipynb_checkpoints/app-checkpoint.py", "wandb/run.wandb",
+                 "runs/log.txt", ".venv/bin/python"):
+        (d / junk).parent.mkdir(parents=True, exist_ok=True)
+        (d / junk).write_text("junk\n")
+    return d
+
+
+def run_publish(hub: HubEmulator, *args: str, token: str | None = None, env: dict | None = None,
+                checkpoints: Path | None = None, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the script against the emulator; fail if the token shows up anywhere in its output."""
+    token = hub.token if token is None else token
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    full_env |= {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": token, "HF_HUB_OFFLINE": "0",
+                 "HF_HOME": str(hub.home),
+                 "HF_HUB_DISABLE_TELEMETRY": "1", **(env or {})}
+    ckpt = ["--checkpoints", str(checkpoints)] if checkpoints else ["--no-checkpoints"]
+    r = subprocess.run([sys.executable, str(SCRIPT), *args, *ckpt, "--poll-interval", "0.02", "--timeout", "60"],
+                       env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    out = r.stdout + r.stderr
+    assert token not in out, "the token leaked into the output"
+    for value in (env or {}).values():
+        if len(value) > 8 and "SECRET" in value:
+            assert value not in out, "a secret value leaked into the output"
+    return r
+
+
+def fail_text(r: subprocess.CompletedProcess) -> str:
+    return f"rc={r.returncode}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}"
+
+
+# -- end to end: the publish itself ---------------------------------------------------------
+
+def test_first_publish_creates_uploads_and_sets_hardware_sleep_and_secrets(hub, space_dir, tiny_dir):
+    wandb_key = "SECRET" + "9f" * 17
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--secret", "WANDB_API_KEY", "--var", "LOG_LEVEL=info",
+                    env={"WANDB_API_KEY": wandb_key}, checkpoints=tiny_dir)
+    assert r.returncode == 0, fail_text(r)
+    repo = hub.space(SPACE)
+    assert repo.private and repo.sdk == "gradio"
+    files = set(repo.files)
+    assert {"app.py", "README.md", "requirements.txt", "vlm_lab/__init__.py", "vlm_lab/publish.py"} <= files
+    assert "checkpoints/shapes/checkpoint-1000/model.safetensors" in files
+    assert "checkpoints/shapes/checkpoint-0/config.json" in files
+    assert not [f for f in files if "trainer_state" in f or "optimizer" in f], "training state is not for inference"
+    junk = [f for f in files if f.startswith((".env", "__pycache__", ".ipynb", "wandb/", "runs/", ".venv")) or "__pycache__" in f]
+    assert junk == []
+    assert repo.files["README.md"] == README.encode()
+    assert (repo.requested, repo.sleep) == ("t4-small", 3600)
+    assert repo.secrets["WANDB_API_KEY"]["value"] == wandb_key
+    assert repo.variables["LOG_LEVEL"]["value"] == "info"
+    assert repo.stage == "RUNNING"
+    assert f"{hub.endpoint}/spaces/{SPACE}" in r.stdout
+    assert repo.sha[:12] in r.stdout
+    assert "$0.40/hour" in r.stdout and "/month running 24/7" in r.stdout and "with the sleep time" in r.stdout
+    assert "upload:" in r.stdout and "junk file(s) left out" in r.stdout
+    assert "stage: BUILDING" in r.stderr  # it waited for the new build, not the first RUNNING it saw
+
+
+def test_second_publish_without_changes_makes_no_commit_and_no_write(hub, space_dir):
+    first = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--secret", "WANDB_API_KEY",
+                        env={"WANDB_API_KEY": "SECRET-value-123456"})
+    assert first.returncode == 0, fail_text(first)
+    commits, seen = len(hub.space(SPACE).commits), len(hub.requests)
+    again = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--secret", "WANDB_API_KEY",
+                        env={"WANDB_API_KEY": "SECRET-value-123456"})
+    assert again.returncode == 0, fail_text(again)
+    assert len(hub.space(SPACE).commits) == commits
+    later = hub.requests[seen:]
+    assert [w for w in later if w in hub.writes()] == [], "an unchanged publish wrote to the Hub"
+    assert "no new commit" in again.stdout and "settings:  already as wanted" in again.stdout
+
+    rotated = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--secret", "WANDB_API_KEY",
+                          env={"WANDB_API_KEY": "SECRET-rotated-654321"})
+    assert rotated.returncode == 0, fail_text(rotated)
+    assert hub.space(SPACE).secrets["WANDB_API_KEY"]["value"] == "SECRET-rotated-654321"
+    assert "secret WANDB_API_KEY: another value" in rotated.stdout
+
+
+def test_file_deleted_locally_is_deleted_remotely_and_unchanged_files_are_not_resent(hub, space_dir):
+    (space_dir / "extra.txt").write_text("remove me later\n")
+    assert run_publish(hub, SPACE, "--space-dir", str(space_dir)).returncode == 0
+    assert "extra.txt" in hub.space(SPACE).files
+    (space_dir / "extra.txt").unlink()
+    (space_dir / "app.py").write_text("print('changed')\n")
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir))
+    assert r.returncode == 0, fail_text(r)
+    repo = hub.space(SPACE)
+    assert "extra.txt" not in repo.files and repo.files["app.py"] == b"print('changed')\n"
+    assert sorted(repo.commits[-1]["ops"]) == [["deletedFile", "extra.txt"], ["file", "app.py"]]
+    assert ".gitattributes" in repo.files  # the Hub's LFS rules are never mirrored away
+
+
+def test_existing_space_on_other_hardware_is_brought_to_the_wanted_hardware(hub, space_dir):
+    hub.add_space(SPACE, hardware="a10g-large", sleep=None, files={"old.py": b"x = 1\n"})
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--hardware", "t4-small", "--sleep-time", "600")
+    assert r.returncode == 0, fail_text(r)
+    repo = hub.space(SPACE)
+    assert (repo.requested, repo.hardware, repo.sleep) == ("t4-small", "t4-small", 600)
+    assert "old.py" not in repo.files
+    assert "hardware: a10g-large -> t4-small" in r.stdout and "sleep time: never -> 600 s" in r.stdout
+    posted = [q["path"].rsplit("/", 1)[1] for q in hub.writes() if q["path"].startswith("/api/spaces/")]
+    assert "hardware" in posted and "sleeptime" in posted
+
+    stop_paying = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--hardware", "cpu-basic")
+    assert stop_paying.returncode == 0, fail_text(stop_paying)
+    assert hub.space(SPACE).requested == "cpu-basic" and "cost:      free" in stop_paying.stdout
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(hub, space_dir):
+    hub.add_space(SPACE, hardware="cpu-basic", files={"stale.txt": b"old\n", "app.py": b"print('old')\n"})
+    before = len(hub.space(SPACE).commits)
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--dry-run", "--secret", "WANDB_API_KEY",
+                    env={"WANDB_API_KEY": "SECRET-dry-run-1234"})
+    assert r.returncode == 0, fail_text(r)
+    assert hub.writes() == [], f"dry run wrote: {hub.writes()}"
+    assert len(hub.space(SPACE).commits) == before
+    assert "dry run: nothing was written" in r.stdout
+    assert "  + requirements.txt" in r.stdout and "  ~ app.py" in r.stdout and "  - stale.txt" in r.stdout
+    assert "  ~ README.md" in r.stdout
+    assert "hardware: cpu-basic -> t4-small" in r.stdout and "settings (would change)" in r.stdout
+    assert "secret WANDB_API_KEY: missing" in r.stdout
+
+    new = run_publish(hub, "alice/brand-new", "--space-dir", str(space_dir), "--dry-run")
+    assert new.returncode == 0, fail_text(new)
+    assert hub.writes() == [] and ("space", "alice/brand-new") not in hub.repos
+    assert "(new)" in new.stdout
+
+
+def test_build_error_prints_the_log_tail_and_exits_non_zero(hub, space_dir):
+    hub.stage_sequence = ["RUNNING", "BUILDING", "BUILD_ERROR"]
+    hub.build_log = [f"step {i}" for i in range(100)] + ["ERROR: No matching distribution found for torch==99.0"]
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir))
+    assert r.returncode == 6, fail_text(r)
+    assert "BUILD_ERROR" in r.stderr and "No matching distribution found for torch==99.0" in r.stderr
+    assert "step 99" in r.stderr and "step 10\n" not in r.stderr  # the tail, not the whole log
+
+    hub.stage_sequence = ["APP_STARTING", "RUNTIME_ERROR"]
+    hub.run_log = ["Traceback (most recent call last):", "ModuleNotFoundError: No module named 'vlm_lab'"]
+    (space_dir / "app.py").write_text("import vlm_lab\n")
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir))
+    assert r.returncode == 6 and "RUNTIME_ERROR" in r.stderr and "No module named 'vlm_lab'" in r.stderr
+
+
+def test_no_wait_returns_after_the_commit(hub, space_dir):
+    hub.stage_sequence = ["BUILDING"] * 1000
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--no-wait")
+    assert r.returncode == 0, fail_text(r)
+    assert "stage:     BUILDING" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "case, code, message",
+    [
+        ("invalid token", 3, "create a write token at https://huggingface.co/settings/tokens and export HF_TOKEN"),
+        ("read token", 3, "not write; create a write token at https://huggingface.co/settings/tokens"),
+        ("402 on create", 3, "needs a paid plan"),
+        ("403 on hardware", 3, "add a payment method at https://huggingface.co/settings/billing"),
+        ("other owner", 3, "cannot create repos under 'bob'"),
+        ("fine-grained without write", 3, "has no repo.write on 'alice'"),
+    ],
+)
+def test_hub_errors_name_the_fix(hub, space_dir, case, code, message):
+    token, space = hub.token, SPACE
+    if case == "invalid token":
+        token = new_token()
+    elif case == "read token":
+        token = new_token()
+        hub.add_token(token, "alice", role="read")
+    elif case == "402 on create":
+        hub.create_status = 402
+    elif case == "403 on hardware":
+        hub.add_space(SPACE, hardware="cpu-basic")
+        hub.paid_hardware_status = 403
+    elif case == "other owner":
+        space = "bob/vlm-demo"
+    elif case == "fine-grained without write":
+        token = new_token()
+        hub.add_token(token, "alice", role="fineGrained",
+                      scoped=[{"entity": {"type": "user", "name": "alice"}, "permissions": ["repo.content.read"]}])
+    r = run_publish(hub, space, "--space-dir", str(space_dir), token=token)
+    assert r.returncode == code, fail_text(r)
+    assert message in r.stderr, fail_text(r)
+    assert "Traceback" not in r.stderr
+    attempted = {"402 on create": ["/api/repos/create"], "403 on hardware": [f"/api/spaces/{SPACE}/hardware"]}
+    assert [w["path"] for w in hub.writes()] == attempted.get(case, []), "nothing else may be written"
+
+
+def test_fine_grained_token_with_repo_write_publishes(hub, space_dir):
+    token = new_token()
+    hub.add_token(token, "alice", role="fineGrained",
+                  scoped=[{"entity": {"type": "user", "name": "alice"}, "permissions": ["repo.content.read", "repo.write"]}])
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), token=token)
+    assert r.returncode == 0, fail_text(r)
+    assert "app.py" in hub.space(SPACE).files
+
+
+def test_a_file_that_looks_like_it_holds_a_token_stops_the_publish(hub, space_dir):
+    (space_dir / "notes.txt").write_text(f"my token is {new_token()}\n")
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir))
+    assert r.returncode == 2, fail_text(r)
+    assert "notes.txt" in r.stderr and "Hugging Face token" in r.stderr
+    assert hub.writes() == []
+
+
+def test_preflight_checks_readme_and_sdk_version(hub, space_dir):
+    (space_dir / "requirements.txt").write_text("gradio==5.0.0\n")
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir))
+    assert r.returncode == 2 and "sdk_version: 6.31.0" in r.stderr and "gradio==5.0.0" in r.stderr, fail_text(r)
+    (space_dir / "requirements.txt").write_text("gradio==6.31.0\n")
+    (space_dir / "README.md").write_text(README.replace("colorFrom: blue", "colorFrom: chartreuse"))
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir))
+    assert r.returncode == 2 and "the Hub rejects README.md's front matter" in r.stderr, fail_text(r)
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--secret", "NOT_SET_ANYWHERE")
+    assert r.returncode == 2 and "$NOT_SET_ANYWHERE is not set" in r.stderr, fail_text(r)
+    assert hub.writes() == []
+
+
+def test_network_failures_are_retried_then_reported(hub, space_dir):
+    hub.drop = {"/api/whoami-v2": 1}  # the first whoami loses its connection: retried
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--retries", "3")
+    assert r.returncode == 0, fail_text(r)
+    assert [q["status"] for q in hub.requests if q["path"] == "/api/whoami-v2"][:2] == ["dropped", 200]
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--retries", "2", env={"HF_ENDPOINT": dead})
+    assert r.returncode == 5, fail_text(r)
+    assert "did not answer after 2 attempts" in r.stderr
+
+
+def test_checkpoints_repo_holds_the_checkpoints_and_the_space_points_at_it(hub, space_dir, tiny_dir):
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--checkpoints-repo", "alice/vlm-checkpoints",
+                    checkpoints=tiny_dir)
+    assert r.returncode == 0, fail_text(r)
+    models = hub.repos[("model", "alice/vlm-checkpoints")]
+    assert "checkpoint-1000/model.safetensors" in models.files and models.private
+    space = hub.space(SPACE)
+    assert not [f for f in space.files if f.startswith("checkpoints/")]
+    value = space.variables["VLM_LAB_CHECKPOINTS"]["value"]
+    steps = sorted(int(p.name.split("-")[1]) for p in tiny_dir.glob("checkpoint-*"))
+    assert value == ",".join(f"alice/vlm-checkpoints@{models.sha}:checkpoint-{s}" for s in steps)
+    from vlm_lab.checkpoints import parse_hub_ref
+
+    ref = parse_hub_ref(value.split(",")[-1])
+    assert (ref.repo_id, ref.revision, ref.subfolder) == ("alice/vlm-checkpoints", models.sha, f"checkpoint-{steps[-1]}")
+
+    embedded = run_publish(hub, SPACE, "--space-dir", str(space_dir), checkpoints=tiny_dir)
+    assert embedded.returncode == 0, fail_text(embedded)
+    assert "VLM_LAB_CHECKPOINTS" not in hub.space(SPACE).variables  # the same command, the same end state
+    assert "checkpoints/shapes/checkpoint-0/model.safetensors" in hub.space(SPACE).files
+
+
+def test_pause_and_restart(hub, space_dir):
+    hub.add_space(SPACE, hardware="t4-small", sleep=3600)
+    r = run_publish(hub, SPACE, "--pause")
+    assert r.returncode == 0, fail_text(r)
+    assert hub.space(SPACE).stage == "PAUSED" and "not billed" in r.stdout
+    r = run_publish(hub, SPACE, "--restart")
+    assert r.returncode == 0, fail_text(r)
+    assert hub.space(SPACE).stage == "RUNNING" and "stage: BUILDING" in r.stderr
+    r = run_publish(hub, "alice/missing", "--pause")
+    assert r.returncode == 4 and "publish it first" in r.stderr, fail_text(r)
+
+
+# -- the pieces, in process -------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "hardware, sleep, per_hour, always_on, with_sleep",
+    [
+        ("t4-small", 3600, 0.40, 0.40 * 730, 0.40 * 9 * 730 / 24),
+        ("a10g-large", -1, 1.50, 1.50 * 730, 1.50 * 730),
+        ("t4-medium", 1800, 0.60, 0.60 * 730, 0.60 * 8.5 * 730 / 24),
+        ("cpu-upgrade", 3600, 0.03, 0.03 * 730, 0.03 * 9 * 730 / 24),
+        ("cpu-basic", None, 0.0, 0.0, 0.0),
+    ],
+)
+def test_cost_estimate(hardware, sleep, per_hour, always_on, with_sleep):
+    cost = estimate_cost(hardware, sleep, active_hours_per_day=8)
+    assert cost.per_hour == pytest.approx(per_hour)
+    assert cost.always_on_month == pytest.approx(always_on)
+    assert cost.with_sleep_month == pytest.approx(with_sleep)
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"space": "no-owner"}, "not owner/name"),
+        ({"hardware": "t5-huge"}, "not a Space hardware"),
+        ({"sleep_time": 0}, "sleep_time must be"),
+        ({"hardware": "cpu-basic", "sleep_time": 600}, "cannot be set on cpu-basic"),
+        ({"secrets": ("WANDB_API_KEY=abc",)}, "values never go there"),
+        ({"variables": ("NOEQUALS",)}, "not KEY=VALUE"),
+        ({"checkpoints_repo": "alice/m", "embed_checkpoints": False}, "contradict"),
+        ({"action": "delete"}, "action='delete'"),
+    ],
+)
+def test_publish_config_errors_name_the_value(changes, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
+        PublishConfig(**({"space": SPACE} | changes))
+
+
+@pytest.mark.parametrize(
+    "text, kind",
+    [
+        (f"HF_TOKEN={'hf_' + 'Ab1' * 12}", "Hugging Face token"),
+        ("wandb.login(key='" + "0123456789abcdef" * 2 + "01234567')", "W&B"),
+        ('api_key = "sk9-1234567890abcdefXYZ"', "api_key"),
+        ("export MY_SERVICE_TOKEN=abc123def456ghi789\n", "environment assignment"),
+        ("-----BEGIN RSA PRIVATE KEY-----\n", "private key"),
+        ("api_key = os.environ['WANDB_API_KEY']\n", None),
+        ("tokenizer.pad_token = '<pad>'\n", None),
+        ("commit 0123456789abcdef0123456789abcdef01234567\n", None),
+    ],
+)
+def test_find_secret(tmp_path, text, kind):
+    f = tmp_path / "file.txt"
+    f.write_text(text)
+    found = find_secret(f)
+    assert (found is None) if kind is None else (found is not None and kind in found)
+
+
+def test_the_package_itself_stages_clean(tmp_path, space_dir):
+    """No false alarm on the project's own code: the vlm_lab package passes the secret scan."""
+    staged = stage(tmp_path / "out", space_dir=space_dir)
+    assert "vlm_lab/config.py" in staged.files and "app.py" in staged.files
+    assert not any(".env" in p for p in staged.files)
+    (space_dir / "leak.py").write_text(f"TOKEN = '{new_token()}'\n")
+    with pytest.raises(SecretFileError, match="leak.py"):
+        stage(tmp_path / "again", space_dir=space_dir)
+
+
+# -- the published files run the app ------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_published_files_run_the_app(hub, tiny_dir, tmp_path):
+    """Publish the real space/, unpack what the Hub holds into a clean folder, serve it, ask it once."""
+    real = ROOT / "space"
+    if not ((real / "app.py").is_file() and (real / "README.md").is_file() and (real / "requirements.txt").is_file()):
+        pytest.skip("space/ (app.py, README.md, requirements.txt) is not complete yet")
+    r = run_publish(hub, SPACE, "--space-dir", str(real), checkpoints=tiny_dir)
+    assert r.returncode == 0, fail_text(r)
+    clean = hub.snapshot(SPACE, tmp_path / "clone")
+    assert (clean / "checkpoints" / "shapes").is_dir()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLM_LAB_", "PYTHONPATH"))}
+    port = _free_port()
+    env |= {"GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "HF_HUB_OFFLINE": "1",
+            "GRADIO_ANALYTICS_ENABLED": "False", "VLM_LAB_DEVICE": "cpu"}
+    where = subprocess.run([sys.executable, "-c", "import vlm_lab; print(vlm_lab.__file__)"], cwd=clean, env=env,
+                           capture_output=True, text=True)
+    assert Path(where.stdout.strip()).resolve().is_relative_to(clean.resolve()), "the app must import the staged package"
+    log = open(tmp_path / "app.log", "w")
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=clean, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "app.log").read_text()[-3000:]
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("the app did not start serving: " + (tmp_path / "app.log").read_text()[-3000:])
+        from gradio_client import Client, handle_file
+
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        image = sorted((clean / "examples").glob("*.png"))[0]
+        answer, new_tokens, _latency, error = client.predict(
+            handle_file(str(image)), "What color is the shape?", "checkpoint-1000", api_name="/compare_batch"
+        )
+        assert not error and answer.strip() and new_tokens >= 1, (answer, error)
+        color = image.stem.split("-")[0]
+        assert color in answer.lower(), f"{image.name}: {answer!r}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -1,0 +1,413 @@
+"""Publish ``space/`` to a Hugging Face Space: one command, the same end state every time.
+
+``publish(config)`` runs four phases and returns a ``PublishReport``:
+
+1. **Preflight** (no writes): a token that can write there, README front matter that
+   parses locally and on the Hub, ``sdk_version`` equal to requirements.txt's gradio
+   pin, secrets present in the environment, no credential in any staged file.
+2. **Stage** a temporary folder: ``space/`` + the ``vlm_lab`` package + the embedded
+   checkpoints (or upload those to a model repo and point ``VLM_LAB_CHECKPOINTS`` at it).
+3. **Apply**: create the Space if missing, commit only what differs from the remote
+   tree (adds, updates, deletes; nothing when nothing changed), then compare the
+   runtime's hardware / sleep time / secrets / variables with the wanted ones and
+   set those that differ. ``create_repo`` settings alone are not enough: an
+   existing Space ignores them.
+4. **Wait** until the Space runs the new build, or fail with the tail of its logs.
+
+``dry_run`` stops after computing the plan: it only reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from vlm_lab.config import PublishConfig
+from vlm_lab.errors import PublishError
+from vlm_lab.publish_hub import Hub, HubNotFoundError, check_can_write, connect
+from vlm_lab.publish_report import FilePlan, PublishReport, SettingChange, estimate_cost
+from vlm_lab.publish_stage import Stage, human_bytes, read_space_card, stage
+
+CHECKPOINTS_VARIABLE = "VLM_LAB_CHECKPOINTS"  # read by space/app.py: comma-separated checkpoint refs
+WAITING_STAGES = ("BUILDING", "RUNNING_BUILDING", "APP_STARTING", "RUNNING_APP_STARTING")
+ERROR_STAGES = ("BUILD_ERROR", "RUNTIME_ERROR", "CONFIG_ERROR", "NO_APP_FILE")
+IDLE_STAGES = ("PAUSED", "STOPPED", "SLEEPING")
+KEEP_REMOTE = (".gitattributes",)  # the Hub's LFS rules: never deleted by a mirror
+LOG_TAIL = 40
+DEFAULT_PAID_SLEEP = 3600
+
+Progress = Callable[[str], None]
+Action = tuple[SettingChange, Callable[[], Any]]
+
+
+class SpaceFailedError(PublishError):
+    """The Space ended in BUILD_ERROR, RUNTIME_ERROR, CONFIG_ERROR or NO_APP_FILE."""
+
+    exit_code = 6
+
+
+class SpaceTimeoutError(PublishError, TimeoutError):
+    """The Space did not finish building within --timeout."""
+
+    exit_code = 7
+
+
+def publish(config: PublishConfig, *, progress: Progress | None = None) -> PublishReport:
+    """Publish (or pause, restart) the Space ``config.space``; see the module docstring.
+
+    Raises:
+        PublishError: with the fix in the message; subclasses carry distinct exit codes.
+    """
+    say = progress or (lambda _msg: None)
+    hub = connect(endpoint=config.endpoint, retries=config.retries)
+    hub.secrets.extend(_secret_values(config).values())
+    say(f"token: {hub.user}")
+    if config.action != "publish":
+        return _pause_or_restart(hub, config, say)
+
+    space_dir = Path(config.space_dir)
+    if not (space_dir / "app.py").is_file() and not (space_dir / "README.md").is_file():
+        raise PublishError(f"no Space app in {str(space_dir)!r} (no app.py, no README.md); pass --space-dir with the app folder")
+    card = read_space_card(space_dir)
+    info = _repo_info(hub, config.space, "space")
+    how = check_can_write(hub, config.space, exists=info is not None)
+    say(f"can write {config.space}: {how}")
+    model_info = None
+    if config.checkpoints_repo:
+        model_info = _repo_info(hub, config.checkpoints_repo, "model")
+        check_can_write(hub, config.checkpoints_repo, exists=model_info is not None)
+    _validate_on_hub(hub, card.front_matter)
+
+    with tempfile.TemporaryDirectory(prefix="vlm-lab-publish-") as tmp:
+        embed = config.embed_checkpoints and not config.checkpoints_repo
+        checkpoints = Path(config.checkpoints)
+        staged = stage(Path(tmp, "space"), space_dir=space_dir, checkpoints=checkpoints if embed else None)
+        ckpt_staged = stage(Path(tmp, "ckpt"), checkpoints=checkpoints, checkpoints_prefix="") if config.checkpoints_repo else None
+        sizes = dict(staged.sizes) | (ckpt_staged.sizes if ckpt_staged else {})
+        say(f"staged {len(staged.files)} files, {human_bytes(sum(sizes.values()))}; {len(staged.excluded)} junk file(s) left out")
+
+        ckpt_plan = _plan(hub, config.checkpoints_repo, "model", ckpt_staged, model_info) if ckpt_staged else None
+        plan = _plan(hub, config.space, "space", staged, info)
+        runtime = hub.call("read the Space runtime", hub.api.get_space_runtime, config.space) if info else None
+        plans = tuple(p for p in (ckpt_plan, plan) if p is not None)
+
+        if config.dry_run:
+            ckpt_value = _checkpoints_value(config, ckpt_staged, ckpt_plan, None)
+            actions = _settings(hub, config, runtime, exists=info is not None, checkpoints_value=ckpt_value)
+            return _report(hub, config, info, plans, [a[0] for a in actions], runtime, staged, sizes,
+                           created=False, new_commit=plan.changed, dry_run=True)
+
+        ckpt_commit = None
+        if ckpt_plan is not None and ckpt_staged is not None:
+            if model_info is None:
+                say(f"creating model repo {config.checkpoints_repo}")
+                hub.call(f"create model repo {config.checkpoints_repo}", hub.api.create_repo, config.checkpoints_repo,
+                         repo_type="model", private=not config.public, exist_ok=True, repo=config.checkpoints_repo)
+            ckpt_commit = _mirror(hub, ckpt_staged, ckpt_plan, config.commit_message + " (checkpoints)", say)
+            if ckpt_commit is None:
+                ckpt_commit = ckpt_plan.parent
+            if ckpt_commit is None:  # a repo just created and nothing to commit: ask for its head
+                ckpt_commit = _repo_info(hub, config.checkpoints_repo, "model").sha  # type: ignore[union-attr]
+        ckpt_value = _checkpoints_value(config, ckpt_staged, ckpt_plan, ckpt_commit)
+
+        created = info is None
+        initial: list[SettingChange] = []
+        if created:  # create_repo applies the settings; the report lists them as changed
+            initial = [a[0] for a in _settings(hub, config, None, exists=False, checkpoints_value=ckpt_value)]
+            say(f"creating Space {config.space} ({'public' if config.public else 'private'}, {config.hardware})")
+            _create_space(hub, config, ckpt_value)
+            plan = _plan(hub, config.space, "space", staged, _repo_info(hub, config.space, "space"))
+            plans = tuple(p for p in (ckpt_plan, plan) if p is not None)
+            runtime = hub.call("read the Space runtime", hub.api.get_space_runtime, config.space)
+        before_stage = "NO_APP_FILE" if created else str(runtime.stage)
+        # Settings before files: a refused setting (403: no payment method) stops before any commit.
+        actions = _settings(hub, config, runtime, exists=True, checkpoints_value=ckpt_value)
+        for change, apply in actions:
+            say(f"setting {change.name}: {change.current} -> {change.wanted}")
+            apply()
+        commit = _mirror(hub, staged, plan, config.commit_message, say)
+
+    changed = commit is not None or bool(actions) or created
+    if config.wait and changed:
+        runtime = _wait(hub, config, before_stage=before_stage, commit=commit, say=say)
+    else:
+        runtime = hub.call("read the Space runtime", hub.api.get_space_runtime, config.space)
+        if str(runtime.stage) in ERROR_STAGES and not changed:
+            raise _failed(hub, config.space, runtime, commit=None)
+    head = commit or _repo_info(hub, config.space, "space").sha  # type: ignore[union-attr]
+    return _report(hub, config, {"sha": head}, plans, initial + [a[0] for a in actions], runtime, staged, sizes,
+                   created=created, new_commit=commit is not None, dry_run=False)
+
+
+def _secret_values(config: PublishConfig) -> dict[str, str]:
+    """The values of ``--secret NAME`` from the environment; a missing one stops before any write."""
+    values = {}
+    for name in config.secrets:
+        value = os.environ.get(name)
+        if not value:
+            raise PublishError(f"--secret {name}: ${name} is not set; export {name}=... first (secret values are read from the environment, never from the command line)")
+        values[name] = value
+    return values
+
+
+def _repo_info(hub: Hub, repo_id: str, repo_type: str) -> Any | None:
+    """The repo's info (``.sha`` is its head), or None when it does not exist."""
+    fn = hub.api.space_info if repo_type == "space" else hub.api.model_info
+    try:
+        return hub.call(f"look up {repo_type} {repo_id}", fn, repo_id, repo=repo_id)
+    except HubNotFoundError:
+        return None
+
+
+def _validate_on_hub(hub: Hub, readme: str) -> None:
+    """The Hub's own check of the README front matter (POST validate-yaml; writes nothing)."""
+    try:
+        hub.call("validate README.md front matter", hub.api._validate_yaml, readme, repo_type="space")
+    except ValueError as e:  # huggingface_hub raises ValueError listing the Hub's errors on 400
+        raise PublishError(f"the Hub rejects README.md's front matter: {hub.scrub(str(e))}; fix it in the Space folder") from None
+
+
+def _remote_files(hub: Hub, repo_id: str, repo_type: str, revision: str | None) -> dict[str, Any]:
+    entries = hub.call(
+        f"list the files of {repo_id}",
+        lambda: list(hub.api.list_repo_tree(repo_id, recursive=True, repo_type=repo_type, revision=revision)),
+        repo=repo_id,
+    )
+    return {e.path: e for e in entries if hasattr(e, "blob_id")}  # files only, not folders
+
+
+def _same(local: Any, remote: Any) -> bool:
+    if remote.lfs is not None:
+        return remote.lfs.sha256 == local.sha256
+    return remote.blob_id == local.git_sha1
+
+
+def _plan(hub: Hub, repo_id: str, repo_type: str, staged: Stage, info: Any | None) -> FilePlan:
+    """Compare the staged files with the remote tree at its head commit.
+
+    A checkpoints model repo is mirrored only under its ``checkpoint-N/`` folders, so a
+    model card or other files there are left alone.
+    """
+    parent = getattr(info, "sha", None) if info is not None else None
+    remote = _remote_files(hub, repo_id, repo_type, parent) if info is not None else {}
+    add, update, unchanged = [], [], 0
+    for path, local in sorted(staged.files.items()):
+        if path not in remote:
+            add.append(path)
+        elif _same(local, remote[path]):
+            unchanged += 1
+        else:
+            update.append(path)
+
+    def managed(path: str) -> bool:
+        return path not in KEEP_REMOTE and (repo_type == "space" or path.startswith("checkpoint-"))
+
+    delete = sorted(p for p in remote if p not in staged.files and managed(p))
+    return FilePlan(
+        repo_id=repo_id, repo_type=repo_type, exists=info is not None, add=tuple(add), update=tuple(update),
+        delete=tuple(delete), unchanged=unchanged, upload_bytes=sum(staged.files[p].size for p in add + update),
+        total_bytes=staged.total_bytes, parent=parent,
+    )
+
+
+def _mirror(hub: Hub, staged: Stage, plan: FilePlan, message: str, say: Progress) -> str | None:
+    """Commit the plan (adds, updates, deletes) in one commit; None when there is nothing to commit."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    if not plan.changed:
+        say(f"{plan.repo_id}: no file changed, no commit")
+        return None
+    ops: list[Any] = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(staged.root / p)) for p in plan.add + plan.update]
+    ops += [CommitOperationDelete(path_in_repo=p) for p in plan.delete]
+    say(f"{plan.repo_id}: committing {len(plan.add)} added, {len(plan.update)} updated, {len(plan.delete)} deleted "
+        f"({human_bytes(plan.upload_bytes)})")
+    info = hub.call(
+        f"commit to {plan.repo_id}", hub.api.create_commit, plan.repo_id, ops, commit_message=message,
+        repo_type=plan.repo_type, parent_commit=plan.parent, repo=plan.repo_id,
+    )
+    return str(info.oid)
+
+
+def _wanted_sleep(config: PublishConfig) -> int | None:
+    if config.hardware == "cpu-basic":
+        return None  # not configurable on free hardware
+    return config.sleep_time if config.sleep_time is not None else DEFAULT_PAID_SLEEP
+
+
+def _fingerprint(hub: Hub, name: str, value: str) -> str:
+    """A tag of a secret's value keyed by the token, kept in the secret's description.
+
+    Secret values cannot be read back; this lets a re-publish tell "unchanged" from
+    "rotated" without re-sending (and restarting the Space). Keyed by the token, so
+    the tag says nothing about the value to anyone without it.
+    """
+    return hmac.new(hub.token.encode(), f"{name}={value}".encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def _secret_description(hub: Hub, name: str, value: str) -> str:
+    return f"set by vlm_lab publish (fingerprint {_fingerprint(hub, name, value)})"
+
+
+def _checkpoints_value(config: PublishConfig, staged: Stage | None, plan: FilePlan | None, commit: str | None) -> str | None:
+    """``owner/models@COMMIT:checkpoint-N,...`` for the model repo, pinned to the commit that holds them."""
+    if staged is None or plan is None:
+        return None
+    rev = commit or (plan.parent if not plan.changed else None)
+    at = f"@{rev}" if rev else "@<new commit>"
+    steps = sorted({p.split("/", 1)[0] for p in staged.files}, key=lambda n: int(n.rsplit("-", 1)[1]))
+    return ",".join(f"{config.checkpoints_repo}{at}:{name}" for name in steps)
+
+
+def _create_space(hub: Hub, config: PublishConfig, checkpoints_value: str | None) -> None:
+    values = _secret_values(config)
+    variables = config.variable_map() | ({CHECKPOINTS_VARIABLE: checkpoints_value} if checkpoints_value else {})
+    hub.call(
+        f"create Space {config.space} on {config.hardware} hardware", hub.api.create_repo, config.space,
+        repo_type="space", space_sdk="gradio", private=not config.public, space_hardware=config.hardware,
+        space_sleep_time=_wanted_sleep(config),
+        space_secrets=[{"key": k, "value": v, "description": _secret_description(hub, k, v)} for k, v in values.items()] or None,
+        space_variables=[{"key": k, "value": v} for k, v in variables.items()] or None,
+        repo=config.space,
+    )
+
+
+def _settings(hub: Hub, config: PublishConfig, runtime: Any | None, *, exists: bool, checkpoints_value: str | None) -> list[Action]:
+    """Each wanted setting that differs from the Space's, with the call that sets it."""
+    api, space = hub.api, config.space
+    actions: list[Action] = []
+    new = "(new Space)"
+    current_hw = (runtime.requested_hardware or runtime.hardware) if runtime is not None else None
+    if current_hw != config.hardware:
+        actions.append((SettingChange("hardware", str(current_hw or new), config.hardware), lambda: hub.call(
+            f"request hardware {config.hardware}", api.request_space_hardware, space, config.hardware, repo=space)))
+    sleep = _wanted_sleep(config)
+    if sleep is not None:
+        current, never = (runtime.sleep_time if runtime is not None else None), (None, -1)
+        if runtime is None or not (current == sleep or (current in never and sleep in never)):
+            shown = new if runtime is None else "never" if current in never else f"{current} s"
+            actions.append((SettingChange("sleep time", shown, "never" if sleep == -1 else f"{sleep} s"), lambda: hub.call(
+                f"set sleep time {sleep}", api.set_space_sleep_time, space, sleep, repo=space)))
+
+    remote_secrets = hub.call("list the Space's secrets", api.get_space_secrets, space, repo=space) if exists else {}
+    for name, value in _secret_values(config).items():
+        description = _secret_description(hub, name, value)
+        remote = remote_secrets.get(name)
+        if remote is None or remote.description != description:
+            current = new if not exists else "missing" if remote is None else "another value"
+            actions.append((SettingChange(f"secret {name}", current, f"${name} from the environment"),
+                            lambda n=name, v=value, d=description: hub.call(f"set secret {n}", api.add_space_secret, space, n, v, description=d, repo=space)))
+
+    remote_vars = hub.call("list the Space's variables", api.get_space_variables, space, repo=space) if exists else {}
+    wanted = config.variable_map()
+    if checkpoints_value:
+        wanted[CHECKPOINTS_VARIABLE] = checkpoints_value
+    for key, value in wanted.items():
+        remote = remote_vars.get(key)
+        if remote is None or remote.value != value:
+            current = new if not exists else "missing" if remote is None else repr(remote.value)
+            actions.append((SettingChange(f"variable {key}", current, repr(value)),
+                            lambda k=key, v=value: hub.call(f"set variable {k}", api.add_space_variable, space, k, v, repo=space)))
+    if CHECKPOINTS_VARIABLE in remote_vars and CHECKPOINTS_VARIABLE not in wanted:
+        actions.append((SettingChange(f"variable {CHECKPOINTS_VARIABLE}", repr(remote_vars[CHECKPOINTS_VARIABLE].value),
+                                      "(removed: checkpoints are in the Space)" if config.embed_checkpoints else "(removed)"),
+                        lambda: hub.call(f"delete variable {CHECKPOINTS_VARIABLE}", api.delete_space_variable, space, CHECKPOINTS_VARIABLE, repo=space)))
+    return actions
+
+
+def _failed(hub: Hub, space: str, runtime: Any, *, commit: str | None) -> SpaceFailedError:
+    """The error for a Space in an error stage, with the tail of its build or run log."""
+    stage_name = str(runtime.stage)
+    build = stage_name in ("BUILD_ERROR", "CONFIG_ERROR", "NO_APP_FILE")
+    kind = "build" if build else "run"
+    try:
+        lines = [line.rstrip("\n") for line in hub.call(f"fetch the {kind} logs", lambda: list(hub.api.fetch_space_logs(space, build=build)))]
+        tail = "\n".join(f"  | {hub.scrub(line)}" for line in lines[-LOG_TAIL:]) or "  | (the log is empty)"
+    except PublishError as e:
+        tail = f"  | (could not fetch the {kind} log: {e})"
+    detail = runtime.raw.get("errorMessage") if isinstance(runtime.raw, dict) else None
+    after = f" after commit {commit[:12]}" if commit else ""
+    return SpaceFailedError(
+        f"Space {space} is in {stage_name}{after}" + (f": {hub.scrub(str(detail))}" if detail else "")
+        + f"\nlast {LOG_TAIL} lines of the {kind} log:\n{tail}\n"
+        f"fix the cause in the Space folder and publish again; full logs at {hub.endpoint}/spaces/{space}?logs={kind}"
+    )
+
+
+def _wait(hub: Hub, config: PublishConfig, *, before_stage: str, commit: str | None, say: Progress) -> Any:
+    """Poll the runtime until the Space runs the new build (or fails, or times out).
+
+    The stage right after a change may still be the previous build's RUNNING: it
+    counts only once the Space has moved (a building/starting stage was seen, or the
+    runtime reports the new commit's sha). An error stage counts once it differs from
+    the stage before the change (an old BUILD_ERROR is not the new build's verdict).
+    """
+    deadline = time.monotonic() + config.timeout
+    moved, last = False, None
+    while True:
+        runtime = hub.call("read the Space runtime", hub.api.get_space_runtime, config.space)
+        stage_name = str(runtime.stage)
+        if stage_name != last:
+            say(f"stage: {stage_name}")
+            last = stage_name
+        sha = runtime.raw.get("sha") if isinstance(runtime.raw, dict) else None
+        if stage_name in WAITING_STAGES or (commit and sha == commit):
+            moved = True
+        if stage_name in ERROR_STAGES and stage_name != before_stage:
+            moved = True  # e.g. CONFIG_ERROR straight from RUNNING, with no build in between
+        if moved and stage_name == "RUNNING":
+            return runtime
+        if moved and stage_name in ERROR_STAGES:
+            raise _failed(hub, config.space, runtime, commit=commit)
+        if stage_name in ("PAUSED", "STOPPED") or (moved and stage_name in IDLE_STAGES):
+            return runtime  # a paused Space does not build; the report says how to restart it
+        if time.monotonic() >= deadline:
+            raise SpaceTimeoutError(
+                f"Space {config.space} is still {stage_name} after {config.timeout:g} s; it may yet finish: "
+                f"watch {hub.endpoint}/spaces/{config.space}, or run again with a larger --timeout (or --no-wait)"
+            )
+        time.sleep(config.poll_interval)
+
+
+def _pause_or_restart(hub: Hub, config: PublishConfig, say: Progress) -> PublishReport:
+    info = _repo_info(hub, config.space, "space")
+    if info is None:
+        raise HubNotFoundError(f"there is no Space {config.space} to {config.action}; publish it first (make publish SPACE={config.space})")
+    check_can_write(hub, config.space, exists=True)
+    runtime = hub.call("read the Space runtime", hub.api.get_space_runtime, config.space)
+    if not config.dry_run:
+        fn = hub.api.pause_space if config.action == "pause" else hub.api.restart_space
+        say(f"{config.action} {config.space}")
+        before = str(runtime.stage)
+        runtime = hub.call(f"{config.action} the Space", fn, config.space, repo=config.space)
+        if config.action == "restart" and config.wait:
+            runtime = _wait(hub, config, before_stage=before, commit=None, say=say)
+    return _report(hub, config, info, (), [], runtime, None, {}, created=False, new_commit=False, dry_run=config.dry_run)
+
+
+def _report(hub: Hub, config: PublishConfig, info: Any, plans: tuple[FilePlan, ...], settings: list[SettingChange],
+            runtime: Any | None, staged: Stage | None, sizes: dict[str, int], *, created: bool, new_commit: bool,
+            dry_run: bool) -> PublishReport:
+    if runtime is not None and not dry_run:
+        hardware = str(runtime.requested_hardware or runtime.hardware or config.hardware)
+        sleep = runtime.sleep_time
+    else:
+        hardware, sleep = config.hardware, _wanted_sleep(config)
+    notes = []
+    stage_name = str(runtime.stage) if runtime is not None else None
+    if stage_name == "PAUSED":
+        notes.append(f"paused: not billed; start it with --restart (make publish SPACE={config.space} ARGS=--restart)")
+    if config.checkpoints_repo and not config.public:
+        notes.append(f"{config.checkpoints_repo} is private: the Space needs a read token to load it (--secret HF_TOKEN)")
+    sha = info.get("sha") if isinstance(info, dict) else getattr(info, "sha", None)
+    return PublishReport(
+        space=config.space, url=f"{hub.endpoint}/spaces/{config.space}", action=config.action, dry_run=dry_run,
+        created=created, commit=sha, new_commit=new_commit, plans=plans, settings=tuple(settings),
+        hardware=hardware, sleep_time=sleep, stage=stage_name,
+        cost=estimate_cost(hardware, sleep if hardware != "cpu-basic" else None, active_hours_per_day=config.active_hours_per_day),
+        sizes=sizes, excluded=len(staged.excluded) if staged else 0, notes=tuple(notes),
+    )

@@ -1,0 +1,213 @@
+"""The Hub side of publishing: the token, its rights, retries, and errors that name the fix.
+
+Every call to huggingface_hub goes through ``Hub.call``, which retries network
+failures with backoff and turns HTTP errors into ``PublishError`` subclasses
+whose message says what failed, on which repo, and what to do. The token (and
+every secret value being sent) is scrubbed from each message: it never reaches
+output, logs or re-raised exception texts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from typing import Any, Callable, TypeVar
+
+from vlm_lab.errors import PublishError
+
+R = TypeVar("R")
+
+TOKENS_URL = "https://huggingface.co/settings/tokens"
+BILLING_URL = "https://huggingface.co/settings/billing"
+PRICING_URL = "https://huggingface.co/pricing"
+_TOKEN_LIKE = re.compile(r"\bhf_[A-Za-z0-9]{20,}")
+_RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+
+
+class HubAuthError(PublishError, PermissionError):
+    """The token is missing, invalid, read-only, or the account cannot pay for what was asked."""
+
+    exit_code = 3
+
+
+class HubNotFoundError(PublishError, LookupError):
+    """The Hub answered 404 for a repo or an endpoint."""
+
+    exit_code = 4
+
+
+class HubConflictError(PublishError):
+    """The Hub answered 409: the repo exists as another type, or changed under us."""
+
+    exit_code = 4
+
+
+class HubNetworkError(PublishError, ConnectionError):
+    """The Hub could not be reached after retries."""
+
+    exit_code = 5
+
+
+def scrub(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
+    """``text`` with every secret and anything shaped like a Hugging Face token replaced by ``***``."""
+    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return _TOKEN_LIKE.sub("hf_***", text)
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    import httpx2  # huggingface_hub 2.x's HTTP client
+
+    return (httpx2.TransportError, ConnectionError, TimeoutError)
+
+
+@dataclasses.dataclass
+class Hub:
+    """An authenticated huggingface_hub client plus the rules for calling it."""
+
+    api: Any  # huggingface_hub.HfApi
+    token: str
+    user: str
+    orgs: tuple[str, ...]
+    retries: int = 3
+    backoff: float = 1.0
+    secrets: list[str] = dataclasses.field(default_factory=list)  # values to scrub besides the token
+    whoami: dict = dataclasses.field(default_factory=dict)  # the Hub's whoami-v2 answer for the token
+
+    @property
+    def endpoint(self) -> str:
+        return str(self.api.endpoint).rstrip("/")
+
+    def scrub(self, text: str) -> str:
+        return scrub(text, [self.token, *self.secrets])
+
+    def call(self, what: str, fn: Callable[..., R], *args: Any, repo: str = "", **kwargs: Any) -> R:
+        """Run ``fn(*args, **kwargs)``: retry network failures and 5xx, translate the rest.
+
+        Args:
+            what: what the call does, for messages ("set hardware t4-small").
+            repo: the repo it touches, for messages.
+        """
+        from huggingface_hub.errors import HfHubHTTPError
+
+        network = _network_errors()
+        for attempt in range(1, self.retries + 1):
+            try:
+                return fn(*args, **kwargs)
+            except HfHubHTTPError as e:
+                status = e.response.status_code if e.response is not None else None
+                if status in _RETRY_STATUS and attempt < self.retries:
+                    time.sleep(self.backoff * 2 ** (attempt - 1))
+                    continue
+                raise self.translate(e, what=what, repo=repo) from None
+            except network as e:
+                if attempt < self.retries:
+                    time.sleep(self.backoff * 2 ** (attempt - 1))
+                    continue
+                raise HubNetworkError(
+                    f"could not {what}: the Hub at {self.endpoint} did not answer after {self.retries} attempts "
+                    f"({type(e).__name__}: {self.scrub(str(e)) or 'no detail'}); check your connection "
+                    "(or HF_ENDPOINT) and run the same command again: it resumes where it stopped"
+                ) from None
+        raise AssertionError("unreachable")
+
+    def translate(self, e: Exception, *, what: str, repo: str = "") -> PublishError:
+        """A ``PublishError`` naming the fix for an HTTP error from the Hub (token scrubbed)."""
+        response = getattr(e, "response", None)
+        status = response.status_code if response is not None else None
+        detail = self.scrub(str(getattr(e, "server_message", None) or "").strip() or str(e).splitlines()[0])
+        where = f" {repo}" if repo else ""
+        if status == 401:
+            return HubAuthError(
+                f"could not {what}: the token was rejected (401: invalid or expired); "
+                f"create a write token at {TOKENS_URL} and export HF_TOKEN=..."
+            )
+        if status == 402:
+            return HubAuthError(
+                f"could not {what}: payment required (402): hosting a Gradio Space needs a paid plan "
+                f"(PRO for users, Team or Enterprise for organizations, {PRICING_URL}) or paid hardware with a "
+                f"payment method ({BILLING_URL}); server said: {detail}"
+            )
+        if status == 403 and "hardware" in what:
+            return HubAuthError(
+                f"could not {what}: the Hub refused paid hardware (403); add a payment method at {BILLING_URL}, "
+                f"or publish with --hardware cpu-basic; server said: {detail}"
+            )
+        if status == 403:
+            return HubAuthError(
+                f"could not {what}{where}: forbidden (403); the token cannot write there: use a write token "
+                f"(or a fine-grained one with write access to that owner) from {TOKENS_URL}; server said: {detail}"
+            )
+        if status == 404:
+            return HubNotFoundError(
+                f"could not {what}: not found (404){where}; check the owner/name and that the token's user "
+                f"({self.user}) can see it; server said: {detail}"
+            )
+        if status == 409:
+            return HubConflictError(
+                f"could not {what}: conflict (409){where}: the name is taken by another repo type, or the repo "
+                f"changed while publishing; run the command again, or pick another name; server said: {detail}"
+            )
+        return PublishError(f"could not {what}{where}: HTTP {status}: {detail}")
+
+
+def connect(*, endpoint: str = "", retries: int = 3, backoff: float = 1.0) -> Hub:
+    """Find the token (``HF_TOKEN`` or ``hf auth login``) and ask the Hub who it belongs to.
+
+    Raises:
+        HubAuthError: no token, or the Hub rejects it.
+        HubNetworkError: the Hub cannot be reached.
+    """
+    from huggingface_hub import HfApi, constants, get_token
+
+    if constants.HF_HUB_OFFLINE:
+        raise PublishError("HF_HUB_OFFLINE=1 is set, and publishing needs the Hub; run with HF_HUB_OFFLINE=0")
+    token = get_token()
+    if not token:
+        raise HubAuthError(f"no Hugging Face token: create a write token at {TOKENS_URL} and export HF_TOKEN=... (or run `hf auth login`)")
+    hub = Hub(api=HfApi(endpoint=endpoint or None, token=token), token=token, user="?", orgs=(), retries=retries, backoff=backoff)
+    info = hub.call("check the token (whoami)", hub.api.whoami)
+    hub.user = str(info.get("name") or "?")
+    hub.orgs = tuple(str(o.get("name")) for o in info.get("orgs") or [] if o.get("name"))
+    hub.whoami = info
+    return hub
+
+
+def check_can_write(hub: Hub, repo_id: str, *, exists: bool) -> str:
+    """Say why the token may write ``repo_id``, or raise ``HubAuthError`` naming the fix.
+
+    Classic tokens need the ``write`` role. Fine-grained tokens need ``repo.write``
+    on the owner (user or org), or on the repo itself when it already exists.
+    """
+    owner = repo_id.split("/", 1)[0]
+    if owner != hub.user and owner not in hub.orgs:
+        member = ", ".join((hub.user, *hub.orgs))
+        raise HubAuthError(
+            f"the token belongs to {hub.user!r}, who cannot create repos under {owner!r} (can: {member}); "
+            f"use a token of a member of {owner!r}, or publish under your own name"
+        )
+    access = (hub.whoami.get("auth") or {}).get("accessToken") or {}
+    role = access.get("role")
+    if role in ("write", "admin"):
+        return f"{role} token of {hub.user}"
+    if role == "fineGrained":
+        scoped = (access.get("fineGrained") or {}).get("scoped") or []
+        for scope in scoped:
+            entity = scope.get("entity") or {}
+            perms = scope.get("permissions") or []
+            if "repo.write" not in perms:
+                continue
+            if entity.get("type") in ("user", "org") and entity.get("name") == owner:
+                return f"fine-grained token with repo.write on {owner}"
+            if exists and entity.get("name") == repo_id:
+                return f"fine-grained token with repo.write on {repo_id}"
+        raise HubAuthError(
+            f"the fine-grained token of {hub.user} has no repo.write on {owner!r}"
+            + ("" if exists else f" (needed to create {repo_id})")
+            + f"; edit the token's permissions at {TOKENS_URL} (Repositories: write) or use a write token"
+        )
+    raise HubAuthError(
+        f"the token of {hub.user} is {role or 'of unknown role'}, not write; "
+        f"create a write token at {TOKENS_URL} and export HF_TOKEN=..."
+    )

@@ -1,0 +1,244 @@
+"""Stage what a Space publish uploads, and check it before anything is written.
+
+The staged folder is exactly the Space's files: ``space/`` (app.py,
+requirements.txt, README.md), the ``vlm_lab`` package next to it so ``app.py``
+can import it, and the embedded checkpoints at ``checkpoints/shapes/checkpoint-N``
+(inference files only: no optimizer or trainer state). Junk (``.env``, ``.venv``,
+``__pycache__``, ``.ipynb_checkpoints``, ``wandb/``, ``runs/``...) is never
+staged, and a file that looks like it holds a credential stops the publish,
+naming the file but never echoing what matched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import re
+import shutil
+from pathlib import Path
+
+from vlm_lab.errors import PublishError
+
+STAGED_CHECKPOINTS = "checkpoints/shapes"  # where space/app.py looks next to itself by default
+EXCLUDED_DIRS = (".venv", "venv", "__pycache__", ".ipynb_checkpoints", "wandb", "runs", ".git", ".pytest_cache",
+                 ".mypy_cache", ".ruff_cache", ".gradio", "flagged", ".cache", "node_modules", "*.egg-info")
+EXCLUDED_FILES = (".env", ".env.*", "*.pyc", "*.pyo", ".DS_Store", "*.swp", "*~", ".netrc", "*.pem", "*.key")
+# What a credential looks like; the names (never the match) go into the error.
+SECRET_PATTERNS = (
+    ("a Hugging Face token (hf_...)", re.compile(r"\bhf_[A-Za-z0-9]{30,}")),
+    ("a W&B API key", re.compile(r"(?i)\b(?:wandb|wb)\b[^\n]{0,80}?\b(?:local-)?[0-9a-f]{40}\b")),
+    ("an api_key= assignment", re.compile(r"(?i)\bapi[_-]?key['\"]?\s*[=:]\s*['\"]?(?=[^'\"\s]*\d)[A-Za-z0-9_\-.]{16,}")),
+    ("a secret in an environment assignment",
+     re.compile(r"(?m)^\s*(?:export\s+)?\w*(?:TOKEN|SECRET|PASSWORD|API_KEY)\w*\s*=\s*['\"]?(?=[^'\"\s]*\d)[A-Za-z0-9_\-]{16,}['\"]?\s*$")),
+    ("an OpenAI-style key (sk-...)", re.compile(r"\bsk-[A-Za-z0-9_\-]{20,}")),
+    ("an AWS access key", re.compile(r"\bAKIA[0-9A-Z]{16}\b")),
+    ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
+)
+_SCAN_LIMIT = 10 << 20  # larger files are weights, not config
+_GRADIO_PIN = re.compile(r"^\s*gradio(?:\[[^\]]*\])?\s*==\s*([^\s;#]+)", re.IGNORECASE)
+
+
+class SecretFileError(PublishError, PermissionError):
+    """A staged file looks like it contains a credential."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalFile:
+    """One staged file: its path in the repo and the ids the Hub compares against."""
+
+    path: str  # posix path inside the repo
+    size: int
+    git_sha1: str  # git blob id: what the Hub reports for a regular file
+    sha256: str  # what the Hub reports for an LFS file
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """A staged folder ready to mirror to a repo."""
+
+    root: Path
+    files: dict[str, LocalFile]
+    excluded: tuple[str, ...]  # source paths left out as junk
+    sizes: dict[str, int]  # bytes per part: space, package, checkpoints
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class SpaceCardInfo:
+    """What the README front matter says about the Space."""
+
+    sdk: str
+    sdk_version: str | None
+    app_file: str
+    front_matter: str  # the README text, for the server's validate-yaml
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _excluded(rel: Path) -> bool:
+    if any(fnmatch.fnmatch(part, pat) for part in rel.parts[:-1] for pat in EXCLUDED_DIRS):
+        return True
+    return any(fnmatch.fnmatch(rel.name, pat) for pat in (*EXCLUDED_FILES, *EXCLUDED_DIRS))
+
+
+def publishable_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Files under ``folder`` to publish, and those left out as junk (both relative, sorted)."""
+    keep, drop = [], []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(folder)
+        (drop if _excluded(rel) else keep).append(rel)
+    return keep, drop
+
+
+def find_secret(path: Path) -> str | None:
+    """The kind of credential ``path`` seems to hold, or None. Binary and huge files are skipped."""
+    if path.stat().st_size > _SCAN_LIMIT:
+        return None
+    data = path.read_bytes()
+    if b"\0" in data[:8192]:
+        return None
+    text = data.decode("utf-8", errors="replace")
+    for kind, pattern in SECRET_PATTERNS:
+        if pattern.search(text):
+            return kind
+    return None
+
+
+def read_space_card(space_dir: Path) -> SpaceCardInfo:
+    """Parse and check README.md's front matter with huggingface_hub's SpaceCard.
+
+    Raises:
+        PublishError: README missing or invalid, not a Gradio Space, app file missing, or
+            ``sdk_version`` disagreeing with requirements.txt's gradio pin.
+    """
+    from huggingface_hub import SpaceCard
+
+    readme = space_dir / "README.md"
+    if not readme.is_file():
+        raise PublishError(f"no README.md in {space_dir}; a Space needs one with front matter (sdk: gradio, sdk_version, app_file)")
+    text = readme.read_text(encoding="utf-8")
+    try:
+        card = SpaceCard(text)
+    except Exception as e:  # yaml errors, non-dict front matter
+        raise PublishError(f"{readme}: front matter does not parse ({e}); fix the YAML between the '---' lines") from e
+    data = card.data.to_dict()
+    if not data:
+        raise PublishError(f"{readme} has no front matter; start it with ---, sdk: gradio, sdk_version: X, app_file: app.py, ---")
+    sdk = str(data.get("sdk") or "")
+    if sdk != "gradio":
+        raise PublishError(f"{readme}: sdk is {sdk or 'missing'!r}; this project publishes a Gradio Space: set sdk: gradio")
+    app_file = str(data.get("app_file") or "app.py")
+    if not (space_dir / app_file).is_file():
+        raise PublishError(f"{readme}: app_file {app_file!r} does not exist in {space_dir}")
+    sdk_version = str(data["sdk_version"]) if data.get("sdk_version") is not None else None
+    pin = gradio_pin(space_dir / "requirements.txt")
+    if sdk_version is None:
+        raise PublishError(f"{readme}: no sdk_version; pin the Gradio the Space runs, e.g. sdk_version: {pin or '6.31.0'}")
+    if pin is not None and pin != sdk_version:
+        raise PublishError(
+            f"{readme} says sdk_version: {sdk_version} but {space_dir / 'requirements.txt'} pins gradio=={pin}; "
+            "make them the same (the Space installs sdk_version first, and a different pin breaks the build)"
+        )
+    return SpaceCardInfo(sdk=sdk, sdk_version=sdk_version, app_file=app_file, front_matter=text)
+
+
+def gradio_pin(requirements: Path) -> str | None:
+    """The version in ``gradio==X`` of a requirements file, or None."""
+    if not requirements.is_file():
+        return None
+    for line in requirements.read_text(encoding="utf-8").splitlines():
+        m = _GRADIO_PIN.match(line)
+        if m:
+            return m.group(1)
+    return None
+
+
+def file_ids(path: Path) -> tuple[str, str]:
+    """(git blob sha1, sha256) of a file's bytes."""
+    size = path.stat().st_size
+    sha1 = hashlib.sha1(f"blob {size}\0".encode())
+    sha256 = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            sha1.update(chunk)
+            sha256.update(chunk)
+    return sha1.hexdigest(), sha256.hexdigest()
+
+
+def checkpoint_sources(folder: Path) -> list[tuple[str, Path]]:
+    """``(checkpoint-N/file, source)`` for the inference files of every checkpoint-N under ``folder``.
+
+    Trains the embedded tiny shapes checkpoints first when ``folder`` holds none.
+    """
+    from vlm_lab.checkpoints import discover_checkpoints, model_files
+
+    found = discover_checkpoints(folder)
+    if not found:
+        from vlm_lab import tiny
+        from vlm_lab.config import TrainConfig
+
+        found = tiny.train(TrainConfig(out=str(folder)), progress=False)
+    return [(f"{ckpt.name}/{f.name}", f) for ckpt in found for f in model_files(ckpt)]
+
+
+def stage(
+    dest: Path,
+    *,
+    space_dir: Path | None = None,
+    checkpoints: Path | None = None,
+    checkpoints_prefix: str = STAGED_CHECKPOINTS,
+) -> Stage:
+    """Copy the files to publish into ``dest`` (empty), scan them, and hash them.
+
+    Args:
+        dest: an empty folder to fill.
+        space_dir: the app folder; with it the vlm_lab package is staged next to it.
+        checkpoints: a training output whose checkpoint-N folders are staged under ``checkpoints_prefix``.
+        checkpoints_prefix: folder in the repo for them ("" for a checkpoints-only model repo).
+
+    Raises:
+        SecretFileError: a file looks like it holds a credential (names the file).
+    """
+    import vlm_lab
+
+    sources: list[tuple[str, str, Path]] = []  # (part, path in repo, source)
+    excluded: list[str] = []
+    if space_dir is not None:
+        package = Path(vlm_lab.__file__).resolve().parent
+        for part, folder, prefix in (("space", space_dir, ""), ("package", package, "vlm_lab/")):
+            keep, drop = publishable_files(folder)
+            sources += [(part, prefix + rel.as_posix(), folder / rel) for rel in keep]
+            excluded += [str(folder / rel) for rel in drop]
+    if checkpoints is not None:
+        prefix = f"{checkpoints_prefix.strip('/')}/" if checkpoints_prefix else ""
+        sources += [("checkpoints", prefix + rel, src) for rel, src in checkpoint_sources(checkpoints)]
+
+    files: dict[str, LocalFile] = {}
+    sizes: dict[str, int] = {}
+    for part, rel, src in sources:
+        kind = find_secret(src)
+        if kind is not None:
+            raise SecretFileError(
+                f"{src} looks like it contains {kind}; nothing was uploaded. Remove the credential from the file "
+                "(pass secrets with --secret NAME, read from the environment), or delete the file"
+            )
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+        sha1, sha256 = file_ids(target)
+        files[rel] = LocalFile(path=rel, size=target.stat().st_size, git_sha1=sha1, sha256=sha256)
+        sizes[part] = sizes.get(part, 0) + files[rel].size
+    return Stage(root=dest, files=files, excluded=tuple(excluded), sizes=sizes)
