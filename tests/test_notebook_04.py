@@ -1,0 +1,99 @@
+"""notebooks/04_ablation_report.ipynb against a sweep folder the test lays out: papermill and nbval."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from vlm_lab import sweep
+from vlm_lab.ablation import write_summary
+from vlm_lab.config import SweepConfig
+from vlm_lab.data import atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "04_ablation_report.ipynb"
+STEPS = (0, 500, 1000)
+
+
+def _accuracy(strategy: str, max_new_tokens: int, step: int) -> float:
+    # The made-up truth of this ablation: greedy beats nucleus, 8 tokens beat 4, training helps.
+    return round(step / 1000 * (0.9 if strategy == "greedy" else 0.7) * (1.0 if max_new_tokens == 8 else 0.8), 3)
+
+
+@pytest.fixture
+def sweep_dir(tmp_path) -> Path:
+    """A 2x2 sweep as `vlm-lab sweep` leaves it: three completed runs and one failed run."""
+    config = SweepConfig(
+        name="shapes-ablation", notebook="notebooks/02_compare_checkpoints.ipynb", runs_dir=str(tmp_path / "runs"),
+        parameters={"num_samples": 8}, grid={"strategy": ["greedy", "nucleus(0.9)"], "max_new_tokens": [4, 8]},
+    )
+    runs = sweep.plan(config)
+    for run in runs:
+        failed = run.varied == {"strategy": "nucleus(0.9)", "max_new_tokens": 4}
+        status = {"run_id": run.run_id, "state": "failed" if failed else "completed", "duration_s": 1.5}
+        if failed:
+            status["error"] = {"exec_count": 5, "ename": "RuntimeError", "evalue": "CUDA out of memory"}
+        else:
+            summary = [
+                {"checkpoint": f"checkpoint-{s}", "step": s, "accuracy": _accuracy(**run.varied, step=s),
+                 "ci_low": 0.0, "ci_high": 1.0, "mean_latency_s": 0.01, "tokens_per_s": 500.0, "peak_memory_bytes": 10**6}
+                for s in STEPS
+            ]  # fmt: skip
+            atomic_write_text(run.dir / "summary.json", json.dumps({"config": run.parameters, "summary": summary}))
+        atomic_write_text(run.dir / "status.json", json.dumps(status))
+    folder = sweep.sweep_dir(config)
+    atomic_write_text(folder / "sweep.json", json.dumps(config.to_dict()))
+    write_summary(folder, runs)
+    return folder
+
+
+def _text(nb) -> str:
+    return "\n".join(
+        str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for c in nb.cells for o in c.get("outputs", [])
+    )
+
+
+def test_report_names_the_best_variant(sweep_dir, tmp_path):
+    import papermill
+
+    out = tmp_path / "04.ipynb"
+    papermill.execute_notebook(
+        str(NOTEBOOK), str(out), parameters={"sweep_dir": str(sweep_dir)}, progress_bar=False, cwd=str(ROOT)
+    )
+    text = _text(nbformat.read(out, as_version=4))
+    assert "sweep shapes-ablation: 4 runs, varied: strategy, max_new_tokens" in text
+    assert "best variant: checkpoint-1000 with strategy=greedy, max_new_tokens=8: accuracy 90.0%" in text
+    assert "CUDA out of memory" in text  # the failure is shown, not hidden
+    assert (sweep_dir / "ablation-accuracy.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_nbval_on_a_parameterized_copy(sweep_dir, tmp_path):
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    nb = parameterize_notebook(load_notebook_node(str(NOTEBOOK)), {"sweep_dir": str(sweep_dir), "metric": "tokens_per_s"})
+    copy = tmp_path / "04_ablation_report.ipynb"
+    nbformat.write(nb, copy)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q", str(copy)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert (sweep_dir / "ablation-tokens_per_s.png").is_file()
+
+
+def test_notebook_has_a_parameters_cell_and_no_logic():
+    import papermill
+
+    params = papermill.inspect_notebook(str(NOTEBOOK))
+    assert params["sweep_dir"]["default"] == '"runs/shapes-ablation"'
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert not any(line.lstrip().startswith(("def ", "class ")) for src in code for line in src.splitlines())
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")  # no stale outputs committed
