@@ -1,0 +1,168 @@
+"""vlm_lab Space: ask several VLM checkpoints the same question about an image, side by side.
+
+A thin edge: read the settings from the environment, build the UI, call vlm_lab. Runs the
+same on Hugging Face (the publisher stages the vlm_lab package and the embedded checkpoints
+next to this file) and locally (`make space`, from the repository).
+
+Space variables: VLM_LAB_CHECKPOINTS (comma-separated references), VLM_LAB_MAX_PIXELS,
+VLM_LAB_QUEUE_SIZE, VLM_LAB_MAX_BATCH_SIZE, VLM_LAB_CACHE_BUDGET, VLM_LAB_DEVICE, VLM_LAB_DTYPE.
+Secrets: HF_TOKEN (private models), WANDB_API_KEY (log interactions to W&B).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+APP_DIR = Path(__file__).resolve().parent
+
+try:  # on the Space the package is staged next to this file; locally it is installed in the venv
+    import vlm_lab  # noqa: F401
+except ImportError:  # run from a repository checkout without an install
+    sys.path.insert(0, str(APP_DIR.parent))
+
+from vlm_lab import space_support as ss  # noqa: E402  (light: imports neither gradio nor torch)
+
+ENV_NOTES = ss.prepare_environment()  # before gradio / huggingface_hub / transformers are imported
+
+import gradio as gr  # noqa: E402
+
+from vlm_lab.errors import VlmLabError  # noqa: E402
+
+log = logging.getLogger("vlm_lab.space")
+
+INTRO = """\
+# 🔍 Compare VLM checkpoints
+Upload an image, ask a question, and see up to three checkpoints answer side by side:
+how answers change along training, or between models. Latency, new tokens and memory are
+shown under each answer.
+"""
+
+
+def _error(e: Exception) -> gr.Error:
+    """What the user sees: the library's message (it names the fix), never a traceback."""
+    if isinstance(e, VlmLabError):
+        return gr.Error(str(e), print_exception=False)
+    log.exception("unexpected error")
+    return gr.Error(f"unexpected {type(e).__name__}: {e}. The app is still running; try again.")
+
+
+def build_demo(service: ss.ComparisonService, plan: ss.ServingPlan) -> gr.Blocks:
+    settings = service.settings
+    labels = service.labels
+    selected = service.default_selection() + [ss.NONE_CHOICE] * ss.MAX_SLOTS
+    strategies = list(ss.STRATEGIES)
+    generate = {"concurrency_limit": plan.generate_limit, "concurrency_id": "generate"}
+
+    def outputs_for(answers: list[ss.Answer]) -> list:
+        updates = []
+        for slot in range(ss.MAX_SLOTS):
+            if slot < len(answers):
+                a = answers[slot]
+                updates += [gr.Textbox(value=a.text, label=a.checkpoint, visible=True),
+                            gr.Markdown(value=a.stats_markdown(), visible=True)]
+            else:
+                updates += [gr.Textbox(value="", label=f"Checkpoint {slot + 1}", visible=slot == 0),
+                            gr.Markdown(value="", visible=False)]
+        return updates
+
+    def compare(image, prompt, ckpt1, ckpt2, ckpt3, strategy, max_new_tokens):
+        try:
+            answers = service.compare(image, prompt, [ckpt1, ckpt2, ckpt3], strategy, max_new_tokens)
+        except Exception as e:  # noqa: BLE001 - every failure becomes a message; the app keeps serving
+            raise _error(e) from None
+        return outputs_for(answers)
+
+    def compare_batch(images, prompts, checkpoints):
+        try:
+            answers = service.answer_batch(images, prompts, checkpoints)
+        except Exception as e:  # noqa: BLE001
+            raise _error(e) from None
+        if all(a.error for a in answers):  # nobody in this batch gets an answer: say why, as an error
+            raise gr.Error("; ".join(dict.fromkeys(a.error for a in answers)), print_exception=False)
+        return ([a.text for a in answers], [a.new_tokens for a in answers],
+                [round(a.latency_s, 4) for a in answers], [a.error for a in answers])
+
+    def clear():
+        return [None, ""] + outputs_for([])
+
+    with gr.Blocks(title="vlm_lab: compare checkpoints") as demo:
+        gr.Markdown(INTRO)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=280):
+                image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], height=240)
+            with gr.Column(scale=2, min_width=280):
+                prompt = gr.Textbox(label="Question", placeholder="What color is the shape?", lines=1,
+                                    max_length=settings.max_prompt_chars)
+                with gr.Row():
+                    ckpts = [gr.Dropdown([*labels, ss.NONE_CHOICE] if i else labels, value=selected[i],
+                                         label=f"Checkpoint {i + 1}", min_width=140) for i in range(ss.MAX_SLOTS)]
+                with gr.Row():
+                    strategy = gr.Radio(strategies, value=strategies[0], label="Decoding", min_width=200)
+                    max_new_tokens = gr.Slider(1, settings.max_new_tokens, value=settings.default_max_new_tokens,
+                                               step=1, label="Max new tokens", min_width=200)
+                with gr.Row():
+                    run = gr.Button("Compare", variant="primary")
+                    reset = gr.Button("Clear")
+        results = []
+        with gr.Row(equal_height=True):
+            for slot in range(ss.MAX_SLOTS):
+                with gr.Column(min_width=200):
+                    results += [gr.Textbox(label=f"Checkpoint {slot + 1}", lines=2, interactive=False,
+                                           placeholder="(no text)", buttons=["copy"], visible=slot == 0),
+                                gr.Markdown(label=f"Stats {slot + 1}", visible=False, elem_classes="stats")]
+        inputs = [image, prompt, *ckpts, strategy, max_new_tokens]
+        examples = sorted((APP_DIR / "examples").glob("*.png"))
+        questions = ["What color is the shape?", "What shape is it?", "Describe the image."]
+        rows = [[str(p), questions[i % len(questions)], *selected[: ss.MAX_SLOTS], strategies[0],
+                 settings.default_max_new_tokens] for i, p in enumerate(examples)]
+        if rows:
+            gr.Examples(rows, inputs=inputs, outputs=results, fn=compare, cache_examples=True, cache_mode="lazy",
+                        example_labels=[f"{p.stem.replace('-', ' ')} · {r[1]}" for p, r in zip(examples, rows)],
+                        label="Examples (synthetic shapes)")
+        gr.Markdown(
+            f"Checkpoints: {', '.join(labels)}. Images up to {settings.max_pixels:,} pixels. "
+            "Programmatic use: the batched `/compare_batch` endpoint (see *Use via API* below)."
+        )
+        run.click(compare, inputs, results, api_name="compare", preprocess=False, **generate)
+        prompt.submit(compare, inputs, results, api_visibility="private", preprocess=False, **generate)
+        reset.click(clear, None, [image, prompt, *results], api_visibility="private",
+                    concurrency_limit=plan.cheap_limit)
+
+        # The batched endpoint for gradio_client: one (image, question, checkpoint) per call;
+        # Gradio groups concurrent calls into batches of up to max_batch_size.
+        with gr.Row(visible=False):
+            api_in = [gr.Image(type="filepath", label="image"), gr.Textbox(label="prompt"),
+                      gr.Textbox(label="checkpoint", value=labels[-1])]
+            api_out = [gr.Textbox(label="answer"), gr.Number(label="new_tokens"),
+                       gr.Number(label="latency_s"), gr.Textbox(label="error")]
+            api_button = gr.Button()
+        api_button.click(compare_batch, api_in, api_out, api_name="compare_batch", batch=True,
+                         max_batch_size=plan.max_batch_size, preprocess=False, **generate)
+    return demo
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Gradio self-check otherwise
+    for note in ENV_NOTES:
+        log.info("environment: %s", note)
+    settings = ss.SpaceSettings.from_env(app_dir=APP_DIR)
+    ss.limit_image_pixels(settings.max_pixels)
+    service = ss.ComparisonService(settings, token=os.environ.get("HF_TOKEN"),
+                                   interactions=ss.InteractionLog(config=settings.to_dict()))
+    plan = ss.plan_serving(settings, verdict_batch_size=service.memory.max_batch_size)
+    log.info("checkpoints: %s", ", ".join(service.labels))
+    for note in service.memory.notes:
+        log.info("memory verdict on %s: %s", service.memory.target, note)
+    log.info("serving: %s", plan.why)
+    demo = build_demo(service, plan)
+    demo.queue(max_size=plan.queue_size, default_concurrency_limit=plan.cheap_limit)
+    demo.launch(max_threads=plan.max_threads, max_file_size=settings.max_file_size,
+                css=".stats p { font-size: 0.85em; opacity: 0.8; margin: 0 }")
+
+
+if __name__ == "__main__":
+    main()

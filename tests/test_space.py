@@ -1,0 +1,187 @@
+"""The Space end to end: the real space/app.py in a subprocess, driven with gradio_client.
+
+One app per module (startup is the expensive part), on the tiny checkpoints. Every bad
+input gets its own message, and the app answers the next request after each.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import threading
+import tomllib
+import zlib
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from gradio_client.utils import QueueError
+
+from space_server import ROOT, running_space
+
+SPACE = ROOT / "space"
+EXAMPLE = SPACE / "examples" / "red-circle.png"  # checkpoint-1000 answers "red" / "circle"
+QUEUE_SIZE = 24
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+@pytest.fixture(scope="module")
+def space(tiny_dir, tmp_path_factory):
+    """``(url, log_path)`` of the app serving the tiny checkpoints."""
+    env = {"VLM_LAB_CHECKPOINTS": str(tiny_dir), "VLM_LAB_QUEUE_SIZE": str(QUEUE_SIZE)}
+    with running_space(env, workdir=tmp_path_factory.mktemp("space")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(space):
+    return Client(space[0], verbose=False, analytics_enabled=False)
+
+
+def compare(client, image, prompt="What color is the shape?", ckpts=("checkpoint-0", "checkpoint-1000", "(none)"),
+            strategy="greedy", max_new_tokens=8):
+    out = client.predict(image, prompt, *ckpts, strategy, max_new_tokens, api_name="/compare")
+    # (answer, stats) per slot; answers arrive as updates carrying the checkpoint's name as label
+    return [(out[i]["label"], out[i]["value"], out[i + 1]["value"]) for i in range(0, len(out), 2) if out[i]["visible"]]
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("bad")
+    text = folder / "notes.png"
+    text.write_text("not an image, just text with a .png name")
+    data = EXAMPLE.read_bytes()
+    truncated = folder / "truncated.png"
+    truncated.write_bytes(data[: len(data) // 2])
+    # a 20000x20000 RGB PNG header over a few bytes of data: 400M pixels if anything decoded it
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    bomb = folder / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _chunk(b"IEND", b""))
+    return {"text": text, "truncated": truncated, "bomb": bomb}
+
+
+def test_compare_answers_side_by_side(client):
+    answers = compare(client, handle_file(EXAMPLE))
+    assert [name for name, _, _ in answers] == ["checkpoint-0", "checkpoint-1000"]
+    assert answers[1][1] == "red"
+    for _, _, stats in answers:
+        assert re.search(r"latency\*\* \d+ ms · \*\*tokens\*\* \d+ · \*\*memory\*\* [\d.]+ MB", stats), stats
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "nucleus (top-p 0.9)", "temperature 0.7"])
+def test_every_decoding_strategy_answers(client, strategy):
+    answers = compare(client, handle_file(EXAMPLE), "What shape is it?", ("checkpoint-1000", "(none)", "(none)"), strategy)
+    assert len(answers) == 1 and answers[0][1]  # sampling on a trained checkpoint still says something
+
+
+def test_batched_endpoint_answers_and_batches_concurrent_calls(client, space):
+    answer, new_tokens, latency, error = client.predict(
+        handle_file(EXAMPLE), "What shape is it?", "checkpoint-1000", api_name="/compare_batch")
+    assert (answer, error) == ("circle", "") and new_tokens >= 1 and latency > 0
+    prompts = ["What color is the shape?", "What shape is it?", "Describe the image."] * 4
+    jobs = [client.submit(handle_file(EXAMPLE), p, "checkpoint-1000", api_name="/compare_batch") for p in prompts]
+    answers = [job.result(timeout=60)[0] for job in jobs]
+    assert answers == ["red", "circle", "a red circle"] * 4
+    sizes = [int(n) for n in re.findall(r"batch start \((\d+) request", space[1].read_text())]
+    assert max(sizes) > 1, f"concurrent calls were never batched: {sizes}"
+
+
+def test_batched_endpoint_reports_a_lone_bad_request(client, bad_files):
+    with pytest.raises(AppError, match="not an image"):
+        client.predict(handle_file(bad_files["text"]), "What shape is it?", "checkpoint-1000", api_name="/compare_batch")
+    with pytest.raises(AppError, match=r"unknown checkpoint 'nope'; choose one of checkpoint-0, "):
+        client.predict(handle_file(EXAMPLE), "What shape is it?", "nope", api_name="/compare_batch")
+
+
+BAD_INPUTS = {
+    "missing image": (None, "What color is the shape?", "no image: upload an image"),
+    "missing prompt": ("example", "  ", "no question: type a question"),
+    "non-image file": ("text", "What color is the shape?", "'notes.png' is not an image this app can read; upload a PNG"),
+    "truncated png": ("truncated", "What color is the shape?", "'truncated.png' is truncated or corrupt"),
+    "decompression bomb": ("bomb", "What color is the shape?", "400,000,000 pixels, over this Space's limit"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gets_its_message_and_the_app_keeps_serving(client, bad_files, case):
+    which, prompt, message = BAD_INPUTS[case]
+    image = None if which is None else handle_file(EXAMPLE if which == "example" else bad_files[which])
+    with pytest.raises(AppError, match=re.escape(message)):
+        compare(client, image, prompt)
+    assert compare(client, handle_file(EXAMPLE))[1][1] == "red"
+
+
+@pytest.mark.parametrize("ckpts, message", [
+    (("checkpoint-999", "(none)", "(none)"), "unknown checkpoint 'checkpoint-999'; choose one of checkpoint-0, checkpoint-250"),
+    (("(none)", "(none)", "(none)"), "no checkpoint selected"),
+])
+def test_bad_checkpoint_choice_gets_its_message(client, ckpts, message):
+    with pytest.raises(AppError, match=re.escape(message)):
+        compare(client, handle_file(EXAMPLE), ckpts=ckpts)
+    assert compare(client, handle_file(EXAMPLE))[1][1] == "red"
+
+
+def test_sixteen_concurrent_clients_all_get_answers(space):
+    results: dict[int, object] = {}
+
+    def ask(i: int) -> None:
+        try:
+            c = Client(space[0], verbose=False, analytics_enabled=False)
+            results[i] = compare(c, handle_file(EXAMPLE), ckpts=("checkpoint-500", "checkpoint-1000", "(none)"))[1][1]
+        except Exception as e:  # noqa: BLE001 - reported below
+            results[i] = e
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert results == {i: "red" for i in range(16)}
+
+
+def test_a_full_queue_says_busy_and_the_app_recovers(client, space):
+    jobs = [client.submit(handle_file(EXAMPLE), "What color is the shape?", "checkpoint-0", "checkpoint-1000",
+                          "checkpoint-500", "greedy", 8, api_name="/compare") for _ in range(80)]
+    outcomes = []
+    for job in jobs:
+        try:
+            job.result(timeout=120)
+            outcomes.append("ok")
+        except QueueError as e:
+            assert "Queue is full! Please try again" in str(e)
+            outcomes.append("busy")
+    assert "busy" in outcomes and "ok" in outcomes, outcomes
+    assert compare(client, handle_file(EXAMPLE))[1][1] == "red"
+
+
+def test_log_shows_memory_before_and_after_each_request(client, space):
+    compare(client, handle_file(EXAMPLE))
+    log = space[1].read_text()
+    assert re.search(r"compare start \(2 checkpoint\(s\), greedy, 8 tokens\): rss=\d+MB", log)
+    assert re.search(r"compare done in [\d.]+s: rss=\d+MB", log)
+    assert "Traceback" not in log  # bad inputs are messages, not crashes
+
+
+def test_front_matter_parses_and_pins_the_gradio_it_runs():
+    from huggingface_hub import SpaceCard, SpaceCardData
+
+    card = SpaceCard.load(SPACE / "README.md")
+    data = card.data
+    assert isinstance(data, SpaceCardData)
+    assert (data.sdk, data.app_file, data.suggested_hardware) == ("gradio", "app.py", "t4-small")
+    assert data.title and data.emoji and data.colorFrom and data.colorTo
+    assert 0 < len(data.short_description) <= 60
+    assert str(data.python_version) == "3.11"
+    pins = dict(line.split("==") for line in (SPACE / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    assert data.sdk_version == pins["gradio"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project_pins = dict(dep.split("==") for dep in project)
+    for name, version in pins.items():
+        assert project_pins.get(name) == version, f"space/requirements.txt pins {name}=={version}, pyproject.toml {project_pins.get(name)}"
+    assert "-e" not in (SPACE / "requirements.txt").read_text()
+    assert len(list((SPACE / "examples").glob("*.png"))) >= 3

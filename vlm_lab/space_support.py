@@ -1,0 +1,578 @@
+"""What the Hugging Face Space needs from vlm_lab: settings from the environment, safe image
+reading, the serving plan for the hardware, and the comparison service its events call.
+
+``space/app.py`` stays thin: it calls ``prepare_environment`` before gradio is imported,
+builds ``SpaceSettings.from_env``, a ``ComparisonService`` and the Blocks, and turns the
+``VlmLabError`` raised here into ``gr.Error``. Nothing here imports gradio, and torch or
+transformers only inside the functions that use them, so this module is cheap to import
+before the environment is ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from vlm_lab.config import ConfigBase, GenerationConfig, parse_strategy
+from vlm_lab.errors import CheckpointNotFoundError, ConfigError, DataError, MemoryBudgetError
+
+log = logging.getLogger("vlm_lab.space")
+
+EMBEDDED_CHECKPOINTS = "checkpoints/shapes"  # where the publisher stages them next to app.py
+MAX_SLOTS = 3  # checkpoints compared side by side
+# Decoding choices shown in the UI: label -> strategy string (any valid strategy works through the API).
+STRATEGIES = {"greedy": "greedy", "nucleus (top-p 0.9)": "nucleus(0.9)", "temperature 0.7": "temperature(0.7)"}
+NONE_CHOICE = "(none)"
+
+
+def prepare_environment(environ: dict[str, str] | None = None, *, data_dir: str = "/data") -> list[str]:
+    """Process-wide settings that must be in place before gradio/huggingface_hub/transformers import.
+
+    Analytics off unless asked for; with Space persistent storage (``/data``) model downloads go to
+    ``/data/.huggingface`` so a restart does not download them again. Returns what was set, for the log.
+    """
+    env = os.environ if environ is None else environ
+    notes = []
+    if "GRADIO_ANALYTICS_ENABLED" not in env:
+        env["GRADIO_ANALYTICS_ENABLED"] = "False"
+        notes.append("GRADIO_ANALYTICS_ENABLED=False")
+    data = Path(data_dir)
+    if "HF_HOME" not in env and data.is_dir() and os.access(data, os.W_OK):
+        env["HF_HOME"] = str(data / ".huggingface")
+        notes.append(f"HF_HOME={env['HF_HOME']} (persistent storage)")
+    return notes
+
+
+def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number; set it to e.g. {default}") from None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SpaceSettings(ConfigBase):
+    """How the Space serves: which checkpoints, where, and its limits. Holds no token (safe to log)."""
+
+    checkpoints: tuple[str, ...]  # references, resolved with checkpoints.resolve_all
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    max_pixels: int = 4096 * 4096  # larger uploads are refused before they are decoded
+    max_prompt_chars: int = 500
+    max_new_tokens: int = 64  # the slider's (and the API's) upper bound
+    default_max_new_tokens: int = 16
+    queue_size: int = 32  # waiting events beyond this get Gradio's "busy, try again"
+    max_batch_size: int = 0  # batched API; 0: from the memory verdict (or 16)
+    cache_budget: str = ""  # model cache budget, e.g. "12GB"; empty: from the memory verdict
+    target: str = ""  # hardware the memory verdict plans for; empty: t4-small on a GPU, cpu-basic on CPU
+    max_file_size: str = "20mb"  # uploads above this are refused by Gradio
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checkpoints", tuple(self.checkpoints))
+        if not self.checkpoints:
+            raise ConfigError("no checkpoints configured; set VLM_LAB_CHECKPOINTS=path-or-hub-id[,...]")
+        for name in ("max_pixels", "max_prompt_chars", "max_new_tokens", "default_max_new_tokens", "queue_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_batch_size < 0:
+            raise ConfigError(f"max_batch_size must be >= 0 (0: automatic), got {self.max_batch_size!r}")
+        if self.default_max_new_tokens > self.max_new_tokens:
+            raise ConfigError(f"default_max_new_tokens={self.default_max_new_tokens} exceeds max_new_tokens={self.max_new_tokens}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, app_dir: str | os.PathLike[str]) -> "SpaceSettings":
+        """Read the Space variables (``VLM_LAB_*``); relative checkpoint paths mean inside the Space.
+
+        ``VLM_LAB_CHECKPOINTS`` (comma-separated) wins; else the embedded checkpoints next to
+        ``app.py`` (as published), else under the project root (``VLM_LAB_ROOT``, as ``make space`` runs).
+        """
+        env = os.environ if environ is None else environ
+        app_dir = Path(app_dir).resolve()
+        roots = [app_dir]
+        root = env.get("VLM_LAB_ROOT", "").strip()
+        if root:
+            roots.append(Path(root).expanduser().resolve())
+        specs = [s.strip() for s in env.get("VLM_LAB_CHECKPOINTS", "").split(",") if s.strip()]
+        if not specs:
+            found = [r / EMBEDDED_CHECKPOINTS for r in roots if (r / EMBEDDED_CHECKPOINTS).is_dir()]
+            if not found:
+                where = " or ".join(str(r / EMBEDDED_CHECKPOINTS) for r in roots)
+                raise CheckpointNotFoundError(
+                    f"no embedded checkpoints at {where}; run `make checkpoints` (or `make space`, which does), "
+                    "or set VLM_LAB_CHECKPOINTS=path-or-hub-id[,...]"
+                )
+            specs = [str(found[0])]
+        specs = [_in_space(spec, roots) for spec in specs]
+        return cls(
+            checkpoints=tuple(specs),
+            device=env.get("VLM_LAB_DEVICE", "auto").strip() or "auto",
+            dtype=env.get("VLM_LAB_DTYPE", "auto").strip() or "auto",
+            max_pixels=_int_env(env, "VLM_LAB_MAX_PIXELS", cls.max_pixels),
+            max_new_tokens=_int_env(env, "VLM_LAB_MAX_NEW_TOKENS", cls.max_new_tokens),
+            queue_size=_int_env(env, "VLM_LAB_QUEUE_SIZE", cls.queue_size),
+            max_batch_size=_int_env(env, "VLM_LAB_MAX_BATCH_SIZE", cls.max_batch_size),
+            cache_budget=env.get("VLM_LAB_CACHE_BUDGET", "").strip(),
+            target=env.get("VLM_LAB_TARGET", "").strip(),
+        )
+
+
+def _in_space(spec: str, roots: Sequence[Path]) -> str:
+    """A relative path that exists under the app folder (or project root) becomes absolute; hub ids stay."""
+    path = Path(spec).expanduser()
+    if path.is_absolute():
+        return str(path)
+    for root in roots:
+        if (root / path).exists():
+            return str(root / path)
+    return spec
+
+
+# -- images -----------------------------------------------------------------------------------
+
+
+def image_path_of(value: Any) -> Any:
+    """The file behind a Gradio image value: a path string, a FileData dict, or a PIL image as is."""
+    if isinstance(value, Mapping):
+        return value.get("path") or value.get("url")
+    return value
+
+
+def read_image(value: Any, *, max_pixels: int) -> "Image.Image":
+    """Open an uploaded image safely: size checked from the header before any pixel is decoded.
+
+    Raises:
+        DataError: no image, not an image, truncated or corrupt, or more than ``max_pixels`` pixels;
+            each message says what to upload instead.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    value = image_path_of(value)
+    if value is None or value == "":
+        raise DataError("no image: upload an image (PNG, JPEG or WebP) or pick one of the examples")
+    if isinstance(value, Image.Image):
+        img = value
+        _check_pixels(img.size, max_pixels)
+        return img.convert("RGB")
+    path = Path(str(value))
+    if not path.is_file():
+        raise DataError("the uploaded image is gone from the server; upload it again")
+    try:
+        with Image.open(path) as img:  # reads the header only
+            _check_pixels(img.size, max_pixels)
+            img.seek(0)  # the first frame of an animation
+            img.load()  # decodes: raises on truncated data
+            return img.convert("RGB")
+    except Image.DecompressionBombError as e:  # PIL's own limit (MAX_IMAGE_PIXELS) refused it on open
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = f"{int(m.group(1)):,} pixels" if m else "too many pixels"
+        raise DataError(_too_large(pixels, max_pixels)) from None
+    except UnidentifiedImageError:
+        raise DataError(
+            f"{_shown_name(path)} is not an image this app can read; upload a PNG, JPEG or WebP file"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data
+        raise DataError(
+            f"{_shown_name(path)} is truncated or corrupt ({e}); re-save or re-export the image and upload it again"
+        ) from None
+
+
+def limit_image_pixels(max_pixels: int) -> None:
+    """Make PIL itself refuse decompression bombs (it raises above twice its limit) for any code path."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def _shown_name(path: Path) -> str:
+    return f"the file {path.name!r}"
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise DataError(_too_large(f"{width}x{height} = {width * height:,} pixels", max_pixels))
+
+
+def _too_large(pixels: str, max_pixels: int) -> str:
+    return f"the image is {pixels}, over this Space's limit of {max_pixels:,}; resize it (e.g. to 1024x1024) and upload it again"
+
+
+# -- serving plan -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingPlan:
+    """Gradio queue and concurrency settings chosen for the hardware."""
+
+    device: str  # "cuda" or "cpu"
+    generate_limit: int  # concurrent generation events (UI compare + batched API share it)
+    cheap_limit: int  # concurrent cheap events (clear, ...)
+    max_threads: int  # launch(max_threads=)
+    queue_size: int  # queue(max_size=)
+    max_batch_size: int  # the batched API's max_batch_size
+    why: str  # one line for the log
+
+
+def plan_serving(settings: SpaceSettings, *, verdict_batch_size: int | None = None) -> ServingPlan:
+    """Concurrency from the hardware, following Gradio's performance guide.
+
+    On a GPU generation is the bottleneck and concurrent generations compete for the same
+    memory: 1 at a time on a GPU under 24 GB (a T4), 2 above. On CPU about one per core
+    (at most 4: each generation also uses torch's intra-op threads). The batched endpoint's
+    batch size comes from the memory verdict when there is one.
+    """
+    import torch
+
+    from vlm_lab.models import resolve_device
+
+    device = resolve_device(settings.device)
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        generate = 1 if total < 24 * 2**30 else 2
+        why = f"{torch.cuda.get_device_name(device)} ({total / 2**30:.0f} GiB): {generate} generation(s) at a time"
+    else:
+        cores = os.cpu_count() or 1
+        generate = max(1, min(4, cores))
+        why = f"CPU with {cores} core(s): {generate} generation(s) at a time"
+    batch = settings.max_batch_size or verdict_batch_size or 16
+    return ServingPlan(
+        device=device.type,
+        generate_limit=generate,
+        cheap_limit=8,
+        max_threads=max(16, generate + 8 + 4),
+        queue_size=settings.queue_size,
+        max_batch_size=max(1, batch),
+        why=why + f"; batched API up to {batch} per batch; queue holds {settings.queue_size}",
+    )
+
+
+# -- memory -----------------------------------------------------------------------------------
+
+
+def memory_snapshot(device: str = "cpu") -> dict[str, float]:
+    """Process memory in MB: RSS always, CUDA allocated/reserved/peak on a GPU."""
+    import psutil
+
+    snap = {"rss_mb": psutil.Process().memory_info().rss / 2**20}
+    if device == "cuda":
+        import torch
+
+        snap["cuda_allocated_mb"] = torch.cuda.memory_allocated() / 2**20
+        snap["cuda_reserved_mb"] = torch.cuda.memory_reserved() / 2**20
+    return snap
+
+
+def format_snapshot(snap: Mapping[str, float]) -> str:
+    return " ".join(f"{k.removesuffix('_mb')}={v:.0f}MB" for k, v in snap.items())
+
+
+def free_memory(cache: Any, device: str) -> None:
+    """Empty the model cache and give freed memory back (after an out-of-memory error)."""
+    cache.clear()
+    gc.collect()
+    if device == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def logged_request(what: str, detail: str) -> Iterator[None]:
+    """Log memory before and after a request (RSS; CUDA memory on a GPU), and how long it took."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    start = time.perf_counter()
+    log.info("%s start (%s): %s", what, detail, format_snapshot(memory_snapshot(device)))
+    outcome = "failed"
+    try:
+        yield
+        outcome = "done"
+    finally:
+        took = time.perf_counter() - start
+        log.info("%s %s in %.2fs: %s", what, outcome, took, format_snapshot(memory_snapshot(device)))
+
+
+class InteractionLog:
+    """W&B logging of Space interactions, on only when ``WANDB_API_KEY`` is set (a Space secret).
+
+    One run for the life of the app, started lazily; logging happens on a background
+    thread so a slow or failing W&B never delays or breaks an answer.
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None, *, config: Mapping[str, Any] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self.enabled = bool(env.get("WANDB_API_KEY", "").strip())
+        self.config = dict(config or {})
+        self._run: Any = None
+        self._pool: Any = None
+
+    def log(self, image: Any, prompt: str, answers: Sequence[Answer], config: GenerationConfig) -> None:
+        if not self.enabled:
+            return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wandb-log")
+        self._pool.submit(self._log, image, prompt, list(answers), config)
+
+    def _log(self, image: Any, prompt: str, answers: list[Answer], config: GenerationConfig) -> None:
+        from vlm_lab import tracking
+
+        if self._run is None:
+            try:
+                self._run = tracking.start_run({**self.config, **config.to_dict()}, job_type="space", tags=("space",))
+            except Exception as e:  # noqa: BLE001 - logging never breaks the Space
+                log.warning("W&B logging off: %s", e)
+                self.enabled = False
+                return
+        tracking.log_interaction(
+            image=image, prompt=prompt, run=self._run,
+            outputs={a.checkpoint: a.text for a in answers},
+            latency_s={a.checkpoint: a.latency_s for a in answers},
+            memory_mb={a.checkpoint: a.memory_mb for a in answers},
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryPlan:
+    """What the memory verdicts say for the offered checkpoints on the Space's hardware target."""
+
+    target: str  # a vlm_lab.memory_targets.GPU_TARGETS name
+    max_batch_size: int | None  # the smallest max batch over the checkpoints; None when none could be estimated
+    cache_budget_bytes: int | None  # weights the model cache may hold: the budget less room to generate
+    co_resident: int | None  # how many of the largest checkpoint fit at once
+    notes: tuple[str, ...]  # one line per checkpoint, for the log
+
+
+def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_tokens: int = 16,
+                batch_cap: int = 64) -> MemoryPlan:
+    """Estimate every offered checkpoint (config only, nothing loaded) against the hardware target.
+
+    ``target`` defaults to t4-small on a GPU (the Space's suggested hardware) and cpu-basic on CPU.
+    A checkpoint that cannot be estimated (a hub id not downloaded yet) is skipped and noted.
+    """
+    from vlm_lab import memory
+    from vlm_lab.memory_targets import budget_bytes, get_target
+
+    target = target or ("t4-small" if device == "cuda" else "cpu-basic")
+    t = get_target(target)
+    notes, batches, working, residents = [], [], [], []
+    for ref in refs:
+        try:
+            est = memory.estimate(ref, device=t.device, target=t, max_new_tokens=max_new_tokens)
+            v = memory.verdict(est, t)
+        except Exception as e:  # noqa: BLE001 - an estimate is advice; loading will tell for sure
+            notes.append(f"{getattr(ref, 'name', ref)}: no estimate ({type(e).__name__}: {e})")
+            continue
+        batch = max(1, min(batch_cap, v.max_batch_size))
+        batches.append(batch)
+        working.append(batch * est.per_sample_bytes + est.overhead_bytes(t.device))
+        residents.append(memory.co_resident(est, t, batch_size=batch))
+        notes.append(v.message())
+    if not batches:
+        return MemoryPlan(t.name, None, None, None, tuple(notes))
+    return MemoryPlan(t.name, min(batches), max(1, budget_bytes(t) - max(working)), min(residents), tuple(notes))
+
+
+# -- the comparison service -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """One checkpoint's answer to one question."""
+
+    checkpoint: str
+    text: str
+    new_tokens: int
+    latency_s: float
+    memory_mb: float  # peak CUDA memory on a GPU, the model's weights on CPU
+    memory_kind: str  # "peak" | "weights"
+    error: str = ""
+
+    def stats_markdown(self) -> str:
+        return (
+            f"**latency** {self.latency_s * 1000:.0f} ms · **tokens** {self.new_tokens} · "
+            f"**memory** {self.memory_mb:.1f} MB {self.memory_kind}"
+        )
+
+
+class ComparisonService:
+    """The checkpoints a Space offers, one model cache, and the two ways to ask them.
+
+    ``compare``: one image + question, up to ``MAX_SLOTS`` checkpoints, answers side by side.
+    ``answer_batch``: many (image, question, checkpoint) requests that Gradio batched together.
+    """
+
+    def __init__(self, settings: SpaceSettings, *, token: str | None = None, cache: Any = None,
+                 interactions: InteractionLog | None = None) -> None:
+        from vlm_lab.checkpoints import resolve_all
+        from vlm_lab.model_cache import ModelCache
+
+        self.settings = settings
+        self.token = token or None
+        from vlm_lab.compare import _unique_names
+        from vlm_lab.models import resolve_device
+
+        refs = resolve_all(list(settings.checkpoints))
+        self.refs = dict(zip(_unique_names(refs), refs))
+        self.device = resolve_device(settings.device).type
+        self.memory = plan_memory(refs, device=self.device, target=settings.target,
+                                  max_new_tokens=settings.max_new_tokens)
+        budget = settings.cache_budget or self.memory.cache_budget_bytes
+        self.cache = cache if cache is not None else ModelCache(budget, loader=self._load)
+        self.interactions = interactions or InteractionLog({})
+
+    def _load(self, ref, *, dtype: str, device: str):
+        from vlm_lab.models import load_model
+
+        return load_model(ref, dtype=dtype, device=device, token=self.token)
+
+    # -- choices --------------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[str]:
+        return list(self.refs)
+
+    def default_selection(self) -> list[str]:
+        """Up to three checkpoints spread over the list: first, middle, last (early vs late training)."""
+        labels = self.labels
+        if len(labels) <= MAX_SLOTS:
+            return labels
+        picks = [labels[round(i * (len(labels) - 1) / (MAX_SLOTS - 1))] for i in range(MAX_SLOTS)]
+        return list(dict.fromkeys(picks))
+
+    def _ref(self, label: str):
+        ref = self.refs.get(str(label).strip())
+        if ref is None:
+            raise CheckpointNotFoundError(
+                f"unknown checkpoint {label!r}; choose one of {', '.join(self.labels)}"
+            )
+        return ref
+
+    def _selected(self, checkpoints: Sequence[str | None]) -> list[str]:
+        chosen = [str(c).strip() for c in checkpoints if c and str(c).strip() and str(c).strip() != NONE_CHOICE]
+        chosen = list(dict.fromkeys(chosen))  # the same checkpoint twice answers once
+        if not chosen:
+            raise ConfigError("no checkpoint selected; pick at least one in the Checkpoint dropdowns")
+        if len(chosen) > MAX_SLOTS:
+            raise ConfigError(f"{len(chosen)} checkpoints selected; compare at most {MAX_SLOTS} at a time")
+        for label in chosen:
+            self._ref(label)
+        return chosen
+
+    def generation_config(self, strategy: str, max_new_tokens: Any) -> GenerationConfig:
+        strategy = STRATEGIES.get(str(strategy), str(strategy or "greedy"))
+        parse_strategy(strategy)
+        try:
+            n = int(max_new_tokens)
+        except (TypeError, ValueError):
+            raise ConfigError(f"max new tokens must be a whole number, got {max_new_tokens!r}") from None
+        if not 1 <= n <= self.settings.max_new_tokens:
+            raise ConfigError(f"max new tokens must be between 1 and {self.settings.max_new_tokens}, got {n}")
+        return GenerationConfig(strategy=strategy, max_new_tokens=n, batch_size=1, seed=0)
+
+    def _prompt(self, prompt: Any) -> str:
+        text = str(prompt or "").strip()
+        if not text:
+            raise DataError("no question: type a question about the image, e.g. 'What color is the shape?'")
+        if len(text) > self.settings.max_prompt_chars:
+            raise DataError(f"the question is {len(text)} characters; keep it under {self.settings.max_prompt_chars}")
+        return text
+
+    # -- requests ------------------------------------------------------------------------------
+    def compare(self, image: Any, prompt: Any, checkpoints: Sequence[str | None], strategy: str = "greedy",
+                max_new_tokens: Any = 16) -> list[Answer]:
+        """Answer one question about one image with each selected checkpoint, in order.
+
+        Raises:
+            DataError, ConfigError, CheckpointNotFoundError: bad input; the message names the fix.
+            MemoryBudgetError: out of memory; the cache was emptied and the message says what to lower.
+        """
+        from vlm_lab.compare import compare_one
+
+        config = self.generation_config(strategy, max_new_tokens)
+        text = self._prompt(prompt)
+        chosen = self._selected(checkpoints)
+        img = read_image(image, max_pixels=self.settings.max_pixels)
+        with logged_request("compare", f"{len(chosen)} checkpoint(s), {config.strategy}, {config.max_new_tokens} tokens"):
+            with self._out_of_memory_guard(", ".join(chosen)):
+                rows = compare_one(self.cache, [self.refs[c] for c in chosen], img, text, config,
+                                   dtype=self.settings.dtype, device=self.settings.device)
+        answers = [_answer(label, row) for label, row in zip(chosen, rows)]
+        self.interactions.log(img, text, answers, config)
+        return answers
+
+    def answer_batch(self, images: Sequence[Any], prompts: Sequence[Any], checkpoints: Sequence[Any],
+                     strategy: str = "greedy", max_new_tokens: int | None = None) -> list[Answer]:
+        """Answer requests Gradio batched together: grouped by checkpoint, one generate call per group.
+
+        A bad request gets its own ``Answer.error``; the others in the batch are still answered.
+        """
+        config = self.generation_config(strategy, max_new_tokens or self.settings.default_max_new_tokens)
+        results: list[Answer | None] = [None] * len(images)
+        groups: dict[str, list[tuple[int, Any, str]]] = {}
+        for i, (image, prompt, label) in enumerate(zip(images, prompts, checkpoints)):
+            try:
+                text = self._prompt(prompt)
+                label = str(label or "").strip()
+                self._ref(label)
+                img = read_image(image, max_pixels=self.settings.max_pixels)
+                groups.setdefault(label, []).append((i, img, text))
+            except (DataError, ConfigError, CheckpointNotFoundError) as e:
+                results[i] = Answer(str(label), "", 0, 0.0, 0.0, "", error=str(e))
+        with logged_request("batch", f"{len(images)} request(s) over {len(groups)} checkpoint(s)"):
+            for label, items in groups.items():
+                answers = self._run(label, [img for _, img, _ in items], [t for _, _, t in items], config)
+                for (i, _, _), answer in zip(items, answers):
+                    results[i] = answer
+        return [r for r in results if r is not None]
+
+    def _run(self, label: str, images: list, prompts: list[str], config: GenerationConfig) -> list[Answer]:
+        """One checkpoint, one generate call over a batch of (image, prompt)."""
+        import torch
+
+        from vlm_lab.data import Sample
+        from vlm_lab.generation import generate_batch
+
+        with self._out_of_memory_guard(label):
+            loaded = self.cache.get(self.refs[label], dtype=self.settings.dtype, device=self.settings.device)
+            cuda = loaded.device.type == "cuda"
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(loaded.device)
+            samples = [Sample(id=f"{label}-{i}", image=img, prompt=p) for i, (img, p) in enumerate(zip(images, prompts))]
+            outs = generate_batch(loaded, samples, config)
+            memory = torch.cuda.max_memory_allocated(loaded.device) if cuda else loaded.nbytes
+        kind = "cuda_max_allocated" if cuda else "cpu_weights"
+        return [_answer(label, {"text": o.text, "new_tokens": o.new_tokens, "latency_s": o.latency_s,
+                                "memory_bytes": memory, "memory_kind": kind}) for o in outs]
+
+    @contextlib.contextmanager
+    def _out_of_memory_guard(self, what: str) -> Iterator[None]:
+        """Out of memory: empty the model cache, free the memory, and tell the user what to lower."""
+        import torch
+
+        try:
+            yield
+        except torch.OutOfMemoryError:
+            free_memory(self.cache, self.device)
+            log.warning("out of memory with %s; model cache emptied: %s", what, format_snapshot(memory_snapshot(self.device)))
+            raise MemoryBudgetError(
+                f"out of memory while {what} answered; the model cache was emptied. "
+                "Compare fewer checkpoints at once or lower 'max new tokens', then try again"
+            ) from None
+
+
+def _answer(label: str, row: Mapping[str, Any]) -> Answer:
+    kind = "peak" if row["memory_kind"].startswith("cuda") else "weights"
+    return Answer(label, row["text"], row["new_tokens"], row["latency_s"], row["memory_bytes"] / 2**20, kind)
