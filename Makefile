@@ -40,6 +40,8 @@ checkpoints: $(STAMP)  ## train the embedded tiny shapes checkpoints (skipped wh
 
 demo: checkpoints  ## the main job on the embedded default
 	$(BIN)/vlm-lab checkpoints eval $(CHECKPOINTS)
+	$(BIN)/vlm-lab sweep sweeps/shapes-ablation.yaml
+	$(BIN)/papermill --no-progress-bar notebooks/04_ablation_report.ipynb runs/shapes-ablation/04_ablation_report.ipynb -p sweep_dir runs/shapes-ablation
 
 test: $(STAMP) browser  ## set up, then run the whole suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
