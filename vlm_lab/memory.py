@@ -64,9 +64,10 @@ QUANTIZED = ("int8", "int4")
 # Measured with torch 2.13 on CUDA 12: what the context (kernels, cuBLAS handles) takes
 # before the first tensor. Not visible in max_memory_allocated, but it is device memory.
 CUDA_CONTEXT_BYTES = 400 * MIB
-# Measured with torch 2.13 on x86 CPU: RSS the first load + forward adds beyond tensors
-# (kernel code pages, oneDNN/OpenMP scratch, allocator caches).
-CPU_RUNTIME_BYTES = 64 * MIB
+# Measured with torch 2.13 on x86 CPU (the tiny checkpoints: 25-37 MiB above their
+# weights): RSS the first load + generate adds beyond tensors (kernel code pages,
+# oneDNN/OpenMP scratch, allocator caches).
+CPU_RUNTIME_BYTES = 32 * MIB
 MAX_BATCH = 4096  # max_batch_size stops searching here
 
 COMPONENTS = ("vision", "projector", "language")
@@ -92,20 +93,64 @@ class MemoryEstimate:
     dtype: str  # float32 | float16 | bfloat16 | int8 | int4
     device: str  # cpu | cuda: decides the fixed overhead and the CPU conversion copy
     params: dict[str, int]  # per component: vision, projector, language
-    param_bytes_by_dtype: dict[str, int]  # the weights in each dtype
-    weight_bytes: int  # parameters + buffers in ``dtype``: what stays resident after loading
+    quantizable: dict[str, int]  # per component: parameters in Linear weights (what int8/int4 shrink)
+    buffer_bytes: int  # rotary frequencies, position ids: they keep their own dtype
     file_bytes: int  # the checkpoint's weight files (0 when only config.json is at hand)
-    converts: bool  # the file's dtype differs from ``dtype``: loading on CPU builds a copy
+    file_dtype: str | None  # the weight files' float dtype, if one
     batch_size: int
     prompt_tokens: int  # text tokens of one prompt, without image tokens
     image: ImageTokens
     max_new_tokens: int
-    kv_bytes_per_token: int  # one sequence position, all layers, K and V
-    activation_bytes_per_sample: int
+    kv_values_per_token: int  # one sequence position, all layers, K and V (values, not bytes)
+    activation_values_per_sample: int  # the widest prefill layer, in the compute dtype
+    logits_bytes_per_sample: int  # float32 logits + scores ``generate`` keeps per row
 
     @property
     def num_params(self) -> int:
         return sum(self.params.values())
+
+    def param_bytes(self, dtype: str | None = None, component: str | None = None) -> int:
+        """The weights' bytes in ``dtype`` (default: the estimate's), for one component or all."""
+        dtype = dtype or self.dtype
+        names = [component] if component else list(self.params)
+        n = sum(self.params[c] for c in names)
+        if dtype not in QUANTIZED:
+            return int(n * DTYPE_BYTES[dtype])
+        q = sum(self.quantizable[c] for c in names)
+        return int(q * DTYPE_BYTES[dtype] + (n - q) * DTYPE_BYTES["float16"])
+
+    @property
+    def param_bytes_by_dtype(self) -> dict[str, int]:
+        return {d: self.param_bytes(d) for d in DTYPE_BYTES}
+
+    @property
+    def compute_bytes(self) -> int:
+        """Bytes per activation/KV value: quantized weights still compute in float16."""
+        return int(DTYPE_BYTES["float16" if self.dtype in QUANTIZED else self.dtype])
+
+    @property
+    def weight_bytes(self) -> int:
+        """Parameters in ``dtype`` + buffers: what stays resident after loading."""
+        return self.param_bytes() + self.buffer_bytes
+
+    @property
+    def converts(self) -> bool:
+        """The file's dtype differs from ``dtype``: loading on CPU builds a converted copy."""
+        return bool(self.file_bytes) and self.file_dtype != self.dtype
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return self.kv_values_per_token * self.compute_bytes
+
+    @property
+    def activation_bytes_per_sample(self) -> int:
+        return self.activation_values_per_sample * self.compute_bytes + self.logits_bytes_per_sample
+
+    def with_dtype(self, dtype: str) -> "MemoryEstimate":
+        """The same checkpoint and workload in another dtype."""
+        if dtype not in DTYPE_BYTES:
+            raise ConfigError(f"dtype={dtype!r} is not one of {', '.join(DTYPE_BYTES)}")
+        return dataclasses.replace(self, dtype=dtype)
 
     @property
     def sequence_tokens(self) -> int:
@@ -293,24 +338,17 @@ def count_parameters(model) -> dict[str, int]:
     return counts
 
 
-def _quantizable(model) -> int:
-    """Parameters in Linear weights outside the output head: what bitsandbytes quantizes."""
+def count_quantizable(model) -> dict[str, int]:
+    """Per component, parameters in Linear weights outside the output head: what bitsandbytes quantizes."""
     import torch
 
-    n = 0
+    counts = dict.fromkeys(COMPONENTS, 0)
+    seen: set[int] = set()
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head"):
-            n += module.weight.numel()
-    return n
-
-
-def param_bytes_by_dtype(model) -> dict[str, int]:
-    total = sum(p.numel() for p in model.parameters())
-    quant = _quantizable(model)
-    out = {d: int(total * b) for d, b in DTYPE_BYTES.items() if d not in QUANTIZED}
-    for d in QUANTIZED:
-        out[d] = int(quant * DTYPE_BYTES[d] + (total - quant) * DTYPE_BYTES["float16"])
-    return out
+        if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head") and id(module.weight) not in seen:
+            seen.add(id(module.weight))
+            counts[component_of(name + ".weight")] += module.weight.numel()
+    return counts
 
 
 # --------------------------------------------------------------------- the estimate
@@ -330,25 +368,22 @@ def _text_dims(config) -> dict[str, int]:
     }
 
 
-def _activation_bytes(config, dims: dict[str, int], image: ImageTokens, sequence: int, act_bytes: int) -> int:
+def _activation_values(config, dims: dict[str, int], image: ImageTokens, sequence: int) -> int:
     """One row's activation headroom during prefill (attention via SDPA: no T x T matrix).
 
     The peak is the widest layer: the text MLP holds gate, up and their product
     (3 x intermediate) next to the residual stream and its norm (2 x hidden) for
-    every position; the vision encoder the same for every patch. ``generate``
-    keeps float32 logits and processed scores for the last position.
+    every position; the vision encoder the same for every patch.
     """
-    text = sequence * (2 * dims["hidden"] + 3 * dims["intermediate"]) * act_bytes
+    text = sequence * (2 * dims["hidden"] + 3 * dims["intermediate"])
     vision = 0
     vcfg = getattr(config, "vision_config", None)
     if vcfg is not None and image.patches:
         vh = getattr(vcfg, "hidden_size", None) or getattr(vcfg, "embed_dim", 0)
         vi = getattr(vcfg, "intermediate_size", None) or 4 * vh
-        vision = image.patches * (2 * vh + 2 * vi) * act_bytes
-    logits = 2 * dims["vocab"] * 4
+        vision = image.patches * (2 * vh + 2 * vi)
     # the embedded prompt (image features merged in) lives through the whole prefill
-    embeds = sequence * dims["hidden"] * act_bytes
-    return max(text, vision) + embeds + logits
+    return max(text, vision) + sequence * dims["hidden"]
 
 
 def _resolve_one(ref: str | os.PathLike[str] | CheckpointRef) -> CheckpointRef:
@@ -408,9 +443,6 @@ def estimate(
     config = load_config(folder)
     model = meta_model(config)
     params = count_parameters(model)
-    by_dtype = param_bytes_by_dtype(model)
-    compute = "float16" if dtype in QUANTIZED else dtype
-    compute_bytes = int(DTYPE_BYTES[compute])
     # buffers (rotary frequencies, position ids) keep their own dtype: count them as built
     buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
     file_bytes, file_dtype = weight_files(folder)
@@ -426,16 +458,17 @@ def estimate(
         dtype=dtype,
         device=device,
         params=params,
-        param_bytes_by_dtype=by_dtype,
-        weight_bytes=by_dtype[dtype] + buffer_bytes,
+        quantizable=count_quantizable(model),
+        buffer_bytes=buffer_bytes,
         file_bytes=file_bytes,
-        converts=bool(file_bytes) and file_dtype != dtype,
+        file_dtype=file_dtype,
         batch_size=batch_size,
         prompt_tokens=prompt_tokens,
         image=image,
         max_new_tokens=max_new_tokens,
-        kv_bytes_per_token=2 * dims["layers"] * dims["kv_heads"] * dims["head_dim"] * compute_bytes,
-        activation_bytes_per_sample=_activation_bytes(config, dims, image, sequence, compute_bytes),
+        kv_values_per_token=2 * dims["layers"] * dims["kv_heads"] * dims["head_dim"],
+        activation_values_per_sample=_activation_values(config, dims, image, sequence),
+        logits_bytes_per_sample=2 * dims["vocab"] * 4,
     )
 
 

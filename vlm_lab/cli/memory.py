@@ -1,0 +1,64 @@
+"""``vlm-lab memory REF [REF ...]``: will it fit on a T4, and how many at once?"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from vlm_lab.config import DEVICES, MEMORY_DTYPES, MemoryConfig
+
+_DEFAULTS = MemoryConfig()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from vlm_lab.memory_targets import GPU_TARGETS
+
+    parser = sub.add_parser(
+        "memory",
+        help="estimate and measure checkpoints' memory; verdict for a Space GPU",
+        description="Estimate each checkpoint's memory from its config (meta device, no weights loaded), "
+        "measure load + generate in a fresh subprocess, and say whether it fits the target Space GPU, "
+        "the largest batch that fits and how many such checkpoints fit at once.",
+    )
+    parser.add_argument("refs", nargs="*", default=list(_DEFAULTS.checkpoints), metavar="REF",
+                        help="model folders, training outputs (expand to checkpoint-N) or hub ids (default: %(default)s)")
+    parser.add_argument("--dtype", default=_DEFAULTS.dtype, choices=MEMORY_DTYPES,
+                        help="weights dtype; auto = the target's (float16 on a T4) (default: %(default)s)")
+    parser.add_argument("--device", default=_DEFAULTS.device, choices=DEVICES, help="where to measure (default: %(default)s)")
+    parser.add_argument("--target", default=_DEFAULTS.target, choices=list(GPU_TARGETS), help="Space hardware for the verdict (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="rows per generate call (default: %(default)s)")
+    parser.add_argument("--prompt-tokens", type=int, default=_DEFAULTS.prompt_tokens, help="text tokens per prompt, image tokens added (default: %(default)s)")
+    parser.add_argument("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens, help="tokens generated per row (default: %(default)s)")
+    parser.add_argument("--image-size", type=int, default=_DEFAULTS.image_size, help="square image side in pixels; 0 = the processor's largest (default: %(default)s)")
+    parser.add_argument("--no-measure", action="store_true", help="estimate only: load nothing")
+    parser.add_argument("--rehearse", action="store_true", help="on a larger GPU, cap the process at the target's memory and run it")
+    parser.add_argument("--snapshot-dir", default=_DEFAULTS.snapshot_dir, help="write CUDA memory snapshots here (also on out-of-memory)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per checkpoint instead of a table")
+    parser.set_defaults(func=_memory)
+
+
+def _memory(args: argparse.Namespace) -> int:
+    from vlm_lab import memory_report
+
+    config = MemoryConfig(
+        checkpoints=tuple(args.refs),
+        dtype=args.dtype,
+        device=args.device,
+        target=args.target,
+        batch_size=args.batch_size,
+        prompt_tokens=args.prompt_tokens,
+        max_new_tokens=args.max_new_tokens,
+        image_size=args.image_size,
+        measure=not args.no_measure,
+        rehearse=args.rehearse,
+        snapshot_dir=args.snapshot_dir,
+    )
+    rows = memory_report.profile(config)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row.to_dict()))
+    else:
+        print(memory_report.report_table(rows).to_string(index=False))
+        print()
+        print(memory_report.summary(rows))
+    return 0 if all(r.verdict.fits for r in rows) else 1

@@ -1,0 +1,259 @@
+"""Memory profiling, part 2: measure load + generate, one fresh subprocess per checkpoint.
+
+Why a subprocess: on CPU the only honest peak is the process's resident set, and
+its high-water mark only grows; a second model measured in the same process
+would inherit the first one's peak (and its freed-but-kept allocator pages).
+On CUDA a fresh process also means a fresh caching allocator and exact
+``max_memory_reserved``. The child does, in order:
+
+1. imports torch/transformers, the model's class module, builds the processor
+   and the inputs, runs a tiny matmul (so none of that counts as the model's);
+2. takes the baseline: resident set on CPU (peak reset via /proc/self/clear_refs),
+   device memory in use (the CUDA context) on GPU;
+3. loads the weights, then generates one batch of exactly ``max_new_tokens``;
+4. prints one JSON line: the load peak and the load+generate peak above baseline.
+
+On CUDA it can record a memory history and dump a snapshot (viewable at
+https://pytorch.org/memory_viz), always when asked and automatically on
+out-of-memory; and it can cap itself at a smaller GPU's memory
+(``set_per_process_memory_fraction``) to rehearse a T4 on a bigger card.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from vlm_lab.checkpoints import CheckpointRef
+from vlm_lab.errors import DeviceError
+from vlm_lab.memory_targets import get_target
+
+_RESULT_PREFIX = "VLM_LAB_MEMORY_RESULT "
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """What loading and generating actually took, above the process's baseline. Bytes."""
+
+    checkpoint: str
+    device: str  # cpu | cuda
+    dtype: str
+    batch_size: int
+    sequence_tokens: int  # input length (text + image tokens) + new tokens
+    prompt_tokens: int  # text tokens of one prompt (input length less image tokens)
+    load_bytes: int  # peak while loading
+    peak_bytes: int  # peak over load + generate (CUDA: reserved + context)
+    allocated_peak_bytes: int = 0  # CUDA: torch.cuda.max_memory_allocated
+    reserved_peak_bytes: int = 0  # CUDA: torch.cuda.max_memory_reserved
+    context_bytes: int = 0  # CUDA: device memory in use before the first model tensor
+    out_of_memory: bool = False
+    snapshot: str = ""  # path of the CUDA memory snapshot, if one was written
+    rehearsal_target: str = ""  # the smaller GPU this run was capped to
+    seconds: float = 0.0
+
+
+def measure(
+    ref: CheckpointRef | str,
+    *,
+    dtype: str,
+    device: str = "cpu",
+    batch_size: int = 1,
+    prompt_tokens: int = 32,
+    max_new_tokens: int = 32,
+    image_size: int = 0,
+    image_side: int = 64,
+    rehearse: str = "",
+    snapshot_dir: str = "",
+    timeout_s: float = 900,
+) -> Measurement:
+    """Load ``ref`` and generate one batch in a fresh subprocess; return its peaks.
+
+    Args:
+        dtype: float32 | float16 | bfloat16 (int8/int4 are estimate-only here).
+        device: cpu | cuda.
+        image_side: the square test image's side when ``image_size`` is 0 (use the
+            estimate's ``image.side`` so both describe the same input).
+        rehearse: a target name (e.g. "t4-small"): cap the process at that GPU's memory.
+        snapshot_dir: write a CUDA memory snapshot here (and on out-of-memory).
+
+    Raises:
+        DeviceError: the device/dtype cannot be measured here, or the child failed
+            (the message carries the end of its stderr).
+    """
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise DeviceError(f"cannot measure dtype={dtype!r}: quantized loading needs bitsandbytes on CUDA; use --no-measure")
+    if device not in ("cpu", "cuda"):
+        raise DeviceError(f"cannot measure on device={device!r}; use cpu or cuda")
+    if (rehearse or snapshot_dir) and device != "cuda":
+        raise DeviceError("rehearsal and memory snapshots need CUDA; use --device cuda")
+    if rehearse:
+        get_target(rehearse)
+    if isinstance(ref, str):
+        ref = CheckpointRef(spec=ref, path=ref) if Path(ref).is_dir() else CheckpointRef(spec=ref, repo_id=ref)
+    job = {
+        "ref": dataclasses.asdict(ref),
+        "name": ref.name,
+        "dtype": dtype,
+        "device": device,
+        "batch_size": batch_size,
+        "prompt_tokens": prompt_tokens,
+        "max_new_tokens": max_new_tokens,
+        "image_side": image_size or image_side,
+        "rehearse": rehearse,
+        "snapshot_dir": snapshot_dir,
+    }
+    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false"}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "vlm_lab.memory_measure", json.dumps(job)],
+            capture_output=True, text=True, timeout=timeout_s, env=env,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise DeviceError(f"measuring {ref.name} took over {timeout_s:.0f}s; use a smaller batch or --no-measure") from e
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(_RESULT_PREFIX):
+            return Measurement(**json.loads(line[len(_RESULT_PREFIX):]))
+    tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
+    raise DeviceError(f"measuring {ref.name} failed (exit {proc.returncode}):\n{tail}")
+
+
+# --------------------------------------------------------------------- the child process
+
+
+def _rss_now() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's high-water mark (Linux >= 4.0); False where it cannot be."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _inputs(processor, job: dict[str, Any]):
+    """One batch: a square test image and a prompt of about ``prompt_tokens`` text tokens."""
+    from PIL import Image
+
+    from vlm_lab.generation import chat_messages
+
+    image = Image.new("RGB", (job["image_side"], job["image_side"]), (120, 60, 200))
+
+    def text_for(words: int) -> str:
+        prompt = " ".join(["the"] * words)
+        if getattr(processor, "chat_template", None):
+            return processor.apply_chat_template(chat_messages(prompt), add_generation_prompt=True, tokenize=False)
+        return f"{getattr(processor, 'image_token', '<image>')} {prompt}"
+
+    tokenizer = processor.tokenizer
+    base = len(tokenizer(text_for(0), add_special_tokens=False)["input_ids"])
+    per_word = max(1, len(tokenizer(text_for(8), add_special_tokens=False)["input_ids"]) - base) / 8
+    words = max(0, round((job["prompt_tokens"] - base) / per_word))
+    texts = [text_for(words)] * job["batch_size"]
+    return processor(images=[image] * job["batch_size"], text=texts, return_tensors="pt", padding=True)
+
+
+def _child(job: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
+
+    ref = CheckpointRef(**job["ref"])
+    kwargs = ref.pretrained_kwargs()
+    dtype = getattr(torch, job["dtype"])
+    device = torch.device(job["device"])
+    config = AutoConfig.from_pretrained(**kwargs)
+    MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING[type(config)]  # import the model's module now, not during the load
+    processor = AutoProcessor.from_pretrained(**kwargs)
+    enc = _inputs(processor, job)
+    (torch.ones(64, 64) @ torch.ones(64, 64)).sum().item()  # kernels and thread pools up before the baseline
+
+    result: dict[str, Any] = {"checkpoint": job["name"], "device": device.type, "dtype": job["dtype"], "batch_size": job["batch_size"]}
+    cuda = device.type == "cuda"
+    snapshot_dir = job["snapshot_dir"]
+    if cuda:
+        torch.cuda.init()
+        torch.empty(1, device=device)  # creates the context
+        free, total = torch.cuda.mem_get_info(device)
+        result["context_bytes"] = total - free - torch.cuda.memory_reserved(device)
+        if job["rehearse"]:
+            target = get_target(job["rehearse"])
+            fraction = (target.memory_bytes - result["context_bytes"]) / total
+            torch.cuda.set_per_process_memory_fraction(min(1.0, fraction), device)
+            result["rehearsal_target"] = target.name
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        if snapshot_dir:
+            torch.cuda.memory._record_memory_history(max_entries=100_000)
+        baseline = 0
+    else:
+        _reset_peak_rss()
+        baseline = _rss_now()
+
+    def peak() -> int:
+        if cuda:
+            return torch.cuda.max_memory_reserved(device) + result["context_bytes"]
+        return max(0, _peak_rss() - baseline)
+
+    def dump(suffix: str) -> None:
+        if cuda and snapshot_dir:
+            Path(snapshot_dir).mkdir(parents=True, exist_ok=True)
+            path = Path(snapshot_dir) / f"{job['name'].replace('/', '_')}-{job['dtype']}-b{job['batch_size']}{suffix}.pickle"
+            tmp = path.with_suffix(".tmp")
+            torch.cuda.memory._dump_snapshot(str(tmp))
+            tmp.replace(path)  # atomic: a viewer never opens half a snapshot
+            result["snapshot"] = str(path)
+
+    start = time.perf_counter()
+    result["sequence_tokens"] = int(enc["input_ids"].shape[1]) + job["max_new_tokens"]
+    image_token_id = getattr(processor, "image_token_id", None)
+    image_len = int((enc["input_ids"][0] == image_token_id).sum()) if image_token_id is not None else 0
+    result["prompt_tokens"] = int(enc["input_ids"].shape[1]) - image_len
+    pad = getattr(processor.tokenizer, "pad_token_id", None)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(**kwargs, dtype=dtype).to(device).eval()
+        result["load_bytes"] = peak()
+        inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in enc.items() if torch.is_tensor(v)}
+        with torch.inference_mode():
+            n = job["max_new_tokens"]
+            model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=pad)
+        if cuda:
+            torch.cuda.synchronize(device)
+    except torch.OutOfMemoryError:
+        result["out_of_memory"] = True
+        result.setdefault("load_bytes", peak())
+        dump("-oom")
+    else:
+        dump("")
+    result["peak_bytes"] = peak()
+    if cuda:
+        result["allocated_peak_bytes"] = torch.cuda.max_memory_allocated(device)
+        result["reserved_peak_bytes"] = torch.cuda.max_memory_reserved(device)
+    result["seconds"] = round(time.perf_counter() - start, 3)
+    return result
+
+
+if __name__ == "__main__":
+    print(_RESULT_PREFIX + json.dumps(_child(json.loads(sys.argv[1]))), flush=True)

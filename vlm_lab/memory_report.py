@@ -1,0 +1,223 @@
+"""Memory profiling, part 3: profile checkpoints end to end, as tables and plots.
+
+``profile(MemoryConfig)`` estimates every checkpoint, measures it (once per
+distinct architecture and weight size: the checkpoints of one training run take
+the same memory, so they share one measurement), and gives each a verdict for
+the target GPU. The notebook, the CLI and the Space show what this returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+from vlm_lab.checkpoints import resolve_all
+from vlm_lab.config import MemoryConfig
+from vlm_lab.memory import DTYPE_BYTES, MemoryEstimate, Verdict, estimate, human_bytes, verdict
+from vlm_lab.memory_measure import Measurement, measure
+from vlm_lab.memory_targets import GPU_TARGETS, MIB, budget_bytes, get_target, recommended_dtype
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileRow:
+    """One checkpoint: estimated, measured (or None), and the verdict for the target."""
+
+    path: str
+    estimate: MemoryEstimate
+    verdict: Verdict
+    measurement: Measurement | None = None
+
+    @property
+    def measured_bytes(self) -> int | None:
+        return self.measurement.peak_bytes if self.measurement else None
+
+    @property
+    def error_fraction(self) -> float | None:
+        """(estimated - measured) / measured, at the measured device and batch."""
+        if not self.measurement or not self.measurement.peak_bytes:
+            return None
+        return (self.estimate.peak_bytes() - self.measurement.peak_bytes) / self.measurement.peak_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``vlm-lab memory --json`` object."""
+        m, v, e = self.measurement, self.verdict, self.estimate
+        return {
+            "checkpoint": e.checkpoint,
+            "path": self.path,
+            "model_type": e.model_type,
+            "dtype": e.dtype,
+            "device": e.device,
+            "target": v.target,
+            "params": e.num_params,
+            "params_by_component": e.params,
+            "image_tokens": e.image.tokens,
+            "batch_size": e.batch_size,
+            "estimated_bytes": e.peak_bytes(),
+            "estimated_load_bytes": e.load_bytes(),
+            "measured_bytes": m.peak_bytes if m else None,
+            "measured_load_bytes": m.load_bytes if m else None,
+            "error_pct": None if self.error_fraction is None else round(100 * self.error_fraction, 2),
+            "out_of_memory": m.out_of_memory if m else None,
+            "required_bytes": v.required_bytes,
+            "budget_bytes": v.budget_bytes,
+            "margin_bytes": v.margin_bytes,
+            "fits": v.fits,
+            "max_batch_size": v.max_batch_size,
+            "co_resident": v.co_resident,
+            "snapshot": m.snapshot if m and m.snapshot else None,
+        }
+
+
+def _measure_device(device: str) -> str:
+    from vlm_lab.models import resolve_device
+
+    return resolve_device(device).type
+
+
+def profile(config: MemoryConfig, *, progress: bool = False) -> list[ProfileRow]:
+    """Estimate, measure and judge every checkpoint in ``config``.
+
+    ``dtype='auto'`` is the target's recommended dtype (float16 for a T4), used for
+    the estimate, the measurement and the verdict alike. Checkpoints with the same
+    architecture and weight size are measured once.
+
+    Raises:
+        CheckpointNotFoundError: a reference points at nothing with a config.json.
+        ConfigError: bfloat16 for a T4, an unknown target.
+        DeviceError: a measurement failed or the device is unavailable.
+    """
+    target = get_target(config.target)
+    dtype = recommended_dtype(target) if config.dtype == "auto" else config.dtype
+    device = _measure_device(config.device) if config.measure else target.device
+    shape = dict(batch_size=config.batch_size, prompt_tokens=config.prompt_tokens, max_new_tokens=config.max_new_tokens, image_size=config.image_size)
+    measured: dict[tuple, Measurement] = {}
+    rows = []
+    for ref in resolve_all(config.checkpoints):
+        est = estimate(ref, dtype=dtype, device=device, target=target, **shape)
+        m = None
+        if config.measure:
+            key = (est.model_type, est.params["vision"], est.params["language"], est.file_bytes, est.converts)
+            if key not in measured:
+                if progress:
+                    print(f"measuring {ref.name} ({dtype}, {device}, batch {config.batch_size}) ...", flush=True)
+                measured[key] = measure(
+                    ref, dtype=dtype, device=device, image_side=est.image.side,
+                    rehearse=target.name if config.rehearse else "", snapshot_dir=config.snapshot_dir, **shape,
+                )
+            m = dataclasses.replace(measured[key], checkpoint=ref.name)
+            if m.prompt_tokens != est.prompt_tokens:  # compare like with like: the prompt the child built
+                est = estimate(ref, dtype=dtype, device=device, target=target, **{**shape, "prompt_tokens": m.prompt_tokens})
+        rows.append(ProfileRow(path=ref.path or ref.spec, estimate=est, verdict=verdict(est, target), measurement=m))
+    return rows
+
+
+# --------------------------------------------------------------------- tables
+
+
+def report_table(rows: Sequence[ProfileRow]):
+    """checkpoint, dtype, estimated, measured, error %, fits, max batch, co-resident (MiB columns)."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "checkpoint": r.estimate.checkpoint,
+                "dtype": r.estimate.dtype,
+                "params_M": round(r.estimate.num_params / 1e6, 3),
+                "estimated_MiB": round(r.estimate.peak_bytes() / MIB, 1),
+                "measured_MiB": None if r.measured_bytes is None else round(r.measured_bytes / MIB, 1),
+                "error_%": None if r.error_fraction is None else round(100 * r.error_fraction, 1),
+                "target": r.verdict.target,
+                "fits": r.verdict.fits,
+                "margin_GiB": round(r.verdict.margin_bytes / 1024**3, 2),
+                "max_batch": r.verdict.max_batch_size,
+                "co_resident": r.verdict.co_resident,
+            }
+            for r in rows
+        ]
+    )
+
+
+def components_table(est: MemoryEstimate):
+    """Parameters per component and the weights' bytes in every dtype."""
+    import pandas as pd
+
+    rows = [{"component": c, "params": n} for c, n in est.params.items()]
+    rows.append({"component": "total", "params": est.num_params})
+    table = pd.DataFrame(rows)
+    for dtype in DTYPE_BYTES:
+        table[f"{dtype}_MiB"] = [round(est.param_bytes(dtype, c if c != "total" else None) / MIB, 2) for c in table["component"]]
+    return table
+
+
+def targets_table(est: MemoryEstimate):
+    """One row per Space hardware: memory, price, recommended dtype and the verdict in it."""
+    import pandas as pd
+
+    rows = []
+    for t in GPU_TARGETS.values():
+        dt = recommended_dtype(t)
+        v = verdict(est.with_dtype(dt), t)
+        rows.append({
+            "target": t.name, "memory_GiB": round(t.memory_gib, 1), "usd_per_hour": t.price_per_hour, "dtype": dt,
+            "needs_MiB": round(v.required_bytes / MIB, 1), "fits": v.fits, "max_batch": v.max_batch_size, "co_resident": v.co_resident,
+        })
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------- plots
+
+
+def plot_estimate_vs_measured(rows: Sequence[ProfileRow], ax=None):
+    """Each measured checkpoint as a point; the diagonal is a perfect estimate, the band +-15%."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4))
+    pts = [(r.measured_bytes / MIB, r.estimate.peak_bytes() / MIB, r.estimate.checkpoint) for r in rows if r.measured_bytes]
+    if pts:
+        hi = max(max(p[0], p[1]) for p in pts) * 1.15
+        ax.plot([0, hi], [0, hi], color="gray", lw=1, label="estimate = measured")
+        ax.fill_between([0, hi], [0, hi * 0.85], [0, hi * 1.15], color="gray", alpha=0.15, label="+-15%")
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], zorder=3)
+        for x, y, name in pts:
+            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlim(0, hi)
+        ax.set_ylim(0, hi)
+    ax.set_xlabel("measured peak (MiB)")
+    ax.set_ylabel("estimated peak (MiB)")
+    ax.set_title("estimate vs measurement")
+    ax.legend(fontsize=7, loc="upper left")
+    return ax.figure
+
+
+def plot_memory_vs_batch(est: MemoryEstimate, *, targets: Sequence[str] = ("t4-small", "l4x1"), max_batch: int = 64,
+                         measured: Sequence[Measurement] = (), ax=None):
+    """Estimated peak against batch size on each target's device, with the targets' budgets."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4))
+    sizes = sorted({1, *range(1, max_batch + 1, max(1, max_batch // 16)), max_batch})
+    for device in dict.fromkeys(get_target(t).device for t in targets):
+        ax.plot(sizes, [est.peak_bytes(b, device) / MIB for b in sizes], marker=".", label=f"estimate ({device})")
+    for m in measured:
+        ax.scatter([m.batch_size], [m.peak_bytes / MIB], color="black", zorder=3, label=f"measured ({m.device})")
+    for t in targets:
+        ax.axhline(budget_bytes(t) / MIB, ls="--", lw=1, color="tab:red", alpha=0.6)
+        ax.annotate(f"{t} budget", (sizes[0], budget_bytes(t) / MIB), fontsize=7, va="bottom")
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("peak memory (MiB)")
+    ax.set_title(f"{est.checkpoint}: memory vs batch ({est.dtype}, {est.sequence_tokens} tokens/row)")
+    ax.legend(fontsize=7, loc="lower right")
+    return ax.figure
+
+
+def summary(rows: Sequence[ProfileRow]) -> str:
+    """One line per checkpoint: the verdict in words."""
+    lines = []
+    for r in rows:
+        meas = f", measured {human_bytes(r.measured_bytes)} ({100 * r.error_fraction:+.1f}%)" if r.measured_bytes else ""
+        lines.append(r.verdict.message() + meas)
+    return "\n".join(lines)
