@@ -114,7 +114,7 @@ def start_run(
     entity: str | None = None,
     group: str | None = None,
     job_type: str = "compare",
-    tags: Iterable[str] = (),
+    tags: Iterable[str] | str = (),
     name: str | None = None,
     mode: str | None = None,
     dir: str | os.PathLike[str] | None = None,
@@ -122,7 +122,8 @@ def start_run(
     """Start a W&B run (or return None when disabled). Raises on failure; see ``log_comparison``.
 
     ``config`` is a typed config (logged as ``config.to_dict()``, unchanged) or a mapping.
-    ``entity`` is the team workspace; ``group`` the sweep or ablation; ``tags`` the variant.
+    ``entity`` is the team workspace (default: ``WANDB_ENTITY`` or the key's user); ``group`` the
+    sweep or ablation; ``tags`` the variant (an iterable, or one comma-separated string).
     """
     mode = resolve_mode(mode)
     if mode == "disabled":
@@ -130,6 +131,8 @@ def start_run(
     run_dir = _check_writable(dir or os.environ.get("WANDB_DIR") or Path.cwd())
     import wandb
 
+    if isinstance(tags, str):  # "strategy=greedy,max_new_tokens=4" from a notebook parameter
+        tags = tags.split(",")
     if config is not None and hasattr(config, "to_dict"):
         config = config.to_dict()
     return wandb.init(
@@ -137,7 +140,7 @@ def start_run(
         entity=entity or None,
         group=group or None,
         job_type=job_type,
-        tags=[str(t) for t in tags if str(t)],
+        tags=[str(t).strip() for t in tags if str(t).strip()],
         name=name or None,
         config=dict(config) if config is not None else None,
         mode=mode,
@@ -226,7 +229,7 @@ def log_comparison(
     project: str = DEFAULT_PROJECT,
     entity: str | None = None,
     group: str | None = None,
-    tags: Iterable[str] = (),
+    tags: Iterable[str] | str = (),
     name: str | None = None,
     job_type: str = "compare",
     mode: str | None = None,
