@@ -41,8 +41,8 @@ def test_compare_shows_every_selected_checkpoint_side_by_side(explorer):
     explorer.button.click()  # the same path as a click in the browser
     rows = explorer.rows
     assert [r["checkpoint"] for r in rows] == ["checkpoint-0", "checkpoint-1000"]
-    assert rows[1]["answer"] == sample.reference  # the trained checkpoint gets it right
-    assert all(r["latency_s"] > 0 and r["memory_mb"] > 0 and r["new_tokens"] >= 1 for r in rows)
+    assert rows[1]["text"] == sample.reference  # the trained checkpoint gets it right
+    assert all(r["latency_s"] > 0 and r["memory_bytes"] > 0 and r["new_tokens"] >= 1 for r in rows)
     out = explorer.output.value
     assert "checkpoint-0" in out and "checkpoint-1000" in out and f"<b>{sample.reference}</b>" in out
     assert "background:#e6f4ea" in out  # the right answer is green
@@ -76,7 +76,7 @@ def test_uploaded_image_is_used(explorer):
     assert explorer.image_source.value == "upload" and explorer.reference is None
     explorer.checkpoints.value = (4,)
     explorer.prompt.value = "What color is the shape?"
-    assert explorer.run()[0]["answer"] == "blue"
+    assert explorer.run()[0]["text"] == "blue"
     explorer.example.value = 0  # picking an example switches back to it
     assert explorer.image_source.value == "example"
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import html
 import io
 import os
-import time
 from typing import Any, Sequence
 
 import ipywidgets as w
@@ -26,6 +25,8 @@ from vlm_lab.errors import DataError, VlmLabError
 STRATEGIES = ("greedy", "nucleus(0.9)", "temperature(0.7)", "beam(3)")
 PREVIEW_PX = 128  # the 64x64 shapes are upscaled (nearest) so they are visible
 
+# compare_one's memory_kind, in words
+_MEMORY_KINDS = {"cpu_weights": "weights", "cuda_max_allocated": "peak CUDA"}
 _OK_STYLE = "background:#e6f4ea"
 _BAD_STYLE = "background:#fce8e6"
 
@@ -46,7 +47,7 @@ def message_html(text: str, *, error: bool = False) -> str:
 
 
 def results_html(rows: Sequence[dict[str, Any]], reference: str | None = None) -> str:
-    """The side-by-side table: one row per checkpoint; green/red against the reference when known."""
+    """The side-by-side table of ``compare_one`` rows; green/red against the reference when known."""
     from vlm_lab.scoring import normalized_match
 
     head = "".join(f"<th style='text-align:left;padding:2px 10px'>{h}</th>" for h in ("checkpoint", "answer", "latency", "tokens", "memory"))
@@ -54,13 +55,13 @@ def results_html(rows: Sequence[dict[str, Any]], reference: str | None = None) -
     for r in rows:
         style = ""
         if reference is not None:
-            style = _OK_STYLE if normalized_match(r["answer"], reference) else _BAD_STYLE
+            style = _OK_STYLE if normalized_match(r["text"], reference) else _BAD_STYLE
         cells = (
             html.escape(r["checkpoint"]),
-            f"<b>{html.escape(r['answer']) or '<i>(empty)</i>'}</b>",
+            f"<b>{html.escape(r['text']) or '<i>(empty)</i>'}</b>",
             f"{r['latency_s'] * 1000:.0f} ms",
             str(r["new_tokens"]),
-            f"{r['memory_mb']:.1f} MB {html.escape(r.get('memory_kind', ''))}".strip(),
+            f"{r['memory_bytes'] / 2**20:.1f} MB {_MEMORY_KINDS.get(r['memory_kind'], r['memory_kind'])}",
         )
         tds = "".join(f"<td style='padding:2px 10px'>{c}</td>" for c in cells)
         body.append(f"<tr class='vlm-lab-row' style='{style}'>{tds}</tr>")
@@ -73,7 +74,8 @@ class Explorer:
 
     Attributes are the controls (``checkpoints``, ``example``, ``upload``,
     ``image_source``, ``prompt``, ``strategy``, ``max_new_tokens``, ``log``,
-    ``button``) and the ``output`` HTML area. ``rows`` holds the last results.
+    ``button``) and the ``output`` HTML area. ``rows`` holds the last results
+    (``compare_one``'s dicts: checkpoint, text, new_tokens, latency_s, memory_bytes, memory_kind).
     """
 
     def __init__(self, refs: list[CheckpointRef], samples: list[Sample], *, dtype: str = "auto", device: str = "auto", cache=None) -> None:
@@ -171,13 +173,19 @@ class Explorer:
         if self.image is None:
             self.output.value = message_html("Pick an example or upload an image first.", error=True)
             return []
+        from vlm_lab.compare import compare_one
+        from vlm_lab.model_cache import ModelCache
+
         config = GenerationConfig(strategy=self.strategy.value, max_new_tokens=int(self.max_new_tokens.value), batch_size=1)
+        if self.cache is None:
+            self.cache = ModelCache()
         self.button.disabled = True
         try:
             self.rows = []
             for i, ref in enumerate(refs, start=1):
                 self.output.value = message_html(f"Running {ref.name} ({i}/{len(refs)})…") + results_html(self.rows)
-                self.rows.append(self._generate_one(ref, self.image, prompt, config))
+                # one checkpoint per call, so the output area can say which one is running
+                self.rows += compare_one(self.cache, [ref], self.image, prompt, config, dtype=self.dtype, device=self.device)
             self.output.value = results_html(self.rows, self.reference)
             if self.log.value:
                 self._log(prompt, config)
@@ -189,35 +197,14 @@ class Explorer:
             self.button.disabled = False
         return self.rows
 
-    def _generate_one(self, ref: CheckpointRef, image, prompt: str, config: GenerationConfig) -> dict[str, Any]:
-        import torch
-
-        from vlm_lab.generation import generate
-        from vlm_lab.model_cache import ModelCache
-
-        if self.cache is None:
-            self.cache = ModelCache()
-        loaded = self.cache.get(ref, dtype=self.dtype, device=self.device)
-        cuda = loaded.device.type == "cuda"
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(loaded.device)
-        start = time.perf_counter()
-        out = generate(loaded, [Sample(id="explore", image=image, prompt=prompt)], config)[0]
-        latency = time.perf_counter() - start
-        memory = torch.cuda.max_memory_allocated(loaded.device) if cuda else loaded.nbytes
-        return {
-            "checkpoint": ref.name, "step": ref.step, "answer": out.text, "latency_s": latency, "new_tokens": out.new_tokens,
-            "memory_mb": memory / 2**20, "memory_kind": "peak" if cuda else "weights",
-        }
-
     def _log(self, prompt: str, config: GenerationConfig) -> None:
         log_interaction = _log_interaction()
         if log_interaction is not None:
             log_interaction(
                 image=self.image, prompt=prompt,
-                outputs={r["checkpoint"]: r["answer"] for r in self.rows},
+                outputs={r["checkpoint"]: r["text"] for r in self.rows},
                 latency_s={r["checkpoint"]: r["latency_s"] for r in self.rows},
-                memory_mb={r["checkpoint"]: r["memory_mb"] for r in self.rows},
+                memory_mb={r["checkpoint"]: r["memory_bytes"] / 2**20 for r in self.rows},
                 config=config.to_dict(),
             )
 
