@@ -156,10 +156,11 @@ class _MemoryProbe:
 
 def _unique_names(refs: Sequence[CheckpointRef]) -> list[str]:
     """Display names; ``checkpoint-300`` from two runs becomes ``runA/checkpoint-300``, ``runB/...``."""
-    names = [r.name for r in refs]
-    for i, ref in enumerate(refs):
-        if names.count(ref.name) > 1 and ref.path is not None:
-            names[i] = f"{Path(ref.path).parent.name}/{ref.name}"
+    plain = [r.name for r in refs]
+    names = [
+        f"{Path(ref.path).parent.name}/{ref.name}" if plain.count(ref.name) > 1 and ref.path is not None else ref.name
+        for ref in refs
+    ]
     seen: dict[str, int] = {}
     for i, name in enumerate(names):  # still equal (same parent names): number them
         seen[name] = seen.get(name, 0) + 1

@@ -1,0 +1,46 @@
+"""``vlm-lab compare`` as a user runs it: a real subprocess on the tiny checkpoints."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+SUMMARY_KEYS = {"checkpoint", "accuracy", "ci_low", "ci_high", "mean_latency_s", "tokens_per_s", "peak_memory_bytes"}
+
+
+def vlm_lab(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "vlm_lab.cli", *args], capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_json_summary_on_stdout_only(tiny_checkpoints, tmp_path):
+    out = tmp_path / "cmp"
+    r = vlm_lab(
+        "compare", str(tiny_checkpoints[0]), str(tiny_checkpoints[-1]), "--data", "shapes:val:6",
+        "--batch-size", "3", "--max-new-tokens", "6", "--device", "cpu", "--out", str(out), "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)  # nothing but JSON on stdout; progress went to stderr
+    assert [s["checkpoint"] for s in summary] == ["checkpoint-0", "checkpoint-1000"]
+    assert all(SUMMARY_KEYS <= s.keys() for s in summary)
+    assert summary[1]["accuracy"] == 1.0 and summary[1]["ci_low"] <= 1.0 and summary[0]["accuracy"] == 0.0
+    assert summary[1]["n_samples"] == 6  # the N of shapes:val:N
+    for name in ("results.jsonl", "results.csv", "summary.json", "comparison.html"):
+        assert (out / name).is_file()
+    assert "compare" in r.stderr  # the progress bar
+
+
+def test_table_and_training_output_folder(tiny_dir, tmp_path):
+    r = vlm_lab("compare", str(tiny_dir), "--data", "shapes:val:3", "--out", str(tmp_path / "cmp"), "--device", "cpu", "--quiet")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "accuracy" in lines[0] and "ci_low" in lines[0]
+    assert [line.split()[0] for line in lines[1:6]] == [f"checkpoint-{s}" for s in (0, 250, 500, 750, 1000)]
+    assert "comparison.html" in r.stdout and r.stderr.count("compare") == 0
+
+
+def test_errors_are_one_line_with_the_fix(tiny_dir, tmp_path):
+    r = vlm_lab("compare", str(tiny_dir / "checkpoint-999"), "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "checkpoint-1000" in r.stderr and "Traceback" not in r.stderr
+    r = vlm_lab("compare", str(tiny_dir), "--strategy", "nucleus(2)", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "nucleus(0.9)" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,228 @@
+"""The comparison engine end to end on the real tiny checkpoints: results, views, cache, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+
+import pytest
+
+from vlm_lab import data, shapes
+from vlm_lab.compare import BatchEvent, ComparisonResult, compare, compare_one, sample_key
+from vlm_lab.config import CompareConfig, GenerationConfig
+from vlm_lab.errors import DataError, OutputPathError
+from vlm_lab.model_cache import ModelCache
+
+
+class Stop(Exception):
+    """Raised from the batch callback to simulate an interrupted run."""
+
+
+def _config(tmp_path, checkpoints, **kw) -> CompareConfig:
+    base = dict(checkpoints=tuple(str(c) for c in checkpoints), data="shapes:val:9", batch_size=3, device="cpu", output_dir=str(tmp_path / "out"))
+    return CompareConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def models():
+    """One model cache for the module: the tests measure loads through its stats."""
+    return ModelCache(budget_bytes="1GB")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_checkpoints, models):
+    tmp = tmp_path_factory.mktemp("finished")
+    config = _config(tmp, [tiny_checkpoints[0], tiny_checkpoints[1], tiny_checkpoints[-1]])
+    start = time.perf_counter()
+    result = compare(config, progress=False, cache=models)
+    return config, result, time.perf_counter() - start
+
+
+def test_result_rows_and_summary(finished):
+    config, result, _ = finished
+    assert result.checkpoints == ["checkpoint-0", "checkpoint-250", "checkpoint-1000"]
+    assert len(result.rows) == 9 and result.output_dir.name == "out"
+    acc = {s["checkpoint"]: s for s in result.summary}
+    assert acc["checkpoint-0"]["accuracy"] == 0.0 and acc["checkpoint-1000"]["accuracy"] == 1.0
+    for s in result.summary:
+        assert s["ci_low"] <= s["accuracy"] <= s["ci_high"]
+        assert s["mean_latency_s"] > 0 and s["tokens_per_s"] > 0 and s["peak_memory_bytes"] > 0
+        assert s["memory_kind"] == "cpu_weights_plus_rss_growth" and s["from_cache"] == 0
+    row = result.rows[0]
+    assert (result.output_dir / row["image"]).is_file() and row["image"].startswith("images/")
+    assert row["outputs"]["checkpoint-1000"]["output"] == row["reference"]
+
+
+def test_files_on_disk_and_load_round_trip(finished):
+    _, result, _ = finished
+    out = result.output_dir
+    assert {"results.jsonl", "results.csv", "summary.json", "comparison.html"} <= {p.name for p in out.iterdir()}
+    assert len(list((out / "images").glob("*.png"))) == 9
+    loaded = ComparisonResult.load(out)
+    assert loaded.checkpoints == result.checkpoints and loaded.rows == result.rows
+    assert loaded.summary_frame().equals(result.summary_frame())
+    assert json.loads((out / "summary.json").read_text())["config"]["data"] == "shapes:val:9"
+    import pandas as pd
+
+    csv = pd.read_csv(out / "results.csv")
+    assert list(csv.columns[:4]) == ["id", "image", "prompt", "reference"]
+    assert "checkpoint-1000/output" in csv.columns and len(csv) == 9
+
+
+def test_dataframes(finished):
+    _, result, _ = finished
+    wide = result.to_dataframe()
+    assert wide.shape == (9, 4 + 3 * 4)
+    assert (wide["checkpoint-1000/score"] == 1.0).all()
+    long = result.to_dataframe(long=True)
+    assert len(long) == 27 and set(long["checkpoint"]) == set(result.checkpoints)
+    summary = result.summary_frame()
+    assert list(summary["checkpoint"]) == result.checkpoints and list(summary["step"]) == [0, 250, 1000]
+
+
+def test_html_highlights_disagreements(finished):
+    _, result, _ = finished
+    page = result.html()
+    assert page.count('<tr class="disagree">') == len(result.disagreements()) == 9  # checkpoint-0 is always wrong
+    assert page.count("data:image/png;base64,") == 9
+    assert result._repr_html_().startswith("<div")
+    agreeing = ComparisonResult.load(result.output_dir)
+    agreeing.checkpoints = ["checkpoint-1000"]
+    assert 'class="disagree"' not in agreeing.html()
+
+
+def test_paired_comparison(finished):
+    _, result, _ = finished
+    p = result.paired("checkpoint-0", "checkpoint-1000")
+    assert p.diff == 1.0 and len(p.wrong_to_right) == 9 and not p.right_to_wrong and p.significant
+    assert result.paired(0, -1) == p and result.paired("0", "1000") == p  # by index or by step
+
+
+def test_plot_accuracy_uses_training_steps(finished):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    _, result, _ = finished
+    ax = result.plot_accuracy()
+    assert ax.get_xlabel() == "training step"
+    line = ax.lines[0]
+    assert list(line.get_xdata()) == [0, 250, 1000]
+    assert list(line.get_ydata()) == [s["accuracy"] for s in result.summary]
+
+
+def test_rerun_of_a_finished_comparison_loads_no_model(finished, models):
+    config, first, first_s = finished
+    loads = models.stats["loads"]
+    start = time.perf_counter()
+    again = compare(config, progress=False, cache=models)
+    rerun_s = time.perf_counter() - start
+    assert models.stats["loads"] == loads  # every result came from the cache: nothing loaded
+    assert [s["from_cache"] for s in again.summary] == [9, 9, 9]
+    assert again.rows == first.rows
+    assert rerun_s < 0.05 * first_s + 0.05, (rerun_s, first_s)  # <= 5% of the first run (plus a little slack)
+
+
+def test_no_cache_recomputes_and_writes_no_cache(tmp_path, tiny_checkpoints, models):
+    config = _config(tmp_path, [tiny_checkpoints[-1]], use_cache=False, num_samples=3)
+    result = compare(config, progress=False, cache=models)
+    assert result.summary[0]["from_cache"] == 0 and result.summary[0]["accuracy"] == 1.0
+    assert not (tmp_path / "out" / ".cache").exists()
+
+
+def test_resaved_checkpoint_is_never_served_stale_results(tmp_path, tiny_checkpoints, models):
+    folder = tmp_path / "run" / "checkpoint-5"
+    shutil.copytree(tiny_checkpoints[-1], folder)
+    config = _config(tmp_path, [folder], cache_dir=str(tmp_path / "cache"))
+    good = compare(config, progress=False, cache=models)
+    assert good.summary[0]["accuracy"] == 1.0
+    # re-save other weights at the same path (cp -p keeps an older mtime; same size)
+    shutil.copy2(tiny_checkpoints[0] / "model.safetensors", folder / "model.safetensors")
+    bad = compare(config, progress=False, cache=models)
+    assert bad.summary[0]["from_cache"] == 0
+    assert bad.summary[0]["accuracy"] == 0.0
+    assert [r["outputs"]["checkpoint-5"]["output"] for r in bad.rows] != [r["outputs"]["checkpoint-5"]["output"] for r in good.rows]
+    assert bad.refs[0]["fingerprint"] != good.refs[0]["fingerprint"]
+
+
+@pytest.mark.parametrize("interrupt", [Stop, KeyboardInterrupt])
+def test_interrupted_run_resumes_after_the_last_finished_batch(tmp_path, tiny_checkpoints, models, interrupt):
+    config = _config(tmp_path, [tiny_checkpoints[1], tiny_checkpoints[-1]])  # 2 checkpoints x 3 batches
+    seen: list[BatchEvent] = []
+
+    def stop_after_first(event: BatchEvent) -> None:
+        seen.append(event)
+        if len(seen) == 4:  # checkpoint-250 done, one batch of checkpoint-1000 done
+            raise interrupt()
+
+    with pytest.raises(interrupt):
+        compare(config, progress=False, cache=models, on_batch=stop_after_first)
+    assert [(e.checkpoint, e.batch) for e in seen] == [("checkpoint-250", 0), ("checkpoint-250", 1), ("checkpoint-250", 2), ("checkpoint-1000", 0)]
+    resumed: list[BatchEvent] = []
+    result = compare(config, progress=False, cache=models, on_batch=resumed.append)
+    assert [(e.checkpoint, e.batch, e.num_batches) for e in resumed] == [("checkpoint-1000", 0, 2), ("checkpoint-1000", 1, 2)]
+    assert [s["from_cache"] for s in result.summary] == [9, 3]
+    fresh = compare(config.replace(use_cache=False, output_dir=str(tmp_path / "fresh")), progress=False, cache=models)
+    outputs = lambda res: [[r["outputs"][n]["output"] for n in res.checkpoints] for r in res.rows]  # noqa: E731
+    assert outputs(result) == outputs(fresh)  # resumed = computed in one go
+
+
+def test_torn_cache_line_is_skipped(tmp_path, tiny_checkpoints, models):
+    config = _config(tmp_path, [tiny_checkpoints[-1]])
+    compare(config, progress=False, cache=models)
+    (cache_file,) = (tmp_path / "out" / ".cache").glob("*.jsonl")
+    lines = cache_file.read_text().splitlines(keepends=True)
+    cache_file.write_text("".join(lines[:4]) + lines[4][:20])  # crash in the middle of a line
+    ran: list[BatchEvent] = []
+    result = compare(config, progress=False, cache=models, on_batch=ran.append)
+    assert result.summary[0]["from_cache"] == 4 and sum(len(e.sample_ids) for e in ran) == 5
+    assert result.summary[0]["accuracy"] == 1.0
+
+
+def test_sample_key_is_content_not_id():
+    (a,) = shapes.make_samples("val", 1)
+    same_content = data.Sample(id="other-id", image=a.image.copy(), prompt=a.prompt)
+    other_prompt = data.Sample(id=a.id, image=a.image, prompt="What shape is it?")
+    assert sample_key(a) == sample_key(same_content)
+    assert sample_key(a) != sample_key(other_prompt)
+
+
+def test_bring_your_own_data_without_references(tmp_path, tiny_checkpoints, models):
+    samples = shapes.make_samples("test", 4)
+    for s in samples:
+        s.reference = None
+    path = data.write_jsonl(samples, tmp_path / "mydata")
+    config = _config(tmp_path, [tiny_checkpoints[1], tiny_checkpoints[-1]], data=str(path), num_samples=0)
+    result = compare(config, progress=False, cache=models)
+    assert len(result.rows) == 4 and all(r["reference"] is None for r in result.rows)
+    assert all(s["accuracy"] is None and s["ci_low"] is None and s["n_scored"] == 0 for s in result.summary)
+    assert math.isnan(result.summary_frame()["accuracy"].astype(float).iloc[0])
+    assert all(r["outputs"]["checkpoint-1000"]["output"] for r in result.rows)  # still compared
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["summary"][0]["accuracy"] is None
+    with pytest.raises(DataError, match="needs references"):
+        result.paired(0, 1)
+
+
+def test_same_step_names_from_two_runs_are_told_apart(tmp_path, tiny_checkpoints, models):
+    for run in ("runA", "runB"):
+        shutil.copytree(tiny_checkpoints[-1], tmp_path / run / "checkpoint-1000")
+    config = _config(tmp_path, [tmp_path / "runA" / "checkpoint-1000", tmp_path / "runB" / "checkpoint-1000"], num_samples=3)
+    result = compare(config, progress=False, cache=models)
+    assert result.checkpoints == ["runA/checkpoint-1000", "runB/checkpoint-1000"]
+
+
+def test_output_dir_that_is_a_file_is_a_clear_error(tmp_path, tiny_checkpoints):
+    (tmp_path / "out").write_text("x")
+    with pytest.raises(OutputPathError, match="is a file"):
+        compare(_config(tmp_path, [tiny_checkpoints[-1]]), progress=False)
+
+
+def test_compare_one_matches_the_batched_engine(finished, tiny_checkpoints, models):
+    _, result, _ = finished
+    row = result.rows[2]
+    image = result.output_dir / row["image"]
+    outs = compare_one(models, [tiny_checkpoints[1], str(tiny_checkpoints[-1])], image, row["prompt"], GenerationConfig(), device="cpu")
+    assert [o["checkpoint"] for o in outs] == ["checkpoint-250", "checkpoint-1000"]
+    assert [o["text"] for o in outs] == [row["outputs"][n]["output"] for n in ("checkpoint-250", "checkpoint-1000")]
+    assert all(o["latency_s"] > 0 and o["new_tokens"] > 0 and o["memory_bytes"] > 0 for o in outs)
