@@ -39,7 +39,12 @@ checkpoints: $(STAMP)  ## train the embedded tiny shapes checkpoints (skipped wh
 	$(BIN)/vlm-lab checkpoints build --out $(CHECKPOINTS)
 
 demo: checkpoints  ## the main job on the embedded default
-	$(BIN)/vlm-lab checkpoints eval $(CHECKPOINTS)
+	@mkdir -p runs/demo
+	$(BIN)/papermill --no-progress-bar notebooks/02_compare_checkpoints.ipynb runs/demo/02_compare_checkpoints.ipynb \
+		-p checkpoints $(CHECKPOINTS) -p output_dir runs/demo
+	@$(BIN)/python -c "import sys; from vlm_lab.results import ComparisonResult; from vlm_lab.cli.compare import print_summary; \
+		print_summary(ComparisonResult.load(sys.argv[1]), as_json=False)" runs/demo
+	@echo "executed notebook: runs/demo/02_compare_checkpoints.ipynb (open it with make lab)"
 	$(BIN)/vlm-lab sweep sweeps/shapes-ablation.yaml
 	$(BIN)/papermill --no-progress-bar notebooks/04_ablation_report.ipynb runs/shapes-ablation/04_ablation_report.ipynb -p sweep_dir runs/shapes-ablation
 
@@ -57,7 +62,7 @@ space: checkpoints  ## serve the Space locally on 127.0.0.1:7860, as on Hugging 
 
 publish: checkpoints  ## publish the Space: make publish SPACE=owner/name [ARGS="--dry-run"]
 	@test -n "$(SPACE)" || { echo "usage: make publish SPACE=owner/name [ARGS='--hardware t4-small']"; exit 2; }
-	HF_HUB_OFFLINE=0 $(BIN)/python scripts/publish_space.py $(SPACE) $(ARGS)
+	HF_HUB_OFFLINE=0 $(BIN)/python scripts/publish_space.py $(SPACE) --checkpoints $(CHECKPOINTS) $(ARGS)
 
 bench: checkpoints  ## run the speed benchmarks (prints ratios)
 	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done

@@ -8,7 +8,7 @@ variables / pause / restart / logs endpoints. State is in memory. The real clien
 is pointed at it with ``HF_ENDPOINT`` (or ``HfApi(endpoint=...)``).
 
 Knobs for tests: tokens and their roles (classic or fine-grained), a forced status
-on create (402), paid hardware refused (403), the stage sequence a Space walks
+on create (402) or on any route, paid hardware refused (403), the stage sequence a Space walks
 through after a change, build and run logs, dropped connections, and a request log
 (``requests``, ``writes()``) to assert on. Preupload answers "regular" for every file,
 so no LFS upload is ever needed.
@@ -105,6 +105,7 @@ class HubEmulator:
         self.stage_sequence: list[str] = ["RUNNING", "BUILDING", "APP_STARTING", "RUNNING"]  # first: the stale old stage
         self.build_log: list[str] = ["Successfully built the image"]
         self.run_log: list[str] = ["Running on local URL:  http://0.0.0.0:7860"]
+        self.force_status: dict[str, int] = {}  # path suffix -> answer this status instead (e.g. {"/commit/main": 409})
         self.drop: dict[str, int] = {}  # path -> close the connection without answering the next N requests to it
         self.lock = threading.RLock()
         self.endpoint = ""
@@ -437,7 +438,10 @@ class _Handler(BaseHTTPRequestHandler):
                 entry["status"] = "dropped"
                 self.close_connection = True
                 return
+            forced = next((code for suffix, code in hub.force_status.items() if path.endswith(suffix)), None)
             try:
+                if forced is not None:
+                    raise _error(forced, f"forced by the test: {forced}")
                 status, payload, headers = hub.handle(method, path, query, self.headers, body)
             except _Reply as r:
                 status, payload, headers = r.status, r.body, r.headers

@@ -78,7 +78,7 @@ def run_publish(hub: HubEmulator, *args: str, token: str | None = None, env: dic
                  "HF_HOME": str(hub.home),
                  "HF_HUB_DISABLE_TELEMETRY": "1", **(env or {})}
     ckpt = ["--checkpoints", str(checkpoints)] if checkpoints else ["--no-checkpoints"]
-    r = subprocess.run([sys.executable, str(SCRIPT), *args, *ckpt, "--poll-interval", "0.02", "--timeout", "60"],
+    r = subprocess.run([sys.executable, str(SCRIPT), "--poll-interval", "0.02", "--timeout", "60", *ckpt, *args],
                        env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     out = r.stdout + r.stderr
     assert token not in out, "the token leaked into the output"
@@ -205,11 +205,34 @@ def test_build_error_prints_the_log_tail_and_exits_non_zero(hub, space_dir):
     assert r.returncode == 6 and "RUNTIME_ERROR" in r.stderr and "No module named 'vlm_lab'" in r.stderr
 
 
-def test_no_wait_returns_after_the_commit(hub, space_dir):
-    hub.stage_sequence = ["BUILDING"] * 1000
+def test_no_wait_returns_after_the_commit_and_a_slow_build_times_out(hub, space_dir):
+    hub.stage_sequence = ["BUILDING"] * 100_000
     r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--no-wait")
     assert r.returncode == 0, fail_text(r)
     assert "stage:     BUILDING" in r.stdout
+    (space_dir / "app.py").write_text("print('v2')\n")
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--timeout", "0.5")
+    assert r.returncode == 7, fail_text(r)
+    assert "still BUILDING after 0.5 s" in r.stderr and "--timeout" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "route, status, message",
+    [
+        (f"/api/spaces/{SPACE}/commit/main", 409, "conflict (409)"),
+        (f"/api/spaces/{SPACE}/commit/main", 412, "run the same command again"),
+        (f"/api/spaces/{SPACE}/variables", 404, "not found (404) alice/vlm-demo"),
+        (f"/api/spaces/{SPACE}/runtime", 503, "HTTP 503"),
+    ],
+)
+def test_conflicts_and_missing_routes_are_reported(hub, space_dir, route, status, message):
+    hub.add_space(SPACE, hardware="t4-small", sleep=3600)
+    hub.force_status[route] = status
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--var", "A=1", "--retries", "2")
+    assert r.returncode != 0 and message in r.stderr, fail_text(r)
+    assert "Traceback" not in r.stderr
+    if status == 503:  # a server error is retried before it is reported
+        assert sum(q["path"] == route for q in hub.requests) == 2
 
 
 @pytest.mark.parametrize(

@@ -289,7 +289,8 @@ def _settings(hub: Hub, config: PublishConfig, runtime: Any | None, *, exists: b
     if sleep is not None:
         current, never = (runtime.sleep_time if runtime is not None else None), (None, -1)
         if runtime is None or not (current == sleep or (current in never and sleep in never)):
-            shown = new if runtime is None else "never" if current in never else f"{current} s"
+            free = current_hw == "cpu-basic" and current is None
+            shown = new if runtime is None else "48 h (free hardware)" if free else "never" if current in never else f"{current} s"
             actions.append((SettingChange("sleep time", shown, "never" if sleep == -1 else f"{sleep} s"), lambda: hub.call(
                 f"set sleep time {sleep}", api.set_space_sleep_time, space, sleep, repo=space)))
 

@@ -144,10 +144,11 @@ class Hub:
                 f"could not {what}: not found (404){where}; check the owner/name and that the token's user "
                 f"({self.user}) can see it; server said: {detail}"
             )
-        if status == 409:
+        if status in (409, 412):
             return HubConflictError(
-                f"could not {what}: conflict (409){where}: the name is taken by another repo type, or the repo "
-                f"changed while publishing; run the command again, or pick another name; server said: {detail}"
+                f"could not {what}: conflict ({status}){where}: the repo changed while publishing, or the name is "
+                f"taken; run the same command again (it re-plans from the repo as it is now), or pick another name; "
+                f"server said: {detail}"
             )
         return PublishError(f"could not {what}{where}: HTTP {status}: {detail}")
 
