@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from hub_emulator import HubEmulator
+from space_server import free_port
 from vlm_lab.config import PublishConfig
 from vlm_lab.errors import ConfigError
 from vlm_lab.publish_report import estimate_cost
@@ -308,9 +309,7 @@ def test_network_failures_are_retried_then_reported(hub, space_dir):
     assert r.returncode == 0, fail_text(r)
     assert [q["status"] for q in hub.requests if q["path"] == "/api/whoami-v2"][:2] == ["dropped", 200]
 
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--retries", "2", env={"HF_ENDPOINT": dead})
     assert r.returncode == 5, fail_text(r)
     assert "did not answer after 2 attempts" in r.stderr
@@ -419,12 +418,6 @@ def test_the_package_itself_stages_clean(tmp_path, space_dir):
 
 # -- the published files run the app ------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_published_files_run_the_app(hub, tiny_dir, tmp_path):
     """Publish the real space/, unpack what the Hub holds into a clean folder, serve it, ask it once."""
@@ -437,7 +430,7 @@ def test_published_files_run_the_app(hub, tiny_dir, tmp_path):
     assert (clean / "checkpoints" / "shapes").is_dir()
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VLM_LAB_", "PYTHONPATH"))}
-    port = _free_port()
+    port = free_port()
     env |= {"GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "HF_HUB_OFFLINE": "1",
             "GRADIO_ANALYTICS_ENABLED": "False", "VLM_LAB_DEVICE": "cpu"}
     where = subprocess.run([sys.executable, "-c", "import vlm_lab; print(vlm_lab.__file__)"], cwd=clean, env=env,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import tempfile
 import time
@@ -166,8 +167,11 @@ def _repo_info(hub: Hub, repo_id: str, repo_type: str) -> Any | None:
 
 def _validate_on_hub(hub: Hub, readme: str) -> None:
     """The Hub's own check of the README front matter (POST validate-yaml; writes nothing)."""
-    try:
+    try:  # the private helper create_commit itself uses; there is no public one
         hub.call("validate README.md front matter", hub.api._validate_yaml, readme, repo_type="space")
+    except json.JSONDecodeError:
+        raise PublishError(f"the Hub at {hub.endpoint} answered validate-yaml with something that is not JSON; "
+                           "check HF_ENDPOINT, or try again later") from None
     except ValueError as e:  # huggingface_hub raises ValueError listing the Hub's errors on 400
         raise PublishError(f"the Hub rejects README.md's front matter: {hub.scrub(str(e))}; fix it in the Space folder") from None
 
