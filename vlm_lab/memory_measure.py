@@ -60,7 +60,7 @@ class Measurement:
 
 
 def measure(
-    ref: CheckpointRef | str,
+    ref: CheckpointRef | str | os.PathLike[str],
     *,
     dtype: str,
     device: str = "cpu",
@@ -95,7 +95,8 @@ def measure(
         raise DeviceError("rehearsal and memory snapshots need CUDA; use --device cuda")
     if rehearse:
         get_target(rehearse)
-    if isinstance(ref, str):
+    if not isinstance(ref, CheckpointRef):
+        ref = str(ref)
         ref = CheckpointRef(spec=ref, path=ref) if Path(ref).is_dir() else CheckpointRef(spec=ref, repo_id=ref)
     job = {
         "ref": dataclasses.asdict(ref),

@@ -1,0 +1,365 @@
+"""vlm_lab.memory*: exact parameter counts on the meta device, image tokens per family,
+estimate vs measurement, verdict logic, errors, and notebook 03 under papermill and nbval."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vlm_lab import memory, memory_synthetic
+from vlm_lab.config import MemoryConfig
+from vlm_lab.errors import CheckpointNotFoundError, ConfigError, DeviceError, VlmLabError
+from vlm_lab.memory_synthetic import LLAVA_100M, LlavaSize
+from vlm_lab.memory_targets import GPU_TARGETS, MIB, budget_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "03_memory_profile.ipynb"
+
+
+# ----------------------------------------------------------------------------- model configs
+
+
+def _idefics3_config():
+    from transformers import Idefics3Config
+
+    return Idefics3Config(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=64, patch_size=8),
+        text_config=dict(model_type="llama", vocab_size=120, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2),
+        scale_factor=2,
+    )
+
+
+def _qwen2_vl_config():
+    from transformers import Qwen2VLConfig
+
+    return Qwen2VLConfig(
+        vision_config=dict(depth=1, embed_dim=32, num_heads=2, hidden_size=64, mlp_ratio=2, patch_size=14, spatial_merge_size=2),
+        text_config=dict(vocab_size=120, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, bos_token_id=0, eos_token_id=1,
+                         rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}),
+    )
+
+
+CONFIGS = {
+    "llava-tiny": lambda: memory_synthetic.llava_config(memory_synthetic.LLAVA_TINY),
+    "llava-wide-tied": lambda: memory_synthetic.llava_config(LlavaSize(vision_width=96, vision_layers=3, vision_heads=3, text_width=128,
+                                                                       text_layers=3, text_intermediate=256, tie_word_embeddings=True)),
+    "llava-deep-gqa": lambda: memory_synthetic.llava_config(LlavaSize(text_width=96, text_layers=5, text_heads=6, text_kv_heads=2,
+                                                                      text_intermediate=200), vocab_size=500),
+    "idefics3": _idefics3_config,
+    "qwen2-vl": _qwen2_vl_config,
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_meta_parameter_count_equals_the_instantiated_model(name, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    config = CONFIGS[name]()
+    folder = memory_synthetic.write_config_only(tmp_path / name, config)  # config.json only: no weights, no processor
+    est = memory.estimate(folder, dtype="float32", device="cpu")
+    model = AutoModelForImageTextToText.from_config(config)
+    assert est.num_params == sum(p.numel() for p in model.parameters())
+    assert all(est.params[c] > 0 for c in ("vision", "projector", "language")), est.params
+    assert est.param_bytes("float16") * 2 == est.param_bytes("float32")
+    assert est.param_bytes("int4") < est.param_bytes("int8") < est.param_bytes("float16")
+
+
+def test_tiny_checkpoint_counts_and_weights_match_the_loaded_model(tiny_checkpoints):
+    from vlm_lab.models import load_model
+
+    est = memory.estimate(tiny_checkpoints[-1], dtype="float32", device="cpu")
+    loaded = load_model(tiny_checkpoints[-1], device="cpu", dtype="float32")
+    assert est.num_params == sum(p.numel() for p in loaded.model.parameters())
+    assert est.weight_bytes == loaded.nbytes
+    assert est.file_dtype == "float32" and not est.converts
+    assert est.with_dtype("bfloat16").converts
+
+
+# ----------------------------------------------------------------------------- image tokens
+
+
+def test_llava_image_tokens_match_the_processor(tiny_checkpoints):
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_checkpoints[-1])
+    enc = processor(images=[Image.new("RGB", (90, 70))], text=["<image> what"], return_tensors="pt")
+    real = int((enc["input_ids"][0] == processor.image_token_id).sum())
+    assert memory.estimate(tiny_checkpoints[-1]).image.tokens == real == 64
+
+
+def test_idefics3_image_tokens_match_the_processor(tmp_path):
+    from PIL import Image
+    from transformers import Idefics3ImageProcessorPil, Idefics3Processor
+
+    from vlm_lab import tiny
+
+    tokenizer = tiny.build_processor().tokenizer
+    specials = ["<fake_token_around_image>", "<global-img>", "<image>"] + [f"<row_{r}_col_{c}>" for r in (1, 2) for c in (1, 2)]
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    image_processor = Idefics3ImageProcessorPil(size={"longest_edge": 128}, max_image_size={"longest_edge": 64})
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=16)
+    folder = memory_synthetic.write_config_only(tmp_path / "idefics3", _idefics3_config())
+    processor.save_pretrained(folder)
+
+    enc = processor(images=[[Image.new("RGB", (100, 100))]], text=["<image> what"], return_tensors="pt")
+    est = memory.estimate(folder)
+    rows = 2  # 128 / 64: a 2 x 2 grid of tiles plus the global image
+    assert enc["pixel_values"].shape[1] == rows * rows + 1
+    # the word-level test tokenizer drops newlines: one per row and one before the global image
+    assert est.image.tokens == (enc["input_ids"].shape[1] - 1) + rows + 1
+    assert est.image.patches == (rows * rows + 1) * (64 // 8) ** 2
+
+
+@pytest.mark.parametrize("side", [28, 100, 448, 1001, 3000])
+def test_qwen2_vl_image_tokens_follow_smart_resize(side, tmp_path):
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    settings = {"min_pixels": 56 * 56, "max_pixels": 28 * 28 * 1280, "patch_size": 14, "merge_size": 2}
+    folder = memory_synthetic.write_config_only(tmp_path / "qwen", _qwen2_vl_config(), settings)
+    h, w = smart_resize(side, side, factor=28, min_pixels=settings["min_pixels"], max_pixels=settings["max_pixels"])
+    est = memory.estimate(folder, image_size=side)
+    assert est.image.tokens == (h // 14) * (w // 14) // 4 + 2
+    assert est.image.patches == (h // 14) * (w // 14)
+
+
+def test_kv_cache_formula(tiny_checkpoints):
+    est = memory.estimate(tiny_checkpoints[-1], dtype="float16", batch_size=3, prompt_tokens=10, max_new_tokens=6)
+    # 2 (K, V) x 2 layers x 2 kv heads x head_dim 16 x 2 bytes x (10 + 64 image + 6) tokens x batch 3
+    assert est.kv_cache_bytes() == 2 * 2 * 2 * 16 * 2 * (10 + 64 + 6) * 3
+
+
+# ----------------------------------------------------------------------------- estimate vs measurement
+
+
+@pytest.fixture(scope="session")
+def llava_100m(tmp_path_factory) -> Path:
+    """A random-initialised ~105M-parameter LLaVA (about 400 MiB of float32 weights)."""
+    return memory_synthetic.build_llava(tmp_path_factory.mktemp("memory") / "llava-100m", LLAVA_100M)
+
+
+@pytest.mark.slow
+def test_estimate_within_15_percent_of_cpu_measurement(llava_100m):
+    from vlm_lab.memory_measure import measure
+
+    est = memory.estimate(llava_100m, dtype="float32", device="cpu", batch_size=2, prompt_tokens=32, max_new_tokens=16)
+    assert est.num_params >= 100_000_000
+    m = measure(llava_100m, dtype="float32", device="cpu", batch_size=2, prompt_tokens=32, max_new_tokens=16, image_side=est.image.side)
+    assert not m.out_of_memory
+    assert m.peak_bytes > est.weight_bytes * 0.9  # the weights really were touched
+    assert abs(est.peak_bytes() - m.peak_bytes) / m.peak_bytes < 0.15, (est.peak_bytes() / MIB, m.peak_bytes / MIB)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_estimate_within_15_percent_of_cuda_measurement(llava_100m, dtype):
+    from vlm_lab.memory_measure import measure
+
+    est = memory.estimate(llava_100m, dtype=dtype, device="cuda", target="l4x1", batch_size=8, max_new_tokens=32)
+    m = measure(llava_100m, dtype=dtype, device="cuda", batch_size=8, max_new_tokens=32, image_side=est.image.side)
+    assert m.context_bytes > 0 and m.allocated_peak_bytes <= m.reserved_peak_bytes
+    assert abs(est.peak_bytes() - m.peak_bytes) / m.peak_bytes < 0.15, (est.peak_bytes() / MIB, m.peak_bytes / MIB)
+
+
+@pytest.mark.gpu
+def test_t4_rehearsal_runs_under_the_cap_and_snapshots_out_of_memory(llava_100m, tmp_path):
+    from vlm_lab.memory_measure import measure
+
+    est = memory.estimate(llava_100m, dtype="float16", device="cuda", max_new_tokens=8)
+    fits = measure(llava_100m, dtype="float16", device="cuda", rehearse="t4-small", max_new_tokens=8, image_side=64)
+    assert not fits.out_of_memory and fits.rehearsal_target == "t4-small"
+    too_big = 2 * memory.max_batch_size(est, "t4-small")
+    oom = measure(llava_100m, dtype="float16", device="cuda", rehearse="t4-small", batch_size=too_big, max_new_tokens=8,
+                  image_side=64, snapshot_dir=str(tmp_path))
+    assert oom.out_of_memory and Path(oom.snapshot).is_file() and oom.snapshot.endswith("-oom.pickle")
+
+
+def test_measure_refuses_what_it_cannot_measure(tiny_checkpoints):
+    from vlm_lab.memory_measure import measure
+
+    with pytest.raises(DeviceError, match="no-measure"):
+        measure(str(tiny_checkpoints[-1]), dtype="int4")
+    with pytest.raises(DeviceError, match="CUDA"):
+        measure(str(tiny_checkpoints[-1]), dtype="float32", device="cpu", rehearse="t4-small")
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+
+@pytest.fixture(scope="module")
+def llava_7b(tmp_path_factory) -> Path:
+    """config.json of a LLaVA-1.5-7B-sized model (CLIP-L/14-336 + Llama-7B): estimate-only."""
+    size = LlavaSize(vision_width=1024, vision_layers=24, vision_heads=16, image_size=336, patch_size=14,
+                     text_width=4096, text_layers=32, text_heads=32, text_kv_heads=32, text_intermediate=11008)
+    return memory_synthetic.write_config_only(tmp_path_factory.mktemp("cfg") / "llava-7b", memory_synthetic.llava_config(size, vocab_size=32064))
+
+
+@pytest.mark.parametrize(
+    "dtype, target, batch, fits",
+    [
+        ("float32", "t4-small", 1, False),  # 28 GiB of weights
+        ("float16", "t4-small", 1, True),  # ~13 GiB: fits, barely
+        ("float16", "t4-small", 64, False),  # the KV cache no longer fits
+        ("int4", "t4-small", 16, True),  # 0.5 MiB of KV cache per token: 16 rows of 704 tokens fit
+        ("int4", "t4-small", 64, False),
+        ("bfloat16", "l4x1", 8, True),
+        ("float32", "a100-large", 32, True),
+        ("float32", "cpu-basic", 1, False),
+    ],
+)
+def test_verdict_table(llava_7b, dtype, target, batch, fits):
+    est = memory.estimate(llava_7b, dtype=dtype, device=GPU_TARGETS[target].device, batch_size=batch, prompt_tokens=64, max_new_tokens=64)
+    assert 7.0e9 < est.num_params < 7.2e9
+    assert est.image.tokens == 576
+    v = memory.verdict(est, target)
+    assert v.fits is fits and (v.margin_bytes >= 0) is fits
+    assert v.budget_bytes == budget_bytes(target) and v.price_per_hour == GPU_TARGETS[target].price_per_hour
+    b = v.max_batch_size
+    if b:  # the largest batch fits and one more does not
+        assert est.peak_bytes(b, GPU_TARGETS[target].device) <= v.budget_bytes
+        assert b == memory.MAX_BATCH or est.peak_bytes(b + 1, GPU_TARGETS[target].device) > v.budget_bytes
+    assert (b >= batch) is fits
+
+
+def test_co_resident_leaves_room_for_one_to_generate(tiny_checkpoints, llava_7b):
+    for ref, target in ((tiny_checkpoints[-1], "t4-small"), (llava_7b, "a100-large"), (llava_7b, "t4-small")):
+        est = memory.estimate(ref, dtype="float16", batch_size=4)
+        n = memory.co_resident(est, target)
+        working = est.generate_bytes(4) - est.weight_bytes
+        assert n * est.weight_bytes + working <= budget_bytes(target) < (n + 1) * est.weight_bytes + working
+    assert memory.co_resident(memory.estimate(llava_7b, dtype="float16"), "a100-large") == 5
+
+
+@pytest.mark.parametrize("target, dtype", [("t4-small", "float16"), ("l4x1", "bfloat16"), ("a100-large", "bfloat16"), ("cpu-basic", "float32")])
+def test_auto_dtype_is_the_targets(tiny_checkpoints, target, dtype):
+    device = GPU_TARGETS[target].device
+    assert memory.estimate(tiny_checkpoints[-1], dtype="auto", device=device, target=target).dtype == dtype
+    assert memory.recommended_dtype(target) == dtype
+
+
+def test_bfloat16_on_a_t4_is_refused_with_the_fix(tiny_checkpoints):
+    est = memory.estimate(tiny_checkpoints[-1], dtype="bfloat16")
+    with pytest.raises(ConfigError, match="use dtype='float16'"):
+        memory.verdict(est, "t4-small")
+    assert memory.verdict(est, "l4x1").fits
+    assert [v.target for v in memory.verdicts(est)] == ["cpu-basic", "l4x1", "a10g-small", "a100-large"]
+    with pytest.raises(ConfigError, match="float16"):
+        MemoryConfig(dtype="bfloat16", target="t4-small")
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_folder_without_config_json_is_a_clear_error(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(CheckpointNotFoundError, match="config.json") as err:
+        memory.estimate(tmp_path)
+    assert isinstance(err.value, FileNotFoundError) and isinstance(err.value, VlmLabError)
+
+
+@pytest.mark.parametrize("bad", ["t5-small", "T4", ""])
+def test_unknown_target_lists_the_known_ones(tiny_checkpoints, bad):
+    with pytest.raises(ConfigError, match="t4-small, l4x1"):
+        memory.verdict(memory.estimate(tiny_checkpoints[-1]), bad)
+    with pytest.raises(ConfigError, match="unknown target"):
+        MemoryConfig(target=bad)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"dtype": "int2"}, "dtype"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"image_size": -1}, "image_size"),
+        ({"checkpoints": ""}, "checkpoints is empty"),
+        ({"device": "cpu", "rehearse": True}, "rehearse"),
+        ({"batchsize": 2}, "unknown MemoryConfig field"),
+    ],
+)
+def test_memory_config_validation(values, message):
+    with pytest.raises(ConfigError, match=message):
+        MemoryConfig.from_dict(values)
+
+
+# ----------------------------------------------------------------------------- report + notebook
+
+
+def test_profile_measures_one_run_once(tiny_dir):
+    from vlm_lab import memory_report
+
+    rows = memory_report.profile(MemoryConfig(checkpoints=(str(tiny_dir),), device="cpu", max_new_tokens=4))
+    assert [r.estimate.checkpoint for r in rows] == ["checkpoint-0", "checkpoint-250", "checkpoint-500", "checkpoint-750", "checkpoint-1000"]
+    assert len({r.measurement.seconds for r in rows}) == 1  # same architecture and size: one measurement shared
+    table = memory_report.report_table(rows)
+    assert list(table.columns[:6]) == ["checkpoint", "dtype", "params_M", "estimated_MiB", "measured_MiB", "error_%"]
+    assert table["fits"].all() and (table["dtype"] == "float16").all()
+    targets = memory_report.targets_table(rows[0].estimate)
+    assert targets.set_index("target").loc["t4-small", "dtype"] == "float16"
+
+
+@pytest.fixture
+def project(tmp_path, tiny_dir) -> Path:
+    """A scratch project root: pyproject.toml, notebook 03 and checkpoints/shapes -> the test checkpoints."""
+    (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(NOTEBOOK, tmp_path / "notebooks" / NOTEBOOK.name)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "shapes").symlink_to(tiny_dir, target_is_directory=True)
+    return tmp_path
+
+
+def test_notebook_house_style():
+    import ast
+
+    import nbformat
+
+    cells = nbformat.read(NOTEBOOK, as_version=4).cells
+    (params,) = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    names = []
+    for line in params.source.splitlines():
+        code, _, help_text = line.partition("  # ")
+        node = ast.parse(code).body[0]
+        assert isinstance(node, ast.AnnAssign) and help_text.strip(), line
+        names.append(node.target.id)
+    assert names == [f.name for f in dataclasses.fields(MemoryConfig)]  # the parameters are the config
+    for cell in cells:
+        if cell.cell_type == "code":
+            tree = ast.parse(cell.source)
+            assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda)) for n in ast.walk(tree)), cell.source
+            if cell.outputs:
+                assert "NBVAL_CHECK_OUTPUT" in cell.source, "commit outputs only for cells nbval checks"
+
+
+@pytest.mark.slow
+def test_notebook_runs_under_papermill(project, tiny_checkpoints, artifacts_dir):
+    import papermill
+
+    out = artifacts_dir / "papermill-03_memory_profile.ipynb"
+    start = time.perf_counter()
+    nb = papermill.execute_notebook(
+        str(project / "notebooks" / NOTEBOOK.name), str(out), kernel_name="python3", cwd=str(project), progress_bar=False,
+        parameters={"checkpoints": str(tiny_checkpoints[-1]), "max_new_tokens": 4, "batch_size": 2},
+    )
+    assert time.perf_counter() - start < 60
+    outputs = "".join(json.dumps(c.get("outputs", [])) for c in nb.cells)
+    assert "checkpoint-1000" in outputs and "checkpoint-0" not in outputs
+    assert outputs.count("image/png") == 2 and "Traceback" not in outputs
+
+
+@pytest.mark.slow
+def test_notebook_passes_nbval(project):
+    cmd = [
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", f"notebooks/{NOTEBOOK.name}",
+        "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"),
+    ]  # fmt: skip
+    r = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
