@@ -1,0 +1,64 @@
+"""`vlm-lab memory`: JSON per checkpoint, a table, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def vlm_lab(*args):
+    return subprocess.run([sys.executable, "-m", "vlm_lab.cli", "memory", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_json_estimate_only_expands_a_training_output(tiny_dir):
+    r = vlm_lab(str(tiny_dir), "--no-measure", "--json", "--batch-size", "4")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["checkpoint"] for row in rows] == ["checkpoint-0", "checkpoint-250", "checkpoint-500", "checkpoint-750", "checkpoint-1000"]
+    for row in rows:
+        assert {"checkpoint", "estimated_bytes", "measured_bytes", "fits", "max_batch_size", "co_resident"} <= set(row)
+        assert row["measured_bytes"] is None and row["fits"] is True and row["dtype"] == "float16"
+        assert row["batch_size"] == 4 and row["co_resident"] > 1
+
+
+@pytest.mark.slow
+def test_measured_table_on_cpu(tiny_checkpoints):
+    r = vlm_lab(str(tiny_checkpoints[-1]), "--device", "cpu", "--dtype", "float32", "--target", "cpu-basic", "--max-new-tokens", "4", "--json")
+    assert r.returncode == 0, r.stderr
+    (row,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert row["measured_bytes"] > 0 and row["device"] == "cpu" and row["target"] == "cpu-basic"
+    assert row["error_pct"] is not None
+
+
+def test_table_output(tiny_checkpoints):
+    r = vlm_lab(str(tiny_checkpoints[-1]), "--no-measure", "--target", "l4x1")
+    assert r.returncode == 0, r.stderr
+    header = r.stdout.splitlines()[0].split()
+    assert header[:5] == ["checkpoint", "dtype", "params_M", "estimated_MiB", "measured_MiB"]
+    assert "fits on l4x1" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dtype", "bfloat16"], "use dtype='float16'"),  # bf16 on the default t4-small
+        (["--batch-size", "0"], "batch_size must be a positive integer"),
+    ],
+)
+def test_bad_options_are_one_line_errors(tiny_checkpoints, args, message):
+    r = vlm_lab(str(tiny_checkpoints[-1]), "--no-measure", *args)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_folder_without_config_json(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    r = vlm_lab(str(tmp_path), "--no-measure")
+    assert r.returncode == 2 and "config.json" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unknown_target_names_the_known_ones(tiny_checkpoints):
+    r = vlm_lab(str(tiny_checkpoints[-1]), "--target", "t5-small")
+    assert r.returncode == 2 and "t4-small" in r.stderr
