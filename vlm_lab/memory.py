@@ -446,7 +446,7 @@ def estimate(
     # buffers (rotary frequencies, position ids) keep their own dtype: count them as built
     buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
     file_bytes, file_dtype = weight_files(folder)
-    file_dtype = file_dtype or getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    file_dtype = file_dtype or getattr(config, "dtype", None)
     file_dtype = str(file_dtype).replace("torch.", "") if file_dtype is not None else None
 
     image = image_tokens(config, processor_settings(folder), image_size=image_size)
