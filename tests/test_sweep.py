@@ -124,7 +124,7 @@ def test_resume_after_a_kill(sweep_file, tmp_path):
     first_finished = runs[0].status()["finished_at"]
 
     report = sweep.run_sweep(sweep.load_sweep(path), progress=False)
-    assert report.ok and report.skipped == (runs[0].run_id,)
+    assert report.ok and report.skipped == (runs[0].run_id,), report.describe()
     assert set(report.ran) == {runs[1].run_id, runs[2].run_id}
     assert runs[0].status()["finished_at"] == first_finished
     assert all(r.completed for r in runs)
@@ -211,7 +211,7 @@ def test_example_sweep_file_is_valid():
 def test_ablation_report_from_a_sweep(sweep_file):
     path = sweep_file({"x": [1, 2], "fail_on": [-1, 99]})
     report = sweep.run_sweep(sweep.load_sweep(path, jobs=2), progress=False)
-    assert report.ok
+    assert report.ok, report.describe()
     ablation = Ablation.load(report.sweep_dir)
     assert ablation.varied == ["x", "fail_on"] and len(ablation.results) == 8
     best = ablation.best()

@@ -174,7 +174,7 @@ def check_parameters(config: SweepConfig) -> dict[str, dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def sweep_lock(config: SweepConfig) -> Iterator[Path]:
+def sweep_lock(config: SweepConfig, *, grace_s: float = 2.0) -> Iterator[Path]:
     """Hold ``runs/<sweep>/.lock`` (per shard when sharded); raise ``SweepLockedError`` if taken."""
     import fcntl
 
@@ -183,14 +183,22 @@ def sweep_lock(config: SweepConfig) -> Iterator[Path]:
     name = ".lock" if config.shard_count == 1 else f".lock.{config.shard_index}-of-{config.shard_count}"
     path = folder / name
     with open(path, "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            raise SweepLockedError(
-                f"sweep {config.name!r} is already running ({path} is locked); this invocation exits without running anything"
-            ) from e
+        # A short grace period: a just-killed sweep's child caught between fork and exec
+        # still shares the lock for a moment.
+        deadline = time.monotonic() + grace_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise SweepLockedError(
+                        f"sweep {config.name!r} is already running ({path} is locked); "
+                        "this invocation exits without running anything"
+                    ) from e
+                time.sleep(0.1)
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} since {_now()}\n")
@@ -228,10 +236,12 @@ def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, Any]) -> 
     _write_json(run.dir / STATUS_FILE, status)
     started = time.perf_counter()
     try:
+        # Absolute paths and no cwd=: papermill's cwd= is a process-wide chdir, unsafe with --jobs threads.
+        # The kernel starts in this process's working directory.
         papermill.execute_notebook(
-            config.notebook, str(partial), parameters=parameters, kernel_name=config.kernel or None,
-            progress_bar=False, log_output=False, execution_timeout=config.execution_timeout or None,
-            cwd=os.getcwd(),
+            str(Path(config.notebook).resolve()), str(partial.resolve()), parameters=parameters,
+            kernel_name=config.kernel or None, progress_bar=False, log_output=False,
+            execution_timeout=config.execution_timeout or None,
         )  # fmt: skip
         status.update(state="completed")
     except papermill.PapermillExecutionError as e:
