@@ -61,8 +61,9 @@ __all__ = [
 # (int4 with one float32 absmax per 64-value block), everything else in float16.
 DTYPE_BYTES: dict[str, float] = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "int4": 0.5 + 4 / 64}
 QUANTIZED = ("int8", "int4")
-# Measured with torch 2.13 on CUDA 12: what the context (kernels, cuBLAS handles) takes
-# before the first tensor. Not visible in max_memory_allocated, but it is device memory.
+# Not yet measured here (no GPU lent so far): a typical figure for what the CUDA context
+# (kernels, cuBLAS handles) takes before the first tensor. Not visible in
+# max_memory_allocated, but it is device memory. Check with the gpu-marked tests.
 CUDA_CONTEXT_BYTES = 400 * MIB
 # Measured with torch 2.13 on x86 CPU (the tiny checkpoints: 25-37 MiB above their
 # weights): RSS the first load + generate adds beyond tensors (kernel code pages,
