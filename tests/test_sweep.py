@@ -220,3 +220,34 @@ def test_ablation_report_from_a_sweep(sweep_file):
     table = ablation.table()
     assert list(table.index) == [0, 10] and table.shape == (2, 4)
     assert len(ablation.plot().axes) == 2
+
+
+@pytest.mark.slow
+def test_real_sweep_of_notebook_02_logs_one_wandb_run_per_point(tiny_checkpoints, tmp_path, monkeypatch):
+    from vlm_lab import offline_runs, tracking
+
+    for name, value in tracking.local_env(tmp_path / "wandb-home").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    config = SweepConfig(
+        name="nb02", notebook=str(ROOT / "notebooks" / "02_compare_checkpoints.ipynb"), runs_dir=str(tmp_path / "runs"),
+        parameters={"checkpoints": f"{tiny_checkpoints[0]},{tiny_checkpoints[-1]}", "num_samples": 6, "device": "cpu",
+                    "max_new_tokens": 4},
+        grid={"strategy": ["greedy", "nucleus(0.9)"]}, jobs=2,
+    )  # fmt: skip
+    report = sweep.run_sweep(config, progress=False)
+    assert report.ok and len(report.ran) == 2, report.describe()
+
+    summary = pd.read_csv(report.summary_csv)
+    assert list(summary["state"]) == ["completed", "completed"]
+    assert set(summary["best_checkpoint"]) <= {"checkpoint-0", "checkpoint-1000"}
+    assert (summary["checkpoint-1000/accuracy"] >= summary["checkpoint-0/accuracy"]).all()
+
+    runs = [offline_runs.read_offline_run(p) for p in offline_runs.find_offline_runs(tmp_path / "wandb-home")]
+    assert sorted(r.tags for r in runs) == [("strategy=greedy",), ("strategy=nucleus(0.9)",)]
+    assert {r.group for r in runs} == {"nb02"}
+    for run in runs:
+        assert run.config["num_samples"] == 6 and run.config["output_dir"].startswith(str(tmp_path / "runs" / "nb02"))
+        assert len(run.table("samples")) == 6 and "best/accuracy" in run.metrics()

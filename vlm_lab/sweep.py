@@ -152,16 +152,39 @@ def shard(runs: list[RunSpec], index: int, count: int) -> list[RunSpec]:
     return ordered[index::count]
 
 
-def notebook_parameters(notebook: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """The notebook's ``parameters`` cell, as papermill reads it: ``{name: {default, inferred_type_name, help}}``."""
-    import papermill
+def notebook_parameters(notebook: str | os.PathLike[str]) -> dict[str, str]:
+    """``{name: default source}`` of the notebook's ``parameters`` cell.
+
+    Python cells are parsed with ``ast``: papermill's ``inspect_notebook`` drops a parameter
+    whose ``# help`` comment contains ``=`` (e.g. ``num_samples: int = 96  # 0 = all``).
+    Other kernels' notebooks fall back to ``inspect_notebook``.
+    """
+    import ast
+
+    import nbformat
 
     if not Path(notebook).is_file():
         raise SweepError(f"notebook {str(notebook)!r} not found (paths are relative to {os.getcwd()})")
-    return papermill.inspect_notebook(str(notebook))
+    nb = nbformat.read(notebook, as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if not cells:
+        raise SweepError(f"{notebook} has no cell tagged `parameters`; tag the cell that holds its parameters")
+    try:
+        tree = ast.parse(cells[0].source)
+    except SyntaxError:
+        import papermill
+
+        return {name: p["default"] for name, p in papermill.inspect_notebook(str(notebook)).items()}
+    declared = {}
+    for node in tree.body:
+        targets = [node.target] if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [])
+        for target in targets:
+            if isinstance(target, ast.Name):
+                declared[target.id] = ast.get_source_segment(cells[0].source, node.value) if node.value else ""
+    return declared
 
 
-def check_parameters(config: SweepConfig) -> dict[str, dict[str, Any]]:
+def check_parameters(config: SweepConfig) -> dict[str, str]:
     """Raise before anything runs when the sweep sets a parameter the notebook does not declare."""
     declared = notebook_parameters(config.notebook)
     unknown = sorted((set(config.parameters) | set(config.grid)) - set(declared))
@@ -217,7 +240,7 @@ def _write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, default=str) + "\n")
 
 
-def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, Any]) -> dict[str, Any]:
+def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> dict[str, Any]:
     """Execute one run with papermill; returns its final status (never raises for a failing notebook)."""
     import papermill
 

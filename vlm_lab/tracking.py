@@ -46,6 +46,11 @@ class TrackedRun:
         """``wandb sync DIR`` for an offline run, else None."""
         return f"wandb sync {self.dir}" if self.mode == "offline" and self.dir else None
 
+    def __str__(self) -> str:
+        if self.mode == "online":
+            return f"W&B run {self.id}: {self.url}"
+        return f"W&B offline run {self.id} in {self.dir}; upload it with: {self.sync_command}"
+
 
 def resolve_mode(mode: str | None = None) -> str:
     """The W&B mode to use, read from the environment at call time.
