@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PARAMETERS = """\
 x: int = 1  # a grid value
 fail_on: int = -1  # raise in the last cell when x equals this
-sleep_s: float = 0.0  # make runs slow enough to kill one
+sleep_s: float = 0.0  # 0 = no sleep; makes runs slow enough to kill one
 output_dir: str = "out"  # set by the sweep
 wandb_group: str = ""  # set by the sweep
 wandb_tags: str = ""  # set by the sweep

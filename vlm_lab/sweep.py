@@ -232,6 +232,29 @@ def sweep_lock(config: SweepConfig, *, grace_s: float = 2.0) -> Iterator[Path]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class _CheckedParameterNoise:
+    """Drops papermill's per-run parameter warnings: ``check_parameters`` already checked them,
+    and papermill's own parser misreads ``# help`` comments that contain ``=``."""
+
+    def filter(self, record: Any) -> bool:
+        return not record.getMessage().startswith(("Passed unknown parameter", "Unable to parse line"))
+
+
+@contextlib.contextmanager
+def _quiet_papermill() -> Iterator[None]:
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("papermill", "papermill.translators")]
+    noise = _CheckedParameterNoise()
+    for logger in loggers:
+        logger.addFilter(noise)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(noise)
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -297,7 +320,7 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         )  # fmt: skip
     from tqdm.auto import tqdm
 
-    with sweep_lock(config):
+    with sweep_lock(config), _quiet_papermill():
         _write_json(sweep_dir(config) / "sweep.json", config.to_dict())
         todo = [r for r in mine if not r.completed]
         skipped = tuple(r.run_id for r in mine if r not in todo)
