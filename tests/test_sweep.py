@@ -216,7 +216,9 @@ def test_ablation_report_from_a_sweep(sweep_file):
     assert ablation.varied == ["x", "fail_on"] and len(ablation.results) == 8
     best = ablation.best()
     assert (best["x"], best["checkpoint"], best["accuracy"]) == (2, "checkpoint-10", 0.2)
-    assert "best variant: checkpoint-10 with x=2" in ablation.describe_best()
+    assert "best variant: checkpoint-10 with x=2" in ablation.describe_best() and best["ties"] == 1  # fail_on varies
+    fastest = ablation.best("mean_latency_s")  # lower is better
+    assert fastest["mean_latency_s"] == 0.01
     table = ablation.table()
     assert list(table.index) == [0, 10] and table.shape == (2, 4)
     assert len(ablation.plot().axes) == 2

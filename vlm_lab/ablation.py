@@ -22,6 +22,7 @@ from vlm_lab.errors import DataError
 SWEEP_FILE = "sweep.json"  # the sweep's config, written by vlm_lab.sweep at each invocation
 RESULT_FILE = "summary.json"  # a comparison's per-checkpoint summary (vlm_lab.results)
 METRICS = ("accuracy", "ci_low", "ci_high", "mean_latency_s", "tokens_per_s", "peak_memory_bytes")
+LOWER_IS_BETTER = ("mean_latency_s", "peak_memory_bytes")
 
 
 def _read_json(path: Path) -> Any:
@@ -151,13 +152,16 @@ class Ablation:
         return frame.pivot_table(index=index, columns=columns, values=metric, aggfunc="mean").sort_index()
 
     def best(self, metric: str = "accuracy") -> dict[str, Any]:
-        """The best (run, checkpoint) by ``metric``: its parameters, checkpoint and metric (with CI)."""
+        """The best (run, checkpoint) by ``metric`` (lowest for latency and memory): its parameters,
+        checkpoint, metrics, and ``ties``: how many other (run, checkpoint) pairs are as good."""
         self._check_metric(metric)
         scored = self.results.dropna(subset=[metric])
         if scored.empty:
             raise DataError(f"no completed run in {self.sweep_dir} reports {metric}; see summary.md for the failures")
-        row = scored.loc[scored[metric].astype(float).idxmax()]
+        values = scored[metric].astype(float)
+        row = scored.loc[values.idxmin() if metric in LOWER_IS_BETTER else values.idxmax()]
         best = {k: _plain(row[k]) for k in ("run_id", *self.grid, "checkpoint", "step", *METRICS)}
+        best["ties"] = int((values == float(row[metric])).sum()) - 1  # other (run, checkpoint)s as good
         return best
 
     def describe_best(self, metric: str = "accuracy") -> str:
@@ -165,7 +169,8 @@ class Ablation:
         params = ", ".join(f"{k}={b[k]}" for k in self.grid)
         ci = f" (95% CI {b['ci_low']:.1%}-{b['ci_high']:.1%})" if metric == "accuracy" and b.get("ci_low") is not None else ""
         value = f"{b[metric]:.1%}" if metric == "accuracy" else f"{b[metric]:.4g}"
-        return f"best variant: {b['checkpoint']} with {params or 'the base parameters'}: {metric} {value}{ci} [run {b['run_id']}]"
+        ties = f"; tied with {b['ties']} other run/checkpoint pair(s)" if b["ties"] else ""
+        return f"best variant: {b['checkpoint']} with {params or 'the base parameters'}: {metric} {value}{ci}{ties} [run {b['run_id']}]"
 
     def plot(self, metric: str = "accuracy"):
         """One panel per varied parameter: ``metric`` against training step, one line per value
