@@ -38,6 +38,7 @@ def _parameters(name: str) -> dict[str, tuple[str, str]]:
         code, _, help_text = line.partition("  # ")
         node = ast.parse(code).body[0]
         assert isinstance(node, ast.AnnAssign) and help_text.strip(), f"{name}: want `name: type = default  # help`, got {line!r}"
+        assert line.count("=") == 1, f"{name}: papermill cannot parse a line with two '=' (reword the help): {line!r}"
         params[node.target.id] = (ast.unparse(node.annotation), help_text)
     return params
 
