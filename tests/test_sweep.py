@@ -253,3 +253,15 @@ def test_real_sweep_of_notebook_02_logs_one_wandb_run_per_point(tiny_checkpoints
     for run in runs:
         assert run.config["num_samples"] == 6 and run.config["output_dir"].startswith(str(tmp_path / "runs" / "nb02"))
         assert len(run.table("samples")) == 6 and "best/accuracy" in run.metrics()
+
+
+def test_cron_wrapper_runs_every_sweep_file(sweep_file, tmp_path):
+    (tmp_path / "sweeps").mkdir()
+    for name in ("a", "b"):
+        sweep_file({"x": [1, 2]}, name=name).rename(tmp_path / "sweeps" / f"{name}.yaml")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "run_experiments.py"), "--dry-run"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "a: 2 run(s)" in proc.stdout and "b: 2 run(s)" in proc.stdout
