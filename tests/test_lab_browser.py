@@ -1,0 +1,144 @@
+"""notebooks/01_explore.ipynb in real JupyterLab, driven by headless Debian Chromium.
+
+Starts JupyterLab on loopback in a scratch project root (the notebook, a
+``pyproject.toml`` and ``checkpoints/shapes`` linked to the test checkpoints),
+runs every cell, picks two checkpoints in the explorer widget, clicks Compare and
+waits for both answers; the screenshot lands in ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_serving(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"jupyter lab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"jupyter lab did not answer {url} in {timeout:.0f}s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def lab(tmp_path, tiny_dir, venv_bin):
+    """JupyterLab serving a scratch project root; yields its base URL; the server (and its kernels) die after."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing; run `make browser` (apt-get install -y chromium)")
+    project = tmp_path / "project"
+    (project / "notebooks").mkdir(parents=True)
+    (project / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    shutil.copy(ROOT / "notebooks" / "01_explore.ipynb", project / "notebooks")
+    (project / "checkpoints").mkdir()
+    (project / "checkpoints" / "shapes").symlink_to(tiny_dir, target_is_directory=True)
+    home = tmp_path / "jupyter"  # no user settings, workspaces or runtime files outside the test
+    notification = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True)
+    notification.write_text('{"fetchNews": "false", "checkForUpdates": false}')  # no news toast over the widget
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    port = _free_port()
+    log = tmp_path / "lab.log"
+    cmd = [
+        str(venv_bin / "jupyter"), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0", "--IdentityProvider.token=", f"--ServerApp.root_dir={project}",
+        "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: run all cells through Lab's own command
+        "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",  # offline: no PyPI lookups
+        *(["--allow-root"] if os.geteuid() == 0 else []),  # CI containers run as root
+    ]  # fmt: skip
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_until_serving(f"{base}/api/status", proc, log)
+        yield base
+    finally:
+        # SIGTERM lets the server shut its kernels down; then make sure the whole group is gone
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+
+
+def test_explore_notebook_compares_two_checkpoints_in_the_browser(lab, artifacts_dir):
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=120_000)  # kernel start + model loads on 2 busy cores
+    shot = artifacts_dir / "lab-01-explore.png"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(90_000)
+            page.goto(f"{lab}/lab/tree/notebooks/01_explore.ipynb?reset")
+            page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                                   " && window.jupyterapp.shell.currentWidget.sessionContext"
+                                   " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+                                   " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel")  # fmt: skip
+            page.locator(".jp-Notebook").first.click()  # focus the notebook, as a user would
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+            # the explorer renders from the kernel; then pick checkpoint-250 and checkpoint-1000
+            select = page.locator(".widget-select-multiple select")
+            expect(select).to_be_visible()
+            expect(select.locator("option")).to_have_count(5)
+            select.select_option(label=["checkpoint-250", "checkpoint-1000"])
+            page.get_by_role("button", name="Compare").click()
+
+            rows = page.locator("table.vlm-lab-results tr.vlm-lab-row")
+            expect(rows).to_have_count(2)
+            expect(rows.nth(0)).to_contain_text("checkpoint-250")
+            expect(rows.nth(1)).to_contain_text("checkpoint-1000")
+            expect(rows.nth(1)).to_contain_text("red")  # the first example asks for the color of a red shape
+            expect(page.get_by_role("button", name="Compare")).to_be_enabled()
+            results = page.locator("table.vlm-lab-results")
+            results.scroll_into_view_if_needed()
+            page.screenshot(path=str(shot), full_page=False)
+        except Exception:
+            page.screenshot(path=str(artifacts_dir / "lab-01-explore-failure.png"))
+            raise
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
