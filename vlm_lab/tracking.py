@@ -173,15 +173,13 @@ def _tracked(run: Any, mode: str) -> TrackedRun:
 
 def _number(value: Any) -> float | int | None:
     """A finite Python number, or None (W&B summaries want plain JSON numbers)."""
-    if isinstance(value, bool):
+    if isinstance(value, (bool, int)) or getattr(getattr(value, "dtype", None), "kind", "") in ("b", "i", "u"):
         return int(value)
     try:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    if not math.isfinite(number):
-        return None
-    return int(number) if isinstance(value, int) or (hasattr(value, "dtype") and "int" in str(value.dtype)) else number
+    return number if math.isfinite(number) else None
 
 
 def comparison_summary(result: Any) -> dict[str, Any]:
@@ -199,8 +197,9 @@ def comparison_summary(result: Any) -> dict[str, Any]:
             number = _number(value)
             if col != key_col and number is not None:
                 summary[f"{label}/{col}"] = number
-    if "accuracy" in frame.columns and len(frame):
-        best = frame.loc[frame["accuracy"].astype(float).idxmax()]
+    accuracy = frame["accuracy"].astype(float) if "accuracy" in frame.columns else None
+    if accuracy is not None and accuracy.notna().any():  # no references: nothing scored
+        best = frame.loc[accuracy.idxmax()]
         summary["best/checkpoint"] = str(best[key_col])
         summary["best/accuracy"] = float(best["accuracy"])
     return summary
