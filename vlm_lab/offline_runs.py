@@ -260,5 +260,11 @@ def find_offline_runs(root: str | os.PathLike[str]) -> list[Path]:
     root = Path(root)
     if root.name.startswith("offline-run-") and root.is_dir():
         return [root]
-    found = {p.parent for p in root.rglob("offline-run-*/run-*.wandb")}
+    found = []
+    for folder, subdirs, _ in os.walk(root):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]  # .venv, .git, caches: never runs
+        for name in subdirs:
+            if name.startswith("offline-run-") and any(Path(folder, name).glob("run-*.wandb")):
+                found.append(Path(folder, name))
+        subdirs[:] = [d for d in subdirs if not d.startswith("offline-run-")]
     return sorted(found, key=lambda p: p.name)  # names start with the start time
