@@ -108,3 +108,19 @@ def test_a_list_of_model_folders_and_a_jsonl(tiny_checkpoints, tmp_path):
     e = explore([str(tiny_checkpoints[2]), str(tiny_checkpoints[4])], str(jsonl))
     assert [r.name for r in e.refs] == ["checkpoint-500", "checkpoint-1000"]
     assert [s.prompt for s in e.samples] == [s.prompt for s in shapes.make_samples("val", 3)]
+
+
+def test_log_checkbox_logs_an_offline_wandb_run(explorer, tmp_path, monkeypatch):
+    for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert not explorer.log.disabled  # vlm_lab.tracking is there
+    explorer.image_source.value = "example"
+    explorer.checkpoints.value = (0, 4)
+    explorer.log.value = True
+    try:
+        explorer.run()
+    finally:
+        explorer.log.value = False
+    assert "W&amp;B offline run" in explorer.output.value
+    assert list((tmp_path / "wandb_dir").rglob("offline-run-*"))

@@ -188,7 +188,9 @@ class Explorer:
                 self.rows += compare_one(self.cache, [ref], self.image, prompt, config, dtype=self.dtype, device=self.device)
             self.output.value = results_html(self.rows, self.reference)
             if self.log.value:
-                self._log(prompt, config)
+                tracked = self._log(prompt, config)
+                note = f"Logged: {tracked}" if tracked is not None else "W&B logging is disabled or failed (see the warning)."
+                self.output.value += message_html(note)
         except VlmLabError as e:
             self.output.value = message_html(f"{type(e).__name__}: {e}", error=True)
         except Exception as e:  # a button callback's traceback would vanish into the browser console
@@ -197,16 +199,18 @@ class Explorer:
             self.button.disabled = False
         return self.rows
 
-    def _log(self, prompt: str, config: GenerationConfig) -> None:
+    def _log(self, prompt: str, config: GenerationConfig):
+        """Log this comparison as a W&B run (offline unless a key is set); the ``TrackedRun`` or None."""
         log_interaction = _log_interaction()
-        if log_interaction is not None:
-            log_interaction(
-                image=self.image, prompt=prompt,
-                outputs={r["checkpoint"]: r["text"] for r in self.rows},
-                latency_s={r["checkpoint"]: r["latency_s"] for r in self.rows},
-                memory_mb={r["checkpoint"]: r["memory_bytes"] / 2**20 for r in self.rows},
-                config=config.to_dict(),
-            )
+        if log_interaction is None:
+            return None
+        return log_interaction(
+            image=self.image, prompt=prompt,
+            outputs={r["checkpoint"]: r["text"] for r in self.rows},
+            latency_s={r["checkpoint"]: r["latency_s"] for r in self.rows},
+            memory_mb={r["checkpoint"]: r["memory_bytes"] / 2**20 for r in self.rows},
+            config=config.to_dict(),
+        )
 
 
 def _log_interaction():
