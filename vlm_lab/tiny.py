@@ -10,6 +10,7 @@ path a hub VLM takes, so nothing downstream special-cases it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import random
 import shutil
@@ -219,14 +220,25 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
     Returns:
         The checkpoint folders, sorted by step.
     """
-    from tqdm.auto import tqdm
-
     out = Path(config.out)
     save_steps = sorted({0, *range(config.save_every, config.steps + 1, config.save_every), config.steps})
     wanted = [out / f"checkpoint-{s}" for s in save_steps]
     if out.is_dir() and all(_same_config(p, config) for p in wanted):
         return wanted
     _prepare_out_dir(out)
+    # Two builds into one folder (make demo beside a test run) would overwrite each
+    # other's checkpoints: the second waits, then finds the work done.
+    with open(out / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if all(_same_config(p, config) for p in wanted):
+            return wanted
+        return _train_and_save(config, out, save_steps, progress=progress, on_save=on_save)
+
+
+def _train_and_save(
+    config: TrainConfig, out: Path, save_steps: list[int], *, progress: bool, on_save: Callable[[Path], None] | None
+) -> list[Path]:
+    from tqdm.auto import tqdm
 
     random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -274,10 +286,10 @@ def _same_config(path: Path, config: TrainConfig) -> bool:
     if not (path / "config.json").is_file() or not state.is_file():
         return False
     try:
-        saved = json.loads(state.read_text()).get("vlm_lab_train_config", {})
+        saved = json.loads(state.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    mine = config.to_dict()
-    if json.loads(state.read_text()).get("vlm_lab_format") != FORMAT_VERSION:
+    if saved.get("vlm_lab_format") != FORMAT_VERSION:
         return False
-    return {k: v for k, v in saved.items() if k != "out"} == {k: v for k, v in mine.items() if k != "out"}
+    without_out = lambda d: {k: v for k, v in d.items() if k != "out"}  # noqa: E731 - the same run saved elsewhere
+    return without_out(saved.get("vlm_lab_train_config", {})) == without_out(config.to_dict())
