@@ -58,7 +58,7 @@ lab: checkpoints  ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks/
 
 space: checkpoints  ## serve the Space locally on 127.0.0.1:7860, as on Hugging Face
-	VLM_LAB_ROOT=$(CURDIR) $(BIN)/python space/app.py
+	VLM_LAB_ROOT=$(CURDIR) GRADIO_EXAMPLES_CACHE=$(CURDIR)/.cache/gradio-examples $(BIN)/python space/app.py
 
 publish: checkpoints  ## publish the Space: make publish SPACE=owner/name [ARGS="--dry-run"]
 	@test -n "$(SPACE)" || { echo "usage: make publish SPACE=owner/name [ARGS='--hardware t4-small']"; exit 2; }

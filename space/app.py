@@ -28,13 +28,14 @@ from vlm_lab import space_support as ss  # noqa: E402  (light: imports neither g
 ENV_NOTES = ss.prepare_environment()  # before gradio / huggingface_hub / transformers are imported
 
 import gradio as gr  # noqa: E402
+import torch  # noqa: E402
 
 from vlm_lab.errors import VlmLabError  # noqa: E402
 
 log = logging.getLogger("vlm_lab.space")
 
 INTRO = """\
-# 🔍 Compare VLM checkpoints
+# Compare VLM checkpoints
 Upload an image, ask a question, and see up to three checkpoints answer side by side:
 how answers change along training, or between models. Latency, new tokens and memory are
 shown under each answer.
@@ -75,9 +76,9 @@ def build_demo(service: ss.ComparisonService, plan: ss.ServingPlan) -> gr.Blocks
             raise _error(e) from None
         return outputs_for(answers)
 
-    def compare_batch(images, prompts, checkpoints):
+    def compare_batch(images, prompts, checkpoints, max_new_tokens):
         try:
-            answers = service.answer_batch(images, prompts, checkpoints)
+            answers = service.answer_batch(images, prompts, checkpoints, max_new_tokens)
         except Exception as e:  # noqa: BLE001
             raise _error(e) from None
         if all(a.error for a in answers):  # nobody in this batch gets an answer: say why, as an error
@@ -98,7 +99,7 @@ def build_demo(service: ss.ComparisonService, plan: ss.ServingPlan) -> gr.Blocks
                                     max_length=settings.max_prompt_chars)
                 with gr.Row():
                     ckpts = [gr.Dropdown([*labels, ss.NONE_CHOICE] if i else labels, value=selected[i],
-                                         label=f"Checkpoint {i + 1}", min_width=140) for i in range(ss.MAX_SLOTS)]
+                                         label=f"Checkpoint {i + 1}", min_width=200) for i in range(ss.MAX_SLOTS)]
                 with gr.Row():
                     strategy = gr.Radio(strategies, value=strategies[0], label="Decoding", min_width=200)
                     max_new_tokens = gr.Slider(1, settings.max_new_tokens, value=settings.default_max_new_tokens,
@@ -111,8 +112,9 @@ def build_demo(service: ss.ComparisonService, plan: ss.ServingPlan) -> gr.Blocks
             for slot in range(ss.MAX_SLOTS):
                 with gr.Column(min_width=200):
                     results += [gr.Textbox(label=f"Checkpoint {slot + 1}", lines=2, interactive=False,
-                                           placeholder="(no text)", buttons=["copy"], visible=slot == 0),
-                                gr.Markdown(label=f"Stats {slot + 1}", visible=False, elem_classes="stats")]
+                                           buttons=["copy"], visible=slot == 0, elem_id=f"answer-{slot + 1}"),
+                                gr.Markdown(label=f"Stats {slot + 1}", visible=False, elem_id=f"stats-{slot + 1}",
+                                            elem_classes="stats")]
         inputs = [image, prompt, *ckpts, strategy, max_new_tokens]
         examples = sorted((APP_DIR / "examples").glob("*.png"))
         questions = ["What color is the shape?", "What shape is it?", "Describe the image."]
@@ -131,16 +133,18 @@ def build_demo(service: ss.ComparisonService, plan: ss.ServingPlan) -> gr.Blocks
         reset.click(clear, None, [image, prompt, *results], api_visibility="private",
                     concurrency_limit=plan.cheap_limit)
 
-        # The batched endpoint for gradio_client: one (image, question, checkpoint) per call;
-        # Gradio groups concurrent calls into batches of up to max_batch_size.
+        # The batched endpoint for gradio_client: one (image, question, checkpoint[, max new tokens])
+        # per call, greedy; Gradio groups concurrent calls into batches of up to max_batch_size.
         with gr.Row(visible=False):
             api_in = [gr.Image(type="filepath", label="image"), gr.Textbox(label="prompt"),
-                      gr.Textbox(label="checkpoint", value=labels[-1])]
+                      gr.Textbox(label="checkpoint", value=labels[-1]),
+                      gr.Number(label="max_new_tokens", value=settings.default_max_new_tokens, precision=0)]
             api_out = [gr.Textbox(label="answer"), gr.Number(label="new_tokens"),
                        gr.Number(label="latency_s"), gr.Textbox(label="error")]
             api_button = gr.Button()
         api_button.click(compare_batch, api_in, api_out, api_name="compare_batch", batch=True,
-                         max_batch_size=plan.max_batch_size, preprocess=False, **generate)
+                         max_batch_size=plan.max_batch_size, preprocess=False,
+                         concurrency_limit=plan.batch_limit, concurrency_id=plan.batch_group)
     return demo
 
 
@@ -158,8 +162,11 @@ def main() -> None:
     for note in service.memory.notes:
         log.info("memory verdict on %s: %s", service.memory.target, note)
     log.info("serving: %s", plan.why)
+    if plan.torch_threads:
+        torch.set_num_threads(plan.torch_threads)
     demo = build_demo(service, plan)
-    demo.queue(max_size=plan.queue_size, default_concurrency_limit=plan.cheap_limit)
+    demo.queue(max_size=plan.queue_size, default_concurrency_limit=plan.cheap_limit,
+               status_update_rate=plan.status_update_rate)
     demo.launch(max_threads=plan.max_threads, max_file_size=settings.max_file_size,
                 css=".stats p { font-size: 0.85em; opacity: 0.8; margin: 0 }")
 

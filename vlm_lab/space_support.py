@@ -216,10 +216,14 @@ class ServingPlan:
     """Gradio queue and concurrency settings chosen for the hardware."""
 
     device: str  # "cuda" or "cpu"
-    generate_limit: int  # concurrent generation events (UI compare + batched API share it)
+    generate_limit: int  # concurrent UI comparisons (concurrency group "generate")
+    batch_limit: int  # concurrent batches of the batched API
+    batch_group: str  # its concurrency group: "generate" on a GPU (one memory to share), "batch" on CPU
     cheap_limit: int  # concurrent cheap events (clear, ...)
+    torch_threads: int | None  # torch intra-op threads per generation on CPU (None: leave torch's default)
     max_threads: int  # launch(max_threads=)
     queue_size: int  # queue(max_size=)
+    status_update_rate: float  # queue(status_update_rate=): seconds between queue-position updates
     max_batch_size: int  # the batched API's max_batch_size
     why: str  # one line for the log
 
@@ -228,15 +232,17 @@ def plan_serving(settings: SpaceSettings, *, verdict_batch_size: int | None = No
     """Concurrency from the hardware, following Gradio's performance guide.
 
     On a GPU generation is the bottleneck and concurrent generations compete for the same
-    memory: 1 at a time on a GPU under 24 GB (a T4), 2 above. On CPU about one per core
-    (at most 4: each generation also uses torch's intra-op threads). The batched endpoint's
-    batch size comes from the memory verdict when there is one.
+    memory: 1 at a time on a GPU under 24 GB (a T4), 2 above, shared by both endpoints. On CPU
+    about one comparison per core (at most 4), and one batch at a time: a batch already keeps
+    every core busy through torch's threads, and requests that wait meanwhile make the next
+    batch bigger. The batch size comes from the memory verdict when there is one.
     """
     import torch
 
     from vlm_lab.models import resolve_device
 
     device = resolve_device(settings.device)
+    threads = None
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
         generate = 1 if total < 24 * 2**30 else 2
@@ -244,14 +250,21 @@ def plan_serving(settings: SpaceSettings, *, verdict_batch_size: int | None = No
     else:
         cores = os.cpu_count() or 1
         generate = max(1, min(4, cores))
-        why = f"CPU with {cores} core(s): {generate} generation(s) at a time"
+        threads = max(1, cores // generate)
+        why = f"CPU with {cores} core(s): {generate} generation(s) at a time, {threads} torch thread(s) each"
     batch = settings.max_batch_size or verdict_batch_size or 16
     return ServingPlan(
         device=device.type,
         generate_limit=generate,
+        batch_limit=generate if device.type == "cuda" else 1,
+        batch_group="generate" if device.type == "cuda" else "batch",
         cheap_limit=8,
+        torch_threads=threads,
         max_threads=max(16, generate + 8 + 4),
         queue_size=settings.queue_size,
+        # Gradio's "auto" sends every waiting client an estimate each time a job starts: O(waiting^2)
+        # messages under load, parsed by every client. A fixed interval keeps that linear.
+        status_update_rate=2.0,
         max_batch_size=max(1, batch),
         why=why + f"; batched API up to {batch} per batch; queue holds {settings.queue_size}",
     )
@@ -514,25 +527,26 @@ class ComparisonService:
         return answers
 
     def answer_batch(self, images: Sequence[Any], prompts: Sequence[Any], checkpoints: Sequence[Any],
-                     strategy: str = "greedy", max_new_tokens: int | None = None) -> list[Answer]:
-        """Answer requests Gradio batched together: grouped by checkpoint, one generate call per group.
+                     max_new_tokens: Sequence[Any] | None = None) -> list[Answer]:
+        """Answer requests Gradio batched together (greedy): one generate call per (checkpoint, length).
 
         A bad request gets its own ``Answer.error``; the others in the batch are still answered.
         """
-        config = self.generation_config(strategy, max_new_tokens or self.settings.default_max_new_tokens)
+        lengths = max_new_tokens or [None] * len(images)
         results: list[Answer | None] = [None] * len(images)
-        groups: dict[str, list[tuple[int, Any, str]]] = {}
-        for i, (image, prompt, label) in enumerate(zip(images, prompts, checkpoints)):
+        groups: dict[tuple[str, GenerationConfig], list[tuple[int, Any, str]]] = {}
+        for i, (image, prompt, label, n) in enumerate(zip(images, prompts, checkpoints, lengths)):
+            label = str(label or "").strip()
             try:
+                config = self.generation_config("greedy", self.settings.default_max_new_tokens if n in (None, "") else n)
                 text = self._prompt(prompt)
-                label = str(label or "").strip()
                 self._ref(label)
                 img = read_image(image, max_pixels=self.settings.max_pixels)
-                groups.setdefault(label, []).append((i, img, text))
+                groups.setdefault((label, config), []).append((i, img, text))
             except (DataError, ConfigError, CheckpointNotFoundError) as e:
-                results[i] = Answer(str(label), "", 0, 0.0, 0.0, "", error=str(e))
-        with logged_request("batch", f"{len(images)} request(s) over {len(groups)} checkpoint(s)"):
-            for label, items in groups.items():
+                results[i] = Answer(label, "", 0, 0.0, 0.0, "", error=str(e))
+        with logged_request("batch", f"{len(images)} request(s) in {len(groups)} group(s)"):
+            for (label, config), items in groups.items():
                 answers = self._run(label, [img for _, img, _ in items], [t for _, _, t in items], config)
                 for (i, _, _), answer in zip(items, answers):
                     results[i] = answer

@@ -1,0 +1,74 @@
+"""The Space in a real browser: headless Debian Chromium through Playwright (sync API).
+
+Uploads an image, picks two checkpoints, clicks Compare, reads both answers, and leaves
+screenshots in test-artifacts/ (desktop and phone width) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from space_server import ROOT, running_space
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+IMAGE = ROOT / "space" / "examples" / "blue-square.png"
+
+
+@pytest.fixture(scope="module")
+def space_url(tiny_dir, tmp_path_factory):
+    with running_space({"VLM_LAB_CHECKPOINTS": str(tiny_dir)}, workdir=tmp_path_factory.mktemp("space-browser")) as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not shutil.which("chromium") and not (ROOT / CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed; run `make browser`")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def pick(page, label: str, option: str) -> None:
+    """Choose ``option`` in the Gradio dropdown labelled ``label`` (its own list, not another's)."""
+    box = page.get_by_label(label, exact=True)
+    box.click()
+    listbox = box.get_attribute("aria-controls")
+    page.locator(f"[id='{listbox}']").get_by_role("option", name=option, exact=True).click()
+    box.press("Escape")
+
+
+@pytest.mark.parametrize("width, height, name", [(1280, 900, "space-desktop.png"), (390, 844, "space-phone.png")])
+def test_upload_pick_two_checkpoints_compare(browser, space_url, artifacts_dir, width, height, name):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(space_url)
+        page.locator("input[type=file]").first.set_input_files(str(IMAGE))
+        expect(page.locator("img[src*='blue-square']").first).to_be_visible()
+        page.get_by_label("Question").fill("Describe the image.")
+        pick(page, "Checkpoint 1", "checkpoint-250")
+        pick(page, "Checkpoint 2", "checkpoint-1000")
+        pick(page, "Checkpoint 3", "(none)")
+        page.get_by_role("button", name="Compare", exact=True).click()
+        for slot, checkpoint in ((1, "checkpoint-250"), (2, "checkpoint-1000")):
+            expect(page.locator(f"#answer-{slot}")).to_contain_text(checkpoint)  # the column's label
+        expect(page.locator("#answer-2 textarea")).to_have_value("a blue square")
+        expect(page.locator("#answer-1 textarea")).not_to_have_value("")
+        expect(page.locator("#answer-3")).to_be_hidden()
+        for slot in (1, 2):
+            expect(page.locator(f"#stats-{slot}")).to_contain_text("latency")
+        page.screenshot(path=str(artifacts_dir / name), full_page=True)
+    finally:
+        page.close()
