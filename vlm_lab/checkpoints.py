@@ -215,6 +215,21 @@ def fingerprint(ref: CheckpointRef, *, memo: MutableMapping[str, str] | None = N
     return h.hexdigest()[:16]
 
 
+def processor_fingerprint(ref: CheckpointRef, *, memo: MutableMapping[str, str] | None = None) -> str:
+    """A hash of what turns a sample into model inputs: tokenizer, processor, chat template.
+
+    Weights and model/generation configs are left out, so the checkpoints of one
+    training run share it (and can share encoded batches). Hub refs: their fingerprint.
+    """
+    if ref.path is None:
+        return fingerprint(ref, memo=memo)
+    h = hashlib.sha256()
+    for p in model_files(ref.path):
+        if p.suffix not in WEIGHT_SUFFIXES and p.name not in ("config.json", "generation_config.json"):
+            h.update(f"{p.name}:{file_digest(p, memo)}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def _hub_commit(ref: CheckpointRef) -> str | None:
     """The commit a hub revision points at, from the local cache or the hub; else the revision."""
     try:

@@ -26,6 +26,8 @@ import json
 import math
 import os
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Callable, Sequence
@@ -41,6 +43,8 @@ from vlm_lab.scoring import bootstrap_accuracy, get_scorer
 __all__ = ["BatchEvent", "ComparisonResult", "ResultCache", "compare", "compare_one", "sample_key"]
 
 CACHE_FORMAT = 1
+SYNC_EVERY_S = 1.0  # fsync the result cache at most this often (and after each checkpoint's last batch)
+ENCODING_CACHE_BYTES = 512 * 2**20  # encoded batches kept for the next checkpoint with the same processor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +108,12 @@ class ResultCache:
                 results[record["key"]] = record
         return results, memory
 
-    def append(self, records: Sequence[dict]) -> None:
-        """Append records as lines and fsync, so a finished batch survives a crash."""
+    def append(self, records: Sequence[dict], *, sync: bool = True) -> None:
+        """Append records as whole lines; ``sync``: fsync too, so they survive a power cut.
+
+        Without ``sync`` the lines are still handed to the OS before this returns: a
+        crashed or interrupted *process* loses nothing, only a machine crash could.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         text = "".join(json.dumps(r) + "\n" for r in records)
         with open(self.path, "a+b") as f:
@@ -115,7 +123,8 @@ class ResultCache:
                     text = "\n" + text
             f.write(text.encode("utf-8"))
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
 
 
 class _MemoryProbe:
@@ -152,6 +161,34 @@ class _MemoryProbe:
 
             return int(torch.cuda.max_memory_allocated(self.loaded.device))
         return int(self.loaded.nbytes + self._rss_peak - self._rss0)
+
+
+class _EncodingCache:
+    """Encoded batches (CPU tensors) shared by consecutive checkpoints with the same processor.
+
+    The processor (chat template, tokenizer, image preprocessing) costs as much as a
+    tiny model's generate; checkpoints of one run share it, so each batch is encoded
+    once. Bounded by ``ENCODING_CACHE_BYTES``; dropped when the processor changes.
+    """
+
+    def __init__(self) -> None:
+        self._processor: str | None = None
+        self._batches: dict[tuple[str, ...], dict] = {}
+        self._nbytes = 0
+
+    def use(self, processor_fp: str) -> None:
+        if processor_fp != self._processor:
+            self._processor, self._batches, self._nbytes = processor_fp, {}, 0
+
+    def get(self, keys: tuple[str, ...], encode: Callable[[], dict]) -> dict:
+        if keys in self._batches:
+            return self._batches[keys]
+        encoded = encode()
+        size = sum(v.numel() * v.element_size() for v in encoded.values() if hasattr(v, "numel"))
+        if self._nbytes + size <= ENCODING_CACHE_BYTES:
+            self._batches[keys] = encoded
+            self._nbytes += size
+        return encoded
 
 
 def _unique_names(refs: Sequence[CheckpointRef]) -> list[str]:
@@ -224,7 +261,6 @@ def compare(
     """
     from tqdm.auto import tqdm
 
-    from vlm_lab.generation import batches, generate_batch
     from vlm_lab.models import resolve_device, resolve_dtype
 
     refs = resolve_all(config.checkpoints)
@@ -233,7 +269,6 @@ def compare(
     out = Path(config.output_dir)
     _prepare_output_dir(out)
     keys = [sample_key(s) for s in samples]
-    images = _write_images(samples, keys, out)
 
     device = resolve_device(config.device)
     dtype_name = str(resolve_dtype(config.dtype, device)).removeprefix("torch.")
@@ -244,7 +279,7 @@ def compare(
     memo = _load_memo(memo_path)
     models = cache if cache is not None else ModelCache(config.memory_budget or None)
 
-    from vlm_lab.checkpoints import fingerprint
+    from vlm_lab.checkpoints import fingerprint, processor_fingerprint
 
     plans = []
     for ref, name in zip(refs, names):
@@ -261,37 +296,73 @@ def compare(
 
     total = sum(math.ceil(len(todo) / gen.batch_size) for *_, todo, _ in plans)
     bar = tqdm(total=total, desc="compare", unit="batch", disable=not progress or total == 0, file=sys.stderr)
-    try:
-        for ref, name, fp, store, found, memory, todo, _ in plans:
-            if not todo:
-                continue
-            bar.set_description(f"compare {name}")
-            loaded = models.get(ref, dtype=config.dtype, device=config.device)
-            probe = _MemoryProbe(loaded)
-            chunks = list(batches(todo, gen.batch_size))
-            for i, chunk in enumerate(chunks):
-                outputs = generate_batch(loaded, [s for _, s in chunk], gen)
-                probe.sample()
-                records = [
-                    {"key": key, "text": o.text, "new_tokens": o.new_tokens, "latency_s": o.latency_s, "batch_size": o.batch_size}
-                    for (key, _), o in zip(chunk, outputs)
-                ]
-                if config.use_cache:
-                    store.append(records)
-                found.update((r["key"], r) for r in records)
-                bar.update(1)
-                if on_batch is not None:
-                    on_batch(BatchEvent(name, i, len(chunks), tuple(s.id for _, s in chunk)))
-            memory.clear()
-            memory.update(peak_memory_bytes=probe.peak(), memory_kind=probe.kind)
-            if config.use_cache:
-                store.append([{"memory": dict(memory)}])
-    finally:
-        bar.close()
+    encodings = _EncodingCache()
+    # Two helper threads keep the CPU busy while model.generate runs: one writes the
+    # sample PNGs, one encodes the next batch (processor work; tokenizers and PIL release the GIL).
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="vlm-lab-compare") as pool:
+        images_written = pool.submit(_write_images, samples, keys, out)
+        try:
+            for ref, name, _, store, found, memory, todo, _ in plans:
+                if not todo:
+                    continue
+                bar.set_description(f"compare {name}")
+                loaded = models.get(ref, dtype=config.dtype, device=config.device)
+                encodings.use(processor_fingerprint(ref, memo=memo))
+                run = _CheckpointRun(name, loaded, gen, store if config.use_cache else None, encodings, pool)
+                found.update(run.generate(todo, on_batch=lambda event: (bar.update(1), on_batch and on_batch(event))))
+                memory.clear()
+                memory.update(run.memory)
+        finally:
+            bar.close()
+        images = images_written.result()
 
     result = _build_result(config, refs, names, plans, samples, keys, images, out)
     result.save(out)
     return result
+
+
+class _CheckpointRun:
+    """One checkpoint's missing samples: batches encoded ahead, generated, cached as they finish."""
+
+    def __init__(self, name, loaded, gen: GenerationConfig, store: ResultCache | None, encodings: _EncodingCache, pool) -> None:
+        self.name, self.loaded, self.gen, self.store, self.encodings, self.pool = name, loaded, gen, store, encodings, pool
+        self.memory: dict = {}
+
+    def _encode(self, chunk) -> dict:
+        from vlm_lab.generation import encode_inputs
+
+        return self.encodings.get(tuple(k for k, _ in chunk), lambda: encode_inputs(self.loaded.processor, [s for _, s in chunk]))
+
+    def generate(self, todo: list[tuple[str, Sample]], *, on_batch: Callable[[BatchEvent], object]) -> dict[str, dict]:
+        from vlm_lab.generation import batches, generate_batch
+
+        probe = _MemoryProbe(self.loaded)
+        chunks = list(batches(todo, self.gen.batch_size))
+        done: dict[str, dict] = {}
+        last_sync = time.monotonic()
+        upcoming = self.pool.submit(self._encode, chunks[0])
+        for i, chunk in enumerate(chunks):
+            encoded = upcoming.result()
+            if i + 1 < len(chunks):
+                upcoming = self.pool.submit(self._encode, chunks[i + 1])  # overlaps this batch's generate
+            outputs = generate_batch(self.loaded, [s for _, s in chunk], self.gen, encoded=encoded)
+            probe.sample()
+            records = [
+                {"key": key, "text": o.text, "new_tokens": o.new_tokens, "latency_s": o.latency_s, "batch_size": o.batch_size}
+                for (key, _), o in zip(chunk, outputs)
+            ]
+            if self.store is not None:
+                # each batch reaches the OS at once (a killed process loses nothing); fsync at most
+                # every SYNC_EVERY_S, so a power cut loses at most the last second of work
+                sync = time.monotonic() - last_sync >= SYNC_EVERY_S or i == len(chunks) - 1
+                self.store.append(records, sync=sync)
+                last_sync = time.monotonic() if sync else last_sync
+            done.update((r["key"], r) for r in records)
+            on_batch(BatchEvent(self.name, i, len(chunks), tuple(s.id for _, s in chunk)))
+        self.memory = {"peak_memory_bytes": probe.peak(), "memory_kind": probe.kind}
+        if self.store is not None:
+            self.store.append([{"memory": self.memory}])
+        return done
 
 
 def _build_result(config, refs, names, plans, samples, keys, images, out) -> ComparisonResult:

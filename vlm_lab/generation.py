@@ -38,11 +38,19 @@ def chat_messages(prompt: str, image=None) -> list[dict]:
     return [{"role": "user", "content": [image_part, {"type": "text", "text": prompt}]}]
 
 
-def encode_batch(loaded: LoadedModel, samples: Sequence[Sample]) -> dict:
-    """Apply the chat template to each sample and pad the batch on the left, on the model's device."""
-    processor = loaded.processor
+def encode_inputs(processor, samples: Sequence[Sample]) -> dict:
+    """Chat template + processor for a batch, left-padded, on the CPU.
+
+    Depends only on the processor, so checkpoints of one training run (same
+    tokenizer and image processor) can share it: ``compare`` encodes each batch once.
+    """
     prompts = [processor.apply_chat_template(chat_messages(s.prompt), add_generation_prompt=True, tokenize=False) for s in samples]
-    enc = processor(images=[s.image for s in samples], text=prompts, return_tensors="pt", padding=True)
+    return dict(processor(images=[s.image for s in samples], text=prompts, return_tensors="pt", padding=True))
+
+
+def encode_batch(loaded: LoadedModel, samples: Sequence[Sample], *, encoded: dict | None = None) -> dict:
+    """Encode a batch (or take ``encoded`` from ``encode_inputs``) onto the model's device and dtype."""
+    enc = encoded if encoded is not None else encode_inputs(loaded.processor, samples)
     out = {}
     for key, value in enc.items():
         if isinstance(value, torch.Tensor):
@@ -80,9 +88,14 @@ def batches(items: Sequence, size: int) -> Iterator[Sequence]:
 
 
 @torch.inference_mode()
-def generate_batch(loaded: LoadedModel, samples: Sequence[Sample], config: GenerationConfig) -> list[GenerationOutput]:
-    """Run one batch through ``model.generate``; seeded so sampling strategies repeat."""
-    enc = encode_batch(loaded, samples)
+def generate_batch(
+    loaded: LoadedModel, samples: Sequence[Sample], config: GenerationConfig, *, encoded: dict | None = None
+) -> list[GenerationOutput]:
+    """Run one batch through ``model.generate``; seeded so sampling strategies repeat.
+
+    ``encoded``: the batch already through ``encode_inputs`` with this model's processor.
+    """
+    enc = encode_batch(loaded, samples, encoded=encoded)
     torch.manual_seed(config.seed)
     tokenizer = loaded.processor.tokenizer
     pad_id = tokenizer.pad_token_id

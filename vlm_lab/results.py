@@ -76,7 +76,7 @@ class ComparisonResult:
         atomic_write_text(out / "results.csv", self.to_dataframe().to_csv(index=False))
         meta = {"config": self.config, "checkpoints": self.refs, "summary": self.summary}
         atomic_write_text(out / "summary.json", json.dumps(_json_safe(meta), indent=2) + "\n")
-        atomic_write_text(out / "comparison.html", self.html(max_rows=None))
+        atomic_write_text(out / "comparison.html", self.html(max_rows=None, embed_images=False))
         return out
 
     @classmethod
@@ -188,8 +188,12 @@ class ComparisonResult:
         ax.set_title(f"accuracy by checkpoint (n={len(self.rows)})")
         return ax
 
-    def html(self, *, max_rows: int | None = 200, only_disagreements: bool = False) -> str:
-        """Side-by-side table with thumbnails; rows where checkpoints disagree are highlighted."""
+    def html(self, *, max_rows: int | None = 200, only_disagreements: bool = False, embed_images: bool = True) -> str:
+        """Side-by-side table with thumbnails; rows where checkpoints disagree are highlighted.
+
+        ``embed_images``: thumbnails as base64 PNG (a notebook, a page on its own); False:
+        ``<img src="images/...">`` relative links, for the copy saved next to ``images/``.
+        """
         rows = self.disagreements() if only_disagreements else self.rows
         shown = rows if max_rows is None else rows[:max_rows]
         head = "".join(f"<th>{_esc(n)}</th>" for n in self.checkpoints)
@@ -202,8 +206,9 @@ class ComparisonResult:
                 cells.append(f'<td class="{mark}">{_esc(out["output"])}</td>')
             cls = ' class="disagree"' if _disagree(row, self.checkpoints) else ""
             ref = "" if row["reference"] is None else _esc(row["reference"])
+            thumb = _thumbnail(self, row) if embed_images else f'<img src="{_esc(row["image"])}" alt="{_esc(row["id"])}">'
             body.append(
-                f"<tr{cls}><td>{_thumbnail(self, row)}</td><td>{_esc(row['id'])}</td><td>{_esc(row['prompt'])}</td>"
+                f"<tr{cls}><td>{thumb}</td><td>{_esc(row['id'])}</td><td>{_esc(row['prompt'])}</td>"
                 f"<td>{ref}</td>{''.join(cells)}</tr>"
             )
         more = "" if len(shown) == len(rows) else f"<p>showing {len(shown)} of {len(rows)} samples</p>"

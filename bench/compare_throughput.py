@@ -1,0 +1,155 @@
+"""Comparison engine vs the naive loop of a typical Gradio VLM demo, on the embedded checkpoints.
+
+Naive: models loaded once, then per sample ``processor.apply_chat_template(...,
+tokenize=True)`` + ``model.generate`` at batch size 1. Engine: ``compare()``
+(left-padded batches, result cache on, a fresh cache folder). Same 3
+checkpoints x 128 samples, greedy; the outputs must be identical.
+
+Prints:
+- the speed ratio naive / engine (target >= 3x on 2 CPU cores);
+- the engine's overhead over pure ``model.generate`` at the same batch size
+  (the same batches pre-encoded, only ``generate`` timed; target <= 10%);
+- the cost of re-running the finished comparison (all cached; target <= 5%).
+
+Usage: python bench/compare_throughput.py [--batch-size 16] [--samples 128] [--sweep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = (250, 500, 1000)
+
+
+def ensure_checkpoints() -> list[Path]:
+    from vlm_lab import tiny
+    from vlm_lab.config import TrainConfig
+
+    config = TrainConfig(out=str(ROOT / "checkpoints" / "shapes"))
+    paths = tiny.train(config, progress=True)  # skipped when they exist with the same settings
+    return [p for p in paths if int(p.name.split("-")[1]) in STEPS]
+
+
+def naive_loop(loaded_models, samples, max_new_tokens: int) -> tuple[float, list[list[str]]]:
+    """What most Gradio VLM demos do: one sample, one processor call, one generate."""
+    import torch
+
+    from vlm_lab.generation import chat_messages
+
+    outputs = []
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for loaded in loaded_models:
+            texts = []
+            for s in samples:
+                inputs = loaded.processor.apply_chat_template(
+                    chat_messages(s.prompt, s.image), add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+                )
+                out = loaded.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+                texts.append(loaded.processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+            outputs.append(texts)
+    return time.perf_counter() - start, outputs
+
+
+def pure_generate(loaded_models, samples, config) -> float:
+    """Only ``model.generate`` on pre-encoded batches of the engine's batch size."""
+    import torch
+
+    from vlm_lab.generation import batches, encode_batch
+
+    kwargs = config.generate_kwargs()
+    total = 0.0
+    with torch.inference_mode():
+        for loaded in loaded_models:
+            kwargs["pad_token_id"] = loaded.processor.tokenizer.pad_token_id
+            for chunk in batches(samples, config.batch_size):
+                enc = encode_batch(loaded, chunk)
+                start = time.perf_counter()
+                loaded.model.generate(**enc, **kwargs)
+                total += time.perf_counter() - start
+    return total
+
+
+def run_engine(paths, models, args, out: Path):
+    from vlm_lab.compare import compare
+    from vlm_lab.config import CompareConfig
+
+    config = CompareConfig(
+        checkpoints=tuple(str(p) for p in paths), data=f"shapes:val:{args.samples}", num_samples=0,
+        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, device="cpu", output_dir=str(out),
+    )  # fmt: skip
+    start = time.perf_counter()
+    result = compare(config, progress=False, cache=models)
+    return time.perf_counter() - start, result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--samples", type=int, default=128)
+    parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the fastest is reported (least disturbed by other load)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads (default: torch's choice); 1 is steadier on a CPU shared with other work")  # fmt: skip
+    parser.add_argument("--sweep", action="store_true", help="also time pure generate at batch sizes 1..128")
+    args = parser.parse_args()
+
+    import torch
+
+    from vlm_lab.config import GenerationConfig
+    from vlm_lab.data import load_samples
+    from vlm_lab.model_cache import ModelCache
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    paths = ensure_checkpoints()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus; "
+          f"{len(paths)} checkpoints x {args.samples} samples, batch size {args.batch_size}", flush=True)  # fmt: skip
+    models = ModelCache()
+    loaded_models = [models.get(str(p), device="cpu") for p in paths]  # loaded once, for both sides
+    samples = load_samples(f"shapes:val:{args.samples}")
+    gen = GenerationConfig(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+
+    naive_s, naive_out, engine_s, pure_s, rerun_s, inside_s = [], None, [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeats):
+            t, naive_out = naive_loop(loaded_models, samples, args.max_new_tokens)
+            naive_s.append(t)
+            t, result = run_engine(paths, models, args, Path(tmp) / f"run{i}")  # fresh cache: all generated
+            engine_s.append(t)
+            assert all(s["from_cache"] == 0 for s in result.summary)
+            inside_s.append(sum(o["latency_s"] / o["batch_size"] for r in result.rows for o in r["outputs"].values()))
+            pure_s.append(pure_generate(loaded_models, samples, gen))
+            t, again = run_engine(paths, models, args, Path(tmp) / f"run{i}")  # everything cached
+            rerun_s.append(t)
+            assert all(s["from_cache"] == len(samples) for s in again.summary)
+        engine_out = [[row["outputs"][name]["output"] for row in result.rows] for name in result.checkpoints]
+        assert engine_out == naive_out, "engine and naive loop disagree on greedy outputs"
+        print(f"identical greedy outputs: {sum(map(len, engine_out))} of {sum(map(len, naive_out))}")
+
+    naive, engine, pure, rerun, inside = (min(x) for x in (naive_s, engine_s, pure_s, rerun_s, inside_s))
+    print(f"naive loop (batch 1):         {naive:7.2f} s")
+    print(f"engine (batch {args.batch_size:>3}):           {engine:7.2f} s")
+    print(f"pure model.generate (batch {args.batch_size:>3}): {pure:7.2f} s")
+    print(f"speed ratio naive/engine:     {naive / engine:7.2f}x   (target >= 3x)")
+    print(f"engine overhead over generate:{(engine / pure - 1) * 100:6.1f} %   (target <= 10%)")
+    print(f"  (within the engine run: {inside:.2f} s in model.generate, {(engine / inside - 1) * 100:.1f}% around it)")
+    print(f"re-run, all cached:           {rerun:7.3f} s = {rerun / engine * 100:.1f}% of the first run (target <= 5%)")
+    if args.sweep:
+        for bs in (1, 4, 8, 16, 32, 64, 128):
+            t = pure_generate(loaded_models, samples, gen.replace(batch_size=bs))
+            print(f"  pure generate, batch {bs:>3}: {t:6.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
