@@ -226,3 +226,10 @@ def test_compare_one_matches_the_batched_engine(finished, tiny_checkpoints, mode
     assert [o["checkpoint"] for o in outs] == ["checkpoint-250", "checkpoint-1000"]
     assert [o["text"] for o in outs] == [row["outputs"][n]["output"] for n in ("checkpoint-250", "checkpoint-1000")]
     assert all(o["latency_s"] > 0 and o["new_tokens"] > 0 and o["memory_bytes"] > 0 for o in outs)
+
+
+def test_hub_id_that_cannot_be_loaded_offline_is_a_clear_error(tmp_path):
+    from vlm_lab.errors import CheckpointNotFoundError
+
+    with pytest.raises(CheckpointNotFoundError, match="cannot load 'nobody-here/no-such-model'"):
+        compare(_config(tmp_path, ["nobody-here/no-such-model"], num_samples=2), progress=False)

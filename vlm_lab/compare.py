@@ -40,7 +40,7 @@ from vlm_lab.model_cache import ModelCache
 from vlm_lab.results import ComparisonResult
 from vlm_lab.scoring import bootstrap_accuracy, get_scorer
 
-__all__ = ["BatchEvent", "ComparisonResult", "ResultCache", "compare", "compare_one", "sample_key"]
+__all__ = ["BatchEvent", "ComparisonResult", "ResultCache", "compare", "compare_one", "sample_key", "unique_names"]
 
 CACHE_FORMAT = 1
 SYNC_EVERY_S = 1.0  # fsync the result cache at most this often (and after each checkpoint's last batch)
@@ -191,7 +191,7 @@ class _EncodingCache:
         return encoded
 
 
-def _unique_names(refs: Sequence[CheckpointRef]) -> list[str]:
+def unique_names(refs: Sequence[CheckpointRef]) -> list[str]:
     """Display names; ``checkpoint-300`` from two runs becomes ``runA/checkpoint-300``, ``runB/...``."""
     plain = [r.name for r in refs]
     names = [
@@ -204,6 +204,9 @@ def _unique_names(refs: Sequence[CheckpointRef]) -> list[str]:
         if names.count(name) > 1:
             names[i] = f"{name}#{seen[name]}"
     return names
+
+
+_unique_names = unique_names  # the name space_support.py imported first
 
 
 def _prepare_output_dir(path: Path) -> None:
@@ -264,7 +267,7 @@ def compare(
     from vlm_lab.models import resolve_device, resolve_dtype
 
     refs = resolve_all(config.checkpoints)
-    names = _unique_names(refs)
+    names = unique_names(refs)
     samples = load_samples(config.data, config.num_samples or None, seed=config.seed)
     out = Path(config.output_dir)
     _prepare_output_dir(out)

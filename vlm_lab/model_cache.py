@@ -176,8 +176,17 @@ class ModelCache:
         return f"ModelCache({len(self)} loaded, {format_bytes(self.used_bytes)} of {format_bytes(self._budget)})"
 
     def fingerprint(self, ref: CheckpointRef) -> str:
-        """``checkpoints.fingerprint`` with this cache's file-hash memo."""
+        """``checkpoints.fingerprint`` with this cache's file-hash memo.
+
+        Hub refs are resolved once per cache (their fingerprint asks the hub which
+        commit a revision points at; a request per ``get`` would slow every call).
+        """
         with self._lock:
+            if ref.path is None:
+                key = f"hub|{ref.spec}"
+                if key not in self._fingerprints:
+                    self._fingerprints[key] = fingerprint(ref)
+                return self._fingerprints[key]
             return fingerprint(ref, memo=self._fingerprints)
 
     # -- the cache -----------------------------------------------------------------
