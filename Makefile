@@ -42,8 +42,7 @@ demo: checkpoints  ## the main job on the embedded default
 	@mkdir -p runs/demo
 	$(BIN)/papermill --no-progress-bar notebooks/02_compare_checkpoints.ipynb runs/demo/02_compare_checkpoints.ipynb \
 		-p checkpoints $(CHECKPOINTS) -p output_dir runs/demo
-	@$(BIN)/python -c "import sys; from vlm_lab.results import ComparisonResult; from vlm_lab.cli.compare import print_summary; \
-		print_summary(ComparisonResult.load(sys.argv[1]), as_json=False)" runs/demo
+	@$(BIN)/vlm-lab show runs/demo
 	@echo "executed notebook: runs/demo/02_compare_checkpoints.ipynb (open it with make lab)"
 	$(BIN)/vlm-lab sweep sweeps/shapes-ablation.yaml
 	$(BIN)/papermill --no-progress-bar notebooks/04_ablation_report.ipynb runs/shapes-ablation/04_ablation_report.ipynb -p sweep_dir runs/shapes-ablation

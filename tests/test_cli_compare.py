@@ -28,6 +28,11 @@ def test_json_summary_on_stdout_only(tiny_checkpoints, tmp_path):
     for name in ("results.jsonl", "results.csv", "summary.json", "comparison.html"):
         assert (out / name).is_file()
     assert "compare" in r.stderr  # the progress bar
+    shown = vlm_lab("show", str(out), "--json")  # a saved comparison, read back without any model
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == summary
+    missing = vlm_lab("show", str(tmp_path / "nothing-here"))
+    assert missing.returncode == 2 and "run vlm-lab compare" in missing.stderr
 
 
 def test_table_and_training_output_folder(tiny_dir, tmp_path):

@@ -41,6 +41,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
+    show = sub.add_parser(
+        "show",
+        help="print the summary of a saved comparison (e.g. a notebook's or a sweep run's output_dir)",
+        description="Read summary.json and results.jsonl from DIR and print the summary table.",
+    )
+    show.add_argument("dir", help="a comparison's output folder")
+    show.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, nothing else")
+    show.set_defaults(func=_show)
+
 
 def config_from_args(args: argparse.Namespace) -> CompareConfig:
     """The ``CompareConfig`` the flags describe (what the library, the notebook and a sweep take)."""
@@ -97,4 +106,11 @@ def run(args: argparse.Namespace) -> int:
 
     result = compare(config_from_args(args), progress=not args.quiet)  # the bar goes to stderr
     print_summary(result, as_json=args.json)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from vlm_lab.results import ComparisonResult
+
+    print_summary(ComparisonResult.load(args.dir), as_json=args.json)
     return 0
