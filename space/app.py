@@ -11,6 +11,7 @@ Secrets: HF_TOKEN (private models), WANDB_API_KEY (log interactions to W&B).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -62,11 +63,11 @@ def build_demo(service: ss.ComparisonService, plan: ss.ServingPlan) -> gr.Blocks
         for slot in range(ss.MAX_SLOTS):
             if slot < len(answers):
                 a = answers[slot]
-                updates += [gr.Textbox(value=a.text, label=a.checkpoint, visible=True),
-                            gr.Markdown(value=a.stats_markdown(), visible=True)]
+                updates += [gr.update(value=a.text, label=a.checkpoint, visible=True),
+                            gr.update(value=a.stats_markdown(), visible=True)]
             else:
-                updates += [gr.Textbox(value="", label=f"Checkpoint {slot + 1}", visible=slot == 0),
-                            gr.Markdown(value="", visible=False)]
+                updates += [gr.update(value="", label=f"Checkpoint {slot + 1}", visible=slot == 0),
+                            gr.update(value="", visible=False)]
         return updates
 
     def compare(image, prompt, ckpt1, ckpt2, ckpt3, strategy, max_new_tokens):
@@ -121,7 +122,7 @@ def build_demo(service: ss.ComparisonService, plan: ss.ServingPlan) -> gr.Blocks
         rows = [[str(p), questions[i % len(questions)], *selected[: ss.MAX_SLOTS], strategies[0],
                  settings.default_max_new_tokens] for i, p in enumerate(examples)]
         if rows:
-            gr.Examples(rows, inputs=inputs, outputs=results, fn=compare, cache_examples=True, cache_mode="lazy",
+            gr.Examples(rows, inputs=inputs, outputs=results, fn=compare, cache_examples=True, cache_mode="eager",
                         example_labels=[f"{p.stem.replace('-', ' ')} · {r[1]}" for p, r in zip(examples, rows)],
                         label="Examples (synthetic shapes)")
         gr.Markdown(
@@ -155,8 +156,11 @@ def main() -> None:
         log.info("environment: %s", note)
     settings = ss.SpaceSettings.from_env(app_dir=APP_DIR)
     ss.limit_image_pixels(settings.max_pixels)
-    service = ss.ComparisonService(settings, token=os.environ.get("HF_TOKEN"),
-                                   interactions=ss.InteractionLog(config=settings.to_dict()))
+    interactions = ss.InteractionLog(config=settings.to_dict())
+    atexit.register(interactions.close)
+    if interactions.enabled:
+        log.info("W&B: logging interactions (WANDB_API_KEY is set)")
+    service = ss.ComparisonService(settings, token=os.environ.get("HF_TOKEN"), interactions=interactions)
     plan = ss.plan_serving(settings, verdict_batch_size=service.memory.max_batch_size)
     log.info("checkpoints: %s", ", ".join(service.labels))
     for note in service.memory.notes:

@@ -72,3 +72,20 @@ def test_upload_pick_two_checkpoints_compare(browser, space_url, artifacts_dir, 
         page.screenshot(path=str(artifacts_dir / name), full_page=True)
     finally:
         page.close()
+
+
+def test_clicking_an_example_shows_three_cached_answers(browser, space_url, artifacts_dir):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(space_url)
+        page.get_by_role("button", name="red circle · What color is the shape?").click()
+        expect(page.get_by_label("Question")).to_have_value("What color is the shape?")
+        for slot, checkpoint in ((1, "checkpoint-0"), (2, "checkpoint-500"), (3, "checkpoint-1000")):
+            expect(page.locator(f"#answer-{slot}")).to_contain_text(checkpoint)
+        expect(page.locator("#answer-3 textarea")).to_have_value("red")
+        page.screenshot(path=str(artifacts_dir / "space-example.png"), full_page=True)
+    finally:
+        page.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,36 @@ def test_batch_answers_good_requests_and_flags_bad_ones(service, tmp_path):
     assert "not an image" in answers[1].error
     assert "no question" in answers[3].error
     assert "between 1 and 64" in answers[4].error
+
+
+def test_out_of_memory_empties_the_cache_and_says_what_to_lower(service):
+    import torch
+
+    from vlm_lab.errors import MemoryBudgetError
+
+    service.compare(str(EXAMPLES / "red-circle.png"), "What color is the shape?", ["checkpoint-0", "checkpoint-1000"])
+    assert len(service.cache) >= 2
+    with pytest.raises(MemoryBudgetError, match="cache was emptied. Compare fewer checkpoints at once or lower 'max new tokens'"):
+        with service.out_of_memory_guard("checkpoint-1000"):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")  # what torch raises on a full GPU
+    assert len(service.cache) == 0
+    again = service.compare(str(EXAMPLES / "red-circle.png"), "What color is the shape?", ["checkpoint-1000"])
+    assert again[0].text == "red"  # reloaded, still serving
+
+
+def test_interactions_go_to_wandb_only_with_a_key(tiny_dir, tmp_path, monkeypatch):
+    assert not ss.InteractionLog({}).enabled
+    monkeypatch.setenv("WANDB_MODE", "offline")  # a key makes it on; offline keeps the test off the network
+    for name in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    interactions = ss.InteractionLog({"WANDB_API_KEY": "0" * 40}, config={"space": "test"})
+    assert interactions.enabled
+    service = ss.ComparisonService(ss.SpaceSettings(checkpoints=(str(tiny_dir),), device="cpu"), interactions=interactions)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        service.compare(str(EXAMPLES / "blue-square.png"), "What shape is it?", ["checkpoint-1000"])
+        interactions.close()
+    runs = list((tmp_path / "wandb_dir" / "wandb").glob("offline-run-*/run-*.wandb"))
+    problems = [str(w.message) for w in caught if "W&B" in str(w.message)]
+    assert len(runs) == 1, (runs, problems)
+    assert b"checkpoint-1000/latency_s" in runs[0].read_bytes(), problems  # the interaction was logged, not just the run

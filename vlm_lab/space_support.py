@@ -340,6 +340,15 @@ class InteractionLog:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wandb-log")
         self._pool.submit(self._log, image, prompt, list(answers), config)
 
+    def close(self) -> None:
+        """Wait for pending logs and finish the run (at app exit)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self._run is not None:
+            self._run.finish()
+            self._run = None
+
     def _log(self, image: Any, prompt: str, answers: list[Answer], config: GenerationConfig) -> None:
         from vlm_lab import tracking
 
@@ -415,8 +424,9 @@ class Answer:
     error: str = ""
 
     def stats_markdown(self) -> str:
+        empty = "*no text: only special tokens* · " if not self.text.strip() else ""
         return (
-            f"**latency** {self.latency_s * 1000:.0f} ms · **tokens** {self.new_tokens} · "
+            f"{empty}**latency** {self.latency_s * 1000:.0f} ms · **tokens** {self.new_tokens} · "
             f"**memory** {self.memory_mb:.1f} MB {self.memory_kind}"
         )
 
@@ -519,7 +529,7 @@ class ComparisonService:
         chosen = self._selected(checkpoints)
         img = read_image(image, max_pixels=self.settings.max_pixels)
         with logged_request("compare", f"{len(chosen)} checkpoint(s), {config.strategy}, {config.max_new_tokens} tokens"):
-            with self._out_of_memory_guard(", ".join(chosen)):
+            with self.out_of_memory_guard(", ".join(chosen)):
                 rows = compare_one(self.cache, [self.refs[c] for c in chosen], img, text, config,
                                    dtype=self.settings.dtype, device=self.settings.device)
         answers = [_answer(label, row) for label, row in zip(chosen, rows)]
@@ -559,7 +569,7 @@ class ComparisonService:
         from vlm_lab.data import Sample
         from vlm_lab.generation import generate_batch
 
-        with self._out_of_memory_guard(label):
+        with self.out_of_memory_guard(label):
             loaded = self.cache.get(self.refs[label], dtype=self.settings.dtype, device=self.settings.device)
             cuda = loaded.device.type == "cuda"
             if cuda:
@@ -572,7 +582,7 @@ class ComparisonService:
                                 "memory_bytes": memory, "memory_kind": kind}) for o in outs]
 
     @contextlib.contextmanager
-    def _out_of_memory_guard(self, what: str) -> Iterator[None]:
+    def out_of_memory_guard(self, what: str) -> Iterator[None]:
         """Out of memory: empty the model cache, free the memory, and tell the user what to lower."""
         import torch
 
