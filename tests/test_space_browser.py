@@ -70,6 +70,10 @@ def test_upload_pick_two_checkpoints_compare(browser, space_url, artifacts_dir, 
         for slot in (1, 2):
             expect(page.locator(f"#stats-{slot}")).to_contain_text("latency")
         page.screenshot(path=str(artifacts_dir / name), full_page=True)
+        page.get_by_role("button", name="Clear", exact=True).click()
+        expect(page.get_by_label("Question")).to_have_value("")
+        expect(page.locator("#answer-2")).to_be_hidden()
+        expect(page.locator("#answer-1 textarea")).to_have_value("")
     finally:
         page.close()
 

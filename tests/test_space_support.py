@@ -166,7 +166,7 @@ def test_out_of_memory_empties_the_cache_and_says_what_to_lower(service):
     assert again[0].text == "red"  # reloaded, still serving
 
 
-def test_interactions_go_to_wandb_only_with_a_key(tiny_dir, tmp_path, monkeypatch):
+def test_interactions_go_to_wandb_only_with_a_key(tiny_dir, tmp_path, monkeypatch, caplog):
     assert not ss.InteractionLog({}).enabled
     monkeypatch.setenv("WANDB_MODE", "offline")  # a key makes it on; offline keeps the test off the network
     for name in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
@@ -179,6 +179,6 @@ def test_interactions_go_to_wandb_only_with_a_key(tiny_dir, tmp_path, monkeypatc
         service.compare(str(EXAMPLES / "blue-square.png"), "What shape is it?", ["checkpoint-1000"])
         interactions.close()
     runs = list((tmp_path / "wandb_dir" / "wandb").glob("offline-run-*/run-*.wandb"))
-    problems = [str(w.message) for w in caught if "W&B" in str(w.message)]
+    problems = [str(w.message) for w in caught if "W&B" in str(w.message)] + [r.getMessage() for r in caplog.records if "W&B" in r.getMessage()]
     assert len(runs) == 1, (runs, problems)
     assert b"checkpoint-1000/latency_s" in runs[0].read_bytes(), problems  # the interaction was logged, not just the run

@@ -382,14 +382,14 @@ def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_t
                 batch_cap: int = 64) -> MemoryPlan:
     """Estimate every offered checkpoint (config only, nothing loaded) against the hardware target.
 
-    ``target`` defaults to t4-small on a GPU (the Space's suggested hardware) and cpu-basic on CPU.
+    ``target`` defaults to the largest Space GPU that fits in this GPU's memory (t4-small, the
+    Space's suggested hardware, when none does) and to cpu-basic on CPU.
     A checkpoint that cannot be estimated (a hub id not downloaded yet) is skipped and noted.
     """
     from vlm_lab import memory
     from vlm_lab.memory_targets import budget_bytes, get_target
 
-    target = target or ("t4-small" if device == "cuda" else "cpu-basic")
-    t = get_target(target)
+    t = get_target(target or _detect_target(device))
     notes, batches, working, residents = [], [], [], []
     for ref in refs:
         try:
@@ -406,6 +406,18 @@ def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_t
     if not batches:
         return MemoryPlan(t.name, None, None, None, tuple(notes))
     return MemoryPlan(t.name, min(batches), max(1, budget_bytes(t) - max(working)), min(residents), tuple(notes))
+
+
+def _detect_target(device: str) -> str:
+    if device != "cuda":
+        return "cpu-basic"
+    import torch
+
+    from vlm_lab.memory_targets import GPU_TARGETS
+
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    fitting = [t for t in GPU_TARGETS.values() if t.device == "cuda" and t.memory_bytes <= total * 1.02]
+    return max(fitting, key=lambda t: t.memory_bytes).name if fitting else "t4-small"
 
 
 # -- the comparison service -------------------------------------------------------------------
