@@ -144,8 +144,9 @@ def test_sixteen_concurrent_clients_all_get_answers(space):
 
 
 def test_a_full_queue_says_busy_and_the_app_recovers(client, space):
-    jobs = [client.submit(handle_file(EXAMPLE), "What color is the shape?", "checkpoint-0", "checkpoint-1000",
-                          "checkpoint-500", "greedy", 8, api_name="/compare") for _ in range(80)]
+    # three checkpoints, untrained ones that always write 64 tokens: slow enough that 80 requests overflow the queue
+    jobs = [client.submit(handle_file(EXAMPLE), "What color is the shape?", "checkpoint-0", "checkpoint-250",
+                          "checkpoint-500", "greedy", 64, api_name="/compare") for _ in range(80)]
     outcomes = []
     for job in jobs:
         try:
