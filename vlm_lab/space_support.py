@@ -457,11 +457,11 @@ class ComparisonService:
 
         self.settings = settings
         self.token = token or None
-        from vlm_lab.compare import _unique_names
+        from vlm_lab.compare import unique_names
         from vlm_lab.models import resolve_device
 
         refs = resolve_all(list(settings.checkpoints))
-        self.refs = dict(zip(_unique_names(refs), refs))
+        self.refs = dict(zip(unique_names(refs), refs))
         self.device = resolve_device(settings.device).type
         self.memory = plan_memory(refs, device=self.device, target=settings.target,
                                   max_new_tokens=settings.max_new_tokens)
