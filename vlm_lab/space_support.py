@@ -346,7 +346,9 @@ class InteractionLog:
             self._pool.shutdown(wait=True)
             self._pool = None
         if self._run is not None:
-            self._run.finish()
+            from vlm_lab import tracking
+
+            tracking.finish_run(self._run)  # waits until wandb-core has written the run log
             self._run = None
 
     def _log(self, image: Any, prompt: str, answers: list[Answer], config: GenerationConfig) -> None:

@@ -155,6 +155,13 @@ def start_run(
     )
 
 
+def finish_run(run: Any) -> TrackedRun | None:
+    """Finish a run from ``start_run``; offline, return only once its log is complete on disk."""
+    if run is None:
+        return None
+    return _finish(run, _tracked(run, _run_mode(run)))
+
+
 def _finish(run: Any, tracked: TrackedRun) -> TrackedRun:
     """Finish the run; offline, return only once its log is on disk (wandb-core writes it asynchronously)."""
     run.finish()
