@@ -46,6 +46,7 @@ demo: checkpoints  ## the main job on the embedded default
 	@echo "executed notebook: runs/demo/02_compare_checkpoints.ipynb (open it with make lab)"
 	$(BIN)/vlm-lab sweep sweeps/shapes-ablation.yaml
 	$(BIN)/papermill --no-progress-bar notebooks/04_ablation_report.ipynb runs/shapes-ablation/04_ablation_report.ipynb -p sweep_dir runs/shapes-ablation
+	@echo "ablation report: runs/shapes-ablation/04_ablation_report.ipynb (table: runs/shapes-ablation/summary.md)"
 
 test: $(STAMP) browser  ## set up, then run the whole suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
