@@ -27,17 +27,26 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_space(env: Mapping[str, str], *, workdir: Path, timeout: float = 150) -> Iterator[tuple[str, Path]]:
+def running_space(
+    env: Mapping[str, str],
+    *,
+    workdir: Path,
+    app: Path = APP,
+    drop_env: tuple[str, ...] = (),
+    timeout: float = 150,
+) -> Iterator[tuple[str, Path]]:
     """Yield ``(url, log_path)`` once the app answers HTTP; always stop it afterwards.
 
     ``workdir`` is the app's working directory (Gradio writes its caches there) and holds
-    ``space.log``, the app's stdout and stderr.
+    ``space.log``, the app's stdout and stderr. ``app`` defaults to the repo's space/app.py
+    (a published copy elsewhere runs the same way); inherited variables whose names start
+    with one of ``drop_env`` are left out.
     """
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "space.log"
     full_env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not (drop_env and k.startswith(drop_env))},
         "HF_HUB_OFFLINE": "1",
         "GRADIO_ANALYTICS_ENABLED": "False",
         "GRADIO_SERVER_NAME": "127.0.0.1",
@@ -50,12 +59,12 @@ def running_space(env: Mapping[str, str], *, workdir: Path, timeout: float = 150
     full_env.pop("WANDB_API_KEY", None)
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, str(APP)], env=full_env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, str(app)], env=full_env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"space/app.py exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+                raise RuntimeError(f"{app} exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
             try:
                 with urllib.request.urlopen(url + "/gradio_api/info", timeout=2) as r:
                     if r.status == 200:
@@ -63,7 +72,7 @@ def running_space(env: Mapping[str, str], *, workdir: Path, timeout: float = 150
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"space/app.py did not answer within {timeout}s:\n{log_path.read_text()[-4000:]}")
+                raise TimeoutError(f"{app} did not answer within {timeout}s:\n{log_path.read_text()[-4000:]}")
             time.sleep(0.3)
         yield url, log_path
     finally:

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from hub_emulator import HubEmulator
-from space_server import free_port
+from space_server import free_port, running_space
 from vlm_lab.config import PublishConfig
 from vlm_lab.errors import ConfigError
 from vlm_lab.publish_report import estimate_cost
@@ -429,29 +427,15 @@ def test_published_files_run_the_app(hub, tiny_dir, tmp_path):
     clean = hub.snapshot(SPACE, tmp_path / "clone")
     assert (clean / "checkpoints" / "shapes").is_dir()
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLM_LAB_", "PYTHONPATH"))}
-    port = free_port()
-    env |= {"GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "HF_HUB_OFFLINE": "1",
-            "GRADIO_ANALYTICS_ENABLED": "False", "VLM_LAB_DEVICE": "cpu"}
+    drop = ("VLM_LAB_", "PYTHONPATH")  # the Space's own defaults and its own copy of vlm_lab, nothing from here
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)} | {"HF_HUB_OFFLINE": "1"}
     where = subprocess.run([sys.executable, "-c", "import vlm_lab; print(vlm_lab.__file__)"], cwd=clean, env=env,
                            capture_output=True, text=True)
     assert Path(where.stdout.strip()).resolve().is_relative_to(clean.resolve()), "the app must import the staged package"
-    log = open(tmp_path / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=clean, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "app.log").read_text()[-3000:]
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(1)
-        else:
-            pytest.fail("the app did not start serving: " + (tmp_path / "app.log").read_text()[-3000:])
+    with running_space({"VLM_LAB_DEVICE": "cpu"}, workdir=clean, app=clean / "app.py", drop_env=drop, timeout=240) as (url, _log):
         from gradio_client import Client, handle_file
 
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client = Client(url + "/", verbose=False)
         image = sorted((clean / "examples").glob("*.png"))[0]
         answer, new_tokens, _latency, error = client.predict(
             handle_file(str(image)), "What color is the shape?", "checkpoint-1000", api_name="/compare_batch"
@@ -459,11 +443,3 @@ def test_published_files_run_the_app(hub, tiny_dir, tmp_path):
         assert not error and answer.strip() and new_tokens >= 1, (answer, error)
         color = image.stem.split("-")[0]
         assert color in answer.lower(), f"{image.name}: {answer!r}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
