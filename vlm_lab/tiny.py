@@ -1,6 +1,6 @@
 """Build and train the embedded tiny VLM on the synthetic shapes data.
 
-The model is a real LLaVA (CLIP vision tower + projector + Llama), about 0.3M
+The model is a real LLaVA (CLIP vision tower + projector + Llama), about 0.17M
 parameters, with its own word-level tokenizer, chat template, image processor
 and generation config. Checkpoints are laid out as the HF Trainer does
 (``OUT/checkpoint-N`` with ``trainer_state.json``), and each one loads with

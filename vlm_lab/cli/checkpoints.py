@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     build = actions.add_parser(
         "build",
         help="train the tiny shapes VLM and save checkpoint-N folders",
-        description="Train a tiny LLaVA (CLIP vision + Llama, ~0.4M params) on synthetic colored shapes, "
+        description="Train a tiny LLaVA (CLIP vision + Llama, ~0.17M params) on synthetic colored shapes, "
         "fully offline, saving OUT/checkpoint-{0,K,2K,...,N} as the HF Trainer lays them out. "
         "Skipped when the checkpoints already exist with the same settings.",
     )
