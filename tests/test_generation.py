@@ -93,3 +93,15 @@ def test_generate_kwargs(strategy, expected):
 def test_bad_strategy_says_how_to_write_it(strategy):
     with pytest.raises(ConfigError, match=r"e\.g\.|greedy"):
         GenerationConfig(strategy=strategy)
+
+
+def test_small_local_checkpoint_loads_without_a_progress_bar(tiny_checkpoints, capfd, monkeypatch):
+    from transformers.utils import logging as hf_logging
+
+    models.load_model(tiny_checkpoints[0], device="cpu")
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.set_tqdm_hook(None) is None  # the quieting hook was taken off again
+
+    monkeypatch.setattr(models, "QUIET_LOAD_BYTES", 0)  # as if the weights were large: the bar is back
+    models.load_model(tiny_checkpoints[0], device="cpu")
+    assert "Loading weights" in capfd.readouterr().err

@@ -7,8 +7,11 @@ hub model (llava-hf, SmolVLM, Qwen2-VL). No model-specific branches here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +20,7 @@ from vlm_lab.checkpoints import CheckpointRef, resolve
 from vlm_lab.errors import CheckpointNotFoundError, DeviceError
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+QUIET_LOAD_BYTES = 256 * 2**20  # local weights smaller than this load in well under a second: no progress bar
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -97,8 +101,9 @@ def load_model(ref: CheckpointRef | str | os.PathLike[str], *, dtype: str = "aut
     if token:
         kwargs["token"] = token
     try:
-        processor = AutoProcessor.from_pretrained(**kwargs)
-        model = AutoModelForImageTextToText.from_pretrained(**kwargs, dtype=torch_dtype)
+        with _quiet_if_small(ref):
+            processor = AutoProcessor.from_pretrained(**kwargs)
+            model = AutoModelForImageTextToText.from_pretrained(**kwargs, dtype=torch_dtype)
     except OSError as e:  # transformers reports missing repos/files as OSError
         raise CheckpointNotFoundError(f"cannot load {ref.spec!r}: {e}".splitlines()[0]) from e
     tokenizer = getattr(processor, "tokenizer", None)
@@ -106,3 +111,29 @@ def load_model(ref: CheckpointRef | str | os.PathLike[str], *, dtype: str = "aut
         tokenizer.padding_side = "left"  # batched generation must left-pad
     model.to(dev).eval()
     return LoadedModel(ref=ref, model=model, processor=processor, device=dev, dtype=torch_dtype)
+
+
+@contextlib.contextmanager
+def _quiet_if_small(ref: CheckpointRef) -> Iterator[None]:
+    """No "Loading weights" bar for a small local checkpoint (notebook and log noise).
+
+    Hub references and large local weights keep transformers' bars: downloads and
+    multi-gigabyte loads take long enough to want one. Only transformers' own bars
+    are touched (through its tqdm hook), never huggingface_hub's settings.
+    """
+    from transformers.utils import logging as hf_logging
+
+    weights = Path(ref.path).glob("*.safetensors") if ref.path else ()
+    if ref.path is None or sum(f.stat().st_size for f in weights) >= QUIET_LOAD_BYTES:
+        yield
+        return
+
+    def hook(factory, args, kwargs):
+        kwargs = {**kwargs, "disable": True}
+        return previous(factory, args, kwargs) if previous else factory(*args, **kwargs)
+
+    previous = hf_logging.set_tqdm_hook(hook)
+    try:
+        yield
+    finally:
+        hf_logging.set_tqdm_hook(previous)
