@@ -24,9 +24,14 @@ try:  # on the Space the package is staged next to this file; locally it is inst
 except ImportError:  # run from a repository checkout without an install
     sys.path.insert(0, str(APP_DIR.parent))
 
-from vlm_lab import space_support as ss  # noqa: E402  (light: imports neither gradio nor torch)
+# Light imports (neither gradio nor torch): safe before prepare_environment sets the environment.
+from vlm_lab.space_images import limit_image_pixels  # noqa: E402
+from vlm_lab.space_service import Answer, ComparisonService, InteractionLog  # noqa: E402
+from vlm_lab.space_settings import (  # noqa: E402
+    MAX_SLOTS, NONE_CHOICE, STRATEGIES, ServingPlan, SpaceSettings, plan_serving, prepare_environment,
+)
 
-ENV_NOTES = ss.prepare_environment()  # before gradio / huggingface_hub / transformers are imported
+ENV_NOTES = prepare_environment()  # before gradio / huggingface_hub / transformers are imported
 
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
@@ -51,16 +56,16 @@ def _error(e: Exception) -> gr.Error:
     return gr.Error(f"unexpected {type(e).__name__}: {e}. The app is still running; try again.")
 
 
-def build_demo(service: ss.ComparisonService, plan: ss.ServingPlan) -> gr.Blocks:
+def build_demo(service: ComparisonService, plan: ServingPlan) -> gr.Blocks:
     settings = service.settings
     labels = service.labels
-    selected = service.default_selection() + [ss.NONE_CHOICE] * ss.MAX_SLOTS
-    strategies = list(ss.STRATEGIES)
+    selected = service.default_selection() + [NONE_CHOICE] * MAX_SLOTS
+    strategies = list(STRATEGIES)
     generate = {"concurrency_limit": plan.generate_limit, "concurrency_id": "generate"}
 
-    def outputs_for(answers: list[ss.Answer]) -> list:
+    def outputs_for(answers: list[Answer]) -> list:
         updates = []
-        for slot in range(ss.MAX_SLOTS):
+        for slot in range(MAX_SLOTS):
             if slot < len(answers):
                 a = answers[slot]
                 updates += [gr.update(value=a.text, label=a.checkpoint, visible=True),
@@ -99,8 +104,8 @@ def build_demo(service: ss.ComparisonService, plan: ss.ServingPlan) -> gr.Blocks
                 prompt = gr.Textbox(label="Question", placeholder="What color is the shape?", lines=1,
                                     max_length=settings.max_prompt_chars)
                 with gr.Row():
-                    ckpts = [gr.Dropdown([*labels, ss.NONE_CHOICE] if i else labels, value=selected[i],
-                                         label=f"Checkpoint {i + 1}", min_width=200) for i in range(ss.MAX_SLOTS)]
+                    ckpts = [gr.Dropdown([*labels, NONE_CHOICE] if i else labels, value=selected[i],
+                                         label=f"Checkpoint {i + 1}", min_width=200) for i in range(MAX_SLOTS)]
                 with gr.Row():
                     strategy = gr.Radio(strategies, value=strategies[0], label="Decoding", min_width=200)
                     max_new_tokens = gr.Slider(1, settings.max_new_tokens, value=settings.default_max_new_tokens,
@@ -110,7 +115,7 @@ def build_demo(service: ss.ComparisonService, plan: ss.ServingPlan) -> gr.Blocks
                     reset = gr.Button("Clear")
         results = []
         with gr.Row(equal_height=True):
-            for slot in range(ss.MAX_SLOTS):
+            for slot in range(MAX_SLOTS):
                 with gr.Column(min_width=200):
                     results += [gr.Textbox(label=f"Checkpoint {slot + 1}", lines=2, interactive=False,
                                            buttons=["copy"], visible=slot == 0, elem_id=f"answer-{slot + 1}"),
@@ -119,7 +124,7 @@ def build_demo(service: ss.ComparisonService, plan: ss.ServingPlan) -> gr.Blocks
         inputs = [image, prompt, *ckpts, strategy, max_new_tokens]
         examples = sorted((APP_DIR / "examples").glob("*.png"))
         questions = ["What color is the shape?", "What shape is it?", "Describe the image."]
-        rows = [[str(p), questions[i % len(questions)], *selected[: ss.MAX_SLOTS], strategies[0],
+        rows = [[str(p), questions[i % len(questions)], *selected[:MAX_SLOTS], strategies[0],
                  settings.default_max_new_tokens] for i, p in enumerate(examples)]
         if rows:
             gr.Examples(rows, inputs=inputs, outputs=results, fn=compare, cache_examples=True, cache_mode="eager",
@@ -154,14 +159,14 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Gradio self-check otherwise
     for note in ENV_NOTES:
         log.info("environment: %s", note)
-    settings = ss.SpaceSettings.from_env(app_dir=APP_DIR)
-    ss.limit_image_pixels(settings.max_pixels)
-    interactions = ss.InteractionLog(config=settings.to_dict())
+    settings = SpaceSettings.from_env(app_dir=APP_DIR)
+    limit_image_pixels(settings.max_pixels)
+    interactions = InteractionLog(config=settings.to_dict())
     atexit.register(interactions.close)
     if interactions.enabled:
         log.info("W&B: logging interactions (WANDB_API_KEY is set)")
-    service = ss.ComparisonService(settings, token=os.environ.get("HF_TOKEN"), interactions=interactions)
-    plan = ss.plan_serving(settings, verdict_batch_size=service.memory.max_batch_size)
+    service = ComparisonService(settings, token=os.environ.get("HF_TOKEN"), interactions=interactions)
+    plan = plan_serving(settings, verdict_batch_size=service.memory.max_batch_size)
     log.info("checkpoints: %s", ", ".join(service.labels))
     for note in service.memory.notes:
         log.info("memory verdict on %s: %s", service.memory.target, note)

@@ -1,0 +1,103 @@
+"""vlm_lab.space_service in process: the memory plan, the comparison service, the W&B interaction log."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+from vlm_lab import space_service as ss
+from vlm_lab.errors import ConfigError
+from vlm_lab.space_settings import NONE_CHOICE, SpaceSettings
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "space" / "examples"
+
+
+@pytest.fixture(scope="module")
+def service(tiny_dir):
+    return ss.ComparisonService(SpaceSettings(checkpoints=(str(tiny_dir),), device="cpu"))
+
+
+def test_memory_plan_from_the_verdicts(service):
+    plan = service.memory
+    assert plan.target == "cpu-basic" and len(plan.notes) == len(service.labels)
+    assert 1 <= plan.max_batch_size <= 64 and plan.co_resident >= len(service.labels)
+    assert 0 < plan.cache_budget_bytes < 16 * 10**9
+    assert service.cache.budget_bytes == plan.cache_budget_bytes
+    unknown = ss.plan_memory([service.refs["checkpoint-0"], "nobody/nothing"], device="cpu")
+    assert any("nobody/nothing: no estimate" in n for n in unknown.notes) and unknown.max_batch_size is not None
+
+
+def test_choices_default_to_first_middle_last(service):
+    assert service.labels == [f"checkpoint-{n}" for n in (0, 250, 500, 750, 1000)]
+    assert service.default_selection() == ["checkpoint-0", "checkpoint-500", "checkpoint-1000"]
+
+
+@pytest.mark.parametrize("strategy, tokens, message", [
+    ("beam(0)", 8, "beam needs a whole number"),
+    ("greedy", 0, "max new tokens must be between 1 and 64"),
+    ("greedy", 65, "max new tokens must be between 1 and 64"),
+    ("greedy", "many", "max new tokens must be a whole number"),
+])
+def test_generation_choices_are_validated(service, strategy, tokens, message):
+    with pytest.raises(ConfigError, match=message):
+        service.generation_config(strategy, tokens)
+
+
+def test_compare_runs_each_selected_checkpoint_once_in_order(service):
+    image = str(EXAMPLES / "green-triangle.png")
+    answers = service.compare(image, "What shape is it?", ["checkpoint-1000", "checkpoint-1000", NONE_CHOICE], "greedy", 8)
+    assert [(a.checkpoint, a.text, a.memory_kind) for a in answers] == [("checkpoint-1000", "triangle", "weights")]
+    with pytest.raises(ConfigError, match="compare at most 3"):
+        service.compare(image, "What shape is it?", ["checkpoint-0", "checkpoint-250", "checkpoint-500", "checkpoint-750"])
+
+
+def test_batch_answers_good_requests_and_flags_bad_ones(service, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("no pixels here")
+    green, purple = str(EXAMPLES / "green-triangle.png"), str(EXAMPLES / "purple-diamond.png")
+    answers = service.answer_batch(
+        [green, str(bad), purple, purple, green],
+        ["What color is the shape?", "What color is the shape?", "Describe the image.", "", "What shape is it?"],
+        ["checkpoint-1000", "checkpoint-1000", "checkpoint-1000", "checkpoint-1000", "checkpoint-0"],
+        [8, None, 8, 8, 999],
+    )
+    assert [a.text for a in answers[:3:2]] == ["green", "a purple diamond"]
+    assert answers[0].error == answers[2].error == ""
+    assert "not an image" in answers[1].error
+    assert "no question" in answers[3].error
+    assert "between 1 and 64" in answers[4].error
+
+
+def test_out_of_memory_empties_the_cache_and_says_what_to_lower(service):
+    import torch
+
+    from vlm_lab.errors import MemoryBudgetError
+
+    service.compare(str(EXAMPLES / "red-circle.png"), "What color is the shape?", ["checkpoint-0", "checkpoint-1000"])
+    assert len(service.cache) >= 2
+    with pytest.raises(MemoryBudgetError, match="cache was emptied. Compare fewer checkpoints at once or lower 'max new tokens'"):
+        with service.out_of_memory_guard("checkpoint-1000"):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")  # what torch raises on a full GPU
+    assert len(service.cache) == 0
+    again = service.compare(str(EXAMPLES / "red-circle.png"), "What color is the shape?", ["checkpoint-1000"])
+    assert again[0].text == "red"  # reloaded, still serving
+
+
+def test_interactions_go_to_wandb_only_with_a_key(tiny_dir, tmp_path, monkeypatch, caplog):
+    assert not ss.InteractionLog({}).enabled
+    monkeypatch.setenv("WANDB_MODE", "offline")  # a key makes it on; offline keeps the test off the network
+    for name in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    interactions = ss.InteractionLog({"WANDB_API_KEY": "0" * 40}, config={"space": "test"})
+    assert interactions.enabled
+    service = ss.ComparisonService(SpaceSettings(checkpoints=(str(tiny_dir),), device="cpu"), interactions=interactions)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        service.compare(str(EXAMPLES / "blue-square.png"), "What shape is it?", ["checkpoint-1000"])
+        interactions.close()
+    runs = list((tmp_path / "wandb_dir" / "wandb").glob("offline-run-*/run-*.wandb"))
+    problems = [str(w.message) for w in caught if "W&B" in str(w.message)] + [r.getMessage() for r in caplog.records if "W&B" in r.getMessage()]
+    assert len(runs) == 1, (runs, problems)
+    assert b"checkpoint-1000/latency_s" in runs[0].read_bytes(), problems  # the interaction was logged, not just the run

@@ -1,0 +1,60 @@
+"""vlm_lab.space_settings: the process environment, settings from the Space variables, the serving plan."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from vlm_lab import space_settings as ss
+from vlm_lab.errors import CheckpointNotFoundError, ConfigError
+
+
+def test_prepare_environment_uses_persistent_storage_and_turns_analytics_off(tmp_path):
+    env: dict[str, str] = {}
+    notes = ss.prepare_environment(env, data_dir=str(tmp_path))
+    assert env == {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HOME": str(tmp_path / ".huggingface")}
+    assert len(notes) == 2
+    env = {"HF_HOME": "/mine", "GRADIO_ANALYTICS_ENABLED": "True"}  # what the user set wins
+    ss.prepare_environment(env, data_dir=str(tmp_path))
+    assert env == {"HF_HOME": "/mine", "GRADIO_ANALYTICS_ENABLED": "True"}
+    env = {}
+    ss.prepare_environment(env, data_dir=str(tmp_path / "no-such-volume"))
+    assert "HF_HOME" not in env
+
+
+def test_settings_from_env_prefers_the_variable_then_next_to_app_then_project_root(tmp_path, tiny_dir):
+    app = tmp_path / "app"
+    root = tmp_path / "repo"
+    (root / "checkpoints" / "shapes").mkdir(parents=True)
+    app.mkdir()
+    env = {"VLM_LAB_ROOT": str(root)}
+    assert ss.SpaceSettings.from_env(env, app_dir=app).checkpoints == (str(root / "checkpoints" / "shapes"),)
+    (app / "checkpoints" / "shapes").mkdir(parents=True)  # as the publisher stages them
+    assert ss.SpaceSettings.from_env(env, app_dir=app).checkpoints == (str(app / "checkpoints" / "shapes"),)
+    env["VLM_LAB_CHECKPOINTS"] = f" {tiny_dir} , org/model@v1:checkpoint-9, checkpoints/shapes "
+    settings = ss.SpaceSettings.from_env(env, app_dir=app)
+    # hub ids stay as written; a path inside the Space becomes absolute
+    assert settings.checkpoints == (str(tiny_dir), "org/model@v1:checkpoint-9", str(app / "checkpoints" / "shapes"))
+
+
+def test_settings_errors_name_the_fix(tmp_path):
+    with pytest.raises(CheckpointNotFoundError, match="run `make checkpoints`.*or set VLM_LAB_CHECKPOINTS"):
+        ss.SpaceSettings.from_env({}, app_dir=tmp_path)
+    with pytest.raises(ConfigError, match="VLM_LAB_QUEUE_SIZE='lots' is not a whole number"):
+        ss.SpaceSettings.from_env({"VLM_LAB_CHECKPOINTS": "a/b", "VLM_LAB_QUEUE_SIZE": "lots"}, app_dir=tmp_path)
+    with pytest.raises(ConfigError, match="queue_size must be a positive integer"):
+        ss.SpaceSettings(checkpoints=("a/b",), queue_size=0)
+    with pytest.raises(ConfigError, match="unknown SpaceSettings field"):
+        ss.SpaceSettings.from_dict({"checkpoints": ("a/b",), "queue": 3})
+
+
+def test_serving_plan_on_cpu_keeps_generations_times_threads_near_the_cores():
+    plan = ss.plan_serving(ss.SpaceSettings(checkpoints=("a/b",), device="cpu", queue_size=7), verdict_batch_size=12)
+    cores = os.cpu_count() or 1
+    assert plan.device == "cpu" and plan.queue_size == 7 and plan.max_batch_size == 12
+    assert 1 <= plan.generate_limit <= 4 and plan.generate_limit * plan.torch_threads <= max(cores, 1)
+    assert (plan.batch_limit, plan.batch_group) == (1, "batch")
+    assert plan.cheap_limit > plan.generate_limit and plan.max_threads >= plan.generate_limit + plan.cheap_limit
+    explicit = ss.plan_serving(ss.SpaceSettings(checkpoints=("a/b",), device="cpu", max_batch_size=3), verdict_batch_size=12)
+    assert explicit.max_batch_size == 3  # VLM_LAB_MAX_BATCH_SIZE wins over the verdict

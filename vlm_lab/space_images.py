@@ -1,0 +1,80 @@
+"""Reading images uploaded to the Space safely: the pixel count is checked from the header
+before anything is decoded, and every failure is a ``DataError`` that says what to upload.
+PIL is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+from vlm_lab.errors import DataError
+
+
+def image_path_of(value: Any) -> Any:
+    """The file behind a Gradio image value: a path string, a FileData dict, or a PIL image as is."""
+    if isinstance(value, Mapping):
+        return value.get("path") or value.get("url")
+    return value
+
+
+def read_image(value: Any, *, max_pixels: int) -> "Image.Image":
+    """Open an uploaded image safely: size checked from the header before any pixel is decoded.
+
+    Raises:
+        DataError: no image, not an image, truncated or corrupt, or more than ``max_pixels`` pixels;
+            each message says what to upload instead.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    value = image_path_of(value)
+    if value is None or value == "":
+        raise DataError("no image: upload an image (PNG, JPEG or WebP) or pick one of the examples")
+    if isinstance(value, Image.Image):
+        img = value
+        _check_pixels(img.size, max_pixels)
+        return img.convert("RGB")
+    path = Path(str(value))
+    if not path.is_file():
+        raise DataError("the uploaded image is gone from the server; upload it again")
+    try:
+        with Image.open(path) as img:  # reads the header only
+            _check_pixels(img.size, max_pixels)
+            img.seek(0)  # the first frame of an animation
+            img.load()  # decodes: raises on truncated data
+            return img.convert("RGB")
+    except Image.DecompressionBombError as e:  # PIL's own limit (MAX_IMAGE_PIXELS) refused it on open
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = f"{int(m.group(1)):,} pixels" if m else "too many pixels"
+        raise DataError(_too_large(pixels, max_pixels)) from None
+    except UnidentifiedImageError:
+        raise DataError(
+            f"{_shown_name(path)} is not an image this app can read; upload a PNG, JPEG or WebP file"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data
+        raise DataError(
+            f"{_shown_name(path)} is truncated or corrupt ({e}); re-save or re-export the image and upload it again"
+        ) from None
+
+
+def limit_image_pixels(max_pixels: int) -> None:
+    """Make PIL itself refuse decompression bombs (it raises above twice its limit) for any code path."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def _shown_name(path: Path) -> str:
+    return f"the file {path.name!r}"
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise DataError(_too_large(f"{width}x{height} = {width * height:,} pixels", max_pixels))
+
+
+def _too_large(pixels: str, max_pixels: int) -> str:
+    return f"the image is {pixels}, over this Space's limit of {max_pixels:,}; resize it (e.g. to 1024x1024) and upload it again"
+

@@ -1,0 +1,192 @@
+"""How the Hugging Face Space is set up: process environment, settings from the Space
+variables, and the Gradio serving plan (queue, concurrency, batch size) for the hardware.
+
+``space/app.py`` calls ``prepare_environment`` before gradio is imported, then builds
+``SpaceSettings.from_env`` and ``plan_serving``. Nothing here imports gradio, and torch only
+inside ``plan_serving``, so this module is cheap to import before the environment is ready.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from vlm_lab.config import ConfigBase
+from vlm_lab.errors import CheckpointNotFoundError, ConfigError
+
+EMBEDDED_CHECKPOINTS = "checkpoints/shapes"  # where the publisher stages them next to app.py
+MAX_SLOTS = 3  # checkpoints compared side by side
+# Decoding choices shown in the UI: label -> strategy string (any valid strategy works through the API).
+STRATEGIES = {"greedy": "greedy", "nucleus (top-p 0.9)": "nucleus(0.9)", "temperature 0.7": "temperature(0.7)"}
+NONE_CHOICE = "(none)"
+
+
+def prepare_environment(environ: dict[str, str] | None = None, *, data_dir: str = "/data") -> list[str]:
+    """Process-wide settings that must be in place before gradio/huggingface_hub/transformers import.
+
+    Analytics off unless asked for; with Space persistent storage (``/data``) model downloads go to
+    ``/data/.huggingface`` so a restart does not download them again. Returns what was set, for the log.
+    """
+    env = os.environ if environ is None else environ
+    notes = []
+    if "GRADIO_ANALYTICS_ENABLED" not in env:
+        env["GRADIO_ANALYTICS_ENABLED"] = "False"
+        notes.append("GRADIO_ANALYTICS_ENABLED=False")
+    data = Path(data_dir)
+    if "HF_HOME" not in env and data.is_dir() and os.access(data, os.W_OK):
+        env["HF_HOME"] = str(data / ".huggingface")
+        notes.append(f"HF_HOME={env['HF_HOME']} (persistent storage)")
+    return notes
+
+
+def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number; set it to e.g. {default}") from None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SpaceSettings(ConfigBase):
+    """How the Space serves: which checkpoints, where, and its limits. Holds no token (safe to log)."""
+
+    checkpoints: tuple[str, ...]  # references, resolved with checkpoints.resolve_all
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    max_pixels: int = 4096 * 4096  # larger uploads are refused before they are decoded
+    max_prompt_chars: int = 500
+    max_new_tokens: int = 64  # the slider's (and the API's) upper bound
+    default_max_new_tokens: int = 16
+    queue_size: int = 32  # waiting events beyond this get Gradio's "busy, try again"
+    max_batch_size: int = 0  # batched API; 0: from the memory verdict (or 16)
+    cache_budget: str = ""  # model cache budget, e.g. "12GB"; empty: from the memory verdict
+    target: str = ""  # hardware the memory verdict plans for; empty: t4-small on a GPU, cpu-basic on CPU
+    max_file_size: str = "20mb"  # uploads above this are refused by Gradio
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checkpoints", tuple(self.checkpoints))
+        if not self.checkpoints:
+            raise ConfigError("no checkpoints configured; set VLM_LAB_CHECKPOINTS=path-or-hub-id[,...]")
+        for name in ("max_pixels", "max_prompt_chars", "max_new_tokens", "default_max_new_tokens", "queue_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_batch_size < 0:
+            raise ConfigError(f"max_batch_size must be >= 0 (0: automatic), got {self.max_batch_size!r}")
+        if self.default_max_new_tokens > self.max_new_tokens:
+            raise ConfigError(f"default_max_new_tokens={self.default_max_new_tokens} exceeds max_new_tokens={self.max_new_tokens}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, app_dir: str | os.PathLike[str]) -> "SpaceSettings":
+        """Read the Space variables (``VLM_LAB_*``); relative checkpoint paths mean inside the Space.
+
+        ``VLM_LAB_CHECKPOINTS`` (comma-separated) wins; else the embedded checkpoints next to
+        ``app.py`` (as published), else under the project root (``VLM_LAB_ROOT``, as ``make space`` runs).
+        """
+        env = os.environ if environ is None else environ
+        app_dir = Path(app_dir).resolve()
+        roots = [app_dir]
+        root = env.get("VLM_LAB_ROOT", "").strip()
+        if root:
+            roots.append(Path(root).expanduser().resolve())
+        specs = [s.strip() for s in env.get("VLM_LAB_CHECKPOINTS", "").split(",") if s.strip()]
+        if not specs:
+            found = [r / EMBEDDED_CHECKPOINTS for r in roots if (r / EMBEDDED_CHECKPOINTS).is_dir()]
+            if not found:
+                where = " or ".join(str(r / EMBEDDED_CHECKPOINTS) for r in roots)
+                raise CheckpointNotFoundError(
+                    f"no embedded checkpoints at {where}; run `make checkpoints` (or `make space`, which does), "
+                    "or set VLM_LAB_CHECKPOINTS=path-or-hub-id[,...]"
+                )
+            specs = [str(found[0])]
+        specs = [_in_space(spec, roots) for spec in specs]
+        return cls(
+            checkpoints=tuple(specs),
+            device=env.get("VLM_LAB_DEVICE", "auto").strip() or "auto",
+            dtype=env.get("VLM_LAB_DTYPE", "auto").strip() or "auto",
+            max_pixels=_int_env(env, "VLM_LAB_MAX_PIXELS", cls.max_pixels),
+            max_new_tokens=_int_env(env, "VLM_LAB_MAX_NEW_TOKENS", cls.max_new_tokens),
+            queue_size=_int_env(env, "VLM_LAB_QUEUE_SIZE", cls.queue_size),
+            max_batch_size=_int_env(env, "VLM_LAB_MAX_BATCH_SIZE", cls.max_batch_size),
+            cache_budget=env.get("VLM_LAB_CACHE_BUDGET", "").strip(),
+            target=env.get("VLM_LAB_TARGET", "").strip(),
+        )
+
+
+def _in_space(spec: str, roots: Sequence[Path]) -> str:
+    """A relative path that exists under the app folder (or project root) becomes absolute; hub ids stay."""
+    path = Path(spec).expanduser()
+    if path.is_absolute():
+        return str(path)
+    for root in roots:
+        if (root / path).exists():
+            return str(root / path)
+    return spec
+
+
+# -- serving plan -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingPlan:
+    """Gradio queue and concurrency settings chosen for the hardware."""
+
+    device: str  # "cuda" or "cpu"
+    generate_limit: int  # concurrent UI comparisons (concurrency group "generate")
+    batch_limit: int  # concurrent batches of the batched API
+    batch_group: str  # its concurrency group: "generate" on a GPU (one memory to share), "batch" on CPU
+    cheap_limit: int  # concurrent cheap events (clear, ...)
+    torch_threads: int | None  # torch intra-op threads per generation on CPU (None: leave torch's default)
+    max_threads: int  # launch(max_threads=)
+    queue_size: int  # queue(max_size=)
+    status_update_rate: float  # queue(status_update_rate=): seconds between queue-position updates
+    max_batch_size: int  # the batched API's max_batch_size
+    why: str  # one line for the log
+
+
+def plan_serving(settings: SpaceSettings, *, verdict_batch_size: int | None = None) -> ServingPlan:
+    """Concurrency from the hardware, following Gradio's performance guide.
+
+    On a GPU generation is the bottleneck and concurrent generations compete for the same
+    memory: 1 at a time on a GPU under 24 GB (a T4), 2 above, shared by both endpoints. On CPU
+    about one comparison per core (at most 4), and one batch at a time: a batch already keeps
+    every core busy through torch's threads, and requests that wait meanwhile make the next
+    batch bigger. The batch size comes from the memory verdict when there is one.
+    """
+    import torch
+
+    from vlm_lab.models import resolve_device
+
+    device = resolve_device(settings.device)
+    threads = None
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        generate = 1 if total < 24 * 2**30 else 2
+        why = f"{torch.cuda.get_device_name(device)} ({total / 2**30:.0f} GiB): {generate} generation(s) at a time"
+    else:
+        cores = os.cpu_count() or 1
+        generate = max(1, min(4, cores))
+        threads = max(1, cores // generate)
+        why = f"CPU with {cores} core(s): {generate} generation(s) at a time, {threads} torch thread(s) each"
+    batch = settings.max_batch_size or verdict_batch_size or 16
+    return ServingPlan(
+        device=device.type,
+        generate_limit=generate,
+        batch_limit=generate if device.type == "cuda" else 1,
+        batch_group="generate" if device.type == "cuda" else "batch",
+        cheap_limit=8,
+        torch_threads=threads,
+        max_threads=max(16, generate + 8 + 4),
+        queue_size=settings.queue_size,
+        # Gradio's "auto" sends every waiting client an estimate each time a job starts: O(waiting^2)
+        # messages under load, parsed by every client. A fixed interval keeps that linear.
+        status_update_rate=2.0,
+        max_batch_size=max(1, batch),
+        why=why + f"; batched API up to {batch} per batch; queue holds {settings.queue_size}",
+    )
+
