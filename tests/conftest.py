@@ -23,6 +23,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# per-user caches (file-digest memo) go to a throwaway folder, not the user's ~/.cache
+os.environ.setdefault("VLM_LAB_CACHE", str(ROOT / ".cache" / "test-user-cache"))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -126,3 +126,27 @@ def test_fingerprint_memo_hashes_each_file_once(tiny_checkpoints):
     assert len(memo) == len(checkpoints.model_files(ref.path)) >= 3
     assert fingerprint(ref, memo=memo) == fp == fingerprint(ref)
     assert not any("trainer_state" in k for k in memo)
+
+
+def test_digest_memo_is_kept_per_user_and_merged(tiny_checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setenv("VLM_LAB_CACHE", str(tmp_path / "cache"))
+    ref = resolve(str(tiny_checkpoints[-1]))[0]
+    memo = checkpoints.load_digest_memo()
+    assert memo == {}
+    fp = fingerprint(ref, memo=memo)
+    checkpoints.save_digest_memo({"other-process|1|2|3|4": "abc"})  # written meanwhile by another run
+    checkpoints.save_digest_memo(memo)
+    saved = checkpoints.load_digest_memo()
+    assert saved["other-process|1|2|3|4"] == "abc" and memo.items() <= saved.items()
+    assert fingerprint(ref, memo=saved) == fp
+
+
+def test_unreadable_or_unwritable_digest_memo_is_not_an_error(tmp_path, monkeypatch):
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("VLM_LAB_CACHE", str(tmp_path / "cache"))
+    assert checkpoints.load_digest_memo() == {}
+    checkpoints.save_digest_memo({"k": "v"})  # cannot write: the next run re-hashes, nothing fails
+    (tmp_path / "cache").unlink()
+    (tmp_path / "cache").mkdir()
+    checkpoints.digest_memo_path().write_text("{not json")
+    assert checkpoints.load_digest_memo() == {}

@@ -233,3 +233,16 @@ def test_hub_id_that_cannot_be_loaded_offline_is_a_clear_error(tmp_path):
 
     with pytest.raises(CheckpointNotFoundError, match="cannot load 'nobody-here/no-such-model'"):
         compare(_config(tmp_path, ["nobody-here/no-such-model"], num_samples=2), progress=False)
+
+
+def test_new_output_folder_does_not_rehash_unchanged_weights(tmp_path, tiny_checkpoints, models, monkeypatch):
+    from vlm_lab import checkpoints
+
+    monkeypatch.setenv("VLM_LAB_CACHE", str(tmp_path / "user-cache"))
+    compare(_config(tmp_path / "a", [tiny_checkpoints[-1]], num_samples=3), progress=False, cache=models)
+    assert any("model.safetensors" in k for k in checkpoints.load_digest_memo())
+    opened = []
+    monkeypatch.setattr(checkpoints, "open", lambda path, *a, **k: opened.append(path) or open(path, *a, **k), raising=False)
+    again = compare(_config(tmp_path / "b", [tiny_checkpoints[-1]], num_samples=3), progress=False, cache=models)
+    assert again.summary[0]["from_cache"] == 0  # a new output folder: results generated again...
+    assert opened == []  # ...but no checkpoint file was read to fingerprint it

@@ -28,6 +28,8 @@ from vlm_lab.errors import CheckpointNotFoundError
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+CACHE_ENV = "VLM_LAB_CACHE"  # where per-user caches live; default $XDG_CACHE_HOME/vlm_lab or ~/.cache/vlm_lab
+DIGEST_MEMO_ENTRIES = 20_000  # newest kept; a few KB per checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +192,38 @@ def file_digest(path: Path, memo: MutableMapping[str, str] | None = None) -> str
     if memo is not None:
         memo[key] = digest
     return digest
+
+
+def digest_memo_path() -> Path:
+    """The per-user file that remembers file digests across runs and output folders."""
+    base = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlm_lab"
+    return Path(base) / "file-digests.json"
+
+
+def load_digest_memo(path: Path | None = None) -> dict[str, str]:
+    """The remembered ``file_digest`` results (empty when missing or unreadable)."""
+    try:
+        memo = json.loads((path or digest_memo_path()).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def save_digest_memo(memo: MutableMapping[str, str], path: Path | None = None) -> None:
+    """Merge ``memo`` into the file (other processes may have added entries) and replace it atomically.
+
+    Only a memo: a lost race or an unwritable cache costs a re-hash later, never an error.
+    """
+    from vlm_lab.data import atomic_write_text
+
+    path = path or digest_memo_path()
+    merged = {**load_digest_memo(path), **memo}
+    if len(merged) > DIGEST_MEMO_ENTRIES:
+        merged = dict(list(merged.items())[-DIGEST_MEMO_ENTRIES:])
+    try:
+        atomic_write_text(path, json.dumps(merged))
+    except OSError:
+        pass
 
 
 def fingerprint(ref: CheckpointRef, *, memo: MutableMapping[str, str] | None = None) -> str:

@@ -27,14 +27,12 @@ import math
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from importlib import metadata
 from pathlib import Path
 from typing import Callable, Sequence
 
 from vlm_lab.checkpoints import CheckpointRef, resolve, resolve_all
 from vlm_lab.config import CompareConfig, GenerationConfig, parse_strategy
-from vlm_lab.data import Sample, atomic_write_text, load_samples, open_image
+from vlm_lab.data import Sample, load_samples, open_image
 from vlm_lab.errors import OutputPathError
 from vlm_lab.model_cache import ModelCache
 from vlm_lab.results import ComparisonResult
@@ -69,6 +67,9 @@ def sample_key(sample: Sample) -> str:
 
 def generation_key(gen: GenerationConfig, *, dtype: str, device_type: str) -> str:
     """Hash of every generation setting that changes outputs (greedy ignores seed and batch size)."""
+    import torch
+    import transformers
+
     name, _ = parse_strategy(gen.strategy)
     key = {
         "format": CACHE_FORMAT,
@@ -76,8 +77,8 @@ def generation_key(gen: GenerationConfig, *, dtype: str, device_type: str) -> st
         "max_new_tokens": gen.max_new_tokens,
         "dtype": dtype,
         "device": device_type,
-        "torch": metadata.version("torch"),
-        "transformers": metadata.version("transformers"),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,  # module attributes: importlib.metadata scans site-packages (ms per call)
     }
     if name in ("nucleus", "temperature"):  # seeded per batch: the outputs depend on the batching
         key.update(seed=gen.seed, batch_size=gen.batch_size)
@@ -233,13 +234,6 @@ def _write_images(samples: Sequence[Sample], keys: Sequence[str], out: Path) -> 
     return rels
 
 
-def _load_memo(path: Path) -> dict[str, str]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
 def compare(
     config: CompareConfig,
     *,
@@ -278,11 +272,12 @@ def compare(
     gen = config.generation()
     gen_key = generation_key(gen, dtype=dtype_name, device_type=device.type)
     cache_dir = Path(config.cache_dir) if config.cache_dir else out / ".cache"
-    memo_path = cache_dir / "fingerprints.json"
-    memo = _load_memo(memo_path)
     models = cache if cache is not None else ModelCache(config.memory_budget or None)
 
-    from vlm_lab.checkpoints import fingerprint, processor_fingerprint
+    from vlm_lab.checkpoints import fingerprint, load_digest_memo, processor_fingerprint, save_digest_memo
+
+    memo = load_digest_memo()  # per user: a new output folder does not re-hash unchanged weights
+    known = len(memo)
 
     plans = []
     for ref, name in zip(refs, names):
@@ -294,30 +289,28 @@ def compare(
             if key not in found:
                 todo.setdefault(key, sample)  # identical image+prompt: generate once
         plans.append((ref, name, fp, store, found, memory, list(todo.items()), len(found)))
-    if config.use_cache:
-        atomic_write_text(memo_path, json.dumps(memo))
+    if len(memo) != known:
+        save_digest_memo(memo)
 
     total = sum(math.ceil(len(todo) / gen.batch_size) for *_, todo, _ in plans)
     bar = tqdm(total=total, desc="compare", unit="batch", disable=not progress or total == 0, file=sys.stderr)
     encodings = _EncodingCache()
-    # Two helper threads keep the CPU busy while model.generate runs: one writes the
-    # sample PNGs, one encodes the next batch (processor work; tokenizers and PIL release the GIL).
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="vlm-lab-compare") as pool:
-        images_written = pool.submit(_write_images, samples, keys, out)
-        try:
-            for ref, name, _, store, found, memory, todo, _ in plans:
-                if not todo:
-                    continue
-                bar.set_description(f"compare {name}")
-                loaded = models.get(ref, dtype=config.dtype, device=config.device)
-                encodings.use(processor_fingerprint(ref, memo=memo))
-                run = _CheckpointRun(name, loaded, gen, store if config.use_cache else None, encodings, pool)
-                found.update(run.generate(todo, on_batch=lambda event: (bar.update(1), on_batch and on_batch(event))))
-                memory.clear()
-                memory.update(run.memory)
-        finally:
-            bar.close()
-        images = images_written.result()
+    # All in this thread: on a tiny model, generate is bound by Python, so helper threads
+    # for encoding and image writes only contend for the GIL (measured: slower, not faster).
+    try:
+        for ref, name, _, store, found, memory, todo, _ in plans:
+            if not todo:
+                continue
+            bar.set_description(f"compare {name}")
+            loaded = models.get(ref, dtype=config.dtype, device=config.device)
+            encodings.use(processor_fingerprint(ref, memo=memo))
+            run = _CheckpointRun(name, loaded, gen, store if config.use_cache else None, encodings)
+            found.update(run.generate(todo, on_batch=lambda event: (bar.update(1), on_batch and on_batch(event))))
+            memory.clear()
+            memory.update(run.memory)
+    finally:
+        bar.close()
+    images = _write_images(samples, keys, out)
 
     result = _build_result(config, refs, names, plans, samples, keys, images, out)
     result.save(out)
@@ -325,10 +318,10 @@ def compare(
 
 
 class _CheckpointRun:
-    """One checkpoint's missing samples: batches encoded ahead, generated, cached as they finish."""
+    """One checkpoint's missing samples: batches encoded (once per processor), generated, cached as they finish."""
 
-    def __init__(self, name, loaded, gen: GenerationConfig, store: ResultCache | None, encodings: _EncodingCache, pool) -> None:
-        self.name, self.loaded, self.gen, self.store, self.encodings, self.pool = name, loaded, gen, store, encodings, pool
+    def __init__(self, name, loaded, gen: GenerationConfig, store: ResultCache | None, encodings: _EncodingCache) -> None:
+        self.name, self.loaded, self.gen, self.store, self.encodings = name, loaded, gen, store, encodings
         self.memory: dict = {}
 
     def _encode(self, chunk) -> dict:
@@ -343,12 +336,8 @@ class _CheckpointRun:
         chunks = list(batches(todo, self.gen.batch_size))
         done: dict[str, dict] = {}
         last_sync = time.monotonic()
-        upcoming = self.pool.submit(self._encode, chunks[0])
         for i, chunk in enumerate(chunks):
-            encoded = upcoming.result()
-            if i + 1 < len(chunks):
-                upcoming = self.pool.submit(self._encode, chunks[i + 1])  # overlaps this batch's generate
-            outputs = generate_batch(self.loaded, [s for _, s in chunk], self.gen, encoded=encoded)
+            outputs = generate_batch(self.loaded, [s for _, s in chunk], self.gen, encoded=self._encode(chunk))
             probe.sample()
             records = [
                 {"key": key, "text": o.text, "new_tokens": o.new_tokens, "latency_s": o.latency_s, "batch_size": o.batch_size}
