@@ -16,21 +16,27 @@ so the parameter count is exact and costs no memory. On top of the weights:
 ``verdict`` turns an estimate into "fits on a T4?" with margin, the largest batch
 and how many such checkpoints fit at once (``co_resident``): the numbers the model
 cache and the Space use. Measurement lives in ``memory_measure``; the table and
-plots in ``memory_report``.
+plots in ``memory_report``; reading the checkpoint folder in ``memory_checkpoint``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import struct
 from pathlib import Path
-from typing import Any
 
 from vlm_lab.checkpoints import CheckpointRef, resolve
 from vlm_lab.errors import CheckpointNotFoundError, ConfigError
+from vlm_lab.memory_checkpoint import (
+    count_parameters,
+    count_quantizable,
+    load_config,
+    local_folder,
+    meta_model,
+    processor_settings,
+    weight_files,
+)
 from vlm_lab.memory_targets import (
     DEFAULT_TARGET,
     GPU_TARGETS,
@@ -70,10 +76,6 @@ CUDA_CONTEXT_BYTES = 400 * MIB
 # oneDNN/OpenMP scratch, allocator caches).
 CPU_RUNTIME_BYTES = 32 * MIB
 MAX_BATCH = 4096  # max_batch_size stops searching here
-
-COMPONENTS = ("vision", "projector", "language")
-_PROJECTOR_KEYS = ("multi_modal_projector", "connector", "merger", "mm_projector")
-_VISION_KEYS = ("vision_tower", "vision_model", "visual", "vision_encoder", "image_encoder")
 
 
 def human_bytes(n: float) -> str:
@@ -233,125 +235,6 @@ class Verdict:
         )
 
 
-# --------------------------------------------------------------------- reading a checkpoint
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointNotFoundError(f"cannot read {str(path)!r}: {e}; fix or remove the file") from e
-
-
-def _local_folder(ref: CheckpointRef) -> Path:
-    """The folder holding config.json: the local path, or the hub cache for a hub id."""
-    if ref.path is not None:
-        return Path(ref.path)
-    from transformers.utils import cached_file
-
-    try:
-        config = cached_file(ref.repo_id, "config.json", revision=ref.revision, subfolder=ref.subfolder or "")
-    except OSError as e:
-        raise CheckpointNotFoundError(
-            f"cannot get config.json of {ref.spec!r} ({str(e).splitlines()[0]}); "
-            "download it, or point at a folder holding config.json"
-        ) from e
-    folder = Path(config).parent
-    for name in ("preprocessor_config.json", "processor_config.json"):
-        try:  # optional: image-token counts fall back to the model config without them
-            cached_file(ref.repo_id, name, revision=ref.revision, subfolder=ref.subfolder or "",
-                        _raise_exceptions_for_missing_entries=False)
-        except OSError:
-            pass
-    return folder
-
-
-def processor_settings(folder: Path) -> dict[str, Any]:
-    """preprocessor_config.json and processor_config.json merged (transformers 5 nests the image processor)."""
-    merged = dict(_read_json(folder / "preprocessor_config.json"))
-    processor = _read_json(folder / "processor_config.json")
-    nested = processor.pop("image_processor", None)
-    merged.update(processor)
-    if isinstance(nested, dict):
-        merged.update(nested)
-    return merged
-
-
-def weight_files(folder: Path) -> tuple[int, str | None]:
-    """Total bytes of the weight files and their float dtype (from the safetensors headers)."""
-    total, dtypes = 0, set()
-    names = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
-    for f in sorted(folder.glob("*.safetensors")):
-        total += f.stat().st_size
-        with f.open("rb") as fh:  # header: u64 length, then JSON {name: {dtype, shape, offsets}}
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
-        dtypes.update(names.get(v["dtype"], v["dtype"]) for k, v in header.items() if k != "__metadata__")
-    if not total:
-        total = sum(f.stat().st_size for f in folder.glob("*.bin"))
-    floats = [d for d in dtypes if d in names.values()]
-    return total, (floats[0] if len(floats) == 1 else None)
-
-
-def load_config(folder: Path):
-    """``AutoConfig`` from a folder, with a clear error when config.json is missing or unknown."""
-    from transformers import AutoConfig
-
-    if not (folder / "config.json").is_file():
-        raise CheckpointNotFoundError(
-            f"no config.json in {str(folder)!r}; point at a model folder (or a training output with checkpoint-N folders)"
-        )
-    try:
-        return AutoConfig.from_pretrained(folder)
-    except (ValueError, KeyError, OSError) as e:
-        raise CheckpointNotFoundError(f"cannot read the model config in {str(folder)!r}: {str(e).splitlines()[0]}") from e
-
-
-def meta_model(config):
-    """The model built on the ``meta`` device: every parameter's shape, no storage, no init cost."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
-
-    with torch.device("meta"):
-        try:
-            return AutoModelForImageTextToText.from_config(config)
-        except ValueError:  # not a VLM the image-text mapping knows: a text-only LM still gets an estimate
-            return AutoModelForCausalLM.from_config(config)
-
-
-def component_of(name: str) -> str:
-    """vision | projector | language, from a parameter's qualified name."""
-    parts = name.split(".")
-    if any(p in _PROJECTOR_KEYS for p in parts):
-        return "projector"
-    if any(p in _VISION_KEYS for p in parts):
-        return "vision"
-    return "language"
-
-
-def count_parameters(model) -> dict[str, int]:
-    """Parameters per component; tied weights count once (as ``model.parameters()`` does)."""
-    counts = dict.fromkeys(COMPONENTS, 0)
-    for name, p in model.named_parameters():
-        counts[component_of(name)] += p.numel()
-    return counts
-
-
-def count_quantizable(model) -> dict[str, int]:
-    """Per component, parameters in Linear weights outside the output head: what bitsandbytes quantizes."""
-    import torch
-
-    counts = dict.fromkeys(COMPONENTS, 0)
-    seen: set[int] = set()
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head") and id(module.weight) not in seen:
-            seen.add(id(module.weight))
-            counts[component_of(name + ".weight")] += module.weight.numel()
-    return counts
-
-
 # --------------------------------------------------------------------- the estimate
 
 
@@ -440,7 +323,7 @@ def estimate(
         raise ConfigError("prompt_tokens and image_size must be >= 0")
 
     cref = _resolve_one(ref)
-    folder = _local_folder(cref)
+    folder = local_folder(cref)
     config = load_config(folder)
     model = meta_model(config)
     params = count_parameters(model)

@@ -134,7 +134,7 @@ def image_tokens(config, settings: dict[str, Any] | None = None, *, image_size: 
 
     Args:
         config: the model's ``PretrainedConfig``.
-        settings: the processor settings (``memory.processor_settings``); may be empty.
+        settings: the processor settings (``memory_checkpoint.processor_settings``); may be empty.
         image_size: the image's side in pixels; 0 = the largest the processor produces.
     """
     family = _FAMILIES.get(config.model_type, _fallback)
