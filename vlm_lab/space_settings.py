@@ -154,9 +154,11 @@ def plan_serving(settings: SpaceSettings, *, verdict_batch_size: int | None = No
 
     On a GPU generation is the bottleneck and concurrent generations compete for the same
     memory: 1 at a time on a GPU under 24 GB (a T4), 2 above, shared by both endpoints. On CPU
-    about one comparison per core (at most 4), and one batch at a time: a batch already keeps
-    every core busy through torch's threads, and requests that wait meanwhile make the next
-    batch bigger. The batch size comes from the memory verdict when there is one.
+    about one comparison per core (at most 4), each with cores/comparisons torch threads, and
+    one batch at a time: requests that wait meanwhile make the next batch bigger, and a second
+    concurrent batch only contends for the GIL (bench/space_load.py, tiny checkpoints, 2 cores:
+    two at a time answered fewer requests/s than one). The batch size comes from the memory
+    verdict when there is one.
     """
     import torch
 
