@@ -49,10 +49,11 @@ class Measurement:
     sequence_tokens: int  # input length (text + image tokens) + new tokens
     prompt_tokens: int  # text tokens of one prompt (input length less image tokens)
     load_bytes: int  # peak while loading
-    peak_bytes: int  # peak over load + generate (CUDA: reserved + context)
+    peak_bytes: int  # peak over load + generate (CUDA: reserved + the larger of context and runtime)
     allocated_peak_bytes: int = 0  # CUDA: torch.cuda.max_memory_allocated
     reserved_peak_bytes: int = 0  # CUDA: torch.cuda.max_memory_reserved
     context_bytes: int = 0  # CUDA: device memory in use before the first model tensor
+    runtime_bytes: int = 0  # CUDA: device memory outside PyTorch's allocator after generate (context, kernels, library handles)
     out_of_memory: bool = False
     snapshot: str = ""  # path of the CUDA memory snapshot, if one was written
     rehearsal_target: str = ""  # the smaller GPU this run was capped to
@@ -184,7 +185,8 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
     ref = CheckpointRef(**job["ref"])
     kwargs = ref.pretrained_kwargs()
     dtype = getattr(torch, job["dtype"])
-    device = torch.device(job["device"])
+    # an explicit index: some torch.cuda calls (set_per_process_memory_fraction) refuse a bare "cuda"
+    device = torch.device("cuda", torch.cuda.current_device()) if job["device"] == "cuda" else torch.device(job["device"])
     config = AutoConfig.from_pretrained(**kwargs)
     MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING[type(config)]  # import the model's module now, not during the load
     processor = AutoProcessor.from_pretrained(**kwargs)
@@ -215,7 +217,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
 
     def peak() -> int:
         if cuda:
-            return torch.cuda.max_memory_reserved(device) + result["context_bytes"]
+            return torch.cuda.max_memory_reserved(device) + max(result["context_bytes"], result.get("runtime_bytes", 0))
         return max(0, _peak_rss() - baseline)
 
     def dump(suffix: str) -> None:
@@ -248,6 +250,9 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
         dump("-oom")
     else:
         dump("")
+    if cuda:  # device memory outside PyTorch's allocator now: the context plus what the first kernels loaded
+        free, total = torch.cuda.mem_get_info(device)
+        result["runtime_bytes"] = total - free - torch.cuda.memory_reserved(device)
     result["peak_bytes"] = peak()
     if cuda:
         result["allocated_peak_bytes"] = torch.cuda.max_memory_allocated(device)
