@@ -207,7 +207,6 @@ def unique_names(refs: Sequence[CheckpointRef]) -> list[str]:
     return names
 
 
-_unique_names = unique_names  # the name space_support.py imported first
 
 
 def _prepare_output_dir(path: Path) -> None:
