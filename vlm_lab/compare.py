@@ -207,8 +207,6 @@ def unique_names(refs: Sequence[CheckpointRef]) -> list[str]:
     return names
 
 
-
-
 def _prepare_output_dir(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise OutputPathError(f"output_dir {str(path)!r} is a file; pass a folder (--out DIR)")
