@@ -246,3 +246,15 @@ def test_new_output_folder_does_not_rehash_unchanged_weights(tmp_path, tiny_chec
     again = compare(_config(tmp_path / "b", [tiny_checkpoints[-1]], num_samples=3), progress=False, cache=models)
     assert again.summary[0]["from_cache"] == 0  # a new output folder: results generated again...
     assert opened == []  # ...but no checkpoint file was read to fingerprint it
+
+
+def test_image_files_are_copied_as_they_are_not_re_encoded(tmp_path, tiny_checkpoints, models):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sample = shapes.make_samples("test", 1)[0]
+    sample.image.resize((256, 256)).save(folder / "a.jpg", quality=90)
+    (folder / "data.jsonl").write_text(json.dumps({"image": "a.jpg", "prompt": sample.prompt}) + "\n")
+    result = compare(_config(tmp_path, [tiny_checkpoints[-1]], data=str(folder / "data.jsonl"), num_samples=0), progress=False, cache=models)
+    copied = result.output_dir / result.rows[0]["image"]
+    assert copied.suffix == ".jpg" and copied.read_bytes() == (folder / "a.jpg").read_bytes()
+    assert result.rows[0]["image"] in (result.output_dir / "comparison.html").read_text()  # the view shows the copy

@@ -217,17 +217,29 @@ def _prepare_output_dir(path: Path) -> None:
 
 
 def _write_images(samples: Sequence[Sample], keys: Sequence[str], out: Path) -> list[str]:
-    """Each sample image once under ``out/images/<key>.png``; returns the paths relative to ``out``."""
+    """Each sample image once under ``out/images/<key>.<ext>``; returns the paths relative to ``out``.
+
+    An image read from a file is copied byte for byte (a JPEG stays a JPEG: no re-encoding
+    of large photos); one made in memory (the shapes set) is written as PNG. Each file is
+    written to a temp name and renamed, so an interrupted run never leaves half an image.
+    """
+    import shutil
+
+    folder = out / "images"
+    folder.mkdir(parents=True, exist_ok=True)
     rels = []
     for sample, key in zip(samples, keys):
-        rel = f"images/{key}.png"
-        target = out / rel
+        source = Path(sample.image_path) if sample.image_path else None
+        copy = source is not None and source.suffix != "" and source.is_file()
+        target = folder / f"{key}{source.suffix.lower() if copy else '.png'}"
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.tmp")
-            sample.image.save(tmp, format="PNG")
+            if copy:
+                shutil.copyfile(source, tmp)
+            else:
+                sample.image.save(tmp, format="PNG")
             os.replace(tmp, target)
-        rels.append(rel)
+        rels.append(f"images/{target.name}")
     return rels
 
 
