@@ -71,8 +71,8 @@ QUANTIZED = ("int8", "int4")
 # max_memory_reserved): the context at the first tensor plus what the first kernels
 # load (cuBLAS handles, lazily loaded modules). Measured with memory_measure on an
 # H100 80GB (torch 2.11+cu130, driver 580): 527 MiB at the first tensor, 697 MiB
-# after generate, the same for a 0.17M- and a 105M-parameter model. Smaller GPUs
-# on older CUDA (a T4) usually hold less, so verdicts err on the safe side.
+# after generate, the same for a 0.17M- and a 105M-parameter model. Not measured on
+# a T4 yet; where a GPU holds less, verdicts err on the safe side.
 CUDA_CONTEXT_BYTES = 700 * MIB
 # Measured with torch 2.13 on x86 CPU (the tiny checkpoints: 25-37 MiB above their
 # weights): RSS the first load + generate adds beyond tensors (kernel code pages,
