@@ -258,3 +258,4 @@ def test_image_files_are_copied_as_they_are_not_re_encoded(tmp_path, tiny_checkp
     copied = result.output_dir / result.rows[0]["image"]
     assert copied.suffix == ".jpg" and copied.read_bytes() == (folder / "a.jpg").read_bytes()
     assert result.rows[0]["image"] in (result.output_dir / "comparison.html").read_text()  # the view shows the copy
+    assert 'src="data:image/jpeg;base64,' in result.html()  # embedded for a notebook, with its own type

@@ -9,7 +9,8 @@ comparison's output folder::
     results.csv     the same, flat: id, image, prompt, reference, <checkpoint>/output, ...
     summary.json    config, checkpoints (name, spec, step, fingerprint), per-checkpoint summary
     comparison.html side by side with thumbnails; samples where checkpoints disagree highlighted
-    images/*.png    each sample image once, named by the hash of its pixels and prompt
+    images/*        each sample image once, named by the hash of its pixels and prompt
+                    (PNG, or a copy of the original file: a JPEG stays a JPEG)
 
 Every file is written atomically; ``ComparisonResult.load(dir)`` reads them back.
 """
@@ -21,6 +22,7 @@ import dataclasses
 import html as html_lib
 import json
 import math
+import mimetypes
 import os
 from pathlib import Path
 from typing import Any
@@ -248,8 +250,9 @@ def _thumbnail(result: ComparisonResult, row: dict) -> str:
     path = Path(result.image_path(row))
     if not path.is_file():
         return ""
+    mime = mimetypes.guess_type(path.name)[0] or "image/png"  # a copied JPEG stays a JPEG
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{_esc(row["id"])}">'
+    return f'<img src="data:{mime};base64,{data}" alt="{_esc(row["id"])}">'
 
 
 def _copy_images(result: ComparisonResult, out: Path) -> None:
