@@ -10,8 +10,9 @@ Prints:
 - the engine's overhead over pure ``model.generate`` at the same batch size
   (the same batches pre-encoded, only ``generate`` timed; target <= 10%), and what
   that overhead is made of: the processor (chat template, tokenizer, image
-  preprocessing; once per batch, shared by checkpoints with one processor) and the
-  rest (result cache, sample images, artifacts, bookkeeping);
+  preprocessing; once per batch, shared by checkpoints with one processor), the
+  files written for people to look at (sample images, results, html; timed again
+  into a fresh folder), and the engine itself (batching, result cache, bookkeeping);
 - the cost of re-running the finished comparison (all cached; target <= 5%).
 
 Run on two sets of 3 checkpoints (``--model`` picks): ``shapes``, the embedded
@@ -107,6 +108,17 @@ def encode_all(loaded, samples, batch_size: int) -> float:
     return time.perf_counter() - start
 
 
+def write_artifacts(result, samples, out: Path) -> float:
+    """What the engine writes for people to look at: the sample images and the result files."""
+    from vlm_lab.compare import _write_images, sample_key
+
+    keys = [sample_key(s) for s in samples]
+    start = time.perf_counter()
+    _write_images(samples, keys, out)
+    result.save(out)
+    return time.perf_counter() - start
+
+
 def run_engine(paths, models, args, out: Path):
     from vlm_lab.compare import compare
     from vlm_lab.config import CompareConfig
@@ -136,7 +148,7 @@ def bench_model(model: str, args) -> None:
     samples = load_samples(f"shapes:val:{args.samples}")
     gen = GenerationConfig(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
 
-    naive_s, naive_out, engine_s, pure_s, rerun_s, inside_s, encode_s = [], None, [], [], [], [], []
+    naive_s, naive_out, engine_s, pure_s, rerun_s, inside_s, encode_s, artifacts_s = [], None, [], [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):
             t, naive_out = naive_loop(loaded_models, samples, args.max_new_tokens)
@@ -147,6 +159,7 @@ def bench_model(model: str, args) -> None:
             inside_s.append(sum(o["latency_s"] / o["batch_size"] for r in result.rows for o in r["outputs"].values()))
             pure_s.append(pure_generate(loaded_models, samples, gen))
             encode_s.append(encode_all(loaded_models[0], samples, args.batch_size))
+            artifacts_s.append(write_artifacts(result, samples, Path(tmp) / f"copy{i}"))
             t, again = run_engine(paths, models, args, Path(tmp) / f"run{i}")  # everything cached
             rerun_s.append(t)
             assert all(s["from_cache"] == len(samples) for s in again.summary)
@@ -156,14 +169,15 @@ def bench_model(model: str, args) -> None:
         if model == "shapes":
             assert engine_out == naive_out, "engine and naive loop disagree on greedy outputs"
 
-    naive, engine, pure, rerun, inside, encode = (min(x) for x in (naive_s, engine_s, pure_s, rerun_s, inside_s, encode_s))
+    naive, engine, pure, rerun, inside, encode, artifacts = (min(x) for x in (naive_s, engine_s, pure_s, rerun_s, inside_s, encode_s, artifacts_s))
     print(f"naive loop (batch 1):         {naive:7.2f} s")
     print(f"engine (batch {args.batch_size:>3}):           {engine:7.2f} s")
     print(f"pure model.generate (batch {args.batch_size:>3}): {pure:7.2f} s")
     print(f"speed ratio naive/engine:     {naive / engine:7.2f}x   (target >= 3x)")
     print(f"engine overhead over generate:{(engine / pure - 1) * 100:6.1f} %   (target <= 10%)")
     print(f"  of which processor:         {encode / pure * 100:6.1f} %   ({encode:.3f} s; the naive loop pays it per checkpoint)")
-    print(f"  of which the rest:          {(engine - pure - encode) / pure * 100:6.1f} %   (cache, images, artifacts, bookkeeping)")
+    print(f"  of which images + files:    {artifacts / pure * 100:6.1f} %   ({artifacts:.3f} s: sample images, results.jsonl/csv, summary, html)")
+    print(f"  of which the engine itself: {(engine - pure - encode - artifacts) / pure * 100:6.1f} %   (batching, result cache, bookkeeping)")
     print(f"  (within the engine run: {inside:.2f} s in model.generate, {(engine / inside - 1) * 100:.1f}% around it)")
     print(f"re-run, all cached:           {rerun:7.3f} s = {rerun / engine * 100:.1f}% of the first run (target <= 5%)")
     if args.sweep:

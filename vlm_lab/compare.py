@@ -13,13 +13,15 @@ with other weights at the same path is never served stale results. The
 generation key covers everything else that changes an output: strategy,
 max_new_tokens, seed and batch size (sampling only: greedy outputs do not depend
 on them), dtype, device type and the torch/transformers versions. Each line is
-keyed by a hash of the sample's image pixels and prompt, not by its id. Lines
-are appended with flush + fsync; a torn last line from a crash is skipped on
-read, so the cache never needs an atomic rewrite.
+keyed by a hash of the sample's image pixels and prompt, not by its id. Each
+batch's lines are appended and flushed as it finishes (fsync at most once a
+second and at the end); a torn last line from a crash is skipped on read, so
+the cache never needs an atomic rewrite.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -110,22 +112,49 @@ class ResultCache:
         return results, memory
 
     def append(self, records: Sequence[dict], *, sync: bool = True) -> None:
-        """Append records as whole lines; ``sync``: fsync too, so they survive a power cut.
+        """Append records as whole lines; ``sync``: fsync too, so they survive a power cut."""
+        with self.appender() as appender:
+            appender.write(records, sync=sync)
 
-        Without ``sync`` the lines are still handed to the OS before this returns: a
-        crashed or interrupted *process* loses nothing, only a machine crash could.
-        """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = "".join(json.dumps(r) + "\n" for r in records)
-        with open(self.path, "a+b") as f:
-            if f.tell() > 0:  # a torn last line must not swallow the first new record
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    text = "\n" + text
-            f.write(text.encode("utf-8"))
-            f.flush()
-            if sync:
-                os.fsync(f.fileno())
+    def appender(self) -> "_Appender":
+        """The file held open for a run's many appends (one open, not one per batch)."""
+        return _Appender(self.path)
+
+
+class _Appender:
+    """Whole JSON lines appended to one open file; a context manager that fsyncs on close.
+
+    Each ``write`` reaches the OS before it returns, so a crashed or interrupted
+    *process* loses nothing; with ``sync=False`` only a machine crash could lose it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "a+b")
+        self._lead = b""
+        if self._file.tell() > 0:  # a torn last line must not swallow the first new record
+            self._file.seek(-1, os.SEEK_END)
+            if self._file.read(1) != b"\n":
+                self._lead = b"\n"
+
+    def write(self, records: Sequence[dict], *, sync: bool = False) -> None:
+        self._file.write(self._lead + "".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
+        self._lead = b""
+        self._file.flush()
+        if sync:
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def __enter__(self) -> "_Appender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class _MemoryProbe:
@@ -345,24 +374,25 @@ class _CheckpointRun:
         chunks = list(batches(todo, self.gen.batch_size))
         done: dict[str, dict] = {}
         last_sync = time.monotonic()
-        for i, chunk in enumerate(chunks):
-            outputs = generate_batch(self.loaded, [s for _, s in chunk], self.gen, encoded=self._encode(chunk))
-            probe.sample()
-            records = [
-                {"key": key, "text": o.text, "new_tokens": o.new_tokens, "latency_s": o.latency_s, "batch_size": o.batch_size}
-                for (key, _), o in zip(chunk, outputs)
-            ]
-            if self.store is not None:
-                # each batch reaches the OS at once (a killed process loses nothing); fsync at most
-                # every SYNC_EVERY_S, so a power cut loses at most the last second of work
-                sync = time.monotonic() - last_sync >= SYNC_EVERY_S or i == len(chunks) - 1
-                self.store.append(records, sync=sync)
-                last_sync = time.monotonic() if sync else last_sync
-            done.update((r["key"], r) for r in records)
-            on_batch(BatchEvent(self.name, i, len(chunks), tuple(s.id for _, s in chunk)))
-        self.memory = {"peak_memory_bytes": probe.peak(), "memory_kind": probe.kind}
-        if self.store is not None:
-            self.store.append([{"memory": self.memory}])
+        with self.store.appender() if self.store is not None else contextlib.nullcontext() as appender:
+            for i, chunk in enumerate(chunks):
+                outputs = generate_batch(self.loaded, [s for _, s in chunk], self.gen, encoded=self._encode(chunk))
+                probe.sample()
+                records = [
+                    {"key": key, "text": o.text, "new_tokens": o.new_tokens, "latency_s": o.latency_s, "batch_size": o.batch_size}
+                    for (key, _), o in zip(chunk, outputs)
+                ]
+                if appender is not None:
+                    # each batch reaches the OS at once (a killed process loses nothing); fsync at most
+                    # every SYNC_EVERY_S (and on close), so a power cut loses at most the last second
+                    sync = time.monotonic() - last_sync >= SYNC_EVERY_S
+                    appender.write(records, sync=sync)
+                    last_sync = time.monotonic() if sync else last_sync
+                done.update((r["key"], r) for r in records)
+                on_batch(BatchEvent(self.name, i, len(chunks), tuple(s.id for _, s in chunk)))
+            self.memory = {"peak_memory_bytes": probe.peak(), "memory_kind": probe.kind}
+            if appender is not None:
+                appender.write([{"memory": self.memory}])
         return done
 
 
