@@ -54,6 +54,23 @@ def tiny_dir(tiny_checkpoints) -> Path:
 
 
 @pytest.fixture(scope="session")
+def overflowing_checkpoint(tiny_checkpoints, tmp_path_factory) -> Path:
+    """checkpoint-1000 with its token embeddings x 3e4: finite in float32, past float16's
+    range (65504), the way some real VLMs overflow in float16 on a T4."""
+    import torch
+
+    from vlm_lab import models
+
+    loaded = models.load_model(tiny_checkpoints[-1], device="cpu", dtype="float32")
+    with torch.no_grad():
+        loaded.model.get_input_embeddings().weight.mul_(3e4)
+    path = tmp_path_factory.mktemp("overflowing") / "checkpoint-1000"
+    loaded.model.save_pretrained(path)
+    loaded.processor.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     """Where tests leave files for people to look at (screenshots, executed notebooks)."""
     ARTIFACTS.mkdir(exist_ok=True)

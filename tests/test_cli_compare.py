@@ -49,3 +49,11 @@ def test_errors_are_one_line_with_the_fix(tiny_dir, tmp_path):
     assert r.returncode == 2 and "checkpoint-1000" in r.stderr and "Traceback" not in r.stderr
     r = vlm_lab("compare", str(tiny_dir), "--strategy", "nucleus(2)", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "nucleus(0.9)" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_float16_overflow_is_one_warning_line(overflowing_checkpoint, tmp_path):
+    r = vlm_lab("compare", str(overflowing_checkpoint), "--data", "shapes:val:2", "--dtype", "float16", "--device", "cpu",
+                "--out", str(tmp_path / "cmp"), "--quiet")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    (line,) = [line for line in r.stderr.splitlines() if line.strip()]
+    assert line.startswith("warning: checkpoint-1000: NaN or infinite") and "--dtype float32" in line

@@ -12,7 +12,7 @@ import pytest
 from vlm_lab import data, shapes
 from vlm_lab.compare import BatchEvent, ComparisonResult, compare, compare_one, sample_key
 from vlm_lab.config import CompareConfig, GenerationConfig
-from vlm_lab.errors import DataError, OutputPathError
+from vlm_lab.errors import DataError, NonFiniteWarning, OutputPathError
 from vlm_lab.model_cache import ModelCache
 
 
@@ -259,3 +259,17 @@ def test_image_files_are_copied_as_they_are_not_re_encoded(tmp_path, tiny_checkp
     assert copied.suffix == ".jpg" and copied.read_bytes() == (folder / "a.jpg").read_bytes()
     assert result.rows[0]["image"] in (result.output_dir / "comparison.html").read_text()  # the view shows the copy
     assert 'src="data:image/jpeg;base64,' in result.html()  # embedded for a notebook, with its own type
+
+
+def test_nonfinite_scores_are_counted_marked_and_warned(tmp_path, tiny_checkpoints, overflowing_checkpoint, models):
+    config = _config(tmp_path, [tiny_checkpoints[-1], overflowing_checkpoint], data="shapes:val:4", batch_size=2, dtype="float16")
+    with pytest.warns(NonFiniteWarning, match=r"overflowing\w*/checkpoint-1000: .* on 4 of 4 .* float16.*--dtype float32"):
+        result = compare(config, progress=False, cache=models)
+    assert [s["n_nonfinite"] for s in result.summary] == [0, 4]
+    assert [r["outputs"][result.checkpoints[1]]["nonfinite"] for r in result.rows] == [True] * 4
+    assert "NaN/inf" in (result.output_dir / "comparison.html").read_text()
+    with pytest.warns(NonFiniteWarning):  # served from the result cache: still counted, still said
+        again = compare(config, progress=False, cache=models)
+    assert [s["n_nonfinite"] for s in again.summary] == [0, 4] and again.summary[1]["from_cache"] == 4
+    fine = compare(config.replace(checkpoints=(str(overflowing_checkpoint),), dtype="float32"), progress=False, cache=models)
+    assert fine.summary[0]["n_nonfinite"] == 0  # the same weights in float32

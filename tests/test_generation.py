@@ -105,3 +105,20 @@ def test_small_local_checkpoint_loads_without_a_progress_bar(tiny_checkpoints, c
     monkeypatch.setattr(models, "QUIET_LOAD_BYTES", 0)  # as if the weights were large: the bar is back
     models.load_model(tiny_checkpoints[0], device="cpu")
     assert "Loading weights" in capfd.readouterr().err
+
+
+def test_float16_overflow_is_flagged_not_passed_off_as_an_answer(overflowing_checkpoint, samples):
+    full = generation.generate(models.load_model(overflowing_checkpoint, device="cpu", dtype="float32"), samples[:4])
+    half = generation.generate(models.load_model(overflowing_checkpoint, device="cpu", dtype="float16"), samples[:4])
+    assert [o.nonfinite for o in full] == [False] * 4  # the same weights are fine in float32
+    assert [o.nonfinite for o in half] == [True] * 4
+    assert [(o.text, o.new_tokens) for o in half] == [("", 1)] * 4  # ended at once, not 8 tokens of noise
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "nucleus(0.9)", "temperature(0.7)", "beam(3)"])
+def test_nonfinite_flags_under_every_strategy(loaded, overflowing_checkpoint, samples, strategy):
+    config = GenerationConfig(strategy=strategy, batch_size=4, max_new_tokens=4)
+    healthy = generation.generate(loaded["checkpoint-1000"], samples[:4], config)
+    broken = generation.generate(models.load_model(overflowing_checkpoint, device="cpu", dtype="float16"), samples[:4], config)
+    assert [o.nonfinite for o in healthy] == [False] * 4
+    assert [o.nonfinite for o in broken] == [True] * 4  # beam search: several rows per sample, one flag each

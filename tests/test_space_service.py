@@ -101,3 +101,14 @@ def test_interactions_go_to_wandb_only_with_a_key(tiny_dir, tmp_path, monkeypatc
     problems = [str(w.message) for w in caught if "W&B" in str(w.message)] + [r.getMessage() for r in caplog.records if "W&B" in r.getMessage()]
     assert len(runs) == 1, (runs, problems)
     assert b"checkpoint-1000/latency_s" in runs[0].read_bytes(), problems  # the interaction was logged, not just the run
+
+
+def test_float16_overflow_is_shown_as_such_not_as_an_answer(tiny_checkpoints, overflowing_checkpoint):
+    service = ss.ComparisonService(SpaceSettings(checkpoints=(str(tiny_checkpoints[-1]), str(overflowing_checkpoint)),
+                                                 device="cpu", dtype="float16"))  # fmt: skip
+    image = str(EXAMPLES / "green-triangle.png")
+    healthy, broken = service.compare(image, "What shape is it?", service.labels, "greedy", 8)
+    assert (healthy.text, healthy.nonfinite) == ("triangle", False) and "NaN" not in healthy.stats_markdown()
+    assert broken.nonfinite and "NaN/inf in the model's scores" in broken.stats_markdown()
+    (batched,) = service.answer_batch([image], ["What shape is it?"], [service.labels[1]])  # the batched route says it too
+    assert batched.nonfinite

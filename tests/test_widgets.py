@@ -124,3 +124,11 @@ def test_log_checkbox_logs_an_offline_wandb_run(explorer, tmp_path, monkeypatch)
         explorer.log.value = False
     assert "W&amp;B offline run" in explorer.output.value
     assert list((tmp_path / "wandb_dir").rglob("offline-run-*"))
+
+
+def test_float16_overflow_is_marked_in_the_table(tiny_checkpoints, overflowing_checkpoint):
+    e = explore([str(tiny_checkpoints[-1]), str(overflowing_checkpoint)], "shapes:val:2", dtype="float16", device="cpu")
+    e.checkpoints.value = (0, 1)
+    e.button.click()
+    assert [r["nonfinite"] for r in e.rows] == [False, True]
+    assert e.output.value.count("NaN/inf: float16 overflow") == 1  # beside the broken checkpoint's answer only

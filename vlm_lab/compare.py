@@ -29,18 +29,19 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 from vlm_lab.checkpoints import CheckpointRef, resolve, resolve_all
 from vlm_lab.config import CompareConfig, GenerationConfig, parse_strategy
 from vlm_lab.data import Sample, load_samples, open_image
-from vlm_lab.errors import OutputPathError
+from vlm_lab.errors import NonFiniteWarning, OutputPathError
 from vlm_lab.model_cache import ModelCache
 from vlm_lab.results import ComparisonResult
 from vlm_lab.scoring import bootstrap_accuracy, get_scorer
 
-__all__ = ["BatchEvent", "ComparisonResult", "ResultCache", "compare", "compare_one", "sample_key", "unique_names"]
+__all__ = ["BatchEvent", "ComparisonResult", "ResultCache", "compare", "compare_one", "nonfinite_message", "sample_key", "unique_names"]
 
 CACHE_FORMAT = 1
 SYNC_EVERY_S = 1.0  # fsync the result cache at most this often (and after each checkpoint's last batch)
@@ -352,7 +353,18 @@ def compare(
 
     result = _build_result(config, refs, names, plans, samples, keys, images, out)
     result.save(out)
+    for row in result.summary:
+        if row["n_nonfinite"]:
+            warnings.warn(NonFiniteWarning(nonfinite_message(row["checkpoint"], row["n_nonfinite"], len(samples), dtype_name)), stacklevel=2)
     return result
+
+
+def nonfinite_message(checkpoint: str, count: int, total: int, dtype: str) -> str:
+    """What NaN/+inf scores mean for ``checkpoint`` and what to do about them."""
+    what = f"{checkpoint}: NaN or infinite next-token scores on {count} of {total} sample(s) in {dtype}; those outputs are noise"
+    if dtype == "float16":
+        return f"{what}. The model overflows float16's range: use --dtype float32, or bfloat16 on a GPU with compute capability >= 8 (not a T4)"
+    return f"{what}. The weights may hold NaN or inf (a diverged training run?): check the checkpoint"
 
 
 class _CheckpointRun:
@@ -380,6 +392,7 @@ class _CheckpointRun:
                 probe.sample()
                 records = [
                     {"key": key, "text": o.text, "new_tokens": o.new_tokens, "latency_s": o.latency_s, "batch_size": o.batch_size}
+                    | ({"nonfinite": True} if o.nonfinite else {})
                     for (key, _), o in zip(chunk, outputs)
                 ]
                 if appender is not None:
@@ -404,14 +417,15 @@ def _build_result(config, refs, names, plans, samples, keys, images, out) -> Com
     ]
     summary = []
     for ref, name, _, _, found, memory, _, n_cached in plans:
-        hits, tokens, batch_time, latencies = [], 0, 0.0, []
+        hits, tokens, batch_time, latencies, nonfinite = [], 0, 0.0, [], 0
         for row, key, sample in zip(rows, keys, samples):
             r = found[key]
             hit = None if sample.reference is None else float(score(r["text"], sample.reference))
             row["outputs"][name] = {
                 "output": r["text"], "score": hit, "latency_s": r["latency_s"],
-                "new_tokens": r["new_tokens"], "batch_size": r["batch_size"],
+                "new_tokens": r["new_tokens"], "batch_size": r["batch_size"], "nonfinite": r.get("nonfinite", False),
             }  # fmt: skip
+            nonfinite += r.get("nonfinite", False)
             if hit is not None:
                 hits.append(hit)
             tokens += r["new_tokens"]
@@ -432,6 +446,7 @@ def _build_result(config, refs, names, plans, samples, keys, images, out) -> Com
                 "mean_new_tokens": tokens / len(samples),
                 "peak_memory_bytes": memory.get("peak_memory_bytes"),
                 "memory_kind": memory.get("memory_kind"),
+                "n_nonfinite": nonfinite,
                 "from_cache": min(n_cached, len(samples)),
             }
         )
@@ -457,7 +472,8 @@ def compare_one(
     Returns:
         One dict per checkpoint, in order: ``checkpoint``, ``text``, ``new_tokens``,
         ``latency_s``, ``memory_bytes`` (peak CUDA memory of the call on GPU; the
-        model's weight bytes on CPU) and ``memory_kind``.
+        model's weight bytes on CPU), ``memory_kind`` and ``nonfinite`` (NaN/+inf scores:
+        the text is noise; ``nonfinite_message`` says why and what to do).
     """
     import torch
 
@@ -483,6 +499,7 @@ def compare_one(
                 "latency_s": out.latency_s,
                 "memory_bytes": int(torch.cuda.max_memory_allocated(loaded.device)) if cuda else loaded.nbytes,
                 "memory_kind": "cuda_max_allocated" if cuda else "cpu_weights",
+                "nonfinite": out.nonfinite,
             }
         )
     return results

@@ -45,3 +45,14 @@ class SweepError(VlmLabError, RuntimeError):
 
 class PublishError(VlmLabError, RuntimeError):
     """Publishing to a Hugging Face Space failed; the message names the fix."""
+
+
+NONFINITE_HINT = "float16 overflow or broken weights; this output is not an answer"  # shown beside a flagged output
+
+
+class NonFiniteWarning(RuntimeWarning):
+    """A checkpoint's next-token scores held NaN or +inf (float16 overflow, broken weights).
+
+    Not an error: the comparison finishes and marks the outputs concerned
+    (``nonfinite`` per sample, ``n_nonfinite`` per checkpoint). The CLI prints it as one line.
+    """

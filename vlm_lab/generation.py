@@ -4,7 +4,10 @@ Each sample becomes one user turn with an image and a text prompt; prompts are
 left-padded into batches (so every row's new tokens start at the same column),
 and ``model.generate`` runs once per batch. Per sample we keep the decoded text,
 the number of new tokens (up to and including the first eos) and the batch's
-latency; per batch, tokens per second.
+latency; per batch, tokens per second; and whether the model's next-token
+scores held NaN or +inf at any step (float16 overflow, broken weights). Such a
+row is ended at that step (see ``NonFiniteScores``): left alone it would be
+whatever ``argmax`` makes of NaN ("!!!!"), and sampling would crash on it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 from typing import Iterable, Iterator, Sequence
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from vlm_lab.config import GenerationConfig
 from vlm_lab.data import Sample
@@ -30,6 +34,37 @@ class GenerationOutput:
     latency_s: float  # wall time of the batch this sample ran in
     batch_size: int
     tokens_per_s: float  # the batch's new tokens / its latency
+    nonfinite: bool = False  # NaN or +inf in the next-token scores at some step: the text is noise
+
+
+class NonFiniteScores(LogitsProcessor):
+    """Notes which rows' next-token scores hold NaN or +inf, and ends those rows there.
+
+    A row with such scores is broken from that step on (float16 overflow, bad weights):
+    it gets its end-of-sequence token instead of whatever argmax makes of NaN, so sampling
+    does not crash on it and the text kept is what came before. Costs one reduction over
+    the vocabulary per step. -inf alone is fine: other processors use it to mask tokens.
+    """
+
+    def __init__(self, eos_token_id: int | None) -> None:
+        self.eos_token_id = eos_token_id
+        self.rows: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        bad = ~torch.isfinite(scores.amax(dim=-1))  # amax propagates NaN; +inf stays +inf
+        if not bad.any():  # one sync per step, as generate's own stopping check makes
+            return scores
+        self.rows = bad if self.rows is None else self.rows | bad
+        scores = scores.masked_fill(bad[:, None], float("-inf") if self.eos_token_id is not None else 0.0)
+        if self.eos_token_id is not None:
+            scores[bad, self.eos_token_id] = 0.0
+        return scores
+
+    def per_sample(self, n: int) -> list[bool]:
+        """One flag per input sample (beam search has several rows per sample)."""
+        if self.rows is None:
+            return [False] * n
+        return self.rows.view(n, -1).any(dim=1).tolist()
 
 
 def chat_messages(prompt: str, image=None) -> list[dict]:
@@ -110,14 +145,15 @@ def generate_batch(
         kwargs["pad_token_id"] = pad_id
     if loaded.device.type == "cuda":
         torch.cuda.synchronize(loaded.device)
+    eos_ids = _eos_ids(loaded)
+    flags = NonFiniteScores(min(eos_ids) if eos_ids else None)
     start = time.perf_counter()
-    out = loaded.model.generate(**enc, **kwargs)
+    out = loaded.model.generate(**enc, **kwargs, logits_processor=LogitsProcessorList([flags]))
     if loaded.device.type == "cuda":
         torch.cuda.synchronize(loaded.device)
     latency = time.perf_counter() - start
     new = out[:, enc["input_ids"].shape[1] :].cpu()
     texts = loaded.processor.batch_decode(new, skip_special_tokens=True)
-    eos_ids = _eos_ids(loaded)
     counts = [_count_new_tokens(row, eos_ids, pad_id) for row in new]
     tps = sum(counts) / latency if latency > 0 else 0.0
     return [
@@ -128,8 +164,9 @@ def generate_batch(
             latency_s=latency,
             batch_size=len(samples),
             tokens_per_s=tps,
+            nonfinite=bad,
         )
-        for s, t, c in zip(samples, texts, counts)
+        for s, t, c, bad in zip(samples, texts, counts, flags.per_sample(len(samples)))
     ]
 
 

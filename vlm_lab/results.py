@@ -34,7 +34,7 @@ from vlm_lab.scoring import PairedComparison, normalize, paired_bootstrap
 FIELDS = ("output", "score", "latency_s", "new_tokens")  # per checkpoint, per sample
 SUMMARY_COLUMNS = (
     "checkpoint", "step", "accuracy", "ci_low", "ci_high", "n_scored", "n_samples", "mean_latency_s",
-    "tokens_per_s", "mean_new_tokens", "peak_memory_bytes", "memory_kind", "from_cache",
+    "tokens_per_s", "mean_new_tokens", "peak_memory_bytes", "memory_kind", "n_nonfinite", "from_cache",
 )  # fmt: skip
 
 
@@ -205,7 +205,8 @@ class ComparisonResult:
             for name in self.checkpoints:
                 out = row["outputs"][name]
                 mark = {True: "ok", False: "bad"}.get(None if out["score"] is None else bool(out["score"]), "")
-                cells.append(f'<td class="{mark}">{_esc(out["output"])}</td>')
+                flag = ' <span class="nonfinite" title="NaN or inf in the scores: this output is noise">NaN/inf</span>'
+                cells.append(f'<td class="{mark}">{_esc(out["output"])}{flag if out.get("nonfinite") else ""}</td>')
             cls = ' class="disagree"' if _disagree(row, self.checkpoints) else ""
             ref = "" if row["reference"] is None else _esc(row["reference"])
             thumb = _thumbnail(self, row) if embed_images else f'<img src="{_esc(row["image"])}" alt="{_esc(row["id"])}">'
@@ -220,6 +221,7 @@ class ComparisonResult:
             ".vlm-lab-comparison td,.vlm-lab-comparison th{padding:2px 6px;text-align:left;vertical-align:middle}"
             ".vlm-lab-comparison tr.disagree{background:#fff3c4}"
             ".vlm-lab-comparison td.ok{color:#16703a}.vlm-lab-comparison td.bad{color:#b3261e}"
+            ".vlm-lab-comparison .nonfinite{background:#b3261e;color:#fff;padding:0 4px;border-radius:3px;font-size:80%}"
             ".vlm-lab-comparison img{width:48px;height:48px;image-rendering:pixelated}</style>"
             f"{summary}<p>{len(self.disagreements())} of {len(self.rows)} samples where the checkpoints disagree "
             "(highlighted)</p>"

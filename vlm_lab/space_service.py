@@ -18,7 +18,7 @@ import time
 from typing import Any, Iterator, Mapping, Sequence
 
 from vlm_lab.config import GenerationConfig, parse_strategy
-from vlm_lab.errors import CheckpointNotFoundError, ConfigError, DataError, MemoryBudgetError
+from vlm_lab.errors import NONFINITE_HINT, CheckpointNotFoundError, ConfigError, DataError, MemoryBudgetError
 from vlm_lab.space_images import read_image
 from vlm_lab.space_settings import MAX_SLOTS, NONE_CHOICE, STRATEGIES, SpaceSettings
 
@@ -197,9 +197,12 @@ class Answer:
     memory_mb: float  # peak CUDA memory on a GPU, the model's weights on CPU
     memory_kind: str  # "peak" | "weights"
     error: str = ""
+    nonfinite: bool = False  # NaN/inf in the model's scores: the text is not an answer
 
     def stats_markdown(self) -> str:
         empty = "*no text: only special tokens* · " if not self.text.strip() else ""
+        if self.nonfinite:
+            empty = f"**NaN/inf in the model's scores** ({NONFINITE_HINT}) · "
         return (
             f"{empty}**latency** {self.latency_s * 1000:.0f} ms · **tokens** {self.new_tokens} · "
             f"**memory** {self.memory_mb:.1f} MB {self.memory_kind}"
@@ -353,7 +356,7 @@ class ComparisonService:
             memory = torch.cuda.max_memory_allocated(loaded.device) if cuda else loaded.nbytes
         kind = "cuda_max_allocated" if cuda else "cpu_weights"
         return [_answer(label, {"text": o.text, "new_tokens": o.new_tokens, "latency_s": o.latency_s,
-                                "memory_bytes": memory, "memory_kind": kind}) for o in outs]
+                                "memory_bytes": memory, "memory_kind": kind, "nonfinite": o.nonfinite}) for o in outs]
 
     @contextlib.contextmanager
     def out_of_memory_guard(self, what: str) -> Iterator[None]:
@@ -373,4 +376,5 @@ class ComparisonService:
 
 def _answer(label: str, row: Mapping[str, Any]) -> Answer:
     kind = "peak" if row["memory_kind"].startswith("cuda") else "weights"
-    return Answer(label, row["text"], row["new_tokens"], row["latency_s"], row["memory_bytes"] / 2**20, kind)
+    return Answer(label, row["text"], row["new_tokens"], row["latency_s"], row["memory_bytes"] / 2**20, kind,
+                  nonfinite=row.get("nonfinite", False))

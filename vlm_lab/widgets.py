@@ -20,7 +20,7 @@ import ipywidgets as w
 from vlm_lab.checkpoints import CheckpointRef, resolve_all
 from vlm_lab.config import GenerationConfig
 from vlm_lab.data import Sample, load_samples, open_image
-from vlm_lab.errors import DataError, VlmLabError
+from vlm_lab.errors import NONFINITE_HINT, DataError, VlmLabError
 
 STRATEGIES = ("greedy", "nucleus(0.9)", "temperature(0.7)", "beam(3)")
 PREVIEW_PX = 128  # the 64x64 shapes are upscaled (nearest) so they are visible
@@ -46,6 +46,10 @@ def message_html(text: str, *, error: bool = False) -> str:
     return f'<div class="vlm-lab-message" style="color:{color};padding:4px 0">{html.escape(text)}</div>'
 
 
+def _nonfinite_badge() -> str:
+    return f" <span style='color:#b3261e'>NaN/inf: {html.escape(NONFINITE_HINT)}</span>"
+
+
 def results_html(rows: Sequence[dict[str, Any]], reference: str | None = None) -> str:
     """The side-by-side table of ``compare_one`` rows; green/red against the reference when known."""
     from vlm_lab.scoring import normalized_match
@@ -58,7 +62,7 @@ def results_html(rows: Sequence[dict[str, Any]], reference: str | None = None) -
             style = _OK_STYLE if normalized_match(r["text"], reference) else _BAD_STYLE
         cells = (
             html.escape(r["checkpoint"]),
-            f"<b>{html.escape(r['text']) or '<i>(empty)</i>'}</b>",
+            f"<b>{html.escape(r['text']) or '<i>(empty)</i>'}</b>" + (_nonfinite_badge() if r.get("nonfinite") else ""),
             f"{r['latency_s'] * 1000:.0f} ms",
             str(r["new_tokens"]),
             f"{r['memory_bytes'] / 2**20:.1f} MB {_MEMORY_KINDS.get(r['memory_kind'], r['memory_kind'])}",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from vlm_lab import __version__
 from vlm_lab.errors import VlmLabError
@@ -46,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            return int(args.func(args) or 0)
     except VlmLabError as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return e.exit_code
@@ -54,3 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; finished work is saved and a re-run resumes from it", file=sys.stderr)
         return 130
 
+
+def _one_line_warnings(show):
+    """vlm_lab's own warnings as one ``warning: ...`` line on stderr; others as ``show`` prints them."""
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        if category.__module__.startswith("vlm_lab."):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return show_warning
