@@ -43,7 +43,7 @@ from vlm_lab.scoring import bootstrap_accuracy, get_scorer
 
 __all__ = ["BatchEvent", "ComparisonResult", "ResultCache", "compare", "compare_one", "nonfinite_message", "sample_key", "unique_names"]
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: rows with NaN/inf scores end there and are marked (1 kept argmax-of-NaN noise, unmarked)
 SYNC_EVERY_S = 1.0  # fsync the result cache at most this often (and after each checkpoint's last batch)
 ENCODING_CACHE_BYTES = 512 * 2**20  # encoded batches kept for the next checkpoint with the same processor
 
