@@ -1,0 +1,128 @@
+"""The on-disk result cache of ``compare``: one JSONL per (checkpoint fingerprint, generation key).
+
+It lives in ``config.cache_dir`` (default ``OUTPUT_DIR/.cache``). The fingerprint
+hashes the checkpoint's files (see ``checkpoints.fingerprint``), so a checkpoint
+re-saved with other weights at the same path is never served stale results. The
+generation key covers everything else that changes an output: strategy,
+max_new_tokens, seed and batch size (sampling only: greedy outputs do not depend
+on them), dtype, device type and the torch/transformers versions. Each line is
+keyed by a hash of the sample's image pixels and prompt, not by its id. Each
+batch's lines are appended and flushed as it finishes (fsync at most once a
+second and at the end); a torn last line from a crash is skipped on read, so
+the cache never needs an atomic rewrite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+from vlm_lab.config import GenerationConfig, parse_strategy
+from vlm_lab.data import Sample
+
+__all__ = ["CACHE_FORMAT", "Appender", "ResultCache", "generation_key", "sample_key"]
+
+CACHE_FORMAT = 2  # 2: rows with NaN/inf scores end there and are marked (1 kept argmax-of-NaN noise, unmarked)
+
+
+def sample_key(sample: Sample) -> str:
+    """A hash of the image's pixels and the prompt: what the output depends on (not the id)."""
+    h = hashlib.sha256()
+    img = sample.image
+    h.update(f"{img.mode}:{img.size[0]}x{img.size[1]}:".encode())
+    h.update(img.tobytes())
+    h.update(b"\0" + sample.prompt.encode("utf-8"))
+    return h.hexdigest()[:24]
+
+
+def generation_key(gen: GenerationConfig, *, dtype: str, device_type: str) -> str:
+    """Hash of every generation setting that changes outputs (greedy ignores seed and batch size)."""
+    import torch
+    import transformers
+
+    name, _ = parse_strategy(gen.strategy)
+    key = {
+        "format": CACHE_FORMAT,
+        "strategy": gen.strategy.strip().lower(),
+        "max_new_tokens": gen.max_new_tokens,
+        "dtype": dtype,
+        "device": device_type,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,  # module attributes: importlib.metadata scans site-packages (ms per call)
+    }
+    if name in ("nucleus", "temperature"):  # seeded per batch: the outputs depend on the batching
+        key.update(seed=gen.seed, batch_size=gen.batch_size)
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class ResultCache:
+    """Append-only JSONL of per-sample results for one (fingerprint, generation key)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> tuple[dict[str, dict], dict]:
+        """``({sample key: result}, memory record)``; unreadable (torn) lines are skipped."""
+        results: dict[str, dict] = {}
+        memory: dict = {}
+        if not self.path.is_file():
+            return results, memory
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a write cut short by a crash
+            if "memory" in record:
+                if (record["memory"].get("peak_memory_bytes") or 0) >= (memory.get("peak_memory_bytes") or 0):
+                    memory = record["memory"]
+            elif "key" in record:
+                results[record["key"]] = record
+        return results, memory
+
+    def append(self, records: Sequence[dict], *, sync: bool = True) -> None:
+        """Append records as whole lines; ``sync``: fsync too, so they survive a power cut."""
+        with self.appender() as appender:
+            appender.write(records, sync=sync)
+
+    def appender(self) -> "Appender":
+        """The file held open for a run's many appends (one open, not one per batch)."""
+        return Appender(self.path)
+
+
+class Appender:
+    """Whole JSON lines appended to one open file; a context manager that fsyncs on close.
+
+    Each ``write`` reaches the OS before it returns, so a crashed or interrupted
+    *process* loses nothing; with ``sync=False`` only a machine crash could lose it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "a+b")
+        self._lead = b""
+        if self._file.tell() > 0:  # a torn last line must not swallow the first new record
+            self._file.seek(-1, os.SEEK_END)
+            if self._file.read(1) != b"\n":
+                self._lead = b"\n"
+
+    def write(self, records: Sequence[dict], *, sync: bool = False) -> None:
+        self._file.write(self._lead + "".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
+        self._lead = b""
+        self._file.flush()
+        if sync:
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def __enter__(self) -> "Appender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
