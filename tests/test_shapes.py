@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -72,6 +74,9 @@ def test_jsonl_round_trip(tmp_path):
         ("not json", "not valid JSON"),
         ('{"image": "x.png", "prompt": "hi", "answer": "y"}', "unknown key"),
         ('{"image": "nope.png", "prompt": "hi"}', "image not found"),
+        ('{"image": 5, "prompt": "hi"}', "image is a int; image .* and prompt are strings"),
+        ('{"image": "x.png", "prompt": ["hi"]}', "prompt is a list"),
+        ('{"image": "x.png", "prompt": "hi", "reference": {"a": 1}}', "reference is a dict"),
     ],
 )
 def test_bad_jsonl_lines_name_the_problem(tmp_path, line, message):
@@ -91,6 +96,21 @@ def test_unreadable_image_is_a_data_error(tmp_path):
 @pytest.mark.parametrize("spec, n", [("shapes:val:5", 5), ("shapes:train:4", 4), ("shapes", 64)])
 def test_data_specs(spec, n):
     assert len(data.load_samples(spec)) == n
+
+
+def test_numbers_as_id_and_reference_are_read_as_text(tmp_path):
+    written = json.loads(data.write_jsonl(shapes.make_samples("val", 1), tmp_path).read_text())
+    (tmp_path / "d.jsonl").write_text(json.dumps({"id": 7, "image": written["image"], "prompt": "How many?", "reference": 3}) + "\n")
+    (sample,) = data.read_jsonl(tmp_path / "d.jsonl")
+    assert (sample.id, sample.reference) == ("7", "3")
+
+
+@pytest.mark.parametrize("name", ["shapes.jsonl", "shapes_mine.jsonl", "shapes/data.jsonl"])
+def test_own_data_named_like_the_embedded_set_is_read_as_a_file(tmp_path, monkeypatch, name):
+    path = tmp_path / name
+    data.write_jsonl(shapes.make_samples("test", 3), path.parent, name=path.name)
+    monkeypatch.chdir(tmp_path)
+    assert [s.id for s in data.load_samples(name)] == [s.id for s in shapes.make_samples("test", 3)]
 
 
 @pytest.mark.parametrize("spec", ["shapes:bogus:3", "shapes:val:x", "shapes:val:0"])

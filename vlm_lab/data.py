@@ -98,6 +98,13 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
         missing = [k for k in ("image", "prompt") if not record.get(k)]
         if missing:
             raise DataError(f"{path}:{lineno}: missing {', '.join(missing)} (each line needs image and prompt)")
+        wrong = [k for k in ("image", "prompt") if not isinstance(record[k], str)]
+        wrong += [k for k in ("id", "reference") if record.get(k) is not None and (isinstance(record[k], bool) or not isinstance(record[k], (str, int, float)))]
+        if wrong:
+            raise DataError(
+                f"{path}:{lineno}: {', '.join(f'{k} is a {type(record[k]).__name__}' for k in wrong)}; image (a path "
+                "relative to the file) and prompt are strings, id and reference strings or numbers"
+            )
         unknown = sorted(set(record) - {"id", "image", "prompt", "reference"})
         if unknown:
             raise DataError(f"{path}:{lineno}: unknown key(s) {', '.join(unknown)} (allowed: id, image, prompt, reference)")
@@ -127,7 +134,7 @@ def load_samples(spec: str, num_samples: int | None = None, *, seed: int = 0) ->
 
     ``num_samples`` caps the count (for ``shapes:`` it is the count when the spec names none).
     """
-    if spec.startswith("shapes"):
+    if spec == "shapes" or spec.startswith("shapes:"):  # not shapes.jsonl, shapes_mine/, shapes/data.jsonl
         from vlm_lab import shapes
 
         parts = spec.split(":")
