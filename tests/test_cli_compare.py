@@ -57,3 +57,13 @@ def test_float16_overflow_is_one_warning_line(overflowing_checkpoint, tmp_path):
     assert r.returncode == 0, r.stderr
     (line,) = [line for line in r.stderr.splitlines() if line.strip()]
     assert line.startswith("warning: checkpoint-1000: NaN or infinite") and "--dtype float32" in line
+
+
+def test_a_jsonl_named_like_the_embedded_set_is_read_whole(tmp_path):
+    from vlm_lab.cli import build_parser
+    from vlm_lab.cli.compare import config_from_args
+
+    parse = lambda *argv: config_from_args(build_parser().parse_args(["compare", "ckpt", *argv]))  # noqa: E731
+    assert parse("--data", "shapes.jsonl").num_samples == 0  # a file: all of it
+    assert parse("--data", "shapes:val").num_samples == 64  # the embedded set without a count: the default
+    assert parse("--data", "shapes:val:10").num_samples == 0  # the count is in the spec

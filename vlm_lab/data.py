@@ -129,12 +129,17 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
     return samples
 
 
+def is_shapes_spec(spec: str) -> bool:
+    """``shapes`` or ``shapes:...`` names the embedded set; ``shapes.jsonl`` or ``shapes/x.jsonl`` is a file."""
+    return spec == "shapes" or spec.startswith("shapes:")
+
+
 def load_samples(spec: str, num_samples: int | None = None, *, seed: int = 0) -> list[Sample]:
     """Resolve a data spec: ``shapes:SPLIT[:N]`` or a path to a JSONL file.
 
     ``num_samples`` caps the count (for ``shapes:`` it is the count when the spec names none).
     """
-    if spec == "shapes" or spec.startswith("shapes:"):  # not shapes.jsonl, shapes_mine/, shapes/data.jsonl
+    if is_shapes_spec(spec):
         from vlm_lab import shapes
 
         parts = spec.split(":")

@@ -55,7 +55,9 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
     """The ``CompareConfig`` the flags describe (what the library, the notebook and a sweep take)."""
     num_samples = args.num_samples
     if num_samples is None:  # an explicit count in the data spec, or a whole JSONL file: take it all
-        explicit = not args.data.startswith("shapes") or args.data.count(":") >= 2
+        from vlm_lab.data import is_shapes_spec
+
+        explicit = not is_shapes_spec(args.data) or args.data.count(":") >= 2
         num_samples = 0 if explicit else _DEFAULTS.num_samples
     return CompareConfig(
         checkpoints=tuple(args.refs),
