@@ -71,6 +71,7 @@ def test_files_on_disk_and_load_round_trip(finished):
     csv = pd.read_csv(out / "results.csv")
     assert list(csv.columns[:4]) == ["id", "image", "prompt", "reference"]
     assert "checkpoint-1000/output" in csv.columns and len(csv) == 9
+    assert all((out / image).is_file() and image.startswith("images/") for image in csv["image"])  # relative to the CSV
 
 
 def test_dataframes(finished):

@@ -6,7 +6,7 @@ with a 95% bootstrap CI, mean latency, tokens/s, peak memory). On disk, in the
 comparison's output folder::
 
     results.jsonl   one sample per line, per-checkpoint outputs nested
-    results.csv     the same, flat: id, image, prompt, reference, <checkpoint>/output, ...
+    results.csv     the same, flat: id, image (images/..., relative to the folder), prompt, reference, <checkpoint>/output, ...
     summary.json    config, checkpoints (name, spec, step, fingerprint), per-checkpoint summary
     comparison.html side by side with thumbnails; samples where checkpoints disagree highlighted
     images/*        each sample image once, named by the hash of its pixels and prompt
@@ -75,7 +75,9 @@ class ComparisonResult:
             _copy_images(self, out)
         self.output_dir = out
         atomic_write_text(out / "results.jsonl", "".join(json.dumps(_json_safe(r)) + "\n" for r in self.rows))
-        atomic_write_text(out / "results.csv", self.to_dataframe().to_csv(index=False))
+        frame = self.to_dataframe()
+        frame["image"] = [row["image"] for row in self.rows]  # relative to the CSV: the folder can move as a whole
+        atomic_write_text(out / "results.csv", frame.to_csv(index=False))
         meta = {"config": self.config, "checkpoints": self.refs, "summary": self.summary}
         atomic_write_text(out / "summary.json", json.dumps(_json_safe(meta), indent=2) + "\n")
         atomic_write_text(out / "comparison.html", self.html(max_rows=None, embed_images=False))
