@@ -40,3 +40,19 @@ def test_unknown_checkpoint_lists_what_exists(tiny_dir):
     r = vlm_lab("checkpoints", "eval", str(tiny_dir / "checkpoint-999"))
     assert r.returncode == 2
     assert "checkpoint-1000" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_quiet_rebuild_says_what_it_removed_and_draws_no_bars(tmp_path):
+    out = str(tmp_path / "ck")
+    vlm_lab("checkpoints", "build", "--out", out, "--steps", "2", "--save-every", "2", "--quiet", check=True)
+    r = vlm_lab("checkpoints", "build", "--out", out, "--steps", "2", "--save-every", "1", "--seed", "1", "--quiet", check=True)
+    assert r.stderr.splitlines() == [
+        f"warning: removed checkpoint-0, checkpoint-2 from {out}: an earlier build made them "
+        "with save_every=2, seed=0; now save_every=1, seed=1, so they do not belong to this run"
+    ]  # and no "Writing model shards" bar
+    assert r.stdout.strip() == f"3 checkpoints in {out}: checkpoint-0, checkpoint-1, checkpoint-2"
+
+
+def test_eval_help_shows_a_plain_percent_sign():
+    r = vlm_lab("checkpoints", "eval", "--help", check=True)
+    assert "95% bootstrap" in " ".join(r.stdout.split()) and "%%" not in r.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -265,3 +266,43 @@ def test_cron_wrapper_runs_every_sweep_file(sweep_file, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "a: 2 run(s)" in proc.stdout and "b: 2 run(s)" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("notebook: nb.ipynb\ngrid: {x: [1]}\n", r"missing required SweepConfig field\(s\): name .*add it"),
+        ("name: t\ngrid: {x: [1]}\n", r"missing required SweepConfig field\(s\): notebook"),
+        ("name: t\nnotebook: nb.ipynb\njobs: two\n", r"jobs must be a whole number, got 'two' \(str\)"),
+    ],
+)
+def test_an_invalid_sweep_file_is_one_line_and_exit_2(sweep_file, tmp_path, capsys, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert main(["sweep", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: ConfigError: {path}: ") and err.count("\n") == 1, err
+    assert re.search(message, err), err
+
+
+def test_cron_wrapper_reports_an_invalid_sweep_file_and_runs_the_next(sweep_file, tmp_path):
+    bad = tmp_path / "a-bad.yaml"
+    bad.write_text("notebook: nb.ipynb\ngrid: {x: [1]}\n")
+    good = sweep_file({"x": [1]}, name="b")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "run_experiments.py"), str(bad), str(good), "--quiet"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr  # the worst: an invalid file beats a completed sweep
+    assert "Traceback" not in proc.stderr
+    assert f"error: ConfigError: {bad}: missing required SweepConfig field(s): name" in proc.stderr
+    assert f"{bad}: exit 2 (invalid sweep file, nothing ran)" in proc.stderr
+    assert "b: 1 ran, 0 skipped" in proc.stdout  # the sweep after the invalid one still ran
+    assert all(r.completed for r in sweep.plan(sweep.load_sweep(good)))
+
+
+def test_cron_wrapper_has_its_own_usage():
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_experiments.py"), "--help"],
+                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert proc.stdout.startswith("usage: run_experiments.py ") and "[SWEEP.yaml ...]" in proc.stdout
+    assert "usage: vlm-lab" not in proc.stdout and "sweep files, run in this order" in proc.stdout

@@ -8,6 +8,7 @@ import torch
 
 from vlm_lab import data, generation, models, scoring, tiny
 from vlm_lab.config import TrainConfig
+from vlm_lab.errors import OutputPathError
 
 LOAD_AND_ANSWER = r"""
 import json, sys
@@ -81,6 +82,40 @@ def test_rebuild_is_skipped_when_present(tmp_path):
     again = tiny.train(config, progress=False)
     assert again == first
     assert (first[-1] / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_rebuild_with_other_settings_removes_the_earlier_build(tmp_path):
+    out = tmp_path / "ck"
+    tiny.train(TrainConfig(out=str(out), steps=4, save_every=2), progress=False)
+    (out / "notes.txt").write_text("mine")  # not a checkpoint: never touched
+    with pytest.warns(tiny.StaleCheckpointsWarning, match=r"removed checkpoint-0, checkpoint-2, checkpoint-4 .*"
+                      r"made them with steps=4, save_every=2, seed=0; now steps=2, save_every=1, seed=1, so"):
+        paths = tiny.train(TrainConfig(out=str(out), steps=2, save_every=1, seed=1), progress=False)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-0", "checkpoint-1", "checkpoint-2"]
+    assert [p.name for p in paths] == ["checkpoint-0", "checkpoint-1", "checkpoint-2"]
+    assert all(json.loads((p / "trainer_state.json").read_text())["vlm_lab_train_config"]["seed"] == 1 for p in paths)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_checkpoint_of_an_older_format_is_rebuilt(tmp_path):
+    config = TrainConfig(out=str(tmp_path / "ck"), steps=2, save_every=2)
+    first = tiny.train(config, progress=False)
+    state = json.loads((first[-1] / "trainer_state.json").read_text())
+    (first[-1] / "trainer_state.json").write_text(json.dumps({**state, "vlm_lab_format": tiny.FORMAT_VERSION - 1}))
+    with pytest.warns(tiny.StaleCheckpointsWarning, match=rf"removed checkpoint-2 .*made them in checkpoint format {tiny.FORMAT_VERSION - 1}, now {tiny.FORMAT_VERSION}"):
+        again = tiny.train(config, progress=False)
+    assert again == first and json.loads((first[-1] / "trainer_state.json").read_text())["vlm_lab_format"] == tiny.FORMAT_VERSION
+
+
+def test_a_checkpoint_the_build_did_not_make_stops_it_untouched(tmp_path):
+    out = tmp_path / "ck"
+    tiny.train(TrainConfig(out=str(out), steps=2, save_every=2), progress=False)
+    theirs = out / "checkpoint-2"  # a user's own training output at a step the new build would write
+    (theirs / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    with pytest.raises(OutputPathError, match=r"holds checkpoint-2, which `vlm-lab checkpoints build` did not make"):
+        tiny.train(TrainConfig(out=str(out), steps=2, save_every=1), progress=False)
+    assert json.loads((theirs / "trainer_state.json").read_text()) == {"global_step": 2}
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-0", "checkpoint-2"]  # nothing removed
 
 
 def test_processor_pads_left_and_stops_at_end_token(tiny_checkpoints):

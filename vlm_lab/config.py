@@ -9,7 +9,10 @@ keys are errors, never silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+import types
+import typing
 from typing import Any, Mapping, TypeVar
 
 from vlm_lab.errors import ConfigError
@@ -29,14 +32,31 @@ class ConfigBase:
 
     @classmethod
     def from_dict(cls: type[T], values: Mapping[str, Any]) -> T:
-        """Build from a mapping; unknown keys raise ``ConfigError`` naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(values) - names)
+        """Build from a mapping (a YAML file, a notebook's parameters, a JSON body).
+
+        Raises:
+            ConfigError: a key is unknown, a required key is missing, or a value has the wrong
+                type (``jobs: "2"``); then whatever ``__post_init__`` rejects.
+        """
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        names = {f.name for f in fields}
+        unknown = sorted(str(k) for k in set(values) - names)
         if unknown:
             raise ConfigError(
                 f"unknown {cls.__name__} field(s): {', '.join(unknown)} "
                 f"(known: {', '.join(sorted(names))})"
             )
+        required = [f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [name for name in required if name not in values]
+        if missing:
+            raise ConfigError(
+                f"missing required {cls.__name__} field(s): {', '.join(missing)} "
+                f"(a {cls.__name__} needs {', '.join(required)}); add {'it' if len(missing) == 1 else 'them'}"
+            )
+        hints = typing.get_type_hints(cls)
+        for name, value in values.items():
+            if not _has_type(value, hints[name]):
+                raise ConfigError(f"{name} must be {_describe_type(hints[name])}, got {value!r} ({type(value).__name__})")
         return cls(**dict(values))
 
     def to_dict(self) -> dict[str, Any]:
@@ -48,14 +68,71 @@ class ConfigBase:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits a field annotation; the coercions ``__post_init__`` makes are allowed
+    (a list or a comma-separated string for a tuple, an int for a float)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_has_type(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is int:
+        return _is_int(value)
+    if hint is float:
+        return _is_int(value) or isinstance(value, float)
+    if hint is dict:
+        return isinstance(value, Mapping)
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        return isinstance(value, str) or (isinstance(value, (list, tuple)) and all(_has_type(v, item) for v in value))
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+_TYPE_WORDS = {int: "a whole number", float: "a number", str: "text", bool: "true or false", dict: "a mapping", type(None): "null"}
+
+
+def _describe_type(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {_describe_type(typing.get_args(hint)[0])}"
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe_type(h) for h in typing.get_args(hint))
+    return _TYPE_WORDS.get(hint, getattr(hint, "__name__", str(hint)))
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not to a config
+
+
+def _check_int(name: str, value: int, *, minimum: int, maximum: int | None = None, meaning: str = "", fix: str = "") -> None:
+    """``value`` is a whole number within ``minimum..maximum``.
+
+    ``meaning`` explains a special value (``" (0 = no limit)"``); ``fix`` follows the bad value.
+    """
+    if not _is_int(value) or value < minimum or (maximum is not None and value > maximum):
+        if maximum is not None:
+            within = f"a whole number from {minimum:,} to {maximum:,}"
+        else:
+            within = "a positive integer" if minimum == 1 else f"a whole number >= {minimum}"
+        raise ConfigError(f"{name} must be {within}{meaning}, got {value!r}{fix}")
+
+
 def _check_positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    _check_int(name, value, minimum=1)
+
+
+def _check_seed(value: int) -> None:
+    # 2**64 - 1 is torch.manual_seed's limit; numpy's bootstrap refuses a negative seed
+    _check_int("seed", value, minimum=0, maximum=2**64 - 1, fix="; pick a seed >= 0, e.g. 0")
+
+
+def _check_number(name: str, value: float, *, above: float) -> None:
+    """A finite int or float greater than ``above``."""
+    if not (_is_int(value) or isinstance(value, float)) or not math.isfinite(value) or not value > above:
+        raise ConfigError(f"{name} must be a finite number > {above:g}, got {value!r}")
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
@@ -78,6 +155,8 @@ def parse_strategy(strategy: str) -> tuple[str, float | None]:
     >>> parse_strategy("nucleus(0.9)")
     ('nucleus', 0.9)
     """
+    if not isinstance(strategy, str):
+        raise ConfigError(f"strategy must be text such as greedy or nucleus(0.9), got {strategy!r}")
     m = _STRATEGY_RE.match(strategy.strip().lower())
     if not m:
         raise ConfigError(
@@ -110,6 +189,7 @@ class GenerationConfig(ConfigBase):
         parse_strategy(self.strategy)
         _check_positive("max_new_tokens", self.max_new_tokens)
         _check_positive("batch_size", self.batch_size)
+        _check_seed(self.seed)  # up front: scoring's bootstrap would refuse a negative one after every generation
 
     def generate_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``model.generate`` implementing the strategy."""
@@ -143,8 +223,8 @@ class TrainConfig(ConfigBase):
         _check_positive("save_every", self.save_every)
         _check_positive("batch_size", self.batch_size)
         _check_positive("train_images", self.train_images)
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        _check_seed(self.seed)
+        _check_number("learning_rate", self.learning_rate, above=0)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -177,14 +257,13 @@ class CompareConfig(ConfigBase):
         object.__setattr__(self, "checkpoints", tuple(checkpoints))
         if not self.checkpoints:
             raise ConfigError("checkpoints is empty; give at least one folder or hub id")
-        if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) or self.num_samples < 0:
-            raise ConfigError(f"num_samples must be a whole number >= 0 (0 = all), got {self.num_samples!r}")
+        _check_int("num_samples", self.num_samples, minimum=0, meaning=" (0 = all)")
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("device", self.device, DEVICES)
         _check_choice("metric", self.metric, METRICS)
-        if self.memory_budget:
-            parse_bytes(self.memory_budget)
-        self.generation()  # validates strategy, max_new_tokens, batch_size
+        if self.memory_budget and parse_bytes(self.memory_budget) <= 0:
+            raise ConfigError(f"memory_budget={self.memory_budget!r} leaves no room for a model; give a size such as 16GB, or '' for automatic")
+        self.generation()  # validates strategy, max_new_tokens, batch_size, seed
 
     def generation(self) -> GenerationConfig:
         return GenerationConfig(
@@ -324,13 +403,12 @@ class SweepConfig(ConfigBase):
             raise ConfigError(f"{', '.join(reserved)} are set by the sweep for each run; remove them from the sweep file")
         _check_positive("jobs", self.jobs)
         _check_positive("shard_count", self.shard_count)
-        if isinstance(self.shard_index, bool) or not isinstance(self.shard_index, int) or not 0 <= self.shard_index < self.shard_count:
+        if not _is_int(self.shard_index) or not 0 <= self.shard_index < self.shard_count:
             raise ConfigError(
                 f"shard {self.shard_index}/{self.shard_count} is out of range; shards are 0-based: 0/{self.shard_count} .. "
                 f"{self.shard_count - 1}/{self.shard_count}"
             )
-        if isinstance(self.execution_timeout, bool) or not isinstance(self.execution_timeout, int) or self.execution_timeout < 0:
-            raise ConfigError(f"execution_timeout must be seconds >= 0 (0 = no limit), got {self.execution_timeout!r}")
+        _check_int("execution_timeout", self.execution_timeout, minimum=0, meaning=" (seconds; 0 = no limit)")
 
 
 MEMORY_DTYPES = ("auto", "float32", "float16", "bfloat16", "int8", "int4")
@@ -375,9 +453,7 @@ class MemoryConfig(ConfigBase):
         check_dtype_on_target(self.dtype, self.target)
         _check_positive("batch_size", self.batch_size)
         _check_positive("max_new_tokens", self.max_new_tokens)
-        for name in ("prompt_tokens", "image_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+        _check_int("prompt_tokens", self.prompt_tokens, minimum=0)
+        _check_int("image_size", self.image_size, minimum=0, meaning=" (0 = the largest the processor makes)")
         if self.rehearse and self.device == "cpu":
             raise ConfigError("rehearse=True runs on a GPU larger than the target; use device='cuda' (or 'auto')")

@@ -37,7 +37,7 @@ from typing import Any, Iterator
 
 from vlm_lab.config import SweepConfig
 from vlm_lab.data import atomic_write_text
-from vlm_lab.errors import SweepError
+from vlm_lab.errors import ConfigError, SweepError
 
 STATUS_FILE, PARAMS_FILE = "status.json", "params.json"
 LOCKED_EXIT_CODE = 75  # EX_TEMPFAIL: another invocation holds the lock; try again later
@@ -99,7 +99,13 @@ def describe_error(error: dict[str, Any]) -> str:
 
 
 def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
-    """Read a sweep YAML file into a ``SweepConfig``; ``overrides`` (e.g. jobs=4) win over the file."""
+    """Read a sweep YAML file into a ``SweepConfig``; ``overrides`` (e.g. jobs=4) win over the file.
+
+    Raises:
+        SweepError: the file is missing, not YAML, or not a mapping.
+        ConfigError: a key is unknown, missing or of the wrong type, or a value is invalid;
+            the message starts with the file's path.
+    """
     import yaml
 
     path = Path(path)
@@ -112,7 +118,10 @@ def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
     if not isinstance(values, dict):
         raise SweepError(f"{path} must be a mapping with name, notebook, parameters and grid")
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return SweepConfig.from_dict(values)
+    try:
+        return SweepConfig.from_dict(values)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
 
 
 def _slug(value: Any) -> str:

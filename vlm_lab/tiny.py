@@ -15,16 +15,19 @@ import json
 import random
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from vlm_lab import shapes
+from vlm_lab.checkpoints import CheckpointRef
 from vlm_lab.config import TrainConfig
 from vlm_lab.data import Sample, atomic_write_text
 from vlm_lab.errors import OutputPathError
 from vlm_lab.generation import chat_messages
+from vlm_lab.models import _quiet_if_small
 
 IMAGE_TOKEN = "<image>"
 END_TOKEN = "<|end|>"  # ends every turn; eos for generation
@@ -193,7 +196,9 @@ def _save_checkpoint(model, processor, out: Path, step: int, log_history: list[d
     final = out / f"checkpoint-{step}"
     tmp = out / f".checkpoint-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    # The tiny model's one shard writes in a millisecond: no "Writing model shards" bar, as for loading it.
+    with _quiet_if_small(CheckpointRef(spec=str(final), path=str(tmp))):
+        model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     state = {
         "global_step": step,
@@ -210,29 +215,89 @@ def _save_checkpoint(model, processor, out: Path, step: int, log_history: list[d
     return final
 
 
+class StaleCheckpointsWarning(UserWarning):
+    """A build removed the checkpoint-N folders an earlier build with other settings left in ``out``."""
+
+
 def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path], None] | None = None) -> list[Path]:
     """Train the tiny shapes VLM and save ``checkpoint-{0, save_every, ..., steps}`` under ``config.out``.
 
     Deterministic for ``config.seed`` on a given machine and torch build. Skips
     the work when every checkpoint already exists with the same training config
-    (``make demo`` and the tests call this repeatedly).
+    (``make demo`` and the tests call this repeatedly). Checkpoints an earlier build
+    made with other settings are removed first (with a ``StaleCheckpointsWarning``), so
+    the folder holds one run only: comparing it never mixes two.
 
     Returns:
         The checkpoint folders, sorted by step.
+
+    Raises:
+        OutputPathError: ``out`` is a file or not writable, or the build would change a folder
+            that holds checkpoint-N folders no build made (those are never deleted).
     """
     out = Path(config.out)
     save_steps = sorted({0, *range(config.save_every, config.steps + 1, config.save_every), config.steps})
     wanted = [out / f"checkpoint-{s}" for s in save_steps]
-    if out.is_dir() and all(_same_config(p, config) for p in wanted):
+    if out.is_dir() and all(_same_config(p, config) for p in wanted) and not _earlier_builds(out, config):
         return wanted
     _prepare_out_dir(out)
     # Two builds into one folder (make demo beside a test run) would overwrite each
     # other's checkpoints: the second waits, then finds the work done.
     with open(out / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        _refuse_foreign_checkpoints(out)
+        _remove_earlier_builds(out, config)
         if all(_same_config(p, config) for p in wanted):
             return wanted
         return _train_and_save(config, out, save_steps, progress=progress, on_save=on_save)
+
+
+def _checkpoint_dirs(out: Path) -> list[Path]:
+    """Every ``checkpoint-N`` folder in ``out``, loadable or not."""
+    found = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.removeprefix("checkpoint-").isdigit()]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("checkpoint-")))
+
+
+def _made_by_build(path: Path) -> bool:
+    """Whether ``train`` saved this folder: its trainer_state.json records the training config."""
+    return isinstance(_saved_state(path).get("vlm_lab_train_config"), dict)
+
+
+def _earlier_builds(out: Path, config: TrainConfig) -> list[Path]:
+    """checkpoint-N folders an earlier build made with other settings (or an older format)."""
+    return [p for p in _checkpoint_dirs(out) if _made_by_build(p) and not _same_config(p, config)]
+
+
+def _refuse_foreign_checkpoints(out: Path) -> None:
+    foreign = [p.name for p in _checkpoint_dirs(out) if not _made_by_build(p)]
+    if foreign:
+        raise OutputPathError(
+            f"--out {str(out)!r} holds {', '.join(foreign)}, which `vlm-lab checkpoints build` did not make; "
+            "it replaces only its own builds: move those folders elsewhere or pick another --out"
+        )
+
+
+def _remove_earlier_builds(out: Path, config: TrainConfig) -> None:
+    stale = _earlier_builds(out, config)
+    if not stale:
+        return
+    saved = _saved_state(stale[-1])
+    then, now = saved["vlm_lab_train_config"], config.to_dict()
+    changed = [k for k in now if k != "out" and then.get(k) != now[k]]
+    if saved.get("vlm_lab_format") != FORMAT_VERSION:
+        why = f"in checkpoint format {saved.get('vlm_lab_format')}, now {FORMAT_VERSION}"
+    elif changed:
+        why = "with " + ", ".join(f"{k}={then.get(k)!r}" for k in changed) + "; now " + ", ".join(f"{k}={now[k]!r}" for k in changed)
+    else:
+        why = "incomplete (no config.json)"
+    for path in stale:
+        shutil.rmtree(path)
+    warnings.warn(
+        f"removed {', '.join(p.name for p in stale)} from {out}: an earlier build made them {why}, "
+        "so they do not belong to this run",
+        StaleCheckpointsWarning,
+        stacklevel=3,
+    )
 
 
 def _train_and_save(
@@ -281,14 +346,19 @@ def _train_and_save(
     return paths
 
 
-def _same_config(path: Path, config: TrainConfig) -> bool:
-    state = path / "trainer_state.json"
-    if not (path / "config.json").is_file() or not state.is_file():
-        return False
+def _saved_state(path: Path) -> dict:
+    """A checkpoint's trainer_state.json, or ``{}`` when it has none (or an unreadable one)."""
     try:
-        saved = json.loads(state.read_text())
+        saved = json.loads((path / "trainer_state.json").read_text())
     except (OSError, json.JSONDecodeError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def _same_config(path: Path, config: TrainConfig) -> bool:
+    if not (path / "config.json").is_file():
         return False
+    saved = _saved_state(path)
     if saved.get("vlm_lab_format") != FORMAT_VERSION:
         return False
     without_out = lambda d: {k: v for k, v in d.items() if k != "out"}  # noqa: E731 - the same run saved elsewhere

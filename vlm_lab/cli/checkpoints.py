@@ -18,19 +18,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train the tiny shapes VLM and save checkpoint-N folders",
         description="Train a tiny LLaVA (CLIP vision + Llama, ~0.17M params) on synthetic colored shapes, "
         "fully offline, saving OUT/checkpoint-{0,K,2K,...,N} as the HF Trainer lays them out. "
-        "Skipped when the checkpoints already exist with the same settings.",
+        "Skipped when the checkpoints already exist with the same settings; checkpoints an earlier build made "
+        "with other settings are removed first (a checkpoint-N folder it did not make stops the build instead).",
     )
     build.add_argument("--out", default=_DEFAULTS.out, help="output folder (default: %(default)s)")
     build.add_argument("--steps", type=int, default=_DEFAULTS.steps, help="training steps (default: %(default)s)")
     build.add_argument("--save-every", type=int, default=_DEFAULTS.save_every, help="save a checkpoint every K steps (default: %(default)s)")
     build.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random seed; same seed, same checkpoints (default: %(default)s)")
-    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.add_argument("--quiet", action="store_true", help="no progress bars")
     build.set_defaults(func=_build)
 
     evaluate = actions.add_parser(
         "eval",
         help="held-out exact-match accuracy of each checkpoint",
-        description="Greedy exact-match accuracy on held-out shapes questions, one row per checkpoint, with 95%% "
+        description="Greedy exact-match accuracy on held-out shapes questions, one row per checkpoint, with 95% "
         "bootstrap CIs. The same engine as `vlm-lab compare` (cached: a re-run loads no model).",
     )
     evaluate.add_argument("refs", nargs="*", default=[_DEFAULTS.out], help="checkpoint folders or training output folders (default: %(default)s)")

@@ -32,12 +32,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("sweep_file", metavar="SWEEP.yaml", help="the sweep: name, notebook, parameters, grid")
+    add_sweep_options(parser)
+    parser.set_defaults(func=_sweep)
+
+
+def add_sweep_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``vlm-lab sweep`` (also scripts/run_experiments.py's, which passes them on)."""
     parser.add_argument("--jobs", "-j", type=int, default=None, help="runs at once, each with its own kernel (default: the file's jobs, else 1)")
     parser.add_argument("--shard", type=_shard, default=None, metavar="I/N", help="run only shard I of N (0-based; e.g. $SLURM_ARRAY_TASK_ID/4)")
     parser.add_argument("--runs-dir", default=None, help="parent folder of the sweep's runs (default: the file's runs_dir, else runs)")
     parser.add_argument("--dry-run", action="store_true", help="list this shard's runs and their state; run nothing")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=_sweep)
 
 
 def _sweep(args: argparse.Namespace) -> int:
