@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -37,8 +38,46 @@ def test_table_output(tiny_checkpoints):
     r = vlm_lab(str(tiny_checkpoints[-1]), "--no-measure", "--target", "l4x1")
     assert r.returncode == 0, r.stderr
     header = r.stdout.splitlines()[0].split()
-    assert header[:5] == ["checkpoint", "dtype", "params_M", "estimated_MiB", "measured_MiB"]
+    assert header[:9] == ["checkpoint", "dtype", "params_M", "device", "estimated_MiB", "measured_MiB", "error_%", "target", "needs_MiB"]
+    assert r.stdout.splitlines()[1].split()[3] == "cuda"  # not measured: estimated on the target's device
     assert "fits on l4x1" in r.stdout
+
+
+@pytest.mark.slow
+def test_a_folder_that_cannot_be_measured_keeps_its_estimate(tiny_checkpoints, tmp_path):
+    config_only = tmp_path / "config-only"
+    config_only.mkdir()
+    for name in ("config.json", "processor_config.json"):
+        shutil.copy(tiny_checkpoints[-1] / name, config_only / name)
+    r = vlm_lab(str(config_only), str(tiny_checkpoints[-1]), "--device", "cpu", "--max-new-tokens", "4")
+    assert r.returncode == 3, r.stderr  # all fit, one could not be measured
+    warning = f"warning: cannot measure {config_only}: no weights or tokenizer in the folder (estimate only; use --no-measure to skip measuring)"
+    assert warning in r.stderr.splitlines() and "Traceback" not in r.stderr
+    table = [line.split() for line in r.stdout.splitlines()[1:3]]
+    assert [(row[0], row[5]) for row in table] == [(str(config_only), "NaN"), ("checkpoint-1000", table[1][5])]
+    assert float(table[1][5]) > 0  # the other checkpoint is measured as usual
+    assert "not measured: no weights or tokenizer in the folder" in r.stdout
+    r = vlm_lab(str(config_only), "--no-measure")
+    assert r.returncode == 0 and not r.stderr, r.stderr  # config.json is enough for the estimate
+
+
+@pytest.mark.parametrize(
+    "cut, message",
+    [
+        (lambda data: b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64 + b"\nsize 680112\n",
+         "model.safetensors is a Git-LFS pointer, not the weights; run `git lfs pull`"),
+        (lambda data: data[:500], "model.safetensors is not a valid safetensors file (header: invalid header length"),
+    ],
+    ids=["lfs-pointer", "truncated"],
+)
+def test_broken_weights_are_one_line_errors(tiny_checkpoints, tmp_path, cut, message):
+    folder = shutil.copytree(tiny_checkpoints[-1], tmp_path / "broken")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(cut(weights.read_bytes()))
+    for args in (["--no-measure"], ["--device", "cpu"]):
+        r = vlm_lab(str(folder), *args)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(

@@ -266,6 +266,73 @@ def test_folder_without_config_json_is_a_clear_error(tmp_path):
     assert isinstance(err.value, FileNotFoundError) and isinstance(err.value, VlmLabError)
 
 
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64 + b"\nsize 680112\n"
+
+
+@pytest.fixture
+def copy_checkpoint(tiny_checkpoints, tmp_path):
+    """``copy_checkpoint(name, drop=(...))``: checkpoint-1000 copied to tmp_path/name, less some files."""
+
+    def copy(name: str, drop: tuple[str, ...] = ()) -> Path:
+        folder = Path(shutil.copytree(tiny_checkpoints[-1], tmp_path / name))
+        for pattern in drop:
+            for f in folder.glob(pattern):
+                f.unlink()
+        return folder
+
+    return copy
+
+
+@pytest.mark.parametrize(
+    "cut, message",
+    [
+        (lambda data: LFS_POINTER, r"model.safetensors is a Git-LFS pointer, not the weights; run `git lfs pull`"),
+        (lambda data: data[:500], r"not a valid safetensors file \(header: invalid header length; truncated or corrupt\); re-download it"),
+        (lambda data: data[: len(data) // 2], r"not a valid safetensors file \(header: incomplete metadata"),
+        (lambda data: b"", r"not a valid safetensors file \(header: header too small"),
+    ],
+    ids=["lfs-pointer", "cut-in-header", "cut-in-data", "empty"],
+)
+def test_broken_weights_are_named_with_the_fix(copy_checkpoint, cut, message):
+    from vlm_lab.memory_checkpoint import safetensors_header
+    from vlm_lab.models import load_model
+
+    folder = copy_checkpoint("broken")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(cut(weights.read_bytes()))
+    for fails in (lambda: safetensors_header(weights), lambda: memory.estimate(folder), lambda: load_model(folder, device="cpu")):
+        with pytest.raises(CheckpointNotFoundError, match=message) as err:
+            fails()
+        assert str(weights) in str(err.value)
+
+
+def test_intact_header_is_read_without_loading(tiny_checkpoints):
+    from safetensors.torch import load_file
+
+    from vlm_lab.memory_checkpoint import safetensors_header
+
+    path = tiny_checkpoints[-1] / "model.safetensors"
+    header = safetensors_header(path)
+    tensors = load_file(path)
+    assert header == {name: ("F32", list(t.shape)) for name, t in tensors.items()}
+
+
+@pytest.mark.parametrize(
+    "drop, missing",
+    [
+        (("*.safetensors", "tokenizer*", "chat_template.jinja"), "no weights or tokenizer in the folder"),
+        (("tokenizer*",), "no tokenizer in the folder"),
+        (("*.safetensors",), "no weights in the folder"),
+    ],
+)
+def test_loading_an_incomplete_folder_says_what_is_missing(copy_checkpoint, drop, missing):
+    from vlm_lab.models import load_model
+
+    folder = copy_checkpoint("incomplete", drop)
+    with pytest.raises(CheckpointNotFoundError, match=f"{missing} .*point at a complete model folder"):
+        load_model(folder, device="cpu")
+
+
 @pytest.mark.parametrize("bad", ["t5-small", "T4", ""])
 def test_unknown_target_lists_the_known_ones(tiny_checkpoints, bad):
     with pytest.raises(ConfigError, match="t4-small, l4x1"):
@@ -299,11 +366,37 @@ def test_profile_measures_one_run_once(tiny_dir):
     rows = memory_report.profile(MemoryConfig(checkpoints=(str(tiny_dir),), device="cpu", max_new_tokens=4))
     assert [r.estimate.checkpoint for r in rows] == ["checkpoint-0", "checkpoint-250", "checkpoint-500", "checkpoint-750", "checkpoint-1000"]
     assert len({r.measurement.seconds for r in rows}) == 1  # same architecture and size: one measurement shared
+    assert not any(r.not_measured for r in rows)
     table = memory_report.report_table(rows)
-    assert list(table.columns[:6]) == ["checkpoint", "dtype", "params_M", "estimated_MiB", "measured_MiB", "error_%"]
+    assert list(table.columns[:9]) == [
+        "checkpoint", "dtype", "params_M", "device", "estimated_MiB", "measured_MiB", "error_%", "target", "needs_MiB",
+    ]
     assert table["fits"].all() and (table["dtype"] == "float16").all()
+    # estimated/measured on the CPU they were measured on; needs_MiB on the T4 the verdict is for
+    assert (table["device"] == "cpu").all() and (table["needs_MiB"] > table["estimated_MiB"]).all()
+    assert (table["needs_MiB"] * MIB).round().tolist() == [round(r.verdict.required_bytes / MIB, 1) * MIB for r in rows]
     targets = memory_report.targets_table(rows[0].estimate)
     assert targets.set_index("target").loc["t4-small", "dtype"] == "float16"
+
+
+def test_profile_keeps_the_estimates_of_what_cannot_be_measured(tiny_checkpoints, copy_checkpoint, tmp_path):
+    from vlm_lab import memory_report
+
+    config_only = memory_synthetic.write_config_only(tmp_path / "config-only", memory_synthetic.llava_config(memory_synthetic.LLAVA_TINY))
+    # tokenizer_config.json without the vocabulary: the folder looks complete, the measuring process fails
+    no_vocab = copy_checkpoint("no-vocab", drop=("tokenizer.json",))
+    refs = (str(config_only), str(no_vocab), str(tiny_checkpoints[-1]))
+    with pytest.warns(memory_report.NotMeasuredWarning) as caught:
+        rows = memory_report.profile(MemoryConfig(checkpoints=refs, device="cpu", max_new_tokens=4))
+    assert [str(w.message).split(":")[0] for w in caught] == [f"cannot measure {config_only}", f"cannot measure {no_vocab}"]
+    assert "no weights or tokenizer in the folder (estimate only; use --no-measure" in str(caught[0].message)
+    assert [r.measurement is None for r in rows] == [True, True, False]
+    assert rows[0].not_measured == "no weights or tokenizer in the folder"
+    assert rows[1].not_measured.startswith("the measuring process failed (exit 1): ") and "\n" not in rows[1].not_measured
+    assert rows[2].not_measured == "" and rows[2].measured_bytes > 0
+    assert all(r.verdict.fits for r in rows)  # every row keeps its estimate and verdict
+    assert [r.to_dict()["not_measured"] for r in rows] == [rows[0].not_measured, rows[1].not_measured, None]
+    assert "; not measured: no weights or tokenizer in the folder" in memory_report.summary(rows).splitlines()[0]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import torch
 
 from vlm_lab.checkpoints import resolve
 from vlm_lab.config import parse_bytes
-from vlm_lab.errors import ConfigError, MemoryBudgetError
+from vlm_lab.errors import CheckpointNotFoundError, ConfigError, MemoryBudgetError
 from vlm_lab.model_cache import GB, ModelCache, estimate_nbytes, max_resident
 from vlm_lab.models import model_nbytes
 
@@ -92,6 +92,26 @@ def test_checkpoint_resaved_in_place_is_reloaded(tiny_checkpoints, tmp_path, tin
     after = cache.get(str(folder), device="cpu")
     assert after is not before and len(cache) == 1
     assert not all(torch.equal(a, b) for a, b in zip(after.model.parameters(), weights_before))
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        (b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64 + b"\nsize 680112\n", "is a Git-LFS pointer"),
+        (b"\xc0\x1b\x00\x00\x00\x00\x00\x00{", "not a valid safetensors file"),  # a download cut after 9 bytes
+    ],
+    ids=["lfs-pointer", "truncated"],
+)
+def test_broken_weights_are_refused_before_loading(tiny_checkpoints, tmp_path, tiny_nbytes, weights, message):
+    folder = shutil.copytree(tiny_checkpoints[-1], tmp_path / "checkpoint-1000")
+    (folder / "model.safetensors").write_bytes(weights)
+    ref = resolve(str(folder))[0]
+    with pytest.raises(CheckpointNotFoundError, match=message):
+        estimate_nbytes(ref, torch.float32)
+    for cache in (ModelCache(budget_bytes=10 * tiny_nbytes), ModelCache(budget_bytes=10 * tiny_nbytes, size_fn=lambda ref, dtype: None)):
+        with pytest.raises(CheckpointNotFoundError, match=message):  # from the size estimate, or from loading
+            cache.get(ref, device="cpu")
+        assert len(cache) == 0
 
 
 @pytest.mark.parametrize("text, value", [("16GB", 16 * 10**9), ("15GiB", 15 * 2**30), ("500 MB", 5 * 10**8), (123, 123), ("1.5gb", 15 * 10**8)])

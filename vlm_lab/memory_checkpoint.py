@@ -5,19 +5,28 @@ config and the model built from it on the ``meta`` device (every parameter's sha
 no storage), parameter counts per component (vision, projector, language), the
 processor settings that decide image tokens, and the weight files' size and dtype
 from their safetensors headers.
+
+It is also the one place a weight file's header is read and checked (the model
+cache's size estimate and ``models.load_model`` use it too): a Git-LFS pointer or
+a truncated download is named as such, with the fix, before anything parses it.
 """
 
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 from typing import Any
 
-from vlm_lab.checkpoints import CheckpointRef
+from vlm_lab.checkpoints import CheckpointRef, model_files
 from vlm_lab.errors import CheckpointNotFoundError
 
 COMPONENTS = ("vision", "projector", "language")
+FLOAT_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}  # safetensors code -> torch name
+_TORCH_WEIGHTS = (".bin", ".pt", ".pth")  # read when a folder has no safetensors
+# Files a saved tokenizer always includes one of (save_pretrained writes tokenizer_config.json)
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+Header = dict[str, tuple[str, list[int]]]  # tensor name -> (safetensors dtype code, shape)
 _PROJECTOR_KEYS = ("multi_modal_projector", "connector", "merger", "mm_projector")
 _VISION_KEYS = ("vision_tower", "vision_model", "visual", "vision_encoder", "image_encoder")
 
@@ -65,20 +74,84 @@ def processor_settings(folder: Path) -> dict[str, Any]:
     return merged
 
 
+def weight_paths(folder: Path) -> list[Path]:
+    """The model's weight files: its safetensors shards, else its torch pickles (never optimizer or trainer state)."""
+    shards = sorted(folder.glob("*.safetensors"))
+    return shards or [p for p in model_files(folder) if p.suffix in _TORCH_WEIGHTS]
+
+
+def _refuse_lfs_pointer(path: Path) -> None:
+    with path.open("rb") as f:
+        if f.read(len(_LFS_POINTER)) == _LFS_POINTER:
+            raise CheckpointNotFoundError(
+                f"{path} is a Git-LFS pointer, not the weights; run `git lfs pull` in its repository (or download the file)"
+            )
+
+
+def safetensors_header(path: Path) -> Header:
+    """``{tensor name: (dtype code, shape)}`` of a safetensors file, reading only its header.
+
+    Through the ``safetensors`` library, which checks the header length against the
+    file, the JSON and that the tensors cover the data exactly: a truncated or
+    corrupt file is refused before anything is allocated.
+
+    Raises:
+        CheckpointNotFoundError: a Git-LFS pointer, or not a valid safetensors file.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    _refuse_lfs_pointer(path)
+    header: Header = {}
+    try:
+        with safe_open(path, framework="pt") as f:
+            for name in f.keys():
+                tensor = f.get_slice(name)  # a view on the mapped file: nothing is read
+                header[name] = (tensor.get_dtype(), tensor.get_shape())
+    except SafetensorError as e:  # e.g. "Error while deserializing header: invalid header length"
+        detail = str(e).removeprefix("Error while deserializing header: ")
+        raise CheckpointNotFoundError(
+            f"{path} is not a valid safetensors file (header: {detail}; truncated or corrupt); "
+            "re-download it (or save the checkpoint again)"
+        ) from e
+    return header
+
+
+def read_weights(folder: Path) -> dict[Path, Header | None]:
+    """Every weight file with its safetensors header (None for a torch pickle), each one checked.
+
+    Raises:
+        CheckpointNotFoundError: a weight file is a Git-LFS pointer or not a valid safetensors file.
+    """
+    weights: dict[Path, Header | None] = {}
+    for path in weight_paths(folder):
+        if path.suffix == ".safetensors":
+            weights[path] = safetensors_header(path)
+        else:
+            _refuse_lfs_pointer(path)
+            weights[path] = None
+    return weights
+
+
+def missing_for_loading(folder: Path) -> str:
+    """What loading the model needs and ``folder`` lacks ("no weights or tokenizer in the folder"); "" when nothing."""
+    missing = []
+    if not weight_paths(folder):
+        missing.append("weights")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        missing.append("tokenizer")
+    return f"no {' or '.join(missing)} in the folder" if missing else ""
+
+
 def weight_files(folder: Path) -> tuple[int, str | None]:
-    """Total bytes of the weight files and their float dtype (from the safetensors headers)."""
-    total, dtypes = 0, set()
-    names = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
-    for f in sorted(folder.glob("*.safetensors")):
-        total += f.stat().st_size
-        with f.open("rb") as fh:  # header: u64 length, then JSON {name: {dtype, shape, offsets}}
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
-        dtypes.update(names.get(v["dtype"], v["dtype"]) for k, v in header.items() if k != "__metadata__")
-    if not total:
-        total = sum(f.stat().st_size for f in folder.glob("*.bin"))
-    floats = [d for d in dtypes if d in names.values()]
-    return total, (floats[0] if len(floats) == 1 else None)
+    """Total bytes of the weight files and their float dtype (from the safetensors headers).
+
+    Raises:
+        CheckpointNotFoundError: a weight file is a Git-LFS pointer or not a valid safetensors file.
+    """
+    weights = read_weights(folder)
+    dtypes = {FLOAT_DTYPES.get(code, code) for header in weights.values() for code, _ in (header or {}).values()}
+    floats = [d for d in dtypes if d in FLOAT_DTYPES.values()]
+    return sum(p.stat().st_size for p in weights), (floats[0] if len(floats) == 1 else None)
 
 
 def load_config(folder: Path):

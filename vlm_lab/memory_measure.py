@@ -38,6 +38,14 @@ from vlm_lab.memory_targets import get_target
 _RESULT_PREFIX = "VLM_LAB_MEMORY_RESULT "
 
 
+class MeasurementFailedError(DeviceError):
+    """The measuring process of one checkpoint failed or timed out; ``reason`` says so in one line."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclasses.dataclass(frozen=True)
 class Measurement:
     """What loading and generating actually took, above the process's baseline. Bytes."""
@@ -58,6 +66,23 @@ class Measurement:
     snapshot: str = ""  # path of the CUDA memory snapshot, if one was written
     rehearsal_target: str = ""  # the smaller GPU this run was capped to
     seconds: float = 0.0
+
+
+def check_measurable(*, dtype: str, device: str, rehearse: str = "", snapshot_dir: str = "") -> None:
+    """Refuse, before any checkpoint, a measurement no checkpoint could get here.
+
+    Raises:
+        DeviceError: a quantized dtype, an unknown device, rehearsal or snapshots without CUDA.
+        ConfigError: an unknown rehearsal target.
+    """
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise DeviceError(f"cannot measure dtype={dtype!r}: quantized loading needs bitsandbytes on CUDA; use --no-measure")
+    if device not in ("cpu", "cuda"):
+        raise DeviceError(f"cannot measure on device={device!r}; use cpu or cuda")
+    if (rehearse or snapshot_dir) and device != "cuda":
+        raise DeviceError("rehearsal and memory snapshots need CUDA; use --device cuda")
+    if rehearse:
+        get_target(rehearse)
 
 
 def measure(
@@ -85,17 +110,11 @@ def measure(
         snapshot_dir: write a CUDA memory snapshot here (and on out-of-memory).
 
     Raises:
-        DeviceError: the device/dtype cannot be measured here, or the child failed
-            (the message carries the end of its stderr).
+        DeviceError: the device/dtype cannot be measured here.
+        MeasurementFailedError: the child failed (the message carries the end of its
+            stderr, ``reason`` its last line) or timed out.
     """
-    if dtype not in ("float32", "float16", "bfloat16"):
-        raise DeviceError(f"cannot measure dtype={dtype!r}: quantized loading needs bitsandbytes on CUDA; use --no-measure")
-    if device not in ("cpu", "cuda"):
-        raise DeviceError(f"cannot measure on device={device!r}; use cpu or cuda")
-    if (rehearse or snapshot_dir) and device != "cuda":
-        raise DeviceError("rehearsal and memory snapshots need CUDA; use --device cuda")
-    if rehearse:
-        get_target(rehearse)
+    check_measurable(dtype=dtype, device=device, rehearse=rehearse, snapshot_dir=snapshot_dir)
     if not isinstance(ref, CheckpointRef):
         ref = str(ref)
         ref = CheckpointRef(spec=ref, path=ref) if Path(ref).is_dir() else CheckpointRef(spec=ref, repo_id=ref)
@@ -118,12 +137,14 @@ def measure(
             capture_output=True, text=True, timeout=timeout_s, env=env,
         )
     except subprocess.TimeoutExpired as e:
-        raise DeviceError(f"measuring {ref.name} took over {timeout_s:.0f}s; use a smaller batch or --no-measure") from e
+        reason = f"measuring took over {timeout_s:.0f}s"
+        raise MeasurementFailedError(f"{reason} for {ref.name}; use a smaller batch or --no-measure", reason=reason) from e
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(_RESULT_PREFIX):
             return Measurement(**json.loads(line[len(_RESULT_PREFIX):]))
-    tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
-    raise DeviceError(f"measuring {ref.name} failed (exit {proc.returncode}):\n{tail}")
+    tail = proc.stderr.strip().splitlines()[-6:]
+    reason = f"the measuring process failed (exit {proc.returncode}): {tail[-1].strip() if tail else 'no output'}"
+    raise MeasurementFailedError(f"measuring {ref.name} failed (exit {proc.returncode}):\n" + "\n".join(tail), reason=reason)
 
 
 # --------------------------------------------------------------------- the child process

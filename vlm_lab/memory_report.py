@@ -4,18 +4,30 @@
 distinct architecture and weight size: the checkpoints of one training run take
 the same memory, so they share one measurement), and gives each a verdict for
 the target GPU. The notebook, the CLI and the Space show what this returns.
+
+A checkpoint that cannot be measured (a folder with config.json but no weights or
+no tokenizer, or a measuring process that failed) keeps its estimate and verdict;
+its row says why (``not_measured``) and a ``NotMeasuredWarning`` names it. The
+other checkpoints are measured as usual.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
+from pathlib import Path
 from typing import Any, Sequence
 
 from vlm_lab.checkpoints import resolve_all
 from vlm_lab.config import MemoryConfig
 from vlm_lab.memory import DTYPE_BYTES, MemoryEstimate, Verdict, estimate, human_bytes, verdict
-from vlm_lab.memory_measure import Measurement, measure
+from vlm_lab.memory_checkpoint import missing_for_loading
+from vlm_lab.memory_measure import Measurement, MeasurementFailedError, check_measurable, measure
 from vlm_lab.memory_targets import GPU_TARGETS, MIB, budget_bytes, get_target, recommended_dtype
+
+
+class NotMeasuredWarning(UserWarning):
+    """A checkpoint could not be measured; its row keeps the estimate and the verdict from it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +38,7 @@ class ProfileRow:
     estimate: MemoryEstimate
     verdict: Verdict
     measurement: Measurement | None = None
+    not_measured: str = ""  # why a measurement that was asked for is missing ("no weights or tokenizer in the folder")
 
     @property
     def measured_bytes(self) -> int | None:
@@ -65,6 +78,7 @@ class ProfileRow:
             "max_batch_size": v.max_batch_size,
             "co_resident": v.co_resident,
             "snapshot": m.snapshot if m and m.snapshot else None,
+            "not_measured": self.not_measured or None,
         }
 
 
@@ -79,35 +93,46 @@ def profile(config: MemoryConfig, *, progress: bool = False) -> list[ProfileRow]
 
     ``dtype='auto'`` is the target's recommended dtype (float16 for a T4), used for
     the estimate, the measurement and the verdict alike. Checkpoints with the same
-    architecture and weight size are measured once.
+    architecture and weight size are measured once. A checkpoint that cannot be
+    measured keeps its estimate and verdict, with the reason in ``not_measured``
+    and a ``NotMeasuredWarning``.
 
     Raises:
-        CheckpointNotFoundError: a reference points at nothing with a config.json.
+        CheckpointNotFoundError: a reference points at nothing with a config.json, or a
+            weight file is a Git-LFS pointer or not a valid safetensors file.
         ConfigError: bfloat16 for a T4, an unknown target.
-        DeviceError: a measurement failed or the device is unavailable.
+        DeviceError: nothing can be measured as asked (a quantized dtype, no CUDA).
     """
     target = get_target(config.target)
     dtype = recommended_dtype(target) if config.dtype == "auto" else config.dtype
     device = _measure_device(config.device) if config.measure else target.device
     shape = dict(batch_size=config.batch_size, prompt_tokens=config.prompt_tokens, max_new_tokens=config.max_new_tokens, image_size=config.image_size)
+    options = dict(dtype=dtype, device=device, rehearse=target.name if config.rehearse else "", snapshot_dir=config.snapshot_dir)
+    if config.measure:
+        check_measurable(**options)  # once, before any checkpoint: these would fail every one of them
     measured: dict[tuple, Measurement] = {}
     rows = []
     for ref in resolve_all(config.checkpoints):
         est = estimate(ref, dtype=dtype, device=device, target=target, **shape)
-        m = None
+        m, why = None, ""
         if config.measure:
             key = (est.model_type, est.params["vision"], est.params["language"], est.file_bytes, est.converts)
-            if key not in measured:
+            why = missing_for_loading(Path(ref.path)) if ref.path is not None else ""
+            if not why and key not in measured:
                 if progress:
                     print(f"measuring {ref.name} ({dtype}, {device}, batch {config.batch_size}) ...", flush=True)
-                measured[key] = measure(
-                    ref, dtype=dtype, device=device, image_side=est.image.side,
-                    rehearse=target.name if config.rehearse else "", snapshot_dir=config.snapshot_dir, **shape,
-                )
-            m = dataclasses.replace(measured[key], checkpoint=ref.name)
-            if m.prompt_tokens != est.prompt_tokens:  # compare like with like: the prompt the child built
-                est = estimate(ref, dtype=dtype, device=device, target=target, **{**shape, "prompt_tokens": m.prompt_tokens})
-        rows.append(ProfileRow(path=ref.path or ref.spec, estimate=est, verdict=verdict(est, target), measurement=m))
+                try:
+                    measured[key] = measure(ref, image_side=est.image.side, **options, **shape)
+                except MeasurementFailedError as e:  # this checkpoint's process failed: the others still get measured
+                    why = e.reason
+            if why:
+                message = f"cannot measure {ref.path or ref.spec}: {why} (estimate only; use --no-measure to skip measuring)"
+                warnings.warn(message, NotMeasuredWarning, stacklevel=2)
+            else:
+                m = dataclasses.replace(measured[key], checkpoint=ref.name)
+                if m.prompt_tokens != est.prompt_tokens:  # compare like with like: the prompt the child built
+                    est = estimate(ref, dtype=dtype, device=device, target=target, **{**shape, "prompt_tokens": m.prompt_tokens})
+        rows.append(ProfileRow(path=ref.path or ref.spec, estimate=est, verdict=verdict(est, target), measurement=m, not_measured=why))
     return rows
 
 
@@ -115,7 +140,13 @@ def profile(config: MemoryConfig, *, progress: bool = False) -> list[ProfileRow]
 
 
 def report_table(rows: Sequence[ProfileRow]):
-    """checkpoint, dtype, estimated, measured, error %, fits, max batch, co-resident (MiB columns)."""
+    """One row per checkpoint (MiB columns), in two groups that can be on different devices.
+
+    ``device``: where ``estimated_MiB`` and ``measured_MiB`` (and ``error_%`` between
+    them) are, the measuring device (cpu or cuda), or the target's device with
+    ``measure=False``. ``target``: the Space GPU that ``needs_MiB`` (the estimate on
+    that GPU), ``fits``, ``margin_GiB``, ``max_batch`` and ``co_resident`` are for.
+    """
     import pandas as pd
 
     return pd.DataFrame(
@@ -124,10 +155,12 @@ def report_table(rows: Sequence[ProfileRow]):
                 "checkpoint": r.estimate.checkpoint,
                 "dtype": r.estimate.dtype,
                 "params_M": round(r.estimate.num_params / 1e6, 3),
+                "device": r.estimate.device,
                 "estimated_MiB": round(r.estimate.peak_bytes() / MIB, 1),
                 "measured_MiB": None if r.measured_bytes is None else round(r.measured_bytes / MIB, 1),
                 "error_%": None if r.error_fraction is None else round(100 * r.error_fraction, 1),
                 "target": r.verdict.target,
+                "needs_MiB": round(r.verdict.required_bytes / MIB, 1),
                 "fits": r.verdict.fits,
                 "margin_GiB": round(r.verdict.margin_bytes / 1024**3, 2),
                 "max_batch": r.verdict.max_batch_size,
@@ -218,6 +251,9 @@ def summary(rows: Sequence[ProfileRow]) -> str:
     """One line per checkpoint: the verdict in words."""
     lines = []
     for r in rows:
-        meas = f", measured {human_bytes(r.measured_bytes)} ({100 * r.error_fraction:+.1f}%)" if r.measured_bytes else ""
+        if r.measured_bytes:
+            meas = f"; measured {human_bytes(r.measured_bytes)} on {r.measurement.device}, estimate {100 * r.error_fraction:+.1f}% off"
+        else:
+            meas = f"; not measured: {r.not_measured}" if r.not_measured else ""
         lines.append(r.verdict.message() + meas)
     return "\n".join(lines)

@@ -22,9 +22,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import gc
-import json
+import math
 import os
-import struct
 import threading
 from pathlib import Path
 from typing import Callable
@@ -34,6 +33,7 @@ import torch
 from vlm_lab.checkpoints import CheckpointRef, fingerprint, resolve
 from vlm_lab.config import parse_bytes
 from vlm_lab.errors import ConfigError, MemoryBudgetError
+from vlm_lab.memory_checkpoint import read_weights
 from vlm_lab.models import LoadedModel, load_model, model_nbytes, resolve_device, resolve_dtype
 
 SizeFn = Callable[[CheckpointRef, torch.dtype], "int | None"]
@@ -53,22 +53,6 @@ def format_bytes(n: float | None) -> str:
     return f"{int(n)} B"
 
 
-def _safetensors_numel(path: Path) -> dict[str, int]:
-    """Element counts per dtype code from a safetensors header (reads only the header)."""
-    with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
-    counts: dict[str, int] = collections.Counter()
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        numel = 1
-        for dim in info["shape"]:
-            numel *= dim
-        counts[info["dtype"]] += numel
-    return counts
-
-
 def estimate_nbytes(ref: CheckpointRef, dtype: torch.dtype) -> int | None:
     """Bytes ``ref``'s weights will take once loaded in ``dtype``, before loading anything.
 
@@ -76,20 +60,21 @@ def estimate_nbytes(ref: CheckpointRef, dtype: torch.dtype) -> int | None:
     ``dtype``'s size, the rest as stored); from the weight files' sizes when there
     is no safetensors; None when nothing is on disk here (a hub id): the cache then
     charges the measured size after loading.
+
+    Raises:
+        CheckpointNotFoundError: a weight file is a Git-LFS pointer or not a valid safetensors file.
     """
     if ref.path is None:
         return None
-    folder = Path(ref.path)
-    shards = sorted(folder.glob("*.safetensors"))
-    if not shards:
-        other = [p for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth") and "optimizer" not in p.name]
-        return sum(p.stat().st_size for p in other) or None
+    weights = read_weights(Path(ref.path))
+    if not weights or None in weights.values():  # torch pickles: no header to read, charge their size
+        return sum(p.stat().st_size for p in weights) or None
     item = torch.empty((), dtype=dtype).element_size()
-    total = 0
-    for shard in shards:
-        for code, numel in _safetensors_numel(shard).items():
-            total += numel * (item if code in _FLOAT_CODES else _CODE_BYTES.get(code, 1))
-    return total
+    return sum(
+        math.prod(shape) * (item if code in _FLOAT_CODES else _CODE_BYTES.get(code, 1))
+        for header in weights.values()
+        for code, shape in header.values()
+    )
 
 
 def max_resident(budget_bytes: int, sizes: list[int]) -> int:

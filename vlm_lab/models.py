@@ -18,6 +18,7 @@ import torch
 
 from vlm_lab.checkpoints import CheckpointRef, resolve
 from vlm_lab.errors import CheckpointNotFoundError, DeviceError
+from vlm_lab.memory_checkpoint import missing_for_loading, read_weights
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 QUIET_LOAD_BYTES = 256 * 2**20  # local weights smaller than this load in well under a second: no progress bar
@@ -88,15 +89,20 @@ def load_model(ref: CheckpointRef | str | os.PathLike[str], *, dtype: str = "aut
     """Load processor + model for ``ref`` on ``device`` in ``dtype``, in eval mode.
 
     Raises:
-        CheckpointNotFoundError: nothing loadable at the reference.
+        CheckpointNotFoundError: nothing loadable at the reference: no weights or no
+            tokenizer in a local folder, a weight file that is a Git-LFS pointer or
+            not a valid safetensors file (truncated, corrupt).
         DeviceError: the device or dtype cannot be used here.
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     if not isinstance(ref, CheckpointRef):
         ref = resolve(str(ref), expand=False)[0]
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
+    if ref.path is not None:
+        _check_folder(ref)
     kwargs = ref.pretrained_kwargs()
     if token:
         kwargs["token"] = token
@@ -106,11 +112,31 @@ def load_model(ref: CheckpointRef | str | os.PathLike[str], *, dtype: str = "aut
             model = AutoModelForImageTextToText.from_pretrained(**kwargs, dtype=torch_dtype)
     except OSError as e:  # transformers reports missing repos/files as OSError
         raise CheckpointNotFoundError(f"cannot load {ref.spec!r}: {e}".splitlines()[0]) from e
+    except SafetensorError as e:  # a hub download cut short (local folders are checked above)
+        raise CheckpointNotFoundError(
+            f"cannot load {ref.spec!r}: a weight file is not a valid safetensors file ({e}); download it again"
+        ) from e
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is not None:
         tokenizer.padding_side = "left"  # batched generation must left-pad
     model.to(dev).eval()
     return LoadedModel(ref=ref, model=model, processor=processor, device=dev, dtype=torch_dtype)
+
+
+def _check_folder(ref: CheckpointRef) -> None:
+    """A local folder holds weights, a tokenizer and valid weight files, or a clear error says what is wrong.
+
+    Without this, transformers fails deep inside: a Git-LFS pointer as a ``MemoryError``
+    or "header too large", a folder without tokenizer files as "install sentencepiece".
+    """
+    folder = Path(ref.path)
+    missing = missing_for_loading(folder)
+    if missing:
+        raise CheckpointNotFoundError(
+            f"cannot load {ref.spec!r}: {missing} (it needs weights, *.safetensors or *.bin, and tokenizer files, "
+            "e.g. tokenizer.json); point at a complete model folder, e.g. one written by save_pretrained"
+        )
+    read_weights(folder)
 
 
 @contextlib.contextmanager

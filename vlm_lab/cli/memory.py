@@ -18,7 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="estimate and measure checkpoints' memory; verdict for a Space GPU",
         description="Estimate each checkpoint's memory from its config (meta device, no weights loaded), "
         "measure load + generate in a fresh subprocess, and say whether it fits the target Space GPU, "
-        "the largest batch that fits and how many such checkpoints fit at once.",
+        "the largest batch that fits and how many such checkpoints fit at once. "
+        "A checkpoint that cannot be measured (no weights or tokenizer in its folder) keeps its estimate and verdict.",
+        epilog="Table: estimated_MiB and measured_MiB are on `device` (where it was measured; the target's device with "
+        "--no-measure); needs_MiB, fits, margin, max_batch and co_resident are for `target`. "
+        "Exit codes: 0 every checkpoint fits; 1 one does not fit; 2 an error; "
+        "3 all fit but one could not be measured (its verdict is from the estimate alone).",
     )
     parser.add_argument("refs", nargs="*", default=list(_DEFAULTS.checkpoints), metavar="REF",
                         help="model folders, training outputs (expand to checkpoint-N) or hub ids (default: %(default)s)")
@@ -61,4 +66,6 @@ def _memory(args: argparse.Namespace) -> int:
         print(memory_report.report_table(rows).to_string(index=False))
         print()
         print(memory_report.summary(rows))
-    return 0 if all(r.verdict.fits for r in rows) else 1
+    if not all(r.verdict.fits for r in rows):
+        return 1
+    return 3 if any(r.not_measured for r in rows) else 0
