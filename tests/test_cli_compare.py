@@ -67,3 +67,13 @@ def test_a_jsonl_named_like_the_embedded_set_is_read_whole(tmp_path):
     assert parse("--data", "shapes.jsonl").num_samples == 0  # a file: all of it
     assert parse("--data", "shapes:val").num_samples == 64  # the embedded set without a count: the default
     assert parse("--data", "shapes:val:10").num_samples == 0  # the count is in the spec
+
+
+def test_git_lfs_pointer_weights_are_one_line_with_the_fix(tiny_checkpoints, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(tiny_checkpoints[-1], tmp_path / "cloned-without-lfs")
+    (folder / "model.safetensors").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 684000\n")
+    r = vlm_lab("compare", str(folder), "--data", "shapes:val:2", "--device", "cpu", "--out", str(tmp_path / "cmp"), "--quiet")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "Git-LFS pointer" in r.stderr and "git lfs pull" in r.stderr
