@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public", action="store_true", help="create the Space (and a checkpoints repo) public; default private")
     p.add_argument("--secret", action="append", default=[], metavar="NAME",
                    help="send environment variable NAME as a Space secret (repeatable; the value is read from the environment)")
-    p.add_argument("--var", action="append", default=[], metavar="KEY=VALUE", help="set a Space variable (repeatable)")
+    p.add_argument("--var", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a Space variable (repeatable); variables are public, so one that looks like a "
+                        "credential is refused: pass those with --secret")
     p.add_argument("--checkpoints", default="checkpoints/shapes", help="training output whose checkpoint-N folders are published")
     p.add_argument("--no-checkpoints", action="store_true", help="publish the app without checkpoints")
     p.add_argument("--checkpoints-repo", default="", metavar="OWNER/NAME",
@@ -89,16 +91,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _known_secrets(args: argparse.Namespace) -> list[str]:
-    """The token and the --secret values, to scrub from anything printed."""
+    """What to scrub from anything printed: the token, the --secret values, secret-named environment
+    variables, and --var items that look like credentials (an error may quote one)."""
     import os
 
     from huggingface_hub import get_token
+
+    from vlm_lab.publish_stage import environment_secrets, find_secret_in_value
 
     try:
         token = get_token()
     except Exception:
         token = None
-    return [s for s in (token, *(os.environ.get(n.split("=", 1)[0], "") for n in args.secret)) if s]
+    values = [token, *(os.environ.get(n.split("=", 1)[0], "") for n in args.secret), *environment_secrets(os.environ).values()]
+    for item in args.var:
+        value = item.split("=", 1)[-1]  # the whole item when it has no '='
+        if find_secret_in_value(value) is not None:
+            values.append(value)
+    return [s for s in values if s]
 
 
 if __name__ == "__main__":

@@ -20,7 +20,14 @@ from space_server import free_port, running_space
 from vlm_lab.config import PublishConfig
 from vlm_lab.errors import ConfigError
 from vlm_lab.publish_report import estimate_cost
-from vlm_lab.publish_stage import SecretFileError, find_secret, stage
+from vlm_lab.publish_stage import (
+    SecretFileError,
+    SecretVariableError,
+    check_variables,
+    find_secret,
+    is_secret_name,
+    stage,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "publish_space.py"
@@ -286,6 +293,87 @@ def test_a_file_that_looks_like_it_holds_a_token_stops_the_publish(hub, space_di
     assert r.returncode == 2, fail_text(r)
     assert "notes.txt" in r.stderr and "Hugging Face token" in r.stderr
     assert hub.writes() == []
+
+
+# A credential in --var: refused before any upload (variables are public on the Hub).
+WANDB_KEY = "0123456789abcdef" * 2 + "01234567"  # 40 hex: the shape of a W&B key
+
+
+@pytest.mark.parametrize(
+    "case, args, env, message",
+    [
+        ("the token, under a secret name", ("--var", "HF_TOKEN={token}"), {}, "--var HF_TOKEN: its name says"),
+        ("the token, dry run", ("--dry-run", "--var", "HF_TOKEN={token}"), {}, "--var HF_TOKEN: its name says"),
+        ("the token, innocent name", ("--var", "NOTE={token}"), {}, "a copy of the Hugging Face token in use"),
+        ("a secret-named environment variable", ("--var", "NOTE=x-{env}"), {"WANDB_API_KEY": "SECRET-no-known-shape"},
+         "a copy of $WANDB_API_KEY"),
+        ("a --secret value", ("--secret", "DSN", "--var", "NOTE={env}"), {"DSN": "SECRET-postgres-password"},
+         "a copy of $DSN (--secret DSN)"),
+        ("a bare W&B key", ("--var", f"NOTE={WANDB_KEY}"), {}, "a W&B API key"),
+        ("another HF token", ("--var", "NOTE=hf_" + "Zx9" * 12), {}, "Hugging Face token"),
+        ("an OpenAI key", ("--var", "NOTE=sk-proj-" + "a1B2" * 8), {}, "sk-"),
+        ("a GitHub token", ("--var", "NOTE=ghp_" + "a1B2" * 9), {}, "GitHub token"),
+        ("an AWS key", ("--var", "NOTE=AKIA" + "ABCD2345" * 2), {}, "AWS access key"),
+        ("a password by name", ("--var", "LOG_LEVEL=info", "--var", "db_password=hunter2"), {}, "--var db_password: its name"),
+    ],
+)
+def test_a_credential_in_var_is_refused_before_any_upload(hub, space_dir, case, args, env, message):
+    hub.add_space(SPACE, hardware="t4-small", sleep=3600)
+    commits = len(hub.space(SPACE).commits)
+    args = tuple(a.format(token=hub.token, env=next(iter(env.values()), "")) for a in args)
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), *args, env=env)
+    assert r.returncode == 2, fail_text(r)
+    assert "SecretVariableError" in r.stderr and message in r.stderr, fail_text(r)
+    assert "--secret" in r.stderr and "public" in r.stderr and "nothing was uploaded" in r.stderr
+    out = r.stdout + r.stderr
+    for arg in args:  # no refused value reaches the output, whatever its shape
+        value = arg.split("=", 1)[1] if "=" in arg else ""
+        if value not in ("info", "hunter2"):
+            assert not value or value not in out, f"{case}: the value leaked"
+    assert hub.writes() == [], f"{case}: refused, yet it wrote {hub.writes()}"
+    assert len(hub.space(SPACE).commits) == commits and hub.space(SPACE).variables == {}
+
+
+def test_a_credential_left_in_a_variable_is_not_printed(hub, space_dir):
+    """A Space an older publish gave a credential as a variable: the report says so without showing it."""
+    leaked = "hf_" + "Qw7" * 12
+    hub.add_space(SPACE, hardware="t4-small", sleep=3600)
+    hub.space(SPACE).variables["NOTE"] = {"value": leaked, "description": None, "updatedAt": "2024-01-01T00:00:00.000Z"}
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--var", "NOTE=hello", "--dry-run")
+    assert r.returncode == 0, fail_text(r)
+    assert "variable NOTE: (a value that looks like a credential: rotate it" in r.stdout and "-> 'hello'" in r.stdout
+    assert leaked not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    "name, secret",
+    [
+        ("HF_TOKEN", True), ("hf_token", True), ("WANDB_API_KEY", True), ("APIKEY", True), ("AWS_SECRET_ACCESS_KEY", True),
+        ("DB_PASSWORD", True), ("GITHUB_TOKEN", True), ("MY_SECRETS", True),
+        ("PAD_TOKEN", True), ("SORT_KEY", True),  # false positives, chosen: --secret carries them just as well
+        ("MAX_NEW_TOKENS", False), ("TOKENIZERS_PARALLELISM", False), ("KEYBOARD_LAYOUT", False),
+        ("LOG_LEVEL", False), ("VLM_LAB_CHECKPOINTS", False), ("HF_HUB_ENABLE_HF_TRANSFER", False),
+    ],
+)
+def test_is_secret_name(name, secret):
+    assert is_secret_name(name) is secret
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["info", "alice/vlm-checkpoints@" + "ab" * 20 + ":checkpoint-1000", "https://example.com/a?b=c", "t4-small", "hf_transfer",
+     "sk-learn", "0" * 39],
+)
+def test_ordinary_variable_values_pass(value):
+    check_variables({"SETTING": value}, known={"$HF_TOKEN": "hf_" + "x" * 34})
+
+
+def test_every_refused_variable_is_named_once():
+    with pytest.raises(SecretVariableError) as caught:
+        check_variables({"A_TOKEN": "x", "OK": "fine", "NOTE": WANDB_KEY})
+    text = str(caught.value)
+    assert "--var A_TOKEN:" in text and "--var NOTE:" in text and "--var OK" not in text
+    assert WANDB_KEY not in text and "--secret A_TOKEN" in text
 
 
 def test_preflight_checks_readme_and_sdk_version(hub, space_dir):

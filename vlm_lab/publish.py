@@ -4,7 +4,8 @@
 
 1. **Preflight** (no writes): a token that can write there, README front matter that
    parses locally and on the Hub, ``sdk_version`` equal to requirements.txt's gradio
-   pin, secrets present in the environment, no credential in any staged file.
+   pin, secrets present in the environment, no credential in any staged file, and no
+   ``--var`` that looks like one (variables are public; credentials go in ``--secret``).
 2. **Stage** a temporary folder: ``space/`` + the ``vlm_lab`` package + the embedded
    checkpoints (or upload those to a model repo and point ``VLM_LAB_CHECKPOINTS`` at it).
 3. **Apply**: create the Space if missing, commit only what differs from the remote
@@ -32,7 +33,15 @@ from vlm_lab.config import PublishConfig
 from vlm_lab.errors import PublishError
 from vlm_lab.publish_hub import Hub, HubNotFoundError, check_can_write, connect
 from vlm_lab.publish_report import FilePlan, PublishReport, SettingChange, estimate_cost
-from vlm_lab.publish_stage import Stage, human_bytes, read_space_card, stage
+from vlm_lab.publish_stage import (
+    Stage,
+    check_variables,
+    environment_secrets,
+    find_secret_in_value,
+    human_bytes,
+    read_space_card,
+    stage,
+)
 
 CHECKPOINTS_VARIABLE = "VLM_LAB_CHECKPOINTS"  # read by space/app.py: comma-separated checkpoint refs
 WAITING_STAGES = ("BUILDING", "RUNNING_BUILDING", "APP_STARTING", "RUNNING_APP_STARTING")
@@ -66,7 +75,9 @@ def publish(config: PublishConfig, *, progress: Progress | None = None) -> Publi
     """
     say = progress or (lambda _msg: None)
     hub = connect(endpoint=config.endpoint, retries=config.retries)
-    hub.secrets.extend(_secret_values(config).values())
+    known = _credentials(hub, _secret_values(config))
+    hub.secrets.extend(known.values())
+    check_variables(config.variable_map(), known=known)
     say(f"token: {hub.user}")
     if config.action != "publish":
         return _pause_or_restart(hub, config, say)
@@ -154,6 +165,20 @@ def _secret_values(config: PublishConfig) -> dict[str, str]:
             raise PublishError(f"--secret {name}: ${name} is not set; export {name}=... first (secret values are read from the environment, never from the command line)")
         values[name] = value
     return values
+
+
+def _credentials(hub: Hub, secret_values: dict[str, str]) -> dict[str, str]:
+    """``{where: value}`` of every credential at hand: none may go into a variable or any output."""
+    return ({"the Hugging Face token in use": hub.token}
+            | {f"${name} (--secret {name})": value for name, value in secret_values.items()}
+            | environment_secrets(os.environ))
+
+
+def _shown(hub: Hub, value: str) -> str:
+    """A variable's value for output; hidden when it looks like a credential (left by an older publish)."""
+    if hub.scrub(value) != value or find_secret_in_value(value) is not None:
+        return "(a value that looks like a credential: rotate it, Space variables are public)"
+    return repr(value)
 
 
 def _repo_info(hub: Hub, repo_id: str, repo_type: str) -> Any | None:
@@ -314,11 +339,11 @@ def _settings(hub: Hub, config: PublishConfig, runtime: Any | None, *, exists: b
     for key, value in wanted.items():
         remote = remote_vars.get(key)
         if remote is None or remote.value != value:
-            current = new if not exists else "missing" if remote is None else repr(remote.value)
+            current = new if not exists else "missing" if remote is None else _shown(hub, remote.value)
             actions.append((SettingChange(f"variable {key}", current, repr(value)),
                             lambda k=key, v=value: hub.call(f"set variable {k}", api.add_space_variable, space, k, v, repo=space)))
     if CHECKPOINTS_VARIABLE in remote_vars and CHECKPOINTS_VARIABLE not in wanted:
-        actions.append((SettingChange(f"variable {CHECKPOINTS_VARIABLE}", repr(remote_vars[CHECKPOINTS_VARIABLE].value),
+        actions.append((SettingChange(f"variable {CHECKPOINTS_VARIABLE}", _shown(hub, remote_vars[CHECKPOINTS_VARIABLE].value),
                                       "(removed: checkpoints are in the Space)" if config.embed_checkpoints else "(removed)"),
                         lambda: hub.call(f"delete variable {CHECKPOINTS_VARIABLE}", api.delete_space_variable, space, CHECKPOINTS_VARIABLE, repo=space)))
     return actions

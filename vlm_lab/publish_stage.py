@@ -6,7 +6,9 @@ can import it, and the embedded checkpoints at ``checkpoints/shapes/checkpoint-N
 (inference files only: no optimizer or trainer state). Junk (``.env``, ``.venv``,
 ``__pycache__``, ``.ipynb_checkpoints``, ``wandb/``, ``runs/``...) is never
 staged, and a file that looks like it holds a credential stops the publish,
-naming the file but never echoing what matched.
+naming the file but never echoing what matched. The same patterns check each
+``--var``: Space variables are public, so one that looks like a credential
+(by its name or its value) stops the publish too; it belongs in ``--secret``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import hashlib
 import re
 import shutil
 from pathlib import Path
+from typing import Mapping
 
 from vlm_lab.errors import PublishError
 
@@ -33,14 +36,24 @@ SECRET_PATTERNS = (
      re.compile(r"(?m)^\s*(?:export\s+)?\w*(?:TOKEN|SECRET|PASSWORD|API_KEY)\w*\s*=\s*['\"]?(?=[^'\"\s]*\d)[A-Za-z0-9_\-]{16,}['\"]?\s*$")),
     ("an OpenAI-style key (sk-...)", re.compile(r"\bsk-[A-Za-z0-9_\-]{20,}")),
     ("an AWS access key", re.compile(r"\bAKIA[0-9A-Z]{16}\b")),
+    ("a GitHub token (ghp_...)", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{50,})")),
     ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
 )
+# A file needs context to tell a W&B key from a git commit sha (see above); a bare --var value has
+# none, so 40 hex characters on their own count as a key there.
+_BARE_WANDB_KEY = re.compile(r"(?:local-)?[0-9a-f]{40}")
+# A word of an environment variable name that says it holds a credential (HF_TOKEN, WANDB_API_KEY, APIKEY).
+_SECRET_WORD = re.compile(r"(?i)(?:TOKEN|SECRETS?|KEY|PASSWORD|PASSWD)$")
 _SCAN_LIMIT = 10 << 20  # larger files are weights, not config
 _GRADIO_PIN = re.compile(r"^\s*gradio(?:\[[^\]]*\])?\s*==\s*([^\s;#]+)", re.IGNORECASE)
 
 
 class SecretFileError(PublishError, PermissionError):
     """A staged file looks like it contains a credential."""
+
+
+class SecretVariableError(PublishError, PermissionError):
+    """A ``--var`` looks like a credential; Space variables are public."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +128,66 @@ def find_secret(path: Path) -> str | None:
         if pattern.search(text):
             return kind
     return None
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable's name says it holds a credential.
+
+    True when a ``_``-separated word ends in TOKEN, SECRET(S), KEY, PASSWORD or PASSWD
+    (HF_TOKEN, WANDB_API_KEY, APIKEY, DB_PASSWORD, and also PAD_TOKEN or SORT_KEY);
+    False for MAX_NEW_TOKENS, TOKENIZERS_PARALLELISM, KEYBOARD_LAYOUT.
+    """
+    return any(_SECRET_WORD.search(word) for word in name.split("_") if word)
+
+
+def environment_secrets(environ: Mapping[str, str]) -> dict[str, str]:
+    """``{"$NAME": value}`` for each variable of ``environ`` whose name says it holds a credential."""
+    return {f"${name}": value for name, value in environ.items() if is_secret_name(name) and len(value) >= 8}
+
+
+def find_secret_in_value(value: str, known: Mapping[str, str] | None = None) -> str | None:
+    """The kind of credential a bare value holds, or None.
+
+    Args:
+        value: e.g. the VALUE of ``--var KEY=VALUE``.
+        known: ``{where: secret}`` of credentials at hand ("$HF_TOKEN": its value); a value
+            holding one of them is "a copy of WHERE".
+    """
+    for where, secret in (known or {}).items():
+        if len(secret) >= 8 and secret in value:
+            return f"a copy of {where}"
+    for kind, pattern in SECRET_PATTERNS:
+        if pattern.search(value):
+            return kind
+    if _BARE_WANDB_KEY.fullmatch(value.strip()):
+        return "a W&B API key (40 hex characters)"
+    return None
+
+
+def check_variables(variables: Mapping[str, str], *, known: Mapping[str, str] | None = None) -> None:
+    """Refuse Space variables that look like credentials: anyone who can open the Space reads them.
+
+    Args:
+        variables: ``{KEY: VALUE}`` from ``--var``.
+        known: ``{where: secret}`` of credentials at hand (the token, secret environment variables).
+
+    Raises:
+        SecretVariableError: names each such variable and why, never its value, and the fix (``--secret``).
+    """
+    problems = []
+    for name, value in variables.items():
+        if is_secret_name(name):
+            problems.append((name, "its name says it holds a credential (a word ending in TOKEN, SECRET, KEY or PASSWORD)"))
+        elif (kind := find_secret_in_value(value, known)) is not None:
+            problems.append((name, f"its value looks like {kind}"))
+    if problems:
+        first = problems[0][0]
+        raise SecretVariableError(
+            "refused " + "; ".join(f"--var {name}: {why}" for name, why in problems)
+            + ". Space variables are public (anyone who can open the Space can read them); nothing was uploaded. "
+            f"Send it as a secret instead: export {first}=... and pass --secret {first} (the value is read from the "
+            "environment, never from the command line; the app reads a secret from os.environ like a variable)"
+        )
 
 
 def read_space_card(space_dir: Path) -> SpaceCardInfo:
