@@ -180,10 +180,95 @@ def test_failing_wandb_leaves_the_results_on_disk(wandb_home, comparison, monkey
     result, config = comparison
     monkeypatch.setenv("WANDB_DIR", "/proc/vlm-lab-cannot-write-here")
     with pytest.warns(tracking.TrackingWarning, match="WANDB_DIR") as caught:
-        assert tracking.log_comparison(result, config, group="g") is None
+        tracked = tracking.log_comparison(result, config, group="g")
     assert len(caught) == 1
+    assert not tracked and tracked.attempted
+    assert str(tracked).startswith("W&B logging was attempted and skipped: could not start the run: OutputPathError")
     reloaded = ComparisonResult.load(result.output_dir)
     assert reloaded.summary == result.summary
+
+
+@pytest.mark.parametrize(
+    "mode, env, reason",
+    [
+        ("disabled", {}, "W&B is disabled (mode='disabled' was passed)"),
+        (None, {"WANDB_MODE": "disabled"}, "W&B is disabled (WANDB_MODE=disabled is set; unset it to log)"),
+        (None, {"WANDB_DISABLED": "true"}, "W&B is disabled (WANDB_DISABLED is set; unset it to log)"),
+    ],
+)
+def test_disabled_comparison_says_what_disabled_it(wandb_home, comparison, monkeypatch, mode, env, reason):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tracking.TrackingWarning)  # disabled is not a failure
+        tracked = tracking.log_comparison(*comparison, group="g", mode=mode)
+    assert not tracked and not tracked.attempted and tracked.reason == reason
+    assert not wandb_home.exists()
+
+
+def _notebook_cell_source() -> str:
+    """Notebook 02's W&B cell, as committed."""
+    import json
+
+    notebook = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "02_compare_checkpoints.ipynb").read_text())
+    sources = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
+    (source,) = [s for s in sources if "log_comparison" in s]
+    return source
+
+
+def _notebook_wandb_cell(comparison, wandb_group: str) -> str:
+    """Run notebook 02's W&B cell on a real comparison; what it prints."""
+    import contextlib
+    import io
+
+    result, config = comparison
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(_notebook_cell_source(), {"result": result, "config": config, "wandb_group": wandb_group, "wandb_tags": ""})
+    return out.getvalue()
+
+
+def test_notebook_says_whether_wandb_was_asked_for_or_failed(wandb_home, comparison, monkeypatch):
+    assert _notebook_wandb_cell(comparison, "") == "not logged to W&B (set wandb_group to log this comparison)\n"
+    assert "W&B offline run" in _notebook_wandb_cell(comparison, "nb-group")
+
+    monkeypatch.setenv("WANDB_DIR", "/proc/vlm-lab-cannot-write-here")
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    with pytest.warns(tracking.TrackingWarning):
+        printed = _notebook_wandb_cell(comparison, "nb-group")
+    assert printed.startswith("W&B logging was attempted and skipped: could not start the run") and "WANDB_DIR" in printed
+    assert "set wandb_group" not in printed and FAKE_KEY not in printed
+
+
+@pytest.mark.slow
+def test_a_key_without_network_is_reported_as_attempted_and_skipped(wandb_home, comparison, monkeypatch):
+    """The audit's case: a key is set, the W&B server cannot be reached. A fresh process, as a notebook
+    kernel is: wandb reads its settings (the init timeout here) once per process."""
+    import os
+    import subprocess
+    import sys
+
+    from space_server import free_port
+
+    result, _config = comparison
+    script = (
+        "import sys\n"
+        "from vlm_lab.results import ComparisonResult\n"
+        "result = ComparisonResult.load(sys.argv[1])\n"
+        "config, wandb_group, wandb_tags = result.config, 'nb-group', ''\n"
+        "exec(sys.argv[2])\n"
+    )
+    env = os.environ | {
+        "WANDB_API_KEY": FAKE_KEY, "WANDB_INIT_TIMEOUT": "5",
+        "WANDB_BASE_URL": f"http://127.0.0.1:{free_port()}",  # nobody listens there
+    }
+    r = subprocess.run([sys.executable, "-c", script, str(result.output_dir), _notebook_cell_source()],
+                       env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.startswith("W&B logging was attempted and skipped: could not start the run: "), r.stdout
+    assert "set wandb_group" not in r.stdout
+    assert r.stderr.count("TrackingWarning: W&B logging skipped (could not start the run)") == 1, r.stderr[-3000:]
+    assert FAKE_KEY not in r.stdout + r.stderr
 
 
 def test_runs_cli_lists_offline_runs(wandb_home, comparison, capsys):

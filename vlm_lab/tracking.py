@@ -7,8 +7,10 @@ environment makes runs online; ``mode="disabled"`` (or ``WANDB_MODE=disabled``)
 turns logging off without importing wandb.
 
 Logging never breaks an experiment: any W&B failure becomes one
-``TrackingWarning`` and the function returns ``None``; the results on disk are
-untouched. The API key is never printed or logged (it is redacted from warnings).
+``TrackingWarning`` and the function returns ``None`` (``log_comparison``: a falsy
+``NotLogged`` that says why, so a notebook can print what happened); the results
+on disk are untouched. The API key is never printed or logged (it is redacted
+from warnings and reasons).
 """
 
 from __future__ import annotations
@@ -52,6 +54,25 @@ class TrackedRun:
         return f"W&B offline run {self.id} in {self.dir}; upload it with: {self.sync_command}"
 
 
+@dataclasses.dataclass(frozen=True)
+class NotLogged:
+    """Why a comparison was not logged: W&B is disabled, or it failed (also warned as a ``TrackingWarning``).
+
+    Falsy, so ``if tracked:`` still means "logged"; printing it says what happened.
+    """
+
+    reason: str  # API key redacted
+    attempted: bool  # True: a run was asked for and W&B failed; False: W&B is disabled
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        if self.attempted:
+            return f"W&B logging was attempted and skipped: {self.reason}"
+        return f"not logged to W&B: {self.reason}"
+
+
 def resolve_mode(mode: str | None = None) -> str:
     """The W&B mode to use, read from the environment at call time.
 
@@ -89,11 +110,22 @@ def _redact(text: str) -> str:
     return text.replace(key, "***") if len(key) >= 8 else text
 
 
-def _warn(what: str, error: BaseException) -> None:
-    warnings.warn(
-        TrackingWarning(_redact(f"W&B logging skipped ({what}): {type(error).__name__}: {error}; results on disk are unaffected")),
-        stacklevel=3,
-    )
+def _skip(what: str, error: BaseException) -> NotLogged:
+    """Warn once that logging was skipped, and say why in the returned ``NotLogged``."""
+    detail = _redact(f"{type(error).__name__}: {error}; results on disk are unaffected")
+    warnings.warn(TrackingWarning(f"W&B logging skipped ({what}): {detail}"), stacklevel=3)
+    return NotLogged(reason=f"{what}: {detail}", attempted=True)
+
+
+def _disabled(mode: str | None) -> NotLogged:
+    """What turned W&B off: the caller's ``mode`` or the environment."""
+    if mode is not None:
+        source = f"mode={mode!r} was passed"
+    elif os.environ.get("WANDB_DISABLED", "").strip().lower() in ("1", "true", "yes"):
+        source = "WANDB_DISABLED is set; unset it to log"
+    else:
+        source = f"WANDB_MODE={os.environ.get('WANDB_MODE', '').strip()} is set; unset it to log"
+    return NotLogged(reason=f"W&B is disabled ({source})", attempted=False)
 
 
 def _check_writable(directory: str | os.PathLike[str]) -> Path:
@@ -246,7 +278,7 @@ def log_comparison(
     mode: str | None = None,
     dir: str | os.PathLike[str] | None = None,
     max_table_rows: int | None = None,
-) -> TrackedRun | None:
+) -> TrackedRun | NotLogged:
     """Log a checkpoint comparison as one W&B run; never raises for W&B failures.
 
     Logs ``config`` (default ``result.config``) unchanged, per-checkpoint summary
@@ -254,8 +286,8 @@ def log_comparison(
     output and score) and ``result.output_dir`` as a ``comparison`` artifact.
 
     Returns:
-        Where the run went, or None when disabled or when W&B failed (one
-        ``TrackingWarning`` says why).
+        Where the run went, or a falsy ``NotLogged`` saying why not: W&B is
+        disabled, or it failed (then also one ``TrackingWarning``).
     """
     if config is None:
         config = getattr(result, "config", None)
@@ -266,10 +298,9 @@ def log_comparison(
             tags=tags, name=name, mode=resolved, dir=dir,
         )
     except Exception as e:  # noqa: BLE001 - logging must never break the experiment
-        _warn("could not start the run", e)
-        return None
+        return _skip("could not start the run", e)
     if run is None:
-        return None
+        return _disabled(mode)
     try:
         run.summary.update(comparison_summary(result))
         run.log({"samples": _table(result.to_dataframe(), max_rows=max_table_rows)})
@@ -286,9 +317,9 @@ def log_comparison(
             run.log_artifact(artifact)
         return _finish(run, _tracked(run, resolved))
     except Exception as e:  # noqa: BLE001
-        _warn("could not log the comparison", e)
+        skipped = _skip("could not log the comparison", e)
         _finish_quietly(run)
-        return None
+        return skipped
 
 
 def log_interaction(
@@ -332,7 +363,7 @@ def log_interaction(
         if run is None:
             return None
     except Exception as e:  # noqa: BLE001
-        _warn("could not start the run", e)
+        _skip("could not start the run", e)
         return None
     try:
         import wandb
@@ -355,7 +386,7 @@ def log_interaction(
             return _finish(run, _tracked(run, resolved))
         return _tracked(run, _run_mode(run))
     except Exception as e:  # noqa: BLE001
-        _warn("could not log the interaction", e)
+        _skip("could not log the interaction", e)
         if own_run:
             _finish_quietly(run)
         return None
