@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from vlm_lab.errors import ConfigError
+from vlm_lab import scoring
 from vlm_lab.scoring import bootstrap_accuracy, exact_match, get_scorer, normalized_match, paired_bootstrap
 
 
@@ -94,3 +95,28 @@ def test_identical_checkpoints_have_a_zero_difference():
 def test_paired_scores_must_pair():
     with pytest.raises(ValueError, match="same length"):
         paired_bootstrap([1, 0], [1])
+
+
+def test_bootstrap_of_few_samples_is_the_textbook_one_draw():
+    hits = np.random.default_rng(1).random(64) < 0.7
+    idx = np.random.default_rng(0).integers(0, 64, size=(scoring.N_RESAMPLES, 64))  # all resamples in one draw
+    low, high = np.quantile(hits[idx].mean(axis=1), [0.025, 0.975])
+    acc = scoring.bootstrap_accuracy(hits, seed=0)
+    assert (acc.ci_low, acc.ci_high) == (float(low), float(high))
+
+
+def test_bootstrap_of_many_samples_holds_little_memory():
+    import tracemalloc
+
+    hits = np.random.default_rng(2).random(50_000) < 0.6
+    tracemalloc.start()
+    try:
+        acc = scoring.bootstrap_accuracy(hits)
+        paired = scoring.paired_bootstrap(hits, ~hits)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 150 * 2**20  # drawing all 2000 x 50k indices at once held 1.6 GB
+    se = (0.6 * 0.4 / 50_000) ** 0.5
+    assert acc.ci_low < acc.value < acc.ci_high and abs((acc.ci_high - acc.ci_low) - 2 * 1.96 * se) < 0.2 * 2 * 1.96 * se
+    assert paired.ci_low < paired.diff < paired.ci_high

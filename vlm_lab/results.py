@@ -49,6 +49,14 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _dumps(value: Any, **kwargs: Any) -> str:
+    """``json.dumps`` with NaN as null; the recursive scrub runs only when there is a NaN."""
+    try:
+        return json.dumps(value, allow_nan=False, **kwargs)
+    except ValueError:
+        return json.dumps(_json_safe(value), **kwargs)
+
+
 @dataclasses.dataclass
 class ComparisonResult:
     """N checkpoints x M samples: per-sample rows and per-checkpoint summaries.
@@ -74,12 +82,12 @@ class ComparisonResult:
         if self.output_dir is not None and out.resolve() != self.output_dir.resolve():
             _copy_images(self, out)
         self.output_dir = out
-        atomic_write_text(out / "results.jsonl", "".join(json.dumps(_json_safe(r)) + "\n" for r in self.rows))
+        atomic_write_text(out / "results.jsonl", "".join(_dumps(r) + "\n" for r in self.rows))
         frame = self.to_dataframe()
         frame["image"] = [row["image"] for row in self.rows]  # relative to the CSV: the folder can move as a whole
         atomic_write_text(out / "results.csv", frame.to_csv(index=False))
         meta = {"config": self.config, "checkpoints": self.refs, "summary": self.summary}
-        atomic_write_text(out / "summary.json", json.dumps(_json_safe(meta), indent=2) + "\n")
+        atomic_write_text(out / "summary.json", _dumps(meta, indent=2) + "\n")
         atomic_write_text(out / "comparison.html", self.html(max_rows=None, embed_images=False))
         return out
 
@@ -198,7 +206,8 @@ class ComparisonResult:
         ``embed_images``: thumbnails as base64 PNG (a notebook, a page on its own); False:
         ``<img src="images/...">`` relative links, for the copy saved next to ``images/``.
         """
-        rows = self.disagreements() if only_disagreements else self.rows
+        disagree = {id(r) for r in self.disagreements()}
+        rows = [r for r in self.rows if id(r) in disagree] if only_disagreements else self.rows
         shown = rows if max_rows is None else rows[:max_rows]
         head = "".join(f"<th>{_esc(n)}</th>" for n in self.checkpoints)
         body = []
@@ -209,7 +218,7 @@ class ComparisonResult:
                 mark = {True: "ok", False: "bad"}.get(None if out["score"] is None else bool(out["score"]), "")
                 flag = ' <span class="nonfinite" title="NaN or inf in the scores: this output is noise">NaN/inf</span>'
                 cells.append(f'<td class="{mark}">{_esc(out["output"])}{flag if out.get("nonfinite") else ""}</td>')
-            cls = ' class="disagree"' if _disagree(row, self.checkpoints) else ""
+            cls = ' class="disagree"' if id(row) in disagree else ""
             ref = "" if row["reference"] is None else _esc(row["reference"])
             thumb = _thumbnail(self, row) if embed_images else f'<img src="{_esc(row["image"])}" alt="{_esc(row["id"])}">'
             body.append(
@@ -225,7 +234,7 @@ class ComparisonResult:
             ".vlm-lab-comparison td.ok{color:#16703a}.vlm-lab-comparison td.bad{color:#b3261e}"
             ".vlm-lab-comparison .nonfinite{background:#b3261e;color:#fff;padding:0 4px;border-radius:3px;font-size:80%}"
             ".vlm-lab-comparison img{width:48px;height:48px;image-rendering:pixelated}</style>"
-            f"{summary}<p>{len(self.disagreements())} of {len(self.rows)} samples where the checkpoints disagree "
+            f"{summary}<p>{len(disagree)} of {len(self.rows)} samples where the checkpoints disagree "
             "(highlighted)</p>"
             f"<table><thead><tr><th>image</th><th>id</th><th>prompt</th><th>reference</th>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>{more}</div>"
