@@ -107,7 +107,7 @@ def load_model(ref: CheckpointRef | str | os.PathLike[str], *, dtype: str = "aut
     if token:
         kwargs["token"] = token
     try:
-        with _quiet_if_small(ref):
+        with quiet_if_small(ref):
             processor = AutoProcessor.from_pretrained(**kwargs)
             model = AutoModelForImageTextToText.from_pretrained(**kwargs, dtype=torch_dtype)
     except OSError as e:  # transformers reports missing repos/files as OSError
@@ -140,8 +140,9 @@ def _check_folder(ref: CheckpointRef) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_if_small(ref: CheckpointRef) -> Iterator[None]:
-    """No "Loading weights" bar for a small local checkpoint (notebook and log noise).
+def quiet_if_small(ref: CheckpointRef) -> Iterator[None]:
+    """No transformers progress bar ("Loading weights", "Writing model shards") while a small
+    local checkpoint loads or saves (notebook and log noise).
 
     Hub references and large local weights keep transformers' bars: downloads and
     multi-gigabyte loads take long enough to want one. Only transformers' own bars

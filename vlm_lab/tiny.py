@@ -27,7 +27,7 @@ from vlm_lab.config import TrainConfig
 from vlm_lab.data import Sample, atomic_write_text
 from vlm_lab.errors import OutputPathError
 from vlm_lab.generation import chat_messages
-from vlm_lab.models import _quiet_if_small
+from vlm_lab.models import quiet_if_small
 
 IMAGE_TOKEN = "<image>"
 END_TOKEN = "<|end|>"  # ends every turn; eos for generation
@@ -197,7 +197,7 @@ def _save_checkpoint(model, processor, out: Path, step: int, log_history: list[d
     tmp = out / f".checkpoint-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     # The tiny model's one shard writes in a millisecond: no "Writing model shards" bar, as for loading it.
-    with _quiet_if_small(CheckpointRef(spec=str(final), path=str(tmp))):
+    with quiet_if_small(CheckpointRef(spec=str(final), path=str(tmp))):
         model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     state = {
