@@ -82,11 +82,6 @@ class ResultCache:
                 results[record["key"]] = record
         return results, memory
 
-    def append(self, records: Sequence[dict], *, sync: bool = True) -> None:
-        """Append records as whole lines; ``sync``: fsync too, so they survive a power cut."""
-        with self.appender() as appender:
-            appender.write(records, sync=sync)
-
     def appender(self) -> "Appender":
         """The file held open for a run's many appends (one open, not one per batch)."""
         return Appender(self.path)
