@@ -35,13 +35,11 @@ def models():
 def finished(tmp_path_factory, tiny_checkpoints, models):
     tmp = tmp_path_factory.mktemp("finished")
     config = _config(tmp, [tiny_checkpoints[0], tiny_checkpoints[1], tiny_checkpoints[-1]])
-    start = time.perf_counter()
-    result = compare(config, progress=False, cache=models)
-    return config, result, time.perf_counter() - start
+    return config, compare(config, progress=False, cache=models)
 
 
 def test_result_rows_and_summary(finished):
-    config, result, _ = finished
+    config, result = finished
     assert result.checkpoints == ["checkpoint-0", "checkpoint-250", "checkpoint-1000"]
     assert len(result.rows) == 9 and result.output_dir.name == "out"
     acc = {s["checkpoint"]: s for s in result.summary}
@@ -58,7 +56,7 @@ def test_result_rows_and_summary(finished):
 
 
 def test_files_on_disk_and_load_round_trip(finished):
-    _, result, _ = finished
+    _, result = finished
     out = result.output_dir
     assert {"results.jsonl", "results.csv", "summary.json", "comparison.html"} <= {p.name for p in out.iterdir()}
     assert len(list((out / "images").glob("*.png"))) == 9
@@ -75,7 +73,7 @@ def test_files_on_disk_and_load_round_trip(finished):
 
 
 def test_dataframes(finished):
-    _, result, _ = finished
+    _, result = finished
     wide = result.to_dataframe()
     assert wide.shape == (9, 4 + 3 * 4)
     assert (wide["checkpoint-1000/score"] == 1.0).all()
@@ -86,7 +84,7 @@ def test_dataframes(finished):
 
 
 def test_html_highlights_disagreements(finished):
-    _, result, _ = finished
+    _, result = finished
     page = result.html()
     assert page.count('<tr class="disagree">') == len(result.disagreements()) == 9  # checkpoint-0 is always wrong
     assert page.count("data:image/png;base64,") == 9
@@ -97,7 +95,7 @@ def test_html_highlights_disagreements(finished):
 
 
 def test_paired_comparison(finished):
-    _, result, _ = finished
+    _, result = finished
     p = result.paired("checkpoint-0", "checkpoint-1000")
     assert p.diff == 1.0 and len(p.wrong_to_right) == 9 and not p.right_to_wrong and p.significant
     assert result.paired(0, -1) == p and result.paired("0", "1000") == p  # by index or by step
@@ -107,7 +105,7 @@ def test_plot_accuracy_uses_training_steps(finished):
     import matplotlib
 
     matplotlib.use("Agg")
-    _, result, _ = finished
+    _, result = finished
     ax = result.plot_accuracy()
     assert ax.get_xlabel() == "training step"
     line = ax.lines[0]
@@ -116,15 +114,37 @@ def test_plot_accuracy_uses_training_steps(finished):
 
 
 def test_rerun_of_a_finished_comparison_loads_no_model(finished, models):
-    config, first, first_s = finished
+    config, first = finished
+    out = first.output_dir
+    before = {name: (out / name).stat().st_mtime_ns for name in ("results.jsonl", "results.csv", "summary.json")}
     loads = models.stats["loads"]
-    start = time.perf_counter()
-    again = compare(config, progress=False, cache=models)
-    rerun_s = time.perf_counter() - start
+    again = compare(config, progress=False, cache=models)  # its cost against the first run: bench/compare_throughput.py
     assert models.stats["loads"] == loads  # every result came from the cache: nothing loaded
     assert [s["from_cache"] for s in again.summary] == [9, 9, 9]
     assert again.rows == first.rows
-    assert rerun_s < 0.05 * first_s + 0.05, (rerun_s, first_s)  # <= 5% of the first run (plus a little slack)
+    after = {name: (out / name).stat().st_mtime_ns for name in before}
+    assert after["results.jsonl"] == before["results.jsonl"] and after["results.csv"] == before["results.csv"]
+    assert after["summary.json"] != before["summary.json"]  # from_cache changed
+
+
+def test_saving_again_rewrites_only_what_changed(tmp_path, finished):
+    result = ComparisonResult.load(finished[1].output_dir)
+    out = tmp_path / "copy"
+    result.save(out)
+    names = ("results.jsonl", "results.csv", "summary.json", "comparison.html")
+    stamps = lambda: {name: (out / name).stat().st_mtime_ns for name in names}  # noqa: E731
+    first = stamps()
+    time.sleep(0.01)
+    result.save(out)
+    assert stamps() == first  # nothing changed, nothing written
+    result.rows[0]["outputs"]["checkpoint-1000"]["output"] = "a changed answer"
+    result.save(out)
+    changed = stamps()
+    assert all(changed[name] != first[name] for name in names if name != "summary.json")
+    assert "a changed answer" in (out / "results.csv").read_text()
+    (out / "results.csv").unlink()
+    result.save(out)  # a lost CSV is made again even though the rows are unchanged
+    assert "a changed answer" in (out / "results.csv").read_text()
 
 
 def test_no_cache_recomputes_and_writes_no_cache(tmp_path, tiny_checkpoints, models):
@@ -222,7 +242,7 @@ def test_output_dir_that_is_a_file_is_a_clear_error(tmp_path, tiny_checkpoints):
 
 
 def test_compare_one_matches_the_batched_engine(finished, tiny_checkpoints, models):
-    _, result, _ = finished
+    _, result = finished
     row = result.rows[2]
     image = result.output_dir / row["image"]
     outs = compare_one(models, [tiny_checkpoints[1], str(tiny_checkpoints[-1])], image, row["prompt"], GenerationConfig(), device="cpu")

@@ -8,7 +8,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -437,12 +436,10 @@ def test_notebook_runs_under_papermill(project, tiny_checkpoints, artifacts_dir)
     import papermill
 
     out = artifacts_dir / "papermill-03_memory_profile.ipynb"
-    start = time.perf_counter()
     nb = papermill.execute_notebook(
         str(project / "notebooks" / NOTEBOOK.name), str(out), kernel_name="python3", cwd=str(project), progress_bar=False,
         parameters={"checkpoints": str(tiny_checkpoints[-1]), "max_new_tokens": 4, "batch_size": 2},
     )
-    assert time.perf_counter() - start < 60
     outputs = "".join(json.dumps(c.get("outputs", [])) for c in nb.cells)
     assert "checkpoint-1000" in outputs and "checkpoint-0" not in outputs
     assert outputs.count("image/png") == 2 and "Traceback" not in outputs

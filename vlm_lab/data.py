@@ -30,12 +30,16 @@ class Sample:
     image_path: str | None = None  # where the image lives on disk, when it does
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, if_changed: bool = False) -> bool:
     """Write ``text`` to ``path`` via a temp file in the same folder + rename.
 
     An interrupted write never leaves a half-written file that a resume would trust.
+    ``if_changed``: leave the file alone (and its modification time) when it already
+    holds exactly ``text``. Returns whether the file was written.
     """
     path = Path(path)
+    if if_changed and file_holds(path, text):
+        return False
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -46,6 +50,18 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return True
+
+
+def file_holds(path: str | os.PathLike[str], text: str) -> bool:
+    """Whether ``path`` is a file whose content is exactly ``text`` (UTF-8)."""
+    path, data = Path(path), text.encode("utf-8")
+    try:
+        if path.stat().st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except OSError:
+        return False
 
 
 def write_jsonl(samples: Iterable[Sample], out_dir: str | os.PathLike[str], *, name: str = "data.jsonl") -> Path:

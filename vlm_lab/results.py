@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vlm_lab.data import atomic_write_text
+from vlm_lab.data import atomic_write_text, file_holds
 from vlm_lab.errors import ConfigError, DataError
 from vlm_lab.scoring import PairedComparison, normalize, paired_bootstrap
 
@@ -75,20 +75,27 @@ class ComparisonResult:
 
     # -- files ---------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str] | None = None) -> Path:
-        """Write results.jsonl, results.csv, summary.json and comparison.html atomically."""
+        """Write results.jsonl, results.csv, summary.json and comparison.html atomically.
+
+        A file that would not change is left alone (a re-run of a finished comparison
+        rewrites only what differs, e.g. ``from_cache`` in the summary); results.csv is
+        made from the rows alone, so it is rebuilt only when results.jsonl changes.
+        """
         out = Path(directory) if directory is not None else self.output_dir
         if out is None:
             raise ConfigError("this result has no output_dir; pass a folder to save(DIR)")
         if self.output_dir is not None and out.resolve() != self.output_dir.resolve():
             _copy_images(self, out)
         self.output_dir = out
-        atomic_write_text(out / "results.jsonl", "".join(_dumps(r) + "\n" for r in self.rows))
-        frame = self.to_dataframe()
-        frame["image"] = [row["image"] for row in self.rows]  # relative to the CSV: the folder can move as a whole
-        atomic_write_text(out / "results.csv", frame.to_csv(index=False))
+        rows_text = "".join(_dumps(r) + "\n" for r in self.rows)
+        if not file_holds(out / "results.jsonl", rows_text) or not (out / "results.csv").is_file():
+            frame = self.to_dataframe()
+            frame["image"] = [row["image"] for row in self.rows]  # relative to the CSV: the folder can move as a whole
+            atomic_write_text(out / "results.csv", frame.to_csv(index=False))
+            atomic_write_text(out / "results.jsonl", rows_text)  # after the CSV: an interrupted save redoes both
         meta = {"config": self.config, "checkpoints": self.refs, "summary": self.summary}
-        atomic_write_text(out / "summary.json", _dumps(meta, indent=2) + "\n")
-        atomic_write_text(out / "comparison.html", self.html(max_rows=None, embed_images=False))
+        atomic_write_text(out / "summary.json", _dumps(meta, indent=2) + "\n", if_changed=True)
+        atomic_write_text(out / "comparison.html", self.html(max_rows=None, embed_images=False), if_changed=True)
         return out
 
     @classmethod
