@@ -111,4 +111,6 @@ def test_float16_overflow_is_shown_as_such_not_as_an_answer(tiny_checkpoints, ov
     assert (healthy.text, healthy.nonfinite) == ("triangle", False) and "NaN" not in healthy.stats_markdown()
     assert broken.nonfinite and "NaN/inf in the model's scores" in broken.stats_markdown()
     (batched,) = service.answer_batch([image], ["What shape is it?"], [service.labels[1]])  # the batched route says it too
-    assert batched.nonfinite
+    assert batched.nonfinite and "NaN/inf in the model's scores" in batched.error and "VLM_LAB_DTYPE" in batched.error
+    (fine,) = service.answer_batch([image], ["What shape is it?"], [service.labels[0]])
+    assert not fine.nonfinite and fine.error == ""

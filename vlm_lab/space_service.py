@@ -355,8 +355,12 @@ class ComparisonService:
             outs = generate_batch(loaded, samples, config)
             memory = torch.cuda.max_memory_allocated(loaded.device) if cuda else loaded.nbytes
         kind = "cuda_max_allocated" if cuda else "cpu_weights"
-        return [_answer(label, {"text": o.text, "new_tokens": o.new_tokens, "latency_s": o.latency_s,
-                                "memory_bytes": memory, "memory_kind": kind, "nonfinite": o.nonfinite}) for o in outs]
+        answers = [_answer(label, {"text": o.text, "new_tokens": o.new_tokens, "latency_s": o.latency_s,
+                                   "memory_bytes": memory, "memory_kind": kind, "nonfinite": o.nonfinite}) for o in outs]
+        # the API has no badge: a client that checks `error` must not take noise for an answer
+        problem = (f"{label}: NaN/inf in the model's scores ({NONFINITE_HINT}); with VLM_LAB_DTYPE=float16, "
+                   "set it to float32 (or bfloat16 on a GPU with compute capability >= 8)")
+        return [dataclasses.replace(a, error=problem) if a.nonfinite else a for a in answers]
 
     @contextlib.contextmanager
     def out_of_memory_guard(self, what: str) -> Iterator[None]:
