@@ -64,9 +64,14 @@ def test_a_jsonl_named_like_the_embedded_set_is_read_whole(tmp_path):
     from vlm_lab.cli.compare import config_from_args
 
     parse = lambda *argv: config_from_args(build_parser().parse_args(["compare", "ckpt", *argv]))  # noqa: E731
-    assert parse("--data", "shapes.jsonl").num_samples == 0  # a file: all of it
-    assert parse("--data", "shapes:val").num_samples == 64  # the embedded set without a count: the default
-    assert parse("--data", "shapes:val:10").num_samples == 0  # the count is in the spec
+    from vlm_lab.config import CompareConfig
+    from vlm_lab.data import load_samples
+
+    for data in ("shapes.jsonl", "shapes:val", "shapes:val:10"):  # the CLI and the library agree: all the data gives
+        assert parse("--data", data).num_samples == CompareConfig(data=data).num_samples == 0
+    assert len(load_samples("shapes:val:96", CompareConfig().num_samples or None)) == 96  # the count is in the spec
+    assert len(load_samples("shapes:val", None)) == 64  # the embedded set without a count
+    assert len(load_samples("shapes:val:96", 10)) == 10  # an explicit cap still caps
 
 
 def test_git_lfs_pointer_weights_are_one_line_with_the_fix(tiny_checkpoints, tmp_path):

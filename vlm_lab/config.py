@@ -237,7 +237,7 @@ class CompareConfig(ConfigBase):
 
     checkpoints: tuple[str, ...] = ("checkpoints/shapes",)  # folders, training outputs (checkpoint-N), hub ids
     data: str = "shapes:val"  # shapes:SPLIT[:N] or a JSONL of {image, prompt, reference?}
-    num_samples: int = 64  # at most this many samples; 0 = all the data gives
+    num_samples: int = 0  # at most this many samples; 0 = all the data gives (shapes:SPLIT without N: 64)
     strategy: str = "greedy"  # greedy | nucleus(P) | temperature(T) | beam(N)
     max_new_tokens: int = 8
     batch_size: int = 16

@@ -3,9 +3,10 @@
 It lives in ``config.cache_dir`` (default ``OUTPUT_DIR/.cache``). The fingerprint
 hashes the checkpoint's files (see ``checkpoints.fingerprint``), so a checkpoint
 re-saved with other weights at the same path is never served stale results. The
-generation key covers everything else that changes an output: strategy,
-max_new_tokens, seed and batch size (sampling only: greedy outputs do not depend
-on them), dtype, device type and the torch/transformers versions. Each line is
+generation key covers everything else that changes an output or its timing:
+strategy, max_new_tokens, batch size (greedy outputs do not depend on it, but
+latency and tokens/s do), seed (sampling only), dtype, device type and the
+torch/transformers versions. Each line is
 keyed by a hash of the sample's image pixels and prompt, not by its id. Each
 batch's lines are appended and flushed as it finishes (fsync at most once a
 second and at the end); a torn last line from a crash is skipped on read, so
@@ -39,7 +40,7 @@ def sample_key(sample: Sample) -> str:
 
 
 def generation_key(gen: GenerationConfig, *, dtype: str, device_type: str) -> str:
-    """Hash of every generation setting that changes outputs (greedy ignores seed and batch size)."""
+    """Hash of every generation setting that changes outputs or their timings (only sampling uses the seed)."""
     import torch
     import transformers
 
@@ -48,13 +49,14 @@ def generation_key(gen: GenerationConfig, *, dtype: str, device_type: str) -> st
         "format": CACHE_FORMAT,
         "strategy": gen.strategy.strip().lower(),
         "max_new_tokens": gen.max_new_tokens,
+        "batch_size": gen.batch_size,  # the cached latency and tokens/s were measured at this batch size
         "dtype": dtype,
         "device": device_type,
         "torch": torch.__version__,
         "transformers": transformers.__version__,  # module attributes: importlib.metadata scans site-packages (ms per call)
     }
-    if name in ("nucleus", "temperature"):  # seeded per batch: the outputs depend on the batching
-        key.update(seed=gen.seed, batch_size=gen.batch_size)
+    if name in ("nucleus", "temperature"):  # seeded per batch: the outputs depend on the seed
+        key.update(seed=gen.seed)
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: %(default)s)")  # fmt: skip
     parser.add_argument("--data", default=_DEFAULTS.data, help="shapes:SPLIT[:N] or a JSONL of {image, prompt, reference?} (default: %(default)s)")
     parser.add_argument("--num-samples", type=int, default=None,
-                        help=f"at most this many samples (default: the N of shapes:SPLIT:N, all of a JSONL, else {_DEFAULTS.num_samples})")  # fmt: skip
+                        help="at most this many samples (default: all the data gives: the N of shapes:SPLIT:N, 64 without N, a whole JSONL)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="samples per generate call (default: %(default)s)")
     parser.add_argument("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens, help="(default: %(default)s)")
     parser.add_argument("--strategy", default=_DEFAULTS.strategy, help="greedy | nucleus(P) | temperature(T) | beam(N) (default: %(default)s)")
@@ -53,16 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> CompareConfig:
     """The ``CompareConfig`` the flags describe (what the library, the notebook and a sweep take)."""
-    num_samples = args.num_samples
-    if num_samples is None:  # an explicit count in the data spec, or a whole JSONL file: take it all
-        from vlm_lab.data import is_shapes_spec
-
-        explicit = not is_shapes_spec(args.data) or args.data.count(":") >= 2
-        num_samples = 0 if explicit else _DEFAULTS.num_samples
     return CompareConfig(
         checkpoints=tuple(args.refs),
         data=args.data,
-        num_samples=num_samples,
+        num_samples=_DEFAULTS.num_samples if args.num_samples is None else args.num_samples,
         strategy=args.strategy,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
