@@ -82,6 +82,8 @@ def test_trained_checkpoint_answers_and_stops_at_eos(loaded, samples):
         ("nucleus(0.9)", {"do_sample": True, "top_p": 0.9}),
         ("temperature(0.7)", {"do_sample": True, "temperature": 0.7}),
         ("beam(4)", {"do_sample": False, "num_beams": 4}),
+        ("nucleus(.5)", {"do_sample": True, "top_p": 0.5}),
+        ("Temperature( 1e-3 )", {"do_sample": True, "temperature": 0.001}),
     ],
 )
 def test_generate_kwargs(strategy, expected):
@@ -89,9 +91,16 @@ def test_generate_kwargs(strategy, expected):
     assert kwargs["max_new_tokens"] == 5 and expected.items() <= kwargs.items()
 
 
-@pytest.mark.parametrize("strategy", ["nucleus", "nucleus(1.5)", "beam(2.5)", "greedy(1)", "topk(5)"])
-def test_bad_strategy_says_how_to_write_it(strategy):
-    with pytest.raises(ConfigError, match=r"e\.g\.|greedy"):
+@pytest.mark.parametrize(
+    "strategy, problem",
+    [
+        ("nucleus", "needs a probability"), ("nucleus(1.5)", "needs a probability"), ("beam(2.5)", "whole number"),
+        ("greedy(1)", "no argument"), ("topk(5)", "unknown strategy"), ("temperature(-1)", "needs a value > 0"),
+        ("nucleus(abc)", "takes a number"), ("temperature(inf)", "finite"),
+    ],
+)  # fmt: skip
+def test_bad_strategy_says_what_is_wrong_and_how_to_write_it(strategy, problem):
+    with pytest.raises(ConfigError, match=rf"{problem}.*(e\.g\.|greedy)"):
         GenerationConfig(strategy=strategy)
 
 

@@ -24,7 +24,8 @@ DEVICES = ("auto", "cpu", "cuda")
 METRICS = ("exact", "normalized")
 
 # "greedy", "nucleus(0.9)", "temperature(0.7)", "beam(4)"
-_STRATEGY_RE = re.compile(r"^(greedy|nucleus|temperature|beam)(?:\((\d+(?:\.\d+)?)\))?$")
+_EXAMPLES = {"greedy": "greedy", "nucleus": "nucleus(0.9)", "temperature": "temperature(0.7)", "beam": "beam(4)"}
+_STRATEGY_RE = re.compile(r"^(greedy|nucleus|temperature|beam)(?:\(\s*([^()]*?)\s*\))?$")
 
 
 class ConfigBase:
@@ -164,7 +165,12 @@ def parse_strategy(strategy: str) -> tuple[str, float | None]:
             "e.g. nucleus(0.9)"
         )
     name, arg = m.group(1), m.group(2)
-    value = float(arg) if arg is not None else None
+    try:
+        value = float(arg) if arg else None
+    except ValueError:
+        raise ConfigError(f"{name} takes a number in its parentheses, e.g. {_EXAMPLES[name]}; got {strategy!r}") from None
+    if value is not None and not math.isfinite(value):
+        raise ConfigError(f"{name} needs a finite number, e.g. {_EXAMPLES[name]}; got {strategy!r}")
     if name == "greedy" and value is not None:
         raise ConfigError(f"greedy takes no argument, got {strategy!r}")
     if name == "nucleus" and not (value is not None and 0 < value <= 1):

@@ -44,10 +44,10 @@ def generation_key(gen: GenerationConfig, *, dtype: str, device_type: str) -> st
     import torch
     import transformers
 
-    name, _ = parse_strategy(gen.strategy)
+    name, value = parse_strategy(gen.strategy)
     key = {
         "format": CACHE_FORMAT,
-        "strategy": gen.strategy.strip().lower(),
+        "strategy": [name, value],  # parsed: nucleus(.5) and nucleus(0.5) are one strategy
         "max_new_tokens": gen.max_new_tokens,
         "batch_size": gen.batch_size,  # the cached latency and tokens/s were measured at this batch size
         "dtype": dtype,
