@@ -191,6 +191,51 @@ def test_interrupted_run_resumes_after_the_last_finished_batch(tmp_path, tiny_ch
     assert outputs(result) == outputs(fresh)  # resumed = computed in one go
 
 
+def test_interrupted_checkpoint_still_reports_its_memory(tmp_path, tiny_checkpoints, models):
+    config = _config(tmp_path, [tiny_checkpoints[-1]])
+
+    def stop(event: BatchEvent) -> None:
+        raise Stop()
+
+    with pytest.raises(Stop):
+        compare(config, progress=False, cache=models, on_batch=stop)
+    smaller = compare(config.replace(num_samples=3), progress=False, cache=models)  # the one finished batch, all cached
+    assert smaller.summary[0]["from_cache"] == 3 and smaller.summary[0]["peak_memory_bytes"] > 0
+
+
+def test_from_cache_counts_this_runs_samples_not_the_cache_file(tmp_path, tiny_checkpoints, models):
+    config = _config(tmp_path, [tiny_checkpoints[-1]], data="shapes:val:6")
+    compare(config, progress=False, cache=models)
+    other = compare(config.replace(data="shapes:test:3"), progress=False, cache=models)  # none of these is cached
+    assert other.summary[0]["from_cache"] == 0
+    both = compare(config.replace(data="shapes:val:9"), progress=False, cache=models)
+    assert both.summary[0]["from_cache"] == 6
+
+
+def test_sampled_outputs_do_not_depend_on_what_an_earlier_run_cached(tmp_path, tiny_checkpoints, models):
+    base = _config(tmp_path, [tiny_checkpoints[1]], data="shapes:val:12", batch_size=4, strategy="temperature(1.5)")
+    fresh = compare(base.replace(output_dir=str(tmp_path / "fresh")), progress=False, cache=models)
+    again = compare(base.replace(output_dir=str(tmp_path / "again"), use_cache=False), progress=False, cache=models)
+    texts = lambda res: [r["outputs"]["checkpoint-250"]["output"] for r in res.rows]  # noqa: E731
+    assert texts(again) == texts(fresh)  # seeded
+    # a smaller run first (its batch = the first batch of the larger one), another one that shares
+    # only part of a batch, then the larger run into the same folder: the same outputs as fresh
+    compare(base.replace(data="shapes:val:4"), progress=False, cache=models)
+    compare(base.replace(data="shapes:val:6"), progress=False, cache=models)
+    history = compare(base, progress=False, cache=models)
+    assert texts(history) == texts(fresh)
+    assert history.summary[0]["from_cache"] == 4  # the 6-sample run's second batch had other members
+
+
+def test_prompt_holding_the_image_token_is_a_clear_error(tmp_path, tiny_checkpoints, models):
+    samples = shapes.make_samples("val", 2)
+    samples[1] = data.Sample(id="llava-style", image=samples[1].image, prompt="<image>\nWhat shape is it?")
+    path = data.write_jsonl(samples, tmp_path / "data")
+    with pytest.raises(DataError, match=r"sample llava-style: the prompt holds the image token '<image>'.*remove"):
+        compare(_config(tmp_path, [tiny_checkpoints[-1]], data=str(path)), progress=False, cache=models)
+    assert not list((tmp_path / "out").glob(".cache/*.jsonl"))  # refused before any batch ran
+
+
 def test_torn_cache_line_is_skipped(tmp_path, tiny_checkpoints, models):
     config = _config(tmp_path, [tiny_checkpoints[-1]])
     compare(config, progress=False, cache=models)
@@ -235,10 +280,26 @@ def test_same_step_names_from_two_runs_are_told_apart(tmp_path, tiny_checkpoints
     assert result.checkpoints == ["runA/checkpoint-1000", "runB/checkpoint-1000"]
 
 
+def test_names_equal_even_with_their_parents_are_all_numbered():
+    from vlm_lab.checkpoints import CheckpointRef
+    from vlm_lab.compare import unique_names
+
+    refs = [CheckpointRef(spec=p, path=p) for p in ("/a/run/checkpoint-5", "/b/run/checkpoint-5", "/c/x/checkpoint-5")]
+    assert unique_names(refs) == ["run/checkpoint-5#1", "run/checkpoint-5#2", "x/checkpoint-5"]
+
+
 def test_output_dir_that_is_a_file_is_a_clear_error(tmp_path, tiny_checkpoints):
     (tmp_path / "out").write_text("x")
     with pytest.raises(OutputPathError, match="is a file"):
         compare(_config(tmp_path, [tiny_checkpoints[-1]]), progress=False)
+
+
+def test_cache_dir_that_is_a_file_is_a_clear_error_before_any_model_loads(tmp_path, tiny_checkpoints):
+    (tmp_path / "afile").write_text("x")
+    models = ModelCache()
+    with pytest.raises(OutputPathError, match=r"cache_dir .*afile' is a file; pass a folder \(--cache-dir DIR\)"):
+        compare(_config(tmp_path, [tiny_checkpoints[-1]], cache_dir=str(tmp_path / "afile")), progress=False, cache=models)
+    assert models.stats["loads"] == 0
 
 
 def test_compare_one_matches_the_batched_engine(finished, tiny_checkpoints, models):
@@ -282,6 +343,20 @@ def test_image_files_are_copied_as_they_are_not_re_encoded(tmp_path, tiny_checkp
     assert copied.suffix == ".jpg" and copied.read_bytes() == (folder / "a.jpg").read_bytes()
     assert result.rows[0]["image"] in (result.output_dir / "comparison.html").read_text()  # the view shows the copy
     assert 'src="data:image/jpeg;base64,' in result.html()  # embedded for a notebook, with its own type
+
+
+def test_images_a_browser_cannot_show_are_written_as_png(tmp_path, tiny_checkpoints, models):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    sample = shapes.make_samples("test", 1)[0]
+    sample.image.save(folder / "a.tif")
+    (folder / "data.jsonl").write_text(json.dumps({"image": "a.tif", "prompt": sample.prompt}) + "\n")
+    result = compare(_config(tmp_path, [tiny_checkpoints[-1]], data=str(folder / "data.jsonl")), progress=False, cache=models)
+    written = result.output_dir / result.rows[0]["image"]
+    from PIL import Image
+
+    assert written.suffix == ".png" and Image.open(written).format == "PNG"
+    assert 'src="data:image/png;base64,' in result.html()
 
 
 def test_nonfinite_scores_are_counted_marked_and_warned(tmp_path, tiny_checkpoints, overflowing_checkpoint, models):

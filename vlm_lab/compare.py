@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
+import hashlib
 import os
 import sys
 import time
@@ -32,6 +32,7 @@ from vlm_lab.scoring import bootstrap_accuracy, get_scorer
 __all__ = ["BatchEvent", "ComparisonResult", "ResultCache", "compare", "compare_one", "nonfinite_message", "sample_key", "unique_names"]
 
 SYNC_EVERY_S = 1.0  # fsync the result cache at most this often (and after each checkpoint's last batch)
+WEB_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")  # copied as they are; others become PNG
 ENCODING_CACHE_BYTES = 512 * 2**20  # encoded batches kept for the next checkpoint with the same processor
 
 
@@ -109,28 +110,30 @@ def unique_names(refs: Sequence[CheckpointRef]) -> list[str]:
         f"{Path(ref.path).parent.name}/{ref.name}" if plain.count(ref.name) > 1 and ref.path is not None else ref.name
         for ref in refs
     ]
+    counts = {name: names.count(name) for name in names}
     seen: dict[str, int] = {}
-    for i, name in enumerate(names):  # still equal (same parent names): number them
+    numbered = []
+    for name in names:  # still equal (same parent names): number them all
         seen[name] = seen.get(name, 0) + 1
-        if names.count(name) > 1:
-            names[i] = f"{name}#{seen[name]}"
-    return names
+        numbered.append(f"{name}#{seen[name]}" if counts[name] > 1 else name)
+    return numbered
 
 
-def _prepare_output_dir(path: Path) -> None:
+def _prepare_folder(path: Path, what: str = "output_dir", flag: str = "--out DIR") -> None:
     if path.exists() and not path.is_dir():
-        raise OutputPathError(f"output_dir {str(path)!r} is a file; pass a folder (--out DIR)")
+        raise OutputPathError(f"{what} {str(path)!r} is a file; pass a folder ({flag})")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutputPathError(f"cannot create output_dir {str(path)!r} ({e.strerror}); pick a folder you can write to") from e
+        raise OutputPathError(f"cannot create {what} {str(path)!r} ({e.strerror}); pick a folder you can write to") from e
 
 
 def _write_images(samples: Sequence[Sample], keys: Sequence[str], out: Path) -> list[str]:
     """Each sample image once under ``out/images/<key>.<ext>``; returns the paths relative to ``out``.
 
-    An image read from a file is copied byte for byte (a JPEG stays a JPEG: no re-encoding
-    of large photos); one made in memory (the shapes set) is written as PNG. Each file is
+    An image read from a file a browser shows (PNG, JPEG, GIF, WebP) is copied byte for byte
+    (a JPEG stays a JPEG: no re-encoding of large photos); any other (TIFF, BMP, ...) and one
+    made in memory (the shapes set) is written as PNG. Each file is
     written to a temp name and renamed, so an interrupted run never leaves half an image.
     """
     import shutil
@@ -140,7 +143,7 @@ def _write_images(samples: Sequence[Sample], keys: Sequence[str], out: Path) -> 
     rels = []
     for sample, key in zip(samples, keys):
         source = Path(sample.image_path) if sample.image_path else None
-        copy = source is not None and source.suffix != "" and source.is_file()
+        copy = source is not None and source.suffix.lower() in WEB_IMAGE_SUFFIXES and source.is_file()
         target = folder / f"{key}{source.suffix.lower() if copy else '.png'}"
         if not target.exists():
             tmp = target.with_name(f".{target.name}.tmp")
@@ -177,13 +180,14 @@ def compare(
     """
     from tqdm.auto import tqdm
 
+    from vlm_lab.generation import check_prompts
     from vlm_lab.models import resolve_device, resolve_dtype
 
     refs = resolve_all(config.checkpoints)
     names = unique_names(refs)
     samples = load_samples(config.data, config.num_samples or None, seed=config.seed)
     out = Path(config.output_dir)
-    _prepare_output_dir(out)
+    _prepare_folder(out)
     keys = [sample_key(s) for s in samples]
 
     device = resolve_device(config.device)
@@ -191,6 +195,8 @@ def compare(
     gen = config.generation()
     gen_key = generation_key(gen, dtype=dtype_name, device_type=device.type)
     cache_dir = Path(config.cache_dir) if config.cache_dir else out / ".cache"
+    if config.use_cache:
+        _prepare_folder(cache_dir, "cache_dir", "--cache-dir DIR")  # before any model loads
     models = cache if cache is not None else ModelCache(config.memory_budget or None)
 
     from vlm_lab.checkpoints import fingerprint, load_digest_memo, processor_fingerprint, save_digest_memo
@@ -198,35 +204,41 @@ def compare(
     memo = load_digest_memo()  # per user: a new output folder does not re-hash unchanged weights
     known = len(memo)
 
+    first: dict[str, Sample] = {}
+    for key, sample in zip(keys, samples):
+        first.setdefault(key, sample)  # identical image+prompt: generate once
+    unique = list(first.items())
     plans = []
     for ref, name in zip(refs, names):
         fp = fingerprint(ref, memo=memo)
         store = ResultCache(cache_dir / f"{fp}-{gen_key}.jsonl")
         found, memory = store.read() if config.use_cache else ({}, {})
-        todo: dict[str, Sample] = {}
-        for key, sample in zip(keys, samples):
-            if key not in found:
-                todo.setdefault(key, sample)  # identical image+prompt: generate once
-        plans.append((ref, name, fp, store, found, memory, list(todo.items()), len(found)))
+        chunks = _batches_to_run(unique, found, gen)
+        missing = {key for chunk, _ in chunks for key, _ in chunk}
+        plans.append((ref, name, fp, store, found, memory, chunks, sum(key not in missing for key in keys)))
     if len(memo) != known:
         save_digest_memo(memo)
 
-    total = sum(math.ceil(len(todo) / gen.batch_size) for *_, todo, _ in plans)
+    total = sum(len(chunks) for *_, chunks, _ in plans)
     bar = tqdm(total=total, desc="compare", unit="batch", disable=not progress or total == 0, file=sys.stderr)
     encodings = _EncodingCache()
     # All in this thread: on a tiny model, generate is bound by Python, so helper threads
     # for encoding and image writes only contend for the GIL (measured: slower, not faster).
     try:
-        for ref, name, _, store, found, memory, todo, _ in plans:
-            if not todo:
+        for ref, name, _, store, found, memory, chunks, _ in plans:
+            if not chunks:
                 continue
             bar.set_description(f"compare {name}")
             loaded = models.get(ref, dtype=config.dtype, device=config.device)
+            check_prompts(loaded.processor, [sample for chunk, _ in chunks for _, sample in chunk])  # before any batch runs
             encodings.use(processor_fingerprint(ref, memo=memo))
             run = _CheckpointRun(name, loaded, gen, store if config.use_cache else None, encodings)
-            found.update(run.generate(todo, on_batch=lambda event: (bar.update(1), on_batch and on_batch(event))))
-            memory.clear()
-            memory.update(run.memory)
+            try:
+                found.update(run.generate(chunks, on_batch=lambda event: (bar.update(1), on_batch and on_batch(event))))
+            finally:
+                if run.memory:  # also after an interruption: a smaller, fully cached re-run still knows it
+                    memory.clear()
+                    memory.update(run.memory)
     finally:
         bar.close()
     images = _write_images(samples, keys, out)
@@ -259,33 +271,61 @@ class _CheckpointRun:
 
         return self.encodings.get(tuple(k for k, _ in chunk), lambda: encode_inputs(self.loaded.processor, [s for _, s in chunk]))
 
-    def generate(self, todo: list[tuple[str, Sample]], *, on_batch: Callable[[BatchEvent], object]) -> dict[str, dict]:
-        from vlm_lab.generation import batches, generate_batch
+    def generate(self, chunks: list[tuple[list[tuple[str, Sample]], str | None]], *, on_batch: Callable[[BatchEvent], object]) -> dict[str, dict]:
+        """Run ``chunks``: batches of (key, sample), each with its batch id when sampling (seeds it), else None."""
+        from vlm_lab.generation import generate_batch
 
         probe = _MemoryProbe(self.loaded)
-        chunks = list(batches(todo, self.gen.batch_size))
         done: dict[str, dict] = {}
         last_sync = time.monotonic()
         with self.store.appender() if self.store is not None else contextlib.nullcontext() as appender:
-            for i, chunk in enumerate(chunks):
-                outputs = generate_batch(self.loaded, [s for _, s in chunk], self.gen, encoded=self._encode(chunk))
-                records = [
-                    {"key": key, "text": o.text, "new_tokens": o.new_tokens, "latency_s": o.latency_s, "batch_size": o.batch_size}
-                    | ({"nonfinite": True} if o.nonfinite else {})
-                    for (key, _), o in zip(chunk, outputs)
-                ]
-                if appender is not None:
-                    # each batch reaches the OS at once (a killed process loses nothing); fsync at most
-                    # every SYNC_EVERY_S (and on close), so a power cut loses at most the last second
-                    sync = time.monotonic() - last_sync >= SYNC_EVERY_S
-                    appender.write(records, sync=sync)
-                    last_sync = time.monotonic() if sync else last_sync
-                done.update((r["key"], r) for r in records)
-                on_batch(BatchEvent(self.name, i, len(chunks), tuple(s.id for _, s in chunk)))
-            self.memory = {"peak_memory_bytes": probe.peak(), "memory_kind": probe.kind}
-            if appender is not None:
-                appender.write([{"memory": self.memory}])
+            try:
+                for i, (chunk, batch_id) in enumerate(chunks):
+                    seed = None if batch_id is None else int(batch_id, 16)
+                    outputs = generate_batch(self.loaded, [s for _, s in chunk], self.gen, encoded=self._encode(chunk), seed=seed)
+                    records = [
+                        {"key": key, "text": o.text, "new_tokens": o.new_tokens, "latency_s": o.latency_s, "batch_size": o.batch_size}
+                        | ({"nonfinite": True} if o.nonfinite else {})
+                        | ({"batch": batch_id} if batch_id is not None else {})
+                        for (key, _), o in zip(chunk, outputs)
+                    ]
+                    if appender is not None:
+                        # each batch reaches the OS at once (a killed process loses nothing); fsync at most
+                        # every SYNC_EVERY_S (and on close), so a power cut loses at most the last second
+                        sync = time.monotonic() - last_sync >= SYNC_EVERY_S
+                        appender.write(records, sync=sync)
+                        last_sync = time.monotonic() if sync else last_sync
+                    done.update((r["key"], r) for r in records)
+                    on_batch(BatchEvent(self.name, i, len(chunks), tuple(s.id for _, s in chunk)))
+            finally:  # also when interrupted: a smaller re-run served wholly from the cache still knows the memory
+                if done:
+                    self.memory = {"peak_memory_bytes": probe.peak(), "memory_kind": probe.kind}
+                    if appender is not None:
+                        appender.write([{"memory": self.memory}])
         return done
+
+
+def _batches_to_run(unique: list[tuple[str, Sample]], found: dict[str, dict], gen: GenerationConfig) -> list:
+    """The batches a checkpoint still has to generate, as ``(batch, batch id or None)``.
+
+    Greedy and beam search: the missing samples, batched (their outputs do not depend on
+    the batch). Sampling: the random draws depend on the batch's members, so batches are
+    fixed slices of the whole sample list, each seeded from the seed and its members (the
+    batch id, kept with each cached result); a batch runs again unless every member's
+    cached result came from that same batch. The outputs then depend on the data, seed and
+    batch size only, never on what an earlier run happened to cache.
+    """
+    from vlm_lab.config import parse_strategy
+    from vlm_lab.generation import batches
+
+    if parse_strategy(gen.strategy)[0] not in ("nucleus", "temperature"):
+        return [(list(chunk), None) for chunk in batches([item for item in unique if item[0] not in found], gen.batch_size)]
+    out = []
+    for chunk in batches(unique, gen.batch_size):
+        batch_id = hashlib.sha256(f"{gen.seed}:{','.join(k for k, _ in chunk)}".encode()).hexdigest()[:15]
+        if any(found.get(key, {}).get("batch") != batch_id for key, _ in chunk):
+            out.append((list(chunk), batch_id))
+    return out
 
 
 def _build_result(config, refs, names, plans, samples, keys, images, out) -> ComparisonResult:

@@ -21,6 +21,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from vlm_lab.config import GenerationConfig
 from vlm_lab.data import Sample
+from vlm_lab.errors import DataError
 from vlm_lab.models import LoadedModel
 
 
@@ -73,12 +74,28 @@ def chat_messages(prompt: str, image=None) -> list[dict]:
     return [{"role": "user", "content": [image_part, {"type": "text", "text": prompt}]}]
 
 
+def check_prompts(processor, samples: Sequence[Sample]) -> None:
+    """Refuse a prompt that holds the processor's image token: the chat template places the image.
+
+    Left in, the processor counts one image token more than images and fails deep inside.
+    """
+    token = getattr(processor, "image_token", None)
+    if isinstance(token, str) and token:
+        for s in samples:
+            if token in s.prompt:
+                raise DataError(
+                    f"sample {s.id}: the prompt holds the image token {token!r}; the chat template places the image "
+                    f"itself: remove {token!r} from the prompt (LLaVA-style data often starts with '{token}\\n')"
+                )
+
+
 def encode_inputs(processor, samples: Sequence[Sample]) -> dict:
     """Chat template + processor for a batch, left-padded, on the CPU.
 
     Depends only on the processor, so checkpoints of one training run (same
     tokenizer and image processor) can share it: ``compare`` encodes each batch once.
     """
+    check_prompts(processor, samples)
     # the chat template is rendered once per distinct prompt (VQA sets repeat a few questions)
     rendered = {
         prompt: processor.apply_chat_template(chat_messages(prompt), add_generation_prompt=True, tokenize=False)
@@ -129,16 +146,18 @@ def batches(items: Sequence, size: int) -> Iterator[Sequence]:
 
 @torch.inference_mode()
 def generate_batch(
-    loaded: LoadedModel, samples: Sequence[Sample], config: GenerationConfig, *, encoded: dict | None = None
+    loaded: LoadedModel, samples: Sequence[Sample], config: GenerationConfig, *, encoded: dict | None = None,
+    seed: int | None = None,
 ) -> list[GenerationOutput]:
     """Run one batch through ``model.generate``; seeded so sampling strategies repeat.
 
     ``encoded``: the batch already through ``encode_inputs`` with this model's processor.
+    ``seed``: this batch's seed for sampling (default ``config.seed``).
     """
     enc = encode_batch(loaded, samples, encoded=encoded)
     kwargs = config.generate_kwargs()
     if kwargs["do_sample"]:
-        torch.manual_seed(config.seed)  # greedy and beam search draw nothing (and seeding costs ~0.1 ms)
+        torch.manual_seed(config.seed if seed is None else seed)  # greedy and beam search draw nothing (seeding costs ~0.1 ms)
     tokenizer = loaded.processor.tokenizer
     pad_id = tokenizer.pad_token_id
     if pad_id is not None:
