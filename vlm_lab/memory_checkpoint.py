@@ -23,8 +23,13 @@ from vlm_lab.errors import CheckpointNotFoundError
 COMPONENTS = ("vision", "projector", "language")
 FLOAT_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}  # safetensors code -> torch name
 _TORCH_WEIGHTS = (".bin", ".pt", ".pth")  # read when a folder has no safetensors
-# Files a saved tokenizer always includes one of (save_pretrained writes tokenizer_config.json)
-TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+# A tokenizer's vocabulary, one of which a loadable tokenizer needs; tokenizer_config.json alone holds
+# only settings, and transformers then fails with "Couldn't instantiate the backend tokenizer"
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt")
+TOKENIZER_PATTERNS = ("*.model", "*.tiktoken")  # sentencepiece and tiktoken vocabularies (tokenizer.model, spiece.model)
+# Settings files that loading parses as JSON (a broken one fails as a bare JSONDecodeError)
+JSON_FILES = ("config.json", "generation_config.json", "processor_config.json", "preprocessor_config.json",
+              "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 _LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 Header = dict[str, tuple[str, list[int]]]  # tensor name -> (safetensors dtype code, shape)
 _PROJECTOR_KEYS = ("multi_modal_projector", "connector", "merger", "mm_projector")
@@ -137,9 +142,30 @@ def missing_for_loading(folder: Path) -> str:
     missing = []
     if not weight_paths(folder):
         missing.append("weights")
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+    has_vocabulary = any((folder / name).is_file() for name in TOKENIZER_FILES) or any(
+        any(folder.glob(pattern)) for pattern in TOKENIZER_PATTERNS
+    )
+    if not has_vocabulary:
         missing.append("tokenizer")
-    return f"no {' or '.join(missing)} in the folder" if missing else ""
+    if not missing:
+        return ""
+    why = f"no {' or '.join(missing)} in the folder"
+    if not has_vocabulary and (folder / "tokenizer_config.json").is_file():
+        why += ": tokenizer_config.json without tokenizer.json"
+    return why
+
+
+def invalid_json(folder: Path) -> str:
+    """The first settings file in ``folder`` that is not valid JSON ("config.json is not valid JSON (why)"); "" when none."""
+    for name in JSON_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            json.loads(path.read_bytes())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            return f"{name} is not valid JSON ({e})"
+    return ""
 
 
 def weight_files(folder: Path) -> tuple[int, str | None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 
 from vlm_lab.checkpoints import CheckpointRef, resolve
 from vlm_lab.errors import CheckpointNotFoundError, DeviceError
-from vlm_lab.memory_checkpoint import missing_for_loading, read_weights
+from vlm_lab.memory_checkpoint import invalid_json, missing_for_loading, read_weights
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 QUIET_LOAD_BYTES = 256 * 2**20  # local weights smaller than this load in well under a second: no progress bar
@@ -90,12 +91,13 @@ def load_model(ref: CheckpointRef | str | os.PathLike[str], *, dtype: str = "aut
 
     Raises:
         CheckpointNotFoundError: nothing loadable at the reference: no weights or no
-            tokenizer in a local folder, a weight file that is a Git-LFS pointer or
-            not a valid safetensors file (truncated, corrupt).
+            tokenizer in a local folder, a settings file that is not valid JSON, a weight
+            file that is a Git-LFS pointer or not a valid safetensors file (truncated,
+            corrupt), a config that is not an image-text-to-text model, a processor
+            without a chat template, weights that do not match config.json.
         DeviceError: the device or dtype cannot be used here.
     """
     from safetensors import SafetensorError
-    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     if not isinstance(ref, CheckpointRef):
         ref = resolve(str(ref), expand=False)[0]
@@ -108,8 +110,11 @@ def load_model(ref: CheckpointRef | str | os.PathLike[str], *, dtype: str = "aut
         kwargs["token"] = token
     try:
         with quiet_if_small(ref):
-            processor = AutoProcessor.from_pretrained(**kwargs)
-            model = AutoModelForImageTextToText.from_pretrained(**kwargs, dtype=torch_dtype)
+            _check_config(ref, kwargs)
+            processor = _load_processor(ref, kwargs)
+            model = _load_weights(ref, kwargs, torch_dtype)
+    except CheckpointNotFoundError:  # already says what and the fix (and is an OSError too)
+        raise
     except OSError as e:  # transformers reports missing repos/files as OSError
         raise CheckpointNotFoundError(f"cannot load {ref.spec!r}: {e}".splitlines()[0]) from e
     except SafetensorError as e:  # a hub download cut short (local folders are checked above)
@@ -124,19 +129,127 @@ def load_model(ref: CheckpointRef | str | os.PathLike[str], *, dtype: str = "aut
 
 
 def _check_folder(ref: CheckpointRef) -> None:
-    """A local folder holds weights, a tokenizer and valid weight files, or a clear error says what is wrong.
+    """A local folder holds weights, a tokenizer, valid JSON settings and valid weight files, or a
+    clear error says what is wrong.
 
     Without this, transformers fails deep inside: a Git-LFS pointer as a ``MemoryError``
-    or "header too large", a folder without tokenizer files as "install sentencepiece".
+    or "header too large", a folder without tokenizer files (tokenizer_config.json alone
+    included) as "Couldn't instantiate the backend tokenizer ... install sentencepiece",
+    a broken config.json as a bare ``JSONDecodeError``.
     """
     folder = Path(ref.path)
     missing = missing_for_loading(folder)
     if missing:
         raise CheckpointNotFoundError(
             f"cannot load {ref.spec!r}: {missing} (it needs weights, *.safetensors or *.bin, and tokenizer files, "
-            "e.g. tokenizer.json); point at a complete model folder, e.g. one written by save_pretrained"
+            "e.g. tokenizer.json); point at a complete model folder, e.g. one written by save_pretrained, "
+            "or copy the missing files from the model it was trained from"
+        )
+    broken = invalid_json(folder)
+    if broken:
+        raise CheckpointNotFoundError(
+            f"cannot load {ref.spec!r}: {broken}; fix the file, or save the checkpoint again with save_pretrained"
         )
     read_weights(folder)
+
+
+def _check_config(ref: CheckpointRef, kwargs: dict) -> None:
+    """The model config is readable and one ``AutoModelForImageTextToText`` can build a model from."""
+    from transformers import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING, AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(**kwargs)
+    except ValueError as e:  # no model_type, or one this transformers does not know
+        raise CheckpointNotFoundError(
+            f"cannot load {ref.spec!r}: config.json is not usable ({str(e).splitlines()[0]}); "
+            "fix its model_type, or upgrade transformers if the model is newer than it"
+        ) from e
+    if type(config) not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING:  # the check from_pretrained makes, before any weights load
+        raise CheckpointNotFoundError(
+            f"cannot load {ref.spec!r}: not an image-text-to-text model: AutoModelForImageTextToText cannot load "
+            f"model_type {config.model_type!r}; point at a vision-language checkpoint (e.g. llava, idefics3, qwen2_vl) "
+            "or fix model_type in config.json"
+        )
+
+
+def _load_processor(ref: CheckpointRef, kwargs: dict) -> Any:
+    """The processor, refused without a chat template (generation lays out image and prompt with it)."""
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(**kwargs)
+    except ValueError as e:
+        if not str(e).startswith("Couldn't instantiate the backend tokenizer"):
+            raise
+        raise CheckpointNotFoundError(
+            f"cannot load {ref.spec!r}: its tokenizer cannot be built from its files (no tokenizer.json, and the "
+            "others are incomplete or need sentencepiece/tiktoken to convert); add tokenizer.json "
+            "(processor.save_pretrained writes it), or pip install sentencepiece"
+        ) from e
+    if not getattr(processor, "chat_template", None):  # a bare tokenizer has the attribute too
+        raise CheckpointNotFoundError(
+            f"cannot load {ref.spec!r}: its processor has no chat template, which generation needs to place the image "
+            "and prompt; add chat_template.jinja to the folder (e.g. from the base model), or set "
+            "processor.chat_template and save the processor again"
+        )
+    return processor
+
+
+def _load_weights(ref: CheckpointRef, kwargs: dict, dtype: torch.dtype) -> Any:
+    """The model, with weights whose shapes do not fit config.json named as such.
+
+    transformers logs its load report (a table of missing, unexpected and mismatched
+    tensors) just before it raises on a size mismatch: the report is held during the
+    load, and let through unless the one-line error below replaces it.
+    """
+    from transformers import AutoModelForImageTextToText
+    from transformers.utils import logging as hf_logging
+
+    logger = hf_logging.get_logger("transformers.modeling_utils")
+    held = _HeldRecords()
+    logger.addFilter(held)
+    try:
+        return AutoModelForImageTextToText.from_pretrained(**kwargs, dtype=dtype)
+    except RuntimeError as e:
+        if "ignore_mismatched_sizes" not in str(e):  # transformers' size-mismatch errors name this option
+            raise
+        # only after a failed load: load again to get transformers' own list of mismatching tensors
+        _, info = AutoModelForImageTextToText.from_pretrained(
+            **kwargs, dtype=dtype, ignore_mismatched_sizes=True, output_loading_info=True
+        )
+        held.records.clear()
+        mismatched = sorted(info.get("mismatched_keys", ()))
+        first = ""
+        if mismatched:
+            name, saved, built = mismatched[0]
+            first = (
+                f" ({len(mismatched)} tensors differ, first {name}: {_shape(saved)} in the weights, "
+                f"{_shape(built)} from config.json)"
+            )
+        raise CheckpointNotFoundError(
+            f"cannot load {ref.spec!r}: the weights do not match config.json{first}; "
+            "restore the config.json the weights were saved with, or point at the weights for this config"
+        ) from e
+    finally:
+        logger.removeFilter(held)
+        for record in held.records:
+            logger.handle(record)
+
+
+class _HeldRecords(logging.Filter):
+    """Holds a logger's records instead of letting them through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+
+def _shape(shape: Any) -> str:
+    return "x".join(map(str, shape)) or "scalar"
 
 
 @contextlib.contextmanager
