@@ -3,31 +3,63 @@
 A dataset is a JSONL file with one ``{"id"?, "image", "prompt", "reference"?}``
 object per line; ``image`` is a path relative to the JSONL file. The embedded
 shapes data is addressed as ``shapes:SPLIT[:N]`` (e.g. ``shapes:val:64``).
+
+Samples read from a file hold the image's path, not its pixels: ``Sample.image``
+decodes the file on each access, so a run over thousands of photos holds only
+the batch it is working on.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from PIL import Image, UnidentifiedImageError
 
 from vlm_lab.errors import DataError
 
 
+class _ImageField:
+    """``Sample.image``: the image given, or for a file-backed sample (``image=None`` and an
+    ``image_path``) the file decoded afresh on each access and never kept on the sample."""
+
+    def __get__(self, sample: "Sample | None", owner: type | None = None) -> Image.Image:
+        if sample is None:
+            raise AttributeError("image")  # no class-level default: dataclass keeps ``image`` a required field
+        image = sample.__dict__["_image"]
+        return open_image(sample.image_path) if image is None else image
+
+    def __set__(self, sample: "Sample", image: Image.Image | None) -> None:
+        sample.__dict__["_image"] = image
+
+
 @dataclasses.dataclass
 class Sample:
-    """One image + prompt (+ optional reference answer)."""
+    """One image + prompt (+ optional reference answer).
+
+    ``image`` is a PIL image held in memory, or None with ``image_path`` set: then
+    reading ``image`` decodes the file each time (RGB) and the sample keeps only the path.
+    """
 
     id: str
-    image: Image.Image
+    image: Image.Image = _ImageField()  # type: ignore[assignment]
     prompt: str
     reference: str | None = None
     image_path: str | None = None  # where the image lives on disk, when it does
+
+    def __post_init__(self) -> None:
+        if self.__dict__["_image"] is None and not self.image_path:
+            raise DataError(f"sample {self.id!r} has neither an image nor an image_path; give one")
+
+    @property
+    def source_file(self) -> Path | None:
+        """The file ``image`` is decoded from on each access; None when the image is held in memory."""
+        return Path(self.image_path) if self.__dict__["_image"] is None else None
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, if_changed: bool = False) -> bool:
@@ -69,11 +101,13 @@ def write_jsonl(samples: Iterable[Sample], out_dir: str | os.PathLike[str], *, n
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     lines = []
-    written: dict[int, str] = {}  # one PNG per image object, even when several questions share it
+    written: dict[object, str] = {}  # one PNG per image, even when several questions share it
     for s in samples:
-        rel = written.get(id(s.image))
+        # a file-backed sample's ``image`` is a new object on each access: its file names it
+        image_key = s.source_file or id(s.image)
+        rel = written.get(image_key)
         if rel is None:
-            rel = written[id(s.image)] = f"images/{s.id}.png"
+            rel = written[image_key] = f"images/{s.id}.png"
             s.image.save(out / rel)
         record = {"id": s.id, "image": rel, "prompt": s.prompt}
         if s.reference is not None:
@@ -96,13 +130,56 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
         raise DataError(f"cannot read image {path}: {e}") from e
 
 
+def check_image(path: str | os.PathLike[str]) -> None:
+    """Check that ``path`` is an image PIL can read, without decoding its pixels (header + ``verify``).
+
+    ``verify`` checks a PNG's chunks and checksums; a JPEG cut short in its pixel
+    data passes and fails only when decoded (``open_image``, also a ``DataError``).
+    """
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except FileNotFoundError as e:
+        raise DataError(f"image not found: {path}") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot read image {path}: {e}") from e
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of a UTF-8 file (a BOM is fine); anything else is a ``DataError`` with the fix."""
+    raw = path.read_bytes()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise DataError(f"{path} is UTF-16 text; save it as UTF-8 (each line one JSON object)")
+    # split the bytes, not the text: str.splitlines would also split inside a prompt at U+2028 or U+0085
+    for lineno, line in enumerate(raw.removeprefix(codecs.BOM_UTF8).splitlines(), start=1):
+        try:
+            yield lineno, line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"{path}:{lineno}: not UTF-8 text (byte {line[e.start]:#04x} at column {e.start + 1}); save the file as UTF-8"
+            ) from e
+
+
+def _blank(value: object) -> bool:
+    """Missing (None), or a string that is empty or only whitespace (a number, even 0, is not blank)."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> list[Sample]:
-    """Read a bring-your-own-data JSONL file; image paths are relative to the file."""
+    """Read a bring-your-own-data JSONL file (UTF-8); image paths are relative to the file.
+
+    Each image is checked up front (readable, without decoding its pixels); the samples
+    hold only its path and decode it when used. A missing, empty or whitespace-only
+    ``reference`` means none: that sample's outputs are compared but not scored.
+
+    Raises:
+        DataError: naming the file and line, for a line or an image that cannot be used.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no data file at {path!s}; pass a JSONL of {{image, prompt, reference?}} or shapes:val:N")
     samples: list[Sample] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in _text_lines(path):
         if not line.strip():
             continue
         try:
@@ -111,7 +188,7 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
             raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
         if not isinstance(record, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-        missing = [k for k in ("image", "prompt") if not record.get(k)]
+        missing = [k for k in ("image", "prompt") if _blank(record.get(k))]
         if missing:
             raise DataError(f"{path}:{lineno}: missing {', '.join(missing)} (each line needs image and prompt)")
         wrong = [k for k in ("image", "prompt") if not isinstance(record[k], str)]
@@ -125,12 +202,17 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
         if unknown:
             raise DataError(f"{path}:{lineno}: unknown key(s) {', '.join(unknown)} (allowed: id, image, prompt, reference)")
         image_path = (path.parent / record["image"]).resolve()
+        try:
+            check_image(image_path)
+        except DataError as e:
+            raise DataError(f"{path}:{lineno}: {e}") from e
+        reference = record.get("reference")
         samples.append(
             Sample(
                 id=str(record.get("id") or f"{path.stem}-{lineno}"),
-                image=open_image(image_path),
+                image=None,  # decoded on access: the list holds paths, not pixels
                 prompt=str(record["prompt"]),
-                reference=None if record.get("reference") is None else str(record["reference"]),
+                reference=None if _blank(reference) else str(reference),
                 image_path=str(image_path),
             )
         )
@@ -143,6 +225,10 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
         raise DataError(f"{path}: duplicate sample id(s) {', '.join(dup)}; ids must be unique")
     return samples
+
+
+# shapes samples are made and held in memory, ~18 KB each (64x64 RGB + objects): at most ~1.8 GB
+MAX_SHAPES_SAMPLES = 100_000
 
 
 def is_shapes_spec(spec: str) -> bool:
@@ -168,5 +254,10 @@ def load_samples(spec: str, num_samples: int | None = None, *, seed: int = 0) ->
             n = min(n, num_samples)
         if split not in ("train", "val", "test") or n < 1 or len(parts) > 3:
             raise DataError(f"bad data spec {spec!r}; use shapes:SPLIT:N with SPLIT train|val|test, e.g. shapes:val:64")
+        if n > MAX_SHAPES_SAMPLES:
+            raise DataError(
+                f"{spec!r} asks for {n} samples; the embedded shapes set makes at most {MAX_SHAPES_SAMPLES} "
+                f"(held in memory): use shapes:{split}:{MAX_SHAPES_SAMPLES} or fewer"
+            )
         return shapes.make_samples(split, n, seed=seed)
     return read_jsonl(spec, limit=num_samples)

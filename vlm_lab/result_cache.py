@@ -7,7 +7,9 @@ generation key covers everything else that changes an output or its timing:
 strategy, max_new_tokens, batch size (greedy outputs do not depend on it, but
 latency and tokens/s do), seed (sampling only), dtype, device type and the
 torch/transformers versions. Each line is
-keyed by a hash of the sample's image pixels and prompt, not by its id. Each
+keyed by a hash of the sample's prompt and image (the bytes of its file when it
+was read from one, so a cached re-run decodes nothing; else its pixels), not by
+its id. Each
 batch's lines are appended and flushed as it finishes (fsync at most once a
 second and at the end); a torn last line from a crash is skipped on read, so
 the cache never needs an atomic rewrite.
@@ -26,15 +28,32 @@ from vlm_lab.data import Sample
 
 __all__ = ["CACHE_FORMAT", "Appender", "ResultCache", "generation_key", "sample_key"]
 
-CACHE_FORMAT = 2  # 2: rows with NaN/inf scores end there and are marked (1 kept argmax-of-NaN noise, unmarked)
+# 2: rows with NaN/inf scores end there and are marked (1 kept argmax-of-NaN noise, unmarked)
+# 3: a sample read from a file is keyed by the file's bytes, not its decoded pixels
+CACHE_FORMAT = 3
 
 
 def sample_key(sample: Sample) -> str:
-    """A hash of the image's pixels and the prompt: what the output depends on (not the id)."""
-    h = hashlib.sha256()
-    img = sample.image
-    h.update(f"{img.mode}:{img.size[0]}x{img.size[1]}:".encode())
-    h.update(img.tobytes())
+    """A hash of what the output depends on, not the id: the prompt and the image.
+
+    A sample read from a file hashes the file's bytes (nothing is decoded, so a fully
+    cached re-run over large photos stays cheap); an in-memory image hashes its pixels.
+    """
+    path = sample.source_file
+    if path is not None:
+        from vlm_lab.errors import DataError
+
+        try:
+            with open(path, "rb") as f:
+                h = hashlib.file_digest(f, "sha256")
+        except OSError as e:
+            raise DataError(f"cannot read image {path}: {e.strerror}") from e
+        h.update(b"\0file")  # never equal to a pixel key
+    else:
+        h = hashlib.sha256()
+        img = sample.image
+        h.update(f"{img.mode}:{img.size[0]}x{img.size[1]}:".encode())
+        h.update(img.tobytes())
     h.update(b"\0" + sample.prompt.encode("utf-8"))
     return h.hexdigest()[:24]
 

@@ -1,0 +1,146 @@
+"""vlm_lab.data: the bring-your-own-data JSONL path (file-backed, lazily decoded samples)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vlm_lab import data
+from vlm_lab.errors import DataError
+from vlm_lab.result_cache import sample_key
+
+
+def _image(path, color, size=(32, 24), **save):
+    img = Image.new("RGB", size, color)
+    img.save(path, **save)
+    return img
+
+
+def _jsonl(folder, *records, name="d.jsonl"):
+    path = folder / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def test_file_backed_samples_hold_the_path_and_decode_on_each_access(tmp_path):
+    _image(tmp_path / "a.png", "red")
+    (sample,) = data.read_jsonl(_jsonl(tmp_path, {"image": "a.png", "prompt": "Color?"}))
+    assert sample.source_file == tmp_path / "a.png"
+    first = sample.image
+    assert first.mode == "RGB" and first.getpixel((0, 0)) == (255, 0, 0)
+    assert sample.image is not first  # decoded afresh, not kept on the sample
+    _image(tmp_path / "a.png", "blue")  # the sample held no pixels: it sees the file as it is now
+    assert sample.image.getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_in_memory_samples_keep_their_image(tmp_path):
+    img = Image.new("RGB", (8, 8), "green")
+    sample = data.Sample(id="x", image=img, prompt="Color?", image_path=str(tmp_path / "elsewhere.png"))
+    assert sample.image is img and sample.source_file is None
+    with pytest.raises(DataError, match="neither an image nor an image_path"):
+        data.Sample(id="y", image=None, prompt="Color?")
+
+
+def test_write_jsonl_writes_each_image_file_once(tmp_path):
+    _image(tmp_path / "a.png", "red")
+    _image(tmp_path / "b.jpg", "blue")
+    rows = [{"image": "a.png", "prompt": p} for p in ("Color?", "Shape?", "Describe.")] + [{"image": "b.jpg", "prompt": "Color?"}]
+    samples = data.read_jsonl(_jsonl(tmp_path, *rows))
+    back = data.read_jsonl(data.write_jsonl(samples, tmp_path / "out"))
+    assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == ["d-1.png", "d-4.png"]
+    assert [s.source_file.name for s in back] == ["d-1.png"] * 3 + ["d-4.png"]
+    assert all((np.asarray(s.image) == np.asarray(t.image)).all() for s, t in zip(samples, back))
+
+
+def _truncated_png(path):
+    Image.effect_noise((64, 64), 50).convert("RGB").save(path)
+    path.write_bytes(path.read_bytes()[:400])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: None, r"d\.jsonl:2: image not found: .*x\.png"),
+        (lambda p: p.write_bytes(b"not an image"), r"d\.jsonl:2: cannot read image .*x\.png"),
+        (_truncated_png, r"d\.jsonl:2: cannot read image .*x\.png"),
+    ],
+)
+def test_images_are_checked_up_front_naming_file_and_line(tmp_path, make, message):
+    _image(tmp_path / "ok.png", "red")
+    make(tmp_path / "x.png")
+    path = _jsonl(tmp_path, {"image": "ok.png", "prompt": "hi"}, {"image": "x.png", "prompt": "hi"})
+    with pytest.raises(DataError, match=message):
+        data.read_jsonl(path)
+
+
+def test_reading_and_keying_decode_no_pixels(tmp_path):
+    # a JPEG cut short in its pixel data has a valid header: only decoding it fails
+    Image.effect_noise((64, 64), 50).convert("RGB").save(tmp_path / "a.jpg", quality=95)
+    (tmp_path / "a.jpg").write_bytes((tmp_path / "a.jpg").read_bytes()[:-200])
+    (sample,) = data.read_jsonl(_jsonl(tmp_path, {"image": "a.jpg", "prompt": "hi"}))
+    assert len(sample_key(sample)) == 24
+    with pytest.raises(DataError, match=r"cannot read image .*a\.jpg"):
+        sample.image
+
+
+def test_sample_key_of_a_file_is_its_bytes_and_the_prompt(tmp_path):
+    _image(tmp_path / "a.png", "red", compress_level=9)
+    (tmp_path / "copy.png").write_bytes((tmp_path / "a.png").read_bytes())
+    _image(tmp_path / "recoded.png", "red", compress_level=0)  # same pixels, other bytes
+    rows = [{"image": "a.png", "prompt": "hi"}, {"image": "copy.png", "prompt": "hi"},
+            {"image": "recoded.png", "prompt": "hi"}, {"image": "a.png", "prompt": "other"}]
+    a, copy, recoded, other_prompt = map(sample_key, data.read_jsonl(_jsonl(tmp_path, *rows)))
+    assert a == copy
+    assert len({a, recoded, other_prompt}) == 3
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"image": "a.png", "prompt": "hi"}\n{"image": "a.png", "prompt": "café"}\n'.encode("latin-1"),
+         r"d\.jsonl:2: not UTF-8 text \(byte 0xe9 at column 34\); save the file as UTF-8"),
+        ('{"image": "a.png", "prompt": "hi"}\n'.encode("utf-16"), r"d\.jsonl is UTF-16 text; save it as UTF-8"),
+    ],
+)
+def test_jsonl_that_is_not_utf8_is_a_data_error_with_the_fix(tmp_path, content, message):
+    _image(tmp_path / "a.png", "red")
+    (tmp_path / "d.jsonl").write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        data.read_jsonl(tmp_path / "d.jsonl")
+
+
+@pytest.mark.parametrize(
+    "text, prompts",
+    [
+        ('\ufeff{"image": "a.png", "prompt": "hi"}\n', ["hi"]),  # a UTF-8 BOM, as Notepad writes
+        ('{"image": "a.png", "prompt": "caf\u00e9 \u2028 next"}\r\n', ["caf\u00e9 \u2028 next"]),  # U+2028 is no line break
+    ],
+)
+def test_utf8_jsonl_is_read(tmp_path, text, prompts):
+    _image(tmp_path / "a.png", "red")
+    (tmp_path / "d.jsonl").write_bytes(text.encode("utf-8"))
+    assert [s.prompt for s in data.read_jsonl(tmp_path / "d.jsonl")] == prompts
+
+
+def test_whitespace_prompt_is_missing_like_an_empty_one(tmp_path):
+    _image(tmp_path / "a.png", "red")
+    for prompt in ("", "   ", "\t\n"):
+        with pytest.raises(DataError, match=r"d\.jsonl:1: missing prompt"):
+            data.read_jsonl(_jsonl(tmp_path, {"image": "a.png", "prompt": prompt}))
+
+
+def test_blank_reference_means_none(tmp_path):
+    _image(tmp_path / "a.png", "red")
+    references = ["", "  ", None, 0, " red "]
+    rows = [{"id": i, "image": "a.png", "prompt": "hi", "reference": r} for i, r in enumerate(references)]
+    assert [s.reference for s in data.read_jsonl(_jsonl(tmp_path, *rows))] == [None, None, None, "0", " red "]
+
+
+@pytest.mark.parametrize(
+    "spec, num_samples",
+    [("shapes:val:99999999999", None), (f"shapes:test:{data.MAX_SHAPES_SAMPLES + 1}", None), ("shapes:val", 10**9)],
+)
+def test_shapes_count_has_a_limit(spec, num_samples):
+    with pytest.raises(DataError, match=f"at most {data.MAX_SHAPES_SAMPLES}"):
+        data.load_samples(spec, num_samples)
