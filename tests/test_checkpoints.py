@@ -74,7 +74,7 @@ def test_resolve_all_keeps_order_and_drops_repeats(tiny_dir, tiny_checkpoints):
         (lambda d: str(d / "checkpoint-999"), "checkpoint-0, checkpoint-250, checkpoint-500, checkpoint-750, checkpoint-1000"),
         (lambda d: str(d.parent / "shapez"), "shapes"),  # a typo in the run folder: close matches first
         (lambda d: str(d / "checkpoint-1000" / "config.json"), "is a file"),
-        (lambda d: "./no/such/run", "no checkpoint at './no/such/run'"),
+        (lambda d: "./no/such/run", f"no checkpoint at {os.path.abspath('no/such/run')!r}"),
         (lambda d: "  ", "empty checkpoint reference"),
     ],
 )
@@ -90,9 +90,66 @@ def test_empty_training_folder_is_an_error(tmp_path):
         resolve(str(tmp_path))
 
 
-def test_unknown_org_name_is_treated_as_a_hub_id():
-    (ref,) = resolve("some-org/some-model@dev")
-    assert ref.repo_id == "some-org/some-model" and ref.revision == "dev"
+@pytest.mark.parametrize(
+    "spec, where",
+    [
+        ("runz/checkpoint-500", "runz/checkpoint-500"),  # a checkpoint-N leaf: a path, not a hub repo
+        ("checkpoints/shapes/checkpoint-300", "checkpoints/shapes/checkpoint-300"),  # two slashes
+        ("./shapes", "shapes"),
+        ("../work/runz", "runz"),
+        ("~/runs/x", "../home/runs/x"),
+        ("org/name/", "org/name"),  # a tab-completed folder
+    ],
+)
+def test_path_like_references_are_local_paths(spec, where, tmp_path, monkeypatch):
+    (tmp_path / "work" / "runs").mkdir(parents=True)
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path / "work")
+    with pytest.raises(CheckpointNotFoundError) as info:
+        resolve(spec)
+    message = str(info.value)
+    assert message.startswith(f"no checkpoint at {os.path.abspath(where)!r} (")  # absolute: no guessing the cwd
+    assert "found in" in message or "is empty" in message
+    assert "hub" not in message.lower() and "huggingface" not in message
+
+
+def test_resolve_all_drops_a_checkpoint_spelled_two_ways(tiny_dir, monkeypatch):
+    monkeypatch.chdir(tiny_dir.parent)
+    rel = f"{tiny_dir.name}/checkpoint-0"
+    refs = resolve_all([rel, str(tiny_dir / "checkpoint-0"), f"./{rel}/", str(tiny_dir)])
+    assert [r.step for r in refs] == [0, 250, 500, 750, 1000]
+    assert refs[0].spec == rel  # the first spelling is kept
+
+
+def test_training_output_with_a_final_model_expands_to_checkpoints_then_the_final_model(tiny_checkpoints, tmp_path):
+    from vlm_lab.compare import unique_names
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoints[-1], run)  # Trainer.save_model() at the end: the final model at the root
+    for ckpt in tiny_checkpoints[:2]:
+        shutil.copytree(ckpt, run / ckpt.name)
+    refs = resolve(str(run))
+    assert [r.step for r in refs] == [0, 250, None] and refs[-1].path == str(run)
+    assert unique_names(refs) == ["checkpoint-0", "checkpoint-250", str(run)]
+    (final,) = resolve(str(run), expand=False)  # one model asked for: the final one, as before
+    assert final.path == str(run)
+    assert [r.step for r in resolve_all([str(run), str(run / "checkpoint-250")])] == [0, 250, None]
+
+
+def test_checkpoint_folders_that_are_not_models_say_what_they_lack(tmp_path):
+    lora = tmp_path / "lora"
+    for step in (200, 100):
+        (lora / f"checkpoint-{step}").mkdir(parents=True)
+        (lora / f"checkpoint-{step}" / "adapter_config.json").write_text("{}")
+        (lora / f"checkpoint-{step}" / "adapter_model.safetensors").write_bytes(b"")
+    for expand in (True, False):
+        with pytest.raises(CheckpointNotFoundError) as info:
+            resolve(str(lora), expand=expand)
+        message = str(info.value)
+        assert "checkpoint-100 has no config.json (it holds adapter_config.json, adapter_model.safetensors)" in message
+        assert message.index("checkpoint-100") < message.index("checkpoint-200")
+        assert "no checkpoint-N folders" not in message and "merge_and_unload" in message  # a LoRA adapter: merge it
 
 
 def _copy_model(src, dst):

@@ -4,9 +4,17 @@ A reference is one of:
 
 - a local model folder (holds ``config.json``), e.g. ``checkpoints/shapes/checkpoint-300``;
 - a training-output folder whose ``checkpoint-N`` subfolders are discovered and
-  sorted by N, e.g. ``checkpoints/shapes`` (expands to several references);
+  sorted by N, e.g. ``checkpoints/shapes`` (expands to several references; a final
+  model saved at its root comes after them);
 - a hub id ``org/name``, optionally ``@revision`` and/or ``:subfolder``, e.g.
   ``llava-hf/llava-interleave-qwen-0.5b-hf@main`` or ``me/run:checkpoint-300``.
+
+An existing folder always wins. A missing one is reported as a missing path, never
+tried on the hub, when the reference can only be a path: it starts with ``.``,
+``/`` or ``~``, has more than one ``/``, ends in ``checkpoint-N``, or its first
+part is a local folder. Only a plain ``org/name`` is read as a hub id; offline
+(``HF_HUB_OFFLINE=1``) it must be in the local Hugging Face cache, else the error
+names both readings.
 
 ``fingerprint`` identifies the *weights* a reference points at, so caches keyed
 on it are never served stale results after a checkpoint is re-saved in place.
@@ -118,45 +126,99 @@ def _nearby(path: Path) -> str:
     return f"found in {parent}: {', '.join(shown)}" + (" ..." if len(children) > len(shown) else "")
 
 
+def _absolute(path: Path) -> Path:
+    """``path`` made absolute against the working directory, ``..`` folded, symlinks kept."""
+    return Path(os.path.abspath(path))
+
+
+def _looks_local(spec: str) -> bool:
+    """True when ``spec`` can only mean a path (see the module docstring), so a miss is never sent to the hub."""
+    repo_part = spec.split(":", 1)[0].split("@", 1)[0]
+    return (
+        spec.startswith((".", "/", "~"))
+        or not _HUB_ID.match(repo_part)  # also: more than one slash, or none
+        or bool(_CHECKPOINT_DIR.match(repo_part.rsplit("/", 1)[-1]))
+        or Path(repo_part.split("/", 1)[0]).is_dir()
+    )
+
+
+def _not_a_model_folder(spec: str, path: Path) -> str:
+    """Why a folder without ``config.json`` (and without loadable ``checkpoint-N`` folders) is not a checkpoint."""
+    steps = sorted((int(m.group(1)), c) for c in path.iterdir() if (m := _CHECKPOINT_DIR.match(c.name)) and c.is_dir())
+    if not steps:
+        return f"no checkpoint at {spec!r}: no config.json and no checkpoint-N folders ({_nearby(path / 'x')})"
+
+    def holds(folder: Path) -> str:
+        names = sorted(c.name for c in folder.iterdir() if not c.name.startswith("."))
+        return f"it holds {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}" if names else "it is empty"
+
+    shown = "; ".join(f"{c.name} has no config.json ({holds(c)})" for _, c in steps[:3])
+    more = f"; {len(steps) - 3} more like them" if len(steps) > 3 else ""
+    if any((c / "adapter_config.json").is_file() for _, c in steps):
+        fix = ("they are PEFT/LoRA adapters, not models: merge each into its base model "
+               "(model.merge_and_unload().save_pretrained(...), plus the processor) and compare the merged folders")  # fmt: skip
+    else:
+        fix = "point at folders written by save_pretrained (config.json, weights and tokenizer files)"
+    return f"no checkpoint at {spec!r}: it has no config.json and its checkpoint-N folders are not model folders: {shown}{more}; {fix}"
+
+
+def _resolve_folder(spec: str, path: Path, *, expand: bool) -> list[CheckpointRef]:
+    found = discover_checkpoints(path)
+    final = (path / "config.json").is_file()
+    if final and not (expand and found):
+        return [CheckpointRef(spec=spec, path=str(path))]
+    if found and expand:
+        # A Trainer output folder: every checkpoint-N by N, then the model saved at its root
+        # (Trainer.save_model() at the end), which may differ from the last checkpoint.
+        refs = [CheckpointRef(spec=str(p), path=str(p)) for p in found]
+        return refs + [CheckpointRef(spec=spec, path=str(path))] if final else refs
+    if found:
+        return [CheckpointRef(spec=str(found[-1]), path=str(found[-1]))]
+    raise CheckpointNotFoundError(_not_a_model_folder(spec, path))
+
+
 def resolve(spec: str, *, expand: bool = True) -> list[CheckpointRef]:
     """Resolve one reference string into one or more ``CheckpointRef``.
 
-    A training-output folder expands to its ``checkpoint-N`` folders (sorted by N)
-    when ``expand``; a model folder or hub id resolves to itself.
+    A training-output folder expands to its ``checkpoint-N`` folders (sorted by N),
+    followed by the final model when one is saved at its root, when ``expand``;
+    without ``expand`` it resolves to its final model, else its latest checkpoint.
+    A model folder or hub id resolves to itself. Offline (``HF_HUB_OFFLINE=1``) a hub
+    id must be in the local Hugging Face cache; online the hub is first asked when
+    the commit is needed (``fingerprint``) or at load time.
 
     Raises:
-        CheckpointNotFoundError: nothing loadable there; the message lists what exists nearby.
+        CheckpointNotFoundError: nothing loadable there; the message lists what exists nearby
+            (for a plain ``org/name``: both as a local folder and as a hub id).
     """
     spec = str(spec).strip()
     if not spec:
         raise CheckpointNotFoundError("empty checkpoint reference; pass a folder or a hub id org/name")
     path = Path(spec).expanduser()
     if path.is_dir():
-        if (path / "config.json").is_file():
-            return [CheckpointRef(spec=spec, path=str(path))]
-        found = discover_checkpoints(path)
-        if found and expand:
-            return [CheckpointRef(spec=str(p), path=str(p)) for p in found]
-        if found:
-            return [CheckpointRef(spec=str(found[-1]), path=str(found[-1]))]
-        raise CheckpointNotFoundError(f"no checkpoint at {spec!r}: no config.json and no checkpoint-N folders ({_nearby(path / 'x')})")
+        return _resolve_folder(spec, path, expand=expand)
     if path.is_file():
         raise CheckpointNotFoundError(f"{spec!r} is a file; pass the folder that holds config.json")
-    head = spec.split("/", 1)[0]
-    if spec.startswith((".", "/", "~")) or Path(head).is_dir() or not _HUB_ID.match(spec.split("@")[0].split(":")[0]):
-        # clearly meant as a local path (or not a valid hub id): say what exists instead
-        raise CheckpointNotFoundError(f"no checkpoint at {spec!r} ({_nearby(path)})")
-    return [parse_hub_ref(spec)]
+    if _looks_local(spec):
+        where = _absolute(path)
+        raise CheckpointNotFoundError(f"no checkpoint at {str(where)!r} ({_nearby(where)})")
+    ref = parse_hub_ref(spec)
+    _check_cached_if_offline(ref)
+    return [ref]
 
 
 def resolve_all(specs: list[str] | tuple[str, ...] | str) -> list[CheckpointRef]:
-    """Resolve several references (or one comma-separated string), keeping order, dropping repeats."""
+    """Resolve several references (or one comma-separated string), keeping order, dropping repeats.
+
+    Local folders are the same when their resolved paths are (``runs/x`` and ``/abs/runs/x``);
+    the first spelling is kept.
+    """
     if isinstance(specs, str):
         specs = [s for s in specs.split(",") if s.strip()]
     seen: dict[str, CheckpointRef] = {}
     for spec in specs:
         for ref in resolve(spec):
-            seen.setdefault(ref.path or ref.spec, ref)
+            seen.setdefault(str(Path(ref.path).resolve()) if ref.path is not None else ref.spec, ref)
     if not seen:
         raise CheckpointNotFoundError("no checkpoints given; pass at least one folder or hub id")
     return list(seen.values())
@@ -237,8 +299,16 @@ def fingerprint(ref: CheckpointRef, *, memo: MutableMapping[str, str] | None = N
     once: hashing runs at ~1 GB/s, a few seconds for a 7 GB model, and a re-run
     with an unchanged stat costs nothing.
 
-    Hub: repo id, the commit the revision resolves to (when huggingface_hub can
-    tell) and the subfolder.
+    Hub: repo id, the commit the revision resolves to, and the subfolder. The commit
+    comes from the hub when it can be reached, else from the local Hugging Face cache
+    (``refs/<revision>``, as transformers resolves it to load offline); a 40-hex
+    revision is already one. The commit names the cached snapshot exactly (its files
+    are stored by content hash), so the snapshot is not hashed again. When neither the
+    hub nor the cache knows the commit, nothing can be loaded either, and the revision's
+    name ("main") would let different weights share cached results: that raises.
+
+    Raises:
+        CheckpointNotFoundError: a hub reference whose commit cannot be found.
     """
     h = hashlib.sha256()
     if ref.path is not None:
@@ -264,11 +334,74 @@ def processor_fingerprint(ref: CheckpointRef, *, memo: MutableMapping[str, str] 
     return h.hexdigest()[:16]
 
 
-def _hub_commit(ref: CheckpointRef) -> str | None:
-    """The commit a hub revision points at, from the local cache or the hub; else the revision."""
-    try:
-        from huggingface_hub import HfApi
+def _hub_commit(ref: CheckpointRef) -> str:
+    """The commit a hub revision points at: asked of the hub, or read from the local cache offline.
 
-        return HfApi().model_info(ref.repo_id, revision=ref.revision).sha or ref.revision
-    except Exception:  # offline, gated, or unknown: fall back to the name of the revision
-        return ref.revision or "main"
+    Raises:
+        CheckpointNotFoundError: neither knows it (offline and not cached, unknown repo or revision).
+    """
+    from huggingface_hub import HfApi, is_offline_mode
+
+    try:
+        # huggingface_hub's own resolution: the hub when online (and refs/ updated), the cache's
+        # refs/ when offline or unreachable, a commit id as is.
+        return HfApi().resolve_revision(ref.repo_id, revision=ref.revision, local_files_only=is_offline_mode()).resolved
+    except Exception as e:  # noqa: BLE001 - whatever the reason, the weights are unknown: refuse to guess
+        raise _hub_not_found(ref, _hub_problem(ref, e)) from e
+
+
+def _check_cached_if_offline(ref: CheckpointRef) -> None:
+    """Offline, a hub reference must have its config in the local cache (what loading it needs first)."""
+    from huggingface_hub import is_offline_mode, try_to_load_from_cache
+
+    if not is_offline_mode():
+        return  # online: asked of the hub when the commit is needed (fingerprint) or at load time
+    config = f"{ref.subfolder.strip('/')}/config.json" if ref.subfolder else "config.json"
+    try:
+        if isinstance(try_to_load_from_cache(ref.repo_id, config, revision=ref.revision), str):
+            return
+    except ValueError:  # a repo id huggingface_hub refuses (e.g. "a--b"): it cannot be cached either
+        pass
+    raise _hub_not_found(ref, _offline_problem(ref))
+
+
+def _cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def _offline_problem(ref: CheckpointRef) -> str:
+    what = f"revision {ref.revision!r} of {ref.repo_id!r}" if ref.revision else f"hub model {ref.repo_id!r}"
+    download = f"hf download {ref.repo_id}" + (f" --revision {ref.revision}" if ref.revision else "")
+    return (f"{what} is not in the local Hugging Face cache ({_cache_dir()}) and HF_HUB_OFFLINE=1 forbids "
+            f"downloading it; download it while online ({download})")  # fmt: skip
+
+
+def _hub_problem(ref: CheckpointRef, error: Exception) -> str:
+    """One line on why the hub and the cache could not say which commit ``ref`` is."""
+    from huggingface_hub import is_offline_mode
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError, RevisionResolutionError
+
+    if isinstance(error, GatedRepoError):
+        return f"{ref.repo_id!r} is gated on the hub: accept its terms there and log in (hf auth login)"
+    if isinstance(error, RepositoryNotFoundError):
+        return f"the hub has no model {ref.repo_id!r} you can see (a private one needs a token: hf auth login)"
+    if isinstance(error, RevisionNotFoundError):
+        return f"the hub has no revision {ref.revision!r} of {ref.repo_id!r}"
+    if isinstance(error, RevisionResolutionError) and is_offline_mode():
+        return _offline_problem(ref)
+    what = f"revision {ref.revision or 'main'!r} of {ref.repo_id!r}"
+    if isinstance(error, RevisionResolutionError):
+        return f"the hub could not be reached and the local Hugging Face cache ({_cache_dir()}) has no {what}"
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return f"the hub did not say which commit {what} is ({type(error).__name__}: {first_line})"
+
+
+def _hub_not_found(ref: CheckpointRef, problem: str) -> CheckpointNotFoundError:
+    """``cannot load 'spec': <problem>``; a plain ``org/name`` also says it is no local folder."""
+    if "@" in ref.spec or ":" in ref.spec:  # unmistakably a hub reference
+        return CheckpointNotFoundError(f"cannot load {ref.spec!r}: {problem}")
+    where = _absolute(Path(ref.spec).expanduser())
+    local = f"no local folder {str(where)!r} (relative to {os.getcwd()}; {_nearby(where)})"
+    return CheckpointNotFoundError(f"cannot load {ref.spec!r}: {local}, and {problem}")
