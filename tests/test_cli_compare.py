@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -49,6 +50,39 @@ def test_errors_are_one_line_with_the_fix(tiny_dir, tmp_path):
     assert r.returncode == 2 and "checkpoint-1000" in r.stderr and "Traceback" not in r.stderr
     r = vlm_lab("compare", str(tiny_dir), "--strategy", "nucleus(2)", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "nucleus(0.9)" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_data_without_references_shows_dashes_not_none(tiny_checkpoints, tmp_path):
+    from vlm_lab import data, shapes
+
+    samples = [dataclasses.replace(s, reference=None) for s in shapes.make_samples("val", 3)]
+    path = data.write_jsonl(samples, tmp_path / "mine")
+    r = vlm_lab("compare", str(tiny_checkpoints[-1]), "--data", str(path), "--out", str(tmp_path / "cmp"), "--device", "cpu", "--quiet")
+    assert r.returncode == 0, r.stderr
+    header, row = r.stdout.splitlines()[:2]
+    assert "None" not in r.stdout and "nan" not in r.stdout
+    assert row.split()[:4] == ["checkpoint-1000", "-", "-", "-"]  # accuracy and its CI: no references
+
+
+def test_ctrl_c_says_whether_a_re_run_resumes(tiny_checkpoints, tmp_path):
+    import os
+    import signal
+    import time
+
+    for flags, expected in (([], "a re-run resumes"), (["--no-cache"], "nothing was cached (--no-cache)")):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vlm_lab.cli", "compare", str(tiny_checkpoints[-1]), "--data", "shapes:val:1000",
+             "--batch-size", "1", "--device", "cpu", "--out", str(tmp_path / "cmp"), *flags], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        seen, deadline = b"", time.monotonic() + 300
+        while b"compare checkpoint-1000:" not in seen and time.monotonic() < deadline:  # the bar: batches are running
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            assert chunk, f"vlm-lab ended before its first batch: {seen.decode()[-500:]}"
+            seen += chunk
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=120)[1]
+        # 130, or killed by the SIGINT itself when it lands as the process exits: a shell reads both as 130
+        assert proc.returncode in (130, -signal.SIGINT) and expected in (seen + rest).decode(), (seen + rest).decode()[-500:]
 
 
 def test_float16_overflow_is_one_warning_line(overflowing_checkpoint, tmp_path):

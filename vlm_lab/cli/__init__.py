@@ -54,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("interrupted; finished work is saved and a re-run resumes from it", file=sys.stderr)
+        if getattr(args, "no_cache", False):
+            print("interrupted; nothing was cached (--no-cache), so a re-run starts over", file=sys.stderr)
+        else:
+            print("interrupted; finished work is saved and a re-run resumes from it", file=sys.stderr)
         return 130
 
 

@@ -80,14 +80,16 @@ def print_summary(result, *, as_json: bool) -> None:
     from vlm_lab.model_cache import format_bytes
 
     frame = result.summary_frame()
-    table = frame[["checkpoint", "accuracy", "ci_low", "ci_high", "mean_latency_s", "tokens_per_s", "peak_memory_bytes"]]
-    pct = lambda x: "-" if x is None or x != x else f"{x:.1%}"  # noqa: E731
+    numbers = ["accuracy", "ci_low", "ci_high", "mean_latency_s", "tokens_per_s", "peak_memory_bytes"]
+    table = frame[["checkpoint", *numbers]].astype({c: float for c in numbers})  # None (no references) -> NaN -> "-"
     print(
         table.to_string(
             index=False,
+            na_rep="-",
             formatters={
-                "accuracy": pct, "ci_low": pct, "ci_high": pct,
-                "mean_latency_s": "{:.4f}".format, "tokens_per_s": "{:.0f}".format, "peak_memory_bytes": format_bytes,
+                "accuracy": "{:.1%}".format, "ci_low": "{:.1%}".format, "ci_high": "{:.1%}".format,
+                "mean_latency_s": "{:.4f}".format, "tokens_per_s": "{:.0f}".format,
+                "peak_memory_bytes": lambda b: format_bytes(int(b)),
             },  # fmt: skip
         )
     )
