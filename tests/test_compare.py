@@ -72,6 +72,24 @@ def test_files_on_disk_and_load_round_trip(finished):
     assert all((out / image).is_file() and image.startswith("images/") for image in csv["image"])  # relative to the CSV
 
 
+def test_a_save_cut_short_or_a_damaged_file_is_refused_with_the_fix(tmp_path, finished):
+    result = ComparisonResult.load(finished[1].output_dir)
+    out = tmp_path / "copy"
+    result.save(out)
+    summary = (out / "summary.json").read_text()
+    result.checkpoints, result.refs, result.summary = result.checkpoints[:1], result.refs[:1], result.summary[:1]
+    for row in result.rows:
+        row["outputs"] = {result.checkpoints[0]: row["outputs"][result.checkpoints[0]]}
+    result.save(out)
+    assert ComparisonResult.load(out).checkpoints == result.checkpoints
+    (out / "summary.json").write_text(summary)  # as if the second save stopped before its summary.json
+    with pytest.raises(DataError, match=r"from different saves .* re-run vlm-lab compare with --out"):
+        ComparisonResult.load(out)
+    (out / "summary.json").write_text(summary[: len(summary) // 2])
+    with pytest.raises(DataError, match=r"is damaged \(JSONDecodeError"):
+        ComparisonResult.load(out)
+
+
 def test_dataframes(finished):
     _, result = finished
     wide = result.to_dataframe()
@@ -278,6 +296,16 @@ def test_same_step_names_from_two_runs_are_told_apart(tmp_path, tiny_checkpoints
     config = _config(tmp_path, [tmp_path / "runA" / "checkpoint-1000", tmp_path / "runB" / "checkpoint-1000"], num_samples=3)
     result = compare(config, progress=False, cache=models)
     assert result.checkpoints == ["runA/checkpoint-1000", "runB/checkpoint-1000"]
+
+
+def test_the_same_weights_twice_are_generated_once(tmp_path, tiny_checkpoints, models):
+    copy = shutil.copytree(tiny_checkpoints[-1], tmp_path / "final")  # e.g. Trainer.save_model() after the last step
+    events: list[BatchEvent] = []
+    result = compare(_config(tmp_path, [tiny_checkpoints[-1], copy]), progress=False, cache=models, on_batch=events.append)
+    assert {e.checkpoint for e in events} == {"checkpoint-1000"} and len(events) == 3
+    assert result.refs[0]["fingerprint"] == result.refs[1]["fingerprint"]
+    assert all(r["outputs"]["checkpoint-1000"] == r["outputs"][result.checkpoints[1]] for r in result.rows)
+    assert result.summary[0]["accuracy"] == result.summary[1]["accuracy"] == 1.0
 
 
 def test_names_equal_even_with_their_parents_are_all_numbered():

@@ -382,19 +382,25 @@ def test_profile_keeps_the_estimates_of_what_cannot_be_measured(tiny_checkpoints
     from vlm_lab import memory_report
 
     config_only = memory_synthetic.write_config_only(tmp_path / "config-only", memory_synthetic.llava_config(memory_synthetic.LLAVA_TINY))
-    # tokenizer_config.json without the vocabulary: the folder looks complete, the measuring process fails
+    # tokenizer_config.json without the vocabulary: seen before measuring
     no_vocab = copy_checkpoint("no-vocab", drop=("tokenizer.json",))
-    refs = (str(config_only), str(no_vocab), str(tiny_checkpoints[-1]))
+    # weights that do not match config.json: the folder looks complete, the measuring process fails
+    mismatched = copy_checkpoint("mismatched")
+    config = json.loads((mismatched / "config.json").read_text())
+    config["text_config"]["intermediate_size"] *= 2
+    (mismatched / "config.json").write_text(json.dumps(config))
+    refs = (str(config_only), str(no_vocab), str(mismatched), str(tiny_checkpoints[-1]))
     with pytest.warns(memory_report.NotMeasuredWarning) as caught:
         rows = memory_report.profile(MemoryConfig(checkpoints=refs, device="cpu", max_new_tokens=4))
-    assert [str(w.message).split(":")[0] for w in caught] == [f"cannot measure {config_only}", f"cannot measure {no_vocab}"]
+    assert [str(w.message).split(":")[0] for w in caught] == [f"cannot measure {p}" for p in refs[:3]]
     assert "no weights or tokenizer in the folder (estimate only; use --no-measure" in str(caught[0].message)
-    assert [r.measurement is None for r in rows] == [True, True, False]
+    assert [r.measurement is None for r in rows] == [True, True, True, False]
     assert rows[0].not_measured == "no weights or tokenizer in the folder"
-    assert rows[1].not_measured.startswith("the measuring process failed (exit 1): ") and "\n" not in rows[1].not_measured
-    assert rows[2].not_measured == "" and rows[2].measured_bytes > 0
+    assert rows[1].not_measured == "no tokenizer in the folder: tokenizer_config.json without tokenizer.json"
+    assert rows[2].not_measured.startswith("the measuring process failed (exit 1): ") and "\n" not in rows[2].not_measured
+    assert rows[3].not_measured == "" and rows[3].measured_bytes > 0
     assert all(r.verdict.fits for r in rows)  # every row keeps its estimate and verdict
-    assert [r.to_dict()["not_measured"] for r in rows] == [rows[0].not_measured, rows[1].not_measured, None]
+    assert [r.to_dict()["not_measured"] for r in rows] == [r.not_measured for r in rows[:3]] + [None]
     assert "; not measured: no weights or tokenizer in the folder" in memory_report.summary(rows).splitlines()[0]
 
 

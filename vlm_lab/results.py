@@ -7,7 +7,8 @@ comparison's output folder::
 
     results.jsonl   one sample per line, per-checkpoint outputs nested
     results.csv     the same, flat: id, image (images/..., relative to the folder), prompt, reference, <checkpoint>/output, ...
-    summary.json    config, checkpoints (name, spec, step, fingerprint), per-checkpoint summary
+    summary.json    config, checkpoints (name, spec, step, fingerprint), per-checkpoint summary,
+                    and the hash of the results.jsonl it belongs to (written last)
     comparison.html side by side with thumbnails; samples where checkpoints disagree highlighted
     images/*        each sample image once, named by the hash of its pixels and prompt
                     (PNG, or a copy of the original file: a JPEG stays a JPEG)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import html as html_lib
 import json
 import math
@@ -93,9 +95,10 @@ class ComparisonResult:
             frame["image"] = [row["image"] for row in self.rows]  # relative to the CSV: the folder can move as a whole
             atomic_write_text(out / "results.csv", frame.to_csv(index=False))
             atomic_write_text(out / "results.jsonl", rows_text)  # after the CSV: an interrupted save redoes both
-        meta = {"config": self.config, "checkpoints": self.refs, "summary": self.summary}
-        atomic_write_text(out / "summary.json", _dumps(meta, indent=2) + "\n", if_changed=True)
         atomic_write_text(out / "comparison.html", self.html(max_rows=None, embed_images=False), if_changed=True)
+        # last, naming the rows it belongs to: a save cut short leaves a folder that load() refuses
+        meta = {"config": self.config, "checkpoints": self.refs, "summary": self.summary, "results_sha256": _sha256(rows_text)}
+        atomic_write_text(out / "summary.json", _dumps(meta, indent=2) + "\n", if_changed=True)
         return out
 
     @classmethod
@@ -105,9 +108,16 @@ class ComparisonResult:
         summary_path, rows_path = out / "summary.json", out / "results.jsonl"
         if not summary_path.is_file() or not rows_path.is_file():
             raise DataError(f"no comparison in {str(out)!r} (needs summary.json and results.jsonl); run vlm-lab compare --out {out}")
-        meta = json.loads(summary_path.read_text(encoding="utf-8"))
-        rows = [json.loads(line) for line in rows_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        refs = meta["checkpoints"]
+        rerun = f"re-run vlm-lab compare with --out {out} (its results are cached, so it only rewrites the files)"
+        rows_text = rows_path.read_text(encoding="utf-8")
+        try:
+            meta = json.loads(summary_path.read_text(encoding="utf-8"))
+            rows = [json.loads(line) for line in rows_text.splitlines() if line.strip()]
+            refs = meta["checkpoints"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise DataError(f"the comparison in {str(out)!r} is damaged ({type(e).__name__}: {e}); {rerun}") from None
+        if meta.get("results_sha256", _sha256(rows_text)) != _sha256(rows_text):
+            raise DataError(f"results.jsonl and summary.json in {str(out)!r} are from different saves (one was cut short); {rerun}")
         return cls(
             config=meta["config"], checkpoints=[r["name"] for r in refs], refs=refs, rows=rows,
             summary=meta["summary"], output_dir=out,
@@ -252,6 +262,10 @@ class ComparisonResult:
 
     def __repr__(self) -> str:
         return f"ComparisonResult({len(self.checkpoints)} checkpoints x {len(self.rows)} samples, output_dir={str(self.output_dir)!r})"
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _nan(value: float | None) -> float:

@@ -174,7 +174,8 @@ class Explorer:
         if not prompt:
             self.output.value = message_html("Type a prompt first.", error=True)
             return []
-        if self.image is None:
+        image = self.image  # once: an example read from a file is decoded on each access
+        if image is None:
             self.output.value = message_html("Pick an example or upload an image first.", error=True)
             return []
         from vlm_lab.compare import compare_one
@@ -189,10 +190,10 @@ class Explorer:
             for i, ref in enumerate(refs, start=1):
                 self.output.value = message_html(f"Running {ref.name} ({i}/{len(refs)})…") + results_html(self.rows)
                 # one checkpoint per call, so the output area can say which one is running
-                self.rows += compare_one(self.cache, [ref], self.image, prompt, config, dtype=self.dtype, device=self.device)
+                self.rows += compare_one(self.cache, [ref], image, prompt, config, dtype=self.dtype, device=self.device)
             self.output.value = results_html(self.rows, self.reference)
             if self.log.value:
-                tracked = self._log(prompt, config)
+                tracked = self._log(image, prompt, config)
                 note = f"Logged: {tracked}" if tracked is not None else "W&B logging is disabled or failed (see the warning)."
                 self.output.value += message_html(note)
         except VlmLabError as e:
@@ -203,13 +204,13 @@ class Explorer:
             self.button.disabled = False
         return self.rows
 
-    def _log(self, prompt: str, config: GenerationConfig):
+    def _log(self, image, prompt: str, config: GenerationConfig):
         """Log this comparison as a W&B run (offline unless a key is set); the ``TrackedRun`` or None."""
         log_interaction = _log_interaction()
         if log_interaction is None:
             return None
         return log_interaction(
-            image=self.image, prompt=prompt,
+            image=image, prompt=prompt,
             outputs={r["checkpoint"]: r["text"] for r in self.rows},
             latency_s={r["checkpoint"]: r["latency_s"] for r in self.rows},
             memory_mb={r["checkpoint"]: r["memory_bytes"] / 2**20 for r in self.rows},
