@@ -209,18 +209,18 @@ def compare(
         first.setdefault(key, sample)  # identical image+prompt: generate once
     unique = list(first.items())
     plans = []
-    shared: dict[str, tuple[dict, dict]] = {}  # fingerprint -> its results: the same weights twice run once
+    first_plan: dict[str, tuple] = {}  # fingerprint -> its plan: the same weights under two refs run once
     for ref, name in zip(refs, names):
         fp = fingerprint(ref, memo=memo)
-        store = ResultCache(cache_dir / f"{fp}-{gen_key}.jsonl")
-        if fp in shared:  # e.g. a Trainer's final model, saved from its last checkpoint
-            found, memory = shared[fp]
-            plans.append((ref, name, fp, store, found, memory, [], plans[[p[2] for p in plans].index(fp)][7]))
+        if fp in first_plan:  # e.g. a Trainer's final model, saved from its last checkpoint: share its results
+            _, _, _, store, found, memory, _, n_cached = first_plan[fp]
+            plans.append((ref, name, fp, store, found, memory, [], n_cached))
             continue
-        found, memory = shared[fp] = store.read() if config.use_cache else ({}, {})
+        store = ResultCache(cache_dir / f"{fp}-{gen_key}.jsonl")
+        found, memory = store.read() if config.use_cache else ({}, {})
         chunks = _batches_to_run(unique, found, gen)
         missing = {key for chunk, _ in chunks for key, _ in chunk}
-        plans.append((ref, name, fp, store, found, memory, chunks, sum(key not in missing for key in keys)))
+        plans.append(first_plan.setdefault(fp, (ref, name, fp, store, found, memory, chunks, sum(key not in missing for key in keys))))
     if len(memo) != known:
         save_digest_memo(memo)
 
