@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 from collections.abc import Iterator
@@ -110,9 +111,9 @@ def load_model(ref: CheckpointRef | str | os.PathLike[str], *, dtype: str = "aut
         kwargs["token"] = token
     try:
         with quiet_if_small(ref):
-            _check_config(ref, kwargs)
+            config = _check_config(ref, kwargs)
             processor = _load_processor(ref, kwargs)
-            model = _load_weights(ref, kwargs, torch_dtype)
+            model = _load_weights(ref, kwargs, torch_dtype, config)
     except CheckpointNotFoundError:  # already says what and the fix (and is an OSError too)
         raise
     except OSError as e:  # transformers reports missing repos/files as OSError
@@ -153,8 +154,8 @@ def _check_folder(ref: CheckpointRef) -> None:
     read_weights(folder)
 
 
-def _check_config(ref: CheckpointRef, kwargs: dict) -> None:
-    """The model config is readable and one ``AutoModelForImageTextToText`` can build a model from."""
+def _check_config(ref: CheckpointRef, kwargs: dict) -> Any:
+    """The model config, readable and one ``AutoModelForImageTextToText`` can build a model from."""
     from transformers import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING, AutoConfig
 
     try:
@@ -170,6 +171,7 @@ def _check_config(ref: CheckpointRef, kwargs: dict) -> None:
             f"model_type {config.model_type!r}; point at a vision-language checkpoint (e.g. llava, idefics3, qwen2_vl) "
             "or fix model_type in config.json"
         )
+    return config
 
 
 def _load_processor(ref: CheckpointRef, kwargs: dict) -> Any:
@@ -195,8 +197,8 @@ def _load_processor(ref: CheckpointRef, kwargs: dict) -> Any:
     return processor
 
 
-def _load_weights(ref: CheckpointRef, kwargs: dict, dtype: torch.dtype) -> Any:
-    """The model, with weights whose shapes do not fit config.json named as such.
+def _load_weights(ref: CheckpointRef, kwargs: dict, dtype: torch.dtype, config: Any) -> Any:
+    """The model (built from ``config``, read once), with weights whose shapes do not fit config.json named as such.
 
     transformers logs its load report (a table of missing, unexpected and mismatched
     tensors) just before it raises on a size mismatch: the report is held during the
@@ -209,14 +211,18 @@ def _load_weights(ref: CheckpointRef, kwargs: dict, dtype: torch.dtype) -> Any:
     held = _HeldRecords()
     logger.addFilter(held)
     try:
-        return AutoModelForImageTextToText.from_pretrained(**kwargs, dtype=dtype)
-    except RuntimeError as e:
-        if "ignore_mismatched_sizes" not in str(e):  # transformers' size-mismatch errors name this option
-            raise
-        # only after a failed load: load again to get transformers' own list of mismatching tensors
-        _, info = AutoModelForImageTextToText.from_pretrained(
-            **kwargs, dtype=dtype, ignore_mismatched_sizes=True, output_loading_info=True
+        try:
+            return AutoModelForImageTextToText.from_pretrained(**kwargs, config=config, dtype=dtype)
+        except RuntimeError as e:
+            if "ignore_mismatched_sizes" not in str(e):  # transformers' size-mismatch errors name this option
+                raise
+        # Only after a failed load, and outside its except block, so the failed load's traceback (and
+        # the tensors its frames hold) is gone: load again for transformers' own list of mismatches.
+        gc.collect()
+        model, info = AutoModelForImageTextToText.from_pretrained(
+            **kwargs, config=config, dtype=dtype, ignore_mismatched_sizes=True, output_loading_info=True
         )
+        del model
         held.records.clear()
         mismatched = sorted(info.get("mismatched_keys", ()))
         first = ""
@@ -229,7 +235,7 @@ def _load_weights(ref: CheckpointRef, kwargs: dict, dtype: torch.dtype) -> Any:
         raise CheckpointNotFoundError(
             f"cannot load {ref.spec!r}: the weights do not match config.json{first}; "
             "restore the config.json the weights were saved with, or point at the weights for this config"
-        ) from e
+        )
     finally:
         logger.removeFilter(held)
         for record in held.records:

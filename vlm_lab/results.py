@@ -116,7 +116,8 @@ class ComparisonResult:
             refs = meta["checkpoints"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise DataError(f"the comparison in {str(out)!r} is damaged ({type(e).__name__}: {e}); {rerun}") from None
-        if meta.get("results_sha256", _sha256(rows_text)) != _sha256(rows_text):
+        digest = _sha256(rows_text)
+        if meta.get("results_sha256", digest) != digest:
             raise DataError(f"results.jsonl and summary.json in {str(out)!r} are from different saves (one was cut short); {rerun}")
         return cls(
             config=meta["config"], checkpoints=[r["name"] for r in refs], refs=refs, rows=rows,
