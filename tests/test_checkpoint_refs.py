@@ -154,3 +154,30 @@ def test_online_fingerprint_is_the_hub_commit_and_the_same_offline(hf_cache, tmp
         assert fingerprint(parse_hub_ref("org/shapes")) == first
         repo.commit("new weights", [])
         assert online() != first  # online, the hub's current commit wins over the cached one
+
+
+def test_model_cache_asks_again_which_commit_main_is_after_its_refresh_time(hf_cache, tiny_checkpoints):
+    from vlm_lab.model_cache import ModelCache
+
+    a = add_snapshot(hf_cache, "org/shapes", tiny_checkpoints[0])
+    b = add_snapshot(hf_cache, "org/shapes", tiny_checkpoints[-1], ref=None)
+    main, pinned = parse_hub_ref("org/shapes"), parse_hub_ref(f"org/shapes@{a}")
+    fresh, patient = ModelCache(hub_refresh_s=0), ModelCache(hub_refresh_s=3600)
+    at_a = fresh.fingerprint(main)
+    assert patient.fingerprint(main) == at_a == fresh.fingerprint(pinned) == patient.fingerprint(pinned)
+    point_ref(hf_cache, "org/shapes", "main", b)  # main moved on (a long-running Space must notice)
+    assert fresh.fingerprint(main) == fingerprint(main) != at_a
+    assert patient.fingerprint(main) == at_a  # within its refresh time: not asked again
+    (hf_cache / "models--org--shapes" / "refs" / "main").unlink()  # now nobody knows main
+    assert fresh.fingerprint(main) == fingerprint(parse_hub_ref(f"org/shapes@{b}"))  # keeps serving the last commit
+    with pytest.raises(CheckpointNotFoundError):
+        ModelCache(hub_refresh_s=0).fingerprint(main)  # never resolved: nothing to fall back on
+    assert fresh.fingerprint(pinned) == at_a  # a commit never moves
+
+
+def test_model_cache_refuses_a_negative_refresh_time():
+    from vlm_lab.errors import ConfigError
+    from vlm_lab.model_cache import ModelCache
+
+    with pytest.raises(ConfigError, match="hub_refresh_s"):
+        ModelCache(hub_refresh_s=-1)

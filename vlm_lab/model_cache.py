@@ -24,7 +24,9 @@ import dataclasses
 import gc
 import math
 import os
+import re
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -32,7 +34,7 @@ import torch
 
 from vlm_lab.checkpoints import CheckpointRef, fingerprint, resolve
 from vlm_lab.config import parse_bytes
-from vlm_lab.errors import ConfigError, MemoryBudgetError
+from vlm_lab.errors import CheckpointNotFoundError, ConfigError, MemoryBudgetError
 from vlm_lab.memory_checkpoint import read_weights
 from vlm_lab.models import LoadedModel, load_model, model_nbytes, resolve_device, resolve_dtype
 
@@ -113,6 +115,9 @@ class ModelCache:
         size_fn: ``(ref, torch_dtype) -> bytes | None``, the estimate made before loading;
             swap in a better one (e.g. a meta-device estimate) without touching the cache.
         loader: ``(ref, dtype=, device=) -> LoadedModel``; ``models.load_model`` by default.
+        hub_refresh_s: how long the commit a hub revision (``org/name@main``) resolved to is
+            trusted before the hub is asked again; a long-running Space then picks up new
+            weights pushed to ``main`` within this time. A 40-hex commit revision never moves.
 
     Thread-safe: one lock around lookups, loads and evictions (the Space calls it from
     several request threads).
@@ -124,14 +129,19 @@ class ModelCache:
         *,
         size_fn: SizeFn = estimate_nbytes,
         loader: Callable[..., LoadedModel] = load_model,
+        hub_refresh_s: float = 300.0,
     ) -> None:
         self._budget = None if budget_bytes is None else parse_bytes(budget_bytes)
         if self._budget is not None and self._budget <= 0:
             raise ConfigError(f"budget_bytes must be > 0, got {budget_bytes!r}")
+        if not hub_refresh_s >= 0:
+            raise ConfigError(f"hub_refresh_s must be >= 0 seconds, got {hub_refresh_s!r}")
         self.size_fn = size_fn
         self.loader = loader
         self._entries: collections.OrderedDict[tuple, _Entry] = collections.OrderedDict()  # LRU first
         self._fingerprints: dict[str, str] = {}  # file-hash memo for checkpoints.fingerprint
+        self._hub: dict[str, tuple[str, float]] = {}  # hub spec -> (fingerprint, monotonic time resolved)
+        self.hub_refresh_s = hub_refresh_s
         self._lock = threading.RLock()
         self.stats = {"hits": 0, "loads": 0, "evictions": 0}
 
@@ -163,16 +173,26 @@ class ModelCache:
     def fingerprint(self, ref: CheckpointRef) -> str:
         """``checkpoints.fingerprint`` with this cache's file-hash memo.
 
-        Hub refs are resolved once per cache (their fingerprint asks the hub which
-        commit a revision points at; a request per ``get`` would slow every call).
+        Hub refs: the commit their revision resolves to is asked again after
+        ``hub_refresh_s`` (a request per ``get`` would slow every call). When asking
+        fails (the hub unreachable and the local cache without the revision), the model
+        already loaded keeps serving under its last known commit.
         """
         with self._lock:
-            if ref.path is None:
-                key = f"hub|{ref.spec}"
-                if key not in self._fingerprints:
-                    self._fingerprints[key] = fingerprint(ref)
-                return self._fingerprints[key]
-            return fingerprint(ref, memo=self._fingerprints)
+            if ref.path is not None:
+                return fingerprint(ref, memo=self._fingerprints)
+            known = self._hub.get(ref.spec)
+            pinned = bool(re.fullmatch(r"[0-9a-f]{40}", ref.revision or ""))
+            if known is not None and (pinned or time.monotonic() - known[1] < self.hub_refresh_s):
+                return known[0]
+            try:
+                fp = fingerprint(ref)
+            except CheckpointNotFoundError:
+                if known is None:
+                    raise
+                fp = known[0]
+            self._hub[ref.spec] = (fp, time.monotonic())
+            return fp
 
     # -- the cache -----------------------------------------------------------------
     def get(self, ref: CheckpointRef | str, *, dtype: str = "auto", device: str = "auto") -> LoadedModel:
