@@ -96,6 +96,45 @@ def test_llava_image_tokens_match_the_processor(tiny_checkpoints):
     assert memory.estimate(tiny_checkpoints[-1]).image.tokens == real == 64
 
 
+def _llava_next_folder(tmp_path):
+    """A config-only LLaVA-NeXT (CLIP 32px tiles, patch 8) saved with a real LlavaNextProcessor."""
+    from transformers import LlavaNextConfig, LlavaNextImageProcessorPil, LlavaNextProcessor
+
+    from vlm_lab import tiny
+
+    pinpoints = [[32, 64], [64, 32], [64, 64], [96, 32], [32, 96]]
+    config = LlavaNextConfig(
+        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=32, patch_size=8),
+        text_config=dict(model_type="llama", vocab_size=120, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2),
+        image_grid_pinpoints=pinpoints, vision_feature_select_strategy="default",
+    )
+    image_processor = LlavaNextImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                                 image_grid_pinpoints=pinpoints)
+    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tiny.build_processor().tokenizer, patch_size=8,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    folder = memory_synthetic.write_config_only(tmp_path / "llava-next", config)
+    processor.save_pretrained(folder)
+    return folder, processor
+
+
+def test_llava_next_image_tokens_match_the_processor(tmp_path):
+    """LLaVA-NeXT tiles an image (anyres): its tokens are several times a LLaVA's, and the KV cache with them."""
+    from PIL import Image
+
+    folder, processor = _llava_next_folder(tmp_path)
+    for side in (20, 32, 50, 64, 90, 200):
+        enc = processor(images=[Image.new("RGB", (side, side))], text=["<image> what"], return_tensors="pt")
+        est = memory.estimate(folder, image_size=side)
+        assert est.image.tokens == int((enc["input_ids"][0] == processor.image_token_id).sum()), side
+        assert est.image.patches == enc["pixel_values"].shape[1] * ((32 // 8) ** 2 + 1), side
+    worst = memory.estimate(folder)  # image_size 0: the most tokens any square image makes
+    enc = processor(images=[Image.new("RGB", (worst.image.side, worst.image.side))], text=["<image> what"], return_tensors="pt")
+    assert worst.image.tokens == int((enc["input_ids"][0] == processor.image_token_id).sum()) == 4 * 16 + 8 + 16
+    assert worst.image.family == "llava_next"
+
+
 def test_idefics3_image_tokens_match_the_processor(tmp_path):
     from PIL import Image
     from transformers import Idefics3ImageProcessorPil, Idefics3Processor

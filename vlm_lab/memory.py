@@ -6,7 +6,7 @@ so the parameter count is exact and costs no memory. On top of the weights:
 - KV cache = 2 (K and V) x layers x kv_heads x head_dim x dtype bytes
   x (prompt tokens incl. image tokens + max_new_tokens) x batch;
 - image tokens from the processor config, per architecture family
-  (LLaVA patches, Idefics3/SmolVLM tiles, Qwen2-VL min/max pixels);
+  (LLaVA patches, LLaVA-NeXT and Idefics3/SmolVLM tiles, Qwen2-VL min/max pixels);
 - activation headroom: the widest single layer of the prefill (text MLP or
   vision encoder) plus the float32 logits ``generate`` keeps per row;
 - fixed overhead: the CUDA context on GPU, kernel code and allocator caches on CPU;

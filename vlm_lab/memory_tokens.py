@@ -7,6 +7,8 @@ need torchvision, which a profiling machine may lack):
 
 - LLaVA: ``(crop / patch)^2 + num_additional_image_tokens`` (minus the CLS
   position under the "default" feature strategy);
+- LLaVA-NeXT: the base image plus the grid of tiles of the best
+  ``image_grid_pinpoints`` resolution, unpadded, with a newline per row;
 - Idefics3 / SmolVLM: ``image_seq_len`` per tile; with image splitting, a grid of
   ``ceil(side / max_image_size)^2`` tiles plus one global image, with separators;
 - Qwen2-VL / Qwen2.5-VL: ``smart_resize`` to a multiple of patch x merge within
@@ -33,7 +35,7 @@ class ImageTokens:
     tokens: int  # positions in the language model's sequence
     patches: int  # positions through the vision encoder (all tiles)
     side: int  # the square image side (pixels) the counts are for
-    family: str  # llava | idefics3 | qwen2_vl | fallback | none
+    family: str  # llava | llava_next | idefics3 | qwen2_vl | fallback | none
 
 
 def _get(settings: dict[str, Any], *keys: str, default: Any = None) -> Any:
@@ -59,6 +61,35 @@ def _llava(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
     grid = (side // patch) ** 2
     tokens = grid + extra - (1 if strategy == "default" else 0)
     return ImageTokens(tokens=tokens, patches=grid + 1, side=side, family="llava")
+
+
+def _llava_next_tokens(side: int, crop: int, patch: int, pinpoints: list, extra: int, strategy: str) -> tuple[int, int]:
+    """(tokens, tiles) for a square image, as ``LlavaNextProcessor._get_number_of_features`` counts them."""
+    from transformers.image_processing_utils import select_best_resolution
+
+    best_h, best_w = select_best_resolution((side, side), pinpoints)
+    grid = crop // patch
+    height, width = grid * (best_h // crop), grid * (best_w // crop)
+    # the padding the processor added to reach the pinpoint's aspect is cut off again (square image)
+    if width < height:
+        height -= 2 * ((height - width) // 2)
+    elif height < width:
+        width -= 2 * ((width - height) // 2)
+    tokens = height * width + height + grid * grid + extra - (1 if strategy == "default" else 0)
+    return tokens, (best_h // crop) * (best_w // crop)
+
+
+def _llava_next(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
+    vision = config.vision_config
+    patch = int(_get(settings, "patch_size", default=vision.patch_size))
+    crop = _edge(settings.get("crop_size") or settings.get("size"), "shortest_edge", vision.image_size)
+    pinpoints = _get(settings, "image_grid_pinpoints", default=getattr(config, "image_grid_pinpoints", None)) or [[crop, crop]]
+    strategy = _get(settings, "vision_feature_select_strategy", default=getattr(config, "vision_feature_select_strategy", "default"))
+    extra = int(_get(settings, "num_additional_image_tokens", default=1))
+    # 0 = the worst case: the square side (from the pinpoints' sides) that makes the most tokens
+    sides = [image_size] if image_size else sorted({int(s) for point in pinpoints for s in point})
+    tokens, tiles, side = max((*_llava_next_tokens(s, crop, patch, pinpoints, extra, strategy), s) for s in sides)
+    return ImageTokens(tokens=tokens, patches=(tiles + 1) * ((crop // patch) ** 2 + 1), side=side, family="llava_next")
 
 
 def _idefics3(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
@@ -122,6 +153,7 @@ def _fallback(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
 
 _FAMILIES = {
     "llava": _llava,
+    "llava_next": _llava_next,
     "idefics3": _idefics3,
     "smolvlm": _idefics3,
     "qwen2_vl": _qwen2_vl,
