@@ -306,3 +306,94 @@ def test_cron_wrapper_has_its_own_usage():
                           capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
     assert proc.stdout.startswith("usage: run_experiments.py ") and "[SWEEP.yaml ...]" in proc.stdout
     assert "usage: vlm-lab" not in proc.stdout and "sweep files, run in this order" in proc.stdout
+
+
+def _wait_for(condition, proc: subprocess.Popen, what: str, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert proc.poll() is None and time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.05)
+
+
+def test_a_run_in_progress_under_another_shard_spec_is_not_run_twice(sweep_file, tmp_path, capsys):
+    """A Slurm array (--shard 0/2) and a plain nightly invocation of the same sweep at once: they hold
+    different sweep locks, so only the per-run lock keeps them from executing one run in one folder twice."""
+    path = sweep_file({"x": [1, 2]}, {"sleep_s": 4.0})
+    runs = sweep.plan(sweep.load_sweep(path))
+    busy = sweep.shard(runs, 0, 2)[0]
+    other = next(r for r in runs if r is not busy)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlm_lab.cli", "sweep", str(path), "--quiet", "--shard", "0/2"],
+        cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: busy.status()["state"] == "running", proc, "the shard's run starting")
+        shard_pid = busy.status()["pid"]
+        code = main(["sweep", str(path), "--quiet"])
+        out = capsys.readouterr().out
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert busy.status()["pid"] == shard_pid != os.getpid()  # run once, by the shard that started it
+    assert other.status()["pid"] == os.getpid() and other.completed
+    assert code == sweep.LOCKED_EXIT_CODE, out  # some of its runs were left to another invocation
+    assert f"1 running elsewhere (left to that invocation): {busy.run_id}" in out
+    assert busy.completed
+
+
+def test_a_huge_grid_is_refused_before_anything_is_listed(sweep_file, capsys):
+    grid = {k: list(range(40)) for k in ("x", "fail_on", "sleep_s")}  # 64,000 points
+    path = sweep_file(grid)
+    assert main(["sweep", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "grid has 64,000 points (40 x 40 x 40)" in err and "at most 10,000" in err, err
+    assert "split it into several sweep files" in err
+
+
+@pytest.mark.parametrize(
+    "grid, parameters, message",
+    [
+        ({"x": [1, "2"]}, {}, "grid.x = '2' is text, but nb.ipynb declares x: int; write 2 without quotes"),
+        ({"x": [1]}, {"sleep_s": "fast"}, "parameters.sleep_s = 'fast' is text, but nb.ipynb declares sleep_s: float"),
+        ({"x": [True]}, {}, "grid.x = True is true or false, but nb.ipynb declares x: int"),
+        ({"x": [[1, 2]]}, {}, "grid.x = [1, 2] is a list, but nb.ipynb declares x: int"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_rejected_before_anything_runs(sweep_file, tmp_path, capsys, grid, parameters, message):
+    path = sweep_file(grid, parameters)
+    assert main(["sweep", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_int_is_accepted_where_a_float_is_declared(sweep_file, capsys):
+    path = sweep_file({"x": [1]}, {"sleep_s": 0})  # an int where a float is declared
+    assert main(["sweep", str(path), "--dry-run"]) == 0, capsys.readouterr().err
+
+
+def test_the_summary_is_written_as_runs_finish_not_only_at_the_end(sweep_file, tmp_path):
+    path = sweep_file({"x": [1, 2]}, {"sleep_s": 1.5})
+    runs = sweep.plan(sweep.load_sweep(path))
+    summary = tmp_path / "runs" / "t" / "summary.csv"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlm_lab.cli", "sweep", str(path), "--quiet"],
+        cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: runs[0].completed and summary.is_file(), proc, "a summary after the first run")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # killed before its last run: a report can still read the first
+        proc.wait()
+    frame = pd.read_csv(summary)
+    assert frame.loc[frame["run_id"] == runs[0].run_id, "state"].item() == "completed"
+    assert Ablation.load(summary.parent).best()["run_id"] == runs[0].run_id
+
+
+def test_duplicate_keys_in_a_sweep_file_are_an_error(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: a\nnotebook: nb.ipynb\ngrid:\n  x: [1]\n  x: [2]\n")
+    with pytest.raises(SweepError, match=r"dup.yaml: key 'x' appears twice \(line 4 and line 5\)"):
+        sweep.load_sweep(path)

@@ -3,16 +3,20 @@
 Layout of ``runs/<sweep>/``::
 
     .lock                       held while a sweep runs (``.lock.<i>-of-<n>`` per shard)
+    .locks/<run-id>             held while that run executes, by whichever invocation runs it
     <run-id>/params.json        the notebook parameters of this run
     <run-id>/status.json        running | completed | failed (+ failing cell, error)
     <run-id>/<notebook>.ipynb   the executed notebook (also when a cell failed)
     <run-id>/...                whatever the notebook writes to its ``output_dir``
     summary.csv, summary.md     one row per run: parameters, status, headline metrics
+                                (rewritten as runs finish, so a killed sweep leaves a current one)
 
 The run id is the varied parameters, readable, plus a short hash of *all* the
 parameters: stable across invocations, and a changed fixed parameter makes new runs
 instead of resuming stale ones. Completed runs are skipped; a run left ``running`` by a
-killed sweep is run again (the lock proves nobody else is running it).
+killed sweep is run again (its run lock proves nobody else is running it); a run whose
+lock another invocation holds (another shard spec, another machine on the same folder) is
+left to it, and this invocation exits 75.
 
 Each run is one W&B run in the sweep's group: the sweep passes ``wandb_group`` (the
 sweep name) and ``wandb_tags`` (``"key=value,..."`` of the varied parameters) to
@@ -29,6 +33,7 @@ import errno
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
 import time
@@ -41,6 +46,9 @@ from vlm_lab.errors import ConfigError, SweepError
 
 STATUS_FILE, PARAMS_FILE = "status.json", "params.json"
 LOCKED_EXIT_CODE = 75  # EX_TEMPFAIL: another invocation holds the lock; try again later
+MAX_RUNS = 10_000  # a bigger grid is a typo (or needs several sweep files), not a night's work
+SUMMARY_EVERY_S = 10.0  # summary.csv is rewritten as runs finish, at most this often
+RUN_LOCKS = ".locks"  # runs/<sweep>/.locks/<run-id>: held while a run executes, whoever runs it
 
 
 class SweepLockedError(SweepError):
@@ -79,13 +87,21 @@ class SweepReport:
     skipped: tuple[str, ...]
     failures: tuple[dict[str, Any], ...]
     summary_csv: Path | None
+    busy: tuple[str, ...] = ()  # runs another invocation (another shard spec, machine) was executing
 
     @property
     def ok(self) -> bool:
         return not self.failures
 
+    @property
+    def exit_code(self) -> int:
+        """0 all completed, 1 some run failed, 75 some runs were left to another invocation."""
+        return 1 if self.failures else LOCKED_EXIT_CODE if self.busy else 0
+
     def describe(self) -> str:
         lines = [f"{self.sweep_dir}: {len(self.ran)} ran, {len(self.skipped)} skipped (already completed), {len(self.failures)} failed"]
+        if self.busy:
+            lines.append(f"{len(self.busy)} running elsewhere (left to that invocation): {', '.join(self.busy)}")
         for f in self.failures:
             lines.append(f"  FAILED {f['run_id']}: {describe_error(f.get('error') or {})}  (notebook: {f.get('notebook')})")
         if self.summary_csv:
@@ -110,7 +126,7 @@ def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
 
     path = Path(path)
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_key_loader(yaml, path))
     except FileNotFoundError as e:
         raise SweepError(f"no sweep file at {str(path)!r}; see sweeps/shapes-ablation.yaml for an example") from e
     except yaml.YAMLError as e:
@@ -122,6 +138,22 @@ def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
         return SweepConfig.from_dict(values)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from e
+
+
+def _unique_key_loader(yaml: Any, path: Path) -> type:
+    """A YAML safe loader that refuses a key given twice (PyYAML keeps the last one silently)."""
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                if key in seen:
+                    raise SweepError(f"{path}: key {key!r} appears twice (line {seen[key]} and line {line}); keep one")
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
 
 
 def _slug(value: Any) -> str:
@@ -141,8 +173,18 @@ def sweep_dir(config: SweepConfig) -> Path:
 
 
 def plan(config: SweepConfig) -> list[RunSpec]:
-    """Every grid point of the sweep, sorted by run id (the order shards are dealt from)."""
+    """Every grid point of the sweep, sorted by run id (the order shards are dealt from).
+
+    Raises:
+        SweepError: the grid has more than ``MAX_RUNS`` points (counted before any is made).
+    """
     keys = list(config.grid)
+    sizes = [len(config.grid[k]) for k in keys]
+    if math.prod(sizes) > MAX_RUNS:
+        raise SweepError(
+            f"the grid has {math.prod(sizes):,} points ({' x '.join(map(str, sizes))}); a sweep runs at most "
+            f"{MAX_RUNS:,}: split it into several sweep files or give fewer values"
+        )
     runs = []
     for values in itertools.product(*(config.grid[k] for k in keys)):
         varied = dict(zip(keys, values))
@@ -162,7 +204,12 @@ def shard(runs: list[RunSpec], index: int, count: int) -> list[RunSpec]:
 
 
 def notebook_parameters(notebook: str | os.PathLike[str]) -> dict[str, str]:
-    """``{name: default source}`` of the notebook's ``parameters`` cell.
+    """``{name: default source}`` of the notebook's ``parameters`` cell."""
+    return {name: default for name, (default, _type) in _declared_parameters(notebook).items()}
+
+
+def _declared_parameters(notebook: str | os.PathLike[str]) -> dict[str, tuple[str, str]]:
+    """``{name: (default source, annotation source or "")}`` of the notebook's ``parameters`` cell.
 
     Python cells are parsed with ``ast``: papermill's ``inspect_notebook`` drops a parameter
     whose ``# help`` comment contains ``=`` (e.g. ``num_samples: int = 96  # 0 = all``).
@@ -178,67 +225,127 @@ def notebook_parameters(notebook: str | os.PathLike[str]) -> dict[str, str]:
     cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
     if not cells:
         raise SweepError(f"{notebook} has no cell tagged `parameters`; tag the cell that holds its parameters")
+    source = cells[0].source
     try:
-        tree = ast.parse(cells[0].source)
+        tree = ast.parse(source)
     except SyntaxError:
         import papermill
 
-        return {name: p["default"] for name, p in papermill.inspect_notebook(str(notebook)).items()}
+        return {name: (p["default"], "") for name, p in papermill.inspect_notebook(str(notebook)).items()}
     declared = {}
     for node in tree.body:
         targets = [node.target] if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [])
+        annotation = ast.get_source_segment(source, node.annotation) if isinstance(node, ast.AnnAssign) else ""
         for target in targets:
             if isinstance(target, ast.Name):
-                declared[target.id] = ast.get_source_segment(cells[0].source, node.value) if node.value else ""
+                default = ast.get_source_segment(source, node.value) if node.value else ""
+                declared[target.id] = (default or "", annotation or "")
     return declared
 
 
+# What a value must be for a parameter annotated with one of these (other annotations: anything).
+_FITS = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "str": (lambda v: isinstance(v, str), "text"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+}
+_KIND_WORDS = {str: "text", bool: "true or false", int: "a whole number", float: "a number", list: "a list",
+               dict: "a mapping", type(None): "null"}  # fmt: skip
+
+
+def _type_problem(where: str, name: str, value: Any, annotation: str, notebook: str) -> str | None:
+    """Why ``value`` does not fit the parameter's annotation (None when it fits, or the type is not checked)."""
+    if annotation not in _FITS or _FITS[annotation][0](value):
+        return None
+    kind = _KIND_WORDS.get(type(value), type(value).__name__)
+    fix = f"give {_FITS[annotation][1]}"
+    if isinstance(value, str) and annotation in ("int", "float", "bool"):
+        import yaml
+
+        try:
+            unquoted = yaml.safe_load(value)
+        except yaml.YAMLError:  # no unquoted form to suggest
+            unquoted = None
+        if unquoted is not None and _FITS[annotation][0](unquoted):
+            fix = f"write {value} without quotes"
+    elif annotation == "str" and isinstance(value, (int, float, bool)):
+        fix = f"quote it: '{value}'"
+    return f"{where}.{name} = {value!r} is {kind}, but {notebook} declares {name}: {annotation}; {fix}"
+
+
 def check_parameters(config: SweepConfig) -> dict[str, str]:
-    """Raise before anything runs when the sweep sets a parameter the notebook does not declare."""
-    declared = notebook_parameters(config.notebook)
+    """Raise before anything runs when the sweep sets a parameter the notebook does not declare,
+    or a value whose type is not the one the ``parameters`` cell declares (``int``, ``float``,
+    ``str``, ``bool``; an int is a float). Returns ``{name: default source}``."""
+    declared = _declared_parameters(config.notebook)
     unknown = sorted((set(config.parameters) | set(config.grid)) - set(declared))
     if unknown:
         raise SweepError(
             f"{config.notebook} has no parameter(s) {', '.join(unknown)} in its `parameters` cell "
             f"(it declares: {', '.join(sorted(declared)) or 'none'}); fix the sweep file or the notebook"
         )
-    return declared
+    values = [("parameters", k, v) for k, v in config.parameters.items()]
+    values += [("grid", k, v) for k, vs in config.grid.items() for v in vs]
+    for where, name, value in values:
+        problem = _type_problem(where, name, value, declared[name][1], config.notebook)
+        if problem:
+            raise SweepError(problem)
+    return {name: default for name, (default, _type) in declared.items()}
+
+
+def _try_flock(handle: Any, grace_s: float) -> bool:
+    """Take an exclusive flock on ``handle``, retrying for ``grace_s``; False if another process holds it.
+
+    The grace period: a just-killed sweep's child caught between fork and exec still shares
+    the lock for a moment.
+    """
+    import fcntl
+
+    deadline = time.monotonic() + grace_s
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager
 def sweep_lock(config: SweepConfig, *, grace_s: float = 2.0) -> Iterator[Path]:
     """Hold ``runs/<sweep>/.lock`` (per shard when sharded); raise ``SweepLockedError`` if taken."""
-    import fcntl
-
     folder = sweep_dir(config)
     folder.mkdir(parents=True, exist_ok=True)
     name = ".lock" if config.shard_count == 1 else f".lock.{config.shard_index}-of-{config.shard_count}"
     path = folder / name
     with open(path, "a+", encoding="utf-8") as handle:
-        # A short grace period: a just-killed sweep's child caught between fork and exec
-        # still shares the lock for a moment.
-        deadline = time.monotonic() + grace_s
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise SweepLockedError(
-                        f"sweep {config.name!r} is already running ({path} is locked); "
-                        "this invocation exits without running anything"
-                    ) from e
-                time.sleep(0.1)
+        if not _try_flock(handle, grace_s):
+            raise SweepLockedError(
+                f"sweep {config.name!r} is already running ({path} is locked); this invocation exits without running anything"
+            )
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} since {_now()}\n")
         handle.flush()
-        try:
-            yield path
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield path  # closing the file releases the lock
+
+
+@contextlib.contextmanager
+def run_lock(run: RunSpec, *, grace_s: float = 0.5) -> Iterator[bool]:
+    """Hold the run's own lock (``runs/<sweep>/.locks/<run-id>``) while it executes; yields False,
+    holding nothing, when another invocation is executing it.
+
+    The sweep lock is per shard spec: ``--shard 0/2`` and a plain invocation (or ``0/3``) hold
+    different ones, and without this lock would execute the same run into one folder at once.
+    """
+    path = run.dir.parent / RUN_LOCKS / run.run_id
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as handle:
+        yield _try_flock(handle, grace_s)
 
 
 class _CheckedParameterNoise:
@@ -312,6 +419,17 @@ def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> 
     return status
 
 
+def _execute_if_free(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> dict[str, Any]:
+    """``execute_run`` under the run's lock; state ``busy`` when another invocation holds it,
+    ``skipped`` when it completed while this invocation waited for its turn."""
+    with run_lock(run) as held:
+        if not held:
+            return {"run_id": run.run_id, "state": "busy"}
+        if run.completed:
+            return {"run_id": run.run_id, "state": "skipped"}
+        return execute_run(run, config, declared)
+
+
 def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = True) -> SweepReport:
     """Run this shard's pending runs (``config.jobs`` at a time) and write the sweep summary.
 
@@ -329,27 +447,37 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         )  # fmt: skip
     from tqdm.auto import tqdm
 
+    from vlm_lab.ablation import write_summary
+
+    everything = plan(config)
     with sweep_lock(config), _quiet_papermill():
         _write_json(sweep_dir(config) / "sweep.json", config.to_dict())
         todo = [r for r in mine if not r.completed]
-        skipped = tuple(r.run_id for r in mine if r not in todo)
+        skipped = [r.run_id for r in mine if r not in todo]
         failures: list[dict[str, Any]] = []
+        ran, busy = [], []
+        summary_written = -math.inf
         bar = tqdm(total=len(todo), desc=config.name, unit="run", disable=not progress)
         with concurrent.futures.ThreadPoolExecutor(max_workers=config.jobs) as pool:
-            futures = {pool.submit(execute_run, r, config, declared): r for r in todo}
+            futures = [pool.submit(_execute_if_free, r, config, declared) for r in todo]
             for future in concurrent.futures.as_completed(futures):
                 status = future.result()
-                if status["state"] != "completed":
+                state = status["state"]
+                {"busy": busy, "skipped": skipped}.get(state, ran).append(status["run_id"])
+                if state not in ("completed", "busy", "skipped"):
                     failures.append(status)
                     bar.write(f"FAILED {status['run_id']}: {describe_error(status.get('error') or {})}")
+                # A report read mid-sweep (or after a kill) sees the finished runs; at most every
+                # SUMMARY_EVERY_S, as a summary reads every run's files.
+                if state != "busy" and time.monotonic() - summary_written >= SUMMARY_EVERY_S:
+                    write_summary(sweep_dir(config), everything)
+                    summary_written = time.monotonic()
                 bar.update(1)
                 bar.set_postfix(failed=len(failures))
         bar.close()
-        from vlm_lab.ablation import write_summary
-
-        summary_csv = write_summary(sweep_dir(config), plan(config))
+        summary_csv = write_summary(sweep_dir(config), everything)
     failures.sort(key=lambda f: f["run_id"])
     return SweepReport(
-        sweep_dir=sweep_dir(config), ran=tuple(sorted(r.run_id for r in todo)), skipped=skipped,
-        failures=tuple(failures), summary_csv=summary_csv,
+        sweep_dir=sweep_dir(config), ran=tuple(sorted(ran)), skipped=tuple(sorted(skipped)),
+        failures=tuple(failures), summary_csv=summary_csv, busy=tuple(sorted(busy)),
     )  # fmt: skip

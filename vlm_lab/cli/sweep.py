@@ -63,4 +63,4 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"already running: {e}", file=sys.stderr)
         return e.exit_code
     print(report.describe())
-    return 0 if report.ok else 1
+    return report.exit_code
