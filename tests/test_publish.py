@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -387,6 +388,34 @@ def test_preflight_checks_readme_and_sdk_version(hub, space_dir):
     r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--secret", "NOT_SET_ANYWHERE")
     assert r.returncode == 2 and "$NOT_SET_ANYWHERE is not set" in r.stderr, fail_text(r)
     assert hub.writes() == []
+
+
+@pytest.mark.parametrize("case", ["mistyped folder", "one model folder", "folder without checkpoints"])
+def test_checkpoints_folder_without_checkpoints_is_refused_not_trained(hub, space_dir, tiny_dir, tmp_path, case):
+    """Only the embedded default is built when missing: any other folder without checkpoint-N is an error."""
+    (tmp_path / "runs" / "my-run").mkdir(parents=True)
+    folder = {"mistyped folder": tmp_path / "runs" / "my-rnu",
+              "one model folder": tmp_path / "runs" / "my-run" / "final",
+              "folder without checkpoints": tmp_path / "runs" / "my-run"}[case]
+    if case == "one model folder":
+        shutil.copytree(tiny_dir / "checkpoint-1000", folder)
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "runs").rglob("*"))
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--dry-run", checkpoints=folder)
+    assert r.returncode == 2, fail_text(r)
+    assert f"--checkpoints {str(folder)!r}" in r.stderr and "--no-checkpoints" in r.stderr, fail_text(r)
+    hint = {"mistyped folder": "did you mean", "one model folder": "one model folder, not a training output",
+            "folder without checkpoints": "no checkpoint-N folder"}[case]
+    assert hint in r.stderr, fail_text(r)
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "runs").rglob("*")) == before, "nothing may be built"
+    assert hub.writes() == []
+
+
+@pytest.mark.parametrize("name", ["alice/my--space", "alice/demo.git", "alice/-demo", "alice/" + "a" * 97])
+def test_an_invalid_space_name_is_refused_before_any_request(hub, space_dir, name):
+    r = run_publish(hub, name, "--space-dir", str(space_dir))
+    assert r.returncode == 2, fail_text(r)
+    assert "Traceback" not in r.stderr and repr(name) in r.stderr and "at most 96" in r.stderr, fail_text(r)
+    assert hub.requests == []
 
 
 def test_network_failures_are_retried_then_reported(hub, space_dir):

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -74,6 +75,9 @@ def publish(config: PublishConfig, *, progress: Progress | None = None) -> Publi
         PublishError: with the fix in the message; subclasses carry distinct exit codes.
     """
     say = progress or (lambda _msg: None)
+    check_repo_name(config.space, "Space name")
+    if config.checkpoints_repo:
+        check_repo_name(config.checkpoints_repo, "--checkpoints-repo")
     hub = connect(endpoint=config.endpoint, retries=config.retries)
     known = _credentials(hub, _secret_values(config))
     hub.secrets.extend(known.values())
@@ -98,8 +102,10 @@ def publish(config: PublishConfig, *, progress: Progress | None = None) -> Publi
     with tempfile.TemporaryDirectory(prefix="vlm-lab-publish-") as tmp:
         embed = config.embed_checkpoints and not config.checkpoints_repo
         checkpoints = Path(config.checkpoints)
-        staged = stage(Path(tmp, "space"), space_dir=space_dir, checkpoints=checkpoints if embed else None)
-        ckpt_staged = stage(Path(tmp, "ckpt"), checkpoints=checkpoints, checkpoints_prefix="") if config.checkpoints_repo else None
+        build = _is_embedded_default(checkpoints)
+        staged = stage(Path(tmp, "space"), space_dir=space_dir, checkpoints=checkpoints if embed else None, build_missing=build)
+        ckpt_staged = (stage(Path(tmp, "ckpt"), checkpoints=checkpoints, checkpoints_prefix="", build_missing=build)
+                       if config.checkpoints_repo else None)
         sizes = dict(staged.sizes) | (ckpt_staged.sizes if ckpt_staged else {})
         say(f"staged {len(staged.files)} files, {human_bytes(sum(sizes.values()))}; {len(staged.excluded)} junk file(s) left out")
 
@@ -154,6 +160,31 @@ def publish(config: PublishConfig, *, progress: Progress | None = None) -> Publi
     head = commit or _repo_info(hub, config.space, "space").sha  # type: ignore[union-attr]
     return _report(hub, config, {"sha": head}, plans, initial + [a[0] for a in actions], runtime, staged, sizes,
                    created=created, new_commit=commit is not None, dry_run=False)
+
+
+def check_repo_name(repo_id: str, what: str) -> None:
+    """Refuse a repo id the Hub would refuse, before any request (huggingface_hub's own rules).
+
+    Raises:
+        PublishError: naming the value, the rule it breaks and the rules in full.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise PublishError(
+            f"{what} {repo_id!r} is not a valid repo id ({str(e).split(':', 1)[0].rstrip('.')}); use owner/name where name "
+            "has letters, digits, '-', '_' or '.', at most 96 characters, does not start or end with '-' or '.', "
+            "has no '--' or '..', and does not end in '.git'"
+        ) from None
+
+
+def _is_embedded_default(checkpoints: Path) -> bool:
+    """Whether ``checkpoints`` is the embedded default folder, the only one built when it is missing."""
+    default = next(f.default for f in dataclasses.fields(PublishConfig) if f.name == "checkpoints")
+    return checkpoints.resolve() == Path(str(default)).resolve()
 
 
 def _secret_values(config: PublishConfig) -> dict[str, str]:

@@ -14,6 +14,7 @@ naming the file but never echoing what matched. The same patterns check each
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import fnmatch
 import hashlib
 import re
@@ -251,20 +252,41 @@ def file_ids(path: Path) -> tuple[str, str]:
     return sha1.hexdigest(), sha256.hexdigest()
 
 
-def checkpoint_sources(folder: Path) -> list[tuple[str, Path]]:
+def checkpoint_sources(folder: Path, *, build_missing: bool = False) -> list[tuple[str, Path]]:
     """``(checkpoint-N/file, source)`` for the inference files of every checkpoint-N under ``folder``.
 
-    Trains the embedded tiny shapes checkpoints first when ``folder`` holds none.
+    Args:
+        build_missing: train the embedded tiny shapes checkpoints into ``folder`` when it holds
+            none (only for the embedded default: a mistyped path must not become a fresh build).
+
+    Raises:
+        PublishError: ``folder`` holds no checkpoint-N folder (and is not to be built), naming what is there.
     """
     from vlm_lab.checkpoints import discover_checkpoints, model_files
 
     found = discover_checkpoints(folder)
-    if not found:
+    if not found and build_missing:
         from vlm_lab import tiny
         from vlm_lab.config import TrainConfig
 
         found = tiny.train(TrainConfig(out=str(folder)), progress=False)
+    if not found:
+        raise PublishError(f"--checkpoints {str(folder)!r}: {_no_checkpoints_reason(folder)}; pass the training output "
+                           "that holds the checkpoint-N folders (each with a config.json), or --no-checkpoints")
     return [(f"{ckpt.name}/{f.name}", f) for ckpt in found for f in model_files(ckpt)]
+
+
+def _no_checkpoints_reason(folder: Path) -> str:
+    """Why ``folder`` gives no checkpoints, with what is there (or near it) to pick from."""
+    if (folder / "config.json").is_file():
+        return f"this is one model folder, not a training output; its parent {str(folder.parent)!r} may be the one"
+    if folder.is_dir():
+        children = sorted(c.name for c in folder.iterdir() if not c.name.startswith("."))
+        return f"no checkpoint-N folder with a config.json in it (found: {', '.join(children[:8]) or 'nothing'})"
+    parent = folder.parent
+    siblings = sorted(c.name for c in parent.iterdir() if c.is_dir()) if parent.is_dir() else []
+    close = difflib.get_close_matches(folder.name, siblings, n=3, cutoff=0.5)
+    return "no such folder" + (f" (did you mean {', '.join(repr(str(parent / c)) for c in close)}?)" if close else "")
 
 
 def stage(
@@ -273,6 +295,7 @@ def stage(
     space_dir: Path | None = None,
     checkpoints: Path | None = None,
     checkpoints_prefix: str = STAGED_CHECKPOINTS,
+    build_missing: bool = False,
 ) -> Stage:
     """Copy the files to publish into ``dest`` (empty), scan them, and hash them.
 
@@ -281,9 +304,11 @@ def stage(
         space_dir: the app folder; with it the vlm_lab package is staged next to it.
         checkpoints: a training output whose checkpoint-N folders are staged under ``checkpoints_prefix``.
         checkpoints_prefix: folder in the repo for them ("" for a checkpoints-only model repo).
+        build_missing: train the embedded checkpoints into ``checkpoints`` when it holds none.
 
     Raises:
         SecretFileError: a file looks like it holds a credential (names the file).
+        PublishError: ``checkpoints`` holds no checkpoint-N folder.
     """
     import vlm_lab
 
@@ -297,7 +322,7 @@ def stage(
             excluded += [str(folder / rel) for rel in drop]
     if checkpoints is not None:
         prefix = f"{checkpoints_prefix.strip('/')}/" if checkpoints_prefix else ""
-        sources += [("checkpoints", prefix + rel, src) for rel, src in checkpoint_sources(checkpoints)]
+        sources += [("checkpoints", prefix + rel, src) for rel, src in checkpoint_sources(checkpoints, build_missing=build_missing)]
 
     files: dict[str, LocalFile] = {}
     sizes: dict[str, int] = {}
