@@ -37,7 +37,23 @@ def test_read_image_says_what_is_missing(value, message):
 def test_pixel_limit_is_checked_before_decoding(tmp_path):
     big = tmp_path / "big.png"
     Image.new("RGB", (200, 100)).save(big)
-    with pytest.raises(DataError, match=r"200x100 = 20,000 pixels, over this Space's limit of 10,000; resize it"):
-        read_image(str(big), max_pixels=10_000)
+    with pytest.raises(DataError, match=r"200x100 = 20,000 pixels, over this Space's limit of 10,000; resize it") as caught:
+        read_image(str(big), max_pixels=10_000)  # under PIL's own bomb limit (2x): this app's check says it
+    assert str(caught.value).startswith("the image is 200x100") and "corrupt" not in str(caught.value)
     with pytest.raises(DataError, match="over this Space's limit"):
         read_image(Image.new("RGB", (200, 100)), max_pixels=10_000)
+
+
+def test_the_model_sees_the_image_as_the_browser_shows_it(tmp_path):
+    # transparency over white (as transformers' convert_to_rgb does), not over black
+    clear = tmp_path / "transparent.png"
+    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(clear)
+    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).convert("P").save(tmp_path / "palette.png", transparency=0)
+    for name in ("transparent.png", "palette.png"):
+        assert read_image(str(tmp_path / name), max_pixels=100).getpixel((0, 0)) == (255, 255, 255), name
+    # a phone photo stored sideways with EXIF orientation 6 (rotate 90 degrees clockwise to view)
+    photo = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (64, 32), "red").save(photo, exif=exif.tobytes())
+    assert read_image(str(photo), max_pixels=10_000).size == (32, 64)
