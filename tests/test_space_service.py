@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 
@@ -39,6 +40,8 @@ def test_choices_default_to_first_middle_last(service):
     ("greedy", 0, "max new tokens must be between 1 and 64"),
     ("greedy", 65, "max new tokens must be between 1 and 64"),
     ("greedy", "many", "max new tokens must be a whole number"),
+    ("greedy", 3.7, "max new tokens must be a whole number, got 3.7"),
+    ("beam(2000)", 8, r"'beam\(2000\)' asks for 2000 beams; this Space allows at most beam\(4\)"),
 ])
 def test_generation_choices_are_validated(service, strategy, tokens, message):
     with pytest.raises(ConfigError, match=message):
@@ -68,6 +71,24 @@ def test_batch_answers_good_requests_and_flags_bad_ones(service, tmp_path):
     assert "not an image" in answers[1].error
     assert "no question" in answers[3].error
     assert "between 1 and 64" in answers[4].error
+
+
+def test_generation_choices_within_bounds_pass(service):
+    assert service.generation_config("beam(4)", "8").max_new_tokens == 8
+    assert service.generation_config("nucleus (top-p 0.9)", 8.0).strategy == "nucleus(0.9)"
+
+
+def test_a_checkpoint_that_cannot_load_fails_only_its_own_batched_requests(tiny_checkpoints, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoints[-1], broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # cut short, as by an interrupted upload
+    service = ss.ComparisonService(SpaceSettings(checkpoints=(str(tiny_checkpoints[-1]), str(broken)), device="cpu"))
+    image = str(EXAMPLES / "red-circle.png")
+    good, bad, good_too = service.answer_batch([image] * 3, ["What color is the shape?"] * 3,
+                                               ["checkpoint-1000", service.labels[1], "checkpoint-1000"])
+    assert (good.text, good.error, good_too.text) == ("red", "", "red")
+    assert bad.text == "" and "model.safetensors is not a valid safetensors file" in bad.error
 
 
 def test_out_of_memory_empties_the_cache_and_says_what_to_lower(service):

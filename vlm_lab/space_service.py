@@ -13,14 +13,17 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import math
 import os
 import time
 from typing import Any, Iterator, Mapping, Sequence
 
 from vlm_lab.config import GenerationConfig, parse_strategy
-from vlm_lab.errors import NONFINITE_HINT, CheckpointNotFoundError, ConfigError, DataError, MemoryBudgetError
+from vlm_lab.errors import (
+    NONFINITE_HINT, CheckpointNotFoundError, ConfigError, DataError, MemoryBudgetError, VlmLabError,
+)
 from vlm_lab.space_images import read_image
-from vlm_lab.space_settings import MAX_SLOTS, NONE_CHOICE, STRATEGIES, SpaceSettings
+from vlm_lab.space_settings import MAX_BEAMS, MAX_SLOTS, NONE_CHOICE, STRATEGIES, SpaceSettings
 
 log = logging.getLogger("vlm_lab.space")
 
@@ -273,11 +276,16 @@ class ComparisonService:
 
     def generation_config(self, strategy: str, max_new_tokens: Any) -> GenerationConfig:
         strategy = STRATEGIES.get(str(strategy), str(strategy or "greedy"))
-        parse_strategy(strategy)
+        name, value = parse_strategy(strategy)
+        if name == "beam" and value > MAX_BEAMS:
+            raise ConfigError(f"{strategy!r} asks for {value:g} beams; this Space allows at most beam({MAX_BEAMS})")
         try:
-            n = int(max_new_tokens)
+            n = float(max_new_tokens)
         except (TypeError, ValueError):
-            raise ConfigError(f"max new tokens must be a whole number, got {max_new_tokens!r}") from None
+            n = math.nan
+        if not n.is_integer():  # 3.7 is refused, not silently cut to 3
+            raise ConfigError(f"max new tokens must be a whole number, got {max_new_tokens!r}")
+        n = int(n)
         if not 1 <= n <= self.settings.max_new_tokens:
             raise ConfigError(f"max new tokens must be between 1 and {self.settings.max_new_tokens}, got {n}")
         return GenerationConfig(strategy=strategy, max_new_tokens=n, batch_size=1, seed=0)
@@ -334,7 +342,10 @@ class ComparisonService:
                 results[i] = Answer(label, "", 0, 0.0, 0.0, "", error=str(e))
         with logged_request("batch", f"{len(images)} request(s) in {len(groups)} group(s)"):
             for (label, config), items in groups.items():
-                answers = self._run(label, [img for _, img, _ in items], [t for _, _, t in items], config)
+                try:
+                    answers = self._run(label, [img for _, img, _ in items], [t for _, _, t in items], config)
+                except VlmLabError as e:  # this checkpoint failed (cannot load, out of memory): only its requests
+                    answers = [Answer(label, "", 0, 0.0, 0.0, "", error=str(e))] * len(items)
                 for (i, _, _), answer in zip(items, answers):
                     results[i] = answer
         return [r for r in results if r is not None]

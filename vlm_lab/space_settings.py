@@ -18,9 +18,13 @@ from vlm_lab.errors import CheckpointNotFoundError, ConfigError
 
 EMBEDDED_CHECKPOINTS = "checkpoints/shapes"  # where the publisher stages them next to app.py
 MAX_SLOTS = 3  # checkpoints compared side by side
-# Decoding choices shown in the UI: label -> strategy string (any valid strategy works through the API).
+# Decoding choices shown in the UI: label -> strategy string (the API takes any valid strategy,
+# beam(N) up to MAX_BEAMS).
 STRATEGIES = {"greedy": "greedy", "nucleus (top-p 0.9)": "nucleus(0.9)", "temperature 0.7": "temperature(0.7)"}
 NONE_CHOICE = "(none)"
+# beam(N) is open to API callers, but its cost grows with N: a public Space caps it (beam(2000)
+# took 12 s on the 0.17M-parameter checkpoints and would run a T4 out of memory).
+MAX_BEAMS = 4
 
 
 def prepare_environment(environ: dict[str, str] | None = None, *, data_dir: str = "/data") -> list[str]:
