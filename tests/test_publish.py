@@ -335,6 +335,16 @@ def test_a_credential_in_var_is_refused_before_any_upload(hub, space_dir, case, 
     assert len(hub.space(SPACE).commits) == commits and hub.space(SPACE).variables == {}
 
 
+@pytest.mark.parametrize("name", ["HF_TOKEN", "SPACE_READ_TOKEN"])
+def test_the_publishing_token_is_never_sent_as_a_space_secret(hub, space_dir, name):
+    hub.add_space(SPACE, hardware="t4-small", sleep=3600)
+    env = {name: hub.token} if name != "HF_TOKEN" else {}
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--secret", name, env=env)
+    assert r.returncode == 2, fail_text(r)
+    assert f"--secret {name}" in r.stderr and "read-only token" in r.stderr and f"/spaces/{SPACE}/settings" in r.stderr
+    assert hub.writes() == [] and hub.space(SPACE).secrets == {}
+
+
 def test_a_credential_left_in_a_variable_is_not_printed(hub, space_dir):
     """A Space an older publish gave a credential as a variable: the report says so without showing it."""
     leaked = "hf_" + "Qw7" * 12

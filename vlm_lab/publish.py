@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from vlm_lab.config import PublishConfig
 from vlm_lab.errors import PublishError
-from vlm_lab.publish_hub import Hub, HubNotFoundError, check_can_write, connect
+from vlm_lab.publish_hub import TOKENS_URL, Hub, HubNotFoundError, check_can_write, connect
 from vlm_lab.publish_report import FilePlan, PublishReport, SettingChange, estimate_cost
 from vlm_lab.publish_stage import (
     Stage,
@@ -80,6 +80,7 @@ def publish(config: PublishConfig, *, progress: Progress | None = None) -> Publi
         check_repo_name(config.checkpoints_repo, "--checkpoints-repo")
     hub = connect(endpoint=config.endpoint, retries=config.retries)
     known = _credentials(hub, _secret_values(config))
+    _refuse_publishing_token(hub, config)
     hub.secrets.extend(known.values())
     check_variables(config.variable_map(), known=known)
     say(f"token: {hub.user}")
@@ -196,6 +197,19 @@ def _secret_values(config: PublishConfig) -> dict[str, str]:
             raise PublishError(f"--secret {name}: ${name} is not set; export {name}=... first (secret values are read from the environment, never from the command line)")
         values[name] = value
     return values
+
+
+def _refuse_publishing_token(hub: Hub, config: PublishConfig) -> None:
+    """A ``--secret`` may not carry the token this command writes with: the Space's code could read it."""
+    for name, value in _secret_values(config).items():
+        if value.strip() == hub.token:
+            raise PublishError(
+                f"--secret {name}: ${name} holds the token this command publishes with (it can write to the repos of "
+                f"{hub.user}); sent as a Space secret, the Space's code could read it. Nothing was uploaded. Give the "
+                f"Space its own read-only token: create one at {TOKENS_URL} and add it as the secret {name} at "
+                f"{hub.endpoint}/spaces/{config.space}/settings (publishing leaves secrets it is not given alone), "
+                f"then publish without --secret {name}"
+            )
 
 
 def _credentials(hub: Hub, secret_values: dict[str, str]) -> dict[str, str]:
@@ -463,7 +477,8 @@ def _report(hub: Hub, config: PublishConfig, info: Any, plans: tuple[FilePlan, .
     if stage_name == "PAUSED":
         notes.append(f"paused: not billed; start it with --restart (make publish SPACE={config.space} ARGS=--restart)")
     if config.checkpoints_repo and not config.public:
-        notes.append(f"{config.checkpoints_repo} is private: the Space needs a read token to load it (--secret HF_TOKEN)")
+        notes.append(f"{config.checkpoints_repo} is private: the Space needs a read-only token to load it; add one as "
+                     f"the secret HF_TOKEN at {hub.endpoint}/spaces/{config.space}/settings (or publish with --public)")
     sha = info.get("sha") if isinstance(info, dict) else getattr(info, "sha", None)
     return PublishReport(
         space=config.space, url=f"{hub.endpoint}/spaces/{config.space}", action=config.action, dry_run=dry_run,
