@@ -7,7 +7,7 @@
 The options are passed to each `vlm-lab sweep`. One sweep never stops the others: an
 invalid sweep file (or a crash) is reported and the next file runs. The exit code is the
 worst of the sweeps': 0 all completed, 1 some run failed (or a sweep crashed), 75 a sweep
-was already running (another invocation holds its lock), 2 an invalid sweep file.
+(or some of its runs) was already running in another invocation, 2 an invalid sweep file.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from vlm_lab.cli import main
 from vlm_lab.cli.sweep import add_sweep_options
 
-MEANINGS = {1: "some run failed", 2: "invalid sweep file, nothing ran", 75: "already running elsewhere, nothing ran", 130: "interrupted"}
+MEANINGS = {1: "some run failed", 2: "invalid sweep file, nothing ran", 75: "already running elsewhere (the sweep, or some of its runs)", 130: "interrupted"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,7 @@ PARAMETERS = """\
 x: int = 1  # a grid value
 fail_on: int = -1  # raise in the last cell when x equals this
 sleep_s: float = 0.0  # 0 = no sleep; makes runs slow enough to kill one
+tag: str = ""  # a text grid value
 output_dir: str = "out"  # set by the sweep
 wandb_group: str = ""  # set by the sweep
 wandb_tags: str = ""  # set by the sweep
@@ -397,3 +398,12 @@ def test_duplicate_keys_in_a_sweep_file_are_an_error(tmp_path):
     path.write_text("name: a\nnotebook: nb.ipynb\ngrid:\n  x: [1]\n  x: [2]\n")
     with pytest.raises(SweepError, match=r"dup.yaml: key 'x' appears twice \(line 4 and line 5\)"):
         sweep.load_sweep(path)
+
+
+def test_a_grid_value_holding_a_comma_stays_one_wandb_tag(sweep_file):
+    path = sweep_file({"x": [1], "tag": ["ckpt-a,ckpt-b"]})  # checkpoints: "a,b" is how notebook 02 takes several
+    report = sweep.run_sweep(sweep.load_sweep(path), progress=False)
+    assert report.ok, report.describe()
+    (run,) = sweep.plan(sweep.load_sweep(path))
+    params = json.loads((run.dir / "params.json").read_text())
+    assert params["wandb_tags"].split(",") == ["tag=ckpt-a+ckpt-b", "x=1"]

@@ -241,9 +241,10 @@ def test_notebook_says_whether_wandb_was_asked_for_or_failed(wandb_home, compari
 
 
 @pytest.mark.slow
-def test_a_key_without_network_is_reported_as_attempted_and_skipped(wandb_home, comparison, monkeypatch):
-    """The audit's case: a key is set, the W&B server cannot be reached. A fresh process, as a notebook
-    kernel is: wandb reads its settings (the init timeout here) once per process."""
+def test_a_key_without_network_logs_offline_instead_and_never_writes_the_key(wandb_home, comparison, monkeypatch):
+    """A key is set, the W&B server cannot be reached: the run is logged offline (nothing lost), the
+    notebook says online failed and how to upload later. A fresh process, as a notebook kernel is:
+    wandb reads its settings (the init timeout here) once per process."""
     import os
     import subprocess
     import sys
@@ -265,10 +266,15 @@ def test_a_key_without_network_is_reported_as_attempted_and_skipped(wandb_home, 
     r = subprocess.run([sys.executable, "-c", script, str(result.output_dir), _notebook_cell_source()],
                        env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.startswith("W&B logging was attempted and skipped: could not start the run: "), r.stdout
-    assert "set wandb_group" not in r.stdout
-    assert r.stderr.count("TrackingWarning: W&B logging skipped (could not start the run)") == 1, r.stderr[-3000:]
+    assert r.stdout.startswith("W&B offline run ") and "(online failed: " in r.stdout, r.stdout
+    assert "upload it with: wandb sync " in r.stdout and "set wandb_group" not in r.stdout
+    assert r.stderr.count("logged offline instead: upload it later with `wandb sync ") == 1, r.stderr[-3000:]
     assert FAKE_KEY not in r.stdout + r.stderr
+    (run_dir,) = offline_runs.find_offline_runs(wandb_home)
+    run = offline_runs.read_offline_run(run_dir)
+    assert run.group == "nb-group" and len(run.table("samples")) == len(result.to_dataframe())
+    for path in wandb_home.rglob("*"):  # nothing that `wandb sync` would upload holds the key
+        assert not path.is_file() or FAKE_KEY.encode() not in path.read_bytes(), path
 
 
 def test_runs_cli_lists_offline_runs(wandb_home, comparison, capsys):
@@ -283,3 +289,63 @@ def test_runs_cli_lists_offline_runs(wandb_home, comparison, capsys):
     assert f"wandb sync {wandb_home / 'wandb'}/offline-run-*" in out
     assert main(["runs", str(wandb_home), "--group", "nope"]) == 0
     assert "no W&B offline runs" in capsys.readouterr().out
+
+
+def _tracking_warnings(caught) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, tracking.TrackingWarning)]
+
+
+def test_online_without_a_key_logs_offline_and_says_how_to_go_online(wandb_home, monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))  # no `wandb login` either
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tracked = tracking.log_interaction(image=Image.new("RGB", (8, 8)), prompt="q", outputs={"c": "a"}, group="g")
+    (message,) = _tracking_warnings(caught)
+    assert "W&B mode is online (WANDB_MODE=online) but no W&B API key is configured" in message
+    assert "set WANDB_API_KEY or run `wandb login`" in message and "logged offline instead" in message
+    assert tracked is not None and tracked.mode == "offline" and "online failed" in str(tracked)
+    assert offline_runs.read_offline_run(tracked.dir).group == "g"  # nothing lost: sync it later
+
+
+def test_long_or_comma_holding_tags_are_kept_not_fatal(wandb_home):
+    long_a = "checkpoints=/data/experiments/2026-11-01-a-long-run-name/checkpoint-12000"
+    long_b = long_a.replace("12000", "13000")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tracking.TrackingWarning)
+        tracked = tracking.log_interaction(
+            image=Image.new("RGB", (8, 8)), prompt="q", outputs={"c": "a"}, tags=[long_a, long_b, "short"]
+        )
+    tags = offline_runs.read_offline_run(tracked.dir).tags
+    assert len(tags) == 3 and "short" in tags and all(len(t) <= 64 for t in tags)
+    assert tags[0] != tags[1] and tags[0].startswith("checkpoints=/data/experiments/")
+
+
+def test_sweep_tags_keep_one_tag_per_varied_parameter():
+    tags = tracking.variant_tags({"checkpoints": "a/checkpoint-1,b/checkpoint-2", "strategy": "nucleus(0.9)"})
+    assert tags.split(",") == ["checkpoints=a/checkpoint-1+b/checkpoint-2", "strategy=nucleus(0.9)"]
+
+
+def test_runs_cli_lists_the_readable_runs_and_names_the_broken_ones(wandb_home, capsys):
+    from vlm_lab.cli import main
+
+    tracked = tracking.log_interaction(image=Image.new("RGB", (8, 8)), prompt="q", outputs={"c": "a"}, group="kept")
+    killed = tracked.dir.parent / "offline-run-20990101_000000-killed01"  # killed while wandb.init started
+    killed.mkdir()
+    (killed / "run-killed01.wandb").write_bytes(b"")
+    garbage = tracked.dir.parent / "offline-run-20990101_000001-garbage1"
+    garbage.mkdir()
+    (garbage / "run-garbage1.wandb").write_bytes(b"not a log")
+    assert main(["runs", str(wandb_home)]) == 0
+    captured = capsys.readouterr()
+    assert "kept" in captured.out and tracked.id in captured.out
+    assert f"wandb sync {tracked.dir}\n" in captured.out  # the unreadable ones are not offered for upload
+    assert f"cannot read {killed}: " in captured.err and "empty or truncated header" in captured.err
+    assert f"cannot read {garbage}: " in captured.err and "2 unreadable run folder(s) skipped" in captured.err
+
+
+def test_runs_cli_on_a_missing_folder_says_so(tmp_path, capsys):
+    from vlm_lab.cli import main
+
+    assert main(["runs", str(tmp_path / "nope")]) == 2
+    assert f"no folder at {tmp_path / 'nope'}" in capsys.readouterr().err

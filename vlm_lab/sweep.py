@@ -383,12 +383,14 @@ def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> 
     """Execute one run with papermill; returns its final status (never raises for a failing notebook)."""
     import papermill
 
+    from vlm_lab.tracking import variant_tags
+
     run.dir.mkdir(parents=True, exist_ok=True)
     parameters = dict(run.parameters)
     extras = {
         "output_dir": str(run.dir.resolve()),
         "wandb_group": config.name,
-        "wandb_tags": ",".join(f"{k}={v}" for k, v in sorted(run.varied.items())),
+        "wandb_tags": variant_tags(run.varied),
     }
     parameters.update({k: v for k, v in extras.items() if k in declared})
     _write_json(run.dir / PARAMS_FILE, parameters)

@@ -3,8 +3,10 @@
 Offline by default: with no ``WANDB_API_KEY`` and no ``WANDB_MODE`` a run is
 written under ``$WANDB_DIR/wandb/offline-run-*`` and can be uploaded later with
 ``wandb sync`` (``vlm-lab runs`` lists them and prints the command). A key in the
-environment makes runs online; ``mode="disabled"`` (or ``WANDB_MODE=disabled``)
-turns logging off without importing wandb.
+environment makes runs online; when online fails (no key configured, no network) the
+run is logged offline instead, with one warning naming why and the ``wandb sync``
+command. ``mode="disabled"`` (or ``WANDB_MODE=disabled``) turns logging off without
+importing wandb. Tags longer than W&B's 64 characters are shortened (start + hash).
 
 Logging never breaks an experiment: any W&B failure becomes one
 ``TrackingWarning`` and the function returns ``None`` (``log_comparison``: a falsy
@@ -16,6 +18,7 @@ from warnings and reasons).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import re
@@ -26,6 +29,7 @@ from typing import Any, Iterable, Mapping
 
 MODES = ("online", "offline", "disabled")
 DEFAULT_PROJECT = "vlm-lab"
+MAX_TAG = 64  # W&B refuses a run whose tag is longer (the whole wandb.init fails)
 # Columns of a comparison's per-sample frame that hold an image path.
 _IMAGE_COLUMN = re.compile(r"(^|[_/])image(_path)?$")
 
@@ -42,6 +46,7 @@ class TrackedRun:
     mode: str  # online | offline
     dir: Path | None  # the offline-run-* / run-* folder
     url: str | None  # online only
+    online_error: str = ""  # online was asked for and failed (key redacted): why this run is offline
 
     @property
     def sync_command(self) -> str | None:
@@ -51,7 +56,8 @@ class TrackedRun:
     def __str__(self) -> str:
         if self.mode == "online":
             return f"W&B run {self.id}: {self.url}"
-        return f"W&B offline run {self.id} in {self.dir}; upload it with: {self.sync_command}"
+        why = f" (online failed: {self.online_error})" if self.online_error else ""
+        return f"W&B offline run {self.id} in {self.dir}{why}; upload it with: {self.sync_command}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +108,19 @@ def local_env(root: str | os.PathLike[str]) -> dict[str, str]:
         "WANDB_CACHE_DIR": str(root / "cache"),
         "WANDB_CONFIG_DIR": str(root / "config"),
     }
+
+
+def variant_tags(varied: Mapping[str, Any]) -> str:
+    """``"key=value,..."`` tags of a variant, for a notebook's ``wandb_tags`` parameter (split on
+    commas): a comma inside a value (``checkpoints: "a,b"``) becomes ``+``, keeping one tag per key."""
+    return ",".join(f"{k}={v}".replace(",", "+") for k, v in sorted(varied.items()))
+
+
+def _tag(text: str) -> str:
+    """``text`` within W&B's 64-character limit; a longer tag keeps its start plus a hash of all of it."""
+    if len(text) <= MAX_TAG:
+        return text
+    return f"{text[: MAX_TAG - 9]}~{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def _redact(text: str) -> str:
@@ -172,12 +191,20 @@ def start_run(
         tags = tags.split(",")
     if config is not None and hasattr(config, "to_dict"):
         config = config.to_dict()
+    # Without a key wandb.init prompts on a terminal (a hang under nohup) or fails with no fix named.
+    if mode == "online" and wandb.run is None and not wandb.login(prompt=False, verify=False):
+        from vlm_lab.errors import ConfigError
+
+        raise ConfigError(
+            f"W&B mode is online ({_online_source()}) but no W&B API key is configured: "
+            "set WANDB_API_KEY or run `wandb login` (or set WANDB_MODE=offline)"
+        )
     return wandb.init(
         project=project,
         entity=entity or None,
         group=group or None,
         job_type=job_type,
-        tags=[str(t).strip() for t in tags if str(t).strip()],
+        tags=[_tag(str(t).strip()) for t in tags if str(t).strip()],
         name=name or None,
         config=dict(config) if config is not None else None,
         mode=mode,
@@ -185,6 +212,31 @@ def start_run(
         reinit="create_new",  # never hijack or finish a run the user has open
         settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True),
     )
+
+
+def _online_source() -> str:
+    env_mode = os.environ.get("WANDB_MODE", "").strip()
+    return f"WANDB_MODE={env_mode}" if env_mode.lower() in ("online", "run") else "mode='online' was passed"
+
+
+def _start_or_offline(config: Any, *, mode: str | None, **options: Any) -> tuple[Any, str, str]:
+    """``start_run``; when online fails (no key, no network), the run is logged offline instead so
+    nothing is lost. Returns (run or None when disabled, the mode used, why online failed or "")."""
+    from vlm_lab.errors import VlmLabError
+
+    resolved = resolve_mode(mode)
+    try:
+        return start_run(config, mode=resolved, **options), resolved, ""
+    except Exception as e:  # noqa: BLE001 - online trouble is not a reason to lose the run
+        if resolved != "online":
+            raise
+        why = _redact(f"{e}" if isinstance(e, VlmLabError) else f"{type(e).__name__}: {e}")
+    run = start_run(config, mode="offline", **options)
+    sync_dir = getattr(run.settings, "sync_dir", None)
+    warnings.warn(
+        TrackingWarning(f"{why}; logged offline instead: upload it later with `wandb sync {sync_dir}`"), stacklevel=3
+    )
+    return run, "offline", why
 
 
 def finish_run(run: Any) -> TrackedRun | None:
@@ -204,10 +256,10 @@ def _finish(run: Any, tracked: TrackedRun) -> TrackedRun:
     return tracked
 
 
-def _tracked(run: Any, mode: str) -> TrackedRun:
+def _tracked(run: Any, mode: str, online_error: str = "") -> TrackedRun:
     sync_dir = getattr(run.settings, "sync_dir", None)
     url = getattr(run, "url", None) if mode == "online" else None
-    return TrackedRun(id=run.id, mode=mode, dir=Path(sync_dir) if sync_dir else None, url=url)
+    return TrackedRun(id=run.id, mode=mode, dir=Path(sync_dir) if sync_dir else None, url=url, online_error=online_error)
 
 
 def _number(value: Any) -> float | int | None:
@@ -292,10 +344,9 @@ def log_comparison(
     if config is None:
         config = getattr(result, "config", None)
     try:
-        resolved = resolve_mode(mode)
-        run = start_run(
+        run, resolved, online_error = _start_or_offline(
             config, project=project, entity=entity, group=group, job_type=job_type,
-            tags=tags, name=name, mode=resolved, dir=dir,
+            tags=tags, name=name, mode=mode, dir=dir,
         )
     except Exception as e:  # noqa: BLE001 - logging must never break the experiment
         return _skip("could not start the run", e)
@@ -315,7 +366,7 @@ def log_comparison(
                 if path.is_file() and not any(part.startswith(".") for part in relative.parts):
                     artifact.add_file(str(path), name=relative.as_posix())
             run.log_artifact(artifact)
-        return _finish(run, _tracked(run, resolved))
+        return _finish(run, _tracked(run, resolved, online_error))
     except Exception as e:  # noqa: BLE001
         skipped = _skip("could not log the comparison", e)
         _finish_quietly(run)
@@ -353,12 +404,12 @@ def log_interaction(
         Where the run went, or None when disabled or when W&B failed.
     """
     own_run = run is None
+    online_error = ""
     try:
-        resolved = resolve_mode(mode)
         if own_run:
-            run = start_run(
+            run, resolved, online_error = _start_or_offline(
                 config, project=project, entity=entity, group=group, job_type="interaction",
-                tags=tags, mode=resolved, dir=dir,
+                tags=tags, mode=mode, dir=dir,
             )
         if run is None:
             return None
@@ -383,7 +434,7 @@ def log_interaction(
             metrics["memory_mb"] = _number(memory_mb)
         run.log(metrics)
         if own_run:
-            return _finish(run, _tracked(run, resolved))
+            return _finish(run, _tracked(run, resolved, online_error))
         return _tracked(run, _run_mode(run))
     except Exception as e:  # noqa: BLE001
         _skip("could not log the interaction", e)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 
@@ -24,9 +25,20 @@ def _runs(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from vlm_lab import offline_runs
+    from vlm_lab.errors import DataError
 
     root = Path(args.dir or os.environ.get("WANDB_DIR") or ".")
-    runs = [offline_runs.read_offline_run(p) for p in offline_runs.find_offline_runs(root)]
+    if not root.is_dir():
+        raise DataError(f"no folder at {root}; give the WANDB_DIR the runs were logged under (or a folder above it)")
+    runs, unreadable = [], []
+    for folder in offline_runs.find_offline_runs(root):
+        try:
+            runs.append(offline_runs.read_offline_run(folder))
+        except (DataError, OSError) as e:  # a run killed as it started: one bad folder must not hide the rest
+            unreadable.append(folder)
+            print(f"cannot read {folder}: {e}", file=sys.stderr)
+    if unreadable:
+        print(f"{len(unreadable)} unreadable run folder(s) skipped (not offered for upload)", file=sys.stderr)
     if args.group is not None:
         runs = [r for r in runs if r.group == args.group]
     if not runs:
@@ -43,6 +55,7 @@ def _runs(args: argparse.Namespace) -> int:
     with pd.option_context("display.max_columns", None, "display.width", 200):
         print(table.to_string(index=False))
     parents = {r.dir.parent for r in runs}
-    targets = " ".join(str(r.dir) for r in runs) if len(parents) > 1 or args.group else f"{parents.pop()}/offline-run-*"
+    explicit = len(parents) > 1 or args.group or unreadable
+    targets = " ".join(str(r.dir) for r in runs) if explicit else f"{parents.pop()}/offline-run-*"
     print(f"\n{len(runs)} offline run(s). Upload them (needs WANDB_API_KEY or `wandb login`):\n  wandb sync {targets}")
     return 0
