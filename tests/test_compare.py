@@ -6,13 +6,14 @@ import json
 import math
 import shutil
 import time
+import warnings
 
 import pytest
 
 from vlm_lab import data, shapes
 from vlm_lab.compare import BatchEvent, ComparisonResult, compare, compare_one, sample_key
 from vlm_lab.config import CompareConfig, GenerationConfig
-from vlm_lab.errors import DataError, NonFiniteWarning, OutputPathError
+from vlm_lab.errors import DataError, NonFiniteWarning, OutputPathError, TruncatedOutputWarning
 from vlm_lab.model_cache import ModelCache
 
 
@@ -399,3 +400,21 @@ def test_nonfinite_scores_are_counted_marked_and_warned(tmp_path, tiny_checkpoin
     assert [s["n_nonfinite"] for s in again.summary] == [0, 4] and again.summary[1]["from_cache"] == 4
     fine = compare(config.replace(checkpoints=(str(overflowing_checkpoint),), dtype="float32"), progress=False, cache=models)
     assert fine.summary[0]["n_nonfinite"] == 0  # the same weights in float32
+
+
+def test_outputs_cut_off_at_max_new_tokens_are_counted_marked_and_warned(tmp_path, tiny_checkpoints, models):
+    # every third shapes sample asks for a description: "a <color> <shape>" + the end token needs 4 tokens
+    config = _config(tmp_path, [tiny_checkpoints[-1]], max_new_tokens=3)
+    with pytest.warns(TruncatedOutputWarning, match=r"checkpoint-1000: 3 of 9 output\(s\) stopped at max_new_tokens=3 .*--max-new-tokens"):
+        result = compare(config, progress=False, cache=models)
+    assert result.summary[0]["n_truncated"] == 3 and result.summary_frame()["n_truncated"].tolist() == [3]
+    cut = [r["prompt"] for r in result.rows if r["outputs"]["checkpoint-1000"]["truncated"]]
+    assert cut == ["Describe the image."] * 3
+    assert (result.output_dir / "comparison.html").read_text().count('class="truncated"') == 3
+    with pytest.warns(TruncatedOutputWarning):  # served from the result cache: still counted, still said
+        again = compare(config, progress=False, cache=models)
+    assert again.summary[0]["n_truncated"] == 3 and again.summary[0]["from_cache"] == 9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TruncatedOutputWarning)
+        whole = compare(config.replace(max_new_tokens=4), progress=False, cache=models)  # the end token is the 4th
+    assert whole.summary[0]["n_truncated"] == 0 and whole.summary[0]["accuracy"] == 1.0

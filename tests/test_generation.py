@@ -75,6 +75,18 @@ def test_trained_checkpoint_answers_and_stops_at_eos(loaded, samples):
     assert [o.new_tokens for o in outs] == [len(s.reference.split()) + 1 for s in samples[:3]]  # + the end token
 
 
+@pytest.mark.parametrize("strategy", ["greedy", "beam(2)"])
+def test_an_output_cut_off_at_max_new_tokens_is_marked(loaded, samples, strategy):
+    # samples 0-2: color ("red" + eos: 2 tokens), shape (2 tokens), describe ("a red circle" + eos: 4 tokens)
+    model = loaded["checkpoint-1000"]
+    assert [o.truncated for o in generation.generate(model, samples[:3], GenerationConfig(strategy=strategy))] == [False] * 3
+    at_3 = generation.generate(model, samples[:3], GenerationConfig(strategy=strategy, max_new_tokens=3))
+    assert [o.truncated for o in at_3] == [False, False, True]  # only the description is cut off
+    at_4 = generation.generate(model, samples[:3], GenerationConfig(strategy=strategy, max_new_tokens=4))
+    assert at_4[2].new_tokens == 4 and not at_4[2].truncated  # its end token is the 4th: it ended, just in time
+    assert all(o.truncated for o in generation.generate(model, samples[:3], GenerationConfig(max_new_tokens=1)))
+
+
 @pytest.mark.parametrize(
     "strategy, expected",
     [

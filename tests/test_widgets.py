@@ -132,3 +132,15 @@ def test_float16_overflow_is_marked_in_the_table(tiny_checkpoints, overflowing_c
     e.button.click()
     assert [r["nonfinite"] for r in e.rows] == [False, True]
     assert e.output.value.count("NaN/inf: float16 overflow") == 1  # beside the broken checkpoint's answer only
+
+
+def test_an_answer_cut_off_at_max_tokens_is_marked(tiny_checkpoints):
+    e = explore([str(tiny_checkpoints[-1])], "shapes:val:3", device="cpu")
+    e.checkpoints.value = (0,)
+    e.prompt.value = "Describe the image."  # "a <color> <shape>" + the end token: 4 tokens
+    e.max_new_tokens.value = 3
+    e.button.click()
+    assert [r["truncated"] for r in e.rows] == [True] and e.output.value.count("cut off at max new tokens") == 1
+    e.max_new_tokens.value = 4
+    e.button.click()
+    assert [r["truncated"] for r in e.rows] == [False] and "cut off" not in e.output.value

@@ -23,13 +23,14 @@ from typing import Callable, Sequence
 from vlm_lab.checkpoints import CheckpointRef, resolve, resolve_all
 from vlm_lab.config import CompareConfig, GenerationConfig
 from vlm_lab.data import Sample, load_samples, open_image
-from vlm_lab.errors import NonFiniteWarning, OutputPathError
+from vlm_lab.errors import NonFiniteWarning, OutputPathError, TruncatedOutputWarning
 from vlm_lab.model_cache import ModelCache
 from vlm_lab.result_cache import ResultCache, generation_key, sample_key
 from vlm_lab.results import ComparisonResult
 from vlm_lab.scoring import bootstrap_accuracy, get_scorer
 
-__all__ = ["BatchEvent", "ComparisonResult", "ResultCache", "compare", "compare_one", "nonfinite_message", "sample_key", "unique_names"]
+__all__ = ["BatchEvent", "ComparisonResult", "ResultCache", "compare", "compare_one", "nonfinite_message", "sample_key",
+           "truncated_message", "unique_names"]
 
 SYNC_EVERY_S = 1.0  # fsync the result cache at most this often (and after each checkpoint's last batch)
 WEB_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")  # copied as they are; others become PNG
@@ -253,7 +254,17 @@ def compare(
     for row in result.summary:
         if row["n_nonfinite"]:
             warnings.warn(NonFiniteWarning(nonfinite_message(row["checkpoint"], row["n_nonfinite"], len(samples), dtype_name)), stacklevel=2)
+        if row["n_truncated"]:
+            warnings.warn(TruncatedOutputWarning(truncated_message(row["checkpoint"], row["n_truncated"], len(samples), gen.max_new_tokens)), stacklevel=2)
     return result
+
+
+def truncated_message(checkpoint: str, count: int, total: int, max_new_tokens: int) -> str:
+    """What outputs cut off at ``max_new_tokens`` mean for ``checkpoint`` and what to do about them."""
+    return (f"{checkpoint}: {count} of {total} output(s) stopped at max_new_tokens={max_new_tokens} before the end token, "
+            "so their text is cut off (and scores as wrong if the reference is longer); raise --max-new-tokens "
+            "(max_new_tokens=) to let them finish (the default 8 suits the shapes checkpoints' short answers), "
+            "unless the checkpoint never learned to stop (an early training step)")  # fmt: skip
 
 
 def nonfinite_message(checkpoint: str, count: int, total: int, dtype: str) -> str:
@@ -291,6 +302,7 @@ class _CheckpointRun:
                     records = [
                         {"key": key, "text": o.text, "new_tokens": o.new_tokens, "latency_s": o.latency_s, "batch_size": o.batch_size}
                         | ({"nonfinite": True} if o.nonfinite else {})
+                        | ({"truncated": True} if o.truncated else {})
                         | ({"batch": batch_id} if batch_id is not None else {})
                         for (key, _), o in zip(chunk, outputs)
                     ]
@@ -341,15 +353,17 @@ def _build_result(config, refs, names, plans, samples, keys, images, out) -> Com
     ]
     summary = []
     for ref, name, _, _, found, memory, _, n_cached in plans:
-        hits, tokens, batch_time, latencies, nonfinite = [], 0, 0.0, [], 0
+        hits, tokens, batch_time, latencies, nonfinite, truncated = [], 0, 0.0, [], 0, 0
         for row, key, sample in zip(rows, keys, samples):
             r = found[key]
             hit = None if sample.reference is None else float(score(r["text"], sample.reference))
             row["outputs"][name] = {
                 "output": r["text"], "score": hit, "latency_s": r["latency_s"],
                 "new_tokens": r["new_tokens"], "batch_size": r["batch_size"], "nonfinite": r.get("nonfinite", False),
+                "truncated": r.get("truncated", False),
             }  # fmt: skip
             nonfinite += r.get("nonfinite", False)
+            truncated += r.get("truncated", False)
             if hit is not None:
                 hits.append(hit)
             tokens += r["new_tokens"]
@@ -371,6 +385,7 @@ def _build_result(config, refs, names, plans, samples, keys, images, out) -> Com
                 "peak_memory_bytes": memory.get("peak_memory_bytes"),
                 "memory_kind": memory.get("memory_kind"),
                 "n_nonfinite": nonfinite,
+                "n_truncated": truncated,
                 "from_cache": min(n_cached, len(samples)),
             }
         )
@@ -397,7 +412,8 @@ def compare_one(
         One dict per checkpoint, in order: ``checkpoint``, ``text``, ``new_tokens``,
         ``latency_s``, ``memory_bytes`` (peak CUDA memory of the call on GPU; the
         model's weight bytes on CPU), ``memory_kind`` and ``nonfinite`` (NaN/+inf scores:
-        the text is noise; ``nonfinite_message`` says why and what to do).
+        the text is noise; ``nonfinite_message`` says why and what to do) and ``truncated``
+        (stopped at ``max_new_tokens`` before the end token: the text is cut off).
     """
     import torch
 
@@ -424,6 +440,7 @@ def compare_one(
                 "memory_bytes": int(torch.cuda.max_memory_allocated(loaded.device)) if cuda else loaded.nbytes,
                 "memory_kind": "cuda_max_allocated" if cuda else "cpu_weights",
                 "nonfinite": out.nonfinite,
+                "truncated": out.truncated,
             }
         )
     return results

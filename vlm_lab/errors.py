@@ -50,6 +50,15 @@ class PublishError(VlmLabError, RuntimeError):
 NONFINITE_HINT = "float16 overflow or broken weights; this output is not an answer"  # shown beside a flagged output
 
 
+class TruncatedOutputWarning(UserWarning):
+    """Outputs stopped at ``max_new_tokens`` before the model's end token: their text is cut off.
+
+    Not an error: the comparison finishes and marks them (``truncated`` per sample,
+    ``n_truncated`` per checkpoint); a cut-off answer usually scores as wrong, so the
+    warning names the fix (a larger ``--max-new-tokens``). The CLI prints it as one line.
+    """
+
+
 class NonFiniteWarning(RuntimeWarning):
     """A checkpoint's next-token scores held NaN or +inf (float16 overflow, broken weights).
 

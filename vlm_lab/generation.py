@@ -4,7 +4,9 @@ Each sample becomes one user turn with an image and a text prompt; prompts are
 left-padded into batches (so every row's new tokens start at the same column),
 and ``model.generate`` runs once per batch. Per sample we keep the decoded text,
 the number of new tokens (up to and including the first eos) and the batch's
-latency; per batch, tokens per second; and whether the model's next-token
+latency; per batch, tokens per second; whether a row was cut off by
+``max_new_tokens`` before its end token (a default tuned for short answers silently
+truncates a real VLM's description); and whether the model's next-token
 scores held NaN or +inf at any step (float16 overflow, broken weights). Such a
 row is ended at that step (see ``NonFiniteScores``): left alone it would be
 whatever ``argmax`` makes of NaN ("!!!!"), and sampling would crash on it.
@@ -36,6 +38,7 @@ class GenerationOutput:
     batch_size: int
     tokens_per_s: float  # the batch's new tokens / its latency
     nonfinite: bool = False  # NaN or +inf in the next-token scores at some step: the text is noise
+    truncated: bool = False  # stopped at max_new_tokens before an end token: the text is cut off
 
 
 class NonFiniteScores(LogitsProcessor):
@@ -118,16 +121,20 @@ def encode_batch(loaded: LoadedModel, samples: Sequence[Sample], *, encoded: dic
     return out
 
 
-def _count_new_tokens(row: torch.Tensor, eos_ids: set[int], pad_id: int | None) -> int:
-    """New tokens up to and including the first eos; padding after it does not count."""
+def _count_new_tokens(row: torch.Tensor, eos_ids: set[int], pad_id: int | None) -> tuple[int, bool]:
+    """New tokens up to and including the first eos (padding after it does not count), and whether it ended.
+
+    Ended: an eos, or padding (the row finished while others ran on). A row that
+    fills ``max_new_tokens`` without either was cut off.
+    """
     n = 0
     for tok in row.tolist():
         if tok in eos_ids:
-            return n + 1
+            return n + 1, True
         if pad_id is not None and tok == pad_id:
-            return n
+            return n, True
         n += 1
-    return n
+    return n, False
 
 
 def _eos_ids(loaded: LoadedModel) -> set[int]:
@@ -173,7 +180,7 @@ def generate_batch(
     latency = time.perf_counter() - start
     new = out[:, enc["input_ids"].shape[1] :].cpu()
     texts = loaded.processor.batch_decode(new, skip_special_tokens=True)
-    counts = [_count_new_tokens(row, eos_ids, pad_id) for row in new]
+    counts, ended = zip(*(_count_new_tokens(row, eos_ids, pad_id) for row in new))
     tps = sum(counts) / latency if latency > 0 else 0.0
     return [
         GenerationOutput(
@@ -184,8 +191,9 @@ def generate_batch(
             batch_size=len(samples),
             tokens_per_s=tps,
             nonfinite=bad,
+            truncated=not done and c >= config.max_new_tokens,
         )
-        for s, t, c, bad in zip(samples, texts, counts, flags.per_sample(len(samples)))
+        for s, t, c, done, bad in zip(samples, texts, counts, ended, flags.per_sample(len(samples)))
     ]
 
 

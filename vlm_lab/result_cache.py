@@ -30,7 +30,8 @@ __all__ = ["CACHE_FORMAT", "Appender", "ResultCache", "generation_key", "sample_
 
 # 2: rows with NaN/inf scores end there and are marked (1 kept argmax-of-NaN noise, unmarked)
 # 3: a sample read from a file is keyed by the file's bytes, not its decoded pixels
-CACHE_FORMAT = 3
+# 4: outputs cut off at max_new_tokens are marked "truncated" (3 did not say)
+CACHE_FORMAT = 4
 
 
 def sample_key(sample: Sample) -> str:

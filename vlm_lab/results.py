@@ -36,7 +36,8 @@ from vlm_lab.scoring import PairedComparison, normalize, paired_bootstrap
 FIELDS = ("output", "score", "latency_s", "new_tokens")  # per checkpoint, per sample
 SUMMARY_COLUMNS = (
     "checkpoint", "step", "accuracy", "ci_low", "ci_high", "n_scored", "n_samples", "mean_latency_s",
-    "tokens_per_s", "mean_new_tokens", "peak_memory_bytes", "memory_kind", "n_nonfinite", "from_cache",
+    "tokens_per_s", "mean_new_tokens", "peak_memory_bytes", "memory_kind", "n_nonfinite", "n_truncated",
+    "from_cache",
 )  # fmt: skip
 
 
@@ -234,8 +235,7 @@ class ComparisonResult:
             for name in self.checkpoints:
                 out = row["outputs"][name]
                 mark = {True: "ok", False: "bad"}.get(None if out["score"] is None else bool(out["score"]), "")
-                flag = ' <span class="nonfinite" title="NaN or inf in the scores: this output is noise">NaN/inf</span>'
-                cells.append(f'<td class="{mark}">{_esc(out["output"])}{flag if out.get("nonfinite") else ""}</td>')
+                cells.append(f'<td class="{mark}">{_esc(out["output"])}{_badges(out)}</td>')
             cls = ' class="disagree"' if id(row) in disagree else ""
             ref = "" if row["reference"] is None else _esc(row["reference"])
             thumb = _thumbnail(self, row) if embed_images else f'<img src="{_esc(row["image"])}" alt="{_esc(row["id"])}">'
@@ -251,6 +251,7 @@ class ComparisonResult:
             ".vlm-lab-comparison tr.disagree{background:#fff3c4}"
             ".vlm-lab-comparison td.ok{color:#16703a}.vlm-lab-comparison td.bad{color:#b3261e}"
             ".vlm-lab-comparison .nonfinite{background:#b3261e;color:#fff;padding:0 4px;border-radius:3px;font-size:80%}"
+            ".vlm-lab-comparison .truncated{background:#8a5a00;color:#fff;padding:0 4px;border-radius:3px;font-size:80%}"
             ".vlm-lab-comparison img{width:48px;height:48px;image-rendering:pixelated}</style>"
             f"{summary}<p>{len(disagree)} of {len(self.rows)} samples where the checkpoints disagree "
             "(highlighted)</p>"
@@ -271,6 +272,16 @@ def _sha256(text: str) -> str:
 
 def _nan(value: float | None) -> float:
     return float("nan") if value is None else float(value)
+
+
+def _badges(out: dict) -> str:
+    """Marks beside an output: NaN/inf scores (noise), cut off at max_new_tokens (incomplete)."""
+    badges = ""
+    if out.get("nonfinite"):
+        badges += ' <span class="nonfinite" title="NaN or inf in the scores: this output is noise">NaN/inf</span>'
+    if out.get("truncated"):
+        badges += ' <span class="truncated" title="stopped at max_new_tokens before the end token: raise max_new_tokens">cut off</span>'
+    return badges
 
 
 def _esc(value: Any) -> str:

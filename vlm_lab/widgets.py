@@ -46,8 +46,14 @@ def message_html(text: str, *, error: bool = False) -> str:
     return f'<div class="vlm-lab-message" style="color:{color};padding:4px 0">{html.escape(text)}</div>'
 
 
-def _nonfinite_badge() -> str:
-    return f" <span style='color:#b3261e'>NaN/inf: {html.escape(NONFINITE_HINT)}</span>"
+def _badges(row: dict[str, Any]) -> str:
+    """NaN/inf scores (noise) and cut off at max_new_tokens (incomplete), beside the answer."""
+    out = ""
+    if row.get("nonfinite"):
+        out += f" <span style='color:#b3261e'>NaN/inf: {html.escape(NONFINITE_HINT)}</span>"
+    if row.get("truncated"):
+        out += " <span style='color:#8a5a00'>cut off at max new tokens: raise it to see the whole answer</span>"
+    return out
 
 
 def results_html(rows: Sequence[dict[str, Any]], reference: str | None = None) -> str:
@@ -62,7 +68,7 @@ def results_html(rows: Sequence[dict[str, Any]], reference: str | None = None) -
             style = _OK_STYLE if normalized_match(r["text"], reference) else _BAD_STYLE
         cells = (
             html.escape(r["checkpoint"]),
-            f"<b>{html.escape(r['text']) or '<i>(empty)</i>'}</b>" + (_nonfinite_badge() if r.get("nonfinite") else ""),
+            f"<b>{html.escape(r['text']) or '<i>(empty)</i>'}</b>" + _badges(r),
             f"{r['latency_s'] * 1000:.0f} ms",
             str(r["new_tokens"]),
             f"{r['memory_bytes'] / 2**20:.1f} MB {_MEMORY_KINDS.get(r['memory_kind'], r['memory_kind'])}",
