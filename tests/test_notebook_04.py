@@ -25,16 +25,15 @@ def _accuracy(strategy: str, max_new_tokens: int, step: int) -> float:
     return round(step / 1000 * (0.9 if strategy == "greedy" else 0.7) * (1.0 if max_new_tokens == 8 else 0.8), 3)
 
 
-@pytest.fixture
-def sweep_dir(tmp_path) -> Path:
-    """A 2x2 sweep as `vlm-lab sweep` leaves it: three completed runs and one failed run."""
+def _lay_out_sweep(tmp_path: Path, *, all_fail: bool = False) -> Path:
+    """A 2x2 sweep as `vlm-lab sweep` leaves it: three completed runs and one failed run (or four failed)."""
     config = SweepConfig(
         name="shapes-ablation", notebook="notebooks/02_compare_checkpoints.ipynb", runs_dir=str(tmp_path / "runs"),
         parameters={"num_samples": 8}, grid={"strategy": ["greedy", "nucleus(0.9)"], "max_new_tokens": [4, 8]},
     )
     runs = sweep.plan(config)
     for run in runs:
-        failed = run.varied == {"strategy": "nucleus(0.9)", "max_new_tokens": 4}
+        failed = all_fail or run.varied == {"strategy": "nucleus(0.9)", "max_new_tokens": 4}
         status = {"run_id": run.run_id, "state": "failed" if failed else "completed", "duration_s": 1.5}
         if failed:
             status["error"] = {"exec_count": 5, "ename": "RuntimeError", "evalue": "CUDA out of memory"}
@@ -50,6 +49,11 @@ def sweep_dir(tmp_path) -> Path:
     atomic_write_text(folder / "sweep.json", json.dumps(config.to_dict()))
     write_summary(folder, runs)
     return folder
+
+
+@pytest.fixture
+def sweep_dir(tmp_path) -> Path:
+    return _lay_out_sweep(tmp_path)
 
 
 def _text(nb) -> str:
@@ -70,6 +74,17 @@ def test_report_names_the_best_variant(sweep_dir, tmp_path):
     assert "best variant: checkpoint-1000 with strategy=greedy, max_new_tokens=8: accuracy 90.0%" in text
     assert "CUDA out of memory" in text  # the failure is shown, not hidden
     assert (sweep_dir / "ablation-accuracy.png").stat().st_size > 1000
+
+
+def test_a_sweep_where_every_run_failed_still_reports_its_failures(tmp_path):
+    import papermill
+
+    folder = _lay_out_sweep(tmp_path, all_fail=True)
+    out = tmp_path / "04.ipynb"
+    papermill.execute_notebook(str(NOTEBOOK), str(out), parameters={"sweep_dir": str(folder)}, progress_bar=False, cwd=str(ROOT))
+    text = _text(nbformat.read(out, as_version=4))
+    assert "no best variant: none of the 4 runs completed with accuracy (4 failed; see the failures below and " in text
+    assert text.count("CUDA out of memory") >= 4  # the failures table, the last cell, was reached
 
 
 @pytest.mark.slow

@@ -165,6 +165,15 @@ class Ablation:
         return best
 
     def describe_best(self, metric: str = "accuracy") -> str:
+        """One line naming the best variant, or saying that no run completed with ``metric`` (and why)."""
+        self._check_metric(metric)
+        if self.results[metric].dropna().empty:  # every run failed (or is still pending): a report, not a crash
+            states = self.runs["state"].value_counts()
+            others = ", ".join(f"{n} {state}" for state, n in sorted(states.items()) if state != "completed")
+            return (
+                f"no best variant: none of the {len(self.runs)} runs completed with {metric} "
+                f"({others or 'no per-checkpoint results'}; see the failures below and {self.sweep_dir / 'summary.md'})"
+            )
         b = self.best(metric)
         params = ", ".join(f"{k}={b[k]}" for k in self.grid)
         ci = f" (95% CI {b['ci_low']:.1%}-{b['ci_high']:.1%})" if metric == "accuracy" and b.get("ci_low") is not None else ""
