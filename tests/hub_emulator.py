@@ -10,7 +10,8 @@ is pointed at it with ``HF_ENDPOINT`` (or ``HfApi(endpoint=...)``).
 Knobs for tests: tokens and their roles (classic or fine-grained), a forced status
 on create (402) or on any route, paid hardware refused (403), the stage sequence a Space walks
 through after a change, build and run logs, dropped connections, and a request log
-(``requests``, ``writes()``) to assert on. Preupload answers "regular" for every file,
+(``requests``, ``writes()``) to assert on, and an ``on_request`` hook to look at the client's
+side while a request is in flight. Preupload answers "regular" for every file,
 so no LFS upload is ever needed.
 """
 
@@ -107,6 +108,7 @@ class HubEmulator:
         self.run_log: list[str] = ["Running on local URL:  http://0.0.0.0:7860"]
         self.force_status: dict[str, int] = {}  # path suffix -> answer this status instead (e.g. {"/commit/main": 409})
         self.drop: dict[str, int] = {}  # path -> close the connection without answering the next N requests to it
+        self.on_request = None  # called as on_request(method, path) before each request is answered
         self.lock = threading.RLock()
         self.endpoint = ""
         self._server: ThreadingHTTPServer | None = None
@@ -433,6 +435,8 @@ class _Handler(BaseHTTPRequestHandler):
             who = hub.user_of(self.headers)
             entry = {"method": method, "path": path, "status": None, "user": who["user"] if who else None}
             hub.requests.append(entry)
+            if hub.on_request is not None:
+                hub.on_request(method, path)
             if hub.drop.get(path, 0) > 0:
                 hub.drop[path] -= 1
                 entry["status"] = "dropped"

@@ -400,6 +400,24 @@ def test_preflight_checks_readme_and_sdk_version(hub, space_dir):
     assert hub.writes() == []
 
 
+def test_checkpoints_are_uploaded_from_where_they_are_never_copied(hub, space_dir, tiny_dir, tmp_path):
+    """Checkpoints can be many GB: staging them must not copy them (to TMPDIR or anywhere)."""
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    seen: list[str] = []  # files under TMPDIR while the commit is in flight
+
+    def look(method: str, path: str) -> None:
+        if path.endswith("/commit/main"):
+            seen.extend(str(p.relative_to(tmpdir)) for p in tmpdir.rglob("*") if p.is_file())
+
+    hub.on_request = look
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), checkpoints=tiny_dir, env={"TMPDIR": str(tmpdir)})
+    assert r.returncode == 0, fail_text(r)
+    assert hub.space(SPACE).files["checkpoints/shapes/checkpoint-1000/model.safetensors"] == \
+        (tiny_dir / "checkpoint-1000" / "model.safetensors").read_bytes()
+    assert not [p for p in seen if "checkpoint-" in p or p.endswith(".safetensors")], f"staged copies: {seen[:5]}"
+
+
 @pytest.mark.parametrize("case", ["mistyped folder", "one model folder", "folder without checkpoints"])
 def test_checkpoints_folder_without_checkpoints_is_refused_not_trained(hub, space_dir, tiny_dir, tmp_path, case):
     """Only the embedded default is built when missing: any other folder without checkpoint-N is an error."""
@@ -533,12 +551,12 @@ def test_find_secret(tmp_path, text, kind):
 
 def test_the_package_itself_stages_clean(tmp_path, space_dir):
     """No false alarm on the project's own code: the vlm_lab package passes the secret scan."""
-    staged = stage(tmp_path / "out", space_dir=space_dir)
+    staged = stage(space_dir=space_dir)
     assert "vlm_lab/config.py" in staged.files and "app.py" in staged.files
     assert not any(".env" in p for p in staged.files)
     (space_dir / "leak.py").write_text(f"TOKEN = '{new_token()}'\n")
     with pytest.raises(SecretFileError, match="leak.py"):
-        stage(tmp_path / "again", space_dir=space_dir)
+        stage(space_dir=space_dir)
 
 
 # -- the published files run the app ------------------------------------------------------------

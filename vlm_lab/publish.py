@@ -6,8 +6,9 @@
    parses locally and on the Hub, ``sdk_version`` equal to requirements.txt's gradio
    pin, secrets present in the environment, no credential in any staged file, and no
    ``--var`` that looks like one (variables are public; credentials go in ``--secret``).
-2. **Stage** a temporary folder: ``space/`` + the ``vlm_lab`` package + the embedded
-   checkpoints (or upload those to a model repo and point ``VLM_LAB_CHECKPOINTS`` at it).
+2. **Stage**: list, scan and hash ``space/`` + the ``vlm_lab`` package + the embedded
+   checkpoints in place (nothing is copied: checkpoints can be many GB), or upload the
+   checkpoints to a model repo and point ``VLM_LAB_CHECKPOINTS`` at it.
 3. **Apply**: create the Space if missing, commit only what differs from the remote
    tree (adds, updates, deletes; nothing when nothing changed), then compare the
    runtime's hardware / sleep time / secrets / variables with the wanted ones and
@@ -25,7 +26,6 @@ import hashlib
 import hmac
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -100,56 +100,55 @@ def publish(config: PublishConfig, *, progress: Progress | None = None) -> Publi
         check_can_write(hub, config.checkpoints_repo, exists=model_info is not None)
     _validate_on_hub(hub, card.front_matter)
 
-    with tempfile.TemporaryDirectory(prefix="vlm-lab-publish-") as tmp:
-        embed = config.embed_checkpoints and not config.checkpoints_repo
-        checkpoints = Path(config.checkpoints)
-        build = _is_embedded_default(checkpoints)
-        staged = stage(Path(tmp, "space"), space_dir=space_dir, checkpoints=checkpoints if embed else None, build_missing=build)
-        ckpt_staged = (stage(Path(tmp, "ckpt"), checkpoints=checkpoints, checkpoints_prefix="", build_missing=build)
-                       if config.checkpoints_repo else None)
-        sizes = dict(staged.sizes) | (ckpt_staged.sizes if ckpt_staged else {})
-        say(f"staged {len(staged.files)} files, {human_bytes(sum(sizes.values()))}; {len(staged.excluded)} junk file(s) left out")
+    embed = config.embed_checkpoints and not config.checkpoints_repo
+    checkpoints = Path(config.checkpoints)
+    build = _is_embedded_default(checkpoints)
+    staged = stage(space_dir=space_dir, checkpoints=checkpoints if embed else None, build_missing=build)
+    ckpt_staged = (stage(checkpoints=checkpoints, checkpoints_prefix="", build_missing=build)
+                   if config.checkpoints_repo else None)
+    sizes = dict(staged.sizes) | (ckpt_staged.sizes if ckpt_staged else {})
+    say(f"staged {len(staged.files)} files, {human_bytes(sum(sizes.values()))}; {len(staged.excluded)} junk file(s) left out")
 
-        ckpt_plan = _plan(hub, config.checkpoints_repo, "model", ckpt_staged, model_info) if ckpt_staged else None
-        plan = _plan(hub, config.space, "space", staged, info)
-        runtime = hub.call("read the Space runtime", hub.api.get_space_runtime, config.space) if info else None
+    ckpt_plan = _plan(hub, config.checkpoints_repo, "model", ckpt_staged, model_info) if ckpt_staged else None
+    plan = _plan(hub, config.space, "space", staged, info)
+    runtime = hub.call("read the Space runtime", hub.api.get_space_runtime, config.space) if info else None
+    plans = tuple(p for p in (ckpt_plan, plan) if p is not None)
+
+    if config.dry_run:
+        ckpt_value = _checkpoints_value(config, ckpt_staged, ckpt_plan, None)
+        actions = _settings(hub, config, runtime, exists=info is not None, checkpoints_value=ckpt_value)
+        return _report(hub, config, info, plans, [a[0] for a in actions], runtime, staged, sizes,
+                       created=False, new_commit=plan.changed, dry_run=True)
+
+    ckpt_commit = None
+    if ckpt_plan is not None and ckpt_staged is not None:
+        if model_info is None:
+            say(f"creating model repo {config.checkpoints_repo}")
+            hub.call(f"create model repo {config.checkpoints_repo}", hub.api.create_repo, config.checkpoints_repo,
+                     repo_type="model", private=not config.public, exist_ok=True, repo=config.checkpoints_repo)
+        ckpt_commit = _mirror(hub, ckpt_staged, ckpt_plan, config.commit_message + " (checkpoints)", say)
+        if ckpt_commit is None:
+            ckpt_commit = ckpt_plan.parent
+        if ckpt_commit is None:  # a repo just created and nothing to commit: ask for its head
+            ckpt_commit = _repo_info(hub, config.checkpoints_repo, "model").sha  # type: ignore[union-attr]
+    ckpt_value = _checkpoints_value(config, ckpt_staged, ckpt_plan, ckpt_commit)
+
+    created = info is None
+    initial: list[SettingChange] = []
+    if created:  # create_repo applies the settings; the report lists them as changed
+        initial = [a[0] for a in _settings(hub, config, None, exists=False, checkpoints_value=ckpt_value)]
+        say(f"creating Space {config.space} ({'public' if config.public else 'private'}, {config.hardware})")
+        _create_space(hub, config, ckpt_value)
+        plan = _plan(hub, config.space, "space", staged, _repo_info(hub, config.space, "space"))
         plans = tuple(p for p in (ckpt_plan, plan) if p is not None)
-
-        if config.dry_run:
-            ckpt_value = _checkpoints_value(config, ckpt_staged, ckpt_plan, None)
-            actions = _settings(hub, config, runtime, exists=info is not None, checkpoints_value=ckpt_value)
-            return _report(hub, config, info, plans, [a[0] for a in actions], runtime, staged, sizes,
-                           created=False, new_commit=plan.changed, dry_run=True)
-
-        ckpt_commit = None
-        if ckpt_plan is not None and ckpt_staged is not None:
-            if model_info is None:
-                say(f"creating model repo {config.checkpoints_repo}")
-                hub.call(f"create model repo {config.checkpoints_repo}", hub.api.create_repo, config.checkpoints_repo,
-                         repo_type="model", private=not config.public, exist_ok=True, repo=config.checkpoints_repo)
-            ckpt_commit = _mirror(hub, ckpt_staged, ckpt_plan, config.commit_message + " (checkpoints)", say)
-            if ckpt_commit is None:
-                ckpt_commit = ckpt_plan.parent
-            if ckpt_commit is None:  # a repo just created and nothing to commit: ask for its head
-                ckpt_commit = _repo_info(hub, config.checkpoints_repo, "model").sha  # type: ignore[union-attr]
-        ckpt_value = _checkpoints_value(config, ckpt_staged, ckpt_plan, ckpt_commit)
-
-        created = info is None
-        initial: list[SettingChange] = []
-        if created:  # create_repo applies the settings; the report lists them as changed
-            initial = [a[0] for a in _settings(hub, config, None, exists=False, checkpoints_value=ckpt_value)]
-            say(f"creating Space {config.space} ({'public' if config.public else 'private'}, {config.hardware})")
-            _create_space(hub, config, ckpt_value)
-            plan = _plan(hub, config.space, "space", staged, _repo_info(hub, config.space, "space"))
-            plans = tuple(p for p in (ckpt_plan, plan) if p is not None)
-            runtime = hub.call("read the Space runtime", hub.api.get_space_runtime, config.space)
-        before_stage = "NO_APP_FILE" if created else str(runtime.stage)
-        # Settings before files: a refused setting (403: no payment method) stops before any commit.
-        actions = _settings(hub, config, runtime, exists=True, checkpoints_value=ckpt_value)
-        for change, apply in actions:
-            say(f"setting {change.name}: {change.current} -> {change.wanted}")
-            apply()
-        commit = _mirror(hub, staged, plan, config.commit_message, say)
+        runtime = hub.call("read the Space runtime", hub.api.get_space_runtime, config.space)
+    before_stage = "NO_APP_FILE" if created else str(runtime.stage)
+    # Settings before files: a refused setting (403: no payment method) stops before any commit.
+    actions = _settings(hub, config, runtime, exists=True, checkpoints_value=ckpt_value)
+    for change, apply in actions:
+        say(f"setting {change.name}: {change.current} -> {change.wanted}")
+        apply()
+    commit = _mirror(hub, staged, plan, config.commit_message, say)
 
     changed = commit is not None or bool(actions) or created
     if config.wait and changed:
@@ -296,7 +295,7 @@ def _mirror(hub: Hub, staged: Stage, plan: FilePlan, message: str, say: Progress
     if not plan.changed:
         say(f"{plan.repo_id}: no file changed, no commit")
         return None
-    ops: list[Any] = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(staged.root / p)) for p in plan.add + plan.update]
+    ops: list[Any] = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(staged.files[p].source)) for p in plan.add + plan.update]
     ops += [CommitOperationDelete(path_in_repo=p) for p in plan.delete]
     say(f"{plan.repo_id}: committing {len(plan.add)} added, {len(plan.update)} updated, {len(plan.delete)} deleted "
         f"({human_bytes(plan.upload_bytes)})")

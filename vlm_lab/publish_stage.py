@@ -1,6 +1,7 @@
 """Stage what a Space publish uploads, and check it before anything is written.
 
-The staged folder is exactly the Space's files: ``space/`` (app.py,
+The stage lists exactly the Space's files, each read in place at upload time (no copy:
+checkpoints can be many GB): ``space/`` (app.py,
 requirements.txt, README.md), the ``vlm_lab`` package next to it so ``app.py``
 can import it, and the embedded checkpoints at ``checkpoints/shapes/checkpoint-N``
 (inference files only: no optimizer or trainer state). Junk (``.env``, ``.venv``,
@@ -18,7 +19,6 @@ import difflib
 import fnmatch
 import hashlib
 import re
-import shutil
 from pathlib import Path
 from typing import Mapping
 
@@ -62,6 +62,7 @@ class LocalFile:
     """One staged file: its path in the repo and the ids the Hub compares against."""
 
     path: str  # posix path inside the repo
+    source: Path  # the file it is read from at upload time (never copied: checkpoints can be huge)
     size: int
     git_sha1: str  # git blob id: what the Hub reports for a regular file
     sha256: str  # what the Hub reports for an LFS file
@@ -69,9 +70,8 @@ class LocalFile:
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """A staged folder ready to mirror to a repo."""
+    """The files to mirror to a repo, each read in place from its source."""
 
-    root: Path
     files: dict[str, LocalFile]
     excluded: tuple[str, ...]  # source paths left out as junk
     sizes: dict[str, int]  # bytes per part: space, package, checkpoints
@@ -290,17 +290,15 @@ def _no_checkpoints_reason(folder: Path) -> str:
 
 
 def stage(
-    dest: Path,
     *,
     space_dir: Path | None = None,
     checkpoints: Path | None = None,
     checkpoints_prefix: str = STAGED_CHECKPOINTS,
     build_missing: bool = False,
 ) -> Stage:
-    """Copy the files to publish into ``dest`` (empty), scan them, and hash them.
+    """List the files to publish, scan them, and hash them; nothing is copied or written.
 
     Args:
-        dest: an empty folder to fill.
         space_dir: the app folder; with it the vlm_lab package is staged next to it.
         checkpoints: a training output whose checkpoint-N folders are staged under ``checkpoints_prefix``.
         checkpoints_prefix: folder in the repo for them ("" for a checkpoints-only model repo).
@@ -333,10 +331,8 @@ def stage(
                 f"{src} looks like it contains {kind}; nothing was uploaded. Remove the credential from the file "
                 "(pass secrets with --secret NAME, read from the environment), or delete the file"
             )
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, target)
-        sha1, sha256 = file_ids(target)
-        files[rel] = LocalFile(path=rel, size=target.stat().st_size, git_sha1=sha1, sha256=sha256)
-        sizes[part] = sizes.get(part, 0) + files[rel].size
-    return Stage(root=dest, files=files, excluded=tuple(excluded), sizes=sizes)
+        size = src.stat().st_size
+        sha1, sha256 = file_ids(src)
+        files[rel] = LocalFile(path=rel, source=src, size=size, git_sha1=sha1, sha256=sha256)
+        sizes[part] = sizes.get(part, 0) + size
+    return Stage(files=files, excluded=tuple(excluded), sizes=sizes)
