@@ -9,10 +9,11 @@ is pointed at it with ``HF_ENDPOINT`` (or ``HfApi(endpoint=...)``).
 
 Knobs for tests: tokens and their roles (classic or fine-grained), a forced status
 on create (402) or on any route, paid hardware refused (403), the stage sequence a Space walks
-through after a change, build and run logs, dropped connections, and a request log
+through after a change, build and run logs, dropped connections (before or after the request is handled), and a request log
 (``requests``, ``writes()``) to assert on, and an ``on_request`` hook to look at the client's
-side while a request is in flight. Preupload answers "regular" for every file,
-so no LFS upload is ever needed.
+side while a request is in flight. Preupload answers "regular" for every file, so no LFS
+upload is ever needed; the tree lists weights (``*.safetensors``, ``*.bin``) as the Hub does,
+as LFS files (sha256 + the pointer's blob id).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filte
 DEFAULT_README = b"---\ntitle: New Space\nsdk: gradio\n---\n"
 SPACE_SDKS = ("gradio", "docker", "static", "streamlit")
 COLORS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray")
+LFS_SUFFIXES = (".safetensors", ".bin")  # what GITATTRIBUTES sends to LFS
 READ_ONLY_POSTS = ("/preupload/", "/api/validate-yaml")  # POSTs that change nothing
 
 
@@ -82,6 +84,17 @@ class Repo:
         }
 
 
+def _tree_file(path: str, data: bytes) -> dict:
+    """A tree entry as the Hub lists it: a file its .gitattributes sends to LFS (weights) carries
+    ``lfs`` (the sha256 of its bytes) and the blob id of its pointer file, as on the real Hub."""
+    if not path.endswith(LFS_SUFFIXES):
+        return {"type": "file", "oid": git_sha1(data), "size": len(data), "path": path}
+    sha256 = hashlib.sha256(data).hexdigest()
+    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {len(data)}\n".encode()
+    return {"type": "file", "oid": git_sha1(pointer), "size": len(data), "path": path,
+            "lfs": {"oid": sha256, "size": len(data), "pointerSize": len(pointer)}}
+
+
 class _Reply(Exception):
     def __init__(self, status: int, body=None, headers: dict | None = None):
         self.status, self.body, self.headers = status, body, headers or {}
@@ -108,6 +121,7 @@ class HubEmulator:
         self.run_log: list[str] = ["Running on local URL:  http://0.0.0.0:7860"]
         self.force_status: dict[str, int] = {}  # path suffix -> answer this status instead (e.g. {"/commit/main": 409})
         self.drop: dict[str, int] = {}  # path -> close the connection without answering the next N requests to it
+        self.drop_reply: dict[str, int] = {}  # path -> handle the next N requests to it, then close without answering
         self.on_request = None  # called as on_request(method, path) before each request is answered
         self.lock = threading.RLock()
         self.endpoint = ""
@@ -314,8 +328,7 @@ class HubEmulator:
             for i in range(1, len(parts) if recursive else min(2, len(parts))):
                 folders.add(base + "/".join(parts[:i]))
             if recursive or len(parts) == 1:
-                data = repo.files[path]
-                entries.append({"type": "file", "oid": git_sha1(data), "size": len(data), "path": path})
+                entries.append(_tree_file(path, repo.files[path]))
         entries += [{"type": "directory", "oid": hashlib.sha1(f.encode()).hexdigest(), "size": 0, "path": f} for f in sorted(folders)]
         return entries
 
@@ -452,6 +465,10 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception as e:  # an emulator bug: answer 500 so the test shows it
                 status, payload, headers = 500, {"error": f"emulator error: {type(e).__name__}: {e}"}, {}
             entry["status"] = status
+            if hub.drop_reply.get(path, 0) > 0:  # done, but the answer is lost on the way back
+                hub.drop_reply[path] -= 1
+                self.close_connection = True
+                return
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))

@@ -400,6 +400,30 @@ def test_preflight_checks_readme_and_sdk_version(hub, space_dir):
     assert hub.writes() == []
 
 
+def test_a_commit_whose_answer_was_lost_is_not_reported_as_a_conflict(hub, space_dir):
+    """The commit lands but its answer is lost: the retry finds the files there, not a failure."""
+    hub.drop_reply = {f"/api/spaces/{SPACE}/commit/main": 1}
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--retries", "3")
+    assert r.returncode == 0, fail_text(r)
+    repo = hub.space(SPACE)
+    assert len(repo.commits) == 2 and repo.files["app.py"] == (space_dir / "app.py").read_bytes()  # created + one
+    assert repo.sha[:12] in r.stdout and repo.stage == "RUNNING"
+
+
+def test_republish_after_retraining_one_checkpoint_sends_only_its_weights(hub, space_dir, tiny_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_dir, run_dir)
+    assert run_publish(hub, SPACE, "--space-dir", str(space_dir), checkpoints=run_dir).returncode == 0
+    weights = run_dir / "checkpoint-500" / "model.safetensors"
+    weights.write_bytes((tiny_dir / "checkpoint-1000" / "model.safetensors").read_bytes())  # "retrained"
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), checkpoints=run_dir)
+    assert r.returncode == 0, fail_text(r)
+    assert hub.space(SPACE).commits[-1]["ops"] == [["file", "checkpoints/shapes/checkpoint-500/model.safetensors"]]
+    assert "0 to add, 1 to update, 0 to delete" in r.stdout
+    again = run_publish(hub, SPACE, "--space-dir", str(space_dir), checkpoints=run_dir)  # weights compared by sha256 (LFS)
+    assert again.returncode == 0 and "no new commit" in again.stdout, fail_text(again)
+
+
 def test_checkpoints_are_uploaded_from_where_they_are_never_copied(hub, space_dir, tiny_dir, tmp_path):
     """Checkpoints can be many GB: staging them must not copy them (to TMPDIR or anywhere)."""
     tmpdir = tmp_path / "tmpdir"

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from vlm_lab.config import PublishConfig
 from vlm_lab.errors import PublishError
-from vlm_lab.publish_hub import TOKENS_URL, Hub, HubNotFoundError, check_can_write, connect
+from vlm_lab.publish_hub import TOKENS_URL, Hub, HubConflictError, HubNotFoundError, check_can_write, connect
 from vlm_lab.publish_report import FilePlan, PublishReport, SettingChange, estimate_cost
 from vlm_lab.publish_stage import (
     Stage,
@@ -299,10 +299,19 @@ def _mirror(hub: Hub, staged: Stage, plan: FilePlan, message: str, say: Progress
     ops += [CommitOperationDelete(path_in_repo=p) for p in plan.delete]
     say(f"{plan.repo_id}: committing {len(plan.add)} added, {len(plan.update)} updated, {len(plan.delete)} deleted "
         f"({human_bytes(plan.upload_bytes)})")
-    info = hub.call(
-        f"commit to {plan.repo_id}", hub.api.create_commit, plan.repo_id, ops, commit_message=message,
-        repo_type=plan.repo_type, parent_commit=plan.parent, repo=plan.repo_id,
-    )
+    try:
+        info = hub.call(
+            f"commit to {plan.repo_id}", hub.api.create_commit, plan.repo_id, ops, commit_message=message,
+            repo_type=plan.repo_type, parent_commit=plan.parent, repo=plan.repo_id,
+        )
+    except HubConflictError:
+        # The head moved: a retried commit whose first attempt landed (its answer lost on the
+        # network), or another publish of the same files. The repo as it is now decides.
+        now = _repo_info(hub, plan.repo_id, plan.repo_type)
+        if now is None or _plan(hub, plan.repo_id, plan.repo_type, staged, now).changed:
+            raise
+        say(f"{plan.repo_id}: the files are already there at {now.sha[:12]} (an earlier attempt landed)")
+        return str(now.sha)
     return str(info.oid)
 
 
