@@ -75,9 +75,10 @@ def test_broken_weights_are_one_line_errors(tiny_checkpoints, tmp_path, cut, mes
     weights = folder / "model.safetensors"
     weights.write_bytes(cut(weights.read_bytes()))
     for args in (["--no-measure"], ["--device", "cpu"]):
-        r = vlm_lab(str(folder), *args)
+        # a good checkpoint first: every reference is checked before any is measured (no "measuring ..." line)
+        r = vlm_lab(str(tiny_checkpoints[-1]), str(folder), *args)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
-        assert len(r.stderr.strip().splitlines()) == 1
+        assert len(r.stderr.strip().splitlines()) == 1 and not r.stdout
 
 
 @pytest.mark.parametrize(
@@ -101,3 +102,33 @@ def test_folder_without_config_json(tmp_path):
 def test_unknown_target_names_the_known_ones(tiny_checkpoints):
     r = vlm_lab(str(tiny_checkpoints[-1]), "--target", "t5-small")
     assert r.returncode == 2 and "t4-small" in r.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_what_is_done_and_says_nothing_is_saved(tiny_checkpoints, tmp_path):
+    """Ctrl-C while the second checkpoint is measured: the first one's row stays, and the message is true."""
+    import os
+    import signal
+
+    from vlm_lab import memory_synthetic
+
+    # another architecture (~30M parameters), so it gets its own measuring process: seconds of imports and
+    # loading, against the microseconds between reading the first row and sending the signal
+    size = memory_synthetic.LlavaSize(text_width=512, text_layers=8, text_heads=8, text_kv_heads=8, text_intermediate=1024)
+    slow = memory_synthetic.build_llava(tmp_path / "slow", size)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlm_lab.cli", "memory", str(tiny_checkpoints[-1]), str(slow), "--device", "cpu",
+         "--dtype", "float32", "--max-new-tokens", "4", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        first = json.loads(proc.stdout.readline())  # the tiny checkpoint is done; the slow one is being measured
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the CLI and its measuring child
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert first["checkpoint"] == "checkpoint-1000" and first["measured_bytes"] > 0 and not rest
+    assert "interrupted after 1 checkpoint(s), shown above; measurements are not saved, so a re-run measures again" in err
+    assert "resumes" not in err and "Traceback" not in err

@@ -443,6 +443,36 @@ def test_profile_keeps_the_estimates_of_what_cannot_be_measured(tiny_checkpoints
     assert "; not measured: no weights or tokenizer in the folder" in memory_report.summary(rows).splitlines()[0]
 
 
+def test_plots_of_an_estimate_only_profile_say_nothing_was_measured(tiny_checkpoints):
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from vlm_lab import memory_report
+
+    rows = memory_report.profile(MemoryConfig(checkpoints=(str(tiny_checkpoints[-1]),), measure=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. matplotlib's "No artists with labels found to put in legend"
+        fig = memory_report.plot_estimate_vs_measured(rows)
+        memory_report.plot_memory_vs_batch(rows[0].estimate)
+    assert [t.get_text() for t in fig.axes[0].texts] == ["nothing measured"]
+
+
+def test_profile_checks_every_reference_before_measuring_any(tiny_checkpoints, copy_checkpoint, capsys):
+    """A broken reference last in the list fails at once, not after minutes of measuring the others."""
+    from vlm_lab import memory_report
+
+    broken = copy_checkpoint("truncated")
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:500])
+    config = MemoryConfig(checkpoints=(str(tiny_checkpoints[-1]), str(broken)), device="cpu", max_new_tokens=4)
+    with pytest.raises(CheckpointNotFoundError, match="not a valid safetensors file"):
+        memory_report.profile(config, progress=True)
+    out, err = capsys.readouterr()
+    assert "measuring" not in out + err
+
+
 @pytest.fixture
 def project(tmp_path, tiny_dir) -> Path:
     """A scratch project root: pyproject.toml, notebook 03 and checkpoints/shapes -> the test checkpoints."""
@@ -468,6 +498,11 @@ def test_notebook_house_style():
         assert isinstance(node, ast.AnnAssign) and help_text.strip(), line
         names.append(node.target.id)
     assert names == [f.name for f in dataclasses.fields(MemoryConfig)]  # the parameters are the config
+    # papermill reads them too (`papermill --help-notebook`, and it warns "Passed unknown parameter" for any it cannot
+    # parse: it gives up on a line whose help holds "=")
+    import papermill
+
+    assert list(papermill.inspect_notebook(str(NOTEBOOK))) == names
     for cell in cells:
         if cell.cell_type == "code":
             tree = ast.parse(cell.source)

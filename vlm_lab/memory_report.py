@@ -1,9 +1,9 @@
 """Memory profiling, part 3: profile checkpoints end to end, as tables and plots.
 
-``profile(MemoryConfig)`` estimates every checkpoint, measures it (once per
-distinct architecture and weight size: the checkpoints of one training run take
-the same memory, so they share one measurement), and gives each a verdict for
-the target GPU. The notebook, the CLI and the Space show what this returns.
+``profile(MemoryConfig)`` (``iter_profile``: a row at a time) estimates every
+checkpoint first, then measures each (once per distinct architecture and weight
+size: the checkpoints of one training run take the same memory, so they share one
+measurement), and gives each a verdict for the target GPU. The notebook, the CLI and the Space show what this returns.
 
 A checkpoint that cannot be measured (a folder with config.json but no weights or
 no tokenizer, or a measuring process that failed) keeps its estimate and verdict;
@@ -14,9 +14,10 @@ other checkpoints are measured as usual.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from vlm_lab.checkpoints import resolve_all
 from vlm_lab.config import MemoryConfig
@@ -89,13 +90,19 @@ def _measure_device(device: str) -> str:
 
 
 def profile(config: MemoryConfig, *, progress: bool = False) -> list[ProfileRow]:
-    """Estimate, measure and judge every checkpoint in ``config``.
+    """Estimate, measure and judge every checkpoint in ``config``: ``list(iter_profile(config))``."""
+    return list(iter_profile(config, progress=progress))
+
+
+def iter_profile(config: MemoryConfig, *, progress: bool = False) -> Iterator[ProfileRow]:
+    """Estimate, measure and judge every checkpoint in ``config``, one row as each is done.
 
     ``dtype='auto'`` is the target's recommended dtype (float16 for a T4), used for
-    the estimate, the measurement and the verdict alike. Checkpoints with the same
-    architecture and weight size are measured once. A checkpoint that cannot be
-    measured keeps its estimate and verdict, with the reason in ``not_measured``
-    and a ``NotMeasuredWarning``.
+    the estimate, the measurement and the verdict alike. Every checkpoint is estimated
+    before any is measured, so a broken reference fails in seconds, not after the
+    measurements before it. Checkpoints with the same architecture and weight size are
+    measured once. A checkpoint that cannot be measured keeps its estimate and verdict,
+    with the reason in ``not_measured`` and a ``NotMeasuredWarning``.
 
     Raises:
         CheckpointNotFoundError: a reference points at nothing with a config.json, or a
@@ -110,17 +117,16 @@ def profile(config: MemoryConfig, *, progress: bool = False) -> list[ProfileRow]
     options = dict(dtype=dtype, device=device, rehearse=target.name if config.rehearse else "", snapshot_dir=config.snapshot_dir)
     if config.measure:
         check_measurable(**options)  # once, before any checkpoint: these would fail every one of them
+    estimates = [(ref, estimate(ref, dtype=dtype, device=device, target=target, **shape)) for ref in resolve_all(config.checkpoints)]
     measured: dict[tuple, Measurement] = {}
-    rows = []
-    for ref in resolve_all(config.checkpoints):
-        est = estimate(ref, dtype=dtype, device=device, target=target, **shape)
+    for ref, est in estimates:
         m, why = None, ""
         if config.measure:
             key = (est.model_type, est.params["vision"], est.params["language"], est.file_bytes, est.converts)
             why = missing_for_loading(Path(ref.path)) if ref.path is not None else ""
             if not why and key not in measured:
                 if progress:
-                    print(f"measuring {ref.name} ({dtype}, {device}, batch {config.batch_size}) ...", flush=True)
+                    print(f"measuring {ref.name} ({dtype}, {device}, batch {config.batch_size}) ...", file=sys.stderr, flush=True)
                 try:
                     measured[key] = measure(ref, image_side=est.image.side, **options, **shape)
                 except MeasurementFailedError as e:  # this checkpoint's process failed: the others still get measured
@@ -132,8 +138,7 @@ def profile(config: MemoryConfig, *, progress: bool = False) -> list[ProfileRow]
                 m = dataclasses.replace(measured[key], checkpoint=ref.name)
                 if m.prompt_tokens != est.prompt_tokens:  # compare like with like: the prompt the child built
                     est = estimate(ref, dtype=dtype, device=device, target=target, **{**shape, "prompt_tokens": m.prompt_tokens})
-        rows.append(ProfileRow(path=ref.path or ref.spec, estimate=est, verdict=verdict(est, target), measurement=m, not_measured=why))
-    return rows
+        yield ProfileRow(path=ref.path or ref.spec, estimate=est, verdict=verdict(est, target), measurement=m, not_measured=why)
 
 
 # --------------------------------------------------------------------- tables
@@ -217,10 +222,12 @@ def plot_estimate_vs_measured(rows: Sequence[ProfileRow], ax=None):
             ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlim(0, hi)
         ax.set_ylim(0, hi)
+        ax.legend(fontsize=7, loc="upper left")
+    else:  # estimate only (measure=False, or nothing could be measured): say so instead of empty axes
+        ax.text(0.5, 0.5, "nothing measured", ha="center", va="center", transform=ax.transAxes, color="gray")
     ax.set_xlabel("measured peak (MiB)")
     ax.set_ylabel("estimated peak (MiB)")
     ax.set_title("estimate vs measurement")
-    ax.legend(fontsize=7, loc="upper left")
     return ax.figure
 
 

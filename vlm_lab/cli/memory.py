@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from vlm_lab.config import DEVICES, MEMORY_DTYPES, MemoryConfig
 
@@ -58,14 +59,27 @@ def _memory(args: argparse.Namespace) -> int:
         rehearse=args.rehearse,
         snapshot_dir=args.snapshot_dir,
     )
-    rows = memory_report.profile(config)
-    if args.json:
-        for row in rows:
-            print(json.dumps(row.to_dict()))
-    else:
-        print(memory_report.report_table(rows).to_string(index=False))
-        print()
-        print(memory_report.summary(rows))
+    rows = []
+    try:
+        for row in memory_report.iter_profile(config, progress=True):
+            rows.append(row)
+            if args.json:  # a line as each checkpoint is done: long runs show progress, Ctrl-C keeps what is done
+                print(json.dumps(row.to_dict()), flush=True)
+    except KeyboardInterrupt:
+        _print_table(rows, args.json)
+        done = f"after {len(rows)} checkpoint(s), shown above" if rows else "before any checkpoint was done"
+        print(f"interrupted {done}; measurements are not saved, so a re-run measures again", file=sys.stderr)
+        return 130
+    _print_table(rows, args.json)
     if not all(r.verdict.fits for r in rows):
         return 1
     return 3 if any(r.not_measured for r in rows) else 0
+
+
+def _print_table(rows: list, as_json: bool) -> None:
+    from vlm_lab import memory_report
+
+    if rows and not as_json:
+        print(memory_report.report_table(rows).to_string(index=False))
+        print()
+        print(memory_report.summary(rows))
