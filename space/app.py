@@ -56,10 +56,13 @@ def _error(e: Exception) -> gr.Error:
     return gr.Error(f"unexpected {type(e).__name__}: {e}. The app is still running; try again.")
 
 
-def build_demo(service: ComparisonService, plan: ServingPlan) -> gr.Blocks:
+def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str] | None = None) -> gr.Blocks:
+    """The UI and both endpoints. ``defaults``: the checkpoints selected at first and used by the
+    examples (``service.startup_selection()``); no examples when empty (none of them loads)."""
     settings = service.settings
     labels = service.labels
-    selected = service.default_selection() + [NONE_CHOICE] * MAX_SLOTS
+    defaults = service.default_selection() if defaults is None else defaults
+    selected = (defaults or labels[:1]) + [NONE_CHOICE] * MAX_SLOTS
     strategies = list(STRATEGIES)
     generate = {"concurrency_limit": plan.generate_limit, "concurrency_id": "generate"}
 
@@ -81,6 +84,14 @@ def build_demo(service: ComparisonService, plan: ServingPlan) -> gr.Blocks:
         except Exception as e:  # noqa: BLE001 - every failure becomes a message; the app keeps serving
             raise _error(e) from None
         return outputs_for(answers)
+
+    def compare_example(*inputs):
+        """The examples' answers, cached at start: a failure shows as the answer, it never stops the start."""
+        try:
+            return compare(*inputs)
+        except gr.Error as e:
+            log.warning("an example could not be answered: %s", e.message)
+            return [gr.update(value=f"could not answer: {e.message}", label="Error", visible=True)] + outputs_for([])[1:]
 
     def compare_batch(images, prompts, checkpoints, max_new_tokens):
         try:
@@ -126,8 +137,10 @@ def build_demo(service: ComparisonService, plan: ServingPlan) -> gr.Blocks:
         questions = ["What color is the shape?", "What shape is it?", "Describe the image."]
         rows = [[str(p), questions[i % len(questions)], *selected[:MAX_SLOTS], strategies[0],
                  settings.default_max_new_tokens] for i, p in enumerate(examples)]
-        if rows:
-            gr.Examples(rows, inputs=inputs, outputs=results, fn=compare, cache_examples=True, cache_mode="eager",
+        if rows and defaults:
+            # preprocess=False: the examples take the path an upload takes (read_image, its limits and messages)
+            gr.Examples(rows, inputs=inputs, outputs=results, fn=compare_example, preprocess=False,
+                        cache_examples=True, cache_mode="eager",
                         example_labels=[f"{p.stem.replace('-', ' ')} · {r[1]}" for p, r in zip(examples, rows)],
                         label="Examples (synthetic shapes)")
         gr.Markdown(
@@ -173,11 +186,13 @@ def main() -> None:
     log.info("serving: %s", plan.why)
     if plan.torch_threads:
         torch.set_num_threads(plan.torch_threads)
-    demo = build_demo(service, plan)
+    demo = build_demo(service, plan, service.startup_selection())
     demo.queue(max_size=plan.queue_size, default_concurrency_limit=plan.cheap_limit,
                status_update_rate=plan.status_update_rate)
-    demo.launch(max_threads=plan.max_threads, max_file_size=settings.max_file_size,
+    demo.launch(max_threads=plan.max_threads, max_file_size=settings.max_file_size, prevent_thread_lock=True,
                 css=".stats p { font-size: 0.85em; opacity: 0.8; margin: 0 }")
+    log.info("ready: examples cached, serving at %s", demo.local_url)  # tests/space_server.py waits for this line
+    demo.block_thread()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import Iterator, Mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "space" / "app.py"
+READY = "vlm_lab.space: ready"
 
 
 def free_port() -> int:
@@ -35,7 +36,7 @@ def running_space(
     drop_env: tuple[str, ...] = (),
     timeout: float = 150,
 ) -> Iterator[tuple[str, Path]]:
-    """Yield ``(url, log_path)`` once the app answers HTTP; always stop it afterwards.
+    """Yield ``(url, log_path)`` once the app answers HTTP and has logged that it is ready; always stop it afterwards.
 
     ``workdir`` is the app's working directory (Gradio writes its caches there) and holds
     ``space.log``, the app's stdout and stderr. ``app`` defaults to the repo's space/app.py
@@ -65,9 +66,9 @@ def running_space(
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"{app} exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            try:
+            try:  # answering HTTP, and done with its start (examples cached): the app logs "ready"
                 with urllib.request.urlopen(url + "/gradio_api/info", timeout=2) as r:
-                    if r.status == 200:
+                    if r.status == 200 and READY in log_path.read_text():
                         break
             except OSError:
                 pass

@@ -7,6 +7,7 @@ input gets its own message, and the app answers the next request after each.
 from __future__ import annotations
 
 import re
+import shutil
 import struct
 import threading
 import tomllib
@@ -14,6 +15,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError
@@ -165,6 +167,42 @@ def test_log_shows_memory_before_and_after_each_request(client, space):
     assert re.search(r"compare start \(2 checkpoint\(s\), greedy, 8 tokens\): rss=\d+MB", log)
     assert re.search(r"compare done in [\d.]+s: rss=\d+MB", log)
     assert "Traceback" not in log  # bad inputs are messages, not crashes
+
+
+def test_a_broken_default_checkpoint_and_an_old_examples_cache_do_not_stop_the_space(tiny_checkpoints, space, tmp_path):
+    """One checkpoint of three cannot load (weights cut short), and the examples cache left by the
+    module's app (five other checkpoints, a healthy checkpoint-500 among them) is reused: the app
+    starts, leaves the broken one out of its defaults and examples, and answers with the others."""
+    folder = tmp_path / "run"
+    for n in (0, 500, 1000):
+        shutil.copytree(tiny_checkpoints[0].parent / f"checkpoint-{n}", folder / f"checkpoint-{n}")
+    weights = folder / "checkpoint-500" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    old_cache = space[1].parent / "examples-cache"
+    assert "checkpoint-500" in "".join(p.read_text() for p in old_cache.glob("*/log.csv"))
+    env = {"VLM_LAB_CHECKPOINTS": str(folder), "GRADIO_EXAMPLES_CACHE": str(old_cache)}
+    with running_space(env, workdir=tmp_path / "app") as (url, log_path):
+        cached = "".join(p.read_text() for p in old_cache.glob("*/log.csv"))
+        assert "checkpoint-1000" in cached and "checkpoint-500" not in cached  # answered afresh, without the broken one
+        log = log_path.read_text()
+        assert re.search(r"checkpoint-500 left out of the defaults and examples: .*not a valid safetensors file", log)
+        client = Client(url, verbose=False, analytics_enabled=False)
+        assert compare(client, handle_file(EXAMPLE), ckpts=("checkpoint-0", "checkpoint-1000", "(none)"))[1][1] == "red"
+        with pytest.raises(AppError, match="checkpoint-500/model.safetensors is not a valid safetensors file"):
+            compare(client, handle_file(EXAMPLE), ckpts=("checkpoint-500", "(none)", "(none)"))
+
+
+def test_examples_that_cannot_be_answered_do_not_stop_the_space(tiny_dir, tmp_path):
+    """A pixel limit below the shipped examples' 64x64: each cached example says why, and the app serves."""
+    env = {"VLM_LAB_CHECKPOINTS": str(tiny_dir), "VLM_LAB_MAX_PIXELS": "3000"}
+    with running_space(env, workdir=tmp_path / "app") as (url, log_path):
+        assert "an example could not be answered: the image is 64x64 = 4,096 pixels" in log_path.read_text()
+        cached = "".join(p.read_text() for p in (tmp_path / "app" / "examples-cache").glob("*/log.csv"))
+        assert cached.count("could not answer: the image is 64x64") == len(list((SPACE / "examples").glob("*.png")))
+        small = tmp_path / "small.png"
+        Image.open(EXAMPLE).resize((32, 32)).save(small)
+        client = Client(url, verbose=False, analytics_enabled=False)
+        assert compare(client, handle_file(small), ckpts=("checkpoint-1000", "(none)", "(none)"))[0][0] == "checkpoint-1000"
 
 
 def test_front_matter_parses_and_pins_the_gradio_it_runs():

@@ -78,12 +78,27 @@ def test_generation_choices_within_bounds_pass(service):
     assert service.generation_config("nucleus (top-p 0.9)", 8.0).strategy == "nucleus(0.9)"
 
 
-def test_a_checkpoint_that_cannot_load_fails_only_its_own_batched_requests(tiny_checkpoints, tmp_path):
+@pytest.fixture
+def with_broken(tiny_checkpoints, tmp_path):
+    """A service offering checkpoint-0, a copy of checkpoint-1000 whose weights were cut short, and checkpoint-1000."""
     broken = tmp_path / "broken"
     shutil.copytree(tiny_checkpoints[-1], broken)
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # cut short, as by an interrupted upload
-    service = ss.ComparisonService(SpaceSettings(checkpoints=(str(tiny_checkpoints[-1]), str(broken)), device="cpu"))
+    refs = (str(tiny_checkpoints[0]), str(broken), str(tiny_checkpoints[-1]))
+    return ss.ComparisonService(SpaceSettings(checkpoints=refs, device="cpu"))
+
+
+def test_startup_selection_leaves_out_what_cannot_load(with_broken, caplog):
+    service = with_broken
+    assert service.default_selection() == service.labels and len(service.labels) == 3
+    assert service.startup_selection() == ["checkpoint-0", "checkpoint-1000"]
+    assert "left out of the defaults and examples" in caplog.text and "not a valid safetensors file" in caplog.text
+    assert len(service.cache) == 2  # the usable ones are loaded: the first visitor does not wait
+
+
+def test_a_checkpoint_that_cannot_load_fails_only_its_own_batched_requests(with_broken):
+    service = with_broken
     image = str(EXAMPLES / "red-circle.png")
     good, bad, good_too = service.answer_batch([image] * 3, ["What color is the shape?"] * 3,
                                                ["checkpoint-1000", service.labels[1], "checkpoint-1000"])

@@ -13,11 +13,13 @@ from vlm_lab.errors import CheckpointNotFoundError, ConfigError
 def test_prepare_environment_uses_persistent_storage_and_turns_analytics_off(tmp_path):
     env: dict[str, str] = {}
     notes = ss.prepare_environment(env, data_dir=str(tmp_path))
-    assert env == {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HOME": str(tmp_path / ".huggingface")}
-    assert len(notes) == 2
-    env = {"HF_HOME": "/mine", "GRADIO_ANALYTICS_ENABLED": "True"}  # what the user set wins
+    assert env == {"GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_RESET_EXAMPLES_CACHE": "True",
+                   "HF_HOME": str(tmp_path / ".huggingface")}
+    assert len(notes) == 3
+    mine = {"HF_HOME": "/mine", "GRADIO_ANALYTICS_ENABLED": "True", "GRADIO_RESET_EXAMPLES_CACHE": "False"}
+    env = dict(mine)  # what the user set wins
     ss.prepare_environment(env, data_dir=str(tmp_path))
-    assert env == {"HF_HOME": "/mine", "GRADIO_ANALYTICS_ENABLED": "True"}
+    assert env == mine
     env = {}
     ss.prepare_environment(env, data_dir=str(tmp_path / "no-such-volume"))
     assert "HF_HOME" not in env

@@ -255,6 +255,24 @@ class ComparisonService:
         picks = [labels[round(i * (len(labels) - 1) / (MAX_SLOTS - 1))] for i in range(MAX_SLOTS)]
         return list(dict.fromkeys(picks))
 
+    def startup_selection(self) -> list[str]:
+        """``default_selection`` less the checkpoints that cannot load, loaded now (the examples use them next).
+
+        One broken checkpoint must not stop the Space: it stays in the dropdowns (choosing it says
+        what is wrong) but is left out of the defaults and the cached examples, with a warning in
+        the log. Empty when none of the defaults loads.
+        """
+        usable = []
+        for label in self.default_selection():
+            try:
+                with self.out_of_memory_guard(label):
+                    self.cache.get(self.refs[label], dtype=self.settings.dtype, device=self.settings.device)
+            except Exception as e:  # noqa: BLE001 - whatever breaks one checkpoint, the Space serves the others
+                log.warning("%s left out of the defaults and examples: it cannot be used (%s)", label, e)
+                continue
+            usable.append(label)
+        return usable
+
     def _ref(self, label: str):
         ref = self.refs.get(str(label).strip())
         if ref is None:

@@ -30,14 +30,20 @@ MAX_BEAMS = 4
 def prepare_environment(environ: dict[str, str] | None = None, *, data_dir: str = "/data") -> list[str]:
     """Process-wide settings that must be in place before gradio/huggingface_hub/transformers import.
 
-    Analytics off unless asked for; with Space persistent storage (``/data``) model downloads go to
-    ``/data/.huggingface`` so a restart does not download them again. Returns what was set, for the log.
+    Analytics off and cached examples computed afresh at every start, unless asked otherwise; with
+    Space persistent storage (``/data``) model downloads go to ``/data/.huggingface`` so a restart
+    does not download them again. Returns what was set, for the log.
     """
     env = os.environ if environ is None else environ
     notes = []
     if "GRADIO_ANALYTICS_ENABLED" not in env:
         env["GRADIO_ANALYTICS_ENABLED"] = "False"
         notes.append("GRADIO_ANALYTICS_ENABLED=False")
+    if "GRADIO_RESET_EXAMPLES_CACHE" not in env:
+        # Gradio names an examples cache by the component's id, not by what it holds: another
+        # checkpoint set or retrained weights would show the last run's answers. Cache afresh.
+        env["GRADIO_RESET_EXAMPLES_CACHE"] = "True"
+        notes.append("GRADIO_RESET_EXAMPLES_CACHE=True (examples answered by this run's checkpoints)")
     data = Path(data_dir)
     if "HF_HOME" not in env and data.is_dir() and os.access(data, os.W_OK):
         env["HF_HOME"] = str(data / ".huggingface")
