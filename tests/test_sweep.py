@@ -407,3 +407,31 @@ def test_a_grid_value_holding_a_comma_stays_one_wandb_tag(sweep_file):
     (run,) = sweep.plan(sweep.load_sweep(path))
     params = json.loads((run.dir / "params.json").read_text())
     assert params["wandb_tags"].split(",") == ["tag=ckpt-a+ckpt-b", "x=1"]
+
+
+def test_without_a_terminal_progress_is_one_plain_line_per_run(sweep_file, capsys):
+    path = sweep_file({"x": [1, 2]}, {"fail_on": 2})
+    assert main(["sweep", str(path)]) == 1  # no --quiet; stderr is not a terminal here, as under cron
+    err = capsys.readouterr().err
+    assert "\r" not in err, err  # no redrawn bar in the log
+    assert re.search(r"^\[1/2\] (completed|failed) x=[12],", err, re.M) and re.search(r"^\[2/2\] ", err, re.M), err
+    assert re.search(r"^\[\d/2\] failed x=2,\S+ \(\d+\.\d s\)$", err, re.M), err
+
+
+def test_a_run_left_running_by_a_killed_sweep_is_shown_as_interrupted(sweep_file, tmp_path, capsys):
+    path = sweep_file({"x": [1]}, {"sleep_s": 30.0})
+    (run,) = sweep.plan(sweep.load_sweep(path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlm_lab.cli", "sweep", str(path), "--quiet"],
+        cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: run.status()["state"] == "running", proc, "the run starting")
+        assert main(["sweep", str(path), "--dry-run"]) == 0
+        assert re.search(r"^  running +x=1,", capsys.readouterr().out, re.M)  # alive: really running
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    assert re.search(r"^  interrupted +x=1,", capsys.readouterr().out, re.M)
+    assert run.status()["state"] == "running"  # the file is as the killed sweep left it; the lock tells

@@ -267,6 +267,7 @@ def test_a_key_without_network_logs_offline_instead_and_never_writes_the_key(wan
                        env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.startswith("W&B offline run ") and "(online failed: " in r.stdout, r.stdout
+    assert r.stdout.count("\n") == 1, r.stdout  # wandb's multi-line error folded into the notebook's one line
     assert "upload it with: wandb sync " in r.stdout and "set wandb_group" not in r.stdout
     assert r.stderr.count("logged offline instead: upload it later with `wandb sync ") == 1, r.stderr[-3000:]
     assert FAKE_KEY not in r.stdout + r.stderr

@@ -60,7 +60,7 @@ def write_summary(sweep_dir: str | os.PathLike[str], runs: Iterable[Any]) -> Pat
         status = run.status()
         rows = _checkpoint_rows(run.dir)
         best = _best(rows) or {}
-        record: dict[str, Any] = {"run_id": run.run_id, **run.parameters, "state": status.get("state", "pending")}
+        record: dict[str, Any] = {"run_id": run.run_id, **run.parameters, "state": run.state()}
         record["duration_s"] = status.get("duration_s")
         record["error"] = describe_error(status["error"]) if status.get("error") else ""
         record["best_checkpoint"] = best.get("checkpoint")

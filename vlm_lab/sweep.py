@@ -36,6 +36,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -72,6 +73,15 @@ class RunSpec:
             return json.loads((self.dir / STATUS_FILE).read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError):
             return {"state": "pending"}
+
+    def state(self) -> str:
+        """pending | running | completed | failed, or ``interrupted``: status.json says running but
+        nobody holds the run's lock (its sweep was killed; the next invocation runs it again)."""
+        state = self.status().get("state", "pending")
+        if state == "running":
+            with run_lock(self, grace_s=0) as held:
+                return "interrupted" if held else state
+        return state
 
     @property
     def completed(self) -> bool:
@@ -459,10 +469,12 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         failures: list[dict[str, Any]] = []
         ran, busy = [], []
         summary_written = -math.inf
-        bar = tqdm(total=len(todo), desc=config.name, unit="run", disable=not progress)
+        # A terminal gets a bar; a log file (cron, CI) one plain line per run instead of \r-redrawn bars.
+        interactive = progress and sys.stderr.isatty()
+        bar = tqdm(total=len(todo), desc=config.name, unit="run", disable=not interactive)
         with concurrent.futures.ThreadPoolExecutor(max_workers=config.jobs) as pool:
             futures = [pool.submit(_execute_if_free, r, config, declared) for r in todo]
-            for future in concurrent.futures.as_completed(futures):
+            for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
                 status = future.result()
                 state = status["state"]
                 {"busy": busy, "skipped": skipped}.get(state, ran).append(status["run_id"])
@@ -476,6 +488,9 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
                     summary_written = time.monotonic()
                 bar.update(1)
                 bar.set_postfix(failed=len(failures))
+                if progress and not interactive:
+                    took = f" ({status['duration_s']:.1f} s)" if "duration_s" in status else ""
+                    print(f"[{done}/{len(todo)}] {state} {status['run_id']}{took}", file=sys.stderr, flush=True)
         bar.close()
         summary_csv = write_summary(sweep_dir(config), everything)
     failures.sort(key=lambda f: f["run_id"])

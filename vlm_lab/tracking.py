@@ -230,7 +230,7 @@ def _start_or_offline(config: Any, *, mode: str | None, **options: Any) -> tuple
     except Exception as e:  # noqa: BLE001 - online trouble is not a reason to lose the run
         if resolved != "online":
             raise
-        why = _redact(f"{e}" if isinstance(e, VlmLabError) else f"{type(e).__name__}: {e}")
+        why = " ".join(_redact(f"{e}" if isinstance(e, VlmLabError) else f"{type(e).__name__}: {e}").split())  # one line
     run = start_run(config, mode="offline", **options)
     sync_dir = getattr(run.settings, "sync_dir", None)
     warnings.warn(

@@ -56,7 +56,7 @@ def _sweep(args: argparse.Namespace) -> int:
         runs = sweep.shard(sweep.plan(config), config.shard_index, config.shard_count)
         print(f"{config.name}: {len(runs)} run(s) in shard {config.shard_index}/{config.shard_count} -> {sweep.sweep_dir(config)}")
         for run in runs:
-            print(f"  {run.status().get('state', 'pending'):9s} {run.run_id}")
+            print(f"  {run.state():11s} {run.run_id}")
         return 0
     try:
         report = sweep.run_sweep(config, progress=not args.quiet)
