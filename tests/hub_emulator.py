@@ -3,7 +3,7 @@
 A stdlib ``ThreadingHTTPServer`` on 127.0.0.1 (port 0) that answers the routes
 huggingface_hub 2.x calls when publishing a Space: whoami-v2, repos/create,
 validate-yaml, preupload, the NDJSON commit (file / deletedFile / deletedFolder),
-tree listing, repo info, and the Space runtime / hardware / sleeptime / secrets /
+tree listing, repo info and settings (visibility), and the Space runtime / hardware / sleeptime / secrets /
 variables / pause / restart / logs endpoints. State is in memory. The real client
 is pointed at it with ``HF_ENDPOINT`` (or ``HfApi(endpoint=...)``).
 
@@ -249,6 +249,11 @@ class HubEmulator:
             return 200, self._preupload(repo, json.loads(body)), {}
         if rest.startswith("commit/"):
             return self._commit(repo, body)
+        if rest == "settings" and method == "PUT":
+            settings = json.loads(body or b"{}")
+            if "visibility" in settings:
+                repo.private = settings["visibility"] == "private"
+            return 200, {}, {}
         if repo_type != "space":
             raise _error(404, f"no route {method} {path}")
         return self._space(repo, method, rest, json.loads(body) if body and method != "GET" else {})

@@ -177,6 +177,21 @@ def test_existing_space_on_other_hardware_is_brought_to_the_wanted_hardware(hub,
     assert hub.space(SPACE).requested == "cpu-basic" and "cost:      free" in stop_paying.stdout
 
 
+def test_public_makes_an_existing_private_space_public(hub, space_dir):
+    hub.add_space(SPACE, hardware="t4-small", sleep=3600, private=True)
+    dry = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--public", "--dry-run")
+    assert dry.returncode == 0 and "visibility: private -> public" in dry.stdout, fail_text(dry)
+    assert hub.space(SPACE).private
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--public")
+    assert r.returncode == 0, fail_text(r)
+    assert not hub.space(SPACE).private and "visibility: private -> public" in r.stdout
+    again = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--public")
+    assert again.returncode == 0 and "settings:  already as wanted" in again.stdout, fail_text(again)
+    hub.space(SPACE).private = True  # only the visibility differs: nothing rebuilds, so nothing to wait for
+    only = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--public", "--timeout", "5")
+    assert only.returncode == 0 and not hub.space(SPACE).private, fail_text(only)
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(hub, space_dir):
     hub.add_space(SPACE, hardware="cpu-basic", files={"stale.txt": b"old\n", "app.py": b"print('old')\n"})
     before = len(hub.space(SPACE).commits)

@@ -116,7 +116,8 @@ def publish(config: PublishConfig, *, progress: Progress | None = None) -> Publi
 
     if config.dry_run:
         ckpt_value = _checkpoints_value(config, ckpt_staged, ckpt_plan, None)
-        actions = _settings(hub, config, runtime, exists=info is not None, checkpoints_value=ckpt_value)
+        actions = _settings(hub, config, runtime, exists=info is not None, checkpoints_value=ckpt_value,
+                            private=getattr(info, "private", None))
         return _report(hub, config, info, plans, [a[0] for a in actions], runtime, staged, sizes,
                        created=False, new_commit=plan.changed, dry_run=True)
 
@@ -144,13 +145,15 @@ def publish(config: PublishConfig, *, progress: Progress | None = None) -> Publi
         runtime = hub.call("read the Space runtime", hub.api.get_space_runtime, config.space)
     before_stage = "NO_APP_FILE" if created else str(runtime.stage)
     # Settings before files: a refused setting (403: no payment method) stops before any commit.
-    actions = _settings(hub, config, runtime, exists=True, checkpoints_value=ckpt_value)
+    actions = _settings(hub, config, runtime, exists=True, checkpoints_value=ckpt_value,
+                        private=not config.public if created else getattr(info, "private", None))
     for change, apply in actions:
         say(f"setting {change.name}: {change.current} -> {change.wanted}")
         apply()
     commit = _mirror(hub, staged, plan, config.commit_message, say)
 
-    changed = commit is not None or bool(actions) or created
+    restarts = [a for a in actions if a[0].name != "visibility"]  # visibility does not rebuild the Space
+    changed = commit is not None or bool(restarts) or created
     if config.wait and changed:
         runtime = _wait(hub, config, before_stage=before_stage, commit=commit, say=say)
     else:
@@ -358,10 +361,18 @@ def _create_space(hub: Hub, config: PublishConfig, checkpoints_value: str | None
     )
 
 
-def _settings(hub: Hub, config: PublishConfig, runtime: Any | None, *, exists: bool, checkpoints_value: str | None) -> list[Action]:
-    """Each wanted setting that differs from the Space's, with the call that sets it."""
+def _settings(hub: Hub, config: PublishConfig, runtime: Any | None, *, exists: bool, checkpoints_value: str | None,
+              private: bool | None = None) -> list[Action]:
+    """Each wanted setting that differs from the Space's, with the call that sets it.
+
+    ``private``: the Space's visibility now (None: new). ``--public`` makes a private Space public;
+    without it an existing public Space is left public (making it private is done on purpose, by hand).
+    """
     api, space = hub.api, config.space
     actions: list[Action] = []
+    if config.public and private:
+        actions.append((SettingChange("visibility", "private", "public"), lambda: hub.call(
+            "make the Space public", api.update_repo_settings, space, repo_type="space", private=False, repo=space)))
     new = "(new Space)"
     current_hw = (runtime.requested_hardware or runtime.hardware) if runtime is not None else None
     if current_hw != config.hardware:
