@@ -188,6 +188,9 @@ def test_a_broken_default_checkpoint_and_an_old_examples_cache_do_not_stop_the_s
         assert re.search(r"checkpoint-500 left out of the defaults and examples: .*not a valid safetensors file", log)
         client = Client(url, verbose=False, analytics_enabled=False)
         assert compare(client, handle_file(EXAMPLE), ckpts=("checkpoint-0", "checkpoint-1000", "(none)"))[1][1] == "red"
+        healthy, broken = compare(client, handle_file(EXAMPLE), ckpts=("checkpoint-1000", "checkpoint-500", "(none)"))
+        assert healthy == ("checkpoint-1000", "red", healthy[2]) and "latency" in healthy[2]
+        assert broken[:2] == ("checkpoint-500", "") and broken[2].startswith("**could not answer:** ")
         with pytest.raises(AppError, match="checkpoint-500/model.safetensors is not a valid safetensors file"):
             compare(client, handle_file(EXAMPLE), ckpts=("checkpoint-500", "(none)", "(none)"))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vlm_lab import space_service as ss
-from vlm_lab.errors import ConfigError
+from vlm_lab.errors import CheckpointNotFoundError, ConfigError
 from vlm_lab.space_settings import NONE_CHOICE, SpaceSettings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "space" / "examples"
@@ -95,6 +95,26 @@ def test_startup_selection_leaves_out_what_cannot_load(with_broken, caplog):
     assert service.startup_selection() == ["checkpoint-0", "checkpoint-1000"]
     assert "left out of the defaults and examples" in caplog.text and "not a valid safetensors file" in caplog.text
     assert len(service.cache) == 2  # the usable ones are loaded: the first visitor does not wait
+
+
+def test_a_checkpoint_that_cannot_load_fails_only_its_own_column(with_broken):
+    service = with_broken
+    image = str(EXAMPLES / "red-circle.png")
+    first, broken, last = service.compare(image, "What color is the shape?", service.labels, "greedy", 8)
+    assert (last.checkpoint, last.text, last.error) == ("checkpoint-1000", "red", "")
+    assert first.checkpoint == "checkpoint-0" and first.error == ""
+    assert broken.text == "" and "not a valid safetensors file" in broken.error
+    assert broken.stats_markdown().startswith("**could not answer:** ") and "safetensors" in broken.stats_markdown()
+    with pytest.raises(CheckpointNotFoundError, match="not a valid safetensors file"):  # alone: no answer at all
+        service.compare(image, "What color is the shape?", [service.labels[1]])
+
+
+def test_an_answer_cut_off_at_the_token_limit_says_so(service):
+    image = str(EXAMPLES / "purple-diamond.png")
+    (cut,) = service.compare(image, "Describe the image.", ["checkpoint-1000"], "greedy", 2)
+    (whole,) = service.compare(image, "Describe the image.", ["checkpoint-1000"], "greedy", 16)
+    assert cut.truncated and "cut off at max new tokens" in cut.stats_markdown()
+    assert whole.text == "a purple diamond" and not whole.truncated and "cut off" not in whole.stats_markdown()
 
 
 def test_a_checkpoint_that_cannot_load_fails_only_its_own_batched_requests(with_broken):

@@ -201,11 +201,21 @@ class Answer:
     memory_kind: str  # "peak" | "weights"
     error: str = ""
     nonfinite: bool = False  # NaN/inf in the model's scores: the text is not an answer
+    truncated: bool = False  # stopped at max new tokens before the end token: the text is cut off
+
+    @classmethod
+    def failed(cls, checkpoint: str, error: str) -> "Answer":
+        """No answer: ``error`` says why (bad request, checkpoint that cannot load, out of memory)."""
+        return cls(checkpoint, "", 0, 0.0, 0.0, "", error=error)
 
     def stats_markdown(self) -> str:
+        if self.error:
+            return f"**could not answer:** {self.error}"
         empty = "*no text: only special tokens* · " if not self.text.strip() else ""
         if self.nonfinite:
             empty = f"**NaN/inf in the model's scores** ({NONFINITE_HINT}) · "
+        if self.truncated:
+            empty += "*cut off at max new tokens* · "
         return (
             f"{empty}**latency** {self.latency_s * 1000:.0f} ms · **tokens** {self.new_tokens} · "
             f"**memory** {self.memory_mb:.1f} MB {self.memory_kind}"
@@ -321,9 +331,13 @@ class ComparisonService:
                 max_new_tokens: Any = 16) -> list[Answer]:
         """Answer one question about one image with each selected checkpoint, in order.
 
+        A checkpoint that fails (cannot load, out of memory) gets its ``Answer.error``; the others
+        still answer.
+
         Raises:
             DataError, ConfigError, CheckpointNotFoundError: bad input; the message names the fix.
-            MemoryBudgetError: out of memory; the cache was emptied and the message says what to lower.
+            VlmLabError: every selected checkpoint failed (the first one's error), e.g.
+                MemoryBudgetError: out of memory; the cache was emptied and the message says what to lower.
         """
         from vlm_lab.compare import compare_one
 
@@ -331,12 +345,20 @@ class ComparisonService:
         text = self._prompt(prompt)
         chosen = self._selected(checkpoints)
         img = read_image(image, max_pixels=self.settings.max_pixels)
+        answers, failures = [], []
         with logged_request("compare", f"{len(chosen)} checkpoint(s), {config.strategy}, {config.max_new_tokens} tokens"):
-            with self.out_of_memory_guard(", ".join(chosen)):
-                rows = compare_one(self.cache, [self.refs[c] for c in chosen], img, text, config,
-                                   dtype=self.settings.dtype, device=self.settings.device)
-        answers = [_answer(label, row) for label, row in zip(chosen, rows)]
-        self.interactions.log(img, text, answers, config)
+            for label in chosen:
+                try:
+                    with self.out_of_memory_guard(label):
+                        (row,) = compare_one(self.cache, [self.refs[label]], img, text, config,
+                                             dtype=self.settings.dtype, device=self.settings.device)
+                    answers.append(_answer(label, row))
+                except VlmLabError as e:
+                    failures.append(e)
+                    answers.append(Answer.failed(label, str(e)))
+        if len(failures) == len(chosen):
+            raise failures[0]
+        self.interactions.log(img, text, [a for a in answers if not a.error], config)
         return answers
 
     def answer_batch(self, images: Sequence[Any], prompts: Sequence[Any], checkpoints: Sequence[Any],
@@ -357,13 +379,13 @@ class ComparisonService:
                 img = read_image(image, max_pixels=self.settings.max_pixels)
                 groups.setdefault((label, config), []).append((i, img, text))
             except (DataError, ConfigError, CheckpointNotFoundError) as e:
-                results[i] = Answer(label, "", 0, 0.0, 0.0, "", error=str(e))
+                results[i] = Answer.failed(label, str(e))
         with logged_request("batch", f"{len(images)} request(s) in {len(groups)} group(s)"):
             for (label, config), items in groups.items():
                 try:
                     answers = self._run(label, [img for _, img, _ in items], [t for _, _, t in items], config)
                 except VlmLabError as e:  # this checkpoint failed (cannot load, out of memory): only its requests
-                    answers = [Answer(label, "", 0, 0.0, 0.0, "", error=str(e))] * len(items)
+                    answers = [Answer.failed(label, str(e))] * len(items)
                 for (i, _, _), answer in zip(items, answers):
                     results[i] = answer
         return [r for r in results if r is not None]
@@ -385,7 +407,8 @@ class ComparisonService:
             memory = torch.cuda.max_memory_allocated(loaded.device) if cuda else loaded.nbytes
         kind = "cuda_max_allocated" if cuda else "cpu_weights"
         answers = [_answer(label, {"text": o.text, "new_tokens": o.new_tokens, "latency_s": o.latency_s,
-                                   "memory_bytes": memory, "memory_kind": kind, "nonfinite": o.nonfinite}) for o in outs]
+                                   "memory_bytes": memory, "memory_kind": kind, "nonfinite": o.nonfinite,
+                                   "truncated": o.truncated}) for o in outs]
         # the API has no badge: a client that checks `error` must not take noise for an answer
         problem = (f"{label}: NaN/inf in the model's scores ({NONFINITE_HINT}); with VLM_LAB_DTYPE=float16, "
                    "set it to float32 (or bfloat16 on a GPU with compute capability >= 8)")
@@ -410,4 +433,4 @@ class ComparisonService:
 def _answer(label: str, row: Mapping[str, Any]) -> Answer:
     kind = "peak" if row["memory_kind"].startswith("cuda") else "weights"
     return Answer(label, row["text"], row["new_tokens"], row["latency_s"], row["memory_bytes"] / 2**20, kind,
-                  nonfinite=row.get("nonfinite", False))
+                  nonfinite=row.get("nonfinite", False), truncated=row.get("truncated", False))
