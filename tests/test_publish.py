@@ -147,6 +147,15 @@ def test_second_publish_without_changes_makes_no_commit_and_no_write(hub, space_
     assert "secret WANDB_API_KEY: another value" in rotated.stdout
 
 
+def test_hf_debug_logs_never_show_a_secret_value(hub, space_dir):
+    """HF_DEBUG=1 logs every request as curl, body included: the secret sent must be scrubbed."""
+    value = "SECRET" + "5a" * 17
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--secret", "WANDB_API_KEY",
+                    env={"WANDB_API_KEY": value, "HF_DEBUG": "1"})  # run_publish fails on the value in the output
+    assert r.returncode == 0, fail_text(r)
+    assert "curl" in r.stderr and hub.space(SPACE).secrets["WANDB_API_KEY"]["value"] == value
+
+
 def test_file_deleted_locally_is_deleted_remotely_and_unchanged_files_are_not_resent(hub, space_dir):
     (space_dir / "extra.txt").write_text("remove me later\n")
     assert run_publish(hub, SPACE, "--space-dir", str(space_dir)).returncode == 0

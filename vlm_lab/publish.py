@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from vlm_lab.config import PublishConfig
 from vlm_lab.errors import PublishError
-from vlm_lab.publish_hub import TOKENS_URL, Hub, HubConflictError, HubNotFoundError, check_can_write, connect
+from vlm_lab.publish_hub import TOKENS_URL, Hub, HubConflictError, HubNotFoundError, check_can_write, connect, scrubbed_logs
 from vlm_lab.publish_report import FilePlan, PublishReport, SettingChange, estimate_cost
 from vlm_lab.publish_stage import (
     Stage,
@@ -82,6 +82,11 @@ def publish(config: PublishConfig, *, progress: Progress | None = None) -> Publi
     known = _credentials(hub, _secret_values(config))
     _refuse_publishing_token(hub, config)
     hub.secrets.extend(known.values())
+    with scrubbed_logs(hub):
+        return _publish(hub, config, known, say)
+
+
+def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progress) -> PublishReport:
     check_variables(config.variable_map(), known=known)
     say(f"token: {hub.user}")
     if config.action != "publish":

@@ -9,10 +9,12 @@ output, logs or re-raised exception texts.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import re
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from vlm_lab.errors import PublishError
 
@@ -54,6 +56,30 @@ def scrub(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
     for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
         text = text.replace(secret, "***")
     return _TOKEN_LIKE.sub("hf_***", text)
+
+
+@contextlib.contextmanager
+def scrubbed_logs(hub: "Hub") -> Iterator[None]:
+    """Scrub the token and the secrets from every huggingface_hub log record while inside.
+
+    With ``HF_DEBUG=1`` huggingface_hub logs each request as a curl command: it hides the
+    Authorization header, but not the body, which carries secret values (add_space_secret).
+    The filter sits on the handlers, since records from child loggers skip a logger's filters.
+    """
+    class Scrub(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.msg, record.args = hub.scrub(record.getMessage()), ()
+            return True
+
+    scrub_filter = Scrub()
+    handlers = [*logging.getLogger("huggingface_hub").handlers, *logging.getLogger().handlers]
+    for handler in handlers:
+        handler.addFilter(scrub_filter)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(scrub_filter)
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
