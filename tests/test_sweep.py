@@ -435,3 +435,13 @@ def test_a_run_left_running_by_a_killed_sweep_is_shown_as_interrupted(sweep_file
     assert main(["sweep", str(path), "--dry-run"]) == 0
     assert re.search(r"^  interrupted +x=1,", capsys.readouterr().out, re.M)
     assert run.status()["state"] == "running"  # the file is as the killed sweep left it; the lock tells
+
+
+def test_a_missing_kernel_is_refused_before_any_run_fails_on_it(sweep_file, tmp_path, capsys):
+    path = sweep_file({"x": [1, 2]})
+    path.write_text(path.read_text() + "kernel: python-vlm\n")
+    assert main(["sweep", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no Jupyter kernel named 'python-vlm' (the sweep's `kernel`) here (installed: python3" in err, err
+    assert "python -m ipykernel install --user --name python-vlm" in err
+    assert not (tmp_path / "runs").exists()

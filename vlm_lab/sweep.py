@@ -44,6 +44,8 @@ from typing import Any, Iterator
 from vlm_lab.config import SweepConfig
 from vlm_lab.data import atomic_write_text
 from vlm_lab.errors import ConfigError, SweepError
+from vlm_lab.sweep_checks import check_parameters, notebook_parameters  # noqa: F401 - notebook_parameters re-exported
+
 
 STATUS_FILE, PARAMS_FILE = "status.json", "params.json"
 LOCKED_EXIT_CODE = 75  # EX_TEMPFAIL: another invocation holds the lock; try again later
@@ -211,97 +213,6 @@ def shard(runs: list[RunSpec], index: int, count: int) -> list[RunSpec]:
     """The runs of shard ``index`` of ``count`` (0-based): every run lands in exactly one shard."""
     ordered = sorted(runs, key=lambda r: r.run_id)
     return ordered[index::count]
-
-
-def notebook_parameters(notebook: str | os.PathLike[str]) -> dict[str, str]:
-    """``{name: default source}`` of the notebook's ``parameters`` cell."""
-    return {name: default for name, (default, _type) in _declared_parameters(notebook).items()}
-
-
-def _declared_parameters(notebook: str | os.PathLike[str]) -> dict[str, tuple[str, str]]:
-    """``{name: (default source, annotation source or "")}`` of the notebook's ``parameters`` cell.
-
-    Python cells are parsed with ``ast``: papermill's ``inspect_notebook`` drops a parameter
-    whose ``# help`` comment contains ``=`` (e.g. ``num_samples: int = 96  # 0 = all``).
-    Other kernels' notebooks fall back to ``inspect_notebook``.
-    """
-    import ast
-
-    import nbformat
-
-    if not Path(notebook).is_file():
-        raise SweepError(f"notebook {str(notebook)!r} not found (paths are relative to {os.getcwd()})")
-    nb = nbformat.read(notebook, as_version=4)
-    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
-    if not cells:
-        raise SweepError(f"{notebook} has no cell tagged `parameters`; tag the cell that holds its parameters")
-    source = cells[0].source
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        import papermill
-
-        return {name: (p["default"], "") for name, p in papermill.inspect_notebook(str(notebook)).items()}
-    declared = {}
-    for node in tree.body:
-        targets = [node.target] if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [])
-        annotation = ast.get_source_segment(source, node.annotation) if isinstance(node, ast.AnnAssign) else ""
-        for target in targets:
-            if isinstance(target, ast.Name):
-                default = ast.get_source_segment(source, node.value) if node.value else ""
-                declared[target.id] = (default or "", annotation or "")
-    return declared
-
-
-# What a value must be for a parameter annotated with one of these (other annotations: anything).
-_FITS = {
-    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
-    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
-    "str": (lambda v: isinstance(v, str), "text"),
-    "bool": (lambda v: isinstance(v, bool), "true or false"),
-}
-_KIND_WORDS = {str: "text", bool: "true or false", int: "a whole number", float: "a number", list: "a list",
-               dict: "a mapping", type(None): "null"}  # fmt: skip
-
-
-def _type_problem(where: str, name: str, value: Any, annotation: str, notebook: str) -> str | None:
-    """Why ``value`` does not fit the parameter's annotation (None when it fits, or the type is not checked)."""
-    if annotation not in _FITS or _FITS[annotation][0](value):
-        return None
-    kind = _KIND_WORDS.get(type(value), type(value).__name__)
-    fix = f"give {_FITS[annotation][1]}"
-    if isinstance(value, str) and annotation in ("int", "float", "bool"):
-        import yaml
-
-        try:
-            unquoted = yaml.safe_load(value)
-        except yaml.YAMLError:  # no unquoted form to suggest
-            unquoted = None
-        if unquoted is not None and _FITS[annotation][0](unquoted):
-            fix = f"write {value} without quotes"
-    elif annotation == "str" and isinstance(value, (int, float, bool)):
-        fix = f"quote it: '{value}'"
-    return f"{where}.{name} = {value!r} is {kind}, but {notebook} declares {name}: {annotation}; {fix}"
-
-
-def check_parameters(config: SweepConfig) -> dict[str, str]:
-    """Raise before anything runs when the sweep sets a parameter the notebook does not declare,
-    or a value whose type is not the one the ``parameters`` cell declares (``int``, ``float``,
-    ``str``, ``bool``; an int is a float). Returns ``{name: default source}``."""
-    declared = _declared_parameters(config.notebook)
-    unknown = sorted((set(config.parameters) | set(config.grid)) - set(declared))
-    if unknown:
-        raise SweepError(
-            f"{config.notebook} has no parameter(s) {', '.join(unknown)} in its `parameters` cell "
-            f"(it declares: {', '.join(sorted(declared)) or 'none'}); fix the sweep file or the notebook"
-        )
-    values = [("parameters", k, v) for k, v in config.parameters.items()]
-    values += [("grid", k, v) for k, vs in config.grid.items() for v in vs]
-    for where, name, value in values:
-        problem = _type_problem(where, name, value, declared[name][1], config.notebook)
-        if problem:
-            raise SweepError(problem)
-    return {name: default for name, (default, _type) in declared.items()}
 
 
 def _try_flock(handle: Any, grace_s: float) -> bool:

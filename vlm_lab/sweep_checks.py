@@ -1,0 +1,128 @@
+"""A sweep checked against its notebook before anything runs.
+
+Every grid point would otherwise start a kernel only to fail in its first cells: a
+parameter the notebook's ``parameters`` cell does not declare, a value of another type
+than the one it declares (``max_new_tokens: "8"``), a kernel not installed here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from vlm_lab.config import SweepConfig
+from vlm_lab.errors import SweepError
+
+
+def notebook_parameters(notebook: str | os.PathLike[str]) -> dict[str, str]:
+    """``{name: default source}`` of the notebook's ``parameters`` cell."""
+    return {name: default for name, (default, _type) in _declared_parameters(notebook).items()}
+
+
+def _declared_parameters(notebook: str | os.PathLike[str]) -> dict[str, tuple[str, str]]:
+    """``{name: (default source, annotation source or "")}`` of the notebook's ``parameters`` cell.
+
+    Python cells are parsed with ``ast``: papermill's ``inspect_notebook`` drops a parameter
+    whose ``# help`` comment contains ``=`` (e.g. ``num_samples: int = 96  # 0 = all``).
+    Other kernels' notebooks fall back to ``inspect_notebook``.
+    """
+    import ast
+
+    import nbformat
+
+    if not Path(notebook).is_file():
+        raise SweepError(f"notebook {str(notebook)!r} not found (paths are relative to {os.getcwd()})")
+    nb = nbformat.read(notebook, as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if not cells:
+        raise SweepError(f"{notebook} has no cell tagged `parameters`; tag the cell that holds its parameters")
+    source = cells[0].source
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        import papermill
+
+        return {name: (p["default"], "") for name, p in papermill.inspect_notebook(str(notebook)).items()}
+    declared = {}
+    for node in tree.body:
+        targets = [node.target] if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [])
+        annotation = ast.get_source_segment(source, node.annotation) if isinstance(node, ast.AnnAssign) else ""
+        for target in targets:
+            if isinstance(target, ast.Name):
+                default = ast.get_source_segment(source, node.value) if node.value else ""
+                declared[target.id] = (default or "", annotation or "")
+    return declared
+
+
+# What a value must be for a parameter annotated with one of these (other annotations: anything).
+_FITS = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "str": (lambda v: isinstance(v, str), "text"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+}
+_KIND_WORDS = {str: "text", bool: "true or false", int: "a whole number", float: "a number", list: "a list",
+               dict: "a mapping", type(None): "null"}  # fmt: skip
+
+
+def _type_problem(where: str, name: str, value: Any, annotation: str, notebook: str) -> str | None:
+    """Why ``value`` does not fit the parameter's annotation (None when it fits, or the type is not checked)."""
+    if annotation not in _FITS or _FITS[annotation][0](value):
+        return None
+    kind = _KIND_WORDS.get(type(value), type(value).__name__)
+    fix = f"give {_FITS[annotation][1]}"
+    if isinstance(value, str) and annotation in ("int", "float", "bool"):
+        import yaml
+
+        try:
+            unquoted = yaml.safe_load(value)
+        except yaml.YAMLError:  # no unquoted form to suggest
+            unquoted = None
+        if unquoted is not None and _FITS[annotation][0](unquoted):
+            fix = f"write {value} without quotes"
+    elif annotation == "str" and isinstance(value, (int, float, bool)):
+        fix = f"quote it: '{value}'"
+    return f"{where}.{name} = {value!r} is {kind}, but {notebook} declares {name}: {annotation}; {fix}"
+
+
+def check_parameters(config: SweepConfig) -> dict[str, str]:
+    """Raise before anything runs when the sweep sets a parameter the notebook does not declare,
+    or a value whose type is not the one the ``parameters`` cell declares (``int``, ``float``,
+    ``str``, ``bool``; an int is a float). Returns ``{name: default source}``."""
+    declared = _declared_parameters(config.notebook)
+    unknown = sorted((set(config.parameters) | set(config.grid)) - set(declared))
+    if unknown:
+        raise SweepError(
+            f"{config.notebook} has no parameter(s) {', '.join(unknown)} in its `parameters` cell "
+            f"(it declares: {', '.join(sorted(declared)) or 'none'}); fix the sweep file or the notebook"
+        )
+    _check_kernel(config)
+    values = [("parameters", k, v) for k, v in config.parameters.items()]
+    values += [("grid", k, v) for k, vs in config.grid.items() for v in vs]
+    for where, name, value in values:
+        problem = _type_problem(where, name, value, declared[name][1], config.notebook)
+        if problem:
+            raise SweepError(problem)
+    return {name: default for name, (default, _type) in declared.items()}
+
+
+def _check_kernel(config: SweepConfig) -> None:
+    """The kernel the runs would start exists here (else every run of the grid would fail on it)."""
+    import nbformat
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    from papermill.utils import nb_kernel_name
+
+    try:
+        name = nb_kernel_name(nbformat.read(config.notebook, as_version=4), config.kernel or None)
+    except ValueError:  # papermill: the notebook names no kernel and none was given
+        raise SweepError(f"{config.notebook} names no kernel; set `kernel: python3` in the sweep file") from None
+    manager = KernelSpecManager()
+    try:
+        manager.get_kernel_spec(name)
+    except NoSuchKernel:
+        source = "the sweep's `kernel`" if config.kernel else f"{config.notebook}'s kernelspec"
+        raise SweepError(
+            f"no Jupyter kernel named {name!r} ({source}) here (installed: {', '.join(sorted(manager.find_kernel_specs()))}); "
+            f"set `kernel:` in the sweep file to one of those, or install it: python -m ipykernel install --user --name {name}"
+        ) from None
