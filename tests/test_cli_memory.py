@@ -23,6 +23,7 @@ def test_json_estimate_only_expands_a_training_output(tiny_dir):
         assert {"checkpoint", "estimated_bytes", "measured_bytes", "fits", "max_batch_size", "co_resident"} <= set(row)
         assert row["measured_bytes"] is None and row["fits"] is True and row["dtype"] == "float16"
         assert row["batch_size"] == 4 and row["co_resident"] > 1
+        assert row["recommended_dtype"] == "float16" and row["suggestion"] is None
 
 
 @pytest.mark.slow

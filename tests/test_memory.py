@@ -268,6 +268,41 @@ def test_verdict_table(llava_7b, dtype, target, batch, fits):
     assert (b >= batch) is fits
 
 
+@pytest.fixture(scope="module")
+def llava_70b(tmp_path_factory) -> Path:
+    """config.json of a 70B-sized LLaVA: bigger than a T4 or an L4 in any dtype; an A100 only quantized."""
+    size = LlavaSize(vision_width=1024, vision_layers=24, vision_heads=16, image_size=336, patch_size=14,
+                     text_width=8192, text_layers=80, text_heads=64, text_kv_heads=8, text_intermediate=28672)
+    return memory_synthetic.write_config_only(tmp_path_factory.mktemp("cfg") / "llava-70b", memory_synthetic.llava_config(size, vocab_size=32064))
+
+
+@pytest.mark.parametrize(
+    "model, dtype, target, batch, suggestion",
+    [
+        ("7b", "float16", "t4-small", 1, ""),  # it fits: nothing to suggest
+        ("7b", "float16", "t4-small", 64, "batch 1 fits (--batch-size 1)"),
+        ("7b", "float32", "t4-small", 1, "in float16 it fits"),
+        ("7b", "float32", "l4x1", 1, "in bfloat16 it fits"),  # the L4's own 16-bit dtype
+        ("7b", "float32", "cpu-basic", 1, "in float16 it fits"),
+        ("70b", "float16", "t4-small", 1, "a100-large fits it in int8"),  # the cheapest target, then the lightest dtype
+        ("70b", "int4", "l4x1", 1, "a100-large fits it in int4"),
+    ],
+)
+def test_a_verdict_that_does_not_fit_says_what_would(llava_7b, llava_70b, model, dtype, target, batch, suggestion):
+    device = GPU_TARGETS[target].device
+    est = memory.estimate({"7b": llava_7b, "70b": llava_70b}[model], dtype=dtype, device=device, batch_size=batch)
+    v = memory.verdict(est, target)
+    assert v.suggestion.startswith(suggestion) and bool(v.suggestion) is not v.fits
+    assert v.message().endswith(f"at once; {v.suggestion}" if v.suggestion else "at once")
+    assert "budget (15.00 GiB less 5% kept free)" in v.message() or target != "t4-small"
+    if " it fits" in v.suggestion:  # the suggestion is the verdict's own arithmetic: it does fit
+        assert memory.verdict(est.with_dtype(v.suggestion.split()[1]), target).fits
+    if " fits it in " in v.suggestion:
+        other, _, _, _, other_dtype = v.suggestion.split()[:5]
+        assert memory.verdict(est.with_dtype(other_dtype), other).fits
+        assert not memory.verdict(est.with_dtype("bfloat16" if dtype == "float16" else dtype), "a10g-small").fits
+
+
 def test_co_resident_leaves_room_for_one_to_generate(tiny_checkpoints, llava_7b):
     for ref, target in ((tiny_checkpoints[-1], "t4-small"), (llava_7b, "a100-large"), (llava_7b, "t4-small")):
         est = memory.estimate(ref, dtype="float16", batch_size=4)

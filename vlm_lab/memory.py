@@ -41,6 +41,7 @@ from vlm_lab.memory_targets import (
     DEFAULT_TARGET,
     GPU_TARGETS,
     MIB,
+    SAFETY_FRACTION,
     GpuTarget,
     budget_bytes,
     check_dtype_on_target,
@@ -219,6 +220,8 @@ class Verdict:
     co_resident: int  # copies that can be loaded at once with room for one to generate
     recommended_dtype: str
     price_per_hour: float
+    memory_bytes: int = 0  # the target's whole memory; budget_bytes is this less the safety margin
+    suggestion: str = ""  # when it does not fit: the batch, dtype or target that would
 
     @property
     def margin_bytes(self) -> int:
@@ -230,12 +233,15 @@ class Verdict:
 
     def message(self) -> str:
         word = "fits" if self.fits else "does NOT fit"
-        return (
+        budget = f"{human_bytes(self.budget_bytes)} budget"
+        if self.memory_bytes:
+            budget += f" ({human_bytes(self.memory_bytes)} less {SAFETY_FRACTION:.0%} kept free)"
+        text = (
             f"{self.checkpoint} ({self.dtype}, batch {self.batch_size}) {word} on {self.target}: needs "
-            f"{human_bytes(self.required_bytes)} of {human_bytes(self.budget_bytes)} "
-            f"(margin {human_bytes(self.margin_bytes)}); max batch {self.max_batch_size}, "
-            f"{self.co_resident} at once"
+            f"{human_bytes(self.required_bytes)} of its {budget}, margin {human_bytes(self.margin_bytes)}; "
+            f"max batch {self.max_batch_size}, {self.co_resident} at once"
         )
+        return f"{text}; {self.suggestion}" if self.suggestion else text
 
 
 # --------------------------------------------------------------------- the estimate
@@ -390,6 +396,10 @@ def co_resident(est: MemoryEstimate, target: str | GpuTarget = DEFAULT_TARGET, *
 def verdict(est: MemoryEstimate, target: str | GpuTarget = DEFAULT_TARGET) -> Verdict:
     """Fits or not, with margin, max batch and co-resident count, for one target.
 
+    When it does not fit, ``suggestion`` names what would: a smaller batch, else a
+    lighter dtype on the same target, else the cheapest target that fits in its
+    recommended dtype.
+
     Raises:
         ConfigError: bfloat16 on a GPU without native support (a T4): use float16.
     """
@@ -397,6 +407,8 @@ def verdict(est: MemoryEstimate, target: str | GpuTarget = DEFAULT_TARGET) -> Ve
     check_dtype_on_target(est.dtype, t)
     required = est.peak_bytes(device=t.device)
     budget = budget_bytes(t)
+    fits = required <= budget
+    max_batch = max_batch_size(est, t)
     return Verdict(
         checkpoint=est.checkpoint,
         target=t.name,
@@ -404,12 +416,37 @@ def verdict(est: MemoryEstimate, target: str | GpuTarget = DEFAULT_TARGET) -> Ve
         batch_size=est.batch_size,
         required_bytes=required,
         budget_bytes=budget,
-        fits=required <= budget,
-        max_batch_size=max_batch_size(est, t),
+        fits=fits,
+        max_batch_size=max_batch,
         co_resident=co_resident(est, t),
         recommended_dtype=recommended_dtype(t),
         price_per_hour=t.price_per_hour,
+        memory_bytes=t.memory_bytes,
+        suggestion="" if fits else _what_would_fit(est, t, max_batch),
     )
+
+
+def _what_would_fit(est: MemoryEstimate, t: GpuTarget, max_batch: int) -> str:
+    """The first of: a smaller batch; a lighter dtype here; the cheapest larger target, lightest dtype last."""
+    if max_batch:
+        return f"batch {max_batch} fits (--batch-size {max_batch})"
+
+    def lighter(target: GpuTarget, than: str) -> list[str]:
+        order = [recommended_dtype(target) if target.device == "cuda" else "float16", "int8", "int4"]
+        return order[order.index(than) + 1:] if than in order else order
+
+    for dtype in lighter(t, est.dtype):
+        need = est.with_dtype(dtype).peak_bytes(device=t.device)
+        if need <= budget_bytes(t):
+            return f"in {dtype} it fits (needs {human_bytes(need)}; --dtype {dtype})"
+    for other in sorted(GPU_TARGETS.values(), key=lambda g: (g.price_per_hour, g.memory_bytes)):
+        if other.device != t.device or other.memory_bytes <= t.memory_bytes:
+            continue
+        for dtype in ([est.dtype] if est.dtype in QUANTIZED else []) + lighter(other, est.dtype if est.dtype in QUANTIZED else ""):
+            need = est.with_dtype(dtype).peak_bytes(device=other.device)
+            if need <= budget_bytes(other):
+                return f"{other.name} fits it in {dtype} (needs {human_bytes(need)}, ${other.price_per_hour:.2f}/h; --target {other.name} --dtype {dtype})"
+    return "no Space hardware fits it, even in int4"
 
 
 def verdicts(est: MemoryEstimate, targets: tuple[str, ...] | None = None) -> list[Verdict]:

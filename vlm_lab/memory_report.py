@@ -78,6 +78,8 @@ class ProfileRow:
             "fits": v.fits,
             "max_batch_size": v.max_batch_size,
             "co_resident": v.co_resident,
+            "recommended_dtype": v.recommended_dtype,
+            "suggestion": v.suggestion or None,
             "snapshot": m.snapshot if m and m.snapshot else None,
             "not_measured": self.not_measured or None,
         }
