@@ -233,12 +233,17 @@ def test_measure_refuses_what_it_cannot_measure(tiny_checkpoints):
 # ----------------------------------------------------------------------------- verdicts
 
 
+def _clip_l_llava(tmp_path_factory, name: str, **text) -> Path:
+    """config.json only of a LLaVA with a CLIP-L/14-336 vision tower and the given text model."""
+    size = LlavaSize(vision_width=1024, vision_layers=24, vision_heads=16, image_size=336, patch_size=14, **text)
+    return memory_synthetic.write_config_only(tmp_path_factory.mktemp("cfg") / name, memory_synthetic.llava_config(size, vocab_size=32064))
+
+
 @pytest.fixture(scope="module")
 def llava_7b(tmp_path_factory) -> Path:
     """config.json of a LLaVA-1.5-7B-sized model (CLIP-L/14-336 + Llama-7B): estimate-only."""
-    size = LlavaSize(vision_width=1024, vision_layers=24, vision_heads=16, image_size=336, patch_size=14,
-                     text_width=4096, text_layers=32, text_heads=32, text_kv_heads=32, text_intermediate=11008)
-    return memory_synthetic.write_config_only(tmp_path_factory.mktemp("cfg") / "llava-7b", memory_synthetic.llava_config(size, vocab_size=32064))
+    return _clip_l_llava(tmp_path_factory, "llava-7b", text_width=4096, text_layers=32, text_heads=32, text_kv_heads=32,
+                         text_intermediate=11008)
 
 
 @pytest.mark.parametrize(
@@ -271,9 +276,8 @@ def test_verdict_table(llava_7b, dtype, target, batch, fits):
 @pytest.fixture(scope="module")
 def llava_70b(tmp_path_factory) -> Path:
     """config.json of a 70B-sized LLaVA: bigger than a T4 or an L4 in any dtype; an A100 only quantized."""
-    size = LlavaSize(vision_width=1024, vision_layers=24, vision_heads=16, image_size=336, patch_size=14,
-                     text_width=8192, text_layers=80, text_heads=64, text_kv_heads=8, text_intermediate=28672)
-    return memory_synthetic.write_config_only(tmp_path_factory.mktemp("cfg") / "llava-70b", memory_synthetic.llava_config(size, vocab_size=32064))
+    return _clip_l_llava(tmp_path_factory, "llava-70b", text_width=8192, text_layers=80, text_heads=64, text_kv_heads=8,
+                         text_intermediate=28672)
 
 
 @pytest.mark.parametrize(
