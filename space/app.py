@@ -5,7 +5,8 @@ same on Hugging Face (the publisher stages the vlm_lab package and the embedded 
 next to this file) and locally (`make space`, from the repository).
 
 Space variables: VLM_LAB_CHECKPOINTS (comma-separated references), VLM_LAB_MAX_PIXELS,
-VLM_LAB_QUEUE_SIZE, VLM_LAB_MAX_BATCH_SIZE, VLM_LAB_CACHE_BUDGET, VLM_LAB_DEVICE, VLM_LAB_DTYPE.
+VLM_LAB_QUEUE_SIZE, VLM_LAB_MAX_BATCH_SIZE, VLM_LAB_CACHE_BUDGET, VLM_LAB_DEVICE, VLM_LAB_DTYPE,
+VLM_LAB_MAX_NEW_TOKENS, VLM_LAB_TARGET, VLM_LAB_UPLOAD_TTL_S.
 Secrets: HF_TOKEN (private models), WANDB_API_KEY (log interactions to W&B).
 """
 
@@ -106,7 +107,10 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
     def clear():
         return [None, ""] + outputs_for([])
 
-    with gr.Blocks(title="vlm_lab: compare checkpoints") as demo:
+    # Gradio keeps every upload until the app stops; delete them after upload_ttl_s (checked hourly at most).
+    # A visitor who compares again with an older upload is told to upload it again (read_image).
+    delete_cache = (min(settings.upload_ttl_s, 3600), settings.upload_ttl_s)
+    with gr.Blocks(title="vlm_lab: compare checkpoints", delete_cache=delete_cache) as demo:
         gr.Markdown(INTRO)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=280):

@@ -10,6 +10,7 @@ import re
 import shutil
 import struct
 import threading
+import time
 import tomllib
 import zlib
 from pathlib import Path
@@ -206,6 +207,40 @@ def test_examples_that_cannot_be_answered_do_not_stop_the_space(tiny_dir, tmp_pa
         Image.open(EXAMPLE).resize((32, 32)).save(small)
         client = Client(url, verbose=False, analytics_enabled=False)
         assert compare(client, handle_file(small), ckpts=("checkpoint-1000", "(none)", "(none)"))[0][0] == "checkpoint-1000"
+
+
+def _call_with_server_path(url: str, path: str) -> str:
+    """``/compare`` over plain HTTP with a file already on the server, as a page open for hours sends it."""
+    import json
+    import urllib.request
+
+    body = {"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, "What color is the shape?",
+                     "checkpoint-1000", "(none)", "(none)", "greedy", 8]}
+    req = urllib.request.Request(url + "/gradio_api/call/compare", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        event = json.load(r)["event_id"]
+    with urllib.request.urlopen(f"{url}/gradio_api/call/compare/{event}") as r:
+        return r.read().decode()
+
+
+def test_old_uploads_are_deleted_and_a_late_compare_says_upload_again(tiny_dir, tmp_path):
+    uploads = tmp_path / "uploads"
+    env = {"VLM_LAB_CHECKPOINTS": str(tiny_dir), "VLM_LAB_UPLOAD_TTL_S": "1", "GRADIO_TEMP_DIR": str(uploads)}
+    photo = tmp_path / "visitor.png"
+    img = Image.open(EXAMPLE).convert("RGB")
+    img.putpixel((0, 0), (1, 2, 3))  # not an example's bytes: Gradio keeps the examples' files
+    img.save(photo)
+    with running_space(env, workdir=tmp_path / "app") as (url, _):
+        client = Client(url, verbose=False, analytics_enabled=False)
+        assert compare(client, handle_file(photo))[1][1] == "red"
+        (stored,) = uploads.glob("*/visitor.png")
+        deadline = time.monotonic() + 60  # deleted every second once a second old; generous for a loaded machine
+        while stored.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not stored.exists(), "uploads are never deleted: a long-running Space fills its disk"
+        assert "the uploaded image is gone from the server; upload it again" in _call_with_server_path(url, str(stored))
+        assert compare(client, handle_file(photo))[1][1] == "red"  # uploading again works
 
 
 def test_front_matter_parses_and_pins_the_gradio_it_runs():

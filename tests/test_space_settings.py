@@ -47,6 +47,10 @@ def test_settings_errors_name_the_fix(tmp_path):
         ss.SpaceSettings.from_env({"VLM_LAB_CHECKPOINTS": "a/b", "VLM_LAB_QUEUE_SIZE": "lots"}, app_dir=tmp_path)
     with pytest.raises(ConfigError, match="queue_size must be a positive integer"):
         ss.SpaceSettings(checkpoints=("a/b",), queue_size=0)
+    with pytest.raises(ConfigError, match="upload_ttl_s must be a positive integer, got 0"):
+        ss.SpaceSettings.from_env({"VLM_LAB_CHECKPOINTS": "a/b", "VLM_LAB_UPLOAD_TTL_S": "0"}, app_dir=tmp_path)
+    assert ss.SpaceSettings.from_env({"VLM_LAB_CHECKPOINTS": "a/b", "VLM_LAB_UPLOAD_TTL_S": "600"},
+                                     app_dir=tmp_path).upload_ttl_s == 600
     with pytest.raises(ConfigError, match="unknown SpaceSettings field"):
         ss.SpaceSettings.from_dict({"checkpoints": ("a/b",), "queue": 3})
 

@@ -77,12 +77,14 @@ class SpaceSettings(ConfigBase):
     cache_budget: str = ""  # model cache budget, e.g. "12GB"; empty: from the memory verdict
     target: str = ""  # hardware the memory verdict plans for; empty: t4-small on a GPU, cpu-basic on CPU
     max_file_size: str = "20mb"  # uploads above this are refused by Gradio
+    upload_ttl_s: int = 86400  # uploads older than this are deleted (a long-running Space would fill its disk)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoints", tuple(self.checkpoints))
         if not self.checkpoints:
             raise ConfigError("no checkpoints configured; set VLM_LAB_CHECKPOINTS=path-or-hub-id[,...]")
-        for name in ("max_pixels", "max_prompt_chars", "max_new_tokens", "default_max_new_tokens", "queue_size"):
+        for name in ("max_pixels", "max_prompt_chars", "max_new_tokens", "default_max_new_tokens", "queue_size",
+                     "upload_ttl_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -125,6 +127,7 @@ class SpaceSettings(ConfigBase):
             max_batch_size=_int_env(env, "VLM_LAB_MAX_BATCH_SIZE", cls.max_batch_size),
             cache_budget=env.get("VLM_LAB_CACHE_BUDGET", "").strip(),
             target=env.get("VLM_LAB_TARGET", "").strip(),
+            upload_ttl_s=_int_env(env, "VLM_LAB_UPLOAD_TTL_S", cls.upload_ttl_s),
         )
 
 
