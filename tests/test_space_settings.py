@@ -47,8 +47,11 @@ def test_settings_errors_name_the_fix(tmp_path):
         ss.SpaceSettings.from_env({"VLM_LAB_CHECKPOINTS": "a/b", "VLM_LAB_QUEUE_SIZE": "lots"}, app_dir=tmp_path)
     with pytest.raises(ConfigError, match="queue_size must be a positive integer"):
         ss.SpaceSettings(checkpoints=("a/b",), queue_size=0)
-    with pytest.raises(ConfigError, match="upload_ttl_s must be a positive integer, got 0"):
-        ss.SpaceSettings.from_env({"VLM_LAB_CHECKPOINTS": "a/b", "VLM_LAB_UPLOAD_TTL_S": "0"}, app_dir=tmp_path)
+    for name, value in [("VLM_LAB_UPLOAD_TTL_S", "0"), ("VLM_LAB_QUEUE_SIZE", "-3"), ("VLM_LAB_MAX_BATCH_SIZE", "-1")]:
+        with pytest.raises(ConfigError, match=rf"{name}='{value}' must be at least \d; set it to e.g. \d+"):
+            ss.SpaceSettings.from_env({"VLM_LAB_CHECKPOINTS": "a/b", name: value}, app_dir=tmp_path)
+    short = ss.SpaceSettings.from_env({"VLM_LAB_CHECKPOINTS": "a/b", "VLM_LAB_MAX_NEW_TOKENS": "8"}, app_dir=tmp_path)
+    assert (short.max_new_tokens, short.default_max_new_tokens) == (8, 8)  # a short limit, not a start-up error
     assert ss.SpaceSettings.from_env({"VLM_LAB_CHECKPOINTS": "a/b", "VLM_LAB_UPLOAD_TTL_S": "600"},
                                      app_dir=tmp_path).upload_ttl_s == 600
     with pytest.raises(ConfigError, match="unknown SpaceSettings field"):

@@ -51,14 +51,18 @@ def prepare_environment(environ: dict[str, str] | None = None, *, data_dir: str 
     return notes
 
 
-def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
+def _int_env(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+    """A whole-number Space variable; the error names the variable (what its owner set), not the field."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a whole number; set it to e.g. {default}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum}; set it to e.g. {default}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -117,14 +121,16 @@ class SpaceSettings(ConfigBase):
                 )
             specs = [str(found[0])]
         specs = [_in_space(spec, roots) for spec in specs]
+        max_new_tokens = _int_env(env, "VLM_LAB_MAX_NEW_TOKENS", cls.max_new_tokens)
         return cls(
             checkpoints=tuple(specs),
             device=env.get("VLM_LAB_DEVICE", "auto").strip() or "auto",
             dtype=env.get("VLM_LAB_DTYPE", "auto").strip() or "auto",
             max_pixels=_int_env(env, "VLM_LAB_MAX_PIXELS", cls.max_pixels),
-            max_new_tokens=_int_env(env, "VLM_LAB_MAX_NEW_TOKENS", cls.max_new_tokens),
+            max_new_tokens=max_new_tokens,
+            default_max_new_tokens=min(cls.default_max_new_tokens, max_new_tokens),  # the slider starts within it
             queue_size=_int_env(env, "VLM_LAB_QUEUE_SIZE", cls.queue_size),
-            max_batch_size=_int_env(env, "VLM_LAB_MAX_BATCH_SIZE", cls.max_batch_size),
+            max_batch_size=_int_env(env, "VLM_LAB_MAX_BATCH_SIZE", cls.max_batch_size, minimum=0),
             cache_budget=env.get("VLM_LAB_CACHE_BUDGET", "").strip(),
             target=env.get("VLM_LAB_TARGET", "").strip(),
             upload_ttl_s=_int_env(env, "VLM_LAB_UPLOAD_TTL_S", cls.upload_ttl_s),
