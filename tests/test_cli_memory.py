@@ -133,3 +133,25 @@ def test_ctrl_c_keeps_what_is_done_and_says_nothing_is_saved(tiny_checkpoints, t
     assert first["checkpoint"] == "checkpoint-1000" and first["measured_bytes"] > 0 and not rest
     assert "interrupted after 1 checkpoint(s), shown above; measurements are not saved, so a re-run measures again" in err
     assert "resumes" not in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_hub_model_with_only_its_config_cached_is_estimated_not_measured(tiny_checkpoints, tmp_path):
+    """`hf download org/name config.json` is enough for the estimate; measuring says what else to download."""
+    import os
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--acme--tiny-vlm"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for name in ("config.json", "processor_config.json"):
+        shutil.copy(tiny_checkpoints[-1] / name, repo / "snapshots" / commit / name)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    run = [sys.executable, "-m", "vlm_lab.cli", "memory", "acme/tiny-vlm", "--device", "cpu", "--json"]
+    r = subprocess.run(run, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 3, r.stderr  # it fits; it could not be measured
+    row = json.loads(r.stdout)
+    assert row["estimated_bytes"] > 0 and row["measured_bytes"] is None
+    assert row["not_measured"] == "no weights or tokenizer in the local Hugging Face cache (hf download acme/tiny-vlm)"
+    assert "measuring acme" not in r.stderr and "OSError" not in r.stderr  # no process started to fail on a missing file

@@ -14,6 +14,7 @@ other checkpoints are measured as usual.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any, Iterator, Sequence
 from vlm_lab.checkpoints import resolve_all
 from vlm_lab.config import MemoryConfig
 from vlm_lab.memory import DTYPE_BYTES, MemoryEstimate, Verdict, estimate, human_bytes, verdict
-from vlm_lab.memory_checkpoint import missing_for_loading
+from vlm_lab.memory_checkpoint import local_folder, missing_for_loading
 from vlm_lab.memory_measure import Measurement, MeasurementFailedError, check_measurable, measure
 from vlm_lab.memory_targets import GPU_TARGETS, MIB, budget_bytes, get_target, recommended_dtype
 
@@ -91,6 +92,21 @@ def _measure_device(device: str) -> str:
     return resolve_device(device).type
 
 
+def _not_loadable(ref) -> str:
+    """Why ``ref`` cannot be loaded to measure it ("" when it can), seen before starting a process.
+
+    A hub id is read from the local Hugging Face cache when the measuring process is
+    offline (``measure`` keeps ``HF_HUB_OFFLINE=1`` unless it is set otherwise): an
+    estimate needs only config.json there, a measurement the weights and tokenizer too.
+    """
+    if ref.path is not None:
+        return missing_for_loading(Path(ref.path))
+    if os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() not in ("1", "true", "yes", "on"):
+        return ""  # online: the measuring process downloads what it needs
+    why = missing_for_loading(local_folder(ref))
+    return f"{why.replace('in the folder', 'in the local Hugging Face cache')} (hf download {ref.repo_id})" if why else ""
+
+
 def profile(config: MemoryConfig, *, progress: bool = False) -> list[ProfileRow]:
     """Estimate, measure and judge every checkpoint in ``config``: ``list(iter_profile(config))``."""
     return list(iter_profile(config, progress=progress))
@@ -125,7 +141,7 @@ def iter_profile(config: MemoryConfig, *, progress: bool = False) -> Iterator[Pr
         m, why = None, ""
         if config.measure:
             key = (est.model_type, est.params["vision"], est.params["language"], est.file_bytes, est.converts)
-            why = missing_for_loading(Path(ref.path)) if ref.path is not None else ""
+            why = _not_loadable(ref)
             if not why and key not in measured:
                 if progress:
                     print(f"measuring {ref.name} ({dtype}, {device}, batch {config.batch_size}) ...", file=sys.stderr, flush=True)
