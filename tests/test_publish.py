@@ -636,3 +636,25 @@ def test_published_files_run_the_app(hub, tiny_dir, tmp_path):
         assert not error and answer.strip() and new_tokens >= 1, (answer, error)
         color = image.stem.split("-")[0]
         assert color in answer.lower(), f"{image.name}: {answer!r}"
+
+
+def test_unchanged_files_are_not_read_again_to_stage_a_republish(tiny_dir, tmp_path, monkeypatch):
+    """A 20 GB checkpoints folder must not be re-read on every publish: digests are kept by stat."""
+    import json
+
+    from vlm_lab.checkpoints import digest_memo_path
+
+    monkeypatch.setenv("VLM_LAB_CACHE", str(tmp_path / "user-cache"))
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_dir, run_dir)
+    weights = "checkpoints/shapes/checkpoint-500/model.safetensors"
+    first = stage(checkpoints=run_dir).files[weights]
+    memo = json.loads(digest_memo_path().read_text())
+    assert first.sha256 in memo.values() and "git_sha1" not in vars(first)  # the git id only when a regular file is compared
+    # plant a marker where the remembered digest is: a stage that re-read the file could not return it
+    memo = {key: ("0" * 64 if value == first.sha256 else value) for key, value in memo.items()}
+    digest_memo_path().write_text(json.dumps(memo))
+    assert stage(checkpoints=run_dir).files[weights].sha256 == "0" * 64
+    (run_dir / "checkpoint-500" / "model.safetensors").write_bytes((tiny_dir / "checkpoint-1000" / "model.safetensors").read_bytes())
+    changed = stage(checkpoints=run_dir).files[weights]  # new stat: read again
+    assert changed.sha256 not in ("0" * 64, first.sha256) and len(changed.git_sha1) == 40

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -64,8 +65,12 @@ class LocalFile:
     path: str  # posix path inside the repo
     source: Path  # the file it is read from at upload time (never copied: checkpoints can be huge)
     size: int
-    git_sha1: str  # git blob id: what the Hub reports for a regular file
-    sha256: str  # what the Hub reports for an LFS file
+    sha256: str  # what the Hub reports for an LFS file (weights): remembered across runs by stat
+
+    @functools.cached_property
+    def git_sha1(self) -> str:
+        """The git blob id, what the Hub reports for a regular file; read only when one is compared."""
+        return git_blob_id(self.source)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,16 +245,13 @@ def gradio_pin(requirements: Path) -> str | None:
     return None
 
 
-def file_ids(path: Path) -> tuple[str, str]:
-    """(git blob sha1, sha256) of a file's bytes."""
-    size = path.stat().st_size
-    sha1 = hashlib.sha1(f"blob {size}\0".encode())
-    sha256 = hashlib.sha256()
+def git_blob_id(path: Path) -> str:
+    """The git blob sha1 of a file's bytes."""
+    sha1 = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
             sha1.update(chunk)
-            sha256.update(chunk)
-    return sha1.hexdigest(), sha256.hexdigest()
+    return sha1.hexdigest()
 
 
 def checkpoint_sources(folder: Path, *, build_missing: bool = False) -> list[tuple[str, Path]]:
@@ -322,6 +324,10 @@ def stage(
         prefix = f"{checkpoints_prefix.strip('/')}/" if checkpoints_prefix else ""
         sources += [("checkpoints", prefix + rel, src) for rel, src in checkpoint_sources(checkpoints, build_missing=build_missing)]
 
+    from vlm_lab.checkpoints import file_digest, load_digest_memo, save_digest_memo
+
+    memo = load_digest_memo()  # the digests compare and fingerprints keep: unchanged weights are not re-read
+    known = len(memo)
     files: dict[str, LocalFile] = {}
     sizes: dict[str, int] = {}
     for part, rel, src in sources:
@@ -332,7 +338,8 @@ def stage(
                 "(pass secrets with --secret NAME, read from the environment), or delete the file"
             )
         size = src.stat().st_size
-        sha1, sha256 = file_ids(src)
-        files[rel] = LocalFile(path=rel, source=src, size=size, git_sha1=sha1, sha256=sha256)
+        files[rel] = LocalFile(path=rel, source=src, size=size, sha256=file_digest(src, memo))
         sizes[part] = sizes.get(part, 0) + size
+    if len(memo) != known:
+        save_digest_memo(memo)
     return Stage(files=files, excluded=tuple(excluded), sizes=sizes)
