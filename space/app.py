@@ -176,6 +176,15 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Gradio self-check otherwise
     for note in ENV_NOTES:
         log.info("environment: %s", note)
+    try:
+        serve()
+    except VlmLabError as e:  # a Space variable or checkpoint list it cannot start with: the fix, not a traceback
+        log.error("cannot start: %s", e)
+        sys.exit(2)
+
+
+def serve() -> None:
+    """Read the settings, build the service and the UI, serve until stopped."""
     settings = SpaceSettings.from_env(app_dir=APP_DIR)
     limit_image_pixels(settings.max_pixels)
     interactions = InteractionLog(config=settings.to_dict())

@@ -209,6 +209,18 @@ def test_examples_that_cannot_be_answered_do_not_stop_the_space(tiny_dir, tmp_pa
         assert compare(client, handle_file(small), ckpts=("checkpoint-1000", "(none)", "(none)"))[0][0] == "checkpoint-1000"
 
 
+@pytest.mark.parametrize("variable, value, message", [
+    ("VLM_LAB_DTYPE", "fp16", "cannot start: VLM_LAB_DTYPE='fp16': unknown dtype 'fp16'; use auto, float32"),
+    ("VLM_LAB_QUEUE_SIZE", "0", "cannot start: VLM_LAB_QUEUE_SIZE='0' must be at least 1"),
+])
+def test_a_setting_the_space_cannot_start_with_is_one_line_in_its_log(tiny_dir, tmp_path, variable, value, message):
+    with pytest.raises(RuntimeError, match="exited with 2"):
+        with running_space({"VLM_LAB_CHECKPOINTS": str(tiny_dir), variable: value}, workdir=tmp_path):
+            pass
+    log = (tmp_path / "space.log").read_text()
+    assert message in log and "Traceback" not in log
+
+
 def _call_with_server_path(url: str, path: str) -> str:
     """``/compare`` over plain HTTP with a file already on the server, as a page open for hours sends it."""
     import json

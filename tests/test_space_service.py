@@ -30,6 +30,13 @@ def test_memory_plan_from_the_verdicts(service):
     assert any("nobody/nothing: no estimate" in n for n in unknown.notes) and unknown.max_batch_size is not None
 
 
+def test_a_dtype_the_device_refuses_stops_the_service_not_each_checkpoint(tiny_dir):
+    from vlm_lab.errors import DeviceError
+
+    with pytest.raises(DeviceError, match="VLM_LAB_DTYPE='fp16': unknown dtype 'fp16'; use auto, float32, float16"):
+        ss.ComparisonService(SpaceSettings(checkpoints=(str(tiny_dir),), device="cpu", dtype="fp16"))
+
+
 def test_choices_default_to_first_middle_last(service):
     assert service.labels == [f"checkpoint-{n}" for n in (0, 250, 500, 750, 1000)]
     assert service.default_selection() == ["checkpoint-0", "checkpoint-500", "checkpoint-1000"]

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from vlm_lab.config import GenerationConfig, parse_strategy
 from vlm_lab.errors import (
-    NONFINITE_HINT, CheckpointNotFoundError, ConfigError, DataError, MemoryBudgetError, VlmLabError,
+    NONFINITE_HINT, CheckpointNotFoundError, ConfigError, DataError, DeviceError, MemoryBudgetError, VlmLabError,
 )
 from vlm_lab.space_images import read_image
 from vlm_lab.space_settings import MAX_BEAMS, MAX_SLOTS, NONE_CHOICE, STRATEGIES, SpaceSettings
@@ -234,13 +234,18 @@ class ComparisonService:
         from vlm_lab.checkpoints import resolve_all
         from vlm_lab.compare import unique_names
         from vlm_lab.model_cache import ModelCache
-        from vlm_lab.models import resolve_device
+        from vlm_lab.models import resolve_device, resolve_dtype
 
         self.settings = settings
         self.token = token or None
         refs = resolve_all(list(settings.checkpoints))
         self.refs = dict(zip(unique_names(refs), refs))
-        self.device = resolve_device(settings.device).type
+        device = resolve_device(settings.device)
+        self.device = device.type
+        try:  # a dtype the device refuses is the Space's setting, not one checkpoint's problem: refuse it now
+            resolve_dtype(settings.dtype, device)
+        except DeviceError as e:
+            raise DeviceError(f"VLM_LAB_DTYPE={settings.dtype!r}: {e}") from None
         self.memory = plan_memory(refs, device=self.device, target=settings.target,
                                   max_new_tokens=settings.max_new_tokens)
         budget = settings.cache_budget or self.memory.cache_budget_bytes
