@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -93,7 +94,7 @@ def test_rebuild_with_other_settings_removes_the_earlier_build(tmp_path):
         paths = tiny.train(TrainConfig(out=str(out), steps=2, save_every=1, seed=1), progress=False)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-0", "checkpoint-1", "checkpoint-2"]
     assert [p.name for p in paths] == ["checkpoint-0", "checkpoint-1", "checkpoint-2"]
-    assert all(json.loads((p / "trainer_state.json").read_text())["vlm_lab_train_config"]["seed"] == 1 for p in paths)
+    assert all(tiny._build_record(p)[0]["seed"] == 1 for p in paths)
     assert (out / "notes.txt").read_text() == "mine"
 
 
@@ -101,10 +102,11 @@ def test_a_checkpoint_of_an_older_format_is_rebuilt(tmp_path):
     config = TrainConfig(out=str(tmp_path / "ck"), steps=2, save_every=2)
     first = tiny.train(config, progress=False)
     state = json.loads((first[-1] / "trainer_state.json").read_text())
-    (first[-1] / "trainer_state.json").write_text(json.dumps({**state, "vlm_lab_format": tiny.FORMAT_VERSION - 1}))
+    state["stateful_callbacks"][tiny.BUILD_RECORD]["attributes"]["format"] = tiny.FORMAT_VERSION - 1
+    (first[-1] / "trainer_state.json").write_text(json.dumps(state))
     with pytest.warns(tiny.StaleCheckpointsWarning, match=rf"removed checkpoint-2 .*made them in checkpoint format {tiny.FORMAT_VERSION - 1}, now {tiny.FORMAT_VERSION}"):
         again = tiny.train(config, progress=False)
-    assert again == first and json.loads((first[-1] / "trainer_state.json").read_text())["vlm_lab_format"] == tiny.FORMAT_VERSION
+    assert again == first and tiny._build_record(first[-1])[1] == tiny.FORMAT_VERSION
 
 
 def test_a_checkpoint_the_build_did_not_make_stops_it_untouched(tmp_path):
@@ -124,3 +126,61 @@ def test_processor_pads_left_and_stops_at_end_token(tiny_checkpoints):
     assert tok.padding_side == "left"
     assert tok.eos_token == tiny.END_TOKEN and tok.pad_token == tiny.PAD_TOKEN
     assert loaded.model.generation_config.eos_token_id == tok.eos_token_id
+
+
+def _weights(checkpoint):
+    from safetensors.torch import load_file
+
+    return load_file(checkpoint / "model.safetensors")
+
+
+def test_an_interrupted_build_resumes_from_its_last_checkpoint(tmp_path):
+    config = TrainConfig(out=str(tmp_path / "ck"), steps=6, save_every=2, seed=3)
+
+    def interrupt_after_step_2(path):
+        if path.name == "checkpoint-2":
+            raise KeyboardInterrupt  # Ctrl-C right after checkpoint-2 was saved
+
+    with pytest.raises(KeyboardInterrupt):
+        tiny.train(config, progress=False, on_save=interrupt_after_step_2)
+    out = tmp_path / "ck"
+    (out / ".checkpoint-4.tmp").mkdir()  # a save cut short by kill -9
+    kept = {n: (out / n / "model.safetensors").stat().st_mtime_ns for n in ("checkpoint-0", "checkpoint-2")}
+    saved = []
+    resumed = tiny.train(config, progress=False, on_save=saved.append)
+    assert [p.name for p in saved] == ["checkpoint-4", "checkpoint-6"]  # steps 1-2 were not trained again
+    assert {n: (out / n / "model.safetensors").stat().st_mtime_ns for n in kept} == kept
+    assert not list(out.glob(".checkpoint-*.tmp"))
+    straight = tiny.train(config.replace(out=str(tmp_path / "straight")), progress=False)
+    a, b = _weights(resumed[-1]), _weights(straight[-1])
+    assert all(torch.equal(a[k], b[k]) for k in b)  # the same weights as a build never interrupted
+    history = lambda p: json.loads((p / "trainer_state.json").read_text())["log_history"]  # noqa: E731
+    assert [r["loss"] for r in history(resumed[-1])] == [r["loss"] for r in history(straight[-1])]
+
+
+def test_trainer_state_loads_with_transformers(tmp_path):
+    from transformers import TrainerState
+
+    config = TrainConfig(out=str(tmp_path / "ck"), steps=4, save_every=2)
+    paths = tiny.train(config, progress=False)
+    state = TrainerState.load_from_json(str(paths[-1] / "trainer_state.json"))  # what Trainer(resume_from_checkpoint=) reads
+    assert (state.global_step, state.max_steps, state.save_steps, state.train_batch_size) == (4, 4, 2, 32)
+    assert [row["step"] for row in state.log_history] == [1, 2, 3, 4] and state.epoch > 0
+    assert (paths[-1] / "optimizer.pt").is_file() and (paths[-1] / "scheduler.pt").is_file()
+    again = tiny.train(config, progress=False)  # still recognised as this build: skipped
+    assert again == paths
+
+
+def test_a_build_saved_with_the_older_trainer_state_layout_is_kept(tmp_path):
+    config = TrainConfig(out=str(tmp_path / "ck"), steps=2, save_every=2)
+    paths = tiny.train(config, progress=False)
+    for path in paths:  # vlm_lab's own keys at the top level, as builds before this change wrote them
+        state = json.loads((path / "trainer_state.json").read_text())
+        legacy = {"global_step": state["global_step"], "log_history": state["log_history"],
+                  "vlm_lab_train_config": config.to_dict(), "vlm_lab_format": tiny.FORMAT_VERSION}
+        (path / "trainer_state.json").write_text(json.dumps(legacy))
+    stamp = (paths[-1] / "model.safetensors").stat().st_mtime_ns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tiny.train(config, progress=False) == paths
+    assert (paths[-1] / "model.safetensors").stat().st_mtime_ns == stamp

@@ -10,14 +10,16 @@ path a hub VLM takes, so nothing downstream special-cases it.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
+import math
 import random
 import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -36,6 +38,7 @@ UNK_TOKEN = "<unk>"
 ROLE_TOKENS = ("<|user|>", "<|assistant|>", "<|system|>")
 # Bump when the model, tokenizer or data change, so old checkpoints are rebuilt.
 FORMAT_VERSION = 1
+BUILD_RECORD = "VlmLabTinyBuild"  # trainer_state.json stateful_callbacks key: {"args": TrainConfig, "attributes": {"format"}}
 PATCH_SIZE = 8  # 64 / 8 = 8 x 8 = 64 image tokens: fine enough to tell a square from a diamond
 
 # A chat template in the shape real VLM processors use: content is a string or a
@@ -191,8 +194,16 @@ def _prepare_out_dir(out: Path) -> None:
         raise OutputPathError(f"--out {str(out)!r} is not writable ({reason}); pick a folder you can write to") from e
 
 
-def _save_checkpoint(model, processor, out: Path, step: int, log_history: list[dict], config: TrainConfig) -> Path:
-    """Save ``checkpoint-<step>`` atomically: write to a temp folder, then rename."""
+def _save_checkpoint(model, processor, out: Path, step: int, log_history: list[dict], config: TrainConfig, *,
+                     optimizer, scheduler, train_samples: int) -> Path:
+    """Save ``checkpoint-<step>`` atomically: write to a temp folder, then rename.
+
+    Besides the model, processor and ``trainer_state.json``, the optimizer and scheduler
+    states go where the HF Trainer puts them (``optimizer.pt``, ``scheduler.pt``), so an
+    interrupted build resumes from its last checkpoint (``_resume``).
+    """
+    from transformers import TrainerState
+
     final = out / f"checkpoint-{step}"
     tmp = out / f".checkpoint-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -200,16 +211,22 @@ def _save_checkpoint(model, processor, out: Path, step: int, log_history: list[d
     with quiet_if_small(CheckpointRef(spec=str(final), path=str(tmp))):
         model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
-    state = {
-        "global_step": step,
-        "max_steps": config.steps,
-        "save_steps": config.save_every,
-        "train_batch_size": config.batch_size,
-        "log_history": log_history,
-        "vlm_lab_train_config": config.to_dict(),
-        "vlm_lab_format": FORMAT_VERSION,
-    }
-    atomic_write_text(tmp / "trainer_state.json", json.dumps(state, indent=2))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    # A real TrainerState, so TrainerState.load_from_json (Trainer's resume) reads it; the build's
+    # own record rides in stateful_callbacks, where the Trainer keeps its callbacks' state.
+    state = TrainerState(
+        epoch=round(step * config.batch_size / train_samples, 4),
+        global_step=step,
+        max_steps=config.steps,
+        logging_steps=1,
+        save_steps=config.save_every,
+        train_batch_size=config.batch_size,
+        num_train_epochs=math.ceil(config.steps * config.batch_size / train_samples),
+        log_history=log_history,
+        stateful_callbacks={BUILD_RECORD: {"args": config.to_dict(), "attributes": {"format": FORMAT_VERSION}}},
+    )
+    atomic_write_text(tmp / "trainer_state.json", json.dumps(dataclasses.asdict(state), indent=2, sort_keys=True) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     return final
@@ -247,6 +264,8 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
         fcntl.flock(lock, fcntl.LOCK_EX)
         _refuse_foreign_checkpoints(out)
         _remove_earlier_builds(out, config)
+        for partial in out.glob(".checkpoint-*.tmp"):  # a save cut short (kill -9): never trusted, never resumed from
+            shutil.rmtree(partial, ignore_errors=True)
         if all(_same_config(p, config) for p in wanted):
             return wanted
         return _train_and_save(config, out, save_steps, progress=progress, on_save=on_save)
@@ -260,7 +279,7 @@ def _checkpoint_dirs(out: Path) -> list[Path]:
 
 def _made_by_build(path: Path) -> bool:
     """Whether ``train`` saved this folder: its trainer_state.json records the training config."""
-    return isinstance(_saved_state(path).get("vlm_lab_train_config"), dict)
+    return _build_record(path)[0] is not None
 
 
 def _earlier_builds(out: Path, config: TrainConfig) -> list[Path]:
@@ -281,11 +300,11 @@ def _remove_earlier_builds(out: Path, config: TrainConfig) -> None:
     stale = _earlier_builds(out, config)
     if not stale:
         return
-    saved = _saved_state(stale[-1])
-    then, now = saved["vlm_lab_train_config"], config.to_dict()
+    then, then_format = _build_record(stale[-1])
+    now = config.to_dict()
     changed = [k for k in now if k != "out" and then.get(k) != now[k]]
-    if saved.get("vlm_lab_format") != FORMAT_VERSION:
-        why = f"in checkpoint format {saved.get('vlm_lab_format')}, now {FORMAT_VERSION}"
+    if then_format != FORMAT_VERSION:
+        why = f"in checkpoint format {then_format}, now {FORMAT_VERSION}"
     elif changed:
         why = "with " + ", ".join(f"{k}={then.get(k)!r}" for k in changed) + "; now " + ", ".join(f"{k}={now[k]!r}" for k in changed)
     else:
@@ -310,24 +329,26 @@ def _train_and_save(
     processor = build_processor()
     model = build_model(processor, seed=config.seed)
     data = shapes.make_training_triples(config.train_images, seed=config.seed)
-    order_rng = random.Random(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / 20) * max(0.05, 1 - step / config.steps)
     )
-    log_history: list[dict] = []
-    paths = [_save_checkpoint(model, processor, out, 0, log_history, config)]
-    order: list[int] = []
-    bar = tqdm(total=config.steps, desc="training tiny VLM", unit="step", disable=not progress)
-    start = time.perf_counter()
-    for step in range(1, config.steps + 1):
-        if len(order) < config.batch_size:
-            fresh = list(range(len(data)))
-            order_rng.shuffle(fresh)
-            order += fresh
-        batch_ids, order = order[: config.batch_size], order[config.batch_size :]
-        model.train()
-        batch = encode_training_batch(processor, [data[i] for i in batch_ids])
+    save = lambda step: _save_checkpoint(  # noqa: E731
+        model, processor, out, step, log_history, config, optimizer=optimizer, scheduler=scheduler, train_samples=len(data)
+    )
+    resumed = _resume(out, config, save_steps, model, optimizer, scheduler)
+    done = resumed or 0
+    log_history: list[dict] = _saved_state(out / f"checkpoint-{done}")["log_history"] if resumed else []
+    paths = [out / f"checkpoint-{s}" for s in save_steps if s <= done] if resumed else [save(0)]
+    batches = _batch_order(len(data), config)
+    for _ in range(done):  # replay the data order up to the resumed step (no training)
+        next(batches)
+    desc = f"training tiny VLM (resumed at step {done})" if resumed else "training tiny VLM"
+    bar = tqdm(total=config.steps, initial=done, desc=desc, unit="step", disable=not progress)
+    start = time.perf_counter() - (log_history[-1].get("elapsed_s", 0.0) if log_history else 0.0)
+    model.train()
+    for step in range(done + 1, config.steps + 1):
+        batch = encode_training_batch(processor, [data[i] for i in next(batches)])
         loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -339,11 +360,52 @@ def _train_and_save(
         bar.update(1)
         if step in save_steps:
             log_history[-1]["elapsed_s"] = round(time.perf_counter() - start, 2)
-            paths.append(_save_checkpoint(model, processor, out, step, log_history, config))
+            paths.append(save(step))
             if on_save:
                 on_save(paths[-1])
     bar.close()
     return paths
+
+
+def _batch_order(num_samples: int, config: TrainConfig) -> Iterator[list[int]]:
+    """Sample indices for each step: shuffled epochs from ``config.seed``, batches running across epoch ends."""
+    rng = random.Random(config.seed)
+    order: list[int] = []
+    while True:
+        if len(order) < config.batch_size:
+            fresh = list(range(num_samples))
+            rng.shuffle(fresh)
+            order += fresh
+        batch, order = order[: config.batch_size], order[config.batch_size :]
+        yield batch
+
+
+def _resume(out: Path, config: TrainConfig, save_steps: list[int], model, optimizer, scheduler) -> int | None:
+    """Load the last checkpoint an interrupted build of ``config`` left into the model, optimizer and
+    scheduler, and return its step; ``None`` when there is none to resume from.
+
+    A checkpoint qualifies when it and every earlier one of this build exist with the same
+    config, and it holds the optimizer and scheduler states. Training on from it gives the
+    same weights as a build that was never interrupted.
+    """
+    step = None
+    for s in save_steps[1:]:
+        path = out / f"checkpoint-{s}"
+        if not _same_config(path, config):
+            break
+        if (path / "optimizer.pt").is_file() and (path / "scheduler.pt").is_file():
+            step = s
+    if step is None:
+        return None
+    path = out / f"checkpoint-{step}"
+    # from_pretrained maps the saved (original-format) names back onto the module; the
+    # weights are then copied into ``model``, whose parameters the optimizer already holds.
+    with quiet_if_small(CheckpointRef(spec=str(path), path=str(path))):
+        saved = type(model).from_pretrained(path, dtype=torch.float32)
+    model.load_state_dict(saved.state_dict())
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    return step
 
 
 def _saved_state(path: Path) -> dict:
@@ -355,11 +417,26 @@ def _saved_state(path: Path) -> dict:
     return saved if isinstance(saved, dict) else {}
 
 
+def _build_record(path: Path) -> tuple[dict | None, object]:
+    """``(training config, format)`` that ``train`` recorded in a checkpoint; ``(None, None)`` if it made none.
+
+    Read from ``stateful_callbacks`` (where ``_save_checkpoint`` writes it) or from the
+    top-level keys that builds before that wrote, so their checkpoints stay recognised.
+    """
+    saved = _saved_state(path)
+    record = (saved.get("stateful_callbacks") or {}).get(BUILD_RECORD)
+    if isinstance(record, dict) and isinstance(record.get("args"), dict):
+        return record["args"], (record.get("attributes") or {}).get("format")
+    if isinstance(saved.get("vlm_lab_train_config"), dict):
+        return saved["vlm_lab_train_config"], saved.get("vlm_lab_format")
+    return None, None
+
+
 def _same_config(path: Path, config: TrainConfig) -> bool:
     if not (path / "config.json").is_file():
         return False
-    saved = _saved_state(path)
-    if saved.get("vlm_lab_format") != FORMAT_VERSION:
+    then, then_format = _build_record(path)
+    if then is None or then_format != FORMAT_VERSION:
         return False
     without_out = lambda d: {k: v for k, v in d.items() if k != "out"}  # noqa: E731 - the same run saved elsewhere
-    return without_out(saved.get("vlm_lab_train_config", {})) == without_out(config.to_dict())
+    return without_out(then) == without_out(config.to_dict())
