@@ -6,7 +6,7 @@ next to this file) and locally (`make space`, from the repository).
 
 Space variables: VLM_LAB_CHECKPOINTS (comma-separated references), VLM_LAB_MAX_PIXELS,
 VLM_LAB_QUEUE_SIZE, VLM_LAB_MAX_BATCH_SIZE, VLM_LAB_CACHE_BUDGET, VLM_LAB_DEVICE, VLM_LAB_DTYPE,
-VLM_LAB_MAX_NEW_TOKENS, VLM_LAB_TARGET, VLM_LAB_UPLOAD_TTL_S.
+VLM_LAB_MAX_NEW_TOKENS, VLM_LAB_TARGET, VLM_LAB_UPLOAD_TTL_S, VLM_LAB_HUB_REFRESH_S.
 Secrets: HF_TOKEN (private models), WANDB_API_KEY (log interactions to W&B).
 """
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from test_checkpoint_refs import add_snapshot, hf_cache, point_ref  # noqa: F401 - hf_cache is a fixture
 from vlm_lab import space_service as ss
 from vlm_lab.errors import CheckpointNotFoundError, ConfigError
 from vlm_lab.space_settings import NONE_CHOICE, SpaceSettings
@@ -131,6 +132,18 @@ def test_a_checkpoint_that_cannot_load_fails_only_its_own_batched_requests(with_
                                                ["checkpoint-1000", service.labels[1], "checkpoint-1000"])
     assert (good.text, good.error, good_too.text) == ("red", "", "red")
     assert bad.text == "" and "model.safetensors is not a valid safetensors file" in bad.error
+
+
+def test_a_hub_checkpoint_whose_main_moves_is_served_at_its_new_commit(hf_cache, tiny_checkpoints):
+    """A long-running Space notices `main` moving on the hub after VLM_LAB_HUB_REFRESH_S (here 0)."""
+    add_snapshot(hf_cache, "org/shapes", tiny_checkpoints[0])
+    trained = add_snapshot(hf_cache, "org/shapes", tiny_checkpoints[-1], ref=None)
+    service = ss.ComparisonService(SpaceSettings(checkpoints=("org/shapes",), device="cpu", hub_refresh_s=0))
+    image = str(EXAMPLES / "red-circle.png")
+    (untrained,) = service.compare(image, "What color is the shape?", ["org/shapes"], "greedy", 8)
+    point_ref(hf_cache, "org/shapes", "main", trained)  # someone pushed the trained weights to main
+    (now,) = service.compare(image, "What color is the shape?", ["org/shapes"], "greedy", 8)
+    assert untrained.text != "red" and now.text == "red"
 
 
 def test_out_of_memory_empties_the_cache_and_says_what_to_lower(service):

@@ -249,7 +249,8 @@ class ComparisonService:
         self.memory = plan_memory(refs, device=self.device, target=settings.target,
                                   max_new_tokens=settings.max_new_tokens)
         budget = settings.cache_budget or self.memory.cache_budget_bytes
-        self.cache = cache if cache is not None else ModelCache(budget, loader=self._load)
+        self.cache = cache if cache is not None else ModelCache(budget, loader=self._load,
+                                                                hub_refresh_s=settings.hub_refresh_s)
         self.interactions = interactions or InteractionLog({})
 
     def _load(self, ref, *, dtype: str, device: str):

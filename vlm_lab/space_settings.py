@@ -82,6 +82,7 @@ class SpaceSettings(ConfigBase):
     target: str = ""  # hardware the memory verdict plans for; empty: t4-small on a GPU, cpu-basic on CPU
     max_file_size: str = "20mb"  # uploads above this are refused by Gradio
     upload_ttl_s: int = 86400  # uploads older than this are deleted (a long-running Space would fill its disk)
+    hub_refresh_s: int = 300  # a hub revision (org/name@main) is asked again after this: new pushes are served
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoints", tuple(self.checkpoints))
@@ -92,6 +93,8 @@ class SpaceSettings(ConfigBase):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.hub_refresh_s, bool) or not isinstance(self.hub_refresh_s, int) or self.hub_refresh_s < 0:
+            raise ConfigError(f"hub_refresh_s must be a whole number of seconds >= 0, got {self.hub_refresh_s!r}")
         if self.max_batch_size < 0:
             raise ConfigError(f"max_batch_size must be >= 0 (0: automatic), got {self.max_batch_size!r}")
         if self.default_max_new_tokens > self.max_new_tokens:
@@ -134,6 +137,7 @@ class SpaceSettings(ConfigBase):
             cache_budget=env.get("VLM_LAB_CACHE_BUDGET", "").strip(),
             target=env.get("VLM_LAB_TARGET", "").strip(),
             upload_ttl_s=_int_env(env, "VLM_LAB_UPLOAD_TTL_S", cls.upload_ttl_s),
+            hub_refresh_s=_int_env(env, "VLM_LAB_HUB_REFRESH_S", cls.hub_refresh_s, minimum=0),
         )
 
 
