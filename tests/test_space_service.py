@@ -105,6 +105,14 @@ def test_startup_selection_leaves_out_what_cannot_load(with_broken, caplog):
     assert len(service.cache) == 2  # the usable ones are loaded: the first visitor does not wait
 
 
+def test_a_prompt_holding_the_image_token_fails_alone_in_its_batch(service):
+    image = str(EXAMPLES / "red-circle.png")
+    good, bad, good_too = service.answer_batch([image] * 3, ["What color is the shape?", "<image>\nWhat color?",
+                                                             "What shape is it?"], ["checkpoint-1000"] * 3)
+    assert (good.text, good.error, good_too.text, good_too.error) == ("red", "", "circle", "")
+    assert bad.text == "" and "the prompt holds the image token '<image>'" in bad.error
+
+
 def test_a_checkpoint_that_cannot_load_fails_only_its_own_column(with_broken):
     service = with_broken
     image = str(EXAMPLES / "red-circle.png")

@@ -390,11 +390,19 @@ class ComparisonService:
             for (label, config), items in groups.items():
                 try:
                     answers = self._run(label, [img for _, img, _ in items], [t for _, _, t in items], config)
+                except DataError:  # one request's input (e.g. the image token in its prompt): each on its own
+                    answers = [self._run_or_fail(label, [img], [t], config)[0] for _, img, t in items]
                 except VlmLabError as e:  # this checkpoint failed (cannot load, out of memory): only its requests
                     answers = [Answer.failed(label, str(e))] * len(items)
                 for (i, _, _), answer in zip(items, answers):
                     results[i] = answer
         return [r for r in results if r is not None]
+
+    def _run_or_fail(self, label: str, images: list, prompts: list[str], config: GenerationConfig) -> list[Answer]:
+        try:
+            return self._run(label, images, prompts, config)
+        except VlmLabError as e:
+            return [Answer.failed(label, str(e))] * len(images)
 
     def _run(self, label: str, images: list, prompts: list[str], config: GenerationConfig) -> list[Answer]:
         """One checkpoint, one generate call over a batch of (image, prompt)."""
