@@ -445,3 +445,45 @@ def test_a_missing_kernel_is_refused_before_any_run_fails_on_it(sweep_file, tmp_
     assert "no Jupyter kernel named 'python-vlm' (the sweep's `kernel`) here (installed: python3" in err, err
     assert "python -m ipykernel install --user --name python-vlm" in err
     assert not (tmp_path / "runs").exists()
+
+
+def _start_sweep(path: Path, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vlm_lab.cli", "sweep", str(path), "--quiet"],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def test_ctrl_c_starts_no_further_run_and_keeps_the_finished_one(sweep_file, tmp_path):
+    path = sweep_file({"x": [1, 2, 3, 4]}, {"sleep_s": 2.0})
+    runs = sweep.plan(sweep.load_sweep(path))
+    proc = _start_sweep(path, tmp_path)
+    _wait_for(lambda: runs[0].status()["state"] == "running", proc, "the first run starting")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "stopping: 3 queued run(s) cancelled, waiting for the 1 running to finish" in out
+    assert runs[0].completed  # the running one finished
+    assert [r.state() for r in runs[1:]] == ["pending"] * 3, out  # the queued ones never started
+    summary = pd.read_csv(tmp_path / "runs" / "t" / "summary.csv")
+    assert list(summary["state"]) == ["completed", "pending", "pending", "pending"]
+
+
+def test_a_second_ctrl_c_abandons_the_running_run(sweep_file, tmp_path):
+    path = sweep_file({"x": [1, 2]}, {"sleep_s": 60.0})
+    runs = sweep.plan(sweep.load_sweep(path))
+    log = tmp_path / "sweep.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "vlm_lab.cli", "sweep", str(path), "--quiet"],
+                                cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        _wait_for(lambda: runs[0].status()["state"] == "running", proc, "the first run starting")
+        proc.send_signal(signal.SIGINT)
+        _wait_for(lambda: "stopping: " in log.read_text(), proc, "the first Ctrl-C handled")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=50) == 130, log.read_text()  # well before the 60 s run could finish
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert runs[0].state() == "interrupted" and runs[1].state() == "pending"

@@ -353,6 +353,20 @@ def _execute_if_free(run: RunSpec, config: SweepConfig, declared: dict[str, str]
         return execute_run(run, config, declared)
 
 
+def _stop(futures: list[concurrent.futures.Future]) -> None:
+    """After Ctrl-C: start nothing more, and wait for the runs already executing (their kernels run
+    in their own process groups, so the signal did not reach them). A second Ctrl-C interrupts the
+    wait; the CLI then exits at once and the abandoned runs show as interrupted and run next time."""
+    cancelled = sum(f.cancel() for f in futures)
+    running = [f for f in futures if f.running()]
+    print(
+        f"stopping: {cancelled} queued run(s) cancelled, waiting for the {len(running)} running to finish "
+        "(Ctrl-C again abandons them; the next invocation runs them again)",
+        file=sys.stderr, flush=True,
+    )  # fmt: skip
+    concurrent.futures.wait(running)
+
+
 def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = True) -> SweepReport:
     """Run this shard's pending runs (``config.jobs`` at a time) and write the sweep summary.
 
@@ -383,8 +397,10 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         # A terminal gets a bar; a log file (cron, CI) one plain line per run instead of \r-redrawn bars.
         interactive = progress and sys.stderr.isatty()
         bar = tqdm(total=len(todo), desc=config.name, unit="run", disable=not interactive)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=config.jobs) as pool:
-            futures = [pool.submit(_execute_if_free, r, config, declared) for r in todo]
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.jobs)
+        futures: list[concurrent.futures.Future] = []
+        try:
+            futures.extend(pool.submit(_execute_if_free, r, config, declared) for r in todo)
             for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
                 status = future.result()
                 state = status["state"]
@@ -402,8 +418,13 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
                 if progress and not interactive:
                     took = f" ({status['duration_s']:.1f} s)" if "duration_s" in status else ""
                     print(f"[{done}/{len(todo)}] {state} {status['run_id']}{took}", file=sys.stderr, flush=True)
-        bar.close()
-        summary_csv = write_summary(sweep_dir(config), everything)
+        except KeyboardInterrupt:
+            _stop(futures)  # a second Ctrl-C, while it waits, abandons the running runs
+            raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # normally all done; abandoned runs are not joined
+            bar.close()
+            summary_csv = write_summary(sweep_dir(config), everything)
     failures.sort(key=lambda f: f["run_id"])
     return SweepReport(
         sweep_dir=sweep_dir(config), ran=tuple(sorted(ran)), skipped=tuple(sorted(skipped)),

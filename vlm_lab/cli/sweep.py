@@ -11,6 +11,7 @@ spec or machine) and were left to it (EX_TEMPFAIL: a scheduler may simply try ag
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -63,5 +64,11 @@ def _sweep(args: argparse.Namespace) -> int:
     except sweep.SweepLockedError as e:
         print(f"already running: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; completed runs are kept, and a re-run runs the rest", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # At once: the threads of runs abandoned by a second Ctrl-C would hold a normal exit until
+        # their notebooks finish. Their kernels exit with this process (ipykernel watches its parent).
+        os._exit(130)
     print(report.describe())
     return report.exit_code
