@@ -108,9 +108,10 @@ class MemoryEstimate:
     prompt_tokens: int  # text tokens of one prompt, without image tokens
     image: ImageTokens
     max_new_tokens: int
-    kv_values_per_token: int  # one sequence position, all layers, K and V (values, not bytes)
+    kv_values_per_token: int  # one sequence position, all self-attention layers, K and V (values, not bytes)
     activation_values_per_sample: int  # the widest prefill layer, in the compute dtype
     logits_bytes_per_sample: int  # float32 logits + scores ``generate`` keeps per row
+    cross_kv_values_per_sample: int = 0  # cross-attention layers' K and V of the image (Mllama): per row, not per token
 
     @property
     def num_params(self) -> int:
@@ -150,6 +151,11 @@ class MemoryEstimate:
         return self.kv_values_per_token * self.compute_bytes
 
     @property
+    def kv_bytes_per_sample(self) -> int:
+        """One row's KV cache: every position's, plus the cross-attention layers' image states."""
+        return (self.kv_values_per_token * self.sequence_tokens + self.cross_kv_values_per_sample) * self.compute_bytes
+
+    @property
     def activation_bytes_per_sample(self) -> int:
         return self.activation_values_per_sample * self.compute_bytes + self.logits_bytes_per_sample
 
@@ -167,7 +173,7 @@ class MemoryEstimate:
     @property
     def per_sample_bytes(self) -> int:
         """What each extra row of the batch adds while generating (KV cache + activations)."""
-        return self.kv_bytes_per_token * self.sequence_tokens + self.activation_bytes_per_sample
+        return self.kv_bytes_per_sample + self.activation_bytes_per_sample
 
     def overhead_bytes(self, device: str | None = None) -> int:
         return CUDA_CONTEXT_BYTES if (device or self.device) == "cuda" else CPU_RUNTIME_BYTES
@@ -179,7 +185,7 @@ class MemoryEstimate:
         return self.weight_bytes + extra + self.overhead_bytes(device)
 
     def kv_cache_bytes(self, batch_size: int | None = None) -> int:
-        return self.kv_bytes_per_token * self.sequence_tokens * (batch_size or self.batch_size)
+        return self.kv_bytes_per_sample * (batch_size or self.batch_size)
 
     def generate_bytes(self, batch_size: int | None = None, device: str | None = None) -> int:
         """Resident while generating a batch: weights + KV cache + activations + overhead."""
@@ -251,8 +257,10 @@ def _text_dims(config) -> dict[str, int]:
     text = config.get_text_config()
     heads = text.num_attention_heads
     hidden = text.hidden_size
+    cross = len(getattr(text, "cross_attention_layers", None) or ())  # Mllama: these cache the image, not the sequence
     return {
-        "layers": text.num_hidden_layers,
+        "layers": text.num_hidden_layers - cross,
+        "cross_layers": cross,
         "kv_heads": getattr(text, "num_key_value_heads", None) or heads,
         "head_dim": getattr(text, "head_dim", None) or hidden // heads,
         "hidden": hidden,
@@ -362,6 +370,7 @@ def estimate(
         kv_values_per_token=2 * dims["layers"] * dims["kv_heads"] * dims["head_dim"],
         activation_values_per_sample=_activation_values(config, dims, image, sequence),
         logits_bytes_per_sample=2 * dims["vocab"] * 4,
+        cross_kv_values_per_sample=2 * dims["cross_layers"] * dims["kv_heads"] * dims["head_dim"] * image.cross_tokens,
     )
 
 

@@ -66,6 +66,8 @@ class ProfileRow:
             "params": e.num_params,
             "params_by_component": e.params,
             "image_tokens": e.image.tokens,
+            "image_token_rule": e.image.rule,
+            "image_tokens_guessed": e.image.guessed,
             "batch_size": e.batch_size,
             "estimated_bytes": e.peak_bytes(),
             "estimated_load_bytes": e.load_bytes(),
@@ -280,5 +282,6 @@ def summary(rows: Sequence[ProfileRow]) -> str:
             meas = f"; measured {human_bytes(r.measured_bytes)} on {r.measurement.device}, estimate {100 * r.error_fraction:+.1f}% off"
         else:
             meas = f"; not measured: {r.not_measured}" if r.not_measured else ""
-        lines.append(r.verdict.message() + meas)
+        guess = f"; image tokens guessed (one tile), {r.estimate.image.tokens} per image" if r.estimate.image.guessed else ""
+        lines.append(r.verdict.message() + meas + guess)
     return "\n".join(lines)

@@ -11,11 +11,22 @@ need torchvision, which a profiling machine may lack):
   ``image_grid_pinpoints`` resolution, unpadded, with a newline per row;
 - Idefics3 / SmolVLM: ``image_seq_len`` per tile; with image splitting, a grid of
   ``ceil(side / max_image_size)^2`` tiles plus one global image, with separators;
+- LLaVA-OneVision: as LLaVA-NeXT, with the tiles' features pooled down to at most
+  ``anyres_max_N`` base images and no CLS position (SigLIP);
+- Idefics2: ``image_seq_len`` (the perceiver's latents) per crop, 5 crops with
+  image splitting (4 quarters + the whole), with a marker around each;
+- Gemma3: ``image_seq_length`` (``mm_tokens_per_image``) plus start/end markers and
+  the blank lines around them; PaliGemma: ``image_seq_length``;
 - Qwen2-VL / Qwen2.5-VL: ``smart_resize`` to a multiple of patch x merge within
   [min_pixels, max_pixels], then one token per merge x merge patches, plus the
-  vision start/end tokens.
+  vision start/end tokens;
+- Mllama: one ``<|image|>`` token in the text, but every cross-attention layer
+  caches ``max_num_tiles x (patches + CLS)`` vision positions (``cross_tokens``).
 
-Anything else falls back to ``(image_size / patch_size)^2`` from the vision config.
+Another family uses a per-image count its processor or model config states
+(``image_seq_length``, ``mm_tokens_per_image``, ...); failing that it is a guess:
+one tile of ``(image_size / patch_size)^2`` from the vision config, which
+undercounts any family that tiles, and says so (``ImageTokens.guessed``).
 """
 
 from __future__ import annotations
@@ -26,6 +37,9 @@ from typing import Any
 
 # Idefics3's image processor never resizes above this side (MAX_IMAGE_SIZE there).
 _IDEFICS3_MAX_SIDE = 4096
+# Fields in which a processor or model config states a fixed per-image token count
+# (PaliGemma/Gemma3 image processors and processors, Gemma3Config, PaliGemma's text config).
+_COUNT_KEYS = ("image_seq_length", "mm_tokens_per_image", "num_image_tokens")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +49,14 @@ class ImageTokens:
     tokens: int  # positions in the language model's sequence
     patches: int  # positions through the vision encoder (all tiles)
     side: int  # the square image side (pixels) the counts are for
-    family: str  # llava | llava_next | idefics3 | qwen2_vl | fallback | none
+    family: str  # llava | llava_next | llava_onevision | idefics2 | idefics3 | gemma3 | paligemma | qwen2_vl | mllama | fixed | fallback | none
+    rule: str = ""  # how the count was made, for reports ("gemma3: 256 (image_seq_length in the processor config) + 4 markers")
+    cross_tokens: int = 0  # vision positions each cross-attention layer caches (Mllama), not in the sequence
+
+    @property
+    def guessed(self) -> bool:
+        """No rule for this family and no stated count: one tile was assumed (tiling families get more)."""
+        return self.family == "fallback"
 
 
 def _get(settings: dict[str, Any], *keys: str, default: Any = None) -> Any:
@@ -60,7 +81,8 @@ def _llava(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
     extra = int(_get(settings, "num_additional_image_tokens", default=1))
     grid = (side // patch) ** 2
     tokens = grid + extra - (1 if strategy == "default" else 0)
-    return ImageTokens(tokens=tokens, patches=grid + 1, side=side, family="llava")
+    rule = f"llava: ({side}/{patch})^2 patches" + (f" + {extra} extra" if extra else "") + (" - CLS" if strategy == "default" else "")
+    return ImageTokens(tokens=tokens, patches=grid + 1, side=side, family="llava", rule=rule)
 
 
 def _llava_next_tokens(side: int, crop: int, patch: int, pinpoints: list, extra: int, strategy: str) -> tuple[int, int]:
@@ -89,7 +111,8 @@ def _llava_next(config, settings: dict[str, Any], image_size: int) -> ImageToken
     # 0 = the worst case: the square side (from the pinpoints' sides) that makes the most tokens
     sides = [image_size] if image_size else sorted({int(s) for point in pinpoints for s in point})
     tokens, tiles, side = max((*_llava_next_tokens(s, crop, patch, pinpoints, extra, strategy), s) for s in sides)
-    return ImageTokens(tokens=tokens, patches=(tiles + 1) * ((crop // patch) ** 2 + 1), side=side, family="llava_next")
+    rule = f"llava_next: base + {tiles} tiles of ({crop}/{patch})^2 patches (image_grid_pinpoints), unpadded, a newline per row"
+    return ImageTokens(tokens=tokens, patches=(tiles + 1) * ((crop // patch) ** 2 + 1), side=side, family="llava_next", rule=rule)
 
 
 def _idefics3(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
@@ -111,7 +134,8 @@ def _idefics3(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
     # "<fake><row_r_col_c>" + image tokens; a newline per row and one before the global image
     tokens = per_tile + 3 + rows * (cols * (per_tile + 2) + 1) + (1 if rows else 0)
     patches_per_tile = (tile_side // vision.patch_size) ** 2
-    return ImageTokens(tokens=tokens, patches=tiles * patches_per_tile, side=side, family="idefics3")
+    rule = f"idefics3: {per_tile} (image_seq_len) per tile, {tiles} tile(s)" + (" (image splitting)" if splitting else "") + " + markers"
+    return ImageTokens(tokens=tokens, patches=tiles * patches_per_tile, side=side, family="idefics3", rule=rule)
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -139,16 +163,117 @@ def _qwen2_vl(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
     side = image_size or math.isqrt(max_pixels)
     h, w = smart_resize(side, side, patch * merge, min_pixels, max_pixels)
     patches = (h // patch) * (w // patch)
-    return ImageTokens(tokens=patches // merge**2 + 2, patches=patches, side=side, family="qwen2_vl")
+    rule = f"qwen2_vl: smart_resize to {h}x{w} within [min_pixels, max_pixels], a token per {merge}x{merge} patches of {patch} + 2"
+    return ImageTokens(tokens=patches // merge**2 + 2, patches=patches, side=side, family="qwen2_vl", rule=rule)
+
+
+def _stated_count(config, settings: dict[str, Any]) -> tuple[int, str] | None:
+    """A per-image token count the processor or model config states outright, and where it was read."""
+    for key in _COUNT_KEYS:
+        if isinstance(settings.get(key), int) and settings[key] > 0:
+            return settings[key], f"{key} in the processor config"
+    for cfg in (config, config.get_text_config()):
+        for key in _COUNT_KEYS:
+            value = getattr(cfg, key, None)
+            if isinstance(value, int) and value > 0:
+                return value, f"{key} in config.json"
+    return None
+
+
+def _grid(vision) -> int:
+    return (vision.image_size // vision.patch_size) ** 2
+
+
+def _gemma3(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
+    vision = config.vision_config
+    per_image, source = _stated_count(config, settings) or (256, "Gemma3's default")
+    # "\n\n<start_of_image>" + soft tokens + "<end_of_image>\n\n"; pan-and-scan crops only non-square images
+    rule = f"gemma3: {per_image} ({source}) + 4 markers; a square image gets no pan-and-scan crops"
+    return ImageTokens(tokens=per_image + 4, patches=_grid(vision), side=vision.image_size, family="gemma3", rule=rule)
+
+
+def _paligemma(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
+    vision = config.vision_config
+    per_image, source = _stated_count(config, settings) or (_grid(vision), "(image_size/patch_size)^2")
+    rule = f"paligemma: {per_image} ({source})"
+    return ImageTokens(tokens=per_image, patches=_grid(vision), side=vision.image_size, family="paligemma", rule=rule)
+
+
+def _idefics2(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
+    vision = config.vision_config
+    perceiver = getattr(config, "perceiver_config", None)
+    per_crop = int(_get(settings, "image_seq_len", default=getattr(perceiver, "resampler_n_latents", 64)))
+    size = settings.get("size") or {}
+    shortest, longest = int(size.get("shortest_edge") or 378), int(size.get("longest_edge") or 980)
+    splitting = bool(settings.get("do_image_splitting", False))  # Idefics2ImageProcessor's default
+    crops = 5 if splitting else 1  # the 4 quarters, then the whole image
+    side = image_size or longest
+    resized = max(min(side, longest), shortest)  # every crop is padded to the whole image's resized side
+    # "<fake>" + image tokens, per crop, and a closing "<fake>"
+    rule = f"idefics2: {per_crop} (image_seq_len) per crop, {crops} crop(s)" + (" (image splitting)" if splitting else "") + " + markers"
+    return ImageTokens(tokens=crops * (per_crop + 1) + 1, patches=crops * (resized // vision.patch_size) ** 2, side=side,
+                       family="idefics2", rule=rule)
+
+
+def _llava_onevision(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
+    """As ``LlavaOnevisionProcessor._get_number_of_features`` counts a square image."""
+    from transformers.image_processing_utils import select_best_resolution
+
+    vision = config.vision_config
+    patch = int(_get(settings, "patch_size", default=vision.patch_size))
+    crop = _edge(settings.get("crop_size") or settings.get("size"), "shortest_edge", vision.image_size)
+    grid = crop // patch
+    base = int(_get(settings, "num_image_tokens", default=grid * grid))
+    pinpoints = _get(settings, "image_grid_pinpoints", default=getattr(config, "image_grid_pinpoints", None)) or [[crop, crop]]
+    aspect = str(_get(settings, "vision_aspect_ratio", default=getattr(config, "vision_aspect_ratio", "anyres_max_9")))
+    max_tiles = int(aspect.removeprefix("anyres_max_")) if aspect.startswith("anyres_max_") else 9
+    strategy = _get(settings, "vision_feature_select_strategy", default=getattr(config, "vision_feature_select_strategy", "full"))
+    side_grid = math.isqrt(base)
+
+    def count(side: int) -> tuple[int, int]:
+        best_h, best_w = select_best_resolution((side, side), pinpoints)
+        height, width = side_grid * (best_h // crop), side_grid * (best_w // crop)
+        if width < height:  # a square image: the padding the processor added to reach the pinpoint is cut off
+            height -= 2 * ((height - width) // 2)
+        elif height < width:
+            width -= 2 * ((width - height) // 2)
+        features, newlines = height * width, height
+        ratio = math.sqrt(height * width / (max_tiles * side_grid**2))
+        if ratio > 1.1:  # pooled down to at most max_tiles base images
+            features, newlines = int(height // ratio) * int(width // ratio), int(height // ratio)
+        tokens = features + newlines + base - (1 if strategy == "default" else 0)
+        return tokens, (best_h // crop) * (best_w // crop)
+
+    sides = [image_size] if image_size else sorted({int(s) for point in pinpoints for s in point})
+    tokens, tiles, side = max((*count(s), s) for s in sides)
+    rule = f"llava_onevision: base {base} + {tiles} tiles (image_grid_pinpoints), unpadded, pooled to {aspect}, a newline per row"
+    return ImageTokens(tokens=tokens, patches=(tiles + 1) * grid * grid, side=side, family="llava_onevision", rule=rule)
+
+
+def _mllama(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
+    vision = config.vision_config
+    tiles = int(_get(settings, "max_image_tiles", default=getattr(vision, "max_num_tiles", 4)))
+    per_tile = _grid(vision) + 1  # + the CLS position
+    padded = per_tile + (-per_tile) % 8  # the vision encoder pads each tile to a multiple of 8
+    # the processor always packs max_image_tiles tiles (unused ones zero): the cross-attention states cover them all
+    rule = f"mllama: 1 token in the text; cross-attention caches {tiles} tiles x {per_tile} positions"
+    return ImageTokens(tokens=1, patches=tiles * padded, side=vision.image_size, family="mllama", rule=rule,
+                       cross_tokens=tiles * per_tile)
 
 
 def _fallback(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
     vision = getattr(config, "vision_config", None)
     if vision is None or not getattr(vision, "patch_size", None):
-        return ImageTokens(tokens=0, patches=0, side=0, family="none")
+        return ImageTokens(tokens=0, patches=0, side=0, family="none", rule="no vision config: text only")
     side = getattr(vision, "image_size", 224)
+    if isinstance(side, (list, tuple)):
+        side = max(side)
     grid = (side // vision.patch_size) ** 2
-    return ImageTokens(tokens=grid, patches=grid, side=side, family="fallback")
+    stated = _stated_count(config, settings)
+    if stated:
+        return ImageTokens(tokens=stated[0], patches=grid, side=side, family="fixed", rule=f"{config.model_type}: {stated[0]} ({stated[1]})")
+    rule = f"guessed: one tile of ({side}/{vision.patch_size})^2 patches (no rule for model type {config.model_type!r})"
+    return ImageTokens(tokens=grid, patches=grid, side=side, family="fallback", rule=rule)
 
 
 _FAMILIES = {
@@ -158,6 +283,11 @@ _FAMILIES = {
     "smolvlm": _idefics3,
     "qwen2_vl": _qwen2_vl,
     "qwen2_5_vl": _qwen2_vl,
+    "llava_onevision": _llava_onevision,
+    "idefics2": _idefics2,
+    "gemma3": _gemma3,
+    "paligemma": _paligemma,
+    "mllama": _mllama,
 }
 
 

@@ -1,0 +1,186 @@
+"""vlm_lab.memory_tokens: image tokens per VLM family against the real processors of
+transformers 5 (PIL image processors; no torchvision), and the estimate's KV cache with them.
+
+A family that splits images or states a fixed count must not fall back to "one tile"
+(``(image_size / patch_size)^2``): that over- or undercounts the KV cache many times.
+Where no rule applies the count is a guess, and says so.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vlm_lab import memory, memory_synthetic
+
+TEXT = dict(vocab_size=120, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
+WORDS = ["what", "here", "is", "the", "original", "image", "and", "are", "some", "crops", "to", "help", "you", "see", "better"]
+
+
+def _tokenizer(specials: list[str], named: dict[str, str] | None = None):
+    """A word-level tokenizer (whitespace split: it drops the newlines a real one keeps) with the family's special tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", "<bos>", "<eos>", *specials, *WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>", eos_token="<eos>",
+                                   additional_special_tokens=specials, extra_special_tokens=named or {})
+
+
+def _encode(processor, text: str, side: int):
+    from PIL import Image
+
+    return processor(images=[Image.new("RGB", (side, side))], text=[text], return_tensors="np")
+
+
+def _count(enc, token_id: int) -> int:
+    return int((enc["input_ids"][0] == token_id).sum())
+
+
+def test_gemma3_counts_mm_tokens_per_image_and_its_markers(tmp_path):
+    """Gemma3 pools every image to mm_tokens_per_image (256 on the real model, not (896/14)^2 = 4096)."""
+    from transformers import Gemma3Config, Gemma3ImageProcessorPil, Gemma3Processor
+
+    config = Gemma3Config(vision_config=dict(model_type="siglip_vision_model", **VISION), text_config=dict(head_dim=16, **TEXT),
+                          mm_tokens_per_image=4)
+    names = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+    tokenizer = _tokenizer(list(names.values()), names)
+    processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tokenizer,
+                                image_seq_length=4)
+    folder = memory_synthetic.write_config_only(tmp_path / "gemma3", config)
+    processor.save_pretrained(folder)
+
+    enc = _encode(processor, "what <start_of_image>", 100)
+    soft = _count(enc, tokenizer.convert_tokens_to_ids("<image_soft_token>"))
+    markers = _count(enc, tokenizer.boi_token_id) + _count(enc, tokenizer.convert_tokens_to_ids("<end_of_image>"))
+    est = memory.estimate(folder)
+    # + the "\n\n" before and after, which this tokenizer drops and Gemma's keeps as one token each
+    assert (soft, markers) == (4, 2)
+    assert est.image.tokens == soft + markers + 2
+    assert est.image.patches == (32 // 8) ** 2 and not est.image.guessed
+    assert "image_seq_length in the processor config" in est.image.rule
+
+
+def test_paligemma_counts_image_seq_length(tmp_path):
+    from transformers import PaliGemmaConfig, PaliGemmaProcessor, SiglipImageProcessorPil
+
+    config = PaliGemmaConfig(vision_config=dict(model_type="siglip_vision_model", **VISION), text_config=dict(model_type="gemma", head_dim=16, **TEXT))
+    image_processor = SiglipImageProcessorPil(size={"height": 32, "width": 32})
+    image_processor.image_seq_length = 16  # as the hub's preprocessor_config.json carries it
+    tokenizer = _tokenizer(["<image>"])
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    folder = memory_synthetic.write_config_only(tmp_path / "paligemma", config)
+    processor.save_pretrained(folder)
+
+    enc = _encode(processor, "<image>what", 100)
+    est = memory.estimate(folder)
+    assert est.image.tokens == _count(enc, tokenizer.convert_tokens_to_ids("<image>")) == 16
+    assert est.image.family == "paligemma" and not est.image.guessed
+
+
+@pytest.mark.parametrize("splitting, crops", [(False, 1), (True, 5)])
+def test_idefics2_counts_its_perceiver_latents_per_crop(splitting, crops, tmp_path):
+    """Idefics2 resamples each crop to image_seq_len latents (64 on the real model, not (980/14)^2 = 4900)."""
+    from transformers import Idefics2Config, Idefics2ImageProcessorPil, Idefics2Processor
+
+    config = Idefics2Config(vision_config={**VISION, "image_size": 64}, perceiver_config=dict(resampler_n_latents=8, hidden_size=64),
+                            text_config=dict(model_type="mistral", **TEXT))
+    tokenizer = _tokenizer(["<image>", "<fake_token_around_image>"])
+    image_processor = Idefics2ImageProcessorPil(do_image_splitting=splitting, size={"shortest_edge": 32, "longest_edge": 64})
+    processor = Idefics2Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=8)
+    folder = memory_synthetic.write_config_only(tmp_path / "idefics2", config)
+    processor.save_pretrained(folder)
+
+    for side in (20, 100):
+        enc = _encode(processor, "<image> what", side)
+        est = memory.estimate(folder, image_size=side)
+        assert enc["pixel_values"].shape[1] == crops
+        assert est.image.tokens == enc["input_ids"].shape[1] - 1  # all but "what": latents and the markers around each crop
+        assert est.image.patches == crops * (enc["pixel_values"].shape[-1] // 8) ** 2, side
+    assert memory.estimate(folder).image.tokens == crops * 9 + 1
+
+
+def test_mllama_caches_the_image_in_its_cross_attention_layers(tmp_path):
+    """One <|image|> token in the text; the cross-attention layers cache max_num_tiles x (patches + CLS) positions."""
+    from transformers import MllamaConfig, MllamaImageProcessorPil, MllamaProcessor
+
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_global_layers=1, attention_heads=2, image_size=32,
+                  patch_size=8, max_num_tiles=4, intermediate_layers_indices=[0], vision_output_dim=64)
+    text = {**TEXT, "num_hidden_layers": 3, "cross_attention_layers": [1], "bos_token_id": 2, "eos_token_id": 3, "pad_token_id": 0}
+    config = MllamaConfig(vision_config=vision, text_config=text)
+    tokenizer = _tokenizer(["<|image|>"], {"image_token": "<|image|>"})
+    processor = MllamaProcessor(image_processor=MllamaImageProcessorPil(size={"height": 32, "width": 32}, max_image_tiles=4), tokenizer=tokenizer)
+    folder = memory_synthetic.write_config_only(tmp_path / "mllama", config)
+    processor.save_pretrained(folder)
+
+    enc = _encode(processor, "<|image|> what", 100)
+    est = memory.estimate(folder, dtype="float16", batch_size=2, prompt_tokens=10, max_new_tokens=6)
+    tiles = enc["pixel_values"].shape[2]  # always padded to max_image_tiles
+    assert est.image.tokens == _count(enc, tokenizer.image_token_id) == 1
+    assert (tiles, est.image.cross_tokens) == (4, 4 * (16 + 1))
+    # K and V x 2 kv heads x head_dim 16 x 2 bytes x (2 self-attention layers x 17 positions + 1 cross layer x 68) x batch 2
+    assert est.kv_cache_bytes() == 2 * 2 * 16 * 2 * (2 * (10 + 1 + 6) + 1 * 68) * 2
+
+
+def _onevision_folder(tmp_path, aspect: str):
+    """A config-only LLaVA-OneVision (SigLIP 32px tiles, patch 8: 16 tokens a tile), with its processor's settings."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionImageProcessorPil
+    from transformers.models.llava_onevision.processing_llava_onevision import LlavaOnevisionProcessor
+
+    pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64], [96, 96], [128, 128]]
+    config = LlavaOnevisionConfig(vision_config=dict(model_type="siglip_vision_model", **VISION), text_config=dict(model_type="qwen2", **TEXT),
+                                  image_grid_pinpoints=pinpoints, vision_aspect_ratio=aspect)
+    folder = memory_synthetic.write_config_only(tmp_path / f"onevision-{aspect}", config)
+    image_processor = LlavaOnevisionImageProcessorPil(size={"height": 32, "width": 32}, image_grid_pinpoints=pinpoints)
+    image_processor.save_pretrained(folder)
+    settings = {"num_image_tokens": 16, "vision_aspect_ratio": aspect, "vision_feature_select_strategy": "full"}
+    (folder / "processor_config.json").write_text(json.dumps(settings))
+    # The processor itself needs a video processor, which needs torchvision: its counting is used as is
+    processor = object.__new__(LlavaOnevisionProcessor)
+    vars(processor).update(image_processor=image_processor, image_token="<image>", **settings)
+    return folder, processor
+
+
+@pytest.mark.parametrize("aspect", ["anyres_max_9", "anyres_max_2"])
+def test_llava_onevision_counts_its_tiles_as_the_processor_does(aspect, tmp_path):
+    """OneVision tiles like LLaVA-NeXT (up to 10x a tile's tokens), pooled to anyres_max_N: one tile undercounts it."""
+    from PIL import Image
+
+    folder, processor = _onevision_folder(tmp_path, aspect)
+    reals = []
+    for side in (20, 32, 50, 64, 100, 128, 300):
+        inputs = processor.image_processor(images=[Image.new("RGB", (side, side))], return_tensors="np")
+        inputs["batch_num_images"] = [1]
+        reals.append(processor.replace_image_token(inputs, 0).count("<image>"))
+        est = memory.estimate(folder, image_size=side)
+        assert est.image.tokens == reals[-1], side
+        assert est.image.patches == inputs["pixel_values"].shape[1] * 16, side
+    worst = memory.estimate(folder)  # image_size 0: the most any square image makes
+    assert worst.image.tokens == max(reals) > 2 * 16 and worst.image.family == "llava_onevision"
+
+
+def test_a_family_without_a_rule_is_a_guess_that_says_so(tmp_path):
+    """Mistral3 (Pixtral) has no rule here: one tile is assumed, the row and the summary say so."""
+    from transformers import Mistral3Config
+
+    from vlm_lab.config import MemoryConfig
+    from vlm_lab.memory_report import profile, summary
+
+    config = Mistral3Config(vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                               num_attention_heads=2, head_dim=16, image_size=32, patch_size=8),
+                            text_config=dict(model_type="mistral", head_dim=16, **TEXT))
+    folder = memory_synthetic.write_config_only(tmp_path / "mistral3", config)
+    rows = profile(MemoryConfig(checkpoints=(str(folder),), measure=False))
+    assert rows[0].estimate.image.guessed
+    assert rows[0].to_dict()["image_tokens_guessed"] is True
+    assert rows[0].to_dict()["image_token_rule"].startswith("guessed: one tile of (32/8)^2 patches")
+    assert "image tokens guessed (one tile), 16 per image" in summary(rows)
+
+    folder = memory_synthetic.write_config_only(tmp_path / "stated", config, {"image_seq_length": 12})
+    est = memory.estimate(folder)  # a count the processor config states is read, not guessed
+    assert (est.image.tokens, est.image.guessed) == (12, False)
+    assert "image tokens guessed" not in summary(profile(MemoryConfig(checkpoints=(str(folder),), measure=False)))
