@@ -99,8 +99,10 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
             answers = service.answer_batch(images, prompts, checkpoints, max_new_tokens)
         except Exception as e:  # noqa: BLE001
             raise _error(e) from None
-        if all(a.error for a in answers):  # nobody in this batch gets an answer: say why, as an error
-            raise gr.Error("; ".join(dict.fromkeys(a.error for a in answers)), print_exception=False)
+        if len(answers) == 1 and answers[0].error:  # a request alone in its batch fails as an error
+            raise gr.Error(answers[0].error, print_exception=False)
+        # in a batch each caller gets only its own error (an error raised here would reach every caller,
+        # with the others' messages: their file names)
         return ([a.text for a in answers], [a.new_tokens for a in answers],
                 [round(a.latency_s, 4) for a in answers], [a.error for a in answers])
 

@@ -100,6 +100,23 @@ def test_batched_endpoint_reports_a_lone_bad_request(client, bad_files):
         client.predict(handle_file(EXAMPLE), "What shape is it?", "nope", api_name="/compare_batch")
 
 
+def test_batched_callers_see_only_their_own_errors(client, space, tmp_path):
+    before = len(space[1].read_text())
+    files = []
+    for i in range(12):
+        files.append(tmp_path / f"private-{i}.png")
+        files[-1].write_text("not an image")
+    jobs = [client.submit(handle_file(f), "What shape is it?", "checkpoint-1000", api_name="/compare_batch") for f in files]
+    for f, job in zip(files, jobs):
+        try:
+            message = job.result(timeout=60)[3]
+        except AppError as e:  # alone in its batch
+            message = str(e)
+        assert f"'{f.name}' is not an image" in message and len(re.findall(r"private-\d+", message)) == 1, message
+    sizes = [int(n) for n in re.findall(r"batch start \((\d+) request", space[1].read_text()[before:])]
+    assert max(sizes) > 1, f"the calls were never batched, so this test could not fail: {sizes}"
+
+
 BAD_INPUTS = {
     "missing image": (None, "What color is the shape?", "no image: upload an image"),
     "missing prompt": ("example", "  ", "no question: type a question"),
