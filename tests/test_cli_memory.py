@@ -155,3 +155,22 @@ def test_a_hub_model_with_only_its_config_cached_is_estimated_not_measured(tiny_
     assert row["estimated_bytes"] > 0 and row["measured_bytes"] is None
     assert row["not_measured"] == "no weights or tokenizer in the local Hugging Face cache (hf download acme/tiny-vlm)"
     assert "measuring acme" not in r.stderr and "OSError" not in r.stderr  # no process started to fail on a missing file
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--rehearse"], "--rehearse needs"),
+    (["--snapshot-dir", "snaps"], "--snapshot-dir snaps needs"),
+    (["--rehearse", "--snapshot-dir", "my snaps"], "--rehearse and --snapshot-dir 'my snaps' need"),
+])
+def test_what_needs_a_measurement_is_refused_with_no_measure(tiny_checkpoints, flags, named):
+    """--rehearse and --snapshot-dir do nothing without a measurement: refused, not silently ignored."""
+    r = vlm_lab(str(tiny_checkpoints[-1]), "--no-measure", *flags, "--json")
+    assert r.returncode == 2 and r.stdout == ""
+    (line,) = r.stderr.splitlines()
+    assert line.startswith(f"error: ConfigError: {named} a measurement, which --no-measure skips; drop --no-measure to measure"), line
+
+
+def test_bfloat16_on_a_t4_names_the_flag_that_fixes_it(tiny_checkpoints):
+    r = vlm_lab(str(tiny_checkpoints[-1]), "--no-measure", "--dtype", "bfloat16", "--target", "t4-small")
+    assert r.returncode == 2
+    assert "use --dtype float16 (or --dtype auto)" in r.stderr and "dtype='" not in r.stderr, r.stderr

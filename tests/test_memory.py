@@ -572,3 +572,14 @@ def test_notebook_passes_nbval(project):
     ]  # fmt: skip
     r = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("values, named", [
+    (dict(rehearse=True), "rehearse=True needs"),
+    (dict(snapshot_dir="snaps"), "snapshot_dir='snaps' needs"),
+])
+def test_what_needs_a_measurement_is_refused_without_one(tiny_checkpoints, values, named):
+    from vlm_lab.memory_report import profile
+
+    with pytest.raises(ConfigError, match=f"^{named} a measurement, which measure=False skips; drop measure=False"):
+        profile(MemoryConfig(checkpoints=(str(tiny_checkpoints[-1]),), measure=False, **values))

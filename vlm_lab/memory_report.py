@@ -22,6 +22,7 @@ from typing import Any, Iterator, Sequence
 
 from vlm_lab.checkpoints import resolve_all
 from vlm_lab.config import MemoryConfig
+from vlm_lab.errors import ConfigError
 from vlm_lab.memory import DTYPE_BYTES, MemoryEstimate, Verdict, estimate, human_bytes, verdict
 from vlm_lab.memory_checkpoint import local_folder, missing_for_loading
 from vlm_lab.memory_measure import Measurement, MeasurementFailedError, check_measurable, measure
@@ -127,9 +128,14 @@ def iter_profile(config: MemoryConfig, *, progress: bool = False) -> Iterator[Pr
     Raises:
         CheckpointNotFoundError: a reference points at nothing with a config.json, or a
             weight file is a Git-LFS pointer or not a valid safetensors file.
-        ConfigError: bfloat16 for a T4, an unknown target.
+        ConfigError: bfloat16 for a T4, an unknown target, rehearse or snapshot_dir with measure=False.
         DeviceError: nothing can be measured as asked (a quantized dtype, no CUDA).
     """
+    if not config.measure and (config.rehearse or config.snapshot_dir):
+        asked = [f for f in ("rehearse=True" if config.rehearse else "", f"snapshot_dir={config.snapshot_dir!r}" if config.snapshot_dir else "") if f]
+        what = " and ".join(asked)
+        raise ConfigError(f"{what} {'need' if len(asked) > 1 else 'needs'} a measurement, which measure=False skips; "
+                          f"drop measure=False to measure, or drop {what}")
     target = get_target(config.target)
     dtype = recommended_dtype(target) if config.dtype == "auto" else config.dtype
     device = _measure_device(config.device) if config.measure else target.device

@@ -85,5 +85,5 @@ def check_dtype_on_target(dtype: str, target: str | GpuTarget) -> None:
     if dtype == "bfloat16" and not t.native_bfloat16:
         raise ConfigError(
             f"dtype='bfloat16' on {t.name} ({t.label}, compute capability {t.compute_capability}): "
-            "no native bfloat16, PyTorch emulates it slowly; use dtype='float16' (or 'auto')"
+            "no native bfloat16, PyTorch emulates it slowly; use dtype='float16' (or dtype='auto')"
         )
