@@ -487,3 +487,30 @@ def test_a_second_ctrl_c_abandons_the_running_run(sweep_file, tmp_path):
             proc.kill()
             proc.wait()
     assert runs[0].state() == "interrupted" and runs[1].state() == "pending"
+
+
+def test_a_cell_past_the_execution_timeout_names_its_cell_in_one_line(sweep_file, tmp_path, capsys):
+    path = sweep_file({"x": [1]}, {"sleep_s": 30.0})
+    path.write_text(path.read_text() + "execution_timeout: 1\n")
+    assert main(["sweep", str(path), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    (run,) = sweep.plan(sweep.load_sweep(path))
+    error = run.status()["error"]
+    assert (error["ename"], error["exec_count"], error["cell_index"]) == ("CellTimeoutError", 3, 3)
+    assert error["evalue"] == "A cell timed out while it was being executed, after 1 seconds."
+    failed_lines = [line for line in out.splitlines() if "FAILED" in line]  # as it happens, and in the report
+    assert len(failed_lines) == 2, out
+    for line in failed_lines:
+        assert "cell [3]: CellTimeoutError: A cell timed out while it was being executed, after 1 seconds." in line
+    assert "time.sleep" not in out  # the cell's source is not dumped into the report
+
+
+def test_a_kernel_that_dies_names_the_cell_it_died_in(sweep_file, tmp_path, capsys):
+    notebook = nbformat.read(tmp_path / "nb.ipynb", as_version=4)  # an out-of-memory kill, as the OS does it
+    notebook.cells.append(nbformat.v4.new_code_cell("import os, signal\nif x == 2:\n    os.kill(os.getpid(), signal.SIGKILL)"))
+    nbformat.write(notebook, tmp_path / "nb.ipynb")
+    path = sweep_file({"x": [1, 2]})
+    assert main(["sweep", str(path), "--quiet"]) == 1
+    failed = next(r for r in sweep.plan(sweep.load_sweep(path)) if r.varied["x"] == 2).status()
+    assert (failed["error"]["ename"], failed["error"]["cell_index"], failed["error"]["exec_count"]) == ("DeadKernelError", 5, 5)
+    assert "cell [5]: DeadKernelError: Kernel died" in capsys.readouterr().out

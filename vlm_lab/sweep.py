@@ -300,6 +300,26 @@ def _write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, default=str) + "\n")
 
 
+def _last_started_cell(notebook: Path) -> dict[str, Any]:
+    """``cell_index`` and ``exec_count`` of the last code cell papermill started, or {}.
+
+    A cell whose kernel died has no execution count: it gets the one it would have had.
+    """
+    import nbformat
+
+    try:
+        cells = nbformat.read(notebook, as_version=4).cells
+    except (OSError, ValueError):  # no notebook written (the kernel never started), or unreadable
+        return {}
+    started = [
+        i for i, c in enumerate(cells) if c.cell_type == "code" and c.metadata.get("papermill", {}).get("start_time")
+    ]
+    if not started:
+        return {}
+    counts = [c.get("execution_count") or 0 for c in cells[: started[-1]] if c.cell_type == "code"]
+    return {"cell_index": started[-1], "exec_count": cells[started[-1]].get("execution_count") or max(counts, default=0) + 1}
+
+
 def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> dict[str, Any]:
     """Execute one run with papermill; returns its final status (never raises for a failing notebook)."""
     import papermill
@@ -333,7 +353,11 @@ def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> 
         error = {"cell_index": e.cell_index, "exec_count": e.exec_count, "ename": e.ename, "evalue": e.evalue}
         status.update(state="failed", error=error)
     except Exception as e:  # noqa: BLE001 - a dead kernel or timeout fails this run, not the sweep
-        status.update(state="failed", error={"exec_count": None, "ename": type(e).__name__, "evalue": str(e)})
+        # nbclient's message spans lines (a timeout quotes the whole cell): its first line, and the
+        # cell from the notebook (papermill marks no cell failed here; the last one it started is it).
+        first_line = next((line for line in str(e).splitlines() if line.strip()), "")
+        error = {"cell_index": None, "exec_count": None, "ename": type(e).__name__, "evalue": first_line}
+        status.update(state="failed", error=error | _last_started_cell(partial))
     if partial.exists():  # papermill writes the notebook even when a cell fails
         os.replace(partial, notebook_out)
         status["notebook"] = str(notebook_out)
