@@ -34,6 +34,12 @@ def test_read_image_says_what_is_missing(value, message):
         read_image(value, max_pixels=10_000)
 
 
+def test_an_empty_upload_says_so(tmp_path):
+    (tmp_path / "photo.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match=r"the file 'photo.jpg' is empty \(0 bytes\); upload the image again"):
+        read_image(str(tmp_path / "photo.jpg"), max_pixels=100)
+
+
 def test_pixel_limit_is_checked_before_decoding(tmp_path):
     big = tmp_path / "big.png"
     Image.new("RGB", (200, 100)).save(big)

@@ -41,6 +41,8 @@ def read_image(value: Any, *, max_pixels: int) -> "Image.Image":
     path = Path(str(value))
     if not path.is_file():
         raise DataError("the uploaded image is gone from the server; upload it again")
+    if path.stat().st_size == 0:  # an interrupted upload or a placeholder file, not a format problem
+        raise DataError(f"{_shown_name(path)} is empty (0 bytes); upload the image again")
     try:
         with Image.open(path) as img:  # reads the header only
             _check_pixels(img.size, max_pixels)
