@@ -350,3 +350,16 @@ def test_runs_cli_on_a_missing_folder_says_so(tmp_path, capsys):
 
     assert main(["runs", str(tmp_path / "nope")]) == 2
     assert f"no folder at {tmp_path / 'nope'}" in capsys.readouterr().err
+
+
+def test_a_table_reads_back_after_its_staged_copy_is_gone(wandb_home):
+    """W&B deletes staged artifact files once synced (and a tmp WANDB_DATA_DIR does not survive a
+    reboot): the rows come from the run folder's own copy, where wandb wrote each image as "Image"."""
+    import shutil
+
+    tracked = tracking.log_interaction(image=Image.new("RGB", (8, 8)), prompt="q", outputs={"c-0": "red", "c-1": "blue"})
+    shutil.rmtree(wandb_home / "data")
+    run = offline_runs.read_offline_run(tracked.dir)
+    rows = run.table("interaction")
+    assert [(r["checkpoint"], r["output"], r["image"]) for r in rows] == [("c-0", "red", "Image"), ("c-1", "blue", "Image")]
+    assert run.images() == []  # only images still on disk

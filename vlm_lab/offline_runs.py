@@ -88,16 +88,21 @@ class OfflineRun:
         return dict(list(numbers.items())[:limit])
 
     def table(self, key: str) -> list[dict[str, Any]]:
-        """Rows of the table logged under ``key``; image cells become local PNG paths (str)."""
+        """Rows of the table logged under ``key``; image cells become local PNG paths (str).
+
+        Once the staged copy is gone (synced, or ``WANDB_DATA_DIR`` cleared) the rows come from the
+        run folder's copy, where wandb wrote each image as the text ``"Image"``.
+        """
         entry = self.summary.get(key)
         if not isinstance(entry, dict) or entry.get("_type") not in ("table-file", "incremental-table-file"):
             tables = [k for k, v in self.summary.items() if isinstance(v, dict) and v.get("_type") == "table-file"]
             raise DataError(f"run {self.id} has no table {key!r} (tables: {', '.join(tables) or 'none'})")
         artifact, name = self._artifact_file(entry.get("artifact_path", ""))
-        if artifact is not None:
-            payload = json.loads(Path(artifact.files[name]).read_text(encoding="utf-8"))
-        else:  # no staged artifact (already synced?): the run folder keeps a copy without media
-            payload = json.loads((self.dir / "files" / entry["path"]).read_text(encoding="utf-8"))
+        staged = Path(artifact.files[name]) if artifact is not None else None
+        if staged is None or not staged.is_file():
+            # No staged artifact (synced, or WANDB_DATA_DIR cleared): the run folder keeps a copy without media.
+            staged = self.dir / "files" / entry["path"]
+        payload = json.loads(staged.read_text(encoding="utf-8"))
         rows = []
         for values in payload["data"]:
             row = {}
@@ -112,12 +117,12 @@ class OfflineRun:
         return [k for k, v in self.summary.items() if isinstance(v, dict) and v.get("_type") == "table-file"]
 
     def images(self) -> list[str]:
-        """Local paths of every image the run logged (in tables or as media)."""
+        """Local paths of every image the run logged (in tables or as media) that is still on disk."""
         return [
             path
             for artifact in self.artifacts
             for name, path in artifact.files.items()
-            if name.startswith("media/images/")
+            if name.startswith("media/images/") and Path(path).is_file()
         ]
 
     def _artifact_file(self, uri: str) -> tuple[Artifact | None, str]:
