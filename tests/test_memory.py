@@ -583,3 +583,15 @@ def test_what_needs_a_measurement_is_refused_without_one(tiny_checkpoints, value
 
     with pytest.raises(ConfigError, match=f"^{named} a measurement, which measure=False skips; drop measure=False"):
         profile(MemoryConfig(checkpoints=(str(tiny_checkpoints[-1]),), measure=False, **values))
+
+
+def test_max_batch_says_when_it_is_the_search_cap(tiny_checkpoints, llava_7b):
+    from vlm_lab.memory_report import targets_table
+
+    capped = memory.verdict(memory.estimate(tiny_checkpoints[-1]))
+    assert capped.max_batch_size == memory.MAX_BATCH and capped.max_batch_capped
+    assert f"max batch >= {memory.MAX_BATCH}," in capped.message()
+    assert set(targets_table(memory.estimate(tiny_checkpoints[-1]))["max_batch"]) == {f">= {memory.MAX_BATCH}"}
+    exact = memory.verdict(memory.estimate(llava_7b, dtype="float16"), "a100-large")
+    assert 1 < exact.max_batch_size < memory.MAX_BATCH and not exact.max_batch_capped
+    assert f"max batch {exact.max_batch_size}," in exact.message()

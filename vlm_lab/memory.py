@@ -234,6 +234,16 @@ class Verdict:
         return self.budget_bytes - self.required_bytes
 
     @property
+    def max_batch_capped(self) -> bool:
+        """The search stopped at ``MAX_BATCH``: a larger batch may fit too."""
+        return self.max_batch_size >= MAX_BATCH
+
+    @property
+    def max_batch_text(self) -> str:
+        """``'12'``, or ``'>= 4096'`` when the search stopped at its cap."""
+        return f">= {self.max_batch_size}" if self.max_batch_capped else str(self.max_batch_size)
+
+    @property
     def margin_fraction(self) -> float:
         return self.margin_bytes / self.budget_bytes
 
@@ -245,7 +255,7 @@ class Verdict:
         text = (
             f"{self.checkpoint} ({self.dtype}, batch {self.batch_size}) {word} on {self.target}: needs "
             f"{human_bytes(self.required_bytes)} of its {budget}, margin {human_bytes(self.margin_bytes)}; "
-            f"max batch {self.max_batch_size}, {self.co_resident} at once"
+            f"max batch {self.max_batch_text}, {self.co_resident} at once"
         )
         return f"{text}; {self.suggestion}" if self.suggestion else text
 

@@ -81,6 +81,7 @@ class ProfileRow:
             "margin_bytes": v.margin_bytes,
             "fits": v.fits,
             "max_batch_size": v.max_batch_size,
+            "max_batch_capped": v.max_batch_capped,  # the search stopped at its cap: a larger batch may fit too
             "co_resident": v.co_resident,
             "recommended_dtype": v.recommended_dtype,
             "suggestion": v.suggestion or None,
@@ -177,6 +178,7 @@ def report_table(rows: Sequence[ProfileRow]):
     them) are, the measuring device (cpu or cuda), or the target's device with
     ``measure=False``. ``target``: the Space GPU that ``needs_MiB`` (the estimate on
     that GPU), ``fits``, ``margin_GiB``, ``max_batch`` and ``co_resident`` are for.
+    ``max_batch`` is ``'>= 4096'`` where the search stopped at its cap.
     """
     import pandas as pd
 
@@ -194,12 +196,17 @@ def report_table(rows: Sequence[ProfileRow]):
                 "needs_MiB": round(r.verdict.required_bytes / MIB, 1),
                 "fits": r.verdict.fits,
                 "margin_GiB": round(r.verdict.margin_bytes / 1024**3, 2),
-                "max_batch": r.verdict.max_batch_size,
+                "max_batch": _max_batch_cell(r.verdict),
                 "co_resident": r.verdict.co_resident,
             }
             for r in rows
         ]
     )
+
+
+def _max_batch_cell(v: Verdict) -> int | str:
+    """The number, or ``'>= 4096'`` where the search stopped at its cap (not an exact limit)."""
+    return v.max_batch_text if v.max_batch_capped else v.max_batch_size
 
 
 def components_table(est: MemoryEstimate):
@@ -224,7 +231,7 @@ def targets_table(est: MemoryEstimate):
         v = verdict(est.with_dtype(dt), t)
         rows.append({
             "target": t.name, "memory_GiB": round(t.memory_gib, 1), "usd_per_hour": t.price_per_hour, "dtype": dt,
-            "needs_MiB": round(v.required_bytes / MIB, 1), "fits": v.fits, "max_batch": v.max_batch_size, "co_resident": v.co_resident,
+            "needs_MiB": round(v.required_bytes / MIB, 1), "fits": v.fits, "max_batch": _max_batch_cell(v), "co_resident": v.co_resident,
         })
     return pd.DataFrame(rows)
 

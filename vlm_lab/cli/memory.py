@@ -57,6 +57,7 @@ def _memory(args: argparse.Namespace) -> int:
 # A config field as the library's messages write it (name=value) -> the `vlm-lab memory` flag that sets it.
 _FIELD = re.compile(r"\b(measure|rehearse|snapshot_dir|dtype|device|target|batch_size|prompt_tokens|max_new_tokens|image_size)"
                     r"=('[^']*'|\w+)")
+_BARE_FIELD = re.compile(r"\b(batch_size|prompt_tokens|max_new_tokens|image_size)\b(?= must)")  # "batch_size must be ..."
 
 
 def as_flags(message: str) -> str:
@@ -69,6 +70,7 @@ def as_flags(message: str) -> str:
             return "--rehearse" if value == "True" else "no --rehearse"
         return f"--{name.replace('_', '-')} {shlex.quote(value)}"
 
+    message = _BARE_FIELD.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
     return _FIELD.sub(flag, message)
 
 
