@@ -169,6 +169,29 @@ def test_out_of_memory_empties_the_cache_and_says_what_to_lower(service):
     assert again[0].text == "red"  # reloaded, still serving
 
 
+def test_out_of_memory_frees_what_the_failed_generation_held(service):
+    """The tensors of the frames that ran out of memory are released before the cache is emptied and
+    the memory logged, even while the error (and its traceback) is still held, as Gradio holds it."""
+    import weakref
+
+    import torch
+
+    from vlm_lab.errors import MemoryBudgetError
+
+    held = []
+
+    def generate_that_runs_out():
+        activations = torch.ones(1024)  # stands for what a generate call holds when CUDA runs out
+        held.append(weakref.ref(activations))
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(MemoryBudgetError) as caught:
+        with service.out_of_memory_guard("checkpoint-1000"):
+            generate_that_runs_out()
+    assert caught.value.__context__ is not None  # the out-of-memory error and its traceback are still reachable
+    assert held[0]() is None, "the failed generation's tensors are still alive: emptying the cache frees nothing"
+
+
 def test_interactions_go_to_wandb_only_with_a_key(tiny_dir, tmp_path, monkeypatch, caplog):
     assert not ss.InteractionLog({}).enabled
     monkeypatch.setenv("WANDB_MODE", "offline")  # a key makes it on; offline keeps the test off the network

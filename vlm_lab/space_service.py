@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import time
+import traceback
 from typing import Any, Iterator, Mapping, Sequence
 
 from vlm_lab.config import GenerationConfig, parse_strategy
@@ -435,7 +436,10 @@ class ComparisonService:
 
         try:
             yield
-        except torch.OutOfMemoryError:
+        except torch.OutOfMemoryError as e:
+            # The traceback keeps the failed frames' locals (activations, the model) alive for as long as
+            # anyone holds the error (Gradio does): drop them, or emptying the cache frees nothing.
+            traceback.clear_frames(e.__traceback__)
             free_memory(self.cache, self.device)
             log.warning("out of memory with %s; model cache emptied: %s", what, format_snapshot(memory_snapshot(self.device)))
             raise MemoryBudgetError(
