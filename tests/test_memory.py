@@ -595,3 +595,16 @@ def test_max_batch_says_when_it_is_the_search_cap(tiny_checkpoints, llava_7b):
     exact = memory.verdict(memory.estimate(llava_7b, dtype="float16"), "a100-large")
     assert 1 < exact.max_batch_size < memory.MAX_BATCH and not exact.max_batch_capped
     assert f"max batch {exact.max_batch_size}," in exact.message()
+
+
+def test_summary_says_when_the_fixed_overhead_is_most_of_a_measured_estimate(tiny_checkpoints, llava_7b):
+    """The tiny checkpoints' estimate is mostly the 32 MiB CPU runtime constant: their error % must not read as the tool's."""
+    from vlm_lab import memory_report
+
+    (row,) = memory_report.profile(MemoryConfig(checkpoints=(str(tiny_checkpoints[-1]),), device="cpu", max_new_tokens=2))
+    share = memory.CPU_RUNTIME_BYTES / row.estimate.peak_bytes()
+    assert share > 0.5 and row.measured_bytes
+    assert f"off (a fixed 32.00 MiB CPU runtime overhead is {share:.0%} of this estimate, so its error says little about larger models)" \
+        in memory_report.summary([row])
+    assert memory_report.overhead_note(memory.estimate(llava_7b, dtype="float16", device="cpu")) == ""
+    assert "CUDA context overhead" in memory_report.overhead_note(memory.estimate(tiny_checkpoints[-1], device="cuda"))

@@ -287,12 +287,27 @@ def plot_memory_vs_batch(est: MemoryEstimate, *, targets: Sequence[str] = ("t4-s
     return ax.figure
 
 
+def overhead_note(est: MemoryEstimate) -> str:
+    """" (a fixed 32 MiB CPU runtime overhead is 91% of this estimate, ...)" when the fixed overhead is most of it; else "".
+
+    On a tiny model the estimate is mostly that constant, so its error % (+50% and more on
+    the 0.17M-parameter checkpoints) says nothing about the estimate of a real model.
+    """
+    overhead = est.overhead_bytes()
+    share = overhead / max(1, est.peak_bytes())
+    if share <= 0.5:
+        return ""
+    what = "CUDA context" if est.device == "cuda" else "CPU runtime"
+    return f" (a fixed {human_bytes(overhead)} {what} overhead is {share:.0%} of this estimate, so its error says little about larger models)"
+
+
 def summary(rows: Sequence[ProfileRow]) -> str:
     """One line per checkpoint: the verdict in words."""
     lines = []
     for r in rows:
         if r.measured_bytes:
             meas = f"; measured {human_bytes(r.measured_bytes)} on {r.measurement.device}, estimate {100 * r.error_fraction:+.1f}% off"
+            meas += overhead_note(r.estimate)
         else:
             meas = f"; not measured: {r.not_measured}" if r.not_measured else ""
         guess = f"; image tokens guessed (one tile), {r.estimate.image.tokens} per image" if r.estimate.image.guessed else ""
