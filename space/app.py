@@ -206,7 +206,7 @@ def serve() -> None:
                status_update_rate=plan.status_update_rate)
     demo.launch(max_threads=plan.max_threads, max_file_size=settings.max_file_size, prevent_thread_lock=True,
                 css=".stats p { font-size: 0.85em; opacity: 0.8; margin: 0 }")
-    log.info("ready: examples cached, serving at %s", demo.local_url)  # tests/space_server.py waits for this line
+    log.info("ready: serving at %s", demo.local_url)  # after the examples are cached; tests/space_server.py waits for it
     demo.block_thread()
 
 
