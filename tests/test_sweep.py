@@ -138,8 +138,11 @@ def test_a_second_invocation_exits_cleanly_while_the_lock_is_held(sweep_file, tm
     lock.parent.mkdir(parents=True)
     with open(lock, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242 on node-7 since 2026-11-22T02:30:00+00:00\n")  # as the holder writes it
+        held.flush()
         assert main(["sweep", str(path), "--quiet"]) == sweep.LOCKED_EXIT_CODE == 75
-    assert "already running" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already running (pid 4242 on node-7 since 2026-11-22T02:30:00+00:00;" in err, err  # who holds it
     assert not sweep.plan(sweep.load_sweep(path))[0].dir.exists()  # nothing ran
 
 

@@ -36,6 +36,7 @@ import json
 import math
 import os
 import re
+import socket
 import sys
 import time
 from pathlib import Path
@@ -245,12 +246,15 @@ def sweep_lock(config: SweepConfig, *, grace_s: float = 2.0) -> Iterator[Path]:
     path = folder / name
     with open(path, "a+", encoding="utf-8") as handle:
         if not _try_flock(handle, grace_s):
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
             raise SweepLockedError(
-                f"sweep {config.name!r} is already running ({path} is locked); this invocation exits without running anything"
+                f"sweep {config.name!r} is already running ({holder}; {path} is locked); "
+                "this invocation exits without running anything"
             )
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()} since {_now()}\n")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n")
         handle.flush()
         yield path  # closing the file releases the lock
 
