@@ -517,3 +517,12 @@ def test_a_kernel_that_dies_names_the_cell_it_died_in(sweep_file, tmp_path, caps
     failed = next(r for r in sweep.plan(sweep.load_sweep(path)) if r.varied["x"] == 2).status()
     assert (failed["error"]["ename"], failed["error"]["cell_index"], failed["error"]["exec_count"]) == ("DeadKernelError", 5, 5)
     assert "cell [5]: DeadKernelError: Kernel died" in capsys.readouterr().out
+
+
+def test_a_float_written_with_an_exponent_is_a_number(sweep_file, capsys):
+    path = sweep_file({"x": [1]})
+    path.write_text(path.read_text().replace("parameters: {}", "parameters:\n  sleep_s: 1e-3"))
+    config = sweep.load_sweep(path)
+    assert config.parameters == {"sleep_s": 0.001}  # PyYAML alone reads the text '1e-3'
+    assert main(["sweep", str(path), "--dry-run"]) == 0, capsys.readouterr().err
+    assert yaml.safe_load("x: 1e-3") == {"x": "1e-3"}  # the YAML 1.1 behaviour this works around

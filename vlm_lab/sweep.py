@@ -139,7 +139,7 @@ def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
 
     path = Path(path)
     try:
-        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_key_loader(yaml, path))
+        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_sweep_yaml_loader(yaml, path))
     except FileNotFoundError as e:
         raise SweepError(f"no sweep file at {str(path)!r}; see sweeps/shapes-ablation.yaml for an example") from e
     except yaml.YAMLError as e:
@@ -153,8 +153,20 @@ def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
         raise ConfigError(f"{path}: {e}") from e
 
 
-def _unique_key_loader(yaml: Any, path: Path) -> type:
-    """A YAML safe loader that refuses a key given twice (PyYAML keeps the last one silently)."""
+# YAML 1.2 floats: PyYAML (YAML 1.1) reads 1e-3, a learning rate as people write it, as the text "1e-3".
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+def _sweep_yaml_loader(yaml: Any, path: Path) -> type:
+    """A YAML safe loader that reads ``1e-3`` as a number and refuses a key given twice
+    (PyYAML keeps the last one silently)."""
 
     class Loader(yaml.SafeLoader):
         def construct_mapping(self, node: Any, deep: bool = False) -> dict:
@@ -166,6 +178,8 @@ def _unique_key_loader(yaml: Any, path: Path) -> type:
                 seen[key] = line
             return super().construct_mapping(node, deep=deep)
 
+    Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
     return Loader
 
 
