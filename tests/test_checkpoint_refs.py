@@ -181,3 +181,20 @@ def test_model_cache_refuses_a_negative_refresh_time():
 
     with pytest.raises(ConfigError, match="hub_refresh_s"):
         ModelCache(hub_refresh_s=-1)
+
+
+def test_model_cache_loads_the_commit_its_fingerprint_names_not_where_main_is_by_then(hf_cache, tiny_checkpoints):
+    import torch
+
+    from vlm_lab.model_cache import ModelCache
+    from vlm_lab.models import load_model
+
+    a = add_snapshot(hf_cache, "org/shapes", tiny_checkpoints[0])
+    b = add_snapshot(hf_cache, "org/shapes", tiny_checkpoints[-1], ref=None)
+    cache = ModelCache(hub_refresh_s=3600)
+    at_a = cache.fingerprint(parse_hub_ref("org/shapes"))  # main is at A now ...
+    point_ref(hf_cache, "org/shapes", "main", b)
+    loaded = cache.get("org/shapes", device="cpu")  # ... and has moved on before the load: A is loaded, as named
+    for name, want in load_model(tiny_checkpoints[0], device="cpu").model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], want), name
+    assert loaded.ref.revision == a and cache.fingerprint(parse_hub_ref("org/shapes")) == at_a

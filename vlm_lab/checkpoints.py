@@ -310,13 +310,17 @@ def fingerprint(ref: CheckpointRef, *, memo: MutableMapping[str, str] | None = N
     Raises:
         CheckpointNotFoundError: a hub reference whose commit cannot be found.
     """
+    if ref.path is None:
+        return hub_fingerprint(ref, hub_commit(ref))
     h = hashlib.sha256()
-    if ref.path is not None:
-        for p in model_files(ref.path):
-            h.update(f"{p.name}:{file_digest(p, memo)}\n".encode())
-    else:
-        h.update(json.dumps([ref.repo_id, _hub_commit(ref), ref.subfolder]).encode())
+    for p in model_files(ref.path):
+        h.update(f"{p.name}:{file_digest(p, memo)}\n".encode())
     return h.hexdigest()[:16]
+
+
+def hub_fingerprint(ref: CheckpointRef, commit: str) -> str:
+    """``fingerprint`` of a hub reference whose revision resolved to ``commit``."""
+    return hashlib.sha256(json.dumps([ref.repo_id, commit, ref.subfolder]).encode()).hexdigest()[:16]
 
 
 def processor_fingerprint(ref: CheckpointRef, *, memo: MutableMapping[str, str] | None = None) -> str:
@@ -334,7 +338,7 @@ def processor_fingerprint(ref: CheckpointRef, *, memo: MutableMapping[str, str] 
     return h.hexdigest()[:16]
 
 
-def _hub_commit(ref: CheckpointRef) -> str:
+def hub_commit(ref: CheckpointRef) -> str:
     """The commit a hub revision points at: asked of the hub, or read from the local cache offline.
 
     Raises:

@@ -32,7 +32,7 @@ from typing import Callable
 
 import torch
 
-from vlm_lab.checkpoints import CheckpointRef, fingerprint, resolve
+from vlm_lab.checkpoints import CheckpointRef, fingerprint, hub_commit, hub_fingerprint, resolve
 from vlm_lab.config import parse_bytes
 from vlm_lab.errors import CheckpointNotFoundError, ConfigError, MemoryBudgetError
 from vlm_lab.memory_checkpoint import read_weights
@@ -140,7 +140,7 @@ class ModelCache:
         self.loader = loader
         self._entries: collections.OrderedDict[tuple, _Entry] = collections.OrderedDict()  # LRU first
         self._fingerprints: dict[str, str] = {}  # file-hash memo for checkpoints.fingerprint
-        self._hub: dict[str, tuple[str, float]] = {}  # hub spec -> (fingerprint, monotonic time resolved)
+        self._hub: dict[str, tuple[str, float]] = {}  # hub spec -> (commit, monotonic time resolved)
         self.hub_refresh_s = hub_refresh_s
         self._lock = threading.RLock()
         self.stats = {"hits": 0, "loads": 0, "evictions": 0}
@@ -178,21 +178,26 @@ class ModelCache:
         fails (the hub unreachable and the local cache without the revision), the model
         already loaded keeps serving under its last known commit.
         """
-        with self._lock:
-            if ref.path is not None:
+        if ref.path is not None:
+            with self._lock:
                 return fingerprint(ref, memo=self._fingerprints)
+        return hub_fingerprint(ref, self._commit(ref))
+
+    def _commit(self, ref: CheckpointRef) -> str:
+        """The commit a hub ref's revision points at now (within ``hub_refresh_s``)."""
+        with self._lock:
             known = self._hub.get(ref.spec)
             pinned = bool(re.fullmatch(r"[0-9a-f]{40}", ref.revision or ""))
             if known is not None and (pinned or time.monotonic() - known[1] < self.hub_refresh_s):
                 return known[0]
             try:
-                fp = fingerprint(ref)
+                commit = hub_commit(ref)
             except CheckpointNotFoundError:
                 if known is None:
                     raise
-                fp = known[0]
-            self._hub[ref.spec] = (fp, time.monotonic())
-            return fp
+                commit = known[0]
+            self._hub[ref.spec] = (commit, time.monotonic())
+            return commit
 
     # -- the cache -----------------------------------------------------------------
     def get(self, ref: CheckpointRef | str, *, dtype: str = "auto", device: str = "auto") -> LoadedModel:
@@ -209,7 +214,11 @@ class ModelCache:
         torch_dtype = resolve_dtype(dtype, dev)
         key = (_ref_id(ref), str(torch_dtype), str(dev))
         with self._lock:
-            fp = self.fingerprint(ref)
+            if ref.path is None:  # load the very commit the fingerprint names, not wherever the branch is by then
+                commit = self._commit(ref)
+                fp, ref = hub_fingerprint(ref, commit), dataclasses.replace(ref, revision=commit)
+            else:
+                fp = self.fingerprint(ref)
             entry = self._entries.get(key)
             if entry is not None and entry.fingerprint == fp:
                 self._entries.move_to_end(key)
