@@ -363,3 +363,10 @@ def test_a_table_reads_back_after_its_staged_copy_is_gone(wandb_home):
     rows = run.table("interaction")
     assert [(r["checkpoint"], r["output"], r["image"]) for r in rows] == [("c-0", "red", "Image"), ("c-1", "blue", "Image")]
     assert run.images() == []  # only images still on disk
+
+
+def test_a_sweep_run_is_named_by_its_variant(wandb_home, comparison):
+    tracked = tracking.log_comparison(*comparison, group="shapes-ablation", tags="max_new_tokens=4,strategy=greedy")
+    run = offline_runs.read_offline_run(tracked.dir)
+    assert run.name == "max_new_tokens=4,strategy=greedy"  # not W&B's random words
+    assert run.tags == ("max_new_tokens=4", "strategy=greedy")

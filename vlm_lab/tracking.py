@@ -336,6 +336,8 @@ def log_comparison(
     Logs ``config`` (default ``result.config``) unchanged, per-checkpoint summary
     metrics, a ``samples`` table (image, prompt, reference, each checkpoint's
     output and score) and ``result.output_dir`` as a ``comparison`` artifact.
+    Without a ``name``, a run in a ``group`` is named by its ``tags`` (a sweep's
+    variant, ``max_new_tokens=4,strategy=greedy``) rather than W&B's random words.
 
     Returns:
         Where the run went, or a falsy ``NotLogged`` saying why not: W&B is
@@ -343,6 +345,8 @@ def log_comparison(
     """
     if config is None:
         config = getattr(result, "config", None)
+    if not name and group and tags:
+        name = tags if isinstance(tags, str) else ",".join(str(t) for t in tags)
     try:
         run, resolved, online_error = _start_or_offline(
             config, project=project, entity=entity, group=group, job_type=job_type,
