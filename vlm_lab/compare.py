@@ -200,7 +200,7 @@ def compare(
         _prepare_folder(cache_dir, "cache_dir", "--cache-dir DIR")  # before any model loads
     models = cache if cache is not None else ModelCache(config.memory_budget or None)
 
-    from vlm_lab.checkpoints import fingerprint, load_digest_memo, processor_fingerprint, save_digest_memo
+    from vlm_lab.checkpoints import fingerprint, hub_commit, hub_fingerprint, load_digest_memo, processor_fingerprint, save_digest_memo
 
     memo = load_digest_memo()  # per user: a new output folder does not re-hash unchanged weights
     known = len(memo)
@@ -211,8 +211,10 @@ def compare(
     unique = list(first.items())
     plans = []
     first_plan: dict[str, tuple] = {}  # fingerprint -> its plan: the same weights under two refs run once
-    for ref, name in zip(refs, names):
-        fp = fingerprint(ref, memo=memo)
+    for i, (ref, name) in enumerate(zip(refs, names)):
+        if ref.path is None:  # pinned: what loads later is the commit the results are cached under
+            refs[i] = ref = dataclasses.replace(ref, revision=hub_commit(ref))
+        fp = fingerprint(ref, memo=memo) if ref.path is not None else hub_fingerprint(ref, ref.revision)
         if fp in first_plan:  # e.g. a Trainer's final model, saved from its last checkpoint: share its results
             _, _, _, store, found, memory, _, n_cached = first_plan[fp]
             plans.append((ref, name, fp, store, found, memory, [], n_cached))

@@ -140,7 +140,7 @@ class ModelCache:
         self.loader = loader
         self._entries: collections.OrderedDict[tuple, _Entry] = collections.OrderedDict()  # LRU first
         self._fingerprints: dict[str, str] = {}  # file-hash memo for checkpoints.fingerprint
-        self._hub: dict[str, tuple[str, float]] = {}  # hub spec -> (commit, monotonic time resolved)
+        self._hub: dict[str, tuple[str, float]] = {}  # repo@revision:subfolder -> (commit, monotonic time resolved)
         self.hub_refresh_s = hub_refresh_s
         self._lock = threading.RLock()
         self.stats = {"hits": 0, "loads": 0, "evictions": 0}
@@ -186,7 +186,8 @@ class ModelCache:
     def _commit(self, ref: CheckpointRef) -> str:
         """The commit a hub ref's revision points at now (within ``hub_refresh_s``)."""
         with self._lock:
-            known = self._hub.get(ref.spec)
+            key = f"{ref.repo_id}@{ref.revision}:{ref.subfolder}"  # a pinned copy of a ref is its own key
+            known = self._hub.get(key)
             pinned = bool(re.fullmatch(r"[0-9a-f]{40}", ref.revision or ""))
             if known is not None and (pinned or time.monotonic() - known[1] < self.hub_refresh_s):
                 return known[0]
@@ -196,7 +197,7 @@ class ModelCache:
                 if known is None:
                     raise
                 commit = known[0]
-            self._hub[ref.spec] = (commit, time.monotonic())
+            self._hub[key] = (commit, time.monotonic())
             return commit
 
     # -- the cache -----------------------------------------------------------------
