@@ -56,3 +56,42 @@ def test_quiet_rebuild_says_what_it_removed_and_draws_no_bars(tmp_path):
 def test_eval_help_shows_a_plain_percent_sign():
     r = vlm_lab("checkpoints", "eval", "--help", check=True)
     assert "95% bootstrap" in " ".join(r.stdout.split()) and "%%" not in r.stdout
+
+
+def test_a_build_waiting_for_another_says_so(tmp_path):
+    import fcntl
+    import threading
+
+    out = tmp_path / "ck"
+    out.mkdir()
+    lock = open(out / ".build.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another build is running into this folder
+    # safety net, not a timing: a build that waits silently still ends (and the test fails)
+    release = threading.Timer(120, lock.close)
+    release.start()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "vlm_lab.cli", "checkpoints", "build", "--out", str(out),
+                                 "--steps", "1", "--save-every", "1", "--quiet"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = proc.stderr.readline()  # what the waiting build says while the other holds the folder
+    finally:
+        release.cancel()
+        lock.close()
+    rest, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert first.startswith(f"waiting for another build into {out} to finish"), first
+    assert rest.startswith("2 checkpoints in")
+
+
+def test_build_takes_the_model_and_data_sizes(tmp_path):
+    import json
+
+    out = tmp_path / "ck"
+    vlm_lab("checkpoints", "build", "--out", str(out), "--steps", "2", "--save-every", "2", "--batch-size", "4",
+            "--learning-rate", "0.01", "--train-images", "8", "--quiet", check=True)
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["train_batch_size"] == 4
+    saved = state["stateful_callbacks"]["VlmLabTinyBuild"]["args"]
+    assert (saved["batch_size"], saved["learning_rate"], saved["train_images"]) == (4, 0.01, 8)
+    r = vlm_lab("checkpoints", "build", "--out", str(out), "--batch-size", "0", "--quiet")
+    assert r.returncode == 2 and "--batch-size" in r.stderr and "Traceback" not in r.stderr

@@ -184,3 +184,24 @@ def test_a_build_saved_with_the_older_trainer_state_layout_is_kept(tmp_path):
         warnings.simplefilter("error")
         assert tiny.train(config, progress=False) == paths
     assert (paths[-1] / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_out_under_home_is_where_compare_looks(tmp_path, monkeypatch):
+    from vlm_lab.checkpoints import resolve
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    paths = tiny.train(TrainConfig(out="~/ck", steps=1, save_every=1), progress=False)
+    assert paths[-1] == tmp_path / "home" / "ck" / "checkpoint-1" and paths[-1].is_dir()
+    assert not (tmp_path / "~").exists()  # not a folder literally named '~'
+    assert [r.path for r in resolve("~/ck")] == [str(p) for p in paths]
+
+
+def test_saved_files_are_readable_by_others_as_the_umask_allows(tmp_path):
+    old = os.umask(0o022)
+    try:
+        paths = tiny.train(TrainConfig(out=str(tmp_path / "ck"), steps=1, save_every=1), progress=False)
+    finally:
+        os.umask(old)
+    modes = {f.name: oct(f.stat().st_mode & 0o777) for f in paths[-1].iterdir()}
+    assert set(modes.values()) == {"0o644"}, modes  # safetensors writes 0600: another user could not load it

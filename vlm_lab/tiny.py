@@ -16,6 +16,7 @@ import json
 import math
 import random
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -227,6 +228,11 @@ def _save_checkpoint(model, processor, out: Path, step: int, log_history: list[d
         stateful_callbacks={BUILD_RECORD: {"args": config.to_dict(), "attributes": {"format": FORMAT_VERSION}}},
     )
     atomic_write_text(tmp / "trainer_state.json", json.dumps(dataclasses.asdict(state), indent=2, sort_keys=True) + "\n")
+    # safetensors writes its file 0600: give every file the mode the umask gives the folder
+    # (less execute), so another user of a shared checkpoints folder can load it.
+    file_mode = tmp.stat().st_mode & 0o666
+    for f in tmp.iterdir():
+        f.chmod(file_mode)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     return final
@@ -252,7 +258,7 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
         OutputPathError: ``out`` is a file or not writable, or the build would change a folder
             that holds checkpoint-N folders no build made (those are never deleted).
     """
-    out = Path(config.out)
+    out = Path(config.out).expanduser()  # '~/ck' is under $HOME, as `vlm-lab compare ~/ck` reads it
     save_steps = sorted({0, *range(config.save_every, config.steps + 1, config.save_every), config.steps})
     wanted = [out / f"checkpoint-{s}" for s in save_steps]
     if out.is_dir() and all(_same_config(p, config) for p in wanted) and not _earlier_builds(out, config):
@@ -261,7 +267,11 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
     # Two builds into one folder (make demo beside a test run) would overwrite each
     # other's checkpoints: the second waits, then finds the work done.
     with open(out / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another build into {out} to finish (it holds {out / '.build.lock'})", file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
         _refuse_foreign_checkpoints(out)
         _remove_earlier_builds(out, config)
         for partial in out.glob(".checkpoint-*.tmp"):  # a save cut short (kill -9): never trusted, never resumed from

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from vlm_lab.config import TrainConfig
 
@@ -25,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--steps", type=int, default=_DEFAULTS.steps, help="training steps (default: %(default)s)")
     build.add_argument("--save-every", type=int, default=_DEFAULTS.save_every, help="save a checkpoint every K steps (default: %(default)s)")
     build.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random seed; same seed, same checkpoints (default: %(default)s)")
+    build.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="samples per step (default: %(default)s)")
+    build.add_argument("--learning-rate", type=float, default=_DEFAULTS.learning_rate, help="peak AdamW learning rate (default: %(default)s)")
+    build.add_argument("--train-images", type=int, default=_DEFAULTS.train_images,
+                       help="training images, 3 questions each (default: %(default)s)")
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     build.set_defaults(func=_build)
 
@@ -43,7 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _build(args: argparse.Namespace) -> int:
     from vlm_lab import tiny
 
-    config = TrainConfig(out=args.out, steps=args.steps, save_every=args.save_every, seed=args.seed)
+    from vlm_lab.errors import ConfigError
+
+    try:
+        config = TrainConfig(out=args.out, steps=args.steps, save_every=args.save_every, seed=args.seed,
+                             batch_size=args.batch_size, learning_rate=args.learning_rate, train_images=args.train_images)
+    except ConfigError as e:  # the library names the field (batch_size must ...); here it is a flag
+        raise type(e)(re.sub(r"^(\w+)(?= must)", lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from e
     paths = tiny.train(config, progress=not args.quiet)
     print(f"{len(paths)} checkpoints in {config.out}: {', '.join(p.name for p in paths)}")
     return 0
