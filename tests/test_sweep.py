@@ -526,3 +526,13 @@ def test_a_float_written_with_an_exponent_is_a_number(sweep_file, capsys):
     assert config.parameters == {"sleep_s": 0.001}  # PyYAML alone reads the text '1e-3'
     assert main(["sweep", str(path), "--dry-run"]) == 0, capsys.readouterr().err
     assert yaml.safe_load("x: 1e-3") == {"x": "1e-3"}  # the YAML 1.1 behaviour this works around
+
+
+def test_a_bad_command_line_override_is_not_blamed_on_the_file(sweep_file, capsys):
+    path = sweep_file({"x": [1]})
+    assert main(["sweep", str(path), "--jobs", "0", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: ConfigError: jobs must be a positive integer, got 0 (an override of {path}, e.g. from the command line)\n"
+    path.write_text(path.read_text() + "jobs: 0\n")
+    assert main(["sweep", str(path), "--dry-run"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: ConfigError: {path}: jobs must be a positive integer, got 0")

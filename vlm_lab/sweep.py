@@ -146,11 +146,16 @@ def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
         raise SweepError(f"{path} is not valid YAML: {e}") from e
     if not isinstance(values, dict):
         raise SweepError(f"{path} must be a mapping with name, notebook, parameters and grid")
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return SweepConfig.from_dict(values)
+        return SweepConfig.from_dict({**values, **given})
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from e
+        try:
+            SweepConfig.from_dict(values)
+        except ConfigError:
+            raise ConfigError(f"{path}: {e}") from e
+        # The file is fine: the bad value came with the overrides (--jobs 0), not from the file.
+        raise ConfigError(f"{e} (an override of {path}, e.g. from the command line)") from e
 
 
 # YAML 1.2 floats: PyYAML (YAML 1.1) reads 1e-3, a learning rate as people write it, as the text "1e-3".
