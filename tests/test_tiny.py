@@ -205,3 +205,12 @@ def test_saved_files_are_readable_by_others_as_the_umask_allows(tmp_path):
         os.umask(old)
     modes = {f.name: oct(f.stat().st_mode & 0o777) for f in paths[-1].iterdir()}
     assert set(modes.values()) == {"0o644"}, modes  # safetensors writes 0600: another user could not load it
+
+
+def test_a_diverging_build_stops_with_the_fix_instead_of_saving_nan_weights(tmp_path):
+    from vlm_lab.errors import ConfigError
+
+    out = tmp_path / "ck"
+    with pytest.raises(ConfigError, match=r"training diverged: the (loss|weights) became nan.* step \d+ with learning_rate=1000000.0 .*lower --learning-rate"):
+        tiny.train(TrainConfig(out=str(out), steps=4, save_every=2, learning_rate=1e6), progress=False)
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-0"]  # nothing trained into NaN was saved

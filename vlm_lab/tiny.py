@@ -28,7 +28,7 @@ from vlm_lab import shapes
 from vlm_lab.checkpoints import CheckpointRef
 from vlm_lab.config import TrainConfig
 from vlm_lab.data import Sample, atomic_write_text
-from vlm_lab.errors import OutputPathError
+from vlm_lab.errors import ConfigError, OutputPathError
 from vlm_lab.generation import chat_messages
 from vlm_lab.models import quiet_if_small
 
@@ -360,6 +360,8 @@ def _train_and_save(
     for step in range(done + 1, config.steps + 1):
         batch = encode_training_batch(processor, [data[i] for i in next(batches)])
         loss = model(**batch).loss
+        if not torch.isfinite(loss):  # diverged: every later step and checkpoint would be NaN too
+            raise _diverged(config, f"the loss became {loss.item()} at step {step}", paths[-1])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -369,12 +371,22 @@ def _train_and_save(
         bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.update(1)
         if step in save_steps:
+            if not all(torch.isfinite(p).all() for p in model.parameters()):
+                raise _diverged(config, f"the weights became nan/inf by step {step}", paths[-1])
             log_history[-1]["elapsed_s"] = round(time.perf_counter() - start, 2)
             paths.append(save(step))
             if on_save:
                 on_save(paths[-1])
     bar.close()
     return paths
+
+
+def _diverged(config: TrainConfig, what: str, last_saved: Path) -> ConfigError:
+    return ConfigError(
+        f"training diverged: {what} with learning_rate={config.learning_rate} "
+        f"(saved checkpoints up to {last_saved.name} are kept, none with NaN weights); "
+        f"lower --learning-rate (default {TrainConfig().learning_rate})"
+    )
 
 
 def _batch_order(num_samples: int, config: TrainConfig) -> Iterator[list[int]]:
