@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -214,3 +215,25 @@ def test_a_diverging_build_stops_with_the_fix_instead_of_saving_nan_weights(tmp_
     with pytest.raises(ConfigError, match=r"training diverged: the (loss|weights) became nan.* step \d+ with learning_rate=1000000.0 .*lower --learning-rate"):
         tiny.train(TrainConfig(out=str(out), steps=4, save_every=2, learning_rate=1e6), progress=False)
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-0"]  # nothing trained into NaN was saved
+
+
+def test_a_removal_cut_short_does_not_leave_a_folder_that_blocks_the_next_build(tmp_path, monkeypatch):
+    import shutil
+
+    out = tmp_path / "ck"
+    tiny.train(TrainConfig(out=str(out), steps=2, save_every=2), progress=False)
+    real_rmtree = shutil.rmtree
+
+    def killed_midway(path, *args, **kwargs):  # kill -9 while a stale checkpoint is being deleted
+        (Path(path) / "trainer_state.json").unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        tiny.train(TrainConfig(out=str(out), steps=2, save_every=1), progress=False)
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    with pytest.warns(tiny.StaleCheckpointsWarning, match="removed checkpoint-2"):  # the one the kill spared
+        paths = tiny.train(TrainConfig(out=str(out), steps=2, save_every=1), progress=False)  # not refused as foreign
+    assert [p.name for p in paths] == ["checkpoint-0", "checkpoint-1", "checkpoint-2"]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith((".checkpoint", "checkpoint"))) == [
+        "checkpoint-0", "checkpoint-1", "checkpoint-2"]

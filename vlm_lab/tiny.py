@@ -14,6 +14,7 @@ import dataclasses
 import fcntl
 import json
 import math
+import os
 import random
 import shutil
 import sys
@@ -233,7 +234,7 @@ def _save_checkpoint(model, processor, out: Path, step: int, log_history: list[d
     file_mode = tmp.stat().st_mode & 0o666
     for f in tmp.iterdir():
         f.chmod(file_mode)
-    shutil.rmtree(final, ignore_errors=True)
+    _discard(final)
     tmp.rename(final)
     return final
 
@@ -297,6 +298,16 @@ def _earlier_builds(out: Path, config: TrainConfig) -> list[Path]:
     return [p for p in _checkpoint_dirs(out) if _made_by_build(p) and not _same_config(p, config)]
 
 
+def _discard(path: Path) -> None:
+    """Remove a checkpoint folder: renamed away first, so a kill midway leaves a ``.checkpoint-*.tmp``
+    (cleared by the next build), never a half-deleted ``checkpoint-N`` that looks like someone else's."""
+    if not path.exists():
+        return
+    doomed = path.with_name(f".{path.name}.removed-{os.getpid()}.tmp")
+    path.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def _refuse_foreign_checkpoints(out: Path) -> None:
     foreign = [p.name for p in _checkpoint_dirs(out) if not _made_by_build(p)]
     if foreign:
@@ -320,7 +331,7 @@ def _remove_earlier_builds(out: Path, config: TrainConfig) -> None:
     else:
         why = "incomplete (no config.json)"
     for path in stale:
-        shutil.rmtree(path)
+        _discard(path)
     warnings.warn(
         f"removed {', '.join(p.name for p in stale)} from {out}: an earlier build made them {why}, "
         "so they do not belong to this run",
