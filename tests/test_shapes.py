@@ -1,4 +1,6 @@
 import json
+import random
+import re
 
 import numpy as np
 import pytest
@@ -117,3 +119,18 @@ def test_own_data_named_like_the_embedded_set_is_read_as_a_file(tmp_path, monkey
 def test_bad_data_specs(spec):
     with pytest.raises(data.DataError, match="shapes:SPLIT:N"):
         data.load_samples(spec)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: shapes.make_samples("tset", 3), "unknown split 'tset'; use one of train, val, test"),
+        (lambda: shapes.make_samples("val", -3), "num_samples must be >= 0, got -3"),
+        (lambda: shapes.make_training_triples(-1), "num_images must be >= 0, got -1"),
+        (lambda: shapes.draw_shape("pink", "circle", random.Random(0)), "unknown color 'pink'; known: red, green"),
+        (lambda: shapes.draw_shape("red", "star", random.Random(0)), "unknown shape 'star'; known: circle"),
+    ],
+)
+def test_bad_arguments_are_data_errors_that_name_the_choices(call, message):
+    with pytest.raises(data.DataError, match=re.escape(message)):
+        call()

@@ -14,6 +14,7 @@ from typing import Iterator
 from PIL import Image, ImageDraw
 
 from vlm_lab.data import Sample
+from vlm_lab.errors import DataError
 
 IMAGE_SIZE = 64
 
@@ -39,6 +40,10 @@ _SPLIT_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}
 
 def draw_shape(color: str, shape: str, rng: random.Random, size: int = IMAGE_SIZE) -> Image.Image:
     """Draw one ``shape`` in ``color``, centred with a little jitter in place and size."""
+    if color not in COLORS:
+        raise DataError(f"unknown color {color!r}; known: {', '.join(COLORS)}")
+    if shape not in SHAPES:
+        raise DataError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
     shade = tuple(max(0, min(255, c + rng.randint(-20, 20))) for c in COLORS[color])
     background = tuple(rng.randint(225, 255) for _ in range(3))
     img = Image.new("RGB", (size, size), background)
@@ -53,17 +58,15 @@ def draw_shape(color: str, shape: str, rng: random.Random, size: int = IMAGE_SIZ
         draw.rectangle(box, fill=shade)
     elif shape == "triangle":
         draw.polygon([(cx, cy - half), (cx - half, cy + half), (cx + half, cy + half)], fill=shade)
-    elif shape == "diamond":
+    else:  # diamond
         draw.polygon([(cx, cy - half), (cx + half, cy), (cx, cy + half), (cx - half, cy)], fill=shade)
-    else:
-        raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
     return img
 
 
 def iter_images(split: str, seed: int = 0) -> Iterator[tuple[str, Image.Image, str, str]]:
     """Endless stream of ``(image_id, image, color, shape)`` for a split."""
     if split not in _SPLIT_OFFSET:
-        raise ValueError(f"unknown split {split!r}; use one of {', '.join(_SPLIT_OFFSET)}")
+        raise DataError(f"unknown split {split!r}; use one of {', '.join(_SPLIT_OFFSET)}")
     rng = random.Random(seed + _SPLIT_OFFSET[split])
     index = 0
     while True:
@@ -83,6 +86,7 @@ def make_samples(split: str, num_samples: int, *, seed: int = 0) -> list[Sample]
     Consecutive samples use consecutive images, and the question kind rotates, so
     any prefix of the list is a balanced mix.
     """
+    _check_count("num_samples", num_samples)
     kinds = list(QUESTIONS)
     out: list[Sample] = []
     for i, (image_id, img, color, shape) in zip(range(num_samples), iter_images(split, seed)):
@@ -100,8 +104,14 @@ def make_samples(split: str, num_samples: int, *, seed: int = 0) -> list[Sample]
 
 def make_training_triples(num_images: int, *, seed: int = 0) -> list[Sample]:
     """Every question for each of ``num_images`` training images (3 samples per image)."""
+    _check_count("num_images", num_images)
     out: list[Sample] = []
     for _, (image_id, img, color, shape) in zip(range(num_images), iter_images("train", seed)):
         for kind, answer in answers(color, shape).items():
             out.append(Sample(id=f"{image_id}-{kind}", image=img, prompt=QUESTIONS[kind], reference=answer))
     return out
+
+
+def _check_count(name: str, value: int) -> None:
+    if value < 0:  # zip(range(-3), ...) would silently give nothing
+        raise DataError(f"{name} must be >= 0, got {value}")
