@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a tiny LLaVA (CLIP vision + Llama, ~0.17M params) on synthetic colored shapes, "
         "fully offline, saving OUT/checkpoint-{0,K,2K,...,N} as the HF Trainer lays them out. "
         "Skipped when the checkpoints already exist with the same settings; checkpoints an earlier build made "
-        "with other settings are removed first (a checkpoint-N folder it did not make stops the build instead).",
+        "with other settings are removed first (a checkpoint-N folder it did not make stops the build instead). "
+        "An interrupted build (Ctrl-C, kill) resumes from its last checkpoint when run again with the same settings.",
     )
     build.add_argument("--out", default=_DEFAULTS.out, help="output folder (default: %(default)s)")
     build.add_argument("--steps", type=int, default=_DEFAULTS.steps, help="training steps (default: %(default)s)")
