@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from vlm_lab.errors import VlmLabError
 from vlm_lab.paths import ROOT_ENV, enter_project_root, project_root
 
 
@@ -28,8 +29,9 @@ def test_env_var_wins_and_a_bad_one_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv(ROOT_ENV, str(tmp_path))
     assert project_root("/") == tmp_path.resolve()
     monkeypatch.setenv(ROOT_ENV, str(tmp_path / "nope"))
-    with pytest.raises(NotADirectoryError, match=f"unset it or point it"):
+    with pytest.raises(NotADirectoryError, match=f"unset it or point it") as info:
         project_root()
+    assert isinstance(info.value, VlmLabError)  # the CLI and the Space print it as one line, not a traceback
 
 
 def test_enter_changes_directory(tmp_path, monkeypatch):

@@ -12,8 +12,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vlm_lab.errors import VlmLabError
+
 MARKER = "pyproject.toml"
 ROOT_ENV = "VLM_LAB_ROOT"  # set by `make space`; wins over the search when set
+
+
+class ProjectRootError(VlmLabError, NotADirectoryError):
+    """``$VLM_LAB_ROOT`` names something that is not a folder."""
 
 
 def project_root(start: str | os.PathLike[str] | None = None) -> Path:
@@ -24,13 +30,13 @@ def project_root(start: str | os.PathLike[str] | None = None) -> Path:
     elsewhere still runs with paths relative to where it was started.
 
     Raises:
-        NotADirectoryError: ``$VLM_LAB_ROOT`` is set but is not a folder.
+        ProjectRootError: ``$VLM_LAB_ROOT`` is set but is not a folder (also a ``NotADirectoryError``).
     """
     env = os.environ.get(ROOT_ENV)
     if env:
         root = Path(env).expanduser().resolve()
         if not root.is_dir():
-            raise NotADirectoryError(f"{ROOT_ENV}={env!r} is not a folder; unset it or point it at the project root")
+            raise ProjectRootError(f"{ROOT_ENV}={env!r} is not a folder; unset it or point it at the project root")
         return root
     here = Path(start if start is not None else Path.cwd()).resolve()
     for folder in (here, *here.parents):
