@@ -536,3 +536,14 @@ def test_a_bad_command_line_override_is_not_blamed_on_the_file(sweep_file, capsy
     path.write_text(path.read_text() + "jobs: 0\n")
     assert main(["sweep", str(path), "--dry-run"]) == 2
     assert capsys.readouterr().err.startswith(f"error: ConfigError: {path}: jobs must be a positive integer, got 0")
+
+
+def test_runs_started_at_once_each_get_their_own_kernel(sweep_file, tmp_path):
+    """--jobs threads start kernels together: each run must land in its own kernel (and folder)."""
+    path = sweep_file({"x": [1, 2, 3, 4]})
+    report = sweep.run_sweep(sweep.load_sweep(path, jobs=4), progress=False)
+    assert report.ok, report.describe()
+    for run in sweep.plan(sweep.load_sweep(path)):
+        meta = json.loads((run.dir / "summary.json").read_text())
+        assert meta["config"]["x"] == run.varied["x"], run.run_id  # its own parameters, not a neighbour's
+    assert not list(tmp_path.glob("kernel-ipc*"))  # no socket files left where the sweep ran

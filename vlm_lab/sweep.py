@@ -366,11 +366,12 @@ def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> 
     try:
         # Absolute paths and no cwd=: papermill's cwd= is a process-wide chdir, unsafe with --jobs threads.
         # The kernel starts in this process's working directory.
-        papermill.execute_notebook(
-            str(Path(config.notebook).resolve()), str(partial.resolve()), parameters=parameters,
-            kernel_name=config.kernel or None, progress_bar=False, log_output=False,
-            execution_timeout=config.execution_timeout or None,
-        )  # fmt: skip
+        with _kernel_transport() as transport:
+            papermill.execute_notebook(
+                str(Path(config.notebook).resolve()), str(partial.resolve()), parameters=parameters,
+                kernel_name=config.kernel or None, progress_bar=False, log_output=False,
+                execution_timeout=config.execution_timeout or None, **transport,
+            )  # fmt: skip
         status.update(state="completed")
     except papermill.PapermillExecutionError as e:
         error = {"cell_index": e.cell_index, "exec_count": e.exec_count, "ename": e.ename, "evalue": e.evalue}
@@ -387,6 +388,27 @@ def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> 
     status.update(finished_at=_now(), duration_s=round(time.perf_counter() - started, 3))
     _write_json(run.dir / STATUS_FILE, status)
     return status
+
+
+@contextlib.contextmanager
+def _kernel_transport() -> Iterator[dict[str, Any]]:
+    """Papermill options that start the kernel on unix sockets of its own, in a folder removed after.
+
+    ``--jobs`` threads starting kernels at once can pick colliding TCP ports, and then two runs
+    share one kernel and one's outputs land in the other's folder. jupyter_client's default ipc
+    prefix is one fixed name too ("kernel-ipc" in the working directory), so each kernel gets its
+    own folder (short: a unix socket path is limited to ~100 bytes). This also spares cron logs
+    ipykernel's "running over TCP without encryption" warning. Other systems: TCP, as papermill does.
+    """
+    if os.name != "posix":
+        yield {}
+        return
+    import tempfile
+
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="vlm-lab-kernel-") as folder:  # also after a killed kernel
+        yield {"config": Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k")}})}
 
 
 def _execute_if_free(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> dict[str, Any]:
