@@ -463,3 +463,8 @@ class MemoryConfig(ConfigBase):
         _check_int("image_size", self.image_size, minimum=0, meaning=" (0 = the largest the processor makes)")
         if self.rehearse and self.device == "cpu":
             raise ConfigError("rehearse=True runs on a GPU larger than the target; use device='cuda' (or 'auto')")
+        asked = ["rehearse=True"] * self.rehearse + [f"snapshot_dir={self.snapshot_dir!r}"] * bool(self.snapshot_dir)
+        if asked and not self.measure:
+            what = " and ".join(asked)
+            raise ConfigError(f"{what} {'need' if len(asked) > 1 else 'needs'} a measurement, which measure=False skips; "
+                              f"drop measure=False to measure, or drop {what}")

@@ -22,7 +22,6 @@ from typing import Any, Iterator, Sequence
 
 from vlm_lab.checkpoints import resolve_all
 from vlm_lab.config import MemoryConfig
-from vlm_lab.errors import ConfigError
 from vlm_lab.memory import DTYPE_BYTES, MemoryEstimate, Verdict, estimate, human_bytes, verdict
 from vlm_lab.memory_checkpoint import local_folder, missing_for_loading
 from vlm_lab.memory_measure import Measurement, MeasurementFailedError, check_measurable, measure
@@ -129,14 +128,9 @@ def iter_profile(config: MemoryConfig, *, progress: bool = False) -> Iterator[Pr
     Raises:
         CheckpointNotFoundError: a reference points at nothing with a config.json, or a
             weight file is a Git-LFS pointer or not a valid safetensors file.
-        ConfigError: bfloat16 for a T4, an unknown target, rehearse or snapshot_dir with measure=False.
+        ConfigError: bfloat16 for a T4, an unknown target.
         DeviceError: nothing can be measured as asked (a quantized dtype, no CUDA).
     """
-    if not config.measure and (config.rehearse or config.snapshot_dir):
-        asked = [f for f in ("rehearse=True" if config.rehearse else "", f"snapshot_dir={config.snapshot_dir!r}" if config.snapshot_dir else "") if f]
-        what = " and ".join(asked)
-        raise ConfigError(f"{what} {'need' if len(asked) > 1 else 'needs'} a measurement, which measure=False skips; "
-                          f"drop measure=False to measure, or drop {what}")
     target = get_target(config.target)
     dtype = recommended_dtype(target) if config.dtype == "auto" else config.dtype
     device = _measure_device(config.device) if config.measure else target.device
@@ -146,18 +140,19 @@ def iter_profile(config: MemoryConfig, *, progress: bool = False) -> Iterator[Pr
         check_measurable(**options)  # once, before any checkpoint: these would fail every one of them
     estimates = [(ref, estimate(ref, dtype=dtype, device=device, target=target, **shape)) for ref in resolve_all(config.checkpoints)]
     measured: dict[tuple, Measurement] = {}
+    failed: dict[tuple, str] = {}  # a failed measurement is not retried for its look-alikes (each can take minutes)
     for ref, est in estimates:
         m, why = None, ""
         if config.measure:
             key = (est.model_type, est.params["vision"], est.params["language"], est.file_bytes, est.converts)
-            why = _not_loadable(ref)
+            why = _not_loadable(ref) or failed.get(key, "")
             if not why and key not in measured:
                 if progress:
                     print(f"measuring {ref.name} ({dtype}, {device}, batch {config.batch_size}) ...", file=sys.stderr, flush=True)
                 try:
                     measured[key] = measure(ref, image_side=est.image.side, **options, **shape)
                 except MeasurementFailedError as e:  # this checkpoint's process failed: the others still get measured
-                    why = e.reason
+                    failed[key] = why = e.reason
             if why:
                 message = f"cannot measure {ref.path or ref.spec}: {why} (estimate only; use --no-measure to skip measuring)"
                 warnings.warn(message, NotMeasuredWarning, stacklevel=2)
