@@ -233,13 +233,13 @@ def compare(
     # All in this thread: on a tiny model, generate is bound by Python, so helper threads
     # for encoding and image writes only contend for the GIL (measured: slower, not faster).
     try:
-        for ref, name, _, store, found, memory, chunks, _ in plans:
+        for ref, name, fp, store, found, memory, chunks, _ in plans:
             if not chunks:
                 continue
             bar.set_description(f"compare {name}")
             loaded = models.get(ref, dtype=config.dtype, device=config.device)
             check_prompts(loaded.processor, [sample for chunk, _ in chunks for _, sample in chunk])  # before any batch runs
-            encodings.use(processor_fingerprint(ref, memo=memo))
+            encodings.use(processor_fingerprint(ref, memo=memo) if ref.path is not None else fp)  # hub: its pinned commit
             run = _CheckpointRun(name, loaded, gen, store if config.use_cache else None, encodings)
             try:
                 found.update(run.generate(chunks, on_batch=lambda event: (bar.update(1), on_batch and on_batch(event))))
