@@ -538,10 +538,22 @@ def test_a_bad_command_line_override_is_not_blamed_on_the_file(sweep_file, capsy
     assert capsys.readouterr().err.startswith(f"error: ConfigError: {path}: jobs must be a positive integer, got 0")
 
 
-def test_runs_started_at_once_each_get_their_own_kernel(sweep_file, tmp_path):
+def test_runs_started_at_once_each_get_their_own_kernel(sweep_file, tmp_path, monkeypatch):
     """--jobs threads start kernels together: each run must land in its own kernel (and folder)."""
+    import papermill
+
+    execute, sockets = papermill.execute_notebook, []
+
+    def recording(*args, **kwargs):  # the real papermill runs; only the kernel's transport is noted
+        manager = kwargs["config"].KernelManager
+        sockets.append((manager.transport, manager.ip))
+        return execute(*args, **kwargs)
+
+    monkeypatch.setattr(papermill, "execute_notebook", recording)
     path = sweep_file({"x": [1, 2, 3, 4]})
     report = sweep.run_sweep(sweep.load_sweep(path, jobs=4), progress=False)
+    # unix sockets, each kernel its own (TCP ports picked by threads at once can collide)
+    assert {transport for transport, _ in sockets} == {"ipc"} and len({ip for _, ip in sockets}) == 4
     assert report.ok, report.describe()
     for run in sweep.plan(sweep.load_sweep(path)):
         meta = json.loads((run.dir / "summary.json").read_text())

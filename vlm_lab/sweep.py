@@ -445,7 +445,8 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         SweepLockedError: another invocation of this sweep (and shard) holds the lock.
     """
     declared = check_parameters(config)
-    mine = shard(plan(config), config.shard_index, config.shard_count)
+    everything = plan(config)
+    mine = shard(everything, config.shard_index, config.shard_count)
     if dry_run:
         return SweepReport(
             sweep_dir=sweep_dir(config), ran=(), skipped=tuple(r.run_id for r in mine if r.completed),
@@ -455,7 +456,6 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
 
     from vlm_lab.ablation import write_summary
 
-    everything = plan(config)
     with sweep_lock(config), _quiet_papermill():
         _write_json(sweep_dir(config) / "sweep.json", config.to_dict())
         todo = [r for r in mine if not r.completed]
