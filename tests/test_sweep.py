@@ -559,3 +559,22 @@ def test_runs_started_at_once_each_get_their_own_kernel(sweep_file, tmp_path, mo
         meta = json.loads((run.dir / "summary.json").read_text())
         assert meta["config"]["x"] == run.varied["x"], run.run_id  # its own parameters, not a neighbour's
     assert not list(tmp_path.glob("kernel-ipc*"))  # no socket files left where the sweep ran
+
+
+def test_a_sweep_never_moves_the_working_directory(sweep_file, tmp_path, monkeypatch):
+    """papermill's file handler chdirs the whole process, for each autosave, to a folder kept in one
+    shared attribute that overlapping calls leave stale: --jobs threads then resolved their run
+    folders inside an earlier sweep's folder (a CI run lost one run's outputs that way)."""
+    moves, chdir = [], os.chdir
+
+    def recording(path):
+        moves.append(str(path))
+        chdir(path)
+
+    path = sweep_file({"x": [1, 2, 3]})
+    monkeypatch.setattr(os, "chdir", recording)
+    report = sweep.run_sweep(sweep.load_sweep(path, jobs=3), progress=False)
+    assert report.ok, report.describe()
+    assert moves == []
+    for run in sweep.plan(sweep.load_sweep(path)):
+        assert json.loads((run.dir / "summary.json").read_text())["config"]["x"] == run.varied["x"]

@@ -44,6 +44,7 @@ from typing import Any, Iterator
 
 from vlm_lab.config import SweepConfig
 from vlm_lab.data import atomic_write_text
+from vlm_lab import sweep_papermill as papermill_run
 from vlm_lab.errors import ConfigError, SweepError
 from vlm_lab.sweep_checks import check_parameters, notebook_parameters  # noqa: F401 - notebook_parameters re-exported
 
@@ -292,55 +293,12 @@ def run_lock(run: RunSpec, *, grace_s: float = 0.5) -> Iterator[bool]:
         yield _try_flock(handle, grace_s)
 
 
-class _CheckedParameterNoise:
-    """Drops papermill's per-run parameter warnings: ``check_parameters`` already checked them,
-    and papermill's own parser misreads ``# help`` comments that contain ``=``."""
-
-    def filter(self, record: Any) -> bool:
-        return not record.getMessage().startswith(("Passed unknown parameter", "Unable to parse line"))
-
-
-@contextlib.contextmanager
-def _quiet_papermill() -> Iterator[None]:
-    import logging
-
-    loggers = [logging.getLogger(name) for name in ("papermill", "papermill.translators")]
-    noise = _CheckedParameterNoise()
-    for logger in loggers:
-        logger.addFilter(noise)
-    try:
-        yield
-    finally:
-        for logger in loggers:
-            logger.removeFilter(noise)
-
-
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, default=str) + "\n")
-
-
-def _last_started_cell(notebook: Path) -> dict[str, Any]:
-    """``cell_index`` and ``exec_count`` of the last code cell papermill started, or {}.
-
-    A cell whose kernel died has no execution count: it gets the one it would have had.
-    """
-    import nbformat
-
-    try:
-        cells = nbformat.read(notebook, as_version=4).cells
-    except (OSError, ValueError):  # no notebook written (the kernel never started), or unreadable
-        return {}
-    started = [
-        i for i, c in enumerate(cells) if c.cell_type == "code" and c.metadata.get("papermill", {}).get("start_time")
-    ]
-    if not started:
-        return {}
-    counts = [c.get("execution_count") or 0 for c in cells[: started[-1]] if c.cell_type == "code"]
-    return {"cell_index": started[-1], "exec_count": cells[started[-1]].get("execution_count") or max(counts, default=0) + 1}
 
 
 def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> dict[str, Any]:
@@ -364,14 +322,11 @@ def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> 
     _write_json(run.dir / STATUS_FILE, status)
     started = time.perf_counter()
     try:
-        # Absolute paths and no cwd=: papermill's cwd= is a process-wide chdir, unsafe with --jobs threads.
-        # The kernel starts in this process's working directory.
-        with _kernel_transport() as transport:
-            papermill.execute_notebook(
-                str(Path(config.notebook).resolve()), str(partial.resolve()), parameters=parameters,
-                kernel_name=config.kernel or None, progress_bar=False, log_output=False,
-                execution_timeout=config.execution_timeout or None, **transport,
-            )  # fmt: skip
+        papermill_run.execute(
+            Path(config.notebook).resolve(), partial.resolve(), parameters=parameters,
+            kernel_name=config.kernel or None, progress_bar=False, log_output=False,
+            execution_timeout=config.execution_timeout or None,
+        )  # fmt: skip
         status.update(state="completed")
     except papermill.PapermillExecutionError as e:
         error = {"cell_index": e.cell_index, "exec_count": e.exec_count, "ename": e.ename, "evalue": e.evalue}
@@ -381,34 +336,13 @@ def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> 
         # cell from the notebook (papermill marks no cell failed here; the last one it started is it).
         first_line = next((line for line in str(e).splitlines() if line.strip()), "")
         error = {"cell_index": None, "exec_count": None, "ename": type(e).__name__, "evalue": first_line}
-        status.update(state="failed", error=error | _last_started_cell(partial))
+        status.update(state="failed", error=error | papermill_run.last_started_cell(partial))
     if partial.exists():  # papermill writes the notebook even when a cell fails
         os.replace(partial, notebook_out)
         status["notebook"] = str(notebook_out)
     status.update(finished_at=_now(), duration_s=round(time.perf_counter() - started, 3))
     _write_json(run.dir / STATUS_FILE, status)
     return status
-
-
-@contextlib.contextmanager
-def _kernel_transport() -> Iterator[dict[str, Any]]:
-    """Papermill options that start the kernel on unix sockets of its own, in a folder removed after.
-
-    ``--jobs`` threads starting kernels at once can pick colliding TCP ports, and then two runs
-    share one kernel and one's outputs land in the other's folder. jupyter_client's default ipc
-    prefix is one fixed name too ("kernel-ipc" in the working directory), so each kernel gets its
-    own folder (short: a unix socket path is limited to ~100 bytes). This also spares cron logs
-    ipykernel's "running over TCP without encryption" warning. Other systems: TCP, as papermill does.
-    """
-    if os.name != "posix":
-        yield {}
-        return
-    import tempfile
-
-    from traitlets.config import Config
-
-    with tempfile.TemporaryDirectory(prefix="vlm-lab-kernel-") as folder:  # also after a killed kernel
-        yield {"config": Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k")}})}
 
 
 def _execute_if_free(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> dict[str, Any]:
@@ -456,7 +390,7 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
 
     from vlm_lab.ablation import write_summary
 
-    with sweep_lock(config), _quiet_papermill():
+    with sweep_lock(config), papermill_run.quiet():
         _write_json(sweep_dir(config) / "sweep.json", config.to_dict())
         todo = [r for r in mine if not r.completed]
         skipped = [r.run_id for r in mine if r not in todo]

@@ -1,0 +1,136 @@
+"""Papermill for a sweep's ``--jobs`` threads: one notebook execution, safe beside others.
+
+``papermill.execute_notebook`` is not thread-safe as it comes (papermill#473), in two ways:
+
+- Its local file handler keeps a working directory in one attribute shared by the whole
+  process, which each call sets and restores. Overlapping calls leave it at a folder an
+  earlier call saw, and every read and write (each cell's autosave) then ``os.chdir``\\ s the
+  whole process there and back. Another thread resolving a relative path in that moment
+  lands in the wrong folder: a sweep run's outputs were written into an earlier sweep's
+  folder, and a deleted folder fails the write. Sweep paths are absolute, so their
+  reads and writes here need no ``chdir``: ``execute`` installs a handler that skips it for
+  absolute paths (relative ones behave exactly as papermill's).
+- jupyter_client picks TCP ports by binding and releasing them, so kernels started at once
+  can be given the same port. Each kernel here gets unix sockets in a folder of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# papermill's per-run parameter warnings: the sweep has already checked the parameters, and
+# papermill's own parser misreads ``# help`` comments that contain ``=``.
+_CHECKED_PARAMETER_NOISE = ("Passed unknown parameter", "Unable to parse line")
+
+
+class _CheckedParameterNoise:
+    def filter(self, record: Any) -> bool:
+        return not record.getMessage().startswith(_CHECKED_PARAMETER_NOISE)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Drop papermill's parameter warnings while the sweep runs (see ``_CHECKED_PARAMETER_NOISE``)."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("papermill", "papermill.translators")]
+    noise = _CheckedParameterNoise()
+    for logger in loggers:
+        logger.addFilter(noise)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(noise)
+
+
+def execute(notebook: Path, output: Path, **options: Any) -> None:
+    """``papermill.execute_notebook(notebook, output, **options)``, on a kernel of its own and
+    without changing the process's working directory. Both paths must be absolute.
+
+    No ``cwd=``: papermill's is a process-wide ``chdir`` too. The kernel starts in this
+    process's working directory.
+    """
+    import papermill
+
+    if not (notebook.is_absolute() and output.is_absolute()):
+        raise ValueError(f"sweep notebooks are executed by absolute path, got {notebook} -> {output}")
+    _install_handler()
+    with _kernel_transport() as transport:
+        papermill.execute_notebook(str(notebook), str(output), **options, **transport)
+
+
+@functools.cache
+def _install_handler() -> None:
+    """Swap papermill's local file handler for one that does not ``chdir`` for absolute paths."""
+    from papermill.iorw import LocalHandler, papermill_io
+
+    class AbsolutePathsHandler(LocalHandler):
+        def read(self, path: str) -> str:
+            if not os.path.isabs(path):  # also papermill's "a notebook passed as a JSON string"
+                return super().read(path)
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+
+        def listdir(self, path: str) -> list[str]:
+            if not os.path.isabs(path):
+                return super().listdir(path)
+            return [os.path.join(path, name) for name in os.listdir(path)]
+
+        def write(self, buf: str, path: str) -> None:
+            if not os.path.isabs(path):
+                return super().write(buf, path)
+            if not os.path.isdir(os.path.dirname(path)):
+                raise FileNotFoundError(f"output folder {os.path.dirname(path)} doesn't exist.")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(buf)
+
+    handlers = getattr(papermill_io, "_handlers", [])  # (scheme, handler) pairs
+    for i, (scheme, handler) in enumerate(handlers):
+        if scheme == "local" and type(handler) is LocalHandler:
+            handlers[i] = (scheme, AbsolutePathsHandler())
+
+
+@contextlib.contextmanager
+def _kernel_transport() -> Iterator[dict[str, Any]]:
+    """Papermill options that start the kernel on unix sockets of its own, in a folder removed after.
+
+    jupyter_client's default ipc prefix is one fixed name ("kernel-ipc" in the working
+    directory), so each kernel gets its own folder (short: a unix socket path is limited to
+    ~100 bytes). This also spares cron logs ipykernel's "running over TCP without encryption"
+    warning. Other systems: TCP, as papermill does.
+    """
+    if os.name != "posix":
+        yield {}
+        return
+    import tempfile
+
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="vlm-lab-kernel-") as folder:  # also after a killed kernel
+        yield {"config": Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k")}})}
+
+
+def last_started_cell(notebook: Path) -> dict[str, Any]:
+    """``cell_index`` and ``exec_count`` of the last code cell papermill started, or {}.
+
+    A cell whose kernel died has no execution count: it gets the one it would have had.
+    """
+    import nbformat
+
+    try:
+        cells = nbformat.read(notebook, as_version=4).cells
+    except (OSError, ValueError):  # no notebook written (the kernel never started), or unreadable
+        return {}
+    started = [
+        i for i, c in enumerate(cells) if c.cell_type == "code" and c.metadata.get("papermill", {}).get("start_time")
+    ]
+    if not started:
+        return {}
+    counts = [c.get("execution_count") or 0 for c in cells[: started[-1]] if c.cell_type == "code"]
+    return {"cell_index": started[-1], "exec_count": cells[started[-1]].get("execution_count") or max(counts, default=0) + 1}
