@@ -31,7 +31,10 @@ setup: $(STAMP)  ## create .venv and install vlm_lab (editable) with dev extras
 
 browser:  ## install Debian chromium for the browser tests (needs root or sudo)
 	@command -v chromium >/dev/null 2>&1 || { \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; \
+		elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+		else echo "chromium is missing and installing it needs root: run 'apt-get install chromium' as root," \
+			"or 'make test-fast' (the suite without the browser tests)" >&2; exit 1; fi; \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 	@chromium --version
 
