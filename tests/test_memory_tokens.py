@@ -163,6 +163,37 @@ def test_llava_onevision_counts_its_tiles_as_the_processor_does(aspect, tmp_path
     assert worst.image.tokens == max(reals) > 2 * 16 and worst.image.family == "llava_onevision"
 
 
+WIDE_FIRST = [[32, 96], [96, 32], [64, 128], [128, 64], [160, 160]]  # [height, width]: a square image ties; the first wins
+
+
+@pytest.mark.parametrize("strategy, extra, pinpoints", [("default", 1, WIDE_FIRST), ("full", 0, [p[::-1] for p in WIDE_FIRST])])
+def test_llava_next_counts_wide_and_tall_pinpoints_as_the_processor_does(strategy, extra, pinpoints, tmp_path):
+    """LLaVA-NeXT and OneVision share one anyres count: here NeXT's side of it, on pinpoints of 1x3, 3x1, 2x4, 4x2 and
+    5x5 tiles (unpadding cuts columns of a wide grid, rows of a tall one) and sides from below a tile to far above the largest."""
+    from PIL import Image
+    from transformers import LlavaNextConfig, LlavaNextImageProcessorPil, LlavaNextProcessor
+
+    config = LlavaNextConfig(vision_config=dict(model_type="clip_vision_model", **VISION), text_config=dict(model_type="llama", **TEXT),
+                             image_grid_pinpoints=pinpoints, vision_feature_select_strategy=strategy)
+    tokenizer = _tokenizer(["<image>"], {"image_token": "<image>"})
+    image_processor = LlavaNextImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                                 image_grid_pinpoints=pinpoints)
+    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
+                                   vision_feature_select_strategy=strategy, num_additional_image_tokens=extra)
+    folder = memory_synthetic.write_config_only(tmp_path / f"llava-next-{strategy}", config)
+    processor.save_pretrained(folder)
+
+    reals = []
+    for side in (10, 33, 48, 70, 96, 129, 160, 400):
+        enc = _encode(processor, "<image> what", side)
+        reals.append(_count(enc, tokenizer.convert_tokens_to_ids("<image>")))
+        est = memory.estimate(folder, image_size=side)
+        assert est.image.tokens == reals[-1], side
+        assert est.image.patches == enc["pixel_values"].shape[1] * (16 + 1), side  # CLIP: + the CLS position a tile
+    worst = memory.estimate(folder)  # image_size 0: the most any square image makes (5x5 tiles)
+    assert worst.image.tokens == max(reals) == 20 * 20 + 20 + 16 + extra - (strategy == "default")
+
+
 def test_a_family_without_a_rule_is_a_guess_that_says_so(tmp_path):
     """Mistral3 (Pixtral) has no rule here: one tile is assumed, the row and the summary say so."""
     from transformers import Mistral3Config

@@ -85,34 +85,55 @@ def _llava(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
     return ImageTokens(tokens=tokens, patches=grid + 1, side=side, family="llava", rule=rule)
 
 
-def _llava_next_tokens(side: int, crop: int, patch: int, pinpoints: list, extra: int, strategy: str) -> tuple[int, int]:
-    """(tokens, tiles) for a square image, as ``LlavaNextProcessor._get_number_of_features`` counts them."""
+def _anyres_tokens(side: int, pinpoints: list, *, crop: int, grid: int, base: int, max_tiles: int) -> tuple[int, int]:
+    """(tokens, tiles) for a square image, as LLaVA-NeXT's and -OneVision's ``_get_number_of_features`` count them.
+
+    ``grid`` feature rows a tile; ``base`` the whole image's tokens; ``max_tiles`` OneVision's anyres_max_N (0 = no pooling).
+    """
     from transformers.image_processing_utils import select_best_resolution
 
     best_h, best_w = select_best_resolution((side, side), pinpoints)
-    grid = crop // patch
     height, width = grid * (best_h // crop), grid * (best_w // crop)
     # the padding the processor added to reach the pinpoint's aspect is cut off again (square image)
     if width < height:
         height -= 2 * ((height - width) // 2)
     elif height < width:
         width -= 2 * ((width - height) // 2)
-    tokens = height * width + height + grid * grid + extra - (1 if strategy == "default" else 0)
-    return tokens, (best_h // crop) * (best_w // crop)
+    features, newlines = height * width, height
+    ratio = math.sqrt(height * width / (max_tiles * grid**2)) if max_tiles else 0.0
+    if ratio > 1.1:  # pooled down to at most max_tiles base images
+        features, newlines = int(height // ratio) * int(width // ratio), int(height // ratio)
+    return features + newlines + base, (best_h // crop) * (best_w // crop)
 
 
-def _llava_next(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
+def _anyres(config, settings: dict[str, Any], image_size: int, *, family: str, strategy: str, extra: int, cls: int,
+            tile_tokens: int | None = None, max_tiles: int = 0, aspect: str = "") -> ImageTokens:
+    """LLaVA-NeXT and LLaVA-OneVision: the base image plus the tiles of the best ``image_grid_pinpoints`` resolution.
+
+    What differs between them is passed in: ``strategy`` the default vision_feature_select_strategy; ``extra`` tokens
+    added to the base image (NeXT's num_additional_image_tokens); ``cls`` vision-encoder positions a tile adds (1 for
+    CLIP); ``tile_tokens`` a tile's tokens when stated (OneVision's num_image_tokens; else (crop/patch)^2);
+    ``max_tiles`` OneVision's N of ``aspect`` (vision_aspect_ratio anyres_max_N): the tiles pooled to N base images.
+    """
     vision = config.vision_config
     patch = int(_get(settings, "patch_size", default=vision.patch_size))
     crop = _edge(settings.get("crop_size") or settings.get("size"), "shortest_edge", vision.image_size)
     pinpoints = _get(settings, "image_grid_pinpoints", default=getattr(config, "image_grid_pinpoints", None)) or [[crop, crop]]
-    strategy = _get(settings, "vision_feature_select_strategy", default=getattr(config, "vision_feature_select_strategy", "default"))
-    extra = int(_get(settings, "num_additional_image_tokens", default=1))
+    strategy = _get(settings, "vision_feature_select_strategy", default=getattr(config, "vision_feature_select_strategy", strategy))
+    per_tile = tile_tokens or (crop // patch) ** 2
+    base = per_tile + extra - (1 if strategy == "default" else 0)  # "default" drops the CLS position
     # 0 = the worst case: the square side (from the pinpoints' sides) that makes the most tokens
     sides = [image_size] if image_size else sorted({int(s) for point in pinpoints for s in point})
-    tokens, tiles, side = max((*_llava_next_tokens(s, crop, patch, pinpoints, extra, strategy), s) for s in sides)
-    rule = f"llava_next: base + {tiles} tiles of ({crop}/{patch})^2 patches (image_grid_pinpoints), unpadded, a newline per row"
-    return ImageTokens(tokens=tokens, patches=(tiles + 1) * ((crop // patch) ** 2 + 1), side=side, family="llava_next", rule=rule)
+    tokens, tiles, side = max((*_anyres_tokens(s, pinpoints, crop=crop, grid=math.isqrt(per_tile), base=base, max_tiles=max_tiles), s)
+                              for s in sides)
+    rule = (f"{family}: base {per_tile} + {tiles} tiles of ({crop}/{patch})^2 patches (image_grid_pinpoints), unpadded"
+            + (f", pooled to {aspect}" if max_tiles else "") + ", a newline per row")
+    return ImageTokens(tokens=tokens, patches=(tiles + 1) * ((crop // patch) ** 2 + cls), side=side, family=family, rule=rule)
+
+
+def _llava_next(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
+    extra = int(_get(settings, "num_additional_image_tokens", default=1))
+    return _anyres(config, settings, image_size, family="llava_next", strategy="default", extra=extra, cls=1)
 
 
 def _idefics3(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
@@ -216,38 +237,12 @@ def _idefics2(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
 
 
 def _llava_onevision(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
-    """As ``LlavaOnevisionProcessor._get_number_of_features`` counts a square image."""
-    from transformers.image_processing_utils import select_best_resolution
-
-    vision = config.vision_config
-    patch = int(_get(settings, "patch_size", default=vision.patch_size))
-    crop = _edge(settings.get("crop_size") or settings.get("size"), "shortest_edge", vision.image_size)
-    grid = crop // patch
-    base = int(_get(settings, "num_image_tokens", default=grid * grid))
-    pinpoints = _get(settings, "image_grid_pinpoints", default=getattr(config, "image_grid_pinpoints", None)) or [[crop, crop]]
+    """As LLaVA-NeXT, with no CLS position (SigLIP) and the tiles pooled down to at most ``anyres_max_N`` base images."""
+    tile_tokens = _get(settings, "num_image_tokens")
     aspect = str(_get(settings, "vision_aspect_ratio", default=getattr(config, "vision_aspect_ratio", "anyres_max_9")))
     max_tiles = int(aspect.removeprefix("anyres_max_")) if aspect.startswith("anyres_max_") else 9
-    strategy = _get(settings, "vision_feature_select_strategy", default=getattr(config, "vision_feature_select_strategy", "full"))
-    side_grid = math.isqrt(base)
-
-    def count(side: int) -> tuple[int, int]:
-        best_h, best_w = select_best_resolution((side, side), pinpoints)
-        height, width = side_grid * (best_h // crop), side_grid * (best_w // crop)
-        if width < height:  # a square image: the padding the processor added to reach the pinpoint is cut off
-            height -= 2 * ((height - width) // 2)
-        elif height < width:
-            width -= 2 * ((width - height) // 2)
-        features, newlines = height * width, height
-        ratio = math.sqrt(height * width / (max_tiles * side_grid**2))
-        if ratio > 1.1:  # pooled down to at most max_tiles base images
-            features, newlines = int(height // ratio) * int(width // ratio), int(height // ratio)
-        tokens = features + newlines + base - (1 if strategy == "default" else 0)
-        return tokens, (best_h // crop) * (best_w // crop)
-
-    sides = [image_size] if image_size else sorted({int(s) for point in pinpoints for s in point})
-    tokens, tiles, side = max((*count(s), s) for s in sides)
-    rule = f"llava_onevision: base {base} + {tiles} tiles (image_grid_pinpoints), unpadded, pooled to {aspect}, a newline per row"
-    return ImageTokens(tokens=tokens, patches=(tiles + 1) * grid * grid, side=side, family="llava_onevision", rule=rule)
+    return _anyres(config, settings, image_size, family="llava_onevision", strategy="full", extra=0, cls=0,
+                   tile_tokens=int(tile_tokens) if tile_tokens else None, max_tiles=max_tiles, aspect=aspect)
 
 
 def _mllama(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
