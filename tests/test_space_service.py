@@ -192,11 +192,17 @@ def test_out_of_memory_frees_what_the_failed_generation_held(service):
     assert held[0]() is None, "the failed generation's tensors are still alive: emptying the cache frees nothing"
 
 
-def test_interactions_go_to_wandb_only_with_a_key(tiny_dir, tmp_path, monkeypatch, caplog):
-    assert not ss.InteractionLog({}).enabled
+@pytest.fixture
+def offline_wandb(tmp_path, monkeypatch) -> Path:
+    """W&B offline in folders of this test's own; returns where the offline runs go."""
     monkeypatch.setenv("WANDB_MODE", "offline")  # a key makes it on; offline keeps the test off the network
     for name in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    return tmp_path / "wandb_dir" / "wandb"
+
+
+def test_interactions_go_to_wandb_only_with_a_key(tiny_dir, offline_wandb, caplog):
+    assert not ss.InteractionLog({}).enabled
     interactions = ss.InteractionLog({"WANDB_API_KEY": "0" * 40}, config={"space": "test"})
     assert interactions.enabled
     service = ss.ComparisonService(SpaceSettings(checkpoints=(str(tiny_dir),), device="cpu"), interactions=interactions)
@@ -204,7 +210,7 @@ def test_interactions_go_to_wandb_only_with_a_key(tiny_dir, tmp_path, monkeypatc
         warnings.simplefilter("always")
         service.compare(str(EXAMPLES / "blue-square.png"), "What shape is it?", ["checkpoint-1000"])
         interactions.close()
-    runs = list((tmp_path / "wandb_dir" / "wandb").glob("offline-run-*/run-*.wandb"))
+    runs = list(offline_wandb.glob("offline-run-*/run-*.wandb"))
     problems = [str(w.message) for w in caught if "W&B" in str(w.message)] + [r.getMessage() for r in caplog.records if "W&B" in r.getMessage()]
     assert len(runs) == 1, (runs, problems)
     assert b"checkpoint-1000/latency_s" in runs[0].read_bytes(), problems  # the interaction was logged, not just the run
@@ -218,6 +224,57 @@ def test_float16_overflow_is_shown_as_such_not_as_an_answer(tiny_checkpoints, ov
     assert (healthy.text, healthy.nonfinite) == ("triangle", False) and "NaN" not in healthy.stats_markdown()
     assert broken.nonfinite and "NaN/inf in the model's scores" in broken.stats_markdown()
     (batched,) = service.answer_batch([image], ["What shape is it?"], [service.labels[1]])  # the batched route says it too
-    assert batched.nonfinite and "NaN/inf in the model's scores" in batched.error and "VLM_LAB_DTYPE" in batched.error
+    for answer in (broken, batched):  # both routes give the float16 advice, naming the Space's variable
+        assert answer.nonfinite and "in float16" in answer.error and "VLM_LAB_DTYPE=float32" in answer.error
+        assert "overflows float16's range" in answer.stats_markdown() and "weights may hold" not in answer.error
     (fine,) = service.answer_batch([image], ["What shape is it?"], [service.labels[0]])
     assert not fine.nonfinite and fine.error == ""
+
+
+@pytest.fixture
+def diverged_checkpoint(tiny_checkpoints, tmp_path) -> Path:
+    """checkpoint-1000 whose final norm weights are NaN, as a diverged training run saves them:
+    its scores are NaN in float32 too, so no dtype helps."""
+    import math
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "diverged" / "checkpoint-1000"
+    shutil.copytree(tiny_checkpoints[-1], path)
+    weights = load_file(path / "model.safetensors")
+    name = "language_model.model.norm.weight"
+    weights[name] = torch.full_like(weights[name], math.nan)
+    save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
+    return path
+
+
+def test_nan_weights_in_float32_get_the_check_the_checkpoint_advice_not_the_float16_one(tiny_checkpoints,
+                                                                                         diverged_checkpoint):
+    service = ss.ComparisonService(SpaceSettings(checkpoints=(str(tiny_checkpoints[-1]), str(diverged_checkpoint)),
+                                                 device="cpu", dtype="float32"))  # fmt: skip
+    image = str(EXAMPLES / "green-triangle.png")
+    healthy, broken = service.compare(image, "What shape is it?", service.labels, "greedy", 8)
+    (batched,) = service.answer_batch([image], ["What shape is it?"], [service.labels[1]])
+    assert (healthy.text, healthy.nonfinite, healthy.error) == ("triangle", False, "")
+    for answer in (broken, batched):  # the same verdict from the Compare button and from the API
+        assert answer.nonfinite and answer.error.startswith(f"{service.labels[1]}: NaN or infinite next-token scores")
+        assert "in float32" in answer.error and "weights may hold NaN or inf" in answer.error
+        shown = answer.stats_markdown()
+        assert "NaN/inf in the model's scores" in shown and "weights may hold NaN or inf" in shown
+        assert "float16" not in answer.error + shown  # float32 already: float16 advice would send the user astray
+    assert broken.error == batched.error
+
+
+def test_noise_from_nan_scores_is_not_logged_to_wandb_as_an_answer(tiny_checkpoints, diverged_checkpoint,
+                                                                     offline_wandb):
+    interactions = ss.InteractionLog({"WANDB_API_KEY": "0" * 40})
+    service = ss.ComparisonService(SpaceSettings(checkpoints=(str(tiny_checkpoints[-1]), str(diverged_checkpoint)),
+                                                 device="cpu"), interactions=interactions)  # fmt: skip
+    healthy, broken = service.compare(str(EXAMPLES / "blue-square.png"), "What shape is it?", service.labels)
+    assert broken.nonfinite and not healthy.nonfinite
+    interactions.close()
+    (run,) = offline_wandb.glob("offline-run-*/run-*.wandb")
+    logged = run.read_bytes()
+    assert f"{healthy.checkpoint}/latency_s".encode() in logged
+    assert f"{broken.checkpoint}/latency_s".encode() not in logged, "NaN noise was logged as an answer"

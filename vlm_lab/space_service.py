@@ -21,7 +21,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from vlm_lab.config import GenerationConfig, parse_strategy
 from vlm_lab.errors import (
-    NONFINITE_HINT, CheckpointNotFoundError, ConfigError, DataError, DeviceError, MemoryBudgetError, VlmLabError,
+    CheckpointNotFoundError, ConfigError, DataError, DeviceError, MemoryBudgetError, VlmLabError,
 )
 from vlm_lab.space_images import read_image
 from vlm_lab.space_settings import MAX_BEAMS, MAX_SLOTS, NONE_CHOICE, STRATEGIES, SpaceSettings
@@ -200,7 +200,7 @@ class Answer:
     latency_s: float
     memory_mb: float  # peak CUDA memory on a GPU, the model's weights on CPU
     memory_kind: str  # "peak" | "weights"
-    error: str = ""
+    error: str = ""  # no answer: why (for NaN/inf scores, what they mean for this dtype and what to do)
     nonfinite: bool = False  # NaN/inf in the model's scores: the text is not an answer
     truncated: bool = False  # stopped at max new tokens before the end token: the text is cut off
 
@@ -210,11 +210,12 @@ class Answer:
         return cls(checkpoint, "", 0, 0.0, 0.0, "", error=error)
 
     def stats_markdown(self) -> str:
-        if self.error:
+        if self.nonfinite:  # an output, but noise: its stats still show (the text box holds the noise)
+            empty = f"**NaN/inf in the model's scores:** {self.error} · "
+        elif self.error:
             return f"**could not answer:** {self.error}"
-        empty = "*no text: only special tokens* · " if not self.text.strip() else ""
-        if self.nonfinite:
-            empty = f"**NaN/inf in the model's scores** ({NONFINITE_HINT}) · "
+        else:
+            empty = "*no text: only special tokens* · " if not self.text.strip() else ""
         if self.truncated:
             empty += "*cut off at max new tokens* · "
         return (
@@ -228,6 +229,8 @@ class ComparisonService:
 
     ``compare``: one image + question, up to ``MAX_SLOTS`` checkpoints, answers side by side.
     ``answer_batch``: many (image, question, checkpoint) requests that Gradio batched together.
+    Both generate through ``_generate`` only: one place for out-of-memory recovery, memory
+    reporting and the NaN/inf and truncation flags.
     """
 
     def __init__(self, settings: SpaceSettings, *, token: str | None = None, cache: Any = None,
@@ -346,8 +349,6 @@ class ComparisonService:
             VlmLabError: every selected checkpoint failed (the first one's error), e.g.
                 MemoryBudgetError: out of memory; the cache was emptied and the message says what to lower.
         """
-        from vlm_lab.compare import compare_one
-
         config = self.generation_config(strategy, max_new_tokens)
         text = self._prompt(prompt)
         chosen = self._selected(checkpoints)
@@ -356,10 +357,7 @@ class ComparisonService:
         with logged_request("compare", f"{len(chosen)} checkpoint(s), {config.strategy}, {config.max_new_tokens} tokens"):
             for label in chosen:
                 try:
-                    with self.out_of_memory_guard(label):
-                        (row,) = compare_one(self.cache, [self.refs[label]], img, text, config,
-                                             dtype=self.settings.dtype, device=self.settings.device)
-                    answers.append(_answer(label, row))
+                    answers += self._generate(label, [img], [text], config)
                 except VlmLabError as e:
                     failures.append(e)
                     answers.append(Answer.failed(label, str(e)))
@@ -390,44 +388,50 @@ class ComparisonService:
         with logged_request("batch", f"{len(images)} request(s) in {len(groups)} group(s)"):
             for (label, config), items in groups.items():
                 try:
-                    answers = self._run(label, [img for _, img, _ in items], [t for _, _, t in items], config)
+                    answers = self._generate(label, [img for _, img, _ in items], [t for _, _, t in items], config)
                 except DataError:  # one request's input (e.g. the image token in its prompt): each on its own
-                    answers = [self._run_or_fail(label, [img], [t], config)[0] for _, img, t in items]
+                    answers = [self._generate_or_fail(label, img, t, config) for _, img, t in items]
                 except VlmLabError as e:  # this checkpoint failed (cannot load, out of memory): only its requests
                     answers = [Answer.failed(label, str(e))] * len(items)
                 for (i, _, _), answer in zip(items, answers):
                     results[i] = answer
         return [r for r in results if r is not None]
 
-    def _run_or_fail(self, label: str, images: list, prompts: list[str], config: GenerationConfig) -> list[Answer]:
+    def _generate_or_fail(self, label: str, image: Any, prompt: str, config: GenerationConfig) -> Answer:
         try:
-            return self._run(label, images, prompts, config)
+            (answer,) = self._generate(label, [image], [prompt], config)
         except VlmLabError as e:
-            return [Answer.failed(label, str(e))] * len(images)
+            answer = Answer.failed(label, str(e))
+        return answer
 
-    def _run(self, label: str, images: list, prompts: list[str], config: GenerationConfig) -> list[Answer]:
-        """One checkpoint, one generate call over a batch of (image, prompt)."""
-        import torch
+    def _generate(self, label: str, images: list, prompts: list[str], config: GenerationConfig) -> list[Answer]:
+        """One checkpoint, one generate call over a batch of (image, prompt): the Space's only way to generate.
 
+        Raises:
+            MemoryBudgetError: out of memory (the model cache was emptied); other ``VlmLabError``: the
+                checkpoint cannot load, or an input it refuses (``DataError``).
+        """
+        from vlm_lab.compare import _MemoryProbe, nonfinite_message
         from vlm_lab.data import Sample
         from vlm_lab.generation import generate_batch
 
         with self.out_of_memory_guard(label):
             loaded = self.cache.get(self.refs[label], dtype=self.settings.dtype, device=self.settings.device)
-            cuda = loaded.device.type == "cuda"
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(loaded.device)
+            probe = _MemoryProbe(loaded)  # peak CUDA memory on a GPU, the weights on CPU
             samples = [Sample(id=f"{label}-{i}", image=img, prompt=p) for i, (img, p) in enumerate(zip(images, prompts))]
             outs = generate_batch(loaded, samples, config)
-            memory = torch.cuda.max_memory_allocated(loaded.device) if cuda else loaded.nbytes
-        kind = "cuda_max_allocated" if cuda else "cpu_weights"
-        answers = [_answer(label, {"text": o.text, "new_tokens": o.new_tokens, "latency_s": o.latency_s,
-                                   "memory_bytes": memory, "memory_kind": kind, "nonfinite": o.nonfinite,
-                                   "truncated": o.truncated}) for o in outs]
-        # the API has no badge: a client that checks `error` must not take noise for an answer
-        problem = (f"{label}: NaN/inf in the model's scores ({NONFINITE_HINT}); with VLM_LAB_DTYPE=float16, "
-                   "set it to float32 (or bfloat16 on a GPU with compute capability >= 8)")
-        return [dataclasses.replace(a, error=problem) if a.nonfinite else a for a in answers]
+            memory_mb = probe.peak() / 2**20
+        kind = "peak" if probe.cuda else "weights"
+        problem = ""
+        if any(o.nonfinite for o in outs):
+            # the API has no badge: a client that checks `error` must not take noise for an answer.
+            # Each request is its own sample; the advice follows the dtype the model runs in.
+            dtype = str(loaded.dtype).removeprefix("torch.")
+            problem = nonfinite_message(label, 1, 1, dtype)
+            if dtype == "float16":
+                problem += "; on this Space, set VLM_LAB_DTYPE=float32"
+        return [Answer(label, o.text, o.new_tokens, o.latency_s, memory_mb, kind, error=problem if o.nonfinite else "",
+                       nonfinite=o.nonfinite, truncated=o.truncated) for o in outs]
 
     @contextlib.contextmanager
     def out_of_memory_guard(self, what: str) -> Iterator[None]:
@@ -446,9 +450,3 @@ class ComparisonService:
                 f"out of memory while {what} answered; the model cache was emptied. "
                 "Compare fewer checkpoints at once or lower 'max new tokens', then try again"
             ) from None
-
-
-def _answer(label: str, row: Mapping[str, Any]) -> Answer:
-    kind = "peak" if row["memory_kind"].startswith("cuda") else "weights"
-    return Answer(label, row["text"], row["new_tokens"], row["latency_s"], row["memory_bytes"] / 2**20, kind,
-                  nonfinite=row.get("nonfinite", False), truncated=row.get("truncated", False))
