@@ -10,7 +10,7 @@ import pytest
 
 from test_checkpoint_refs import add_snapshot, hf_cache, point_ref  # noqa: F401 - hf_cache is a fixture
 from vlm_lab import space_service as ss
-from vlm_lab.errors import CheckpointNotFoundError, ConfigError
+from vlm_lab.errors import CheckpointNotFoundError, ConfigError, VlmLabError
 from vlm_lab.space_settings import NONE_CHOICE, SpaceSettings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "space" / "examples"
@@ -278,3 +278,35 @@ def test_noise_from_nan_scores_is_not_logged_to_wandb_as_an_answer(tiny_checkpoi
     logged = run.read_bytes()
     assert f"{healthy.checkpoint}/latency_s".encode() in logged
     assert f"{broken.checkpoint}/latency_s".encode() not in logged, "NaN noise was logged as an answer"
+
+
+@pytest.fixture
+def mismatched_checkpoint(tiny_checkpoints, tmp_path) -> Path:
+    """checkpoint-1000 whose processor puts one image token fewer than the model's image features:
+    it loads, and transformers raises a plain ValueError inside generate (not a vlm_lab error)."""
+    import json
+
+    path = tmp_path / "mismatched" / "checkpoint-1000"
+    shutil.copytree(tiny_checkpoints[-1], path)
+    config = json.loads((path / "processor_config.json").read_text())
+    config["num_additional_image_tokens"] = 0
+    (path / "processor_config.json").write_text(json.dumps(config))
+    return path
+
+
+def test_a_checkpoint_that_breaks_inside_generate_fails_only_its_own_answers(tiny_checkpoints, mismatched_checkpoint,
+                                                                               caplog):
+    service = ss.ComparisonService(SpaceSettings(checkpoints=(str(tiny_checkpoints[-1]), str(mismatched_checkpoint)),
+                                                 device="cpu"))  # fmt: skip
+    good, bad = service.labels
+    image = str(EXAMPLES / "red-circle.png")
+    healthy, broken = service.compare(image, "What color is the shape?", [good, bad], "greedy", 8)
+    assert (healthy.text, healthy.error) == ("red", "")
+    assert broken.text == "" and broken.error.startswith(f"{bad} failed while answering (ValueError: Image features")
+    assert "the other checkpoints still answer" in broken.error
+    assert "Traceback" in caplog.text  # the Space's log keeps what a maintainer needs
+    # batched together with other callers' requests: only the requests for the broken checkpoint fail
+    mine, theirs = service.answer_batch([image, image], ["What color is the shape?"] * 2, [good, bad])
+    assert (mine.text, mine.error) == ("red", "") and theirs.error == broken.error
+    with pytest.raises(VlmLabError, match="failed while answering"):  # alone: one clear error, not 'unexpected'
+        service.compare(image, "What color is the shape?", [bad])

@@ -29,6 +29,11 @@ from vlm_lab.space_settings import MAX_BEAMS, MAX_SLOTS, NONE_CHOICE, STRATEGIES
 log = logging.getLogger("vlm_lab.space")
 
 
+class CheckpointFailedError(VlmLabError, RuntimeError):
+    """A checkpoint broke while answering with an error vlm_lab did not foresee (its own bug, a
+    processor that does not match its model): only that checkpoint's answers fail."""
+
+
 # -- memory around a request ------------------------------------------------------------------
 
 
@@ -408,19 +413,30 @@ class ComparisonService:
         """One checkpoint, one generate call over a batch of (image, prompt): the Space's only way to generate.
 
         Raises:
-            MemoryBudgetError: out of memory (the model cache was emptied); other ``VlmLabError``: the
-                checkpoint cannot load, or an input it refuses (``DataError``).
+            MemoryBudgetError: out of memory (the model cache was emptied); ``DataError``: an input the
+                checkpoint refuses; ``CheckpointFailedError``: anything else it broke with; other
+                ``VlmLabError``: the checkpoint cannot load.
         """
         from vlm_lab.compare import _MemoryProbe, nonfinite_message
         from vlm_lab.data import Sample
         from vlm_lab.generation import generate_batch
 
-        with self.out_of_memory_guard(label):
-            loaded = self.cache.get(self.refs[label], dtype=self.settings.dtype, device=self.settings.device)
-            probe = _MemoryProbe(loaded)  # peak CUDA memory on a GPU, the weights on CPU
-            samples = [Sample(id=f"{label}-{i}", image=img, prompt=p) for i, (img, p) in enumerate(zip(images, prompts))]
-            outs = generate_batch(loaded, samples, config)
-            memory_mb = probe.peak() / 2**20
+        try:
+            with self.out_of_memory_guard(label):
+                loaded = self.cache.get(self.refs[label], dtype=self.settings.dtype, device=self.settings.device)
+                probe = _MemoryProbe(loaded)  # peak CUDA memory on a GPU, the weights on CPU
+                samples = [Sample(id=f"{label}-{i}", image=img, prompt=p) for i, (img, p) in enumerate(zip(images, prompts))]
+                outs = generate_batch(loaded, samples, config)
+                memory_mb = probe.peak() / 2**20
+        except VlmLabError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one checkpoint's failure must not cost the others their answers
+            log.exception("%s failed while answering", label)
+            traceback.clear_frames(e.__traceback__)  # the error stays reachable (__context__): free its tensors
+            raise CheckpointFailedError(
+                f"{label} failed while answering ({type(e).__name__}: {e}); the other checkpoints still answer. "
+                "The Space's log has the traceback; check the checkpoint alone with `vlm-lab compare`"
+            ) from None
         kind = "peak" if probe.cuda else "weights"
         problem = ""
         if any(o.nonfinite for o in outs):
