@@ -144,3 +144,52 @@ def test_blank_reference_means_none(tmp_path):
 def test_shapes_count_has_a_limit(spec, num_samples):
     with pytest.raises(DataError, match=f"at most {data.MAX_SHAPES_SAMPLES}"):
         data.load_samples(spec, num_samples)
+
+
+def _user_images(folder):
+    """Files as users bring them: a phone photo stored sideways, and images with transparent pixels."""
+    # a phone photo: stored 64 wide x 32 high, left half red, with EXIF orientation 6 (turn 90 degrees clockwise)
+    photo = Image.new("RGB", (64, 32), "blue")
+    photo.paste((255, 0, 0), (0, 0, 32, 32))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo.save(folder / "phone.jpg", quality=95, exif=exif.tobytes())
+    clear = Image.new("RGBA", (16, 16), (0, 0, 0, 0))  # transparent black around an opaque red square
+    clear.paste((255, 0, 0, 255), (4, 4, 12, 12))
+    clear.save(folder / "clear.png")
+    clear.save(folder / "clear.webp", lossless=True)
+    clear.convert("LA").save(folder / "gray.png")
+    palette = clear.convert("P")  # palette index of the transparent pixels marked transparent
+    palette.save(folder / "palette.png", transparency=palette.getpixel((0, 0)))
+    palette.save(folder / "palette.gif", transparency=palette.getpixel((0, 0)))
+    return ["phone.jpg", "clear.png", "clear.webp", "gray.png", "palette.png", "palette.gif"]
+
+
+def test_jsonl_images_are_the_pixels_the_space_sees(tmp_path):
+    # the CLI, notebooks and widgets read a dataset through load_samples; the Space reads uploads through
+    # read_image: the same file must give the model the same pixels on every path
+    from vlm_lab.space_images import read_image
+
+    names = _user_images(tmp_path)
+    samples = data.load_samples(str(_jsonl(tmp_path, *({"id": n, "image": n, "prompt": "Color?"} for n in names))))
+    images = {s.id: s.image for s in samples}
+    for name in names:
+        shown = read_image(str(tmp_path / name), max_pixels=10_000)
+        assert images[name].mode == "RGB" and np.array_equal(np.asarray(images[name]), np.asarray(shown)), name
+    # upright: 32 wide x 64 high, the red half (the stored left) now on top
+    phone = images["phone.jpg"]
+    assert phone.size == (32, 64)
+    assert [max(abs(a - b) for a, b in zip(phone.getpixel(xy), want)) < 40 for xy, want in (((16, 8), (255, 0, 0)), ((16, 56), (0, 0, 255)))] == [True, True]
+    # transparent pixels on white (as the browser shows them), opaque ones as they are
+    for name in names[1:]:
+        assert images[name].getpixel((0, 0)) == (255, 255, 255), name
+    assert images["clear.png"].getpixel((8, 8)) == (255, 0, 0)
+
+
+def test_open_image_of_an_in_memory_file_is_upright_too(tmp_path):
+    # the widget's upload arrives as bytes, not a path
+    import io
+
+    _user_images(tmp_path)
+    img = data.open_image(io.BytesIO((tmp_path / "phone.jpg").read_bytes()))
+    assert img.size == (32, 64) and img.mode == "RGB"

@@ -144,3 +144,26 @@ def test_an_answer_cut_off_at_max_tokens_is_marked(tiny_checkpoints):
     e.max_new_tokens.value = 4
     e.button.click()
     assert [r["truncated"] for r in e.rows] == [False] and "cut off" not in e.output.value
+
+
+def test_an_upload_is_seen_as_the_space_sees_it(explorer, tmp_path):
+    # a phone photo stored sideways (EXIF orientation 6) and a PNG with transparent pixels: the model
+    # gets the pixels the Space gives it for the same file (upright; transparency on white, not black)
+    import numpy as np
+    from PIL import Image
+
+    from vlm_lab.space_images import read_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (64, 32), "red").save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    clear = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    clear.paste((255, 0, 0, 255), (4, 4, 12, 12))
+    clear.save(tmp_path / "clear.png")
+    for name, size in (("phone.jpg", (32, 64)), ("clear.png", (16, 16))):
+        explorer.upload.value = _upload(name, (tmp_path / name).read_bytes())
+        assert explorer.image_source.value == "upload" and explorer.image.size == size, name
+        shown = read_image(str(tmp_path / name), max_pixels=10_000)
+        assert np.array_equal(np.asarray(explorer.image), np.asarray(shown)), name
+    assert explorer.image.getpixel((0, 0)) == (255, 255, 255)
+    explorer.image_source.value = "example"

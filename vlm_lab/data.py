@@ -17,9 +17,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import IO, Iterable, Iterator
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vlm_lab.errors import DataError
 
@@ -43,7 +43,8 @@ class Sample:
     """One image + prompt (+ optional reference answer).
 
     ``image`` is a PIL image held in memory, or None with ``image_path`` set: then
-    reading ``image`` decodes the file each time (RGB) and the sample keeps only the path.
+    reading ``image`` decodes the file each time (``open_image``: upright RGB, transparency
+    on white) and the sample keeps only the path.
     """
 
     id: str
@@ -118,16 +119,34 @@ def write_jsonl(samples: Iterable[Sample], out_dir: str | os.PathLike[str], *, n
     return path
 
 
-def open_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open an image fully (RGB), turning PIL's failures into a ``DataError`` naming the file."""
+def open_image(path: str | os.PathLike[str] | IO[bytes]) -> Image.Image:
+    """Open an image fully as the model sees it (``as_shown``: upright RGB, transparency on white).
+
+    ``path`` is a file path or a binary file object (an upload's bytes). PIL's failures
+    become a ``DataError`` naming the file.
+    """
     try:
         with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
+            img.load()  # the first frame of an animation
+            return as_shown(img)
     except FileNotFoundError as e:
         raise DataError(f"image not found: {path}") from e
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {path}: {e}") from e
+
+
+def as_shown(img: Image.Image) -> Image.Image:
+    """The RGB image a person sees: turned upright by its EXIF orientation (phone photos), transparent
+    pixels over white (as browsers show them and transformers' ``convert_to_rgb`` does), not black.
+
+    Every path that gives a user's image to a model (datasets, widget uploads, Space uploads) goes
+    through here, so one file gives the same pixels in the CLI, a notebook and the Space.
+    """
+    img = ImageOps.exif_transpose(img)
+    if img.has_transparency_data:  # RGBA, LA, PA, or a palette / RGB image with a transparent colour
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 def check_image(path: str | os.PathLike[str]) -> None:

@@ -22,8 +22,9 @@ def image_path_of(value: Any) -> Any:
 def read_image(value: Any, *, max_pixels: int) -> "Image.Image":
     """Open an uploaded image safely: size checked from the header before any pixel is decoded.
 
-    The RGB image a visitor sees in the browser: turned by its EXIF orientation (phone photos),
-    transparency over white (as transformers' ``convert_to_rgb`` does), the first frame of an animation.
+    The RGB image a visitor sees in the browser (``data.as_shown``, as the CLI and notebooks read
+    a dataset's files): upright by its EXIF orientation, transparency over white, the first frame
+    of an animation.
 
     Raises:
         DataError: no image, not an image, truncated or corrupt, or more than ``max_pixels`` pixels;
@@ -31,13 +32,15 @@ def read_image(value: Any, *, max_pixels: int) -> "Image.Image":
     """
     from PIL import Image, UnidentifiedImageError
 
+    from vlm_lab.data import as_shown
+
     value = image_path_of(value)
     if value is None or value == "":
         raise DataError("no image: upload an image (PNG, JPEG or WebP) or pick one of the examples")
     if isinstance(value, Image.Image):
         img = value
         _check_pixels(img.size, max_pixels)
-        return _as_shown(img)
+        return as_shown(img)
     path = Path(str(value))
     if not path.is_file():
         raise DataError("the uploaded image is gone from the server; upload it again")
@@ -48,7 +51,7 @@ def read_image(value: Any, *, max_pixels: int) -> "Image.Image":
             _check_pixels(img.size, max_pixels)
             img.seek(0)  # the first frame of an animation
             img.load()  # decodes: raises on truncated data
-            return _as_shown(img)
+            return as_shown(img)
     except DataError:  # over the pixel limit: a ValueError too, but not a corrupt file
         raise
     except Image.DecompressionBombError as e:  # PIL's own limit (MAX_IMAGE_PIXELS) refused it on open
@@ -63,17 +66,6 @@ def read_image(value: Any, *, max_pixels: int) -> "Image.Image":
         raise DataError(
             f"{_shown_name(path)} is truncated or corrupt ({e}); re-save or re-export the image and upload it again"
         ) from None
-
-
-def _as_shown(img: "Image.Image") -> "Image.Image":
-    """Upright (EXIF orientation) RGB, transparent pixels on white: what the browser shows."""
-    from PIL import Image, ImageOps
-
-    img = ImageOps.exif_transpose(img)
-    if "A" in img.getbands() or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return img.convert("RGB")
 
 
 def limit_image_pixels(max_pixels: int) -> None:

@@ -1,0 +1,64 @@
+"""``vlm-lab compare`` on a user's own files: a phone photo stored sideways and PNGs with transparent
+pixels give the model what the Space gives it for the same files (upright; transparency on white)."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+from PIL import Image
+
+from vlm_lab import shapes
+
+QUESTIONS = {"What shape is this?": 1, "What color is the shape?": 0}  # index into (color, shape)
+
+
+def _compare(checkpoint, jsonl, out) -> list[str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "vlm_lab.cli", "compare", str(checkpoint), "--data", str(jsonl),
+         "--device", "cpu", "--out", str(out), "--no-cache", "--quiet"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    return [row["outputs"][checkpoint.name]["output"] for row in rows]
+
+
+def _transparent(image: Image.Image) -> Image.Image:
+    """The shape on a clear background, stored as transparent black (0, 0, 0, 0) as exporters and PNG
+    optimisers commonly write it: an RGBA-to-RGB conversion that drops alpha shows it black."""
+    bg = image.getpixel((0, 0))
+    mask = Image.eval(image.convert("L"), lambda v: 0 if abs(v - sum(bg) // 3) < 12 else 255)
+    return Image.composite(image.convert("RGBA"), Image.new("RGBA", image.size, (0, 0, 0, 0)), mask)
+
+
+def test_user_files_give_the_answers_of_the_images_as_shown(tiny_checkpoints, tmp_path):
+    # (a) the user's files; (b) the same pictures as a person sees them, saved as plain opaque PNGs
+    mine, shown = tmp_path / "mine", tmp_path / "shown"
+    mine.mkdir(), shown.mkdir()
+    records = []
+    for i, (color, shape) in enumerate([("red", "circle"), ("blue", "triangle"), ("yellow", "square")]):
+        clear = _transparent(shapes.draw_shape(color, shape, random.Random(i)))
+        clear.save(mine / f"{i}.png")
+        Image.alpha_composite(Image.new("RGBA", clear.size, "white"), clear).convert("RGB").save(shown / f"{i}.png")
+        records.append((f"{i}.png", color, shape))
+    # a phone photo: stored turned a quarter left, with EXIF orientation 6 (turn it clockwise to view)
+    upright = shapes.draw_shape("green", "triangle", random.Random(7))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright.transpose(Image.Transpose.ROTATE_90).save(mine / "phone.jpg", quality=95, exif=exif.tobytes())
+    with Image.open(mine / "phone.jpg") as stored:  # its decoded pixels, turned as a viewer turns them
+        stored.convert("RGB").transpose(Image.Transpose.ROTATE_270).save(shown / "phone.jpg.png")
+    records.append(("phone.jpg", "green", "triangle"))
+    for folder, suffix in ((mine, ""), (shown, ".png")):
+        lines = [
+            {"image": name + (suffix if name.endswith(".jpg") else ""), "prompt": q, "reference": (color, shape)[k]}
+            for name, color, shape in records for q, k in QUESTIONS.items()
+        ]  # fmt: skip
+        (folder / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    checkpoint = tiny_checkpoints[-1]
+    as_given = _compare(checkpoint, mine / "d.jsonl", tmp_path / "out-mine")
+    as_shown = _compare(checkpoint, shown / "d.jsonl", tmp_path / "out-shown")
+    assert as_given == as_shown
