@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,9 +36,12 @@ tag: str = ""  # a text grid value
 output_dir: str = "out"  # set by the sweep
 wandb_group: str = ""  # set by the sweep
 wandb_tags: str = ""  # set by the sweep
+wandb_id: str = ""  # set by the sweep
 """
 WORK = """\
 import json, pathlib, time
+with open(pathlib.Path(output_dir).parent / "wandb_ids.log", "a") as log:  # every execution, before a kill
+    log.write(f"{pathlib.Path(output_dir).name} {wandb_id}\\n")
 time.sleep(sleep_s)
 pathlib.Path(output_dir).mkdir(parents=True, exist_ok=True)
 summary = [{"checkpoint": f"checkpoint-{s}", "step": s, "accuracy": x * s / 100, "ci_low": 0.0, "ci_high": 1.0,
@@ -132,6 +136,56 @@ def test_resume_after_a_kill(sweep_file, tmp_path):
     assert all(r.completed for r in runs)
 
 
+def test_a_run_re_run_after_a_kill_keeps_its_wandb_id(sweep_file, tmp_path):
+    """The interrupted run executes twice; both executions log into one W&B run (notebook 02 passes
+    wandb_id to wandb.init with resume="allow"), not one half-logged run plus a second one."""
+    import wandb
+
+    path = sweep_file({"x": [1, 2]}, {"sleep_s": 1.5})
+    runs = sweep.plan(sweep.load_sweep(path))
+    log = runs[0].dir.parent / "wandb_ids.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlm_lab.cli", "sweep", str(path), "--quiet"],
+        cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: log.is_file() and log.read_text().endswith("\n"), proc, "the first run starting its notebook")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its kernel, mid-run (the notebook sleeps 1.5 s)
+        proc.wait()
+    assert not runs[0].completed
+    ((killed, first_id),) = _wandb_ids(log)
+    assert killed == runs[0].run_id and re.fullmatch(r"[0-9a-f]{16}", first_id)
+    assert wandb.Settings(run_id=first_id).run_id == first_id  # a valid W&B run id (wandb validates it)
+
+    report = sweep.run_sweep(sweep.load_sweep(path), progress=False)
+    assert report.ok and set(report.ran) == {r.run_id for r in runs}, report.describe()
+    ids = dict(_wandb_ids(log)[1:])
+    assert ids[runs[0].run_id] == first_id  # the re-run resumes the killed execution's W&B run
+    assert ids[runs[1].run_id] != first_id  # another point: another run
+    assert json.loads((runs[0].dir / "params.json").read_text())["wandb_id"] == first_id
+
+    shutil.rmtree(runs[0].dir)  # thrown away: running it again is a fresh W&B run, not a resumed one
+    assert sweep.run_sweep(sweep.load_sweep(path), progress=False).ran == (runs[0].run_id,)
+    assert _wandb_ids(log)[-1][1] not in (first_id, ids[runs[1].run_id])
+
+
+def test_wandb_ids_differ_between_sweep_folders_and_points(tmp_path):
+    varied, parameters = {"x": 1}, {"x": 1}
+    rid = sweep.run_id(varied, parameters)
+    ids = {
+        sweep.wandb_run_id(sweep.RunSpec(run_id=rid, dir=tmp_path / folder / rid, varied=varied, parameters=parameters), started)
+        for folder in ("runs/a", "runs/b", "elsewhere/a")
+        for started in ("2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00")
+    }
+    assert len(ids) == 6
+
+
+def _wandb_ids(log: Path) -> list[tuple[str, str]]:
+    """(run id, wandb_id) of every execution of the test notebook in a sweep, in order."""
+    return [tuple(line.split(" ")) for line in log.read_text().splitlines()]
+
+
 def test_a_second_invocation_exits_cleanly_while_the_lock_is_held(sweep_file, tmp_path, capsys):
     path = sweep_file({"x": [1]})
     lock = tmp_path / "runs" / "t" / ".lock"
@@ -187,6 +241,7 @@ def test_run_ids_are_readable_stable_and_follow_every_parameter():
         ({"grid": {"a": [1, 1]}}, "repeats a value"),
         ({"parameters": {"a": 1}, "grid": {"a": [2]}}, "both parameters and grid"),
         ({"parameters": {"output_dir": "x"}}, "set by the sweep"),
+        ({"grid": {"wandb_id": ["a", "b"]}}, "wandb_id are set by the sweep for each run"),
         ({"shard_index": 2, "shard_count": 2}, "0-based"),
         ({"name": "a b"}, "sweep name"),
         ({"notebook": "nb.py"}, ".ipynb"),
@@ -255,6 +310,8 @@ def test_real_sweep_of_notebook_02_logs_one_wandb_run_per_point(tiny_checkpoints
     runs = [offline_runs.read_offline_run(p) for p in offline_runs.find_offline_runs(tmp_path / "wandb-home")]
     assert sorted(r.tags for r in runs) == [("strategy=greedy",), ("strategy=nucleus(0.9)",)]
     assert {r.group for r in runs} == {"nb02"}
+    points = sweep.plan(config)  # each W&B run has its point's id: a re-run point resumes it
+    assert {r.id for r in runs} == {json.loads((p.dir / "params.json").read_text())["wandb_id"] for p in points}
     for run in runs:
         assert run.config["num_samples"] == 6 and run.config["output_dir"].startswith(str(tmp_path / "runs" / "nb02"))
         assert len(run.table("samples")) == 6 and "best/accuracy" in run.metrics()

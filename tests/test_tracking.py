@@ -216,15 +216,16 @@ def _notebook_cell_source() -> str:
     return source
 
 
-def _notebook_wandb_cell(comparison, wandb_group: str) -> str:
+def _notebook_wandb_cell(comparison, wandb_group: str, wandb_id: str = "") -> str:
     """Run notebook 02's W&B cell on a real comparison; what it prints."""
     import contextlib
     import io
 
     result, config = comparison
     out = io.StringIO()
+    parameters = {"wandb_group": wandb_group, "wandb_tags": "x=1", "wandb_id": wandb_id}
     with contextlib.redirect_stdout(out):
-        exec(_notebook_cell_source(), {"result": result, "config": config, "wandb_group": wandb_group, "wandb_tags": ""})
+        exec(_notebook_cell_source(), {"result": result, "config": config, **parameters})
     return out.getvalue()
 
 
@@ -256,7 +257,7 @@ def test_a_key_without_network_logs_offline_instead_and_never_writes_the_key(wan
         "import sys\n"
         "from vlm_lab.results import ComparisonResult\n"
         "result = ComparisonResult.load(sys.argv[1])\n"
-        "config, wandb_group, wandb_tags = result.config, 'nb-group', ''\n"
+        "config, wandb_group, wandb_tags, wandb_id = result.config, 'nb-group', '', ''\n"
         "exec(sys.argv[2])\n"
     )
     env = os.environ | {
@@ -370,3 +371,33 @@ def test_a_sweep_run_is_named_by_its_variant(wandb_home, comparison):
     run = offline_runs.read_offline_run(tracked.dir)
     assert run.name == "max_new_tokens=4,strategy=greedy"  # not W&B's random words
     assert run.tags == ("max_new_tokens=4", "strategy=greedy")
+
+
+def test_a_run_logged_again_with_its_id_is_one_run_the_latest(wandb_home, comparison, capsys):
+    """A sweep point killed mid-run and run again: notebook 02 logs with the sweep's wandb_id both
+    times. wandb offline writes one folder per start; the reader and `vlm-lab runs` show one run (the
+    complete latest start) and offer every folder to one `wandb sync`, which merges them in start order."""
+    from vlm_lab.cli import main
+
+    half = tracking.start_run({"strategy": "greedy"}, group="nb-group", id="sweeppoint0001", resume="allow")
+    half.finish(exit_code=1)  # the killed execution: started, nothing logged
+    printed = _notebook_wandb_cell(comparison, "nb-group", wandb_id="sweeppoint0001")
+    assert printed.startswith("W&B offline run sweeppoint0001 in "), printed
+    tracking.log_interaction(image=Image.new("RGB", (8, 8)), prompt="q", outputs={"c": "a"}, group="other")
+
+    folders = offline_runs.find_offline_runs(wandb_home)
+    assert len(folders) == 3  # wandb's own layout: one folder per start
+    runs = offline_runs.latest_runs([offline_runs.read_offline_run(f) for f in folders])
+    (point,) = [r for r in runs if r.group == "nb-group"]
+    assert len(runs) == 2 and point.id == "sweeppoint0001"
+    assert point.finished and point.exit_code == 0 and "best/accuracy" in point.metrics()  # the latest start
+    assert point.config == comparison[1].to_dict()
+    (earlier,) = point.earlier
+    assert earlier == Path(half.settings.sync_dir) and earlier != point.dir
+    assert point.sync_command == f"wandb sync {earlier} {point.dir}"  # oldest first: the latest wins on W&B
+
+    assert main(["runs", str(wandb_home), "--group", "nb-group"]) == 0
+    out = capsys.readouterr().out
+    table = out.split("\n\n")[0]
+    assert table.count("sweeppoint0001") == 1 and "finished" in table and "failed" not in table, out
+    assert "1 offline run(s)" in out and f"wandb sync {earlier} {point.dir}\n" in out

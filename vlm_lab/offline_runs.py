@@ -7,6 +7,11 @@ everything lives in ``offline-run-*/run-<id>.wandb``, a leveldb-style log
 as ``run_table`` artifacts whose manifest names each file's local copy (under
 ``WANDB_DATA_DIR``). This module decodes that log with wandb's own protobuf
 classes and rebuilds config, group, tags, summary, tables and images.
+
+A run started again with its id (``wandb.init(id=..., resume="allow")``: a sweep point re-run
+after a kill) gets one more ``offline-run-*-<id>`` folder per start; ``latest_runs`` shows
+each run once, as its latest start, with the earlier folders in ``earlier``, and its
+``sync_command`` uploads all of them, which ``wandb sync`` merges into the one W&B run.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import struct
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from vlm_lab.errors import DataError
 
@@ -57,10 +62,18 @@ class OfflineRun:
     artifacts: tuple[Artifact, ...]
     finished: bool  # the log ends with an exit record
     exit_code: int | None
+    started_at: float = 0.0  # the run record's start time (seconds since the epoch)
+    earlier: tuple[Path, ...] = ()  # earlier starts of the same run (same id), oldest first
+
+    @property
+    def sync_paths(self) -> tuple[Path, ...]:
+        """Every folder of this run, oldest first: ``wandb sync`` given them together uploads them
+        into one W&B run in start order (given apart, an earlier one synced later would win)."""
+        return (*self.earlier, self.dir)
 
     @property
     def sync_command(self) -> str:
-        return f"wandb sync {self.dir}"
+        return "wandb sync " + " ".join(map(str, self.sync_paths))
 
     def metrics(self) -> dict[str, Any]:
         """Flat ``{key: number-or-string}`` of the summary, without wandb's own ``_*`` keys and tables."""
@@ -212,6 +225,7 @@ def read_offline_run(path: str | os.PathLike[str]) -> OfflineRun:
             info = dict(
                 id=run.run_id, project=run.project, entity=run.entity, group=run.run_group,
                 job_type=run.job_type, name=run.display_name, tags=tuple(run.tags),
+                started_at=run.start_time.seconds + run.start_time.nanos / 1e9,
             )
             for item in run.config.update:
                 _set_item(config, item)
@@ -273,3 +287,17 @@ def find_offline_runs(root: str | os.PathLike[str]) -> list[Path]:
                 found.append(Path(folder, name))
         subdirs[:] = [d for d in subdirs if not d.startswith("offline-run-")]
     return sorted(found, key=lambda p: p.name)  # names start with the start time
+
+
+def latest_runs(runs: Iterable[OfflineRun]) -> list[OfflineRun]:
+    """One entry per W&B run (entity, project, id): its latest start, with the folders of its earlier
+    starts in ``earlier``; ordered by folder name (start time), as ``find_offline_runs``."""
+    by_run: dict[tuple[str, str, str], list[OfflineRun]] = {}
+    for run in runs:
+        by_run.setdefault((run.entity, run.project, run.id), []).append(run)
+    latest = []
+    for starts in by_run.values():
+        # Starts within one second share a folder time; wandb then suffixes the folder (-1, -2, ...).
+        starts.sort(key=lambda r: (r.started_at, r.dir.name))
+        latest.append(dataclasses.replace(starts[-1], earlier=tuple(r.dir for r in starts[:-1])))
+    return sorted(latest, key=lambda r: r.dir.name)

@@ -5,7 +5,8 @@ Layout of ``runs/<sweep>/``::
     .lock                       held while a sweep runs (``.lock.<i>-of-<n>`` per shard)
     .locks/<run-id>             held while that run executes, by whichever invocation runs it
     <run-id>/params.json        the notebook parameters of this run
-    <run-id>/status.json        running | completed | failed (+ failing cell, error)
+    <run-id>/status.json        running | completed | failed (+ failing cell, error; first_started_at,
+                                kept across re-runs, seeds the W&B run id)
     <run-id>/<notebook>.ipynb   the executed notebook (also when a cell failed)
     <run-id>/...                whatever the notebook writes to its ``output_dir``
     summary.csv, summary.md     one row per run: parameters, status, headline metrics
@@ -19,8 +20,10 @@ lock another invocation holds (another shard spec, another machine on the same f
 left to it, and this invocation exits 75.
 
 Each run is one W&B run in the sweep's group: the sweep passes ``wandb_group`` (the
-sweep name) and ``wandb_tags`` (``"key=value,..."`` of the varied parameters) to
-notebooks that declare those parameters, and ``output_dir`` (the run folder).
+sweep name), ``wandb_tags`` (``"key=value,..."`` of the varied parameters) and ``wandb_id``
+(see ``wandb_run_id``: the same for every execution of a run, so a run re-run after a kill
+resumes its W&B run instead of making a second one) to notebooks that declare those
+parameters, and ``output_dir`` (the run folder).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ LOCKED_EXIT_CODE = 75  # EX_TEMPFAIL: another invocation holds the lock; try aga
 MAX_RUNS = 10_000  # a bigger grid is a typo (or needs several sweep files), not a night's work
 SUMMARY_EVERY_S = 10.0  # summary.csv is rewritten as runs finish, at most this often
 RUN_LOCKS = ".locks"  # runs/<sweep>/.locks/<run-id>: held while a run executes, whoever runs it
+WANDB_ID_LENGTH = 16  # hex digits of a run's W&B id (64 bits)
 
 
 class SweepLockedError(SweepError):
@@ -301,6 +305,17 @@ def _write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, default=str) + "\n")
 
 
+def wandb_run_id(run: RunSpec, first_started_at: str) -> str:
+    """The W&B run id of ``run``: the same for every execution of it in this sweep folder (a run
+    re-run after a kill resumes its W&B run), another one for another sweep folder, grid point or
+    first start (a run folder deleted and run again is a fresh W&B run).
+
+    Lowercase hex: W&B refuses ids holding any of ``/ \\ # ? % : ; , '`` (run ids hold commas).
+    """
+    key = f"{run.dir.resolve()}\0{run.run_id}\0{first_started_at}"
+    return hashlib.sha256(key.encode()).hexdigest()[:WANDB_ID_LENGTH]
+
+
 def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> dict[str, Any]:
     """Execute one run with papermill; returns its final status (never raises for a failing notebook)."""
     import papermill
@@ -308,17 +323,24 @@ def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> 
     from vlm_lab.tracking import variant_tags
 
     run.dir.mkdir(parents=True, exist_ok=True)
+    now = _now()
+    # Kept across executions (a re-run after a kill or a failure): the run's W&B id derives from it.
+    first_started_at = run.status().get("first_started_at") or now
     parameters = dict(run.parameters)
     extras = {
         "output_dir": str(run.dir.resolve()),
         "wandb_group": config.name,
         "wandb_tags": variant_tags(run.varied),
+        "wandb_id": wandb_run_id(run, first_started_at),
     }
     parameters.update({k: v for k, v in extras.items() if k in declared})
     _write_json(run.dir / PARAMS_FILE, parameters)
     notebook_out = run.dir / Path(config.notebook).name
     partial = run.dir / f".partial.{notebook_out.name}"  # renamed into place when papermill is done
-    status: dict[str, Any] = {"run_id": run.run_id, "state": "running", "varied": run.varied, "started_at": _now(), "pid": os.getpid()}
+    status: dict[str, Any] = {
+        "run_id": run.run_id, "state": "running", "varied": run.varied, "started_at": now,
+        "first_started_at": first_started_at, "pid": os.getpid(),
+    }  # fmt: skip
     _write_json(run.dir / STATUS_FILE, status)
     started = time.perf_counter()
     try:

@@ -174,12 +174,18 @@ def start_run(
     name: str | None = None,
     mode: str | None = None,
     dir: str | os.PathLike[str] | None = None,
+    id: str | None = None,
+    resume: str | None = None,
 ) -> Any:
     """Start a W&B run (or return None when disabled). Raises on failure; see ``log_comparison``.
 
     ``config`` is a typed config (logged as ``config.to_dict()``, unchanged) or a mapping.
     ``entity`` is the team workspace (default: ``WANDB_ENTITY`` or the key's user); ``group`` the
     sweep or ablation; ``tags`` the variant (an iterable, or one comma-separated string).
+    ``id`` and ``resume`` go to ``wandb.init``: ``id=..., resume="allow"`` continues that run when it
+    exists (a sweep point re-run after a kill). Offline, each start writes another
+    ``offline-run-*-<id>`` folder: ``offline_runs.latest_runs`` shows them as one run, and one
+    ``wandb sync`` of all of them uploads them into that one W&B run, in start order.
     """
     mode = resolve_mode(mode)
     if mode == "disabled":
@@ -207,6 +213,8 @@ def start_run(
         tags=[_tag(str(t).strip()) for t in tags if str(t).strip()],
         name=name or None,
         config=dict(config) if config is not None else None,
+        id=id or None,
+        resume=resume or None,
         mode=mode,
         dir=str(run_dir),
         reinit="create_new",  # never hijack or finish a run the user has open
@@ -330,6 +338,8 @@ def log_comparison(
     mode: str | None = None,
     dir: str | os.PathLike[str] | None = None,
     max_table_rows: int | None = None,
+    id: str | None = None,
+    resume: str | None = None,
 ) -> TrackedRun | NotLogged:
     """Log a checkpoint comparison as one W&B run; never raises for W&B failures.
 
@@ -338,6 +348,8 @@ def log_comparison(
     output and score) and ``result.output_dir`` as a ``comparison`` artifact.
     Without a ``name``, a run in a ``group`` is named by its ``tags`` (a sweep's
     variant, ``max_new_tokens=4,strategy=greedy``) rather than W&B's random words.
+    ``id``/``resume`` (``resume="allow"``): log into the W&B run with that id, e.g. the one a
+    sweep gives each grid point, so a point run again after a kill is still one W&B run.
 
     Returns:
         Where the run went, or a falsy ``NotLogged`` saying why not: W&B is
@@ -350,7 +362,7 @@ def log_comparison(
     try:
         run, resolved, online_error = _start_or_offline(
             config, project=project, entity=entity, group=group, job_type=job_type,
-            tags=tags, name=name, mode=mode, dir=dir,
+            tags=tags, name=name, mode=mode, dir=dir, id=id, resume=resume,
         )
     except Exception as e:  # noqa: BLE001 - logging must never break the experiment
         return _skip("could not start the run", e)
