@@ -95,3 +95,14 @@ def test_build_takes_the_model_and_data_sizes(tmp_path):
     assert (saved["batch_size"], saved["learning_rate"], saved["train_images"]) == (4, 0.01, 8)
     r = vlm_lab("checkpoints", "build", "--out", str(out), "--batch-size", "0", "--quiet")
     assert r.returncode == 2 and "--batch-size" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--learning-rate", "0"], "--learning-rate must be a finite number > 0"),
+    (["--save-every", "0"], "--save-every must be a positive integer"),
+    (["--seed", "-1"], "--seed must be a whole number from 0"),
+])
+def test_build_names_a_bad_option_as_its_flag(args, message, tmp_path):
+    r = vlm_lab("checkpoints", "build", "--out", str(tmp_path / "ck"), *args, "--quiet")
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "ck").exists()  # refused before anything was written

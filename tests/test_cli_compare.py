@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 SUMMARY_KEYS = {"checkpoint", "accuracy", "ci_low", "ci_high", "mean_latency_s", "tokens_per_s", "peak_memory_bytes"}
 
 
@@ -51,6 +53,19 @@ def test_errors_are_one_line_with_the_fix(tiny_dir, tmp_path):
     r = vlm_lab("compare", str(tiny_dir), "--strategy", "nucleus(2)", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "nucleus(0.9)" in r.stderr and "Traceback" not in r.stderr
 
+
+
+@pytest.mark.parametrize("args, message, field", [
+    (["--max-new-tokens", "0"], "--max-new-tokens must be a positive integer, got 0", "max_new_tokens"),
+    (["--num-samples", "-1"], "--num-samples must be a whole number >= 0", "num_samples"),
+    (["--seed", "-1"], "--seed must be a whole number from 0", "seed must"),
+    (["--memory-budget", "0"], "--memory-budget 0 leaves no room for a model", "memory_budget"),
+])
+def test_a_bad_flag_is_named_as_the_flag_not_the_config_field(args, message, field, tmp_path):
+    """The error names what the user typed (--max-new-tokens), not CompareConfig's field (max_new_tokens)."""
+    r = vlm_lab("compare", "ckpt", "--out", str(tmp_path / "x"), *args)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert field not in r.stderr.replace(message, ""), r.stderr
 
 def test_data_without_references_shows_dashes_not_none(tiny_checkpoints, tmp_path):
     from vlm_lab import data, shapes

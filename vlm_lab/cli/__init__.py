@@ -10,12 +10,16 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import re
+import shlex
 import sys
 import warnings
+from collections.abc import Iterator
 
 from vlm_lab import __version__
-from vlm_lab.errors import VlmLabError
+from vlm_lab.errors import ConfigError, VlmLabError
 
 # One module per capability, in the order `vlm-lab --help` lists them.
 SUBCOMMAND_MODULES = ("checkpoints", "compare", "memory", "runs", "sweep")
@@ -71,3 +75,35 @@ def _one_line_warnings(show):
             show(message, category, filename, lineno, file, line)
 
     return show_warning
+
+
+@contextlib.contextmanager
+def flags_in_config_errors(*fields: str, **renamed: str) -> Iterator[None]:
+    """Inside, a ``ConfigError`` that names config fields names the command's flags instead.
+
+    The library speaks in fields (``batch_size must be ...``, ``use dtype='float16'``); a shell user
+    types flags (``--batch-size must be ...``, ``use --dtype float16``).
+
+    Args:
+        fields: fields whose flag is their name with dashes (``max_new_tokens`` -> ``--max-new-tokens``).
+        renamed: fields with another flag (``output_dir="--out"``). A boolean field's flag is the one that
+            sets it: ``measure="--no-measure"`` (a ``--no-`` flag sets False, any other True), so
+            ``measure=False`` reads ``--no-measure`` and ``rehearse=False`` reads ``no --rehearse``.
+    """
+    try:
+        yield
+    except ConfigError as e:
+        raise type(e)(_as_flags(str(e), {**{f: "--" + f.replace("_", "-") for f in fields}, **renamed})) from e
+
+
+def _as_flags(message: str, flags: dict[str, str]) -> str:
+    names = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
+
+    def with_value(m: re.Match) -> str:  # name=value (dtype='float16', measure=False)
+        flag, value = flags[m.group(1)], m.group(2).strip("'")
+        if value in ("True", "False"):
+            return flag if (value == "True") != flag.startswith("--no-") else f"no {flag}"
+        return f"{flag} {shlex.quote(value)}"
+
+    message = re.sub(rf"\b({names})\b(?= must\b)", lambda m: flags[m.group(1)], message)  # "batch_size must be ..."
+    return re.sub(rf"\b({names})=('[^']*'|\w+)", with_value, message)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 
 from vlm_lab.config import TrainConfig
 
@@ -48,14 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     from vlm_lab import tiny
+    from vlm_lab.cli import flags_in_config_errors
 
-    from vlm_lab.errors import ConfigError
-
-    try:
+    with flags_in_config_errors("out", "steps", "save_every", "seed", "batch_size", "learning_rate", "train_images"):
         config = TrainConfig(out=args.out, steps=args.steps, save_every=args.save_every, seed=args.seed,
                              batch_size=args.batch_size, learning_rate=args.learning_rate, train_images=args.train_images)
-    except ConfigError as e:  # the library names the field (batch_size must ...); here it is a flag
-        raise type(e)(re.sub(r"^(\w+)(?= must)", lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from e
     paths = tiny.train(config, progress=not args.quiet)
     print(f"{len(paths)} checkpoints in {config.out}: {', '.join(p.name for p in paths)}")
     return 0

@@ -53,22 +53,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> CompareConfig:
     """The ``CompareConfig`` the flags describe (what the library, the notebook and a sweep take)."""
-    return CompareConfig(
-        checkpoints=tuple(args.refs),
-        data=args.data,
-        num_samples=_DEFAULTS.num_samples if args.num_samples is None else args.num_samples,
-        strategy=args.strategy,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        dtype=args.dtype,
-        device=args.device,
-        output_dir=args.out,
-        use_cache=not args.no_cache,
-        cache_dir=args.cache_dir,
-        metric=args.metric,
-        memory_budget=args.memory_budget,
-    )
+    from vlm_lab.cli import flags_in_config_errors
+
+    with flags_in_config_errors("data", "num_samples", "strategy", "max_new_tokens", "batch_size", "seed", "dtype", "device",
+                                "cache_dir", "metric", "memory_budget", output_dir="--out", use_cache="--no-cache"):
+        return CompareConfig(
+            checkpoints=tuple(args.refs),
+            data=args.data,
+            num_samples=_DEFAULTS.num_samples if args.num_samples is None else args.num_samples,
+            strategy=args.strategy,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            dtype=args.dtype,
+            device=args.device,
+            output_dir=args.out,
+            use_cache=not args.no_cache,
+            cache_dir=args.cache_dir,
+            metric=args.metric,
+            memory_budget=args.memory_budget,
+        )
 
 
 def print_summary(result, *, as_json: bool) -> None:

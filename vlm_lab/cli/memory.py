@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import shlex
 import sys
 
 from vlm_lab.config import DEVICES, MEMORY_DTYPES, MemoryConfig
@@ -46,32 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _memory(args: argparse.Namespace) -> int:
-    from vlm_lab.errors import ConfigError
+    from vlm_lab.cli import flags_in_config_errors
 
-    try:
+    # the library names config fields (dtype='float16'); here they are flags (--dtype float16)
+    with flags_in_config_errors("snapshot_dir", "dtype", "device", "target", "batch_size", "prompt_tokens", "max_new_tokens",
+                                "image_size", "rehearse", measure="--no-measure"):
         return _profile(args)
-    except ConfigError as e:  # the library names config fields (dtype='float16'); here they are flags (--dtype float16)
-        raise type(e)(as_flags(str(e))) from e
-
-
-# A config field as the library's messages write it (name=value) -> the `vlm-lab memory` flag that sets it.
-_FIELD = re.compile(r"\b(measure|rehearse|snapshot_dir|dtype|device|target|batch_size|prompt_tokens|max_new_tokens|image_size)"
-                    r"=('[^']*'|\w+)")
-_BARE_FIELD = re.compile(r"\b(batch_size|prompt_tokens|max_new_tokens|image_size)\b(?= must)")  # "batch_size must be ..."
-
-
-def as_flags(message: str) -> str:
-    """``"use dtype='float16'"`` -> ``"use --dtype float16"``; ``measure=False`` -> ``--no-measure``, ``rehearse=True`` -> ``--rehearse``."""
-    def flag(m: re.Match) -> str:
-        name, value = m.group(1), m.group(2).strip("'")
-        if name == "measure":
-            return "--no-measure" if value == "False" else "measuring"
-        if name == "rehearse":
-            return "--rehearse" if value == "True" else "no --rehearse"
-        return f"--{name.replace('_', '-')} {shlex.quote(value)}"
-
-    message = _BARE_FIELD.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
-    return _FIELD.sub(flag, message)
 
 
 def _profile(args: argparse.Namespace) -> int:
