@@ -418,3 +418,35 @@ def test_outputs_cut_off_at_max_new_tokens_are_counted_marked_and_warned(tmp_pat
         warnings.simplefilter("error", TruncatedOutputWarning)
         whole = compare(config.replace(max_new_tokens=4), progress=False, cache=models)  # the end token is the 4th
     assert whole.summary[0]["n_truncated"] == 0 and whole.summary[0]["accuracy"] == 1.0
+
+
+def test_compare_one_shows_an_open_image_as_it_shows_its_file(tmp_path, tiny_checkpoints, models):
+    """A notebook passing ``Image.open(path)`` gets the answer the path gets: transparency on white."""
+    import random
+
+    from PIL import Image
+
+    from vlm_lab import shapes
+
+    drawn = shapes.draw_shape("red", "circle", random.Random(0))
+    bg = drawn.getpixel((0, 0))
+    mask = Image.eval(drawn.convert("L"), lambda v: 0 if abs(v - sum(bg) // 3) < 12 else 255)
+    Image.composite(drawn.convert("RGBA"), Image.new("RGBA", drawn.size, (0, 0, 0, 0)), mask).save(tmp_path / "c.png")
+    run = lambda image: compare_one(models, [tiny_checkpoints[-1]], image, "What shape is this?", device="cpu")[0]["text"]  # noqa: E731
+    with Image.open(tmp_path / "c.png") as opened:
+        assert run(opened) == run(tmp_path / "c.png")
+
+
+def test_sample_key_of_a_file_changed_when_files_began_to_be_read_as_shown(tmp_path):
+    """Results cached on a file's raw pixels (before EXIF/transparency handling) must not be served."""
+    import hashlib
+
+    from PIL import Image
+
+    from vlm_lab import data
+
+    Image.new("RGBA", (8, 8), (255, 0, 0, 0)).save(tmp_path / "a.png")
+    (tmp_path / "d.jsonl").write_text('{"image": "a.png", "prompt": "hi"}\n')
+    (sample,) = data.read_jsonl(tmp_path / "d.jsonl")
+    raw_pixels_key = hashlib.sha256((tmp_path / "a.png").read_bytes() + b"\0file" + b"\0hi").hexdigest()[:24]
+    assert sample_key(sample) != raw_pixels_key

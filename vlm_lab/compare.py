@@ -22,14 +22,14 @@ from typing import Callable, Sequence
 
 from vlm_lab.checkpoints import CheckpointRef, resolve, resolve_all
 from vlm_lab.config import CompareConfig, GenerationConfig
-from vlm_lab.data import Sample, load_samples, open_image
+from vlm_lab.data import Sample, as_shown, load_samples, open_image
 from vlm_lab.errors import NonFiniteWarning, OutputPathError, TruncatedOutputWarning
 from vlm_lab.model_cache import ModelCache
 from vlm_lab.result_cache import ResultCache, generation_key, sample_key
 from vlm_lab.results import ComparisonResult
 from vlm_lab.scoring import bootstrap_accuracy, get_scorer
 
-__all__ = ["BatchEvent", "ComparisonResult", "ResultCache", "compare", "compare_one", "nonfinite_message", "sample_key",
+__all__ = ["BatchEvent", "ComparisonResult", "MemoryProbe", "ResultCache", "compare", "compare_one", "nonfinite_message", "sample_key",
            "truncated_message", "unique_names"]
 
 SYNC_EVERY_S = 1.0  # fsync the result cache at most this often (and after each checkpoint's last batch)
@@ -47,7 +47,7 @@ class BatchEvent:
     sample_ids: tuple[str, ...]
 
 
-class _MemoryProbe:
+class MemoryProbe:
     """Peak memory of one checkpoint's generation, named for what it measures.
 
     CUDA: ``torch.cuda.max_memory_allocated`` (weights + activations + KV cache).
@@ -293,7 +293,7 @@ class _CheckpointRun:
         """Run ``chunks``: batches of (key, sample), each with its batch id when sampling (seeds it), else None."""
         from vlm_lab.generation import generate_batch
 
-        probe = _MemoryProbe(self.loaded)
+        probe = MemoryProbe(self.loaded)
         done: dict[str, dict] = {}
         last_sync = time.monotonic()
         with self.store.appender() if self.store is not None else contextlib.nullcontext() as appender:
@@ -422,25 +422,22 @@ def compare_one(
     from vlm_lab.generation import generate_batch
 
     gen = gen_config or GenerationConfig()
-    if not hasattr(image, "convert"):
-        image = open_image(image)
-    sample = Sample(id="input", image=image.convert("RGB"), prompt=prompt)
+    # a path is opened as shown; an image already open is shown the same way (upright, on white)
+    sample = Sample(id="input", image=as_shown(image) if hasattr(image, "convert") else open_image(image), prompt=prompt)
     results = []
     for ref in refs:
         ref = ref if isinstance(ref, CheckpointRef) else resolve(str(ref), expand=False)[0]
         loaded = cache.get(ref, dtype=dtype, device=device)
-        if loaded.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(loaded.device)
+        probe = MemoryProbe(loaded)
         (out,) = generate_batch(loaded, [sample], gen)
-        cuda = loaded.device.type == "cuda"
         results.append(
             {
                 "checkpoint": ref.name,
                 "text": out.text,
                 "new_tokens": out.new_tokens,
                 "latency_s": out.latency_s,
-                "memory_bytes": int(torch.cuda.max_memory_allocated(loaded.device)) if cuda else loaded.nbytes,
-                "memory_kind": "cuda_max_allocated" if cuda else "cpu_weights",
+                "memory_bytes": probe.peak(),
+                "memory_kind": probe.kind,
                 "nonfinite": out.nonfinite,
                 "truncated": out.truncated,
             }

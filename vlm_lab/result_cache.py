@@ -49,7 +49,9 @@ def sample_key(sample: Sample) -> str:
                 h = hashlib.file_digest(f, "sha256")
         except OSError as e:
             raise DataError(f"cannot read image {path}: {e.strerror}") from e
-        h.update(b"\0file")  # never equal to a pixel key
+        # never equal to a pixel key; "as-shown": since files are decoded as shown (EXIF orientation,
+        # transparency on white), results computed on the raw pixels before are not served
+        h.update(b"\0file-as-shown")
     else:
         h = hashlib.sha256()
         img = sample.image

@@ -252,7 +252,7 @@ class ComparisonResult:
             ".vlm-lab-comparison td.ok{color:#16703a}.vlm-lab-comparison td.bad{color:#b3261e}"
             ".vlm-lab-comparison .nonfinite{background:#b3261e;color:#fff;padding:0 4px;border-radius:3px;font-size:80%}"
             ".vlm-lab-comparison .truncated{background:#8a5a00;color:#fff;padding:0 4px;border-radius:3px;font-size:80%}"
-            ".vlm-lab-comparison img{width:48px;height:48px;image-rendering:pixelated}</style>"
+            ".vlm-lab-comparison img{width:48px;height:48px;object-fit:contain;background:#fff;image-rendering:pixelated}</style>"
             f"{summary}<p>{len(disagree)} of {len(self.rows)} samples where the checkpoints disagree "
             "(highlighted)</p>"
             f"<table><thead><tr><th>image</th><th>id</th><th>prompt</th><th>reference</th>{head}</tr></thead>"

@@ -417,14 +417,14 @@ class ComparisonService:
                 checkpoint refuses; ``CheckpointFailedError``: anything else it broke with; other
                 ``VlmLabError``: the checkpoint cannot load.
         """
-        from vlm_lab.compare import _MemoryProbe, nonfinite_message
+        from vlm_lab.compare import MemoryProbe, nonfinite_message
         from vlm_lab.data import Sample
         from vlm_lab.generation import generate_batch
 
         try:
             with self.out_of_memory_guard(label):
                 loaded = self.cache.get(self.refs[label], dtype=self.settings.dtype, device=self.settings.device)
-                probe = _MemoryProbe(loaded)  # peak CUDA memory on a GPU, the weights on CPU
+                probe = MemoryProbe(loaded)  # peak CUDA memory on a GPU, the weights on CPU
                 samples = [Sample(id=f"{label}-{i}", image=img, prompt=p) for i, (img, p) in enumerate(zip(images, prompts))]
                 outs = generate_batch(loaded, samples, config)
                 memory_mb = probe.peak() / 2**20
