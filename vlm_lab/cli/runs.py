@@ -39,6 +39,7 @@ def _runs(args: argparse.Namespace) -> int:
             print(f"cannot read {folder}: {e}", file=sys.stderr)
     if unreadable:
         print(f"{len(unreadable)} unreadable run folder(s) skipped (not offered for upload)", file=sys.stderr)
+    runs = offline_runs.latest_runs(runs)  # a run started again with its id (a re-run sweep point): once
     if args.group is not None:
         runs = [r for r in runs if r.group == args.group]
     if not runs:
@@ -54,8 +55,8 @@ def _runs(args: argparse.Namespace) -> int:
     table = pd.DataFrame(rows).fillna("")
     with pd.option_context("display.max_columns", None, "display.width", 200):
         print(table.to_string(index=False))
-    parents = {r.dir.parent for r in runs}
+    parents = {p.parent for r in runs for p in r.sync_paths}
     explicit = len(parents) > 1 or args.group or unreadable
-    targets = " ".join(str(r.dir) for r in runs) if explicit else f"{parents.pop()}/offline-run-*"
+    targets = " ".join(str(p) for r in runs for p in r.sync_paths) if explicit else f"{parents.pop()}/offline-run-*"
     print(f"\n{len(runs)} offline run(s). Upload them (needs WANDB_API_KEY or `wandb login`):\n  wandb sync {targets}")
     return 0
