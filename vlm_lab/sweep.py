@@ -5,8 +5,8 @@ Layout of ``runs/<sweep>/``::
     .lock                       held while a sweep runs (``.lock.<i>-of-<n>`` per shard)
     .locks/<run-id>             held while that run executes, by whichever invocation runs it
     <run-id>/params.json        the notebook parameters of this run
-    <run-id>/status.json        running | completed | failed (+ failing cell, error; first_started_at,
-                                kept across re-runs, seeds the W&B run id)
+    <run-id>/status.json        running | completed | failed (+ failing cell, error; the run's W&B
+                                id, kept across re-runs)
     <run-id>/<notebook>.ipynb   the executed notebook (also when a cell failed)
     <run-id>/...                whatever the notebook writes to its ``output_dir``
     summary.csv, summary.md     one row per run: parameters, status, headline metrics
@@ -21,8 +21,8 @@ left to it, and this invocation exits 75.
 
 Each run is one W&B run in the sweep's group: the sweep passes ``wandb_group`` (the
 sweep name), ``wandb_tags`` (``"key=value,..."`` of the varied parameters) and ``wandb_id``
-(see ``wandb_run_id``: the same for every execution of a run, so a run re-run after a kill
-resumes its W&B run instead of making a second one) to notebooks that declare those
+(random, kept in status.json: the same for every execution of a run, so a run re-run after
+a kill resumes its W&B run instead of making a second one) to notebooks that declare those
 parameters, and ``output_dir`` (the run folder).
 """
 
@@ -39,6 +39,7 @@ import json
 import math
 import os
 import re
+import secrets
 import socket
 import sys
 import time
@@ -305,17 +306,6 @@ def _write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, default=str) + "\n")
 
 
-def wandb_run_id(run: RunSpec, first_started_at: str) -> str:
-    """The W&B run id of ``run``: the same for every execution of it in this sweep folder (a run
-    re-run after a kill resumes its W&B run), another one for another sweep folder, grid point or
-    first start (a run folder deleted and run again is a fresh W&B run).
-
-    Lowercase hex: W&B refuses ids holding any of ``/ \\ # ? % : ; , '`` (run ids hold commas).
-    """
-    key = f"{run.dir.resolve()}\0{run.run_id}\0{first_started_at}"
-    return hashlib.sha256(key.encode()).hexdigest()[:WANDB_ID_LENGTH]
-
-
 def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> dict[str, Any]:
     """Execute one run with papermill; returns its final status (never raises for a failing notebook)."""
     import papermill
@@ -323,23 +313,24 @@ def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> 
     from vlm_lab.tracking import variant_tags
 
     run.dir.mkdir(parents=True, exist_ok=True)
-    now = _now()
-    # Kept across executions (a re-run after a kill or a failure): the run's W&B id derives from it.
-    first_started_at = run.status().get("first_started_at") or now
+    # Kept across executions (a re-run after a kill or a failure, on whichever machine): one W&B run.
+    # Random, not derived from the folder's path: shards on machines that mount runs/ at other
+    # paths must agree. Lowercase hex: W&B refuses ids holding any of / \\ # ? % : ; , '
+    wandb_id = run.status().get("wandb_id") or secrets.token_hex(WANDB_ID_LENGTH // 2)
     parameters = dict(run.parameters)
     extras = {
         "output_dir": str(run.dir.resolve()),
         "wandb_group": config.name,
         "wandb_tags": variant_tags(run.varied),
-        "wandb_id": wandb_run_id(run, first_started_at),
+        "wandb_id": wandb_id,
     }
     parameters.update({k: v for k, v in extras.items() if k in declared})
     _write_json(run.dir / PARAMS_FILE, parameters)
     notebook_out = run.dir / Path(config.notebook).name
     partial = run.dir / f".partial.{notebook_out.name}"  # renamed into place when papermill is done
     status: dict[str, Any] = {
-        "run_id": run.run_id, "state": "running", "varied": run.varied, "started_at": now,
-        "first_started_at": first_started_at, "pid": os.getpid(),
+        "run_id": run.run_id, "state": "running", "varied": run.varied, "started_at": _now(),
+        "wandb_id": wandb_id, "pid": os.getpid(),
     }  # fmt: skip
     _write_json(run.dir / STATUS_FILE, status)
     started = time.perf_counter()
