@@ -91,24 +91,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _known_secrets(args: argparse.Namespace) -> list[str]:
-    """What to scrub from anything printed: the token, the --secret values, secret-named environment
-    variables, and --var items that look like credentials (an error may quote one)."""
-    import os
-
+    """What to scrub from anything printed: every credential at hand (the library's one list of them)."""
     from huggingface_hub import get_token
 
-    from vlm_lab.publish_stage import environment_secrets, find_secret_in_value
+    from vlm_lab.publish_stage import credentials_at_hand
 
     try:
         token = get_token()
     except Exception:
         token = None
-    values = [token, *(os.environ.get(n.split("=", 1)[0], "") for n in args.secret), *environment_secrets(os.environ).values()]
-    for item in args.var:
-        value = item.split("=", 1)[-1]  # the whole item when it has no '='
-        if find_secret_in_value(value) is not None:
-            values.append(value)
-    return [s for s in values if s]
+    return list(credentials_at_hand(token, args.secret, args.var).values())
 
 
 if __name__ == "__main__":

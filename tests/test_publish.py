@@ -25,6 +25,7 @@ from vlm_lab.publish_stage import (
     SecretFileError,
     SecretVariableError,
     check_variables,
+    credentials_at_hand,
     find_secret,
     is_secret_name,
     stage,
@@ -402,6 +403,22 @@ def test_is_secret_name(name, secret):
 def test_ordinary_variable_values_pass(value):
     check_variables({"SETTING": value}, known={"$HF_TOKEN": "hf_" + "x" * 34})
 
+
+
+def test_credentials_at_hand_is_every_value_to_keep_out_of_output():
+    """The one list the publish scrubs and refuses with, and scripts/publish_space.py scrubs its errors with."""
+    environ = {"DSN": "postgres-pw-123", "WANDB_API_KEY": "SECRET-no-known-shape", "EMPTY": "", "LOG_LEVEL": "debug-verbose"}
+    found = credentials_at_hand("hf_" + "x" * 34, ["DSN", "EMPTY", "UNSET", "K=typed-on-the-command-line"],
+                                ["LOG_LEVEL=info", "NOTE=" + WANDB_KEY, "ghp_" + "a1B2" * 9], environ)
+    assert found == {
+        "the Hugging Face token in use": "hf_" + "x" * 34,
+        "$DSN (--secret DSN)": "postgres-pw-123",
+        "the value typed after --secret K=": "typed-on-the-command-line",  # refused by PublishConfig; never echoed either
+        "$WANDB_API_KEY": "SECRET-no-known-shape",
+        "the value of --var NOTE": WANDB_KEY,
+        "--var item 3 (no '=')": "ghp_" + "a1B2" * 9,  # an item without '=' is its own value, and not its own name
+    }
+    assert credentials_at_hand(None, environ={}) == {}
 
 def test_every_refused_variable_is_named_once():
     with pytest.raises(SecretVariableError) as caught:

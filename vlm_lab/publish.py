@@ -37,7 +37,7 @@ from vlm_lab.publish_report import FilePlan, PublishReport, SettingChange, estim
 from vlm_lab.publish_stage import (
     Stage,
     check_variables,
-    environment_secrets,
+    credentials_at_hand,
     find_secret_in_value,
     human_bytes,
     read_space_card,
@@ -79,7 +79,8 @@ def publish(config: PublishConfig, *, progress: Progress | None = None) -> Publi
     if config.checkpoints_repo:
         check_repo_name(config.checkpoints_repo, "--checkpoints-repo")
     hub = connect(endpoint=config.endpoint, retries=config.retries)
-    known = _credentials(hub, _secret_values(config))
+    _secret_values(config)  # a --secret not set in the environment stops here, before any write
+    known = credentials_at_hand(hub.token, config.secrets)
     _refuse_publishing_token(hub, config)
     hub.secrets.extend(known.values())
     with scrubbed_logs(hub):
@@ -217,13 +218,6 @@ def _refuse_publishing_token(hub: Hub, config: PublishConfig) -> None:
                 f"{hub.endpoint}/spaces/{config.space}/settings (publishing leaves secrets it is not given alone), "
                 f"then publish without --secret {name}"
             )
-
-
-def _credentials(hub: Hub, secret_values: dict[str, str]) -> dict[str, str]:
-    """``{where: value}`` of every credential at hand: none may go into a variable or any output."""
-    return ({"the Hugging Face token in use": hub.token}
-            | {f"${name} (--secret {name})": value for name, value in secret_values.items()}
-            | environment_secrets(os.environ))
 
 
 def _shown(hub: Hub, value: str) -> str:

@@ -19,9 +19,10 @@ import difflib
 import fnmatch
 import functools
 import hashlib
+import os
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from vlm_lab.errors import PublishError
 
@@ -149,6 +150,35 @@ def is_secret_name(name: str) -> bool:
 def environment_secrets(environ: Mapping[str, str]) -> dict[str, str]:
     """``{"$NAME": value}`` for each variable of ``environ`` whose name says it holds a credential."""
     return {f"${name}": value for name, value in environ.items() if is_secret_name(name) and len(value) >= 8}
+
+
+def credentials_at_hand(token: str | None, secrets: Iterable[str] = (), variables: Iterable[str] = (),
+                        environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``{where: value}`` of every credential at hand: none may be printed, logged, uploaded or put in a variable.
+
+    The one list of them, for the publish itself and for what scripts/publish_space.py prints.
+
+    Args:
+        token: the Hugging Face token in use (None: none found).
+        secrets: the ``--secret`` items: NAME, whose value is read from ``environ``, or a refused NAME=VALUE.
+        variables: the ``--var KEY=VALUE`` items; a value that looks like a credential is one (it is refused,
+            but an error may quote it), as is a whole item that has no ``=``.
+        environ: the environment (default ``os.environ``); its secret-named variables are credentials.
+    """
+    environ = os.environ if environ is None else environ
+    found = {"the Hugging Face token in use": token or ""}
+    for item in secrets:
+        name, _, typed = item.partition("=")
+        found[f"${name} (--secret {name})"] = environ.get(name, "")
+        if typed:
+            found[f"the value typed after --secret {name}="] = typed
+    found |= environment_secrets(environ)
+    for n, item in enumerate(variables, 1):
+        key, eq, value = item.partition("=")
+        value = value if eq else key  # the whole item when it has no '=' (then not named by itself)
+        if find_secret_in_value(value) is not None:
+            found[f"the value of --var {key}" if eq else f"--var item {n} (no '=')"] = value
+    return {where: value for where, value in found.items() if value}
 
 
 def find_secret_in_value(value: str, known: Mapping[str, str] | None = None) -> str | None:
