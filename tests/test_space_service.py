@@ -226,6 +226,7 @@ def test_float16_overflow_is_shown_as_such_not_as_an_answer(tiny_checkpoints, ov
     (batched,) = service.answer_batch([image], ["What shape is it?"], [service.labels[1]])  # the batched route says it too
     for answer in (broken, batched):  # both routes give the float16 advice, naming the Space's variable
         assert answer.nonfinite and "in float16" in answer.error and "VLM_LAB_DTYPE=float32" in answer.error
+        assert "--dtype" not in answer.error  # a Space visitor has no command line
         assert "overflows float16's range" in answer.stats_markdown() and "weights may hold" not in answer.error
     (fine,) = service.answer_batch([image], ["What shape is it?"], [service.labels[0]])
     assert not fine.nonfinite and fine.error == ""

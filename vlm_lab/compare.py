@@ -269,11 +269,15 @@ def truncated_message(checkpoint: str, count: int, total: int, max_new_tokens: i
             "unless the checkpoint never learned to stop (an early training step)")  # fmt: skip
 
 
-def nonfinite_message(checkpoint: str, count: int, total: int, dtype: str) -> str:
-    """What NaN/+inf scores mean for ``checkpoint`` and what to do about them."""
+def nonfinite_message(checkpoint: str, count: int, total: int, dtype: str, *, dtype_option: str = "--dtype ") -> str:
+    """What NaN/+inf scores mean for ``checkpoint`` and what to do about them.
+
+    ``dtype_option``: how the caller's user sets the dtype (the Space: ``"VLM_LAB_DTYPE="``).
+    """
     what = f"{checkpoint}: NaN or infinite next-token scores on {count} of {total} sample(s) in {dtype}; those outputs are noise"
     if dtype == "float16":
-        return f"{what}. The model overflows float16's range: use --dtype float32, or bfloat16 on a GPU with compute capability >= 8 (not a T4)"
+        return (f"{what}. The model overflows float16's range: use {dtype_option}float32, or {dtype_option}bfloat16 "
+                "on a GPU with compute capability >= 8 (not a T4)")  # fmt: skip
     return f"{what}. The weights may hold NaN or inf (a diverged training run?): check the checkpoint"
 
 

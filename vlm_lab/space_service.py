@@ -443,9 +443,7 @@ class ComparisonService:
             # the API has no badge: a client that checks `error` must not take noise for an answer.
             # Each request is its own sample; the advice follows the dtype the model runs in.
             dtype = str(loaded.dtype).removeprefix("torch.")
-            problem = nonfinite_message(label, 1, 1, dtype)
-            if dtype == "float16":
-                problem += "; on this Space, set VLM_LAB_DTYPE=float32"
+            problem = nonfinite_message(label, 1, 1, dtype, dtype_option="VLM_LAB_DTYPE=")
         return [Answer(label, o.text, o.new_tokens, o.latency_s, memory_mb, kind, error=problem if o.nonfinite else "",
                        nonfinite=o.nonfinite, truncated=o.truncated) for o in outs]
 
