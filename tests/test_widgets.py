@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import html
 import io
 import random
+import shutil
 
 import pytest
 
@@ -51,13 +53,67 @@ def test_compare_shows_every_selected_checkpoint_side_by_side(explorer):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_every_strategy_runs(explorer, strategy):
+    name, _, arg = strategy.partition("(")
     explorer.checkpoints.value = (4,)
-    explorer.strategy.value = strategy
+    explorer.strategy.value = name
+    assert explorer.strategy_text == strategy  # each strategy's default argument
     explorer.max_new_tokens.value = 4
     rows = explorer.run()
-    assert len(rows) == 1 and rows[0]["new_tokens"] <= 4
+    assert len(rows) == 1 and rows[0]["new_tokens"] <= 4 and explorer.config.strategy == strategy
     assert "checkpoint-1000" in explorer.output.value
     explorer.strategy.value, explorer.max_new_tokens.value = "greedy", 8
+
+
+@pytest.mark.parametrize(("name", "arg", "expected"), [("nucleus", 0.5, "nucleus(0.5)"), ("temperature", 1.5, "temperature(1.5)"),
+                                                        ("beam", 2, "beam(2)")])  # fmt: skip
+def test_a_strategy_takes_its_argument_from_the_ui(explorer, name, arg, expected):
+    explorer.strategy.value = name
+    assert explorer.strategy_arg.layout.display != "none"
+    explorer.strategy_arg.value = arg
+    explorer.checkpoints.value = (4,)
+    assert explorer.run() and explorer.config.strategy == expected
+    explorer.strategy.value = "greedy"
+    assert explorer.strategy_arg.layout.display == "none" and explorer.strategy_text == "greedy"
+
+
+def test_sampling_repeats_for_a_seed_and_changes_with_it(explorer):
+    explorer.checkpoints.value = (0,)  # untrained: its answers are spread over the vocabulary
+    explorer.strategy.value, explorer.strategy_arg.value = "temperature", 5.0
+    explorer.max_new_tokens.value = 6
+    answers = {}
+    for seed in (0, 0, 1, 2):
+        explorer.seed.value = seed
+        answers.setdefault(seed, set()).add(explorer.run()[0]["text"])
+    assert len(answers[0]) == 1, "the same seed gave different answers"
+    assert len({*answers[0], *answers[1], *answers[2]}) > 1, "the seed does not reach the sampler"
+    explorer.strategy.value, explorer.max_new_tokens.value, explorer.seed.value = "greedy", 8, 0
+
+
+def test_an_unreadable_upload_says_why(explorer):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (19000, 19000)).save(buf, format="PNG")  # 361 M pixels: past PIL's decompression-bomb limit
+    explorer.image_source.value = "example"
+    explorer.upload.value = _upload("huge.png", buf.getvalue())
+    assert "(Image size (361000000 pixels) exceeds limit" in html.unescape(explorer.output.value)
+    photo = io.BytesIO()
+    Image.effect_noise((300, 200), 64).convert("RGB").save(photo, format="JPEG")
+    explorer.upload.value = _upload("cut.jpg", photo.getvalue()[:2000])
+    out = html.unescape(explorer.output.value)
+    assert "Cannot read 'cut.jpg' as an image (" in out and "truncated" in out and "Compare still uses the image shown" in out
+    assert explorer.image_source.value == "example"
+
+
+def test_a_large_upload_previews_small_with_its_aspect(explorer):
+    from PIL import Image
+
+    photo = io.BytesIO()
+    Image.effect_noise((3000, 1500), 64).convert("RGB").save(photo, format="JPEG")
+    explorer.upload.value = _upload("wide.jpg", photo.getvalue())
+    assert explorer.image.size == (3000, 1500)  # the model gets the full image
+    assert Image.open(io.BytesIO(explorer.preview.value)).size == (128, 64)  # the browser a thumbnail
+    explorer.image_source.value = "example"
 
 
 def test_bad_upload_is_a_message_not_a_traceback(explorer):
@@ -131,7 +187,61 @@ def test_float16_overflow_is_marked_in_the_table(tiny_checkpoints, overflowing_c
     e.checkpoints.value = (0, 1)
     e.button.click()
     assert [r["nonfinite"] for r in e.rows] == [False, True]
-    assert e.output.value.count("NaN/inf: float16 overflow") == 1  # beside the broken checkpoint's answer only
+    out = html.unescape(e.output.value)
+    # beside the broken checkpoint's answer only, with the advice for the dtype it runs in
+    assert out.count("NaN/inf: ") == 1 and out.count("overflows float16's range: use dtype=float32") == 1
+    assert e.rows[1]["dtype"] == "float16"
+
+
+def test_nan_weights_in_float32_get_check_the_checkpoint_not_use_float32(tiny_checkpoints, tmp_path):
+    import torch
+
+    from vlm_lab import models
+
+    loaded = models.load_model(tiny_checkpoints[-1], device="cpu", dtype="float32")
+    with torch.no_grad():
+        loaded.model.get_input_embeddings().weight.fill_(float("nan"))
+    loaded.model.save_pretrained(tmp_path / "nan")
+    loaded.processor.save_pretrained(tmp_path / "nan")
+    e = explore([str(tmp_path / "nan")], "shapes:val:2", dtype="float32", device="cpu")
+    e.checkpoints.value = (0,)
+    e.button.click()
+    out = html.unescape(e.output.value)
+    assert e.rows[0]["nonfinite"] and "in float32" in out and "check the checkpoint" in out and "use dtype=" not in out
+
+
+def test_a_broken_checkpoint_fails_only_its_own_row(tiny_checkpoints, mismatched_checkpoint, tmp_path):
+    # mismatched_checkpoint (conftest): loads, then transformers raises a plain ValueError inside generate
+    corrupted = tmp_path / "corrupted" / "checkpoint-1000"
+    shutil.copytree(tiny_checkpoints[-1], corrupted)
+    (corrupted / "model.safetensors").write_bytes(b"not safetensors")
+    e = explore([str(tiny_checkpoints[-1]), str(mismatched_checkpoint), str(corrupted)], "shapes:val:2", device="cpu")
+    e.checkpoints.value = (0, 1, 2)
+    e.prompt.value = "What color is the shape?"
+    e.button.click()
+    good, broken, corrupt = e.rows
+    assert good["text"] and "error" not in good
+    assert broken["error"].startswith("checkpoint-1000 failed while answering (ValueError: Image features")
+    assert corrupt["error"] and "text" not in corrupt
+    out = html.unescape(e.output.value)
+    assert out.count("class='vlm-lab-row'") == 3 and f"<b>{good['text']}</b>" in out and "ValueError" in out
+    assert not e.button.disabled
+
+
+def test_progress_says_which_checkpoint_loads_and_memory_has_a_unit(tiny_checkpoints):
+    from vlm_lab.model_cache import format_bytes
+
+    e = explore([str(tiny_checkpoints[0]), str(tiny_checkpoints[-1])], "shapes:val:2", device="cpu")
+    e.checkpoints.value = (0, 1)
+    shown, disabled = [], []
+    e.output.observe(lambda c: (shown.append(c["new"]), disabled.append(e.button.disabled)), names="value")
+    e.button.click()
+    assert "Loading and running checkpoint-0 (1/2)" in shown[1] and "Loading and running checkpoint-1000 (2/2)" in shown[2]
+    assert all(disabled[:-1])  # the button is off while anything runs
+    shown.clear()
+    e.button.click()  # both are cached now
+    assert "Running checkpoint-0 (1/2)" in shown[1] and "Loading" not in "".join(shown)
+    assert f"{format_bytes(e.rows[0]['memory_bytes'])} weights" in e.output.value
 
 
 def test_an_answer_cut_off_at_max_tokens_is_marked(tiny_checkpoints):

@@ -20,10 +20,16 @@ import ipywidgets as w
 from vlm_lab.checkpoints import CheckpointRef, resolve_all
 from vlm_lab.config import GenerationConfig
 from vlm_lab.data import Sample, load_samples, open_image
-from vlm_lab.errors import NONFINITE_HINT, DataError, VlmLabError
+from vlm_lab.errors import DataError, VlmLabError
 
 STRATEGIES = ("greedy", "nucleus(0.9)", "temperature(0.7)", "beam(3)")
-PREVIEW_PX = 128  # the 64x64 shapes are upscaled (nearest) so they are visible
+# each strategy's argument in the UI: (label, default, min, max, step); greedy takes none
+STRATEGY_ARGS = {
+    "nucleus": ("top p", 0.9, 0.01, 1.0, 0.05),
+    "temperature": ("temperature", 0.7, 0.05, 5.0, 0.1),
+    "beam": ("beams", 3, 1, 16, 1),
+}
+PREVIEW_PX = 128  # the 64x64 shapes are upscaled (nearest) so they are visible; larger images shrink to fit
 
 # compare_one's memory_kind, in words
 _MEMORY_KINDS = {"cpu_weights": "weights", "cuda_max_allocated": "peak CUDA"}
@@ -32,11 +38,13 @@ _BAD_STYLE = "background:#fce8e6"
 
 
 def _png(image) -> bytes:
+    """A preview at most PREVIEW_PX on its long side, aspect kept (a 24 MP photo is not sent to the browser)."""
     from PIL import Image
 
     buf = io.BytesIO()
-    scale = max(1, PREVIEW_PX // max(image.size))
-    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(buf, format="PNG")
+    scale = PREVIEW_PX / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    image.resize(size, Image.NEAREST if scale >= 1 else Image.LANCZOS).save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -48,9 +56,13 @@ def message_html(text: str, *, error: bool = False) -> str:
 
 def _badges(row: dict[str, Any]) -> str:
     """NaN/inf scores (noise) and cut off at max_new_tokens (incomplete), beside the answer."""
+    from vlm_lab.compare import nonfinite_message
+
     out = ""
     if row.get("nonfinite"):
-        out += f" <span style='color:#b3261e'>NaN/inf: {html.escape(NONFINITE_HINT)}</span>"
+        # the advice follows the dtype the model runs in (float16 overflow vs broken weights)
+        advice = nonfinite_message(row["checkpoint"], 1, 1, row.get("dtype", "?"), dtype_option="dtype=")
+        out += f" <span style='color:#b3261e'>NaN/inf: {html.escape(advice)}</span>"
     if row.get("truncated"):
         out += " <span style='color:#8a5a00'>cut off at max new tokens: raise it to see the whole answer</span>"
     return out
@@ -58,21 +70,26 @@ def _badges(row: dict[str, Any]) -> str:
 
 def results_html(rows: Sequence[dict[str, Any]], reference: str | None = None) -> str:
     """The side-by-side table of ``compare_one`` rows; green/red against the reference when known."""
+    from vlm_lab.model_cache import format_bytes
     from vlm_lab.scoring import normalized_match
 
     head = "".join(f"<th style='text-align:left;padding:2px 10px'>{h}</th>" for h in ("checkpoint", "answer", "latency", "tokens", "memory"))
     body = []
     for r in rows:
         style = ""
-        if reference is not None:
-            style = _OK_STYLE if normalized_match(r["text"], reference) else _BAD_STYLE
-        cells = (
-            html.escape(r["checkpoint"]),
-            f"<b>{html.escape(r['text']) or '<i>(empty)</i>'}</b>" + _badges(r),
-            f"{r['latency_s'] * 1000:.0f} ms",
-            str(r["new_tokens"]),
-            f"{r['memory_bytes'] / 2**20:.1f} MB {_MEMORY_KINDS.get(r['memory_kind'], r['memory_kind'])}",
-        )
+        if r.get("error"):  # this checkpoint failed; the others' answers stay
+            style = _BAD_STYLE
+            cells = (html.escape(r["checkpoint"]), f"<span style='color:#b3261e'>{html.escape(r['error'])}</span>", "-", "-", "-")
+        else:
+            if reference is not None:
+                style = _OK_STYLE if normalized_match(r["text"], reference) else _BAD_STYLE
+            cells = (
+                html.escape(r["checkpoint"]),
+                f"<b>{html.escape(r['text']) or '<i>(empty)</i>'}</b>" + _badges(r),
+                f"{r['latency_s'] * 1000:.0f} ms",
+                str(r["new_tokens"]),
+                f"{format_bytes(r['memory_bytes'])} {_MEMORY_KINDS.get(r['memory_kind'], r['memory_kind'])}",
+            )
         tds = "".join(f"<td style='padding:2px 10px'>{c}</td>" for c in cells)
         body.append(f"<tr class='vlm-lab-row' style='{style}'>{tds}</tr>")
     ref = f"<div>reference: <b>{html.escape(reference)}</b></div>" if reference is not None else ""
@@ -83,9 +100,11 @@ class Explorer:
     """The widget tree plus its state; display it, or drive it from Python.
 
     Attributes are the controls (``checkpoints``, ``example``, ``upload``,
-    ``image_source``, ``prompt``, ``strategy``, ``max_new_tokens``, ``log``,
-    ``button``) and the ``output`` HTML area. ``rows`` holds the last results
-    (``compare_one``'s dicts: checkpoint, text, new_tokens, latency_s, memory_bytes, memory_kind).
+    ``image_source``, ``prompt``, ``strategy`` (greedy, nucleus, temperature, beam) with its
+    argument ``strategy_arg`` and the sampling ``seed``, ``max_new_tokens``, ``log``, ``button``)
+    and the ``output`` HTML area. ``rows`` holds the last results (``compare_one``'s dicts:
+    checkpoint, text, new_tokens, latency_s, memory_bytes, memory_kind, nonfinite, truncated,
+    plus dtype; a checkpoint that failed has only checkpoint and ``error``).
     """
 
     def __init__(self, refs: list[CheckpointRef], samples: list[Sample], *, dtype: str = "auto", device: str = "auto", cache=None) -> None:
@@ -94,6 +113,7 @@ class Explorer:
         self.cache = cache
         self.uploaded = None  # PIL image of the last good upload
         self.rows: list[dict[str, Any]] = []
+        self.config: GenerationConfig | None = None  # what the last Compare generated with
 
         default = sorted({0, len(refs) - 1})
         self.checkpoints = w.SelectMultiple(
@@ -106,9 +126,14 @@ class Explorer:
         )
         self.upload = w.FileUpload(accept="image/*", multiple=False, description="Upload image")
         self.image_source = w.ToggleButtons(options=["example", "upload"], value="example", description="Image")
-        self.preview = w.Image(format="png", width=PREVIEW_PX, height=PREVIEW_PX)
+        self.preview = w.Image(format="png")  # its own size: _png keeps the aspect
         self.prompt = w.Text(value=samples[0].prompt if samples else "", description="Prompt", layout=w.Layout(width="420px"))
-        self.strategy = w.Dropdown(options=STRATEGIES, value="greedy", description="Strategy")
+        self.strategy = w.Dropdown(options=["greedy", *STRATEGY_ARGS], value="greedy", description="Strategy")
+        self.strategy_arg = w.BoundedFloatText(value=1.0, min=0.0, max=1.0, step=0.05, layout=w.Layout(width="200px"))
+        self.seed = w.BoundedIntText(value=0, min=0, max=2**32 - 1, description="Seed", layout=w.Layout(width="200px"),
+                                     tooltip="sampling repeats for the same seed; change it to draw other answers")
+        self.strategy.observe(lambda _: self._show_strategy_arg(), names="value")
+        self._show_strategy_arg()
         self.max_new_tokens = w.BoundedIntText(value=8, min=1, max=256, description="Max tokens")
         self.log = w.Checkbox(value=False, description="Log this comparison (W&B)", indent=False)
         self.log.disabled = _log_interaction() is None
@@ -121,7 +146,8 @@ class Explorer:
         self.button.on_click(self.run)
         self._show_preview()
 
-        controls = w.VBox([self.example, self.upload, self.image_source, self.prompt, self.strategy, self.max_new_tokens, self.log, self.button])
+        strategy = w.HBox([self.strategy, self.strategy_arg, self.seed])
+        controls = w.VBox([self.example, self.upload, self.image_source, self.prompt, strategy, self.max_new_tokens, self.log, self.button])
         self.ui = w.VBox([w.HBox([w.VBox([self.checkpoints, self.preview]), controls]), self.output])
 
     # Displaying an Explorer displays its widget tree.
@@ -143,6 +169,26 @@ class Explorer:
         s = self.samples[self.example.value]
         return s.reference if self.prompt.value.strip() == s.prompt else None
 
+    @property
+    def strategy_text(self) -> str:
+        """The chosen strategy as ``GenerationConfig`` takes it: ``greedy``, ``nucleus(0.9)``, ``beam(3)``..."""
+        name = self.strategy.value
+        if name == "greedy":
+            return name
+        value = self.strategy_arg.value
+        return f"{name}({int(value) if name == 'beam' else value:g})"
+
+    def _show_strategy_arg(self) -> None:
+        """The argument field names what it sets for the chosen strategy; greedy hides it (and the seed)."""
+        spec = STRATEGY_ARGS.get(self.strategy.value)
+        self.strategy_arg.layout.display = self.seed.layout.display = None if spec else "none"
+        if spec:
+            label, default, low, high, step = spec
+            with self.strategy_arg.hold_trait_notifications():  # min/max/value checked together, not one by one
+                self.strategy_arg.min, self.strategy_arg.max, self.strategy_arg.step = low, high, step
+                self.strategy_arg.value, self.strategy_arg.description = default, label
+            self.seed.layout.display = None if self.strategy.value != "beam" else "none"  # beam search draws nothing
+
     def _show_preview(self) -> None:
         image = self.image
         if image is not None:
@@ -160,9 +206,12 @@ class Explorer:
         f = files[0]
         try:
             image = open_image(io.BytesIO(bytes(f["content"])))
-        except DataError:
+        except DataError as e:
+            why = e.__cause__ or e  # PIL's reason (too many pixels, truncated file...), not the BytesIO's repr
+            kept = "; Compare still uses the image shown" if self.image is not None else ""
             self.output.value = message_html(
-                f"Cannot read {f['name']!r} as an image; upload a PNG, JPEG or another format Pillow opens.", error=True
+                f"Cannot read {f['name']!r} as an image ({why}); upload a PNG, JPEG or another format Pillow opens{kept}.",
+                error=True,
             )
             return
         self.uploaded = image
@@ -171,7 +220,17 @@ class Explorer:
         self.output.value = message_html(f"Using uploaded image {f['name']!r} ({image.width}x{image.height}).")
 
     def run(self, _button=None) -> list[dict[str, Any]]:
-        """The Compare click: run every selected checkpoint on the image + prompt, show the table."""
+        """The Compare click: run every selected checkpoint on the image + prompt, show the table.
+
+        A checkpoint that fails gets its error in its own row; the others still answer.
+        """
+        self.button.disabled = True  # first: the first click imports torch and loads models (seconds)
+        try:
+            return self._compare()
+        finally:
+            self.button.disabled = False
+
+    def _compare(self) -> list[dict[str, Any]]:
         refs = [self.refs[i] for i in self.checkpoints.value]
         prompt = self.prompt.value.strip()
         if not refs:
@@ -184,42 +243,60 @@ class Explorer:
         if image is None:
             self.output.value = message_html("Pick an example or upload an image first.", error=True)
             return []
-        from vlm_lab.compare import compare_one
-        from vlm_lab.model_cache import ModelCache
-
-        config = GenerationConfig(strategy=self.strategy.value, max_new_tokens=int(self.max_new_tokens.value), batch_size=1)
-        if self.cache is None:
-            self.cache = ModelCache()
-        self.button.disabled = True
+        self.output.value = message_html("Starting…")
         try:
-            self.rows = []
-            for i, ref in enumerate(refs, start=1):
-                self.output.value = message_html(f"Running {ref.name} ({i}/{len(refs)})…") + results_html(self.rows)
-                # one checkpoint per call, so the output area can say which one is running
-                self.rows += compare_one(self.cache, [ref], image, prompt, config, dtype=self.dtype, device=self.device)
-            self.output.value = results_html(self.rows, self.reference)
-            if self.log.value:
-                tracked = self._log(image, prompt, config)
-                note = f"Logged: {tracked}" if tracked is not None else "W&B logging is disabled or failed (see the warning)."
-                self.output.value += message_html(note)
+            self.config = GenerationConfig(strategy=self.strategy_text, max_new_tokens=int(self.max_new_tokens.value),
+                                           batch_size=1, seed=int(self.seed.value))  # fmt: skip
         except VlmLabError as e:
             self.output.value = message_html(f"{type(e).__name__}: {e}", error=True)
-        except Exception as e:  # a button callback's traceback would vanish into the browser console
-            self.output.value = message_html(f"unexpected {type(e).__name__}: {e}", error=True)
-        finally:
-            self.button.disabled = False
+            return []
+        from vlm_lab.model_cache import ModelCache
+
+        if self.cache is None:
+            self.cache = ModelCache()
+        self.rows = []
+        try:
+            for i, ref in enumerate(refs, start=1):
+                doing = "Running" if ref in self.cache else "Loading and running"  # a first load can take minutes
+                self.output.value = message_html(f"{doing} {ref.name} ({i}/{len(refs)})…") + results_html(self.rows)
+                self.rows.append(self._answer(ref, image, prompt))
+        except KeyboardInterrupt:  # the kernel's stop button: keep what finished, say so
+            self.output.value = message_html(f"Interrupted: {len(self.rows)} of {len(refs)} checkpoints answered.", error=True)
+            self.output.value += results_html(self.rows, self.reference)
+            return self.rows
+        self.output.value = results_html(self.rows, self.reference)
+        if self.log.value:
+            tracked = self._log(image, prompt, self.config)
+            note = f"Logged: {tracked}" if tracked is not None else "W&B logging is disabled or failed (see the warning)."
+            self.output.value += message_html(note)
         return self.rows
+
+    def _answer(self, ref: CheckpointRef, image, prompt: str) -> dict[str, Any]:
+        """``ref``'s row; its error (in words, never a traceback) when it cannot load or answer."""
+        from vlm_lab.compare import compare_one
+
+        try:
+            loaded = self.cache.get(ref, dtype=self.dtype, device=self.device)  # compare_one then finds it cached
+            (row,) = compare_one(self.cache, [ref], image, prompt, self.config, dtype=self.dtype, device=self.device)
+        except VlmLabError as e:
+            return {"checkpoint": ref.name, "error": f"{type(e).__name__}: {e}"}
+        except Exception as e:  # noqa: BLE001 - a button callback's traceback would vanish into the browser console
+            return {"checkpoint": ref.name, "error": f"{ref.name} failed while answering ({type(e).__name__}: {e})"}
+        return {**row, "dtype": str(loaded.dtype).removeprefix("torch.")}
 
     def _log(self, image, prompt: str, config: GenerationConfig):
         """Log this comparison as a W&B run (offline unless a key is set); the ``TrackedRun`` or None."""
         log_interaction = _log_interaction()
         if log_interaction is None:
             return None
+        answers = [r for r in self.rows if not r.get("error") and not r.get("nonfinite")]  # no errors, no NaN noise
+        if not answers:
+            return None
         return log_interaction(
             image=image, prompt=prompt,
-            outputs={r["checkpoint"]: r["text"] for r in self.rows},
-            latency_s={r["checkpoint"]: r["latency_s"] for r in self.rows},
-            memory_mb={r["checkpoint"]: r["memory_bytes"] / 2**20 for r in self.rows},
+            outputs={r["checkpoint"]: r["text"] for r in answers},
+            latency_s={r["checkpoint"]: r["latency_s"] for r in answers},
+            memory_mb={r["checkpoint"]: r["memory_bytes"] / 2**20 for r in answers},
             config=config.to_dict(),
         )
 
