@@ -125,6 +125,13 @@ def test_explore_notebook_compares_two_checkpoints_in_the_browser(lab, artifacts
             expect(select).to_be_visible()
             expect(select.locator("option")).to_have_count(5)
             select.select_option(label=["checkpoint-250", "checkpoint-1000"])
+            # the strategy's argument field shows for a sampling strategy, under its own name, and hides for greedy
+            strategy = page.locator(".widget-dropdown", has_text="Strategy").locator("select")
+            top_p = page.locator(".widget-text", has_text="top p")
+            strategy.select_option("nucleus")
+            expect(top_p).to_be_visible()
+            strategy.select_option("greedy")
+            expect(top_p).to_be_hidden()
             page.get_by_role("button", name="Compare").click()
 
             rows = page.locator("table.vlm-lab-results tr.vlm-lab-row")
@@ -133,6 +140,8 @@ def test_explore_notebook_compares_two_checkpoints_in_the_browser(lab, artifacts
             expect(rows.nth(1)).to_contain_text("checkpoint-1000")
             expect(rows.nth(1)).to_contain_text("red")  # the first example asks for the color of a red shape
             expect(page.get_by_role("button", name="Compare")).to_be_enabled()
+            box = page.locator(".widget-image").first.bounding_box()  # the preview, not stretched to its column
+            assert box and max(box["width"], box["height"]) <= 130, box
             results = page.locator("table.vlm-lab-results")
             results.scroll_into_view_if_needed()
             page.screenshot(path=str(shot), full_page=False)

@@ -113,6 +113,7 @@ def test_a_large_upload_previews_small_with_its_aspect(explorer):
     explorer.upload.value = _upload("wide.jpg", photo.getvalue())
     assert explorer.image.size == (3000, 1500)  # the model gets the full image
     assert Image.open(io.BytesIO(explorer.preview.value)).size == (128, 64)  # the browser a thumbnail
+    assert (explorer.preview.width, explorer.preview.height) == ("128", "64")  # shown at that size
     explorer.image_source.value = "example"
 
 

@@ -37,15 +37,13 @@ _OK_STYLE = "background:#e6f4ea"
 _BAD_STYLE = "background:#fce8e6"
 
 
-def _png(image) -> bytes:
+def _thumbnail(image):
     """A preview at most PREVIEW_PX on its long side, aspect kept (a 24 MP photo is not sent to the browser)."""
     from PIL import Image
 
-    buf = io.BytesIO()
     scale = PREVIEW_PX / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    image.resize(size, Image.NEAREST if scale >= 1 else Image.LANCZOS).save(buf, format="PNG")
-    return buf.getvalue()
+    return image.resize(size, Image.NEAREST if scale >= 1 else Image.LANCZOS)
 
 
 def message_html(text: str, *, error: bool = False) -> str:
@@ -126,7 +124,7 @@ class Explorer:
         )
         self.upload = w.FileUpload(accept="image/*", multiple=False, description="Upload image")
         self.image_source = w.ToggleButtons(options=["example", "upload"], value="example", description="Image")
-        self.preview = w.Image(format="png")  # its own size: _png keeps the aspect
+        self.preview = w.Image(format="png")
         self.prompt = w.Text(value=samples[0].prompt if samples else "", description="Prompt", layout=w.Layout(width="420px"))
         self.strategy = w.Dropdown(options=["greedy", *STRATEGY_ARGS], value="greedy", description="Strategy")
         self.strategy_arg = w.BoundedFloatText(value=1.0, min=0.0, max=1.0, step=0.05, layout=w.Layout(width="200px"))
@@ -192,7 +190,11 @@ class Explorer:
     def _show_preview(self) -> None:
         image = self.image
         if image is not None:
-            self.preview.value = _png(image)
+            thumb, buf = _thumbnail(image), io.BytesIO()
+            thumb.save(buf, format="PNG")
+            # its size in pixels, or the page stretches it to the column's width
+            self.preview.width, self.preview.height = str(thumb.width), str(thumb.height)
+            self.preview.value = buf.getvalue()
 
     def _on_example(self, change) -> None:
         self.prompt.value = self.samples[change["new"]].prompt
