@@ -70,6 +70,21 @@ def overflowing_checkpoint(tiny_checkpoints, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture
+def mismatched_checkpoint(tiny_checkpoints, tmp_path) -> Path:
+    """checkpoint-1000 whose processor puts one image token fewer than the model's image features:
+    it loads, and transformers raises a plain ValueError inside generate (not a vlm_lab error)."""
+    import json
+    import shutil
+
+    path = tmp_path / "mismatched" / "checkpoint-1000"
+    shutil.copytree(tiny_checkpoints[-1], path)
+    config = json.loads((path / "processor_config.json").read_text())
+    config["num_additional_image_tokens"] = 0
+    (path / "processor_config.json").write_text(json.dumps(config))
+    return path
+
+
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     """Where tests leave files for people to look at (screenshots, executed notebooks)."""

@@ -281,20 +281,6 @@ def test_noise_from_nan_scores_is_not_logged_to_wandb_as_an_answer(tiny_checkpoi
     assert f"{broken.checkpoint}/latency_s".encode() not in logged, "NaN noise was logged as an answer"
 
 
-@pytest.fixture
-def mismatched_checkpoint(tiny_checkpoints, tmp_path) -> Path:
-    """checkpoint-1000 whose processor puts one image token fewer than the model's image features:
-    it loads, and transformers raises a plain ValueError inside generate (not a vlm_lab error)."""
-    import json
-
-    path = tmp_path / "mismatched" / "checkpoint-1000"
-    shutil.copytree(tiny_checkpoints[-1], path)
-    config = json.loads((path / "processor_config.json").read_text())
-    config["num_additional_image_tokens"] = 0
-    (path / "processor_config.json").write_text(json.dumps(config))
-    return path
-
-
 def test_a_checkpoint_that_breaks_inside_generate_fails_only_its_own_answers(tiny_checkpoints, mismatched_checkpoint,
                                                                                caplog):
     service = ss.ComparisonService(SpaceSettings(checkpoints=(str(tiny_checkpoints[-1]), str(mismatched_checkpoint)),
