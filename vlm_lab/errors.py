@@ -47,7 +47,6 @@ class PublishError(VlmLabError, RuntimeError):
     """Publishing to a Hugging Face Space failed; the message names the fix."""
 
 
-NONFINITE_HINT = "float16 overflow or broken weights; this output is not an answer"  # shown beside a flagged output
 
 
 class TruncatedOutputWarning(UserWarning):
