@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from vlm_lab import memory, memory_synthetic
+from vlm_lab import memory, memory_checkpoint, memory_synthetic
 
 TEXT = dict(vocab_size=120, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
@@ -195,16 +195,19 @@ def test_llava_next_counts_wide_and_tall_pinpoints_as_the_processor_does(strateg
 
 
 def test_a_family_without_a_rule_is_a_guess_that_says_so(tmp_path):
-    """Mistral3 (Pixtral) has no rule here: one tile is assumed, the row and the summary say so."""
-    from transformers import Mistral3Config
+    """BLIP-2 has no rule here: one tile is assumed, the row and the summary say so."""
+    from transformers import Blip2Config
 
     from vlm_lab.config import MemoryConfig
     from vlm_lab.memory_report import profile, summary
 
-    config = Mistral3Config(vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                               num_attention_heads=2, head_dim=16, image_size=32, patch_size=8),
-                            text_config=dict(model_type="mistral", head_dim=16, **TEXT))
-    folder = memory_synthetic.write_config_only(tmp_path / "mistral3", config)
+    config = Blip2Config(vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                            image_size=32, patch_size=8),
+                         qformer_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                             encoder_hidden_size=32),
+                         text_config=dict(model_type="opt", hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+                                          word_embed_proj_dim=64, vocab_size=120))
+    folder = memory_synthetic.write_config_only(tmp_path / "blip2", config)
     rows = profile(MemoryConfig(checkpoints=(str(folder),), measure=False))
     assert rows[0].estimate.image.guessed
     assert rows[0].to_dict()["image_tokens_guessed"] is True
@@ -215,3 +218,199 @@ def test_a_family_without_a_rule_is_a_guess_that_says_so(tmp_path):
     est = memory.estimate(folder)  # a count the processor config states is read, not guessed
     assert (est.image.tokens, est.image.guessed) == (12, False)
     assert "image tokens guessed" not in summary(profile(MemoryConfig(checkpoints=(str(folder),), measure=False)))
+
+
+# Pixtral / Mistral3, InternVL, Aya Vision and Llama 4 count by the image's shape: squares through memory.estimate,
+# other aspects through image_tokens_for_shape.
+SHAPES = [(20, 20), (50, 50), (64, 64), (100, 100), (300, 300), (30, 90), (90, 30), (60, 100), (100, 75), (33, 200), (400, 130)]
+
+
+def _specials_tokenizer(specials: list[str]):
+    """_tokenizer with its specials registered as added tokens (so "<a><b>" without spaces splits into them)."""
+    tokenizer = _tokenizer(specials)
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    return tokenizer
+
+
+def _pixtral_processor_class(monkeypatch):
+    """PixtralProcessor's module imports its torchvision image processor only for a resize helper the PIL one also has."""
+    import importlib.util
+    import sys
+
+    from transformers.models.pixtral import image_processing_pil_pixtral
+
+    monkeypatch.setitem(sys.modules, "transformers.models.pixtral.image_processing_pixtral", image_processing_pil_pixtral)
+    spec = importlib.util.find_spec("transformers.models.pixtral.processing_pixtral")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # taken out again after the test
+    spec.loader.exec_module(module)
+    return module.PixtralProcessor
+
+
+@pytest.mark.parametrize("kind", ["mistral3", "pixtral"])
+def test_pixtral_counts_a_token_per_merged_patch_and_a_break_per_row(kind, tmp_path, monkeypatch):
+    """Mistral3 (merge 2) and Pixtral-12B (LLaVA with a Pixtral tower, merge 1): rows x (cols + 1), not one 1540px tile."""
+    from transformers import LlavaConfig, Mistral3Config, PixtralImageProcessorPil
+    from transformers.models.pixtral.configuration_pixtral import PixtralVisionConfig
+
+    from vlm_lab.memory_tokens import image_tokens_for_shape
+
+    vision = PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, head_dim=16,
+                                 image_size=96, patch_size=8)
+    text = dict(model_type="mistral", head_dim=16, **TEXT)
+    merge = 2 if kind == "mistral3" else 1
+    config = (Mistral3Config(vision_config=vision, text_config=text, spatial_merge_size=2) if kind == "mistral3"
+              else LlavaConfig(vision_config=vision, text_config=text))
+    image_processor = PixtralImageProcessorPil(size={"longest_edge": 96}, patch_size={"height": 8, "width": 8})
+    settings = {"patch_size": 8, "spatial_merge_size": merge}
+    folder = memory_synthetic.write_config_only(tmp_path / kind, config, settings)
+    image_processor.save_pretrained(folder)
+    processor = object.__new__(_pixtral_processor_class(monkeypatch))
+    vars(processor).update(image_token="[IMG]", image_break_token="[IMG_BREAK]", image_end_token="[IMG_END]", **settings)
+    tokenizer = _specials_tokenizer(["[IMG]", "[IMG_BREAK]", "[IMG_END]"])
+
+    from PIL import Image
+
+    counts = {}
+    for height, width in SHAPES:
+        inputs = image_processor(images=[Image.new("RGB", (width, height))], patch_size=8 * merge, return_tensors="np")
+        text_ = processor.replace_image_token(inputs, 0)
+        real = len(tokenizer(text_, add_special_tokens=False)["input_ids"])
+        assert real == text_.count("[IMG]") + text_.count("[IMG_BREAK]") + text_.count("[IMG_END]")
+        got = image_tokens_for_shape(config, memory_checkpoint.processor_settings(folder), height, width)
+        assert (got.tokens, got.patches) == (real, inputs["pixel_values"][0].size // 3 // 64), (height, width)
+        if height == width:
+            est = memory.estimate(folder, image_size=height)
+            assert (est.image.tokens, est.image.family, est.image.guessed) == (real, "pixtral", False)
+        counts[height, width] = real
+    worst = memory.estimate(folder).image  # 0: a square as large as longest_edge
+    step = 8 * merge
+    assert (worst.side, worst.tokens) == (96, (96 // step) * (96 // step + 1)) and worst.tokens >= max(counts.values())
+
+
+def _got_ocr2_tiles(image_processor, height: int, width: int):
+    from PIL import Image
+
+    return image_processor(images=[Image.new("RGB", (width, height))], crop_to_patches=True, return_tensors="np")
+
+
+def test_internvl_counts_image_seq_length_per_tile_and_thumbnail(tmp_path):
+    """InternVL tiles every image (up to max_patches + a thumbnail): image_seq_length alone undercounts it 13x."""
+    from transformers import GotOcr2ImageProcessorPil, InternVLConfig
+    from transformers.models.internvl.processing_internvl import InternVLProcessor
+
+    from vlm_lab.memory_tokens import image_tokens_for_shape
+
+    config = InternVLConfig(vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                               image_size=[32, 32], patch_size=[8, 8]),
+                            text_config=dict(model_type="qwen2", **TEXT), image_seq_length=4, downsample_ratio=0.5)
+    folder = memory_synthetic.write_config_only(tmp_path / "internvl", config, {"image_seq_length": 4})
+    image_processor = GotOcr2ImageProcessorPil(size={"height": 32, "width": 32}, max_patches=6)  # crop_to_patches False here:
+    image_processor.save_pretrained(folder)  # the processor turns it on, as on the hub
+    tokenizer = _specials_tokenizer(["<img>", "</img>", "<IMG_CONTEXT>"])
+    # The processor needs a video processor, which needs torchvision: its counting is used as is
+    processor = object.__new__(InternVLProcessor)
+    vars(processor).update(start_image_token="<img>", end_image_token="</img>", image_token="<IMG_CONTEXT>", image_seq_length=4)
+
+    tiles = set()
+    for height, width in SHAPES:
+        inputs = _got_ocr2_tiles(image_processor, height, width)
+        real = len(tokenizer(processor.replace_image_token(inputs, 0), add_special_tokens=False)["input_ids"])
+        got = image_tokens_for_shape(config, memory_checkpoint.processor_settings(folder), height, width)
+        assert (got.tokens, got.patches) == (real, len(inputs["pixel_values"]) * (16 + 1)), (height, width)  # + CLS a tile
+        if height == width:
+            est = memory.estimate(folder, image_size=height)
+            assert (est.image.tokens, est.image.family, est.image.guessed) == (real, "internvl", False)
+        tiles.add(int(inputs["num_patches"][0]))
+    assert tiles >= {1, 4, 5, 7}  # one tile, 1x3 / 3x1 + thumbnail, 2x2 + thumbnail, 2x3 / 3x2 + thumbnail
+    assert memory.estimate(folder).image.tokens == 5 * 4 + 2  # square: at most 2x2 tiles of 6 + the thumbnail
+
+
+def test_aya_vision_counts_tiles_and_markers_as_its_processor(tmp_path):
+    from PIL import Image
+    from transformers import AyaVisionConfig, GotOcr2ImageProcessorPil
+    from transformers.models.aya_vision.processing_aya_vision import AyaVisionProcessor
+
+    from vlm_lab.memory_tokens import image_tokens_for_shape
+
+    config = AyaVisionConfig(vision_config=dict(model_type="siglip_vision_model", **VISION), text_config=dict(model_type="cohere2", **TEXT),
+                             downsample_factor=2)
+    specials = ["<image>", "<|START_OF_IMG|>", "<|END_OF_IMG|>", "<|IMG_PATCH|>", "<|IMG_LINE_BREAK|>", "TILE_GLOBAL",
+                *(f"TILE_{i}" for i in range(1, 13))]
+    tokenizer = _specials_tokenizer(specials)
+    image_processor = GotOcr2ImageProcessorPil(size={"height": 32, "width": 32}, max_patches=9)
+    processor = AyaVisionProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8, downsample_factor=2, img_size=32)
+    folder = memory_synthetic.write_config_only(tmp_path / "aya", config)
+    processor.save_pretrained(folder)
+
+    for height, width in SHAPES:
+        enc = processor(images=[Image.new("RGB", (width, height))], text=["<image> what"], return_tensors="np")
+        real = enc["input_ids"].shape[1] - 1  # all but "what"
+        got = image_tokens_for_shape(config, memory_checkpoint.processor_settings(folder), height, width)
+        assert (got.tokens, got.patches) == (real, len(enc["pixel_values"]) * 16), (height, width)
+        if height == width:
+            est = memory.estimate(folder, image_size=height)
+            assert (est.image.tokens, est.image.family, est.image.guessed) == (real, "aya_vision", False)
+    assert memory.estimate(folder).image.tokens == 10 * 4 + 3 + 9  # 3x3 tiles + the thumbnail, a TILE_i each but the thumbnail
+
+
+def _llama4_best_fit():
+    """find_supported_resolutions and get_best_fit from transformers' Llama4ImageProcessor, whose module imports torchvision:
+    the two functions (torch only) are taken from its source and run as they are."""
+    import ast
+    import collections
+    import functools
+    import inspect
+
+    import torch
+    from transformers.image_utils import SizeDict
+    from transformers.models.llama4 import processing_llama4
+
+    source = inspect.getsourcefile(processing_llama4).replace("processing_llama4.py", "image_processing_llama4.py")
+    tree = ast.parse(open(source).read())
+    wanted = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in ("get_factors", "find_supported_resolutions", "get_best_fit")]
+    assert len(wanted) == 3
+    scope = {"torch": torch, "SizeDict": SizeDict, "defaultdict": collections.defaultdict, "lru_cache": functools.lru_cache}
+    exec(compile(ast.Module(body=wanted, type_ignores=[]), source, "exec"), scope)
+
+    def best_fit(height: int, width: int, tile: int, max_patches: int) -> tuple[int, int]:
+        resolutions = torch.tensor(scope["find_supported_resolutions"](max_patches, SizeDict(height=tile, width=tile)))
+        h, w = scope["get_best_fit"]((height, width), resolutions).tolist()
+        return h // tile, w // tile
+
+    return best_fit
+
+
+def test_llama4_counts_its_canvas_tiles_global_tile_and_separators(tmp_path):
+    """Llama 4's processor can't be built without torchvision: the canvas comes from its own get_best_fit, the tokens from
+    its own replace_image_token, both run here."""
+    import numpy as np
+    from transformers import Llama4Config
+    from transformers.models.llama4.processing_llama4 import Llama4Processor
+
+    from vlm_lab.memory_tokens import image_tokens_for_shape
+
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8,
+                  vision_output_dim=64, projector_input_dim=64, projector_output_dim=64, pixel_shuffle_ratio=0.5)
+    config = Llama4Config(vision_config=vision, text_config=dict(head_dim=16, **TEXT))
+    settings = {"patch_size": 8, "size": {"height": 32, "width": 32}, "max_patches": 6}
+    folder = memory_synthetic.write_config_only(tmp_path / "llama4", config, settings)
+    best_fit = _llama4_best_fit()
+    processor = object.__new__(Llama4Processor)
+    vars(processor).update(patch_size=8, downsample_ratio=4)
+    tokenizer = _specials_tokenizer(["<|image_start|>", "<|image_end|>", "<|image|>", "<|patch|>", "<|tile_x_separator|>", "<|tile_y_separator|>"])
+
+    grids = set()
+    for height, width in [*SHAPES, (10, 10), (32, 33), (64, 200), (500, 20)]:
+        rows, cols = best_fit(height, width, 32, 6)
+        tiles = rows * cols + (rows * cols > 1)
+        inputs = {"pixel_values": [np.zeros((tiles, 3, 32, 32))], "aspect_ratios": [[rows, cols]]}
+        real = len(tokenizer(processor.replace_image_token(inputs, 0), add_special_tokens=False)["input_ids"])
+        got = image_tokens_for_shape(config, settings, height, width)
+        assert (got.tokens, got.patches) == (real, tiles * (16 + 1)), (height, width)  # + the class embedding a tile
+        if height == width:
+            est = memory.estimate(folder, image_size=height)
+            assert (est.image.tokens, est.image.family, est.image.guessed) == (real, "llama4", False)
+        grids.add((rows, cols))
+    assert {(1, 1), (2, 2), (1, 3), (3, 1), (2, 3)} <= grids
+    assert memory.estimate(folder).image.tokens == 4 + 3 + 4 * (4 + 1)  # square: 2x2 tiles of at most 6 + the global one

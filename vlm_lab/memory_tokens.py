@@ -22,6 +22,17 @@ need torchvision, which a profiling machine may lack):
   vision start/end tokens;
 - Mllama: one ``<|image|>`` token in the text, but every cross-attention layer
   caches ``max_num_tiles x (patches + CLS)`` vision positions (``cross_tokens``).
+- Pixtral (LLaVA with a Pixtral vision tower) / Mistral3: the image shrunk to fit
+  ``longest_edge``, its sides rounded up to patch x spatial_merge; a token per merged
+  patch, an ``[IMG_BREAK]`` ending each row, ``[IMG_END]`` the last;
+- InternVL / Aya Vision: GotOcr2's ``crop_to_patches`` (the processors turn it on):
+  the tile grid closest to the image's aspect within [min_patches, max_patches],
+  plus a thumbnail tile when there is more than one; InternVL ``image_seq_length``
+  a tile + start/end, Aya ``(img_size / (patch x downsample))^2`` a tile + a
+  ``TILE_i`` marker a tile + start/TILE_GLOBAL/end;
+- Llama 4: the canvas of at most ``max_patches`` tiles that fits the image best
+  (``get_best_fit``), ``(tile / patch)^2 / (1 / pixel_shuffle_ratio^2)`` tokens a
+  tile, separators between tiles and rows, and a global tile when tiled.
 
 Another family uses a per-image count its processor or model config states
 (``image_seq_length``, ``mm_tokens_per_image``, ...); failing that it is a guess:
@@ -49,7 +60,7 @@ class ImageTokens:
     tokens: int  # positions in the language model's sequence
     patches: int  # positions through the vision encoder (all tiles)
     side: int  # the square image side (pixels) the counts are for
-    family: str  # llava | llava_next | llava_onevision | idefics2 | idefics3 | gemma3 | paligemma | qwen2_vl | mllama | fixed | fallback | none
+    family: str  # llava | llava_next | llava_onevision | idefics2 | idefics3 | gemma3 | paligemma | qwen2_vl | mllama | pixtral | internvl | aya_vision | llama4 | fixed | fallback | none
     rule: str = ""  # how the count was made, for reports ("gemma3: 256 (image_seq_length in the processor config) + 4 markers")
     cross_tokens: int = 0  # vision positions each cross-attention layer caches (Mllama), not in the sequence
 
@@ -74,6 +85,8 @@ def _edge(value: Any, key: str, default: int) -> int:
 
 def _llava(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
     vision = config.vision_config
+    if getattr(vision, "model_type", None) == "pixtral":  # Pixtral-12B: LLaVA around a Pixtral tower and processor
+        return _pixtral(config, settings, image_size)
     patch = int(_get(settings, "patch_size", default=vision.patch_size))
     crop = settings.get("crop_size") or settings.get("size")
     side = _edge(crop, "shortest_edge", vision.image_size)  # LLaVA always resizes + crops to this
@@ -256,6 +269,132 @@ def _mllama(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
                        cross_tokens=tiles * per_tile)
 
 
+def _first(value: Any) -> int:
+    """A side from a config field that may be ``448``, ``[448, 448]`` or ``{"height": 448, ...}``."""
+    if isinstance(value, dict):
+        value = value.get("height") or value.get("longest_edge") or value.get("shortest_edge")
+    return int(value[0] if isinstance(value, (list, tuple)) else value)
+
+
+def _int_setting(settings: dict[str, Any], key: str, default: Any) -> int:
+    """An int processor setting; a dict (an image processor's ``patch_size`` merged over the processor's) is ignored."""
+    value = settings.get(key)
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else int(default)
+
+
+def _pixtral_shape(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
+    """PixtralProcessor: resize to fit ``longest_edge``, sides rounded up to patch x merge; a row of tokens + a break each."""
+    vision = config.vision_config
+    patch = _int_setting(settings, "patch_size", _first(vision.patch_size))
+    merge = _int_setting(settings, "spatial_merge_size", getattr(config, "spatial_merge_size", 1) or 1)
+    longest = _edge(settings.get("size"), "longest_edge", _first(vision.image_size))
+    step = patch * merge
+    ratio = max(height / longest, width / longest)
+    if ratio > 1:  # floor, as get_resize_output_image_size does
+        height, width = math.floor(height / ratio), math.floor(width / ratio)
+    rows, cols = (height - 1) // step + 1, (width - 1) // step + 1
+    rule = (f"pixtral: fit in {longest} (size longest_edge), a token per {step}x{step} pixels (patch {patch} x merge {merge}): "
+            f"{rows}x{cols}, + an [IMG_BREAK]/[IMG_END] a row")
+    return ImageTokens(tokens=rows * (cols + 1), patches=rows * cols * merge**2, side=max(height, width), family="pixtral", rule=rule)
+
+
+def _crop_to_patches(settings: dict[str, Any], height: int, width: int, tile: int) -> int:
+    """Tiles GotOcr2's ``crop_to_patches`` makes (InternVL, Aya Vision; their processors turn it on): a grid + a thumbnail."""
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
+
+    least, most = _int_setting(settings, "min_patches", 1), _int_setting(settings, "max_patches", 12)
+    if most <= 1:
+        return 1
+    cols, rows = get_optimal_tiled_canvas((height, width), (tile, tile), least, most)
+    return cols * rows + 1 if cols * rows > 1 else 1
+
+
+def _largest_square_grid_side(settings: dict[str, Any], tile: int, key: str, default: int) -> int:
+    """The side of a square image that makes the largest square grid of at most ``max_patches`` tiles."""
+    return max(1, math.isqrt(_int_setting(settings, key, default))) * tile
+
+
+def _internvl_shape(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
+    vision = config.vision_config
+    tile = _first(settings.get("size") or vision.image_size)
+    patch = _first(vision.patch_size)
+    ratio = float(getattr(config, "downsample_ratio", 0.5))
+    stated = _int_setting(settings, "image_seq_length", getattr(config, "image_seq_length", 0) or 0)
+    per_tile = stated or int((tile // patch) ** 2 * ratio**2)
+    tiles = _crop_to_patches(settings, height, width, tile)
+    rule = f"internvl: {per_tile} (image_seq_length) a tile x {tiles} tile(s) of {tile} (crop_to_patches, thumbnail) + <img></img>"
+    return ImageTokens(tokens=per_tile * tiles + 2, patches=tiles * ((tile // patch) ** 2 + 1), side=max(height, width),
+                       family="internvl", rule=rule)
+
+
+def _aya_vision_shape(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
+    vision = config.vision_config
+    img = _int_setting(settings, "img_size", _first(settings.get("size") or vision.image_size))
+    # the processor saves patch_size x downsample_factor as its patch_size (and no downsample_factor: 1 when reloaded);
+    # without a processor config, the model's own: the vision patch x the projector's downsample_factor
+    stated = isinstance(settings.get("patch_size"), int)
+    patch = _int_setting(settings, "patch_size", _first(vision.patch_size))
+    down = _int_setting(settings, "downsample_factor", 1 if stated else getattr(config, "downsample_factor", 1) or 1)
+    per_tile = (img // (patch * down)) ** 2
+    tiles = _crop_to_patches(settings, height, width, _first(settings.get("size") or img))
+    # AyaVisionProcessor._get_num_multimodal_tokens: start, TILE_GLOBAL, end + a TILE_i marker for every other tile
+    rule = f"aya_vision: ({img}/({patch}x{down}))^2 = {per_tile} a tile x {tiles} tile(s) (crop_to_patches, thumbnail) + markers"
+    return ImageTokens(tokens=per_tile * tiles + 3 + (tiles - 1), patches=tiles * (img // _first(vision.patch_size)) ** 2,
+                       side=max(height, width), family="aya_vision", rule=rule)
+
+
+def _llama4_canvas(height: int, width: int, tile: int, max_tiles: int) -> tuple[int, int]:
+    """(rows, cols) of tiles, as Llama4ImageProcessor's find_supported_resolutions + get_best_fit choose them.
+
+    Written out here because that module imports torchvision; the order of the candidates is kept (ties: least area, first).
+    """
+    canvases = {}
+    for chunks in range(max_tiles, 0, -1):
+        for factor in sorted(f for f in range(1, chunks + 1) if chunks % f == 0):
+            canvases.setdefault(factor / (chunks // factor), []).append((factor, chunks // factor))
+    candidates = [(r * tile, c * tile) for group in canvases.values() for r, c in group]
+    scales = [min(w / width, h / height) for h, w in candidates]
+    up = [s for s in scales if s >= 1]
+    chosen = min(up) if up else max(scales)
+    best = min((h * w, i) for i, ((h, w), s) in enumerate(zip(candidates, scales)) if s == chosen)[1]
+    return candidates[best][0] // tile, candidates[best][1] // tile
+
+
+def _llama4_shape(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
+    vision = config.vision_config
+    tile = _first(settings.get("size") or vision.image_size)
+    patch = _int_setting(settings, "patch_size", _first(vision.patch_size))
+    shuffle = float(_get(settings, "pixel_shuffle_ratio", default=getattr(vision, "pixel_shuffle_ratio", 0.5)))
+    per_tile = (tile // patch) ** 2 // int(round(1.0 / shuffle**2))
+    rows, cols = _llama4_canvas(height, width, tile, _int_setting(settings, "max_patches", 16))
+    grid = rows * cols
+    # <|image_start|> [tiles, x-separators between, a y-separator a row] <|image|> global tile <|image_end|>
+    tokens = per_tile + 3 + (grid * (per_tile + 1) if grid > 1 else 0)
+    tiles = grid + (1 if grid > 1 else 0)
+    rule = f"llama4: {per_tile} a tile ((tile/patch)^2 pixel-shuffled) x {rows}x{cols} tiles" + (" + a global tile" if grid > 1 else "") + " + separators"
+    return ImageTokens(tokens=tokens, patches=tiles * ((tile // _first(vision.patch_size)) ** 2 + 1), side=max(height, width),
+                       family="llama4", rule=rule)
+
+
+def _square(shape, worst_side):
+    """A family counted by shape, for a square image; ``image_size`` 0 = ``worst_side(config, settings)``."""
+    def count(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
+        side = image_size or worst_side(config, settings)
+        return dataclasses.replace(shape(config, settings, side, side), side=side)
+    return count
+
+
+def _tile_side(config, settings: dict[str, Any]) -> int:
+    return _first(settings.get("size") or config.vision_config.image_size)
+
+
+_pixtral = _square(_pixtral_shape, lambda c, s: _edge(s.get("size"), "longest_edge", _first(c.vision_config.image_size)))
+# the largest square grid a square image can get (a non-square one may get more tiles: max_patches)
+_internvl = _square(_internvl_shape, lambda c, s: _largest_square_grid_side(s, _tile_side(c, s), "max_patches", 12))
+_aya_vision = _square(_aya_vision_shape, lambda c, s: _largest_square_grid_side(s, _tile_side(c, s), "max_patches", 12))
+_llama4 = _square(_llama4_shape, lambda c, s: _largest_square_grid_side(s, _tile_side(c, s), "max_patches", 16))
+
+
 def _fallback(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
     vision = getattr(config, "vision_config", None)
     if vision is None or not getattr(vision, "patch_size", None):
@@ -283,7 +422,13 @@ _FAMILIES = {
     "gemma3": _gemma3,
     "paligemma": _paligemma,
     "mllama": _mllama,
+    "mistral3": _pixtral,
+    "internvl": _internvl,
+    "aya_vision": _aya_vision,
+    "llama4": _llama4,
 }
+# families whose count depends on the image's aspect, not only its size
+_SHAPES = {"mistral3": _pixtral_shape, "internvl": _internvl_shape, "aya_vision": _aya_vision_shape, "llama4": _llama4_shape}
 
 
 def image_tokens(config, settings: dict[str, Any] | None = None, *, image_size: int = 0) -> ImageTokens:
@@ -296,3 +441,15 @@ def image_tokens(config, settings: dict[str, Any] | None = None, *, image_size: 
     """
     family = _FAMILIES.get(config.model_type, _fallback)
     return family(config, settings or {}, image_size)
+
+
+def image_tokens_for_shape(config, settings: dict[str, Any] | None, height: int, width: int) -> ImageTokens:
+    """Tokens and patches for one ``height`` x ``width`` image, for the families counted by shape
+    (Pixtral / Mistral3, InternVL, Aya Vision, Llama 4); any other family counts the square of the longer side."""
+    settings = settings or {}
+    shape = _SHAPES.get(config.model_type)
+    if config.model_type == "llava" and getattr(config.vision_config, "model_type", None) == "pixtral":
+        shape = _pixtral_shape
+    if shape is None:
+        return image_tokens(config, settings, image_size=max(height, width))
+    return shape(config, settings, height, width)
