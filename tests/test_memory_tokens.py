@@ -414,3 +414,12 @@ def test_llama4_counts_its_canvas_tiles_global_tile_and_separators(tmp_path):
         grids.add((rows, cols))
     assert {(1, 1), (2, 2), (1, 3), (3, 1), (2, 3)} <= grids
     assert memory.estimate(folder).image.tokens == 4 + 3 + 4 * (4 + 1)  # square: 2x2 tiles of at most 6 + the global one
+
+
+def test_processor_keys_win_over_the_nested_image_processor_keys(tmp_path):
+    """As in the processors: Pixtral's processor patch_size is an int, its image processor's a dict."""
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"patch_size": 14, "image_mean": [0.5] * 3}))
+    nested = {"patch_size": {"height": 16, "width": 16}, "longest_edge": 1024}
+    (tmp_path / "processor_config.json").write_text(json.dumps({"patch_size": 16, "image_processor": nested}))
+    settings = memory_checkpoint.processor_settings(tmp_path)
+    assert (settings["patch_size"], settings["longest_edge"], settings["image_mean"]) == (16, 1024, [0.5] * 3)

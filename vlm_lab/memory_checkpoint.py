@@ -69,13 +69,17 @@ def local_folder(ref: CheckpointRef) -> Path:
 
 
 def processor_settings(folder: Path) -> dict[str, Any]:
-    """preprocessor_config.json and processor_config.json merged (transformers 5 nests the image processor)."""
+    """preprocessor_config.json and processor_config.json merged (transformers 5 nests the image processor).
+
+    The processor's own keys win over its image processor's, as in the processors: Pixtral's
+    processor ``patch_size`` is an int, its image processor's a ``{"height", "width"}`` dict.
+    """
     merged = dict(_read_json(folder / "preprocessor_config.json"))
     processor = _read_json(folder / "processor_config.json")
     nested = processor.pop("image_processor", None)
-    merged.update(processor)
     if isinstance(nested, dict):
         merged.update(nested)
+    merged.update(processor)
     return merged
 
 
