@@ -28,6 +28,7 @@ def test_json_summary_on_stdout_only(tiny_checkpoints, tmp_path):
     assert all(SUMMARY_KEYS <= s.keys() for s in summary)
     assert summary[1]["accuracy"] == 1.0 and summary[1]["ci_low"] <= 1.0 and summary[0]["accuracy"] == 0.0
     assert summary[1]["n_samples"] == 6  # the N of shapes:val:N
+    assert summary[1]["vs"] == "checkpoint-0" and summary[1]["n_wrong_to_right"] == 6 and summary[1]["diff"] == 1.0
     for name in ("results.jsonl", "results.csv", "summary.json", "comparison.html"):
         assert (out / name).is_file()
     assert "compare" in r.stderr  # the progress bar
@@ -45,6 +46,7 @@ def test_table_and_training_output_folder(tiny_dir, tmp_path):
     assert "accuracy" in lines[0] and "ci_low" in lines[0]
     assert [line.split()[0] for line in lines[1:6]] == [f"checkpoint-{s}" for s in (0, 250, 500, 750, 1000)]
     assert "comparison.html" in r.stdout and r.stderr.count("compare") == 0
+    assert "checkpoint-1000 vs checkpoint-750: " in r.stdout and "wrong->right" in r.stdout  # the paired comparison
 
 
 def test_errors_are_one_line_with_the_fix(tiny_dir, tmp_path):

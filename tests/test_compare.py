@@ -120,6 +120,36 @@ def test_paired_comparison(finished):
     assert result.paired(0, -1) == p and result.paired("0", "1000") == p  # by index or by step
 
 
+def test_each_checkpoint_is_paired_with_the_one_before_where_users_look(finished):
+    _, result = finished
+    before, after = result.paired(0, 1), result.paired(1, 2)
+    assert result.pairs() == [before, after]
+    first, second, third = result.summary
+    assert first["vs"] is None and first["diff"] is None
+    assert (second["vs"], second["diff"], second["diff_ci_low"]) == ("checkpoint-0", before.diff, before.ci_low)
+    assert (third["n_wrong_to_right"], third["n_right_to_wrong"]) == (len(after.wrong_to_right), len(after.right_to_wrong))
+    saved = json.loads((result.output_dir / "summary.json").read_text())["summary"]
+    assert saved[1]["vs"] == "checkpoint-0" and saved[1]["n_wrong_to_right"] == len(before.wrong_to_right)
+    report = result.paired_report(max_ids=2)
+    assert str(before) in report and str(after) in report
+    assert f"wrong->right: {', '.join(before.wrong_to_right[:2])} (+{len(before.wrong_to_right) - 2} more)" in report
+    page = (result.output_dir / "comparison.html").read_text()
+    assert "checkpoint-250 vs checkpoint-0" in page and "wrong-&gt;right" in page
+    alone = ComparisonResult.load(result.output_dir)
+    alone.checkpoints = alone.checkpoints[:1]
+    assert alone.pairs() == [] and "one checkpoint, nothing to pair" in alone.paired_report()
+
+
+def test_saved_html_is_a_utf8_page_that_stays_usable_with_many_samples(finished):
+    _, result = finished
+    page = (result.output_dir / "comparison.html").read_text(encoding="utf-8")
+    # no charset: a browser or a plain web server reads it as windows-1252 and mangles non-ASCII prompts
+    assert page.startswith("<!doctype html>") and '<meta charset="utf-8">' in page and "<title>" in page
+    assert page.count('loading="lazy"') == len(result.rows)  # thousands of thumbnails load as they scroll into view
+    assert "only-disagree" in page  # a no-script toggle hides the rows where all checkpoints agree
+    assert "<!doctype" not in result.html()  # a notebook gets the fragment
+
+
 def test_plot_accuracy_uses_training_steps(finished):
     import matplotlib
 
@@ -289,6 +319,8 @@ def test_bring_your_own_data_without_references(tmp_path, tiny_checkpoints, mode
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["summary"][0]["accuracy"] is None
     with pytest.raises(DataError, match="needs references"):
         result.paired(0, 1)
+    assert result.pairs() == [] and result.summary[1]["diff"] is None
+    assert "no sample has a reference" in result.paired_report()
 
 
 def test_same_step_names_from_two_runs_are_told_apart(tmp_path, tiny_checkpoints, models):

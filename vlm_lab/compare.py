@@ -396,7 +396,9 @@ def _build_result(config, refs, names, plans, samples, keys, images, out) -> Com
             }
         )
     ref_info = [{"name": n, "spec": r.spec, "step": r.step, "fingerprint": p[2]} for n, r, p in zip(names, refs, plans)]
-    return ComparisonResult(config=config.to_dict(), checkpoints=names, refs=ref_info, rows=rows, summary=summary, output_dir=out)
+    result = ComparisonResult(config=config.to_dict(), checkpoints=names, refs=ref_info, rows=rows, summary=summary, output_dir=out)
+    result.add_paired_columns()
+    return result
 
 
 def compare_one(

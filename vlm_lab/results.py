@@ -34,11 +34,14 @@ from vlm_lab.errors import ConfigError, DataError
 from vlm_lab.scoring import PairedComparison, normalize, paired_bootstrap
 
 FIELDS = ("output", "score", "latency_s", "new_tokens")  # per checkpoint, per sample
+# against the checkpoint before it (paired, on the samples with a reference): None for the first
+PAIRED_COLUMNS = ("vs", "diff", "diff_ci_low", "diff_ci_high", "n_wrong_to_right", "n_right_to_wrong")
 SUMMARY_COLUMNS = (
     "checkpoint", "step", "accuracy", "ci_low", "ci_high", "n_scored", "n_samples", "mean_latency_s",
     "tokens_per_s", "mean_new_tokens", "peak_memory_bytes", "memory_kind", "n_nonfinite", "n_truncated",
-    "from_cache",
+    "from_cache", *PAIRED_COLUMNS,
 )  # fmt: skip
+MAX_FLIPPED_IDS = 12  # sample ids listed per flip direction in the paired report
 
 
 def _json_safe(value: Any) -> Any:
@@ -96,7 +99,7 @@ class ComparisonResult:
             frame["image"] = [row["image"] for row in self.rows]  # relative to the CSV: the folder can move as a whole
             atomic_write_text(out / "results.csv", frame.to_csv(index=False))
             atomic_write_text(out / "results.jsonl", rows_text)  # after the CSV: an interrupted save redoes both
-        atomic_write_text(out / "comparison.html", self.html(max_rows=None, embed_images=False), if_changed=True)
+        atomic_write_text(out / "comparison.html", self.page(), if_changed=True)
         # last, naming the rows it belongs to: a save cut short leaves a folder that load() refuses
         meta = {"config": self.config, "checkpoints": self.refs, "summary": self.summary, "results_sha256": _sha256(rows_text)}
         atomic_write_text(out / "summary.json", _dumps(meta, indent=2) + "\n", if_changed=True)
@@ -189,6 +192,39 @@ class ComparisonResult:
             seed=seed,
         )
 
+    def pairs(self, *, seed: int | None = None) -> list[PairedComparison]:
+        """Each checkpoint against the one before it (``paired(i - 1, i)``), seeded with the
+        config's seed; empty with one checkpoint or when no sample has a reference."""
+        if len(self.checkpoints) < 2 or all(r["reference"] is None for r in self.rows):
+            return []
+        seed = self.config.get("seed", 0) if seed is None else seed
+        return [self.paired(i - 1, i, seed=seed) for i in range(1, len(self.checkpoints))]
+
+    def add_paired_columns(self) -> None:
+        """Fill the ``PAIRED_COLUMNS`` of ``summary`` from ``pairs()`` (None where nothing is paired)."""
+        for row in self.summary:
+            row.update(dict.fromkeys(PAIRED_COLUMNS))
+        for p, row in zip(self.pairs(), self.summary[1:]):
+            row.update(vs=p.a, diff=p.diff, diff_ci_low=p.ci_low, diff_ci_high=p.ci_high,
+                       n_wrong_to_right=len(p.wrong_to_right), n_right_to_wrong=len(p.right_to_wrong))  # fmt: skip
+
+    def paired_report(self, *, max_ids: int = MAX_FLIPPED_IDS) -> str:
+        """``pairs()`` as text: per pair the accuracy difference with its paired-bootstrap CI and
+        the flipped sample ids (at most ``max_ids`` each way); a line saying why when nothing pairs."""
+        if len(self.checkpoints) < 2:
+            return "paired comparison: one checkpoint, nothing to pair (compare two or more to see which samples flipped)"
+        pairs = self.pairs()
+        if not pairs:
+            return "paired comparison: no sample has a reference, nothing is scored (add 'reference' to the data)"
+        lines = ["paired comparison, each checkpoint against the one before (95% paired-bootstrap CI):"]
+        for p in pairs:
+            lines.append(f"  {p}")
+            for label, ids in (("wrong->right", p.wrong_to_right), ("right->wrong", p.right_to_wrong)):
+                if ids:
+                    more = f" (+{len(ids) - max_ids} more)" if len(ids) > max_ids else ""
+                    lines.append(f"    {label}: {', '.join(ids[:max_ids])}{more}")
+        return "\n".join(lines)
+
     def disagreements(self) -> list[dict]:
         """Rows where the checkpoints' outputs differ (after normalisation)."""
         return [r for r in self.rows if _disagree(r, self.checkpoints)]
@@ -238,7 +274,7 @@ class ComparisonResult:
                 cells.append(f'<td class="{mark}">{_esc(out["output"])}{_badges(out)}</td>')
             cls = ' class="disagree"' if id(row) in disagree else ""
             ref = "" if row["reference"] is None else _esc(row["reference"])
-            thumb = _thumbnail(self, row) if embed_images else f'<img src="{_esc(row["image"])}" alt="{_esc(row["id"])}">'
+            thumb = _thumbnail(self, row) if embed_images else f'<img src="{_esc(row["image"])}" alt="{_esc(row["id"])}" loading="lazy">'
             body.append(
                 f"<tr{cls}><td>{thumb}</td><td>{_esc(row['id'])}</td><td>{_esc(row['prompt'])}</td>"
                 f"<td>{ref}</td>{''.join(cells)}</tr>"
@@ -252,11 +288,21 @@ class ComparisonResult:
             ".vlm-lab-comparison td.ok{color:#16703a}.vlm-lab-comparison td.bad{color:#b3261e}"
             ".vlm-lab-comparison .nonfinite{background:#b3261e;color:#fff;padding:0 4px;border-radius:3px;font-size:80%}"
             ".vlm-lab-comparison .truncated{background:#8a5a00;color:#fff;padding:0 4px;border-radius:3px;font-size:80%}"
-            ".vlm-lab-comparison img{width:48px;height:48px;object-fit:contain;background:#fff;image-rendering:pixelated}</style>"
-            f"{summary}<p>{len(disagree)} of {len(self.rows)} samples where the checkpoints disagree "
-            "(highlighted)</p>"
+            ".vlm-lab-comparison img{width:48px;height:48px;object-fit:contain;background:#fff;image-rendering:pixelated}"
+            ".vlm-lab-comparison:has(input.only-disagree:checked) tbody tr:not(.disagree){display:none}</style>"
+            f"{summary}<pre class='paired'>{_esc(self.paired_report())}</pre>"
+            f"<p>{len(disagree)} of {len(self.rows)} samples where the checkpoints disagree (highlighted) "
+            "<label><input type='checkbox' class='only-disagree'> show only these</label></p>"
             f"<table><thead><tr><th>image</th><th>id</th><th>prompt</th><th>reference</th>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>{more}</div>"
+        )
+
+    def page(self) -> str:
+        """``html`` as a whole UTF-8 page with every sample, linking ``images/`` (the saved comparison.html)."""
+        title = _esc(f"vlm-lab comparison: {', '.join(self.checkpoints)}")
+        return (
+            f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>\n'
+            f"<body>{self.html(max_rows=None, embed_images=False)}</body></html>\n"
         )
 
     def _repr_html_(self) -> str:

@@ -97,6 +97,7 @@ def print_summary(result, *, as_json: bool) -> None:
             },  # fmt: skip
         )
     )
+    print(result.paired_report(max_ids=8))
     kinds = sorted({k for k in frame["memory_kind"] if isinstance(k, str)})
     if kinds:
         print(f"peak memory: {', '.join(kinds)}")
