@@ -133,3 +133,22 @@ def test_git_lfs_pointer_weights_are_one_line_with_the_fix(tiny_checkpoints, tmp
     r = vlm_lab("compare", str(folder), "--data", "shapes:val:2", "--device", "cpu", "--out", str(tmp_path / "cmp"), "--quiet")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "Git-LFS pointer" in r.stderr and "git lfs pull" in r.stderr
+
+
+def test_table_says_how_many_samples_the_accuracy_is_over(capsys, tmp_path):
+    from vlm_lab.cli.compare import print_summary
+    from vlm_lab.results import ComparisonResult
+
+    rows = [
+        {"id": i, "image": f"images/{i}.png", "prompt": "p", "reference": ref,
+         "outputs": {"a": {"output": "red", "score": None if ref is None else 1.0, "latency_s": 0.1, "new_tokens": 2}}}
+        for i, ref in (("s1", "red"), ("s2", None), ("s3", None), ("s4", None))
+    ]  # fmt: skip
+    summary = [{"checkpoint": "a", "step": None, "accuracy": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n_scored": 1, "n_samples": 4,
+                "mean_latency_s": 0.1, "tokens_per_s": 20.0, "peak_memory_bytes": 10**6}]  # fmt: skip
+    result = ComparisonResult(config={}, checkpoints=["a"], refs=[{"name": "a", "spec": "a", "step": None}], rows=rows,
+                              summary=summary, output_dir=tmp_path)  # fmt: skip
+    print_summary(result, as_json=False)
+    header, line = capsys.readouterr().out.splitlines()[:2]
+    assert "n_scored" in header and "1/4" in line.split()  # 100% of one sample, not of four
+

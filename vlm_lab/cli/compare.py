@@ -84,8 +84,10 @@ def print_summary(result, *, as_json: bool) -> None:
     from vlm_lab.model_cache import format_bytes
 
     frame = result.summary_frame()
-    numbers = ["accuracy", "ci_low", "ci_high", "mean_latency_s", "tokens_per_s", "peak_memory_bytes"]
+    # n_scored: the samples with a reference, which the accuracy is over (fewer than all when some lack one)
+    numbers = ["accuracy", "ci_low", "ci_high", "n_scored", "mean_latency_s", "tokens_per_s", "peak_memory_bytes"]
     table = frame[["checkpoint", *numbers]].astype({c: float for c in numbers})  # None (no references) -> NaN -> "-"
+    table["n_scored"] = [f"{n:.0f}/{total}" for n, total in zip(table["n_scored"].fillna(0), frame["n_samples"])]
     print(
         table.to_string(
             index=False,
