@@ -341,12 +341,20 @@ def test_the_same_weights_twice_are_generated_once(tmp_path, tiny_checkpoints, m
     assert result.summary[0]["accuracy"] == result.summary[1]["accuracy"] == 1.0
 
 
-def test_names_equal_even_with_their_parents_are_all_numbered():
+def test_names_equal_with_their_parents_take_more_folders_until_they_differ():
     from vlm_lab.checkpoints import CheckpointRef
     from vlm_lab.compare import unique_names
 
-    refs = [CheckpointRef(spec=p, path=p) for p in ("/a/run/checkpoint-5", "/b/run/checkpoint-5", "/c/x/checkpoint-5")]
-    assert unique_names(refs) == ["run/checkpoint-5#1", "run/checkpoint-5#2", "x/checkpoint-5"]
+    def names(*paths):
+        return unique_names([CheckpointRef(spec=p, path=p) for p in paths])
+
+    # "run/checkpoint-5#1" would not say which run it is
+    assert names("/a/run/checkpoint-5", "/b/run/checkpoint-5", "/c/x/checkpoint-5") == ["a/run/checkpoint-5", "b/run/checkpoint-5", "x/checkpoint-5"]
+    assert names("/exp/seed1/out/checkpoint-5", "/exp/seed2/out/checkpoint-5", "/exp/seed2/out/checkpoint-9") == [
+        "seed1/out/checkpoint-5", "seed2/out/checkpoint-5", "checkpoint-9"]  # fmt: skip
+    assert names("/run/checkpoint-5", "/run/checkpoint-5") == ["run/checkpoint-5#1", "run/checkpoint-5#2"]  # nothing tells them apart
+    hub = [CheckpointRef(spec="org/m", repo_id="org/m"), CheckpointRef(spec="org/m", repo_id="org/m")]
+    assert unique_names(hub) == ["org/m#1", "org/m#2"]
 
 
 def test_output_dir_that_is_a_file_is_a_clear_error(tmp_path, tiny_checkpoints):

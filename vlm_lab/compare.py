@@ -105,16 +105,28 @@ class _EncodingCache:
 
 
 def unique_names(refs: Sequence[CheckpointRef]) -> list[str]:
-    """Display names; ``checkpoint-300`` from two runs becomes ``runA/checkpoint-300``, ``runB/...``."""
-    plain = [r.name for r in refs]
-    names = [
-        f"{Path(ref.path).parent.name}/{ref.name}" if plain.count(ref.name) > 1 and ref.path is not None else ref.name
-        for ref in refs
-    ]
+    """Display names: ``checkpoint-300`` of two runs becomes ``runA/checkpoint-300`` and ``runB/...``.
+
+    Names still equal take more of their folders (``a/run/checkpoint-5``, ``b/run/checkpoint-5``)
+    until they differ, so each says where it lives; only names that cannot (hub ids) are numbered.
+    """
+    names = [r.name for r in refs]
+    depth = [0] * len(refs)
+    while True:
+        grow = [
+            i for i, (ref, name) in enumerate(zip(refs, names))
+            if names.count(name) > 1 and ref.path is not None and ref.name == Path(ref.path).name
+            and depth[i] < len(Path(ref.path).parts) - 2  # never the root "/" itself
+        ]  # fmt: skip
+        if not grow:
+            break
+        for i in grow:
+            depth[i] += 1
+            names[i] = "/".join(Path(refs[i].path).parts[-1 - depth[i] :])
     counts = {name: names.count(name) for name in names}
     seen: dict[str, int] = {}
     numbered = []
-    for name in names:  # still equal (same parent names): number them all
+    for name in names:  # still equal: number them all
         seen[name] = seen.get(name, 0) + 1
         numbered.append(f"{name}#{seen[name]}" if counts[name] > 1 else name)
     return numbered
