@@ -120,7 +120,7 @@ def test_paired_comparison(finished):
     assert result.paired(0, -1) == p and result.paired("0", "1000") == p  # by index or by step
 
 
-def test_each_checkpoint_is_paired_with_the_one_before_where_users_look(finished):
+def test_each_checkpoint_is_paired_with_the_one_before_where_users_look(finished, tmp_path):
     _, result = finished
     before, after = result.paired(0, 1), result.paired(1, 2)
     assert result.pairs() == [before, after]
@@ -135,6 +135,13 @@ def test_each_checkpoint_is_paired_with_the_one_before_where_users_look(finished
     assert f"wrong->right: {', '.join(before.wrong_to_right[:2])} (+{len(before.wrong_to_right) - 2} more)" in report
     page = (result.output_dir / "comparison.html").read_text()
     assert "checkpoint-250 vs checkpoint-0" in page and "wrong-&gt;right" in page
+    meta = json.loads((result.output_dir / "summary.json").read_text())
+    for row in meta["summary"]:
+        del row["vs"], row["diff"]  # a comparison saved before the paired columns: load (vlm-lab show) adds them
+    copy = tmp_path / "older"
+    shutil.copytree(result.output_dir, copy)
+    (copy / "summary.json").write_text(json.dumps(meta))
+    assert ComparisonResult.load(copy).summary == result.summary
     alone = ComparisonResult.load(result.output_dir)
     alone.checkpoints = alone.checkpoints[:1]
     assert alone.pairs() == [] and "one checkpoint, nothing to pair" in alone.paired_report()

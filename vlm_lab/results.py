@@ -123,10 +123,13 @@ class ComparisonResult:
         digest = _sha256(rows_text)
         if meta.get("results_sha256", digest) != digest:
             raise DataError(f"results.jsonl and summary.json in {str(out)!r} are from different saves (one was cut short); {rerun}")
-        return cls(
+        result = cls(
             config=meta["config"], checkpoints=[r["name"] for r in refs], refs=refs, rows=rows,
             summary=meta["summary"], output_dir=out,
         )  # fmt: skip
+        if any(not set(PAIRED_COLUMNS) <= row.keys() for row in result.summary):  # saved before they existed
+            result.add_paired_columns()
+        return result
 
     # -- tables --------------------------------------------------------------------
     def image_path(self, row: dict) -> str:
