@@ -360,6 +360,7 @@ def test_names_equal_with_their_parents_take_more_folders_until_they_differ():
     assert names("/exp/seed1/out/checkpoint-5", "/exp/seed2/out/checkpoint-5", "/exp/seed2/out/checkpoint-9") == [
         "seed1/out/checkpoint-5", "seed2/out/checkpoint-5", "checkpoint-9"]  # fmt: skip
     assert names("/run/checkpoint-5", "/run/checkpoint-5") == ["run/checkpoint-5#1", "run/checkpoint-5#2"]  # nothing tells them apart
+    assert names("runA/checkpoint-5", "runB/checkpoint-5") == ["runA/checkpoint-5", "runB/checkpoint-5"]  # as typed: relative
     hub = [CheckpointRef(spec="org/m", repo_id="org/m"), CheckpointRef(spec="org/m", repo_id="org/m")]
     assert unique_names(hub) == ["org/m#1", "org/m#2"]
 
@@ -497,3 +498,24 @@ def test_sample_key_of_a_file_changed_when_files_began_to_be_read_as_shown(tmp_p
     (sample,) = data.read_jsonl(tmp_path / "d.jsonl")
     raw_pixels_key = hashlib.sha256((tmp_path / "a.png").read_bytes() + b"\0file" + b"\0hi").hexdigest()[:24]
     assert sample_key(sample) != raw_pixels_key
+
+
+def test_one_untimed_warm_up_batch_so_the_first_checkpoint_is_not_timed_cold(tmp_path, tiny_checkpoints):
+    """The process's first generate pays one-time costs (measured: +60% on the first batch on CPU,
+    more on CUDA); timed, they make whichever checkpoint runs first look slower. compare runs one
+    untimed batch before the first timed one. Counted through the real models' forward hooks."""
+    models = ModelCache(budget_bytes="1GB")
+    prefills: dict[str, int] = {}
+    for ckpt in (tiny_checkpoints[1], tiny_checkpoints[-1]):
+        model = models.get(str(ckpt), device="cpu").model
+
+        def count(module, args, kwargs, name=ckpt.name):
+            if kwargs["input_ids"].shape[1] > 1:  # the prefill step of one generate call (later steps feed 1 token)
+                prefills[name] = prefills.get(name, 0) + 1
+
+        model.register_forward_pre_hook(count, with_kwargs=True)
+    config = _config(tmp_path, [tiny_checkpoints[1], tiny_checkpoints[-1]], num_samples=6)  # 2 batches each
+    compare(config, progress=False, cache=models)
+    assert prefills == {"checkpoint-250": 3, "checkpoint-1000": 2}
+    compare(config, progress=False, cache=models)  # all cached: nothing generated, nothing warmed
+    assert prefills == {"checkpoint-250": 3, "checkpoint-1000": 2}
