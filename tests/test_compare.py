@@ -120,6 +120,20 @@ def test_paired_comparison(finished):
     assert result.paired(0, -1) == p and result.paired("0", "1000") == p  # by index or by step
 
 
+def test_load_of_an_interrupted_comparison_says_it_did_not_finish_and_how_to_resume(tmp_path, tiny_checkpoints, models):
+    config = _config(tmp_path, [tiny_checkpoints[-1]])
+
+    def stop(event: BatchEvent) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        compare(config, progress=False, cache=models, on_batch=stop)
+    with pytest.raises(DataError, match=r"did not finish .* re-run the same vlm-lab compare command with --out .* resumes"):
+        ComparisonResult.load(config.output_dir)
+    with pytest.raises(DataError, match=r"no comparison in .* run vlm-lab compare --out"):
+        ComparisonResult.load(tmp_path / "elsewhere")
+
+
 def test_each_checkpoint_is_paired_with_the_one_before_where_users_look(finished, tmp_path):
     _, result = finished
     before, after = result.paired(0, 1), result.paired(1, 2)

@@ -111,6 +111,10 @@ class ComparisonResult:
         out = Path(directory)
         summary_path, rows_path = out / "summary.json", out / "results.jsonl"
         if not summary_path.is_file() or not rows_path.is_file():
+            if any((out / ".cache").glob("*.jsonl")):  # compare's default cache_dir: a run started here
+                raise DataError(f"the comparison in {str(out)!r} did not finish (no summary.json and results.jsonl yet; its finished "
+                                f"batches are cached in {out / '.cache'}); re-run the same vlm-lab compare command with --out {out}: "
+                                "it resumes where it stopped")  # fmt: skip
             raise DataError(f"no comparison in {str(out)!r} (needs summary.json and results.jsonl); run vlm-lab compare --out {out}")
         rerun = f"re-run vlm-lab compare with --out {out} (its results are cached, so it only rewrites the files)"
         rows_text = rows_path.read_text(encoding="utf-8")
