@@ -149,6 +149,8 @@ def test_table_says_how_many_samples_the_accuracy_is_over(capsys, tmp_path):
     result = ComparisonResult(config={}, checkpoints=["a"], refs=[{"name": "a", "spec": "a", "step": None}], rows=rows,
                               summary=summary, output_dir=tmp_path)  # fmt: skip
     print_summary(result, as_json=False)
-    header, line = capsys.readouterr().out.splitlines()[:2]
+    printed = capsys.readouterr().out
+    header, line = printed.splitlines()[:2]
     assert "n_scored" in header and "1/4" in line.split()  # 100% of one sample, not of four
+    assert "paired" not in printed  # one checkpoint: no paired-comparison line
 

@@ -99,7 +99,8 @@ def print_summary(result, *, as_json: bool) -> None:
             },  # fmt: skip
         )
     )
-    print(result.paired_report(max_ids=8))
+    if len(result.checkpoints) > 1:  # one checkpoint: nothing to pair, no line to read past
+        print(result.paired_report(max_ids=8))
     kinds = sorted({k for k in frame["memory_kind"] if isinstance(k, str)})
     if kinds:
         print(f"peak memory: {', '.join(kinds)}")
