@@ -533,3 +533,35 @@ def test_one_untimed_warm_up_batch_so_the_first_checkpoint_is_not_timed_cold(tmp
     assert prefills == {"checkpoint-250": 3, "checkpoint-1000": 2}
     compare(config, progress=False, cache=models)  # all cached: nothing generated, nothing warmed
     assert prefills == {"checkpoint-250": 3, "checkpoint-1000": 2}
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_saved_html_in_a_real_browser_unicode_escaping_and_the_disagreement_toggle(finished, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    chromium = "/usr/bin/chromium"
+    if not shutil.os.path.exists(chromium):
+        pytest.fail(f"{chromium} is missing; run `make browser` (apt-get install -y chromium)")
+    result = ComparisonResult.load(finished[1].output_dir)
+    result.checkpoints = ["checkpoint-250", "checkpoint-1000"]  # they agree on some samples
+    result.rows[0]["prompt"] = "Quelle forme ? 日本 <b>bold</b>"
+    result.rows[0]["outputs"]["checkpoint-250"]["output"] = "<script>document.title='owned'</script>"
+    out = result.save(tmp_path / "page")
+    n_disagree = len(result.disagreements())
+    assert 0 < n_disagree < len(result.rows)
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=args)
+        try:
+            page = browser.new_page()
+            page.goto((out / "comparison.html").as_uri())
+            visible = "rows => rows.filter(r => r.offsetParent !== null).length"
+            assert page.title().startswith("vlm-lab comparison")  # the model's <script> did not run
+            assert "Quelle forme ? 日本 <b>bold</b>" in page.inner_text("table.samples")  # UTF-8, shown as text
+            assert page.eval_on_selector_all("table.samples tbody tr", visible) == len(result.rows)
+            page.check("input.only-disagree")
+            assert page.eval_on_selector_all("table.samples tbody tr", visible) == n_disagree
+            assert page.eval_on_selector_all("table.dataframe tbody tr", visible) == len(result.summary)  # the summary stays
+        finally:
+            browser.close()

@@ -296,11 +296,11 @@ class ComparisonResult:
             ".vlm-lab-comparison .nonfinite{background:#b3261e;color:#fff;padding:0 4px;border-radius:3px;font-size:80%}"
             ".vlm-lab-comparison .truncated{background:#8a5a00;color:#fff;padding:0 4px;border-radius:3px;font-size:80%}"
             ".vlm-lab-comparison img{width:48px;height:48px;object-fit:contain;background:#fff;image-rendering:pixelated}"
-            ".vlm-lab-comparison:has(input.only-disagree:checked) tbody tr:not(.disagree){display:none}</style>"
+            ".vlm-lab-comparison:has(input.only-disagree:checked) table.samples tbody tr:not(.disagree){display:none}</style>"
             f"{summary}<pre class='paired'>{_esc(self.paired_report())}</pre>"
             f"<p>{len(disagree)} of {len(self.rows)} samples where the checkpoints disagree (highlighted) "
             "<label><input type='checkbox' class='only-disagree'> show only these</label></p>"
-            f"<table><thead><tr><th>image</th><th>id</th><th>prompt</th><th>reference</th>{head}</tr></thead>"
+            f"<table class='samples'><thead><tr><th>image</th><th>id</th><th>prompt</th><th>reference</th>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>{more}</div>"
         )
 
