@@ -94,7 +94,7 @@ def test_a_save_cut_short_or_a_damaged_file_is_refused_with_the_fix(tmp_path, fi
 def test_dataframes(finished):
     _, result = finished
     wide = result.to_dataframe()
-    assert wide.shape == (9, 4 + 3 * 4)
+    assert wide.shape == (9, 4 + 3 * 6)
     assert (wide["checkpoint-1000/score"] == 1.0).all()
     long = result.to_dataframe(long=True)
     assert len(long) == 27 and set(long["checkpoint"]) == set(result.checkpoints)
@@ -473,6 +473,11 @@ def test_outputs_cut_off_at_max_new_tokens_are_counted_marked_and_warned(tmp_pat
     cut = [r["prompt"] for r in result.rows if r["outputs"]["checkpoint-1000"]["truncated"]]
     assert cut == ["Describe the image."] * 3
     assert (result.output_dir / "comparison.html").read_text().count('class="truncated"') == 3
+    import pandas as pd
+
+    csv = pd.read_csv(result.output_dir / "results.csv")  # filterable where people analyse: the CSV, the DataFrame
+    assert csv["checkpoint-1000/truncated"].sum() == 3 and not csv["checkpoint-1000/nonfinite"].any()
+    assert result.to_dataframe(long=True)["truncated"].sum() == 3
     with pytest.warns(TruncatedOutputWarning):  # served from the result cache: still counted, still said
         again = compare(config, progress=False, cache=models)
     assert again.summary[0]["n_truncated"] == 3 and again.summary[0]["from_cache"] == 9

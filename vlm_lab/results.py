@@ -33,7 +33,7 @@ from vlm_lab.data import atomic_write_text, file_holds
 from vlm_lab.errors import ConfigError, DataError
 from vlm_lab.scoring import PairedComparison, normalize, paired_bootstrap
 
-FIELDS = ("output", "score", "latency_s", "new_tokens")  # per checkpoint, per sample
+FIELDS = ("output", "score", "latency_s", "new_tokens", "truncated", "nonfinite")  # per checkpoint, per sample
 # against the checkpoint before it (paired, on the samples with a reference): None for the first
 PAIRED_COLUMNS = ("vs", "diff", "diff_ci_low", "diff_ci_high", "n_wrong_to_right", "n_right_to_wrong")
 SUMMARY_COLUMNS = (
@@ -143,7 +143,8 @@ class ComparisonResult:
         """Per-sample results as a pandas DataFrame.
 
         Wide (default): one row per sample; columns id, image, prompt, reference, then
-        ``<checkpoint>/output``, ``/score``, ``/latency_s``, ``/new_tokens`` per checkpoint.
+        ``<checkpoint>/output``, ``/score``, ``/latency_s``, ``/new_tokens``, ``/truncated``, ``/nonfinite``
+        per checkpoint.
         ``long=True``: one row per (sample, checkpoint) with a ``checkpoint`` column.
         """
         import pandas as pd
@@ -154,10 +155,10 @@ class ComparisonResult:
             if long:
                 for name in self.checkpoints:
                     out = row["outputs"][name]
-                    records.append({**base, "checkpoint": name, **{f: out[f] for f in FIELDS}})
+                    records.append({**base, "checkpoint": name, **{f: out.get(f) for f in FIELDS}})  # flags: None if saved without
             else:
                 for name in self.checkpoints:
-                    base.update({f"{name}/{f}": row["outputs"][name][f] for f in FIELDS})
+                    base.update({f"{name}/{f}": row["outputs"][name].get(f) for f in FIELDS})
                 records.append(base)
         return pd.DataFrame.from_records(records)
 
