@@ -193,3 +193,13 @@ def test_open_image_of_an_in_memory_file_is_upright_too(tmp_path):
     _user_images(tmp_path)
     img = data.open_image(io.BytesIO((tmp_path / "phone.jpg").read_bytes()))
     assert img.size == (32, 64) and img.mode == "RGB"
+
+
+def test_a_missing_data_file_names_its_absolute_path_and_what_is_there(tmp_path, monkeypatch):
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "mine.jsonl").write_text('{"image": "a.png", "prompt": "hi"}\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as e:
+        data.load_samples("ds/mine.json")
+    assert str(tmp_path / "ds" / "mine.json") in str(e.value)
+    assert f"found in {tmp_path / 'ds'}: mine.jsonl" in str(e.value)

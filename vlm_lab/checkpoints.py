@@ -23,7 +23,6 @@ on it are never served stale results after a checkpoint is re-saved in place.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import os
@@ -109,21 +108,13 @@ def parse_hub_ref(spec: str) -> CheckpointRef:
 
 def _nearby(path: Path) -> str:
     """What does exist near a missing path, for the error message."""
-    parent = path
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if parent.is_file():
-        return f"{parent} is a file"
-    ckpts = [p.name for p in discover_checkpoints(parent)]
+    from vlm_lab.paths import nearby, nearest_existing
+
+    parent = nearest_existing(path)
+    ckpts = [p.name for p in discover_checkpoints(parent)] if parent.is_dir() else []
     if ckpts:  # the common case: a wrong step number; list every step there is
         return f"found in {parent}: {', '.join(ckpts)}"
-    children = sorted(c.name for c in parent.iterdir() if not c.name.startswith(".")) if parent.is_dir() else []
-    if not children:
-        return f"{parent} is empty"
-    close = difflib.get_close_matches(path.name, children, n=3, cutoff=0.5)
-    rest = [c for c in children if c not in close]
-    shown = close + rest[: max(0, 8 - len(close))]
-    return f"found in {parent}: {', '.join(shown)}" + (" ..." if len(children) > len(shown) else "")
+    return nearby(path)
 
 
 def _absolute(path: Path) -> Path:

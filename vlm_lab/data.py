@@ -196,7 +196,12 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"no data file at {path!s}; pass a JSONL of {{image, prompt, reference?}} or shapes:val:N")
+        from vlm_lab.paths import nearby
+
+        raise DataError(
+            f"no data file at {os.path.abspath(path)} ({nearby(path)}); "
+            "pass a JSONL of {image, prompt, reference?} or shapes:val:N"
+        )
     samples: list[Sample] = []
     for lineno, line in _text_lines(path):
         if not line.strip():

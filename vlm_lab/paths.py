@@ -9,6 +9,7 @@ the config that is logged and cached stays exactly what the user wrote.
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
@@ -50,3 +51,26 @@ def enter_project_root(start: str | os.PathLike[str] | None = None) -> Path:
     root = project_root(start)
     os.chdir(root)
     return root
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` itself, or the nearest of its parents that exists (``path`` is made absolute)."""
+    parent = Path(os.path.abspath(path))
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent
+
+
+def nearby(path: Path, *, limit: int = 8) -> str:
+    """What exists near a missing ``path``, for an error message: the entries of its nearest
+    existing folder, the names closest to ``path``'s first."""
+    parent = nearest_existing(path)
+    if parent.is_file():
+        return f"{parent} is a file"
+    children = sorted(c.name for c in parent.iterdir() if not c.name.startswith(".")) if parent.is_dir() else []
+    if not children:
+        return f"{parent} is empty"
+    close = difflib.get_close_matches(path.name, children, n=3, cutoff=0.5)
+    rest = [c for c in children if c not in close]
+    shown = close + rest[: max(0, limit - len(close))]
+    return f"found in {parent}: {', '.join(shown)}" + (" ..." if len(children) > len(shown) else "")
