@@ -154,3 +154,13 @@ def test_table_says_how_many_samples_the_accuracy_is_over(capsys, tmp_path):
     assert "n_scored" in header and "1/4" in line.split()  # 100% of one sample, not of four
     assert "paired" not in printed  # one checkpoint: no paired-comparison line
 
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path):
+    """`vlm-lab runs DIR | head -1`: no BrokenPipeError traceback, the shell's SIGPIPE code."""
+    proc = subprocess.Popen([sys.executable, "-m", "vlm_lab.cli", "runs", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.close()  # the reader is gone before the command writes anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
