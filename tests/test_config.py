@@ -84,5 +84,5 @@ def test_cli_refuses_a_negative_seed_before_loading_anything(tmp_path, capsys):
     out = tmp_path / "compare"
     assert main(["compare", "--seed", "-1", "--num-samples", "2", "--device", "cpu", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ConfigError: seed must be a whole number from 0") and err.count("\n") == 1
+    assert err.startswith("error: ConfigError: --seed must be a whole number from 0") and err.count("\n") == 1
     assert not out.exists()  # refused before the comparison started
