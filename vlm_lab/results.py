@@ -78,6 +78,8 @@ class ComparisonResult:
     rows: list[dict]
     summary: list[dict]
     output_dir: Path | None = None
+    # pairs() per seed: bootstraps computed once for the summary, the HTML and the report
+    _pairs: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     # -- files ---------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str] | None = None) -> Path:
@@ -206,7 +208,9 @@ class ComparisonResult:
         if len(self.checkpoints) < 2 or all(r["reference"] is None for r in self.rows):
             return []
         seed = self.config.get("seed", 0) if seed is None else seed
-        return [self.paired(i - 1, i, seed=seed) for i in range(1, len(self.checkpoints))]
+        if seed not in self._pairs:
+            self._pairs[seed] = [self.paired(i - 1, i, seed=seed) for i in range(1, len(self.checkpoints))]
+        return list(self._pairs[seed])
 
     def add_paired_columns(self) -> None:
         """Fill the ``PAIRED_COLUMNS`` of ``summary`` from ``pairs()`` (None where nothing is paired)."""
