@@ -401,6 +401,7 @@ def test_compare_one_matches_the_batched_engine(finished, tiny_checkpoints, mode
     assert [o["checkpoint"] for o in outs] == ["checkpoint-250", "checkpoint-1000"]
     assert [o["text"] for o in outs] == [row["outputs"][n]["output"] for n in ("checkpoint-250", "checkpoint-1000")]
     assert all(o["latency_s"] > 0 and o["new_tokens"] > 0 and o["memory_bytes"] > 0 for o in outs)
+    assert {o["dtype"] for o in outs} == {"float32"}  # what the model runs in (the NaN advice depends on it)
 
 
 def test_hub_id_that_cannot_be_loaded_offline_is_a_clear_error(tmp_path):

@@ -448,7 +448,8 @@ def compare_one(
         ``latency_s``, ``memory_bytes`` (peak CUDA memory of the call on GPU; the
         model's weight bytes on CPU), ``memory_kind`` and ``nonfinite`` (NaN/+inf scores:
         the text is noise; ``nonfinite_message`` says why and what to do) and ``truncated``
-        (stopped at ``max_new_tokens`` before the end token: the text is cut off).
+        (stopped at ``max_new_tokens`` before the end token: the text is cut off) and ``dtype``
+        (what the model runs in; ``nonfinite_message`` takes it).
     """
     import torch
 
@@ -473,6 +474,7 @@ def compare_one(
                 "memory_kind": probe.kind,
                 "nonfinite": out.nonfinite,
                 "truncated": out.truncated,
+                "dtype": str(loaded.dtype).removeprefix("torch."),
             }
         )
     return results

@@ -278,13 +278,12 @@ class Explorer:
         from vlm_lab.compare import compare_one
 
         try:
-            loaded = self.cache.get(ref, dtype=self.dtype, device=self.device)  # compare_one then finds it cached
             (row,) = compare_one(self.cache, [ref], image, prompt, self.config, dtype=self.dtype, device=self.device)
         except VlmLabError as e:
             return {"checkpoint": ref.name, "error": f"{type(e).__name__}: {e}"}
         except Exception as e:  # noqa: BLE001 - a button callback's traceback would vanish into the browser console
             return {"checkpoint": ref.name, "error": f"{ref.name} failed while answering ({type(e).__name__}: {e})"}
-        return {**row, "dtype": str(loaded.dtype).removeprefix("torch.")}
+        return row
 
     def _log(self, image, prompt: str, config: GenerationConfig):
         """Log this comparison as a W&B run (offline unless a key is set); the ``TrackedRun`` or None."""
