@@ -520,10 +520,14 @@ def test_sample_key_of_a_file_changed_when_files_began_to_be_read_as_shown(tmp_p
     assert sample_key(sample) != raw_pixels_key
 
 
-def test_one_untimed_warm_up_batch_so_the_first_checkpoint_is_not_timed_cold(tmp_path, tiny_checkpoints):
+def test_one_untimed_warm_up_batch_so_the_first_checkpoint_is_not_timed_cold(tmp_path, tiny_checkpoints, monkeypatch):
     """The process's first generate pays one-time costs (measured: +60% on the first batch on CPU,
     more on CUDA); timed, they make whichever checkpoint runs first look slower. compare runs one
-    untimed batch before the first timed one. Counted through the real models' forward hooks."""
+    untimed batch before the first timed one, once per process and device. Counted through the
+    real models' forward hooks."""
+    import vlm_lab.compare
+
+    monkeypatch.setattr(vlm_lab.compare, "_WARM_DEVICES", set())  # as in a fresh process
     models = ModelCache(budget_bytes="1GB")
     prefills: dict[str, int] = {}
     for ckpt in (tiny_checkpoints[1], tiny_checkpoints[-1]):
@@ -539,6 +543,8 @@ def test_one_untimed_warm_up_batch_so_the_first_checkpoint_is_not_timed_cold(tmp
     assert prefills == {"checkpoint-250": 3, "checkpoint-1000": 2}
     compare(config, progress=False, cache=models)  # all cached: nothing generated, nothing warmed
     assert prefills == {"checkpoint-250": 3, "checkpoint-1000": 2}
+    compare(config.replace(output_dir=str(tmp_path / "again")), progress=False, cache=models)  # all generated again
+    assert prefills == {"checkpoint-250": 5, "checkpoint-1000": 4}, "the process is warm already: no second warm-up"
 
 
 @pytest.mark.browser
