@@ -7,6 +7,7 @@ import math
 import shutil
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -577,3 +578,14 @@ def test_saved_html_in_a_real_browser_unicode_escaping_and_the_disagreement_togg
             assert page.eval_on_selector_all("table.dataframe tbody tr", visible) == len(result.summary)  # the summary stays
         finally:
             browser.close()
+
+
+def test_a_reused_output_folder_keeps_only_the_images_its_results_show(tmp_path, tiny_checkpoints, models):
+    """--out reused for another data set: the old set's images go (they are not in the results, and
+    a folder shared or zipped would carry them along); files vlm_lab did not name stay."""
+    first = compare(_config(tmp_path, [tiny_checkpoints[-1]], data="shapes:val:4"), progress=False, cache=models)
+    folder = first.output_dir / "images"
+    (folder / "notes.txt").write_text("mine")
+    second = compare(_config(tmp_path, [tiny_checkpoints[-1]], data="shapes:test:3"), progress=False, cache=models)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([Path(r["image"]).name for r in second.rows] + ["notes.txt"])
+    assert not {r["image"] for r in first.rows} & {r["image"] for r in second.rows}  # really another set

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import re
 import sys
 import time
 import warnings
@@ -34,6 +35,7 @@ __all__ = ["BatchEvent", "ComparisonResult", "MemoryProbe", "ResultCache", "comp
 
 SYNC_EVERY_S = 1.0  # fsync the result cache at most this often (and after each checkpoint's last batch)
 WEB_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")  # copied as they are; others become PNG
+IMAGE_NAME = re.compile(r"[0-9a-f]{24}\.(?:png|jpe?g|gif|webp)")  # what _write_images names a sample image
 ENCODING_CACHE_BYTES = 512 * 2**20  # encoded batches kept for the next checkpoint with the same processor
 _WARM_DEVICES: set[str] = set()  # devices this process has already generated on (see _CheckpointRun.warm_up)
 
@@ -147,25 +149,41 @@ def _write_images(samples: Sequence[Sample], keys: Sequence[str], out: Path) -> 
     (a JPEG stays a JPEG: no re-encoding of large photos); any other (TIFF, BMP, ...) and one
     made in memory (the shapes set) is written as PNG. Each file is
     written to a temp name and renamed, so an interrupted run never leaves half an image.
+    Images an earlier comparison left in this folder (another data set, ``--out`` reused)
+    are removed: the folder holds what its results show, nothing more. Only files named
+    as this function names them are touched.
     """
     import shutil
 
     folder = out / "images"
     folder.mkdir(parents=True, exist_ok=True)
-    rels = []
-    for sample, key in zip(samples, keys):
-        source = Path(sample.image_path) if sample.image_path else None
-        copy = source is not None and source.suffix.lower() in WEB_IMAGE_SUFFIXES and source.is_file()
-        target = folder / f"{key}{source.suffix.lower() if copy else '.png'}"
+    targets = _image_targets(samples, keys)
+    keep = {name for name, _ in targets}
+    for entry in os.scandir(folder):
+        if entry.name not in keep and IMAGE_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
+    for sample, (name, source) in zip(samples, targets):
+        target = folder / name
         if not target.exists():
             tmp = target.with_name(f".{target.name}.tmp")
-            if copy:
+            if source is not None:
                 shutil.copyfile(source, tmp)
             else:
                 sample.image.save(tmp, format="PNG")
             os.replace(tmp, target)
-        rels.append(f"images/{target.name}")
-    return rels
+    return [f"images/{name}" for name, _ in targets]
+
+
+def _image_targets(samples: Sequence[Sample], keys: Sequence[str]) -> list[tuple[str, Path | None]]:
+    """Per sample: its file name under ``images/`` and the file to copy there (None: write PNG)."""
+    targets = []
+    for sample, key in zip(samples, keys):
+        source = Path(sample.image_path) if sample.image_path else None
+        if source is not None and source.suffix.lower() in WEB_IMAGE_SUFFIXES and source.is_file():
+            targets.append((f"{key}{source.suffix.lower()}", source))
+        else:
+            targets.append((f"{key}.png", None))
+    return targets
 
 
 def compare(
