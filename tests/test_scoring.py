@@ -120,3 +120,18 @@ def test_bootstrap_of_many_samples_holds_little_memory():
     se = (0.6 * 0.4 / 50_000) ** 0.5
     assert acc.ci_low < acc.value < acc.ci_high and abs((acc.ci_high - acc.ci_low) - 2 * 1.96 * se) < 0.2 * 2 * 1.96 * se
     assert paired.ci_low < paired.diff < paired.ci_high
+
+
+def test_few_valued_scores_are_resampled_as_counts_with_the_same_distribution(monkeypatch):
+    """0/1 scores (and paired -1/0/1 differences) are resampled by drawing how often each value
+    comes up (multinomial) instead of n indices: the same distribution, O(1) per resample in n."""
+    rng = np.random.default_rng(3)
+    hits = (rng.random(300) < 0.65).astype(float)
+    diffs = rng.choice([-1.0, 0.0, 1.0], size=300, p=[0.2, 0.5, 0.3])
+    counted = [scoring._resample_means(v, 20000, seed=1) for v in (hits, diffs)]
+    monkeypatch.setattr(scoring, "MAX_DISTINCT_COUNTED", 0)  # every resample as n drawn indices
+    drawn = [scoring._resample_means(v, 20000, seed=1) for v in (hits, diffs)]
+    for c, d, v in zip(counted, drawn, (hits, diffs)):
+        assert not np.array_equal(c, d)  # really two methods
+        assert np.quantile(c, [0.025, 0.5, 0.975]) == pytest.approx(np.quantile(d, [0.025, 0.5, 0.975]), abs=0.008)
+        assert c.mean() == pytest.approx(v.mean(), abs=0.002) and c.std() == pytest.approx(d.std(), rel=0.03)

@@ -27,6 +27,7 @@ _PUNCT = str.maketrans({c: " " for c in string.punctuation})
 
 N_RESAMPLES = 2000
 MAX_DRAWN = 2**22  # bootstrap indices drawn at once (32 MB of int64)
+MAX_DISTINCT_COUNTED = 16  # up to this many distinct scores, resamples are drawn as counts per value
 CONFIDENCE = 0.95
 
 
@@ -72,13 +73,19 @@ def _hits_array(hits: Sequence[bool | float]) -> np.ndarray:
 
 
 def _resample_means(values: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
-    """Means of ``n_resamples`` bootstrap resamples of ``values``, drawn in blocks.
+    """Means of ``n_resamples`` bootstrap resamples of ``values``.
 
-    At most ``MAX_DRAWN`` indices are held at once, so 50k samples need ~60 MB, not the
-    1.6 GB that drawing all 2000 x 50k indices at once takes; up to ``MAX_DRAWN /
-    n_resamples`` samples it is one block (the same draws as before blocks existed).
+    Scores take few distinct values (0/1; a paired difference -1/0/1): a resample of n
+    draws each distinct value a Multinomial(n, its frequency) number of times, and its
+    mean depends on those counts only, so the counts are drawn instead of n indices: the
+    same distribution, O(distinct) per resample instead of O(n) (a 10k-sample set: 0.1 s
+    instead of 10 s per CI). Other values: indices drawn in blocks of at most
+    ``MAX_DRAWN`` (50k samples need ~60 MB, not the 1.6 GB of all 2000 x 50k at once).
     """
     rng = np.random.default_rng(seed)
+    distinct, counts = np.unique(values, return_counts=True)
+    if distinct.size <= MAX_DISTINCT_COUNTED:
+        return rng.multinomial(values.size, counts / values.size, size=n_resamples) @ distinct / values.size
     rows = max(1, MAX_DRAWN // values.size)
     means = np.empty(n_resamples)
     for start in range(0, n_resamples, rows):
