@@ -21,10 +21,13 @@ from vlm_lab.checkpoints import fingerprint, parse_hub_ref, resolve
 from vlm_lab.errors import CheckpointNotFoundError
 
 
-def add_snapshot(cache: Path, repo_id: str, model: Path, *, ref: str | None = "main") -> str:
-    """Store ``model``'s files as one commit of ``repo_id``: blobs by sha256, snapshot symlinks, ``refs/<ref>``."""
+def add_snapshot(cache: Path, repo_id: str, model: Path | None, *, ref: str | None = "main", folders: dict[str, Path] | None = None) -> str:
+    """Store ``model``'s files (at the root) and each of ``folders``' (under its name) as one commit of
+    ``repo_id``: blobs by sha256, snapshot symlinks, ``refs/<ref>``."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
-    files = {f.name: f.read_bytes() for f in sorted(model.iterdir()) if f.is_file()}
+    files = {}
+    for prefix, folder in ({"": model} if model else {}).items() | (folders or {}).items():
+        files |= {f"{prefix}/{f.name}".lstrip("/"): f.read_bytes() for f in sorted(folder.iterdir()) if f.is_file()}
     digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
     commit = hashlib.sha1(json.dumps(digests, sort_keys=True).encode()).hexdigest()
     (repo / "blobs").mkdir(parents=True, exist_ok=True)
@@ -32,7 +35,9 @@ def add_snapshot(cache: Path, repo_id: str, model: Path, *, ref: str | None = "m
     for name, data in files.items():
         blob = repo / "blobs" / digests[name]
         blob.write_bytes(data)
-        (repo / "snapshots" / commit / name).symlink_to(os.path.relpath(blob, repo / "snapshots" / commit))
+        link = repo / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
     if ref:
         point_ref(cache, repo_id, ref, commit)
     return commit

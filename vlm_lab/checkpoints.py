@@ -103,6 +103,13 @@ def parse_hub_ref(spec: str) -> CheckpointRef:
         raise CheckpointNotFoundError(
             f"{spec!r} is neither a local folder nor a hub id; use a path, or org/name[@revision][:subfolder]"
         )
+    if subfolder is not None:  # a path inside the repo, as the hub names it: "/ckpt/" is "ckpt", "." the root
+        parts = [p for p in subfolder.replace("\\", "/").split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise CheckpointNotFoundError(
+                f"{spec!r}: subfolder {subfolder!r} points outside the repo; name a folder inside it, e.g. {rest}:checkpoint-500"
+            )
+        subfolder = "/".join(parts) or None
     return CheckpointRef(spec=spec, repo_id=rest, revision=revision, subfolder=subfolder)
 
 
@@ -367,10 +374,30 @@ def _cache_dir() -> str:
 
 
 def _offline_problem(ref: CheckpointRef) -> str:
-    what = f"revision {ref.revision!r} of {ref.repo_id!r}" if ref.revision else f"hub model {ref.repo_id!r}"
-    download = f"hf download {ref.repo_id}" + (f" --revision {ref.revision}" if ref.revision else "")
-    return (f"{what} is not in the local Hugging Face cache ({_cache_dir()}) and HF_HUB_OFFLINE=1 forbids "
-            f"downloading it; download it while online ({download})")  # fmt: skip
+    """Which part of ``ref`` the local cache lacks, what it holds near it, and the download that fixes it."""
+    miss = _cache_miss(ref)
+    nearby = f"; {miss.nearby}" if miss.nearby else ""
+    return f"{miss.problem}, and HF_HUB_OFFLINE=1 forbids downloading it{nearby}; download it while online ({miss.download})"
+
+
+def offline_cache_hint(ref: CheckpointRef) -> str:
+    """For a hub ref that failed to load offline: ``; <what the cache lacks>; <what it holds>; <the download>``.
+
+    Empty online or for a local folder. Resolving checked only the config.json; a partial
+    download (``hf download ... --include``) can lack the weights or the tokenizer.
+    """
+    from huggingface_hub import is_offline_mode
+
+    if ref.path is not None or not is_offline_mode():
+        return ""
+    miss = _cache_miss(ref)
+    return f"; {miss.problem}" + (f": {miss.nearby}" if miss.nearby else "") + f"; download it while online ({miss.download})"
+
+
+def _cache_miss(ref: CheckpointRef):  # -> hub_cache.CacheMiss
+    from vlm_lab.hub_cache import cache_miss
+
+    return cache_miss(ref.repo_id, ref.revision, ref.subfolder, cache_dir=_cache_dir())
 
 
 def _hub_problem(ref: CheckpointRef, error: Exception) -> str:
@@ -380,15 +407,20 @@ def _hub_problem(ref: CheckpointRef, error: Exception) -> str:
 
     if isinstance(error, GatedRepoError):
         return f"{ref.repo_id!r} is gated on the hub: accept its terms there and log in (hf auth login)"
-    if isinstance(error, RepositoryNotFoundError):
-        return f"the hub has no model {ref.repo_id!r} you can see (a private one needs a token: hf auth login)"
-    if isinstance(error, RevisionNotFoundError):
-        return f"the hub has no revision {ref.revision!r} of {ref.repo_id!r}"
     if isinstance(error, RevisionResolutionError) and is_offline_mode():
         return _offline_problem(ref)
+    nearby = ""
+    if isinstance(error, (RepositoryNotFoundError, RevisionNotFoundError, RevisionResolutionError)):
+        miss = _cache_miss(ref)  # the cached repos or revisions near it: a typo's likely fix
+        if miss.missing in ("repo", "revision") and miss.nearby:
+            nearby = f"; in the local Hugging Face cache: {miss.nearby}"
+    if isinstance(error, RepositoryNotFoundError):
+        return f"the hub has no model {ref.repo_id!r} you can see (a private one needs a token: hf auth login){nearby}"
+    if isinstance(error, RevisionNotFoundError):
+        return f"the hub has no revision {ref.revision!r} of {ref.repo_id!r}{nearby}"
     what = f"revision {ref.revision or 'main'!r} of {ref.repo_id!r}"
     if isinstance(error, RevisionResolutionError):
-        return f"the hub could not be reached and the local Hugging Face cache ({_cache_dir()}) has no {what}"
+        return f"the hub could not be reached and the local Hugging Face cache ({_cache_dir()}) has no {what}{nearby}"
     first_line = (str(error).strip().splitlines() or [""])[0]
     return f"the hub did not say which commit {what} is ({type(error).__name__}: {first_line})"
 

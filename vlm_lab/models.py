@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from vlm_lab.checkpoints import CheckpointRef, resolve
+from vlm_lab.checkpoints import CheckpointRef, offline_cache_hint, resolve
 from vlm_lab.errors import CheckpointNotFoundError, DeviceError
 from vlm_lab.memory_checkpoint import invalid_json, missing_for_loading, read_weights
 
@@ -117,7 +117,8 @@ def load_model(ref: CheckpointRef | str | os.PathLike[str], *, dtype: str = "aut
     except CheckpointNotFoundError:  # already says what and the fix (and is an OSError too)
         raise
     except OSError as e:  # transformers reports missing repos/files as OSError
-        raise CheckpointNotFoundError(f"cannot load {ref.spec!r}: {e}".splitlines()[0]) from e
+        first = f"cannot load {ref.spec!r}: {e}".splitlines()[0].rstrip(".")
+        raise CheckpointNotFoundError(first + offline_cache_hint(ref)) from e
     except SafetensorError as e:  # a hub download cut short (local folders are checked above)
         raise CheckpointNotFoundError(
             f"cannot load {ref.spec!r}: a weight file is not a valid safetensors file ({e}); download it again"
@@ -186,7 +187,7 @@ def _load_processor(ref: CheckpointRef, kwargs: dict) -> Any:
         raise CheckpointNotFoundError(
             f"cannot load {ref.spec!r}: its tokenizer cannot be built from its files (no tokenizer.json, and the "
             "others are incomplete or need sentencepiece/tiktoken to convert); add tokenizer.json "
-            "(processor.save_pretrained writes it), or pip install sentencepiece"
+            "(processor.save_pretrained writes it), or pip install sentencepiece" + offline_cache_hint(ref)
         ) from e
     if not getattr(processor, "chat_template", None):  # a bare tokenizer has the attribute too
         raise CheckpointNotFoundError(
