@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -214,6 +215,19 @@ def test_interactions_go_to_wandb_only_with_a_key(tiny_dir, offline_wandb, caplo
     problems = [str(w.message) for w in caught if "W&B" in str(w.message)] + [r.getMessage() for r in caplog.records if "W&B" in r.getMessage()]
     assert len(runs) == 1, (runs, problems)
     assert b"checkpoint-1000/latency_s" in runs[0].read_bytes(), problems  # the interaction was logged, not just the run
+
+
+def test_api_batch_requests_are_logged_to_wandb_like_the_compare_button(tiny_checkpoints, offline_wandb):
+    interactions = ss.InteractionLog({"WANDB_API_KEY": "0" * 40})
+    service = ss.ComparisonService(SpaceSettings(checkpoints=(str(tiny_checkpoints[-1]),), device="cpu"), interactions=interactions)
+    image = str(EXAMPLES / "blue-square.png")
+    answers = service.answer_batch([image, image, image], ["What shape is it?", "What color is the shape?", ""], service.labels * 3)
+    interactions.close()
+    assert [bool(a.error) for a in answers] == [False, False, True]  # the empty question is refused, not logged
+    (run,) = offline_wandb.glob("offline-run-*")
+    tables = sorted((run / "files" / "media" / "table").glob("interaction_*.table.json"))
+    logged = [json.loads(t.read_text())["data"][0] for t in tables]  # one row per answer: image, prompt, checkpoint, ...
+    assert sorted(row[1] for row in logged) == ["What color is the shape?", "What shape is it?"], "the API's answers were not logged"
 
 
 def test_float16_overflow_is_shown_as_such_not_as_an_answer(tiny_checkpoints, overflowing_checkpoint):

@@ -398,8 +398,10 @@ class ComparisonService:
                     answers = [self._generate_or_fail(label, img, t, config) for _, img, t in items]
                 except VlmLabError as e:  # this checkpoint failed (cannot load, out of memory): only its requests
                     answers = [Answer.failed(label, str(e))] * len(items)
-                for (i, _, _), answer in zip(items, answers):
+                for (i, img, text), answer in zip(items, answers):
                     results[i] = answer
+                    if not answer.error:  # logged like the Compare button's answers (noise and failures are not)
+                        self.interactions.log(img, text, [answer], config)
         return [r for r in results if r is not None]
 
     def _generate_or_fail(self, label: str, image: Any, prompt: str, config: GenerationConfig) -> Answer:
