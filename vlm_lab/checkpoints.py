@@ -377,7 +377,7 @@ def _offline_problem(ref: CheckpointRef) -> str:
     """Which part of ``ref`` the local cache lacks, what it holds near it, and the download that fixes it."""
     miss = _cache_miss(ref)
     nearby = f"; {miss.nearby}" if miss.nearby else ""
-    return f"{miss.problem}, and HF_HUB_OFFLINE=1 forbids downloading it{nearby}; download it while online ({miss.download})"
+    return f"{miss.problem}, and HF_HUB_OFFLINE=1 forbids downloading it{nearby}; {miss.fix}"
 
 
 def offline_cache_hint(ref: CheckpointRef) -> str:
@@ -391,7 +391,7 @@ def offline_cache_hint(ref: CheckpointRef) -> str:
     if ref.path is not None or not is_offline_mode():
         return ""
     miss = _cache_miss(ref)
-    return f"; {miss.problem}" + (f": {miss.nearby}" if miss.nearby else "") + f"; download it while online ({miss.download})"
+    return f"; {miss.problem}" + (f": {miss.nearby}" if miss.nearby else "") + f"; {miss.fix}"
 
 
 def _cache_miss(ref: CheckpointRef):  # -> hub_cache.CacheMiss

@@ -32,12 +32,18 @@ class CacheMiss:
     """Why the cache cannot serve a reference: ``problem``, what it holds ``nearby`` ("" when
     nothing useful), and the ``download`` command that fetches what is missing. ``missing`` is
     the part: "repo", "revision", "config" (in the subfolder or root) or "files" (the config is
-    there, other files are not)."""
+    there, other files are not). ``named``: ``nearby`` names a cached reference to use instead."""
 
     missing: str
     problem: str
     nearby: str
     download: str
+    named: bool = False
+
+    @property
+    def fix(self) -> str:
+        """``download it while online (hf download ...)``, as an alternative when a cached reference is named."""
+        return f"{'or ' if self.named else ''}download it while online ({self.download})"
 
 
 def natural_key(name: str) -> list:
@@ -80,19 +86,21 @@ def cache_miss(repo_id: str, revision: str | None, subfolder: str | None, *, cac
             f"revision {name!r} of {repo_id!r} is not in the local Hugging Face cache ({cache_dir})",
             _cached_revisions(repo, name),
             f"hf download {repo_id} --revision {name}",
+            named=bool(repo.revisions),
         )
     return _missing_config(repo, revision, snapshot, (subfolder or "").strip("/"), cache_dir)
 
 
 def _missing_repo(repo_id: str, info: Any, cached: list[str], cache_dir: str) -> CacheMiss:
-    near = _damaged(info, repo_id) or _close_repos(repo_id, cached)
+    damaged = _damaged(info, repo_id)
+    near = damaged or _close_repos(repo_id, cached)
     if near:
         none = ""
     elif cached:
         none = f", which holds no model with a close name ({len(cached)} cached; hf cache ls lists them)"
     else:
         none = ", which holds no models"
-    return CacheMiss("repo", f"hub model {repo_id!r} is not in the local Hugging Face cache ({cache_dir}){none}", near, f"hf download {repo_id}")
+    return CacheMiss("repo", f"hub model {repo_id!r} is not in the local Hugging Face cache ({cache_dir}){none}", near, f"hf download {repo_id}", named=bool(near) and not damaged)
 
 
 def _missing_config(repo: Any, revision: str | None, snapshot: Any, sub: str, cache_dir: str) -> CacheMiss:
@@ -119,7 +127,8 @@ def _missing_config(repo: Any, revision: str | None, snapshot: Any, sub: str, ca
     else:
         hints.append(f"no folder of it holds a config.json ({_holds(snapshot.snapshot_path, snapshot.files)})")
     wanted = f"{sub}/config.json" if sub else "config.json at its root"
-    return CacheMiss("config", f"the local Hugging Face cache ({cache_dir}) holds {at} but no {wanted}", "; ".join(hints), download)
+    problem = f"the local Hugging Face cache ({cache_dir}) holds {at} but no {wanted}"
+    return CacheMiss("config", problem, "; ".join(hints), download, named=bool(folders or elsewhere))
 
 
 def config_folders(snapshot: Any) -> list[str]:
@@ -148,8 +157,8 @@ def _damaged(info: Any, repo_id: str) -> str:
     """The scan's complaint about ``repo_id``'s cache folder (a ref to a missing snapshot, a broken link), if any."""
     folder = f"models--{repo_id.replace('/', '--')}"
     for warning in info.warnings if info is not None else ():
-        if folder in str(warning):
-            return f"its cache folder is damaged ({str(warning).splitlines()[0]}); download it again"
+        if re.search(rf"{re.escape(folder)}(?![\w.-])", str(warning)):  # not models--org--name2
+            return f"its cache folder is damaged ({str(warning).splitlines()[0]})"
     return ""
 
 
