@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_checkpoint_refs import add_snapshot, hf_cache, point_ref, vlm_lab  # noqa: F401 - hf_cache is a fixture
 
-from vlm_lab.checkpoints import parse_hub_ref, resolve
+from vlm_lab.checkpoints import parse_hub_ref, resolve, resolve_all
 from vlm_lab.errors import CheckpointNotFoundError
 
 STEPS = (0, 250, 500, 1000)
@@ -168,3 +168,8 @@ def test_a_subfolder_of_a_model_cached_at_its_root_says_to_name_the_root(hf_cach
     message = error_of("org/shapes:checkpoint-500")
     assert "holds 'org/shapes' at main (commit " in message and "but no checkpoint-500/config.json" in message
     assert "only its root holds a config.json: name it without a subfolder, org/shapes;" in message
+
+
+def test_one_hub_checkpoint_spelled_two_ways_is_compared_once(run_repo):
+    refs = resolve_all(["org/run:checkpoint-500", "org/run@main:/checkpoint-500/", "org/run:checkpoint-1000"])
+    assert [r.spec for r in refs] == ["org/run:checkpoint-500", "org/run:checkpoint-1000"]

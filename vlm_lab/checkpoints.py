@@ -208,7 +208,8 @@ def resolve(spec: str, *, expand: bool = True) -> list[CheckpointRef]:
 def resolve_all(specs: list[str] | tuple[str, ...] | str) -> list[CheckpointRef]:
     """Resolve several references (or one comma-separated string), keeping order, dropping repeats.
 
-    Local folders are the same when their resolved paths are (``runs/x`` and ``/abs/runs/x``);
+    Local folders are the same when their resolved paths are (``runs/x`` and ``/abs/runs/x``),
+    hub refs when they name the same repo, revision and subfolder (``org/x`` and ``org/x@main:.``);
     the first spelling is kept.
     """
     if isinstance(specs, str):
@@ -216,7 +217,8 @@ def resolve_all(specs: list[str] | tuple[str, ...] | str) -> list[CheckpointRef]
     seen: dict[str, CheckpointRef] = {}
     for spec in specs:
         for ref in resolve(spec):
-            seen.setdefault(str(Path(ref.path).resolve()) if ref.path is not None else ref.spec, ref)
+            key = str(Path(ref.path).resolve()) if ref.path is not None else f"{ref.repo_id}@{ref.revision or 'main'}:{ref.subfolder or ''}"
+            seen.setdefault(key, ref)
     if not seen:
         raise CheckpointNotFoundError("no checkpoints given; pass at least one folder or hub id")
     return list(seen.values())
