@@ -114,6 +114,20 @@ def test_html_highlights_disagreements(finished):
     assert 'class="disagree"' not in agreeing.html()
 
 
+def test_html_summary_is_rounded_for_reading_and_marks_clear_changes(finished):
+    _, result = finished
+    page = result.html()
+    summary = page[page.index("<table class='summary'>") : page.index("</table>")]
+    assert summary.count("<tr>") == 1 + len(result.checkpoints)
+    for s in result.summary:
+        assert f"{s['accuracy']:.1%} <span class='ci'>{s['ci_low']:.1%}..{s['ci_high']:.1%}</span>" in summary
+    gain = result.paired(0, 1)
+    assert gain.ci_low > 0  # checkpoint-250 is clearly better than checkpoint-0: shown as such
+    assert f"<span class='up' title='against checkpoint-0: the CI excludes 0'>{gain.diff * 100:+.1f} pts</span>" in summary
+    assert f"{len(gain.wrong_to_right)}&#8593;" in summary
+    assert "9 samples of shapes:val:9 · exact match · greedy" in page  # what was compared, in one line
+
+
 def test_paired_comparison(finished):
     _, result = finished
     p = result.paired("checkpoint-0", "checkpoint-1000")
@@ -575,7 +589,7 @@ def test_saved_html_in_a_real_browser_unicode_escaping_and_the_disagreement_togg
             assert page.eval_on_selector_all("table.samples tbody tr", visible) == len(result.rows)
             page.check("input.only-disagree")
             assert page.eval_on_selector_all("table.samples tbody tr", visible) == n_disagree
-            assert page.eval_on_selector_all("table.dataframe tbody tr", visible) == len(result.summary)  # the summary stays
+            assert page.eval_on_selector_all("table.summary tbody tr", visible) == len(result.summary)  # the summary stays
         finally:
             browser.close()
 

@@ -18,13 +18,10 @@ Every file is written atomically; ``ComparisonResult.load(dir)`` reads them back
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
-import html as html_lib
 import json
 import math
-import mimetypes
 import os
 from pathlib import Path
 from typing import Any
@@ -268,54 +265,21 @@ class ComparisonResult:
         return ax
 
     def html(self, *, max_rows: int | None = 200, only_disagreements: bool = False, embed_images: bool = True) -> str:
-        """Side-by-side table with thumbnails; rows where checkpoints disagree are highlighted.
+        """Side-by-side view: a readable summary, then one row per sample with its thumbnail and
+        each checkpoint's output; rows where checkpoints disagree are highlighted (``vlm_lab.results_html``).
 
-        ``embed_images``: thumbnails as base64 PNG (a notebook, a page on its own); False:
+        ``embed_images``: thumbnails as base64 (a notebook, a page on its own); False:
         ``<img src="images/...">`` relative links, for the copy saved next to ``images/``.
         """
-        disagree = {id(r) for r in self.disagreements()}
-        rows = [r for r in self.rows if id(r) in disagree] if only_disagreements else self.rows
-        shown = rows if max_rows is None else rows[:max_rows]
-        head = "".join(f"<th>{_esc(n)}</th>" for n in self.checkpoints)
-        body = []
-        for row in shown:
-            cells = []
-            for name in self.checkpoints:
-                out = row["outputs"][name]
-                mark = {True: "ok", False: "bad"}.get(None if out["score"] is None else bool(out["score"]), "")
-                cells.append(f'<td class="{mark}">{_esc(out["output"])}{_badges(out)}</td>')
-            cls = ' class="disagree"' if id(row) in disagree else ""
-            ref = "" if row["reference"] is None else _esc(row["reference"])
-            thumb = _thumbnail(self, row) if embed_images else f'<img src="{_esc(row["image"])}" alt="{_esc(row["id"])}" loading="lazy">'
-            body.append(
-                f"<tr{cls}><td>{thumb}</td><td>{_esc(row['id'])}</td><td>{_esc(row['prompt'])}</td>"
-                f"<td>{ref}</td>{''.join(cells)}</tr>"
-            )
-        more = "" if len(shown) == len(rows) else f"<p>showing {len(shown)} of {len(rows)} samples</p>"
-        summary = self.summary_frame().to_html(index=False, na_rep="-", float_format=lambda x: f"{x:.4g}")
-        return (
-            "<div class='vlm-lab-comparison'><style>"
-            ".vlm-lab-comparison td,.vlm-lab-comparison th{padding:2px 6px;text-align:left;vertical-align:middle}"
-            ".vlm-lab-comparison tr.disagree{background:#fff3c4}"
-            ".vlm-lab-comparison td.ok{color:#16703a}.vlm-lab-comparison td.bad{color:#b3261e}"
-            ".vlm-lab-comparison .nonfinite{background:#b3261e;color:#fff;padding:0 4px;border-radius:3px;font-size:80%}"
-            ".vlm-lab-comparison .truncated{background:#8a5a00;color:#fff;padding:0 4px;border-radius:3px;font-size:80%}"
-            ".vlm-lab-comparison img{width:48px;height:48px;object-fit:contain;background:#fff;image-rendering:pixelated}"
-            ".vlm-lab-comparison:has(input.only-disagree:checked) table.samples tbody tr:not(.disagree){display:none}</style>"
-            f"{summary}<pre class='paired'>{_esc(self.paired_report())}</pre>"
-            f"<p>{len(disagree)} of {len(self.rows)} samples where the checkpoints disagree (highlighted) "
-            "<label><input type='checkbox' class='only-disagree'> show only these</label></p>"
-            f"<table class='samples'><thead><tr><th>image</th><th>id</th><th>prompt</th><th>reference</th>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>{more}</div>"
-        )
+        from vlm_lab.results_html import comparison_html
+
+        return comparison_html(self, max_rows=max_rows, only_disagreements=only_disagreements, embed_images=embed_images)
 
     def page(self) -> str:
         """``html`` as a whole UTF-8 page with every sample, linking ``images/`` (the saved comparison.html)."""
-        title = _esc(f"vlm-lab comparison: {', '.join(self.checkpoints)}")
-        return (
-            f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>\n'
-            f"<body>{self.html(max_rows=None, embed_images=False)}</body></html>\n"
-        )
+        from vlm_lab.results_html import comparison_page
+
+        return comparison_page(self)
 
     def _repr_html_(self) -> str:
         return self.html(max_rows=50)
@@ -332,31 +296,8 @@ def _nan(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _badges(out: dict) -> str:
-    """Marks beside an output: NaN/inf scores (noise), cut off at max_new_tokens (incomplete)."""
-    badges = ""
-    if out.get("nonfinite"):
-        badges += ' <span class="nonfinite" title="NaN or inf in the scores: this output is noise">NaN/inf</span>'
-    if out.get("truncated"):
-        badges += ' <span class="truncated" title="stopped at max_new_tokens before the end token: raise max_new_tokens">cut off</span>'
-    return badges
-
-
-def _esc(value: Any) -> str:
-    return html_lib.escape(str(value))
-
-
 def _disagree(row: dict, names: list[str]) -> bool:
     return len({normalize(row["outputs"][n]["output"]) for n in names}) > 1
-
-
-def _thumbnail(result: ComparisonResult, row: dict) -> str:
-    path = Path(result.image_path(row))
-    if not path.is_file():
-        return ""
-    mime = mimetypes.guess_type(path.name)[0] or "image/png"  # a copied JPEG stays a JPEG
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:{mime};base64,{data}" alt="{_esc(row["id"])}">'
 
 
 def _copy_images(result: ComparisonResult, out: Path) -> None:

@@ -1,0 +1,187 @@
+"""The side-by-side HTML view of a ``ComparisonResult``: in a notebook and as comparison.html.
+
+A readable summary first (accuracy with its 95% CI, the change against the checkpoint
+before with its paired CI, coloured when the CI excludes 0, flipped samples, latency,
+tokens/s, peak memory, flags), then one row per sample: thumbnail, prompt, reference
+and each checkpoint's output, green when right, red when wrong, and the rows where
+checkpoints disagree highlighted, with a no-script "show only these" toggle. The exact
+numbers are in summary.json and ``result.summary_frame()``; here they are rounded for reading.
+"""
+
+from __future__ import annotations
+
+import base64
+import html as html_lib
+import mimetypes
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vlm_lab.results import ComparisonResult
+
+MEMORY_KINDS = {
+    "cuda_max_allocated": "peak CUDA memory allocated while generating (weights, activations, KV cache)",
+    "cpu_weights": "the weights' bytes (on CPU one process's peak cannot be pinned on one model: vlm-lab memory measures it)",
+}
+STYLE = """
+.vlm-lab-comparison{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:14px;color:#1f2328}
+.vlm-lab-comparison table{border-collapse:collapse;margin:6px 0 12px}
+.vlm-lab-comparison td,.vlm-lab-comparison th{padding:4px 8px;text-align:left;vertical-align:middle;border-bottom:1px solid #e3e6ea}
+.vlm-lab-comparison th{background:#f3f5f7;font-weight:600}
+.vlm-lab-comparison table.summary td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.vlm-lab-comparison .ci{color:#667085;font-size:85%}
+.vlm-lab-comparison .up{color:#16703a;font-weight:600}.vlm-lab-comparison .down{color:#b3261e;font-weight:600}
+.vlm-lab-comparison .settings{color:#667085;margin:2px 0 6px}
+.vlm-lab-comparison tr.disagree{background:#fff3c4}
+.vlm-lab-comparison td.ok{color:#16703a}.vlm-lab-comparison td.bad{color:#b3261e}
+.vlm-lab-comparison .empty{color:#98a2b3;font-style:italic}
+.vlm-lab-comparison .nonfinite,.vlm-lab-comparison .truncated{color:#fff;padding:0 4px;border-radius:3px;font-size:80%;white-space:nowrap}
+.vlm-lab-comparison .nonfinite{background:#b3261e}.vlm-lab-comparison .truncated{background:#8a5a00}
+.vlm-lab-comparison img{width:48px;height:48px;object-fit:contain;background:#fff;image-rendering:pixelated}
+.vlm-lab-comparison pre.paired{white-space:pre-wrap;font-size:85%;margin:4px 0 0}
+.vlm-lab-comparison:has(input.only-disagree:checked) table.samples tbody tr:not(.disagree){display:none}
+"""
+
+
+def comparison_html(result: ComparisonResult, *, max_rows: int | None = 200, only_disagreements: bool = False,
+                    embed_images: bool = True) -> str:  # fmt: skip
+    """The view as an HTML fragment (see ``ComparisonResult.html``)."""
+    disagree = {id(r) for r in result.disagreements()}
+    rows = [r for r in result.rows if id(r) in disagree] if only_disagreements else result.rows
+    shown = rows if max_rows is None else rows[:max_rows]
+    head = "".join(f"<th>{esc(n)}</th>" for n in result.checkpoints)
+    body = []
+    for row in shown:
+        cells = []
+        for name in result.checkpoints:
+            out = row["outputs"][name]
+            mark = {True: "ok", False: "bad"}.get(None if out["score"] is None else bool(out["score"]), "")
+            text = esc(out["output"]) if out["output"] else '<span class="empty">(empty)</span>'
+            cells.append(f'<td class="{mark}">{text}{badges(out)}</td>')
+        cls = ' class="disagree"' if id(row) in disagree else ""
+        ref = "" if row["reference"] is None else esc(row["reference"])
+        thumb = thumbnail(result, row) if embed_images else f'<img src="{esc(row["image"])}" alt="{esc(row["id"])}" loading="lazy">'
+        body.append(f"<tr{cls}><td>{thumb}</td><td>{esc(row['id'])}</td><td>{esc(row['prompt'])}</td><td>{ref}</td>{''.join(cells)}</tr>")
+    more = "" if len(shown) == len(rows) else f"<p>showing {len(shown)} of {len(rows)} samples</p>"
+    flipped = ""
+    if len(result.checkpoints) > 1:
+        flipped = f"<details><summary>flipped samples</summary><pre class='paired'>{esc(result.paired_report())}</pre></details>"
+    return (
+        f"<div class='vlm-lab-comparison'><style>{STYLE}</style>"
+        f"<p class='settings'>{esc(settings_line(result))}</p>{summary_table(result)}{flipped}"
+        f"<p>{len(disagree)} of {len(result.rows)} samples where the checkpoints disagree (highlighted) "
+        "<label><input type='checkbox' class='only-disagree'> show only these</label></p>"
+        f"<table class='samples'><thead><tr><th>image</th><th>id</th><th>prompt</th><th>reference</th>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>{more}</div>"
+    )
+
+
+def comparison_page(result: ComparisonResult) -> str:
+    """The whole UTF-8 page with every sample, linking ``images/`` (the saved comparison.html)."""
+    title = esc(f"vlm-lab comparison: {', '.join(result.checkpoints)}")
+    return (
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>\n'
+        f"<body>{comparison_html(result, max_rows=None, embed_images=False)}</body></html>\n"
+    )
+
+
+def settings_line(result: ComparisonResult) -> str:
+    """What was compared on what: samples, data, metric and generation settings, in one line."""
+    c = result.config
+    parts = [f"{len(result.rows)} samples of {c.get('data', '?')}", f"{c.get('metric', 'exact')} match",
+             f"{c.get('strategy', 'greedy')}, max {c.get('max_new_tokens', '?')} new tokens, batch {c.get('batch_size', '?')}",
+             f"dtype {c.get('dtype', 'auto')}, device {c.get('device', 'auto')}"]  # fmt: skip
+    return " · ".join(parts)
+
+
+def summary_table(result: ComparisonResult) -> str:
+    """One row per checkpoint, rounded for reading; the title of each cell holds more."""
+    from vlm_lab.model_cache import format_bytes
+
+    head = ("checkpoint", "step", "accuracy (95% CI)", "vs previous (paired 95% CI)", "flipped", "latency", "tokens/s",
+            "peak memory", "notes")  # fmt: skip
+    lines = []
+    for s in result.summary:
+        kind = MEMORY_KINDS.get(s.get("memory_kind") or "", s.get("memory_kind") or "")
+        cells = [
+            f"<td>{esc(s['checkpoint'])}</td>",
+            f"<td class='num'>{'' if s.get('step') is None else s['step']}</td>",
+            f"<td class='num'>{_accuracy(s)}</td>",
+            f"<td class='num'>{_change(s)}</td>",
+            f"<td class='num' title='wrong->right / right->wrong'>{_flips(s)}</td>",
+            f"<td class='num' title='mean wall time of the batch each sample ran in'>{_seconds(s.get('mean_latency_s'))}</td>",
+            f"<td class='num'>{_rate(s.get('tokens_per_s'))}</td>",
+            f"<td class='num' title='{esc(kind)}'>{format_bytes(s.get('peak_memory_bytes'))}</td>",
+            f"<td>{_notes(s)}</td>",
+        ]
+        lines.append(f"<tr>{''.join(cells)}</tr>")
+    header = "".join(f"<th>{h}</th>" for h in head)
+    return f"<table class='summary'><thead><tr>{header}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+
+
+def _accuracy(s: dict) -> str:
+    if s.get("accuracy") is None:
+        return "<span class='ci' title='no sample has a reference'>-</span>"
+    scored = "" if s["n_scored"] == s["n_samples"] else f" <span class='ci'>on {s['n_scored']} of {s['n_samples']}</span>"
+    return f"{s['accuracy']:.1%} <span class='ci'>{s['ci_low']:.1%}..{s['ci_high']:.1%}</span>{scored}"
+
+
+def _change(s: dict) -> str:
+    if s.get("diff") is None:
+        return ""
+    low, high = s["diff_ci_low"], s["diff_ci_high"]
+    cls = "up" if low > 0 else "down" if high < 0 else ""
+    title = f"against {s['vs']}: " + ("the CI excludes 0" if cls else "the CI includes 0: no clear change")
+    return (f"<span class='{cls}' title='{esc(title)}'>{s['diff'] * 100:+.1f} pts</span> "
+            f"<span class='ci'>{low * 100:+.1f}..{high * 100:+.1f}</span>")  # fmt: skip
+
+
+def _flips(s: dict) -> str:
+    if s.get("n_wrong_to_right") is None:
+        return ""
+    up, down = s["n_wrong_to_right"], s["n_right_to_wrong"]
+    return f"<span class='{'up' if up else 'ci'}'>{up}&#8593;</span> <span class='{'down' if down else 'ci'}'>{down}&#8595;</span>"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _notes(s: dict) -> str:
+    notes = []
+    if s.get("n_nonfinite"):
+        notes.append(f"<span class='nonfinite' title='NaN or inf in the scores: those outputs are noise'>{s['n_nonfinite']} NaN/inf</span>")
+    if s.get("n_truncated"):
+        notes.append(f"<span class='truncated' title='stopped at max_new_tokens before the end token'>{s['n_truncated']} cut off</span>")
+    if s.get("from_cache"):
+        notes.append(f"<span class='ci'>{s['from_cache']} of {s['n_samples']} from cache</span>")
+    return " ".join(notes)
+
+
+def badges(out: dict) -> str:
+    """Marks beside an output: NaN/inf scores (noise), cut off at max_new_tokens (incomplete)."""
+    marks = ""
+    if out.get("nonfinite"):
+        marks += ' <span class="nonfinite" title="NaN or inf in the scores: this output is noise">NaN/inf</span>'
+    if out.get("truncated"):
+        marks += ' <span class="truncated" title="stopped at max_new_tokens before the end token: raise max_new_tokens">cut off</span>'
+    return marks
+
+
+def esc(value: Any) -> str:
+    return html_lib.escape(str(value))
+
+
+def thumbnail(result: ComparisonResult, row: dict) -> str:
+    path = Path(result.image_path(row))
+    if not path.is_file():
+        return ""
+    mime = mimetypes.guess_type(path.name)[0] or "image/png"  # a copied JPEG stays a JPEG
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img src="data:{mime};base64,{data}" alt="{esc(row["id"])}">'
