@@ -179,4 +179,5 @@ def test_a_max_batch_at_the_search_cap_reads_as_a_lower_bound(tiny_checkpoints):
     (row,) = [json.loads(line) for line in r.stdout.splitlines()]
     assert (row["max_batch_size"], row["max_batch_capped"]) == (4096, True)
     r = vlm_lab(str(tiny_checkpoints[-1]), "--no-measure")
-    assert r.stdout.splitlines()[1].split()[-3:-1] == [">=", "4096"] and "max batch >= 4096," in r.stdout, r.stdout
+    # the row ends: max_batch (">= 4096"), co_resident, image, image_tokens
+    assert r.stdout.splitlines()[1].split()[-5:-3] == [">=", "4096"] and "max batch >= 4096," in r.stdout, r.stdout

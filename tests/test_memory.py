@@ -126,7 +126,7 @@ def test_llava_next_image_tokens_match_the_processor(tmp_path):
     folder, processor = _llava_next_folder(tmp_path)
     for side in (20, 32, 50, 64, 90, 200):
         enc = processor(images=[Image.new("RGB", (side, side))], text=["<image> what"], return_tensors="pt")
-        est = memory.estimate(folder, image_size=side)
+        est = memory.estimate(folder, image_size=(side, side))
         assert est.image.tokens == int((enc["input_ids"][0] == processor.image_token_id).sum()), side
         assert est.image.patches == enc["pixel_values"].shape[1] * ((32 // 8) ** 2 + 1), side
     worst = memory.estimate(folder)  # image_size 0: the most tokens any square image makes
@@ -165,7 +165,7 @@ def test_qwen2_vl_image_tokens_follow_smart_resize(side, tmp_path):
     settings = {"min_pixels": 56 * 56, "max_pixels": 28 * 28 * 1280, "patch_size": 14, "merge_size": 2}
     folder = memory_synthetic.write_config_only(tmp_path / "qwen", _qwen2_vl_config(), settings)
     h, w = smart_resize(side, side, factor=28, min_pixels=settings["min_pixels"], max_pixels=settings["max_pixels"])
-    est = memory.estimate(folder, image_size=side)
+    est = memory.estimate(folder, image_size=(side, side))
     assert est.image.tokens == (h // 14) * (w // 14) // 4 + 2
     assert est.image.patches == (h // 14) * (w // 14)
 

@@ -97,7 +97,7 @@ def test_idefics2_counts_its_perceiver_latents_per_crop(splitting, crops, tmp_pa
 
     for side in (20, 100):
         enc = _encode(processor, "<image> what", side)
-        est = memory.estimate(folder, image_size=side)
+        est = memory.estimate(folder, image_size=(side, side))
         assert enc["pixel_values"].shape[1] == crops
         assert est.image.tokens == enc["input_ids"].shape[1] - 1  # all but "what": latents and the markers around each crop
         assert est.image.patches == crops * (enc["pixel_values"].shape[-1] // 8) ** 2, side
@@ -156,11 +156,14 @@ def test_llava_onevision_counts_its_tiles_as_the_processor_does(aspect, tmp_path
         inputs = processor.image_processor(images=[Image.new("RGB", (side, side))], return_tensors="np")
         inputs["batch_num_images"] = [1]
         reals.append(processor.replace_image_token(inputs, 0).count("<image>"))
-        est = memory.estimate(folder, image_size=side)
+        est = memory.estimate(folder, image_size=(side, side))
         assert est.image.tokens == reals[-1], side
         assert est.image.patches == inputs["pixel_values"].shape[1] * 16, side
-    worst = memory.estimate(folder)  # image_size 0: the most any square image makes
-    assert worst.image.tokens == max(reals) > 2 * 16 and worst.image.family == "llava_onevision"
+    worst = memory.estimate(folder).image  # image_size 0: the worst shape of any size, checked on the real processor
+    inputs = processor.image_processor(images=[Image.new("RGB", (worst.width, worst.height))], return_tensors="np")
+    inputs["batch_num_images"] = [1]
+    assert worst.tokens == processor.replace_image_token(inputs, 0).count("<image>") >= max(reals) > 2 * 16
+    assert worst.family == "llava_onevision" and worst.by_shape
 
 
 WIDE_FIRST = [[32, 96], [96, 32], [64, 128], [128, 64], [160, 160]]  # [height, width]: a square image ties; the first wins
@@ -187,7 +190,7 @@ def test_llava_next_counts_wide_and_tall_pinpoints_as_the_processor_does(strateg
     for side in (10, 33, 48, 70, 96, 129, 160, 400):
         enc = _encode(processor, "<image> what", side)
         reals.append(_count(enc, tokenizer.convert_tokens_to_ids("<image>")))
-        est = memory.estimate(folder, image_size=side)
+        est = memory.estimate(folder, image_size=(side, side))
         assert est.image.tokens == reals[-1], side
         assert est.image.patches == enc["pixel_values"].shape[1] * (16 + 1), side  # CLIP: + the CLS position a tile
     worst = memory.estimate(folder)  # image_size 0: the most any square image makes (5x5 tiles)
@@ -220,8 +223,8 @@ def test_a_family_without_a_rule_is_a_guess_that_says_so(tmp_path):
     assert "image tokens guessed" not in summary(profile(MemoryConfig(checkpoints=(str(folder),), measure=False)))
 
 
-# Pixtral / Mistral3, InternVL, Aya Vision and Llama 4 count by the image's shape: squares through memory.estimate,
-# other aspects through image_tokens_for_shape.
+# Pixtral / Mistral3, InternVL, Aya Vision and Llama 4 count by the image's shape: through image_tokens_for_shape and
+# memory.estimate(image_size=(height, width)).
 SHAPES = [(20, 20), (50, 50), (64, 64), (100, 100), (300, 300), (30, 90), (90, 30), (60, 100), (100, 75), (33, 200), (400, 130)]
 
 
@@ -279,9 +282,8 @@ def test_pixtral_counts_a_token_per_merged_patch_and_a_break_per_row(kind, tmp_p
         assert real == text_.count("[IMG]") + text_.count("[IMG_BREAK]") + text_.count("[IMG_END]")
         got = image_tokens_for_shape(config, memory_checkpoint.processor_settings(folder), height, width)
         assert (got.tokens, got.patches) == (real, inputs["pixel_values"][0].size // 3 // 64), (height, width)
-        if height == width:
-            est = memory.estimate(folder, image_size=height)
-            assert (est.image.tokens, est.image.family, est.image.guessed) == (real, "pixtral", False)
+        est = memory.estimate(folder, image_size=(height, width))  # any shape, through the estimate
+        assert (est.image.tokens, est.image.family, est.image.guessed) == (real, "pixtral", False)
         counts[height, width] = real
     worst = memory.estimate(folder).image  # 0: a square as large as longest_edge
     step = 8 * merge
@@ -318,12 +320,15 @@ def test_internvl_counts_image_seq_length_per_tile_and_thumbnail(tmp_path):
         real = len(tokenizer(processor.replace_image_token(inputs, 0), add_special_tokens=False)["input_ids"])
         got = image_tokens_for_shape(config, memory_checkpoint.processor_settings(folder), height, width)
         assert (got.tokens, got.patches) == (real, len(inputs["pixel_values"]) * (16 + 1)), (height, width)  # + CLS a tile
-        if height == width:
-            est = memory.estimate(folder, image_size=height)
-            assert (est.image.tokens, est.image.family, est.image.guessed) == (real, "internvl", False)
+        est = memory.estimate(folder, image_size=(height, width))  # any shape, through the estimate
+        assert (est.image.tokens, est.image.family, est.image.guessed) == (real, "internvl", False)
         tiles.add(int(inputs["num_patches"][0]))
     assert tiles >= {1, 4, 5, 7}  # one tile, 1x3 / 3x1 + thumbnail, 2x2 + thumbnail, 2x3 / 3x2 + thumbnail
-    assert memory.estimate(folder).image.tokens == 5 * 4 + 2  # square: at most 2x2 tiles of 6 + the thumbnail
+    worst = memory.estimate(folder).image  # 0: the worst shape of any size, checked on the real image processor
+    inputs = _got_ocr2_tiles(image_processor, worst.height, worst.width)
+    real = len(tokenizer(processor.replace_image_token(inputs, 0), add_special_tokens=False)["input_ids"])
+    # 2x3 (or 3x2) tiles + the thumbnail; a square gets at most 2x2 + the thumbnail
+    assert worst.tokens == real == 7 * 4 + 2 and worst.height != worst.width and "(a square makes 22)" in worst.plan
 
 
 def test_aya_vision_counts_tiles_and_markers_as_its_processor(tmp_path):
@@ -348,9 +353,8 @@ def test_aya_vision_counts_tiles_and_markers_as_its_processor(tmp_path):
         real = enc["input_ids"].shape[1] - 1  # all but "what"
         got = image_tokens_for_shape(config, memory_checkpoint.processor_settings(folder), height, width)
         assert (got.tokens, got.patches) == (real, len(enc["pixel_values"]) * 16), (height, width)
-        if height == width:
-            est = memory.estimate(folder, image_size=height)
-            assert (est.image.tokens, est.image.family, est.image.guessed) == (real, "aya_vision", False)
+        est = memory.estimate(folder, image_size=(height, width))  # any shape, through the estimate
+        assert (est.image.tokens, est.image.family, est.image.guessed) == (real, "aya_vision", False)
     assert memory.estimate(folder).image.tokens == 10 * 4 + 3 + 9  # 3x3 tiles + the thumbnail, a TILE_i each but the thumbnail
 
 
@@ -408,12 +412,13 @@ def test_llama4_counts_its_canvas_tiles_global_tile_and_separators(tmp_path):
         real = len(tokenizer(processor.replace_image_token(inputs, 0), add_special_tokens=False)["input_ids"])
         got = image_tokens_for_shape(config, settings, height, width)
         assert (got.tokens, got.patches) == (real, tiles * (16 + 1)), (height, width)  # + the class embedding a tile
-        if height == width:
-            est = memory.estimate(folder, image_size=height)
-            assert (est.image.tokens, est.image.family, est.image.guessed) == (real, "llama4", False)
+        est = memory.estimate(folder, image_size=(height, width))  # any shape, through the estimate
+        assert (est.image.tokens, est.image.family, est.image.guessed) == (real, "llama4", False)
         grids.add((rows, cols))
     assert {(1, 1), (2, 2), (1, 3), (3, 1), (2, 3)} <= grids
-    assert memory.estimate(folder).image.tokens == 4 + 3 + 4 * (4 + 1)  # square: 2x2 tiles of at most 6 + the global one
+    worst = memory.estimate(folder).image  # 0: the worst shape of any size
+    assert best_fit(worst.height, worst.width, 32, 6) in ((2, 3), (3, 2))  # a square gets at most 2x2 tiles of 6
+    assert worst.tokens == 4 + 3 + 6 * (4 + 1) and f"(a square makes {4 + 3 + 4 * 5})" in worst.plan
 
 
 def test_processor_keys_win_over_the_nested_image_processor_keys(tmp_path):

@@ -6,7 +6,9 @@ so the parameter count is exact and costs no memory. On top of the weights:
 - KV cache = 2 (K and V) x layers x kv_heads x head_dim x dtype bytes
   x (prompt tokens incl. image tokens + max_new_tokens) x batch;
 - image tokens from the processor config, per architecture family
-  (LLaVA patches, LLaVA-NeXT and Idefics3/SmolVLM tiles, Qwen2-VL min/max pixels);
+  (LLaVA patches, LLaVA-NeXT and Idefics3/SmolVLM tiles, Qwen2-VL min/max pixels),
+  for the worst image shape the user may send (``memory_shapes``: a panorama can
+  make more tokens than a square);
 - activation headroom: the widest single layer of the prefill (text MLP or
   vision encoder) plus the float32 logits ``generate`` keeps per row;
 - fixed overhead: the CUDA context on GPU, kernel code and allocator caches on CPU;
@@ -48,7 +50,8 @@ from vlm_lab.memory_targets import (
     get_target,
     recommended_dtype,
 )
-from vlm_lab.memory_tokens import ImageTokens, image_tokens
+from vlm_lab.memory_shapes import parse_image_size, plan_image
+from vlm_lab.memory_tokens import ImageTokens
 
 __all__ = [
     "GPU_TARGETS",
@@ -317,7 +320,7 @@ def estimate(
     batch_size: int = 1,
     prompt_tokens: int = 32,
     max_new_tokens: int = 32,
-    image_size: int = 0,
+    image_size: int | str | tuple[int, int] = 0,
 ) -> MemoryEstimate:
     """Estimate memory to load and generate with a checkpoint, from its config alone.
 
@@ -330,8 +333,10 @@ def estimate(
         device: ``cuda`` or ``cpu``; decides the fixed overhead and the CPU conversion copy.
         batch_size, prompt_tokens, max_new_tokens: one generate call; ``prompt_tokens``
             counts text only, image tokens are added from the processor config.
-        image_size: side of the square input image in pixels; 0 = the largest the
-            processor produces (worst case).
+        image_size: the images to plan for: 0 = any size, ``N`` = up to N px on the
+            longer side, ``"HxW"`` or ``(H, W)`` = exactly that image. For families whose
+            count depends on the shape, the estimate takes the worst of several aspects
+            (``memory_shapes.plan_image``); ``estimate.image`` names the shape and why.
 
     Raises:
         CheckpointNotFoundError: no config.json at ``ref``.
@@ -346,8 +351,9 @@ def estimate(
     for name, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens)):
         if value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    if prompt_tokens < 0 or image_size < 0:
-        raise ConfigError("prompt_tokens and image_size must be >= 0")
+    if prompt_tokens < 0:
+        raise ConfigError(f"prompt_tokens must be >= 0, got {prompt_tokens!r}")
+    parse_image_size(image_size)  # before anything is read: a typo fails at once
 
     cref = _resolve_one(ref)
     folder = local_folder(cref)
@@ -360,7 +366,7 @@ def estimate(
     file_dtype = file_dtype or getattr(config, "dtype", None)
     file_dtype = str(file_dtype).replace("torch.", "") if file_dtype is not None else None
 
-    image = image_tokens(config, processor_settings(folder), image_size=image_size)
+    image = plan_image(config, processor_settings(folder), image_size)
     dims = _text_dims(config)
     sequence = prompt_tokens + image.tokens + max_new_tokens
     return MemoryEstimate(

@@ -66,6 +66,14 @@ class Measurement:
     snapshot: str = ""  # path of the CUDA memory snapshot, if one was written
     rehearsal_target: str = ""  # the smaller GPU this run was capped to
     seconds: float = 0.0
+    image_height: int = 0  # the test image generated with (pixels)
+    image_width: int = 0
+    image_tokens: int = 0  # image-token positions the processor put in one row's prompt (0: it names no image token)
+
+    @property
+    def image_shape(self) -> str:
+        """``'728x1456'`` (height x width)."""
+        return f"{self.image_height}x{self.image_width}"
 
 
 def check_measurable(*, dtype: str, device: str, rehearse: str = "", snapshot_dir: str = "") -> None:
@@ -93,7 +101,7 @@ def measure(
     batch_size: int = 1,
     prompt_tokens: int = 32,
     max_new_tokens: int = 32,
-    image_size: int = 0,
+    image_shape: tuple[int, int] | None = None,
     image_side: int = 64,
     rehearse: str = "",
     snapshot_dir: str = "",
@@ -104,8 +112,9 @@ def measure(
     Args:
         dtype: float32 | float16 | bfloat16 (int8/int4 are estimate-only here).
         device: cpu | cuda.
-        image_side: the square test image's side when ``image_size`` is 0 (use the
-            estimate's ``image.side`` so both describe the same input).
+        image_shape: (height, width) of the test image: the estimate's planned image
+            (``(est.image.height, est.image.width)``: the worst shape), so both describe
+            the same input. Without it, a square of ``image_side``.
         rehearse: a target name (e.g. "t4-small"): cap the process at that GPU's memory.
         snapshot_dir: write a CUDA memory snapshot here (and on out-of-memory).
 
@@ -126,7 +135,8 @@ def measure(
         "batch_size": batch_size,
         "prompt_tokens": prompt_tokens,
         "max_new_tokens": max_new_tokens,
-        "image_side": image_size or image_side,
+        "image_height": (image_shape or (image_side, image_side))[0],
+        "image_width": (image_shape or (image_side, image_side))[1],
         "rehearse": rehearse,
         "snapshot_dir": snapshot_dir,
     }
@@ -177,12 +187,12 @@ def _peak_rss() -> int:
 
 
 def _inputs(processor, job: dict[str, Any]):
-    """One batch: a square test image and a prompt of about ``prompt_tokens`` text tokens."""
+    """One batch: a test image of the planned shape and a prompt of about ``prompt_tokens`` text tokens."""
     from PIL import Image
 
     from vlm_lab.generation import chat_messages
 
-    image = Image.new("RGB", (job["image_side"], job["image_side"]), (120, 60, 200))
+    image = Image.new("RGB", (job["image_width"], job["image_height"]), (120, 60, 200))  # PIL: (width, height)
 
     def text_for(words: int) -> str:
         prompt = " ".join(["the"] * words)
@@ -255,6 +265,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
     image_token_id = getattr(processor, "image_token_id", None)
     image_len = int((enc["input_ids"][0] == image_token_id).sum()) if image_token_id is not None else 0
     result["prompt_tokens"] = int(enc["input_ids"].shape[1]) - image_len
+    result.update(image_height=job["image_height"], image_width=job["image_width"], image_tokens=image_len)
     pad = getattr(processor.tokenizer, "pad_token_id", None)
     try:
         model = AutoModelForImageTextToText.from_pretrained(**kwargs, dtype=dtype).to(device).eval()

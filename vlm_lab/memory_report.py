@@ -66,6 +66,9 @@ class ProfileRow:
             "params": e.num_params,
             "params_by_component": e.params,
             "image_tokens": e.image.tokens,
+            "image_shape": e.image.shape,  # the image (height x width) estimated and measured with: the worst one planned for
+            "image_shape_plan": e.image.plan,
+            "image_tokens_by_shape": e.image.by_shape,  # False: the count does not depend on the shape (a fixed resize)
             "image_token_rule": e.image.rule,
             "image_tokens_guessed": e.image.guessed,
             "batch_size": e.batch_size,
@@ -73,6 +76,8 @@ class ProfileRow:
             "estimated_load_bytes": e.load_bytes(),
             "measured_bytes": m.peak_bytes if m else None,
             "measured_load_bytes": m.load_bytes if m else None,
+            "measured_image_shape": m.image_shape if m else None,
+            "measured_image_tokens": m.image_tokens if m and m.image_tokens else None,
             "error_pct": None if self.error_fraction is None else round(100 * self.error_fraction, 2),
             "out_of_memory": m.out_of_memory if m else None,
             "required_bytes": v.required_bytes,
@@ -122,7 +127,8 @@ def iter_profile(config: MemoryConfig, *, progress: bool = False) -> Iterator[Pr
     the estimate, the measurement and the verdict alike. Every checkpoint is estimated
     before any is measured, so a broken reference fails in seconds, not after the
     measurements before it. Checkpoints with the same architecture and weight size are
-    measured once. A checkpoint that cannot be measured keeps its estimate and verdict,
+    measured once, on the image the estimate planned for (``config.image_size``: the worst
+    shape at that size, ``memory_shapes``). A checkpoint that cannot be measured keeps its estimate and verdict,
     with the reason in ``not_measured`` and a ``NotMeasuredWarning``.
 
     Raises:
@@ -134,23 +140,25 @@ def iter_profile(config: MemoryConfig, *, progress: bool = False) -> Iterator[Pr
     target = get_target(config.target)
     dtype = recommended_dtype(target) if config.dtype == "auto" else config.dtype
     device = _measure_device(config.device) if config.measure else target.device
-    shape = dict(batch_size=config.batch_size, prompt_tokens=config.prompt_tokens, max_new_tokens=config.max_new_tokens, image_size=config.image_size)
+    shape = dict(batch_size=config.batch_size, prompt_tokens=config.prompt_tokens, max_new_tokens=config.max_new_tokens)
+    image = dict(image_size=config.image_size)
     options = dict(dtype=dtype, device=device, rehearse=target.name if config.rehearse else "", snapshot_dir=config.snapshot_dir)
     if config.measure:
         check_measurable(**options)  # once, before any checkpoint: these would fail every one of them
-    estimates = [(ref, estimate(ref, dtype=dtype, device=device, target=target, **shape)) for ref in resolve_all(config.checkpoints)]
+    estimates = [(ref, estimate(ref, dtype=dtype, device=device, target=target, **shape, **image)) for ref in resolve_all(config.checkpoints)]
     measured: dict[tuple, Measurement] = {}
     failed: dict[tuple, str] = {}  # a failed measurement is not retried for its look-alikes (each can take minutes)
     for ref, est in estimates:
         m, why = None, ""
         if config.measure:
-            key = (est.model_type, est.params["vision"], est.params["language"], est.file_bytes, est.converts)
+            key = (est.model_type, est.params["vision"], est.params["language"], est.file_bytes, est.converts, est.image.shape)
             why = _not_loadable(ref) or failed.get(key, "")
             if not why and key not in measured:
                 if progress:
-                    print(f"measuring {ref.name} ({dtype}, {device}, batch {config.batch_size}) ...", file=sys.stderr, flush=True)
-                try:
-                    measured[key] = measure(ref, image_side=est.image.side, **options, **shape)
+                    print(f"measuring {ref.name} ({dtype}, {device}, batch {config.batch_size}, a {est.image.shape} image) ...",
+                          file=sys.stderr, flush=True)
+                try:  # on the image the estimate planned for (the worst shape), so the two describe the same input
+                    measured[key] = measure(ref, image_shape=(est.image.height, est.image.width), **options, **shape)
                 except MeasurementFailedError as e:  # this checkpoint's process failed: the others still get measured
                     failed[key] = why = e.reason
             if why:
@@ -159,7 +167,7 @@ def iter_profile(config: MemoryConfig, *, progress: bool = False) -> Iterator[Pr
             else:
                 m = dataclasses.replace(measured[key], checkpoint=ref.name)
                 if m.prompt_tokens != est.prompt_tokens:  # compare like with like: the prompt the child built
-                    est = estimate(ref, dtype=dtype, device=device, target=target, **{**shape, "prompt_tokens": m.prompt_tokens})
+                    est = estimate(ref, dtype=dtype, device=device, target=target, **{**shape, "prompt_tokens": m.prompt_tokens}, **image)
         yield ProfileRow(path=ref.path or ref.spec, estimate=est, verdict=verdict(est, target), measurement=m, not_measured=why)
 
 
@@ -173,7 +181,8 @@ def report_table(rows: Sequence[ProfileRow]):
     them) are, the measuring device (cpu or cuda), or the target's device with
     ``measure=False``. ``target``: the Space GPU that ``needs_MiB`` (the estimate on
     that GPU), ``fits``, ``margin_GiB``, ``max_batch`` and ``co_resident`` are for.
-    ``max_batch`` is ``'>= 4096'`` where the search stopped at its cap.
+    ``max_batch`` is ``'>= 4096'`` where the search stopped at its cap. ``image`` is the
+    image (height x width) estimated and measured with, ``image_tokens`` what it makes.
     """
     import pandas as pd
 
@@ -193,6 +202,8 @@ def report_table(rows: Sequence[ProfileRow]):
                 "margin_GiB": round(r.verdict.margin_bytes / 1024**3, 2),
                 "max_batch": _max_batch_cell(r.verdict),
                 "co_resident": r.verdict.co_resident,
+                "image": r.estimate.image.shape,  # height x width: the worst shape planned for, measured with
+                "image_tokens": r.estimate.image.tokens,
             }
             for r in rows
         ]
@@ -306,5 +317,5 @@ def summary(rows: Sequence[ProfileRow]) -> str:
         else:
             meas = f"; not measured: {r.not_measured}" if r.not_measured else ""
         guess = f"; image tokens guessed (one tile), {r.estimate.image.tokens} per image" if r.estimate.image.guessed else ""
-        lines.append(r.verdict.message() + meas + guess)
+        lines.append(r.verdict.message() + meas + guess + (f"; image: {r.estimate.image.plan}" if r.estimate.image.plan else ""))
     return "\n".join(lines)

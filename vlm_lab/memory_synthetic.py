@@ -4,7 +4,8 @@ With no hub in reach, the estimate is checked on models built from a config:
 a LLaVA (CLIP vision tower + projector + Llama) at any width and depth, saved with
 ``save_pretrained`` together with the tiny shapes processor, so it loads through
 the same Auto classes as any checkpoint. ``LLAVA_100M`` (~105M parameters,
-~400 MiB in float32) is the accuracy benchmark's model.
+~400 MiB in float32) is the accuracy benchmark's model. ``build_llava_next`` saves a tiny
+LLaVA-NeXT whose image tokens depend on the image's height and width.
 """
 
 from __future__ import annotations
@@ -83,11 +84,15 @@ def build_llava(out: str | os.PathLike[str], size: LlavaSize = LLAVA_100M, *, se
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    return _save(out, model, processor)
+
+
+def _save(out: Path, model, processor) -> Path:
+    """Model + processor into a temp folder, then renamed: an interrupted build never looks finished."""
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
-    del model
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(out)
@@ -106,3 +111,39 @@ def write_config_only(out: str | os.PathLike[str], config, processor_settings: d
     if processor_settings:
         atomic_write_text(out / "processor_config.json", json.dumps(processor_settings, indent=2))
     return out
+
+
+# a tile a 32 px, pinpoints of 1x2, 2x1, 2x2 and the 1x4 / 4x1 strips: a strip of 4 tiles makes more tokens than a square
+NEXT_PINPOINTS = ((32, 64), (64, 32), (64, 64), (32, 128), (128, 32))
+
+
+def build_llava_next(out: str | os.PathLike[str], *, pinpoints=NEXT_PINPOINTS, seed: int = 0) -> Path:
+    """Save a randomly initialised tiny LLaVA-NeXT (CLIP 32 px tiles, patch 8) with a real ``LlavaNextProcessor``.
+
+    Its image tokens depend on the image's height and width (anyres pinpoints), so it
+    loads and generates like any checkpoint whose memory depends on the image's shape.
+    """
+    import torch
+    from transformers import GenerationConfig, LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil, LlavaNextProcessor
+
+    from vlm_lab import tiny
+
+    out = Path(out)
+    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
+        return out
+    shapes = tiny.build_processor()
+    tok = shapes.tokenizer
+    base = llava_config(LlavaSize(image_size=32), vocab_size=len(tok), image_token_id=tok.convert_tokens_to_ids(tiny.IMAGE_TOKEN),
+                        pad_token_id=tok.pad_token_id)
+    base.text_config.eos_token_id = tok.eos_token_id
+    points = [list(p) for p in pinpoints]
+    config = LlavaNextConfig(vision_config=base.vision_config, text_config=base.text_config, image_token_index=base.image_token_id,
+                             image_grid_pinpoints=points, vision_feature_select_strategy="default", vision_feature_layer=-1,
+                             pad_token_id=tok.pad_token_id)
+    image_processor = LlavaNextImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=points)
+    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tok, chat_template=shapes.chat_template, patch_size=8,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1, image_token=tiny.IMAGE_TOKEN)
+    torch.manual_seed(seed)
+    model = LlavaNextForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    return _save(out, model, processor)

@@ -34,6 +34,13 @@ need torchvision, which a profiling machine may lack):
   (``get_best_fit``), ``(tile / patch)^2 / (1 / pixel_shuffle_ratio^2)`` tokens a
   tile, separators between tiles and rows, and a global tile when tiled.
 
+Every count is for one ``height`` x ``width`` image (``image_tokens_for_shape``), by the
+processors' own helpers where transformers exposes them (``select_best_resolution`` and
+``_get_unpadded_features``, Qwen2-VL's ``smart_resize``, Idefics3's / SmolVLM's
+``get_number_of_image_patches``, GotOcr2's ``get_optimal_tiled_canvas``); ``by_shape`` on
+the result says whether the family's count depends on the shape. Which shape to plan
+for (the worst one a Space may get) is ``memory_shapes``' business.
+
 Another family uses a per-image count its processor or model config states
 (``image_seq_length``, ``mm_tokens_per_image``, ...); failing that it is a guess:
 one tile of ``(image_size / patch_size)^2`` from the vision config, which
@@ -44,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 from typing import Any
 
 # Idefics3's image processor never resizes above this side (MAX_IMAGE_SIZE there).
@@ -59,10 +67,19 @@ class ImageTokens:
 
     tokens: int  # positions in the language model's sequence
     patches: int  # positions through the vision encoder (all tiles)
-    side: int  # the square image side (pixels) the counts are for
+    side: int  # the image's longer side (pixels) the counts are for
     family: str  # llava | llava_next | llava_onevision | idefics2 | idefics3 | gemma3 | paligemma | qwen2_vl | mllama | pixtral | internvl | aya_vision | llama4 | fixed | fallback | none
     rule: str = ""  # how the count was made, for reports ("gemma3: 256 (image_seq_length in the processor config) + 4 markers")
     cross_tokens: int = 0  # vision positions each cross-attention layer caches (Mllama), not in the sequence
+    height: int = 0  # the image (pixels) the counts are for; 0 = side (a square)
+    width: int = 0
+    by_shape: bool = False  # the count depends on the image's height and width (tiles, dynamic resolution), not only its size
+    plan: str = ""  # which image this is and why ("the worst of 9 shapes up to 1456 px", "as asked"), for reports
+
+    @property
+    def shape(self) -> str:
+        """``'728x1456'`` (height x width), the image the counts are for."""
+        return f"{self.height or self.side}x{self.width or self.side}"
 
     @property
     def guessed(self) -> bool:
@@ -83,10 +100,10 @@ def _edge(value: Any, key: str, default: int) -> int:
     return int(value) if value else default
 
 
-def _llava(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
+def _llava(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
     vision = config.vision_config
     if getattr(vision, "model_type", None) == "pixtral":  # Pixtral-12B: LLaVA around a Pixtral tower and processor
-        return _pixtral(config, settings, image_size)
+        return _pixtral(config, settings, height, width)
     patch = int(_get(settings, "patch_size", default=vision.patch_size))
     crop = settings.get("crop_size") or settings.get("size")
     side = _edge(crop, "shortest_edge", vision.image_size)  # LLaVA always resizes + crops to this
@@ -98,107 +115,116 @@ def _llava(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
     return ImageTokens(tokens=tokens, patches=grid + 1, side=side, family="llava", rule=rule)
 
 
-def _anyres_tokens(side: int, pinpoints: list, *, crop: int, grid: int, base: int, max_tiles: int) -> tuple[int, int]:
-    """(tokens, tiles) for a square image, as LLaVA-NeXT's and -OneVision's ``_get_number_of_features`` count them.
-
-    ``grid`` feature rows a tile; ``base`` the whole image's tokens; ``max_tiles`` OneVision's anyres_max_N (0 = no pooling).
-    """
-    from transformers.image_processing_utils import select_best_resolution
-
-    best_h, best_w = select_best_resolution((side, side), pinpoints)
-    height, width = grid * (best_h // crop), grid * (best_w // crop)
-    # the padding the processor added to reach the pinpoint's aspect is cut off again (square image)
-    if width < height:
-        height -= 2 * ((height - width) // 2)
-    elif height < width:
-        width -= 2 * ((width - height) // 2)
-    features, newlines = height * width, height
-    ratio = math.sqrt(height * width / (max_tiles * grid**2)) if max_tiles else 0.0
-    if ratio > 1.1:  # pooled down to at most max_tiles base images
-        features, newlines = int(height // ratio) * int(width // ratio), int(height // ratio)
-    return features + newlines + base, (best_h // crop) * (best_w // crop)
-
-
-def _anyres(config, settings: dict[str, Any], image_size: int, *, family: str, strategy: str, extra: int, cls: int,
-            tile_tokens: int | None = None, max_tiles: int = 0, aspect: str = "") -> ImageTokens:
-    """LLaVA-NeXT and LLaVA-OneVision: the base image plus the tiles of the best ``image_grid_pinpoints`` resolution.
+def _anyres(config, settings: dict[str, Any], height: int, width: int, *, family: str, strategy: str, extra: int, cls: int,
+            tile_tokens: int | None = None, aspect: str = "") -> ImageTokens:
+    """LLaVA-NeXT and LLaVA-OneVision: the base image plus the tiles of the best ``image_grid_pinpoints`` resolution,
+    counted by the processors' own ``select_best_resolution`` and ``_get_unpadded_features`` (the padding that reached
+    the pinpoint's aspect is cut off again; OneVision pools the tiles down to at most ``anyres_max_N`` base images).
 
     What differs between them is passed in: ``strategy`` the default vision_feature_select_strategy; ``extra`` tokens
     added to the base image (NeXT's num_additional_image_tokens); ``cls`` vision-encoder positions a tile adds (1 for
     CLIP); ``tile_tokens`` a tile's tokens when stated (OneVision's num_image_tokens; else (crop/patch)^2);
-    ``max_tiles`` OneVision's N of ``aspect`` (vision_aspect_ratio anyres_max_N): the tiles pooled to N base images.
+    ``aspect`` OneVision's vision_aspect_ratio (anyres_max_N; "" for NeXT: no pooling).
     """
+    from transformers.image_processing_utils import select_best_resolution
+    from transformers.models.llava_next.processing_llava_next import LlavaNextProcessor
+    from transformers.models.llava_onevision.processing_llava_onevision import LlavaOnevisionProcessor
+
     vision = config.vision_config
     patch = int(_get(settings, "patch_size", default=vision.patch_size))
     crop = _edge(settings.get("crop_size") or settings.get("size"), "shortest_edge", vision.image_size)
-    pinpoints = _get(settings, "image_grid_pinpoints", default=getattr(config, "image_grid_pinpoints", None)) or [[crop, crop]]
+    pinpoints = _anyres_pinpoints(config, settings)
     strategy = _get(settings, "vision_feature_select_strategy", default=getattr(config, "vision_feature_select_strategy", strategy))
     per_tile = tile_tokens or (crop // patch) ** 2
     base = per_tile + extra - (1 if strategy == "default" else 0)  # "default" drops the CLS position
-    # 0 = the worst case: the square side (from the pinpoints' sides) that makes the most tokens
-    sides = [image_size] if image_size else sorted({int(s) for point in pinpoints for s in point})
-    tokens, tiles, side = max((*_anyres_tokens(s, pinpoints, crop=crop, grid=math.isqrt(per_tile), base=base, max_tiles=max_tiles), s)
-                              for s in sides)
-    rule = (f"{family}: base {per_tile} + {tiles} tiles of ({crop}/{patch})^2 patches (image_grid_pinpoints), unpadded"
-            + (f", pooled to {aspect}" if max_tiles else "") + ", a newline per row")
-    return ImageTokens(tokens=tokens, patches=(tiles + 1) * ((crop // patch) ** 2 + cls), side=side, family=family, rule=rule)
+    best_h, best_w = select_best_resolution((height, width), pinpoints)
+    grid = math.isqrt(per_tile)
+    # the processors' own count; it reads nothing from the processor but OneVision's vision_aspect_ratio
+    if aspect:
+        owner = types.SimpleNamespace(vision_aspect_ratio=aspect)
+        features, newlines = LlavaOnevisionProcessor._get_unpadded_features(owner, height, width, grid, grid, best_h // crop, best_w // crop)
+    else:
+        features, newlines = LlavaNextProcessor._get_unpadded_features(None, height, width, grid, grid, best_h // crop, best_w // crop)
+    tiles = (best_h // crop) * (best_w // crop)
+    rule = (f"{family}: base {per_tile} + {tiles} tiles of ({crop}/{patch})^2 patches ({best_h}x{best_w} of image_grid_pinpoints), unpadded"
+            + (f", pooled to {aspect}" if aspect else "") + ", a newline per row")
+    return ImageTokens(tokens=features + newlines + base, patches=(tiles + 1) * ((crop // patch) ** 2 + cls), side=max(height, width),
+                       family=family, rule=rule, by_shape=True)
 
 
-def _llava_next(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
+def _anyres_pinpoints(config, settings: dict[str, Any]) -> list:
+    crop = _edge(settings.get("crop_size") or settings.get("size"), "shortest_edge", config.vision_config.image_size)
+    return _get(settings, "image_grid_pinpoints", default=getattr(config, "image_grid_pinpoints", None)) or [[crop, crop]]
+
+
+def _llava_next(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
     extra = int(_get(settings, "num_additional_image_tokens", default=1))
-    return _anyres(config, settings, image_size, family="llava_next", strategy="default", extra=extra, cls=1)
+    return _anyres(config, settings, height, width, family="llava_next", strategy="default", extra=extra, cls=1)
 
 
-def _idefics3(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
+def _llava_onevision(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
+    """As LLaVA-NeXT, with no CLS position (SigLIP) and the tiles pooled down to at most ``anyres_max_N`` base images."""
+    tile_tokens = _get(settings, "num_image_tokens")
+    aspect = str(_get(settings, "vision_aspect_ratio", default=getattr(config, "vision_aspect_ratio", "anyres_max_9")))
+    if not aspect.startswith("anyres_max_"):
+        aspect = "anyres_max_9"
+    return _anyres(config, settings, height, width, family="llava_onevision", strategy="full", extra=0, cls=0,
+                   tile_tokens=int(tile_tokens) if tile_tokens else None, aspect=aspect)
+
+
+def _idefics3_splitting(config, settings: dict[str, Any]) -> tuple[int, int, bool]:
+    """(longest_edge, tile side, image splitting) from the processor settings, with Idefics3's defaults."""
+    longest = _edge(settings.get("size"), "longest_edge", 4 * 364)
+    tile = _edge(settings.get("max_image_size"), "longest_edge", 364)
+    return longest, tile, bool(settings.get("do_image_splitting", True))
+
+
+def _idefics3(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
+    """The image processor's own ``get_number_of_image_patches``: rescaled to ``longest_edge``, then split into tiles."""
+    if config.model_type == "smolvlm":
+        from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil as ImageProcessor
+    else:
+        from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil as ImageProcessor
+
     vision = config.vision_config
     scale = int(getattr(config, "scale_factor", 2) or 1)
     tile_side = vision.image_size
     per_tile = int(_get(settings, "image_seq_len", default=((tile_side // vision.patch_size) ** 2) // (scale**2)))
-    longest = _edge(settings.get("size"), "longest_edge", 4 * 364)
-    tile = _edge(settings.get("max_image_size"), "longest_edge", 364)
-    splitting = bool(settings.get("do_image_splitting", True))
-    side = image_size or longest
-    rows = cols = 0
-    if splitting:  # the processor rescales every image so its longest edge is size["longest_edge"]
-        grid = math.ceil(min(longest, _IDEFICS3_MAX_SIDE) / tile)
-        if grid > 1:
-            rows = cols = grid
+    longest, tile, splitting = _idefics3_splitting(config, settings)
+    processor = ImageProcessor(size={"longest_edge": longest}, max_image_size={"longest_edge": tile}, do_image_splitting=splitting)
+    _, rows, cols = processor.get_number_of_image_patches(height, width)
     tiles = rows * cols + 1
     # "<fake><global-img>" + image tokens + "<fake>" for the global image; per tile
     # "<fake><row_r_col_c>" + image tokens; a newline per row and one before the global image
     tokens = per_tile + 3 + rows * (cols * (per_tile + 2) + 1) + (1 if rows else 0)
     patches_per_tile = (tile_side // vision.patch_size) ** 2
-    rule = f"idefics3: {per_tile} (image_seq_len) per tile, {tiles} tile(s)" + (" (image splitting)" if splitting else "") + " + markers"
-    return ImageTokens(tokens=tokens, patches=tiles * patches_per_tile, side=side, family="idefics3", rule=rule)
+    rule = (f"{config.model_type}: {per_tile} (image_seq_len) per tile, {rows}x{cols} tiles + a global image" if rows
+            else f"{config.model_type}: {per_tile} (image_seq_len), one tile") + (" (image splitting)" if splitting else "") + " + markers"
+    return ImageTokens(tokens=tokens, patches=tiles * patches_per_tile, side=max(height, width), family="idefics3", rule=rule,
+                       by_shape=splitting)
 
 
-def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """Qwen2-VL's resize: sides multiple of ``factor``, area within [min_pixels, max_pixels]."""
-    h_bar = max(factor, round(height / factor) * factor)
-    w_bar = max(factor, round(width / factor) * factor)
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
-
-
-def _qwen2_vl(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
+def _qwen2_vl_pixels(config, settings: dict[str, Any]) -> tuple[int, int, int, int]:
+    """(patch, merge, min_pixels, max_pixels) from the processor settings, with Qwen2-VL's defaults."""
     vision = config.vision_config
     patch = int(_get(settings, "patch_size", default=getattr(vision, "patch_size", 14)))
     merge = int(_get(settings, "merge_size", default=getattr(vision, "spatial_merge_size", 2)))
     size = settings.get("size") or {}
     min_pixels = int(_get(settings, "min_pixels", default=size.get("shortest_edge", 56 * 56)))
     max_pixels = int(_get(settings, "max_pixels", default=size.get("longest_edge", 28 * 28 * 1280)))
-    side = image_size or math.isqrt(max_pixels)
-    h, w = smart_resize(side, side, patch * merge, min_pixels, max_pixels)
+    return patch, merge, min_pixels, max_pixels
+
+
+def _qwen2_vl(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
+    """The image processor's ``smart_resize``: sides a multiple of patch x merge, area within [min_pixels, max_pixels]."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    patch, merge, min_pixels, max_pixels = _qwen2_vl_pixels(config, settings)
+    h, w = smart_resize(height, width, patch * merge, min_pixels, max_pixels)
     patches = (h // patch) * (w // patch)
     rule = f"qwen2_vl: smart_resize to {h}x{w} within [min_pixels, max_pixels], a token per {merge}x{merge} patches of {patch} + 2"
-    return ImageTokens(tokens=patches // merge**2 + 2, patches=patches, side=side, family="qwen2_vl", rule=rule)
+    return ImageTokens(tokens=patches // merge**2 + 2, patches=patches, side=max(height, width), family="qwen2_vl", rule=rule,
+                       by_shape=True)
 
 
 def _stated_count(config, settings: dict[str, Any]) -> tuple[int, str] | None:
@@ -218,7 +244,7 @@ def _grid(vision) -> int:
     return (vision.image_size // vision.patch_size) ** 2
 
 
-def _gemma3(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
+def _gemma3(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
     vision = config.vision_config
     per_image, source = _stated_count(config, settings) or (256, "Gemma3's default")
     # "\n\n<start_of_image>" + soft tokens + "<end_of_image>\n\n"; pan-and-scan crops only non-square images
@@ -226,14 +252,14 @@ def _gemma3(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
     return ImageTokens(tokens=per_image + 4, patches=_grid(vision), side=vision.image_size, family="gemma3", rule=rule)
 
 
-def _paligemma(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
+def _paligemma(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
     vision = config.vision_config
     per_image, source = _stated_count(config, settings) or (_grid(vision), "(image_size/patch_size)^2")
     rule = f"paligemma: {per_image} ({source})"
     return ImageTokens(tokens=per_image, patches=_grid(vision), side=vision.image_size, family="paligemma", rule=rule)
 
 
-def _idefics2(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
+def _idefics2(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
     vision = config.vision_config
     perceiver = getattr(config, "perceiver_config", None)
     per_crop = int(_get(settings, "image_seq_len", default=getattr(perceiver, "resampler_n_latents", 64)))
@@ -241,7 +267,7 @@ def _idefics2(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
     shortest, longest = int(size.get("shortest_edge") or 378), int(size.get("longest_edge") or 980)
     splitting = bool(settings.get("do_image_splitting", False))  # Idefics2ImageProcessor's default
     crops = 5 if splitting else 1  # the 4 quarters, then the whole image
-    side = image_size or longest
+    side = max(height, width)
     resized = max(min(side, longest), shortest)  # every crop is padded to the whole image's resized side
     # "<fake>" + image tokens, per crop, and a closing "<fake>"
     rule = f"idefics2: {per_crop} (image_seq_len) per crop, {crops} crop(s)" + (" (image splitting)" if splitting else "") + " + markers"
@@ -249,16 +275,7 @@ def _idefics2(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
                        family="idefics2", rule=rule)
 
 
-def _llava_onevision(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
-    """As LLaVA-NeXT, with no CLS position (SigLIP) and the tiles pooled down to at most ``anyres_max_N`` base images."""
-    tile_tokens = _get(settings, "num_image_tokens")
-    aspect = str(_get(settings, "vision_aspect_ratio", default=getattr(config, "vision_aspect_ratio", "anyres_max_9")))
-    max_tiles = int(aspect.removeprefix("anyres_max_")) if aspect.startswith("anyres_max_") else 9
-    return _anyres(config, settings, image_size, family="llava_onevision", strategy="full", extra=0, cls=0,
-                   tile_tokens=int(tile_tokens) if tile_tokens else None, max_tiles=max_tiles, aspect=aspect)
-
-
-def _mllama(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
+def _mllama(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
     vision = config.vision_config
     tiles = int(_get(settings, "max_image_tiles", default=getattr(vision, "max_num_tiles", 4)))
     per_tile = _grid(vision) + 1  # + the CLS position
@@ -282,12 +299,12 @@ def _int_setting(settings: dict[str, Any], key: str, default: Any) -> int:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else int(default)
 
 
-def _pixtral_shape(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
+def _pixtral(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
     """PixtralProcessor: resize to fit ``longest_edge``, sides rounded up to patch x merge; a row of tokens + a break each."""
     vision = config.vision_config
     patch = _int_setting(settings, "patch_size", _first(vision.patch_size))
     merge = _int_setting(settings, "spatial_merge_size", getattr(config, "spatial_merge_size", 1) or 1)
-    longest = _edge(settings.get("size"), "longest_edge", _first(vision.image_size))
+    longest = _pixtral_longest(config, settings)
     step = patch * merge
     ratio = max(height / longest, width / longest)
     if ratio > 1:  # floor, as get_resize_output_image_size does
@@ -295,7 +312,12 @@ def _pixtral_shape(config, settings: dict[str, Any], height: int, width: int) ->
     rows, cols = (height - 1) // step + 1, (width - 1) // step + 1
     rule = (f"pixtral: fit in {longest} (size longest_edge), a token per {step}x{step} pixels (patch {patch} x merge {merge}): "
             f"{rows}x{cols}, + an [IMG_BREAK]/[IMG_END] a row")
-    return ImageTokens(tokens=rows * (cols + 1), patches=rows * cols * merge**2, side=max(height, width), family="pixtral", rule=rule)
+    return ImageTokens(tokens=rows * (cols + 1), patches=rows * cols * merge**2, side=max(height, width), family="pixtral", rule=rule,
+                       by_shape=True)
+
+
+def _pixtral_longest(config, settings: dict[str, Any]) -> int:
+    return _edge(settings.get("size"), "longest_edge", _first(config.vision_config.image_size))
 
 
 def _crop_to_patches(settings: dict[str, Any], height: int, width: int, tile: int) -> int:
@@ -309,14 +331,9 @@ def _crop_to_patches(settings: dict[str, Any], height: int, width: int, tile: in
     return cols * rows + 1 if cols * rows > 1 else 1
 
 
-def _largest_square_grid_side(settings: dict[str, Any], tile: int, key: str, default: int) -> int:
-    """The side of a square image that makes the largest square grid of at most ``max_patches`` tiles."""
-    return max(1, math.isqrt(_int_setting(settings, key, default))) * tile
-
-
-def _internvl_shape(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
+def _internvl(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
     vision = config.vision_config
-    tile = _first(settings.get("size") or vision.image_size)
+    tile = _tile_side(config, settings)
     patch = _first(vision.patch_size)
     ratio = float(getattr(config, "downsample_ratio", 0.5))
     stated = _int_setting(settings, "image_seq_length", getattr(config, "image_seq_length", 0) or 0)
@@ -324,10 +341,10 @@ def _internvl_shape(config, settings: dict[str, Any], height: int, width: int) -
     tiles = _crop_to_patches(settings, height, width, tile)
     rule = f"internvl: {per_tile} (image_seq_length) a tile x {tiles} tile(s) of {tile} (crop_to_patches, thumbnail) + <img></img>"
     return ImageTokens(tokens=per_tile * tiles + 2, patches=tiles * ((tile // patch) ** 2 + 1), side=max(height, width),
-                       family="internvl", rule=rule)
+                       family="internvl", rule=rule, by_shape=_int_setting(settings, "max_patches", 12) > 1)
 
 
-def _aya_vision_shape(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
+def _aya_vision(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
     vision = config.vision_config
     img = _int_setting(settings, "img_size", _first(settings.get("size") or vision.image_size))
     # the processor saves patch_size x downsample_factor as its patch_size (and no downsample_factor: 1 when reloaded);
@@ -340,7 +357,16 @@ def _aya_vision_shape(config, settings: dict[str, Any], height: int, width: int)
     # AyaVisionProcessor._get_num_multimodal_tokens: start, TILE_GLOBAL, end + a TILE_i marker for every other tile
     rule = f"aya_vision: ({img}/({patch}x{down}))^2 = {per_tile} a tile x {tiles} tile(s) (crop_to_patches, thumbnail) + markers"
     return ImageTokens(tokens=per_tile * tiles + 3 + (tiles - 1), patches=tiles * (img // _first(vision.patch_size)) ** 2,
-                       side=max(height, width), family="aya_vision", rule=rule)
+                       side=max(height, width), family="aya_vision", rule=rule, by_shape=_int_setting(settings, "max_patches", 12) > 1)
+
+
+def _llama4_canvases(tile: int, max_tiles: int) -> list[tuple[int, int]]:
+    """(height, width) of every canvas of at most ``max_tiles`` tiles, in find_supported_resolutions' order."""
+    canvases: dict[float, list[tuple[int, int]]] = {}
+    for chunks in range(max_tiles, 0, -1):
+        for factor in sorted(f for f in range(1, chunks + 1) if chunks % f == 0):
+            canvases.setdefault(factor / (chunks // factor), []).append((factor, chunks // factor))
+    return [(r * tile, c * tile) for group in canvases.values() for r, c in group]
 
 
 def _llama4_canvas(height: int, width: int, tile: int, max_tiles: int) -> tuple[int, int]:
@@ -348,11 +374,7 @@ def _llama4_canvas(height: int, width: int, tile: int, max_tiles: int) -> tuple[
 
     Written out here because that module imports torchvision; the order of the candidates is kept (ties: least area, first).
     """
-    canvases = {}
-    for chunks in range(max_tiles, 0, -1):
-        for factor in sorted(f for f in range(1, chunks + 1) if chunks % f == 0):
-            canvases.setdefault(factor / (chunks // factor), []).append((factor, chunks // factor))
-    candidates = [(r * tile, c * tile) for group in canvases.values() for r, c in group]
+    candidates = _llama4_canvases(tile, max_tiles)
     scales = [min(w / width, h / height) for h, w in candidates]
     up = [s for s in scales if s >= 1]
     chosen = min(up) if up else max(scales)
@@ -360,9 +382,9 @@ def _llama4_canvas(height: int, width: int, tile: int, max_tiles: int) -> tuple[
     return candidates[best][0] // tile, candidates[best][1] // tile
 
 
-def _llama4_shape(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
+def _llama4(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
     vision = config.vision_config
-    tile = _first(settings.get("size") or vision.image_size)
+    tile = _tile_side(config, settings)
     patch = _int_setting(settings, "patch_size", _first(vision.patch_size))
     shuffle = float(_get(settings, "pixel_shuffle_ratio", default=getattr(vision, "pixel_shuffle_ratio", 0.5)))
     per_tile = (tile // patch) ** 2 // int(round(1.0 / shuffle**2))
@@ -373,29 +395,14 @@ def _llama4_shape(config, settings: dict[str, Any], height: int, width: int) -> 
     tiles = grid + (1 if grid > 1 else 0)
     rule = f"llama4: {per_tile} a tile ((tile/patch)^2 pixel-shuffled) x {rows}x{cols} tiles" + (" + a global tile" if grid > 1 else "") + " + separators"
     return ImageTokens(tokens=tokens, patches=tiles * ((tile // _first(vision.patch_size)) ** 2 + 1), side=max(height, width),
-                       family="llama4", rule=rule)
-
-
-def _square(shape, worst_side):
-    """A family counted by shape, for a square image; ``image_size`` 0 = ``worst_side(config, settings)``."""
-    def count(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
-        side = image_size or worst_side(config, settings)
-        return dataclasses.replace(shape(config, settings, side, side), side=side)
-    return count
+                       family="llama4", rule=rule, by_shape=_int_setting(settings, "max_patches", 16) > 1)
 
 
 def _tile_side(config, settings: dict[str, Any]) -> int:
     return _first(settings.get("size") or config.vision_config.image_size)
 
 
-_pixtral = _square(_pixtral_shape, lambda c, s: _edge(s.get("size"), "longest_edge", _first(c.vision_config.image_size)))
-# the largest square grid a square image can get (a non-square one may get more tiles: max_patches)
-_internvl = _square(_internvl_shape, lambda c, s: _largest_square_grid_side(s, _tile_side(c, s), "max_patches", 12))
-_aya_vision = _square(_aya_vision_shape, lambda c, s: _largest_square_grid_side(s, _tile_side(c, s), "max_patches", 12))
-_llama4 = _square(_llama4_shape, lambda c, s: _largest_square_grid_side(s, _tile_side(c, s), "max_patches", 16))
-
-
-def _fallback(config, settings: dict[str, Any], image_size: int) -> ImageTokens:
+def _fallback(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
     vision = getattr(config, "vision_config", None)
     if vision is None or not getattr(vision, "patch_size", None):
         return ImageTokens(tokens=0, patches=0, side=0, family="none", rule="no vision config: text only")
@@ -427,29 +434,63 @@ _FAMILIES = {
     "aya_vision": _aya_vision,
     "llama4": _llama4,
 }
-# families whose count depends on the image's aspect, not only its size
-_SHAPES = {"mistral3": _pixtral_shape, "internvl": _internvl_shape, "aya_vision": _aya_vision_shape, "llama4": _llama4_shape}
 
 
-def image_tokens(config, settings: dict[str, Any] | None = None, *, image_size: int = 0) -> ImageTokens:
-    """Tokens and vision-encoder patches for one square image of side ``image_size``.
+def image_tokens_for_shape(config, settings: dict[str, Any] | None, height: int, width: int) -> ImageTokens:
+    """Tokens and vision-encoder patches for one ``height`` x ``width`` image, as the model's processor counts them.
+
+    ``by_shape`` on the result says whether the count depends on the shape; where it does not (a fixed
+    resize, a fixed count), ``height``/``width`` are the image the processor makes of any input.
 
     Args:
         config: the model's ``PretrainedConfig``.
         settings: the processor settings (``memory_checkpoint.processor_settings``); may be empty.
-        image_size: the image's side in pixels; 0 = the largest the processor produces.
     """
     family = _FAMILIES.get(config.model_type, _fallback)
-    return family(config, settings or {}, image_size)
+    counted = family(config, settings or {}, height, width)
+    if counted.by_shape:
+        return dataclasses.replace(counted, height=height, width=width, side=max(height, width))
+    return dataclasses.replace(counted, height=counted.side, width=counted.side)
 
 
-def image_tokens_for_shape(config, settings: dict[str, Any] | None, height: int, width: int) -> ImageTokens:
-    """Tokens and patches for one ``height`` x ``width`` image, for the families counted by shape
-    (Pixtral / Mistral3, InternVL, Aya Vision, Llama 4); any other family counts the square of the longer side."""
+def largest_side(config, settings: dict[str, Any] | None) -> int:
+    """The longer side from which the processor makes the most of any aspect (it shrinks larger images to the same)."""
     settings = settings or {}
-    shape = _SHAPES.get(config.model_type)
-    if config.model_type == "llava" and getattr(config.vision_config, "model_type", None) == "pixtral":
-        shape = _pixtral_shape
-    if shape is None:
-        return image_tokens(config, settings, image_size=max(height, width))
-    return shape(config, settings, height, width)
+    kind = config.model_type
+    if kind == "llava" and getattr(config.vision_config, "model_type", None) == "pixtral" or kind == "mistral3":
+        return _pixtral_longest(config, settings)
+    if kind in ("llava_next", "llava_onevision"):
+        # 2x the largest pinpoint side: a 1:4 image then has the area of any pinpoint, so no pinpoint is chosen for being smaller
+        return 2 * max(int(s) for point in _anyres_pinpoints(config, settings) for s in point)
+    if kind in ("qwen2_vl", "qwen2_5_vl"):
+        return 2 * math.isqrt(_qwen2_vl_pixels(config, settings)[3]) + 2  # a 1:4 image of at least max_pixels
+    if kind in ("idefics3", "smolvlm"):
+        return _idefics3_splitting(config, settings)[0]  # every image is rescaled to longest_edge
+    if kind == "idefics2":
+        return int((settings.get("size") or {}).get("longest_edge") or 980)
+    if kind in ("internvl", "aya_vision", "llama4"):
+        key, default = "max_patches", (16 if kind == "llama4" else 12)
+        return _tile_side(config, settings) * max(1, _int_setting(settings, key, default))  # a 1 x max_patches canvas
+    return 0  # the family does not depend on shape: its own side
+
+
+def grid_shapes(config, settings: dict[str, Any] | None) -> list[tuple[int, int]]:
+    """(height, width) of the model's own tile grids (LLaVA-NeXT pinpoints, InternVL/Aya/Llama 4 canvases), to try as images."""
+    settings = settings or {}
+    kind = config.model_type
+    if kind in ("llava_next", "llava_onevision"):
+        return [(int(h), int(w)) for h, w in _anyres_pinpoints(config, settings)]
+    if kind in ("internvl", "aya_vision", "llama4"):
+        tile = _tile_side(config, settings)
+        most = _int_setting(settings, "max_patches", 16 if kind == "llama4" else 12)
+        least = _int_setting(settings, "min_patches", 1)
+        if kind == "llama4":
+            return _llama4_canvases(tile, most)
+        return [(r * tile, c * tile) for r in range(1, most + 1) for c in range(1, most + 1) if least <= r * c <= most]
+    return []
+
+
+def image_tokens(config, settings: dict[str, Any] | None = None, *, image_size: int = 0) -> ImageTokens:
+    """Tokens and vision-encoder patches for one square image of side ``image_size`` (0: ``largest_side``)."""
+    side = image_size or largest_side(config, settings) or 1
+    return image_tokens_for_shape(config, settings, side, side)

@@ -35,7 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="rows per generate call (default: %(default)s)")
     parser.add_argument("--prompt-tokens", type=int, default=_DEFAULTS.prompt_tokens, help="text tokens per prompt, image tokens added (default: %(default)s)")
     parser.add_argument("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens, help="tokens generated per row (default: %(default)s)")
-    parser.add_argument("--image-size", type=int, default=_DEFAULTS.image_size, help="square image side in pixels; 0 = the processor's largest (default: %(default)s)")
+    parser.add_argument("--image-size", default=_DEFAULTS.image_size, metavar="N|HxW",
+                        help="images the Space will get: 0 = any size, N = up to N px on the longer side, HxW = exactly that "
+                        "(height x width). The estimate and the measurement use the shape that makes the most image tokens "
+                        "(square, 2:1, 1:2, 4:1, 1:4 and the model's tile grids) (default: %(default)s)")
     parser.add_argument("--no-measure", action="store_true", help="estimate only: load nothing")
     parser.add_argument("--rehearse", action="store_true", help="on a larger GPU, cap the process at the target's memory and run it")
     parser.add_argument("--snapshot-dir", default=_DEFAULTS.snapshot_dir, help="write CUDA memory snapshots here (also on out-of-memory)")
