@@ -241,6 +241,10 @@ class HubEmulator:
         write = method != "GET" and "preupload" not in rest
         if write and not self.can_write(who, repo_id):
             raise _error(403, f"You don't have the rights to write to {repo_id}")
+        if rest.startswith("revision/"):
+            revision = unquote(rest[len("revision/"):]).strip("/")
+            if revision != "main" and not any(c["oid"] == revision for c in repo.commits):  # one branch: main
+                raise _error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
         if rest == "" or rest.startswith("revision/"):
             return 200, self._info(repo), {}
         if rest.startswith("tree/"):
