@@ -146,11 +146,11 @@ def test_cli_compare_with_a_missing_hub_subfolder_prints_the_cached_ones(tiny_ch
     assert not (tmp_path / "cmp").exists()
 
 
-def test_online_an_unknown_repo_also_names_the_close_cached_ones(hf_cache, tiny_checkpoints):
+def online_error(hf_cache, spec: str) -> str:
+    """stderr of fingerprinting ``spec`` online, against a hub emulator that holds org/shapes (main only)."""
     from hub_emulator import HubEmulator, Repo
 
-    add_snapshot(hf_cache, "org/shapes", tiny_checkpoints[0])
-    code = "from vlm_lab.checkpoints import fingerprint, parse_hub_ref; fingerprint(parse_hub_ref('org/shapse'))"
+    code = f"from vlm_lab.checkpoints import fingerprint, parse_hub_ref; fingerprint(parse_hub_ref({spec!r}))"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
     with HubEmulator() as hub:
         hub.add_token("hf_reader", "alice", role="read")
@@ -159,25 +159,21 @@ def test_online_an_unknown_repo_also_names_the_close_cached_ones(hf_cache, tiny_
                 "HF_HOME": str(hf_cache.parent), "HF_HUB_DISABLE_TELEMETRY": "1"}  # fmt: skip
         r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
-    assert "the hub has no model 'org/shapse' you can see" in r.stderr
-    assert "in the local Hugging Face cache: cached models with close names: org/shapes" in r.stderr
+    return r.stderr
+
+
+def test_online_an_unknown_repo_also_names_the_close_cached_ones(hf_cache, tiny_checkpoints):
+    add_snapshot(hf_cache, "org/shapes", tiny_checkpoints[0])
+    stderr = online_error(hf_cache, "org/shapse")
+    assert "the hub has no model 'org/shapse' you can see" in stderr
+    assert "in the local Hugging Face cache: cached models with close names: org/shapes" in stderr
 
 
 def test_online_an_unknown_revision_also_names_the_cached_ones(hf_cache, tiny_checkpoints):
-    from hub_emulator import HubEmulator, Repo
-
     add_snapshot(hf_cache, "org/shapes", tiny_checkpoints[0])
-    code = "from vlm_lab.checkpoints import fingerprint, parse_hub_ref; fingerprint(parse_hub_ref('org/shapes@v2'))"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
-    with HubEmulator() as hub:
-        hub.add_token("hf_reader", "alice", role="read")
-        hub.repos[("model", "org/shapes")] = Repo("model", "org/shapes", private=False)
-        env |= {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "hf_reader", "HF_HUB_OFFLINE": "0",
-                "HF_HOME": str(hf_cache.parent), "HF_HUB_DISABLE_TELEMETRY": "1"}  # fmt: skip
-        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0
-    assert "the hub has no revision 'v2' of 'org/shapes'" in r.stderr
-    assert "main (" in r.stderr.split("the hub has no revision")[1], r.stderr  # the cached branch, with its commit
+    stderr = online_error(hf_cache, "org/shapes@v2")
+    assert "the hub has no revision 'v2' of 'org/shapes'" in stderr
+    assert "main (" in stderr.split("the hub has no revision")[1], stderr  # the cached branch, with its commit
 
 
 def test_a_subfolder_of_a_model_cached_at_its_root_says_to_name_the_root(hf_cache, tiny_checkpoints):
