@@ -43,7 +43,7 @@ def main() -> None:
     for name, ref in (("tiny (shapes)", tiny_ckpt), ("llava-100m", big)):
         for device, dtype in runs:
             est = memory.estimate(ref, dtype=dtype, device=device, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
-            m = measure(ref, dtype=dtype, device=device, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, image_side=est.image.side)
+            m = measure(ref, dtype=dtype, device=device, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, image_shape=(est.image.height, est.image.width))
             if m.prompt_tokens != est.prompt_tokens:
                 est = memory.estimate(ref, dtype=dtype, device=device, batch_size=args.batch_size,
                                       max_new_tokens=args.max_new_tokens, prompt_tokens=m.prompt_tokens)

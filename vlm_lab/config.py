@@ -444,12 +444,13 @@ class MemoryConfig(ConfigBase):
     batch_size: int = 1
     prompt_tokens: int = 32  # text tokens per prompt; image tokens are added per model
     max_new_tokens: int = 32
-    image_size: int = 0  # side of the square input image in pixels; 0 = the largest the processor makes
+    image_size: int | str = 0  # images to plan for: 0 = any size, N = up to N px on the longer side (worst aspect), "HxW" = exactly that
     measure: bool = True  # load and generate to measure (else estimate only)
     rehearse: bool = False  # on a larger GPU, cap this process at the target's memory and run it
     snapshot_dir: str = ""  # CUDA memory snapshots go here (and on out-of-memory); "" = off
 
     def __post_init__(self) -> None:
+        from vlm_lab.memory_shapes import image_size_text
         from vlm_lab.memory_targets import check_dtype_on_target, get_target
 
         object.__setattr__(self, "checkpoints", checkpoint_tuple(self.checkpoints))
@@ -460,7 +461,7 @@ class MemoryConfig(ConfigBase):
         _check_positive("batch_size", self.batch_size)
         _check_positive("max_new_tokens", self.max_new_tokens)
         _check_int("prompt_tokens", self.prompt_tokens, minimum=0)
-        _check_int("image_size", self.image_size, minimum=0, meaning=" (0 = the largest the processor makes)")
+        object.__setattr__(self, "image_size", image_size_text(self.image_size))
         if self.rehearse and self.device == "cpu":
             raise ConfigError("rehearse=True runs on a GPU larger than the target; use device='cuda' (or 'auto')")
         asked = ["rehearse=True"] * self.rehearse + [f"snapshot_dir={self.snapshot_dir!r}"] * bool(self.snapshot_dir)
