@@ -7,7 +7,10 @@ A reference is one of:
   sorted by N, e.g. ``checkpoints/shapes`` (expands to several references; a final
   model saved at its root comes after them);
 - a hub id ``org/name``, optionally ``@revision`` and/or ``:subfolder``, e.g.
-  ``llava-hf/llava-interleave-qwen-0.5b-hf@main`` or ``me/run:checkpoint-300``.
+  ``llava-hf/llava-interleave-qwen-0.5b-hf@main`` or ``me/run:checkpoint-300``. A repo
+  a Trainer pushed with ``hub_strategy="all_checkpoints"`` expands like a training-output
+  folder: ``me/run[@rev]:checkpoint-N`` by N, then its root model if it has one (never
+  when a ``:subfolder`` is named).
 
 An existing folder always wins. A missing one is reported as a missing path, never
 tried on the hub, when the reference can only be a path: it starts with ``.``,
@@ -27,8 +30,8 @@ import hashlib
 import json
 import os
 import re
-from pathlib import Path
-from typing import MutableMapping
+from pathlib import Path, PurePosixPath
+from typing import Iterable, MutableMapping
 
 from vlm_lab.errors import CheckpointNotFoundError
 
@@ -80,15 +83,17 @@ class CheckpointRef:
         return kw
 
 
+def by_step(names: Iterable[str]) -> list[str]:
+    """The ``checkpoint-N`` names among ``names``, sorted by N (not by name)."""
+    matches = (_CHECKPOINT_DIR.match(n) for n in names)
+    return [m.string for m in sorted(filter(None, matches), key=lambda m: int(m.group(1)))]
+
+
 def discover_checkpoints(folder: str | os.PathLike[str]) -> list[Path]:
-    """``checkpoint-N`` subfolders of a training output folder, sorted by N (not by name)."""
+    """``checkpoint-N`` subfolders of a training output folder that hold a config.json, sorted by N."""
     folder = Path(folder)
-    found = []
-    for child in folder.iterdir() if folder.is_dir() else []:
-        m = _CHECKPOINT_DIR.match(child.name)
-        if m and child.is_dir() and (child / "config.json").is_file():
-            found.append((int(m.group(1)), child))
-    return [p for _, p in sorted(found)]
+    children = folder.iterdir() if folder.is_dir() else ()
+    return [folder / n for n in by_step(c.name for c in children if c.is_dir() and (c / "config.json").is_file())]
 
 
 def parse_hub_ref(spec: str) -> CheckpointRef:
@@ -160,16 +165,20 @@ def _not_a_model_folder(spec: str, path: Path) -> str:
     return f"no checkpoint at {spec!r}: it has no config.json and its checkpoint-N folders are not model folders: {shown}{more}; {fix}"
 
 
+def _run_order(checkpoints: list[CheckpointRef], final: CheckpointRef | None) -> list[CheckpointRef]:
+    """A Trainer output (a folder or a hub repo): every checkpoint-N by N, then the model saved at
+    its root (Trainer.save_model() at the end), which may differ from the last checkpoint."""
+    return checkpoints + [final] if final is not None else checkpoints
+
+
 def _resolve_folder(spec: str, path: Path, *, expand: bool) -> list[CheckpointRef]:
     found = discover_checkpoints(path)
     final = (path / "config.json").is_file()
     if final and not (expand and found):
         return [CheckpointRef(spec=spec, path=str(path))]
     if found and expand:
-        # A Trainer output folder: every checkpoint-N by N, then the model saved at its root
-        # (Trainer.save_model() at the end), which may differ from the last checkpoint.
         refs = [CheckpointRef(spec=str(p), path=str(p)) for p in found]
-        return refs + [CheckpointRef(spec=spec, path=str(path))] if final else refs
+        return _run_order(refs, CheckpointRef(spec=spec, path=str(path)) if final else None)
     if found:
         return [CheckpointRef(spec=str(found[-1]), path=str(found[-1]))]
     raise CheckpointNotFoundError(_not_a_model_folder(spec, path))
@@ -181,7 +190,9 @@ def resolve(spec: str, *, expand: bool = True) -> list[CheckpointRef]:
     A training-output folder expands to its ``checkpoint-N`` folders (sorted by N),
     followed by the final model when one is saved at its root, when ``expand``;
     without ``expand`` it resolves to its final model, else its latest checkpoint.
-    A model folder or hub id resolves to itself. Offline (``HF_HUB_OFFLINE=1``) a hub
+    A hub repo whose revision holds ``checkpoint-N/config.json`` folders expands the same
+    way (``org/run[@rev]:checkpoint-N``, listed by the hub online, from the cached snapshot
+    offline or when the hub is unreachable). A model folder or other hub id resolves to itself. Offline (``HF_HUB_OFFLINE=1``) a hub
     id must be in the local Hugging Face cache; online the hub is first asked when
     the commit is needed (``fingerprint``) or at load time.
 
@@ -201,6 +212,8 @@ def resolve(spec: str, *, expand: bool = True) -> list[CheckpointRef]:
         where = _absolute(path)
         raise CheckpointNotFoundError(f"no checkpoint at {str(where)!r} ({_nearby(where)})")
     ref = parse_hub_ref(spec)
+    if expand and ":" not in spec and (run := _expand_hub_run(ref)):  # a subfolder named (even ":.") is one model
+        return run
     _check_cached_if_offline(ref)
     return [ref]
 
@@ -352,6 +365,52 @@ def hub_commit(ref: CheckpointRef) -> str:
         return HfApi().resolve_revision(ref.repo_id, revision=ref.revision, local_files_only=is_offline_mode()).resolved
     except Exception as e:  # noqa: BLE001 - whatever the reason, the weights are unknown: refuse to guess
         raise _hub_not_found(ref, _hub_problem(ref, e)) from e
+
+
+def _expand_hub_run(ref: CheckpointRef) -> list[CheckpointRef]:
+    """A hub repo pushed by a Trainer (``hub_strategy="all_checkpoints"``) as a training output folder
+    is: ``org/run[@rev]:checkpoint-N`` by N, then ``ref`` itself when its root holds a model too.
+    Empty when the revision has no ``checkpoint-N/config.json``.
+
+    The folders come from the hub's file list of the revision online, from its cached snapshot offline
+    (or when the hub cannot be reached): only the folders whose config.json is cached.
+
+    Raises:
+        CheckpointNotFoundError: the hub says the repo or revision does not exist or is gated.
+    """
+    folders = _hub_config_folders(ref)
+    base = ref.repo_id + (f"@{ref.revision}" if ref.revision else "")
+    steps = [dataclasses.replace(ref, spec=f"{base}:{n}", subfolder=n) for n in by_step(folders)]
+    return _run_order(steps, ref if "" in folders else None) if steps else []
+
+
+def _hub_config_folders(ref: CheckpointRef) -> set[str]:
+    """The folders of ``ref``'s revision that hold a config.json ("" its root): the hub's, else the cache's."""
+    from huggingface_hub import HfApi, is_offline_mode
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from vlm_lab.hub_cache import cached_snapshot
+
+    if not is_offline_mode():
+        try:
+            # One request, no retries: the commit the revision is now and its files (a recursive
+            # list_repo_tree pages, and retries for half a minute when the hub is unreachable).
+            names = [PurePosixPath(s.rfilename) for s in HfApi().model_info(ref.repo_id, revision=ref.revision).siblings or ()]
+            return {"" if p.parent.name == "" else str(p.parent) for p in names if p.name == "config.json"}
+        except HfHubHTTPError as e:
+            if e.response is None or e.response.status_code < 500:  # the hub answered: no such repo, revision, access
+                raise _hub_not_found(ref, _hub_problem(ref, e)) from e
+            error: Exception = e
+        except Exception as e:  # noqa: BLE001 - unreachable: the cached snapshot, as huggingface_hub's downloads do
+            error = e
+        snapshot = cached_snapshot(ref.repo_id, ref.revision, cache_dir=_cache_dir())
+        if snapshot is None:
+            raise _hub_not_found(ref, _hub_problem(ref, error)) from error
+    else:
+        snapshot = cached_snapshot(ref.repo_id, ref.revision, cache_dir=_cache_dir())
+    if snapshot is None:
+        return set()  # not cached: _check_cached_if_offline says what the cache holds instead
+    return {p.name for p in discover_checkpoints(snapshot)} | ({""} if (snapshot / "config.json").is_file() else set())
 
 
 def _check_cached_if_offline(ref: CheckpointRef) -> None:

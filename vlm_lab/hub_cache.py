@@ -131,6 +131,21 @@ def _missing_config(repo: Any, revision: str | None, snapshot: Any, sub: str, ca
     return CacheMiss("config", problem, "; ".join(hints), download, named=bool(folders or elsewhere))
 
 
+def cached_snapshot(repo_id: str, revision: str | None, *, cache_dir: str) -> Path | None:
+    """The cached snapshot folder of ``repo_id`` at ``revision`` (a branch or tag through ``refs/``,
+    or a full commit id), as huggingface_hub resolves it offline; None when it is not cached.
+    Reads only that repo's folder (unlike ``cache_miss``, which scans the whole cache)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.file_download import repo_folder_name
+
+    try:
+        commit = HfApi().resolve_revision(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True).resolved
+    except Exception:  # noqa: BLE001 - not cached (or a repo id huggingface_hub refuses): nothing to list
+        return None
+    folder = Path(cache_dir, repo_folder_name(repo_id=repo_id, repo_type="model"), "snapshots", commit)
+    return folder if folder.is_dir() else None
+
+
 def config_folders(snapshot: Any) -> list[str]:
     """The folders of a cached snapshot (``CachedRevisionInfo``) that hold a ``config.json``,
     relative to it ("" is its root)."""
