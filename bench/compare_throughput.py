@@ -110,11 +110,12 @@ def encode_all(loaded, samples, batch_size: int) -> float:
 
 def write_artifacts(result, samples, out: Path) -> float:
     """What the engine writes for people to look at: the sample images and the result files."""
-    from vlm_lab.compare import _write_images, sample_key
+    from vlm_lab.compare import _write_images
+    from vlm_lab.result_cache import sample_keys
 
-    keys = [sample_key(s) for s in samples]
+    image_keys = [sample_keys(s)[1] for s in samples]
     start = time.perf_counter()
-    _write_images(samples, keys, out)
+    _write_images(samples, image_keys, out)
     result.save(out)
     return time.perf_counter() - start
 

@@ -603,3 +603,20 @@ def test_a_reused_output_folder_keeps_only_the_images_its_results_show(tmp_path,
     second = compare(_config(tmp_path, [tiny_checkpoints[-1]], data="shapes:test:3"), progress=False, cache=models)
     assert sorted(p.name for p in folder.iterdir()) == sorted([Path(r["image"]).name for r in second.rows] + ["notes.txt"])
     assert not {r["image"] for r in first.rows} & {r["image"] for r in second.rows}  # really another set
+
+
+def test_samples_that_share_an_image_share_its_file(tmp_path, tiny_checkpoints, models):
+    """VQA sets ask several questions of one image: it is copied (or written) once, not once per question."""
+    folder = tmp_path / "vqa"
+    folder.mkdir()
+    sample = shapes.make_samples("test", 1)[0]
+    sample.image.save(folder / "a.png")
+    sample.image.save(folder / "b.tif")
+    rows = [{"image": "a.png", "prompt": p} for p in ("what color is the shape?", "what shape is it?")]
+    rows += [{"image": "b.tif", "prompt": p} for p in ("what color is the shape?", "describe the image.")]
+    (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = compare(_config(tmp_path, [tiny_checkpoints[-1]], data=str(folder / "data.jsonl"), num_samples=0), progress=False, cache=models)
+    images = [r["image"] for r in result.rows]
+    assert images[0] == images[1] and images[2] == images[3] and images[0] != images[2]
+    assert sorted(p.name for p in (result.output_dir / "images").iterdir()) == sorted({Path(i).name for i in images})
+    assert len({r["outputs"][result.checkpoints[0]]["output"] for r in result.rows[:2]}) == 2  # still two questions

@@ -26,7 +26,7 @@ from vlm_lab.config import CompareConfig, GenerationConfig
 from vlm_lab.data import Sample, as_shown, load_samples, open_image
 from vlm_lab.errors import NonFiniteWarning, OutputPathError, TruncatedOutputWarning
 from vlm_lab.model_cache import ModelCache
-from vlm_lab.result_cache import ResultCache, generation_key, sample_key
+from vlm_lab.result_cache import ResultCache, generation_key, sample_key, sample_keys
 from vlm_lab.results import ComparisonResult
 from vlm_lab.scoring import bootstrap_accuracy, get_scorer
 
@@ -142,8 +142,10 @@ def _prepare_folder(path: Path, what: str = "output_dir", flag: str = "--out DIR
         raise OutputPathError(f"cannot create {what} {str(path)!r} ({e.strerror}); pick a folder you can write to") from e
 
 
-def _write_images(samples: Sequence[Sample], keys: Sequence[str], out: Path) -> list[str]:
-    """Each sample image once under ``out/images/<key>.<ext>``; returns the paths relative to ``out``.
+def _write_images(samples: Sequence[Sample], image_keys: Sequence[str], out: Path) -> list[str]:
+    """Each image once under ``out/images/<image key>.<ext>``; returns each sample's path relative to ``out``.
+
+    Samples that ask several questions of one image (VQA sets do) share its file.
 
     An image read from a file a browser shows (PNG, JPEG, GIF, WebP) is copied byte for byte
     (a JPEG stays a JPEG: no re-encoding of large photos); any other (TIFF, BMP, ...) and one
@@ -157,7 +159,7 @@ def _write_images(samples: Sequence[Sample], keys: Sequence[str], out: Path) -> 
 
     folder = out / "images"
     folder.mkdir(parents=True, exist_ok=True)
-    targets = _image_targets(samples, keys)
+    targets = _image_targets(samples, image_keys)
     keep = {name for name, _ in targets}
     for entry in os.scandir(folder):
         if entry.name not in keep and IMAGE_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
@@ -174,10 +176,10 @@ def _write_images(samples: Sequence[Sample], keys: Sequence[str], out: Path) -> 
     return [f"images/{name}" for name, _ in targets]
 
 
-def _image_targets(samples: Sequence[Sample], keys: Sequence[str]) -> list[tuple[str, Path | None]]:
+def _image_targets(samples: Sequence[Sample], image_keys: Sequence[str]) -> list[tuple[str, Path | None]]:
     """Per sample: its file name under ``images/`` and the file to copy there (None: write PNG)."""
     targets = []
-    for sample, key in zip(samples, keys):
+    for sample, key in zip(samples, image_keys):
         source = Path(sample.image_path) if sample.image_path else None
         if source is not None and source.suffix.lower() in WEB_IMAGE_SUFFIXES and source.is_file():
             targets.append((f"{key}{source.suffix.lower()}", source))
@@ -218,7 +220,8 @@ def compare(
     samples = load_samples(config.data, config.num_samples or None, seed=config.seed)
     out = Path(config.output_dir)
     _prepare_folder(out)
-    keys = [sample_key(s) for s in samples]
+    both = [sample_keys(s) for s in samples]  # (sample key, image key)
+    keys, image_keys = [k for k, _ in both], [i for _, i in both]
 
     device = resolve_device(config.device)
     dtype_name = str(resolve_dtype(config.dtype, device)).removeprefix("torch.")
@@ -281,7 +284,7 @@ def compare(
                     memory.update(run.memory)
     finally:
         bar.close()
-    images = _write_images(samples, keys, out)
+    images = _write_images(samples, image_keys, out)
 
     result = _build_result(config, refs, names, plans, samples, keys, images, out)
     result.save(out)

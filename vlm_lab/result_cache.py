@@ -26,7 +26,7 @@ from typing import Sequence
 from vlm_lab.config import GenerationConfig, parse_strategy
 from vlm_lab.data import Sample
 
-__all__ = ["CACHE_FORMAT", "Appender", "ResultCache", "generation_key", "sample_key"]
+__all__ = ["CACHE_FORMAT", "Appender", "ResultCache", "generation_key", "sample_key", "sample_keys"]
 
 # 2: rows with NaN/inf scores end there and are marked (1 kept argmax-of-NaN noise, unmarked)
 # 3: a sample read from a file is keyed by the file's bytes, not its decoded pixels
@@ -40,6 +40,12 @@ def sample_key(sample: Sample) -> str:
     A sample read from a file hashes the file's bytes (nothing is decoded, so a fully
     cached re-run over large photos stays cheap); an in-memory image hashes its pixels.
     """
+    return sample_keys(sample)[0]
+
+
+def sample_keys(sample: Sample) -> tuple[str, str]:
+    """``(sample_key, image_key)``: the image key hashes the image alone, so samples that ask
+    several questions of one image (VQA sets do) share it; both from one read of the image."""
     path = sample.source_file
     if path is not None:
         from vlm_lab.errors import DataError
@@ -57,8 +63,9 @@ def sample_key(sample: Sample) -> str:
         img = sample.image
         h.update(f"{img.mode}:{img.size[0]}x{img.size[1]}:".encode())
         h.update(img.tobytes())
+    image_key = h.hexdigest()[:24]
     h.update(b"\0" + sample.prompt.encode("utf-8"))
-    return h.hexdigest()[:24]
+    return h.hexdigest()[:24], image_key
 
 
 def generation_key(gen: GenerationConfig, *, dtype: str, device_type: str) -> str:

@@ -10,7 +10,8 @@ comparison's output folder::
     summary.json    config, checkpoints (name, spec, step, fingerprint), per-checkpoint summary,
                     and the hash of the results.jsonl it belongs to (written last)
     comparison.html side by side with thumbnails; samples where checkpoints disagree highlighted
-    images/*        each sample image once, named by the hash of its pixels and prompt
+    images/*        each image once (samples asking several questions of it share it), named by
+                    the hash of its pixels (of its file's bytes when it was read from one)
                     (PNG, or a copy of the original file: a JPEG stays a JPEG)
 
 Every file is written atomically; ``ComparisonResult.load(dir)`` reads them back.
