@@ -145,7 +145,7 @@ def test_table_says_how_many_samples_the_accuracy_is_over(capsys, tmp_path):
         for i, ref in (("s1", "red"), ("s2", None), ("s3", None), ("s4", None))
     ]  # fmt: skip
     summary = [{"checkpoint": "a", "step": None, "accuracy": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n_scored": 1, "n_samples": 4,
-                "mean_latency_s": 0.1, "tokens_per_s": 20.0, "peak_memory_bytes": 10**6}]  # fmt: skip
+                "mean_latency_s": 0.1, "tokens_per_s": 20.0, "peak_memory_bytes": 10**6, "memory_kind": "cpu_weights"}]  # fmt: skip
     result = ComparisonResult(config={}, checkpoints=["a"], refs=[{"name": "a", "spec": "a", "step": None}], rows=rows,
                               summary=summary, output_dir=tmp_path)  # fmt: skip
     print_summary(result, as_json=False)
@@ -153,6 +153,7 @@ def test_table_says_how_many_samples_the_accuracy_is_over(capsys, tmp_path):
     header, line = printed.splitlines()[:2]
     assert "n_scored" in header and "1/4" in line.split()  # 100% of one sample, not of four
     assert "paired" not in printed  # one checkpoint: no paired-comparison line
+    assert "peak_memory_bytes: the weights' bytes" in printed  # what the memory column measured, in words
 
 
 

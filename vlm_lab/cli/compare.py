@@ -101,9 +101,10 @@ def print_summary(result, *, as_json: bool) -> None:
     )
     if len(result.checkpoints) > 1:  # one checkpoint: nothing to pair, no line to read past
         print(result.paired_report(max_ids=8))
-    kinds = sorted({k for k in frame["memory_kind"] if isinstance(k, str)})
-    if kinds:
-        print(f"peak memory: {', '.join(kinds)}")
+    from vlm_lab.results_html import MEMORY_KINDS
+
+    for kind in sorted({k for k in frame["memory_kind"] if isinstance(k, str)}):  # what peak_memory_bytes measured
+        print(f"peak_memory_bytes: {MEMORY_KINDS.get(kind, kind)}")
     print(f"results: {result.output_dir}/comparison.html (and results.jsonl, results.csv, summary.json)")
 
 
