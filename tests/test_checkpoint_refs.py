@@ -21,15 +21,16 @@ from vlm_lab.checkpoints import fingerprint, parse_hub_ref, resolve
 from vlm_lab.errors import CheckpointNotFoundError
 
 
-def add_snapshot(cache: Path, repo_id: str, model: Path | None, *, ref: str | None = "main", folders: dict[str, Path] | None = None) -> str:
+def add_snapshot(cache: Path, repo_id: str, model: Path | None, *, ref: str | None = "main", folders: dict[str, Path] | None = None,
+                 commit: str | None = None) -> str:
     """Store ``model``'s files (at the root) and each of ``folders``' (under its name) as one commit of
-    ``repo_id``: blobs by sha256, snapshot symlinks, ``refs/<ref>``."""
+    ``repo_id`` (``commit``, else one made from the files): blobs by sha256, snapshot symlinks, ``refs/<ref>``."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
     files = {}
     for prefix, folder in ({"": model} if model else {}).items() | (folders or {}).items():
         files |= {f"{prefix}/{f.name}".lstrip("/"): f.read_bytes() for f in sorted(folder.iterdir()) if f.is_file()}
     digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
-    commit = hashlib.sha1(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+    commit = commit or hashlib.sha1(json.dumps(digests, sort_keys=True).encode()).hexdigest()
     (repo / "blobs").mkdir(parents=True, exist_ok=True)
     (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
@@ -51,9 +52,11 @@ def point_ref(cache: Path, repo_id: str, ref: str, commit: str) -> None:
 
 @pytest.fixture
 def hf_cache(tmp_path, monkeypatch) -> Path:
-    """An empty hub cache that huggingface_hub (offline, as in every test) reads in this process."""
+    """An empty hub cache that huggingface_hub (offline, as in every test) reads in this process, and a
+    vlm_lab cache of this test's own (what it remembers of the hub)."""
     from huggingface_hub import constants
 
+    monkeypatch.setenv("VLM_LAB_CACHE", str(tmp_path / "vlm-lab-cache"))
     cache = tmp_path / "hf-home" / "hub"
     cache.mkdir(parents=True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))

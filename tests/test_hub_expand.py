@@ -11,12 +11,13 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 from test_checkpoint_refs import add_snapshot, hf_cache, vlm_lab  # noqa: F401 - hf_cache is a fixture
 
-from vlm_lab.checkpoints import resolve, resolve_all
+from vlm_lab.checkpoints import CachedListingWarning, resolve, resolve_all
 from vlm_lab.compare import unique_names
 from vlm_lab.errors import CheckpointNotFoundError
 
@@ -43,7 +44,8 @@ def run_repo(hf_cache, tiny_checkpoints, tmp_path) -> Path:
 
 
 def test_a_hub_run_expands_to_its_checkpoints_by_step_then_the_root_model(run_repo):
-    refs = resolve("org/run")
+    with pytest.warns(CachedListingWarning):
+        refs = resolve("org/run")
     assert [r.spec for r in refs] == ["org/run:checkpoint-0", "org/run:checkpoint-250", "org/run:checkpoint-1000", "org/run"]
     assert [r.step for r in refs] == [0, 250, 1000, None]  # notebook 02 plots accuracy against these
     assert [r.subfolder for r in refs] == ["checkpoint-0", "checkpoint-250", "checkpoint-1000", None]
@@ -133,3 +135,45 @@ def test_online_an_unreachable_hub_lists_the_cached_snapshot(hf_cache, tiny_chec
     assert r.stdout.splitlines() == ["org/run:checkpoint-5 5", "org/run:checkpoint-500 500"]
     r = resolve_online(hf_cache, "org/other", files=None, endpoint="http://127.0.0.1:9")
     assert r.returncode != 0 and "cannot load 'org/other'" in r.stderr and "Connection refused" in r.stderr
+
+
+def test_offline_a_hub_run_says_it_lists_only_what_the_cache_holds(run_repo):
+    with pytest.warns(CachedListingWarning) as caught:
+        refs = resolve("org/run@main")
+    assert [r.step for r in refs] == [0, 250, 1000, None]  # still expanded: the warning only says what may be missing
+    (message,) = [str(w.message) for w in caught]
+    assert message.startswith("'org/run@main' is listed from the local Hugging Face cache (") and "not the hub (HF_HUB_OFFLINE=1)" in message
+    assert "it holds checkpoint-0, checkpoint-250, checkpoint-1000 of main (commit " in message
+    assert "it cannot tell whether the hub has more" in message
+    assert "checkpoint-500 is cached without config.json (partly downloaded)" in message
+    assert message.endswith("(hf download org/run --revision main --include 'checkpoint-*/*' --exclude '*/optimizer.pt') or run without HF_HUB_OFFLINE=1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolve("org/run:checkpoint-250")  # one folder named: nothing to say
+        resolve("org/run", expand=False)
+
+
+def test_a_run_listed_online_once_is_checked_offline_against_that_list(hf_cache, tiny_checkpoints):
+    files = {f"checkpoint-{s}/config.json": b"{}" for s in (0, 250, 1000)}
+    assert resolve_online(hf_cache, "org/run", files=files).returncode == 0  # the hub's list, remembered by commit
+    listings = json.loads((Path(os.environ["VLM_LAB_CACHE"]) / "hub-listings.json").read_text())
+    ((key, listed),) = listings.items()
+    assert key.startswith("org/run@") and listed == ["checkpoint-0", "checkpoint-250", "checkpoint-1000"]
+    commit = key.split("@")[1]
+    add_snapshot(hf_cache, "org/run", None, commit=commit, folders={f"checkpoint-{s}": tiny_checkpoints[0] for s in (0, 1000)})
+    with pytest.warns(CachedListingWarning, match=r"it lacks checkpoint-250, which the hub listed at that commit;"):
+        assert [r.step for r in resolve("org/run")] == [0, 1000]
+    add_snapshot(hf_cache, "org/run", None, commit=commit, folders={"checkpoint-250": tiny_checkpoints[0]})  # now downloaded
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the cache holds all the hub listed: nothing to warn about
+        assert [r.step for r in resolve("org/run")] == [0, 250, 1000]
+
+
+def test_cli_compare_of_a_partly_cached_hub_run_warns_in_one_line(tiny_checkpoints, tmp_path):
+    home = tmp_path / "hf-home"
+    add_snapshot(home / "hub", "org/run", None, folders={"checkpoint-0": tiny_checkpoints[0]})
+    r = vlm_lab("compare", "org/run", "--data", "shapes:val:2", "--max-new-tokens", "2", "--device", "cpu",
+                "--out", str(tmp_path / "cmp"), home=home, cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    (line,) = [line for line in r.stderr.splitlines() if "listed from the local Hugging Face cache" in line]
+    assert line.startswith("warning: 'org/run' is listed") and "it holds checkpoint-0 of main" in line

@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from pathlib import Path, PurePosixPath
 from typing import Iterable, MutableMapping
 
@@ -40,6 +41,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 CACHE_ENV = "VLM_LAB_CACHE"  # where per-user caches live; default $XDG_CACHE_HOME/vlm_lab or ~/.cache/vlm_lab
 DIGEST_MEMO_ENTRIES = 20_000  # newest kept; a few KB per checkpoint
+HUB_LISTING_ENTRIES = 2_000  # hub runs' checkpoint lists remembered, newest kept
 
 
 @dataclasses.dataclass(frozen=True)
@@ -372,45 +374,129 @@ def _expand_hub_run(ref: CheckpointRef) -> list[CheckpointRef]:
     is: ``org/run[@rev]:checkpoint-N`` by N, then ``ref`` itself when its root holds a model too.
     Empty when the revision has no ``checkpoint-N/config.json``.
 
-    The folders come from the hub's file list of the revision online, from its cached snapshot offline
-    (or when the hub cannot be reached): only the folders whose config.json is cached.
+    The folders come from the hub's file list of the revision online (remembered per commit), from its
+    cached snapshot offline (or when the hub cannot be reached): only the folders whose config.json is
+    cached, with a ``CachedListingWarning`` naming the ones the hub listed and the cache lacks, or, when
+    the hub was never asked about that commit, saying the cache cannot tell.
 
     Raises:
         CheckpointNotFoundError: the hub says the repo or revision does not exist or is gated.
     """
-    folders = _hub_config_folders(ref)
+    folders, cached = _hub_config_folders(ref)
     base = ref.repo_id + (f"@{ref.revision}" if ref.revision else "")
     steps = [dataclasses.replace(ref, spec=f"{base}:{n}", subfolder=n) for n in by_step(folders)]
+    if steps and cached is not None and (message := _cached_listing(ref, cached, [s.subfolder for s in steps])):
+        warnings.warn(message, CachedListingWarning, stacklevel=3)
     return _run_order(steps, ref if "" in folders else None) if steps else []
 
 
-def _hub_config_folders(ref: CheckpointRef) -> set[str]:
-    """The folders of ``ref``'s revision that hold a config.json ("" its root): the hub's, else the cache's."""
+class CachedListingWarning(UserWarning):
+    """A hub run (``org/run``) was expanded from the local Hugging Face cache, offline or with the hub
+    unreachable, and the cache may lack some of its checkpoint-N folders: the warning names the folders
+    found, the ones known to be missing (or that the cache cannot tell), and the download that fetches them."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _CachedRun:
+    """Where an expansion read the cache instead of the hub: the snapshot folder and why."""
+
+    snapshot: Path
+    why: str  # "HF_HUB_OFFLINE=1", or the hub's connection error
+
+
+def _cached_listing(ref: CheckpointRef, cached: _CachedRun, found: list[str]) -> str:
+    """The ``CachedListingWarning`` text ("" when the hub's list of that commit is known and all cached)."""
+    from vlm_lab.hub_cache import listed
+
+    commit = cached.snapshot.name
+    listing = _hub_listings().get(f"{ref.repo_id}@{commit}")
+    if listing is not None:
+        missing = by_step(set(listing) - set(found))
+        if not missing:
+            return ""
+        lacks = f"it lacks {listed(missing, '')}, which the hub listed at that commit"
+    else:
+        lacks = "it cannot tell whether the hub has more (vlm_lab has not listed that commit online)"
+    partial = by_step(c.name for c in cached.snapshot.iterdir() if c.is_dir() and not (c / "config.json").is_file())
+    if partial:
+        lacks += f"; {listed(partial, '')} {'is' if len(partial) == 1 else 'are'} cached without config.json (partly downloaded)"
+    at = f"{ref.revision or 'main'}" + ("" if commit == ref.revision else f" (commit {commit[:7]})")
+    revision = f" --revision {ref.revision}" if ref.revision else ""
+    online = "without HF_HUB_OFFLINE=1" if cached.why == "HF_HUB_OFFLINE=1" else "once the hub can be reached"
+    return (
+        f"{ref.spec!r} is listed from the local Hugging Face cache ({_cache_dir()}), not the hub ({cached.why}): it holds "
+        f"{listed(found, '')} of {at}; {lacks}; to compare every checkpoint, download them while online "
+        f"(hf download {ref.repo_id}{revision} --include 'checkpoint-*/*' --exclude '*/optimizer.pt') or run {online}"
+    )
+
+
+def _hub_listings_path() -> Path:
+    """The per-user file of the checkpoint folders the hub listed, by ``repo@commit``."""
+    return digest_memo_path().with_name("hub-listings.json")
+
+
+def _hub_listings() -> dict[str, list[str]]:
+    try:
+        listings = json.loads(_hub_listings_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return listings if isinstance(listings, dict) else {}
+
+
+def _remember_listing(repo_id: str, commit: str | None, folders: set[str]) -> None:
+    """Remember the hub's ``checkpoint-N`` folders of ``repo_id`` at ``commit`` for offline expansion.
+    Only a memo: an unwritable cache costs the exact warning later, never an error."""
+    from vlm_lab.data import atomic_write_text
+
+    if not commit:
+        return
+    listings = _hub_listings()
+    listings.pop(key := f"{repo_id}@{commit}", None)
+    listings[key] = by_step(folders)
+    try:
+        atomic_write_text(_hub_listings_path(), json.dumps(dict(list(listings.items())[-HUB_LISTING_ENTRIES:])))
+    except OSError:
+        pass
+
+
+def _cached_snapshot(ref: CheckpointRef) -> Path | None:
+    from vlm_lab.hub_cache import cached_snapshot
+
+    return cached_snapshot(ref.repo_id, ref.revision, cache_dir=_cache_dir())
+
+
+def _hub_config_folders(ref: CheckpointRef) -> tuple[set[str], _CachedRun | None]:
+    """The folders of ``ref``'s revision that hold a config.json ("" its root): the hub's (and None),
+    else the cache's (and which snapshot, and why)."""
     from huggingface_hub import HfApi, is_offline_mode
     from huggingface_hub.errors import HfHubHTTPError
-
-    from vlm_lab.hub_cache import cached_snapshot
 
     if not is_offline_mode():
         try:
             # One request, no retries: the commit the revision is now and its files (a recursive
             # list_repo_tree pages, and retries for half a minute when the hub is unreachable).
-            names = [PurePosixPath(s.rfilename) for s in HfApi().model_info(ref.repo_id, revision=ref.revision).siblings or ()]
-            return {"" if p.parent.name == "" else str(p.parent) for p in names if p.name == "config.json"}
+            info = HfApi().model_info(ref.repo_id, revision=ref.revision)
+            names = [PurePosixPath(s.rfilename) for s in info.siblings or ()]
+            folders = {"" if p.parent.name == "" else str(p.parent) for p in names if p.name == "config.json"}
+            if by_step(folders):
+                _remember_listing(ref.repo_id, info.sha, folders)
+            return folders, None
         except HfHubHTTPError as e:
             if e.response is None or e.response.status_code < 500:  # the hub answered: no such repo, revision, access
                 raise _hub_not_found(ref, _hub_problem(ref, e)) from e
             error: Exception = e
         except Exception as e:  # noqa: BLE001 - unreachable: the cached snapshot, as huggingface_hub's downloads do
             error = e
-        snapshot = cached_snapshot(ref.repo_id, ref.revision, cache_dir=_cache_dir())
+        snapshot = _cached_snapshot(ref)
         if snapshot is None:
             raise _hub_not_found(ref, _hub_problem(ref, error)) from error
+        why = f"the hub could not be reached: {type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
     else:
-        snapshot = cached_snapshot(ref.repo_id, ref.revision, cache_dir=_cache_dir())
+        snapshot, why = _cached_snapshot(ref), "HF_HUB_OFFLINE=1"
     if snapshot is None:
-        return set()  # not cached: _check_cached_if_offline says what the cache holds instead
-    return {p.name for p in discover_checkpoints(snapshot)} | ({""} if (snapshot / "config.json").is_file() else set())
+        return set(), None  # not cached: _check_cached_if_offline says what the cache holds instead
+    folders = {p.name for p in discover_checkpoints(snapshot)} | ({""} if (snapshot / "config.json").is_file() else set())
+    return folders, _CachedRun(snapshot, why)
 
 
 def _check_cached_if_offline(ref: CheckpointRef) -> None:
