@@ -634,3 +634,20 @@ def test_a_sweep_never_moves_the_working_directory(sweep_file, tmp_path, monkeyp
     assert moves == []
     for run in sweep.plan(sweep.load_sweep(path)):
         assert json.loads((run.dir / "summary.json").read_text())["config"]["x"] == run.varied["x"]
+
+
+def test_the_report_keeps_grid_values_that_look_missing_apart(sweep_file):
+    """"" (e.g. memory_budget: ["", "8GB"]) and "None" read back from summary.csv as NaN: the report
+    dropped those runs from its table and plots and named "" and "None" alike. Its values are the grid's own."""
+    path = sweep_file({"x": [1, 2], "tag": ["", "None", "a"]})
+    report = sweep.run_sweep(sweep.load_sweep(path, jobs=2), progress=False)
+    assert report.ok, report.describe()
+    ablation = Ablation.load(report.sweep_dir)
+    assert sorted(ablation.runs["tag"]) == ["", "", "None", "None", "a", "a"]
+    assert sorted(set(ablation.results["tag"])) == ["", "None", "a"] and len(ablation.results) == 12
+    assert ablation.table().shape == (2, 6)  # every variant is a column, none dropped
+    tag_panel = ablation.plot().axes[1]
+    assert sorted(line.get_label() for line in tag_panel.get_lines()) == ["tag=", "tag=None", "tag=a"]
+    best = ablation.best()
+    assert best["x"] == 2 and best["ties"] == 2  # the three tags tie at x=2, checkpoint-10
+    assert list(ablation.failures().columns) == ["run_id", "x", "tag", "state", "error"]

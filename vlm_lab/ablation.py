@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from vlm_lab.data import atomic_write_text
-from vlm_lab.errors import DataError
+from vlm_lab.errors import DataError, VlmLabError
 
 SWEEP_FILE = "sweep.json"  # the sweep's config, written by vlm_lab.sweep at each invocation
 RESULT_FILE = "summary.json"  # a comparison's per-checkpoint summary (vlm_lab.results)
@@ -120,6 +120,10 @@ class Ablation:
             )
         runs = pd.read_csv(sweep_dir / "summary.csv", dtype={"run_id": str})
         grid = config.get("grid", {})
+        typed = _typed_parameters(config)
+        for name in {k for parameters in typed.values() for k in parameters} & set(runs.columns):
+            # summary.csv reads "", "None", "NA" back as NaN: the run's own values instead
+            runs[name] = [typed.get(rid, {}).get(name, v) for rid, v in zip(runs["run_id"], runs[name])]
         records = []
         for run in runs.to_dict(orient="records"):
             if run["state"] != "completed":
@@ -149,7 +153,7 @@ class Ablation:
         frame = self.results
         index = "step" if frame["step"].notna().all() and len(frame) else "checkpoint"
         columns = self.varied or list(self.grid) or ["run_id"]
-        return frame.pivot_table(index=index, columns=columns, values=metric, aggfunc="mean").sort_index()
+        return frame.pivot_table(index=index, columns=columns, values=metric, aggfunc="mean", dropna=False).sort_index()
 
     def best(self, metric: str = "accuracy") -> dict[str, Any]:
         """The best (run, checkpoint) by ``metric`` (lowest for latency and memory): its parameters,
@@ -192,7 +196,7 @@ class Ablation:
         frame = self.results
         x = "step" if frame["step"].notna().all() and len(frame) else "checkpoint"
         for ax, param in zip(axes[0], params or [None]):
-            groups = frame.groupby(param, sort=True) if param else [("all runs", frame)]
+            groups = frame.groupby(param, sort=True, dropna=False) if param else [("all runs", frame)]
             for value, part in groups:
                 mean = part.groupby(x, sort=True)[metric].mean()
                 ax.plot(list(mean.index), list(mean.values), marker="o", label=f"{param}={value}" if param else value)
@@ -210,6 +214,17 @@ class Ablation:
     def _check_metric(self, metric: str) -> None:
         if metric not in METRICS:
             raise DataError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+
+
+def _typed_parameters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{run_id: parameters}`` of the sweep in ``sweep.json``, as typed as the sweep file wrote them."""
+    from vlm_lab.config import SweepConfig
+    from vlm_lab.sweep import plan
+
+    try:
+        return {run.run_id: run.parameters for run in plan(SweepConfig.from_dict(config))}
+    except VlmLabError:  # a sweep.json from another version: the CSV's values
+        return {}
 
 
 def _plain(value: Any) -> Any:
