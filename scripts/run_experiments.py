@@ -7,7 +7,8 @@
 The options are passed to each `vlm-lab sweep`. One sweep never stops the others: an
 invalid sweep file (or a crash) is reported and the next file runs. The exit code is the
 worst of the sweeps': 0 all completed, 1 some run failed (or a sweep crashed), 75 a sweep
-(or some of its runs) was already running in another invocation, 2 an invalid sweep file.
+(or some of its runs) was already running in another invocation, 2 an invalid sweep file,
+74 a sweep could not write its files (a full disk).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from vlm_lab.cli import main
 from vlm_lab.cli.sweep import add_sweep_options
 
-MEANINGS = {1: "some run failed", 2: "invalid sweep file, nothing ran", 75: "already running elsewhere (the sweep, or some of its runs)", 130: "interrupted"}
+MEANINGS = {1: "some run failed", 2: "invalid sweep file, nothing ran", 74: "could not write its files (disk full?); stopped", 75: "already running elsewhere (the sweep, or some of its runs)", 130: "interrupted"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -651,3 +651,31 @@ def test_the_report_keeps_grid_values_that_look_missing_apart(sweep_file):
     best = ablation.best()
     assert best["x"] == 2 and best["ties"] == 2  # the three tags tie at x=2, checkpoint-10
     assert list(ablation.failures().columns) == ["run_id", "x", "tag", "state", "error"]
+
+
+def test_a_full_disk_stops_the_sweep_with_one_line_and_a_re_run_completes_it(sweep_file, tmp_path):
+    """A write error on the sweep's own files (here EFBIG from a file-size limit, as ENOSPC from a full
+    disk) is no run's fault: every later run would fail the same way. The sweep stops starting runs and
+    says so in one line (exit 74, EX_IOERR); no cell is blamed, no truncated notebook is put in place,
+    and once there is room a re-run completes the grid."""
+    import resource
+
+    path = sweep_file({"x": [1, 2, 3, 4]})
+    runs = sweep.plan(sweep.load_sweep(path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "vlm_lab.cli", "sweep", str(path), "--jobs", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000)),  # the notebook is bigger
+    )  # fmt: skip
+    assert proc.returncode == 74, proc.stdout + proc.stderr  # sweep.WRITE_EXIT_CODE
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: SweepWriteError: cannot write "), proc.stderr
+    assert "File too large (errno 27); the sweep stopped starting runs. Free space there" in errors[0]
+    started = [r for r in runs if (r.dir / "status.json").is_file()]
+    assert 1 <= len(started) <= 2  # the runs already going when the first failed; none started after
+    assert all(r.state() in ("interrupted", "pending") for r in runs)  # none failed: nothing to blame
+    assert not [r for r in runs if (r.dir / "nb.ipynb").exists()]  # a truncated notebook is never put in place
+
+    report = sweep.run_sweep(sweep.load_sweep(path, jobs=2), progress=False)  # room again
+    assert report.ok and len(report.ran) == 4 and all(r.completed for r in runs), report.describe()

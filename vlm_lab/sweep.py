@@ -42,6 +42,7 @@ import re
 import secrets
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -55,6 +56,9 @@ from vlm_lab.sweep_checks import check_parameters, notebook_parameters  # noqa: 
 
 STATUS_FILE, PARAMS_FILE = "status.json", "params.json"
 LOCKED_EXIT_CODE = 75  # EX_TEMPFAIL: another invocation holds the lock; try again later
+WRITE_EXIT_CODE = 74  # EX_IOERR: the sweep could not write its own files (disk full, quota, read-only)
+# What a full disk looks like: no run can succeed until someone frees space, so the sweep stops.
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 MAX_RUNS = 10_000  # a bigger grid is a typo (or needs several sweep files), not a night's work
 SUMMARY_EVERY_S = 10.0  # summary.csv is rewritten as runs finish, at most this often
 RUN_LOCKS = ".locks"  # runs/<sweep>/.locks/<run-id>: held while a run executes, whoever runs it
@@ -65,6 +69,22 @@ class SweepLockedError(SweepError):
     """Another invocation of the same sweep (and shard) is running."""
 
     exit_code = LOCKED_EXIT_CODE
+
+
+class SweepWriteError(SweepError, OSError):
+    """The sweep could not write its own files (a full disk, a quota, a read-only folder): it stops
+    starting runs, as every later run would fail the same way; completed runs are kept."""
+
+    exit_code = WRITE_EXIT_CODE
+
+    @classmethod
+    def of(cls, error: OSError, where: Path) -> SweepWriteError:
+        what = f"{error.filename}" if error.filename else f"in {where}"
+        return cls(
+            f"cannot write {what}: {error.strerror or error} (errno {error.errno}); the sweep stopped starting "
+            "runs. Free space there (or pass --runs-dir on another disk) and run the sweep again: completed "
+            "runs are kept, the others run then"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,21 +286,25 @@ def _try_flock(handle: Any, grace_s: float) -> bool:
 def sweep_lock(config: SweepConfig, *, grace_s: float = 2.0) -> Iterator[Path]:
     """Hold ``runs/<sweep>/.lock`` (per shard when sharded); raise ``SweepLockedError`` if taken."""
     folder = sweep_dir(config)
-    folder.mkdir(parents=True, exist_ok=True)
     name = ".lock" if config.shard_count == 1 else f".lock.{config.shard_index}-of-{config.shard_count}"
     path = folder / name
-    with open(path, "a+", encoding="utf-8") as handle:
-        if not _try_flock(handle, grace_s):
+    with contextlib.ExitStack() as stack:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle = stack.enter_context(open(path, "a+", encoding="utf-8"))
+            if not _try_flock(handle, grace_s):
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise SweepLockedError(
+                    f"sweep {config.name!r} is already running ({holder}; {path} is locked); "
+                    "this invocation exits without running anything"
+                )
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise SweepLockedError(
-                f"sweep {config.name!r} is already running ({holder}; {path} is locked); "
-                "this invocation exits without running anything"
-            )
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n")
-        handle.flush()
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n")
+            handle.flush()
+        except OSError as e:
+            raise SweepWriteError.of(e, folder) from e
         yield path  # closing the file releases the lock
 
 
@@ -345,6 +369,8 @@ def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> 
         error = {"cell_index": e.cell_index, "exec_count": e.exec_count, "ename": e.ename, "evalue": e.evalue}
         status.update(state="failed", error=error)
     except Exception as e:  # noqa: BLE001 - a dead kernel or timeout fails this run, not the sweep
+        if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:  # writing the notebook: no run can succeed now
+            raise
         # nbclient's message spans lines (a timeout quotes the whole cell): its first line, and the
         # cell from the notebook (papermill marks no cell failed here; the last one it started is it).
         first_line = next((line for line in str(e).splitlines() if line.strip()), "")
@@ -358,29 +384,48 @@ def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> 
     return status
 
 
-def _execute_if_free(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> dict[str, Any]:
+def _execute_if_free(
+    run: RunSpec, config: SweepConfig, declared: dict[str, str], stopped: threading.Event
+) -> dict[str, Any]:
     """``execute_run`` under the run's lock; state ``busy`` when another invocation holds it,
-    ``skipped`` when it completed while this invocation waited for its turn."""
-    with run_lock(run) as held:
-        if not held:
-            return {"run_id": run.run_id, "state": "busy"}
-        if run.completed:
-            return {"run_id": run.run_id, "state": "skipped"}
-        return execute_run(run, config, declared)
+    ``skipped`` when it completed while this invocation waited for its turn, ``pending`` when
+    another run could not write its files (``stopped``) before this one's turn came."""
+    if stopped.is_set():
+        return {"run_id": run.run_id, "state": "pending"}
+    try:
+        with run_lock(run) as held:
+            if not held:
+                return {"run_id": run.run_id, "state": "busy"}
+            if run.completed:
+                return {"run_id": run.run_id, "state": "skipped"}
+            return execute_run(run, config, declared)
+    except OSError as e:  # its lock, folder, params.json, status.json, or (disk full) the notebook
+        stopped.set()  # the queued runs would fail the same way, in a burst, before the sweep stops
+        raise SweepWriteError.of(e, run.dir) from e
 
 
-def _stop(futures: list[concurrent.futures.Future]) -> None:
-    """After Ctrl-C: start nothing more, and wait for the runs already executing (their kernels run
-    in their own process groups, so the signal did not reach them). A second Ctrl-C interrupts the
-    wait; the CLI then exits at once and the abandoned runs show as interrupted and run next time."""
+def _stop(futures: list[concurrent.futures.Future], *, why: str = "") -> None:
+    """After Ctrl-C (or a write error, ``why``): start nothing more, and wait for the runs already
+    executing (their kernels run in their own process groups, so the signal did not reach them). A
+    second Ctrl-C interrupts the wait; the CLI then exits at once and the abandoned runs show as
+    interrupted and run next time."""
     cancelled = sum(f.cancel() for f in futures)
     running = [f for f in futures if f.running()]
+    after = "(Ctrl-C again abandons them; the next invocation runs them again)" if not why else f"({why})"
     print(
-        f"stopping: {cancelled} queued run(s) cancelled, waiting for the {len(running)} running to finish "
-        "(Ctrl-C again abandons them; the next invocation runs them again)",
+        f"stopping: {cancelled} queued run(s) cancelled, waiting for the {len(running)} running to finish {after}",
         file=sys.stderr, flush=True,
     )  # fmt: skip
     concurrent.futures.wait(running)
+
+
+def _write_summary(folder: Path, runs: list[RunSpec]) -> Path:
+    from vlm_lab.ablation import write_summary
+
+    try:
+        return write_summary(folder, runs)
+    except OSError as e:
+        raise SweepWriteError.of(e, folder) from e
 
 
 def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = True) -> SweepReport:
@@ -401,10 +446,11 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         )  # fmt: skip
     from tqdm.auto import tqdm
 
-    from vlm_lab.ablation import write_summary
-
     with sweep_lock(config), papermill_run.quiet():
-        _write_json(sweep_dir(config) / "sweep.json", config.to_dict())
+        try:
+            _write_json(sweep_dir(config) / "sweep.json", config.to_dict())
+        except OSError as e:
+            raise SweepWriteError.of(e, sweep_dir(config)) from e
         todo = [r for r in mine if not r.completed]
         skipped = [r.run_id for r in mine if r not in todo]
         failures: list[dict[str, Any]] = []
@@ -415,8 +461,9 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         bar = tqdm(total=len(todo), desc=config.name, unit="run", disable=not interactive)
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.jobs)
         futures: list[concurrent.futures.Future] = []
+        stopped = threading.Event()
         try:
-            futures.extend(pool.submit(_execute_if_free, r, config, declared) for r in todo)
+            futures.extend(pool.submit(_execute_if_free, r, config, declared, stopped) for r in todo)
             for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
                 status = future.result()
                 state = status["state"]
@@ -427,7 +474,7 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
                 # A report read mid-sweep (or after a kill) sees the finished runs; at most every
                 # SUMMARY_EVERY_S, as a summary reads every run's files.
                 if state != "busy" and time.monotonic() - summary_written >= SUMMARY_EVERY_S:
-                    write_summary(sweep_dir(config), everything)
+                    _write_summary(sweep_dir(config), everything)
                     summary_written = time.monotonic()
                 bar.update(1)
                 bar.set_postfix(failed=len(failures))
@@ -437,10 +484,19 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         except KeyboardInterrupt:
             _stop(futures)  # a second Ctrl-C, while it waits, abandons the running runs
             raise
+        except SweepWriteError:
+            stopped.set()
+            _stop(futures, why="the sweep cannot write its files")
+            raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)  # normally all done; abandoned runs are not joined
             bar.close()
-            summary_csv = write_summary(sweep_dir(config), everything)
+            leaving = sys.exc_info()[1]  # the error (or Ctrl-C) on its way out, if any
+            try:
+                summary_csv = _write_summary(sweep_dir(config), everything)
+            except SweepWriteError:
+                if leaving is None:  # else that one is the news; a summary that cannot be written follows from it
+                    raise
     failures.sort(key=lambda f: f["run_id"])
     return SweepReport(
         sweep_dir=sweep_dir(config), ran=tuple(sorted(ran)), skipped=tuple(sorted(skipped)),

@@ -5,7 +5,8 @@ Exit codes: 0 every run of this shard completed (or was already completed);
 75 another invocation of the same sweep (and shard) holds the lock, so this one
 ran nothing, or some runs were being executed by another invocation (another shard
 spec or machine) and were left to it (EX_TEMPFAIL: a scheduler may simply try again later);
-2 the sweep file or its parameters are invalid (nothing ran).
+2 the sweep file or its parameters are invalid (nothing ran);
+74 the sweep could not write its files (a full disk, a quota): it stopped starting runs (EX_IOERR).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Execute SWEEP.yaml's notebook once per grid point into runs/<sweep>/<run-id>/ "
         "(executed notebook, params.json, status.json, the run's results), skipping completed runs, "
         "then write runs/<sweep>/summary.csv and summary.md. Exit codes: 0 all completed, 1 some run "
-        "failed, 75 the sweep (or some of its runs) is already running elsewhere, 2 invalid sweep.",
+        "failed, 75 the sweep (or some of its runs) is already running elsewhere, 2 invalid sweep, 74 "
+        "cannot write its files (disk full?).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("sweep_file", metavar="SWEEP.yaml", help="the sweep: name, notebook, parameters, grid")
