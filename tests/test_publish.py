@@ -321,6 +321,19 @@ def test_a_file_that_looks_like_it_holds_a_token_stops_the_publish(hub, space_di
     assert hub.writes() == []
 
 
+
+@pytest.mark.parametrize("where, name", [("settings.json", "WANDB_API_KEY"), ("vendor/db.yaml", "DB_PASSWORD")])
+def test_a_file_holding_a_secret_being_sent_stops_the_publish(hub, space_dir, where, name):
+    """A value no pattern knows (a bare W&B key, a password) is still caught: it is the value of a --secret."""
+    value = WANDB_KEY if name == "WANDB_API_KEY" else "SECRET-correct-horse-battery"
+    (space_dir / where).parent.mkdir(parents=True, exist_ok=True)
+    (space_dir / where).write_text(f'{{"setting": "{value}"}}\n')
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--secret", name, env={name: value})
+    assert r.returncode == 2, fail_text(r)
+    assert where.rsplit("/", 1)[-1] in r.stderr and f"${name}" in r.stderr
+    assert value not in r.stdout + r.stderr
+    assert hub.writes() == []
+
 # A credential in --var: refused before any upload (variables are public on the Hub).
 WANDB_KEY = "0123456789abcdef" * 2 + "01234567"  # 40 hex: the shape of a W&B key
 

@@ -109,8 +109,8 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
     embed = config.embed_checkpoints and not config.checkpoints_repo
     checkpoints = Path(config.checkpoints)
     build = _is_embedded_default(checkpoints)
-    staged = stage(space_dir=space_dir, checkpoints=checkpoints if embed else None, build_missing=build)
-    ckpt_staged = (stage(checkpoints=checkpoints, checkpoints_prefix="", build_missing=build)
+    staged = stage(space_dir=space_dir, checkpoints=checkpoints if embed else None, build_missing=build, known=known)
+    ckpt_staged = (stage(checkpoints=checkpoints, checkpoints_prefix="", build_missing=build, known=known)
                    if config.checkpoints_repo else None)
     sizes = dict(staged.sizes) | (ckpt_staged.sizes if ckpt_staged else {})
     say(f"staged {len(staged.files)} files, {human_bytes(sum(sizes.values()))}; {len(staged.excluded)} junk file(s) left out")

@@ -123,11 +123,20 @@ def publishable_files(folder: Path) -> tuple[list[Path], list[Path]]:
     return keep, drop
 
 
-def find_secret(path: Path) -> str | None:
-    """The kind of credential ``path`` seems to hold, or None. Binary and huge files are skipped."""
+def find_secret(path: Path, known: Mapping[str, str] | None = None) -> str | None:
+    """The kind of credential ``path`` seems to hold, or None. Huge files are skipped, binary ones
+    are searched only for the ``known`` values.
+
+    Args:
+        known: ``{where: secret}`` of credentials at hand (``credentials_at_hand``): a file holding one
+            of these values holds "the value of WHERE", whatever its shape (a bare W&B key, a password).
+    """
     if path.stat().st_size > _SCAN_LIMIT:
         return None
     data = path.read_bytes()
+    for where, secret in (known or {}).items():
+        if len(secret) >= 8 and secret.encode() in data:
+            return f"the value of {where}"
     if b"\0" in data[:8192]:
         return None
     text = data.decode("utf-8", errors="replace")
@@ -327,6 +336,7 @@ def stage(
     checkpoints: Path | None = None,
     checkpoints_prefix: str = STAGED_CHECKPOINTS,
     build_missing: bool = False,
+    known: Mapping[str, str] | None = None,
 ) -> Stage:
     """List the files to publish, scan them, and hash them; nothing is copied or written.
 
@@ -335,6 +345,7 @@ def stage(
         checkpoints: a training output whose checkpoint-N folders are staged under ``checkpoints_prefix``.
         checkpoints_prefix: folder in the repo for them ("" for a checkpoints-only model repo).
         build_missing: train the embedded checkpoints into ``checkpoints`` when it holds none.
+        known: ``{where: secret}`` of credentials at hand; a file holding one of the values is refused.
 
     Raises:
         SecretFileError: a file looks like it holds a credential (names the file).
@@ -357,11 +368,11 @@ def stage(
     from vlm_lab.checkpoints import file_digest, load_digest_memo, save_digest_memo
 
     memo = load_digest_memo()  # the digests compare and fingerprints keep: unchanged weights are not re-read
-    known = len(memo)
+    memo_size = len(memo)
     files: dict[str, LocalFile] = {}
     sizes: dict[str, int] = {}
     for part, rel, src in sources:
-        kind = find_secret(src)
+        kind = find_secret(src, known)
         if kind is not None:
             raise SecretFileError(
                 f"{src} looks like it contains {kind}; nothing was uploaded. Remove the credential from the file "
@@ -370,6 +381,6 @@ def stage(
         size = src.stat().st_size
         files[rel] = LocalFile(path=rel, source=src, size=size, sha256=file_digest(src, memo))
         sizes[part] = sizes.get(part, 0) + size
-    if len(memo) != known:
+    if len(memo) != memo_size:
         save_digest_memo(memo)
     return Stage(files=files, excluded=tuple(excluded), sizes=sizes)
