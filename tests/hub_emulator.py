@@ -3,7 +3,9 @@
 A stdlib ``ThreadingHTTPServer`` on 127.0.0.1 (port 0) that answers the routes
 huggingface_hub 2.x calls when publishing a Space: whoami-v2, repos/create,
 validate-yaml, preupload, the NDJSON commit (file / deletedFile / deletedFolder),
-tree listing, repo info and settings (visibility), and the Space runtime / hardware / sleeptime / secrets /
+tree listing and repo info at any revision (main, a branch or tag in ``refs``, a commit), file downloads
+(``resolve/<revision>/<path>``, HEAD and GET, as ``hf_hub_download`` and transformers fetch them),
+settings (visibility), and the Space runtime / hardware / sleeptime / secrets /
 variables / pause / restart / logs endpoints. State is in memory. The real client
 is pointed at it with ``HF_ENDPOINT`` (or ``HfApi(endpoint=...)``).
 
@@ -53,7 +55,8 @@ class Repo:
     private: bool = True
     sdk: str | None = None
     files: dict[str, bytes] = dataclasses.field(default_factory=dict)
-    commits: list[dict] = dataclasses.field(default_factory=list)  # {"oid", "title", "ops"}
+    commits: list[dict] = dataclasses.field(default_factory=list)  # {"oid", "title", "ops", "files": the tree after it}
+    refs: dict[str, str] = dataclasses.field(default_factory=dict)  # branches other than main and tags -> commit
     secrets: dict[str, dict] = dataclasses.field(default_factory=dict)  # key -> {"value", "description", "updatedAt"}
     variables: dict[str, dict] = dataclasses.field(default_factory=dict)
     hardware: str | None = None  # current
@@ -69,8 +72,22 @@ class Repo:
 
     def commit(self, title: str, ops: list) -> str:
         oid = hashlib.sha1(f"{self.sha}{title}{json.dumps(ops, sort_keys=True)}{len(self.commits)}".encode()).hexdigest()
-        self.commits.append({"oid": oid, "title": title, "ops": ops})
+        self.commits.append({"oid": oid, "title": title, "ops": ops, "files": dict(self.files)})
         return oid
+
+    def at(self, revision: str | None) -> tuple[str, dict[str, bytes]]:
+        """The commit ``revision`` names (main, a branch or tag in ``refs``, a full commit id) and its files.
+
+        Raises:
+            _Reply: 404 RevisionNotFound, as the Hub answers an unknown revision.
+        """
+        oid = self.sha if revision in (None, "", "main") else self.refs.get(revision, revision)
+        if oid == self.sha:  # the head: its files as they are now (a test may edit them in place)
+            return oid, self.files
+        commit = next((c for c in self.commits if c["oid"] == oid), None)
+        if commit is None:
+            raise _error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        return oid, commit["files"]
 
     def runtime(self) -> dict:
         return {
@@ -225,6 +242,9 @@ class HubEmulator:
         who = self.user_of(headers)
         if who is None:
             raise _error(401, "Invalid credentials in Authorization header")
+        m = re.match(r"^/(?:(spaces|datasets)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
+        if m and method in ("GET", "HEAD") and not path.startswith("/api/"):
+            return self._resolve(who, (m.group(1) or "models")[:-1], m.group(2), m.group(3), m.group(4))
         if path == "/api/whoami-v2" and method == "GET":
             return 200, self._whoami(who), {}
         if path == "/api/validate-yaml" and method == "POST":
@@ -241,12 +261,8 @@ class HubEmulator:
         write = method != "GET" and "preupload" not in rest
         if write and not self.can_write(who, repo_id):
             raise _error(403, f"You don't have the rights to write to {repo_id}")
-        if rest.startswith("revision/"):
-            revision = unquote(rest[len("revision/"):]).strip("/")
-            if revision != "main" and not any(c["oid"] == revision for c in repo.commits):  # one branch: main
-                raise _error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
         if rest == "" or rest.startswith("revision/"):
-            return 200, self._info(repo), {}
+            return 200, self._info(repo, unquote(rest[len("revision/"):]).strip("/") or None), {}
         if rest.startswith("tree/"):
             return 200, self._tree(repo, rest[len("tree/"):], query), {}
         if rest.startswith("preupload/"):
@@ -315,20 +331,34 @@ class HubEmulator:
         prefix = "spaces/" if repo_type == "space" else ""
         return 200, {"url": f"{self.endpoint}/{prefix}{repo_id}", "name": repo_id}, {}
 
-    def _info(self, repo: Repo) -> dict:
-        info = {"id": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": repo.sha, "private": repo.private,
+    def _info(self, repo: Repo, revision: str | None = None) -> dict:
+        sha, files = repo.at(revision)
+        info = {"id": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": sha, "private": repo.private,
                 "lastModified": _now(), "createdAt": _now(), "tags": [], "likes": 0,
-                "siblings": [{"rfilename": p} for p in sorted(repo.files)]}
+                "siblings": [{"rfilename": p} for p in sorted(files)]}
         if repo.repo_type == "space":
             info |= {"sdk": repo.sdk, "runtime": repo.runtime(), "subdomain": repo.repo_id.replace("/", "-").lower()}
         return info
 
+    def _resolve(self, who: dict, repo_type: str, repo_id: str, revision: str, path: str) -> tuple[int, object, dict]:
+        """A file at a revision, with the headers ``hf_hub_download`` reads (the commit, the etag, the size)."""
+        repo = self.repos.get((repo_type, repo_id))
+        if repo is None or not self.can_read(who, repo):
+            raise _error(404, "Repository not found", "RepoNotFound")
+        sha, files = repo.at(revision)
+        if path not in files:
+            raise _error(404, f"{path} does not exist at {revision}", "EntryNotFound")
+        entry = _tree_file(path, files[path])
+        etag = entry["lfs"]["oid"] if "lfs" in entry else entry["oid"]
+        return 200, files[path], {"Content-Type": "application/octet-stream", "X-Repo-Commit": sha, "ETag": f'"{etag}"'}
+
     def _tree(self, repo: Repo, rest: str, query: dict) -> list:
-        _rev, _, prefix = rest.partition("/")
+        revision, _, prefix = rest.partition("/")
+        _sha, files = repo.at(unquote(revision))
         prefix = unquote(prefix).strip("/")
         recursive = query.get("recursive", ["false"])[0].lower() == "true"
         entries, folders = [], set()
-        for path in sorted(repo.files):
+        for path in sorted(files):
             if prefix and not path.startswith(prefix + "/"):
                 continue
             rel = path[len(prefix) + 1:] if prefix else path
@@ -337,7 +367,7 @@ class HubEmulator:
             for i in range(1, len(parts) if recursive else min(2, len(parts))):
                 folders.add(base + "/".join(parts[:i]))
             if recursive or len(parts) == 1:
-                entries.append(_tree_file(path, repo.files[path]))
+                entries.append(_tree_file(path, files[path]))
         entries += [{"type": "directory", "oid": hashlib.sha1(f.encode()).hexdigest(), "size": 0, "path": f} for f in sorted(folders)]
         return entries
 
@@ -485,10 +515,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        if method != "HEAD":  # HEAD: the headers of the GET (Content-Length included), no body
+            self.wfile.write(data)
 
     def do_GET(self) -> None:
         self._serve("GET")
+
+    def do_HEAD(self) -> None:
+        self._serve("HEAD")
 
     def do_POST(self) -> None:
         self._serve("POST")

@@ -61,6 +61,7 @@ def test_a_hub_run_without_a_root_model_is_its_checkpoints(hf_cache, tiny_checkp
         resolve("org/run", expand=False)  # as before: one model asked for, and the root holds none
 
 
+@pytest.mark.filterwarnings("ignore::vlm_lab.checkpoints.CachedListingWarning")  # the cache alone: said, and tested below
 def test_the_revision_named_is_kept_and_its_own_snapshot_listed(run_repo, tiny_checkpoints):
     v1 = add_snapshot(run_repo, "org/run", None, ref="v1", folders={"checkpoint-750": tiny_checkpoints[0]})
     assert [r.spec for r in resolve("org/run@v1")] == ["org/run@v1:checkpoint-750"]

@@ -459,6 +459,12 @@ def _remember_listing(repo_id: str, commit: str | None, folders: set[str]) -> No
         pass
 
 
+def _config_folders_listed(info) -> set[str]:  # info: huggingface_hub.ModelInfo
+    """The folders of a hub revision's file list (``model_info(...).siblings``) that hold a config.json ("" its root)."""
+    names = [PurePosixPath(s.rfilename) for s in info.siblings or ()]
+    return {"" if p.parent.name == "" else str(p.parent) for p in names if p.name == "config.json"}
+
+
 def _cached_snapshot(ref: CheckpointRef) -> Path | None:
     from vlm_lab.hub_cache import cached_snapshot
 
@@ -476,8 +482,7 @@ def _hub_config_folders(ref: CheckpointRef) -> tuple[set[str], _CachedRun | None
             # One request, no retries: the commit the revision is now and its files (a recursive
             # list_repo_tree pages, and retries for half a minute when the hub is unreachable).
             info = HfApi().model_info(ref.repo_id, revision=ref.revision)
-            names = [PurePosixPath(s.rfilename) for s in info.siblings or ()]
-            folders = {"" if p.parent.name == "" else str(p.parent) for p in names if p.name == "config.json"}
+            folders = _config_folders_listed(info)
             if by_step(folders):
                 _remember_listing(ref.repo_id, info.sha, folders)
             return folders, None
@@ -512,6 +517,52 @@ def _check_cached_if_offline(ref: CheckpointRef) -> None:
     except ValueError:  # a repo id huggingface_hub refuses (e.g. "a--b"): it cannot be cached either
         pass
     raise _hub_not_found(ref, _offline_problem(ref))
+
+
+def check_hub_config(ref: CheckpointRef, *, token: str | None = None) -> None:
+    """A hub reference's ``config.json`` (in its subfolder) can be had, from the hub or the local cache,
+    before transformers tries: without it, ``AutoConfig`` reads an empty config and reports a missing
+    ``model_type`` ("fix its model_type"), not the missing folder.
+
+    Raises:
+        CheckpointNotFoundError: the hub (or offline, the cache) has no such repo, revision or file; a
+            missing subfolder's error lists the revision's folders that hold a config.json.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RemoteEntryNotFoundError
+
+    try:
+        hf_hub_download(ref.repo_id, "config.json", subfolder=ref.subfolder, revision=ref.revision, cache_dir=_cache_dir(), token=token)
+    except RemoteEntryNotFoundError as e:
+        raise _hub_not_found(ref, _hub_missing_config(ref, token)) from e
+    except LocalEntryNotFoundError as e:  # offline, or the hub unreachable, and not cached
+        from huggingface_hub import is_offline_mode
+
+        if is_offline_mode():
+            raise _hub_not_found(ref, _offline_problem(ref)) from e
+        raise _hub_not_found(ref, _hub_problem(ref, e.__cause__ or e)) from e
+    except HfHubHTTPError as e:
+        if e.response is not None and e.response.status_code < 500:  # no such repo or revision, gated
+            raise _hub_not_found(ref, _hub_problem(ref, e)) from e
+        # the hub failing: transformers tries (and says) the same
+
+
+def _hub_missing_config(ref: CheckpointRef, token: str | None) -> str:
+    """The hub has the revision but no config.json where ``ref`` points: which folders do have one."""
+    from huggingface_hub import HfApi
+
+    from vlm_lab.hub_cache import config_folders_hint
+
+    wanted = f"{ref.subfolder}/config.json" if ref.subfolder else "config.json at its root"
+    named = ref.repo_id + (f"@{ref.revision}" if ref.revision else "")
+    try:
+        info = HfApi().model_info(ref.repo_id, revision=ref.revision, token=token)
+    except Exception:  # noqa: BLE001 - the listing is only a hint
+        return f"the hub has {named!r} but no {wanted}"
+    folders = _config_folders_listed(info)
+    at = f"{ref.revision or 'main'}" + ("" if info.sha == ref.revision else f" (commit {(info.sha or '')[:7]})")
+    hint = config_folders_hint(folders, ref.subfolder or "", named) or "no folder of it holds a config.json"
+    return f"the hub has {ref.repo_id!r} at {at} but no {wanted}; {hint}"
 
 
 def _cache_dir() -> str:

@@ -119,16 +119,22 @@ def _missing_config(repo: Any, revision: str | None, snapshot: Any, sub: str, ca
     elsewhere = [r for r in _named(repo) if repo.refs[r] != snapshot and sub in config_folders(repo.refs[r])]
     if elsewhere:
         hints.append(f"{sub or 'its root'} is cached at revision {', '.join(elsewhere)} ({repo_id}@{elsewhere[0]}{':' + sub if sub else ''})")
-    if folders == [""]:
-        hints.append(f"only its root holds a config.json: name it without a subfolder, {named}")
-    elif folders:
-        use = min(folders, key=lambda f: nearness(f, sub))
-        hints.append(f"its folders with a config.json: {listed([f or '.' for f in folders], sub)}; name one, e.g. {named}{':' + use if use else ''}")
-    else:
-        hints.append(f"no folder of it holds a config.json ({_holds(snapshot.snapshot_path, snapshot.files)})")
+    hints.append(config_folders_hint(folders, sub, named) or f"no folder of it holds a config.json ({_holds(snapshot.snapshot_path, snapshot.files)})")
     wanted = f"{sub}/config.json" if sub else "config.json at its root"
     problem = f"the local Hugging Face cache ({cache_dir}) holds {at} but no {wanted}"
     return CacheMiss("config", problem, "; ".join(hints), download, named=bool(folders or elsewhere))
+
+
+def config_folders_hint(folders: Iterable[str], sub: str, named: str) -> str:
+    """Which of a revision's ``folders`` with a config.json ("" its root) to name instead of ``sub``,
+    as ``named`` (``org/name[@rev]``) plus ``:folder``; "" when there are none."""
+    folders = sorted(folders, key=natural_key)
+    if folders == [""]:
+        return f"only its root holds a config.json: name it without a subfolder, {named}"
+    if not folders:
+        return ""
+    use = min(folders, key=lambda f: nearness(f, sub))
+    return f"its folders with a config.json: {listed([f or '.' for f in folders], sub)}; name one, e.g. {named}{':' + use if use else ''}"
 
 
 def cached_snapshot(repo_id: str, revision: str | None, *, cache_dir: str) -> Path | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from vlm_lab.checkpoints import CheckpointRef, offline_cache_hint, resolve
+from vlm_lab.checkpoints import CheckpointRef, check_hub_config, offline_cache_hint, resolve
 from vlm_lab.errors import CheckpointNotFoundError, DeviceError
 from vlm_lab.memory_checkpoint import invalid_json, missing_for_loading, read_weights
 
@@ -106,6 +106,8 @@ def load_model(ref: CheckpointRef | str | os.PathLike[str], *, dtype: str = "aut
     torch_dtype = resolve_dtype(dtype, dev)
     if ref.path is not None:
         _check_folder(ref)
+    else:
+        check_hub_config(ref, token=token)
     kwargs = ref.pretrained_kwargs()
     if token:
         kwargs["token"] = token
