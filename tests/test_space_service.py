@@ -311,3 +311,41 @@ def test_a_checkpoint_that_breaks_inside_generate_fails_only_its_own_answers(tin
     assert (mine.text, mine.error) == ("red", "") and theirs.error == broken.error
     with pytest.raises(VlmLabError, match="failed while answering"):  # alone: one clear error, not 'unexpected'
         service.compare(image, "What color is the shape?", [bad])
+
+
+def test_a_sampled_answer_repeats_while_another_visitor_samples_at_the_same_time(tiny_dir):
+    """Sampling is seeded so a repeat gives the same answer; torch's generator is one per process, so a
+    second visitor's sampling between this one's seeding and its draws must not change its answer.
+
+    The first generate call is held at its start (after its seed, before its draws) until the second
+    request has had its chance to run; the hold has a bound so the test never hangs."""
+    import threading
+
+    service = ss.ComparisonService(SpaceSettings(checkpoints=(str(tiny_dir),), device="cpu"))
+    image, prompt, ckpt = str(EXAMPLES / "red-circle.png"), "Describe the image.", ["checkpoint-0"]
+    expected = service.compare(image, prompt, ckpt, "temperature(5)", 32)[0].text
+    loaded = service.cache.get(service.refs["checkpoint-0"], dtype="auto", device="cpu")
+    real_generate, entered, release = loaded.model.generate, threading.Event(), threading.Event()
+
+    def held_once(*args, **kwargs):
+        if not entered.is_set():
+            entered.set()
+            release.wait(timeout=30)
+        return real_generate(*args, **kwargs)
+
+    loaded.model.generate = held_once
+    answers = {}
+    first = threading.Thread(target=lambda: answers.setdefault("first", service.compare(image, prompt, ckpt, "temperature(5)", 32)))
+    second = threading.Thread(target=lambda: answers.setdefault("second", service.compare(image, prompt, ckpt, "temperature(5)", 32)))
+    try:
+        first.start()
+        assert entered.wait(timeout=30)
+        second.start()
+        second.join(timeout=5)  # without a guard the second answer is done here, its draws taken from the shared generator
+        release.set()
+        first.join(timeout=60)
+        second.join(timeout=60)
+    finally:
+        release.set()
+        loaded.model.generate = real_generate
+    assert [answers[k][0].text for k in ("first", "second")] == [expected, expected]

@@ -15,6 +15,7 @@ import gc
 import logging
 import math
 import os
+import threading
 import time
 import traceback
 from typing import Any, Iterator, Mapping, Sequence
@@ -27,6 +28,9 @@ from vlm_lab.space_images import read_image
 from vlm_lab.space_settings import MAX_BEAMS, MAX_SLOTS, NONE_CHOICE, STRATEGIES, SpaceSettings
 
 log = logging.getLogger("vlm_lab.space")
+# torch has one random generator per process (per device): two sampled generations at once would
+# draw from each other's seeded stream, and a repeated question would get another answer.
+_SAMPLING = threading.Lock()
 
 
 class CheckpointFailedError(VlmLabError, RuntimeError):
@@ -428,7 +432,9 @@ class ComparisonService:
                 loaded = self.cache.get(self.refs[label], dtype=self.settings.dtype, device=self.settings.device)
                 probe = MemoryProbe(loaded)  # peak CUDA memory on a GPU, the weights on CPU
                 samples = [Sample(id=f"{label}-{i}", image=img, prompt=p) for i, (img, p) in enumerate(zip(images, prompts))]
-                outs = generate_batch(loaded, samples, config)
+                sampling = _SAMPLING if config.generate_kwargs()["do_sample"] else contextlib.nullcontext()
+                with sampling:  # seeded draws repeat only if no other generation draws between (greedy/beam draw none)
+                    outs = generate_batch(loaded, samples, config)
                 memory_mb = probe.peak() / 2**20
         except VlmLabError:
             raise
