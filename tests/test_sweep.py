@@ -546,6 +546,8 @@ def test_a_second_ctrl_c_abandons_the_running_run(sweep_file, tmp_path):
             proc.kill()
             proc.wait()
     assert runs[0].state() == "interrupted" and runs[1].state() == "pending"
+    summary = pd.read_csv(tmp_path / "runs" / "t" / "summary.csv")  # not "running": it was abandoned
+    assert list(summary["state"]) == ["interrupted", "pending"]
 
 
 def test_a_cell_past_the_execution_timeout_names_its_cell_in_one_line(sweep_file, tmp_path, capsys):
@@ -679,3 +681,27 @@ def test_a_full_disk_stops_the_sweep_with_one_line_and_a_re_run_completes_it(swe
 
     report = sweep.run_sweep(sweep.load_sweep(path, jobs=2), progress=False)  # room again
     assert report.ok and len(report.ran) == 4 and all(r.completed for r in runs), report.describe()
+
+
+def test_sigterm_leaves_at_once_says_so_and_the_summary_shows_the_runs_interrupted(sweep_file, tmp_path):
+    """A scheduler's stop (timeout, systemctl stop, a cancelled CI job, Slurm preemption) is SIGTERM, then
+    SIGKILL after a short grace: the sweep does not wait for its runs; its log says what happened and its
+    summary does not claim that the runs it abandoned are still running."""
+    path = sweep_file({"x": [1, 2, 3]}, {"sleep_s": 60.0})
+    runs = sweep.plan(sweep.load_sweep(path))
+    log = tmp_path / "cron.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "vlm_lab.cli", "sweep", str(path), "--jobs", "2"],
+                                cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        _wait_for(lambda: [r.status()["state"] for r in runs[:2]] == ["running"] * 2, proc, "two runs starting")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=50) == 128 + signal.SIGTERM, log.read_text()  # well before a run could finish
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "terminated (SIGTERM); completed runs are kept, and a re-run runs the rest" in log.read_text()
+    summary = pd.read_csv(tmp_path / "runs" / "t" / "summary.csv")
+    assert list(summary["state"]) == ["interrupted", "interrupted", "pending"]
+    assert [r.state() for r in runs] == ["interrupted", "interrupted", "pending"]

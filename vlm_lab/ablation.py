@@ -48,19 +48,24 @@ def _best(rows: list[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any
     return max(scored, key=lambda r: r[metric]) if scored else None
 
 
-def write_summary(sweep_dir: str | os.PathLike[str], runs: Iterable[Any]) -> Path:
-    """Write ``summary.csv`` and ``summary.md`` for ``runs`` (``vlm_lab.sweep.RunSpec``); returns the CSV path."""
+def write_summary(sweep_dir: str | os.PathLike[str], runs: Iterable[Any], *, abandoned: Iterable[str] = ()) -> Path:
+    """Write ``summary.csv`` and ``summary.md`` for ``runs`` (``vlm_lab.sweep.RunSpec``); returns the CSV path.
+
+    ``abandoned``: ids of runs this process is leaving mid-way (it is being stopped): ``interrupted``,
+    though their locks are still held for the moment.
+    """
     import pandas as pd
 
     from vlm_lab.sweep import describe_error
 
-    sweep_dir = Path(sweep_dir)
+    sweep_dir, abandoned = Path(sweep_dir), set(abandoned)
     records = []
     for run in runs:
         status = run.status()
         rows = _checkpoint_rows(run.dir)
         best = _best(rows) or {}
-        record: dict[str, Any] = {"run_id": run.run_id, **run.parameters, "state": run.state()}
+        state = "interrupted" if run.run_id in abandoned and status.get("state") == "running" else run.state()
+        record: dict[str, Any] = {"run_id": run.run_id, **run.parameters, "state": state}
         record["duration_s"] = status.get("duration_s")
         record["error"] = describe_error(status["error"]) if status.get("error") else ""
         record["best_checkpoint"] = best.get("checkpoint")

@@ -87,6 +87,12 @@ class SweepWriteError(SweepError, OSError):
         )
 
 
+class SweepTerminated(BaseException):
+    """SIGTERM (a scheduler's timeout, ``systemctl stop``, a cancelled CI job, Slurm preemption):
+    the sweep leaves at once, abandoning its running runs (they run again next time); raised by the
+    CLI's signal handler, so like ``KeyboardInterrupt`` no ``except Exception`` swallows it."""
+
+
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
     """One grid point: its id, folder, varied values and full notebook parameters."""
@@ -419,11 +425,11 @@ def _stop(futures: list[concurrent.futures.Future], *, why: str = "") -> None:
     concurrent.futures.wait(running)
 
 
-def _write_summary(folder: Path, runs: list[RunSpec]) -> Path:
+def _write_summary(folder: Path, runs: list[RunSpec], abandoned: tuple[str, ...] = ()) -> Path:
     from vlm_lab.ablation import write_summary
 
     try:
-        return write_summary(folder, runs)
+        return write_summary(folder, runs, abandoned=abandoned)
     except OSError as e:
         raise SweepWriteError.of(e, folder) from e
 
@@ -460,10 +466,10 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         interactive = progress and sys.stderr.isatty()
         bar = tqdm(total=len(todo), desc=config.name, unit="run", disable=not interactive)
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.jobs)
-        futures: list[concurrent.futures.Future] = []
+        futures: dict[concurrent.futures.Future, str] = {}  # -> its run id
         stopped = threading.Event()
         try:
-            futures.extend(pool.submit(_execute_if_free, r, config, declared, stopped) for r in todo)
+            futures.update({pool.submit(_execute_if_free, r, config, declared, stopped): r.run_id for r in todo})
             for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
                 status = future.result()
                 state = status["state"]
@@ -482,18 +488,21 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
                     took = f" ({status['duration_s']:.1f} s)" if "duration_s" in status else ""
                     print(f"[{done}/{len(todo)}] {state} {status['run_id']}{took}", file=sys.stderr, flush=True)
         except KeyboardInterrupt:
-            _stop(futures)  # a second Ctrl-C, while it waits, abandons the running runs
+            _stop(list(futures))  # a second Ctrl-C (or SIGTERM), while it waits, abandons the running runs
             raise
         except SweepWriteError:
             stopped.set()
-            _stop(futures, why="the sweep cannot write its files")
+            _stop(list(futures), why="the sweep cannot write its files")
             raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)  # normally all done; abandoned runs are not joined
             bar.close()
             leaving = sys.exc_info()[1]  # the error (or Ctrl-C) on its way out, if any
+            # Runs still executing now are being abandoned (a second Ctrl-C, SIGTERM): their summary
+            # rows say interrupted, as their state will once this process is gone.
+            abandoned = tuple(rid for f, rid in futures.items() if not f.done()) if leaving else ()
             try:
-                summary_csv = _write_summary(sweep_dir(config), everything)
+                summary_csv = _write_summary(sweep_dir(config), everything, abandoned)
             except SweepWriteError:
                 if leaving is None:  # else that one is the news; a summary that cannot be written follows from it
                     raise

@@ -7,13 +7,16 @@ ran nothing, or some runs were being executed by another invocation (another sha
 spec or machine) and were left to it (EX_TEMPFAIL: a scheduler may simply try again later);
 2 the sweep file or its parameters are invalid (nothing ran);
 74 the sweep could not write its files (a full disk, a quota): it stopped starting runs (EX_IOERR).
+130 Ctrl-C, 143 SIGTERM (a timeout, `systemctl stop`): the runs it abandoned run again next time.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -61,16 +64,26 @@ def _sweep(args: argparse.Namespace) -> int:
         for run in runs:
             print(f"  {run.state():11s} {run.run_id}")
         return 0
+    def terminated(signum: int, _frame: object) -> None:
+        raise sweep.SweepTerminated(signum)
+
+    # SIGTERM (a timeout, `systemctl stop`, a cancelled CI job) would end the process on the spot:
+    # no line in the log saying so, and a summary still showing the abandoned runs as running.
+    previous = signal.signal(signal.SIGTERM, terminated) if threading.current_thread() is threading.main_thread() else None
     try:
         report = sweep.run_sweep(config, progress=not args.quiet)
     except sweep.SweepLockedError as e:
         print(f"already running: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; completed runs are kept, and a re-run runs the rest", file=sys.stderr, flush=True)
+    except (KeyboardInterrupt, sweep.SweepTerminated) as e:
+        why = "terminated (SIGTERM)" if isinstance(e, sweep.SweepTerminated) else "interrupted"
+        print(f"{why}; completed runs are kept, and a re-run runs the rest", file=sys.stderr, flush=True)
         sys.stdout.flush()
         # At once: the threads of runs abandoned by a second Ctrl-C would hold a normal exit until
         # their notebooks finish. Their kernels exit with this process (ipykernel watches its parent).
-        os._exit(130)
+        os._exit(128 + signal.SIGTERM if isinstance(e, sweep.SweepTerminated) else 130)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     print(report.describe())
     return report.exit_code
