@@ -206,3 +206,24 @@ def test_model_cache_loads_the_commit_its_fingerprint_names_not_where_main_is_by
     for name, want in load_model(tiny_checkpoints[0], device="cpu").model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[name], want), name
     assert loaded.ref.revision == a and cache.fingerprint(parse_hub_ref("org/shapes")) == at_a
+
+
+@pytest.mark.parametrize(
+    ("address", "spec"),
+    [
+        ("https://huggingface.co/org/run", "org/run"),
+        ("https://hf.co/org/run/", "org/run"),
+        ("https://huggingface.co/org/run/tree/main", "org/run"),
+        ("https://huggingface.co/org/run/tree/v1.0/checkpoint-500/", "org/run@v1.0:checkpoint-500"),
+        ("https://huggingface.co/org/run/tree/main/runs/ckpt.v2", "org/run:runs/ckpt.v2"),  # a folder, dot and all
+        ("https://huggingface.co/org/run/blob/main/checkpoint-500/config.json", "org/run:checkpoint-500"),  # a file: its folder
+        ("https://huggingface.co/org/run/resolve/main/model.safetensors", "org/run"),
+        ("hf://org/run", "org/run"),
+        ("hf://models/org/run@v1.0/checkpoint-0", "org/run@v1.0:checkpoint-0"),
+        ("hf://org/run/checkpoint-0/", "org/run:checkpoint-0"),
+    ],
+)
+def test_a_hub_address_pasted_from_a_browser_says_how_to_write_it(address, spec):
+    with pytest.raises(CheckpointNotFoundError) as info:
+        resolve(address)
+    assert str(info.value) == f"{address!r} is a hub address, not a reference vlm_lab reads; write it as {spec}"

@@ -120,6 +120,26 @@ def parse_hub_ref(spec: str) -> CheckpointRef:
     return CheckpointRef(spec=spec, repo_id=rest, revision=revision, subfolder=subfolder)
 
 
+# A model's address on the hub as a browser shows it, https://huggingface.co/org/name[/tree|blob|resolve/<rev>[/<path>]],
+# or as huggingface_hub's file system writes it, hf://[models/]org/name[@<rev>][/<path>]
+_HUB_URL = re.compile(
+    r"^(?:https?://(?:www\.)?(?:huggingface\.co|hf\.co)/(?P<repo>[^/@]+/[^/@]+)/*(?:/(?P<kind>tree|blob|resolve)/(?P<rev>[^/]+)(?P<path>/.*)?)?"
+    r"|hf://(?:models/)?(?P<fs_repo>[^/@]+/[^/@]+)(?:@(?P<fs_rev>[^/]+))?(?P<fs_path>/.*)?)$"
+)
+
+
+_FILE_SUFFIXES = (".json", ".jinja", ".txt", ".model", ".md", ".py", *WEIGHT_SUFFIXES)
+
+
+def _spec_of_url(url: re.Match) -> str:
+    """``org/name[@revision][:subfolder]`` for a hub address: a file's address names its folder."""
+    repo, revision, path = url["repo"] or url["fs_repo"], url["rev"] or url["fs_rev"], url["path"] or url["fs_path"] or ""
+    parts = [p for p in path.split("/") if p]
+    if parts and url["kind"] != "tree" and PurePosixPath(parts[-1]).suffix in _FILE_SUFFIXES:  # .../blob/main/ckpt/config.json
+        parts = parts[:-1]
+    return repo + (f"@{revision}" if revision and revision != "main" else "") + (f":{'/'.join(parts)}" if parts else "")
+
+
 def _nearby(path: Path) -> str:
     """What does exist near a missing path, for the error message."""
     from vlm_lab.paths import nearby, nearest_existing
@@ -210,6 +230,8 @@ def resolve(spec: str, *, expand: bool = True) -> list[CheckpointRef]:
         return _resolve_folder(spec, path, expand=expand)
     if path.is_file():
         raise CheckpointNotFoundError(f"{spec!r} is a file; pass the folder that holds config.json")
+    if (url := _HUB_URL.match(spec)) is not None:
+        raise CheckpointNotFoundError(f"{spec!r} is a hub address, not a reference vlm_lab reads; write it as {_spec_of_url(url)}")
     if _looks_local(spec):
         where = _absolute(path)
         raise CheckpointNotFoundError(f"no checkpoint at {str(where)!r} ({_nearby(where)})")
