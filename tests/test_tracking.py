@@ -401,3 +401,19 @@ def test_a_run_logged_again_with_its_id_is_one_run_the_latest(wandb_home, compar
     table = out.split("\n\n")[0]
     assert table.count("sweeppoint0001") == 1 and "finished" in table and "failed" not in table, out
     assert "1 offline run(s)" in out and f"wandb sync {earlier} {point.dir}\n" in out
+
+
+@pytest.mark.parametrize(
+    "env, explicit, expected",
+    [({}, None, "vlm-lab"), ({"WANDB_PROJECT": "team-ablations"}, None, "team-ablations"),
+     ({"WANDB_PROJECT": "team-ablations"}, "mine", "mine")],
+)
+def test_the_project_follows_wandb_project_unless_one_is_passed(wandb_home, monkeypatch, env, explicit, expected):
+    """WANDB_PROJECT is how a cron .env or a CI job points runs at a team's project: vlm_lab's default
+    project, passed to wandb.init, silently overrode it."""
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    given = {"project": explicit} if explicit else {}
+    tracked = tracking.log_interaction(image=Image.new("RGB", (8, 8)), prompt="q", outputs={"c": "a"}, **given)
+    assert offline_runs.read_offline_run(tracked.dir).project == expected

@@ -166,7 +166,7 @@ def _check_writable(directory: str | os.PathLike[str]) -> Path:
 def start_run(
     config: Mapping[str, Any] | Any | None = None,
     *,
-    project: str = DEFAULT_PROJECT,
+    project: str | None = None,
     entity: str | None = None,
     group: str | None = None,
     job_type: str = "compare",
@@ -180,6 +180,7 @@ def start_run(
     """Start a W&B run (or return None when disabled). Raises on failure; see ``log_comparison``.
 
     ``config`` is a typed config (logged as ``config.to_dict()``, unchanged) or a mapping.
+    ``project`` defaults to ``WANDB_PROJECT``, else ``vlm-lab`` (read at call time).
     ``entity`` is the team workspace (default: ``WANDB_ENTITY`` or the key's user); ``group`` the
     sweep or ablation; ``tags`` the variant (an iterable, or one comma-separated string).
     ``id`` and ``resume`` go to ``wandb.init``: ``id=..., resume="allow"`` continues that run when it
@@ -206,7 +207,8 @@ def start_run(
             "set WANDB_API_KEY or run `wandb login` (or set WANDB_MODE=offline)"
         )
     return wandb.init(
-        project=project,
+        # wandb reads WANDB_PROJECT only when no project is passed: passing our default would hide it
+        project=project or os.environ.get("WANDB_PROJECT", "").strip() or DEFAULT_PROJECT,
         entity=entity or None,
         group=group or None,
         job_type=job_type,
@@ -329,7 +331,7 @@ def log_comparison(
     result: Any,
     config: Any = None,
     *,
-    project: str = DEFAULT_PROJECT,
+    project: str | None = None,
     entity: str | None = None,
     group: str | None = None,
     tags: Iterable[str] | str = (),
@@ -398,7 +400,7 @@ def log_interaction(
     memory_mb: Mapping[str, float] | float | None = None,
     config: Mapping[str, Any] | Any | None = None,
     run: Any = None,
-    project: str = DEFAULT_PROJECT,
+    project: str | None = None,
     entity: str | None = None,
     group: str | None = None,
     tags: Iterable[str] = ("interaction",),
