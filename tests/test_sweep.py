@@ -468,13 +468,24 @@ def test_a_grid_value_holding_a_comma_stays_one_wandb_tag(sweep_file):
     assert params["wandb_tags"].split(",") == ["tag=ckpt-a+ckpt-b", "x=1"]
 
 
-def test_without_a_terminal_progress_is_one_plain_line_per_run(sweep_file, capsys):
-    path = sweep_file({"x": [1, 2]}, {"fail_on": 2})
+def test_without_a_terminal_progress_is_plain_timed_lines(sweep_file, capsys):
+    """A cron log, appended to night after night and read while a long run is under way: what the
+    invocation is to do, each run as it starts (else an hour-long run shows nothing for an hour) and
+    ends, each line with its time."""
+    path = sweep_file({"x": [1, 2, 3]}, {"fail_on": 2})
+    first = sweep.plan(sweep.load_sweep(path))[0]
+    assert sweep.run_sweep(sweep.load_sweep(path).replace(grid={"x": [1]}), progress=False).ok  # one done before
+    capsys.readouterr()
     assert main(["sweep", str(path)]) == 1  # no --quiet; stderr is not a terminal here, as under cron
     err = capsys.readouterr().err
     assert "\r" not in err, err  # no redrawn bar in the log
-    assert re.search(r"^\[1/2\] (completed|failed) x=[12],", err, re.M) and re.search(r"^\[2/2\] ", err, re.M), err
-    assert re.search(r"^\[\d/2\] failed x=2,\S+ \(\d+\.\d s\)$", err, re.M), err
+    time = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"
+    lines = err.splitlines()
+    assert re.fullmatch(rf"{time} sweep t: 2 run\(s\) to run, 1 at a time; 1 already completed; in runs/t", lines[0]), err
+    assert len([line for line in lines if re.fullmatch(rf"{time} started x=[23],\w+", line)]) == 2, err
+    assert re.search(rf"^{time} \[1/2\] (completed|failed) x=[23],", err, re.M) and re.search(rf"^{time} \[2/2\] ", err, re.M), err
+    assert re.search(rf"^{time} \[\d/2\] failed x=2,\S+ \(\d+\.\d s\)$", err, re.M), err
+    assert first.run_id not in err  # completed before: not run again
 
 
 def test_a_run_left_running_by_a_killed_sweep_is_shown_as_interrupted(sweep_file, tmp_path, capsys):

@@ -391,11 +391,12 @@ def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> 
 
 
 def _execute_if_free(
-    run: RunSpec, config: SweepConfig, declared: dict[str, str], stopped: threading.Event
+    run: RunSpec, config: SweepConfig, declared: dict[str, str], stopped: threading.Event, log: bool = False
 ) -> dict[str, Any]:
     """``execute_run`` under the run's lock; state ``busy`` when another invocation holds it,
     ``skipped`` when it completed while this invocation waited for its turn, ``pending`` when
-    another run could not write its files (``stopped``) before this one's turn came."""
+    another run could not write its files (``stopped``) before this one's turn came.
+    ``log``: a line on stderr when the run starts (a log file, where no bar shows a run is under way)."""
     if stopped.is_set():
         return {"run_id": run.run_id, "state": "pending"}
     try:
@@ -404,6 +405,8 @@ def _execute_if_free(
                 return {"run_id": run.run_id, "state": "busy"}
             if run.completed:
                 return {"run_id": run.run_id, "state": "skipped"}
+            if log:
+                print(f"{_now()} started {run.run_id}", file=sys.stderr, flush=True)
             return execute_run(run, config, declared)
     except OSError as e:  # its lock, folder, params.json, status.json, or (disk full) the notebook
         stopped.set()  # the queued runs would fail the same way, in a burst, before the sweep stops
@@ -462,14 +465,22 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         failures: list[dict[str, Any]] = []
         ran, busy = [], []
         summary_written = -math.inf
-        # A terminal gets a bar; a log file (cron, CI) one plain line per run instead of \r-redrawn bars.
+        # A terminal gets a bar; a log file (cron, CI) plain lines, with the time, instead of \r-redrawn
+        # bars: what this invocation is to do, and each run as it starts and ends.
         interactive = progress and sys.stderr.isatty()
+        log = progress and not interactive
         bar = tqdm(total=len(todo), desc=config.name, unit="run", disable=not interactive)
+        if log:
+            print(
+                f"{_now()} sweep {config.name}: {len(todo)} run(s) to run, {min(config.jobs, len(todo) or 1)} at a time; "
+                f"{len(skipped)} already completed; in {sweep_dir(config)}",
+                file=sys.stderr, flush=True,
+            )  # fmt: skip
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.jobs)
         futures: dict[concurrent.futures.Future, str] = {}  # -> its run id
         stopped = threading.Event()
         try:
-            futures.update({pool.submit(_execute_if_free, r, config, declared, stopped): r.run_id for r in todo})
+            futures.update({pool.submit(_execute_if_free, r, config, declared, stopped, log): r.run_id for r in todo})
             for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
                 status = future.result()
                 state = status["state"]
@@ -484,9 +495,9 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
                     summary_written = time.monotonic()
                 bar.update(1)
                 bar.set_postfix(failed=len(failures))
-                if progress and not interactive:
+                if log:
                     took = f" ({status['duration_s']:.1f} s)" if "duration_s" in status else ""
-                    print(f"[{done}/{len(todo)}] {state} {status['run_id']}{took}", file=sys.stderr, flush=True)
+                    print(f"{_now()} [{done}/{len(todo)}] {state} {status['run_id']}{took}", file=sys.stderr, flush=True)
         except KeyboardInterrupt:
             _stop(list(futures))  # a second Ctrl-C (or SIGTERM), while it waits, abandons the running runs
             raise
