@@ -153,6 +153,10 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
             f"Checkpoints: {', '.join(labels)}. Images up to {settings.max_pixels:,} pixels. "
             "Programmatic use: the batched `/compare_batch` endpoint (see *Use via API* below)."
         )
+        # Answers belong to the image and question they answer: a new upload, an edited question or a
+        # Compare that fails (the old answers would stay) empties them, in the browser, no server call.
+        for trigger in (image.upload, image.clear, prompt.change, run.click, prompt.submit):
+            trigger(None, None, results, js=f"() => Array({len(results)}).fill('')", queue=False)
         run.click(compare, inputs, results, api_name="compare", preprocess=False, **generate)
         prompt.submit(compare, inputs, results, api_visibility="private", preprocess=False, **generate)
         reset.click(clear, None, [image, prompt, *results], api_visibility="private",

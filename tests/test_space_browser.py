@@ -7,6 +7,8 @@ screenshots in test-artifacts/ (desktop and phone width) for a person to look at
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -91,5 +93,40 @@ def test_clicking_an_example_shows_three_cached_answers(browser, space_url, arti
             expect(page.locator(f"#answer-{slot}")).to_contain_text(checkpoint)
         expect(page.locator("#answer-3 textarea")).to_have_value("red")
         page.screenshot(path=str(artifacts_dir / "space-example.png"), full_page=True)
+    finally:
+        page.close()
+
+
+def test_answers_never_stay_beside_another_image_question_or_a_failed_compare(browser, space_url):
+    """Answers belong to the image and question they were asked about: a new upload, an edited question
+    or a Compare that fails empties them instead of leaving the last answers next to other inputs."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(30_000)
+    examples = ROOT / "space" / "examples"
+    answer = page.locator("#answer-3 textarea")  # checkpoint-1000 by default
+    compare = page.get_by_role("button", name="Compare", exact=True)
+    try:
+        page.goto(space_url)
+        page.locator("input[type=file]").first.set_input_files(str(examples / "red-circle.png"))
+        page.get_by_label("Question").fill("What color is the shape?")
+        compare.click()
+        expect(answer).to_have_value("red")
+        page.locator("input[type=file]").first.set_input_files(str(examples / "blue-square.png"))
+        expect(page.locator("img[src*='blue-square']").first).to_be_visible()
+        expect(answer).to_have_value("")
+        compare.click()
+        expect(answer).to_have_value("blue")
+        page.get_by_label("Question").fill("What shape is it?")
+        expect(answer).to_have_value("")
+        compare.click()
+        expect(answer).to_have_value("square")
+        # the upload expires on the server (as the Space's upload TTL deletes it); the same inputs fail
+        src = page.locator("img[src*='blue-square']").first.get_attribute("src")
+        Path(unquote(src.split("file=", 1)[1])).unlink()
+        compare.click()
+        expect(page.get_by_text("upload it again").first).to_be_visible()
+        expect(answer).to_have_value("")
     finally:
         page.close()
