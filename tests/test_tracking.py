@@ -417,3 +417,27 @@ def test_the_project_follows_wandb_project_unless_one_is_passed(wandb_home, monk
     given = {"project": explicit} if explicit else {}
     tracked = tracking.log_interaction(image=Image.new("RGB", (8, 8)), prompt="q", outputs={"c": "a"}, **given)
     assert offline_runs.read_offline_run(tracked.dir).project == expected
+
+
+def test_runs_cli_tells_uploaded_runs_from_the_others_and_offers_only_those(wandb_home, capsys):
+    """After `wandb sync` (which marks each uploaded log with a run-*.wandb.synced file and skips it
+    next time) the listing still said every run was to upload: which ones are still only local?"""
+    from vlm_lab.cli import main
+
+    done, todo = (tracking.log_interaction(image=Image.new("RGB", (8, 8)), prompt="q", outputs={"c": "a"}, group=g)
+                  for g in ("uploaded", "local"))  # fmt: skip
+    (log,) = done.dir.glob("run-*.wandb")
+    log.with_suffix(".wandb.synced").touch()  # as `wandb sync` leaves an uploaded run (wandb.cli.beta_sync)
+    assert main(["runs", str(wandb_home)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith((done.id, todo.id))}
+    assert rows[done.id][-1] == "yes" and rows[todo.id][-1] == "no", out
+    assert f"2 offline run(s), 1 uploaded already. Upload the other 1 (needs WANDB_API_KEY" in out
+    assert out.rstrip().endswith(f"wandb sync {todo.dir}"), out
+
+    (log,) = todo.dir.glob("run-*.wandb")
+    log.with_suffix(".wandb.synced").touch()
+    assert main(["runs", str(wandb_home)]) == 0
+    out = capsys.readouterr().out
+    assert "2 offline run(s), all uploaded already (`wandb sync` marked them); nothing to sync" in out
+    assert "wandb sync /" not in out

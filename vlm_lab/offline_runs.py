@@ -75,6 +75,12 @@ class OfflineRun:
     def sync_command(self) -> str:
         return "wandb sync " + " ".join(map(str, self.sync_paths))
 
+    @property
+    def synced(self) -> bool:
+        """Uploaded: ``wandb sync`` marks each log it uploaded with a ``run-*.wandb.synced`` file beside
+        it (and skips marked logs next time). Every start of the run must be marked."""
+        return all(any(folder.glob("run-*.wandb.synced")) for folder in self.sync_paths)
+
     def metrics(self) -> dict[str, Any]:
         """Flat ``{key: number-or-string}`` of the summary, without wandb's own ``_*`` keys and tables."""
         flat: dict[str, Any] = {}

@@ -51,12 +51,19 @@ def _runs(args: argparse.Namespace) -> int:
         for key, value in run.headline().items():
             row[key] = f"{value:.4g}" if isinstance(value, float) else value
         row["state"] = "finished" if run.finished and not run.exit_code else ("failed" if run.finished else "incomplete")
+        row["uploaded"] = "yes" if run.synced else "no"
         rows.append(row)
     table = pd.DataFrame(rows).fillna("")
     with pd.option_context("display.max_columns", None, "display.width", 200):
         print(table.to_string(index=False))
-    parents = {p.parent for r in runs for p in r.sync_paths}
-    explicit = len(parents) > 1 or args.group or unreadable
-    targets = " ".join(str(p) for r in runs for p in r.sync_paths) if explicit else f"{parents.pop()}/offline-run-*"
-    print(f"\n{len(runs)} offline run(s). Upload them (needs WANDB_API_KEY or `wandb login`):\n  wandb sync {targets}")
+    pending = [r for r in runs if not r.synced]
+    if not pending:
+        print(f"\n{len(runs)} offline run(s), all uploaded already (`wandb sync` marked them); nothing to sync")
+        return 0
+    parents = {p.parent for r in pending for p in r.sync_paths}
+    explicit = len(parents) > 1 or args.group or unreadable or len(pending) < len(runs)
+    targets = " ".join(str(p) for r in pending for p in r.sync_paths) if explicit else f"{parents.pop()}/offline-run-*"
+    which = "them" if len(pending) == len(runs) else f"the other {len(pending)}"
+    uploaded = f", {len(runs) - len(pending)} uploaded already" if len(pending) < len(runs) else ""
+    print(f"\n{len(runs)} offline run(s){uploaded}. Upload {which} (needs WANDB_API_KEY or `wandb login`):\n  wandb sync {targets}")
     return 0
