@@ -255,6 +255,13 @@ def test_sweep_config_names_the_bad_value(changes, message):
 def test_sweep_file_errors(tmp_path):
     with pytest.raises(SweepError, match="no sweep file"):
         sweep.load_sweep(tmp_path / "missing.yaml")
+    (tmp_path / "sweeps").mkdir()  # `vlm-lab sweep sweeps/`: a folder, not a traceback
+    (tmp_path / "sweeps" / "a.yaml").write_text("name: a\n")
+    with pytest.raises(SweepError, match=r"sweeps is a folder \(.*a.yaml\); give one sweep file, or run them all with"):
+        sweep.load_sweep(tmp_path / "sweeps")
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00name")
+    with pytest.raises(SweepError, match="cannot read the sweep file .*binary.yaml: 'utf-8' codec"):
+        sweep.load_sweep(tmp_path / "binary.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: s\nnotebook: nb.ipynb\ngird: {a: [1]}\n")
     with pytest.raises(ConfigError, match="unknown SweepConfig field.*gird"):

@@ -174,6 +174,13 @@ def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
         values = yaml.load(path.read_text(encoding="utf-8"), Loader=_sweep_yaml_loader(yaml, path))
     except FileNotFoundError as e:
         raise SweepError(f"no sweep file at {str(path)!r}; see sweeps/shapes-ablation.yaml for an example") from e
+    except IsADirectoryError as e:
+        found = ", ".join(sorted(str(p) for p in path.glob("*.y*ml"))[:5]) or "no *.yaml in it"
+        raise SweepError(
+            f"{path} is a folder ({found}); give one sweep file, or run them all with scripts/run_experiments.py {path}/*.yaml"
+        ) from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise SweepError(f"cannot read the sweep file {path}: {e}") from e
     except yaml.YAMLError as e:
         raise SweepError(f"{path} is not valid YAML: {e}") from e
     if not isinstance(values, dict):
