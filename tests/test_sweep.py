@@ -723,3 +723,23 @@ def test_sigterm_leaves_at_once_says_so_and_the_summary_shows_the_runs_interrupt
     summary = pd.read_csv(tmp_path / "runs" / "t" / "summary.csv")
     assert list(summary["state"]) == ["interrupted", "interrupted", "pending"]
     assert [r.state() for r in runs] == ["interrupted", "interrupted", "pending"]
+
+
+def test_the_report_groups_by_list_and_null_grid_values(tmp_path):
+    """Grid values a notebook without annotations may take: lists (grouped as summary.csv writes them)
+    and null (a variant of its own, not dropped by the pivot and the plot)."""
+    from vlm_lab.ablation import write_summary
+    from vlm_lab.data import atomic_write_text
+
+    config = SweepConfig(name="l", notebook="nb.ipynb", runs_dir=str(tmp_path), grid={"layers": [[1, 2], [3, 4]], "opt": [None, "adam"]})
+    runs = sweep.plan(config)
+    for i, run in enumerate(runs):
+        summary = [{"checkpoint": "c", "step": 1, "accuracy": 0.1 * i}]
+        atomic_write_text(run.dir / "summary.json", json.dumps({"summary": summary}))
+        atomic_write_text(run.dir / "status.json", json.dumps({"run_id": run.run_id, "state": "completed"}))
+    atomic_write_text(sweep.sweep_dir(config) / "sweep.json", json.dumps(config.to_dict()))
+    write_summary(sweep.sweep_dir(config), runs)
+    ablation = Ablation.load(sweep.sweep_dir(config))
+    assert ablation.table().shape == (1, 4)
+    assert [len(ax.get_lines()) for ax in ablation.plot().axes] == [2, 2]
+    assert ablation.best()["layers"] == "[3, 4]" and ablation.best()["opt"] is None

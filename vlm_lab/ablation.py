@@ -226,10 +226,14 @@ def _typed_parameters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     from vlm_lab.config import SweepConfig
     from vlm_lab.sweep import plan
 
+    def cell(value: Any) -> Any:  # a list or mapping as summary.csv writes it: tables group by it
+        return str(value) if isinstance(value, (list, dict)) else value
+
     try:
-        return {run.run_id: run.parameters for run in plan(SweepConfig.from_dict(config))}
+        runs = plan(SweepConfig.from_dict(config))
     except VlmLabError:  # a sweep.json from another version: the CSV's values
         return {}
+    return {run.run_id: {k: cell(v) for k, v in run.parameters.items()} for run in runs}
 
 
 def _plain(value: Any) -> Any:
