@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set a Space variable (repeatable); variables are public, so one that looks like a "
                         "credential is refused: pass those with --secret")
     p.add_argument("--checkpoints", default="checkpoints/shapes", help="training output whose checkpoint-N folders are published")
-    p.add_argument("--no-checkpoints", action="store_true", help="publish the app without checkpoints")
+    p.add_argument("--no-checkpoints", action="store_true", help="publish the app without checkpoints: it serves what the Space variable "
+                        "VLM_LAB_CHECKPOINTS names (kept as it is; set it with --var or on the Hub)")
     p.add_argument("--checkpoints-repo", default="", metavar="OWNER/NAME",
                    help="upload the checkpoints to this model repo and point VLM_LAB_CHECKPOINTS at it")
     p.add_argument("--dry-run", action="store_true", help="print the plan (files, settings, cost) and write nothing")

@@ -558,6 +558,18 @@ def test_checkpoints_repo_holds_the_checkpoints_and_the_space_points_at_it(hub, 
     assert "checkpoints/shapes/checkpoint-0/model.safetensors" in hub.space(SPACE).files
 
 
+
+def test_no_checkpoints_keeps_the_checkpoints_the_space_is_told_to_serve(hub, space_dir):
+    """--no-checkpoints publishes the app only: the models its VLM_LAB_CHECKPOINTS variable names (set by
+    hand on the Hub, as the Space README says) stay; without them the app would have nothing to serve."""
+    hub.add_space(SPACE, hardware="t4-small", sleep=3600)
+    hub.space(SPACE).variables["VLM_LAB_CHECKPOINTS"] = {"value": "my-org/my-vlm@main", "description": None,
+                                                         "updatedAt": "2026-01-01T00:00:00.000Z"}
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir))  # run_publish passes --no-checkpoints
+    assert r.returncode == 0, fail_text(r)
+    assert hub.space(SPACE).variables["VLM_LAB_CHECKPOINTS"]["value"] == "my-org/my-vlm@main"
+    assert "VLM_LAB_CHECKPOINTS" not in r.stdout
+
 def test_pause_and_restart(hub, space_dir):
     hub.add_space(SPACE, hardware="t4-small", sleep=3600)
     r = run_publish(hub, SPACE, "--pause")

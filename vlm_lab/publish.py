@@ -405,9 +405,11 @@ def _settings(hub: Hub, config: PublishConfig, runtime: Any | None, *, exists: b
             current = new if not exists else "missing" if remote is None else _shown(hub, remote.value)
             actions.append((SettingChange(f"variable {key}", current, repr(value)),
                             lambda k=key, v=value: hub.call(f"set variable {k}", api.add_space_variable, space, k, v, repo=space)))
-    if CHECKPOINTS_VARIABLE in remote_vars and CHECKPOINTS_VARIABLE not in wanted:
+    # Embedded checkpoints replace what the variable names (the app prefers the variable). With
+    # --no-checkpoints the variable is all the app has to serve: it stays, whoever set it.
+    if CHECKPOINTS_VARIABLE in remote_vars and CHECKPOINTS_VARIABLE not in wanted and config.embed_checkpoints:
         actions.append((SettingChange(f"variable {CHECKPOINTS_VARIABLE}", _shown(hub, remote_vars[CHECKPOINTS_VARIABLE].value),
-                                      "(removed: checkpoints are in the Space)" if config.embed_checkpoints else "(removed)"),
+                                      "(removed: checkpoints are in the Space)"),
                         lambda: hub.call(f"delete variable {CHECKPOINTS_VARIABLE}", api.delete_space_variable, space, CHECKPOINTS_VARIABLE, repo=space)))
     return actions
 
