@@ -119,17 +119,22 @@ def vlm_lab(*args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_cli_offline_compare_is_not_served_the_old_snapshots_results(tiny_checkpoints, tmp_path):
     home = tmp_path / "hf-home"
-    add_snapshot(home / "hub", "org/shapes", tiny_checkpoints[0])
+    a = add_snapshot(home / "hub", "org/shapes", tiny_checkpoints[0])
     b = add_snapshot(home / "hub", "org/shapes", tiny_checkpoints[-1], ref=None)
     args = ("compare", "org/shapes", "--data", "shapes:val:6", "--batch-size", "3", "--max-new-tokens", "6",
             "--device", "cpu", "--out", str(tmp_path / "cmp"), "--json")  # fmt: skip
     first = vlm_lab(*args, home=home, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)[0]["accuracy"] == 0.0  # checkpoint-0 guesses wrong
+
+    def pinned() -> str:  # the commit the saved results say "org/shapes" (main) was
+        return json.loads((tmp_path / "cmp" / "summary.json").read_text())["checkpoints"][0]["revision"]
+
+    assert pinned() == a
     point_ref(home / "hub", "org/shapes", "main", b)  # the same name now holds checkpoint-1000's weights
     second = vlm_lab(*args, home=home, cwd=tmp_path)
     assert second.returncode == 0, second.stderr
-    assert json.loads(second.stdout)[0]["accuracy"] == 1.0
+    assert json.loads(second.stdout)[0]["accuracy"] == 1.0 and pinned() == b
 
 
 def test_cli_folder_given_from_the_wrong_place_says_both_readings(tiny_dir, tmp_path):

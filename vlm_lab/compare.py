@@ -445,7 +445,8 @@ def _build_result(config, refs, names, plans, samples, keys, images, out) -> Com
                 "from_cache": min(n_cached, len(samples)),
             }
         )
-    ref_info = [{"name": n, "spec": r.spec, "step": r.step, "fingerprint": p[2]} for n, r, p in zip(names, refs, plans)]
+    # revision: the commit a hub checkpoint was pinned to (what "org/run@main" meant that day); None for a folder
+    ref_info = [{"name": n, "spec": r.spec, "step": r.step, "fingerprint": p[2], "revision": r.revision} for n, r, p in zip(names, refs, plans)]
     result = ComparisonResult(config=config.to_dict(), checkpoints=names, refs=ref_info, rows=rows, summary=summary, output_dir=out)
     result.add_paired_columns()
     return result

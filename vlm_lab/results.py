@@ -72,7 +72,7 @@ class ComparisonResult:
 
     config: dict
     checkpoints: list[str]  # display names, unique
-    refs: list[dict]  # per checkpoint: name, spec, step, fingerprint
+    refs: list[dict]  # per checkpoint: name, spec, step, fingerprint, revision (a hub checkpoint's commit)
     rows: list[dict]
     summary: list[dict]
     output_dir: Path | None = None
