@@ -491,6 +491,8 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
             for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
                 status = future.result()
                 state = status["state"]
+                if state == "pending":  # not started: another run could not write its files (its error follows)
+                    continue
                 {"busy": busy, "skipped": skipped}.get(state, ran).append(status["run_id"])
                 if state not in ("completed", "busy", "skipped"):
                     failures.append(status)
