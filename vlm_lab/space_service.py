@@ -427,15 +427,20 @@ class ComparisonService:
         from vlm_lab.data import Sample
         from vlm_lab.generation import generate_batch
 
+        samples = [Sample(id=f"{label}-{i}", image=img, prompt=p) for i, (img, p) in enumerate(zip(images, prompts))]
         try:
             with self.out_of_memory_guard(label):
                 loaded = self.cache.get(self.refs[label], dtype=self.settings.dtype, device=self.settings.device)
                 probe = MemoryProbe(loaded)  # peak CUDA memory on a GPU, the weights on CPU
-                samples = [Sample(id=f"{label}-{i}", image=img, prompt=p) for i, (img, p) in enumerate(zip(images, prompts))]
                 sampling = _SAMPLING if config.generate_kwargs()["do_sample"] else contextlib.nullcontext()
                 with sampling:  # seeded draws repeat only if no other generation draws between (greedy/beam draw none)
                     outs = generate_batch(loaded, samples, config)
                 memory_mb = probe.peak() / 2**20
+        except DataError as e:  # the visitor's input: said without the engine's sample id ("sample checkpoint-0-1: ...")
+            message = str(e)
+            for sample in samples:
+                message = message.removeprefix(f"sample {sample.id}: ")
+            raise type(e)(message) from None
         except VlmLabError:
             raise
         except Exception as e:  # noqa: BLE001 - one checkpoint's failure must not cost the others their answers
