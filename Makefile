@@ -43,12 +43,12 @@ checkpoints: $(STAMP)  ## train the embedded tiny shapes checkpoints (skipped wh
 
 demo: checkpoints  ## the main job on the embedded default
 	@mkdir -p runs/demo
-	$(BIN)/papermill --no-progress-bar notebooks/02_compare_checkpoints.ipynb runs/demo/02_compare_checkpoints.ipynb \
+	$(BIN)/python scripts/run_notebook.py --no-progress-bar notebooks/02_compare_checkpoints.ipynb runs/demo/02_compare_checkpoints.ipynb \
 		-p checkpoints $(CHECKPOINTS) -p output_dir runs/demo
 	@$(BIN)/vlm-lab show runs/demo
 	@echo "executed notebook: runs/demo/02_compare_checkpoints.ipynb (open it with make lab)"
 	$(BIN)/vlm-lab sweep sweeps/shapes-ablation.yaml
-	$(BIN)/papermill --no-progress-bar notebooks/04_ablation_report.ipynb runs/shapes-ablation/04_ablation_report.ipynb -p sweep_dir runs/shapes-ablation
+	$(BIN)/python scripts/run_notebook.py --no-progress-bar notebooks/04_ablation_report.ipynb runs/shapes-ablation/04_ablation_report.ipynb -p sweep_dir runs/shapes-ablation
 	@echo "ablation report: runs/shapes-ablation/04_ablation_report.ipynb (table: runs/shapes-ablation/summary.md)"
 
 test: $(STAMP) browser  ## set up, then run the whole suite

@@ -61,7 +61,7 @@ def execute(notebook: Path, output: Path, **options: Any) -> None:
     if not (notebook.is_absolute() and output.is_absolute()):
         raise ValueError(f"sweep notebooks are executed by absolute path, got {notebook} -> {output}")
     _install_handler()
-    with _kernel_transport() as transport:
+    with kernel_transport() as transport:
         papermill.execute_notebook(str(notebook), str(output), **options, **transport)
 
 
@@ -97,7 +97,7 @@ def _install_handler() -> None:
 
 
 @contextlib.contextmanager
-def _kernel_transport() -> Iterator[dict[str, Any]]:
+def kernel_transport() -> Iterator[dict[str, Any]]:
     """Papermill options that start the kernel on unix sockets of its own, in a folder removed after.
 
     jupyter_client's default ipc prefix is one fixed name ("kernel-ipc" in the working
