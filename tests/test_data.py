@@ -203,3 +203,31 @@ def test_a_missing_data_file_names_its_absolute_path_and_what_is_there(tmp_path,
         data.load_samples("ds/mine.json")
     assert str(tmp_path / "ds" / "mine.json") in str(e.value)
     assert f"found in {tmp_path / 'ds'}: mine.jsonl" in str(e.value)
+
+
+@pytest.mark.parametrize("dtype, top, suffix", [(np.uint16, 65535, ".png"), (np.float32, 1.0, ".tif"), (np.int32, 65535, ".tif")])
+def test_deep_grey_images_are_scaled_to_what_a_viewer_shows(tmp_path, dtype, top, suffix):
+    """Depth maps and scans: a 16-bit, 32-bit or 0..1 float gradient keeps its mid-grey; Pillow's
+    own convert clipped the 16-bit one to white and the float one to black."""
+    path = tmp_path / f"gradient{suffix}"
+    Image.fromarray((np.linspace(0, 1, 64 * 256).reshape(64, 256) * top).astype(dtype)).save(path)
+    shown = np.asarray(data.open_image(path))
+    assert shown.shape == (64, 256, 3)
+    assert abs(shown.mean() - 127.5) < 2 and shown.min() == 0 and shown.max() == 255
+    eight_bit = Image.fromarray((np.linspace(0, 255, 64 * 256).reshape(64, 256)).astype(np.int32))  # mode I within 0..255
+    assert np.array_equal(np.asarray(data.as_shown(eight_bit))[..., 0], np.asarray(eight_bit).astype(np.uint8))
+
+
+def test_results_of_a_deep_grey_file_from_before_its_scaling_are_not_served(tmp_path):
+    """Its pixels changed (clipped before, scaled now), so its sample key did; an 8-bit file's did not."""
+    import hashlib
+
+    deep, flat = tmp_path / "depth.png", tmp_path / "photo.png"
+    Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)).save(deep)
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(flat)
+
+    def old_key(path) -> str:  # the key before: file bytes, the as-shown marker, the prompt
+        return hashlib.sha256(path.read_bytes() + b"\0file-as-shown" + b"\0" + b"p").hexdigest()[:24]
+
+    deep_key, flat_key = (sample_key(data.Sample(id=p.stem, image=None, prompt="p", image_path=str(p))) for p in (deep, flat))
+    assert deep_key != old_key(deep) and flat_key == old_key(flat)

@@ -142,11 +142,32 @@ def as_shown(img: Image.Image) -> Image.Image:
     Every path that gives a user's image to a model (datasets, widget uploads, Space uploads) goes
     through here, so one file gives the same pixels in the CLI, a notebook and the Space.
     """
-    img = ImageOps.exif_transpose(img)
+    img = _eight_bit(ImageOps.exif_transpose(img))
     if img.has_transparency_data:  # RGBA, LA, PA, or a palette / RGB image with a transparent colour
         rgba = img.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
     return img.convert("RGB")
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float grey image (depth maps, scans, microscopy) scaled to 0-255 as
+    image viewers show it; Pillow's ``convert`` clips it instead (a 16-bit gradient came out
+    almost all white, a 0-1 float one all black). Other modes are returned as they are."""
+    if not (img.mode.startswith("I;16") or img.mode in ("I", "F")):
+        return img
+    import numpy as np
+
+    a = np.asarray(img, dtype=np.float64)
+    top = float(a.max(initial=0.0))
+    if img.mode.startswith("I;16") or 255 < top <= 65535:
+        scale = 255 / 65535  # the 16-bit range (a 16-bit PNG may open as "I")
+    elif img.mode == "F" and top <= 1.0:
+        scale = 255.0  # floats in 0..1
+    elif top > 65535:
+        scale = 255 / top
+    else:
+        scale = 1.0  # already within 0..255
+    return Image.fromarray(np.clip(np.rint(a * scale), 0, 255).astype(np.uint8), "L")
 
 
 def check_image(path: str | os.PathLike[str]) -> None:

@@ -56,8 +56,9 @@ def sample_keys(sample: Sample) -> tuple[str, str]:
         except OSError as e:
             raise DataError(f"cannot read image {path}: {e.strerror}") from e
         # never equal to a pixel key; "as-shown": since files are decoded as shown (EXIF orientation,
-        # transparency on white), results computed on the raw pixels before are not served
-        h.update(b"\0file-as-shown")
+        # transparency on white), results computed on the raw pixels before are not served; likewise
+        # deep grey files (16-bit, float), scaled to 8 bits since, where Pillow clipped them before
+        h.update(b"\0file-as-shown" + (b"-scaled" if _deep_grey(path) else b""))
     else:
         h = hashlib.sha256()
         img = sample.image
@@ -66,6 +67,20 @@ def sample_keys(sample: Sample) -> tuple[str, str]:
     image_key = h.hexdigest()[:24]
     h.update(b"\0" + sample.prompt.encode("utf-8"))
     return h.hexdigest()[:24], image_key
+
+
+def _deep_grey(path) -> bool:
+    """Whether ``path`` is a 16-bit, 32-bit or float grey image (``data.as_shown`` scales those).
+    Reads the header only; a JPEG cannot be one."""
+    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
+        return False
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.mode.startswith("I") or img.mode == "F"
+    except Exception:  # noqa: BLE001 - not an image Pillow reads: loading it says why
+        return False
 
 
 def generation_key(gen: GenerationConfig, *, dtype: str, device_type: str) -> str:
