@@ -145,6 +145,16 @@ def test_bad_checkpoint_choice_gets_its_message(client, ckpts, message):
     assert compare(client, handle_file(EXAMPLE))[1][1] == "red"
 
 
+def test_a_boolean_max_new_tokens_is_refused_on_both_endpoints(client):
+    """JSON true is an int to Python (True == 1): it was taken as 1 new token, silently."""
+    message = "max new tokens must be a whole number between 1 and 64, got True"
+    with pytest.raises(AppError, match=re.escape(message)):
+        compare(client, handle_file(EXAMPLE), max_new_tokens=True)
+    with pytest.raises(AppError, match=re.escape(message)):
+        client.predict(handle_file(EXAMPLE), "What shape is it?", "checkpoint-1000", True, api_name="/compare_batch")
+    assert compare(client, handle_file(EXAMPLE))[1][1] == "red"
+
+
 def test_sixteen_concurrent_clients_all_get_answers(space):
     results: dict[int, object] = {}
 

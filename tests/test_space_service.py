@@ -49,7 +49,10 @@ def test_choices_default_to_first_middle_last(service):
     ("greedy", 0, "max new tokens must be between 1 and 64"),
     ("greedy", 65, "max new tokens must be between 1 and 64"),
     ("greedy", "many", "max new tokens must be a whole number"),
-    ("greedy", 3.7, "max new tokens must be a whole number, got 3.7"),
+    ("greedy", 3.7, "max new tokens must be a whole number between 1 and 64, got 3.7"),
+    ("greedy", True, "max new tokens must be a whole number between 1 and 64, got True"),  # True == 1 to Python
+    ("greedy", False, "max new tokens must be a whole number between 1 and 64, got False"),
+    pytest.param("greedy", 10**400, "max new tokens must be a whole number", id="overflows-float"),
     ("beam(2000)", 8, r"'beam\(2000\)' asks for 2000 beams; this Space allows at most beam\(4\)"),
 ])
 def test_generation_choices_are_validated(service, strategy, tokens, message):

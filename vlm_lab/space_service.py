@@ -326,12 +326,13 @@ class ComparisonService:
         name, value = parse_strategy(strategy)
         if name == "beam" and value > MAX_BEAMS:
             raise ConfigError(f"{strategy!r} asks for {value:g} beams; this Space allows at most beam({MAX_BEAMS})")
-        try:
-            n = float(max_new_tokens)
-        except (TypeError, ValueError):
+        try:  # True/False are ints to Python (True + 0 == 1), but a JSON client sending one made a mistake
+            n = math.nan if isinstance(max_new_tokens, bool) else float(max_new_tokens)
+        except (TypeError, ValueError, OverflowError):
             n = math.nan
         if not n.is_integer():  # 3.7 is refused, not silently cut to 3
-            raise ConfigError(f"max new tokens must be a whole number, got {max_new_tokens!r}")
+            raise ConfigError(f"max new tokens must be a whole number between 1 and {self.settings.max_new_tokens}, "
+                              f"got {max_new_tokens!r}")
         n = int(n)
         if not 1 <= n <= self.settings.max_new_tokens:
             raise ConfigError(f"max new tokens must be between 1 and {self.settings.max_new_tokens}, got {n}")
