@@ -559,6 +559,25 @@ def test_checkpoints_repo_holds_the_checkpoints_and_the_space_points_at_it(hub, 
 
 
 
+def test_the_hf_token_note_shows_only_while_the_space_cannot_read_the_checkpoints_repo(hub, space_dir, tiny_dir):
+    """The note asks for a step by hand: once done (the Space has HF_TOKEN), or when the repo is public, it goes."""
+    note = "alice/vlm-checkpoints is private"
+    args = (SPACE, "--space-dir", str(space_dir), "--checkpoints-repo", "alice/vlm-checkpoints", "--no-wait")
+    first = run_publish(hub, *args, checkpoints=tiny_dir)
+    assert first.returncode == 0 and note in first.stdout and "add one as the secret HF_TOKEN" in first.stdout, fail_text(first)
+    hub.space(SPACE).secrets["HF_TOKEN"] = {"value": new_token(), "description": None, "updatedAt": "2026-01-01T00:00:00.000Z"}
+    for extra in ((), ("--dry-run",)):
+        again = run_publish(hub, *args, *extra, checkpoints=tiny_dir)
+        assert again.returncode == 0 and "HF_TOKEN" not in again.stdout, fail_text(again)
+    del hub.space(SPACE).secrets["HF_TOKEN"]
+    hub.repos[("model", "alice/vlm-checkpoints")].private = False  # made public by hand on the Hub
+    public = run_publish(hub, *args, checkpoints=tiny_dir)
+    assert public.returncode == 0 and "HF_TOKEN" not in public.stdout, fail_text(public)
+    hub.repos[("model", "alice/vlm-checkpoints")].private = True  # --public does not change an existing repo
+    stays = run_publish(hub, *args, "--public", checkpoints=tiny_dir)
+    assert stays.returncode == 0 and "is private (--public does not change" in stays.stdout, fail_text(stays)
+
+
 def test_no_checkpoints_keeps_the_checkpoints_the_space_is_told_to_serve(hub, space_dir):
     """--no-checkpoints publishes the app only: the models its VLM_LAB_CHECKPOINTS variable names (set by
     hand on the Hub, as the Space README says) stay; without them the app would have nothing to serve."""

@@ -125,7 +125,8 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
         actions = _settings(hub, config, runtime, exists=info is not None, checkpoints_value=ckpt_value,
                             private=getattr(info, "private", None))
         return _report(hub, config, info, plans, [a[0] for a in actions], runtime, staged, sizes,
-                       created=False, new_commit=plan.changed, dry_run=True)
+                       created=False, new_commit=plan.changed, dry_run=True,
+                       notes=_checkpoints_token_note(hub, config, model_info, space_exists=info is not None))
 
     ckpt_commit = None
     if ckpt_plan is not None and ckpt_staged is not None:
@@ -168,7 +169,8 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
             raise _failed(hub, config.space, runtime, commit=None)
     head = commit or _repo_info(hub, config.space, "space").sha  # type: ignore[union-attr]
     return _report(hub, config, {"sha": head}, plans, initial + [a[0] for a in actions], runtime, staged, sizes,
-                   created=created, new_commit=commit is not None, dry_run=False)
+                   created=created, new_commit=commit is not None, dry_run=False,
+                   notes=_checkpoints_token_note(hub, config, model_info, space_exists=True))
 
 
 def check_repo_name(repo_id: str, what: str) -> None:
@@ -218,6 +220,24 @@ def _refuse_publishing_token(hub: Hub, config: PublishConfig) -> None:
                 f"{hub.endpoint}/spaces/{config.space}/settings (publishing leaves secrets it is not given alone), "
                 f"then publish without --secret {name}"
             )
+
+
+def _checkpoints_token_note(hub: Hub, config: PublishConfig, model_info: Any | None, *, space_exists: bool) -> list[str]:
+    """The step left to do by hand when the Space cannot read a private checkpoints repo: none once the
+    Space has its HF_TOKEN secret (the app loads with it) or the repo is public."""
+    if not config.checkpoints_repo:
+        return []
+    private = getattr(model_info, "private", None) if model_info is not None else not config.public
+    if private is False:
+        return []
+    if space_exists:
+        secrets = hub.call("list the Space's secrets", hub.api.get_space_secrets, config.space, repo=config.space)
+        if "HF_TOKEN" in secrets:
+            return []
+    stays = " (--public does not change an existing repo's visibility)" if config.public else ""
+    return [f"{config.checkpoints_repo} is private{stays}: the Space needs a read-only token to load it; add one as "
+            f"the secret HF_TOKEN at {hub.endpoint}/spaces/{config.space}/settings"
+            + ("" if config.public else " (or publish with --public)")]
 
 
 def _shown(hub: Hub, value: str) -> str:
@@ -486,19 +506,16 @@ def _pause_or_restart(hub: Hub, config: PublishConfig, say: Progress) -> Publish
 
 def _report(hub: Hub, config: PublishConfig, info: Any, plans: tuple[FilePlan, ...], settings: list[SettingChange],
             runtime: Any | None, staged: Stage | None, sizes: dict[str, int], *, created: bool, new_commit: bool,
-            dry_run: bool) -> PublishReport:
+            dry_run: bool, notes: list[str] | None = None) -> PublishReport:
     if runtime is not None and not dry_run:
         hardware = str(runtime.requested_hardware or runtime.hardware or config.hardware)
         sleep = runtime.sleep_time
     else:
         hardware, sleep = config.hardware, _wanted_sleep(config)
-    notes = []
+    notes = list(notes or [])
     stage_name = str(runtime.stage) if runtime is not None else None
     if stage_name == "PAUSED":
         notes.append(f"paused: not billed; start it with --restart (make publish SPACE={config.space} ARGS=--restart)")
-    if config.checkpoints_repo and not config.public:
-        notes.append(f"{config.checkpoints_repo} is private: the Space needs a read-only token to load it; add one as "
-                     f"the secret HF_TOKEN at {hub.endpoint}/spaces/{config.space}/settings (or publish with --public)")
     sha = info.get("sha") if isinstance(info, dict) else getattr(info, "sha", None)
     return PublishReport(
         space=config.space, url=f"{hub.endpoint}/spaces/{config.space}", action=config.action, dry_run=dry_run,
