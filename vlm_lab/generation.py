@@ -1,6 +1,7 @@
 """Batched generation through a processor's chat template, the way hub VLMs are served.
 
-Each sample becomes one user turn with an image and a text prompt; prompts are
+Each sample becomes one user turn with an image and a text prompt (a processor
+without a chat template, such as PaliGemma's, gets the prompt as written); prompts are
 left-padded into batches (so every row's new tokens start at the same column),
 and ``model.generate`` runs once per batch. Per sample we keep the decoded text,
 the number of new tokens (up to and including the first eos) and the batch's
@@ -20,11 +21,23 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
+from transformers.utils import logging as hf_logging
 
 from vlm_lab.config import GenerationConfig
 from vlm_lab.data import Sample
 from vlm_lab.errors import DataError
 from vlm_lab.models import LoadedModel
+
+# PaliGemma's processor logs this on every call with a plain prompt, then places the image
+# exactly as asked (``<image>`` tokens, bos, prompt, newline): passing plain prompts is meant here.
+_PLAIN_PROMPT_NOTICE = "You are passing both `text` and `images` to `PaliGemmaProcessor`"
+
+
+def _drop_plain_prompt_notice(record) -> bool:
+    return not str(record.msg).startswith(_PLAIN_PROMPT_NOTICE)
+
+
+hf_logging.get_logger("transformers.models.paligemma.processing_paligemma").addFilter(_drop_plain_prompt_notice)
 
 
 @dataclasses.dataclass
@@ -77,17 +90,30 @@ def chat_messages(prompt: str, image=None) -> list[dict]:
     return [{"role": "user", "content": [image_part, {"type": "text", "text": prompt}]}]
 
 
+def render_prompt(processor, prompt: str) -> str:
+    """The text the processor gets: the chat template's user turn, or the prompt as written.
+
+    Processors without a chat template (PaliGemma, BLIP-2, Florence-2, Fuyu) take a
+    plain prompt and place the image tokens themselves; ``models.load`` refuses one that does not.
+    """
+    if getattr(processor, "chat_template", None):
+        return processor.apply_chat_template(chat_messages(prompt), add_generation_prompt=True, tokenize=False)
+    return prompt
+
+
 def check_prompts(processor, samples: Sequence[Sample]) -> None:
-    """Refuse a prompt that holds the processor's image token: the chat template places the image.
+    """Refuse a prompt that holds the processor's image token: the processor places the image.
 
     Left in, the processor counts one image token more than images and fails deep inside.
     """
     token = getattr(processor, "image_token", None)
-    if isinstance(token, str) and token:
+    token = str(token) if token is not None else None  # BLIP-2 keeps an AddedToken
+    if token:
+        places = "the chat template places" if getattr(processor, "chat_template", None) else "the processor places"
         for s in samples:
             if token in s.prompt:
                 raise DataError(
-                    f"sample {s.id}: the prompt holds the image token {token!r}; the chat template places the image "
+                    f"sample {s.id}: the prompt holds the image token {token!r}; {places} the image "
                     f"itself: remove {token!r} from the prompt (LLaVA-style data often starts with '{token}\\n')"
                 )
 
@@ -100,10 +126,7 @@ def encode_inputs(processor, samples: Sequence[Sample]) -> dict:
     """
     check_prompts(processor, samples)
     # the chat template is rendered once per distinct prompt (VQA sets repeat a few questions)
-    rendered = {
-        prompt: processor.apply_chat_template(chat_messages(prompt), add_generation_prompt=True, tokenize=False)
-        for prompt in dict.fromkeys(s.prompt for s in samples)
-    }
+    rendered = {prompt: render_prompt(processor, prompt) for prompt in dict.fromkeys(s.prompt for s in samples)}
     prompts = [rendered[s.prompt] for s in samples]
     return dict(processor(images=[s.image for s in samples], text=prompts, return_tensors="pt", padding=True))
 

@@ -191,13 +191,34 @@ def _load_processor(ref: CheckpointRef, kwargs: dict) -> Any:
             "others are incomplete or need sentencepiece/tiktoken to convert); add tokenizer.json "
             "(processor.save_pretrained writes it), or pip install sentencepiece" + offline_cache_hint(ref)
         ) from e
-    if not getattr(processor, "chat_template", None):  # a bare tokenizer has the attribute too
+    if not getattr(processor, "chat_template", None) and not _places_image_itself(processor):  # a bare tokenizer has the attribute too
         raise CheckpointNotFoundError(
-            f"cannot load {ref.spec!r}: its processor has no chat template, which generation needs to place the image "
-            "and prompt; add chat_template.jinja to the folder (e.g. from the base model), or set "
-            "processor.chat_template and save the processor again"
+            f"cannot load {ref.spec!r}: its processor has no chat template and does not place the image in a plain "
+            "prompt itself (as PaliGemma's and BLIP-2's do); add chat_template.jinja to the folder (e.g. from the "
+            "base model), or set processor.chat_template and save the processor again"
         )
     return processor
+
+
+def _places_image_itself(processor: Any) -> bool:
+    """Whether a processor without a chat template puts its image tokens into a plain prompt (PaliGemma, BLIP-2).
+
+    Tried on one small image: the encoded prompt must hold the processor's image token.
+    """
+    from PIL import Image
+
+    token = getattr(processor, "image_token", None)
+    tokenizer = getattr(processor, "tokenizer", None)
+    if token is None or tokenizer is None or not hasattr(processor, "image_processor"):
+        return False
+    token_id = getattr(processor, "image_token_id", None)
+    if token_id is None:
+        token_id = tokenizer.convert_tokens_to_ids(str(token))
+    try:
+        ids = processor(images=[Image.new("RGB", (64, 64))], text=["a"], return_tensors="pt")["input_ids"]
+    except Exception:  # noqa: BLE001 - any refusal of a plain prompt means the same thing
+        return False
+    return bool((ids == token_id).any())
 
 
 def _load_weights(ref: CheckpointRef, kwargs: dict, dtype: torch.dtype, config: Any) -> Any:
