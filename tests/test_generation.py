@@ -6,7 +6,7 @@ import pytest
 
 from vlm_lab import data, generation, models
 from vlm_lab.config import GenerationConfig
-from vlm_lab.errors import ConfigError, DataError
+from vlm_lab.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -144,35 +144,3 @@ def test_nonfinite_flags_under_every_strategy(loaded, overflowing_checkpoint, sa
     assert [o.nonfinite for o in healthy] == [False] * 4
     assert [o.nonfinite for o in broken] == [True] * 4  # beam search: several rows per sample, one flag each
 
-
-@pytest.fixture(scope="module")
-def paligemma(tmp_path_factory):
-    """A tiny random PaliGemma: no chat template, its processor places the image in a plain prompt."""
-    from vlm_lab import memory_synthetic
-
-    return memory_synthetic.build_paligemma(tmp_path_factory.mktemp("paligemma") / "model")
-
-
-def test_a_processor_without_chat_template_gets_the_prompt_as_written(paligemma, samples, caplog):
-    loaded = models.load_model(paligemma, device="cpu")
-    assert not loaded.processor.chat_template
-    enc = generation.encode_inputs(loaded.processor, samples[:1])
-    ids = enc["input_ids"][0].tolist()
-    tok = loaded.processor.tokenizer
-    image_id = loaded.processor.image_token_id
-    assert ids.count(image_id) == loaded.processor.image_seq_length  # the processor placed the image
-    layout = tok(f"{tok.bos_token}{samples[0].prompt}\n", add_special_tokens=False)["input_ids"]
-    assert [i for i in ids if i != image_id] == layout  # PaliGemma's layout: <image>... <bos> prompt \n, no chat turn
-    with caplog.at_level("WARNING"):
-        one = generation.generate(loaded, samples, GenerationConfig(batch_size=1))
-        many = generation.generate(loaded, samples, GenerationConfig(batch_size=6))
-    assert _texts(many) == _texts(one)  # left padding is right for its prefix attention too
-    assert all(o.new_tokens > 0 for o in one)
-    assert not [r for r in caplog.records if "PaliGemmaProcessor" in r.getMessage()]  # plain prompts are meant: no notice per batch
-
-
-def test_a_prompt_holding_the_image_token_is_refused_for_a_plain_prompt_processor_too(paligemma, samples):
-    loaded = models.load_model(paligemma, device="cpu")
-    bad = [data.Sample(id="q1", image=samples[0].image, prompt="<image>caption en")]
-    with pytest.raises(DataError, match=r"sample q1: the prompt holds the image token '<image>'; the processor places the image itself"):
-        generation.encode_inputs(loaded.processor, bad)

@@ -128,7 +128,9 @@ def encode_inputs(processor, samples: Sequence[Sample]) -> dict:
     # the chat template is rendered once per distinct prompt (VQA sets repeat a few questions)
     rendered = {prompt: render_prompt(processor, prompt) for prompt in dict.fromkeys(s.prompt for s in samples)}
     prompts = [rendered[s.prompt] for s in samples]
-    return dict(processor(images=[s.image for s in samples], text=prompts, return_tensors="pt", padding=True))
+    # one list per sample: processors that take several images per prompt (Gemma 3, Idefics3, Mllama) read a
+    # flat list as all of them belonging to one prompt
+    return dict(processor(images=[[s.image] for s in samples], text=prompts, return_tensors="pt", padding=True))
 
 
 def encode_batch(loaded: LoadedModel, samples: Sequence[Sample], *, encoded: dict | None = None) -> dict:

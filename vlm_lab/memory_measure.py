@@ -205,7 +205,7 @@ def _inputs(processor, job: dict[str, Any]):
     per_word = max(1, len(tokenizer(text_for(8), add_special_tokens=False)["input_ids"]) - base) / 8
     words = max(0, round((job["prompt_tokens"] - base) / per_word))
     texts = [text_for(words)] * job["batch_size"]
-    return processor(images=[image] * job["batch_size"], text=texts, return_tensors="pt", padding=True)
+    return processor(images=[[image]] * job["batch_size"], text=texts, return_tensors="pt", padding=True)  # one list per prompt (Gemma 3)
 
 
 def _child(job: dict[str, Any]) -> dict[str, Any]:

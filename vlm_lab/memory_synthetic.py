@@ -148,33 +148,3 @@ def build_llava_next(out: str | os.PathLike[str], *, pinpoints=NEXT_PINPOINTS, s
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
     return _save(out, model, processor)
 
-
-def build_paligemma(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
-    """Save a randomly initialised tiny PaliGemma (SigLIP 64 px, patch 8, Gemma) with a real ``PaliGemmaProcessor``.
-
-    Like the hub's PaliGemma checkpoints it has no chat template: its processor takes a
-    plain prompt and places the image tokens, a bos and a newline itself.
-    """
-    import torch
-    from transformers import GemmaConfig, GenerationConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor
-    from transformers import SiglipImageProcessorPil, SiglipVisionConfig
-
-    from vlm_lab import tiny
-
-    out = Path(out)
-    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
-        return out
-    tok = tiny.build_processor().tokenizer
-    tok.chat_template = None
-    tok.add_special_tokens({"bos_token": "<bos>"})
-    image_processor = SiglipImageProcessorPil(size={"height": 64, "width": 64}, image_seq_length=64)
-    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tok)  # adds <image>, <locNNNN>, <segNNN>
-    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=64, patch_size=8,
-                                projection_dim=32)  # fmt: skip
-    text = GemmaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                       head_dim=16, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)  # fmt: skip
-    config = PaliGemmaConfig(vision_config=vision, text_config=text, image_token_index=processor.image_token_id, projection_dim=32, hidden_size=32)
-    torch.manual_seed(seed)
-    model = PaliGemmaForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
-    return _save(out, model, processor)
