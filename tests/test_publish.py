@@ -496,6 +496,20 @@ def test_checkpoints_are_uploaded_from_where_they_are_never_copied(hub, space_di
     assert not [p for p in seen if "checkpoint-" in p or p.endswith(".safetensors")], f"staged copies: {seen[:5]}"
 
 
+def test_checkpoints_too_large_for_a_space_repo_are_refused_before_any_write(hub, space_dir, tiny_dir, tmp_path):
+    """A Space repo may hold 1 GB: real checkpoints (GBs each) were hashed and sent, then refused by the Hub."""
+    run_dir = tmp_path / "my-run"
+    shutil.copytree(tiny_dir / "checkpoint-1000", run_dir / "checkpoint-1000")
+    with open(run_dir / "checkpoint-1000" / "model.safetensors", "r+b") as f:
+        f.truncate(1100 << 20)  # sparse: 1.1 GB by its size, no disk used
+    for extra in (("--dry-run",), ()):
+        r = run_publish(hub, SPACE, "--space-dir", str(space_dir), *extra, checkpoints=run_dir)
+        assert r.returncode == 2, fail_text(r)
+        assert "the Space would hold 1.1 GB" in r.stderr and "checkpoints 1.1 GB" in r.stderr, fail_text(r)
+        assert "over the 1.0 GB a Space repo may hold" in r.stderr and "--checkpoints-repo OWNER/NAME" in r.stderr
+    assert hub.writes() == [] and ("space", SPACE) not in hub.repos
+
+
 @pytest.mark.parametrize("case", ["mistyped folder", "one model folder", "folder without checkpoints"])
 def test_checkpoints_folder_without_checkpoints_is_refused_not_trained(hub, space_dir, tiny_dir, tmp_path, case):
     """Only the embedded default is built when missing: any other folder without checkpoint-N is an error."""

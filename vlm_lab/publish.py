@@ -35,6 +35,7 @@ from vlm_lab.errors import PublishError
 from vlm_lab.publish_hub import TOKENS_URL, Hub, HubConflictError, HubNotFoundError, check_can_write, connect, scrubbed_logs
 from vlm_lab.publish_report import FilePlan, PublishReport, SettingChange, estimate_cost
 from vlm_lab.publish_stage import (
+    SPACE_REPO_LIMIT,
     Stage,
     check_variables,
     credentials_at_hand,
@@ -109,7 +110,8 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
     embed = config.embed_checkpoints and not config.checkpoints_repo
     checkpoints = Path(config.checkpoints)
     build = _is_embedded_default(checkpoints)
-    staged = stage(space_dir=space_dir, checkpoints=checkpoints if embed else None, build_missing=build, known=known)
+    staged = stage(space_dir=space_dir, checkpoints=checkpoints if embed else None, build_missing=build, known=known,
+                   max_bytes=SPACE_REPO_LIMIT)
     ckpt_staged = (stage(checkpoints=checkpoints, checkpoints_prefix="", build_missing=build, known=known)
                    if config.checkpoints_repo else None)
     sizes = dict(staged.sizes) | (ckpt_staged.sizes if ckpt_staged else {})

@@ -48,6 +48,9 @@ _BARE_WANDB_KEY = re.compile(r"(?:local-)?[0-9a-f]{40}")
 # A word of an environment variable name that says it holds a credential (HF_TOKEN, WANDB_API_KEY, APIKEY).
 _SECRET_WORD = re.compile(r"(?i)(?:TOKEN|SECRETS?|KEY|PASSWORD|PASSWD)$")
 _SCAN_LIMIT = 10 << 20  # larger files are weights, not config
+# What a Space repo may hold on the Hub: larger ones are refused (its build clones it). Larger
+# weights belong in a model repo the Space loads from (--checkpoints-repo).
+SPACE_REPO_LIMIT = 1 << 30
 _GRADIO_PIN = re.compile(r"^\s*gradio(?:\[[^\]]*\])?\s*==\s*([^\s;#]+)", re.IGNORECASE)
 
 
@@ -337,6 +340,7 @@ def stage(
     checkpoints_prefix: str = STAGED_CHECKPOINTS,
     build_missing: bool = False,
     known: Mapping[str, str] | None = None,
+    max_bytes: int | None = None,
 ) -> Stage:
     """List the files to publish, scan them, and hash them; nothing is copied or written.
 
@@ -346,10 +350,11 @@ def stage(
         checkpoints_prefix: folder in the repo for them ("" for a checkpoints-only model repo).
         build_missing: train the embedded checkpoints into ``checkpoints`` when it holds none.
         known: ``{where: secret}`` of credentials at hand; a file holding one of the values is refused.
+        max_bytes: refuse a stage larger than this (a Space repo's limit), before any file is read.
 
     Raises:
         SecretFileError: a file looks like it holds a credential (names the file).
-        PublishError: ``checkpoints`` holds no checkpoint-N folder.
+        PublishError: ``checkpoints`` holds no checkpoint-N folder, or the stage exceeds ``max_bytes``.
     """
     import vlm_lab
 
@@ -364,6 +369,9 @@ def stage(
     if checkpoints is not None:
         prefix = f"{checkpoints_prefix.strip('/')}/" if checkpoints_prefix else ""
         sources += [("checkpoints", prefix + rel, src) for rel, src in checkpoint_sources(checkpoints, build_missing=build_missing)]
+
+    if max_bytes is not None:
+        _check_stage_size(sources, max_bytes)
 
     from vlm_lab.checkpoints import file_digest, load_digest_memo, save_digest_memo
 
@@ -384,3 +392,20 @@ def stage(
     if len(memo) != memo_size:
         save_digest_memo(memo)
     return Stage(files=files, excluded=tuple(excluded), sizes=sizes)
+
+
+def _check_stage_size(sources: list[tuple[str, str, Path]], max_bytes: int) -> None:
+    """Refuse a Space stage over ``max_bytes`` from the files' sizes alone: hashing many GB only to be refused wastes minutes."""
+    sizes: dict[str, int] = {}
+    for part, _, src in sources:
+        sizes[part] = sizes.get(part, 0) + src.stat().st_size
+    total = sum(sizes.values())
+    if total <= max_bytes:
+        return
+    parts = ", ".join(f"{part} {human_bytes(n)}" for part, n in sizes.items())
+    raise PublishError(
+        f"the Space would hold {human_bytes(total)} ({parts}), over the {human_bytes(max_bytes)} a Space repo may hold "
+        "on the Hub; nothing was uploaded. Keep the checkpoints in a model repo the Space loads them from: add "
+        "--checkpoints-repo OWNER/NAME (e.g. your-name/vlm-checkpoints), or pass --checkpoints a folder holding only "
+        "the checkpoints to show"
+    )
