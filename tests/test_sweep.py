@@ -217,7 +217,7 @@ def test_dry_run_lists_the_runs(sweep_file, capsys):
 @pytest.mark.parametrize("count", [1, 2, 3, 5, 8])
 def test_shards_cover_the_grid_exactly_once(count):
     config = SweepConfig(name="s", notebook="nb.ipynb", grid={"a": [1, 2, 3], "b": ["x", "nucleus(0.9)"]})
-    every = sweep.plan(config)
+    every = sweep.plan(config, fingerprint="f")
     dealt = [r.run_id for i in range(count) for r in sweep.shard(every, i, count)]
     assert sorted(dealt) == sorted(r.run_id for r in every) and len(dealt) == 6
     sizes = [len(sweep.shard(every, i, count)) for i in range(count)]
@@ -226,11 +226,12 @@ def test_shards_cover_the_grid_exactly_once(count):
 
 def test_run_ids_are_readable_stable_and_follow_every_parameter():
     base = SweepConfig(name="s", notebook="nb.ipynb", parameters={"num_samples": 64}, grid={"strategy": ["nucleus(0.9)"]})
-    (run,) = sweep.plan(base)
+    (run,) = sweep.plan(base, fingerprint="f")
     assert run.run_id.startswith("strategy=nucleus-0.9,") and len(run.run_id.split(",")[-1]) == 8
-    assert sweep.plan(base)[0].run_id == run.run_id
+    assert sweep.plan(base, fingerprint="f")[0].run_id == run.run_id
     changed = base.replace(parameters={"num_samples": 32})
-    assert sweep.plan(changed)[0].run_id != run.run_id  # a changed fixed parameter never resumes stale runs
+    assert sweep.plan(changed, fingerprint="f")[0].run_id != run.run_id  # a changed fixed parameter never resumes stale runs
+    assert sweep.plan(base, fingerprint="g")[0].run_id != run.run_id  # nor does another notebook (or kernel)
 
 
 @pytest.mark.parametrize(
@@ -321,6 +322,19 @@ def test_real_sweep_of_notebook_02_logs_one_wandb_run_per_point(tiny_checkpoints
     for run in runs:
         assert run.config["num_samples"] == 6 and run.config["output_dir"].startswith(str(tmp_path / "runs" / "nb02"))
         assert len(run.table("samples")) == 6 and "best/accuracy" in run.metrics()
+    assert list(summary["wandb"]) == ["offline", "offline"]  # notebook 02's wandb.json, per run
+
+    # W&B breaks overnight (an unwritable WANDB_DIR) while a new point runs: the run completes (logging
+    # never breaks an experiment), and the summary and the report say W&B did not log it.
+    not_a_dir = tmp_path / "not-a-dir"
+    not_a_dir.write_text("x")
+    monkeypatch.setenv("WANDB_DIR", str(not_a_dir / "wandb"))
+    report = sweep.run_sweep(config.replace(grid={"strategy": ["greedy", "nucleus(0.9)", "temperature(0.7)"]}), progress=False)
+    assert report.ok and len(report.ran) == 1 and len(report.skipped) == 2, report.describe()
+    summary = pd.read_csv(report.summary_csv, keep_default_na=False).set_index("strategy")
+    assert summary.loc[["greedy", "nucleus(0.9)"], "wandb"].tolist() == ["offline", "offline"]
+    assert summary.loc["temperature(0.7)", "wandb"].startswith("NOT LOGGED: could not start the run: OutputPathError")
+    assert "W&B did not log 1 run(s) as asked:" in report.describe() and "not-a-dir" in report.describe()
 
 
 def test_cron_wrapper_runs_every_sweep_file(sweep_file, tmp_path):
@@ -732,12 +746,12 @@ def test_the_report_groups_by_list_and_null_grid_values(tmp_path):
     from vlm_lab.data import atomic_write_text
 
     config = SweepConfig(name="l", notebook="nb.ipynb", runs_dir=str(tmp_path), grid={"layers": [[1, 2], [3, 4]], "opt": [None, "adam"]})
-    runs = sweep.plan(config)
+    runs = sweep.plan(config, fingerprint="f")
     for i, run in enumerate(runs):
         summary = [{"checkpoint": "c", "step": 1, "accuracy": 0.1 * i}]
         atomic_write_text(run.dir / "summary.json", json.dumps({"summary": summary}))
         atomic_write_text(run.dir / "status.json", json.dumps({"run_id": run.run_id, "state": "completed"}))
-    atomic_write_text(sweep.sweep_dir(config) / "sweep.json", json.dumps(config.to_dict()))
+    atomic_write_text(sweep.sweep_dir(config) / "sweep.json", json.dumps({**config.to_dict(), "notebook_fingerprint": "f"}))
     write_summary(sweep.sweep_dir(config), runs)
     ablation = Ablation.load(sweep.sweep_dir(config))
     assert ablation.table().shape == (1, 4)

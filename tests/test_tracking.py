@@ -441,3 +441,33 @@ def test_runs_cli_tells_uploaded_runs_from_the_others_and_offers_only_those(wand
     out = capsys.readouterr().out
     assert "2 offline run(s), all uploaded already (`wandb sync` marked them); nothing to sync" in out
     assert "wandb sync /" not in out
+
+
+def test_log_comparison_records_its_outcome_beside_the_results(wandb_home, comparison, monkeypatch):
+    """wandb.json in the comparison's folder says what W&B did, so a sweep's summary (read in the
+    morning, away from the notebook that printed the warning) can say it too; never the key."""
+    result, config = comparison
+    record_path = Path(result.output_dir) / tracking.RECORD_FILE
+
+    tracked = tracking.log_comparison(result, config, group="g")
+    record = tracking.read_record(result.output_dir)
+    assert (record["logged"], record["mode"], record["run_id"]) == (True, "offline", tracked.id)
+    assert record["sync_command"] == tracked.sync_command and tracking.describe_record(record) == "offline"
+    again = offline_runs.read_offline_run(tracking.log_comparison(result, config, group="g").dir)  # a wandb.json is there now
+    (artifact,) = [a for a in again.artifacts if a.type == "comparison"]
+    assert "summary.json" in artifact.files and tracking.RECORD_FILE not in artifact.files  # the outcome is not a result
+
+    tracking.log_comparison(result, config, mode="disabled")
+    assert tracking.describe_record(tracking.read_record(result.output_dir)) == "disabled"
+
+    monkeypatch.setenv("WANDB_DIR", "/proc/vlm-lab-cannot-write-here")
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with pytest.warns(tracking.TrackingWarning):
+        tracking.log_comparison(result, config, group="g")
+    record = tracking.read_record(result.output_dir)
+    assert record["logged"] is False and record["mode"] == "offline" and record["run_id"] is None
+    described = tracking.describe_record(record)
+    assert described.startswith("NOT LOGGED: could not start the run: OutputPathError: W&B directory") and "WANDB_DIR" in described
+    assert FAKE_KEY not in record_path.read_text()
+    assert tracking.describe_record(None) == ""

@@ -57,6 +57,7 @@ def write_summary(sweep_dir: str | os.PathLike[str], runs: Iterable[Any], *, aba
     import pandas as pd
 
     from vlm_lab.sweep import describe_error
+    from vlm_lab.tracking import describe_record, read_record
 
     sweep_dir, abandoned = Path(sweep_dir), set(abandoned)
     records = []
@@ -71,6 +72,8 @@ def write_summary(sweep_dir: str | os.PathLike[str], runs: Iterable[Any], *, aba
         record["best_checkpoint"] = best.get("checkpoint")
         for metric in ("accuracy", "ci_low", "ci_high", "tokens_per_s"):
             record[f"best_{metric}"] = best.get(metric)
+        # What the run's W&B step did (notebook 02's wandb.json): a failure shows here, not only in its notebook.
+        record["wandb"] = describe_record(read_record(run.dir))
         record.update({f"{r['checkpoint']}/accuracy": r["accuracy"] for r in rows})
         records.append(record)
     frame = pd.DataFrame.from_records(records)
@@ -229,8 +232,9 @@ def _typed_parameters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     def cell(value: Any) -> Any:  # a list or mapping as summary.csv writes it: tables group by it
         return str(value) if isinstance(value, (list, dict)) else value
 
-    try:
-        runs = plan(SweepConfig.from_dict(config))
+    values = {k: v for k, v in config.items() if k != "notebook_fingerprint"}
+    try:  # the run ids of the notebook the sweep last ran (it may have changed since, or be elsewhere)
+        runs = plan(SweepConfig.from_dict(values), fingerprint=config.get("notebook_fingerprint", ""))
     except VlmLabError:  # a sweep.json from another version: the CSV's values
         return {}
     return {run.run_id: {k: cell(v) for k, v in run.parameters.items()} for run in runs}

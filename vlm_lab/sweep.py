@@ -6,15 +6,21 @@ Layout of ``runs/<sweep>/``::
     .locks/<run-id>             held while that run executes, by whichever invocation runs it
     <run-id>/params.json        the notebook parameters of this run
     <run-id>/status.json        running | completed | failed (+ failing cell, error; the run's W&B
-                                id, kept across re-runs)
+                                id, kept across re-runs; the notebook, its fingerprint and kernel;
+                                ``wandb``: what the run's W&B step did, from its wandb.json)
     <run-id>/<notebook>.ipynb   the executed notebook (also when a cell failed)
     <run-id>/...                whatever the notebook writes to its ``output_dir``
-    summary.csv, summary.md     one row per run: parameters, status, headline metrics
+    summary.csv, summary.md     one row per run: parameters, status, headline metrics, wandb (logged
+                                offline/online, disabled, or NOT LOGGED and why)
                                 (rewritten as runs finish, so a killed sweep leaves a current one)
 
 The run id is the varied parameters, readable, plus a short hash of *all* the
-parameters: stable across invocations, and a changed fixed parameter makes new runs
-instead of resuming stale ones. Completed runs are skipped; a run left ``running`` by a
+parameters and of the notebook's code and kernel (``notebook_fingerprint``): stable across
+invocations, and a changed fixed parameter, an edited code cell or another ``kernel:`` makes
+new runs instead of serving results made by other code. A nightly cron job re-running the sweep
+file after the notebook was edited so runs the whole grid again with the new notebook, says so
+in its log, and leaves the earlier runs' folders untouched (out of the summary); editing
+markdown or saving the notebook with outputs changes nothing. Completed runs are skipped; a run left ``running`` by a
 killed sweep is run again (its run lock proves nobody else is running it); a run whose
 lock another invocation holds (another shard spec, another machine on the same folder) is
 left to it, and this invocation exits 75.
@@ -31,7 +37,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import datetime as dt
 import errno
 import hashlib
 import itertools
@@ -40,35 +45,28 @@ import math
 import os
 import re
 import secrets
-import socket
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from vlm_lab.config import SweepConfig
 from vlm_lab.data import atomic_write_text
 from vlm_lab import sweep_papermill as papermill_run
-from vlm_lab.errors import ConfigError, SweepError
-from vlm_lab.sweep_checks import check_parameters, notebook_parameters  # noqa: F401 - notebook_parameters re-exported
+from vlm_lab.errors import SweepError
+from vlm_lab.sweep_file import load_sweep  # noqa: F401 - re-exported
+from vlm_lab.sweep_checks import check_parameters, notebook_fingerprint, notebook_parameters  # noqa: F401 - re-exported
+from vlm_lab.sweep_locks import LOCKED_EXIT_CODE, RUN_LOCKS, SweepLockedError, now as _now, run_lock, sweep_lock  # noqa: F401
 
 
-STATUS_FILE, PARAMS_FILE = "status.json", "params.json"
-LOCKED_EXIT_CODE = 75  # EX_TEMPFAIL: another invocation holds the lock; try again later
+STATUS_FILE, PARAMS_FILE, SWEEP_FILE = "status.json", "params.json", "sweep.json"
 WRITE_EXIT_CODE = 74  # EX_IOERR: the sweep could not write its own files (disk full, quota, read-only)
 # What a full disk looks like: no run can succeed until someone frees space, so the sweep stops.
 _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 MAX_RUNS = 10_000  # a bigger grid is a typo (or needs several sweep files), not a night's work
 SUMMARY_EVERY_S = 10.0  # summary.csv is rewritten as runs finish, at most this often
-RUN_LOCKS = ".locks"  # runs/<sweep>/.locks/<run-id>: held while a run executes, whoever runs it
 WANDB_ID_LENGTH = 16  # hex digits of a run's W&B id (64 bits)
-
-
-class SweepLockedError(SweepError):
-    """Another invocation of the same sweep (and shard) is running."""
-
-    exit_code = LOCKED_EXIT_CODE
 
 
 class SweepWriteError(SweepError, OSError):
@@ -114,7 +112,7 @@ class RunSpec:
         nobody holds the run's lock (its sweep was killed; the next invocation runs it again)."""
         state = self.status().get("state", "pending")
         if state == "running":
-            with run_lock(self, grace_s=0) as held:
+            with run_lock(self.dir.parent, self.run_id, grace_s=0) as held:
                 return "interrupted" if held else state
         return state
 
@@ -133,6 +131,8 @@ class SweepReport:
     failures: tuple[dict[str, Any], ...]
     summary_csv: Path | None
     busy: tuple[str, ...] = ()  # runs another invocation (another shard spec, machine) was executing
+    unlogged: tuple[tuple[str, str], ...] = ()  # (run id, what W&B did) where its W&B step did not log as asked
+    note: str = ""  # the notebook changed since the sweep last ran: every run is new
 
     @property
     def ok(self) -> bool:
@@ -144,11 +144,15 @@ class SweepReport:
         return 1 if self.failures else LOCKED_EXIT_CODE if self.busy else 0
 
     def describe(self) -> str:
-        lines = [f"{self.sweep_dir}: {len(self.ran)} ran, {len(self.skipped)} skipped (already completed), {len(self.failures)} failed"]
+        lines = [self.note] if self.note else []
+        lines.append(f"{self.sweep_dir}: {len(self.ran)} ran, {len(self.skipped)} skipped (already completed), {len(self.failures)} failed")
         if self.busy:
             lines.append(f"{len(self.busy)} running elsewhere (left to that invocation): {', '.join(self.busy)}")
         for f in self.failures:
             lines.append(f"  FAILED {f['run_id']}: {describe_error(f.get('error') or {})}  (notebook: {f.get('notebook')})")
+        if self.unlogged:  # the results are on disk; the W&B run is not what was asked (the summary's wandb column)
+            lines.append(f"W&B did not log {len(self.unlogged)} run(s) as asked:")
+            lines.extend(f"  {rid}: {what}" for rid, what in self.unlogged)
         if self.summary_csv:
             lines.append(f"summary: {self.summary_csv} and {self.summary_csv.with_suffix('.md')}")
         return "\n".join(lines)
@@ -159,82 +163,16 @@ def describe_error(error: dict[str, Any]) -> str:
     return f"{cell}: {error.get('ename', 'Error')}: {error.get('evalue', '')}".rstrip(": ")
 
 
-def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
-    """Read a sweep YAML file into a ``SweepConfig``; ``overrides`` (e.g. jobs=4) win over the file.
-
-    Raises:
-        SweepError: the file is missing, not YAML, or not a mapping.
-        ConfigError: a key is unknown, missing or of the wrong type, or a value is invalid;
-            the message starts with the file's path.
-    """
-    import yaml
-
-    path = Path(path)
-    try:
-        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_sweep_yaml_loader(yaml, path))
-    except FileNotFoundError as e:
-        raise SweepError(f"no sweep file at {str(path)!r}; see sweeps/shapes-ablation.yaml for an example") from e
-    except IsADirectoryError as e:
-        found = ", ".join(sorted(str(p) for p in path.glob("*.y*ml"))[:5]) or "no *.yaml in it"
-        raise SweepError(
-            f"{path} is a folder ({found}); give one sweep file, or run them all with scripts/run_experiments.py {path}/*.yaml"
-        ) from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise SweepError(f"cannot read the sweep file {path}: {e}") from e
-    except yaml.YAMLError as e:
-        raise SweepError(f"{path} is not valid YAML: {e}") from e
-    if not isinstance(values, dict):
-        raise SweepError(f"{path} must be a mapping with name, notebook, parameters and grid")
-    given = {k: v for k, v in overrides.items() if v is not None}
-    try:
-        return SweepConfig.from_dict({**values, **given})
-    except ConfigError as e:
-        try:
-            SweepConfig.from_dict(values)
-        except ConfigError:
-            raise ConfigError(f"{path}: {e}") from e
-        # The file is fine: the bad value came with the overrides (--jobs 0), not from the file.
-        raise ConfigError(f"{e} (an override of {path}, e.g. from the command line)") from e
-
-
-# YAML 1.2 floats: PyYAML (YAML 1.1) reads 1e-3, a learning rate as people write it, as the text "1e-3".
-_FLOAT = re.compile(
-    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""",
-    re.X,
-)
-
-
-def _sweep_yaml_loader(yaml: Any, path: Path) -> type:
-    """A YAML safe loader that reads ``1e-3`` as a number and refuses a key given twice
-    (PyYAML keeps the last one silently)."""
-
-    class Loader(yaml.SafeLoader):
-        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
-            seen: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
-                if key in seen:
-                    raise SweepError(f"{path}: key {key!r} appears twice (line {seen[key]} and line {line}); keep one")
-                seen[key] = line
-            return super().construct_mapping(node, deep=deep)
-
-    Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
-    return Loader
-
-
 def _slug(value: Any) -> str:
     text = json.dumps(value) if not isinstance(value, str) else value
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
 
 
-def run_id(varied: dict[str, Any], parameters: dict[str, Any]) -> str:
-    """``max_new_tokens=4,strategy=nucleus-0.9,1a2b3c4d``: readable varied values + hash of all parameters."""
-    digest = hashlib.sha256(json.dumps(parameters, sort_keys=True, default=str).encode()).hexdigest()[:8]
+def run_id(varied: dict[str, Any], parameters: dict[str, Any], fingerprint: str = "") -> str:
+    """``max_new_tokens=4,strategy=nucleus-0.9,1a2b3c4d``: readable varied values + a hash of all the
+    parameters and of the notebook's ``fingerprint`` (``notebook_fingerprint``: its code and kernel)."""
+    key = json.dumps(parameters, sort_keys=True, default=str) + (f"\nnotebook {fingerprint}" if fingerprint else "")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     readable = ",".join(f"{k}={_slug(v)}" for k, v in sorted(varied.items()))[:80] or "default"
     return f"{readable},{digest}"
 
@@ -243,11 +181,15 @@ def sweep_dir(config: SweepConfig) -> Path:
     return Path(config.runs_dir) / config.name
 
 
-def plan(config: SweepConfig) -> list[RunSpec]:
+def plan(config: SweepConfig, *, fingerprint: str | None = None) -> list[RunSpec]:
     """Every grid point of the sweep, sorted by run id (the order shards are dealt from).
 
+    ``fingerprint``: the notebook's (``notebook_fingerprint``), read from the notebook when not given;
+    a run made by another notebook or kernel has another id, so it is never taken for this one's.
+
     Raises:
-        SweepError: the grid has more than ``MAX_RUNS`` points (counted before any is made).
+        SweepError: the grid has more than ``MAX_RUNS`` points (counted before any is made), or the
+            notebook is missing.
     """
     keys = list(config.grid)
     sizes = [len(config.grid[k]) for k in keys]
@@ -256,11 +198,13 @@ def plan(config: SweepConfig) -> list[RunSpec]:
             f"the grid has {math.prod(sizes):,} points ({' x '.join(map(str, sizes))}); a sweep runs at most "
             f"{MAX_RUNS:,}: split it into several sweep files or give fewer values"
         )
+    if fingerprint is None:
+        fingerprint = notebook_fingerprint(config)
     runs = []
     for values in itertools.product(*(config.grid[k] for k in keys)):
         varied = dict(zip(keys, values))
         parameters = {**config.parameters, **varied}
-        rid = run_id(varied, parameters)
+        rid = run_id(varied, parameters, fingerprint)
         runs.append(RunSpec(run_id=rid, dir=sweep_dir(config) / rid, varied=varied, parameters=parameters))
     runs.sort(key=lambda r: r.run_id)
     if len({r.run_id for r in runs}) != len(runs):
@@ -274,82 +218,22 @@ def shard(runs: list[RunSpec], index: int, count: int) -> list[RunSpec]:
     return ordered[index::count]
 
 
-def _try_flock(handle: Any, grace_s: float) -> bool:
-    """Take an exclusive flock on ``handle``, retrying for ``grace_s``; False if another process holds it.
-
-    The grace period: a just-killed sweep's child caught between fork and exec still shares
-    the lock for a moment.
-    """
-    import fcntl
-
-    deadline = time.monotonic() + grace_s
-    while True:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)
-
-
-@contextlib.contextmanager
-def sweep_lock(config: SweepConfig, *, grace_s: float = 2.0) -> Iterator[Path]:
-    """Hold ``runs/<sweep>/.lock`` (per shard when sharded); raise ``SweepLockedError`` if taken."""
-    folder = sweep_dir(config)
-    name = ".lock" if config.shard_count == 1 else f".lock.{config.shard_index}-of-{config.shard_count}"
-    path = folder / name
-    with contextlib.ExitStack() as stack:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            handle = stack.enter_context(open(path, "a+", encoding="utf-8"))
-            if not _try_flock(handle, grace_s):
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                raise SweepLockedError(
-                    f"sweep {config.name!r} is already running ({holder}; {path} is locked); "
-                    "this invocation exits without running anything"
-                )
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n")
-            handle.flush()
-        except OSError as e:
-            raise SweepWriteError.of(e, folder) from e
-        yield path  # closing the file releases the lock
-
-
-@contextlib.contextmanager
-def run_lock(run: RunSpec, *, grace_s: float = 0.5) -> Iterator[bool]:
-    """Hold the run's own lock (``runs/<sweep>/.locks/<run-id>``) while it executes; yields False,
-    holding nothing, when another invocation is executing it.
-
-    The sweep lock is per shard spec: ``--shard 0/2`` and a plain invocation (or ``0/3``) hold
-    different ones, and without this lock would execute the same run into one folder at once.
-    """
-    path = run.dir.parent / RUN_LOCKS / run.run_id
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", encoding="utf-8") as handle:
-        yield _try_flock(handle, grace_s)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def _write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, default=str) + "\n")
 
 
-def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> dict[str, Any]:
-    """Execute one run with papermill; returns its final status (never raises for a failing notebook)."""
+def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str], fingerprint: str = "") -> dict[str, Any]:
+    """Execute one run with papermill; returns its final status (never raises for a failing notebook).
+
+    The status records the notebook (path, ``fingerprint``, kernel) and what the run's W&B step did
+    (``wandb``: the ``wandb.json`` notebook 02 writes through ``vlm_lab.tracking``; absent when the
+    run did not get that far or its notebook writes none)."""
     import papermill
 
-    from vlm_lab.tracking import variant_tags
+    from vlm_lab.tracking import RECORD_FILE, read_record, variant_tags
 
     run.dir.mkdir(parents=True, exist_ok=True)
+    (run.dir / RECORD_FILE).unlink(missing_ok=True)  # an earlier execution's: not this one's W&B outcome
     # Kept across executions (a re-run after a kill or a failure, on whichever machine): one W&B run.
     # Random, not derived from the folder's path: shards on machines that mount runs/ at other
     # paths must agree. Lowercase hex: W&B refuses ids holding any of / \\ # ? % : ; , '
@@ -368,6 +252,7 @@ def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> 
     status: dict[str, Any] = {
         "run_id": run.run_id, "state": "running", "varied": run.varied, "started_at": _now(),
         "wandb_id": wandb_id, "pid": os.getpid(),
+        "source_notebook": config.notebook, "notebook_fingerprint": fingerprint, "kernel": config.kernel,
     }  # fmt: skip
     _write_json(run.dir / STATUS_FILE, status)
     started = time.perf_counter()
@@ -392,32 +277,77 @@ def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str]) -> 
     if partial.exists():  # papermill writes the notebook even when a cell fails
         os.replace(partial, notebook_out)
         status["notebook"] = str(notebook_out)
+    if (record := read_record(run.dir)) is not None:
+        status["wandb"] = record
     status.update(finished_at=_now(), duration_s=round(time.perf_counter() - started, 3))
     _write_json(run.dir / STATUS_FILE, status)
     return status
 
 
+class _Tally:
+    """What this invocation's runs came to, counted as each run ends, in the worker thread that ran
+    it (not when the main thread gets to it): with ``--jobs 1`` a run's end line is in the log before
+    the next run's start line. ``log``: plain timed lines on stderr (a log file, where no bar shows)."""
+
+    def __init__(self, total: int, *, skipped: list[str], bar: Any, log: bool) -> None:
+        self.total, self.bar, self.log, self.done = total, bar, log, 0
+        self.ran: list[str] = []
+        self.skipped, self.busy = list(skipped), []
+        self.failures: list[dict[str, Any]] = []
+        self.unlogged: list[tuple[str, str]] = []  # (run id, what W&B did) where W&B did not log as asked
+        self._lock = threading.Lock()
+
+    def started(self, run_id: str) -> None:
+        if self.log:
+            print(f"{_now()} started {run_id}", file=sys.stderr, flush=True)
+
+    def finished(self, status: dict[str, Any]) -> None:
+        from vlm_lab.tracking import describe_record
+
+        state, rid = status["state"], status["run_id"]
+        if state == "pending":  # never started: another run could not write its files (its error follows)
+            return
+        with self._lock:
+            self.done += 1
+            {"busy": self.busy, "skipped": self.skipped}.get(state, self.ran).append(rid)
+            if state not in ("completed", "busy", "skipped"):
+                self.failures.append(status)
+                self.bar.write(f"FAILED {rid}: {describe_error(status.get('error') or {})}")
+            wandb = describe_record(status.get("wandb"))
+            if wandb.startswith("NOT LOGGED") or "online failed" in wandb:
+                self.unlogged.append((rid, wandb))
+            self.bar.update(1)
+            self.bar.set_postfix(failed=len(self.failures))
+            if self.log:
+                took = f" ({status['duration_s']:.1f} s)" if "duration_s" in status else ""
+                note = f"; W&B {wandb}" if (rid, wandb) in self.unlogged else ""
+                print(f"{_now()} [{self.done}/{self.total}] {state} {rid}{took}{note}", file=sys.stderr, flush=True)
+
+
 def _execute_if_free(
-    run: RunSpec, config: SweepConfig, declared: dict[str, str], stopped: threading.Event, log: bool = False
+    run: RunSpec, config: SweepConfig, declared: dict[str, str], stopped: threading.Event, tally: _Tally,
+    fingerprint: str = "",
 ) -> dict[str, Any]:
-    """``execute_run`` under the run's lock; state ``busy`` when another invocation holds it,
-    ``skipped`` when it completed while this invocation waited for its turn, ``pending`` when
-    another run could not write its files (``stopped``) before this one's turn came.
-    ``log``: a line on stderr when the run starts (a log file, where no bar shows a run is under way)."""
+    """``execute_run`` under the run's lock, counted in ``tally``; state ``busy`` when another
+    invocation holds the lock, ``skipped`` when it completed while this invocation waited for its
+    turn, ``pending`` when another run could not write its files (``stopped``) before this one's turn."""
     if stopped.is_set():
-        return {"run_id": run.run_id, "state": "pending"}
-    try:
-        with run_lock(run) as held:
-            if not held:
-                return {"run_id": run.run_id, "state": "busy"}
-            if run.completed:
-                return {"run_id": run.run_id, "state": "skipped"}
-            if log:
-                print(f"{_now()} started {run.run_id}", file=sys.stderr, flush=True)
-            return execute_run(run, config, declared)
-    except OSError as e:  # its lock, folder, params.json, status.json, or (disk full) the notebook
-        stopped.set()  # the queued runs would fail the same way, in a burst, before the sweep stops
-        raise SweepWriteError.of(e, run.dir) from e
+        status = {"run_id": run.run_id, "state": "pending"}
+    else:
+        try:
+            with run_lock(run.dir.parent, run.run_id) as held:
+                if not held:
+                    status = {"run_id": run.run_id, "state": "busy"}
+                elif run.completed:
+                    status = {"run_id": run.run_id, "state": "skipped"}
+                else:
+                    tally.started(run.run_id)
+                    status = execute_run(run, config, declared, fingerprint)
+        except OSError as e:  # its lock, folder, params.json, status.json, or (disk full) the notebook
+            stopped.set()  # the queued runs would fail the same way, in a burst, before the sweep stops
+            raise SweepWriteError.of(e, run.dir) from e
+    tally.finished(status)
+    return status
 
 
 def _stop(futures: list[concurrent.futures.Future], *, why: str = "") -> None:
@@ -444,69 +374,82 @@ def _write_summary(folder: Path, runs: list[RunSpec], abandoned: tuple[str, ...]
         raise SweepWriteError.of(e, folder) from e
 
 
+def _notebook_changed(config: SweepConfig, fingerprint: str) -> str:
+    """A note when the sweep last ran another notebook (or kernel): every run is new this time."""
+    try:
+        before = json.loads((sweep_dir(config) / SWEEP_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""  # a first invocation
+    earlier = before.get("notebook_fingerprint") if isinstance(before, dict) else None
+    if earlier == fingerprint:
+        return ""
+    what = f"its code or kernel changed since this sweep last ran (fingerprint {earlier[:8]} -> {fingerprint[:8]})" if earlier else "this sweep's runs were made before run ids covered the notebook"
+    return (
+        f"notebook {config.notebook}: {what}, so every run is new; the runs made by the earlier notebook stay in "
+        f"their folders under {sweep_dir(config)}, out of the summary (restore the notebook to report them again)"
+    )
+
+
 def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = True) -> SweepReport:
     """Run this shard's pending runs (``config.jobs`` at a time) and write the sweep summary.
+
+    Run ids cover the notebook's code and kernel (``notebook_fingerprint``): after the notebook changes,
+    every run is new and ``SweepReport.note`` (also printed on stderr) says so.
 
     Raises:
         SweepError: the notebook is missing or the sweep sets parameters it does not declare
             (checked before anything runs).
         SweepLockedError: another invocation of this sweep (and shard) holds the lock.
+        SweepWriteError: the sweep cannot write its files.
     """
     declared = check_parameters(config)
-    everything = plan(config)
+    fingerprint = notebook_fingerprint(config)
+    everything = plan(config, fingerprint=fingerprint)
     mine = shard(everything, config.shard_index, config.shard_count)
+    note = _notebook_changed(config, fingerprint)
     if dry_run:
         return SweepReport(
             sweep_dir=sweep_dir(config), ran=(), skipped=tuple(r.run_id for r in mine if r.completed),
-            failures=(), summary_csv=None,
+            failures=(), summary_csv=None, note=note,
         )  # fmt: skip
     from tqdm.auto import tqdm
 
-    with sweep_lock(config), papermill_run.quiet():
+    with contextlib.ExitStack() as stack:
         try:
-            _write_json(sweep_dir(config) / "sweep.json", config.to_dict())
+            stack.enter_context(sweep_lock(sweep_dir(config), config.name, shard=(config.shard_index, config.shard_count)))
+            _write_json(sweep_dir(config) / SWEEP_FILE, {**config.to_dict(), "notebook_fingerprint": fingerprint})
         except OSError as e:
             raise SweepWriteError.of(e, sweep_dir(config)) from e
+        stack.enter_context(papermill_run.quiet())
         todo = [r for r in mine if not r.completed]
-        skipped = [r.run_id for r in mine if r not in todo]
-        failures: list[dict[str, Any]] = []
-        ran, busy = [], []
-        summary_written = -math.inf
         # A terminal gets a bar; a log file (cron, CI) plain lines, with the time, instead of \r-redrawn
         # bars: what this invocation is to do, and each run as it starts and ends.
         interactive = progress and sys.stderr.isatty()
         log = progress and not interactive
         bar = tqdm(total=len(todo), desc=config.name, unit="run", disable=not interactive)
+        tally = _Tally(len(todo), skipped=[r.run_id for r in mine if r not in todo], bar=bar, log=log)
+        if note:
+            print(f"{_now()} {note}", file=sys.stderr, flush=True)
         if log:
             print(
                 f"{_now()} sweep {config.name}: {len(todo)} run(s) to run, {min(config.jobs, len(todo) or 1)} at a time; "
-                f"{len(skipped)} already completed; in {sweep_dir(config)}",
+                f"{len(tally.skipped)} already completed; in {sweep_dir(config)}",
                 file=sys.stderr, flush=True,
             )  # fmt: skip
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.jobs)
         futures: dict[concurrent.futures.Future, str] = {}  # -> its run id
         stopped = threading.Event()
+        summary_written = -math.inf
         try:
-            futures.update({pool.submit(_execute_if_free, r, config, declared, stopped, log): r.run_id for r in todo})
-            for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-                status = future.result()
-                state = status["state"]
-                if state == "pending":  # not started: another run could not write its files (its error follows)
-                    continue
-                {"busy": busy, "skipped": skipped}.get(state, ran).append(status["run_id"])
-                if state not in ("completed", "busy", "skipped"):
-                    failures.append(status)
-                    bar.write(f"FAILED {status['run_id']}: {describe_error(status.get('error') or {})}")
+            for r in todo:
+                futures[pool.submit(_execute_if_free, r, config, declared, stopped, tally, fingerprint)] = r.run_id
+            for future in concurrent.futures.as_completed(futures):
+                state = future.result()["state"]  # the worker counted it; this raises its SweepWriteError
                 # A report read mid-sweep (or after a kill) sees the finished runs; at most every
                 # SUMMARY_EVERY_S, as a summary reads every run's files.
-                if state != "busy" and time.monotonic() - summary_written >= SUMMARY_EVERY_S:
+                if state not in ("busy", "pending") and time.monotonic() - summary_written >= SUMMARY_EVERY_S:
                     _write_summary(sweep_dir(config), everything)
                     summary_written = time.monotonic()
-                bar.update(1)
-                bar.set_postfix(failed=len(failures))
-                if log:
-                    took = f" ({status['duration_s']:.1f} s)" if "duration_s" in status else ""
-                    print(f"{_now()} [{done}/{len(todo)}] {state} {status['run_id']}{took}", file=sys.stderr, flush=True)
         except KeyboardInterrupt:
             _stop(list(futures))  # a second Ctrl-C (or SIGTERM), while it waits, abandons the running runs
             raise
@@ -526,8 +469,8 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
             except SweepWriteError:
                 if leaving is None:  # else that one is the news; a summary that cannot be written follows from it
                     raise
-    failures.sort(key=lambda f: f["run_id"])
     return SweepReport(
-        sweep_dir=sweep_dir(config), ran=tuple(sorted(ran)), skipped=tuple(sorted(skipped)),
-        failures=tuple(failures), summary_csv=summary_csv, busy=tuple(sorted(busy)),
+        sweep_dir=sweep_dir(config), ran=tuple(sorted(tally.ran)), skipped=tuple(sorted(tally.skipped)),
+        failures=tuple(sorted(tally.failures, key=lambda f: f["run_id"])), summary_csv=summary_csv,
+        busy=tuple(sorted(tally.busy)), unlogged=tuple(sorted(tally.unlogged)), note=note,
     )  # fmt: skip

@@ -126,3 +126,29 @@ def _check_kernel(config: SweepConfig) -> None:
             f"no Jupyter kernel named {name!r} ({source}) here (installed: {', '.join(sorted(manager.find_kernel_specs()))}); "
             f"set `kernel:` in the sweep file to one of those, or install it: python -m ipykernel install --user --name {name}"
         ) from None
+
+
+def notebook_fingerprint(config: SweepConfig) -> str:
+    """sha256 of what the runs execute: the notebook's code cells and the kernel that runs them.
+
+    Part of every run id, so a sweep run again after its notebook (or ``kernel:``) changed makes
+    new runs instead of serving results the earlier notebook made. Markdown, outputs, execution
+    counts and metadata are left out: saving the notebook in JupyterLab changes nothing. Code is
+    compared as written (less trailing spaces), not by syntax tree: the same on every Python
+    version, so shards on machines with different Pythons agree on the run ids.
+    """
+    import hashlib
+    import json
+
+    import nbformat
+    from papermill.utils import nb_kernel_name
+
+    if not Path(config.notebook).is_file():
+        raise SweepError(f"notebook {config.notebook!r} not found (paths are relative to {os.getcwd()})")
+    nb = nbformat.read(config.notebook, as_version=4)
+    try:
+        kernel = nb_kernel_name(nb, config.kernel or None)
+    except ValueError:  # names no kernel: check_parameters says so before anything runs
+        kernel = config.kernel
+    code = ["\n".join(line.rstrip() for line in c.source.strip().splitlines()) for c in nb.cells if c.cell_type == "code"]
+    return hashlib.sha256(json.dumps({"kernel": kernel, "code": code}).encode()).hexdigest()

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping
 MODES = ("online", "offline", "disabled")
 DEFAULT_PROJECT = "vlm-lab"
 MAX_TAG = 64  # W&B refuses a run whose tag is longer (the whole wandb.init fails)
+RECORD_FILE = "wandb.json"  # log_comparison's outcome, beside the results it logged (never a key)
 # Columns of a comparison's per-sample frame that hold an image path.
 _IMAGE_COLUMN = re.compile(r"(^|[_/])image(_path)?$")
 
@@ -353,10 +354,29 @@ def log_comparison(
     ``id``/``resume`` (``resume="allow"``): log into the W&B run with that id, e.g. the one a
     sweep gives each grid point, so a point run again after a kill is still one W&B run.
 
+    The outcome is also written to ``<result.output_dir>/wandb.json`` (``RECORD_FILE``: logged or not,
+    mode, run id, why not; never a key), so whoever reads the results later (a sweep's summary, a
+    cron job's morning reader) sees a W&B failure that only this call's warning told.
+
     Returns:
         Where the run went, or a falsy ``NotLogged`` saying why not: W&B is
         disabled, or it failed (then also one ``TrackingWarning``).
     """
+    outcome = _log_comparison(
+        result, config, project=project, entity=entity, group=group, tags=tags, name=name, job_type=job_type,
+        mode=mode, dir=dir, max_table_rows=max_table_rows, id=id, resume=resume,
+    )  # fmt: skip
+    output_dir = getattr(result, "output_dir", None)
+    if output_dir and Path(output_dir).is_dir():
+        write_record(output_dir, outcome, mode=mode)
+    return outcome
+
+
+def _log_comparison(
+    result: Any, config: Any, *, project: str | None, entity: str | None, group: str | None,
+    tags: Iterable[str] | str, name: str | None, job_type: str, mode: str | None,
+    dir: str | os.PathLike[str] | None, max_table_rows: int | None, id: str | None, resume: str | None,
+) -> TrackedRun | NotLogged:
     if config is None:
         config = getattr(result, "config", None)
     if not name and group and tags:
@@ -381,7 +401,7 @@ def log_comparison(
             for path in sorted(Path(output_dir).rglob("*")):
                 relative = path.relative_to(output_dir)
                 # hidden entries are caches and temp files (the per-sample result cache, .partial writes)
-                if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+                if path.is_file() and not any(part.startswith(".") for part in relative.parts) and str(relative) != RECORD_FILE:
                     artifact.add_file(str(path), name=relative.as_posix())
             run.log_artifact(artifact)
         return _finish(run, _tracked(run, resolved, online_error))
@@ -389,6 +409,59 @@ def log_comparison(
         skipped = _skip("could not log the comparison", e)
         _finish_quietly(run)
         return skipped
+
+
+def write_record(folder: str | os.PathLike[str], outcome: TrackedRun | NotLogged, *, mode: str | None = None) -> None:
+    """Write ``folder/wandb.json``: what ``log_comparison`` did (``read_record`` reads it back).
+    Never raises: a folder that cannot take it costs one ``TrackingWarning``."""
+    import datetime as dt
+    import json
+
+    from vlm_lab.data import atomic_write_text
+
+    if isinstance(outcome, TrackedRun):
+        record = {
+            "logged": True, "mode": outcome.mode, "run_id": outcome.id, "reason": "",
+            "online_error": outcome.online_error, "dir": str(outcome.dir) if outcome.dir else None,
+            "url": outcome.url, "sync_command": outcome.sync_command,
+        }  # fmt: skip
+    else:
+        try:
+            wanted = resolve_mode(mode)
+        except Exception:  # noqa: BLE001 - an invalid WANDB_MODE: the reason says so
+            wanted = None
+        record = {"logged": False, "mode": "disabled" if not outcome.attempted else wanted, "run_id": None,
+                  "reason": outcome.reason, "attempted": outcome.attempted}  # fmt: skip
+    record["at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    text = _redact(json.dumps(record, indent=2) + "\n")
+    try:
+        atomic_write_text(Path(folder) / RECORD_FILE, text)
+    except OSError as e:
+        warnings.warn(TrackingWarning(f"could not write {Path(folder) / RECORD_FILE}: {e.strerror or e}"), stacklevel=3)
+
+
+def read_record(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """``folder/wandb.json`` as ``write_record`` wrote it, or None (none there, or unreadable)."""
+    import json
+
+    try:
+        record = json.loads((Path(folder) / RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def describe_record(record: Mapping[str, Any] | None) -> str:
+    """A record in a few words, for a table cell: ``offline``, ``online``, ``offline (online failed: ...)``,
+    ``disabled``, ``NOT LOGGED: <why>``; "" for no record (the run never reached its W&B step)."""
+    if not record:
+        return ""
+    if record.get("logged"):
+        why = record.get("online_error")
+        return f"{record.get('mode')} (online failed: {why})" if why else str(record.get("mode"))
+    if not record.get("attempted", True):
+        return "disabled"
+    return f"NOT LOGGED: {record.get('reason') or 'no reason recorded'}"
 
 
 def log_interaction(

@@ -58,7 +58,9 @@ def _sweep(args: argparse.Namespace) -> int:
     index, count = args.shard if args.shard else (None, None)
     config = sweep.load_sweep(args.sweep_file, jobs=args.jobs, shard_index=index, shard_count=count, runs_dir=args.runs_dir)
     if args.dry_run:
-        sweep.check_parameters(config)
+        note = sweep.run_sweep(config, dry_run=True).note  # checks the notebook; says when it changed
+        if note:
+            print(note)
         runs = sweep.shard(sweep.plan(config), config.shard_index, config.shard_count)
         print(f"{config.name}: {len(runs)} run(s) in shard {config.shard_index}/{config.shard_count} -> {sweep.sweep_dir(config)}")
         for run in runs:

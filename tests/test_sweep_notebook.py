@@ -1,0 +1,144 @@
+"""What a sweep's runs are tied to beyond their parameters: the notebook that made them, and what
+its W&B step did (notebook 02's wandb.json), seen in the summary and the report."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from test_sweep import write_notebook
+from vlm_lab import sweep, tracking
+from vlm_lab.cli import main
+
+
+@pytest.fixture
+def sweep_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_notebook(tmp_path / "nb.ipynb")
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "notebook": "nb.ipynb", "grid": {"x": [1, 2]}}))
+    return path
+
+
+def _edit_notebook(path, edit) -> None:
+    nb = nbformat.read(path, as_version=4)
+    edit(nb)
+    nbformat.write(nb, path)
+
+
+def test_an_edited_notebook_makes_new_runs_and_says_so(sweep_file, tmp_path, capsys):
+    """A nightly cron re-runs the same sweep file after someone edited the notebook: last night's
+    results were made by other code, so they are not served as tonight's (they were: run ids hashed
+    only the parameters). Saving the notebook with outputs, or editing its prose, re-runs nothing."""
+    first = sweep.run_sweep(sweep.load_sweep(sweep_file), progress=False)
+    assert first.ok and len(first.ran) == 2 and not first.note
+    old = sweep.plan(sweep.load_sweep(sweep_file))
+
+    def prose_and_outputs(nb):
+        nb.cells[0].source += "\n\nEdited prose."
+        nb.cells[2].outputs = [nbformat.v4.new_output("stream", text="saved from JupyterLab\n")]
+        nb.cells[2].execution_count = 7
+
+    _edit_notebook(tmp_path / "nb.ipynb", prose_and_outputs)
+    again = sweep.run_sweep(sweep.load_sweep(sweep_file), progress=False)
+    assert again.ran == () and len(again.skipped) == 2 and not again.note, again.describe()
+
+    def code(nb):  # the results change: accuracy doubles
+        nb.cells[2].source = nb.cells[2].source.replace("x * s / 100", "x * s / 50")
+
+    _edit_notebook(tmp_path / "nb.ipynb", code)
+    capsys.readouterr()
+    assert main(["sweep", str(sweep_file), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "notebook nb.ipynb: its code or kernel changed since this sweep last ran" in out, out
+    assert out.count("pending") == 2 and "completed" not in out, out
+
+    report = sweep.run_sweep(sweep.load_sweep(sweep_file), progress=False)
+    new = sweep.plan(sweep.load_sweep(sweep_file))
+    assert report.ok and set(report.ran) == {r.run_id for r in new} and report.skipped == (), report.describe()
+    assert not {r.run_id for r in new} & {r.run_id for r in old}
+    assert "so every run is new; the runs made by the earlier notebook stay in their folders" in report.note
+    assert report.describe().startswith(report.note)
+    assert all(r.completed for r in old)  # nothing lost: the earlier results stay on disk
+    summary = pd.read_csv(tmp_path / "runs" / "t" / "summary.csv")
+    assert sorted(summary["run_id"]) == sorted(r.run_id for r in new)
+    assert list(summary["best_accuracy"]) == [0.2, 0.4]  # tonight's notebook's results
+    status = new[0].status()
+    assert status["source_notebook"] == "nb.ipynb"
+    assert status["notebook_fingerprint"] == sweep.notebook_fingerprint(sweep.load_sweep(sweep_file))
+
+    assert sweep.run_sweep(sweep.load_sweep(sweep_file), progress=False).note == ""  # said once
+
+
+def test_the_kernel_is_part_of_the_fingerprint(sweep_file):
+    config = sweep.load_sweep(sweep_file)
+    assert sweep.notebook_fingerprint(config.replace(kernel="python3")) == sweep.notebook_fingerprint(config)  # its own
+    assert sweep.notebook_fingerprint(config.replace(kernel="python-gpu")) != sweep.notebook_fingerprint(config)
+
+
+# Stands in for notebook 02's W&B cell: the first execution's W&B step fails (as with an unwritable
+# WANDB_DIR), then a later cell fails; the retry fails before reaching its W&B step.
+WANDB_STEP = """\
+import pathlib
+import vlm_lab.tracking
+retry = pathlib.Path(output_dir, "..", "retry").resolve()
+if retry.exists():
+    raise RuntimeError("failed before its W&B step")
+why = "could not start the run: OutputPathError: W&B directory '/x/wandb' is not writable; set WANDB_DIR"
+vlm_lab.tracking.write_record(output_dir, vlm_lab.tracking.NotLogged(reason=why, attempted=True))
+retry.touch()
+raise RuntimeError("failed after its W&B step")
+"""
+
+
+def test_a_wandb_failure_shows_in_the_summary_and_the_report(sweep_file, tmp_path, capsys):
+    """Overnight, W&B failed inside a run: only that run's executed notebook said so. Now its
+    wandb.json is in status.json, the summary's wandb column and the report printed to the cron log."""
+    _edit_notebook(tmp_path / "nb.ipynb", lambda nb: nb.cells.append(nbformat.v4.new_code_cell(WANDB_STEP)))
+    sweep_file.write_text(yaml.safe_dump({"name": "t", "notebook": "nb.ipynb", "grid": {"x": [1]}}))
+    assert main(["sweep", str(sweep_file)]) == 1
+    captured = capsys.readouterr()
+    (run,) = sweep.plan(sweep.load_sweep(sweep_file))
+    assert run.status()["wandb"]["logged"] is False
+    summary = pd.read_csv(tmp_path / "runs" / "t" / "summary.csv", keep_default_na=False)
+    assert summary["wandb"][0].startswith("NOT LOGGED: could not start the run: OutputPathError: W&B directory")
+    assert "| NOT LOGGED: could not start the run" in (tmp_path / "runs" / "t" / "summary.md").read_text()
+    assert f"W&B did not log 1 run(s) as asked:\n  {run.run_id}: NOT LOGGED: could not start" in captured.out
+    assert re.search(r"\[1/1\] failed x=1,\S+ \(\d+\.\d s\); W&B NOT LOGGED: could not start", captured.err), captured.err
+
+    assert main(["sweep", str(sweep_file), "--quiet"]) == 1  # the retry never reached its W&B step
+    summary = pd.read_csv(tmp_path / "runs" / "t" / "summary.csv", keep_default_na=False)
+    assert summary["wandb"][0] == ""  # not the first execution's outcome
+    assert "wandb" not in run.status() and "W&B did not log" not in capsys.readouterr().out
+
+
+def test_with_one_job_each_run_ends_in_the_log_before_the_next_starts(sweep_file, capsys):
+    sweep_file.write_text(yaml.safe_dump({"name": "t", "notebook": "nb.ipynb", "grid": {"x": [1, 2, 3, 4]}}))
+    assert main(["sweep", str(sweep_file), "--jobs", "1"]) == 0
+    events = [line.split()[1:] for line in capsys.readouterr().err.splitlines()[1:]]
+    assert [e[0] for e in events] == [word for i in range(1, 5) for word in ("started", f"[{i}/4]")], events
+    for start, end in zip(events[::2], events[1::2]):
+        assert start[1] == end[2], events  # the run that started is the one that ended
+
+
+def test_a_run_whose_turn_comes_after_a_write_error_is_neither_run_nor_failed(sweep_file, tmp_path):
+    """de16a4a: after one run could not write its files (the sweep stops with SweepWriteError), a
+    worker thread taking the next queued run starts nothing; that run must not be counted as run or
+    failed, whichever of the two the main thread hears about first."""
+    import threading
+
+    from tqdm import tqdm
+
+    config = sweep.load_sweep(sweep_file)
+    run = sweep.plan(config)[0]
+    stopped = threading.Event()
+    stopped.set()  # another run hit the write error first
+    tally = sweep._Tally(1, skipped=[], bar=tqdm(disable=True), log=True)
+    status = sweep._execute_if_free(run, config, sweep.check_parameters(config), stopped, tally)
+    assert status["state"] == "pending" and not run.dir.exists()
+    assert (tally.done, tally.ran, tally.failures) == (0, [], [])

@@ -1,0 +1,79 @@
+"""A sweep file (YAML) read into a ``SweepConfig``, with one clear error for each way it can be wrong."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from vlm_lab.config import SweepConfig
+from vlm_lab.errors import ConfigError, SweepError
+
+
+def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
+    """Read a sweep YAML file into a ``SweepConfig``; ``overrides`` (e.g. jobs=4) win over the file.
+
+    Raises:
+        SweepError: the file is missing, not YAML, or not a mapping.
+        ConfigError: a key is unknown, missing or of the wrong type, or a value is invalid;
+            the message starts with the file's path.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_sweep_yaml_loader(yaml, path))
+    except FileNotFoundError as e:
+        raise SweepError(f"no sweep file at {str(path)!r}; see sweeps/shapes-ablation.yaml for an example") from e
+    except IsADirectoryError as e:
+        found = ", ".join(sorted(str(p) for p in path.glob("*.y*ml"))[:5]) or "no *.yaml in it"
+        raise SweepError(
+            f"{path} is a folder ({found}); give one sweep file, or run them all with scripts/run_experiments.py {path}/*.yaml"
+        ) from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise SweepError(f"cannot read the sweep file {path}: {e}") from e
+    except yaml.YAMLError as e:
+        raise SweepError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(values, dict):
+        raise SweepError(f"{path} must be a mapping with name, notebook, parameters and grid")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return SweepConfig.from_dict({**values, **given})
+    except ConfigError as e:
+        try:
+            SweepConfig.from_dict(values)
+        except ConfigError:
+            raise ConfigError(f"{path}: {e}") from e
+        # The file is fine: the bad value came with the overrides (--jobs 0), not from the file.
+        raise ConfigError(f"{e} (an override of {path}, e.g. from the command line)") from e
+
+
+# YAML 1.2 floats: PyYAML (YAML 1.1) reads 1e-3, a learning rate as people write it, as the text "1e-3".
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+def _sweep_yaml_loader(yaml: Any, path: Path) -> type:
+    """A YAML safe loader that reads ``1e-3`` as a number and refuses a key given twice
+    (PyYAML keeps the last one silently)."""
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                if key in seen:
+                    raise SweepError(f"{path}: key {key!r} appears twice (line {seen[key]} and line {line}); keep one")
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    return Loader

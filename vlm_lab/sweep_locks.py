@@ -1,0 +1,96 @@
+"""The locks of a sweep folder: one per invocation (per shard spec), one per run.
+
+``runs/<sweep>/.lock`` (``.lock.<i>-of-<n>`` per shard) is held while an invocation runs, so a
+second scheduled invocation of the same sweep reports and leaves; ``runs/<sweep>/.locks/<run-id>``
+is held while a run executes, whoever executes it, so invocations with different shard specs
+(or machines sharing the folder) never execute one run into one folder at once. Both are
+``flock``\\ s: the kernel drops them when the holder dies, so a killed sweep leaves no stale lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from vlm_lab.errors import SweepError
+
+LOCKED_EXIT_CODE = 75  # EX_TEMPFAIL: another invocation holds the lock; try again later
+RUN_LOCKS = ".locks"  # runs/<sweep>/.locks/<run-id>: held while a run executes, whoever runs it
+
+
+class SweepLockedError(SweepError):
+    """Another invocation of the same sweep (and shard) is running."""
+
+    exit_code = LOCKED_EXIT_CODE
+
+
+def now() -> str:
+    """The UTC time as the sweep's files and log lines write it."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _try_flock(handle: Any, grace_s: float) -> bool:
+    """Take an exclusive flock on ``handle``, retrying for ``grace_s``; False if another process holds it.
+
+    The grace period: a just-killed sweep's child caught between fork and exec still shares
+    the lock for a moment.
+    """
+    import fcntl
+
+    deadline = time.monotonic() + grace_s
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def sweep_lock(folder: Path, name: str, *, shard: tuple[int, int] = (0, 1), grace_s: float = 2.0) -> Iterator[Path]:
+    """Hold ``folder/.lock`` (``.lock.<i>-of-<n>`` for shard i of n > 1) for sweep ``name``.
+
+    Raises:
+        SweepLockedError: another invocation holds it (the message names who, as it wrote itself).
+        OSError: the folder or the lock file cannot be written.
+    """
+    index, count = shard
+    path = folder / (".lock" if count == 1 else f".lock.{index}-of-{count}")
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as handle:  # closing the file releases the lock
+        if not _try_flock(handle, grace_s):
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise SweepLockedError(
+                f"sweep {name!r} is already running ({holder}; {path} is locked); "
+                "this invocation exits without running anything"
+            )
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {now()}\n")
+        handle.flush()
+        yield path
+
+
+@contextlib.contextmanager
+def run_lock(sweep_folder: Path, run_id: str, *, grace_s: float = 0.5) -> Iterator[bool]:
+    """Hold the run's own lock (``sweep_folder/.locks/<run-id>``) while it executes; yields False,
+    holding nothing, when another invocation is executing it.
+
+    The sweep lock is per shard spec: ``--shard 0/2`` and a plain invocation (or ``0/3``) hold
+    different ones, and without this lock would execute the same run into one folder at once.
+    """
+    path = sweep_folder / RUN_LOCKS / run_id
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as handle:
+        yield _try_flock(handle, grace_s)
