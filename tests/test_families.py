@@ -1,7 +1,8 @@
 """Hub VLM families whose prompt layout differs from LLaVA's, as tiny random checkpoints.
 
 PaliGemma has no chat template (a plain prompt; its processor places the image);
-Gemma 3 takes several images per prompt, so a batch's images go one list per prompt.
+Gemma 3 and Idefics3 (SmolVLM) take several images per prompt, so a batch's images go one list per
+prompt; Idefics3 also splits each image into tiles.
 Each must load through the generic path and give the same greedy outputs at every batch size.
 """
 
@@ -17,7 +18,7 @@ from vlm_lab import data, generation, models, synthetic_families
 from vlm_lab.config import GenerationConfig
 from vlm_lab.errors import DataError
 
-FAMILIES = {"paligemma": synthetic_families.build_paligemma, "gemma3": synthetic_families.build_gemma3}
+FAMILIES = {"paligemma": synthetic_families.build_paligemma, "gemma3": synthetic_families.build_gemma3, "idefics3": synthetic_families.build_idefics3}
 
 
 @pytest.fixture(scope="module")

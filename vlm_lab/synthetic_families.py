@@ -2,7 +2,8 @@
 
 The embedded shapes checkpoints are LLaVAs. Real comparisons run PaliGemma (no chat
 template: a plain prompt, the processor places the image) and Gemma 3 (several images
-per prompt, so a batch's images go one list per prompt; ``token_type_ids``). Each
+per prompt, so a batch's images go one list per prompt; ``token_type_ids``) and Idefics3
+(SmolVLM's architecture: each image split into tiles with row and column markers). Each
 builder saves a randomly initialised model of that family with its real transformers
 processor, on the shapes tokenizer, so tests load them through the same Auto classes as
 a hub checkpoint. Their answers are noise; what they check is that batching, padding and
@@ -89,3 +90,29 @@ def build_gemma3(out: str | os.PathLike[str], *, seed: int = 0, image_seq_length
                           boi_token_index=tok.boi_token_id, eoi_token_index=tok.eoi_token_id, image_token_index=tok.image_token_id)  # fmt: skip
     torch.manual_seed(seed)
     return _finish(out, Gemma3ForConditionalGeneration(config), processor, tok)
+
+
+# Idefics3's layout: the image part becomes one <image>, which the processor expands into tiles
+IDEFICS3_CHAT_TEMPLATE = GEMMA3_CHAT_TEMPLATE.replace("<start_of_image>", "<image>").replace("<|end|>{% endfor %}", "<end_of_utterance>{% endfor %}")
+
+
+def build_idefics3(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
+    """A tiny Idefics3 (SmolVLM's architecture) that splits a 64 px image into 4 tiles of 32 px plus a global one.
+
+    Each tile is 4 image tokens between ``<fake_token_around_image>`` and a ``<row_i_col_j>``
+    marker; SmolVLM's own processor needs torchvision (for video), Idefics3's does not.
+    """
+    import torch
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor
+
+    out = Path(out)
+    if _built(out):
+        return out
+    tok = _shapes_tokenizer()
+    image_processor = Idefics3ImageProcessorPil(size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True)
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=4, chat_template=IDEFICS3_CHAT_TEMPLATE)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
+    config = Idefics3Config(vision_config=vision, text_config=dict(model_type="llama", **_text_config(tok)), scale_factor=2,
+                            image_token_id=processor.image_token_id)  # fmt: skip
+    torch.manual_seed(seed)
+    return _finish(out, Idefics3ForConditionalGeneration(config), processor, tok)
