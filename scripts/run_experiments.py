@@ -21,7 +21,7 @@ from pathlib import Path
 from vlm_lab.cli import main
 from vlm_lab.cli.sweep import add_sweep_options
 
-MEANINGS = {1: "some run failed", 2: "invalid sweep file, nothing ran", 74: "could not write its files (disk full?); stopped", 75: "already running elsewhere (the sweep, or some of its runs)", 130: "interrupted", 143: "terminated (SIGTERM)"}
+MEANINGS = {1: "some run failed", 2: "invalid sweep file, nothing ran", 74: "could not write its files (disk full?); stopped", 75: "already running elsewhere (the sweep, or some of its runs)", 129: "terminated (SIGHUP: its terminal closed)", 130: "interrupted", 143: "terminated (SIGTERM)"}
 
 
 def build_parser() -> argparse.ArgumentParser:

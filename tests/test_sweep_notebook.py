@@ -142,3 +142,38 @@ def test_a_run_whose_turn_comes_after_a_write_error_is_neither_run_nor_failed(sw
     status = sweep._execute_if_free(run, config, sweep.check_parameters(config), stopped, tally)
     assert status["state"] == "pending" and not run.dir.exists()
     assert (tally.done, tally.ran, tally.failures) == (0, [], [])
+
+
+@pytest.mark.parametrize("nohup", [False, True])
+def test_a_closed_terminal_says_so_and_leaves_the_summary_right_unless_under_nohup(sweep_file, tmp_path, nohup):
+    """Started from an ssh session that then closed (SIGHUP): the sweep died silently, leaving no
+    summary at all on a first night. Now it leaves as on SIGTERM (exit 129); under nohup it keeps going."""
+    import signal
+    import subprocess
+    import sys
+
+    from test_sweep import _wait_for
+
+    sweep_file.write_text(yaml.safe_dump({"name": "t", "notebook": "nb.ipynb", "parameters": {"sleep_s": 60.0}, "grid": {"x": [1, 2]}}))
+    runs = sweep.plan(sweep.load_sweep(sweep_file))
+    log = tmp_path / "sweep.log"
+    ignore = (lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "vlm_lab.cli", "sweep", str(sweep_file)], cwd=tmp_path,
+                                stdout=out, stderr=subprocess.STDOUT, preexec_fn=ignore)  # fmt: skip
+    try:
+        _wait_for(lambda: runs[0].status()["state"] == "running", proc, "the first run starting")
+        proc.send_signal(signal.SIGHUP)
+        if nohup:
+            with pytest.raises(subprocess.TimeoutExpired):
+                proc.wait(timeout=3)  # still running its run
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=50) == 128 + (signal.SIGTERM if nohup else signal.SIGHUP), log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert ("terminated (SIGHUP: the terminal or session that started it closed" in text) != nohup, text
+    summary = pd.read_csv(tmp_path / "runs" / "t" / "summary.csv")
+    assert list(summary["state"]) == ["interrupted", "pending"]

@@ -86,7 +86,8 @@ class SweepWriteError(SweepError, OSError):
 
 
 class SweepTerminated(BaseException):
-    """SIGTERM (a scheduler's timeout, ``systemctl stop``, a cancelled CI job, Slurm preemption):
+    """SIGTERM (a scheduler's timeout, ``systemctl stop``, a cancelled CI job, Slurm preemption) or
+    SIGHUP (the terminal that started it closed); ``args[0]`` is the signal number:
     the sweep leaves at once, abandoning its running runs (they run again next time); raised by the
     CLI's signal handler, so like ``KeyboardInterrupt`` no ``except Exception`` swallows it."""
 

@@ -7,7 +7,8 @@ ran nothing, or some runs were being executed by another invocation (another sha
 spec or machine) and were left to it (EX_TEMPFAIL: a scheduler may simply try again later);
 2 the sweep file or its parameters are invalid (nothing ran);
 74 the sweep could not write its files (a full disk, a quota): it stopped starting runs (EX_IOERR).
-130 Ctrl-C, 143 SIGTERM (a timeout, `systemctl stop`): the runs it abandoned run again next time.
+130 Ctrl-C, 143 SIGTERM (a timeout, `systemctl stop`), 129 SIGHUP (its terminal closed): the runs it
+abandoned run again next time.
 """
 
 from __future__ import annotations
@@ -69,23 +70,32 @@ def _sweep(args: argparse.Namespace) -> int:
     def terminated(signum: int, _frame: object) -> None:
         raise sweep.SweepTerminated(signum)
 
-    # SIGTERM (a timeout, `systemctl stop`, a cancelled CI job) would end the process on the spot:
-    # no line in the log saying so, and a summary still showing the abandoned runs as running.
-    previous = signal.signal(signal.SIGTERM, terminated) if threading.current_thread() is threading.main_thread() else None
+    # SIGTERM (a timeout, `systemctl stop`, a cancelled CI job) or SIGHUP (the ssh session or terminal
+    # that started it closed) would end the process on the spot: no line in the log saying so, and a
+    # summary still showing the abandoned runs as running (or none at all, on a first invocation).
+    handled = (signal.SIGTERM, signal.SIGHUP) if hasattr(signal, "SIGHUP") else (signal.SIGTERM,)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        # A signal already ignored stays ignored: `nohup vlm-lab sweep ...` must survive its terminal.
+        previous = {signum: signal.signal(signum, terminated) for signum in handled if signal.getsignal(signum) != signal.SIG_IGN}
     try:
         report = sweep.run_sweep(config, progress=not args.quiet)
     except sweep.SweepLockedError as e:
         print(f"already running: {e}", file=sys.stderr)
         return e.exit_code
     except (KeyboardInterrupt, sweep.SweepTerminated) as e:
-        why = "terminated (SIGTERM)" if isinstance(e, sweep.SweepTerminated) else "interrupted"
+        signum = e.args[0] if isinstance(e, sweep.SweepTerminated) else signal.SIGINT
+        why = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated (SIGTERM)"}.get(
+            signum, f"terminated ({signal.Signals(signum).name}: the terminal or session that started it closed; "
+            "run sweeps under cron, systemd, nohup or tmux)"
+        )
         print(f"{why}; completed runs are kept, and a re-run runs the rest", file=sys.stderr, flush=True)
         sys.stdout.flush()
         # At once: the threads of runs abandoned by a second Ctrl-C would hold a normal exit until
         # their notebooks finish. Their kernels exit with this process (ipykernel watches its parent).
-        os._exit(128 + signal.SIGTERM if isinstance(e, sweep.SweepTerminated) else 130)
+        os._exit(128 + signum)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     print(report.describe())
     return report.exit_code
