@@ -177,3 +177,22 @@ def test_a_closed_terminal_says_so_and_leaves_the_summary_right_unless_under_noh
     assert ("terminated (SIGHUP: the terminal or session that started it closed" in text) != nohup, text
     summary = pd.read_csv(tmp_path / "runs" / "t" / "summary.csv")
     assert list(summary["state"]) == ["interrupted", "pending"]
+
+
+@pytest.mark.parametrize(
+    "runs_dir, fix",
+    [("a-file", "Pass --runs-dir (or set runs_dir: in the sweep file to) a folder that can hold the runs"),
+     ("/proc/vlm-lab-runs", "Pass --runs-dir (or set runs_dir: in the sweep file to) a folder"),
+     ("read-only/runs", "Make that folder writable for this user (or pass --runs-dir a writable folder)")],
+)
+def test_a_runs_dir_that_cannot_hold_runs_names_the_right_fix(sweep_file, tmp_path, capsys, runs_dir, fix):
+    """--runs-dir on a file or a path that cannot exist said 'Free space there', as for a full disk."""
+    import os
+
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "read-only").mkdir(mode=0o555)
+    if runs_dir.startswith("read-only") and os.access(tmp_path / "read-only", os.W_OK):
+        pytest.skip("root writes anywhere: no read-only folder to try")
+    assert main(["sweep", str(sweep_file), "--runs-dir", runs_dir]) == 74
+    err = capsys.readouterr().err
+    assert err.startswith("error: SweepWriteError: cannot write ") and fix in err and "Free space" not in err, err

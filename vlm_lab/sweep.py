@@ -78,10 +78,16 @@ class SweepWriteError(SweepError, OSError):
     @classmethod
     def of(cls, error: OSError, where: Path) -> SweepWriteError:
         what = f"{error.filename}" if error.filename else f"in {where}"
+        # The fix depends on the cause: "free space" misled when --runs-dir named a file or /proc.
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            fix = "Free space there (or pass --runs-dir on another disk)"
+        elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            fix = "Make that folder writable for this user (or pass --runs-dir a writable folder)"
+        else:  # ENOTDIR, ENOENT (a /proc or vanished path), ...
+            fix = "Pass --runs-dir (or set runs_dir: in the sweep file to) a folder that can hold the runs"
         return cls(
             f"cannot write {what}: {error.strerror or error} (errno {error.errno}); the sweep stopped starting "
-            "runs. Free space there (or pass --runs-dir on another disk) and run the sweep again: completed "
-            "runs are kept, the others run then"
+            f"runs. {fix} and run the sweep again: completed runs are kept, the others run then"
         )
 
 
