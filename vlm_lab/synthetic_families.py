@@ -3,7 +3,8 @@
 The embedded shapes checkpoints are LLaVAs. Real comparisons run PaliGemma (no chat
 template: a plain prompt, the processor places the image) and Gemma 3 (several images
 per prompt, so a batch's images go one list per prompt; ``token_type_ids``) and Idefics3
-(SmolVLM's architecture: each image split into tiles with row and column markers). Each
+(SmolVLM's architecture: each image split into tiles with row and column markers) and Mllama
+(Llama 3.2 Vision: the image reaches the text through cross-attention). Each
 builder saves a randomly initialised model of that family with its real transformers
 processor, on the shapes tokenizer, so tests load them through the same Auto classes as
 a hub checkpoint. Their answers are noise; what they check is that batching, padding and
@@ -116,3 +117,28 @@ def build_idefics3(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
                             image_token_id=processor.image_token_id)  # fmt: skip
     torch.manual_seed(seed)
     return _finish(out, Idefics3ForConditionalGeneration(config), processor, tok)
+
+
+def build_mllama(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
+    """A tiny Mllama (Llama 3.2 Vision): 32 px tiles, at most 2 a image, read by one cross-attention layer.
+
+    The prompt holds a single ``<|image|>``; the image reaches the text through
+    ``cross_attention_mask``, which the processor builds per prompt from nested image lists.
+    """
+    import torch
+    from transformers import MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessorPil, MllamaProcessor
+
+    out = Path(out)
+    if _built(out):
+        return out
+    tok = _shapes_tokenizer(extra_special_tokens={"image_token": "<|image|>"})
+    tok.add_special_tokens({"additional_special_tokens": ["<|image|>", "<|python_tag|>"]})
+    processor = MllamaProcessor(image_processor=MllamaImageProcessorPil(size={"height": 32, "width": 32}, max_image_tiles=2), tokenizer=tok,
+                                chat_template=GEMMA3_CHAT_TEMPLATE.replace("<start_of_image>", "<|image|>"))  # fmt: skip
+    vision = dict(hidden_size=32, num_hidden_layers=2, num_global_layers=1, attention_heads=2, intermediate_size=64, vision_output_dim=64,
+                  image_size=32, patch_size=8, max_num_tiles=2, intermediate_layers_indices=[0], supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]])  # fmt: skip
+    text = {**_text_config(tok), "num_hidden_layers": 3, "cross_attention_layers": [1]}
+    text.pop("head_dim")
+    config = MllamaConfig(vision_config=vision, text_config=text, image_token_index=processor.image_token_id)
+    torch.manual_seed(seed)
+    return _finish(out, MllamaForConditionalGeneration(config), processor, tok)
