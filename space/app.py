@@ -30,6 +30,7 @@ from vlm_lab.space_images import limit_image_pixels  # noqa: E402
 from vlm_lab.space_service import Answer, ComparisonService, InteractionLog  # noqa: E402
 from vlm_lab.space_settings import (  # noqa: E402
     MAX_SLOTS, NONE_CHOICE, STRATEGIES, ServingPlan, SpaceSettings, plan_serving, prepare_environment,
+    unknown_space_variables,
 )
 
 ENV_NOTES = prepare_environment()  # before gradio / huggingface_hub / transformers are imported
@@ -182,6 +183,8 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Gradio self-check otherwise
     for note in ENV_NOTES:
         log.info("environment: %s", note)
+    for name in unknown_space_variables(list(os.environ)):
+        log.warning("%s: not a variable this app reads (a typo?); it is ignored", name)
     try:
         serve()
     except VlmLabError as e:  # a Space variable or checkpoint list it cannot start with: the fix, not a traceback

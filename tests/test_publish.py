@@ -373,6 +373,19 @@ def test_a_credential_in_var_is_refused_before_any_upload(hub, space_dir, case, 
     assert len(hub.space(SPACE).commits) == commits and hub.space(SPACE).variables == {}
 
 
+@pytest.mark.parametrize("var, message", [
+    ("VLM_LAB_MAX_NEW_TOKENS=abc", "--var VLM_LAB_MAX_NEW_TOKENS='abc' is not a whole number; set it to e.g. 64; "
+                                   "the Space would not start with it; nothing was uploaded"),
+    ("VLM_LAB_MAX_NEW_TOKEN=8", "--var VLM_LAB_MAX_NEW_TOKEN (did you mean VLM_LAB_MAX_NEW_TOKENS?): not a variable"),
+])
+def test_a_space_variable_the_app_cannot_use_is_refused_before_any_write(hub, space_dir, var, message):
+    """It was set, and the Space failed minutes later in its run log (or a typo was silently ignored)."""
+    hub.add_space(SPACE, hardware="t4-small", sleep=3600)
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--var", var)
+    assert r.returncode == 2 and message in r.stderr, fail_text(r)
+    assert hub.writes() == [] and hub.space(SPACE).variables == {}
+
+
 @pytest.mark.parametrize("name", ["HF_TOKEN", "SPACE_READ_TOKEN"])
 def test_the_publishing_token_is_never_sent_as_a_space_secret(hub, space_dir, name):
     hub.add_space(SPACE, hardware="t4-small", sleep=3600)

@@ -35,7 +35,8 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def space(tiny_dir, tmp_path_factory):
     """``(url, log_path)`` of the app serving the tiny checkpoints."""
-    env = {"VLM_LAB_CHECKPOINTS": str(tiny_dir), "VLM_LAB_QUEUE_SIZE": str(QUEUE_SIZE)}
+    env = {"VLM_LAB_CHECKPOINTS": str(tiny_dir), "VLM_LAB_QUEUE_SIZE": str(QUEUE_SIZE),
+           "VLM_LAB_MAX_NEW_TOKEN": "8"}  # a typo, for test_a_mistyped_variable_is_named_in_the_log
     with running_space(env, workdir=tmp_path_factory.mktemp("space")) as running:
         yield running
 
@@ -189,6 +190,12 @@ def test_a_full_queue_says_busy_and_the_app_recovers(client, space):
     assert compare(client, handle_file(EXAMPLE))[1][1] == "red"
 
 
+def test_a_mistyped_variable_is_named_in_the_log(space):
+    """A typo in a Space variable was ignored without a word: the owner wondered why the limit did not change."""
+    assert ("WARNING vlm_lab.space: VLM_LAB_MAX_NEW_TOKEN (did you mean VLM_LAB_MAX_NEW_TOKENS?): not a variable "
+            "this app reads") in space[1].read_text()
+
+
 def test_log_shows_memory_before_and_after_each_request(client, space):
     compare(client, handle_file(EXAMPLE))
     log = space[1].read_text()
@@ -237,7 +244,8 @@ def test_examples_that_cannot_be_answered_do_not_stop_the_space(tiny_dir, tmp_pa
 
 
 @pytest.mark.parametrize("variable, value, message", [
-    ("VLM_LAB_DTYPE", "fp16", "cannot start: VLM_LAB_DTYPE='fp16': unknown dtype 'fp16'; use auto, float32"),
+    ("VLM_LAB_DTYPE", "fp16", "cannot start: VLM_LAB_DTYPE='fp16': use one of auto, float32, float16, bfloat16"),
+    ("VLM_LAB_TARGET", "t4", "cannot start: VLM_LAB_TARGET='t4': unknown target 't4'; use one of cpu-basic, t4-small"),
     ("VLM_LAB_QUEUE_SIZE", "0", "cannot start: VLM_LAB_QUEUE_SIZE='0' must be at least 1"),
 ])
 def test_a_setting_the_space_cannot_start_with_is_one_line_in_its_log(tiny_dir, tmp_path, variable, value, message):

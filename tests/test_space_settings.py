@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -67,3 +68,34 @@ def test_serving_plan_on_cpu_keeps_generations_times_threads_near_the_cores():
     assert plan.cheap_limit > plan.generate_limit and plan.max_threads >= plan.generate_limit + plan.cheap_limit
     explicit = ss.plan_serving(ss.SpaceSettings(checkpoints=("a/b",), device="cpu", max_batch_size=3), verdict_batch_size=12)
     assert explicit.max_batch_size == 3  # VLM_LAB_MAX_BATCH_SIZE wins over the verdict
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({"VLM_LAB_MAX_NEW_TOKENS": "abc"}, "--var VLM_LAB_MAX_NEW_TOKENS='abc' is not a whole number; set it to e.g. 64; "
+                                        "the Space would not start with it"),
+    ({"VLM_LAB_MAX_NEW_TOKEN": "8"}, "--var VLM_LAB_MAX_NEW_TOKEN (did you mean VLM_LAB_MAX_NEW_TOKENS?): not a variable"),
+    ({"vlm_lab_dtype": "float16"}, "--var vlm_lab_dtype (did you mean VLM_LAB_DTYPE?)"),
+    ({"VLM_LAB_DTYPE": "fp16"}, "--var VLM_LAB_DTYPE='fp16': use one of auto, float32, float16, bfloat16"),
+    ({"VLM_LAB_DEVICE": "gpu"}, "--var VLM_LAB_DEVICE='gpu': use one of auto, cpu, cuda"),
+    ({"VLM_LAB_TARGET": "t4"}, "--var VLM_LAB_TARGET='t4': unknown target 't4'; use one of cpu-basic, t4-small"),
+    ({"VLM_LAB_CACHE_BUDGET": "lots"}, "--var VLM_LAB_CACHE_BUDGET='lots': cannot read a memory size"),
+    ({"VLM_LAB_HUB_REFRESH_S": "-1"}, "--var VLM_LAB_HUB_REFRESH_S='-1' must be at least 0"),
+])
+def test_space_variables_the_app_cannot_start_with_are_refused(tmp_path, variables, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ss.check_space_variables(variables, app_dir=tmp_path)
+
+
+def test_space_variables_the_app_reads_pass(tmp_path):
+    ss.check_space_variables({"VLM_LAB_MAX_NEW_TOKENS": "8", "VLM_LAB_DEVICE": "cuda:0", "VLM_LAB_DTYPE": "float16",
+                              "VLM_LAB_TARGET": "l4x1", "VLM_LAB_CACHE_BUDGET": "12GB", "LOG_LEVEL": "info"},
+                             app_dir=tmp_path)  # no checkpoints variable: the publish stages or points at them
+
+
+def test_every_space_variable_is_read_by_the_settings():
+    """SPACE_VARIABLES is the list a typo is checked against: each name in it must be one from_env reads."""
+    import inspect
+
+    source = inspect.getsource(ss.SpaceSettings.from_env)
+    assert [name for name in ss.SPACE_VARIABLES if f'"{name}"' not in source] == []
+    assert sorted(set(re.findall(r'"(VLM_LAB_[A-Z_]+)"', source))) == sorted(ss.SPACE_VARIABLES)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vlm_lab.config import PublishConfig
-from vlm_lab.errors import PublishError
+from vlm_lab.errors import ConfigError, PublishError
 from vlm_lab.publish_hub import TOKENS_URL, Hub, HubConflictError, HubNotFoundError, check_can_write, connect, scrubbed_logs
 from vlm_lab.publish_report import FilePlan, PublishReport, SettingChange, estimate_cost
 from vlm_lab.publish_stage import (
@@ -44,6 +44,7 @@ from vlm_lab.publish_stage import (
     read_space_card,
     stage,
 )
+from vlm_lab.space_settings import check_space_variables
 
 CHECKPOINTS_VARIABLE = "VLM_LAB_CHECKPOINTS"  # read by space/app.py: comma-separated checkpoint refs
 WAITING_STAGES = ("BUILDING", "RUNNING_BUILDING", "APP_STARTING", "RUNNING_APP_STARTING")
@@ -89,6 +90,10 @@ def publish(config: PublishConfig, *, progress: Progress | None = None) -> Publi
 
 
 def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progress) -> PublishReport:
+    try:  # first: a mistyped VLM_LAB_MAX_NEW_TOKEN is a typo, not a credential to send as a secret
+        check_space_variables(config.variable_map(), app_dir=config.space_dir)
+    except ConfigError as e:  # the Space would fail minutes later in its run log, or ignore a typo
+        raise ConfigError(f"{e}; nothing was uploaded") from None
     check_variables(config.variable_map(), known=known)
     say(f"token: {hub.user}")
     if config.action != "publish":

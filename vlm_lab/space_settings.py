@@ -9,11 +9,12 @@ inside ``plan_serving``, so this module is cheap to import before the environmen
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
-from vlm_lab.config import ConfigBase
+from vlm_lab.config import DEVICES, DTYPES, ConfigBase, parse_bytes
 from vlm_lab.errors import CheckpointNotFoundError, ConfigError
 
 EMBEDDED_CHECKPOINTS = "checkpoints/shapes"  # where the publisher stages them next to app.py
@@ -25,6 +26,55 @@ NONE_CHOICE = "(none)"
 # beam(N) is open to API callers, but its cost grows with N: a public Space caps it (beam(2000)
 # took 12 s on the 0.17M-parameter checkpoints and would run a T4 out of memory).
 MAX_BEAMS = 4
+
+
+# The Space variables the app reads (SpaceSettings.from_env); another VLM_LAB_* name is a typo.
+SPACE_VARIABLES = ("VLM_LAB_CHECKPOINTS", "VLM_LAB_ROOT", "VLM_LAB_DEVICE", "VLM_LAB_DTYPE", "VLM_LAB_MAX_PIXELS",
+                   "VLM_LAB_MAX_NEW_TOKENS", "VLM_LAB_QUEUE_SIZE", "VLM_LAB_MAX_BATCH_SIZE", "VLM_LAB_CACHE_BUDGET",
+                   "VLM_LAB_TARGET", "VLM_LAB_UPLOAD_TTL_S", "VLM_LAB_HUB_REFRESH_S")
+
+
+def unknown_space_variables(names: Sequence[str]) -> list[str]:
+    """``VLM_LAB_*`` names the app does not read, each with the name it probably meant (for a message)."""
+    unknown = []
+    for name in names:
+        if name.upper().startswith("VLM_LAB_") and name not in SPACE_VARIABLES:
+            close = difflib.get_close_matches(name.upper(), SPACE_VARIABLES, n=1, cutoff=0.6)
+            unknown.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return unknown
+
+
+def check_space_variables(variables: Mapping[str, str], *, app_dir: str | os.PathLike[str]) -> None:
+    """Refuse ``VLM_LAB_*`` Space variables the app would not start with (or would ignore), before publishing.
+
+    Raises:
+        ConfigError: names the variable, its value and the fix; nothing has been sent yet.
+    """
+    unknown = unknown_space_variables(list(variables))
+    if unknown:
+        raise ConfigError(f"--var {', '.join(unknown)}: not a variable the app reads; it reads {', '.join(SPACE_VARIABLES)}")
+    env = dict(variables)
+    env.setdefault("VLM_LAB_CHECKPOINTS", "owner/model")  # the checkpoints are checked by the publish itself
+    try:
+        SpaceSettings.from_env(env, app_dir=app_dir)
+    except ConfigError as e:
+        raise ConfigError(f"--var {e}; the Space would not start with it") from None
+
+
+def _check_device(value: str) -> None:
+    if value not in DEVICES and not value.startswith("cuda:"):
+        raise ConfigError(f"use one of {', '.join(DEVICES)}")
+
+
+def _check_dtype(value: str) -> None:
+    if value not in DTYPES:
+        raise ConfigError(f"use one of {', '.join(DTYPES)}")
+
+
+def _check_target(value: str) -> None:
+    from vlm_lab.memory_targets import get_target
+
+    get_target(value)
 
 
 def prepare_environment(environ: dict[str, str] | None = None, *, data_dir: str = "/data") -> list[str]:
@@ -63,6 +113,18 @@ def _int_env(env: Mapping[str, str], name: str, default: int, *, minimum: int = 
     if value < minimum:
         raise ConfigError(f"{name}={raw!r} must be at least {minimum}; set it to e.g. {default}")
     return value
+
+
+def _text_env(env: Mapping[str, str], name: str, default: str, check: Callable[[str], object]) -> str:
+    """A text Space variable, checked now: a bad value stops the start with its name, not a later traceback."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        check(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{name}={raw!r}: {e}") from None
+    return raw
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -127,15 +189,15 @@ class SpaceSettings(ConfigBase):
         max_new_tokens = _int_env(env, "VLM_LAB_MAX_NEW_TOKENS", cls.max_new_tokens)
         return cls(
             checkpoints=tuple(specs),
-            device=env.get("VLM_LAB_DEVICE", "auto").strip() or "auto",
-            dtype=env.get("VLM_LAB_DTYPE", "auto").strip() or "auto",
+            device=_text_env(env, "VLM_LAB_DEVICE", "auto", _check_device),
+            dtype=_text_env(env, "VLM_LAB_DTYPE", "auto", _check_dtype),
             max_pixels=_int_env(env, "VLM_LAB_MAX_PIXELS", cls.max_pixels),
             max_new_tokens=max_new_tokens,
             default_max_new_tokens=min(cls.default_max_new_tokens, max_new_tokens),  # the slider starts within it
             queue_size=_int_env(env, "VLM_LAB_QUEUE_SIZE", cls.queue_size),
             max_batch_size=_int_env(env, "VLM_LAB_MAX_BATCH_SIZE", cls.max_batch_size, minimum=0),
-            cache_budget=env.get("VLM_LAB_CACHE_BUDGET", "").strip(),
-            target=env.get("VLM_LAB_TARGET", "").strip(),
+            cache_budget=_text_env(env, "VLM_LAB_CACHE_BUDGET", "", parse_bytes),
+            target=_text_env(env, "VLM_LAB_TARGET", "", _check_target),
             upload_ttl_s=_int_env(env, "VLM_LAB_UPLOAD_TTL_S", cls.upload_ttl_s),
             hub_refresh_s=_int_env(env, "VLM_LAB_HUB_REFRESH_S", cls.hub_refresh_s, minimum=0),
         )
