@@ -196,3 +196,26 @@ def test_a_runs_dir_that_cannot_hold_runs_names_the_right_fix(sweep_file, tmp_pa
     assert main(["sweep", str(sweep_file), "--runs-dir", runs_dir]) == 74
     err = capsys.readouterr().err
     assert err.startswith("error: SweepWriteError: cannot write ") and fix in err and "Free space" not in err, err
+
+
+def test_a_notebook_edited_while_the_sweep_runs_waits_for_the_next_invocation(sweep_file, tmp_path):
+    """Cron runs the sweep at night; someone edits the notebook while it runs. The points not yet
+    started ran the edited code under run ids (and a status) naming the notebook as it was."""
+    import subprocess
+    import sys
+
+    from test_sweep import _wait_for
+
+    sweep_file.write_text(yaml.safe_dump({"name": "t", "notebook": "nb.ipynb", "parameters": {"sleep_s": 3.0}, "grid": {"x": [1, 2]}}))
+    config = sweep.load_sweep(sweep_file)
+    runs, before = sweep.plan(config), sweep.notebook_fingerprint(config)
+    proc = subprocess.Popen([sys.executable, "-m", "vlm_lab.cli", "sweep", str(sweep_file), "--quiet"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    _wait_for(lambda: runs[0].status()["state"] == "running", proc, "the first run starting")
+    _edit_notebook(tmp_path / "nb.ipynb", lambda nb: setattr(nb.cells[2], "source", nb.cells[2].source.replace("x * s / 100", "x * s / 50")))
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert [r.status()["notebook_fingerprint"] for r in runs] == [before, before]
+    summary = pd.read_csv(tmp_path / "runs" / "t" / "summary.csv")
+    assert list(summary["best_accuracy"]) == [0.1, 0.2]  # both made by the notebook their ids name
+    assert sweep.plan(sweep.load_sweep(sweep_file))[0].run_id != runs[0].run_id  # the edit runs next time

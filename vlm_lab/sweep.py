@@ -4,6 +4,7 @@ Layout of ``runs/<sweep>/``::
 
     .lock                       held while a sweep runs (``.lock.<i>-of-<n>`` per shard)
     .locks/<run-id>             held while that run executes, by whichever invocation runs it
+    .notebooks/<fingerprint>.ipynb  the notebook as an invocation found it: its runs execute this copy
     <run-id>/params.json        the notebook parameters of this run
     <run-id>/status.json        running | completed | failed (+ failing cell, error; the run's W&B
                                 id, kept across re-runs; the notebook, its fingerprint and kernel;
@@ -56,11 +57,12 @@ from vlm_lab.data import atomic_write_text
 from vlm_lab import sweep_papermill as papermill_run
 from vlm_lab.errors import SweepError
 from vlm_lab.sweep_file import load_sweep  # noqa: F401 - re-exported
-from vlm_lab.sweep_checks import check_parameters, notebook_fingerprint, notebook_parameters  # noqa: F401 - re-exported
+from vlm_lab.sweep_checks import check_parameters, notebook_fingerprint, notebook_parameters, snapshot_notebook  # noqa: F401
 from vlm_lab.sweep_locks import LOCKED_EXIT_CODE, RUN_LOCKS, SweepLockedError, now as _now, run_lock, sweep_lock  # noqa: F401
 
 
 STATUS_FILE, PARAMS_FILE, SWEEP_FILE = "status.json", "params.json", "sweep.json"
+NOTEBOOKS = ".notebooks"  # runs/<sweep>/.notebooks/<fingerprint>.ipynb: the notebook as each invocation ran it
 WRITE_EXIT_CODE = 74  # EX_IOERR: the sweep could not write its own files (disk full, quota, read-only)
 # What a full disk looks like: no run can succeed until someone frees space, so the sweep stops.
 _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
@@ -229,8 +231,13 @@ def _write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, default=str) + "\n")
 
 
-def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str], fingerprint: str = "") -> dict[str, Any]:
+def execute_run(
+    run: RunSpec, config: SweepConfig, declared: dict[str, str], fingerprint: str = "", source: Path | None = None
+) -> dict[str, Any]:
     """Execute one run with papermill; returns its final status (never raises for a failing notebook).
+
+    ``source``: the notebook to execute (the invocation's snapshot of ``config.notebook``, whose
+    ``fingerprint`` is in the run id); default ``config.notebook``.
 
     The status records the notebook (path, ``fingerprint``, kernel) and what the run's W&B step did
     (``wandb``: the ``wandb.json`` notebook 02 writes through ``vlm_lab.tracking``; absent when the
@@ -265,7 +272,7 @@ def execute_run(run: RunSpec, config: SweepConfig, declared: dict[str, str], fin
     started = time.perf_counter()
     try:
         papermill_run.execute(
-            Path(config.notebook).resolve(), partial.resolve(), parameters=parameters,
+            Path(source or config.notebook).resolve(), partial.resolve(), parameters=parameters,
             kernel_name=config.kernel or None, progress_bar=False, log_output=False,
             execution_timeout=config.execution_timeout or None,
         )  # fmt: skip
@@ -333,7 +340,7 @@ class _Tally:
 
 def _execute_if_free(
     run: RunSpec, config: SweepConfig, declared: dict[str, str], stopped: threading.Event, tally: _Tally,
-    fingerprint: str = "",
+    fingerprint: str = "", source: Path | None = None,
 ) -> dict[str, Any]:
     """``execute_run`` under the run's lock, counted in ``tally``; state ``busy`` when another
     invocation holds the lock, ``skipped`` when it completed while this invocation waited for its
@@ -349,7 +356,7 @@ def _execute_if_free(
                     status = {"run_id": run.run_id, "state": "skipped"}
                 else:
                     tally.started(run.run_id)
-                    status = execute_run(run, config, declared, fingerprint)
+                    status = execute_run(run, config, declared, fingerprint, source)
         except OSError as e:  # its lock, folder, params.json, status.json, or (disk full) the notebook
             stopped.set()  # the queued runs would fail the same way, in a burst, before the sweep stops
             raise SweepWriteError.of(e, run.dir) from e
@@ -410,23 +417,26 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         SweepWriteError: the sweep cannot write its files.
     """
     declared = check_parameters(config)
-    fingerprint = notebook_fingerprint(config)
-    everything = plan(config, fingerprint=fingerprint)
-    mine = shard(everything, config.shard_index, config.shard_count)
-    note = _notebook_changed(config, fingerprint)
     if dry_run:
+        fingerprint = notebook_fingerprint(config)
+        mine = shard(plan(config, fingerprint=fingerprint), config.shard_index, config.shard_count)
         return SweepReport(
             sweep_dir=sweep_dir(config), ran=(), skipped=tuple(r.run_id for r in mine if r.completed),
-            failures=(), summary_csv=None, note=note,
+            failures=(), summary_csv=None, note=_notebook_changed(config, fingerprint),
         )  # fmt: skip
     from tqdm.auto import tqdm
 
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(sweep_lock(sweep_dir(config), config.name, shard=(config.shard_index, config.shard_count)))
+            # Every run executes this copy: an edit made while the sweep runs waits for the next invocation.
+            source, fingerprint = snapshot_notebook(config, sweep_dir(config) / NOTEBOOKS)
+            note = _notebook_changed(config, fingerprint)
             _write_json(sweep_dir(config) / SWEEP_FILE, {**config.to_dict(), "notebook_fingerprint": fingerprint})
         except OSError as e:
             raise SweepWriteError.of(e, sweep_dir(config)) from e
+        everything = plan(config, fingerprint=fingerprint)
+        mine = shard(everything, config.shard_index, config.shard_count)
         stack.enter_context(papermill_run.quiet())
         todo = [r for r in mine if not r.completed]
         # A terminal gets a bar; a log file (cron, CI) plain lines, with the time, instead of \r-redrawn
@@ -449,7 +459,7 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         summary_written = -math.inf
         try:
             for r in todo:
-                futures[pool.submit(_execute_if_free, r, config, declared, stopped, tally, fingerprint)] = r.run_id
+                futures[pool.submit(_execute_if_free, r, config, declared, stopped, tally, fingerprint, source)] = r.run_id
             for future in concurrent.futures.as_completed(futures):
                 state = future.result()["state"]  # the worker counted it; this raises its SweepWriteError
                 # A report read mid-sweep (or after a kill) sees the finished runs; at most every

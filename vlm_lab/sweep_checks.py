@@ -128,7 +128,7 @@ def _check_kernel(config: SweepConfig) -> None:
         ) from None
 
 
-def notebook_fingerprint(config: SweepConfig) -> str:
+def notebook_fingerprint(config: SweepConfig, notebook: Any = None) -> str:
     """sha256 of what the runs execute: the notebook's code cells and the kernel that runs them.
 
     Part of every run id, so a sweep run again after its notebook (or ``kernel:``) changed makes
@@ -136,6 +136,7 @@ def notebook_fingerprint(config: SweepConfig) -> str:
     counts and metadata are left out: saving the notebook in JupyterLab changes nothing. Code is
     compared as written (less trailing spaces), not by syntax tree: the same on every Python
     version, so shards on machines with different Pythons agree on the run ids.
+    ``notebook``: the notebook as read (a ``NotebookNode``); default: read ``config.notebook``.
     """
     import hashlib
     import json
@@ -143,12 +144,34 @@ def notebook_fingerprint(config: SweepConfig) -> str:
     import nbformat
     from papermill.utils import nb_kernel_name
 
-    if not Path(config.notebook).is_file():
-        raise SweepError(f"notebook {config.notebook!r} not found (paths are relative to {os.getcwd()})")
-    nb = nbformat.read(config.notebook, as_version=4)
+    if notebook is None:
+        if not Path(config.notebook).is_file():
+            raise SweepError(f"notebook {config.notebook!r} not found (paths are relative to {os.getcwd()})")
+        notebook = nbformat.read(config.notebook, as_version=4)
     try:
-        kernel = nb_kernel_name(nb, config.kernel or None)
+        kernel = nb_kernel_name(notebook, config.kernel or None)
     except ValueError:  # names no kernel: check_parameters says so before anything runs
         kernel = config.kernel
-    code = ["\n".join(line.rstrip() for line in c.source.strip().splitlines()) for c in nb.cells if c.cell_type == "code"]
+    code = ["\n".join(line.rstrip() for line in c.source.strip().splitlines()) for c in notebook.cells if c.cell_type == "code"]
     return hashlib.sha256(json.dumps({"kernel": kernel, "code": code}).encode()).hexdigest()
+
+
+def snapshot_notebook(config: SweepConfig, folder: Path) -> tuple[Path, str]:
+    """Copy the notebook, as it is now, to ``folder/<fingerprint>.ipynb``; returns (copy, fingerprint).
+
+    Every run of the invocation executes the copy: the notebook edited while a sweep runs (a cron
+    job at night, an edit in the morning) would otherwise run the later points with other code
+    than the fingerprint in their run ids and status says.
+    """
+    import nbformat
+
+    from vlm_lab.data import atomic_write_text
+
+    try:
+        text = Path(config.notebook).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SweepError(f"notebook {config.notebook!r} not found (paths are relative to {os.getcwd()})") from None
+    fingerprint = notebook_fingerprint(config, nbformat.reads(text, as_version=4))
+    copy = folder / f"{fingerprint[:16]}.ipynb"
+    atomic_write_text(copy, text, if_changed=True)
+    return copy, fingerprint

@@ -50,7 +50,7 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", type=_shard, default=None, metavar="I/N", help="run only shard I of N (0-based; e.g. $SLURM_ARRAY_TASK_ID/4)")
     parser.add_argument("--runs-dir", default=None, help="parent folder of the sweep's runs (default: the file's runs_dir, else runs)")
     parser.add_argument("--dry-run", action="store_true", help="list this shard's runs and their state; run nothing")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar on a terminal; without one (cron), no timed line per run either: only the final report")
 
 
 def _sweep(args: argparse.Namespace) -> int:
