@@ -52,7 +52,8 @@ shown under each answer.
 
 def _error(e: Exception) -> gr.Error:
     """What the user sees: the library's message (it names the fix), never a traceback."""
-    if isinstance(e, VlmLabError):
+    if isinstance(e, VlmLabError):  # one line in the log: the owner sees what visitors are told
+        log.info("request failed: %s", e)
         return gr.Error(str(e), print_exception=False)
     log.exception("unexpected error")
     return gr.Error(f"unexpected {type(e).__name__}: {e}. The app is still running; try again.")
@@ -100,6 +101,9 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
             answers = service.answer_batch(images, prompts, checkpoints, max_new_tokens)
         except Exception as e:  # noqa: BLE001
             raise _error(e) from None
+        for a in answers:
+            if a.error:
+                log.info("request failed: %s", a.error)
         if len(answers) == 1 and answers[0].error:  # a request alone in its batch fails as an error
             raise gr.Error(answers[0].error, print_exception=False)
         # in a batch each caller gets only its own error (an error raised here would reach every caller,

@@ -65,7 +65,9 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
     ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
     bomb = folder / "bomb.png"
     bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _chunk(b"IEND", b""))
-    return {"text": text, "truncated": truncated, "bomb": bomb}
+    large = folder / "large.png"  # over the Space's limit (16.7M) but under twice it: PIL only warns
+    Image.new("RGB", (5000, 5000), "red").save(large)
+    return {"text": text, "truncated": truncated, "bomb": bomb, "large": large}
 
 
 def test_compare_answers_side_by_side(client):
@@ -124,6 +126,7 @@ BAD_INPUTS = {
     "non-image file": ("text", "What color is the shape?", "'notes.png' is not an image this app can read; upload a PNG"),
     "truncated png": ("truncated", "What color is the shape?", "'truncated.png' is truncated or corrupt"),
     "decompression bomb": ("bomb", "What color is the shape?", "400,000,000 pixels, over this Space's limit"),
+    "over the pixel limit": ("large", "What color is the shape?", "5000x5000 = 25,000,000 pixels, over this Space's limit"),
 }
 
 
@@ -194,6 +197,19 @@ def test_a_mistyped_variable_is_named_in_the_log(space):
     """A typo in a Space variable was ignored without a word: the owner wondered why the limit did not change."""
     assert ("WARNING vlm_lab.space: VLM_LAB_MAX_NEW_TOKEN (did you mean VLM_LAB_MAX_NEW_TOKENS?): not a variable "
             "this app reads") in space[1].read_text()
+
+
+def test_a_refused_request_is_one_line_in_the_log(client, space, bad_files):
+    """The owner saw nothing of what visitors were told (or two lines of PIL's DecompressionBombWarning)."""
+    before = len(space[1].read_text())
+    with pytest.raises(AppError):
+        compare(client, handle_file(bad_files["large"]))
+    with pytest.raises(AppError):
+        client.predict(handle_file(bad_files["text"]), "What shape is it?", "checkpoint-1000", api_name="/compare_batch")
+    log = space[1].read_text()[before:]
+    assert "INFO vlm_lab.space: request failed: the image is 5000x5000 = 25,000,000 pixels" in log
+    assert "INFO vlm_lab.space: request failed: the file 'notes.png' is not an image" in log
+    assert "DecompressionBombWarning" not in log and "Traceback" not in log
 
 
 def test_log_shows_memory_before_and_after_each_request(client, space):

@@ -69,10 +69,17 @@ def read_image(value: Any, *, max_pixels: int) -> "Image.Image":
 
 
 def limit_image_pixels(max_pixels: int) -> None:
-    """Make PIL itself refuse decompression bombs (it raises above twice its limit) for any code path."""
+    """Make PIL itself refuse decompression bombs (it raises above twice its limit) for any code path.
+
+    PIL's warning between once and twice the limit is silenced: ``read_image`` refuses those images
+    with a message to the visitor, and the warning only put two lines in the log for each of them.
+    """
+    import warnings
+
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def _shown_name(path: Path) -> str:
