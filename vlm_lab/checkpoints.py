@@ -517,7 +517,7 @@ def _hub_config_folders(ref: CheckpointRef) -> tuple[set[str], _CachedRun | None
         snapshot = _cached_snapshot(ref)
         if snapshot is None:
             raise _hub_not_found(ref, _hub_problem(ref, error)) from error
-        why = f"the hub could not be reached: {type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+        why = f"the hub could not be reached: {_first_line(error)}"
     else:
         snapshot, why = _cached_snapshot(ref), "HF_HUB_OFFLINE=1"
     if snapshot is None:
@@ -541,32 +541,88 @@ def _check_cached_if_offline(ref: CheckpointRef) -> None:
     raise _hub_not_found(ref, _offline_problem(ref))
 
 
-def check_hub_config(ref: CheckpointRef, *, token: str | None = None) -> None:
+def check_hub_config(ref: CheckpointRef, *, token: str | None = None) -> bool:
     """A hub reference's ``config.json`` (in its subfolder) can be had, from the hub or the local cache,
     before transformers tries: without it, ``AutoConfig`` reads an empty config and reports a missing
     ``model_type`` ("fix its model_type"), not the missing folder.
 
+    The hub is asked once, without retries. When it cannot be reached (or fails, 5xx) and the config is
+    cached, the caller loads from the cache only (``local_files_only=True``, as ``HF_HUB_OFFLINE=1``
+    would): huggingface_hub retries each file it cannot find in the cache for about 25 s, and
+    transformers looks for a dozen optional ones (minutes before a cached model loads).
+
+    Returns:
+        True when the hub could not be reached and ``ref`` must load from the local cache only
+        (a ``HubUnreachableWarning`` says so); False when the hub answered, or offline.
+
     Raises:
         CheckpointNotFoundError: the hub (or offline, the cache) has no such repo, revision or file; a
-            missing subfolder's error lists the revision's folders that hold a config.json.
+            missing subfolder's error lists the revision's folders that hold a config.json; the hub
+            cannot be reached and the cache lacks it.
     """
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RemoteEntryNotFoundError
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url, is_offline_mode
+    from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
+    where = {"repo_id": ref.repo_id, "filename": "config.json", "subfolder": ref.subfolder, "revision": ref.revision}
+    if not is_offline_mode():
+        try:
+            get_hf_file_metadata(hf_hub_url(**where), token=token)  # one HEAD, no retries
+        except RemoteEntryNotFoundError as e:
+            raise _hub_not_found(ref, _hub_missing_config(ref, token)) from e
+        except Exception as e:  # noqa: BLE001 - an answer (no repo, revision, access) is an error, anything else: the cache
+            if _hub_answered(e):
+                raise _hub_not_found(ref, _hub_problem(ref, e)) from e
+            try:
+                hf_hub_download(**where, cache_dir=_cache_dir(), local_files_only=True)
+            except LocalEntryNotFoundError:
+                raise _hub_not_found(ref, _unreachable_problem(ref, e)) from e
+            warnings.warn(
+                f"the hub at {_endpoint()} could not be reached ({_first_line(e)}): {ref.spec!r} loads from the local Hugging Face "
+                f"cache ({_cache_dir()}), commit {hub_commit(ref)[:7]}; set HF_HUB_OFFLINE=1 to skip asking the hub",
+                HubUnreachableWarning,
+                stacklevel=2,
+            )
+            return True
     try:
-        hf_hub_download(ref.repo_id, "config.json", subfolder=ref.subfolder, revision=ref.revision, cache_dir=_cache_dir(), token=token)
-    except RemoteEntryNotFoundError as e:
-        raise _hub_not_found(ref, _hub_missing_config(ref, token)) from e
-    except LocalEntryNotFoundError as e:  # offline, or the hub unreachable, and not cached
-        from huggingface_hub import is_offline_mode
+        hf_hub_download(**where, cache_dir=_cache_dir(), token=token)
+    except LocalEntryNotFoundError as e:  # offline and not cached
+        raise _hub_not_found(ref, _offline_problem(ref)) from e
+    return False
 
-        if is_offline_mode():
-            raise _hub_not_found(ref, _offline_problem(ref)) from e
-        raise _hub_not_found(ref, _hub_problem(ref, e.__cause__ or e)) from e
-    except HfHubHTTPError as e:
-        if e.response is not None and e.response.status_code < 500:  # no such repo or revision, gated
-            raise _hub_not_found(ref, _hub_problem(ref, e)) from e
-        # the hub failing: transformers tries (and says) the same
+
+class HubUnreachableWarning(UserWarning):
+    """The hub could not be reached (or failed): a hub reference loads from the local Hugging Face cache,
+    at the commit its revision had when it was downloaded."""
+
+
+def _hub_answered(error: Exception) -> bool:
+    """The hub answered with a refusal (no such repo or revision, gated, unauthorized): not a connection
+    problem or a hub failure (5xx), which the local cache may stand in for."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    response = getattr(error, "response", None) if isinstance(error, HfHubHTTPError) else None
+    return response is not None and response.status_code < 500
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def _first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+
+
+def _unreachable_problem(ref: CheckpointRef, error: Exception) -> str:
+    """The hub cannot be reached and the cache lacks ``ref``: say both, what the cache holds near it, and the fixes."""
+    miss = _cache_miss(ref)
+    nearby = f"; {miss.nearby}" if miss.nearby else ""
+    return (
+        f"the hub at {_endpoint()} could not be reached ({_first_line(error)}) and {miss.problem}{nearby}; "
+        f"check the connection (or HF_ENDPOINT) and try again, download it where the hub can be reached "
+        f"({miss.download}), or set HF_HUB_OFFLINE=1 to use only what the cache holds"
+    )
 
 
 def _hub_missing_config(ref: CheckpointRef, token: str | None) -> str:
@@ -600,15 +656,16 @@ def _offline_problem(ref: CheckpointRef) -> str:
     return f"{miss.problem}, and HF_HUB_OFFLINE=1 forbids downloading it{nearby}; {miss.fix}"
 
 
-def offline_cache_hint(ref: CheckpointRef) -> str:
-    """For a hub ref that failed to load offline: ``; <what the cache lacks>; <what it holds>; <the download>``.
+def offline_cache_hint(ref: CheckpointRef, *, cache_only: bool = False) -> str:
+    """For a hub ref that failed to load from the cache (offline, or ``cache_only``: the hub unreachable):
+    ``; <what the cache lacks>; <what it holds>; <the download>``.
 
     Empty online or for a local folder. Resolving checked only the config.json; a partial
     download (``hf download ... --include``) can lack the weights or the tokenizer.
     """
     from huggingface_hub import is_offline_mode
 
-    if ref.path is not None or not is_offline_mode():
+    if ref.path is not None or not (cache_only or is_offline_mode()):
         return ""
     miss = _cache_miss(ref)
     return f"; {miss.problem}" + (f": {miss.nearby}" if miss.nearby else "") + f"; {miss.fix}"
@@ -638,11 +695,9 @@ def _hub_problem(ref: CheckpointRef, error: Exception) -> str:
         return f"the hub has no model {ref.repo_id!r} you can see (a private one needs a token: hf auth login){nearby}"
     if isinstance(error, RevisionNotFoundError):
         return f"the hub has no revision {ref.revision!r} of {ref.repo_id!r}{nearby}"
-    what = f"revision {ref.revision or 'main'!r} of {ref.repo_id!r}"
-    if isinstance(error, RevisionResolutionError):
-        return f"the hub could not be reached and the local Hugging Face cache ({_cache_dir()}) has no {what}{nearby}"
-    first_line = (str(error).strip().splitlines() or [""])[0]
-    return f"the hub did not say which commit {what} is ({type(error).__name__}: {first_line})"
+    if isinstance(error, RevisionResolutionError) or not _hub_answered(error):
+        return _unreachable_problem(ref, error.__cause__ or error)
+    return f"the hub did not say which commit revision {ref.revision or 'main'!r} of {ref.repo_id!r} is ({_first_line(error)})"
 
 
 def _hub_not_found(ref: CheckpointRef, problem: str) -> CheckpointNotFoundError:

@@ -77,7 +77,7 @@ def cache_miss(repo_id: str, revision: str | None, subfolder: str | None, *, cac
     repos = [r for r in info.repos if r.repo_type == "model"] if info is not None else []
     repo = next((r for r in repos if r.repo_id == repo_id), None)
     if repo is None:
-        return _missing_repo(repo_id, info, [r.repo_id for r in repos], cache_dir)
+        return _missing_repo(repo_id, info, [r.repo_id for r in repos], cache_dir, download_command(repo_id, revision, subfolder))
     name = revision or "main"
     snapshot = _revision(repo, name)
     if snapshot is None:
@@ -85,13 +85,13 @@ def cache_miss(repo_id: str, revision: str | None, subfolder: str | None, *, cac
             "revision",
             f"revision {name!r} of {repo_id!r} is not in the local Hugging Face cache ({cache_dir})",
             _cached_revisions(repo, name),
-            f"hf download {repo_id} --revision {name}",
+            download_command(repo_id, name, subfolder),
             named=bool(repo.revisions),
         )
     return _missing_config(repo, revision, snapshot, (subfolder or "").strip("/"), cache_dir)
 
 
-def _missing_repo(repo_id: str, info: Any, cached: list[str], cache_dir: str) -> CacheMiss:
+def _missing_repo(repo_id: str, info: Any, cached: list[str], cache_dir: str, download: str) -> CacheMiss:
     damaged = _damaged(info, repo_id)
     near = damaged or _close_repos(repo_id, cached)
     if near:
@@ -100,7 +100,7 @@ def _missing_repo(repo_id: str, info: Any, cached: list[str], cache_dir: str) ->
         none = f", which holds no model with a close name ({len(cached)} cached; hf cache ls lists them)"
     else:
         none = ", which holds no models"
-    return CacheMiss("repo", f"hub model {repo_id!r} is not in the local Hugging Face cache ({cache_dir}){none}", near, f"hf download {repo_id}", named=bool(near) and not damaged)
+    return CacheMiss("repo", f"hub model {repo_id!r} is not in the local Hugging Face cache ({cache_dir}){none}", near, download, named=bool(near) and not damaged)
 
 
 def _missing_config(repo: Any, revision: str | None, snapshot: Any, sub: str, cache_dir: str) -> CacheMiss:
@@ -108,7 +108,7 @@ def _missing_config(repo: Any, revision: str | None, snapshot: Any, sub: str, ca
     repo_id, name = repo.repo_id, revision or "main"
     at = f"{repo_id!r} at {name}" + ("" if name == snapshot.commit_hash else f" (commit {snapshot.commit_hash[:7]})")
     named = f"{repo_id}{'@' + revision if revision else ''}"
-    download = f"hf download {repo_id}" + (f" --revision {revision}" if revision else "") + (f" --include '{sub}/*'" if sub else "")
+    download = download_command(repo_id, revision, sub)
     folders = config_folders(snapshot)
     if sub in folders:  # what resolving checks is there; the rest of the model may not be (a partial download)
         folder = Path(snapshot.snapshot_path, sub)
@@ -123,6 +123,12 @@ def _missing_config(repo: Any, revision: str | None, snapshot: Any, sub: str, ca
     wanted = f"{sub}/config.json" if sub else "config.json at its root"
     problem = f"the local Hugging Face cache ({cache_dir}) holds {at} but no {wanted}"
     return CacheMiss("config", problem, "; ".join(hints), download, named=bool(folders or elsewhere))
+
+
+def download_command(repo_id: str, revision: str | None, subfolder: str | None) -> str:
+    """``hf download org/name [--revision R] [--include 'sub/*']``: only the folder named, not every checkpoint of a run."""
+    sub = (subfolder or "").strip("/")
+    return f"hf download {repo_id}" + (f" --revision {revision}" if revision else "") + (f" --include '{sub}/*'" if sub else "")
 
 
 def config_folders_hint(folders: Iterable[str], sub: str, named: str) -> str:

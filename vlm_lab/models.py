@@ -104,13 +104,16 @@ def load_model(ref: CheckpointRef | str | os.PathLike[str], *, dtype: str = "aut
         ref = resolve(str(ref), expand=False)[0]
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
+    cache_only = False  # the hub cannot be reached: the cached files only, without a retried request per file
     if ref.path is not None:
         _check_folder(ref)
     else:
-        check_hub_config(ref, token=token)
+        cache_only = check_hub_config(ref, token=token)
     kwargs = ref.pretrained_kwargs()
     if token:
         kwargs["token"] = token
+    if cache_only:
+        kwargs["local_files_only"] = True
     try:
         with quiet_if_small(ref):
             config = _check_config(ref, kwargs)
@@ -120,7 +123,7 @@ def load_model(ref: CheckpointRef | str | os.PathLike[str], *, dtype: str = "aut
         raise
     except OSError as e:  # transformers reports missing repos/files as OSError
         first = f"cannot load {ref.spec!r}: {e}".splitlines()[0].rstrip(".")
-        raise CheckpointNotFoundError(first + offline_cache_hint(ref)) from e
+        raise CheckpointNotFoundError(first + offline_cache_hint(ref, cache_only=cache_only)) from e
     except SafetensorError as e:  # a hub download cut short (local folders are checked above)
         raise CheckpointNotFoundError(
             f"cannot load {ref.spec!r}: a weight file is not a valid safetensors file ({e}); download it again"
@@ -189,7 +192,7 @@ def _load_processor(ref: CheckpointRef, kwargs: dict) -> Any:
         raise CheckpointNotFoundError(
             f"cannot load {ref.spec!r}: its tokenizer cannot be built from its files (no tokenizer.json, and the "
             "others are incomplete or need sentencepiece/tiktoken to convert); add tokenizer.json "
-            "(processor.save_pretrained writes it), or pip install sentencepiece" + offline_cache_hint(ref)
+            "(processor.save_pretrained writes it), or pip install sentencepiece" + offline_cache_hint(ref, cache_only=kwargs.get("local_files_only", False))
         ) from e
     if not getattr(processor, "chat_template", None) and not _places_image_itself(processor):  # a bare tokenizer has the attribute too
         raise CheckpointNotFoundError(

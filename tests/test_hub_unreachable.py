@@ -1,0 +1,82 @@
+"""Hub references while the hub cannot be reached: the real huggingface_hub client and transformers in a fresh
+process whose ``HF_ENDPOINT`` is a closed local port (nothing listens there), with a real on-disk cache.
+
+A cached reference loads from the cache at once (huggingface_hub retries every file it cannot find in the
+cache, about 25 s each, and transformers looks for a dozen optional files: minutes); one that is not cached
+says that the hub could not be reached, what the cache lacks, and the fixes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_checkpoint_refs import add_snapshot, hf_cache  # noqa: F401 - a fixture
+
+from vlm_lab.models import load_model
+
+WEIGHT_SUM = "sum(float(t.double().sum()) for t in m.model.state_dict().values())"
+
+
+@pytest.fixture
+def closed_endpoint() -> str:
+    """An address on this machine where nothing listens: a port the kernel just handed out, closed again."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def unreachable(hf_cache: Path, endpoint: str, code: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    env |= {"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(hf_cache.parent), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+
+
+def error_line(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode != 0
+    (line,) = [line for line in r.stderr.splitlines() if line.startswith("vlm_lab.errors.CheckpointNotFoundError")]
+    return line.split(": ", 1)[1]
+
+
+def test_a_cached_checkpoint_loads_from_the_cache_without_retrying_the_hub(hf_cache, closed_endpoint, tiny_checkpoints):
+    add_snapshot(hf_cache, "org/run", None, folders={"checkpoint-0": tiny_checkpoints[0], "checkpoint-1000": tiny_checkpoints[-1]})
+    code = f"from vlm_lab.models import load_model\nm = load_model('org/run:checkpoint-1000', device='cpu')\nprint({WEIGHT_SUM})"
+    r = unreachable(hf_cache, closed_endpoint, code)
+    assert r.returncode == 0, r.stderr
+    assert "Retrying in" not in r.stderr  # huggingface_hub's backoff: 25 s per file transformers looks for
+    m = load_model(tiny_checkpoints[-1], device="cpu")
+    assert float(r.stdout) == eval(WEIGHT_SUM)
+    (warning,) = [line for line in r.stderr.splitlines() if "HubUnreachableWarning" in line]
+    assert f"the hub at {closed_endpoint} could not be reached (ConnectError: " in warning
+    assert f"'org/run:checkpoint-1000' loads from the local Hugging Face cache ({hf_cache}), commit " in warning
+
+
+def test_a_reference_the_cache_lacks_says_the_hub_is_unreachable_and_the_fixes(hf_cache, closed_endpoint, tiny_checkpoints):
+    add_snapshot(hf_cache, "org/run", None, folders={"checkpoint-0": tiny_checkpoints[0]})
+    code = "from vlm_lab.models import load_model\nload_model('org/run:checkpoint-10', device='cpu')"
+    message = error_line(r := unreachable(hf_cache, closed_endpoint, code))
+    assert "Retrying in" not in r.stderr
+    assert message.startswith(f"cannot load 'org/run:checkpoint-10': the hub at {closed_endpoint} could not be reached (ConnectError: ")
+    assert f"and the local Hugging Face cache ({hf_cache}) holds 'org/run' at main (commit " in message
+    assert "but no checkpoint-10/config.json; its folders with a config.json: checkpoint-0; name one, e.g. org/run:checkpoint-0" in message
+    assert message.endswith(
+        "check the connection (or HF_ENDPOINT) and try again, download it where the hub can be reached "
+        "(hf download org/run --include 'checkpoint-10/*'), or set HF_HUB_OFFLINE=1 to use only what the cache holds"
+    )
+    assert "did not say which commit" not in message
+
+
+@pytest.mark.parametrize("call", ["from vlm_lab.models import load_model\nload_model('org/other@v2', device='cpu')",
+                                  "from vlm_lab.checkpoints import resolve\nresolve('org/other@v2')",
+                                  "from vlm_lab.checkpoints import fingerprint, parse_hub_ref\nfingerprint(parse_hub_ref('org/other@v2'))"])  # fmt: skip
+def test_a_repo_never_downloaded_says_so_whichever_step_meets_it(hf_cache, closed_endpoint, call):
+    message = error_line(r := unreachable(hf_cache, closed_endpoint, call))
+    assert "Retrying in" not in r.stderr
+    assert message.startswith(f"cannot load 'org/other@v2': the hub at {closed_endpoint} could not be reached (")
+    assert f"and hub model 'org/other' is not in the local Hugging Face cache ({hf_cache}), which holds no models;" in message
+    assert "download it where the hub can be reached (hf download org/other --revision v2)" in message
