@@ -37,6 +37,27 @@ def test_bad_hub_ref_says_what_form_to_use(spec):
         parse_hub_ref(spec)
 
 
+@pytest.mark.parametrize(
+    "spec, right",
+    [
+        ("org/run:checkpoint-0@main", "org/run@main:checkpoint-0"),
+        ("org/run:runs/a/checkpoint-20@v1.0", "org/run@v1.0:runs/a/checkpoint-20"),
+    ],
+)
+def test_a_revision_after_the_subfolder_names_the_right_order(spec, right):
+    for call in (parse_hub_ref, resolve):  # never read as a folder named 'checkpoint-0@main'
+        with pytest.raises(CheckpointNotFoundError) as caught:
+            call(spec)
+        assert str(caught.value).startswith(f"{spec!r}: the revision goes before the subfolder: {right} (")
+
+
+def test_a_folder_named_with_an_at_sign_is_reached_with_the_revision_first():
+    ref = parse_hub_ref("org/run@main:ckpt@best")
+    assert (ref.revision, ref.subfolder) == ("main", "ckpt@best")
+    with pytest.raises(CheckpointNotFoundError, match=r"name the revision first: org/run@main:ckpt@best\)$"):
+        parse_hub_ref("org/run:ckpt@best")
+
+
 def test_discovery_sorts_by_step_number_not_by_name(tmp_path):
     for name, has_config in [("checkpoint-10", True), ("checkpoint-9", True), ("checkpoint-100", True),
                              ("checkpoint-5", False), ("checkpoint-x", True), ("other", True)]:  # fmt: skip

@@ -110,6 +110,12 @@ def parse_hub_ref(spec: str) -> CheckpointRef:
         raise CheckpointNotFoundError(
             f"{spec!r} is neither a local folder nor a hub id; use a path, or org/name[@revision][:subfolder]"
         )
+    if revision is None and subfolder is not None and "@" in subfolder:  # org/run:checkpoint-0@main
+        folder, named = subfolder.rsplit("@", 1)
+        raise CheckpointNotFoundError(
+            f"{spec!r}: the revision goes before the subfolder: {rest}@{named}:{folder} "
+            f"(if {subfolder!r} is the folder's name, name the revision first: {rest}@main:{subfolder})"
+        )
     if subfolder is not None:  # a path inside the repo, as the hub names it: "/ckpt/" is "ckpt", "." the root
         parts = [p for p in subfolder.replace("\\", "/").split("/") if p not in ("", ".")]
         if ".." in parts:
