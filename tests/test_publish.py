@@ -270,8 +270,10 @@ def test_conflicts_and_missing_routes_are_reported(hub, space_dir, route, status
 @pytest.mark.parametrize(
     "case, code, message",
     [
-        ("invalid token", 3, "create a write token at https://huggingface.co/settings/tokens and export HF_TOKEN"),
-        ("read token", 3, "not write; create a write token at https://huggingface.co/settings/tokens"),
+        ("invalid token", 3, "the token in $HF_TOKEN was rejected (401: invalid or expired); create a write token at "
+                             "https://huggingface.co/settings/tokens and export HF_TOKEN"),
+        ("read token", 3, "the token in $HF_TOKEN (of alice) is read, not write; create a write token at "
+                          "https://huggingface.co/settings/tokens"),
         ("402 on create", 3, "needs a paid plan"),
         ("403 on hardware", 3, "add a payment method at https://huggingface.co/settings/billing"),
         ("other owner", 3, "cannot create repos under 'bob'"),
@@ -302,6 +304,22 @@ def test_hub_errors_name_the_fix(hub, space_dir, case, code, message):
     assert "Traceback" not in r.stderr
     attempted = {"402 on create": ["/api/repos/create"], "403 on hardware": [f"/api/spaces/{SPACE}/hardware"]}
     assert [w["path"] for w in hub.writes()] == attempted.get(case, []), "nothing else may be written"
+
+
+@pytest.mark.parametrize("role", ["read", "invalid"])
+def test_a_stale_hf_token_hiding_a_saved_login_is_named_with_its_fix(hub, space_dir, role):
+    """HF_TOKEN (a shell profile's, a .env's) wins over the write token `hf auth login` saved; the message
+    said to create a new token, when unsetting HF_TOKEN was the fix."""
+    stale = new_token()
+    if role == "read":
+        hub.add_token(stale, "alice", role="read")
+    hub.home.mkdir(parents=True, exist_ok=True)
+    (hub.home / "token").write_text(hub.token)  # as `hf auth login` saves it
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), token=stale)
+    assert r.returncode == 3, fail_text(r)
+    assert "the token in $HF_TOKEN" in r.stderr, fail_text(r)
+    assert "or unset HF_TOKEN: it takes precedence over the different token saved by `hf auth login`" in r.stderr
+    assert hub.token not in r.stdout + r.stderr and hub.writes() == []
 
 
 def test_fine_grained_token_with_repo_write_publishes(hub, space_dir):

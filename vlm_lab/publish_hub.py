@@ -100,6 +100,15 @@ class Hub:
     backoff: float = 1.0
     secrets: list[str] = dataclasses.field(default_factory=list)  # values to scrub besides the token
     whoami: dict = dataclasses.field(default_factory=dict)  # the Hub's whoami-v2 answer for the token
+    source: str = "the token"  # where it came from, for messages: "the token in $HF_TOKEN", ...
+    shadowed_login: bool = False  # $HF_TOKEN hides a different token saved by `hf auth login`
+
+    def token_fix(self) -> str:
+        """How to get a token that works, said for where this one came from."""
+        fix = f"create a write token at {TOKENS_URL} and export HF_TOKEN=..."
+        if self.shadowed_login:
+            fix += " (or unset HF_TOKEN: it takes precedence over the different token saved by `hf auth login`)"
+        return fix
 
     @property
     def endpoint(self) -> str:
@@ -145,10 +154,7 @@ class Hub:
         detail = self.scrub(str(getattr(e, "server_message", None) or "").strip() or str(e).splitlines()[0])
         where = f" {repo}" if repo else ""
         if status == 401:
-            return HubAuthError(
-                f"could not {what}: the token was rejected (401: invalid or expired); "
-                f"create a write token at {TOKENS_URL} and export HF_TOKEN=..."
-            )
+            return HubAuthError(f"could not {what}: {self.source} was rejected (401: invalid or expired); {self.token_fix()}")
         if status == 402:
             return HubAuthError(
                 f"could not {what}: payment required (402): hosting a Gradio Space needs a paid plan "
@@ -194,11 +200,32 @@ def connect(*, endpoint: str = "", retries: int = 3, backoff: float = 1.0) -> Hu
     if not token:
         raise HubAuthError(f"no Hugging Face token: create a write token at {TOKENS_URL} and export HF_TOKEN=... (or run `hf auth login`)")
     hub = Hub(api=HfApi(endpoint=endpoint or None, token=token), token=token, user="?", orgs=(), retries=retries, backoff=backoff)
+    hub.source, hub.shadowed_login = _token_source(token)
     info = hub.call("check the token (whoami)", hub.api.whoami)
     hub.user = str(info.get("name") or "?")
     hub.orgs = tuple(str(o.get("name")) for o in info.get("orgs") or [] if o.get("name"))
     hub.whoami = info
     return hub
+
+
+def _token_source(token: str) -> tuple[str, bool]:
+    """Where huggingface_hub found ``token`` (for messages), and whether it hides a different saved login.
+
+    A stale read token left in ``HF_TOKEN`` (a shell profile, a .env) silently wins over a write
+    token saved by ``hf auth login``: the fix is then to unset it, not to make another token.
+    """
+    import os
+
+    from huggingface_hub import constants
+
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        if os.environ.get(name, "").strip() == token:
+            try:
+                saved = open(constants.HF_TOKEN_PATH, encoding="utf-8").read().strip()
+            except OSError:
+                saved = ""
+            return f"the token in ${name}", bool(saved) and saved != token
+    return "the token saved by `hf auth login`", False
 
 
 def check_can_write(hub: Hub, repo_id: str, *, exists: bool) -> str:
@@ -230,11 +257,8 @@ def check_can_write(hub: Hub, repo_id: str, *, exists: bool) -> str:
             if exists and entity.get("name") == repo_id:
                 return f"fine-grained token with repo.write on {repo_id}"
         raise HubAuthError(
-            f"the fine-grained token of {hub.user} has no repo.write on {owner!r}"
+            f"{hub.source} (fine-grained, of {hub.user}) has no repo.write on {owner!r}"
             + ("" if exists else f" (needed to create {repo_id})")
-            + f"; edit the token's permissions at {TOKENS_URL} (Repositories: write) or use a write token"
+            + f"; edit the token's permissions at {TOKENS_URL} (Repositories: write), or {hub.token_fix()}"
         )
-    raise HubAuthError(
-        f"the token of {hub.user} is {role or 'of unknown role'}, not write; "
-        f"create a write token at {TOKENS_URL} and export HF_TOKEN=..."
-    )
+    raise HubAuthError(f"{hub.source} (of {hub.user}) is {role or 'of unknown role'}, not write; {hub.token_fix()}")
