@@ -278,3 +278,27 @@ def test_an_upload_is_seen_as_the_space_sees_it(explorer, tmp_path):
         assert np.array_equal(np.asarray(explorer.image), np.asarray(shown)), name
     assert explorer.image.getpixel((0, 0)) == (255, 255, 255)
     explorer.image_source.value = "example"
+
+
+def test_a_reference_that_cannot_be_listed_does_not_hide_the_others(tiny_checkpoints, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from vlm_lab.widgets import CheckpointsNotListedWarning
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))  # offline: org/never-downloaded is nowhere
+    specs = [str(tiny_checkpoints[0]), "org/never-downloaded", str(tiny_checkpoints[-1]), str(tmp_path / "typo")]
+    with pytest.warns(CheckpointsNotListedWarning) as caught:
+        e = explore(specs, "shapes:val:2", device="cpu")
+    assert [r.name for r in e.refs] == ["checkpoint-0", "checkpoint-1000"]
+    assert list(e.unlisted) == ["org/never-downloaded", str(tmp_path / "typo")]
+    assert [str(w.message).split(":")[0] for w in caught] == [f"the explorer does not list {s!r}" for s in e.unlisted]
+    assert "hub model 'org/never-downloaded' is not in the local Hugging Face cache" in str(caught[0].message)
+    text = html.unescape(e.output.value)
+    assert "Not listed: 'org/never-downloaded': CheckpointNotFoundError: cannot load 'org/never-downloaded'" in text
+    assert f"Not listed: '{tmp_path / 'typo'}': CheckpointNotFoundError: no checkpoint at " in text
+    assert "Pick checkpoints and an image, then click Compare." in text
+    rows = e.run()
+    assert [r["checkpoint"] for r in rows] == ["checkpoint-0", "checkpoint-1000"] and not any(r.get("error") for r in rows)
+    assert "Not listed: 'org/never-downloaded'" in html.unescape(e.output.value)  # still said beside the answers
+    with pytest.raises(CheckpointNotFoundError, match="never-downloaded"):  # nothing to show: the first error
+        explore(["org/never-downloaded", str(tmp_path / "typo")], "shapes:val:2")

@@ -254,17 +254,43 @@ def resolve_all(specs: list[str] | tuple[str, ...] | str) -> list[CheckpointRef]
     Local folders are the same when their resolved paths are (``runs/x`` and ``/abs/runs/x``),
     hub refs when they name the same repo, revision and subfolder (``org/x`` and ``org/x@main:.``);
     the first spelling is kept.
+
+    Raises:
+        CheckpointNotFoundError: the first reference that resolves to nothing; or none given.
     """
+    refs, _ = _resolve_specs(specs, keep_going=False)
+    return refs
+
+
+def resolve_each(specs: list[str] | tuple[str, ...] | str) -> tuple[list[CheckpointRef], dict[str, CheckpointNotFoundError]]:
+    """``resolve_all``, where a reference that fails does not stop the others (an explorer shows what it
+    can): the checkpoints found, and each failed reference's error by its spelling.
+
+    Raises:
+        CheckpointNotFoundError: no reference given, or every one failed (the first one's error).
+    """
+    return _resolve_specs(specs, keep_going=True)
+
+
+def _resolve_specs(specs, *, keep_going: bool) -> tuple[list[CheckpointRef], dict[str, CheckpointNotFoundError]]:
     if isinstance(specs, str):
         specs = [s for s in specs.split(",") if s.strip()]
     seen: dict[str, CheckpointRef] = {}
+    failed: dict[str, CheckpointNotFoundError] = {}
     for spec in specs:
-        for ref in resolve(spec):
+        try:
+            found = resolve(spec)
+        except CheckpointNotFoundError as e:
+            if not keep_going:
+                raise
+            failed[str(spec).strip()] = e
+            continue
+        for ref in found:
             key = str(Path(ref.path).resolve()) if ref.path is not None else f"{ref.repo_id}@{ref.revision or 'main'}:{ref.subfolder or ''}"
             seen.setdefault(key, ref)
     if not seen:
-        raise CheckpointNotFoundError("no checkpoints given; pass at least one folder or hub id")
-    return list(seen.values())
+        raise next(iter(failed.values()), None) or CheckpointNotFoundError("no checkpoints given; pass at least one folder or hub id")
+    return list(seen.values()), failed
 
 
 # Files that say how training went, not what the model computes: never part of a fingerprint.

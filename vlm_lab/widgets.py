@@ -13,11 +13,12 @@ from __future__ import annotations
 import html
 import io
 import os
+import warnings
 from typing import Any, Sequence
 
 import ipywidgets as w
 
-from vlm_lab.checkpoints import CheckpointRef, resolve_all
+from vlm_lab.checkpoints import CheckpointRef, resolve_each
 from vlm_lab.config import GenerationConfig
 from vlm_lab.data import Sample, load_samples, open_image
 from vlm_lab.errors import DataError, VlmLabError
@@ -105,8 +106,10 @@ class Explorer:
     plus dtype; a checkpoint that failed has only checkpoint and ``error``).
     """
 
-    def __init__(self, refs: list[CheckpointRef], samples: list[Sample], *, dtype: str = "auto", device: str = "auto", cache=None) -> None:
+    def __init__(self, refs: list[CheckpointRef], samples: list[Sample], *, dtype: str = "auto", device: str = "auto", cache=None,
+                 unlisted: dict[str, Exception] | None = None) -> None:
         self.refs, self.samples = refs, samples
+        self.unlisted = dict(unlisted or {})  # references that resolved to nothing, and why: said above the table
         self.dtype, self.device = dtype, device
         self.cache = cache
         self.uploaded = None  # PIL image of the last good upload
@@ -136,7 +139,7 @@ class Explorer:
         self.log = w.Checkbox(value=False, description="Log this comparison (W&B)", indent=False)
         self.log.disabled = _log_interaction() is None
         self.button = w.Button(description="Compare", button_style="primary", icon="play")
-        self.output = w.HTML(value=message_html("Pick checkpoints and an image, then click Compare."))
+        self.output = w.HTML(value=self._unlisted_html() + message_html("Pick checkpoints and an image, then click Compare."))
 
         self.example.observe(self._on_example, names="value")
         self.upload.observe(self._on_upload, names="value")
@@ -147,6 +150,10 @@ class Explorer:
         strategy = w.HBox([self.strategy, self.strategy_arg, self.seed])
         controls = w.VBox([self.example, self.upload, self.image_source, self.prompt, strategy, self.max_new_tokens, self.log, self.button])
         self.ui = w.VBox([w.HBox([w.VBox([self.checkpoints, self.preview]), controls]), self.output])
+
+    def _unlisted_html(self) -> str:
+        """One red line per reference that could not be listed, with its error (what, which, the fix)."""
+        return "".join(message_html(f"Not listed: {spec!r}: {type(e).__name__}: {e}", error=True) for spec, e in self.unlisted.items())
 
     # Displaying an Explorer displays its widget tree.
     def _repr_mimebundle_(self, **kwargs):
@@ -266,7 +273,7 @@ class Explorer:
             self.output.value = message_html(f"Interrupted: {len(self.rows)} of {len(refs)} checkpoints answered.", error=True)
             self.output.value += results_html(self.rows, self.reference)
             return self.rows
-        self.output.value = results_html(self.rows, self.reference)
+        self.output.value = self._unlisted_html() + results_html(self.rows, self.reference)
         if self.log.value:
             tracked = self._log(image, prompt, self.config)
             note = f"Logged: {tracked}" if tracked is not None else "W&B logging is disabled or failed (see the warning)."
@@ -329,10 +336,20 @@ def explore(
         dtype, device: as in ``CompareConfig``.
         cache: a ``ModelCache`` to share with other comparisons (a fresh one by default).
 
+    A reference that resolves to nothing (a typo, a hub run that cannot be listed) does not hide the
+    others: the explorer lists those it found and says which could not be listed and why, in red above
+    its results (``Explorer.unlisted``) and as a ``CheckpointsNotListedWarning``.
+
     Raises:
-        CheckpointNotFoundError: a checkpoint reference points at nothing (the message lists what exists).
+        CheckpointNotFoundError: no reference resolves to anything (the first one's error, which lists what exists).
         DataError: the data spec or file is unusable.
     """
-    refs = resolve_all(list(checkpoints) if not isinstance(checkpoints, str) else checkpoints)
+    refs, unlisted = resolve_each(list(checkpoints) if not isinstance(checkpoints, str) else checkpoints)
     samples = load_samples(os.fspath(data))
-    return Explorer(refs, samples, dtype=dtype, device=device, cache=cache)
+    for spec, e in unlisted.items():
+        warnings.warn(f"the explorer does not list {spec!r}: {e}", CheckpointsNotListedWarning, stacklevel=2)
+    return Explorer(refs, samples, dtype=dtype, device=device, cache=cache, unlisted=unlisted)
+
+
+class CheckpointsNotListedWarning(UserWarning):
+    """A checkpoint reference given to ``explore`` resolved to nothing; the explorer shows the others."""
