@@ -228,3 +228,43 @@ def test_unreadable_or_unwritable_digest_memo_is_not_an_error(tmp_path, monkeypa
     (tmp_path / "cache").mkdir()
     checkpoints.digest_memo_path().write_text("{not json")
     assert checkpoints.load_digest_memo() == {}
+
+
+def test_a_wrong_step_in_a_long_run_lists_the_nearest_steps_not_all(tmp_path):
+    for step in range(0, 5001, 10):  # a run saved every 10 steps: 501 folders
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "config.json").write_text("{}")
+    with pytest.raises(CheckpointNotFoundError) as caught:
+        resolve(str(tmp_path / "checkpoint-2525"))
+    message = str(caught.value)
+    assert message.endswith(
+        f"(found in {tmp_path}: checkpoint-2490, checkpoint-2500, checkpoint-2510, checkpoint-2520, checkpoint-2530, "
+        "checkpoint-2540, checkpoint-2550, checkpoint-2560 and 493 more (checkpoint-0 to checkpoint-5000))"
+    )
+
+
+def test_a_broken_symbolic_link_is_named_with_its_target(tmp_path, tiny_checkpoints):
+    (tmp_path / "latest").symlink_to(tmp_path / "gone" / "run-7")  # the run it pointed at was deleted
+    for spec in (tmp_path / "latest", tmp_path / "latest" / "checkpoint-500"):
+        with pytest.raises(CheckpointNotFoundError) as caught:
+            resolve(str(spec))
+        assert str(caught.value) == (
+            f"no checkpoint at {str(spec)!r}: {str(tmp_path / 'latest')!r} is a symbolic link to {str(tmp_path / 'gone' / 'run-7')!r}, "
+            "which does not exist; point the link at a checkpoint folder, or name the folder itself"
+        )
+    (tmp_path / "best").symlink_to(tiny_checkpoints[-1])  # a working link is followed
+    assert [r.path for r in resolve(str(tmp_path / "best"))] == [str(tmp_path / "best")]
+
+
+def test_model_folders_not_named_checkpoint_n_are_named_in_the_error(tmp_path, tiny_checkpoints):
+    run = tmp_path / "run"
+    for name in ("step_500", "final", "checkpoint-750-best"):
+        shutil.copytree(tiny_checkpoints[0], run / name)
+    (run / "logs").mkdir()
+    with pytest.raises(CheckpointNotFoundError) as caught:
+        resolve(str(run))
+    assert str(caught.value) == (
+        f"no checkpoint at {str(run)!r}: it has no config.json, and its model folders are not named checkpoint-N "
+        "(checkpoint-750-best, final, step_500), so their order is unknown; name them one by one, "
+        f"e.g. {run / 'checkpoint-750-best'}, or rename them checkpoint-<step> to compare the run in order"
+    )

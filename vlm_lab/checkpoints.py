@@ -150,11 +150,21 @@ def _nearby(path: Path) -> str:
     """What does exist near a missing path, for the error message."""
     from vlm_lab.paths import nearby, nearest_existing
 
+    from vlm_lab.hub_cache import listed
+
     parent = nearest_existing(path)
     ckpts = [p.name for p in discover_checkpoints(parent)] if parent.is_dir() else []
-    if ckpts:  # the common case: a wrong step number; list every step there is
-        return f"found in {parent}: {', '.join(ckpts)}"
+    if ckpts:  # the common case: a wrong step number; the steps nearest the one typed (a run may save hundreds)
+        return f"found in {parent}: {listed(ckpts, path.name)}"
     return nearby(path)
+
+
+def _broken_link(path: Path) -> str:
+    """The symbolic link on ``path`` (itself or a parent) whose target does not exist, in words; "" when none."""
+    for link in (path, *path.parents):
+        if link.is_symlink() and not link.exists():
+            return f"{str(link)!r} is a symbolic link to {os.readlink(link)!r}, which does not exist; point the link at a checkpoint folder, or name the folder itself"
+    return ""
 
 
 def _absolute(path: Path) -> Path:
@@ -177,6 +187,15 @@ def _not_a_model_folder(spec: str, path: Path) -> str:
     """Why a folder without ``config.json`` (and without loadable ``checkpoint-N`` folders) is not a checkpoint."""
     steps = sorted((int(m.group(1)), c) for c in path.iterdir() if (m := _CHECKPOINT_DIR.match(c.name)) and c.is_dir())
     if not steps:
+        from vlm_lab.hub_cache import listed, natural_key
+
+        models = sorted((c for c in path.iterdir() if c.is_dir() and (c / "config.json").is_file()), key=lambda c: natural_key(c.name))
+        if models:  # step_500, checkpoint-750-best, final: model folders a Trainer would not have named so
+            return (
+                f"no checkpoint at {spec!r}: it has no config.json, and its model folders are not named checkpoint-N "
+                f"({listed([c.name for c in models], '')}), so their order is unknown; name them one by one, "
+                f"e.g. {os.path.join(spec, models[0].name)}, or rename them checkpoint-<step> to compare the run in order"
+            )
         return f"no checkpoint at {spec!r}: no config.json and no checkpoint-N folders ({_nearby(path / 'x')})"
 
     def holds(folder: Path) -> str:
@@ -238,6 +257,8 @@ def resolve(spec: str, *, expand: bool = True) -> list[CheckpointRef]:
         raise CheckpointNotFoundError(f"{spec!r} is a file; pass the folder that holds config.json")
     if (url := _HUB_URL.match(spec)) is not None:
         raise CheckpointNotFoundError(f"{spec!r} is a hub address, not a reference vlm_lab reads; write it as {_spec_of_url(url)}")
+    if broken := _broken_link(path):
+        raise CheckpointNotFoundError(f"no checkpoint at {spec!r}: {broken}")
     if _looks_local(spec):
         where = _absolute(path)
         raise CheckpointNotFoundError(f"no checkpoint at {str(where)!r} ({_nearby(where)})")
