@@ -268,3 +268,25 @@ def test_model_folders_not_named_checkpoint_n_are_named_in_the_error(tmp_path, t
         "(checkpoint-750-best, final, step_500), so their order is unknown; name them one by one, "
         f"e.g. {run / 'checkpoint-750-best'}, or rename them checkpoint-<step> to compare the run in order"
     )
+
+
+def test_a_shell_pattern_resolves_the_model_folders_it_matches(tmp_path, tiny_checkpoints, monkeypatch):
+    for run, steps in (("run-b", (0, 1000)), ("run-a", (250, 1000))):
+        for step in steps:
+            shutil.copytree(tiny_checkpoints[0], tmp_path / "runs" / run / f"checkpoint-{step}")
+    (tmp_path / "runs" / "logs" / "events").mkdir(parents=True)  # matched by runs/*, holds no model
+    monkeypatch.chdir(tmp_path)  # as a notebook, a sweep file or VLM_LAB_CHECKPOINTS passes it: unexpanded
+    assert [r.spec for r in resolve_all("runs/*/checkpoint-1000")] == ["runs/run-a/checkpoint-1000", "runs/run-b/checkpoint-1000"]
+    assert [r.spec for r in resolve("runs/run-a/checkpoint-*")] == ["runs/run-a/checkpoint-250", "runs/run-a/checkpoint-1000"]
+    assert [r.spec for r in resolve("runs/*")] == [f"runs/{run}/checkpoint-{s}" for run, steps in (("run-a", (250, 1000)), ("run-b", (0, 1000))) for s in steps]
+    with pytest.raises(CheckpointNotFoundError) as caught:
+        resolve("runs/*/checkpoint-99*")
+    assert str(caught.value) == f"no checkpoint at 'runs/*/checkpoint-99*': the pattern matches no folder (found in {tmp_path / 'runs'}: logs, run-a, run-b)"
+    with pytest.raises(CheckpointNotFoundError, match=r"^no checkpoint at 'runs/l\*': the pattern matches only folders without config.json or checkpoint-N folders \(runs/logs\)$"):
+        resolve("runs/l*")
+
+
+def test_a_file_of_a_checkpoint_names_its_folder(tiny_checkpoints):
+    with pytest.raises(CheckpointNotFoundError) as caught:
+        resolve(str(tiny_checkpoints[0] / "model.safetensors"))
+    assert str(caught.value) == f"{str(tiny_checkpoints[0] / 'model.safetensors')!r} is a file; pass its folder, {str(tiny_checkpoints[0])!r}"

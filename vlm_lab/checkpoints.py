@@ -26,6 +26,7 @@ on it are never served stale results after a checkpoint is re-saved in place.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -231,6 +232,24 @@ def _resolve_folder(spec: str, path: Path, *, expand: bool) -> list[CheckpointRe
     raise CheckpointNotFoundError(_not_a_model_folder(spec, path))
 
 
+def _resolve_pattern(spec: str, path: Path, *, expand: bool) -> list[CheckpointRef]:
+    """A shell pattern (``runs/*/checkpoint-1000``, ``runs/a/checkpoint-*``, ``runs/**/final``), as notebooks,
+    sweep files and the Space's settings pass it unexpanded: each matching folder that holds a model or
+    ``checkpoint-N`` folders, in natural order (``checkpoint-50`` before ``checkpoint-500``); other matches
+    (``runs/*`` matching a logs folder) are left out."""
+    from vlm_lab.hub_cache import listed, natural_key
+
+    matches = sorted((Path(m) for m in glob.glob(str(path), recursive=True) if os.path.isdir(m)), key=lambda m: natural_key(str(m)))
+    models = [m for m in matches if (m / "config.json").is_file() or discover_checkpoints(m)]
+    if not models:
+        if matches:
+            what = f"matches only folders without config.json or checkpoint-N folders ({listed([str(m) for m in matches], '')})"
+        else:
+            what = f"matches no folder ({_nearby(_absolute(path))})"
+        raise CheckpointNotFoundError(f"no checkpoint at {spec!r}: the pattern {what}")
+    return [ref for m in models for ref in _resolve_folder(str(m), m, expand=expand)]
+
+
 def resolve(spec: str, *, expand: bool = True) -> list[CheckpointRef]:
     """Resolve one reference string into one or more ``CheckpointRef``.
 
@@ -239,7 +258,9 @@ def resolve(spec: str, *, expand: bool = True) -> list[CheckpointRef]:
     without ``expand`` it resolves to its final model, else its latest checkpoint.
     A hub repo whose revision holds ``checkpoint-N/config.json`` folders expands the same
     way (``org/run[@rev]:checkpoint-N``, listed by the hub online, from the cached snapshot
-    offline or when the hub is unreachable). A model folder or other hub id resolves to itself. Offline (``HF_HUB_OFFLINE=1``) a hub
+    offline or when the hub is unreachable). A model folder or other hub id resolves to itself.
+    A shell pattern (``runs/*/checkpoint-1000``) resolves each folder it matches that holds a model or
+    checkpoint-N folders, in natural order. Offline (``HF_HUB_OFFLINE=1``) a hub
     id must be in the local Hugging Face cache; online the hub is first asked when
     the commit is needed (``fingerprint``) or at load time.
 
@@ -254,7 +275,10 @@ def resolve(spec: str, *, expand: bool = True) -> list[CheckpointRef]:
     if path.is_dir():
         return _resolve_folder(spec, path, expand=expand)
     if path.is_file():
-        raise CheckpointNotFoundError(f"{spec!r} is a file; pass the folder that holds config.json")
+        holder = f"its folder, {str(path.parent)!r}" if (path.parent / "config.json").is_file() else "the folder that holds config.json"
+        raise CheckpointNotFoundError(f"{spec!r} is a file; pass {holder}")
+    if glob.has_magic(spec):
+        return _resolve_pattern(spec, path, expand=expand)
     if (url := _HUB_URL.match(spec)) is not None:
         raise CheckpointNotFoundError(f"{spec!r} is a hub address, not a reference vlm_lab reads; write it as {_spec_of_url(url)}")
     if broken := _broken_link(path):
