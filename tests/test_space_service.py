@@ -160,6 +160,24 @@ def test_a_hub_checkpoint_whose_main_moves_is_served_at_its_new_commit(hf_cache,
     assert untrained.text != "red" and now.text == "red"
 
 
+def test_checkpoints_of_a_hub_run_are_named_by_their_folder(hf_cache, tiny_checkpoints):
+    """--checkpoints-repo points the Space at org/run@<commit>:checkpoint-N: the dropdowns showed those 60-character
+    references, and the API's names changed with every new commit. Named checkpoint-N, as the embedded ones are."""
+    first, last = tiny_checkpoints[0], tiny_checkpoints[-1]
+    commit = add_snapshot(hf_cache, "org/run", None, folders={first.name: first, last.name: last})
+    specs = (f"org/run@{commit}:{first.name}", f"org/run@{commit}:{last.name}")
+    service = ss.ComparisonService(SpaceSettings(checkpoints=specs, device="cpu"))
+    assert service.labels == [first.name, last.name]
+    image = str(EXAMPLES / "red-circle.png")
+    for name in (last.name, specs[1]):  # the short name, or the full reference a client may hold
+        (answer,) = service.compare(image, "What color is the shape?", [name], "greedy", 8)
+        assert (answer.checkpoint, answer.text) == (last.name, "red")
+        (batched,) = service.answer_batch([image], ["What color is the shape?"], [name], [8])
+        assert (batched.checkpoint, batched.text, batched.error) == (last.name, "red", "")
+    two_runs = ss.ComparisonService(SpaceSettings(checkpoints=(specs[1], str(last)), device="cpu"))
+    assert len(set(two_runs.labels)) == 2  # the same folder name twice: the longer names tell them apart
+
+
 def test_out_of_memory_empties_the_cache_and_says_what_to_lower(service):
     import torch
 

@@ -199,6 +199,15 @@ def _detect_target(device: str) -> str:
 # -- the comparison service -------------------------------------------------------------------
 
 
+def _labels(refs: Sequence[Any], names: Sequence[str]) -> list[str]:
+    """What the dropdowns and the API call each checkpoint: a hub run's ``checkpoint-N`` subfolder by that
+    name, as the same folder on disk is (``org/run@<40-hex commit>:checkpoint-500`` filled the dropdown,
+    and the API name changed with every new commit); ``names`` (``compare.unique_names``) where that
+    would make two the same."""
+    short = [f"checkpoint-{r.step}" if not r.is_local and r.step is not None else n for r, n in zip(refs, names)]
+    return short if len(set(short)) == len(short) else list(names)
+
+
 @dataclasses.dataclass(frozen=True)
 class Answer:
     """One checkpoint's answer to one question."""
@@ -252,7 +261,8 @@ class ComparisonService:
         self.settings = settings
         self.token = token or None
         refs = resolve_all(list(settings.checkpoints))
-        self.refs = dict(zip(unique_names(refs), refs))
+        self.refs = dict(zip(_labels(refs, unique_names(refs)), refs))
+        self._aliases = {ref.spec: label for label, ref in self.refs.items()}  # the full reference works too
         device = resolve_device(settings.device)
         self.device = device.type
         try:  # a dtype the device refuses is the Space's setting, not one checkpoint's problem: refuse it now
@@ -303,22 +313,27 @@ class ComparisonService:
         return usable
 
     def _ref(self, label: str):
-        ref = self.refs.get(str(label).strip())
+        label = str(label).strip()
+        ref = self.refs.get(label) or self.refs.get(self._aliases.get(label, ""))
         if ref is None:
             raise CheckpointNotFoundError(
                 f"unknown checkpoint {label!r}; choose one of {', '.join(self.labels)}"
             )
         return ref
 
+    def _label(self, label: Any) -> str:
+        """The label of a checkpoint given by its label or its full reference (CheckpointNotFoundError if neither)."""
+        label = str(label).strip()
+        self._ref(label)
+        return label if label in self.refs else self._aliases[label]
+
     def _selected(self, checkpoints: Sequence[str | None]) -> list[str]:
         chosen = [str(c).strip() for c in checkpoints if c and str(c).strip() and str(c).strip() != NONE_CHOICE]
-        chosen = list(dict.fromkeys(chosen))  # the same checkpoint twice answers once
+        chosen = list(dict.fromkeys(self._label(c) for c in chosen))  # the same checkpoint twice answers once
         if not chosen:
             raise ConfigError("no checkpoint selected; pick at least one in the Checkpoint dropdowns")
         if len(chosen) > MAX_SLOTS:
             raise ConfigError(f"{len(chosen)} checkpoints selected; compare at most {MAX_SLOTS} at a time")
-        for label in chosen:
-            self._ref(label)
         return chosen
 
     def generation_config(self, strategy: str, max_new_tokens: Any) -> GenerationConfig:
@@ -390,7 +405,7 @@ class ComparisonService:
             try:
                 config = self.generation_config("greedy", self.settings.default_max_new_tokens if n in (None, "") else n)
                 text = self._prompt(prompt)
-                self._ref(label)
+                label = self._label(label)
                 img = read_image(image, max_pixels=self.settings.max_pixels)
                 groups.setdefault((label, config), []).append((i, img, text))
             except (DataError, ConfigError, CheckpointNotFoundError) as e:
