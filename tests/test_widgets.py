@@ -222,7 +222,7 @@ def test_a_broken_checkpoint_fails_only_its_own_row(tiny_checkpoints, mismatched
     e.button.click()
     good, broken, corrupt = e.rows
     assert good["text"] and "error" not in good
-    assert broken["error"].startswith("checkpoint-1000 failed while answering (ValueError: Image features")
+    assert broken["error"].startswith("mismatched/checkpoint-1000 failed while answering (ValueError: Image features")  # three checkpoint-1000s
     assert corrupt["error"] and "text" not in corrupt
     out = html.unescape(e.output.value)
     assert out.count("class='vlm-lab-row'") == 3 and f"<b>{good['text']}</b>" in out and "ValueError" in out
@@ -302,3 +302,15 @@ def test_a_reference_that_cannot_be_listed_does_not_hide_the_others(tiny_checkpo
     assert "Not listed: 'org/never-downloaded'" in html.unescape(e.output.value)  # still said beside the answers
     with pytest.raises(CheckpointNotFoundError, match="never-downloaded"):  # nothing to show: the first error
         explore(["org/never-downloaded", str(tmp_path / "typo")], "shapes:val:2")
+
+
+def test_the_same_step_of_two_runs_is_told_apart(tiny_checkpoints, tmp_path):
+    for run, source in (("run-a", tiny_checkpoints[0]), ("run-b", tiny_checkpoints[-1])):
+        shutil.copytree(source, tmp_path / run / "checkpoint-1000")
+    e = explore([str(tmp_path / "run-a"), str(tmp_path / "run-b")], "shapes:val:2", device="cpu")
+    assert [label for label, _ in e.checkpoints.options] == ["run-a/checkpoint-1000", "run-b/checkpoint-1000"]
+    rows = e.run()
+    assert [r["checkpoint"] for r in rows] == ["run-a/checkpoint-1000", "run-b/checkpoint-1000"]
+    assert rows[0]["text"] != rows[1]["text"]  # checkpoint-0's weights against checkpoint-1000's: each its own row
+    text = html.unescape(e.output.value)
+    assert "run-a/checkpoint-1000" in text and "run-b/checkpoint-1000" in text

@@ -116,9 +116,13 @@ class Explorer:
         self.rows: list[dict[str, Any]] = []
         self.config: GenerationConfig | None = None  # what the last Compare generated with
 
+        from vlm_lab.compare import unique_names
+
+        # checkpoint-1000 of two runs: runA/checkpoint-1000 and runB/checkpoint-1000, in the list, the table and W&B
+        self.names = unique_names(refs)
         default = sorted({0, len(refs) - 1})
         self.checkpoints = w.SelectMultiple(
-            options=[(r.name, i) for i, r in enumerate(refs)], value=tuple(default), rows=min(len(refs), 6),
+            options=[(name, i) for i, name in enumerate(self.names)], value=tuple(default), rows=min(len(refs), 6),
             description="Checkpoints", layout=w.Layout(width="360px"),
         )
         self.example = w.Dropdown(
@@ -240,7 +244,8 @@ class Explorer:
             self.button.disabled = False
 
     def _compare(self) -> list[dict[str, Any]]:
-        refs = [self.refs[i] for i in self.checkpoints.value]
+        chosen = list(self.checkpoints.value)
+        refs = [self.refs[i] for i in chosen]
         prompt = self.prompt.value.strip()
         if not refs:
             self.output.value = message_html("Select at least one checkpoint (ctrl/shift-click to select several).", error=True)
@@ -265,10 +270,10 @@ class Explorer:
             self.cache = ModelCache()
         self.rows = []
         try:
-            for i, ref in enumerate(refs, start=1):
+            for i, (ref, name) in enumerate(zip(refs, [self.names[j] for j in chosen]), start=1):
                 doing = "Running" if ref in self.cache else "Loading and running"  # a first load can take minutes
-                self.output.value = message_html(f"{doing} {ref.name} ({i}/{len(refs)})…") + results_html(self.rows)
-                self.rows.append(self._answer(ref, image, prompt))
+                self.output.value = message_html(f"{doing} {name} ({i}/{len(refs)})…") + results_html(self.rows)
+                self.rows.append(self._answer(ref, name, image, prompt))
         except KeyboardInterrupt:  # the kernel's stop button: keep what finished, say so
             self.output.value = message_html(f"Interrupted: {len(self.rows)} of {len(refs)} checkpoints answered.", error=True)
             self.output.value += results_html(self.rows, self.reference)
@@ -280,17 +285,17 @@ class Explorer:
             self.output.value += message_html(note)
         return self.rows
 
-    def _answer(self, ref: CheckpointRef, image, prompt: str) -> dict[str, Any]:
-        """``ref``'s row; its error (in words, never a traceback) when it cannot load or answer."""
+    def _answer(self, ref: CheckpointRef, name: str, image, prompt: str) -> dict[str, Any]:
+        """``ref``'s row, under its ``name`` in the list; its error (in words, never a traceback) when it cannot load or answer."""
         from vlm_lab.compare import compare_one
 
         try:
             (row,) = compare_one(self.cache, [ref], image, prompt, self.config, dtype=self.dtype, device=self.device)
         except VlmLabError as e:
-            return {"checkpoint": ref.name, "error": f"{type(e).__name__}: {e}"}
+            return {"checkpoint": name, "error": f"{type(e).__name__}: {e}"}
         except Exception as e:  # noqa: BLE001 - a button callback's traceback would vanish into the browser console
-            return {"checkpoint": ref.name, "error": f"{ref.name} failed while answering ({type(e).__name__}: {e})"}
-        return row
+            return {"checkpoint": name, "error": f"{name} failed while answering ({type(e).__name__}: {e})"}
+        return row | {"checkpoint": name}
 
     def _log(self, image, prompt: str, config: GenerationConfig):
         """Log this comparison as a W&B run (offline unless a key is set); the ``TrackedRun`` or None."""
