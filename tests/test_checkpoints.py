@@ -290,3 +290,12 @@ def test_a_file_of_a_checkpoint_names_its_folder(tiny_checkpoints):
     with pytest.raises(CheckpointNotFoundError) as caught:
         resolve(str(tiny_checkpoints[0] / "model.safetensors"))
     assert str(caught.value) == f"{str(tiny_checkpoints[0] / 'model.safetensors')!r} is a file; pass its folder, {str(tiny_checkpoints[0])!r}"
+
+
+def test_environment_variables_in_a_path_are_expanded(tiny_dir, monkeypatch):
+    monkeypatch.setenv("RUNS", str(tiny_dir.parent))  # a notebook parameter or sweep file: no shell expands it
+    monkeypatch.delenv("NOT_SET_HERE", raising=False)
+    assert [r.path for r in resolve(f"$RUNS/{tiny_dir.name}/checkpoint-500")] == [str(tiny_dir / "checkpoint-500")]
+    assert [r.step for r in resolve(f"${{RUNS}}/{tiny_dir.name}")] == [0, 250, 500, 750, 1000]
+    with pytest.raises(CheckpointNotFoundError, match=r"; \$NOT_SET_HERE is not set\)$"):
+        resolve("$NOT_SET_HERE/run/checkpoint-5")

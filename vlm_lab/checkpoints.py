@@ -271,7 +271,7 @@ def resolve(spec: str, *, expand: bool = True) -> list[CheckpointRef]:
     spec = str(spec).strip()
     if not spec:
         raise CheckpointNotFoundError("empty checkpoint reference; pass a folder or a hub id org/name")
-    path = Path(spec).expanduser()
+    path = Path(os.path.expandvars(spec)).expanduser()  # $SCRATCH/runs/x as a notebook or sweep file passes it
     if path.is_dir():
         return _resolve_folder(spec, path, expand=expand)
     if path.is_file():
@@ -285,7 +285,8 @@ def resolve(spec: str, *, expand: bool = True) -> list[CheckpointRef]:
         raise CheckpointNotFoundError(f"no checkpoint at {spec!r}: {broken}")
     if _looks_local(spec):
         where = _absolute(path)
-        raise CheckpointNotFoundError(f"no checkpoint at {str(where)!r} ({_nearby(where)})")
+        unset = "".join(f"; ${name} is not set" for name in dict.fromkeys(re.findall(r"\$\{?(\w+)", str(path))))
+        raise CheckpointNotFoundError(f"no checkpoint at {str(where)!r} ({_nearby(where)}{unset})")
     ref = parse_hub_ref(spec)
     if expand and ":" not in spec and (run := _expand_hub_run(ref)):  # a subfolder named (even ":.") is one model
         return run
