@@ -299,3 +299,14 @@ def test_environment_variables_in_a_path_are_expanded(tiny_dir, monkeypatch):
     assert [r.step for r in resolve(f"${{RUNS}}/{tiny_dir.name}")] == [0, 250, 500, 750, 1000]
     with pytest.raises(CheckpointNotFoundError, match=r"; \$NOT_SET_HERE is not set\)$"):
         resolve("$NOT_SET_HERE/run/checkpoint-5")
+
+
+def test_every_reference_that_resolves_to_nothing_is_named_at_once(tiny_dir):
+    specs = [str(tiny_dir / "checkpoint-25"), str(tiny_dir / "checkpoint-500"), str(tiny_dir / "checkpoint-75")]
+    with pytest.raises(CheckpointNotFoundError) as caught:
+        resolve_all(specs)
+    message = str(caught.value)
+    assert message.startswith(f"2 of 3 checkpoint references resolve to nothing: (1) no checkpoint at {str(tiny_dir / 'checkpoint-25')!r} (found in ")
+    assert f"; (2) no checkpoint at {str(tiny_dir / 'checkpoint-75')!r} (found in " in message
+    with pytest.raises(CheckpointNotFoundError, match=r"^no checkpoint at '.*checkpoint-25' \(found in "):  # one: its own error
+        resolve_all(specs[:2])

@@ -302,9 +302,13 @@ def resolve_all(specs: list[str] | tuple[str, ...] | str) -> list[CheckpointRef]
     the first spelling is kept.
 
     Raises:
-        CheckpointNotFoundError: the first reference that resolves to nothing; or none given.
+        CheckpointNotFoundError: a reference resolves to nothing (several: one error that names each,
+            so one run shows every typo); or none is given.
     """
-    refs, _ = _resolve_specs(specs, keep_going=False)
+    specs = _split(specs)
+    refs, failed = _resolve_specs(specs)
+    if failed or not refs:
+        raise _not_resolved(failed, len(specs))
     return refs
 
 
@@ -313,30 +317,42 @@ def resolve_each(specs: list[str] | tuple[str, ...] | str) -> tuple[list[Checkpo
     can): the checkpoints found, and each failed reference's error by its spelling.
 
     Raises:
-        CheckpointNotFoundError: no reference given, or every one failed (the first one's error).
+        CheckpointNotFoundError: none given, or none resolves to anything.
     """
-    return _resolve_specs(specs, keep_going=True)
+    specs = _split(specs)
+    refs, failed = _resolve_specs(specs)
+    if not refs:
+        raise _not_resolved(failed, len(specs))
+    return refs, failed
 
 
-def _resolve_specs(specs, *, keep_going: bool) -> tuple[list[CheckpointRef], dict[str, CheckpointNotFoundError]]:
-    if isinstance(specs, str):
-        specs = [s for s in specs.split(",") if s.strip()]
+def _split(specs: list[str] | tuple[str, ...] | str) -> list[str]:
+    return [s for s in specs.split(",") if s.strip()] if isinstance(specs, str) else list(specs)
+
+
+def _resolve_specs(specs: list[str]) -> tuple[list[CheckpointRef], dict[str, CheckpointNotFoundError]]:
     seen: dict[str, CheckpointRef] = {}
     failed: dict[str, CheckpointNotFoundError] = {}
     for spec in specs:
         try:
             found = resolve(spec)
         except CheckpointNotFoundError as e:
-            if not keep_going:
-                raise
             failed[str(spec).strip()] = e
             continue
         for ref in found:
             key = str(Path(ref.path).resolve()) if ref.path is not None else f"{ref.repo_id}@{ref.revision or 'main'}:{ref.subfolder or ''}"
             seen.setdefault(key, ref)
-    if not seen:
-        raise next(iter(failed.values()), None) or CheckpointNotFoundError("no checkpoints given; pass at least one folder or hub id")
     return list(seen.values()), failed
+
+
+def _not_resolved(failed: dict[str, CheckpointNotFoundError], given: int) -> CheckpointNotFoundError:
+    """The one error for the references that resolve to nothing: its own when one, each numbered when several."""
+    if not failed:
+        return CheckpointNotFoundError("no checkpoints given; pass at least one folder or hub id")
+    if len(failed) == 1:
+        return next(iter(failed.values()))
+    each = "; ".join(f"({i}) {e}" for i, e in enumerate(failed.values(), start=1))
+    return CheckpointNotFoundError(f"{len(failed)} of {given} checkpoint references resolve to nothing: {each}")
 
 
 # Files that say how training went, not what the model computes: never part of a fingerprint.

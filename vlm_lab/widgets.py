@@ -346,7 +346,7 @@ def explore(
     its results (``Explorer.unlisted``) and as a ``CheckpointsNotListedWarning``.
 
     Raises:
-        CheckpointNotFoundError: no reference resolves to anything (the first one's error, which lists what exists).
+        CheckpointNotFoundError: no reference resolves to anything (each one's error, which lists what exists).
         DataError: the data spec or file is unusable.
     """
     refs, unlisted = resolve_each(list(checkpoints) if not isinstance(checkpoints, str) else checkpoints)
