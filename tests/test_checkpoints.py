@@ -310,3 +310,9 @@ def test_every_reference_that_resolves_to_nothing_is_named_at_once(tiny_dir):
     assert f"; (2) no checkpoint at {str(tiny_dir / 'checkpoint-75')!r} (found in " in message
     with pytest.raises(CheckpointNotFoundError, match=r"^no checkpoint at '.*checkpoint-25' \(found in "):  # one: its own error
         resolve_all(specs[:2])
+
+
+def test_a_hub_id_with_a_trailing_slash_says_how_to_write_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointNotFoundError, match=r"; for the hub model, write it without the trailing slash: org/run\)$"):
+        resolve("org/run/")
