@@ -286,7 +286,7 @@ def resolve(spec: str, *, expand: bool = True) -> list[CheckpointRef]:
     if _looks_local(spec):
         where = _absolute(path)
         unset = "".join(f"; ${name} is not set" for name in dict.fromkeys(re.findall(r"\$\{?(\w+)", str(path))))
-        if _HUB_ID.match(bare := spec.rstrip("/")) and not Path(bare.split("/", 1)[0]).is_dir():  # org/run/ pasted
+        if spec.endswith("/") and not _looks_local(bare := spec.rstrip("/")):  # org/run/ pasted
             unset += f"; for the hub model, write it without the trailing slash: {bare}"
         raise CheckpointNotFoundError(f"no checkpoint at {str(where)!r} ({_nearby(where)}{unset})")
     ref = parse_hub_ref(spec)
