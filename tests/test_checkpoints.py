@@ -132,7 +132,8 @@ def test_path_like_references_are_local_paths(spec, where, tmp_path, monkeypatch
     message = str(info.value)
     assert message.startswith(f"no checkpoint at {os.path.abspath(where)!r} (")  # absolute: no guessing the cwd
     assert "found in" in message or "is empty" in message
-    assert "hub" not in message.lower() and "huggingface" not in message
+    assert "huggingface" not in message  # never tried on the hub
+    assert ("hub" in message) == spec.endswith("/")  # only a tab-completed org/name/ also says how to write the hub id
 
 
 def test_resolve_all_drops_a_checkpoint_spelled_two_ways(tiny_dir, monkeypatch):
