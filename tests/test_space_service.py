@@ -178,6 +178,29 @@ def test_checkpoints_of_a_hub_run_are_named_by_their_folder(hf_cache, tiny_check
     assert len(set(two_runs.labels)) == 2  # the same folder name twice: the longer names tell them apart
 
 
+def test_no_answer_runs_past_what_the_checkpoint_can_read(service):
+    """The embedded checkpoints read 128 tokens, 64 of them the image; past that they answered noise
+    ('purple square' for a red circle). Now the answer stops there, marked cut off, or a question
+    that leaves no room is refused."""
+    from vlm_lab.data import Sample
+    from vlm_lab.generation import encode_inputs
+
+    image = str(EXAMPLES / "red-circle.png")
+    question = " ".join(["What color is the shape?"] * 8)
+    loaded = service.cache.get(service.refs["checkpoint-0"], dtype="auto", device="cpu")
+    prompt_tokens = int(encode_inputs(loaded.processor, [Sample("q", ss.read_image(image, max_pixels=10**6), question)])
+                        ["attention_mask"].sum())
+    assert prompt_tokens + 64 > 128 > prompt_tokens  # the question fits, a 64-token answer would not
+    (untrained,) = service.compare(image, question, ["checkpoint-0"], "greedy", 64)  # it never says its end token
+    assert untrained.truncated and prompt_tokens + untrained.new_tokens == 128
+    with pytest.raises(VlmLabError, match=r"the image and question take \d+ tokens, and checkpoint-1000 reads at most "
+                                          r"128 \(answer included\); shorten the question"):
+        service.compare(image, " ".join(["What color is the shape?"] * 12), ["checkpoint-1000"], "greedy", 8)
+    long, short = " ".join(["What color is the shape?"] * 12), "What color is the shape?"
+    answers = service.answer_batch([image] * 3, [short, long, short], ["checkpoint-1000"] * 3, [8] * 3)
+    assert [a.text for a in answers] == ["red", "", "red"] and "shorten the question" in answers[1].error
+
+
 def test_out_of_memory_empties_the_cache_and_says_what_to_lower(service):
     import torch
 

@@ -199,6 +199,30 @@ def _detect_target(device: str) -> str:
 # -- the comparison service -------------------------------------------------------------------
 
 
+def fit_context(label: str, model_config: Any, encoded: Mapping[str, Any], config: GenerationConfig) -> GenerationConfig:
+    """``config`` with max new tokens lowered to what the checkpoint can still read after the image and question.
+
+    Past its ``max_position_embeddings`` a checkpoint answers anyway, with noise: the embedded checkpoints
+    read 128 tokens, 64 of them the image, and a 40-word question turned 'red' into 'purple square'. An
+    answer stopped there is marked cut off, like one stopped at max new tokens. Models that do not say
+    their context are left as asked.
+
+    Raises:
+        DataError: the image and question alone leave no room for an answer; says the counts and the fix.
+    """
+    text_config = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+    context = getattr(text_config, "max_position_embeddings", None)
+    if not isinstance(context, int) or context <= 0:
+        return config
+    mask = encoded.get("attention_mask")
+    longest = int(mask.sum(dim=1).max()) if mask is not None else int(encoded["input_ids"].shape[1])
+    room = context - longest
+    if room < 1:
+        raise DataError(f"the image and question take {longest} tokens, and {label} reads at most {context} "
+                        "(answer included); shorten the question")
+    return config if room >= config.max_new_tokens else dataclasses.replace(config, max_new_tokens=room)
+
+
 def _labels(refs: Sequence[Any], names: Sequence[str]) -> list[str]:
     """What the dropdowns and the API call each checkpoint: a hub run's ``checkpoint-N`` subfolder by that
     name, as the same folder on disk is (``org/run@<40-hex commit>:checkpoint-500`` filled the dropdown,
@@ -441,16 +465,18 @@ class ComparisonService:
         """
         from vlm_lab.compare import MemoryProbe, nonfinite_message
         from vlm_lab.data import Sample
-        from vlm_lab.generation import generate_batch
+        from vlm_lab.generation import encode_inputs, generate_batch
 
         samples = [Sample(id=f"{label}-{i}", image=img, prompt=p) for i, (img, p) in enumerate(zip(images, prompts))]
         try:
             with self.out_of_memory_guard(label):
                 loaded = self.cache.get(self.refs[label], dtype=self.settings.dtype, device=self.settings.device)
+                encoded = encode_inputs(loaded.processor, samples)
+                config = fit_context(label, loaded.model.config, encoded, config)
                 probe = MemoryProbe(loaded)  # peak CUDA memory on a GPU, the weights on CPU
                 sampling = _SAMPLING if config.generate_kwargs()["do_sample"] else contextlib.nullcontext()
                 with sampling:  # seeded draws repeat only if no other generation draws between (greedy/beam draw none)
-                    outs = generate_batch(loaded, samples, config)
+                    outs = generate_batch(loaded, samples, config, encoded=encoded)
                 memory_mb = probe.peak() / 2**20
         except DataError as e:  # the visitor's input: said without the engine's sample id ("sample checkpoint-0-1: ...")
             message = str(e)
