@@ -109,6 +109,20 @@ def test_startup_selection_leaves_out_what_cannot_load(with_broken, caplog):
     assert len(service.cache) == 2  # the usable ones are loaded: the first visitor does not wait
 
 
+def test_a_space_whose_checkpoints_all_fail_says_so_with_the_token_fix(hf_cache, tiny_checkpoints, tmp_path, caplog):
+    """A private checkpoints repo and no HF_TOKEN secret: the Space ran, with one warning per checkpoint
+    (that advised `hf auth login`), and every visitor got an error. One ERROR line now says what to do."""
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoints[-1], broken)
+    (broken / "model.safetensors").write_bytes(b"cut short")
+    add_snapshot(hf_cache, "org/run", broken)
+    unusable = ss.ComparisonService(SpaceSettings(checkpoints=("org/run",), device="cpu"))
+    assert unusable.startup_selection() == []
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith("none of the default checkpoints can be used")
+    assert "private need a read-only token as the Space secret HF_TOKEN" in errors[0]
+
+
 def test_a_prompt_holding_the_image_token_fails_alone_in_its_batch(service):
     image = str(EXAMPLES / "red-circle.png")
     good, bad, good_too = service.answer_batch([image] * 3, ["What color is the shape?", "<image>\nWhat color?",

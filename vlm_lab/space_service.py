@@ -325,15 +325,22 @@ class ComparisonService:
         what is wrong) but is left out of the defaults and the cached examples, with a warning in
         the log. Empty when none of the defaults loads.
         """
-        usable = []
+        usable, failures = [], []
         for label in self.default_selection():
             try:
                 with self.out_of_memory_guard(label):
                     self.cache.get(self.refs[label], dtype=self.settings.dtype, device=self.settings.device)
             except Exception as e:  # noqa: BLE001 - whatever breaks one checkpoint, the Space serves the others
                 log.warning("%s left out of the defaults and examples: it cannot be used (%s)", label, e)
+                failures.append(e)
                 continue
             usable.append(label)
+        if failures and not usable:  # the owner's one line to act on: the Space "runs", yet every visitor gets an error
+            hub = any(not self.refs[label].is_local for label in self.default_selection())
+            token = ("; hub checkpoints that are private need a read-only token as the Space secret HF_TOKEN"
+                     + (" (the one set cannot read them, or has expired)" if self.token else "")) if hub else ""
+            log.error("none of the default checkpoints can be used, so there are no examples and visitors get errors: "
+                      "%s%s", failures[0], token)
         return usable
 
     def _ref(self, label: str):
