@@ -35,10 +35,12 @@ SPACE_VARIABLES = ("VLM_LAB_CHECKPOINTS", "VLM_LAB_ROOT", "VLM_LAB_DEVICE", "VLM
 
 
 def unknown_space_variables(names: Sequence[str]) -> list[str]:
-    """``VLM_LAB_*`` names the app does not read, each with the name it probably meant (for a message)."""
+    """``VLM_LAB_*`` names neither the app nor the library reads, each with the name it probably meant."""
+    from vlm_lab.checkpoints import CACHE_ENV  # the library's own (per-user caches): not a typo
+
     unknown = []
     for name in names:
-        if name.upper().startswith("VLM_LAB_") and name not in SPACE_VARIABLES:
+        if name.upper().startswith("VLM_LAB_") and name not in (*SPACE_VARIABLES, CACHE_ENV):
             close = difflib.get_close_matches(name.upper(), SPACE_VARIABLES, n=1, cutoff=0.6)
             unknown.append(f"{name} (did you mean {close[0]}?)" if close else name)
     return unknown
