@@ -207,6 +207,9 @@ def test_no_answer_runs_past_what_the_checkpoint_can_read(service):
     assert prompt_tokens + 64 > 128 > prompt_tokens  # the question fits, a 64-token answer would not
     (untrained,) = service.compare(image, question, ["checkpoint-0"], "greedy", 64)  # it never says its end token
     assert untrained.truncated and prompt_tokens + untrained.new_tokens == 128
+    assert "*cut off: the checkpoint reads no further*" in untrained.stats_markdown()
+    (short,) = service.compare(image, "What color is the shape?", ["checkpoint-0"], "greedy", 8)
+    assert "*cut off at max new tokens*" in short.stats_markdown()  # 8 fit: the limit asked for cut it
     with pytest.raises(VlmLabError, match=r"the image and question take \d+ tokens, and checkpoint-1000 reads at most "
                                           r"128 \(answer included\); shorten the question"):
         service.compare(image, " ".join(["What color is the shape?"] * 12), ["checkpoint-1000"], "greedy", 8)

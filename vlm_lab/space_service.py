@@ -245,6 +245,7 @@ class Answer:
     error: str = ""  # no answer: why (for NaN/inf scores, what they mean for this dtype and what to do)
     nonfinite: bool = False  # NaN/inf in the model's scores: the text is not an answer
     truncated: bool = False  # stopped at max new tokens before the end token: the text is cut off
+    at_context: bool = False  # ... stopped there because the checkpoint can read no further (fit_context)
 
     @classmethod
     def failed(cls, checkpoint: str, error: str) -> "Answer":
@@ -259,7 +260,7 @@ class Answer:
         else:
             empty = "*no text: only special tokens* · " if not self.text.strip() else ""
         if self.truncated:
-            empty += "*cut off at max new tokens* · "
+            empty += "*cut off: the checkpoint reads no further* · " if self.at_context else "*cut off at max new tokens* · "
         return (
             f"{empty}**latency** {self.latency_s * 1000:.0f} ms · **tokens** {self.new_tokens} · "
             f"**memory** {self.memory_mb:.1f} MB {self.memory_kind}"
@@ -479,11 +480,11 @@ class ComparisonService:
             with self.out_of_memory_guard(label):
                 loaded = self.cache.get(self.refs[label], dtype=self.settings.dtype, device=self.settings.device)
                 encoded = encode_inputs(loaded.processor, samples)
-                config = fit_context(label, loaded.model.config, encoded, config)
+                fitted = fit_context(label, loaded.model.config, encoded, config)
                 probe = MemoryProbe(loaded)  # peak CUDA memory on a GPU, the weights on CPU
                 sampling = _SAMPLING if config.generate_kwargs()["do_sample"] else contextlib.nullcontext()
                 with sampling:  # seeded draws repeat only if no other generation draws between (greedy/beam draw none)
-                    outs = generate_batch(loaded, samples, config, encoded=encoded)
+                    outs = generate_batch(loaded, samples, fitted, encoded=encoded)
                 memory_mb = probe.peak() / 2**20
         except DataError as e:  # the visitor's input: said without the engine's sample id ("sample checkpoint-0-1: ...")
             message = str(e)
@@ -507,7 +508,8 @@ class ComparisonService:
             dtype = str(loaded.dtype).removeprefix("torch.")
             problem = nonfinite_message(label, 1, 1, dtype, dtype_option="VLM_LAB_DTYPE=")
         return [Answer(label, o.text, o.new_tokens, o.latency_s, memory_mb, kind, error=problem if o.nonfinite else "",
-                       nonfinite=o.nonfinite, truncated=o.truncated) for o in outs]
+                       nonfinite=o.nonfinite, truncated=o.truncated, at_context=o.truncated and fitted != config)
+                for o in outs]
 
     @contextlib.contextmanager
     def out_of_memory_guard(self, what: str) -> Iterator[None]:
