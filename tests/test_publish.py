@@ -404,6 +404,18 @@ def test_a_space_variable_the_app_cannot_use_is_refused_before_any_write(hub, sp
     assert hub.writes() == [] and hub.space(SPACE).variables == {}
 
 
+@pytest.mark.parametrize("args, message", [
+    (("--secret", "LOG_SINK", "--var", "LOG_SINK=stdout"), "LOG_SINK: given as both --secret and --var; a Space key is one"),
+    (("--var", "LOG_LEVEL=info", "--var", "LOG_LEVEL=debug"), "--var LOG_LEVEL given twice with different values"),
+])
+def test_a_key_given_twice_is_refused_before_any_write(hub, space_dir, args, message):
+    """The Hub holds a key as a secret or a variable, once: the later one silently won, or the Hub refused mid-way."""
+    hub.add_space(SPACE, hardware="t4-small", sleep=3600)
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), *args, env={"LOG_SINK": "syslog-host-1234"})
+    assert r.returncode == 2 and message in r.stderr and "nothing was uploaded" in r.stderr, fail_text(r)
+    assert hub.writes() == []
+
+
 @pytest.mark.parametrize("name", ["HF_TOKEN", "SPACE_READ_TOKEN"])
 def test_the_publishing_token_is_never_sent_as_a_space_secret(hub, space_dir, name):
     hub.add_space(SPACE, hardware="t4-small", sleep=3600)

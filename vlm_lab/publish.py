@@ -89,7 +89,23 @@ def publish(config: PublishConfig, *, progress: Progress | None = None) -> Publi
         return _publish(hub, config, known, say)
 
 
+def _check_keys(config: PublishConfig) -> None:
+    """A Space key is a secret or a variable, once: refuse ``--secret X --var X=...`` and two values for one ``--var``."""
+    values: dict[str, set[str]] = {}
+    for item in config.variables:
+        key, _, value = item.partition("=")
+        values.setdefault(key, set()).add(value)
+    both = sorted(set(config.secrets) & set(values))
+    if both:
+        raise ConfigError(f"{', '.join(both)}: given as both --secret and --var; a Space key is one or the other: keep "
+                          "--secret for a credential, --var for a public setting; nothing was uploaded")
+    twice = sorted(key for key, seen in values.items() if len(seen) > 1)
+    if twice:  # the values are not shown: one of them may be a credential
+        raise ConfigError(f"--var {', '.join(twice)} given twice with different values; keep one; nothing was uploaded")
+
+
 def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progress) -> PublishReport:
+    _check_keys(config)
     try:  # first: a mistyped VLM_LAB_MAX_NEW_TOKEN is a typo, not a credential to send as a secret
         check_space_variables(config.variable_map(), app_dir=config.space_dir)
     except ConfigError as e:  # the Space would fail minutes later in its run log, or ignore a typo
