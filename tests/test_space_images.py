@@ -63,3 +63,17 @@ def test_the_model_sees_the_image_as_the_browser_shows_it(tmp_path):
     exif[0x0112] = 6
     Image.new("RGB", (64, 32), "red").save(photo, exif=exif.tobytes())
     assert read_image(str(photo), max_pixels=10_000).size == (32, 64)
+
+
+@pytest.mark.parametrize("size, message", [
+    ((30000, 1), "the image is 30000x1, 30,000 times as wide as it is tall; this Space takes up to 50:1"),
+    ((3, 900), "the image is 3x900, 300 times as tall as it is wide; this Space takes up to 50:1"),
+])
+def test_a_strip_the_processor_would_blow_up_is_refused(tmp_path, size, message):
+    """A 30000x1 PNG (30,000 pixels, a few hundred bytes) took +1.1 GB in the processor on the embedded
+    checkpoints, which scale the short side up to 64: wider strips, or LLaVA's 336, ran the Space out of memory."""
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", size, "red").save(strip)
+    with pytest.raises(DataError, match=message):
+        read_image(str(strip), max_pixels=10**6)
+    assert read_image(Image.new("RGB", (500, 10)), max_pixels=10**6).size == (500, 10)  # 50:1 is taken

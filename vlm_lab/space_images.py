@@ -11,6 +11,11 @@ from typing import Any, Mapping
 
 from vlm_lab.errors import DataError
 
+# Processors scale an image's short side up to their size (CLIP: 336 for LLaVA): a 30000x1 strip, 30,000
+# pixels, became 1.9M x 64 on the embedded checkpoints (+1.1 GB, measured) and would be 10M x 336 for LLaVA:
+# one visitor could run the Space out of memory. Real photos and panoramas stay well within this.
+MAX_ASPECT = 50
+
 
 def image_path_of(value: Any) -> Any:
     """The file behind a Gradio image value: a path string, a FileData dict, or a PIL image as is."""
@@ -27,8 +32,8 @@ def read_image(value: Any, *, max_pixels: int) -> "Image.Image":
     of an animation.
 
     Raises:
-        DataError: no image, not an image, truncated or corrupt, or more than ``max_pixels`` pixels;
-            each message says what to upload instead.
+        DataError: no image, not an image, truncated or corrupt, more than ``max_pixels`` pixels, or
+            longer than ``MAX_ASPECT`` times its width; each message says what to upload instead.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -90,6 +95,13 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
     width, height = size
     if width * height > max_pixels:
         raise DataError(_too_large(f"{width}x{height} = {width * height:,} pixels", max_pixels))
+    long, short = max(width, height), max(1, min(width, height))
+    if long > MAX_ASPECT * short:
+        raise DataError(
+            f"the image is {width}x{height}, {long / short:,.0f} times as {'wide' if width > height else 'tall'} as it is "
+            f"{'tall' if width > height else 'wide'}; this Space takes up to {MAX_ASPECT}:1 (the model would stretch "
+            "it to far more pixels than it has); crop it, or pad it toward a square, and upload it again"
+        )
 
 
 def _too_large(pixels: str, max_pixels: int) -> str:
