@@ -204,14 +204,16 @@ def fit_context(label: str, model_config: Any, encoded: Mapping[str, Any], confi
 
     Past its ``max_position_embeddings`` a checkpoint answers anyway, with noise: the embedded checkpoints
     read 128 tokens, 64 of them the image, and a 40-word question turned 'red' into 'purple square'. An
-    answer stopped there is marked cut off, like one stopped at max new tokens. Models that do not say
-    their context are left as asked.
+    answer stopped there is marked cut off. Models that do not say their context, and encoder-decoders,
+    are left as asked.
 
     Raises:
         DataError: the image and question alone leave no room for an answer; says the counts and the fix.
     """
     text_config = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
     context = getattr(text_config, "max_position_embeddings", None)
+    if any(getattr(c, "is_encoder_decoder", False) for c in (model_config, text_config)):
+        return config  # Florence-2 and the like: the inputs go to the encoder, the answer has its own positions
     if not isinstance(context, int) or context <= 0:
         return config
     mask = encoded.get("attention_mask")
