@@ -160,10 +160,14 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
         )
         # Answers belong to the image and question they answer: a new upload, an edited question or a
         # Compare that fails (the old answers would stay) empties them, in the browser, no server call.
-        for trigger in (image.upload, image.clear, prompt.change, run.click, prompt.submit):
-            trigger(None, None, results, js=f"() => Array({len(results)}).fill('')", queue=False)
-        run.click(compare, inputs, results, api_name="compare", preprocess=False, **generate)
-        prompt.submit(compare, inputs, results, api_visibility="private", preprocess=False, **generate)
+        empty = {"js": f"() => Array({len(results)}).fill('')", "queue": False}
+        for trigger in (run.click, prompt.submit):
+            trigger(None, None, results, **empty)
+        comparing = [run.click(compare, inputs, results, api_name="compare", preprocess=False, **generate),
+                     prompt.submit(compare, inputs, results, api_visibility="private", preprocess=False, **generate)]
+        # ... and a Compare still waiting in the queue is dropped: its answers would arrive beside the new inputs
+        for trigger in (image.upload, image.clear, prompt.change):
+            trigger(None, None, results, cancels=comparing, **empty)
         reset.click(clear, None, [image, prompt, *results], api_visibility="private",
                     concurrency_limit=plan.cheap_limit)
 

@@ -130,3 +130,40 @@ def test_answers_never_stay_beside_another_image_question_or_a_failed_compare(br
         expect(answer).to_have_value("")
     finally:
         page.close()
+
+
+def test_a_compare_waiting_in_the_queue_is_dropped_when_the_image_changes(browser, space_url):
+    """Under load a visitor's Compare waits in the queue; they upload another image meanwhile. The old
+    question's answers then arrived beside the new image. Changing the image (or the question) now
+    cancels the waiting Compare."""
+    from gradio_client import Client, handle_file
+    from playwright.sync_api import expect
+
+    examples = ROOT / "space" / "examples"
+    busy = Client(space_url, verbose=False, analytics_enabled=False)
+    slow = ("checkpoint-0", "checkpoint-250", "checkpoint-500", "beam(4)", 64)  # checkpoint-0 never stops early
+    jobs = [busy.submit(handle_file(examples / "red-circle.png"), "Describe the image.", *slow, api_name="/compare")
+            for _ in range(24)]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(60_000)
+    answer = page.locator("#answer-3 textarea")  # checkpoint-1000 by default, shown once a Compare answers
+    try:
+        page.goto(space_url)
+        page.locator("input[type=file]").first.set_input_files(str(examples / "red-circle.png"))
+        page.get_by_label("Question").fill("What color is the shape?")
+        page.get_by_role("button", name="Compare", exact=True).click()
+        page.locator("input[type=file]").first.set_input_files(str(examples / "blue-square.png"))
+        expect(page.locator("img[src*='blue-square']").first).to_be_visible()
+        assert not all(job.done() for job in jobs), "the queue was already empty: this test could not fail"
+        # queued behind the visitor's Compare: once it is answered, that Compare has run (or was dropped)
+        marker = busy.submit(handle_file(examples / "red-circle.png"), "What color is the shape?", "checkpoint-1000",
+                             "(none)", "(none)", "greedy", 8, api_name="/compare")
+        for job in [*jobs, marker]:
+            job.result(timeout=120)
+        page.wait_for_timeout(500)  # for the browser to show answers that arrived
+        expect(page.locator("#answer-3")).to_be_hidden()  # as before any Compare: no answer beside the blue square
+        expect(page.locator("#answer-1 textarea")).to_have_value("")
+        page.get_by_role("button", name="Compare", exact=True).click()
+        expect(answer).to_have_value("blue")
+    finally:
+        page.close()
