@@ -89,7 +89,8 @@ def test_space_variables_the_app_cannot_start_with_are_refused(tmp_path, variabl
 def test_space_variables_the_app_reads_pass(tmp_path):
     ss.check_space_variables({"VLM_LAB_MAX_NEW_TOKENS": "8", "VLM_LAB_DEVICE": "cuda:0", "VLM_LAB_DTYPE": "float16",
                               "VLM_LAB_TARGET": "l4x1", "VLM_LAB_CACHE_BUDGET": "12GB", "LOG_LEVEL": "info",
-                              "VLM_LAB_CACHE": "/data/vlm-lab"},  # the library's cache folder, not a typo
+                              "VLM_LAB_CACHE": "/data/vlm-lab",  # the library's cache folder, not a typo
+                              "VLM_LAB_CHECKPOINTS": ""},  # empty: the embedded ones, staged by the publish
                              app_dir=tmp_path)  # no checkpoints variable: the publish stages or points at them
 
 

@@ -56,7 +56,8 @@ def check_space_variables(variables: Mapping[str, str], *, app_dir: str | os.Pat
     if unknown:
         raise ConfigError(f"--var {', '.join(unknown)}: not a variable the app reads; it reads {', '.join(SPACE_VARIABLES)}")
     env = dict(variables)
-    env.setdefault("VLM_LAB_CHECKPOINTS", "owner/model")  # the checkpoints are checked by the publish itself
+    if not env.get("VLM_LAB_CHECKPOINTS", "").strip():  # the checkpoints are checked by the publish itself
+        env["VLM_LAB_CHECKPOINTS"] = "owner/model"
     try:
         SpaceSettings.from_env(env, app_dir=app_dir)
     except ConfigError as e:
