@@ -93,7 +93,7 @@ def chat_messages(prompt: str, image=None) -> list[dict]:
 def render_prompt(processor, prompt: str) -> str:
     """The text the processor gets: the chat template's user turn, or the prompt as written.
 
-    Processors without a chat template (PaliGemma, BLIP-2, Florence-2, Fuyu) take a
+    Processors without a chat template (PaliGemma; by their source also BLIP-2, Florence-2, Fuyu) take a
     plain prompt and place the image tokens themselves; ``models.load`` refuses one that does not.
     """
     if getattr(processor, "chat_template", None):

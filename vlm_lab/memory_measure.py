@@ -190,14 +190,14 @@ def _inputs(processor, job: dict[str, Any]):
     """One batch: a test image of the planned shape and a prompt of about ``prompt_tokens`` text tokens."""
     from PIL import Image
 
-    from vlm_lab.generation import chat_messages
+    from vlm_lab.generation import render_prompt
 
     image = Image.new("RGB", (job["image_width"], job["image_height"]), (120, 60, 200))  # PIL: (width, height)
 
     def text_for(words: int) -> str:
         prompt = " ".join(["the"] * words)
         if getattr(processor, "chat_template", None):
-            return processor.apply_chat_template(chat_messages(prompt), add_generation_prompt=True, tokenize=False)
+            return render_prompt(processor, prompt)
         return f"{getattr(processor, 'image_token', '<image>')} {prompt}"
 
     tokenizer = processor.tokenizer
