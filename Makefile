@@ -63,8 +63,9 @@ lab: checkpoints  ## JupyterLab on the notebooks
 space: checkpoints  ## serve the Space locally on 127.0.0.1:7860, as on Hugging Face
 	VLM_LAB_ROOT=$(CURDIR) GRADIO_EXAMPLES_CACHE=$(CURDIR)/.cache/gradio-examples $(BIN)/python space/app.py
 
-publish: checkpoints  ## publish the Space: make publish SPACE=owner/name [ARGS="--dry-run"]
+publish:  ## publish the Space: make publish SPACE=owner/name [ARGS="--dry-run"]
 	@test -n "$(SPACE)" || { echo "usage: make publish SPACE=owner/name [ARGS='--hardware t4-small']"; exit 2; }
+	@$(MAKE) --no-print-directory checkpoints
 	HF_HUB_OFFLINE=0 $(BIN)/python scripts/publish_space.py $(SPACE) --checkpoints $(CHECKPOINTS) $(ARGS)
 
 bench: checkpoints  ## run the speed benchmarks (prints ratios)
