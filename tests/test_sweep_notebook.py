@@ -75,6 +75,20 @@ def test_an_edited_notebook_makes_new_runs_and_says_so(sweep_file, tmp_path, cap
     assert sweep.run_sweep(sweep.load_sweep(sweep_file), progress=False).note == ""  # said once
 
 
+def test_two_sweep_files_sharing_a_name_are_told_apart(sweep_file, tmp_path):
+    """A second sweep file copied from the first kept its name: but runs another notebook: the note
+    said the notebook's code had changed, which nobody did; it now names both and the fix."""
+    assert sweep.run_sweep(sweep.load_sweep(sweep_file), progress=False).ok
+    write_notebook(tmp_path / "other.ipynb")
+    _edit_notebook(tmp_path / "other.ipynb", lambda nb: nb.cells.append(nbformat.v4.new_code_cell("y = 1")))
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(yaml.safe_dump({"name": "t", "notebook": "other.ipynb", "grid": {"x": [1]}}))
+    note = sweep.run_sweep(sweep.load_sweep(copy), progress=False, dry_run=True).note
+    assert note.startswith("notebook other.ipynb: sweep 't' last ran another notebook (nb.ipynb); if another sweep "
+                           "file uses the same name:, give each its own"), note
+    assert "code or kernel changed" not in note
+
+
 def test_the_kernel_is_part_of_the_fingerprint(sweep_file):
     config = sweep.load_sweep(sweep_file)
     assert sweep.notebook_fingerprint(config.replace(kernel="python3")) == sweep.notebook_fingerprint(config)  # its own

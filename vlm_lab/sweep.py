@@ -397,7 +397,14 @@ def _notebook_changed(config: SweepConfig, fingerprint: str) -> str:
     earlier = before.get("notebook_fingerprint") if isinstance(before, dict) else None
     if earlier == fingerprint:
         return ""
-    what = f"its code or kernel changed since this sweep last ran (fingerprint {earlier[:8]} -> {fingerprint[:8]})" if earlier else "this sweep's runs were made before run ids covered the notebook"
+    other = before.get("notebook") if isinstance(before, dict) else None
+    if isinstance(other, str) and other != config.notebook:  # e.g. two sweep files sharing one name:
+        what = (f"sweep {config.name!r} last ran another notebook ({other}); if another sweep file uses the same "
+                f"name:, give each its own (it is the folder under {config.runs_dir} and the W&B group)")
+    elif earlier:
+        what = f"its code or kernel changed since this sweep last ran (fingerprint {earlier[:8]} -> {fingerprint[:8]})"
+    else:
+        what = "this sweep's runs were made before run ids covered the notebook"
     return (
         f"notebook {config.notebook}: {what}, so every run is new; the runs made by the earlier notebook stay in "
         f"their folders under {sweep_dir(config)}, out of the summary (restore the notebook to report them again)"
