@@ -548,8 +548,8 @@ def test_checkpoints_too_large_for_a_space_repo_are_refused_before_any_write(hub
     for extra in (("--dry-run",), ()):
         r = run_publish(hub, SPACE, "--space-dir", str(space_dir), *extra, checkpoints=run_dir)
         assert r.returncode == 2, fail_text(r)
-        assert "the Space would hold 1.1 GB" in r.stderr and "checkpoints 1.1 GB" in r.stderr, fail_text(r)
-        assert "over the 1.0 GB a Space repo may hold" in r.stderr and "--checkpoints-repo OWNER/NAME" in r.stderr
+        assert "the Space would hold 1.07 GiB" in r.stderr and "checkpoints 1.07 GiB" in r.stderr, fail_text(r)
+        assert "over the 1.00 GiB a Space repo may hold" in r.stderr and "--checkpoints-repo OWNER/NAME" in r.stderr
     assert hub.writes() == [] and ("space", SPACE) not in hub.repos
 
 

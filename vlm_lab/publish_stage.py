@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from vlm_lab.errors import PublishError
+from vlm_lab.units import human_bytes
 
 STAGED_CHECKPOINTS = "checkpoints/shapes"  # where space/app.py looks next to itself by default
 EXCLUDED_DIRS = (".venv", "venv", "__pycache__", ".ipynb_checkpoints", "wandb", "runs", ".git", ".pytest_cache",
@@ -98,15 +99,6 @@ class SpaceCardInfo:
     sdk_version: str | None
     app_file: str
     front_matter: str  # the README text, for the server's validate-yaml
-
-
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def _excluded(rel: Path) -> bool:
