@@ -317,3 +317,56 @@ def test_a_hub_id_with_a_trailing_slash_says_how_to_write_it(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointNotFoundError, match=r"; for the hub model, write it without the trailing slash: org/run\)$"):
         resolve("org/run/")
+
+
+def _live_run(tiny_checkpoints, tmp_path, stage: str):
+    """A run folder a Trainer is still writing: checkpoint-0 and checkpoint-250 saved, checkpoint-500 at ``stage``."""
+    run = tmp_path / "run"
+    for done in tiny_checkpoints[:2]:
+        shutil.copytree(done, run / done.name)
+    live = run / "checkpoint-500"
+    live.mkdir()
+    source = tiny_checkpoints[2]
+    if stage == "config only":  # save_pretrained writes config.json first
+        shutil.copy(source / "config.json", live)
+    elif stage == "weights cut short":
+        shutil.copy(source / "config.json", live)
+        (live / "model.safetensors").write_bytes((source / "model.safetensors").read_bytes()[:4000])
+    elif stage == "no trainer state":  # the model is saved, the optimizer state is being written
+        shutil.copytree(source, live, dirs_exist_ok=True)
+        (live / "trainer_state.json").unlink()
+    return run
+
+
+@pytest.mark.parametrize("stage, why", [
+    ("config only", "no weights or tokenizer in the folder"),
+    ("weights cut short", "no tokenizer in the folder"),
+    ("no trainer state", "no trainer_state.json, which a Trainer writes last"),
+])  # fmt: skip
+def test_a_checkpoint_a_trainer_is_still_writing_is_skipped_with_a_warning(tiny_checkpoints, tmp_path, stage, why):
+    run = _live_run(tiny_checkpoints, tmp_path, stage)
+    with pytest.warns(checkpoints.IncompleteCheckpointWarning) as caught:
+        assert [r.step for r in resolve(str(run))] == [0, 250]
+    (message,) = [str(w.message) for w in caught]
+    assert message.startswith(f"skipping {run / 'checkpoint-500'} ({why}): it is not complete, unlike checkpoint-0, checkpoint-250;")
+    with pytest.warns(checkpoints.IncompleteCheckpointWarning):
+        assert [r.step for r in resolve(str(run), expand=False)] == [250]  # the latest complete one
+    assert [r.step for r in resolve(str(run / "checkpoint-500"))] == [500]  # named: loading it says what is wrong
+
+
+def test_a_run_whose_checkpoints_are_all_incomplete_is_not_skipped_away(tiny_checkpoints, tmp_path):
+    """No complete sibling: nothing tells a checkpoint being written from a broken run, so loading says what is wrong."""
+    run = tmp_path / "run"
+    for done in tiny_checkpoints[:2]:
+        shutil.copytree(done, run / done.name, ignore=shutil.ignore_patterns("tokenizer.json"))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [r.step for r in resolve(str(run))] == [0, 250]
+
+
+def test_a_pattern_over_a_run_being_written_skips_its_unfinished_checkpoint(tiny_checkpoints, tmp_path):
+    run = _live_run(tiny_checkpoints, tmp_path, "weights cut short")
+    with pytest.warns(checkpoints.IncompleteCheckpointWarning, match=r"^skipping .*checkpoint-500 \(no tokenizer in the folder\)"):
+        assert [r.step for r in resolve(str(run / "checkpoint-*"))] == [0, 250]

@@ -106,3 +106,17 @@ def test_build_names_a_bad_option_as_its_flag(args, message, tmp_path):
     r = vlm_lab("checkpoints", "build", "--out", str(tmp_path / "ck"), *args, "--quiet")
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "ck").exists()  # refused before anything was written
+
+
+def test_eval_of_a_run_being_written_skips_the_unfinished_checkpoint_and_says_so(tiny_checkpoints, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoints[0], run / "checkpoint-0")
+    (run / "checkpoint-250").mkdir()
+    shutil.copy(tiny_checkpoints[1] / "config.json", run / "checkpoint-250")  # save_pretrained has just begun
+    r = vlm_lab("checkpoints", "eval", str(run), "--data", "shapes:val:4", "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert [line.split()[0] for line in r.stdout.splitlines()[1:2]] == ["checkpoint-0"] and "checkpoint-250" not in r.stdout
+    (warning,) = [line for line in r.stderr.splitlines() if "checkpoint-250" in line]
+    assert warning.startswith(f"warning: skipping {run / 'checkpoint-250'} (no weights or tokenizer in the folder): it is not complete")

@@ -120,3 +120,20 @@ def test_a_load_that_succeeds_still_shows_transformers_report(tiny_checkpoints, 
     load_model(folder, device="cpu")
     (report,) = [r.getMessage() for r in caplog.records if "LOAD REPORT" in r.getMessage()]
     assert "stray.weight" in report and "UNEXPECTED" in report
+
+
+def test_a_named_checkpoint_a_trainer_is_still_writing_says_so(tiny_checkpoints, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoints[0], run / "checkpoint-0")
+    live = run / "checkpoint-250"
+    shutil.copytree(tiny_checkpoints[1], live, ignore=shutil.ignore_patterns("trainer_state.json"))
+    (live / "model.safetensors").write_bytes((tiny_checkpoints[1] / "model.safetensors").read_bytes()[:4000])
+    with pytest.raises(CheckpointNotFoundError) as caught:
+        load_model(str(live), device="cpu")
+    assert str(caught.value).startswith(f"{live / 'model.safetensors'} is not a valid safetensors file")
+    assert str(caught.value).endswith("; it is not complete (a weight file is cut short), unlike checkpoint-0 beside it: "
+                                      "a trainer may still be writing it; compare it once it is saved, or name a complete checkpoint")
+    shutil.rmtree(run / "checkpoint-0")  # alone, it is only a broken checkpoint
+    with pytest.raises(CheckpointNotFoundError) as caught:
+        load_model(str(live), device="cpu")
+    assert "trainer may still be writing" not in str(caught.value)

@@ -25,6 +25,7 @@ on it are never served stale results after a checkpoint is re-saved in place.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -33,7 +34,7 @@ import os
 import re
 import warnings
 from pathlib import Path, PurePosixPath
-from typing import Iterable, MutableMapping
+from typing import Iterable, Iterator, MutableMapping
 
 from vlm_lab.errors import CheckpointNotFoundError
 
@@ -219,9 +220,95 @@ def _run_order(checkpoints: list[CheckpointRef], final: CheckpointRef | None) ->
     return checkpoints + [final] if final is not None else checkpoints
 
 
+class IncompleteCheckpointWarning(UserWarning):
+    """A training output's ``checkpoint-N`` folder was left out: it cannot be loaded yet while others in
+    the same folder can (a Trainer is still writing it, or deleting it to keep ``save_total_limit``)."""
+
+
+def _incomplete(folder: Path, *, trainer_state: bool) -> str:
+    """Why the ``checkpoint-N`` ``folder`` is not complete, in words ("" when it is): a Trainer writes the
+    model (config.json first, then the weights), the tokenizer, the optimizer and trainer_state.json last."""
+    from vlm_lab.memory_checkpoint import missing_for_loading, read_weights
+
+    if not (folder / "config.json").is_file():
+        return "no config.json"
+    if missing := missing_for_loading(folder):
+        return missing
+    index = folder / "model.safetensors.index.json"
+    try:
+        shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()) if index.is_file() else set()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"{index.name} is not complete"
+    if absent := sorted(s for s in shards if not (folder / s).is_file()):
+        return f"no {absent[0]}{f' (and {len(absent) - 1} more shards)' if len(absent) > 1 else ''}, which {index.name} lists"
+    try:
+        read_weights(folder)
+    except CheckpointNotFoundError:
+        return "a weight file is cut short"
+    if trainer_state and not (folder / "trainer_state.json").is_file():
+        return "no trainer_state.json, which a Trainer writes last"
+    return ""
+
+
+@contextlib.contextmanager
+def unfinished_named(folder: str | os.PathLike[str] | None) -> Iterator[None]:
+    """A ``CheckpointNotFoundError`` raised inside about a ``checkpoint-N`` folder (cut-short weights, no
+    tokenizer) also says, when other checkpoints beside it are complete, that a trainer may still be writing it."""
+    try:
+        yield
+    except CheckpointNotFoundError as e:
+        if folder is not None and (hint := _unfinished_hint(Path(folder))):
+            raise CheckpointNotFoundError(f"{e}{hint}") from e
+        raise
+
+
+def _unfinished_hint(folder: Path) -> str:
+    """``"; it is not complete (why), unlike checkpoint-M beside it: ..."`` for a checkpoint-N folder; else ""."""
+    from vlm_lab.hub_cache import listed
+
+    if not _CHECKPOINT_DIR.match(folder.name) or not folder.parent.is_dir():
+        return ""
+    others = [folder.parent / n for n in by_step(c.name for c in folder.parent.iterdir() if c.is_dir()) if n != folder.name]
+    trainer_state = any((c / "trainer_state.json").is_file() for c in others)
+    complete = [c.name for c in others if not _incomplete(c, trainer_state=trainer_state)]
+    why = _incomplete(folder, trainer_state=trainer_state)
+    if not complete or not why:
+        return ""
+    return (f"; it is not complete ({why}), unlike {listed(complete, folder.name)} beside it: a trainer may still be "
+            "writing it; compare it once it is saved, or name a complete checkpoint")
+
+
+def _complete_checkpoints(path: Path, found: list[Path], *, matched: bool = False) -> list[Path]:
+    """``found`` without the checkpoint-N folders of ``path`` that are not complete while others are
+    (each named in an ``IncompleteCheckpointWarning``: the ones of ``found`` when ``matched`` by a pattern,
+    else also those without config.json); all of ``found`` when none is complete, so that loading them
+    says what is wrong."""
+    folders = [path / n for n in by_step(c.name for c in path.iterdir() if c.is_dir())]
+    trainer_state = any((c / "trainer_state.json").is_file() for c in folders)
+    why = {c: _incomplete(c, trainer_state=trainer_state) for c in folders}
+    if all(why.values()):
+        return found
+    skipped = {c: w for c, w in why.items() if w and (c in found or not matched)}
+    if skipped:
+        from vlm_lab.hub_cache import listed
+
+        complete = [c.name for c in folders if not why[c]]
+        warnings.warn(
+            f"skipping {'; '.join(f'{c} ({w})' for c, w in skipped.items())}: "
+            f"{'it is' if len(skipped) == 1 else 'they are'} not complete, unlike {listed(complete, next(iter(skipped)).name)}; a trainer may "
+            f"still be writing {'it' if len(skipped) == 1 else 'them'} (or deleting old checkpoints): run again once it "
+            f"has, or name a complete checkpoint folder",
+            IncompleteCheckpointWarning,
+            stacklevel=4,
+        )
+    return [c for c in found if not why[c]]
+
+
 def _resolve_folder(spec: str, path: Path, *, expand: bool) -> list[CheckpointRef]:
     found = discover_checkpoints(path)
     final = (path / "config.json").is_file()
+    if found and (expand or not final):
+        found = _complete_checkpoints(path, found)
     if final and not (expand and found):
         return [CheckpointRef(spec=spec, path=str(path))]
     if found and expand:
@@ -247,6 +334,11 @@ def _resolve_pattern(spec: str, path: Path, *, expand: bool) -> list[CheckpointR
         else:
             what = f"matches no folder ({_nearby(_absolute(path))})"
         raise CheckpointNotFoundError(f"no checkpoint at {spec!r}: the pattern {what}")
+    steps = [m for m in models if _CHECKPOINT_DIR.match(m.name)]  # runs/a/checkpoint-*: the run's checkpoints by name
+    for parent in dict.fromkeys(m.parent for m in steps):
+        named = [m for m in steps if m.parent == parent]
+        left_out = set(named) - set(_complete_checkpoints(parent, named, matched=True))
+        models = [m for m in models if m not in left_out]
     return [ref for m in models for ref in _resolve_folder(str(m), m, expand=expand)]
 
 

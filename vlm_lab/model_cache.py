@@ -32,7 +32,7 @@ from typing import Callable
 
 import torch
 
-from vlm_lab.checkpoints import CheckpointRef, fingerprint, hub_commit, hub_fingerprint, resolve
+from vlm_lab.checkpoints import CheckpointRef, fingerprint, hub_commit, hub_fingerprint, resolve, unfinished_named
 from vlm_lab.config import parse_bytes
 from vlm_lab.errors import CheckpointNotFoundError, ConfigError, MemoryBudgetError
 from vlm_lab.memory_checkpoint import read_weights
@@ -68,7 +68,8 @@ def estimate_nbytes(ref: CheckpointRef, dtype: torch.dtype) -> int | None:
     """
     if ref.path is None:
         return None
-    weights = read_weights(Path(ref.path))
+    with unfinished_named(ref.path):
+        weights = read_weights(Path(ref.path))
     if not weights or None in weights.values():  # torch pickles: no header to read, charge their size
         return sum(p.stat().st_size for p in weights) or None
     item = torch.empty((), dtype=dtype).element_size()

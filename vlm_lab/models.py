@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from vlm_lab.checkpoints import CheckpointRef, check_hub_config, offline_cache_hint, resolve
+from vlm_lab.checkpoints import CheckpointRef, check_hub_config, offline_cache_hint, resolve, unfinished_named
 from vlm_lab.errors import CheckpointNotFoundError, DeviceError
 from vlm_lab.memory_checkpoint import invalid_json, missing_for_loading, read_weights
 
@@ -145,19 +145,20 @@ def _check_folder(ref: CheckpointRef) -> None:
     a broken config.json as a bare ``JSONDecodeError``.
     """
     folder = Path(ref.path)
-    missing = missing_for_loading(folder)
-    if missing:
-        raise CheckpointNotFoundError(
-            f"cannot load {ref.spec!r}: {missing} (it needs weights, *.safetensors or *.bin, and tokenizer files, "
-            "e.g. tokenizer.json); point at a complete model folder, e.g. one written by save_pretrained, "
-            "or copy the missing files from the model it was trained from"
-        )
-    broken = invalid_json(folder)
-    if broken:
-        raise CheckpointNotFoundError(
-            f"cannot load {ref.spec!r}: {broken}; fix the file, or save the checkpoint again with save_pretrained"
-        )
-    read_weights(folder)
+    with unfinished_named(folder):  # checkpoint-N of a run a trainer is writing: not a broken file
+        missing = missing_for_loading(folder)
+        if missing:
+            raise CheckpointNotFoundError(
+                f"cannot load {ref.spec!r}: {missing} (it needs weights, *.safetensors or *.bin, and tokenizer files, "
+                "e.g. tokenizer.json); point at a complete model folder, e.g. one written by save_pretrained, "
+                "or copy the missing files from the model it was trained from"
+            )
+        broken = invalid_json(folder)
+        if broken:
+            raise CheckpointNotFoundError(
+                f"cannot load {ref.spec!r}: {broken}; fix the file, or save the checkpoint again with save_pretrained"
+            )
+        read_weights(folder)
 
 
 def _check_config(ref: CheckpointRef, kwargs: dict) -> Any:
