@@ -32,9 +32,10 @@ from typing import Callable
 
 import torch
 
-from vlm_lab.checkpoints import CheckpointRef, fingerprint, hub_commit, hub_fingerprint, resolve, unfinished_named
+from vlm_lab.checkpoints import CheckpointRef, fingerprint, resolve, unfinished_named
 from vlm_lab.config import parse_bytes
 from vlm_lab.errors import CheckpointNotFoundError, ConfigError, MemoryBudgetError
+from vlm_lab.hub_refs import hub_commit, hub_fingerprint
 from vlm_lab.memory_checkpoint import read_weights
 from vlm_lab.models import LoadedModel, load_model, model_nbytes, resolve_device, resolve_dtype
 

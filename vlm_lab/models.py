@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
-from vlm_lab.checkpoints import CheckpointRef, check_hub_config, offline_cache_hint, resolve, unfinished_named
+from vlm_lab.checkpoints import CheckpointRef, resolve, unfinished_named
 from vlm_lab.errors import CheckpointNotFoundError, DeviceError
+from vlm_lab.hub_refs import check_hub_config, offline_cache_hint
 from vlm_lab.memory_checkpoint import invalid_json, missing_for_loading, read_weights
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
