@@ -95,7 +95,7 @@ def test_a_save_cut_short_or_a_damaged_file_is_refused_with_the_fix(tmp_path, fi
 def test_dataframes(finished):
     _, result = finished
     wide = result.to_dataframe()
-    assert wide.shape == (9, 4 + 3 * 6)
+    assert wide.shape == (9, 4 + 3 * 7)
     assert (wide["checkpoint-1000/score"] == 1.0).all()
     long = result.to_dataframe(long=True)
     assert len(long) == 27 and set(long["checkpoint"]) == set(result.checkpoints)
@@ -620,3 +620,34 @@ def test_samples_that_share_an_image_share_its_file(tmp_path, tiny_checkpoints, 
     assert images[0] == images[1] and images[2] == images[3] and images[0] != images[2]
     assert sorted(p.name for p in (result.output_dir / "images").iterdir()) == sorted({Path(i).name for i in images})
     assert len({r["outputs"][result.checkpoints[0]]["output"] for r in result.rows[:2]}) == 2  # still two questions
+
+
+def test_outputs_cut_off_by_the_checkpoints_context_are_told_apart_from_max_new_tokens(tmp_path, tiny_checkpoints, models):
+    """checkpoint-0 never says its end token; the shapes checkpoints read 128 tokens, ~73 of them the image and
+    prompt: 200 new tokens would run past the context (noise). They stop there, marked so, and the warning
+    does not advise raising --max-new-tokens, which cannot help."""
+    config = _config(tmp_path, [tiny_checkpoints[0]], max_new_tokens=200, data="shapes:val:3")
+    with pytest.warns(TruncatedOutputWarning) as caught:
+        result = compare(config, progress=False, cache=models)
+    (said,) = [str(w.message) for w in caught]
+    assert "checkpoint-0: 3 of 3 output(s) stopped where the checkpoint reads no further" in said and "--max-new-tokens" not in said
+    outs = [r["outputs"]["checkpoint-0"] for r in result.rows]
+    assert all(o["truncated"] and o["at_context"] for o in outs) and all(o["new_tokens"] < 60 for o in outs)
+    assert (result.summary[0]["n_truncated"], result.summary[0]["n_at_context"]) == (3, 3)
+    assert result.to_dataframe(long=True)["at_context"].sum() == 3
+    assert (result.output_dir / "comparison.html").read_text().count("reads no further") >= 3
+    with pytest.warns(TruncatedOutputWarning, match="stopped at max_new_tokens=20") as caught:  # the limit asked for cut these
+        short = compare(config.replace(max_new_tokens=20), progress=False, cache=models)
+    assert len(caught) == 1 and (short.summary[0]["n_truncated"], short.summary[0]["n_at_context"]) == (3, 0)
+
+
+def test_a_prompt_that_leaves_no_room_names_the_sample_the_counts_and_the_fix(tmp_path, tiny_checkpoints, models):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shapes.make_samples("val", 1)[0].image.save(folder / "a.png")
+    lines = [{"id": "ok", "image": "a.png", "prompt": "What color is the shape?"},
+             {"id": "long", "image": "a.png", "prompt": " ".join(["What color is the shape?"] * 12)}]  # fmt: skip
+    (folder / "d.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    config = _config(tmp_path, [tiny_checkpoints[-1]], data=str(folder / "d.jsonl"), batch_size=1)
+    with pytest.raises(DataError, match=r"sample long: the image and prompt take \d+ tokens, and checkpoint-1000 reads at most 128"):
+        compare(config, progress=False, cache=models)

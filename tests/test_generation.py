@@ -6,7 +6,7 @@ import pytest
 
 from vlm_lab import data, generation, models
 from vlm_lab.config import GenerationConfig
-from vlm_lab.errors import ConfigError
+from vlm_lab.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +144,97 @@ def test_nonfinite_flags_under_every_strategy(loaded, overflowing_checkpoint, sa
     assert [o.nonfinite for o in healthy] == [False] * 4
     assert [o.nonfinite for o in broken] == [True] * 4  # beam search: several rows per sample, one flag each
 
+
+
+@pytest.fixture(scope="module")
+def untrained(tiny_checkpoints):
+    """checkpoint-0: never says its end token, so every answer runs to whatever limit there is."""
+    return models.load_model(tiny_checkpoints[0], device="cpu")
+
+
+def _prompt_tokens(loaded, samples) -> list[int]:
+    return [int(n) for n in generation.encode_inputs(loaded.processor, samples)["attention_mask"].sum(dim=1)]
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam(2)", "nucleus(0.9)"])
+def test_no_output_runs_past_what_the_checkpoint_can_read(untrained, samples, strategy):
+    """The embedded checkpoints read 128 tokens, 64 of them the image: 100 new tokens would run past
+    the context (noise with RoPE, an index error with learned position embeddings). Each answer stops
+    where its own prompt leaves off, marked at_context, and batching does not change where."""
+    lengths = _prompt_tokens(untrained, samples[:3])
+    assert len(set(lengths)) == 3 and max(lengths) + 100 > 128  # three prompt lengths, each would overflow
+    config = GenerationConfig(strategy=strategy, max_new_tokens=100, batch_size=3, seed=1)
+    many = generation.generate(untrained, samples[:3], config)
+    ends = [n + o.new_tokens for n, o in zip(lengths, many)]
+    assert [o.at_context for o in many] == [o.truncated for o in many] == [end == 128 for end in ends]
+    if strategy == "nucleus(0.9)":  # sampling may draw the end token early; never a token past the context
+        assert max(ends) <= 128
+    else:  # greedy and beam search never end: all stop at the context, the same answers one at a time
+        assert ends == [128] * 3
+        assert _texts(generation.generate(untrained, samples[:3], config.replace(batch_size=1))) == _texts(many)
+    short = generation.generate(untrained, samples[:3], config.replace(max_new_tokens=20))
+    assert [(o.new_tokens, o.truncated, o.at_context) for o in short] == [(20, True, False)] * 3  # max_new_tokens cut these
+
+
+def test_only_the_rows_that_reach_the_context_are_cut_there(untrained, loaded, samples):
+    """A batch mixing a long prompt and short ones: the short ones get every token asked for."""
+    long = data.Sample(id="long", image=samples[0].image, prompt=" ".join(["What color is the shape?"] * 6))
+    batch = [samples[0], long, samples[1]]
+    lengths = _prompt_tokens(untrained, batch)
+    asked = 128 - lengths[1] + 5  # 5 more than the long prompt leaves
+    outs = generation.generate(untrained, batch, GenerationConfig(max_new_tokens=asked, batch_size=3))
+    assert [o.new_tokens for o in outs] == [asked, 128 - lengths[1], asked]
+    assert [o.at_context for o in outs] == [False, True, False] and all(o.truncated for o in outs)
+
+
+def test_a_prompt_that_leaves_no_room_is_refused_with_the_counts(loaded, samples):
+    long = data.Sample(id="q7", image=samples[0].image, prompt=" ".join(["What color is the shape?"] * 12))
+    with pytest.raises(DataError, match=r"sample q7: the image and prompt take \d+ tokens, and checkpoint-1000 reads at most "
+                                        r"128 \(the answer included\); shorten the prompt"):
+        generation.generate(loaded["checkpoint-1000"], [samples[0], long], GenerationConfig(batch_size=2))
+
+
+@pytest.mark.parametrize("family, prompt_tokens, wanted", [
+    ("llama", 1000, 24),  # decoder-only: the answer shares the 1024 positions with the inputs
+    ("llama", 100, 924),
+    ("bart", 1000, None),  # encoder-decoder (Florence-2 and the like): the answer has positions of its own
+    ("none", 5000, None),  # a config that does not say its context: left as asked
+])  # fmt: skip
+def test_context_room_by_family(family, prompt_tokens, wanted):
+    import torch
+    from transformers import BartConfig, LlamaConfig, PretrainedConfig
+
+    config = {"llama": LlamaConfig(max_position_embeddings=1024), "bart": BartConfig(max_position_embeddings=1024),
+              "none": PretrainedConfig()}[family]  # fmt: skip
+    room = generation.context_room(config, {"attention_mask": torch.ones(2, prompt_tokens, dtype=torch.long)})
+    assert room == (None if wanted is None else (1024, [wanted, wanted]))
+
+
+@pytest.mark.parametrize("row, ended_at", [
+    ([11, 12, 2, 0, 0], (3, True)),  # the end token counts; the padding after it does not
+    ([11, 0, 12, 2, 0], (4, True)),  # the pad token emitted as content, mid-answer: a token like any
+    ([0, 0, 0], (3, False)),  # nothing but pad tokens, no end: cut off at max_new_tokens
+    ([11, 12, 13], (3, False)),
+    ([2, 2, 2], (1, True)),  # pad == eos (many models): the first one ends it
+])  # fmt: skip
+def test_new_tokens_count_to_the_first_end_token(row, ended_at):
+    import torch
+
+    assert generation._count_new_tokens(torch.tensor(row), {2}) == ended_at
+
+
+def test_a_model_that_emits_its_pad_token_is_counted_whole(tiny_checkpoints, samples):
+    """checkpoint-1000 with the pad token's and 'a''s output rows swapped: it says <pad> where it said 'a'
+    ('<pad> blue square' + end). The text skips the pad; the count used to stop there (0 tokens, not cut off)."""
+    import torch
+
+    loaded = models.load_model(tiny_checkpoints[-1], device="cpu", dtype="float32")
+    tok = loaded.processor.tokenizer
+    a, pad = tok.convert_tokens_to_ids("a"), tok.pad_token_id
+    head = loaded.model.get_output_embeddings().weight
+    with torch.no_grad():
+        head[[pad, a]] = head[[a, pad]].clone()
+    (describe,) = generation.generate(loaded, [samples[2]], GenerationConfig(max_new_tokens=8))
+    assert (describe.text, describe.new_tokens, describe.truncated) == ("blue square", 4, False)
+    (cut,) = generation.generate(loaded, [samples[2]], GenerationConfig(max_new_tokens=2))
+    assert (cut.text, cut.new_tokens, cut.truncated) == ("blue", 2, True)

@@ -412,24 +412,3 @@ def test_a_sampled_answer_repeats_while_another_visitor_samples_at_the_same_time
         release.set()
         loaded.model.generate = real_generate
     assert [answers[k][0].text for k in ("first", "second")] == [expected, expected]
-
-
-@pytest.mark.parametrize("family, prompt_tokens, wanted", [
-    ("llama", 1000, 24),  # decoder-only: the answer shares the 1024 positions with the inputs
-    ("llama", 100, 64),
-    ("bart", 1000, 64),  # encoder-decoder (Florence-2 and the like): the answer has positions of its own
-    ("none", 5000, 64),  # a config that does not say its context: left as asked
-])
-def test_fit_context_by_family(family, prompt_tokens, wanted):
-    import torch
-    from transformers import BartConfig, LlamaConfig, PretrainedConfig
-
-    from vlm_lab.config import GenerationConfig
-
-    config = {"llama": LlamaConfig(max_position_embeddings=1024), "bart": BartConfig(max_position_embeddings=1024),
-              "none": PretrainedConfig()}[family]
-    encoded = {"attention_mask": torch.ones(2, prompt_tokens, dtype=torch.long)}
-    asked = GenerationConfig(strategy="greedy", max_new_tokens=64, batch_size=1, seed=0)
-    assert ss.fit_context("m", config, encoded, asked).max_new_tokens == wanted
-    with pytest.raises(ss.DataError, match="take 1024 tokens, and m reads at most 1024"):
-        ss.fit_context("m", LlamaConfig(max_position_embeddings=1024), {"attention_mask": torch.ones(1, 1024)}, asked)

@@ -314,3 +314,15 @@ def test_the_same_step_of_two_runs_is_told_apart(tiny_checkpoints, tmp_path):
     assert rows[0]["text"] != rows[1]["text"]  # checkpoint-0's weights against checkpoint-1000's: each its own row
     text = html.unescape(e.output.value)
     assert "run-a/checkpoint-1000" in text and "run-b/checkpoint-1000" in text
+
+
+def test_an_answer_stopped_where_the_checkpoint_reads_no_further_says_so(tiny_checkpoints):
+    """The shapes checkpoints read 128 tokens, ~73 of them the image and prompt: checkpoint-0 (which never
+    ends) asked for 200 stops at the context, and 'raise max new tokens' would be the wrong advice."""
+    e = explore([str(tiny_checkpoints[0])], "shapes:val:3", device="cpu")
+    e.checkpoints.value = (0,)
+    e.max_new_tokens.value = 200
+    e.button.click()
+    (row,) = e.rows
+    assert row["truncated"] and row["at_context"] and row["new_tokens"] < 60
+    assert "cut off: the checkpoint reads no further" in e.output.value and "raise it" not in e.output.value

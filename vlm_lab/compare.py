@@ -30,7 +30,8 @@ from vlm_lab.result_cache import ResultCache, generation_key, sample_key, sample
 from vlm_lab.results import ComparisonResult
 from vlm_lab.scoring import bootstrap_accuracy, get_scorer
 
-__all__ = ["BatchEvent", "ComparisonResult", "MemoryProbe", "ResultCache", "compare", "compare_one", "nonfinite_message", "sample_key",
+__all__ = ["BatchEvent", "ComparisonResult", "MemoryProbe", "ResultCache", "compare", "compare_one", "context_message", "nonfinite_message",
+           "sample_key",
            "truncated_message", "unique_names"]
 
 SYNC_EVERY_S = 1.0  # fsync the result cache at most this often (and after each checkpoint's last batch)
@@ -291,8 +292,11 @@ def compare(
     for row in result.summary:
         if row["n_nonfinite"]:
             warnings.warn(NonFiniteWarning(nonfinite_message(row["checkpoint"], row["n_nonfinite"], len(samples), dtype_name)), stacklevel=2)
-        if row["n_truncated"]:
-            warnings.warn(TruncatedOutputWarning(truncated_message(row["checkpoint"], row["n_truncated"], len(samples), gen.max_new_tokens)), stacklevel=2)
+        if row["n_truncated"] > row["n_at_context"]:
+            warnings.warn(TruncatedOutputWarning(truncated_message(row["checkpoint"], row["n_truncated"] - row["n_at_context"], len(samples),
+                                                                   gen.max_new_tokens)), stacklevel=2)  # fmt: skip
+        if row["n_at_context"]:
+            warnings.warn(TruncatedOutputWarning(context_message(row["checkpoint"], row["n_at_context"], len(samples))), stacklevel=2)
     return result
 
 
@@ -302,6 +306,14 @@ def truncated_message(checkpoint: str, count: int, total: int, max_new_tokens: i
             "so their text is cut off (and scores as wrong if the reference is longer); raise --max-new-tokens "
             "(max_new_tokens=) to let them finish (the default 8 suits the shapes checkpoints' short answers), "
             "unless the checkpoint never learned to stop (an early training step)")  # fmt: skip
+
+
+def context_message(checkpoint: str, count: int, total: int) -> str:
+    """What outputs cut off where ``checkpoint`` reads no further mean, and what can help."""
+    return (f"{checkpoint}: {count} of {total} output(s) stopped where the checkpoint reads no further (its "
+            "max_position_embeddings holds the image, the prompt and the answer) before the end token, so their text is cut "
+            "off; more new tokens cannot help: shorten the prompts, or use a checkpoint with a longer context, unless "
+            "the checkpoint never learned to stop (an early training step)")  # fmt: skip
 
 
 def nonfinite_message(checkpoint: str, count: int, total: int, dtype: str, *, dtype_option: str = "--dtype ") -> str:
@@ -341,7 +353,7 @@ class _CheckpointRun:
         from vlm_lab.generation import generate_batch
 
         short = dataclasses.replace(self.gen, max_new_tokens=min(2, self.gen.max_new_tokens))
-        generate_batch(self.loaded, [s for _, s in chunk], short, encoded=self._encode(chunk))
+        generate_batch(self.loaded, [s for _, s in chunk], short, encoded=self._encode(chunk), name=self.name)
 
     def generate(self, chunks: list[tuple[list[tuple[str, Sample]], str | None]], *, on_batch: Callable[[BatchEvent], object]) -> dict[str, dict]:
         """Run ``chunks``: batches of (key, sample), each with its batch id when sampling (seeds it), else None."""
@@ -354,11 +366,13 @@ class _CheckpointRun:
             try:
                 for i, (chunk, batch_id) in enumerate(chunks):
                     seed = None if batch_id is None else int(batch_id, 16)
-                    outputs = generate_batch(self.loaded, [s for _, s in chunk], self.gen, encoded=self._encode(chunk), seed=seed)
+                    outputs = generate_batch(self.loaded, [s for _, s in chunk], self.gen, encoded=self._encode(chunk), seed=seed,
+                                             name=self.name)
                     records = [
                         {"key": key, "text": o.text, "new_tokens": o.new_tokens, "latency_s": o.latency_s, "batch_size": o.batch_size}
                         | ({"nonfinite": True} if o.nonfinite else {})
                         | ({"truncated": True} if o.truncated else {})
+                        | ({"at_context": True} if o.at_context else {})
                         | ({"batch": batch_id} if batch_id is not None else {})
                         for (key, _), o in zip(chunk, outputs)
                     ]
@@ -409,17 +423,18 @@ def _build_result(config, refs, names, plans, samples, keys, images, out) -> Com
     ]
     summary = []
     for ref, name, _, _, found, memory, _, n_cached in plans:
-        hits, tokens, batch_time, latencies, nonfinite, truncated = [], 0, 0.0, [], 0, 0
+        hits, tokens, batch_time, latencies, nonfinite, truncated, at_context = [], 0, 0.0, [], 0, 0, 0
         for row, key, sample in zip(rows, keys, samples):
             r = found[key]
             hit = None if sample.reference is None else float(score(r["text"], sample.reference))
             row["outputs"][name] = {
                 "output": r["text"], "score": hit, "latency_s": r["latency_s"],
                 "new_tokens": r["new_tokens"], "batch_size": r["batch_size"], "nonfinite": r.get("nonfinite", False),
-                "truncated": r.get("truncated", False),
+                "truncated": r.get("truncated", False), "at_context": r.get("at_context", False),
             }  # fmt: skip
             nonfinite += r.get("nonfinite", False)
             truncated += r.get("truncated", False)
+            at_context += r.get("at_context", False)
             if hit is not None:
                 hits.append(hit)
             tokens += r["new_tokens"]
@@ -441,7 +456,8 @@ def _build_result(config, refs, names, plans, samples, keys, images, out) -> Com
                 "peak_memory_bytes": memory.get("peak_memory_bytes"),
                 "memory_kind": memory.get("memory_kind"),
                 "n_nonfinite": nonfinite,
-                "n_truncated": truncated,
+                "n_truncated": truncated,  # cut off before the end token: at max_new_tokens or at the context
+                "n_at_context": at_context,  # ... of them, where the checkpoint reads no further
                 "from_cache": min(n_cached, len(samples)),
             }
         )
@@ -472,7 +488,8 @@ def compare_one(
         ``latency_s``, ``memory_bytes`` (peak CUDA memory of the call on GPU; the
         model's weight bytes on CPU), ``memory_kind`` and ``nonfinite`` (NaN/+inf scores:
         the text is noise; ``nonfinite_message`` says why and what to do) and ``truncated``
-        (stopped at ``max_new_tokens`` before the end token: the text is cut off) and ``dtype``
+        (stopped before the end token: the text is cut off) and ``at_context`` (stopped there because
+        the checkpoint reads no further, not at ``max_new_tokens``) and ``dtype``
         (what the model runs in; ``nonfinite_message`` takes it).
     """
     import torch
@@ -498,6 +515,7 @@ def compare_one(
                 "memory_kind": probe.kind,
                 "nonfinite": out.nonfinite,
                 "truncated": out.truncated,
+                "at_context": out.at_context,
                 "dtype": str(loaded.dtype).removeprefix("torch."),
             }
         )

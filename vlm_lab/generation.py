@@ -7,7 +7,9 @@ and ``model.generate`` runs once per batch. Per sample we keep the decoded text,
 the number of new tokens (up to and including the first eos) and the batch's
 latency; per batch, tokens per second; whether a row was cut off by
 ``max_new_tokens`` before its end token (a default tuned for short answers silently
-truncates a real VLM's description); and whether the model's next-token
+truncates a real VLM's description), or where the checkpoint reads no further
+(``context_room``: no answer runs past ``max_position_embeddings``, where it would be
+noise, or an index error with learned position embeddings); and whether the model's next-token
 scores held NaN or +inf at any step (float16 overflow, broken weights). Such a
 row is ended at that step (see ``NonFiniteScores``): left alone it would be
 whatever ``argmax`` makes of NaN ("!!!!"), and sampling would crash on it.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -51,7 +53,8 @@ class GenerationOutput:
     batch_size: int
     tokens_per_s: float  # the batch's new tokens / its latency
     nonfinite: bool = False  # NaN or +inf in the next-token scores at some step: the text is noise
-    truncated: bool = False  # stopped at max_new_tokens before an end token: the text is cut off
+    truncated: bool = False  # stopped before an end token (max_new_tokens, or at_context): the text is cut off
+    at_context: bool = False  # ... stopped there because the checkpoint reads no further (its prompt left no more room)
 
 
 class NonFiniteScores(LogitsProcessor):
@@ -146,20 +149,17 @@ def encode_batch(loaded: LoadedModel, samples: Sequence[Sample], *, encoded: dic
     return out
 
 
-def _count_new_tokens(row: torch.Tensor, eos_ids: set[int], pad_id: int | None) -> tuple[int, bool]:
-    """New tokens up to and including the first eos (padding after it does not count), and whether it ended.
+def _count_new_tokens(row: torch.Tensor, eos_ids: set[int]) -> tuple[int, bool]:
+    """New tokens up to and including the first eos, and whether there was one (the row ended).
 
-    Ended: an eos, or padding (the row finished while others ran on). A row that
-    fills ``max_new_tokens`` without either was cut off.
+    ``generate`` pads a row only after it ended with an eos (a finished beam too), so a pad token
+    before the first eos is content the model emitted (untrained or random models do) and counts;
+    the decoded text skips it but holds what followed. A row without an eos was cut off.
     """
-    n = 0
-    for tok in row.tolist():
+    for n, tok in enumerate(row.tolist(), start=1):
         if tok in eos_ids:
-            return n + 1, True
-        if pad_id is not None and tok == pad_id:
             return n, True
-        n += 1
-    return n, False
+    return len(row), False
 
 
 def _eos_ids(loaded: LoadedModel) -> set[int]:
@@ -171,6 +171,52 @@ def _eos_ids(loaded: LoadedModel) -> set[int]:
     return set(eos) if isinstance(eos, (list, tuple)) else {int(eos)}
 
 
+def context_room(model_config: Any, encoded: Mapping[str, Any]) -> tuple[int, list[int]] | None:
+    """``(context, room per row)``: how many positions the checkpoint reads (``max_position_embeddings``,
+    answer included) and how many each row's image and prompt leave for its answer.
+
+    None when the config does not say its context, and for encoder-decoders (Florence-2 and the
+    like: the inputs go to the encoder, the answer has positions of its own).
+    """
+    text_config = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+    if any(getattr(c, "is_encoder_decoder", False) for c in (model_config, text_config)):
+        return None
+    context = getattr(text_config, "max_position_embeddings", None)
+    if not isinstance(context, int) or isinstance(context, bool) or context <= 0:
+        return None
+    mask = encoded.get("attention_mask")
+    lengths = mask.sum(dim=1).tolist() if mask is not None else [encoded["input_ids"].shape[1]] * len(encoded["input_ids"])
+    return context, [context - int(n) for n in lengths]
+
+
+def _limits(loaded: LoadedModel, samples: Sequence[Sample], enc: Mapping[str, Any], asked: int, name: str) -> list[int]:
+    """Per row, the new tokens it may have: ``asked``, or fewer where its prompt leaves less room.
+
+    Raises:
+        ContextOverflowError: a row's image and prompt alone fill the context.
+    """
+    fit = context_room(loaded.model.config, enc)
+    if fit is None:
+        return [asked] * len(samples)
+    context, room = fit
+    for sample, left in zip(samples, room):
+        if left < 1:
+            raise ContextOverflowError(sample.id, context - left, context, name)
+    return [min(asked, left) for left in room]
+
+
+class ContextOverflowError(DataError):
+    """A sample's image and prompt alone take every position the checkpoint reads: no room for an answer."""
+
+    def __init__(self, sample_id: str, tokens: int, context: int, checkpoint: str) -> None:
+        self.sample_id, self.tokens, self.context, self.checkpoint = sample_id, tokens, context, checkpoint
+        super().__init__(
+            f"sample {sample_id}: the image and prompt take {tokens} tokens, and {checkpoint} reads at most {context} "
+            "(the answer included); shorten the prompt, or leave the sample out (a smaller image helps where the "
+            "processor's image tokens grow with its size)"
+        )
+
+
 def batches(items: Sequence, size: int) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -179,17 +225,42 @@ def batches(items: Sequence, size: int) -> Iterator[Sequence]:
 @torch.inference_mode()
 def generate_batch(
     loaded: LoadedModel, samples: Sequence[Sample], config: GenerationConfig, *, encoded: dict | None = None,
-    seed: int | None = None,
+    seed: int | None = None, name: str | None = None,
 ) -> list[GenerationOutput]:
     """Run one batch through ``model.generate``; seeded so sampling strategies repeat.
 
+    No row runs past what the checkpoint reads (``context_room``): a row whose prompt leaves fewer
+    than ``config.max_new_tokens`` positions gets that many, in a ``generate`` call with the rows
+    that have the same limit (a row's answer never depends on its batch mates'; rarely more than one call).
+
     ``encoded``: the batch already through ``encode_inputs`` with this model's processor.
     ``seed``: this batch's seed for sampling (default ``config.seed``).
+    ``name``: the checkpoint as errors name it (default its folder's name).
+
+    Raises:
+        ContextOverflowError: a sample's image and prompt leave no room for an answer.
     """
     enc = encode_batch(loaded, samples, encoded=encoded)
-    kwargs = config.generate_kwargs()
-    if kwargs["do_sample"]:
+    limits = _limits(loaded, samples, enc, config.max_new_tokens, name or loaded.ref.name)
+    if config.generate_kwargs()["do_sample"]:
         torch.manual_seed(config.seed if seed is None else seed)  # greedy and beam search draw nothing (seeding costs ~0.1 ms)
+    groups: dict[int, list[int]] = {}
+    for i, limit in enumerate(limits):
+        groups.setdefault(limit, []).append(i)
+    if len(groups) == 1:
+        return _generate(loaded, samples, enc, dataclasses.replace(config, max_new_tokens=limits[0]), config.max_new_tokens)
+    out: list[GenerationOutput | None] = [None] * len(samples)
+    for limit, rows in groups.items():  # each group encoded afresh: processors' outputs cannot be sliced generically
+        group = [samples[i] for i in rows]
+        for i, o in zip(rows, _generate(loaded, group, encode_batch(loaded, group), dataclasses.replace(config, max_new_tokens=limit),
+                                         config.max_new_tokens)):
+            out[i] = o
+    return out  # type: ignore[return-value]
+
+
+def _generate(loaded: LoadedModel, samples: Sequence[Sample], enc: dict, config: GenerationConfig, asked: int) -> list[GenerationOutput]:
+    """One ``model.generate`` call; ``config.max_new_tokens`` below ``asked`` is where the context ends."""
+    kwargs = config.generate_kwargs()
     tokenizer = loaded.processor.tokenizer
     pad_id = tokenizer.pad_token_id
     if pad_id is not None:
@@ -205,8 +276,9 @@ def generate_batch(
     latency = time.perf_counter() - start
     new = out[:, enc["input_ids"].shape[1] :].cpu()
     texts = loaded.processor.batch_decode(new, skip_special_tokens=True)
-    counts, ended = zip(*(_count_new_tokens(row, eos_ids, pad_id) for row in new))
+    counts, ended = zip(*(_count_new_tokens(row, eos_ids) for row in new))
     tps = sum(counts) / latency if latency > 0 else 0.0
+    cut = [not done and c >= config.max_new_tokens for c, done in zip(counts, ended)]
     return [
         GenerationOutput(
             sample_id=s.id,
@@ -216,9 +288,10 @@ def generate_batch(
             batch_size=len(samples),
             tokens_per_s=tps,
             nonfinite=bad,
-            truncated=not done and c >= config.max_new_tokens,
+            truncated=stopped,
+            at_context=stopped and config.max_new_tokens < asked,
         )
-        for s, t, c, done, bad in zip(samples, texts, counts, ended, flags.per_sample(len(samples)))
+        for s, t, c, stopped, bad in zip(samples, texts, counts, cut, flags.per_sample(len(samples)))
     ]
 
 

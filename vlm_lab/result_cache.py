@@ -31,7 +31,8 @@ __all__ = ["CACHE_FORMAT", "Appender", "ResultCache", "generation_key", "sample_
 # 2: rows with NaN/inf scores end there and are marked (1 kept argmax-of-NaN noise, unmarked)
 # 3: a sample read from a file is keyed by the file's bytes, not its decoded pixels
 # 4: outputs cut off at max_new_tokens are marked "truncated" (3 did not say)
-CACHE_FORMAT = 4
+# 5: no output runs past the checkpoint's context (4 generated noise there) and a pad token emitted mid-answer counts
+CACHE_FORMAT = 5
 
 
 def sample_key(sample: Sample) -> str:

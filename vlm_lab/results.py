@@ -31,13 +31,15 @@ from vlm_lab.data import atomic_write_text, file_holds
 from vlm_lab.errors import ConfigError, DataError
 from vlm_lab.scoring import PairedComparison, normalize, paired_bootstrap
 
-FIELDS = ("output", "score", "latency_s", "new_tokens", "truncated", "nonfinite")  # per checkpoint, per sample
+# per checkpoint, per sample; truncated: cut off before the end token (at max_new_tokens, or at_context: where the
+# checkpoint reads no further)
+FIELDS = ("output", "score", "latency_s", "new_tokens", "truncated", "at_context", "nonfinite")
 # against the checkpoint before it (paired, on the samples with a reference): None for the first
 PAIRED_COLUMNS = ("vs", "diff", "diff_ci_low", "diff_ci_high", "n_wrong_to_right", "n_right_to_wrong")
 SUMMARY_COLUMNS = (
     "checkpoint", "step", "accuracy", "ci_low", "ci_high", "n_scored", "n_samples", "mean_latency_s",
     "tokens_per_s", "mean_new_tokens", "peak_memory_bytes", "memory_kind", "n_nonfinite", "n_truncated",
-    "from_cache", *PAIRED_COLUMNS,
+    "n_at_context", "from_cache", *PAIRED_COLUMNS,
 )  # fmt: skip
 MAX_FLIPPED_IDS = 12  # sample ids listed per flip direction in the paired report
 
@@ -143,7 +145,7 @@ class ComparisonResult:
         """Per-sample results as a pandas DataFrame.
 
         Wide (default): one row per sample; columns id, image, prompt, reference, then
-        ``<checkpoint>/output``, ``/score``, ``/latency_s``, ``/new_tokens``, ``/truncated``, ``/nonfinite``
+        ``<checkpoint>/output``, ``/score``, ``/latency_s``, ``/new_tokens``, ``/truncated``, ``/at_context``, ``/nonfinite``
         per checkpoint.
         ``long=True``: one row per (sample, checkpoint) with a ``checkpoint`` column.
         """

@@ -158,18 +158,24 @@ def _notes(s: dict) -> str:
     if s.get("n_nonfinite"):
         notes.append(f"<span class='nonfinite' title='NaN or inf in the scores: those outputs are noise'>{s['n_nonfinite']} NaN/inf</span>")
     if s.get("n_truncated"):
-        notes.append(f"<span class='truncated' title='stopped at max_new_tokens before the end token'>{s['n_truncated']} cut off</span>")
+        at_context = s.get("n_at_context") or 0
+        where = f" ({at_context} where the checkpoint reads no further)" if at_context else ""
+        notes.append(f"<span class='truncated' title='stopped before the end token: at max_new_tokens, or where the checkpoint "
+                     f"reads no further (its context)'>{s['n_truncated']} cut off{where}</span>")
     if s.get("from_cache"):
         notes.append(f"<span class='ci'>{s['from_cache']} of {s['n_samples']} from cache</span>")
     return " ".join(notes)
 
 
 def badges(out: dict) -> str:
-    """Marks beside an output: NaN/inf scores (noise), cut off at max_new_tokens (incomplete)."""
+    """Marks beside an output: NaN/inf scores (noise), cut off at max_new_tokens or the context (incomplete)."""
     marks = ""
     if out.get("nonfinite"):
         marks += ' <span class="nonfinite" title="NaN or inf in the scores: this output is noise">NaN/inf</span>'
-    if out.get("truncated"):
+    if out.get("at_context"):
+        marks += (' <span class="truncated" title="stopped before the end token where the checkpoint reads no further '
+                  '(its context holds the image, prompt and answer): shorten the prompt">cut off: reads no further</span>')
+    elif out.get("truncated"):
         marks += ' <span class="truncated" title="stopped at max_new_tokens before the end token: raise max_new_tokens">cut off</span>'
     return marks
 

@@ -199,32 +199,6 @@ def _detect_target(device: str) -> str:
 # -- the comparison service -------------------------------------------------------------------
 
 
-def fit_context(label: str, model_config: Any, encoded: Mapping[str, Any], config: GenerationConfig) -> GenerationConfig:
-    """``config`` with max new tokens lowered to what the checkpoint can still read after the image and question.
-
-    Past its ``max_position_embeddings`` a checkpoint answers anyway, with noise: the embedded checkpoints
-    read 128 tokens, 64 of them the image, and a 40-word question turned 'red' into 'purple square'. An
-    answer stopped there is marked cut off. Models that do not say their context, and encoder-decoders,
-    are left as asked.
-
-    Raises:
-        DataError: the image and question alone leave no room for an answer; says the counts and the fix.
-    """
-    text_config = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
-    context = getattr(text_config, "max_position_embeddings", None)
-    if any(getattr(c, "is_encoder_decoder", False) for c in (model_config, text_config)):
-        return config  # Florence-2 and the like: the inputs go to the encoder, the answer has its own positions
-    if not isinstance(context, int) or context <= 0:
-        return config
-    mask = encoded.get("attention_mask")
-    longest = int(mask.sum(dim=1).max()) if mask is not None else int(encoded["input_ids"].shape[1])
-    room = context - longest
-    if room < 1:
-        raise DataError(f"the image and question take {longest} tokens, and {label} reads at most {context} "
-                        "(answer included); shorten the question")
-    return config if room >= config.max_new_tokens else dataclasses.replace(config, max_new_tokens=room)
-
-
 def _labels(refs: Sequence[Any], names: Sequence[str]) -> list[str]:
     """What the dropdowns and the API call each checkpoint: a hub run's ``checkpoint-N`` subfolder by that
     name, as the same folder on disk is (``org/run@<40-hex commit>:checkpoint-500`` filled the dropdown,
@@ -247,7 +221,7 @@ class Answer:
     error: str = ""  # no answer: why (for NaN/inf scores, what they mean for this dtype and what to do)
     nonfinite: bool = False  # NaN/inf in the model's scores: the text is not an answer
     truncated: bool = False  # stopped at max new tokens before the end token: the text is cut off
-    at_context: bool = False  # ... stopped there because the checkpoint can read no further (fit_context)
+    at_context: bool = False  # ... stopped there because the checkpoint can read no further (generation.context_room)
 
     @classmethod
     def failed(cls, checkpoint: str, error: str) -> "Answer":
@@ -475,19 +449,20 @@ class ComparisonService:
         """
         from vlm_lab.compare import MemoryProbe, nonfinite_message
         from vlm_lab.data import Sample
-        from vlm_lab.generation import encode_inputs, generate_batch
+        from vlm_lab.generation import ContextOverflowError, generate_batch
 
         samples = [Sample(id=f"{label}-{i}", image=img, prompt=p) for i, (img, p) in enumerate(zip(images, prompts))]
         try:
             with self.out_of_memory_guard(label):
                 loaded = self.cache.get(self.refs[label], dtype=self.settings.dtype, device=self.settings.device)
-                encoded = encode_inputs(loaded.processor, samples)
-                fitted = fit_context(label, loaded.model.config, encoded, config)
                 probe = MemoryProbe(loaded)  # peak CUDA memory on a GPU, the weights on CPU
                 sampling = _SAMPLING if config.generate_kwargs()["do_sample"] else contextlib.nullcontext()
                 with sampling:  # seeded draws repeat only if no other generation draws between (greedy/beam draw none)
-                    outs = generate_batch(loaded, samples, fitted, encoded=encoded)
+                    outs = generate_batch(loaded, samples, config, name=label)  # never past what the checkpoint reads
                 memory_mb = probe.peak() / 2**20
+        except ContextOverflowError as e:  # in the visitor's words: the question is what they can shorten
+            raise DataError(f"the image and question take {e.tokens} tokens, and {label} reads at most {e.context} "
+                            "(answer included); shorten the question") from None
         except DataError as e:  # the visitor's input: said without the engine's sample id ("sample checkpoint-0-1: ...")
             message = str(e)
             for sample in samples:
@@ -510,7 +485,7 @@ class ComparisonService:
             dtype = str(loaded.dtype).removeprefix("torch.")
             problem = nonfinite_message(label, 1, 1, dtype, dtype_option="VLM_LAB_DTYPE=")
         return [Answer(label, o.text, o.new_tokens, o.latency_s, memory_mb, kind, error=problem if o.nonfinite else "",
-                       nonfinite=o.nonfinite, truncated=o.truncated, at_context=o.truncated and fitted != config)
+                       nonfinite=o.nonfinite, truncated=o.truncated, at_context=o.at_context)
                 for o in outs]
 
     @contextlib.contextmanager

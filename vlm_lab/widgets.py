@@ -54,7 +54,7 @@ def message_html(text: str, *, error: bool = False) -> str:
 
 
 def _badges(row: dict[str, Any]) -> str:
-    """NaN/inf scores (noise) and cut off at max_new_tokens (incomplete), beside the answer."""
+    """NaN/inf scores (noise) and cut off at max_new_tokens or the checkpoint's context (incomplete), beside the answer."""
     from vlm_lab.compare import nonfinite_message
 
     out = ""
@@ -62,7 +62,9 @@ def _badges(row: dict[str, Any]) -> str:
         # the advice follows the dtype the model runs in (float16 overflow vs broken weights)
         advice = nonfinite_message(row["checkpoint"], 1, 1, row.get("dtype", "?"), dtype_option="dtype=")
         out += f" <span style='color:#b3261e'>NaN/inf: {html.escape(advice)}</span>"
-    if row.get("truncated"):
+    if row.get("at_context"):  # more tokens cannot help: the image, prompt and answer fill what the checkpoint reads
+        out += " <span style='color:#8a5a00'>cut off: the checkpoint reads no further (shorten the prompt)</span>"
+    elif row.get("truncated"):
         out += " <span style='color:#8a5a00'>cut off at max new tokens: raise it to see the whole answer</span>"
     return out
 
@@ -102,7 +104,7 @@ class Explorer:
     ``image_source``, ``prompt``, ``strategy`` (greedy, nucleus, temperature, beam) with its
     argument ``strategy_arg`` and the sampling ``seed``, ``max_new_tokens``, ``log``, ``button``)
     and the ``output`` HTML area. ``rows`` holds the last results (``compare_one``'s dicts:
-    checkpoint, text, new_tokens, latency_s, memory_bytes, memory_kind, nonfinite, truncated,
+    checkpoint, text, new_tokens, latency_s, memory_bytes, memory_kind, nonfinite, truncated, at_context,
     plus dtype; a checkpoint that failed has only checkpoint and ``error``).
     """
 
