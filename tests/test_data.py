@@ -231,3 +231,25 @@ def test_results_of_a_deep_grey_file_from_before_its_scaling_are_not_served(tmp_
 
     deep_key, flat_key = (sample_key(data.Sample(id=p.stem, image=None, prompt="p", image_path=str(p))) for p in (deep, flat))
     assert deep_key != old_key(deep) and flat_key == old_key(flat)
+
+
+def test_strips_the_processor_would_blow_up_are_refused_all_at_once(tmp_path):
+    """Processors scale an image's short side up to their size: a 30000x1 PNG of a few hundred bytes took
+    +1.1 GB on the embedded checkpoints (and would take tens of GB for LLaVA's 336 px), killing the run
+    mid-way. Every such line is named up front, with the limit the Space uses and the fix."""
+    from vlm_lab.data import MAX_ASPECT
+
+    _image(tmp_path / "ok.png", "red")
+    _image(tmp_path / "edge.png", "red", size=(MAX_ASPECT * 2, 2))  # exactly at the limit: fine
+    _image(tmp_path / "wide.png", "red", size=(30000, 1))
+    _image(tmp_path / "tall.png", "red", size=(3, 600))
+    path = _jsonl(tmp_path, *({"image": name, "prompt": "hi"} for name in ("ok.png", "wide.png", "edge.png", "tall.png")))
+    with pytest.raises(DataError) as caught:
+        data.read_jsonl(path)
+    said = str(caught.value)
+    assert "d.jsonl:2: wide.png is 30000x1, 30,000 times as wide as it is tall" in said
+    assert "d.jsonl:4: tall.png is 3x600, 200 times as tall as it is wide" in said
+    assert f"up to {MAX_ASPECT}:1" in said and "crop" in said and "edge.png" not in said and said.count("\n") == 0
+    assert len(data.read_jsonl(path, limit=1)) == 1  # lines past --num-samples are not read, so not refused
+    with pytest.raises(DataError, match=r"30000x1, 30,000 times as wide"):  # an explorer upload, compare_one's path
+        data.open_image(tmp_path / "wide.png")

@@ -326,3 +326,16 @@ def test_an_answer_stopped_where_the_checkpoint_reads_no_further_says_so(tiny_ch
     (row,) = e.rows
     assert row["truncated"] and row["at_context"] and row["new_tokens"] < 60
     assert "cut off: the checkpoint reads no further" in e.output.value and "raise it" not in e.output.value
+
+
+def test_an_uploaded_strip_is_refused_with_the_fix_before_the_processor_sees_it(explorer):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (30000, 1), "red").save(buf, format="PNG")  # a few hundred bytes; +1.1 GB in the processor
+    explorer.image_source.value = "example"
+    explorer.upload.value = _upload("strip.png", buf.getvalue())
+    out = html.unescape(explorer.output.value)
+    assert "'strip.png': the image is 30000x1, 30,000 times as wide as it is tall; images are taken up to 50:1" in out
+    assert "crop it, or pad it toward a square" in out and "Cannot read" not in out
+    assert explorer.image_source.value == "example" and explorer.run()  # Compare still uses the example

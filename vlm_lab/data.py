@@ -23,6 +23,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vlm_lab.errors import DataError
 
+# Processors scale an image's short side up to their size (CLIP: 336 for LLaVA): a 30000x1 strip, 30,000
+# pixels, became 1.9M x 64 on the embedded checkpoints (+1.1 GB, measured) and would be 10M x 336 for LLaVA,
+# enough to run a comparison (or the Space) out of memory. Real photos and panoramas stay well within this.
+MAX_ASPECT = 50
+
 
 class _ImageField:
     """``Sample.image``: the image given, or for a file-backed sample (``image=None`` and an
@@ -126,9 +131,14 @@ def open_image(path: str | os.PathLike[str] | IO[bytes]) -> Image.Image:
     become a ``DataError`` naming the file.
     """
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as img:  # reads the header only
+            problem = aspect_problem(img.size)
+            if problem:
+                raise DataError(f"{_name(path)} {problem}; {ASPECT_LIMIT}: crop it, or pad it toward a square")
             img.load()  # the first frame of an animation
             return as_shown(img)
+    except DataError:
+        raise
     except FileNotFoundError as e:
         raise DataError(f"image not found: {path}") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -170,8 +180,27 @@ def _eight_bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(a * scale), 0, 255).astype(np.uint8), "L")
 
 
-def check_image(path: str | os.PathLike[str]) -> None:
-    """Check that ``path`` is an image PIL can read, without decoding its pixels (header + ``verify``).
+ASPECT_LIMIT = (f"images are taken up to {MAX_ASPECT}:1 (the processor would stretch a longer strip to far more "
+                "pixels than it has, and run out of memory)")
+
+
+def aspect_problem(size: tuple[int, int]) -> str | None:
+    """What is wrong with an image this size (``"is 30000x1, 30,000 times as wide as it is tall"``), or None
+    within ``MAX_ASPECT``:1; the processor would stretch a longer strip to far more pixels than it has."""
+    width, height = size
+    long, short = max(width, height), max(1, min(width, height))
+    if long <= MAX_ASPECT * short:
+        return None
+    wide = width > height
+    return f"is {width}x{height}, {long / short:,.0f} times as {'wide' if wide else 'tall'} as it is {'tall' if wide else 'wide'}"
+
+
+def _name(path: str | os.PathLike[str] | IO[bytes]) -> str:
+    return "the image" if hasattr(path, "read") else str(path)
+
+
+def check_image(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Check that ``path`` is an image PIL can read, without decoding its pixels (header + ``verify``); its size.
 
     ``verify`` checks a PNG's chunks and checksums; a JPEG cut short in its pixel
     data passes and fails only when decoded (``open_image``, also a ``DataError``).
@@ -179,6 +208,7 @@ def check_image(path: str | os.PathLike[str]) -> None:
     try:
         with Image.open(path) as img:
             img.verify()
+            return img.size
     except FileNotFoundError as e:
         raise DataError(f"image not found: {path}") from e
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
@@ -224,6 +254,7 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
             "pass a JSONL of {image, prompt, reference?} or shapes:val:N"
         )
     samples: list[Sample] = []
+    strips: list[str] = []  # all named at once: a data set fixed one line per run would take as many runs
     for lineno, line in _text_lines(path):
         if not line.strip():
             continue
@@ -248,9 +279,11 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
             raise DataError(f"{path}:{lineno}: unknown key(s) {', '.join(unknown)} (allowed: id, image, prompt, reference)")
         image_path = (path.parent / record["image"]).resolve()
         try:
-            check_image(image_path)
+            problem = aspect_problem(check_image(image_path))
         except DataError as e:
             raise DataError(f"{path}:{lineno}: {e}") from e
+        if problem:
+            strips.append(f"{path}:{lineno}: {record['image']} {problem}")
         reference = record.get("reference")
         samples.append(
             Sample(
@@ -263,6 +296,10 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
         )
         if limit is not None and len(samples) >= limit:
             break
+    if strips:
+        more = f" (and {len(strips) - 5} more)" if len(strips) > 5 else ""
+        raise DataError(f"{'; '.join(strips[:5])}{more}; {ASPECT_LIMIT}: crop them, or pad them toward a square, "
+                        "or leave those lines out")
     if not samples:
         raise DataError(f"{path} holds no samples")
     ids = [s.id for s in samples]

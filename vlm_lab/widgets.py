@@ -222,8 +222,11 @@ class Explorer:
         try:
             image = open_image(io.BytesIO(bytes(f["content"])))
         except DataError as e:
-            why = e.__cause__ or e  # PIL's reason (too many pixels, truncated file...), not the BytesIO's repr
             kept = "; Compare still uses the image shown" if self.image is not None else ""
+            if e.__cause__ is None:  # readable, but refused (a strip the processor would blow up): the message has the fix
+                self.output.value = message_html(f"{f['name']!r}: {e}{kept}.", error=True)
+                return
+            why = e.__cause__  # PIL's reason (too many pixels, truncated file...), not the BytesIO's repr
             self.output.value = message_html(
                 f"Cannot read {f['name']!r} as an image ({why}); upload a PNG, JPEG or another format Pillow opens{kept}.",
                 error=True,
