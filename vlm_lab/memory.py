@@ -37,6 +37,7 @@ from vlm_lab.memory_checkpoint import (
     local_folder,
     meta_model,
     processor_settings,
+    stored_quantization,
     weight_files,
 )
 from vlm_lab.memory_targets import (
@@ -115,6 +116,7 @@ class MemoryEstimate:
     activation_values_per_sample: int  # the widest prefill layer, in the compute dtype
     logits_bytes_per_sample: int  # float32 logits + scores ``generate`` keeps per row
     cross_kv_values_per_sample: int = 0  # cross-attention layers' K and V of the image (Mllama): per row, not per token
+    quantization: str = ""  # a pre-quantized checkpoint's stored format ("awq 4-bit"): ``dtype`` is then what it stores
 
     @property
     def num_params(self) -> int:
@@ -162,11 +164,16 @@ class MemoryEstimate:
     def activation_bytes_per_sample(self) -> int:
         return self.activation_values_per_sample * self.compute_bytes + self.logits_bytes_per_sample
 
+    @property
+    def pre_quantized(self) -> bool:
+        """The weights are stored quantized (and counted so): another dtype does not change them."""
+        return bool(self.quantization) and self.dtype in QUANTIZED
+
     def with_dtype(self, dtype: str) -> "MemoryEstimate":
-        """The same checkpoint and workload in another dtype."""
+        """The same checkpoint and workload in another dtype (a pre-quantized one stays as stored)."""
         if dtype not in DTYPE_BYTES:
             raise ConfigError(f"dtype={dtype!r} is not one of {', '.join(DTYPE_BYTES)}")
-        return dataclasses.replace(self, dtype=dtype)
+        return self if self.pre_quantized else dataclasses.replace(self, dtype=dtype)
 
     @property
     def sequence_tokens(self) -> int:
@@ -231,6 +238,7 @@ class Verdict:
     price_per_hour: float
     memory_bytes: int = 0  # the target's whole memory; budget_bytes is this less the safety margin
     suggestion: str = ""  # when it does not fit: the batch, dtype or target that would
+    quantization: str = ""  # a pre-quantized checkpoint's stored format (MemoryEstimate.quantization)
 
     @property
     def margin_bytes(self) -> int:
@@ -255,8 +263,9 @@ class Verdict:
         budget = f"{human_bytes(self.budget_bytes)} budget"
         if self.memory_bytes:
             budget += f" ({human_bytes(self.memory_bytes)} less {SAFETY_FRACTION:.0%} kept free)"
+        stored = f", pre-quantized: {self.quantization}" if self.quantization else ""
         text = (
-            f"{self.checkpoint} ({self.dtype}, batch {self.batch_size}) {word} on {self.target}: needs "
+            f"{self.checkpoint} ({self.dtype}{stored}, batch {self.batch_size}) {word} on {self.target}: needs "
             f"{human_bytes(self.required_bytes)} of its {budget}, margin {human_bytes(self.margin_bytes)}; "
             f"max batch {self.max_batch_text}, {self.co_resident} at once"
         )
@@ -330,6 +339,9 @@ def estimate(
             whose config is in the local cache.
         dtype: float32 | float16 | bfloat16 | int8 | int4, or ``auto`` (the dtype
             ``target`` should run: float16 on a T4, bfloat16 on Ampere+, float32 on CPU).
+            A pre-quantized checkpoint (``quantization_config`` in config.json: bitsandbytes,
+            AWQ, GPTQ, FP8, ...) loads its weights as stored whatever dtype is asked, so
+            they are counted so (``dtype`` int4 or int8, ``quantization`` names the format).
         device: ``cuda`` or ``cpu``; decides the fixed overhead and the CPU conversion copy.
         batch_size, prompt_tokens, max_new_tokens: one generate call; ``prompt_tokens``
             counts text only, image tokens are added from the processor config.
@@ -360,11 +372,16 @@ def estimate(
     config = load_config(folder)
     model = meta_model(config)
     params = count_parameters(model)
+    stored = stored_quantization(config)
+    if stored and stored.dtype:  # the asked dtype is only the compute dtype: the weights load as stored
+        dtype = stored.dtype
     # buffers (rotary frequencies, position ids) keep their own dtype: count them as built
     buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
     file_bytes, file_dtype = weight_files(folder)
     file_dtype = file_dtype or getattr(config, "dtype", None)
     file_dtype = str(file_dtype).replace("torch.", "") if file_dtype is not None else None
+    if stored and stored.dtype:
+        file_dtype = dtype  # loaded as stored: no converted copy
 
     image = plan_image(config, processor_settings(folder), image_size)
     dims = _text_dims(config)
@@ -375,7 +392,7 @@ def estimate(
         dtype=dtype,
         device=device,
         params=params,
-        quantizable=count_quantizable(model),
+        quantizable=count_quantizable(model, stored.skip if stored else ()),
         buffer_bytes=buffer_bytes,
         file_bytes=file_bytes,
         file_dtype=file_dtype,
@@ -387,6 +404,7 @@ def estimate(
         activation_values_per_sample=_activation_values(config, dims, image, sequence),
         logits_bytes_per_sample=2 * dims["vocab"] * 4,
         cross_kv_values_per_sample=2 * dims["cross_layers"] * dims["kv_heads"] * dims["head_dim"] * image.cross_tokens,
+        quantization=stored.description if stored else "",
     )
 
 
@@ -448,6 +466,7 @@ def verdict(est: MemoryEstimate, target: str | GpuTarget = DEFAULT_TARGET) -> Ve
         price_per_hour=t.price_per_hour,
         memory_bytes=t.memory_bytes,
         suggestion="" if fits else _what_would_fit(est, t, max_batch),
+        quantization=est.quantization,
     )
 
 

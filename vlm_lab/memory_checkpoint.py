@@ -13,7 +13,9 @@ a truncated download is named as such, with the fix, before anything parses it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -228,14 +230,79 @@ def count_parameters(model) -> dict[str, int]:
     return counts
 
 
-def count_quantizable(model) -> dict[str, int]:
-    """Per component, parameters in Linear weights outside the output head: what bitsandbytes quantizes."""
+def _skipped(name: str, skip: tuple[str, ...]) -> bool:
+    """``name`` is a module the quantizer leaves alone: a plain entry anywhere in its name (as
+    bitsandbytes and AWQ match), or a ``re:`` pattern (compressed-tensors' ``ignore``)."""
+    return any(re.match(s[3:], name) if s.startswith("re:") else s in name for s in skip)
+
+
+def count_quantizable(model, skip: tuple[str, ...] = ()) -> dict[str, int]:
+    """Per component, parameters in Linear weights outside the output head and ``skip``: what a quantizer shrinks."""
     import torch
 
     counts = dict.fromkeys(COMPONENTS, 0)
     seen: set[int] = set()
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head") and id(module.weight) not in seen:
+        if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head") and id(module.weight) not in seen and not _skipped(name, skip):
             seen.add(id(module.weight))
             counts[component_of(name + ".weight")] += module.weight.numel()
     return counts
+
+
+# --------------------------------------------------------------------- pre-quantized checkpoints
+
+_SKIP_KEYS = ("llm_int8_skip_modules", "modules_to_not_convert", "ignore", "ignored_layers")
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredQuantization:
+    """How a pre-quantized checkpoint stores its weights (config.json's ``quantization_config``).
+
+    Such weights load quantized whatever dtype is asked (that is only the compute dtype),
+    so the estimate counts them as stored: ``dtype`` is the closest weight format it knows
+    (int4 for 4 bits and fewer, int8 for 8, FP8 included), "" when the bit width is not
+    understood (then the weights are counted unquantized, an overestimate).
+    """
+
+    dtype: str  # int4 | int8 | ""
+    description: str  # "bitsandbytes 4-bit (nf4)", "awq 4-bit"
+    skip: tuple[str, ...]  # modules kept unquantized: names, or "re:" patterns
+
+
+def _bits(q: dict[str, Any], method: str) -> int | None:
+    if q.get("load_in_4bit") or q.get("_load_in_4bit"):
+        return 4
+    if q.get("load_in_8bit") or q.get("_load_in_8bit"):
+        return 8
+    for key in ("bits", "nbits", "w_bit"):  # awq, gptq, hqq, ...
+        if isinstance(q.get(key), int):
+            return q[key]
+    groups = [g.get("weights") or {} for g in (q.get("config_groups") or {}).values() if isinstance(g, dict)]
+    widths = [w["num_bits"] for w in groups if isinstance(w, dict) and isinstance(w.get("num_bits"), int)]
+    if widths:  # compressed-tensors: the widest group decides
+        return max(widths)
+    weights = str(q.get("weights", ""))  # quanto: "int8", "int4", "float8"
+    for width in (2, 4, 8):
+        if weights.endswith(str(width)):
+            return width
+    if "fp8" in method or "float8" in method:
+        return 8
+    if "fp4" in method:  # mxfp4
+        return 4
+    return None
+
+
+def stored_quantization(config) -> StoredQuantization | None:
+    """The checkpoint's stored quantization, from its config; None when its weights are not quantized."""
+    q = getattr(config, "quantization_config", None)
+    if q is None:
+        return None
+    if not isinstance(q, dict):
+        q = q.to_dict() if hasattr(q, "to_dict") else vars(q)
+    method = str(q.get("quant_method", "unknown")).lower()
+    bits = _bits(q, method)
+    skip = tuple(str(s) for key in _SKIP_KEYS for s in (q.get(key) or ()) if isinstance(q.get(key), (list, tuple)))
+    if bits is None or bits > 8:
+        return StoredQuantization(dtype="", description=f"{method} (bit width not understood: weights counted unquantized)", skip=skip)
+    kind = q.get("bnb_4bit_quant_type") if bits == 4 and method == "bitsandbytes" else None
+    return StoredQuantization(dtype="int4" if bits <= 4 else "int8", description=f"{method} {bits}-bit" + (f" ({kind})" if kind else ""), skip=skip)

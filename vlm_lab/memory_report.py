@@ -71,6 +71,7 @@ class ProfileRow:
             "image_tokens_by_shape": e.image.by_shape,  # False: the count does not depend on the shape (a fixed resize)
             "image_token_rule": e.image.rule,
             "image_tokens_guessed": e.image.guessed,
+            "quantization": e.quantization or None,  # a pre-quantized checkpoint's stored format: dtype is then what it stores
             "batch_size": e.batch_size,
             "estimated_bytes": e.peak_bytes(),
             "estimated_load_bytes": e.load_bytes(),
@@ -115,6 +116,13 @@ def _not_loadable(ref) -> str:
     return f"{why.replace('in the folder', 'in the local Hugging Face cache')} (hf download {ref.repo_id})" if why else ""
 
 
+def _not_measurable_here(est: MemoryEstimate, device: str) -> str:
+    """Why a pre-quantized checkpoint cannot be measured on ``device`` ("" when it may be)."""
+    if est.quantization and device != "cuda":
+        return f"it is pre-quantized ({est.quantization}), which loads only on CUDA with its quantization library; measure with --device cuda"
+    return ""
+
+
 def profile(config: MemoryConfig, *, progress: bool = False) -> list[ProfileRow]:
     """Estimate, measure and judge every checkpoint in ``config``: ``list(iter_profile(config))``."""
     return list(iter_profile(config, progress=progress))
@@ -152,7 +160,7 @@ def iter_profile(config: MemoryConfig, *, progress: bool = False) -> Iterator[Pr
         m, why = None, ""
         if config.measure:
             key = (est.model_type, est.params["vision"], est.params["language"], est.file_bytes, est.converts, est.image.shape)
-            why = _not_loadable(ref) or failed.get(key, "")
+            why = _not_loadable(ref) or _not_measurable_here(est, device) or failed.get(key, "")
             if not why and key not in measured:
                 if progress:
                     print(f"measuring {ref.name} ({dtype}, {device}, batch {config.batch_size}, a {est.image.shape} image) ...",
@@ -233,7 +241,7 @@ def targets_table(est: MemoryEstimate):
 
     rows = []
     for t in GPU_TARGETS.values():
-        dt = recommended_dtype(t)
+        dt = est.dtype if est.pre_quantized else recommended_dtype(t)  # pre-quantized weights load as stored
         v = verdict(est.with_dtype(dt), t)
         rows.append({
             "target": t.name, "memory_GiB": round(t.memory_gib, 1), "usd_per_hour": t.price_per_hour, "dtype": dt,
