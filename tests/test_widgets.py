@@ -6,6 +6,7 @@ import datetime
 import html
 import io
 import random
+import re
 import shutil
 
 import pytest
@@ -339,3 +340,13 @@ def test_an_uploaded_strip_is_refused_with_the_fix_before_the_processor_sees_it(
     assert "'strip.png': the image is 30000x1, 30,000 times as wide as it is tall; images are taken up to 50:1" in out
     assert "crop it, or pad it toward a square" in out and "Cannot read" not in out
     assert explorer.image_source.value == "example" and explorer.run()  # Compare still uses the example
+
+
+def test_a_prompt_that_leaves_no_room_says_so_in_its_row(tiny_checkpoints):
+    e = explore([str(tiny_checkpoints[-1])], "shapes:val:3", device="cpu")
+    e.checkpoints.value = (0,)
+    e.prompt.value = " ".join(["What color is the shape?"] * 12)
+    e.button.click()
+    (row,) = e.rows
+    assert re.fullmatch(r"ContextOverflowError: the image and prompt take \d+ tokens, and checkpoint-1000 reads at most 128 "
+                        r"\(the answer included\); shorten the prompt", row["error"])

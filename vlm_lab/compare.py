@@ -483,6 +483,9 @@ def compare_one(
     Args:
         image: a PIL image or a path to one.
 
+    Raises:
+        ContextOverflowError: the image and prompt leave no room for an answer.
+
     Returns:
         One dict per checkpoint, in order: ``checkpoint``, ``text``, ``new_tokens``,
         ``latency_s``, ``memory_bytes`` (peak CUDA memory of the call on GPU; the
@@ -494,7 +497,7 @@ def compare_one(
     """
     import torch
 
-    from vlm_lab.generation import generate_batch
+    from vlm_lab.generation import ContextOverflowError, generate_batch
 
     gen = gen_config or GenerationConfig()
     # a path is opened as shown; an image already open is shown the same way (upright, on white)
@@ -504,7 +507,10 @@ def compare_one(
         ref = ref if isinstance(ref, CheckpointRef) else resolve(str(ref), expand=False)[0]
         loaded = cache.get(ref, dtype=dtype, device=device)
         probe = MemoryProbe(loaded)
-        (out,) = generate_batch(loaded, [sample], gen)
+        try:
+            (out,) = generate_batch(loaded, [sample], gen)
+        except ContextOverflowError as e:  # one image and prompt, not a data set's sample: no sample id to name
+            raise ContextOverflowError(None, e.tokens, e.context, e.checkpoint) from None
         results.append(
             {
                 "checkpoint": ref.name,

@@ -208,13 +208,15 @@ def _limits(loaded: LoadedModel, samples: Sequence[Sample], enc: Mapping[str, An
 class ContextOverflowError(DataError):
     """A sample's image and prompt alone take every position the checkpoint reads: no room for an answer."""
 
-    def __init__(self, sample_id: str, tokens: int, context: int, checkpoint: str) -> None:
+    def __init__(self, sample_id: str | None, tokens: int, context: int, checkpoint: str) -> None:
+        """``sample_id`` None: one image and prompt typed in (the explorer), not a sample of a data set."""
         self.sample_id, self.tokens, self.context, self.checkpoint = sample_id, tokens, context, checkpoint
-        super().__init__(
-            f"sample {sample_id}: the image and prompt take {tokens} tokens, and {checkpoint} reads at most {context} "
-            "(the answer included); shorten the prompt, or leave the sample out (a smaller image helps where the "
-            "processor's image tokens grow with its size)"
-        )
+        what = f"the image and prompt take {tokens} tokens, and {checkpoint} reads at most {context} (the answer included)"
+        if sample_id is None:
+            super().__init__(f"{what}; shorten the prompt")
+        else:  # a smaller image helps where the processor's image tokens grow with its size (Idefics3, Qwen2-VL)
+            super().__init__(f"sample {sample_id}: {what}; shorten the prompt, or leave the sample out (a smaller image "
+                             "helps where the processor's image tokens grow with its size)")
 
 
 def batches(items: Sequence, size: int) -> Iterator[Sequence]:
