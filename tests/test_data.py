@@ -253,3 +253,15 @@ def test_strips_the_processor_would_blow_up_are_refused_all_at_once(tmp_path):
     assert len(data.read_jsonl(path, limit=1)) == 1  # lines past --num-samples are not read, so not refused
     with pytest.raises(DataError, match=r"30000x1, 30,000 times as wide"):  # an explorer upload, compare_one's path
         data.open_image(tmp_path / "wide.png")
+
+
+@pytest.mark.parametrize("image, message", [
+    ("https://example.com/cat.jpg", r"d\.jsonl:1: image 'https://example\.com/cat\.jpg' is a URL; images are read from disk: download"),
+    ("hf://datasets/org/set/a.png", r"d\.jsonl:1: image 'hf://datasets/org/set/a\.png' is a URL"),
+    ("sub\\a.png", r"d\.jsonl:1: image not found: .*sub\\a\.png \(a Windows path\? write it with '/': 'sub/a\.png'\)"),
+])  # fmt: skip
+def test_an_image_given_as_a_url_or_a_windows_path_says_how_to_give_it(tmp_path, image, message):
+    (tmp_path / "sub").mkdir()
+    _image(tmp_path / "sub" / "a.png", "red")
+    with pytest.raises(DataError, match=message):
+        data.read_jsonl(_jsonl(tmp_path, {"image": image, "prompt": "hi"}))

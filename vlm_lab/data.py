@@ -15,6 +15,7 @@ import codecs
 import dataclasses
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Iterable, Iterator
@@ -277,11 +278,16 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
         unknown = sorted(set(record) - {"id", "image", "prompt", "reference"})
         if unknown:
             raise DataError(f"{path}:{lineno}: unknown key(s) {', '.join(unknown)} (allowed: id, image, prompt, reference)")
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", record["image"]):  # hub datasets' exports often hold URLs
+            raise DataError(f"{path}:{lineno}: image {record['image']!r} is a URL; images are read from disk: download them "
+                            "and give each one's path, relative to the JSONL file")
         image_path = (path.parent / record["image"]).resolve()
         try:
             problem = aspect_problem(check_image(image_path))
         except DataError as e:
-            raise DataError(f"{path}:{lineno}: {e}") from e
+            posix = record["image"].replace("\\", "/")
+            hint = f" (a Windows path? write it with '/': {posix!r})" if posix != record["image"] and (path.parent / posix).is_file() else ""
+            raise DataError(f"{path}:{lineno}: {e}{hint}") from e
         if problem:
             strips.append(f"{path}:{lineno}: {record['image']} {problem}")
         reference = record.get("reference")
