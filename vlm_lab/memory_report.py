@@ -25,7 +25,7 @@ from vlm_lab.config import MemoryConfig
 from vlm_lab.memory import DTYPE_BYTES, MemoryEstimate, Verdict, estimate, human_bytes, verdict
 from vlm_lab.memory_checkpoint import local_folder, missing_for_loading
 from vlm_lab.memory_measure import Measurement, MeasurementFailedError, check_measurable, measure
-from vlm_lab.memory_targets import GPU_TARGETS, MIB, budget_bytes, get_target, recommended_dtype
+from vlm_lab.memory_targets import GPU_TARGETS, MIB, GpuTarget, budget_bytes, get_target, recommended_dtype
 
 
 class NotMeasuredWarning(UserWarning):
@@ -48,8 +48,8 @@ class ProfileRow:
 
     @property
     def error_fraction(self) -> float | None:
-        """(estimated - measured) / measured, at the measured device and batch."""
-        if not self.measurement or not self.measurement.peak_bytes:
+        """(estimated - measured) / measured, at the measured device and batch (None after an out-of-memory: cut short)."""
+        if not self.measurement or not self.measurement.peak_bytes or self.measurement.out_of_memory:
             return None
         return (self.estimate.peak_bytes() - self.measurement.peak_bytes) / self.measurement.peak_bytes
 
@@ -93,6 +93,26 @@ class ProfileRow:
             "snapshot": m.snapshot if m and m.snapshot else None,
             "not_measured": self.not_measured or None,
         }
+
+
+def profile_row(path: str, est: MemoryEstimate, target: str | GpuTarget, measurement: Measurement | None = None,
+                not_measured: str = "") -> ProfileRow:
+    """A checkpoint's row: the verdict from the estimate, unless the measurement ran out of memory.
+
+    A measurement that ran out of memory is no measurement (its peak was cut short): the row
+    says so in ``not_measured``. When it was a rehearsal of the target itself (``--rehearse``:
+    the process capped at the target's memory) it also overrules a verdict that said "fits".
+    """
+    v = verdict(est, target)
+    m = measurement
+    if m is not None and m.out_of_memory:
+        where = f"in the {m.rehearsal_target} rehearsal" if m.rehearsal_target else f"on {m.device}"
+        snapshot = f"; memory snapshot: {m.snapshot}" if m.snapshot else ""
+        not_measured = f"it ran OUT OF MEMORY {where} (at {human_bytes(m.peak_bytes)}){snapshot}"
+        if m.rehearsal_target == v.target and v.fits:  # running it on the target's memory is the proof
+            smaller = f"try --batch-size {est.batch_size // 2}" if est.batch_size > 1 else "try a lighter --dtype or a larger --target"
+            v = dataclasses.replace(v, fits=False, suggestion=f"the estimate said it fits, but the {v.target} rehearsal ran out of memory; {smaller}")
+    return ProfileRow(path=path, estimate=est, verdict=v, measurement=m, not_measured=not_measured)
 
 
 def _measure_device(device: str) -> str:
@@ -169,14 +189,15 @@ def iter_profile(config: MemoryConfig, *, progress: bool = False) -> Iterator[Pr
                     measured[key] = measure(ref, image_shape=(est.image.height, est.image.width), **options, **shape)
                 except MeasurementFailedError as e:  # this checkpoint's process failed: the others still get measured
                     failed[key] = why = e.reason
-            if why:
-                message = f"cannot measure {ref.path or ref.spec}: {why} (estimate only; use --no-measure to skip measuring)"
-                warnings.warn(message, NotMeasuredWarning, stacklevel=2)
-            else:
+            if not why:
                 m = dataclasses.replace(measured[key], checkpoint=ref.name)
                 if m.prompt_tokens != est.prompt_tokens:  # compare like with like: the prompt the child built
                     est = estimate(ref, dtype=dtype, device=device, target=target, **{**shape, "prompt_tokens": m.prompt_tokens}, **image)
-        yield ProfileRow(path=ref.path or ref.spec, estimate=est, verdict=verdict(est, target), measurement=m, not_measured=why)
+        row = profile_row(ref.path or ref.spec, est, target, m, why)
+        if row.not_measured:
+            message = f"cannot measure {row.path}: {row.not_measured} (estimate only; use --no-measure to skip measuring)"
+            warnings.warn(message, NotMeasuredWarning, stacklevel=2)
+        yield row
 
 
 # --------------------------------------------------------------------- tables
@@ -202,7 +223,7 @@ def report_table(rows: Sequence[ProfileRow]):
                 "params_M": round(r.estimate.num_params / 1e6, 3),
                 "device": r.estimate.device,
                 "estimated_MiB": round(r.estimate.peak_bytes() / MIB, 1),
-                "measured_MiB": None if r.measured_bytes is None else round(r.measured_bytes / MIB, 1),
+                "measured_MiB": _measured_cell(r),
                 "error_%": None if r.error_fraction is None else round(100 * r.error_fraction, 1),
                 "target": r.verdict.target,
                 "needs_MiB": round(r.verdict.required_bytes / MIB, 1),
@@ -216,6 +237,14 @@ def report_table(rows: Sequence[ProfileRow]):
             for r in rows
         ]
     )
+
+
+def _measured_cell(r: ProfileRow) -> float | str | None:
+    """MiB, or ``'OOM at 14500.0'`` when measuring ran out of memory (a peak cut short, not a measurement)."""
+    if r.measured_bytes is None:
+        return None
+    mib = round(r.measured_bytes / MIB, 1)
+    return f"OOM at {mib}" if r.measurement.out_of_memory else mib
 
 
 def _max_batch_cell(v: Verdict) -> int | str:
@@ -259,7 +288,7 @@ def plot_estimate_vs_measured(rows: Sequence[ProfileRow], ax=None):
 
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 4))
-    pts = [(r.measured_bytes / MIB, r.estimate.peak_bytes() / MIB, r.estimate.checkpoint) for r in rows if r.measured_bytes]
+    pts = [(r.measured_bytes / MIB, r.estimate.peak_bytes() / MIB, r.estimate.checkpoint) for r in rows if r.error_fraction is not None]
     if pts:
         hi = max(max(p[0], p[1]) for p in pts) * 1.15
         ax.plot([0, hi], [0, hi], color="gray", lw=1, label="estimate = measured")
@@ -288,8 +317,10 @@ def plot_memory_vs_batch(est: MemoryEstimate, *, targets: Sequence[str] = ("t4-s
     sizes = sorted({1, *range(1, max_batch + 1, max(1, max_batch // 16)), max_batch})
     for device in dict.fromkeys(get_target(t).device for t in targets):
         ax.plot(sizes, [est.peak_bytes(b, device) / MIB for b in sizes], marker=".", label=f"estimate ({device})")
-    for m in measured:
-        ax.scatter([m.batch_size], [m.peak_bytes / MIB], color="black", zorder=3, label=f"measured ({m.device})")
+    for m in measured:  # a run that ran out of memory is a cross where it stopped, not a measurement
+        oom = " out of memory" if m.out_of_memory else ""
+        ax.scatter([m.batch_size], [m.peak_bytes / MIB], color="tab:red" if oom else "black", marker="x" if oom else "o", zorder=3,
+                   label=f"measured ({m.device}){oom}")
     for t in targets:
         ax.axhline(budget_bytes(t) / MIB, ls="--", lw=1, color="tab:red", alpha=0.6)
         ax.annotate(f"{t} budget", (sizes[0], budget_bytes(t) / MIB), fontsize=7, va="bottom")
@@ -319,7 +350,7 @@ def summary(rows: Sequence[ProfileRow]) -> str:
     """One line per checkpoint: the verdict in words."""
     lines = []
     for r in rows:
-        if r.measured_bytes:
+        if r.error_fraction is not None:
             meas = f"; measured {human_bytes(r.measured_bytes)} on {r.measurement.device}, estimate {100 * r.error_fraction:+.1f}% off"
             meas += overhead_note(r.estimate)
         else:

@@ -1,0 +1,59 @@
+"""vlm_lab.memory_report: rows, tables and plots of a profile, from real estimates and measurements."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vlm_lab import memory, memory_report, memory_synthetic
+from vlm_lab.memory_measure import Measurement
+
+
+def _ran_out_of_memory(est: memory.MemoryEstimate, *, rehearsal: str, snapshot: str = "") -> Measurement:
+    """What the measuring process reports when generate raised torch.OutOfMemoryError (memory_measure._child)."""
+    peak = est.peak_bytes() // 2  # the peak reached before the allocation that failed
+    return Measurement(checkpoint=est.checkpoint, device="cuda", dtype=est.dtype, batch_size=est.batch_size,
+                       sequence_tokens=est.sequence_tokens, prompt_tokens=est.prompt_tokens, load_bytes=peak // 2, peak_bytes=peak,
+                       out_of_memory=True, rehearsal_target=rehearsal, snapshot=snapshot)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "rehearsal, fits",
+    [
+        ("t4-small", False),  # capped at the target's memory, it did not fit: that overrules the estimate
+        ("", True),  # on some other GPU: says nothing of the target; the estimate's verdict stands
+        ("l4x1", True),  # a rehearsal of another target
+    ],
+)
+def test_a_measurement_that_ran_out_of_memory_is_no_measurement(tiny_checkpoints, rehearsal, fits):
+    est = memory.estimate(tiny_checkpoints[-1], dtype="float16", device="cuda", target="t4-small", batch_size=8)
+    assert memory.verdict(est, "t4-small").fits
+    row = memory_report.profile_row("ckpt", est, "t4-small", _ran_out_of_memory(est, rehearsal=rehearsal, snapshot="/snaps/c-oom.pickle"))
+    assert row.verdict.fits is fits
+    assert row.error_fraction is None  # a peak cut short is not the estimate's error
+    assert "OUT OF MEMORY" in row.not_measured and "/snaps/c-oom.pickle" in row.not_measured
+    if rehearsal == "t4-small":
+        assert "rehearsal ran out of memory" in row.verdict.suggestion and "--batch-size 4" in row.verdict.suggestion
+    table = memory_report.report_table([row])
+    assert str(table["measured_MiB"][0]).startswith("OOM at ") and table["error_%"].isna().all() and bool(table["fits"][0]) is fits
+    line = memory_report.summary([row])
+    assert "OUT OF MEMORY" in line and "% off" not in line
+    out = row.to_dict()
+    assert out["out_of_memory"] is True and out["error_pct"] is None and out["fits"] is fits and "OUT OF MEMORY" in out["not_measured"]
+    json.dumps(out)
+
+
+@pytest.mark.gpu
+def test_a_rehearsal_that_runs_out_of_memory_says_so_and_exits_1(tmp_path):
+    model = memory_synthetic.build_llava(tmp_path / "llava-100m")
+    est = memory.estimate(model, dtype="float16", device="cuda", max_new_tokens=8)
+    too_big = 2 * memory.max_batch_size(est, "t4-small")
+    r = subprocess.run([sys.executable, "-m", "vlm_lab.cli", "memory", str(model), "--device", "cuda", "--rehearse", "--max-new-tokens", "8",
+                        "--batch-size", str(too_big), "--snapshot-dir", str(tmp_path / "snaps")], capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert "OUT OF MEMORY in the t4-small rehearsal" in r.stdout and "-oom.pickle" in r.stdout
+    assert any(Path(tmp_path / "snaps").glob("*-oom.pickle"))
