@@ -265,3 +265,12 @@ def test_an_image_given_as_a_url_or_a_windows_path_says_how_to_give_it(tmp_path,
     _image(tmp_path / "sub" / "a.png", "red")
     with pytest.raises(DataError, match=message):
         data.read_jsonl(_jsonl(tmp_path, {"image": image, "prompt": "hi"}))
+
+
+def test_duplicate_ids_name_their_lines(tmp_path):
+    """5 and "5" are one id once read (ids are strings): which lines clash is what the user must find."""
+    _image(tmp_path / "a.png", "red")
+    rows = [{"id": 5, "image": "a.png", "prompt": "a"}, {"id": "x", "image": "a.png", "prompt": "b"},
+            {"id": "5", "image": "a.png", "prompt": "c"}, {"id": "x", "image": "a.png", "prompt": "d"}]  # fmt: skip
+    with pytest.raises(DataError, match=r"d\.jsonl: duplicate sample ids: 5 \(lines 1, 3\), x \(lines 2, 4\); ids must be unique"):
+        data.read_jsonl(_jsonl(tmp_path, *rows))

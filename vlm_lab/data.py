@@ -255,6 +255,7 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
             "pass a JSONL of {image, prompt, reference?} or shapes:val:N"
         )
     samples: list[Sample] = []
+    lines: dict[str, list[int]] = {}  # id -> the lines that give it
     strips: list[str] = []  # all named at once: a data set fixed one line per run would take as many runs
     for lineno, line in _text_lines(path):
         if not line.strip():
@@ -291,9 +292,11 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
         if problem:
             strips.append(f"{path}:{lineno}: {record['image']} {problem}")
         reference = record.get("reference")
+        sample_id = str(record.get("id") or f"{path.stem}-{lineno}")
+        lines.setdefault(sample_id, []).append(lineno)
         samples.append(
             Sample(
-                id=str(record.get("id") or f"{path.stem}-{lineno}"),
+                id=sample_id,
                 image=None,  # decoded on access: the list holds paths, not pixels
                 prompt=str(record["prompt"]),
                 reference=None if _blank(reference) else str(reference),
@@ -308,10 +311,10 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
                         "or leave those lines out")
     if not samples:
         raise DataError(f"{path} holds no samples")
-    ids = [s.id for s in samples]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-        raise DataError(f"{path}: duplicate sample id(s) {', '.join(dup)}; ids must be unique")
+    dup = [f"{i} (lines {', '.join(map(str, at))})" for i, at in lines.items() if len(at) > 1]
+    if dup:
+        more = f" and {len(dup) - 5} more" if len(dup) > 5 else ""
+        raise DataError(f"{path}: duplicate sample id{'s' if len(dup) > 1 else ''}: {', '.join(dup[:5])}{more}; ids must be unique")
     return samples
 
 
