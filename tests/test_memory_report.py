@@ -57,3 +57,16 @@ def test_a_rehearsal_that_runs_out_of_memory_says_so_and_exits_1(tmp_path):
     assert r.returncode == 1, r.stderr
     assert "OUT OF MEMORY in the t4-small rehearsal" in r.stdout and "-oom.pickle" in r.stdout
     assert any(Path(tmp_path / "snaps").glob("*-oom.pickle"))
+
+
+def test_memory_vs_batch_draws_the_estimate_on_the_measured_device(tiny_checkpoints):
+    from vlm_lab.memory_measure import measure
+
+    est = memory.estimate(tiny_checkpoints[-1], dtype="float16", device="cpu", target="t4-small", max_new_tokens=4)
+    m = measure(tiny_checkpoints[-1], dtype="float16", device="cpu", max_new_tokens=4, image_side=est.image.side)
+    fig = memory_report.plot_memory_vs_batch(est, targets=("t4-small", "l4x1"), measured=[m])
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    # the CPU measurement beside the estimate on CPU, not only beside the GPUs' (which carry a 700 MiB CUDA context)
+    assert {"estimate (cuda)", "estimate (cpu)"} <= set(lines)
+    x, y = lines["estimate (cpu)"].get_data()
+    assert x[0] == 1 and y[0] == pytest.approx(est.peak_bytes(1, "cpu") / memory.MIB)

@@ -309,13 +309,17 @@ def plot_estimate_vs_measured(rows: Sequence[ProfileRow], ax=None):
 
 def plot_memory_vs_batch(est: MemoryEstimate, *, targets: Sequence[str] = ("t4-small", "l4x1"), max_batch: int = 64,
                          measured: Sequence[Measurement] = (), ax=None):
-    """Estimated peak against batch size on each target's device, with the targets' budgets."""
+    """Estimated peak against batch size on each target's device and each measurement's, with the targets' budgets.
+
+    A measurement is drawn beside the estimate on its own device: a CPU measurement next to
+    the GPU line alone (which carries the CUDA context) would read as a huge estimate error.
+    """
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 4))
     sizes = sorted({1, *range(1, max_batch + 1, max(1, max_batch // 16)), max_batch})
-    for device in dict.fromkeys(get_target(t).device for t in targets):
+    for device in dict.fromkeys([*(get_target(t).device for t in targets), *(m.device for m in measured)]):
         ax.plot(sizes, [est.peak_bytes(b, device) / MIB for b in sizes], marker=".", label=f"estimate ({device})")
     for m in measured:  # a run that ran out of memory is a cross where it stopped, not a measurement
         oom = " out of memory" if m.out_of_memory else ""
