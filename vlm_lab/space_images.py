@@ -1,6 +1,5 @@
 """Reading images uploaded to the Space safely: the pixel count is checked from the header
 before anything is decoded, and every failure is a ``DataError`` that says what to upload.
-PIL is imported inside the functions.
 """
 
 from __future__ import annotations
@@ -9,12 +8,8 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from vlm_lab.data import MAX_ASPECT, aspect_problem  # one limit for uploads and data sets (why: see there)
 from vlm_lab.errors import DataError
-
-# Processors scale an image's short side up to their size (CLIP: 336 for LLaVA): a 30000x1 strip, 30,000
-# pixels, became 1.9M x 64 on the embedded checkpoints (+1.1 GB, measured) and would be 10M x 336 for LLaVA:
-# one visitor could run the Space out of memory. Real photos and panoramas stay well within this.
-MAX_ASPECT = 50
 
 
 def image_path_of(value: Any) -> Any:
@@ -95,11 +90,10 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
     width, height = size
     if width * height > max_pixels:
         raise DataError(_too_large(f"{width}x{height} = {width * height:,} pixels", max_pixels))
-    long, short = max(width, height), max(1, min(width, height))
-    if long > MAX_ASPECT * short:
+    problem = aspect_problem(size)
+    if problem:
         raise DataError(
-            f"the image is {width}x{height}, {long / short:,.0f} times as {'wide' if width > height else 'tall'} as it is "
-            f"{'tall' if width > height else 'wide'}; this Space takes up to {MAX_ASPECT}:1 (the model would stretch "
+            f"the image {problem}; this Space takes up to {MAX_ASPECT}:1 (the model would stretch "
             "it to far more pixels than it has); crop it, or pad it toward a square, and upload it again"
         )
 
