@@ -17,7 +17,8 @@ is the calls answered within the next ``--seconds`` divided by that window (call
 at its end are waited for and not counted); p50/p95 are over the answered calls.
 
 Scenarios: **long answers** first, the case the target is about (checkpoint-0 is untrained and
-always generates ``--long-tokens`` = 64 new tokens; real VLM answers run to dozens of tokens),
+generates until it reaches ``--long-tokens`` = 64 or the end of what it reads, ~55 tokens, named in
+the scenario; real VLM answers run to dozens of tokens),
 then **short answers** (checkpoint-1000 answers in ~2 tokens, so Gradio's own work per request,
 the same for both endpoints, is most of the cost and batching saves less; ``--no-short`` skips it).
 
@@ -155,6 +156,18 @@ def run_load(url: str, endpoint: str, clients: int, seconds: float, checkpoint: 
     }
 
 
+def answer_room(checkpoint: Path, asked: int) -> int:
+    """The new tokens a question gets from ``checkpoint``: ``asked``, or fewer where the image and prompt
+    leave less of what the checkpoint reads (the app stops every answer there)."""
+    from vlm_lab.data import Sample, open_image
+    from vlm_lab.generation import context_room, encode_inputs
+    from vlm_lab.models import load_model
+
+    loaded = load_model(checkpoint, device="cpu")
+    fit = context_room(loaded.model.config, encode_inputs(loaded.processor, [Sample("q", open_image(IMAGE), PROMPT)]))
+    return asked if fit is None else min(asked, fit[1][0])
+
+
 def batch_sizes(log_text: str, window: tuple[float, float]) -> list[int]:
     """Sizes of the batches the server started within ``window`` (wall-clock seconds), from its log."""
     sizes = []
@@ -178,7 +191,8 @@ def main() -> None:
                         help="also run the short-answer scenario (default: yes)")
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
-    scenarios = {f"long ({args.long_tokens} tokens)": ("checkpoint-0", args.long_tokens)}
+    long_tokens = answer_room(Path(args.checkpoints) / "checkpoint-0", args.long_tokens)
+    scenarios = {f"long ({long_tokens} tokens)": ("checkpoint-0", args.long_tokens)}
     if args.short:
         scenarios["short (~2 tokens)"] = ("checkpoint-1000", 8)
     env = {"VLM_LAB_CHECKPOINTS": args.checkpoints, "VLM_LAB_QUEUE_SIZE": "128"}
