@@ -70,3 +70,40 @@ def test_memory_vs_batch_draws_the_estimate_on_the_measured_device(tiny_checkpoi
     assert {"estimate (cuda)", "estimate (cpu)"} <= set(lines)
     x, y = lines["estimate (cpu)"].get_data()
     assert x[0] == 1 and y[0] == pytest.approx(est.peak_bytes(1, "cpu") / memory.MIB)
+
+
+
+def test_the_measuring_process_dies_with_a_killed_profiler(tmp_path):
+    """SIGTERM (a timeout, a cancelled job) ends `vlm-lab memory` at once; its measuring process must not live on
+    (on a GPU it kept the memory, which the next measurement then counted, for up to 15 minutes)."""
+    import os
+    import signal
+    import socket
+
+    import psutil
+
+    hub = socket.socket()  # a hub that takes the connection and never answers: the measuring process waits on it
+    hub.bind(("127.0.0.1", 0))
+    hub.listen(8)
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{hub.getsockname()[1]}",
+           "HF_HUB_ETAG_TIMEOUT": "600", "HF_HUB_DOWNLOAD_TIMEOUT": "600", "HF_HOME": str(tmp_path / "hf")}  # fmt: skip
+    code = "from vlm_lab.memory_measure import measure; measure('org/slow-model', dtype='float32')"
+    parent = subprocess.Popen([sys.executable, "-c", code], env=env)
+    children: list = []
+    try:
+        while not children and parent.poll() is None:
+            children = [c for c in psutil.Process(parent.pid).children() if "vlm_lab.memory_measure" in " ".join(c.cmdline())]
+        (child,) = children
+        while len(hub.accept()) != 2:  # the measuring process is waiting for the hub
+            pass
+        assert child.is_running()
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(60) == -signal.SIGTERM
+        _, alive = psutil.wait_procs([child], timeout=60)
+        assert not alive, "the measuring process outlived the profiler"
+    finally:
+        for proc in children:
+            if proc.is_running():
+                proc.kill()
+        parent.kill()
+        hub.close()

@@ -76,6 +76,29 @@ class Measurement:
         return f"{self.image_height}x{self.image_width}"
 
 
+def _die_with_parent(parent: int):
+    """A ``preexec_fn``: the kernel kills the measuring process when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    Ctrl-C reaches the whole process group and ``subprocess.run`` kills its child on any
+    exception, but a SIGTERM (``timeout``, ``systemctl stop``, a cancelled CI or Slurm job)
+    ends the parent at once: the child lived on, up to ``timeout_s``, holding its memory
+    (on a GPU, memory the next measurement counted as its own).
+    """
+
+    def arm() -> None:
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # not Linux: nothing to arm
+            return
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
+
+
 def check_measurable(*, dtype: str, device: str, rehearse: str = "", snapshot_dir: str = "") -> None:
     """Refuse, before any checkpoint, a measurement no checkpoint could get here.
 
@@ -144,7 +167,7 @@ def measure(
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "vlm_lab.memory_measure", json.dumps(job)],
-            capture_output=True, text=True, timeout=timeout_s, env=env,
+            capture_output=True, text=True, timeout=timeout_s, env=env, preexec_fn=_die_with_parent(os.getpid()),
         )
     except subprocess.TimeoutExpired as e:
         reason = f"measuring took over {timeout_s:.0f}s"
