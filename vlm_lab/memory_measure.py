@@ -85,14 +85,16 @@ def _die_with_parent(parent: int):
     (on a GPU, memory the next measurement counted as its own).
     """
 
-    def arm() -> None:
-        import ctypes
-        import signal
+    import ctypes
+    import signal
 
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):  # not Linux: nothing to arm
-            return
+    try:  # looked up before the fork: between fork and exec the child may not import or take locks
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: nothing to arm
+        return None
+
+    def arm() -> None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before the signal was armed
             os._exit(1)
 
