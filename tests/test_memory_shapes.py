@@ -91,6 +91,14 @@ def test_a_family_whose_count_does_not_depend_on_shape_keeps_its_square_and_says
         assert "the count does not depend on the image's shape (llava), planned for a 64x64 square, 64 tokens" in image.plan
 
 
+def test_one_image_token_reads_as_one_token(tmp_path):
+    """Mllama puts one <|image|> in the text (its image goes through cross-attention): the plan said '1 tokens'."""
+    from vlm_lab.synthetic_families import build_mllama
+
+    image = memory.estimate(build_mllama(tmp_path / "mllama"), image_size=0).image
+    assert image.tokens == 1 and image.plan.endswith("planned for a 32x32 square, 1 token"), image.plan
+
+
 def test_idefics3_names_the_square_when_it_is_the_worst(tmp_path):
     """Idefics3 rescales every image to longest_edge, then tiles it: the square gets the most tiles."""
     from transformers import Idefics3Config, Idefics3ImageProcessorPil

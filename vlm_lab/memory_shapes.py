@@ -90,7 +90,7 @@ def plan_image(config, settings: dict[str, Any] | None, image_size: Any = 0) -> 
     if isinstance(asked, tuple):
         counted = image_tokens_for_shape(config, settings, *asked)
         if counted.by_shape:
-            return dataclasses.replace(counted, plan=f"{counted.shape} as asked: {counted.tokens} tokens")
+            return dataclasses.replace(counted, plan=f"{counted.shape} as asked: {_tokens(counted.tokens)}")
         return dataclasses.replace(counted, plan=_fixed_plan(counted, f"{asked[0]}x{asked[1]} as asked"))
     bound = asked or largest_side(config, settings)
     square = image_tokens_for_shape(config, settings, bound or 1, bound or 1)
@@ -101,7 +101,7 @@ def plan_image(config, settings: dict[str, Any] | None, image_size: Any = 0) -> 
     worst = max(counted, key=lambda t: (t.tokens, t.cross_tokens, t.patches))  # the first of equals: the square
     within = f"up to {bound} px" if asked else f"at {bound} px (any size: the processor shrinks larger images to these counts)"
     versus = "the square is the worst" if worst.shape == square.shape else f"a square makes {square.tokens}"
-    plan = f"the worst of {len(shapes)} shapes {within}: {worst.shape}, {worst.tokens} tokens ({versus})"
+    plan = f"the worst of {len(shapes)} shapes {within}: {worst.shape}, {_tokens(worst.tokens)} ({versus})"
     return dataclasses.replace(worst, plan=plan)
 
 
@@ -109,4 +109,8 @@ def _fixed_plan(counted: ImageTokens, asked: str) -> str:
     if counted.family == "none":
         return "no image (text only)"
     return (f"{asked}: the count does not depend on the image's shape ({counted.family}), "
-            f"planned for a {counted.shape} square, {counted.tokens} tokens")
+            f"planned for a {counted.shape} square, {_tokens(counted.tokens)}")
+
+
+def _tokens(n: int) -> str:
+    return f"{n} token" if n == 1 else f"{n} tokens"
