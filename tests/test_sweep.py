@@ -678,6 +678,7 @@ def test_the_report_keeps_grid_values_that_look_missing_apart(sweep_file):
     assert report.ok, report.describe()
     ablation = Ablation.load(report.sweep_dir)
     assert sorted(ablation.runs["tag"]) == ["", "", "None", "None", "a", "a"]
+    assert list(ablation.runs["error"]) == [""] * 6  # completed runs have no error (read back as NaN before)
     assert sorted(set(ablation.results["tag"])) == ["", "None", "a"] and len(ablation.results) == 12
     assert ablation.table().shape == (2, 6)  # every variant is a column, none dropped
     tag_panel = ablation.plot().axes[1]

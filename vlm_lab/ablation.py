@@ -127,6 +127,8 @@ class Ablation:
                 "run `vlm-lab sweep sweeps/shapes-ablation.yaml` first"
             )
         runs = pd.read_csv(sweep_dir / "summary.csv", dtype={"run_id": str})
+        for text in {"error", "wandb", "best_checkpoint"} & set(runs.columns):  # "" read back as NaN
+            runs[text] = runs[text].astype(object).where(runs[text].notna(), "")
         grid = config.get("grid", {})
         typed = _typed_parameters(config)
         for name in {k for parameters in typed.values() for k in parameters} & set(runs.columns):
