@@ -137,6 +137,30 @@ def test_blank_reference_means_none(tmp_path):
     assert [s.reference for s in data.read_jsonl(_jsonl(tmp_path, *rows))] == [None, None, None, "0", " red "]
 
 
+def test_a_list_of_references_keeps_its_answers_and_drops_blank_ones(tmp_path):
+    _image(tmp_path / "a.png", "red")
+    references = [["two", "2", "two"], ["", " red ", None, "  "], [2, "two"], [], ["", "  ", None], "one"]
+    rows = [{"id": i, "image": "a.png", "prompt": "hi", "reference": r} for i, r in enumerate(references)]
+    samples = data.read_jsonl(_jsonl(tmp_path, *rows))
+    # blank entries are no answer (as a blank single reference is none); nothing left, or [], means no reference
+    assert [s.reference for s in samples] == [["two", "2", "two"], [" red "], ["2", "two"], None, None, "one"]
+    again = data.read_jsonl(data.write_jsonl(samples, tmp_path / "copy"))  # the list travels through write_jsonl
+    assert [s.reference for s in again] == [s.reference for s in samples]
+
+
+@pytest.mark.parametrize("reference, message", [
+    (["red", ["crimson"]], r"d\.jsonl:2: reference\[1\] is a list \(\[\"crimson\"\]\); a list of references holds the acceptable answers as strings"),
+    ([{"answer": "red"}], r"d\.jsonl:2: reference\[0\] is a dict .*e\.g\. \"reference\": \[\"two\", \"2\"\]"),
+    ([True], r"d\.jsonl:2: reference\[0\] is a bool"),
+    ({"answers": ["red"]}, r"d\.jsonl:2: reference is a dict; .*reference a string or number or a list of them"),
+])  # fmt: skip
+def test_a_reference_that_is_not_answers_names_the_line_and_the_fix(tmp_path, reference, message):
+    _image(tmp_path / "a.png", "red")
+    path = _jsonl(tmp_path, {"image": "a.png", "prompt": "hi", "reference": "red"}, {"image": "a.png", "prompt": "hi", "reference": reference})
+    with pytest.raises(DataError, match=message):
+        data.read_jsonl(path)
+
+
 @pytest.mark.parametrize(
     "spec, num_samples",
     [("shapes:val:99999999999", None), (f"shapes:test:{data.MAX_SHAPES_SAMPLES + 1}", None), ("shapes:val", 10**9)],

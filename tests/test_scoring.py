@@ -30,6 +30,22 @@ def test_match_functions(prediction, reference, exact, normalized):
     assert get_scorer("exact") is exact_match and get_scorer("normalized") is normalized_match
 
 
+@pytest.mark.parametrize(
+    "prediction, references, exact, normalized",
+    [
+        ("two", ["2", "two", "Two"], True, True),
+        ("2", ["two", "2"], True, True),
+        (" The cat. ", ["a cat", "kitten"], False, True),
+        ("dog", ["a cat", "kitten"], False, False),
+        ("red", ("red",), True, True),  # a tuple too
+    ],
+)
+def test_a_prediction_matching_any_of_several_references_is_right(prediction, references, exact, normalized):
+    # VQA-style sets list every annotator's answer: any one of them scores, and a sample still scores 0 or 1
+    assert exact_match(prediction, references) is exact
+    assert normalized_match(prediction, references) is normalized
+
+
 def test_unknown_metric_lists_the_known_ones():
     with pytest.raises(ConfigError, match="exact, normalized"):
         get_scorer("bleu")

@@ -1,7 +1,9 @@
 """Evaluation samples and the JSONL format they travel in.
 
 A dataset is a JSONL file with one ``{"id"?, "image", "prompt", "reference"?}``
-object per line; ``image`` is a path relative to the JSONL file. The embedded
+object per line; ``image`` is a path relative to the JSONL file. ``reference`` is
+one answer or a list of acceptable ones (VQAv2, TextVQA and OK-VQA exports list
+each annotator's): an output that matches any of them scores as right. The embedded
 shapes data is addressed as ``shapes:SPLIT[:N]`` (e.g. ``shapes:val:64``).
 
 Samples read from a file hold the image's path, not its pixels: ``Sample.image``
@@ -56,7 +58,7 @@ class Sample:
     id: str
     image: Image.Image = _ImageField()  # type: ignore[assignment]
     prompt: str
-    reference: str | None = None
+    reference: str | list[str] | None = None  # a list: several acceptable answers, any one scores as right
     image_path: str | None = None  # where the image lives on disk, when it does
 
     def __post_init__(self) -> None:
@@ -236,12 +238,33 @@ def _blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+def _scalar(value: object) -> bool:
+    """A string or a number (not a bool: JSON's true is no answer)."""
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+def _reference(value: object, where: str) -> str | list[str] | None:
+    """A line's ``reference`` as a sample holds it: None when missing or blank, a string, or the
+    list of acceptable answers without its blank entries (a list of blanks only, or ``[]``, is none:
+    that sample is compared but not scored); numbers become strings, as a single reference does."""
+    if not isinstance(value, list):
+        return None if _blank(value) else str(value)
+    wrong = [(i, v) for i, v in enumerate(value) if v is not None and not _scalar(v)]
+    if wrong:
+        i, v = wrong[0]
+        raise DataError(f"{where}: reference[{i}] is a {type(v).__name__} ({json.dumps(v)[:60]}); a list of references "
+                        'holds the acceptable answers as strings, e.g. "reference": ["two", "2"]')
+    answers = [str(v) for v in value if not _blank(v)]
+    return answers or None
+
+
 def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> list[Sample]:
     """Read a bring-your-own-data JSONL file (UTF-8); image paths are relative to the file.
 
     Each image is checked up front (readable, without decoding its pixels); the samples
     hold only its path and decode it when used. A missing, empty or whitespace-only
-    ``reference`` means none: that sample's outputs are compared but not scored.
+    ``reference`` means none: that sample's outputs are compared but not scored. A list
+    of references keeps its non-blank entries (all blank, or ``[]``: none).
 
     Raises:
         DataError: naming the file and line, for a line or an image that cannot be used.
@@ -270,11 +293,13 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
         if missing:
             raise DataError(f"{path}:{lineno}: missing {', '.join(missing)} (each line needs image and prompt)")
         wrong = [k for k in ("image", "prompt") if not isinstance(record[k], str)]
-        wrong += [k for k in ("id", "reference") if record.get(k) is not None and (isinstance(record[k], bool) or not isinstance(record[k], (str, int, float)))]
+        wrong += [k for k in ("id", "reference") if record.get(k) is not None and not _scalar(record[k])
+                  and not (k == "reference" and isinstance(record[k], list))]
         if wrong:
             raise DataError(
                 f"{path}:{lineno}: {', '.join(f'{k} is a {type(record[k]).__name__}' for k in wrong)}; image (a path "
-                "relative to the file) and prompt are strings, id and reference strings or numbers"
+                "relative to the file) and prompt are strings, id a string or number, reference a string or number or a list "
+                "of them (several acceptable answers)"
             )
         unknown = sorted(set(record) - {"id", "image", "prompt", "reference"})
         if unknown:
@@ -291,7 +316,7 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
             raise DataError(f"{path}:{lineno}: {e}{hint}") from e
         if problem:
             strips.append(f"{path}:{lineno}: {record['image']} {problem}")
-        reference = record.get("reference")
+        reference = _reference(record.get("reference"), f"{path}:{lineno}")
         sample_id = str(record.get("id") or f"{path.stem}-{lineno}")
         lines.setdefault(sample_id, []).append(lineno)
         samples.append(
@@ -299,7 +324,7 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
                 id=sample_id,
                 image=None,  # decoded on access: the list holds paths, not pixels
                 prompt=str(record["prompt"]),
-                reference=None if _blank(reference) else str(reference),
+                reference=reference,
                 image_path=str(image_path),
             )
         )

@@ -7,6 +7,7 @@ comparison's output folder::
 
     results.jsonl   one sample per line, per-checkpoint outputs nested
     results.csv     the same, flat: id, image (images/..., relative to the folder), prompt, reference, <checkpoint>/output, ...
+                    (several acceptable references joined as "red | crimson"; results.jsonl keeps the list)
     summary.json    config, checkpoints (name, spec, step, fingerprint), per-checkpoint summary,
                     and the hash of the results.jsonl it belongs to (written last)
     comparison.html side by side with thumbnails; samples where checkpoints disagree highlighted
@@ -42,6 +43,12 @@ SUMMARY_COLUMNS = (
     "n_at_context", "from_cache", *PAIRED_COLUMNS,
 )  # fmt: skip
 MAX_FLIPPED_IDS = 12  # sample ids listed per flip direction in the paired report
+REFERENCE_SEPARATOR = " | "  # between acceptable answers in the flat views (CSV, DataFrame, HTML)
+
+
+def reference_text(reference: str | list[str] | None) -> str | None:
+    """A row's reference as one string: several acceptable answers joined with ``REFERENCE_SEPARATOR``."""
+    return reference if reference is None or isinstance(reference, str) else REFERENCE_SEPARATOR.join(reference)
 
 
 def _json_safe(value: Any) -> Any:
@@ -67,7 +74,8 @@ def _dumps(value: Any, **kwargs: Any) -> str:
 class ComparisonResult:
     """N checkpoints x M samples: per-sample rows and per-checkpoint summaries.
 
-    ``rows[i]`` is ``{"id", "image", "prompt", "reference", "outputs": {name: {output,
+    ``rows[i]`` is ``{"id", "image", "prompt", "reference" (None, a string, or a list of acceptable
+    answers), "outputs": {name: {output,
     score, latency_s, new_tokens, batch_size}}}`` with ``image`` relative to ``output_dir``;
     ``summary[j]`` has the ``SUMMARY_COLUMNS`` for ``checkpoints[j]``.
     """
@@ -144,6 +152,8 @@ class ComparisonResult:
     def to_dataframe(self, *, long: bool = False):
         """Per-sample results as a pandas DataFrame.
 
+        ``reference`` is one string: several acceptable answers joined as ``"red | crimson"``
+        (``reference_text``; ``rows`` keep the list), so the column reads, filters and logs as text.
         Wide (default): one row per sample; columns id, image, prompt, reference, then
         ``<checkpoint>/output``, ``/score``, ``/latency_s``, ``/new_tokens``, ``/truncated``, ``/at_context``, ``/nonfinite``
         per checkpoint.
@@ -153,7 +163,7 @@ class ComparisonResult:
 
         records = []
         for row in self.rows:
-            base = {"id": row["id"], "image": self.image_path(row), "prompt": row["prompt"], "reference": row["reference"]}
+            base = {"id": row["id"], "image": self.image_path(row), "prompt": row["prompt"], "reference": reference_text(row["reference"])}
             if long:
                 for name in self.checkpoints:
                     out = row["outputs"][name]

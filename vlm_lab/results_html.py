@@ -16,6 +16,8 @@ import mimetypes
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlm_lab.results import reference_text
+
 if TYPE_CHECKING:
     from vlm_lab.results import ComparisonResult
 
@@ -59,7 +61,7 @@ def comparison_html(result: ComparisonResult, *, max_rows: int | None = 200, onl
             text = esc(out["output"]) if out["output"] else '<span class="empty">(empty)</span>'
             cells.append(f'<td class="{mark}">{text}{badges(out)}</td>')
         cls = ' class="disagree"' if id(row) in disagree else ""
-        ref = "" if row["reference"] is None else esc(row["reference"])
+        ref = "" if row["reference"] is None else esc(reference_text(row["reference"]))
         thumb = thumbnail(result, row) if embed_images else f'<img src="{esc(row["image"])}" alt="{esc(row["id"])}" loading="lazy">'
         body.append(f"<tr{cls}><td>{thumb}</td><td>{esc(row['id'])}</td><td>{esc(row['prompt'])}</td><td>{ref}</td>{''.join(cells)}</tr>")
     more = "" if len(shown) == len(rows) else f"<p>showing {len(shown)} of {len(rows)} samples</p>"

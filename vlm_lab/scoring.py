@@ -3,6 +3,9 @@
 ``exact_match``: identical after trimming surrounding whitespace and case.
 ``normalized_match``: identical after also dropping punctuation, articles
 (a/an/the) and repeated spaces, the VQA-style normalisation.
+Both take one reference or several acceptable ones (VQA-style sets list what each
+annotator answered): the prediction matches when it matches any of them, so each
+sample still scores 0 or 1.
 
 Confidence intervals are percentile bootstraps (numpy, seeded): resample the
 samples with replacement ``n_resamples`` times and take the 2.5th and 97.5th
@@ -36,18 +39,30 @@ def normalize(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
-def exact_match(prediction: str, reference: str) -> bool:
-    return prediction.strip().casefold() == reference.strip().casefold()
+Reference = str | Sequence[str]  # one answer, or several acceptable ones
 
 
-def normalized_match(prediction: str, reference: str) -> bool:
-    return normalize(prediction) == normalize(reference)
+def references(reference: Reference) -> tuple[str, ...]:
+    """The acceptable answers: ``"red"`` -> ``("red",)``, a list as a tuple."""
+    return (reference,) if isinstance(reference, str) else tuple(reference)
 
 
-SCORERS: dict[str, Callable[[str, str], bool]] = {"exact": exact_match, "normalized": normalized_match}
+def exact_match(prediction: str, reference: Reference) -> bool:
+    """``prediction`` equals the reference (any one of several), ignoring case and surrounding whitespace."""
+    answer = prediction.strip().casefold()
+    return any(answer == r.strip().casefold() for r in references(reference))
 
 
-def get_scorer(metric: str) -> Callable[[str, str], bool]:
+def normalized_match(prediction: str, reference: Reference) -> bool:
+    """``prediction`` equals the reference (any one of several) after ``normalize``."""
+    answer = normalize(prediction)
+    return any(answer == normalize(r) for r in references(reference))
+
+
+SCORERS: dict[str, Callable[[str, Reference], bool]] = {"exact": exact_match, "normalized": normalized_match}
+
+
+def get_scorer(metric: str) -> Callable[[str, Reference], bool]:
     """The match function called ``metric``; unknown names raise ``ConfigError`` listing the known ones."""
     try:
         return SCORERS[metric]
