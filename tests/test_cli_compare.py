@@ -110,6 +110,28 @@ def test_float16_overflow_is_one_warning_line(overflowing_checkpoint, tmp_path):
     assert line.startswith("warning: checkpoint-1000: NaN or infinite") and "--dtype float32" in line
 
 
+def test_show_repeats_the_warnings_compare_gave(tiny_checkpoints, overflowing_checkpoint, tmp_path):
+    """A saved comparison read back says what compare said of its outputs: NaN/inf scores, answers cut off."""
+    out = tmp_path / "cmp"
+    r = vlm_lab("compare", str(tiny_checkpoints[-1]), str(overflowing_checkpoint), "--data", "shapes:val:3", "--dtype", "float16",
+                "--max-new-tokens", "3", "--device", "cpu", "--out", str(out), "--quiet")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    said = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(said) == 2 and "NaN or infinite" in said[1] and "in float16" in said[1], said
+    assert said[0].startswith("warning: shapes/checkpoint-1000: 1 of 3 output(s) stopped at max_new_tokens=3"), said
+    for args in ((), ("--json",)):
+        shown = vlm_lab("show", str(out), *args)
+        assert shown.returncode == 0, shown.stderr
+        assert [line for line in shown.stderr.splitlines() if line.strip()] == said  # on stderr, word for word
+    json.loads(shown.stdout)  # stdout stays nothing but the JSON
+    quiet = vlm_lab("show", str(tmp_path / "clean"))  # nothing cut off, nothing NaN: nothing said
+    assert quiet.returncode == 2
+    r = vlm_lab("compare", str(tiny_checkpoints[-1]), "--data", "shapes:val:3", "--device", "cpu", "--out", str(tmp_path / "clean"), "--quiet")
+    assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+    shown = vlm_lab("show", str(tmp_path / "clean"))
+    assert shown.returncode == 0 and not shown.stderr.strip(), shown.stderr
+
+
 def test_a_jsonl_named_like_the_embedded_set_is_read_whole(tmp_path):
     from vlm_lab.cli import build_parser
     from vlm_lab.cli.compare import config_from_args

@@ -32,7 +32,7 @@ from vlm_lab.scoring import bootstrap_accuracy, get_scorer
 
 __all__ = ["BatchEvent", "ComparisonResult", "MemoryProbe", "ResultCache", "compare", "compare_one", "context_message", "nonfinite_message",
            "sample_key",
-           "truncated_message", "unique_names"]
+           "truncated_message", "unique_names", "warn_flagged_outputs"]
 
 SYNC_EVERY_S = 1.0  # fsync the result cache at most this often (and after each checkpoint's last batch)
 WEB_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")  # copied as they are; others become PNG
@@ -287,17 +287,29 @@ def compare(
         bar.close()
     images = _write_images(samples, image_keys, out)
 
-    result = _build_result(config, refs, names, plans, samples, keys, images, out)
+    result = _build_result(config, refs, names, plans, samples, keys, images, out, dtype_name)
     result.save(out)
-    for row in result.summary:
-        if row["n_nonfinite"]:
-            warnings.warn(NonFiniteWarning(nonfinite_message(row["checkpoint"], row["n_nonfinite"], len(samples), dtype_name)), stacklevel=2)
-        if row["n_truncated"] > row["n_at_context"]:
-            warnings.warn(TruncatedOutputWarning(truncated_message(row["checkpoint"], row["n_truncated"] - row["n_at_context"], len(samples),
-                                                                   gen.max_new_tokens)), stacklevel=2)  # fmt: skip
-        if row["n_at_context"]:
-            warnings.warn(TruncatedOutputWarning(context_message(row["checkpoint"], row["n_at_context"], len(samples))), stacklevel=2)
+    warn_flagged_outputs(result, stacklevel=3)
     return result
+
+
+def warn_flagged_outputs(result: ComparisonResult, *, stacklevel: int = 2) -> None:
+    """Warn about each checkpoint whose outputs are noise (NaN/inf scores: ``NonFiniteWarning``) or cut off
+    (at max_new_tokens, or where it reads no further: ``TruncatedOutputWarning``), from the summary's counts.
+
+    ``compare`` calls it as it finishes; ``vlm-lab show`` calls it on a saved comparison, which says the same.
+    """
+    max_new_tokens = result.config.get("max_new_tokens")
+    for ref, row in zip(result.refs, result.summary):
+        name, total = row["checkpoint"], row.get("n_samples") or len(result.rows)
+        nonfinite, truncated, at_context = (row.get(k) or 0 for k in ("n_nonfinite", "n_truncated", "n_at_context"))
+        if nonfinite:  # the dtype it ran in (saved since it was recorded; before, the dtype asked for)
+            dtype = ref.get("dtype") or result.config.get("dtype", "?")
+            warnings.warn(NonFiniteWarning(nonfinite_message(name, nonfinite, total, dtype)), stacklevel=stacklevel)
+        if truncated > at_context:
+            warnings.warn(TruncatedOutputWarning(truncated_message(name, truncated - at_context, total, max_new_tokens)), stacklevel=stacklevel)
+        if at_context:
+            warnings.warn(TruncatedOutputWarning(context_message(name, at_context, total)), stacklevel=stacklevel)
 
 
 def truncated_message(checkpoint: str, count: int, total: int, max_new_tokens: int) -> str:
@@ -415,7 +427,7 @@ def _batches_to_run(unique: list[tuple[str, Sample]], found: dict[str, dict], ge
     return out
 
 
-def _build_result(config, refs, names, plans, samples, keys, images, out) -> ComparisonResult:
+def _build_result(config, refs, names, plans, samples, keys, images, out, dtype_name: str) -> ComparisonResult:
     score = get_scorer(config.metric)
     rows = [
         {"id": s.id, "image": img, "prompt": s.prompt, "reference": s.reference, "outputs": {}}
@@ -461,8 +473,10 @@ def _build_result(config, refs, names, plans, samples, keys, images, out) -> Com
                 "from_cache": min(n_cached, len(samples)),
             }
         )
-    # revision: the commit a hub checkpoint was pinned to (what "org/run@main" meant that day); None for a folder
-    ref_info = [{"name": n, "spec": r.spec, "step": r.step, "fingerprint": p[2], "revision": r.revision} for n, r, p in zip(names, refs, plans)]
+    # revision: the commit a hub checkpoint was pinned to (what "org/run@main" meant that day); None for a folder.
+    # dtype: what it ran in ("auto" resolved), for what a saved comparison's NaN/inf warning says
+    ref_info = [{"name": n, "spec": r.spec, "step": r.step, "fingerprint": p[2], "revision": r.revision, "dtype": dtype_name}
+                for n, r, p in zip(names, refs, plans)]
     result = ComparisonResult(config=config.to_dict(), checkpoints=names, refs=ref_info, rows=rows, summary=summary, output_dir=out)
     result.add_paired_columns()
     return result

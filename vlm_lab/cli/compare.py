@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     show = sub.add_parser(
         "show",
         help="print the summary of a saved comparison (e.g. a notebook's or a sweep run's output_dir)",
-        description="Read summary.json and results.jsonl from DIR and print the summary table.",
+        description="Read summary.json and results.jsonl from DIR and print the summary table, and on stderr the warnings "
+        "compare gave (outputs cut off, NaN/inf scores).",
     )
     show.add_argument("dir", help="a comparison's output folder")
     show.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, nothing else")
@@ -117,7 +118,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from vlm_lab.compare import warn_flagged_outputs
     from vlm_lab.results import ComparisonResult
 
-    print_summary(ComparisonResult.load(args.dir), as_json=args.json)
+    result = ComparisonResult.load(args.dir)
+    print_summary(result, as_json=args.json)
+    warn_flagged_outputs(result)  # what compare said of cut-off and NaN/inf outputs, on stderr as it did
     return 0
