@@ -292,6 +292,14 @@ def test_runs_cli_lists_offline_runs(wandb_home, comparison, capsys):
     assert main(["runs", str(wandb_home), "--group", "nope"]) == 0
     assert "no W&B offline runs" in capsys.readouterr().out
 
+    # A run killed as it started leaves a folder without its run-*.wandb: it is not listed, and the
+    # glob that would hand it to `wandb sync` gives way to the runs' own folders.
+    (wandb_home / "wandb" / "offline-run-20260101_000000-killed" / "files").mkdir(parents=True)
+    assert main(["runs", str(wandb_home)]) == 0
+    out = capsys.readouterr().out
+    assert "offline-run-*" not in out and "killed" not in out, out
+    assert out.count(f"{wandb_home / 'wandb'}/offline-run-") == 2, out
+
 
 def _tracking_warnings(caught) -> list[str]:
     return [str(w.message) for w in caught if issubclass(w.category, tracking.TrackingWarning)]

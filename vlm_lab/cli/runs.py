@@ -61,7 +61,10 @@ def _runs(args: argparse.Namespace) -> int:
         print(f"\n{len(runs)} offline run(s), all uploaded already (`wandb sync` marked them); nothing to sync")
         return 0
     parents = {p.parent for r in pending for p in r.sync_paths}
-    explicit = len(parents) > 1 or args.group or unreadable or len(pending) < len(runs)
+    listed = {p for r in pending for p in r.sync_paths}
+    # A folder a killed run left without its record log is no run: a glob would hand it to `wandb sync` too.
+    others = any(p not in listed for parent in parents for p in parent.glob("offline-run-*"))
+    explicit = len(parents) > 1 or args.group or unreadable or len(pending) < len(runs) or others
     targets = " ".join(str(p) for r in pending for p in r.sync_paths) if explicit else f"{parents.pop()}/offline-run-*"
     which = "them" if len(pending) == len(runs) else f"the other {len(pending)}"
     uploaded = f", {len(runs) - len(pending)} uploaded already" if len(pending) < len(runs) else ""
