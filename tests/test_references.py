@@ -19,13 +19,15 @@ from vlm_lab.results import ComparisonResult
 @pytest.fixture(scope="module")
 def vqa(tmp_path_factory, tiny_checkpoints):
     """6 shapes samples written as a JSONL whose references are lists where the right answer is one of several
-    (even lines), a list that misses it (line 2), or a plain string (the rest)."""
+    (even lines; twice on line 5), a list that misses it (line 2), or a plain string (the rest)."""
     tmp = tmp_path_factory.mktemp("vqa")
     path = data.write_jsonl(shapes.make_samples("val", 6), tmp / "data")
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     answers = [line["reference"] for line in lines]
     for i, line in enumerate(lines):
-        if i % 2 == 0:
+        if i == 4:  # VQAv2 lists 10 answers, most the same
+            line["reference"] = [line["reference"], "", line["reference"], "something else"]
+        elif i % 2 == 0:
             line["reference"] = ["something else", line["reference"], ""]
         elif i == 1:
             line["reference"] = ["nope", "other"]
@@ -54,7 +56,8 @@ def test_saved_files_show_every_answer_and_load_back_as_lists(vqa):
     jsonl = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert jsonl[0]["reference"] == ["something else", answers[0]]
     csv = pd.read_csv(out / "results.csv")
-    assert csv["reference"].tolist()[:4] == [f"something else | {answers[0]}", "nope | other", f"something else | {answers[2]}", answers[3]]
+    assert csv["reference"].tolist()[:5] == [f"something else | {answers[0]}", "nope | other", f"something else | {answers[2]}",
+                                             answers[3], f"{answers[4]} ×2 | something else"]  # each answer once, with its count
     assert result.to_dataframe()["reference"].tolist() == csv["reference"].tolist()  # text in the DataFrame as in the CSV
     page = (out / "comparison.html").read_text()
     assert f"<td>something else | {answers[0]}</td>" in page and "<td>nope | other</td>" in page

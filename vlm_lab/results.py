@@ -7,7 +7,7 @@ comparison's output folder::
 
     results.jsonl   one sample per line, per-checkpoint outputs nested
     results.csv     the same, flat: id, image (images/..., relative to the folder), prompt, reference, <checkpoint>/output, ...
-                    (several acceptable references joined as "red | crimson"; results.jsonl keeps the list)
+                    (several acceptable references joined as "red ×2 | crimson"; results.jsonl keeps the list)
     summary.json    config, checkpoints (name, spec, step, fingerprint), per-checkpoint summary,
                     and the hash of the results.jsonl it belongs to (written last)
     comparison.html side by side with thumbnails; samples where checkpoints disagree highlighted
@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,13 @@ REFERENCE_SEPARATOR = " | "  # between acceptable answers in the flat views (CSV
 
 
 def reference_text(reference: str | list[str] | None) -> str | None:
-    """A row's reference as one string: several acceptable answers joined with ``REFERENCE_SEPARATOR``."""
-    return reference if reference is None or isinstance(reference, str) else REFERENCE_SEPARATOR.join(reference)
+    """A row's reference as one string: several acceptable answers joined with ``REFERENCE_SEPARATOR``, each
+    once, in order, with how many gave it when more than one did (VQAv2 lists 10 answers, most the same):
+    ``["2", "2", "two", "2"]`` -> ``"2 ×3 | two"``."""
+    if reference is None or isinstance(reference, str):
+        return reference
+    counts = Counter(reference)  # insertion-ordered: first appearance
+    return REFERENCE_SEPARATOR.join(answer if n == 1 else f"{answer} ×{n}" for answer, n in counts.items())
 
 
 def _json_safe(value: Any) -> Any:
@@ -152,7 +158,7 @@ class ComparisonResult:
     def to_dataframe(self, *, long: bool = False):
         """Per-sample results as a pandas DataFrame.
 
-        ``reference`` is one string: several acceptable answers joined as ``"red | crimson"``
+        ``reference`` is one string: several acceptable answers joined as ``"red ×2 | crimson"``
         (``reference_text``; ``rows`` keep the list), so the column reads, filters and logs as text.
         Wide (default): one row per sample; columns id, image, prompt, reference, then
         ``<checkpoint>/output``, ``/score``, ``/latency_s``, ``/new_tokens``, ``/truncated``, ``/at_context``, ``/nonfinite``

@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("refs", nargs="*", default=list(_DEFAULTS.checkpoints), metavar="REF",
                         help="checkpoint folder, training output (its checkpoint-N folders), or hub id org/name[@rev][:sub] "
                         "(default: %(default)s)")  # fmt: skip
-    parser.add_argument("--data", default=_DEFAULTS.data, help="shapes:SPLIT[:N] or a JSONL of {image, prompt, reference?} (default: %(default)s)")
+    parser.add_argument("--data", default=_DEFAULTS.data, help="shapes:SPLIT[:N] or a JSONL of {image, prompt, reference?}; a reference is an answer or a list of "
+                        "acceptable ones (default: %(default)s)")
     parser.add_argument("--num-samples", type=int, default=None,
                         help="at most this many samples (default: all the data gives: the N of shapes:SPLIT:N, 64 without N, a whole JSONL)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="samples per generate call (default: %(default)s)")
