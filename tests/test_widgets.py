@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import html
 import io
+import json
 import random
 import re
 import shutil
@@ -50,6 +51,22 @@ def test_compare_shows_every_selected_checkpoint_side_by_side(explorer):
     assert "checkpoint-0" in out and "checkpoint-1000" in out and f"<b>{sample.reference}</b>" in out
     assert "background:#e6f4ea" in out  # the right answer is green
     assert not explorer.button.disabled
+
+
+def test_an_example_with_several_references_shows_them_all(tiny_dir, tmp_path):
+    """A VQA-style data set gives a list of acceptable answers: Compare crashed on it ('list' has no 'replace')."""
+    from vlm_lab.data import load_samples, write_jsonl
+
+    path = write_jsonl(load_samples("shapes:val:1"), tmp_path)
+    line = json.loads(path.read_text())
+    line["reference"] = ["crimson", line["reference"], line["reference"]]
+    path.write_text(json.dumps(line) + "\n")
+    explorer = explore(str(tiny_dir), str(path), device="cpu")
+    explorer.checkpoints.value = (len(explorer.refs) - 1,)
+    explorer.button.click()
+    out = explorer.output.value
+    assert f"reference: <b>crimson | {html.escape(line['reference'][1])} ×2</b>" in out, out
+    assert "background:#e6f4ea" in out  # checkpoint-1000 gives one of them: green
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

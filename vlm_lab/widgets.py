@@ -69,9 +69,10 @@ def _badges(row: dict[str, Any]) -> str:
     return out
 
 
-def results_html(rows: Sequence[dict[str, Any]], reference: str | None = None) -> str:
-    """The side-by-side table of ``compare_one`` rows; green/red against the reference when known."""
+def results_html(rows: Sequence[dict[str, Any]], reference: str | list[str] | None = None) -> str:
+    """The side-by-side table of ``compare_one`` rows; green/red against the reference (or any of a list) when known."""
     from vlm_lab.model_cache import format_bytes
+    from vlm_lab.results import reference_text
     from vlm_lab.scoring import normalized_match
 
     head = "".join(f"<th style='text-align:left;padding:2px 10px'>{h}</th>" for h in ("checkpoint", "answer", "latency", "tokens", "memory"))
@@ -93,7 +94,7 @@ def results_html(rows: Sequence[dict[str, Any]], reference: str | None = None) -
             )
         tds = "".join(f"<td style='padding:2px 10px'>{c}</td>" for c in cells)
         body.append(f"<tr class='vlm-lab-row' style='{style}'>{tds}</tr>")
-    ref = f"<div>reference: <b>{html.escape(reference)}</b></div>" if reference is not None else ""
+    ref = f"<div>reference: <b>{html.escape(reference_text(reference))}</b></div>" if reference is not None else ""
     return f"{ref}<table class='vlm-lab-results'><tr>{head}</tr>{''.join(body)}</table>"
 
 
