@@ -9,7 +9,8 @@ import pytest
 
 from vlm_lab.errors import ConfigError
 from vlm_lab import scoring
-from vlm_lab.scoring import bootstrap_accuracy, exact_match, get_scorer, normalized_match, paired_bootstrap
+from vlm_lab.scoring import (bootstrap_accuracy, exact_match, get_scorer, normalized_match, paired_bootstrap, vqa_accuracy,
+                             vqa_normalize)
 
 
 @pytest.mark.parametrize(
@@ -47,8 +48,48 @@ def test_a_prediction_matching_any_of_several_references_is_right(prediction, re
 
 
 def test_unknown_metric_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="exact, normalized"):
+    with pytest.raises(ConfigError, match="exact, normalized, vqa"):
         get_scorer("bleu")
+
+
+@pytest.mark.parametrize(
+    "answer, normalized",
+    [
+        ("Two", "2"), ("the dog.", "dog"), ("dont", "don't"), ("don't", "don't"), ("None", "0"), ("ten cats", "10 cats"),
+        ("A Red Circle", "red circle"), ("an apple", "apple"), ("yes, it is", "yes it is"),  # ", " beside a space: deleted
+        ("black-and-white", "black and white"),  # no space beside it: a space
+        ("1,000", "1000"), ("3.5", "3.5"), ("e.g.", "eg"),  # digit,digit deletes; a period before a digit stays
+        ("what?", "what"), (" left\tside\n", "left side"), ("it's", "it's"), ("whats up", "what's up"),
+        ("Im", "im"),  # the official table's capitalised keys never match its lower-cased words
+        ("#1 $5 50%", "#1 $5 50%"),  # not in the official punctuation list: kept
+    ],
+)  # fmt: skip
+def test_vqa_normalize_follows_the_official_vqa_evaluation(answer, normalized):
+    assert vqa_normalize(answer) == normalized
+
+
+def ten(answer: str, agreeing: int) -> list[str]:
+    """10 human answers, ``agreeing`` of them ``answer`` (spelled as annotators do), the rest other answers."""
+    spellings = [answer, answer.capitalize(), f"{answer}.", f"the {answer}"]
+    return ([spellings[i % 4] for i in range(agreeing)] + ["blue", "green", "maroon", "2"] * 3)[:10]
+
+
+@pytest.mark.parametrize("agreeing, score", [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (7, 1.0), (10, 1.0)])
+def test_vqa_accuracy_averages_min_of_others_over_3_leaving_each_human_out(agreeing, score):
+    # by hand, 2 of 10: leaving out one of the 2, 1 other agrees (1/3); leaving out one of the 8, 2 do (2/3);
+    # (2 x 1/3 + 8 x 2/3) / 10 = 0.6. 3 of 10: (3 x 2/3 + 7 x 1) / 10 = 0.9, not 1: 4 are needed for full credit
+    references = ten("red", agreeing)
+    assert len(references) == 10 and sum(vqa_normalize(r) == "red" for r in references) == agreeing
+    assert vqa_accuracy("Red.", references) == pytest.approx(score)
+    assert get_scorer("vqa") is vqa_accuracy
+
+
+def test_vqa_accuracy_with_fewer_answers_and_with_one():
+    assert vqa_accuracy("2", ["two", "2", "3", "4", "5"]) == pytest.approx((2 * 1 / 3 + 3 * 2 / 3) / 5)  # 5 answers, 2 agree
+    assert vqa_accuracy("Two", ["2"] * 10) == 1.0  # all humans agree: normalised all the same (the official script does not)
+    # one reference has nobody to leave out: normalised exact match, 1 or 0
+    assert vqa_accuracy("The dog.", "dog") == 1.0 and vqa_accuracy("dog", ["dog"]) == 1.0
+    assert vqa_accuracy("cat", "dog") == 0.0 and repr(vqa_accuracy("cat", ["dog"] * 3)) == "0.0"  # not -0.0 in results.jsonl
 
 
 @pytest.mark.parametrize("hits, value", [([1] * 20, 1.0), ([0] * 20, 0.0), ([True, False] * 10, 0.5)])
@@ -89,6 +130,17 @@ def test_paired_comparison_counts_flips():
     assert p.right_to_wrong == ("s1",) and p.wrong_to_right == ("s2", "s3")
     assert p.ci_low <= p.diff <= p.ci_high
     assert "wrong->right" in str(p)
+
+
+def test_partial_scores_flip_neither_way_but_count_in_the_difference():
+    """VQA accuracy: right is 1, wrong is 0; 0.3 -> 1 or 1 -> 0.6 is a change in the mean, not a flip."""
+    a = [1.0, 1.0, 0.0, 0.3, 0.0, 0.9, 1.0]
+    b = [0.0, 0.6, 1.0, 1.0, 0.3, 0.9, 1.0]
+    p = paired_bootstrap(a, b, ids=[f"s{i}" for i in range(7)])
+    assert p.right_to_wrong == ("s0",) and p.wrong_to_right == ("s2",)
+    assert p.diff == pytest.approx((sum(b) - sum(a)) / 7) and p.ci_low <= p.diff <= p.ci_high
+    acc = bootstrap_accuracy(b)  # fractional scores: the CI of their mean, inside [0, 1]
+    assert acc.value == pytest.approx(sum(b) / 7) and 0.0 <= acc.ci_low < acc.value < acc.ci_high <= 1.0
 
 
 def test_paired_ci_is_tighter_than_unpaired_when_both_agree_mostly():

@@ -31,7 +31,7 @@ from typing import Any
 
 from vlm_lab.data import atomic_write_text, file_holds
 from vlm_lab.errors import ConfigError, DataError
-from vlm_lab.scoring import PairedComparison, normalize, paired_bootstrap
+from vlm_lab.scoring import METRIC_LABELS, PairedComparison, normalize, paired_bootstrap
 
 # per checkpoint, per sample; truncated: cut off before the end token (at max_new_tokens, or at_context: where the
 # checkpoint reads no further)
@@ -245,6 +245,8 @@ class ComparisonResult:
         if not pairs:
             return "paired comparison: no sample has a reference, nothing is scored (add 'reference' to the data)"
         lines = ["paired comparison, each checkpoint against the one before (95% paired-bootstrap CI):"]
+        if self.config.get("metric") == "vqa":
+            lines.append("  (right: VQA accuracy 1, wrong: 0; a partial score flips neither way and counts in the difference)")
         for p in pairs:
             lines.append(f"  {p}")
             for label, ids in (("wrong->right", p.wrong_to_right), ("right->wrong", p.right_to_wrong)):
@@ -277,7 +279,8 @@ class ComparisonResult:
         ax.set_xlabel("training step" if use_steps else "checkpoint")
         if not use_steps:
             ax.set_xticks(xs, self.checkpoints, rotation=20)
-        ax.set_ylabel(f"{self.config.get('metric', 'exact')} match accuracy")
+        metric = self.config.get("metric", "exact")
+        ax.set_ylabel("VQA accuracy" if metric == "vqa" else f"{METRIC_LABELS.get(metric, metric)} accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.set_title(f"accuracy by checkpoint (n={len(self.rows)})")

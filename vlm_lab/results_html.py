@@ -3,7 +3,8 @@
 A readable summary first (accuracy with its 95% CI, the change against the checkpoint
 before with its paired CI, coloured when the CI excludes 0, flipped samples, latency,
 tokens/s, peak memory, flags), then one row per sample: thumbnail, prompt, reference
-and each checkpoint's output, green when right, red when wrong, and the rows where
+and each checkpoint's output, green when right (score 1), red when wrong (0), amber with
+its value when partly right (VQA accuracy: "0.6" for 2 of 10 humans), and the rows where
 checkpoints disagree highlighted, with a no-script "show only these" toggle. The exact
 numbers are in summary.json and ``result.summary_frame()``; here they are rounded for reading.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlm_lab.results import reference_text
+from vlm_lab.scoring import METRIC_LABELS, is_right, is_wrong
 
 if TYPE_CHECKING:
     from vlm_lab.results import ComparisonResult
@@ -35,7 +37,8 @@ STYLE = """
 .vlm-lab-comparison .up{color:#16703a;font-weight:600}.vlm-lab-comparison .down{color:#b3261e;font-weight:600}
 .vlm-lab-comparison .settings{color:#667085;margin:2px 0 6px}
 .vlm-lab-comparison tr.disagree{background:#fff3c4}
-.vlm-lab-comparison td.ok{color:#16703a}.vlm-lab-comparison td.bad{color:#b3261e}
+.vlm-lab-comparison td.ok{color:#16703a}.vlm-lab-comparison td.bad{color:#b3261e}.vlm-lab-comparison td.partial{color:#8a5a00}
+.vlm-lab-comparison .score{font-size:80%;font-variant-numeric:tabular-nums}
 .vlm-lab-comparison .empty{color:#98a2b3;font-style:italic}
 .vlm-lab-comparison .nonfinite,.vlm-lab-comparison .truncated{color:#fff;padding:0 4px;border-radius:3px;font-size:80%;white-space:nowrap}
 .vlm-lab-comparison .nonfinite{background:#b3261e}.vlm-lab-comparison .truncated{background:#8a5a00}
@@ -57,9 +60,9 @@ def comparison_html(result: ComparisonResult, *, max_rows: int | None = 200, onl
         cells = []
         for name in result.checkpoints:
             out = row["outputs"][name]
-            mark = {True: "ok", False: "bad"}.get(None if out["score"] is None else bool(out["score"]), "")
+            mark, value = score_mark(out["score"])
             text = esc(out["output"]) if out["output"] else '<span class="empty">(empty)</span>'
-            cells.append(f'<td class="{mark}">{text}{badges(out)}</td>')
+            cells.append(f'<td class="{mark}">{text}{value}{badges(out)}</td>')
         cls = ' class="disagree"' if id(row) in disagree else ""
         ref = "" if row["reference"] is None else esc(reference_text(row["reference"]))
         thumb = thumbnail(result, row) if embed_images else f'<img src="{esc(row["image"])}" alt="{esc(row["id"])}" loading="lazy">'
@@ -90,7 +93,8 @@ def comparison_page(result: ComparisonResult) -> str:
 def settings_line(result: ComparisonResult) -> str:
     """What was compared on what: samples, data, metric and generation settings, in one line."""
     c = result.config
-    parts = [f"{len(result.rows)} samples of {c.get('data', '?')}", f"{c.get('metric', 'exact')} match",
+    metric = c.get("metric", "exact")
+    parts = [f"{len(result.rows)} samples of {c.get('data', '?')}", METRIC_LABELS.get(metric, f"{metric} match"),
              f"{c.get('strategy', 'greedy')}, max {c.get('max_new_tokens', '?')} new tokens, batch {c.get('batch_size', '?')}",
              f"dtype {c.get('dtype', 'auto')}, device {c.get('device', 'auto')}"]  # fmt: skip
     return " · ".join(parts)
@@ -167,6 +171,17 @@ def _notes(s: dict) -> str:
     if s.get("from_cache"):
         notes.append(f"<span class='ci'>{s['from_cache']} of {s['n_samples']} from cache</span>")
     return " ".join(notes)
+
+
+def score_mark(score: float | None) -> tuple[str, str]:
+    """An output cell's class and score badge: right (1) "ok", wrong (0) "bad", not scored "" (no badge);
+    a partial score (VQA accuracy) "partial" with its value, rounded: 0.6, 0.27."""
+    if score is None:
+        return "", ""
+    if is_right(score) or is_wrong(score):
+        return ("ok" if is_right(score) else "bad"), ""
+    value = f"{score:.2f}".rstrip("0").rstrip(".")
+    return "partial", f' <span class="score" title="partly right: score {score:.4g} of 1">{value}</span>'
 
 
 def badges(out: dict) -> str:

@@ -6,6 +6,10 @@
 Both take one reference or several acceptable ones (VQA-style sets list what each
 annotator answered): the prediction matches when it matches any of them, so each
 sample still scores 0 or 1.
+``vqa_accuracy``: the VQA benchmark's accuracy against the human answers (VQAv2 gives 10
+per question): a fraction in [0, 1] (0.3, 0.6, 0.9 for 1, 2, 3 of 10 agreeing; 1 from 4).
+A sample is *right* at score 1 and *wrong* at 0 (``is_right``/``is_wrong``: paired flips and
+the green/red marks); a partial score is neither and shows its value.
 
 Confidence intervals are percentile bootstraps (numpy, seeded): resample the
 samples with replacement ``n_resamples`` times and take the 2.5th and 97.5th
@@ -34,12 +38,92 @@ MAX_DISTINCT_COUNTED = 16  # up to this many distinct scores, resamples are draw
 CONFIDENCE = 0.95
 
 
+# The official VQA evaluation's answer normalisation (GT-Vision-Lab/VQA, vqaEval.py), as data:
+_VQA_PUNCT = ';/[]"{}()=+\\_-><@`,?!'  # not . (below), ' (contractions), : # $ % & * ^ ~ |
+_VQA_DIGIT_COMMA = re.compile(r"\d,\d")  # "1,000": all punctuation is deleted rather than spaced
+_VQA_PERIOD = re.compile(r"\.(?!\d)")  # a period not before a digit ("3.5" keeps its own)
+_VQA_NUMBERS = dict(none="0", zero="0", one="1", two="2", three="3", four="4", five="5", six="6", seven="7", eight="8",
+                    nine="9", ten="10")  # fmt: skip
+# word as typed -> with its apostrophe; the official table verbatim (its capitalised keys never match, as there)
+_VQA_CONTRACTIONS = dict(pair.split(":") for pair in """
+aint:ain't arent:aren't cant:can't couldve:could've couldnt:couldn't couldn'tve:couldn't've couldnt've:couldn't've
+didnt:didn't doesnt:doesn't dont:don't hadnt:hadn't hadnt've:hadn't've hadn'tve:hadn't've hasnt:hasn't havent:haven't
+hed:he'd hed've:he'd've he'dve:he'd've hes:he's howd:how'd howll:how'll hows:how's Id've:I'd've I'dve:I'd've Im:I'm
+Ive:I've isnt:isn't itd:it'd itd've:it'd've it'dve:it'd've itll:it'll let's:let's maam:ma'am mightnt:mightn't
+mightnt've:mightn't've mightn'tve:mightn't've mightve:might've mustnt:mustn't mustve:must've neednt:needn't
+notve:not've oclock:o'clock oughtnt:oughtn't ow's'at:'ow's'at 'ows'at:'ow's'at 'ow'sat:'ow's'at shant:shan't
+shed've:she'd've she'dve:she'd've she's:she's shouldve:should've shouldnt:shouldn't shouldnt've:shouldn't've
+shouldn'tve:shouldn't've somebody'd:somebodyd somebodyd've:somebody'd've somebody'dve:somebody'd've
+somebodyll:somebody'll somebodys:somebody's someoned:someone'd someoned've:someone'd've someone'dve:someone'd've
+someonell:someone'll someones:someone's somethingd:something'd somethingd've:something'd've
+something'dve:something'd've somethingll:something'll thats:that's thered:there'd thered've:there'd've
+there'dve:there'd've therere:there're theres:there's theyd:they'd theyd've:they'd've they'dve:they'd've
+theyll:they'll theyre:they're theyve:they've twas:'twas wasnt:wasn't wed've:we'd've we'dve:we'd've weve:we've
+werent:weren't whatll:what'll whatre:what're whats:what's whatve:what've whens:when's whered:where'd wheres:where's
+whereve:where've whod:who'd whod've:who'd've who'dve:who'd've wholl:who'll whos:who's whove:who've whyll:why'll
+whyre:why're whys:why's wont:won't wouldve:would've wouldnt:wouldn't wouldnt've:wouldn't've wouldn'tve:wouldn't've
+yall:y'all yall'll:y'all'll y'allll:y'all'll yall'd've:y'all'd've y'alld've:y'all'd've y'all'dve:y'all'd've
+youd:you'd youd've:you'd've you'dve:you'd've youll:you'll youre:you're youve:you've
+""".split())
+
+
 def normalize(text: str) -> str:
     text = text.casefold().translate(_PUNCT)
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
 Reference = str | Sequence[str]  # one answer, or several acceptable ones
+
+
+def vqa_normalize(answer: str) -> str:
+    """An answer as the official VQA evaluation compares it (its processPunctuation + processDigitArticle).
+
+    Each of ``; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? !`` becomes a space, or is deleted when the
+    text has it beside a space or has a digit-comma-digit ("1,000" -> "1000"); a period is dropped
+    unless a digit follows ("3.5" stays); then lower case, number words none/zero..ten become
+    digits, the articles a/an/the go, and contractions typed without the apostrophe get it
+    ("dont" -> "don't"). ``"Two"`` -> ``"2"``, ``"the dog."`` -> ``"dog"``, ``"yes, it is"`` -> ``"yes it is"``.
+    """
+    text = raw = answer.replace("\n", " ").replace("\t", " ").strip()
+    delete = _VQA_DIGIT_COMMA.search(raw) is not None
+    for p in _VQA_PUNCT:  # each mark decided on the text before any was replaced, as there
+        text = text.replace(p, "" if delete or f"{p} " in raw or f" {p}" in raw else " ")
+    text = _VQA_PERIOD.sub("", text)
+    words = [_VQA_NUMBERS.get(w, w) for w in text.lower().split()]
+    return " ".join(_VQA_CONTRACTIONS.get(w, w) for w in words if w not in ("a", "an", "the"))
+
+
+def vqa_accuracy(prediction: str, reference: Reference) -> float:
+    """VQA accuracy of ``prediction`` against the human answers in ``reference``.
+
+    Both sides go through ``vqa_normalize``; the score is the mean, over each human answer
+    left out in turn, of ``min(1, (how many of the others equal the prediction) / 3)``: with
+    10 answers, 1, 2, 3 and 4+ agreeing score 0.3, 0.6, 0.9 and 1.0. One reference (a string,
+    or a list of one) has nobody to leave out: normalised exact match, 1.0 or 0.0.
+
+    Unlike the official script this normalises the prediction and the answers even when all
+    humans agree (it then compares them raw), as evaluation harnesses (lmms-eval) do: a model
+    answering "Two" to ten humans' "2" scores 1, not 0.
+    """
+    answers = [vqa_normalize(r) for r in references(reference)]
+    answer = vqa_normalize(prediction)
+    if len(answers) == 1:
+        return float(answer == answers[0])
+    agree = sum(a == answer for a in answers)
+    if agree == 0:
+        return 0.0
+    # leaving out an agreeing answer leaves agree - 1 others that agree; leaving out any other, agree
+    return (agree * min(1.0, (agree - 1) / 3) + (len(answers) - agree) * min(1.0, agree / 3)) / len(answers)
+
+
+def is_right(score: float) -> bool:
+    """Full credit: 1 (a match; under VQA accuracy, at least 4 of 10 humans gave the answer)."""
+    return score >= 1
+
+
+def is_wrong(score: float) -> bool:
+    """No credit: 0. A partial VQA score (0.3, 0.6, 0.9) is neither right nor wrong."""
+    return score <= 0
 
 
 def references(reference: Reference) -> tuple[str, ...]:
@@ -59,11 +143,15 @@ def normalized_match(prediction: str, reference: Reference) -> bool:
     return any(answer == normalize(r) for r in references(reference))
 
 
-SCORERS: dict[str, Callable[[str, Reference], bool]] = {"exact": exact_match, "normalized": normalized_match}
+SCORERS: dict[str, Callable[[str, Reference], float]] = {
+    "exact": exact_match, "normalized": normalized_match, "vqa": vqa_accuracy,
+}  # fmt: skip
+METRIC_LABELS = {"exact": "exact match", "normalized": "normalized match", "vqa": "VQA accuracy"}
 
 
-def get_scorer(metric: str) -> Callable[[str, Reference], bool]:
-    """The match function called ``metric``; unknown names raise ``ConfigError`` listing the known ones."""
+def get_scorer(metric: str) -> Callable[[str, Reference], float]:
+    """The score function called ``metric`` (a bool or a fraction in [0, 1]); unknown names raise
+    ``ConfigError`` listing the known ones."""
     try:
         return SCORERS[metric]
     except KeyError:
@@ -83,14 +171,14 @@ class Accuracy:
 def _hits_array(hits: Sequence[bool | float]) -> np.ndarray:
     arr = np.asarray(hits, dtype=float)
     if arr.ndim != 1:
-        raise ValueError(f"hits must be a flat sequence of 0/1 scores, got shape {arr.shape}")
+        raise ValueError(f"hits must be a flat sequence of scores in [0, 1], got shape {arr.shape}")
     return arr
 
 
 def _resample_means(values: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
     """Means of ``n_resamples`` bootstrap resamples of ``values``.
 
-    Scores take few distinct values (0/1; a paired difference -1/0/1): a resample of n
+    Scores take few distinct values (0/1, VQA's 0/0.3/0.6/0.9/1; a paired difference -1/0/1): a resample of n
     draws each distinct value a Multinomial(n, its frequency) number of times, and its
     mean depends on those counts only, so the counts are drawn instead of n indices: the
     same distribution, O(distinct) per resample instead of O(n) (a 10k-sample set: 0.1 s
@@ -138,8 +226,8 @@ class PairedComparison:
     ci_low: float  # of diff, paired bootstrap
     ci_high: float
     n: int
-    right_to_wrong: tuple[str, ...]  # sample ids a got right and b got wrong
-    wrong_to_right: tuple[str, ...]  # sample ids a got wrong and b got right
+    right_to_wrong: tuple[str, ...]  # sample ids a got right (1) and b wrong (0); partial VQA scores are neither
+    wrong_to_right: tuple[str, ...]  # sample ids a got wrong (0) and b right (1)
 
     @property
     def significant(self) -> bool:
@@ -174,8 +262,8 @@ def paired_bootstrap(
     ids = [str(i) for i in (ids if ids is not None else range(a.size))]
     if len(ids) != a.size:
         raise ValueError(f"got {len(ids)} ids for {a.size} paired scores")
-    r2w = tuple(i for i, x, y in zip(ids, a, b) if x > 0 and y <= 0)
-    w2r = tuple(i for i, x, y in zip(ids, a, b) if x <= 0 and y > 0)
+    r2w = tuple(i for i, x, y in zip(ids, a, b) if is_right(x) and is_wrong(y))
+    w2r = tuple(i for i, x, y in zip(ids, a, b) if is_wrong(x) and is_right(y))
     if a.size == 0:
         nan = float("nan")
         return PairedComparison(names[0], names[1], nan, nan, nan, nan, nan, 0, r2w, w2r)

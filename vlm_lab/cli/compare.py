@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="(default: %(default)s)")
     parser.add_argument("--dtype", default=_DEFAULTS.dtype, choices=DTYPES, help="(default: %(default)s)")
     parser.add_argument("--device", default=_DEFAULTS.device, choices=DEVICES, help="(default: %(default)s)")
-    parser.add_argument("--metric", default=_DEFAULTS.metric, choices=METRICS, help="(default: %(default)s)")
+    parser.add_argument("--metric", default=_DEFAULTS.metric, choices=METRICS,
+                        help="exact | normalized (1 or 0; 1 when the output matches any listed answer) | vqa (VQA accuracy, a "
+                             "fraction, against a list of human answers) (default: %(default)s)")  # fmt: skip
     parser.add_argument("--memory-budget", default=_DEFAULTS.memory_budget,
                         help="model cache budget, e.g. 16GB (default: 90%% of the GPU, half the RAM on CPU)")  # fmt: skip
     parser.add_argument("--out", default=_DEFAULTS.output_dir, help="output folder (default: %(default)s)")
