@@ -21,7 +21,7 @@ T = TypeVar("T", bound="ConfigBase")
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
-METRICS = ("exact", "normalized")
+METRICS = ("exact", "normalized", "vqa")
 
 # "greedy", "nucleus(0.9)", "temperature(0.7)", "beam(4)"
 _EXAMPLES = {"greedy": "greedy", "nucleus": "nucleus(0.9)", "temperature": "temperature(0.7)", "beam": "beam(4)"}
@@ -253,7 +253,7 @@ class CompareConfig(ConfigBase):
     output_dir: str = "runs/compare"
     use_cache: bool = True  # reuse per-sample results cached on disk
     cache_dir: str = ""  # where per-sample results are cached; "" = OUTPUT_DIR/.cache
-    metric: str = "exact"  # exact | normalized
+    metric: str = "exact"  # exact | normalized | vqa (VQA accuracy against a list of human answers)
     memory_budget: str = ""  # model cache budget, e.g. "16GB"; "" = 90% of the GPU / half the RAM
 
     def __post_init__(self) -> None:
