@@ -8,6 +8,7 @@ says that the hub could not be reached, what the cache lacks, and the fixes.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -80,3 +81,66 @@ def test_a_repo_never_downloaded_says_so_whichever_step_meets_it(hf_cache, close
     assert message.startswith(f"cannot load 'org/other@v2': the hub at {closed_endpoint} could not be reached (")
     assert f"and hub model 'org/other' is not in the local Hugging Face cache ({hf_cache}), which holds no models;" in message
     assert "download it where the hub can be reached (hf download org/other --revision v2)" in message
+
+
+@pytest.fixture
+def silent_endpoint():
+    """A hub that accepts connections and never answers, as behind a firewall or proxy that drops the requests:
+    its address and the connections it has accepted."""
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    accepted: list[socket.socket] = []
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}", accepted
+    done.set()
+    thread.join()
+    for conn in [*accepted, server]:
+        conn.close()
+
+
+def test_a_run_compared_while_the_hub_never_answers_asks_it_once_and_warns_once(hf_cache, silent_endpoint, tiny_checkpoints, tmp_path):
+    """huggingface_hub's model_info waits forever for a hub that does not answer (the compare hung); its file
+    requests wait HF_HUB_ETAG_TIMEOUT each, three per checkpoint; and the warning came once per checkpoint."""
+    endpoint, accepted = silent_endpoint
+    commit = add_snapshot(hf_cache, "org/run", None, folders={p.name: p for p in tiny_checkpoints[:3]})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    env |= {"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(hf_cache.parent), "HF_HUB_ETAG_TIMEOUT": "1"}
+    one = subprocess.run([sys.executable, "-c", "from huggingface_hub import HfApi\nHfApi().model_info('org/run', timeout=1)"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert "ReadTimeout" in one.stderr
+    one_request, accepted[:] = len(accepted), []  # the connections one request costs (huggingface_hub opens two)
+    r = subprocess.run([sys.executable, "-m", "vlm_lab.cli", "compare", "org/run", "--data", "shapes:val:2", "--json",
+                        "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert [row["checkpoint"] for row in json.loads(r.stdout)] == [f"org/run:{p.name}" for p in tiny_checkpoints[:3]]
+    (line,) = [line for line in r.stderr.splitlines() if "loads from the local Hugging Face cache" in line]
+    warning = line[line.index("warning: "):]  # after the progress bar it interrupts
+    assert warning.startswith(f"warning: the hub at {endpoint} could not be reached (ReadTimeout: ")
+    assert f"'org/run:checkpoint-0' loads from the local Hugging Face cache ({hf_cache}), commit {commit[:7]}, as will the other folders of org/run at that commit" in warning
+    assert len(accepted) == one_request  # asked once; every later step went to the cache
+
+
+def test_the_hub_unreachable_is_said_once_per_repo_and_commit_not_per_checkpoint(hf_cache, closed_endpoint, tiny_checkpoints):
+    folders = {p.name: p for p in tiny_checkpoints[:3]}
+    commit = add_snapshot(hf_cache, "org/run", None, folders=folders)
+    other = add_snapshot(hf_cache, "org/other", tiny_checkpoints[-1])
+    code = ("from vlm_lab.models import load_model\n"
+            f"for spec in {[f'org/run:{n}' for n in folders] + ['org/other']!r}: load_model(spec, device='cpu')")  # fmt: skip
+    r = unreachable(hf_cache, closed_endpoint, code)
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if "HubUnreachableWarning" in line]
+    assert len(warnings) == 2, warnings  # org/run's three checkpoints at one commit, and org/other
+    assert f"'org/run:checkpoint-0' loads from the local Hugging Face cache ({hf_cache}), commit {commit[:7]}, as will the other folders" in warnings[0]
+    assert f"'org/other' loads from the local Hugging Face cache ({hf_cache}), commit {other[:7]}; set HF_HUB_OFFLINE=1" in warnings[1]

@@ -11,15 +11,23 @@ The hub half of ``vlm_lab.checkpoints`` (which resolves every reference and re-e
 - ``check_hub_config``: a reference's config.json can be had before transformers tries; when the hub
   cannot be reached the cached snapshot loads (``HubUnreachableWarning``);
 - the errors: what the hub answered, or what the local cache lacks and holds near it, and the fix.
+
+A hub that cannot be reached is remembered for this process (per endpoint, ``UNREACHABLE_RETRY_S``): later
+references go straight to the local cache, and a ``HubUnreachableWarning`` is given once per repo and commit,
+not once per checkpoint. Without that, a hub that accepts connections and never answers (a firewall, a
+proxy) cost every checkpoint three request timeouts; huggingface_hub's ``model_info`` has no timeout of its
+own and waited forever.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import re
+import time
 import warnings
 from pathlib import Path, PurePosixPath
 
@@ -37,6 +45,12 @@ from vlm_lab.checkpoints import (
 from vlm_lab.errors import CheckpointNotFoundError
 
 HUB_LISTING_ENTRIES = 2_000  # hub runs' checkpoint lists remembered, newest kept
+UNREACHABLE_RETRY_S = 300.0  # how long a hub found unreachable is not asked again in this process
+
+# This process's memory of the hub: endpoint -> (time.monotonic() it failed, the error), while it cannot be
+# reached; and the (endpoint, repo, commit) a HubUnreachableWarning already named.
+_UNREACHABLE: dict[str, tuple[float, Exception]] = {}
+_WARNED: set[tuple[str, str, str]] = set()
 
 
 def parse_hub_ref(spec: str) -> CheckpointRef:
@@ -98,14 +112,16 @@ def hub_commit(ref: CheckpointRef) -> str:
     Raises:
         CheckpointNotFoundError: neither knows it (offline and not cached, unknown repo or revision).
     """
-    from huggingface_hub import HfApi, is_offline_mode
+    from huggingface_hub import is_offline_mode
 
+    known = None
     try:
         # huggingface_hub's own resolution: the hub when online (and refs/ updated), the cache's
         # refs/ when offline or unreachable, a commit id as is.
-        return HfApi().resolve_revision(ref.repo_id, revision=ref.revision, local_files_only=is_offline_mode()).resolved
+        known = None if is_offline_mode() else _known_unreachable()  # then the cache's refs/ only, at once
+        return _hub_api().resolve_revision(ref.repo_id, revision=ref.revision, local_files_only=known is not None or is_offline_mode()).resolved
     except Exception as e:  # noqa: BLE001 - whatever the reason, the weights are unknown: refuse to guess
-        raise _hub_not_found(ref, _hub_problem(ref, e)) from e
+        raise _hub_not_found(ref, _hub_problem(ref, known if known is not None else e)) from e
 
 
 def _expand_hub_run(ref: CheckpointRef) -> list[CheckpointRef]:
@@ -213,22 +229,24 @@ def _cached_snapshot(ref: CheckpointRef) -> Path | None:
 def _hub_config_folders(ref: CheckpointRef) -> tuple[set[str], _CachedRun | None]:
     """The folders of ``ref``'s revision that hold a config.json ("" its root): the hub's (and None),
     else the cache's (and which snapshot, and why)."""
-    from huggingface_hub import HfApi, is_offline_mode
+    from huggingface_hub import is_offline_mode
     from huggingface_hub.errors import HfHubHTTPError
 
     if not is_offline_mode():
+        error = _known_unreachable()
         try:
-            # One request, no retries: the commit the revision is now and its files (a recursive
-            # list_repo_tree pages, and retries for half a minute when the hub is unreachable).
-            info = HfApi().model_info(ref.repo_id, revision=ref.revision)
-            folders = _config_folders_listed(info)
-            if by_step(folders):
-                _remember_listing(ref.repo_id, info.sha, folders)
-            return folders, None
+            if error is None:
+                # One request, no retries: the commit the revision is now and its files (a recursive
+                # list_repo_tree pages, and retries for half a minute when the hub is unreachable).
+                info = _hub_api().model_info(ref.repo_id, revision=ref.revision)
+                folders = _config_folders_listed(info)
+                if by_step(folders):
+                    _remember_listing(ref.repo_id, info.sha, folders)
+                return folders, None
         except HfHubHTTPError as e:
             if e.response is None or e.response.status_code < 500:  # the hub answered: no such repo, revision, access
                 raise _hub_not_found(ref, _hub_problem(ref, e)) from e
-            error: Exception = e
+            error = e
         except Exception as e:  # noqa: BLE001 - unreachable: the cached snapshot, as huggingface_hub's downloads do
             error = e
         snapshot = _cached_snapshot(ref)
@@ -282,23 +300,22 @@ def check_hub_config(ref: CheckpointRef, *, token: str | None = None) -> bool:
 
     where = {"repo_id": ref.repo_id, "filename": "config.json", "subfolder": ref.subfolder, "revision": ref.revision}
     if not is_offline_mode():
-        try:
-            get_hf_file_metadata(hf_hub_url(**where), token=token)  # one HEAD, no retries
-        except RemoteEntryNotFoundError as e:
-            raise _hub_not_found(ref, _hub_missing_config(ref, token)) from e
-        except Exception as e:  # noqa: BLE001 - an answer (no repo, revision, access) is an error, anything else: the cache
-            if _hub_answered(e):
-                raise _hub_not_found(ref, _hub_problem(ref, e)) from e
+        error = _known_unreachable()
+        if error is None:
+            try:
+                get_hf_file_metadata(hf_hub_url(**where), token=token)  # one HEAD, no retries
+            except RemoteEntryNotFoundError as e:
+                raise _hub_not_found(ref, _hub_missing_config(ref, token)) from e
+            except Exception as e:  # noqa: BLE001 - an answer (no repo, revision, access) is an error, anything else: the cache
+                if _hub_answered(e):
+                    raise _hub_not_found(ref, _hub_problem(ref, e)) from e
+                error = _note_unreachable(e)
+        if error is not None:
             try:
                 hf_hub_download(**where, cache_dir=_cache_dir(), local_files_only=True)
             except LocalEntryNotFoundError:
-                raise _hub_not_found(ref, _unreachable_problem(ref, e)) from e
-            warnings.warn(
-                f"the hub at {_endpoint()} could not be reached ({_first_line(e)}): {ref.spec!r} loads from the local Hugging Face "
-                f"cache ({_cache_dir()}), commit {hub_commit(ref)[:7]}; set HF_HUB_OFFLINE=1 to skip asking the hub",
-                HubUnreachableWarning,
-                stacklevel=2,
-            )
+                raise _hub_not_found(ref, _unreachable_problem(ref, error)) from error
+            _warn_unreachable(ref, error)
             return True
     try:
         hf_hub_download(**where, cache_dir=_cache_dir(), token=token)
@@ -309,7 +326,58 @@ def check_hub_config(ref: CheckpointRef, *, token: str | None = None) -> bool:
 
 class HubUnreachableWarning(UserWarning):
     """The hub could not be reached (or failed): a hub reference loads from the local Hugging Face cache,
-    at the commit its revision had when it was downloaded."""
+    at the commit its revision had when it was downloaded. Given once per endpoint, repo and commit in a
+    process: the other checkpoints of a run at that commit load the same way."""
+
+
+def _warn_unreachable(ref: CheckpointRef, error: Exception) -> None:
+    commit = hub_commit(ref)
+    if (key := (_endpoint(), ref.repo_id, commit)) in _WARNED:
+        return
+    _WARNED.add(key)
+    others = f", as will the other folders of {ref.repo_id} at that commit" if ref.subfolder else ""
+    warnings.warn(
+        f"the hub at {_endpoint()} could not be reached ({_first_line(error)}): {ref.spec!r} loads from the local Hugging Face "
+        f"cache ({_cache_dir()}), commit {commit[:7]}{others}; set HF_HUB_OFFLINE=1 to skip asking the hub",
+        HubUnreachableWarning,
+        stacklevel=3,
+    )
+
+
+def _hub_api():  # -> huggingface_hub.HfApi
+    """``HfApi`` whose ``model_info`` (and so ``resolve_revision``) gives up after ``HF_HUB_ETAG_TIMEOUT``
+    seconds, as huggingface_hub's file requests do (its own waits forever on a hub that accepts the
+    connection and never answers), and whose failures to reach the hub are remembered (``_known_unreachable``)."""
+    return _hub_api_class()()
+
+
+@functools.cache
+def _hub_api_class() -> type:
+    from huggingface_hub import HfApi, constants
+
+    class HubApi(HfApi):
+        def model_info(self, *args, timeout: float | None = None, **kwargs):
+            try:
+                info = super().model_info(*args, timeout=timeout or constants.HF_HUB_ETAG_TIMEOUT, **kwargs)
+            except Exception as e:
+                if not _hub_answered(e):
+                    _note_unreachable(e)
+                raise
+            _UNREACHABLE.pop(_endpoint(), None)
+            return info
+
+    return HubApi
+
+
+def _known_unreachable() -> Exception | None:
+    """Why the hub could not be reached, when that happened in this process within ``UNREACHABLE_RETRY_S``."""
+    seen = _UNREACHABLE.get(_endpoint())
+    return seen[1] if seen is not None and time.monotonic() - seen[0] < UNREACHABLE_RETRY_S else None
+
+
+def _note_unreachable(error: Exception) -> Exception:
+    _UNREACHABLE[_endpoint()] = (time.monotonic(), error)
+    return error
 
 
 def _hub_answered(error: Exception) -> bool:
@@ -344,14 +412,12 @@ def _unreachable_problem(ref: CheckpointRef, error: Exception) -> str:
 
 def _hub_missing_config(ref: CheckpointRef, token: str | None) -> str:
     """The hub has the revision but no config.json where ``ref`` points: which folders do have one."""
-    from huggingface_hub import HfApi
-
     from vlm_lab.hub_cache import config_folders_hint
 
     wanted = f"{ref.subfolder}/config.json" if ref.subfolder else "config.json at its root"
     named = ref.repo_id + (f"@{ref.revision}" if ref.revision else "")
     try:
-        info = HfApi().model_info(ref.repo_id, revision=ref.revision, token=token)
+        info = _hub_api().model_info(ref.repo_id, revision=ref.revision, token=token)
     except Exception:  # noqa: BLE001 - the listing is only a hint
         return f"the hub has {named!r} but no {wanted}"
     folders = _config_folders_listed(info)
