@@ -8,6 +8,7 @@ import weakref
 
 import pytest
 import torch
+from test_checkpoint_refs import add_snapshot, hf_cache, point_ref  # noqa: F401 - a fixture
 
 from vlm_lab.checkpoints import resolve
 from vlm_lab.config import parse_bytes
@@ -132,3 +133,16 @@ def test_cuda_eviction_returns_memory(refs):
     assert torch.cuda.memory_allocated() > 0
     cache.clear()
     assert torch.cuda.memory_allocated() == 0
+
+
+def test_one_hub_model_named_several_ways_is_loaded_and_charged_once(hf_cache, tiny_checkpoints, tiny_nbytes):
+    a = add_snapshot(hf_cache, "org/shapes", tiny_checkpoints[0])
+    cache = ModelCache(budget_bytes=int(1.5 * tiny_nbytes), hub_refresh_s=0)  # room for one
+    first = cache.get("org/shapes", device="cpu")
+    for spec in ("org/shapes@main", f"org/shapes@{a}", "org/shapes@main:."):
+        assert cache.get(spec, device="cpu") is first and spec in cache
+    assert cache.stats == {"hits": 3, "loads": 1, "evictions": 0} and len(cache) == 1
+    b = add_snapshot(hf_cache, "org/shapes", tiny_checkpoints[-1], ref=None)
+    point_ref(hf_cache, "org/shapes", "main", b)  # main moved on: its old commit's copy is stale
+    assert cache.get("org/shapes@main", device="cpu").ref.revision == b
+    assert len(cache) == 1 and f"org/shapes@{a}" not in cache and cache.get("org/shapes", device="cpu").ref.revision == b

@@ -13,6 +13,12 @@ The budget counts weights only. Activations, the KV cache and the CUDA context
 need headroom on top: on a 16 GB T4, two 7 GB models fit a 16 GB budget but
 leave ~2 GB to generate with. Keep one cache per device.
 
+Entries are keyed by what is loaded, not by how it was written: a local folder by
+its resolved path (``runs/x`` and ``/abs/runs/x`` are one model; files changed in
+place reload it), a hub reference by repo, commit and subfolder (``org/run``,
+``org/run@main`` and ``org/run@<that commit>`` are one model, loaded once and charged
+once; when ``main`` moves on, the copy of its old commit is dropped).
+
 A model a caller still holds a reference to cannot be freed by eviction; the
 cache drops its own references and leaves the rest to the garbage collector.
 """
@@ -142,7 +148,7 @@ class ModelCache:
         self.loader = loader
         self._entries: collections.OrderedDict[tuple, _Entry] = collections.OrderedDict()  # LRU first
         self._fingerprints: dict[str, str] = {}  # file-hash memo for checkpoints.fingerprint
-        self._hub: dict[str, tuple[str, float]] = {}  # repo@revision:subfolder -> (commit, monotonic time resolved)
+        self._hub: dict[str, tuple[str, float]] = {}  # repo@revision -> (commit, monotonic time resolved)
         self.hub_refresh_s = hub_refresh_s
         self._lock = threading.RLock()
         self.stats = {"hits": 0, "loads": 0, "evictions": 0}
@@ -166,8 +172,8 @@ class ModelCache:
         return len(self._entries)
 
     def __contains__(self, ref: CheckpointRef | str) -> bool:
-        ref = _as_ref(ref)
-        return any(key[0] == _ref_id(ref) for key in self._entries)
+        rid = self._identity(_as_ref(ref), ask=False)
+        return any(key[0] == rid for key in self._entries)
 
     def __repr__(self) -> str:
         return f"ModelCache({len(self)} loaded, {format_bytes(self.used_bytes)} of {format_bytes(self._budget)})"
@@ -186,12 +192,14 @@ class ModelCache:
         return hub_fingerprint(ref, self._commit(ref))
 
     def _commit(self, ref: CheckpointRef) -> str:
-        """The commit a hub ref's revision points at now (within ``hub_refresh_s``)."""
+        """The commit a hub ref's revision points at now (within ``hub_refresh_s``); one question per
+        revision, not per checkpoint folder of it. When it has moved on, the old commit's copies are dropped."""
         with self._lock:
-            key = f"{ref.repo_id}@{ref.revision}:{ref.subfolder}"  # a pinned copy of a ref is its own key
+            if _pinned(ref):  # a commit never moves
+                return ref.revision
+            key = _revision_key(ref)
             known = self._hub.get(key)
-            pinned = bool(re.fullmatch(r"[0-9a-f]{40}", ref.revision or ""))
-            if known is not None and (pinned or time.monotonic() - known[1] < self.hub_refresh_s):
+            if known is not None and time.monotonic() - known[1] < self.hub_refresh_s:
                 return known[0]
             try:
                 commit = hub_commit(ref)
@@ -200,7 +208,31 @@ class ModelCache:
                     raise
                 commit = known[0]
             self._hub[key] = (commit, time.monotonic())
+            if known is not None and known[0] != commit:
+                self._drop_commit(ref.repo_id, known[0])
             return commit
+
+    def _drop_commit(self, repo_id: str, commit: str) -> None:
+        """Evict ``repo_id``'s models at ``commit`` unless another revision still names it (``@v1`` and ``@<commit>``)."""
+        if any(key.startswith(f"{repo_id}@") and known == commit for key, (known, _) in self._hub.items()):
+            return
+        for key in [k for k in self._entries if k[0].startswith(f"{repo_id}@{commit}:")]:
+            self._drop(key)
+
+    def _identity(self, ref: CheckpointRef, *, ask: bool = True) -> str | None:
+        """What ``ref`` loads: its resolved folder, or ``repo@commit:subfolder`` (None: a hub revision not
+        resolved yet, when not ``ask``-ing)."""
+        if ref.path is not None:
+            return str(Path(ref.path).resolve())
+        if ask:
+            commit = self._commit(ref)
+        elif _pinned(ref):
+            commit = ref.revision
+        elif (known := self._hub.get(_revision_key(ref))) is not None:
+            commit = known[0]
+        else:
+            return None
+        return f"{ref.repo_id}@{commit}:{ref.subfolder or ''}"
 
     # -- the cache -----------------------------------------------------------------
     def get(self, ref: CheckpointRef | str, *, dtype: str = "auto", device: str = "auto") -> LoadedModel:
@@ -215,13 +247,13 @@ class ModelCache:
         ref = _as_ref(ref)
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
-        key = (_ref_id(ref), str(torch_dtype), str(dev))
         with self._lock:
             if ref.path is None:  # load the very commit the fingerprint names, not wherever the branch is by then
                 commit = self._commit(ref)
                 fp, ref = hub_fingerprint(ref, commit), dataclasses.replace(ref, revision=commit)
             else:
                 fp = self.fingerprint(ref)
+            key = (self._identity(ref), str(torch_dtype), str(dev))
             entry = self._entries.get(key)
             if entry is not None and entry.fingerprint == fp:
                 self._entries.move_to_end(key)
@@ -256,7 +288,7 @@ class ModelCache:
             if ref is None:
                 keys = list(self._entries)[:1]
             else:
-                rid = _ref_id(_as_ref(ref))
+                rid = self._identity(_as_ref(ref), ask=False)
                 keys = [k for k in self._entries if k[0] == rid]
             names = [self._entries[k].loaded.ref.name for k in keys]
             for key in keys:
@@ -301,5 +333,10 @@ def _as_ref(ref: CheckpointRef | str | os.PathLike[str]) -> CheckpointRef:
     return ref if isinstance(ref, CheckpointRef) else resolve(str(ref), expand=False)[0]
 
 
-def _ref_id(ref: CheckpointRef) -> str:
-    return str(Path(ref.path).resolve()) if ref.path is not None else ref.spec
+def _revision_key(ref: CheckpointRef) -> str:
+    """``repo@revision``: what a commit is asked for (every subfolder shares it; no revision is main)."""
+    return f"{ref.repo_id}@{ref.revision or 'main'}"
+
+
+def _pinned(ref: CheckpointRef) -> bool:
+    return bool(re.fullmatch(r"[0-9a-f]{40}", ref.revision or ""))
