@@ -370,3 +370,17 @@ def test_a_pattern_over_a_run_being_written_skips_its_unfinished_checkpoint(tiny
     run = _live_run(tiny_checkpoints, tmp_path, "weights cut short")
     with pytest.warns(checkpoints.IncompleteCheckpointWarning, match=r"^skipping .*checkpoint-500 \(no tokenizer in the folder\)"):
         assert [r.step for r in resolve(str(run / "checkpoint-*"))] == [0, 250]
+
+
+def test_a_final_model_still_being_saved_at_the_root_of_a_run_is_skipped_with_a_warning(tiny_checkpoints, tmp_path):
+    run = _live_run(tiny_checkpoints, tmp_path, "no trainer state")
+    (run / "checkpoint-500" / "trainer_state.json").write_text("{}")  # its checkpoints are all saved ...
+    shutil.copy(tiny_checkpoints[-1] / "config.json", run)  # ... and Trainer.save_model() has begun at the root
+    with pytest.warns(checkpoints.IncompleteCheckpointWarning) as caught:
+        assert [r.step for r in resolve(str(run))] == [0, 250, 500]
+    (message,) = [str(w.message) for w in caught]
+    assert message == (f"skipping the final model saved in {run} (no weights or tokenizer in the folder): it is not complete, "
+                       "unlike checkpoint-500; a trainer may still be saving it: run again once it has")
+    for name in ("model.safetensors", "tokenizer.json"):
+        shutil.copy(tiny_checkpoints[-1] / name, run)
+    assert [r.step for r in resolve(str(run))] == [0, 250, 500, None]  # saved: the final model comes last

@@ -267,6 +267,14 @@ def _resolve_folder(spec: str, path: Path, *, expand: bool) -> list[CheckpointRe
         return [CheckpointRef(spec=spec, path=str(path))]
     if found and expand:
         refs = [CheckpointRef(spec=str(p), path=str(p)) for p in found]
+        if final and (why := _incomplete(path, trainer_state=False)) and not _incomplete(found[-1], trainer_state=False):
+            warnings.warn(  # Trainer.save_model() at the end of training, still writing
+                f"skipping the final model saved in {path} ({why}): it is not complete, unlike {found[-1].name}; "
+                "a trainer may still be saving it: run again once it has",
+                IncompleteCheckpointWarning,
+                stacklevel=3,
+            )
+            final = False
         return _run_order(refs, CheckpointRef(spec=spec, path=str(path)) if final else None)
     if found:
         return [CheckpointRef(spec=str(found[-1]), path=str(found[-1]))]
