@@ -69,6 +69,32 @@ BREAKS = {
         r"config.json\); restore the config.json the weights were saved with",
     ),
 }
+
+def _deepspeed_zero(folder: Path) -> None:  # Trainer + ZeRO-3 without stage3_gather_16bit_weights_on_model_save
+    (folder / "model.safetensors").unlink()
+    (folder / "global_step1000").mkdir()
+    (folder / "global_step1000" / "zero_pp_rank_0_mp_rank_00_model_states.pt").write_bytes(b"")
+    (folder / "zero_to_fp32.py").write_text("# DeepSpeed's converter\n")
+
+
+def _fsdp_sharded(folder: Path) -> None:  # Trainer + FSDP with fsdp_state_dict_type: SHARDED_STATE_DICT
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model_fsdp_0").mkdir()
+    (folder / "pytorch_model_fsdp_0" / "__0_0.distcp").write_bytes(b"")
+
+
+BREAKS |= {
+    "deepspeed-zero": (
+        _deepspeed_zero,
+        r"no weights in the folder: it holds a DeepSpeed ZeRO checkpoint \(global_step1000\); write the model's weights "
+        r"with the zero_to_fp32.py beside it \(python .*/zero_to_fp32.py .* --safe_serialization\)",
+    ),
+    "fsdp-sharded": (
+        _fsdp_sharded,
+        r"no weights in the folder: it holds an FSDP sharded checkpoint \(pytorch_model_fsdp_0\); merge it into the "
+        r"model's weights \(accelerate merge-weights .*/pytorch_model_fsdp_0 .*\)",
+    ),
+}
 # The broken checkpoints of the user audit, as `vlm-lab compare` reports them
 AUDITED = ["no-tokenizer-json", "config-not-json", "no-chat-template", "not-a-vlm", "weights-not-config"]
 

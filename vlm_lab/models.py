@@ -148,6 +148,8 @@ def _check_folder(ref: CheckpointRef) -> None:
     folder = Path(ref.path)
     with unfinished_named(folder):  # checkpoint-N of a run a trainer is writing: not a broken file
         missing = missing_for_loading(folder)
+        if missing and (sharded := _sharded_training_state(folder)):
+            raise CheckpointNotFoundError(f"cannot load {ref.spec!r}: {missing}: {sharded}")
         if missing:
             raise CheckpointNotFoundError(
                 f"cannot load {ref.spec!r}: {missing} (it needs weights, *.safetensors or *.bin, and tokenizer files, "
@@ -160,6 +162,22 @@ def _check_folder(ref: CheckpointRef) -> None:
                 f"cannot load {ref.spec!r}: {broken}; fix the file, or save the checkpoint again with save_pretrained"
             )
         read_weights(folder)
+
+
+def _sharded_training_state(folder: Path) -> str:
+    """The weights of a checkpoint a sharded trainer saved without gathering them, and how to write them; "" when none.
+
+    DeepSpeed ZeRO-3 (without ``stage3_gather_16bit_weights_on_model_save``) leaves ``global_stepN/`` and its
+    ``zero_to_fp32.py``; FSDP with ``SHARDED_STATE_DICT`` leaves ``pytorch_model_fsdp_0/``.
+    """
+    if steps := sorted(p.name for p in folder.glob("global_step*") if p.is_dir()):
+        converter = folder / "zero_to_fp32.py"
+        how = f"python {converter} {folder} {folder} --safe_serialization" if converter.is_file() else "DeepSpeed's zero_to_fp32.py"
+        return f"it holds a DeepSpeed ZeRO checkpoint ({steps[-1]}); write the model's weights with the zero_to_fp32.py beside it ({how})"
+    if shards := sorted(p.name for p in folder.glob("pytorch_model_fsdp_*") if p.is_dir()):
+        return (f"it holds an FSDP sharded checkpoint ({shards[0]}); merge it into the model's weights "
+                f"(accelerate merge-weights {folder / shards[0]} {folder})")
+    return ""
 
 
 def _check_config(ref: CheckpointRef, kwargs: dict) -> Any:
