@@ -384,3 +384,20 @@ def test_a_final_model_still_being_saved_at_the_root_of_a_run_is_skipped_with_a_
     for name in ("model.safetensors", "tokenizer.json"):
         shutil.copy(tiny_checkpoints[-1] / name, run)
     assert [r.step for r in resolve(str(run))] == [0, 250, 500, None]  # saved: the final model comes last
+
+
+def test_a_checkpoint_deleted_after_its_run_was_listed_is_named_with_what_is_left(tiny_checkpoints, tmp_path):
+    """A trainer with save_total_limit deletes old checkpoints while a comparison of the run goes on."""
+    from vlm_lab.model_cache import ModelCache
+
+    run = tmp_path / "run"
+    for done in tiny_checkpoints[:2]:
+        shutil.copytree(done, run / done.name)
+    first, _ = resolve(str(run))
+    shutil.rmtree(first.path)
+    for call in (fingerprint, lambda ref: ModelCache().get(ref, device="cpu")):
+        with pytest.raises(CheckpointNotFoundError) as caught:
+            call(first)
+        assert str(caught.value) == (f"no checkpoint at {first.path!r} any more (found in {run}: checkpoint-250): it was removed after it "
+                                     "was found (a trainer keeping save_total_limit checkpoints deletes the oldest); run again to "
+                                     "compare what is there now")

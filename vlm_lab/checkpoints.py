@@ -418,9 +418,21 @@ _TRAINING_STATE = re.compile(r"^(trainer_state\.json|training_args\.bin|optimize
 
 
 def model_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """The files of a model folder that decide its outputs: weights, configs, tokenizer, processor."""
+    """The files of a model folder that decide its outputs: weights, configs, tokenizer, processor.
+
+    Raises:
+        CheckpointNotFoundError: the folder is gone (a trainer's ``save_total_limit`` deletes old checkpoints
+            while a comparison of the run is under way).
+    """
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and not _TRAINING_STATE.match(p.name))
+    try:
+        children = list(folder.iterdir())
+    except FileNotFoundError as e:
+        raise CheckpointNotFoundError(
+            f"no checkpoint at {str(folder)!r} any more ({_nearby(_absolute(folder))}): it was removed after it was "
+            "found (a trainer keeping save_total_limit checkpoints deletes the oldest); run again to compare what is there now"
+        ) from e
+    return sorted(p for p in children if p.is_file() and not p.name.startswith(".") and not _TRAINING_STATE.match(p.name))
 
 
 def file_digest(path: Path, memo: MutableMapping[str, str] | None = None) -> str:
