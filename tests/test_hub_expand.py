@@ -178,3 +178,18 @@ def test_cli_compare_of_a_partly_cached_hub_run_warns_in_one_line(tiny_checkpoin
     assert r.returncode == 0, r.stderr
     (line,) = [line for line in r.stderr.splitlines() if "listed from the local Hugging Face cache" in line]
     assert line.startswith("warning: 'org/run' is listed") and "it holds checkpoint-0 of main" in line
+
+
+def test_offline_a_hub_run_leaves_out_a_checkpoint_cached_without_its_weights(hf_cache, tiny_checkpoints, tmp_path):
+    """`hf download org/run --include '*/config.json'`, or a download cut short: config.json alone cannot be
+    loaded offline, and failed the compare of the whole run."""
+    config_only = tmp_path / "config-only"
+    config_only.mkdir()
+    (config_only / "config.json").write_bytes((tiny_checkpoints[2] / "config.json").read_bytes())
+    add_snapshot(hf_cache, "org/run", None, folders={"checkpoint-0": tiny_checkpoints[0], "checkpoint-250": tiny_checkpoints[1],
+                                                    "checkpoint-500": config_only})  # fmt: skip
+    with pytest.warns(CachedListingWarning) as caught:
+        assert [r.spec for r in resolve("org/run")] == ["org/run:checkpoint-0", "org/run:checkpoint-250"]
+    (message,) = [str(w.message) for w in caught]
+    assert "it holds checkpoint-0, checkpoint-250 of main (commit " in message
+    assert "; checkpoint-500 is cached without weights or tokenizer (partly downloaded); to compare every checkpoint, download them" in message

@@ -36,6 +36,7 @@ from vlm_lab.checkpoints import (
     WEIGHT_SUFFIXES,
     CheckpointRef,
     _absolute,
+    _incomplete,
     _nearby,
     _run_order,
     by_step,
@@ -172,9 +173,12 @@ def _cached_listing(ref: CheckpointRef, cached: _CachedRun, found: list[str]) ->
         lacks = f"it lacks {listed(missing, '')}, which the hub listed at that commit"
     else:
         lacks = "it cannot tell whether the hub has more (vlm_lab has not listed that commit online)"
-    partial = by_step(c.name for c in cached.snapshot.iterdir() if c.is_dir() and not (c / "config.json").is_file())
+    partial = by_step(c.name for c in cached.snapshot.iterdir() if c.is_dir() and c.name not in found)
     if partial:
-        lacks += f"; {listed(partial, '')} {'is' if len(partial) == 1 else 'are'} cached without config.json (partly downloaded)"
+        why = {n: _incomplete(cached.snapshot / n, trainer_state=False) for n in partial}
+        lacks += "; " + "; ".join(f"{n} is cached " + (f"without {w[3:].removesuffix(' in the folder')}" if w.startswith("no ") else f"but {w}")
+                                  for n, w in why.items())  # fmt: skip
+        lacks += " (partly downloaded)"
     at = f"{ref.revision or 'main'}" + ("" if commit == ref.revision else f" (commit {commit[:7]})")
     revision = f" --revision {ref.revision}" if ref.revision else ""
     online = "without HF_HUB_OFFLINE=1" if cached.why == "HF_HUB_OFFLINE=1" else "once the hub can be reached"
@@ -257,7 +261,9 @@ def _hub_config_folders(ref: CheckpointRef) -> tuple[set[str], _CachedRun | None
         snapshot, why = _cached_snapshot(ref), "HF_HUB_OFFLINE=1"
     if snapshot is None:
         return set(), None  # not cached: _check_cached_if_offline says what the cache holds instead
-    folders = {p.name for p in discover_checkpoints(snapshot)} | ({""} if (snapshot / "config.json").is_file() else set())
+    found = discover_checkpoints(snapshot)
+    loadable = [p for p in found if not _incomplete(p, trainer_state=False)]  # a download cut short: config.json only
+    folders = {p.name for p in loadable or found} | ({""} if (snapshot / "config.json").is_file() else set())
     return folders, _CachedRun(snapshot, why)
 
 
