@@ -53,6 +53,7 @@ from vlm_lab.memory_targets import (
 )
 from vlm_lab.memory_shapes import parse_image_size, plan_image
 from vlm_lab.memory_tokens import ImageTokens
+from vlm_lab.units import human_bytes
 
 __all__ = [
     "GPU_TARGETS",
@@ -84,15 +85,6 @@ CUDA_CONTEXT_BYTES = 700 * MIB
 # oneDNN/OpenMP scratch, allocator caches).
 CPU_RUNTIME_BYTES = 32 * MIB
 MAX_BATCH = 4096  # max_batch_size stops searching here
-
-
-def human_bytes(n: float) -> str:
-    """``1536 -> '1.5 KiB'``; for tables and messages."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TiB"  # pragma: no cover
 
 
 @dataclasses.dataclass(frozen=True)
