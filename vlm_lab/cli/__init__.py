@@ -86,7 +86,9 @@ def _one_line_warnings(show):
 
     def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
         if category.__module__.startswith("vlm_lab."):
-            print(f"warning: {message}", file=sys.stderr)
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"warning: {message}", file=sys.stderr)  # above a progress bar, not into its line
         else:
             show(message, category, filename, lineno, file, line)
 
