@@ -76,29 +76,24 @@ class Measurement:
         return f"{self.image_height}x{self.image_width}"
 
 
-def _die_with_parent(parent: int):
-    """A ``preexec_fn``: the kernel kills the measuring process when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+def _die_with_parent(parent: int) -> None:
+    """In the measuring process: the kernel kills it when its parent dies (Linux ``PR_SET_PDEATHSIG``).
 
     Ctrl-C reaches the whole process group and ``subprocess.run`` kills its child on any
     exception, but a SIGTERM (``timeout``, ``systemctl stop``, a cancelled CI or Slurm job)
     ends the parent at once: the child lived on, up to ``timeout_s``, holding its memory
-    (on a GPU, memory the next measurement counted as its own).
+    (on a GPU, memory the next measurement counted as its own). Armed by the child itself, not
+    through ``preexec_fn``: that runs the parent's fork hooks, where a Ctrl-C was swallowed.
     """
-
     import ctypes
     import signal
 
-    try:  # looked up before the fork: between fork and exec the child may not import or take locks
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: nothing to arm
-        return None
-
-    def arm() -> None:
-        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before the signal was armed
-            os._exit(1)
-
-    return arm
+        return
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 def check_measurable(*, dtype: str, device: str, rehearse: str = "", snapshot_dir: str = "") -> None:
@@ -164,12 +159,13 @@ def measure(
         "image_width": (image_shape or (image_side, image_side))[1],
         "rehearse": rehearse,
         "snapshot_dir": snapshot_dir,
+        "parent_pid": os.getpid(),
     }
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false"}
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "vlm_lab.memory_measure", json.dumps(job)],
-            capture_output=True, text=True, timeout=timeout_s, env=env, preexec_fn=_die_with_parent(os.getpid()),
+            capture_output=True, text=True, timeout=timeout_s, env=env,
         )
     except subprocess.TimeoutExpired as e:
         reason = f"measuring took over {timeout_s:.0f}s"
@@ -319,4 +315,6 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(_RESULT_PREFIX + json.dumps(_child(json.loads(sys.argv[1]))), flush=True)
+    _job = json.loads(sys.argv[1])
+    _die_with_parent(_job["parent_pid"])
+    print(_RESULT_PREFIX + json.dumps(_child(_job)), flush=True)
