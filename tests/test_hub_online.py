@@ -88,3 +88,15 @@ def test_the_emulators_file_list_is_the_revisions(hub, hf_cache):
     assert r.returncode == 0, r.stderr
     v1, main = map(int, r.stdout.split())
     assert main == v1 * 2  # four checkpoint folders of the same files against two
+
+
+def test_compare_asks_the_hub_for_a_revisions_commit_once_not_per_checkpoint(hub, hf_cache, tmp_path):
+    """`vlm-lab compare org/run:checkpoint-0 org/run:checkpoint-500 ...` asked the hub for main's commit once
+    per checkpoint folder (a run's expansion pins its folders to one commit already)."""
+    refs = [f"org/run:checkpoint-{n}" for n in (0, 250, 500, 1000)]
+    code = ("import sys\nfrom vlm_lab.cli import main\n"
+            f"sys.exit(main(['compare', *{refs!r}, '--data', 'shapes:val:2', '--json', '--out', {str(tmp_path / 'out')!r}]))")
+    r = online(hub, hf_cache, code)
+    assert r.returncode == 0, r.stderr
+    asked = [q["path"] for q in hub.requests if q["path"].startswith("/api/models/org/run") and "/tree/" not in q["path"]]
+    assert len(asked) <= 2, asked  # the compare's pin and the model cache's, not one per folder

@@ -244,9 +244,13 @@ def compare(
     unique = list(first.items())
     plans = []
     first_plan: dict[str, tuple] = {}  # fingerprint -> its plan: the same weights under two refs run once
+    commits: dict[tuple, str] = {}  # one question per revision, not per checkpoint folder of a hub run
     for i, (ref, name) in enumerate(zip(refs, names)):
         if ref.path is None:  # pinned: what loads later is the commit the results are cached under
-            refs[i] = ref = dataclasses.replace(ref, revision=hub_commit(ref))
+            revision = (ref.repo_id, ref.revision)
+            if revision not in commits:
+                commits[revision] = hub_commit(ref)
+            refs[i] = ref = dataclasses.replace(ref, revision=commits[revision])
         fp = fingerprint(ref, memo=memo) if ref.path is not None else hub_fingerprint(ref, ref.revision)
         if fp in first_plan:  # e.g. a Trainer's final model, saved from its last checkpoint: share its results
             _, _, _, store, found, memory, _, n_cached = first_plan[fp]
