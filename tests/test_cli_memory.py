@@ -181,3 +181,19 @@ def test_a_max_batch_at_the_search_cap_reads_as_a_lower_bound(tiny_checkpoints):
     r = vlm_lab(str(tiny_checkpoints[-1]), "--no-measure")
     # the row ends: max_batch (">= 4096"), co_resident, image, image_tokens
     assert r.stdout.splitlines()[1].split()[-5:-3] == [">=", "4096"] and "max batch >= 4096," in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("make", [
+    lambda: __import__("transformers").GPT2Config(n_layer=2, n_embd=64, n_head=2),
+    lambda: __import__("transformers").BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=64),
+], ids=["gpt2", "bert"])
+def test_a_text_only_model_is_refused_naming_what_is_profiled(tiny_checkpoints, tmp_path, make):
+    """A text-only config got a 'fits' verdict for no image at all; it is refused before anything is measured."""
+    config = make()
+    folder = tmp_path / config.model_type
+    config.save_pretrained(folder)
+    for args in (["--no-measure"], ["--device", "cpu", "--json"]):
+        r = vlm_lab(str(tiny_checkpoints[-1]), str(folder), *args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and not r.stdout, (r.stdout, r.stderr)
+        assert f"{str(folder)!r} is not a vision-language model: config.json says model_type {config.model_type!r}" in r.stderr
+        assert "image-text-to-text models: llava, llava_next, idefics3" in r.stderr and "measuring" not in r.stderr

@@ -37,6 +37,7 @@ from vlm_lab.memory_checkpoint import (
     local_folder,
     meta_model,
     processor_settings,
+    require_vision_language,
     stored_quantization,
     weight_files,
 )
@@ -343,7 +344,8 @@ def estimate(
             (``memory_shapes.plan_image``); ``estimate.image`` names the shape and why.
 
     Raises:
-        CheckpointNotFoundError: no config.json at ``ref``.
+        CheckpointNotFoundError: no config.json at ``ref``, or a config that is not a vision-language
+            model (a text-only LM: ``model_type`` gpt2, bert, ...).
         ConfigError: an unknown dtype, device or target, or a non-positive size.
     """
     if dtype == "auto":
@@ -362,6 +364,7 @@ def estimate(
     cref = _resolve_one(ref)
     folder = local_folder(cref)
     config = load_config(folder)
+    require_vision_language(config, repr(cref.spec if cref.path is None else str(folder)))
     model = meta_model(config)
     params = count_parameters(model)
     stored = stored_quantization(config)

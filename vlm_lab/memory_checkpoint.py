@@ -200,16 +200,37 @@ def load_config(folder: Path):
         raise CheckpointNotFoundError(f"cannot read the model config in {str(folder)!r}: {str(e).splitlines()[0]}") from e
 
 
+def require_vision_language(config, where: str) -> None:
+    """Refuse a config that ``AutoModelForImageTextToText`` cannot build (a text-only LM, an encoder, a CLIP).
+
+    Its estimate would have no image tokens and no vision tower: a verdict for a workload
+    nobody runs, and the measurement (which loads through that Auto class) would fail.
+
+    Raises:
+        CheckpointNotFoundError: naming the model_type, what is profiled and the fix.
+    """
+    from transformers import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
+
+    from vlm_lab.memory_tokens import COUNTED_FAMILIES
+
+    if type(config) in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING:
+        return
+    raise CheckpointNotFoundError(
+        f"{where} is not a vision-language model: config.json says model_type {config.model_type!r}, which "
+        "AutoModelForImageTextToText cannot build (a text-only or vision-only model); vlm-lab memory profiles "
+        f"image-text-to-text models: {', '.join(COUNTED_FAMILIES)} with their processor's image-token rule, and any other "
+        f"model_type AutoModelForImageTextToText loads ({len(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING)} in this transformers) "
+        "with the image-token count its config states, else one guessed; point at such a checkpoint, or fix model_type in config.json"
+    )
+
+
 def meta_model(config):
     """The model built on the ``meta`` device: every parameter's shape, no storage, no init cost."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText
 
     with torch.device("meta"):
-        try:
-            return AutoModelForImageTextToText.from_config(config)
-        except ValueError:  # not a VLM the image-text mapping knows: a text-only LM still gets an estimate
-            return AutoModelForCausalLM.from_config(config)
+        return AutoModelForImageTextToText.from_config(config)
 
 
 def component_of(name: str) -> str:

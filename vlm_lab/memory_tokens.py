@@ -435,6 +435,8 @@ _FAMILIES = {
     "llama4": _llama4,
 }
 
+COUNTED_FAMILIES = tuple(_FAMILIES)  # model types counted by their processor's rule (the others: a stated count, else a guess)
+
 
 def image_tokens_for_shape(config, settings: dict[str, Any] | None, height: int, width: int) -> ImageTokens:
     """Tokens and vision-encoder patches for one ``height`` x ``width`` image, as the model's processor counts them.
