@@ -65,6 +65,64 @@ def test_gemma3_counts_mm_tokens_per_image_and_its_markers(tmp_path):
     assert "image_seq_length in the processor config" in est.image.rule
 
 
+@pytest.fixture(scope="module")
+def gemma3_pan_and_scan(tmp_path_factory):
+    """The tiny synthetic Gemma 3 (16 tokens a view) whose saved image processor turns pan-and-scan on (the rest left
+    null, as the hub's Gemma 3 configs leave them: Gemma3Processor's defaults, crops >= 256 px, at most 4)."""
+    from vlm_lab import synthetic_families
+
+    folder = synthetic_families.build_gemma3(tmp_path_factory.mktemp("gemma3") / "pan-and-scan")
+    settings = json.loads((folder / "processor_config.json").read_text())
+    settings["image_processor"].update(do_pan_and_scan=True, pan_and_scan_min_crop_size=None, pan_and_scan_max_num_crops=None,
+                                       pan_and_scan_min_ratio_to_activate=None)
+    (folder / "processor_config.json").write_text(json.dumps(settings))
+    return folder
+
+
+@pytest.mark.parametrize("image_size, shape, views", [
+    (0, "256x1024", 5),  # any size: the worst is a 1:4 strip that makes the most crops (4), each a view of its own
+    (512, "410x512", 3),  # up to 512 px: 2 crops of >= 256 px at most
+    ((256, 1024), "256x1024", 5),
+    ((1000, 256), "1000x256", 4),  # tall: floor(1000/256 + 0.5) = 4, capped by floor(1000/256) = 3 crops
+    ((300, 256), "300x256", 1),  # below pan_and_scan_min_ratio_to_activate (1.2): no crops
+    ((64, 64), "64x64", 1),
+])
+def test_gemma3_pan_and_scan_counts_each_crop_as_its_processor_cuts_it(gemma3_pan_and_scan, image_size, shape, views):
+    """With do_pan_and_scan on, a wide or tall image is the whole view plus one view per crop (the estimate counted one)."""
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(gemma3_pan_and_scan)
+    est = memory.estimate(gemma3_pan_and_scan, image_size=image_size)
+    height, width = est.image.height, est.image.width
+    # transformers 5's Gemma3Processor crops only when called with do_pan_and_scan (it overrides the saved setting)
+    enc = processor(images=[[Image.new("RGB", (width, height))]], text=["<start_of_image>"], return_tensors="np", do_pan_and_scan=True)
+    assert (est.image.shape, enc["pixel_values"].shape[0]) == (shape, views)
+    # + the "\n\n" before and after each view, which this whitespace tokenizer drops and Gemma's keeps as one token each
+    assert est.image.tokens == enc["input_ids"].shape[1] + 2 * views
+    assert est.image.patches == views * (64 // 8) ** 2
+    assert ("pan-and-scan on: the image + %d crop(s)" % (views - 1)) in est.image.rule
+
+
+def test_gemma3_pan_and_scan_raises_the_kv_cache_and_is_measured_with_its_crops(gemma3_pan_and_scan):
+    from vlm_lab.memory_measure import measure
+
+    est = memory.estimate(gemma3_pan_and_scan, dtype="float32", device="cpu", max_new_tokens=2)
+    off = json.loads((gemma3_pan_and_scan / "processor_config.json").read_text())
+    off["image_processor"]["do_pan_and_scan"] = False
+    plain = gemma3_pan_and_scan.parent / "plain"
+    if not plain.exists():
+        import shutil
+
+        shutil.copytree(gemma3_pan_and_scan, plain)
+        (plain / "processor_config.json").write_text(json.dumps(off))
+    without = memory.estimate(plain, dtype="float32", device="cpu", max_new_tokens=2)
+    assert (est.image.tokens, without.image.tokens) == (5 * 20 + 15, 20)
+    assert est.kv_cache_bytes() - without.kv_cache_bytes() == 95 * est.kv_bytes_per_token
+    m = measure(gemma3_pan_and_scan, dtype="float32", device="cpu", max_new_tokens=2, image_shape=(est.image.height, est.image.width))
+    assert m.image_tokens == 5 * 16  # the soft tokens of the image and its 4 crops, measured as planned
+
+
 def test_paligemma_counts_image_seq_length(tmp_path):
     from transformers import PaliGemmaConfig, PaliGemmaProcessor, SiglipImageProcessorPil
 

@@ -226,7 +226,17 @@ def _inputs(processor, job: dict[str, Any]):
     per_word = max(1, len(tokenizer(text_for(8), add_special_tokens=False)["input_ids"]) - base) / 8
     words = max(0, round((job["prompt_tokens"] - base) / per_word))
     texts = [text_for(words)] * job["batch_size"]
-    return processor(images=[[image]] * job["batch_size"], text=texts, return_tensors="pt", padding=True)  # one list per prompt (Gemma 3)
+    # Gemma 3's processor overrides the pan-and-scan its checkpoint's image processor asks for unless told: do as the estimate plans
+    crops = {"do_pan_and_scan": True} if getattr(getattr(processor, "image_processor", None), "do_pan_and_scan", None) else {}
+    return processor(images=[[image]] * job["batch_size"], text=texts, return_tensors="pt", padding=True, **crops)  # one list per prompt (Gemma 3)
+
+
+def _image_token_count(processor, input_ids) -> int:
+    """Image-token positions in one row: the processor's image token ids (Gemma 3's soft tokens, not its begin-of-image marker)."""
+    import torch
+
+    ids = [i for i in (getattr(processor, "image_token_ids", None) or [getattr(processor, "image_token_id", None)]) if i is not None]
+    return int(torch.isin(input_ids, torch.tensor(ids)).sum()) if ids else 0
 
 
 def _child(job: dict[str, Any]) -> dict[str, Any]:
@@ -283,8 +293,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
 
     start = time.perf_counter()
     result["sequence_tokens"] = int(enc["input_ids"].shape[1]) + job["max_new_tokens"]
-    image_token_id = getattr(processor, "image_token_id", None)
-    image_len = int((enc["input_ids"][0] == image_token_id).sum()) if image_token_id is not None else 0
+    image_len = _image_token_count(processor, enc["input_ids"][0])
     result["prompt_tokens"] = int(enc["input_ids"].shape[1]) - image_len
     result.update(image_height=job["image_height"], image_width=job["image_width"], image_tokens=image_len)
     pad = getattr(processor.tokenizer, "pad_token_id", None)

@@ -16,7 +16,9 @@ need torchvision, which a profiling machine may lack):
 - Idefics2: ``image_seq_len`` (the perceiver's latents) per crop, 5 crops with
   image splitting (4 quarters + the whole), with a marker around each;
 - Gemma3: ``image_seq_length`` (``mm_tokens_per_image``) plus start/end markers and
-  the blank lines around them; PaliGemma: ``image_seq_length``;
+  the blank lines around them, once for the image and, with ``do_pan_and_scan``, once
+  more for each crop its ``pan_and_scan`` cuts a wide or tall image into (with the words
+  that introduce them); PaliGemma: ``image_seq_length``;
 - Qwen2-VL / Qwen2.5-VL: ``smart_resize`` to a multiple of patch x merge within
   [min_pixels, max_pixels], then one token per merge x merge patches, plus the
   vision start/end tokens;
@@ -244,12 +246,49 @@ def _grid(vision) -> int:
     return (vision.image_size // vision.patch_size) ** 2
 
 
+# Gemma3Processor's framing of pan-and-scan crops: "Here is the original image {image} and here are some crops to help you see better {crops}"
+_GEMMA3_CROPS_WORDS = 15
+
+
+def _gemma3_pan_and_scan(settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The pan-and-scan settings when the processor config turns it on (None when off), with Gemma3Processor's defaults."""
+    from transformers.models.gemma3.processing_gemma3 import Gemma3Processor
+
+    if not settings.get("do_pan_and_scan"):
+        return None
+    keys = ("pan_and_scan_min_crop_size", "pan_and_scan_max_num_crops", "pan_and_scan_min_ratio_to_activate")
+    return {key: settings[key] if settings.get(key) is not None else Gemma3Processor.images_kwargs[key] for key in keys}
+
+
+def _gemma3_crops(pan_and_scan: dict[str, Any], height: int, width: int) -> int:
+    """Crops the image processor's own ``pan_and_scan`` cuts from a ``height`` x ``width`` image (0 below its ratio or size)."""
+    import numpy as np
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    image = np.broadcast_to(np.zeros((), dtype=np.uint8), (3, height, width))  # channels first, no pixels stored
+    return len(Gemma3ImageProcessorPil.pan_and_scan(None, image, **pan_and_scan))
+
+
 def _gemma3(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
+    """``mm_tokens_per_image`` a view, and with pan-and-scan on one more view per crop a wide or tall image is cut into.
+
+    Counted when the processor config says ``do_pan_and_scan: true``: transformers' Gemma3Processor crops only when
+    called with it, so a config that asks for it is planned for (the safe side).
+    """
     vision = config.vision_config
     per_image, source = _stated_count(config, settings) or (256, "Gemma3's default")
-    # "\n\n<start_of_image>" + soft tokens + "<end_of_image>\n\n"; pan-and-scan crops only non-square images
-    rule = f"gemma3: {per_image} ({source}) + 4 markers; a square image gets no pan-and-scan crops"
-    return ImageTokens(tokens=per_image + 4, patches=_grid(vision), side=vision.image_size, family="gemma3", rule=rule)
+    view = per_image + 4  # "\n\n<start_of_image>" + soft tokens + "<end_of_image>\n\n"
+    pan_and_scan = _gemma3_pan_and_scan(settings)
+    if pan_and_scan is None:
+        rule = f"gemma3: {per_image} ({source}) + 4 markers; pan-and-scan off (do_pan_and_scan)"
+        return ImageTokens(tokens=view, patches=_grid(vision), side=vision.image_size, family="gemma3", rule=rule)
+    crops = _gemma3_crops(pan_and_scan, height, width)
+    tokens = (1 + crops) * view + (_GEMMA3_CROPS_WORDS if crops else 0)
+    rule = (f"gemma3: {per_image} ({source}) + 4 markers a view, pan-and-scan on: the image + {crops} crop(s) "
+            f"(at most {pan_and_scan['pan_and_scan_max_num_crops']}, each >= {pan_and_scan['pan_and_scan_min_crop_size']} px)"
+            + (f" + {_GEMMA3_CROPS_WORDS} words introducing them" if crops else ""))
+    return ImageTokens(tokens=tokens, patches=(1 + crops) * _grid(vision), side=max(height, width), family="gemma3", rule=rule,
+                       by_shape=True)
 
 
 def _paligemma(config, settings: dict[str, Any], height: int, width: int) -> ImageTokens:
@@ -473,11 +512,14 @@ def largest_side(config, settings: dict[str, Any] | None) -> int:
     if kind in ("internvl", "aya_vision", "llama4"):
         key, default = "max_patches", (16 if kind == "llama4" else 12)
         return _tile_side(config, settings) * max(1, _int_setting(settings, key, default))  # a 1 x max_patches canvas
+    if kind == "gemma3" and (pan_and_scan := _gemma3_pan_and_scan(settings)):
+        # a 1 x max_num_crops strip of the smallest crops: every crop is resized to one view, so larger makes no more
+        return int(pan_and_scan["pan_and_scan_min_crop_size"]) * max(2, int(pan_and_scan["pan_and_scan_max_num_crops"]))
     return 0  # the family does not depend on shape: its own side
 
 
 def grid_shapes(config, settings: dict[str, Any] | None) -> list[tuple[int, int]]:
-    """(height, width) of the model's own tile grids (LLaVA-NeXT pinpoints, InternVL/Aya/Llama 4 canvases), to try as images."""
+    """(height, width) of the model's own tile grids (LLaVA-NeXT pinpoints, InternVL/Aya/Llama 4 canvases, Gemma 3 crop strips), to try as images."""
     settings = settings or {}
     kind = config.model_type
     if kind in ("llava_next", "llava_onevision"):
@@ -489,6 +531,10 @@ def grid_shapes(config, settings: dict[str, Any] | None) -> list[tuple[int, int]
         if kind == "llama4":
             return _llama4_canvases(tile, most)
         return [(r * tile, c * tile) for r in range(1, most + 1) for c in range(1, most + 1) if least <= r * c <= most]
+    if kind == "gemma3" and (pan_and_scan := _gemma3_pan_and_scan(settings)):
+        # strips of n crops either way up: the aspects that make n crops, up to max_num_crops (past the 4:1 of memory_shapes)
+        crop, most = int(pan_and_scan["pan_and_scan_min_crop_size"]), int(pan_and_scan["pan_and_scan_max_num_crops"])
+        return [shape for n in range(2, most + 1) for shape in ((crop, n * crop), (n * crop, crop))]
     return []
 
 
