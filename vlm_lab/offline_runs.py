@@ -10,8 +10,9 @@ classes and rebuilds config, group, tags, summary, tables and images.
 
 A run started again with its id (``wandb.init(id=..., resume="allow")``: a sweep point re-run
 after a kill) gets one more ``offline-run-*-<id>`` folder per start; ``latest_runs`` shows
-each run once, as its latest start, with the earlier folders in ``earlier``, and its
-``sync_command`` uploads all of them, which ``wandb sync`` merges into the one W&B run.
+each run once, its starts merged as W&B merges them (every start's config and summary in start
+order, later values winning; the state of the latest start), with the earlier folders in
+``earlier``, and its ``sync_command`` uploads all of them into the one W&B run.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import struct
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from vlm_lab.errors import DataError
 
@@ -64,6 +65,15 @@ class OfflineRun:
     exit_code: int | None
     started_at: float = 0.0  # the run record's start time (seconds since the epoch)
     earlier: tuple[Path, ...] = ()  # earlier starts of the same run (same id), oldest first
+
+    @property
+    def state(self) -> str:
+        """``finished``, ``failed (exit N)`` or ``incomplete`` (killed, or still running): the latest start's,
+        which is what W&B shows for the run; a run started more than once says so."""
+        state = ("finished" if not self.exit_code else f"failed (exit {self.exit_code})") if self.finished else "incomplete"
+        if self.earlier and state != "finished":
+            return f"{state}: the latest of {len(self.sync_paths)} starts did not finish; metrics merge all of them"
+        return state
 
     @property
     def sync_paths(self) -> tuple[Path, ...]:
@@ -119,8 +129,10 @@ class OfflineRun:
         artifact, name = self._artifact_file(entry.get("artifact_path", ""))
         staged = Path(artifact.files[name]) if artifact is not None else None
         if staged is None or not staged.is_file():
-            # No staged artifact (synced, or WANDB_DATA_DIR cleared): the run folder keeps a copy without media.
-            staged = self.dir / "files" / entry["path"]
+            # No staged artifact (synced, or WANDB_DATA_DIR cleared): the folder of the start that logged it
+            # keeps a copy without media (an earlier start's, when a resume did not log the table again).
+            copies = [folder / "files" / entry["path"] for folder in reversed(self.sync_paths)]
+            staged = next((copy for copy in copies if copy.is_file()), copies[0])
         payload = json.loads(staged.read_text(encoding="utf-8"))
         rows = []
         for values in payload["data"]:
@@ -208,19 +220,17 @@ def _del_item(target: dict[str, Any], item: Any) -> None:
         target.pop(keys[-1], None)
 
 
-def read_offline_run(path: str | os.PathLike[str]) -> OfflineRun:
-    """Read an ``offline-run-*`` folder (or its ``run-*.wandb`` file).
-
-    Raises:
-        DataError: the folder holds no run log, or the log has no run record.
-    """
-    path = Path(path)
+def _log_of(path: Path) -> Path:
     log = path if path.is_file() else next(iter(sorted(path.glob("run-*.wandb"))), None)
     if log is None:
         raise DataError(f"no run-*.wandb log in {path}; point at a wandb/offline-run-* folder")
+    return log
+
+
+def _replay(log: Path, config: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """Apply the config and summary updates of one start's log to ``config`` and ``summary`` (in
+    order, as the W&B server does on ``wandb sync``); return the rest of what the start recorded."""
     info: dict[str, Any] = {}
-    config: dict[str, Any] = {}
-    summary: dict[str, Any] = {}
     artifacts: list[Artifact] = []
     exit_code: int | None = None
     finished = False
@@ -232,7 +242,7 @@ def read_offline_run(path: str | os.PathLike[str]) -> OfflineRun:
                 id=run.run_id, project=run.project, entity=run.entity, group=run.run_group,
                 job_type=run.job_type, name=run.display_name, tags=tuple(run.tags),
                 started_at=run.start_time.seconds + run.start_time.nanos / 1e9,
-            )
+            )  # fmt: skip
             for item in run.config.update:
                 _set_item(config, item)
         elif kind == "config":
@@ -254,10 +264,48 @@ def read_offline_run(path: str | os.PathLike[str]) -> OfflineRun:
     if not info:
         raise DataError(f"{log} has no run record (the run never started properly)")
     config.pop("_wandb", None)
-    return OfflineRun(
-        dir=log.parent, config=config, summary=summary, artifacts=tuple(artifacts),
-        finished=finished, exit_code=exit_code, **info,
-    )
+    return dict(info, dir=log.parent, artifacts=tuple(artifacts), finished=finished, exit_code=exit_code)
+
+
+def read_offline_run(path: str | os.PathLike[str]) -> OfflineRun:
+    """Read an ``offline-run-*`` folder (or its ``run-*.wandb`` file).
+
+    Raises:
+        DataError: the folder holds no run log, or the log has no run record.
+    """
+    config: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    return OfflineRun(config=config, summary=summary, **_replay(_log_of(Path(path)), config, summary))
+
+
+def merge_starts(starts: Sequence[OfflineRun]) -> OfflineRun:
+    """One W&B run from its starts (same id), oldest first, as ``wandb sync`` of all of them leaves it.
+
+    Config and summary: every start's updates replayed in start order, so a later value wins per key
+    and a key only an earlier start logged is kept (a resume killed before it logged anything hides
+    nothing). Artifacts: all of them. Name, group, job type, tags: the latest start's (the earlier
+    value where it set none). State (``finished``, ``exit_code``) and ``dir``: the latest start's;
+    ``earlier``: the other folders.
+    """
+    if len(starts) == 1:
+        return starts[0]
+    config: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    for start in starts:
+        try:
+            _replay(_log_of(start.dir), config, summary)
+        except (DataError, OSError):  # gone or rewritten since it was read: what was read then
+            config.update(start.config)
+            summary.update(start.summary)
+    latest = starts[-1]
+    named = {
+        field: next((getattr(s, field) for s in reversed(starts) if getattr(s, field)), getattr(latest, field))
+        for field in ("name", "group", "job_type", "tags")
+    }
+    return dataclasses.replace(
+        latest, config=config, summary=summary, artifacts=tuple(a for s in starts for a in s.artifacts),
+        earlier=tuple(s.dir for s in starts[:-1]), **named,
+    )  # fmt: skip
 
 
 def wait_until_written(path: str | os.PathLike[str], *, timeout_s: float = 30.0) -> bool:
@@ -296,8 +344,9 @@ def find_offline_runs(root: str | os.PathLike[str]) -> list[Path]:
 
 
 def latest_runs(runs: Iterable[OfflineRun]) -> list[OfflineRun]:
-    """One entry per W&B run (entity, project, id): its latest start, with the folders of its earlier
-    starts in ``earlier``; ordered by folder name (start time), as ``find_offline_runs``."""
+    """One entry per W&B run (entity, project, id), its starts merged as ``wandb sync`` merges them
+    (``merge_starts``: the metrics of every start, the state of the latest, the earlier folders in
+    ``earlier``); ordered by folder name (start time), as ``find_offline_runs``."""
     by_run: dict[tuple[str, str, str], list[OfflineRun]] = {}
     for run in runs:
         by_run.setdefault((run.entity, run.project, run.id), []).append(run)
@@ -305,5 +354,5 @@ def latest_runs(runs: Iterable[OfflineRun]) -> list[OfflineRun]:
     for starts in by_run.values():
         # Starts within one second share a folder time; wandb then suffixes the folder (-1, -2, ...).
         starts.sort(key=lambda r: (r.started_at, r.dir.name))
-        latest.append(dataclasses.replace(starts[-1], earlier=tuple(r.dir for r in starts[:-1])))
+        latest.append(merge_starts(starts))
     return sorted(latest, key=lambda r: r.dir.name)

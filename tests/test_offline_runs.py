@@ -1,0 +1,81 @@
+"""Offline W&B runs read back from their record logs: one run started several times (resumed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import wandb
+
+from vlm_lab import offline_runs, tracking
+
+
+@pytest.fixture
+def wandb_home(tmp_path, monkeypatch) -> Path:
+    """An isolated W&B directory tree; offline because there is no key and no mode."""
+    root = tmp_path / "wandb-home"
+    for name, value in tracking.local_env(root).items():
+        monkeypatch.setenv(name, value)
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DISABLED"):
+        monkeypatch.delenv(name, raising=False)
+    return root
+
+
+def _complete_start() -> offline_runs.OfflineRun:
+    """A sweep point's first execution: it logged its comparison and finished."""
+    run = tracking.start_run({"strategy": "greedy", "max_new_tokens": 4}, group="abl", tags="strategy=greedy",
+                             name="strategy=greedy", id="point0001", resume="allow")  # fmt: skip
+    run.summary.update({"best/accuracy": 0.9, "checkpoint-1000/accuracy": 0.9, "checkpoint-0/accuracy": 0.0})
+    run.log({"samples": wandb.Table(columns=["prompt", "output"], data=[["What shape?", "circle"]])})
+    return offline_runs.read_offline_run(tracking.finish_run(run).dir)
+
+
+def _cut_before_exit(log: Path) -> None:
+    """Leave ``log`` as a killed wandb-core leaves it: a torn tail, no exit record."""
+    data = log.read_bytes()
+    for end in range(len(data), 0, -1):
+        log.write_bytes(data[:end])
+        if not any(r.WhichOneof("record_type") == "exit" for r in offline_runs.iter_records(log)):
+            return
+    raise AssertionError(f"no exit record in {log}")
+
+
+@pytest.mark.parametrize("how", ["failed", "killed"])
+def test_a_resume_that_did_not_finish_keeps_the_metrics_of_the_earlier_start(wandb_home, capsys, how):
+    """A sweep point re-run after a failure logs into the same W&B run (same id): a resume that failed
+    or was killed before logging hid every metric the earlier, complete start logged. W&B merges the
+    starts on `wandb sync` (later values win per key): the reader shows that, and that the latest start
+    did not finish."""
+    from vlm_lab.cli import main
+
+    first = _complete_start()
+    resume = tracking.start_run({"strategy": "greedy", "max_new_tokens": 4, "seed": 1}, group="abl", id="point0001",
+                                resume="allow")  # fmt: skip
+    resume.summary.update({"checkpoint-0/accuracy": 0.25})  # logged before it died: later value wins
+    resume.finish(exit_code=1 if how == "failed" else 0)
+    assert offline_runs.wait_until_written(resume.settings.sync_dir)  # wandb-core writes after finish() returns
+    if how == "killed":
+        _cut_before_exit(next(Path(resume.settings.sync_dir).glob("run-*.wandb")))
+
+    starts = [offline_runs.read_offline_run(f) for f in offline_runs.find_offline_runs(wandb_home)]
+    (run,) = offline_runs.latest_runs(starts)
+    assert run.dir == Path(resume.settings.sync_dir) and run.earlier == (first.dir,)
+    metrics = run.metrics()
+    assert metrics["best/accuracy"] == 0.9 and metrics["checkpoint-1000/accuracy"] == 0.9
+    assert metrics["checkpoint-0/accuracy"] == 0.25
+    assert run.config == {"strategy": "greedy", "max_new_tokens": 4, "seed": 1}
+    assert run.name == "strategy=greedy" and run.tags == ("strategy=greedy",)  # the resume set none
+    assert run.table("samples") == [{"prompt": "What shape?", "output": "circle"}]  # logged by the earlier start
+    state = "failed (exit 1)" if how == "failed" else "incomplete"
+    assert run.state == f"{state}: the latest of 2 starts did not finish; metrics merge all of them"
+    assert run.headline() == {"best/accuracy": 0.9}
+
+    assert main(["runs", str(wandb_home)]) == 0
+    out = capsys.readouterr().out
+    assert "0.9" in out and ("failed" if how == "failed" else "incomplete") in out, out
+
+
+def test_a_run_started_once_reads_as_it_was_logged(wandb_home):
+    run = _complete_start()
+    (latest,) = offline_runs.latest_runs([run])
+    assert latest is run and latest.state == "finished" and latest.earlier == ()
