@@ -8,11 +8,47 @@ than the one it declares (``max_new_tokens: "8"``), a kernel not installed here.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from vlm_lab.config import SweepConfig
 from vlm_lab.errors import SweepError
+
+
+def read_notebook(notebook: str | os.PathLike[str], text: str | None = None) -> Any:
+    """The notebook as nbformat reads it (version 4); ``text``: its content, when already read.
+
+    Raises:
+        SweepError: it is missing, a folder, or not a notebook (empty, a Git LFS pointer, merge
+            conflict markers, cut short): one line naming the file and the fix, exit 2, instead
+            of nbformat's traceback (exit 1, which a CI job reads as 'a run failed').
+    """
+    import nbformat
+
+    where = f"notebook {os.fspath(notebook)!r}"
+    try:
+        if text is None:
+            text = Path(notebook).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SweepError(f"{where} not found (paths are relative to {os.getcwd()})") from None
+    except IsADirectoryError:
+        raise SweepError(f"{where} is a folder; give the .ipynb file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SweepError(f"cannot read {where}: {e}") from None
+    if not text.strip():
+        why = "is empty (a save cut short?)"
+    elif text.startswith("version https://git-lfs"):
+        why = "is a Git LFS pointer, not the notebook: run `git lfs pull`"
+    elif re.search(r"^(<{7}|>{7}) ", text, re.M):
+        why = "holds merge conflict markers (<<<<<<<): resolve the merge conflict (e.g. `nbdime mergetool`)"
+    else:
+        try:
+            return nbformat.reads(text, as_version=4)
+        except Exception as e:  # noqa: BLE001 - NotJSONError, NBFormatError, ValidationError, AttributeError ...
+            first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            why = f"is not a notebook nbformat can read ({first[:200]})"
+    raise SweepError(f"{where} {why}; restore it (git checkout -- {os.fspath(notebook)}) or save it again from Jupyter")
 
 
 def notebook_parameters(notebook: str | os.PathLike[str]) -> dict[str, str]:
@@ -29,11 +65,7 @@ def _declared_parameters(notebook: str | os.PathLike[str]) -> dict[str, tuple[st
     """
     import ast
 
-    import nbformat
-
-    if not Path(notebook).is_file():
-        raise SweepError(f"notebook {str(notebook)!r} not found (paths are relative to {os.getcwd()})")
-    nb = nbformat.read(notebook, as_version=4)
+    nb = read_notebook(notebook)
     cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
     if not cells:
         raise SweepError(f"{notebook} has no cell tagged `parameters`; tag the cell that holds its parameters")
@@ -109,12 +141,11 @@ def check_parameters(config: SweepConfig) -> dict[str, str]:
 
 def _check_kernel(config: SweepConfig) -> None:
     """The kernel the runs would start exists here (else every run of the grid would fail on it)."""
-    import nbformat
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
     from papermill.utils import nb_kernel_name
 
     try:
-        name = nb_kernel_name(nbformat.read(config.notebook, as_version=4), config.kernel or None)
+        name = nb_kernel_name(read_notebook(config.notebook), config.kernel or None)
     except ValueError:  # papermill: the notebook names no kernel and none was given
         raise SweepError(f"{config.notebook} names no kernel; set `kernel: python3` in the sweep file") from None
     manager = KernelSpecManager()
@@ -141,13 +172,10 @@ def notebook_fingerprint(config: SweepConfig, notebook: Any = None) -> str:
     import hashlib
     import json
 
-    import nbformat
     from papermill.utils import nb_kernel_name
 
     if notebook is None:
-        if not Path(config.notebook).is_file():
-            raise SweepError(f"notebook {config.notebook!r} not found (paths are relative to {os.getcwd()})")
-        notebook = nbformat.read(config.notebook, as_version=4)
+        notebook = read_notebook(config.notebook)
     try:
         kernel = nb_kernel_name(notebook, config.kernel or None)
     except ValueError:  # names no kernel: check_parameters says so before anything runs
@@ -163,15 +191,13 @@ def snapshot_notebook(config: SweepConfig, folder: Path) -> tuple[Path, str]:
     job at night, an edit in the morning) would otherwise run the later points with other code
     than the fingerprint in their run ids and status says.
     """
-    import nbformat
-
     from vlm_lab.data import atomic_write_text
 
     try:
         text = Path(config.notebook).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SweepError(f"notebook {config.notebook!r} not found (paths are relative to {os.getcwd()})") from None
-    fingerprint = notebook_fingerprint(config, nbformat.reads(text, as_version=4))
+    except (OSError, UnicodeDecodeError):
+        text = None  # read_notebook names what is wrong
+    fingerprint = notebook_fingerprint(config, read_notebook(config.notebook, text))
     copy = folder / f"{fingerprint[:16]}.ipynb"
     atomic_write_text(copy, text, if_changed=True)
     return copy, fingerprint

@@ -38,6 +38,8 @@ def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
     if not isinstance(values, dict):
         raise SweepError(f"{path} must be a mapping with name, notebook, parameters and grid")
     given = {k: v for k, v in overrides.items() if v is not None}
+    values = {**values, **_expanded_paths(values, path)}
+    given = {**given, **_expanded_paths(given, path, override=True)}
     try:
         return SweepConfig.from_dict({**values, **given})
     except ConfigError as e:
@@ -47,6 +49,37 @@ def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
             raise ConfigError(f"{path}: {e}") from e
         # The file is fine: the bad value came with the overrides (--jobs 0), not from the file.
         raise ConfigError(f"{e} (an override of {path}, e.g. from the command line)") from e
+
+
+PATH_KEYS = ("notebook", "runs_dir")  # read as paths: `~` and `$VARS` expanded, as a shell would
+
+
+def _expanded_paths(values: dict[str, Any], path: Path, *, override: bool = False) -> dict[str, str]:
+    """``notebook`` and ``runs_dir`` with ``~`` and ``$VAR``/``${VAR}`` expanded.
+
+    No shell reads a YAML file: ``runs_dir: $SCRATCH/runs`` made a folder named ``$SCRATCH`` in the
+    working directory (and ``~/runs`` one named ``~``, which ``rm -rf ~`` then takes for the home).
+
+    Raises:
+        ConfigError: a variable is not set (cron and systemd start with few variables).
+    """
+    expanded = {}
+    for key in PATH_KEYS:
+        value = values.get(key)
+        if not isinstance(value, str):
+            continue  # SweepConfig names the wrong type
+        out = os.path.expanduser(os.path.expandvars(value))
+        unset = list(dict.fromkeys(re.findall(r"\$\{?([A-Za-z_]\w*)", out)))
+        if unset:
+            where = f"--{key.replace('_', '-')}" if override else f"{path}: {key}"
+            names = ", ".join(f"${name}" for name in unset)
+            raise ConfigError(
+                f"{where} {value!r} uses {names}, which {'is' if len(unset) == 1 else 'are'} not set here (cron and "
+                f"systemd start with few variables: set {names.replace('$', '')} in the crontab line or the service's "
+                "Environment=, or write the path out)"
+            )
+        expanded[key] = out
+    return expanded
 
 
 # YAML 1.2 floats: PyYAML (YAML 1.1) reads 1e-3, a learning rate as people write it, as the text "1e-3".
