@@ -521,6 +521,30 @@ def test_republish_after_retraining_one_checkpoint_sends_only_its_weights(hub, s
     assert again.returncode == 0 and "no new commit" in again.stdout, fail_text(again)
 
 
+def test_a_checkpoint_still_being_written_is_left_out_and_named(hub, space_dir, tiny_dir, tmp_path):
+    """Publishing while a run trains: the checkpoint the trainer is writing (weights cut short) is not
+    uploaded, and the output says which and why; the next publish, once it is saved, sends it."""
+    run_dir = tmp_path / "run"
+    for name in ("checkpoint-0", "checkpoint-250", "checkpoint-500"):
+        shutil.copytree(tiny_dir / name, run_dir / name)
+    weights = run_dir / "checkpoint-500" / "model.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[: len(whole) // 2])  # the trainer is half way through writing it
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), checkpoints=run_dir)
+    assert r.returncode == 0, fail_text(r)
+    files = hub.space(SPACE).files
+    assert "checkpoints/shapes/checkpoint-250/model.safetensors" in files
+    assert not [p for p in files if "checkpoint-500" in p], "a checkpoint still being written was uploaded"
+    assert "checkpoint-500" in r.stdout and "a weight file is cut short" in r.stdout, fail_text(r)
+    assert "Traceback" not in r.stderr and "warnings.warn" not in r.stderr, fail_text(r)
+
+    weights.write_bytes(whole)  # the trainer is done
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), checkpoints=run_dir)
+    assert r.returncode == 0, fail_text(r)
+    assert "checkpoints/shapes/checkpoint-500/model.safetensors" in hub.space(SPACE).files
+    assert "cut short" not in r.stdout + r.stderr, fail_text(r)
+
+
 def test_checkpoints_are_uploaded_from_where_they_are_never_copied(hub, space_dir, tiny_dir, tmp_path):
     """Checkpoints can be many GB: staging them must not copy them (to TMPDIR or anywhere)."""
     tmpdir = tmp_path / "tmpdir"

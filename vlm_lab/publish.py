@@ -137,6 +137,9 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
                    if config.checkpoints_repo else None)
     sizes = dict(staged.sizes) | (ckpt_staged.sizes if ckpt_staged else {})
     say(f"staged {len(staged.files)} files, {human_bytes(sum(sizes.values()))}; {len(staged.excluded)} junk file(s) left out")
+    left_out = [*staged.notes, *(ckpt_staged.notes if ckpt_staged else ())]
+    for note in left_out:
+        say(f"warning: {note}")
 
     ckpt_plan = _plan(hub, config.checkpoints_repo, "model", ckpt_staged, model_info) if ckpt_staged else None
     plan = _plan(hub, config.space, "space", staged, info)
@@ -149,7 +152,7 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
                             private=getattr(info, "private", None))
         return _report(hub, config, info, plans, [a[0] for a in actions], runtime, staged, sizes,
                        created=False, new_commit=plan.changed, dry_run=True,
-                       notes=_checkpoints_token_note(hub, config, model_info, space_exists=info is not None))
+                       notes=left_out + _checkpoints_token_note(hub, config, model_info, space_exists=info is not None))
 
     ckpt_commit = None
     if ckpt_plan is not None and ckpt_staged is not None:
@@ -193,7 +196,7 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
     head = commit or _repo_info(hub, config.space, "space").sha  # type: ignore[union-attr]
     return _report(hub, config, {"sha": head}, plans, initial + [a[0] for a in actions], runtime, staged, sizes,
                    created=created, new_commit=commit is not None, dry_run=False,
-                   notes=_checkpoints_token_note(hub, config, model_info, space_exists=True))
+                   notes=left_out + _checkpoints_token_note(hub, config, model_info, space_exists=True))
 
 
 def check_repo_name(repo_id: str, what: str) -> None:

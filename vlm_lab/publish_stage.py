@@ -21,6 +21,7 @@ import functools
 import hashlib
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -85,6 +86,7 @@ class Stage:
     files: dict[str, LocalFile]
     excluded: tuple[str, ...]  # source paths left out as junk
     sizes: dict[str, int]  # bytes per part: space, package, checkpoints
+    notes: tuple[str, ...] = ()  # what was left out and why (a checkpoint still being written)
 
     @property
     def total_bytes(self) -> int:
@@ -288,8 +290,13 @@ def git_blob_id(path: Path) -> str:
     return sha1.hexdigest()
 
 
-def checkpoint_sources(folder: Path, *, build_missing: bool = False) -> list[tuple[str, Path]]:
-    """``(checkpoint-N/file, source)`` for the inference files of every checkpoint-N under ``folder``.
+def checkpoint_sources(folder: Path, *, build_missing: bool = False) -> tuple[list[tuple[str, Path]], list[str]]:
+    """``(checkpoint-N/file, source)`` for the inference files of every complete checkpoint-N under ``folder``,
+    and a note for each left out.
+
+    A checkpoint-N a trainer is still writing (cut-short weights, no tokenizer yet) is left out when others
+    beside it are complete, as ``vlm-lab compare`` leaves it out: uploaded, the Space would offer a checkpoint
+    that cannot load, and the next publish would send it again.
 
     Args:
         build_missing: train the embedded tiny shapes checkpoints into ``folder`` when it holds
@@ -298,7 +305,7 @@ def checkpoint_sources(folder: Path, *, build_missing: bool = False) -> list[tup
     Raises:
         PublishError: ``folder`` holds no checkpoint-N folder (and is not to be built), naming what is there.
     """
-    from vlm_lab.checkpoints import discover_checkpoints, model_files
+    from vlm_lab.checkpoints import IncompleteCheckpointWarning, discover_checkpoints, model_files, resolve
 
     found = discover_checkpoints(folder)
     if not found and build_missing:
@@ -309,7 +316,13 @@ def checkpoint_sources(folder: Path, *, build_missing: bool = False) -> list[tup
     if not found:
         raise PublishError(f"--checkpoints {str(folder)!r}: {_no_checkpoints_reason(folder)}; pass the training output "
                            "that holds the checkpoint-N folders (each with a config.json), or --no-checkpoints")
-    return [(f"{ckpt.name}/{f.name}", f) for ckpt in found for f in model_files(ckpt)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IncompleteCheckpointWarning)
+        complete = {Path(ref.path) for ref in resolve(str(folder))}  # the same rule as compare and the Space
+    left_out = [c for c in found if c not in complete]
+    notes = [str(w.message) for w in caught if issubclass(w.category, IncompleteCheckpointWarning)
+             and any(str(c) in str(w.message) for c in left_out)]  # not the final model at the root: never published
+    return [(f"{ckpt.name}/{f.name}", f) for ckpt in found if ckpt in complete for f in model_files(ckpt)], notes
 
 
 def _no_checkpoints_reason(folder: Path) -> str:
@@ -352,6 +365,7 @@ def stage(
 
     sources: list[tuple[str, str, Path]] = []  # (part, path in repo, source)
     excluded: list[str] = []
+    notes: list[str] = []
     if space_dir is not None:
         package = Path(vlm_lab.__file__).resolve().parent
         for part, folder, prefix in (("space", space_dir, ""), ("package", package, "vlm_lab/")):
@@ -360,7 +374,8 @@ def stage(
             excluded += [str(folder / rel) for rel in drop]
     if checkpoints is not None:
         prefix = f"{checkpoints_prefix.strip('/')}/" if checkpoints_prefix else ""
-        sources += [("checkpoints", prefix + rel, src) for rel, src in checkpoint_sources(checkpoints, build_missing=build_missing)]
+        found, notes = checkpoint_sources(checkpoints, build_missing=build_missing)
+        sources += [("checkpoints", prefix + rel, src) for rel, src in found]
 
     if max_bytes is not None:
         _check_stage_size(sources, max_bytes)
@@ -383,7 +398,7 @@ def stage(
         sizes[part] = sizes.get(part, 0) + size
     if len(memo) != memo_size:
         save_digest_memo(memo)
-    return Stage(files=files, excluded=tuple(excluded), sizes=sizes)
+    return Stage(files=files, excluded=tuple(excluded), sizes=sizes, notes=tuple(notes))
 
 
 def _check_stage_size(sources: list[tuple[str, str, Path]], max_bytes: int) -> None:
