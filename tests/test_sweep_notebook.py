@@ -233,3 +233,27 @@ def test_a_notebook_edited_while_the_sweep_runs_waits_for_the_next_invocation(sw
     summary = pd.read_csv(tmp_path / "runs" / "t" / "summary.csv")
     assert list(summary["best_accuracy"]) == [0.1, 0.2]  # both made by the notebook their ids name
     assert sweep.plan(sweep.load_sweep(sweep_file))[0].run_id != runs[0].run_id  # the edit runs next time
+
+
+def test_a_long_multi_line_error_is_one_short_line_in_the_log_and_the_summary(sweep_file, tmp_path, capsys):
+    """A cron log read the next morning: an exception message of several lines (transformers, pydantic)
+    or thousands of characters (a CUDA OOM with its hints, a KeyError listing columns) broke the run's
+    FAILED line over several log lines and pushed the notebook to read to the end of a 3,000-character
+    line. The log, summary.md and summary.csv get one short line; status.json keeps the whole message."""
+    message = "first line of the problem\nsecond  line\n" + "y" * 3000
+    _edit_notebook(tmp_path / "nb.ipynb", lambda nb: setattr(nb.cells[3], "source", f"raise ValueError({message!r})"))
+
+    assert main(["sweep", str(sweep_file), "--jobs", "1"]) == 1
+
+    captured = capsys.readouterr()
+    log = (captured.out + captured.err).splitlines()
+    assert all(len(line) < 600 for line in log), max(log, key=len)[:200]
+    failed = [line for line in log if line.lstrip().startswith("FAILED")]
+    assert len(failed) == 4, log  # each of the 2 runs: as it ends, and in the final report
+    for line in failed:
+        assert "cell [4]: ValueError: first line of the problem second line yyy" in line and "..." in line, line
+    assert all(line.endswith("nb.ipynb)") for line in failed[2:]), failed  # the report's: which notebook to open
+    run = sweep.plan(sweep.load_sweep(sweep_file))[0]
+    assert run.status()["error"]["evalue"] == message
+    summary = pd.read_csv(tmp_path / "runs" / "t" / "summary.csv")
+    assert summary["error"].str.len().max() < 600 and "\n" not in summary["error"][0]

@@ -69,6 +69,7 @@ _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 MAX_RUNS = 10_000  # a bigger grid is a typo (or needs several sweep files), not a night's work
 SUMMARY_EVERY_S = 10.0  # summary.csv is rewritten as runs finish, at most this often
 WANDB_ID_LENGTH = 16  # hex digits of a run's W&B id (64 bits)
+ERROR_CHARS = 300  # a run's error as the log and the summary show it (status.json keeps all of it)
 
 
 class SweepWriteError(SweepError, OSError):
@@ -168,8 +169,17 @@ class SweepReport:
 
 
 def describe_error(error: dict[str, Any]) -> str:
+    """``cell [4]: ValueError: boom``, on one line of at most ~``ERROR_CHARS`` characters.
+
+    A message of several lines or thousands of characters (a CUDA OOM with its hints) would break
+    a run's FAILED line in the log and hide the notebook named after it; status.json and the
+    executed notebook keep the whole message.
+    """
     cell = f"cell [{error['exec_count']}]" if error.get("exec_count") is not None else "a cell"
-    return f"{cell}: {error.get('ename', 'Error')}: {error.get('evalue', '')}".rstrip(": ")
+    evalue = " ".join(str(error.get("evalue") or "").split())
+    if len(evalue) > ERROR_CHARS:
+        evalue = evalue[: ERROR_CHARS - 3] + "..."
+    return f"{cell}: {error.get('ename', 'Error')}: {evalue}".rstrip(": ")
 
 
 def _slug(value: Any) -> str:
