@@ -639,6 +639,29 @@ def test_checkpoints_repo_holds_the_checkpoints_and_the_space_points_at_it(hub, 
     assert "checkpoints/shapes/checkpoint-0/model.safetensors" in hub.space(SPACE).files
 
 
+def test_a_checkpoints_repo_keeps_what_the_publish_does_not_replace(hub, space_dir, tiny_dir, tmp_path):
+    """The checkpoints repo is the user's model repo (a Trainer may have pushed its run there): a publish
+    replaces the model files of the checkpoints it sends, and deletes nothing else; the checkpoint-2000 and
+    the optimizer state a Trainer pushed were deleted because the local run no longer had them."""
+    run_dir = tmp_path / "run"
+    for name in ("checkpoint-0", "checkpoint-1000"):
+        shutil.copytree(tiny_dir / name, run_dir / name)
+    args = (SPACE, "--space-dir", str(space_dir), "--checkpoints-repo", "alice/vlm-run", "--no-wait")
+    assert run_publish(hub, *args, checkpoints=run_dir).returncode == 0
+    repo = hub.repos[("model", "alice/vlm-run")]
+    pushed = {"checkpoint-2000/config.json": b"{}", "checkpoint-2000/model.safetensors": b"weights",
+              "checkpoint-0/optimizer.pt": b"adam", "checkpoint-0/trainer_state.json": b"{}",
+              "checkpoint-0/global_step0/zero_pp_rank_0_mp_rank_00_model_states.pt": b"zero",
+              "checkpoint-0/model.safetensors.index.json": b'{"weight_map": {}}'}  # stale: would shadow the weights
+    repo.files |= pushed
+    repo.commit("Trainer push", [["file", p] for p in pushed])
+    r = run_publish(hub, *args, checkpoints=run_dir)
+    assert r.returncode == 0, fail_text(r)
+    assert "- checkpoint-0/model.safetensors.index.json" in r.stdout and "1 to delete" in r.stdout, fail_text(r)
+    kept = set(pushed) - {"checkpoint-0/model.safetensors.index.json"}
+    assert kept <= set(repo.files) and "checkpoint-0/model.safetensors.index.json" not in repo.files
+    assert "checkpoint-2000" not in hub.space(SPACE).variables["VLM_LAB_CHECKPOINTS"]["value"]
+
 
 def test_the_hf_token_note_shows_only_while_the_space_cannot_read_the_checkpoints_repo(hub, space_dir, tiny_dir):
     """The note asks for a step by hand: once done (the Space has HF_TOKEN), or when the repo is public, it goes."""

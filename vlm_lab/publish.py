@@ -41,6 +41,7 @@ from vlm_lab.publish_stage import (
     credentials_at_hand,
     find_secret_in_value,
     human_bytes,
+    is_training_state,
     read_space_card,
     stage,
 )
@@ -311,8 +312,11 @@ def _same(local: Any, remote: Any) -> bool:
 def _plan(hub: Hub, repo_id: str, repo_type: str, staged: Stage, info: Any | None) -> FilePlan:
     """Compare the staged files with the remote tree at its head commit.
 
-    A checkpoints model repo is mirrored only under its ``checkpoint-N/`` folders, so a
-    model card or other files there are left alone.
+    A Space repo is mirrored: what is not staged is deleted. A checkpoints model repo is the user's
+    (a Trainer may have pushed its run there): only the model files of the ``checkpoint-N/`` folders
+    being sent are replaced (a stale weight or index file left beside them would be loaded instead);
+    other checkpoint folders, training state (optimizer, trainer_state.json), subfolders and the model
+    card stay.
     """
     parent = getattr(info, "sha", None) if info is not None else None
     remote = _remote_files(hub, repo_id, repo_type, parent) if info is not None else {}
@@ -325,8 +329,15 @@ def _plan(hub: Hub, repo_id: str, repo_type: str, staged: Stage, info: Any | Non
         else:
             update.append(path)
 
+    sent = {p.split("/", 1)[0] for p in staged.files}
+
     def managed(path: str) -> bool:
-        return path not in KEEP_REMOTE and (repo_type == "space" or path.startswith("checkpoint-"))
+        if path in KEEP_REMOTE:
+            return False
+        if repo_type == "space":
+            return True
+        folder, _, name = path.partition("/")
+        return folder in sent and "/" not in name and not is_training_state(name)
 
     delete = sorted(p for p in remote if p not in staged.files and managed(p))
     return FilePlan(

@@ -290,6 +290,14 @@ def git_blob_id(path: Path) -> str:
     return sha1.hexdigest()
 
 
+def is_training_state(name: str) -> bool:
+    """Whether a checkpoint folder's file ``name`` is a trainer's state for resuming (optimizer, scheduler,
+    trainer_state.json), not part of the model: never staged, and never deleted from a checkpoints repo."""
+    from vlm_lab.checkpoints import _TRAINING_STATE  # the rule model_files leaves them out by
+
+    return bool(_TRAINING_STATE.match(name))
+
+
 def checkpoint_sources(folder: Path, *, build_missing: bool = False) -> tuple[list[tuple[str, Path]], list[str]]:
     """``(checkpoint-N/file, source)`` for the inference files of every complete checkpoint-N under ``folder``,
     and a note for each left out.
