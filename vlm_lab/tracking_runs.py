@@ -1,0 +1,273 @@
+"""Starting and finishing W&B runs: the mode, ``start_run``/``finish_run``, and what a logging call
+returns (``TrackedRun``, or a falsy ``NotLogged`` saying why not).
+
+Offline by default: with no ``WANDB_API_KEY`` and no ``WANDB_MODE`` a run is written under
+``$WANDB_DIR/wandb/offline-run-*``. When online fails (no key configured, no network) the run is
+logged offline instead (``_start_or_offline``), with one warning naming why and the ``wandb sync``
+command. The API key is never printed or logged (``_redact``). ``vlm_lab.tracking`` re-exports the
+public names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+MODES = ("online", "offline", "disabled")
+DEFAULT_PROJECT = "vlm-lab"
+MAX_TAG = 64  # W&B refuses a run whose tag is longer (the whole wandb.init fails)
+
+
+class TrackingWarning(UserWarning):
+    """W&B logging failed; the experiment and its files on disk are unaffected."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackedRun:
+    """Where a logged W&B run went."""
+
+    id: str
+    mode: str  # online | offline
+    dir: Path | None  # the offline-run-* / run-* folder
+    url: str | None  # online only
+    online_error: str = ""  # online was asked for and failed (key redacted): why this run is offline
+
+    @property
+    def sync_command(self) -> str | None:
+        """``wandb sync DIR`` for an offline run, else None."""
+        return f"wandb sync {self.dir}" if self.mode == "offline" and self.dir else None
+
+    def __str__(self) -> str:
+        if self.mode == "online":
+            return f"W&B run {self.id}: {self.url}"
+        why = f" (online failed: {self.online_error})" if self.online_error else ""
+        return f"W&B offline run {self.id} in {self.dir}{why}; upload it with: {self.sync_command}"
+
+
+@dataclasses.dataclass(frozen=True)
+class NotLogged:
+    """Why a comparison was not logged: W&B is disabled, or it failed (also warned as a ``TrackingWarning``).
+
+    Falsy, so ``if tracked:`` still means "logged"; printing it says what happened.
+    """
+
+    reason: str  # API key redacted
+    attempted: bool  # True: a run was asked for and W&B failed; False: W&B is disabled
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        if self.attempted:
+            return f"W&B logging was attempted and skipped: {self.reason}"
+        return f"not logged to W&B: {self.reason}"
+
+
+def resolve_mode(mode: str | None = None) -> str:
+    """The W&B mode to use, read from the environment at call time.
+
+    An explicit ``mode`` wins; then ``WANDB_MODE`` (``dryrun`` means offline) or
+    ``WANDB_DISABLED=true``; then online when ``WANDB_API_KEY`` is set, else offline.
+    """
+    from vlm_lab.errors import ConfigError
+
+    if mode is None:
+        env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
+        if os.environ.get("WANDB_DISABLED", "").strip().lower() in ("1", "true", "yes"):
+            env_mode = "disabled"
+        mode = {"dryrun": "offline", "run": "online"}.get(env_mode, env_mode)
+        if not mode:
+            mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    if mode not in MODES:
+        raise ConfigError(f"W&B mode {mode!r} is not one of {', '.join(MODES)} (set WANDB_MODE or pass mode=)")
+    return mode
+
+
+def local_env(root: str | os.PathLike[str]) -> dict[str, str]:
+    """Env vars that keep every W&B file (runs, staged media, cache, settings) under ``root``."""
+    root = Path(root)
+    return {
+        "WANDB_DIR": str(root),
+        "WANDB_DATA_DIR": str(root / "data"),
+        "WANDB_CACHE_DIR": str(root / "cache"),
+        "WANDB_CONFIG_DIR": str(root / "config"),
+    }
+
+
+def variant_tags(varied: Mapping[str, Any]) -> str:
+    """``"key=value,..."`` tags of a variant, for a notebook's ``wandb_tags`` parameter (split on
+    commas): a comma inside a value (``checkpoints: "a,b"``) becomes ``+``, keeping one tag per key."""
+    return ",".join(f"{k}={v}".replace(",", "+") for k, v in sorted(varied.items()))
+
+
+def _tag(text: str) -> str:
+    """``text`` within W&B's 64-character limit; a longer tag keeps its start plus a hash of all of it."""
+    if len(text) <= MAX_TAG:
+        return text
+    return f"{text[: MAX_TAG - 9]}~{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def _redact(text: str) -> str:
+    """Remove the API key from a message before it is shown anywhere."""
+    key = os.environ.get("WANDB_API_KEY", "")
+    return text.replace(key, "***") if len(key) >= 8 else text
+
+
+def _skip(what: str, error: BaseException) -> NotLogged:
+    """Warn once that logging was skipped, and say why in the returned ``NotLogged``."""
+    detail = _redact(f"{type(error).__name__}: {error}; results on disk are unaffected")
+    warnings.warn(TrackingWarning(f"W&B logging skipped ({what}): {detail}"), stacklevel=3)
+    return NotLogged(reason=f"{what}: {detail}", attempted=True)
+
+
+def _disabled(mode: str | None) -> NotLogged:
+    """What turned W&B off: the caller's ``mode`` or the environment."""
+    if mode is not None:
+        source = f"mode={mode!r} was passed"
+    elif os.environ.get("WANDB_DISABLED", "").strip().lower() in ("1", "true", "yes"):
+        source = "WANDB_DISABLED is set; unset it to log"
+    else:
+        source = f"WANDB_MODE={os.environ.get('WANDB_MODE', '').strip()} is set; unset it to log"
+    return NotLogged(reason=f"W&B is disabled ({source})", attempted=False)
+
+
+def _check_writable(directory: str | os.PathLike[str]) -> Path:
+    """wandb silently falls back to /tmp when its folder is unwritable; we refuse instead."""
+    from vlm_lab.errors import OutputPathError
+
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".vlm-lab-probe-"):
+            pass
+    except OSError as e:
+        raise OutputPathError(
+            f"W&B directory {str(path)!r} is not writable ({e.strerror or e}); set WANDB_DIR to a writable folder"
+        ) from e
+    return path
+
+
+def start_run(
+    config: Mapping[str, Any] | Any | None = None,
+    *,
+    project: str | None = None,
+    entity: str | None = None,
+    group: str | None = None,
+    job_type: str = "compare",
+    tags: Iterable[str] | str = (),
+    name: str | None = None,
+    mode: str | None = None,
+    dir: str | os.PathLike[str] | None = None,
+    id: str | None = None,
+    resume: str | None = None,
+) -> Any:
+    """Start a W&B run (or return None when disabled). Raises on failure; see ``log_comparison``.
+
+    ``config`` is a typed config (logged as ``config.to_dict()``, unchanged) or a mapping.
+    ``project`` defaults to ``WANDB_PROJECT``, else ``vlm-lab`` (read at call time).
+    ``entity`` is the team workspace (default: ``WANDB_ENTITY`` or the key's user); ``group`` the
+    sweep or ablation; ``tags`` the variant (an iterable, or one comma-separated string).
+    ``id`` and ``resume`` go to ``wandb.init``: ``id=..., resume="allow"`` continues that run when it
+    exists (a sweep point re-run after a kill). Offline, each start writes another
+    ``offline-run-*-<id>`` folder: ``offline_runs.latest_runs`` shows them as one run, and one
+    ``wandb sync`` of all of them uploads them into that one W&B run, in start order.
+    """
+    mode = resolve_mode(mode)
+    if mode == "disabled":
+        return None
+    run_dir = _check_writable(dir or os.environ.get("WANDB_DIR") or Path.cwd())
+    import wandb
+
+    if isinstance(tags, str):  # "strategy=greedy,max_new_tokens=4" from a notebook parameter
+        tags = tags.split(",")
+    if config is not None and hasattr(config, "to_dict"):
+        config = config.to_dict()
+    # Without a key wandb.init prompts on a terminal (a hang under nohup) or fails with no fix named.
+    if mode == "online" and wandb.run is None and not wandb.login(prompt=False, verify=False):
+        from vlm_lab.errors import ConfigError
+
+        raise ConfigError(
+            f"W&B mode is online ({_online_source()}) but no W&B API key is configured: "
+            "set WANDB_API_KEY or run `wandb login` (or set WANDB_MODE=offline)"
+        )
+    return wandb.init(
+        # wandb reads WANDB_PROJECT only when no project is passed: passing our default would hide it
+        project=project or os.environ.get("WANDB_PROJECT", "").strip() or DEFAULT_PROJECT,
+        entity=entity or None,
+        group=group or None,
+        job_type=job_type,
+        tags=[_tag(str(t).strip()) for t in tags if str(t).strip()],
+        name=name or None,
+        config=dict(config) if config is not None else None,
+        id=id or None,
+        resume=resume or None,
+        mode=mode,
+        dir=str(run_dir),
+        reinit="create_new",  # never hijack or finish a run the user has open
+        settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True),
+    )
+
+
+def _online_source() -> str:
+    env_mode = os.environ.get("WANDB_MODE", "").strip()
+    return f"WANDB_MODE={env_mode}" if env_mode.lower() in ("online", "run") else "mode='online' was passed"
+
+
+def _start_or_offline(config: Any, *, mode: str | None, **options: Any) -> tuple[Any, str, str]:
+    """``start_run``; when online fails (no key, no network), the run is logged offline instead so
+    nothing is lost. Returns (run or None when disabled, the mode used, why online failed or "")."""
+    from vlm_lab.errors import VlmLabError
+
+    resolved = resolve_mode(mode)
+    try:
+        return start_run(config, mode=resolved, **options), resolved, ""
+    except Exception as e:  # noqa: BLE001 - online trouble is not a reason to lose the run
+        if resolved != "online":
+            raise
+        why = " ".join(_redact(f"{e}" if isinstance(e, VlmLabError) else f"{type(e).__name__}: {e}").split())  # one line
+    run = start_run(config, mode="offline", **options)
+    sync_dir = getattr(run.settings, "sync_dir", None)
+    warnings.warn(
+        TrackingWarning(f"{why}; logged offline instead: upload it later with `wandb sync {sync_dir}`"), stacklevel=3
+    )
+    return run, "offline", why
+
+
+def finish_run(run: Any) -> TrackedRun | None:
+    """Finish a run from ``start_run``; offline, return only once its log is complete on disk."""
+    if run is None:
+        return None
+    return _finish(run, _tracked(run, _run_mode(run)))
+
+
+def _finish(run: Any, tracked: TrackedRun) -> TrackedRun:
+    """Finish the run; offline, return only once its log is on disk (wandb-core writes it asynchronously)."""
+    run.finish()
+    if tracked.mode == "offline" and tracked.dir is not None:
+        from vlm_lab.offline_runs import wait_until_written
+
+        wait_until_written(tracked.dir)
+    return tracked
+
+
+def _tracked(run: Any, mode: str, online_error: str = "") -> TrackedRun:
+    sync_dir = getattr(run.settings, "sync_dir", None)
+    url = getattr(run, "url", None) if mode == "online" else None
+    return TrackedRun(id=run.id, mode=mode, dir=Path(sync_dir) if sync_dir else None, url=url, online_error=online_error)
+
+
+def _run_mode(run: Any) -> str:
+    return "offline" if getattr(run.settings, "_offline", False) or run.settings.mode == "offline" else "online"
+
+
+
+def _finish_quietly(run: Any) -> None:
+    try:
+        run.finish(exit_code=1)
+    except Exception:  # noqa: BLE001 - already warned once
+        pass
