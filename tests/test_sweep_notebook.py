@@ -257,3 +257,38 @@ def test_a_long_multi_line_error_is_one_short_line_in_the_log_and_the_summary(sw
     assert run.status()["error"]["evalue"] == message
     summary = pd.read_csv(tmp_path / "runs" / "t" / "summary.csv")
     assert summary["error"].str.len().max() < 600 and "\n" not in summary["error"][0]
+
+
+class _Writes:
+    """A stderr that keeps each ``write`` call: what another thread may slip its own text between."""
+
+    def __init__(self) -> None:
+        self.chunks: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.chunks.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_each_log_line_is_written_whole_so_parallel_runs_never_share_a_line(sweep_file, monkeypatch):
+    """With --jobs 2 two runs start at once: print() wrote each line's text and its newline in two
+    writes, and the cron log read 'started strategy=greedy,245d5d832026-...+00:00 started
+    strategy=nucleus-0.9,e0fac0c5' followed by an empty line."""
+    from tqdm import tqdm
+
+    config = sweep.load_sweep(sweep_file)
+    (run, _) = sweep.plan(config)
+    writes = _Writes()
+    monkeypatch.setattr("sys.stderr", writes)
+    tally = sweep._Tally(2, skipped=[], bar=tqdm(disable=True), log=True)
+    tally.started(run.run_id)
+    tally.finished({"run_id": run.run_id, "state": "completed", "duration_s": 1.0})
+    assert len(writes.chunks) == 2, writes.chunks
+    assert all(chunk.endswith("\n") and chunk.count("\n") == 1 for chunk in writes.chunks), writes.chunks
+    assert f"started {run.run_id}\n" in writes.chunks[0] and f"[1/2] completed {run.run_id} (1.0 s)\n" in writes.chunks[1]

@@ -308,6 +308,13 @@ def execute_run(
     return status
 
 
+def log_line(text: str) -> None:
+    """``text`` on stderr with the UTC time, as one ``write``: ``print`` writes the newline apart, and
+    with ``--jobs`` another run's line landed between the two (two lines on one, then an empty one)."""
+    sys.stderr.write(f"{_now()} {text}\n")
+    sys.stderr.flush()
+
+
 class _Tally:
     """What this invocation's runs came to, counted as each run ends, in the worker thread that ran
     it (not when the main thread gets to it): with ``--jobs 1`` a run's end line is in the log before
@@ -323,7 +330,7 @@ class _Tally:
 
     def started(self, run_id: str) -> None:
         if self.log:
-            print(f"{_now()} started {run_id}", file=sys.stderr, flush=True)
+            log_line(f"started {run_id}")
 
     def finished(self, status: dict[str, Any]) -> None:
         from vlm_lab.tracking import describe_record
@@ -345,7 +352,7 @@ class _Tally:
             if self.log:
                 took = f" ({status['duration_s']:.1f} s)" if "duration_s" in status else ""
                 note = f"; W&B {wandb}" if (rid, wandb) in self.unlogged else ""
-                print(f"{_now()} [{self.done}/{self.total}] {state} {rid}{took}{note}", file=sys.stderr, flush=True)
+                log_line(f"[{self.done}/{self.total}] {state} {rid}{took}{note}")
 
 
 def _execute_if_free(
@@ -476,13 +483,12 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         bar = tqdm(total=len(todo), desc=config.name, unit="run", disable=not interactive)
         tally = _Tally(len(todo), skipped=[r.run_id for r in mine if r not in todo], bar=bar, log=log)
         if note:
-            print(f"{_now()} {note}", file=sys.stderr, flush=True)
+            log_line(note)
         if log:
-            print(
-                f"{_now()} sweep {config.name}: {len(todo)} run(s) to run, {min(config.jobs, len(todo) or 1)} at a time; "
-                f"{len(tally.skipped)} already completed; in {sweep_dir(config)}",
-                file=sys.stderr, flush=True,
-            )  # fmt: skip
+            log_line(
+                f"sweep {config.name}: {len(todo)} run(s) to run, {min(config.jobs, len(todo) or 1)} at a time; "
+                f"{len(tally.skipped)} already completed; in {sweep_dir(config)}"
+            )
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.jobs)
         futures: dict[concurrent.futures.Future, str] = {}  # -> its run id
         stopped = threading.Event()
