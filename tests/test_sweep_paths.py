@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,26 @@ def test_a_notebook_that_cannot_be_read_is_one_line_and_exit_2(workdir, capsys, 
     assert len(err) == 2 and err[0] == err[1], err
     assert err[0].startswith("error: SweepError: notebook 'nb.ipynb' ") and hint in err[0], err[0]
     assert not (workdir / "runs").exists()
+
+
+def test_a_kernel_that_never_starts_is_not_blamed_on_a_cell(workdir, monkeypatch, capsys):
+    """A kernelspec whose Python lost ipykernel (a venv rebuilt, a conda env updated): every run
+    reported 'a cell: RuntimeError: Kernel died before replying to kernel_info', sending the reader
+    to a notebook in which no cell ran."""
+    spec = workdir / "jupyter" / "kernels" / "broken"
+    spec.mkdir(parents=True)
+    code = "import sys; sys.exit('No module named ipykernel_launcher')"
+    (spec / "kernel.json").write_text(
+        f'{{"argv": ["{sys.executable}", "-c", "{code}", "{{connection_file}}"], "display_name": "b", "language": "python"}}'
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(workdir / "jupyter"))
+    write_notebook(workdir / "nb.ipynb")
+    path = _sweep_file(workdir, notebook="nb.ipynb", kernel="broken")
+
+    assert main(["sweep", str(path), "--quiet"]) == 1
+
+    out = capsys.readouterr().out
+    (run,) = sweep.plan(sweep.load_sweep(path))
+    assert run.status()["error"]["stage"] == "before the first cell"
+    assert f"FAILED {run.run_id}: before the first cell: RuntimeError: Kernel died before replying to kernel_info" in out, out
+    assert "a cell" not in out

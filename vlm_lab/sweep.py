@@ -69,6 +69,7 @@ _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 MAX_RUNS = 10_000  # a bigger grid is a typo (or needs several sweep files), not a night's work
 SUMMARY_EVERY_S = 10.0  # summary.csv is rewritten as runs finish, at most this often
 WANDB_ID_LENGTH = 16  # hex digits of a run's W&B id (64 bits)
+BEFORE_CELLS = "before the first cell"  # a run's error.stage when no cell started (the kernel did not start)
 ERROR_CHARS = 300  # a run's error as the log and the summary show it (status.json keeps all of it)
 
 
@@ -175,7 +176,7 @@ def describe_error(error: dict[str, Any]) -> str:
     a run's FAILED line in the log and hide the notebook named after it; status.json and the
     executed notebook keep the whole message.
     """
-    cell = f"cell [{error['exec_count']}]" if error.get("exec_count") is not None else "a cell"
+    cell = f"cell [{error['exec_count']}]" if error.get("exec_count") is not None else error.get("stage", "a cell")
     evalue = " ".join(str(error.get("evalue") or "").split())
     if len(evalue) > ERROR_CHARS:
         evalue = evalue[: ERROR_CHARS - 3] + "..."
@@ -297,7 +298,9 @@ def execute_run(
         # cell from the notebook (papermill marks no cell failed here; the last one it started is it).
         first_line = next((line for line in str(e).splitlines() if line.strip()), "")
         error = {"cell_index": None, "exec_count": None, "ename": type(e).__name__, "evalue": first_line}
-        status.update(state="failed", error=error | papermill_run.last_started_cell(partial))
+        # No cell started: the kernel never did (a kernelspec whose Python lost ipykernel), not "a cell".
+        where = papermill_run.last_started_cell(partial) or {"stage": BEFORE_CELLS}
+        status.update(state="failed", error=error | where)
     if partial.exists():  # papermill writes the notebook even when a cell fails
         os.replace(partial, notebook_out)
         status["notebook"] = str(notebook_out)
