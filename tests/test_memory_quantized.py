@@ -85,3 +85,39 @@ def test_a_pre_quantized_checkpoint_is_not_measured_on_cpu_and_says_why(tiny_che
         (row,) = memory_report.profile(MemoryConfig(checkpoints=(str(folder),), device="cpu"))
     assert row.measurement is None and "bitsandbytes 4-bit" in row.not_measured and "CUDA" in row.not_measured
     assert row.estimate.dtype == "int4"
+
+
+FBGEMM_FP8 = {"quant_method": "fbgemm_fp8", "activation_scale_ub": 1200.0}
+
+
+@pytest.mark.parametrize("target, dtype, dequantized", [
+    ("t4-small", "float16", True),  # compute capability 7.5: transformers dequantizes FP8 to 16 bits
+    ("a10g-small", "bfloat16", True),  # 8.6
+    ("a100-large", "bfloat16", True),  # 8.0
+    ("l4x1", "int8", False),  # 8.9: FP8 kept as stored
+    ("cpu-basic", "bfloat16", True),
+])
+def test_fp8_is_judged_as_the_target_loads_it(tmp_path, target, dtype, dequantized):
+    """transformers' fine-grained FP8 needs compute capability >= 8.9; below it loads 16-bit weights: a T4 holds twice
+    what the stored bytes say (a 13B FP8 LLaVA 'fit' a T4 on 8-bit arithmetic)."""
+    est = memory.estimate(_llava_13b(tmp_path / "fp8", FP8), target="t4-small")
+    plain = memory.estimate(_llava_13b(tmp_path / "plain", None), target="t4-small")
+    v = memory.verdict(est, target)
+    device = GPU_TARGETS[target].device
+    expected = plain.with_dtype(dtype) if dequantized else est
+    assert (v.dtype, v.required_bytes) == (dtype, expected.peak_bytes(device=device)), v.message()
+    assert ("dequantized to " + dtype in v.message()) is dequantized and "fp8 8-bit" in v.message()
+    if target == "t4-small":
+        assert not v.fits and not v.suggestion.startswith("in "), v.message()  # no lighter --dtype here: it loads as stored
+        assert "l4x1 fits it in int8" in v.suggestion, v.suggestion  # the cheapest GPU that keeps FP8 (8.9)
+    row = memory_report.targets_table(est).set_index("target").loc[target]
+    assert (row["dtype"], row["needs_MiB"]) == (dtype, round(v.required_bytes / memory.MIB, 1))
+
+
+def test_a_format_transformers_cannot_load_on_the_target_does_not_fit(tmp_path):
+    """fbgemm FP8 raises below compute capability 9.0: no Space GPU in the table loads it, whatever its bytes."""
+    est = memory.estimate(_llava_13b(tmp_path / "fbgemm", FBGEMM_FP8), target="t4-small")
+    for target in GPU_TARGETS:
+        v = memory.verdict(est, target)
+        assert (v.fits, v.max_batch_size, v.co_resident) == (False, 0, 0), v.message()
+        assert "transformers loads fbgemm_fp8 8-bit only on a GPU of compute capability >= 9.0" in v.suggestion

@@ -110,6 +110,8 @@ class MemoryEstimate:
     logits_bytes_per_sample: int  # float32 logits + scores ``generate`` keeps per row
     cross_kv_values_per_sample: int = 0  # cross-attention layers' K and V of the image (Mllama): per row, not per token
     quantization: str = ""  # a pre-quantized checkpoint's stored format ("awq 4-bit"): ``dtype`` is then what it stores
+    quantization_capability: str = ""  # the compute capability the stored format needs ("8.9" for FP8); "" any
+    quantization_below: str = ""  # below it: "dequantize" (transformers loads 16-bit weights) | "refuse" (it cannot load)
 
     @property
     def num_params(self) -> int:
@@ -167,6 +169,24 @@ class MemoryEstimate:
         if dtype not in DTYPE_BYTES:
             raise ConfigError(f"dtype={dtype!r} is not one of {', '.join(DTYPE_BYTES)}")
         return self if self.pre_quantized else dataclasses.replace(self, dtype=dtype)
+
+    def below_capability(self, target: str | GpuTarget) -> bool:
+        """``target`` cannot run the stored format as stored (an FP8 checkpoint on a T4; any such on CPU)."""
+        t = get_target(target)
+        if not (self.pre_quantized and self.quantization_capability):
+            return False
+        have = tuple(map(int, (t.compute_capability or "0.0").split(".")))
+        return t.device != "cuda" or have < tuple(map(int, self.quantization_capability.split(".")))
+
+    def on_target(self, target: str | GpuTarget) -> "MemoryEstimate":
+        """As transformers loads it on ``target``: a stored format that GPU cannot run is dequantized to 16 bits."""
+        t = get_target(target)
+        if not self.below_capability(t) or self.quantization_below != "dequantize":
+            return self
+        sixteen = recommended_dtype(t) if t.device == "cuda" else "bfloat16"
+        why = "on CPU" if t.device != "cuda" else f"on {t.name} (compute capability {t.compute_capability} < {self.quantization_capability})"
+        return dataclasses.replace(self, dtype=sixteen, quantization=f"{self.quantization}, dequantized to {sixteen} {why}",
+                                   quantization_capability="", quantization_below="")
 
     @property
     def sequence_tokens(self) -> int:
@@ -381,7 +401,7 @@ def estimate(
     image = plan_image(config, processor_settings(folder), image_size)
     dims = _text_dims(config)
     sequence = prompt_tokens + image.tokens + max_new_tokens
-    return MemoryEstimate(
+    est = MemoryEstimate(
         checkpoint=cref.name,
         model_type=config.model_type,
         dtype=dtype,
@@ -400,7 +420,10 @@ def estimate(
         logits_bytes_per_sample=2 * dims["vocab"] * 4,
         cross_kv_values_per_sample=2 * dims["cross_layers"] * dims["kv_heads"] * dims["head_dim"] * image.cross_tokens,
         quantization=stored.description if stored else "",
+        quantization_capability=stored.min_capability if stored and stored.dtype else "",
+        quantization_below=stored.below if stored and stored.dtype else "",
     )
+    return est
 
 
 # --------------------------------------------------------------------- the verdict
@@ -442,6 +465,9 @@ def verdict(est: MemoryEstimate, target: str | GpuTarget = DEFAULT_TARGET) -> Ve
         ConfigError: bfloat16 on a GPU without native support (a T4): use float16.
     """
     t = get_target(target)
+    stored, est = est, est.on_target(t)  # an FP8 checkpoint is 16-bit on a T4: transformers dequantizes it there
+    if est.below_capability(t):  # transformers refuses the format on this GPU (fbgemm FP8, NVFP4)
+        return _cannot_load(est, t)
     check_dtype_on_target(est.dtype, t)
     required = est.peak_bytes(device=t.device)
     budget = budget_bytes(t)
@@ -460,8 +486,20 @@ def verdict(est: MemoryEstimate, target: str | GpuTarget = DEFAULT_TARGET) -> Ve
         recommended_dtype=recommended_dtype(t),
         price_per_hour=t.price_per_hour,
         memory_bytes=t.memory_bytes,
-        suggestion="" if fits else _what_would_fit(est, t, max_batch),
+        suggestion="" if fits else _what_would_fit(stored, t, max_batch),
         quantization=est.quantization,
+    )
+
+
+def _cannot_load(est: MemoryEstimate, t: GpuTarget) -> Verdict:
+    """The verdict for a stored format transformers refuses to load on ``t``: it does not fit, whatever the bytes."""
+    where = f"compute capability {t.compute_capability}" if t.device == "cuda" else "CPU"
+    return Verdict(
+        checkpoint=est.checkpoint, target=t.name, dtype=est.dtype, batch_size=est.batch_size, required_bytes=est.peak_bytes(device=t.device),
+        budget_bytes=budget_bytes(t), fits=False, max_batch_size=0, co_resident=0, recommended_dtype=recommended_dtype(t),
+        price_per_hour=t.price_per_hour, memory_bytes=t.memory_bytes, quantization=est.quantization,
+        suggestion=(f"transformers loads {est.quantization} only on a GPU of compute capability >= {est.quantization_capability} "
+                    f"({t.name}: {where}); use a checkpoint stored another way (bitsandbytes, AWQ, GPTQ) or the unquantized one"),
     )
 
 
@@ -474,7 +512,7 @@ def _what_would_fit(est: MemoryEstimate, t: GpuTarget, max_batch: int) -> str:
         order = [recommended_dtype(target) if target.device == "cuda" else "float16", "int8", "int4"]
         return order[order.index(than) + 1:] if than in order else order
 
-    for dtype in lighter(t, est.dtype):
+    for dtype in [] if est.quantization else lighter(t, est.dtype):  # a pre-quantized checkpoint loads as stored: no lighter --dtype
         need = est.with_dtype(dtype).peak_bytes(device=t.device)
         if need <= budget_bytes(t):
             return f"in {dtype} it fits (needs {human_bytes(need)}; --dtype {dtype})"
@@ -482,9 +520,11 @@ def _what_would_fit(est: MemoryEstimate, t: GpuTarget, max_batch: int) -> str:
         if other.device != t.device or other.memory_bytes <= t.memory_bytes:
             continue
         for dtype in ([est.dtype] if est.dtype in QUANTIZED else []) + lighter(other, est.dtype if est.dtype in QUANTIZED else ""):
-            need = est.with_dtype(dtype).peak_bytes(device=other.device)
-            if need <= budget_bytes(other):
-                return f"{other.name} fits it in {dtype} (needs {human_bytes(need)}, ${other.price_per_hour:.2f}/h; --target {other.name} --dtype {dtype})"
+            there = est.with_dtype(dtype).on_target(other)  # as stored, or dequantized where that GPU cannot run it
+            need = there.peak_bytes(device=other.device)
+            if not there.below_capability(other) and need <= budget_bytes(other):
+                return (f"{other.name} fits it in {there.dtype} (needs {human_bytes(need)}, ${other.price_per_hour:.2f}/h; "
+                        f"--target {other.name} --dtype {there.dtype})")
     return "no Space hardware fits it, even in int4"
 
 

@@ -288,6 +288,13 @@ class StoredQuantization:
     dtype: str  # int4 | int8 | ""
     description: str  # "bitsandbytes 4-bit (nf4)", "awq 4-bit"
     skip: tuple[str, ...]  # modules kept unquantized: names, or "re:" patterns
+    min_capability: str = ""  # the CUDA compute capability transformers needs to keep the format ("8.9"); "" any
+    below: str = ""  # what transformers does on a GPU below it: "dequantize" (to 16 bits) | "refuse" (raises)
+
+
+# Formats whose transformers quantizer checks the GPU (transformers/quantizers/quantizer_*.py, validate_environment):
+# fine-grained FP8 dequantizes to 16 bits below 8.9 (a T4, an A10G, an A100) and on CPU; fbgemm FP8 and NVFP4 raise.
+_NEEDS_CAPABILITY = {"fp8": ("8.9", "dequantize"), "fbgemm_fp8": ("9.0", "refuse"), "nvfp4": ("10.0", "refuse")}
 
 
 def _bits(q: dict[str, Any], method: str) -> int | None:
@@ -326,4 +333,6 @@ def stored_quantization(config) -> StoredQuantization | None:
     if bits is None or bits > 8:
         return StoredQuantization(dtype="", description=f"{method} (bit width not understood: weights counted unquantized)", skip=skip)
     kind = q.get("bnb_4bit_quant_type") if bits == 4 and method == "bitsandbytes" else None
-    return StoredQuantization(dtype="int4" if bits <= 4 else "int8", description=f"{method} {bits}-bit" + (f" ({kind})" if kind else ""), skip=skip)
+    capability, below = _NEEDS_CAPABILITY.get(method, ("", ""))
+    return StoredQuantization(dtype="int4" if bits <= 4 else "int8", description=f"{method} {bits}-bit" + (f" ({kind})" if kind else ""),
+                              skip=skip, min_capability=capability, below=below)

@@ -71,7 +71,8 @@ class ProfileRow:
             "image_tokens_by_shape": e.image.by_shape,  # False: the count does not depend on the shape (a fixed resize)
             "image_token_rule": e.image.rule,
             "image_tokens_guessed": e.image.guessed,
-            "quantization": e.quantization or None,  # a pre-quantized checkpoint's stored format: dtype is then what it stores
+            # a pre-quantized checkpoint's stored format (dtype is then what it stores), and whether the target dequantizes it
+            "quantization": v.quantization or None,
             "batch_size": e.batch_size,
             "estimated_bytes": e.peak_bytes(),
             "estimated_load_bytes": e.load_bytes(),
@@ -219,7 +220,7 @@ def report_table(rows: Sequence[ProfileRow]):
         [
             {
                 "checkpoint": r.estimate.checkpoint,
-                "dtype": r.estimate.dtype,
+                "dtype": r.verdict.dtype,  # as the target loads it (an FP8 checkpoint is 16-bit on a T4)
                 "params_M": round(r.estimate.num_params / 1e6, 3),
                 "device": r.estimate.device,
                 "estimated_MiB": round(r.estimate.peak_bytes() / MIB, 1),
@@ -273,7 +274,7 @@ def targets_table(est: MemoryEstimate):
         dt = est.dtype if est.pre_quantized else recommended_dtype(t)  # pre-quantized weights load as stored
         v = verdict(est.with_dtype(dt), t)
         rows.append({
-            "target": t.name, "memory_GiB": round(t.memory_gib, 1), "usd_per_hour": t.price_per_hour, "dtype": dt,
+            "target": t.name, "memory_GiB": round(t.memory_gib, 1), "usd_per_hour": t.price_per_hour, "dtype": v.dtype,
             "needs_MiB": round(v.required_bytes / MIB, 1), "fits": v.fits, "max_batch": _max_batch_cell(v), "co_resident": v.co_resident,
         })
     return pd.DataFrame(rows)
