@@ -64,7 +64,8 @@ def test_jsonl_round_trip(tmp_path):
     samples = shapes.make_training_triples(2)
     path = data.write_jsonl(samples, tmp_path)
     back = data.read_jsonl(path)
-    assert [(s.id, s.prompt, s.reference) for s in back] == [(s.id, s.prompt, s.reference) for s in samples]
+    assert [(s.id, s.prompt, s.reference, s.meta) for s in back] == [(s.id, s.prompt, s.reference, s.meta) for s in samples]
+    assert back[0].meta == {"question_type": "color"}  # what accuracy_by breaks the embedded set down by
     assert all((pixels(x) == pixels(y)).all() for x, y in zip(samples, back))
     assert len(list((tmp_path / "images").glob("*.png"))) == 2  # 3 questions per image
 
@@ -75,6 +76,9 @@ def test_jsonl_round_trip(tmp_path):
         ('{"prompt": "hi"}', "missing image"),
         ("not json", "not valid JSON"),
         ('{"image": "x.png", "prompt": "hi", "answer": "y"}', "unknown key"),
+        ('{"image": "x.png", "prompt": "hi", "answer_type": "y"}', 'put other fields under "meta"'),
+        ('{"image": "x.png", "prompt": "hi", "meta": ["number"]}', "meta is a list .*an object of named values"),
+        ('{"image": "x.png", "prompt": "hi", "meta": {"tags": {"a": 1}}}', "meta\\['tags'\\] is a dict"),
         ('{"image": "nope.png", "prompt": "hi"}', "image not found"),
         ('{"image": 5, "prompt": "hi"}', "image is a int; image .* and prompt are strings"),
         ('{"image": "x.png", "prompt": ["hi"]}', "prompt is a list"),

@@ -319,8 +319,8 @@ def warn_flagged_outputs(result: ComparisonResult, *, stacklevel: int = 2) -> No
 def truncated_message(checkpoint: str, count: int, total: int, max_new_tokens: int) -> str:
     """What outputs cut off at ``max_new_tokens`` mean for ``checkpoint`` and what to do about them."""
     return (f"{checkpoint}: {count} of {total} output(s) stopped at max_new_tokens={max_new_tokens} before the end token, "
-            "so their text is cut off (and scores as wrong if the reference is longer); raise --max-new-tokens "
-            "(max_new_tokens=) to let them finish (the default 8 suits the shapes checkpoints' short answers), "
+            "so their text is cut off (and scores as wrong if the reference is longer); raise max_new_tokens "
+            "(--max-new-tokens on the command line) to let them finish (the default 8 suits the shapes checkpoints' short answers), "
             "unless the checkpoint never learned to stop (an early training step)")  # fmt: skip
 
 
@@ -434,7 +434,7 @@ def _batches_to_run(unique: list[tuple[str, Sample]], found: dict[str, dict], ge
 def _build_result(config, refs, names, plans, samples, keys, images, out, dtype_name: str) -> ComparisonResult:
     score = get_scorer(config.metric)
     rows = [
-        {"id": s.id, "image": img, "prompt": s.prompt, "reference": s.reference, "outputs": {}}
+        {"id": s.id, "image": img, "prompt": s.prompt, "reference": s.reference, **({"meta": s.meta} if s.meta else {}), "outputs": {}}
         for s, img in zip(samples, images)
     ]
     summary = []

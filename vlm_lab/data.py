@@ -1,9 +1,11 @@
 """Evaluation samples and the JSONL format they travel in.
 
-A dataset is a JSONL file with one ``{"id"?, "image", "prompt", "reference"?}``
+A dataset is a JSONL file with one ``{"id"?, "image", "prompt", "reference"?, "meta"?}``
 object per line; ``image`` is a path relative to the JSONL file. ``reference`` is
 one answer or a list of acceptable ones (VQAv2, TextVQA and OK-VQA exports list
-each annotator's): an output that matches any of them scores as right. The embedded
+each annotator's): an output that matches any of them scores as right. ``meta`` is
+an object of named values (``{"answer_type": "number"}``) that the results carry and
+break accuracy down by (``ComparisonResult.accuracy_by``, ``vlm-lab compare --by``). The embedded
 shapes data is addressed as ``shapes:SPLIT[:N]`` (e.g. ``shapes:val:64``).
 
 Samples read from a file hold the image's path, not its pixels: ``Sample.image``
@@ -60,6 +62,7 @@ class Sample:
     prompt: str
     reference: str | list[str] | None = None  # a list: several acceptable answers, any one scores as right
     image_path: str | None = None  # where the image lives on disk, when it does
+    meta: dict[str, str | int | float | bool] | None = None  # named values to break accuracy down by
 
     def __post_init__(self) -> None:
         if self.__dict__["_image"] is None and not self.image_path:
@@ -121,6 +124,8 @@ def write_jsonl(samples: Iterable[Sample], out_dir: str | os.PathLike[str], *, n
         record = {"id": s.id, "image": rel, "prompt": s.prompt}
         if s.reference is not None:
             record["reference"] = s.reference
+        if s.meta:
+            record["meta"] = s.meta
         lines.append(json.dumps(record))
     path = out / name
     atomic_write_text(path, "\n".join(lines) + "\n")
@@ -301,9 +306,11 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
                 "relative to the file) and prompt are strings, id a string or number, reference a string or number or a list "
                 "of them (several acceptable answers)"
             )
-        unknown = sorted(set(record) - {"id", "image", "prompt", "reference"})
+        unknown = sorted(set(record) - {"id", "image", "prompt", "reference", "meta"})
         if unknown:
-            raise DataError(f"{path}:{lineno}: unknown key(s) {', '.join(unknown)} (allowed: id, image, prompt, reference)")
+            raise DataError(f"{path}:{lineno}: unknown key(s) {', '.join(unknown)} (allowed: id, image, prompt, reference, meta; "
+                            'put other fields under "meta", e.g. "meta": {"answer_type": "number"}, to break accuracy down by them)')
+        meta = _meta(record.get("meta"), f"{path}:{lineno}")
         if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", record["image"]):  # hub datasets' exports often hold URLs
             raise DataError(f"{path}:{lineno}: image {record['image']!r} is a URL; images are read from disk: download them "
                             "and give each one's path, relative to the JSONL file")
@@ -326,6 +333,7 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
                 prompt=str(record["prompt"]),
                 reference=reference,
                 image_path=str(image_path),
+                meta=meta,
             )
         )
         if limit is not None and len(samples) >= limit:
@@ -341,6 +349,21 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
         more = f" and {len(dup) - 5} more" if len(dup) > 5 else ""
         raise DataError(f"{path}: duplicate sample id{'s' if len(dup) > 1 else ''}: {', '.join(dup[:5])}{more}; ids must be unique")
     return samples
+
+
+def _meta(value: object, where: str) -> dict[str, str | int | float | bool] | None:
+    """A line's ``meta``: an object of named strings, numbers or booleans (None when missing or ``{}``)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise DataError(f'{where}: meta is a {type(value).__name__} ({json.dumps(value)[:60]}); meta is an object of '
+                        'named values, e.g. "meta": {"answer_type": "number"}')
+    wrong = [k for k, v in value.items() if v is not None and not isinstance(v, (str, int, float, bool))]
+    if wrong:
+        v = value[wrong[0]]
+        raise DataError(f"{where}: meta[{wrong[0]!r}] is a {type(v).__name__} ({json.dumps(v)[:60]}); meta values are strings, "
+                        "numbers or booleans (accuracy is broken down by each distinct value)")
+    return {k: v for k, v in value.items() if v is not None} or None
 
 
 # shapes samples are made and held in memory, ~18 KB each (64x64 RGB + objects): at most ~1.8 GB

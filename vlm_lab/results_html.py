@@ -27,12 +27,13 @@ MEMORY_KINDS = {
     "cuda_max_allocated": "peak CUDA memory allocated while generating (weights, activations, KV cache)",
     "cpu_weights": "the weights' bytes (on CPU one process's peak cannot be pinned on one model: vlm-lab memory measures it)",
 }
+OPEN_BREAKDOWN_VALUES = 12  # an accuracy-by-meta table with more values starts folded
 STYLE = """
 .vlm-lab-comparison{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:14px;color:#1f2328}
 .vlm-lab-comparison table{border-collapse:collapse;margin:6px 0 12px}
 .vlm-lab-comparison td,.vlm-lab-comparison th{padding:4px 8px;text-align:left;vertical-align:middle;border-bottom:1px solid #e3e6ea}
 .vlm-lab-comparison th{background:#f3f5f7;font-weight:600}
-.vlm-lab-comparison table.summary td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.vlm-lab-comparison table.summary td.num,.vlm-lab-comparison table.breakdown td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .vlm-lab-comparison .ci{color:#667085;font-size:85%}
 .vlm-lab-comparison .up{color:#16703a;font-weight:600}.vlm-lab-comparison .down{color:#b3261e;font-weight:600}
 .vlm-lab-comparison .settings{color:#667085;margin:2px 0 6px}
@@ -73,7 +74,7 @@ def comparison_html(result: ComparisonResult, *, max_rows: int | None = 200, onl
         flipped = f"<details><summary>flipped samples</summary><pre class='paired'>{esc(result.paired_report())}</pre></details>"
     return (
         f"<div class='vlm-lab-comparison'><style>{STYLE}</style>"
-        f"<p class='settings'>{esc(settings_line(result))}</p>{summary_table(result)}{flipped}"
+        f"<p class='settings'>{esc(settings_line(result))}</p>{summary_table(result)}{breakdown_tables(result)}{flipped}"
         f"<p>{len(disagree)} of {len(result.rows)} samples where the checkpoints disagree (highlighted) "
         "<label><input type='checkbox' class='only-disagree'> show only these</label></p>"
         f"<table class='samples'><thead><tr><th>image</th><th>id</th><th>prompt</th><th>reference</th>{head}</tr></thead>"
@@ -123,6 +124,21 @@ def summary_table(result: ComparisonResult) -> str:
         lines.append(f"<tr>{''.join(cells)}</tr>")
     header = "".join(f"<th>{h}</th>" for h in head)
     return f"<table class='summary'><thead><tr>{header}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+
+
+def breakdown_tables(result: ComparisonResult) -> str:
+    """Per ``meta`` key the samples carry, each checkpoint's accuracy on each value's samples (``accuracy_by``),
+    folded; unfolded when it has at most ``OPEN_BREAKDOWN_VALUES`` values. None when nothing is scored."""
+    out = []
+    for key in result.meta_keys():
+        table = result.accuracy_by(key, wide=True)
+        head = "".join(f"<th>{esc(c)}</th>" for c in (key, *table.columns))
+        body = "".join(f"<tr><td>{esc(value)}</td>{''.join(f'<td class=num>{esc(c)}</td>' for c in row)}</tr>"
+                       for value, row in zip(table.index, table.itertuples(index=False)))  # fmt: skip
+        is_open = " open" if len(table) <= OPEN_BREAKDOWN_VALUES else ""
+        out.append(f"<details{is_open}><summary>accuracy by {esc(key)} ({len(table)} values; 95% bootstrap CI)</summary>"
+                   f"<table class='breakdown'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></details>")  # fmt: skip
+    return "".join(out)
 
 
 def _accuracy(s: dict) -> str:

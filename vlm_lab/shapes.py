@@ -97,6 +97,7 @@ def make_samples(split: str, num_samples: int, *, seed: int = 0) -> list[Sample]
                 image=img,
                 prompt=QUESTIONS[kind],
                 reference=answers(color, shape)[kind],
+                meta={"question_type": kind},
             )
         )
     return out
@@ -108,7 +109,7 @@ def make_training_triples(num_images: int, *, seed: int = 0) -> list[Sample]:
     out: list[Sample] = []
     for _, (image_id, img, color, shape) in zip(range(num_images), iter_images("train", seed)):
         for kind, answer in answers(color, shape).items():
-            out.append(Sample(id=f"{image_id}-{kind}", image=img, prompt=QUESTIONS[kind], reference=answer))
+            out.append(Sample(id=f"{image_id}-{kind}", image=img, prompt=QUESTIONS[kind], reference=answer, meta={"question_type": kind}))
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 from vlm_lab.config import DEVICES, DTYPES, METRICS, CompareConfig
@@ -27,11 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-samples", type=int, default=None,
                         help="at most this many samples (default: all the data gives: the N of shapes:SPLIT:N, 64 without N, a whole JSONL)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="samples per generate call (default: %(default)s)")
-    parser.add_argument("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens, help="(default: %(default)s)")
+    parser.add_argument("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens,
+                        help="at most this many tokens per answer (default: %(default)s)")
     parser.add_argument("--strategy", default=_DEFAULTS.strategy, help="greedy | nucleus(P) | temperature(T) | beam(N) (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="(default: %(default)s)")
-    parser.add_argument("--dtype", default=_DEFAULTS.dtype, choices=DTYPES, help="(default: %(default)s)")
-    parser.add_argument("--device", default=_DEFAULTS.device, choices=DEVICES, help="(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=_DEFAULTS.seed,
+                        help="seeds sampling strategies and the bootstrap CIs (default: %(default)s)")
+    parser.add_argument("--dtype", default=_DEFAULTS.dtype, choices=DTYPES,
+                        help="weights' dtype; auto: the checkpoint's own (default: %(default)s)")
+    parser.add_argument("--device", default=_DEFAULTS.device, choices=DEVICES,
+                        help="auto: cuda when there is one (default: %(default)s)")
     parser.add_argument("--metric", default=_DEFAULTS.metric, choices=METRICS,
                         help="exact | normalized (1 or 0; 1 when the output matches any listed answer) | vqa (VQA accuracy, a "
                              "fraction, against a list of human answers) (default: %(default)s)")  # fmt: skip
@@ -42,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-cache", action="store_true", help="ignore and do not write cached per-sample results")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, nothing else")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _by_option(parser)
     parser.set_defaults(func=run)
 
     show = sub.add_parser(
@@ -52,7 +58,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     show.add_argument("dir", help="a comparison's output folder")
     show.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, nothing else")
+    _by_option(show)
     show.set_defaults(func=_show)
+
+
+def _by_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--by", action="append", default=[], metavar="KEY",
+                        help="also break accuracy down by the samples' meta KEY (a JSONL line's \"meta\": {KEY: value}; "
+                        "the shapes data: question_type); repeat for several")  # fmt: skip
 
 
 def config_from_args(args: argparse.Namespace) -> CompareConfig:
@@ -79,10 +92,15 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
         )
 
 
-def print_summary(result, *, as_json: bool) -> None:
-    """The summary table (or JSON, one object per checkpoint) on stdout."""
+def print_summary(result, *, as_json: bool, by: list[str] = ()) -> None:
+    """The summary table (or JSON, one object per checkpoint) on stdout; ``by``: accuracy broken down by these
+    meta keys too (a table each; in JSON, each checkpoint's ``by``: ``{key: {value: {accuracy, ci_low, ...}}}``)."""
+    frames = {key: result.accuracy_by(key) for key in dict.fromkeys(by)}  # an unknown key fails before anything prints
     if as_json:
-        json.dump(result.summary_records(), sys.stdout, indent=2)
+        records = result.summary_records()
+        for record in records if frames else ():
+            record["by"] = {key: _groups_json(frame, key, record["checkpoint"]) for key, frame in frames.items()}
+        json.dump(records, sys.stdout, indent=2)
         print()
         return
     from vlm_lab.model_cache import format_bytes
@@ -109,14 +127,31 @@ def print_summary(result, *, as_json: bool) -> None:
 
     for kind in sorted({k for k in frame["memory_kind"] if isinstance(k, str)}):  # what peak_memory_bytes measured
         print(f"peak_memory_bytes: {MEMORY_KINDS.get(kind, kind)}")
+    from vlm_lab.breakdown import wide_table
+
+    for key, frame in frames.items():
+        print(f"\naccuracy by {key} (95% bootstrap CI):")
+        print(wide_table(frame, key).to_string())
     print(f"results: {result.output_dir}/comparison.html (and results.jsonl, results.csv, summary.json)")
+
+
+def _groups_json(frame, key: str, checkpoint: str) -> dict:
+    """One checkpoint's rows of an ``accuracy_by`` frame as ``{value: {accuracy, ci_low, ci_high, n_scored}}``."""
+    part = frame[frame["checkpoint"] == checkpoint]
+    return {value: {c: row[c] for c in ("accuracy", "ci_low", "ci_high")} | {"n_scored": int(row["n_scored"])}
+            for value, (_, row) in zip(part[key], part.iterrows())}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     from vlm_lab.compare import compare
 
+    from vlm_lab.errors import ConfigError
+
     result = compare(config_from_args(args), progress=not args.quiet)  # the bar goes to stderr
-    print_summary(result, as_json=args.json)
+    try:
+        print_summary(result, as_json=args.json, by=args.by)
+    except ConfigError as e:  # --by a key the data lacks: known only once the data is read; nothing is lost
+        raise ConfigError(f"{e}. The comparison is saved: vlm-lab show {shlex.quote(str(result.output_dir))} --by KEY") from None
     return 0
 
 
@@ -125,6 +160,6 @@ def _show(args: argparse.Namespace) -> int:
     from vlm_lab.results import ComparisonResult
 
     result = ComparisonResult.load(args.dir)
-    print_summary(result, as_json=args.json)
+    print_summary(result, as_json=args.json, by=args.by)
     warn_flagged_outputs(result)  # what compare said of cut-off and NaN/inf outputs, on stderr as it did
     return 0
