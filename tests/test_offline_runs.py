@@ -6,19 +6,9 @@ from pathlib import Path
 
 import pytest
 import wandb
+from wandb_fixtures import wandb_home  # noqa: F401 - fixture
 
 from vlm_lab import offline_runs, tracking
-
-
-@pytest.fixture
-def wandb_home(tmp_path, monkeypatch) -> Path:
-    """An isolated W&B directory tree; offline because there is no key and no mode."""
-    root = tmp_path / "wandb-home"
-    for name, value in tracking.local_env(root).items():
-        monkeypatch.setenv(name, value)
-    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DISABLED"):
-        monkeypatch.delenv(name, raising=False)
-    return root
 
 
 def _complete_start() -> offline_runs.OfflineRun:

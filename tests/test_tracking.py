@@ -8,22 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from wandb_fixtures import FAKE_KEY, comparison, wandb_home  # noqa: F401 - fixtures
+
 from vlm_lab import offline_runs, tracking
 from vlm_lab.errors import ConfigError, DataError
-
-FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
-
-
-@pytest.fixture
-def wandb_home(tmp_path, monkeypatch) -> Path:
-    """An isolated W&B directory tree; offline because there is no key and no mode."""
-    root = tmp_path / "wandb-home"
-    for name, value in tracking.local_env(root).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_DISABLED", raising=False)
-    return root
 
 
 @pytest.mark.parametrize(
@@ -124,19 +112,6 @@ def test_reader_rejects_what_is_not_a_run(tmp_path):
     bogus.write_bytes(b"not a log at all")
     with pytest.raises(DataError, match="not a W&B run log"):
         offline_runs.read_offline_run(bogus)
-
-
-@pytest.fixture(scope="module")
-def comparison(tiny_checkpoints, tmp_path_factory):
-    """A real comparison of the first and last tiny checkpoints on a few shapes samples."""
-    from vlm_lab.compare import compare
-    from vlm_lab.config import CompareConfig
-
-    config = CompareConfig(
-        checkpoints=(str(tiny_checkpoints[0]), str(tiny_checkpoints[-1])), data="shapes:val", num_samples=6,
-        device="cpu", output_dir=str(tmp_path_factory.mktemp("compare")),
-    )
-    return compare(config, progress=False), config
 
 
 def test_log_comparison_reads_back(wandb_home, comparison):

@@ -146,12 +146,19 @@ def log_comparison(
         Where the run went, or a falsy ``NotLogged`` saying why not: W&B is
         disabled, or it failed (then also one ``TrackingWarning``).
     """
-    outcome = _log_comparison(
-        result, config, project=project, entity=entity, group=group, tags=tags, name=name, job_type=job_type,
-        mode=mode, dir=dir, max_table_rows=max_table_rows, id=id, resume=resume,
-    )  # fmt: skip
     output_dir = getattr(result, "output_dir", None)
-    if output_dir and Path(output_dir).is_dir():
+    output_dir = output_dir if output_dir and Path(output_dir).is_dir() else None
+    try:
+        outcome = _log_comparison(
+            result, config, project=project, entity=entity, group=group, tags=tags, name=name, job_type=job_type,
+            mode=mode, dir=dir, max_table_rows=max_table_rows, id=id, resume=resume,
+        )  # fmt: skip
+    except BaseException as e:  # Ctrl-C while logging: the record must not keep an earlier execution's "logged"
+        if output_dir:
+            why = f"interrupted ({type(e).__name__}) while logging; the W&B run was closed as failed"
+            write_record(output_dir, NotLogged(reason=why, attempted=True), mode=mode)
+        raise
+    if output_dir:
         write_record(output_dir, outcome, mode=mode)
     return outcome
 
@@ -193,6 +200,9 @@ def _log_comparison(
         skipped = _skip("could not log the comparison", e)
         _finish_quietly(run)
         return skipped
+    except BaseException:  # Ctrl-C in a notebook: close the run (as failed) instead of leaving it open in the kernel
+        _finish_quietly(run)
+        raise
 
 
 def log_interaction(
@@ -263,6 +273,10 @@ def log_interaction(
         if own_run:
             _finish_quietly(run)
         return None
+    except BaseException:  # Ctrl-C: close the run this call started; a caller's own run stays theirs
+        if own_run:
+            _finish_quietly(run)
+        raise
 
 
 def _artifact_name(group: str | None, name: str | None, run_id: str) -> str:

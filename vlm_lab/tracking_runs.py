@@ -265,8 +265,9 @@ def _run_mode(run: Any) -> str:
     return "offline" if getattr(run.settings, "_offline", False) or run.settings.mode == "offline" else "online"
 
 
-
 def _finish_quietly(run: Any) -> None:
+    """Close a run that failed or was interrupted, as failed: wandb-core then writes its log (an open run
+    leaves only a header on disk until the process exits, which a notebook kernel may not do for hours)."""
     try:
         run.finish(exit_code=1)
     except Exception:  # noqa: BLE001 - already warned once

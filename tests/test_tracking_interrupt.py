@@ -1,0 +1,54 @@
+"""Ctrl-C while a comparison or an interaction is being logged (a notebook's interrupt button)."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+from wandb_fixtures import comparison, wandb_home  # noqa: F401 - fixtures
+
+from vlm_lab import offline_runs, tracking
+
+
+class _CtrlCWhileTheTableIsBuilt:
+    """The real comparison, interrupted where logging spends its time: building the samples table."""
+
+    def __init__(self, result):
+        self._result = result
+
+    def __getattr__(self, name):
+        return getattr(self._result, name)
+
+    def to_dataframe(self):
+        raise KeyboardInterrupt
+
+
+class _CtrlCWhileOutputsAreRead(dict):
+    def items(self):
+        raise KeyboardInterrupt
+
+
+def _only_run(wandb_home) -> offline_runs.OfflineRun:
+    (folder,) = offline_runs.find_offline_runs(wandb_home)
+    assert offline_runs.wait_until_written(folder), "the interrupted run was left open: its log holds only a header"
+    return offline_runs.read_offline_run(folder)
+
+
+def test_an_interrupted_comparison_log_closes_its_run_and_says_so_beside_the_results(wandb_home, comparison):
+    """Interrupted mid-log, the W&B run stayed open in the kernel: its log held only a header until the
+    kernel exited (`vlm-lab runs`: unreadable, 'never started properly'), and wandb.json still said the
+    previous execution's 'offline', as if this one had been logged."""
+    result, config = comparison
+    tracking.log_comparison(result, config, mode="disabled")
+    with pytest.raises(KeyboardInterrupt):
+        tracking.log_comparison(_CtrlCWhileTheTableIsBuilt(result), config, group="g")
+    run = _only_run(wandb_home)
+    assert run.finished and run.exit_code == 1 and run.state == "failed (exit 1)"
+    described = tracking.describe_record(tracking.read_record(result.output_dir))
+    assert described == "NOT LOGGED: interrupted (KeyboardInterrupt) while logging; the W&B run was closed as failed"
+
+
+def test_an_interrupted_interaction_log_closes_the_run_it_started(wandb_home):
+    with pytest.raises(KeyboardInterrupt):
+        tracking.log_interaction(image=Image.new("RGB", (8, 8)), prompt="q", outputs=_CtrlCWhileOutputsAreRead(c="a"))
+    run = _only_run(wandb_home)
+    assert run.finished and run.exit_code == 1
