@@ -639,6 +639,31 @@ def test_checkpoints_repo_holds_the_checkpoints_and_the_space_points_at_it(hub, 
     assert "checkpoints/shapes/checkpoint-0/model.safetensors" in hub.space(SPACE).files
 
 
+@pytest.mark.parametrize("case", ["checkpoints repo", "variable", "embedded"])
+def test_the_space_card_names_the_model_repos_it_serves(hub, space_dir, tiny_dir, case):
+    """The Hub links a Space and the models its card lists (models: in the front matter): "Models used in
+    this Space" on the Space, "Spaces using this model" on the model. The published card listed none."""
+    from huggingface_hub import SpaceCard
+
+    readme = space_dir / "README.md"
+    readme.write_text(readme.read_text().replace("pinned: false\n", "pinned: false\nmodels:\n  - my-org/base-vlm\n"))
+    args = {"checkpoints repo": ("--checkpoints-repo", "alice/vlm-checkpoints"),
+            "variable": ("--var", "VLM_LAB_CHECKPOINTS=my-org/my-vlm@main:checkpoint-500,./local-run,my-org/base-vlm"),
+            "embedded": ()}[case]
+    models = {"checkpoints repo": ["my-org/base-vlm", "alice/vlm-checkpoints"], "variable": ["my-org/base-vlm", "my-org/my-vlm"],
+              "embedded": ["my-org/base-vlm"]}[case]
+    ckpt = {"checkpoints": tiny_dir} if case != "variable" else {}
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--no-wait", *args, **ckpt)
+    assert r.returncode == 0, fail_text(r)
+    published = hub.space(SPACE).files["README.md"].decode()
+    assert SpaceCard(published).data.models == models
+    assert published.split("\n---\n", 1)[1] == readme.read_text().split("\n---\n", 1)[1]  # the body as written
+    if case == "embedded":
+        assert published == readme.read_text()
+    again = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--no-wait", *args, **ckpt)
+    assert again.returncode == 0 and "no new commit" in again.stdout, fail_text(again)
+
+
 def test_a_checkpoints_repo_keeps_what_the_publish_does_not_replace(hub, space_dir, tiny_dir, tmp_path):
     """The checkpoints repo is the user's model repo (a Trainer may have pushed its run there): a publish
     replaces the model files of the checkpoints it sends, and deletes nothing else; the checkpoint-2000 and

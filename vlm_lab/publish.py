@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vlm_lab.config import PublishConfig
-from vlm_lab.errors import ConfigError, PublishError
+from vlm_lab.errors import ConfigError, PublishError, VlmLabError
 from vlm_lab.publish_hub import TOKENS_URL, Hub, HubConflictError, HubNotFoundError, check_can_write, connect, scrubbed_logs
 from vlm_lab.publish_report import FilePlan, PublishReport, SettingChange, estimate_cost
 from vlm_lab.publish_stage import (
     SPACE_REPO_LIMIT,
     Stage,
+    card_with_models,
     check_variables,
     credentials_at_hand,
     find_secret_in_value,
@@ -127,13 +128,14 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
     if config.checkpoints_repo:
         model_info = _repo_info(hub, config.checkpoints_repo, "model")
         check_can_write(hub, config.checkpoints_repo, exists=model_info is not None)
-    _validate_on_hub(hub, card.front_matter)
+    readme = card_with_models(card.front_matter, _served_models(config))
+    _validate_on_hub(hub, readme)
 
     embed = config.embed_checkpoints and not config.checkpoints_repo
     checkpoints = Path(config.checkpoints)
     build = _is_embedded_default(checkpoints)
     staged = stage(space_dir=space_dir, checkpoints=checkpoints if embed else None, build_missing=build, known=known,
-                   max_bytes=SPACE_REPO_LIMIT)
+                   max_bytes=SPACE_REPO_LIMIT, readme=readme)
     ckpt_staged = (stage(checkpoints=checkpoints, checkpoints_prefix="", build_missing=build, known=known)
                    if config.checkpoints_repo else None)
     sizes = dict(staged.sizes) | (ckpt_staged.sizes if ckpt_staged else {})
@@ -217,6 +219,26 @@ def check_repo_name(repo_id: str, what: str) -> None:
             "has letters, digits, '-', '_' or '.', at most 96 characters, does not start or end with '-' or '.', "
             "has no '--' or '..', and does not end in '.git'"
         ) from None
+
+
+def _served_models(config: PublishConfig) -> list[str]:
+    """The hub model repos the Space will serve, as far as this publish sets them: the checkpoints repo,
+    or the hub ids of a ``--var VLM_LAB_CHECKPOINTS`` (folders inside the Space are not repos)."""
+    from vlm_lab.checkpoints import parse_hub_ref
+
+    if config.checkpoints_repo:
+        return [config.checkpoints_repo]
+    specs = config.variable_map().get(CHECKPOINTS_VARIABLE, "") if not config.embed_checkpoints else ""
+    repos = []
+    for spec in (s.strip() for s in specs.split(",")):
+        repo_part = spec.split(":", 1)[0].split("@", 1)[0]
+        if not spec or spec.startswith((".", "/", "~")) or (Path(config.space_dir) / repo_part).exists():
+            continue
+        try:
+            repos.append(parse_hub_ref(spec).repo_id)
+        except VlmLabError:  # not a hub id: a path the app resolves inside the Space
+            continue
+    return list(dict.fromkeys(repos))
 
 
 def _is_embedded_default(checkpoints: Path) -> bool:
@@ -354,7 +376,7 @@ def _mirror(hub: Hub, staged: Stage, plan: FilePlan, message: str, say: Progress
     if not plan.changed:
         say(f"{plan.repo_id}: no file changed, no commit")
         return None
-    ops: list[Any] = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(staged.files[p].source)) for p in plan.add + plan.update]
+    ops: list[Any] = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=staged.files[p].upload()) for p in plan.add + plan.update]
     ops += [CommitOperationDelete(path_in_repo=p) for p in plan.delete]
     say(f"{plan.repo_id}: committing {len(plan.add)} added, {len(plan.update)} updated, {len(plan.delete)} deleted "
         f"({human_bytes(plan.upload_bytes)})")
