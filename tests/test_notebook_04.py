@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from wandb_fixtures import wandb_home  # noqa: F401 - fixture
 
 from vlm_lab import sweep
 from vlm_lab.ablation import write_summary
@@ -85,6 +86,42 @@ def test_a_sweep_where_every_run_failed_still_reports_its_failures(tmp_path):
     text = _text(nbformat.read(out, as_version=4))
     assert "no best variant: none of the 4 runs completed with accuracy (4 failed; see the failures below and " in text
     assert text.count("CUDA out of memory") >= 4  # the failures table, the last cell, was reached
+
+
+def test_report_shows_each_runs_wandb_run_merged_and_how_to_upload_them(sweep_dir, wandb_home, tmp_path):
+    """A point whose first execution logged its comparison and whose re-run died while logging into the
+    same W&B run (same id): the report must show the run's state as W&B will (the latest start did not
+    finish) and one `wandb sync` of every start of every run not uploaded yet."""
+    import papermill
+
+    from vlm_lab import offline_runs, tracking
+    from vlm_lab.ablation import Ablation
+
+    ablation = Ablation.load(sweep_dir)
+    completed = list(ablation.runs.loc[ablation.runs["state"] == "completed", "run_id"])
+    folders = {}
+    for index, run_id in enumerate(completed[:2]):
+        run = tracking.start_run({"run": run_id}, group=ablation.name, id=f"point{index}", resume="allow")
+        run.summary.update({"best/accuracy": 0.9})
+        tracked = tracking.finish_run(run)
+        tracking.write_record(sweep_dir / run_id, tracked)
+        folders[run_id] = [tracked.dir]
+    rerun = tracking.start_run({"run": completed[1]}, group=ablation.name, id="point1", resume="allow")
+    rerun.finish(exit_code=1)  # the re-run's notebook died while logging: wandb.json is still the first one's
+    assert offline_runs.wait_until_written(rerun.settings.sync_dir)
+    folders[completed[1]].append(Path(rerun.settings.sync_dir))
+
+    frame = Ablation.load(sweep_dir).wandb_runs()
+    assert list(frame["run_id"]) == completed[:2] and list(frame["wandb_run"]) == ["point0", "point1"]
+    assert list(frame["state"]) == ["finished", "failed (exit 1), latest of 2 starts"]
+    assert list(frame["sync_command"]) == ["wandb sync " + " ".join(map(str, folders[r])) for r in completed[:2]]
+
+    out = tmp_path / "04.ipynb"
+    papermill.execute_notebook(str(NOTEBOOK), str(out), parameters={"sweep_dir": str(sweep_dir)}, progress_bar=False, cwd=str(ROOT))
+    text = _text(nbformat.read(out, as_version=4))
+    every = " ".join(str(f) for r in completed[:2] for f in folders[r])
+    assert f"2 run(s) logged to W&B offline, 2 not uploaded yet: wandb sync {every}" in text
+    assert "failed (exit 1), latest of 2 starts" in text
 
 
 @pytest.mark.slow

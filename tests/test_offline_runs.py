@@ -57,7 +57,7 @@ def test_a_resume_that_did_not_finish_keeps_the_metrics_of_the_earlier_start(wan
     assert run.name == "strategy=greedy" and run.tags == ("strategy=greedy",)  # the resume set none
     assert run.table("samples") == [{"prompt": "What shape?", "output": "circle"}]  # logged by the earlier start
     state = "failed (exit 1)" if how == "failed" else "incomplete"
-    assert run.state == f"{state}: the latest of 2 starts did not finish; metrics merge all of them"
+    assert run.state == f"{state}, latest of 2 starts"  # the metrics are the merged ones all the same
     assert run.headline() == {"best/accuracy": 0.9}
 
     assert main(["runs", str(wandb_home)]) == 0

@@ -157,6 +157,42 @@ class Ablation:
         """The runs that did not complete, with their error."""
         return self.runs.loc[self.runs["state"] != "completed", ["run_id", *self.grid, "state", "error"]]
 
+    def wandb_runs(self) -> Any:
+        """One row per run logged to W&B offline (its ``wandb.json`` names the folder): the W&B run with
+        every start merged as ``wandb sync`` will merge them, its ``state`` (which says when the latest of
+        several starts did not finish), whether it is uploaded, and the ``wandb sync`` command."""
+        import pandas as pd
+
+        from vlm_lab.offline_runs import read_merged_run
+        from vlm_lab.tracking import read_record
+
+        rows = []
+        for run in self.runs.to_dict(orient="records"):
+            record = read_record(self.sweep_dir / run["run_id"]) or {}
+            if not (record.get("logged") and record.get("mode") == "offline" and record.get("dir")):
+                continue
+            row = {"run_id": run["run_id"], **{k: run.get(k) for k in self.grid}, "wandb_run": record.get("run_id")}
+            try:
+                logged = read_merged_run(record["dir"])
+            except (DataError, OSError) as e:  # moved, deleted, or killed as it started
+                row.update(state=f"unreadable: {e}", uploaded=False, sync_command="")
+            else:
+                row.update(state=logged.state, uploaded=logged.synced, sync_command=logged.sync_command)
+            rows.append(row)
+        columns = ["run_id", *self.grid, "wandb_run", "state", "uploaded", "sync_command"]
+        return pd.DataFrame.from_records(rows, columns=columns)
+
+    def describe_wandb(self) -> str:
+        """One line: how many runs W&B logged offline, and the ``wandb sync`` command for those not uploaded."""
+        frame = self.wandb_runs()
+        if frame.empty:
+            return "no run of this sweep was logged to W&B offline (see the wandb column of the runs above)"
+        pending = frame[~frame["uploaded"].astype(bool) & (frame["sync_command"] != "")]
+        if pending.empty:
+            return f"{len(frame)} run(s) logged to W&B offline, all uploaded already"
+        paths = " ".join(command.removeprefix("wandb sync ") for command in pending["sync_command"])
+        return f"{len(frame)} run(s) logged to W&B offline, {len(pending)} not uploaded yet: wandb sync {paths}"
+
     def table(self, metric: str = "accuracy") -> Any:
         """``metric`` by checkpoint (rows, in step order) x the varied parameters (columns)."""
         self._check_metric(metric)

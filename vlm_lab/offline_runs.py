@@ -69,10 +69,11 @@ class OfflineRun:
     @property
     def state(self) -> str:
         """``finished``, ``failed (exit N)`` or ``incomplete`` (killed, or still running): the latest start's,
-        which is what W&B shows for the run; a run started more than once says so."""
+        which is what W&B shows for the run; a run started more than once whose latest start did not
+        finish says so (``incomplete, latest of 2 starts``)."""
         state = ("finished" if not self.exit_code else f"failed (exit {self.exit_code})") if self.finished else "incomplete"
         if self.earlier and state != "finished":
-            return f"{state}: the latest of {len(self.sync_paths)} starts did not finish; metrics merge all of them"
+            return f"{state}, latest of {len(self.sync_paths)} starts"  # short: a table cell (metrics merge them all)
         return state
 
     @property
@@ -306,6 +307,26 @@ def merge_starts(starts: Sequence[OfflineRun]) -> OfflineRun:
         latest, config=config, summary=summary, artifacts=tuple(a for s in starts for a in s.artifacts),
         earlier=tuple(s.dir for s in starts[:-1]), **named,
     )  # fmt: skip
+
+
+def read_merged_run(path: str | os.PathLike[str]) -> OfflineRun:
+    """The W&B run one of whose starts is the ``offline-run-*`` folder ``path``, with every start of it
+    beside that folder merged (``merge_starts``): what a report shows for a run it knows one folder of.
+
+    Raises:
+        DataError: ``path`` holds no readable run log.
+    """
+    start = read_offline_run(path)
+    starts = []
+    for folder in sorted(Path(start.dir).parent.glob(f"offline-run-*{start.id}*")):  # wandb may suffix a folder
+        try:
+            run = start if folder == start.dir else read_offline_run(folder)
+        except (DataError, OSError):  # a start killed before wandb-core wrote its run record
+            continue
+        if (run.entity, run.project, run.id) == (start.entity, start.project, start.id):
+            starts.append(run)
+    (merged,) = latest_runs(starts)
+    return merged
 
 
 def wait_until_written(path: str | os.PathLike[str], *, timeout_s: float = 30.0) -> bool:
