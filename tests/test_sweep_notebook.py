@@ -292,3 +292,22 @@ def test_each_log_line_is_written_whole_so_parallel_runs_never_share_a_line(swee
     assert len(writes.chunks) == 2, writes.chunks
     assert all(chunk.endswith("\n") and chunk.count("\n") == 1 for chunk in writes.chunks), writes.chunks
     assert f"started {run.run_id}\n" in writes.chunks[0] and f"[1/2] completed {run.run_id} (1.0 s)\n" in writes.chunks[1]
+
+
+def test_a_copied_sweep_file_that_kept_the_name_is_told_its_runs_leave_the_summary(sweep_file, tmp_path, capsys):
+    """The usual way to start an ablation is to copy a sweep file; one that kept `name:` over the same
+    notebook shared the folder silently: each night the summary and notebook 04 showed only whichever
+    file ran last. The note now names the runs left out and the fix; a grid that only grew says nothing."""
+    assert sweep.run_sweep(sweep.load_sweep(sweep_file), progress=False).ok  # grid x: [1, 2]
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(yaml.safe_dump({"name": "t", "notebook": "nb.ipynb", "grid": {"x": [3]}}))
+    note = sweep.run_sweep(sweep.load_sweep(copy), progress=False, dry_run=True).note
+    left = sorted(r.run_id for r in sweep.plan(sweep.load_sweep(sweep_file)))
+    assert note.startswith(f"sweep 't' last ran 2 run(s) that this grid and parameters leave out ({', '.join(left)})"), note
+    assert "out of the summary" in note and "if another sweep file uses the same name:, give each its own" in note
+    assert main(["sweep", str(copy), "--dry-run"]) == 0
+    assert note in capsys.readouterr().out
+
+    grown = tmp_path / "grown.yaml"
+    grown.write_text(yaml.safe_dump({"name": "t", "notebook": "nb.ipynb", "grid": {"x": [1, 2, 3]}}))
+    assert sweep.run_sweep(sweep.load_sweep(grown), progress=False, dry_run=True).note == ""

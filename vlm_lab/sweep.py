@@ -55,7 +55,7 @@ from typing import Any, Iterator
 from vlm_lab.config import SweepConfig
 from vlm_lab.data import atomic_write_text
 from vlm_lab import sweep_papermill as papermill_run
-from vlm_lab.errors import SweepError
+from vlm_lab.errors import SweepError, VlmLabError
 from vlm_lab.sweep_file import load_sweep  # noqa: F401 - re-exported
 from vlm_lab.sweep_checks import check_parameters, notebook_fingerprint, notebook_parameters, snapshot_notebook  # noqa: F401
 from vlm_lab.sweep_locks import LOCKED_EXIT_CODE, RUN_LOCKS, SweepLockedError, now as _now, run_lock, sweep_lock  # noqa: F401
@@ -408,16 +408,37 @@ def _write_summary(folder: Path, runs: list[RunSpec], abandoned: tuple[str, ...]
         raise SweepWriteError.of(e, folder) from e
 
 
-def _notebook_changed(config: SweepConfig, fingerprint: str) -> str:
-    """A note when the sweep last ran another notebook (or kernel): every run is new this time."""
+def _since_last_run(config: SweepConfig, fingerprint: str, planned: list[RunSpec]) -> str:
+    """A note when the sweep's last invocation (its sweep.json) ran another notebook or kernel (every
+    run is new this time), or runs that ``planned`` leaves out of the summary (another grid: a
+    sweep file copied without a new ``name:``, or values taken out of the grid); "" otherwise."""
     try:
         before = json.loads((sweep_dir(config) / SWEEP_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return ""  # a first invocation
-    earlier = before.get("notebook_fingerprint") if isinstance(before, dict) else None
-    if earlier == fingerprint:
+    if not isinstance(before, dict):
         return ""
-    other = before.get("notebook") if isinstance(before, dict) else None
+    if before.get("notebook_fingerprint") != fingerprint:
+        return _notebook_changed(config, fingerprint, before)
+    try:  # the runs the last invocation planned: the same notebook, so the same ids for the same values
+        earlier = SweepConfig.from_dict({k: v for k, v in before.items() if k != "notebook_fingerprint"})
+        left = sorted({r.run_id for r in plan(earlier, fingerprint=fingerprint)} - {r.run_id for r in planned})
+    except (VlmLabError, ValueError, TypeError):  # a sweep.json an older vlm_lab wrote: nothing to say
+        return ""
+    if not left:
+        return ""
+    shown = ", ".join(left[:3]) + (f", ... {len(left) - 3} more" if len(left) > 3 else "")
+    return (
+        f"sweep {config.name!r} last ran {len(left)} run(s) that this grid and parameters leave out ({shown}): they stay "
+        f"in their folders under {sweep_dir(config)}, out of the summary; if another sweep file uses the same name:, "
+        f"give each its own (it is the folder under {config.runs_dir} and the W&B group)"
+    )
+
+
+def _notebook_changed(config: SweepConfig, fingerprint: str, before: dict[str, Any]) -> str:
+    """The note when the sweep last ran another notebook (or kernel): every run is new this time."""
+    earlier = before.get("notebook_fingerprint")
+    other = before.get("notebook")
     if isinstance(other, str) and other != config.notebook:  # e.g. two sweep files sharing one name:
         what = (f"sweep {config.name!r} last ran another notebook ({other}); if another sweep file uses the same "
                 f"name:, give each its own (it is the folder under {config.runs_dir} and the W&B group)")
@@ -459,10 +480,11 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
     declared = check_parameters(config)
     if dry_run:
         fingerprint = notebook_fingerprint(config)
-        mine = shard(plan(config, fingerprint=fingerprint), config.shard_index, config.shard_count)
+        everything = plan(config, fingerprint=fingerprint)
+        mine = shard(everything, config.shard_index, config.shard_count)
         return SweepReport(
             sweep_dir=sweep_dir(config), ran=(), skipped=tuple(r.run_id for r in mine if r.completed),
-            failures=(), summary_csv=None, note=_notebook_changed(config, fingerprint),
+            failures=(), summary_csv=None, note=_since_last_run(config, fingerprint, everything),
         )  # fmt: skip
     from tqdm.auto import tqdm
 
@@ -471,11 +493,11 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
             stack.enter_context(sweep_lock(sweep_dir(config), config.name, shard=(config.shard_index, config.shard_count)))
             # Every run executes this copy: an edit made while the sweep runs waits for the next invocation.
             source, fingerprint = snapshot_notebook(config, sweep_dir(config) / NOTEBOOKS)
-            note = _notebook_changed(config, fingerprint)
+            everything = plan(config, fingerprint=fingerprint)
+            note = _since_last_run(config, fingerprint, everything)
             _write_json(sweep_dir(config) / SWEEP_FILE, {**config.to_dict(), "notebook_fingerprint": fingerprint})
         except OSError as e:
             raise SweepWriteError.of(e, sweep_dir(config)) from e
-        everything = plan(config, fingerprint=fingerprint)
         mine = shard(everything, config.shard_index, config.shard_count)
         stack.enter_context(papermill_run.quiet())
         todo = [r for r in mine if not r.completed]
