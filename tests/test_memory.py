@@ -624,3 +624,19 @@ def test_a_failed_measurement_is_not_retried_for_its_look_alikes(copy_checkpoint
         rows = list(memory_report.iter_profile(MemoryConfig(checkpoints=tuple(broken), device="cpu", max_new_tokens=4), progress=True))
     assert rows[0].not_measured.startswith("the measuring process failed") and rows[1].not_measured == rows[0].not_measured
     assert capfd.readouterr().err.count("measuring ") == 1  # the second was not sent to a new process
+
+
+def test_answers_are_planned_only_as_far_as_the_models_context(tiny_checkpoints):
+    """The tiny checkpoints read 128 positions: 100000 new tokens asked were a KV cache for 100000 (and a measurement that
+    generated them); the answers generation would give stop at the context, and the estimate says so."""
+    ckpt = tiny_checkpoints[-1]
+    est = memory.estimate(ckpt, max_new_tokens=100_000)  # 32 prompt + 64 image tokens
+    assert (est.context_tokens, est.max_new_tokens, est.asked_new_tokens, est.sequence_tokens) == (128, 32, 100_000, 128)
+    assert est.kv_cache_bytes() == memory.estimate(ckpt, max_new_tokens=32).kv_cache_bytes()
+    assert "answers stop at 32 of the 100000 new tokens asked" in est.context_note
+    assert memory.estimate(ckpt, max_new_tokens=8).context_note == ""
+    with pytest.raises(ConfigError, match=r"reads at most 128 positions .* a prompt of 100 text tokens \+ 64 image tokens .* lower --prompt-tokens"):
+        memory.estimate(ckpt, prompt_tokens=100)
+    r = subprocess.run([sys.executable, "-m", "vlm_lab.cli", "memory", str(ckpt), "--no-measure", "--max-new-tokens", "100000"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "answers stop at 32 of the 100000 new tokens asked" in r.stdout, r.stderr

@@ -104,7 +104,7 @@ class MemoryEstimate:
     batch_size: int
     prompt_tokens: int  # text tokens of one prompt, without image tokens
     image: ImageTokens
-    max_new_tokens: int
+    max_new_tokens: int  # as generated: the asked number, or fewer where the model's context ends (``context_tokens``)
     kv_values_per_token: int  # one sequence position, all self-attention layers, K and V (values, not bytes)
     activation_values_per_sample: int  # the widest prefill layer, in the compute dtype
     logits_bytes_per_sample: int  # float32 logits + scores ``generate`` keeps per row
@@ -112,6 +112,16 @@ class MemoryEstimate:
     quantization: str = ""  # a pre-quantized checkpoint's stored format ("awq 4-bit"): ``dtype`` is then what it stores
     quantization_capability: str = ""  # the compute capability the stored format needs ("8.9" for FP8); "" any
     quantization_below: str = ""  # below it: "dequantize" (transformers loads 16-bit weights) | "refuse" (it cannot load)
+    context_tokens: int = 0  # positions the model reads (max_position_embeddings); 0 when its config does not say
+    asked_new_tokens: int = 0  # max_new_tokens as asked, when the context cut it to ``max_new_tokens``; else 0
+
+    @property
+    def context_note(self) -> str:
+        """"answers stop at 32 of the 512 new tokens asked: ..." when the context cut them; else ""."""
+        if not self.asked_new_tokens:
+            return ""
+        return (f"answers stop at {self.max_new_tokens} of the {self.asked_new_tokens} new tokens asked: the model reads at most "
+                f"{self.context_tokens} positions (max_position_embeddings), image and prompt included")
 
     @property
     def num_params(self) -> int:
@@ -322,6 +332,15 @@ def _activation_values(config, dims: dict[str, int], image: ImageTokens, sequenc
     return max(text, vision) + sequence * dims["hidden"]
 
 
+def _context_tokens(config) -> int:
+    """``max_position_embeddings`` of the language model (0 when unstated, and for encoder-decoders: answers have their own)."""
+    text = config.get_text_config()
+    if any(getattr(c, "is_encoder_decoder", False) for c in (config, text)):
+        return 0
+    context = getattr(text, "max_position_embeddings", None)
+    return context if isinstance(context, int) and not isinstance(context, bool) and context > 0 else 0
+
+
 def _resolve_one(ref: str | os.PathLike[str] | CheckpointRef) -> CheckpointRef:
     if isinstance(ref, CheckpointRef):
         return ref
@@ -400,6 +419,16 @@ def estimate(
 
     image = plan_image(config, processor_settings(folder), image_size)
     dims = _text_dims(config)
+    context = _context_tokens(config)
+    asked = max_new_tokens
+    if context:  # as generation does: no answer runs past the positions the model reads
+        if prompt_tokens + image.tokens >= context:
+            raise ConfigError(
+                f"{cref.name} reads at most {context} positions (max_position_embeddings), and a prompt of {prompt_tokens} text "
+                f"tokens + {image.tokens} image tokens ({image.shape} image) leaves no room for an answer; "
+                "lower --prompt-tokens or --image-size"
+            )
+        max_new_tokens = min(max_new_tokens, context - prompt_tokens - image.tokens)
     sequence = prompt_tokens + image.tokens + max_new_tokens
     est = MemoryEstimate(
         checkpoint=cref.name,
@@ -422,6 +451,8 @@ def estimate(
         quantization=stored.description if stored else "",
         quantization_capability=stored.min_capability if stored and stored.dtype else "",
         quantization_below=stored.below if stored and stored.dtype else "",
+        context_tokens=context,
+        asked_new_tokens=asked if max_new_tokens < asked else 0,
     )
     return est
 

@@ -74,6 +74,8 @@ class ProfileRow:
             # a pre-quantized checkpoint's stored format (dtype is then what it stores), and whether the target dequantizes it
             "quantization": v.quantization or None,
             "batch_size": e.batch_size,
+            "max_new_tokens": e.max_new_tokens,  # as generated: fewer than asked where the model's context ends
+            "context_tokens": e.context_tokens or None,
             "estimated_bytes": e.peak_bytes(),
             "estimated_load_bytes": e.load_bytes(),
             "measured_bytes": m.peak_bytes if m else None,
@@ -186,8 +188,9 @@ def iter_profile(config: MemoryConfig, *, progress: bool = False) -> Iterator[Pr
                 if progress:
                     print(f"measuring {ref.name} ({dtype}, {device}, batch {config.batch_size}, a {est.image.shape} image) ...",
                           file=sys.stderr, flush=True)
-                try:  # on the image the estimate planned for (the worst shape), so the two describe the same input
-                    measured[key] = measure(ref, image_shape=(est.image.height, est.image.width), **options, **shape)
+                try:  # on the image the estimate planned for (the worst shape) and the answers it fits, so the two describe the same input
+                    measured[key] = measure(ref, image_shape=(est.image.height, est.image.width), **options,
+                                            **{**shape, "max_new_tokens": est.max_new_tokens})
                 except MeasurementFailedError as e:  # this checkpoint's process failed: the others still get measured
                     failed[key] = why = e.reason
             if not why:
@@ -361,5 +364,6 @@ def summary(rows: Sequence[ProfileRow]) -> str:
         else:
             meas = f"; not measured: {r.not_measured}" if r.not_measured else ""
         guess = f"; image tokens guessed (one tile), {r.estimate.image.tokens} per image" if r.estimate.image.guessed else ""
-        lines.append(r.verdict.message() + meas + guess + (f"; image: {r.estimate.image.plan}" if r.estimate.image.plan else ""))
+        context = f"; {r.estimate.context_note}" if r.estimate.context_note else ""
+        lines.append(r.verdict.message() + meas + guess + context + (f"; image: {r.estimate.image.plan}" if r.estimate.image.plan else ""))
     return "\n".join(lines)
