@@ -140,7 +140,9 @@ def _check_writable(directory: str | os.PathLike[str]) -> Path:
     """wandb silently falls back to /tmp when its folder is unwritable; we refuse instead."""
     from vlm_lab.errors import OutputPathError
 
-    path = Path(directory)
+    # Absolute: the run's folder and its `wandb sync` command are printed and recorded (wandb.json) to be
+    # used from elsewhere (a shell, the sweep's report); a relative WANDB_DIR made them relative to the kernel's cwd.
+    path = Path(directory).absolute()
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".vlm-lab-probe-"):

@@ -1,4 +1,4 @@
-"""Ctrl-C while a comparison or an interaction is being logged (a notebook's interrupt button)."""
+"""W&B logging interrupted or run from elsewhere: Ctrl-C while logging (a notebook's interrupt button), a relative WANDB_DIR."""
 
 from __future__ import annotations
 
@@ -52,3 +52,13 @@ def test_an_interrupted_interaction_log_closes_the_run_it_started(wandb_home):
         tracking.log_interaction(image=Image.new("RGB", (8, 8)), prompt="q", outputs=_CtrlCWhileOutputsAreRead(c="a"))
     run = _only_run(wandb_home)
     assert run.finished and run.exit_code == 1
+
+
+def test_a_relative_wandb_dir_gives_a_sync_command_that_works_from_anywhere(wandb_home, monkeypatch, tmp_path):
+    """WANDB_DIR=wandb in a .env: the printed and recorded `wandb sync wandb/offline-run-...` only worked
+    from the folder the notebook's kernel ran in, not from the shell that reads the report."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_DIR", "relative-wandb")
+    tracked = tracking.log_interaction(image=Image.new("RGB", (8, 8)), prompt="q", outputs={"c": "a"})
+    assert tracked.dir.is_absolute() and tracked.dir.is_relative_to(tmp_path / "relative-wandb")
+    assert tracked.sync_command == f"wandb sync {tracked.dir}"
