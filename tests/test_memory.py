@@ -224,8 +224,10 @@ def test_t4_rehearsal_runs_under_the_cap_and_snapshots_out_of_memory(llava_100m,
 def test_measure_refuses_what_it_cannot_measure(tiny_checkpoints):
     from vlm_lab.memory_measure import measure
 
-    with pytest.raises(DeviceError, match="no-measure"):
+    with pytest.raises(DeviceError, match="no-measure") as err:
         measure(str(tiny_checkpoints[-1]), dtype="int4")
+    # installing bitsandbytes would not make it measurable: the message must not say it would
+    assert "loads float32, float16 or bfloat16 only" in str(err.value) and "needs bitsandbytes" not in str(err.value)
     with pytest.raises(DeviceError, match="CUDA"):
         measure(str(tiny_checkpoints[-1]), dtype="float32", device="cpu", rehearse="t4-small")
 

@@ -104,7 +104,11 @@ def check_measurable(*, dtype: str, device: str, rehearse: str = "", snapshot_di
         ConfigError: an unknown rehearsal target.
     """
     if dtype not in ("float32", "float16", "bfloat16"):
-        raise DeviceError(f"cannot measure dtype={dtype!r}: quantized loading needs bitsandbytes on CUDA; use --no-measure")
+        raise DeviceError(
+            f"cannot measure dtype={dtype!r}: the measurement loads float32, float16 or bfloat16 only (quantizing while loading "
+            "is estimated, never measured, with or without bitsandbytes); use --no-measure, or measure a checkpoint saved "
+            "quantized (a quantization_config in its config.json) with --device cuda"
+        )
     if device not in ("cpu", "cuda"):
         raise DeviceError(f"cannot measure on device={device!r}; use cpu or cuda")
     if (rehearse or snapshot_dir) and device != "cuda":
