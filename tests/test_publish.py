@@ -306,6 +306,25 @@ def test_hub_errors_name_the_fix(hub, space_dir, case, code, message):
     assert [w["path"] for w in hub.writes()] == attempted.get(case, []), "nothing else may be written"
 
 
+@pytest.mark.parametrize("route, args, message, fix", [
+    ("/sleeptime", ("--sleep-time", "60"), "could not set the sleep time of alice/vlm-demo to 60 s (it has 3600 s): "
+     "the Hub refused it (400)", "pass a --sleep-time it accepts"),
+    ("/sleeptime", (), "could not set the sleep time of alice/vlm-demo to 3600 s (it has never)",
+     "the Space's current one to leave it"),
+    ("/hardware", ("--hardware", "a10g-small"), "could not request hardware a10g-small for alice/vlm-demo (it has "
+     "t4-small): the Hub refused it (400)", "pass another --hardware"),
+])
+def test_a_setting_the_hub_refuses_is_named_with_the_option_to_change(hub, space_dir, route, args, message, fix):
+    """The Hub refuses a sleep time it does not offer (or a granted Space's), or a flavor the account may not use:
+    the error said only 'HTTP 400: ...' (or, on 403, to get a write token)."""
+    hub.add_space(SPACE, hardware="t4-small", sleep=None if not args else 3600)
+    hub.force_status[route] = 400
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), *args)
+    assert r.returncode == 2, fail_text(r)
+    assert message in r.stderr and fix in r.stderr and "forced by the test" in r.stderr, fail_text(r)
+    assert "Traceback" not in r.stderr and "create a write token" not in r.stderr, fail_text(r)
+
+
 @pytest.mark.parametrize("role", ["read", "invalid"])
 def test_a_stale_hf_token_hiding_a_saved_login_is_named_with_its_fix(hub, space_dir, role):
     """HF_TOKEN (a shell profile's, a .env's) wins over the write token `hf auth login` saved; the message

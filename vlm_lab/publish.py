@@ -455,7 +455,8 @@ def _settings(hub: Hub, config: PublishConfig, runtime: Any | None, *, exists: b
     current_hw = (runtime.requested_hardware or runtime.hardware) if runtime is not None else None
     if current_hw != config.hardware:
         actions.append((SettingChange("hardware", str(current_hw or new), config.hardware), lambda: hub.call(
-            f"request hardware {config.hardware}", api.request_space_hardware, space, config.hardware, repo=space)))
+            f"request hardware {config.hardware} for {space} (it has {current_hw or 'none yet'})", api.request_space_hardware,
+            space, config.hardware, repo=space)))
     sleep = _wanted_sleep(config)
     if sleep is not None:
         current, never = (runtime.sleep_time if runtime is not None else None), (None, -1)
@@ -463,7 +464,7 @@ def _settings(hub: Hub, config: PublishConfig, runtime: Any | None, *, exists: b
             free = current_hw == "cpu-basic" and current is None
             shown = new if runtime is None else "48 h (free hardware)" if free else "never" if current in never else f"{current} s"
             actions.append((SettingChange("sleep time", shown, "never" if sleep == -1 else f"{sleep} s"), lambda: hub.call(
-                f"set sleep time {sleep}", api.set_space_sleep_time, space, sleep, repo=space)))
+                f"set the sleep time of {space} to {sleep} s (it has {shown})", api.set_space_sleep_time, space, sleep, repo=space)))
 
     remote_secrets = hub.call("list the Space's secrets", api.get_space_secrets, space, repo=space) if exists else {}
     for name, value in _secret_values(config).items():
