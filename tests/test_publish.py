@@ -325,6 +325,18 @@ def test_a_setting_the_hub_refuses_is_named_with_the_option_to_change(hub, space
     assert "Traceback" not in r.stderr and "create a write token" not in r.stderr, fail_text(r)
 
 
+def test_zero_gpu_is_refused_for_an_app_without_a_spaces_gpu_function(hub, space_dir):
+    """ZeroGPU lends a GPU only inside @spaces.GPU functions: the app (which has none) would fail at start
+    or answer on CPU, after a publish that reported success."""
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--hardware", "zero-a10g")
+    assert r.returncode == 2, fail_text(r)
+    assert "--hardware zero-a10g" in r.stderr and "@spaces.GPU" in r.stderr and "--hardware t4-small" in r.stderr, fail_text(r)
+    assert hub.writes() == []
+    (space_dir / "app.py").write_text("import spaces\n\n@spaces.GPU\ndef answer(x):\n    return x\n")
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--hardware", "zero-a10g", "--dry-run")
+    assert r.returncode == 0, fail_text(r)
+
+
 @pytest.mark.parametrize("role", ["read", "invalid"])
 def test_a_stale_hf_token_hiding_a_saved_login_is_named_with_its_fix(hub, space_dir, role):
     """HF_TOKEN (a shell profile's, a .env's) wins over the write token `hf auth login` saved; the message

@@ -121,6 +121,7 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
     if not (space_dir / "app.py").is_file() and not (space_dir / "README.md").is_file():
         raise PublishError(f"no Space app in {str(space_dir)!r} (no app.py, no README.md); pass --space-dir with the app folder")
     card = read_space_card(space_dir)
+    _check_zero_gpu(config, space_dir / card.app_file)
     info = _repo_info(hub, config.space, "space")
     how = check_can_write(hub, config.space, exists=info is not None)
     say(f"can write {config.space}: {how}")
@@ -219,6 +220,18 @@ def check_repo_name(repo_id: str, what: str) -> None:
             "has letters, digits, '-', '_' or '.', at most 96 characters, does not start or end with '-' or '.', "
             "has no '--' or '..', and does not end in '.git'"
         ) from None
+
+
+def _check_zero_gpu(config: PublishConfig, app: Path) -> None:
+    """ZeroGPU hardware lends a GPU only while a ``@spaces.GPU`` function runs: an app with none fails at start
+    ("No @spaces.GPU function detected") or answers on CPU, after a publish that looked fine."""
+    if not config.hardware.startswith("zero-") or "spaces.GPU" in app.read_text(encoding="utf-8", errors="replace"):
+        return
+    raise ConfigError(
+        f"--hardware {config.hardware}: ZeroGPU gives a Space a GPU only inside functions decorated with "
+        f"@spaces.GPU, and {app} has none: the Space would fail at start or answer on CPU. Choose a GPU of its own "
+        "(--hardware t4-small, l4x1, a10g-small) or --hardware cpu-basic; nothing was uploaded"
+    )
 
 
 def _served_models(config: PublishConfig) -> list[str]:
