@@ -69,3 +69,22 @@ def test_a_run_started_once_reads_as_it_was_logged(wandb_home):
     run = _complete_start()
     (latest,) = offline_runs.latest_runs([run])
     assert latest is run and latest.state == "finished" and latest.earlier == ()
+
+
+def test_a_resume_killed_before_it_wrote_anything_is_not_shown_as_finished(wandb_home, capsys):
+    """wandb-core killed as a resume started leaves its log with the header alone: unreadable, so the run's
+    readable starts said "finished" though its latest start did not finish."""
+    from vlm_lab.cli import main
+
+    first = _complete_start()
+    resume = tracking.start_run({"strategy": "greedy"}, group="abl", id="point0001", resume="allow")
+    resume.finish()
+    assert offline_runs.wait_until_written(resume.settings.sync_dir)
+    log = next(Path(resume.settings.sync_dir).glob("run-*.wandb"))
+    log.write_bytes(log.read_bytes()[:7])  # the header wandb-core writes first
+    assert main(["runs", str(wandb_home)]) == 0
+    captured = capsys.readouterr()
+    assert "1 unreadable run folder(s) skipped" in captured.err
+    row = next(line for line in captured.out.splitlines() if "point0001" in line)
+    assert f"incomplete, latest start unreadable ({Path(resume.settings.sync_dir).name})" in row and "finished" not in row
+    assert f"wandb sync {first.dir}" in captured.out  # the readable start is still offered for upload

@@ -40,6 +40,7 @@ def _runs(args: argparse.Namespace) -> int:
     if unreadable:
         print(f"{len(unreadable)} unreadable run folder(s) skipped (not offered for upload)", file=sys.stderr)
     runs = offline_runs.latest_runs(runs)  # a run started again with its id (a re-run sweep point): once
+    cut_short = _unreadable_latest_starts(runs, unreadable)
     if args.group is not None:
         runs = [r for r in runs if r.group == args.group]
     if not runs:
@@ -50,7 +51,7 @@ def _runs(args: argparse.Namespace) -> int:
         row = {"run": run.id, "name": run.name, "group": run.group, "job": run.job_type, "tags": ",".join(run.tags)}
         for key, value in run.headline().items():
             row[key] = f"{value:.4g}" if isinstance(value, float) else value
-        row["state"] = "finished" if run.finished and not run.exit_code else ("failed" if run.finished else "incomplete")
+        row["state"] = f"incomplete, latest start unreadable ({cut_short[run.id].name})" if run.id in cut_short else run.state
         row["uploaded"] = "yes" if run.synced else "no"
         rows.append(row)
     table = pd.DataFrame(rows).fillna("")
@@ -70,3 +71,18 @@ def _runs(args: argparse.Namespace) -> int:
     uploaded = f", {len(runs) - len(pending)} uploaded already" if len(pending) < len(runs) else ""
     print(f"\n{len(runs)} offline run(s){uploaded}. Upload {which} (needs WANDB_API_KEY or `wandb login`):\n  wandb sync {targets}")
     return 0
+
+
+def _unreadable_latest_starts(runs: list, unreadable: list[Path]) -> dict[str, Path]:
+    """Run id -> its unreadable folder, for runs whose newest start is one (wandb-core killed before it wrote
+    more than the log's header): the run did not finish, whatever its readable starts say. Matched by
+    folder name, ``offline-run-<time>-<id>`` (a suffix ``-N`` when starts share a second)."""
+    import re
+
+    out = {}
+    for run in runs:
+        mine = re.compile(rf"offline-run-\d{{8}}_\d{{6}}-{re.escape(run.id)}(-\d+)?")
+        newer = [f for f in unreadable if mine.fullmatch(f.name) and f.name > run.dir.name]
+        if newer:
+            out[run.id] = max(newer, key=lambda f: f.name)
+    return out
