@@ -172,9 +172,11 @@ class HubEmulator:
 
     # -- knobs and inspection ----------------------------------------------------------------
     def add_token(self, token: str, user: str, *, role: str = "write", orgs: tuple[str, ...] = (),
-                  scoped: list[dict] | None = None) -> None:
-        """Register a token. ``role``: "read", "write" or "fineGrained" (with ``scoped`` permissions)."""
-        self.tokens[token] = {"user": user, "role": role, "orgs": list(orgs), "scoped": scoped or []}
+                  scoped: list[dict] | None = None, org_roles: dict[str, str] | None = None) -> None:
+        """Register a token. ``role``: "read", "write" or "fineGrained" (with ``scoped`` permissions).
+        ``org_roles``: the user's role in each org of ``orgs`` (read, contributor, write, admin; default write)."""
+        self.tokens[token] = {"user": user, "role": role, "orgs": list(orgs), "scoped": scoped or [],
+                              "org_roles": {o: (org_roles or {}).get(o, "write") for o in orgs}}
 
     def add_space(self, repo_id: str, *, files: dict[str, bytes] | None = None, hardware: str = "cpu-basic",
                   stage: str = "RUNNING", sleep: int | None = None, private: bool = True) -> Repo:
@@ -211,6 +213,8 @@ class HubEmulator:
     def can_write(self, who: dict, repo_id: str) -> bool:
         owner = repo_id.split("/", 1)[0]
         if owner != who["user"] and owner not in who["orgs"]:
+            return False
+        if owner != who["user"] and who["org_roles"][owner] == "read":  # the org's member role caps any token
             return False
         if who["role"] in ("write", "admin"):
             return True
@@ -283,7 +287,7 @@ class HubEmulator:
         if who["role"] == "fineGrained":
             access["fineGrained"] = {"canReadGatedRepos": False, "global": [], "scoped": who["scoped"]}
         return {"type": "user", "name": who["user"], "fullname": who["user"].title(),
-                "orgs": [{"name": o, "type": "org"} for o in who["orgs"]],
+                "orgs": [{"name": o, "type": "org", "roleInOrg": who["org_roles"][o]} for o in who["orgs"]],
                 "auth": {"type": "access_token", "accessToken": access}}
 
     def _validate_yaml(self, payload: dict) -> tuple[int, object, dict]:

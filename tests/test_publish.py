@@ -278,6 +278,8 @@ def test_conflicts_and_missing_routes_are_reported(hub, space_dir, route, status
         ("403 on hardware", 3, "add a payment method at https://huggingface.co/settings/billing"),
         ("other owner", 3, "cannot create repos under 'bob'"),
         ("fine-grained without write", 3, "has no repo.write on 'alice'"),
+        ("read member of the org", 3, "alice is a read member of 'vlm-org', who cannot write its repos with any "
+                                      "token; ask an admin of 'vlm-org' for the write role"),
     ],
 )
 def test_hub_errors_name_the_fix(hub, space_dir, case, code, message):
@@ -294,6 +296,9 @@ def test_hub_errors_name_the_fix(hub, space_dir, case, code, message):
         hub.paid_hardware_status = 403
     elif case == "other owner":
         space = "bob/vlm-demo"
+    elif case == "read member of the org":
+        token, space = new_token(), "vlm-org/vlm-demo"
+        hub.add_token(token, "alice", orgs=("vlm-org",), org_roles={"vlm-org": "read"})
     elif case == "fine-grained without write":
         token = new_token()
         hub.add_token(token, "alice", role="fineGrained",

@@ -252,6 +252,13 @@ def check_can_write(hub: Hub, repo_id: str, *, exists: bool) -> str:
             f"the token belongs to {hub.user!r}, who cannot create repos under {owner!r} (can: {member}); "
             f"use a token of a member of {owner!r}, or publish under your own name"
         )
+    org_role = next((o.get("roleInOrg") for o in hub.whoami.get("orgs") or [] if o.get("name") == owner), None)
+    if owner != hub.user and org_role == "read":  # the member's role in the org caps what any of their tokens may do
+        raise HubAuthError(
+            f"{hub.user} is a read member of {owner!r}, who cannot write its repos with any token; ask an admin of "
+            f"{owner!r} for the write role (or contributor, to create new repos), or publish under your own name "
+            f"({hub.user}/{repo_id.split('/', 1)[1]})"
+        )
     access = (hub.whoami.get("auth") or {}).get("accessToken") or {}
     role = access.get("role")
     if role in ("write", "admin"):
