@@ -133,6 +133,15 @@ def test_log_comparison_reads_back(wandb_home, comparison):
             assert f"{ckpt}/{key}" in metrics
     assert metrics["best/checkpoint"] == "checkpoint-1000" and metrics["best/accuracy"] > 0.5
     assert run.headline()["best/checkpoint"] == "checkpoint-1000"
+    by = result.accuracy_by("question_type")  # the best checkpoint's accuracy per question type, for W&B's run charts
+    best = by[by["checkpoint"] == "checkpoint-1000"]
+    assert {k: v for k, v in metrics.items() if k.startswith("best/accuracy/")} == {
+        f"best/accuracy/question_type={t}": pytest.approx(a) for t, a in zip(best["question_type"], best["accuracy"])
+    }
+    assert len(best) == 3
+    assert run.table("accuracy_by/question_type") == [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in by.to_dict(orient="records")
+    ]
 
     rows = run.table("samples")
     frame = result.to_dataframe()

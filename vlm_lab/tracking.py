@@ -88,7 +88,16 @@ def comparison_summary(result: Any) -> dict[str, Any]:
         best = frame.loc[accuracy.idxmax()]
         summary["best/checkpoint"] = str(best[key_col])
         summary["best/accuracy"] = float(best["accuracy"])
+        for key in _meta_keys(result):  # the best checkpoint's accuracy per value: "best/accuracy/question_type=shape"
+            by = result.accuracy_by(key)
+            mine = by[by["checkpoint"] == best[key_col]]
+            summary.update({f"best/accuracy/{key}={value}": float(acc) for value, acc in zip(mine[key], mine["accuracy"])})
     return summary
+
+
+def _meta_keys(result: Any) -> list[str]:
+    """The keys ``result`` breaks accuracy down by (``ComparisonResult.meta_keys``); none for other results."""
+    return list(result.meta_keys()) if callable(getattr(result, "meta_keys", None)) else []
 
 
 def _table(frame: Any, *, max_rows: int | None) -> Any:
@@ -184,6 +193,8 @@ def _log_comparison(
     try:
         run.summary.update(comparison_summary(result))
         run.log({"samples": _table(result.to_dataframe(), max_rows=max_table_rows)})
+        for key in _meta_keys(result):  # accuracy per question type (or any meta value the samples carry)
+            run.log({f"accuracy_by/{key}": _table(result.accuracy_by(key), max_rows=None)})
         output_dir = getattr(result, "output_dir", None)
         if output_dir and Path(output_dir).is_dir():
             import wandb
