@@ -171,18 +171,24 @@ def _eos_ids(loaded: LoadedModel) -> set[int]:
     return set(eos) if isinstance(eos, (list, tuple)) else {int(eos)}
 
 
-def context_room(model_config: Any, encoded: Mapping[str, Any]) -> tuple[int, list[int]] | None:
-    """``(context, room per row)``: how many positions the checkpoint reads (``max_position_embeddings``,
-    answer included) and how many each row's image and prompt leave for its answer.
-
-    None when the config does not say its context, and for encoder-decoders (Florence-2 and the
-    like: the inputs go to the encoder, the answer has positions of its own).
-    """
+def context_length(model_config: Any) -> int | None:
+    """How many positions the checkpoint reads, answer included (its language model's ``max_position_embeddings``);
+    None when the config does not say, and for encoder-decoders (Florence-2 and the like: the inputs go to the
+    encoder, the answer has positions of its own). Generation and the memory estimate stop answers there."""
     text_config = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
     if any(getattr(c, "is_encoder_decoder", False) for c in (model_config, text_config)):
         return None
     context = getattr(text_config, "max_position_embeddings", None)
     if not isinstance(context, int) or isinstance(context, bool) or context <= 0:
+        return None
+    return context
+
+
+def context_room(model_config: Any, encoded: Mapping[str, Any]) -> tuple[int, list[int]] | None:
+    """``(context, room per row)``: how many positions the checkpoint reads (``context_length``) and how many
+    each row's image and prompt leave for its answer; None when ``context_length`` is None."""
+    context = context_length(model_config)
+    if context is None:
         return None
     mask = encoded.get("attention_mask")
     lengths = mask.sum(dim=1).tolist() if mask is not None else [encoded["input_ids"].shape[1]] * len(encoded["input_ids"])

@@ -333,12 +333,10 @@ def _activation_values(config, dims: dict[str, int], image: ImageTokens, sequenc
 
 
 def _context_tokens(config) -> int:
-    """``max_position_embeddings`` of the language model (0 when unstated, and for encoder-decoders: answers have their own)."""
-    text = config.get_text_config()
-    if any(getattr(c, "is_encoder_decoder", False) for c in (config, text)):
-        return 0
-    context = getattr(text, "max_position_embeddings", None)
-    return context if isinstance(context, int) and not isinstance(context, bool) and context > 0 else 0
+    """``generation.context_length``: the positions the model reads, as generation stops answers there (0 when unstated)."""
+    from vlm_lab.generation import context_length
+
+    return context_length(config) or 0
 
 
 def _resolve_one(ref: str | os.PathLike[str] | CheckpointRef) -> CheckpointRef:
