@@ -45,7 +45,7 @@ demo: checkpoints  ## the main job on the embedded default
 	@mkdir -p runs/demo
 	$(BIN)/python scripts/run_notebook.py --no-progress-bar notebooks/02_compare_checkpoints.ipynb runs/demo/02_compare_checkpoints.ipynb \
 		-p checkpoints $(CHECKPOINTS) -p output_dir runs/demo
-	@$(BIN)/vlm-lab show runs/demo
+	@$(BIN)/vlm-lab show runs/demo --by question_type
 	@echo "executed notebook: runs/demo/02_compare_checkpoints.ipynb (open it with make lab)"
 	$(BIN)/vlm-lab sweep sweeps/shapes-ablation.yaml
 	$(BIN)/python scripts/run_notebook.py --no-progress-bar notebooks/04_ablation_report.ipynb runs/shapes-ablation/04_ablation_report.ipynb -p sweep_dir runs/shapes-ablation
