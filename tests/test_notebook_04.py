@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from test_ablation import lay_out_sweep
 from wandb_fixtures import wandb_home  # noqa: F401 - fixture
-
-from vlm_lab import sweep
-from vlm_lab.ablation import write_summary
-from vlm_lab.config import SweepConfig
-from vlm_lab.data import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "04_ablation_report.ipynb"
-STEPS = (0, 500, 1000)
 
 
 def _accuracy(strategy: str, max_new_tokens: int, step: int) -> float:
@@ -28,28 +22,10 @@ def _accuracy(strategy: str, max_new_tokens: int, step: int) -> float:
 
 def _lay_out_sweep(tmp_path: Path, *, all_fail: bool = False) -> Path:
     """A 2x2 sweep as `vlm-lab sweep` leaves it: three completed runs and one failed run (or four failed)."""
-    config = SweepConfig(
-        name="shapes-ablation", notebook="notebooks/02_compare_checkpoints.ipynb", runs_dir=str(tmp_path / "runs"),
-        parameters={"num_samples": 8}, grid={"strategy": ["greedy", "nucleus(0.9)"], "max_new_tokens": [4, 8]},
-    )
-    runs = sweep.plan(config)
-    for run in runs:
-        failed = all_fail or run.varied == {"strategy": "nucleus(0.9)", "max_new_tokens": 4}
-        status = {"run_id": run.run_id, "state": "failed" if failed else "completed", "duration_s": 1.5}
-        if failed:
-            status["error"] = {"exec_count": 5, "ename": "RuntimeError", "evalue": "CUDA out of memory"}
-        else:
-            summary = [
-                {"checkpoint": f"checkpoint-{s}", "step": s, "accuracy": _accuracy(**run.varied, step=s),
-                 "ci_low": 0.0, "ci_high": 1.0, "mean_latency_s": 0.01, "tokens_per_s": 500.0, "peak_memory_bytes": 10**6}
-                for s in STEPS
-            ]  # fmt: skip
-            atomic_write_text(run.dir / "summary.json", json.dumps({"config": run.parameters, "summary": summary}))
-        atomic_write_text(run.dir / "status.json", json.dumps(status))
-    folder = sweep.sweep_dir(config)
-    atomic_write_text(folder / "sweep.json", json.dumps(config.to_dict()))
-    write_summary(folder, runs)
-    return folder
+    return lay_out_sweep(
+        tmp_path, {"strategy": ["greedy", "nucleus(0.9)"], "max_new_tokens": [4, 8]}, parameters={"num_samples": 8},
+        accuracy=_accuracy, failed=lambda **v: all_fail or v == {"strategy": "nucleus(0.9)", "max_new_tokens": 4},
+    )  # fmt: skip
 
 
 @pytest.fixture

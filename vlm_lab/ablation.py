@@ -23,6 +23,21 @@ SWEEP_FILE = "sweep.json"  # the sweep's config, written by vlm_lab.sweep at eac
 RESULT_FILE = "summary.json"  # a comparison's per-checkpoint summary (vlm_lab.results)
 METRICS = ("accuracy", "ci_low", "ci_high", "mean_latency_s", "tokens_per_s", "peak_memory_bytes")
 LOWER_IS_BETTER = ("mean_latency_s", "peak_memory_bytes")
+BEST_METRICS = ("accuracy", "ci_low", "ci_high", "tokens_per_s")  # a run's best checkpoint's, in summary.csv
+# The report's own columns (summary.csv, results, failures, W&B runs, accuracy_by): a notebook parameter of one of
+# these names is shown as ``params.<name>`` beside it, never in its place.
+PARAMETER_PREFIX = "params."
+REPORT_COLUMNS = frozenset({
+    "run_id", "state", "duration_s", "error", "best_checkpoint", *(f"best_{m}" for m in BEST_METRICS), "wandb",
+    "checkpoint", "step", *METRICS, "n_scored", "wandb_run", "uploaded", "sync_command",
+})  # fmt: skip
+
+
+def parameter_column(name: str) -> str:
+    """The column of notebook parameter ``name`` in the report's tables: ``name``, or ``params.<name>`` where
+    that is one of the report's own columns (``state``, ``error``, ``run_id``, ``checkpoint``, ...)."""
+    clashes = name in REPORT_COLUMNS or name.startswith(PARAMETER_PREFIX) or name.endswith("/accuracy")
+    return PARAMETER_PREFIX + name if clashes else name
 
 
 def _read_json(path: Path) -> Any:
@@ -66,11 +81,12 @@ def write_summary(sweep_dir: str | os.PathLike[str], runs: Iterable[Any], *, aba
         rows = _checkpoint_rows(run.dir)
         best = _best(rows) or {}
         state = "interrupted" if run.run_id in abandoned and status.get("state") == "running" else run.state()
-        record: dict[str, Any] = {"run_id": run.run_id, **run.parameters, "state": state}
+        parameters = {parameter_column(k): v for k, v in run.parameters.items()}
+        record: dict[str, Any] = {"run_id": run.run_id, **parameters, "state": state}
         record["duration_s"] = status.get("duration_s")
         record["error"] = describe_error(status["error"]) if status.get("error") else ""
         record["best_checkpoint"] = best.get("checkpoint")
-        for metric in ("accuracy", "ci_low", "ci_high", "tokens_per_s"):
+        for metric in BEST_METRICS:
             record[f"best_{metric}"] = best.get(metric)
         # What the run's W&B step did (notebook 02's wandb.json): a failure shows here, not only in its notebook.
         record["wandb"] = describe_record(read_record(run.dir))
@@ -131,17 +147,18 @@ class Ablation:
             runs[text] = runs[text].astype(object).where(runs[text].notna(), "")
         grid = config.get("grid", {})
         typed = _typed_parameters(config)
-        for name in {k for parameters in typed.values() for k in parameters} & set(runs.columns):
-            # summary.csv reads "", "None", "NA" back as NaN: the run's own values instead
-            runs[name] = [typed.get(rid, {}).get(name, v) for rid, v in zip(runs["run_id"], runs[name])]
+        for name in {k for parameters in typed.values() for k in parameters}:
+            if (column := parameter_column(name)) in runs.columns:
+                # summary.csv reads "", "None", "NA" back as NaN: the run's own values instead
+                runs[column] = [typed.get(rid, {}).get(name, v) for rid, v in zip(runs["run_id"], runs[column])]
         records = []
         for run in runs.to_dict(orient="records"):
             if run["state"] != "completed":
                 continue
-            values = {k: run.get(k) for k in grid}
+            values = {parameter_column(k): run.get(parameter_column(k)) for k in grid}
             for row in _checkpoint_rows(sweep_dir / run["run_id"]):
                 records.append({"run_id": run["run_id"], **values, **row})
-        columns = ["run_id", *grid, "checkpoint", "step", *METRICS]
+        columns = ["run_id", *map(parameter_column, grid), "checkpoint", "step", *METRICS]
         results = pd.DataFrame.from_records(records, columns=columns)
         return cls(
             sweep_dir=sweep_dir, name=config.get("name", sweep_dir.name), grid=grid,
@@ -153,9 +170,14 @@ class Ablation:
         """The grid parameters that take more than one value."""
         return [k for k, values in self.grid.items() if len(values) > 1]
 
+    def columns(self, names: Iterable[str] | None = None) -> list[str]:
+        """The columns of the grid parameters ``names`` (default: all) in ``runs`` and ``results``
+        (``parameter_column``: ``params.state`` for a parameter named ``state``)."""
+        return [parameter_column(k) for k in (self.grid if names is None else names)]
+
     def failures(self) -> Any:
         """The runs that did not complete, with their error."""
-        return self.runs.loc[self.runs["state"] != "completed", ["run_id", *self.grid, "state", "error"]]
+        return self.runs.loc[self.runs["state"] != "completed", ["run_id", *self.columns(), "state", "error"]]
 
     def wandb_runs(self) -> Any:
         """One row per run logged to W&B offline (its ``wandb.json`` names the folder): the W&B run with
@@ -171,7 +193,7 @@ class Ablation:
             record = read_record(self.sweep_dir / run["run_id"]) or {}
             if not (record.get("logged") and record.get("mode") == "offline" and record.get("dir")):
                 continue
-            row = {"run_id": run["run_id"], **{k: run.get(k) for k in self.grid}, "wandb_run": record.get("run_id")}
+            row = {"run_id": run["run_id"], **{k: run.get(k) for k in self.columns()}, "wandb_run": record.get("run_id")}
             try:
                 logged = read_merged_run(record["dir"])
             except (DataError, OSError) as e:  # moved, deleted, or killed as it started
@@ -179,7 +201,7 @@ class Ablation:
             else:
                 row.update(state=logged.state, uploaded=logged.synced, sync_command=logged.sync_command)
             rows.append(row)
-        columns = ["run_id", *self.grid, "wandb_run", "state", "uploaded", "sync_command"]
+        columns = ["run_id", *self.columns(), "wandb_run", "state", "uploaded", "sync_command"]
         return pd.DataFrame.from_records(rows, columns=columns)
 
     def describe_wandb(self) -> str:
@@ -198,7 +220,7 @@ class Ablation:
         self._check_metric(metric)
         frame = self.results
         index = "step" if frame["step"].notna().all() and len(frame) else "checkpoint"
-        columns = self.varied or list(self.grid) or ["run_id"]
+        columns = self.columns(self.varied or list(self.grid)) or ["run_id"]
         return frame.pivot_table(index=index, columns=columns, values=metric, aggfunc="mean", dropna=False).sort_index()
 
     def best(self, metric: str = "accuracy") -> dict[str, Any]:
@@ -210,7 +232,7 @@ class Ablation:
             raise DataError(f"no completed run in {self.sweep_dir} reports {metric}; see summary.md for the failures")
         values = scored[metric].astype(float)
         row = scored.loc[values.idxmin() if metric in LOWER_IS_BETTER else values.idxmax()]
-        best = {k: _plain(row[k]) for k in ("run_id", *self.grid, "checkpoint", "step", *METRICS)}
+        best = {k: _plain(row[k]) for k in ("run_id", *self.columns(), "checkpoint", "step", *METRICS)}
         best["ties"] = int((values == float(row[metric])).sum()) - 1  # other (run, checkpoint)s as good
         return best
 
@@ -225,7 +247,7 @@ class Ablation:
                 f"({others or 'no per-checkpoint results'}; see the failures below and {self.sweep_dir / 'summary.md'})"
             )
         b = self.best(metric)
-        params = ", ".join(f"{k}={b[k]}" for k in self.grid)
+        params = ", ".join(f"{k}={b[parameter_column(k)]}" for k in self.grid)
         ci = f" (95% CI {b['ci_low']:.1%}-{b['ci_high']:.1%})" if metric == "accuracy" and b.get("ci_low") is not None else ""
         value = f"{b[metric]:.1%}" if metric == "accuracy" else f"{b[metric]:.4g}"
         ties = f"; tied with {b['ties']} other run/checkpoint pair(s)" if b["ties"] else ""
@@ -242,7 +264,7 @@ class Ablation:
         frame = self.results
         x = "step" if frame["step"].notna().all() and len(frame) else "checkpoint"
         for ax, param in zip(axes[0], params or [None]):
-            groups = frame.groupby(param, sort=True, dropna=False) if param else [("all runs", frame)]
+            groups = frame.groupby(parameter_column(param), sort=True, dropna=False) if param else [("all runs", frame)]
             for value, part in groups:
                 mean = part.groupby(x, sort=True)[metric].mean()
                 ax.plot(list(mean.index), list(mean.values), marker="o", label=f"{param}={value}" if param else value)
