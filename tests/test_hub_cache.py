@@ -4,6 +4,7 @@ and what the cache holds near it (real cache layouts on disk, real tiny checkpoi
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -152,13 +153,10 @@ def online_error(hf_cache, spec: str) -> str:
     from hub_emulator import HubEmulator, Repo
 
     code = f"from vlm_lab.checkpoints import fingerprint, parse_hub_ref; fingerprint(parse_hub_ref({spec!r}))"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
     with HubEmulator() as hub:
         hub.add_token("hf_reader", "alice", role="read")
         hub.repos[("model", "org/shapes")] = Repo("model", "org/shapes", private=False)
-        env |= {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "hf_reader", "HF_HUB_OFFLINE": "0",
-                "HF_HOME": str(hf_cache.parent), "HF_HUB_DISABLE_TELEMETRY": "1"}  # fmt: skip
-        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        r = _online(hub, hf_cache, code)
     assert r.returncode != 0
     return r.stderr
 
@@ -187,3 +185,65 @@ def test_a_subfolder_of_a_model_cached_at_its_root_says_to_name_the_root(hf_cach
 def test_one_hub_checkpoint_spelled_two_ways_is_compared_once(run_repo):
     refs = resolve_all(["org/run:checkpoint-500", "org/run@main:/checkpoint-500/", "org/run:checkpoint-1000"])
     assert [r.spec for r in refs] == ["org/run:checkpoint-500", "org/run:checkpoint-1000"]
+
+
+@pytest.fixture
+def sharded(tiny_checkpoints, tmp_path) -> Path:
+    """checkpoint-1000 saved again in 100 kB shards with their model.safetensors.index.json."""
+    from vlm_lab.models import load_model
+
+    folder = Path(shutil.copytree(tiny_checkpoints[-1], tmp_path / "sharded", ignore=shutil.ignore_patterns("model.safetensors")))
+    load_model(tiny_checkpoints[-1], device="cpu").model.save_pretrained(folder, max_shard_size="100KB")
+    assert len(list(folder.glob("model-*.safetensors"))) > 2
+    return folder
+
+
+def test_a_small_hub_checkpoint_in_the_local_cache_loads_without_a_progress_bar(hf_cache, tiny_checkpoints, sharded, capfd, monkeypatch):
+    from transformers.utils import logging as hf_logging
+
+    from vlm_lab import models
+
+    add_snapshot(hf_cache, "org/shapes", tiny_checkpoints[0])
+    add_snapshot(hf_cache, "org/run", None, folders={"checkpoint-500": tiny_checkpoints[2], "sharded": sharded})
+    capfd.readouterr()
+    for spec in ("org/shapes", "org/run:checkpoint-500", "org/run:sharded"):
+        models.load_model(spec, device="cpu")
+        assert "Loading weights" not in capfd.readouterr().err, spec
+    assert hf_logging.set_tqdm_hook(None) is None  # the quieting hook was taken off again
+    monkeypatch.setattr(models, "QUIET_LOAD_BYTES", 0)  # as if the weights were large: the bar is back
+    models.load_model("org/run:sharded", device="cpu")
+    assert "Loading weights" in capfd.readouterr().err
+
+
+def test_a_hub_checkpoint_not_all_in_the_local_cache_keeps_its_progress_bar(hub_with_shards, hf_cache):
+    code = "from vlm_lab.models import load_model; load_model('org/sharded', device='cpu')"
+    first = _online(hub_with_shards, hf_cache, code)  # nothing cached: the weights are downloaded
+    assert first.returncode == 0, first.stderr
+    assert "Loading weights" in first.stderr
+    (snapshot,) = (hf_cache / "models--org--sharded" / "snapshots").iterdir()
+    shard = sorted(snapshot.glob("model-*.safetensors"))[-1]
+    shard.unlink()  # one shard left to download again
+    again = _online(hub_with_shards, hf_cache, code)
+    assert again.returncode == 0 and "Loading weights" in again.stderr
+    cached = _online(hub_with_shards, hf_cache, code)  # all there now
+    assert cached.returncode == 0 and "Loading weights" not in cached.stderr, cached.stderr
+
+
+@pytest.fixture
+def hub_with_shards(sharded):
+    from hub_emulator import HubEmulator, Repo
+
+    with HubEmulator() as hub:
+        hub.add_token("hf_reader", "alice", role="read")
+        repo = hub.repos[("model", "org/sharded")] = Repo("model", "org/sharded", private=False)
+        repo.files = {f.name: f.read_bytes() for f in sharded.iterdir() if f.is_file()}
+        repo.commit("sharded", [])
+        yield hub
+
+
+def _online(hub, hf_cache: Path, code: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh process whose huggingface_hub talks to ``hub`` and caches under ``hf_cache``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    env |= {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "hf_reader", "HF_HUB_OFFLINE": "0",
+            "HF_HOME": str(hf_cache.parent), "HF_HUB_DISABLE_TELEMETRY": "1"}  # fmt: skip
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import torch
 
 from vlm_lab.checkpoints import CheckpointRef, resolve, unfinished_named
 from vlm_lab.errors import CheckpointNotFoundError, DeviceError
+from vlm_lab.hub_cache import cached_snapshot
 from vlm_lab.hub_refs import check_hub_config, offline_cache_hint
 from vlm_lab.memory_checkpoint import invalid_json, missing_for_loading, read_weights
 
@@ -308,16 +310,17 @@ def _shape(shape: Any) -> str:
 @contextlib.contextmanager
 def quiet_if_small(ref: CheckpointRef) -> Iterator[None]:
     """No transformers progress bar ("Loading weights", "Writing model shards") while a small
-    local checkpoint loads or saves (notebook and log noise).
+    checkpoint already on disk loads or saves (notebook and log noise).
 
-    Hub references and large local weights keep transformers' bars: downloads and
-    multi-gigabyte loads take long enough to want one. Only transformers' own bars
-    are touched (through its tqdm hook), never huggingface_hub's settings.
+    A local folder, or a hub reference whose weights are all in the local Hugging Face cache.
+    Large weights, and hub weights that will be downloaded, keep transformers' bars: they take
+    long enough to want one. Only transformers' own bars are touched (through its tqdm hook),
+    never huggingface_hub's settings.
     """
     from transformers.utils import logging as hf_logging
 
-    weights = Path(ref.path).glob("*.safetensors") if ref.path else ()
-    if ref.path is None or sum(f.stat().st_size for f in weights) >= QUIET_LOAD_BYTES:
+    weights = _weights_on_disk(ref)
+    if weights is None or sum(f.stat().st_size for f in weights) >= QUIET_LOAD_BYTES:
         yield
         return
 
@@ -330,3 +333,29 @@ def quiet_if_small(ref: CheckpointRef) -> Iterator[None]:
         yield
     finally:
         hf_logging.set_tqdm_hook(previous)
+
+
+def _weights_on_disk(ref: CheckpointRef) -> list[Path] | None:
+    """The weight files ``ref`` loads from, when every one is on disk here; None when some would be downloaded.
+
+    A local folder's safetensors files; a hub reference's files in its cached snapshot: every shard its
+    ``*.index.json`` names, or its single ``model.safetensors`` / ``pytorch_model.bin``.
+    """
+    if ref.path is not None:
+        return list(Path(ref.path).glob("*.safetensors"))
+    from huggingface_hub import constants
+
+    snapshot = cached_snapshot(ref.repo_id, ref.revision, cache_dir=constants.HF_HUB_CACHE)
+    if snapshot is None:
+        return None
+    folder = snapshot / (ref.subfolder or "")
+    for single in ("model.safetensors", "pytorch_model.bin"):  # transformers' preference
+        index = folder / f"{single}.index.json"
+        try:
+            names = set(json.loads(index.read_text())["weight_map"].values()) if index.is_file() else {single}
+        except (OSError, ValueError, KeyError, AttributeError):  # an unreadable index: loading will say so
+            return None
+        files = [folder / name for name in names]
+        if all(f.is_file() for f in files):  # follows the cache's links: a missing blob is not there
+            return files
+    return None
