@@ -49,6 +49,12 @@ how answers change along training, or between models. Latency, new tokens and me
 shown under each answer.
 """
 
+SCROLL_TO_ANSWERS = """() => {
+  const first = document.getElementById("answer-1");
+  const box = first && first.getBoundingClientRect();
+  if (box && (box.top < 0 || box.bottom > window.innerHeight)) first.scrollIntoView({behavior: "smooth", block: "start"});
+}"""
+
 
 def _error(e: Exception) -> gr.Error:
     """What the user sees: the library's message (it names the fix), never a traceback."""
@@ -165,6 +171,11 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
             trigger(None, None, results, **empty)
         comparing = [run.click(compare, inputs, results, api_name="compare", preprocess=False, **generate),
                      prompt.submit(compare, inputs, results, api_visibility="private", preprocess=False, **generate)]
+        # On a phone the answers are below the form, out of sight of Compare or the keyboard's Enter: bring them
+        # into view when they arrive (scrollIntoView also scrolls the page that embeds the Space). Gradio 6's
+        # scroll_to_output does nothing: its front end never passes it on.
+        for event in comparing:
+            event.success(None, None, None, js=SCROLL_TO_ANSWERS, queue=False)
         # ... and a Compare still waiting in the queue is dropped: its answers would arrive beside the new inputs
         for trigger in (image.upload, image.clear, prompt.change):
             trigger(None, None, results, cancels=comparing, **empty)

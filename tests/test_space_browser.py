@@ -167,3 +167,24 @@ def test_a_compare_waiting_in_the_queue_is_dropped_when_the_image_changes(browse
         expect(answer).to_have_value("blue")
     finally:
         page.close()
+
+
+def test_on_a_phone_the_answers_come_into_view(browser, space_url):
+    """At phone width the answers are below the form: a visitor who asks with the keyboard's Enter (or taps
+    Compare at the bottom of the screen) saw nothing happen, the answers arriving off screen."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(space_url)
+        page.locator("input[type=file]").first.set_input_files(str(IMAGE))
+        expect(page.locator("img[src*='blue-square']").first).to_be_visible()
+        question = page.get_by_label("Question")
+        question.fill("What color is the shape?")
+        expect(page.locator("#answer-1")).not_to_be_in_viewport()  # below the form: this test could fail
+        question.press("Enter")
+        expect(page.locator("#answer-3 textarea")).to_have_value("blue")
+        expect(page.locator("#answer-1")).to_be_in_viewport()
+    finally:
+        page.close()
