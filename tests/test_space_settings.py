@@ -41,6 +41,19 @@ def test_settings_from_env_prefers_the_variable_then_next_to_app_then_project_ro
     assert settings.checkpoints == (str(tiny_dir), "org/model@v1:checkpoint-9", str(app / "checkpoints" / "shapes"))
 
 
+def test_app_py_run_from_the_repository_finds_the_project_checkpoints(tmp_path):
+    """`python space/app.py` (or `gradio space/app.py`) from a checkout, without `make space`'s VLM_LAB_ROOT,
+    said to build the checkpoints (`make checkpoints`) that were there all along."""
+    repo = tmp_path / "vlm_lab-checkout"
+    for folder in ("space", "vlm_lab", "checkpoints/shapes"):
+        (repo / folder).mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("[project]\nname = 'vlm_lab'\n")
+    assert ss.SpaceSettings.from_env({}, app_dir=repo / "space").checkpoints == (str(repo / "checkpoints" / "shapes"),)
+    (repo / "pyproject.toml").unlink()  # not the repository (the Space's parent folder): not looked in
+    with pytest.raises(CheckpointNotFoundError, match="no embedded checkpoints"):
+        ss.SpaceSettings.from_env({}, app_dir=repo / "space")
+
+
 def test_settings_errors_name_the_fix(tmp_path):
     with pytest.raises(CheckpointNotFoundError, match="run `make checkpoints`.*or set VLM_LAB_CHECKPOINTS"):
         ss.SpaceSettings.from_env({}, app_dir=tmp_path)

@@ -170,7 +170,8 @@ class SpaceSettings(ConfigBase):
         """Read the Space variables (``VLM_LAB_*``); relative checkpoint paths mean inside the Space.
 
         ``VLM_LAB_CHECKPOINTS`` (comma-separated) wins; else the embedded checkpoints next to
-        ``app.py`` (as published), else under the project root (``VLM_LAB_ROOT``, as ``make space`` runs).
+        ``app.py`` (as published), else under the project root (``VLM_LAB_ROOT``, as ``make space`` runs;
+        else the repository ``app.py`` is in, as ``python space/app.py`` runs it).
         """
         env = os.environ if environ is None else environ
         app_dir = Path(app_dir).resolve()
@@ -178,6 +179,8 @@ class SpaceSettings(ConfigBase):
         root = env.get("VLM_LAB_ROOT", "").strip()
         if root:
             roots.append(Path(root).expanduser().resolve())
+        elif (app_dir.parent / "pyproject.toml").is_file() and (app_dir.parent / "vlm_lab").is_dir():
+            roots.append(app_dir.parent)  # a checkout, not a Space: there the package sits next to app.py
         specs = [s.strip() for s in env.get("VLM_LAB_CHECKPOINTS", "").split(",") if s.strip()]
         if not specs:
             found = [r / EMBEDDED_CHECKPOINTS for r in roots if (r / EMBEDDED_CHECKPOINTS).is_dir()]
