@@ -9,6 +9,7 @@ import weakref
 import pytest
 import torch
 from test_checkpoint_refs import add_snapshot, hf_cache, point_ref  # noqa: F401 - a fixture
+from test_hub_cache import _online, hub_with_shards, sharded  # noqa: F401 - fixtures
 
 from vlm_lab.checkpoints import resolve
 from vlm_lab.config import parse_bytes
@@ -146,3 +147,46 @@ def test_one_hub_model_named_several_ways_is_loaded_and_charged_once(hf_cache, t
     point_ref(hf_cache, "org/shapes", "main", b)  # main moved on: its old commit's copy is stale
     assert cache.get("org/shapes@main", device="cpu").ref.revision == b
     assert len(cache) == 1 and f"org/shapes@{a}" not in cache and cache.get("org/shapes", device="cpu").ref.revision == b
+
+
+def _loads_seen(cache: ModelCache) -> list[tuple[str, list[str]]]:
+    """Wraps the cache's (real) loader to record each load with what was resident while it ran."""
+    seen, load = [], cache.loader
+    cache.loader = lambda ref, **kw: seen.append((ref.spec, cache.loaded)) or load(ref, **kw)
+    return seen
+
+
+def test_a_hub_model_is_loaded_only_after_room_is_made_for_it(hf_cache, tiny_checkpoints, tiny_nbytes):
+    add_snapshot(hf_cache, "org/a", tiny_checkpoints[0])
+    add_snapshot(hf_cache, "org/b", tiny_checkpoints[-1])
+    cache = ModelCache(budget_bytes=int(1.5 * tiny_nbytes))  # room for one: never two at once, even while loading
+    seen = _loads_seen(cache)
+    cache.get("org/a", device="cpu")
+    cache.get("org/b", device="cpu")
+    assert seen == [("org/a", []), ("org/b", [])] and cache.loaded == ["org/b"]
+    small = ModelCache(budget_bytes=tiny_nbytes // 2)
+    seen = _loads_seen(small)
+    with pytest.raises(MemoryBudgetError, match=r"org/a needs .* but the model cache budget is"):
+        small.get("org/a", device="cpu")
+    assert seen == []  # refused from its cached safetensors headers, before loading it
+
+
+def test_online_a_hub_model_over_the_budget_is_refused_before_its_weights_are_downloaded(hub_with_shards, hf_cache, sharded):
+    estimate = estimate_nbytes(resolve(str(sharded))[0], torch.float32)
+    code = f"""
+import torch
+from vlm_lab.checkpoints import parse_hub_ref
+from vlm_lab.errors import MemoryBudgetError
+from vlm_lab.model_cache import ModelCache, estimate_nbytes
+print(estimate_nbytes(parse_hub_ref('org/sharded'), torch.float32))
+try:
+    ModelCache(budget_bytes={estimate // 2}).get('org/sharded', device='cpu')
+except MemoryBudgetError as e:
+    print(e)
+"""
+    r = _online(hub_with_shards, hf_cache, code)
+    assert r.returncode == 0, r.stderr
+    got, refused = r.stdout.splitlines()
+    assert int(got) == estimate  # from the hub's safetensors headers of every shard
+    assert refused.startswith("org/sharded needs ") and "raise the budget" in refused
+    assert not list(hf_cache.rglob("*.safetensors"))  # no weights were downloaded

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
@@ -156,6 +157,26 @@ def cached_snapshot(repo_id: str, revision: str | None, *, cache_dir: str) -> Pa
         return None
     folder = Path(cache_dir, repo_folder_name(repo_id=repo_id, repo_type="model"), "snapshots", commit)
     return folder if folder.is_dir() else None
+
+
+def cached_weights(repo_id: str, revision: str | None, subfolder: str | None, *, cache_dir: str) -> list[Path] | None:
+    """The weight files transformers loads for ``repo_id@revision:subfolder``, when every one is in the cache at
+    ``cache_dir``: the shards its ``*.index.json`` names, or its single ``model.safetensors`` (else
+    ``pytorch_model.bin``), in transformers' order of preference. None when any is missing (it would be downloaded)."""
+    snapshot = cached_snapshot(repo_id, revision, cache_dir=cache_dir)
+    if snapshot is None:
+        return None
+    folder = snapshot / (subfolder or "").strip("/")
+    for single in ("model.safetensors", "pytorch_model.bin"):
+        index = folder / f"{single}.index.json"
+        try:
+            names = set(json.loads(index.read_text())["weight_map"].values()) if index.is_file() else {single}
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):  # an unreadable index: loading will say so
+            return None
+        files = [folder / name for name in sorted(names)]
+        if all(f.is_file() for f in files):  # follows the cache's links: a missing blob is not there
+            return files
+    return None
 
 
 def config_folders(snapshot: Any) -> list[str]:

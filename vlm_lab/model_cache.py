@@ -3,8 +3,9 @@
 The budget is in bytes, not a number of models: "a T4 holds at most two 7 GB
 models" is what a 16 GB budget and those models' sizes work out to, never a
 hard-coded 2. Before loading, a checkpoint's size is *estimated* (``size_fn``,
-by default from its safetensors headers: parameter counts times the bytes of the
-dtype it is loaded in); when loading it would go over the budget, the least
+by default from its safetensors headers, local, in the Hugging Face cache or on the
+hub: parameter counts times the bytes of the dtype it is loaded in), so a model is
+loaded only once room is made for it; when loading it would go over the budget, the least
 recently used models are evicted first and their memory freed (``gc.collect``
 plus ``torch.cuda.empty_cache`` on GPU). After loading, an entry is charged
 ``max(estimate, measured parameter + buffer bytes)``.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import gc
+import json
 import math
 import os
 import re
@@ -42,7 +44,8 @@ from vlm_lab.checkpoints import CheckpointRef, fingerprint, resolve, unfinished_
 from vlm_lab.config import parse_bytes
 from vlm_lab.errors import CheckpointNotFoundError, ConfigError, MemoryBudgetError
 from vlm_lab.hub_refs import hub_commit, hub_fingerprint
-from vlm_lab.memory_checkpoint import read_weights
+from vlm_lab.hub_cache import cached_weights
+from vlm_lab.memory_checkpoint import Header, read_weights, safetensors_header
 from vlm_lab.models import LoadedModel, load_model, model_nbytes, resolve_device, resolve_dtype
 
 SizeFn = Callable[[CheckpointRef, torch.dtype], "int | None"]
@@ -65,19 +68,26 @@ def format_bytes(n: float | None) -> str:
 def estimate_nbytes(ref: CheckpointRef, dtype: torch.dtype) -> int | None:
     """Bytes ``ref``'s weights will take once loaded in ``dtype``, before loading anything.
 
-    From the safetensors headers of a local folder (floating tensors counted at
-    ``dtype``'s size, the rest as stored); from the weight files' sizes when there
-    is no safetensors; None when nothing is on disk here (a hub id): the cache then
-    charges the measured size after loading.
+    From the safetensors headers (floating tensors counted at ``dtype``'s size, the rest
+    as stored): a local folder's, a hub reference's in the local Hugging Face cache, or,
+    when its weights are not all cached yet and the hub can be asked, the hub's (a few kB
+    read per file, not the weights). From the weight files' sizes when there is no
+    safetensors; None when nothing tells (the cache then charges the measured size after
+    loading).
 
     Raises:
         CheckpointNotFoundError: a weight file is a Git-LFS pointer or not a valid safetensors file.
     """
     if ref.path is None:
-        return None
+        return _hub_nbytes(ref, dtype)
     with unfinished_named(ref.path):
         weights = read_weights(Path(ref.path))
-    if not weights or None in weights.values():  # torch pickles: no header to read, charge their size
+    return _nbytes(weights, dtype)
+
+
+def _nbytes(weights: dict[Path, Header | None], dtype: torch.dtype) -> int | None:
+    """What weight files with these headers take loaded in ``dtype``; torch pickles (no header) are charged their size."""
+    if not weights or None in weights.values():
         return sum(p.stat().st_size for p in weights) or None
     item = torch.empty((), dtype=dtype).element_size()
     return sum(
@@ -85,6 +95,38 @@ def estimate_nbytes(ref: CheckpointRef, dtype: torch.dtype) -> int | None:
         for header in weights.values()
         for code, shape in header.values()
     )
+
+
+def _hub_nbytes(ref: CheckpointRef, dtype: torch.dtype) -> int | None:
+    """``estimate_nbytes`` of a hub reference: its cached weight files, else the hub's safetensors headers."""
+    from huggingface_hub import constants, is_offline_mode
+
+    files = cached_weights(ref.repo_id, ref.revision, ref.subfolder, cache_dir=constants.HF_HUB_CACHE)
+    if files is not None:
+        return _nbytes({f: safetensors_header(f) if f.suffix == ".safetensors" else None for f in files}, dtype)
+    if is_offline_mode():
+        return None  # nothing to download from: loading says what is missing
+    try:
+        return _nbytes(_hub_headers(ref), dtype)
+    except Exception:  # noqa: BLE001 - no safetensors on the hub, or it did not answer: loading reports what matters
+        return None
+
+
+def _hub_headers(ref: CheckpointRef) -> dict[Path, Header]:
+    """The safetensors headers of a hub reference's weights, read from the hub (range requests, not the weights)."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    api, at = HfApi(), {"revision": ref.revision}
+    prefix = f"{ref.subfolder.strip('/')}/" if ref.subfolder else ""
+    if api.file_exists(ref.repo_id, f"{prefix}model.safetensors", **at):
+        names = ["model.safetensors"]
+    else:  # sharded (or no safetensors: the download of the index fails)
+        index = Path(hf_hub_download(ref.repo_id, f"{prefix}model.safetensors.index.json", **at))
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    return {
+        Path(name): {k: (t.dtype, t.shape) for k, t in api.parse_safetensors_file_metadata(ref.repo_id, prefix + name, **at).tensors.items()}
+        for name in names
+    }
 
 
 def max_resident(budget_bytes: int, sizes: list[int]) -> int:

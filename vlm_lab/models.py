@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import torch
 
 from vlm_lab.checkpoints import CheckpointRef, resolve, unfinished_named
 from vlm_lab.errors import CheckpointNotFoundError, DeviceError
-from vlm_lab.hub_cache import cached_snapshot
+from vlm_lab.hub_cache import cached_weights
 from vlm_lab.hub_refs import check_hub_config, offline_cache_hint
 from vlm_lab.memory_checkpoint import invalid_json, missing_for_loading, read_weights
 
@@ -336,26 +335,9 @@ def quiet_if_small(ref: CheckpointRef) -> Iterator[None]:
 
 
 def _weights_on_disk(ref: CheckpointRef) -> list[Path] | None:
-    """The weight files ``ref`` loads from, when every one is on disk here; None when some would be downloaded.
-
-    A local folder's safetensors files; a hub reference's files in its cached snapshot: every shard its
-    ``*.index.json`` names, or its single ``model.safetensors`` / ``pytorch_model.bin``.
-    """
+    """The weight files ``ref`` loads from, when every one is on disk here; None when some would be downloaded."""
     if ref.path is not None:
         return list(Path(ref.path).glob("*.safetensors"))
     from huggingface_hub import constants
 
-    snapshot = cached_snapshot(ref.repo_id, ref.revision, cache_dir=constants.HF_HUB_CACHE)
-    if snapshot is None:
-        return None
-    folder = snapshot / (ref.subfolder or "")
-    for single in ("model.safetensors", "pytorch_model.bin"):  # transformers' preference
-        index = folder / f"{single}.index.json"
-        try:
-            names = set(json.loads(index.read_text())["weight_map"].values()) if index.is_file() else {single}
-        except (OSError, ValueError, KeyError, AttributeError):  # an unreadable index: loading will say so
-            return None
-        files = [folder / name for name in names]
-        if all(f.is_file() for f in files):  # follows the cache's links: a missing blob is not there
-            return files
-    return None
+    return cached_weights(ref.repo_id, ref.revision, ref.subfolder, cache_dir=constants.HF_HUB_CACHE)
