@@ -700,6 +700,23 @@ def test_the_space_card_names_the_model_repos_it_serves(hub, space_dir, tiny_dir
     assert again.returncode == 0 and "no new commit" in again.stdout, fail_text(again)
 
 
+def test_a_checkpoints_variable_given_serves_those_and_uploads_no_checkpoints(hub, space_dir, tiny_dir):
+    """`make publish SPACE=... ARGS="--var VLM_LAB_CHECKPOINTS=org/model"` (make passes --checkpoints): the app
+    serves what the variable names, so the checkpoints folder was uploaded for nothing (GBs for a real run)."""
+    var = "VLM_LAB_CHECKPOINTS=my-org/my-vlm@main"
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--no-wait", "--var", var, checkpoints=tiny_dir)
+    assert r.returncode == 0, fail_text(r)
+    space = hub.space(SPACE)
+    assert not [p for p in space.files if p.startswith("checkpoints/")], "checkpoints the Space never serves were uploaded"
+    assert space.variables["VLM_LAB_CHECKPOINTS"]["value"] == "my-org/my-vlm@main"
+    assert f"not uploaded: the Space serves what --var {var.split('=')[0]} names" in r.stdout, fail_text(r)
+    # with a checkpoints repo the publish sets the variable itself: two answers to one question
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--var", var, "--checkpoints-repo", "alice/ckpts",
+                    checkpoints=tiny_dir)
+    assert r.returncode == 2 and "--checkpoints-repo" in r.stderr and "VLM_LAB_CHECKPOINTS" in r.stderr, fail_text(r)
+    assert ("model", "alice/ckpts") not in hub.repos
+
+
 def test_a_checkpoints_repo_keeps_what_the_publish_does_not_replace(hub, space_dir, tiny_dir, tmp_path):
     """The checkpoints repo is the user's model repo (a Trainer may have pushed its run there): a publish
     replaces the model files of the checkpoints it sends, and deletes nothing else; the checkpoint-2000 and

@@ -104,6 +104,10 @@ def _check_keys(config: PublishConfig) -> None:
     twice = sorted(key for key, seen in values.items() if len(seen) > 1)
     if twice:  # the values are not shown: one of them may be a credential
         raise ConfigError(f"--var {', '.join(twice)} given twice with different values; keep one; nothing was uploaded")
+    if config.checkpoints_repo and CHECKPOINTS_VARIABLE in values:
+        raise ConfigError(f"--checkpoints-repo {config.checkpoints_repo} and --var {CHECKPOINTS_VARIABLE}=... both say what "
+                          f"the Space serves (--checkpoints-repo sets {CHECKPOINTS_VARIABLE} to the checkpoints it uploads); "
+                          "keep one; nothing was uploaded")
 
 
 def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progress) -> PublishReport:
@@ -132,7 +136,9 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
     readme = card_with_models(card.front_matter, _served_models(config))
     _validate_on_hub(hub, readme)
 
-    embed = config.embed_checkpoints and not config.checkpoints_repo
+    # --var VLM_LAB_CHECKPOINTS names what the app serves (it wins over checkpoints next to app.py): none are uploaded
+    told = CHECKPOINTS_VARIABLE in config.variable_map()
+    embed = config.embed_checkpoints and not config.checkpoints_repo and not told
     checkpoints = Path(config.checkpoints)
     build = _is_embedded_default(checkpoints)
     staged = stage(space_dir=space_dir, checkpoints=checkpoints if embed else None, build_missing=build, known=known,
@@ -142,6 +148,9 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
     sizes = dict(staged.sizes) | (ckpt_staged.sizes if ckpt_staged else {})
     say(f"staged {len(staged.files)} files, {human_bytes(sum(sizes.values()))}; {len(staged.excluded)} junk file(s) left out")
     left_out = [*staged.notes, *(ckpt_staged.notes if ckpt_staged else ())]
+    if told and config.embed_checkpoints:
+        left_out.append(f"the checkpoints of {config.checkpoints} are not uploaded: the Space serves what "
+                        f"--var {CHECKPOINTS_VARIABLE} names")
     for note in left_out:
         say(f"warning: {note}")
 
@@ -241,7 +250,7 @@ def _served_models(config: PublishConfig) -> list[str]:
 
     if config.checkpoints_repo:
         return [config.checkpoints_repo]
-    specs = config.variable_map().get(CHECKPOINTS_VARIABLE, "") if not config.embed_checkpoints else ""
+    specs = config.variable_map().get(CHECKPOINTS_VARIABLE, "")
     repos = []
     for spec in (s.strip() for s in specs.split(",")):
         repo_part = spec.split(":", 1)[0].split("@", 1)[0]
