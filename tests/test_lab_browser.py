@@ -2,8 +2,10 @@
 
 Starts JupyterLab on loopback in a scratch project root (the notebook, a
 ``pyproject.toml`` and ``checkpoints/shapes`` linked to the test checkpoints),
-runs every cell, picks two checkpoints in the explorer widget, clicks Compare and
-waits for both answers; the screenshot lands in ``test-artifacts/``.
+runs every cell, picks two checkpoints in the explorer widget, compares them with Enter in the
+prompt and then with the Compare button (the first run stays under the second), and checks that
+every piece of text in the results reads (WCAG contrast) in the light and the dark theme; the
+screenshots land in ``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,36 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+# [text, contrast ratio] of each piece of text in the explorer's results, the text's colour and the
+# background behind it each composed over what lies under them (WCAG 2 relative luminance)
+CONTRASTS_JS = """() => {
+  const rgba = (c) => { const p = c.match(/rgba?\\(([^)]*)\\)/)[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+                        return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; };
+  const over = (top, under) => [0, 1, 2].map((i) => top[i] * top[3] + under[i] * (1 - top[3])).concat([1]);
+  const backdrop = (el) => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgba(getComputedStyle(e).backgroundColor);
+      if (c[3] > 0) { layers.push(c); if (c[3] >= 1) break; }
+    }
+    return layers.reverse().reduce((under, top) => over(top, under), [255, 255, 255, 1]);
+  };
+  const lum = (c) => { const l = c.slice(0, 3).map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+                       return 0.2126 * l[0] + 0.7152 * l[1] + 0.0722 * l[2]; };
+  const out = [];
+  for (const box of document.querySelectorAll('.widget-html-content')) {
+    if (!box.querySelector('table.vlm-lab-results')) continue;
+    for (const el of box.querySelectorAll('*')) {
+      const own = [...el.childNodes].filter((n) => n.nodeType === 3).map((n) => n.textContent).join('').trim();
+      if (!own || !el.checkVisibility()) continue;
+      const bg = backdrop(el), fg = over(rgba(getComputedStyle(el).color), bg);
+      const [a, b] = [lum(fg) + 0.05, lum(bg) + 0.05];
+      out.push([own.slice(0, 40), Math.max(a, b) / Math.min(a, b)]);
+    }
+  }
+  return out;
+}"""
 
 
 def _free_port() -> int:
@@ -132,7 +164,7 @@ def test_explore_notebook_compares_two_checkpoints_in_the_browser(lab, artifacts
             expect(top_p).to_be_visible()
             strategy.select_option("greedy")
             expect(top_p).to_be_hidden()
-            page.get_by_role("button", name="Compare").click()
+            page.locator(".widget-text", has_text="Prompt").locator("input").press("Enter")  # Enter compares
 
             rows = page.locator("table.vlm-lab-results tr.vlm-lab-row")
             expect(rows).to_have_count(2)
@@ -140,11 +172,25 @@ def test_explore_notebook_compares_two_checkpoints_in_the_browser(lab, artifacts
             expect(rows.nth(1)).to_contain_text("checkpoint-1000")
             expect(rows.nth(1)).to_contain_text("red")  # the first example asks for the color of a red shape
             expect(page.get_by_role("button", name="Compare")).to_be_enabled()
+            page.get_by_role("button", name="Compare").click()  # again: the first run stays under this one
+            expect(page.locator(".vlm-lab-earlier")).to_contain_text("Earlier runs")
+            expect(rows).to_have_count(4)
             box = page.locator(".widget-image").first.bounding_box()  # the preview, not stretched to its column
             assert box and max(box["width"], box["height"]) <= 130, box
-            results = page.locator("table.vlm-lab-results")
+            results = page.locator("table.vlm-lab-results").first
             results.scroll_into_view_if_needed()
             page.screenshot(path=str(shot), full_page=False)
+            for theme, light, layout in (("JupyterLab Light", "true", "white"), ("JupyterLab Dark", "false", "#111")):
+                page.evaluate(f"() => window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
+                # the attribute our dark colours key on, and the theme's own stylesheet, both in place
+                page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{light}' && getComputedStyle("
+                                       f"document.body).getPropertyValue('--jp-layout-color0').trim() === '{layout}'")
+                contrasts = page.evaluate(CONTRASTS_JS)
+                assert len(contrasts) > 20, contrasts  # the labels, the header and both tables' cells
+                unreadable = [(text, round(ratio, 2)) for text, ratio in contrasts if ratio < 4.5]  # WCAG AA
+                assert not unreadable, f"{theme}: {unreadable}"
+            expect(page.locator("#jupyterlab-splash")).to_have_count(0)  # the splash a theme change shows
+            page.screenshot(path=str(artifacts_dir / "lab-01-explore-dark.png"), full_page=False)
         except Exception:
             page.screenshot(path=str(artifacts_dir / "lab-01-explore-failure.png"))
             raise

@@ -6,10 +6,16 @@ strategy and clicks Compare; each checkpoint's answer, latency, token count and
 memory land in one table. All the logic lives here so the notebook is one call,
 and ``Explorer.run()`` is the click handler, callable (and tested) without a
 browser.
+
+Each Compare is kept (``Explorer.history``, newest first, the last ``HISTORY`` runs) and shown
+under the next one with what it asked, so a strategy or a prompt can be compared with the one
+before. Every explorer of a Python process shares one model cache per device
+(``shared_cache``): a notebook cell run again answers from the models already loaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import io
 import os
@@ -31,11 +37,23 @@ STRATEGY_ARGS = {
     "beam": ("beams", 3, 1, 16, 1),
 }
 PREVIEW_PX = 128  # the 64x64 shapes are upscaled (nearest) so they are visible; larger images shrink to fit
+HISTORY = 6  # runs kept and shown: this one and the five before it
+MAX_NEW_TOKENS = 4096  # the field's upper bound; generation also stops where the checkpoint reads no further
 
 # compare_one's memory_kind, in words
 _MEMORY_KINDS = {"cpu_weights": "weights", "cuda_max_allocated": "peak CUDA"}
-_OK_STYLE = "background:#e6f4ea"
-_BAD_STYLE = "background:#fce8e6"
+# Colours by class, with a dark set under JupyterLab's and VS Code's dark themes: fixed light
+# backgrounds under a dark theme's white text (and grey or dark red text on its dark background)
+# could not be read.
+STYLE = """<style>
+.vlm-lab-ok{background:#e6f4ea}.vlm-lab-bad{background:#fce8e6}
+.vlm-lab-error{color:#b3261e}.vlm-lab-warn{color:#8a5a00}.vlm-lab-note{color:#444}
+body[data-jp-theme-light=false] .vlm-lab-ok,body.vscode-dark .vlm-lab-ok{background:#1e3d2a}
+body[data-jp-theme-light=false] .vlm-lab-bad,body.vscode-dark .vlm-lab-bad{background:#4a2320}
+body[data-jp-theme-light=false] .vlm-lab-error,body.vscode-dark .vlm-lab-error{color:#ff8a80}
+body[data-jp-theme-light=false] .vlm-lab-warn,body.vscode-dark .vlm-lab-warn{color:#ffc266}
+body[data-jp-theme-light=false] .vlm-lab-note,body.vscode-dark .vlm-lab-note{color:#c8c8c8}
+</style>"""
 
 
 def _thumbnail(image):
@@ -49,8 +67,8 @@ def _thumbnail(image):
 
 def message_html(text: str, *, error: bool = False) -> str:
     """A one-line notice for the output area (errors in red, never a traceback)."""
-    color = "#b3261e" if error else "#444"
-    return f'<div class="vlm-lab-message" style="color:{color};padding:4px 0">{html.escape(text)}</div>'
+    kind = "vlm-lab-error" if error else "vlm-lab-note"
+    return f'<div class="vlm-lab-message {kind}" style="padding:4px 0">{html.escape(text)}</div>'
 
 
 def _badges(row: dict[str, Any]) -> str:
@@ -61,11 +79,11 @@ def _badges(row: dict[str, Any]) -> str:
     if row.get("nonfinite"):
         # the advice follows the dtype the model runs in (float16 overflow vs broken weights)
         advice = nonfinite_message(row["checkpoint"], 1, 1, row.get("dtype", "?"), dtype_option="dtype=")
-        out += f" <span style='color:#b3261e'>NaN/inf: {html.escape(advice)}</span>"
+        out += f" <span class='vlm-lab-error'>NaN/inf: {html.escape(advice)}</span>"
     if row.get("at_context"):  # more tokens cannot help: the image, prompt and answer fill what the checkpoint reads
-        out += " <span style='color:#8a5a00'>cut off: the checkpoint reads no further (shorten the prompt)</span>"
+        out += " <span class='vlm-lab-warn'>cut off: the checkpoint reads no further (shorten the prompt)</span>"
     elif row.get("truncated"):
-        out += " <span style='color:#8a5a00'>cut off at max new tokens: raise it to see the whole answer</span>"
+        out += " <span class='vlm-lab-warn'>cut off at max new tokens: raise it to see the whole answer</span>"
     return out
 
 
@@ -78,13 +96,13 @@ def results_html(rows: Sequence[dict[str, Any]], reference: str | list[str] | No
     head = "".join(f"<th style='text-align:left;padding:2px 10px'>{h}</th>" for h in ("checkpoint", "answer", "latency", "tokens", "memory"))
     body = []
     for r in rows:
-        style = ""
+        kind = ""
         if r.get("error"):  # this checkpoint failed; the others' answers stay
-            style = _BAD_STYLE
-            cells = (html.escape(r["checkpoint"]), f"<span style='color:#b3261e'>{html.escape(r['error'])}</span>", "-", "-", "-")
+            kind = " vlm-lab-bad"
+            cells = (html.escape(r["checkpoint"]), f"<span class='vlm-lab-error'>{html.escape(r['error'])}</span>", "-", "-", "-")
         else:
             if reference is not None:
-                style = _OK_STYLE if normalized_match(r["text"], reference) else _BAD_STYLE
+                kind = " vlm-lab-ok" if normalized_match(r["text"], reference) else " vlm-lab-bad"
             cells = (
                 html.escape(r["checkpoint"]),
                 f"<b>{html.escape(r['text']) or '<i>(empty)</i>'}</b>" + _badges(r),
@@ -93,20 +111,59 @@ def results_html(rows: Sequence[dict[str, Any]], reference: str | list[str] | No
                 f"{format_bytes(r['memory_bytes'])} {_MEMORY_KINDS.get(r['memory_kind'], r['memory_kind'])}",
             )
         tds = "".join(f"<td style='padding:2px 10px'>{c}</td>" for c in cells)
-        body.append(f"<tr class='vlm-lab-row' style='{style}'>{tds}</tr>")
+        body.append(f"<tr class='vlm-lab-row{kind}'>{tds}</tr>")
     ref = f"<div>reference: <b>{html.escape(reference_text(reference))}</b></div>" if reference is not None else ""
-    return f"{ref}<table class='vlm-lab-results'><tr>{head}</tr>{''.join(body)}</table>"
+    return f"{STYLE}{ref}<table class='vlm-lab-results'><tr>{head}</tr>{''.join(body)}</table>"
+
+
+@dataclasses.dataclass
+class Run:
+    """One Compare: what it asked (``label``: prompt, image, strategy, max tokens), its rows, the
+    reference they were judged against, and a note when it did not finish."""
+
+    label: str
+    rows: list[dict[str, Any]]
+    reference: str | list[str] | None = None
+    note: str = ""
+
+    def html(self, *, label: bool = True) -> str:
+        head = f"<div class='vlm-lab-run'><b>{html.escape(self.label)}</b></div>" if label else ""
+        note = message_html(self.note, error=True) if self.note else ""
+        return f"{head}{note}{results_html(self.rows, self.reference)}"
+
+
+_CACHES: dict[str, Any] = {}  # device -> the ModelCache the explorers on it share
+
+
+def shared_cache(device: str = "auto"):
+    """The ``ModelCache`` every explorer on ``device`` shares in this Python process (the kernel).
+
+    An explorer made again (its notebook cell run a second time) answers from the models the
+    first one loaded instead of loading a second copy beside them. ``shared_cache().clear()``
+    frees them; pass ``explore(cache=...)`` for a cache of its own.
+    """
+    from vlm_lab.model_cache import ModelCache
+    from vlm_lab.models import resolve_device
+
+    try:
+        key = str(resolve_device(device))  # "auto" and "cuda" on a GPU machine are one device
+    except VlmLabError:
+        key = device  # the load says what is wrong with it, in each checkpoint's row
+    if key not in _CACHES:
+        _CACHES[key] = ModelCache()
+    return _CACHES[key]
 
 
 class Explorer:
     """The widget tree plus its state; display it, or drive it from Python.
 
     Attributes are the controls (``checkpoints``, ``example``, ``upload``,
-    ``image_source``, ``prompt``, ``strategy`` (greedy, nucleus, temperature, beam) with its
+    ``image_source``, ``prompt`` (Enter in it compares too), ``strategy`` (greedy, nucleus, temperature, beam) with its
     argument ``strategy_arg`` and the sampling ``seed``, ``max_new_tokens``, ``log``, ``button``)
     and the ``output`` HTML area. ``rows`` holds the last results (``compare_one``'s dicts:
     checkpoint, text, new_tokens, latency_s, memory_bytes, memory_kind, nonfinite, truncated, at_context,
-    plus dtype; a checkpoint that failed has only checkpoint and ``error``).
+    plus dtype; a checkpoint that failed has only checkpoint and ``error``); ``history`` holds the
+    last ``HISTORY`` runs (``Run``), newest first. ``cache`` is ``shared_cache(device)`` unless given.
     """
 
     def __init__(self, refs: list[CheckpointRef], samples: list[Sample], *, dtype: str = "auto", device: str = "auto", cache=None,
@@ -114,8 +171,10 @@ class Explorer:
         self.refs, self.samples = refs, samples
         self.unlisted = dict(unlisted or {})  # references that resolved to nothing, and why: said above the table
         self.dtype, self.device = dtype, device
-        self.cache = cache
+        self._cache = cache
         self.uploaded = None  # PIL image of the last good upload
+        self.uploaded_name = ""
+        self.history: list[Run] = []
         self.rows: list[dict[str, Any]] = []
         self.config: GenerationConfig | None = None  # what the last Compare generated with
 
@@ -142,16 +201,18 @@ class Explorer:
                                      tooltip="sampling repeats for the same seed; change it to draw other answers")
         self.strategy.observe(lambda _: self._show_strategy_arg(), names="value")
         self._show_strategy_arg()
-        self.max_new_tokens = w.BoundedIntText(value=8, min=1, max=256, description="Max tokens")
+        self.max_new_tokens = w.BoundedIntText(value=8, min=1, max=MAX_NEW_TOKENS, description="Max tokens")
         self.log = w.Checkbox(value=False, description="Log this comparison (W&B)", indent=False)
         self.log.disabled = _log_interaction() is None
         self.button = w.Button(description="Compare", button_style="primary", icon="play")
-        self.output = w.HTML(value=self._unlisted_html() + message_html("Pick checkpoints and an image, then click Compare."))
+        self.output = w.HTML()
+        self._show(message_html("Pick checkpoints and an image, then click Compare (or press Enter in the prompt)."))
 
         self.example.observe(self._on_example, names="value")
         self.upload.observe(self._on_upload, names="value")
         self.image_source.observe(lambda _: self._show_preview(), names="value")
         self.button.on_click(self.run)
+        self.prompt.on_msg(self._on_prompt_msg)  # Enter: the browser sends {"event": "submit"}
         self._show_preview()
 
         strategy = w.HBox([self.strategy, self.strategy_arg, self.seed])
@@ -162,9 +223,30 @@ class Explorer:
         """One red line per reference that could not be listed, with its error (what, which, the fix)."""
         return "".join(message_html(f"Not listed: {spec!r}: {type(e).__name__}: {e}", error=True) for spec, e in self.unlisted.items())
 
+    def _show(self, status: str = "", current: str = "", earlier: Sequence[Run] | None = None) -> None:
+        """The output area: the unlisted references, a status line, this run's table, then the earlier runs."""
+        earlier = self.history if earlier is None else earlier
+        past = ""
+        if earlier:
+            runs = "".join(f"<details{' open' if i == 0 else ''}><summary>{html.escape(r.label)}</summary>{r.html(label=False)}</details>"
+                           for i, r in enumerate(earlier))  # fmt: skip
+            past = f"<div class='vlm-lab-earlier' style='margin-top:10px'><b>Earlier runs</b> (newest first){runs}</div>"
+        self.output.value = STYLE + self._unlisted_html() + status + current + past
+
+    def _on_prompt_msg(self, _widget, content, _buffers) -> None:
+        if content.get("event") == "submit" and not self.button.disabled:
+            self.run()
+
     # Displaying an Explorer displays its widget tree.
     def _repr_mimebundle_(self, **kwargs):
         return self.ui._repr_mimebundle_(**kwargs)
+
+    @property
+    def cache(self):
+        """The ``ModelCache`` Compare loads into: the one given to ``explore``, else ``shared_cache(device)``."""
+        if self._cache is None:
+            self._cache = shared_cache(self.device)  # on first use: it imports torch
+        return self._cache
 
     @property
     def image(self):
@@ -220,23 +302,19 @@ class Explorer:
         if not files:
             return
         f = files[0]
+        content = bytes(f["content"])
         try:
-            image = open_image(io.BytesIO(bytes(f["content"])))
+            image = open_image(io.BytesIO(content))
         except DataError as e:
             kept = "; Compare still uses the image shown" if self.image is not None else ""
-            if e.__cause__ is None:  # readable, but refused (a strip the processor would blow up): the message has the fix
-                self.output.value = message_html(f"{f['name']!r}: {e}{kept}.", error=True)
-                return
-            why = e.__cause__  # PIL's reason (too many pixels, truncated file...), not the BytesIO's repr
-            self.output.value = message_html(
-                f"Cannot read {f['name']!r} as an image ({why}); upload a PNG, JPEG or another format Pillow opens{kept}.",
-                error=True,
-            )
+            self._show(message_html(_unreadable(f["name"], content, e) + kept + ".", error=True))
             return
-        self.uploaded = image
+        self.uploaded, self.uploaded_name = image, f["name"]
         self.image_source.value = "upload"
         self._show_preview()
-        self.output.value = message_html(f"Using uploaded image {f['name']!r} ({image.width}x{image.height}).")
+        frames = _frame_count(content)
+        which = f", the first of its {frames} frames" if frames > 1 else ""
+        self._show(message_html(f"Using uploaded image {f['name']!r} ({image.width}x{image.height}{which})."))
 
     def run(self, _button=None) -> list[dict[str, Any]]:
         """The Compare click: run every selected checkpoint on the image + prompt, show the table.
@@ -254,42 +332,48 @@ class Explorer:
         refs = [self.refs[i] for i in chosen]
         prompt = self.prompt.value.strip()
         if not refs:
-            self.output.value = message_html("Select at least one checkpoint (ctrl/shift-click to select several).", error=True)
+            self._show(message_html("Select at least one checkpoint (ctrl/shift-click to select several).", error=True))
             return []
         if not prompt:
-            self.output.value = message_html("Type a prompt first.", error=True)
+            self._show(message_html("Type a prompt first.", error=True))
             return []
         image = self.image  # once: an example read from a file is decoded on each access
         if image is None:
-            self.output.value = message_html("Pick an example or upload an image first.", error=True)
+            self._show(message_html("Pick an example or upload an image first.", error=True))
             return []
-        self.output.value = message_html("Starting…")
+        self._show(message_html("Starting…"))
         try:
             self.config = GenerationConfig(strategy=self.strategy_text, max_new_tokens=int(self.max_new_tokens.value),
                                            batch_size=1, seed=int(self.seed.value))  # fmt: skip
         except VlmLabError as e:
-            self.output.value = message_html(f"{type(e).__name__}: {e}", error=True)
+            self._show(message_html(f"{type(e).__name__}: {e}", error=True))
             return []
-        from vlm_lab.model_cache import ModelCache
-
-        if self.cache is None:
-            self.cache = ModelCache()
         self.rows = []
+        run = Run(self._label(prompt), self.rows, self.reference)
         try:
             for i, (ref, name) in enumerate(zip(refs, [self.names[j] for j in chosen]), start=1):
                 doing = "Running" if ref in self.cache else "Loading and running"  # a first load can take minutes
-                self.output.value = message_html(f"{doing} {name} ({i}/{len(refs)})…") + results_html(self.rows)
+                self._show(message_html(f"{doing} {name} ({i}/{len(refs)})…"), run.html())
                 self.rows.append(self._answer(ref, name, image, prompt))
         except KeyboardInterrupt:  # the kernel's stop button: keep what finished, say so
-            self.output.value = message_html(f"Interrupted: {len(self.rows)} of {len(refs)} checkpoints answered.", error=True)
-            self.output.value += results_html(self.rows, self.reference)
-            return self.rows
-        self.output.value = self._unlisted_html() + results_html(self.rows, self.reference)
-        if self.log.value:
+            run.note = f"Interrupted: {len(self.rows)} of {len(refs)} checkpoints answered."
+        self.history = [run, *self.history][:HISTORY]
+        self._show("", run.html(), self.history[1:])
+        if self.log.value and not run.note:
             tracked = self._log(image, prompt, self.config)
             note = f"Logged: {tracked}" if tracked is not None else "W&B logging is disabled or failed (see the warning)."
-            self.output.value += message_html(note)
+            self._show(message_html(note), run.html(), self.history[1:])
         return self.rows
+
+    def _label(self, prompt: str) -> str:
+        """What a run asked, in one line: its prompt, image, strategy (and seed when sampling) and max tokens."""
+        shown = prompt if len(prompt) <= 80 else prompt[:77] + "…"
+        if self.image_source.value == "upload" and self.uploaded is not None:
+            image = f"upload {self.uploaded_name!r}"
+        else:
+            image = f"example {self.samples[self.example.value].id}"
+        seed = f", seed {self.config.seed}" if self.strategy.value in ("nucleus", "temperature") else ""
+        return f"{shown!r} on {image} · {self.config.strategy}{seed} · max {self.config.max_new_tokens} tokens"
 
     def _answer(self, ref: CheckpointRef, name: str, image, prompt: str) -> dict[str, Any]:
         """``ref``'s row, under its ``name`` in the list; its error (in words, never a traceback) when it cannot load or answer."""
@@ -320,6 +404,35 @@ class Explorer:
         )
 
 
+def _unreadable(name: str, content: bytes, e: DataError) -> str:
+    """Why an upload is not used, and what to do, without the BytesIO repr PIL puts in its messages."""
+    from PIL import UnidentifiedImageError
+
+    if not content:
+        return f"{name!r} is empty (0 bytes): upload it again, or check the file on your disk"
+    why = e.__cause__
+    if why is None:  # readable, but refused (a strip the processor would blow up): the message has the fix
+        return f"{name!r}: {e}"
+    if isinstance(why, UnidentifiedImageError):
+        if content[4:8] == b"ftyp" and content[8:12] in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"):
+            return (f"{name!r} is a HEIC/HEIF photo, which Pillow cannot read without pillow-heif: export it as JPEG, "
+                    "or `pip install pillow-heif` and run `pillow_heif.register_heif_opener()` before uploading")
+        return f"{name!r} is not in an image format Pillow reads (PNG, JPEG, GIF, WebP, BMP, TIFF...): convert it to PNG or JPEG"
+    # PIL's reason (too many pixels, truncated file...)
+    return f"Cannot read {name!r} as an image ({why}); upload a PNG, JPEG or another format Pillow opens"
+
+
+def _frame_count(content: bytes) -> int:
+    """How many frames an upload holds (an animated GIF, WebP or PNG); the model sees the first."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(content)) as img:
+            return int(getattr(img, "n_frames", 1))
+    except Exception:  # noqa: BLE001 - it opened once already; a count is only a remark
+        return 1
+
+
 def _log_interaction():
     """``vlm_lab.tracking.log_interaction`` when tracking is available, else None."""
     try:
@@ -345,7 +458,8 @@ def explore(
         data: ``shapes:SPLIT[:N]`` or a JSONL of ``{image, prompt, reference?}``; its samples fill the
             Example dropdown.
         dtype, device: as in ``CompareConfig``.
-        cache: a ``ModelCache`` to share with other comparisons (a fresh one by default).
+        cache: a ``ModelCache`` of its own; by default the one every explorer on ``device`` shares
+            (``shared_cache``), so a re-run cell does not load its models a second time.
 
     A reference that resolves to nothing (a typo, a hub run that cannot be listed) does not hide the
     others: the explorer lists those it found and says which could not be listed and why, in red above

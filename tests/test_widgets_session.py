@@ -1,0 +1,101 @@
+"""The explorer over a working session: re-created in the same kernel, run after run, driven
+from the keyboard, fed odd uploads. Real checkpoints, real generation, no browser."""
+
+from __future__ import annotations
+
+import datetime
+import html
+import io
+
+import pytest
+
+from vlm_lab import widgets
+from vlm_lab.widgets import explore
+
+
+def _upload(name: str, content: bytes) -> tuple[dict, ...]:
+    """What ipywidgets' FileUpload holds after the browser sends one file."""
+    return ({"name": name, "type": "", "size": len(content), "content": memoryview(content),
+             "last_modified": datetime.datetime.now(datetime.timezone.utc)},)  # fmt: skip
+
+
+@pytest.fixture
+def fresh_cache():
+    from vlm_lab.model_cache import ModelCache
+
+    return ModelCache()
+
+
+def test_an_explorer_created_again_reuses_the_models_already_loaded(tiny_checkpoints):
+    """Re-running the notebook cell made a second explorer with its own cache: every model loaded
+    again while the first copies stayed alive in the old widgets' callbacks (twice the memory)."""
+    specs = [str(tiny_checkpoints[0]), str(tiny_checkpoints[-1])]
+    first = explore(specs, "shapes:val:2", device="cpu")
+    first.checkpoints.value = (0, 1)
+    assert first.run() and len(first.cache) >= 2
+    loads = first.cache.stats["loads"]
+    again = explore(specs, "shapes:val:2", device="cpu")  # the cell run a second time
+    again.checkpoints.value = (0, 1)
+    assert again.run()
+    assert again.cache is first.cache and first.cache.stats["loads"] == loads  # nothing loaded twice
+
+
+def test_each_run_stays_below_the_next_with_what_it_asked(tiny_checkpoints, fresh_cache):
+    e = explore([str(tiny_checkpoints[0]), str(tiny_checkpoints[-1])], "shapes:val:3", device="cpu", cache=fresh_cache)
+    e.checkpoints.value = (0, 1)
+    greedy = e.run()
+    e.strategy.value, e.seed.value = "nucleus", 7
+    sampled = e.run()
+    assert [run.rows for run in e.history] == [sampled, greedy]  # newest first
+    assert e.history[0].label != e.history[1].label
+    out = html.unescape(e.output.value)
+    assert out.count("<table class='vlm-lab-results'>") == 2
+    now, before = out.index("nucleus(0.9), seed 7"), out.index("greedy")
+    assert now < out.index("Earlier runs") < before  # this run on top, the one before under it
+    assert f"'{e.prompt.value}'" in out and f"example {e.samples[0].id}" in out and "max 8 tokens" in out
+    e.prompt.value = "  "
+    e.run()  # a refused click keeps what was there
+    assert "Type a prompt" in e.output.value and len(e.history) == 2 and "nucleus(0.9), seed 7" in e.output.value
+    e.prompt.value = "What shape is it?"
+    for _ in range(widgets.HISTORY):
+        e.run()
+    assert len(e.history) == widgets.HISTORY  # the oldest runs go
+
+
+def test_enter_in_the_prompt_compares(tiny_checkpoints, fresh_cache):
+    e = explore([str(tiny_checkpoints[-1])], "shapes:val:2", device="cpu", cache=fresh_cache)
+    e.checkpoints.value = (0,)
+    e.prompt.value = "What shape is it?"
+    e.prompt._handle_custom_msg({"event": "submit"}, [])  # what the browser sends on Enter in a Text field
+    assert [r["checkpoint"] for r in e.rows] == ["checkpoint-1000"] and e.history[0].label.startswith("'What shape is it?'")
+
+
+def test_uploads_that_are_not_images_say_what_they_are(tiny_checkpoints):
+    from PIL import Image
+
+    e = explore([str(tiny_checkpoints[-1])], "shapes:val:2", device="cpu")
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)  # an iPhone photo's first bytes
+    cases = {
+        "empty.png": (b"", "'empty.png' is empty (0 bytes): upload it again"),
+        "IMG_0001.HEIC": (heic, "'IMG_0001.HEIC' is a HEIC/HEIF photo, which Pillow cannot read without pillow-heif"),
+        "scan.xyz": (b"\x13\x37 not a known format", "'scan.xyz' is not in an image format Pillow reads"),
+    }
+    for name, (content, said) in cases.items():
+        e.image_source.value = "example"
+        e.upload.value = _upload(name, content)
+        out = html.unescape(e.output.value)
+        assert said in out and "BytesIO" not in out and "Compare still uses the image shown" in out, out
+        assert e.image_source.value == "example"
+    frames = [Image.new("RGB", (64, 64), color) for color in ("red", "blue", "green")]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    e.upload.value = _upload("spin.gif", gif.getvalue())
+    assert "Using uploaded image 'spin.gif' (64x64, the first of its 3 frames)" in html.unescape(e.output.value)
+    assert e.image.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_max_new_tokens_reaches_a_long_description(tiny_dir):
+    """A real VLM's detailed description runs to hundreds of tokens; the field stopped at 256."""
+    e = explore(str(tiny_dir), "shapes:val:2", device="cpu")
+    e.max_new_tokens.value = 1024
+    assert e.max_new_tokens.value == 1024
