@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,6 +15,7 @@ from vlm_lab import sweep
 from vlm_lab.ablation import Ablation, write_summary
 from vlm_lab.config import SweepConfig
 from vlm_lab.data import atomic_write_text
+from vlm_lab.errors import ConfigError
 
 STEPS = (0, 500, 1000)
 NOTEBOOK = "notebooks/02_compare_checkpoints.ipynb"
@@ -26,10 +29,14 @@ def lay_out_sweep(
     accuracy: Callable[..., float | None] = lambda step, **varied: step / 1000,
     failed: Callable[..., bool] = lambda **varied: False,
     ci: float = 0.0,
+    comparison: Callable[..., Path | None] | None = None,
     name: str = "shapes-ablation",
 ) -> Path:
     """A sweep folder as `vlm-lab sweep` leaves it: per run a status.json and, for completed runs, the
-    comparison's summary.json (``accuracy(step=, **varied)``, its CI +-``ci``), then summary.csv/.md."""
+    comparison's summary.json (``accuracy(step=, **varied)``, its CI +-``ci``), then summary.csv/.md.
+
+    ``comparison(**varied)``: a saved comparison folder to copy into the run's folder instead (as notebook 02
+    saves it there), or None for a run that completed without one."""
     config = SweepConfig(name=name, notebook=NOTEBOOK, runs_dir=str(tmp_path / "runs"), parameters=parameters or {}, grid=grid)
     runs = sweep.plan(config)
     for run in runs:
@@ -37,6 +44,9 @@ def lay_out_sweep(
         status = {"run_id": run.run_id, "state": "failed" if bad else "completed", "duration_s": 1.5}
         if bad:
             status["error"] = {"exec_count": 5, "ename": "RuntimeError", "evalue": "CUDA out of memory"}
+        elif comparison is not None:
+            if (saved := comparison(**run.varied)) is not None:
+                shutil.copytree(saved, run.dir, dirs_exist_ok=True)
         else:
             summary = []
             for s in STEPS:
@@ -80,3 +90,120 @@ def test_parameters_named_like_report_columns_keep_their_values_beside_them(tmp_
     assert ablation.describe_best().startswith("best variant: checkpoint-1000 with state=final, checkpoint=")
     assert list(ablation.table().columns.names) == ["params.state", "params.checkpoint"]
     assert "| params.state | params.checkpoint |" in (folder / "summary.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def saved_comparisons(tiny_checkpoints, tmp_path_factory) -> dict[str, Path]:
+    """Two real comparisons on the same 30 shapes samples (10 per question type), saved as notebook 02 saves a run's:
+    ``early`` compares checkpoint-250 and -500, ``late`` -250 and -1000 (the tiny model learns colours first, shapes last)."""
+    from vlm_lab.compare import compare
+    from vlm_lab.config import CompareConfig
+
+    folders = {}
+    for name, picks in {"early": (1, 2), "late": (1, 4)}.items():
+        out = tmp_path_factory.mktemp("cmp") / name
+        config = CompareConfig(checkpoints=tuple(str(tiny_checkpoints[i]) for i in picks), data="shapes:val:30",
+                               device="cpu", output_dir=str(out))  # fmt: skip
+        compare(config, progress=False)
+        folders[name] = out
+    return folders
+
+
+@pytest.fixture
+def by_sweep(tmp_path, saved_comparisons) -> Path:
+    """Four runs: two with a real comparison, one failed, one completed that saved no comparison."""
+    source = {"early": saved_comparisons["early"], "late": saved_comparisons["late"], "lost": None}
+    return lay_out_sweep(tmp_path, {"schedule": ["early", "late", "lost", "oom"]}, comparison=lambda schedule: source[schedule],
+                         failed=lambda schedule: schedule == "oom")  # fmt: skip
+
+
+def test_accuracy_by_takes_each_runs_best_checkpoint_from_its_saved_comparison(by_sweep, saved_comparisons):
+    from vlm_lab.results import ComparisonResult
+
+    ablation = Ablation.load(by_sweep)
+    frame = ablation.accuracy_by("question_type")
+    assert list(frame.columns) == ["run_id", "schedule", "checkpoint", "step", "accuracy", "ci_low", "ci_high", "n_scored", "question_type"]
+    assert list(dict.fromkeys(frame["schedule"])) == ["early", "late"]  # the failed run and the one without a comparison have no rows
+    runs = ablation.runs.set_index("schedule")
+    for schedule in ("early", "late"):
+        part = frame[frame["schedule"] == schedule].drop(columns=["run_id", "schedule"]).reset_index(drop=True)
+        assert set(part["checkpoint"]) == {runs.loc[schedule, "best_checkpoint"]}  # as summary.csv names it
+        truth = ComparisonResult.load(saved_comparisons[schedule]).accuracy_by("question_type")
+        truth = truth[truth["checkpoint"] == runs.loc[schedule, "best_checkpoint"]].reset_index(drop=True)
+        pd.testing.assert_frame_equal(part, truth[part.columns])
+    assert set(frame["question_type"]) == {"color", "shape", "describe"} and set(frame["n_scored"]) == {10}
+
+    at_250 = ablation.accuracy_by("question_type", checkpoint=250)  # a step, or a name: the same rows
+    pd.testing.assert_frame_equal(at_250, ablation.accuracy_by("question_type", checkpoint="checkpoint-250"))
+    assert set(at_250["checkpoint"]) == {"checkpoint-250"} and len(at_250) == 6
+
+
+def test_the_wide_view_keeps_every_run_and_says_why_some_have_no_numbers(by_sweep):
+    ablation = Ablation.load(by_sweep)
+    table = ablation.accuracy_by("question_type", wide=True)
+    assert list(table.columns) == ["schedule", "checkpoint", "color (n=10)", "shape (n=10)", "describe (n=10)", "note"]
+    rows = table.set_index("schedule")
+    assert sorted(rows.index) == ["early", "late", "lost", "oom"]
+    assert rows.loc["oom", "note"] == "failed: cell [5]: RuntimeError: CUDA out of memory"
+    assert rows.loc["lost", "note"] == "completed without a comparison in its folder (needs summary.json and results.jsonl)"
+    assert rows.loc["lost", "shape (n=10)"] == ""
+    assert rows.loc["late", "note"] == "" and re.fullmatch(r"\d+% \[\d+–\d+\]", rows.loc["late", "shape (n=10)"])
+
+    named = ablation.accuracy_by("question_type", checkpoint="checkpoint-1000", wide=True).set_index("schedule")
+    assert named.loc["early", "note"] == "its comparison has no checkpoint 'checkpoint-1000' (it has: checkpoint-250, checkpoint-500)"
+    assert named.loc["late", "checkpoint"] == "checkpoint-1000"
+
+    typo = ablation.accuracy_by("question_typ", wide=True).set_index("schedule")
+    assert "no sample carries meta key 'question_typ' to break accuracy down by; they carry: question_type" in typo.loc["late", "note"]
+    with pytest.raises(ConfigError, match="give the meta key"):
+        ablation.accuracy_by(" ")
+
+
+def test_the_description_names_a_winner_only_outside_the_others_ci(by_sweep):
+    """At checkpoint-250 both runs saw the same weights: every value is a tie, so no run may be called the winner.
+    At each run's best, the late run's checkpoint-1000 answers shapes better than the early run's checkpoint-250."""
+    ablation = Ablation.load(by_sweep)
+    tied = ablation.describe_accuracy_by("question_type", checkpoint=250)
+    assert tied.startswith("accuracy by question_type at checkpoint 250:")
+    for value in ("color", "shape", "describe"):
+        assert re.search(rf"question_type={value}: best schedule=\w+ \d+% \[\d+–\d+\]; no clear winner: 1 other run\(s\) with an overlapping 95% CI", tied), tied
+    notes = tied.split("2 of 4 run(s) without numbers (the note column):\n")[1].splitlines()
+    assert notes[0] == "  completed without a comparison in its folder (needs summary.json and results.jsonl) (schedule=lost)"
+    assert notes[1] == "  failed: cell [5]: RuntimeError: CUDA out of memory (schedule=oom)"
+
+    frame = ablation.accuracy_by("question_type")
+    lines = ablation.describe_accuracy_by("question_type").splitlines()
+    for value, part in frame.groupby("question_type"):  # at each run's best: the wording follows the CIs
+        top, other = part.sort_values("accuracy", ascending=False, kind="stable").to_dict(orient="records")
+        line = next(line for line in lines if line.startswith(f"  question_type={value}: best schedule={top['schedule']} "))
+        apart = other["ci_high"] < top["ci_low"]
+        assert ("clearly above every other run (95% CIs apart; next: schedule=" in line) == apart, line
+        assert ("no clear winner: 1 other run(s) with an overlapping 95% CI" in line) == (not apart), line
+
+
+def test_a_run_whose_ci_is_apart_from_the_others_is_named_the_winner(by_sweep):
+    from vlm_lab import ablation_breakdown
+
+    ablation = Ablation.load(by_sweep)
+    ids = dict(zip(ablation.runs["schedule"], ablation.runs["run_id"]))
+    frame = pd.DataFrame([
+        {"run_id": ids[s], "schedule": s, "checkpoint": "checkpoint-1000", "step": 1000, "accuracy": acc, "ci_low": lo,
+         "ci_high": hi, "n_scored": 200, "question_type": "shape"}
+        for s, acc, lo, hi in [("early", 0.40, 0.33, 0.47), ("late", 0.90, 0.86, 0.94), ("lost", 0.85, 0.80, 0.90)]
+    ])  # fmt: skip
+    text = ablation_breakdown.describe(ablation, frame, {}, "question_type")
+    assert "question_type=shape: best schedule=late 90% [86–94]; no clear winner: 1 other run(s) with an overlapping 95% CI (schedule=lost 85%)" in text
+    text = ablation_breakdown.describe(ablation, frame[frame["schedule"] != "lost"], {}, "question_type")
+    assert "question_type=shape: best schedule=late 90% [86–94], clearly above every other run (95% CIs apart; next: schedule=early 40% [33–47])" in text
+
+
+def test_accuracy_by_plots_a_heatmap_of_runs_by_value(by_sweep, tmp_path):
+    ablation = Ablation.load(by_sweep)
+    fig = ablation.plot_accuracy_by("question_type")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["color\n(n=10)", "shape\n(n=10)", "describe\n(n=10)"]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["schedule=early", "schedule=late", "schedule=lost (no numbers)", "schedule=oom (no numbers)"]
+    assert len(ax.texts) == 6  # two runs x three values, each with its accuracy and CI
+    empty = ablation.plot_accuracy_by("no_such_key")
+    assert "no run has accuracy by no_such_key" in empty.axes[0].texts[0].get_text()

@@ -101,6 +101,39 @@ def test_report_shows_each_runs_wandb_run_merged_and_how_to_upload_them(sweep_di
 
 
 @pytest.mark.slow
+def test_report_breaks_a_real_sweep_down_by_question_type(tiny_checkpoints, wandb_home, tmp_path):
+    """A real sweep of notebook 02 over two tiny checkpoints (greedy and nucleus decoding, and a strategy that fails
+    in its cell), then the report: per question type, each run's accuracy at its best checkpoint, read from the
+    comparison each run saved, and the failed run listed with why it has no numbers."""
+    import papermill
+
+    from vlm_lab import sweep
+    from vlm_lab.ablation import Ablation
+    from vlm_lab.config import SweepConfig
+
+    config = SweepConfig(
+        name="by-type", notebook=str(ROOT / "notebooks" / "02_compare_checkpoints.ipynb"), runs_dir=str(tmp_path / "runs"),
+        parameters={"num_samples": 12, "checkpoints": f"{tiny_checkpoints[1]},{tiny_checkpoints[2]}"},
+        grid={"strategy": ["greedy", "nucleus(0.9)", "bogus"]},
+    )  # fmt: skip
+    report = sweep.run_sweep(config, progress=False)
+    assert len(report.ran) == 3 and len(report.failures) == 1, report.describe()
+    out = tmp_path / "04.ipynb"
+    folder = sweep.sweep_dir(config)
+    papermill.execute_notebook(str(NOTEBOOK), str(out), parameters={"sweep_dir": str(folder)}, progress_bar=False, cwd=str(ROOT))
+    text = _text(nbformat.read(out, as_version=4))
+    expected = Ablation.load(folder).accuracy_by("question_type")
+    assert len(expected) == 2 * 3 and set(expected["n_scored"]) == {4}  # greedy and nucleus x color, shape, describe
+    assert "accuracy by question_type at each run's best checkpoint:\n  question_type=color: best strategy=" in text
+    for value in ("shape", "describe"):
+        assert f"  question_type={value}: best strategy=" in text
+    assert "1 of 3 run(s) without numbers (the note column):\n  failed: cell [3]: ConfigError: unknown strategy 'bogus'" in text
+    for row in expected.itertuples():  # the wide table shows each run's numbers
+        assert f"{row.accuracy * 100:.0f}% [{row.ci_low * 100:.0f}–{row.ci_high * 100:.0f}]" in text
+    assert (folder / "ablation-accuracy-by.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
 def test_nbval_on_a_parameterized_copy(sweep_dir, tmp_path):
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook

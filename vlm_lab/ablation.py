@@ -125,6 +125,7 @@ class Ablation:
     parameters: dict[str, Any]
     runs: Any  # pandas DataFrame: summary.csv, one row per run
     results: Any  # pandas DataFrame: one row per (completed run, checkpoint)
+    _by: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # accuracy_by per (key, checkpoint)
 
     @classmethod
     def load(cls, sweep_dir: str | os.PathLike[str]) -> Ablation:
@@ -279,9 +280,58 @@ class Ablation:
         fig.tight_layout()
         return fig
 
+    def accuracy_by(self, key: str, *, checkpoint: str | int | None = None, wide: bool = False) -> Any:
+        """Each completed run's accuracy, with its 95% bootstrap CI, per value of its samples' ``meta[key]``
+        (the shapes set: ``question_type``), at the run's best checkpoint (``summary.csv``'s ``best_checkpoint``)
+        or at ``checkpoint`` (a name, ``checkpoint-500``, or a step, ``500``; None or "": the best), read from each
+        run's saved comparison.
+
+        Long (default): one row per (run, value): ``run_id``, the grid's parameter columns, checkpoint, step,
+        accuracy, ci_low, ci_high, n_scored and ``key``; runs without numbers have no rows. ``wide=True``, for
+        reading: one row per run (failed, pending and runs without that key or checkpoint too, with a ``note``
+        saying why), one column per value, cells ``"62% [25–100]"``.
+
+        Raises:
+            ConfigError: ``key`` is empty.
+        """
+        from vlm_lab import ablation_breakdown
+
+        checkpoint = _checkpoint(checkpoint)
+        frame, notes = self._accuracy_by(key, checkpoint)
+        return ablation_breakdown.wide(self, frame, notes, key) if wide else frame.copy()
+
+    def describe_accuracy_by(self, key: str, *, checkpoint: str | int | None = None) -> str:
+        """Per value of ``meta[key]``: the best run with its accuracy and CI, and whether other runs fall inside
+        that CI (then no setting clearly wins for it); then the runs without numbers and why."""
+        from vlm_lab import ablation_breakdown
+
+        checkpoint = _checkpoint(checkpoint)
+        frame, notes = self._accuracy_by(key, checkpoint)
+        return ablation_breakdown.describe(self, frame, notes, key, checkpoint=checkpoint)
+
+    def plot_accuracy_by(self, key: str, *, checkpoint: str | int | None = None):
+        """A heatmap of ``accuracy_by``: runs x values, each cell with its accuracy and 95% CI. Returns the Figure."""
+        from vlm_lab import ablation_breakdown
+
+        checkpoint = _checkpoint(checkpoint)
+        frame, notes = self._accuracy_by(key, checkpoint)
+        return ablation_breakdown.plot(self, frame, notes, key, checkpoint=checkpoint)
+
+    def _accuracy_by(self, key: str, checkpoint: str | int | None) -> tuple[Any, dict[str, str]]:
+        from vlm_lab import ablation_breakdown
+
+        if (key, checkpoint) not in self._by:  # each run's comparison read and bootstrapped once for the three views
+            self._by[key, checkpoint] = ablation_breakdown.accuracy_by(self, key, checkpoint=checkpoint)
+        return self._by[key, checkpoint]
+
     def _check_metric(self, metric: str) -> None:
         if metric not in METRICS:
             raise DataError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+
+
+def _checkpoint(checkpoint: str | int | None) -> str | int | None:
+    """None for no checkpoint given: a notebook's default ``""`` too (each run's best)."""
+    return None if checkpoint is None or str(checkpoint).strip() == "" else checkpoint
 
 
 def _typed_parameters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
