@@ -95,6 +95,24 @@ BREAKS |= {
         r"model's weights \(accelerate merge-weights .*/pytorch_model_fsdp_0 .*\)",
     ),
 }
+
+def _remote_code(folder: Path) -> None:  # a model whose config and code ship with it (auto_map), unknown to transformers
+    _edit_config(folder, lambda c: c.update(model_type="my_vlm", auto_map={"AutoConfig": "configuration_my.MyConfig",
+                                                                            "AutoModelForImageTextToText": "modeling_my.MyVLM"}))
+    (folder / "configuration_my.py").write_text("raise SystemExit('its own code ran')\n")
+
+
+def _remote_processor(folder: Path) -> None:  # a known model with a processor of its own
+    path = folder / "processor_config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"processor_class": "MyProcessor", "auto_map": {"AutoProcessor": "processing_my.MyProcessor"}}))
+    (folder / "processing_my.py").write_text("raise SystemExit('its own code ran')\n")
+
+
+REMOTE_CODE = r"it needs Python code shipped with the checkpoint{}, which vlm_lab does not run \(no trust_remote_code\); point at a version of the model that transformers supports natively"
+BREAKS |= {
+    "remote-code": (_remote_code, REMOTE_CODE.format(r" \(configuration_my.MyConfig, modeling_my.MyVLM\)")),
+    "remote-processor": (_remote_processor, REMOTE_CODE.format("")),
+}
 # The broken checkpoints of the user audit, as `vlm-lab compare` reports them
 AUDITED = ["no-tokenizer-json", "config-not-json", "no-chat-template", "not-a-vlm", "weights-not-config"]
 
@@ -163,3 +181,24 @@ def test_a_named_checkpoint_a_trainer_is_still_writing_says_so(tiny_checkpoints,
     with pytest.raises(CheckpointNotFoundError) as caught:
         load_model(str(live), device="cpu")
     assert "trainer may still be writing" not in str(caught.value)
+
+
+def test_a_checkpoint_with_its_own_code_is_refused_without_a_prompt_on_a_terminal(broken, tmp_path):
+    """transformers asks 'Do you wish to run the custom code? [y/N]' on a terminal (15 s, then refuses); a 'y' would
+    run the checkpoint's code. vlm_lab never asks: the CLI exits at once with the fix."""
+    import os
+    import pty
+
+    folder = broken("remote-code")
+    primary, terminal = pty.openpty()
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "vlm_lab.cli", "compare", str(folder), "--data", "shapes:val:2", "--no-cache",
+             "--device", "cpu", "--out", str(tmp_path / "cmp")],
+            stdin=terminal, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    finally:
+        os.close(terminal)
+        os.close(primary)
+    assert "Do you wish to run the custom code" not in r.stdout + r.stderr
+    assert r.returncode == 2 and "which vlm_lab does not run (no trust_remote_code)" in r.stderr.splitlines()[-1]

@@ -111,7 +111,7 @@ def load_model(ref: CheckpointRef | str | os.PathLike[str], *, dtype: str = "aut
         _check_folder(ref)
     else:
         cache_only = check_hub_config(ref, token=token)
-    kwargs = ref.pretrained_kwargs()
+    kwargs = ref.pretrained_kwargs() | {"trust_remote_code": False}  # refused below, never asked on stdin (a CLI hangs, a notebook waits)
     if token:
         kwargs["token"] = token
     if cache_only:
@@ -188,6 +188,7 @@ def _check_config(ref: CheckpointRef, kwargs: dict) -> Any:
     try:
         config = AutoConfig.from_pretrained(**kwargs)
     except ValueError as e:  # no model_type, or one this transformers does not know
+        _refuse_remote_code(ref, e, kwargs)
         raise CheckpointNotFoundError(
             f"cannot load {ref.spec!r}: config.json is not usable ({str(e).splitlines()[0]}); "
             "fix its model_type, or upgrade transformers if the model is newer than it"
@@ -201,6 +202,25 @@ def _check_config(ref: CheckpointRef, kwargs: dict) -> Any:
     return config
 
 
+def _refuse_remote_code(ref: CheckpointRef, error: ValueError, kwargs: dict) -> None:
+    """Raise the fix when ``error`` is transformers refusing a checkpoint's own Python code (``auto_map``)."""
+    if "custom code" not in str(error):  # transformers: "... contains custom code which must be executed ..."
+        return
+    from transformers import PretrainedConfig
+
+    try:
+        auto_map = PretrainedConfig.get_config_dict(**kwargs)[0].get("auto_map") or {}
+    except Exception:  # noqa: BLE001 - only to name the classes
+        auto_map = {}
+    classes = sorted({v if isinstance(v, str) else next((c for c in v if c), "") for v in auto_map.values()} - {""})
+    named = f" ({', '.join(classes[:3])})" if classes else ""
+    raise CheckpointNotFoundError(
+        f"cannot load {ref.spec!r}: it needs Python code shipped with the checkpoint{named}, which vlm_lab does not run "
+        "(no trust_remote_code); point at a version of the model that transformers supports natively (often a '-hf' "
+        "repo), or upgrade transformers if it has added this model"
+    ) from error
+
+
 def _load_processor(ref: CheckpointRef, kwargs: dict) -> Any:
     """The processor, refused without a chat template (generation lays out image and prompt with it)."""
     from transformers import AutoProcessor
@@ -208,6 +228,7 @@ def _load_processor(ref: CheckpointRef, kwargs: dict) -> Any:
     try:
         processor = AutoProcessor.from_pretrained(**kwargs)
     except ValueError as e:
+        _refuse_remote_code(ref, e, kwargs)
         if not str(e).startswith("Couldn't instantiate the backend tokenizer"):
             raise
         raise CheckpointNotFoundError(
