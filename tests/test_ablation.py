@@ -207,3 +207,36 @@ def test_accuracy_by_plots_a_heatmap_of_runs_by_value(by_sweep, tmp_path):
     assert len(ax.texts) == 6  # two runs x three values, each with its accuracy and CI
     empty = ablation.plot_accuracy_by("no_such_key")
     assert "no run has accuracy by no_such_key" in empty.axes[0].texts[0].get_text()
+
+
+@pytest.mark.parametrize(
+    ("nucleus", "expected"),
+    [
+        (0.88, "best variant: checkpoint-1000 with strategy=greedy: accuracy 90.0% (95% CI 85.0%-95.0%); no clear winner: "
+               "1 other run(s) reach a 95% CI overlapping it (strategy=nucleus at checkpoint-1000 88.0%) [run strategy=greedy,"),
+        (0.5, "best variant: checkpoint-1000 with strategy=greedy: accuracy 90.0% (95% CI 85.0%-95.0%) [run strategy=greedy,"),
+    ],
+    ids=["within noise", "apart"],
+)  # fmt: skip
+def test_the_best_variant_is_not_called_a_winner_when_another_runs_ci_overlaps_it(tmp_path, nucleus, expected):
+    """Greedy 90% [85-95] against nucleus 88% [83-93] on the same samples: the report named greedy the best variant,
+    full stop, and a reader took it as the answer; it now says the sweep cannot tell them apart."""
+    folder = lay_out_sweep(tmp_path, {"strategy": ["greedy", "nucleus"]}, ci=0.05,
+                           accuracy=lambda step, strategy: round(step / 1000 * (0.9 if strategy == "greedy" else nucleus), 3))  # fmt: skip
+    ablation = Ablation.load(folder)
+    assert ablation.describe_best().startswith(expected), ablation.describe_best()
+    overlapping = ablation.best()["overlapping"]
+    assert [o["strategy"] for o in overlapping] == (["nucleus"] if nucleus == 0.88 else [])
+
+
+def test_completed_runs_that_scored_nothing_are_not_reported_as_failed(tmp_path):
+    """Runs whose data had no references complete with accuracy None at every checkpoint: the report said
+    'none of the 2 runs completed ... (no per-checkpoint results ...)', sending the reader to failures that do not exist."""
+    folder = lay_out_sweep(tmp_path, {"strategy": ["greedy", "nucleus", "beam"]}, accuracy=lambda step, strategy: None,
+                           failed=lambda strategy: strategy == "beam")  # fmt: skip
+    ablation = Ablation.load(folder)
+    assert ablation.describe_best() == (
+        "no best variant: the 2 completed run(s) with results report no accuracy (their comparisons scored nothing: "
+        "give the data a 'reference' to score against); 1 other run(s) did not complete (see the failures below)"
+    )
+    assert ablation.describe_best("tokens_per_s").startswith("best variant: checkpoint-0 with strategy=greedy: tokens_per_s 500")

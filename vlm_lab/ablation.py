@@ -226,7 +226,9 @@ class Ablation:
 
     def best(self, metric: str = "accuracy") -> dict[str, Any]:
         """The best (run, checkpoint) by ``metric`` (lowest for latency and memory): its parameters,
-        checkpoint, metrics, and ``ties``: how many other (run, checkpoint) pairs are as good."""
+        checkpoint, metrics, ``ties``: how many other (run, checkpoint) pairs are as good, and for accuracy
+        ``overlapping``: the other runs whose best checkpoint's 95% CI overlaps the best's (the sweep cannot
+        tell them apart), each ``{"run_id", <parameter columns>, "checkpoint", "accuracy", "ci_low", "ci_high"}``."""
         self._check_metric(metric)
         scored = self.results.dropna(subset=[metric])
         if scored.empty:
@@ -235,11 +237,26 @@ class Ablation:
         row = scored.loc[values.idxmin() if metric in LOWER_IS_BETTER else values.idxmax()]
         best = {k: _plain(row[k]) for k in ("run_id", *self.columns(), "checkpoint", "step", *METRICS)}
         best["ties"] = int((values == float(row[metric])).sum()) - 1  # other (run, checkpoint)s as good
+        best["overlapping"] = []
+        if metric == "accuracy" and best["ci_low"] is not None:
+            others = scored[scored["run_id"] != row["run_id"]]
+            per_run = others.loc[others.groupby("run_id", sort=False)[metric].idxmax()].sort_values(metric, ascending=False, kind="stable")
+            close = per_run[per_run["ci_high"].astype(float) >= best["ci_low"]]
+            keys = ("run_id", *self.columns(), "checkpoint", "accuracy", "ci_low", "ci_high")
+            best["overlapping"] = [{k: _plain(r[k]) for k in keys} for r in close.to_dict(orient="records")]
         return best
 
     def describe_best(self, metric: str = "accuracy") -> str:
         """One line naming the best variant, or saying that no run completed with ``metric`` (and why)."""
         self._check_metric(metric)
+        unscored = self.results.loc[self.results[metric].isna(), "run_id"].nunique()
+        if self.results[metric].dropna().empty and unscored:  # completed, but nothing scored (no references)
+            failed = len(self.runs) - unscored
+            why = "their comparisons scored nothing: give the data a 'reference' to score against" if metric == "accuracy" else "it is missing from their summary.json"
+            return (
+                f"no best variant: the {unscored} completed run(s) with results report no {metric} ({why})"
+                + (f"; {failed} other run(s) did not complete (see the failures below)" if failed else "")
+            )
         if self.results[metric].dropna().empty:  # every run failed (or is still pending): a report, not a crash
             states = self.runs["state"].value_counts()
             others = ", ".join(f"{n} {state}" for state, n in sorted(states.items()) if state != "completed")
@@ -252,6 +269,13 @@ class Ablation:
         ci = f" (95% CI {b['ci_low']:.1%}-{b['ci_high']:.1%})" if metric == "accuracy" and b.get("ci_low") is not None else ""
         value = f"{b[metric]:.1%}" if metric == "accuracy" else f"{b[metric]:.4g}"
         ties = f"; tied with {b['ties']} other run/checkpoint pair(s)" if b["ties"] else ""
+        if b["overlapping"]:  # within noise of the best: a reader must not take the first line as the answer
+            named = "; ".join(
+                f"{', '.join(f'{k}={o[parameter_column(k)]}' for k in self.varied) or o['run_id']} at {o['checkpoint']} {o['accuracy']:.1%}"
+                for o in b["overlapping"][:3]
+            )  # fmt: skip
+            more = f" and {len(b['overlapping']) - 3} more" if len(b["overlapping"]) > 3 else ""
+            ties = f"; no clear winner: {len(b['overlapping'])} other run(s) reach a 95% CI overlapping it ({named}{more})"
         return f"best variant: {b['checkpoint']} with {params or 'the base parameters'}: {metric} {value}{ci}{ties} [run {b['run_id']}]"
 
     def plot(self, metric: str = "accuracy"):
