@@ -240,3 +240,30 @@ def test_completed_runs_that_scored_nothing_are_not_reported_as_failed(tmp_path)
         "give the data a 'reference' to score against); 1 other run(s) did not complete (see the failures below)"
     )
     assert ablation.describe_best("tokens_per_s").startswith("best variant: checkpoint-0 with strategy=greedy: tokens_per_s 500")
+
+
+def test_a_hundred_run_grid_is_ranked_one_row_per_run(tmp_path):
+    """10 learning rates x 10 weight decays: table() is 100 columns wide (pandas shows 20, the best may sit in the
+    hidden middle); ranking() is one row per run, best first, saying which runs the sweep cannot tell from the best."""
+    lrs = [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2]
+    wds = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+
+    def accuracy(step, learning_rate, weight_decay):  # peaks at lr 2e-4, falls with weight decay
+        return round(step / 1000 * (1 - abs(lrs.index(learning_rate) - 4) / 10) * (1 - weight_decay / 2), 3)
+
+    folder = lay_out_sweep(tmp_path, {"learning_rate": lrs, "weight_decay": wds}, accuracy=accuracy, ci=0.05,
+                           failed=lambda learning_rate, weight_decay: learning_rate == 1e-2 and weight_decay == 0.6)  # fmt: skip
+    ablation = Ablation.load(folder)
+    assert ablation.table().shape == (len(STEPS), 100)  # the failed run an empty column
+    ranking = ablation.ranking()
+    assert len(ranking) == 99 and list(ranking.columns) == [
+        "rank", "learning_rate", "weight_decay", "checkpoint", "accuracy", "ci_low", "ci_high", "vs_best"]  # fmt: skip
+    assert list(ranking["accuracy"]) == sorted(ranking["accuracy"], reverse=True)
+    first = ranking.iloc[0]
+    assert (first["rank"], first["learning_rate"], first["weight_decay"], first["checkpoint"], first["vs_best"]) == (
+        1, 2e-4, 0.0, "checkpoint-1000", "best")  # fmt: skip
+    expected = ["best" if a == 1.0 else "CI overlaps the best's" if a + 0.05 >= 0.95 else "below" for a in ranking["accuracy"]]
+    assert list(ranking["vs_best"]) == expected and expected.count("CI overlaps the best's") == 7
+    latency = ablation.ranking("mean_latency_s")
+    assert list(latency.columns) == ["rank", "learning_rate", "weight_decay", "checkpoint", "mean_latency_s"]
+    assert set(latency["rank"]) == {1}  # every run as fast: all tied first

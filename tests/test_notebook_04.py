@@ -50,6 +50,7 @@ def test_report_names_the_best_variant(sweep_dir, tmp_path):
     assert "sweep shapes-ablation: 4 runs, varied: strategy, max_new_tokens" in text
     assert "best variant: checkpoint-1000 with strategy=greedy, max_new_tokens=8: accuracy 90.0%" in text
     assert "CUDA out of memory" in text  # the failure is shown, not hidden
+    assert "   rank      strategy  max_new_tokens  " in text and "0     1        greedy               8  " in text  # the ranking
     assert (sweep_dir / "ablation-accuracy.png").stat().st_size > 1000
 
 

@@ -224,6 +224,29 @@ class Ablation:
         columns = self.columns(self.varied or list(self.grid)) or ["run_id"]
         return frame.pivot_table(index=index, columns=columns, values=metric, aggfunc="mean", dropna=False).sort_index()
 
+    def ranking(self, metric: str = "accuracy") -> Any:
+        """One row per run that reports ``metric``, best first (lowest first for latency and memory): its varied
+        parameters, the checkpoint where it does best, the metric, and for accuracy its 95% CI and ``vs_best``
+        (``best``, shared by exact ties; ``CI overlaps the best's``; ``below``). Readable at any grid size, unlike ``table``
+        (a column per variant)."""
+        import pandas as pd
+
+        self._check_metric(metric)
+        scored = self.results.dropna(subset=[metric])
+        lower = metric in LOWER_IS_BETTER
+        labels = self.columns(self.varied) or ["run_id"]
+        columns = ["rank", *labels, "checkpoint", metric] + (["ci_low", "ci_high", "vs_best"] if metric == "accuracy" else [])
+        if scored.empty:
+            return pd.DataFrame(columns=columns)
+        pick = scored.groupby("run_id", sort=False)[metric].idxmin() if lower else scored.groupby("run_id", sort=False)[metric].idxmax()
+        frame = scored.loc[pick].sort_values(metric, ascending=lower, kind="stable").reset_index(drop=True)
+        frame.insert(0, "rank", frame[metric].rank(method="min", ascending=lower).astype(int))
+        if metric == "accuracy":
+            top = frame.iloc[0]
+            close = frame["ci_high"].astype(float) >= float(top["ci_low"]) if pd.notna(top["ci_low"]) else frame[metric] == top[metric]
+            frame["vs_best"] = ["best" if r == 1 else "CI overlaps the best's" if c else "below" for r, c in zip(frame["rank"], close)]
+        return frame[columns]
+
     def best(self, metric: str = "accuracy") -> dict[str, Any]:
         """The best (run, checkpoint) by ``metric`` (lowest for latency and memory): its parameters,
         checkpoint, metrics, ``ties``: how many other (run, checkpoint) pairs are as good, and for accuracy
