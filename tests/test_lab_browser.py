@@ -30,6 +30,16 @@ CHROMIUM_ARGS = [
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
+# len(explorer.history), printed by the notebook's kernel
+HISTORY_JS = """async () => {
+  const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+  let out = '';
+  const future = kernel.requestExecute({code: 'print(len(explorer.history))', silent: true});
+  future.onIOPub = (msg) => { if (msg.header.msg_type === 'stream') out += msg.content.text; };
+  await future.done;
+  return out.trim();
+}"""
+
 # [text, contrast ratio] of each piece of text in the explorer's results, the text's colour and the
 # background behind it each composed over what lies under them (WCAG 2 relative luminance)
 CONTRASTS_JS = """() => {
@@ -172,9 +182,12 @@ def test_explore_notebook_compares_two_checkpoints_in_the_browser(lab, artifacts
             expect(rows.nth(1)).to_contain_text("checkpoint-1000")
             expect(rows.nth(1)).to_contain_text("red")  # the first example asks for the color of a red shape
             expect(page.get_by_role("button", name="Compare")).to_be_enabled()
-            page.get_by_role("button", name="Compare").click()  # again: the first run stays under this one
+            # again, with a double click: one more run (the second click was sent before the button went
+            # off), and the first run stays under it
+            page.get_by_role("button", name="Compare").dblclick()
             expect(page.locator(".vlm-lab-earlier")).to_contain_text("Earlier runs")
             expect(rows).to_have_count(4)
+            assert page.evaluate(HISTORY_JS) == "2"  # asked after both clicks were handled (the kernel takes them in order)
             box = page.locator(".widget-image").first.bounding_box()  # the preview, not stretched to its column
             assert box and max(box["width"], box["height"]) <= 130, box
             results = page.locator("table.vlm-lab-results").first

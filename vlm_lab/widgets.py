@@ -16,9 +16,11 @@ before. Every explorer of a Python process shares one model cache per device
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import html
 import io
 import os
+import time
 import warnings
 from typing import Any, Sequence
 
@@ -175,6 +177,9 @@ class Explorer:
         self.uploaded = None  # PIL image of the last good upload
         self.uploaded_name = ""
         self.history: list[Run] = []
+        # the frontend's clock when the last run's click was sent, plus how long it ran: a click or an
+        # Enter sent before then was made before its answers showed (a double click), and is dropped
+        self._busy_until: datetime.datetime | None = None
         self.rows: list[dict[str, Any]] = []
         self.config: GenerationConfig | None = None  # what the last Compare generated with
 
@@ -211,7 +216,7 @@ class Explorer:
         self.example.observe(self._on_example, names="value")
         self.upload.observe(self._on_upload, names="value")
         self.image_source.observe(lambda _: self._show_preview(), names="value")
-        self.button.on_click(self.run)
+        self.button.on_click(self._on_click)
         self.prompt.on_msg(self._on_prompt_msg)  # Enter: the browser sends {"event": "submit"}
         self._show_preview()
 
@@ -234,8 +239,27 @@ class Explorer:
         self.output.value = STYLE + self._unlisted_html() + status + current + past
 
     def _on_prompt_msg(self, _widget, content, _buffers) -> None:
-        if content.get("event") == "submit" and not self.button.disabled:
+        if content.get("event") == "submit":
+            self._on_click()
+
+    def _on_click(self, _button=None) -> None:
+        """A Compare click or Enter from the browser: run, unless it was sent while the last run went.
+
+        The kernel handles one message at a time, so a double click (the second sent before the
+        button's disabled state reached the browser) or an Enter during a run waits in the queue and
+        would run everything again. Only the frontend's own clock is compared with itself (the last
+        click's send time plus the run's length), so a kernel on another machine with its clock off
+        never drops a click made after the answers showed.
+        """
+        sent = _sent_at()
+        if sent is not None and self._busy_until is not None and sent < self._busy_until:
+            return
+        start = time.monotonic()
+        try:
             self.run()
+        finally:
+            if sent is not None:
+                self._busy_until = sent + datetime.timedelta(seconds=time.monotonic() - start)
 
     # Displaying an Explorer displays its widget tree.
     def _repr_mimebundle_(self, **kwargs):
@@ -402,6 +426,25 @@ class Explorer:
             memory_mb={r["checkpoint"]: r["memory_bytes"] / 2**20 for r in answers},
             config=config.to_dict(),
         )
+
+
+def _sent_at() -> datetime.datetime | None:
+    """The frontend's send time of the message the kernel is handling (its header date); None outside a kernel."""
+    try:
+        from ipykernel.kernelbase import Kernel
+    except ImportError:
+        return None
+    if not Kernel.initialized():
+        return None
+    date = (Kernel.instance().get_parent("shell") or {}).get("header", {}).get("date")
+    if isinstance(date, str):
+        try:
+            date = datetime.datetime.fromisoformat(date.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if not isinstance(date, datetime.datetime):
+        return None
+    return date if date.tzinfo else date.replace(tzinfo=datetime.timezone.utc)
 
 
 def _unreadable(name: str, content: bytes, e: DataError) -> str:
