@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import shutil
+import subprocess
+import sys
 import weakref
 
 import pytest
@@ -94,6 +96,27 @@ def test_checkpoint_resaved_in_place_is_reloaded(tiny_checkpoints, tmp_path, tin
     after = cache.get(str(folder), device="cpu")
     assert after is not before and len(cache) == 1
     assert not all(torch.equal(a, b) for a, b in zip(after.model.parameters(), weights_before))
+
+
+def test_a_loaded_model_keeps_its_weights_when_its_files_are_written_again(tiny_checkpoints, tmp_path):
+    """CPU weights were memory-mapped views of model.safetensors: a save in place changed them under the loaded
+    model, and a file cut short while being written killed the process (SIGBUS) at the next use."""
+    folder = shutil.copytree(tiny_checkpoints[-1], tmp_path / "final")
+    code = f"""
+import torch
+from pathlib import Path
+from vlm_lab.models import load_model
+model = load_model({str(folder)!r}, device="cpu").model
+before = {{k: v.clone() for k, v in model.state_dict().items()}}
+weights = Path({str(folder)!r}) / "model.safetensors"
+weights.write_bytes(Path({str(tiny_checkpoints[0])!r}, "model.safetensors").read_bytes())  # saved again, in place
+print(sum(not torch.equal(before[k], v) for k, v in model.state_dict().items()))
+weights.write_bytes(b"")  # a save that has truncated the file and not written it yet
+print(sum(float(v.double().sum()) for v in model.state_dict().values()) == sum(float(v.double().sum()) for v in before.values()))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])  # -7: SIGBUS
+    assert r.stdout.split() == ["0", "True"]
 
 
 @pytest.mark.parametrize(

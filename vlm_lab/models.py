@@ -22,7 +22,7 @@ from vlm_lab.checkpoints import CheckpointRef, resolve, unfinished_named
 from vlm_lab.errors import CheckpointNotFoundError, DeviceError
 from vlm_lab.hub_cache import cached_weights
 from vlm_lab.hub_refs import check_hub_config, offline_cache_hint
-from vlm_lab.memory_checkpoint import invalid_json, missing_for_loading, read_weights
+from vlm_lab.memory_checkpoint import invalid_json, missing_for_loading, read_weights, weight_paths
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 QUIET_LOAD_BYTES = 256 * 2**20  # local weights smaller than this load in well under a second: no progress bar
@@ -134,7 +134,49 @@ def load_model(ref: CheckpointRef | str | os.PathLike[str], *, dtype: str = "aut
     if tokenizer is not None:
         tokenizer.padding_side = "left"  # batched generation must left-pad
     model.to(dev).eval()
+    if dev.type == "cpu" and ref.path is not None:
+        _copy_out_of_files(model, weight_paths(Path(ref.path)))
     return LoadedModel(ref=ref, model=model, processor=processor, device=dev, dtype=torch_dtype)
+
+
+def _copy_out_of_files(model: torch.nn.Module, files: list[Path]) -> None:
+    """Copy into the process's own memory the CPU tensors that are memory-mapped views of ``files``.
+
+    transformers maps safetensors files and, when the dtype is unchanged, keeps the mapped pages as the
+    weights: a checkpoint saved again in place (``save_pretrained`` or ``cp`` over the folder) then changed
+    the loaded model's weights under it, and a file truncated while being rewritten killed the process
+    (SIGBUS) at the next forward. Where the mappings cannot be read (no ``/proc``), every CPU tensor is copied.
+    """
+    mapped = _mapped_ranges(files)
+    seen: set[int] = set()
+    for module in model.modules():
+        for store in (module._parameters, module._buffers):
+            for name, tensor in store.items():
+                if tensor is None or tensor.device.type != "cpu" or id(tensor) in seen:
+                    continue
+                seen.add(id(tensor))  # a tied weight is one Parameter in two modules: copied once, still tied
+                if mapped is not None and not any(start <= tensor.data_ptr() < end for start, end in mapped):
+                    continue
+                if isinstance(tensor, torch.nn.Parameter):
+                    tensor.data = tensor.data.clone()
+                else:
+                    store[name] = tensor.clone()
+
+
+def _mapped_ranges(files: list[Path]) -> list[tuple[int, int]] | None:
+    """The address ranges at which ``files`` are mapped into this process (Linux ``/proc/self/maps``); None when unknown."""
+    names = {str(f.resolve()) for f in files}
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return None
+    ranges = []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] in names:
+            start, end = fields[0].split("-")
+            ranges.append((int(start, 16), int(end, 16)))
+    return ranges
 
 
 def _check_folder(ref: CheckpointRef) -> None:
