@@ -99,3 +99,17 @@ def test_max_new_tokens_reaches_a_long_description(tiny_dir):
     e = explore(str(tiny_dir), "shapes:val:2", device="cpu")
     e.max_new_tokens.value = 1024
     assert e.max_new_tokens.value == 1024
+
+
+def test_each_strategy_keeps_the_argument_typed_for_it(tiny_dir):
+    """Trying temperature and going back to nucleus put top p back to 0.9: the 0.5 typed was lost."""
+    e = explore(str(tiny_dir), "shapes:val:2", device="cpu")
+    e.strategy.value, e.strategy_arg.value = "nucleus", 0.5
+    e.strategy.value, e.strategy_arg.value = "temperature", 1.3
+    e.strategy.value = "greedy"
+    e.strategy.value = "nucleus"
+    assert e.strategy_text == "nucleus(0.5)" and e.strategy_arg.description == "top p"
+    e.strategy.value = "temperature"
+    assert e.strategy_text == "temperature(1.3)"
+    e.strategy.value = "beam"
+    assert e.strategy_text == "beam(3)"  # never typed: its default

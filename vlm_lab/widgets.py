@@ -204,7 +204,8 @@ class Explorer:
         self.strategy_arg = w.BoundedFloatText(value=1.0, min=0.0, max=1.0, step=0.05, layout=w.Layout(width="200px"))
         self.seed = w.BoundedIntText(value=0, min=0, max=2**32 - 1, description="Seed", layout=w.Layout(width="200px"),
                                      tooltip="sampling repeats for the same seed; change it to draw other answers")
-        self.strategy.observe(lambda _: self._show_strategy_arg(), names="value")
+        self._strategy_args = {name: spec[1] for name, spec in STRATEGY_ARGS.items()}  # each one's last argument
+        self.strategy.observe(self._on_strategy, names="value")
         self._show_strategy_arg()
         self.max_new_tokens = w.BoundedIntText(value=8, min=1, max=MAX_NEW_TOKENS, description="Max tokens")
         self.log = w.Checkbox(value=False, description="Log this comparison (W&B)", indent=False)
@@ -296,15 +297,20 @@ class Explorer:
         value = self.strategy_arg.value
         return f"{name}({int(value) if name == 'beam' else value:g})"
 
+    def _on_strategy(self, change) -> None:
+        if change["old"] in STRATEGY_ARGS:  # kept for when the user comes back to it
+            self._strategy_args[change["old"]] = self.strategy_arg.value
+        self._show_strategy_arg()
+
     def _show_strategy_arg(self) -> None:
         """The argument field names what it sets for the chosen strategy; greedy hides it (and the seed)."""
         spec = STRATEGY_ARGS.get(self.strategy.value)
         self.strategy_arg.layout.display = self.seed.layout.display = None if spec else "none"
         if spec:
-            label, default, low, high, step = spec
+            label, _, low, high, step = spec
             with self.strategy_arg.hold_trait_notifications():  # min/max/value checked together, not one by one
                 self.strategy_arg.min, self.strategy_arg.max, self.strategy_arg.step = low, high, step
-                self.strategy_arg.value, self.strategy_arg.description = default, label
+                self.strategy_arg.value, self.strategy_arg.description = self._strategy_args[self.strategy.value], label
             self.seed.layout.display = None if self.strategy.value != "beam" else "none"  # beam search draws nothing
 
     def _show_preview(self) -> None:
