@@ -267,3 +267,23 @@ def test_a_hundred_run_grid_is_ranked_one_row_per_run(tmp_path):
     latency = ablation.ranking("mean_latency_s")
     assert list(latency.columns) == ["rank", "learning_rate", "weight_decay", "checkpoint", "mean_latency_s"]
     assert set(latency["rank"]) == {1}  # every run as fast: all tied first
+
+
+def test_summary_md_reads_as_a_report(tmp_path):
+    """summary.md repeated every shared parameter in every row (a 200-character checkpoints list), led each row with
+    the 40-character run id, and gave accuracies as 0.6875 with the CI in two more columns."""
+    folder = lay_out_sweep(tmp_path, {"strategy": ["greedy", "nucleus(0.9)"]}, ci=0.1,
+                           parameters={"num_samples": 64, "checkpoints": "a|b"},
+                           accuracy=lambda step, strategy: round(step / 1000 * (0.6875 if strategy == "greedy" else 0.5), 4),
+                           failed=lambda strategy: strategy == "nucleus(0.9)")  # fmt: skip
+    lines = (folder / "summary.md").read_text().splitlines()
+    assert lines[:5] == ["# Sweep shapes-ablation", "", "1 completed, 1 failed", "", "Every run: num_samples=64, checkpoints=a\\|b"]
+    assert lines[6] == (
+        "| strategy | state | duration_s | error | best_checkpoint | best accuracy (95% CI) | best_tokens_per_s | wandb "
+        "| checkpoint-0/accuracy | checkpoint-500/accuracy | checkpoint-1000/accuracy | run_id |"
+    )
+    greedy, nucleus = sorted(lines[8:], key=lambda line: "nucleus" in line)
+    assert greedy.startswith("| greedy | completed | 1.5 |  | checkpoint-1000 | 68.8% [59–79] | 500 |  | 0.0% | 34.4% | 68.8% | strategy=greedy,")
+    assert nucleus.startswith("| nucleus(0.9) | failed | 1.5 | cell [5]: RuntimeError: CUDA out of memory |  |  |  |  |  |  |  | strategy=nucleus-0.9,")
+    csv = pd.read_csv(folder / "summary.csv")  # the CSV keeps every column and full precision
+    assert {"num_samples", "checkpoints", "best_ci_low", "best_ci_high"} <= set(csv.columns) and 0.6875 in set(csv["best_accuracy"])

@@ -75,13 +75,14 @@ def write_summary(sweep_dir: str | os.PathLike[str], runs: Iterable[Any], *, aba
     from vlm_lab.tracking import describe_record, read_record
 
     sweep_dir, abandoned = Path(sweep_dir), set(abandoned)
-    records = []
+    records, parameter_columns = [], {}
     for run in runs:
         status = run.status()
         rows = _checkpoint_rows(run.dir)
         best = _best(rows) or {}
         state = "interrupted" if run.run_id in abandoned and status.get("state") == "running" else run.state()
         parameters = {parameter_column(k): v for k, v in run.parameters.items()}
+        parameter_columns.update(dict.fromkeys(parameters))
         record: dict[str, Any] = {"run_id": run.run_id, **parameters, "state": state}
         record["duration_s"] = status.get("duration_s")
         record["error"] = describe_error(status["error"]) if status.get("error") else ""
@@ -95,23 +96,38 @@ def write_summary(sweep_dir: str | os.PathLike[str], runs: Iterable[Any], *, aba
     frame = pd.DataFrame.from_records(records)
     csv_path = sweep_dir / "summary.csv"
     atomic_write_text(csv_path, frame.to_csv(index=False))
-    atomic_write_text(sweep_dir / "summary.md", _markdown(frame, title=f"Sweep {sweep_dir.name}"))
+    title = f"Sweep {sweep_dir.name}"
+    atomic_write_text(sweep_dir / "summary.md", _markdown(frame, title=title, parameters=list(parameter_columns)))
     return csv_path
 
 
-def _markdown(frame: Any, *, title: str) -> str:
-    def cell(value: Any) -> str:
+def _markdown(frame: Any, *, title: str, parameters: list[str]) -> str:
+    """summary.md, for reading: the parameters every run shares on one line, then per run the varied ones, its state,
+    accuracies as percentages (the best with its 95% CI), W&B, error, and its id last."""
+
+    def cell(value: Any, percent: bool = False) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return ""
-        text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        text = f"{value:.1%}" if percent else f"{value:.4g}" if isinstance(value, float) else str(value)
         return text.replace("|", "\\|").replace("\n", " ")
 
     states = frame["state"].value_counts().to_dict() if len(frame) else {}
-    lines = [f"# {title}", "", ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no runs", ""]
-    lines.append("| " + " | ".join(map(str, frame.columns)) + " |")
-    lines.append("|" + "---|" * len(frame.columns))
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+    head = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no runs"
+    fixed = [c for c in parameters if len(frame) and frame[c].astype(str).nunique() == 1]
+    lines = [f"# {title}", "", head, ""]
+    if fixed:
+        lines += ["Every run: " + ", ".join(f"{c}={cell(frame[c].iloc[0])}" for c in fixed), ""]
+    rows = [dict(zip(frame.columns, values)) for values in frame.itertuples(index=False)]
+    for row in rows:  # one cell "68.8% [55–81]" for the three best_ columns
+        acc, low, high = (row.pop(f"best_{m}", None) for m in ("accuracy", "ci_low", "ci_high"))
+        ci = f" [{low * 100:.0f}–{high * 100:.0f}]" if cell(low) and cell(high) else ""
+        row["best_accuracy"] = cell(acc, percent=True) + ci if cell(acc) else ""
+    order = [c for c in frame.columns if c not in fixed and c != "run_id" and c not in ("best_ci_low", "best_ci_high")] + ["run_id"]
+    names = {"best_accuracy": "best accuracy (95% CI)"}
+    lines.append("| " + " | ".join(names.get(c, c) for c in order) + " |")
+    lines.append("|" + "---|" * len(order))
+    for row in rows:
+        lines.append("| " + " | ".join(row[c] if c == "best_accuracy" else cell(row[c], percent=c.endswith("/accuracy")) for c in order) + " |")
     return "\n".join(lines) + "\n"
 
 
