@@ -213,3 +213,19 @@ except MemoryBudgetError as e:
     assert int(got) == estimate  # from the hub's safetensors headers of every shard
     assert refused.startswith("org/sharded needs ") and "raise the budget" in refused
     assert not list(hf_cache.rglob("*.safetensors"))  # no weights were downloaded
+
+
+def test_a_torch_pickle_checkpoint_is_charged_at_the_dtype_it_loads_in(tiny_checkpoints, tmp_path, refs, tiny_nbytes):
+    """A float16 pytorch_model.bin loaded in float32 takes twice its file's size (the cache charged the file size)."""
+    from safetensors.torch import load_file
+
+    folder = shutil.copytree(tiny_checkpoints[0], tmp_path / "bin16", ignore=shutil.ignore_patterns("model.safetensors"))
+    torch.save({k: v.half() for k, v in load_file(tiny_checkpoints[0] / "model.safetensors").items()}, folder / "pytorch_model.bin")
+    ref = resolve(str(folder))[0]
+    assert estimate_nbytes(ref, torch.float32) == tiny_nbytes
+    assert estimate_nbytes(ref, torch.float16) == tiny_nbytes // 2
+    cache = ModelCache(budget_bytes=int(1.5 * tiny_nbytes))
+    seen = _loads_seen(cache)
+    cache.get(refs[1], device="cpu")
+    cache.get(ref, device="cpu", dtype="float32")  # room is made before it loads, not after
+    assert seen[-1] == (str(folder), []) and cache.loaded == [str(folder)]

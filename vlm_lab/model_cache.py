@@ -53,6 +53,8 @@ SizeFn = Callable[[CheckpointRef, torch.dtype], "int | None"]
 GB = 10**9
 # safetensors dtype codes of floating tensors: these are cast to the load dtype, the rest keep theirs
 _FLOAT_CODES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+_TORCH_CODES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
+                torch.int32: "I32", torch.int16: "I16", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2"}
 _CODE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2}
 
 
@@ -71,8 +73,8 @@ def estimate_nbytes(ref: CheckpointRef, dtype: torch.dtype) -> int | None:
     From the safetensors headers (floating tensors counted at ``dtype``'s size, the rest
     as stored): a local folder's, a hub reference's in the local Hugging Face cache, or,
     when its weights are not all cached yet and the hub can be asked, the hub's (a few kB
-    read per file, not the weights). From the weight files' sizes when there is no
-    safetensors; None when nothing tells (the cache then charges the measured size after
+    read per file, not the weights); a torch pickle's (``pytorch_model.bin``) read on the meta
+    device. From the weight files' sizes when a pickle cannot be read so; None when nothing tells (the cache then charges the measured size after
     loading).
 
     Raises:
@@ -86,7 +88,9 @@ def estimate_nbytes(ref: CheckpointRef, dtype: torch.dtype) -> int | None:
 
 
 def _nbytes(weights: dict[Path, Header | None], dtype: torch.dtype) -> int | None:
-    """What weight files with these headers take loaded in ``dtype``; torch pickles (no header) are charged their size."""
+    """What weight files with these headers take loaded in ``dtype``. A torch pickle (no header) is read on the meta
+    device (shapes and dtypes, no data); one that cannot be (an old non-zip pickle) charges every file its size."""
+    weights = {path: header if header is not None else _pickle_header(path) for path, header in weights.items()}
     if not weights or None in weights.values():
         return sum(p.stat().st_size for p in weights) or None
     item = torch.empty((), dtype=dtype).element_size()
@@ -95,6 +99,17 @@ def _nbytes(weights: dict[Path, Header | None], dtype: torch.dtype) -> int | Non
         for header in weights.values()
         for code, shape in header.values()
     )
+
+
+def _pickle_header(path: Path) -> Header | None:
+    """A ``pytorch_model.bin``'s tensors as a safetensors header, read without their data; None when it cannot be."""
+    try:
+        state = torch.load(path, map_location="meta", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not a zip pickle, or not a state dict of tensors: loading says what is wrong
+        return None
+    if not isinstance(state, dict):
+        return None
+    return {name: (_TORCH_CODES.get(t.dtype, "U8"), list(t.shape)) for name, t in state.items() if isinstance(t, torch.Tensor)}
 
 
 def _hub_nbytes(ref: CheckpointRef, dtype: torch.dtype) -> int | None:
