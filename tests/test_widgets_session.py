@@ -113,3 +113,22 @@ def test_each_strategy_keeps_the_argument_typed_for_it(tiny_dir):
     assert e.strategy_text == "temperature(1.3)"
     e.strategy.value = "beam"
     assert e.strategy_text == "beam(3)"  # never typed: its default
+
+
+def test_an_image_on_the_kernels_machine_is_taken_by_its_path(tiny_dir, tmp_path, fresh_cache):
+    """The browser's upload cannot carry a file past Jupyter's 10 MiB websocket limit (nothing happens);
+    a path reads any size, and is where a remote kernel's images are anyway."""
+    from vlm_lab import shapes
+
+    e = explore(str(tiny_dir), "shapes:val:2", device="cpu", cache=fresh_cache)
+    e.path.value = str(tmp_path / "nowhere.png")
+    assert f"image not found: {tmp_path / 'nowhere.png'}; Compare still uses the image shown" in html.unescape(e.output.value)
+    assert e.image_source.value == "example"
+    import random
+
+    shapes.draw_shape("blue", "circle", random.Random(3)).save(tmp_path / "blue.png")
+    e.path.value = str(tmp_path / "blue.png")
+    assert e.image_source.value == "upload" and f"Using image '{tmp_path / 'blue.png'}' (64x64)" in html.unescape(e.output.value)
+    e.checkpoints.value = (len(e.refs) - 1,)
+    e.prompt.value = "What color is the shape?"
+    assert e.run()[0]["text"] == "blue" and f"on '{tmp_path / 'blue.png'}'" in e.history[0].label

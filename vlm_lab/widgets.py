@@ -197,6 +197,10 @@ class Explorer:
             description="Example", layout=w.Layout(width="420px"),
         )
         self.upload = w.FileUpload(accept="image/*", multiple=False, description="Upload image")
+        # an image on the kernel's machine: the browser's upload cannot carry a file past Jupyter's
+        # 10 MiB websocket message limit (it fails without a word), and remote images live there anyway
+        self.path = w.Text(placeholder="or a file on the kernel's machine (uploads stop at 10 MB)", description="Image path",
+                           continuous_update=False, layout=w.Layout(width="420px"))  # fmt: skip
         self.image_source = w.ToggleButtons(options=["example", "upload"], value="example", description="Image")
         self.preview = w.Image(format="png")
         self.prompt = w.Text(value=samples[0].prompt if samples else "", description="Prompt", layout=w.Layout(width="420px"))
@@ -216,13 +220,14 @@ class Explorer:
 
         self.example.observe(self._on_example, names="value")
         self.upload.observe(self._on_upload, names="value")
+        self.path.observe(self._on_path, names="value")  # on Enter or leaving the field
         self.image_source.observe(lambda _: self._show_preview(), names="value")
         self.button.on_click(self._on_click)
         self.prompt.on_msg(self._on_prompt_msg)  # Enter: the browser sends {"event": "submit"}
         self._show_preview()
 
         strategy = w.HBox([self.strategy, self.strategy_arg, self.seed])
-        controls = w.VBox([self.example, self.upload, self.image_source, self.prompt, strategy, self.max_new_tokens, self.log, self.button])
+        controls = w.VBox([self.example, self.upload, self.path, self.image_source, self.prompt, strategy, self.max_new_tokens, self.log, self.button])
         self.ui = w.VBox([w.HBox([w.VBox([self.checkpoints, self.preview]), controls]), self.output])
 
     def _unlisted_html(self) -> str:
@@ -327,6 +332,25 @@ class Explorer:
         self.image_source.value = "example"
         self._show_preview()
 
+    def _on_path(self, change) -> None:
+        path = change["new"].strip()
+        if not path:
+            return
+        try:
+            image = open_image(os.path.expanduser(path))
+        except DataError as e:
+            kept = "; Compare still uses the image shown" if self.image is not None else ""
+            self._show(message_html(f"{e}{kept}.", error=True))
+            return
+        self._use(image, path, "image")
+
+    def _use(self, image, name: str, kind: str, remark: str = "") -> None:
+        """Compare with ``image`` (an upload or a file), shown in the preview and said in the output."""
+        self.uploaded, self.uploaded_name = image, name
+        self.image_source.value = "upload"
+        self._show_preview()
+        self._show(message_html(f"Using {kind} {name!r} ({image.width}x{image.height}{remark})."))
+
     def _on_upload(self, change) -> None:
         files = change["new"]
         if not files:
@@ -339,12 +363,8 @@ class Explorer:
             kept = "; Compare still uses the image shown" if self.image is not None else ""
             self._show(message_html(_unreadable(f["name"], content, e) + kept + ".", error=True))
             return
-        self.uploaded, self.uploaded_name = image, f["name"]
-        self.image_source.value = "upload"
-        self._show_preview()
         frames = _frame_count(content)
-        which = f", the first of its {frames} frames" if frames > 1 else ""
-        self._show(message_html(f"Using uploaded image {f['name']!r} ({image.width}x{image.height}{which})."))
+        self._use(image, f["name"], "uploaded image", f", the first of its {frames} frames" if frames > 1 else "")
 
     def run(self, _button=None) -> list[dict[str, Any]]:
         """The Compare click: run every selected checkpoint on the image + prompt, show the table.
@@ -399,7 +419,7 @@ class Explorer:
         """What a run asked, in one line: its prompt, image, strategy (and seed when sampling) and max tokens."""
         shown = prompt if len(prompt) <= 80 else prompt[:77] + "…"
         if self.image_source.value == "upload" and self.uploaded is not None:
-            image = f"upload {self.uploaded_name!r}"
+            image = repr(self.uploaded_name)
         else:
             image = f"example {self.samples[self.example.value].id}"
         seed = f", seed {self.config.seed}" if self.strategy.value in ("nucleus", "temperature") else ""
