@@ -229,3 +229,15 @@ def test_a_torch_pickle_checkpoint_is_charged_at_the_dtype_it_loads_in(tiny_chec
     cache.get(refs[1], device="cpu")
     cache.get(ref, device="cpu", dtype="float32")  # room is made before it loads, not after
     assert seen[-1] == (str(folder), []) and cache.loaded == [str(folder)]
+
+
+def test_a_loaded_checkpoint_deleted_since_can_still_be_evicted(tiny_checkpoints, tmp_path, tiny_nbytes):
+    """A trainer's save_total_limit deletes old checkpoint-N folders that a notebook's cache still holds."""
+    folder = shutil.copytree(tiny_checkpoints[0], tmp_path / "run" / "checkpoint-5")
+    cache = ModelCache(budget_bytes=10 * tiny_nbytes)
+    cache.get(str(folder), device="cpu")
+    shutil.rmtree(folder)
+    assert str(folder) in cache
+    assert cache.evict(str(folder)) == ["checkpoint-5"] and len(cache) == 0
+    with pytest.raises(CheckpointNotFoundError, match="no checkpoint at"):  # a path never loaded is still an error
+        cache.evict(str(tmp_path / "run" / "checkpoint-6"))

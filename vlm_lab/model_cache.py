@@ -229,8 +229,23 @@ class ModelCache:
         return len(self._entries)
 
     def __contains__(self, ref: CheckpointRef | str) -> bool:
-        rid = self._identity(_as_ref(ref), ask=False)
+        rid = self._loaded_identity(ref)
         return any(key[0] == rid for key in self._entries)
+
+    def _loaded_identity(self, ref: CheckpointRef | str | os.PathLike[str]) -> str | None:
+        """``_identity`` without asking the hub; a loaded folder deleted since (a trainer's ``save_total_limit``
+        rotation) is still named by its path, so it can be evicted.
+
+        Raises:
+            CheckpointNotFoundError: ``ref`` resolves to nothing, and no loaded folder was at that path.
+        """
+        try:
+            return self._identity(_as_ref(ref), ask=False)
+        except CheckpointNotFoundError:
+            gone = str(Path(os.path.expandvars(str(ref))).expanduser().resolve())
+            if any(key[0] == gone for key in self._entries):
+                return gone
+            raise
 
     def __repr__(self) -> str:
         return f"ModelCache({len(self)} loaded, {format_bytes(self.used_bytes)} of {format_bytes(self._budget)})"
@@ -345,7 +360,7 @@ class ModelCache:
             if ref is None:
                 keys = list(self._entries)[:1]
             else:
-                rid = self._identity(_as_ref(ref), ask=False)
+                rid = self._loaded_identity(ref)
                 keys = [k for k in self._entries if k[0] == rid]
             names = [self._entries[k].loaded.ref.name for k in keys]
             for key in keys:
