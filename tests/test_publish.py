@@ -581,6 +581,24 @@ def test_a_checkpoint_still_being_written_is_left_out_and_named(hub, space_dir, 
     assert "cut short" not in r.stdout + r.stderr, fail_text(r)
 
 
+def test_checkpoints_that_cannot_answer_on_the_hardware_are_said_before_the_build(hub, space_dir, tiny_dir, tmp_path):
+    """A 13B checkpoint on a T4: the Space built for minutes, then ran out of memory at start. The publish
+    says so from the config alone (vlm_lab.memory), with the hardware that would hold it."""
+    from vlm_lab import memory_synthetic
+    from vlm_lab.memory_synthetic import LlavaSize
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_dir / "checkpoint-1000", run_dir / "checkpoint-1000")
+    big = LlavaSize(text_width=5120, text_layers=40, text_heads=40, text_kv_heads=8, text_intermediate=13824)
+    memory_synthetic.llava_config(big, vocab_size=32064).save_pretrained(run_dir / "checkpoint-1000")  # its config.json
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--dry-run", checkpoints=run_dir)
+    assert r.returncode == 0, fail_text(r)
+    assert "checkpoint-1000 (float16, batch 1) does NOT fit on t4-small" in r.stdout, fail_text(r)
+    assert "--hardware a100-large" in r.stdout, fail_text(r)
+    small = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--dry-run", checkpoints=tiny_dir)
+    assert small.returncode == 0 and "does NOT fit" not in small.stdout + small.stderr, fail_text(small)
+
+
 def test_checkpoints_are_uploaded_from_where_they_are_never_copied(hub, space_dir, tiny_dir, tmp_path):
     """Checkpoints can be many GB: staging them must not copy them (to TMPDIR or anywhere)."""
     tmpdir = tmp_path / "tmpdir"

@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from vlm_lab.config import PublishConfig
 from vlm_lab.errors import ConfigError, PublishError, VlmLabError
+from vlm_lab.publish_checks import check_zero_gpu, memory_notes
 from vlm_lab.publish_hub import TOKENS_URL, Hub, HubConflictError, HubNotFoundError, check_can_write, connect, scrubbed_logs
 from vlm_lab.publish_report import FilePlan, PublishReport, SettingChange, estimate_cost
 from vlm_lab.publish_stage import (
@@ -125,7 +126,7 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
     if not (space_dir / "app.py").is_file() and not (space_dir / "README.md").is_file():
         raise PublishError(f"no Space app in {str(space_dir)!r} (no app.py, no README.md); pass --space-dir with the app folder")
     card = read_space_card(space_dir)
-    _check_zero_gpu(config, space_dir / card.app_file)
+    check_zero_gpu(config.hardware, space_dir / card.app_file)
     info = _repo_info(hub, config.space, "space")
     how = check_can_write(hub, config.space, exists=info is not None)
     say(f"can write {config.space}: {how}")
@@ -147,11 +148,13 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
                    if config.checkpoints_repo else None)
     sizes = dict(staged.sizes) | (ckpt_staged.sizes if ckpt_staged else {})
     say(f"staged {len(staged.files)} files, {human_bytes(sum(sizes.values()))}; {len(staged.excluded)} junk file(s) left out")
-    left_out = [*staged.notes, *(ckpt_staged.notes if ckpt_staged else ())]
+    warned = [*staged.notes, *(ckpt_staged.notes if ckpt_staged else ())]
+    configs = [f.source for st in (staged, ckpt_staged) if st for f in st.files.values() if f.source.name == "config.json"]
+    warned += memory_notes(config.hardware, configs)
     if told and config.embed_checkpoints:
-        left_out.append(f"the checkpoints of {config.checkpoints} are not uploaded: the Space serves what "
+        warned.append(f"the checkpoints of {config.checkpoints} are not uploaded: the Space serves what "
                         f"--var {CHECKPOINTS_VARIABLE} names")
-    for note in left_out:
+    for note in warned:
         say(f"warning: {note}")
 
     ckpt_plan = _plan(hub, config.checkpoints_repo, "model", ckpt_staged, model_info) if ckpt_staged else None
@@ -165,7 +168,7 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
                             private=getattr(info, "private", None))
         return _report(hub, config, info, plans, [a[0] for a in actions], runtime, staged, sizes,
                        created=False, new_commit=plan.changed, dry_run=True,
-                       notes=left_out + _checkpoints_token_note(hub, config, model_info, space_exists=info is not None))
+                       notes=warned + _checkpoints_token_note(hub, config, model_info, space_exists=info is not None))
 
     ckpt_commit = None
     if ckpt_plan is not None and ckpt_staged is not None:
@@ -209,7 +212,7 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
     head = commit or _repo_info(hub, config.space, "space").sha  # type: ignore[union-attr]
     return _report(hub, config, {"sha": head}, plans, initial + [a[0] for a in actions], runtime, staged, sizes,
                    created=created, new_commit=commit is not None, dry_run=False,
-                   notes=left_out + _checkpoints_token_note(hub, config, model_info, space_exists=True))
+                   notes=warned + _checkpoints_token_note(hub, config, model_info, space_exists=True))
 
 
 def check_repo_name(repo_id: str, what: str) -> None:
@@ -229,18 +232,6 @@ def check_repo_name(repo_id: str, what: str) -> None:
             "has letters, digits, '-', '_' or '.', at most 96 characters, does not start or end with '-' or '.', "
             "has no '--' or '..', and does not end in '.git'"
         ) from None
-
-
-def _check_zero_gpu(config: PublishConfig, app: Path) -> None:
-    """ZeroGPU hardware lends a GPU only while a ``@spaces.GPU`` function runs: an app with none fails at start
-    ("No @spaces.GPU function detected") or answers on CPU, after a publish that looked fine."""
-    if not config.hardware.startswith("zero-") or "spaces.GPU" in app.read_text(encoding="utf-8", errors="replace"):
-        return
-    raise ConfigError(
-        f"--hardware {config.hardware}: ZeroGPU gives a Space a GPU only inside functions decorated with "
-        f"@spaces.GPU, and {app} has none: the Space would fail at start or answer on CPU. Choose a GPU of its own "
-        "(--hardware t4-small, l4x1, a10g-small) or --hardware cpu-basic; nothing was uploaded"
-    )
 
 
 def _served_models(config: PublishConfig) -> list[str]:
