@@ -15,7 +15,6 @@ before. Every explorer of a Python process shares one model cache per device
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import html
 import io
@@ -30,6 +29,7 @@ from vlm_lab.checkpoints import CheckpointRef, resolve_each
 from vlm_lab.config import GenerationConfig
 from vlm_lab.data import Sample, load_samples, open_image
 from vlm_lab.errors import DataError, VlmLabError
+from vlm_lab.widgets_html import STYLE, Run, message_html, results_html  # noqa: F401 - also this module's API
 
 STRATEGIES = ("greedy", "nucleus(0.9)", "temperature(0.7)", "beam(3)")
 # each strategy's argument in the UI: (label, default, min, max, step); greedy takes none
@@ -42,21 +42,6 @@ PREVIEW_PX = 128  # the 64x64 shapes are upscaled (nearest) so they are visible;
 HISTORY = 6  # runs kept and shown: this one and the five before it
 MAX_NEW_TOKENS = 4096  # the field's upper bound; generation also stops where the checkpoint reads no further
 
-# compare_one's memory_kind, in words
-_MEMORY_KINDS = {"cpu_weights": "weights", "cuda_max_allocated": "peak CUDA"}
-# Colours by class, with a dark set under JupyterLab's and VS Code's dark themes: fixed light
-# backgrounds under a dark theme's white text (and grey or dark red text on its dark background)
-# could not be read.
-STYLE = """<style>
-.vlm-lab-ok{background:#e6f4ea}.vlm-lab-bad{background:#fce8e6}
-.vlm-lab-error{color:#b3261e}.vlm-lab-warn{color:#8a5a00}.vlm-lab-note{color:#444}
-body[data-jp-theme-light=false] .vlm-lab-ok,body.vscode-dark .vlm-lab-ok{background:#1e3d2a}
-body[data-jp-theme-light=false] .vlm-lab-bad,body.vscode-dark .vlm-lab-bad{background:#4a2320}
-body[data-jp-theme-light=false] .vlm-lab-error,body.vscode-dark .vlm-lab-error{color:#ff8a80}
-body[data-jp-theme-light=false] .vlm-lab-warn,body.vscode-dark .vlm-lab-warn{color:#ffc266}
-body[data-jp-theme-light=false] .vlm-lab-note,body.vscode-dark .vlm-lab-note{color:#c8c8c8}
-</style>"""
-
 
 def _thumbnail(image):
     """A preview at most PREVIEW_PX on its long side, aspect kept (a 24 MP photo is not sent to the browser)."""
@@ -65,73 +50,6 @@ def _thumbnail(image):
     scale = PREVIEW_PX / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.resize(size, Image.NEAREST if scale >= 1 else Image.LANCZOS)
-
-
-def message_html(text: str, *, error: bool = False) -> str:
-    """A one-line notice for the output area (errors in red, never a traceback)."""
-    kind = "vlm-lab-error" if error else "vlm-lab-note"
-    return f'<div class="vlm-lab-message {kind}" style="padding:4px 0">{html.escape(text)}</div>'
-
-
-def _badges(row: dict[str, Any]) -> str:
-    """NaN/inf scores (noise) and cut off at max_new_tokens or the checkpoint's context (incomplete), beside the answer."""
-    from vlm_lab.compare import nonfinite_message
-
-    out = ""
-    if row.get("nonfinite"):
-        # the advice follows the dtype the model runs in (float16 overflow vs broken weights)
-        advice = nonfinite_message(row["checkpoint"], 1, 1, row.get("dtype", "?"), dtype_option="dtype=")
-        out += f" <span class='vlm-lab-error'>NaN/inf: {html.escape(advice)}</span>"
-    if row.get("at_context"):  # more tokens cannot help: the image, prompt and answer fill what the checkpoint reads
-        out += " <span class='vlm-lab-warn'>cut off: the checkpoint reads no further (shorten the prompt)</span>"
-    elif row.get("truncated"):
-        out += " <span class='vlm-lab-warn'>cut off at max new tokens: raise it to see the whole answer</span>"
-    return out
-
-
-def results_html(rows: Sequence[dict[str, Any]], reference: str | list[str] | None = None) -> str:
-    """The side-by-side table of ``compare_one`` rows; green/red against the reference (or any of a list) when known."""
-    from vlm_lab.model_cache import format_bytes
-    from vlm_lab.results import reference_text
-    from vlm_lab.scoring import normalized_match
-
-    head = "".join(f"<th style='text-align:left;padding:2px 10px'>{h}</th>" for h in ("checkpoint", "answer", "latency", "tokens", "memory"))
-    body = []
-    for r in rows:
-        kind = ""
-        if r.get("error"):  # this checkpoint failed; the others' answers stay
-            kind = " vlm-lab-bad"
-            cells = (html.escape(r["checkpoint"]), f"<span class='vlm-lab-error'>{html.escape(r['error'])}</span>", "-", "-", "-")
-        else:
-            if reference is not None:
-                kind = " vlm-lab-ok" if normalized_match(r["text"], reference) else " vlm-lab-bad"
-            cells = (
-                html.escape(r["checkpoint"]),
-                f"<b>{html.escape(r['text']) or '<i>(empty)</i>'}</b>" + _badges(r),
-                f"{r['latency_s'] * 1000:.0f} ms",
-                str(r["new_tokens"]),
-                f"{format_bytes(r['memory_bytes'])} {_MEMORY_KINDS.get(r['memory_kind'], r['memory_kind'])}",
-            )
-        tds = "".join(f"<td style='padding:2px 10px'>{c}</td>" for c in cells)
-        body.append(f"<tr class='vlm-lab-row{kind}'>{tds}</tr>")
-    ref = f"<div>reference: <b>{html.escape(reference_text(reference))}</b></div>" if reference is not None else ""
-    return f"{STYLE}{ref}<table class='vlm-lab-results'><tr>{head}</tr>{''.join(body)}</table>"
-
-
-@dataclasses.dataclass
-class Run:
-    """One Compare: what it asked (``label``: prompt, image, strategy, max tokens), its rows, the
-    reference they were judged against, and a note when it did not finish."""
-
-    label: str
-    rows: list[dict[str, Any]]
-    reference: str | list[str] | None = None
-    note: str = ""
-
-    def html(self, *, label: bool = True) -> str:
-        head = f"<div class='vlm-lab-run'><b>{html.escape(self.label)}</b></div>" if label else ""
-        note = message_html(self.note, error=True) if self.note else ""
-        return f"{head}{note}{results_html(self.rows, self.reference)}"
 
 
 _CACHES: dict[str, Any] = {}  # device -> the ModelCache the explorers on it share
