@@ -287,3 +287,27 @@ def test_summary_md_reads_as_a_report(tmp_path):
     assert nucleus.startswith("| nucleus(0.9) | failed | 1.5 | cell [5]: RuntimeError: CUDA out of memory |  |  |  |  |  |  |  | strategy=nucleus-0.9,")
     csv = pd.read_csv(folder / "summary.csv")  # the CSV keeps every column and full precision
     assert {"num_samples", "checkpoints", "best_ci_low", "best_ci_high"} <= set(csv.columns) and 0.6875 in set(csv["best_accuracy"])
+
+
+def test_a_wrong_folder_names_the_sweep_folder_to_pass(tmp_path, monkeypatch):
+    """The report was pointed at one run's folder, or at runs/ holding the sweeps, or at $SCRATCH/...: each was
+    'no sweep results in ...; run vlm-lab sweep first', though the sweep was right there."""
+    from vlm_lab.errors import DataError
+
+    folder = lay_out_sweep(tmp_path, {"strategy": ["greedy", "nucleus"]})
+    run_dir = next(p for p in folder.iterdir() if p.is_dir())
+    cases = {
+        str(run_dir): f"{str(run_dir)!r} is one run of a sweep; pass the sweep's folder, {str(folder)!r}",
+        str(folder.parent): f"{str(folder.parent)!r} holds sweeps, not one; pass one of: {folder}",
+        str(tmp_path / "nothing"): f"no sweep results in {str(tmp_path / 'nothing')!r} (needs sweep.json and summary.csv); run `vlm-lab sweep",
+    }
+    for given, message in cases.items():
+        with pytest.raises(DataError) as e:
+            Ablation.load(given)
+        assert str(e.value).startswith(message), str(e.value)
+    (folder / "summary.csv").rename(tmp_path / "summary.csv")  # started, no run finished yet
+    with pytest.raises(DataError, match="has no summary.csv yet: no run has finished"):
+        Ablation.load(folder)
+    (tmp_path / "summary.csv").rename(folder / "summary.csv")
+    monkeypatch.setenv("SWEEPS", str(folder.parent))
+    assert Ablation.load("$SWEEPS/shapes-ablation").name == "shapes-ablation"  # as sweep files expand it

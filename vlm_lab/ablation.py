@@ -145,20 +145,19 @@ class Ablation:
 
     @classmethod
     def load(cls, sweep_dir: str | os.PathLike[str]) -> Ablation:
-        """Read ``runs/<sweep>/`` (its sweep.json, summary.csv and each run's summary.json).
+        """Read ``runs/<sweep>/`` (its sweep.json, summary.csv and each run's summary.json); ``~`` and
+        ``$VARS`` are expanded, as in sweep files (``$SCRATCH/vlm-runs/shapes-ablation``).
 
         Raises:
-            DataError: the folder holds no sweep (run ``vlm-lab sweep SWEEP.yaml`` first).
+            DataError: the folder holds no sweep (run ``vlm-lab sweep SWEEP.yaml`` first); the message names the
+                sweep folder to pass instead when given one run's folder or the folder holding the sweeps.
         """
         import pandas as pd
 
-        sweep_dir = Path(sweep_dir)
+        sweep_dir = Path(os.path.expandvars(os.fspath(sweep_dir))).expanduser()
         config = _read_json(sweep_dir / SWEEP_FILE)
         if not isinstance(config, dict) or not (sweep_dir / "summary.csv").is_file():
-            raise DataError(
-                f"no sweep results in {str(sweep_dir)!r} (needs {SWEEP_FILE} and summary.csv); "
-                "run `vlm-lab sweep sweeps/shapes-ablation.yaml` first"
-            )
+            raise DataError(_no_sweep_message(sweep_dir, has_config=isinstance(config, dict)))
         runs = pd.read_csv(sweep_dir / "summary.csv", dtype={"run_id": str})
         for text in {"error", "wandb", "best_checkpoint"} & set(runs.columns):  # "" read back as NaN
             runs[text] = runs[text].astype(object).where(runs[text].notna(), "")
@@ -390,6 +389,20 @@ class Ablation:
     def _check_metric(self, metric: str) -> None:
         if metric not in METRICS:
             raise DataError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+
+
+def _no_sweep_message(folder: Path, *, has_config: bool) -> str:
+    """Why ``folder`` is not a sweep to report on, and the folder to pass instead."""
+    if has_config:  # the sweep started but no run has finished yet (it writes summary.csv as runs finish)
+        return (f"the sweep in {str(folder)!r} has no summary.csv yet: no run has finished; wait for its first run, "
+                f"or see its progress with `vlm-lab sweep SWEEP.yaml --dry-run`")  # fmt: skip
+    if (folder.parent / SWEEP_FILE).is_file():  # one run's folder
+        return f"{str(folder)!r} is one run of a sweep; pass the sweep's folder, {str(folder.parent)!r}"
+    inside = sorted(p.parent.name for p in folder.glob(f"*/{SWEEP_FILE}")) if folder.is_dir() else []
+    if inside:  # the runs_dir holding several sweeps
+        return f"{str(folder)!r} holds sweeps, not one; pass one of: " + ", ".join(str(folder / name) for name in inside)
+    return (f"no sweep results in {str(folder)!r} (needs {SWEEP_FILE} and summary.csv); "
+            "run `vlm-lab sweep sweeps/shapes-ablation.yaml` first")  # fmt: skip
 
 
 def _checkpoint(checkpoint: str | int | None) -> str | int | None:
