@@ -187,6 +187,17 @@ def test_existing_space_on_other_hardware_is_brought_to_the_wanted_hardware(hub,
     assert hub.space(SPACE).requested == "cpu-basic" and "cost:      free" in stop_paying.stdout
 
 
+def test_the_report_says_who_can_open_the_space(hub, space_dir):
+    """A Space is private unless --public: visitors given the URL saw a 404, and the report never said so."""
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--no-wait")
+    assert r.returncode == 0, fail_text(r)
+    assert "visibility: private: only alice can open it (visitors get 404); publish with --public to share it" in r.stdout
+    public = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--no-wait", "--public")
+    assert public.returncode == 0 and "visibility: public: anyone with the URL can open it" in public.stdout, fail_text(public)
+    again = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--no-wait", "--dry-run")  # stays public without --public
+    assert again.returncode == 0 and "visibility: public" in again.stdout, fail_text(again)
+
+
 def test_public_makes_an_existing_private_space_public(hub, space_dir):
     hub.add_space(SPACE, hardware="t4-small", sleep=3600, private=True)
     dry = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--public", "--dry-run")

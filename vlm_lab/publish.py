@@ -167,7 +167,7 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
         actions = _settings(hub, config, runtime, exists=info is not None, checkpoints_value=ckpt_value,
                             private=getattr(info, "private", None))
         return _report(hub, config, info, plans, [a[0] for a in actions], runtime, staged, sizes,
-                       created=False, new_commit=plan.changed, dry_run=True,
+                       created=False, new_commit=plan.changed, dry_run=True, private=_visibility(config, info),
                        notes=warned + _checkpoints_token_note(hub, config, model_info, space_exists=info is not None))
 
     ckpt_commit = None
@@ -211,7 +211,7 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
             raise _failed(hub, config.space, runtime, commit=None)
     head = commit or _repo_info(hub, config.space, "space").sha  # type: ignore[union-attr]
     return _report(hub, config, {"sha": head}, plans, initial + [a[0] for a in actions], runtime, staged, sizes,
-                   created=created, new_commit=commit is not None, dry_run=False,
+                   created=created, new_commit=commit is not None, dry_run=False, private=_visibility(config, info),
                    notes=warned + _checkpoints_token_note(hub, config, model_info, space_exists=True))
 
 
@@ -577,9 +577,17 @@ def _pause_or_restart(hub: Hub, config: PublishConfig, say: Progress) -> Publish
     return _report(hub, config, info, (), [], runtime, None, {}, created=False, new_commit=False, dry_run=config.dry_run)
 
 
+def _visibility(config: PublishConfig, info: Any | None) -> bool | None:
+    """Whether the Space is private once published: --public makes it public; a new one is private without it;
+    an existing one keeps its visibility."""
+    if config.public:
+        return False
+    return True if info is None else getattr(info, "private", None)
+
+
 def _report(hub: Hub, config: PublishConfig, info: Any, plans: tuple[FilePlan, ...], settings: list[SettingChange],
             runtime: Any | None, staged: Stage | None, sizes: dict[str, int], *, created: bool, new_commit: bool,
-            dry_run: bool, notes: list[str] | None = None) -> PublishReport:
+            dry_run: bool, notes: list[str] | None = None, private: bool | None = None) -> PublishReport:
     if runtime is not None and not dry_run:
         hardware = str(runtime.requested_hardware or runtime.hardware or config.hardware)
         sleep = runtime.sleep_time
@@ -595,5 +603,5 @@ def _report(hub: Hub, config: PublishConfig, info: Any, plans: tuple[FilePlan, .
         created=created, commit=sha, new_commit=new_commit, plans=plans, settings=tuple(settings),
         hardware=hardware, sleep_time=sleep, stage=stage_name,
         cost=estimate_cost(hardware, sleep if hardware != "cpu-basic" else None, active_hours_per_day=config.active_hours_per_day),
-        sizes=sizes, excluded=len(staged.excluded) if staged else 0, notes=tuple(notes),
+        sizes=sizes, excluded=len(staged.excluded) if staged else 0, notes=tuple(notes), private=private,
     )

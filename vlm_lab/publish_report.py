@@ -140,12 +140,18 @@ class PublishReport:
     sizes: dict[str, int] = dataclasses.field(default_factory=dict)
     excluded: int = 0
     notes: tuple[str, ...] = ()
+    private: bool | None = None  # the Space's visibility after publishing (None: not known, e.g. --pause)
 
     def format(self) -> str:
         verb = "would" if self.dry_run else "did"
         lines = [f"Space:     {self.url}" + ("  (dry run: nothing was written)" if self.dry_run else "")]
         if self.action != "publish":
             lines.append(f"action:    {verb} {self.action}")
+        owner = self.space.split("/", 1)[0]
+        if self.private:
+            lines.append(f"visibility: private: only {owner} can open it (visitors get 404); publish with --public to share it")
+        elif self.private is False:
+            lines.append("visibility: public: anyone with the URL can open it")
         if self.sizes:
             parts = ", ".join(f"{k} {human_bytes(v)}" for k, v in self.sizes.items())
             lines.append(f"upload:    {human_bytes(sum(self.sizes.values()))} staged ({parts}); {self.excluded} junk file(s) left out")
