@@ -311,3 +311,15 @@ def test_a_wrong_folder_names_the_sweep_folder_to_pass(tmp_path, monkeypatch):
     (tmp_path / "summary.csv").rename(folder / "summary.csv")
     monkeypatch.setenv("SWEEPS", str(folder.parent))
     assert Ablation.load("$SWEEPS/shapes-ablation").name == "shapes-ablation"  # as sweep files expand it
+
+
+def test_the_best_variant_line_says_which_runs_it_was_not_chosen_from(tmp_path):
+    """One run's data had no references (accuracy None), one failed: the line named greedy the best variant as if
+    all four runs had competed."""
+    folder = lay_out_sweep(tmp_path, {"strategy": ["greedy", "nucleus", "unscored", "oom"]},
+                           accuracy=lambda step, strategy: None if strategy == "unscored" else step / 1000 * (0.9 if strategy == "greedy" else 0.5),
+                           failed=lambda strategy: strategy == "oom")  # fmt: skip
+    line = Ablation.load(folder).describe_best()
+    assert line.startswith("best variant: checkpoint-1000 with strategy=greedy: accuracy 90.0% (95% CI 90.0%-90.0%) [run strategy=greedy,")
+    assert line.endswith("; left out: 1 completed run(s) with no accuracy (strategy=unscored), 1 failed"), line
+    assert not Ablation.load(folder).describe_best("tokens_per_s").endswith("(strategy=unscored), 1 failed")  # it has tokens/s

@@ -309,12 +309,27 @@ class Ablation:
         ties = f"; tied with {b['ties']} other run/checkpoint pair(s)" if b["ties"] else ""
         if b["overlapping"]:  # within noise of the best: a reader must not take the first line as the answer
             named = "; ".join(
-                f"{', '.join(f'{k}={o[parameter_column(k)]}' for k in self.varied) or o['run_id']} at {o['checkpoint']} {o['accuracy']:.1%}"
+                f"{self.label(o)} at {o['checkpoint']} {o['accuracy']:.1%}"
                 for o in b["overlapping"][:3]
             )  # fmt: skip
             more = f" and {len(b['overlapping']) - 3} more" if len(b["overlapping"]) > 3 else ""
             ties = f"; no clear winner: {len(b['overlapping'])} other run(s) reach a 95% CI overlapping it ({named}{more})"
-        return f"best variant: {b['checkpoint']} with {params or 'the base parameters'}: {metric} {value}{ci}{ties} [run {b['run_id']}]"
+        line = f"best variant: {b['checkpoint']} with {params or 'the base parameters'}: {metric} {value}{ci}{ties} [run {b['run_id']}]"
+        return line + self._left_out(metric)
+
+    def _left_out(self, metric: str) -> str:
+        """``"; left out: ..."``: the runs the best was not chosen from (no value of ``metric``, or not completed)."""
+        valued = set(self.results.loc[self.results[metric].notna(), "run_id"])
+        completed = self.runs[self.runs["state"] == "completed"]
+        unscored = [self.label(r) for r in completed.to_dict(orient="records") if r["run_id"] not in valued]
+        states = self.runs.loc[self.runs["state"] != "completed", "state"].value_counts()
+        parts = [f"{len(unscored)} completed run(s) with no {metric} ({'; '.join(unscored[:3])}{' ...' if len(unscored) > 3 else ''})"] if unscored else []
+        parts += [f"{n} {state}" for state, n in sorted(states.items())]
+        return f"; left out: {', '.join(parts)}" if parts else ""
+
+    def label(self, run: dict[str, Any]) -> str:
+        """``strategy=greedy, max_new_tokens=8``: a run's varied parameters (its id when nothing varied)."""
+        return ", ".join(f"{k}={run.get(parameter_column(k))}" for k in self.varied) or run["run_id"]
 
     def plot(self, metric: str = "accuracy"):
         """One panel per varied parameter: ``metric`` against training step, one line per value

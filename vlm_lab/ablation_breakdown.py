@@ -104,11 +104,6 @@ def wide(ablation: Ablation, frame: Any, notes: dict[str, str], key: str) -> Any
     return pd.DataFrame.from_records(rows, columns=[*labels, "checkpoint", *headers.values(), "note"])
 
 
-def run_label(ablation: Ablation, run: dict[str, Any]) -> str:
-    """``strategy=greedy, max_new_tokens=8``: the run's varied parameters (its id when nothing varied)."""
-    return ", ".join(f"{k}={run.get(c)}" for k, c in zip(ablation.varied, ablation.columns(ablation.varied))) or run["run_id"]
-
-
 def describe(ablation: Ablation, frame: Any, notes: dict[str, str], key: str, *, checkpoint: str | int | None = None) -> str:
     """Per value, the best run and the runs whose 95% CI overlaps its (no clear winner then); the runs without numbers."""
     column = value_column(ablation, key)
@@ -122,7 +117,7 @@ def describe(ablation: Ablation, frame: Any, notes: dict[str, str], key: str, *,
             lines.append(f"  {key}={value}: no run scored it")
             continue
         top = scored.iloc[0]
-        head = f"  {key}={value}: best {run_label(ablation, top)} {percent_ci(top['accuracy'], top['ci_low'], top['ci_high'], top['n_scored'])}"
+        head = f"  {key}={value}: best {ablation.label(top)} {percent_ci(top['accuracy'], top['ci_low'], top['ci_high'], top['n_scored'])}"
         if len(scored) == 1:
             lines.append(f"{head} (the only run scored)")
             continue
@@ -130,10 +125,10 @@ def describe(ablation: Ablation, frame: Any, notes: dict[str, str], key: str, *,
         close = others[others["ci_high"] >= top["ci_low"]]  # CIs that overlap: the sweep cannot tell these apart
         if close.empty:
             nxt = others.iloc[0]
-            lines.append(f"{head}, clearly above every other run (95% CIs apart; next: {run_label(ablation, nxt)} "
+            lines.append(f"{head}, clearly above every other run (95% CIs apart; next: {ablation.label(nxt)} "
                          f"{percent_ci(nxt['accuracy'], nxt['ci_low'], nxt['ci_high'], nxt['n_scored'])})")  # fmt: skip
         else:
-            named = "; ".join(f"{run_label(ablation, r)} {r['accuracy']:.0%}" for _, r in close.head(3).iterrows())
+            named = "; ".join(f"{ablation.label(r)} {r['accuracy']:.0%}" for _, r in close.head(3).iterrows())
             more = f" and {len(close) - 3} more" if len(close) > 3 else ""
             lines.append(f"{head}; no clear winner: {len(close)} other run(s) with an overlapping 95% CI ({named}{more})")
     if notes:
@@ -141,7 +136,7 @@ def describe(ablation: Ablation, frame: Any, notes: dict[str, str], key: str, *,
         by_note: dict[str, list[str]] = {}
         for run in ablation.runs.to_dict(orient="records"):
             if run["run_id"] in notes:
-                by_note.setdefault(notes[run["run_id"]], []).append(run_label(ablation, run))
+                by_note.setdefault(notes[run["run_id"]], []).append(ablation.label(run))
         for note, labels in by_note.items():  # a reason shared by many runs (an old sweep without meta) said once
             more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
             lines.append(f"  {note} ({'every run' if len(labels) == len(ablation.runs) else '; '.join(labels[:3]) + more})")
@@ -177,7 +172,7 @@ def plot(ablation: Ablation, frame: Any, notes: dict[str, str], key: str, *, che
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=1, aspect="auto")
     n = frame.groupby(column, sort=False)["n_scored"].max()
     ax.set_xticks(range(len(values)), [f"{v}\n(n={n[v]})" for v in values])
-    labels = [run_label(ablation, run) + (" (no numbers)" if run["run_id"] in notes else "") for run in runs]
+    labels = [ablation.label(run) + (" (no numbers)" if run["run_id"] in notes else "") for run in runs]
     ax.set_yticks(range(len(runs)), labels, fontsize="small" if len(runs) <= MAX_ANNOTATED_RUNS else "x-small")
     if len(runs) <= MAX_ANNOTATED_RUNS:
         for (i, j), text in texts.items():
