@@ -7,6 +7,7 @@ run is checked for the token in its output.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -867,6 +868,21 @@ def test_find_secret(tmp_path, text, kind):
     f.write_text(text)
     found = find_secret(f)
     assert (found is None) if kind is None else (found is not None and kind in found)
+
+
+def test_a_linked_folder_in_the_space_is_published_with_its_files(tmp_path, space_dir):
+    """`space/examples -> ../photos` (a link to where the images live) was skipped without a word: the Space
+    came up without its examples. A link back up the tree is followed once, not forever."""
+    photos = tmp_path / "photos"
+    (photos / "more").mkdir(parents=True)
+    (photos / "cat.png").write_bytes(b"\x89PNG cat")
+    (photos / "more" / "dog.png").write_bytes(b"\x89PNG dog")
+    (photos / "more" / "loop").symlink_to(photos, target_is_directory=True)
+    (space_dir / "examples").symlink_to(photos, target_is_directory=True)
+    staged = stage(space_dir=space_dir)
+    assert {"examples/cat.png", "examples/more/dog.png"} <= set(staged.files)
+    assert not [p for p in staged.files if "loop" in p]
+    assert staged.files["examples/cat.png"].git_sha1 == hashlib.sha1(b"blob 8\0\x89PNG cat").hexdigest()
 
 
 def test_the_package_itself_stages_clean(tmp_path, space_dir):

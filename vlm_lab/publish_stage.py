@@ -117,14 +117,26 @@ def _excluded(rel: Path) -> bool:
 
 
 def publishable_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Files under ``folder`` to publish, and those left out as junk (both relative, sorted)."""
+    """Files under ``folder`` to publish, and those left out as junk (both relative, sorted).
+
+    A linked folder (``examples -> ../photos``) is published with its files, as the app reads it;
+    a folder reached again through a link (a loop) is not walked twice.
+    """
     keep, drop = [], []
-    for path in sorted(folder.rglob("*")):
-        if not path.is_file():
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
             continue
-        rel = path.relative_to(folder)
-        (drop if _excluded(rel) else keep).append(rel)
-    return keep, drop
+        seen.add(real)
+        dirs.sort()
+        for name in files:
+            path = Path(root) / name
+            if path.is_file():
+                rel = path.relative_to(folder)
+                (drop if _excluded(rel) else keep).append(rel)
+    return sorted(keep), sorted(drop)
 
 
 def find_secret(path: Path, known: Mapping[str, str] | None = None) -> str | None:
