@@ -323,3 +323,17 @@ def test_the_best_variant_line_says_which_runs_it_was_not_chosen_from(tmp_path):
     assert line.startswith("best variant: checkpoint-1000 with strategy=greedy: accuracy 90.0% (95% CI 90.0%-90.0%) [run strategy=greedy,")
     assert line.endswith("; left out: 1 completed run(s) with no accuracy (strategy=unscored), 1 failed"), line
     assert not Ablation.load(folder).describe_best("tokens_per_s").endswith("(strategy=unscored), 1 failed")  # it has tokens/s
+
+
+def test_a_step_names_the_checkpoint_beside_one_without_a_step(tmp_path, saved_comparisons):
+    """A comparison of a training checkpoint and a hub id (no step): the steps read back as floats (1000.0), and
+    checkpoint=1000 matched nothing, so every run got 'has no checkpoint 1000'."""
+    folder = tmp_path / "hub"
+    shutil.copytree(saved_comparisons["late"], folder)
+    meta = json.loads((folder / "summary.json").read_text())
+    meta["checkpoints"][0]["step"] = None  # checkpoint-250 as a hub id would be: no step
+    (folder / "summary.json").write_text(json.dumps(meta))
+    ablation = Ablation.load(lay_out_sweep(tmp_path, {"strategy": ["greedy"]}, comparison=lambda strategy: folder))
+    for checkpoint in (1000, "1000", "checkpoint-1000"):
+        frame = ablation.accuracy_by("question_type", checkpoint=checkpoint)
+        assert list(frame["checkpoint"]) == ["checkpoint-1000"] * 3, checkpoint

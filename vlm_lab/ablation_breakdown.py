@@ -68,7 +68,8 @@ def accuracy_by(ablation: Ablation, key: str, *, checkpoint: str | int | None = 
                 continue
             chosen = frame[frame["checkpoint"] == best["checkpoint"]]
         else:
-            chosen = frame[(frame["checkpoint"] == str(checkpoint)) | (frame["step"].astype(str) == str(checkpoint))]
+            step = pd.to_numeric(pd.Series([checkpoint]), errors="coerce").iloc[0]  # 500 or "500"; steps read as floats beside a hub id
+            chosen = frame[(frame["checkpoint"] == str(checkpoint)) | (pd.to_numeric(frame["step"], errors="coerce") == step)]
             if chosen.empty:
                 notes[rid] = f"its comparison has no checkpoint {checkpoint!r} (it has: {', '.join(result.checkpoints)})"
                 continue
