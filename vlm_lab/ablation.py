@@ -4,7 +4,10 @@
 ``summary.csv`` / ``summary.md`` (one row per run: parameters, status, headline
 metrics). ``Ablation.load(sweep_dir)`` is what notebooks/04_ablation_report.ipynb
 calls: one row per (run, checkpoint) from each run's comparison ``summary.json``,
-pivot tables, plots of a metric against each varied parameter, and the best variant.
+pivot tables, plots of a metric against each varied parameter, the runs ranked, the best
+variant (and whether another run is within its CI), and accuracy per meta value
+(``accuracy_by``, in ``vlm_lab.ablation_breakdown``). A notebook parameter named like one of
+the report's own columns (``state``, ``error``, ``run_id``, ...) is shown as ``params.<name>``.
 """
 
 from __future__ import annotations
