@@ -139,9 +139,20 @@ def test_broken_weights_are_refused_before_loading(tiny_checkpoints, tmp_path, t
         assert len(cache) == 0
 
 
-@pytest.mark.parametrize("text, value", [("16GB", 16 * 10**9), ("15GiB", 15 * 2**30), ("500 MB", 5 * 10**8), (123, 123), ("1.5gb", 15 * 10**8)])
+@pytest.mark.parametrize("text, value", [("16GB", 16 * 10**9), ("15GiB", 15 * 2**30), ("500 MB", 5 * 10**8), (123, 123), ("1.5gb", 15 * 10**8),
+                                         ("1e10", 10**10), ("1.6e+10", 16 * 10**9), ("2e3MB", 2 * 10**9)])  # fmt: skip
 def test_parse_bytes(text, value):
     assert parse_bytes(text) == value
+
+
+@pytest.mark.parametrize("text, message", [
+    ("16G", "'16G' is ambiguous: write 16GB .16 x 10\\^9 bytes. or 16GiB .16 x 2\\^30 bytes."),
+    ("512m", "write 512MB .* or 512MiB"),
+    ("1.5", "'1.5' is not a whole number of bytes; give a unit, e.g. 1.5GB or 1.5GiB"),
+])  # fmt: skip
+def test_a_size_that_could_be_read_two_ways_or_as_a_fraction_of_a_byte_is_refused(text, message):
+    with pytest.raises(ConfigError, match=message):  # 16G: Slurm's GiB or a disk's GB, 7% apart; 1.5 was a 1-byte budget
+        parse_bytes(text)
 
 
 @pytest.mark.parametrize("bad", ["lots", "16 GBs", "-1GB"])

@@ -136,7 +136,8 @@ def _check_number(name: str, value: float, *, above: float) -> None:
         raise ConfigError(f"{name} must be a finite number > {above:g}, got {value!r}")
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e\+?\d+)?)\s*([a-z]*)\s*$")
+_POWERS = {"k": 3, "m": 6, "g": 9, "t": 12}
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
@@ -145,9 +146,15 @@ def parse_bytes(text: str | int) -> int:
     if isinstance(text, int) and not isinstance(text, bool):
         return text
     m = _SIZE_RE.match(str(text).lower())
+    if m and m.group(2) in ("k", "m", "g", "t"):  # Slurm and Docker read 16G as GiB, disk makers as GB: 7% apart
+        raise ConfigError(f"{text!r} is ambiguous: write {m.group(1)}{m.group(2).upper()}B ({m.group(1)} x 10^{_POWERS[m.group(2)]} "
+                          f"bytes) or {m.group(1)}{m.group(2).upper()}iB ({m.group(1)} x 2^{_POWERS[m.group(2)] // 3 * 10} bytes)")
     if not m or m.group(2) not in _SIZE_UNITS:
-        raise ConfigError(f"cannot read a memory size from {text!r}; use bytes or a unit, e.g. 16GB, 15GiB, 500MB")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+        raise ConfigError(f"cannot read a memory size from {text!r}; use bytes or a unit, e.g. 16GB, 15GiB, 500MB, 1e10")
+    size = float(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    if not size.is_integer():  # 1.5 (bytes) became a 1-byte budget
+        raise ConfigError(f"{text!r} is not a whole number of bytes; give a unit, e.g. {m.group(1)}GB or {m.group(1)}GiB")
+    return int(size)
 
 
 def parse_strategy(strategy: str) -> tuple[str, float | None]:
