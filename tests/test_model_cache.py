@@ -252,3 +252,21 @@ def test_a_loaded_checkpoint_deleted_since_can_still_be_evicted(tiny_checkpoints
     assert cache.evict(str(folder)) == ["checkpoint-5"] and len(cache) == 0
     with pytest.raises(CheckpointNotFoundError, match="no checkpoint at"):  # a path never loaded is still an error
         cache.evict(str(tmp_path / "run" / "checkpoint-6"))
+
+
+def test_only_the_weights_the_model_loads_are_charged(tiny_checkpoints, sharded, tmp_path, tiny_nbytes):
+    """A PEFT adapter (adapter_model.safetensors) or a shard the index does not list, beside the model's own
+    weights: from_pretrained leaves them alone, and the cache and the estimate charged them as the model's."""
+    from vlm_lab.memory import estimate
+
+    single = shutil.copytree(tiny_checkpoints[-1], tmp_path / "single")
+    shutil.copy(single / "model.safetensors", single / "adapter_model.safetensors")
+    stray = next(iter(sorted(sharded.glob("model-*.safetensors"))))
+    shutil.copy(stray, sharded / "model-99999-of-99999.safetensors")  # left over from an earlier save
+    for folder in (single, sharded):
+        ref = resolve(str(folder))[0]
+        assert estimate_nbytes(ref, torch.float32) == tiny_nbytes, folder.name
+        assert estimate(str(folder), device="cpu").num_params == estimate(str(tiny_checkpoints[-1]), device="cpu").num_params
+        cache = ModelCache(budget_bytes=int(1.5 * tiny_nbytes))  # fits the model, not the model and its extra file
+        cache.get(ref, device="cpu")
+        assert cache.loaded == [ref.spec]

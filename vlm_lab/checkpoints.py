@@ -95,6 +95,15 @@ def by_step(names: Iterable[str]) -> list[str]:
     return [m.string for m in sorted(filter(None, matches), key=lambda m: int(m.group(1)))]
 
 
+def index_shards(index: Path) -> list[str] | None:
+    """The shard file names a sharded checkpoint's ``*.index.json`` lists (its ``weight_map``), sorted; None when
+    it cannot be read (cut short, not JSON, no ``weight_map``)."""
+    try:
+        return sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def discover_checkpoints(folder: str | os.PathLike[str]) -> list[Path]:
     """``checkpoint-N`` subfolders of a training output folder that hold a config.json, sorted by N."""
     folder = Path(folder)
@@ -189,9 +198,8 @@ def _incomplete(folder: Path, *, trainer_state: bool) -> str:
     if missing := missing_for_loading(folder):
         return missing
     index = folder / "model.safetensors.index.json"
-    try:
-        shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()) if index.is_file() else set()
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    shards = index_shards(index) if index.is_file() else []
+    if shards is None:
         return f"{index.name} is not complete"
     if absent := sorted(s for s in shards if not (folder / s).is_file()):
         return f"no {absent[0]}{f' (and {len(absent) - 1} more shards)' if len(absent) > 1 else ''}, which {index.name} lists"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
@@ -163,17 +162,18 @@ def cached_weights(repo_id: str, revision: str | None, subfolder: str | None, *,
     """The weight files transformers loads for ``repo_id@revision:subfolder``, when every one is in the cache at
     ``cache_dir``: the shards its ``*.index.json`` names, or its single ``model.safetensors`` (else
     ``pytorch_model.bin``), in transformers' order of preference. None when any is missing (it would be downloaded)."""
+    from vlm_lab.checkpoints import index_shards
+
     snapshot = cached_snapshot(repo_id, revision, cache_dir=cache_dir)
     if snapshot is None:
         return None
     folder = snapshot / (subfolder or "").strip("/")
     for single in ("model.safetensors", "pytorch_model.bin"):
         index = folder / f"{single}.index.json"
-        try:
-            names = set(json.loads(index.read_text())["weight_map"].values()) if index.is_file() else {single}
-        except (OSError, ValueError, KeyError, AttributeError, TypeError):  # an unreadable index: loading will say so
+        names = index_shards(index) if index.is_file() else [single]
+        if names is None:  # an unreadable index: loading will say so
             return None
-        files = [folder / name for name in sorted(names)]
+        files = [folder / name for name in names]
         if all(f.is_file() for f in files):  # follows the cache's links: a missing blob is not there
             return files
     return None

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from vlm_lab.checkpoints import CheckpointRef, model_files
+from vlm_lab.checkpoints import CheckpointRef, index_shards, model_files
 from vlm_lab.errors import CheckpointNotFoundError
 
 COMPONENTS = ("vision", "projector", "language")
@@ -86,7 +86,16 @@ def processor_settings(folder: Path) -> dict[str, Any]:
 
 
 def weight_paths(folder: Path) -> list[Path]:
-    """The model's weight files: its safetensors shards, else its torch pickles (never optimizer or trainer state)."""
+    """The model's weight files, as ``from_pretrained`` picks them: the shards ``model.safetensors.index.json``
+    names (those present), else ``model.safetensors``, else any ``*.safetensors``, else its torch pickles
+    (never optimizer or trainer state). A PEFT ``adapter_model.safetensors`` or a stray shard beside the
+    model's own is not the model's weights: counting it over-charged the model cache and the estimate."""
+    index = folder / "model.safetensors.index.json"
+    named = index_shards(index) if index.is_file() else None  # None also for a broken index: invalid_json names it
+    if named:
+        return [folder / n for n in named if (folder / n).is_file()]
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
     shards = sorted(folder.glob("*.safetensors"))
     return shards or [p for p in model_files(folder) if p.suffix in _TORCH_WEIGHTS]
 

@@ -400,7 +400,7 @@ def quiet_if_small(ref: CheckpointRef) -> Iterator[None]:
 def _weights_on_disk(ref: CheckpointRef) -> list[Path] | None:
     """The weight files ``ref`` loads from, when every one is on disk here; None when some would be downloaded."""
     if ref.path is not None:
-        return list(Path(ref.path).glob("*.safetensors"))
+        return weight_paths(Path(ref.path))
     from huggingface_hub import constants
 
     return cached_weights(ref.repo_id, ref.revision, ref.subfolder, cache_dir=constants.HF_HUB_CACHE)
