@@ -29,7 +29,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import gc
-import json
 import math
 import os
 import re
@@ -40,7 +39,7 @@ from typing import Callable
 
 import torch
 
-from vlm_lab.checkpoints import CheckpointRef, fingerprint, resolve, unfinished_named
+from vlm_lab.checkpoints import CheckpointRef, fingerprint, index_shards, resolve, unfinished_named
 from vlm_lab.config import parse_bytes
 from vlm_lab.errors import CheckpointNotFoundError, ConfigError, MemoryBudgetError
 from vlm_lab.hub_refs import hub_commit, hub_fingerprint
@@ -137,7 +136,9 @@ def _hub_headers(ref: CheckpointRef) -> dict[Path, Header]:
         names = ["model.safetensors"]
     else:  # sharded (or no safetensors: the download of the index fails)
         index = Path(hf_hub_download(ref.repo_id, f"{prefix}model.safetensors.index.json", **at))
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        names = index_shards(index)
+        if names is None:
+            raise ValueError(f"{index} lists no shards")  # sized by loading, as for any hub failure
     return {
         Path(name): {k: (t.dtype, t.shape) for k, t in api.parse_safetensors_file_metadata(ref.repo_id, prefix + name, **at).tensors.items()}
         for name in names
