@@ -209,6 +209,7 @@ def _save_checkpoint(model, processor, out: Path, step: int, log_history: list[d
     final = out / f"checkpoint-{step}"
     tmp = out / f".checkpoint-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()  # quiet_if_small reads the folder: it must exist (and holds no weights yet, so it counts as small)
     # The tiny model's one shard writes in a millisecond: no "Writing model shards" bar, as for loading it.
     with quiet_if_small(CheckpointRef(spec=str(final), path=str(tmp))):
         model.save_pretrained(tmp)
