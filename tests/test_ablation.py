@@ -337,3 +337,44 @@ def test_a_step_names_the_checkpoint_beside_one_without_a_step(tmp_path, saved_c
     for checkpoint in (1000, "1000", "checkpoint-1000"):
         frame = ablation.accuracy_by("question_type", checkpoint=checkpoint)
         assert list(frame["checkpoint"]) == ["checkpoint-1000"] * 3, checkpoint
+
+
+@pytest.fixture(scope="module")
+def one_checkpoint_comparisons(tiny_checkpoints, tmp_path_factory) -> dict[str, Path]:
+    """checkpoint-500 and checkpoint-750, each alone, on the same 48 shapes samples: 81% [69-92] and 96% [90-100],
+    95% CIs that overlap; sample by sample, -750 gets 8 right that -500 got wrong and 1 the other way."""
+    from vlm_lab.compare import compare
+    from vlm_lab.config import CompareConfig
+
+    folders = {}
+    for name, i in {"short": 2, "long": 3}.items():
+        out = tmp_path_factory.mktemp("paired") / name
+        compare(CompareConfig(checkpoints=(str(tiny_checkpoints[i]),), data="shapes:val:48", device="cpu", output_dir=str(out)),
+                progress=False)  # fmt: skip
+        folders[name] = out
+    return folders
+
+
+def test_the_winner_is_judged_on_the_samples_both_runs_scored_not_by_ci_overlap(tmp_path, one_checkpoint_comparisons):
+    """The runs answer the same samples: a paired bootstrap over them tells 96% from 81% (difference +14.6%,
+    95% CI excluding 0), where the two accuracies' own CIs overlap and the report said 'no clear winner'."""
+    folder = lay_out_sweep(tmp_path, {"schedule": ["short", "long"]}, comparison=lambda schedule: one_checkpoint_comparisons[schedule])
+    ablation = Ablation.load(folder)
+    best = ablation.best()
+    assert best["checkpoint"] == "checkpoint-750" and best["overlapping"] == []
+    runner_up = best["runner_up"]
+    assert runner_up["paired"] and runner_up["n"] == 48 and runner_up["diff"] == pytest.approx(-7 / 48)
+    assert runner_up["ci_high"] >= best["ci_low"]  # the CIs overlap: the old reading called it a tie
+    line = ablation.describe_best()
+    assert "no clear winner" not in line
+    assert f"; ahead of schedule=short at checkpoint-500 (81.2%, paired difference -14.6% [{runner_up['diff_ci_low']:+.1%}, " in line
+    assert list(ablation.ranking()["vs_best"]) == ["best", "below"]
+
+
+def test_runs_within_noise_on_the_same_samples_are_no_clear_winner(tmp_path, one_checkpoint_comparisons):
+    folder = lay_out_sweep(tmp_path, {"schedule": ["long", "again"]}, comparison=lambda schedule: one_checkpoint_comparisons["long"])
+    ablation = Ablation.load(folder)
+    (other,) = ablation.best()["overlapping"]
+    assert other["paired"] and other["diff"] == 0 and other["diff_ci_low"] == other["diff_ci_high"] == 0
+    assert "no clear winner: 1 other run(s) within noise of it (" in ablation.describe_best()
+    assert list(ablation.ranking()["vs_best"]) == ["best", "best"]  # an exact tie shares the rank

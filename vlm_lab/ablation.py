@@ -61,6 +61,13 @@ def _checkpoint_rows(run_dir: Path) -> list[dict[str, Any]]:
     ]
 
 
+def _paired_text(other: dict[str, Any]) -> str:
+    """``", paired difference -2.1% [-5.0%, +0.8%] on 96 samples"`` for a run compared with the best sample by sample; "" otherwise."""
+    if not other.get("paired"):
+        return ""
+    return f", paired difference {other['diff']:+.1%} [{other['diff_ci_low']:+.1%}, {other['diff_ci_high']:+.1%}] on {other['n']} samples"
+
+
 def _best(rows: list[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any] | None:
     scored = [r for r in rows if isinstance(r.get(metric), (int, float)) and not math.isnan(r[metric])]
     return max(scored, key=lambda r: r[metric]) if scored else None
@@ -245,7 +252,9 @@ class Ablation:
     def ranking(self, metric: str = "accuracy") -> Any:
         """One row per run that reports ``metric``, best first (lowest first for latency and memory): its varied
         parameters, the checkpoint where it does best, the metric, and for accuracy its 95% CI and ``vs_best``
-        (``best``, shared by exact ties; ``CI overlaps the best's``; ``below``). Readable at any grid size, unlike ``table``
+        (``best``, shared by exact ties; ``within noise of the best``: a paired bootstrap on the samples both scored
+        puts 0 in the difference's 95% CI; ``CI overlaps the best's`` where they cannot be paired; ``below``). Readable at
+        any grid size, unlike ``table``
         (a column per variant)."""
         import pandas as pd
 
@@ -260,16 +269,27 @@ class Ablation:
         frame = scored.loc[pick].sort_values(metric, ascending=lower, kind="stable").reset_index(drop=True)
         frame.insert(0, "rank", frame[metric].rank(method="min", ascending=lower).astype(int))
         if metric == "accuracy":
+            from vlm_lab.ablation_paired import versus_best
+
             top = frame.iloc[0]
-            close = frame["ci_high"].astype(float) >= float(top["ci_low"]) if pd.notna(top["ci_low"]) else frame[metric] == top[metric]
-            frame["vs_best"] = ["best" if r == 1 else "CI overlaps the best's" if c else "below" for r, c in zip(frame["rank"], close)]
+            rows = frame.to_dict(orient="records")
+            judged = versus_best(self.sweep_dir, {**rows[0], "ci_low": _plain(top["ci_low"])}, [
+                {**r, "ci_low": _plain(r["ci_low"]), "ci_high": _plain(r["ci_high"])} for r in rows[1:]])  # fmt: skip
+            frame["vs_best"] = ["best"] + [
+                "best" if r == 1 else ("within noise of the best" if j["paired"] else "CI overlaps the best's") if j["close"] else "below"
+                for r, j in zip(frame["rank"][1:], judged)
+            ]  # fmt: skip
         return frame[columns]
 
     def best(self, metric: str = "accuracy") -> dict[str, Any]:
         """The best (run, checkpoint) by ``metric`` (lowest for latency and memory): its parameters,
         checkpoint, metrics, ``ties``: how many other (run, checkpoint) pairs are as good, and for accuracy
-        ``overlapping``: the other runs whose best checkpoint's 95% CI overlaps the best's (the sweep cannot
-        tell them apart), each ``{"run_id", <parameter columns>, "checkpoint", "accuracy", "ci_low", "ci_high"}``."""
+        ``overlapping``: the other runs (each at its best checkpoint) the sweep cannot tell from the best: a paired
+        bootstrap over the samples both scored puts 0 within the 95% CI of their difference, or, where the runs'
+        comparisons cannot be paired, their 95% CIs overlap (``ablation_paired.versus_best``); each
+        ``{"run_id", <parameter columns>, "checkpoint", "accuracy", "ci_low", "ci_high", "paired", "diff",
+        "diff_ci_low", "diff_ci_high", "n"}``. ``runner_up``: the next run when the best is clearly ahead of it
+        (same keys), else None."""
         self._check_metric(metric)
         scored = self.results.dropna(subset=[metric])
         if scored.empty:
@@ -278,13 +298,17 @@ class Ablation:
         row = scored.loc[values.idxmin() if metric in LOWER_IS_BETTER else values.idxmax()]
         best = {k: _plain(row[k]) for k in ("run_id", *self.columns(), "checkpoint", "step", *METRICS)}
         best["ties"] = int((values == float(row[metric])).sum()) - 1  # other (run, checkpoint)s as good
-        best["overlapping"] = []
+        best["overlapping"], best["runner_up"] = [], None
         if metric == "accuracy" and best["ci_low"] is not None:
+            from vlm_lab.ablation_paired import versus_best
+
             others = scored[scored["run_id"] != row["run_id"]]
             per_run = others.loc[others.groupby("run_id", sort=False)[metric].idxmax()].sort_values(metric, ascending=False, kind="stable")
-            close = per_run[per_run["ci_high"].astype(float) >= best["ci_low"]]
             keys = ("run_id", *self.columns(), "checkpoint", "accuracy", "ci_low", "ci_high")
-            best["overlapping"] = [{k: _plain(r[k]) for k in keys} for r in close.to_dict(orient="records")]
+            records = [{k: _plain(r[k]) for k in keys} for r in per_run.to_dict(orient="records")]
+            judged = [{**r, **j} for r, j in zip(records, versus_best(self.sweep_dir, best, records))]
+            best["overlapping"] = [j for j in judged if j.pop("close")]
+            best["runner_up"] = judged[0] if judged and judged[0] not in best["overlapping"] else None
         return best
 
     def describe_best(self, metric: str = "accuracy") -> str:
@@ -311,12 +335,15 @@ class Ablation:
         value = f"{b[metric]:.1%}" if metric == "accuracy" else f"{b[metric]:.4g}"
         ties = f"; tied with {b['ties']} other run/checkpoint pair(s)" if b["ties"] else ""
         if b["overlapping"]:  # within noise of the best: a reader must not take the first line as the answer
-            named = "; ".join(
-                f"{self.label(o)} at {o['checkpoint']} {o['accuracy']:.1%}"
-                for o in b["overlapping"][:3]
-            )  # fmt: skip
+            named = "; ".join(f"{self.label(o)} at {o['checkpoint']} {o['accuracy']:.1%}{_paired_text(o)}" for o in b["overlapping"][:3])
             more = f" and {len(b['overlapping']) - 3} more" if len(b["overlapping"]) > 3 else ""
-            ties = f"; no clear winner: {len(b['overlapping'])} other run(s) reach a 95% CI overlapping it ({named}{more})"
+            paired = {o["paired"] for o in b["overlapping"]}  # paired: on the same samples; else only CIs could be compared
+            how = {frozenset({True}): "within noise of it", frozenset({False}): "reach a 95% CI overlapping it"}.get(
+                frozenset(paired), "within noise of it or reach a 95% CI overlapping it")
+            ties = f"; no clear winner: {len(b['overlapping'])} other run(s) {how} ({named}{more})"
+        elif b.get("runner_up") and b["runner_up"]["paired"]:  # clearly ahead: by how much, on the same samples
+            r = b["runner_up"]
+            ties += f"; ahead of {self.label(r)} at {r['checkpoint']} ({r['accuracy']:.1%}{_paired_text(r)})"
         line = f"best variant: {b['checkpoint']} with {params or 'the base parameters'}: {metric} {value}{ci}{ties} [run {b['run_id']}]"
         return line + self._left_out(metric)
 

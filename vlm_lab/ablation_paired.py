@@ -1,0 +1,56 @@
+"""Is a run within noise of the sweep's best? A paired bootstrap on the samples both scored.
+
+The runs of a sweep answer the same samples, so the question "could the best run's lead be luck?"
+is a paired one: resample the samples, not each run's accuracy apart. Comparing two 95% CIs
+(overlap: "cannot tell apart") is far more cautious: greedy 90% and nucleus 86% on the same 200
+samples overlap, yet a paired bootstrap over the samples where they differ may well exclude 0.
+``versus_best`` pairs each run's checkpoint with the best's by sample id (``scoring.paired_bootstrap``)
+and falls back to CI overlap when a run's comparison cannot be read or the two share no scored sample
+(different data).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vlm_lab.errors import DataError
+
+
+def versus_best(sweep_dir: Path, best: dict[str, Any], others: list[dict[str, Any]], *, seed: int = 0) -> list[dict[str, Any]]:
+    """Per row of ``others`` (``run_id``, ``checkpoint``, ``accuracy``, ``ci_low``, ``ci_high``), against ``best``:
+    ``{"close": within noise of the best, "paired": judged by a paired bootstrap (else by CI overlap),
+    "diff", "diff_ci_low", "diff_ci_high": the other minus the best, paired (None when not paired), "n": samples paired}``."""
+    results: dict[str, Any] = {}
+    top = _scores(sweep_dir, best, results)
+    out = []
+    for row in others:
+        mine = _scores(sweep_dir, row, results)
+        common = [i for i in top if i in mine] if top and mine else []
+        if not common:  # no comparison to read, or different samples: the cautious reading
+            close = best["ci_low"] is not None and row["ci_high"] is not None and float(row["ci_high"]) >= float(best["ci_low"])
+            out.append({"close": bool(close), "paired": False, "diff": None, "diff_ci_low": None, "diff_ci_high": None, "n": 0})
+            continue
+        from vlm_lab.scoring import paired_bootstrap
+
+        p = paired_bootstrap([top[i] for i in common], [mine[i] for i in common], ids=common, seed=seed)
+        out.append({"close": p.ci_high >= 0, "paired": True, "diff": p.diff, "diff_ci_low": p.ci_low, "diff_ci_high": p.ci_high,
+                    "n": len(common)})  # fmt: skip
+    return out
+
+
+def _scores(sweep_dir: Path, row: dict[str, Any], results: dict[str, Any]) -> dict[str, float] | None:
+    """``{sample id: score}`` of ``row``'s checkpoint in its run's saved comparison (scored samples only); None
+    when the run saved none that can be read."""
+    from vlm_lab.results import ComparisonResult
+
+    rid = row["run_id"]
+    if rid not in results:
+        try:
+            results[rid] = ComparisonResult.load(sweep_dir / rid)
+        except (DataError, OSError):  # a notebook that saves no comparison, a damaged one: CI overlap instead
+            results[rid] = None
+    result = results[rid]
+    if result is None or row["checkpoint"] not in result.checkpoints:
+        return None
+    return {r["id"]: r["outputs"][row["checkpoint"]]["score"] for r in result.rows if r["reference"] is not None}
