@@ -26,11 +26,27 @@ from vlm_lab.errors import ConfigError, VlmLabError
 SUBCOMMAND_MODULES = ("checkpoints", "compare", "memory", "runs", "sweep")
 
 
+# Shown under `vlm-lab --help`: what a newcomer runs first (tests/test_cli_help.py parses each line).
+START_HERE = """\
+start here (offline, on the embedded tiny checkpoints; `make checkpoints` trains them):
+  vlm-lab checkpoints eval                                 held-out accuracy of each checkpoint
+  vlm-lab compare checkpoints/shapes --data shapes:val:96  side by side, written to runs/compare
+  vlm-lab show runs/compare --by question_type             a saved comparison again, by question type
+  vlm-lab memory checkpoints/shapes --no-measure           will they fit a 16 GB T4 Space?
+  vlm-lab sweep sweeps/shapes-ablation.yaml --dry-run      the example sweep's runs and their state
+  vlm-lab runs                                             W&B offline runs and their `wandb sync` command
+
+`vlm-lab COMMAND --help` for each command's options and exit codes; README.md for the rest.
+An error is one line naming the fix (exit 2); Ctrl-C exits 130."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlm-lab",
-        description="Compare VLM checkpoints side by side, profile their memory, log ablations to W&B "
-        "and run papermill sweeps. Runs offline on the embedded tiny shapes checkpoints by default.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Compare VLM checkpoints side by side, profile their memory, log ablations to W&B and\n"
+        "run papermill sweeps. Runs offline on the embedded tiny shapes checkpoints by default.",
+        epilog=START_HERE,
     )
     parser.add_argument("--version", action="version", version=f"vlm_lab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

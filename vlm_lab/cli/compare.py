@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Generate with every checkpoint on the same samples, score against the references, and write "
         "results.jsonl, results.csv, summary.json and comparison.html to --out. Per-sample results are cached: "
         "an interrupted run resumes, a finished one re-runs without loading a model.",
+        epilog="Exit codes: 0 done; 2 an error (a reference that resolves to nothing, a broken checkpoint, bad data), "
+        "one line naming the fix; 130 Ctrl-C (finished batches are cached: a re-run resumes).",
     )
     parser.add_argument("refs", nargs="*", default=list(_DEFAULTS.checkpoints), metavar="REF",
                         help="checkpoint folder, training output (its checkpoint-N folders), or hub id org/name[@rev][:sub] "
@@ -41,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="exact | normalized (1 or 0; 1 when the output matches any listed answer) | vqa (VQA accuracy, a "
                              "fraction, against a list of human answers) (default: %(default)s)")  # fmt: skip
     parser.add_argument("--memory-budget", default=_DEFAULTS.memory_budget,
-                        help="model cache budget, e.g. 16GB (default: 90%% of the GPU, half the RAM on CPU)")  # fmt: skip
+                        help="model cache budget: 16GB (10^9 bytes), 15GiB (2^30) or bytes; 16G is refused as ambiguous "
+                        "(default: 90%% of the GPU, half the RAM on CPU)")  # fmt: skip
     parser.add_argument("--out", default=_DEFAULTS.output_dir, help="output folder (default: %(default)s)")
     parser.add_argument("--cache-dir", default=_DEFAULTS.cache_dir, help="result cache folder (default: OUT/.cache)")
     parser.add_argument("--no-cache", action="store_true", help="ignore and do not write cached per-sample results")

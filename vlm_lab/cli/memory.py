@@ -23,8 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "A checkpoint that cannot be measured (no weights or tokenizer in its folder) keeps its estimate and verdict.",
         epilog="Table: estimated_MiB and measured_MiB are on `device` (where it was measured; the target's device with "
         "--no-measure); needs_MiB, fits, margin, max_batch and co_resident are for `target`. "
-        "Exit codes: 0 every checkpoint fits; 1 one does not fit; 2 an error; "
-        "3 all fit but one could not be measured (its verdict is from the estimate alone).",
+        "Exit codes: 0 every checkpoint fits; 1 one does not fit (or its --rehearse run ran out of memory); 2 an error; "
+        "3 all fit but one could not be measured or ran out of memory outside a rehearsal (its verdict is from the "
+        "estimate alone); 130 Ctrl-C (the rows done are printed; measurements are not saved).",
     )
     parser.add_argument("refs", nargs="*", default=list(_DEFAULTS.checkpoints), metavar="REF",
                         help="model folders, training outputs (expand to checkpoint-N) or hub ids (default: %(default)s)")
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-size", default=_DEFAULTS.image_size, metavar="N|HxW",
                         help="images the Space will get: 0 = any size, N = up to N px on the longer side, HxW = exactly that "
                         "(height x width). The estimate and the measurement use the shape that makes the most image tokens "
-                        "(square, 2:1, 1:2, 4:1, 1:4 and the model's tile grids) (default: %(default)s)")
+                        "(square, 5:4, 4:3, 3:2, 16:9, 2:1 and 4:1 either way up, and the model's tile grids) (default: %(default)s)")
     parser.add_argument("--no-measure", action="store_true", help="estimate only: load nothing")
     parser.add_argument("--rehearse", action="store_true", help="on a larger GPU, cap the process at the target's memory and run it")
     parser.add_argument("--snapshot-dir", default=_DEFAULTS.snapshot_dir, help="write CUDA memory snapshots here (also on out-of-memory)")

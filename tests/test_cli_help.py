@@ -1,0 +1,37 @@
+"""`vlm-lab --help` and each command's help: what a newcomer reads first agrees with the code."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+
+from vlm_lab.cli import START_HERE, build_parser
+
+
+def help_text(*command: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "vlm_lab.cli", *command, "--help"], capture_output=True, text=True, check=True)
+    return " ".join(done.stdout.split())  # argparse wraps at the terminal's width
+
+
+def test_the_start_here_commands_parse_and_are_in_the_top_level_help():
+    assert "start here" in help_text()
+    lines = [l.strip().split("  ")[0] for l in START_HERE.splitlines() if l.startswith("  vlm-lab ")]
+    assert len(lines) >= 5
+    for line in lines:
+        args = build_parser().parse_args(shlex.split(line)[1:])
+        assert args.func, line
+
+
+def test_memory_help_names_every_aspect_the_estimate_tries():
+    from vlm_lab.memory_shapes import ASPECTS
+
+    text = help_text("memory")
+    named = {f"{max(h, w)}:{min(h, w)}" for h, w in ASPECTS if h != w}
+    assert "square" in text and "either way up" in text
+    assert not {a for a in named if a not in text}, f"--image-size help lacks {sorted(a for a in named if a not in text)}"
+
+
+def test_compare_and_memory_help_give_every_exit_code():
+    assert all(f"{code} " in help_text("memory").split("Exit codes:")[1] for code in (0, 1, 2, 3, 130))
+    assert all(f"{code} " in help_text("compare").split("Exit codes:")[1] for code in (0, 2, 130))
