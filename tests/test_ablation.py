@@ -159,26 +159,34 @@ def test_the_wide_view_keeps_every_run_and_says_why_some_have_no_numbers(by_swee
         ablation.accuracy_by(" ")
 
 
-def test_the_description_names_a_winner_only_outside_the_others_ci(by_sweep):
+def test_the_description_names_a_winner_only_when_the_paired_difference_excludes_0(by_sweep):
     """At checkpoint-250 both runs saw the same weights: every value is a tie, so no run may be called the winner.
     At each run's best, the late run's checkpoint-1000 answers shapes better than the early run's checkpoint-250."""
     ablation = Ablation.load(by_sweep)
     tied = ablation.describe_accuracy_by("question_type", checkpoint=250)
     assert tied.startswith("accuracy by question_type at checkpoint 250:")
     for value in ("color", "shape", "describe"):
-        assert re.search(rf"question_type={value}: best schedule=\w+ \d+% \[\d+–\d+\]; no clear winner: 1 other run\(s\) with an overlapping 95% CI", tied), tied
+        assert re.search(rf"question_type={value}: best schedule=\w+ \d+% \[\d+–\d+\]; no clear winner: 1 other run\(s\) within noise of it on the same samples", tied), tied
     notes = tied.split("2 of 4 run(s) without numbers (the note column):\n")[1].splitlines()
     assert notes[0] == "  completed without a comparison in its folder (needs summary.json and results.jsonl) (schedule=lost)"
     assert notes[1] == "  failed: cell [5]: RuntimeError: CUDA out of memory (schedule=oom)"
 
+    from vlm_lab.results import ComparisonResult
+    from vlm_lab.scoring import paired_bootstrap
+
     frame = ablation.accuracy_by("question_type")
     lines = ablation.describe_accuracy_by("question_type").splitlines()
-    for value, part in frame.groupby("question_type"):  # at each run's best: the wording follows the CIs
+    results = {s: ComparisonResult.load(by_sweep / i) for s, i in zip(ablation.runs["schedule"], ablation.runs["run_id"]) if s in ("early", "late")}
+    for value, part in frame.groupby("question_type"):  # at each run's best: the wording follows a paired bootstrap
         top, other = part.sort_values("accuracy", ascending=False, kind="stable").to_dict(orient="records")
         line = next(line for line in lines if line.startswith(f"  question_type={value}: best schedule={top['schedule']} "))
-        apart = other["ci_high"] < top["ci_low"]
-        assert ("clearly above every other run (95% CIs apart; next: schedule=" in line) == apart, line
-        assert ("no clear winner: 1 other run(s) with an overlapping 95% CI" in line) == (not apart), line
+        rows = [r for r in results[top["schedule"]].rows if r["meta"]["question_type"] == value]
+        p = paired_bootstrap([r["outputs"][top["checkpoint"]]["score"] for r in rows],
+                             [r["outputs"][other["checkpoint"]]["score"] for r in results[other["schedule"]].rows
+                              if r["meta"]["question_type"] == value])  # fmt: skip
+        apart = p.ci_high < 0
+        assert ("clearly above every other run (paired on the same samples; next: schedule=" in line) == apart, line
+        assert ("no clear winner: 1 other run(s) within noise of it on the same samples" in line) == (not apart), line
 
 
 def test_a_run_whose_ci_is_apart_from_the_others_is_named_the_winner(by_sweep):

@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from vlm_lab.breakdown import COLUMNS, percent_ci
+from vlm_lab.ablation_paired import versus_best
+from vlm_lab.breakdown import COLUMNS, MISSING, percent_ci
 from vlm_lab.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -106,7 +107,9 @@ def wide(ablation: Ablation, frame: Any, notes: dict[str, str], key: str) -> Any
 
 
 def describe(ablation: Ablation, frame: Any, notes: dict[str, str], key: str, *, checkpoint: str | int | None = None) -> str:
-    """Per value, the best run and the runs whose 95% CI overlaps its (no clear winner then); the runs without numbers."""
+    """Per value, the best run and the runs the sweep cannot tell from it (no clear winner then): judged on that value's
+    samples both runs scored (``ablation_paired.versus_best``), by CI overlap where they cannot be paired; the runs
+    without numbers."""
     column = value_column(ablation, key)
     where = "each run's best checkpoint" if checkpoint is None else f"checkpoint {checkpoint}"
     lines = [f"accuracy by {key} at {where}:"]
@@ -122,16 +125,20 @@ def describe(ablation: Ablation, frame: Any, notes: dict[str, str], key: str, *,
         if len(scored) == 1:
             lines.append(f"{head} (the only run scored)")
             continue
-        others = scored.iloc[1:]
-        close = others[others["ci_high"] >= top["ci_low"]]  # CIs that overlap: the sweep cannot tell these apart
-        if close.empty:
-            nxt = others.iloc[0]
-            lines.append(f"{head}, clearly above every other run (95% CIs apart; next: {ablation.label(nxt)} "
+        others = scored.iloc[1:].to_dict(orient="records")
+        judged = versus_best(ablation.sweep_dir, top.to_dict(), others, where=_with_value(key, value))
+        close = [o for o, j in zip(others, judged) if j["close"]]  # the sweep cannot tell these from the best
+        paired = all(j["paired"] for j in judged)  # on the same samples; else (some) by CI overlap only
+        if not close:
+            nxt = others[0]
+            how = "paired on the same samples" if paired else "95% CIs apart"
+            lines.append(f"{head}, clearly above every other run ({how}; next: {ablation.label(nxt)} "
                          f"{percent_ci(nxt['accuracy'], nxt['ci_low'], nxt['ci_high'], nxt['n_scored'])})")  # fmt: skip
         else:
-            named = "; ".join(f"{ablation.label(r)} {r['accuracy']:.0%}" for _, r in close.head(3).iterrows())
+            named = "; ".join(f"{ablation.label(r)} {r['accuracy']:.0%}" for r in close[:3])
             more = f" and {len(close) - 3} more" if len(close) > 3 else ""
-            lines.append(f"{head}; no clear winner: {len(close)} other run(s) with an overlapping 95% CI ({named}{more})")
+            how = "within noise of it on the same samples" if paired else "with an overlapping 95% CI"
+            lines.append(f"{head}; no clear winner: {len(close)} other run(s) {how} ({named}{more})")
     if notes:
         lines.append(f"{len(notes)} of {len(ablation.runs)} run(s) without numbers (the note column):")
         by_note: dict[str, list[str]] = {}
@@ -142,6 +149,15 @@ def describe(ablation: Ablation, frame: Any, notes: dict[str, str], key: str, *,
             more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
             lines.append(f"  {note} ({'every run' if len(labels) == len(ablation.runs) else '; '.join(labels[:3]) + more})")
     return "\n".join(lines)
+
+
+def _with_value(key: str, value: str):
+    """Accepts the result rows whose ``meta[key]`` reads ``value`` (``breakdown.groups``' rule, ``MISSING`` included)."""
+    def accepts(row: dict) -> bool:
+        got = (row.get("meta") or {}).get(key)
+        return (MISSING if got is None else str(got)) == value
+
+    return accepts
 
 
 def plot(ablation: Ablation, frame: Any, notes: dict[str, str], key: str, *, checkpoint: str | int | None = None):

@@ -12,20 +12,22 @@ and falls back to CI overlap when a run's comparison cannot be read or the two s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from vlm_lab.errors import DataError
 
 
-def versus_best(sweep_dir: Path, best: dict[str, Any], others: list[dict[str, Any]], *, seed: int = 0) -> list[dict[str, Any]]:
+def versus_best(sweep_dir: Path, best: dict[str, Any], others: list[dict[str, Any]], *, seed: int = 0,
+                where: Callable[[dict], bool] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Per row of ``others`` (``run_id``, ``checkpoint``, ``accuracy``, ``ci_low``, ``ci_high``), against ``best``:
     ``{"close": within noise of the best, "paired": judged by a paired bootstrap (else by CI overlap),
-    "diff", "diff_ci_low", "diff_ci_high": the other minus the best, paired (None when not paired), "n": samples paired}``."""
+    "diff", "diff_ci_low", "diff_ci_high": the other minus the best, paired (None when not paired), "n": samples paired}``.
+    ``where``: only the samples (result rows) it accepts, e.g. one question type's."""
     results: dict[str, Any] = {}
-    top = _scores(sweep_dir, best, results)
+    top = _scores(sweep_dir, best, results, where)
     out = []
     for row in others:
-        mine = _scores(sweep_dir, row, results)
+        mine = _scores(sweep_dir, row, results, where)
         common = [i for i in top if i in mine] if top and mine else []
         if not common:  # no comparison to read, or different samples: the cautious reading
             close = best["ci_low"] is not None and row["ci_high"] is not None and float(row["ci_high"]) >= float(best["ci_low"])
@@ -39,7 +41,7 @@ def versus_best(sweep_dir: Path, best: dict[str, Any], others: list[dict[str, An
     return out
 
 
-def _scores(sweep_dir: Path, row: dict[str, Any], results: dict[str, Any]) -> dict[str, float] | None:
+def _scores(sweep_dir: Path, row: dict[str, Any], results: dict[str, Any], where: Callable[[dict], bool] | None) -> dict[str, float] | None:
     """``{sample id: score}`` of ``row``'s checkpoint in its run's saved comparison (scored samples only); None
     when the run saved none that can be read."""
     from vlm_lab.results import ComparisonResult
@@ -53,4 +55,4 @@ def _scores(sweep_dir: Path, row: dict[str, Any], results: dict[str, Any]) -> di
     result = results[rid]
     if result is None or row["checkpoint"] not in result.checkpoints:
         return None
-    return {r["id"]: r["outputs"][row["checkpoint"]]["score"] for r in result.rows if r["reference"] is not None}
+    return {r["id"]: r["outputs"][row["checkpoint"]]["score"] for r in result.rows if r["reference"] is not None and (where is None or where(r))}
