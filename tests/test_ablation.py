@@ -386,3 +386,16 @@ def test_runs_within_noise_on_the_same_samples_are_no_clear_winner(tmp_path, one
     assert other["paired"] and other["diff"] == 0 and other["diff_ci_low"] == other["diff_ci_high"] == 0
     assert "no clear winner: 1 other run(s) within noise of it (" in ablation.describe_best()
     assert list(ablation.ranking()["vs_best"]) == ["best", "best"]  # an exact tie shares the rank
+
+
+def test_a_panel_with_many_values_keeps_its_legend_off_the_lines(tmp_path):
+    """Ten learning rates: the legend inside the panel covered the lines it names."""
+    lrs = [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2]
+    folder = lay_out_sweep(tmp_path, {"learning_rate": lrs}, accuracy=lambda step, learning_rate: step / 1000 * (1 - lrs.index(learning_rate) / 20))
+    fig = Ablation.load(folder).plot()
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1  # beside the panel, not over it
+    few = Ablation.load(lay_out_sweep(tmp_path / "few", {"learning_rate": lrs[:3]})).plot()
+    few.canvas.draw()
+    assert few.axes[0].get_legend().get_window_extent().x1 <= few.axes[0].get_window_extent().x1  # three: inside, as before

@@ -61,6 +61,9 @@ def _checkpoint_rows(run_dir: Path) -> list[dict[str, Any]]:
     ]
 
 
+MAX_LEGEND_INSIDE = 6  # lines per panel whose legend fits inside it; with more, the legend goes beside the panel
+
+
 def _paired_text(other: dict[str, Any]) -> str:
     """``", paired difference -2.1% [-5.0%, +0.8%] on 96 samples"`` for a run compared with the best sample by sample; "" otherwise."""
     if not other.get("paired"):
@@ -376,13 +379,14 @@ class Ablation:
             for value, part in groups:
                 mean = part.groupby(x, sort=True)[metric].mean()
                 ax.plot(list(mean.index), list(mean.values), marker="o", label=f"{param}={value}" if param else value)
+            beside = len(ax.lines) > MAX_LEGEND_INSIDE  # many values: a legend inside would cover the lines
             ax.set_title(f"{metric} by {param or 'checkpoint'}")
             ax.set_xlabel("training step" if x == "step" else "checkpoint")
             ax.set_ylabel(metric)
             if metric == "accuracy":
                 ax.set_ylim(-0.02, 1.02)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize="small")
+            ax.legend(fontsize="small", **({"loc": "upper left", "bbox_to_anchor": (1.02, 1)} if beside else {}))
         fig.suptitle(f"sweep {self.name}: {len(self.runs)} runs, {int((self.runs['state'] == 'completed').sum())} completed")
         fig.tight_layout()
         return fig
