@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -237,3 +238,36 @@ def test_a_removal_cut_short_does_not_leave_a_folder_that_blocks_the_next_build(
     assert [p.name for p in paths] == ["checkpoint-0", "checkpoint-1", "checkpoint-2"]
     assert sorted(p.name for p in out.iterdir() if p.name.startswith((".checkpoint", "checkpoint"))) == [
         "checkpoint-0", "checkpoint-1", "checkpoint-2"]
+
+
+SAVE_ONTO_A_FULL_DISK = r"""
+import resource, signal, sys
+from vlm_lab import tiny
+from vlm_lab.config import TrainConfig
+from vlm_lab.errors import OutputPathError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as past a quota
+
+def fill_the_disk(path):
+    if path.name == "checkpoint-2":
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+
+try:
+    tiny.train(TrainConfig(out=sys.argv[1], steps=4, save_every=2), progress=False, on_save=fill_the_disk)
+except OutputPathError as e:
+    print(f"OutputPathError: {e}")
+"""
+
+
+def test_a_save_that_runs_out_of_space_says_so_and_leaves_no_partial_folder(tmp_path):
+    out = tmp_path / "ck"
+    done = subprocess.run([sys.executable, "-c", SAVE_ONTO_A_FULL_DISK, str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert re.fullmatch(
+        r"OutputPathError: could not save checkpoint-4 in .*ck: File too large \(errno 27\)\. Checkpoint-2 and "
+        r"earlier are kept: free space there \(or pass another --out\) and run again to resume from checkpoint-2\n",
+        done.stdout,
+    ), done.stdout
+    assert sorted(p.name for p in out.iterdir() if "checkpoint" in p.name) == ["checkpoint-0", "checkpoint-2"]  # no partial
+    saved = []
+    tiny.train(TrainConfig(out=str(out), steps=4, save_every=2), progress=False, on_save=saved.append)
+    assert [p.name for p in saved] == ["checkpoint-4"]  # resumed once there was room

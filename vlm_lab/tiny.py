@@ -11,11 +11,13 @@ path a hub VLM takes, so nothing downstream special-cases it.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import json
 import math
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
+from safetensors import SafetensorError
 
 from vlm_lab import shapes
 from vlm_lab.checkpoints import CheckpointRef
@@ -204,12 +207,25 @@ def _save_checkpoint(model, processor, out: Path, step: int, log_history: list[d
     states go where the HF Trainer puts them (``optimizer.pt``, ``scheduler.pt``), so an
     interrupted build resumes from its last checkpoint (``_resume``).
     """
-    from transformers import TrainerState
-
     final = out / f"checkpoint-{step}"
     tmp = out / f".checkpoint-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()  # quiet_if_small reads the folder: it must exist (and holds no weights yet, so it counts as small)
+    try:
+        tmp.mkdir()  # quiet_if_small reads the folder: it must exist (and holds no weights yet, so it counts as small)
+        _write_checkpoint(model, processor, final, tmp, step, log_history, config,
+                          optimizer=optimizer, scheduler=scheduler, train_samples=train_samples)
+    except (OSError, SafetensorError) as e:  # a full disk or quota: the partial folder would only hold the space
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _save_failed(e, out, step) from e
+    _discard(final)
+    tmp.rename(final)
+    return final
+
+
+def _write_checkpoint(model, processor, final: Path, tmp: Path, step: int, log_history: list[dict], config: TrainConfig, *,
+                      optimizer, scheduler, train_samples: int) -> None:
+    from transformers import TrainerState
+
     # The tiny model's one shard writes in a millisecond: no "Writing model shards" bar, as for loading it.
     with quiet_if_small(CheckpointRef(spec=str(final), path=str(tmp))):
         model.save_pretrained(tmp)
@@ -235,9 +251,29 @@ def _save_checkpoint(model, processor, out: Path, step: int, log_history: list[d
     file_mode = tmp.stat().st_mode & 0o666
     for f in tmp.iterdir():
         f.chmod(file_mode)
-    _discard(final)
-    tmp.rename(final)
-    return final
+
+
+def _save_failed(error: Exception, out: Path, step: int) -> OutputPathError:
+    """The error for a checkpoint that could not be written, naming the cause, what is kept and the fix."""
+    code = getattr(error, "errno", None)
+    if code is None:  # safetensors reports an OSError as text: "... I/O error: No space left on device (os error 28)"
+        found = re.search(r"\(os error (\d+)\)", str(error))
+        code = int(found.group(1)) if found else None
+    reason = f"{os.strerror(code)} (errno {code})" if code else str(error)
+    kept = [p for p in _checkpoint_dirs(out) if int(p.name.removeprefix("checkpoint-")) < step]
+    if kept:
+        then = f"{kept[-1].name} and earlier are kept: "
+        resume = f" to resume from {kept[-1].name}"
+    else:
+        then, resume = "", ""
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        fix = "free space there (or pass another --out)"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make it writable (or pass another --out)"
+    else:
+        fix = "pass another --out"
+    advice = f"{then}{fix} and run again{resume}"
+    return OutputPathError(f"could not save checkpoint-{step} in {out}: {reason}. {advice[0].upper()}{advice[1:]}")
 
 
 class StaleCheckpointsWarning(UserWarning):
@@ -257,8 +293,9 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
         The checkpoint folders, sorted by step.
 
     Raises:
-        OutputPathError: ``out`` is a file or not writable, or the build would change a folder
-            that holds checkpoint-N folders no build made (those are never deleted).
+        OutputPathError: ``out`` is a file or not writable, a checkpoint could not be saved (a full
+            disk: no partial folder is left, the saved ones are kept), or the build would change a
+            folder that holds checkpoint-N folders no build made (those are never deleted).
     """
     out = Path(config.out).expanduser()  # '~/ck' is under $HOME, as `vlm-lab compare ~/ck` reads it
     save_steps = sorted({0, *range(config.save_every, config.steps + 1, config.save_every), config.steps})
