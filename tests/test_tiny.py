@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import re
 import subprocess
@@ -271,3 +272,24 @@ def test_a_save_that_runs_out_of_space_says_so_and_leaves_no_partial_folder(tmp_
     saved = []
     tiny.train(TrainConfig(out=str(out), steps=4, save_every=2), progress=False, on_save=saved.append)
     assert [p.name for p in saved] == ["checkpoint-4"]  # resumed once there was room
+
+
+@pytest.mark.parametrize("samples, batch_size", [(3, 8), (3, 3), (10, 4), (3600, 32)])
+def test_every_batch_holds_batch_size_samples_even_when_an_epoch_holds_fewer(samples, batch_size):
+    order = tiny._batch_order(samples, TrainConfig(batch_size=batch_size))
+    batches = [next(order) for _ in range(samples)]  # batch_size epochs in all
+    assert {len(b) for b in batches} == {batch_size}  # --train-images 1 --batch-size 8 trained on 3 a step
+    seen = [i for b in batches for i in b]
+    assert sorted(seen) == sorted(list(range(samples)) * batch_size)  # each sample once per epoch
+
+
+def test_log_history_rows_have_the_keys_the_trainer_logs(tmp_path):
+    from transformers import TrainerState
+
+    paths = tiny.train(TrainConfig(out=str(tmp_path / "ck"), steps=3, save_every=3, train_images=16), progress=False)
+    state = TrainerState.load_from_json(str(paths[-1] / "trainer_state.json"))
+    for row in state.log_history:  # Trainer.log: loss, grad_norm, learning_rate, epoch, step
+        assert {"loss", "grad_norm", "learning_rate", "epoch", "step"} <= row.keys(), row
+        assert row["grad_norm"] > 0 and math.isfinite(row["grad_norm"])
+    assert [row["epoch"] for row in state.log_history] == [0.6667, 1.3333, 2.0]  # 32 a step of 48 samples
+    assert state.epoch == 2.0

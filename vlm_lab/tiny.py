@@ -235,7 +235,7 @@ def _write_checkpoint(model, processor, final: Path, tmp: Path, step: int, log_h
     # A real TrainerState, so TrainerState.load_from_json (Trainer's resume) reads it; the build's
     # own record rides in stateful_callbacks, where the Trainer keeps its callbacks' state.
     state = TrainerState(
-        epoch=round(step * config.batch_size / train_samples, 4),
+        epoch=_epoch(step, config, train_samples),
         global_step=step,
         max_steps=config.steps,
         logging_steps=1,
@@ -413,10 +413,12 @@ def _train_and_save(
             raise _diverged(config, f"the loss became {loss.item()} at step {step}", paths[-1])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # before clipping, as the Trainer logs it
         optimizer.step()
         scheduler.step()
-        log_history.append({"step": step, "loss": round(loss.item(), 5), "learning_rate": scheduler.get_last_lr()[0]})
+        # the keys Trainer.log writes, so tools that read a Trainer's log_history read this one
+        log_history.append({"step": step, "epoch": _epoch(step, config, len(data)), "loss": round(loss.item(), 5),
+                            "grad_norm": round(grad_norm.item(), 5), "learning_rate": scheduler.get_last_lr()[0]})
         bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.update(1)
         if step in save_steps:
@@ -428,6 +430,11 @@ def _train_and_save(
                 on_save(paths[-1])
     bar.close()
     return paths
+
+
+def _epoch(step: int, config: TrainConfig, train_samples: int) -> float:
+    """Epochs of the training data seen after ``step`` steps (fractional, as the Trainer counts them)."""
+    return round(step * config.batch_size / train_samples, 4)
 
 
 def _diverged(config: TrainConfig, what: str, last_saved: Path) -> ConfigError:
@@ -443,7 +450,7 @@ def _batch_order(num_samples: int, config: TrainConfig) -> Iterator[list[int]]:
     rng = random.Random(config.seed)
     order: list[int] = []
     while True:
-        if len(order) < config.batch_size:
+        while len(order) < config.batch_size:  # `while`: a batch bigger than the data spans several epochs
             fresh = list(range(num_samples))
             rng.shuffle(fresh)
             order += fresh
