@@ -111,6 +111,35 @@ def _one_line_warnings(show):
     return show_warning
 
 
+def check_embedded_checkpoints(refs: list[str] | tuple[str, ...]) -> None:
+    """The embedded default (``checkpoints/shapes``) named but not here: say how to build it, or where it is.
+
+    Without this, a fresh clone's first ``vlm-lab compare`` (or one run from ``notebooks/``) read
+    ``checkpoints/shapes`` as a hub id and suggested ``hf download checkpoints/shapes``.
+
+    Raises:
+        CheckpointNotFoundError: a ref is the default path and no such folder exists here.
+    """
+    from pathlib import Path
+
+    from vlm_lab.config import TrainConfig
+    from vlm_lab.errors import CheckpointNotFoundError
+    from vlm_lab.paths import project_root
+
+    default = TrainConfig().out
+    for ref in refs:
+        if os.path.normpath(ref) != os.path.normpath(default) or Path(ref).exists():
+            continue
+        here, root = Path.cwd(), project_root()
+        if root != here.resolve() and (root / default).is_dir():
+            fix = f"the embedded checkpoints are at {root / default}: run from the project root ({root}) or name that folder"
+        else:
+            fix = (f"the embedded tiny checkpoints are not built yet: build them with `vlm-lab checkpoints build --out {default}` "
+                   "(about a minute on 2 CPU cores; `make checkpoints` in the project root does the same), or name your own "
+                   "checkpoint folders")
+        raise CheckpointNotFoundError(f"no checkpoints at {ref!r} (relative to {here}); {fix}")
+
+
 @contextlib.contextmanager
 def flags_in_config_errors(*fields: str, **renamed: str) -> Iterator[None]:
     """Inside, a ``ConfigError`` that names config fields names the command's flags instead.

@@ -146,10 +146,11 @@ def _groups_json(frame, key: str, checkpoint: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vlm_lab.cli import check_embedded_checkpoints
     from vlm_lab.compare import compare
-
     from vlm_lab.errors import ConfigError
 
+    check_embedded_checkpoints(args.refs)
     result = compare(config_from_args(args), progress=not args.quiet)  # the bar goes to stderr
     try:
         print_summary(result, as_json=args.json, by=args.by)

@@ -48,8 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _memory(args: argparse.Namespace) -> int:
-    from vlm_lab.cli import flags_in_config_errors
+    from vlm_lab.cli import check_embedded_checkpoints, flags_in_config_errors
 
+    check_embedded_checkpoints(args.refs)
     # the library names config fields (dtype='float16'); here they are flags (--dtype float16)
     with flags_in_config_errors("snapshot_dir", "dtype", "device", "target", "batch_size", "prompt_tokens", "max_new_tokens",
                                 "image_size", "rehearse", measure="--no-measure"):

@@ -1,0 +1,36 @@
+"""A newcomer's first commands before the embedded checkpoints exist, or from the wrong folder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def vlm_lab(cwd, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vlm_lab.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("command", [["compare", "--quiet"], ["compare", "checkpoints/shapes", "--quiet"],
+                                     ["memory", "--no-measure"], ["memory", "./checkpoints/shapes/", "--no-measure"]])
+def test_the_default_checkpoints_not_built_yet_say_how_to_build_them(tmp_path, command):
+    done = vlm_lab(tmp_path, *command)
+    assert done.returncode == 2, done.stderr
+    assert "vlm-lab checkpoints build --out checkpoints/shapes" in done.stderr
+    assert "hf download" not in done.stderr  # it is no hub repo
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_run_from_a_subfolder_names_where_the_checkpoints_are(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "checkpoints" / "shapes").mkdir(parents=True)
+    (tmp_path / "notebooks").mkdir()
+    done = vlm_lab(tmp_path / "notebooks", "compare", "--quiet")
+    assert done.returncode == 2
+    assert f"run from the project root ({tmp_path})" in done.stderr and str(tmp_path / "checkpoints" / "shapes") in done.stderr
+
+
+def test_other_missing_references_keep_the_librarys_error(tmp_path):
+    done = vlm_lab(tmp_path, "compare", "runs/x/checkpoint-5", "--quiet")
+    assert done.returncode == 2 and "checkpoints build" not in done.stderr and "runs/x/checkpoint-5" in done.stderr
