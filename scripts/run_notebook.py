@@ -20,10 +20,17 @@ import papermill.cli
 from vlm_lab.sweep_papermill import kernel_transport
 
 
+HELP = """papermill, with the kernel on private unix sockets instead of TCP on localhost (vlm_lab's
+    make demo and sweeps run notebooks this way); every papermill option below works as there.
+
+    """
+
+
 def main() -> None:
     with kernel_transport() as options:  # the socket folder is removed however papermill exits
         # papermill's CLI calls its module's execute_notebook; give it the kernel options it cannot take
         papermill.cli.execute_notebook = functools.partial(papermill.cli.execute_notebook, **options)
+        papermill.cli.papermill.help = HELP + papermill.cli.papermill.help  # --help says how this differs
         papermill.cli.papermill.main(prog_name="run_notebook.py")
 
 

@@ -35,3 +35,12 @@ def test_memory_help_names_every_aspect_the_estimate_tries():
 def test_compare_and_memory_help_give_every_exit_code():
     assert all(f"{code} " in help_text("memory").split("Exit codes:")[1] for code in (0, 1, 2, 3, 130))
     assert all(f"{code} " in help_text("compare").split("Exit codes:")[1] for code in (0, 2, 130))
+
+
+def test_run_notebook_help_says_how_it_differs_from_papermill():
+    from conftest import ROOT
+
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_notebook.py"), "--help"], capture_output=True,
+                          text=True, check=True)
+    text = " ".join(done.stdout.split())
+    assert "private unix sockets" in text and "--parameters" in text  # ours first, then papermill's own options
