@@ -50,7 +50,7 @@ def test_quiet_rebuild_says_what_it_removed_and_draws_no_bars(tmp_path):
         f"warning: removed checkpoint-0, checkpoint-2 from {out}: an earlier build made them "
         "with save_every=2, seed=0; now save_every=1, seed=1, so they do not belong to this run"
     ]  # and no "Writing model shards" bar
-    assert r.stdout.strip() == f"3 checkpoints in {out}: checkpoint-0, checkpoint-1, checkpoint-2"
+    assert r.stdout.splitlines()[0] == f"3 checkpoints in {out}: checkpoint-0, checkpoint-1, checkpoint-2"
 
 
 def test_eval_help_shows_a_plain_percent_sign():
@@ -120,3 +120,28 @@ def test_eval_of_a_run_being_written_skips_the_unfinished_checkpoint_and_says_so
     assert [line.split()[0] for line in r.stdout.splitlines()[1:2]] == ["checkpoint-0"] and "checkpoint-250" not in r.stdout
     (warning,) = [line for line in r.stderr.splitlines() if "checkpoint-250" in line]
     assert warning.startswith(f"warning: skipping {run / 'checkpoint-250'} (no weights or tokenizer in the folder): it is not complete")
+
+
+def test_build_says_whether_it_trained_resumed_or_found_the_work_done(tmp_path):
+    import json
+    import shutil
+
+    out = tmp_path / "ck"
+    build = ("checkpoints", "build", "--out", str(out), "--steps", "4", "--save-every", "2", "--quiet")
+    first = vlm_lab(*build, check=True).stdout.splitlines()
+    losses = [row["loss"] for row in json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]]
+    assert first[1] == (f"trained steps 1-4: loss {losses[0]:.4g} at step 1, {losses[-1]:.4g} at step 4 "
+                        f"(every step's loss: {out / 'checkpoint-4' / 'trainer_state.json'})")
+    again = vlm_lab(*build, check=True).stdout.splitlines()
+    assert again[1] == f"already built with these settings: nothing trained (loss {losses[-1]:.4g} at step 4)"
+    shutil.rmtree(out / "checkpoint-4")  # as a kill before the last save leaves it
+    resumed = vlm_lab(*build, check=True).stdout.splitlines()
+    assert resumed[1].startswith("resumed from checkpoint-2, trained steps 3-4: loss ")
+    assert len(resumed) == 2
+
+
+def test_build_into_an_empty_out_is_refused_not_written_into_the_current_folder(tmp_path):
+    r = vlm_lab("checkpoints", "build", "--out", "", "--steps", "1", "--quiet", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == "error: OutputPathError: --out is empty; pass the folder to save the checkpoints in, such as checkpoints/shapes"
+    assert list(tmp_path.iterdir()) == []

@@ -297,6 +297,8 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
             disk: no partial folder is left, the saved ones are kept), or the build would change a
             folder that holds checkpoint-N folders no build made (those are never deleted).
     """
+    if not config.out.strip():  # an unset "$OUT": the checkpoints would land in the current folder
+        raise OutputPathError("--out is empty; pass the folder to save the checkpoints in, such as checkpoints/shapes")
     out = Path(config.out).expanduser()  # '~/ck' is under $HOME, as `vlm-lab compare ~/ck` reads it
     save_steps = sorted({0, *range(config.save_every, config.steps + 1, config.save_every), config.steps})
     wanted = [out / f"checkpoint-{s}" for s in save_steps]
@@ -484,6 +486,13 @@ def _resume(out: Path, config: TrainConfig, save_steps: list[int], model, optimi
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     return step
+
+
+def log_history(checkpoint: str | os.PathLike[str]) -> list[dict]:
+    """The per-step rows (step, epoch, loss, grad_norm, learning_rate) of a checkpoint's trainer_state.json;
+    ``[]`` when it has none. Any HF Trainer checkpoint reads the same way."""
+    rows = _saved_state(Path(checkpoint)).get("log_history")
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
 
 def _saved_state(path: Path) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from vlm_lab.config import TrainConfig
 
@@ -52,9 +53,28 @@ def _build(args: argparse.Namespace) -> int:
     with flags_in_config_errors("out", "steps", "save_every", "seed", "batch_size", "learning_rate", "train_images"):
         config = TrainConfig(out=args.out, steps=args.steps, save_every=args.save_every, seed=args.seed,
                              batch_size=args.batch_size, learning_rate=args.learning_rate, train_images=args.train_images)
-    paths = tiny.train(config, progress=not args.quiet)
+    saved: list[Path] = []
+    paths = tiny.train(config, progress=not args.quiet, on_save=saved.append)
     print(f"{len(paths)} checkpoints in {config.out}: {', '.join(p.name for p in paths)}")
+    print(_what_was_trained(paths, saved))
     return 0
+
+
+def _what_was_trained(paths: list[Path], saved: list[Path]) -> str:
+    """One line: whether this build trained, resumed or found the work done, with the loss it reached."""
+    from vlm_lab import tiny
+
+    loss = {row["step"]: row["loss"] for row in tiny.log_history(paths[-1]) if "step" in row and "loss" in row}
+    last = int(paths[-1].name.removeprefix("checkpoint-"))
+    if not saved:
+        reached = f" (loss {loss[last]:.4g} at step {last})" if last in loss else ""
+        return f"already built with these settings: nothing trained{reached}"
+    before = paths[paths.index(saved[0]) - 1]  # the checkpoint training went on from
+    first = int(before.name.removeprefix("checkpoint-")) + 1
+    resumed = f"resumed from {before.name}, " if first > 1 else ""
+    curve = (f": loss {loss[first]:.4g} at step {first}, {loss[last]:.4g} at step {last} "
+             f"(every step's loss: {paths[-1] / 'trainer_state.json'})") if first in loss and last in loss else ""
+    return f"{resumed}trained steps {first}-{last}{curve}"
 
 
 def _eval(args: argparse.Namespace) -> int:
