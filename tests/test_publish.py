@@ -288,6 +288,10 @@ def test_conflicts_and_missing_routes_are_reported(hub, space_dir, route, status
                           "https://huggingface.co/settings/tokens"),
         ("402 on create", 3, "needs a paid plan"),
         ("403 on hardware", 3, "add a payment method at https://huggingface.co/settings/billing"),
+        ("403 on create, paid hardware", 3, "forbidden (403): paid hardware needs a payment method (add one at "
+                                            "https://huggingface.co/settings/billing, or publish with --hardware cpu-basic), "
+                                            "or the token cannot create repos for alice/vlm-demo"),
+        ("403 on create, cpu-basic", 3, "forbidden (403); the token cannot write there: use a write token"),
         ("other owner", 3, "cannot create repos under 'bob'"),
         ("fine-grained without write", 3, "has no repo.write on 'alice'"),
         ("read member of the org", 3, "alice is a read member of 'vlm-org', who cannot write its repos with any "
@@ -295,7 +299,7 @@ def test_conflicts_and_missing_routes_are_reported(hub, space_dir, route, status
     ],
 )
 def test_hub_errors_name_the_fix(hub, space_dir, case, code, message):
-    token, space = hub.token, SPACE
+    token, space, args = hub.token, SPACE, ()
     if case == "invalid token":
         token = new_token()
     elif case == "read token":
@@ -306,6 +310,11 @@ def test_hub_errors_name_the_fix(hub, space_dir, case, code, message):
     elif case == "403 on hardware":
         hub.add_space(SPACE, hardware="cpu-basic")
         hub.paid_hardware_status = 403
+    elif case == "403 on create, paid hardware":
+        hub.paid_hardware_status = 403
+    elif case == "403 on create, cpu-basic":  # refused for a reason the preflight cannot see (an org's policy, say)
+        hub.force_status["/api/repos/create"] = 403
+        args = ("--hardware", "cpu-basic")
     elif case == "other owner":
         space = "bob/vlm-demo"
     elif case == "read member of the org":
@@ -315,11 +324,14 @@ def test_hub_errors_name_the_fix(hub, space_dir, case, code, message):
         token = new_token()
         hub.add_token(token, "alice", role="fineGrained",
                       scoped=[{"entity": {"type": "user", "name": "alice"}, "permissions": ["repo.content.read"]}])
-    r = run_publish(hub, space, "--space-dir", str(space_dir), token=token)
+    r = run_publish(hub, space, "--space-dir", str(space_dir), *args, token=token)
     assert r.returncode == code, fail_text(r)
     assert message in r.stderr, fail_text(r)
     assert "Traceback" not in r.stderr
-    attempted = {"402 on create": ["/api/repos/create"], "403 on hardware": [f"/api/spaces/{SPACE}/hardware"]}
+    if case.startswith("403 on create"):  # a 403 at creation does not say it was the hardware
+        assert "the Hub refused paid hardware" not in r.stderr, fail_text(r)
+    attempted = {"402 on create": ["/api/repos/create"], "403 on hardware": [f"/api/spaces/{SPACE}/hardware"],
+                 "403 on create, paid hardware": ["/api/repos/create"], "403 on create, cpu-basic": ["/api/repos/create"]}
     assert [w["path"] for w in hub.writes()] == attempted.get(case, []), "nothing else may be written"
 
 

@@ -161,7 +161,14 @@ class Hub:
                 f"(PRO for users, Team or Enterprise for organizations, {PRICING_URL}) or paid hardware with a "
                 f"payment method ({BILLING_URL}); server said: {detail}"
             )
-        if status == 403 and "hardware" in what:
+        asked = re.search(r"request hardware (\S+)|on (\S+) hardware", what)  # the flavor this call asks for
+        if status == 403 and asked and "cpu-basic" not in asked.groups():
+            if what.startswith("create"):  # refused for the paid hardware, or for the owner: the 403 does not say which
+                return HubAuthError(
+                    f"could not {what}: forbidden (403): paid hardware needs a payment method (add one at {BILLING_URL}, "
+                    f"or publish with --hardware cpu-basic), or the token cannot create repos{where.replace(' ', ' for ', 1)} "
+                    f"(use a write token from {TOKENS_URL}); server said: {detail}"
+                )
             return HubAuthError(
                 f"could not {what}: the Hub refused paid hardware (403); add a payment method at {BILLING_URL}, "
                 f"or publish with --hardware cpu-basic; server said: {detail}"
