@@ -145,3 +145,56 @@ def test_build_into_an_empty_out_is_refused_not_written_into_the_current_folder(
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == "error: OutputPathError: --out is empty; pass the folder to save the checkpoints in, such as checkpoints/shapes"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_list_shows_each_checkpoints_step_epoch_loss_size_and_whether_it_can_resume(tmp_path):
+    import json
+
+    out = tmp_path / "ck"
+    vlm_lab("checkpoints", "build", "--out", str(out), "--steps", "4", "--save-every", "2", "--train-images", "16",
+            "--quiet", check=True)
+    (out / "checkpoint-2" / "optimizer.pt").unlink()  # pruned to save space: compare still loads it, a build cannot resume
+    history = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
+    loss = [row["loss"] for row in history]
+    r = vlm_lab("checkpoints", "list", str(out), check=True)
+    lines = r.stdout.splitlines()
+    assert lines[0] == (f"{out}: built by `vlm-lab checkpoints build` with steps=4, save_every=2, seed=0, "
+                        "batch_size=32, learning_rate=0.003, train_images=16")
+    assert [line.split() for line in lines[1:5]] == [
+        ["checkpoint", "step", "epoch", "loss", "weights", "resumable"],
+        ["checkpoint-0", "0", "0.00", "-", "664.17", "KiB", "yes"],
+        ["checkpoint-2", "2", "1.33", f"{(loss[0] + loss[1]) / 2:.4f}", "664.17", "KiB", "no"],
+        ["checkpoint-4", "4", "2.67", f"{(loss[2] + loss[3]) / 2:.4f}", "664.17", "KiB", "yes"],
+    ]
+    one = vlm_lab("checkpoints", "list", str(out / "checkpoint-4"), check=True).stdout.splitlines()
+    assert one[2] == lines[4]  # alone, a checkpoint's loss is still over its own save interval
+    rows = json.loads(vlm_lab("checkpoints", "ls", str(out), "--json", check=True).stdout)
+    assert [(row["name"], row["step"], row["resumable"]) for row in rows] == [
+        ("checkpoint-0", 0, True), ("checkpoint-2", 2, False), ("checkpoint-4", 4, True)]
+    assert rows[2]["loss"] == pytest.approx((loss[2] + loss[3]) / 2) and rows[2]["weights_bytes"] > 0
+
+
+def test_list_reads_a_trainer_run_it_did_not_build_and_shows_its_eval_loss(tiny_checkpoints, tmp_path):
+    import json
+    import shutil
+
+    run = tmp_path / "trainer-run"
+    for step, source in ((500, tiny_checkpoints[2]), (1000, tiny_checkpoints[4])):
+        shutil.copytree(source, run / f"checkpoint-{step}", ignore=shutil.ignore_patterns("trainer_state.json"))
+    # logging_steps=250, eval_steps=500, as a Trainer writes them (the loss row, then the eval row, of a step)
+    log = [{"step": 250, "epoch": 0.5, "loss": 1.0}, {"step": 500, "epoch": 1.0, "loss": 0.5},
+           {"step": 500, "epoch": 1.0, "eval_loss": 0.75}, {"step": 750, "epoch": 1.5, "loss": 0.25}]
+    for step, rows in ((500, log[:3]), (1000, log)):
+        state = {"global_step": step, "epoch": step / 500, "save_steps": 500, "log_history": rows}
+        (run / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps(state))
+    r = vlm_lab("checkpoints", "list", str(run), check=True)
+    lines = [line.split() for line in r.stdout.splitlines()]
+    assert lines[:3] == [["checkpoint", "step", "epoch", "loss", "eval_loss", "weights", "resumable"],
+                         ["checkpoint-500", "500", "1.00", "0.7500", "0.7500", "664.17", "KiB", "no"],
+                         ["checkpoint-1000", "1000", "2.00", "0.2500", "-", "664.17", "KiB", "no"]]
+
+
+def test_list_of_a_folder_with_no_checkpoints_names_what_is_there(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    r = vlm_lab("checkpoints", "list", str(tmp_path / "nothing"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "notes.txt" in r.stderr

@@ -97,7 +97,7 @@ def test_rebuild_with_other_settings_removes_the_earlier_build(tmp_path):
         paths = tiny.train(TrainConfig(out=str(out), steps=2, save_every=1, seed=1), progress=False)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-0", "checkpoint-1", "checkpoint-2"]
     assert [p.name for p in paths] == ["checkpoint-0", "checkpoint-1", "checkpoint-2"]
-    assert all(tiny._build_record(p)[0]["seed"] == 1 for p in paths)
+    assert all(tiny.build_record(p)[0]["seed"] == 1 for p in paths)
     assert (out / "notes.txt").read_text() == "mine"
 
 
@@ -109,7 +109,7 @@ def test_a_checkpoint_of_an_older_format_is_rebuilt(tmp_path):
     (first[-1] / "trainer_state.json").write_text(json.dumps(state))
     with pytest.warns(tiny.StaleCheckpointsWarning, match=rf"removed checkpoint-2 .*made them in checkpoint format {tiny.FORMAT_VERSION - 1}, now {tiny.FORMAT_VERSION}"):
         again = tiny.train(config, progress=False)
-    assert again == first and tiny._build_record(first[-1])[1] == tiny.FORMAT_VERSION
+    assert again == first and tiny.build_record(first[-1])[1] == tiny.FORMAT_VERSION
 
 
 def test_a_checkpoint_the_build_did_not_make_stops_it_untouched(tmp_path):

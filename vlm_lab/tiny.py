@@ -35,6 +35,7 @@ from vlm_lab.data import Sample, atomic_write_text
 from vlm_lab.errors import ConfigError, OutputPathError
 from vlm_lab.generation import chat_messages
 from vlm_lab.models import quiet_if_small
+from vlm_lab.training_log import trainer_state
 
 IMAGE_TOKEN = "<image>"
 END_TOKEN = "<|end|>"  # ends every turn; eos for generation
@@ -330,7 +331,7 @@ def _checkpoint_dirs(out: Path) -> list[Path]:
 
 def _made_by_build(path: Path) -> bool:
     """Whether ``train`` saved this folder: its trainer_state.json records the training config."""
-    return _build_record(path)[0] is not None
+    return build_record(path)[0] is not None
 
 
 def _earlier_builds(out: Path, config: TrainConfig) -> list[Path]:
@@ -361,7 +362,7 @@ def _remove_earlier_builds(out: Path, config: TrainConfig) -> None:
     stale = _earlier_builds(out, config)
     if not stale:
         return
-    then, then_format = _build_record(stale[-1])
+    then, then_format = build_record(stale[-1])
     now = config.to_dict()
     changed = [k for k in now if k != "out" and then.get(k) != now[k]]
     if then_format != FORMAT_VERSION:
@@ -399,7 +400,7 @@ def _train_and_save(
     )
     resumed = _resume(out, config, save_steps, model, optimizer, scheduler)
     done = resumed or 0
-    log_history: list[dict] = _saved_state(out / f"checkpoint-{done}")["log_history"] if resumed else []
+    log_history: list[dict] = trainer_state(out / f"checkpoint-{done}")["log_history"] if resumed else []
     paths = [out / f"checkpoint-{s}" for s in save_steps if s <= done] if resumed else [save(0)]
     batches = _batch_order(len(data), config)
     for _ in range(done):  # replay the data order up to the resumed step (no training)
@@ -488,29 +489,13 @@ def _resume(out: Path, config: TrainConfig, save_steps: list[int], model, optimi
     return step
 
 
-def log_history(checkpoint: str | os.PathLike[str]) -> list[dict]:
-    """The per-step rows (step, epoch, loss, grad_norm, learning_rate) of a checkpoint's trainer_state.json;
-    ``[]`` when it has none. Any HF Trainer checkpoint reads the same way."""
-    rows = _saved_state(Path(checkpoint)).get("log_history")
-    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
-
-
-def _saved_state(path: Path) -> dict:
-    """A checkpoint's trainer_state.json, or ``{}`` when it has none (or an unreadable one)."""
-    try:
-        saved = json.loads((path / "trainer_state.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return saved if isinstance(saved, dict) else {}
-
-
-def _build_record(path: Path) -> tuple[dict | None, object]:
+def build_record(path: Path) -> tuple[dict | None, object]:
     """``(training config, format)`` that ``train`` recorded in a checkpoint; ``(None, None)`` if it made none.
 
     Read from ``stateful_callbacks`` (where ``_save_checkpoint`` writes it) or from the
     top-level keys that builds before that wrote, so their checkpoints stay recognised.
     """
-    saved = _saved_state(path)
+    saved = trainer_state(path)
     record = (saved.get("stateful_callbacks") or {}).get(BUILD_RECORD)
     if isinstance(record, dict) and isinstance(record.get("args"), dict):
         return record["args"], (record.get("attributes") or {}).get("format")
@@ -522,7 +507,7 @@ def _build_record(path: Path) -> tuple[dict | None, object]:
 def _same_config(path: Path, config: TrainConfig) -> bool:
     if not (path / "config.json").is_file():
         return False
-    then, then_format = _build_record(path)
+    then, then_format = build_record(path)
     if then is None or then_format != FORMAT_VERSION:
         return False
     without_out = lambda d: {k: v for k, v in d.items() if k != "out"}  # noqa: E731 - the same run saved elsewhere

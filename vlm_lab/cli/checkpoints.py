@@ -1,4 +1,4 @@
-"""``vlm-lab checkpoints build|eval``: the embedded tiny shapes checkpoints."""
+"""``vlm-lab checkpoints build|list|eval``: the embedded tiny shapes checkpoints, and any training run's."""
 
 from __future__ import annotations
 
@@ -34,6 +34,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     build.set_defaults(func=_build)
 
+    listing = actions.add_parser(
+        "list",
+        aliases=["ls"],
+        help="each checkpoint's step, epoch, training loss, size and whether a build can resume from it",
+        description="Read each checkpoint-N/trainer_state.json of a training output folder (a build's, or any HF "
+        "Trainer run's) and print one row per checkpoint: step, epoch, the mean training loss of the steps since "
+        "the checkpoint before (the loss curve at checkpoint granularity), the last eval_loss when one was logged, "
+        "the weights' size, and whether optimizer.pt and scheduler.pt are there to resume from. Loads no model.",
+    )
+    listing.add_argument("folder", nargs="?", default=_DEFAULTS.out, help="training output folder (default: %(default)s)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per checkpoint, a list")
+    listing.set_defaults(func=_list)
+
     evaluate = actions.add_parser(
         "eval",
         help="held-out exact-match accuracy of each checkpoint",
@@ -62,9 +75,9 @@ def _build(args: argparse.Namespace) -> int:
 
 def _what_was_trained(paths: list[Path], saved: list[Path]) -> str:
     """One line: whether this build trained, resumed or found the work done, with the loss it reached."""
-    from vlm_lab import tiny
+    from vlm_lab.training_log import log_history
 
-    loss = {row["step"]: row["loss"] for row in tiny.log_history(paths[-1]) if "step" in row and "loss" in row}
+    loss = {row["step"]: row["loss"] for row in log_history(paths[-1]) if "step" in row and "loss" in row}
     last = int(paths[-1].name.removeprefix("checkpoint-"))
     if not saved:
         reached = f" (loss {loss[last]:.4g} at step {last})" if last in loss else ""
@@ -75,6 +88,38 @@ def _what_was_trained(paths: list[Path], saved: list[Path]) -> str:
     curve = (f": loss {loss[first]:.4g} at step {first}, {loss[last]:.4g} at step {last} "
              f"(every step's loss: {paths[-1] / 'trainer_state.json'})") if first in loss and last in loss else ""
     return f"{resumed}trained steps {first}-{last}{curve}"
+
+
+def _list(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from vlm_lab import tiny
+    from vlm_lab.training_log import summarize
+    from vlm_lab.units import human_bytes
+
+    rows = summarize(args.folder)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        return 0
+    settings = next((tiny.build_record(Path(r.path))[0] for r in rows if r.path), None)
+    if settings:
+        order = [f.name for f in dataclasses.fields(TrainConfig)]  # as --help lists them
+        keys = [k for k in [*order, *sorted(set(settings) - set(order))] if k in settings and k != "out"]
+        given = ", ".join(f"{k}={settings[k]!r}" for k in keys)
+        print(f"{args.folder}: built by `vlm-lab checkpoints build` with {given}")
+    with_eval = any(r.eval_loss is not None for r in rows)
+    number = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    table = [["checkpoint", "step", "epoch", "loss", *(["eval_loss"] if with_eval else []), "weights", "resumable"]]
+    for r in rows:
+        table.append([r.name, number(r.step, "d"), number(r.epoch, ".2f"), number(r.loss, ".4f"),
+                      *([number(r.eval_loss, ".4f")] if with_eval else []),
+                      "-" if r.weights_bytes is None else human_bytes(r.weights_bytes), "yes" if r.resumable else "no"])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+    print("loss: mean training loss of the steps since the checkpoint before (every step: checkpoint-N/trainer_state.json)")
+    return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
