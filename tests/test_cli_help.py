@@ -44,3 +44,16 @@ def test_run_notebook_help_says_how_it_differs_from_papermill():
                           text=True, check=True)
     text = " ".join(done.stdout.split())
     assert "private unix sockets" in text and "--parameters" in text  # ours first, then papermill's own options
+
+
+def test_sweep_help_gives_every_exit_code_the_readme_gives():
+    """The README lists 0, 1, 2, 74, 75, 129, 130 and 143; `vlm-lab sweep --help` lacked the signals' three."""
+    import re
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    bullet = readme.split("- **Exit codes**: 0 all runs completed")[1].split("\n- ")[0]
+    codes = {0, 1, *map(int, re.findall(r"\b(\d{1,3}) (?:an invalid|the sweep|Ctrl-C|terminated|SIGHUP)", bullet))}
+    assert codes == {0, 1, 2, 74, 75, 129, 130, 143}
+    listed = set(map(int, re.findall(r"\b(\d{1,3}) ", help_text("sweep").split("exit codes:")[1])))
+    assert codes <= listed, sorted(codes - listed)

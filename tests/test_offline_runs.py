@@ -62,7 +62,7 @@ def test_a_resume_that_did_not_finish_keeps_the_metrics_of_the_earlier_start(wan
 
     assert main(["runs", str(wandb_home)]) == 0
     out = capsys.readouterr().out
-    assert "0.9" in out and ("failed" if how == "failed" else "incomplete") in out, out
+    assert "90.0%" in out and ("failed" if how == "failed" else "incomplete") in out, out
 
 
 def test_a_run_started_once_reads_as_it_was_logged(wandb_home):

@@ -272,6 +272,8 @@ def test_runs_cli_lists_offline_runs(wandb_home, comparison, capsys):
     assert main(["runs", str(wandb_home)]) == 0
     out = capsys.readouterr().out
     assert "sweep-a" in out and "max_new_tokens=4" in out and "best/accuracy" in out and "space" in out
+    best = result.summary[-1]["accuracy"]  # checkpoint-1000's, as a percentage; the per-question-type ones stay out
+    assert f"{best:.1%}" in out and "question_type=" not in out, out
     assert f"wandb sync {wandb_home / 'wandb'}/offline-run-*" in out
     assert main(["runs", str(wandb_home), "--group", "nope"]) == 0
     assert "no W&B offline runs" in capsys.readouterr().out

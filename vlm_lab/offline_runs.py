@@ -109,9 +109,10 @@ class OfflineRun:
         return flat
 
     def headline(self, limit: int = 4) -> dict[str, Any]:
-        """The few metrics worth a column in a listing: ``best/*`` when logged, else the first numbers."""
+        """The few metrics worth a column in a listing: ``best/*`` when logged (not the per-value breakdowns
+        ``best/accuracy/question_type=shape``: one column each would bury the listing), else the first numbers."""
         metrics = self.metrics()
-        best = {k: v for k, v in metrics.items() if k.startswith("best/")}
+        best = {k: v for k, v in metrics.items() if k.startswith("best/") and k.count("/") == 1}
         if best:
             return best
         numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

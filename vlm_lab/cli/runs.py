@@ -50,7 +50,7 @@ def _runs(args: argparse.Namespace) -> int:
     for run in runs:
         row = {"run": run.id, "name": run.name, "group": run.group, "job": run.job_type, "tags": ",".join(run.tags)}
         for key, value in run.headline().items():
-            row[key] = f"{value:.4g}" if isinstance(value, float) else value
+            row[key] = _shown(key, value)
         row["state"] = f"incomplete, latest start unreadable ({cut_short[run.id].name})" if run.id in cut_short else run.state
         row["uploaded"] = "yes" if run.synced else "no"
         rows.append(row)
@@ -86,3 +86,13 @@ def _unreadable_latest_starts(runs: list, unreadable: list[Path]) -> dict[str, P
         if newer:
             out[run.id] = max(newer, key=lambda f: f.name)
     return out
+
+
+def _shown(key: str, value: object) -> object:
+    """A metric as the listing shows it: accuracies and their CI bounds as percentages (``97.9%``), other numbers to 4 digits."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    name = key.rsplit("/", 1)[-1]
+    if name == "accuracy" or name.startswith("ci_") or name.endswith("accuracy"):
+        return f"{value:.1%}"
+    return f"{value:.4g}"

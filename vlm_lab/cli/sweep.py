@@ -32,11 +32,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "sweep",
         help="run a notebook once per point of a parameter grid (papermill), resumable",
-        description="Execute SWEEP.yaml's notebook once per grid point into runs/<sweep>/<run-id>/ "
-        "(executed notebook, params.json, status.json, the run's results), skipping completed runs, "
-        "then write runs/<sweep>/summary.csv and summary.md. Exit codes: 0 all completed, 1 some run "
-        "failed, 75 the sweep (or some of its runs) is already running elsewhere, 2 invalid sweep, 74 "
-        "cannot write its files (disk full?).",
+        description="Execute SWEEP.yaml's notebook once per grid point into runs/<sweep>/<run-id>/\n"
+        "(executed notebook, params.json, status.json, the run's results), skipping completed runs,\n"
+        "then write runs/<sweep>/summary.csv and summary.md.",
+        epilog="exit codes:\n"
+        "  0    every run completed\n"
+        "  1    some run failed (the summary names each failing cell)\n"
+        "  2    invalid sweep file or notebook\n"
+        "  74   cannot write its files (disk full?): a re-run after freeing space completes it\n"
+        "  75   the sweep (or some of its runs) is running in another invocation: try later\n"
+        "  129  SIGHUP (terminal closed; under nohup it keeps going)\n"
+        "  130  Ctrl-C\n"
+        "  143  SIGTERM (a timeout, systemctl stop): abandoned runs show as interrupted and run next time",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("sweep_file", metavar="SWEEP.yaml", help="the sweep: name, notebook, parameters, grid")
