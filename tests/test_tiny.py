@@ -293,3 +293,25 @@ def test_log_history_rows_have_the_keys_the_trainer_logs(tmp_path):
         assert row["grad_norm"] > 0 and math.isfinite(row["grad_norm"])
     assert [row["epoch"] for row in state.log_history] == [0.6667, 1.3333, 2.0]  # 32 a step of 48 samples
     assert state.epoch == 2.0
+
+
+BUILD_WITH_THREADS = r"""
+import sys, torch
+from vlm_lab import tiny
+from vlm_lab.config import TrainConfig
+before = torch.get_num_threads()
+tiny.train(TrainConfig(out=sys.argv[1], steps=3, save_every=3, train_images=16), progress=False)
+print(before, torch.get_num_threads())
+"""
+
+
+def test_the_same_seed_gives_the_same_weights_whatever_the_thread_count(tmp_path):
+    threads = {}
+    for n in (1, 2):  # a laptop, a CI runner and a 64-core box train the same checkpoints
+        env = {**os.environ, "OMP_NUM_THREADS": str(n)}
+        done = subprocess.run([sys.executable, "-c", BUILD_WITH_THREADS, str(tmp_path / f"t{n}")], env=env,
+                              capture_output=True, text=True, timeout=300, check=True)
+        threads[n] = done.stdout.split()
+    assert threads == {1: ["1", "1"], 2: ["2", "2"]}  # the caller's torch thread setting is left as it was
+    a, b = _weights(tmp_path / "t1" / "checkpoint-3"), _weights(tmp_path / "t2" / "checkpoint-3")
+    assert all(torch.equal(a[k], b[k]) for k in b)

@@ -284,7 +284,7 @@ class StaleCheckpointsWarning(UserWarning):
 def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path], None] | None = None) -> list[Path]:
     """Train the tiny shapes VLM and save ``checkpoint-{0, save_every, ..., steps}`` under ``config.out``.
 
-    Deterministic for ``config.seed`` on a given machine and torch build. Skips
+    Deterministic for ``config.seed`` and a torch build, whatever the core count. Skips
     the work when every checkpoint already exists with the same training config
     (``make demo`` and the tests call this repeatedly). Checkpoints an earlier build
     made with other settings are removed first (with a ``StaleCheckpointsWarning``), so
@@ -320,7 +320,22 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
             shutil.rmtree(partial, ignore_errors=True)
         if all(_same_config(p, config) for p in wanted):
             return wanted
-        return _train_and_save(config, out, save_steps, progress=progress, on_save=on_save)
+        return _one_thread(_train_and_save, config, out, save_steps, progress=progress, on_save=on_save)
+
+
+def _one_thread(fn, *args, **kwargs):
+    """``fn`` with torch on one CPU thread, then the caller's setting again.
+
+    A matmul splits its sums across threads, so the weights depended on the core count: a laptop,
+    a CI runner and a resume on another machine trained different checkpoints from one seed.
+    The model is so small that one thread is also faster (2x on 2 busy cores): no work to share.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _checkpoint_dirs(out: Path) -> list[Path]:
