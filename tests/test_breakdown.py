@@ -121,3 +121,24 @@ def test_compare_by_a_missing_key_says_the_comparison_is_saved(shapes_result, ti
                 "--out", str(shapes_result.output_dir), "--by", "answer_type", "--quiet")  # fmt: skip
     assert r.returncode == 2 and "they carry: question_type" in r.stderr
     assert f"The comparison is saved: vlm-lab show {shapes_result.output_dir} --by KEY" in r.stderr
+
+
+def test_a_meta_key_named_like_a_column_keeps_its_values(tiny_checkpoints, tmp_path):
+    """A sample's meta "step" (or "checkpoint", "accuracy") is its own column, meta.step: it was overwritten by the
+    checkpoint's training step, so every group read the same value and the wide table could not be made."""
+    samples = shapes.make_samples("val", 4)
+    for s, when in zip(samples, ["early", "late", "early", "late"]):
+        s.meta = {"step": when}
+    path = data.write_jsonl(samples, tmp_path / "d")
+    config = CompareConfig(checkpoints=(str(tiny_checkpoints[-1]),), data=str(path), device="cpu", output_dir=str(tmp_path / "cmp"))
+    result = compare(config, progress=False)
+    frame = result.accuracy_by("step")
+    assert list(frame.columns) == ["meta.step", "checkpoint", "step", "accuracy", "ci_low", "ci_high", "n_scored"]
+    assert list(frame["meta.step"]) == ["early", "late"] and list(frame["step"]) == [result.refs[0]["step"]] * 2
+    assert list(frame["n_scored"]) == [2, 2]
+    table = result.accuracy_by("step", wide=True)
+    assert list(table.index) == ["early", "late"] and list(table.columns) == ["n", result.checkpoints[0]]
+    assert "accuracy by step (2 values" in result.html()
+    r = vlm_lab("show", str(tmp_path / "cmp"), "--by", "step", "--json")
+    assert r.returncode == 0, r.stderr
+    assert set(json.loads(r.stdout)[0]["by"]["step"]) == {"early", "late"}

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from vlm_lab.ablation_paired import versus_best
 from vlm_lab.breakdown import COLUMNS, MISSING, percent_ci
+from vlm_lab.breakdown import value_column as breakdown_column
 from vlm_lab.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def accuracy_by(ablation: Ablation, key: str, *, checkpoint: str | int | None = 
                 notes[rid] = f"its comparison has no checkpoint {checkpoint!r} (it has: {', '.join(result.checkpoints)})"
                 continue
         values = {c: run.get(c) for c in params}
-        for row in chosen.rename(columns={key: column}).to_dict(orient="records"):
+        for row in chosen.rename(columns={breakdown_column(key): column}).to_dict(orient="records"):
             records.append({"run_id": rid, **values, **row})
     return pd.DataFrame.from_records(records, columns=["run_id", *params, *COLUMNS, column]), notes
 

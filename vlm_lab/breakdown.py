@@ -37,10 +37,17 @@ def groups(rows: list[dict], key: str) -> dict[str, list[dict]]:
     return out
 
 
+def value_column(key: str) -> str:
+    """The column of ``accuracy_by``'s frame holding ``meta[key]``'s values: ``key``, or ``meta.<key>`` where ``key``
+    is one of ``COLUMNS`` (a sample's meta ``step`` is not the checkpoint's training step)."""
+    return f"meta.{key}" if key in COLUMNS else key
+
+
 def accuracy_by(result: ComparisonResult, key: str, *, seed: int | None = None):
     """Long DataFrame: per value of ``meta[key]`` and checkpoint, the accuracy with its 95% bootstrap CI.
 
-    Columns: ``key``, then ``COLUMNS``. Seeded with the comparison's seed, like the summary.
+    Columns: ``value_column(key)`` (``key``, or ``meta.<key>`` for a key named like a column), then ``COLUMNS``.
+    Seeded with the comparison's seed, like the summary.
 
     Raises:
         ConfigError: no sample carries ``key`` (names the keys they do carry).
@@ -56,13 +63,13 @@ def accuracy_by(result: ComparisonResult, key: str, *, seed: int | None = None):
         raise ConfigError(f"no sample carries meta key {key!r} to break accuracy down by; {carried}")
     by_value = groups(result.rows, key)
     seed = result.config.get("seed", 0) if seed is None else seed
-    records = []
+    column, records = value_column(key), []
     for value, rows in by_value.items():
         for name, ref in zip(result.checkpoints, result.refs):
             acc = bootstrap_accuracy([row["outputs"][name]["score"] for row in rows], seed=seed)
-            records.append({key: value, "checkpoint": name, "step": ref.get("step"), "accuracy": acc.value,
+            records.append({column: value, "checkpoint": name, "step": ref.get("step"), "accuracy": acc.value,
                             "ci_low": acc.ci_low, "ci_high": acc.ci_high, "n_scored": acc.n})  # fmt: skip
-    return pd.DataFrame.from_records(records, columns=[key, *COLUMNS])
+    return pd.DataFrame.from_records(records, columns=[column, *COLUMNS])
 
 
 def wide_table(frame, key: str):
@@ -70,6 +77,7 @@ def wide_table(frame, key: str):
     checkpoint, each cell ``"69% [55–81]"`` (``percent_ci``)."""
     import pandas as pd
 
+    key = value_column(key)
     cell = [percent_ci(a, lo, hi, n) for a, lo, hi, n in zip(frame["accuracy"], frame["ci_low"], frame["ci_high"], frame["n_scored"])]
     frame = frame.assign(cell=cell)
     table = frame.pivot(index=key, columns="checkpoint", values="cell")
@@ -88,7 +96,7 @@ def percent_ci(value: float, low: float, high: float, n: int) -> str:
 def plot_by(result: ComparisonResult, key: str, ax, xs: list) -> None:
     """One line per value of ``meta[key]`` at the checkpoints' positions ``xs``, with 95% CI bars, on ``ax``."""
     frame = result.accuracy_by(key)
-    parts = list(frame.groupby(key, sort=False))
+    parts = list(frame.groupby(value_column(key), sort=False))
     span = (max(xs) - min(xs)) or 1
     for i, (value, part) in enumerate(parts):
         dodge = (i - (len(parts) - 1) / 2) * span * 0.01  # the values' CI bars side by side, not on top of each other

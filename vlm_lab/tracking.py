@@ -88,10 +88,13 @@ def comparison_summary(result: Any) -> dict[str, Any]:
         best = frame.loc[accuracy.idxmax()]
         summary["best/checkpoint"] = str(best[key_col])
         summary["best/accuracy"] = float(best["accuracy"])
+        from vlm_lab.breakdown import value_column
+
         for key in _meta_keys(result):  # the best checkpoint's accuracy per value: "best/accuracy/question_type=shape"
             by = result.accuracy_by(key)
             mine = by[by["checkpoint"] == best[key_col]]
-            summary.update({f"best/accuracy/{key}={value}": float(acc) for value, acc in zip(mine[key], mine["accuracy"])})
+            values = mine[value_column(key)]  # meta.<key> for a key named like a column (step)
+            summary.update({f"best/accuracy/{key}={value}": float(acc) for value, acc in zip(values, mine["accuracy"])})
     return summary
 
 

@@ -140,9 +140,11 @@ def print_summary(result, *, as_json: bool, by: list[str] = ()) -> None:
 
 def _groups_json(frame, key: str, checkpoint: str) -> dict:
     """One checkpoint's rows of an ``accuracy_by`` frame as ``{value: {accuracy, ci_low, ci_high, n_scored}}``."""
+    from vlm_lab.breakdown import value_column
+
     part = frame[frame["checkpoint"] == checkpoint]
     return {value: {c: row[c] for c in ("accuracy", "ci_low", "ci_high")} | {"n_scored": int(row["n_scored"])}
-            for value, (_, row) in zip(part[key], part.iterrows())}  # fmt: skip
+            for value, (_, row) in zip(part[value_column(key)], part.iterrows())}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
