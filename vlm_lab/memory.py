@@ -424,7 +424,7 @@ def estimate(
             raise ConfigError(
                 f"{cref.name} reads at most {context} positions (max_position_embeddings), and a prompt of {prompt_tokens} text "
                 f"tokens + {image.tokens} image tokens ({image.shape} image) leaves no room for an answer; "
-                "lower --prompt-tokens or --image-size"
+                "lower prompt_tokens or image_size (--prompt-tokens or --image-size on the command line)"
             )
         max_new_tokens = min(max_new_tokens, context - prompt_tokens - image.tokens)
     sequence = prompt_tokens + image.tokens + max_new_tokens
