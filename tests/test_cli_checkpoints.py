@@ -198,3 +198,20 @@ def test_list_of_a_folder_with_no_checkpoints_names_what_is_there(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     r = vlm_lab("checkpoints", "list", str(tmp_path / "nothing"))
     assert r.returncode == 2 and "Traceback" not in r.stderr and "notes.txt" in r.stderr
+
+
+@pytest.mark.parametrize("inside", ["checkpoint-1000", "."])
+def test_build_into_a_model_folder_is_refused(tiny_checkpoints, tmp_path, inside):
+    import shutil
+
+    run = tmp_path / "my-run"  # a training output: its final model at the root, and a checkpoint
+    shutil.copytree(tiny_checkpoints[-1], run / "checkpoint-1000")
+    for f in (tiny_checkpoints[-1] / "config.json", tiny_checkpoints[-1] / "model.safetensors"):
+        shutil.copy(f, run)
+    before = sorted(p.name for p in (run / inside).iterdir())
+    r = vlm_lab("checkpoints", "build", "--out", str(run / inside), "--steps", "1", "--quiet")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == (
+        f"error: OutputPathError: --out {str(run / inside)!r} holds a model (config.json): its checkpoint-N folders "
+        "would be read as one run with that model; pass a folder of its own, such as checkpoints/mine")
+    assert sorted(p.name for p in (run / inside).iterdir()) == before  # nothing written

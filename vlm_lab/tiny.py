@@ -294,13 +294,18 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
         The checkpoint folders, sorted by step.
 
     Raises:
-        OutputPathError: ``out`` is a file or not writable, a checkpoint could not be saved (a full
+        OutputPathError: ``out`` is a file, not writable or a model folder, a checkpoint could not be saved (a full
             disk: no partial folder is left, the saved ones are kept), or the build would change a
             folder that holds checkpoint-N folders no build made (those are never deleted).
     """
     if not config.out.strip():  # an unset "$OUT": the checkpoints would land in the current folder
         raise OutputPathError("--out is empty; pass the folder to save the checkpoints in, such as checkpoints/shapes")
     out = Path(config.out).expanduser()  # '~/ck' is under $HOME, as `vlm-lab compare ~/ck` reads it
+    if (out / "config.json").is_file():  # a checkpoint or a run's final model: compare would list both as one run
+        raise OutputPathError(
+            f"--out {str(out)!r} holds a model (config.json): its checkpoint-N folders would be read as one run "
+            "with that model; pass a folder of its own, such as checkpoints/mine"
+        )
     save_steps = sorted({0, *range(config.save_every, config.steps + 1, config.save_every), config.steps})
     wanted = [out / f"checkpoint-{s}" for s in save_steps]
     if out.is_dir() and all(_same_config(p, config) for p in wanted) and not _earlier_builds(out, config):
