@@ -47,6 +47,21 @@ def test_an_interrupted_comparison_log_closes_its_run_and_says_so_beside_the_res
     assert described == "NOT LOGGED: interrupted (KeyboardInterrupt) while logging; the W&B run was closed as failed"
 
 
+class _CtrlCWhileTheRunStarts:
+    def to_dict(self):
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_before_the_run_started_does_not_say_a_run_was_closed(wandb_home, comparison):
+    """Ctrl-C while wandb.init ran: wandb.json said 'the W&B run was closed as failed' of a run that never started."""
+    result, _ = comparison
+    with pytest.raises(KeyboardInterrupt):
+        tracking.log_comparison(result, _CtrlCWhileTheRunStarts(), group="g")
+    assert offline_runs.find_offline_runs(wandb_home) == []
+    described = tracking.describe_record(tracking.read_record(result.output_dir))
+    assert described == "NOT LOGGED: interrupted (KeyboardInterrupt) while logging; no W&B run had started"
+
+
 def test_an_interrupted_interaction_log_closes_the_run_it_started(wandb_home):
     with pytest.raises(KeyboardInterrupt):
         tracking.log_interaction(image=Image.new("RGB", (8, 8)), prompt="q", outputs=_CtrlCWhileOutputsAreRead(c="a"))

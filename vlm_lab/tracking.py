@@ -160,14 +160,16 @@ def log_comparison(
     """
     output_dir = getattr(result, "output_dir", None)
     output_dir = output_dir if output_dir and Path(output_dir).is_dir() else None
+    started: list[Any] = []  # the run, once _log_comparison has one
     try:
         outcome = _log_comparison(
             result, config, project=project, entity=entity, group=group, tags=tags, name=name, job_type=job_type,
-            mode=mode, dir=dir, max_table_rows=max_table_rows, id=id, resume=resume,
+            mode=mode, dir=dir, max_table_rows=max_table_rows, id=id, resume=resume, started=started,
         )  # fmt: skip
     except BaseException as e:  # Ctrl-C while logging: the record must not keep an earlier execution's "logged"
         if output_dir:
-            why = f"interrupted ({type(e).__name__}) while logging; the W&B run was closed as failed"
+            closed = "the W&B run was closed as failed" if started else "no W&B run had started"
+            why = f"interrupted ({type(e).__name__}) while logging; {closed}"
             write_record(output_dir, NotLogged(reason=why, attempted=True), mode=mode)
         raise
     if output_dir:
@@ -178,7 +180,7 @@ def log_comparison(
 def _log_comparison(
     result: Any, config: Any, *, project: str | None, entity: str | None, group: str | None,
     tags: Iterable[str] | str, name: str | None, job_type: str, mode: str | None,
-    dir: str | os.PathLike[str] | None, max_table_rows: int | None, id: str | None, resume: str | None,
+    dir: str | os.PathLike[str] | None, max_table_rows: int | None, id: str | None, resume: str | None, started: list[Any],
 ) -> TrackedRun | NotLogged:
     if config is None:
         config = getattr(result, "config", None)
@@ -193,6 +195,7 @@ def _log_comparison(
         return _skip("could not start the run", e)
     if run is None:
         return _disabled(mode)
+    started.append(run)
     try:
         run.summary.update(comparison_summary(result))
         run.log({"samples": _table(result.to_dataframe(), max_rows=max_table_rows)})
