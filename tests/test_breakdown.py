@@ -142,3 +142,20 @@ def test_a_meta_key_named_like_a_column_keeps_its_values(tiny_checkpoints, tmp_p
     r = vlm_lab("show", str(tmp_path / "cmp"), "--by", "step", "--json")
     assert r.returncode == 0, r.stderr
     assert set(json.loads(r.stdout)[0]["by"]["step"]) == {"early", "late"}
+
+
+def test_a_key_with_a_value_per_sample_is_broken_down_only_when_asked(tiny_checkpoints, tmp_path):
+    """VQA exports carry question_id: broken down by default it made a table row per sample in comparison.html
+    and a W&B summary key per sample; it is left out unless named, the few-valued keys are not."""
+    from vlm_lab.breakdown import MAX_VALUES
+
+    samples = shapes.make_samples("val", MAX_VALUES + 3)
+    for i, s in enumerate(samples):
+        s.meta = {"question_id": i, "answer_type": ["number", "other", "yes/no"][i % 3]}
+    path = data.write_jsonl(samples, tmp_path / "d")
+    config = CompareConfig(checkpoints=(str(tiny_checkpoints[-1]),), data=str(path), device="cpu", output_dir=str(tmp_path / "cmp"))
+    result = compare(config, progress=False)
+    assert result.meta_keys() == ["answer_type"] and result.meta_keys(max_values=None) == ["question_id", "answer_type"]
+    assert len(result.accuracy_by("question_id")) == MAX_VALUES + 3  # named: broken down all the same
+    page = (tmp_path / "cmp" / "comparison.html").read_text()
+    assert "accuracy by answer_type" in page and "accuracy by question_id" not in page

@@ -17,13 +17,19 @@ if TYPE_CHECKING:
     from vlm_lab.results import ComparisonResult
 
 MISSING = "(none)"  # the group of samples whose meta lacks the key
+MAX_VALUES = 50  # a key with more distinct values is broken down only when asked for by name (accuracy_by, --by)
 COLUMNS = ("checkpoint", "step", "accuracy", "ci_low", "ci_high", "n_scored")
 
 
-def meta_keys(rows: list[dict]) -> list[str]:
+def meta_keys(rows: list[dict], *, max_values: int | None = MAX_VALUES) -> list[str]:
     """The ``meta`` keys the scored rows (those with a reference) carry, in the order they first appear:
-    the keys accuracy can be broken down by (none when nothing is scored)."""
-    return list(dict.fromkeys(k for row in rows if row["reference"] is not None for k in row.get("meta") or {}))
+    the keys accuracy can be broken down by (none when nothing is scored). ``max_values``: only keys with at
+    most this many distinct values (None: all); a per-sample key (VQA's ``question_id``) would make a
+    table, a plot line or a W&B summary key per sample."""
+    keys = list(dict.fromkeys(k for row in rows if row["reference"] is not None for k in row.get("meta") or {}))
+    if max_values is None:
+        return keys
+    return [k for k in keys if len(groups(rows, k)) <= max_values]
 
 
 def groups(rows: list[dict], key: str) -> dict[str, list[dict]]:
@@ -57,7 +63,7 @@ def accuracy_by(result: ComparisonResult, key: str, *, seed: int | None = None):
 
     if all(row["reference"] is None for row in result.rows):
         raise DataError(f"no sample has a reference, so nothing is scored to break down by {key!r} (add 'reference' to the data)")
-    have = meta_keys(result.rows)
+    have = meta_keys(result.rows, max_values=None)
     if key not in have:
         carried = f"they carry: {', '.join(have)}" if have else 'they carry none (give each JSONL line a "meta": {...})'
         raise ConfigError(f"no sample carries meta key {key!r} to break accuracy down by; {carried}")

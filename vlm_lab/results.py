@@ -29,6 +29,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from vlm_lab.breakdown import MAX_VALUES
 from vlm_lab.data import atomic_write_text, file_holds
 from vlm_lab.errors import ConfigError, DataError
 from vlm_lab.scoring import METRIC_LABELS, PairedComparison, normalize, paired_bootstrap
@@ -256,12 +257,14 @@ class ComparisonResult:
                     lines.append(f"    {label}: {', '.join(ids[:max_ids])}{more}")
         return "\n".join(lines)
 
-    def meta_keys(self) -> list[str]:
+    def meta_keys(self, *, max_values: int | None = MAX_VALUES) -> list[str]:
         """The names the scored samples carry under ``meta`` (the shapes set: ``question_type``), to break accuracy
-        down by (``accuracy_by``); none when no sample has a reference."""
+        down by (``accuracy_by``); none when no sample has a reference. ``max_values``: only names with at most
+        this many distinct values (None: all): these are broken down in comparison.html, notebook 02 and W&B;
+        ``accuracy_by`` takes any name."""
         from vlm_lab.breakdown import meta_keys
 
-        return meta_keys(self.rows)
+        return meta_keys(self.rows, max_values=max_values)
 
     def accuracy_by(self, key: str, *, wide: bool = False, seed: int | None = None):
         """Each checkpoint's accuracy with a 95% bootstrap CI on the samples of each value of ``meta[key]``.
