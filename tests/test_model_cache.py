@@ -270,3 +270,23 @@ def test_only_the_weights_the_model_loads_are_charged(tiny_checkpoints, sharded,
         cache = ModelCache(budget_bytes=int(1.5 * tiny_nbytes))  # fits the model, not the model and its extra file
         cache.get(ref, device="cpu")
         assert cache.loaded == [ref.spec]
+
+
+def test_a_buffer_shared_by_two_modules_is_copied_out_of_its_file_once_for_both(tmp_path):
+    """A tied buffer (one tensor registered in two modules) mapped from a weight file: the first module got a
+    copy, the second kept pointing into the file (a rewrite of the checkpoint could still change or kill it)."""
+    from vlm_lab.models import _copy_out_of_files, _mapped_ranges
+
+    path = tmp_path / "weights.pt"
+    torch.save({"table": torch.arange(4096, dtype=torch.float32)}, path)
+    table = torch.load(path, mmap=True)["table"]
+    model = torch.nn.Sequential(torch.nn.Module(), torch.nn.Module())
+    for module in model:
+        module.register_buffer("table", table)
+    (start, end), *_ = _mapped_ranges([path])
+    assert start <= table.data_ptr() < end  # the premise: the buffer is a view of the file
+    _copy_out_of_files(model, [path])
+    first, second = model[0].table, model[1].table
+    assert first is second  # still one tensor
+    assert not any(s <= first.data_ptr() < e for s, e in _mapped_ranges([path]))
+    assert torch.equal(first, torch.arange(4096, dtype=torch.float32))

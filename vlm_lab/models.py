@@ -148,19 +148,22 @@ def _copy_out_of_files(model: torch.nn.Module, files: list[Path]) -> None:
     (SIGBUS) at the next forward. Where the mappings cannot be read (no ``/proc``), every CPU tensor is copied.
     """
     mapped = _mapped_ranges(files)
-    seen: set[int] = set()
+    copies: dict[int, torch.Tensor] = {}  # id of a tensor seen -> what stands for it now (itself when not mapped)
     for module in model.modules():
         for store in (module._parameters, module._buffers):
             for name, tensor in store.items():
-                if tensor is None or tensor.device.type != "cpu" or id(tensor) in seen:
+                if tensor is None or tensor.device.type != "cpu":
                     continue
-                seen.add(id(tensor))  # a tied weight is one Parameter in two modules: copied once, still tied
+                if id(tensor) in copies:  # tied: one tensor in two modules; a Parameter was copied in place, a buffer replaced
+                    store[name] = copies[id(tensor)]
+                    continue
+                copies[id(tensor)] = tensor
                 if mapped is not None and not any(start <= tensor.data_ptr() < end for start, end in mapped):
                     continue
                 if isinstance(tensor, torch.nn.Parameter):
                     tensor.data = tensor.data.clone()
                 else:
-                    store[name] = tensor.clone()
+                    store[name] = copies[id(tensor)] = tensor.clone()
 
 
 def _mapped_ranges(files: list[Path]) -> list[tuple[int, int]] | None:
