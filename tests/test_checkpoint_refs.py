@@ -138,9 +138,10 @@ def test_cli_offline_compare_is_not_served_the_old_snapshots_results(tiny_checkp
 
 
 def test_cli_folder_given_from_the_wrong_place_says_both_readings(tiny_dir, tmp_path):
-    r = vlm_lab("compare", "checkpoints/shapes", "--out", str(tmp_path / "cmp"), home=tmp_path / "hf-home", cwd=tmp_path)
+    # (the embedded default, checkpoints/shapes, gets its own message: how to build it, tests/test_cli_first_run.py)
+    r = vlm_lab("compare", "checkpoints/mine", "--out", str(tmp_path / "cmp"), home=tmp_path / "hf-home", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert f"no local folder {str(tmp_path / 'checkpoints' / 'shapes')!r}" in r.stderr
+    assert f"no local folder {str(tmp_path / 'checkpoints' / 'mine')!r}" in r.stderr
     assert "not in the local Hugging Face cache" in r.stderr and "couldn't connect" not in r.stderr
 
 
