@@ -315,3 +315,18 @@ def test_the_same_seed_gives_the_same_weights_whatever_the_thread_count(tmp_path
     assert threads == {1: ["1", "1"], 2: ["2", "2"]}  # the caller's torch thread setting is left as it was
     a, b = _weights(tmp_path / "t1" / "checkpoint-3"), _weights(tmp_path / "t2" / "checkpoint-3")
     assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_a_deleted_checkpoint_0_is_saved_again_without_training_again(tmp_path):
+    import shutil
+
+    config = TrainConfig(out=str(tmp_path / "ck"), steps=4, save_every=2, train_images=16)
+    first = tiny.train(config, progress=False)
+    initial = _weights(first[0])
+    later = (first[-1] / "model.safetensors").stat().st_mtime_ns
+    shutil.rmtree(first[0])  # the untrained model, removed so a comparison leaves it out
+    saved = []
+    again = tiny.train(config, progress=False, on_save=saved.append)
+    assert again == first and all(p.is_dir() for p in again)  # every path it returns is there
+    assert saved == [] and (first[-1] / "model.safetensors").stat().st_mtime_ns == later  # nothing trained again
+    assert all(torch.equal(initial[k], t) for k, t in _weights(first[0]).items())  # the same initial weights

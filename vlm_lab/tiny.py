@@ -10,6 +10,7 @@ path a hub VLM takes, so nothing downstream special-cases it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -212,8 +213,8 @@ def _save_checkpoint(model, processor, out: Path, step: int, log_history: list[d
     tmp = out / f".checkpoint-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tmp.mkdir()  # quiet_if_small reads the folder: it must exist (and holds no weights yet, so it counts as small)
-        _write_checkpoint(model, processor, final, tmp, step, log_history, config,
+        tmp.mkdir()
+        _write_checkpoint(model, processor, tmp, step, log_history, config,
                           optimizer=optimizer, scheduler=scheduler, train_samples=train_samples)
     except (OSError, SafetensorError) as e:  # a full disk or quota: the partial folder would only hold the space
         shutil.rmtree(tmp, ignore_errors=True)
@@ -223,12 +224,11 @@ def _save_checkpoint(model, processor, out: Path, step: int, log_history: list[d
     return final
 
 
-def _write_checkpoint(model, processor, final: Path, tmp: Path, step: int, log_history: list[dict], config: TrainConfig, *,
+def _write_checkpoint(model, processor, tmp: Path, step: int, log_history: list[dict], config: TrainConfig, *,
                       optimizer, scheduler, train_samples: int) -> None:
     from transformers import TrainerState
 
-    # The tiny model's one shard writes in a millisecond: no "Writing model shards" bar, as for loading it.
-    with quiet_if_small(CheckpointRef(spec=str(final), path=str(tmp))):
+    with _no_transformers_bars():  # the one tiny shard writes in a millisecond: no "Writing model shards" bar
         model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
@@ -252,6 +252,25 @@ def _write_checkpoint(model, processor, final: Path, tmp: Path, step: int, log_h
     file_mode = tmp.stat().st_mode & 0o666
     for f in tmp.iterdir():
         f.chmod(file_mode)
+
+
+@contextlib.contextmanager
+def _no_transformers_bars() -> Iterator[None]:
+    """No transformers progress bar inside (through its tqdm hook; huggingface_hub's setting is left alone).
+
+    Not ``models.quiet_if_small``: that one sizes an existing checkpoint's weights, and a save has none yet.
+    """
+    from transformers.utils import logging as hf_logging
+
+    def hook(factory, args, kwargs):
+        kwargs = {**kwargs, "disable": True}
+        return previous(factory, args, kwargs) if previous else factory(*args, **kwargs)
+
+    previous = hf_logging.set_tqdm_hook(hook)
+    try:
+        yield
+    finally:
+        hf_logging.set_tqdm_hook(previous)
 
 
 def _save_failed(error: Exception, out: Path, step: int) -> OutputPathError:
@@ -418,10 +437,14 @@ def _train_and_save(
     save = lambda step: _save_checkpoint(  # noqa: E731
         model, processor, out, step, log_history, config, optimizer=optimizer, scheduler=scheduler, train_samples=len(data)
     )
+    log_history: list[dict] = []
+    if not _same_config(out / "checkpoint-0", config):  # the initial weights, before a resume loads later ones
+        save(0)
     resumed = _resume(out, config, save_steps, model, optimizer, scheduler)
     done = resumed or 0
-    log_history: list[dict] = trainer_state(out / f"checkpoint-{done}")["log_history"] if resumed else []
-    paths = [out / f"checkpoint-{s}" for s in save_steps if s <= done] if resumed else [save(0)]
+    if resumed:
+        log_history = trainer_state(out / f"checkpoint-{done}")["log_history"]
+    paths = [out / f"checkpoint-{s}" for s in save_steps if s <= done]
     batches = _batch_order(len(data), config)
     for _ in range(done):  # replay the data order up to the resumed step (no training)
         next(batches)
