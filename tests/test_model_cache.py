@@ -290,3 +290,29 @@ def test_a_buffer_shared_by_two_modules_is_copied_out_of_its_file_once_for_both(
     assert first is second  # still one tensor
     assert not any(s <= first.data_ptr() < e for s, e in _mapped_ranges([path]))
     assert torch.equal(first, torch.arange(4096, dtype=torch.float32))
+
+
+def test_local_folders_and_cached_snapshots_pick_weight_files_by_one_rule(tmp_path):
+    """model.safetensors (or its index's shards), then pytorch_model.bin (or its shards), then the rest: a local
+    folder holding pytorch_model.bin beside a stray consolidated.safetensors was charged for the stray file
+    (the rule for the Hugging Face cache picked pytorch_model.bin, as from_pretrained does)."""
+    from vlm_lab.hub_cache import cached_weights
+    from vlm_lab.memory_checkpoint import loaded_weight_files, weight_paths
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "pytorch_model.bin").write_bytes(b"0" * 10)
+    (folder / "consolidated.safetensors").write_bytes(b"0" * 10)
+    assert weight_paths(folder) == [folder / "pytorch_model.bin"]
+    (folder / "model.safetensors.index.json").write_text('{"weight_map": {"a": "model-1.safetensors", "b": "model-2.safetensors"}}')
+    (folder / "model-1.safetensors").write_bytes(b"0")
+    assert loaded_weight_files(folder) == ([folder / "model-1.safetensors"], False)  # a listed shard is missing
+    # the same folder as a cached hub snapshot: incomplete, so nothing is served from the cache
+    snapshot = tmp_path / "hub" / "models--org--m" / "snapshots" / ("0" * 40)
+    snapshot.parent.mkdir(parents=True)
+    folder.rename(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    assert cached_weights("org/m", None, None, cache_dir=str(tmp_path / "hub")) is None
+    (snapshot / "model-2.safetensors").write_bytes(b"0")
+    assert cached_weights("org/m", None, None, cache_dir=str(tmp_path / "hub")) == [snapshot / "model-1.safetensors", snapshot / "model-2.safetensors"]

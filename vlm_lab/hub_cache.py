@@ -160,23 +160,15 @@ def cached_snapshot(repo_id: str, revision: str | None, *, cache_dir: str) -> Pa
 
 def cached_weights(repo_id: str, revision: str | None, subfolder: str | None, *, cache_dir: str) -> list[Path] | None:
     """The weight files transformers loads for ``repo_id@revision:subfolder``, when every one is in the cache at
-    ``cache_dir``: the shards its ``*.index.json`` names, or its single ``model.safetensors`` (else
-    ``pytorch_model.bin``), in transformers' order of preference. None when any is missing (it would be downloaded)."""
-    from vlm_lab.checkpoints import index_shards
+    ``cache_dir`` (``memory_checkpoint.loaded_weight_files``, the rule for local folders too). None when any is
+    missing (it would be downloaded)."""
+    from vlm_lab.memory_checkpoint import loaded_weight_files
 
     snapshot = cached_snapshot(repo_id, revision, cache_dir=cache_dir)
     if snapshot is None:
         return None
-    folder = snapshot / (subfolder or "").strip("/")
-    for single in ("model.safetensors", "pytorch_model.bin"):
-        index = folder / f"{single}.index.json"
-        names = index_shards(index) if index.is_file() else [single]
-        if names is None:  # an unreadable index: loading will say so
-            return None
-        files = [folder / name for name in names]
-        if all(f.is_file() for f in files):  # follows the cache's links: a missing blob is not there
-            return files
-    return None
+    files, complete = loaded_weight_files(snapshot / (subfolder or "").strip("/"))  # is_file follows the cache's links
+    return files if files and complete else None
 
 
 def config_folders(snapshot: Any) -> list[str]:

@@ -86,18 +86,32 @@ def processor_settings(folder: Path) -> dict[str, Any]:
 
 
 def weight_paths(folder: Path) -> list[Path]:
-    """The model's weight files, as ``from_pretrained`` picks them: the shards ``model.safetensors.index.json``
-    names (those present), else ``model.safetensors``, else any ``*.safetensors``, else its torch pickles
-    (never optimizer or trainer state). A PEFT ``adapter_model.safetensors`` or a stray shard beside the
-    model's own is not the model's weights: counting it over-charged the model cache and the estimate."""
-    index = folder / "model.safetensors.index.json"
-    named = index_shards(index) if index.is_file() else None  # None also for a broken index: invalid_json names it
-    if named:
-        return [folder / n for n in named if (folder / n).is_file()]
-    if (folder / "model.safetensors").is_file():
-        return [folder / "model.safetensors"]
-    shards = sorted(folder.glob("*.safetensors"))
-    return shards or [p for p in model_files(folder) if p.suffix in _TORCH_WEIGHTS]
+    """The model's weight files present in ``folder``, as ``from_pretrained`` picks them (``loaded_weight_files``)."""
+    return loaded_weight_files(folder)[0]
+
+
+def loaded_weight_files(folder: Path) -> tuple[list[Path], bool]:
+    """``(files, complete)``: the weight files ``from_pretrained`` loads from ``folder`` that are there, and whether
+    every one it needs is (a shard an index lists may be missing; in the Hugging Face cache, a link to a blob not
+    downloaded is missing). In transformers' order: ``model.safetensors`` (or the shards its index lists), then
+    ``pytorch_model.bin`` (or its shards); else any ``*.safetensors``, else torch pickles (never optimizer or
+    trainer state). A PEFT ``adapter_model.safetensors`` or a stray shard beside the model's own is not the
+    model's weights: counting it over-charged the model cache and the estimate. One rule for local folders
+    and cached hub snapshots (``hub_cache.cached_weights``)."""
+    for single in ("model.safetensors", "pytorch_model.bin"):
+        index = folder / f"{single}.index.json"
+        if index.is_file():
+            named = index_shards(index)
+            if named is None:  # a broken index: invalid_json names it when the folder is checked
+                return [], False
+            files = [folder / n for n in named]
+            present = [f for f in files if f.is_file()]
+            return present, len(present) == len(files)
+        if (folder / single).is_file():
+            return [folder / single], True
+    shards = [p for p in sorted(folder.glob("*.safetensors")) if p.is_file()]
+    files = shards or [p for p in model_files(folder) if p.suffix in _TORCH_WEIGHTS]
+    return files, bool(files)
 
 
 def _refuse_lfs_pointer(path: Path) -> None:
