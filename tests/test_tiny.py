@@ -330,3 +330,21 @@ def test_a_deleted_checkpoint_0_is_saved_again_without_training_again(tmp_path):
     assert again == first and all(p.is_dir() for p in again)  # every path it returns is there
     assert saved == [] and (first[-1] / "model.safetensors").stat().st_mtime_ns == later  # nothing trained again
     assert all(torch.equal(initial[k], t) for k, t in _weights(first[0]).items())  # the same initial weights
+
+
+def test_the_chat_template_renders_turns_and_marks_the_assistants_tokens(tmp_path):
+    from transformers import AutoProcessor
+
+    paths = tiny.train(TrainConfig(out=str(tmp_path / "ck"), steps=1, save_every=1, train_images=4), progress=False)
+    processor = AutoProcessor.from_pretrained(paths[-1])
+    sample = data.load_samples("shapes:val:1")[0]
+    user = {"role": "user", "content": [{"type": "image", "image": sample.image}, {"type": "text", "text": "What shape is it?"}]}
+    answer = {"role": "assistant", "content": [{"type": "text", "text": "a red circle"}]}
+    system = {"role": "system", "content": "Answer briefly."}
+    assert processor.apply_chat_template([user], add_generation_prompt=True) == "<|user|>\n<image>\nWhat shape is it?<|end|>\n<|assistant|>\n"
+    assert processor.apply_chat_template([system, user, answer]) == (
+        "<|system|>\nAnswer briefly.<|end|>\n<|user|>\n<image>\nWhat shape is it?<|end|>\n<|assistant|>\na red circle<|end|>\n")
+    # assistant-only loss (TRL's assistant_only_loss, transformers' assistant_masks) needs {% generation %} markers
+    enc = processor.apply_chat_template([user, answer], tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    marked = [t for t, m in zip(enc["input_ids"][0], enc["assistant_masks"][0]) if m]
+    assert processor.tokenizer.convert_ids_to_tokens(marked) == ["a", "red", "circle", tiny.END_TOKEN]

@@ -49,16 +49,21 @@ BUILD_RECORD = "VlmLabTinyBuild"  # trainer_state.json stateful_callbacks key: {
 PATCH_SIZE = 8  # 64 / 8 = 8 x 8 = 64 image tokens: fine enough to tell a square from a diamond
 
 # A chat template in the shape real VLM processors use: content is a string or a
-# list of {"type": "image"} / {"type": "text", "text": ...} parts.
+# list of {"type": "image"} / {"type": "text", "text": ...} parts. The assistant's answer and its
+# end token sit in {% generation %} markers (they render nothing), so return_assistant_tokens_mask
+# and assistant-only-loss trainers (TRL) find the tokens to learn.
 CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "<|{{ message['role'] }}|>\n"
+    "{% macro content(message) %}"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for part in message['content'] %}"
     "{% if part['type'] == 'image' %}<image>\n"
     "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
     "{% endfor %}{% endif %}"
-    "<|end|>\n"
+    "{% endmacro %}"
+    "{% for message in messages %}"
+    "<|{{ message['role'] }}|>\n"
+    "{% if message['role'] == 'assistant' %}{% generation %}{{ content(message) }}<|end|>{% endgeneration %}"
+    "{% else %}{{ content(message) }}<|end|>{% endif %}{{ '\\n' }}"  # an expression: trim_blocks eats a newline after a tag
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )

@@ -11,7 +11,7 @@ _DEFAULTS = TrainConfig()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("checkpoints", help="build or evaluate the embedded tiny shapes checkpoints")
+    parser = sub.add_parser("checkpoints", help="build, list or evaluate the embedded tiny shapes checkpoints (list reads any training run)")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     build = actions.add_parser(
