@@ -349,17 +349,26 @@ def test_a_step_names_the_checkpoint_beside_one_without_a_step(tmp_path, saved_c
 
 @pytest.fixture(scope="module")
 def one_checkpoint_comparisons(tiny_checkpoints, tmp_path_factory) -> dict[str, Path]:
-    """checkpoint-500 and checkpoint-750, each alone, on the same 48 shapes samples: 81% [69-92] and 96% [90-100],
-    95% CIs that overlap; sample by sample, -750 gets 8 right that -500 got wrong and 1 the other way."""
+    """Two saved one-checkpoint comparisons on the same 48 samples, scored so the case is known whatever the
+    tiny checkpoints learned: ``short`` gets 39 right (81%, 95% CI about 69-92), ``long`` those and 7 more
+    (96%, about 90-100): CIs that overlap, and a paired difference of +14.6% whose CI excludes 0."""
     from vlm_lab.compare import compare
     from vlm_lab.config import CompareConfig
+    from vlm_lab.results import ComparisonResult
+    from vlm_lab.scoring import bootstrap_accuracy
 
+    out = tmp_path_factory.mktemp("paired")
+    real = compare(CompareConfig(checkpoints=(str(tiny_checkpoints[-1]),), data="shapes:val:48", device="cpu",
+                                 output_dir=str(out / "real")), progress=False)  # fmt: skip
+    (name,) = real.checkpoints
     folders = {}
-    for name, i in {"short": 2, "long": 3}.items():
-        out = tmp_path_factory.mktemp("paired") / name
-        compare(CompareConfig(checkpoints=(str(tiny_checkpoints[i]),), data="shapes:val:48", device="cpu", output_dir=str(out)),
-                progress=False)  # fmt: skip
-        folders[name] = out
+    for run, right in {"short": 39, "long": 46}.items():
+        result = ComparisonResult.load(out / "real")
+        for i, row in enumerate(result.rows):
+            row["outputs"][name]["score"] = 1.0 if i < right else 0.0
+        acc = bootstrap_accuracy([row["outputs"][name]["score"] for row in result.rows])
+        result.summary[0].update(accuracy=acc.value, ci_low=acc.ci_low, ci_high=acc.ci_high)
+        folders[run] = result.save(out / run)
     return folders
 
 
@@ -369,13 +378,14 @@ def test_the_winner_is_judged_on_the_samples_both_runs_scored_not_by_ci_overlap(
     folder = lay_out_sweep(tmp_path, {"schedule": ["short", "long"]}, comparison=lambda schedule: one_checkpoint_comparisons[schedule])
     ablation = Ablation.load(folder)
     best = ablation.best()
-    assert best["checkpoint"] == "checkpoint-750" and best["overlapping"] == []
+    assert best["schedule"] == "long" and best["overlapping"] == []
     runner_up = best["runner_up"]
     assert runner_up["paired"] and runner_up["n"] == 48 and runner_up["diff"] == pytest.approx(-7 / 48)
     assert runner_up["ci_high"] >= best["ci_low"]  # the CIs overlap: the old reading called it a tie
+    assert runner_up["diff_ci_high"] < 0
     line = ablation.describe_best()
     assert "no clear winner" not in line
-    assert f"; ahead of schedule=short at checkpoint-500 (81.2%, paired difference -14.6% [{runner_up['diff_ci_low']:+.1%}, " in line
+    assert f"; ahead of schedule=short at checkpoint-1000 (81.2%, paired difference -14.6% [{runner_up['diff_ci_low']:+.1%}, " in line
     assert list(ablation.ranking()["vs_best"]) == ["best", "below"]
 
 
