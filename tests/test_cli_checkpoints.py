@@ -215,3 +215,27 @@ def test_build_into_a_model_folder_is_refused(tiny_checkpoints, tmp_path, inside
         f"error: OutputPathError: --out {str(run / inside)!r} holds a model (config.json): its checkpoint-N folders "
         "would be read as one run with that model; pass a folder of its own, such as checkpoints/mine")
     assert sorted(p.name for p in (run / inside).iterdir()) == before  # nothing written
+
+
+INTERRUPTED_WITH_A_BAR = r"""
+import sys
+from vlm_lab import tiny
+from vlm_lab.config import TrainConfig
+
+def ctrl_c(path):
+    if path.name == "checkpoint-2":
+        raise KeyboardInterrupt
+
+try:
+    tiny.train(TrainConfig(out=sys.argv[1], steps=4, save_every=2, train_images=8), progress=True, on_save=ctrl_c)
+except KeyboardInterrupt:
+    print("interrupted; a re-run resumes", file=sys.stderr)
+"""
+
+
+def test_an_interrupted_builds_bar_ends_its_line_before_the_message(tmp_path):
+    r = subprocess.run([sys.executable, "-c", INTERRUPTED_WITH_A_BAR, str(tmp_path / "ck")], capture_output=True, text=True,
+                       timeout=300, check=True)
+    before, message, after = r.stderr.rpartition("interrupted; a re-run resumes")
+    assert message and after == "\n", repr(r.stderr[-300:])  # the bar was not drawn again after it
+    assert before.endswith("\n") and "2/4" in before.splitlines()[-1], repr(before[-300:])  # its own line, at step 2

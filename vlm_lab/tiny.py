@@ -457,29 +457,29 @@ def _train_and_save(
     bar = tqdm(total=config.steps, initial=done, desc=desc, unit="step", disable=not progress)
     start = time.perf_counter() - (log_history[-1].get("elapsed_s", 0.0) if log_history else 0.0)
     model.train()
-    for step in range(done + 1, config.steps + 1):
-        batch = encode_training_batch(processor, [data[i] for i in next(batches)])
-        loss = model(**batch).loss
-        if not torch.isfinite(loss):  # diverged: every later step and checkpoint would be NaN too
-            raise _diverged(config, f"the loss became {loss.item()} at step {step}", paths[-1])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # before clipping, as the Trainer logs it
-        optimizer.step()
-        scheduler.step()
-        # the keys Trainer.log writes, so tools that read a Trainer's log_history read this one
-        log_history.append({"step": step, "epoch": _epoch(step, config, len(data)), "loss": round(loss.item(), 5),
-                            "grad_norm": round(grad_norm.item(), 5), "learning_rate": scheduler.get_last_lr()[0]})
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        bar.update(1)
-        if step in save_steps:
-            if not all(torch.isfinite(p).all() for p in model.parameters()):
-                raise _diverged(config, f"the weights became nan/inf by step {step}", paths[-1])
-            log_history[-1]["elapsed_s"] = round(time.perf_counter() - start, 2)
-            paths.append(save(step))
-            if on_save:
-                on_save(paths[-1])
-    bar.close()
+    with bar:  # closed (its line ended) before an interrupt or error propagates and is printed
+        for step in range(done + 1, config.steps + 1):
+            batch = encode_training_batch(processor, [data[i] for i in next(batches)])
+            loss = model(**batch).loss
+            if not torch.isfinite(loss):  # diverged: every later step and checkpoint would be NaN too
+                raise _diverged(config, f"the loss became {loss.item()} at step {step}", paths[-1])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # before clipping, as the Trainer logs it
+            optimizer.step()
+            scheduler.step()
+            # the keys Trainer.log writes, so tools that read a Trainer's log_history read this one
+            log_history.append({"step": step, "epoch": _epoch(step, config, len(data)), "loss": round(loss.item(), 5),
+                                "grad_norm": round(grad_norm.item(), 5), "learning_rate": scheduler.get_last_lr()[0]})
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.update(1)
+            if step in save_steps:
+                if not all(torch.isfinite(p).all() for p in model.parameters()):
+                    raise _diverged(config, f"the weights became nan/inf by step {step}", paths[-1])
+                log_history[-1]["elapsed_s"] = round(time.perf_counter() - start, 2)
+                paths.append(save(step))
+                if on_save:
+                    on_save(paths[-1])
     return paths
 
 
