@@ -200,6 +200,17 @@ def test_out_under_home_is_where_compare_looks(tmp_path, monkeypatch):
     assert [r.path for r in resolve("~/ck")] == [str(p) for p in paths]
 
 
+def test_out_with_an_environment_variable_is_where_compare_looks(tmp_path, monkeypatch):
+    from vlm_lab.checkpoints import resolve
+
+    monkeypatch.setenv("SCRATCH", str(tmp_path / "scratch"))  # as a notebook parameter or sweep file passes it
+    monkeypatch.chdir(tmp_path)
+    paths = tiny.train(TrainConfig(out="$SCRATCH/ck", steps=1, save_every=1, train_images=4), progress=False)
+    assert paths[-1] == tmp_path / "scratch" / "ck" / "checkpoint-1" and paths[-1].is_dir()
+    assert not (tmp_path / "$SCRATCH").exists()  # not a folder literally named '$SCRATCH'
+    assert [r.path for r in resolve("$SCRATCH/ck")] == [str(p) for p in paths]
+
+
 def test_saved_files_are_readable_by_others_as_the_umask_allows(tmp_path):
     old = os.umask(0o022)
     try:

@@ -324,7 +324,8 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
     """
     if not config.out.strip():  # an unset "$OUT": the checkpoints would land in the current folder
         raise OutputPathError("--out is empty; pass the folder to save the checkpoints in, such as checkpoints/shapes")
-    out = Path(config.out).expanduser()  # '~/ck' is under $HOME, as `vlm-lab compare ~/ck` reads it
+    # '~/ck' and '$SCRATCH/ck' (a notebook parameter, a sweep file) are read as `vlm-lab compare` reads them
+    out = Path(os.path.expandvars(config.out)).expanduser()
     if (out / "config.json").is_file():  # a checkpoint or a run's final model: compare would list both as one run
         raise OutputPathError(
             f"--out {str(out)!r} holds a model (config.json): its checkpoint-N folders would be read as one run "
