@@ -239,3 +239,12 @@ def test_an_interrupted_builds_bar_ends_its_line_before_the_message(tmp_path):
     before, message, after = r.stderr.rpartition("interrupted; a re-run resumes")
     assert message and after == "\n", repr(r.stderr[-300:])  # the bar was not drawn again after it
     assert before.endswith("\n") and "2/4" in before.splitlines()[-1], repr(before[-300:])  # its own line, at step 2
+
+
+@pytest.mark.parametrize("action", ["eval", "list"])
+def test_the_default_folder_missing_here_says_where_it_is_or_how_to_build_it(action, tmp_path):
+    r = vlm_lab("checkpoints", action, cwd=tmp_path)  # a fresh clone before make checkpoints, or run from notebooks/
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "hf download" not in r.stderr, r.stderr  # it is no hub id
+    assert r.stderr.startswith(f"error: CheckpointNotFoundError: no checkpoints at 'checkpoints/shapes' (relative to {tmp_path}); ")
+    assert "run from the project root" in r.stderr or "vlm-lab checkpoints build --out checkpoints/shapes" in r.stderr

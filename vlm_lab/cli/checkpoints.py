@@ -95,9 +95,11 @@ def _list(args: argparse.Namespace) -> int:
     import json
 
     from vlm_lab import tiny
+    from vlm_lab.cli import check_embedded_checkpoints
     from vlm_lab.training_log import summarize
     from vlm_lab.units import human_bytes
 
+    check_embedded_checkpoints([args.folder])
     rows = summarize(args.folder)
     if args.json:
         print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
@@ -123,10 +125,12 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from vlm_lab.cli import check_embedded_checkpoints
     from vlm_lab.cli.compare import print_summary
     from vlm_lab.compare import compare
     from vlm_lab.config import CompareConfig
 
+    check_embedded_checkpoints(args.refs)
     config = CompareConfig(checkpoints=tuple(args.refs), data=args.data, num_samples=0, output_dir=args.out)
     print_summary(compare(config, progress=False), as_json=False)
     return 0
