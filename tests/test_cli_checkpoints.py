@@ -248,3 +248,12 @@ def test_the_default_folder_missing_here_says_where_it_is_or_how_to_build_it(act
     assert "hf download" not in r.stderr, r.stderr  # it is no hub id
     assert r.stderr.startswith(f"error: CheckpointNotFoundError: no checkpoints at 'checkpoints/shapes' (relative to {tmp_path}); ")
     assert "run from the project root" in r.stderr or "vlm-lab checkpoints build --out checkpoints/shapes" in r.stderr
+
+
+def test_a_build_with_many_checkpoints_names_the_first_and_last_and_how_to_see_all(tmp_path):
+    out = tmp_path / "ck"
+    r = vlm_lab("checkpoints", "build", "--out", str(out), "--steps", "12", "--save-every", "1", "--train-images", "4",
+                "--quiet", check=True)
+    assert r.stdout.splitlines()[0] == (
+        f"13 checkpoints in {out}: checkpoint-0, checkpoint-1, checkpoint-2, ..., checkpoint-11, checkpoint-12 "
+        f"(each with its loss: vlm-lab checkpoints list {out})")

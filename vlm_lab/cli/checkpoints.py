@@ -68,7 +68,11 @@ def _build(args: argparse.Namespace) -> int:
                              batch_size=args.batch_size, learning_rate=args.learning_rate, train_images=args.train_images)
     saved: list[Path] = []
     paths = tiny.train(config, progress=not args.quiet, on_save=saved.append)
-    print(f"{len(paths)} checkpoints in {config.out}: {', '.join(p.name for p in paths)}")
+    names = [p.name for p in paths]
+    shown = ", ".join(names)
+    if len(names) > 8:  # --save-every 1: a thousand names on one line
+        shown = f"{', '.join([*names[:3], '...', *names[-2:]])} (each with its loss: vlm-lab checkpoints list {config.out})"
+    print(f"{len(paths)} checkpoints in {config.out}: {shown}")
     print(_what_was_trained(paths, saved))
     return 0
 
