@@ -359,3 +359,16 @@ def test_the_chat_template_renders_turns_and_marks_the_assistants_tokens(tmp_pat
     enc = processor.apply_chat_template([user, answer], tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     marked = [t for t, m in zip(enc["input_ids"][0], enc["assistant_masks"][0]) if m]
     assert processor.tokenizer.convert_ids_to_tokens(marked) == ["a", "red", "circle", tiny.END_TOKEN]
+
+
+def test_a_checkpoint_whose_weights_are_gone_is_trained_again_not_called_built(tmp_path):
+    config = TrainConfig(out=str(tmp_path / "ck"), steps=4, save_every=2, train_images=8)
+    first = tiny.train(config, progress=False)
+    before = _weights(first[-1])
+    (first[-1] / "model.safetensors").unlink()  # pruned by hand, or lost: the folder no longer loads
+    saved = []
+    with pytest.warns(tiny.StaleCheckpointsWarning, match=r"removed checkpoint-4 .*incomplete \(no model\.safetensors\)"):
+        again = tiny.train(config, progress=False, on_save=saved.append)
+    assert [p.name for p in saved] == ["checkpoint-4"]  # resumed from checkpoint-2
+    after = _weights(again[-1])
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -415,7 +415,7 @@ def _remove_earlier_builds(out: Path, config: TrainConfig) -> None:
     elif changed:
         why = "with " + ", ".join(f"{k}={then.get(k)!r}" for k in changed) + "; now " + ", ".join(f"{k}={now[k]!r}" for k in changed)
     else:
-        why = "incomplete (no config.json)"
+        why = f"incomplete (no {_missing(stale[-1]) or 'config.json'})"
     for path in stale:
         _discard(path)
     warnings.warn(
@@ -553,8 +553,17 @@ def build_record(path: Path) -> tuple[dict | None, object]:
     return None, None
 
 
+# What a build's checkpoint needs to count as built (save_pretrained writes each): a folder without one does not load.
+_NEEDED = ("config.json", "model.safetensors")
+
+
+def _missing(path: Path) -> str:
+    """The first file of ``_NEEDED`` that ``path`` lacks; "" when it has them all."""
+    return next((name for name in _NEEDED if not (path / name).is_file()), "")
+
+
 def _same_config(path: Path, config: TrainConfig) -> bool:
-    if not (path / "config.json").is_file():
+    if _missing(path):
         return False
     then, then_format = build_record(path)
     if then is None or then_format != FORMAT_VERSION:
