@@ -316,3 +316,15 @@ def test_local_folders_and_cached_snapshots_pick_weight_files_by_one_rule(tmp_pa
     assert cached_weights("org/m", None, None, cache_dir=str(tmp_path / "hub")) is None
     (snapshot / "model-2.safetensors").write_bytes(b"0")
     assert cached_weights("org/m", None, None, cache_dir=str(tmp_path / "hub")) == [snapshot / "model-1.safetensors", snapshot / "model-2.safetensors"]
+
+
+def test_a_cached_snapshot_without_the_subfolder_yet_has_no_cached_weights(tmp_path):
+    """org/run:checkpoint-250 before its files are downloaded: the subfolder is not in the snapshot; asking for
+    its cached weights raised 'no checkpoint at ... any more' and failed an online compare (359cec5)."""
+    from vlm_lab.hub_cache import cached_weights
+
+    snapshot = tmp_path / "hub" / "models--org--run" / "snapshots" / ("0" * 40)
+    (snapshot / "checkpoint-0").mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    assert cached_weights("org/run", None, "checkpoint-250", cache_dir=str(tmp_path / "hub")) is None

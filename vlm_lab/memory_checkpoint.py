@@ -97,7 +97,10 @@ def loaded_weight_files(folder: Path) -> tuple[list[Path], bool]:
     ``pytorch_model.bin`` (or its shards); else any ``*.safetensors``, else torch pickles (never optimizer or
     trainer state). A PEFT ``adapter_model.safetensors`` or a stray shard beside the model's own is not the
     model's weights: counting it over-charged the model cache and the estimate. One rule for local folders
-    and cached hub snapshots (``hub_cache.cached_weights``)."""
+    and cached hub snapshots (``hub_cache.cached_weights``). A folder that is not there has none (a hub
+    subfolder not downloaded yet)."""
+    if not folder.is_dir():
+        return [], False
     for single in ("model.safetensors", "pytorch_model.bin"):
         index = folder / f"{single}.index.json"
         if index.is_file():
