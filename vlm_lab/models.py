@@ -382,12 +382,19 @@ def quiet_if_small(ref: CheckpointRef) -> Iterator[None]:
     long enough to want one. Only transformers' own bars are touched (through its tqdm hook),
     never huggingface_hub's settings.
     """
-    from transformers.utils import logging as hf_logging
-
     weights = _weights_on_disk(ref)
     if weights is None or sum(f.stat().st_size for f in weights) >= QUIET_LOAD_BYTES:
         yield
         return
+    with no_transformers_bars():
+        yield
+
+
+@contextlib.contextmanager
+def no_transformers_bars() -> Iterator[None]:
+    """No transformers progress bar inside, through its tqdm hook (huggingface_hub's settings are left alone);
+    the hook in place before is restored after, and called for bars it would have shown."""
+    from transformers.utils import logging as hf_logging
 
     def hook(factory, args, kwargs):
         kwargs = {**kwargs, "disable": True}

@@ -10,7 +10,6 @@ path a hub VLM takes, so nothing downstream special-cases it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -233,7 +232,9 @@ def _write_checkpoint(model, processor, tmp: Path, step: int, log_history: list[
                       optimizer, scheduler, train_samples: int) -> None:
     from transformers import TrainerState
 
-    with _no_transformers_bars():  # the one tiny shard writes in a millisecond: no "Writing model shards" bar
+    from vlm_lab.models import no_transformers_bars
+
+    with no_transformers_bars():  # the one tiny shard writes in a millisecond: no "Writing model shards" bar
         model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
@@ -257,25 +258,6 @@ def _write_checkpoint(model, processor, tmp: Path, step: int, log_history: list[
     file_mode = tmp.stat().st_mode & 0o666
     for f in tmp.iterdir():
         f.chmod(file_mode)
-
-
-@contextlib.contextmanager
-def _no_transformers_bars() -> Iterator[None]:
-    """No transformers progress bar inside (through its tqdm hook; huggingface_hub's setting is left alone).
-
-    Not ``models.quiet_if_small``: that one sizes an existing checkpoint's weights, and a save has none yet.
-    """
-    from transformers.utils import logging as hf_logging
-
-    def hook(factory, args, kwargs):
-        kwargs = {**kwargs, "disable": True}
-        return previous(factory, args, kwargs) if previous else factory(*args, **kwargs)
-
-    previous = hf_logging.set_tqdm_hook(hook)
-    try:
-        yield
-    finally:
-        hf_logging.set_tqdm_hook(previous)
 
 
 def _save_failed(error: Exception, out: Path, step: int) -> OutputPathError:
