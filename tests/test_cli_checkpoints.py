@@ -180,7 +180,10 @@ def test_list_reads_a_trainer_run_it_did_not_build_and_shows_its_eval_loss(tiny_
 
     run = tmp_path / "trainer-run"
     for step, source in ((500, tiny_checkpoints[2]), (1000, tiny_checkpoints[4])):
-        shutil.copytree(source, run / f"checkpoint-{step}", ignore=shutil.ignore_patterns("trainer_state.json"))
+        # resumable: the optimizer and scheduler state are there (given to 1000 only, whatever the build kept)
+        shutil.copytree(source, run / f"checkpoint-{step}", ignore=shutil.ignore_patterns("trainer_state.json", "optimizer.pt", "scheduler.pt"))
+    for name in ("optimizer.pt", "scheduler.pt"):
+        (run / "checkpoint-1000" / name).write_bytes(b"")
     # logging_steps=250, eval_steps=500, as a Trainer writes them (the loss row, then the eval row, of a step)
     log = [{"step": 250, "epoch": 0.5, "loss": 1.0}, {"step": 500, "epoch": 1.0, "loss": 0.5},
            {"step": 500, "epoch": 1.0, "eval_loss": 0.75}, {"step": 750, "epoch": 1.5, "loss": 0.25}]
@@ -191,7 +194,7 @@ def test_list_reads_a_trainer_run_it_did_not_build_and_shows_its_eval_loss(tiny_
     lines = [line.split() for line in r.stdout.splitlines()]
     assert lines[:3] == [["checkpoint", "step", "epoch", "loss", "eval_loss", "weights", "resumable"],
                          ["checkpoint-500", "500", "1.00", "0.7500", "0.7500", "664.17", "KiB", "no"],
-                         ["checkpoint-1000", "1000", "2.00", "0.2500", "-", "664.17", "KiB", "no"]]
+                         ["checkpoint-1000", "1000", "2.00", "0.2500", "-", "664.17", "KiB", "yes"]]
 
 
 def test_list_of_a_folder_with_no_checkpoints_names_what_is_there(tmp_path):

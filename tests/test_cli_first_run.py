@@ -34,3 +34,14 @@ def test_run_from_a_subfolder_names_where_the_checkpoints_are(tmp_path):
 def test_other_missing_references_keep_the_librarys_error(tmp_path):
     done = vlm_lab(tmp_path, "compare", "runs/x/checkpoint-5", "--quiet")
     assert done.returncode == 2 and "checkpoints build" not in done.stderr and "runs/x/checkpoint-5" in done.stderr
+
+
+@pytest.mark.parametrize("command, message", [
+    (["compare", "--seed", "-1", "--quiet"], "error: ConfigError: --seed must be a whole number from 0"),
+    (["memory", "--batch-size", "0", "--no-measure"], "error: ConfigError: --batch-size must be a positive integer"),
+])  # fmt: skip
+def test_a_bad_flag_is_named_before_the_missing_checkpoints(tmp_path, command, message):
+    """On a fresh clone the flag's error came second: the missing default checkpoints were said instead (and a
+    test of --seed passed only where they had been built)."""
+    done = vlm_lab(tmp_path, *command)
+    assert done.returncode == 2 and done.stderr.startswith(message), done.stderr

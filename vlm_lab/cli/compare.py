@@ -152,8 +152,9 @@ def run(args: argparse.Namespace) -> int:
     from vlm_lab.compare import compare
     from vlm_lab.errors import ConfigError
 
+    config = config_from_args(args)  # a bad flag is named first, before anything is looked for
     check_embedded_checkpoints(args.refs)
-    result = compare(config_from_args(args), progress=not args.quiet)  # the bar goes to stderr
+    result = compare(config, progress=not args.quiet)  # the bar goes to stderr
     try:
         print_summary(result, as_json=args.json, by=args.by)
     except ConfigError as e:  # --by a key the data lacks: known only once the data is read; nothing is lost

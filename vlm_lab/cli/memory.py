@@ -48,9 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _memory(args: argparse.Namespace) -> int:
-    from vlm_lab.cli import check_embedded_checkpoints, flags_in_config_errors
+    from vlm_lab.cli import flags_in_config_errors
 
-    check_embedded_checkpoints(args.refs)
     # the library names config fields (dtype='float16'); here they are flags (--dtype float16)
     with flags_in_config_errors("snapshot_dir", "dtype", "device", "target", "batch_size", "prompt_tokens", "max_new_tokens",
                                 "image_size", "rehearse", measure="--no-measure"):
@@ -59,6 +58,7 @@ def _memory(args: argparse.Namespace) -> int:
 
 def _profile(args: argparse.Namespace) -> int:
     from vlm_lab import memory_report
+    from vlm_lab.cli import check_embedded_checkpoints
 
     config = MemoryConfig(
         checkpoints=tuple(args.refs),
@@ -73,6 +73,7 @@ def _profile(args: argparse.Namespace) -> int:
         rehearse=args.rehearse,
         snapshot_dir=args.snapshot_dir,
     )
+    check_embedded_checkpoints(args.refs)  # after the flags: a bad one is named first
     rows = []
     try:
         for row in memory_report.iter_profile(config, progress=True):
