@@ -409,3 +409,15 @@ def test_a_panel_with_many_values_keeps_its_legend_off_the_lines(tmp_path):
     few = Ablation.load(lay_out_sweep(tmp_path / "few", {"learning_rate": lrs[:3]})).plot()
     few.canvas.draw()
     assert few.axes[0].get_legend().get_window_extent().x1 <= few.axes[0].get_window_extent().x1  # three: inside, as before
+
+
+def test_each_runs_comparison_is_read_once_for_the_best_the_ranking_and_the_line(tmp_path, one_checkpoint_comparisons, monkeypatch):
+    from vlm_lab import results
+
+    folder = lay_out_sweep(tmp_path, {"schedule": ["short", "long"]}, comparison=lambda schedule: one_checkpoint_comparisons[schedule])
+    ablation = Ablation.load(folder)
+    loads = []
+    real = results.ComparisonResult.load.__func__
+    monkeypatch.setattr(results.ComparisonResult, "load", classmethod(lambda cls, d: loads.append(d) or real(cls, d)))
+    ablation.best(), ablation.ranking(), ablation.describe_best()
+    assert len(loads) == 2  # one per run, not one per run per call

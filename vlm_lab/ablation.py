@@ -155,6 +155,8 @@ class Ablation:
     runs: Any  # pandas DataFrame: summary.csv, one row per run
     results: Any  # pandas DataFrame: one row per (completed run, checkpoint)
     _by: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # accuracy_by per (key, checkpoint)
+    # each run's saved ComparisonResult (None: none readable), read once for the paired judgements
+    comparisons: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, sweep_dir: str | os.PathLike[str]) -> Ablation:
@@ -276,8 +278,8 @@ class Ablation:
 
             top = frame.iloc[0]
             rows = frame.to_dict(orient="records")
-            judged = versus_best(self.sweep_dir, {**rows[0], "ci_low": _plain(top["ci_low"])}, [
-                {**r, "ci_low": _plain(r["ci_low"]), "ci_high": _plain(r["ci_high"])} for r in rows[1:]])  # fmt: skip
+            others = [{**r, "ci_low": _plain(r["ci_low"]), "ci_high": _plain(r["ci_high"])} for r in rows[1:]]
+            judged = versus_best(self.sweep_dir, {**rows[0], "ci_low": _plain(top["ci_low"])}, others, results=self.comparisons)
             frame["vs_best"] = ["best"] + [
                 "best" if r == 1 else ("within noise of the best" if j["paired"] else "CI overlaps the best's") if j["close"] else "below"
                 for r, j in zip(frame["rank"][1:], judged)
@@ -309,7 +311,7 @@ class Ablation:
             per_run = others.loc[others.groupby("run_id", sort=False)[metric].idxmax()].sort_values(metric, ascending=False, kind="stable")
             keys = ("run_id", *self.columns(), "checkpoint", "accuracy", "ci_low", "ci_high")
             records = [{k: _plain(r[k]) for k in keys} for r in per_run.to_dict(orient="records")]
-            judged = [{**r, **j} for r, j in zip(records, versus_best(self.sweep_dir, best, records))]
+            judged = [{**r, **j} for r, j in zip(records, versus_best(self.sweep_dir, best, records, results=self.comparisons))]
             best["overlapping"] = [j for j in judged if j.pop("close")]
             best["runner_up"] = judged[0] if judged and judged[0] not in best["overlapping"] else None
         return best

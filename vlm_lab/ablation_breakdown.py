@@ -127,7 +127,7 @@ def describe(ablation: Ablation, frame: Any, notes: dict[str, str], key: str, *,
             lines.append(f"{head} (the only run scored)")
             continue
         others = scored.iloc[1:].to_dict(orient="records")
-        judged = versus_best(ablation.sweep_dir, top.to_dict(), others, where=_with_value(key, value))
+        judged = versus_best(ablation.sweep_dir, top.to_dict(), others, where=_with_value(key, value), results=ablation.comparisons)
         close = [o for o, j in zip(others, judged) if j["close"]]  # the sweep cannot tell these from the best
         paired = all(j["paired"] for j in judged)  # on the same samples; else (some) by CI overlap only
         if not close:

@@ -18,12 +18,13 @@ from vlm_lab.errors import DataError
 
 
 def versus_best(sweep_dir: Path, best: dict[str, Any], others: list[dict[str, Any]], *, seed: int = 0,
-                where: Callable[[dict], bool] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+                where: Callable[[dict], bool] | None = None, results: dict[str, Any] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Per row of ``others`` (``run_id``, ``checkpoint``, ``accuracy``, ``ci_low``, ``ci_high``), against ``best``:
     ``{"close": within noise of the best, "paired": judged by a paired bootstrap (else by CI overlap),
     "diff", "diff_ci_low", "diff_ci_high": the other minus the best, paired (None when not paired), "n": samples paired}``.
-    ``where``: only the samples (result rows) it accepts, e.g. one question type's."""
-    results: dict[str, Any] = {}
+    ``where``: only the samples (result rows) it accepts, e.g. one question type's. ``results``: run id -> its
+    loaded ``ComparisonResult`` (None: none readable), filled as runs are read; pass one to read each run once."""
+    results = {} if results is None else results
     top = _scores(sweep_dir, best, results, where)
     out = []
     for row in others:
