@@ -411,7 +411,7 @@ def test_a_panel_with_many_values_keeps_its_legend_off_the_lines(tmp_path):
     assert few.axes[0].get_legend().get_window_extent().x1 <= few.axes[0].get_window_extent().x1  # three: inside, as before
 
 
-def test_each_runs_comparison_is_read_once_for_the_best_the_ranking_and_the_line(tmp_path, one_checkpoint_comparisons, monkeypatch):
+def test_each_runs_comparison_is_read_once_for_the_best_the_ranking_the_line_and_the_breakdown(tmp_path, one_checkpoint_comparisons, monkeypatch):
     from vlm_lab import results
 
     folder = lay_out_sweep(tmp_path, {"schedule": ["short", "long"]}, comparison=lambda schedule: one_checkpoint_comparisons[schedule])
@@ -420,4 +420,5 @@ def test_each_runs_comparison_is_read_once_for_the_best_the_ranking_and_the_line
     real = results.ComparisonResult.load.__func__
     monkeypatch.setattr(results.ComparisonResult, "load", classmethod(lambda cls, d: loads.append(d) or real(cls, d)))
     ablation.best(), ablation.ranking(), ablation.describe_best()
-    assert len(loads) == 2  # one per run, not one per run per call
+    ablation.accuracy_by("question_type"), ablation.describe_accuracy_by("question_type")
+    assert len(loads) == 2  # one per run, not one per run per call (the breakdown by question type included)

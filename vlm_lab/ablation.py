@@ -155,7 +155,7 @@ class Ablation:
     runs: Any  # pandas DataFrame: summary.csv, one row per run
     results: Any  # pandas DataFrame: one row per (completed run, checkpoint)
     _by: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)  # accuracy_by per (key, checkpoint)
-    # each run's saved ComparisonResult (None: none readable), read once for the paired judgements
+    # each run's saved ComparisonResult (or the error reading it), read once: ablation_paired.load_comparison
     comparisons: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod

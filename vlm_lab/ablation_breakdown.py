@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from vlm_lab.ablation_paired import versus_best
+from vlm_lab.ablation_paired import load_comparison, versus_best
 from vlm_lab.breakdown import COLUMNS, MISSING, percent_ci
 from vlm_lab.breakdown import value_column as breakdown_column
 from vlm_lab.errors import ConfigError, DataError
@@ -41,7 +41,6 @@ def accuracy_by(ablation: Ablation, key: str, *, checkpoint: str | int | None = 
     import pandas as pd
 
     from vlm_lab.ablation import _best
-    from vlm_lab.results import ComparisonResult
 
     if not str(key).strip():
         raise ConfigError("give the meta key to break accuracy down by, e.g. accuracy_by('question_type')")
@@ -58,7 +57,7 @@ def accuracy_by(ablation: Ablation, key: str, *, checkpoint: str | int | None = 
             notes[rid] = f"completed without a comparison in its folder (needs {' and '.join(COMPARISON_FILES)})"
             continue
         try:
-            result = ComparisonResult.load(folder)
+            result = load_comparison(ablation.sweep_dir, rid, ablation.comparisons)  # read once, shared with the paired judgements
             frame = result.accuracy_by(key)
         except (DataError, ConfigError) as e:  # a damaged comparison, no references, no such key
             notes[rid] = str(e).replace(str(folder), folder.name)

@@ -22,8 +22,9 @@ def versus_best(sweep_dir: Path, best: dict[str, Any], others: list[dict[str, An
     """Per row of ``others`` (``run_id``, ``checkpoint``, ``accuracy``, ``ci_low``, ``ci_high``), against ``best``:
     ``{"close": within noise of the best, "paired": judged by a paired bootstrap (else by CI overlap),
     "diff", "diff_ci_low", "diff_ci_high": the other minus the best, paired (None when not paired), "n": samples paired}``.
-    ``where``: only the samples (result rows) it accepts, e.g. one question type's. ``results``: run id -> its
-    loaded ``ComparisonResult`` (None: none readable), filled as runs are read; pass one to read each run once."""
+    ``where``: only the samples (result rows) it accepts, e.g. one question type's. ``results``: the
+    ``load_comparison`` cache (run id -> its ``ComparisonResult``, or the error reading it); pass one to read
+    each run once."""
     results = {} if results is None else results
     top = _scores(sweep_dir, best, results, where)
     out = []
@@ -45,15 +46,29 @@ def versus_best(sweep_dir: Path, best: dict[str, Any], others: list[dict[str, An
 def _scores(sweep_dir: Path, row: dict[str, Any], results: dict[str, Any], where: Callable[[dict], bool] | None) -> dict[str, float] | None:
     """``{sample id: score}`` of ``row``'s checkpoint in its run's saved comparison (scored samples only); None
     when the run saved none that can be read."""
-    from vlm_lab.results import ComparisonResult
-
-    rid = row["run_id"]
-    if rid not in results:
-        try:
-            results[rid] = ComparisonResult.load(sweep_dir / rid)
-        except (DataError, OSError):  # a notebook that saves no comparison, a damaged one: CI overlap instead
-            results[rid] = None
-    result = results[rid]
-    if result is None or row["checkpoint"] not in result.checkpoints:
+    try:
+        result = load_comparison(sweep_dir, row["run_id"], results)
+    except (DataError, OSError):  # a notebook that saves no comparison, a damaged one: CI overlap instead
+        return None
+    if row["checkpoint"] not in result.checkpoints:
         return None
     return {r["id"]: r["outputs"][row["checkpoint"]]["score"] for r in result.rows if r["reference"] is not None and (where is None or where(r))}
+
+
+def load_comparison(sweep_dir: Path, run_id: str, results: dict[str, Any]) -> Any:
+    """The run's saved ``ComparisonResult``, read once: ``results`` keeps it (or the error reading it raised) by run id.
+
+    Raises:
+        DataError, OSError: as ``ComparisonResult.load`` did, each time it is asked for.
+    """
+    from vlm_lab.results import ComparisonResult
+
+    if run_id not in results:
+        try:
+            results[run_id] = ComparisonResult.load(sweep_dir / run_id)
+        except (DataError, OSError) as e:
+            results[run_id] = e
+    got = results[run_id]
+    if isinstance(got, Exception):
+        raise got
+    return got
