@@ -93,6 +93,6 @@ def _shown(key: str, value: object) -> object:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return value
     name = key.rsplit("/", 1)[-1]
-    if name == "accuracy" or name.startswith("ci_") or name.endswith("accuracy"):
+    if name.endswith("accuracy") or name.startswith("ci_"):
         return f"{value:.1%}"
     return f"{value:.4g}"
