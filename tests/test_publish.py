@@ -179,7 +179,7 @@ def test_existing_space_on_other_hardware_is_brought_to_the_wanted_hardware(hub,
     repo = hub.space(SPACE)
     assert (repo.requested, repo.hardware, repo.sleep) == ("t4-small", "t4-small", 600)
     assert "old.py" not in repo.files
-    assert "hardware: a10g-large -> t4-small" in r.stdout and "sleep time: never -> 600 s" in r.stdout
+    assert "hardware: a10g-large -> t4-small" in r.stdout and "sleep time: never -> 10 min" in r.stdout
     posted = [q["path"].rsplit("/", 1)[1] for q in hub.writes() if q["path"].startswith("/api/spaces/")]
     assert "hardware" in posted and "sleeptime" in posted
 
@@ -336,7 +336,7 @@ def test_hub_errors_name_the_fix(hub, space_dir, case, code, message):
 
 
 @pytest.mark.parametrize("route, args, message, fix", [
-    ("/sleeptime", ("--sleep-time", "60"), "could not set the sleep time of alice/vlm-demo to 60 s (it has 3600 s): "
+    ("/sleeptime", ("--sleep-time", "60"), "could not set the sleep time of alice/vlm-demo to 60 s (it has 1 h): "
      "the Hub refused it (400)", "pass a --sleep-time it accepts"),
     ("/sleeptime", (), "could not set the sleep time of alice/vlm-demo to 3600 s (it has never)",
      "the Space's current one to leave it"),
@@ -842,6 +842,20 @@ def test_cost_estimate(hardware, sleep, per_hour, always_on, with_sleep):
     assert cost.per_hour == pytest.approx(per_hour)
     assert cost.always_on_month == pytest.approx(always_on)
     assert cost.with_sleep_month == pytest.approx(with_sleep)
+
+
+@pytest.mark.parametrize("sleep, shown", [("30", "30 s"), ("90", "1.5 min"), ("1800", "30 min"), ("7200", "2 h"),
+                                           ("-1", "never")])
+def test_sleep_times_read_as_people_say_them(hub, space_dir, sleep, shown):
+    """The cost line said 'then 0.00833333 h until it sleeps' for --sleep-time 30; the settings and the
+    hardware line said '1800 s': one unit a person reads, everywhere in the report."""
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--dry-run", "--sleep-time", sleep)
+    assert r.returncode == 0, fail_text(r)
+    assert f"sleep time: (new Space) -> {shown}" in r.stdout, fail_text(r)
+    assert f"sleep time: {shown}" + ("" if sleep == "-1" else " idle") in r.stdout, fail_text(r)
+    if sleep != "-1":
+        assert f"then {shown} until it sleeps" in r.stdout, fail_text(r)
+    assert not [n for n in r.stdout.split() if "." in n and len(n.split(".")[-1]) > 2 and n.replace(".", "").isdigit()]
 
 
 @pytest.mark.parametrize(

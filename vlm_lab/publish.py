@@ -34,7 +34,7 @@ from vlm_lab.config import PublishConfig
 from vlm_lab.errors import ConfigError, PublishError, VlmLabError
 from vlm_lab.publish_checks import check_zero_gpu, memory_notes
 from vlm_lab.publish_hub import TOKENS_URL, Hub, HubConflictError, HubNotFoundError, check_can_write, connect, scrubbed_logs
-from vlm_lab.publish_report import FilePlan, PublishReport, SettingChange, estimate_cost
+from vlm_lab.publish_report import FilePlan, PublishReport, SettingChange, estimate_cost, human_seconds
 from vlm_lab.publish_stage import (
     SPACE_REPO_LIMIT,
     Stage,
@@ -475,8 +475,8 @@ def _settings(hub: Hub, config: PublishConfig, runtime: Any | None, *, exists: b
         current, never = (runtime.sleep_time if runtime is not None else None), (None, -1)
         if runtime is None or not (current == sleep or (current in never and sleep in never)):
             free = current_hw == "cpu-basic" and current is None
-            shown = new if runtime is None else "48 h (free hardware)" if free else "never" if current in never else f"{current} s"
-            actions.append((SettingChange("sleep time", shown, "never" if sleep == -1 else f"{sleep} s"), lambda: hub.call(
+            shown = new if runtime is None else "48 h (free hardware)" if free else "never" if current in never else human_seconds(current)
+            actions.append((SettingChange("sleep time", shown, human_seconds(sleep)), lambda: hub.call(
                 f"set the sleep time of {space} to {sleep} s (it has {shown})", api.set_space_sleep_time, space, sleep, repo=space)))
 
     remote_secrets = hub.call("list the Space's secrets", api.get_space_secrets, space, repo=space) if exists else {}

@@ -18,6 +18,18 @@ DAYS_PER_MONTH = HOURS_PER_MONTH / 24
 EXTRA_PRICES = {"cpu-upgrade": 0.03, "t4-medium": 0.60, "a10g-large": 1.50}
 
 
+def human_seconds(seconds: float) -> str:
+    """A sleep time for people to read, in the unit the Hub's settings page uses: ``30 -> '30 s'``,
+    ``90 -> '1.5 min'``, ``3600 -> '1 h'``, ``-1 -> 'never'``."""
+    if seconds < 0:
+        return "never"
+    if seconds < 60:
+        return f"{seconds:g} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds / 3600:.3g} h"
+
+
 def hourly_price(hardware: str) -> float | None:
     """USD per hour for a Space hardware name, or None when the project has no price for it."""
     from vlm_lab.memory_targets import GPU_TARGETS
@@ -63,7 +75,7 @@ def estimate_cost(hardware: str, sleep_time: int | None, *, active_hours_per_day
     else:
         billed = min(24.0, active_hours_per_day + sleep_time / 3600)
         assumption = (
-            f"assumes {active_hours_per_day:g} active h/day in one block, then {sleep_time / 3600:g} h "
+            f"assumes {active_hours_per_day:g} active h/day in one block, then {human_seconds(sleep_time)} "
             "until it sleeps; set --active-hours to your usage"
         )
     return CostEstimate(
@@ -170,7 +182,7 @@ class PublishReport:
             lines.append(f"commit:    {commit} now; {verb} make {made}")
         elif self.action == "publish":
             lines.append(f"commit:    {commit} ({made})")
-        sleep = "never" if self.sleep_time in (None, -1) else f"{self.sleep_time} s idle"
+        sleep = "never" if self.sleep_time in (None, -1) else f"{human_seconds(self.sleep_time)} idle"
         if self.hardware == "cpu-basic":
             sleep = "48 h idle (fixed on free hardware)"
         lines.append(f"hardware:  {self.hardware}; sleep time: {sleep}")
