@@ -105,16 +105,15 @@ def _type_problem(where: str, name: str, value: Any, annotation: str, notebook: 
     kind = _KIND_WORDS.get(type(value), type(value).__name__)
     fix = f"give {_FITS[annotation][1]}"
     if isinstance(value, str) and annotation in ("int", "float", "bool"):
-        import yaml
+        from vlm_lab.sweep_yaml import read_plain
 
-        try:
-            unquoted = yaml.safe_load(value)
-        except yaml.YAMLError:  # no unquoted form to suggest
-            unquoted = None
-        if unquoted is not None and _FITS[annotation][0](unquoted):
+        # As the sweep file would read it unquoted (YAML 1.2): "8" is 8, "yes" is still text.
+        if _FITS[annotation][0](read_plain(value)):
             fix = f"write {value} without quotes"
     elif annotation == "str" and isinstance(value, (int, float, bool)):
-        fix = f"quote it: '{value}'"
+        from vlm_lab.sweep_yaml import spell
+
+        fix = f"quote it: {spell(str(value).lower() if isinstance(value, bool) else str(value))}"
     return f"{where}.{name} = {value!r} is {kind}, but {notebook} declares {name}: {annotation}; {fix}"
 
 

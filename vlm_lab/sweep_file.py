@@ -9,6 +9,7 @@ from typing import Any
 
 from vlm_lab.config import SweepConfig
 from vlm_lab.errors import ConfigError, SweepError
+from vlm_lab.sweep_yaml import load_yaml
 
 
 def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
@@ -23,7 +24,7 @@ def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
 
     path = Path(path)
     try:
-        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_sweep_yaml_loader(yaml, path))
+        values = load_yaml(path.read_text(encoding="utf-8"), path)
     except FileNotFoundError as e:
         raise SweepError(f"no sweep file at {str(path)!r}; see sweeps/shapes-ablation.yaml for an example") from e
     except IsADirectoryError as e:
@@ -81,32 +82,3 @@ def _expanded_paths(values: dict[str, Any], path: Path, *, override: bool = Fals
         expanded[key] = out
     return expanded
 
-
-# YAML 1.2 floats: PyYAML (YAML 1.1) reads 1e-3, a learning rate as people write it, as the text "1e-3".
-_FLOAT = re.compile(
-    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""",
-    re.X,
-)
-
-
-def _sweep_yaml_loader(yaml: Any, path: Path) -> type:
-    """A YAML safe loader that reads ``1e-3`` as a number and refuses a key given twice
-    (PyYAML keeps the last one silently)."""
-
-    class Loader(yaml.SafeLoader):
-        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
-            seen: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
-                if key in seen:
-                    raise SweepError(f"{path}: key {key!r} appears twice (line {seen[key]} and line {line}); keep one")
-                seen[key] = line
-            return super().construct_mapping(node, deep=deep)
-
-    Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
-    return Loader
