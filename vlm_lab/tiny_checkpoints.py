@@ -1,0 +1,223 @@
+"""The tiny build's checkpoint folders: saving one atomically, telling which build made one, replacing an earlier build's.
+
+A build's checkpoints are laid out as the HF Trainer lays them out (``OUT/checkpoint-N`` with
+``trainer_state.json``, ``optimizer.pt``, ``scheduler.pt``); the build's own record (its
+``TrainConfig`` and ``FORMAT_VERSION``) rides in ``trainer_state.json``'s ``stateful_callbacks``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import math
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+
+from vlm_lab.config import TrainConfig
+from vlm_lab.data import atomic_write_text
+from vlm_lab.errors import OutputPathError
+from vlm_lab.training_log import trainer_state
+
+# Bump when the model, tokenizer or data change, so old checkpoints are rebuilt.
+FORMAT_VERSION = 1
+BUILD_RECORD = "VlmLabTinyBuild"  # trainer_state.json stateful_callbacks key: {"args": TrainConfig, "attributes": {"format"}}
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create ``out`` and prove it is writable, or raise ``OutputPathError`` naming the fix."""
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"--out {str(out)!r} is a file, not a folder; pass a folder path such as checkpoints/shapes")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise OutputPathError(f"--out {str(out)!r} is not writable ({reason}); pick a folder you can write to") from e
+
+
+def save_checkpoint(model, processor, out: Path, step: int, log_history: list[dict], config: TrainConfig, *,
+                     optimizer, scheduler, train_samples: int) -> Path:
+    """Save ``checkpoint-<step>`` atomically: write to a temp folder, then rename.
+
+    Besides the model, processor and ``trainer_state.json``, the optimizer and scheduler
+    states go where the HF Trainer puts them (``optimizer.pt``, ``scheduler.pt``), so an
+    interrupted build resumes from its last checkpoint (``_resume``).
+    """
+    final = out / f"checkpoint-{step}"
+    tmp = out / f".checkpoint-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        _write_checkpoint(model, processor, tmp, step, log_history, config,
+                          optimizer=optimizer, scheduler=scheduler, train_samples=train_samples)
+    except (OSError, SafetensorError) as e:  # a full disk or quota: the partial folder would only hold the space
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _save_failed(e, out, step) from e
+    _discard(final)
+    tmp.rename(final)
+    return final
+
+
+def _write_checkpoint(model, processor, tmp: Path, step: int, log_history: list[dict], config: TrainConfig, *,
+                      optimizer, scheduler, train_samples: int) -> None:
+    from transformers import TrainerState
+
+    from vlm_lab.models import no_transformers_bars
+
+    with no_transformers_bars():  # the one tiny shard writes in a millisecond: no "Writing model shards" bar
+        model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    # A real TrainerState, so TrainerState.load_from_json (Trainer's resume) reads it; the build's
+    # own record rides in stateful_callbacks, where the Trainer keeps its callbacks' state.
+    state = TrainerState(
+        epoch=epochs_seen(step, config, train_samples),
+        global_step=step,
+        max_steps=config.steps,
+        logging_steps=1,
+        save_steps=config.save_every,
+        train_batch_size=config.batch_size,
+        num_train_epochs=math.ceil(config.steps * config.batch_size / train_samples),
+        log_history=log_history,
+        stateful_callbacks={BUILD_RECORD: {"args": config.to_dict(), "attributes": {"format": FORMAT_VERSION}}},
+    )
+    atomic_write_text(tmp / "trainer_state.json", json.dumps(dataclasses.asdict(state), indent=2, sort_keys=True) + "\n")
+    # safetensors writes its file 0600: give every file the mode the umask gives the folder
+    # (less execute), so another user of a shared checkpoints folder can load it.
+    file_mode = tmp.stat().st_mode & 0o666
+    for f in tmp.iterdir():
+        f.chmod(file_mode)
+
+
+def _save_failed(error: Exception, out: Path, step: int) -> OutputPathError:
+    """The error for a checkpoint that could not be written, naming the cause, what is kept and the fix."""
+    code = getattr(error, "errno", None)
+    if code is None:  # safetensors reports an OSError as text: "... I/O error: No space left on device (os error 28)"
+        found = re.search(r"\(os error (\d+)\)", str(error))
+        code = int(found.group(1)) if found else None
+    reason = f"{os.strerror(code)} (errno {code})" if code else str(error)
+    kept = [p for p in _checkpoint_dirs(out) if int(p.name.removeprefix("checkpoint-")) < step]
+    if kept:
+        then = f"{kept[-1].name} and earlier are kept: "
+        resume = f" to resume from {kept[-1].name}"
+    else:
+        then, resume = "", ""
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        fix = "free space there (or pass another --out)"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make it writable (or pass another --out)"
+    else:
+        fix = "pass another --out"
+    advice = f"{then}{fix} and run again{resume}"
+    return OutputPathError(f"could not save checkpoint-{step} in {out}: {reason}. {advice[0].upper()}{advice[1:]}")
+
+
+class StaleCheckpointsWarning(UserWarning):
+    """A build removed the checkpoint-N folders an earlier build with other settings left in ``out``."""
+
+
+def _checkpoint_dirs(out: Path) -> list[Path]:
+    """Every ``checkpoint-N`` folder in ``out``, loadable or not."""
+    found = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.removeprefix("checkpoint-").isdigit()]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("checkpoint-")))
+
+
+def _made_by_build(path: Path) -> bool:
+    """Whether ``train`` saved this folder: its trainer_state.json records the training config."""
+    return build_record(path)[0] is not None
+
+
+def earlier_builds(out: Path, config: TrainConfig) -> list[Path]:
+    """checkpoint-N folders an earlier build made with other settings (or an older format)."""
+    return [p for p in _checkpoint_dirs(out) if _made_by_build(p) and not same_config(p, config)]
+
+
+def _discard(path: Path) -> None:
+    """Remove a checkpoint folder: renamed away first, so a kill midway leaves a ``.checkpoint-*.tmp``
+    (cleared by the next build), never a half-deleted ``checkpoint-N`` that looks like someone else's."""
+    if not path.exists():
+        return
+    doomed = path.with_name(f".{path.name}.removed-{os.getpid()}.tmp")
+    path.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def refuse_foreign_checkpoints(out: Path) -> None:
+    foreign = [p.name for p in _checkpoint_dirs(out) if not _made_by_build(p)]
+    if foreign:
+        raise OutputPathError(
+            f"--out {str(out)!r} holds {', '.join(foreign)}, which `vlm-lab checkpoints build` did not make; "
+            "it replaces only its own builds: move those folders elsewhere or pick another --out"
+        )
+
+
+def remove_earlier_builds(out: Path, config: TrainConfig) -> None:
+    stale = earlier_builds(out, config)
+    if not stale:
+        return
+    then, then_format = build_record(stale[-1])
+    now = config.to_dict()
+    changed = [k for k in now if k != "out" and then.get(k) != now[k]]
+    if then_format != FORMAT_VERSION:
+        why = f"in checkpoint format {then_format}, now {FORMAT_VERSION}"
+    elif changed:
+        why = "with " + ", ".join(f"{k}={then.get(k)!r}" for k in changed) + "; now " + ", ".join(f"{k}={now[k]!r}" for k in changed)
+    else:
+        why = f"incomplete (no {_missing(stale[-1]) or 'config.json'})"
+    for path in stale:
+        _discard(path)
+    warnings.warn(
+        f"removed {', '.join(p.name for p in stale)} from {out}: an earlier build made them {why}, "
+        "so they do not belong to this run",
+        StaleCheckpointsWarning,
+        stacklevel=3,
+    )
+
+
+def epochs_seen(step: int, config: TrainConfig, train_samples: int) -> float:
+    """Epochs of the training data seen after ``step`` steps (fractional, as the Trainer counts them)."""
+    return round(step * config.batch_size / train_samples, 4)
+
+
+def build_record(path: Path) -> tuple[dict | None, object]:
+    """``(training config, format)`` that ``train`` recorded in a checkpoint; ``(None, None)`` if it made none.
+
+    Read from ``stateful_callbacks`` (where ``save_checkpoint`` writes it) or from the
+    top-level keys that builds before that wrote, so their checkpoints stay recognised.
+    """
+    saved = trainer_state(path)
+    record = (saved.get("stateful_callbacks") or {}).get(BUILD_RECORD)
+    if isinstance(record, dict) and isinstance(record.get("args"), dict):
+        return record["args"], (record.get("attributes") or {}).get("format")
+    if isinstance(saved.get("vlm_lab_train_config"), dict):
+        return saved["vlm_lab_train_config"], saved.get("vlm_lab_format")
+    return None, None
+
+
+# What a build's checkpoint needs to count as built (save_pretrained writes each): a folder without one does not load.
+_NEEDED = ("config.json", "model.safetensors")
+
+
+def _missing(path: Path) -> str:
+    """The first file of ``_NEEDED`` that ``path`` lacks; "" when it has them all."""
+    return next((name for name in _NEEDED if not (path / name).is_file()), "")
+
+
+def same_config(path: Path, config: TrainConfig) -> bool:
+    if _missing(path):
+        return False
+    then, then_format = build_record(path)
+    if then is None or then_format != FORMAT_VERSION:
+        return False
+    without_out = lambda d: {k: v for k, v in d.items() if k != "out"}  # noqa: E731 - the same run saved elsewhere
+    return without_out(then) == without_out(config.to_dict())
