@@ -263,6 +263,41 @@ def test_a_key_without_network_logs_offline_instead_and_never_writes_the_key(wan
         assert not path.is_file() or FAKE_KEY.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["refuses", "never answers"])
+def test_an_unreachable_server_is_logged_offline_without_waiting_out_the_init_timeout(wandb_home, server):
+    """wandb.init waits its whole init_timeout (90 s by default, ~100 s measured) even when the connection
+    is refused: each point of a sweep without network spent that long. Without WANDB_INIT_TIMEOUT set, a
+    server that refuses or never answers is now found out first and the run logged offline (subprocess
+    timeout 60 s; before: killed at 60 s)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from space_server import free_port
+
+    with socket.socket() as silent:  # listens (the connection is made) but never accepts or answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1] if server == "never answers" else free_port()
+        env = {k: v for k, v in os.environ.items() if k != "WANDB_INIT_TIMEOUT"} | {
+            "WANDB_API_KEY": FAKE_KEY, "WANDB_BASE_URL": f"http://127.0.0.1:{port}",
+        }  # fmt: skip
+        script = (
+            "import warnings\nfrom PIL import Image\nfrom vlm_lab import tracking\nwarnings.simplefilter('always')\n"
+            "print(tracking.log_interaction(image=Image.new('RGB', (8, 8)), prompt='q', outputs={'c': 'a'}, group='g'))\n"
+        )
+        r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.startswith("W&B offline run ") and f"the W&B server http://127.0.0.1:{port} " in r.stdout, r.stdout
+    expected = "did not answer within 10 s" if server == "never answers" else "cannot be reached ("
+    assert expected in r.stdout and "WANDB_BASE_URL" in r.stdout, r.stdout
+    assert FAKE_KEY not in r.stdout + r.stderr
+    (run_dir,) = offline_runs.find_offline_runs(wandb_home)
+    assert offline_runs.read_offline_run(run_dir).group == "g"
+
+
 def test_runs_cli_lists_offline_runs(wandb_home, comparison, capsys):
     from vlm_lab.cli import main
 

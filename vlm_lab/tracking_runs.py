@@ -18,9 +18,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from vlm_lab.errors import VlmLabError
+
 MODES = ("online", "offline", "disabled")
 DEFAULT_PROJECT = "vlm-lab"
 MAX_TAG = 64  # W&B refuses a run whose tag is longer (the whole wandb.init fails)
+PROBE_TIMEOUT_S = 10.0  # at most this long to learn the W&B server does not answer (wandb.init waits init_timeout, 90 s)
 
 
 class TrackingWarning(UserWarning):
@@ -197,6 +200,8 @@ def start_run(
             f"W&B mode is online ({_online_source()}) but no W&B API key is configured: "
             "set WANDB_API_KEY or run `wandb login` (or set WANDB_MODE=offline)"
         )
+    if mode == "online" and wandb.run is None:
+        _check_reachable(wandb.setup().settings)
     return wandb.init(
         # wandb reads WANDB_PROJECT only when no project is passed: passing our default would hide it
         project=project or os.environ.get("WANDB_PROJECT", "").strip() or DEFAULT_PROJECT,
@@ -215,6 +220,37 @@ def start_run(
     )
 
 
+class ServerUnreachableError(VlmLabError, ConnectionError):
+    """The W&B server does not answer: ``_start_or_offline`` logs the run offline at once."""
+
+
+def _check_reachable(settings: Any) -> None:
+    """Ask the W&B server anything before ``wandb.init``, which waits its whole ``init_timeout`` (90 s
+    by default, measured 100 s) even when the connection is refused: each point of an overnight sweep
+    without network would spend that long before logging offline. Any HTTP answer, error statuses
+    included, means it is there; proxies are honoured as ``wandb`` honours them (the environment's).
+
+    Raises:
+        ServerUnreachableError: no answer within ``PROBE_TIMEOUT_S`` (or the init timeout, when shorter).
+    """
+    import urllib.error
+    import urllib.request
+
+    base_url = str(settings.base_url).rstrip("/")
+    timeout = min(PROBE_TIMEOUT_S, float(settings.init_timeout or PROBE_TIMEOUT_S))
+    try:
+        urllib.request.urlopen(urllib.request.Request(base_url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (OSError, ValueError) as e:  # refused, no route, DNS, timeout, TLS; ValueError: not a URL
+        reason = getattr(e, "reason", None) or e
+        what = f"did not answer within {timeout:g} s" if isinstance(reason, TimeoutError) else f"cannot be reached ({reason})"
+        raise ServerUnreachableError(
+            f"the W&B server {base_url} {what}; check the network, or WANDB_BASE_URL for a self-hosted server "
+            "(or set WANDB_MODE=offline)"
+        ) from None
+
+
 def _online_source() -> str:
     env_mode = os.environ.get("WANDB_MODE", "").strip()
     return f"WANDB_MODE={env_mode}" if env_mode.lower() in ("online", "run") else "mode='online' was passed"
@@ -223,8 +259,6 @@ def _online_source() -> str:
 def _start_or_offline(config: Any, *, mode: str | None, **options: Any) -> tuple[Any, str, str]:
     """``start_run``; when online fails (no key, no network), the run is logged offline instead so
     nothing is lost. Returns (run or None when disabled, the mode used, why online failed or "")."""
-    from vlm_lab.errors import VlmLabError
-
     resolved = resolve_mode(mode)
     try:
         return start_run(config, mode=resolved, **options), resolved, ""
