@@ -298,6 +298,29 @@ def test_an_unreachable_server_is_logged_offline_without_waiting_out_the_init_ti
     assert offline_runs.read_offline_run(run_dir).group == "g"
 
 
+def test_a_server_whose_certificate_urllib_cannot_check_is_left_to_wandb():
+    """A TLS failure means the server answered: wandb may trust what urllib does not (REQUESTS_CA_BUNDLE,
+    a company's CA), so it is not reason to log offline. Here: plain bytes where TLS was expected."""
+    import socket
+    import threading
+    import types
+
+    from vlm_lab.tracking_runs import _check_reachable
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+        threading.Thread(target=answer, daemon=True).start()
+        _check_reachable(types.SimpleNamespace(base_url=f"https://127.0.0.1:{server.getsockname()[1]}", init_timeout=90))
+
+
 def test_runs_cli_lists_offline_runs(wandb_home, comparison, capsys):
     from vlm_lab.cli import main
 

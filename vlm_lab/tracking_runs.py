@@ -233,6 +233,7 @@ def _check_reachable(settings: Any) -> None:
     Raises:
         ServerUnreachableError: no answer within ``PROBE_TIMEOUT_S`` (or the init timeout, when shorter).
     """
+    import ssl
     import urllib.error
     import urllib.request
 
@@ -242,8 +243,10 @@ def _check_reachable(settings: Any) -> None:
         urllib.request.urlopen(urllib.request.Request(base_url, method="HEAD"), timeout=timeout).close()
     except urllib.error.HTTPError:
         return  # it answered
-    except (OSError, ValueError) as e:  # refused, no route, DNS, timeout, TLS; ValueError: not a URL
+    except (OSError, ValueError) as e:  # refused, no route, DNS, timeout; ValueError: not a URL
         reason = getattr(e, "reason", None) or e
+        if isinstance(reason, ssl.SSLError):
+            return  # it answered; certificates are wandb's to judge (REQUESTS_CA_BUNDLE, a company's CA)
         what = f"did not answer within {timeout:g} s" if isinstance(reason, TimeoutError) else f"cannot be reached ({reason})"
         raise ServerUnreachableError(
             f"the W&B server {base_url} {what}; check the network, or WANDB_BASE_URL for a self-hosted server "
