@@ -261,7 +261,7 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails wi
 
 def fill_the_disk(path):
     if path.name == "checkpoint-2":
-        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
 
 try:
     tiny.train(TrainConfig(out=sys.argv[1], steps=4, save_every=2), progress=False, on_save=fill_the_disk)
@@ -270,9 +270,13 @@ except OutputPathError as e:
 """
 
 
-def test_a_save_that_runs_out_of_space_says_so_and_leaves_no_partial_folder(tmp_path):
+# Where the space runs out: in model.safetensors (680 kB), or in optimizer.pt (1.4 MB), which torch.save writes
+# in C++ and reported as "RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos", a traceback.
+@pytest.mark.parametrize("file_limit", [100_000, 1_000_000], ids=["in-the-weights", "in-the-optimizer-state"])
+def test_a_save_that_runs_out_of_space_says_so_and_leaves_no_partial_folder(tmp_path, file_limit):
     out = tmp_path / "ck"
-    done = subprocess.run([sys.executable, "-c", SAVE_ONTO_A_FULL_DISK, str(out)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", SAVE_ONTO_A_FULL_DISK, str(out), str(file_limit)],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert re.fullmatch(
         r"OutputPathError: could not save checkpoint-4 in .*ck: File too large \(errno 27\)\. Checkpoint-2 and "
@@ -372,3 +376,29 @@ def test_a_checkpoint_whose_weights_are_gone_is_trained_again_not_called_built(t
     assert [p.name for p in saved] == ["checkpoint-4"]  # resumed from checkpoint-2
     after = _weights(again[-1])
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_saved_checkpoint_is_on_disk_before_its_name_is(tmp_path, monkeypatch):
+    """Power loss after the rename must not leave a checkpoint-N whose files are empty: every file and the
+    temp folder are fsynced before the rename, and the output folder (which records the rename) after it."""
+    events = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def rename(src, dst, *args, **kwargs):
+        events.append(("rename", str(src), str(dst)))
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)  # recorded, then done for real
+    monkeypatch.setattr(os, "rename", rename)
+    out = (tmp_path / "ck").resolve()
+    paths = tiny.train(TrainConfig(out=str(out), steps=2, save_every=2, train_images=4), progress=False)
+    for final in paths:
+        tmp = out / f".{final.name}.tmp"
+        moved = events.index(("rename", str(tmp), str(final)))
+        synced_before = {e[1] for e in events[:moved] if e[0] == "fsync"}
+        assert {str(tmp / f.name) for f in final.iterdir()} | {str(tmp)} <= synced_before, final.name
+        assert ("fsync", str(out)) in events[moved + 1:], final.name  # the rename itself is durable

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import io
 import json
 import math
 import os
@@ -46,11 +47,11 @@ def prepare_out_dir(out: Path) -> None:
 
 def save_checkpoint(model, processor, out: Path, step: int, log_history: list[dict], config: TrainConfig, *,
                      optimizer, scheduler, train_samples: int) -> Path:
-    """Save ``checkpoint-<step>`` atomically: write to a temp folder, then rename.
+    """Save ``checkpoint-<step>`` atomically and durably: write to a temp folder, fsync it, rename, fsync ``out``.
 
     Besides the model, processor and ``trainer_state.json``, the optimizer and scheduler
     states go where the HF Trainer puts them (``optimizer.pt``, ``scheduler.pt``), so an
-    interrupted build resumes from its last checkpoint (``_resume``).
+    interrupted build resumes from its last checkpoint (``tiny._resume``).
     """
     final = out / f"checkpoint-{step}"
     tmp = out / f".checkpoint-{step}.tmp"
@@ -59,12 +60,31 @@ def save_checkpoint(model, processor, out: Path, step: int, log_history: list[di
         tmp.mkdir()
         _write_checkpoint(model, processor, tmp, step, log_history, config,
                           optimizer=optimizer, scheduler=scheduler, train_samples=train_samples)
+        # On disk before the name is: after a power loss a renamed folder could otherwise hold
+        # empty or cut files (ext4, xfs write data later than the rename) that a resume would trust.
+        for f in tmp.iterdir():
+            _fsync(f)
+        _fsync(tmp)
     except (OSError, SafetensorError) as e:  # a full disk or quota: the partial folder would only hold the space
         shutil.rmtree(tmp, ignore_errors=True)
         raise _save_failed(e, out, step) from e
     _discard(final)
     tmp.rename(final)
+    _fsync(out)  # the rename (and the discard before it) survive a power loss too
     return final
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        # some network and FUSE filesystems cannot fsync a folder: they write its entries at once
+        if not (path.is_dir() and e.errno in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP)):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _write_checkpoint(model, processor, tmp: Path, step: int, log_history: list[dict], config: TrainConfig, *,
@@ -76,8 +96,8 @@ def _write_checkpoint(model, processor, tmp: Path, step: int, log_history: list[
     with no_transformers_bars():  # the one tiny shard writes in a millisecond: no "Writing model shards" bar
         model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    _torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
+    _torch_save(scheduler.state_dict(), tmp / "scheduler.pt")
     # A real TrainerState, so TrainerState.load_from_json (Trainer's resume) reads it; the build's
     # own record rides in stateful_callbacks, where the Trainer keeps its callbacks' state.
     state = TrainerState(
@@ -97,6 +117,17 @@ def _write_checkpoint(model, processor, tmp: Path, step: int, log_history: list[
     file_mode = tmp.stat().st_mode & 0o666
     for f in tmp.iterdir():
         f.chmod(file_mode)
+
+
+def _torch_save(state: dict, path: Path) -> None:
+    """``torch.save`` through Python's own file writes: a full disk is an ``OSError`` naming its errno.
+
+    Given a path, torch writes in C++ and a full disk came out as ``RuntimeError: [enforce fail at
+    inline_container.cc] ... unexpected pos``, which no caller can tell from a bug.
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path.write_bytes(buffer.getbuffer())
 
 
 def _save_failed(error: Exception, out: Path, step: int) -> OutputPathError:
