@@ -813,6 +813,25 @@ def test_no_checkpoints_keeps_the_checkpoints_the_space_is_told_to_serve(hub, sp
     assert hub.space(SPACE).variables["VLM_LAB_CHECKPOINTS"]["value"] == "my-org/my-vlm@main"
     assert "VLM_LAB_CHECKPOINTS" not in r.stdout
 
+
+def test_the_card_names_the_models_of_a_checkpoints_variable_the_publish_keeps(hub, space_dir):
+    """--no-checkpoints keeps the Space's VLM_LAB_CHECKPOINTS (set by hand on the Hub, or by an earlier
+    --var): the card's models: stayed empty, and a re-publish without the --var dropped the ones it had."""
+    from huggingface_hub import SpaceCard
+
+    hub.add_space(SPACE, hardware="t4-small", sleep=3600)
+    hub.space(SPACE).variables["VLM_LAB_CHECKPOINTS"] = {"value": "org/a@main:checkpoint-5, org/b", "description": None,
+                                                         "updatedAt": "2026-01-01T00:00:00.000Z"}
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--no-wait")  # run_publish passes --no-checkpoints
+    assert r.returncode == 0, fail_text(r)
+    assert SpaceCard(hub.space(SPACE).files["README.md"].decode()).data.models == ["org/a", "org/b"]
+    told = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--no-wait", "--var", "VLM_LAB_CHECKPOINTS=org/c")
+    assert told.returncode == 0, fail_text(told)
+    assert SpaceCard(hub.space(SPACE).files["README.md"].decode()).data.models == ["org/c"]
+    again = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--no-wait")
+    assert again.returncode == 0 and "no new commit" in again.stdout, fail_text(again)
+    assert SpaceCard(hub.space(SPACE).files["README.md"].decode()).data.models == ["org/c"]
+
 def test_pause_and_restart(hub, space_dir):
     hub.add_space(SPACE, hardware="t4-small", sleep=3600)
     r = run_publish(hub, SPACE, "--pause")

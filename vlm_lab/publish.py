@@ -134,7 +134,7 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
     if config.checkpoints_repo:
         model_info = _repo_info(hub, config.checkpoints_repo, "model")
         check_can_write(hub, config.checkpoints_repo, exists=model_info is not None)
-    readme = card_with_models(card.front_matter, _served_models(config))
+    readme = card_with_models(card.front_matter, _served_models(config, _kept_checkpoints_variable(hub, config, info)))
     _validate_on_hub(hub, readme)
 
     # --var VLM_LAB_CHECKPOINTS names what the app serves (it wins over checkpoints next to app.py): none are uploaded
@@ -234,14 +234,24 @@ def check_repo_name(repo_id: str, what: str) -> None:
         ) from None
 
 
-def _served_models(config: PublishConfig) -> list[str]:
-    """The hub model repos the Space will serve, as far as this publish sets them: the checkpoints repo,
-    or the hub ids of a ``--var VLM_LAB_CHECKPOINTS`` (folders inside the Space are not repos)."""
+def _kept_checkpoints_variable(hub: Hub, config: PublishConfig, info: Any | None) -> str:
+    """The Space's ``VLM_LAB_CHECKPOINTS`` that this publish keeps as it is (``--no-checkpoints``, no ``--var``
+    for it: set by hand on the Hub or by an earlier publish), or "" when the publish sets or removes it."""
+    if info is None or config.embed_checkpoints or CHECKPOINTS_VARIABLE in config.variable_map():
+        return ""
+    remote = hub.call("list the Space's variables", hub.api.get_space_variables, config.space, repo=config.space)
+    kept = remote.get(CHECKPOINTS_VARIABLE)
+    return kept.value if kept is not None else ""
+
+
+def _served_models(config: PublishConfig, kept: str = "") -> list[str]:
+    """The hub model repos the Space will serve: the checkpoints repo, or the hub ids of a
+    ``--var VLM_LAB_CHECKPOINTS`` or of the variable ``kept`` on the Space (folders inside the Space are not repos)."""
     from vlm_lab.checkpoints import parse_hub_ref
 
     if config.checkpoints_repo:
         return [config.checkpoints_repo]
-    specs = config.variable_map().get(CHECKPOINTS_VARIABLE, "")
+    specs = config.variable_map().get(CHECKPOINTS_VARIABLE, kept)
     repos = []
     for spec in (s.strip() for s in specs.split(",")):
         repo_part = spec.split(":", 1)[0].split("@", 1)[0]
