@@ -162,7 +162,8 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
                         label="Examples (synthetic shapes)")
         gr.Markdown(
             f"Checkpoints: {', '.join(labels)}. Images up to {settings.max_pixels:,} pixels. "
-            "Programmatic use: the batched `/compare_batch` endpoint (see *Use via API* below)."
+            # a link of its own: the footer's "Use via API" is hidden at phone width (Gradio's CSS, <= 640 px)
+            "Programmatic use: the batched `/compare_batch` endpoint ([API page](?view=api))."
         )
         # Answers belong to the image and question they answer: a new upload, an edited question or a
         # Compare that fails (the old answers would stay) empties them, in the browser, no server call.

@@ -188,3 +188,30 @@ def test_on_a_phone_the_answers_come_into_view(browser, space_url):
         expect(page.locator("#answer-1")).to_be_in_viewport()
     finally:
         page.close()
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_the_api_page_the_text_points_at_opens_at_any_width(browser, space_url, width):
+    """The text said 'see *Use via API* below', and at phone width Gradio hides that footer link: a visitor
+    on a phone had nothing to tap. The text links the API page itself."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": width, "height": 844}, is_mobile=width < 640, has_touch=width < 640)
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(space_url)
+        expect(page.get_by_text("Checkpoints: checkpoint-0")).to_be_visible()
+        link = page.get_by_role("link", name="API page", exact=True)
+        expect(link).to_be_visible()
+        target = link.get_attribute("target")
+        if target == "_blank":
+            with page.expect_popup() as opened:
+                link.click()
+            docs = opened.value
+        else:
+            link.click()
+            docs = page
+        docs.set_default_timeout(30_000)
+        expect(docs.get_by_text("/compare_batch").first).to_be_visible()
+    finally:
+        page.close()
