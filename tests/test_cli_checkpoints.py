@@ -260,3 +260,58 @@ def test_a_build_with_many_checkpoints_names_the_first_and_last_and_how_to_see_a
     assert r.stdout.splitlines()[0] == (
         f"13 checkpoints in {out}: checkpoint-0, checkpoint-1, checkpoint-2, ..., checkpoint-11, checkpoint-12 "
         f"(each with its loss: vlm-lab checkpoints list {out})")
+
+
+# What flock answers where the filesystem keeps no locks: NFS without lockd (ENOLCK), Lustre mounted without
+# -o flock (ENOSYS). No such filesystem can be mounted in a test, so the build runs with flock answering so.
+BUILD_WITHOUT_FILE_LOCKS = r"""
+import errno, fcntl, os, sys
+code = getattr(errno, sys.argv[1])
+def flock(*args):
+    raise OSError(code, os.strerror(code))
+fcntl.flock = flock
+from vlm_lab.cli import main
+sys.exit(main(["checkpoints", "build", "--out", sys.argv[2], "--steps", "1", "--save-every", "1",
+               "--train-images", "4", "--quiet"]))
+"""
+
+HOLD_THE_SOFT_LOCK = r"""
+import sys
+from filelock import SoftFileLock
+with SoftFileLock(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()  # until the test closes it
+"""
+
+
+@pytest.mark.parametrize("code", ["ENOLCK", "ENOSYS"])
+def test_on_a_filesystem_without_locks_a_second_build_still_waits_for_the_first(tmp_path, code):
+    out = tmp_path / "ck"
+    out.mkdir()
+    marker = out / ".build.lock.soft"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_SOFT_LOCK, str(marker)],  # the first build, running
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        build = subprocess.Popen([sys.executable, "-c", BUILD_WITHOUT_FILE_LOCKS, code, str(out)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = build.stderr.readline()  # a traceback's first line, before the fix
+    finally:
+        holder.stdin.close()  # the first build ends
+        holder.wait(timeout=60)
+    rest, err = build.communicate(timeout=600)
+    assert build.returncode == 0 and "Traceback" not in err, first + err
+    assert first == (f"waiting for another build into {out} to finish ({out} has no file locks, so its marker {marker} "
+                     "stands for the lock: if no build is running there, delete it)\n"), first
+    assert rest.startswith("2 checkpoints in")
+    assert not marker.exists()  # released
+
+
+def test_a_lock_that_fails_otherwise_is_one_clear_error(tmp_path):
+    out = tmp_path / "ck"
+    done = subprocess.run([sys.executable, "-c", BUILD_WITHOUT_FILE_LOCKS, "EIO", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (f"error: OutputPathError: cannot lock {out / '.build.lock'} (Input/output error, errno 5), "
+                           "which keeps two builds out of one folder; pass another --out\n")
+    assert not list(out.glob("checkpoint-*"))

@@ -10,11 +10,9 @@ path a hub VLM takes, so nothing downstream special-cases it.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import random
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -30,6 +28,7 @@ from vlm_lab.tiny_checkpoints import (  # noqa: F401 - BUILD_RECORD, FORMAT_VERS
     BUILD_RECORD,
     FORMAT_VERSION,
     StaleCheckpointsWarning,
+    build_lock,
     build_record,
     earlier_builds,
     epochs_seen,
@@ -76,12 +75,7 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
     prepare_out_dir(out)
     # Two builds into one folder (make demo beside a test run) would overwrite each
     # other's checkpoints: the second waits, then finds the work done.
-    with open(out / ".build.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another build into {out} to finish (it holds {out / '.build.lock'})", file=sys.stderr, flush=True)
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    with build_lock(out):
         refuse_foreign_checkpoints(out)
         remove_earlier_builds(out, config)
         for partial in out.glob(".checkpoint-*.tmp"):  # a save cut short (kill -9): never trusted, never resumed from

@@ -7,15 +7,19 @@ A build's checkpoints are laid out as the HF Trainer lays them out (``OUT/checkp
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
+import fcntl
 import io
 import json
 import math
 import os
 import re
 import shutil
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -43,6 +47,65 @@ def prepare_out_dir(out: Path) -> None:
     except OSError as e:
         reason = e.strerror or type(e).__name__
         raise OutputPathError(f"--out {str(out)!r} is not writable ({reason}); pick a folder you can write to") from e
+
+
+LOCK_FILE = ".build.lock"
+SOFT_LOCK_FILE = ".build.lock.soft"
+# flock's answers where the filesystem keeps no locks: NFS without lockd (ENOLCK), Lustre mounted
+# without -o flock (ENOSYS), some FUSE and SMB mounts (EOPNOTSUPP, EINVAL)
+_NO_FILE_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
+
+
+@contextlib.contextmanager
+def build_lock(out: Path) -> Iterator[None]:
+    """Hold ``out``'s build lock; while another build holds it, say so and wait.
+
+    The lock is an flock on ``out/.build.lock``. On a filesystem without file locks it is
+    the existence of ``out/.build.lock.soft`` instead, a marker naming the builder's pid and
+    host (filelock's ``SoftFileLock``, where huggingface_hub falls back too): not building
+    unlocked, because two builds into one folder replace each other's checkpoints mid-save.
+    A marker a killed build left on another host stays: the waiting message says to delete it.
+
+    Raises:
+        OutputPathError: the lock failed for another reason (an I/O error).
+    """
+    with open(out / LOCK_FILE, "w") as lock:
+        if _flock(lock, out):
+            yield
+            return
+    from filelock import SoftFileLock, Timeout
+
+    marker = out / SOFT_LOCK_FILE
+    soft = SoftFileLock(marker)
+    try:
+        soft.acquire(blocking=False)
+    except Timeout:
+        _say_waiting(out, f"{out} has no file locks, so its marker {marker} stands for the lock: "
+                          "if no build is running there, delete it")
+        soft.acquire()
+    try:
+        yield
+    finally:
+        soft.release()
+
+
+def _flock(lock, out: Path) -> bool:
+    """Take the flock on ``lock``, waiting for another build; ``False`` where the filesystem has no locks."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        _say_waiting(out, f"it holds {out / LOCK_FILE}")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    except OSError as e:
+        if e.errno in _NO_FILE_LOCKS:
+            return False
+        raise OutputPathError(f"cannot lock {out / LOCK_FILE} ({e.strerror}, errno {e.errno}), which keeps two "
+                              "builds out of one folder; pass another --out") from e
+    return True
+
+
+def _say_waiting(out: Path, why: str) -> None:
+    print(f"waiting for another build into {out} to finish ({why})", file=sys.stderr, flush=True)
 
 
 def save_checkpoint(model, processor, out: Path, step: int, log_history: list[dict], config: TrainConfig, *,
