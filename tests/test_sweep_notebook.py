@@ -311,3 +311,28 @@ def test_a_copied_sweep_file_that_kept_the_name_is_told_its_runs_leave_the_summa
     grown = tmp_path / "grown.yaml"
     grown.write_text(yaml.safe_dump({"name": "t", "notebook": "nb.ipynb", "grid": {"x": [1, 2, 3]}}))
     assert sweep.run_sweep(sweep.load_sweep(grown), progress=False, dry_run=True).note == ""
+
+
+def test_what_a_kernel_prints_itself_goes_to_its_runs_kernel_log_not_the_sweeps_log(sweep_file, tmp_path, capfd):
+    """ipykernel's own log and output written to the kernel's file descriptors landed in the cron
+    log, unattributed and interleaved across --jobs (and jupyter_client's SIGINT-first shutdown
+    made ipykernel log 'ERROR | KeyboardInterrupt caught in kernel.' after runs nobody interrupted)."""
+    said = """\
+import os
+if not os.path.exists("quiet"):
+    os.write(2, b"fd-2 of x=%d\\n" % x)
+    get_ipython().kernel.log.error("kernel log of x=%d", x)"""
+    _edit_notebook(tmp_path / "nb.ipynb", lambda nb: nb.cells.append(nbformat.v4.new_code_cell(said)))
+    assert main(["sweep", str(sweep_file), "--jobs", "2"]) == 0
+    out, err = capfd.readouterr()
+    assert "x=1" in err and "fd-2" not in out + err and "kernel log" not in out + err, err  # the sweep's lines only
+    runs = sweep.plan(sweep.load_sweep(sweep_file))
+    for run in runs:
+        text = (run.dir / sweep.KERNEL_LOG).read_text()
+        assert f"fd-2 of x={run.varied['x']}\n" in text and f"ERROR | kernel log of x={run.varied['x']}\n" in text, text
+    # Executed again, by a kernel that prints nothing: no kernel.log (the earlier execution's is not kept).
+    (tmp_path / "quiet").touch()
+    status = json.loads((runs[0].dir / sweep.STATUS_FILE).read_text())
+    (runs[0].dir / sweep.STATUS_FILE).write_text(json.dumps(status | {"state": "failed"}))
+    assert main(["sweep", str(sweep_file), "--quiet"]) == 0
+    assert runs[0].completed and not (runs[0].dir / sweep.KERNEL_LOG).exists()

@@ -105,4 +105,6 @@ def test_a_kernel_that_never_starts_is_not_blamed_on_a_cell(workdir, monkeypatch
     (run,) = sweep.plan(sweep.load_sweep(path))
     assert run.status()["error"]["stage"] == "before the first cell"
     assert f"FAILED {run.run_id}: before the first cell: RuntimeError: Kernel died before replying to kernel_info" in out, out
+    # Why: the kernel's own last words, kept in the run's kernel.log (not the sweep's log).
+    assert f"the kernel said: No module named ipykernel_launcher (all it said: {run.dir / 'kernel.log'})" in out, out
     assert "a cell" not in out

@@ -10,6 +10,8 @@ Layout of ``runs/<sweep>/``::
                                 id, kept across re-runs; the notebook, its fingerprint and kernel;
                                 ``wandb``: what the run's W&B step did, from its wandb.json)
     <run-id>/<notebook>.ipynb   the executed notebook (also when a cell failed)
+    <run-id>/kernel.log         what the kernel process printed itself (ipykernel's log, output
+                                written to its file descriptors, why it did not start); absent if nothing
     <run-id>/...                whatever the notebook writes to its ``output_dir``
     summary.csv, summary.md     one row per run: parameters, status, headline metrics, wandb (logged
                                 offline/online, disabled, or NOT LOGGED and why)
@@ -62,6 +64,7 @@ from vlm_lab.sweep_locks import LOCKED_EXIT_CODE, RUN_LOCKS, SweepLockedError, n
 
 
 STATUS_FILE, PARAMS_FILE, SWEEP_FILE = "status.json", "params.json", "sweep.json"
+KERNEL_LOG = "kernel.log"  # <run-id>/kernel.log: the kernel process's own output (not the sweep's log)
 NOTEBOOKS = ".notebooks"  # runs/<sweep>/.notebooks/<fingerprint>.ipynb: the notebook as each invocation ran it
 WRITE_EXIT_CODE = 74  # EX_IOERR: the sweep could not write its own files (disk full, quota, read-only)
 # What a full disk looks like: no run can succeed until someone frees space, so the sweep stops.
@@ -259,6 +262,8 @@ def execute_run(
 
     run.dir.mkdir(parents=True, exist_ok=True)
     (run.dir / RECORD_FILE).unlink(missing_ok=True)  # an earlier execution's: not this one's W&B outcome
+    kernel_log = run.dir / KERNEL_LOG
+    kernel_log.unlink(missing_ok=True)  # likewise
     # Kept across executions (a re-run after a kill or a failure, on whichever machine): one W&B run.
     # Random, not derived from the folder's path: shards on machines that mount runs/ at other
     # paths must agree. Lowercase hex: W&B refuses ids holding any of / \\ # ? % : ; , '
@@ -285,7 +290,7 @@ def execute_run(
         papermill_run.execute(
             Path(source or config.notebook).resolve(), partial.resolve(), parameters=parameters,
             kernel_name=config.kernel or None, progress_bar=False, log_output=False,
-            execution_timeout=config.execution_timeout or None,
+            execution_timeout=config.execution_timeout or None, kernel_log=kernel_log.resolve(),
         )  # fmt: skip
         status.update(state="completed")
     except papermill.PapermillExecutionError as e:
@@ -300,15 +305,28 @@ def execute_run(
         error = {"cell_index": None, "exec_count": None, "ename": type(e).__name__, "evalue": first_line}
         # No cell started: the kernel never did (a kernelspec whose Python lost ipykernel), not "a cell".
         where = papermill_run.last_started_cell(partial) or {"stage": BEFORE_CELLS}
+        if "stage" in where and (said := _last_line(kernel_log)):  # why the kernel did not start
+            error["evalue"] = f"{error['evalue']}; the kernel said: {said} (all it said: {kernel_log})"
         status.update(state="failed", error=error | where)
     if partial.exists():  # papermill writes the notebook even when a cell fails
         os.replace(partial, notebook_out)
         status["notebook"] = str(notebook_out)
     if (record := read_record(run.dir)) is not None:
         status["wandb"] = record
+    if kernel_log.exists() and not kernel_log.stat().st_size:
+        kernel_log.unlink()
     status.update(finished_at=_now(), duration_s=round(time.perf_counter() - started, 3))
     _write_json(run.dir / STATUS_FILE, status)
     return status
+
+
+def _last_line(path: Path) -> str:
+    """The last non-blank line of a text file ("" when there is none)."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    return next((line.strip() for line in reversed(lines) if line.strip()), "")
 
 
 def log_line(text: str) -> None:

@@ -12,6 +12,12 @@
   absolute paths (relative ones behave exactly as papermill's).
 - jupyter_client picks TCP ports by binding and releasing them, so kernels started at once
   can be given the same port. Each kernel here gets unix sockets in a folder of its own.
+
+The kernel process's own output (ipykernel's log, what code writes to file descriptors 1 and 2,
+a kernel that cannot start) goes to a file of the run's (``kernel_log``), not the sweep's
+stderr: there it landed in the cron log unattributed, interleaved across ``--jobs``, and
+jupyter_client's shutdown (SIGINT first) made ipykernel log "ERROR | KeyboardInterrupt caught
+in kernel." after some runs nobody interrupted.
 """
 
 from __future__ import annotations
@@ -49,20 +55,47 @@ def quiet() -> Iterator[None]:
             logger.removeFilter(noise)
 
 
-def execute(notebook: Path, output: Path, **options: Any) -> None:
+def execute(notebook: Path, output: Path, *, kernel_log: Path | None = None, **options: Any) -> None:
     """``papermill.execute_notebook(notebook, output, **options)``, on a kernel of its own and
     without changing the process's working directory. Both paths must be absolute.
+    ``kernel_log``: where the kernel process's stdout and stderr go (appended; default: this
+    process's).
 
     No ``cwd=``: papermill's is a process-wide ``chdir`` too. The kernel starts in this
     process's working directory.
     """
     import papermill
+    from traitlets.config import Config
 
     if not (notebook.is_absolute() and output.is_absolute()):
         raise ValueError(f"sweep notebooks are executed by absolute path, got {notebook} -> {output}")
     _install_handler()
     with kernel_transport() as transport:
-        papermill.execute_notebook(str(notebook), str(output), **options, **transport)
+        config = transport.pop("config", Config())
+        if kernel_log is not None:
+            config.merge(Config({
+                "NotebookClient": {"kernel_manager_class": _kernel_manager_class()},
+                "LoggedKernelManager": {"output_path": str(kernel_log)},
+            }))  # fmt: skip
+        papermill.execute_notebook(str(notebook), str(output), **options, **transport, config=config)
+
+
+@functools.cache
+def _kernel_manager_class() -> type:
+    """jupyter_client's kernel manager, with the kernel's stdout and stderr appended to ``output_path``."""
+    from jupyter_client import AsyncKernelManager
+    from traitlets import Unicode
+
+    class LoggedKernelManager(AsyncKernelManager):
+        output_path = Unicode("", config=True, help="file the kernel's stdout and stderr are appended to")
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            # jupyter_client's documented override point; Popen dups the descriptor, so it closes here.
+            with open(self.output_path, "ab") as out:
+                kw.update(stdout=out, stderr=out)
+                await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return LoggedKernelManager
 
 
 @functools.cache
