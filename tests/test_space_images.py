@@ -77,3 +77,17 @@ def test_a_strip_the_processor_would_blow_up_is_refused(tmp_path, size, message)
     with pytest.raises(DataError, match=message):
         read_image(str(strip), max_pixels=10**6)
     assert read_image(Image.new("RGB", (500, 10)), max_pixels=10**6).size == (500, 10)  # 50:1 is taken
+
+
+def test_only_formats_a_browser_shows_are_opened(tmp_path):
+    """PIL opens an EPS by running Ghostscript on it (untrusted PostScript, where Ghostscript is installed);
+    without it the visitor was told the file was 'truncated or corrupt (Unable to locate Ghostscript...)'."""
+    eps = tmp_path / "logo.eps"
+    eps.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nshowpage\n")
+    with pytest.raises(DataError, match=r"^the file 'logo.eps' is not an image this app can read; upload a PNG"):
+        read_image(str(eps), max_pixels=10_000)
+    for fmt, suffix in (("PNG", "png"), ("JPEG", "jpg"), ("WEBP", "webp"), ("GIF", "gif"), ("BMP", "bmp"),
+                        ("TIFF", "tif")):
+        path = tmp_path / f"photo-{fmt}.{suffix}"
+        Image.new("RGB", (8, 8), "red").save(path, format=fmt)
+        assert read_image(str(path), max_pixels=100).getpixel((0, 0))[0] > 200, fmt

@@ -11,6 +11,11 @@ from typing import Any, Mapping
 from vlm_lab.data import MAX_ASPECT, aspect_problem  # one limit for uploads and data sets (why: see there)
 from vlm_lab.errors import DataError
 
+# What a visitor can upload: raster formats browsers show and phones and cameras save (PIL's JPEG opener
+# takes a phone's multi-picture JPEG, MPO, too). PIL would also open EPS by running Ghostscript on the
+# file, where installed, and a dozen scientific formats: an upload is untrusted, so those are "not an image".
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "ICO")
+
 
 def image_path_of(value: Any) -> Any:
     """The file behind a Gradio image value: a path string, a FileData dict, or a PIL image as is."""
@@ -47,7 +52,7 @@ def read_image(value: Any, *, max_pixels: int) -> "Image.Image":
     if path.stat().st_size == 0:  # an interrupted upload or a placeholder file, not a format problem
         raise DataError(f"{_shown_name(path)} is empty (0 bytes); upload the image again")
     try:
-        with Image.open(path) as img:  # reads the header only
+        with Image.open(path, formats=UPLOAD_FORMATS) as img:  # reads the header only
             _check_pixels(img.size, max_pixels)
             img.seek(0)  # the first frame of an animation
             img.load()  # decodes: raises on truncated data
