@@ -85,7 +85,7 @@ def test_a_notebook_that_cannot_be_read_is_one_line_and_exit_2(workdir, capsys, 
     assert not (workdir / "runs").exists()
 
 
-def test_a_kernel_that_never_starts_is_not_blamed_on_a_cell(workdir, monkeypatch, capsys):
+def test_a_kernel_that_never_starts_is_not_blamed_on_a_cell(workdir, monkeypatch, capsys, caplog):
     """A kernelspec whose Python lost ipykernel (a venv rebuilt, a conda env updated): every run
     reported 'a cell: RuntimeError: Kernel died before replying to kernel_info', sending the reader
     to a notebook in which no cell ran."""
@@ -108,3 +108,5 @@ def test_a_kernel_that_never_starts_is_not_blamed_on_a_cell(workdir, monkeypatch
     # Why: the kernel's own last words, kept in the run's kernel.log (not the sweep's log).
     assert f"the kernel said: No module named ipykernel_launcher (all it said: {run.dir / 'kernel.log'})" in out, out
     assert "a cell" not in out
+    # nbclient's own error for it (a second line per run in the log, naming the kernel's uuid) is dropped.
+    assert not [r.getMessage() for r in caplog.records if "starting new kernel client" in r.getMessage()]

@@ -30,22 +30,24 @@ from pathlib import Path
 from typing import Any
 
 # papermill's per-run parameter warnings: the sweep has already checked the parameters, and
-# papermill's own parser misreads ``# help`` comments that contain ``=``.
-_CHECKED_PARAMETER_NOISE = ("Passed unknown parameter", "Unable to parse line")
+# papermill's own parser misreads ``# help`` comments that contain ``=``. And nbclient's error for a
+# kernel that never started: the run's FAILED line says it, with the kernel's own words (it was a
+# second line per run in the log, naming only the kernel's uuid).
+_REPORTED_NOISE = ("Passed unknown parameter", "Unable to parse line", "Error occurred while starting new kernel client")
 
 
-class _CheckedParameterNoise:
+class _ReportedNoise:
     def filter(self, record: Any) -> bool:
-        return not record.getMessage().startswith(_CHECKED_PARAMETER_NOISE)
+        return not record.getMessage().startswith(_REPORTED_NOISE)
 
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Drop papermill's parameter warnings while the sweep runs (see ``_CHECKED_PARAMETER_NOISE``)."""
+    """Drop papermill's messages that the sweep reports itself while it runs (see ``_REPORTED_NOISE``)."""
     import logging
 
     loggers = [logging.getLogger(name) for name in ("papermill", "papermill.translators")]
-    noise = _CheckedParameterNoise()
+    noise = _ReportedNoise()
     for logger in loggers:
         logger.addFilter(noise)
     try:
