@@ -315,3 +315,33 @@ def test_a_lock_that_fails_otherwise_is_one_clear_error(tmp_path):
     assert done.stderr == (f"error: OutputPathError: cannot lock {out / '.build.lock'} (Input/output error, errno 5), "
                            "which keeps two builds out of one folder; pass another --out\n")
     assert not list(out.glob("checkpoint-*"))
+
+
+INTERRUPT_A_BUILD = r"""
+import sys
+from vlm_lab import tiny
+from vlm_lab.config import TrainConfig
+
+def ctrl_c(path):
+    if path.name == "checkpoint-2":
+        raise KeyboardInterrupt
+
+try:
+    tiny.train(TrainConfig(out=sys.argv[1], steps=6, save_every=2, seed=3, train_images=4), progress=False, on_save=ctrl_c)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_list_of_an_interrupted_build_says_so_and_gives_the_command_that_finishes_it(tmp_path):
+    import shlex
+
+    out = tmp_path / "my ck"  # a space: the command must still run when pasted
+    done = subprocess.run([sys.executable, "-c", INTERRUPT_A_BUILD, str(out)], capture_output=True, text=True, timeout=600)
+    assert done.stdout == "interrupted\n", done.stderr
+    listed = vlm_lab("checkpoints", "list", str(out), check=True).stdout.splitlines()
+    command = f"vlm-lab checkpoints build --out {shlex.quote(str(out))} --steps 6 --save-every 2 --seed 3 --train-images 4"
+    assert listed[-1] == f"incomplete: the build stopped at checkpoint-2 of 6 steps; `{command}` finishes it", listed
+    resumed = vlm_lab(*shlex.split(command)[1:], "--quiet", check=True).stdout
+    assert "resumed from checkpoint-2, trained steps 3-6" in resumed
+    assert not any(line.startswith("incomplete") for line in vlm_lab("checkpoints", "list", str(out), check=True).stdout.splitlines())

@@ -125,7 +125,33 @@ def _list(args: argparse.Namespace) -> int:
     for row in table:
         print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
     print("loss: mean training loss of the steps since the checkpoint before (every step: checkpoint-N/trainer_state.json)")
+    if settings and rows[-1].step is not None and rows[-1].step < settings.get("steps", 0) and _is_run_folder(args.folder, rows):
+        print(f"incomplete: the build stopped at {rows[-1].name} of {settings['steps']} steps; "
+              f"`{_build_command(args.folder, settings)}` finishes it")
     return 0
+
+
+def _is_run_folder(folder: str, rows: list) -> bool:
+    """Whether ``folder`` is the folder of the listed checkpoints (not one checkpoint, not a glob)."""
+    import os
+
+    here = Path(os.path.expandvars(folder)).expanduser().resolve()
+    return all(r.path and Path(r.path).parent.resolve() == here for r in rows)
+
+
+def _build_command(folder: str, settings: dict) -> str:
+    """The ``vlm-lab checkpoints build`` command line that builds ``settings`` into ``folder`` (defaults left out)."""
+    import dataclasses
+    import shlex
+
+    words = ["vlm-lab", "checkpoints", "build"]
+    if folder != _DEFAULTS.out:
+        words += ["--out", folder]
+    for field in dataclasses.fields(TrainConfig):
+        value = settings.get(field.name, getattr(_DEFAULTS, field.name))
+        if field.name != "out" and value != getattr(_DEFAULTS, field.name):
+            words += ["--" + field.name.replace("_", "-"), str(value)]
+    return shlex.join(words)
 
 
 def _eval(args: argparse.Namespace) -> int:
