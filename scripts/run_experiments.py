@@ -5,7 +5,8 @@
     scripts/run_experiments.py sweeps/shapes-ablation.yaml --jobs 2 --quiet
 
 The options are passed to each `vlm-lab sweep`. One sweep never stops the others: an
-invalid sweep file (or a crash) is reported and the next file runs. The exit code is the
+invalid sweep file (or a crash) is reported and the next file runs. Each file's output
+follows a timed line naming it ("... sweep file sweeps/a.yaml (1 of 3)"). The exit code is the
 worst of the sweeps': 0 all completed, 1 some run failed (or a sweep crashed), 75 a sweep
 (or some of its runs) was already running in another invocation, 2 an invalid sweep file,
 74 a sweep could not write its files (a full disk).
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from vlm_lab.cli import main
 from vlm_lab.cli.sweep import add_sweep_options
+from vlm_lab.sweep import log_line
 
 MEANINGS = {1: "some run failed", 2: "invalid sweep file, nothing ran", 74: "could not write its files (disk full?); stopped", 75: "already running elsewhere (the sweep, or some of its runs)", 129: "terminated (SIGHUP: its terminal closed)", 130: "interrupted", 143: "terminated (SIGTERM)"}
 
@@ -42,7 +44,10 @@ def run(argv: list[str]) -> int:
         print("no sweep files given and none in sweeps/; pass SWEEP.yaml or add one to sweeps/", file=sys.stderr)
         return 2
     codes: dict[str, int] = {}
-    for file in files:
+    for i, file in enumerate(files, 1):
+        # In a night's log, what follows is this file's: an error such as "notebook 'x.ipynb' not found"
+        # names no sweep file, and the reports name the runs folder, not the file.
+        log_line(f"sweep file {file} ({i} of {len(files)})")
         try:
             codes[file] = main(["sweep", file, *options])
         except Exception:  # a bug met by one sweep must not cost tonight's others their run

@@ -380,6 +380,11 @@ def test_cron_wrapper_reports_an_invalid_sweep_file_and_runs_the_next(sweep_file
     assert f"{bad}: exit 2 (invalid sweep file, nothing ran)" in proc.stderr
     assert "b: 1 ran, 0 skipped" in proc.stdout  # the sweep after the invalid one still ran
     assert all(r.completed for r in sweep.plan(sweep.load_sweep(good)))
+    # Each file's lines follow its name in the log: an error naming no sweep file is attributable.
+    lines = proc.stderr.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.endswith(f" sweep file {bad} (1 of 2)"))
+    assert lines[first + 1].startswith("error: ConfigError:"), lines
+    assert lines[first + 2].endswith(f" sweep file {good} (2 of 2)"), lines
 
 
 def test_cron_wrapper_has_its_own_usage():
