@@ -345,3 +345,16 @@ def test_list_of_an_interrupted_build_says_so_and_gives_the_command_that_finishe
     resumed = vlm_lab(*shlex.split(command)[1:], "--quiet", check=True).stdout
     assert "resumed from checkpoint-2, trained steps 3-6" in resumed
     assert not any(line.startswith("incomplete") for line in vlm_lab("checkpoints", "list", str(out), check=True).stdout.splitlines())
+
+
+@pytest.mark.parametrize("out, message", [
+    ("a" * 300, r"--out 'a{300}' cannot be used \(File name too long\); pass a shorter folder path"),
+    ("dangling", r"--out 'dangling' is a link to '.*nowhere/x', which does not exist; create that folder or pass another --out"),
+])
+def test_build_into_an_odd_out_is_one_clear_error(tmp_path, out, message):
+    import re
+
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "x")
+    r = vlm_lab("checkpoints", "build", "--out", out, "--steps", "1", "--quiet", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert re.fullmatch(f"error: OutputPathError: {message}\n", r.stderr), r.stderr

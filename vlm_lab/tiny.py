@@ -33,6 +33,7 @@ from vlm_lab.tiny_checkpoints import (  # noqa: F401 - BUILD_RECORD, FORMAT_VERS
     earlier_builds,
     epochs_seen,
     prepare_out_dir,
+    refuse_model_folder,
     refuse_foreign_checkpoints,
     remove_earlier_builds,
     same_config,
@@ -63,11 +64,7 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
         raise OutputPathError("--out is empty; pass the folder to save the checkpoints in, such as checkpoints/shapes")
     # '~/ck' and '$SCRATCH/ck' (a notebook parameter, a sweep file) are read as `vlm-lab compare` reads them
     out = Path(os.path.expandvars(config.out)).expanduser()
-    if (out / "config.json").is_file():  # a checkpoint or a run's final model: compare would list both as one run
-        raise OutputPathError(
-            f"--out {str(out)!r} holds a model (config.json): its checkpoint-N folders would be read as one run "
-            "with that model; pass a folder of its own, such as checkpoints/mine"
-        )
+    refuse_model_folder(out)
     save_steps = sorted({0, *range(config.save_every, config.steps + 1, config.save_every), config.steps})
     wanted = [out / f"checkpoint-{s}" for s in save_steps]
     if out.is_dir() and all(same_config(p, config) for p in wanted) and not earlier_builds(out, config):

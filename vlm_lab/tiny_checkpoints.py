@@ -35,8 +35,25 @@ FORMAT_VERSION = 1
 BUILD_RECORD = "VlmLabTinyBuild"  # trainer_state.json stateful_callbacks key: {"args": TrainConfig, "attributes": {"format"}}
 
 
+def refuse_model_folder(out: Path) -> None:
+    """Raise ``OutputPathError`` when ``out`` holds a model, or is a path no folder can have."""
+    try:
+        holds_model = (out / "config.json").is_file()
+    except OSError as e:  # is_file passes over a missing folder, not a name too long or a folder it may not enter
+        fix = "pass a shorter folder path" if e.errno == errno.ENAMETOOLONG else "pick a folder you can write to"
+        raise OutputPathError(f"--out {str(out)!r} cannot be used ({e.strerror}); {fix}") from e
+    if holds_model:  # a checkpoint or a run's final model: compare would list both as one run
+        raise OutputPathError(
+            f"--out {str(out)!r} holds a model (config.json): its checkpoint-N folders would be read as one run "
+            "with that model; pass a folder of its own, such as checkpoints/mine"
+        )
+
+
 def prepare_out_dir(out: Path) -> None:
     """Create ``out`` and prove it is writable, or raise ``OutputPathError`` naming the fix."""
+    if out.is_symlink() and not out.exists():  # mkdir would say "File exists"
+        raise OutputPathError(f"--out {str(out)!r} is a link to {os.readlink(out)!r}, which does not exist; "
+                              "create that folder or pass another --out")
     if out.exists() and not out.is_dir():
         raise OutputPathError(f"--out {str(out)!r} is a file, not a folder; pass a folder path such as checkpoints/shapes")
     try:
