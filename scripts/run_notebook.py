@@ -4,32 +4,74 @@
     scripts/run_notebook.py notebooks/02_compare_checkpoints.ipynb runs/demo/02_compare_checkpoints.ipynb \\
         -p checkpoints checkpoints/shapes -p output_dir runs/demo
 
-Every papermill option works as it does there (``--help``). The one difference: the kernel
+Every papermill option works as it does there (``--help``). The differences: the kernel
 talks over private unix sockets, not TCP on localhost, so no other user of the machine can
 listen in and ipykernel has no "running over TCP without encryption" warning to print
-(``vlm_lab.sweep_papermill.kernel_transport``; sweeps run their notebooks the same way).
-``make demo`` uses it. On systems without unix sockets it is papermill as it comes.
+(``vlm_lab.sweep_papermill.kernel_transport``; sweeps run their notebooks the same way); and a
+parameter the notebook's ``parameters`` cell does not declare (``-p num_sample 8``, a typo) is
+an error before anything runs, as in a sweep, where papermill warns and runs the notebook with
+its default. A missing input notebook or output folder is one line, exit 2, not a traceback.
+``make demo`` uses it. On systems without unix sockets the kernel uses TCP, as papermill's does.
 """
 
 from __future__ import annotations
 
-import functools
+import os
+from typing import Any
 
+import click
 import papermill.cli
 
-from vlm_lab.sweep_papermill import kernel_transport
+from vlm_lab.errors import SweepError
+from vlm_lab.sweep_checks import notebook_parameters
+from vlm_lab.sweep_papermill import kernel_transport, quiet
 
 
 HELP = """papermill, with the kernel on private unix sockets instead of TCP on localhost (vlm_lab's
-    make demo and sweeps run notebooks this way); every papermill option below works as there.
+    make demo and sweeps run notebooks this way), and parameters the notebook does not declare
+    refused; every papermill option below works as there.
 
     """
 
 
+def checked(execute: Any, **kernel_options: Any) -> Any:
+    """papermill's ``execute_notebook``, with the kernel options, after checking a local input
+    notebook, its parameters and the output folder (click.UsageError: one line, exit 2)."""
+
+    def execute_notebook(input_path: str, output_path: str, parameters: dict | None = None, **kw: Any) -> Any:
+        if _local(input_path):
+            if not os.path.isfile(input_path):
+                raise click.UsageError(f"no notebook at {input_path!r} (paths are relative to {os.getcwd()})")
+            try:
+                declared = notebook_parameters(input_path)
+            except SweepError as e:
+                if "no cell tagged `parameters`" not in str(e):
+                    raise click.UsageError(str(e)) from None
+                declared = None  # papermill adds the parameters at the top, as it says
+            unknown = sorted(set(parameters or {}) - set(declared or parameters or {}))
+            if unknown:
+                raise click.UsageError(
+                    f"{input_path} has no parameter(s) {', '.join(unknown)} in its `parameters` cell (it declares: "
+                    f"{', '.join(sorted(declared)) or 'none'}); papermill would run it with the defaults"
+                )
+        folder = os.path.dirname(output_path or "")
+        if _local(output_path or "-") and folder and not os.path.isdir(folder):
+            raise click.UsageError(f"the output folder {folder!r} does not exist; create it (mkdir -p {folder})")
+        return execute(input_path=input_path, output_path=output_path, parameters=parameters, **kw, **kernel_options)
+
+    return execute_notebook
+
+
+def _local(path: str) -> bool:
+    """A local file path, not stdin/stdout ("-") or a URL (s3://, http://) papermill's handlers read."""
+    return path != "-" and "://" not in path
+
+
 def main() -> None:
-    with kernel_transport() as options:  # the socket folder is removed however papermill exits
+    # quiet(): papermill's warnings on parameters, checked here (its parser misreads `# 0 = all` comments)
+    with kernel_transport() as options, quiet():  # the socket folder is removed however papermill exits
         # papermill's CLI calls its module's execute_notebook; give it the kernel options it cannot take
-        papermill.cli.execute_notebook = functools.partial(papermill.cli.execute_notebook, **options)
+        papermill.cli.execute_notebook = checked(papermill.cli.execute_notebook, **options)
         papermill.cli.papermill.help = HELP + papermill.cli.papermill.help  # --help says how this differs
         papermill.cli.papermill.main(prog_name="run_notebook.py")
 
