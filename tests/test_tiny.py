@@ -2,6 +2,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -402,3 +403,34 @@ def test_a_saved_checkpoint_is_on_disk_before_its_name_is(tmp_path, monkeypatch)
         synced_before = {e[1] for e in events[:moved] if e[0] == "fsync"}
         assert {str(tmp / f.name) for f in final.iterdir()} | {str(tmp)} <= synced_before, final.name
         assert ("fsync", str(out)) in events[moved + 1:], final.name  # the rename itself is durable
+
+
+def _cut_short(path):
+    """Half of ``path`` left, in a new file (a power loss, a copy cut short): tensors mapped from the old one stay whole."""
+    data = path.read_bytes()
+    path.unlink()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_checkpoint_whose_weights_are_cut_short_is_trained_again_not_called_built(tmp_path):
+    config = TrainConfig(out=str(tmp_path / "ck"), steps=4, save_every=2, train_images=8)
+    first = tiny.train(config, progress=False)
+    before = _weights(first[-1])
+    _cut_short(first[-1] / "model.safetensors")
+    saved = []
+    with pytest.warns(tiny.StaleCheckpointsWarning, match=r"removed checkpoint-4 .*incomplete \(model\.safetensors is cut short\)"):
+        again = tiny.train(config, progress=False, on_save=saved.append)
+    assert [p.name for p in saved] == ["checkpoint-4"]  # resumed from checkpoint-2
+    assert all(torch.equal(before[k], t) for k, t in _weights(again[-1]).items())
+
+
+def test_a_resume_passes_over_an_optimizer_state_cut_short(tmp_path):
+    config = TrainConfig(out=str(tmp_path / "ck"), steps=6, save_every=2, train_images=8)
+    first = tiny.train(config, progress=False)
+    before = _weights(first[-1])
+    shutil.rmtree(first[-1])  # interrupted before checkpoint-6 ...
+    _cut_short(first[-2] / "optimizer.pt")  # ... and checkpoint-4's optimizer state lost to a power loss
+    saved = []
+    again = tiny.train(config, progress=False, on_save=saved.append)  # an EOFError traceback, on every run, before
+    assert [p.name for p in saved] == ["checkpoint-4", "checkpoint-6"]  # resumed from checkpoint-2
+    assert all(torch.equal(before[k], t) for k, t in _weights(again[-1]).items())

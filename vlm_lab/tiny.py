@@ -36,6 +36,7 @@ from vlm_lab.tiny_checkpoints import (  # noqa: F401 - BUILD_RECORD, FORMAT_VERS
     refuse_model_folder,
     refuse_foreign_checkpoints,
     remove_earlier_builds,
+    resumable,
     same_config,
     save_checkpoint,
 )
@@ -194,7 +195,7 @@ def _resume(out: Path, config: TrainConfig, save_steps: list[int], model, optimi
         path = out / f"checkpoint-{s}"
         if not same_config(path, config):
             break
-        if (path / "optimizer.pt").is_file() and (path / "scheduler.pt").is_file():
+        if resumable(path):
             step = s
     if step is None:
         return None

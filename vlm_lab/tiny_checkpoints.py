@@ -19,6 +19,7 @@ import re
 import shutil
 import sys
 import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -284,7 +285,7 @@ def remove_earlier_builds(out: Path, config: TrainConfig) -> None:
     elif changed:
         why = "with " + ", ".join(f"{k}={then.get(k)!r}" for k in changed) + "; now " + ", ".join(f"{k}={now[k]!r}" for k in changed)
     else:
-        why = f"incomplete (no {_missing(stale[-1]) or 'config.json'})"
+        why = f"incomplete ({_damage(stale[-1]) or 'no config.json'})"
     for path in stale:
         _discard(path)
     warnings.warn(
@@ -319,13 +320,30 @@ def build_record(path: Path) -> tuple[dict | None, object]:
 _NEEDED = ("config.json", "model.safetensors")
 
 
-def _missing(path: Path) -> str:
-    """The first file of ``_NEEDED`` that ``path`` lacks; "" when it has them all."""
-    return next((name for name in _NEEDED if not (path / name).is_file()), "")
+def _damage(path: Path) -> str:
+    """Why ``path`` does not load ("no model.safetensors", "model.safetensors is cut short"); "" when it does."""
+    from safetensors import safe_open
+
+    if missing := next((name for name in _NEEDED if not (path / name).is_file()), ""):
+        return f"no {missing}"
+    try:  # reads the header and checks the file covers every tensor it lists: a power loss, a copy cut short
+        with safe_open(path / "model.safetensors", "pt"):
+            pass
+    except (SafetensorError, OSError):
+        return "model.safetensors is cut short"
+    return ""
+
+
+def resumable(path: Path) -> bool:
+    """Whether a build can resume from ``path``: its optimizer and scheduler states are there, whole.
+
+    ``torch.save`` writes a zip archive: one cut short has no central directory at its end.
+    """
+    return all(zipfile.is_zipfile(path / name) for name in ("optimizer.pt", "scheduler.pt"))
 
 
 def same_config(path: Path, config: TrainConfig) -> bool:
-    if _missing(path):
+    if _damage(path):
         return False
     then, then_format = build_record(path)
     if then is None or then_format != FORMAT_VERSION:
