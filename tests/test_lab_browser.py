@@ -2,10 +2,11 @@
 
 Starts JupyterLab on loopback in a scratch project root (the notebook, a
 ``pyproject.toml`` and ``checkpoints/shapes`` linked to the test checkpoints),
-runs every cell, picks two checkpoints in the explorer widget, compares them with Enter in the
-prompt and then with the Compare button (the first run stays under the second), and checks that
-every piece of text in the results reads (WCAG contrast) in the light and the dark theme; the
-screenshots land in ``test-artifacts/``.
+runs every cell (one compares from code), picks two checkpoints in the explorer widget, compares
+them with Enter in the prompt and then with a double click on Compare (one run; the runs before stay
+under it), starts a third run and, while it runs, has the kernel answer and clicks Stop (the finished
+answer stays, the run says what was stopped), and checks that every piece of text in the results
+reads (WCAG contrast) in the light and the dark theme; the screenshots land in ``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ CHROMIUM_ARGS = [
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-# len(explorer.history), printed by the notebook's kernel
-HISTORY_JS = """async () => {
+# what `code` prints in the notebook's kernel (run after every message the page sent before it)
+KERNEL_JS = """async (code) => {
   const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
   let out = '';
-  const future = kernel.requestExecute({code: 'print(len(explorer.history))', silent: true});
+  const future = kernel.requestExecute({code, silent: true});
   future.onIOPub = (msg) => { if (msg.header.msg_type === 'stream') out += msg.content.text; };
   await future.done;
   return out.trim();
@@ -176,18 +177,45 @@ def test_explore_notebook_compares_two_checkpoints_in_the_browser(lab, artifacts
             expect(top_p).to_be_hidden()
             page.locator(".widget-text", has_text="Prompt").locator("input").press("Enter")  # Enter compares
 
-            rows = page.locator("table.vlm-lab-results tr.vlm-lab-row")
-            expect(rows).to_have_count(2)
-            expect(rows.nth(0)).to_contain_text("checkpoint-250")
-            expect(rows.nth(1)).to_contain_text("checkpoint-1000")
-            expect(rows.nth(1)).to_contain_text("red")  # the first example asks for the color of a red shape
+            rows = page.locator("table.vlm-lab-results tr.vlm-lab-row")  # every run's
+            current = page.locator(".widget-html-content > table.vlm-lab-results tr.vlm-lab-row")  # the last run's
+            expect(current.nth(0)).to_contain_text("checkpoint-250")
+            expect(current).to_have_count(2)
+            expect(current.nth(1)).to_contain_text("checkpoint-1000")
+            expect(current.nth(1)).to_contain_text("red")  # the first example asks for the color of a red shape
             expect(page.get_by_role("button", name="Compare")).to_be_enabled()
-            # again, with a double click: one more run (the second click was sent before the button went
-            # off), and the first run stays under it
-            page.get_by_role("button", name="Compare").dblclick()
+            history = "explorer.wait(); print(len(explorer.history))"  # after the runs the page started
+            assert page.evaluate(KERNEL_JS, history) == "2"  # the notebook's run from code, then Enter's
+            # again, with a double click: one more run (the second click reaches the kernel while the
+            # first runs, or so soon after it that it was made before its answers showed), and the runs
+            # before stay under it
+            compare = page.get_by_role("button", name="Compare")
+            compare.dblclick()
             expect(page.locator(".vlm-lab-earlier")).to_contain_text("Earlier runs")
-            expect(rows).to_have_count(4)
-            assert page.evaluate(HISTORY_JS) == "2"  # asked after both clicks were handled (the kernel takes them in order)
+            expect(rows).to_have_count(6)
+            assert page.evaluate(KERNEL_JS, history) == "3"  # asked after both clicks were handled (the kernel takes them in order)
+
+            # Stop: the run is held after its first answer (in the kernel, by an observer the test adds) until
+            # the kernel is asked to go on: a kernel the run blocked could never be asked
+            hold = ("import threading; go_on = threading.Event(); explorer.progress.observe("
+                    "lambda c: go_on.wait(300) if c['new'] == 1 else None, names='value')")  # fmt: skip
+            page.evaluate(KERNEL_JS, hold)
+            select.select_option(label=["checkpoint-0", "checkpoint-500", "checkpoint-1000"])
+            stop = page.get_by_role("button", name="Stop")
+            expect(stop).to_be_disabled()
+            compare.click()
+            expect(stop).to_be_enabled()
+            expect(compare).to_be_disabled()
+            expect(page.locator(".widget-html-content")).to_contain_text("Running checkpoint-0 (1/3)")
+            assert page.evaluate(KERNEL_JS, "print(explorer.running, len(explorer.rows))") == "True 1"  # the kernel answers
+            stop.click()
+            expect(page.get_by_role("button", name="Stopping…")).to_be_disabled()
+            page.evaluate(KERNEL_JS, "go_on.set()")
+            note = page.locator(".vlm-lab-warn", has_text="Stopped:")
+            expect(note).to_have_text("Stopped: 1 of 3 checkpoints finished; not run: checkpoint-500, checkpoint-1000.")
+            expect(current).to_have_count(1)
+            expect(compare).to_be_enabled()
+            expect(page.get_by_role("button", name="Stop")).to_be_disabled()
             box = page.locator(".widget-image").first.bounding_box()  # the preview, not stretched to its column
             assert box and max(box["width"], box["height"]) <= 130, box
             results = page.locator("table.vlm-lab-results").first

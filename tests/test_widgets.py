@@ -43,6 +43,7 @@ def test_compare_shows_every_selected_checkpoint_side_by_side(explorer):
     assert explorer.prompt.value == sample.prompt and explorer.reference == sample.reference
     explorer.checkpoints.value = (0, 4)
     explorer.button.click()  # the same path as a click in the browser
+    explorer.wait()
     rows = explorer.rows
     assert [r["checkpoint"] for r in rows] == ["checkpoint-0", "checkpoint-1000"]
     assert rows[1]["text"] == sample.reference  # the trained checkpoint gets it right
@@ -64,6 +65,7 @@ def test_an_example_with_several_references_shows_them_all(tiny_dir, tmp_path):
     explorer = explore(str(tiny_dir), str(path), device="cpu")
     explorer.checkpoints.value = (len(explorer.refs) - 1,)
     explorer.button.click()
+    explorer.wait()
     out = explorer.output.value
     assert f"reference: <b>crimson | {html.escape(line['reference'][1])} ×2</b>" in out, out
     assert "<tr class='vlm-lab-row vlm-lab-ok'>" in out  # checkpoint-1000 gives one of them: green
@@ -205,6 +207,7 @@ def test_float16_overflow_is_marked_in_the_table(tiny_checkpoints, overflowing_c
     e = explore([str(tiny_checkpoints[-1]), str(overflowing_checkpoint)], "shapes:val:2", dtype="float16", device="cpu")
     e.checkpoints.value = (0, 1)
     e.button.click()
+    e.wait()
     assert [r["nonfinite"] for r in e.rows] == [False, True]
     out = html.unescape(e.output.value)
     # beside the broken checkpoint's answer only, with the advice for the dtype it runs in
@@ -225,6 +228,7 @@ def test_nan_weights_in_float32_get_check_the_checkpoint_not_use_float32(tiny_ch
     e = explore([str(tmp_path / "nan")], "shapes:val:2", dtype="float32", device="cpu")
     e.checkpoints.value = (0,)
     e.button.click()
+    e.wait()
     out = html.unescape(e.output.value)
     assert e.rows[0]["nonfinite"] and "in float32" in out and "check the checkpoint" in out and "use dtype=" not in out
 
@@ -238,6 +242,7 @@ def test_a_broken_checkpoint_fails_only_its_own_row(tiny_checkpoints, mismatched
     e.checkpoints.value = (0, 1, 2)
     e.prompt.value = "What color is the shape?"
     e.button.click()
+    e.wait()
     good, broken, corrupt = e.rows
     assert good["text"] and "error" not in good
     assert broken["error"].startswith("mismatched/checkpoint-1000 failed while answering (ValueError: Image features")  # three checkpoint-1000s
@@ -256,10 +261,14 @@ def test_progress_says_which_checkpoint_loads_and_memory_has_a_unit(tiny_checkpo
     shown, disabled = [], []
     e.output.observe(lambda c: (shown.append(c["new"]), disabled.append(e.button.disabled)), names="value")
     e.button.click()
-    assert "Loading and running checkpoint-0 (1/2)" in shown[1] and "Loading and running checkpoint-1000 (2/2)" in shown[2]
+    e.wait()
+    said = [re.search(r"(Starting|(Loading|Running) checkpoint-\d+ \(\d/2\))…", html.unescape(s)) for s in shown]
+    assert [m and m.group(0) for m in said] == ["Starting…", "Loading checkpoint-0 (1/2)…", "Running checkpoint-0 (1/2)…",
+                                               "Loading checkpoint-1000 (2/2)…", "Running checkpoint-1000 (2/2)…", None]  # fmt: skip
     assert all(disabled[:-1])  # the button is off while anything runs
     shown.clear()
     e.button.click()  # both are cached now
+    e.wait()
     assert "Running checkpoint-0 (1/2)" in shown[1] and "Loading" not in "".join(shown)
     assert f"{format_bytes(e.rows[0]['memory_bytes'])} weights" in e.output.value
 
@@ -270,9 +279,11 @@ def test_an_answer_cut_off_at_max_tokens_is_marked(tiny_checkpoints):
     e.prompt.value = "Describe the image."  # "a <color> <shape>" + the end token: 4 tokens
     e.max_new_tokens.value = 3
     e.button.click()
+    e.wait()
     assert [r["truncated"] for r in e.rows] == [True] and e.output.value.count("cut off at max new tokens") == 1
     e.max_new_tokens.value = 4
     e.button.click()
+    e.wait()
     now, earlier = e.output.value.split("Earlier runs")
     assert [r["truncated"] for r in e.rows] == [False] and "cut off" not in now and "cut off at max new tokens" in earlier
 
@@ -343,6 +354,7 @@ def test_an_answer_stopped_where_the_checkpoint_reads_no_further_says_so(tiny_ch
     e.checkpoints.value = (0,)
     e.max_new_tokens.value = 200
     e.button.click()
+    e.wait()
     (row,) = e.rows
     assert row["truncated"] and row["at_context"] and row["new_tokens"] < 60
     assert "cut off: the checkpoint reads no further" in e.output.value and "raise it" not in e.output.value
@@ -366,6 +378,7 @@ def test_a_prompt_that_leaves_no_room_says_so_in_its_row(tiny_checkpoints):
     e.checkpoints.value = (0,)
     e.prompt.value = " ".join(["What color is the shape?"] * 12)
     e.button.click()
+    e.wait()
     (row,) = e.rows
     assert re.fullmatch(r"ContextOverflowError: the image and prompt take \d+ tokens, and checkpoint-1000 reads at most 128 "
                         r"\(the answer included\); shorten the prompt", row["error"])

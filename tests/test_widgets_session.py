@@ -67,6 +67,7 @@ def test_enter_in_the_prompt_compares(tiny_checkpoints, fresh_cache):
     e.checkpoints.value = (0,)
     e.prompt.value = "What shape is it?"
     e.prompt._handle_custom_msg({"event": "submit"}, [])  # what the browser sends on Enter in a Text field
+    e.wait()
     assert [r["checkpoint"] for r in e.rows] == ["checkpoint-1000"] and e.history[0].label.startswith("'What shape is it?'")
 
 

@@ -4,8 +4,11 @@
 checkpoints, an example (or uploads an image), types a prompt, picks a decoding
 strategy and clicks Compare; each checkpoint's answer, latency, token count and
 memory land in one table. All the logic lives here so the notebook is one call,
-and ``Explorer.run()`` is the click handler, callable (and tested) without a
-browser.
+and the widget is driven (and tested) from Python the way a click drives it.
+
+Compare runs in a background thread (``vlm_lab.widgets_run``): the kernel stays free for other
+cells, Stop ends the run at the next token or checkpoint, and ``Explorer.wait()`` (or
+``Explorer.run()``, which starts and waits) gives scripts, papermill and nbval finished outputs.
 
 Each Compare is kept (``Explorer.history``, newest first, the last ``HISTORY`` runs) and shown
 under the next one with what it asked, so a strategy or a prompt can be compared with the one
@@ -15,10 +18,12 @@ before. Every explorer of a Python process shares one model cache per device
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import html
 import io
 import os
+import threading
 import time
 import warnings
 from typing import Any, Sequence
@@ -30,6 +35,7 @@ from vlm_lab.config import GenerationConfig
 from vlm_lab.data import Sample, load_samples, open_image
 from vlm_lab.errors import DataError, VlmLabError
 from vlm_lab.widgets_html import STYLE, Run, message_html, results_html  # noqa: F401 - also this module's API
+from vlm_lab.widgets_run import BackgroundRun, RunStopped
 
 STRATEGIES = ("greedy", "nucleus(0.9)", "temperature(0.7)", "beam(3)")
 # each strategy's argument in the UI: (label, default, min, max, step); greedy takes none
@@ -79,8 +85,10 @@ class Explorer:
 
     Attributes are the controls (``checkpoints``, ``example``, ``upload``,
     ``image_source``, ``prompt`` (Enter in it compares too), ``strategy`` (greedy, nucleus, temperature, beam) with its
-    argument ``strategy_arg`` and the sampling ``seed``, ``max_new_tokens``, ``log``, ``button``)
-    and the ``output`` HTML area. ``rows`` holds the last results (``compare_one``'s dicts:
+    argument ``strategy_arg`` and the sampling ``seed``, ``max_new_tokens``, ``log``, ``button``,
+    ``stop_button`` and the ``progress`` bar) and the ``output`` HTML area. A click (or Enter) starts
+    the run in the background and returns: ``running`` says whether one is going, ``stop()`` ends it
+    at the next safe point, ``wait()`` waits for it; ``run()`` starts one and waits. ``rows`` holds the last results (``compare_one``'s dicts:
     checkpoint, text, new_tokens, latency_s, memory_bytes, memory_kind, nonfinite, truncated, at_context,
     plus dtype; a checkpoint that failed has only checkpoint and ``error``); ``history`` holds the
     last ``HISTORY`` runs (``Run``), newest first. ``cache`` is ``shared_cache(device)`` unless given.
@@ -98,6 +106,10 @@ class Explorer:
         # the frontend's clock when the last run's click was sent, plus how long it ran: a click or an
         # Enter sent before then was made before its answers showed (a double click), and is dropped
         self._busy_until: datetime.datetime | None = None
+        self._bg = BackgroundRun(on_stop=self._on_stop)
+        self._render_lock = threading.RLock()  # the run's thread and the kernel's both write the output area
+        self._view: tuple[str, str, Sequence[Run] | None] = ("", "", None)  # status, this run, earlier runs
+        self._notice = ""  # what an input event said during a run, shown above its progress
         self.rows: list[dict[str, Any]] = []
         self.config: GenerationConfig | None = None  # what the last Compare generated with
 
@@ -133,6 +145,9 @@ class Explorer:
         self.log = w.Checkbox(value=False, description="Log this comparison (W&B)", indent=False)
         self.log.disabled = _log_interaction() is None
         self.button = w.Button(description="Compare", button_style="primary", icon="play")
+        self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True,
+                                    tooltip="end the run after the token being generated; finished answers stay")
+        self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="160px", display="none"))
         self.output = w.HTML()
         self._show(message_html("Pick checkpoints and an image, then click Compare (or press Enter in the prompt)."))
 
@@ -141,11 +156,13 @@ class Explorer:
         self.path.observe(self._on_path, names="value")  # on Enter or leaving the field
         self.image_source.observe(lambda _: self._show_preview(), names="value")
         self.button.on_click(self._on_click)
+        self.stop_button.on_click(lambda _: self.stop())
         self.prompt.on_msg(self._on_prompt_msg)  # Enter: the browser sends {"event": "submit"}
         self._show_preview()
 
         strategy = w.HBox([self.strategy, self.strategy_arg, self.seed])
-        controls = w.VBox([self.example, self.upload, self.path, self.image_source, self.prompt, strategy, self.max_new_tokens, self.log, self.button])
+        controls = w.VBox([self.example, self.upload, self.path, self.image_source, self.prompt, strategy, self.max_new_tokens, self.log,
+                            w.HBox([self.button, self.stop_button, self.progress])])
         self.ui = w.VBox([w.HBox([w.VBox([self.checkpoints, self.preview]), controls]), self.output])
 
     def _unlisted_html(self) -> str:
@@ -154,36 +171,178 @@ class Explorer:
 
     def _show(self, status: str = "", current: str = "", earlier: Sequence[Run] | None = None) -> None:
         """The output area: the unlisted references, a status line, this run's table, then the earlier runs."""
+        with self._render_lock:
+            self._view = (status, current, earlier)
+            self._render()
+
+    def _say(self, message: str) -> None:
+        """A message from an input event (an upload, a path): above the progress while a run goes, else alone."""
+        with self._render_lock:
+            if self.running:
+                self._notice = message
+                self._render()
+            else:
+                self._notice = ""
+                self._show(message)
+
+    def _render(self) -> None:
+        status, current, earlier = self._view
         earlier = self.history if earlier is None else earlier
         past = ""
         if earlier:
             runs = "".join(f"<details{' open' if i == 0 else ''}><summary>{html.escape(r.label)}</summary>{r.html(label=False)}</details>"
                            for i, r in enumerate(earlier))  # fmt: skip
             past = f"<div class='vlm-lab-earlier' style='margin-top:10px'><b>Earlier runs</b> (newest first){runs}</div>"
-        self.output.value = STYLE + self._unlisted_html() + status + current + past
+        self.output.value = STYLE + self._unlisted_html() + self._notice + status + current + past
 
     def _on_prompt_msg(self, _widget, content, _buffers) -> None:
-        if content.get("event") == "submit":
-            self._on_click()
+        if content.get("event") != "submit":
+            return
+        if self.running:  # Enter in the prompt, typed for the next run while this one goes
+            self._say(message_html("A Compare is running: press Enter again when it ends, or Stop it first."))
+            return
+        self._on_click()
 
     def _on_click(self, _button=None) -> None:
-        """A Compare click or Enter from the browser: run, unless it was sent while the last run went.
+        """A Compare click or Enter from the browser: start a run, unless one is going or this was a double click.
 
-        The kernel handles one message at a time, so a double click (the second sent before the
-        button's disabled state reached the browser) or an Enter during a run waits in the queue and
-        would run everything again. Only the frontend's own clock is compared with itself (the last
-        click's send time plus the run's length), so a kernel on another machine with its clock off
-        never drops a click made after the answers showed.
+        The run goes in the background, so a second click of a double click (sent before the button's
+        disabled state reached the browser) arrives while it runs and is dropped. A run so short that it
+        ended before the second click was read is caught by the frontend's own clock (the last click's
+        send time plus the run's length), so a kernel on another machine with its clock off never drops
+        a click made after the answers showed.
         """
+        if self.running:
+            return
         sent = _sent_at()
         if sent is not None and self._busy_until is not None and sent < self._busy_until:
             return
-        start = time.monotonic()
+        self.start(_sent=sent)
+
+    # -- running -----------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Whether a Compare of this explorer is running (in the background)."""
+        return self._bg.running
+
+    def stop(self) -> None:
+        """End the running Compare at its next safe point: the next token, or before the next checkpoint.
+
+        The answers that finished stay in ``rows`` and in the table; the run's note says what was
+        stopped and what never ran. A checkpoint that is loading finishes its load first.
+        """
+        self._bg.stop()
+
+    def _on_stop(self) -> None:
+        self.stop_button.disabled, self.stop_button.description = True, "Stopping…"
+
+    def wait(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Wait for the running Compare (if any) to end; its rows.
+
+        An interrupt while waiting stops the run at its next safe point, then propagates.
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed first (the run goes on).
+            Exception: what the run raised outside a checkpoint's own row (also shown in the output).
+        """
+        if not self._bg.wait(timeout):
+            raise TimeoutError(f"the Compare is still running after {timeout} s; explorer.stop() ends it")
+        return self.rows
+
+    def run(self, _button=None) -> list[dict[str, Any]]:
+        """Compare and wait for the answers (the click, for scripts, papermill and tests); the rows.
+
+        Waits first for a run already going. A checkpoint that fails gets its error in its own row; the
+        others still answer. ``[]`` when the inputs are refused (the output says why).
+        """
+        self._bg.wait(raise_error=False)  # a click's run: its error is in the output, not this call's
+        return self.wait() if self.start() else []
+
+    def start(self, *, _sent: datetime.datetime | None = None) -> bool:
+        """Start a Compare in the background with what the controls hold now; False when refused.
+
+        The inputs are read here, so changing them while the run goes prepares the next run.
+        """
+        if self.running:
+            self._say(message_html("A Compare is running: wait for it or Stop it first."))
+            return False
+        chosen = list(self.checkpoints.value)
+        prompt = self.prompt.value.strip()
+        if not chosen:
+            self._show(message_html("Select at least one checkpoint (ctrl/shift-click to select several).", error=True))
+            return False
+        if not prompt:
+            self._show(message_html("Type a prompt first.", error=True))
+            return False
+        image = self.image  # once: an example read from a file is decoded on each access
+        if image is None:
+            self._show(message_html("Pick an example or upload an image first.", error=True))
+            return False
         try:
-            self.run()
-        finally:
-            if sent is not None:
-                self._busy_until = sent + datetime.timedelta(seconds=time.monotonic() - start)
+            config = GenerationConfig(strategy=self.strategy_text, max_new_tokens=int(self.max_new_tokens.value),
+                                      batch_size=1, seed=int(self.seed.value))  # fmt: skip
+        except VlmLabError as e:
+            self._show(message_html(f"{type(e).__name__}: {e}", error=True))
+            return False
+        self.config = config
+        self.rows = []
+        run = Run(self._label(prompt), self.rows, self.reference)
+        todo = [(self.refs[i], self.names[i]) for i in chosen]
+        log = self.log.value
+        self._notice = ""
+        # first: the first click imports torch and loads models (seconds), and a second click must find it off
+        self.button.disabled = True
+        self.stop_button.disabled, self.stop_button.description = False, "Stop"
+        self.progress.max, self.progress.value, self.progress.layout.display = len(todo), 0, None
+        self._show(message_html("Starting…"), "", self.history)
+        started = time.monotonic()
+
+        def work() -> None:
+            try:
+                self._work(run, todo, image, prompt, config, log=log)
+            except BaseException as e:  # noqa: BLE001 - said in the output; wait() raises it with its traceback
+                run.note = f"Compare failed: {type(e).__name__}: {e} (explorer.wait() raises it with its traceback)."
+                run.failed = True
+                with contextlib.suppress(Exception):  # showing it may be what failed: wait() still raises it
+                    self._finish(run)
+                raise
+            finally:
+                if _sent is not None:  # before the button is back: a click sent until now was made during the run
+                    self._busy_until = _sent + datetime.timedelta(seconds=time.monotonic() - started)
+                self.progress.layout.display = "none"
+                self.stop_button.disabled, self.stop_button.description = True, "Stop"
+                self.button.disabled = False
+
+        self._bg.start(work, name="vlm-lab-explorer-compare")
+        return True
+
+    def _work(self, run: Run, todo: list[tuple[CheckpointRef, str]], image, prompt: str, config: GenerationConfig, *,
+              log: bool) -> None:  # fmt: skip
+        """The run's thread: each checkpoint in turn, the table growing; then history, and W&B when asked."""
+        with self._bg.turn(lambda: self._show(message_html("Waiting for another explorer's Compare to finish…"), run.html())) as mine:
+            stopped_in = None
+            for i, (ref, name) in enumerate(todo, start=1):
+                if not mine or self._bg.stop_requested:
+                    break
+                try:
+                    self.rows.append(self._answer(ref, name, image, prompt, config, f"({i}/{len(todo)})", run))
+                except RunStopped:
+                    stopped_in = name
+                    break
+                self.progress.value = i
+            if len(self.rows) < len(todo):
+                run.note = _stopped_note(todo, self.rows, stopped_in, started=mine)
+        self._finish(run)
+        if log and not run.note:
+            tracked = self._log(image, prompt, config)
+            note = f"Logged: {tracked}" if tracked is not None else "W&B logging is disabled or failed (see the warning)."
+            self._show(message_html(note), run.html(), self.history[1:])
+
+    def _finish(self, run: Run) -> None:
+        """The run goes on top of the history and the output shows it above the earlier ones."""
+        if not self.history or self.history[0] is not run:
+            self.history = [run, *self.history][:HISTORY]
+        self._show("", run.html(), self.history[1:])
 
     # Displaying an Explorer displays its widget tree.
     def _repr_mimebundle_(self, **kwargs):
@@ -258,7 +417,7 @@ class Explorer:
             image = open_image(os.path.expanduser(path))
         except DataError as e:
             kept = "; Compare still uses the image shown" if self.image is not None else ""
-            self._show(message_html(f"{e}{kept}.", error=True))
+            self._say(message_html(f"{e}{kept}.", error=True))
             return
         self._use(image, path, "image")
 
@@ -267,7 +426,7 @@ class Explorer:
         self.uploaded, self.uploaded_name = image, name
         self.image_source.value = "upload"
         self._show_preview()
-        self._show(message_html(f"Using {kind} {name!r} ({image.width}x{image.height}{remark})."))
+        self._say(message_html(f"Using {kind} {name!r} ({image.width}x{image.height}{remark})."))
 
     def _on_upload(self, change) -> None:
         files = change["new"]
@@ -279,59 +438,10 @@ class Explorer:
             image = open_image(io.BytesIO(content))
         except DataError as e:
             kept = "; Compare still uses the image shown" if self.image is not None else ""
-            self._show(message_html(_unreadable(f["name"], content, e) + kept + ".", error=True))
+            self._say(message_html(_unreadable(f["name"], content, e) + kept + ".", error=True))
             return
         frames = _frame_count(content)
         self._use(image, f["name"], "uploaded image", f", the first of its {frames} frames" if frames > 1 else "")
-
-    def run(self, _button=None) -> list[dict[str, Any]]:
-        """The Compare click: run every selected checkpoint on the image + prompt, show the table.
-
-        A checkpoint that fails gets its error in its own row; the others still answer.
-        """
-        self.button.disabled = True  # first: the first click imports torch and loads models (seconds)
-        try:
-            return self._compare()
-        finally:
-            self.button.disabled = False
-
-    def _compare(self) -> list[dict[str, Any]]:
-        chosen = list(self.checkpoints.value)
-        refs = [self.refs[i] for i in chosen]
-        prompt = self.prompt.value.strip()
-        if not refs:
-            self._show(message_html("Select at least one checkpoint (ctrl/shift-click to select several).", error=True))
-            return []
-        if not prompt:
-            self._show(message_html("Type a prompt first.", error=True))
-            return []
-        image = self.image  # once: an example read from a file is decoded on each access
-        if image is None:
-            self._show(message_html("Pick an example or upload an image first.", error=True))
-            return []
-        self._show(message_html("Starting…"))
-        try:
-            self.config = GenerationConfig(strategy=self.strategy_text, max_new_tokens=int(self.max_new_tokens.value),
-                                           batch_size=1, seed=int(self.seed.value))  # fmt: skip
-        except VlmLabError as e:
-            self._show(message_html(f"{type(e).__name__}: {e}", error=True))
-            return []
-        self.rows = []
-        run = Run(self._label(prompt), self.rows, self.reference)
-        try:
-            for i, (ref, name) in enumerate(zip(refs, [self.names[j] for j in chosen]), start=1):
-                doing = "Running" if ref in self.cache else "Loading and running"  # a first load can take minutes
-                self._show(message_html(f"{doing} {name} ({i}/{len(refs)})…"), run.html())
-                self.rows.append(self._answer(ref, name, image, prompt))
-        except KeyboardInterrupt:  # the kernel's stop button: keep what finished, say so
-            run.note = f"Interrupted: {len(self.rows)} of {len(refs)} checkpoints answered."
-        self.history = [run, *self.history][:HISTORY]
-        self._show("", run.html(), self.history[1:])
-        if self.log.value and not run.note:
-            tracked = self._log(image, prompt, self.config)
-            note = f"Logged: {tracked}" if tracked is not None else "W&B logging is disabled or failed (see the warning)."
-            self._show(message_html(note), run.html(), self.history[1:])
-        return self.rows
 
     def _label(self, prompt: str) -> str:
         """What a run asked, in one line: its prompt, image, strategy (and seed when sampling) and max tokens."""
@@ -343,12 +453,25 @@ class Explorer:
         seed = f", seed {self.config.seed}" if self.strategy.value in ("nucleus", "temperature") else ""
         return f"{shown!r} on {image} · {self.config.strategy}{seed} · max {self.config.max_new_tokens} tokens"
 
-    def _answer(self, ref: CheckpointRef, name: str, image, prompt: str) -> dict[str, Any]:
-        """``ref``'s row, under its ``name`` in the list; its error (in words, never a traceback) when it cannot load or answer."""
+    def _answer(self, ref: CheckpointRef, name: str, image, prompt: str, config: GenerationConfig, step: str, run: Run) -> dict[str, Any]:
+        """``ref``'s row, under its ``name`` in the list; its error (in words, never a traceback) when it cannot load or answer.
+
+        Raises:
+            RunStopped: Stop was asked while it generated (or loaded).
+        """
         from vlm_lab.compare import compare_one
 
         try:
-            (row,) = compare_one(self.cache, [ref], image, prompt, self.config, dtype=self.dtype, device=self.device)
+            if ref not in self.cache:  # a first load can take minutes, and cannot be stopped halfway
+                self._show(message_html(f"Loading {name} {step}…"), run.html())
+            loaded = self.cache.get(ref, dtype=self.dtype, device=self.device)
+            if self._bg.stop_requested:
+                raise RunStopped
+            self._show(message_html(f"Running {name} {step}…"), run.html())
+            with self._bg.stoppable(loaded.model):
+                (row,) = compare_one(self.cache, [ref], image, prompt, config, dtype=self.dtype, device=self.device)
+        except RunStopped:
+            raise
         except VlmLabError as e:
             return {"checkpoint": name, "error": f"{type(e).__name__}: {e}"}
         except Exception as e:  # noqa: BLE001 - a button callback's traceback would vanish into the browser console
@@ -370,6 +493,20 @@ class Explorer:
             memory_mb={r["checkpoint"]: r["memory_bytes"] / 2**20 for r in answers},
             config=config.to_dict(),
         )
+
+
+def _stopped_note(todo: list[tuple[CheckpointRef, str]], rows: list, stopped_in: str | None, *, started: bool) -> str:
+    """What a stopped run finished, which checkpoint was cut off while answering, and which never ran."""
+    if not started:
+        return "Stopped before it started (it was waiting for another explorer's Compare to finish)."
+    names = [name for _, name in todo]
+    rest = names[len(rows) + (stopped_in is not None):]
+    parts = [f"Stopped: {len(rows)} of {len(todo)} checkpoints finished"]
+    if stopped_in is not None:
+        parts.append(f"{stopped_in} was stopped while answering")
+    if rest:
+        parts.append(f"not run: {', '.join(rest)}")
+    return "; ".join(parts) + "."
 
 
 def _sent_at() -> datetime.datetime | None:

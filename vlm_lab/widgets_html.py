@@ -23,9 +23,9 @@ body[data-jp-theme-light=false] .vlm-lab-note,body.vscode-dark .vlm-lab-note{col
 </style>"""
 
 
-def message_html(text: str, *, error: bool = False) -> str:
-    """A one-line notice for the output area (errors in red, never a traceback)."""
-    kind = "vlm-lab-error" if error else "vlm-lab-note"
+def message_html(text: str, *, error: bool = False, warn: bool = False) -> str:
+    """A one-line notice for the output area (errors in red, never a traceback; warnings in amber)."""
+    kind = "vlm-lab-error" if error else "vlm-lab-warn" if warn else "vlm-lab-note"
     return f'<div class="vlm-lab-message {kind}" style="padding:4px 0">{html.escape(text)}</div>'
 
 
@@ -77,14 +77,16 @@ def results_html(rows: Sequence[dict[str, Any]], reference: str | list[str] | No
 @dataclasses.dataclass
 class Run:
     """One Compare: what it asked (``label``: prompt, image, strategy, max tokens), its rows, the
-    reference they were judged against, and a note when it did not finish."""
+    reference they were judged against, and a note when it did not finish: stopped (amber) or
+    ``failed`` (red)."""
 
     label: str
     rows: list[dict[str, Any]]
     reference: str | list[str] | None = None
     note: str = ""
+    failed: bool = False
 
     def html(self, *, label: bool = True) -> str:
         head = f"<div class='vlm-lab-run'><b>{html.escape(self.label)}</b></div>" if label else ""
-        note = message_html(self.note, error=True) if self.note else ""
+        note = message_html(self.note, error=self.failed, warn=not self.failed) if self.note else ""
         return f"{head}{note}{results_html(self.rows, self.reference)}"

@@ -1,0 +1,172 @@
+"""The explorer's Compare in the background: a click returns at once, Stop ends the run at the next
+safe point, one run at a time, errors shown and raised by wait(). Real checkpoints, real generation.
+
+No timing: each test holds the run's thread at a known point (a widget observer runs in the thread
+that set the value) and releases it when the kernel's side has done its part.
+"""
+
+from __future__ import annotations
+
+import html
+import signal
+import threading
+
+import pytest
+
+from vlm_lab.widgets import explore
+
+HOLD_S = 120  # only so a broken run fails the test instead of hanging it; never reached when it works
+
+
+@pytest.fixture
+def fresh_cache():
+    from vlm_lab.model_cache import ModelCache
+
+    return ModelCache()
+
+
+def _hold_after(explorer, done: int) -> tuple[threading.Event, threading.Event]:
+    """(reached, release): the run's thread stops once ``done`` checkpoints have answered, until ``release`` is set.
+
+    It holds on the progress bar, which the run sets outside the output's lock: the kernel's thread
+    can still write the output meanwhile (an upload's notice).
+    """
+    reached, release = threading.Event(), threading.Event()
+
+    def hold(change) -> None:
+        if change["new"] == done and not reached.is_set():
+            reached.set()
+            assert release.wait(HOLD_S), "the test never released the run"
+
+    explorer.progress.observe(hold, names="value")
+    return reached, release
+
+
+def test_a_click_returns_while_the_run_goes_and_stop_keeps_what_finished(tiny_checkpoints, fresh_cache):
+    """A Compare blocked the kernel until it ended; the only way out was interrupting the kernel."""
+    e = explore([str(p) for p in tiny_checkpoints[:3]], "shapes:val:2", device="cpu", cache=fresh_cache)
+    e.checkpoints.value = (0, 1, 2)
+    assert e.stop_button.disabled and not e.running  # nothing to stop
+    reached, release = _hold_after(e, 1)
+    e.button.click()  # returns: the kernel is free for other cells (and for the Stop click)
+    assert reached.wait(HOLD_S)
+    assert e.running and e.button.disabled and not e.stop_button.disabled
+    assert e.progress.layout.display != "none" and (e.progress.value, e.progress.max) == (1, 3)
+    e.button.click()  # a second click (a double click's) while it runs: dropped, not queued
+    e.stop_button.click()
+    assert e.stop_button.disabled and e.stop_button.description == "Stopping…"
+    release.set()
+    rows = e.wait()
+    assert [r["checkpoint"] for r in rows] == ["checkpoint-0"] and rows[0]["new_tokens"] >= 1
+    note = "Stopped: 1 of 3 checkpoints finished; not run: checkpoint-250, checkpoint-500."
+    assert e.history[0].note == note and len(e.history) == 1
+    out = html.unescape(e.output.value)
+    assert f'vlm-lab-warn" style="padding:4px 0">{note}' in out and out.count("<tr class='vlm-lab-row") == 1
+    assert not e.running and not e.button.disabled and e.stop_button.disabled and e.stop_button.description == "Stop"
+    assert e.progress.layout.display == "none"
+    assert [r["checkpoint"] for r in e.run()] == ["checkpoint-0", "checkpoint-250", "checkpoint-500"]  # and it runs again
+
+
+def test_stop_cuts_a_long_answer_at_the_next_token(tiny_checkpoints, fresh_cache):
+    """A real VLM's long answer takes minutes on CPU: Stop must not wait for its end."""
+    e = explore([str(tiny_checkpoints[0])], "shapes:val:2", device="cpu", cache=fresh_cache)
+    e.checkpoints.value = (0,)
+    e.max_new_tokens.value = 200  # checkpoint-0 never ends an answer: it runs to the context (~55 tokens)
+    (full,) = e.run()
+    assert full["new_tokens"] > 10
+    forwards = []
+
+    def count(_module, _args, _out) -> None:  # the model's forward pass: one per token
+        forwards.append(1)
+        if len(forwards) == 3:
+            e.stop()
+
+    handle = e.cache.get(e.refs[0], device="cpu").model.register_forward_hook(count)
+    try:
+        assert e.run() == []
+    finally:
+        handle.remove()
+    assert len(forwards) == 3  # the 4th token was never computed
+    assert e.history[0].note == "Stopped: 0 of 1 checkpoints finished; checkpoint-0 was stopped while answering."
+
+
+def test_an_interrupt_while_waiting_stops_the_run_and_propagates(tiny_checkpoints, fresh_cache):
+    """The kernel's interrupt (or Ctrl-C in a script) during run(): the run stops, what finished stays."""
+    e = explore([str(p) for p in tiny_checkpoints[:3]], "shapes:val:2", device="cpu", cache=fresh_cache)
+    e.checkpoints.value = (0, 1, 2)
+    asked = threading.Event()
+    e.stop_button.observe(lambda c: asked.set() if c["new"] == "Stopping…" else None, names="description")
+
+    def interrupt(change) -> None:
+        if "Running checkpoint-250" in html.unescape(change["new"]) and not asked.is_set():
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # to the thread in run()
+            assert asked.wait(HOLD_S)  # the interrupt reached wait(), which asked the run to stop
+
+    e.output.observe(interrupt, names="value")
+    with pytest.raises(KeyboardInterrupt):
+        e.run()
+    assert not e.running and [r["checkpoint"] for r in e.rows] == ["checkpoint-0"]
+    assert e.history[0].note.startswith("Stopped: 1 of 3 checkpoints finished; checkpoint-250 was stopped")
+
+
+def test_one_run_at_a_time_across_explorers(tiny_checkpoints, fresh_cache):
+    """Two explorers in one kernel share the model cache and torch: the second waits, and can be stopped while it does."""
+    first = explore([str(tiny_checkpoints[-1])], "shapes:val:2", device="cpu", cache=fresh_cache)
+    second = explore([str(tiny_checkpoints[-1])], "shapes:val:2", device="cpu", cache=fresh_cache)
+    reached, release = _hold_after(first, 1)  # its answer is in, and it holds the turn
+    first.button.click()
+    assert reached.wait(HOLD_S)
+    waiting = threading.Event()
+    second.output.observe(lambda c: "Waiting for another explorer's Compare" in html.unescape(c["new"]) and waiting.set(), names="value")
+    second.button.click()
+    assert waiting.wait(HOLD_S) and second.running
+    second.stop()
+    assert second.wait() == [] and second.history[0].note.startswith("Stopped before it started")
+    second.button.click()  # again: it waits for the first, then answers
+    release.set()
+    assert [r["text"] for r in first.wait()] == [r["text"] for r in second.wait()] and second.rows[0]["text"]
+
+
+def test_an_error_outside_the_rows_is_shown_and_raised_by_wait(tiny_checkpoints, fresh_cache):
+    """An exception in the run's thread (here a user's observer on the progress bar) was lost with the thread."""
+    e = explore([str(tiny_checkpoints[-1])], "shapes:val:2", device="cpu", cache=fresh_cache)
+    e.checkpoints.value = (0,)
+
+    def broken(change) -> None:
+        if change["new"] == 1:
+            raise ValueError("the user's observer broke")
+
+    e.progress.observe(broken, names="value")
+    e.button.click()
+    with pytest.raises(ValueError, match="the user's observer broke"):
+        e.wait()
+    out = html.unescape(e.output.value)
+    assert "Compare failed: ValueError: the user's observer broke (explorer.wait() raises it with its traceback)." in out
+    assert 'vlm-lab-error" style' in out and not e.button.disabled and e.stop_button.disabled
+    e.wait()  # raised once
+    e.progress.unobserve(broken, names="value")
+    assert e.run()[0]["text"]
+
+
+def test_inputs_changed_during_a_run_are_for_the_next_run(tiny_checkpoints, fresh_cache, tmp_path):
+    import random
+
+    from vlm_lab import shapes
+
+    e = explore([str(tiny_checkpoints[-1])], "shapes:val:2", device="cpu", cache=fresh_cache)
+    e.checkpoints.value = (0,)
+    e.prompt.value = "What color is the shape?"
+    reached, release = _hold_after(e, 1)  # answered, not yet finished
+    e.button.click()
+    assert reached.wait(HOLD_S)
+    e.prompt.value = "What shape is it?"
+    e.prompt._handle_custom_msg({"event": "submit"}, [])  # Enter while it runs: said, not queued
+    shapes.draw_shape("blue", "circle", random.Random(3)).save(tmp_path / "blue.png")
+    e.path.value = str(tmp_path / "blue.png")
+    out = html.unescape(e.output.value)
+    assert "Using image" in out and "Running checkpoint-1000 (1/1)" in out  # the notice does not wipe the progress
+    assert "press Enter again when it ends" not in out  # the newer notice replaced it
+    release.set()
+    (row,) = e.wait()
+    assert row["text"] == e.samples[0].reference and len(e.history) == 1  # the example's colour, asked before the changes
+    assert e.run()[0]["text"] == "circle"  # the next run takes the uploaded blue circle and the new prompt

@@ -1,0 +1,131 @@
+"""The explorer's Compare in a background thread: start it, stop it at the next safe point, wait for it.
+
+A Compare with real checkpoints loads models and generates for minutes. Run in the kernel's own
+thread it would block every other cell, and the only way out would be interrupting the kernel. Run
+here, the kernel stays free (a Stop click is a message the kernel must be free to read), and:
+
+- ``stop()`` ends the run at the next safe point: before the next checkpoint, or inside
+  ``model.generate`` before its next forward pass (one token), through a forward pre-hook that
+  raises ``RunStopped`` in the run's own thread only. A model that is loading finishes its load first
+  (``from_pretrained`` cannot be cut short).
+- ``wait()`` joins the run, so a script, papermill and nbval get finished outputs; an exception the
+  run did not turn into a row is re-raised there, and an interrupt while waiting stops the run.
+- Runs are one at a time in the process (``ONE_AT_A_TIME``): explorers share the model caches and
+  torch's global seed, and two runs at once would only share the cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any, Callable, Iterator
+
+ONE_AT_A_TIME = threading.Lock()  # held by the explorer run that is generating, whichever explorer it belongs to
+
+
+class RunStopped(Exception):
+    """Stop was asked while this run's model was generating; raised from its forward pass."""
+
+
+class BackgroundRun:
+    """One Compare at a time for one explorer, in a daemon thread.
+
+    ``error`` is what the last run raised that was not a checkpoint's own failure (a bug, a
+    widget that went away), kept for ``wait()`` to raise; the explorer also shows it in its output.
+    """
+
+    def __init__(self, *, on_stop: Callable[[], None] = lambda: None) -> None:
+        self.on_stop = on_stop  # called once when a stop is asked (by stop() or an interrupt in wait())
+        # set when the run's body has ended; waited on instead of Thread.join, which an interrupt can
+        # break in Python 3.11 (bpo-45274's fix marks a thread still running as stopped)
+        self._done = threading.Event()
+        self._done.set()
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+
+    @property
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def start(self, target: Callable[[], Any], *, name: str) -> None:
+        """Run ``target`` in a new thread; the caller has checked that none is running."""
+        if self.running:
+            raise RuntimeError("a Compare is already running: wait() for it or stop() it first")
+        self._stop.clear()
+        self.error = None
+        self._done.clear()
+
+        def body() -> None:
+            try:
+                target()
+            except BaseException as e:  # noqa: BLE001 - kept for wait(); a thread's traceback would land in no cell
+                self.error = e
+            finally:
+                self._done.set()
+
+        threading.Thread(target=body, name=name, daemon=True).start()
+
+    def stop(self) -> None:
+        """Ask the run to end at its next safe point (a no-op when none is running or one was asked)."""
+        if self.running and not self._stop.is_set():
+            self._stop.set()
+            self.on_stop()
+
+    def wait(self, timeout: float | None = None, *, raise_error: bool = True) -> bool:
+        """Wait for the run to end; True when it has (or none was running).
+
+        An interrupt while waiting (the kernel's stop button, Ctrl-C in a script) asks the run to
+        stop, waits for it to reach its safe point, then propagates. Re-raises what the run raised
+        (once), unless ``raise_error`` is False.
+        """
+        try:
+            done = self._done.wait(timeout)
+        except KeyboardInterrupt:
+            self.stop()
+            self._done.wait()  # a second interrupt leaves it to stop by itself
+            raise
+        if not done:
+            return False
+        if self.error is not None and raise_error:
+            error, self.error = self.error, None  # raised once, not by every later wait()
+            raise error
+        return True
+
+    @contextlib.contextmanager
+    def turn(self, waiting: Callable[[], None]) -> Iterator[bool]:
+        """Hold ``ONE_AT_A_TIME`` for the body; ``waiting()`` is called once if another run holds it.
+
+        Yields False (and runs nothing) when Stop comes while waiting.
+        """
+        if not ONE_AT_A_TIME.acquire(blocking=False):
+            waiting()
+            while not ONE_AT_A_TIME.acquire(timeout=0.1):  # 0.1 s: how soon a Stop while waiting is seen
+                if self._stop.is_set():
+                    yield False
+                    return
+        try:
+            yield True
+        finally:
+            ONE_AT_A_TIME.release()
+
+    @contextlib.contextmanager
+    def stoppable(self, model) -> Iterator[None]:
+        """While the body runs, a Stop raises ``RunStopped`` at ``model``'s next forward pass.
+
+        Only in this run's thread: other code in the kernel using the same cached model is not touched.
+        """
+        me = threading.get_ident()
+
+        def check(_module, _args) -> None:
+            if self._stop.is_set() and threading.get_ident() == me:
+                raise RunStopped
+
+        handle = model.register_forward_pre_hook(check)
+        try:
+            yield
+        finally:
+            handle.remove()
