@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import nbformat
 import pandas as pd
@@ -336,3 +338,21 @@ if not os.path.exists("quiet"):
     (runs[0].dir / sweep.STATUS_FILE).write_text(json.dumps(status | {"state": "failed"}))
     assert main(["sweep", str(sweep_file), "--quiet"]) == 0
     assert runs[0].completed and not (runs[0].dir / sweep.KERNEL_LOG).exists()
+
+
+def test_a_write_error_says_what_this_invocation_got_done(sweep_file, tmp_path):
+    """Under cron with --quiet the SweepWriteError line is all the log has of the night: it said the
+    sweep stopped, not whether anything completed before."""
+    import resource
+
+    sweep_file.write_text(yaml.safe_dump({"name": "t", "notebook": "nb.ipynb", "grid": {"x": [1, 2, 3, 4]}}))
+    big = "print('y' * 50_000 if x >= 3 else '')"  # runs 3 and 4 write a notebook past the file-size limit
+    _edit_notebook(tmp_path / "nb.ipynb", lambda nb: nb.cells.append(nbformat.v4.new_code_cell(big)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "vlm_lab.cli", "sweep", str(sweep_file), "--jobs", "1", "--quiet"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000)),
+    )  # fmt: skip
+    assert proc.returncode == 74, proc.stdout + proc.stderr
+    (error,) = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert error.endswith("(this invocation: 2 completed, 0 failed; 2 left to run)"), error

@@ -349,6 +349,11 @@ class _Tally:
         self.unlogged: list[tuple[str, str]] = []  # (run id, what W&B did) where W&B did not log as asked
         self._lock = threading.Lock()
 
+    def so_far(self) -> str:
+        """``2 completed, 1 failed; 3 left to run``: this invocation's runs, counted so far."""
+        failed = len(self.failures)
+        return f"{len(self.ran) - failed} completed, {failed} failed; {self.total - self.done} left to run"
+
     def started(self, run_id: str) -> None:
         if self.log:
             log_line(f"started {run_id}")
@@ -549,10 +554,11 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         except KeyboardInterrupt:
             _stop(list(futures))  # a second Ctrl-C (or SIGTERM), while it waits, abandons the running runs
             raise
-        except SweepWriteError:
+        except SweepWriteError as e:
             stopped.set()
             _stop(list(futures), why="the sweep cannot write its files")
-            raise
+            # With --quiet (cron) this line is all the log has: say what this invocation got done.
+            raise SweepWriteError(f"{e} (this invocation: {tally.so_far()})") from e
         finally:
             pool.shutdown(wait=False, cancel_futures=True)  # normally all done; abandoned runs are not joined
             bar.close()
