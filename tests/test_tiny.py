@@ -434,3 +434,34 @@ def test_a_resume_passes_over_an_optimizer_state_cut_short(tmp_path):
     again = tiny.train(config, progress=False, on_save=saved.append)  # an EOFError traceback, on every run, before
     assert [p.name for p in saved] == ["checkpoint-4", "checkpoint-6"]  # resumed from checkpoint-2
     assert all(torch.equal(before[k], t) for k, t in _weights(again[-1]).items())
+
+
+PREPARE_OUT_MANY_TIMES = r"""
+import sys, time
+from pathlib import Path
+from vlm_lab.errors import OutputPathError
+from vlm_lab.tiny_checkpoints import prepare_out_dir
+out, go = Path(sys.argv[1]), Path(sys.argv[2])
+while not go.exists():  # both start together
+    time.sleep(0.001)
+failed = []
+for _ in range(20_000):
+    try:
+        prepare_out_dir(out)
+    except OutputPathError as e:
+        failed.append(str(e))
+print(len(failed), failed[:1])
+"""
+
+
+def test_two_builds_starting_at_once_both_find_the_folder_writable(tmp_path):
+    out, go = tmp_path / "ck", tmp_path / "go"
+    out.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", PREPARE_OUT_MANY_TIMES, str(out), str(go)], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    go.touch()
+    results = [p.communicate(timeout=300)[0] for p in procs]
+    # each checked writability with one shared probe file, which the other could delete first: "not writable
+    # (No such file or directory)" for hundreds of the 40,000 checks
+    assert results == ["0 []\n", "0 []\n"], results
+    assert sorted(p.name for p in out.iterdir()) == []  # no probe left behind

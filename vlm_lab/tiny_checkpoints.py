@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -59,9 +60,8 @@ def prepare_out_dir(out: Path) -> None:
         raise OutputPathError(f"--out {str(out)!r} is a file, not a folder; pass a folder path such as checkpoints/shapes")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=out):  # a name of its own: a build starting beside it may be probing too
+            pass
     except OSError as e:
         reason = e.strerror or type(e).__name__
         raise OutputPathError(f"--out {str(out)!r} is not writable ({reason}); pick a folder you can write to") from e
