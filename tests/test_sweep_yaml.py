@@ -108,3 +108,31 @@ def test_a_type_error_suggests_the_fix_yaml_12_reads_right(workdir, capsys, grid
     path = _write(workdir, f"grid:\n  {grid}\n")
     assert main(["sweep", str(path), "--dry-run"]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ("flag: ['no']", "grid.flag = 'no' is text, but nb.ipynb sets flag = True (true or false); give true or false "
+                         "(or annotate flag in its parameters cell to take other values)"),
+        ("lr: [0.5, fast]", "grid.lr = 'fast' is text, but nb.ipynb sets lr = 1 (a number); give a number"),
+        ("name: [a, 3]", "grid.name = 3 is a whole number, but nb.ipynb sets name = 'x' (text); quote it: '3'"),
+    ],
+)
+def test_a_parameter_without_annotation_is_checked_against_its_literal_default(tmp_path, monkeypatch, capsys, grid, message):
+    """Notebooks of other projects often have no annotations: `flag = True` swept with 'no' (the
+    quoted text the YAML 1.2 message offers) reached the notebook as truthy text."""
+    import nbformat
+
+    monkeypatch.chdir(tmp_path)
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("flag = True\nlr = 1\nname = 'x'\nanything = None\nexpr = 2 * 3")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell("print(flag, lr, name)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "nb.ipynb")
+    path = _write(tmp_path, f"grid:\n  {grid}\n")
+    assert main(["sweep", str(path), "--dry-run"]) == 2
+    assert message in capsys.readouterr().err
+    ok = _write(tmp_path, "parameters:\n  anything: [1]\n  expr: text\ngrid:\n  flag: [false]\n  lr: [0.5, 2]\n", "ok")
+    assert main(["sweep", str(ok), "--dry-run"]) == 0, capsys.readouterr().err  # None or an expression: anything

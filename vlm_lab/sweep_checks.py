@@ -98,8 +98,28 @@ _KIND_WORDS = {str: "text", bool: "true or false", int: "a whole number", float:
                dict: "a mapping", type(None): "null"}  # fmt: skip
 
 
-def _type_problem(where: str, name: str, value: Any, annotation: str, notebook: str) -> str | None:
-    """Why ``value`` does not fit the parameter's annotation (None when it fits, or the type is not checked)."""
+# An unannotated parameter's type, from its literal default (``flag = True``): an int default takes
+# any number (``lr = 1`` swept over 0.5 is meant), None or an expression takes anything.
+_DEFAULT_TYPES = {bool: "bool", int: "float", float: "float", str: "str"}
+
+
+def _default_type(default: str) -> str:
+    """The annotation an unannotated parameter's default implies ("" when none is checked)."""
+    import ast
+
+    try:
+        value = ast.literal_eval(default)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return ""
+    return _DEFAULT_TYPES.get(type(value), "")
+
+
+def _type_problem(where: str, name: str, value: Any, annotation: str, notebook: str, default: str = "") -> str | None:
+    """Why ``value`` does not fit the parameter's annotation, or with none, the type of its literal
+    ``default`` (None when it fits, or the type is not checked)."""
+    declares = f"declares {name}: {annotation}"
+    if not annotation and (annotation := _default_type(default)):
+        declares = f"sets {name} = {default} ({_FITS[annotation][1]})"
     if annotation not in _FITS or _FITS[annotation][0](value):
         return None
     kind = _KIND_WORDS.get(type(value), type(value).__name__)
@@ -114,13 +134,17 @@ def _type_problem(where: str, name: str, value: Any, annotation: str, notebook: 
         from vlm_lab.sweep_yaml import spell
 
         fix = f"quote it: {spell(str(value).lower() if isinstance(value, bool) else str(value))}"
-    return f"{where}.{name} = {value!r} is {kind}, but {notebook} declares {name}: {annotation}; {fix}"
+    if declares.startswith("sets"):
+        fix += f" (or annotate {name} in its parameters cell to take other values)"
+    return f"{where}.{name} = {value!r} is {kind}, but {notebook} {declares}; {fix}"
 
 
 def check_parameters(config: SweepConfig) -> dict[str, str]:
     """Raise before anything runs when the sweep sets a parameter the notebook does not declare,
     or a value whose type is not the one the ``parameters`` cell declares (``int``, ``float``,
-    ``str``, ``bool``; an int is a float). Returns ``{name: default source}``."""
+    ``str``, ``bool``; an int is a float), or for a parameter without an annotation, the type of its
+    literal default (``flag = True``: a sweep's ``flag: 'no'`` would be truthy text).
+    Returns ``{name: default source}``."""
     declared = _declared_parameters(config.notebook)
     unknown = sorted((set(config.parameters) | set(config.grid)) - set(declared))
     if unknown:
@@ -132,7 +156,8 @@ def check_parameters(config: SweepConfig) -> dict[str, str]:
     values = [("parameters", k, v) for k, v in config.parameters.items()]
     values += [("grid", k, v) for k, vs in config.grid.items() for v in vs]
     for where, name, value in values:
-        problem = _type_problem(where, name, value, declared[name][1], config.notebook)
+        default, annotation = declared[name]
+        problem = _type_problem(where, name, value, annotation, config.notebook, default)
         if problem:
             raise SweepError(problem)
     return {name: default for name, (default, _type) in declared.items()}
