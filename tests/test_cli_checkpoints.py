@@ -358,3 +358,16 @@ def test_build_into_an_odd_out_is_one_clear_error(tmp_path, out, message):
     r = vlm_lab("checkpoints", "build", "--out", out, "--steps", "1", "--quiet", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert re.fullmatch(f"error: OutputPathError: {message}\n", r.stderr), r.stderr
+
+
+def test_list_while_a_build_runs_says_it_runs_not_that_it_stopped(tmp_path):
+    import fcntl
+
+    out = tmp_path / "ck"
+    done = subprocess.run([sys.executable, "-c", INTERRUPT_A_BUILD, str(out)], capture_output=True, text=True, timeout=600)
+    assert done.stdout == "interrupted\n", done.stderr
+    with open(out / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a build resumed it and is training now
+        listed = vlm_lab("checkpoints", "list", str(out), check=True).stdout.splitlines()
+    assert listed[-1] == f"a build into {out} is running: checkpoint-2 of 6 steps is saved so far", listed
+    assert vlm_lab("checkpoints", "list", str(out), check=True).stdout.splitlines()[-1].startswith("incomplete: ")

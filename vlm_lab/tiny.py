@@ -24,11 +24,12 @@ from vlm_lab.checkpoints import CheckpointRef
 from vlm_lab.config import TrainConfig
 from vlm_lab.errors import ConfigError, OutputPathError
 from vlm_lab.models import quiet_if_small
-from vlm_lab.tiny_checkpoints import (  # noqa: F401 - BUILD_RECORD, FORMAT_VERSION, StaleCheckpointsWarning, build_record: public API
+from vlm_lab.tiny_checkpoints import (  # noqa: F401 - BUILD_RECORD, FORMAT_VERSION, StaleCheckpointsWarning, build_record, build_running: public API
     BUILD_RECORD,
     FORMAT_VERSION,
     StaleCheckpointsWarning,
     build_lock,
+    build_running,
     build_record,
     earlier_builds,
     epochs_seen,

@@ -107,6 +107,22 @@ def build_lock(out: Path) -> Iterator[None]:
         soft.release()
 
 
+def build_running(out: Path) -> bool:
+    """Whether a build holds ``out``'s lock now: a folder being built, not one whose build stopped."""
+    try:
+        lock = open(out / LOCK_FILE, "rb")
+    except OSError:
+        return False
+    with lock:  # closing it lets go of the probe's own lock, held a moment
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError as e:
+            return e.errno in _NO_FILE_LOCKS and (out / SOFT_LOCK_FILE).exists()
+    return False
+
+
 def _flock(lock, out: Path) -> bool:
     """Take the flock on ``lock``, waiting for another build; ``False`` where the filesystem has no locks."""
     try:

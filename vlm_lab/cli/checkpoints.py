@@ -125,18 +125,22 @@ def _list(args: argparse.Namespace) -> int:
     for row in table:
         print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
     print("loss: mean training loss of the steps since the checkpoint before (every step: checkpoint-N/trainer_state.json)")
-    if settings and rows[-1].step is not None and rows[-1].step < settings.get("steps", 0) and _is_run_folder(args.folder, rows):
-        print(f"incomplete: the build stopped at {rows[-1].name} of {settings['steps']} steps; "
-              f"`{_build_command(args.folder, settings)}` finishes it")
+    run = _run_folder(args.folder, rows)
+    if settings and run and rows[-1].step is not None and rows[-1].step < settings.get("steps", 0):
+        if tiny.build_running(run):
+            print(f"a build into {args.folder} is running: {rows[-1].name} of {settings['steps']} steps is saved so far")
+        else:
+            print(f"incomplete: the build stopped at {rows[-1].name} of {settings['steps']} steps; "
+                  f"`{_build_command(args.folder, settings)}` finishes it")
     return 0
 
 
-def _is_run_folder(folder: str, rows: list) -> bool:
-    """Whether ``folder`` is the folder of the listed checkpoints (not one checkpoint, not a glob)."""
+def _run_folder(folder: str, rows: list) -> Path | None:
+    """``folder`` when it is the folder of the listed checkpoints (not one checkpoint, not a glob); else None."""
     import os
 
     here = Path(os.path.expandvars(folder)).expanduser().resolve()
-    return all(r.path and Path(r.path).parent.resolve() == here for r in rows)
+    return here if all(r.path and Path(r.path).parent.resolve() == here for r in rows) else None
 
 
 def _build_command(folder: str, settings: dict) -> str:
