@@ -136,3 +136,12 @@ def test_a_parameter_without_annotation_is_checked_against_its_literal_default(t
     assert message in capsys.readouterr().err
     ok = _write(tmp_path, "parameters:\n  anything: [1]\n  expr: text\ngrid:\n  flag: [false]\n  lr: [0.5, 2]\n", "ok")
     assert main(["sweep", str(ok), "--dry-run"]) == 0, capsys.readouterr().err  # None or an expression: anything
+
+
+def test_merge_keys_share_values_and_may_be_overridden(workdir):
+    """`<<: *defaults` crashed the duplicate-key check ('could not determine a constructor for the tag merge')."""
+    merged = _write(workdir, "parameters:\n  <<: {sleep_s: 0.5, tag: a}\n  tag: b\ngrid:\n  x: [1]\n", "m")
+    assert sweep.load_sweep(merged).parameters == {"sleep_s": 0.5, "tag": "b"}
+    twice = _write(workdir, "parameters:\n  <<: {sleep_s: 0.5}\n  tag: b\n  tag: c\ngrid:\n  x: [1]\n", "d")
+    with pytest.raises(SweepError, match=r"key 'tag' appears twice \(line 5 and line 6\)"):
+        sweep.load_sweep(twice)

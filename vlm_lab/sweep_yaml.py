@@ -88,6 +88,7 @@ def spell(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+_MERGE = "tag:yaml.org,2002:merge"
 _KIND = {bool: "the boolean", int: "the number", float: "the number", type(None): "null", str: "the text"}
 
 
@@ -131,6 +132,8 @@ class SweepLoader(yaml.SafeLoader):
     def construct_mapping(self, node: Any, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == _MERGE:  # `<<: *defaults`: its keys may be overridden here (flatten_mapping)
+                continue
             key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
             if key in seen:
                 raise SweepError(f"{self.path}: key {key!r} appears twice (line {seen[key]} and line {line}); keep one")
@@ -141,6 +144,8 @@ class SweepLoader(yaml.SafeLoader):
         """Raise, naming every plain value that YAML 1.1 (as earlier vlm_lab read it) and 1.2 read differently."""
         problems = []
         for node in self._plain:
+            if node.tag == _MERGE:
+                continue
             now = self.construct_object(node)
             try:
                 before = _read_as_yaml11(node.value)
@@ -169,7 +174,7 @@ class SweepLoader(yaml.SafeLoader):
 SweepLoader.yaml_implicit_resolvers = {}
 for _tag, _regexp in _CORE.items():
     SweepLoader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", _regexp, _FIRST[_tag])
-SweepLoader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$"), ["<"])
+SweepLoader.add_implicit_resolver(_MERGE, re.compile(r"^(?:<<)$"), ["<"])
 SweepLoader.add_constructor("tag:yaml.org,2002:int", SweepLoader.construct_yaml_int)  # 012 is 12, not octal
 
 
