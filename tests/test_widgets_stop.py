@@ -170,3 +170,56 @@ def test_inputs_changed_during_a_run_are_for_the_next_run(tiny_checkpoints, fres
     (row,) = e.wait()
     assert row["text"] == e.samples[0].reference and len(e.history) == 1  # the example's colour, asked before the changes
     assert e.run()[0]["text"] == "circle"  # the next run takes the uploaded blue circle and the new prompt
+
+
+def test_stop_during_a_load_says_it_waits_for_the_load_and_nothing_is_logged(tiny_checkpoints, tmp_path, monkeypatch):
+    """A large checkpoint loads for a minute and from_pretrained cannot be cut short: Stop said nothing meanwhile."""
+    from vlm_lab.model_cache import ModelCache
+    from vlm_lab.models import load_model
+
+    for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    reached, release = threading.Event(), threading.Event()
+
+    def held_load(ref, **options):  # a real load, held where a large checkpoint spends its time
+        reached.set()
+        assert release.wait(HOLD_S)
+        return load_model(ref, **options)
+
+    e = explore([str(tiny_checkpoints[0]), str(tiny_checkpoints[-1])], "shapes:val:2", device="cpu", cache=ModelCache(loader=held_load))
+    e.checkpoints.value, e.log.value = (0, 1), True
+    e.button.click()
+    assert reached.wait(HOLD_S)
+    assert "Loading checkpoint-0 (1/2)…" in html.unescape(e.output.value)
+    e.stop()
+    assert "Stopping once checkpoint-0 has loaded: a load cannot be cut short." in html.unescape(e.output.value)
+    release.set()
+    assert e.wait() == []
+    assert e.history[0].note == "Stopped: 0 of 2 checkpoints finished; checkpoint-0 was stopped after loading; not run: checkpoint-1000."
+    out = html.unescape(e.output.value)
+    assert "Not logged to W&B: the run was stopped before every checkpoint answered." in out and "a load cannot" not in out
+    assert not (tmp_path / "wandb_dir").exists()
+    assert e.refs[0] in e.cache  # the load is kept for the next run
+
+
+def test_a_run_whose_explorer_is_gone_can_be_stopped_from_code(tiny_checkpoints, fresh_cache):
+    """The explorer cell run again mid-run: the new explorer waited for a run whose Stop button was gone."""
+    from vlm_lab import widgets
+
+    assert widgets.stop_running() is False  # none runs
+    old = explore([str(p) for p in tiny_checkpoints[:2]], "shapes:val:2", device="cpu", cache=fresh_cache)
+    old.checkpoints.value = (0, 1)
+    reached, release = _hold_after(old, 1)
+    old.button.click()
+    assert reached.wait(HOLD_S)
+    new = explore([str(tiny_checkpoints[-1])], "shapes:val:2", device="cpu", cache=fresh_cache)  # the cell again
+    waiting = threading.Event()
+    new.output.observe(lambda c: "vlm_lab.widgets.stop_running() when its cell was run again" in html.unescape(c["new"])
+                       and waiting.set(), names="value")  # fmt: skip
+    new.button.click()
+    assert waiting.wait(HOLD_S)
+    assert widgets.stop_running() is True
+    release.set()
+    assert [r["checkpoint"] for r in old.wait()] == ["checkpoint-0"] and old.history[0].note.endswith("not run: checkpoint-250.")
+    assert [r["checkpoint"] for r in new.wait()] == ["checkpoint-1000"] and not new.history[0].note  # the waiting one went on

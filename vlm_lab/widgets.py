@@ -35,7 +35,7 @@ from vlm_lab.config import GenerationConfig
 from vlm_lab.data import Sample, load_samples, open_image
 from vlm_lab.errors import DataError, VlmLabError
 from vlm_lab.widgets_html import STYLE, Run, message_html, results_html  # noqa: F401 - also this module's API
-from vlm_lab.widgets_run import BackgroundRun, RunStopped
+from vlm_lab.widgets_run import BackgroundRun, RunStopped, stop_running  # noqa: F401 - stop_running is also this module's API
 
 STRATEGIES = ("greedy", "nucleus(0.9)", "temperature(0.7)", "beam(3)")
 # each strategy's argument in the UI: (label, default, min, max, step); greedy takes none
@@ -110,6 +110,7 @@ class Explorer:
         self._render_lock = threading.RLock()  # the run's thread and the kernel's both write the output area
         self._view: tuple[str, str, Sequence[Run] | None] = ("", "", None)  # status, this run, earlier runs
         self._notice = ""  # what an input event said during a run, shown above its progress
+        self._loading: str | None = None  # the checkpoint whose load the run is in (a load cannot be stopped)
         self.rows: list[dict[str, Any]] = []
         self.config: GenerationConfig | None = None  # what the last Compare generated with
 
@@ -235,6 +236,11 @@ class Explorer:
 
     def _on_stop(self) -> None:
         self.stop_button.disabled, self.stop_button.description = True, "Stopping…"
+        loading = self._loading
+        if loading is not None:  # a minute for a large model: say why nothing happens yet
+            with self._render_lock:  # in place of the status line; the run's next message replaces it
+                _, current, earlier = self._view
+                self._show(message_html(f"Stopping once {loading} has loaded: a load cannot be cut short.", warn=True), current, earlier)
 
     def wait(self, timeout: float | None = None) -> list[dict[str, Any]]:
         """Wait for the running Compare (if any) to end; its rows.
@@ -319,21 +325,26 @@ class Explorer:
     def _work(self, run: Run, todo: list[tuple[CheckpointRef, str]], image, prompt: str, config: GenerationConfig, *,
               log: bool) -> None:  # fmt: skip
         """The run's thread: each checkpoint in turn, the table growing; then history, and W&B when asked."""
-        with self._bg.turn(lambda: self._show(message_html("Waiting for another explorer's Compare to finish…"), run.html())) as mine:
+        waiting = message_html("Waiting for another explorer's Compare to finish (its Stop button ends it, or "
+                               "vlm_lab.widgets.stop_running() when its cell was run again)…")  # fmt: skip
+        with self._bg.turn(lambda: self._show(waiting, run.html())) as mine:
             stopped_in = None
             for i, (ref, name) in enumerate(todo, start=1):
                 if not mine or self._bg.stop_requested:
                     break
                 try:
                     self.rows.append(self._answer(ref, name, image, prompt, config, f"({i}/{len(todo)})", run))
-                except RunStopped:
-                    stopped_in = name
+                except RunStopped as e:
+                    stopped_in = f"{name} was stopped {e}"
                     break
                 self.progress.value = i
             if len(self.rows) < len(todo):
                 run.note = _stopped_note(todo, self.rows, stopped_in, started=mine)
         self._finish(run)
-        if log and not run.note:
+        if log and run.note:
+            self._show(message_html("Not logged to W&B: the run was stopped before every checkpoint answered.", warn=True),
+                       run.html(), self.history[1:])  # fmt: skip
+        elif log:
             tracked = self._log(image, prompt, config)
             note = f"Logged: {tracked}" if tracked is not None else "W&B logging is disabled or failed (see the warning)."
             self._show(message_html(note), run.html(), self.history[1:])
@@ -464,9 +475,13 @@ class Explorer:
         try:
             if ref not in self.cache:  # a first load can take minutes, and cannot be stopped halfway
                 self._show(message_html(f"Loading {name} {step}…"), run.html())
-            loaded = self.cache.get(ref, dtype=self.dtype, device=self.device)
+                self._loading = name
+            try:
+                loaded = self.cache.get(ref, dtype=self.dtype, device=self.device)
+            finally:
+                self._loading = None
             if self._bg.stop_requested:
-                raise RunStopped
+                raise RunStopped("after loading")
             self._show(message_html(f"Running {name} {step}…"), run.html())
             with self._bg.stoppable(loaded.model):
                 (row,) = compare_one(self.cache, [ref], image, prompt, config, dtype=self.dtype, device=self.device)
@@ -496,14 +511,14 @@ class Explorer:
 
 
 def _stopped_note(todo: list[tuple[CheckpointRef, str]], rows: list, stopped_in: str | None, *, started: bool) -> str:
-    """What a stopped run finished, which checkpoint was cut off while answering, and which never ran."""
+    """What a stopped run finished, which checkpoint was cut off (``stopped_in``: how), and which never ran."""
     if not started:
         return "Stopped before it started (it was waiting for another explorer's Compare to finish)."
     names = [name for _, name in todo]
     rest = names[len(rows) + (stopped_in is not None):]
     parts = [f"Stopped: {len(rows)} of {len(todo)} checkpoints finished"]
     if stopped_in is not None:
-        parts.append(f"{stopped_in} was stopped while answering")
+        parts.append(stopped_in)
     if rest:
         parts.append(f"not run: {', '.join(rest)}")
     return "; ".join(parts) + "."

@@ -21,10 +21,24 @@ import threading
 from typing import Any, Callable, Iterator
 
 ONE_AT_A_TIME = threading.Lock()  # held by the explorer run that is generating, whichever explorer it belongs to
+_HOLDER: list[BackgroundRun] = []  # the run holding ONE_AT_A_TIME, for stop_running()
+
+
+def stop_running() -> bool:
+    """Stop the Compare running in this kernel, whichever explorer started it; False when none runs.
+
+    For a run whose explorer is no longer on screen (its cell was run again, so its Stop button is
+    gone): an explorer waiting for it then goes on.
+    """
+    holder = list(_HOLDER)
+    for run in holder:
+        run.stop()
+    return bool(holder)
 
 
 class RunStopped(Exception):
-    """Stop was asked while this run's model was generating; raised from its forward pass."""
+    """Stop was asked during a checkpoint's turn: raised from its forward pass (``"while answering"``)
+    or once its load ended (``"after loading"``); the message says which."""
 
 
 class BackgroundRun:
@@ -107,9 +121,11 @@ class BackgroundRun:
                 if self._stop.is_set():
                     yield False
                     return
+        _HOLDER.append(self)
         try:
             yield True
         finally:
+            _HOLDER.remove(self)
             ONE_AT_A_TIME.release()
 
     @contextlib.contextmanager
@@ -122,7 +138,7 @@ class BackgroundRun:
 
         def check(_module, _args) -> None:
             if self._stop.is_set() and threading.get_ident() == me:
-                raise RunStopped
+                raise RunStopped("while answering")
 
         handle = model.register_forward_pre_hook(check)
         try:
