@@ -197,8 +197,8 @@ def test_explore_notebook_compares_two_checkpoints_in_the_browser(lab, artifacts
 
             # Stop: the run is held after its first answer (in the kernel, by an observer the test adds) until
             # the kernel is asked to go on: a kernel the run blocked could never be asked
-            hold = ("import threading; go_on = threading.Event(); explorer.progress.observe("
-                    "lambda c: go_on.wait(300) if c['new'] == 1 else None, names='value')")  # fmt: skip
+            hold = ("import threading; held, go_on = threading.Event(), threading.Event(); explorer.progress.observe("
+                    "lambda c: (held.set(), go_on.wait(300)) if c['new'] == 1 else None, names='value')")  # fmt: skip
             page.evaluate(KERNEL_JS, hold)
             select.select_option(label=["checkpoint-0", "checkpoint-500", "checkpoint-1000"])
             stop = page.get_by_role("button", name="Stop")
@@ -207,7 +207,8 @@ def test_explore_notebook_compares_two_checkpoints_in_the_browser(lab, artifacts
             expect(stop).to_be_enabled()
             expect(compare).to_be_disabled()
             expect(page.locator(".widget-html-content")).to_contain_text("Running checkpoint-0 (1/3)")
-            assert page.evaluate(KERNEL_JS, "print(explorer.running, len(explorer.rows))") == "True 1"  # the kernel answers
+            # the kernel answers while the run is held after its first answer
+            assert page.evaluate(KERNEL_JS, "held.wait(300); print(explorer.running, len(explorer.rows))") == "True 1"
             stop.click()
             expect(page.get_by_role("button", name="Stopping…")).to_be_disabled()
             page.evaluate(KERNEL_JS, "go_on.set()")

@@ -34,6 +34,7 @@ from vlm_lab.checkpoints import CheckpointRef, resolve_each
 from vlm_lab.config import GenerationConfig
 from vlm_lab.data import Sample, load_samples, open_image
 from vlm_lab.errors import DataError, VlmLabError
+from vlm_lab.widgets_images import PREVIEW_PX, frame_count, thumbnail, unreadable  # noqa: F401 - PREVIEW_PX too
 from vlm_lab.widgets_html import STYLE, Run, message_html, results_html  # noqa: F401 - also this module's API
 from vlm_lab.widgets_run import BackgroundRun, RunStopped, stop_running  # noqa: F401 - stop_running is also this module's API
 
@@ -44,18 +45,8 @@ STRATEGY_ARGS = {
     "temperature": ("temperature", 0.7, 0.05, 5.0, 0.1),
     "beam": ("beams", 3, 1, 16, 1),
 }
-PREVIEW_PX = 128  # the 64x64 shapes are upscaled (nearest) so they are visible; larger images shrink to fit
 HISTORY = 6  # runs kept and shown: this one and the five before it
 MAX_NEW_TOKENS = 4096  # the field's upper bound; generation also stops where the checkpoint reads no further
-
-
-def _thumbnail(image):
-    """A preview at most PREVIEW_PX on its long side, aspect kept (a 24 MP photo is not sent to the browser)."""
-    from PIL import Image
-
-    scale = PREVIEW_PX / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.NEAREST if scale >= 1 else Image.LANCZOS)
 
 
 _CACHES: dict[str, Any] = {}  # device -> the ModelCache the explorers on it share
@@ -409,7 +400,7 @@ class Explorer:
     def _show_preview(self) -> None:
         image = self.image
         if image is not None:
-            thumb, buf = _thumbnail(image), io.BytesIO()
+            thumb, buf = thumbnail(image), io.BytesIO()
             thumb.save(buf, format="PNG")
             # its size in pixels, or the page stretches it to the column's width
             self.preview.width, self.preview.height = str(thumb.width), str(thumb.height)
@@ -449,9 +440,9 @@ class Explorer:
             image = open_image(io.BytesIO(content))
         except DataError as e:
             kept = "; Compare still uses the image shown" if self.image is not None else ""
-            self._say(message_html(_unreadable(f["name"], content, e) + kept + ".", error=True))
+            self._say(message_html(unreadable(f["name"], content, e) + kept + ".", error=True))
             return
-        frames = _frame_count(content)
+        frames = frame_count(content)
         self._use(image, f["name"], "uploaded image", f", the first of its {frames} frames" if frames > 1 else "")
 
     def _label(self, prompt: str) -> str:
@@ -541,35 +532,6 @@ def _sent_at() -> datetime.datetime | None:
     if not isinstance(date, datetime.datetime):
         return None
     return date if date.tzinfo else date.replace(tzinfo=datetime.timezone.utc)
-
-
-def _unreadable(name: str, content: bytes, e: DataError) -> str:
-    """Why an upload is not used, and what to do, without the BytesIO repr PIL puts in its messages."""
-    from PIL import UnidentifiedImageError
-
-    if not content:
-        return f"{name!r} is empty (0 bytes): upload it again, or check the file on your disk"
-    why = e.__cause__
-    if why is None:  # readable, but refused (a strip the processor would blow up): the message has the fix
-        return f"{name!r}: {e}"
-    if isinstance(why, UnidentifiedImageError):
-        if content[4:8] == b"ftyp" and content[8:12] in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"):
-            return (f"{name!r} is a HEIC/HEIF photo, which Pillow cannot read without pillow-heif: export it as JPEG, "
-                    "or `pip install pillow-heif` and run `pillow_heif.register_heif_opener()` before uploading")
-        return f"{name!r} is not in an image format Pillow reads (PNG, JPEG, GIF, WebP, BMP, TIFF...): convert it to PNG or JPEG"
-    # PIL's reason (too many pixels, truncated file...)
-    return f"Cannot read {name!r} as an image ({why}); upload a PNG, JPEG or another format Pillow opens"
-
-
-def _frame_count(content: bytes) -> int:
-    """How many frames an upload holds (an animated GIF, WebP or PNG); the model sees the first."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(content)) as img:
-            return int(getattr(img, "n_frames", 1))
-    except Exception:  # noqa: BLE001 - it opened once already; a count is only a remark
-        return 1
 
 
 def _log_interaction():

@@ -1,0 +1,48 @@
+"""The explorer's image handling: the preview thumbnail, and why an upload is not used (in words,
+with the fix) or how many frames it holds (``vlm_lab.widgets`` shows them)."""
+
+from __future__ import annotations
+
+import io
+
+from vlm_lab.errors import DataError
+
+PREVIEW_PX = 128  # the 64x64 shapes are upscaled (nearest) so they are visible; larger images shrink to fit
+
+
+def thumbnail(image):
+    """A preview at most PREVIEW_PX on its long side, aspect kept (a 24 MP photo is not sent to the browser)."""
+    from PIL import Image
+
+    scale = PREVIEW_PX / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.NEAREST if scale >= 1 else Image.LANCZOS)
+
+
+def unreadable(name: str, content: bytes, e: DataError) -> str:
+    """Why an upload is not used, and what to do, without the BytesIO repr PIL puts in its messages."""
+    from PIL import UnidentifiedImageError
+
+    if not content:
+        return f"{name!r} is empty (0 bytes): upload it again, or check the file on your disk"
+    why = e.__cause__
+    if why is None:  # readable, but refused (a strip the processor would blow up): the message has the fix
+        return f"{name!r}: {e}"
+    if isinstance(why, UnidentifiedImageError):
+        if content[4:8] == b"ftyp" and content[8:12] in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"):
+            return (f"{name!r} is a HEIC/HEIF photo, which Pillow cannot read without pillow-heif: export it as JPEG, "
+                    "or `pip install pillow-heif` and run `pillow_heif.register_heif_opener()` before uploading")
+        return f"{name!r} is not in an image format Pillow reads (PNG, JPEG, GIF, WebP, BMP, TIFF...): convert it to PNG or JPEG"
+    # PIL's reason (too many pixels, truncated file...)
+    return f"Cannot read {name!r} as an image ({why}); upload a PNG, JPEG or another format Pillow opens"
+
+
+def frame_count(content: bytes) -> int:
+    """How many frames an upload holds (an animated GIF, WebP or PNG); the model sees the first."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(content)) as img:
+            return int(getattr(img, "n_frames", 1))
+    except Exception:  # noqa: BLE001 - it opened once already; a count is only a remark
+        return 1
