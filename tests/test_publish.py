@@ -759,6 +759,35 @@ def test_a_checkpoints_variable_given_serves_those_and_uploads_no_checkpoints(hu
     assert ("model", "alice/ckpts") not in hub.repos
 
 
+def test_hub_models_the_space_cannot_load_are_said_before_the_build(hub, space_dir):
+    """--var VLM_LAB_CHECKPOINTS=my-org/tyop published without a word: the Space built for minutes, then
+    offered a model that fails when chosen (a typo, a revision or folder not there, a private repo it has no
+    token for). The Hub is asked with the publishing token; what it cannot see is said, the publish goes on."""
+    from hub_emulator import Repo
+
+    for repo_id, private, files in (("my-org/ok", False, {"config.json": b"{}"}),
+                                    ("my-org/run", False, {"checkpoint-100/config.json": b"{}"}),
+                                    ("alice/private-run", True, {"checkpoint-500/config.json": b"{}"})):
+        repo = hub.repos[("model", repo_id)] = Repo("model", repo_id, private=private, files=files)
+        repo.commit("upload", [])
+    specs = ["my-org/ok", "my-org/tyop", "my-org/ok@v9", "my-org/run", "my-org/run:checkpoint-999",
+             "alice/private-run:checkpoint-500"]
+    args = (SPACE, "--space-dir", str(space_dir), "--no-wait", "--var", "VLM_LAB_CHECKPOINTS=" + ",".join(specs))
+    for extra in (("--dry-run",), ()):
+        r = run_publish(hub, *args, *extra)
+        assert r.returncode == 0, fail_text(r)
+        notes = [line for line in r.stdout.splitlines() if line.startswith("note:")]
+        assert len(notes) == 4, fail_text(r)
+        assert "names my-org/tyop, but the Hub has no model repo my-org/tyop that alice can see" in r.stdout
+        assert "names my-org/ok@v9, but the Hub has no model repo my-org/ok at revision 'v9'" in r.stdout
+        assert "my-org/run has no config.json in its folder 'checkpoint-999'" in r.stdout
+        assert "alice/private-run is private: the Space needs a read token" in r.stdout and "HF_TOKEN" in r.stdout
+        assert "warning: VLM_LAB_CHECKPOINTS names my-org/tyop" in r.stderr
+    hub.space(SPACE).secrets["HF_TOKEN"] = {"value": new_token(), "description": None, "updatedAt": "2026-01-01T00:00:00.000Z"}
+    r = run_publish(hub, *args)
+    assert r.returncode == 0 and "is private" not in r.stdout and "my-org/tyop" in r.stdout, fail_text(r)
+
+
 def test_a_checkpoints_repo_keeps_what_the_publish_does_not_replace(hub, space_dir, tiny_dir, tmp_path):
     """The checkpoints repo is the user's model repo (a Trainer may have pushed its run there): a publish
     replaces the model files of the checkpoints it sends, and deletes nothing else; the checkpoint-2000 and
@@ -811,7 +840,7 @@ def test_no_checkpoints_keeps_the_checkpoints_the_space_is_told_to_serve(hub, sp
     r = run_publish(hub, SPACE, "--space-dir", str(space_dir))  # run_publish passes --no-checkpoints
     assert r.returncode == 0, fail_text(r)
     assert hub.space(SPACE).variables["VLM_LAB_CHECKPOINTS"]["value"] == "my-org/my-vlm@main"
-    assert "VLM_LAB_CHECKPOINTS" not in r.stdout
+    assert "variable VLM_LAB_CHECKPOINTS" not in r.stdout  # not a setting it changes (the Hub has no my-org/my-vlm: a note)
 
 
 def test_the_card_names_the_models_of_a_checkpoints_variable_the_publish_keeps(hub, space_dir):

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from vlm_lab.config import PublishConfig
 from vlm_lab.errors import ConfigError, PublishError, VlmLabError
-from vlm_lab.publish_checks import check_zero_gpu, memory_notes
+from vlm_lab.publish_checks import check_zero_gpu, memory_notes, served_hub_refs, served_model_notes
 from vlm_lab.publish_hub import TOKENS_URL, Hub, HubConflictError, HubNotFoundError, check_can_write, connect, scrubbed_logs
 from vlm_lab.publish_report import FilePlan, PublishReport, SettingChange, estimate_cost, human_seconds
 from vlm_lab.publish_stage import (
@@ -134,7 +134,9 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
     if config.checkpoints_repo:
         model_info = _repo_info(hub, config.checkpoints_repo, "model")
         check_can_write(hub, config.checkpoints_repo, exists=model_info is not None)
-    readme = card_with_models(card.front_matter, _served_models(config, _kept_checkpoints_variable(hub, config, info)))
+    served = served_hub_refs(_served_specs(config, _kept_checkpoints_variable(hub, config, info)), config.space_dir)
+    repos = [config.checkpoints_repo] if config.checkpoints_repo else [ref.repo_id for ref in served]
+    readme = card_with_models(card.front_matter, list(dict.fromkeys(repos)))
     _validate_on_hub(hub, readme)
 
     # --var VLM_LAB_CHECKPOINTS names what the app serves (it wins over checkpoints next to app.py): none are uploaded
@@ -151,6 +153,8 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
     warned = [*staged.notes, *(ckpt_staged.notes if ckpt_staged else ())]
     configs = [f.source for st in (staged, ckpt_staged) if st for f in st.files.values() if f.source.name == "config.json"]
     warned += memory_notes(config.hardware, configs)
+    if served:
+        warned += served_model_notes(hub, served, space=config.space, space_has_token=_space_has_hf_token(hub, config, exists=info is not None))
     if told and config.embed_checkpoints:
         warned.append(f"the checkpoints of {config.checkpoints} are not uploaded: the Space serves what "
                         f"--var {CHECKPOINTS_VARIABLE} names")
@@ -244,24 +248,9 @@ def _kept_checkpoints_variable(hub: Hub, config: PublishConfig, info: Any | None
     return kept.value if kept is not None else ""
 
 
-def _served_models(config: PublishConfig, kept: str = "") -> list[str]:
-    """The hub model repos the Space will serve: the checkpoints repo, or the hub ids of a
-    ``--var VLM_LAB_CHECKPOINTS`` or of the variable ``kept`` on the Space (folders inside the Space are not repos)."""
-    from vlm_lab.checkpoints import parse_hub_ref
-
-    if config.checkpoints_repo:
-        return [config.checkpoints_repo]
-    specs = config.variable_map().get(CHECKPOINTS_VARIABLE, kept)
-    repos = []
-    for spec in (s.strip() for s in specs.split(",")):
-        repo_part = spec.split(":", 1)[0].split("@", 1)[0]
-        if not spec or spec.startswith((".", "/", "~")) or (Path(config.space_dir) / repo_part).exists():
-            continue
-        try:
-            repos.append(parse_hub_ref(spec).repo_id)
-        except VlmLabError:  # not a hub id: a path the app resolves inside the Space
-            continue
-    return list(dict.fromkeys(repos))
+def _served_specs(config: PublishConfig, kept: str = "") -> str:
+    """The ``VLM_LAB_CHECKPOINTS`` the Space will have: this publish's ``--var``, or the one it keeps."""
+    return config.variable_map().get(CHECKPOINTS_VARIABLE, kept)
 
 
 def _is_embedded_default(checkpoints: Path) -> bool:
@@ -302,14 +291,19 @@ def _checkpoints_token_note(hub: Hub, config: PublishConfig, model_info: Any | N
     private = getattr(model_info, "private", None) if model_info is not None else not config.public
     if private is False:
         return []
-    if space_exists:
-        secrets = hub.call("list the Space's secrets", hub.api.get_space_secrets, config.space, repo=config.space)
-        if "HF_TOKEN" in secrets:
-            return []
+    if _space_has_hf_token(hub, config, exists=space_exists):
+        return []
     stays = " (--public does not change an existing repo's visibility)" if config.public else ""
     return [f"{config.checkpoints_repo} is private{stays}: the Space needs a read-only token to load it; add one as "
             f"the secret HF_TOKEN at {hub.endpoint}/spaces/{config.space}/settings"
             + ("" if config.public else " (or publish with --public)")]
+
+
+def _space_has_hf_token(hub: Hub, config: PublishConfig, *, exists: bool) -> bool:
+    """Whether the Space will have an ``HF_TOKEN`` secret to load private models with: sent now, or set before."""
+    if "HF_TOKEN" in config.secrets:
+        return True
+    return exists and "HF_TOKEN" in hub.call("list the Space's secrets", hub.api.get_space_secrets, config.space, repo=config.space)
 
 
 def _shown(hub: Hub, value: str) -> str:

@@ -1,18 +1,23 @@
 """Checks of what a Space will run on, made before a publish writes anything.
 
 A Space takes minutes to build; what cannot work on the chosen hardware is said now instead:
-an app that ZeroGPU cannot give a GPU to, and checkpoints that cannot answer even one question
-in the hardware's memory (``vlm_lab.memory``'s estimate from their config alone).
+an app that ZeroGPU cannot give a GPU to, checkpoints that cannot answer even one question
+in the hardware's memory (``vlm_lab.memory``'s estimate from their config alone), and hub
+models it is told to serve that are not there or that it cannot read.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from vlm_lab.errors import ConfigError
+from vlm_lab.errors import ConfigError, PublishError
 from vlm_lab.units import human_bytes
+
+if TYPE_CHECKING:
+    from vlm_lab.checkpoints import CheckpointRef
+    from vlm_lab.publish_hub import Hub
 
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-\d+$")
 
@@ -68,4 +73,61 @@ def memory_notes(hardware: str, config_files: Iterable[Path]) -> list[str]:
         notes.append(f"{verdict.checkpoint} ({verdict.dtype}, batch 1) does NOT fit on {hardware}: it needs "
                      f"{human_bytes(verdict.required_bytes)} of a {human_bytes(verdict.budget_bytes)} "
                      f"budget, so the Space would run out of memory at start; {fix} ({folder})")
+    return notes
+
+
+def served_hub_refs(specs: str, space_dir: str | Path) -> list["CheckpointRef"]:
+    """The hub references in a ``VLM_LAB_CHECKPOINTS`` value; folders inside the Space (the app resolves those) are left out."""
+    from vlm_lab.checkpoints import parse_hub_ref
+    from vlm_lab.errors import VlmLabError
+
+    refs = []
+    for spec in (s.strip() for s in specs.split(",")):
+        repo_part = spec.split(":", 1)[0].split("@", 1)[0]
+        if not spec or spec.startswith((".", "/", "~")) or (Path(space_dir) / repo_part).exists():
+            continue
+        try:
+            refs.append(parse_hub_ref(spec))
+        except VlmLabError:  # not a hub id: a path the app resolves inside the Space
+            continue
+    return refs
+
+
+def served_model_notes(hub: "Hub", refs: Iterable["CheckpointRef"], *, space: str, space_has_token: bool) -> list[str]:
+    """What the Space could not load among the hub models it is told to serve, asked of the Hub with the publishing
+    token: a repo, revision or subfolder that is not there (a typo: the Space would offer it and fail when chosen),
+    a private or gated repo while the Space has no ``HF_TOKEN`` secret to load it with."""
+    from vlm_lab.publish_hub import HubNotFoundError
+
+    notes: list[str] = []
+    infos: dict[tuple[str, str | None], object] = {}  # one look-up per repo and revision; None: not there
+    closed_said: set[str] = set()
+    for ref in refs:
+        key, at = (str(ref.repo_id), ref.revision), f" at revision {ref.revision!r}" if ref.revision else ""
+        if key not in infos:
+            infos[key] = None
+            try:
+                infos[key] = hub.call(f"look up model {ref.repo_id}", hub.api.model_info, ref.repo_id,
+                                      revision=ref.revision, repo=ref.repo_id)
+            except HubNotFoundError:
+                notes.append(f"VLM_LAB_CHECKPOINTS names {ref.spec}, but the Hub has no model repo {ref.repo_id}{at} that "
+                             f"{hub.user} can see (a typo?): the Space would offer it and fail to load it; check the name")
+            except PublishError as e:  # advice only: a Hub that will not say is no reason to stop the publish
+                notes.append(f"could not check {ref.spec} on the Hub ({e})")
+        info = infos[key]
+        if info is None:
+            continue
+        closed = "private" if getattr(info, "private", False) else "gated" if getattr(info, "gated", False) else ""
+        if closed and not space_has_token and ref.repo_id not in closed_said:
+            closed_said.add(str(ref.repo_id))
+            notes.append(f"{ref.repo_id} is {closed}: the Space needs a read token of an account that can load it; "
+                         f"add one as the secret HF_TOKEN at {hub.endpoint}/spaces/{space}/settings")
+        files = [s.rfilename for s in (getattr(info, "siblings", None) or [])]
+        folder = f"{ref.subfolder}/" if ref.subfolder else ""
+        run = not folder and any(_CHECKPOINT_DIR.match(f.split("/", 1)[0]) and f.count("/") == 1 and f.endswith("/config.json")
+                                 for f in files)  # a training run: the app serves its checkpoint-N folders
+        if files and f"{folder}config.json" not in files and not run:
+            where = f"folder {ref.subfolder!r}" if folder else "top folder (nor checkpoint-N folders)"
+            notes.append(f"VLM_LAB_CHECKPOINTS names {ref.spec}, but {ref.repo_id}{at} has no config.json in its {where}: "
+                         "the Space would fail to load it; name a folder that holds a checkpoint")
     return notes
