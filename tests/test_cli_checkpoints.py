@@ -371,3 +371,15 @@ def test_list_while_a_build_runs_says_it_runs_not_that_it_stopped(tmp_path):
         listed = vlm_lab("checkpoints", "list", str(out), check=True).stdout.splitlines()
     assert listed[-1] == f"a build into {out} is running: checkpoint-2 of 6 steps is saved so far", listed
     assert vlm_lab("checkpoints", "list", str(out), check=True).stdout.splitlines()[-1].startswith("incomplete: ")
+
+
+def test_a_build_logged_to_a_file_writes_plain_lines_not_a_redrawn_bar(tmp_path):
+    import re
+
+    out = tmp_path / "ck"
+    r = vlm_lab("checkpoints", "build", "--out", str(out), "--steps", "4", "--save-every", "2", "--train-images", "4",
+                check=True)  # stderr is a pipe, as under make in CI or cron: no terminal to redraw a bar in
+    assert "\r" not in r.stderr, repr(r.stderr[:300])  # a 1000-step build wrote tens of kB of redrawn bar, one line
+    assert re.fullmatch(f"training tiny VLM: steps 1-4 into {re.escape(str(out))}\n"
+                        r"step 2/4: loss \d\.\d{4} \(mean of steps 1-2\), saved checkpoint-2\n"
+                        r"step 4/4: loss \d\.\d{4} \(mean of steps 3-4\), saved checkpoint-4\n", r.stderr), r.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -128,7 +129,13 @@ def _train_and_save(
     for _ in range(done):  # replay the data order up to the resumed step (no training)
         next(batches)
     desc = f"training tiny VLM (resumed at step {done})" if resumed else "training tiny VLM"
-    bar = tqdm(total=config.steps, initial=done, desc=desc, unit="step", disable=not progress)
+    # A terminal or a notebook gets a bar; a log file (make in CI, cron) a plain line per checkpoint
+    # instead of a bar redrawn with \r several times a second, all on one line.
+    interactive = progress and (sys.stderr.isatty() or "ipykernel" in sys.modules)
+    bar = tqdm(total=config.steps, initial=done, desc=desc, unit="step", disable=not interactive)
+    log = progress and not interactive
+    if log:
+        print(f"{desc}: steps {done + 1}-{config.steps} into {out}", file=sys.stderr, flush=True)
     start = time.perf_counter() - (log_history[-1].get("elapsed_s", 0.0) if log_history else 0.0)
     model.train()
     with bar:  # closed (its line ended) before an interrupt or error propagates and is printed
@@ -152,6 +159,11 @@ def _train_and_save(
                     raise _diverged(config, f"the weights became nan/inf by step {step}", paths[-1])
                 log_history[-1]["elapsed_s"] = round(time.perf_counter() - start, 2)
                 paths.append(save(step))
+                if log:
+                    since = int(paths[-2].name.removeprefix("checkpoint-"))
+                    window = [row["loss"] for row in log_history if row["step"] > since]
+                    print(f"step {step}/{config.steps}: loss {sum(window) / len(window):.4f} (mean of steps {since + 1}-{step}), "
+                          f"saved {paths[-1].name}", file=sys.stderr, flush=True)
                 if on_save:
                     on_save(paths[-1])
     return paths
