@@ -29,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("space", help="the Space, owner/name")
     p.add_argument("--space-dir", default="space", help="the app folder to publish (default: space)")
     p.add_argument("--hardware", default="t4-small", help="Space hardware (default t4-small; cpu-basic stops paying)")
-    p.add_argument("--sleep-time", type=int, default=None, metavar="SECONDS",
-                   help="idle seconds before the Space sleeps; -1 never (default 3600 on paid hardware)")
+    p.add_argument("--sleep-time", type=sleep_time, default=None, metavar="TIME",
+                   help="idle time before the Space sleeps: seconds (3600), or 30m, 1h, 2d; never (or -1) to keep it "
+                        "up (default 1h on paid hardware)")
     p.add_argument("--public", action="store_true", help="create the Space (and a checkpoints repo) public; default private")
     p.add_argument("--secret", action="append", default=[], metavar="NAME",
                    help="send environment variable NAME as a Space secret (repeatable; the value is read from the environment)")
@@ -55,6 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
     action.add_argument("--pause", action="store_true", help="pause the Space (no billing until --restart)")
     action.add_argument("--restart", action="store_true", help="restart the Space (and wait for it unless --no-wait)")
     return p
+
+
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def sleep_time(text: str) -> int:
+    """``--sleep-time``: seconds, a number with a unit (``30m``, ``1.5h``, ``2d``), or ``never``/``-1``; as the
+    report says it ("1 h"), so it may be written back as read."""
+    value = text.strip().lower().replace(" ", "")
+    if value in ("never", "-1"):
+        return -1
+    number = value.rstrip("".join(_UNITS))
+    unit = value[len(number):] or "s"
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a sleep time; use seconds (3600), 30m, 1h, 2d or never") from None
+    if not seconds.is_integer():
+        raise argparse.ArgumentTypeError(f"{text!r} is {seconds:g} seconds; the Hub takes whole seconds")
+    return int(seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

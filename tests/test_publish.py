@@ -893,17 +893,26 @@ def test_cost_estimate(hardware, sleep, per_hour, always_on, with_sleep):
 
 
 @pytest.mark.parametrize("sleep, shown", [("30", "30 s"), ("90", "1.5 min"), ("1800", "30 min"), ("7200", "2 h"),
-                                           ("-1", "never")])
+                                           ("-1", "never"), ("30m", "30 min"), ("1.5h", "1.5 h"), ("2d", "48 h"),
+                                           ("never", "never")])
 def test_sleep_times_read_as_people_say_them(hub, space_dir, sleep, shown):
     """The cost line said 'then 0.00833333 h until it sleeps' for --sleep-time 30; the settings and the
-    hardware line said '1800 s': one unit a person reads, everywhere in the report."""
+    hardware line said '1800 s': one unit a person reads, everywhere in the report, and --sleep-time takes
+    it back as written ('1h' was 'invalid int value')."""
     r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--dry-run", "--sleep-time", sleep)
     assert r.returncode == 0, fail_text(r)
     assert f"sleep time: (new Space) -> {shown}" in r.stdout, fail_text(r)
-    assert f"sleep time: {shown}" + ("" if sleep == "-1" else " idle") in r.stdout, fail_text(r)
-    if sleep != "-1":
+    assert f"sleep time: {shown}" + ("" if shown == "never" else " idle") in r.stdout, fail_text(r)
+    if shown != "never":
         assert f"then {shown} until it sleeps" in r.stdout, fail_text(r)
     assert not [n for n in r.stdout.split() if "." in n and len(n.split(".")[-1]) > 2 and n.replace(".", "").isdigit()]
+
+
+@pytest.mark.parametrize("sleep, message", [("1x", "'1x' is not a sleep time; use seconds (3600), 30m, 1h, 2d or never"),
+                                            ("0.5s", "'0.5s' is 0.5 seconds; the Hub takes whole seconds")])
+def test_a_sleep_time_that_is_no_duration_is_named_with_the_forms_it_takes(hub, space_dir, sleep, message):
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--dry-run", "--sleep-time", sleep)
+    assert r.returncode == 2 and f"--sleep-time: {message}" in r.stderr and hub.requests == [], fail_text(r)
 
 
 @pytest.mark.parametrize(
