@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "fully offline, saving OUT/checkpoint-{0,K,2K,...,N} as the HF Trainer lays them out. "
         "Skipped when the checkpoints already exist with the same settings; checkpoints an earlier build made "
         "with other settings are removed first (a checkpoint-N folder it did not make stops the build instead). "
-        "An interrupted build (Ctrl-C, kill) resumes from its last checkpoint when run again with the same settings.",
+        "An interrupted build (Ctrl-C, kill) resumes from its last checkpoint when run again with the same settings. "
+        "A second build into the same folder waits for the first (on a filesystem without file locks, such as NFS "
+        "without lockd, the marker OUT/.build.lock.soft stands for the lock).",
     )
     build.add_argument("--out", default=_DEFAULTS.out, help="output folder (default: %(default)s)")
     build.add_argument("--steps", type=int, default=_DEFAULTS.steps, help="training steps (default: %(default)s)")
@@ -41,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Read each checkpoint-N/trainer_state.json of a training output folder (a build's, or any HF "
         "Trainer run's) and print one row per checkpoint: step, epoch, the mean training loss of the steps since "
         "the checkpoint before (the loss curve at checkpoint granularity), the last eval_loss when one was logged, "
-        "the weights' size, and whether optimizer.pt and scheduler.pt are there to resume from. Loads no model.",
+        "the weights' size, and whether optimizer.pt and scheduler.pt are there to resume from. A build that stopped "
+        "before its last step is said to be incomplete, with the command that finishes it. Loads no model.",
     )
     listing.add_argument("folder", nargs="?", default=_DEFAULTS.out, help="training output folder (default: %(default)s)")
     listing.add_argument("--json", action="store_true", help="one JSON object per checkpoint, a list")
