@@ -197,6 +197,9 @@ def test_the_report_says_who_can_open_the_space(hub, space_dir):
     assert public.returncode == 0 and "visibility: public: anyone with the URL can open it" in public.stdout, fail_text(public)
     again = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--no-wait", "--dry-run")  # stays public without --public
     assert again.returncode == 0 and "visibility: public" in again.stdout, fail_text(again)
+    hub.add_token(token := new_token(), "carol", orgs=("acme",))  # an org's Space: its members can open it
+    org = run_publish(hub, "acme/vlm-demo", "--space-dir", str(space_dir), "--dry-run", token=token)
+    assert org.returncode == 0 and "visibility: private: only members of acme can open it" in org.stdout, fail_text(org)
 
 
 def test_public_makes_an_existing_private_space_public(hub, space_dir):

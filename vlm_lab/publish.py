@@ -608,4 +608,5 @@ def _report(hub: Hub, config: PublishConfig, info: Any, plans: tuple[FilePlan, .
         hardware=hardware, sleep_time=sleep, stage=stage_name,
         cost=estimate_cost(hardware, sleep if hardware != "cpu-basic" else None, active_hours_per_day=config.active_hours_per_day),
         sizes=sizes, excluded=len(staged.excluded) if staged else 0, notes=tuple(notes), private=private,
+        org=config.space.split("/", 1)[0] != hub.user,
     )

@@ -153,6 +153,7 @@ class PublishReport:
     excluded: int = 0
     notes: tuple[str, ...] = ()
     private: bool | None = None  # the Space's visibility after publishing (None: not known, e.g. --pause)
+    org: bool = False  # the Space's owner is an organization (not the token's user)
 
     def format(self) -> str:
         verb = "would" if self.dry_run else "did"
@@ -161,7 +162,8 @@ class PublishReport:
             lines.append(f"action:    {verb} {self.action}")
         owner = self.space.split("/", 1)[0]
         if self.private:
-            lines.append(f"visibility: private: only {owner} can open it (visitors get 404); publish with --public to share it")
+            who = f"members of {owner}" if self.org else owner
+            lines.append(f"visibility: private: only {who} can open it (visitors get 404); publish with --public to share it")
         elif self.private is False:
             lines.append("visibility: public: anyone with the URL can open it")
         if self.sizes:
