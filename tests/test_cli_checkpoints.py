@@ -383,3 +383,15 @@ def test_a_build_logged_to_a_file_writes_plain_lines_not_a_redrawn_bar(tmp_path)
     assert re.fullmatch(f"training tiny VLM: steps 1-4 into {re.escape(str(out))}\n"
                         r"step 2/4: loss \d\.\d{4} \(mean of steps 1-2\), saved checkpoint-2\n"
                         r"step 4/4: loss \d\.\d{4} \(mean of steps 3-4\), saved checkpoint-4\n", r.stderr), r.stderr
+
+
+def test_more_training_images_than_memory_holds_is_refused_before_anything_is_made(tmp_path):
+    from vlm_lab.data import MAX_SHAPES_SAMPLES
+
+    out = tmp_path / "ck"
+    # a typo'd zero too many: the images are drawn and held in memory first (3.3 GB within 20 s, and growing)
+    r = vlm_lab("checkpoints", "build", "--out", str(out), "--train-images", "100000000", "--quiet")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr == (f"error: ConfigError: --train-images 100000000 is more images than a build holds in memory "
+                        f"(at most {MAX_SHAPES_SAMPLES}, ~18 KB each); pass --train-images {MAX_SHAPES_SAMPLES} or fewer\n")
+    assert not out.exists()

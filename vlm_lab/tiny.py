@@ -23,6 +23,7 @@ import torch
 from vlm_lab import shapes
 from vlm_lab.checkpoints import CheckpointRef
 from vlm_lab.config import TrainConfig
+from vlm_lab.data import MAX_SHAPES_SAMPLES
 from vlm_lab.errors import ConfigError, OutputPathError
 from vlm_lab.models import quiet_if_small
 from vlm_lab.tiny_checkpoints import (  # noqa: F401 - BUILD_RECORD, FORMAT_VERSION, StaleCheckpointsWarning, build_record, build_running: public API
@@ -62,7 +63,11 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
         OutputPathError: ``out`` is a file, not writable or a model folder, a checkpoint could not be saved (a full
             disk: no partial folder is left, the saved ones are kept), or the build would change a
             folder that holds checkpoint-N folders no build made (those are never deleted).
+        ConfigError: more training images than memory holds, or the loss diverged.
     """
+    if config.train_images > MAX_SHAPES_SAMPLES:  # a zero too many: every image is drawn and held in memory first
+        raise ConfigError(f"--train-images {config.train_images} is more images than a build holds in memory (at most "
+                          f"{MAX_SHAPES_SAMPLES}, ~18 KB each); pass --train-images {MAX_SHAPES_SAMPLES} or fewer")
     if not config.out.strip():  # an unset "$OUT": the checkpoints would land in the current folder
         raise OutputPathError("--out is empty; pass the folder to save the checkpoints in, such as checkpoints/shapes")
     # '~/ck' and '$SCRATCH/ck' (a notebook parameter, a sweep file) are read as `vlm-lab compare` reads them
