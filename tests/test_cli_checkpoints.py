@@ -395,3 +395,18 @@ def test_more_training_images_than_memory_holds_is_refused_before_anything_is_ma
     assert r.stderr == (f"error: ConfigError: --train-images 100000000 is more images than a build holds in memory "
                         f"(at most {MAX_SHAPES_SAMPLES}, ~18 KB each); pass --train-images {MAX_SHAPES_SAMPLES} or fewer\n")
     assert not out.exists()
+
+
+def test_a_build_that_cannot_fit_on_the_disk_is_refused_before_it_fills_it(tmp_path):
+    import re
+    import shutil
+
+    out = tmp_path / "ck"
+    steps = shutil.disk_usage(tmp_path).free // 1_000_000 + 1  # a checkpoint a step, ~2 MB each: twice the free space
+    r = vlm_lab("checkpoints", "build", "--out", str(out), "--steps", str(steps), "--save-every", "1",
+                "--train-images", "4", "--quiet")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert re.fullmatch(rf"error: OutputPathError: this build saves {steps + 1} checkpoints of ~1\.\d\d MiB each \([\d.]+ [GT]iB\), "
+                        rf"and {re.escape(str(out))} has [\d.]+ [GMT]iB free; pass a larger --save-every \(or free space, or "
+                        r"pass another --out\)\n", r.stderr), r.stderr
+    assert not list(out.glob("checkpoint-*"))  # nothing written, not even checkpoint-0

@@ -33,6 +33,8 @@ from vlm_lab.tiny_checkpoints import (  # noqa: F401 - BUILD_RECORD, FORMAT_VERS
     build_lock,
     build_running,
     build_record,
+    check_room,
+    checkpoint_dirs,
     earlier_builds,
     epochs_seen,
     prepare_out_dir,
@@ -114,6 +116,8 @@ def _train_and_save(
     torch.manual_seed(config.seed)
     processor = build_processor()
     model = build_model(processor, seed=config.seed)
+    # each checkpoint: the float32 weights, AdamW's two moments of each (optimizer.pt), and small files
+    check_room(out, len(save_steps) - len(checkpoint_dirs(out)), sum(p.numel() for p in model.parameters()) * 4 * 3 + 32_768)
     data = shapes.make_training_triples(config.train_images, seed=config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

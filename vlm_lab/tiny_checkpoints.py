@@ -67,6 +67,21 @@ def prepare_out_dir(out: Path) -> None:
         raise OutputPathError(f"--out {str(out)!r} is not writable ({reason}); pick a folder you can write to") from e
 
 
+def check_room(out: Path, to_save: int, each: int) -> None:
+    """Raise ``OutputPathError`` when ``to_save`` checkpoints of about ``each`` bytes cannot fit in ``out``.
+
+    A full disk midway stops a build cleanly, but only once the disk is full, for everyone on it.
+    """
+    from vlm_lab.units import human_bytes
+
+    need, free = to_save * each, shutil.disk_usage(out).free
+    if need > free:
+        raise OutputPathError(
+            f"this build saves {to_save} checkpoints of ~{human_bytes(each)} each ({human_bytes(need)}), and {out} has "
+            f"{human_bytes(free)} free; pass a larger --save-every (or free space, or pass another --out)"
+        )
+
+
 LOCK_FILE = ".build.lock"
 SOFT_LOCK_FILE = ".build.lock.soft"
 # flock's answers where the filesystem keeps no locks: NFS without lockd (ENOLCK), Lustre mounted
@@ -234,7 +249,7 @@ def _save_failed(error: Exception, out: Path, step: int) -> OutputPathError:
         found = re.search(r"\(os error (\d+)\)", str(error))
         code = int(found.group(1)) if found else None
     reason = f"{os.strerror(code)} (errno {code})" if code else str(error)
-    kept = [p for p in _checkpoint_dirs(out) if int(p.name.removeprefix("checkpoint-")) < step]
+    kept = [p for p in checkpoint_dirs(out) if int(p.name.removeprefix("checkpoint-")) < step]
     if kept:
         then = f"{kept[-1].name} and earlier are kept: "
         resume = f" to resume from {kept[-1].name}"
@@ -254,7 +269,7 @@ class StaleCheckpointsWarning(UserWarning):
     """A build removed the checkpoint-N folders an earlier build with other settings left in ``out``."""
 
 
-def _checkpoint_dirs(out: Path) -> list[Path]:
+def checkpoint_dirs(out: Path) -> list[Path]:
     """Every ``checkpoint-N`` folder in ``out``, loadable or not."""
     found = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.removeprefix("checkpoint-").isdigit()]
     return sorted(found, key=lambda p: int(p.name.removeprefix("checkpoint-")))
@@ -267,7 +282,7 @@ def _made_by_build(path: Path) -> bool:
 
 def earlier_builds(out: Path, config: TrainConfig) -> list[Path]:
     """checkpoint-N folders an earlier build made with other settings (or an older format)."""
-    return [p for p in _checkpoint_dirs(out) if _made_by_build(p) and not same_config(p, config)]
+    return [p for p in checkpoint_dirs(out) if _made_by_build(p) and not same_config(p, config)]
 
 
 def _discard(path: Path) -> None:
@@ -281,7 +296,7 @@ def _discard(path: Path) -> None:
 
 
 def refuse_foreign_checkpoints(out: Path) -> None:
-    foreign = [p.name for p in _checkpoint_dirs(out) if not _made_by_build(p)]
+    foreign = [p.name for p in checkpoint_dirs(out) if not _made_by_build(p)]
     if foreign:
         raise OutputPathError(
             f"--out {str(out)!r} holds {', '.join(foreign)}, which `vlm-lab checkpoints build` did not make; "
