@@ -422,3 +422,51 @@ def test_each_runs_comparison_is_read_once_for_the_best_the_ranking_the_line_and
     ablation.best(), ablation.ranking(), ablation.describe_best()
     ablation.accuracy_by("question_type"), ablation.describe_accuracy_by("question_type")
     assert len(loads) == 2  # one per run, not one per run per call (the breakdown by question type included)
+
+
+def test_a_run_that_failed_after_writing_its_numbers_shows_none_and_is_never_the_best(tmp_path):
+    """Notebook 02 writes summary.json, then a later cell (W&B, a plot) fails: summary.csv/.md showed the failed run's
+    best checkpoint and accuracy as if it were a result, the highest of the sweep."""
+    grid = {"strategy": ["greedy", "beam"]}
+    folder = lay_out_sweep(tmp_path, grid, failed=lambda strategy: strategy == "beam")
+    config = SweepConfig(name="shapes-ablation", notebook=NOTEBOOK, runs_dir=str(tmp_path / "runs"), grid=grid)
+    runs = {r.varied["strategy"]: r for r in sweep.plan(config)}
+    partial = [{"checkpoint": "checkpoint-1000", "step": 1000, "accuracy": 0.99, "ci_low": 0.9, "ci_high": 1.0}]
+    atomic_write_text(runs["beam"].dir / "summary.json", json.dumps({"summary": partial}))
+    write_summary(folder, list(runs.values()))
+
+    csv = pd.read_csv(folder / "summary.csv").set_index("state")
+    assert csv.loc["failed", ["best_checkpoint", "best_accuracy", "checkpoint-1000/accuracy"]].isna().all()
+    assert csv.loc["completed", "best_accuracy"] == 1.0
+    md = (folder / "summary.md").read_text()
+    assert "99" not in md and "| beam | failed | 1.5 | cell [5]: RuntimeError: CUDA out of memory |  |  |" in md
+    assert "Numbers only for completed runs: 1 run(s) that did not complete wrote partial ones (summary.json in their folder)" in md
+    ablation = Ablation.load(folder)
+    assert ablation.best()["run_id"] == runs["greedy"].run_id and ablation.ranking()["strategy"].tolist() == ["greedy"]
+
+
+def test_the_report_reads_the_runs_states_from_their_folders_after_a_sweep_killed_outright(tmp_path):
+    """A sweep killed with SIGKILL (the OOM killer, a reboot) writes no last summary: summary.csv still said pending
+    for the run it was executing (interrupted: it runs again next time) and for a run that completed after the
+    summary was last written; notebook 04 reported both as pending, and left the completed one out of the ranking."""
+    grid = {"strategy": ["greedy", "beam", "nucleus"]}
+    scale = {"greedy": 0.5, "beam": 0.9, "nucleus": 0.7}
+    folder = lay_out_sweep(tmp_path, grid, accuracy=lambda step, strategy: step / 1000 * scale[strategy])
+    config = SweepConfig(name="shapes-ablation", notebook=NOTEBOOK, runs_dir=str(tmp_path / "runs"), grid=grid)
+    runs = {r.varied["strategy"]: r for r in sweep.plan(config)}
+    statuses = {k: (runs[k].dir / "status.json").read_text() for k in ("beam", "nucleus")}
+    for k in statuses:  # the summary as last written: neither had started
+        (runs[k].dir / "status.json").unlink()
+    write_summary(folder, list(runs.values()))
+    (runs["nucleus"].dir / "status.json").write_text(statuses["nucleus"])  # completed after that
+    (runs["beam"].dir / "status.json").write_text(json.dumps({"run_id": runs["beam"].run_id, "state": "running"}))
+    assert sorted(pd.read_csv(folder / "summary.csv")["state"]) == ["completed", "pending", "pending"]
+
+    ablation = Ablation.load(folder)
+    states = dict(zip(ablation.runs["strategy"], ablation.runs["state"]))
+    assert states == {"greedy": "completed", "beam": "interrupted", "nucleus": "completed"}
+    nucleus = ablation.runs.set_index("strategy").loc["nucleus"]
+    assert (nucleus["best_checkpoint"], nucleus["best_accuracy"]) == ("checkpoint-1000", 0.7)
+    assert pd.isna(ablation.runs.set_index("strategy").loc["beam", "best_accuracy"])  # its partial 90% is no result
+    assert ablation.ranking()["strategy"].tolist() == ["nucleus", "greedy"]
+    assert ablation.describe_best().endswith("; left out: 1 interrupted"), ablation.describe_best()

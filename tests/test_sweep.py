@@ -103,7 +103,8 @@ def test_one_failing_run_does_not_stop_the_others(sweep_file, tmp_path, capsys):
 
     summary = pd.read_csv(tmp_path / "runs" / "t" / "summary.csv")
     assert list(summary["state"]) == ["completed", "failed", "completed"]
-    assert list(summary["best_accuracy"]) == [0.1, 0.2, 0.3]  # the failing cell ran after the results
+    # The failing cell ran after the results were written: those are not the failed run's result.
+    assert summary["best_accuracy"].tolist()[::2] == [0.1, 0.3] and summary[["best_accuracy", "best_checkpoint"]].iloc[1].isna().all()
     assert "cell [4]: ValueError: boom at x=2" in (tmp_path / "runs" / "t" / "summary.md").read_text()
 
     # Re-running skips the completed runs and retries the failed one.
@@ -211,7 +212,22 @@ def test_dry_run_lists_the_runs(sweep_file, capsys):
     path = sweep_file({"x": [1, 2], "sleep_s": [0.0, 0.1]})
     assert main(["sweep", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "4 run(s)" in out and out.count("pending") == 4 and "sleep_s=0.1,x=2," in out
+    assert "4 run(s)" in out and out.count("\n  pending ") == 4 and "sleep_s=0.1,x=2," in out
+    assert out.endswith(f"\n4 pending; `vlm-lab sweep {path}` runs the 4 not completed\n"), out
+
+
+def test_dry_run_says_why_each_failed_run_failed_and_counts_the_states(sweep_file, capsys):
+    """The morning after: `--dry-run` listed a run as `failed` with no reason (it is in status.json and summary.md),
+    and a 100-run grid had to be counted by eye."""
+    path = sweep_file({"x": [1, 2, 3]}, {"fail_on": 2})
+    assert main(["sweep", str(path), "--quiet"]) == 1
+    capsys.readouterr()
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "t: 3 run(s) -> runs/t", lines  # no shard named when the sweep is not sharded
+    assert re.fullmatch(r"  failed +x=2,\w+  cell \[4\]: ValueError: boom at x=2", lines[2]), lines
+    assert re.fullmatch(r"  completed +x=3,\w+", lines[3]), lines
+    assert lines[-1] == f"2 completed, 1 failed; `vlm-lab sweep {path}` runs the 1 not completed", lines
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 5, 8])
@@ -503,15 +519,45 @@ def test_without_a_terminal_progress_is_plain_timed_lines(sweep_file, capsys):
     assert sweep.run_sweep(sweep.load_sweep(path).replace(grid={"x": [1]}), progress=False).ok  # one done before
     capsys.readouterr()
     assert main(["sweep", str(path)]) == 1  # no --quiet; stderr is not a terminal here, as under cron
-    err = capsys.readouterr().err
+    err, out = (captured := capsys.readouterr()).err, captured.out
     assert "\r" not in err, err  # no redrawn bar in the log
     time = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"
     lines = err.splitlines()
     assert re.fullmatch(rf"{time} sweep t: 2 run\(s\) to run, 1 at a time; 1 already completed; in runs/t", lines[0]), err
     assert len([line for line in lines if re.fullmatch(rf"{time} started x=[23],\w+", line)]) == 2, err
     assert re.search(rf"^{time} \[1/2\] (completed|failed) x=[23],", err, re.M) and re.search(rf"^{time} \[2/2\] ", err, re.M), err
-    assert re.search(rf"^{time} \[\d/2\] failed x=2,\S+ \(\d+\.\d s\)$", err, re.M), err
+    # A failed run's error on its own timed line: no untimed FAILED line before the report's.
+    assert re.search(rf"^{time} \[\d/2\] failed x=2,\S+ \(\d+\.\d s\): cell \[4\]: ValueError: boom at x=2$", err, re.M), err
+    assert "FAILED" not in err and out.count("FAILED") == 1 and out.startswith("runs/t: 2 ran"), out
     assert first.run_id not in err  # completed before: not run again
+
+
+def test_quiet_without_a_terminal_prints_only_the_final_report(sweep_file, capsys):
+    """`--help` promises cron "only the final report" with --quiet; a failed run also printed an untimed FAILED line
+    as it ended, the same as the report's line below it."""
+    path = sweep_file({"x": [1, 2]}, {"fail_on": 1})
+    assert main(["sweep", str(path), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out.startswith("runs/t: 2 ran, 0 skipped (already completed), 1 failed\n"), captured
+    assert captured.out.count("FAILED") == 1, captured.out
+
+
+def test_on_a_terminal_a_failed_run_is_said_as_it_ends(sweep_file, tmp_path):
+    """On a terminal the bar (or, with --quiet, nothing) shows progress: each failure is said as it happens."""
+    import pty
+
+    path = sweep_file({"x": [1, 2]}, {"fail_on": 1})
+    terminal, stderr = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "vlm_lab.cli", "sweep", str(path), "--quiet"], cwd=tmp_path,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=300)  # fmt: skip
+    finally:
+        os.close(stderr)
+        os.close(terminal)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("FAILED x=1,") and lines[0].endswith(": cell [4]: ValueError: boom at x=1"), lines
+    assert lines[1].startswith("runs/t: 2 ran") and proc.stdout.count("FAILED") == 2, lines
 
 
 def test_a_run_left_running_by_a_killed_sweep_is_shown_as_interrupted(sweep_file, tmp_path, capsys):
@@ -590,17 +636,18 @@ def test_a_second_ctrl_c_abandons_the_running_run(sweep_file, tmp_path):
 def test_a_cell_past_the_execution_timeout_names_its_cell_in_one_line(sweep_file, tmp_path, capsys):
     path = sweep_file({"x": [1]}, {"sleep_s": 30.0})
     path.write_text(path.read_text() + "execution_timeout: 1\n")
-    assert main(["sweep", str(path), "--quiet"]) == 1
-    out = capsys.readouterr().out
+    assert main(["sweep", str(path)]) == 1  # no terminal: timed lines on stderr, then the report
+    captured = capsys.readouterr()
     (run,) = sweep.plan(sweep.load_sweep(path))
     error = run.status()["error"]
     assert (error["ename"], error["exec_count"], error["cell_index"]) == ("CellTimeoutError", 3, 3)
     assert error["evalue"] == "A cell timed out while it was being executed, after 1 seconds."
-    failed_lines = [line for line in out.splitlines() if "FAILED" in line]  # as it happens, and in the report
-    assert len(failed_lines) == 2, out
+    log = (captured.err + captured.out).splitlines()
+    failed_lines = [line for line in log if "FAILED" in line or "] failed" in line]  # as it happens, and in the report
+    assert len(failed_lines) == 2, log
     for line in failed_lines:
         assert "cell [3]: CellTimeoutError: A cell timed out while it was being executed, after 1 seconds." in line
-    assert "time.sleep" not in out  # the cell's source is not dumped into the report
+    assert "time.sleep" not in captured.out + captured.err  # the cell's source is not dumped into the report
 
 
 def test_a_kernel_that_dies_names_the_cell_it_died_in(sweep_file, tmp_path, capsys):

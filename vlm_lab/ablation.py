@@ -23,6 +23,7 @@ from vlm_lab.data import atomic_write_text
 from vlm_lab.errors import DataError, VlmLabError
 
 SWEEP_FILE = "sweep.json"  # the sweep's config, written by vlm_lab.sweep at each invocation
+STATUS_FILE = "status.json"  # a run's state (vlm_lab.sweep)
 RESULT_FILE = "summary.json"  # a comparison's per-checkpoint summary (vlm_lab.results)
 METRICS = ("accuracy", "ci_low", "ci_high", "mean_latency_s", "tokens_per_s", "peak_memory_bytes")
 LOWER_IS_BETTER = ("mean_latency_s", "peak_memory_bytes")
@@ -84,39 +85,50 @@ def write_summary(sweep_dir: str | os.PathLike[str], runs: Iterable[Any], *, aba
     """
     import pandas as pd
 
-    from vlm_lab.sweep import describe_error
-    from vlm_lab.tracking import describe_record, read_record
-
     sweep_dir, abandoned = Path(sweep_dir), set(abandoned)
-    records, parameter_columns = [], {}
+    records, parameter_columns, partial = [], {}, 0
     for run in runs:
-        status = run.status()
-        rows = _checkpoint_rows(run.dir)
-        best = _best(rows) or {}
-        state = "interrupted" if run.run_id in abandoned and status.get("state") == "running" else run.state()
+        state = "interrupted" if run.run_id in abandoned and run.status().get("state") == "running" else run.state()
         parameters = {parameter_column(k): v for k, v in run.parameters.items()}
         parameter_columns.update(dict.fromkeys(parameters))
-        record: dict[str, Any] = {"run_id": run.run_id, **parameters, "state": state}
-        record["duration_s"] = status.get("duration_s")
-        record["error"] = describe_error(status["error"]) if status.get("error") else ""
-        record["best_checkpoint"] = best.get("checkpoint")
-        for metric in BEST_METRICS:
-            record[f"best_{metric}"] = best.get(metric)
-        # What the run's W&B step did (notebook 02's wandb.json): a failure shows here, not only in its notebook.
-        record["wandb"] = describe_record(read_record(run.dir))
-        record.update({f"{r['checkpoint']}/accuracy": r["accuracy"] for r in rows})
+        record = {"run_id": run.run_id, **parameters, **run_fields(run.dir, state)}
+        partial += state != "completed" and bool(_checkpoint_rows(run.dir))
         records.append(record)
     frame = pd.DataFrame.from_records(records)
     csv_path = sweep_dir / "summary.csv"
     atomic_write_text(csv_path, frame.to_csv(index=False))
     title = f"Sweep {sweep_dir.name}"
-    atomic_write_text(sweep_dir / "summary.md", _markdown(frame, title=title, parameters=list(parameter_columns)))
+    atomic_write_text(sweep_dir / "summary.md", _markdown(frame, title=title, parameters=list(parameter_columns), partial=partial))
     return csv_path
 
 
-def _markdown(frame: Any, *, title: str, parameters: list[str]) -> str:
+def run_fields(run_dir: Path, state: str) -> dict[str, Any]:
+    """A run's columns in summary.csv after its parameters: ``state``, ``duration_s``, ``error``, its best checkpoint
+    and metrics, ``wandb``, and each checkpoint's accuracy (``<checkpoint>/accuracy``).
+
+    Numbers only for a completed run: a notebook that failed (or was killed) after it wrote its summary.json left
+    numbers that are not the run's result, and a reader (or a ranking) would take them for one."""
+    from vlm_lab.sweep import describe_error
+    from vlm_lab.tracking import describe_record, read_record
+
+    status = _read_json(run_dir / STATUS_FILE)
+    status = status if isinstance(status, dict) else {}
+    rows = _checkpoint_rows(run_dir) if state == "completed" else []
+    best = _best(rows) or {}
+    fields: dict[str, Any] = {"state": state, "duration_s": status.get("duration_s")}
+    fields["error"] = describe_error(status["error"]) if status.get("error") else ""
+    fields["best_checkpoint"] = best.get("checkpoint")
+    fields.update({f"best_{metric}": best.get(metric) for metric in BEST_METRICS})
+    # What the run's W&B step did (notebook 02's wandb.json): a failure shows here, not only in its notebook.
+    fields["wandb"] = describe_record(read_record(run_dir))
+    fields.update({f"{r['checkpoint']}/accuracy": r["accuracy"] for r in rows})
+    return fields
+
+
+def _markdown(frame: Any, *, title: str, parameters: list[str], partial: int = 0) -> str:
     """summary.md, for reading: the parameters every run shares on one line, then per run the varied ones, its state,
-    accuracies as percentages (the best with its 95% CI), W&B, error, and its id last."""
+    accuracies as percentages (the best with its 95% CI), W&B, error, and its id last. ``partial``: how many runs
+    that did not complete left numbers in their folder (not shown: said in one line)."""
 
     def cell(value: Any, percent: bool = False) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -128,6 +140,9 @@ def _markdown(frame: Any, *, title: str, parameters: list[str]) -> str:
     head = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no runs"
     fixed = [c for c in parameters if len(frame) and frame[c].astype(str).nunique() == 1]
     lines = [f"# {title}", "", head, ""]
+    if partial:
+        lines += [f"Numbers only for completed runs: {partial} run(s) that did not complete wrote partial ones "
+                  "(summary.json in their folder), not shown here.", ""]  # fmt: skip
     if fixed:
         lines += ["Every run: " + ", ".join(f"{c}={cell(frame[c].iloc[0])}" for c in fixed), ""]
     rows = [dict(zip(frame.columns, values)) for values in frame.itertuples(index=False)]
@@ -176,6 +191,7 @@ class Ablation:
         runs = pd.read_csv(sweep_dir / "summary.csv", dtype={"run_id": str})
         for text in {"error", "wandb", "best_checkpoint"} & set(runs.columns):  # "" read back as NaN
             runs[text] = runs[text].astype(object).where(runs[text].notna(), "")
+        _refresh_states(sweep_dir, runs)
         grid = config.get("grid", {})
         typed = _typed_parameters(config)
         for name in {k for parameters in typed.values() for k in parameters}:
@@ -454,6 +470,30 @@ def _no_sweep_message(folder: Path, *, has_config: bool) -> str:
         return f"{str(folder)!r} holds sweeps, not one; pass one of: " + ", ".join(str(folder / name) for name in inside)
     return (f"no sweep results in {str(folder)!r} (needs {SWEEP_FILE} and summary.csv); "
             "run `vlm-lab sweep sweeps/shapes-ablation.yaml` first")  # fmt: skip
+
+
+def _refresh_states(sweep_dir: Path, runs: Any) -> None:
+    """``runs`` (summary.csv, in place) as the run folders say now. A sweep killed outright (the OOM killer, a
+    reboot, a job past its time limit) wrote no last summary: its csv still shows a run it was executing as
+    pending or running (it is interrupted), or a run that completed since the last write as running. And a csv
+    written before summaries left them out shows the partial numbers of runs that did not complete: blanked."""
+    from vlm_lab.sweep import RunSpec
+
+    numbers = [c for c in runs.columns if c.startswith("best_") or c.endswith("/accuracy")]
+    for i, rid in zip(runs.index, runs["run_id"]):
+        try:
+            state = RunSpec(run_id=rid, dir=sweep_dir / rid, varied={}, parameters={}).state()
+        except OSError:  # a folder this user may only read: its lock cannot be probed
+            state = runs.at[i, "state"]
+        if state != runs.at[i, "state"]:
+            for column, value in run_fields(sweep_dir / rid, state).items():
+                if column not in runs.columns:
+                    runs[column] = None
+                runs.at[i, column] = "" if value is None and column == "best_checkpoint" else value
+        if state != "completed":
+            runs.loc[i, numbers] = None
+            if "best_checkpoint" in runs.columns:
+                runs.at[i, "best_checkpoint"] = ""
 
 
 def _checkpoint(checkpoint: str | int | None) -> str | int | None:

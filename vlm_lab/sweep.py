@@ -13,8 +13,8 @@ Layout of ``runs/<sweep>/``::
     <run-id>/kernel.log         what the kernel process printed itself (ipykernel's log, output
                                 written to its file descriptors, why it did not start); absent if nothing
     <run-id>/...                whatever the notebook writes to its ``output_dir``
-    summary.csv, summary.md     one row per run: parameters, status, headline metrics, wandb (logged
-                                offline/online, disabled, or NOT LOGGED and why)
+    summary.csv, summary.md     one row per run: parameters, status, headline metrics (of completed runs
+                                only), wandb (logged offline/online, disabled, or NOT LOGGED and why)
                                 (rewritten as runs finish, so a killed sweep leaves a current one)
 
 The run id is the varied parameters, readable, plus a short hash of *all* the
@@ -339,10 +339,12 @@ def log_line(text: str) -> None:
 class _Tally:
     """What this invocation's runs came to, counted as each run ends, in the worker thread that ran
     it (not when the main thread gets to it): with ``--jobs 1`` a run's end line is in the log before
-    the next run's start line. ``log``: plain timed lines on stderr (a log file, where no bar shows)."""
+    the next run's start line. ``log``: plain timed lines on stderr (a log file, where no bar shows), a failed
+    run's error on its line; ``terminal``: a ``FAILED`` line above the bar (or alone, with ``--quiet``) as each
+    run fails. Without either (``--quiet`` under cron), nothing until the final report."""
 
-    def __init__(self, total: int, *, skipped: list[str], bar: Any, log: bool) -> None:
-        self.total, self.bar, self.log, self.done = total, bar, log, 0
+    def __init__(self, total: int, *, skipped: list[str], bar: Any, log: bool, terminal: bool = False) -> None:
+        self.total, self.bar, self.log, self.terminal, self.done = total, bar, log, terminal, 0
         self.ran: list[str] = []
         self.skipped, self.busy = list(skipped), []
         self.failures: list[dict[str, Any]] = []
@@ -367,9 +369,11 @@ class _Tally:
         with self._lock:
             self.done += 1
             {"busy": self.busy, "skipped": self.skipped}.get(state, self.ran).append(rid)
-            if state not in ("completed", "busy", "skipped"):
+            failed = state not in ("completed", "busy", "skipped")
+            if failed:
                 self.failures.append(status)
-                self.bar.write(f"FAILED {rid}: {describe_error(status.get('error') or {})}")
+                if self.terminal:
+                    self.bar.write(f"FAILED {rid}: {describe_error(status.get('error') or {})}")
             wandb = describe_record(status.get("wandb"))
             if wandb.startswith("NOT LOGGED") or "online failed" in wandb:
                 self.unlogged.append((rid, wandb))
@@ -377,8 +381,9 @@ class _Tally:
             self.bar.set_postfix(failed=len(self.failures))
             if self.log:
                 took = f" ({status['duration_s']:.1f} s)" if "duration_s" in status else ""
+                why = f": {describe_error(status.get('error') or {})}" if failed else ""
                 note = f"; W&B {wandb}" if (rid, wandb) in self.unlogged else ""
-                log_line(f"[{self.done}/{self.total}] {state} {rid}{took}{note}")
+                log_line(f"[{self.done}/{self.total}] {state} {rid}{took}{why}{note}")
 
 
 def _execute_if_free(
@@ -529,7 +534,7 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         interactive = progress and sys.stderr.isatty()
         log = progress and not interactive
         bar = tqdm(total=len(todo), desc=config.name, unit="run", disable=not interactive)
-        tally = _Tally(len(todo), skipped=[r.run_id for r in mine if r not in todo], bar=bar, log=log)
+        tally = _Tally(len(todo), skipped=[r.run_id for r in mine if r not in todo], bar=bar, log=log, terminal=sys.stderr.isatty())
         if note:
             log_line(note)
         if log:

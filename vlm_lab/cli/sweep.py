@@ -60,6 +60,18 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar on a terminal; without one (cron), no timed line per run either: only the final report")
 
 
+def _why(run, state: str) -> str:
+    """What ``--dry-run`` says after a run's id: a failed run's error (one line), when an unfinished run started."""
+    from vlm_lab.sweep import describe_error
+
+    status = run.status()
+    if state == "failed":
+        return f"  {describe_error(status.get('error') or {})}"
+    if state in ("running", "interrupted") and status.get("started_at"):
+        return f"  started {status['started_at']}" + (", never finished" if state == "interrupted" else "")
+    return ""
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from vlm_lab import sweep
 
@@ -70,9 +82,15 @@ def _sweep(args: argparse.Namespace) -> int:
         if note:
             print(note)
         runs = sweep.shard(sweep.plan(config), config.shard_index, config.shard_count)
-        print(f"{config.name}: {len(runs)} run(s) in shard {config.shard_index}/{config.shard_count} -> {sweep.sweep_dir(config)}")
+        where = f" in shard {config.shard_index}/{config.shard_count}" if config.shard_count > 1 else ""
+        print(f"{config.name}: {len(runs)} run(s){where} -> {sweep.sweep_dir(config)}")
+        states = []
         for run in runs:
-            print(f"  {run.state():11s} {run.run_id}")
+            states.append(state := run.state())
+            print(f"  {state:11s} {run.run_id}{_why(run, state)}")
+        counts = {s: states.count(s) for s in ("completed", "failed", "interrupted", "running", "pending") if s in states}
+        left = len(states) - counts.get("completed", 0) - counts.get("running", 0)
+        print(", ".join(f"{n} {s}" for s, n in counts.items()) + (f"; `vlm-lab sweep {args.sweep_file}` runs the {left} not completed" if left else ""))
         return 0
     def terminated(signum: int, _frame: object) -> None:
         raise sweep.SweepTerminated(signum)
