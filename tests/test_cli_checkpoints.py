@@ -178,12 +178,14 @@ def test_list_reads_a_trainer_run_it_did_not_build_and_shows_its_eval_loss(tiny_
     import json
     import shutil
 
+    import torch
+
     run = tmp_path / "trainer-run"
     for step, source in ((500, tiny_checkpoints[2]), (1000, tiny_checkpoints[4])):
         # resumable: the optimizer and scheduler state are there (given to 1000 only, whatever the build kept)
         shutil.copytree(source, run / f"checkpoint-{step}", ignore=shutil.ignore_patterns("trainer_state.json", "optimizer.pt", "scheduler.pt"))
     for name in ("optimizer.pt", "scheduler.pt"):
-        (run / "checkpoint-1000" / name).write_bytes(b"")
+        torch.save({}, run / "checkpoint-1000" / name)
     # logging_steps=250, eval_steps=500, as a Trainer writes them (the loss row, then the eval row, of a step)
     log = [{"step": 250, "epoch": 0.5, "loss": 1.0}, {"step": 500, "epoch": 1.0, "loss": 0.5},
            {"step": 500, "epoch": 1.0, "eval_loss": 0.75}, {"step": 750, "epoch": 1.5, "loss": 0.25}]
@@ -410,3 +412,14 @@ def test_a_build_that_cannot_fit_on_the_disk_is_refused_before_it_fills_it(tmp_p
                         rf"and {re.escape(str(out))} has [\d.]+ [GMT]iB free; pass a larger --save-every \(or free space, or "
                         r"pass another --out\)\n", r.stderr), r.stderr
     assert not list(out.glob("checkpoint-*"))  # nothing written, not even checkpoint-0
+
+
+def test_list_does_not_call_a_checkpoint_with_a_cut_short_optimizer_state_resumable(tmp_path):
+    out = tmp_path / "ck"
+    vlm_lab("checkpoints", "build", "--out", str(out), "--steps", "2", "--save-every", "2", "--train-images", "4",
+            "--quiet", check=True)
+    state = out / "checkpoint-2" / "optimizer.pt"
+    data = state.read_bytes()
+    state.write_bytes(data[: len(data) // 2])  # a power loss, a copy cut short: neither a build nor a Trainer resumes from it
+    rows = [line.split() for line in vlm_lab("checkpoints", "list", str(out), check=True).stdout.splitlines()]
+    assert [(row[0], row[-1]) for row in rows[2:4]] == [("checkpoint-0", "yes"), ("checkpoint-2", "no")]

@@ -41,12 +41,11 @@ from vlm_lab.tiny_checkpoints import (  # noqa: F401 - BUILD_RECORD, FORMAT_VERS
     refuse_model_folder,
     refuse_foreign_checkpoints,
     remove_earlier_builds,
-    resumable,
     same_config,
     save_checkpoint,
 )
 from vlm_lab.tiny_model import END_TOKEN, IMAGE_TOKEN, PAD_TOKEN, build_model, build_processor, encode_training_batch  # noqa: F401 - public API
-from vlm_lab.training_log import trainer_state
+from vlm_lab.training_log import resumable, trainer_state
 
 
 def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path], None] | None = None) -> list[Path]:

@@ -20,7 +20,6 @@ import shutil
 import sys
 import tempfile
 import warnings
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -363,14 +362,6 @@ def _damage(path: Path) -> str:
     except (SafetensorError, OSError):
         return "model.safetensors is cut short"
     return ""
-
-
-def resumable(path: Path) -> bool:
-    """Whether a build can resume from ``path``: its optimizer and scheduler states are there, whole.
-
-    ``torch.save`` writes a zip archive: one cut short has no central directory at its end.
-    """
-    return all(zipfile.is_zipfile(path / name) for name in ("optimizer.pt", "scheduler.pt"))
 
 
 def same_config(path: Path, config: TrainConfig) -> bool:

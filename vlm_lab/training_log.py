@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import zipfile
 from pathlib import Path
 
 from vlm_lab.checkpoints import CheckpointRef, resolve
@@ -27,7 +28,7 @@ class CheckpointSummary:
     loss: float | None  # mean training loss of the steps logged since the checkpoint before
     eval_loss: float | None  # the last eval_loss logged since the checkpoint before
     weights_bytes: int | None
-    resumable: bool  # optimizer.pt and scheduler.pt are there, as Trainer(resume_from_checkpoint=) needs
+    resumable: bool  # optimizer.pt and scheduler.pt are there and whole, as Trainer(resume_from_checkpoint=) needs
 
 
 def summarize(spec: str) -> list[CheckpointSummary]:
@@ -83,8 +84,15 @@ def _summarize_one(ref: CheckpointRef, *, after: int | None) -> CheckpointSummar
         loss=sum(window) / len(window) if window else None,
         eval_loss=evals[-1] if evals else None,
         weights_bytes=sum(p.stat().st_size for p in weight_paths(folder)) or None,
-        resumable=(folder / "optimizer.pt").is_file() and (folder / "scheduler.pt").is_file(),
+        resumable=resumable(folder),
     )
+
+
+def resumable(checkpoint: str | Path) -> bool:
+    """Whether ``optimizer.pt`` and ``scheduler.pt`` are there, whole, as ``Trainer(resume_from_checkpoint=)`` and a
+    resumed ``vlm-lab checkpoints build`` need them. ``torch.save`` writes zip archives: one cut short (a power loss,
+    a copy cut short) has no central directory at its end, and loading it fails."""
+    return all(zipfile.is_zipfile(Path(checkpoint) / name) for name in ("optimizer.pt", "scheduler.pt"))
 
 
 def _in(row: dict, after: float, upto: float | None) -> bool:
