@@ -26,14 +26,14 @@ import hashlib
 import hmac
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 from vlm_lab.config import PublishConfig
-from vlm_lab.errors import ConfigError, PublishError, VlmLabError
+from vlm_lab.errors import ConfigError, PublishError
 from vlm_lab.publish_checks import check_zero_gpu, memory_notes, served_hub_refs, served_model_notes
-from vlm_lab.publish_hub import TOKENS_URL, Hub, HubConflictError, HubNotFoundError, check_can_write, connect, scrubbed_logs
+from vlm_lab.publish_files import commit_plan, plan_files, repo_info
+from vlm_lab.publish_hub import TOKENS_URL, Hub, HubNotFoundError, check_can_write, connect, scrubbed_logs
 from vlm_lab.publish_report import FilePlan, PublishReport, SettingChange, estimate_cost, human_seconds
 from vlm_lab.publish_stage import (
     SPACE_REPO_LIMIT,
@@ -43,34 +43,17 @@ from vlm_lab.publish_stage import (
     credentials_at_hand,
     find_secret_in_value,
     human_bytes,
-    is_training_state,
     read_space_card,
     stage,
 )
+from vlm_lab.publish_wait import ERROR_STAGES, Progress, space_failed, wait_for_build
+from vlm_lab.publish_wait import SpaceFailedError, SpaceTimeoutError  # noqa: F401 - raised by publish(), importable from here
 from vlm_lab.space_settings import check_space_variables
 
 CHECKPOINTS_VARIABLE = "VLM_LAB_CHECKPOINTS"  # read by space/app.py: comma-separated checkpoint refs
-WAITING_STAGES = ("BUILDING", "RUNNING_BUILDING", "APP_STARTING", "RUNNING_APP_STARTING")
-ERROR_STAGES = ("BUILD_ERROR", "RUNTIME_ERROR", "CONFIG_ERROR", "NO_APP_FILE")
-IDLE_STAGES = ("PAUSED", "STOPPED", "SLEEPING")
-KEEP_REMOTE = (".gitattributes",)  # the Hub's LFS rules: never deleted by a mirror
-LOG_TAIL = 40
 DEFAULT_PAID_SLEEP = 3600
 
-Progress = Callable[[str], None]
 Action = tuple[SettingChange, Callable[[], Any]]
-
-
-class SpaceFailedError(PublishError):
-    """The Space ended in BUILD_ERROR, RUNTIME_ERROR, CONFIG_ERROR or NO_APP_FILE."""
-
-    exit_code = 6
-
-
-class SpaceTimeoutError(PublishError, TimeoutError):
-    """The Space did not finish building within --timeout."""
-
-    exit_code = 7
 
 
 def publish(config: PublishConfig, *, progress: Progress | None = None) -> PublishReport:
@@ -127,12 +110,12 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
         raise PublishError(f"no Space app in {str(space_dir)!r} (no app.py, no README.md); pass --space-dir with the app folder")
     card = read_space_card(space_dir)
     check_zero_gpu(config.hardware, space_dir / card.app_file)
-    info = _repo_info(hub, config.space, "space")
+    info = repo_info(hub, config.space, "space")
     how = check_can_write(hub, config.space, exists=info is not None)
     say(f"can write {config.space}: {how}")
     model_info = None
     if config.checkpoints_repo:
-        model_info = _repo_info(hub, config.checkpoints_repo, "model")
+        model_info = repo_info(hub, config.checkpoints_repo, "model")
         check_can_write(hub, config.checkpoints_repo, exists=model_info is not None)
     served = served_hub_refs(_served_specs(config, _kept_checkpoints_variable(hub, config, info)), config.space_dir)
     repos = [config.checkpoints_repo] if config.checkpoints_repo else [ref.repo_id for ref in served]
@@ -161,8 +144,8 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
     for note in warned:
         say(f"warning: {note}")
 
-    ckpt_plan = _plan(hub, config.checkpoints_repo, "model", ckpt_staged, model_info) if ckpt_staged else None
-    plan = _plan(hub, config.space, "space", staged, info)
+    ckpt_plan = plan_files(hub, config.checkpoints_repo, "model", ckpt_staged, model_info) if ckpt_staged else None
+    plan = plan_files(hub, config.space, "space", staged, info)
     runtime = hub.call("read the Space runtime", hub.api.get_space_runtime, config.space) if info else None
     plans = tuple(p for p in (ckpt_plan, plan) if p is not None)
 
@@ -180,11 +163,11 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
             say(f"creating model repo {config.checkpoints_repo}")
             hub.call(f"create model repo {config.checkpoints_repo}", hub.api.create_repo, config.checkpoints_repo,
                      repo_type="model", private=not config.public, exist_ok=True, repo=config.checkpoints_repo)
-        ckpt_commit = _mirror(hub, ckpt_staged, ckpt_plan, config.commit_message + " (checkpoints)", say)
+        ckpt_commit = commit_plan(hub, ckpt_staged, ckpt_plan, config.commit_message + " (checkpoints)", say)
         if ckpt_commit is None:
             ckpt_commit = ckpt_plan.parent
         if ckpt_commit is None:  # a repo just created and nothing to commit: ask for its head
-            ckpt_commit = _repo_info(hub, config.checkpoints_repo, "model").sha  # type: ignore[union-attr]
+            ckpt_commit = repo_info(hub, config.checkpoints_repo, "model").sha  # type: ignore[union-attr]
     ckpt_value = _checkpoints_value(config, ckpt_staged, ckpt_plan, ckpt_commit)
 
     created = info is None
@@ -193,7 +176,7 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
         initial = [a[0] for a in _settings(hub, config, None, exists=False, checkpoints_value=ckpt_value)]
         say(f"creating Space {config.space} ({'public' if config.public else 'private'}, {config.hardware})")
         _create_space(hub, config, ckpt_value)
-        plan = _plan(hub, config.space, "space", staged, _repo_info(hub, config.space, "space"))
+        plan = plan_files(hub, config.space, "space", staged, repo_info(hub, config.space, "space"))
         plans = tuple(p for p in (ckpt_plan, plan) if p is not None)
         runtime = hub.call("read the Space runtime", hub.api.get_space_runtime, config.space)
     before_stage = "NO_APP_FILE" if created else str(runtime.stage)
@@ -203,17 +186,17 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
     for change, apply in actions:
         say(f"setting {change.name}: {change.current} -> {change.wanted}")
         apply()
-    commit = _mirror(hub, staged, plan, config.commit_message, say)
+    commit = commit_plan(hub, staged, plan, config.commit_message, say)
 
     restarts = [a for a in actions if a[0].name != "visibility"]  # visibility does not rebuild the Space
     changed = commit is not None or bool(restarts) or created
     if config.wait and changed:
-        runtime = _wait(hub, config, before_stage=before_stage, commit=commit, say=say)
+        runtime = wait_for_build(hub, config, before_stage=before_stage, commit=commit, say=say)
     else:
         runtime = hub.call("read the Space runtime", hub.api.get_space_runtime, config.space)
         if str(runtime.stage) in ERROR_STAGES and not changed:
-            raise _failed(hub, config.space, runtime, commit=None)
-    head = commit or _repo_info(hub, config.space, "space").sha  # type: ignore[union-attr]
+            raise space_failed(hub, config.space, runtime, commit=None)
+    head = commit or repo_info(hub, config.space, "space").sha  # type: ignore[union-attr]
     return _report(hub, config, {"sha": head}, plans, initial + [a[0] for a in actions], runtime, staged, sizes,
                    created=created, new_commit=commit is not None, dry_run=False, private=_visibility(config, info),
                    notes=warned + _checkpoints_token_note(hub, config, model_info, space_exists=True))
@@ -313,15 +296,6 @@ def _shown(hub: Hub, value: str) -> str:
     return repr(value)
 
 
-def _repo_info(hub: Hub, repo_id: str, repo_type: str) -> Any | None:
-    """The repo's info (``.sha`` is its head), or None when it does not exist."""
-    fn = hub.api.space_info if repo_type == "space" else hub.api.model_info
-    try:
-        return hub.call(f"look up {repo_type} {repo_id}", fn, repo_id, repo=repo_id)
-    except HubNotFoundError:
-        return None
-
-
 def _validate_on_hub(hub: Hub, readme: str) -> None:
     """The Hub's own check of the README front matter (POST validate-yaml; writes nothing)."""
     try:  # the private helper create_commit itself uses; there is no public one
@@ -331,86 +305,6 @@ def _validate_on_hub(hub: Hub, readme: str) -> None:
                            "check HF_ENDPOINT, or try again later") from None
     except ValueError as e:  # huggingface_hub raises ValueError listing the Hub's errors on 400
         raise PublishError(f"the Hub rejects README.md's front matter: {hub.scrub(str(e))}; fix it in the Space folder") from None
-
-
-def _remote_files(hub: Hub, repo_id: str, repo_type: str, revision: str | None) -> dict[str, Any]:
-    entries = hub.call(
-        f"list the files of {repo_id}",
-        lambda: list(hub.api.list_repo_tree(repo_id, recursive=True, repo_type=repo_type, revision=revision)),
-        repo=repo_id,
-    )
-    return {e.path: e for e in entries if hasattr(e, "blob_id")}  # files only, not folders
-
-
-def _same(local: Any, remote: Any) -> bool:
-    if remote.lfs is not None:
-        return remote.lfs.sha256 == local.sha256
-    return remote.blob_id == local.git_sha1
-
-
-def _plan(hub: Hub, repo_id: str, repo_type: str, staged: Stage, info: Any | None) -> FilePlan:
-    """Compare the staged files with the remote tree at its head commit.
-
-    A Space repo is mirrored: what is not staged is deleted. A checkpoints model repo is the user's
-    (a Trainer may have pushed its run there): only the model files of the ``checkpoint-N/`` folders
-    being sent are replaced (a stale weight or index file left beside them would be loaded instead);
-    other checkpoint folders, training state (optimizer, trainer_state.json), subfolders and the model
-    card stay.
-    """
-    parent = getattr(info, "sha", None) if info is not None else None
-    remote = _remote_files(hub, repo_id, repo_type, parent) if info is not None else {}
-    add, update, unchanged = [], [], 0
-    for path, local in sorted(staged.files.items()):
-        if path not in remote:
-            add.append(path)
-        elif _same(local, remote[path]):
-            unchanged += 1
-        else:
-            update.append(path)
-
-    sent = {p.split("/", 1)[0] for p in staged.files}
-
-    def managed(path: str) -> bool:
-        if path in KEEP_REMOTE:
-            return False
-        if repo_type == "space":
-            return True
-        folder, _, name = path.partition("/")
-        return folder in sent and "/" not in name and not is_training_state(name)
-
-    delete = sorted(p for p in remote if p not in staged.files and managed(p))
-    return FilePlan(
-        repo_id=repo_id, repo_type=repo_type, exists=info is not None, add=tuple(add), update=tuple(update),
-        delete=tuple(delete), unchanged=unchanged, upload_bytes=sum(staged.files[p].size for p in add + update),
-        total_bytes=staged.total_bytes, parent=parent,
-    )
-
-
-def _mirror(hub: Hub, staged: Stage, plan: FilePlan, message: str, say: Progress) -> str | None:
-    """Commit the plan (adds, updates, deletes) in one commit; None when there is nothing to commit."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
-
-    if not plan.changed:
-        say(f"{plan.repo_id}: no file changed, no commit")
-        return None
-    ops: list[Any] = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=staged.files[p].upload()) for p in plan.add + plan.update]
-    ops += [CommitOperationDelete(path_in_repo=p) for p in plan.delete]
-    say(f"{plan.repo_id}: committing {len(plan.add)} added, {len(plan.update)} updated, {len(plan.delete)} deleted "
-        f"({human_bytes(plan.upload_bytes)})")
-    try:
-        info = hub.call(
-            f"commit to {plan.repo_id}", hub.api.create_commit, plan.repo_id, ops, commit_message=message,
-            repo_type=plan.repo_type, parent_commit=plan.parent, repo=plan.repo_id,
-        )
-    except HubConflictError:
-        # The head moved: a retried commit whose first attempt landed (its answer lost on the
-        # network), or another publish of the same files. The repo as it is now decides.
-        now = _repo_info(hub, plan.repo_id, plan.repo_type)
-        if now is None or _plan(hub, plan.repo_id, plan.repo_type, staged, now).changed:
-            raise
-        say(f"{plan.repo_id}: the files are already there at {now.sha[:12]} (an earlier attempt landed)")
-        return str(now.sha)
-    return str(info.oid)
 
 
 def _wanted_sleep(config: PublishConfig) -> int | None:
@@ -511,62 +405,8 @@ def _settings(hub: Hub, config: PublishConfig, runtime: Any | None, *, exists: b
     return actions
 
 
-def _failed(hub: Hub, space: str, runtime: Any, *, commit: str | None) -> SpaceFailedError:
-    """The error for a Space in an error stage, with the tail of its build or run log."""
-    stage_name = str(runtime.stage)
-    build = stage_name in ("BUILD_ERROR", "CONFIG_ERROR", "NO_APP_FILE")
-    kind = "build" if build else "run"
-    try:
-        lines = [line.rstrip("\n") for line in hub.call(f"fetch the {kind} logs", lambda: list(hub.api.fetch_space_logs(space, build=build)))]
-        tail = "\n".join(f"  | {hub.scrub(line)}" for line in lines[-LOG_TAIL:]) or "  | (the log is empty)"
-    except PublishError as e:
-        tail = f"  | (could not fetch the {kind} log: {e})"
-    detail = runtime.raw.get("errorMessage") if isinstance(runtime.raw, dict) else None
-    after = f" after commit {commit[:12]}" if commit else ""
-    return SpaceFailedError(
-        f"Space {space} is in {stage_name}{after}" + (f": {hub.scrub(str(detail))}" if detail else "")
-        + f"\nlast {LOG_TAIL} lines of the {kind} log:\n{tail}\n"
-        f"fix the cause in the Space folder and publish again; full logs at {hub.endpoint}/spaces/{space}?logs={kind}"
-    )
-
-
-def _wait(hub: Hub, config: PublishConfig, *, before_stage: str, commit: str | None, say: Progress) -> Any:
-    """Poll the runtime until the Space runs the new build (or fails, or times out).
-
-    The stage right after a change may still be the previous build's RUNNING: it
-    counts only once the Space has moved (a building/starting stage was seen, or the
-    runtime reports the new commit's sha). An error stage counts once it differs from
-    the stage before the change (an old BUILD_ERROR is not the new build's verdict).
-    """
-    deadline = time.monotonic() + config.timeout
-    moved, last = False, None
-    while True:
-        runtime = hub.call("read the Space runtime", hub.api.get_space_runtime, config.space)
-        stage_name = str(runtime.stage)
-        if stage_name != last:
-            say(f"stage: {stage_name}")
-            last = stage_name
-        sha = runtime.raw.get("sha") if isinstance(runtime.raw, dict) else None
-        if stage_name in WAITING_STAGES or (commit and sha == commit):
-            moved = True
-        if stage_name in ERROR_STAGES and stage_name != before_stage:
-            moved = True  # e.g. CONFIG_ERROR straight from RUNNING, with no build in between
-        if moved and stage_name == "RUNNING":
-            return runtime
-        if moved and stage_name in ERROR_STAGES:
-            raise _failed(hub, config.space, runtime, commit=commit)
-        if stage_name in ("PAUSED", "STOPPED") or (moved and stage_name in IDLE_STAGES):
-            return runtime  # a paused Space does not build; the report says how to restart it
-        if time.monotonic() >= deadline:
-            raise SpaceTimeoutError(
-                f"Space {config.space} is still {stage_name} after {config.timeout:g} s; it may yet finish: "
-                f"watch {hub.endpoint}/spaces/{config.space}, or run again with a larger --timeout (or --no-wait)"
-            )
-        time.sleep(config.poll_interval)
-
-
 def _pause_or_restart(hub: Hub, config: PublishConfig, say: Progress) -> PublishReport:
-    info = _repo_info(hub, config.space, "space")
+    info = repo_info(hub, config.space, "space")
     if info is None:
         raise HubNotFoundError(f"there is no Space {config.space} to {config.action}; publish it first (make publish SPACE={config.space})")
     check_can_write(hub, config.space, exists=True)
@@ -577,7 +417,7 @@ def _pause_or_restart(hub: Hub, config: PublishConfig, say: Progress) -> Publish
         before = str(runtime.stage)
         runtime = hub.call(f"{config.action} the Space", fn, config.space, repo=config.space)
         if config.action == "restart" and config.wait:
-            runtime = _wait(hub, config, before_stage=before, commit=None, say=say)
+            runtime = wait_for_build(hub, config, before_stage=before, commit=None, say=say)
     return _report(hub, config, info, (), [], runtime, None, {}, created=False, new_commit=False, dry_run=config.dry_run)
 
 
