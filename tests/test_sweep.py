@@ -485,13 +485,19 @@ def test_the_summary_is_written_as_runs_finish_not_only_at_the_end(sweep_file, t
         cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for(lambda: runs[0].completed and summary.is_file(), proc, "a summary after the first run")
+        _wait_for(lambda: runs[0].completed and summary.with_suffix(".md").is_file(), proc, "a summary after the first run")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # killed before its last run: a report can still read the first
         proc.wait()
     frame = pd.read_csv(summary)
     assert frame.loc[frame["run_id"] == runs[0].run_id, "state"].item() == "completed"
     assert Ablation.load(summary.parent).best()["run_id"] == runs[0].run_id
+    # The last summary of a sweep killed outright: it says it was written mid-sweep, and where the states are now.
+    text = summary.with_suffix(".md").read_text()
+    assert re.search(r"^Written at \d{4}-\d\d-\d\dT[\d:]+\+00:00 while the sweep was running\. If it is not running now, "
+                     r"it was killed .*`vlm-lab sweep SWEEP.yaml --dry-run` and notebook 04 read each run's state now", text, re.M), text
+    assert sweep.run_sweep(sweep.load_sweep(path), progress=False).ok  # a summary written at the end says nothing of the kind
+    assert "while the sweep was running" not in summary.with_suffix(".md").read_text()
 
 
 def test_duplicate_keys_in_a_sweep_file_are_an_error(tmp_path):

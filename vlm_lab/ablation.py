@@ -77,11 +77,14 @@ def _best(rows: list[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any
     return max(scored, key=lambda r: r[metric]) if scored else None
 
 
-def write_summary(sweep_dir: str | os.PathLike[str], runs: Iterable[Any], *, abandoned: Iterable[str] = ()) -> Path:
+def write_summary(
+    sweep_dir: str | os.PathLike[str], runs: Iterable[Any], *, abandoned: Iterable[str] = (), in_progress: bool = False
+) -> Path:
     """Write ``summary.csv`` and ``summary.md`` for ``runs`` (``vlm_lab.sweep.RunSpec``); returns the CSV path.
 
     ``abandoned``: ids of runs this process is leaving mid-way (it is being stopped): ``interrupted``,
-    though their locks are still held for the moment.
+    though their locks are still held for the moment. ``in_progress``: written while the sweep runs; summary.md
+    says so with the time, as a sweep killed outright (a reboot, SIGKILL) leaves this one behind as its last.
     """
     import pandas as pd
 
@@ -98,7 +101,10 @@ def write_summary(sweep_dir: str | os.PathLike[str], runs: Iterable[Any], *, aba
     csv_path = sweep_dir / "summary.csv"
     atomic_write_text(csv_path, frame.to_csv(index=False))
     title = f"Sweep {sweep_dir.name}"
-    atomic_write_text(sweep_dir / "summary.md", _markdown(frame, title=title, parameters=list(parameter_columns), partial=partial))
+    from vlm_lab.sweep_locks import now
+
+    written = now() if in_progress else ""
+    atomic_write_text(sweep_dir / "summary.md", _markdown(frame, title=title, parameters=list(parameter_columns), partial=partial, written=written))
     return csv_path
 
 
@@ -125,10 +131,11 @@ def run_fields(run_dir: Path, state: str) -> dict[str, Any]:
     return fields
 
 
-def _markdown(frame: Any, *, title: str, parameters: list[str], partial: int = 0) -> str:
+def _markdown(frame: Any, *, title: str, parameters: list[str], partial: int = 0, written: str = "") -> str:
     """summary.md, for reading: the parameters every run shares on one line, then per run the varied ones, its state,
     accuracies as percentages (the best with its 95% CI), W&B, error, and its id last. ``partial``: how many runs
-    that did not complete left numbers in their folder (not shown: said in one line)."""
+    that did not complete left numbers in their folder (not shown: said in one line). ``written``: the time of a
+    summary written while the sweep ran (said under the counts)."""
 
     def cell(value: Any, percent: bool = False) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -140,6 +147,10 @@ def _markdown(frame: Any, *, title: str, parameters: list[str], partial: int = 0
     head = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no runs"
     fixed = [c for c in parameters if len(frame) and frame[c].astype(str).nunique() == 1]
     lines = [f"# {title}", "", head, ""]
+    if written:
+        lines += [f"Written at {written} while the sweep was running. If it is not running now, it was killed before it "
+                  "could write its last summary: `vlm-lab sweep SWEEP.yaml --dry-run` and notebook 04 read each run's state "
+                  "now (a run shown running or pending there may be interrupted or completed).", ""]  # fmt: skip
     if partial:
         lines += [f"Numbers only for completed runs: {partial} run(s) that did not complete wrote partial ones "
                   "(summary.json in their folder), not shown here.", ""]  # fmt: skip

@@ -427,11 +427,11 @@ def _stop(futures: list[concurrent.futures.Future], *, why: str = "") -> None:
     concurrent.futures.wait(running)
 
 
-def _write_summary(folder: Path, runs: list[RunSpec], abandoned: tuple[str, ...] = ()) -> Path:
+def _write_summary(folder: Path, runs: list[RunSpec], abandoned: tuple[str, ...] = (), *, in_progress: bool = False) -> Path:
     from vlm_lab.ablation import write_summary
 
     try:
-        return write_summary(folder, runs, abandoned=abandoned)
+        return write_summary(folder, runs, abandoned=abandoned, in_progress=in_progress)
     except OSError as e:
         raise SweepWriteError.of(e, folder) from e
 
@@ -554,7 +554,7 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
                 # A report read mid-sweep (or after a kill) sees the finished runs; at most every
                 # SUMMARY_EVERY_S, as a summary reads every run's files.
                 if state not in ("busy", "pending") and time.monotonic() - summary_written >= SUMMARY_EVERY_S:
-                    _write_summary(sweep_dir(config), everything)
+                    _write_summary(sweep_dir(config), everything, in_progress=True)
                     summary_written = time.monotonic()
         except KeyboardInterrupt:
             _stop(list(futures))  # a second Ctrl-C (or SIGTERM), while it waits, abandons the running runs
