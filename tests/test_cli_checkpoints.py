@@ -423,3 +423,17 @@ def test_list_does_not_call_a_checkpoint_with_a_cut_short_optimizer_state_resuma
     state.write_bytes(data[: len(data) // 2])  # a power loss, a copy cut short: neither a build nor a Trainer resumes from it
     rows = [line.split() for line in vlm_lab("checkpoints", "list", str(out), check=True).stdout.splitlines()]
     assert [(row[0], row[-1]) for row in rows[2:4]] == [("checkpoint-0", "yes"), ("checkpoint-2", "no")]
+
+
+def test_a_batch_too_big_for_the_memory_is_refused_before_anything_is_made(tmp_path):
+    import re
+
+    import psutil
+
+    out = tmp_path / "ck"
+    batch = psutil.virtual_memory().available // (1 << 20)  # ~2.6 MiB a sample: more than twice the memory there is
+    r = vlm_lab("checkpoints", "build", "--out", str(out), "--batch-size", str(batch), "--quiet")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert re.fullmatch(rf"error: ConfigError: --batch-size {batch} needs ~[\d.]+ [GT]iB of memory for one training step "
+                        r"\(~2\.60 MiB a sample\), and [\d.]+ [GT]iB is available; pass --batch-size \d+ or fewer\n", r.stderr), r.stderr
+    assert not out.exists()

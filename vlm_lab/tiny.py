@@ -69,6 +69,7 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
     if config.train_images > MAX_SHAPES_SAMPLES:  # a zero too many: every image is drawn and held in memory first
         raise ConfigError(f"--train-images {config.train_images} is more images than a build holds in memory (at most "
                           f"{MAX_SHAPES_SAMPLES}, ~18 KB each); pass --train-images {MAX_SHAPES_SAMPLES} or fewer")
+    _check_memory_for_a_step(config.batch_size)
     if not config.out.strip():  # an unset "$OUT": the checkpoints would land in the current folder
         raise OutputPathError("--out is empty; pass the folder to save the checkpoints in, such as checkpoints/shapes")
     # '~/ck' and '$SCRATCH/ck' (a notebook parameter, a sweep file) are read as `vlm-lab compare` reads them
@@ -89,6 +90,30 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
         if all(same_config(p, config) for p in wanted):
             return wanted
         return _one_thread(_train_and_save, config, out, save_steps, progress=progress, on_save=on_save)
+
+
+# Memory one training step takes, measured (peak RSS at --batch-size 64 and 512): the process,
+# then each sample's pixels, activations and gradients.
+_STEP_BASE_BYTES = 380 * 2**20
+_STEP_BYTES_PER_SAMPLE = int(2.6 * 2**20)
+
+
+def _check_memory_for_a_step(batch_size: int) -> None:
+    """Raise ``ConfigError`` when one step at ``batch_size`` needs more memory than is available.
+
+    A zero too many (--batch-size 100000: ~250 GiB) would otherwise run the machine out of memory,
+    with the out-of-memory killer choosing what dies.
+    """
+    import psutil
+
+    from vlm_lab.units import human_bytes
+
+    need, available = _STEP_BASE_BYTES + batch_size * _STEP_BYTES_PER_SAMPLE, psutil.virtual_memory().available
+    if need > available:
+        fits = max(1, (available - _STEP_BASE_BYTES) // _STEP_BYTES_PER_SAMPLE)
+        raise ConfigError(f"--batch-size {batch_size} needs ~{human_bytes(need)} of memory for one training step "
+                          f"(~{human_bytes(_STEP_BYTES_PER_SAMPLE)} a sample), and {human_bytes(available)} is available; "
+                          f"pass --batch-size {fits} or fewer")
 
 
 def _one_thread(fn, *args, **kwargs):
