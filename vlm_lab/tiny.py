@@ -64,12 +64,11 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
         OutputPathError: ``out`` is a file, not writable or a model folder, a checkpoint could not be saved (a full
             disk: no partial folder is left, the saved ones are kept), or the build would change a
             folder that holds checkpoint-N folders no build made (those are never deleted).
-        ConfigError: more training images than memory holds, or the loss diverged.
+        ConfigError: more training images, or a bigger batch, than memory holds; or the loss diverged.
     """
     if config.train_images > MAX_SHAPES_SAMPLES:  # a zero too many: every image is drawn and held in memory first
         raise ConfigError(f"--train-images {config.train_images} is more images than a build holds in memory (at most "
                           f"{MAX_SHAPES_SAMPLES}, ~18 KB each); pass --train-images {MAX_SHAPES_SAMPLES} or fewer")
-    _check_memory_for_a_step(config.batch_size)
     if not config.out.strip():  # an unset "$OUT": the checkpoints would land in the current folder
         raise OutputPathError("--out is empty; pass the folder to save the checkpoints in, such as checkpoints/shapes")
     # '~/ck' and '$SCRATCH/ck' (a notebook parameter, a sweep file) are read as `vlm-lab compare` reads them
@@ -79,6 +78,7 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
     wanted = [out / f"checkpoint-{s}" for s in save_steps]
     if out.is_dir() and all(same_config(p, config) for p in wanted) and not earlier_builds(out, config):
         return wanted
+    _check_memory_for_a_step(config.batch_size)  # not when all is built: a busy machine still gets its checkpoints
     prepare_out_dir(out)
     # Two builds into one folder (make demo beside a test run) would overwrite each
     # other's checkpoints: the second waits, then finds the work done.
