@@ -538,6 +538,25 @@ def test_without_a_terminal_progress_is_plain_timed_lines(sweep_file, capsys):
     assert first.run_id not in err  # completed before: not run again
 
 
+def test_the_report_says_an_error_shared_by_many_runs_once(sweep_file, tmp_path, capsys):
+    """A night where a shared cause (a missing package, a bad path) failed 40 runs alike: the report (all a --quiet
+    cron log holds) was 40 identical FAILED lines; now one, with the count, the first run's notebook and where each
+    is listed. A few runs with one error, and other errors, keep a line each."""
+    notebook = nbformat.read(tmp_path / "nb.ipynb", as_version=4)
+    notebook.cells[3].source = "if x > 1:\n    raise ModuleNotFoundError(\"No module named 'flash_attn'\")\nif x == 1:\n    raise ValueError('own')"
+    nbformat.write(notebook, tmp_path / "nb.ipynb")
+    path = sweep_file({"x": [1, 2, 3, 4, 5]})
+    assert main(["sweep", str(path), "--quiet", "--jobs", "2"]) == 1
+    out = capsys.readouterr().out
+    failed = [line for line in out.splitlines() if "FAILED" in line]
+    own, first = sweep.plan(sweep.load_sweep(path))[:2]
+    assert failed == [
+        f"  FAILED {own.run_id}: cell [4]: ValueError: own  (notebook: runs/t/{own.run_id}/nb.ipynb)",
+        f"  FAILED 4 runs with the same error: cell [4]: ModuleNotFoundError: No module named 'flash_attn'  (the first, {first.run_id}: "
+        f"notebook runs/t/{first.run_id}/nb.ipynb; runs/t/summary.md lists each)",
+    ], out
+
+
 def test_quiet_without_a_terminal_prints_only_the_final_report(sweep_file, capsys):
     """`--help` promises cron "only the final report" with --quiet; a failed run also printed an untimed FAILED line
     as it ended, the same as the report's line below it."""

@@ -58,7 +58,7 @@ def test_an_edited_notebook_makes_new_runs_and_says_so(sweep_file, tmp_path, cap
     assert main(["sweep", str(sweep_file), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "notebook nb.ipynb: its code or kernel changed since this sweep last ran" in out, out
-    assert out.count("pending") == 2 and "completed" not in out, out
+    assert out.count("\n  pending ") == 2 and "\n  completed " not in out, out
 
     report = sweep.run_sweep(sweep.load_sweep(sweep_file), progress=False)
     new = sweep.plan(sweep.load_sweep(sweep_file))

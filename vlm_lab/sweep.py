@@ -74,6 +74,7 @@ SUMMARY_EVERY_S = 10.0  # summary.csv is rewritten as runs finish, at most this 
 WANDB_ID_LENGTH = 16  # hex digits of a run's W&B id (64 bits)
 BEFORE_CELLS = "before the first cell"  # a run's error.stage when no cell started (the kernel did not start)
 ERROR_CHARS = 300  # a run's error as the log and the summary show it (status.json keeps all of it)
+SAME_ERROR_LINES = 3  # the final report lists up to this many runs with one error, each on its line; more, in one line
 
 
 class SweepWriteError(SweepError, OSError):
@@ -162,8 +163,16 @@ class SweepReport:
         lines.append(f"{self.sweep_dir}: {len(self.ran)} ran, {len(self.skipped)} skipped (already completed), {len(self.failures)} failed")
         if self.busy:
             lines.append(f"{len(self.busy)} running elsewhere (left to that invocation): {', '.join(self.busy)}")
+        same: dict[str, list[dict[str, Any]]] = {}  # a shared cause (a missing package, a bad path) fails every run alike
         for f in self.failures:
-            lines.append(f"  FAILED {f['run_id']}: {describe_error(f.get('error') or {})}  (notebook: {f.get('notebook')})")
+            same.setdefault(describe_error(f.get("error") or {}), []).append(f)
+        for f in self.failures:
+            error = describe_error(f.get("error") or {})
+            if len(same[error]) <= SAME_ERROR_LINES:
+                lines.append(f"  FAILED {f['run_id']}: {error}  (notebook: {f.get('notebook')})")
+            elif f is same[error][0]:
+                lines.append(f"  FAILED {len(same[error])} runs with the same error: {error}  (the first, {f['run_id']}: notebook "
+                             f"{f.get('notebook')}; {self.sweep_dir / 'summary.md'} lists each)")  # fmt: skip
         if self.unlogged:  # the results are on disk; the W&B run is not what was asked (the summary's wandb column)
             lines.append(f"W&B did not log {len(self.unlogged)} run(s) as asked:")
             lines.extend(f"  {rid}: {what}" for rid, what in self.unlogged)
