@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -498,6 +499,32 @@ def test_the_summary_is_written_as_runs_finish_not_only_at_the_end(sweep_file, t
                      r"it was killed .*`vlm-lab sweep SWEEP.yaml --dry-run` and notebook 04 read each run's state now", text, re.M), text
     assert sweep.run_sweep(sweep.load_sweep(path), progress=False).ok  # a summary written at the end says nothing of the kind
     assert "while the sweep was running" not in summary.with_suffix(".md").read_text()
+
+
+def test_a_run_that_ends_soon_after_a_summary_is_in_the_next_one_before_the_following_run_ends(sweep_file, tmp_path, monkeypatch):
+    """Summaries are written at most every SUMMARY_EVERY_S: a run that ended within that time of the last one was
+    left out until the next run ended (hours, for a real run), and for good when the sweep was killed meanwhile."""
+    notebook = nbformat.read(tmp_path / "nb.ipynb", as_version=4)
+    notebook.cells[2].source = notebook.cells[2].source.replace("time.sleep(sleep_s)", "time.sleep(15 if x == 3 else 0)")
+    nbformat.write(notebook, tmp_path / "nb.ipynb")
+    monkeypatch.setattr(sweep, "SUMMARY_EVERY_S", 5.0)  # x=2 ends well within it of x=1
+    path = sweep_file({"x": [1, 2, 3]})
+    runs = sweep.plan(sweep.load_sweep(path))
+    summary = tmp_path / "runs" / "t" / "summary.csv"
+    worker = threading.Thread(target=sweep.run_sweep, args=(sweep.load_sweep(path),), kwargs={"progress": False})
+    worker.start()
+    try:
+        def second_in_summary() -> bool:
+            try:
+                return pd.read_csv(summary).loc[1, "state"] == "completed"
+            except (FileNotFoundError, pd.errors.EmptyDataError):
+                return False
+
+        while not second_in_summary() and worker.is_alive():
+            time.sleep(0.1)
+        assert runs[2].status()["state"] == "running", "x=2 reached the summary only after x=3 ended"
+    finally:
+        worker.join()
 
 
 def test_duplicate_keys_in_a_sweep_file_are_an_error(tmp_path):

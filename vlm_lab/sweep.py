@@ -489,8 +489,8 @@ def _notebook_changed(config: SweepConfig, fingerprint: str, before: dict[str, A
     )
 
 
-def _as_completed(futures) -> Iterator[concurrent.futures.Future]:
-    """``concurrent.futures.as_completed``, waking the main thread twice a second.
+def _as_completed(futures) -> Iterator[concurrent.futures.Future | None]:
+    """``concurrent.futures.as_completed``, waking the main thread twice a second (None: a wake with no future done).
 
     A SIGTERM or SIGHUP the kernel delivers to another thread (a worker's, a kernel client's) only
     sets a flag: its Python handler runs when the main thread next wakes, and one blocked on a lock
@@ -499,7 +499,7 @@ def _as_completed(futures) -> Iterator[concurrent.futures.Future]:
     pending = set(futures)
     while pending:
         done, pending = concurrent.futures.wait(pending, timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED)
-        yield from done
+        yield from done or (None,)
 
 
 def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = True) -> SweepReport:
@@ -554,17 +554,19 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.jobs)
         futures: dict[concurrent.futures.Future, str] = {}  # -> its run id
         stopped = threading.Event()
-        summary_written = -math.inf
+        summary_written, unwritten = -math.inf, False  # unwritten: a run finished since the summary was written
         try:
             for r in todo:
                 futures[pool.submit(_execute_if_free, r, config, declared, stopped, tally, fingerprint, source)] = r.run_id
             for future in _as_completed(futures):
-                state = future.result()["state"]  # the worker counted it; this raises its SweepWriteError
-                # A report read mid-sweep (or after a kill) sees the finished runs; at most every
-                # SUMMARY_EVERY_S, as a summary reads every run's files.
-                if state not in ("busy", "pending") and time.monotonic() - summary_written >= SUMMARY_EVERY_S:
+                # The worker counted it; this raises its SweepWriteError.
+                unwritten |= future is not None and future.result()["state"] not in ("busy", "pending")
+                # A report read mid-sweep (or after a kill) sees the finished runs; at most every SUMMARY_EVERY_S,
+                # as a summary reads every run's files, and once that has passed (not at the next run's end: a run
+                # that ended within it was missing from the summary while the next one ran for hours).
+                if unwritten and time.monotonic() - summary_written >= SUMMARY_EVERY_S:
                     _write_summary(sweep_dir(config), everything, in_progress=True)
-                    summary_written = time.monotonic()
+                    summary_written, unwritten = time.monotonic(), False
         except KeyboardInterrupt:
             _stop(list(futures))  # a second Ctrl-C (or SIGTERM), while it waits, abandons the running runs
             raise
