@@ -202,11 +202,6 @@ def _train_and_save(
     return paths
 
 
-def epochs_seen(step: int, config: TrainConfig, train_samples: int) -> float:
-    """Epochs of the training data seen after ``step`` steps (fractional, as the Trainer counts them)."""
-    return round(step * config.batch_size / train_samples, 4)
-
-
 def _diverged(config: TrainConfig, what: str, last_saved: Path) -> ConfigError:
     return ConfigError(
         f"training diverged: {what} with learning_rate={config.learning_rate} "
