@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -229,6 +230,19 @@ def test_dry_run_says_why_each_failed_run_failed_and_counts_the_states(sweep_fil
     assert re.fullmatch(r"  failed +x=2,\w+  cell \[4\]: ValueError: boom at x=2", lines[2]), lines
     assert re.fullmatch(r"  completed +x=3,\w+", lines[3]), lines
     assert lines[-1] == f"2 completed, 1 failed; `vlm-lab sweep {path}` runs the 1 not completed", lines
+
+
+def test_dry_runs_command_keeps_the_runs_dir_and_shard_that_picked_its_runs(sweep_file, tmp_path, capsys):
+    """`--runs-dir X --dry-run` said `vlm-lab sweep FILE` runs the rest: that command runs every point again in the
+    default runs folder, not the ones listed."""
+    path = sweep_file({"x": [1, 2]}, {"fail_on": 2})
+    runs = tmp_path / "my runs"
+    assert main(["sweep", str(path), "--quiet", "--runs-dir", str(runs)]) == 1
+    capsys.readouterr()
+    assert main(["sweep", str(path), "--dry-run", "--runs-dir", str(runs), "--shard", "0/1"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    command = shlex.join(["vlm-lab", "sweep", str(path), "--runs-dir", str(runs), "--shard", "0/1"])
+    assert last == f"1 completed, 1 failed; `{command}` runs the 1 not completed", last
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 5, 8])

@@ -72,6 +72,18 @@ def _why(run, state: str) -> str:
     return ""
 
 
+def _rerun_command(args: argparse.Namespace) -> str:
+    """The command that runs this dry run's sweep: its file, and the --runs-dir and --shard that pick its runs."""
+    import shlex
+
+    words = ["vlm-lab", "sweep", args.sweep_file]
+    if args.runs_dir is not None:  # without it the runs would be made again in the default folder
+        words += ["--runs-dir", args.runs_dir]
+    if args.shard is not None:
+        words += ["--shard", f"{args.shard[0]}/{args.shard[1]}"]
+    return shlex.join(words)
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from vlm_lab import sweep
 
@@ -90,7 +102,7 @@ def _sweep(args: argparse.Namespace) -> int:
             print(f"  {state:11s} {run.run_id}{_why(run, state)}")
         counts = {s: states.count(s) for s in ("completed", "failed", "interrupted", "running", "pending") if s in states}
         left = len(states) - counts.get("completed", 0) - counts.get("running", 0)
-        print(", ".join(f"{n} {s}" for s, n in counts.items()) + (f"; `vlm-lab sweep {args.sweep_file}` runs the {left} not completed" if left else ""))
+        print(", ".join(f"{n} {s}" for s, n in counts.items()) + (f"; `{_rerun_command(args)}` runs the {left} not completed" if left else ""))
         return 0
     def terminated(signum: int, _frame: object) -> None:
         raise sweep.SweepTerminated(signum)
