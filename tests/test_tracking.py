@@ -523,3 +523,15 @@ def test_log_comparison_records_its_outcome_beside_the_results(wandb_home, compa
     assert described.startswith("NOT LOGGED: could not start the run: OutputPathError: W&B directory") and "WANDB_DIR" in described
     assert FAKE_KEY not in record_path.read_text()
     assert tracking.describe_record(None) == ""
+
+
+def test_a_base_url_with_credentials_is_probed_without_them_and_never_printed():
+    """WANDB_BASE_URL=http://user:secret@host: the probe read 'user:secret@host' as the host name (so a reachable
+    server was logged offline) and printed the password in its error."""
+    from types import SimpleNamespace
+
+    from vlm_lab.tracking_runs import ServerUnreachableError, _check_reachable
+
+    with pytest.raises(ServerUnreachableError) as caught:
+        _check_reachable(SimpleNamespace(base_url="http://user:s3cret@127.0.0.1:9", init_timeout=5))
+    assert "s3cret" not in str(caught.value) and "http://127.0.0.1:9 cannot be reached" in str(caught.value), caught.value

@@ -237,7 +237,12 @@ def _check_reachable(settings: Any) -> None:
     import urllib.error
     import urllib.request
 
+    from urllib.parse import urlsplit
+
     base_url = str(settings.base_url).rstrip("/")
+    parts = urlsplit(base_url)
+    if "@" in parts.netloc:  # user:password@ is a secret never to print; urllib would read it as the host name
+        base_url = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
     timeout = min(PROBE_TIMEOUT_S, float(settings.init_timeout or PROBE_TIMEOUT_S))
     try:
         urllib.request.urlopen(urllib.request.Request(base_url, method="HEAD"), timeout=timeout).close()
