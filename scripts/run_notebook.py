@@ -17,6 +17,7 @@ its default. A missing input notebook or output folder is one line, exit 2, not 
 from __future__ import annotations
 
 import os
+import shlex
 from typing import Any
 
 import click
@@ -56,7 +57,7 @@ def checked(execute: Any, **kernel_options: Any) -> Any:
                 )
         folder = os.path.dirname(output_path or "")
         if _local(output_path or "-") and folder and not os.path.isdir(folder):
-            raise click.UsageError(f"the output folder {folder!r} does not exist; create it (mkdir -p {folder})")
+            raise click.UsageError(f"the output folder {folder!r} does not exist; create it (mkdir -p {shlex.quote(folder)})")
         return execute(input_path=input_path, output_path=output_path, parameters=parameters, **kw, **kernel_options)
 
     return execute_notebook

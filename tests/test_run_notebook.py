@@ -28,6 +28,7 @@ def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
         (["nb.ipynb", "out.ipynb", "-y", "{x: 2, tga: a}"], "Error: nb.ipynb has no parameter(s) tga in its"),
         (["missing.ipynb", "out.ipynb"], "Error: no notebook at 'missing.ipynb' (paths are relative to "),
         (["nb.ipynb", "runs/demo/out.ipynb"], "Error: the output folder 'runs/demo' does not exist; create it (mkdir -p runs/demo)"),
+        (["nb.ipynb", "my runs/out.ipynb"], "does not exist; create it (mkdir -p 'my runs')"),  # a command that works when pasted
     ],
 )
 def test_bad_input_is_one_error_before_anything_runs(tmp_path, args, error):
