@@ -515,6 +515,7 @@ def test_the_summary_is_written_as_runs_finish_not_only_at_the_end(sweep_file, t
     assert "while the sweep was running" not in summary.with_suffix(".md").read_text()
 
 
+@pytest.mark.slow  # x=3 sleeps 15 s
 def test_a_run_that_ends_soon_after_a_summary_is_in_the_next_one_before_the_following_run_ends(sweep_file, tmp_path, monkeypatch):
     """Summaries are written at most every SUMMARY_EVERY_S: a run that ended within that time of the last one was
     left out until the next run ended (hours, for a real run), and for good when the sweep was killed meanwhile."""
