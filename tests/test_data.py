@@ -64,6 +64,8 @@ def _truncated_png(path):
         (lambda p: None, r"d\.jsonl:2: image not found: .*x\.png"),
         (lambda p: p.write_bytes(b"not an image"), r"d\.jsonl:2: cannot read image .*x\.png"),
         (_truncated_png, r"d\.jsonl:2: cannot read image .*x\.png"),
+        # PostScript named .png: PIL would run Ghostscript on it (where installed) to decode it
+        (lambda p: Image.new("RGB", (8, 8), "red").save(p, "EPS"), r"d\.jsonl:2: .*x\.png is EPS, which vlm_lab does not open"),
     ],
 )
 def test_images_are_checked_up_front_naming_file_and_line(tmp_path, make, message):
@@ -217,6 +219,16 @@ def test_open_image_of_an_in_memory_file_is_upright_too(tmp_path):
     _user_images(tmp_path)
     img = data.open_image(io.BytesIO((tmp_path / "phone.jpg").read_bytes()))
     assert img.size == (32, 64) and img.mode == "RGB"
+
+
+def test_an_upload_in_a_format_decoded_by_another_program_is_refused_not_run():
+    """The explorer's uploads go through ``open_image`` too: an EPS is named, never handed to Ghostscript."""
+    import io
+
+    content = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(content, "EPS")
+    with pytest.raises(DataError, match="the image is EPS, which vlm_lab does not open .*convert it to PNG or JPEG"):
+        data.open_image(io.BytesIO(content.getvalue()))
 
 
 def test_a_missing_data_file_names_its_absolute_path_and_what_is_there(tmp_path, monkeypatch):

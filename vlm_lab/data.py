@@ -22,7 +22,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Iterable, Iterator, NoReturn
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -132,6 +132,35 @@ def write_jsonl(samples: Iterable[Sample], out_dir: str | os.PathLike[str], *, n
     return path
 
 
+# Formats PIL decodes by running another program on the file: EPS through Ghostscript (PostScript is a
+# programming language, and PIL goes by the content, so a data set's "cat.png" may be one). Never opened
+# for a data set or an upload; the Space opens only what browsers show (space_images.UPLOAD_FORMATS).
+EXTERNAL_DECODER_FORMATS = frozenset({"EPS"})
+
+
+def _formats() -> list[str]:
+    """Every image format PIL opens except ``EXTERNAL_DECODER_FORMATS``."""
+    Image.init()
+    return [f for f in Image.OPEN if f not in EXTERNAL_DECODER_FORMATS]
+
+
+def _unopened(path: str | os.PathLike[str] | IO[bytes], error: UnidentifiedImageError) -> NoReturn:
+    """Raise the ``DataError`` for a file PIL would not open with ``_formats()``: one in a refused format
+    says so (no cause: the message has the fix); any other keeps PIL's error as its cause."""
+    refused = None
+    try:
+        if hasattr(path, "seek"):
+            path.seek(0)
+        with Image.open(path, formats=sorted(EXTERNAL_DECODER_FORMATS)) as img:  # the header only: no program runs
+            refused = img.format
+    except Exception:  # noqa: BLE001 - not one of those either
+        pass
+    if refused:
+        raise DataError(f"{_name(path)} is {refused}, which vlm_lab does not open (decoding it runs another "
+                        "program on the file); convert it to PNG or JPEG") from None  # fmt: skip
+    raise DataError(f"cannot read image {path}: {error}") from error
+
+
 def open_image(path: str | os.PathLike[str] | IO[bytes]) -> Image.Image:
     """Open an image fully as the model sees it (``as_shown``: upright RGB, transparency on white).
 
@@ -139,7 +168,7 @@ def open_image(path: str | os.PathLike[str] | IO[bytes]) -> Image.Image:
     become a ``DataError`` naming the file.
     """
     try:
-        with Image.open(path) as img:  # reads the header only
+        with Image.open(path, formats=_formats()) as img:  # reads the header only
             problem = aspect_problem(img.size)
             if problem:
                 raise DataError(f"{_name(path)} {problem}; {ASPECT_LIMIT}: crop it, or pad it toward a square")
@@ -149,7 +178,9 @@ def open_image(path: str | os.PathLike[str] | IO[bytes]) -> Image.Image:
         raise
     except FileNotFoundError as e:
         raise DataError(f"image not found: {path}") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except UnidentifiedImageError as e:
+        _unopened(path, e)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {path}: {e}") from e
 
 
@@ -214,12 +245,14 @@ def check_image(path: str | os.PathLike[str]) -> tuple[int, int]:
     data passes and fails only when decoded (``open_image``, also a ``DataError``).
     """
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=_formats()) as img:
             img.verify()
             return img.size
     except FileNotFoundError as e:
         raise DataError(f"image not found: {path}") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+    except UnidentifiedImageError as e:
+        _unopened(path, e)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {path}: {e}") from e
 
 
