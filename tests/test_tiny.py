@@ -465,3 +465,19 @@ def test_two_builds_starting_at_once_both_find_the_folder_writable(tmp_path):
     # (No such file or directory)" for hundreds of the 40,000 checks
     assert results == ["0 []\n", "0 []\n"], results
     assert sorted(p.name for p in out.iterdir()) == []  # no probe left behind
+
+
+@pytest.mark.parametrize("limit_mib, batch, message", [
+    (400, 32, r"--batch-size 32 needs ~463\.\d\d MiB of memory for one training step \(~2\.60 MiB a sample\), and "
+          r"300\.00 MiB is available under this container's 400\.00 MiB memory limit; raise the container's memory limit"),
+    (1024, 300, r"--batch-size 300 needs ~1\.13 GiB of memory for one training step \(~2\.60 MiB a sample\), and "
+           r"924\.00 MiB is available under this container's 1\.00 GiB memory limit; pass --batch-size 209 or fewer"),
+])
+def test_the_memory_check_counts_a_container_limit_below_the_machines_memory(tmp_path, limit_mib, batch, message):
+    # a Docker container or a Space: /proc/meminfo tells the host's memory, the cgroup the container's limit
+    (tmp_path / "memory.max").write_text(f"{limit_mib << 20}\n")
+    (tmp_path / "memory.current").write_text(f"{100 << 20}\n")
+    (tmp_path / "self").write_text("0::/\n")
+    with pytest.raises(tiny.ConfigError) as e:
+        tiny._check_memory_for_a_step(batch, cgroup_root=tmp_path, proc_self_cgroup=tmp_path / "self")
+    assert re.fullmatch(message, str(e.value)), str(e.value)

@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 import torch
 
 from vlm_lab import shapes
+from vlm_lab.cgroup_memory import CGROUP_ROOT, PROC_SELF_CGROUP, available_memory
 from vlm_lab.checkpoints import CheckpointRef
 from vlm_lab.config import TrainConfig
 from vlm_lab.data import MAX_SHAPES_SAMPLES
@@ -98,22 +99,26 @@ _STEP_BASE_BYTES = 380 * 2**20
 _STEP_BYTES_PER_SAMPLE = int(2.6 * 2**20)
 
 
-def _check_memory_for_a_step(batch_size: int) -> None:
+def _check_memory_for_a_step(batch_size: int, *, cgroup_root: Path = CGROUP_ROOT,
+                             proc_self_cgroup: Path = PROC_SELF_CGROUP) -> None:
     """Raise ``ConfigError`` when one step at ``batch_size`` needs more memory than is available.
 
-    A zero too many (--batch-size 100000: ~250 GiB) would otherwise run the machine out of memory,
-    with the out-of-memory killer choosing what dies.
+    A zero too many (--batch-size 100000: ~250 GiB) would otherwise run the machine (or the
+    container: its cgroup limit counts, not the host's memory) out of memory, with the
+    out-of-memory killer choosing what dies.
     """
-    import psutil
-
     from vlm_lab.units import human_bytes
 
-    need, available = _STEP_BASE_BYTES + batch_size * _STEP_BYTES_PER_SAMPLE, psutil.virtual_memory().available
+    memory = available_memory(cgroup_root=cgroup_root, proc_self_cgroup=proc_self_cgroup)
+    need, available = _STEP_BASE_BYTES + batch_size * _STEP_BYTES_PER_SAMPLE, memory.available
     if need > available:
-        fits = max(1, (available - _STEP_BASE_BYTES) // _STEP_BYTES_PER_SAMPLE)
+        fits = (available - _STEP_BASE_BYTES) // _STEP_BYTES_PER_SAMPLE
+        where = f" under this container's {human_bytes(memory.limit)} memory limit" if memory.limit else ""
+        fix = (f"pass --batch-size {fits} or fewer" if fits >= 1 else
+               "raise the container's memory limit" if memory.limit else "free some memory")
         raise ConfigError(f"--batch-size {batch_size} needs ~{human_bytes(need)} of memory for one training step "
-                          f"(~{human_bytes(_STEP_BYTES_PER_SAMPLE)} a sample), and {human_bytes(available)} is available; "
-                          f"pass --batch-size {fits} or fewer")
+                          f"(~{human_bytes(_STEP_BYTES_PER_SAMPLE)} a sample), and {human_bytes(available)} is available"
+                          f"{where}; {fix}")
 
 
 def _one_thread(fn, *args, **kwargs):
