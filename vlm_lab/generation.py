@@ -87,6 +87,64 @@ class NonFiniteScores(LogitsProcessor):
         return self.rows.view(n, -1).any(dim=1).tolist()
 
 
+class SeededDraw(LogitsProcessor):
+    """Draws each row's next token from its (warped) scores with ``generator``, and leaves only that token.
+
+    ``model.generate`` takes no generator: its sampling draws from torch's global one, which is the
+    caller's (a notebook's own seeded work) and every thread's (another Compare, another Space visitor).
+    Seeding it would reset the caller's stream, and any draw made elsewhere in the meantime would
+    change our answers. So sampling runs as ``generate``'s greedy mode with this last processor: the
+    same softmax and ``torch.multinomial`` that ``generate`` would make, on the generator of the batch,
+    then every other token is masked so argmax takes the drawn one. A generator seeded as
+    ``torch.manual_seed`` seeds the global one draws the same stream: the answers are those that
+    seeding gave.
+    """
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.nn.functional.softmax(scores, dim=-1)  # (B, V), as generate's sampling step computes it
+        drawn = torch.multinomial(probs, num_samples=1, generator=self.generator)  # (B, 1)
+        return torch.full_like(scores, float("-inf")).scatter_(1, drawn, 0.0)
+
+
+def seeded_sampling(model_config: Any, kwargs: Mapping[str, Any], generator: torch.Generator) -> tuple[dict, list[LogitsProcessor]]:
+    """``generate`` keyword arguments and logits processors that sample as ``kwargs`` asks, drawing from ``generator``.
+
+    The warpers are the ones ``generate`` applies when ``do_sample`` (its ``_get_logits_processor``, in its order,
+    for one beam): the strategy's temperature/top-k/top-p, and the checkpoint's generation config for the rest.
+    """
+    from transformers import (
+        EpsilonLogitsWarper, EtaLogitsWarper, MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+        TypicalLogitsWarper,
+    )
+
+    c = {k: getattr(model_config, k, None) for k in ("top_h", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")}
+    c |= {k: kwargs.get(k, getattr(model_config, k, None)) for k in ("temperature", "top_k", "top_p")}
+    warpers: list[LogitsProcessor] = []
+    if c["temperature"] is not None and c["temperature"] != 1.0:
+        warpers.append(TemperatureLogitsWarper(c["temperature"]))
+    if c["top_h"] is not None:
+        from transformers.generation.logits_process import TopHLogitsWarper
+
+        warpers.append(TopHLogitsWarper(top_h=c["top_h"]))
+    if c["top_k"] is not None and c["top_k"] != 0:
+        warpers.append(TopKLogitsWarper(top_k=c["top_k"]))
+    if c["top_p"] is not None and c["top_p"] < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=c["top_p"]))
+    if c["min_p"] is not None:
+        warpers.append(MinPLogitsWarper(min_p=c["min_p"]))
+    if c["typical_p"] is not None and c["typical_p"] < 1.0:
+        warpers.append(TypicalLogitsWarper(mass=c["typical_p"]))
+    if c["epsilon_cutoff"] is not None and 0.0 < c["epsilon_cutoff"] < 1.0:
+        warpers.append(EpsilonLogitsWarper(epsilon=c["epsilon_cutoff"]))
+    if c["eta_cutoff"] is not None and 0.0 < c["eta_cutoff"] < 1.0:
+        warpers.append(EtaLogitsWarper(epsilon=c["eta_cutoff"], device=generator.device))
+    greedy = {k: v for k, v in kwargs.items() if k not in ("temperature", "top_k", "top_p")} | {"do_sample": False}
+    return greedy, [*warpers, SeededDraw(generator)]
+
+
 def chat_messages(prompt: str, image=None) -> list[dict]:
     """One user turn: an image part then a text part, the layout VLM chat templates expect."""
     image_part = {"type": "image"} if image is None else {"type": "image", "image": image}
@@ -250,24 +308,27 @@ def generate_batch(
     """
     enc = encode_batch(loaded, samples, encoded=encoded)
     limits = _limits(loaded, samples, enc, config.max_new_tokens, name or loaded.ref.name)
-    if config.generate_kwargs()["do_sample"]:
-        torch.manual_seed(config.seed if seed is None else seed)  # greedy and beam search draw nothing (seeding costs ~0.1 ms)
+    # greedy and beam search draw nothing; sampling draws from a generator of this batch's own (see SeededDraw)
+    draws = torch.Generator(device=loaded.device).manual_seed(config.seed if seed is None else seed) \
+        if config.generate_kwargs()["do_sample"] else None  # fmt: skip
     groups: dict[int, list[int]] = {}
     for i, limit in enumerate(limits):
         groups.setdefault(limit, []).append(i)
     if len(groups) == 1:
-        return _generate(loaded, samples, enc, dataclasses.replace(config, max_new_tokens=limits[0]), config.max_new_tokens)
+        return _generate(loaded, samples, enc, dataclasses.replace(config, max_new_tokens=limits[0]), config.max_new_tokens, draws)
     out: list[GenerationOutput | None] = [None] * len(samples)
     for limit, rows in groups.items():  # each group encoded afresh: processors' outputs cannot be sliced generically
         group = [samples[i] for i in rows]
         for i, o in zip(rows, _generate(loaded, group, encode_batch(loaded, group), dataclasses.replace(config, max_new_tokens=limit),
-                                         config.max_new_tokens)):
+                                         config.max_new_tokens, draws)):
             out[i] = o
     return out  # type: ignore[return-value]
 
 
-def _generate(loaded: LoadedModel, samples: Sequence[Sample], enc: dict, config: GenerationConfig, asked: int) -> list[GenerationOutput]:
-    """One ``model.generate`` call; ``config.max_new_tokens`` below ``asked`` is where the context ends."""
+def _generate(loaded: LoadedModel, samples: Sequence[Sample], enc: dict, config: GenerationConfig, asked: int,
+              draws: torch.Generator | None) -> list[GenerationOutput]:
+    """One ``model.generate`` call; ``config.max_new_tokens`` below ``asked`` is where the context ends;
+    ``draws``: the generator a sampling strategy draws from."""
     kwargs = config.generate_kwargs()
     tokenizer = loaded.processor.tokenizer
     pad_id = tokenizer.pad_token_id
@@ -277,8 +338,12 @@ def _generate(loaded: LoadedModel, samples: Sequence[Sample], enc: dict, config:
         torch.cuda.synchronize(loaded.device)
     eos_ids = _eos_ids(loaded)
     flags = NonFiniteScores(min(eos_ids) if eos_ids else None)
+    processors = [flags]
+    if draws is not None:
+        kwargs, sampling = seeded_sampling(loaded.model.generation_config, kwargs, draws)
+        processors += sampling
     start = time.perf_counter()
-    out = loaded.model.generate(**enc, **kwargs, logits_processor=LogitsProcessorList([flags]))
+    out = loaded.model.generate(**enc, **kwargs, logits_processor=LogitsProcessorList(processors))
     if loaded.device.type == "cuda":
         torch.cuda.synchronize(loaded.device)
     latency = time.perf_counter() - start

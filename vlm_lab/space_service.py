@@ -15,7 +15,6 @@ import gc
 import logging
 import math
 import os
-import threading
 import time
 import traceback
 from typing import Any, Iterator, Mapping, Sequence
@@ -28,9 +27,6 @@ from vlm_lab.space_images import read_image
 from vlm_lab.space_settings import MAX_BEAMS, MAX_SLOTS, NONE_CHOICE, STRATEGIES, SpaceSettings
 
 log = logging.getLogger("vlm_lab.space")
-# torch has one random generator per process (per device): two sampled generations at once would
-# draw from each other's seeded stream, and a repeated question would get another answer.
-_SAMPLING = threading.Lock()
 
 
 class CheckpointFailedError(VlmLabError, RuntimeError):
@@ -456,9 +452,9 @@ class ComparisonService:
             with self.out_of_memory_guard(label):
                 loaded = self.cache.get(self.refs[label], dtype=self.settings.dtype, device=self.settings.device)
                 probe = MemoryProbe(loaded)  # peak CUDA memory on a GPU, the weights on CPU
-                sampling = _SAMPLING if config.generate_kwargs()["do_sample"] else contextlib.nullcontext()
-                with sampling:  # seeded draws repeat only if no other generation draws between (greedy/beam draw none)
-                    outs = generate_batch(loaded, samples, config, name=label)  # never past what the checkpoint reads
+                # sampled answers draw from a generator of their own (generation.SeededDraw): a visitor sampling at
+                # the same time cannot change them, so requests need no lock to repeat for the same seed
+                outs = generate_batch(loaded, samples, config, name=label)  # never past what the checkpoint reads
                 memory_mb = probe.peak() / 2**20
         except ContextOverflowError as e:  # in the visitor's words: the question is what they can shorten
             raise DataError(f"the image and question take {e.tokens} tokens, and {label} reads at most {e.context} "
