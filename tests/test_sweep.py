@@ -827,7 +827,7 @@ def test_a_full_disk_stops_the_sweep_with_one_line_and_a_re_run_completes_it(swe
     assert "Traceback" not in proc.stderr, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith("error: SweepWriteError: cannot write "), proc.stderr
-    assert "File too large (errno 27); the sweep stopped starting runs. Free space there" in errors[0]
+    assert "File too large (errno 27); the sweep stopped starting runs. A file passed the size limit" in errors[0]
     assert errors[0].endswith(" (this invocation: 0 completed, 0 failed; 4 left to run)"), errors[0]  # all --quiet shows
     started = [r for r in runs if (r.dir / "status.json").is_file()]
     assert 1 <= len(started) <= 2  # the runs already going when the first failed; none started after

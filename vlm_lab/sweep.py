@@ -48,6 +48,7 @@ import math
 import os
 import re
 import secrets
+import shlex
 import sys
 import threading
 import time
@@ -60,7 +61,7 @@ from vlm_lab import sweep_papermill as papermill_run
 from vlm_lab.errors import SweepError, VlmLabError
 from vlm_lab.sweep_file import load_sweep  # noqa: F401 - re-exported
 from vlm_lab.sweep_checks import check_parameters, notebook_fingerprint, notebook_parameters, snapshot_notebook  # noqa: F401
-from vlm_lab.sweep_locks import LOCKED_EXIT_CODE, RUN_LOCKS, SweepLockedError, now as _now, run_lock, sweep_lock  # noqa: F401
+from vlm_lab.sweep_locks import LOCKED_EXIT_CODE, RUN_LOCKS, SweepLockedError, now as _now, run_is_running, run_lock, sweep_lock  # noqa: F401
 
 
 STATUS_FILE, PARAMS_FILE, SWEEP_FILE = "status.json", "params.json", "sweep.json"
@@ -79,24 +80,42 @@ SAME_ERROR_LINES = 3  # the final report lists up to this many runs with one err
 
 class SweepWriteError(SweepError, OSError):
     """The sweep could not write its own files (a full disk, a quota, a read-only folder): it stops
-    starting runs, as every later run would fail the same way; completed runs are kept."""
+    starting runs, as every later run would fail the same way; completed runs are kept.
+
+    ``errno``, ``strerror`` and ``filename`` are the OS error's (``ENOSPC``, ``EROFS``, ...), and the
+    message names the fix for that cause."""
 
     exit_code = WRITE_EXIT_CODE
+
+    def __str__(self) -> str:  # OSError's would be "[Errno 28] ...", without the fix
+        return str(self.args[0]) if self.args else ""
 
     @classmethod
     def of(cls, error: OSError, where: Path) -> SweepWriteError:
         what = f"{error.filename}" if error.filename else f"in {where}"
-        # The fix depends on the cause: "free space" misled when --runs-dir named a file or /proc.
-        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            fix = "Free space there (or pass --runs-dir on another disk)"
-        elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            fix = "Make that folder writable for this user (or pass --runs-dir a writable folder)"
-        else:  # ENOTDIR, ENOENT (a /proc or vanished path), ...
-            fix = "Pass --runs-dir (or set runs_dir: in the sweep file to) a folder that can hold the runs"
+        here = shlex.quote(str(where))
+        # The fix depends on the cause: "free space" misled when --runs-dir named a file or /proc, when a
+        # read-only mount (no chmod helps) or a file-size limit (ulimit -f, no free space helps) was the cause.
+        fix = {
+            errno.ENOSPC: f"The disk is full: free space on it (`df -h {here}`), or pass --runs-dir on another disk",
+            errno.EDQUOT: "Your disk quota there is used up (`quota -s`): free some, or pass --runs-dir on another disk",
+            errno.EFBIG: "A file passed the size limit for this process (`ulimit -f`; systemd LimitFSIZE=) or the "
+                         "filesystem's largest file: raise the limit, or pass --runs-dir on another filesystem",
+            errno.EROFS: f"{where} is on a filesystem mounted read-only (`findmnt -T {here}`): remount it read-write, "
+                         "or pass --runs-dir a writable folder",
+            errno.EACCES: "Make that folder writable for this user (or pass --runs-dir a writable folder)",
+        }.get(errno.EACCES if error.errno == errno.EPERM else error.errno,
+              # ENOTDIR, ENOENT (a /proc or vanished path), ...
+              "Pass --runs-dir (or set runs_dir: in the sweep file to) a folder that can hold the runs")  # fmt: skip
         return cls(
             f"cannot write {what}: {error.strerror or error} (errno {error.errno}); the sweep stopped starting "
-            f"runs. {fix} and run the sweep again: completed runs are kept, the others run then"
-        )
+            f"runs. {fix}; then run the sweep again: completed runs are kept, the others run then"
+        ).caused_by(error)
+
+    def caused_by(self, error: OSError) -> SweepWriteError:
+        """This error with ``error``'s ``errno``, ``strerror`` and ``filename``."""
+        self.errno, self.strerror, self.filename = error.errno, error.strerror, error.filename
+        return self
 
 
 class SweepTerminated(BaseException):
@@ -126,9 +145,8 @@ class RunSpec:
         """pending | running | completed | failed, or ``interrupted``: status.json says running but
         nobody holds the run's lock (its sweep was killed; the next invocation runs it again)."""
         state = self.status().get("state", "pending")
-        if state == "running":
-            with run_lock(self.dir.parent, self.run_id, grace_s=0) as held:
-                return "interrupted" if held else state
+        if state == "running" and not run_is_running(self.dir.parent, self.run_id):
+            return "interrupted"
         return state
 
     @property
@@ -574,7 +592,7 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
             stopped.set()
             _stop(list(futures), why="the sweep cannot write its files")
             # With --quiet (cron) this line is all the log has: say what this invocation got done.
-            raise SweepWriteError(f"{e} (this invocation: {tally.so_far()})") from e
+            raise SweepWriteError(f"{e} (this invocation: {tally.so_far()})").caused_by(e) from e
         finally:
             pool.shutdown(wait=False, cancel_futures=True)  # normally all done; abandoned runs are not joined
             bar.close()

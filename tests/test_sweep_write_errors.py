@@ -1,0 +1,69 @@
+"""A sweep that cannot write its files: the OS error's cause is kept and each cause names its own fix."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from test_sweep import write_notebook
+from vlm_lab import sweep
+from vlm_lab.cli import main
+
+
+@pytest.fixture
+def sweep_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_notebook(tmp_path / "nb.ipynb")
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "notebook": "nb.ipynb", "grid": {"x": [1, 2, 3]}}))
+    return path
+
+
+@pytest.fixture
+def mount(tmp_path):
+    """``mount(name, options)``: a tmpfs at tmp_path/name, unmounted after (skips where mounting is not allowed)."""
+    mounted = []
+
+    def make(name: str, options: str):
+        point = tmp_path / name
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "vlm-lab-test", str(point)], capture_output=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(point)
+        return point
+
+    if not shutil.which("mount"):
+        pytest.skip("no mount command")
+    yield make
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+@pytest.mark.parametrize(
+    "options, cause, fix",
+    [("ro,size=1m", errno.EROFS, "is on a filesystem mounted read-only (`findmnt -T "),
+     ("size=64k", errno.ENOSPC, "The disk is full: free space on it (`df -h ")],
+)  # fmt: skip
+def test_a_read_only_filesystem_and_a_full_disk_name_their_own_fix_and_keep_the_cause(sweep_file, mount, capsys, options, cause, fix):
+    """Before, a read-only mount was told to make the folder writable for this user (no chmod can), and the
+    error the CLI and a caller of run_sweep got had no errno: a full disk and a read-only mount read alike."""
+    runs_dir = mount("runs", options)
+    with pytest.raises(sweep.SweepWriteError) as caught:
+        sweep.run_sweep(sweep.load_sweep(sweep_file, runs_dir=str(runs_dir)), progress=False)
+    assert caught.value.errno == cause and caught.value.strerror, caught.value
+    assert fix in str(caught.value) and str(caught.value).startswith("cannot write "), caught.value
+    assert main(["sweep", str(sweep_file), "--runs-dir", str(runs_dir), "--quiet"]) == sweep.WRITE_EXIT_CODE
+    err = capsys.readouterr().err
+    assert f"(errno {cause}); the sweep stopped starting runs. " in err and fix in err, err
+    assert ("writable for this user" in err) == (cause == errno.EACCES), err
+
+
+def test_a_file_size_limit_is_not_called_a_full_disk():
+    """EFBIG comes from `ulimit -f` (or the filesystem's largest file): freeing space does nothing."""
+    error = sweep.SweepWriteError.of(OSError(errno.EFBIG, "File too large", "runs/t/x/nb.ipynb"), sweep.Path("runs/t/x"))
+    assert "`ulimit -f`" in str(error) and "Free space" not in str(error) and error.errno == errno.EFBIG
