@@ -437,3 +437,19 @@ def test_a_batch_too_big_for_the_memory_is_refused_before_anything_is_made(tmp_p
     assert re.fullmatch(rf"error: ConfigError: --batch-size {batch} needs ~[\d.]+ [GT]iB of memory for one training step "
                         r"\(~2\.60 MiB a sample\), and [\d.]+ [GT]iB is available; pass --batch-size \d+ or fewer\n", r.stderr), r.stderr
     assert not out.exists()
+
+
+def test_a_build_saving_an_absurd_number_of_checkpoints_is_refused_before_it_lists_them(tmp_path):
+    import resource
+
+    out = tmp_path / "ck"
+
+    def at_most_8_gib():  # before the fix the list of a billion save steps took ~60 GB: here a MemoryError instead
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    r = subprocess.run([sys.executable, "-m", "vlm_lab.cli", "checkpoints", "build", "--out", str(out), "--steps", "1000000000",
+                        "--save-every", "1", "--quiet"], capture_output=True, text=True, timeout=600, preexec_fn=at_most_8_gib)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr == ("error: ConfigError: --steps 1000000000 with --save-every 1 saves 1000000001 checkpoints, more than "
+                        "a build saves (at most 1000000, ~2 MB of disk each); pass --save-every 1001 or more\n")
+    assert not out.exists()

@@ -70,6 +70,7 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
     if config.train_images > MAX_SHAPES_SAMPLES:  # a zero too many: every image is drawn and held in memory first
         raise ConfigError(f"--train-images {config.train_images} is more images than a build holds in memory (at most "
                           f"{MAX_SHAPES_SAMPLES}, ~18 KB each); pass --train-images {MAX_SHAPES_SAMPLES} or fewer")
+    _refuse_too_many_checkpoints(config)  # before the list of save steps is made: 10**9 of them fill the memory
     if not config.out.strip():  # an unset "$OUT": the checkpoints would land in the current folder
         raise OutputPathError("--out is empty; pass the folder to save the checkpoints in, such as checkpoints/shapes")
     # '~/ck' and '$SCRATCH/ck' (a notebook parameter, a sweep file) are read as `vlm-lab compare` reads them
@@ -91,6 +92,28 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
         if all(same_config(p, config) for p in wanted):
             return wanted
         return _one_thread(_train_and_save, config, out, save_steps, progress=progress, on_save=on_save)
+
+
+# A build saves at most this many checkpoints (~2 MB of disk each; their list alone is ~100 MB of memory).
+MAX_CHECKPOINTS = 1_000_000
+
+
+def _save_count(steps: int, save_every: int) -> int:
+    """How many checkpoints ``train`` saves: step 0, every ``save_every`` steps, and the last step."""
+    return 1 + steps // save_every + (steps % save_every != 0)
+
+
+def _refuse_too_many_checkpoints(config: TrainConfig) -> None:
+    """Raise ``ConfigError`` when ``config`` saves more than ``MAX_CHECKPOINTS``, counting them, not listing them."""
+    count = _save_count(config.steps, config.save_every)
+    if count <= MAX_CHECKPOINTS:
+        return
+    fewer = -(-config.steps // (MAX_CHECKPOINTS - 1))
+    while _save_count(config.steps, fewer) > MAX_CHECKPOINTS:
+        fewer += 1
+    raise ConfigError(f"--steps {config.steps} with --save-every {config.save_every} saves {count} checkpoints, "
+                      f"more than a build saves (at most {MAX_CHECKPOINTS}, ~2 MB of disk each); "
+                      f"pass --save-every {fewer} or more")
 
 
 # Memory one training step takes, measured (peak RSS at --batch-size 64 and 512): the process,
@@ -163,6 +186,7 @@ def _train_and_save(
     if resumed:
         log_history = trainer_state(out / f"checkpoint-{done}")["log_history"]
     paths = [out / f"checkpoint-{s}" for s in save_steps if s <= done]
+    saves = set(save_steps)  # looked up each step: a list of 100,000 took longer than the step
     batches = _batch_order(len(data), config)
     for _ in range(done):  # replay the data order up to the resumed step (no training)
         next(batches)
@@ -192,7 +216,7 @@ def _train_and_save(
                                 "grad_norm": round(grad_norm.item(), 5), "learning_rate": scheduler.get_last_lr()[0]})
             bar.set_postfix(loss=f"{loss.item():.3f}")
             bar.update(1)
-            if step in save_steps:
+            if step in saves:
                 if not all(torch.isfinite(p).all() for p in model.parameters()):
                     raise _diverged(config, f"the weights became nan/inf by step {step}", paths[-1])
                 log_history[-1]["elapsed_s"] = round(time.perf_counter() - start, 2)
