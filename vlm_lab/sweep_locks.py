@@ -5,11 +5,18 @@ second scheduled invocation of the same sweep reports and leaves; ``runs/<sweep>
 is held while a run executes, whoever executes it, so invocations with different shard specs
 (or machines sharing the folder) never execute one run into one folder at once. Both are
 ``flock``\\ s: the kernel drops them when the holder dies, so a killed sweep leaves no stale lock.
+
+Readers (``--dry-run``, summaries, notebook 04) ask whether a run's lock is held without taking it
+(``run_is_running``): a run lock also carries an open-file-description lock (Linux's ``F_OFD_*``,
+dropped with the flock), which ``F_OFD_GETLK`` tests and nothing else. A probe that took the lock,
+even for an instant, made a sweep starting that run in that instant find it taken and leave it
+to "another invocation" (exit 75, the run not run).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
 import errno
 import os
@@ -89,8 +96,58 @@ def run_lock(sweep_folder: Path, run_id: str, *, grace_s: float = 0.5) -> Iterat
 
     The sweep lock is per shard spec: ``--shard 0/2`` and a plain invocation (or ``0/3``) hold
     different ones, and without this lock would execute the same run into one folder at once.
+    The flock excludes other runners (of any vlm_lab version); the OFD lock beside it is what
+    ``run_is_running`` sees.
     """
     path = sweep_folder / RUN_LOCKS / run_id
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+", encoding="utf-8") as handle:
-        yield _try_flock(handle, grace_s)
+        held = _try_flock(handle, grace_s)
+        if held:
+            with contextlib.suppress(OSError):  # a filesystem without them: readers fall back to flock
+                _ofd(handle, "F_OFD_SETLK", "F_WRLCK")
+        yield held
+
+
+def run_is_running(sweep_folder: Path, run_id: str) -> bool:
+    """Whether an invocation (of this process or another, on any machine sharing the folder) holds
+    the run's lock, asked without taking it, creating nothing (a folder this user may only read works).
+
+    Where OFD locks are missing (not Linux, or the filesystem has none): a shared flock for an
+    instant, which a runner starting then waits out (``run_lock``'s grace).
+    """
+    import fcntl
+
+    try:
+        handle = open(sweep_folder / RUN_LOCKS / run_id, "rb")
+    except FileNotFoundError:  # no lock file: nobody ever locked it here (a copied or older folder)
+        return False
+    with handle:
+        try:
+            return _ofd(handle, "F_OFD_GETLK", "F_WRLCK").l_type != fcntl.F_UNLCK
+        except OSError:
+            pass
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            return True
+        return False
+
+
+class _Flock(ctypes.Structure):
+    """``struct flock`` of 64-bit Linux (F_OFD_* take it with a 64-bit ``off_t`` everywhere)."""
+
+    _fields_ = [("l_type", ctypes.c_short), ("l_whence", ctypes.c_short), ("l_start", ctypes.c_int64),
+                ("l_len", ctypes.c_int64), ("l_pid", ctypes.c_int)]  # fmt: skip
+
+
+def _ofd(handle: Any, command: str, kind: str) -> _Flock:
+    """``fcntl(handle, F_OFD_<command>)`` over the whole file; OSError where there are no OFD locks."""
+    import fcntl
+
+    if not hasattr(fcntl, command) or ctypes.sizeof(ctypes.c_void_p) != 8:
+        raise OSError(errno.ENOSYS, f"no {command} here")
+    request = _Flock(l_type=getattr(fcntl, kind), l_whence=os.SEEK_SET, l_start=0, l_len=0, l_pid=0)
+    return _Flock.from_buffer_copy(fcntl.fcntl(handle, getattr(fcntl, command), bytes(request)))
