@@ -719,15 +719,24 @@ def test_a_cell_past_the_execution_timeout_names_its_cell_in_one_line(sweep_file
     assert "time.sleep" not in captured.out + captured.err  # the cell's source is not dumped into the report
 
 
-def test_a_kernel_that_dies_names_the_cell_it_died_in(sweep_file, tmp_path, capsys):
+def test_a_kernel_that_dies_names_the_cell_it_died_in_and_how_it_died(sweep_file, tmp_path, capfd):
+    """'Kernel died' read alike for the out-of-memory killer (SIGKILL) and a kernel that exited; nbclient's own
+    'Kernel died while waiting for execute reply.' was an unattributed line in the cron log."""
     notebook = nbformat.read(tmp_path / "nb.ipynb", as_version=4)  # an out-of-memory kill, as the OS does it
-    notebook.cells.append(nbformat.v4.new_code_cell("import os, signal\nif x == 2:\n    os.kill(os.getpid(), signal.SIGKILL)"))
+    notebook.cells.append(nbformat.v4.new_code_cell(
+        "import os, signal\nif x == 2:\n    os.kill(os.getpid(), signal.SIGKILL)\nif x == 3:\n    os._exit(3)"))
     nbformat.write(notebook, tmp_path / "nb.ipynb")
-    path = sweep_file({"x": [1, 2]})
-    assert main(["sweep", str(path), "--quiet"]) == 1
-    failed = next(r for r in sweep.plan(sweep.load_sweep(path)) if r.varied["x"] == 2).status()
+    path = sweep_file({"x": [1, 2, 3]})
+    assert main(["sweep", str(path)]) == 1
+    runs = {r.varied["x"]: r for r in sweep.plan(sweep.load_sweep(path))}
+    failed = runs[2].status()
     assert (failed["error"]["ename"], failed["error"]["cell_index"], failed["error"]["exec_count"]) == ("DeadKernelError", 5, 5)
-    assert "cell [5]: DeadKernelError: Kernel died" in capsys.readouterr().out
+    captured = capfd.readouterr()
+    assert "cell [5]: DeadKernelError: Kernel died: the kernel process was killed by SIGKILL (most often the out-of-memory " \
+           "killer: `dmesg -T | grep -i oom`;" in captured.out, captured.out  # fmt: skip
+    assert "cell [5]: DeadKernelError: Kernel died: the kernel process exited with status 3 (all it said: " in captured.out
+    assert "Kernel died while waiting" not in captured.err, captured.err
+    assert runs[1].completed and not (runs[1].dir / sweep.KERNEL_LOG).exists()  # shut down as usual: nothing to say
 
 
 def test_a_float_written_with_an_exponent_is_a_number(sweep_file, capsys):

@@ -332,8 +332,11 @@ def execute_run(
         error = {"cell_index": None, "exec_count": None, "ename": type(e).__name__, "evalue": first_line}
         # No cell started: the kernel never did (a kernelspec whose Python lost ipykernel), not "a cell".
         where = papermill_run.last_started_cell(partial) or {"stage": BEFORE_CELLS}
-        if "stage" in where and (said := _last_line(kernel_log)):  # why the kernel did not start
+        said = _last_line(kernel_log)
+        if "stage" in where and said:  # why the kernel did not start
             error["evalue"] = f"{error['evalue']}; the kernel said: {said} (all it said: {kernel_log})"
+        elif said.startswith(papermill_run.KERNEL_ENDED):  # a kernel that died in a cell: how (the OOM killer?)
+            error["evalue"] = f"{error['evalue']}: {said.removeprefix('vlm-lab: ')} (all it said: {kernel_log})"
         status.update(state="failed", error=error | where)
     if partial.exists():  # papermill writes the notebook even when a cell fails
         os.replace(partial, notebook_out)

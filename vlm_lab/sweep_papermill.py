@@ -32,8 +32,9 @@ from typing import Any
 # papermill's per-run parameter warnings: the sweep has already checked the parameters, and
 # papermill's own parser misreads ``# help`` comments that contain ``=``. And nbclient's error for a
 # kernel that never started: the run's FAILED line says it, with the kernel's own words (it was a
-# second line per run in the log, naming only the kernel's uuid).
-_REPORTED_NOISE = ("Passed unknown parameter", "Unable to parse line", "Error occurred while starting new kernel client")
+# second line per run in the log, naming only the kernel's uuid), and nbclient's for a kernel that died, likewise.
+_REPORTED_NOISE = ("Passed unknown parameter", "Unable to parse line", "Error occurred while starting new kernel client",
+                   "Kernel died while waiting for execute reply")  # the run's FAILED line says how it died
 
 
 class _ReportedNoise:
@@ -90,14 +91,46 @@ def _kernel_manager_class() -> type:
 
     class LoggedKernelManager(AsyncKernelManager):
         output_path = Unicode("", config=True, help="file the kernel's stdout and stderr are appended to")
+        _process: Any = None  # the kernel's Popen
+        _shutting_down: bool = False
 
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
             # jupyter_client's documented override point; Popen dups the descriptor, so it closes here.
             with open(self.output_path, "ab") as out:
                 kw.update(stdout=out, stderr=out)
                 await super()._async_launch_kernel(kernel_cmd, **kw)
+            self._process = getattr(self.provisioner, "process", None)
+
+        async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            self._shutting_down = True  # ended by nbclient (done, a timeout): not news
+            await super().shutdown_kernel(now=now, restart=restart)
+
+        async def cleanup_resources(self, restart: bool = False) -> None:
+            # nbclient cleans up without a shutdown when the kernel is already dead: say how it ended
+            # ("Kernel died" alone reads the same for the out-of-memory killer, a segfault and os._exit).
+            code = self._process.poll() if self._process is not None and not self._shutting_down else None
+            if code is not None:
+                with open(self.output_path, "a", encoding="utf-8") as out:
+                    out.write(f"{KERNEL_ENDED}{kernel_end(code)}\n")
+            await super().cleanup_resources(restart=restart)
 
     return LoggedKernelManager
+
+
+KERNEL_ENDED = "vlm-lab: the kernel process "  # the line kernel.log ends with when the kernel died on its own
+
+
+def kernel_end(code: int) -> str:
+    """How a kernel process that died by itself ended, from its exit status (negative: the signal)."""
+    import signal
+
+    if code >= 0:
+        return f"exited with status {code}"
+    name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+    if -code == signal.SIGKILL:
+        return (f"was killed by {name} (most often the out-of-memory killer: `dmesg -T | grep -i oom`; fewer --jobs "
+                "or a smaller batch needs less memory)")  # fmt: skip
+    return f"was killed by {name}"
 
 
 @functools.cache
