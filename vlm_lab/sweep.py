@@ -332,11 +332,11 @@ def execute_run(
         error = {"cell_index": None, "exec_count": None, "ename": type(e).__name__, "evalue": first_line}
         # No cell started: the kernel never did (a kernelspec whose Python lost ipykernel), not "a cell".
         where = papermill_run.last_started_cell(partial) or {"stage": BEFORE_CELLS}
-        said = _last_line(kernel_log)
+        said, ended = _last_words(kernel_log)
         if "stage" in where and said:  # why the kernel did not start
             error["evalue"] = f"{error['evalue']}; the kernel said: {said} (all it said: {kernel_log})"
-        elif said.startswith(papermill_run.KERNEL_ENDED):  # a kernel that died in a cell: how (the OOM killer?)
-            error["evalue"] = f"{error['evalue']}: {said.removeprefix('vlm-lab: ')} (all it said: {kernel_log})"
+        elif ended:  # a kernel that died in a cell: how (the OOM killer?)
+            error["evalue"] = f"{error['evalue']}: {ended} (all it said: {kernel_log})"
         status.update(state="failed", error=error | where)
     if partial.exists():  # papermill writes the notebook even when a cell fails
         os.replace(partial, notebook_out)
@@ -350,13 +350,16 @@ def execute_run(
     return status
 
 
-def _last_line(path: Path) -> str:
-    """The last non-blank line of a text file ("" when there is none)."""
+def _last_words(kernel_log: Path) -> tuple[str, str]:
+    """The last non-blank line the kernel printed, and how its process ended when it died by itself
+    (``sweep_papermill.KERNEL_ENDED``'s line, without the ``vlm-lab:``); "" for each when there is none."""
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = [line.strip() for line in kernel_log.read_text(encoding="utf-8", errors="replace").splitlines()]
     except OSError:
-        return ""
-    return next((line.strip() for line in reversed(lines) if line.strip()), "")
+        return "", ""
+    ended = next((line for line in lines if line.startswith(papermill_run.KERNEL_ENDED)), "")
+    said = next((line for line in reversed(lines) if line and not line.startswith(papermill_run.KERNEL_ENDED)), "")
+    return said, ended.removeprefix("vlm-lab: ")
 
 
 def log_line(text: str) -> None:
