@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from vlm_lab.checkpoints import CheckpointRef, resolve, resolve_all
+from vlm_lab.compare_context import check_context_room
 from vlm_lab.config import CompareConfig, GenerationConfig
 from vlm_lab.data import Sample, as_shown, load_samples, open_image
 from vlm_lab.errors import NonFiniteWarning, OutputPathError, TruncatedOutputWarning
@@ -81,31 +82,35 @@ class MemoryProbe:
 
 
 class _EncodingCache:
-    """Encoded batches (CPU tensors) shared by consecutive checkpoints with the same processor.
+    """Encoded batches (CPU tensors) shared by the checkpoints with the same processor.
 
     The processor (chat template, tokenizer, image preprocessing) costs as much as a
     tiny model's generate; checkpoints of one run share it, so each batch is encoded
-    once. Bounded by ``ENCODING_CACHE_BYTES``; dropped when the processor changes.
+    once (the context check before generation encodes them: ``compare_context``).
+    Bounded by ``ENCODING_CACHE_BYTES``; a processor's batches are dropped once its last checkpoint ran.
     """
 
     def __init__(self) -> None:
-        self._processor: str | None = None
-        self._batches: dict[tuple[str, ...], dict] = {}
+        self._batches: dict[tuple[str, tuple[str, ...]], dict] = {}
         self._nbytes = 0
 
-    def use(self, processor_fp: str) -> None:
-        if processor_fp != self._processor:
-            self._processor, self._batches, self._nbytes = processor_fp, {}, 0
-
-    def get(self, keys: tuple[str, ...], encode: Callable[[], dict]) -> dict:
-        if keys in self._batches:
-            return self._batches[keys]
+    def get(self, processor_fp: str, keys: tuple[str, ...], encode: Callable[[], dict]) -> dict:
+        if (processor_fp, keys) in self._batches:
+            return self._batches[processor_fp, keys]
         encoded = encode()
-        size = sum(v.numel() * v.element_size() for v in encoded.values() if hasattr(v, "numel"))
+        size = _nbytes(encoded)
         if self._nbytes + size <= ENCODING_CACHE_BYTES:
-            self._batches[keys] = encoded
+            self._batches[processor_fp, keys] = encoded
             self._nbytes += size
         return encoded
+
+    def drop(self, processor_fp: str) -> None:
+        for key in [k for k in self._batches if k[0] == processor_fp]:
+            self._nbytes -= _nbytes(self._batches.pop(key))
+
+
+def _nbytes(encoded: dict) -> int:
+    return sum(v.numel() * v.element_size() for v in encoded.values() if hasattr(v, "numel"))
 
 
 def unique_names(refs: Sequence[CheckpointRef]) -> list[str]:
@@ -245,6 +250,7 @@ def compare(
     plans = []
     first_plan: dict[str, tuple] = {}  # fingerprint -> its plan: the same weights under two refs run once
     commits: dict[tuple, str] = {}  # one question per revision, not per checkpoint folder of a hub run
+    processors: dict[str, str] = {}  # weights fingerprint -> processor fingerprint (checkpoints of one run share it)
     for i, (ref, name) in enumerate(zip(refs, names)):
         if ref.path is None:  # pinned: what loads later is the commit the results are cached under
             revision = (ref.repo_id, ref.revision)
@@ -256,6 +262,7 @@ def compare(
             _, _, _, store, found, memory, _, n_cached = first_plan[fp]
             plans.append((ref, name, fp, store, found, memory, [], n_cached))
             continue
+        processors[fp] = processor_fingerprint(ref, memo=memo) if ref.path is not None else fp  # hub: its pinned commit
         store = ResultCache(cache_dir / f"{fp}-{gen_key}.jsonl")
         found, memory = store.read() if config.use_cache else ({}, {})
         chunks = _batches_to_run(unique, found, gen)
@@ -264,20 +271,24 @@ def compare(
     if len(memo) != known:
         save_digest_memo(memo)
 
+    encodings = _EncodingCache()
+    ids: dict[str, list[str]] = {}
+    for key, sample in zip(keys, samples):
+        ids.setdefault(key, []).append(sample.id)
+    runs = [(ref, name, processors[fp], chunks) for ref, name, fp, *_, chunks, _ in plans if chunks]
+    check_context_room([(ref, name, proc, [chunk for chunk, _ in chunks]) for ref, name, proc, chunks in runs], ids, encodings.get)
+    last_use = {proc: i for i, (*_, proc, _) in enumerate(runs)}  # a processor's batches are let go after its last checkpoint
+
     total = sum(len(chunks) for *_, chunks, _ in plans)
     bar = tqdm(total=total, desc="compare", unit="batch", disable=not progress or total == 0, file=sys.stderr)
-    encodings = _EncodingCache()
     # All in this thread: on a tiny model, generate is bound by Python, so helper threads
     # for encoding and image writes only contend for the GIL (measured: slower, not faster).
     try:
-        for ref, name, fp, store, found, memory, chunks, _ in plans:
-            if not chunks:
-                continue
+        for i, (ref, name, fp, store, found, memory, chunks, _) in enumerate(p for p in plans if p[6]):
             bar.set_description(f"compare {name}")
             loaded = models.get(ref, dtype=config.dtype, device=config.device)
             check_prompts(loaded.processor, [sample for chunk, _ in chunks for _, sample in chunk])  # before any batch runs
-            encodings.use(processor_fingerprint(ref, memo=memo) if ref.path is not None else fp)  # hub: its pinned commit
-            run = _CheckpointRun(name, loaded, gen, store if config.use_cache else None, encodings)
+            run = _CheckpointRun(name, loaded, gen, store if config.use_cache else None, encodings, processors[fp])
             if str(loaded.device) not in _WARM_DEVICES:
                 run.warm_up(chunks[0][0])
                 _WARM_DEVICES.add(str(loaded.device))
@@ -287,6 +298,8 @@ def compare(
                 if run.memory:  # also after an interruption: a smaller, fully cached re-run still knows it
                     memory.clear()
                     memory.update(run.memory)
+            if last_use[processors[fp]] == i:
+                encodings.drop(processors[fp])
     finally:
         bar.close()
     images = _write_images(samples, image_keys, out)
@@ -347,14 +360,16 @@ def nonfinite_message(checkpoint: str, count: int, total: int, dtype: str, *, dt
 class _CheckpointRun:
     """One checkpoint's missing samples: batches encoded (once per processor), generated, cached as they finish."""
 
-    def __init__(self, name, loaded, gen: GenerationConfig, store: ResultCache | None, encodings: _EncodingCache) -> None:
+    def __init__(self, name, loaded, gen: GenerationConfig, store: ResultCache | None, encodings: _EncodingCache, processor_fp: str) -> None:
         self.name, self.loaded, self.gen, self.store, self.encodings = name, loaded, gen, store, encodings
+        self.processor_fp = processor_fp
         self.memory: dict = {}
 
     def _encode(self, chunk) -> dict:
         from vlm_lab.generation import encode_inputs
 
-        return self.encodings.get(tuple(k for k, _ in chunk), lambda: encode_inputs(self.loaded.processor, [s for _, s in chunk]))
+        return self.encodings.get(self.processor_fp, tuple(k for k, _ in chunk),
+                                  lambda: encode_inputs(self.loaded.processor, [s for _, s in chunk]))
 
     def warm_up(self, chunk: list[tuple[str, Sample]]) -> None:
         """One untimed generate before the first timed one.

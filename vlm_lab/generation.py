@@ -270,17 +270,47 @@ def _limits(loaded: LoadedModel, samples: Sequence[Sample], enc: Mapping[str, An
 
 
 class ContextOverflowError(DataError):
-    """A sample's image and prompt alone take every position the checkpoint reads: no room for an answer."""
+    """A sample's image and prompt alone take every position the checkpoint reads: no room for an answer.
 
-    def __init__(self, sample_id: str | None, tokens: int, context: int, checkpoint: str) -> None:
+    ``overflows``: every such (sample id, tokens, context, checkpoint) found, the first one's also as attributes;
+    ``compare`` checks all samples against all checkpoints before generating and names them all in one error.
+    """
+
+    SHOWN = 20  # samples named per checkpoint; more are counted
+
+    def __init__(self, sample_id: str | None, tokens: int, context: int, checkpoint: str, *,
+                 others: Sequence[tuple[str, int, int, str]] = ()) -> None:
         """``sample_id`` None: one image and prompt typed in (the explorer), not a sample of a data set."""
         self.sample_id, self.tokens, self.context, self.checkpoint = sample_id, tokens, context, checkpoint
+        self.overflows = [(sample_id, tokens, context, checkpoint), *others]
         what = f"the image and prompt take {tokens} tokens, and {checkpoint} reads at most {context} (the answer included)"
+        fix = "a smaller image helps where the processor's image tokens grow with its size"  # Idefics3, Qwen2-VL
         if sample_id is None:
             super().__init__(f"{what}; shorten the prompt")
-        else:  # a smaller image helps where the processor's image tokens grow with its size (Idefics3, Qwen2-VL)
-            super().__init__(f"sample {sample_id}: {what}; shorten the prompt, or leave the sample out (a smaller image "
-                             "helps where the processor's image tokens grow with its size)")
+        elif not others:
+            super().__init__(f"sample {sample_id}: {what}; shorten the prompt, or leave the sample out ({fix})")
+        else:
+            super().__init__(f"{_overflows(self.overflows, self.SHOWN)}; shorten their prompts, or leave them out of the data ({fix})")
+
+
+def _overflows(overflows: Sequence[tuple[str | None, int, int, str]], shown: int) -> str:
+    """``N samples leave no room ...: checkpoint-5, checkpoint-9 read at most 128 tokens ...: a (130), b (128)``;
+    checkpoints whose offending samples and counts are the same are said together."""
+    per_checkpoint: dict[tuple[str, int], list[tuple[str | None, int]]] = {}
+    for sample_id, tokens, context, checkpoint in overflows:
+        per_checkpoint.setdefault((checkpoint, context), []).append((sample_id, tokens))
+    together: dict[tuple, list[str]] = {}
+    for (checkpoint, context), rows in per_checkpoint.items():
+        together.setdefault((context, tuple(rows)), []).append(checkpoint)
+    parts = []
+    for (context, rows), checkpoints in together.items():
+        named = ", ".join(f"{sample_id} ({tokens})" for sample_id, tokens in rows[:shown])
+        more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
+        reads = "reads" if len(checkpoints) == 1 else "read"
+        parts.append(f"{', '.join(checkpoints)} {reads} at most {context} tokens (the answer included), and the image and "
+                     f"prompt of {len(rows)} sample(s) take that many or more: {named}{more}")
+    count = len({sample_id for sample_id, *_ in overflows})
+    return f"{count} samples leave no room for an answer: " + "; ".join(parts)
 
 
 def batches(items: Sequence, size: int) -> Iterator[Sequence]:

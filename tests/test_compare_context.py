@@ -1,0 +1,66 @@
+"""compare checks, before it generates anything, that every sample leaves each checkpoint room for an answer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from vlm_lab import shapes
+from vlm_lab.compare import compare
+from vlm_lab.config import CompareConfig
+from vlm_lab.generation import ContextOverflowError
+from vlm_lab.model_cache import ModelCache
+
+LONG = " ".join(["What color is the shape?"] * 12)  # with the image, more than the 128 tokens the shapes checkpoints read
+
+
+def _data(tmp_path, prompts: dict[str, str]):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shapes.make_samples("val", 1)[0].image.save(folder / "a.png")
+    lines = [{"id": sample_id, "image": "a.png", "prompt": prompt} for sample_id, prompt in prompts.items()]
+    (folder / "d.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return folder / "d.jsonl"
+
+
+def test_every_sample_without_room_is_named_for_every_checkpoint_before_anything_generates(tmp_path, tiny_checkpoints):
+    """The long samples come last: batch by batch, the earlier ones of the first checkpoint ran before the first
+    long one stopped the run, naming it alone. Both are named, with their counts, each checkpoint's limit and
+    the fix, before any model loads or any batch runs."""
+    prompts = {f"ok-{i}": "What color is the shape?" for i in range(4)} | {"long-1": LONG, "long-2": LONG + " Now?",
+                                                                           "long-1-again": LONG}
+    config = CompareConfig(checkpoints=(str(tiny_checkpoints[1]), str(tiny_checkpoints[-1])), data=str(_data(tmp_path, prompts)),
+                           batch_size=1, device="cpu", output_dir=str(tmp_path / "out"))
+    models, batches = ModelCache(budget_bytes="1GB"), []
+    with pytest.raises(ContextOverflowError) as caught:
+        compare(config, progress=False, cache=models, on_batch=batches.append)
+    said = str(caught.value)
+    assert said.startswith("3 samples leave no room for an answer: checkpoint-250, checkpoint-1000 read at most 128 tokens"), said
+    tokens = {sample_id: tokens for sample_id, tokens, *_ in caught.value.overflows}
+    assert set(tokens) == {"long-1", "long-2", "long-1-again"} and tokens["long-2"] > tokens["long-1"] >= 128
+    for sample_id, n in tokens.items():
+        assert f"{sample_id} ({n})" in said
+    assert said.count("long-2") == 1  # the two checkpoints share the list: said once
+    assert "shorten their prompts, or leave them out of the data" in said
+    assert batches == [] and len(models) == 0  # refused before any generation, and before any weights loaded
+    assert not list((tmp_path / "out").glob(".cache/*.jsonl"))
+
+
+def test_batches_encoded_for_the_check_are_padded_as_generation_needs(tmp_path, tiny_checkpoints):
+    """Generation reuses the batches the check encoded: they must be left-padded, as the model's processor pads,
+    also for a tokenizer saved to pad on the right (many hub ones are). The answers are the engine's own."""
+    from vlm_lab import data, generation, models
+    from vlm_lab.config import GenerationConfig
+
+    path = tmp_path / "right" / "checkpoint-1000"
+    shutil.copytree(tiny_checkpoints[-1], path)
+    settings = json.loads((path / "tokenizer_config.json").read_text())
+    (path / "tokenizer_config.json").write_text(json.dumps(settings | {"padding_side": "right"}))
+    config = CompareConfig(checkpoints=(str(path),), data="shapes:val:9", batch_size=9, device="cpu",
+                           output_dir=str(tmp_path / "out"), use_cache=False)  # three prompt lengths in one batch
+    result = compare(config, progress=False, cache=ModelCache(budget_bytes="1GB"))
+    expected = generation.generate(models.load_model(path, device="cpu"), data.load_samples("shapes:val:9"), GenerationConfig(batch_size=9))
+    assert [r["outputs"]["checkpoint-1000"]["output"] for r in result.rows] == [o.text for o in expected]
+    assert result.summary[0]["accuracy"] > 0.5

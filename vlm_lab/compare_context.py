@@ -1,0 +1,78 @@
+"""Before a comparison generates anything: does every sample leave room for an answer in every checkpoint?
+
+A sample whose image and prompt fill the checkpoint's context (``generation.context_room``) cannot be
+answered. Found when its batch runs, it would stop a comparison after many minutes of earlier checkpoints
+and batches, and name only that one sample. Here each checkpoint's config (its context length) and its
+processor (what each sample's tokens are) are read, no weights loaded, every sample still to run is
+counted, and every sample that does not fit is named, with the fix, in one error.
+
+The batches encoded for the count are kept in the comparison's encoding cache, so generation reuses them:
+the check costs loading each distinct processor once more.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+from vlm_lab.checkpoints import CheckpointRef
+
+Encode = Callable[[str, tuple[str, ...], Callable[[], dict]], dict]  # (processor fingerprint, sample keys, encode) -> batch
+
+
+def check_context_room(
+    runs: Sequence[tuple[CheckpointRef, str, str, Sequence[Sequence[tuple[str, Any]]]]],
+    ids: Mapping[str, Sequence[str]],
+    encoded: Encode,
+) -> None:
+    """Refuse, before any generation, the samples whose image and prompt leave a checkpoint no room to answer.
+
+    Args:
+        runs: per checkpoint to run: its ref, display name, processor fingerprint, and its batches of (key, sample).
+        ids: per sample key, the ids of the samples with that content (identical image and prompt run once).
+        encoded: the comparison's encoding cache (``compare._EncodingCache.get``).
+
+    Raises:
+        ContextOverflowError: naming every sample that does not fit, its tokens and each checkpoint's limit.
+    """
+    from vlm_lab.generation import ContextOverflowError, context_length, context_room, encode_inputs
+
+    processors: dict[str, Any] = {}
+    overflows: list[tuple[str, int, int, str]] = []
+    for ref, name, processor_fp, chunks in runs:
+        config = _read(ref, "AutoConfig")
+        if not chunks or config is None or context_length(config) is None:
+            continue  # no context to overflow, or nothing readable yet: its load says what is wrong
+        if processor_fp not in processors:
+            processors[processor_fp] = _processor(ref)
+        processor = processors[processor_fp]
+        if processor is None:
+            continue
+        for chunk in chunks:
+            keys = tuple(key for key, _ in chunk)
+            batch = encoded(processor_fp, keys, lambda chunk=chunk: encode_inputs(processor, [s for _, s in chunk]))
+            context, room = context_room(config, batch)  # type: ignore[misc]
+            overflows += [(sample_id, context - left, context, name)
+                          for key, left in zip(keys, room) if left < 1 for sample_id in ids[key]]
+    if overflows:
+        raise ContextOverflowError(*overflows[0], others=overflows[1:])
+
+
+def _processor(ref: CheckpointRef) -> Any:
+    """The processor as ``models.load_model`` sets it up for batches (left padding), or None if it cannot be read."""
+    processor = _read(ref, "AutoProcessor")
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is not None:
+        tokenizer.padding_side = "left"  # these batches are generated from: the same padding as the model's processor
+    return processor
+
+
+def _read(ref: CheckpointRef, auto: str) -> Any:
+    """``AutoConfig``/``AutoProcessor`` of ``ref`` from files already here (a hub checkpoint not downloaded yet is
+    checked by its batches as they run); None when it cannot be read: loading the model says why, with the fix."""
+    import transformers
+
+    kwargs = ref.pretrained_kwargs() | {"trust_remote_code": False} | ({} if ref.is_local else {"local_files_only": True})
+    try:
+        return getattr(transformers, auto).from_pretrained(**kwargs)
+    except Exception:  # noqa: BLE001 - a check ahead of the load; the load reports the problem properly
+        return None
