@@ -349,6 +349,66 @@ def test_list_of_an_interrupted_build_says_so_and_gives_the_command_that_finishe
     assert not any(line.startswith("incomplete") for line in vlm_lab("checkpoints", "list", str(out), check=True).stdout.splitlines())
 
 
+# vlm-lab with flock answering as where the filesystem keeps no locks (NFS without lockd)
+VLM_LAB_WITHOUT_FILE_LOCKS = r"""
+import errno, fcntl, os, sys
+def flock(*args):
+    raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+fcntl.flock = flock
+from vlm_lab.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+KILLED_HOLDING_THE_SOFT_LOCK = r"""
+import os, signal, sys
+from filelock import SoftFileLock
+lock = SoftFileLock(sys.argv[1])
+lock.acquire()
+os.kill(os.getpid(), signal.SIGKILL)  # kill -9 mid-build, an OOM kill, a crash: the marker stays
+"""
+
+
+def without_file_locks(*args, **kw):
+    return subprocess.run([sys.executable, "-c", VLM_LAB_WITHOUT_FILE_LOCKS, *args], capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+def test_list_without_file_locks_says_a_killed_build_stopped_not_that_it_runs_forever(tmp_path):
+    out = tmp_path / "ck"
+    command = f"vlm-lab checkpoints build --out {out} --steps 6 --save-every 2 --seed 3 --train-images 4"
+    done = subprocess.run([sys.executable, "-c", INTERRUPT_A_BUILD, str(out)], capture_output=True, text=True, timeout=600)
+    assert done.stdout == "interrupted\n", done.stderr
+    marker = out / ".build.lock.soft"
+    killed = subprocess.run([sys.executable, "-c", KILLED_HOLDING_THE_SOFT_LOCK, str(marker)], timeout=60)
+    assert killed.returncode == -9 and marker.read_text().split("\n")[0].isdigit()  # left behind, naming the dead pid
+    listed = without_file_locks("checkpoints", "list", str(out), check=True).stdout.splitlines()
+    assert listed[-1] == f"incomplete: the build stopped at checkpoint-2 of 6 steps; `{command}` finishes it", listed
+    resumed = without_file_locks(*command.split()[1:], "--quiet")  # and it does: the dead builder's marker is taken over
+    assert resumed.returncode == 0 and "resumed from checkpoint-2, trained steps 3-6" in resumed.stdout, resumed.stderr
+    assert not marker.exists()
+
+
+def test_list_without_file_locks_names_the_host_whose_marker_holds_the_lock_and_how_to_clear_it(tmp_path):
+    out = tmp_path / "ck"
+    done = subprocess.run([sys.executable, "-c", INTERRUPT_A_BUILD, str(out)], capture_output=True, text=True, timeout=600)
+    assert done.stdout == "interrupted\n", done.stderr
+    marker = out / ".build.lock.soft"
+    marker.write_text("4242\nnode-17\n")  # a build on another node of the shared filesystem: no pid there to probe
+    command = f"vlm-lab checkpoints build --out {out} --steps 6 --save-every 2 --seed 3 --train-images 4"
+    listed = without_file_locks("checkpoints", "list", str(out), check=True).stdout.splitlines()
+    assert listed[-1] == (f"a build into {out} is running on node-17 (pid 4242), as its marker {marker} says: checkpoint-2 "
+                          f"of 6 steps is saved so far; if no build is running there, delete {marker} and `{command}` "
+                          "finishes it"), listed
+    build = subprocess.Popen([sys.executable, "-c", VLM_LAB_WITHOUT_FILE_LOCKS, *command.split()[1:], "--quiet"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    waiting = build.stderr.readline()
+    marker.unlink()  # as the message says, once node-17 runs no build
+    rest, err = build.communicate(timeout=600)
+    assert waiting == (f"waiting for another build into {out} to finish ({out} has no file locks, so its marker {marker} "
+                       "stands for the lock, held by a build on node-17 (pid 4242): if no build is running there, delete it)\n")
+    assert build.returncode == 0 and "resumed from checkpoint-2" in rest, err
+
+
 @pytest.mark.parametrize("out, message", [
     ("a" * 300, r"--out 'a{300}' cannot be used \(File name too long\); pass a shorter folder path"),
     ("dangling", r"--out 'dangling' is a link to '.*nowhere/x', which does not exist; create that folder or pass another --out"),
@@ -453,3 +513,49 @@ def test_a_build_saving_an_absurd_number_of_checkpoints_is_refused_before_it_lis
     assert r.stderr == ("error: ConfigError: --steps 1000000000 with --save-every 1 saves 1000000001 checkpoints, more than "
                         "a build saves (at most 1000000, ~2 MB of disk each); pass --save-every 1001 or more\n")
     assert not out.exists()
+
+
+def lock_file_others_cannot_write(path):
+    """Make ``path`` a lock file this user cannot open for writing: another user's, in effect."""
+    path.touch()
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        return lambda: path.chmod(0o644)
+    # root writes any file whatever its mode or owner; an immutable one it cannot (and still reads it)
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("running as root where chattr +i is refused: no file here is unwritable to this user")
+    return lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_a_build_lock_another_user_made_does_not_stop_the_build(tmp_path):
+    # a shared checkpoints folder: another user's build left .build.lock with that user's umask (0644)
+    out = tmp_path / "ck"
+    out.mkdir()
+    writable_again = lock_file_others_cannot_write(out / ".build.lock")
+    try:
+        r = vlm_lab("checkpoints", "build", "--out", str(out), "--steps", "1", "--save-every", "1", "--train-images", "4",
+                    "--quiet")
+    finally:
+        writable_again()
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]  # PermissionError before
+    assert r.stdout.startswith(f"2 checkpoints in {out}")
+
+
+def test_a_build_lock_that_can_only_be_read_where_locks_need_writes_is_one_clear_error(tmp_path):
+    # NFS locks through fcntl, which refuses a file opened read-only (EBADF); no NFS here, so flock answers so
+    out = tmp_path / "ck"
+    out.mkdir()
+    lock = out / ".build.lock"
+    writable_again = lock_file_others_cannot_write(lock)
+    try:
+        r = subprocess.run([sys.executable, "-c", BUILD_WITHOUT_FILE_LOCKS, "EBADF", str(out)], capture_output=True,
+                           text=True, timeout=600)
+    finally:
+        writable_again()
+    assert r.returncode == 2, r.stderr[-2000:]
+    owner = "root" if os.geteuid() == 0 else __import__("pwd").getpwuid(os.geteuid()).pw_name
+    assert r.stderr == (f"error: OutputPathError: cannot open the build lock {lock} (Permission denied; it belongs to "
+                        f"{owner}), which keeps two builds out of one folder; let every user of {out} read and write it "
+                        f"(chmod a+rw {lock}), or, when no build is running there, delete it (it holds no data); "
+                        "or pass another --out\n")
+    assert not list(out.glob("checkpoint-*"))

@@ -7,20 +7,16 @@ A build's checkpoints are laid out as the HF Trainer lays them out (``OUT/checkp
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
-import fcntl
 import io
 import json
 import math
 import os
 import re
 import shutil
-import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -79,81 +75,6 @@ def check_room(out: Path, to_save: int, each: int) -> None:
             f"this build saves {to_save} checkpoints of ~{human_bytes(each)} each ({human_bytes(need)}), and {out} has "
             f"{human_bytes(free)} free; pass a larger --save-every (or free space, or pass another --out)"
         )
-
-
-LOCK_FILE = ".build.lock"
-SOFT_LOCK_FILE = ".build.lock.soft"
-# flock's answers where the filesystem keeps no locks: NFS without lockd (ENOLCK), Lustre mounted
-# without -o flock (ENOSYS), some FUSE and SMB mounts (EOPNOTSUPP, EINVAL)
-_NO_FILE_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
-
-
-@contextlib.contextmanager
-def build_lock(out: Path) -> Iterator[None]:
-    """Hold ``out``'s build lock; while another build holds it, say so and wait.
-
-    The lock is an flock on ``out/.build.lock``. On a filesystem without file locks it is
-    the existence of ``out/.build.lock.soft`` instead, a marker naming the builder's pid and
-    host (filelock's ``SoftFileLock``, where huggingface_hub falls back too): not building
-    unlocked, because two builds into one folder replace each other's checkpoints mid-save.
-    A marker a killed build left on another host stays: the waiting message says to delete it.
-
-    Raises:
-        OutputPathError: the lock failed for another reason (an I/O error).
-    """
-    with open(out / LOCK_FILE, "w") as lock:
-        if _flock(lock, out):
-            yield
-            return
-    from filelock import SoftFileLock, Timeout
-
-    marker = out / SOFT_LOCK_FILE
-    soft = SoftFileLock(marker)
-    try:
-        soft.acquire(blocking=False)
-    except Timeout:
-        _say_waiting(out, f"{out} has no file locks, so its marker {marker} stands for the lock: "
-                          "if no build is running there, delete it")
-        soft.acquire()
-    try:
-        yield
-    finally:
-        soft.release()
-
-
-def build_running(out: Path) -> bool:
-    """Whether a build holds ``out``'s lock now: a folder being built, not one whose build stopped."""
-    try:
-        lock = open(out / LOCK_FILE, "rb")
-    except OSError:
-        return False
-    with lock:  # closing it lets go of the probe's own lock, held a moment
-        try:
-            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError as e:
-            return e.errno in _NO_FILE_LOCKS and (out / SOFT_LOCK_FILE).exists()
-    return False
-
-
-def _flock(lock, out: Path) -> bool:
-    """Take the flock on ``lock``, waiting for another build; ``False`` where the filesystem has no locks."""
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        _say_waiting(out, f"it holds {out / LOCK_FILE}")
-        fcntl.flock(lock, fcntl.LOCK_EX)
-    except OSError as e:
-        if e.errno in _NO_FILE_LOCKS:
-            return False
-        raise OutputPathError(f"cannot lock {out / LOCK_FILE} ({e.strerror}, errno {e.errno}), which keeps two "
-                              "builds out of one folder; pass another --out") from e
-    return True
-
-
-def _say_waiting(out: Path, why: str) -> None:
-    print(f"waiting for another build into {out} to finish ({why})", file=sys.stderr, flush=True)
 
 
 def save_checkpoint(model, processor, out: Path, step: int, log_history: list[dict], config: TrainConfig, *,

@@ -44,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Trainer run's) and print one row per checkpoint: step, epoch, the mean training loss of the steps since "
         "the checkpoint before (the loss curve at checkpoint granularity), the last eval_loss when one was logged, "
         "the weights' size, and whether optimizer.pt and scheduler.pt are there to resume from. A build that stopped "
-        "before its last step is said to be incomplete, with the command that finishes it. Loads no model.",
+        "before its last step (interrupted, or killed) is said to be incomplete, with the command that finishes it; "
+        "one still running is said to run (on a filesystem without file locks, naming the host its marker "
+        "OUT/.build.lock.soft names when that is another). Loads no model.",
     )
     listing.add_argument("folder", nargs="?", default=_DEFAULTS.out, help="training output folder (default: %(default)s)")
     listing.add_argument("--json", action="store_true", help="one JSON object per checkpoint, a list")
@@ -130,11 +132,16 @@ def _list(args: argparse.Namespace) -> int:
     print("loss: mean training loss of the steps since the checkpoint before (every step: checkpoint-N/trainer_state.json)")
     run = _run_folder(args.folder, rows)
     if settings and run and rows[-1].step is not None and rows[-1].step < settings.get("steps", 0):
-        if tiny.build_running(run):
-            print(f"a build into {args.folder} is running: {rows[-1].name} of {settings['steps']} steps is saved so far")
-        else:
-            print(f"incomplete: the build stopped at {rows[-1].name} of {settings['steps']} steps; "
-                  f"`{_build_command(args.folder, settings)}` finishes it")
+        holder, finish = tiny.build_holder(run), f"`{_build_command(args.folder, settings)}` finishes it"
+        saved = f"{rows[-1].name} of {settings['steps']} steps is saved so far"
+        if holder and holder.host:  # a soft-lock marker from another host: only that host can tell whether it runs
+            marker = run / tiny.SOFT_LOCK_FILE
+            print(f"a build into {args.folder} is running on {holder.host} (pid {holder.pid}), as its marker {marker} "
+                  f"says: {saved}; if no build is running there, delete {marker} and {finish}")
+        elif holder:
+            print(f"a build into {args.folder} is running: {saved}")
+        else:  # stopped, or killed: a marker it left on this host names a process that is gone
+            print(f"incomplete: the build stopped at {rows[-1].name} of {settings['steps']} steps; {finish}")
     return 0
 
 
