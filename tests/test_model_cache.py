@@ -48,7 +48,7 @@ def test_budget_for_two_models_evicts_the_least_recently_used(refs, tiny_nbytes)
     cache.get(refs[2], device="cpu")  # over budget: evicts checkpoint-250, the LRU one
     assert cache.loaded == ["checkpoint-0", "checkpoint-500"]
     assert refs[1] not in cache and refs[0] in cache
-    assert cache.stats == {"hits": 1, "loads": 3, "evictions": 1}
+    assert cache.stats == {"hits": 1, "loads": 3, "evictions": 1, "waits": 0}
     assert cache.used_bytes <= cache.budget_bytes
 
 
@@ -176,7 +176,7 @@ def test_one_hub_model_named_several_ways_is_loaded_and_charged_once(hf_cache, t
     first = cache.get("org/shapes", device="cpu")
     for spec in ("org/shapes@main", f"org/shapes@{a}", "org/shapes@main:."):
         assert cache.get(spec, device="cpu") is first and spec in cache
-    assert cache.stats == {"hits": 3, "loads": 1, "evictions": 0} and len(cache) == 1
+    assert cache.stats == {"hits": 3, "loads": 1, "evictions": 0, "waits": 0} and len(cache) == 1
     b = add_snapshot(hf_cache, "org/shapes", tiny_checkpoints[-1], ref=None)
     point_ref(hf_cache, "org/shapes", "main", b)  # main moved on: its old commit's copy is stale
     assert cache.get("org/shapes@main", device="cpu").ref.revision == b

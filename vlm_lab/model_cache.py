@@ -3,11 +3,11 @@
 The budget is in bytes, not a number of models: "a T4 holds at most two 7 GB
 models" is what a 16 GB budget and those models' sizes work out to, never a
 hard-coded 2. Before loading, a checkpoint's size is *estimated* (``size_fn``,
-by default from its safetensors headers, local, in the Hugging Face cache or on the
-hub: parameter counts times the bytes of the dtype it is loaded in), so a model is
-loaded only once room is made for it; when loading it would go over the budget, the least
-recently used models are evicted first and their memory freed (``gc.collect``
-plus ``torch.cuda.empty_cache`` on GPU). After loading, an entry is charged
+by default ``model_size.estimate_nbytes``, from its safetensors headers: parameter
+counts times the bytes of the dtype it is loaded in) and that much of the budget is
+reserved, so a model is loaded only once room is made for it; when loading it would go
+over the budget, the least recently used models are evicted first and their memory freed
+(``gc.collect`` plus ``torch.cuda.empty_cache`` on GPU). After loading, an entry is charged
 ``max(estimate, measured parameter + buffer bytes)``.
 
 The budget counts weights only. Activations, the KV cache and the CUDA context
@@ -20,41 +20,53 @@ place reload it), a hub reference by repo, commit and subfolder (``org/run``,
 ``org/run@main`` and ``org/run@<that commit>`` are one model, loaded once and charged
 once; when ``main`` moves on, the copy of its old commit is dropped).
 
-A model a caller still holds a reference to cannot be freed by eviction; the
-cache drops its own references and leaves the rest to the garbage collector.
+Threads (the Space serves several visitors at once, the explorer compares in the
+background): no lock is held while a model loads, its size is estimated or its files
+hashed, so a model already loaded is served at once whatever else is loading. Two gets
+of one model load it once: the second waits for the first and gets its model, or its
+error (a failed load is not remembered: the next get tries again). Loads of different
+models reserve their estimated size before loading, so together they stay within the
+budget; one that finds no room waits for the loads in flight to finish (they always do)
+and then evicts. Models used inside ``with cache.use(ref) as loaded:`` are never evicted
+to make room: a load that needs their room waits until they are left, or, when the
+thread asking holds such a model itself (it would wait for itself), raises
+``MemoryBudgetError`` naming them.
+
+A model evicted while a caller still holds it (``get``, then evicted by another thread
+or by ``evict``/``clear``) keeps working for that caller and is freed when the caller
+lets go; until then ``retained_bytes`` counts it (the budget no longer does).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import gc
-import math
 import os
 import re
 import threading
 import time
+import weakref
+from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from vlm_lab.checkpoints import CheckpointRef, fingerprint, index_shards, resolve, unfinished_named
+from vlm_lab.checkpoints import CheckpointRef, fingerprint, resolve
 from vlm_lab.config import parse_bytes
 from vlm_lab.errors import CheckpointNotFoundError, ConfigError, MemoryBudgetError
 from vlm_lab.hub_refs import hub_commit, hub_fingerprint
-from vlm_lab.hub_cache import cached_weights
-from vlm_lab.memory_checkpoint import Header, read_weights, safetensors_header
+from vlm_lab.model_size import estimate_nbytes
 from vlm_lab.models import LoadedModel, load_model, model_nbytes, resolve_device, resolve_dtype
+
+__all__ = ["GB", "ModelCache", "default_budget", "estimate_nbytes", "format_bytes", "max_resident"]
 
 SizeFn = Callable[[CheckpointRef, torch.dtype], "int | None"]
 
 GB = 10**9
-# safetensors dtype codes of floating tensors: these are cast to the load dtype, the rest keep theirs
-_FLOAT_CODES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
-_TORCH_CODES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
-                torch.int32: "I32", torch.int16: "I16", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2"}
-_CODE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2}
 
 
 def format_bytes(n: float | None) -> str:
@@ -64,85 +76,6 @@ def format_bytes(n: float | None) -> str:
         if abs(n) >= size:
             return f"{n / size:.2f} {unit}"
     return f"{int(n)} B"
-
-
-def estimate_nbytes(ref: CheckpointRef, dtype: torch.dtype) -> int | None:
-    """Bytes ``ref``'s weights will take once loaded in ``dtype``, before loading anything.
-
-    From the safetensors headers (floating tensors counted at ``dtype``'s size, the rest
-    as stored): a local folder's, a hub reference's in the local Hugging Face cache, or,
-    when its weights are not all cached yet and the hub can be asked, the hub's (a few kB
-    read per file, not the weights); a torch pickle's (``pytorch_model.bin``) read on the meta
-    device. From the weight files' sizes when a pickle cannot be read so; None when nothing tells (the cache then charges the measured size after
-    loading).
-
-    Raises:
-        CheckpointNotFoundError: a weight file is a Git-LFS pointer or not a valid safetensors file.
-    """
-    if ref.path is None:
-        return _hub_nbytes(ref, dtype)
-    with unfinished_named(ref.path):
-        weights = read_weights(Path(ref.path))
-    return _nbytes(weights, dtype)
-
-
-def _nbytes(weights: dict[Path, Header | None], dtype: torch.dtype) -> int | None:
-    """What weight files with these headers take loaded in ``dtype``. A torch pickle (no header) is read on the meta
-    device (shapes and dtypes, no data); one that cannot be (an old non-zip pickle) charges every file its size."""
-    weights = {path: header if header is not None else _pickle_header(path) for path, header in weights.items()}
-    if not weights or None in weights.values():
-        return sum(p.stat().st_size for p in weights) or None
-    item = torch.empty((), dtype=dtype).element_size()
-    return sum(
-        math.prod(shape) * (item if code in _FLOAT_CODES else _CODE_BYTES.get(code, 1))
-        for header in weights.values()
-        for code, shape in header.values()
-    )
-
-
-def _pickle_header(path: Path) -> Header | None:
-    """A ``pytorch_model.bin``'s tensors as a safetensors header, read without their data; None when it cannot be."""
-    try:
-        state = torch.load(path, map_location="meta", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - not a zip pickle, or not a state dict of tensors: loading says what is wrong
-        return None
-    if not isinstance(state, dict):
-        return None
-    return {name: (_TORCH_CODES.get(t.dtype, "U8"), list(t.shape)) for name, t in state.items() if isinstance(t, torch.Tensor)}
-
-
-def _hub_nbytes(ref: CheckpointRef, dtype: torch.dtype) -> int | None:
-    """``estimate_nbytes`` of a hub reference: its cached weight files, else the hub's safetensors headers."""
-    from huggingface_hub import constants, is_offline_mode
-
-    files = cached_weights(ref.repo_id, ref.revision, ref.subfolder, cache_dir=constants.HF_HUB_CACHE)
-    if files is not None:
-        return _nbytes({f: safetensors_header(f) if f.suffix == ".safetensors" else None for f in files}, dtype)
-    if is_offline_mode():
-        return None  # nothing to download from: loading says what is missing
-    try:
-        return _nbytes(_hub_headers(ref), dtype)
-    except Exception:  # noqa: BLE001 - no safetensors on the hub, or it did not answer: loading reports what matters
-        return None
-
-
-def _hub_headers(ref: CheckpointRef) -> dict[Path, Header]:
-    """The safetensors headers of a hub reference's weights, read from the hub (range requests, not the weights)."""
-    from huggingface_hub import HfApi, hf_hub_download
-
-    api, at = HfApi(), {"revision": ref.revision}
-    prefix = f"{ref.subfolder.strip('/')}/" if ref.subfolder else ""
-    if api.file_exists(ref.repo_id, f"{prefix}model.safetensors", **at):
-        names = ["model.safetensors"]
-    else:  # sharded (or no safetensors: the download of the index fails)
-        index = Path(hf_hub_download(ref.repo_id, f"{prefix}model.safetensors.index.json", **at))
-        names = index_shards(index)
-        if names is None:
-            raise ValueError(f"{index} lists no shards")  # sized by loading, as for any hub failure
-    return {
-        Path(name): {k: (t.dtype, t.shape) for k, t in api.parse_safetensors_file_metadata(ref.repo_id, prefix + name, **at).tensors.items()}
-        for name in names
-    }
 
 
 def max_resident(budget_bytes: int, sizes: list[int]) -> int:
@@ -170,6 +103,20 @@ class _Entry:
     loaded: LoadedModel
     fingerprint: str
     nbytes: int
+    pins: int = 0  # ``use`` blocks open on it now: not evicted to make room
+
+
+@dataclasses.dataclass
+class _Load:
+    """A load in flight: the files it loads, the bytes the budget holds for it, and its outcome for the gets waiting."""
+
+    fingerprint: str
+    future: Future = dataclasses.field(default_factory=Future)
+    reserved: int = 0
+
+
+class _Interrupted(Exception):
+    """The load a get waited for was interrupted in its own thread (KeyboardInterrupt): the waiting get loads it."""
 
 
 class ModelCache:
@@ -180,13 +127,13 @@ class ModelCache:
             such as ``"16GB"``); None: 90% of the GPU's memory on CUDA, half the RAM on CPU.
         size_fn: ``(ref, torch_dtype) -> bytes | None``, the estimate made before loading;
             swap in a better one (e.g. a meta-device estimate) without touching the cache.
+            None: unknown, nothing is reserved and the measured size is charged after loading.
         loader: ``(ref, dtype=, device=) -> LoadedModel``; ``models.load_model`` by default.
         hub_refresh_s: how long the commit a hub revision (``org/name@main``) resolved to is
             trusted before the hub is asked again; a long-running Space then picks up new
             weights pushed to ``main`` within this time. A 40-hex commit revision never moves.
 
-    Thread-safe: one lock around lookups, loads and evictions (the Space calls it from
-    several request threads).
+    Thread-safe, and no lock is held through a load (see the module docstring).
     """
 
     def __init__(
@@ -205,11 +152,15 @@ class ModelCache:
         self.size_fn = size_fn
         self.loader = loader
         self._entries: collections.OrderedDict[tuple, _Entry] = collections.OrderedDict()  # LRU first
+        self._loading: dict[tuple, _Load] = {}  # key -> the load in flight
+        self._retired: list[tuple[weakref.ref, int]] = []  # evicted models (weakly) and their charge
         self._fingerprints: dict[str, str] = {}  # file-hash memo for checkpoints.fingerprint
         self._hub: dict[str, tuple[str, float]] = {}  # repo@revision -> (commit, monotonic time resolved)
         self.hub_refresh_s = hub_refresh_s
-        self._lock = threading.RLock()
-        self.stats = {"hits": 0, "loads": 0, "evictions": 0}
+        self._lock = threading.RLock()  # held only for bookkeeping, never through a load, a hash or a request
+        self._cond = threading.Condition(self._lock)  # notified when a load ends or a ``use`` block is left
+        self._local = threading.local()  # .pins: ``use`` blocks this thread has open
+        self.stats = {"hits": 0, "loads": 0, "evictions": 0, "waits": 0}
 
     # -- introspection -------------------------------------------------------------
     @property
@@ -219,19 +170,31 @@ class ModelCache:
 
     @property
     def used_bytes(self) -> int:
-        return sum(e.nbytes for e in self._entries.values())
+        """Bytes charged: the loaded models, plus what is reserved for the loads in flight."""
+        with self._lock:
+            return sum(e.nbytes for e in self._entries.values()) + sum(load.reserved for load in self._loading.values())
+
+    @property
+    def retained_bytes(self) -> int:
+        """Bytes of evicted models that a caller still holds (not freed yet, and no longer in ``used_bytes``)."""
+        gc.collect()  # a model dropped by its last holder but still in a reference cycle is not held
+        with self._lock:
+            self._retired = [(model, nbytes) for model, nbytes in self._retired if model() is not None]
+            return sum(nbytes for _, nbytes in self._retired)
 
     @property
     def loaded(self) -> list[str]:
         """Names of the loaded checkpoints, least recently used first."""
-        return [e.loaded.ref.name for e in self._entries.values()]
+        with self._lock:
+            return [e.loaded.ref.name for e in self._entries.values()]
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __contains__(self, ref: CheckpointRef | str) -> bool:
         rid = self._loaded_identity(ref)
-        return any(key[0] == rid for key in self._entries)
+        with self._lock:
+            return any(key[0] == rid for key in self._entries)
 
     def _loaded_identity(self, ref: CheckpointRef | str | os.PathLike[str]) -> str | None:
         """``_identity`` without asking the hub; a loaded folder deleted since (a trainer's ``save_total_limit``
@@ -244,15 +207,16 @@ class ModelCache:
             return self._identity(_as_ref(ref), ask=False)
         except CheckpointNotFoundError:
             gone = str(Path(os.path.expandvars(str(ref))).expanduser().resolve())
-            if any(key[0] == gone for key in self._entries):
-                return gone
+            with self._lock:
+                if any(key[0] == gone for key in self._entries):
+                    return gone
             raise
 
     def __repr__(self) -> str:
         return f"ModelCache({len(self)} loaded, {format_bytes(self.used_bytes)} of {format_bytes(self._budget)})"
 
     def fingerprint(self, ref: CheckpointRef) -> str:
-        """``checkpoints.fingerprint`` with this cache's file-hash memo.
+        """``checkpoints.fingerprint`` with this cache's file-hash memo (hashed outside the lock: seconds for a new 7 GB model).
 
         Hub refs: the commit their revision resolves to is asked again after
         ``hub_refresh_s`` (a request per ``get`` would slow every call). When asking
@@ -260,37 +224,36 @@ class ModelCache:
         already loaded keeps serving under its last known commit.
         """
         if ref.path is not None:
-            with self._lock:
-                return fingerprint(ref, memo=self._fingerprints)
+            return fingerprint(ref, memo=self._fingerprints)
         return hub_fingerprint(ref, self._commit(ref))
 
     def _commit(self, ref: CheckpointRef) -> str:
         """The commit a hub ref's revision points at now (within ``hub_refresh_s``); one question per
         revision, not per checkpoint folder of it. When it has moved on, the old commit's copies are dropped."""
+        if _pinned(ref):  # a commit never moves
+            return ref.revision
+        key = _revision_key(ref)
         with self._lock:
-            if _pinned(ref):  # a commit never moves
-                return ref.revision
-            key = _revision_key(ref)
             known = self._hub.get(key)
-            if known is not None and time.monotonic() - known[1] < self.hub_refresh_s:
-                return known[0]
-            try:
-                commit = hub_commit(ref)
-            except CheckpointNotFoundError:
-                if known is None:
-                    raise
-                commit = known[0]
+        if known is not None and time.monotonic() - known[1] < self.hub_refresh_s:
+            return known[0]
+        try:
+            commit = hub_commit(ref)  # a request: outside the lock
+        except CheckpointNotFoundError:
+            if known is None:
+                raise
+            commit = known[0]
+        with self._lock:
             self._hub[key] = (commit, time.monotonic())
-            if known is not None and known[0] != commit:
-                self._drop_commit(ref.repo_id, known[0])
-            return commit
+            dropped = self._drop_commit(ref.repo_id, known[0]) if known is not None and known[0] != commit else []
+        self._free(dropped)
+        return commit
 
-    def _drop_commit(self, repo_id: str, commit: str) -> None:
+    def _drop_commit(self, repo_id: str, commit: str) -> list[torch.device]:
         """Evict ``repo_id``'s models at ``commit`` unless another revision still names it (``@v1`` and ``@<commit>``)."""
         if any(key.startswith(f"{repo_id}@") and known == commit for key, (known, _) in self._hub.items()):
-            return
-        for key in [k for k in self._entries if k[0].startswith(f"{repo_id}@{commit}:")]:
-            self._drop(key)
+            return []
+        return [self._drop(key) for key in [k for k in self._entries if k[0].startswith(f"{repo_id}@{commit}:")]]
 
     def _identity(self, ref: CheckpointRef, *, ask: bool = True) -> str | None:
         """What ``ref`` loads: its resolved folder, or ``repo@commit:subfolder`` (None: a hub revision not
@@ -311,49 +274,134 @@ class ModelCache:
     def get(self, ref: CheckpointRef | str, *, dtype: str = "auto", device: str = "auto") -> LoadedModel:
         """The loaded model for ``ref``, loading it (and evicting LRU models) when needed.
 
-        A checkpoint re-saved with different files at the same path is reloaded.
+        A checkpoint re-saved with different files at the same path is reloaded. The model may be
+        evicted by a later load (of this or another thread) while the caller still uses it: it keeps
+        working, and is freed when the caller lets go. Use ``use`` to keep it loaded meanwhile.
 
         Raises:
-            MemoryBudgetError: the model alone is bigger than the budget.
-            CheckpointNotFoundError, DeviceError: from loading.
+            MemoryBudgetError: the model alone is bigger than the budget, or the rest of the budget
+                is held by models this thread is using (``use`` blocks still open).
+            CheckpointNotFoundError, DeviceError: from loading (also to a get that waited for that load).
         """
+        return self._get(ref, dtype, device, pin=False).loaded
+
+    @contextlib.contextmanager
+    def use(self, ref: CheckpointRef | str, *, dtype: str = "auto", device: str = "auto") -> Iterator[LoadedModel]:
+        """``get``, and the model is not evicted to make room for another until the block is left.
+
+        A load that needs its room meanwhile waits for the block to end (in another thread), or
+        raises ``MemoryBudgetError`` (in this one). ``evict`` and ``clear`` still drop it, as asked.
+        """
+        entry = self._get(ref, dtype, device, pin=True)
+        try:
+            yield entry.loaded
+        finally:
+            with self._cond:
+                entry.pins -= 1
+                self._local.pins -= 1
+                self._cond.notify_all()
+
+    def _get(self, ref: CheckpointRef | str, dtype: str, device: str, *, pin: bool) -> _Entry:
         ref = _as_ref(ref)
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
-        with self._lock:
+        while True:
             if ref.path is None:  # load the very commit the fingerprint names, not wherever the branch is by then
                 commit = self._commit(ref)
-                fp, ref = hub_fingerprint(ref, commit), dataclasses.replace(ref, revision=commit)
+                fp, want = hub_fingerprint(ref, commit), dataclasses.replace(ref, revision=commit)
             else:
-                fp = self.fingerprint(ref)
-            key = (self._identity(ref), str(torch_dtype), str(dev))
-            entry = self._entries.get(key)
-            if entry is not None and entry.fingerprint == fp:
-                self._entries.move_to_end(key)
-                self.stats["hits"] += 1
-                return entry.loaded
-            if entry is not None:  # same path, different files: the old weights are stale
-                self._drop(key)
-            if self._budget is None:
-                self._budget = default_budget(dev)
-            estimate = self.size_fn(ref, torch_dtype)
-            self._check_fits(ref, estimate or 0)
-            self._make_room(estimate or 0)
+                fp, want = self.fingerprint(ref), ref
+            key = (self._identity(want), str(torch_dtype), str(dev))
+            stale = []
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None and entry.fingerprint == fp:
+                    self._entries.move_to_end(key)
+                    self.stats["hits"] += 1
+                    return self._pin(entry, pin)
+                load = self._loading.get(key)
+                if load is None:  # this thread loads it
+                    if entry is not None:  # same path, different files: the old weights are stale
+                        stale.append(self._drop(key))
+                    if self._budget is None:
+                        self._budget = default_budget(dev)
+                    load = self._loading[key] = _Load(fp)
+                    break
+                self.stats["waits"] += 1
+            try:  # another thread is loading it: its model, or its error, is this get's too
+                load.future.result()
+            except _Interrupted:
+                pass  # look again: this thread loads it
+            # look again: a hit now (pinned under the lock), or loaded again if evicted or re-saved meanwhile
+        self._free(stale)
+        return self._load(key, load, want, dtype, device, torch_dtype, pin)
+
+    def _load(self, key: tuple, load: _Load, ref: CheckpointRef, dtype: str, device: str, torch_dtype: torch.dtype, pin: bool) -> _Entry:
+        """Reserve room for ``ref``, load it (no lock held), and add it; whatever happens, ``load`` ends."""
+        dev = torch.device(key[2])
+        try:
+            estimate = self.size_fn(ref, torch_dtype) or 0
+            self._check_fits(ref, estimate)
+            self._reserve(load, ref, estimate)
             loaded = self.loader(ref, dtype=dtype, device=device)
-            self.stats["loads"] += 1
-            nbytes = max(model_nbytes(loaded.model), estimate or 0)
+            nbytes = max(model_nbytes(loaded.model), estimate)
             try:
                 self._check_fits(ref, nbytes)
             except MemoryBudgetError:
                 del loaded
-                self._free(dev)
+                self._free([dev])
                 raise
-            self._make_room(nbytes)
-            self._entries[key] = _Entry(loaded, fp, nbytes)
-            return loaded
+            with self._cond:
+                # no waiting here: a load holding a reservation never waits, so loads never wait on each other
+                evicted = self._evict_lru(nbytes - load.reserved)  # the estimate was low (or unknown)
+                entry = self._entries[key] = _Entry(loaded, load.fingerprint, nbytes)
+                self._pin(entry, pin)
+                self.stats["loads"] += 1
+                del self._loading[key]
+                self._cond.notify_all()
+        except BaseException as e:
+            with self._cond:
+                if self._loading.get(key) is load:
+                    del self._loading[key]
+                self._cond.notify_all()
+            load.future.set_exception(e if isinstance(e, Exception) else _Interrupted())
+            raise
+        load.future.set_result(None)
+        self._free(evicted)
+        return entry
+
+    def _reserve(self, load: _Load, ref: CheckpointRef, nbytes: int) -> None:
+        """Hold ``nbytes`` of the budget for ``load``: evict LRU models not in use, else wait for room.
+
+        Waits only on what always ends: loads in flight, and (when this thread uses no model itself) ``use``
+        blocks of other threads. What only this thread could release is an error, not a wait for itself.
+        """
+        evicted, waited = [], False
+        with self._cond:
+            while True:
+                evicted += self._evict_lru(nbytes)
+                if self._charged() + nbytes <= self._budget:
+                    load.reserved = nbytes
+                    break
+                in_use = [e.loaded.ref.name for e in self._entries.values() if e.pins]
+                loading = any(other.reserved for other in self._loading.values())
+                if not loading and (not in_use or getattr(self._local, "pins", 0)):
+                    raise MemoryBudgetError(
+                        f"{ref.name} needs {format_bytes(nbytes)} but {format_bytes(self._charged())} of the model cache "
+                        f"budget of {format_bytes(self._budget)} is held by models in use ({', '.join(in_use)}), and this "
+                        "thread is using some of them itself (a `with cache.use(...)` block); load it after that block, "
+                        "or raise the budget (ModelCache(budget_bytes=...), --memory-budget)"
+                    )
+                if not waited:
+                    self.stats["waits"] += 1
+                    waited = True
+                self._cond.wait()  # for a load to end or a ``use`` block to be left
+        self._free(evicted)
 
     def evict(self, ref: CheckpointRef | str | None = None) -> list[str]:
         """Evict ``ref`` (every dtype/device it is loaded in), or the LRU model when None.
+
+        Models in use (``use`` blocks) are evicted too, as asked: they are freed when their users let go.
 
         Returns the names evicted.
         """
@@ -364,17 +412,26 @@ class ModelCache:
                 rid = self._loaded_identity(ref)
                 keys = [k for k in self._entries if k[0] == rid]
             names = [self._entries[k].loaded.ref.name for k in keys]
-            for key in keys:
-                self._drop(key)
-            return names
+            devices = [self._drop(key) for key in keys]
+        self._free(devices)
+        return names
 
     def clear(self) -> None:
-        """Evict everything and free the memory."""
+        """Evict everything loaded and free the memory (loads in flight land after)."""
         with self._lock:
-            for key in list(self._entries):
-                self._drop(key)
+            devices = [self._drop(key) for key in list(self._entries)]
+        self._free(devices)
 
-    # -- internals -----------------------------------------------------------------
+    # -- internals (called with the lock held, but _free) ----------------------------
+    def _charged(self) -> int:
+        return sum(e.nbytes for e in self._entries.values()) + sum(load.reserved for load in self._loading.values())
+
+    def _pin(self, entry: _Entry, pin: bool) -> _Entry:
+        if pin:
+            entry.pins += 1
+            self._local.pins = getattr(self._local, "pins", 0) + 1
+        return entry
+
     def _check_fits(self, ref: CheckpointRef, nbytes: int) -> None:
         assert self._budget is not None
         if nbytes > self._budget:
@@ -383,22 +440,31 @@ class ModelCache:
                 "raise the budget (ModelCache(budget_bytes=...), --memory-budget) or load in a smaller dtype (--dtype float16)"
             )
 
-    def _make_room(self, nbytes: int) -> None:
+    def _evict_lru(self, nbytes: int) -> list[torch.device]:
+        """Evict least recently used models not in use until ``nbytes`` more fit; the devices to free."""
         assert self._budget is not None
-        while self._entries and self.used_bytes + nbytes > self._budget:
-            self._drop(next(iter(self._entries)))
+        devices = []
+        for key in [k for k, e in self._entries.items() if not e.pins]:
+            if self._charged() + nbytes <= self._budget:
+                break
+            devices.append(self._drop(key))
+        return devices
 
-    def _drop(self, key: tuple) -> None:
+    def _drop(self, key: tuple) -> torch.device:
+        """Forget ``key``'s model (it is freed once no caller holds it); its device, for ``_free``."""
         entry = self._entries.pop(key)
-        device = entry.loaded.device
         self.stats["evictions"] += 1
-        del entry
-        self._free(device)
+        self._retired = [(model, n) for model, n in self._retired if model() is not None]
+        self._retired.append((weakref.ref(entry.loaded.model), entry.nbytes))
+        return entry.loaded.device
 
     @staticmethod
-    def _free(device: torch.device) -> None:
+    def _free(devices: list[torch.device]) -> None:
+        """Give back the memory of models just dropped (outside the lock: a collection takes a while)."""
+        if not devices:
+            return
         gc.collect()
-        if device.type == "cuda":
+        if any(device.type == "cuda" for device in devices):
             torch.cuda.empty_cache()
 
 
