@@ -293,6 +293,46 @@ def test_api_batch_requests_are_logged_to_wandb_like_the_compare_button(tiny_che
     assert sorted(row[1] for row in logged) == ["What color is the shape?", "What shape is it?"], "the API's answers were not logged"
 
 
+class HeldLog(ss.InteractionLog):
+    """A W&B that cannot keep up (slow, or down and retrying): each interaction waits at its start until
+    ``through`` is set (with a bound, so a failing test never hangs), then is logged for real (offline)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        import threading
+
+        super().__init__(*args, **kwargs)
+        self.through = threading.Event()
+
+    def _log(self, *args) -> None:
+        self.through.wait(timeout=120)
+        super()._log(*args)
+
+
+def _logged_tables(offline_wandb) -> list:
+    (run,) = offline_wandb.glob("offline-run-*")
+    return sorted((run / "files" / "media" / "table").glob("interaction_*.table.json"))
+
+
+def test_a_slow_wandb_holds_a_bounded_number_of_interactions_and_drops_the_rest_counted(tiny_dir, offline_wandb, caplog):
+    """While W&B does not keep up, interactions wait up to a bound (each holds its image: memory grew with traffic);
+    the rest are dropped and counted, with one warning per warn_every_s, never delaying or failing an answer."""
+    interactions = HeldLog({"WANDB_API_KEY": "0" * 40}, max_pending=3, warn_every_s=3600)
+    service = ss.ComparisonService(SpaceSettings(checkpoints=(str(tiny_dir),), device="cpu"), interactions=interactions)
+    image = str(EXAMPLES / "blue-square.png")
+    try:
+        answers = [service.compare(image, "What shape is it?", ["checkpoint-1000"])[0] for _ in range(7)]
+        assert interactions.dropped == 4  # 1 being logged + 2 waiting = the bound of 3; the other 4 dropped
+    finally:
+        interactions.through.set()
+    assert [(a.text, a.error) for a in answers] == [("square", "")] * 7  # every visitor answered
+    warned = [r.getMessage() for r in caplog.records if "not logged" in r.getMessage()]
+    assert len(warned) == 1 and "1 interaction(s) not logged" in warned[0] and "4" not in warned[0], warned  # the first drop, once
+    interactions.close()
+    closing = [r.getMessage() for r in caplog.records if "were not logged" in r.getMessage()]
+    assert closing == ["W&B interaction log: 4 interaction(s) were not logged: W&B was too slow to keep up (at most 3 wait to be logged)"]
+    assert len(_logged_tables(offline_wandb)) == 3  # what waited was logged when W&B caught up
+
+
 def test_float16_overflow_is_shown_as_such_not_as_an_answer(tiny_checkpoints, overflowing_checkpoint):
     service = ss.ComparisonService(SpaceSettings(checkpoints=(str(tiny_checkpoints[-1]), str(overflowing_checkpoint)),
                                                  device="cpu", dtype="float16"))  # fmt: skip
