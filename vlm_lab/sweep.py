@@ -560,6 +560,9 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         except OSError as e:
             raise SweepWriteError.of(e, sweep_dir(config)) from e
         mine = shard(everything, config.shard_index, config.shard_count)
+        # Before any run: a sweep killed outright (SIGKILL, a reboot) during its first run left no summary, and
+        # notebook 04 then said no run had finished yet, for a sweep that is not running.
+        _write_summary(sweep_dir(config), everything, in_progress=True)
         stack.enter_context(papermill_run.quiet())
         todo = [r for r in mine if not r.completed]
         # A terminal gets a bar; a log file (cron, CI) plain lines, with the time, instead of \r-redrawn
