@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import fcntl
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from vlm_lab import sweep
-from vlm_lab.sweep_locks import run_is_running, run_lock
+from vlm_lab.sweep_locks import SweepLockedError, run_is_running, run_lock, sweep_lock
 
 
 def _left_running(folder: Path, run_id: str = "x=1,abcd1234") -> sweep.RunSpec:
@@ -70,3 +74,21 @@ def test_the_probe_creates_nothing_in_the_sweep_folder(tmp_path):
     (run.dir / sweep.STATUS_FILE).write_text(json.dumps({"state": "running"}))
     assert run.state() == "interrupted"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x=1,abcd1234"]  # no .locks made by a reader
+
+
+@pytest.mark.parametrize("since_h, stuck", [(1, False), (30, True)])
+def test_a_sweep_holding_its_lock_for_more_than_a_night_is_named_as_maybe_hung(tmp_path, since_h, stuck):
+    """A hung kernel (no execution_timeout:) holds the sweep lock for ever: every later night exits 75, which the
+    README's systemd unit counts as success, and the line said only 'already running'."""
+    since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=since_h)).isoformat(timespec="seconds")
+    with open(tmp_path / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write(f"pid 4242 on node-7 since {since}\n")  # as the holder writes it
+        held.flush()
+        with pytest.raises(SweepLockedError) as caught:
+            with sweep_lock(tmp_path, "t", grace_s=0):
+                pass
+    message = str(caught.value)
+    assert f"already running (pid 4242 on node-7 since {since};" in message
+    assert ("It has held the lock for 30 hours: if it is hung" in message) == stuck, message
+    assert ("`kill 4242` on node-7 stops it" in message) == stuck, message

@@ -20,6 +20,7 @@ import ctypes
 import datetime as dt
 import errno
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -80,13 +81,35 @@ def sweep_lock(folder: Path, name: str, *, shard: tuple[int, int] = (0, 1), grac
             holder = handle.read().strip() or "another process"
             raise SweepLockedError(
                 f"sweep {name!r} is already running ({holder}; {path} is locked); "
-                "this invocation exits without running anything"
+                f"this invocation exits without running anything{_stuck(holder)}"
             )
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {now()}\n")
         handle.flush()
         yield path
+
+
+STUCK_AFTER_H = 12  # a lock held this long is named as maybe hung: every later night exits 75 (a success to systemd)
+
+
+def _stuck(holder: str) -> str:
+    """A note when the holder (``pid N on HOST since TIME``, as ``sweep_lock`` writes it) has held the lock for
+    ``STUCK_AFTER_H`` hours or more: a hung kernel with no ``execution_timeout:`` holds it for ever."""
+    found = re.fullmatch(r"pid (\d+) on (\S+) since (\S+)", holder)
+    try:
+        since = dt.datetime.fromisoformat(found.group(3)) if found else None
+    except ValueError:
+        since = None
+    if since is None or since.tzinfo is None:
+        return ""
+    hours = (dt.datetime.now(dt.timezone.utc) - since).total_seconds() / 3600
+    if hours < STUCK_AFTER_H:
+        return ""
+    took = f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.0f} hours"
+    return (f". It has held the lock for {took}: if it is hung (a cell waiting for ever: the sweep file has no "
+            f"execution_timeout:), `kill {found.group(1)}` on {found.group(2)} stops it (its runs resume at the next "
+            "invocation), and an execution_timeout: in the sweep file keeps it from happening again")
 
 
 @contextlib.contextmanager
