@@ -223,7 +223,9 @@ def compare(
 
     refs = resolve_all(config.checkpoints)
     names = unique_names(refs)
-    samples = load_samples(config.data, config.num_samples or None, seed=config.seed)
+    # the data set's own draw, whatever the seed: the seed is the sampling's and the CIs' (as --seed says), and runs
+    # over seeds must ask the same questions (their results are paired by sample id: same id, same image)
+    samples = load_samples(config.data, config.num_samples or None)
     out = Path(config.output_dir)
     _prepare_folder(out)
     both = [sample_keys(s) for s in samples]  # (sample key, image key)
