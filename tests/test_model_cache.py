@@ -328,3 +328,20 @@ def test_a_cached_snapshot_without_the_subfolder_yet_has_no_cached_weights(tmp_p
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
     assert cached_weights("org/run", None, "checkpoint-250", cache_dir=str(tmp_path / "hub")) is None
+
+
+@pytest.mark.parametrize("share", [8, None])  # a container given 1/8 of the machine; none
+def test_the_default_cpu_budget_is_half_of_what_the_container_may_use(tmp_path, share):
+    """/proc/meminfo tells the host's RAM inside a container: the default budget was half of a 256 GB host in a
+    16 GB Jupyter or Space container, so the cache never evicted before the kernel killed the process."""
+    import psutil
+
+    from vlm_lab.model_cache import default_budget
+
+    total = psutil.virtual_memory().total
+    (tmp_path / "cgroup").write_text("0::/\n")
+    (tmp_path / "fs").mkdir()
+    (tmp_path / "fs" / "memory.max").write_text(str(total // share) if share else "max")
+    (tmp_path / "fs" / "memory.current").write_text("0")
+    got = default_budget(torch.device("cpu"), cgroup_root=tmp_path / "fs", proc_self_cgroup=tmp_path / "cgroup")
+    assert got == (total // share // 2 if share else total // 2)

@@ -55,6 +55,7 @@ from typing import Callable
 
 import torch
 
+from vlm_lab.cgroup_memory import CGROUP_ROOT, PROC_SELF_CGROUP, available_memory
 from vlm_lab.checkpoints import CheckpointRef, fingerprint, resolve
 from vlm_lab.config import parse_bytes
 from vlm_lab.errors import CheckpointNotFoundError, ConfigError, MemoryBudgetError
@@ -89,13 +90,17 @@ def max_resident(budget_bytes: int, sizes: list[int]) -> int:
     return count
 
 
-def default_budget(device: torch.device) -> int:
-    """90% of the GPU's memory on CUDA; half the machine's RAM on CPU."""
+def default_budget(device: torch.device, *, cgroup_root: Path = CGROUP_ROOT, proc_self_cgroup: Path = PROC_SELF_CGROUP) -> int:
+    """90% of the GPU's memory on CUDA; on CPU half the RAM this process may use: the machine's, or its
+    container's memory limit where that is less (a Jupyter or Space container of 16 GB on a 256 GB host
+    reads the host's 256 GB in /proc/meminfo, and a 128 GB budget never evicted before the kernel killed it)."""
     if device.type == "cuda":
         return int(torch.cuda.get_device_properties(device).total_memory * 0.9)
     import psutil
 
-    return psutil.virtual_memory().total // 2
+    total = psutil.virtual_memory().total
+    limit = available_memory(cgroup_root=cgroup_root, proc_self_cgroup=proc_self_cgroup).limit
+    return min(total, limit or total) // 2
 
 
 @dataclasses.dataclass
@@ -124,7 +129,8 @@ class ModelCache:
 
     Args:
         budget_bytes: the most bytes of weights held at once (an int, or a string
-            such as ``"16GB"``); None: 90% of the GPU's memory on CUDA, half the RAM on CPU.
+            such as ``"16GB"``); None: 90% of the GPU's memory on CUDA, half the RAM on CPU (of a
+            container's memory limit where that is less).
         size_fn: ``(ref, torch_dtype) -> bytes | None``, the estimate made before loading;
             swap in a better one (e.g. a meta-device estimate) without touching the cache.
             None: unknown, nothing is reserved and the measured size is charged after loading.
