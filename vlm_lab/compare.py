@@ -17,15 +17,16 @@ import os
 import re
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from vlm_lab.checkpoints import CheckpointRef, resolve, resolve_all
 from vlm_lab.compare_context import check_context_room
 from vlm_lab.config import CompareConfig, GenerationConfig
 from vlm_lab.data import Sample, as_shown, load_samples, open_image
-from vlm_lab.errors import NonFiniteWarning, OutputPathError, TruncatedOutputWarning
+from vlm_lab.errors import MemoryBudgetError, NonFiniteWarning, OutputPathError, TruncatedOutputWarning
 from vlm_lab.model_cache import ModelCache
 from vlm_lab.result_cache import ResultCache, generation_key, sample_key, sample_keys
 from vlm_lab.results import ComparisonResult
@@ -291,11 +292,12 @@ def compare(
             loaded = models.get(ref, dtype=config.dtype, device=config.device)
             check_prompts(loaded.processor, [sample for chunk, _ in chunks for _, sample in chunk])  # before any batch runs
             run = _CheckpointRun(name, loaded, gen, store if config.use_cache else None, encodings, processors[fp])
-            if str(loaded.device) not in _WARM_DEVICES:
-                run.warm_up(chunks[0][0])
-                _WARM_DEVICES.add(str(loaded.device))
             try:
-                found.update(run.generate(chunks, on_batch=lambda event: (bar.update(1), on_batch and on_batch(event))))
+                with _out_of_memory_said(name, gen, loaded.device):
+                    if str(loaded.device) not in _WARM_DEVICES:
+                        run.warm_up(chunks[0][0])
+                        _WARM_DEVICES.add(str(loaded.device))
+                    found.update(run.generate(chunks, on_batch=lambda event: (bar.update(1), on_batch and on_batch(event))))
             finally:
                 if run.memory:  # also after an interruption: a smaller, fully cached re-run still knows it
                     memory.clear()
@@ -310,6 +312,27 @@ def compare(
     result.save(out)
     warn_flagged_outputs(result, stacklevel=3)
     return result
+
+
+@contextlib.contextmanager
+def _out_of_memory_said(name: str, gen: GenerationConfig, device) -> Iterator[None]:
+    """A GPU out of memory in a batch becomes ``MemoryBudgetError`` with what to lower; the failed batch's tensors
+    (held by the traceback a notebook keeps) are let go, so a retry in the same process has the memory back."""
+    import torch
+
+    try:
+        yield
+    except torch.OutOfMemoryError as e:
+        traceback.clear_frames(e.__traceback__)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        smaller = f"--batch-size {max(1, gen.batch_size // 2)}" if gen.batch_size > 1 else "a smaller --max-new-tokens"
+        raise MemoryBudgetError(
+            f"out of memory on {device} while {name} generated batches of {gen.batch_size} (max_new_tokens="
+            f"{gen.max_new_tokens}): {str(e).splitlines()[0] if str(e) else 'no detail'}; lower the batch size "
+            f"(e.g. {smaller}), or compare on a larger GPU. The batches that finished are cached: a re-run with the "
+            "same settings starts after them"
+        ) from None
 
 
 def warn_flagged_outputs(result: ComparisonResult, *, stacklevel: int = 2) -> None:

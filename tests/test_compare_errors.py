@@ -1,0 +1,39 @@
+"""What a comparison says when the machine, not the input, stops it."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlm_lab.compare import BatchEvent, compare
+from vlm_lab.config import CompareConfig
+from vlm_lab.errors import MemoryBudgetError
+from vlm_lab.model_cache import ModelCache
+
+
+def test_a_gpu_out_of_memory_in_a_batch_says_what_to_lower_and_a_smaller_batch_then_runs(tmp_path, tiny_checkpoints):
+    """A GPU that holds batches of 2 at most: torch raises OutOfMemoryError from the forward pass, as on a full GPU.
+    The run stops with one error naming the checkpoint, the batch size and a smaller one, not torch's traceback."""
+    import torch
+
+    models = ModelCache(budget_bytes="1GB")
+    loaded = models.get(str(tiny_checkpoints[-1]), device="cpu")
+
+    def small_gpu(module, args, kwargs) -> None:
+        rows = (kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs["inputs_embeds"]).shape[0]
+        if rows > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    hook = loaded.model.register_forward_pre_hook(small_gpu, with_kwargs=True)
+    config = CompareConfig(checkpoints=(str(tiny_checkpoints[-1]),), data="shapes:val:6", batch_size=6, device="cpu",
+                           output_dir=str(tmp_path / "out"))
+    try:
+        with pytest.raises(MemoryBudgetError) as caught:
+            compare(config, progress=False, cache=models)
+        said = str(caught.value)
+        assert said.startswith("out of memory on cpu while checkpoint-1000 generated batches of 6 (max_new_tokens=8): "
+                               "CUDA out of memory. Tried to allocate 2.00 GiB; lower the batch size (e.g. --batch-size 3)"), said
+        batches: list[BatchEvent] = []
+        result = compare(config.replace(batch_size=2), progress=False, cache=models, on_batch=batches.append)
+    finally:
+        hook.remove()
+    assert len(batches) == 3 and result.summary[0]["accuracy"] > 0.5
