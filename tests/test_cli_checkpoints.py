@@ -559,3 +559,15 @@ def test_a_build_lock_that_can_only_be_read_where_locks_need_writes_is_one_clear
                         f"(chmod a+rw {lock}), or, when no build is running there, delete it (it holds no data); "
                         "or pass another --out\n")
     assert not list(out.glob("checkpoint-*"))
+
+
+def test_replacing_a_build_of_many_checkpoints_names_the_first_and_last_not_all(tmp_path):
+    out = str(tmp_path / "ck")
+    vlm_lab("checkpoints", "build", "--out", out, "--steps", "12", "--save-every", "1", "--train-images", "4", "--quiet",
+            check=True)
+    r = vlm_lab("checkpoints", "build", "--out", out, "--steps", "2", "--save-every", "2", "--train-images", "4", "--quiet",
+                check=True)
+    assert r.stderr.splitlines() == [  # every one of a thousand names, on one line, before
+        f"warning: removed checkpoint-0, checkpoint-1, checkpoint-2, ..., checkpoint-11, checkpoint-12 from {out}: an "
+        "earlier build made them with steps=12, save_every=1; now steps=2, save_every=2, so they do not belong to this run"
+    ]

@@ -27,7 +27,7 @@ from vlm_lab.config import TrainConfig
 from vlm_lab.data import MAX_SHAPES_SAMPLES
 from vlm_lab.errors import ConfigError, OutputPathError
 from vlm_lab.models import quiet_if_small
-from vlm_lab.tiny_checkpoints import (  # noqa: F401 - BUILD_RECORD, FORMAT_VERSION, StaleCheckpointsWarning, build_record: public API
+from vlm_lab.tiny_checkpoints import (  # noqa: F401 - BUILD_RECORD, FORMAT_VERSION, StaleCheckpointsWarning, build_record, short_list: public API
     BUILD_RECORD,
     FORMAT_VERSION,
     StaleCheckpointsWarning,
@@ -42,6 +42,7 @@ from vlm_lab.tiny_checkpoints import (  # noqa: F401 - BUILD_RECORD, FORMAT_VERS
     remove_earlier_builds,
     same_config,
     save_checkpoint,
+    short_list,
 )
 from vlm_lab.tiny_lock import SOFT_LOCK_FILE, build_holder, build_lock  # noqa: F401 - SOFT_LOCK_FILE, build_holder: public API
 from vlm_lab.tiny_model import END_TOKEN, IMAGE_TOKEN, PAD_TOKEN, build_model, build_processor, encode_training_batch  # noqa: F401 - public API

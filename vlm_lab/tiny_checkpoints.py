@@ -215,11 +215,16 @@ def _discard(path: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
+def short_list(names: list[str]) -> str:
+    """``names`` joined by commas; past 8 only the first 3 and the last 2 (--save-every 1: a thousand names on one line)."""
+    return ", ".join(names if len(names) <= 8 else [*names[:3], "...", *names[-2:]])
+
+
 def refuse_foreign_checkpoints(out: Path) -> None:
     foreign = [p.name for p in checkpoint_dirs(out) if not _made_by_build(p)]
     if foreign:
         raise OutputPathError(
-            f"--out {str(out)!r} holds {', '.join(foreign)}, which `vlm-lab checkpoints build` did not make; "
+            f"--out {str(out)!r} holds {short_list(foreign)}, which `vlm-lab checkpoints build` did not make; "
             "it replaces only its own builds: move those folders elsewhere or pick another --out"
         )
 
@@ -240,7 +245,7 @@ def remove_earlier_builds(out: Path, config: TrainConfig) -> None:
     for path in stale:
         _discard(path)
     warnings.warn(
-        f"removed {', '.join(p.name for p in stale)} from {out}: an earlier build made them {why}, "
+        f"removed {short_list([p.name for p in stale])} from {out}: an earlier build made them {why}, "
         "so they do not belong to this run",
         StaleCheckpointsWarning,
         stacklevel=3,

@@ -73,10 +73,9 @@ def _build(args: argparse.Namespace) -> int:
                              batch_size=args.batch_size, learning_rate=args.learning_rate, train_images=args.train_images)
     saved: list[Path] = []
     paths = tiny.train(config, progress=not args.quiet, on_save=saved.append)
-    names = [p.name for p in paths]
-    shown = ", ".join(names)
-    if len(names) > 8:  # --save-every 1: a thousand names on one line
-        shown = f"{', '.join([*names[:3], '...', *names[-2:]])} (each with its loss: vlm-lab checkpoints list {config.out})"
+    shown = tiny.short_list([p.name for p in paths])
+    if len(paths) > 8:  # the names between are left out: say where they all are
+        shown += f" (each with its loss: vlm-lab checkpoints list {config.out})"
     print(f"{len(paths)} checkpoints in {config.out}: {shown}")
     print(_what_was_trained(paths, saved))
     return 0
