@@ -225,3 +225,26 @@ def test_a_model_evicted_while_another_thread_generates_with_it_keeps_working_an
     del using
     gc.collect()
     assert cache.retained_bytes == 0
+
+
+def test_a_load_waiting_for_room_held_by_a_thread_that_waits_for_it_fails_both_instead_of_hanging(refs, one):
+    """A request using checkpoint-0 asks for checkpoint-250, which another request is loading and which needs the
+    room checkpoint-0 holds: each would wait for the other for ever."""
+    cache = ModelCache(budget_bytes=one)
+    inside, asked = threading.Event(), threading.Event()
+
+    def visitor():
+        with cache.use(refs[0], device="cpu"):
+            inside.set()
+            asked.wait()
+            return cache.get(refs[1], device="cpu")
+
+    using = Run(visitor)
+    inside.wait()
+    loading = Run(lambda: cache.get(refs[1], device="cpu"))
+    until(lambda: cache.stats["waits"] == 1)  # waits for checkpoint-0's block to end
+    asked.set()
+    using.join(), loading.join()
+    for run in (using, loading):
+        assert isinstance(run.error, MemoryBudgetError) and "held by models in use (checkpoint-0)" in str(run.error)
+    assert cache.loaded == ["checkpoint-0"] and cache.get(refs[1], device="cpu").ref.name == "checkpoint-250"

@@ -118,6 +118,7 @@ class _Load:
     fingerprint: str
     future: Future = dataclasses.field(default_factory=Future)
     reserved: int = 0
+    pinned_waiters: int = 0  # gets waiting for it from threads with ``use`` blocks open: it must not wait for those
 
 
 class _Interrupted(Exception):
@@ -334,10 +335,16 @@ class ModelCache:
                     load = self._loading[key] = _Load(fp)
                     break
                 self.stats["waits"] += 1
+                pinned = bool(getattr(self._local, "pins", 0))
+                load.pinned_waiters += pinned
+                self._cond.notify_all()  # a load waiting for room must not wait for this thread's models now
             try:  # another thread is loading it: its model, or its error, is this get's too
                 load.future.result()
             except _Interrupted:
                 pass  # look again: this thread loads it
+            finally:
+                with self._lock:
+                    load.pinned_waiters -= pinned
             # look again: a hit now (pinned under the lock), or loaded again if evicted or re-saved meanwhile
         self._free(stale)
         return self._load(key, load, want, dtype, device, torch_dtype, pin)
@@ -379,8 +386,9 @@ class ModelCache:
     def _reserve(self, load: _Load, ref: CheckpointRef, nbytes: int) -> None:
         """Hold ``nbytes`` of the budget for ``load``: evict LRU models not in use, else wait for room.
 
-        Waits only on what always ends: loads in flight, and (when this thread uses no model itself) ``use``
-        blocks of other threads. What only this thread could release is an error, not a wait for itself.
+        Waits only on what always ends: loads in flight, and ``use`` blocks of other threads when neither this
+        thread nor a get waiting for this load has one open. What only they could release is an error, not a
+        wait for a block that cannot end before this load does.
         """
         evicted, waited = [], False
         with self._cond:
@@ -391,11 +399,11 @@ class ModelCache:
                     break
                 in_use = [e.loaded.ref.name for e in self._entries.values() if e.pins]
                 loading = any(other.reserved for other in self._loading.values())
-                if not loading and (not in_use or getattr(self._local, "pins", 0)):
-                    raise MemoryBudgetError(
+                if not loading and (not in_use or getattr(self._local, "pins", 0) or load.pinned_waiters):
+                    raise MemoryBudgetError(  # waiting would be for a model that stays in use until this load ends
                         f"{ref.name} needs {format_bytes(nbytes)} but {format_bytes(self._charged())} of the model cache "
-                        f"budget of {format_bytes(self._budget)} is held by models in use ({', '.join(in_use)}), and this "
-                        "thread is using some of them itself (a `with cache.use(...)` block); load it after that block, "
+                        f"budget of {format_bytes(self._budget)} is held by models in use ({', '.join(in_use)}), by the "
+                        "thread that asked for it (a `with cache.use(...)` block); load it after that block, "
                         "or raise the budget (ModelCache(budget_bytes=...), --memory-budget)"
                     )
                 if not waited:
