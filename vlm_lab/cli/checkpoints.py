@@ -23,7 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with other settings are removed first (a checkpoint-N folder it did not make stops the build instead). "
         "An interrupted build (Ctrl-C, kill) resumes from its last checkpoint when run again with the same settings. "
         "A second build into the same folder waits for the first (on a filesystem without file locks, such as NFS "
-        "without lockd, the marker OUT/.build.lock.soft stands for the lock).",
+        "without lockd, the marker OUT/.build.lock.soft stands for the lock; one a killed build left on this host is "
+        "taken over). Refused before it starts: a build whose checkpoints would not fit on the disk, whose "
+        "--batch-size or --train-images would not fit in memory (a container's memory limit counts), or that "
+        "would save more than 1,000,000 checkpoints.",
     )
     build.add_argument("--out", default=_DEFAULTS.out, help="output folder (default: %(default)s)")
     build.add_argument("--steps", type=int, default=_DEFAULTS.steps, help="training steps (default: %(default)s)")
