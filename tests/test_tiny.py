@@ -479,5 +479,18 @@ def test_the_memory_check_counts_a_container_limit_below_the_machines_memory(tmp
     (tmp_path / "memory.current").write_text(f"{100 << 20}\n")
     (tmp_path / "self").write_text("0::/\n")
     with pytest.raises(tiny.ConfigError) as e:
-        tiny._check_memory_for_a_step(batch, cgroup_root=tmp_path, proc_self_cgroup=tmp_path / "self")
+        tiny._check_memory(batch, 1200, cgroup_root=tmp_path, proc_self_cgroup=tmp_path / "self")
     assert re.fullmatch(message, str(e.value)), str(e.value)
+
+
+def test_the_memory_check_counts_the_training_images_held_through_the_build(tmp_path):
+    # --train-images 100000 passes the count limit (1.8 GiB of images): in a 1 GiB container it was OOM-killed
+    (tmp_path / "memory.max").write_text(f"{1 << 30}\n")
+    (tmp_path / "memory.current").write_text(f"{100 << 20}\n")
+    (tmp_path / "self").write_text("0::/\n")
+    with pytest.raises(tiny.ConfigError) as e:
+        tiny._check_memory(32, 100_000, cgroup_root=tmp_path, proc_self_cgroup=tmp_path / "self")
+    assert str(e.value) == ("--train-images 100000 needs ~1.81 GiB of memory held through the build (~19.00 KiB an image) "
+                            "besides ~463.20 MiB for a training step, and 924.00 MiB is available under this container's "
+                            "1.00 GiB memory limit; pass --train-images 24834 or fewer")
+    tiny._check_memory(32, 24_834, cgroup_root=tmp_path, proc_self_cgroup=tmp_path / "self")  # what it says fits does
