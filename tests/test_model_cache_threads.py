@@ -248,3 +248,23 @@ def test_a_load_waiting_for_room_held_by_a_thread_that_waits_for_it_fails_both_i
     for run in (using, loading):
         assert isinstance(run.error, MemoryBudgetError) and "held by models in use (checkpoint-0)" in str(run.error)
     assert cache.loaded == ["checkpoint-0"] and cache.get(refs[1], device="cpu").ref.name == "checkpoint-250"
+
+
+def test_evicting_the_model_in_use_that_a_load_waits_for_lets_the_load_go_on_at_once(refs, one):
+    cache = ModelCache(budget_bytes=one)
+    inside, leave = threading.Event(), threading.Event()
+
+    def visitor():
+        with cache.use(refs[0], device="cpu"):
+            inside.set()
+            leave.wait()
+
+    using = Run(visitor)
+    inside.wait()
+    waiting = Run(lambda: cache.get(refs[1], device="cpu"))
+    until(lambda: cache.stats["waits"] == 1)
+    assert cache.evict(refs[0]) == ["checkpoint-0"]  # asked for: its room is the waiting load's now
+    waiting.join()  # before the block is left
+    assert waiting.error is None and cache.loaded == ["checkpoint-250"]
+    leave.set()
+    using.join()

@@ -470,6 +470,7 @@ class ModelCache:
         self.stats["evictions"] += 1
         self._retired = [(model, n) for model, n in self._retired if model() is not None]
         self._retired.append((weakref.ref(entry.loaded.model), entry.nbytes))
+        self._cond.notify_all()  # room for a load waiting (evict and clear make room too)
         return entry.loaded.device
 
     @staticmethod
