@@ -17,16 +17,15 @@ import os
 import re
 import sys
 import time
-import traceback
-import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 from vlm_lab.checkpoints import CheckpointRef, resolve, resolve_all
 from vlm_lab.compare_context import check_context_room
+from vlm_lab.compare_messages import context_message, nonfinite_message, out_of_memory_said, truncated_message, warn_flagged_outputs
 from vlm_lab.config import CompareConfig, GenerationConfig
 from vlm_lab.data import Sample, as_shown, load_samples, open_image
-from vlm_lab.errors import MemoryBudgetError, NonFiniteWarning, OutputPathError, TruncatedOutputWarning
+from vlm_lab.errors import OutputPathError
 from vlm_lab.model_cache import ModelCache
 from vlm_lab.result_cache import ResultCache, generation_key, sample_key, sample_keys
 from vlm_lab.results import ComparisonResult
@@ -293,7 +292,7 @@ def compare(
             check_prompts(loaded.processor, [sample for chunk, _ in chunks for _, sample in chunk])  # before any batch runs
             run = _CheckpointRun(name, loaded, gen, store if config.use_cache else None, encodings, processors[fp])
             try:
-                with _out_of_memory_said(name, gen, loaded.device):
+                with out_of_memory_said(name, gen, loaded.device):
                     if str(loaded.device) not in _WARM_DEVICES:
                         run.warm_up(chunks[0][0])
                         _WARM_DEVICES.add(str(loaded.device))
@@ -312,74 +311,6 @@ def compare(
     result.save(out)
     warn_flagged_outputs(result, stacklevel=3)
     return result
-
-
-@contextlib.contextmanager
-def _out_of_memory_said(name: str, gen: GenerationConfig, device) -> Iterator[None]:
-    """A GPU out of memory in a batch becomes ``MemoryBudgetError`` with what to lower; the failed batch's tensors
-    (held by the traceback a notebook keeps) are let go, so a retry in the same process has the memory back."""
-    import torch
-
-    try:
-        yield
-    except torch.OutOfMemoryError as e:
-        traceback.clear_frames(e.__traceback__)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        smaller = f"--batch-size {max(1, gen.batch_size // 2)}" if gen.batch_size > 1 else "a smaller --max-new-tokens"
-        raise MemoryBudgetError(
-            f"out of memory on {device} while {name} generated batches of {gen.batch_size} (max_new_tokens="
-            f"{gen.max_new_tokens}): {str(e).splitlines()[0] if str(e) else 'no detail'}; lower the batch size "
-            f"(e.g. {smaller}), or compare on a larger GPU. The batches that finished are cached: a re-run with the "
-            "same settings starts after them"
-        ) from None
-
-
-def warn_flagged_outputs(result: ComparisonResult, *, stacklevel: int = 2) -> None:
-    """Warn about each checkpoint whose outputs are noise (NaN/inf scores: ``NonFiniteWarning``) or cut off
-    (at max_new_tokens, or where it reads no further: ``TruncatedOutputWarning``), from the summary's counts.
-
-    ``compare`` calls it as it finishes; ``vlm-lab show`` calls it on a saved comparison, which says the same.
-    """
-    max_new_tokens = result.config.get("max_new_tokens")
-    for ref, row in zip(result.refs, result.summary):
-        name, total = row["checkpoint"], row.get("n_samples") or len(result.rows)
-        nonfinite, truncated, at_context = (row.get(k) or 0 for k in ("n_nonfinite", "n_truncated", "n_at_context"))
-        if nonfinite:  # the dtype it ran in (saved since it was recorded; before, the dtype asked for)
-            dtype = ref.get("dtype") or result.config.get("dtype", "?")
-            warnings.warn(NonFiniteWarning(nonfinite_message(name, nonfinite, total, dtype)), stacklevel=stacklevel)
-        if truncated > at_context:
-            warnings.warn(TruncatedOutputWarning(truncated_message(name, truncated - at_context, total, max_new_tokens)), stacklevel=stacklevel)
-        if at_context:
-            warnings.warn(TruncatedOutputWarning(context_message(name, at_context, total)), stacklevel=stacklevel)
-
-
-def truncated_message(checkpoint: str, count: int, total: int, max_new_tokens: int) -> str:
-    """What outputs cut off at ``max_new_tokens`` mean for ``checkpoint`` and what to do about them."""
-    return (f"{checkpoint}: {count} of {total} output(s) stopped at max_new_tokens={max_new_tokens} before the end token, "
-            "so their text is cut off (and scores as wrong if the reference is longer); raise max_new_tokens "
-            "(--max-new-tokens on the command line) to let them finish (the default 8 suits the shapes checkpoints' short answers), "
-            "unless the checkpoint never learned to stop (an early training step)")  # fmt: skip
-
-
-def context_message(checkpoint: str, count: int, total: int) -> str:
-    """What outputs cut off where ``checkpoint`` reads no further mean, and what can help."""
-    return (f"{checkpoint}: {count} of {total} output(s) stopped where the checkpoint reads no further (its "
-            "max_position_embeddings holds the image, the prompt and the answer) before the end token, so their text is cut "
-            "off; more new tokens cannot help: shorten the prompts, or use a checkpoint with a longer context, unless "
-            "the checkpoint never learned to stop (an early training step)")  # fmt: skip
-
-
-def nonfinite_message(checkpoint: str, count: int, total: int, dtype: str, *, dtype_option: str = "--dtype ") -> str:
-    """What NaN/+inf scores mean for ``checkpoint`` and what to do about them.
-
-    ``dtype_option``: how the caller's user sets the dtype (the Space: ``"VLM_LAB_DTYPE="``).
-    """
-    what = f"{checkpoint}: NaN or infinite next-token scores on {count} of {total} sample(s) in {dtype}; those outputs are noise"
-    if dtype == "float16":
-        return (f"{what}. The model overflows float16's range: use {dtype_option}float32, or {dtype_option}bfloat16 "
-                "on a GPU with compute capability >= 8 (not a T4)")  # fmt: skip
-    return f"{what}. The weights may hold NaN or inf (a diverged training run?): check the checkpoint"
 
 
 class _CheckpointRun:
@@ -553,8 +484,6 @@ def compare_one(
         the checkpoint reads no further, not at ``max_new_tokens``) and ``dtype``
         (what the model runs in; ``nonfinite_message`` takes it).
     """
-    import torch
-
     from vlm_lab.generation import ContextOverflowError, generate_batch
 
     gen = gen_config or GenerationConfig()
