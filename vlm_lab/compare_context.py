@@ -58,12 +58,13 @@ def check_context_room(
 
 
 def _processor(ref: CheckpointRef) -> Any:
-    """The processor as ``models.load_model`` sets it up for batches (left padding), or None if it cannot be read."""
-    processor = _read(ref, "AutoProcessor")
-    tokenizer = getattr(processor, "tokenizer", None)
-    if tokenizer is not None:
-        tokenizer.padding_side = "left"  # these batches are generated from: the same padding as the model's processor
-    return processor
+    """The processor as ``models.load_model`` loads it (its checks, left padding), or None if it cannot be loaded."""
+    from vlm_lab.models import load_processor
+
+    try:
+        return load_processor(ref, _kwargs(ref))
+    except Exception:  # noqa: BLE001 - a check ahead of the load; the load reports the problem properly
+        return None
 
 
 def _read(ref: CheckpointRef, auto: str) -> Any:
@@ -71,8 +72,12 @@ def _read(ref: CheckpointRef, auto: str) -> Any:
     checked by its batches as they run); None when it cannot be read: loading the model says why, with the fix."""
     import transformers
 
-    kwargs = ref.pretrained_kwargs() | {"trust_remote_code": False} | ({} if ref.is_local else {"local_files_only": True})
     try:
-        return getattr(transformers, auto).from_pretrained(**kwargs)
+        return getattr(transformers, auto).from_pretrained(**_kwargs(ref))
     except Exception:  # noqa: BLE001 - a check ahead of the load; the load reports the problem properly
         return None
+
+
+def _kwargs(ref: CheckpointRef) -> dict:
+    """``from_pretrained``'s arguments for the check: never remote code, and only files already here."""
+    return ref.pretrained_kwargs() | {"trust_remote_code": False} | ({} if ref.is_local else {"local_files_only": True})

@@ -119,7 +119,7 @@ def load_model(ref: CheckpointRef | str | os.PathLike[str], *, dtype: str = "aut
     try:
         with quiet_if_small(ref):
             config = _check_config(ref, kwargs)
-            processor = _load_processor(ref, kwargs)
+            processor = load_processor(ref, kwargs)
             model = _load_weights(ref, kwargs, torch_dtype, config)
     except CheckpointNotFoundError:  # already says what and the fix (and is an OSError too)
         raise
@@ -130,9 +130,6 @@ def load_model(ref: CheckpointRef | str | os.PathLike[str], *, dtype: str = "aut
         raise CheckpointNotFoundError(
             f"cannot load {ref.spec!r}: a weight file is not a valid safetensors file ({e}); download it again"
         ) from e
-    tokenizer = getattr(processor, "tokenizer", None)
-    if tokenizer is not None:
-        tokenizer.padding_side = "left"  # batched generation must left-pad
     model.to(dev).eval()
     if dev.type == "cpu" and ref.path is not None:
         _copy_out_of_files(model, weight_paths(Path(ref.path)))
@@ -266,8 +263,12 @@ def _refuse_remote_code(ref: CheckpointRef, error: ValueError, kwargs: dict) -> 
     ) from error
 
 
-def _load_processor(ref: CheckpointRef, kwargs: dict) -> Any:
-    """The processor, refused without a chat template (generation lays out image and prompt with it)."""
+def load_processor(ref: CheckpointRef, kwargs: dict) -> Any:
+    """The processor as generation uses it: refused without a chat template (generation lays out image and
+    prompt with it), its tokenizer left-padding (batched generation must left-pad).
+
+    ``kwargs``: ``from_pretrained``'s (``ref.pretrained_kwargs()`` and the token, cache-only and remote-code settings).
+    """
     from transformers import AutoProcessor
 
     try:
@@ -287,6 +288,9 @@ def _load_processor(ref: CheckpointRef, kwargs: dict) -> Any:
             "prompt itself (as PaliGemma's and BLIP-2's do); add chat_template.jinja to the folder (e.g. from the "
             "base model), or set processor.chat_template and save the processor again"
         )
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is not None:
+        tokenizer.padding_side = "left"
     return processor
 
 
