@@ -470,3 +470,31 @@ def test_the_report_reads_the_runs_states_from_their_folders_after_a_sweep_kille
     assert pd.isna(ablation.runs.set_index("strategy").loc["beam", "best_accuracy"])  # its partial 90% is no result
     assert ablation.ranking()["strategy"].tolist() == ["nucleus", "greedy"]
     assert ablation.describe_best().endswith("; left out: 1 interrupted"), ablation.describe_best()
+
+
+def test_runs_over_other_samples_under_the_same_ids_are_not_paired(tmp_path, one_checkpoint_comparisons):
+    """A grid varying the data (two JSONL files numbering their lines alike, VQA's per-file question ids): the same
+    id names another image and question in each run. Pairing by id alone judged different questions as if they were
+    the same ones ('ahead of ... paired difference ... on 48 samples'); only the samples both runs asked alike are
+    paired: none here, so the two runs' CIs are compared; a run over half the same samples is paired on those."""
+    from vlm_lab.results import ComparisonResult
+
+    other = ComparisonResult.load(one_checkpoint_comparisons["long"])
+    questions = [(row["image"], row["prompt"], row["reference"]) for row in other.rows]
+    for row, (image, prompt, reference) in zip(other.rows, questions[1:] + questions[:1]):  # each id: the next sample's
+        row["image"], row["prompt"], row["reference"] = image, prompt, reference
+    folders = {"a.jsonl": one_checkpoint_comparisons["short"], "b.jsonl": other.save(tmp_path / "b")}
+    ablation = Ablation.load(lay_out_sweep(tmp_path / "data", {"data": list(folders)}, comparison=lambda data: folders[data]))
+    best = ablation.best()
+    assert best["data"] == "b.jsonl"
+    (judged,) = best["overlapping"]  # 96% [90-100] against 81% [69-92]: CIs that overlap, nothing paired
+    assert not judged["paired"] and judged["n"] == 0 and judged["diff"] is None
+    assert "paired" not in ablation.describe_best() and list(ablation.ranking()["vs_best"]) == ["best", "CI overlaps the best's"]
+
+    half = ComparisonResult.load(one_checkpoint_comparisons["short"])
+    for row in half.rows[24:]:
+        row["prompt"] = "Another question?"
+    folders = {"a.jsonl": one_checkpoint_comparisons["long"], "half.jsonl": half.save(tmp_path / "saved-half")}
+    ablation = Ablation.load(lay_out_sweep(tmp_path / "sweep-half", {"data": list(folders)}, comparison=lambda data: folders[data]))
+    runner_up = ablation.best()["runner_up"] or ablation.best()["overlapping"][0]
+    assert runner_up["paired"] and runner_up["n"] == 24
