@@ -77,3 +77,20 @@ def test_a_relative_wandb_dir_gives_a_sync_command_that_works_from_anywhere(wand
     tracked = tracking.log_interaction(image=Image.new("RGB", (8, 8)), prompt="q", outputs={"c": "a"})
     assert tracked.dir.is_absolute() and tracked.dir.is_relative_to(tmp_path / "relative-wandb")
     assert tracked.sync_command == f"wandb sync {tracked.dir}"
+
+
+def test_a_wandb_dir_under_home_written_with_a_tilde_is_the_home_folder(wandb_home, monkeypatch, tmp_path, capsys):
+    """WANDB_DIR=~/wandb-runs from a systemd EnvironmentFile or a quoted .env line (no shell expands it): wandb itself
+    reads it as the home folder (its `wandb sync` looks there), but the runs went to a folder literally named '~'
+    in the kernel's working folder, where neither the user nor wandb looks (and `rm -rf ~` waits to remove home)."""
+    from vlm_lab.cli import main
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_DIR", "~/wandb-runs")
+    tracked = tracking.log_interaction(image=Image.new("RGB", (8, 8)), prompt="q", outputs={"c": "a"}, group="home")
+    assert tracked.dir.is_relative_to(tmp_path / "home" / "wandb-runs" / "wandb"), tracked.dir
+    assert not (tmp_path / "~").exists()
+    assert main(["runs"]) == 0  # `vlm-lab runs` reads WANDB_DIR as wandb does
+    out = capsys.readouterr().out
+    assert tracked.id in out and f"wandb sync {tmp_path / 'home' / 'wandb-runs' / 'wandb'}/offline-run-*" in out, out

@@ -145,7 +145,8 @@ def _check_writable(directory: str | os.PathLike[str]) -> Path:
 
     # Absolute: the run's folder and its `wandb sync` command are printed and recorded (wandb.json) to be
     # used from elsewhere (a shell, the sweep's report); a relative WANDB_DIR made them relative to the kernel's cwd.
-    path = Path(directory).absolute()
+    # "~" as wandb reads it (WANDB_DIR=~/wandb-runs from a systemd EnvironmentFile, which no shell expanded).
+    path = Path(directory).expanduser().absolute()
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".vlm-lab-probe-"):

@@ -27,7 +27,7 @@ def _runs(args: argparse.Namespace) -> int:
     from vlm_lab import offline_runs
     from vlm_lab.errors import DataError
 
-    root = Path(args.dir or os.environ.get("WANDB_DIR") or ".")
+    root = Path(args.dir or os.environ.get("WANDB_DIR") or ".").expanduser()  # WANDB_DIR=~/...: as wandb reads it
     if not root.is_dir():
         raise DataError(f"no folder at {root}; give the WANDB_DIR the runs were logged under (or a folder above it)")
     runs, unreadable = [], []
