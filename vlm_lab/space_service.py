@@ -496,12 +496,16 @@ class ComparisonService:
         samples = [Sample(id=f"{label}-{i}", image=img, prompt=p) for i, (img, p) in enumerate(zip(images, prompts))]
         try:
             with self.out_of_memory_guard(label):
-                loaded = self.cache.get(self.refs[label], dtype=self.settings.dtype, device=self.settings.device)
-                probe = MemoryProbe(loaded)  # peak CUDA memory on a GPU, the weights on CPU
-                # sampled answers draw from a generator of their own (generation.SeededDraw): a visitor sampling at
-                # the same time cannot change them, so requests need no lock to repeat for the same seed
-                outs = generate_batch(loaded, samples, config, name=label)  # never past what the checkpoint reads
-                memory_mb = probe.peak() / 2**20
+                # in use until its answers are out: another visitor's load waits for its room (on a GPU it would
+                # be loaded beside this model, which stays in memory while it generates: out of memory)
+                with self.cache.use(self.refs[label], dtype=self.settings.dtype, device=self.settings.device) as loaded:
+                    probe = MemoryProbe(loaded)  # peak CUDA memory on a GPU, the weights on CPU
+                    # sampled answers draw from a generator of their own (generation.SeededDraw): a visitor sampling
+                    # at the same time cannot change them, so requests need no lock to repeat for the same seed
+                    outs = generate_batch(loaded, samples, config, name=label)  # never past what the checkpoint reads
+                    memory_mb, kind = probe.peak() / 2**20, "peak" if probe.cuda else "weights"
+                    dtype = str(loaded.dtype).removeprefix("torch.")
+                    del loaded, probe  # nothing here holds the model once the block is left: it can be freed
         except ContextOverflowError as e:  # in the visitor's words: the question is what they can shorten
             raise DataError(f"the image and question take {e.tokens} tokens, and {label} reads at most {e.context} "
                             "(answer included); shorten the question") from None
@@ -519,12 +523,10 @@ class ComparisonService:
                 f"{label} failed while answering ({type(e).__name__}: {e}); the other checkpoints still answer. "
                 "The Space's log has the traceback; check the checkpoint alone with `vlm-lab compare`"
             ) from None
-        kind = "peak" if probe.cuda else "weights"
         problem = ""
         if any(o.nonfinite for o in outs):
             # the API has no badge: a client that checks `error` must not take noise for an answer.
             # Each request is its own sample; the advice follows the dtype the model runs in.
-            dtype = str(loaded.dtype).removeprefix("torch.")
             problem = nonfinite_message(label, 1, 1, dtype, dtype_option="VLM_LAB_DTYPE=")
         return [Answer(label, o.text, o.new_tokens, o.latency_s, memory_mb, kind, error=problem if o.nonfinite else "",
                        nonfinite=o.nonfinite, truncated=o.truncated, at_context=o.at_context)
