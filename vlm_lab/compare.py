@@ -288,19 +288,22 @@ def compare(
     try:
         for i, (ref, name, fp, store, found, memory, chunks, _) in enumerate(p for p in plans if p[6]):
             bar.set_description(f"compare {name}")
-            loaded = models.get(ref, dtype=config.dtype, device=config.device)
-            check_prompts(loaded.processor, [sample for chunk, _ in chunks for _, sample in chunk])  # before any batch runs
-            run = _CheckpointRun(name, loaded, gen, store if config.use_cache else None, encodings, processors[fp])
-            try:
-                with out_of_memory_said(name, gen, loaded.device):
-                    if str(loaded.device) not in _WARM_DEVICES:
-                        run.warm_up(chunks[0][0])
-                        _WARM_DEVICES.add(str(loaded.device))
-                    found.update(run.generate(chunks, on_batch=lambda event: (bar.update(1), on_batch and on_batch(event))))
-            finally:
-                if run.memory:  # also after an interruption: a smaller, fully cached re-run still knows it
-                    memory.clear()
-                    memory.update(run.memory)
+            # in use while it generates (a load in another thread waits for its room), and let go before the next
+            # checkpoint loads: still held then, it stays in memory beside the next one, past a budget for one
+            with models.use(ref, dtype=config.dtype, device=config.device) as loaded:
+                check_prompts(loaded.processor, [sample for chunk, _ in chunks for _, sample in chunk])  # before any batch runs
+                run = _CheckpointRun(name, loaded, gen, store if config.use_cache else None, encodings, processors[fp])
+                try:
+                    with out_of_memory_said(name, gen, loaded.device):
+                        if str(loaded.device) not in _WARM_DEVICES:
+                            run.warm_up(chunks[0][0])
+                            _WARM_DEVICES.add(str(loaded.device))
+                        found.update(run.generate(chunks, on_batch=lambda event: (bar.update(1), on_batch and on_batch(event))))
+                finally:
+                    if run.memory:  # also after an interruption: a smaller, fully cached re-run still knows it
+                        memory.clear()
+                        memory.update(run.memory)
+                    del run, loaded
             if last_use[processors[fp]] == i:
                 encodings.drop(processors[fp])
     finally:
@@ -492,24 +495,25 @@ def compare_one(
     results = []
     for ref in refs:
         ref = ref if isinstance(ref, CheckpointRef) else resolve(str(ref), expand=False)[0]
-        loaded = cache.get(ref, dtype=dtype, device=device)
-        probe = MemoryProbe(loaded)
-        try:
-            (out,) = generate_batch(loaded, [sample], gen)
-        except ContextOverflowError as e:  # one image and prompt, not a data set's sample: no sample id to name
-            raise ContextOverflowError(None, e.tokens, e.context, e.checkpoint) from None
-        results.append(
-            {
-                "checkpoint": ref.name,
-                "text": out.text,
-                "new_tokens": out.new_tokens,
-                "latency_s": out.latency_s,
-                "memory_bytes": probe.peak(),
-                "memory_kind": probe.kind,
-                "nonfinite": out.nonfinite,
-                "truncated": out.truncated,
-                "at_context": out.at_context,
-                "dtype": str(loaded.dtype).removeprefix("torch."),
-            }
-        )
+        with cache.use(ref, dtype=dtype, device=device) as loaded:  # as in compare: in use, then let go
+            probe = MemoryProbe(loaded)
+            try:
+                (out,) = generate_batch(loaded, [sample], gen)
+            except ContextOverflowError as e:  # one image and prompt, not a data set's sample: no sample id to name
+                raise ContextOverflowError(None, e.tokens, e.context, e.checkpoint) from None
+            results.append(
+                {
+                    "checkpoint": ref.name,
+                    "text": out.text,
+                    "new_tokens": out.new_tokens,
+                    "latency_s": out.latency_s,
+                    "memory_bytes": probe.peak(),
+                    "memory_kind": probe.kind,
+                    "nonfinite": out.nonfinite,
+                    "truncated": out.truncated,
+                    "at_context": out.at_context,
+                    "dtype": str(loaded.dtype).removeprefix("torch."),
+                }
+            )
+            del loaded, probe
     return results
