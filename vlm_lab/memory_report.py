@@ -140,9 +140,24 @@ def _not_loadable(ref) -> str:
 
 
 def _not_measurable_here(est: MemoryEstimate, device: str) -> str:
-    """Why a pre-quantized checkpoint cannot be measured on ``device`` ("" when it may be)."""
+    """Why ``est``'s checkpoint cannot be measured on ``device`` ("" when it may be).
+
+    A pre-quantized checkpoint loads only on CUDA. On CPU, one whose estimated peak is more
+    than the memory available (a container's limit counts) is not started: the measuring
+    process would fill the machine's memory and the kernel's out-of-memory killer would end
+    it, or whatever else it picks (a notebook's kernel, another user's job).
+    """
     if est.quantization and device != "cuda":
         return f"it is pre-quantized ({est.quantization}), which loads only on CUDA with its quantization library; measure with --device cuda"
+    if device == "cpu":
+        from vlm_lab.cgroup_memory import available_memory
+
+        memory = available_memory()
+        need = est.peak_bytes(device="cpu")
+        if need > memory.available:
+            where = f" under this container's {human_bytes(memory.limit)} memory limit" if memory.limit else " on this machine"
+            return (f"measuring it on cpu needs ~{human_bytes(need)} (the estimate) and {human_bytes(memory.available)} is "
+                    f"available{where}; measure it where it fits (--device cuda, or a machine with more memory)")
     return ""
 
 

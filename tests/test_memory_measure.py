@@ -1,0 +1,72 @@
+"""vlm_lab.memory_measure as a user meets it: what is measured, and what is said when it cannot be."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+from vlm_lab import memory_synthetic
+from vlm_lab.config import MemoryConfig
+from vlm_lab.units import human_bytes
+
+# a Llama-405B-sized language model behind the tiny vision tower: ~800 GB in float16, more than any test machine holds
+HUGE = memory_synthetic.LlavaSize(text_width=16384, text_layers=126, text_heads=128, text_kv_heads=8, text_intermediate=53248)
+
+
+def _sparse_safetensors(path: Path, nbytes: int) -> None:
+    """A valid safetensors file of ``nbytes`` of float16 zeros that takes no disk (a sparse file)."""
+    header = json.dumps({"weight": {"dtype": "F16", "shape": [nbytes // 2], "data_offsets": [0, nbytes]}}).encode()
+    header += b" " * (-len(header) % 8)
+    with path.open("wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header)
+        f.truncate(8 + len(header) + nbytes)
+
+
+@pytest.fixture
+def huge_checkpoint(tiny_checkpoints, tmp_path) -> Path:
+    """A folder with all a measurement needs (config, weights, tokenizer, processor) for a model bigger than RAM."""
+    tiny = tiny_checkpoints[-1]
+    vocab = json.loads((tiny / "config.json").read_text())["text_config"]["vocab_size"]
+    folder = memory_synthetic.write_config_only(tmp_path / "huge", memory_synthetic.llava_config(HUGE, vocab_size=vocab))
+    for name in ("tokenizer.json", "tokenizer_config.json", "processor_config.json", "chat_template.jinja"):
+        if (tiny / name).is_file():
+            shutil.copy(tiny / name, folder / name)
+    _sparse_safetensors(folder / "model.safetensors", 2 * 400 * 10**9)
+    return folder
+
+
+def test_a_model_bigger_than_the_memory_available_is_not_measured_on_cpu(huge_checkpoint, capfd):
+    """Its measuring process would fill the machine and the out-of-memory killer would pick what dies."""
+    from vlm_lab import memory_report
+    from vlm_lab.cgroup_memory import available_memory
+
+    config = MemoryConfig(checkpoints=(str(huge_checkpoint),), device="cpu", target="a100-large", max_new_tokens=4)
+    with pytest.warns(memory_report.NotMeasuredWarning, match="measuring it on cpu needs"):
+        [row] = memory_report.profile(config, progress=True)
+    assert "measuring " not in capfd.readouterr().err  # no measuring process was started
+    need = row.estimate.peak_bytes(device="cpu")
+    assert need > available_memory().available
+    assert row.measurement is None
+    assert row.not_measured.startswith(f"measuring it on cpu needs ~{human_bytes(need)} (the estimate) and ")
+    assert row.not_measured.endswith("; measure it where it fits (--device cuda, or a machine with more memory)")
+    assert not row.verdict.fits and row.verdict.suggestion  # the verdict from the estimate stands: 800 GB fits no Space GPU
+
+
+def test_a_weight_file_larger_than_the_machines_memory_is_estimated(huge_checkpoint):
+    """A 7B+ model saved unsharded (one model.safetensors) read on a laptop: only the header is needed.
+
+    safetensors' torch reader maps the whole file copy-on-write, which Linux refuses past RAM + swap
+    ('unable to mmap ... Cannot allocate memory'): the estimate, --no-measure included, was a traceback.
+    """
+    from vlm_lab import memory, memory_checkpoint
+
+    weights = huge_checkpoint / "model.safetensors"
+    assert weights.stat().st_size > 2 * 400 * 10**9  # far more than RAM + swap here and on any CI machine
+    assert memory_checkpoint.safetensors_header(weights) == {"weight": ("F16", [400 * 10**9])}
+    est = memory.estimate(huge_checkpoint, target="a100-large")
+    assert est.file_bytes == weights.stat().st_size and est.file_dtype == "float16"
+    assert est.num_params > 400 * 10**9
