@@ -464,18 +464,21 @@ class Explorer:
         from vlm_lab.compare import compare_one
 
         try:
-            if ref not in self.cache:  # a first load can take minutes, and cannot be stopped halfway
-                self._show(message_html(f"Loading {name} {step}…"), run.html())
-                self._loading = name
-            try:
-                loaded = self.cache.get(ref, dtype=self.dtype, device=self.device)
-            finally:
-                self._loading = None
-            if self._bg.stop_requested:
-                raise RunStopped("after loading")
-            self._show(message_html(f"Running {name} {step}…"), run.html())
-            with self._bg.stoppable(loaded.model):
-                (row,) = compare_one(self.cache, [ref], image, prompt, config, dtype=self.dtype, device=self.device)
+            with contextlib.ExitStack() as in_use:
+                if ref not in self.cache:  # a first load can take minutes, and cannot be stopped halfway
+                    self._show(message_html(f"Loading {name} {step}…"), run.html())
+                    self._loading = name
+                try:
+                    # in use until it has answered: a load in another cell (sharing the cache) waits for its room
+                    # instead of evicting it meanwhile (it would stay in memory beside that cell's model)
+                    loaded = in_use.enter_context(self.cache.use(ref, dtype=self.dtype, device=self.device))
+                finally:
+                    self._loading = None
+                if self._bg.stop_requested:
+                    raise RunStopped("after loading")
+                self._show(message_html(f"Running {name} {step}…"), run.html())
+                with self._bg.stoppable(loaded.model):
+                    (row,) = compare_one(self.cache, [ref], image, prompt, config, dtype=self.dtype, device=self.device)
         except RunStopped:
             raise
         except VlmLabError as e:
