@@ -10,8 +10,12 @@ here, the kernel stays free (a Stop click is a message the kernel must be free t
   (``from_pretrained`` cannot be cut short).
 - ``wait()`` joins the run, so a script, papermill and nbval get finished outputs; an exception the
   run did not turn into a row is re-raised there, and an interrupt while waiting stops the run.
-- Runs are one at a time in the process (``ONE_AT_A_TIME``): explorers share the model caches and
-  torch's global seed, and two runs at once would only share the cores.
+- Runs are one at a time in the process (``ONE_AT_A_TIME``). Not for correctness: the model cache is
+  thread-safe (each checkpoint answers inside ``ModelCache.use``) and sampling draws from a generator
+  of its own, not torch's global one. For speed and memory: on CPU each ``generate`` already uses
+  every core, so two runs at once only share them; on a GPU the cache's budget counts weights only,
+  and two generations' activations at once may not fit; and with a budget for one model, two runs
+  over the same checkpoints would evict each other's models in turn, loading each more than once.
 """
 
 from __future__ import annotations
