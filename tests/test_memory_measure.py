@@ -70,3 +70,38 @@ def test_a_weight_file_larger_than_the_machines_memory_is_estimated(huge_checkpo
     est = memory.estimate(huge_checkpoint, target="a100-large")
     assert est.file_bytes == weights.stat().st_size and est.file_dtype == "float16"
     assert est.num_params > 400 * 10**9
+
+
+def test_a_measuring_process_killed_by_the_out_of_memory_killer_says_so(tiny_checkpoints):
+    """Killed with SIGKILL (what the kernel's out-of-memory killer sends), it said 'failed (exit -9): Loading
+    weights: 100%|...', its last progress bar; now the signal and what to do."""
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    from vlm_lab import memory_measure
+
+    def kill_the_measuring_process() -> None:
+        me = psutil.Process()
+        while True:
+            for child in me.children(recursive=True):
+                try:
+                    if "vlm_lab.memory_measure" in child.cmdline():
+                        child.send_signal(signal.SIGKILL)
+                        return
+                except psutil.Error:  # gone, or not yet readable
+                    pass
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_the_measuring_process, daemon=True)
+    killer.start()
+    with pytest.raises(memory_measure.MeasurementFailedError) as caught:
+        memory_measure.measure(tiny_checkpoints[-1], dtype="float32", max_new_tokens=2)
+    killer.join()
+    assert caught.value.reason == (
+        "the measuring process was killed by SIGKILL (most often the out-of-memory killer: dmesg -T | grep -i oom; "
+        "a smaller batch, max_new_tokens or image size needs less memory, measure=False (--no-measure) none)"
+    )
+    assert str(caught.value) == f"measuring {tiny_checkpoints[-1].name}: {caught.value.reason}"

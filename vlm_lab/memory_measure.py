@@ -24,7 +24,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -86,7 +88,6 @@ def _die_with_parent(parent: int) -> None:
     through ``preexec_fn``: that runs the parent's fork hooks, where a Ctrl-C was swallowed.
     """
     import ctypes
-    import signal
 
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -177,9 +178,28 @@ def measure(
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(_RESULT_PREFIX):
             return Measurement(**json.loads(line[len(_RESULT_PREFIX):]))
-    tail = proc.stderr.strip().splitlines()[-6:]
+    # progress bars ("Loading weights: 100%|...") are no reason: a process killed after loading ended on one
+    tail = [line for line in proc.stderr.strip().splitlines() if line.strip() and not _PROGRESS_BAR.search(line)][-6:]
+    if proc.returncode < 0:  # killed by a signal: its own last words are not why
+        reason = f"the measuring process was killed by {_signal_name(-proc.returncode)}"
+        raise MeasurementFailedError(f"measuring {ref.name}: {reason}", reason=reason)
     reason = f"the measuring process failed (exit {proc.returncode}): {tail[-1].strip() if tail else 'no output'}"
     raise MeasurementFailedError(f"measuring {ref.name} failed (exit {proc.returncode}):\n" + "\n".join(tail), reason=reason)
+
+
+_PROGRESS_BAR = re.compile(r"\d+%\|")
+
+
+def _signal_name(number: int) -> str:
+    """``'SIGKILL (most often the out-of-memory killer: ...)'``, ``'SIGSEGV'``, ``'signal 70'``."""
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+    if name == "SIGKILL":
+        return (f"{name} (most often the out-of-memory killer: dmesg -T | grep -i oom; a smaller batch, "
+                "max_new_tokens or image size needs less memory, measure=False (--no-measure) none)")
+    return name
 
 
 # --------------------------------------------------------------------- the child process
