@@ -535,3 +535,24 @@ def test_a_base_url_with_credentials_is_probed_without_them_and_never_printed():
     with pytest.raises(ServerUnreachableError) as caught:
         _check_reachable(SimpleNamespace(base_url="http://user:s3cret@127.0.0.1:9", init_timeout=5))
     assert "s3cret" not in str(caught.value) and "http://127.0.0.1:9 cannot be reached" in str(caught.value), caught.value
+
+
+def test_a_comparison_draws_its_metrics_along_training_in_the_wandb_charts(wandb_home, comparison):
+    """W&B draws charts from a run's history; every number was only in the summary, so after `wandb sync` the run's
+    charts held no accuracy-along-training line and a user had to build panels by hand. One history row per checkpoint,
+    in step order, against ``eval/step`` (its training step); the summary keeps its per-checkpoint keys and no last-row
+    ``eval/*`` value that would read as the run's accuracy."""
+    result, config = comparison
+    tracked = tracking.log_comparison(result, config, group="g")
+    run = offline_runs.read_offline_run(tracked.dir)
+    rows = [r for r in run.history if "eval/step" in r]
+    summary = sorted(result.summary, key=lambda s: s["step"])
+    assert [r["eval/step"] for r in rows] == [s["step"] for s in summary] == [0, 1000]
+    for row, s in zip(rows, summary):
+        for metric in ("accuracy", "ci_low", "ci_high", "mean_latency_s", "tokens_per_s", "peak_memory_bytes"):
+            assert row[f"eval/{metric}"] == pytest.approx(s[metric]), metric
+    (log,) = tracked.dir.glob("run-*.wandb")
+    metrics = {r.metric.glob_name or r.metric.name: r.metric for r in offline_runs.iter_records(log) if r.HasField("metric")}
+    assert metrics["eval/*"].step_metric == "eval/step" and metrics["eval/*"].summary.none
+    assert not any(key.startswith("eval/") for key in run.metrics())
+    assert run.metrics()["checkpoint-1000/accuracy"] == pytest.approx(summary[-1]["accuracy"])

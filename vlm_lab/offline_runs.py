@@ -6,7 +6,7 @@ everything lives in ``offline-run-*/run-<id>.wandb``, a leveldb-style log
 ``wandb.proto.wandb_internal_pb2.Record`` protobufs. Tables and images are staged
 as ``run_table`` artifacts whose manifest names each file's local copy (under
 ``WANDB_DATA_DIR``). This module decodes that log with wandb's own protobuf
-classes and rebuilds config, group, tags, summary, tables and images.
+classes and rebuilds config, group, tags, summary, history, tables and images.
 
 A run started again with its id (``wandb.init(id=..., resume="allow")``: a sweep point re-run
 after a kill) gets one more ``offline-run-*-<id>`` folder per start; ``latest_runs`` shows
@@ -65,6 +65,7 @@ class OfflineRun:
     exit_code: int | None
     started_at: float = 0.0  # the run record's start time (seconds since the epoch)
     earlier: tuple[Path, ...] = ()  # earlier starts of the same run (same id), oldest first
+    history: tuple[dict[str, Any], ...] = ()  # each logged row (what W&B charts draw), every start's in start order
 
     @property
     def state(self) -> str:
@@ -234,6 +235,7 @@ def _replay(log: Path, config: dict[str, Any], summary: dict[str, Any]) -> dict[
     order, as the W&B server does on ``wandb sync``); return the rest of what the start recorded."""
     info: dict[str, Any] = {}
     artifacts: list[Artifact] = []
+    history: list[dict[str, Any]] = []
     exit_code: int | None = None
     finished = False
     for record in iter_records(log):
@@ -257,6 +259,11 @@ def _replay(log: Path, config: dict[str, Any], summary: dict[str, Any]) -> dict[
                 _set_item(summary, item)
             for item in record.summary.remove:
                 _del_item(summary, item)
+        elif kind == "history":
+            row: dict[str, Any] = {}
+            for item in record.history.item:
+                _set_item(row, item)
+            history.append(row)
         elif kind == "artifact":
             a = record.artifact
             files = {entry.path: entry.local_path for entry in a.manifest.contents}
@@ -266,7 +273,7 @@ def _replay(log: Path, config: dict[str, Any], summary: dict[str, Any]) -> dict[
     if not info:
         raise DataError(f"{log} has no run record (the run never started properly)")
     config.pop("_wandb", None)
-    return dict(info, dir=log.parent, artifacts=tuple(artifacts), finished=finished, exit_code=exit_code)
+    return dict(info, dir=log.parent, artifacts=tuple(artifacts), history=tuple(history), finished=finished, exit_code=exit_code)
 
 
 def read_offline_run(path: str | os.PathLike[str]) -> OfflineRun:
@@ -285,7 +292,7 @@ def merge_starts(starts: Sequence[OfflineRun]) -> OfflineRun:
 
     Config and summary: every start's updates replayed in start order, so a later value wins per key
     and a key only an earlier start logged is kept (a resume killed before it logged anything hides
-    nothing). Artifacts: all of them. Name, group, job type, tags: the latest start's (the earlier
+    nothing). Artifacts and history rows: all of them, in start order. Name, group, job type, tags: the latest start's (the earlier
     value where it set none). State (``finished``, ``exit_code``) and ``dir``: the latest start's;
     ``earlier``: the other folders.
     """
@@ -306,7 +313,7 @@ def merge_starts(starts: Sequence[OfflineRun]) -> OfflineRun:
     }
     return dataclasses.replace(
         latest, config=config, summary=summary, artifacts=tuple(a for s in starts for a in s.artifacts),
-        earlier=tuple(s.dir for s in starts[:-1]), **named,
+        history=tuple(row for s in starts for row in s.history), earlier=tuple(s.dir for s in starts[:-1]), **named,
     )  # fmt: skip
 
 

@@ -56,6 +56,8 @@ __all__ = [
 
 # Columns of a comparison's per-sample frame that hold an image path.
 _IMAGE_COLUMN = re.compile(r"(^|[_/])image(_path)?$")
+# Per checkpoint, drawn along training in the run's W&B charts (``eval/<metric>`` against ``eval/step``).
+CHART_METRICS = ("accuracy", "ci_low", "ci_high", "mean_latency_s", "tokens_per_s", "peak_memory_bytes")
 
 def _number(value: Any) -> float | int | None:
     """A finite Python number, or None (W&B summaries want plain JSON numbers)."""
@@ -96,6 +98,22 @@ def comparison_summary(result: Any) -> dict[str, Any]:
             values = mine[value_column(key)]  # meta.<key> for a key named like a column (step)
             summary.update({f"best/accuracy/{key}={value}": float(acc) for value, acc in zip(values, mine["accuracy"])})
     return summary
+
+
+def _log_along_training(run: Any, result: Any) -> None:
+    """One history row per checkpoint, in training-step order, so W&B's charts draw ``eval/accuracy`` (its CI, latency,
+    tokens/s, peak memory) along training with no panel to build. Only when every checkpoint has a step: a line
+    through hub models in the order they were named means nothing. Kept out of the summary (``summary="none"``),
+    where the last row's value would read as the run's accuracy; the summary has the per-checkpoint keys."""
+    frame = result.summary_frame()
+    steps = [_number(step) for step in frame["step"]] if "step" in frame.columns else []
+    if not steps or any(step is None for step in steps):
+        return
+    run.define_metric("eval/step", hidden=True, summary="none")
+    run.define_metric("eval/*", step_metric="eval/step", summary="none")
+    for step, row in sorted(zip(steps, frame.to_dict(orient="records")), key=lambda pair: pair[0]):
+        values = {f"eval/{m}": _number(row.get(m)) for m in CHART_METRICS}
+        run.log({"eval/step": step, **{k: v for k, v in values.items() if v is not None}})
 
 
 def _meta_keys(result: Any) -> list[str]:
@@ -143,7 +161,7 @@ def log_comparison(
     """Log a checkpoint comparison as one W&B run; never raises for W&B failures.
 
     Logs ``config`` (default ``result.config``) unchanged, per-checkpoint summary
-    metrics, a ``samples`` table (image, prompt, reference, each checkpoint's
+    metrics, the same drawn along training (``eval/accuracy`` ... against ``eval/step``), a ``samples`` table (image, prompt, reference, each checkpoint's
     output and score) and ``result.output_dir`` as a ``comparison`` artifact.
     Without a ``name``, a run in a ``group`` is named by its ``tags`` (a sweep's
     variant, ``max_new_tokens=4,strategy=greedy``) rather than W&B's random words.
@@ -198,6 +216,7 @@ def _log_comparison(
     started.append(run)
     try:
         run.summary.update(comparison_summary(result))
+        _log_along_training(run, result)
         run.log({"samples": _table(result.to_dataframe(), max_rows=max_table_rows)})
         for key in _meta_keys(result):  # accuracy per question type (or any meta value the samples carry)
             run.log({f"accuracy_by/{key}": _table(result.accuracy_by(key), max_rows=None)})
