@@ -10,6 +10,7 @@ LLaVA-NeXT whose image tokens depend on the image's height and width.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -68,7 +69,6 @@ def build_llava(out: str | os.PathLike[str], size: LlavaSize = LLAVA_100M, *, se
     Skipped when ``out`` already holds one (config.json and weights). Written to a
     temp folder first and renamed, so an interrupted build never looks finished.
     """
-    import torch
     from transformers import GenerationConfig, LlavaForConditionalGeneration
 
     from vlm_lab import tiny
@@ -81,10 +81,24 @@ def build_llava(out: str | os.PathLike[str], size: LlavaSize = LLAVA_100M, *, se
     config = llava_config(size, vocab_size=len(tok), image_token_id=tok.convert_tokens_to_ids(tiny.IMAGE_TOKEN),
                           pad_token_id=tok.pad_token_id)
     config.text_config.eos_token_id = tok.eos_token_id
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
+    with _seeded(seed):
+        model = LlavaForConditionalGeneration(config)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
     return _save(out, model, processor)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Torch's global generator seeded with ``seed`` inside, the caller's state back after.
+
+    The weights are those of ``torch.manual_seed(seed)``; a notebook's own random stream goes
+    on as if nothing was built (``torch.manual_seed`` alone reseeded it for the rest of the session).
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # the model is initialised on CPU: no CUDA generator to save
+        torch.manual_seed(seed)
+        yield
 
 
 def _save(out: Path, model, processor) -> Path:
@@ -123,7 +137,6 @@ def build_llava_next(out: str | os.PathLike[str], *, pinpoints=NEXT_PINPOINTS, s
     Its image tokens depend on the image's height and width (anyres pinpoints), so it
     loads and generates like any checkpoint whose memory depends on the image's shape.
     """
-    import torch
     from transformers import GenerationConfig, LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil, LlavaNextProcessor
 
     from vlm_lab import tiny
@@ -143,8 +156,8 @@ def build_llava_next(out: str | os.PathLike[str], *, pinpoints=NEXT_PINPOINTS, s
     image_processor = LlavaNextImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=points)
     processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tok, chat_template=shapes.chat_template, patch_size=8,
                                    vision_feature_select_strategy="default", num_additional_image_tokens=1, image_token=tiny.IMAGE_TOKEN)
-    torch.manual_seed(seed)
-    model = LlavaNextForConditionalGeneration(config)
+    with _seeded(seed):
+        model = LlavaNextForConditionalGeneration(config)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
     return _save(out, model, processor)
 
