@@ -114,3 +114,34 @@ def test_a_visitors_load_that_fails_while_another_waits_for_its_room_fails_only_
     again = service.compare(IMAGE, COLOR, ["checkpoint-250", "checkpoint-1000"])  # still serving; tried again
     assert [(a.checkpoint, a.error) for a in again] == [("checkpoint-250", ""), ("checkpoint-1000", "")]
     assert service.cache.used_bytes <= service.cache.budget_bytes and service.cache.retained_bytes == 0
+
+
+def test_out_of_memory_in_one_visitors_answer_keeps_the_model_another_visitor_is_answering_with(service, generating):
+    """Emptying the whole cache after one visitor's out-of-memory evicted the model another visitor was still
+    generating with: not freed (that visitor holds it) but no longer counted, so the next visitor's model was
+    loaded beside it, past the budget (on a GPU, the next out of memory)."""
+    import torch
+
+    from vlm_lab.errors import MemoryBudgetError
+
+    hold = generating(service, "checkpoint-1000")
+    first = Run(lambda: service.compare(IMAGE, COLOR, ["checkpoint-1000"]))
+    hold.inside.wait()
+
+    def out_of_memory(_module, _args) -> None:  # what a full GPU raises in the second visitor's forward pass
+        if threading.current_thread() is not first:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    oom = service.cache.get(service.refs["checkpoint-1000"], device="cpu").model.register_forward_pre_hook(out_of_memory)
+    with pytest.raises(MemoryBudgetError, match="out of memory while checkpoint-1000 answered"):
+        service.compare(IMAGE, COLOR, ["checkpoint-1000"])
+    assert service.cache.loaded == ["checkpoint-1000"] and service.cache.retained_bytes == 0  # still counted
+    loads = Loads(service.cache)
+    third = Run(lambda: service.compare(IMAGE, COLOR, ["checkpoint-250"]))
+    until(lambda: loads.seen or service.cache.stats["waits"] >= 1)
+    assert not loads.seen, "checkpoint-250 loaded beside checkpoint-1000, which the first visitor still generates with"
+    oom.remove()
+    hold.release.set()
+    first.join(), third.join()
+    assert first.error is None and first.value[0].text == "red"
+    assert third.error is None and not third.value[0].error and service.cache.loaded == ["checkpoint-250"]

@@ -9,6 +9,7 @@ functions that use them.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import gc
@@ -55,9 +56,12 @@ def format_snapshot(snap: Mapping[str, float]) -> str:
     return " ".join(f"{k.removesuffix('_mb')}={v:.0f}MB" for k, v in snap.items())
 
 
-def free_memory(cache: Any, device: str) -> None:
-    """Empty the model cache and give freed memory back (after an out-of-memory error)."""
-    cache.clear()
+def free_memory(cache: Any, device: str, *, only: Sequence[Any] | None = None) -> None:
+    """Empty the model cache (or evict ``only`` those checkpoints) and give freed memory back (after an out-of-memory error)."""
+    if only is None:
+        cache.clear()
+    for ref in only or ():
+        cache.evict(ref)
     gc.collect()
     if device == "cuda":
         import torch
@@ -318,6 +322,19 @@ class ComparisonService:
         self.cache = cache if cache is not None else ModelCache(budget, loader=self._load,
                                                                 hub_refresh_s=settings.hub_refresh_s)
         self.interactions = interactions or InteractionLog({})
+        self._in_use: collections.Counter[str] = collections.Counter()  # label -> requests generating with it now
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _answering(self, label: str) -> Iterator[None]:
+        """Count ``label`` as answering a request for the body (``out_of_memory_guard`` keeps its model)."""
+        with self._lock:
+            self._in_use[label] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_use[label] -= 1
 
     def _load(self, ref, *, dtype: str, device: str):
         from vlm_lab.models import load_model
@@ -498,7 +515,8 @@ class ComparisonService:
             with self.out_of_memory_guard(label):
                 # in use until its answers are out: another visitor's load waits for its room (on a GPU it would
                 # be loaded beside this model, which stays in memory while it generates: out of memory)
-                with self.cache.use(self.refs[label], dtype=self.settings.dtype, device=self.settings.device) as loaded:
+                with self._answering(label), self.cache.use(self.refs[label], dtype=self.settings.dtype,
+                                                            device=self.settings.device) as loaded:
                     probe = MemoryProbe(loaded)  # peak CUDA memory on a GPU, the weights on CPU
                     # sampled answers draw from a generator of their own (generation.SeededDraw): a visitor sampling
                     # at the same time cannot change them, so requests need no lock to repeat for the same seed
@@ -543,8 +561,13 @@ class ComparisonService:
             # The traceback keeps the failed frames' locals (activations, the model) alive for as long as
             # anyone holds the error (Gradio does): drop them, or emptying the cache frees nothing.
             traceback.clear_frames(e.__traceback__)
-            free_memory(self.cache, self.device)
-            log.warning("out of memory with %s; model cache emptied: %s", what, format_snapshot(memory_snapshot(self.device)))
+            with self._lock:  # other visitors' models stay: evicted, they would stay in memory but not in the budget
+                busy = {label for label, n in self._in_use.items() if n}
+            free_memory(self.cache, self.device, only=[ref for label, ref in self.refs.items() if label not in busy]
+                        if busy else None)  # fmt: skip
+            kept = f" but for {', '.join(sorted(busy))} (other requests are answering with them)" if busy else ""
+            log.warning("out of memory with %s; model cache emptied%s: %s", what, kept,
+                        format_snapshot(memory_snapshot(self.device)))
             raise MemoryBudgetError(
                 f"out of memory while {what} answered; the model cache was emptied. "
                 "Compare fewer checkpoints at once or lower 'max new tokens', then try again"
