@@ -292,6 +292,7 @@ def llava_70b(tmp_path_factory) -> Path:
         ("7b", "float32", "cpu-basic", 1, "in float16 it fits"),
         ("70b", "float16", "t4-small", 1, "a100-large fits it in int8"),  # the cheapest target, then the lightest dtype
         ("70b", "int4", "l4x1", 1, "a100-large fits it in int4"),
+        ("70b", "float32", "cpu-basic", 1, "a100-large fits it in int8"),  # from the free CPU: the GPU that holds it
     ],
 )
 def test_a_verdict_that_does_not_fit_says_what_would(llava_7b, llava_70b, model, dtype, target, batch, suggestion):

@@ -546,7 +546,7 @@ def _what_would_fit(est: MemoryEstimate, t: GpuTarget, max_batch: int) -> str:
         if need <= budget_bytes(t):
             return f"in {dtype} it fits (needs {human_bytes(need)}; --dtype {dtype})"
     for other in sorted(GPU_TARGETS.values(), key=lambda g: (g.price_per_hour, g.memory_bytes)):
-        if other.device != t.device or other.memory_bytes <= t.memory_bytes:
+        if other.device != "cuda" or other.memory_bytes <= t.memory_bytes:  # from the free CPU too: the GPU that holds it
             continue
         for dtype in ([est.dtype] if est.dtype in QUANTIZED else []) + lighter(other, est.dtype if est.dtype in QUANTIZED else ""):
             there = est.with_dtype(dtype).on_target(other)  # as stored, or dequantized where that GPU cannot run it
