@@ -498,3 +498,22 @@ def test_runs_over_other_samples_under_the_same_ids_are_not_paired(tmp_path, one
     ablation = Ablation.load(lay_out_sweep(tmp_path / "sweep-half", {"data": list(folders)}, comparison=lambda data: folders[data]))
     runner_up = ablation.best()["runner_up"] or ablation.best()["overlapping"][0]
     assert runner_up["paired"] and runner_up["n"] == 24
+
+
+def test_runs_without_cis_or_comparisons_to_pair_are_not_called_below_the_best(tmp_path):
+    """A sweep notebook that writes summary.json without 95% CIs and saves no comparison to pair: 89% against the best's
+    90% was ranked 'below' (read: the best is clearly ahead) on no evidence at all; the line named a best variant
+    with nothing saying the others were not judged."""
+    rates = {"greedy": 0.9, "nucleus": 0.89}
+    folder = lay_out_sweep(tmp_path, {"strategy": list(rates)}, accuracy=lambda step, strategy: step / 1000 * rates[strategy])
+    for path in folder.glob("*/summary.json"):
+        meta = json.loads(path.read_text())
+        for row in meta["summary"]:
+            del row["ci_low"], row["ci_high"]
+        path.write_text(json.dumps(meta))
+    ablation = Ablation.load(folder)
+    assert list(ablation.ranking()["vs_best"]) == ["best", "not judged (no 95% CI)"]
+    assert ablation.describe_best().startswith(
+        "best variant: checkpoint-1000 with strategy=greedy: accuracy 90.0%; not judged against the 1 other run(s): "
+        "no 95% CIs in their summary.json and no saved comparisons to pair"
+    ), ablation.describe_best()

@@ -308,7 +308,8 @@ class Ablation:
             others = [{**r, "ci_low": _plain(r["ci_low"]), "ci_high": _plain(r["ci_high"])} for r in rows[1:]]
             judged = versus_best(self.sweep_dir, {**rows[0], "ci_low": _plain(top["ci_low"])}, others, results=self.comparisons)
             frame["vs_best"] = ["best"] + [
-                "best" if r == 1 else ("within noise of the best" if j["paired"] else "CI overlaps the best's") if j["close"] else "below"
+                "best" if r == 1 else ("within noise of the best" if j["paired"] else "CI overlaps the best's") if j["close"]
+                else "below" if j["judged"] else "not judged (no 95% CI)"
                 for r, j in zip(frame["rank"][1:], judged)
             ]  # fmt: skip
         return frame[columns]
@@ -321,7 +322,8 @@ class Ablation:
         comparisons cannot be paired, their 95% CIs overlap (``ablation_paired.versus_best``); each
         ``{"run_id", <parameter columns>, "checkpoint", "accuracy", "ci_low", "ci_high", "paired", "diff",
         "diff_ci_low", "diff_ci_high", "n"}``. ``runner_up``: the next run when the best is clearly ahead of it
-        (same keys), else None."""
+        (same keys), else None. ``not_judged``: the other runs nothing tells from the best (no CIs in their
+        summary.json, no saved comparisons to pair), same keys."""
         self._check_metric(metric)
         scored = self.results.dropna(subset=[metric])
         if scored.empty:
@@ -330,8 +332,8 @@ class Ablation:
         row = scored.loc[values.idxmin() if metric in LOWER_IS_BETTER else values.idxmax()]
         best = {k: _plain(row[k]) for k in ("run_id", *self.columns(), "checkpoint", "step", *METRICS)}
         best["ties"] = int((values == float(row[metric])).sum()) - 1  # other (run, checkpoint)s as good
-        best["overlapping"], best["runner_up"] = [], None
-        if metric == "accuracy" and best["ci_low"] is not None:
+        best["overlapping"], best["runner_up"], best["not_judged"] = [], None, []
+        if metric == "accuracy":
             from vlm_lab.ablation_paired import versus_best
 
             others = scored[scored["run_id"] != row["run_id"]]
@@ -339,8 +341,9 @@ class Ablation:
             keys = ("run_id", *self.columns(), "checkpoint", "accuracy", "ci_low", "ci_high")
             records = [{k: _plain(r[k]) for k in keys} for r in per_run.to_dict(orient="records")]
             judged = [{**r, **j} for r, j in zip(records, versus_best(self.sweep_dir, best, records, results=self.comparisons))]
+            best["not_judged"] = [j for j in judged if not j["judged"]]
             best["overlapping"] = [j for j in judged if j.pop("close")]
-            best["runner_up"] = judged[0] if judged and judged[0] not in best["overlapping"] else None
+            best["runner_up"] = judged[0] if judged and judged[0]["judged"] and judged[0] not in best["overlapping"] else None
         return best
 
     def describe_best(self, metric: str = "accuracy") -> str:
@@ -376,6 +379,9 @@ class Ablation:
         elif b.get("runner_up") and b["runner_up"]["paired"]:  # clearly ahead: by how much, on the same samples
             r = b["runner_up"]
             ties += f"; ahead of {self.label(r)} at {r['checkpoint']} ({r['accuracy']:.1%}{_paired_text(r)})"
+        if b["not_judged"]:  # a first line naming a best variant must not read as "clearly ahead of them"
+            ties += (f"; not judged against the {len(b['not_judged'])} other run(s): no 95% CIs in their summary.json "
+                     "and no saved comparisons to pair")  # fmt: skip
         line = f"best variant: {b['checkpoint']} with {params or 'the base parameters'}: {metric} {value}{ci}{ties} [run {b['run_id']}]"
         return line + self._left_out(metric)
 

@@ -24,7 +24,8 @@ Question = tuple[str, str, str]  # a sample's image (named by its pixels' hash),
 def versus_best(sweep_dir: Path, best: dict[str, Any], others: list[dict[str, Any]], *, seed: int = 0,
                 where: Callable[[dict], bool] | None = None, results: dict[str, Any] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Per row of ``others`` (``run_id``, ``checkpoint``, ``accuracy``, ``ci_low``, ``ci_high``), against ``best``:
-    ``{"close": within noise of the best, "paired": judged by a paired bootstrap (else by CI overlap),
+    ``{"close": within noise of the best, "paired": judged by a paired bootstrap (else by CI overlap), "judged": paired,
+    or both CIs known (else nothing tells the two apart: not close, not below either),
     "diff", "diff_ci_low", "diff_ci_high": the other minus the best, paired (None when not paired), "n": samples paired}``.
     ``where``: only the samples (result rows) it accepts, e.g. one question type's. ``results``: the
     ``load_comparison`` cache (run id -> its ``ComparisonResult``, or the error reading it); pass one to read
@@ -36,13 +37,15 @@ def versus_best(sweep_dir: Path, best: dict[str, Any], others: list[dict[str, An
         mine = _scores(sweep_dir, row, results, where)
         common = [i for i in top if i in mine and mine[i][0] == top[i][0]] if top and mine else []  # asked alike
         if not common:  # no comparison to read, or different samples: the cautious reading
-            close = best["ci_low"] is not None and row["ci_high"] is not None and float(row["ci_high"]) >= float(best["ci_low"])
-            out.append({"close": bool(close), "paired": False, "diff": None, "diff_ci_low": None, "diff_ci_high": None, "n": 0})
+            known = best["ci_low"] is not None and row["ci_high"] is not None
+            close = known and float(row["ci_high"]) >= float(best["ci_low"])
+            out.append({"close": bool(close), "paired": False, "judged": known, "diff": None, "diff_ci_low": None,
+                        "diff_ci_high": None, "n": 0})  # fmt: skip
             continue
         from vlm_lab.scoring import paired_bootstrap
 
         p = paired_bootstrap([top[i][1] for i in common], [mine[i][1] for i in common], ids=common, seed=seed)
-        out.append({"close": p.ci_high >= 0, "paired": True, "diff": p.diff, "diff_ci_low": p.ci_low, "diff_ci_high": p.ci_high,
+        out.append({"close": p.ci_high >= 0, "paired": True, "judged": True, "diff": p.diff, "diff_ci_low": p.ci_low, "diff_ci_high": p.ci_high,
                     "n": len(common)})  # fmt: skip
     return out
 
