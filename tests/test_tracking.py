@@ -556,3 +556,25 @@ def test_a_comparison_draws_its_metrics_along_training_in_the_wandb_charts(wandb
     assert metrics["eval/*"].step_metric == "eval/step" and metrics["eval/*"].summary.none
     assert not any(key.startswith("eval/") for key in run.metrics())
     assert run.metrics()["checkpoint-1000/accuracy"] == pytest.approx(summary[-1]["accuracy"])
+
+
+def test_the_comparison_artifact_holds_the_results_not_whatever_shares_their_folder(wandb_home, comparison, tmp_path):
+    """A sweep run's folder also holds its bookkeeping (status.json saying 'running', with a pid; params.json; an
+    earlier failed execution's notebook), and a user's output_dir may hold a training run's checkpoints: every file
+    went into the uploaded 'comparison' artifact (weights copied into W&B's staging folder, then uploaded)."""
+    from vlm_lab.results import ComparisonResult
+
+    result, config = comparison
+    mine = ComparisonResult.load(result.output_dir)
+    folder = mine.save(tmp_path / "run")
+    (folder / "accuracy.png").write_bytes((Path(result.output_dir) / mine.rows[0]["image"]).read_bytes())  # notebook 02's plot
+    (folder / "status.json").write_text('{"state": "running", "pid": 4242}')
+    (folder / "params.json").write_text("{}")
+    (folder / "02_compare_checkpoints.ipynb").write_text("{}")
+    (folder / "checkpoint-500").mkdir()
+    (folder / "checkpoint-500" / "model.safetensors").write_bytes(b"\0" * 4096)
+    (folder / "images" / "stray.png").write_bytes(b"not one of the comparison's images")
+    tracked = tracking.log_comparison(mine, config, group="g")
+    (artifact,) = [a for a in offline_runs.read_offline_run(tracked.dir).artifacts if a.type == "comparison"]
+    images = {row["image"] for row in mine.rows}
+    assert set(artifact.files) == {"results.jsonl", "results.csv", "summary.json", "comparison.html", "accuracy.png", *images}

@@ -160,9 +160,10 @@ def log_comparison(
 ) -> TrackedRun | NotLogged:
     """Log a checkpoint comparison as one W&B run; never raises for W&B failures.
 
-    Logs ``config`` (default ``result.config``) unchanged, per-checkpoint summary
-    metrics, the same drawn along training (``eval/accuracy`` ... against ``eval/step``), a ``samples`` table (image, prompt, reference, each checkpoint's
-    output and score) and ``result.output_dir`` as a ``comparison`` artifact.
+    Logs ``config`` (default ``result.config``) unchanged, per-checkpoint summary metrics, the same drawn
+    along training (``eval/accuracy`` ... against ``eval/step``), a ``samples`` table (image, prompt,
+    reference, each checkpoint's output and score) and the comparison's files in ``result.output_dir``
+    (``_result_files``) as a ``comparison`` artifact.
     Without a ``name``, a run in a ``group`` is named by its ``tags`` (a sweep's
     variant, ``max_new_tokens=4,strategy=greedy``) rather than W&B's random words.
     ``id``/``resume`` (``resume="allow"``): log into the W&B run with that id, e.g. the one a
@@ -225,11 +226,8 @@ def _log_comparison(
             import wandb
 
             artifact = wandb.Artifact(_artifact_name(group, name, run.id), type="comparison")
-            for path in sorted(Path(output_dir).rglob("*")):
-                relative = path.relative_to(output_dir)
-                # hidden entries are caches and temp files (the per-sample result cache, .partial writes)
-                if path.is_file() and not any(part.startswith(".") for part in relative.parts) and str(relative) != RECORD_FILE:
-                    artifact.add_file(str(path), name=relative.as_posix())
+            for relative in _result_files(result, Path(output_dir)):
+                artifact.add_file(str(Path(output_dir) / relative), name=relative)
             run.log_artifact(artifact)
         return _finish(run, _tracked(run, resolved, online_error))
     except Exception as e:  # noqa: BLE001
@@ -313,6 +311,20 @@ def log_interaction(
         if own_run:
             _finish_quietly(run)
         raise
+
+
+RESULT_FILES = ("results.jsonl", "results.csv", "summary.json", "comparison.html")  # what ComparisonResult.save writes
+PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".html")  # a notebook's plots saved beside them (notebook 02: accuracy.png)
+
+
+def _result_files(result: Any, folder: Path) -> list[str]:
+    """The comparison's own files in ``folder``, as artifact names: ``RESULT_FILES``, the images its rows name, and
+    the plots saved at the top of the folder. Not what else shares it: a sweep run's bookkeeping (status.json,
+    params.json, an earlier execution's notebook), a training run's checkpoints, caches (hidden)."""
+    top = [p.name for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    names = [n for n in top if n in RESULT_FILES or n.lower().endswith(PLOT_SUFFIXES)]
+    images = sorted({str(row["image"]) for row in getattr(result, "rows", None) or [] if row.get("image")})
+    return names + [i for i in images if not Path(i).is_absolute() and (folder / i).is_file() and i not in names]
 
 
 def _artifact_name(group: str | None, name: str | None, run_id: str) -> str:
