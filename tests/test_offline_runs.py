@@ -88,3 +88,26 @@ def test_a_resume_killed_before_it_wrote_anything_is_not_shown_as_finished(wandb
     row = next(line for line in captured.out.splitlines() if "point0001" in line)
     assert f"incomplete, latest start unreadable ({Path(resume.settings.sync_dir).name})" in row and "finished" not in row
     assert f"wandb sync {first.dir}" in captured.out  # the readable start is still offered for upload
+
+
+def test_a_log_damaged_in_the_middle_is_said_to_be_damaged_not_killed(wandb_home, capsys):
+    """A byte flipped in a run's log (a bad disk, a copy gone wrong) ended the reading quietly, as a killed run's torn
+    tail does: `vlm-lab runs` showed the finished run 'incomplete' and offered it for upload as if nothing were wrong.
+    It says where the log is damaged; a torn tail still reads as incomplete."""
+    from vlm_lab.cli import main
+
+    run = _complete_start()
+    (log,) = run.dir.glob("run-*.wandb")
+    original = log.read_bytes()
+    data = bytearray(original)
+    data[len(data) // 3] ^= 0xFF
+    log.write_bytes(bytes(data))
+    damaged = offline_runs.read_offline_run(run.dir)
+    assert damaged.damaged_at is not None and damaged.damaged_at < len(data) // 3
+    assert damaged.state == f"damaged at byte {damaged.damaged_at}: the records after it cannot be read"
+    assert main(["runs", str(wandb_home)]) == 0
+    assert f"damaged at byte {damaged.damaged_at}" in capsys.readouterr().out
+
+    log.write_bytes(original)
+    _cut_before_exit(log)  # a torn tail, as a kill leaves it
+    assert offline_runs.read_offline_run(run.dir).state == "incomplete"

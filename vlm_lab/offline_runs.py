@@ -66,12 +66,15 @@ class OfflineRun:
     started_at: float = 0.0  # the run record's start time (seconds since the epoch)
     earlier: tuple[Path, ...] = ()  # earlier starts of the same run (same id), oldest first
     history: tuple[dict[str, Any], ...] = ()  # each logged row (what W&B charts draw), every start's in start order
+    damaged_at: int | None = None  # the byte where the log is damaged (not a torn tail): nothing after it is read
 
     @property
     def state(self) -> str:
         """``finished``, ``failed (exit N)`` or ``incomplete`` (killed, or still running): the latest start's,
         which is what W&B shows for the run; a run started more than once whose latest start did not
-        finish says so (``incomplete, latest of 2 starts``)."""
+        finish says so (``incomplete, latest of 2 starts``). A log damaged in the middle says where."""
+        if self.damaged_at is not None:
+            return f"damaged at byte {self.damaged_at}: the records after it cannot be read"
         state = ("finished" if not self.exit_code else f"failed (exit {self.exit_code})") if self.finished else "incomplete"
         if self.earlier and state != "finished":
             return f"{state}, latest of {len(self.sync_paths)} starts"  # short: a table cell (metrics merge them all)
@@ -171,10 +174,11 @@ class OfflineRun:
         return None, name
 
 
-def iter_records(path: str | os.PathLike[str]) -> Iterator[Any]:
+def iter_records(path: str | os.PathLike[str], *, damage: list[int] | None = None) -> Iterator[Any]:
     """Yield each ``Record`` protobuf of a ``run-*.wandb`` file, in order.
 
-    A truncated tail (the process was killed mid-write) ends the iteration quietly.
+    A truncated tail (the process was killed mid-write) ends the iteration quietly. So does a chunk that fails
+    its checksum with more data after it (the log is damaged, not cut short); its offset is appended to ``damage``.
     """
     from wandb.proto import wandb_internal_pb2
 
@@ -193,6 +197,9 @@ def iter_records(path: str | os.PathLike[str]) -> Iterator[Any]:
         crc, length, kind = _CHUNK.unpack_from(data, pos)
         chunk = data[pos + _CHUNK.size : pos + _CHUNK.size + length]
         if kind == 0 or len(chunk) < length or zlib.crc32(bytes([kind]) + chunk) & 0xFFFFFFFF != crc:
+            rest = data[pos + _CHUNK.size + length :]
+            if damage is not None and kind != 0 and len(chunk) == length and rest.strip(b"\0"):
+                damage.append(pos)  # a whole chunk, wrong, with records after it: damaged, not torn
             return  # padding to the end, or a torn write
         pos += _CHUNK.size + length
         if kind in (_FULL, _FIRST):
@@ -238,7 +245,8 @@ def _replay(log: Path, config: dict[str, Any], summary: dict[str, Any]) -> dict[
     history: list[dict[str, Any]] = []
     exit_code: int | None = None
     finished = False
-    for record in iter_records(log):
+    damage: list[int] = []
+    for record in iter_records(log, damage=damage):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run = record.run
@@ -273,7 +281,8 @@ def _replay(log: Path, config: dict[str, Any], summary: dict[str, Any]) -> dict[
     if not info:
         raise DataError(f"{log} has no run record (the run never started properly)")
     config.pop("_wandb", None)
-    return dict(info, dir=log.parent, artifacts=tuple(artifacts), history=tuple(history), finished=finished, exit_code=exit_code)
+    return dict(info, dir=log.parent, artifacts=tuple(artifacts), history=tuple(history), finished=finished,
+                exit_code=exit_code, damaged_at=damage[0] if damage else None)  # fmt: skip
 
 
 def read_offline_run(path: str | os.PathLike[str]) -> OfflineRun:
