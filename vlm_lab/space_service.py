@@ -502,7 +502,7 @@ class ComparisonService:
         """One checkpoint, one generate call over a batch of (image, prompt): the Space's only way to generate.
 
         Raises:
-            MemoryBudgetError: out of memory (the model cache was emptied); ``DataError``: an input the
+            MemoryBudgetError: out of memory (the model cache was emptied: ``out_of_memory_guard``); ``DataError``: an input the
                 checkpoint refuses; ``CheckpointFailedError``: anything else it broke with; other
                 ``VlmLabError``: the checkpoint cannot load.
         """
@@ -552,7 +552,9 @@ class ComparisonService:
 
     @contextlib.contextmanager
     def out_of_memory_guard(self, what: str) -> Iterator[None]:
-        """Out of memory: empty the model cache, free the memory, and tell the user what to lower."""
+        """Out of memory: empty the model cache (but for the models other requests are answering with: evicted, they
+        would stay in memory, held by those requests, and out of the budget), free the memory, and tell the user what
+        to lower."""
         import torch
 
         try:
