@@ -645,3 +645,34 @@ def test_answers_are_planned_only_as_far_as_the_models_context(tiny_checkpoints)
     r = subprocess.run([sys.executable, "-m", "vlm_lab.cli", "memory", str(ckpt), "--no-measure", "--max-new-tokens", "100000"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "answers stop at 32 of the 100000 new tokens asked" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("drop", ["text_config", "vision_config"])
+def test_a_config_that_does_not_describe_its_weights_is_said_so(copy_checkpoint, drop):
+    """A config.json without text_config (or vision_config) takes transformers' defaults: a LLaVA without text_config
+    is a 7B Llama. The estimate follows config.json, as loading does, and said nothing: 'needs 13.34 GiB, fits'
+    for a 0.17M-parameter checkpoint. Now the row says the config and the weight files disagree."""
+    from vlm_lab import memory_report
+
+    folder = copy_checkpoint(f"no-{drop}")
+    config = json.loads((folder / "config.json").read_text())
+    del config[drop]
+    (folder / "config.json").write_text(json.dumps(config))
+    [row] = memory_report.profile(MemoryConfig(checkpoints=(str(folder),), measure=False))
+    est = row.estimate
+    assert est.file_params == 168256 != est.num_params
+    note = est.weights_note
+    assert note.startswith("config.json describes ")
+    assert note.endswith("but its weight files hold 168.26K: the estimate follows config.json, which does not describe these "
+                         "weights (a missing field such as text_config or vision_config takes transformers' default); fix config.json, "
+                         "or check the weight files")
+    assert f"; {note}" in memory_report.summary([row])
+    assert row.to_dict()["weights_note"] == note and row.to_dict()["params_in_weight_files"] == 168256
+
+
+def test_a_config_that_describes_its_weights_says_nothing_more(tiny_checkpoints):
+    from vlm_lab import memory_report
+
+    [row] = memory_report.profile(MemoryConfig(checkpoints=(str(tiny_checkpoints[-1]),), measure=False))
+    assert row.estimate.file_params == row.estimate.num_params == 168256
+    assert row.estimate.weights_note == "" and row.to_dict()["weights_note"] is None

@@ -114,6 +114,20 @@ class MemoryEstimate:
     quantization_below: str = ""  # below it: "dequantize" (transformers loads 16-bit weights) | "refuse" (it cannot load)
     context_tokens: int = 0  # positions the model reads (max_position_embeddings); 0 when its config does not say
     asked_new_tokens: int = 0  # max_new_tokens as asked, when the context cut it to ``max_new_tokens``; else 0
+    file_params: int = 0  # values the safetensors weight files hold; 0 when unknown (no weights, torch pickles, quantized)
+
+    @property
+    def weights_note(self) -> str:
+        """"config.json describes 6.76B parameters but its weight files hold 0.20M: ..." when the two differ; else "".
+
+        The estimate follows config.json, as loading does; a field it lacks takes transformers' default
+        (a LLaVA without text_config is a 7B Llama), so the estimate describes some other model.
+        """
+        if not self.file_params or abs(self.file_params - self.num_params) <= 0.05 * self.num_params:
+            return ""
+        return (f"config.json describes {_count(self.num_params)} parameters but its weight files hold {_count(self.file_params)}: "
+                "the estimate follows config.json, which does not describe these weights (a missing field such as text_config "
+                "or vision_config takes transformers' default); fix config.json, or check the weight files")
 
     @property
     def context_note(self) -> str:
@@ -242,6 +256,14 @@ class MemoryEstimate:
             "activations": self.activation_bytes_per_sample * self.batch_size,
             "overhead": self.overhead_bytes(),
         }
+
+
+def _count(n: int) -> str:
+    """``'6.76B'``, ``'203.46K'``."""
+    for unit, size in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -409,7 +431,7 @@ def estimate(
         dtype = stored.dtype
     # buffers (rotary frequencies, position ids) keep their own dtype: count them as built
     buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
-    file_bytes, file_dtype = weight_files(folder)
+    file_bytes, file_dtype, file_params = weight_files(folder)
     file_dtype = file_dtype or getattr(config, "dtype", None)
     file_dtype = str(file_dtype).replace("torch.", "") if file_dtype is not None else None
     if stored and stored.dtype:
@@ -438,6 +460,7 @@ def estimate(
         buffer_bytes=buffer_bytes,
         file_bytes=file_bytes,
         file_dtype=file_dtype,
+        file_params=0 if stored else file_params,  # packed quantized weights hold other counts
         batch_size=batch_size,
         prompt_tokens=prompt_tokens,
         image=image,

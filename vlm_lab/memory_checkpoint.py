@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -202,8 +203,10 @@ def invalid_json(folder: Path) -> str:
     return ""
 
 
-def weight_files(folder: Path) -> tuple[int, str | None]:
-    """Total bytes of the weight files and their float dtype (from the safetensors headers).
+def weight_files(folder: Path) -> tuple[int, str | None, int]:
+    """Total bytes of the weight files, their float dtype and how many values they hold (from the safetensors headers).
+
+    The values are 0 when a file is a torch pickle (only loading it would tell).
 
     Raises:
         CheckpointNotFoundError: a weight file is a Git-LFS pointer or not a valid safetensors file.
@@ -211,7 +214,8 @@ def weight_files(folder: Path) -> tuple[int, str | None]:
     weights = read_weights(folder)
     dtypes = {FLOAT_DTYPES.get(code, code) for header in weights.values() for code, _ in (header or {}).values()}
     floats = [d for d in dtypes if d in FLOAT_DTYPES.values()]
-    return sum(p.stat().st_size for p in weights), (floats[0] if len(floats) == 1 else None)
+    values = 0 if None in weights.values() else sum(math.prod(shape) for header in weights.values() for _, shape in header.values())
+    return sum(p.stat().st_size for p in weights), (floats[0] if len(floats) == 1 else None), values
 
 
 def load_config(folder: Path):

@@ -65,6 +65,8 @@ class ProfileRow:
             "target": v.target,
             "params": e.num_params,
             "params_by_component": e.params,
+            "params_in_weight_files": e.file_params or None,  # from the safetensors headers; null when unknown
+            "weights_note": e.weights_note or None,  # config.json and the weight files disagree on the model's size
             "image_tokens": e.image.tokens,
             "image_shape": e.image.shape,  # the image (height x width) estimated and measured with: the worst one planned for
             "image_shape_plan": e.image.plan,
@@ -380,5 +382,6 @@ def summary(rows: Sequence[ProfileRow]) -> str:
             meas = f"; not measured: {r.not_measured}" if r.not_measured else ""
         guess = f"; image tokens guessed (one tile), {r.estimate.image.tokens} per image" if r.estimate.image.guessed else ""
         context = f"; {r.estimate.context_note}" if r.estimate.context_note else ""
+        context += f"; {r.estimate.weights_note}" if r.estimate.weights_note else ""
         lines.append(r.verdict.message() + meas + guess + context + (f"; image: {r.estimate.image.plan}" if r.estimate.image.plan else ""))
     return "\n".join(lines)
