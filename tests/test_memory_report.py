@@ -107,3 +107,27 @@ def test_the_measuring_process_dies_with_a_killed_profiler(tmp_path):
                 proc.kill()
         parent.kill()
         hub.close()
+
+
+@pytest.fixture(scope="module")
+def llava_7b_config(tmp_path_factory) -> Path:
+    """config.json only of a LLaVA with a Llama-7B-sized language model (1024 positions)."""
+    size = memory_synthetic.LlavaSize(text_width=4096, text_layers=32, text_heads=32, text_kv_heads=32, text_intermediate=11008)
+    return memory_synthetic.write_config_only(tmp_path_factory.mktemp("cfg") / "llava-7b", memory_synthetic.llava_config(size, vocab_size=32064))
+
+
+@pytest.mark.parametrize("device, batch, new_tokens", [("cpu", 1, 100_000), ("cuda", 8, 64)])
+def test_json_says_what_the_verdict_needs_is_made_of(llava_7b_config, device, batch, new_tokens):
+    """Whether the weights or the KV cache keep a model off a T4 decides the fix (a smaller batch, a lighter dtype):
+    --json gave only the total. Each part is on the target (CUDA context; no CPU conversion copy), whatever
+    device the row's estimate is on; the asked max_new_tokens is kept beside the ones the context allows."""
+    est = memory.estimate(llava_7b_config, dtype="float16", device=device, batch_size=batch, max_new_tokens=new_tokens)
+    row = memory_report.profile_row(str(llava_7b_config), est, "t4-small").to_dict()
+    parts = row["required_breakdown_bytes"]
+    assert list(parts) == ["weights", "load_copy", "kv_cache", "activations", "overhead"]
+    assert row["required_bytes"] == max(parts["weights"] + parts["load_copy"],
+                                        parts["weights"] + parts["kv_cache"] + parts["activations"]) + parts["overhead"]
+    assert parts["overhead"] == memory.CUDA_CONTEXT_BYTES and parts["load_copy"] == 0
+    assert parts["kv_cache"] == est.kv_cache_bytes() > 0
+    assert row["asked_max_new_tokens"] == new_tokens
+    assert row["max_new_tokens"] == min(new_tokens, est.context_tokens - est.prompt_tokens - est.image.tokens)

@@ -247,14 +247,18 @@ class MemoryEstimate:
     def total_bytes(self) -> int:
         return self.peak_bytes()
 
-    def breakdown(self) -> dict[str, int]:
-        """The peak's parts, for tables and plots."""
+    def breakdown(self, device: str | None = None) -> dict[str, int]:
+        """The peak's parts on ``device`` (default: the estimate's), for tables, plots and ``--json``.
+
+        ``peak_bytes(device=device)`` is ``max(weights + load_copy, weights + kv_cache + activations) + overhead``.
+        """
+        device = device or self.device
         return {
             "weights": self.weight_bytes,
-            "load_copy": self.load_bytes() - self.weight_bytes - self.overhead_bytes(),
+            "load_copy": self.load_bytes(device) - self.weight_bytes - self.overhead_bytes(device),
             "kv_cache": self.kv_cache_bytes(),
             "activations": self.activation_bytes_per_sample * self.batch_size,
-            "overhead": self.overhead_bytes(),
+            "overhead": self.overhead_bytes(device),
         }
 
 

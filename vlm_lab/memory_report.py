@@ -77,6 +77,7 @@ class ProfileRow:
             "quantization": v.quantization or None,
             "batch_size": e.batch_size,
             "max_new_tokens": e.max_new_tokens,  # as generated: fewer than asked where the model's context ends
+            "asked_max_new_tokens": e.asked_new_tokens or e.max_new_tokens,
             "context_tokens": e.context_tokens or None,
             "estimated_bytes": e.peak_bytes(),
             "estimated_load_bytes": e.load_bytes(),
@@ -87,6 +88,8 @@ class ProfileRow:
             "error_pct": None if self.error_fraction is None else round(100 * self.error_fraction, 2),
             "out_of_memory": m.out_of_memory if m else None,
             "required_bytes": v.required_bytes,
+            # what required_bytes is made of on the target: max(weights + load_copy, weights + kv_cache + activations) + overhead
+            "required_breakdown_bytes": e.on_target(v.target).breakdown(get_target(v.target).device),
             "budget_bytes": v.budget_bytes,
             "margin_bytes": v.margin_bytes,
             "fits": v.fits,
