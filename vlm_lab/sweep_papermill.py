@@ -126,7 +126,10 @@ def kernel_end(code: int) -> str:
 
     if code >= 0:
         return f"exited with status {code}"
-    name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:  # a real-time signal (SIGRTMIN+n): valid, but not in the enum
+        name = f"signal {-code}"
     if -code == signal.SIGKILL:
         return (f"was killed by {name} (most often the out-of-memory killer: `dmesg -T | grep -i oom`; fewer --jobs "
                 "or a smaller batch needs less memory)")  # fmt: skip
