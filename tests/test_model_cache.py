@@ -345,3 +345,21 @@ def test_the_default_cpu_budget_is_half_of_what_the_container_may_use(tmp_path, 
     (tmp_path / "fs" / "memory.current").write_text("0")
     got = default_budget(torch.device("cpu"), cgroup_root=tmp_path / "fs", proc_self_cgroup=tmp_path / "cgroup")
     assert got == (total // share // 2 if share else total // 2)
+
+
+def test_the_default_cpu_budget_counts_the_container_limit_while_the_host_is_busier_than_the_container(tmp_path):
+    """A container whose room under its limit is more than the host has free (a node whose containers' limits add up
+    past its RAM) still has that limit: the budget was half the host's RAM, past what the container may ever use."""
+    import psutil
+
+    from vlm_lab.model_cache import default_budget
+
+    total = psutil.virtual_memory().total
+    limit = total - 256 * 2**20  # just under the machine's RAM: more room than the host has available
+    (tmp_path / "cgroup").write_text("0::/\n")
+    (tmp_path / "fs").mkdir()
+    (tmp_path / "fs" / "memory.max").write_text(str(limit))
+    (tmp_path / "fs" / "memory.current").write_text("0")
+    assert psutil.virtual_memory().available < limit  # the case: the host is the tighter bound right now
+    got = default_budget(torch.device("cpu"), cgroup_root=tmp_path / "fs", proc_self_cgroup=tmp_path / "cgroup")
+    assert got == limit // 2

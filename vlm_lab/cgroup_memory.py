@@ -46,6 +46,13 @@ def available_memory(*, cgroup_root: Path = CGROUP_ROOT, proc_self_cgroup: Path 
     return AvailableMemory(available=max(0, room), limit=limit) if room < host else AvailableMemory(available=host)
 
 
+def memory_limit(*, cgroup_root: Path = CGROUP_ROOT, proc_self_cgroup: Path = PROC_SELF_CGROUP) -> int | None:
+    """The tightest cgroup memory limit over this process (``None``: none), however much the host has free now:
+    ``available_memory`` names the limit only while it is the tighter bound, and a busy host hides it."""
+    limits = [limit for limit, _ in _limits(cgroup_root, proc_self_cgroup)]
+    return min(limits) if limits else None
+
+
 def _limits(root: Path, proc_self_cgroup: Path) -> list[tuple[int, int]]:
     """``(limit, usage)`` of each limited cgroup this process is in, itself and its ancestors."""
     try:

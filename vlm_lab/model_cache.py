@@ -55,7 +55,7 @@ from typing import Callable
 
 import torch
 
-from vlm_lab.cgroup_memory import CGROUP_ROOT, PROC_SELF_CGROUP, available_memory
+from vlm_lab.cgroup_memory import CGROUP_ROOT, PROC_SELF_CGROUP, memory_limit
 from vlm_lab.checkpoints import CheckpointRef, fingerprint, resolve
 from vlm_lab.config import parse_bytes
 from vlm_lab.errors import CheckpointNotFoundError, ConfigError, MemoryBudgetError
@@ -99,7 +99,7 @@ def default_budget(device: torch.device, *, cgroup_root: Path = CGROUP_ROOT, pro
     import psutil
 
     total = psutil.virtual_memory().total
-    limit = available_memory(cgroup_root=cgroup_root, proc_self_cgroup=proc_self_cgroup).limit
+    limit = memory_limit(cgroup_root=cgroup_root, proc_self_cgroup=proc_self_cgroup)
     return min(total, limit or total) // 2
 
 
