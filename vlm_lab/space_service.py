@@ -1,6 +1,7 @@
-"""The comparison service the Space's events call, and what it needs around a request:
-the memory plan for the offered checkpoints, memory logging and out-of-memory recovery, and
-the optional W&B log of interactions.
+"""The comparison service the Space's events call: its checkpoints, their answers, and out-of-memory recovery.
+
+What it needs around a request lives beside it and is re-exported here: the memory plan, memory
+logging and freeing (``space_memory``) and the optional W&B log of interactions (``space_interactions``).
 
 ``space/app.py`` builds one ``ComparisonService`` and turns the ``VlmLabError`` raised here
 into ``gr.Error``. Nothing here imports gradio, and torch or transformers only inside the
@@ -12,20 +13,21 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import gc
 import logging
 import math
-import os
 import threading
-import time
 import traceback
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 from vlm_lab.config import GenerationConfig, parse_strategy
 from vlm_lab.errors import (
     CheckpointNotFoundError, ConfigError, DataError, DeviceError, MemoryBudgetError, VlmLabError,
 )
 from vlm_lab.space_images import read_image
+from vlm_lab.space_interactions import InteractionLog  # noqa: F401 - re-exported
+from vlm_lab.space_memory import (  # noqa: F401 - re-exported: they were defined here
+    MemoryPlan, format_snapshot, free_memory, logged_request, memory_snapshot, plan_memory,
+)
 from vlm_lab.space_settings import MAX_BEAMS, MAX_SLOTS, NONE_CHOICE, STRATEGIES, SpaceSettings
 
 log = logging.getLogger("vlm_lab.space")
@@ -34,212 +36,6 @@ log = logging.getLogger("vlm_lab.space")
 class CheckpointFailedError(VlmLabError, RuntimeError):
     """A checkpoint broke while answering with an error vlm_lab did not foresee (its own bug, a
     processor that does not match its model): only that checkpoint's answers fail."""
-
-
-# -- memory around a request ------------------------------------------------------------------
-
-
-def memory_snapshot(device: str = "cpu") -> dict[str, float]:
-    """Process memory in MB: RSS always, CUDA allocated/reserved/peak on a GPU."""
-    import psutil
-
-    snap = {"rss_mb": psutil.Process().memory_info().rss / 2**20}
-    if device == "cuda":
-        import torch
-
-        snap["cuda_allocated_mb"] = torch.cuda.memory_allocated() / 2**20
-        snap["cuda_reserved_mb"] = torch.cuda.memory_reserved() / 2**20
-    return snap
-
-
-def format_snapshot(snap: Mapping[str, float]) -> str:
-    return " ".join(f"{k.removesuffix('_mb')}={v:.0f}MB" for k, v in snap.items())
-
-
-def free_memory(cache: Any, device: str, *, only: Sequence[Any] | None = None) -> None:
-    """Empty the model cache (or evict ``only`` those checkpoints) and give freed memory back (after an out-of-memory error)."""
-    if only is None:
-        cache.clear()
-    for ref in only or ():
-        cache.evict(ref)
-    gc.collect()
-    if device == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()
-
-
-@contextlib.contextmanager
-def logged_request(what: str, detail: str) -> Iterator[None]:
-    """Log memory before and after a request (RSS; CUDA memory on a GPU), and how long it took."""
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    start = time.perf_counter()
-    log.info("%s start (%s): %s", what, detail, format_snapshot(memory_snapshot(device)))
-    outcome = "failed"
-    try:
-        yield
-        outcome = "done"
-    finally:
-        took = time.perf_counter() - start
-        log.info("%s %s in %.2fs: %s", what, outcome, took, format_snapshot(memory_snapshot(device)))
-
-
-# -- W&B log of interactions -----------------------------------------------------------------
-
-
-class InteractionLog:
-    """W&B logging of Space interactions, on only when ``WANDB_API_KEY`` is set (a Space secret).
-
-    One run for the life of the app, started lazily; logging happens on a background
-    thread so a slow or failing W&B never delays or breaks an answer. At most ``max_pending``
-    interactions (each holds its image) wait for that thread: while W&B is slow or down, those
-    beyond are dropped and counted, not queued without bound (the Space's memory would grow with
-    its traffic), with a warning at most every ``warn_every_s`` and the count at ``close``.
-    """
-
-    MAX_PENDING = 64
-    WARN_EVERY_S = 300.0
-
-    def __init__(self, environ: Mapping[str, str] | None = None, *, config: Mapping[str, Any] | None = None,
-                 max_pending: int = MAX_PENDING, warn_every_s: float = WARN_EVERY_S) -> None:
-        env = os.environ if environ is None else environ
-        self.enabled = bool(env.get("WANDB_API_KEY", "").strip())
-        self.config = dict(config or {})
-        self.max_pending, self.warn_every_s = max_pending, warn_every_s
-        self.dropped = 0  # interactions not logged because max_pending were waiting
-        self._run: Any = None
-        self._pool: Any = None
-        self._lock = threading.Lock()  # Gradio calls log() from several worker threads
-        self._pending = 0  # submitted, not yet logged (the one being logged included)
-        self._unsaid = 0  # dropped since the last warning
-        self._warned_at: float | None = None
-
-    def log(self, image: Any, prompt: str, answers: Sequence[Answer], config: GenerationConfig) -> None:
-        """Queue one interaction for the W&B run; returns at once (dropped, counted, when ``max_pending`` wait)."""
-        if not self.enabled:
-            return
-        with self._lock:
-            if self._pending >= self.max_pending:
-                self._drop()
-                return
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wandb-log")
-            self._pending += 1
-            self._pool.submit(self._log_one, image, prompt, list(answers), config)
-
-    def close(self) -> None:
-        """Wait for pending logs (at most ``max_pending``) and finish the run (at app exit)."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
-        if self._run is not None:
-            from vlm_lab import tracking
-
-            tracking.finish_run(self._run)  # waits until wandb-core has written the run log
-            self._run = None
-        if self.dropped:
-            log.warning("W&B interaction log: %d interaction(s) were not logged: W&B was too slow to keep up "
-                        "(at most %d wait to be logged)", self.dropped, self.max_pending)
-
-    def _drop(self) -> None:
-        """Count one interaction not logged; warn on the first, then at most every ``warn_every_s`` (under the lock)."""
-        self.dropped += 1
-        self._unsaid += 1
-        now = time.monotonic()
-        if self._warned_at is None or now - self._warned_at >= self.warn_every_s:
-            log.warning("W&B is slow or unreachable: %d interaction(s) not logged since the last warning (%d in all); "
-                        "at most %d wait to be logged, so the Space's memory stays bounded; answers are not affected",
-                        self._unsaid, self.dropped, self.max_pending)
-            self._warned_at, self._unsaid = now, 0
-
-    def _log_one(self, image: Any, prompt: str, answers: list[Answer], config: GenerationConfig) -> None:
-        try:
-            self._log(image, prompt, answers, config)
-        except Exception as e:  # noqa: BLE001 - logging never breaks the Space; said, not lost in a future
-            log.warning("W&B: an interaction could not be logged (%s: %s)", type(e).__name__, e)
-        finally:
-            with self._lock:
-                self._pending -= 1
-
-    def _log(self, image: Any, prompt: str, answers: list[Answer], config: GenerationConfig) -> None:
-        from vlm_lab import tracking
-
-        if not self.enabled:  # the run could not start: the interactions queued meanwhile are not tried again
-            return
-        if self._run is None:
-            try:
-                self._run = tracking.start_run({**self.config, **config.to_dict()}, job_type="space", tags=("space",))
-            except Exception as e:  # noqa: BLE001 - logging never breaks the Space
-                log.warning("W&B logging off: %s", e)
-                self.enabled = False
-                return
-        tracking.log_interaction(
-            image=image, prompt=prompt, run=self._run,
-            outputs={a.checkpoint: a.text for a in answers},
-            latency_s={a.checkpoint: a.latency_s for a in answers},
-            memory_mb={a.checkpoint: a.memory_mb for a in answers},
-        )
-
-
-# -- memory plan ------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class MemoryPlan:
-    """What the memory verdicts say for the offered checkpoints on the Space's hardware target."""
-
-    target: str  # a vlm_lab.memory_targets.GPU_TARGETS name
-    max_batch_size: int | None  # the smallest max batch over the checkpoints; None when none could be estimated
-    cache_budget_bytes: int | None  # weights the model cache may hold: the budget less room to generate
-    co_resident: int | None  # how many of the largest checkpoint fit at once
-    notes: tuple[str, ...]  # one line per checkpoint, for the log
-
-
-def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_tokens: int = 16,
-                batch_cap: int = 64) -> MemoryPlan:
-    """Estimate every offered checkpoint (config only, nothing loaded) against the hardware target.
-
-    ``target`` defaults to the largest Space GPU that fits in this GPU's memory (t4-small, the
-    Space's suggested hardware, when none does) and to cpu-basic on CPU.
-    A checkpoint that cannot be estimated (a hub id not downloaded yet) is skipped and noted.
-    """
-    from vlm_lab import memory
-    from vlm_lab.memory_targets import budget_bytes, get_target
-
-    t = get_target(target or _detect_target(device))
-    notes, batches, working, residents = [], [], [], []
-    for ref in refs:
-        try:
-            est = memory.estimate(ref, device=t.device, target=t, max_new_tokens=max_new_tokens)
-            v = memory.verdict(est, t)
-        except Exception as e:  # noqa: BLE001 - an estimate is advice; loading will tell for sure
-            notes.append(f"{getattr(ref, 'name', ref)}: no estimate ({type(e).__name__}: {e})")
-            continue
-        batch = max(1, min(batch_cap, v.max_batch_size))
-        batches.append(batch)
-        working.append(batch * est.per_sample_bytes + est.overhead_bytes(t.device))
-        residents.append(memory.co_resident(est, t, batch_size=batch))
-        notes.append(v.message())
-    if not batches:
-        return MemoryPlan(t.name, None, None, None, tuple(notes))
-    return MemoryPlan(t.name, min(batches), max(1, budget_bytes(t) - max(working)), min(residents), tuple(notes))
-
-
-def _detect_target(device: str) -> str:
-    if device != "cuda":
-        return "cpu-basic"
-    import torch
-
-    from vlm_lab.memory_targets import GPU_TARGETS
-
-    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
-    fitting = [t for t in GPU_TARGETS.values() if t.device == "cuda" and t.memory_bytes <= total * 1.02]
-    return max(fitting, key=lambda t: t.memory_bytes).name if fitting else "t4-small"
 
 
 # -- the comparison service -------------------------------------------------------------------
