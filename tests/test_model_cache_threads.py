@@ -17,7 +17,7 @@ from vlm_lab.checkpoints import resolve
 from vlm_lab.config import GenerationConfig
 from vlm_lab.errors import CheckpointNotFoundError, MemoryBudgetError
 from vlm_lab.generation import generate_batch
-from vlm_lab.model_cache import ModelCache, estimate_nbytes
+from vlm_lab.model_cache import ModelCache, estimate_nbytes, format_bytes
 from vlm_lab.models import LoadedModel, load_model
 from vlm_lab.shapes import make_samples
 
@@ -268,3 +268,107 @@ def test_evicting_the_model_in_use_that_a_load_waits_for_lets_the_load_go_on_at_
     assert waiting.error is None and cache.loaded == ["checkpoint-250"]
     leave.set()
     using.join()
+
+
+def hold_in_use(cache: ModelCache, ref) -> tuple[Run, threading.Event]:
+    """A thread inside ``cache.use(ref)`` (returned once it is inside) until the Event is set."""
+    inside, leave = threading.Event(), threading.Event()
+
+    def visitor():
+        with cache.use(ref, device="cpu"):
+            inside.set()
+            leave.wait()
+
+    using = Run(visitor)
+    inside.wait()
+    return using, leave
+
+
+def test_a_use_waiting_for_room_stops_when_cancelled_and_holds_nothing(refs, one):
+    """The explorer's Stop while another cell's model holds the room: the wait ended only when that model was left."""
+    cache = ModelCache(budget_bytes=one)
+    gate = Gate(cache)
+    using, leave = hold_in_use(cache, refs[0])
+    held = cache.used_bytes
+    stop = threading.Event()
+    cancelled = Run(lambda: cache.use(refs[1], device="cpu", cancel=stop).__enter__())
+    until(lambda: cache.stats["waits"] == 1)  # it loads checkpoint-250, waiting for checkpoint-0's room
+    waiting = Run(lambda: cache.get(refs[1], device="cpu"))  # a get of the same model, not cancelled
+    until(lambda: cache.stats["waits"] == 2)
+    stop.set()
+    cache.wake()
+    cancelled.join()
+    assert type(cancelled.error).__name__ == "WaitCancelled"
+    assert str(cancelled.error) == f"checkpoint-250 stopped waiting for {format_bytes(estimate_nbytes(refs[1], torch.float32))} " \
+                                   "of room in the model cache (models in use: checkpoint-0)"
+    until(lambda: cache.stats["waits"] == 3)  # the get loads it in its place and waits for the room itself
+    assert cache.used_bytes == held and cache.loaded == ["checkpoint-0"]  # nothing reserved, nothing pinned
+    leave.set()
+    using.join(), waiting.join()
+    assert waiting.error is None and waiting.value.ref.name == "checkpoint-250" and cache.loaded == ["checkpoint-250"]
+    assert [name for name, *_ in gate.seen] == ["checkpoint-0", "checkpoint-250"]
+    with cache.use(refs[0], device="cpu"):  # no pin of the cancelled use was left behind: checkpoint-250 is evicted
+        assert cache.loaded == ["checkpoint-0"]
+
+
+def test_a_use_waiting_for_another_threads_load_stops_when_cancelled(refs):
+    cache = ModelCache(budget_bytes="1GB")
+    gate = Gate(cache, hold=(refs[1].name,))
+    stop = threading.Event()
+    loading, cancelled = load_and_wait(cache, gate, refs[1], lambda: cache.get(refs[1], device="cpu", cancel=stop))
+    stop.set()
+    cache.wake()
+    cancelled.join()
+    assert type(cancelled.error).__name__ == "WaitCancelled" and "for its load in another thread" in str(cancelled.error)
+    gate.go(refs[1].name)
+    loading.join()
+    assert loading.error is None and cache.loaded == ["checkpoint-250"]
+
+
+def test_a_load_waiting_for_room_is_not_starved_by_requests_that_keep_using_the_model_in_its_room(refs, one):
+    """A CPU Space answering 3 requests at once: two visitors take turns using checkpoint-0, each entering before
+    the other leaves, so it was never out of use and a third visitor's load of checkpoint-250 waited for ever."""
+    cache = ModelCache(budget_bytes=one)
+    gate = Gate(cache)
+    first, leave_first = hold_in_use(cache, refs[0])
+    loading = Run(lambda: cache.get(refs[1], device="cpu"))
+    until(lambda: cache.stats["waits"] == 1)  # for checkpoint-0's room
+    inside = threading.Event()
+
+    def again():
+        with cache.use(refs[0], device="cpu") as loaded:
+            inside.set()
+            return loaded.ref.name
+
+    second = Run(again)  # checkpoint-0 is loaded, but the load waiting for its room came first
+    until(lambda: inside.is_set() or cache.stats["waits"] == 2)
+    assert not inside.is_set(), "a new use of checkpoint-0 went ahead of the load waiting for its room"
+    leave_first.set()
+    first.join(), loading.join(), second.join()
+    assert loading.error is None and second.error is None and second.value == "checkpoint-0"
+    assert [name for name, *_ in gate.seen] == ["checkpoint-0", "checkpoint-250", "checkpoint-0"]  # in the order asked
+
+
+def test_a_thread_with_a_model_in_use_uses_it_again_while_a_load_waits_for_its_room(refs, one):
+    """Fairness must not make a thread wait behind a load that waits for this very thread's block (a deadlock)."""
+    cache = ModelCache(budget_bytes=one)
+    inside, nested, leave = threading.Event(), threading.Event(), threading.Event()
+
+    def visitor():
+        with cache.use(refs[0], device="cpu"):
+            inside.set()
+            nested.wait()
+            with cache.use(refs[0], device="cpu") as again:  # compare_one inside the explorer's block does this
+                name = again.ref.name
+            leave.wait()
+            return name
+
+    using = Run(visitor)
+    inside.wait()
+    loading = Run(lambda: cache.get(refs[1], device="cpu"))
+    until(lambda: cache.stats["waits"] == 1)
+    nested.set()
+    until(lambda: cache.stats["hits"] == 1)  # the nested use was served at once
+    leave.set()
+    using.join(), loading.join()
+    assert using.value == "checkpoint-0" and loading.error is None and cache.loaded == ["checkpoint-250"]

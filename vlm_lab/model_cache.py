@@ -1,40 +1,42 @@
 """The one explicit model cache: loaded checkpoints, LRU-evicted to stay under a byte budget.
 
-The budget is in bytes, not a number of models: "a T4 holds at most two 7 GB
-models" is what a 16 GB budget and those models' sizes work out to, never a
-hard-coded 2. Before loading, a checkpoint's size is *estimated* (``size_fn``,
-by default ``model_size.estimate_nbytes``, from its safetensors headers: parameter
-counts times the bytes of the dtype it is loaded in) and that much of the budget is
-reserved, so a model is loaded only once room is made for it; when loading it would go
-over the budget, the least recently used models are evicted first and their memory freed
-(``gc.collect`` plus ``torch.cuda.empty_cache`` on GPU). After loading, an entry is charged
-``max(estimate, measured parameter + buffer bytes)``.
+The budget is in bytes, not a number of models: "a T4 holds at most two 7 GB models" is what a 16 GB budget
+and those models' sizes work out to, never a hard-coded 2. Before loading, a checkpoint's size is *estimated*
+(``size_fn``, by default ``model_size.estimate_nbytes``, from its safetensors headers: parameter counts times
+the bytes of the dtype it is loaded in) and that much of the budget is reserved, so a model is loaded only
+once room is made for it; when loading it would go over the budget, the least recently used models are evicted
+first and their memory freed (``gc.collect`` plus ``torch.cuda.empty_cache`` on GPU). After loading, an entry
+is charged ``max(estimate, measured parameter + buffer bytes)``.
 
-The budget counts weights only. Activations, the KV cache and the CUDA context
-need headroom on top: on a 16 GB T4, two 7 GB models fit a 16 GB budget but
-leave ~2 GB to generate with. Keep one cache per device.
+The budget counts weights only. Activations, the KV cache and the CUDA context need headroom on top: on a
+16 GB T4, two 7 GB models fit a 16 GB budget but leave ~2 GB to generate with. Keep one cache per device.
 
-Entries are keyed by what is loaded, not by how it was written: a local folder by
-its resolved path (``runs/x`` and ``/abs/runs/x`` are one model; files changed in
-place reload it), a hub reference by repo, commit and subfolder (``org/run``,
-``org/run@main`` and ``org/run@<that commit>`` are one model, loaded once and charged
-once; when ``main`` moves on, the copy of its old commit is dropped).
+Entries are keyed by what is loaded, not by how it was written: a local folder by its resolved path
+(``runs/x`` and ``/abs/runs/x`` are one model; files changed in place reload it), a hub reference by repo,
+commit and subfolder (``org/run``, ``org/run@main`` and ``org/run@<that commit>`` are one model, loaded once
+and charged once; when ``main`` moves on, the copy of its old commit is dropped).
 
-Threads (the Space serves several visitors at once, the explorer compares in the
-background): no lock is held while a model loads, its size is estimated or its files
-hashed, so a model already loaded is served at once whatever else is loading. Two gets
-of one model load it once: the second waits for the first and gets its model, or its
-error (a failed load is not remembered: the next get tries again). Loads of different
-models reserve their estimated size before loading, so together they stay within the
-budget; one that finds no room waits for the loads in flight to finish (they always do)
-and then evicts. Models used inside ``with cache.use(ref) as loaded:`` are never evicted
-to make room: a load that needs their room waits until they are left, or, when the
-thread asking holds such a model itself (it would wait for itself), raises
+Threads (the Space serves several visitors at once, the explorer compares in the background): no lock is held
+while a model loads, its size is estimated or its files hashed, so a model already loaded is served at once
+whatever else is loading. Two gets of one model load it once: the second waits for the first and gets its
+model, or its error (a failed load is not remembered: the next get tries again). Loads of different models
+reserve their estimated size before loading, so together they stay within the budget; one that finds no room
+waits for the loads in flight to finish (they always do) and then evicts. Models used inside ``with
+cache.use(ref) as loaded:`` are never evicted to make room: a load that needs their room waits until they are
+left, or, when the thread asking holds such a model itself (it would wait for itself), raises
 ``MemoryBudgetError`` naming them.
 
-A model evicted while a caller still holds it (``get``, then evicted by another thread
-or by ``evict``/``clear``) keeps working for that caller and is freed when the caller
-lets go; until then ``retained_bytes`` counts it (the budget no longer does).
+Waits are fair and can be cancelled. Loads waiting for room are served in the order they came, and while one
+waits, a ``use`` of a model already loaded (from a thread with no ``use`` block open) waits behind it:
+requests that keep re-using a model would otherwise keep it in use for ever, and the load waiting for its room
+would never run. A thread with a block open never waits behind others (they may be waiting for its model).
+``get``/``use`` with ``cancel=`` (a ``threading.Event``) raise ``WaitCancelled`` once the event is set and
+``cache.wake()`` called, holding and reserving nothing (the explorer's Stop, while another cell's model holds
+the room).
+
+A model evicted while a caller still holds it (``get``, then evicted by another thread or by
+``evict``/``clear``) keeps working for that caller and is freed when the caller lets go; until then
+``retained_bytes`` counts it (the budget no longer does).
 """
 
 from __future__ import annotations
@@ -55,53 +57,17 @@ from typing import Callable
 
 import torch
 
-from vlm_lab.cgroup_memory import CGROUP_ROOT, PROC_SELF_CGROUP, memory_limit
 from vlm_lab.checkpoints import CheckpointRef, fingerprint, resolve
 from vlm_lab.config import parse_bytes
 from vlm_lab.errors import CheckpointNotFoundError, ConfigError, MemoryBudgetError
 from vlm_lab.hub_refs import hub_commit, hub_fingerprint
+from vlm_lab.model_budget import GB, default_budget, format_bytes, max_resident
 from vlm_lab.model_size import estimate_nbytes
 from vlm_lab.models import LoadedModel, load_model, model_nbytes, resolve_device, resolve_dtype
 
-__all__ = ["GB", "ModelCache", "default_budget", "estimate_nbytes", "format_bytes", "max_resident"]
+__all__ = ["GB", "ModelCache", "WaitCancelled", "default_budget", "estimate_nbytes", "format_bytes", "max_resident"]
 
 SizeFn = Callable[[CheckpointRef, torch.dtype], "int | None"]
-
-GB = 10**9
-
-
-def format_bytes(n: float | None) -> str:
-    if n is None or n != n:
-        return "-"
-    for unit, size in (("GB", GB), ("MB", 10**6), ("kB", 10**3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{int(n)} B"
-
-
-def max_resident(budget_bytes: int, sizes: list[int]) -> int:
-    """How many of the models of ``sizes`` (loaded in this order) fit the budget together."""
-    used = count = 0
-    for size in sizes:
-        if used + size > budget_bytes:
-            break
-        used += size
-        count += 1
-    return count
-
-
-def default_budget(device: torch.device, *, cgroup_root: Path = CGROUP_ROOT, proc_self_cgroup: Path = PROC_SELF_CGROUP) -> int:
-    """90% of the GPU's memory on CUDA; on CPU half the RAM this process may use: the machine's, or its
-    container's memory limit where that is less (a Jupyter or Space container of 16 GB on a 256 GB host
-    reads the host's 256 GB in /proc/meminfo, and a 128 GB budget never evicted before the kernel killed it)."""
-    if device.type == "cuda":
-        return int(torch.cuda.get_device_properties(device).total_memory * 0.9)
-    import psutil
-
-    total = psutil.virtual_memory().total
-    limit = memory_limit(cgroup_root=cgroup_root, proc_self_cgroup=proc_self_cgroup)
-    return min(total, limit or total) // 2
-
 
 @dataclasses.dataclass
 class _Entry:
@@ -119,6 +85,10 @@ class _Load:
     future: Future = dataclasses.field(default_factory=Future)
     reserved: int = 0
     pinned_waiters: int = 0  # gets waiting for it from threads with ``use`` blocks open: it must not wait for those
+
+
+class WaitCancelled(Exception):
+    """A ``get`` or ``use`` given ``cancel=`` stopped waiting (for room, or for another thread's load) once it was set."""
 
 
 class _Interrupted(Exception):
@@ -143,14 +113,8 @@ class ModelCache:
     Thread-safe, and no lock is held through a load (see the module docstring).
     """
 
-    def __init__(
-        self,
-        budget_bytes: int | str | None = None,
-        *,
-        size_fn: SizeFn = estimate_nbytes,
-        loader: Callable[..., LoadedModel] = load_model,
-        hub_refresh_s: float = 300.0,
-    ) -> None:
+    def __init__(self, budget_bytes: int | str | None = None, *, size_fn: SizeFn = estimate_nbytes,
+                 loader: Callable[..., LoadedModel] = load_model, hub_refresh_s: float = 300.0) -> None:
         self._budget = None if budget_bytes is None else parse_bytes(budget_bytes)
         if self._budget is not None and self._budget <= 0:
             raise ConfigError(f"budget_bytes must be > 0, got {budget_bytes!r}")
@@ -167,6 +131,7 @@ class ModelCache:
         self._lock = threading.RLock()  # held only for bookkeeping, never through a load, a hash or a request
         self._cond = threading.Condition(self._lock)  # notified when a load ends or a ``use`` block is left
         self._local = threading.local()  # .pins: ``use`` blocks this thread has open
+        self._queue: list[object] = []  # loads waiting for room, in the order they came: served in that order
         self.stats = {"hits": 0, "loads": 0, "evictions": 0, "waits": 0}
 
     # -- introspection -------------------------------------------------------------
@@ -278,28 +243,33 @@ class ModelCache:
         return f"{ref.repo_id}@{commit}:{ref.subfolder or ''}"
 
     # -- the cache -----------------------------------------------------------------
-    def get(self, ref: CheckpointRef | str, *, dtype: str = "auto", device: str = "auto") -> LoadedModel:
+    def get(self, ref: CheckpointRef | str, *, dtype: str = "auto", device: str = "auto",
+            cancel: threading.Event | None = None) -> LoadedModel:
         """The loaded model for ``ref``, loading it (and evicting LRU models) when needed.
 
         A checkpoint re-saved with different files at the same path is reloaded. The model may be
         evicted by a later load (of this or another thread) while the caller still uses it: it keeps
         working, and is freed when the caller lets go. Use ``use`` to keep it loaded meanwhile.
+        ``cancel``: set it, then call ``wake()``, to end a wait (for room, or for this model's load
+        in another thread) with ``WaitCancelled``; a load under way is not cut short.
 
         Raises:
             MemoryBudgetError: the model alone is bigger than the budget, or the rest of the budget
                 is held by models this thread is using (``use`` blocks still open).
             CheckpointNotFoundError, DeviceError: from loading (also to a get that waited for that load).
+            WaitCancelled: ``cancel`` was set while it waited.
         """
-        return self._get(ref, dtype, device, pin=False).loaded
+        return self._get(ref, dtype, device, pin=False, cancel=cancel).loaded
 
     @contextlib.contextmanager
-    def use(self, ref: CheckpointRef | str, *, dtype: str = "auto", device: str = "auto") -> Iterator[LoadedModel]:
+    def use(self, ref: CheckpointRef | str, *, dtype: str = "auto", device: str = "auto",
+            cancel: threading.Event | None = None) -> Iterator[LoadedModel]:
         """``get``, and the model is not evicted to make room for another until the block is left.
 
         A load that needs its room meanwhile waits for the block to end (in another thread), or
         raises ``MemoryBudgetError`` (in this one). ``evict`` and ``clear`` still drop it, as asked.
         """
-        entry = self._get(ref, dtype, device, pin=True)
+        entry = self._get(ref, dtype, device, pin=True, cancel=cancel)
         try:
             yield entry.loaded
         finally:
@@ -308,7 +278,12 @@ class ModelCache:
                 self._local.pins -= 1
                 self._cond.notify_all()
 
-    def _get(self, ref: CheckpointRef | str, dtype: str, device: str, *, pin: bool) -> _Entry:
+    def wake(self) -> None:
+        """Wake the threads waiting in this cache, so that one whose ``cancel`` event was just set stops waiting."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def _get(self, ref: CheckpointRef | str, dtype: str, device: str, *, pin: bool, cancel: threading.Event | None) -> _Entry:
         ref = _as_ref(ref)
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
@@ -321,6 +296,10 @@ class ModelCache:
             key = (self._identity(want), str(torch_dtype), str(dev))
             stale = []
             with self._lock:
+                if pin and not getattr(self._local, "pins", 0) and key in self._entries and self._queue:
+                    ahead = list(self._queue)  # loads waiting for room came first: pinning now could starve them
+                    self.stats["waits"] += 1
+                    self._wait(lambda: not any(turn in self._queue for turn in ahead), cancel, ref, "for the loads before it")
                 entry = self._entries.get(key)
                 if entry is not None and entry.fingerprint == fp:
                     self._entries.move_to_end(key)
@@ -338,24 +317,24 @@ class ModelCache:
                 pinned = bool(getattr(self._local, "pins", 0))
                 load.pinned_waiters += pinned
                 self._cond.notify_all()  # a load waiting for room must not wait for this thread's models now
-            try:  # another thread is loading it: its model, or its error, is this get's too
-                load.future.result()
-            except _Interrupted:
-                pass  # look again: this thread loads it
-            finally:
-                with self._lock:
+                try:  # another thread is loading it: its model, or its error, is this get's too
+                    self._wait(load.future.done, cancel, ref, "for its load in another thread")
+                finally:
                     load.pinned_waiters -= pinned
+            with contextlib.suppress(_Interrupted):  # interrupted: look again, and this thread loads it
+                load.future.result()
             # look again: a hit now (pinned under the lock), or loaded again if evicted or re-saved meanwhile
         self._free(stale)
-        return self._load(key, load, want, dtype, device, torch_dtype, pin)
+        return self._load(key, load, want, dtype, device, torch_dtype, pin, cancel)
 
-    def _load(self, key: tuple, load: _Load, ref: CheckpointRef, dtype: str, device: str, torch_dtype: torch.dtype, pin: bool) -> _Entry:
+    def _load(self, key: tuple, load: _Load, ref: CheckpointRef, dtype: str, device: str, torch_dtype: torch.dtype, pin: bool,
+              cancel: threading.Event | None) -> _Entry:
         """Reserve room for ``ref``, load it (no lock held), and add it; whatever happens, ``load`` ends."""
         dev = torch.device(key[2])
         try:
             estimate = self.size_fn(ref, torch_dtype) or 0
             self._check_fits(ref, estimate)
-            self._reserve(load, ref, estimate)
+            self._reserve(load, ref, estimate, cancel)
             loaded = self.loader(ref, dtype=dtype, device=device)
             nbytes = max(model_nbytes(loaded.model), estimate)
             try:
@@ -371,46 +350,70 @@ class ModelCache:
                 self._pin(entry, pin)
                 self.stats["loads"] += 1
                 del self._loading[key]
+                load.future.set_result(None)  # under the lock: the gets waiting for it wait on the condition
                 self._cond.notify_all()
         except BaseException as e:
             with self._cond:
                 if self._loading.get(key) is load:
                     del self._loading[key]
+                # interrupted or cancelled in this thread only: the gets waiting for it look again and load it
+                mine = not isinstance(e, Exception) or isinstance(e, WaitCancelled)
+                load.future.set_exception(_Interrupted() if mine else e)
                 self._cond.notify_all()
-            load.future.set_exception(e if isinstance(e, Exception) else _Interrupted())
             raise
-        load.future.set_result(None)
         self._free(evicted)
         return entry
 
-    def _reserve(self, load: _Load, ref: CheckpointRef, nbytes: int) -> None:
+    def _reserve(self, load: _Load, ref: CheckpointRef, nbytes: int, cancel: threading.Event | None) -> None:
         """Hold ``nbytes`` of the budget for ``load``: evict LRU models not in use, else wait for room.
 
         Waits only on what always ends: loads in flight, and ``use`` blocks of other threads when neither this
         thread nor a get waiting for this load has one open. What only they could release is an error, not a
-        wait for a block that cannot end before this load does.
+        wait for a block that cannot end before this load does. Loads that wait are served in the order they
+        came (``_queue``), but for those the blocks open (in this thread or a waiting get's), which never wait.
         """
-        evicted, waited = [], False
+        evicted, turn, waited = [], object(), False
         with self._cond:
-            while True:
-                evicted += self._evict_lru(nbytes)
-                if self._charged() + nbytes <= self._budget:
-                    load.reserved = nbytes
-                    break
-                in_use = [e.loaded.ref.name for e in self._entries.values() if e.pins]
-                loading = any(other.reserved for other in self._loading.values())
-                if not loading and (not in_use or getattr(self._local, "pins", 0) or load.pinned_waiters):
-                    raise MemoryBudgetError(  # waiting would be for a model that stays in use until this load ends
-                        f"{ref.name} needs {format_bytes(nbytes)} but {format_bytes(self._charged())} of the model cache "
-                        f"budget of {format_bytes(self._budget)} is held by models in use ({', '.join(in_use)}), by the "
-                        "thread that asked for it (a `with cache.use(...)` block); load it after that block, "
-                        "or raise the budget (ModelCache(budget_bytes=...), --memory-budget)"
-                    )
-                if not waited:
-                    self.stats["waits"] += 1
+            try:
+                while True:
+                    exempt = bool(getattr(self._local, "pins", 0) or load.pinned_waiters)
+                    if exempt or self._queue[:1] in ([], [turn]):  # this load's turn
+                        evicted += self._evict_lru(nbytes)
+                        if self._charged() + nbytes <= self._budget:
+                            load.reserved = nbytes
+                            break
+                        in_use = [e.loaded.ref.name for e in self._entries.values() if e.pins]
+                        loading = any(other.reserved for other in self._loading.values())
+                        if not loading and (not in_use or exempt):
+                            raise MemoryBudgetError(  # waiting would be for a model that stays in use until this load ends
+                                f"{ref.name} needs {format_bytes(nbytes)} but {format_bytes(self._charged())} of the model "
+                                f"cache budget of {format_bytes(self._budget)} is held by models in use ({', '.join(in_use)}), "
+                                "by the thread that asked for it (a `with cache.use(...)` block); load it after that block, "
+                                "or raise the budget (ModelCache(budget_bytes=...), --memory-budget)"
+                            )
+                    self.stats["waits"] += not waited
                     waited = True
-                self._cond.wait()  # for a load to end or a ``use`` block to be left
+                    if not exempt and turn not in self._queue:
+                        self._queue.append(turn)
+                    self._check_cancel(cancel, ref, f"for {format_bytes(nbytes)} of room")
+                    self._cond.wait()  # for a load to end, a ``use`` block to be left, or the loads before this one
+            finally:
+                if turn in self._queue:
+                    self._queue.remove(turn)
+                    self._cond.notify_all()  # the next in line
         self._free(evicted)
+
+    def _wait(self, ready: Callable[[], bool], cancel: threading.Event | None, ref: CheckpointRef, what: str) -> None:
+        """Wait on the condition (lock held) until ``ready()``; ``WaitCancelled`` once ``cancel`` is set."""
+        while not ready():
+            self._check_cancel(cancel, ref, what)
+            self._cond.wait()
+
+    def _check_cancel(self, cancel: threading.Event | None, ref: CheckpointRef, what: str) -> None:
+        """Raise ``WaitCancelled`` when ``cancel`` is set (checked at each wake-up: ``wake()`` makes one)."""
+        if cancel is not None and cancel.is_set():
+            in_use = ", ".join(e.loaded.ref.name for e in self._entries.values() if e.pins) or "none"
+            raise WaitCancelled(f"{ref.name} stopped waiting {what} in the model cache (models in use: {in_use})")
 
     def evict(self, ref: CheckpointRef | str | None = None) -> list[str]:
         """Evict ``ref`` (every dtype/device it is loaded in), or the LRU model when None.
