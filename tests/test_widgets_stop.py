@@ -223,3 +223,42 @@ def test_a_run_whose_explorer_is_gone_can_be_stopped_from_code(tiny_checkpoints,
     release.set()
     assert [r["checkpoint"] for r in old.wait()] == ["checkpoint-0"] and old.history[0].note.endswith("not run: checkpoint-250.")
     assert [r["checkpoint"] for r in new.wait()] == ["checkpoint-1000"] and not new.history[0].note  # the waiting one went on
+
+
+@pytest.mark.timeout(180)  # before the fix the run waited until the cell let its model go: it hung here
+def test_stop_ends_a_run_waiting_for_room_that_another_cells_model_holds(tiny_checkpoints):
+    """Another cell holds checkpoint-250 in ``cache.use`` (a long compare over the shared cache) and the budget has
+    room for one model: the explorer's load waits for that room, and Stop was not seen until the cell let go."""
+    import torch
+    from test_model_cache_threads import Run, until
+
+    from vlm_lab.checkpoints import resolve
+    from vlm_lab.model_cache import ModelCache, estimate_nbytes
+
+    cell_ref = resolve(str(tiny_checkpoints[1]))[0]
+    cache = ModelCache(budget_bytes=int(1.5 * estimate_nbytes(cell_ref, torch.float32)))
+    inside, leave = threading.Event(), threading.Event()
+
+    def cell() -> None:
+        with cache.use(cell_ref, device="cpu"):
+            inside.set()
+            leave.wait()
+
+    holding = Run(cell)
+    assert inside.wait(HOLD_S)
+    held = cache.used_bytes
+    e = explore([str(tiny_checkpoints[-1])], "shapes:val:2", device="cpu", cache=cache)
+    e.checkpoints.value = (0,)
+    try:
+        e.button.click()
+        until(lambda: cache.stats["waits"] == 1)  # checkpoint-1000 waits for checkpoint-250's room
+        e.stop()
+        assert e.wait() == []  # at once, the cell still holding its model
+        assert e.history[0].note == ("Stopped: 0 of 1 checkpoints finished; checkpoint-1000 was stopped while waiting "
+                                     "for room in the model cache (another cell's model is in use).")
+        assert cache.loaded == ["checkpoint-250"] and cache.used_bytes == held  # nothing of the run reserved or pinned
+    finally:
+        leave.set()
+    holding.join()
+    (row,) = e.run()  # and it runs again, once the room is free
+    assert row["checkpoint"] == "checkpoint-1000" and row["text"] and cache.loaded == ["checkpoint-1000"]

@@ -232,6 +232,8 @@ class Explorer:
             with self._render_lock:  # in place of the status line; the run's next message replaces it
                 _, current, earlier = self._view
                 self._show(message_html(f"Stopping once {loading} has loaded: a load cannot be cut short.", warn=True), current, earlier)
+        if self._cache is not None:  # last, after the notice: a run waiting in the cache for room stops waiting now
+            self._cache.wake()
 
     def wait(self, timeout: float | None = None) -> list[dict[str, Any]]:
         """Wait for the running Compare (if any) to end; its rows.
@@ -459,9 +461,10 @@ class Explorer:
         """``ref``'s row, under its ``name`` in the list; its error (in words, never a traceback) when it cannot load or answer.
 
         Raises:
-            RunStopped: Stop was asked while it generated (or loaded).
+            RunStopped: Stop was asked while it generated, loaded, or waited in the cache for room.
         """
         from vlm_lab.compare import compare_one
+        from vlm_lab.model_cache import WaitCancelled
 
         try:
             with contextlib.ExitStack() as in_use:
@@ -471,7 +474,10 @@ class Explorer:
                 try:
                     # in use until it has answered: a load in another cell (sharing the cache) waits for its room
                     # instead of evicting it meanwhile (it would stay in memory beside that cell's model)
-                    loaded = in_use.enter_context(self.cache.use(ref, dtype=self.dtype, device=self.device))
+                    loaded = in_use.enter_context(self.cache.use(ref, dtype=self.dtype, device=self.device,
+                                                                 cancel=self._bg.stop_event))
+                except WaitCancelled:
+                    raise RunStopped("while waiting for room in the model cache (another cell's model is in use)") from None
                 finally:
                     self._loading = None
                 if self._bg.stop_requested:

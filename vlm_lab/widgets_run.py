@@ -7,7 +7,8 @@ here, the kernel stays free (a Stop click is a message the kernel must be free t
 - ``stop()`` ends the run at the next safe point: before the next checkpoint, or inside
   ``model.generate`` before its next forward pass (one token), through a forward pre-hook that
   raises ``RunStopped`` in the run's own thread only. A model that is loading finishes its load first
-  (``from_pretrained`` cannot be cut short).
+  (``from_pretrained`` cannot be cut short); one waiting in the model cache for room that another
+  cell's model holds stops waiting at once (``stop_event`` is the cache's ``cancel``).
 - ``wait()`` joins the run, so a script, papermill and nbval get finished outputs; an exception the
   run did not turn into a row is re-raised there, and an interrupt while waiting stops the run.
 - Runs are one at a time in the process (``ONE_AT_A_TIME``). Not for correctness: the model cache is
@@ -68,6 +69,11 @@ class BackgroundRun:
     @property
     def stop_requested(self) -> bool:
         return self._stop.is_set()
+
+    @property
+    def stop_event(self) -> threading.Event:
+        """Set when a stop is asked: the ``cancel`` of the run's waits in the model cache (``on_stop`` wakes them)."""
+        return self._stop
 
     def start(self, target: Callable[[], Any], *, name: str) -> None:
         """Run ``target`` in a new thread; the caller has checked that none is running."""
