@@ -36,6 +36,7 @@ from typing import Any
 from vlm_lab.checkpoints import CheckpointRef
 from vlm_lab.errors import DeviceError
 from vlm_lab.memory_targets import get_target
+from vlm_lab.signals import signal_name
 
 _RESULT_PREFIX = "VLM_LAB_MEMORY_RESULT "
 
@@ -181,25 +182,15 @@ def measure(
     # progress bars ("Loading weights: 100%|...") are no reason: a process killed after loading ended on one
     tail = [line for line in proc.stderr.strip().splitlines() if line.strip() and not _PROGRESS_BAR.search(line)][-6:]
     if proc.returncode < 0:  # killed by a signal: its own last words are not why
-        reason = f"the measuring process was killed by {_signal_name(-proc.returncode)}"
+        reason = f"the measuring process was killed by {signal_name(-proc.returncode, if_sigkill=_IF_SIGKILL)}"
         raise MeasurementFailedError(f"measuring {ref.name}: {reason}", reason=reason)
     reason = f"the measuring process failed (exit {proc.returncode}): {tail[-1].strip() if tail else 'no output'}"
     raise MeasurementFailedError(f"measuring {ref.name} failed (exit {proc.returncode}):\n" + "\n".join(tail), reason=reason)
 
 
 _PROGRESS_BAR = re.compile(r"\d+%\|")
-
-
-def _signal_name(number: int) -> str:
-    """``'SIGKILL (most often the out-of-memory killer: ...)'``, ``'SIGSEGV'``, ``'signal 70'``."""
-    try:
-        name = signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-    if name == "SIGKILL":
-        return (f"{name} (most often the out-of-memory killer: dmesg -T | grep -i oom; a smaller batch, "
-                "max_new_tokens or image size needs less memory, measure=False (--no-measure) none)")
-    return name
+_IF_SIGKILL = ("most often the out-of-memory killer: dmesg -T | grep -i oom; a smaller batch, max_new_tokens or image "
+               "size needs less memory, measure=False (--no-measure) none")
 
 
 # --------------------------------------------------------------------- the child process

@@ -122,18 +122,12 @@ KERNEL_ENDED = "vlm-lab: the kernel process "  # the line kernel.log ends with w
 
 def kernel_end(code: int) -> str:
     """How a kernel process that died by itself ended, from its exit status (negative: the signal)."""
-    import signal
+    from vlm_lab.signals import signal_name
 
     if code >= 0:
         return f"exited with status {code}"
-    try:
-        name = signal.Signals(-code).name
-    except ValueError:  # a real-time signal (SIGRTMIN+n): valid, but not in the enum
-        name = f"signal {-code}"
-    if -code == signal.SIGKILL:
-        return (f"was killed by {name} (most often the out-of-memory killer: `dmesg -T | grep -i oom`; fewer --jobs "
-                "or a smaller batch needs less memory)")  # fmt: skip
-    return f"was killed by {name}"
+    return "was killed by " + signal_name(-code, if_sigkill="most often the out-of-memory killer: `dmesg -T | grep -i oom`; "
+                                          "fewer --jobs or a smaller batch needs less memory")
 
 
 @functools.cache
