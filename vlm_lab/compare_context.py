@@ -6,8 +6,10 @@ and batches, and name only that one sample. Here each checkpoint's config (its c
 processor (what each sample's tokens are) are read, no weights loaded, every sample still to run is
 counted, and every sample that does not fit is named, with the fix, in one error.
 
-The batches encoded for the count are kept in the comparison's encoding cache, so generation reuses them:
-the check costs loading each distinct processor once more.
+The batches encoded for the count go into the comparison's encoding cache (``compare.ENCODING_CACHE_BYTES``,
+512 MiB), so generation reuses them: the check then costs loading each distinct processor once more. Past
+that bound (about 380 LLaVA-336 images) the rest are encoded again when they generate, which for a real VLM
+is small beside its generation time.
 """
 
 from __future__ import annotations
