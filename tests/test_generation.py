@@ -288,3 +288,29 @@ def test_seeded_sampling_draws_what_transformers_own_sampling_draws_for_the_seed
         out = model.model.generate(**enc, **config.generate_kwargs(), pad_token_id=model.processor.tokenizer.pad_token_id)
     theirs = model.processor.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     assert [o.text for o in ours] == [t.strip() for t in theirs]
+
+
+@pytest.mark.parametrize("setting", [{"min_p": 0.9}, {"typical_p": 0.8}, {"epsilon_cutoff": 0.3},
+                                     {"eta_cutoff": 0.5}, {"top_h": 0.5}], ids=lambda s: next(iter(s)))
+def test_seeded_sampling_applies_the_checkpoints_own_warpers_as_transformers_does(loaded, samples, setting):
+    """``seeded_sampling`` rebuilds the warpers ``generate`` applies when sampling; a checkpoint whose
+    generation config sets one (min_p, typical_p, ...) must sample as transformers' own sampling does. Each
+    setting changes this checkpoint's draws (seen: without its warper, each case fails); top_k, top_p and
+    temperature come from the strategy (the test above)."""
+    import torch
+
+    model, config = loaded["checkpoint-250"], GenerationConfig(strategy="temperature(1.5)", batch_size=6, seed=3, max_new_tokens=8)
+    enc = generation.encode_batch(model, samples[:6])
+    before = {k: getattr(model.model.generation_config, k, None) for k in setting}
+    for k, v in setting.items():
+        setattr(model.model.generation_config, k, v)
+    try:
+        ours = generation.generate_batch(model, samples[:6], config)
+        with torch.random.fork_rng(devices=[]), torch.inference_mode():
+            torch.manual_seed(config.seed)
+            out = model.model.generate(**enc, **config.generate_kwargs(), pad_token_id=model.processor.tokenizer.pad_token_id)
+    finally:
+        for k, v in before.items():
+            setattr(model.model.generation_config, k, v)
+    theirs = model.processor.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert [o.text for o in ours] == [t.strip() for t in theirs]
