@@ -83,9 +83,11 @@ def test_a_measuring_process_killed_by_the_out_of_memory_killer_says_so(tiny_che
 
     from vlm_lab import memory_measure
 
+    measured = threading.Event()  # set once measure returned: a child that ended unkilled fails the test, never hangs it
+
     def kill_the_measuring_process() -> None:
         me = psutil.Process()
-        while True:
+        while not measured.is_set():
             for child in me.children(recursive=True):
                 try:
                     if "vlm_lab.memory_measure" in child.cmdline():
@@ -97,9 +99,12 @@ def test_a_measuring_process_killed_by_the_out_of_memory_killer_says_so(tiny_che
 
     killer = threading.Thread(target=kill_the_measuring_process, daemon=True)
     killer.start()
-    with pytest.raises(memory_measure.MeasurementFailedError) as caught:
-        memory_measure.measure(tiny_checkpoints[-1], dtype="float32", max_new_tokens=2)
-    killer.join()
+    try:
+        with pytest.raises(memory_measure.MeasurementFailedError) as caught:
+            memory_measure.measure(tiny_checkpoints[-1], dtype="float32", max_new_tokens=2)
+    finally:
+        measured.set()
+        killer.join()
     assert caught.value.reason == (
         "the measuring process was killed by SIGKILL (most often the out-of-memory killer: dmesg -T | grep -i oom; "
         "a smaller batch, max_new_tokens or image size needs less memory, measure=False (--no-measure) none)"
