@@ -32,6 +32,8 @@ def test_a_gpu_out_of_memory_in_a_batch_says_what_to_lower_and_a_smaller_batch_t
         said = str(caught.value)
         assert said.startswith("out of memory on cpu while checkpoint-1000 generated batches of 6 (max_new_tokens=8): "
                                "CUDA out of memory. Tried to allocate 2.00 GiB; lower the batch size (e.g. --batch-size 3)"), said
+        assert said.endswith("cached per batch size: a re-run with --batch-size 6 starts after them, a smaller batch "
+                             "size generates them again (latency and tokens/s are measured at it)"), said
         batches: list[BatchEvent] = []
         result = compare(config.replace(batch_size=2), progress=False, cache=models, on_batch=batches.append)
     finally:

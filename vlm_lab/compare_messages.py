@@ -33,8 +33,9 @@ def out_of_memory_said(name: str, gen: GenerationConfig, device) -> Iterator[Non
         raise MemoryBudgetError(
             f"out of memory on {device} while {name} generated batches of {gen.batch_size} (max_new_tokens="
             f"{gen.max_new_tokens}): {str(e).splitlines()[0] if str(e) else 'no detail'}; lower the batch size "
-            f"(e.g. {smaller}), or compare on a larger GPU. The batches that finished are cached: a re-run with the "
-            "same settings starts after them"
+            f"(e.g. {smaller}), or compare on a larger GPU. The batches that finished are cached per batch size: a "
+            f"re-run with --batch-size {gen.batch_size} starts after them, a smaller batch size generates them again "
+            "(latency and tokens/s are measured at it)"
         ) from None
 
 
