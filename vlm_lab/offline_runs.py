@@ -122,6 +122,13 @@ class OfflineRun:
         numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         return dict(list(numbers.items())[:limit])
 
+    def eval_rows(self, step: str = "eval/step") -> list[dict[str, Any]]:
+        """The history rows drawn against ``step`` (``tracking.log_comparison``: one per checkpoint), one per
+        step, in step order: where a step was logged more than once (a run resumed by a vlm_lab that logged
+        every checkpoint again at each start), the latest row, as the latest start's summary says."""
+        rows = {row[step]: row for row in self.history if isinstance(row.get(step), (int, float))}
+        return [rows[key] for key in sorted(rows)]
+
     def table(self, key: str) -> list[dict[str, Any]]:
         """Rows of the table logged under ``key``; image cells become local PNG paths (str).
 
@@ -334,16 +341,28 @@ def read_merged_run(path: str | os.PathLike[str]) -> OfflineRun:
         DataError: ``path`` holds no readable run log.
     """
     start = read_offline_run(path)
+    others = starts_beside(start.dir, start.id, project=start.project, entity=start.entity, exclude=start.dir)
+    (merged,) = latest_runs([*others, start])
+    return merged
+
+
+def starts_beside(
+    folder: str | os.PathLike[str], run_id: str, *, project: str, entity: str = "", exclude: str | os.PathLike[str] | None = None
+) -> list[OfflineRun]:
+    """The readable starts of W&B run ``run_id`` (in ``project``/``entity``) among the ``offline-run-*`` folders
+    beside ``folder`` (wandb writes every start of a run under the same ``wandb/``), but ``exclude``."""
     starts = []
-    for folder in sorted(Path(start.dir).parent.glob(f"offline-run-*{start.id}*")):  # wandb may suffix a folder
+    skip = Path(exclude) if exclude is not None else None
+    for other in sorted(Path(folder).parent.glob(f"offline-run-*{run_id}*")):  # wandb may suffix a folder
+        if other == skip:
+            continue
         try:
-            run = start if folder == start.dir else read_offline_run(folder)
+            run = read_offline_run(other)
         except (DataError, OSError):  # a start killed before wandb-core wrote its run record
             continue
-        if (run.entity, run.project, run.id) == (start.entity, start.project, start.id):
+        if (run.entity, run.project, run.id) == (entity, project, run_id):
             starts.append(run)
-    (merged,) = latest_runs(starts)
-    return merged
+    return starts
 
 
 def wait_until_written(path: str | os.PathLike[str], *, timeout_s: float = 30.0) -> bool:

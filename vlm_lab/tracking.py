@@ -58,6 +58,8 @@ __all__ = [
 _IMAGE_COLUMN = re.compile(r"(^|[_/])image(_path)?$")
 # Per checkpoint, drawn along training in the run's W&B charts (``eval/<metric>`` against ``eval/step``).
 CHART_METRICS = ("accuracy", "ci_low", "ci_high", "mean_latency_s", "tokens_per_s", "peak_memory_bytes")
+# The eval/steps a run has drawn, in its summary (hidden: "_"): wandb restores an online run's summary on resume.
+EVAL_STEPS_KEY = "_vlm_lab/eval_steps"
 
 def _number(value: Any) -> float | int | None:
     """A finite Python number, or None (W&B summaries want plain JSON numbers)."""
@@ -104,16 +106,39 @@ def _log_along_training(run: Any, result: Any) -> None:
     """One history row per checkpoint, in training-step order, so W&B's charts draw ``eval/accuracy`` (its CI, latency,
     tokens/s, peak memory) along training with no panel to build. Only when every checkpoint has a step: a line
     through hub models in the order they were named means nothing. Kept out of the summary (``summary="none"``),
-    where the last row's value would read as the run's accuracy; the summary has the per-checkpoint keys."""
+    where the last row's value would read as the run's accuracy; the summary has the per-checkpoint keys.
+
+    A run logged into again with its id (a sweep point run again after a kill) draws only the steps it has not
+    drawn (``_logged_steps``): W&B keeps every row, so each start drew each checkpoint once more. A step drawn
+    before keeps its first point even if this comparison's numbers differ; the summary has this one's."""
     frame = result.summary_frame()
     steps = [_number(step) for step in frame["step"]] if "step" in frame.columns else []
     if not steps or any(step is None for step in steps):
         return
+    drawn = _logged_steps(run)
     run.define_metric("eval/step", hidden=True, summary="none")
     run.define_metric("eval/*", step_metric="eval/step", summary="none")
     for step, row in sorted(zip(steps, frame.to_dict(orient="records")), key=lambda pair: pair[0]):
+        if step in drawn:
+            continue
         values = {f"eval/{m}": _number(row.get(m)) for m in CHART_METRICS}
         run.log({"eval/step": step, **{k: v for k, v in values.items() if v is not None}})
+    run.summary[EVAL_STEPS_KEY] = sorted(drawn.union(steps))
+
+
+def _logged_steps(run: Any) -> set[int | float]:
+    """The ``eval/step`` values ``run`` has drawn in earlier starts (same id, ``resume="allow"``). Online, from
+    the summary wandb restores on resume (``EVAL_STEPS_KEY``). Offline each start is its own ``offline-run-*``
+    folder and restores nothing: from the history of the earlier starts beside this one, which also covers runs
+    logged before the key existed."""
+    steps = {s for s in run.summary.get(EVAL_STEPS_KEY) or () if _number(s) is not None}
+    sync_dir = getattr(run.settings, "sync_dir", None)
+    if sync_dir and _run_mode(run) == "offline":
+        from vlm_lab.offline_runs import starts_beside
+
+        for start in starts_beside(sync_dir, run.id, project=run.project, entity=run.entity or "", exclude=sync_dir):
+            steps.update(row["eval/step"] for row in start.eval_rows())
+    return steps
 
 
 def _meta_keys(result: Any) -> list[str]:
