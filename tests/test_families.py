@@ -95,3 +95,21 @@ def test_memory_is_measured_on_a_batch_of_prompts_each_with_its_image(family):
 
     m = measure(family, dtype="float32", device="cpu", batch_size=3, prompt_tokens=8, max_new_tokens=4)
     assert not m.out_of_memory and m.peak_bytes > 0  # the batch of 3 prompts was encoded and generated
+
+
+def test_building_a_family_leaves_the_callers_random_stream_alone_and_is_seeded(tmp_path):
+    """A test that draws from torch's generator after building one gets the same numbers as without the build."""
+    import hashlib
+
+    import torch
+
+    def weights(folder) -> str:
+        return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    first = synthetic_families.build_paligemma(tmp_path / "a", seed=5)
+    assert torch.equal(torch.rand(4), expected)
+    assert weights(synthetic_families.build_paligemma(tmp_path / "b", seed=5)) == weights(first)
+    assert weights(synthetic_families.build_paligemma(tmp_path / "c", seed=6)) != weights(first)

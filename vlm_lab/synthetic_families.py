@@ -45,9 +45,14 @@ def _text_config(tok) -> dict:
                 head_dim=16, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)  # fmt: skip
 
 
-def _finish(out: Path, model, processor, tok) -> Path:
+def _finish(out: Path, model_class, config, processor, tok, seed: int) -> Path:
+    """Initialise ``model_class(config)`` from ``seed`` without touching the caller's random stream, and save it."""
+    import torch
     from transformers import GenerationConfig
 
+    with torch.random.fork_rng(devices=[]):  # CPU init only; the caller's torch generator is restored after
+        torch.manual_seed(seed)
+        model = model_class(config)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
     return _save(out, model, processor)
 
@@ -58,7 +63,6 @@ def build_paligemma(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
     Like the hub's PaliGemma checkpoints it has no chat template: its processor takes a
     plain prompt and places the image tokens, a bos and a newline itself.
     """
-    import torch
     from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor, SiglipImageProcessorPil
 
     out = Path(out)
@@ -71,13 +75,11 @@ def build_paligemma(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
                   image_size=64, patch_size=8, projection_dim=32)  # fmt: skip
     config = PaliGemmaConfig(vision_config=vision, text_config=dict(model_type="gemma", **_text_config(tok)),
                              image_token_index=processor.image_token_id, projection_dim=32, hidden_size=32)  # fmt: skip
-    torch.manual_seed(seed)
-    return _finish(out, PaliGemmaForConditionalGeneration(config), processor, tok)
+    return _finish(out, PaliGemmaForConditionalGeneration, config, processor, tok, seed)
 
 
 def build_gemma3(out: str | os.PathLike[str], *, seed: int = 0, image_seq_length: int = 16) -> Path:
     """A tiny Gemma 3 (SigLIP 64 px, patch 8, pooled to ``image_seq_length`` tokens) with a real ``Gemma3Processor``."""
-    import torch
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor
 
     out = Path(out)
@@ -89,8 +91,7 @@ def build_gemma3(out: str | os.PathLike[str], *, seed: int = 0, image_seq_length
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=64, patch_size=8)
     config = Gemma3Config(vision_config=vision, text_config=dict(sliding_window=64, **_text_config(tok)), mm_tokens_per_image=image_seq_length,
                           boi_token_index=tok.boi_token_id, eoi_token_index=tok.eoi_token_id, image_token_index=tok.image_token_id)  # fmt: skip
-    torch.manual_seed(seed)
-    return _finish(out, Gemma3ForConditionalGeneration(config), processor, tok)
+    return _finish(out, Gemma3ForConditionalGeneration, config, processor, tok, seed)
 
 
 # Idefics3's layout: the image part becomes one <image>, which the processor expands into tiles
@@ -103,7 +104,6 @@ def build_idefics3(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
     Each tile is 4 image tokens between ``<fake_token_around_image>`` and a ``<row_i_col_j>``
     marker; SmolVLM's own processor needs torchvision (for video), Idefics3's does not.
     """
-    import torch
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor
 
     out = Path(out)
@@ -115,8 +115,7 @@ def build_idefics3(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
     config = Idefics3Config(vision_config=vision, text_config=dict(model_type="llama", **_text_config(tok)), scale_factor=2,
                             image_token_id=processor.image_token_id)  # fmt: skip
-    torch.manual_seed(seed)
-    return _finish(out, Idefics3ForConditionalGeneration(config), processor, tok)
+    return _finish(out, Idefics3ForConditionalGeneration, config, processor, tok, seed)
 
 
 def build_mllama(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
@@ -125,7 +124,6 @@ def build_mllama(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
     The prompt holds a single ``<|image|>``; the image reaches the text through
     ``cross_attention_mask``, which the processor builds per prompt from nested image lists.
     """
-    import torch
     from transformers import MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessorPil, MllamaProcessor
 
     out = Path(out)
@@ -140,5 +138,4 @@ def build_mllama(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
     text = {**_text_config(tok), "num_hidden_layers": 3, "cross_attention_layers": [1]}
     text.pop("head_dim")
     config = MllamaConfig(vision_config=vision, text_config=text, image_token_index=processor.image_token_id)
-    torch.manual_seed(seed)
-    return _finish(out, MllamaForConditionalGeneration(config), processor, tok)
+    return _finish(out, MllamaForConditionalGeneration, config, processor, tok, seed)
