@@ -10,6 +10,8 @@ Compare runs in a background thread (``vlm_lab.widgets_run``): the kernel stays 
 cells, Stop ends the run at the next token or checkpoint, and ``Explorer.wait()`` (or
 ``Explorer.run()``, which starts and waits) gives scripts, papermill and nbval finished outputs.
 
+The inputs (the image with its preview, the strategy with its argument) are ``vlm_lab.widgets_inputs``.
+
 Each Compare is kept (``Explorer.history``, newest first, the last ``HISTORY`` runs) and shown
 under the next one with what it asked, so a strategy or a prompt can be compared with the one
 before. Every explorer of a Python process shares one model cache per device
@@ -21,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import html
-import io
 import os
 import threading
 import time
@@ -32,19 +33,13 @@ import ipywidgets as w
 
 from vlm_lab.checkpoints import CheckpointRef, resolve_each
 from vlm_lab.config import GenerationConfig
-from vlm_lab.data import Sample, load_samples, open_image
-from vlm_lab.errors import DataError, VlmLabError
-from vlm_lab.widgets_images import PREVIEW_PX, frame_count, thumbnail, unreadable  # noqa: F401 - PREVIEW_PX too
+from vlm_lab.data import Sample, load_samples
+from vlm_lab.errors import VlmLabError
+from vlm_lab.widgets_images import PREVIEW_PX  # noqa: F401 - also this module's API
 from vlm_lab.widgets_html import STYLE, Run, message_html, results_html  # noqa: F401 - also this module's API
-from vlm_lab.widgets_run import BackgroundRun, RunStopped, stop_running  # noqa: F401 - stop_running is also this module's API
+from vlm_lab.widgets_inputs import STRATEGIES, STRATEGY_ARGS, ExplorerInputs  # noqa: F401 - STRATEGIES is also this module's API
+from vlm_lab.widgets_run import BackgroundRun, RunStopped, stop_running, stopped_note  # noqa: F401 - stop_running is also this module's API
 
-STRATEGIES = ("greedy", "nucleus(0.9)", "temperature(0.7)", "beam(3)")
-# each strategy's argument in the UI: (label, default, min, max, step); greedy takes none
-STRATEGY_ARGS = {
-    "nucleus": ("top p", 0.9, 0.01, 1.0, 0.05),
-    "temperature": ("temperature", 0.7, 0.05, 5.0, 0.1),
-    "beam": ("beams", 3, 1, 16, 1),
-}
 HISTORY = 6  # runs kept and shown: this one and the five before it
 MAX_NEW_TOKENS = 4096  # the field's upper bound; generation also stops where the checkpoint reads no further
 
@@ -71,7 +66,7 @@ def shared_cache(device: str = "auto"):
     return _CACHES[key]
 
 
-class Explorer:
+class Explorer(ExplorerInputs):
     """The widget tree plus its state; display it, or drive it from Python.
 
     Attributes are the controls (``checkpoints``, ``example``, ``upload``,
@@ -332,7 +327,7 @@ class Explorer:
                     break
                 self.progress.value = i
             if len(self.rows) < len(todo):
-                run.note = _stopped_note(todo, self.rows, stopped_in, started=mine)
+                run.note = stopped_note(todo, self.rows, stopped_in, started=mine)
         self._finish(run)
         if log and run.note:
             self._show(message_html("Not logged to W&B: the run was stopped before every checkpoint answered.", warn=True),
@@ -358,104 +353,6 @@ class Explorer:
         if self._cache is None:
             self._cache = shared_cache(self.device)  # on first use: it imports torch
         return self._cache
-
-    @property
-    def image(self):
-        """The image a Compare would use: the upload when chosen, else the selected example's."""
-        if self.image_source.value == "upload" and self.uploaded is not None:
-            return self.uploaded
-        return self.samples[self.example.value].image if self.samples else None
-
-    @property
-    def reference(self) -> str | None:
-        """The selected example's reference answer, when its own image and prompt are in use."""
-        if self.image_source.value == "upload" or not self.samples:
-            return None
-        s = self.samples[self.example.value]
-        return s.reference if self.prompt.value.strip() == s.prompt else None
-
-    @property
-    def strategy_text(self) -> str:
-        """The chosen strategy as ``GenerationConfig`` takes it: ``greedy``, ``nucleus(0.9)``, ``beam(3)``..."""
-        name = self.strategy.value
-        if name == "greedy":
-            return name
-        value = self.strategy_arg.value
-        return f"{name}({int(value) if name == 'beam' else value:g})"
-
-    def _on_strategy(self, change) -> None:
-        if change["old"] in STRATEGY_ARGS:  # kept for when the user comes back to it
-            self._strategy_args[change["old"]] = self.strategy_arg.value
-        self._show_strategy_arg()
-
-    def _show_strategy_arg(self) -> None:
-        """The argument field names what it sets for the chosen strategy; greedy hides it (and the seed)."""
-        spec = STRATEGY_ARGS.get(self.strategy.value)
-        self.strategy_arg.layout.display = self.seed.layout.display = None if spec else "none"
-        if spec:
-            label, _, low, high, step = spec
-            with self.strategy_arg.hold_trait_notifications():  # min/max/value checked together, not one by one
-                self.strategy_arg.min, self.strategy_arg.max, self.strategy_arg.step = low, high, step
-                self.strategy_arg.value, self.strategy_arg.description = self._strategy_args[self.strategy.value], label
-            self.seed.layout.display = None if self.strategy.value != "beam" else "none"  # beam search draws nothing
-
-    def _show_preview(self) -> None:
-        image = self.image
-        if image is not None:
-            thumb, buf = thumbnail(image), io.BytesIO()
-            thumb.save(buf, format="PNG")
-            # its size in pixels, or the page stretches it to the column's width
-            self.preview.width, self.preview.height = str(thumb.width), str(thumb.height)
-            self.preview.value = buf.getvalue()
-
-    def _on_example(self, change) -> None:
-        self.prompt.value = self.samples[change["new"]].prompt
-        self.image_source.value = "example"
-        self._show_preview()
-
-    def _on_path(self, change) -> None:
-        path = change["new"].strip()
-        if not path:
-            return
-        try:
-            image = open_image(os.path.expanduser(path))
-        except DataError as e:
-            kept = "; Compare still uses the image shown" if self.image is not None else ""
-            self._say(message_html(f"{e}{kept}.", error=True))
-            return
-        self._use(image, path, "image")
-
-    def _use(self, image, name: str, kind: str, remark: str = "") -> None:
-        """Compare with ``image`` (an upload or a file), shown in the preview and said in the output."""
-        self.uploaded, self.uploaded_name = image, name
-        self.image_source.value = "upload"
-        self._show_preview()
-        self._say(message_html(f"Using {kind} {name!r} ({image.width}x{image.height}{remark})."))
-
-    def _on_upload(self, change) -> None:
-        files = change["new"]
-        if not files:
-            return
-        f = files[0]
-        content = bytes(f["content"])
-        try:
-            image = open_image(io.BytesIO(content))
-        except DataError as e:
-            kept = "; Compare still uses the image shown" if self.image is not None else ""
-            self._say(message_html(unreadable(f["name"], content, e) + kept + ".", error=True))
-            return
-        frames = frame_count(content)
-        self._use(image, f["name"], "uploaded image", f", the first of its {frames} frames" if frames > 1 else "")
-
-    def _label(self, prompt: str) -> str:
-        """What a run asked, in one line: its prompt, image, strategy (and seed when sampling) and max tokens."""
-        shown = prompt if len(prompt) <= 80 else prompt[:77] + "…"
-        if self.image_source.value == "upload" and self.uploaded is not None:
-            image = repr(self.uploaded_name)
-        else:
-            image = f"example {self.samples[self.example.value].id}"
-        seed = f", seed {self.config.seed}" if self.strategy.value in ("nucleus", "temperature") else ""
-        return f"{shown!r} on {image} · {self.config.strategy}{seed} · max {self.config.max_new_tokens} tokens"
 
     def _answer(self, ref: CheckpointRef, name: str, image, prompt: str, config: GenerationConfig, step: str, run: Run) -> dict[str, Any]:
         """``ref``'s row, under its ``name`` in the list; its error (in words, never a traceback) when it cannot load or answer.
@@ -508,20 +405,6 @@ class Explorer:
             memory_mb={r["checkpoint"]: r["memory_bytes"] / 2**20 for r in answers},
             config=config.to_dict(),
         )
-
-
-def _stopped_note(todo: list[tuple[CheckpointRef, str]], rows: list, stopped_in: str | None, *, started: bool) -> str:
-    """What a stopped run finished, which checkpoint was cut off (``stopped_in``: how), and which never ran."""
-    if not started:
-        return "Stopped before it started (it was waiting for another explorer's Compare to finish)."
-    names = [name for _, name in todo]
-    rest = names[len(rows) + (stopped_in is not None):]
-    parts = [f"Stopped: {len(rows)} of {len(todo)} checkpoints finished"]
-    if stopped_in is not None:
-        parts.append(stopped_in)
-    if rest:
-        parts.append(f"not run: {', '.join(rest)}")
-    return "; ".join(parts) + "."
 
 
 def _sent_at() -> datetime.datetime | None:

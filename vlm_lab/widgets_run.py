@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+if TYPE_CHECKING:
+    from vlm_lab.checkpoints import CheckpointRef
 
 ONE_AT_A_TIME = threading.Lock()  # held by the explorer run that is generating, whichever explorer it belongs to
 _HOLDER: list[BackgroundRun] = []  # the run holding ONE_AT_A_TIME, for stop_running()
@@ -44,6 +47,20 @@ def stop_running() -> bool:
 class RunStopped(Exception):
     """Stop was asked during a checkpoint's turn: raised from its forward pass (``"while answering"``)
     or once its load ended (``"after loading"``); the message says which."""
+
+
+def stopped_note(todo: list[tuple[CheckpointRef, str]], rows: list, stopped_in: str | None, *, started: bool) -> str:
+    """What a stopped run finished, which checkpoint was cut off (``stopped_in``: how), and which never ran."""
+    if not started:
+        return "Stopped before it started (it was waiting for another explorer's Compare to finish)."
+    names = [name for _, name in todo]
+    rest = names[len(rows) + (stopped_in is not None):]
+    parts = [f"Stopped: {len(rows)} of {len(todo)} checkpoints finished"]
+    if stopped_in is not None:
+        parts.append(stopped_in)
+    if rest:
+        parts.append(f"not run: {', '.join(rest)}")
+    return "; ".join(parts) + "."
 
 
 class BackgroundRun:
