@@ -233,7 +233,7 @@ def test_stop_ends_a_run_waiting_for_room_that_another_cells_model_holds(tiny_ch
     from test_model_cache_threads import Run, until
 
     from vlm_lab.checkpoints import resolve
-    from vlm_lab.model_cache import ModelCache, estimate_nbytes
+    from vlm_lab.model_cache import ModelCache, estimate_nbytes, format_bytes
 
     cell_ref = resolve(str(tiny_checkpoints[1]))[0]
     cache = ModelCache(budget_bytes=int(1.5 * estimate_nbytes(cell_ref, torch.float32)))
@@ -249,13 +249,22 @@ def test_stop_ends_a_run_waiting_for_room_that_another_cells_model_holds(tiny_ch
     held = cache.used_bytes
     e = explore([str(tiny_checkpoints[-1])], "shapes:val:2", device="cpu", cache=cache)
     e.checkpoints.value = (0,)
+    shown: list[str] = []
+    e.output.observe(lambda c: shown.append(html.unescape(c["new"])), names="value")
     try:
         e.button.click()
         until(lambda: cache.stats["waits"] == 1)  # checkpoint-1000 waits for checkpoint-250's room
+        # it said only 'Loading checkpoint-1000 (1/1)…' while it waited, and Stop said it would stop once loaded
+        assert "held by checkpoint-250" in shown[-1] and "waits for their room (Stop ends the wait)" in shown[-1]
+        assert not any("Stopping" in out for out in shown)  # the Stop text only after Stop
         e.stop()
         assert e.wait() == []  # at once, the cell still holding its model
+        said = [out for out in shown if "Stopping" in out]
+        assert said and "checkpoint-1000 stops at once if it is waiting for room" in said[0]
+        assert not any("Stopping once checkpoint-1000 has loaded" in out for out in shown)
+        need = format_bytes(estimate_nbytes(resolve(str(tiny_checkpoints[-1]))[0], torch.float32))
         assert e.history[0].note == ("Stopped: 0 of 1 checkpoints finished; checkpoint-1000 was stopped while waiting "
-                                     "for room in the model cache (another cell's model is in use).")
+                                     f"for {need} of room in the model cache (models in use: checkpoint-250).")
         assert cache.loaded == ["checkpoint-250"] and cache.used_bytes == held  # nothing of the run reserved or pinned
     finally:
         leave.set()

@@ -38,7 +38,7 @@ from vlm_lab.errors import VlmLabError
 from vlm_lab.widgets_images import PREVIEW_PX  # noqa: F401 - also this module's API
 from vlm_lab.widgets_html import STYLE, Run, message_html, results_html  # noqa: F401 - also this module's API
 from vlm_lab.widgets_inputs import STRATEGIES, STRATEGY_ARGS, ExplorerInputs  # noqa: F401 - STRATEGIES is also this module's API
-from vlm_lab.widgets_run import BackgroundRun, RunStopped, stop_running, stopped_note  # noqa: F401 - stop_running is also this module's API
+from vlm_lab.widgets_run import BackgroundRun, RunStopped, room_remark, stop_running, stopped_note, stopped_waiting  # noqa: F401 - stop_running is also this module's API
 
 HISTORY = 6  # runs kept and shown: this one and the five before it
 MAX_NEW_TOKENS = 4096  # the field's upper bound; generation also stops where the checkpoint reads no further
@@ -96,7 +96,8 @@ class Explorer(ExplorerInputs):
         self._render_lock = threading.RLock()  # the run's thread and the kernel's both write the output area
         self._view: tuple[str, str, Sequence[Run] | None] = ("", "", None)  # status, this run, earlier runs
         self._notice = ""  # what an input event said during a run, shown above its progress
-        self._loading: str | None = None  # the checkpoint whose load the run is in (a load cannot be stopped)
+        # the checkpoint whose load the run is in (a load cannot be stopped), and whether it may first wait for room (that can)
+        self._loading: tuple[str, bool] | None = None
         self.rows: list[dict[str, Any]] = []
         self.config: GenerationConfig | None = None  # what the last Compare generated with
 
@@ -224,9 +225,12 @@ class Explorer(ExplorerInputs):
         self.stop_button.disabled, self.stop_button.description = True, "Stopping…"
         loading = self._loading
         if loading is not None:  # a minute for a large model: say why nothing happens yet
+            name, may_wait = loading
+            said = (f"Stopping: {name} stops at once if it is waiting for room in the model cache, else once it has loaded "
+                    "(a load cannot be cut short)." if may_wait else f"Stopping once {name} has loaded: a load cannot be cut short.")  # fmt: skip
             with self._render_lock:  # in place of the status line; the run's next message replaces it
                 _, current, earlier = self._view
-                self._show(message_html(f"Stopping once {loading} has loaded: a load cannot be cut short.", warn=True), current, earlier)
+                self._show(message_html(said, warn=True), current, earlier)
         if self._cache is not None:  # last, after the notice: a run waiting in the cache for room stops waiting now
             self._cache.wake()
 
@@ -366,15 +370,16 @@ class Explorer(ExplorerInputs):
         try:
             with contextlib.ExitStack() as in_use:
                 if ref not in self.cache:  # a first load can take minutes, and cannot be stopped halfway
-                    self._show(message_html(f"Loading {name} {step}…"), run.html())
-                    self._loading = name
+                    room = room_remark(self.cache, ref, dtype=self.dtype, device=self.device)  # it may wait for room first
+                    self._show(message_html(f"Loading {name} {step}…{room}"), run.html())
+                    self._loading = (name, bool(room))
                 try:
                     # in use until it has answered: a load in another cell (sharing the cache) waits for its room
                     # instead of evicting it meanwhile (it would stay in memory beside that cell's model)
                     loaded = in_use.enter_context(self.cache.use(ref, dtype=self.dtype, device=self.device,
                                                                  cancel=self._bg.stop_event))
-                except WaitCancelled:
-                    raise RunStopped("while waiting for room in the model cache (another cell's model is in use)") from None
+                except WaitCancelled as e:
+                    raise stopped_waiting(e, ref) from None
                 finally:
                     self._loading = None
                 if self._bg.stop_requested:

@@ -45,8 +45,8 @@ def stop_running() -> bool:
 
 
 class RunStopped(Exception):
-    """Stop was asked during a checkpoint's turn: raised from its forward pass (``"while answering"``)
-    or once its load ended (``"after loading"``); the message says which."""
+    """Stop was asked during a checkpoint's turn: raised from its forward pass (``"while answering"``),
+    once its load ended (``"after loading"``) or from a wait in the model cache (``stopped_waiting``); the message says which."""
 
 
 def stopped_note(todo: list[tuple[CheckpointRef, str]], rows: list, stopped_in: str | None, *, started: bool) -> str:
@@ -61,6 +61,42 @@ def stopped_note(todo: list[tuple[CheckpointRef, str]], rows: list, stopped_in: 
     if rest:
         parts.append(f"not run: {', '.join(rest)}")
     return "; ".join(parts) + "."
+
+
+def room_remark(cache, ref: CheckpointRef, *, dtype: str, device: str) -> str:
+    """Why loading ``ref`` into ``cache`` may first wait for room, said before it starts; '' when the budget has room.
+
+    The cache tells nobody that a load is waiting, so this reads what it shows (its budget, the bytes held,
+    the models loaded) against ``ref``'s estimated size. Whether those models are in use elsewhere (the load
+    waits for them) or not (they are evicted for it) cannot be told from here, so both are said. Nothing is
+    estimated for a hub reference (that would ask the hub), nor before the cache's first load sets its budget.
+    """
+    budget = cache.budget_bytes
+    if budget is None or ref.path is None:
+        return ""
+    from vlm_lab.model_budget import format_bytes
+    from vlm_lab.models import resolve_device, resolve_dtype
+
+    try:
+        need = cache.size_fn(ref, resolve_dtype(dtype, resolve_device(device))) or 0
+    except Exception:  # noqa: BLE001 - only a remark: the load itself says what is wrong, in the checkpoint's row
+        return ""
+    used = cache.used_bytes
+    if used + need <= budget:
+        return ""
+    held = ", ".join(cache.loaded) or "loads in flight"
+    return (f" It needs {format_bytes(need)} of the model cache's {format_bytes(budget)} budget, {format_bytes(used)} of which "
+            f"is held by {held}: models no one is using are evicted for it; while another cell or explorer uses them, "
+            "it waits for their room (Stop ends the wait).")  # fmt: skip
+
+
+def stopped_waiting(cancelled: Exception, ref: CheckpointRef) -> RunStopped:
+    """The ``RunStopped`` for a wait in the model cache that Stop ended, saying what it waited for and which models hold it.
+
+    ``cancelled`` is the cache's ``WaitCancelled``: "NAME stopped waiting for 1.2 MB of room in the model cache (models in use: ...)".
+    """
+    said, mine = str(cancelled), f"{ref.name} stopped "
+    return RunStopped(f"while {said[len(mine):]}" if said.startswith(mine) else f"while waiting in the model cache ({said})")
 
 
 class BackgroundRun:
