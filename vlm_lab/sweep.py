@@ -57,7 +57,8 @@ from typing import Any, Iterator
 
 from vlm_lab.config import SweepConfig
 from vlm_lab.data import atomic_write_text
-from vlm_lab import sweep_papermill as papermill_run
+from vlm_lab import sweep_coverage, sweep_papermill as papermill_run
+from vlm_lab.sweep_coverage import Coverage
 from vlm_lab.errors import SweepError, VlmLabError
 from vlm_lab.sweep_file import load_sweep  # noqa: F401 - re-exported
 from vlm_lab.sweep_checks import check_parameters, notebook_fingerprint, notebook_parameters, snapshot_notebook  # noqa: F401
@@ -166,6 +167,7 @@ class SweepReport:
     busy: tuple[str, ...] = ()  # runs another invocation (another shard spec, machine) was executing
     unlogged: tuple[tuple[str, str], ...] = ()  # (run id, what W&B did) where its W&B step did not log as asked
     note: str = ""  # the notebook changed since the sweep last ran: every run is new
+    coverage: Coverage | None = None  # the whole grid's runs with a result, and why the others have none
 
     @property
     def ok(self) -> bool:
@@ -194,6 +196,8 @@ class SweepReport:
         if self.unlogged:  # the results are on disk; the W&B run is not what was asked (the summary's wandb column)
             lines.append(f"W&B did not log {len(self.unlogged)} run(s) as asked:")
             lines.extend(f"  {rid}: {what}" for rid, what in self.unlogged)
+        if self.coverage is not None:  # this invocation's counts above; the grid's (every shard, every night) here
+            lines.append(self.coverage.brief())
         if self.summary_csv:
             lines.append(f"summary: {self.summary_csv} and {self.summary_csv.with_suffix('.md')}")
         return "\n".join(lines)
@@ -460,13 +464,22 @@ def _stop(futures: list[concurrent.futures.Future], *, why: str = "") -> None:
     concurrent.futures.wait(running)
 
 
-def _write_summary(folder: Path, runs: list[RunSpec], abandoned: tuple[str, ...] = (), *, in_progress: bool = False) -> Path:
+def _write_summary(
+    folder: Path, runs: list[RunSpec], abandoned: tuple[str, ...] = (), *, in_progress: bool = False,
+    config: SweepConfig, command: str,
+) -> tuple[Path, Coverage]:
+    """summary.csv and summary.md, which says how many of the grid's runs have a result, why the others have
+    none and the ``command`` that runs them; returns the csv's path and that coverage."""
     from vlm_lab.ablation import write_summary
 
     try:
-        return write_summary(folder, runs, abandoned=abandoned, in_progress=in_progress)
+        csv = write_summary(folder, runs, abandoned=abandoned, in_progress=in_progress)
+        shards = sweep_coverage.shard_names(runs, config.shard_index, config.shard_count)
+        covered = sweep_coverage.coverage(csv, shard_of=shards, command=command)
+        sweep_coverage.add_to_markdown(csv.with_suffix(".md"), covered)
     except OSError as e:
         raise SweepWriteError.of(e, folder) from e
+    return csv, covered
 
 
 def _since_last_run(config: SweepConfig, fingerprint: str, planned: list[RunSpec]) -> str:
@@ -526,8 +539,11 @@ def _as_completed(futures) -> Iterator[concurrent.futures.Future | None]:
         yield from done or (None,)
 
 
-def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = True) -> SweepReport:
+def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = True, command: str = "") -> SweepReport:
     """Run this shard's pending runs (``config.jobs`` at a time) and write the sweep summary.
+
+    ``command``: the command that runs this sweep (every shard), which summary.md and the report give
+    for the runs without a result (default ``vlm-lab sweep SWEEP.yaml``, with its ``--runs-dir``).
 
     Run ids cover the notebook's code and kernel (``notebook_fingerprint``): after the notebook changes,
     every run is new and ``SweepReport.note`` (also printed on stderr) says so.
@@ -562,7 +578,8 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         mine = shard(everything, config.shard_index, config.shard_count)
         # Before any run: a sweep killed outright (SIGKILL, a reboot) during its first run left no summary, and
         # notebook 04 then said no run had finished yet, for a sweep that is not running.
-        _write_summary(sweep_dir(config), everything, in_progress=True)
+        command = command or sweep_coverage.default_command(config.runs_dir)
+        _write_summary(sweep_dir(config), everything, in_progress=True, config=config, command=command)
         stack.enter_context(papermill_run.quiet())
         todo = [r for r in mine if not r.completed]
         # A terminal gets a bar; a log file (cron, CI) plain lines, with the time, instead of \r-redrawn
@@ -592,7 +609,7 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
                 # as a summary reads every run's files, and once that has passed (not at the next run's end: a run
                 # that ended within it was missing from the summary while the next one ran for hours).
                 if unwritten and time.monotonic() - summary_written >= SUMMARY_EVERY_S:
-                    _write_summary(sweep_dir(config), everything, in_progress=True)
+                    _write_summary(sweep_dir(config), everything, in_progress=True, config=config, command=command)
                     summary_written, unwritten = time.monotonic(), False
         except KeyboardInterrupt:
             _stop(list(futures))  # a second Ctrl-C (or SIGTERM), while it waits, abandons the running runs
@@ -610,12 +627,12 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
             # rows say interrupted, as their state will once this process is gone.
             abandoned = tuple(rid for f, rid in futures.items() if not f.done()) if leaving else ()
             try:
-                summary_csv = _write_summary(sweep_dir(config), everything, abandoned)
+                summary_csv, covered = _write_summary(sweep_dir(config), everything, abandoned, config=config, command=command)
             except SweepWriteError:
                 if leaving is None:  # else that one is the news; a summary that cannot be written follows from it
                     raise
     return SweepReport(
         sweep_dir=sweep_dir(config), ran=tuple(sorted(tally.ran)), skipped=tuple(sorted(tally.skipped)),
         failures=tuple(sorted(tally.failures, key=lambda f: f["run_id"])), summary_csv=summary_csv,
-        busy=tuple(sorted(tally.busy)), unlogged=tuple(sorted(tally.unlogged)), note=note,
+        busy=tuple(sorted(tally.busy)), unlogged=tuple(sorted(tally.unlogged)), note=note, coverage=covered,
     )  # fmt: skip

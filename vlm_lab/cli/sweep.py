@@ -72,14 +72,14 @@ def _why(run, state: str) -> str:
     return ""
 
 
-def _rerun_command(args: argparse.Namespace) -> str:
-    """The command that runs this dry run's sweep: its file, and the --runs-dir and --shard that pick its runs."""
+def _rerun_command(args: argparse.Namespace, *, shard: bool = True) -> str:
+    """The command that runs this sweep: its file, and the --runs-dir and (``shard``) --shard that pick its runs."""
     import shlex
 
     words = ["vlm-lab", "sweep", args.sweep_file]
     if args.runs_dir is not None:  # without it the runs would be made again in the default folder
         words += ["--runs-dir", args.runs_dir]
-    if args.shard is not None:
+    if shard and args.shard is not None:
         words += ["--shard", f"{args.shard[0]}/{args.shard[1]}"]
     return shlex.join(words)
 
@@ -116,7 +116,8 @@ def _sweep(args: argparse.Namespace) -> int:
         # A signal already ignored stays ignored: `nohup vlm-lab sweep ...` must survive its terminal.
         previous = {signum: signal.signal(signum, terminated) for signum in handled if signal.getsignal(signum) != signal.SIG_IGN}
     try:
-        report = sweep.run_sweep(config, progress=not args.quiet)
+        # The summary's command for the runs without a result: every shard's, so no --shard.
+        report = sweep.run_sweep(config, progress=not args.quiet, command=_rerun_command(args, shard=False))
     except sweep.SweepLockedError as e:
         print(f"already running: {e}", file=sys.stderr)
         return e.exit_code

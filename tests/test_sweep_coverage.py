@@ -1,0 +1,53 @@
+"""How much of the grid has a result, said in summary.md and the final report: the morning reader of a
+cron log or of summary.md sees which runs are missing, why, and the command that completes them."""
+
+from __future__ import annotations
+
+import shlex
+
+from test_sweep import sweep_file  # noqa: F401 - the fixture
+from vlm_lab import sweep
+from vlm_lab.cli import main
+
+
+def _summary(tmp_path) -> str:
+    return (tmp_path / "runs" / "t" / "summary.md").read_text()
+
+
+def test_the_summary_and_the_report_say_which_runs_of_the_grid_have_no_result_why_and_how_to_complete_them(
+    sweep_file, tmp_path, capsys  # noqa: F811
+):
+    """A shard's night: its table showed the other shard's runs as bare `pending` rows and a failed run among
+    them, with nothing saying how many of the grid's runs had a result, why the others had none, or what completes
+    them; the report printed to the cron log spoke of this invocation's runs only."""
+    path = sweep_file({"x": [1, 2, 3, 4]}, {"fail_on": 2})
+    runs = sweep.plan(sweep.load_sweep(path))
+    mine = sweep.shard(runs, 0, 2)
+    failing = next(r for r in runs if r.varied["x"] == 2)
+    if failing not in mine:  # shard 0/2 must hold the failing run: run the other shard, whichever holds it
+        mine = sweep.shard(runs, 1, 2)
+    index = 0 if mine == sweep.shard(runs, 0, 2) else 1
+    others = [r for r in runs if r not in mine]
+    code = main(["sweep", str(path), "--shard", f"{index}/2", "--quiet", "--runs-dir", str(tmp_path / "runs")])
+    assert code == 1
+    out = capsys.readouterr().out
+    text = _summary(tmp_path)
+    command = shlex.join(["vlm-lab", "sweep", str(path), "--runs-dir", str(tmp_path / "runs")])  # every shard's runs
+
+    assert "Results for 1 of the grid's 4 runs; 3 have none:" in text, text
+    assert f"- failed (1): `{failing.run_id}`: cell [4]: ValueError: boom at x=2" in text, text
+    other = f"{1 - index}/2"
+    assert f"- not run yet (2; shard {other}'s): {', '.join(f'`{r.run_id}`' for r in others)}" in text, text
+    assert f"`{command}` runs the 3 (completed runs are kept; failed ones run again)" in text, text
+    # Before the table: the reader sees it without scrolling past a hundred rows.
+    assert text.index("Results for") < text.index("| x |")
+
+    assert "grid: results for 1 of 4 runs; 3 have none: 1 failed, 2 not run yet" in out, out
+    assert f"`{command}` runs the 3" in out, out
+
+
+def test_a_complete_grid_says_so(sweep_file, tmp_path, capsys):  # noqa: F811
+    path = sweep_file({"x": [1, 3]})
+    assert main(["sweep", str(path), "--quiet"]) == 0
+    assert "Results for all 2 of the grid's runs." in _summary(tmp_path)
+    assert "grid: results for all 2 runs" in capsys.readouterr().out
