@@ -80,3 +80,17 @@ def test_runs_that_drew_a_checkpoint_twice_are_read_counting_it_once(wandb_home)
 
     assert _logged_steps(again) == set(STEPS)
     tracking.finish_run(again)
+
+
+def test_a_resumed_run_says_to_upload_every_start_of_it(wandb_home, comparison):
+    """Notebook 02 printed, and wandb.json kept, `wandb sync <this start's folder>` for a resumed run: the earlier
+    start was left out, and synced later on its own it would overwrite the resume's values on W&B."""
+    result, config = comparison
+    first = tracking.log_comparison(result, config, group="abl", id="point0004", resume="allow")
+    assert first.earlier == () and first.sync_command == f"wandb sync {first.dir}"
+    again = tracking.log_comparison(result, config, group="abl", id="point0004", resume="allow")
+    assert again.earlier == (first.dir,)
+    assert again.sync_command == f"wandb sync {first.dir} {again.dir}"  # oldest first, as `vlm-lab runs` says
+    assert again.sync_command == offline_runs.read_merged_run(again.dir).sync_command
+    assert str(again).endswith(f"(2 starts); upload it with: wandb sync {first.dir} {again.dir}"), str(again)
+    assert tracking.read_record(result.output_dir)["sync_command"] == again.sync_command

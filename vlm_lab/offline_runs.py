@@ -350,7 +350,7 @@ def starts_beside(
     folder: str | os.PathLike[str], run_id: str, *, project: str, entity: str = "", exclude: str | os.PathLike[str] | None = None
 ) -> list[OfflineRun]:
     """The readable starts of W&B run ``run_id`` (in ``project``/``entity``) among the ``offline-run-*`` folders
-    beside ``folder`` (wandb writes every start of a run under the same ``wandb/``), but ``exclude``."""
+    beside ``folder`` (wandb writes every start of a run under the same ``wandb/``), but ``exclude``; oldest first."""
     starts = []
     skip = Path(exclude) if exclude is not None else None
     for other in sorted(Path(folder).parent.glob(f"offline-run-*{run_id}*")):  # wandb may suffix a folder
@@ -362,7 +362,12 @@ def starts_beside(
             continue
         if (run.entity, run.project, run.id) == (entity, project, run_id):
             starts.append(run)
-    return starts
+    return sorted(starts, key=_start_order)
+
+
+def _start_order(run: OfflineRun) -> tuple[float, str]:
+    # Starts within one second share a folder time; wandb then suffixes the folder (-1, -2, ...).
+    return run.started_at, run.dir.name
 
 
 def wait_until_written(path: str | os.PathLike[str], *, timeout_s: float = 30.0) -> bool:
@@ -409,7 +414,6 @@ def latest_runs(runs: Iterable[OfflineRun]) -> list[OfflineRun]:
         by_run.setdefault((run.entity, run.project, run.id), []).append(run)
     latest = []
     for starts in by_run.values():
-        # Starts within one second share a folder time; wandb then suffixes the folder (-1, -2, ...).
-        starts.sort(key=lambda r: (r.started_at, r.dir.name))
+        starts.sort(key=_start_order)
         latest.append(merge_starts(starts))
     return sorted(latest, key=lambda r: r.dir.name)

@@ -39,17 +39,20 @@ class TrackedRun:
     dir: Path | None  # the offline-run-* / run-* folder
     url: str | None  # online only
     online_error: str = ""  # online was asked for and failed (key redacted): why this run is offline
+    earlier: tuple[Path, ...] = ()  # offline: the earlier starts of this run (same id, resumed), oldest first
 
     @property
     def sync_command(self) -> str | None:
-        """``wandb sync DIR`` for an offline run, else None."""
-        return f"wandb sync {self.dir}" if self.mode == "offline" and self.dir else None
+        """``wandb sync DIR`` for an offline run (every start of it, oldest first: ``offline_runs.OfflineRun.sync_paths``),
+        else None."""
+        return "wandb sync " + " ".join(map(str, (*self.earlier, self.dir))) if self.mode == "offline" and self.dir else None
 
     def __str__(self) -> str:
         if self.mode == "online":
             return f"W&B run {self.id}: {self.url}"
+        starts = f" ({len(self.earlier) + 1} starts)" if self.earlier else ""
         why = f" (online failed: {self.online_error})" if self.online_error else ""
-        return f"W&B offline run {self.id} in {self.dir}{why}; upload it with: {self.sync_command}"
+        return f"W&B offline run {self.id} in {self.dir}{starts}{why}; upload it with: {self.sync_command}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,9 +279,9 @@ def _start_or_offline(config: Any, *, mode: str | None, **options: Any) -> tuple
             raise
         why = " ".join(_redact(f"{e}" if isinstance(e, VlmLabError) else f"{type(e).__name__}: {e}").split())  # one line
     run = start_run(config, mode="offline", **options)
-    sync_dir = getattr(run.settings, "sync_dir", None)
     warnings.warn(
-        TrackingWarning(f"{why}; logged offline instead: upload it later with `wandb sync {sync_dir}`"), stacklevel=3
+        TrackingWarning(f"{why}; logged offline instead: upload it later with `{_tracked(run, 'offline').sync_command}`"),
+        stacklevel=3,
     )
     return run, "offline", why
 
@@ -303,7 +306,14 @@ def _finish(run: Any, tracked: TrackedRun) -> TrackedRun:
 def _tracked(run: Any, mode: str, online_error: str = "") -> TrackedRun:
     sync_dir = getattr(run.settings, "sync_dir", None)
     url = getattr(run, "url", None) if mode == "online" else None
-    return TrackedRun(id=run.id, mode=mode, dir=Path(sync_dir) if sync_dir else None, url=url, online_error=online_error)
+    earlier: tuple[Path, ...] = ()
+    if mode == "offline" and sync_dir:  # a resumed run: wandb wrote each earlier start into its own folder beside it
+        from vlm_lab.offline_runs import starts_beside
+
+        starts = starts_beside(sync_dir, run.id, project=run.project, entity=run.entity or "", exclude=sync_dir)
+        earlier = tuple(start.dir for start in starts)
+    return TrackedRun(id=run.id, mode=mode, dir=Path(sync_dir) if sync_dir else None, url=url, online_error=online_error,
+                      earlier=earlier)  # fmt: skip
 
 
 def _run_mode(run: Any) -> str:
