@@ -133,3 +133,59 @@ def test_an_image_on_the_kernels_machine_is_taken_by_its_path(tiny_dir, tmp_path
     e.checkpoints.value = (len(e.refs) - 1,)
     e.prompt.value = "What color is the shape?"
     assert e.run()[0]["text"] == "blue" and f"on '{tmp_path / 'blue.png'}'" in e.history[0].label
+
+
+def test_an_example_whose_image_file_is_gone_says_so_instead_of_failing_silently(tiny_checkpoints, tmp_path, fresh_cache):
+    """A data set's image moved or deleted after the explorer was made: picking its example raised in the
+    observer (a traceback in JupyterLab's log, the previous example's preview left on screen) and a click on
+    Compare did nothing at all."""
+    from vlm_lab.data import load_samples, write_jsonl
+
+    data = write_jsonl(load_samples("shapes:val:3"), tmp_path)
+    e = explore([str(tiny_checkpoints[-1])], str(data), device="cpu", cache=fresh_cache)
+    e.samples[1].source_file.unlink()
+    e.example.value = 1  # raised DataError here
+    out = html.unescape(e.output.value)
+    assert "The image of example val-00001-shape cannot be read (image not found: " in out and "pick another example" in out
+    assert e.preview.layout.display == "none"  # not the previous example's image under this example's prompt
+    e.button.click()
+    assert e.wait() == [] and not e.running and "The image of example val-00001-shape cannot be read" in html.unescape(e.output.value)
+    assert not e.history and not e.button.disabled
+    e.example.value = 2
+    assert e.preview.layout.display != "none" and e.run()[0]["text"]
+
+
+def test_image_set_to_upload_with_nothing_uploaded_is_refused_not_run_on_the_example(tiny_checkpoints, fresh_cache):
+    """The toggle on 'upload' before any upload: Compare ran on the example (its preview still shown) without
+    judging it against the example's reference, and the run's label named the example."""
+    e = explore([str(tiny_checkpoints[-1])], "shapes:val:2", device="cpu", cache=fresh_cache)
+    e.image_source.value = "upload"
+    assert e.image is None and e.preview.layout.display == "none"
+    assert e.run() == [] and not e.history
+    assert "Nothing is uploaded yet: upload an image or give its path, or set Image to example." in html.unescape(e.output.value)
+    e.image_source.value = "example"
+    assert e.preview.layout.display != "none" and e.run()[0]["text"] == e.samples[0].reference
+
+
+def test_an_unreadable_file_given_by_path_says_why_and_the_fix_as_an_upload_does(tiny_dir, tmp_path):
+    """The path field showed PIL's words alone ("cannot identify image file"; the decompression-bomb limit) with no fix."""
+    from PIL import Image
+
+    e = explore(str(tiny_dir), "shapes:val:2", device="cpu")
+    (tmp_path / "notes.png").write_text("not an image")
+    buf = io.BytesIO()
+    Image.effect_noise((300, 200), 64).convert("RGB").save(buf, format="PNG")
+    (tmp_path / "cut.png").write_bytes(buf.getvalue()[:2000])
+    Image.new("1", (19000, 19000)).save(tmp_path / "huge.png")  # 361 M pixels: past PIL's decompression-bomb limit
+    (tmp_path / "empty.png").write_bytes(b"")
+    cases = {
+        "notes.png": "is not in an image format Pillow reads (PNG, JPEG, GIF, WebP, BMP, TIFF...): convert it to PNG or JPEG",
+        "cut.png": "(image file is truncated); the file may be damaged or cut short",
+        "huge.png": "exceeds limit of 178956970 pixels, could be decompression bomb DOS attack.): scale it down",
+        "empty.png": "is empty (0 bytes): check the file",
+    }
+    for name, said in cases.items():
+        e.path.value = str(tmp_path / name)
+        out = html.unescape(e.output.value)
+        assert f"'{tmp_path / name}'" in out and said in out and "Compare still uses the image shown" in out, out
+        assert e.image_source.value == "example"

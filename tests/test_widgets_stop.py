@@ -172,6 +172,23 @@ def test_inputs_changed_during_a_run_are_for_the_next_run(tiny_checkpoints, fres
     assert e.run()[0]["text"] == "circle"  # the next run takes the uploaded blue circle and the new prompt
 
 
+def test_enter_while_a_stopped_run_ends_says_it_is_stopping_not_to_stop_it(tiny_checkpoints, fresh_cache):
+    """Stop, then Enter in the prompt for the next run while the stopped one ends: it said 'or Stop it first'."""
+    e = explore([str(p) for p in tiny_checkpoints[:2]], "shapes:val:2", device="cpu", cache=fresh_cache)
+    e.checkpoints.value = (0, 1)
+    reached, release = _hold_after(e, 1)
+    e.button.click()
+    assert reached.wait(HOLD_S)
+    e.stop()
+    e.prompt._handle_custom_msg({"event": "submit"}, [])
+    out = html.unescape(e.output.value)
+    assert "The Compare is stopping: press Enter again once it has ended." in out and "Stop it first" not in out
+    assert e.start() is False and "The Compare is stopping: start the next one once it has ended." in html.unescape(e.output.value)
+    release.set()
+    assert [r["checkpoint"] for r in e.wait()] == ["checkpoint-0"]
+    e.prompt._handle_custom_msg({"event": "submit"}, [])  # and now it runs
+    assert [r["checkpoint"] for r in e.wait()] == ["checkpoint-0", "checkpoint-250"]
+
 def test_stop_during_a_load_says_it_waits_for_the_load_and_nothing_is_logged(tiny_checkpoints, tmp_path, monkeypatch):
     """A large checkpoint loads for a minute and from_pretrained cannot be cut short: Stop said nothing meanwhile."""
     from vlm_lab.model_cache import ModelCache

@@ -34,7 +34,7 @@ import ipywidgets as w
 from vlm_lab.checkpoints import CheckpointRef, resolve_each
 from vlm_lab.config import GenerationConfig
 from vlm_lab.data import Sample, load_samples
-from vlm_lab.errors import VlmLabError
+from vlm_lab.errors import DataError, VlmLabError
 from vlm_lab.widgets_images import PREVIEW_PX  # noqa: F401 - also this module's API
 from vlm_lab.widgets_html import STYLE, Run, message_html, results_html  # noqa: F401 - also this module's API
 from vlm_lab.widgets_inputs import STRATEGIES, STRATEGY_ARGS, ExplorerInputs  # noqa: F401 - STRATEGIES is also this module's API
@@ -187,7 +187,8 @@ class Explorer(ExplorerInputs):
         if content.get("event") != "submit":
             return
         if self.running:  # Enter in the prompt, typed for the next run while this one goes
-            self._say(message_html("A Compare is running: press Enter again when it ends, or Stop it first."))
+            self._say(message_html("The Compare is stopping: press Enter again once it has ended." if self._bg.stop_requested
+                                   else "A Compare is running: press Enter again when it ends, or Stop it first."))  # fmt: skip
             return
         self._on_click()
 
@@ -262,7 +263,8 @@ class Explorer(ExplorerInputs):
         The inputs are read here, so changing them while the run goes prepares the next run.
         """
         if self.running:
-            self._say(message_html("A Compare is running: wait for it or Stop it first."))
+            self._say(message_html("The Compare is stopping: start the next one once it has ended." if self._bg.stop_requested
+                                   else "A Compare is running: wait for it or Stop it first."))  # fmt: skip
             return False
         chosen = list(self.checkpoints.value)
         prompt = self.prompt.value.strip()
@@ -272,9 +274,13 @@ class Explorer(ExplorerInputs):
         if not prompt:
             self._show(message_html("Type a prompt first.", error=True))
             return False
-        image = self.image  # once: an example read from a file is decoded on each access
+        try:
+            image = self.image  # once: an example read from a file is decoded on each access
+        except DataError as e:
+            self._show(message_html(self._example_unreadable(e), error=True))
+            return False
         if image is None:
-            self._show(message_html("Pick an example or upload an image first.", error=True))
+            self._show(message_html(self._no_image(), error=True))
             return False
         try:
             config = GenerationConfig(strategy=self.strategy_text, max_new_tokens=int(self.max_new_tokens.value),

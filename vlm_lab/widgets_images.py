@@ -19,12 +19,13 @@ def thumbnail(image):
     return image.resize(size, Image.NEAREST if scale >= 1 else Image.LANCZOS)
 
 
-def unreadable(name: str, content: bytes, e: DataError) -> str:
-    """Why an upload is not used, and what to do, without the BytesIO repr PIL puts in its messages."""
-    from PIL import UnidentifiedImageError
+def unreadable(name: str, content: bytes, e: DataError, *, upload: bool = True) -> str:
+    """Why an upload (or with ``upload=False`` a file given by its path) is not used, and what to do, without
+    the BytesIO repr PIL puts in its messages. ``content``: the file's bytes, or at least its first 16."""
+    from PIL import Image, UnidentifiedImageError
 
     if not content:
-        return f"{name!r} is empty (0 bytes): upload it again, or check the file on your disk"
+        return f"{name!r} is empty (0 bytes): {'upload it again, or check the file on your disk' if upload else 'check the file'}"
     why = e.__cause__
     if why is None:  # readable, but refused (a strip the processor would blow up): the message has the fix
         return f"{name!r}: {e}"
@@ -33,8 +34,25 @@ def unreadable(name: str, content: bytes, e: DataError) -> str:
             return (f"{name!r} is a HEIC/HEIF photo, which Pillow cannot read without pillow-heif: export it as JPEG, "
                     "or `pip install pillow-heif` and run `pillow_heif.register_heif_opener()` before uploading")
         return f"{name!r} is not in an image format Pillow reads (PNG, JPEG, GIF, WebP, BMP, TIFF...): convert it to PNG or JPEG"
-    # PIL's reason (too many pixels, truncated file...)
-    return f"Cannot read {name!r} as an image ({why}); upload a PNG, JPEG or another format Pillow opens"
+    if isinstance(why, Image.DecompressionBombError):
+        return (f"{name!r} has more pixels than Pillow opens ({why}): scale it down (a few thousand pixels on its long side "
+                "is more than a VLM's processor keeps) and try again")  # fmt: skip
+    # PIL's reason (a truncated file, a broken chunk...)
+    return (f"Cannot read {name!r} as an image ({why}); the file may be damaged or cut short, or use a variant of its "
+            "format Pillow does not read: save it again as PNG or JPEG")  # fmt: skip
+
+
+def unreadable_file(name: str, path: str, e: DataError) -> str:
+    """``unreadable`` for the file at ``path`` (typed as ``name``); the error's own words when it has no bytes to
+    judge (not found, a folder, no permission) or was read and refused (its message has the fix)."""
+    if e.__cause__ is None:
+        return str(e)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return str(e)
+    return unreadable(name, head, e, upload=False)
 
 
 def frame_count(content: bytes) -> int:

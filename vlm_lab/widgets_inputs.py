@@ -14,7 +14,7 @@ import os
 from vlm_lab.data import open_image
 from vlm_lab.errors import DataError
 from vlm_lab.widgets_html import message_html
-from vlm_lab.widgets_images import frame_count, thumbnail, unreadable
+from vlm_lab.widgets_images import frame_count, thumbnail, unreadable, unreadable_file
 
 STRATEGIES = ("greedy", "nucleus(0.9)", "temperature(0.7)", "beam(3)")
 # each strategy's argument in the UI: (label, default, min, max, step); greedy takes none
@@ -30,10 +30,26 @@ class ExplorerInputs:
 
     @property
     def image(self):
-        """The image a Compare would use: the upload when chosen, else the selected example's."""
-        if self.image_source.value == "upload" and self.uploaded is not None:
+        """The image a Compare would use: the upload (or file) when Image is on upload, else the selected example's.
+
+        None when there is none (nothing uploaded yet, or no examples).
+
+        Raises:
+            DataError: the example's image is read from a file that cannot be read now (moved, deleted).
+        """
+        if self.image_source.value == "upload":
             return self.uploaded
         return self.samples[self.example.value].image if self.samples else None
+
+    def _no_image(self) -> str:
+        """What to do when ``image`` is None."""
+        if self.image_source.value == "upload":
+            return f"Nothing is uploaded yet: upload an image or give its path{', or set Image to example' if self.samples else ''}."
+        return "Pick an example or upload an image first."
+
+    def _example_unreadable(self, e: DataError) -> str:
+        """Why the selected example's image cannot be used, and what to do."""
+        return f"The image of example {self.samples[self.example.value].id} cannot be read ({e}): pick another example, or put the file back."
 
     @property
     def reference(self) -> str | None:
@@ -69,7 +85,13 @@ class ExplorerInputs:
             self.seed.layout.display = None if self.strategy.value != "beam" else "none"  # beam search draws nothing
 
     def _show_preview(self) -> None:
-        image = self.image
+        """The image Compare would use, small; hidden when there is none, never the one before left in its place."""
+        try:
+            image = self.image
+        except DataError as e:
+            image = None
+            self._say(message_html(self._example_unreadable(e), error=True))
+        self.preview.layout.display = None if image is not None else "none"
         if image is not None:
             thumb, buf = thumbnail(image), io.BytesIO()
             thumb.save(buf, format="PNG")
@@ -89,10 +111,16 @@ class ExplorerInputs:
         try:
             image = open_image(os.path.expanduser(path))
         except DataError as e:
-            kept = "; Compare still uses the image shown" if self.image is not None else ""
-            self._say(message_html(f"{e}{kept}.", error=True))
+            self._say(message_html(unreadable_file(path, os.path.expanduser(path), e) + self._kept() + ".", error=True))
             return
         self._use(image, path, "image")
+
+    def _kept(self) -> str:
+        """After an image was refused: whether Compare still has the one shown."""
+        try:
+            return "; Compare still uses the image shown" if self.image is not None else ""
+        except DataError:
+            return ""
 
     def _use(self, image, name: str, kind: str, remark: str = "") -> None:
         """Compare with ``image`` (an upload or a file), shown in the preview and said in the output."""
@@ -110,8 +138,7 @@ class ExplorerInputs:
         try:
             image = open_image(io.BytesIO(content))
         except DataError as e:
-            kept = "; Compare still uses the image shown" if self.image is not None else ""
-            self._say(message_html(unreadable(f["name"], content, e) + kept + ".", error=True))
+            self._say(message_html(unreadable(f["name"], content, e) + self._kept() + ".", error=True))
             return
         frames = frame_count(content)
         self._use(image, f["name"], "uploaded image", f", the first of its {frames} frames" if frames > 1 else "")
