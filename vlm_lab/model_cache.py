@@ -23,8 +23,11 @@ model, or its error (a failed load is not remembered: the next get tries again).
 reserve their estimated size before loading, so together they stay within the budget; one that finds no room
 waits for the loads in flight to finish (they always do) and then evicts. Models used inside ``with
 cache.use(ref) as loaded:`` are never evicted to make room: a load that needs their room waits until they are
-left, or, when the thread asking holds such a model itself (it would wait for itself), raises
-``MemoryBudgetError`` naming them.
+left, whichever thread's blocks they are, as long as those threads can still go on (``model_cache_waits``).
+A wait that could never end raises ``MemoryBudgetError`` instead, naming the blocks that hold the room: this
+thread's own, or another thread's that waits for this one (for room this thread's blocks hold, or for a model
+it loads). Of two threads that would wait for each other, the one that comes to wait second stops; the other
+goes on once that one's block is left.
 
 Waits are fair and can be cancelled. Loads waiting for room are served in the order they came, and while one
 waits, a ``use`` of a model already loaded (from a thread with no ``use`` block open) waits behind it:
@@ -32,7 +35,8 @@ requests that keep re-using a model would otherwise keep it in use for ever, and
 would never run. A thread with a block open never waits behind others (they may be waiting for its model).
 ``get``/``use`` with ``cancel=`` (a ``threading.Event``) raise ``WaitCancelled`` once the event is set and
 ``cache.wake()`` called, holding and reserving nothing (the explorer's Stop, while another cell's model holds
-the room).
+the room). ``use`` takes its model inside its ``try``: an interrupt (Ctrl-C) as it gets the model leaves it
+out of use.
 
 A model evicted while a caller still holds it (``get``, then evicted by another thread or by
 ``evict``/``clear``) keeps working for that caller and is freed when the caller lets go; until then
@@ -62,19 +66,32 @@ from vlm_lab.config import parse_bytes
 from vlm_lab.errors import CheckpointNotFoundError, ConfigError, MemoryBudgetError
 from vlm_lab.hub_refs import hub_commit, hub_fingerprint
 from vlm_lab.model_budget import GB, default_budget, format_bytes, max_resident
+from vlm_lab.model_cache_waits import Waiting, held_by, never_go_on
 from vlm_lab.model_size import estimate_nbytes
 from vlm_lab.models import LoadedModel, load_model, model_nbytes, resolve_device, resolve_dtype
 
 __all__ = ["GB", "ModelCache", "WaitCancelled", "default_budget", "estimate_nbytes", "format_bytes", "max_resident"]
 
 SizeFn = Callable[[CheckpointRef, torch.dtype], "int | None"]
+_AFTER_BLOCK = ("load it outside those `with cache.use(...)` blocks, or raise the budget "
+                "(ModelCache(budget_bytes=...), --memory-budget)")
 
 @dataclasses.dataclass
 class _Entry:
     loaded: LoadedModel
     fingerprint: str
     nbytes: int
-    pins: int = 0  # ``use`` blocks open on it now: not evicted to make room
+    pins: dict = dataclasses.field(default_factory=dict)  # its ``use`` blocks (_Pin -> thread id): not evicted for room
+
+
+class _Pin:
+    """One ``use`` block's hold on its entry: made before the block's ``try``, so that whatever the moment an
+    interrupt comes, its ``finally`` lets go of exactly what was taken (``entry`` is set before the pin is)."""
+
+    __slots__ = ("entry",)
+
+    def __init__(self) -> None:
+        self.entry: _Entry | None = None
 
 
 @dataclasses.dataclass
@@ -83,6 +100,7 @@ class _Load:
 
     fingerprint: str
     future: Future = dataclasses.field(default_factory=Future)
+    thread: int = dataclasses.field(default_factory=threading.get_ident)  # the thread loading it
     reserved: int = 0
     pinned_waiters: int = 0  # gets waiting for it from threads with ``use`` blocks open: it must not wait for those
 
@@ -130,7 +148,7 @@ class ModelCache:
         self.hub_refresh_s = hub_refresh_s
         self._lock = threading.RLock()  # held only for bookkeeping, never through a load, a hash or a request
         self._cond = threading.Condition(self._lock)  # notified when a load ends or a ``use`` block is left
-        self._local = threading.local()  # .pins: ``use`` blocks this thread has open
+        self._waiting: dict[int, Waiting] = {}  # thread id -> what it waits for (model_cache_waits)
         self._queue: list[object] = []  # loads waiting for room, in the order they came: served in that order
         self.stats = {"hits": 0, "loads": 0, "evictions": 0, "waits": 0}
 
@@ -255,11 +273,12 @@ class ModelCache:
 
         Raises:
             MemoryBudgetError: the model alone is bigger than the budget, or the rest of the budget
-                is held by models this thread is using (``use`` blocks still open).
+                is held by ``use`` blocks that cannot end while this waits: this thread's, or those of a
+                thread that waits for this one.
             CheckpointNotFoundError, DeviceError: from loading (also to a get that waited for that load).
             WaitCancelled: ``cancel`` was set while it waited.
         """
-        return self._get(ref, dtype, device, pin=False, cancel=cancel).loaded
+        return self._get(ref, dtype, device, pin=None, cancel=cancel).loaded
 
     @contextlib.contextmanager
     def use(self, ref: CheckpointRef | str, *, dtype: str = "auto", device: str = "auto",
@@ -269,13 +288,13 @@ class ModelCache:
         A load that needs its room meanwhile waits for the block to end (in another thread), or
         raises ``MemoryBudgetError`` (in this one). ``evict`` and ``clear`` still drop it, as asked.
         """
-        entry = self._get(ref, dtype, device, pin=True, cancel=cancel)
-        try:
-            yield entry.loaded
+        pin = _Pin()
+        try:  # the pin is taken inside: an interrupt at any point leaves nothing pinned
+            yield self._get(ref, dtype, device, pin=pin, cancel=cancel).loaded
         finally:
             with self._cond:
-                entry.pins -= 1
-                self._local.pins -= 1
+                if pin.entry is not None:
+                    pin.entry.pins.pop(pin, None)
                 self._cond.notify_all()
 
     def wake(self) -> None:
@@ -283,8 +302,9 @@ class ModelCache:
         with self._cond:
             self._cond.notify_all()
 
-    def _get(self, ref: CheckpointRef | str, dtype: str, device: str, *, pin: bool, cancel: threading.Event | None) -> _Entry:
-        ref = _as_ref(ref)
+    def _get(self, ref: CheckpointRef | str, dtype: str, device: str, *, pin: _Pin | None,
+             cancel: threading.Event | None) -> _Entry:
+        ref, me = _as_ref(ref), threading.get_ident()
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
         while True:
@@ -296,7 +316,7 @@ class ModelCache:
             key = (self._identity(want), str(torch_dtype), str(dev))
             stale = []
             with self._lock:
-                if pin and not getattr(self._local, "pins", 0) and key in self._entries and self._queue:
+                if pin and not self._holds(me) and key in self._entries and self._queue:
                     ahead = list(self._queue)  # loads waiting for room came first: pinning now could starve them
                     self.stats["waits"] += 1
                     self._wait(lambda: not any(turn in self._queue for turn in ahead), cancel, ref, "for the loads before it")
@@ -313,28 +333,40 @@ class ModelCache:
                         self._budget = default_budget(dev)
                     load = self._loading[key] = _Load(fp)
                     break
+                self._waiting[me] = Waiting(loader=load.thread)
+                if me in (stuck := self._never_go_on()):  # that load waits for room this thread's blocks hold
+                    del self._waiting[me]
+                    raise MemoryBudgetError(
+                        f"{ref.name} is being loaded by another thread that waits for room held by models in use "
+                        f"({self._held_by(me, stuck, load.thread)}); waiting for it would never end: {_AFTER_BLOCK}")
                 self.stats["waits"] += 1
-                pinned = bool(getattr(self._local, "pins", 0))
+                pinned = self._holds(me)
                 load.pinned_waiters += pinned
-                self._cond.notify_all()  # a load waiting for room must not wait for this thread's models now
+                self._cond.notify_all()  # a load waiting for room must not wait in line behind others now
                 try:  # another thread is loading it: its model, or its error, is this get's too
                     self._wait(load.future.done, cancel, ref, "for its load in another thread")
                 finally:
                     load.pinned_waiters -= pinned
+                    self._waiting.pop(me, None)
             with contextlib.suppress(_Interrupted):  # interrupted: look again, and this thread loads it
                 load.future.result()
             # look again: a hit now (pinned under the lock), or loaded again if evicted or re-saved meanwhile
         self._free(stale)
         return self._load(key, load, want, dtype, device, torch_dtype, pin, cancel)
 
-    def _load(self, key: tuple, load: _Load, ref: CheckpointRef, dtype: str, device: str, torch_dtype: torch.dtype, pin: bool,
-              cancel: threading.Event | None) -> _Entry:
+    def _load(self, key: tuple, load: _Load, ref: CheckpointRef, dtype: str, device: str, torch_dtype: torch.dtype,
+              pin: _Pin | None, cancel: threading.Event | None) -> _Entry:
         """Reserve room for ``ref``, load it (no lock held), and add it; whatever happens, ``load`` ends."""
         dev = torch.device(key[2])
+        no_room = False  # no room for this thread, whose blocks (or those of gets waiting for it) hold it
         try:
             estimate = self.size_fn(ref, torch_dtype) or 0
             self._check_fits(ref, estimate)
-            self._reserve(load, ref, estimate, cancel)
+            try:
+                self._reserve(load, ref, estimate, cancel)
+            except MemoryBudgetError:
+                no_room = True
+                raise
             loaded = self.loader(ref, dtype=dtype, device=device)
             nbytes = max(model_nbytes(loaded.model), estimate)
             try:
@@ -356,9 +388,10 @@ class ModelCache:
             with self._cond:
                 if self._loading.get(key) is load:
                     del self._loading[key]
-                # interrupted or cancelled in this thread only: the gets waiting for it look again and load it
-                mine = not isinstance(e, Exception) or isinstance(e, WaitCancelled)
-                load.future.set_exception(_Interrupted() if mine else e)
+                # interrupted, cancelled or out of room in this thread only: the gets waiting look again and load it
+                mine = no_room or not isinstance(e, Exception) or isinstance(e, WaitCancelled)
+                if not load.future.done():  # (an interrupt just after it was settled)
+                    load.future.set_exception(_Interrupted() if mine else e)
                 self._cond.notify_all()
             raise
         self._free(evicted)
@@ -367,41 +400,42 @@ class ModelCache:
     def _reserve(self, load: _Load, ref: CheckpointRef, nbytes: int, cancel: threading.Event | None) -> None:
         """Hold ``nbytes`` of the budget for ``load``: evict LRU models not in use, else wait for room.
 
-        Waits only on what always ends: loads in flight, and ``use`` blocks of other threads when neither this
-        thread nor a get waiting for this load has one open. What only they could release is an error, not a
-        wait for a block that cannot end before this load does. Loads that wait are served in the order they
-        came (``_queue``), but for those the blocks open (in this thread or a waiting get's), which never wait.
+        Waits for loads in flight (they always end) and for ``use`` blocks of threads that can go on; a wait
+        that no release could end (the room is held by this thread's blocks, or by those of threads waiting
+        for this one) is an error naming them (``model_cache_waits``). Loads that wait are served in the order
+        they came (``_queue``), but for those with blocks open (in this thread or a waiting get's): others may
+        be waiting for those blocks, so they never wait in line.
         """
-        evicted, turn, waited = [], object(), False
-        with self._cond:
-            try:
-                while True:
-                    exempt = bool(getattr(self._local, "pins", 0) or load.pinned_waiters)
-                    if exempt or self._queue[:1] in ([], [turn]):  # this load's turn
-                        evicted += self._evict_lru(nbytes)
-                        if self._charged() + nbytes <= self._budget:
-                            load.reserved = nbytes
-                            break
-                        in_use = [e.loaded.ref.name for e in self._entries.values() if e.pins]
-                        loading = any(other.reserved for other in self._loading.values())
-                        if not loading and (not in_use or exempt):
-                            raise MemoryBudgetError(  # waiting would be for a model that stays in use until this load ends
-                                f"{ref.name} needs {format_bytes(nbytes)} but {format_bytes(self._charged())} of the model "
-                                f"cache budget of {format_bytes(self._budget)} is held by models in use ({', '.join(in_use)}), "
-                                "by the thread that asked for it (a `with cache.use(...)` block); load it after that block, "
-                                "or raise the budget (ModelCache(budget_bytes=...), --memory-budget)"
-                            )
-                    self.stats["waits"] += not waited
-                    waited = True
-                    if not exempt and turn not in self._queue:
-                        self._queue.append(turn)
-                    self._check_cancel(cancel, ref, f"for {format_bytes(nbytes)} of room")
-                    self._cond.wait()  # for a load to end, a ``use`` block to be left, or the loads before this one
-            finally:
-                if turn in self._queue:
-                    self._queue.remove(turn)
-                    self._cond.notify_all()  # the next in line
-        self._free(evicted)
+        evicted, turn, waited, me = [], object(), False, threading.get_ident()
+        try:
+            with self._cond:
+                try:
+                    while True:
+                        exempt = self._holds(me) or bool(load.pinned_waiters)
+                        if exempt or self._queue[:1] in ([], [turn]):  # this load's turn
+                            evicted += self._evict_lru(nbytes)
+                            if self._charged() + nbytes <= self._budget:
+                                load.reserved = nbytes
+                                return
+                        self._waiting[me] = Waiting(nbytes=nbytes)
+                        if me in (stuck := self._never_go_on()):
+                            raise MemoryBudgetError(
+                                f"{ref.name} needs {format_bytes(nbytes)} but {format_bytes(self._charged())} of the "
+                                f"model cache budget of {format_bytes(self._budget)} is held by models in use "
+                                f"({self._held_by(me, stuck)}); waiting would never end: {_AFTER_BLOCK}")
+                        self.stats["waits"] += not waited
+                        waited = True
+                        if not exempt and turn not in self._queue:
+                            self._queue.append(turn)
+                        self._check_cancel(cancel, ref, f"for {format_bytes(nbytes)} of room")
+                        self._cond.wait()  # for a load to end, a ``use`` block to be left, or the loads before this one
+                finally:
+                    self._waiting.pop(me, None)
+                    if turn in self._queue:
+                        self._queue.remove(turn)
+                        self._cond.notify_all()  # the next in line
+        finally:
+            self._free(evicted)  # outside the lock, also when it raises
 
     def _wait(self, ready: Callable[[], bool], cancel: threading.Event | None, ref: CheckpointRef, what: str) -> None:
         """Wait on the condition (lock held) until ``ready()``; ``WaitCancelled`` once ``cancel`` is set."""
@@ -443,11 +477,23 @@ class ModelCache:
     def _charged(self) -> int:
         return sum(e.nbytes for e in self._entries.values()) + sum(load.reserved for load in self._loading.values())
 
-    def _pin(self, entry: _Entry, pin: bool) -> _Entry:
-        if pin:
-            entry.pins += 1
-            self._local.pins = getattr(self._local, "pins", 0) + 1
+    def _pin(self, entry: _Entry, pin: _Pin | None) -> _Entry:
+        if pin is not None:
+            pin.entry = entry  # first: an interrupt between the two lines leaves nothing to let go of
+            entry.pins[pin] = threading.get_ident()
         return entry
+
+    def _holds(self, thread: int) -> bool:
+        """Whether ``thread`` has a ``use`` block open on a model charged to the budget."""
+        return any(thread in e.pins.values() for e in self._entries.values())
+
+    def _never_go_on(self) -> set[int]:
+        pinned = [(e.nbytes, set(e.pins.values())) for e in self._entries.values() if e.pins]
+        return never_go_on(self._waiting, pinned, self._budget)
+
+    def _held_by(self, me: int, stuck: set[int], loader: int | None = None) -> str:
+        named = [(e.loaded.ref.name, set(e.pins.values())) for e in self._entries.values() if e.pins]
+        return held_by(me, stuck, named, loader=loader)
 
     def _check_fits(self, ref: CheckpointRef, nbytes: int) -> None:
         assert self._budget is not None

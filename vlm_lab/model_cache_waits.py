@@ -1,0 +1,74 @@
+"""Who waits for whom in the model cache, and which waits would never end.
+
+Threads wait in ``ModelCache`` for room (held by models other threads use in ``with cache.use(...)``
+blocks, or by loads in flight) or for another thread's load of the model they asked for. A thread may
+wait for another thread's block as long as that thread can still go on: it is running (its block ends
+when its work does), or it waits for something that will come. What a thread waits for is recorded
+(``Waiting``) before it waits, and ``never_go_on`` tells the waits that no release could end: the
+thread about to wait checks itself, so the thread whose wait would close a cycle (A waits for B's
+block, B then for room A's block holds, or for A's load) is the one that stops, and the other goes on.
+
+The check is Holt's deadlock detection on a single resource, the budget: a waiting thread can go on
+when the room it needs is not held by the blocks of threads that cannot; those that can go on will in
+time leave their blocks too, which may let others go on. Running threads (not waiting in the cache),
+loads in flight (a load holding room never waits) and models in no block all count as freeable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Collection, Mapping, Sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class Waiting:
+    """What one thread waits for in the cache: ``nbytes`` of room, or the load by the thread ``loader``."""
+
+    nbytes: int = 0
+    loader: int | None = None
+
+
+def never_go_on(waiting: Mapping[int, Waiting], pinned: Sequence[tuple[int, Collection[int]]], budget: int) -> set[int]:
+    """The waiting threads that no release could ever let go on.
+
+    Args:
+        waiting: thread id -> what it waits for.
+        pinned: for each model charged to the budget and in use, its bytes and the ids of the threads
+            whose blocks use it (it is freed only once all of them have left).
+        budget: the cache's budget in bytes.
+    """
+    goes_on: set[int] = set()
+    progress = True
+    while progress:
+        progress = False
+        held = sum(nbytes for nbytes, users in pinned if any(t in waiting and t not in goes_on for t in users))
+        for thread, wait in waiting.items():
+            if thread in goes_on:
+                continue
+            if wait.loader is not None:  # a load ends once its thread can go on (it is running, or will be)
+                ok = wait.loader not in waiting or wait.loader in goes_on
+            else:  # room: whatever is not held by the blocks of threads stuck with it can be made free
+                ok = held + wait.nbytes <= budget
+            if ok:
+                goes_on.add(thread)
+                progress = True
+    return set(waiting) - goes_on
+
+
+def held_by(me: int, stuck: Collection[int], named: Sequence[tuple[str, Collection[int]]], *,
+            loader: int | None = None) -> str:
+    """``checkpoint-0 by this thread; checkpoint-250 by another thread that waits for this one``: the models in
+    use (``named``: name and the threads using it) whose blocks cannot end while ``me`` waits; ``loader``: the
+    thread whose load ``me`` would wait for, named as such."""
+    mine = [name for name, users in named if me in users]
+    loaders = [name for name, users in named if me not in users and loader in users]
+    theirs = [(name, {t for t in users if t in stuck}) for name, users in named if me not in users and loader not in users]
+    theirs = [(name, users) for name, users in theirs if users]
+    parts = [f"{', '.join(mine)} by this thread"] if mine else []
+    if loaders:
+        parts.append(f"{', '.join(loaders)} by the thread loading it")
+    if theirs:
+        many = len(set().union(*(users for _, users in theirs))) > 1
+        who = "other threads that wait" if many else "another thread that waits"
+        parts.append(f"{', '.join(name for name, _ in theirs)} by {who} for this one")
+    return "; ".join(parts)
