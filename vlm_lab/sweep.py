@@ -57,7 +57,7 @@ from typing import Any, Iterator
 
 from vlm_lab.config import SweepConfig
 from vlm_lab.data import atomic_write_text
-from vlm_lab import sweep_coverage, sweep_papermill as papermill_run
+from vlm_lab import sweep_coverage, sweep_kernel_dirs, sweep_papermill as papermill_run
 from vlm_lab.sweep_coverage import Coverage
 from vlm_lab.errors import SweepError, VlmLabError
 from vlm_lab.sweep_file import load_sweep  # noqa: F401 - re-exported
@@ -576,6 +576,7 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         except OSError as e:
             raise SweepWriteError.of(e, sweep_dir(config)) from e
         mine = shard(everything, config.shard_index, config.shard_count)
+        sweep_kernel_dirs.remove_leftovers()  # the kernels' socket folders of sweeps killed outright (SIGKILL)
         # Before any run: a sweep killed outright (SIGKILL, a reboot) during its first run left no summary, and
         # notebook 04 then said no run had finished yet, for a sweep that is not running.
         command = command or sweep_coverage.default_command(config.runs_dir)

@@ -166,18 +166,19 @@ def kernel_transport() -> Iterator[dict[str, Any]]:
     """Papermill options that start the kernel on unix sockets of its own, in a folder removed after.
 
     jupyter_client's default ipc prefix is one fixed name ("kernel-ipc" in the working
-    directory), so each kernel gets its own folder (short: a unix socket path is limited to
-    ~100 bytes). This also spares cron logs ipykernel's "running over TCP without encryption"
-    warning. Other systems: TCP, as papermill does.
+    directory), so each kernel gets its own folder (``sweep_kernel_dirs.kernel_dir``: in the temp
+    folder, short, as a unix socket path is limited to ~107 bytes). This also spares cron logs
+    ipykernel's "running over TCP without encryption" warning. Other systems: TCP, as papermill does.
     """
     if os.name != "posix":
         yield {}
         return
-    import tempfile
-
     from traitlets.config import Config
 
-    with tempfile.TemporaryDirectory(prefix="vlm-lab-kernel-") as folder:  # also after a killed kernel
+    from vlm_lab.sweep_kernel_dirs import kernel_dir
+
+    # Removed after a dead kernel too; one a killed sweep leaves, the next sweep removes (remove_leftovers).
+    with kernel_dir() as folder:
         yield {"config": Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k")}})}
 
 
