@@ -357,3 +357,32 @@ def test_a_write_error_says_what_this_invocation_got_done(sweep_file, tmp_path):
     assert proc.returncode == 74, proc.stdout + proc.stderr
     (error,) = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert error.endswith("(this invocation: 2 completed, 0 failed; 2 left to run)"), error
+
+
+def test_runs_of_an_edited_notebook_are_told_apart_in_wandb_by_its_fingerprint_not_by_their_names(sweep_file, tmp_path):
+    """After an edit the new runs had the same W&B group, tags and names as the earlier notebook's: W&B charts
+    mixed two notebook versions and nothing told them apart. A notebook declaring ``wandb_notebook`` gets the
+    8-hex fingerprint of the code it runs (for a W&B tag or config key); names and tags stay the variant's, so
+    a run re-run with an unchanged notebook keeps its name."""
+
+    def declare(nb):
+        nb.cells[1].source += 'wandb_notebook: str = ""  # set by the sweep\n'
+
+    _edit_notebook(tmp_path / "nb.ipynb", declare)
+    assert sweep.run_sweep(sweep.load_sweep(sweep_file), progress=False).ok
+    old = sweep.plan(sweep.load_sweep(sweep_file))
+    _edit_notebook(tmp_path / "nb.ipynb", lambda nb: nb.cells.append(nbformat.v4.new_code_cell("edited = True")))
+    assert sweep.run_sweep(sweep.load_sweep(sweep_file), progress=False).ok
+    new = sweep.plan(sweep.load_sweep(sweep_file))
+
+    def passed(run):
+        params = json.loads((run.dir / "params.json").read_text())
+        return params["wandb_notebook"], params["wandb_group"], params["wandb_tags"]
+
+    for before, after in zip(old, new):
+        assert passed(before)[0] == before.status()["notebook_fingerprint"][:8]
+        assert passed(after)[0] == after.status()["notebook_fingerprint"][:8] != passed(before)[0]
+        assert passed(after)[1:] == passed(before)[1:] == ("t", f"x={after.varied['x']}")
+    with pytest.raises(Exception, match="wandb_notebook are set by the sweep"):
+        sweep_file.write_text(yaml.safe_dump({"name": "t", "notebook": "nb.ipynb", "grid": {"wandb_notebook": ["a"]}}))
+        sweep.load_sweep(sweep_file)

@@ -368,7 +368,7 @@ class PublishConfig(ConfigBase):
 
 
 _SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_SWEEP_RESERVED = ("output_dir", "wandb_group", "wandb_tags", "wandb_id")  # the sweep sets these for each run
+_SWEEP_RESERVED = ("output_dir", "wandb_group", "wandb_tags", "wandb_id", "wandb_notebook")  # the sweep sets these for each run
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -29,10 +29,12 @@ lock another invocation holds (another shard spec, another machine on the same f
 left to it, and this invocation exits 75.
 
 Each run is one W&B run in the sweep's group: the sweep passes ``wandb_group`` (the
-sweep name), ``wandb_tags`` (``"key=value,..."`` of the varied parameters) and ``wandb_id``
+sweep name), ``wandb_tags`` (``"key=value,..."`` of the varied parameters), ``wandb_id``
 (random, kept in status.json: the same for every execution of a run, so a run re-run after
-a kill resumes its W&B run instead of making a second one) to notebooks that declare those
-parameters, and ``output_dir`` (the run folder).
+a kill resumes its W&B run instead of making a second one) and ``wandb_notebook`` (the first 8
+hex digits of ``notebook_fingerprint``: which version of the notebook made the run, as the group,
+tags and names stay the variant's across edits) to notebooks that declare those parameters, and
+``output_dir`` (the run folder).
 """
 
 from __future__ import annotations
@@ -305,6 +307,9 @@ def execute_run(
         "wandb_group": config.name,
         "wandb_tags": variant_tags(run.varied),
         "wandb_id": wandb_id,
+        # The notebook version (its code and kernel) for a W&B tag or config key: the runs of an edited notebook
+        # have new ids but the same group and names (the variant), so W&B told them apart by nothing else.
+        "wandb_notebook": fingerprint[:8],
     }
     parameters.update({k: v for k, v in extras.items() if k in declared})
     _write_json(run.dir / PARAMS_FILE, parameters)
