@@ -221,7 +221,7 @@ def serve() -> None:
     if interactions.enabled:
         log.info("W&B: logging interactions (WANDB_API_KEY is set)")
     service = ComparisonService(settings, token=os.environ.get("HF_TOKEN"), interactions=interactions)
-    plan = plan_serving(settings, verdict_batch_size=service.memory.max_batch_size)
+    plan = plan_serving(settings, memory=service.memory)  # no more generations at once than its memory holds
     log.info("checkpoints: %s", ", ".join(service.labels))
     for note in service.memory.notes:
         log.info("memory verdict on %s: %s", service.memory.target, note)

@@ -114,3 +114,16 @@ def test_every_space_variable_is_read_by_the_settings():
     source = inspect.getsource(ss.SpaceSettings.from_env)
     assert [name for name in ss.SPACE_VARIABLES if f'"{name}"' not in source] == []
     assert sorted(set(re.findall(r'"(VLM_LAB_[A-Z_]+)"', source))) == sorted(ss.SPACE_VARIABLES)
+
+
+@pytest.mark.parametrize("hardware, slots", [
+    (ss.Hardware(device="cuda", cores=4, gpu_memory=15360 * 2**20, gpu_name="Tesla T4"), (1, 1, True)),
+    (ss.Hardware(device="cuda", cores=8, gpu_memory=81920 * 2**20, gpu_name="A100"), (2, 2, True)),
+    (ss.Hardware(device="cpu", cores=2), (2, 1, False)),
+    (ss.Hardware(device="cpu", cores=16), (4, 1, False)),
+])
+def test_generations_at_once_follow_the_hardware(hardware, slots):
+    """The serving plan and the memory plan (which counts them all) take them from one place."""
+    assert ss.generation_slots(hardware) == ss.Slots(compare=slots[0], batch=slots[1], shared=slots[2])
+    plan = ss.plan_serving(ss.SpaceSettings(checkpoints=("a/b",)), hardware=hardware)
+    assert (plan.generate_limit, plan.batch_limit, plan.batch_group) == (slots[0], slots[1], ("batch", "generate")[slots[2]])

@@ -2,7 +2,8 @@
 hardware, memory snapshots logged around each request, and freeing memory after an out-of-memory error.
 
 Moved out of ``space_service`` (which re-exports these names). torch is imported only inside the
-functions that use it.
+functions that use it. The plan counts every generation the serving plan (``space_settings``) runs at
+once, and caps how many where memory holds fewer.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import gc
 import logging
 import time
 from typing import Any, Iterator, Mapping, Sequence
+
+from vlm_lab.space_settings import MAX_BEAMS, Hardware, Slots, generation_slots
 
 log = logging.getLogger("vlm_lab.space")
 
@@ -75,16 +78,23 @@ class MemoryPlan:
     """What the memory verdicts say for the offered checkpoints on the Space's hardware target."""
 
     target: str  # a vlm_lab.memory_targets.GPU_TARGETS name
-    max_batch_size: int | None  # the smallest max batch over the checkpoints; None when none could be estimated
-    cache_budget_bytes: int | None  # weights the model cache may hold: the budget less room to generate
-    co_resident: int | None  # how many of the largest checkpoint fit at once
-    notes: tuple[str, ...]  # one line per checkpoint, for the log
+    max_batch_size: int | None  # the batched API's batch: the biggest every generation at once leaves room for
+    cache_budget_bytes: int | None  # weights the model cache may hold: the budget less room for all of them
+    co_resident: int | None  # how many of the largest checkpoint fit the cache at once
+    notes: tuple[str, ...]  # one line per checkpoint, and one for the generations at once, for the log
+    slots: Slots | None = None  # the generations at once the memory holds (None: no estimate, no cap)
 
 
 def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_tokens: int = 16,
-                batch_cap: int = 64) -> MemoryPlan:
-    """Estimate every offered checkpoint (config only, nothing loaded) against the hardware target.
+                batch_cap: int = 64, batch_size: int = 0, slots: Slots | None = None) -> MemoryPlan:
+    """Estimate every offered checkpoint (config only, nothing loaded) against the hardware target, with
+    room for the KV cache and activations of every generation that runs at once.
 
+    ``slots``: the generations at once (``space_settings.generation_slots`` of this machine by default, as
+    the serving plan runs them). What they generate at once (``Slots.rows``) must fit beside the largest
+    checkpoint: the batch shrinks first (not below 1), then fewer run at once (not below 1); the plan's
+    ``slots`` say how many, and the serving plan runs no more. ``batch_size``: the owner's batch
+    (``VLM_LAB_MAX_BATCH_SIZE``), kept as set; 0: the largest that fits, up to ``batch_cap`` and the verdicts'.
     ``target`` defaults to the largest Space GPU that fits in this GPU's memory (t4-small, the
     Space's suggested hardware, when none does) and to cpu-basic on CPU.
     A checkpoint that cannot be estimated (a hub id not downloaded yet) is skipped and noted.
@@ -92,8 +102,9 @@ def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_t
     from vlm_lab import memory
     from vlm_lab.memory_targets import budget_bytes, get_target
 
-    t = get_target(target or _detect_target(device))
-    notes, batches, working, residents = [], [], [], []
+    hardware = Hardware.detect(device) if slots is None or not target else None
+    t = get_target(target or _detect_target(hardware))
+    notes, batches, ests = [], [], []
     for ref in refs:
         try:
             est = memory.estimate(ref, device=t.device, target=t, max_new_tokens=max_new_tokens)
@@ -101,23 +112,56 @@ def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_t
         except Exception as e:  # noqa: BLE001 - an estimate is advice; loading will tell for sure
             notes.append(f"{getattr(ref, 'name', ref)}: no estimate ({type(e).__name__}: {e})")
             continue
-        batch = max(1, min(batch_cap, v.max_batch_size))
-        batches.append(batch)
-        working.append(batch * est.per_sample_bytes + est.overhead_bytes(t.device))
-        residents.append(memory.co_resident(est, t, batch_size=batch))
+        batches.append(max(1, min(batch_cap, v.max_batch_size)))
+        ests.append(est)
         notes.append(v.message())
-    if not batches:
+    if not ests:
         return MemoryPlan(t.name, None, None, None, tuple(notes))
-    return MemoryPlan(t.name, min(batches), max(1, budget_bytes(t) - max(working)), min(residents), tuple(notes))
+    wanted = slots or generation_slots(hardware)
+    weights = max(est.weight_bytes for est in ests)
+    row = max(est.per_sample_bytes for est in ests)  # any of them may be generating in each slot
+    # the runtime, and a checkpoint loading beside the others (on CPU, its file while its dtype converts)
+    fixed = max(est.overhead_bytes(t.device) for est in ests) + max(
+        est.load_bytes(t.device) - est.weight_bytes - est.overhead_bytes(t.device) for est in ests)
+    room = budget_bytes(t) - fixed - weights  # for the rows generated at once, beside the largest checkpoint
+    held, batch = _fit(wanted, batch_size or min(batches), room, row, keep_batch=bool(batch_size))
+    working = fixed + held.rows(batch) * row
+    cache = max(1, budget_bytes(t) - working)
+    notes.append(_slots_note(wanted, held, batch, held.rows(batch) * row, cache, fits=held.rows(batch) * row <= room))
+    return MemoryPlan(t.name, batch, cache, cache // max(1, weights), tuple(notes), held)
 
 
-def _detect_target(device: str) -> str:
-    if device != "cuda":
+def _fit(slots: Slots, batch: int, room: int, row: int, *, keep_batch: bool) -> tuple[Slots, int]:
+    """The most generations at once, then the biggest batch (not above ``batch``), whose rows fit ``room``."""
+    while True:
+        b = batch
+        while not keep_batch and b > 1 and slots.rows(b) * row > room:
+            b -= 1
+        if slots.rows(b) * row <= room or slots.fewer() == slots:
+            return slots, b
+        slots = slots.fewer()
+
+
+def _slots_note(wanted: Slots, held: Slots, batch: int, rows_bytes: int, cache: int, *, fits: bool) -> str:
+    from vlm_lab.units import human_bytes
+
+    at_once = f"{held.compare} generation{'s' if held.compare > 1 else ''} at a time"
+    if not held.shared:
+        at_once += f" and {held.batch} batch"
+    note = (f"generating: {at_once} (batches of up to {batch}; a Compare may ask for beam({MAX_BEAMS})) "
+            f"need {human_bytes(rows_bytes)}; the model cache holds {human_bytes(cache)} of weights")
+    if held != wanted:
+        note += f"; {wanted.compare} at a time would not fit"
+    if not fits:
+        note += "; even that may not fit beside the largest checkpoint: use a bigger target or fewer new tokens"
+    return note
+
+
+def _detect_target(hardware: Hardware) -> str:
+    if hardware.device != "cuda":
         return "cpu-basic"
-    import torch
-
     from vlm_lab.memory_targets import GPU_TARGETS
 
-    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    total = hardware.gpu_memory
     fitting = [t for t in GPU_TARGETS.values() if t.device == "cuda" and t.memory_bytes <= total * 1.02]
     return max(fitting, key=lambda t: t.memory_bytes).name if fitting else "t4-small"

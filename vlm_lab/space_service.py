@@ -113,7 +113,7 @@ class ComparisonService:
         except DeviceError as e:
             raise DeviceError(f"VLM_LAB_DTYPE={settings.dtype!r}: {e}") from None
         self.memory = plan_memory(refs, device=self.device, target=settings.target,
-                                  max_new_tokens=settings.max_new_tokens)
+                                  max_new_tokens=settings.max_new_tokens, batch_size=settings.max_batch_size)
         budget = settings.cache_budget or self.memory.cache_budget_bytes
         self.cache = cache if cache is not None else ModelCache(budget, loader=self._load,
                                                                 hub_refresh_s=settings.hub_refresh_s)

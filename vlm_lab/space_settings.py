@@ -3,7 +3,11 @@ variables, and the Gradio serving plan (queue, concurrency, batch size) for the 
 
 ``space/app.py`` calls ``prepare_environment`` before gradio is imported, then builds
 ``SpaceSettings.from_env`` and ``plan_serving``. Nothing here imports gradio, and torch only
-inside ``plan_serving``, so this module is cheap to import before the environment is ready.
+inside ``Hardware.detect``, so this module is cheap to import before the environment is ready.
+
+How many generations run at once (``generation_slots``) is decided here, from the hardware, and
+the memory plan (``space_memory.plan_memory``) counts the KV cache and activations of all of them;
+where memory holds fewer, the serving plan runs only as many as it holds.
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ import dataclasses
 import difflib
 import os
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from vlm_lab.config import DEVICES, DTYPES, ConfigBase, parse_bytes
 from vlm_lab.errors import CheckpointNotFoundError, ConfigError
+
+if TYPE_CHECKING:
+    from vlm_lab.space_memory import MemoryPlan
 
 EMBEDDED_CHECKPOINTS = "checkpoints/shapes"  # where the publisher stages them next to app.py
 MAX_SLOTS = 3  # checkpoints compared side by side
@@ -223,6 +230,72 @@ def _in_space(spec: str, roots: Sequence[Path]) -> str:
 # -- serving plan -------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Hardware:
+    """What the Space serves on: the device, the CPU cores, and the GPU's memory and name."""
+
+    device: str  # "cuda" or "cpu"
+    cores: int
+    gpu_memory: int = 0  # bytes (torch's total_memory)
+    gpu_name: str = ""
+
+    @classmethod
+    def detect(cls, device: str = "auto") -> "Hardware":
+        """This machine's, for ``device`` (auto | cpu | cuda[:N])."""
+        import torch
+
+        from vlm_lab.models import resolve_device
+
+        dev, cores = resolve_device(device), os.cpu_count() or 1
+        if dev.type != "cuda":
+            return cls(device="cpu", cores=cores)
+        props = torch.cuda.get_device_properties(dev)
+        return cls(device="cuda", cores=cores, gpu_memory=props.total_memory, gpu_name=torch.cuda.get_device_name(dev))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Slots:
+    """Generations that may run at once: ``compare`` of the Compare button (and its API), ``batch`` of the
+    batched API; ``shared``: one concurrency group holds both (a GPU: ``compare`` of either kind at once)."""
+
+    compare: int
+    batch: int
+    shared: bool
+
+    @property
+    def generations(self) -> int:
+        return self.compare if self.shared else self.compare + self.batch
+
+    def rows(self, batch_size: int, beams: int = MAX_BEAMS) -> int:
+        """Sequences generated at once: a Compare is one image, but may ask for ``beam(beams)`` (a row per beam);
+        a batch of the API is ``batch_size`` rows."""
+        if self.shared:
+            return self.compare * max(batch_size, beams)
+        return self.compare * beams + self.batch * batch_size
+
+    def fewer(self) -> "Slots":
+        """One generation fewer at once (at least one of each kind)."""
+        if self.shared:
+            n = max(1, self.compare - 1)
+            return Slots(compare=n, batch=n, shared=True)
+        return Slots(compare=max(1, self.compare - 1), batch=self.batch, shared=False)
+
+
+def generation_slots(hardware: Hardware) -> Slots:
+    """How many generations the hardware runs at once, following Gradio's performance guide.
+
+    On a GPU generation is the bottleneck and concurrent generations compete for the same memory:
+    1 at a time on a GPU under 24 GB (a T4), 2 above, shared by both endpoints. On CPU about one
+    comparison per core (at most 4), and one batch at a time: requests that wait meanwhile make the
+    next batch bigger, and a second concurrent batch only contends for the GIL (bench/space_load.py,
+    tiny checkpoints, 2 cores: two at a time answered fewer requests/s than one).
+    """
+    if hardware.device == "cuda":
+        n = 1 if hardware.gpu_memory < 24 * 2**30 else 2
+        return Slots(compare=n, batch=n, shared=True)
+    return Slots(compare=max(1, min(4, hardware.cores)), batch=1, shared=False)
+
+
 @dataclasses.dataclass(frozen=True)
 class ServingPlan:
     """Gradio queue and concurrency settings chosen for the hardware."""
@@ -240,41 +313,39 @@ class ServingPlan:
     why: str  # one line for the log
 
 
-def plan_serving(settings: SpaceSettings, *, verdict_batch_size: int | None = None) -> ServingPlan:
-    """Concurrency from the hardware, following Gradio's performance guide.
+def plan_serving(settings: SpaceSettings, *, memory: "MemoryPlan | None" = None, verdict_batch_size: int | None = None,
+                 hardware: Hardware | None = None) -> ServingPlan:
+    """Concurrency from the hardware (``generation_slots``), capped to what the memory plan holds.
 
-    On a GPU generation is the bottleneck and concurrent generations compete for the same
-    memory: 1 at a time on a GPU under 24 GB (a T4), 2 above, shared by both endpoints. On CPU
-    about one comparison per core (at most 4), each with cores/comparisons torch threads, and
-    one batch at a time: requests that wait meanwhile make the next batch bigger, and a second
-    concurrent batch only contends for the GIL (bench/space_load.py, tiny checkpoints, 2 cores:
-    two at a time answered fewer requests/s than one). The batch size comes from the memory
-    verdict when there is one.
+    ``memory``: the Space's memory plan (``space_memory.plan_memory``); its ``slots`` cap the generations at
+    once and its ``max_batch_size`` is the batched API's (``verdict_batch_size`` where there is no plan).
+    On CPU each comparison gets cores/comparisons torch threads. ``hardware``: this machine's by default.
     """
-    import torch
-
-    from vlm_lab.models import resolve_device
-
-    device = resolve_device(settings.device)
+    hw = hardware or Hardware.detect(settings.device)
+    slots = generation_slots(hw)
+    if memory is not None:
+        verdict_batch_size = memory.max_batch_size
+    held = memory.slots if memory is not None and memory.slots is not None else slots
+    capped = ""
+    if held.generations < slots.generations:
+        capped = f" (memory holds {held.generations} of {slots.generations})"
+        slots = held
     threads = None
-    if device.type == "cuda":
-        total = torch.cuda.get_device_properties(device).total_memory
-        generate = 1 if total < 24 * 2**30 else 2
-        why = f"{torch.cuda.get_device_name(device)} ({total / 2**30:.0f} GiB): {generate} generation(s) at a time"
+    if hw.device == "cuda":
+        why = f"{hw.gpu_name} ({hw.gpu_memory / 2**30:.0f} GiB): {slots.compare} generation(s) at a time{capped}"
     else:
-        cores = os.cpu_count() or 1
-        generate = max(1, min(4, cores))
-        threads = max(1, cores // generate)
-        why = f"CPU with {cores} core(s): {generate} generation(s) at a time, {threads} torch thread(s) each"
+        threads = max(1, hw.cores // slots.compare)
+        why = (f"CPU with {hw.cores} core(s): {slots.compare} generation(s) at a time{capped}, "
+               f"{threads} torch thread(s) each")
     batch = settings.max_batch_size or verdict_batch_size or 16
     return ServingPlan(
-        device=device.type,
-        generate_limit=generate,
-        batch_limit=generate if device.type == "cuda" else 1,
-        batch_group="generate" if device.type == "cuda" else "batch",
+        device=hw.device,
+        generate_limit=slots.compare,
+        batch_limit=slots.batch,
+        batch_group="generate" if slots.shared else "batch",
         cheap_limit=8,
         torch_threads=threads,
-        max_threads=max(16, generate + 8 + 4),
+        max_threads=max(16, slots.generations + 8 + 4),
         queue_size=settings.queue_size,
         # Gradio's "auto" sends every waiting client an estimate each time a job starts: O(waiting^2)
         # messages under load, parsed by every client. A fixed interval keeps that linear.
@@ -282,4 +353,3 @@ def plan_serving(settings: SpaceSettings, *, verdict_batch_size: int | None = No
         max_batch_size=max(1, batch),
         why=why + f"; batched API up to {batch} per batch; queue holds {settings.queue_size}",
     )
-
