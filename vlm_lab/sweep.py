@@ -41,15 +41,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import dataclasses
 import errno
-import hashlib
-import itertools
 import json
 import math
-import os
-import re
-import secrets
 import shlex
 import sys
 import threading
@@ -58,27 +52,21 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from vlm_lab.config import SweepConfig
-from vlm_lab.data import atomic_write_text
 from vlm_lab import sweep_coverage, sweep_kernel_dirs, sweep_papermill as papermill_run
 from vlm_lab.sweep_coverage import Coverage
 from vlm_lab.errors import SweepError, VlmLabError
 from vlm_lab.sweep_file import load_sweep  # noqa: F401 - re-exported
 from vlm_lab.sweep_checks import check_parameters, notebook_fingerprint, notebook_parameters, snapshot_notebook  # noqa: F401
 from vlm_lab.sweep_locks import LOCKED_EXIT_CODE, RUN_LOCKS, SweepLockedError, now as _now, run_is_running, run_lock, sweep_lock  # noqa: F401
+# Re-exported: vlm_lab.sweep is where the ablation report, the CLI, scripts and tests find them.
+from vlm_lab.sweep_plan import MAX_RUNS, PARAMS_FILE, STATUS_FILE, SWEEP_FILE, RunSpec, plan, run_id, shard, sweep_dir  # noqa: F401
+from vlm_lab.sweep_report import ERROR_CHARS, SAME_ERROR_LINES, SweepReport, _Tally, describe_error, log_line  # noqa: F401
+from vlm_lab.sweep_run import BEFORE_CELLS, KERNEL_LOG, WANDB_ID_LENGTH, _DISK_ERRNOS, _write_json, execute_run  # noqa: F401
 
 
-STATUS_FILE, PARAMS_FILE, SWEEP_FILE = "status.json", "params.json", "sweep.json"
-KERNEL_LOG = "kernel.log"  # <run-id>/kernel.log: the kernel process's own output (not the sweep's log)
 NOTEBOOKS = ".notebooks"  # runs/<sweep>/.notebooks/<fingerprint>.ipynb: the notebook as each invocation ran it
 WRITE_EXIT_CODE = 74  # EX_IOERR: the sweep could not write its own files (disk full, quota, read-only)
-# What a full disk looks like: no run can succeed until someone frees space, so the sweep stops.
-_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
-MAX_RUNS = 10_000  # a bigger grid is a typo (or needs several sweep files), not a night's work
 SUMMARY_EVERY_S = 10.0  # summary.csv is rewritten as runs finish, at most this often
-WANDB_ID_LENGTH = 16  # hex digits of a run's W&B id (64 bits)
-BEFORE_CELLS = "before the first cell"  # a run's error.stage when no cell started (the kernel did not start)
-ERROR_CHARS = 300  # a run's error as the log and the summary show it (status.json keeps all of it)
-SAME_ERROR_LINES = 3  # the final report lists up to this many runs with one error, each on its line; more, in one line
 
 
 class SweepWriteError(SweepError, OSError):
@@ -126,306 +114,6 @@ class SweepTerminated(BaseException):
     SIGHUP (the terminal that started it closed); ``args[0]`` is the signal number:
     the sweep leaves at once, abandoning its running runs (they run again next time); raised by the
     CLI's signal handler, so like ``KeyboardInterrupt`` no ``except Exception`` swallows it."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-    """One grid point: its id, folder, varied values and full notebook parameters."""
-
-    run_id: str
-    dir: Path
-    varied: dict[str, Any]
-    parameters: dict[str, Any]
-
-    def status(self) -> dict[str, Any]:
-        """The run's status.json, or ``{"state": "pending"}``."""
-        try:
-            return json.loads((self.dir / STATUS_FILE).read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {"state": "pending"}
-
-    def state(self) -> str:
-        """pending | running | completed | failed, or ``interrupted``: status.json says running but
-        nobody holds the run's lock (its sweep was killed; the next invocation runs it again)."""
-        state = self.status().get("state", "pending")
-        if state == "running" and not run_is_running(self.dir.parent, self.run_id):
-            return "interrupted"
-        return state
-
-    @property
-    def completed(self) -> bool:
-        return self.status().get("state") == "completed"
-
-
-@dataclasses.dataclass(frozen=True)
-class SweepReport:
-    """What one invocation did; ``failures`` name the failing cell and error of each failed run."""
-
-    sweep_dir: Path
-    ran: tuple[str, ...]
-    skipped: tuple[str, ...]
-    failures: tuple[dict[str, Any], ...]
-    summary_csv: Path | None
-    busy: tuple[str, ...] = ()  # runs another invocation (another shard spec, machine) was executing
-    unlogged: tuple[tuple[str, str], ...] = ()  # (run id, what W&B did) where its W&B step did not log as asked
-    note: str = ""  # the notebook changed since the sweep last ran: every run is new
-    coverage: Coverage | None = None  # the whole grid's runs with a result, and why the others have none
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-    @property
-    def exit_code(self) -> int:
-        """0 all completed, 1 some run failed, 75 some runs were left to another invocation."""
-        return 1 if self.failures else LOCKED_EXIT_CODE if self.busy else 0
-
-    def describe(self) -> str:
-        lines = [self.note] if self.note else []
-        lines.append(f"{self.sweep_dir}: {len(self.ran)} ran, {len(self.skipped)} skipped (already completed), {len(self.failures)} failed")
-        if self.busy:
-            lines.append(f"{len(self.busy)} running elsewhere (left to that invocation): {', '.join(self.busy)}")
-        same: dict[str, list[dict[str, Any]]] = {}  # a shared cause (a missing package, a bad path) fails every run alike
-        for f in self.failures:
-            same.setdefault(describe_error(f.get("error") or {}), []).append(f)
-        for f in self.failures:
-            error = describe_error(f.get("error") or {})
-            if len(same[error]) <= SAME_ERROR_LINES:
-                lines.append(f"  FAILED {f['run_id']}: {error}  (notebook: {f.get('notebook')})")
-            elif f is same[error][0]:
-                lines.append(f"  FAILED {len(same[error])} runs with the same error: {error}  (the first, {f['run_id']}: notebook "
-                             f"{f.get('notebook')}; {self.sweep_dir / 'summary.md'} lists each)")  # fmt: skip
-        if self.unlogged:  # the results are on disk; the W&B run is not what was asked (the summary's wandb column)
-            lines.append(f"W&B did not log {len(self.unlogged)} run(s) as asked:")
-            lines.extend(f"  {rid}: {what}" for rid, what in self.unlogged)
-        if self.coverage is not None:  # this invocation's counts above; the grid's (every shard, every night) here
-            lines.append(self.coverage.brief())
-        if self.summary_csv:
-            lines.append(f"summary: {self.summary_csv} and {self.summary_csv.with_suffix('.md')}")
-        return "\n".join(lines)
-
-
-def describe_error(error: dict[str, Any]) -> str:
-    """``cell [4]: ValueError: boom``, on one line of at most ~``ERROR_CHARS`` characters.
-
-    A message of several lines or thousands of characters (a CUDA OOM with its hints) would break
-    a run's FAILED line in the log and hide the notebook named after it; status.json and the
-    executed notebook keep the whole message.
-    """
-    cell = f"cell [{error['exec_count']}]" if error.get("exec_count") is not None else error.get("stage", "a cell")
-    evalue = " ".join(str(error.get("evalue") or "").split())
-    if len(evalue) > ERROR_CHARS:
-        evalue = evalue[: ERROR_CHARS - 3] + "..."
-    return f"{cell}: {error.get('ename', 'Error')}: {evalue}".rstrip(": ")
-
-
-def _slug(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else value
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
-
-
-def run_id(varied: dict[str, Any], parameters: dict[str, Any], fingerprint: str = "") -> str:
-    """``max_new_tokens=4,strategy=nucleus-0.9,1a2b3c4d``: readable varied values + a hash of all the
-    parameters and of the notebook's ``fingerprint`` (``notebook_fingerprint``: its code and kernel)."""
-    key = json.dumps(parameters, sort_keys=True, default=str) + (f"\nnotebook {fingerprint}" if fingerprint else "")
-    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
-    readable = ",".join(f"{k}={_slug(v)}" for k, v in sorted(varied.items()))[:80] or "default"
-    return f"{readable},{digest}"
-
-
-def sweep_dir(config: SweepConfig) -> Path:
-    return Path(config.runs_dir) / config.name
-
-
-def plan(config: SweepConfig, *, fingerprint: str | None = None) -> list[RunSpec]:
-    """Every grid point of the sweep, sorted by run id (the order shards are dealt from).
-
-    ``fingerprint``: the notebook's (``notebook_fingerprint``), read from the notebook when not given;
-    a run made by another notebook or kernel has another id, so it is never taken for this one's.
-
-    Raises:
-        SweepError: the grid has more than ``MAX_RUNS`` points (counted before any is made), or the
-            notebook is missing.
-    """
-    keys = list(config.grid)
-    sizes = [len(config.grid[k]) for k in keys]
-    if math.prod(sizes) > MAX_RUNS:
-        raise SweepError(
-            f"the grid has {math.prod(sizes):,} points ({' x '.join(map(str, sizes))}); a sweep runs at most "
-            f"{MAX_RUNS:,}: split it into several sweep files or give fewer values"
-        )
-    if fingerprint is None:
-        fingerprint = notebook_fingerprint(config)
-    runs = []
-    for values in itertools.product(*(config.grid[k] for k in keys)):
-        varied = dict(zip(keys, values))
-        parameters = {**config.parameters, **varied}
-        rid = run_id(varied, parameters, fingerprint)
-        runs.append(RunSpec(run_id=rid, dir=sweep_dir(config) / rid, varied=varied, parameters=parameters))
-    runs.sort(key=lambda r: r.run_id)
-    if len({r.run_id for r in runs}) != len(runs):
-        raise SweepError("two grid points map to the same run id; make the grid values distinct")
-    return runs
-
-
-def shard(runs: list[RunSpec], index: int, count: int) -> list[RunSpec]:
-    """The runs of shard ``index`` of ``count`` (0-based): every run lands in exactly one shard."""
-    ordered = sorted(runs, key=lambda r: r.run_id)
-    return ordered[index::count]
-
-
-def _write_json(path: Path, value: Any) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2, default=str) + "\n")
-
-
-def execute_run(
-    run: RunSpec, config: SweepConfig, declared: dict[str, str], fingerprint: str = "", source: Path | None = None
-) -> dict[str, Any]:
-    """Execute one run with papermill; returns its final status (never raises for a failing notebook).
-
-    ``source``: the notebook to execute (the invocation's snapshot of ``config.notebook``, whose
-    ``fingerprint`` is in the run id); default ``config.notebook``.
-
-    The status records the notebook (path, ``fingerprint``, kernel) and what the run's W&B step did
-    (``wandb``: the ``wandb.json`` notebook 02 writes through ``vlm_lab.tracking``; absent when the
-    run did not get that far or its notebook writes none)."""
-    import papermill
-
-    from vlm_lab.tracking import RECORD_FILE, read_record, variant_tags
-
-    run.dir.mkdir(parents=True, exist_ok=True)
-    (run.dir / RECORD_FILE).unlink(missing_ok=True)  # an earlier execution's: not this one's W&B outcome
-    kernel_log = run.dir / KERNEL_LOG
-    kernel_log.unlink(missing_ok=True)  # likewise
-    # Kept across executions (a re-run after a kill or a failure, on whichever machine): one W&B run.
-    # Random, not derived from the folder's path: shards on machines that mount runs/ at other
-    # paths must agree. Lowercase hex: W&B refuses ids holding any of / \\ # ? % : ; , '
-    wandb_id = run.status().get("wandb_id") or secrets.token_hex(WANDB_ID_LENGTH // 2)
-    parameters = dict(run.parameters)
-    extras = {
-        "output_dir": str(run.dir.resolve()),
-        "wandb_group": config.name,
-        "wandb_tags": variant_tags(run.varied),
-        "wandb_id": wandb_id,
-        # The notebook version (its code and kernel) for a W&B tag or config key: the runs of an edited notebook
-        # have new ids but the same group and names (the variant), so W&B told them apart by nothing else.
-        "wandb_notebook": fingerprint[:8],
-    }
-    parameters.update({k: v for k, v in extras.items() if k in declared})
-    _write_json(run.dir / PARAMS_FILE, parameters)
-    notebook_out = run.dir / Path(config.notebook).name
-    partial = run.dir / f".partial.{notebook_out.name}"  # renamed into place when papermill is done
-    status: dict[str, Any] = {
-        "run_id": run.run_id, "state": "running", "varied": run.varied, "started_at": _now(),
-        "wandb_id": wandb_id, "pid": os.getpid(),
-        "source_notebook": config.notebook, "notebook_fingerprint": fingerprint, "kernel": config.kernel,
-    }  # fmt: skip
-    _write_json(run.dir / STATUS_FILE, status)
-    started = time.perf_counter()
-    try:
-        papermill_run.execute(
-            Path(source or config.notebook).resolve(), partial.resolve(), parameters=parameters,
-            kernel_name=config.kernel or None, progress_bar=False, log_output=False,
-            execution_timeout=config.execution_timeout or None, kernel_log=kernel_log.resolve(),
-        )  # fmt: skip
-        status.update(state="completed")
-    except papermill.PapermillExecutionError as e:
-        error = {"cell_index": e.cell_index, "exec_count": e.exec_count, "ename": e.ename, "evalue": e.evalue}
-        status.update(state="failed", error=error)
-    except Exception as e:  # noqa: BLE001 - a dead kernel or timeout fails this run, not the sweep
-        if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:  # writing the notebook: no run can succeed now
-            raise
-        # nbclient's message spans lines (a timeout quotes the whole cell): its first line, and the
-        # cell from the notebook (papermill marks no cell failed here; the last one it started is it).
-        first_line = next((line for line in str(e).splitlines() if line.strip()), "")
-        error = {"cell_index": None, "exec_count": None, "ename": type(e).__name__, "evalue": first_line}
-        # No cell started: the kernel never did (a kernelspec whose Python lost ipykernel), not "a cell".
-        where = papermill_run.last_started_cell(partial) or {"stage": BEFORE_CELLS}
-        said, ended = _last_words(kernel_log)
-        if "stage" in where and said:  # why the kernel did not start
-            error["evalue"] = f"{error['evalue']}; the kernel said: {said} (all it said: {kernel_log})"
-        elif ended:  # a kernel that died in a cell: how (the OOM killer?)
-            error["evalue"] = f"{error['evalue']}: {ended} (all it said: {kernel_log})"
-        status.update(state="failed", error=error | where)
-    if partial.exists():  # papermill writes the notebook even when a cell fails
-        os.replace(partial, notebook_out)
-        status["notebook"] = str(notebook_out)
-    if (record := read_record(run.dir)) is not None:
-        status["wandb"] = record
-    if kernel_log.exists() and not kernel_log.stat().st_size:
-        kernel_log.unlink()
-    status.update(finished_at=_now(), duration_s=round(time.perf_counter() - started, 3))
-    _write_json(run.dir / STATUS_FILE, status)
-    return status
-
-
-def _last_words(kernel_log: Path) -> tuple[str, str]:
-    """The last non-blank line the kernel printed, and how its process ended when it died by itself
-    (``sweep_papermill.KERNEL_ENDED``'s line, without the ``vlm-lab:``); "" for each when there is none."""
-    try:
-        lines = [line.strip() for line in kernel_log.read_text(encoding="utf-8", errors="replace").splitlines()]
-    except OSError:
-        return "", ""
-    ended = next((line for line in lines if line.startswith(papermill_run.KERNEL_ENDED)), "")
-    said = next((line for line in reversed(lines) if line and not line.startswith(papermill_run.KERNEL_ENDED)), "")
-    return said, ended.removeprefix("vlm-lab: ")
-
-
-def log_line(text: str) -> None:
-    """``text`` on stderr with the UTC time, as one ``write``: ``print`` writes the newline apart, and
-    with ``--jobs`` another run's line landed between the two (two lines on one, then an empty one)."""
-    sys.stderr.write(f"{_now()} {text}\n")
-    sys.stderr.flush()
-
-
-class _Tally:
-    """What this invocation's runs came to, counted as each run ends, in the worker thread that ran
-    it (not when the main thread gets to it): with ``--jobs 1`` a run's end line is in the log before
-    the next run's start line. ``log``: plain timed lines on stderr (a log file, where no bar shows), a failed
-    run's error on its line; ``terminal``: a ``FAILED`` line above the bar (or alone, with ``--quiet``) as each
-    run fails. Without either (``--quiet`` under cron), nothing until the final report."""
-
-    def __init__(self, total: int, *, skipped: list[str], bar: Any, log: bool, terminal: bool = False) -> None:
-        self.total, self.bar, self.log, self.terminal, self.done = total, bar, log, terminal, 0
-        self.ran: list[str] = []
-        self.skipped, self.busy = list(skipped), []
-        self.failures: list[dict[str, Any]] = []
-        self.unlogged: list[tuple[str, str]] = []  # (run id, what W&B did) where W&B did not log as asked
-        self._lock = threading.Lock()
-
-    def so_far(self) -> str:
-        """``2 completed, 1 failed; 3 left to run``: this invocation's runs, counted so far."""
-        failed = len(self.failures)
-        return f"{len(self.ran) - failed} completed, {failed} failed; {self.total - self.done} left to run"
-
-    def started(self, run_id: str) -> None:
-        if self.log:
-            log_line(f"started {run_id}")
-
-    def finished(self, status: dict[str, Any]) -> None:
-        from vlm_lab.tracking import describe_record
-
-        state, rid = status["state"], status["run_id"]
-        if state == "pending":  # never started: another run could not write its files (its error follows)
-            return
-        with self._lock:
-            self.done += 1
-            {"busy": self.busy, "skipped": self.skipped}.get(state, self.ran).append(rid)
-            failed = state not in ("completed", "busy", "skipped")
-            if failed:
-                self.failures.append(status)
-                if self.terminal:
-                    self.bar.write(f"FAILED {rid}: {describe_error(status.get('error') or {})}")
-            wandb = describe_record(status.get("wandb"))
-            if wandb.startswith("NOT LOGGED") or "online failed" in wandb:
-                self.unlogged.append((rid, wandb))
-            self.bar.update(1)
-            self.bar.set_postfix(failed=len(self.failures))
-            if self.log:
-                took = f" ({status['duration_s']:.1f} s)" if "duration_s" in status else ""
-                why = f": {describe_error(status.get('error') or {})}" if failed else ""
-                note = f"; W&B {wandb}" if (rid, wandb) in self.unlogged else ""
-                log_line(f"[{self.done}/{self.total}] {state} {rid}{took}{why}{note}")
 
 
 def _execute_if_free(
