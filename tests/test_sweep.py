@@ -501,8 +501,14 @@ def test_the_summary_is_written_as_runs_finish_not_only_at_the_end(sweep_file, t
         [sys.executable, "-m", "vlm_lab.cli", "sweep", str(path), "--quiet"],
         cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    def first_in_summary() -> bool:  # summary.md is there from the start: wait for the one written after x=1 ended
+        if not summary.is_file():
+            return False
+        frame = pd.read_csv(summary)  # replaced whole (atomic rename): never read half-written
+        return frame.loc[frame["run_id"] == runs[0].run_id, "state"].item() == "completed"
+
     try:
-        _wait_for(lambda: runs[0].completed and summary.with_suffix(".md").is_file(), proc, "a summary after the first run")
+        _wait_for(first_in_summary, proc, "a summary after the first run")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # killed before its last run: a report can still read the first
         proc.wait()
