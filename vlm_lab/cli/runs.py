@@ -41,10 +41,14 @@ def _runs(args: argparse.Namespace) -> int:
         print(f"{len(unreadable)} unreadable run folder(s) skipped (not offered for upload)", file=sys.stderr)
     runs = offline_runs.latest_runs(runs)  # a run started again with its id (a re-run sweep point): once
     cut_short = _unreadable_latest_starts(runs, unreadable)
+    everywhere = runs
     if args.group is not None:
         runs = [r for r in runs if r.group == args.group]
     if not runs:
-        print(f"no W&B offline runs under {root}" + (f" in group {args.group!r}" if args.group else ""))
+        if everywhere:  # none in that group
+            print(f"no W&B offline runs under {root}{_other_groups(args.group, everywhere)}")
+        else:
+            print(f"no W&B offline runs under {root}" + (f" in group {args.group!r}" if args.group else "") + _logged_elsewhere(root))
         return 0
     rows = []
     for run in runs:
@@ -71,6 +75,34 @@ def _runs(args: argparse.Namespace) -> int:
     uploaded = f", {len(runs) - len(pending)} uploaded already" if len(pending) < len(runs) else ""
     print(f"\n{len(runs)} offline run(s){uploaded}. Upload {which} (needs WANDB_API_KEY or `wandb login`):\n  wandb sync {targets}")
     return 0
+
+
+def _other_groups(group: str, runs: list) -> str:
+    """`` in group 'x' (groups there: a, b; 1 run in no group)``: what ``--group`` could have been."""
+    groups = sorted({r.group for r in runs if r.group})
+    ungrouped = sum(not r.group for r in runs)
+    named = [f"groups there: {', '.join(groups)}"] if groups else []
+    named += [f"{ungrouped} run{'s' if ungrouped > 1 else ''} in no group"] if ungrouped else []
+    return f" in group {group!r} ({'; '.join(named)})"
+
+
+def _logged_elsewhere(root: Path) -> str:
+    """Where the results under ``root`` (a sweep's or a comparison's folder) were logged offline, from the
+    ``wandb.json`` each comparison writes beside its results: ``; the results there were logged ...``, or ""."""
+    from vlm_lab.tracking import RECORD_FILE, read_record
+
+    found = set()
+    for folder, subdirs, files in os.walk(root):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        record = read_record(folder) if RECORD_FILE in files else None
+        if record and record.get("logged") and record.get("mode") == "offline" and record.get("dir"):
+            if Path(record["dir"]).parent.is_dir():
+                found.add(Path(record["dir"]).parent)
+    if not found:
+        return ""
+    where = sorted(map(str, found))
+    command = f"vlm-lab runs {where[0]}" if len(where) == 1 else "`vlm-lab runs DIR` for each"
+    return f"; the results there were logged to W&B offline under {', '.join(where)} (their wandb.json says so): {command}"
 
 
 def _unreadable_latest_starts(runs: list, unreadable: list[Path]) -> dict[str, Path]:
