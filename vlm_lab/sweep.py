@@ -219,6 +219,35 @@ def _notebook_changed(config: SweepConfig, fingerprint: str, before: dict[str, A
     )
 
 
+@contextlib.contextmanager
+def _signals_after_block() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP arriving inside the block are handled (by the handler they had) when it ends.
+
+    A Ctrl-C between ``pool.submit`` returning and the run being noted in ``futures`` left a run executing
+    that ``_stop`` neither counted nor waited for ("waiting for the 0 running"): the sweep exited 130 while
+    it went on, abandoned. Signals with no Python handler (ignored, or SIG_DFL) are left as they are.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    import signal
+
+    caught: list[tuple[int, Any]] = []
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    handlers = {s: signal.getsignal(s) for s in (getattr(signal, n) for n in names if hasattr(signal, n))}
+    deferred = {s: h for s, h in handlers.items() if callable(h)}
+    for signum in deferred:
+        signal.signal(signum, lambda number, frame: caught.append((number, frame)))
+    try:
+        yield
+    finally:
+        for signum, handler in deferred.items():
+            signal.signal(signum, handler)
+        if caught:  # the first one, as it would have been handled: KeyboardInterrupt, the CLI's SweepTerminated
+            number, frame = caught[0]
+            deferred[number](number, frame)
+
+
 def _as_completed(futures) -> Iterator[concurrent.futures.Future | None]:
     """``concurrent.futures.as_completed``, waking the main thread twice a second (None: a wake with no future done).
 
@@ -294,8 +323,9 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         stopped = threading.Event()
         summary_written, unwritten = -math.inf, False  # unwritten: a run finished since the summary was written
         try:
-            for r in todo:
-                futures[pool.submit(_execute_if_free, r, config, declared, stopped, tally, fingerprint, source)] = r.run_id
+            with _signals_after_block():  # each run handed over is in futures, which _stop waits for
+                for r in todo:
+                    futures[pool.submit(_execute_if_free, r, config, declared, stopped, tally, fingerprint, source)] = r.run_id
             for future in _as_completed(futures):
                 # The worker counted it; this raises its SweepWriteError.
                 unwritten |= future is not None and future.result()["state"] not in ("busy", "pending")
