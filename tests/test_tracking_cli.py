@@ -35,3 +35,19 @@ def test_a_sweep_folder_names_where_its_runs_were_logged(wandb_home, comparison,
                    f"{tracked.dir.parent} (their wandb.json says so): vlm-lab runs {tracked.dir.parent}\n"), out  # fmt: skip
     assert main(["runs", str(tracked.dir.parent)]) == 0
     assert tracked.id in capsys.readouterr().out
+
+
+def test_the_upload_command_warns_that_unfinished_runs_may_still_be_running(wandb_home, capsys):
+    """`vlm-lab runs` during a sweep offered the run being logged to `wandb sync`, which uploads what is there and
+    marks it synced: the rest of the run is then skipped by later syncs. It says which runs did not finish."""
+    from test_offline_runs import _cut_before_exit
+
+    done, running = _interaction("abl"), _interaction("abl")
+    _cut_before_exit(next(running.dir.glob("run-*.wandb")))  # as a live run's log reads: no exit record yet
+    assert main(["runs", str(wandb_home)]) == 0
+    out = capsys.readouterr().out
+    assert out.endswith(
+        f"\n  1 of them did not finish ({running.id}): if it is still running (a sweep in progress), upload it once it "
+        "ends; `wandb sync` marks what it uploaded and skips it afterwards (`--include-synced` uploads it again)\n"
+    ), out
+    assert done.id not in out.splitlines()[-1]
