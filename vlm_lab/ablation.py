@@ -141,15 +141,20 @@ class Ablation:
         return pd.DataFrame.from_records(rows, columns=columns)
 
     def describe_wandb(self) -> str:
-        """One line: how many runs W&B logged offline, and the ``wandb sync`` command for those not uploaded."""
+        """One line: how many runs W&B logged offline, the ``wandb sync`` command for those not uploaded, and which
+        of them did not finish (one may still be running: ``offline_runs.unfinished_note``)."""
         frame = self.wandb_runs()
         if frame.empty:
             return "no run of this sweep was logged to W&B offline (see the wandb column of the runs above)"
         pending = frame[~frame["uploaded"].astype(bool) & (frame["sync_command"] != "")]
         if pending.empty:
             return f"{len(frame)} run(s) logged to W&B offline, all uploaded already"
+        from vlm_lab.offline_runs import unfinished_note
+
         paths = " ".join(command.removeprefix("wandb sync ") for command in pending["sync_command"])
-        return f"{len(frame)} run(s) logged to W&B offline, {len(pending)} not uploaded yet: wandb sync {paths}"
+        unfinished = [self.label(r) for r in pending.to_dict(orient="records") if r["state"].startswith("incomplete")]
+        note = f"; {unfinished_note(unfinished)}" if unfinished else ""
+        return f"{len(frame)} run(s) logged to W&B offline, {len(pending)} not uploaded yet: wandb sync {paths}{note}"
 
     def table(self, metric: str = "accuracy") -> Any:
         """``metric`` by checkpoint (rows, in step order) x the varied parameters (columns)."""

@@ -390,6 +390,19 @@ def wait_until_written(path: str | os.PathLike[str], *, timeout_s: float = 30.0)
         time.sleep(0.05)
 
 
+def unfinished_note(names: Sequence[str]) -> str:
+    """What to know before uploading runs that did not finish (``names``): a killed run and a live one read the
+    same (no exit record yet), and ``wandb sync`` of a live one uploads what is there and marks it synced, so later
+    syncs skip the rest. "" for none."""
+    if not names:
+        return ""
+    named = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+    one = len(names) == 1
+    return (f"{len(names)} of them did not finish ({named}): if {'it is' if one else 'one is'} still running (a sweep in "
+            f"progress), upload {'it' if one else 'that one'} once it ends; `wandb sync` marks what it uploaded and skips "
+            "it afterwards (`--include-synced` uploads it again)")  # fmt: skip
+
+
 def find_offline_runs(root: str | os.PathLike[str]) -> list[Path]:
     """Every ``offline-run-*`` folder under ``root`` (a WANDB_DIR, its ``wandb/``, or any tree), oldest first."""
     root = Path(root)

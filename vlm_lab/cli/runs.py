@@ -74,14 +74,8 @@ def _runs(args: argparse.Namespace) -> int:
     which = "them" if len(pending) == len(runs) else f"the other {len(pending)}"
     uploaded = f", {len(runs) - len(pending)} uploaded already" if len(pending) < len(runs) else ""
     print(f"\n{len(runs)} offline run(s){uploaded}. Upload {which} (needs WANDB_API_KEY or `wandb login`):\n  wandb sync {targets}")
-    # A killed run and a live one read the same (no exit record yet); syncing a live one uploads half of it for good.
-    unfinished = [r.id for r in pending if not r.finished or r.id in cut_short]
-    if unfinished:
-        named = ", ".join(unfinished[:3]) + (" ..." if len(unfinished) > 3 else "")
-        one = len(unfinished) == 1
-        print(f"  {len(unfinished)} of them did not finish ({named}): if {'it is' if one else 'one is'} still running "
-              f"(a sweep in progress), upload {'it' if one else 'that one'} once it ends; `wandb sync` marks what it "
-              "uploaded and skips it afterwards (`--include-synced` uploads it again)")
+    if note := offline_runs.unfinished_note([r.id for r in pending if not r.finished or r.id in cut_short]):
+        print(f"  {note}")
     return 0
 
 
