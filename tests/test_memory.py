@@ -676,3 +676,20 @@ def test_a_config_that_describes_its_weights_says_nothing_more(tiny_checkpoints)
     [row] = memory_report.profile(MemoryConfig(checkpoints=(str(tiny_checkpoints[-1]),), measure=False))
     assert row.estimate.file_params == row.estimate.num_params == 168256
     assert row.estimate.weights_note == "" and row.to_dict()["weights_note"] is None
+
+
+def test_a_checkpoint_that_fits_is_at_least_one_at_once(tiny_checkpoints):
+    """On CPU the dtype conversion copy is only there while loading, and the batch only while generating: a model
+    whose load and generation each fit, though not both at once, fits, so one of it is loaded at once, not 0."""
+    import dataclasses
+
+    est = memory.estimate(tiny_checkpoints[-1], dtype="float16", device="cpu", batch_size=1)  # stored in float32
+    room = budget_bytes("cpu-basic") - est.weight_bytes - est.overhead_bytes("cpu")
+    per_sample = room // 2 // est.batch_size
+    est = dataclasses.replace(est, file_bytes=room * 3 // 4, kv_values_per_token=0, logits_bytes_per_sample=per_sample,
+                              activation_values_per_sample=0, cross_kv_values_per_sample=0)
+    assert est.converts and est.load_bytes("cpu") <= budget_bytes("cpu-basic") and est.generate_bytes(device="cpu") <= budget_bytes("cpu-basic")
+    v = memory.verdict(est, "cpu-basic")
+    assert v.fits and v.co_resident == 1 == memory.co_resident(est, "cpu-basic"), v.message()
+    too_big = dataclasses.replace(est, logits_bytes_per_sample=room + 1)
+    assert (memory.verdict(too_big, "cpu-basic").fits, memory.co_resident(too_big, "cpu-basic")) == (False, 0)

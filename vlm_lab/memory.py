@@ -500,14 +500,16 @@ def co_resident(est: MemoryEstimate, target: str | GpuTarget = DEFAULT_TARGET, *
 
     Room is kept for one of them to generate a batch of ``batch_size`` (default:
     the estimate's) and, on CPU, for the conversion copy of the next one loading.
-    The model cache sizes itself with this; the Space shows it.
+    One that fits alone counts 1 even where that copy and the batch do not fit together:
+    alone, it loads before it generates. The model cache sizes itself with this; the Space shows it.
     """
     t = get_target(target)
     b = batch_size or est.batch_size
     working = b * est.per_sample_bytes + est.overhead_bytes(t.device)
     loading = est.load_bytes(t.device) - est.weight_bytes - est.overhead_bytes(t.device)
     room = budget_bytes(t) - working - loading
-    return max(0, int(room // max(1, est.weight_bytes)))
+    alone = est.peak_bytes(b, t.device) <= budget_bytes(t)
+    return max(int(alone), int(room // max(1, est.weight_bytes)))
 
 
 def verdict(est: MemoryEstimate, target: str | GpuTarget = DEFAULT_TARGET) -> Verdict:
