@@ -14,6 +14,13 @@ export HF_HUB_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
+# The same checkpoints and numbers on every x86 CPU with AVX2: torch's CPU kernels pinned
+# (vlm_lab/cpu_kernels.py says why); notebooks and sweeps started here inherit it.
+ifneq ($(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && echo yes),)
+export ATEN_CPU_CAPABILITY ?= avx2
+export MKL_CBWR ?= AVX2
+export ONEDNN_MAX_CPU_ISA ?= AVX2
+endif
 
 .PHONY: help setup browser checkpoints demo test test-fast lab space publish bench clean
 

@@ -25,6 +25,10 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 # per-user caches (file-digest memo) go to a throwaway folder, not the user's ~/.cache
 os.environ.setdefault("VLM_LAB_CACHE", str(ROOT / ".cache" / "test-user-cache"))
+# the same checkpoints and checked numbers on every x86 CPU with AVX2 (before torch's first operation)
+from vlm_lab.cpu_kernels import pin_cpu_kernels  # noqa: E402
+
+pin_cpu_kernels()
 
 
 def pytest_collection_modifyitems(config, items):

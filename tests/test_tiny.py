@@ -225,10 +225,17 @@ def test_saved_files_are_readable_by_others_as_the_umask_allows(tmp_path):
 def test_a_diverging_build_stops_with_the_fix_instead_of_saving_nan_weights(tmp_path):
     from vlm_lab.errors import ConfigError
 
+    import re
+
+    from safetensors.torch import load_file
+
     out = tmp_path / "ck"
-    with pytest.raises(ConfigError, match=r"training diverged: the (loss|weights) became nan.* step \d+ with learning_rate=1000000.0 .*lower --learning-rate"):
-        tiny.train(TrainConfig(out=str(out), steps=4, save_every=2, learning_rate=1e6), progress=False)
-    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-0"]  # nothing trained into NaN was saved
+    with pytest.raises(ConfigError, match=r"training diverged: the (loss|weights) became nan.* step \d+ with learning_rate=1000000.0 .*lower --learning-rate") as caught:
+        tiny.train(TrainConfig(out=str(out), steps=8, save_every=1, learning_rate=1e6), progress=False)
+    diverged_at = int(re.search(r" step (\d+) ", str(caught.value)).group(1))
+    saved = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    assert saved == list(range(diverged_at)), (saved, diverged_at)  # nothing trained into NaN was saved
+    assert all(t.isfinite().all() for p in out.glob("checkpoint-*") for t in load_file(p / "model.safetensors").values())
 
 
 def test_a_removal_cut_short_does_not_leave_a_folder_that_blocks_the_next_build(tmp_path, monkeypatch):

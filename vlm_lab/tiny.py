@@ -154,16 +154,19 @@ def _check_memory(batch_size: int, train_images: int, *, cgroup_root: Path = CGR
 
 
 def _one_thread(fn, *args, **kwargs):
-    """``fn`` with torch on one CPU thread, then the caller's setting again.
+    """``fn`` with torch on one CPU thread and oneDNN off, then the caller's settings again.
 
     A matmul splits its sums across threads, so the weights depended on the core count: a laptop,
     a CI runner and a resume on another machine trained different checkpoints from one seed.
     The model is so small that one thread is also faster (2x on 2 busy cores): no work to share.
+    oneDNN's convolution (the patch embedding) blocks its sums by the CPU's cache sizes; without it
+    torch's own convolution runs through MKL, which ``cpu_kernels.pin_cpu_kernels`` pins.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return fn(*args, **kwargs)
+        with torch.backends.mkldnn.flags(enabled=False):
+            return fn(*args, **kwargs)
     finally:
         torch.set_num_threads(threads)
 

@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from vlm_lab.cpu_kernels import pin_cpu_kernels
+
+    pin_cpu_kernels()  # before torch's first operation: the same weights on every x86 CPU with AVX2
     from vlm_lab import tiny
     from vlm_lab.cli import flags_in_config_errors
 

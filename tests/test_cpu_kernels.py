@@ -1,0 +1,52 @@
+"""The tiny build gives the same weights on every x86 CPU with AVX2 (vlm_lab/cpu_kernels.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from vlm_lab import cpu_kernels
+
+# sha256 of each default checkpoint's model.safetensors, pinned kernels, seed 0 (checkpoint format 3). Notebook 02's
+# checked outputs and README's accuracy table come from these weights: a CPU that trains others fails here first.
+DEFAULT_BUILD = {
+    "checkpoint-0": "282f96a07285b8e76f629e4c9a476c27abe7d484883b15bdaef7dd0abb8d29b3",
+    "checkpoint-250": "e29da8ef9c96ab8790dca220b772ec47d5512a5b26f1dbbefbf57b9bd71040fd",
+    "checkpoint-500": "71718307f1b4ee398604ae91b1b50c6943a85dbc58fa12c5f9a7fbf27cc8ceb5",
+    "checkpoint-750": "ca3d72874833a11977c53df6d9be4d3b36f5f9b2cf821c2c913479f52f34f7dc",
+    "checkpoint-1000": "d9551dc211c5da2f6ef7afce3b0904db14d64b2b87a1913f9991cdf11b07d3f0",
+}
+
+
+@pytest.mark.skipif(not cpu_kernels.reproducible_env(), reason="kernels are pinned on x86 CPUs with AVX2 only")
+def test_the_default_build_has_the_same_weights_on_every_x86_cpu_with_avx2(tiny_checkpoints):
+    got = {p.name: hashlib.sha256((p / "model.safetensors").read_bytes()).hexdigest() for p in tiny_checkpoints}
+    flags = {k: os.environ.get(k) for k in cpu_kernels.REPRODUCIBLE_ENV}
+    assert got == DEFAULT_BUILD, f"this CPU ({platform.processor() or platform.machine()}, {flags}) trained other weights"
+
+
+def test_the_kernels_are_pinned_before_torch_runs_and_a_users_setting_wins(tmp_path):
+    code = ("import os; from vlm_lab.cpu_kernels import pin_cpu_kernels; pinned = pin_cpu_kernels(); import torch; "
+            "print(pinned.get('MKL_CBWR'), torch.backends.cpu.get_cpu_capability())")
+    env = {k: v for k, v in os.environ.items() if k not in cpu_kernels.REPRODUCIBLE_ENV}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+    if cpu_kernels.reproducible_env():
+        assert out == ["AVX2", "AVX2"]
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["COMPATIBLE", "DEFAULT"]  # what the user set is kept
+
+
+@pytest.mark.parametrize("flags, pinned", [("fpu sse2 avx avx2 fma avx512f", True), ("fpu sse2 avx fma", False),
+                                           ("fpu sse2 avx2", False), ("", False)])
+def test_only_a_cpu_with_avx2_and_fma_is_pinned(tmp_path, flags, pinned):
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    expected = cpu_kernels.REPRODUCIBLE_ENV if pinned and platform.machine().lower() in ("x86_64", "amd64") else {}
+    assert cpu_kernels.reproducible_env(str(info)) == expected
+    assert cpu_kernels.reproducible_env(str(tmp_path / "missing")) == {}
