@@ -22,7 +22,7 @@ from conftest import ROOT
 README = (ROOT / "README.md").read_text()
 
 # Options of other tools the README shows (pip, systemctl, hf download, Slurm): not vlm_lab's to check.
-OTHER_TOOLS_OPTIONS = {"--index-url", "--force-reinstall", "--user", "--now", "--include", "--exclude", "--array", "--revision"}
+OTHER_TOOLS_OPTIONS = {"--index-url", "--force-reinstall", "--user", "--now", "--include", "--exclude", "--array", "--revision", "--include-synced"}  # wandb sync
 
 
 def code_blocks(lang: str) -> list[str]:
