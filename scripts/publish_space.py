@@ -80,6 +80,9 @@ def sleep_time(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from vlm_lab.cpu_kernels import pin_cpu_kernels
+
+    pin_cpu_kernels()  # before torch runs: a build of the embedded checkpoints trains the README's weights
     from vlm_lab.config import PublishConfig
     from vlm_lab.errors import VlmLabError
     from vlm_lab.publish import publish
