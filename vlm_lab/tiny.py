@@ -162,13 +162,14 @@ def _one_thread(fn, *args, **kwargs):
     oneDNN's convolution (the patch embedding) blocks its sums by the CPU's cache sizes; without it
     torch's own convolution runs through MKL, which ``cpu_kernels.pin_cpu_kernels`` pins.
     """
-    threads = torch.get_num_threads()
+    threads, onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(1)
+    torch.backends.mkldnn.enabled = False  # not mkldnn.flags(): it also sets TF32, and warns that it cannot
     try:
-        with torch.backends.mkldnn.flags(enabled=False):
-            return fn(*args, **kwargs)
+        return fn(*args, **kwargs)
     finally:
         torch.set_num_threads(threads)
+        torch.backends.mkldnn.enabled = onednn
 
 
 def _train_and_save(
