@@ -126,8 +126,10 @@ BAD_INPUTS = {
     "missing prompt": ("example", "  ", "no question: type a question"),
     "non-image file": ("text", "What color is the shape?", "'notes.png' is not an image this app can read; upload a PNG"),
     "truncated png": ("truncated", "What color is the shape?", "'truncated.png' is truncated or corrupt"),
-    "decompression bomb": ("bomb", "What color is the shape?", "400,000,000 pixels, over this Space's limit"),
-    "over the pixel limit": ("large", "What color is the shape?", "5000x5000 = 25,000,000 pixels, over this Space's limit"),
+    "decompression bomb": ("bomb", "What color is the shape?", "the file 'bomb.png' is 400,000,000 pixels, over this "
+                           "Space's limit of 16,777,216 pixels; resize it (e.g. to 1024x1024) and upload it again"),
+    "over the pixel limit": ("large", "What color is the shape?", "the file 'large.png' is 5000x5000 = 25,000,000 pixels, "
+                             "over this Space's limit of 16,777,216 pixels; resize it"),
 }
 
 
@@ -208,7 +210,7 @@ def test_a_refused_request_is_one_line_in_the_log(client, space, bad_files):
     with pytest.raises(AppError):
         client.predict(handle_file(bad_files["text"]), "What shape is it?", "checkpoint-1000", api_name="/compare_batch")
     log = space[1].read_text()[before:]
-    assert "INFO vlm_lab.space: request failed: the image is 5000x5000 = 25,000,000 pixels" in log
+    assert "INFO vlm_lab.space: request failed: the file 'large.png' is 5000x5000 = 25,000,000 pixels" in log
     assert "INFO vlm_lab.space: request failed: the file 'notes.png' is not an image" in log
     assert "DecompressionBombWarning" not in log and "Traceback" not in log
 
@@ -254,9 +256,11 @@ def test_examples_that_cannot_be_answered_do_not_stop_the_space(tiny_dir, tmp_pa
     """A pixel limit below the shipped examples' 64x64: each cached example says why, and the app serves."""
     env = {"VLM_LAB_CHECKPOINTS": str(tiny_dir), "VLM_LAB_MAX_PIXELS": "3000"}
     with running_space(env, workdir=tmp_path / "app") as (url, log_path):
-        assert "an example could not be answered: the image is 64x64 = 4,096 pixels" in log_path.read_text()
+        assert re.search(r"an example could not be answered: the file '[\w-]+\.png' is 64x64 = 4,096 pixels, over "
+                         r"this Space's limit of 3,000 pixels", log_path.read_text())
         cached = "".join(p.read_text() for p in (tmp_path / "app" / "examples-cache").glob("*/log.csv"))
-        assert cached.count("could not answer: the image is 64x64") == len(list((SPACE / "examples").glob("*.png")))
+        assert len(re.findall(r"could not answer: the file '[\w-]+\.png' is 64x64", cached)) == len(
+            list((SPACE / "examples").glob("*.png")))
         small = tmp_path / "small.png"
         Image.open(EXAMPLE).resize((32, 32)).save(small)
         client = Client(url, verbose=False, analytics_enabled=False)

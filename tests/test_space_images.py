@@ -43,9 +43,9 @@ def test_an_empty_upload_says_so(tmp_path):
 def test_pixel_limit_is_checked_before_decoding(tmp_path):
     big = tmp_path / "big.png"
     Image.new("RGB", (200, 100)).save(big)
-    with pytest.raises(DataError, match=r"200x100 = 20,000 pixels, over this Space's limit of 10,000; resize it") as caught:
+    with pytest.raises(DataError, match=r"200x100 = 20,000 pixels, over this Space's limit of 10,000 pixels; resize it") as caught:
         read_image(str(big), max_pixels=10_000)  # under PIL's own bomb limit (2x): this app's check says it
-    assert str(caught.value).startswith("the image is 200x100") and "corrupt" not in str(caught.value)
+    assert str(caught.value).startswith("the file 'big.png' is 200x100") and "corrupt" not in str(caught.value)
     with pytest.raises(DataError, match="over this Space's limit"):
         read_image(Image.new("RGB", (200, 100)), max_pixels=10_000)
 

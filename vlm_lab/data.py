@@ -27,6 +27,7 @@ from typing import IO, Iterable, Iterator, NoReturn
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vlm_lab.errors import DataError
+from vlm_lab.pixel_limit import ImageTooLargeError, check_pixels, pixel_limit, refused_by_pillow, too_many_pixels
 
 # Processors scale an image's short side up to their size (CLIP: 336 for LLaVA): a 30000x1 strip, 30,000
 # pixels, became 1.9M x 64 on the embedded checkpoints (+1.1 GB, measured) and would be 10M x 336 for LLaVA,
@@ -165,10 +166,12 @@ def open_image(path: str | os.PathLike[str] | IO[bytes]) -> Image.Image:
     """Open an image fully as the model sees it (``as_shown``: upright RGB, transparency on white).
 
     ``path`` is a file path or a binary file object (an upload's bytes). PIL's failures
-    become a ``DataError`` naming the file.
+    become a ``DataError`` naming the file; one over the pixel limit (``pixel_limit``) is not decoded.
     """
+    limit = pixel_limit()
     try:
         with Image.open(path, formats=_formats()) as img:  # reads the header only
+            check_pixels(_name(path), img.size, limit)
             problem = aspect_problem(img.size)
             if problem:
                 raise DataError(f"{_name(path)} {problem}; {ASPECT_LIMIT}: crop it, or pad it toward a square")
@@ -180,7 +183,9 @@ def open_image(path: str | os.PathLike[str] | IO[bytes]) -> Image.Image:
         raise DataError(f"image not found: {path}") from e
     except UnidentifiedImageError as e:
         _unopened(path, e)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # over twice Pillow's limit: refused before its size is read
+        raise refused_by_pillow(_name(path), e, limit) from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"cannot read image {path}: {e}") from e
 
 
@@ -243,16 +248,25 @@ def check_image(path: str | os.PathLike[str]) -> tuple[int, int]:
 
     ``verify`` checks a PNG's chunks and checksums; a JPEG cut short in its pixel
     data passes and fails only when decoded (``open_image``, also a ``DataError``).
+
+    Raises:
+        ImageTooLargeError: over the pixel limit (``pixel_limit``); DataError: anything else that stops it.
     """
+    limit = pixel_limit()
     try:
         with Image.open(path, formats=_formats()) as img:
+            check_pixels(str(path), img.size, limit)
             img.verify()
             return img.size
+    except DataError:
+        raise
     except FileNotFoundError as e:
         raise DataError(f"image not found: {path}") from e
     except UnidentifiedImageError as e:
         _unopened(path, e)
-    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise refused_by_pillow(str(path), e, limit) from None
+    except (OSError, SyntaxError) as e:
         raise DataError(f"cannot read image {path}: {e}") from e
 
 
@@ -318,6 +332,8 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
     samples: list[Sample] = []
     lines: dict[str, list[int]] = {}  # id -> the lines that give it
     strips: list[str] = []  # all named at once: a data set fixed one line per run would take as many runs
+    too_large: list[tuple[str, int | None, tuple[int, int] | None]] = []  # likewise: (line and image, pixels, size)
+    over = 0  # the pixel limit they are over
     for lineno, line in _text_lines(path):
         if not line.strip():
             continue
@@ -350,6 +366,9 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
         image_path = (path.parent / record["image"]).resolve()
         try:
             problem = aspect_problem(check_image(image_path))
+        except ImageTooLargeError as e:
+            too_large.append((f"{path}:{lineno}: {record['image']}", e.pixels, e.size))
+            over, problem = e.limit, None
         except DataError as e:
             posix = record["image"].replace("\\", "/")
             hint = f" (a Windows path? write it with '/': {posix!r})" if posix != record["image"] and (path.parent / posix).is_file() else ""
@@ -371,6 +390,8 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
         )
         if limit is not None and len(samples) >= limit:
             break
+    if too_large:
+        raise DataError(too_many_pixels(too_large, over))
     if strips:
         more = f" (and {len(strips) - 5} more)" if len(strips) > 5 else ""
         raise DataError(f"{'; '.join(strips[:5])}{more}; {ASPECT_LIMIT}: crop them, or pad them toward a square, "

@@ -4,12 +4,15 @@ before anything is decoded, and every failure is a ``DataError`` that says what 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Mapping
 
 from vlm_lab.data import MAX_ASPECT, aspect_problem  # one limit for uploads and data sets (why: see there)
 from vlm_lab.errors import DataError
+from vlm_lab.pixel_limit import check_pixels, ignore_pillows_warning, refused_by_pillow
+
+# what a visitor over the Space's pixel limit is told (the wording is pixel_limit's): they cannot change the limit
+OVER_LIMIT = {"whose": "this Space's", "fix": "resize it (e.g. to 1024x1024) and upload it again"}
 
 # What a visitor can upload: raster formats browsers show and phones and cameras save (PIL's JPEG opener
 # takes a phone's multi-picture JPEG, MPO, too). PIL would also open EPS by running Ghostscript on the
@@ -44,7 +47,7 @@ def read_image(value: Any, *, max_pixels: int) -> "Image.Image":
         raise DataError("no image: upload an image (PNG, JPEG or WebP) or pick one of the examples")
     if isinstance(value, Image.Image):
         img = value
-        _check_pixels(img.size, max_pixels)
+        _check_size("the image", img.size, max_pixels)
         return as_shown(img)
     path = Path(str(value))
     if not path.is_file():
@@ -53,16 +56,14 @@ def read_image(value: Any, *, max_pixels: int) -> "Image.Image":
         raise DataError(f"{_shown_name(path)} is empty (0 bytes); upload the image again")
     try:
         with Image.open(path, formats=UPLOAD_FORMATS) as img:  # reads the header only
-            _check_pixels(img.size, max_pixels)
+            _check_size(_shown_name(path), img.size, max_pixels)
             img.seek(0)  # the first frame of an animation
             img.load()  # decodes: raises on truncated data
             return as_shown(img)
     except DataError:  # over the pixel limit: a ValueError too, but not a corrupt file
         raise
     except Image.DecompressionBombError as e:  # PIL's own limit (MAX_IMAGE_PIXELS) refused it on open
-        m = re.search(r"\((\d+) pixels\)", str(e))
-        pixels = f"{int(m.group(1)):,} pixels" if m else "too many pixels"
-        raise DataError(_too_large(pixels, max_pixels)) from None
+        raise refused_by_pillow(_shown_name(path), e, max_pixels, **OVER_LIMIT) from None
     except UnidentifiedImageError:
         raise DataError(
             f"{_shown_name(path)} is not an image this app can read; upload a PNG, JPEG or WebP file"
@@ -79,30 +80,22 @@ def limit_image_pixels(max_pixels: int) -> None:
     PIL's warning between once and twice the limit is silenced: ``read_image`` refuses those images
     with a message to the visitor, and the warning only put two lines in the log for each of them.
     """
-    import warnings
-
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = max_pixels
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    ignore_pillows_warning()
 
 
 def _shown_name(path: Path) -> str:
     return f"the file {path.name!r}"
 
 
-def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
-    width, height = size
-    if width * height > max_pixels:
-        raise DataError(_too_large(f"{width}x{height} = {width * height:,} pixels", max_pixels))
+def _check_size(name: str, size: tuple[int, int], max_pixels: int) -> None:
+    check_pixels(name, size, max_pixels, **OVER_LIMIT)
     problem = aspect_problem(size)
     if problem:
         raise DataError(
             f"the image {problem}; this Space takes up to {MAX_ASPECT}:1 (the model would stretch "
             "it to far more pixels than it has); crop it, or pad it toward a square, and upload it again"
         )
-
-
-def _too_large(pixels: str, max_pixels: int) -> str:
-    return f"the image is {pixels}, over this Space's limit of {max_pixels:,}; resize it (e.g. to 1024x1024) and upload it again"
 

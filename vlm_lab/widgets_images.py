@@ -22,21 +22,18 @@ def thumbnail(image):
 def unreadable(name: str, content: bytes, e: DataError, *, upload: bool = True) -> str:
     """Why an upload (or with ``upload=False`` a file given by its path) is not used, and what to do, without
     the BytesIO repr PIL puts in its messages. ``content``: the file's bytes, or at least its first 16."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     if not content:
         return f"{name!r} is empty (0 bytes): {'upload it again, or check the file on your disk' if upload else 'check the file'}"
     why = e.__cause__
-    if why is None:  # readable, but refused (a strip the processor would blow up): the message has the fix
+    if why is None:  # readable, but refused (over the pixel limit, a strip the processor would blow up): the message has the fix
         return f"{name!r}: {e}"
     if isinstance(why, UnidentifiedImageError):
         if content[4:8] == b"ftyp" and content[8:12] in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"):
             return (f"{name!r} is a HEIC/HEIF photo, which Pillow cannot read without pillow-heif: export it as JPEG, "
                     "or `pip install pillow-heif` and run `pillow_heif.register_heif_opener()` before uploading")
         return f"{name!r} is not in an image format Pillow reads (PNG, JPEG, GIF, WebP, BMP, TIFF...): convert it to PNG or JPEG"
-    if isinstance(why, Image.DecompressionBombError):
-        return (f"{name!r} has more pixels than Pillow opens ({why}): scale it down (a few thousand pixels on its long side "
-                "is more than a VLM's processor keeps) and try again")  # fmt: skip
     # PIL's reason (a truncated file, a broken chunk...)
     return (f"Cannot read {name!r} as an image ({why}); the file may be damaged or cut short, or use a variant of its "
             "format Pillow does not read: save it again as PNG or JPEG")  # fmt: skip

@@ -85,6 +85,9 @@ def _run(argv: list[str] | None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            from vlm_lab.pixel_limit import ignore_pillows_warning
+
+            ignore_pillows_warning()  # an image over the limit is refused with vlm_lab's message, not also Pillow's
             return int(args.func(args) or 0)
     except VlmLabError as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
