@@ -14,7 +14,7 @@ The budget counts weights only. Activations, the KV cache and the CUDA context n
 Entries are keyed by what is loaded, not by how it was written: a local folder by its resolved path
 (``runs/x`` and ``/abs/runs/x`` are one model; files changed in place reload it), a hub reference by repo,
 commit and subfolder (``org/run``, ``org/run@main`` and ``org/run@<that commit>`` are one model, loaded once
-and charged once; when ``main`` moves on, the copy of its old commit is dropped).
+and charged once; when ``main`` moves on, the copy of its old commit is dropped: ``model_cache_identity``).
 
 Threads (the Space serves several visitors at once, the explorer compares in the background): no lock is held
 while a model loads, its size is estimated or its files hashed, so a model already loaded is served at once
@@ -49,23 +49,20 @@ import collections
 import contextlib
 import dataclasses
 import gc
-import os
-import re
 import threading
-import time
 import weakref
 from collections.abc import Iterator
-from concurrent.futures import Future
-from pathlib import Path
 from typing import Callable
 
 import torch
 
-from vlm_lab.checkpoints import CheckpointRef, fingerprint, resolve
+from vlm_lab.checkpoints import CheckpointRef
 from vlm_lab.config import parse_bytes
-from vlm_lab.errors import CheckpointNotFoundError, ConfigError, MemoryBudgetError
-from vlm_lab.hub_refs import hub_commit, hub_fingerprint
+from vlm_lab.errors import ConfigError, MemoryBudgetError
+from vlm_lab.hub_refs import hub_fingerprint
 from vlm_lab.model_budget import GB, default_budget, format_bytes, max_resident
+from vlm_lab.model_cache_entries import _Entry, _Load, _Pin
+from vlm_lab.model_cache_identity import CacheIdentity, _as_ref
 from vlm_lab.model_cache_waits import Waiting, held_by, never_go_on
 from vlm_lab.model_size import estimate_nbytes
 from vlm_lab.models import LoadedModel, load_model, model_nbytes, resolve_device, resolve_dtype
@@ -76,34 +73,6 @@ SizeFn = Callable[[CheckpointRef, torch.dtype], "int | None"]
 _AFTER_BLOCK = ("load it outside those `with cache.use(...)` blocks, or raise the budget "
                 "(ModelCache(budget_bytes=...), --memory-budget)")
 
-@dataclasses.dataclass
-class _Entry:
-    loaded: LoadedModel
-    fingerprint: str
-    nbytes: int
-    pins: dict = dataclasses.field(default_factory=dict)  # its ``use`` blocks (_Pin -> thread id): not evicted for room
-
-
-class _Pin:
-    """One ``use`` block's hold on its entry: made before the block's ``try``, so that whatever the moment an
-    interrupt comes, its ``finally`` lets go of exactly what was taken (``entry`` is set before the pin is)."""
-
-    __slots__ = ("entry",)
-
-    def __init__(self) -> None:
-        self.entry: _Entry | None = None
-
-
-@dataclasses.dataclass
-class _Load:
-    """A load in flight: the files it loads, the bytes the budget holds for it, and its outcome for the gets waiting."""
-
-    fingerprint: str
-    future: Future = dataclasses.field(default_factory=Future)
-    thread: int = dataclasses.field(default_factory=threading.get_ident)  # the thread loading it
-    reserved: int = 0
-    pinned_waiters: int = 0  # gets waiting for it from threads with ``use`` blocks open: it must not wait for those
-
 
 class WaitCancelled(Exception):
     """A ``get`` or ``use`` given ``cancel=`` stopped waiting (for room, or for another thread's load) once it was set."""
@@ -113,7 +82,7 @@ class _Interrupted(Exception):
     """The load a get waited for was interrupted in its own thread (KeyboardInterrupt): the waiting get loads it."""
 
 
-class ModelCache:
+class ModelCache(CacheIdentity):
     """Loaded models, least recently used first out, within ``budget_bytes``.
 
     Args:
@@ -186,79 +155,10 @@ class ModelCache:
         with self._lock:
             return any(key[0] == rid for key in self._entries)
 
-    def _loaded_identity(self, ref: CheckpointRef | str | os.PathLike[str]) -> str | None:
-        """``_identity`` without asking the hub; a loaded folder deleted since (a trainer's ``save_total_limit``
-        rotation) is still named by its path, so it can be evicted.
-
-        Raises:
-            CheckpointNotFoundError: ``ref`` resolves to nothing, and no loaded folder was at that path.
-        """
-        try:
-            return self._identity(_as_ref(ref), ask=False)
-        except CheckpointNotFoundError:
-            gone = str(Path(os.path.expandvars(str(ref))).expanduser().resolve())
-            with self._lock:
-                if any(key[0] == gone for key in self._entries):
-                    return gone
-            raise
 
     def __repr__(self) -> str:
         return f"ModelCache({len(self)} loaded, {format_bytes(self.used_bytes)} of {format_bytes(self._budget)})"
 
-    def fingerprint(self, ref: CheckpointRef) -> str:
-        """``checkpoints.fingerprint`` with this cache's file-hash memo (hashed outside the lock: seconds for a new 7 GB model).
-
-        Hub refs: the commit their revision resolves to is asked again after
-        ``hub_refresh_s`` (a request per ``get`` would slow every call). When asking
-        fails (the hub unreachable and the local cache without the revision), the model
-        already loaded keeps serving under its last known commit.
-        """
-        if ref.path is not None:
-            return fingerprint(ref, memo=self._fingerprints)
-        return hub_fingerprint(ref, self._commit(ref))
-
-    def _commit(self, ref: CheckpointRef) -> str:
-        """The commit a hub ref's revision points at now (within ``hub_refresh_s``); one question per
-        revision, not per checkpoint folder of it. When it has moved on, the old commit's copies are dropped."""
-        if _pinned(ref):  # a commit never moves
-            return ref.revision
-        key = _revision_key(ref)
-        with self._lock:
-            known = self._hub.get(key)
-        if known is not None and time.monotonic() - known[1] < self.hub_refresh_s:
-            return known[0]
-        try:
-            commit = hub_commit(ref)  # a request: outside the lock
-        except CheckpointNotFoundError:
-            if known is None:
-                raise
-            commit = known[0]
-        with self._lock:
-            self._hub[key] = (commit, time.monotonic())
-            dropped = self._drop_commit(ref.repo_id, known[0]) if known is not None and known[0] != commit else []
-        self._free(dropped)
-        return commit
-
-    def _drop_commit(self, repo_id: str, commit: str) -> list[torch.device]:
-        """Evict ``repo_id``'s models at ``commit`` unless another revision still names it (``@v1`` and ``@<commit>``)."""
-        if any(key.startswith(f"{repo_id}@") and known == commit for key, (known, _) in self._hub.items()):
-            return []
-        return [self._drop(key) for key in [k for k in self._entries if k[0].startswith(f"{repo_id}@{commit}:")]]
-
-    def _identity(self, ref: CheckpointRef, *, ask: bool = True) -> str | None:
-        """What ``ref`` loads: its resolved folder, or ``repo@commit:subfolder`` (None: a hub revision not
-        resolved yet, when not ``ask``-ing)."""
-        if ref.path is not None:
-            return str(Path(ref.path).resolve())
-        if ask:
-            commit = self._commit(ref)
-        elif _pinned(ref):
-            commit = ref.revision
-        elif (known := self._hub.get(_revision_key(ref))) is not None:
-            commit = known[0]
-        else:
-            return None
-        return f"{ref.repo_id}@{commit}:{ref.subfolder or ''}"
 
     # -- the cache -----------------------------------------------------------------
     def get(self, ref: CheckpointRef | str, *, dtype: str = "auto", device: str = "auto",
@@ -530,16 +430,3 @@ class ModelCache:
         gc.collect()
         if any(device.type == "cuda" for device in devices):
             torch.cuda.empty_cache()
-
-
-def _as_ref(ref: CheckpointRef | str | os.PathLike[str]) -> CheckpointRef:
-    return ref if isinstance(ref, CheckpointRef) else resolve(str(ref), expand=False)[0]
-
-
-def _revision_key(ref: CheckpointRef) -> str:
-    """``repo@revision``: what a commit is asked for (every subfolder shares it; no revision is main)."""
-    return f"{ref.repo_id}@{ref.revision or 'main'}"
-
-
-def _pinned(ref: CheckpointRef) -> bool:
-    return bool(re.fullmatch(r"[0-9a-f]{40}", ref.revision or ""))
