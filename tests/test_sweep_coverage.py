@@ -51,3 +51,26 @@ def test_a_complete_grid_says_so(sweep_file, tmp_path, capsys):  # noqa: F811
     assert main(["sweep", str(path), "--quiet"]) == 0
     assert "Results for all 2 of the grid's runs." in _summary(tmp_path)
     assert "grid: results for all 2 runs" in capsys.readouterr().out
+
+
+def test_every_summary_md_written_has_its_coverage_so_a_kill_cannot_leave_it_out(sweep_file, tmp_path, monkeypatch):  # noqa: F811
+    """summary.md was written without the coverage paragraph, then rewritten with it: a sweep killed between the two
+    writes (SIGKILL, a reboot) left a summary.md that did not say which runs had no result. Each one written has it."""
+    from vlm_lab import ablation_summary, data
+
+    path = sweep_file({"x": [1, 2]}, {"fail_on": 2})
+    written: list[str] = []
+    real = data.atomic_write_text
+
+    def watched(target, text, *args, **kwargs):
+        real(target, text, *args, **kwargs)
+        if str(target).endswith("summary.md"):
+            written.append(text)
+
+    monkeypatch.setattr(data, "atomic_write_text", watched)
+    monkeypatch.setattr(ablation_summary, "atomic_write_text", watched)
+    assert main(["sweep", str(path), "--quiet"]) == 1
+    assert len(written) >= 2  # before any run, and at the end
+    assert all("of the grid's 2 runs" in text for text in written), [t[:200] for t in written]
+    assert written[0].startswith("# Sweep t\n\n2 pending\n\nResults for 0 of the grid's 2 runs; 2 have none:"), written[0]
+    assert _summary(tmp_path) == written[-1] and "Results for 1 of the grid's 2 runs;" in written[-1]

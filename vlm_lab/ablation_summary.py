@@ -10,7 +10,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from vlm_lab.data import atomic_write_text
 
@@ -58,13 +58,16 @@ def _best(rows: list[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any
 
 
 def write_summary(
-    sweep_dir: str | os.PathLike[str], runs: Iterable[Any], *, abandoned: Iterable[str] = (), in_progress: bool = False
+    sweep_dir: str | os.PathLike[str], runs: Iterable[Any], *, abandoned: Iterable[str] = (), in_progress: bool = False,
+    overview: Callable[[Path], Iterable[str]] | None = None,
 ) -> Path:
     """Write ``summary.csv`` and ``summary.md`` for ``runs`` (``vlm_lab.sweep.RunSpec``); returns the CSV path.
 
     ``abandoned``: ids of runs this process is leaving mid-way (it is being stopped): ``interrupted``,
     though their locks are still held for the moment. ``in_progress``: written while the sweep runs; summary.md
     says so with the time, as a sweep killed outright (a reboot, SIGKILL) leaves this one behind as its last.
+    ``overview``: called with the CSV just written, returns the lines summary.md shows under its counts (the
+    sweep's coverage of the grid); summary.md is written once, with them, so no kill leaves it without them.
     """
     import pandas as pd
 
@@ -84,7 +87,9 @@ def write_summary(
     from vlm_lab.sweep_locks import now
 
     written = now() if in_progress else ""
-    atomic_write_text(sweep_dir / "summary.md", _markdown(frame, title=title, parameters=list(parameter_columns), partial=partial, written=written))
+    above = list(overview(csv_path)) if overview is not None else []
+    text = _markdown(frame, title=title, parameters=list(parameter_columns), partial=partial, written=written, above=above)
+    atomic_write_text(sweep_dir / "summary.md", text)
     return csv_path
 
 
@@ -111,11 +116,13 @@ def run_fields(run_dir: Path, state: str) -> dict[str, Any]:
     return fields
 
 
-def _markdown(frame: Any, *, title: str, parameters: list[str], partial: int = 0, written: str = "") -> str:
+def _markdown(
+    frame: Any, *, title: str, parameters: list[str], partial: int = 0, written: str = "", above: list[str] | None = None
+) -> str:
     """summary.md, for reading: the parameters every run shares on one line, then per run the varied ones, its state,
     accuracies as percentages (the best with its 95% CI), W&B, error, and its id last. ``partial``: how many runs
     that did not complete left numbers in their folder (not shown: said in one line). ``written``: the time of a
-    summary written while the sweep ran (said under the counts)."""
+    summary written while the sweep ran (said under the counts). ``above``: a paragraph right under the counts."""
 
     def cell(value: Any, percent: bool = False) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -126,7 +133,7 @@ def _markdown(frame: Any, *, title: str, parameters: list[str], partial: int = 0
     states = frame["state"].value_counts().to_dict() if len(frame) else {}
     head = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no runs"
     fixed = [c for c in parameters if len(frame) and frame[c].astype(str).nunique() == 1]
-    lines = [f"# {title}", "", head, ""]
+    lines = [f"# {title}", "", head, ""] + ([*above, ""] if above else [])
     if written:
         lines += [f"Written at {written} while the sweep was running. If it is not running now, it was killed before it "
                   "could write its last summary: `vlm-lab sweep SWEEP.yaml --dry-run` and notebook 04 read each run's state "

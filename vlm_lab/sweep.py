@@ -165,14 +165,18 @@ def _write_summary(
     none and the ``command`` that runs them; returns the csv's path and that coverage."""
     from vlm_lab.ablation import write_summary
 
+    shards = sweep_coverage.shard_names(runs, config.shard_index, config.shard_count)
+    covered: list[Coverage] = []
+
+    def overview(csv: Path) -> list[str]:  # read from the CSV just written: it says what the table says
+        covered.append(sweep_coverage.coverage(csv, shard_of=shards, command=command))
+        return covered[-1].lines()
+
     try:
-        csv = write_summary(folder, runs, abandoned=abandoned, in_progress=in_progress)
-        shards = sweep_coverage.shard_names(runs, config.shard_index, config.shard_count)
-        covered = sweep_coverage.coverage(csv, shard_of=shards, command=command)
-        sweep_coverage.add_to_markdown(csv.with_suffix(".md"), covered)
+        csv = write_summary(folder, runs, abandoned=abandoned, in_progress=in_progress, overview=overview)
     except OSError as e:
         raise SweepWriteError.of(e, folder) from e
-    return csv, covered
+    return csv, covered[-1]
 
 
 def _since_last_run(config: SweepConfig, fingerprint: str, planned: list[RunSpec]) -> str:

@@ -3,8 +3,9 @@
 summary.md (``vlm_lab.ablation.write_summary``) has one row per grid point, but a reader of a
 hundred rows the morning after could not tell at a glance how many had a result: runs that failed,
 runs a killed sweep left interrupted, runs of another shard not run yet, runs running elsewhere.
-``Coverage`` counts them from the summary just written (so it says what the table says), and its
-lines go into summary.md above the table and into the report printed at the end of a sweep.
+``Coverage`` counts them from the summary.csv just written (so it says what the table says), and its
+lines go into summary.md above the table (written with it, in one atomic write: ``write_summary``'s
+``overview``) and into the report printed at the end of a sweep.
 
 Invalid parameters are not a reason a run is missing: they are checked for the whole grid before
 anything runs (exit 2, nothing run, no summary written), so a grid is never run with points dropped.
@@ -98,22 +99,6 @@ def coverage(summary_csv: Path, *, shard_of: dict[str, str] | None = None, comma
         errors={rid: e for rid, e in errors.items() if e and rid in states.get("failed", ())},
         shard_of={rid: s for rid, s in (shard_of or {}).items() if rid in frame["run_id"].values}, command=command,
     )  # fmt: skip
-
-
-def add_to_markdown(summary_md: Path, covered: Coverage) -> None:
-    """Put ``covered``'s paragraph into summary.md after its counts line (the first paragraph under the title),
-    before the notes and the table; at the end if summary.md is laid out otherwise."""
-    from vlm_lab.data import atomic_write_text
-
-    text = summary_md.read_text(encoding="utf-8")
-    block = "\n".join(covered.lines()) + "\n"
-    title, sep, rest = text.partition("\n\n")
-    counts, sep2, after = rest.partition("\n\n")
-    if title.startswith("# ") and sep and sep2:
-        text = f"{title}\n\n{counts}\n\n{block}\n{after}"
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    atomic_write_text(summary_md, text)
 
 
 def shard_names(runs: list[Any], index: int, count: int) -> dict[str, str]:
