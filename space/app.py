@@ -160,10 +160,12 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
                         cache_examples=True, cache_mode="eager",
                         example_labels=[f"{p.stem.replace('-', ' ')} · {r[1]}" for p, r in zip(examples, rows)],
                         label="Examples (synthetic shapes)")
+        beams = service.memory.beams_note()  # what the API's beam(N) may ask for on this hardware, where it is capped
         gr.Markdown(
             f"Checkpoints: {', '.join(labels)}. Images up to {settings.max_pixels:,} pixels. "
             # a link of its own: the footer's "Use via API" is hidden at phone width (Gradio's CSS, <= 640 px)
             "Programmatic use: the batched `/compare_batch` endpoint ([API page](?view=api))."
+            + (f" {beams[0].upper()}{beams[1:]}." if beams else "")
         )
         # Answers belong to the image and question they answer: a new upload, an edited question or a
         # Compare that fails (the old answers would stay) empties them, in the browser, no server call.

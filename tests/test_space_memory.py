@@ -9,6 +9,7 @@ the hardware as an input, or answer torch.cuda's queries of the device (its name
 
 from __future__ import annotations
 
+import re
 import types
 
 import pytest
@@ -100,3 +101,89 @@ def test_multiple_beams_count_as_rows_of_the_compare_generations():
     assert Slots(compare=2, batch=2, shared=True).rows(1) == 2 * MAX_BEAMS  # either endpoint, in each slot
     assert Slots(compare=2, batch=2, shared=True).rows(16) == 32
     assert Slots(compare=4, batch=1, shared=False).rows(16) == 4 * MAX_BEAMS + 16  # 4 Compares and a batch
+
+
+# -- beam search the memory holds ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_new_tokens, beams", [(64, MAX_BEAMS), (256, 3), (384, 2), (512, 1)])
+def test_a_compare_may_ask_for_no_more_beams_than_the_memory_holds(llava_7b, max_new_tokens, beams):
+    """On CPU slots (a Compare and a batch at once) beside the 7B model on a T4's memory: room for 10 rows at 64 new
+    tokens, 4.9 at 256, 3.6 at 384, 2.8 at 512. A Compare of beam(4) and a batch of one are 5 rows: one at a time
+    held no beam(4) from 256 tokens on, yet the plan counted it and the Space offered it (and ran out of memory)."""
+    slots = Slots(compare=2, batch=1, shared=False)
+    plan = plan_memory([llava_7b], device="cuda", target="t4-small", max_new_tokens=max_new_tokens, slots=slots)
+    est = memory.estimate(llava_7b, device="cuda", target="t4-small", max_new_tokens=max_new_tokens)
+    assert plan.max_beams == beams
+    held = plan.slots.rows(plan.max_batch_size, plan.max_beams) * est.per_sample_bytes
+    load_copy = est.load_bytes("cuda") - est.weight_bytes - est.overhead_bytes("cuda")
+    assert plan.cache_budget_bytes + held + est.overhead_bytes("cuda") + load_copy <= budget_bytes("t4-small")
+    assert plan.cache_budget_bytes >= est.weight_bytes  # the largest checkpoint still loads
+    note = plan.notes[-1]
+    if beams == MAX_BEAMS:
+        assert f"a Compare may ask for beam({MAX_BEAMS})" in note and "would not fit" not in note.split("need")[0]
+    elif beams > 1:
+        assert f"a Compare may ask for beam({beams}); beam({beams + 1}) would not fit" in note
+    else:
+        assert "no beam search; beam(2) would not fit" in note
+    assert (plan.beams_note() == "") == (beams == MAX_BEAMS)
+
+
+def test_on_a_gpu_one_slot_holds_as_many_beams_as_batch_rows(llava_7b, an_a100):
+    """One concurrency group: a Compare's beams and a batch's rows take turns, so beams cost no more than the batch."""
+    plan = plan_memory([llava_7b], device="cuda", max_new_tokens=64)
+    assert plan.max_beams == MAX_BEAMS and plan.beams_note() == ""
+
+
+def test_the_space_refuses_beams_its_memory_cannot_hold_says_so_on_the_page_and_keeps_serving(tiny_dir, llava_7b,
+                                                                                             tmp_path):
+    """A real app planning for a T4 with the 7B config beside the tiny checkpoints, at up to 384 new tokens: a Compare
+    holds beam(2) at most. The page says so, the log's memory note too; beam(3) is refused with the fix, beam(2)
+    answers, and the app serves on. (The 7B has no weights: it is estimated, left out of the defaults, never loaded.)"""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from space_server import ROOT, running_space
+
+    example = handle_file(ROOT / "space" / "examples" / "red-circle.png")
+    env = {"VLM_LAB_CHECKPOINTS": f"{tiny_dir / 'checkpoint-1000'},{llava_7b}", "VLM_LAB_TARGET": "t4-small",
+           "VLM_LAB_MAX_NEW_TOKENS": "384"}
+    with running_space(env, workdir=tmp_path / "app") as (url, log_path):
+        log = log_path.read_text()
+        assert "memory verdict on t4-small: generating: 1 generation at a time" in log
+        assert "a Compare may ask for beam(2); beam(3) would not fit" in log
+        import urllib.request
+
+        with urllib.request.urlopen(url + "/config") as r:
+            page = r.read().decode()
+        assert "Beam search goes up to beam(2) (the memory of t4-small holds no more beams beside the largest" in page
+        client = Client(url, verbose=False, analytics_enabled=False)
+
+        def ask(strategy: str):
+            out = client.predict(example, "What color is the shape?", "checkpoint-1000", "(none)", "(none)", strategy, 8,
+                                 api_name="/compare")
+            return out[0]["value"]
+
+        for strategy in ("beam(3)", "beam(4)", "beam(5)"):
+            with pytest.raises(AppError, match=re.escape(f"'{strategy}' asks for {strategy[5]} beams; on this Space beam "
+                                                         "search goes up to beam(2) (the memory of t4-small holds no more "
+                                                         "beams beside the largest checkpoint): use beam(2) or fewer")):
+                ask(strategy)
+        assert ask("beam(2)") == "red" and ask("greedy") == "red"
+        assert "Traceback" not in log_path.read_text()
+
+
+def test_where_the_memory_holds_no_second_beam_beam_search_is_refused_with_the_fix(tiny_dir, llava_7b):
+    from vlm_lab.errors import ConfigError
+    from vlm_lab.space_service import ComparisonService
+
+    settings = SpaceSettings(checkpoints=(str(tiny_dir / "checkpoint-1000"), str(llava_7b)), device="cpu",
+                             target="t4-small", max_new_tokens=512)
+    service = ComparisonService(settings)  # estimates only: nothing is loaded
+    assert service.memory.max_beams == 1
+    with pytest.raises(ConfigError, match=re.escape("'beam(2)' asks for 2 beams; on this Space beam search is off (the "
+                                                    "memory of t4-small holds no more beams beside the largest "
+                                                    "checkpoint): use greedy or sampling")):
+        service.generation_config("beam(2)", 8)
+    assert service.generation_config("beam(1)", 8).strategy == "beam(1)"  # one beam is greedy search
+    assert service.generation_config("nucleus (top-p 0.9)", 8).strategy == "nucleus(0.9)"

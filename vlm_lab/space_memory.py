@@ -3,7 +3,7 @@ hardware, memory snapshots logged around each request, and freeing memory after 
 
 Moved out of ``space_service`` (which re-exports these names). torch is imported only inside the
 functions that use it. The plan counts every generation the serving plan (``space_settings``) runs at
-once, and caps how many where memory holds fewer.
+once, and caps how many where memory holds fewer, and then a Compare's beams.
 """
 
 from __future__ import annotations
@@ -83,6 +83,14 @@ class MemoryPlan:
     co_resident: int | None  # how many of the largest checkpoint fit the cache at once
     notes: tuple[str, ...]  # one line per checkpoint, and one for the generations at once, for the log
     slots: Slots | None = None  # the generations at once the memory holds (None: no estimate, no cap)
+    max_beams: int = MAX_BEAMS  # the widest beam search a Compare may ask for beside them (1: none)
+
+    def beams_note(self) -> str:
+        """What the page and a refused request say where the memory holds fewer than ``MAX_BEAMS`` beams ('' otherwise)."""
+        if self.max_beams >= MAX_BEAMS:
+            return ""
+        held = f"goes up to beam({self.max_beams})" if self.max_beams > 1 else "is off"
+        return f"beam search {held} (the memory of {self.target} holds no more beams beside the largest checkpoint)"
 
 
 def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_tokens: int = 16,
@@ -93,7 +101,8 @@ def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_t
     ``slots``: the generations at once (``space_settings.generation_slots`` of this machine by default, as
     the serving plan runs them). What they generate at once (``Slots.rows``) must fit beside the largest
     checkpoint: the batch shrinks first (not below 1), then fewer run at once (not below 1); the plan's
-    ``slots`` say how many, and the serving plan runs no more. ``batch_size``: the owner's batch
+    ``slots`` say how many, and the serving plan runs no more. Where even that holds no Compare of
+    ``beam(MAX_BEAMS)``, ``max_beams`` says how many beams it holds (1: none), and the service refuses more. ``batch_size``: the owner's batch
     (``VLM_LAB_MAX_BATCH_SIZE``), kept as set; 0: the largest that fits, up to ``batch_cap`` and the verdicts'.
     ``target`` defaults to the largest Space GPU that fits in this GPU's memory (t4-small, the
     Space's suggested hardware, when none does) and to cpu-basic on CPU.
@@ -125,10 +134,12 @@ def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_t
         est.load_bytes(t.device) - est.weight_bytes - est.overhead_bytes(t.device) for est in ests)
     room = budget_bytes(t) - fixed - weights  # for the rows generated at once, beside the largest checkpoint
     held, batch = _fit(wanted, batch_size or min(batches), room, row, keep_batch=bool(batch_size))
-    working = fixed + held.rows(batch) * row
-    cache = max(1, budget_bytes(t) - working)
-    notes.append(_slots_note(wanted, held, batch, held.rows(batch) * row, cache, fits=held.rows(batch) * row <= room))
-    return MemoryPlan(t.name, batch, cache, cache // max(1, weights), tuple(notes), held)
+    # one at a time may still not hold a Compare's beam(MAX_BEAMS): fewer beams, or the Space would offer what runs out
+    beams = next((n for n in range(MAX_BEAMS, 1, -1) if held.rows(batch, n) * row <= room), 1)
+    rows = held.rows(batch, beams) * row
+    cache = max(1, budget_bytes(t) - fixed - rows)
+    notes.append(_slots_note(wanted, held, batch, beams, rows, cache, fits=rows <= room))
+    return MemoryPlan(t.name, batch, cache, cache // max(1, weights), tuple(notes), held, beams)
 
 
 def _fit(slots: Slots, batch: int, room: int, row: int, *, keep_batch: bool) -> tuple[Slots, int]:
@@ -142,13 +153,16 @@ def _fit(slots: Slots, batch: int, room: int, row: int, *, keep_batch: bool) -> 
         slots = slots.fewer()
 
 
-def _slots_note(wanted: Slots, held: Slots, batch: int, rows_bytes: int, cache: int, *, fits: bool) -> str:
+def _slots_note(wanted: Slots, held: Slots, batch: int, beams: int, rows_bytes: int, cache: int, *, fits: bool) -> str:
     from vlm_lab.units import human_bytes
 
     at_once = f"{held.compare} generation{'s' if held.compare > 1 else ''} at a time"
     if not held.shared:
         at_once += f" and {held.batch} batch"
-    note = (f"generating: {at_once} (batches of up to {batch}; a Compare may ask for beam({MAX_BEAMS})) "
+    beam = f"a Compare may ask for beam({beams})" if beams > 1 else "no beam search"
+    if beams < MAX_BEAMS:
+        beam += f"; beam({beams + 1}) would not fit"
+    note = (f"generating: {at_once} (batches of up to {batch}; {beam}) "
             f"need {human_bytes(rows_bytes)}; the model cache holds {human_bytes(cache)} of weights")
     if held != wanted:
         note += f"; {wanted.compare} at a time would not fit"

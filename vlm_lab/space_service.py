@@ -202,8 +202,11 @@ class ComparisonService:
     def generation_config(self, strategy: str, max_new_tokens: Any) -> GenerationConfig:
         strategy = STRATEGIES.get(str(strategy), str(strategy or "greedy"))
         name, value = parse_strategy(strategy)
-        if name == "beam" and value > MAX_BEAMS:
-            raise ConfigError(f"{strategy!r} asks for {value:g} beams; this Space allows at most beam({MAX_BEAMS})")
+        if name == "beam" and value > self.memory.max_beams:  # its memory may hold fewer than MAX_BEAMS
+            held = self.memory.beams_note()
+            fix = f"use beam({self.memory.max_beams}) or fewer" if self.memory.max_beams > 1 else "use greedy or sampling"
+            raise ConfigError(f"{strategy!r} asks for {value:g} beams; "
+                              + (f"on this Space {held}: {fix}" if held else f"this Space allows at most beam({MAX_BEAMS})"))
         try:  # True/False are ints to Python (True + 0 == 1), but a JSON client sending one made a mistake
             n = math.nan if isinstance(max_new_tokens, bool) else float(max_new_tokens)
         except (TypeError, ValueError, OverflowError):
