@@ -270,16 +270,19 @@ def test_stop_ends_a_run_waiting_for_room_that_another_cells_model_holds(tiny_ch
     e.output.observe(lambda c: shown.append(html.unescape(c["new"])), names="value")
     try:
         e.button.click()
-        until(lambda: cache.stats["waits"] == 1)  # checkpoint-1000 waits for checkpoint-250's room
-        # it said only 'Loading checkpoint-1000 (1/1)…' while it waited, and Stop said it would stop once loaded
-        assert "held by checkpoint-250" in shown[-1] and "waits for their room (Stop ends the wait)" in shown[-1]
-        assert not any("Stopping" in out for out in shown)  # the Stop text only after Stop
+        until(lambda: shown and "Waiting for room" in shown[-1])  # checkpoint-1000 waits for checkpoint-250's room
+        # it said only 'Loading checkpoint-1000 (1/1)…' while it waited, and Stop said it would stop once loaded;
+        # then it guessed from the cache's numbers whether it waited, and for what
+        need = format_bytes(estimate_nbytes(resolve(str(tiny_checkpoints[-1]))[0], torch.float32))
+        assert (f"Waiting for room for checkpoint-1000 (1/1): it needs {need} of the model cache's {format_bytes(cache.budget_bytes)} "
+                f"budget, and the rest is held by checkpoint-250 ({format_bytes(held)}, in use in thread {holding.name!r}); it "
+                "loads once they are left (Stop ends the wait).") in shown[-1]  # fmt: skip
+        assert not any("Stopping" in out or "Loading" in out for out in shown)  # the Stop text only after Stop
         e.stop()
         assert e.wait() == []  # at once, the cell still holding its model
         said = [out for out in shown if "Stopping" in out]
-        assert said and "checkpoint-1000 stops at once if it is waiting for room" in said[0]
+        assert said and "Stopping: checkpoint-1000 stops waiting in the model cache now." in said[0]
         assert not any("Stopping once checkpoint-1000 has loaded" in out for out in shown)
-        need = format_bytes(estimate_nbytes(resolve(str(tiny_checkpoints[-1]))[0], torch.float32))
         assert e.history[0].note == ("Stopped: 0 of 1 checkpoints finished; checkpoint-1000 was stopped while waiting "
                                      f"for {need} of room in the model cache (models in use: checkpoint-250).")
         assert cache.loaded == ["checkpoint-250"] and cache.used_bytes == held  # nothing of the run reserved or pinned

@@ -38,6 +38,13 @@ would never run. A thread with a block open never waits behind others (they may 
 the room). ``use`` takes its model inside its ``try``: an interrupt (Ctrl-C) as it gets the model leaves it
 out of use.
 
+Callers can follow their call: ``on_wait(CacheWait)`` is called when a ``get``/``use`` starts waiting (for room,
+for another thread's load of its model, or behind the loads waiting for room) with what it needs and which
+models and threads hold it, and again whenever that changes; ``on_load(ref)`` when it begins loading, its room
+reserved (the explorer's status says which, and what its Stop will do). Both run in the calling thread with no
+lock held; what they raise ends the call, holding and reserving nothing, as a cancel does (a get waiting for
+that load then loads the model itself).
+
 A model evicted while a caller still holds it (``get``, then evicted by another thread or by
 ``evict``/``clear``) keeps working for that caller and is freed when the caller lets go; until then
 ``retained_bytes`` counts it (the budget no longer does).
@@ -63,11 +70,12 @@ from vlm_lab.hub_refs import hub_fingerprint
 from vlm_lab.model_budget import GB, default_budget, format_bytes, max_resident
 from vlm_lab.model_cache_entries import _Entry, _Load, _Pin
 from vlm_lab.model_cache_identity import CacheIdentity, _as_ref
-from vlm_lab.model_cache_waits import Waiting, held_by, never_go_on
+from vlm_lab.model_cache_waits import CacheWait, Holder, Waiting, held_by, never_go_on
 from vlm_lab.model_size import estimate_nbytes
 from vlm_lab.models import LoadedModel, load_model, model_nbytes, resolve_device, resolve_dtype
 
-__all__ = ["GB", "ModelCache", "WaitCancelled", "default_budget", "estimate_nbytes", "format_bytes", "max_resident"]
+__all__ = ["GB", "CacheWait", "Holder", "ModelCache", "WaitCancelled", "default_budget", "estimate_nbytes", "format_bytes",
+           "max_resident"]
 
 SizeFn = Callable[[CheckpointRef, torch.dtype], "int | None"]
 _AFTER_BLOCK = ("load it outside those `with cache.use(...)` blocks, or raise the budget "
@@ -80,6 +88,16 @@ class WaitCancelled(Exception):
 
 class _Interrupted(Exception):
     """The load a get waited for was interrupted in its own thread (KeyboardInterrupt): the waiting get loads it."""
+
+
+@dataclasses.dataclass
+class _Asked:
+    """What the caller of one ``get``/``use`` gave for its waits and its load, and what ``on_wait`` was last told."""
+
+    cancel: threading.Event | None = None
+    on_wait: Callable[[CacheWait], object] | None = None
+    on_load: Callable[[CheckpointRef], object] | None = None
+    told: CacheWait | None = None
 
 
 class ModelCache(CacheIdentity):
@@ -162,7 +180,8 @@ class ModelCache(CacheIdentity):
 
     # -- the cache -----------------------------------------------------------------
     def get(self, ref: CheckpointRef | str, *, dtype: str = "auto", device: str = "auto",
-            cancel: threading.Event | None = None) -> LoadedModel:
+            cancel: threading.Event | None = None, on_wait: Callable[[CacheWait], object] | None = None,
+            on_load: Callable[[CheckpointRef], object] | None = None) -> LoadedModel:
         """The loaded model for ``ref``, loading it (and evicting LRU models) when needed.
 
         A checkpoint re-saved with different files at the same path is reloaded. The model may be
@@ -170,6 +189,11 @@ class ModelCache(CacheIdentity):
         working, and is freed when the caller lets go. Use ``use`` to keep it loaded meanwhile.
         ``cancel``: set it, then call ``wake()``, to end a wait (for room, or for this model's load
         in another thread) with ``WaitCancelled``; a load under way is not cut short.
+        ``on_wait(wait)``: called as this call starts waiting, and again when what it waits for changes
+        (``CacheWait``: for room, for another thread's load, or for its turn; what it needs; who holds it).
+        ``on_load(ref)``: called once its room is reserved, just before it loads ``ref`` (not on a hit, nor
+        when another thread loads it). Both run in this thread with no lock held (they may read the cache,
+        or wait for a thread that does); what they raise ends the call, holding and reserving nothing.
 
         Raises:
             MemoryBudgetError: the model alone is bigger than the budget, or the rest of the budget
@@ -178,11 +202,12 @@ class ModelCache(CacheIdentity):
             CheckpointNotFoundError, DeviceError: from loading (also to a get that waited for that load).
             WaitCancelled: ``cancel`` was set while it waited.
         """
-        return self._get(ref, dtype, device, pin=None, cancel=cancel).loaded
+        return self._get(ref, dtype, device, pin=None, asked=_Asked(cancel, on_wait, on_load)).loaded
 
     @contextlib.contextmanager
     def use(self, ref: CheckpointRef | str, *, dtype: str = "auto", device: str = "auto",
-            cancel: threading.Event | None = None) -> Iterator[LoadedModel]:
+            cancel: threading.Event | None = None, on_wait: Callable[[CacheWait], object] | None = None,
+            on_load: Callable[[CheckpointRef], object] | None = None) -> Iterator[LoadedModel]:
         """``get``, and the model is not evicted to make room for another until the block is left.
 
         A load that needs its room meanwhile waits for the block to end (in another thread), or
@@ -190,7 +215,7 @@ class ModelCache(CacheIdentity):
         """
         pin = _Pin()
         try:  # the pin is taken inside: an interrupt at any point leaves nothing pinned
-            yield self._get(ref, dtype, device, pin=pin, cancel=cancel).loaded
+            yield self._get(ref, dtype, device, pin=pin, asked=_Asked(cancel, on_wait, on_load)).loaded
         finally:
             with self._cond:
                 if pin.entry is not None:
@@ -202,8 +227,7 @@ class ModelCache(CacheIdentity):
         with self._cond:
             self._cond.notify_all()
 
-    def _get(self, ref: CheckpointRef | str, dtype: str, device: str, *, pin: _Pin | None,
-             cancel: threading.Event | None) -> _Entry:
+    def _get(self, ref: CheckpointRef | str, dtype: str, device: str, *, pin: _Pin | None, asked: _Asked) -> _Entry:
         ref, me = _as_ref(ref), threading.get_ident()
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
@@ -219,7 +243,9 @@ class ModelCache(CacheIdentity):
                 if pin and not self._holds(me) and key in self._entries and self._queue:
                     ahead = list(self._queue)  # loads waiting for room came first: pinning now could starve them
                     self.stats["waits"] += 1
-                    self._wait(lambda: not any(turn in self._queue for turn in ahead), cancel, ref, "for the loads before it")
+                    self._wait(lambda: not any(turn in self._queue for turn in ahead), asked, ref, "for the loads before it",
+                               lambda: CacheWait(ref.name, "turn", budget_bytes=self._budget, holders=self._holders(),
+                                                 ahead=sum(turn in self._queue for turn in ahead)))
                 entry = self._entries.get(key)
                 if entry is not None and entry.fingerprint == fp:
                     self._entries.move_to_end(key)
@@ -231,7 +257,7 @@ class ModelCache(CacheIdentity):
                         stale.append(self._drop(key))
                     if self._budget is None:
                         self._budget = default_budget(dev)
-                    load = self._loading[key] = _Load(fp)
+                    load = self._loading[key] = _Load(fp, name=ref.name)
                     break
                 self._waiting[me] = Waiting(loader=load.thread)
                 if me in (stuck := self._never_go_on()):  # that load waits for room this thread's blocks hold
@@ -244,7 +270,8 @@ class ModelCache(CacheIdentity):
                 load.pinned_waiters += pinned
                 self._cond.notify_all()  # a load waiting for room must not wait in line behind others now
                 try:  # another thread is loading it: its model, or its error, is this get's too
-                    self._wait(load.future.done, cancel, ref, "for its load in another thread")
+                    self._wait(load.future.done, asked, ref, "for its load in another thread",
+                               lambda: CacheWait(ref.name, "load", loader=self._thread_names([load.thread])[0]))
                 finally:
                     load.pinned_waiters -= pinned
                     self._waiting.pop(me, None)
@@ -252,19 +279,21 @@ class ModelCache(CacheIdentity):
                 load.future.result()
             # look again: a hit now (pinned under the lock), or loaded again if evicted or re-saved meanwhile
         self._free(stale)
-        return self._load(key, load, want, dtype, device, torch_dtype, pin, cancel)
+        return self._load(key, load, want, dtype, device, torch_dtype, pin, asked)
 
     def _load(self, key: tuple, load: _Load, ref: CheckpointRef, dtype: str, device: str, torch_dtype: torch.dtype,
-              pin: _Pin | None, cancel: threading.Event | None) -> _Entry:
+              pin: _Pin | None, asked: _Asked) -> _Entry:
         """Reserve room for ``ref``, load it (no lock held), and add it; whatever happens, ``load`` ends."""
         dev = torch.device(key[2])
-        no_room = False  # no room for this thread, whose blocks (or those of gets waiting for it) hold it
+        no_room = False  # this thread's wait for room ended it (no room, cancelled) or its caller's hook raised
         try:
             estimate = self.size_fn(ref, torch_dtype) or 0
             self._check_fits(ref, estimate)
             try:
-                self._reserve(load, ref, estimate, cancel)
-            except MemoryBudgetError:
+                self._reserve(load, ref, estimate, asked)
+                if asked.on_load is not None:
+                    asked.on_load(ref)
+            except BaseException:
                 no_room = True
                 raise
             loaded = self.loader(ref, dtype=dtype, device=device)
@@ -297,7 +326,7 @@ class ModelCache(CacheIdentity):
         self._free(evicted)
         return entry
 
-    def _reserve(self, load: _Load, ref: CheckpointRef, nbytes: int, cancel: threading.Event | None) -> None:
+    def _reserve(self, load: _Load, ref: CheckpointRef, nbytes: int, asked: _Asked) -> None:
         """Hold ``nbytes`` of the budget for ``load``: evict LRU models not in use, else wait for room.
 
         Waits for loads in flight (they always end) and for ``use`` blocks of threads that can go on; a wait
@@ -327,9 +356,14 @@ class ModelCache(CacheIdentity):
                         waited = True
                         if not exempt and turn not in self._queue:
                             self._queue.append(turn)
-                        self._check_cancel(cancel, ref, f"for {format_bytes(nbytes)} of room")
+                        if self._tell(asked, lambda: CacheWait(
+                                ref.name, "room", needed_bytes=nbytes, budget_bytes=self._budget, holders=self._holders(),
+                                ahead=self._queue.index(turn) if turn in self._queue else 0)):
+                            continue  # the lock was let go meanwhile: look again before waiting
+                        self._check_cancel(asked.cancel, ref, f"for {format_bytes(nbytes)} of room")
                         self._cond.wait()  # for a load to end, a ``use`` block to be left, or the loads before this one
                 finally:
+                    asked.told = None
                     self._waiting.pop(me, None)
                     if turn in self._queue:
                         self._queue.remove(turn)
@@ -337,11 +371,43 @@ class ModelCache(CacheIdentity):
         finally:
             self._free(evicted)  # outside the lock, also when it raises
 
-    def _wait(self, ready: Callable[[], bool], cancel: threading.Event | None, ref: CheckpointRef, what: str) -> None:
+    def _wait(self, ready: Callable[[], bool], asked: _Asked, ref: CheckpointRef, what: str,
+              wait: Callable[[], CacheWait]) -> None:
         """Wait on the condition (lock held) until ``ready()``; ``WaitCancelled`` once ``cancel`` is set."""
-        while not ready():
-            self._check_cancel(cancel, ref, what)
-            self._cond.wait()
+        try:
+            while not ready():
+                if self._tell(asked, wait):
+                    continue  # the lock was let go meanwhile: look again before waiting
+                self._check_cancel(asked.cancel, ref, what)
+                self._cond.wait()
+        finally:
+            asked.told = None
+
+    def _tell(self, asked: _Asked, wait: Callable[[], CacheWait]) -> bool:
+        """Call ``on_wait`` with what the call waits for, when that changed; with the lock (held once) let go, so
+        that the hook may take locks of its own or read the cache. True when it was called."""
+        if asked.on_wait is None or (now := wait()) == asked.told:
+            return False
+        asked.told = now
+        self._lock.release()
+        try:
+            asked.on_wait(now)
+        finally:
+            self._lock.acquire()
+        return True
+
+    def _holders(self) -> tuple[Holder, ...]:
+        """What holds room now: the models in ``use`` blocks, then the loads in flight (their reserved estimates)."""
+        in_use = [Holder(e.loaded.ref.name, e.nbytes, False, self._thread_names(e.pins.values()))
+                  for e in self._entries.values() if e.pins]
+        loading = [Holder(load.name, load.reserved, True, self._thread_names([load.thread]))
+                   for load in self._loading.values() if load.reserved]
+        return (*in_use, *loading)
+
+    @staticmethod
+    def _thread_names(idents) -> tuple[str, ...]:
+        names = {thread.ident: thread.name for thread in threading.enumerate()}
+        return tuple(names.get(ident, f"thread {ident}") for ident in dict.fromkeys(idents))
 
     def _check_cancel(self, cancel: threading.Event | None, ref: CheckpointRef, what: str) -> None:
         """Raise ``WaitCancelled`` when ``cancel`` is set (checked at each wake-up: ``wake()`` makes one)."""

@@ -35,6 +35,7 @@ class _Load:
     """A load in flight: the files it loads, the bytes the budget holds for it, and its outcome for the gets waiting."""
 
     fingerprint: str
+    name: str = ""  # the checkpoint's, for what a wait is told (``CacheWait``)
     future: Future = dataclasses.field(default_factory=Future)
     thread: int = dataclasses.field(default_factory=threading.get_ident)  # the thread loading it
     reserved: int = 0

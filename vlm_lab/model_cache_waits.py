@@ -12,12 +12,14 @@ The check is Holt's deadlock detection on a single resource, the budget: a waiti
 when the room it needs is not held by the blocks of threads that cannot; those that can go on will in
 time leave their blocks too, which may let others go on. Running threads (not waiting in the cache),
 loads in flight (a load holding room never waits) and models in no block all count as freeable.
+
+``CacheWait`` is what a ``get``/``use`` given ``on_wait=`` is told as it starts waiting: what for, and what holds it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Collection, Mapping, Sequence
+from typing import Collection, Literal, Mapping, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +28,36 @@ class Waiting:
 
     nbytes: int = 0
     loader: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Holder:
+    """Room of the budget that a wait needs, and who holds it: a loaded model in ``use`` blocks, or a load in flight."""
+
+    name: str  # the checkpoint
+    nbytes: int  # what the budget charges it (a load in flight: its estimate, reserved)
+    loading: bool  # a load in flight (it ends by itself); else a loaded model, held until its blocks are left
+    threads: tuple[str, ...]  # the names of the threads whose blocks use it, or of the thread loading it
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheWait:
+    """Why a ``get``/``use`` waits, given to its ``on_wait`` when it starts waiting and again whenever that changes.
+
+    ``reason``: ``"room"``: loading ``name`` needs ``needed_bytes`` of ``budget_bytes``, and ``holders`` hold the
+    rest (``ahead`` loads that came first wait for room too, and go first); ``"load"``: the thread named
+    ``loader`` is loading ``name``, and its model (or its error) is this call's; ``"turn"``: ``name`` is loaded,
+    but ``ahead`` loads that came first wait for room that ``holders`` hold, and a new ``use`` of a model goes
+    after them (repeated uses could otherwise keep them waiting for ever).
+    """
+
+    name: str
+    reason: Literal["room", "load", "turn"]
+    needed_bytes: int = 0
+    budget_bytes: int = 0
+    holders: tuple[Holder, ...] = ()
+    ahead: int = 0
+    loader: str = ""
 
 
 def never_go_on(waiting: Mapping[int, Waiting], pinned: Sequence[tuple[int, Collection[int]]], budget: int) -> set[int]:

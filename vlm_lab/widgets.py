@@ -38,7 +38,9 @@ from vlm_lab.errors import DataError, VlmLabError
 from vlm_lab.widgets_images import PREVIEW_PX  # noqa: F401 - also this module's API
 from vlm_lab.widgets_html import STYLE, Run, message_html, results_html  # noqa: F401 - also this module's API
 from vlm_lab.widgets_inputs import STRATEGIES, STRATEGY_ARGS, ExplorerInputs  # noqa: F401 - STRATEGIES is also this module's API
-from vlm_lab.widgets_run import BackgroundRun, RunStopped, room_remark, stop_running, stopped_note, stopped_waiting  # noqa: F401 - stop_running is also this module's API
+from vlm_lab.widgets_run import (  # noqa: F401 - stop_running is also this module's API
+    RUN_THREAD, BackgroundRun, RunStopped, stop_running, stopped_note, stopped_waiting, stopping_status, waiting_status,
+)
 
 HISTORY = 6  # runs kept and shown: this one and the five before it
 MAX_NEW_TOKENS = 4096  # the field's upper bound; generation also stops where the checkpoint reads no further
@@ -96,8 +98,9 @@ class Explorer(ExplorerInputs):
         self._render_lock = threading.RLock()  # the run's thread and the kernel's both write the output area
         self._view: tuple[str, str, Sequence[Run] | None] = ("", "", None)  # status, this run, earlier runs
         self._notice = ""  # what an input event said during a run, shown above its progress
-        # the checkpoint whose load the run is in (a load cannot be stopped), and whether it may first wait for room (that can)
-        self._loading: tuple[str, bool] | None = None
+        # where the run's checkpoint is in the model cache, as its hooks tell: ("preparing" (read, not loading yet),
+        # "waiting" (a Stop ends it) or "loading" (a load cannot be cut short), its name); None: no load under way
+        self._loading: tuple[str, str] | None = None
         self.rows: list[dict[str, Any]] = []
         self.config: GenerationConfig | None = None  # what the last Compare generated with
 
@@ -224,14 +227,10 @@ class Explorer(ExplorerInputs):
 
     def _on_stop(self) -> None:
         self.stop_button.disabled, self.stop_button.description = True, "Stopping…"
-        loading = self._loading
-        if loading is not None:  # a minute for a large model: say why nothing happens yet
-            name, may_wait = loading
-            said = (f"Stopping: {name} stops at once if it is waiting for room in the model cache, else once it has loaded "
-                    "(a load cannot be cut short)." if may_wait else f"Stopping once {name} has loaded: a load cannot be cut short.")  # fmt: skip
-            with self._render_lock:  # in place of the status line; the run's next message replaces it
+        with self._render_lock:  # in place of the status line; the run's next message replaces it
+            if self._loading is not None:  # (read under the lock: the cache's hooks change it holding it)
                 _, current, earlier = self._view
-                self._show(message_html(said, warn=True), current, earlier)
+                self._show(message_html(stopping_status(*self._loading), warn=True), current, earlier)
         if self._cache is not None:  # last, after the notice: a run waiting in the cache for room stops waiting now
             self._cache.wake()
 
@@ -317,7 +316,7 @@ class Explorer(ExplorerInputs):
                 self.stop_button.disabled, self.stop_button.description = True, "Stop"
                 self.button.disabled = False
 
-        self._bg.start(work, name="vlm-lab-explorer-compare")
+        self._bg.start(work, name=RUN_THREAD)
         return True
 
     def _work(self, run: Run, todo: list[tuple[CheckpointRef, str]], image, prompt: str, config: GenerationConfig, *,
@@ -375,15 +374,15 @@ class Explorer(ExplorerInputs):
 
         try:
             with contextlib.ExitStack() as in_use:
-                if ref not in self.cache:  # a first load can take minutes, and cannot be stopped halfway
-                    room = room_remark(self.cache, ref, dtype=self.dtype, device=self.device)  # it may wait for room first
-                    self._show(message_html(f"Loading {name} {step}…{room}"), run.html())
-                    self._loading = (name, bool(room))
+                if ref not in self.cache:  # its files are read (hashed) before it loads or waits: seconds for a large model
+                    self._show(message_html(f"Opening {name} {step}…"), run.html())
+                    self._loading = ("preparing", name)
                 try:
                     # in use until it has answered: a load in another cell (sharing the cache) waits for its room
                     # instead of evicting it meanwhile (it would stay in memory beside that cell's model)
-                    loaded = in_use.enter_context(self.cache.use(ref, dtype=self.dtype, device=self.device,
-                                                                 cancel=self._bg.stop_event))
+                    loaded = in_use.enter_context(self.cache.use(
+                        ref, dtype=self.dtype, device=self.device, cancel=self._bg.stop_event,
+                        on_wait=lambda wait: self._cache_waits(wait, name, step, run), on_load=lambda _: self._cache_loads(name, step, run)))
                 except WaitCancelled as e:
                     raise stopped_waiting(e, ref) from None
                 finally:
@@ -400,6 +399,24 @@ class Explorer(ExplorerInputs):
         except Exception as e:  # noqa: BLE001 - a button callback's traceback would vanish into the browser console
             return {"checkpoint": name, "error": f"{name} failed while answering ({type(e).__name__}: {e})"}
         return row | {"checkpoint": name}
+
+    def _cache_waits(self, wait, name: str, step: str, run: Run) -> None:
+        """The model cache's ``on_wait``: the status says what ``name``'s turn waits for, and a Stop ends the wait."""
+        with self._render_lock:
+            self._show(message_html(waiting_status(wait, name, step)), run.html())
+            self._loading = ("waiting", name)
+
+    def _cache_loads(self, name: str, step: str, run: Run) -> None:
+        """The model cache's ``on_load``: ``name`` begins loading, unless a Stop came first (nothing is loaded then).
+
+        Under the output's lock, as ``_on_stop`` reads what to say: a Stop either comes first and this raises,
+        or it says the load cannot be cut short.
+        """
+        with self._render_lock:
+            if self._bg.stop_requested:
+                raise RunStopped("before loading")
+            self._show(message_html(f"Loading {name} {step}…"), run.html())
+            self._loading = ("loading", name)
 
     def _log(self, image, prompt: str, config: GenerationConfig):
         """Log this comparison as a W&B run (offline unless a key is set); the ``TrackedRun`` or None."""

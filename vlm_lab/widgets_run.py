@@ -7,8 +7,10 @@ here, the kernel stays free (a Stop click is a message the kernel must be free t
 - ``stop()`` ends the run at the next safe point: before the next checkpoint, or inside
   ``model.generate`` before its next forward pass (one token), through a forward pre-hook that
   raises ``RunStopped`` in the run's own thread only. A model that is loading finishes its load first
-  (``from_pretrained`` cannot be cut short); one waiting in the model cache for room that another
-  cell's model holds stops waiting at once (``stop_event`` is the cache's ``cancel``).
+  (``from_pretrained`` cannot be cut short); one waiting in the model cache (for room another cell's
+  model holds, or for another thread's load of it) stops waiting at once (``stop_event`` is the cache's
+  ``cancel``), and one the cache has not begun to load never loads. The cache tells which through its
+  ``on_wait`` and ``on_load`` hooks, and ``waiting_status`` says what a wait is for.
 - ``wait()`` joins the run, so a script, papermill and nbval get finished outputs; an exception the
   run did not turn into a row is re-raised there, and an interrupt while waiting stops the run.
 - Runs are one at a time in the process (``ONE_AT_A_TIME``). Not for correctness: the model cache is
@@ -27,7 +29,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 if TYPE_CHECKING:
     from vlm_lab.checkpoints import CheckpointRef
+    from vlm_lab.model_cache_waits import CacheWait, Holder
 
+RUN_THREAD = "vlm-lab-explorer-compare"  # the name of every explorer's run thread
 ONE_AT_A_TIME = threading.Lock()  # held by the explorer run that is generating, whichever explorer it belongs to
 _HOLDER: list[BackgroundRun] = []  # the run holding ONE_AT_A_TIME, for stop_running()
 
@@ -63,31 +67,46 @@ def stopped_note(todo: list[tuple[CheckpointRef, str]], rows: list, stopped_in: 
     return "; ".join(parts) + "."
 
 
-def room_remark(cache, ref: CheckpointRef, *, dtype: str, device: str) -> str:
-    """Why loading ``ref`` into ``cache`` may first wait for room, said before it starts; '' when the budget has room.
-
-    The cache tells nobody that a load is waiting, so this reads what it shows (its budget, the bytes held,
-    the models loaded) against ``ref``'s estimated size. Whether those models are in use elsewhere (the load
-    waits for them) or not (they are evicted for it) cannot be told from here, so both are said. Nothing is
-    estimated for a hub reference (that would ask the hub), nor before the cache's first load sets its budget.
-    """
-    budget = cache.budget_bytes
-    if budget is None or ref.path is None:
-        return ""
+def waiting_status(wait: CacheWait, name: str, step: str) -> str:
+    """What the explorer says while ``name``'s turn waits in the model cache, from what the cache told ``on_wait``."""
     from vlm_lab.model_budget import format_bytes
-    from vlm_lab.models import resolve_device, resolve_dtype
 
-    try:
-        need = cache.size_fn(ref, resolve_dtype(dtype, resolve_device(device))) or 0
-    except Exception:  # noqa: BLE001 - only a remark: the load itself says what is wrong, in the checkpoint's row
-        return ""
-    used = cache.used_bytes
-    if used + need <= budget:
-        return ""
-    held = ", ".join(cache.loaded) or "loads in flight"
-    return (f" It needs {format_bytes(need)} of the model cache's {format_bytes(budget)} budget, {format_bytes(used)} of which "
-            f"is held by {held}: models no one is using are evicted for it; while another cell or explorer uses them, "
-            "it waits for their room (Stop ends the wait).")  # fmt: skip
+    if wait.reason == "load":
+        return f"Waiting for {name} {step}: {_who(wait.loader)} is loading it, for this run too (Stop ends the wait)."
+    held = "; ".join(_holder(h) for h in wait.holders)
+    first = ("1 load that came first waits" if wait.ahead == 1 else f"{wait.ahead} loads that came first wait") if wait.ahead \
+        else "loads that came first wait"
+    if wait.reason == "turn":
+        held = f" held by {held}" if held else ""
+        return f"Waiting for {name} {step}: it is loaded, but {first} for room{held}: they go first (Stop ends the wait)."
+    need = f"it needs {format_bytes(wait.needed_bytes)} of the model cache's {format_bytes(wait.budget_bytes)} budget"
+    if held:
+        need += f", and the rest is held by {held}"
+    after = f"{first} for room too: they go first" if wait.ahead else "it loads once they are left"
+    return f"Waiting for room for {name} {step}: {need}; {after} (Stop ends the wait)."
+
+
+def stopping_status(phase: str, name: str) -> str:
+    """What a Stop does to ``name``'s turn in the model cache: ``phase`` is what the cache's hooks last said."""
+    return {"preparing": f"Stopping: {name} stops before it loads.",
+            "waiting": f"Stopping: {name} stops waiting in the model cache now.",
+            "loading": f"Stopping once {name} has loaded: a load cannot be cut short."}[phase]  # a minute for a large one  # fmt: skip
+
+
+def _holder(holder: Holder) -> str:
+    from vlm_lab.model_budget import format_bytes
+
+    how = "loading in" if holder.loading else "in use in"
+    return f"{holder.name} ({format_bytes(holder.nbytes)}, {how} {', '.join(map(_who, holder.threads))})"
+
+
+def _who(thread: str) -> str:
+    """A thread by what it is to a notebook's user: the kernel runs cells in its main thread."""
+    if thread == "MainThread":
+        return "the kernel's main thread (a running cell)"
+    if thread == RUN_THREAD:
+        return "an explorer's Compare"
+    return f"thread {thread!r}"
 
 
 def stopped_waiting(cancelled: Exception, ref: CheckpointRef) -> RunStopped:
