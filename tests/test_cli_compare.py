@@ -49,6 +49,20 @@ def test_table_and_training_output_folder(tiny_dir, tmp_path):
     assert "checkpoint-1000 vs checkpoint-750: " in r.stdout and "wrong->right" in r.stdout  # the paired comparison
 
 
+def test_a_device_this_machine_lacks_is_named_as_the_flag_to_type(tiny_checkpoints, tmp_path):
+    """The library names the argument (device='cpu'); compare's and memory's one-line error named it so too, or as
+    the flag in Python (test_compare_errors): each now says what its user types."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    ref = str(tiny_checkpoints[-1])
+    for args in (["compare", ref, "--data", "shapes:val:1", "--out", str(tmp_path / "cmp")], ["memory", ref, "--max-new-tokens", "2"]):
+        r = vlm_lab(*args, "--device", "cuda")
+        assert r.returncode == 2 and not r.stdout, (args, r.stderr)
+        assert r.stderr == "error: DeviceError: --device cuda but CUDA is not available here; use --device cpu (or --device auto)\n", (args, r.stderr)
+
+
 def test_errors_are_one_line_with_the_fix(tiny_dir, tmp_path):
     r = vlm_lab("compare", str(tiny_dir / "checkpoint-999"), "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "checkpoint-1000" in r.stderr and "Traceback" not in r.stderr

@@ -39,3 +39,22 @@ def test_a_gpu_out_of_memory_in_a_batch_says_what_to_lower_and_a_smaller_batch_t
     finally:
         hook.remove()
     assert len(batches) == 3 and result.summary[0]["accuracy"] > 0.5
+
+
+def test_a_device_this_machine_lacks_names_the_argument_a_python_caller_passes(tmp_path, tiny_checkpoints):
+    """It said 'use --device cpu' to a notebook's compare() and the explorer, which take device= (the CLI says its flag)."""
+    import torch
+
+    from vlm_lab.errors import DeviceError
+    from vlm_lab.widgets import explore
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    said = "device='cuda' but CUDA is not available here; use device='cpu' (or device='auto')"
+    config = CompareConfig(checkpoints=(str(tiny_checkpoints[-1]),), data="shapes:val:1", device="cuda", output_dir=str(tmp_path))
+    with pytest.raises(DeviceError) as caught:
+        compare(config, progress=False, cache=ModelCache())
+    assert str(caught.value) == said
+    e = explore([str(tiny_checkpoints[-1])], "shapes:val:1", device="cuda", cache=ModelCache())
+    e.checkpoints.value = (0,)
+    assert e.run() == [{"checkpoint": "checkpoint-1000", "error": f"DeviceError: {said}"}]

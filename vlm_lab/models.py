@@ -29,11 +29,15 @@ QUIET_LOAD_BYTES = 256 * 2**20  # local weights smaller than this load in well u
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is an error."""
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is an error.
+
+    Errors name the argument (``device='cpu'``), as a notebook or the explorer passes it; the CLI says its
+    flag instead (``--device cpu``: ``vlm_lab.cli.flags_in_config_errors``).
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError(f"device={device!r} but CUDA is not available here; use --device cpu (or auto)")
+        raise DeviceError(f"device={device!r} but CUDA is not available here; use device='cpu' (or device='auto')")
     if device not in ("cpu",) and not device.startswith("cuda"):
         raise DeviceError(f"unknown device {device!r}; use auto, cpu or cuda")
     return torch.device(device)
@@ -63,7 +67,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         cap = ".".join(map(str, torch.cuda.get_device_capability(device)))
         raise DeviceError(
             f"bfloat16 on {name} (compute capability {cap}) has no native support and runs slowly; "
-            "use --dtype float16 (or auto)"
+            "use dtype='float16' (or dtype='auto')"
         )
     return TORCH_DTYPES[dtype]
 

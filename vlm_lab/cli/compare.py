@@ -154,7 +154,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)  # a bad flag is named first, before anything is looked for
     check_embedded_checkpoints(args.refs)
-    result = compare(config, progress=not args.quiet)  # the bar goes to stderr
+    from vlm_lab.cli import flags_in_config_errors
+
+    with flags_in_config_errors("dtype", "device"):  # a device or dtype this machine lacks (device='cpu' -> --device cpu)
+        result = compare(config, progress=not args.quiet)  # the bar goes to stderr
     try:
         print_summary(result, as_json=args.json, by=args.by)
     except ConfigError as e:  # --by a key the data lacks: known only once the data is read; nothing is lost
