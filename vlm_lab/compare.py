@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -37,6 +38,9 @@ __all__ = ["BatchEvent", "ComparisonResult", "MemoryProbe", "ResultCache", "comp
 
 SYNC_EVERY_S = 1.0  # fsync the result cache at most this often (and after each checkpoint's last batch)
 WEB_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")  # copied as they are; others become PNG
+# zlib's run-length strategy on PNG's filtered rows: the same pixels, written 2x (shapes) to 6x (a 512x600 photo)
+# faster than with the default strategy, in files 3-13% larger (measured: 128 shapes images 24 -> 11 ms, the photo 122 -> 20 ms)
+PNG_STRATEGY = zlib.Z_RLE
 IMAGE_NAME = re.compile(r"[0-9a-f]{24}\.(?:png|jpe?g|gif|webp)")  # what _write_images names a sample image
 ENCODING_CACHE_BYTES = 512 * 2**20  # encoded batches kept for the next checkpoint with the same processor
 _WARM_DEVICES: set[str] = set()  # devices this process has already generated on (see _CheckpointRun.warm_up)
@@ -177,7 +181,7 @@ def _write_images(samples: Sequence[Sample], image_keys: Sequence[str], out: Pat
             if source is not None:
                 shutil.copyfile(source, tmp)
             else:
-                sample.image.save(tmp, format="PNG")
+                sample.image.save(tmp, format="PNG", compress_type=PNG_STRATEGY)
             os.replace(tmp, target)
     return [f"images/{name}" for name, _ in targets]
 
