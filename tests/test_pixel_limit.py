@@ -22,6 +22,10 @@ from vlm_lab import data
 from vlm_lab.errors import ConfigError, DataError
 from vlm_lab.pixel_limit import PIXELS_ENV
 
+# In a library call Pillow still warns, once, before vlm_lab refuses a warn-band image (the CLI and the Space leave the
+# warning out: test_the_cli_says_it_in_one_line_with_no_pillow_warning); here it is expected, not news
+pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+
 PILLOW_DEFAULT = 89_478_485  # int(1024 * 1024 * 1024 // 4 // 3), Pillow's MAX_IMAGE_PIXELS
 
 
