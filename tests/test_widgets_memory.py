@@ -20,9 +20,10 @@ import torch
 from test_model_cache_threads import Run, until
 from test_space_service_threads import Loads
 from vlm_lab.checkpoints import resolve
-from vlm_lab.model_cache import ModelCache, estimate_nbytes
+from vlm_lab.model_cache import CacheWait, Holder, ModelCache, estimate_nbytes
 from vlm_lab.models import load_model
 from vlm_lab.widgets import explore
+from vlm_lab.widgets_run import waiting_status
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -145,3 +146,18 @@ def test_stop_before_the_cache_begins_the_load_loads_nothing(tiny_checkpoints):
         size.release.set()
     assert e.wait() == [] and e.history[0].note.endswith("checkpoint-1000 was stopped before loading.")
     assert loader.calls == 0 and len(cache) == 0 and cache.used_bytes == 0
+
+
+@pytest.mark.parametrize("wait, said", [
+    (CacheWait("checkpoint-1000", "room", 2000, 5000, (Holder("checkpoint-250", 2500, True, ("vlm-lab-explorer-compare",)),), ahead=2),
+     "Waiting for room for checkpoint-1000 (1/2): it needs 2.00 kB of the model cache's 5.00 kB budget, and the room is held by "
+     "checkpoint-250 (2.50 kB) loading in an explorer's Compare; 2 loads that came first wait for room too, and they go first"),
+    (CacheWait("checkpoint-1000", "room", 2000, 5000, (), ahead=1),
+     "it needs 2.00 kB of the model cache's 5.00 kB budget; 1 load that came first waits for room too, and it goes first"),
+    (CacheWait("checkpoint-1000", "turn", budget_bytes=5000, holders=(Holder("checkpoint-0", 3000, False, ("MainThread", "Thread-9")),), ahead=1),
+     "Waiting for checkpoint-1000 (1/2): it is loaded, but 1 load that came first waits for room held by checkpoint-0 (3.00 kB) in use "
+     "in the kernel's main thread (a running cell), thread 'Thread-9'; it goes first"),
+], ids=["room-behind-two", "room-behind-one", "turn"])  # fmt: skip
+def test_what_a_wait_in_the_cache_is_for_is_said_in_words(wait, said):
+    """The wait that the cache's on_wait reports (the tests above see it happen), as the status says it."""
+    assert f"{said} (Stop ends the wait)." in waiting_status(wait, "checkpoint-1000", "(1/2)")

@@ -275,8 +275,8 @@ def test_stop_ends_a_run_waiting_for_room_that_another_cells_model_holds(tiny_ch
         # then it guessed from the cache's numbers whether it waited, and for what
         need = format_bytes(estimate_nbytes(resolve(str(tiny_checkpoints[-1]))[0], torch.float32))
         assert (f"Waiting for room for checkpoint-1000 (1/1): it needs {need} of the model cache's {format_bytes(cache.budget_bytes)} "
-                f"budget, and the rest is held by checkpoint-250 ({format_bytes(held)}, in use in thread {holding.name!r}); it "
-                "loads once they are left (Stop ends the wait).") in shown[-1]  # fmt: skip
+                f"budget, and the room is held by checkpoint-250 ({format_bytes(held)}) in use in thread {holding.name!r}; it "
+                "loads once that room is free (Stop ends the wait).") in shown[-1]  # fmt: skip
         assert not any("Stopping" in out or "Loading" in out for out in shown)  # the Stop text only after Stop
         e.stop()
         assert e.wait() == []  # at once, the cell still holding its model

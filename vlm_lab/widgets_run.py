@@ -74,15 +74,16 @@ def waiting_status(wait: CacheWait, name: str, step: str) -> str:
     if wait.reason == "load":
         return f"Waiting for {name} {step}: {_who(wait.loader)} is loading it, for this run too (Stop ends the wait)."
     held = "; ".join(_holder(h) for h in wait.holders)
-    first = ("1 load that came first waits" if wait.ahead == 1 else f"{wait.ahead} loads that came first wait") if wait.ahead \
-        else "loads that came first wait"
+    first = {0: "loads that came first wait", 1: "1 load that came first waits"}.get(
+        wait.ahead, f"{wait.ahead} loads that came first wait")
+    goes = "it goes" if wait.ahead == 1 else "they go"
     if wait.reason == "turn":
         held = f" held by {held}" if held else ""
-        return f"Waiting for {name} {step}: it is loaded, but {first} for room{held}: they go first (Stop ends the wait)."
+        return f"Waiting for {name} {step}: it is loaded, but {first} for room{held}; {goes} first (Stop ends the wait)."
     need = f"it needs {format_bytes(wait.needed_bytes)} of the model cache's {format_bytes(wait.budget_bytes)} budget"
     if held:
-        need += f", and the rest is held by {held}"
-    after = f"{first} for room too: they go first" if wait.ahead else "it loads once they are left"
+        need += f", and the room is held by {held}"
+    after = f"{first} for room too, and {goes} first" if wait.ahead else "it loads once that room is free"
     return f"Waiting for room for {name} {step}: {need}; {after} (Stop ends the wait)."
 
 
@@ -97,7 +98,7 @@ def _holder(holder: Holder) -> str:
     from vlm_lab.model_budget import format_bytes
 
     how = "loading in" if holder.loading else "in use in"
-    return f"{holder.name} ({format_bytes(holder.nbytes)}, {how} {', '.join(map(_who, holder.threads))})"
+    return f"{holder.name} ({format_bytes(holder.nbytes)}) {how} {', '.join(map(_who, holder.threads))}"
 
 
 def _who(thread: str) -> str:
