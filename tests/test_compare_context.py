@@ -64,3 +64,30 @@ def test_batches_encoded_for_the_check_are_padded_as_generation_needs(tmp_path, 
     expected = generation.generate(models.load_model(path, device="cpu"), data.load_samples("shapes:val:9"), GenerationConfig(batch_size=9))
     assert [r["outputs"]["checkpoint-1000"]["output"] for r in result.rows] == [o.text for o in expected]
     assert result.summary[0]["accuracy"] > 0.5
+
+
+def test_a_config_shared_by_checkpoints_is_read_once_and_each_other_one_is_still_its_own(tmp_path, tiny_checkpoints, monkeypatch):
+    """A training run's checkpoints have one config.json: parsed once (transformers validates every field, a few ms
+    each). A checkpoint with another config.json (here a shorter context) is still checked against its own."""
+    import transformers
+
+    short = tmp_path / "short" / "checkpoint-1000"
+    shutil.copytree(tiny_checkpoints[-1], short)
+    settings = json.loads((short / "config.json").read_text())
+    settings["text_config"]["max_position_embeddings"] = 64  # the image and prompt take 70 of the 128 positions
+    (short / "config.json").write_text(json.dumps(settings))
+    reads = []
+    real = transformers.AutoConfig.from_pretrained.__func__
+
+    def counted(cls, *args, **kwargs):
+        reads.append(kwargs.get("pretrained_model_name_or_path", args[0] if args else None))
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", classmethod(counted))
+    config = CompareConfig(checkpoints=(*map(str, tiny_checkpoints[1:]), str(short)), data=str(_data(tmp_path, {"ok": "What color?"})),
+                           device="cpu", output_dir=str(tmp_path / "out"))
+    with pytest.raises(ContextOverflowError) as caught:
+        compare(config, progress=False, cache=ModelCache(budget_bytes="1GB"))
+    assert [checkpoint for *_, checkpoint in caught.value.overflows] == ["short/checkpoint-1000"]
+    # the run's first checkpoint is read (its processor's load reads it too); the others are not, the copy is
+    assert [path for path in reads if path != str(tiny_checkpoints[1])] == [str(short)], reads
