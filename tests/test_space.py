@@ -267,10 +267,18 @@ def test_examples_that_cannot_be_answered_do_not_stop_the_space(tiny_dir, tmp_pa
         assert compare(client, handle_file(small), ckpts=("checkpoint-1000", "(none)", "(none)"))[0][0] == "checkpoint-1000"
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 @pytest.mark.parametrize("variable, value, message", [
     ("VLM_LAB_DTYPE", "fp16", "cannot start: VLM_LAB_DTYPE='fp16': use one of auto, float32, float16, bfloat16"),
     ("VLM_LAB_TARGET", "t4", "cannot start: VLM_LAB_TARGET='t4': unknown target 't4'; use one of cpu-basic, t4-small"),
     ("VLM_LAB_QUEUE_SIZE", "0", "cannot start: VLM_LAB_QUEUE_SIZE='0' must be at least 1"),
+    pytest.param("VLM_LAB_DEVICE", "cuda", "cannot start: VLM_LAB_DEVICE=cuda but CUDA is not available here; use "
+                 "VLM_LAB_DEVICE=cpu (or VLM_LAB_DEVICE=auto)", marks=pytest.mark.skipif(_has_cuda(), reason="needs no CUDA")),
 ])
 def test_a_setting_the_space_cannot_start_with_is_one_line_in_its_log(tiny_dir, tmp_path, variable, value, message):
     with pytest.raises(RuntimeError, match="exited with 2"):

@@ -40,6 +40,37 @@ def test_a_dtype_the_device_refuses_stops_the_service_not_each_checkpoint(tiny_d
         ss.ComparisonService(SpaceSettings(checkpoints=(str(tiny_dir),), device="cpu", dtype="fp16"))
 
 
+def test_a_device_the_machine_lacks_names_the_space_variable_its_owner_set(tiny_dir):
+    """The library's words are a Python caller's (device='cpu'); a Space's owner set VLM_LAB_DEVICE."""
+    import torch
+
+    from vlm_lab.errors import DeviceError
+    from vlm_lab.space_settings import plan_serving
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    said = "VLM_LAB_DEVICE=cuda but CUDA is not available here; use VLM_LAB_DEVICE=cpu (or VLM_LAB_DEVICE=auto)"
+    settings = SpaceSettings(checkpoints=(str(tiny_dir),), device="cuda")
+    with pytest.raises(DeviceError) as caught:
+        ss.ComparisonService(settings)
+    assert str(caught.value) == said
+    with pytest.raises(DeviceError) as caught:  # the serving plan reads the device too
+        plan_serving(settings)
+    assert str(caught.value) == said
+
+
+def test_bfloat16_on_a_gpu_without_it_names_the_space_variable_its_owner_set():
+    """No T4 here: the error resolve_dtype raises there, through the Space's wording."""
+    from vlm_lab.models import no_native_bfloat16
+    from vlm_lab.space_settings import variables_in_errors
+
+    with pytest.raises(type(no_native_bfloat16("Tesla T4", "7.5"))) as caught:
+        with variables_in_errors("VLM_LAB_DTYPE", "bfloat16"):
+            raise no_native_bfloat16("Tesla T4", "7.5")
+    assert str(caught.value) == ("bfloat16 on Tesla T4 (compute capability 7.5) has no native support and runs slowly; "
+                                 "use VLM_LAB_DTYPE=float16 (or VLM_LAB_DTYPE=auto)")
+
+
 def test_choices_default_to_first_middle_last(service):
     assert service.labels == [f"checkpoint-{n}" for n in (0, 250, 500, 750, 1000)]
     assert service.default_selection() == ["checkpoint-0", "checkpoint-500", "checkpoint-1000"]

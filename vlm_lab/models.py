@@ -63,13 +63,14 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype not in TORCH_DTYPES:
         raise DeviceError(f"unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16")
     if dtype == "bfloat16" and not supports_bfloat16(device):
-        name = torch.cuda.get_device_name(device)
-        cap = ".".join(map(str, torch.cuda.get_device_capability(device)))
-        raise DeviceError(
-            f"bfloat16 on {name} (compute capability {cap}) has no native support and runs slowly; "
-            "use dtype='float16' (or dtype='auto')"
-        )
+        raise no_native_bfloat16(torch.cuda.get_device_name(device), ".".join(map(str, torch.cuda.get_device_capability(device))))
     return TORCH_DTYPES[dtype]
+
+
+def no_native_bfloat16(gpu: str, capability: str) -> DeviceError:
+    """The error for bfloat16 on ``gpu`` (compute capability ``capability``, e.g. ``"7.5"``), which emulates it slowly."""
+    return DeviceError(f"bfloat16 on {gpu} (compute capability {capability}) has no native support and runs slowly; "
+                       "use dtype='float16' (or dtype='auto')")
 
 
 @dataclasses.dataclass

@@ -21,14 +21,14 @@ from typing import Any, Iterator, Sequence
 
 from vlm_lab.config import GenerationConfig, parse_strategy
 from vlm_lab.errors import (
-    CheckpointNotFoundError, ConfigError, DataError, DeviceError, MemoryBudgetError, VlmLabError,
+    CheckpointNotFoundError, ConfigError, DataError, MemoryBudgetError, VlmLabError,
 )
 from vlm_lab.space_images import read_image
 from vlm_lab.space_interactions import InteractionLog  # noqa: F401 - re-exported
 from vlm_lab.space_memory import (  # noqa: F401 - re-exported: they were defined here
     MemoryPlan, format_snapshot, free_memory, logged_request, memory_snapshot, plan_memory,
 )
-from vlm_lab.space_settings import MAX_BEAMS, MAX_SLOTS, NONE_CHOICE, STRATEGIES, SpaceSettings
+from vlm_lab.space_settings import MAX_BEAMS, MAX_SLOTS, NONE_CHOICE, STRATEGIES, SpaceSettings, variables_in_errors
 
 log = logging.getLogger("vlm_lab.space")
 
@@ -106,12 +106,12 @@ class ComparisonService:
         refs = resolve_all(list(settings.checkpoints))
         self.refs = dict(zip(_labels(refs, unique_names(refs)), refs))
         self._aliases = {ref.spec: label for label, ref in self.refs.items()}  # the full reference works too
-        device = resolve_device(settings.device)
+        with variables_in_errors("VLM_LAB_DEVICE", settings.device):  # its owner set VLM_LAB_DEVICE, not device=
+            device = resolve_device(settings.device)
         self.device = device.type
-        try:  # a dtype the device refuses is the Space's setting, not one checkpoint's problem: refuse it now
+        # a dtype the device refuses is the Space's setting, not one checkpoint's problem: refuse it now
+        with variables_in_errors("VLM_LAB_DTYPE", settings.dtype):
             resolve_dtype(settings.dtype, device)
-        except DeviceError as e:
-            raise DeviceError(f"VLM_LAB_DTYPE={settings.dtype!r}: {e}") from None
         self.memory = plan_memory(refs, device=self.device, target=settings.target,
                                   max_new_tokens=settings.max_new_tokens, batch_size=settings.max_batch_size)
         budget = settings.cache_budget or self.memory.cache_budget_bytes

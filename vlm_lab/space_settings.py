@@ -12,14 +12,16 @@ where memory holds fewer, the serving plan runs only as many as it holds.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import os
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 from vlm_lab.config import DEVICES, DTYPES, ConfigBase, parse_bytes
-from vlm_lab.errors import CheckpointNotFoundError, ConfigError
+from vlm_lab.errors import CheckpointNotFoundError, ConfigError, DeviceError
 
 if TYPE_CHECKING:
     from vlm_lab.space_memory import MemoryPlan
@@ -135,6 +137,26 @@ def _text_env(env: Mapping[str, str], name: str, default: str, check: Callable[[
     except ConfigError as e:
         raise ConfigError(f"{name}={raw!r}: {e}") from None
     return raw
+
+
+# The settings the library's device errors name as a Python caller passes them (device='cpu'), and the
+# variable a Space's owner sets each with.
+_VARIABLE_OF = {"device": "VLM_LAB_DEVICE", "dtype": "VLM_LAB_DTYPE"}
+
+
+@contextlib.contextmanager
+def variables_in_errors(variable: str, value: str) -> Iterator[None]:
+    """Inside, a ``DeviceError`` names the Space variables its owner sets, not the library's arguments.
+
+    ``use device='cpu'`` reads ``use VLM_LAB_DEVICE=cpu``; one that names no variable (``unknown dtype 'fp16'``)
+    starts with the one at fault, ``variable`` set to ``value``. In place, as the CLI's ``flags_in_config_errors``.
+    """
+    try:
+        yield
+    except DeviceError as e:
+        said = re.sub(r"\b(device|dtype)=('[^']*'|\w+)", lambda m: f"{_VARIABLE_OF[m[1]]}={m[2].strip(chr(39))}", str(e))
+        e.args = (said if variable in said else f"{variable}={value!r}: {said}",)
+        raise
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -321,7 +343,8 @@ def plan_serving(settings: SpaceSettings, *, memory: "MemoryPlan | None" = None,
     once and its ``max_batch_size`` is the batched API's (``verdict_batch_size`` where there is no plan).
     On CPU each comparison gets cores/comparisons torch threads. ``hardware``: this machine's by default.
     """
-    hw = hardware or Hardware.detect(settings.device)
+    with variables_in_errors("VLM_LAB_DEVICE", settings.device):
+        hw = hardware or Hardware.detect(settings.device)
     slots = generation_slots(hw)
     if memory is not None:
         verdict_batch_size = memory.max_batch_size
