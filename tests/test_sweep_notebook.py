@@ -386,3 +386,61 @@ def test_runs_of_an_edited_notebook_are_told_apart_in_wandb_by_its_fingerprint_n
     with pytest.raises(Exception, match="wandb_notebook are set by the sweep"):
         sweep_file.write_text(yaml.safe_dump({"name": "t", "notebook": "nb.ipynb", "grid": {"wandb_notebook": ["a"]}}))
         sweep.load_sweep(sweep_file)
+
+
+@pytest.mark.slow
+def test_notebook_02_resumed_keeps_its_wandb_run_and_edited_makes_a_new_one_told_apart(tiny_checkpoints, tmp_path, monkeypatch):
+    """What W&B shows for notebook 02's sweep runs: a run executed again with the same notebook (after a kill) logs
+    into its W&B run, under the same name and group; a run of the edited notebook is a new W&B run (never the old
+    one's id, whose results came from other code), with the variant's name and group and its own ``notebook=`` tag
+    and ``wandb_notebook`` config key, which is how W&B tells the two versions apart."""
+    import shutil
+
+    from vlm_lab import offline_runs
+    from vlm_lab.config import SweepConfig
+    from test_sweep import ROOT
+
+    for name, value in tracking.local_env(tmp_path / "wandb-home").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    notebook = tmp_path / "02.ipynb"
+    shutil.copy(ROOT / "notebooks" / "02_compare_checkpoints.ipynb", notebook)
+    config = SweepConfig(
+        name="nb02", notebook=str(notebook), runs_dir=str(tmp_path / "runs"), grid={"strategy": ["greedy"]},
+        parameters={"checkpoints": str(tiny_checkpoints[-1]), "num_samples": 4, "device": "cpu", "max_new_tokens": 4},
+    )  # fmt: skip
+
+    def wandb_runs():
+        return offline_runs.latest_runs(offline_runs.read_offline_run(p) for p in offline_runs.find_offline_runs(tmp_path / "wandb-home"))
+
+    assert sweep.run_sweep(config, progress=False).ok
+    (point,) = sweep.plan(config)
+    first = point.status()
+    (run,) = wandb_runs()
+    fp8 = first["notebook_fingerprint"][:8]
+    assert (run.id, run.name, run.group) == (first["wandb_id"], "strategy=greedy", "nb02")
+    assert run.tags == ("strategy=greedy", f"notebook={fp8}") and run.config["wandb_notebook"] == fp8
+
+    # Killed mid-run (status left "running", its lock free): the next invocation runs it again, into the same W&B run.
+    sweep._write_json(point.dir / sweep.STATUS_FILE, {**first, "state": "running"})
+    assert sweep.run_sweep(config, progress=False).ran == (point.run_id,)
+    (resumed,) = wandb_runs()
+    assert (resumed.id, resumed.name, resumed.tags) == (run.id, run.name, run.tags) and len(resumed.earlier) == 1
+
+    def edit(nb):
+        nb.cells.append(nbformat.v4.new_code_cell("print('edited')"))
+
+    _edit_notebook(notebook, edit)
+    assert sweep.run_sweep(config, progress=False).ok
+    (edited_point,) = sweep.plan(config)
+    edited = edited_point.status()
+    assert edited_point.run_id != point.run_id and edited["wandb_id"] != first["wandb_id"]
+    new = {r.id: r for r in wandb_runs()}
+    assert set(new) == {first["wandb_id"], edited["wandb_id"]}
+    after = new[edited["wandb_id"]]
+    new8 = edited["notebook_fingerprint"][:8]
+    assert new8 != fp8 and (after.name, after.group) == ("strategy=greedy", "nb02") and not after.earlier
+    assert after.tags == ("strategy=greedy", f"notebook={new8}") and after.config["wandb_notebook"] == new8
+    assert new[first["wandb_id"]].tags == run.tags  # the old notebook's run is left as it was

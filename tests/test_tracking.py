@@ -200,14 +200,14 @@ def _notebook_cell_source() -> str:
     return source
 
 
-def _notebook_wandb_cell(comparison, wandb_group: str, wandb_id: str = "") -> str:
+def _notebook_wandb_cell(comparison, wandb_group: str, wandb_id: str = "", wandb_notebook: str = "") -> str:
     """Run notebook 02's W&B cell on a real comparison; what it prints."""
     import contextlib
     import io
 
     result, config = comparison
     out = io.StringIO()
-    parameters = {"wandb_group": wandb_group, "wandb_tags": "x=1", "wandb_id": wandb_id}
+    parameters = {"wandb_group": wandb_group, "wandb_tags": "x=1", "wandb_id": wandb_id, "wandb_notebook": wandb_notebook}
     with contextlib.redirect_stdout(out):
         exec(_notebook_cell_source(), {"result": result, "config": config, **parameters})
     return out.getvalue()
@@ -423,6 +423,28 @@ def test_a_sweep_run_is_named_by_its_variant(wandb_home, comparison):
     run = offline_runs.read_offline_run(tracked.dir)
     assert run.name == "max_new_tokens=4,strategy=greedy"  # not W&B's random words
     assert run.tags == ("max_new_tokens=4", "strategy=greedy")
+
+
+def test_the_notebook_version_is_a_tag_and_a_config_key_and_leaves_the_name_the_variant(wandb_home, comparison):
+    """A sweep re-run after its notebook was edited made W&B runs with the same group, name and tags as the earlier
+    notebook's: W&B mixed two notebook versions and nothing told them apart. The version (a sweep's
+    ``wandb_notebook``) is a ``notebook=`` tag and a config key; the name stays the variant's, so an unedited
+    notebook's runs keep theirs."""
+    tracked = tracking.log_comparison(*comparison, group="shapes-ablation", tags="strategy=greedy", notebook="1a2b3c4d")
+    run = offline_runs.read_offline_run(tracked.dir)
+    assert run.name == "strategy=greedy" and run.group == "shapes-ablation"
+    assert run.tags == ("strategy=greedy", "notebook=1a2b3c4d")
+    assert run.config["wandb_notebook"] == "1a2b3c4d" and run.config["num_samples"] == 6  # beside the config's fields
+    plain = offline_runs.read_offline_run(tracking.log_comparison(*comparison, group="g", tags="strategy=greedy").dir)
+    assert plain.tags == ("strategy=greedy",) and "wandb_notebook" not in plain.config  # not a sweep's: nothing added
+
+
+def test_notebook_02s_wandb_cell_passes_the_sweeps_notebook_version(wandb_home, comparison):
+    printed = _notebook_wandb_cell(comparison, "nb-group", wandb_id="nbversion0001", wandb_notebook="0badc0de")
+    assert printed.startswith("W&B offline run nbversion0001 in "), printed
+    (folder,) = offline_runs.find_offline_runs(wandb_home)
+    run = offline_runs.read_offline_run(folder)
+    assert (run.name, run.tags, run.config["wandb_notebook"]) == ("x=1", ("x=1", "notebook=0badc0de"), "0badc0de")
 
 
 def test_a_run_logged_again_with_its_id_is_one_run_the_latest(wandb_home, comparison, capsys):

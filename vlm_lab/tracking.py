@@ -182,6 +182,7 @@ def log_comparison(
     max_table_rows: int | None = None,
     id: str | None = None,
     resume: str | None = None,
+    notebook: str = "",
 ) -> TrackedRun | NotLogged:
     """Log a checkpoint comparison as one W&B run; never raises for W&B failures.
 
@@ -193,6 +194,10 @@ def log_comparison(
     variant, ``max_new_tokens=4,strategy=greedy``) rather than W&B's random words.
     ``id``/``resume`` (``resume="allow"``): log into the W&B run with that id, e.g. the one a
     sweep gives each grid point, so a point run again after a kill is still one W&B run.
+    ``notebook``: the version of the notebook that made the comparison (a sweep's ``wandb_notebook``, 8 hex
+    digits of its code's fingerprint), logged as a ``notebook=<it>`` tag and the config key ``wandb_notebook``.
+    The runs of an edited notebook are new W&B runs with the variant's group and name: this is what tells
+    them apart from the earlier notebook's; the name and group stay the variant's.
 
     The outcome is also written to ``<result.output_dir>/wandb.json`` (``RECORD_FILE``: logged or not,
     mode, run id, why not; never a key), so whoever reads the results later (a sweep's summary, a
@@ -209,6 +214,7 @@ def log_comparison(
         outcome = _log_comparison(
             result, config, project=project, entity=entity, group=group, tags=tags, name=name, job_type=job_type,
             mode=mode, dir=dir, max_table_rows=max_table_rows, id=id, resume=resume, started=started,
+            notebook=notebook.strip(),
         )  # fmt: skip
     except BaseException as e:  # Ctrl-C while logging: the record must not keep an earlier execution's "logged"
         if output_dir:
@@ -225,11 +231,16 @@ def _log_comparison(
     result: Any, config: Any, *, project: str | None, entity: str | None, group: str | None,
     tags: Iterable[str] | str, name: str | None, job_type: str, mode: str | None,
     dir: str | os.PathLike[str] | None, max_table_rows: int | None, id: str | None, resume: str | None, started: list[Any],
+    notebook: str,
 ) -> TrackedRun | NotLogged:
     if config is None:
         config = getattr(result, "config", None)
     if not name and group and tags:
         name = tags if isinstance(tags, str) else ",".join(str(t) for t in tags)
+    if notebook:  # after the name: the name stays the variant's, the same for every version of the notebook
+        tags = [*(tags.split(",") if isinstance(tags, str) else tags), f"notebook={notebook}"]
+        fields = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
+        config = {**fields, "wandb_notebook": notebook}
     try:
         run, resolved, online_error = _start_or_offline(
             config, project=project, entity=entity, group=group, job_type=job_type,
