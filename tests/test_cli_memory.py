@@ -52,7 +52,7 @@ def test_a_folder_that_cannot_be_measured_keeps_its_estimate(tiny_checkpoints, t
         shutil.copy(tiny_checkpoints[-1] / name, config_only / name)
     r = vlm_lab(str(config_only), str(tiny_checkpoints[-1]), "--device", "cpu", "--max-new-tokens", "4")
     assert r.returncode == 3, r.stderr  # all fit, one could not be measured
-    warning = f"warning: cannot measure {config_only}: no weights or tokenizer in the folder (estimate only; use --no-measure to skip measuring)"
+    warning = f"warning: cannot measure {config_only}: no weights or tokenizer in the folder (estimate only; to skip measuring pass measure=False, or --no-measure on the command line)"
     assert warning in r.stderr.splitlines() and "Traceback" not in r.stderr
     table = [line.split() for line in r.stdout.splitlines()[1:3]]
     assert [(row[0], row[5]) for row in table] == [(str(config_only), "NaN"), ("checkpoint-1000", table[1][5])]
@@ -171,6 +171,18 @@ def test_what_needs_a_measurement_is_refused_with_no_measure(tiny_checkpoints, f
     (line,) = r.stderr.splitlines()
     assert line.startswith(f"error: ConfigError: {named} a measurement, which --no-measure skips; drop --no-measure to measure"), line
 
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--dtype", "int8"], "error: DeviceError: cannot measure --dtype int8: the measurement loads float32, float16 or bfloat16 "
+     "only (quantizing while loading is estimated, never measured, with or without bitsandbytes); use --no-measure, or "
+     "measure a checkpoint saved quantized (a quantization_config in its config.json) with --device cuda"),
+    (["--snapshot-dir", "snaps"], "error: DeviceError: rehearsal and memory snapshots need CUDA; use --device cuda"),
+])
+def test_what_cannot_be_measured_here_names_the_flags_to_type(tiny_checkpoints, flags, said):
+    """The library names MemoryConfig's fields (test_memory_measure); a shell user types flags."""
+    r = vlm_lab(str(tiny_checkpoints[-1]), "--device", "cpu", *flags)
+    assert r.returncode == 2 and not r.stdout and r.stderr == said + "\n", r.stderr
 
 
 def test_a_max_batch_at_the_search_cap_reads_as_a_lower_bound(tiny_checkpoints):

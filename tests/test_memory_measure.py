@@ -52,7 +52,7 @@ def test_a_model_bigger_than_the_memory_available_is_not_measured_on_cpu(huge_ch
     assert need > available_memory().available
     assert row.measurement is None
     assert row.not_measured.startswith(f"measuring it on cpu needs ~{human_bytes(need)} (the estimate) and ")
-    assert row.not_measured.endswith("; measure it where it fits (--device cuda, or a machine with more memory)")
+    assert row.not_measured.endswith("; measure it where it fits (on a CUDA GPU, or a machine with more memory)")
     assert not row.verdict.fits and row.verdict.suggestion  # the verdict from the estimate stands: 800 GB fits no Space GPU
 
 
@@ -110,3 +110,24 @@ def test_a_measuring_process_killed_by_the_out_of_memory_killer_says_so(tiny_che
         "a smaller batch, max_new_tokens or image size needs less memory, measure=False (--no-measure) none)"
     )
     assert str(caught.value) == f"measuring {tiny_checkpoints[-1].name}: {caught.value.reason}"
+
+
+QUANTIZED_SAID = ("cannot measure dtype='int8': the measurement loads float32, float16 or bfloat16 only (quantizing while loading "
+                  "is estimated, never measured, with or without bitsandbytes); use measure=False, or measure a checkpoint saved "
+                  "quantized (a quantization_config in its config.json) with device='cuda'")
+
+
+@pytest.mark.parametrize("options, said", [
+    (dict(dtype="int8"), QUANTIZED_SAID),
+    (dict(snapshot_dir="snaps"), "rehearsal and memory snapshots need CUDA; use device='cuda'"),
+])
+def test_what_cannot_be_measured_here_names_the_arguments_a_notebook_passes(tiny_checkpoints, options, said):
+    """Notebook 03 passes MemoryConfig fields (measure=False, device='cuda'); it was told --no-measure and --device cuda
+    (vlm-lab memory says its flags: test_cli_memory)."""
+    from vlm_lab import memory_report
+    from vlm_lab.errors import DeviceError
+
+    config = MemoryConfig(checkpoints=(str(tiny_checkpoints[-1]),), device="cpu", **options)
+    with pytest.raises(DeviceError) as caught:
+        memory_report.profile(config)
+    assert str(caught.value) == said

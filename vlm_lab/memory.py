@@ -562,18 +562,22 @@ def _cannot_load(est: MemoryEstimate, t: GpuTarget) -> Verdict:
 
 
 def _what_would_fit(est: MemoryEstimate, t: GpuTarget, max_batch: int) -> str:
-    """The first of: a smaller batch; a lighter dtype here; the cheapest larger target, lightest dtype last."""
+    """The first of: a smaller batch; a lighter dtype here; the cheapest larger target, lightest dtype last.
+
+    Said in plain words, without flags or arguments: a shell, a notebook and a Space's log (which sets its batch with
+    ``VLM_LAB_MAX_BATCH_SIZE``) each set them their own way.
+    """
     if max_batch:
-        return f"batch {max_batch} fits (--batch-size {max_batch})"
+        return f"batch {max_batch} fits"
 
     def lighter(target: GpuTarget, than: str) -> list[str]:
         order = [recommended_dtype(target) if target.device == "cuda" else "float16", "int8", "int4"]
         return order[order.index(than) + 1:] if than in order else order
 
-    for dtype in [] if est.quantization else lighter(t, est.dtype):  # a pre-quantized checkpoint loads as stored: no lighter --dtype
+    for dtype in [] if est.quantization else lighter(t, est.dtype):  # a pre-quantized checkpoint loads as stored: no lighter dtype
         need = est.with_dtype(dtype).peak_bytes(device=t.device)
         if need <= budget_bytes(t):
-            return f"in {dtype} it fits (needs {human_bytes(need)}; --dtype {dtype})"
+            return f"in {dtype} it fits (needs {human_bytes(need)})"
     for other in sorted(GPU_TARGETS.values(), key=lambda g: (g.price_per_hour, g.memory_bytes)):
         if other.device != "cuda" or other.memory_bytes <= t.memory_bytes:  # from the free CPU too: the GPU that holds it
             continue
@@ -581,8 +585,7 @@ def _what_would_fit(est: MemoryEstimate, t: GpuTarget, max_batch: int) -> str:
             there = est.with_dtype(dtype).on_target(other)  # as stored, or dequantized where that GPU cannot run it
             need = there.peak_bytes(device=other.device)
             if not there.below_capability(other) and need <= budget_bytes(other):
-                return (f"{other.name} fits it in {there.dtype} (needs {human_bytes(need)}, ${other.price_per_hour:.2f}/h; "
-                        f"--target {other.name} --dtype {there.dtype})")
+                return f"{other.name} fits it in {there.dtype} (needs {human_bytes(need)}, ${other.price_per_hour:.2f}/h)"
     return "no Space hardware fits it, even in int4"
 
 

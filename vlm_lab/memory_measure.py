@@ -101,6 +101,9 @@ def _die_with_parent(parent: int) -> None:
 def check_measurable(*, dtype: str, device: str, rehearse: str = "", snapshot_dir: str = "") -> None:
     """Refuse, before any checkpoint, a measurement no checkpoint could get here.
 
+    Errors name the arguments (``measure=False``, ``device='cuda'``), as notebook 03 passes them;
+    ``vlm-lab memory`` says its flags instead (``vlm_lab.cli.flags_in_config_errors``).
+
     Raises:
         DeviceError: a quantized dtype, an unknown device, rehearsal or snapshots without CUDA.
         ConfigError: an unknown rehearsal target.
@@ -108,13 +111,13 @@ def check_measurable(*, dtype: str, device: str, rehearse: str = "", snapshot_di
     if dtype not in ("float32", "float16", "bfloat16"):
         raise DeviceError(
             f"cannot measure dtype={dtype!r}: the measurement loads float32, float16 or bfloat16 only (quantizing while loading "
-            "is estimated, never measured, with or without bitsandbytes); use --no-measure, or measure a checkpoint saved "
-            "quantized (a quantization_config in its config.json) with --device cuda"
+            "is estimated, never measured, with or without bitsandbytes); use measure=False, or measure a checkpoint saved "
+            "quantized (a quantization_config in its config.json) with device='cuda'"
         )
     if device not in ("cpu", "cuda"):
         raise DeviceError(f"cannot measure on device={device!r}; use cpu or cuda")
     if (rehearse or snapshot_dir) and device != "cuda":
-        raise DeviceError("rehearsal and memory snapshots need CUDA; use --device cuda")
+        raise DeviceError("rehearsal and memory snapshots need CUDA; use device='cuda'")
     if rehearse:
         get_target(rehearse)
 
@@ -175,7 +178,8 @@ def measure(
         )
     except subprocess.TimeoutExpired as e:
         reason = f"measuring took over {timeout_s:.0f}s"
-        raise MeasurementFailedError(f"{reason} for {ref.name}; use a smaller batch or --no-measure", reason=reason) from e
+        raise MeasurementFailedError(f"{reason} for {ref.name}; measure a smaller batch_size, or estimate only (measure=False, "
+                                     "--no-measure on the command line)", reason=reason) from e
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(_RESULT_PREFIX):
             return Measurement(**json.loads(line[len(_RESULT_PREFIX):]))

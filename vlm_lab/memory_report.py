@@ -118,7 +118,7 @@ def profile_row(path: str, est: MemoryEstimate, target: str | GpuTarget, measure
         snapshot = f"; memory snapshot: {m.snapshot}" if m.snapshot else ""
         not_measured = f"it ran OUT OF MEMORY {where} (at {human_bytes(m.peak_bytes)}){snapshot}"
         if m.rehearsal_target == v.target and v.fits:  # running it on the target's memory is the proof
-            smaller = f"try --batch-size {est.batch_size // 2}" if est.batch_size > 1 else "try a lighter --dtype or a larger --target"
+            smaller = f"try a batch of {est.batch_size // 2}" if est.batch_size > 1 else "try a lighter dtype or a larger target"
             v = dataclasses.replace(v, fits=False, suggestion=f"the estimate said it fits, but the {v.target} rehearsal ran out of memory; {smaller}")
     return ProfileRow(path=path, estimate=est, verdict=v, measurement=m, not_measured=not_measured)
 
@@ -153,7 +153,7 @@ def _not_measurable_here(est: MemoryEstimate, device: str) -> str:
     it, or whatever else it picks (a notebook's kernel, another user's job).
     """
     if est.quantization and device != "cuda":
-        return f"it is pre-quantized ({est.quantization}), which loads only on CUDA with its quantization library; measure with --device cuda"
+        return f"it is pre-quantized ({est.quantization}), which loads only on CUDA with its quantization library; measure it on a CUDA GPU"
     if device == "cpu":
         from vlm_lab.cgroup_memory import available_memory
 
@@ -162,7 +162,7 @@ def _not_measurable_here(est: MemoryEstimate, device: str) -> str:
         if need > memory.available:
             where = f" under this container's {human_bytes(memory.limit)} memory limit" if memory.limit else " on this machine"
             return (f"measuring it on cpu needs ~{human_bytes(need)} (the estimate) and {human_bytes(memory.available)} is "
-                    f"available{where}; measure it where it fits (--device cuda, or a machine with more memory)")
+                    f"available{where}; measure it where it fits (on a CUDA GPU, or a machine with more memory)")
     return ""
 
 
@@ -219,7 +219,9 @@ def iter_profile(config: MemoryConfig, *, progress: bool = False) -> Iterator[Pr
                     est = estimate(ref, dtype=dtype, device=device, target=target, **{**shape, "prompt_tokens": m.prompt_tokens}, **image)
         row = profile_row(ref.path or ref.spec, est, target, m, why)
         if row.not_measured:
-            message = f"cannot measure {row.path}: {row.not_measured} (estimate only; use --no-measure to skip measuring)"
+            # notebook 03 and `vlm-lab memory` both warn this: it names the argument and the flag
+            message = (f"cannot measure {row.path}: {row.not_measured} (estimate only; to skip measuring pass measure=False, "
+                       "or --no-measure on the command line)")
             warnings.warn(message, NotMeasuredWarning, stacklevel=2)
         yield row
 
