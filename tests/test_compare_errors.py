@@ -30,15 +30,44 @@ def test_a_gpu_out_of_memory_in_a_batch_says_what_to_lower_and_a_smaller_batch_t
         with pytest.raises(MemoryBudgetError) as caught:
             compare(config, progress=False, cache=models)
         said = str(caught.value)
+        # a notebook's compare() and a sweep's notebook 02 pass batch_size=; `vlm-lab compare` says its flag (below)
         assert said.startswith("out of memory on cpu while checkpoint-1000 generated batches of 6 (max_new_tokens=8): "
-                               "CUDA out of memory. Tried to allocate 2.00 GiB; lower the batch size (e.g. --batch-size 3)"), said
-        assert said.endswith("cached per batch size: a re-run with --batch-size 6 starts after them, a smaller batch "
+                               "CUDA out of memory. Tried to allocate 2.00 GiB; lower the batch size (e.g. batch_size=3)"), said
+        assert said.endswith("cached per batch size: a re-run with batch_size=6 starts after them, a smaller batch "
                              "size generates them again (latency and tokens/s are measured at it)"), said
         batches: list[BatchEvent] = []
         result = compare(config.replace(batch_size=2), progress=False, cache=models, on_batch=batches.append)
     finally:
         hook.remove()
     assert len(batches) == 3 and result.summary[0]["accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("batch_size, fix", [
+    (6, "lower the batch size (e.g. --batch-size 3)"),
+    (1, "generate fewer tokens (e.g. --max-new-tokens 4)"),
+])
+def test_a_gpu_out_of_memory_from_vlm_lab_compare_names_the_flags_to_type(tmp_path, tiny_checkpoints, capsys, batch_size, fix):
+    """`vlm-lab compare` run in this process, its model out of memory in every forward pass (a hook on every module:
+    the command builds its own cache, so no model is at hand before it runs)."""
+    import torch
+
+    from vlm_lab.cli import main
+
+    def full_gpu(module, args) -> None:
+        if hasattr(module, "generate"):  # the whole model, not its parts
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(full_gpu)
+    try:
+        code = main(["compare", str(tiny_checkpoints[-1]), "--data", "shapes:val:6", "--batch-size", str(batch_size),
+                     "--device", "cpu", "--out", str(tmp_path / "out"), "--quiet"])
+    finally:
+        hook.remove()
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and said.startswith(f"error: MemoryBudgetError: out of memory on cpu while checkpoint-1000 generated "
+                                         f"batches of {batch_size} (--max-new-tokens 8): CUDA out of memory. Tried to "
+                                         f"allocate 2.00 GiB; {fix}, or compare on a larger GPU"), said
+    assert f"a re-run with --batch-size {batch_size} starts after them" in said and "batch_size" not in said, said
 
 
 def test_a_device_this_machine_lacks_names_the_argument_a_python_caller_passes(tmp_path, tiny_checkpoints):

@@ -20,7 +20,10 @@ __all__ = ["context_message", "nonfinite_message", "out_of_memory_said", "trunca
 @contextlib.contextmanager
 def out_of_memory_said(name: str, gen: GenerationConfig, device) -> Iterator[None]:
     """A GPU out of memory in a batch becomes ``MemoryBudgetError`` with what to lower; the failed batch's tensors
-    (held by the traceback a notebook keeps) are let go, so a retry in the same process has the memory back."""
+    (held by the traceback a notebook keeps) are let go, so a retry in the same process has the memory back.
+
+    It names the arguments (``batch_size=3``), as a notebook's ``compare()`` and a sweep pass them;
+    ``vlm-lab compare`` says its flags instead (``--batch-size 3``: ``vlm_lab.cli.flags_in_config_errors``)."""
     import torch
 
     try:
@@ -29,13 +32,13 @@ def out_of_memory_said(name: str, gen: GenerationConfig, device) -> Iterator[Non
         traceback.clear_frames(e.__traceback__)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        smaller = f"--batch-size {max(1, gen.batch_size // 2)}" if gen.batch_size > 1 else "a smaller --max-new-tokens"
+        lower = (f"lower the batch size (e.g. batch_size={gen.batch_size // 2})" if gen.batch_size > 1 else
+                 f"generate fewer tokens (e.g. max_new_tokens={max(1, gen.max_new_tokens // 2)})")
         raise MemoryBudgetError(
             f"out of memory on {device} while {name} generated batches of {gen.batch_size} (max_new_tokens="
-            f"{gen.max_new_tokens}): {str(e).splitlines()[0] if str(e) else 'no detail'}; lower the batch size "
-            f"(e.g. {smaller}), or compare on a larger GPU. The batches that finished are cached per batch size: a "
-            f"re-run with --batch-size {gen.batch_size} starts after them, a smaller batch size generates them again "
-            "(latency and tokens/s are measured at it)"
+            f"{gen.max_new_tokens}): {str(e).splitlines()[0] if str(e) else 'no detail'}; {lower}, or compare on a "
+            f"larger GPU. The batches that finished are cached per batch size: a re-run with batch_size={gen.batch_size} "
+            "starts after them, a smaller batch size generates them again (latency and tokens/s are measured at it)"
         ) from None
 
 
