@@ -487,7 +487,9 @@ def test_images_made_in_memory_are_written_as_lossless_png_with_the_fast_strateg
 
 def test_nonfinite_scores_are_counted_marked_and_warned(tmp_path, tiny_checkpoints, overflowing_checkpoint, models):
     config = _config(tmp_path, [tiny_checkpoints[-1], overflowing_checkpoint], data="shapes:val:4", batch_size=2, dtype="float16")
-    with pytest.warns(NonFiniteWarning, match=r"overflowing\w*/checkpoint-1000: .* on 4 of 4 .* float16.*--dtype float32"):
+    # compare() warns a notebook and `vlm-lab compare` alike: the argument and the flag (it said only --dtype float32)
+    with pytest.warns(NonFiniteWarning, match=r"overflowing\w*/checkpoint-1000: .* on 4 of 4 .* float16.*use dtype='float32' "
+                                              r"\(--dtype float32 on the command line\), or dtype='bfloat16' on a GPU"):
         result = compare(config, progress=False, cache=models)
     assert [s["n_nonfinite"] for s in result.summary] == [0, 4]
     assert [r["outputs"][result.checkpoints[1]]["nonfinite"] for r in result.rows] == [True] * 4

@@ -77,13 +77,16 @@ def context_message(checkpoint: str, count: int, total: int) -> str:
             "the checkpoint never learned to stop (an early training step)")  # fmt: skip
 
 
-def nonfinite_message(checkpoint: str, count: int, total: int, dtype: str, *, dtype_option: str = "--dtype ") -> str:
+def nonfinite_message(checkpoint: str, count: int, total: int, dtype: str, *, dtype_option: str | None = None) -> str:
     """What NaN/+inf scores mean for ``checkpoint`` and what to do about them.
 
-    ``dtype_option``: how the caller's user sets the dtype (the Space: ``"VLM_LAB_DTYPE="``).
+    ``dtype_option``: how the caller's user sets the dtype (the Space: ``"VLM_LAB_DTYPE="``). By default the argument
+    and the flag both: compare's warning reaches a notebook and ``vlm-lab compare`` (or ``show``) alike.
     """
     what = f"{checkpoint}: NaN or infinite next-token scores on {count} of {total} sample(s) in {dtype}; those outputs are noise"
     if dtype == "float16":
-        return (f"{what}. The model overflows float16's range: use {dtype_option}float32, or {dtype_option}bfloat16 "
+        use = (f"{dtype_option}float32, or {dtype_option}bfloat16" if dtype_option is not None else
+               "dtype='float32' (--dtype float32 on the command line), or dtype='bfloat16'")
+        return (f"{what}. The model overflows float16's range: use {use} "
                 "on a GPU with compute capability >= 8 (not a T4)")  # fmt: skip
     return f"{what}. The weights may hold NaN or inf (a diverged training run?): check the checkpoint"
