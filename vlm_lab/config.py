@@ -157,6 +157,28 @@ def parse_bytes(text: str | int) -> int:
     return int(size)
 
 
+_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s?)?$")
+
+
+def parse_duration(name: str, value: str | int) -> int:
+    """Whole seconds from ``90`` or text with units: ``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"``, ``"1.5h"``, ``"1d"``."""
+    if _is_int(value):
+        _check_int(name, value, minimum=0, meaning=" (seconds, or text such as 30m; 0 = no limit)")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a whole number of seconds or text such as 30m, got {value!r}")
+    text = value.strip().lower()
+    m = _DURATION_RE.match(text)
+    # "1h30" is 1h30m to a reader, 1h30s to the pattern: a number after a unit needs its own
+    if not text or not m or not any(m.groups()) or (m.group(4) and any(m.groups()[:3]) and not text.endswith("s")):
+        raise ConfigError(f"{name} {value!r} is not a duration: give seconds (1800) or a number with s, m, h or d "
+                          "(90s, 30m, 2h, 1h30m); 0 = no limit")
+    seconds = sum(float(n) * unit for n, unit in zip(m.groups(), (86400, 3600, 60, 1)) if n)
+    if 0 < seconds < 1:  # rounded to 0, it would mean no limit
+        raise ConfigError(f"{name} {value!r} is under a second: give at least 1s (or 0 for no limit)")
+    return round(seconds)
+
+
 def parse_strategy(strategy: str) -> tuple[str, float | None]:
     """Split a decoding strategy string into its name and argument.
 
@@ -389,6 +411,7 @@ class SweepConfig(ConfigBase):
     shard_index: int = 0  # this invocation runs shard_index of shard_count (0-based)
     shard_count: int = 1
     execution_timeout: int = 0  # seconds per cell; 0 = no limit
+    run_timeout: int | str = 0  # a whole run (its kernel is killed past it): seconds, or text such as 30m, 2h; 0 = no limit
     kernel: str = ""  # kernel name; "" = the notebook's own kernelspec
 
     def __post_init__(self) -> None:
@@ -422,6 +445,7 @@ class SweepConfig(ConfigBase):
                 f"{self.shard_count - 1}/{self.shard_count}"
             )
         _check_int("execution_timeout", self.execution_timeout, minimum=0, meaning=" (seconds; 0 = no limit)")
+        object.__setattr__(self, "run_timeout", parse_duration("run_timeout", self.run_timeout))  # seconds from here on
 
 
 MEMORY_DTYPES = ("auto", "float32", "float16", "bfloat16", "int8", "int4")

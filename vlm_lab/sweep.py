@@ -6,7 +6,7 @@ Layout of ``runs/<sweep>/``::
     .locks/<run-id>             held while that run executes, by whichever invocation runs it
     .notebooks/<fingerprint>.ipynb  the notebook as an invocation found it: its runs execute this copy
     <run-id>/params.json        the notebook parameters of this run
-    <run-id>/status.json        running | completed | failed (+ failing cell, error; the run's W&B
+    <run-id>/status.json        running | completed | failed | timed_out (+ failing cell, error; the run's W&B
                                 id, kept across re-runs; the notebook, its fingerprint and kernel;
                                 ``wandb``: what the run's W&B step did, from its wandb.json)
     <run-id>/<notebook>.ipynb   the executed notebook (also when a cell failed)
@@ -26,15 +26,18 @@ in its log, and leaves the earlier runs' folders untouched (out of the summary);
 markdown or saving the notebook with outputs changes nothing. Completed runs are skipped; a run left ``running`` by a
 killed sweep is run again (its run lock proves nobody else is running it); a run whose
 lock another invocation holds (another shard spec, another machine on the same folder) is
-left to it, and this invocation exits 75.
+left to it, and this invocation exits 75. A run still executing at the sweep file's ``run_timeout:``
+(``30m``, ``2h``) is stopped (its kernel's process group killed), ``timed_out``, and runs again next time.
 
 Each run is one W&B run in the sweep's group: the sweep passes ``wandb_group`` (the
 sweep name), ``wandb_tags`` (``"key=value,..."`` of the varied parameters), ``wandb_id``
 (random, kept in status.json: the same for every execution of a run, so a run re-run after
 a kill resumes its W&B run instead of making a second one) and ``wandb_notebook`` (the first 8
-hex digits of ``notebook_fingerprint``: which version of the notebook made the run, as the group,
-tags and names stay the variant's across edits) to notebooks that declare those parameters, and
-``output_dir`` (the run folder).
+hex digits of ``notebook_fingerprint``: which version of the notebook made the run; notebook 02 logs
+it as a ``notebook=`` tag and config key, as the group and name stay the variant's across edits) to
+notebooks that declare those parameters, and ``output_dir`` (the run folder). The run of an edited
+notebook has a new run id, so a new folder and a new ``wandb_id``: it never logs into a W&B run that
+holds the earlier notebook's results.
 """
 
 from __future__ import annotations

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 SHOWN = 5  # run ids named per reason; the table's state column has the rest
+TIMED_OUT = "timed_out"  # a run's state when it passed the sweep's run_timeout (killed); it runs again as a failed one
 
 # Why a run of each state has no result, in the order summary.md lists them: (label, what it means).
 WHY = {
     "failed": ("failed", ""),
+    TIMED_OUT: ("timed out", ""),
     "interrupted": ("interrupted", "the sweep running them was stopped (killed, Ctrl-C, SIGTERM) before they finished"),
     "running": ("running now", "in this or another invocation; a later summary has them"),
     "pending": ("not run yet", ""),
@@ -39,7 +41,7 @@ class Coverage:
     total: int
     completed: int
     missing: dict[str, tuple[str, ...]]  # state (a WHY key, or another) -> run ids, each with no result
-    errors: dict[str, str] = dataclasses.field(default_factory=dict)  # run id -> its error (one line), failed runs
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)  # run id -> its error (one line), failed and timed-out runs
     shard_of: dict[str, str] = dataclasses.field(default_factory=dict)
     command: str = ""  # runs the missing ones
 
@@ -66,7 +68,8 @@ class Coverage:
             label, meaning = WHY.get(state, (state, ""))
             named = named if named.startswith("\n") else f" {named}{more}" + (f"; {meaning}" if meaning else "")
             lines.append(f"- {label} ({len(ids)}{whose}):{named}" + (more if named.startswith("\n") else ""))
-        lines += ["", f"`{self.command}` runs the {self.missing_count} (completed runs are kept; failed ones run again)."]
+        again = "failed and timed-out ones" if TIMED_OUT in self.missing else "failed ones"
+        lines += ["", f"`{self.command}` runs the {self.missing_count} (completed runs are kept; {again} run again)."]
         return lines
 
     def brief(self) -> str:
@@ -96,7 +99,7 @@ def coverage(summary_csv: Path, *, shard_of: dict[str, str] | None = None, comma
     errors = dict(zip(frame["run_id"], frame["error"])) if "error" in frame else {}
     return Coverage(
         total=len(frame), completed=len(states.get("completed", ())), missing={s: tuple(states[s]) for s in order},
-        errors={rid: e for rid, e in errors.items() if e and rid in states.get("failed", ())},
+        errors={rid: e for rid, e in errors.items() if e and rid in (*states.get("failed", ()), *states.get(TIMED_OUT, ()))},
         shard_of={rid: s for rid, s in (shard_of or {}).items() if rid in frame["run_id"].values}, command=command,
     )  # fmt: skip
 

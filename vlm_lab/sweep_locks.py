@@ -95,7 +95,7 @@ STUCK_AFTER_H = 12  # a lock held this long is named as maybe hung: every later 
 
 def _stuck(holder: str) -> str:
     """A note when the holder (``pid N on HOST since TIME``, as ``sweep_lock`` writes it) has held the lock for
-    ``STUCK_AFTER_H`` hours or more: a hung kernel with no ``execution_timeout:`` holds it for ever."""
+    ``STUCK_AFTER_H`` hours or more: a hung kernel with no ``run_timeout:`` or ``execution_timeout:`` holds it for ever."""
     found = re.fullmatch(r"pid (\d+) on (\S+) since (\S+)", holder)
     try:
         since = dt.datetime.fromisoformat(found.group(3)) if found else None
@@ -108,8 +108,8 @@ def _stuck(holder: str) -> str:
         return ""
     took = f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.0f} hours"
     return (f". It has held the lock for {took}: if it is hung (a cell waiting for ever: the sweep file has no "
-            f"execution_timeout:), `kill {found.group(1)}` on {found.group(2)} stops it (its runs resume at the next "
-            "invocation), and an execution_timeout: in the sweep file keeps it from happening again")
+            f"run_timeout: or execution_timeout:), `kill {found.group(1)}` on {found.group(2)} stops it (its runs resume "
+            "at the next invocation), and a run_timeout: (e.g. 2h) in the sweep file keeps it from happening again")
 
 
 @contextlib.contextmanager

@@ -25,6 +25,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,11 +61,52 @@ def quiet() -> Iterator[None]:
             logger.removeFilter(noise)
 
 
-def execute(notebook: Path, output: Path, *, kernel_log: Path | None = None, **options: Any) -> None:
+class RunTimedOut(Exception):
+    """The run was still executing at its ``run_timeout``: its kernel was killed. ``args``: (limit, elapsed) in seconds."""
+
+
+class _Deadline:
+    """Kills the run's kernel (its whole process group) once ``seconds`` have passed since it was made.
+
+    A timer thread, not a cell timeout: a run whose cells each end in time, or a kernel stuck between
+    cells, is stopped too. Killed before the kernel started, the kernel is killed as soon as it starts."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.started, self.passed = seconds, time.monotonic(), False
+        self._kill: Any = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._pass)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _pass(self) -> None:
+        with self._lock:
+            self.passed, kill = True, self._kill
+        if kill is not None:
+            kill()
+
+    def watch(self, kill: Any) -> None:
+        """``kill()`` at the deadline, or now if it has passed."""
+        with self._lock:
+            self._kill, passed = kill, self.passed
+        if passed:
+            kill()
+
+    def cancel(self) -> float:
+        """Stop the timer; returns the seconds since the run started."""
+        self._timer.cancel()
+        return time.monotonic() - self.started
+
+
+def execute(
+    notebook: Path, output: Path, *, kernel_log: Path | None = None, run_timeout: float = 0, **options: Any
+) -> None:
     """``papermill.execute_notebook(notebook, output, **options)``, on a kernel of its own and
     without changing the process's working directory. Both paths must be absolute.
     ``kernel_log``: where the kernel process's stdout and stderr go (appended; default: this
-    process's).
+    process's). ``run_timeout``: seconds the whole execution may take (0: no limit); past it the
+    kernel's process group is killed and ``RunTimedOut`` raised (the output notebook is written,
+    as far as it got).
 
     No ``cwd=``: papermill's is a process-wide ``chdir`` too. The kernel starts in this
     process's working directory.
@@ -73,14 +117,25 @@ def execute(notebook: Path, output: Path, *, kernel_log: Path | None = None, **o
     if not (notebook.is_absolute() and output.is_absolute()):
         raise ValueError(f"sweep notebooks are executed by absolute path, got {notebook} -> {output}")
     _install_handler()
-    with kernel_transport() as transport:
-        config = transport.pop("config", Config())
-        if kernel_log is not None:
-            config.merge(Config({
-                "NotebookClient": {"kernel_manager_class": _kernel_manager_class()},
-                "LoggedKernelManager": {"output_path": str(kernel_log)},
-            }))  # fmt: skip
-        papermill.execute_notebook(str(notebook), str(output), **options, **transport, config=config)
+    deadline = _Deadline(run_timeout) if run_timeout else None
+    try:
+        with kernel_transport() as transport:
+            config = transport.pop("config", Config())
+            if kernel_log is not None or deadline is not None:
+                # A class per execution: the deadline is this run's, and traitlets config carries only settings.
+                manager = type("LoggedKernelManager", (_kernel_manager_class(),), {"deadline": deadline})
+                config.merge(Config({
+                    "NotebookClient": {"kernel_manager_class": manager},
+                    "LoggedKernelManager": {"output_path": str(kernel_log or "")},
+                }))  # fmt: skip
+            papermill.execute_notebook(str(notebook), str(output), **options, **transport, config=config)
+    except Exception as e:
+        if deadline is not None and deadline.passed:  # whatever nbclient made of the dead kernel
+            raise RunTimedOut(run_timeout, deadline.cancel()) from e
+        raise
+    finally:
+        if deadline is not None:
+            deadline.cancel()
 
 
 @functools.cache
@@ -91,15 +146,38 @@ def _kernel_manager_class() -> type:
 
     class LoggedKernelManager(AsyncKernelManager):
         output_path = Unicode("", config=True, help="file the kernel's stdout and stderr are appended to")
+        deadline: Any = None  # a _Deadline: the subclass ``execute`` makes for a run with a run_timeout sets it
         _process: Any = None  # the kernel's Popen
         _shutting_down: bool = False
+        _timed_out: bool = False  # killed at the run's deadline
 
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
             # jupyter_client's documented override point; Popen dups the descriptor, so it closes here.
-            with open(self.output_path, "ab") as out:
-                kw.update(stdout=out, stderr=out)
+            with contextlib.ExitStack() as stack:
+                if self.output_path:
+                    out = stack.enter_context(open(self.output_path, "ab"))
+                    kw.update(stdout=out, stderr=out)
                 await super()._async_launch_kernel(kernel_cmd, **kw)
             self._process = getattr(self.provisioner, "process", None)
+            if self.deadline is not None and self._process is not None:
+                self.deadline.watch(self._kill_at_deadline)
+
+        def _kill_at_deadline(self) -> None:
+            """SIGKILL the kernel's process group (jupyter_client starts it in a session of its own): the kernel
+            and what it started; nbclient then finds the kernel dead and papermill writes the notebook."""
+            process = self._process
+            if process is None or process.poll() is not None:
+                return
+            self._timed_out = True
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.name == "posix" and os.getpgid(process.pid) == process.pid:
+                    os.killpg(process.pid, signal.SIGKILL)
+                else:
+                    process.kill()
+            if self.output_path:
+                with open(self.output_path, "a", encoding="utf-8") as out:
+                    out.write(f"vlm-lab: run_timeout ({describe_duration(self.deadline.seconds)}) passed: the sweep "
+                              "killed the kernel and the processes it started\n")
 
         async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
             self._shutting_down = True  # ended by nbclient (done, a timeout): not news
@@ -109,12 +187,20 @@ def _kernel_manager_class() -> type:
             # nbclient cleans up without a shutdown when the kernel is already dead: say how it ended
             # ("Kernel died" alone reads the same for the out-of-memory killer, a segfault and os._exit).
             code = self._process.poll() if self._process is not None and not self._shutting_down else None
-            if code is not None:
+            # Killed at the deadline: _kill_at_deadline said so (not "killed by SIGKILL (most often the OOM killer)").
+            if code is not None and self.output_path and not self._timed_out:
                 with open(self.output_path, "a", encoding="utf-8") as out:
                     out.write(f"{KERNEL_ENDED}{kernel_end(code)}\n")
             await super().cleanup_resources(restart=restart)
 
     return LoggedKernelManager
+
+
+def describe_duration(seconds: float) -> str:
+    """``90 -> '1m30s'``, ``1800 -> '30m'``, ``5400 -> '1h30m'``: as a sweep file writes a ``run_timeout``."""
+    whole = round(seconds)
+    parts = [(whole // 86400, "d"), (whole % 86400 // 3600, "h"), (whole % 3600 // 60, "m"), (whole % 60, "s")]
+    return "".join(f"{n}{unit}" for n, unit in parts if n) or "0s"
 
 
 KERNEL_ENDED = "vlm-lab: the kernel process "  # the line kernel.log ends with when the kernel died on its own

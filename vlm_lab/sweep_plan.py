@@ -42,8 +42,9 @@ class RunSpec:
             return {"state": "pending"}
 
     def state(self) -> str:
-        """pending | running | completed | failed, or ``interrupted``: status.json says running but
-        nobody holds the run's lock (its sweep was killed; the next invocation runs it again)."""
+        """pending | running | completed | failed | timed_out (stopped at the sweep's run_timeout), or
+        ``interrupted``: status.json says running but nobody holds the run's lock (its sweep was killed;
+        the next invocation runs it again)."""
         state = self.status().get("state", "pending")
         if state == "running" and not run_is_running(self.dir.parent, self.run_id):
             return "interrupted"

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from vlm_lab.sweep_coverage import Coverage
+from vlm_lab.sweep_coverage import TIMED_OUT, Coverage
 from vlm_lab.sweep_locks import LOCKED_EXIT_CODE, now as _now
 
 ERROR_CHARS = 300  # a run's error as the log and the summary show it (status.json keeps all of it)
@@ -40,7 +40,9 @@ class SweepReport:
 
     def describe(self) -> str:
         lines = [self.note] if self.note else []
-        lines.append(f"{self.sweep_dir}: {len(self.ran)} ran, {len(self.skipped)} skipped (already completed), {len(self.failures)} failed")
+        timed_out = sum(f.get("state") == TIMED_OUT for f in self.failures)
+        of_them = f" ({timed_out} of them timed out)" if timed_out else ""
+        lines.append(f"{self.sweep_dir}: {len(self.ran)} ran, {len(self.skipped)} skipped (already completed), {len(self.failures)} failed{of_them}")
         if self.busy:
             lines.append(f"{len(self.busy)} running elsewhere (left to that invocation): {', '.join(self.busy)}")
         same: dict[str, list[dict[str, Any]]] = {}  # a shared cause (a missing package, a bad path) fails every run alike
@@ -49,9 +51,9 @@ class SweepReport:
         for f in self.failures:
             error = describe_error(f.get("error") or {})
             if len(same[error]) <= SAME_ERROR_LINES:
-                lines.append(f"  FAILED {f['run_id']}: {error}  (notebook: {f.get('notebook')})")
+                lines.append(f"  {outcome(f)} {f['run_id']}: {error}  (notebook: {f.get('notebook')})")
             elif f is same[error][0]:
-                lines.append(f"  FAILED {len(same[error])} runs with the same error: {error}  (the first, {f['run_id']}: notebook "
+                lines.append(f"  {outcome(f)} {len(same[error])} runs with the same error: {error}  (the first, {f['run_id']}: notebook "
                              f"{f.get('notebook')}; {self.sweep_dir / 'summary.md'} lists each)")  # fmt: skip
         if self.unlogged:  # the results are on disk; the W&B run is not what was asked (the summary's wandb column)
             lines.append(f"W&B did not log {len(self.unlogged)} run(s) as asked:")
@@ -75,6 +77,11 @@ def describe_error(error: dict[str, Any]) -> str:
     if len(evalue) > ERROR_CHARS:
         evalue = evalue[: ERROR_CHARS - 3] + "..."
     return f"{cell}: {error.get('ename', 'Error')}: {evalue}".rstrip(": ")
+
+
+def outcome(status: dict[str, Any]) -> str:
+    """How the report and the log name a run without a result: ``FAILED``, or ``TIMED OUT`` (its run_timeout)."""
+    return "TIMED OUT" if status.get("state") == TIMED_OUT else "FAILED"
 
 
 def log_line(text: str) -> None:
@@ -121,7 +128,7 @@ class _Tally:
             if failed:
                 self.failures.append(status)
                 if self.terminal:
-                    self.bar.write(f"FAILED {rid}: {describe_error(status.get('error') or {})}")
+                    self.bar.write(f"{outcome(status)} {rid}: {describe_error(status.get('error') or {})}")
             wandb = describe_record(status.get("wandb"))
             if wandb.startswith("NOT LOGGED") or "online failed" in wandb:
                 self.unlogged.append((rid, wandb))

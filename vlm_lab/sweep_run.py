@@ -13,6 +13,7 @@ from typing import Any
 from vlm_lab.config import SweepConfig
 from vlm_lab.data import atomic_write_text
 from vlm_lab import sweep_papermill as papermill_run
+from vlm_lab.sweep_coverage import TIMED_OUT
 from vlm_lab.sweep_locks import now as _now
 from vlm_lab.sweep_plan import PARAMS_FILE, STATUS_FILE, RunSpec
 
@@ -76,8 +77,16 @@ def execute_run(
             Path(source or config.notebook).resolve(), partial.resolve(), parameters=parameters,
             kernel_name=config.kernel or None, progress_bar=False, log_output=False,
             execution_timeout=config.execution_timeout or None, kernel_log=kernel_log.resolve(),
+            run_timeout=config.run_timeout,
         )  # fmt: skip
         status.update(state="completed")
+    except papermill_run.RunTimedOut as e:
+        limit, elapsed = (papermill_run.describe_duration(s) for s in e.args)
+        evalue = (f"still running at its run_timeout ({limit}): its kernel was killed after {elapsed}; "
+                  "raise run_timeout: in the sweep file if the run needs longer")
+        where = papermill_run.last_started_cell(partial) or {"stage": BEFORE_CELLS}
+        error = {"cell_index": None, "exec_count": None, "ename": "RunTimeout", "evalue": evalue}
+        status.update(state=TIMED_OUT, error=error | where, run_timeout_s=config.run_timeout)
     except papermill.PapermillExecutionError as e:
         error = {"cell_index": e.cell_index, "exec_count": e.exec_count, "ename": e.ename, "evalue": e.evalue}
         status.update(state="failed", error=error)

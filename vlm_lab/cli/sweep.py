@@ -65,7 +65,7 @@ def _why(run, state: str) -> str:
     from vlm_lab.sweep import describe_error
 
     status = run.status()
-    if state == "failed":
+    if state in ("failed", "timed_out"):
         return f"  {describe_error(status.get('error') or {})}"
     if state in ("running", "interrupted") and status.get("started_at"):
         return f"  started {status['started_at']}" + (", never finished" if state == "interrupted" else "")
@@ -100,7 +100,7 @@ def _sweep(args: argparse.Namespace) -> int:
         for run in runs:
             states.append(state := run.state())
             print(f"  {state:11s} {run.run_id}{_why(run, state)}")
-        counts = {s: states.count(s) for s in ("completed", "failed", "interrupted", "running", "pending") if s in states}
+        counts = {s: states.count(s) for s in ("completed", "failed", "timed_out", "interrupted", "running", "pending") if s in states}
         left = len(states) - counts.get("completed", 0) - counts.get("running", 0)
         print(", ".join(f"{n} {s}" for s, n in counts.items()) + (f"; `{_rerun_command(args)}` runs the {left} not completed" if left else ""))
         return 0
