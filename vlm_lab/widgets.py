@@ -15,7 +15,7 @@ The inputs (the image with its preview, the strategy with its argument) are ``vl
 Each Compare is kept (``Explorer.history``, newest first, the last ``HISTORY`` runs) and shown
 under the next one with what it asked, so a strategy or a prompt can be compared with the one
 before. Every explorer of a Python process shares one model cache per device
-(``shared_cache``): a notebook cell run again answers from the models already loaded.
+(``shared_cache``, in ``vlm_lab.widgets_cache``): a notebook cell run again answers from the models already loaded.
 """
 
 from __future__ import annotations
@@ -41,31 +41,10 @@ from vlm_lab.widgets_inputs import STRATEGIES, STRATEGY_ARGS, ExplorerInputs  # 
 from vlm_lab.widgets_run import (  # noqa: F401 - stop_running is also this module's API
     RUN_THREAD, BackgroundRun, RunStopped, stop_running, stopped_note, stopped_waiting, stopping_status, waiting_status,
 )
+from vlm_lab.widgets_cache import shared_cache
 
 HISTORY = 6  # runs kept and shown: this one and the five before it
 MAX_NEW_TOKENS = 4096  # the field's upper bound; generation also stops where the checkpoint reads no further
-
-
-_CACHES: dict[str, Any] = {}  # device -> the ModelCache the explorers on it share
-
-
-def shared_cache(device: str = "auto"):
-    """The ``ModelCache`` every explorer on ``device`` shares in this Python process (the kernel).
-
-    An explorer made again (its notebook cell run a second time) answers from the models the
-    first one loaded instead of loading a second copy beside them. ``shared_cache().clear()``
-    frees them; pass ``explore(cache=...)`` for a cache of its own.
-    """
-    from vlm_lab.model_cache import ModelCache
-    from vlm_lab.models import resolve_device
-
-    try:
-        key = str(resolve_device(device))  # "auto" and "cuda" on a GPU machine are one device
-    except VlmLabError:
-        key = device  # the load says what is wrong with it, in each checkpoint's row
-    if key not in _CACHES:
-        _CACHES[key] = ModelCache()
-    return _CACHES[key]
 
 
 class Explorer(ExplorerInputs):
