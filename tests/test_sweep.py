@@ -348,7 +348,9 @@ def test_real_sweep_of_notebook_02_logs_one_wandb_run_per_point(tiny_checkpoints
     assert (summary["checkpoint-1000/accuracy"] >= summary["checkpoint-0/accuracy"]).all()
 
     runs = [offline_runs.read_offline_run(p) for p in offline_runs.find_offline_runs(tmp_path / "wandb-home")]
-    assert sorted(r.tags for r in runs) == [("strategy=greedy",), ("strategy=nucleus(0.9)",)]
+    notebook = f"notebook={sweep.notebook_fingerprint(config)[:8]}"  # the notebook version, beside the variant
+    assert sorted(r.tags for r in runs) == [("strategy=greedy", notebook), ("strategy=nucleus(0.9)", notebook)]
+    assert sorted(r.name for r in runs) == ["strategy=greedy", "strategy=nucleus(0.9)"]
     assert {r.group for r in runs} == {"nb02"}
     points = sweep.plan(config)  # each W&B run has its point's id: a re-run point resumes it
     assert {r.id for r in runs} == {json.loads((p.dir / "params.json").read_text())["wandb_id"] for p in points}
