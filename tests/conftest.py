@@ -30,6 +30,17 @@ from vlm_lab.cpu_kernels import pin_cpu_kernels  # noqa: E402
 
 pin_cpu_kernels()
 
+# The suite checks what Ctrl-C and a closed terminal do to vlm_lab. A shell starts a background job
+# (`make test &`, nohup, a cron script) with SIGINT (and, under nohup, SIGHUP) ignored, which Python and
+# every process the tests start would inherit: Ctrl-C would then do nothing and those tests fail. Ignoring
+# is the launcher's choice, not vlm_lab's behaviour, so the suite takes the usual handlers back.
+import signal  # noqa: E402
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
 
 def pytest_collection_modifyitems(config, items):
     import torch
