@@ -571,3 +571,13 @@ def test_replacing_a_build_of_many_checkpoints_names_the_first_and_last_not_all(
         f"warning: removed checkpoint-0, checkpoint-1, checkpoint-2, ..., checkpoint-11, checkpoint-12 from {out}: an "
         "earlier build made them with steps=12, save_every=1; now steps=2, save_every=2, so they do not belong to this run"
     ]
+
+
+def test_a_diverging_build_names_the_flag_to_lower(tmp_path):
+    """tiny.train names learning_rate= (test_tiny); the build command wraps it, so its user reads --learning-rate."""
+    r = vlm_lab("checkpoints", "build", "--out", str(tmp_path / "ck"), "--steps", "8", "--save-every", "1",
+                "--learning-rate", "1e6", "--quiet")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    (line,) = r.stderr.splitlines()
+    assert line.startswith("error: ConfigError: training diverged: ") and "with --learning-rate 1000000.0 " in line, line
+    assert line.endswith("; lower it (e.g. --learning-rate 100000; the default is 0.003)") and "learning_rate" not in line, line

@@ -230,7 +230,7 @@ def test_a_diverging_build_stops_with_the_fix_instead_of_saving_nan_weights(tmp_
     from safetensors.torch import load_file
 
     out = tmp_path / "ck"
-    with pytest.raises(ConfigError, match=r"training diverged: the (loss|weights) became nan.* step \d+ with learning_rate=1000000.0 .*lower --learning-rate") as caught:
+    with pytest.raises(ConfigError, match=r"training diverged: the (loss|weights) became nan.* step \d+ with learning_rate=1000000.0 .*lower it \(e\.g\. learning_rate=100000; the default is 0\.\d+\)") as caught:
         tiny.train(TrainConfig(out=str(out), steps=8, save_every=1, learning_rate=1e6), progress=False)
     diverged_at = int(re.search(r" step (\d+) ", str(caught.value)).group(1))
     saved = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
@@ -475,10 +475,11 @@ def test_two_builds_starting_at_once_both_find_the_folder_writable(tmp_path):
 
 
 @pytest.mark.parametrize("limit_mib, batch, message", [
-    (400, 32, r"--batch-size 32 needs ~463\.\d\d MiB of memory for one training step \(~2\.60 MiB a sample\), and "
+    # tiny.train's caller passes TrainConfig fields (batch_size=); `vlm-lab checkpoints build` says its flags (test_cli_checkpoints)
+    (400, 32, r"batch_size=32 needs ~463\.\d\d MiB of memory for one training step \(~2\.60 MiB a sample\), and "
           r"300\.00 MiB is available under this container's 400\.00 MiB memory limit; raise the container's memory limit"),
-    (1024, 300, r"--batch-size 300 needs ~1\.13 GiB of memory for one training step \(~2\.60 MiB a sample\), and "
-           r"924\.00 MiB is available under this container's 1\.00 GiB memory limit; pass --batch-size 209 or fewer"),
+    (1024, 300, r"batch_size=300 needs ~1\.13 GiB of memory for one training step \(~2\.60 MiB a sample\), and "
+           r"924\.00 MiB is available under this container's 1\.00 GiB memory limit; pass batch_size=209 or fewer"),
 ])
 def test_the_memory_check_counts_a_container_limit_below_the_machines_memory(tmp_path, limit_mib, batch, message):
     # a Docker container or a Space: /proc/meminfo tells the host's memory, the cgroup the container's limit
@@ -497,7 +498,21 @@ def test_the_memory_check_counts_the_training_images_held_through_the_build(tmp_
     (tmp_path / "self").write_text("0::/\n")
     with pytest.raises(tiny.ConfigError) as e:
         tiny._check_memory(32, 100_000, cgroup_root=tmp_path, proc_self_cgroup=tmp_path / "self")
-    assert str(e.value) == ("--train-images 100000 needs ~1.81 GiB of memory held through the build (~19.00 KiB an image) "
+    assert str(e.value) == ("train_images=100000 needs ~1.81 GiB of memory held through the build (~19.00 KiB an image) "
                             "besides ~463.20 MiB for a training step, and 924.00 MiB is available under this container's "
-                            "1.00 GiB memory limit; pass --train-images 24834 or fewer")
+                            "1.00 GiB memory limit; pass train_images=24834 or fewer")
     tiny._check_memory(32, 24_834, cgroup_root=tmp_path, proc_self_cgroup=tmp_path / "self")  # what it says fits does
+
+
+@pytest.mark.parametrize("fields, said", [
+    (dict(train_images=100_000_000), "train_images=100000000 is more images than a build holds in memory (at most 100000, "
+                                     "~18 KB each); pass train_images=100000 or fewer"),
+    (dict(steps=10**9, save_every=1), "steps=1000000000 with save_every=1 saves 1000000001 checkpoints, more than a build "
+                                      "saves (at most 1000000, ~2 MB of disk each); pass save_every=1001 or more"),
+])
+def test_a_build_too_big_names_the_fields_a_python_caller_passes(tmp_path, fields, said):
+    """It said --train-images / --save-every to tiny.train(TrainConfig(...)); `vlm-lab checkpoints build` says them
+    (test_cli_checkpoints: test_more_training_images_than_memory_holds..., test_a_billion_steps...)."""
+    with pytest.raises(tiny.ConfigError) as caught:
+        tiny.train(TrainConfig(out=str(tmp_path / "ck"), **fields), progress=False)
+    assert str(caught.value) == said and not (tmp_path / "ck").exists()

@@ -68,8 +68,8 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
         ConfigError: more training images, or a bigger batch, than memory holds; or the loss diverged.
     """
     if config.train_images > MAX_SHAPES_SAMPLES:  # a zero too many: every image is drawn and held in memory first
-        raise ConfigError(f"--train-images {config.train_images} is more images than a build holds in memory (at most "
-                          f"{MAX_SHAPES_SAMPLES}, ~18 KB each); pass --train-images {MAX_SHAPES_SAMPLES} or fewer")
+        raise ConfigError(f"train_images={config.train_images} is more images than a build holds in memory (at most "
+                          f"{MAX_SHAPES_SAMPLES}, ~18 KB each); pass train_images={MAX_SHAPES_SAMPLES} or fewer")
     _refuse_too_many_checkpoints(config)  # before the list of save steps is made: 10**9 of them fill the memory
     if not config.out.strip():  # an unset "$OUT": the checkpoints would land in the current folder
         raise OutputPathError("--out is empty; pass the folder to save the checkpoints in, such as checkpoints/shapes")
@@ -111,9 +111,9 @@ def _refuse_too_many_checkpoints(config: TrainConfig) -> None:
     fewer = -(-config.steps // (MAX_CHECKPOINTS - 1))
     while _save_count(config.steps, fewer) > MAX_CHECKPOINTS:
         fewer += 1
-    raise ConfigError(f"--steps {config.steps} with --save-every {config.save_every} saves {count} checkpoints, "
+    raise ConfigError(f"steps={config.steps} with save_every={config.save_every} saves {count} checkpoints, "
                       f"more than a build saves (at most {MAX_CHECKPOINTS}, ~2 MB of disk each); "
-                      f"pass --save-every {fewer} or more")
+                      f"pass save_every={fewer} or more")
 
 
 # Memory one training step takes, measured (peak RSS at --batch-size 64 and 512): the process,
@@ -140,17 +140,17 @@ def _check_memory(batch_size: int, train_images: int, *, cgroup_root: Path = CGR
     step = _STEP_BASE_BYTES + batch_size * _STEP_BYTES_PER_SAMPLE
     if step > available:
         fits = (available - _STEP_BASE_BYTES) // _STEP_BYTES_PER_SAMPLE
-        fix = (f"pass --batch-size {fits} or fewer" if fits >= 1 else
+        fix = (f"pass batch_size={fits} or fewer" if fits >= 1 else
                "raise the container's memory limit" if memory.limit else "free some memory")
-        raise ConfigError(f"--batch-size {batch_size} needs ~{human_bytes(step)} of memory for one training step "
+        raise ConfigError(f"batch_size={batch_size} needs ~{human_bytes(step)} of memory for one training step "
                           f"(~{human_bytes(_STEP_BYTES_PER_SAMPLE)} a sample), and {human_bytes(available)} is available"
                           f"{where}; {fix}")
     images = train_images * _BYTES_PER_IMAGE
     if step + images > available:
         fits = (available - step) // _BYTES_PER_IMAGE
-        raise ConfigError(f"--train-images {train_images} needs ~{human_bytes(images)} of memory held through the build "
+        raise ConfigError(f"train_images={train_images} needs ~{human_bytes(images)} of memory held through the build "
                           f"(~{human_bytes(_BYTES_PER_IMAGE)} an image) besides ~{human_bytes(step)} for a training step, "
-                          f"and {human_bytes(available)} is available{where}; pass --train-images {fits} or fewer")
+                          f"and {human_bytes(available)} is available{where}; pass train_images={fits} or fewer")
 
 
 def _one_thread(fn, *args, **kwargs):
@@ -248,7 +248,7 @@ def _diverged(config: TrainConfig, what: str, last_saved: Path) -> ConfigError:
     return ConfigError(
         f"training diverged: {what} with learning_rate={config.learning_rate} "
         f"(saved checkpoints up to {last_saved.name} are kept, none with NaN weights); "
-        f"lower --learning-rate (default {TrainConfig().learning_rate})"
+        f"lower it (e.g. learning_rate={config.learning_rate / 10:g}; the default is {TrainConfig().learning_rate})"
     )
 
 

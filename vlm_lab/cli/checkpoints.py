@@ -74,11 +74,12 @@ def _build(args: argparse.Namespace) -> int:
     from vlm_lab import tiny
     from vlm_lab.cli import flags_in_config_errors
 
+    saved: list[Path] = []
+    # the library names TrainConfig's fields (batch_size=32), in the config's checks and the build's; here they are flags
     with flags_in_config_errors("out", "steps", "save_every", "seed", "batch_size", "learning_rate", "train_images"):
         config = TrainConfig(out=args.out, steps=args.steps, save_every=args.save_every, seed=args.seed,
                              batch_size=args.batch_size, learning_rate=args.learning_rate, train_images=args.train_images)
-    saved: list[Path] = []
-    paths = tiny.train(config, progress=not args.quiet, on_save=saved.append)
+        paths = tiny.train(config, progress=not args.quiet, on_save=saved.append)
     shown = tiny.short_list([p.name for p in paths])
     if len(paths) > 8:  # the names between are left out: say where they all are
         shown += f" (each with its loss: vlm-lab checkpoints list {config.out})"
