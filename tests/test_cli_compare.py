@@ -83,6 +83,14 @@ def test_a_bad_flag_is_named_as_the_flag_not_the_config_field(args, message, fie
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert field not in r.stderr.replace(message, ""), r.stderr
 
+def test_a_model_over_the_memory_budget_names_the_flags_to_type(tiny_checkpoints, tmp_path):
+    """The model cache names the argument (dtype='float16', test_model_cache); this command says its flag."""
+    r = vlm_lab("compare", str(tiny_checkpoints[-1]), "--data", "shapes:val:1", "--memory-budget", "1KB", "--device", "cpu",
+                "--out", str(tmp_path / "x"), "--quiet")
+    assert r.returncode == 2 and r.stderr.startswith("error: MemoryBudgetError: checkpoint-1000 needs "), r.stderr
+    assert r.stderr.endswith("--memory-budget) or load in a smaller dtype (--dtype float16)\n") and "dtype=" not in r.stderr
+
+
 def test_data_without_references_shows_dashes_not_none(tiny_checkpoints, tmp_path):
     from vlm_lab import data, shapes
 

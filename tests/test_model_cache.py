@@ -70,6 +70,8 @@ def test_model_over_the_whole_budget_is_refused_with_the_fix(refs, tiny_nbytes):
     with pytest.raises(MemoryBudgetError, match="raise the budget") as info:
         cache.get(refs[0], device="cpu")
     assert isinstance(info.value, MemoryError) and len(cache) == 0
+    # a notebook's compare() and the explorer pass dtype=; `vlm-lab compare` says --dtype (test_cli_compare)
+    assert str(info.value).endswith("or load in a smaller dtype (dtype='float16')"), str(info.value)
 
 
 def test_eviction_frees_the_model(refs, tiny_nbytes):

@@ -466,7 +466,8 @@ class ModelCache(CacheIdentity):
         if nbytes > self._budget:
             raise MemoryBudgetError(
                 f"{ref.name} needs {format_bytes(nbytes)} but the model cache budget is {format_bytes(self._budget)}; "
-                "raise the budget (ModelCache(budget_bytes=...), --memory-budget) or load in a smaller dtype (--dtype float16)"
+                # dtype= as compare() and the explorer pass it; vlm-lab compare says --dtype (flags_in_config_errors)
+                "raise the budget (ModelCache(budget_bytes=...), --memory-budget) or load in a smaller dtype (dtype='float16')"
             )
 
     def _evict_lru(self, nbytes: int) -> list[torch.device]:
