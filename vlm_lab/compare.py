@@ -28,7 +28,7 @@ from vlm_lab.config import CompareConfig, GenerationConfig
 from vlm_lab.data import Sample, as_shown, load_samples, open_image
 from vlm_lab.errors import OutputPathError
 from vlm_lab.model_cache import ModelCache
-from vlm_lab.result_cache import ResultCache, generation_key, sample_key, sample_keys
+from vlm_lab.result_cache import ResultCache, Syncer, generation_key, sample_key, sample_keys
 from vlm_lab.results import ComparisonResult
 from vlm_lab.scoring import bootstrap_accuracy, get_scorer
 
@@ -36,7 +36,7 @@ __all__ = ["BatchEvent", "ComparisonResult", "MemoryProbe", "ResultCache", "comp
            "sample_key",
            "truncated_message", "unique_names", "warn_flagged_outputs"]
 
-SYNC_EVERY_S = 1.0  # fsync the result cache at most this often (and after each checkpoint's last batch)
+SYNC_EVERY_S = 1.0  # fsync the result cache at most this often (and after each checkpoint's last batch), in the Syncer's thread
 WEB_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")  # copied as they are; others become PNG
 # zlib's run-length strategy on PNG's filtered rows: the same pixels, written 2x (shapes) to 6x (a 512x600 photo)
 # faster than with the default strategy, in files 3-13% larger (measured: 128 shapes images 24 -> 11 ms, the photo 122 -> 20 ms)
@@ -287,35 +287,37 @@ def compare(
 
     total = sum(len(chunks) for *_, chunks, _ in plans)
     bar = tqdm(total=total, desc="compare", unit="batch", disable=not progress or total == 0, file=sys.stderr)
-    # All in this thread: on a tiny model, generate is bound by Python, so helper threads
-    # for encoding and image writes only contend for the GIL (measured: slower, not faster).
-    try:
-        for i, (ref, name, fp, store, found, memory, chunks, _) in enumerate(p for p in plans if p[6]):
-            bar.set_description(f"compare {name}")
-            # in use while it generates (a load in another thread waits for its room), and let go before the next
-            # checkpoint loads: still held then, it stays in memory beside the next one, past a budget for one
-            with models.use(ref, dtype=config.dtype, device=config.device) as loaded:
-                check_prompts(loaded.processor, [sample for chunk, _ in chunks for _, sample in chunk])  # before any batch runs
-                run = _CheckpointRun(name, loaded, gen, store if config.use_cache else None, encodings, processors[fp])
-                try:
-                    with out_of_memory_said(name, gen, loaded.device):
-                        if str(loaded.device) not in _WARM_DEVICES:
-                            run.warm_up(chunks[0][0])
-                            _WARM_DEVICES.add(str(loaded.device))
-                        found.update(run.generate(chunks, on_batch=lambda event: (bar.update(1), on_batch and on_batch(event))))
-                finally:
-                    if run.memory:  # also after an interruption: a smaller, fully cached re-run still knows it
-                        memory.clear()
-                        memory.update(run.memory)
-                    del run, loaded
-            if last_use[processors[fp]] == i:
-                encodings.drop(processors[fp])
-    finally:
-        bar.close()
-    images = _write_images(samples, image_keys, out)
+    # All in this thread but the result cache's fsyncs: on a tiny model, generate is bound by Python, so helper
+    # threads for encoding and image writes only contend for the GIL (measured: slower, not faster); an fsync
+    # waits for the disk without the GIL (the Syncer's thread), and all have ended before compare returns
+    with Syncer() as syncer:
+        try:
+            for i, (ref, name, fp, store, found, memory, chunks, _) in enumerate(p for p in plans if p[6]):
+                bar.set_description(f"compare {name}")
+                # in use while it generates (a load in another thread waits for its room), and let go before the next
+                # checkpoint loads: still held then, it stays in memory beside the next one, past a budget for one
+                with models.use(ref, dtype=config.dtype, device=config.device) as loaded:
+                    check_prompts(loaded.processor, [sample for chunk, _ in chunks for _, sample in chunk])  # before any batch runs
+                    run = _CheckpointRun(name, loaded, gen, store if config.use_cache else None, encodings, processors[fp], syncer)
+                    try:
+                        with out_of_memory_said(name, gen, loaded.device):
+                            if str(loaded.device) not in _WARM_DEVICES:
+                                run.warm_up(chunks[0][0])
+                                _WARM_DEVICES.add(str(loaded.device))
+                            found.update(run.generate(chunks, on_batch=lambda event: (bar.update(1), on_batch and on_batch(event))))
+                    finally:
+                        if run.memory:  # also after an interruption: a smaller, fully cached re-run still knows it
+                            memory.clear()
+                            memory.update(run.memory)
+                        del run, loaded
+                if last_use[processors[fp]] == i:
+                    encodings.drop(processors[fp])
+        finally:
+            bar.close()
+        images = _write_images(samples, image_keys, out)
 
-    result = _build_result(config, refs, names, plans, samples, keys, images, out, dtype_name)
-    result.save(out)
+        result = _build_result(config, refs, names, plans, samples, keys, images, out, dtype_name)
+        result.save(out)
     warn_flagged_outputs(result, stacklevel=3)
     return result
 
@@ -323,9 +325,10 @@ def compare(
 class _CheckpointRun:
     """One checkpoint's missing samples: batches encoded (once per processor), generated, cached as they finish."""
 
-    def __init__(self, name, loaded, gen: GenerationConfig, store: ResultCache | None, encodings: _EncodingCache, processor_fp: str) -> None:
+    def __init__(self, name, loaded, gen: GenerationConfig, store: ResultCache | None, encodings: _EncodingCache, processor_fp: str,
+                 syncer: Syncer | None = None) -> None:
         self.name, self.loaded, self.gen, self.store, self.encodings = name, loaded, gen, store, encodings
-        self.processor_fp = processor_fp
+        self.processor_fp, self.syncer = processor_fp, syncer
         self.memory: dict = {}
 
     def _encode(self, chunk) -> dict:
@@ -356,7 +359,7 @@ class _CheckpointRun:
         probe = MemoryProbe(self.loaded)
         done: dict[str, dict] = {}
         last_sync = time.monotonic()
-        with self.store.appender() if self.store is not None else contextlib.nullcontext() as appender:
+        with self.store.appender(syncer=self.syncer) if self.store is not None else contextlib.nullcontext() as appender:
             try:
                 for i, (chunk, batch_id) in enumerate(chunks):
                     seed = None if batch_id is None else int(batch_id, 16)
