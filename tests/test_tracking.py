@@ -241,7 +241,7 @@ def test_a_key_without_network_logs_offline_instead_and_never_writes_the_key(wan
         "import sys\n"
         "from vlm_lab.results import ComparisonResult\n"
         "result = ComparisonResult.load(sys.argv[1])\n"
-        "config, wandb_group, wandb_tags, wandb_id = result.config, 'nb-group', '', ''\n"
+        "config, wandb_group, wandb_tags, wandb_id, wandb_notebook = result.config, 'nb-group', '', '', ''\n"
         "exec(sys.argv[2])\n"
     )
     env = os.environ | {
