@@ -12,14 +12,14 @@ import pytest
 
 from vlm_lab import cpu_kernels
 
-# sha256 of each default checkpoint's model.safetensors, pinned kernels, seed 0 (checkpoint format 3). Notebook 02's
+# sha256 of each default checkpoint's model.safetensors, pinned kernels, seed 0 (checkpoint format 4). Notebook 02's
 # checked outputs and README's accuracy table come from these weights: a CPU that trains others fails here first.
 DEFAULT_BUILD = {
     "checkpoint-0": "282f96a07285b8e76f629e4c9a476c27abe7d484883b15bdaef7dd0abb8d29b3",
-    "checkpoint-250": "e29da8ef9c96ab8790dca220b772ec47d5512a5b26f1dbbefbf57b9bd71040fd",
-    "checkpoint-500": "71718307f1b4ee398604ae91b1b50c6943a85dbc58fa12c5f9a7fbf27cc8ceb5",
-    "checkpoint-750": "ca3d72874833a11977c53df6d9be4d3b36f5f9b2cf821c2c913479f52f34f7dc",
-    "checkpoint-1000": "d9551dc211c5da2f6ef7afce3b0904db14d64b2b87a1913f9991cdf11b07d3f0",
+    "checkpoint-250": "befe63017063982015ee4dea5e384b03bd7e691386e63c9dc1e92ffbf7297ccf",
+    "checkpoint-500": "0490796e0ffcfa00134a14d2a71da45f8d9c5cf6350fe3b02ae9cd92c2fa1181",
+    "checkpoint-750": "9efbec8fd35637eb73d559b3fb456ca3a0814ea41545089b4445c307c6872750",
+    "checkpoint-1000": "c0a39b26326dd60c054e81845ea53ffdecc5de3bafb4f2f39b55bbc30cb50c0f",
 }
 
 
@@ -36,10 +36,10 @@ def test_the_kernels_are_pinned_before_torch_runs_and_a_users_setting_wins(tmp_p
     env = {k: v for k, v in os.environ.items() if k not in cpu_kernels.REPRODUCIBLE_ENV}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
     if cpu_kernels.reproducible_env():
-        assert out == ["AVX2", "AVX2"]
-    out = subprocess.run([sys.executable, "-c", code], env={**env, "ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"},
+        assert out == ["COMPATIBLE", "AVX2"]
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO"},
                          capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["COMPATIBLE", "DEFAULT"]  # what the user set is kept
+    assert out == ["AUTO", "DEFAULT"]  # what the user set is kept
 
 
 @pytest.mark.parametrize("flags, pinned", [("fpu sse2 avx avx2 fma avx512f", True), ("fpu sse2 avx fma", False),

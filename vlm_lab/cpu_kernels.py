@@ -4,15 +4,18 @@ torch picks its CPU kernels by the machine's instruction set (AVX-512 on one ser
 another) and MKL its matrix products likewise. Each sums in another order, so training the tiny
 checkpoints from one seed gave other weights on another CPU (a thousand steps turn the last bit
 into other answers: notebook 02's checked accuracies differed between two x86 machines). Pinned
-here: ATen's vectorised kernels (``ATEN_CPU_CAPABILITY``), MKL's conditional numerical
-reproducibility branch (``MKL_CBWR``) and oneDNN's instruction set (``ONEDNN_MAX_CPU_ISA``), all
-to AVX2, which every x86 server and laptop of the last decade has. The build also turns oneDNN
-off (``tiny.train``): its convolution's blocking follows the cache sizes.
+here: ATen's vectorised kernels to AVX2 (``ATEN_CPU_CAPABILITY``), which every x86 server and
+laptop of the last decade has and which computes the same on Intel and AMD; MKL's conditional
+numerical reproducibility branch (``MKL_CBWR``) to ``COMPATIBLE``, the only branch MKL keeps on
+non-Intel CPUs (on an AMD EPYC ``AVX2`` silently falls back to ``AUTO``, and trained other weights
+than an Intel Xeon); and oneDNN's instruction set (``ONEDNN_MAX_CPU_ISA``). The build also turns
+oneDNN off (``tiny.train``): its convolution's blocking follows the cache sizes.
 
 torch reads these once, at the first operation a process runs: ``pin_cpu_kernels`` must come
-before it (``vlm-lab checkpoints build`` and the test suite call it first thing; ``make`` exports
-the same values, so notebooks and the demo's kernels inherit them). Not pinned elsewhere: on a
-real model AVX-512 is faster, and a last-bit difference in inference rarely changes an answer.
+before it (``vlm-lab checkpoints build`` and the test suite call it first thing; ``make demo`` and
+``make test`` export the same values, so notebooks and sweeps they start inherit them). Not pinned
+elsewhere: on a real model AVX-512 and MKL's own branch are faster, and a last-bit difference in
+inference rarely changes an answer.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import platform
 
 __all__ = ["REPRODUCIBLE_ENV", "pin_cpu_kernels", "reproducible_env"]
 
-REPRODUCIBLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+REPRODUCIBLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
 def reproducible_env(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
