@@ -282,7 +282,9 @@ def compare(
     for key, sample in zip(keys, samples):
         ids.setdefault(key, []).append(sample.id)
     runs = [(ref, name, processors[fp], chunks) for ref, name, fp, *_, chunks, _ in plans if chunks]
-    check_context_room([(ref, name, proc, [chunk for chunk, _ in chunks]) for ref, name, proc, chunks in runs], ids, encodings.get)
+    # its processors are held until their last checkpoint has loaded: each model load takes the one the check loaded
+    checked = check_context_room([(ref, name, proc, [chunk for chunk, _ in chunks]) for ref, name, proc, chunks in runs], ids,
+                                 encodings.get)
     last_use = {proc: i for i, (*_, proc, _) in enumerate(runs)}  # a processor's batches are let go after its last checkpoint
 
     total = sum(len(chunks) for *_, chunks, _ in plans)
@@ -312,6 +314,7 @@ def compare(
                         del run, loaded
                 if last_use[processors[fp]] == i:
                     encodings.drop(processors[fp])
+                    checked.pop(processors[fp], None)
         finally:
             bar.close()
         images = _write_images(samples, image_keys, out)

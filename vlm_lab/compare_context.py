@@ -7,9 +7,10 @@ processor (what each sample's tokens are) are read, no weights loaded, every sam
 counted, and every sample that does not fit is named, with the fix, in one error.
 
 The batches encoded for the count go into the comparison's encoding cache (``compare.ENCODING_CACHE_BYTES``,
-512 MiB), so generation reuses them: the check then costs loading each distinct processor once more. Past
-that bound (about 380 LLaVA-336 images) the rest are encoded again when they generate, which for a real VLM
-is small beside its generation time.
+512 MiB), so generation reuses them. Past that bound (about 380 LLaVA-336 images) the rest are encoded again
+when they generate, which for a real VLM is small beside its generation time. The processors are the ones the
+models load with (``processor_memo``: a model already loaded lends its own, and the check's are returned, for
+the comparison to hold until its checkpoints have loaded), so the check loads no processor twice.
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ def check_context_room(
     runs: Sequence[tuple[CheckpointRef, str, str, Sequence[Sequence[tuple[str, Any]]]]],
     ids: Mapping[str, Sequence[str]],
     encoded: Encode,
-) -> None:
+) -> dict[str, Any]:
     """Refuse, before any generation, the samples whose image and prompt leave a checkpoint no room to answer.
 
     Args:
         runs: per checkpoint to run: its ref, display name, processor fingerprint, and its batches of (key, sample).
         ids: per sample key, the ids of the samples with that content (identical image and prompt run once).
         encoded: the comparison's encoding cache (``compare._EncodingCache.get``).
+
+    Returns:
+        The processors it used, by processor fingerprint: held, the model loads take them instead of loading their own.
 
     Raises:
         ContextOverflowError: naming every sample that does not fit, its tokens and each checkpoint's limit.
@@ -59,6 +63,7 @@ def check_context_room(
                           for key, left in zip(keys, room) if left < 1 for sample_id in ids[key]]
     if overflows:
         raise ContextOverflowError(*overflows[0], others=overflows[1:])
+    return processors
 
 
 def _config(ref: CheckpointRef, configs: dict[bytes, Any]) -> Any:

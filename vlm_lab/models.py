@@ -272,8 +272,17 @@ def load_processor(ref: CheckpointRef, kwargs: dict) -> Any:
     """The processor as generation uses it: refused without a chat template (generation lays out image and
     prompt with it), its tokenizer left-padding (batched generation must left-pad).
 
+    Loaded once per process for the same files (``processor_memo``): a comparison's context check, the model
+    cache's load of each checkpoint and the other checkpoints of its run get the same processor.
+
     ``kwargs``: ``from_pretrained``'s (``ref.pretrained_kwargs()`` and the token, cache-only and remote-code settings).
     """
+    from vlm_lab.processor_memo import shared_processor
+
+    return shared_processor(ref, lambda: _load_processor(ref, kwargs))
+
+
+def _load_processor(ref: CheckpointRef, kwargs: dict) -> Any:
     from transformers import AutoProcessor
 
     try:

@@ -1,0 +1,143 @@
+"""A processor is loaded once per process for the same files: the context check and the model cache share it,
+and the checkpoints of one run share it; a checkpoint re-saved with other processor files gets a new one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from vlm_lab.compare import compare
+from vlm_lab.config import CompareConfig
+from vlm_lab.model_cache import ModelCache
+
+TRAINING_STATE = shutil.ignore_patterns("optimizer.pt", "scheduler.pt", "trainer_state.json")
+
+
+@pytest.fixture
+def run(tmp_path, tiny_checkpoints):
+    """Three checkpoints of one run, whose chat template (a Jinja comment: the same prompts) no other test's has:
+    no processor of theirs is alive in this process before the test."""
+    folder = tmp_path / "run"
+    copies = []
+    for source in tiny_checkpoints[1:4]:
+        copy = folder / source.name
+        shutil.copytree(source, copy, ignore=TRAINING_STATE)
+        with open(copy / "chat_template.jinja", "a") as f:
+            f.write(f"{{# {tmp_path} #}}")
+        copies.append(copy)
+    return copies
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """The folders ``AutoProcessor.from_pretrained`` is called for (the real call, counted)."""
+    import transformers
+
+    called = []
+    real = transformers.AutoProcessor.from_pretrained.__func__
+
+    def counted(cls, *args, **kwargs):
+        called.append(str(kwargs.get("pretrained_model_name_or_path", args[0] if args else None)))
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", classmethod(counted))
+    return called
+
+
+def _config(tmp_path, checkpoints, **extra) -> CompareConfig:
+    return CompareConfig(checkpoints=tuple(map(str, checkpoints)), data="shapes:val:4", batch_size=4, max_new_tokens=4,
+                         device="cpu", output_dir=str(tmp_path / "out"), **extra)
+
+
+@pytest.mark.parametrize("room", [3, 1], ids=["all loaded", "room for one"])
+def test_a_comparison_loads_the_processor_its_checkpoints_share_once(tmp_path, run, loads, room):
+    """The context check loads it (before any weights), and each checkpoint's model load takes that one
+    (before: 1 for the check, and 1 more per checkpoint), also when each model is evicted for the next."""
+    import torch
+
+    from vlm_lab.checkpoints import resolve
+    from vlm_lab.model_size import estimate_nbytes
+
+    cache = ModelCache(budget_bytes=int((room + 0.5) * estimate_nbytes(resolve(str(run[0]))[0], torch.float32)))
+    result = compare(_config(tmp_path, run, use_cache=False), progress=False, cache=cache)
+    assert len(loads) == 1, loads
+    assert cache.stats["loads"] == 3 and cache.stats["evictions"] == (0 if room == 3 else 2)
+    assert result.summary[-1]["accuracy"] > 0.5  # the answers are the engine's own
+    if room == 3:
+        assert len({id(cache.get(path, device="cpu").processor) for path in run}) == 1
+
+
+def test_a_comparison_checks_context_with_the_processor_of_a_model_already_loaded(tmp_path, run, loads):
+    """The explorer's shared cache holds the model: neither the check nor the comparison loads its processor again."""
+    cache = ModelCache(budget_bytes="1GB")
+    loaded = cache.get(run[0], device="cpu")
+    assert len(loads) == 1
+    compare(_config(tmp_path, run[:1]), progress=False, cache=cache)
+    assert len(loads) == 1, loads
+    assert cache.get(run[0], device="cpu") is loaded
+
+
+def test_checkpoints_of_one_run_in_a_cache_share_one_processor(run, loads):
+    """The Space loads the checkpoints it offers one by one: each after the first takes the processor loaded."""
+    cache = ModelCache(budget_bytes="1GB")
+    first, second = (cache.get(path, device="cpu") for path in run[:2])
+    assert len(loads) == 1 and second.processor is first.processor
+
+
+def test_a_processor_no_one_holds_is_loaded_again(run, loads):
+    """Nothing keeps a processor alive but its users: evicted and dropped, the next load reads the files again."""
+    import gc
+
+    cache = ModelCache(budget_bytes="1GB")
+    cache.get(run[0], device="cpu")
+    cache.clear()
+    gc.collect()
+    cache.get(run[0], device="cpu")
+    assert len(loads) == 2
+
+
+def _new_chat_template(path) -> str:
+    text = (path / "chat_template.jinja").read_text().replace("<|assistant|>", "<|assistant|>\nAnswer:")
+    (path / "chat_template.jinja").write_text(text)
+    return text
+
+
+def _new_tokenizer(path) -> str:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.add_tokens(["<|resaved|>"])
+    tokenizer.save_pretrained(path)
+    return "<|resaved|>"
+
+
+@pytest.mark.parametrize("resave", [_new_chat_template, _new_tokenizer], ids=["chat template", "tokenizer"])
+def test_a_checkpoint_re_saved_with_other_processor_files_gets_its_new_processor(tmp_path, run, loads, resave):
+    """Saved again in place (same path, same weights), the model cache and the context check must not keep
+    serving the processor of the old files, though the old model is still held."""
+    cache = ModelCache(budget_bytes="1GB")
+    old = cache.get(run[0], device="cpu")
+    new_text = resave(run[0])
+    new = cache.get(run[0], device="cpu")
+    assert len(loads) == 2 and new.processor is not old.processor
+    if resave is _new_chat_template:
+        assert new.processor.chat_template == new_text and old.processor.chat_template != new_text
+    else:
+        assert new_text in new.processor.tokenizer.get_vocab() and new_text not in old.processor.tokenizer.get_vocab()
+    compare(_config(tmp_path, run[:1], use_cache=False), progress=False, cache=cache)
+    assert len(loads) == 2, loads  # the check took the new model's processor
+
+
+def test_a_copy_with_another_config_gets_a_processor_of_its_own(tmp_path, run, loads):
+    """What a processor is can depend on config.json (``AutoProcessor`` reads its model type): a checkpoint whose
+    config differs never shares another's processor."""
+    other = tmp_path / "other" / "checkpoint-250"
+    shutil.copytree(run[0], other)
+    settings = json.loads((other / "config.json").read_text())
+    settings["text_config"]["max_position_embeddings"] = 256
+    (other / "config.json").write_text(json.dumps(settings))
+    cache = ModelCache(budget_bytes="1GB")
+    first, second = cache.get(run[0], device="cpu"), cache.get(other, device="cpu")
+    assert len(loads) == 2 and second.processor is not first.processor
