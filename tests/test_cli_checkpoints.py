@@ -1,4 +1,5 @@
 import os
+import shlex
 import subprocess
 import sys
 
@@ -143,7 +144,9 @@ def test_build_says_whether_it_trained_resumed_or_found_the_work_done(tmp_path):
 def test_build_into_an_empty_out_is_refused_not_written_into_the_current_folder(tmp_path):
     r = vlm_lab("checkpoints", "build", "--out", "", "--steps", "1", "--quiet", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip() == "error: OutputPathError: --out is empty; pass the folder to save the checkpoints in, such as checkpoints/shapes"
+    # the library names the field (out must ..., out='checkpoints/shapes': test_tiny); the command its flag
+    assert r.stderr.strip() == ("error: OutputPathError: --out must name the folder to save the checkpoints in (it is empty), "
+                                "such as --out checkpoints/shapes")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -217,8 +220,8 @@ def test_build_into_a_model_folder_is_refused(tiny_checkpoints, tmp_path, inside
     r = vlm_lab("checkpoints", "build", "--out", str(run / inside), "--steps", "1", "--quiet")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip() == (
-        f"error: OutputPathError: --out {str(run / inside)!r} holds a model (config.json): its checkpoint-N folders "
-        "would be read as one run with that model; pass a folder of its own, such as checkpoints/mine")
+        f"error: OutputPathError: --out {shlex.quote(str(run / inside))} holds a model (config.json): its checkpoint-N "
+        "folders would be read as one run with that model; pass a folder of its own, such as --out checkpoints/mine")
     assert sorted(p.name for p in (run / inside).iterdir()) == before  # nothing written
 
 
@@ -315,7 +318,7 @@ def test_a_lock_that_fails_otherwise_is_one_clear_error(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 2, done.stderr
     assert done.stderr == (f"error: OutputPathError: cannot lock {out / '.build.lock'} (Input/output error, errno 5), "
-                           "which keeps two builds out of one folder; pass another --out\n")
+                           "which keeps two builds out of one folder; build into another folder\n")
     assert not list(out.glob("checkpoint-*"))
 
 
@@ -336,8 +339,6 @@ except KeyboardInterrupt:
 
 
 def test_list_of_an_interrupted_build_says_so_and_gives_the_command_that_finishes_it(tmp_path):
-    import shlex
-
     out = tmp_path / "my ck"  # a space: the command must still run when pasted
     done = subprocess.run([sys.executable, "-c", INTERRUPT_A_BUILD, str(out)], capture_output=True, text=True, timeout=600)
     assert done.stdout == "interrupted\n", done.stderr
@@ -410,8 +411,8 @@ def test_list_without_file_locks_names_the_host_whose_marker_holds_the_lock_and_
 
 
 @pytest.mark.parametrize("out, message", [
-    ("a" * 300, r"--out 'a{300}' cannot be used \(File name too long\); pass a shorter folder path"),
-    ("dangling", r"--out 'dangling' is a link to '.*nowhere/x', which does not exist; create that folder or pass another --out"),
+    ("a" * 300, r"--out a{300} cannot be used \(File name too long\); pass a shorter folder path"),
+    ("dangling", r"--out dangling is a link to '.*nowhere/x', which does not exist; create that folder or build into another one"),
 ])
 def test_build_into_an_odd_out_is_one_clear_error(tmp_path, out, message):
     import re
@@ -469,8 +470,8 @@ def test_a_build_that_cannot_fit_on_the_disk_is_refused_before_it_fills_it(tmp_p
                 "--train-images", "4", "--quiet")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert re.fullmatch(rf"error: OutputPathError: this build saves {steps + 1} checkpoints of ~1\.\d\d MiB each \([\d.]+ [GT]iB\), "
-                        rf"and {re.escape(str(out))} has [\d.]+ [GMT]iB free; pass a larger --save-every \(or free space, or "
-                        r"pass another --out\)\n", r.stderr), r.stderr
+                        rf"and {re.escape(str(out))} has [\d.]+ [GMT]iB free; pass --save-every \d+ or more \(or free space, or "
+                        r"build into another folder\)\n", r.stderr), r.stderr
     assert not list(out.glob("checkpoint-*"))  # nothing written, not even checkpoint-0
 
 
@@ -557,7 +558,7 @@ def test_a_build_lock_that_can_only_be_read_where_locks_need_writes_is_one_clear
     assert r.stderr == (f"error: OutputPathError: cannot open the build lock {lock} (Permission denied; it belongs to "
                         f"{owner}), which keeps two builds out of one folder; let every user of {out} read and write it "
                         f"(chmod a+rw {lock}), or, when no build is running there, delete it (it holds no data); "
-                        "or pass another --out\n")
+                        "or build into another folder\n")
     assert not list(out.glob("checkpoint-*"))
 
 

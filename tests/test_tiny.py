@@ -118,7 +118,7 @@ def test_a_checkpoint_the_build_did_not_make_stops_it_untouched(tmp_path):
     tiny.train(TrainConfig(out=str(out), steps=2, save_every=2), progress=False)
     theirs = out / "checkpoint-2"  # a user's own training output at a step the new build would write
     (theirs / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
-    with pytest.raises(OutputPathError, match=r"holds checkpoint-2, which `vlm-lab checkpoints build` did not make"):
+    with pytest.raises(OutputPathError, match=r"^out=.* holds checkpoint-2, which no tiny build made; it replaces only its own builds: move those folders elsewhere or build into another folder$"):
         tiny.train(TrainConfig(out=str(out), steps=2, save_every=1), progress=False)
     assert json.loads((theirs / "trainer_state.json").read_text()) == {"global_step": 2}
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-0", "checkpoint-2"]  # nothing removed
@@ -516,3 +516,46 @@ def test_a_build_too_big_names_the_fields_a_python_caller_passes(tmp_path, field
     with pytest.raises(tiny.ConfigError) as caught:
         tiny.train(TrainConfig(out=str(tmp_path / "ck"), **fields), progress=False)
     assert str(caught.value) == said and not (tmp_path / "ck").exists()
+
+
+def _model_folder(path: Path) -> str:
+    path.mkdir()
+    (path / "config.json").write_text("{}")
+    return str(path)
+
+
+@pytest.mark.parametrize("make_out, said", [
+    (lambda tmp: "", "out must name the folder to save the checkpoints in (it is empty), such as out='checkpoints/shapes'"),
+    (lambda tmp: (tmp / "f").write_text("x") and str(tmp / "f"),
+     "out='{out}' is a file, not a folder; pass a folder such as out='checkpoints/shapes'"),
+    (lambda tmp: _model_folder(tmp / "run"),
+     "out='{out}' holds a model (config.json): its checkpoint-N folders would be read as one run with that model; "
+     "pass a folder of its own, such as out='checkpoints/mine'"),
+    (lambda tmp: (tmp / "link").symlink_to(tmp / "nowhere") or str(tmp / "link"),
+     "out='{out}' is a link to '{tmp}/nowhere', which does not exist; create that folder or build into another one"),
+])
+def test_an_unusable_out_names_the_field_a_python_caller_passes(tmp_path, make_out, said):
+    """It said --out to tiny.train(TrainConfig(out=...)); `vlm-lab checkpoints build` says --out
+    (test_cli_checkpoints: test_build_into_an_odd_out..., test_build_into_a_model_folder...)."""
+    out = make_out(tmp_path)
+    with pytest.raises(OutputPathError) as caught:
+        tiny.train(TrainConfig(out=out, steps=1), progress=False)
+    assert str(caught.value) == said.format(out=out, tmp=tmp_path)
+
+
+def test_a_build_that_cannot_fit_on_the_disk_names_the_save_every_that_fits(tmp_path):
+    """It said 'pass a larger --save-every (or ... another --out)' to a Python caller; now the field, with a value
+    that fits (the CLI's words: test_cli_checkpoints' test_a_build_that_cannot_fit_on_the_disk...)."""
+    out = tmp_path / "ck"
+    steps = shutil.disk_usage(tmp_path).free // 1_000_000 + 1  # a checkpoint a step, ~2 MB each: twice the free space
+    with pytest.raises(OutputPathError) as caught:
+        tiny.train(TrainConfig(out=str(out), steps=steps, save_every=1, train_images=4), progress=False)
+    said = str(caught.value)
+    found = re.fullmatch(rf"this build saves {steps + 1} checkpoints of ~(1\.\d\d) MiB each \([\d.]+ [GT]iB\), and "
+                         rf"{re.escape(str(out))} has [\d.]+ [GMT]iB free; pass save_every=(\d+) or more \(or free space, "
+                         r"or build into another folder\)", said)
+    assert found, said
+    every, free = int(found[2]), shutil.disk_usage(tmp_path).free
+    each = float(found[1]) * 2**20  # the smallest save_every whose checkpoints fit (others write to this disk too: 1%)
+    assert tiny._save_count(steps, every) * each <= free * 1.01 and tiny._save_count(steps, every - 1) * each >= free * 0.99
+    assert not list(out.glob("checkpoint-*"))

@@ -32,6 +32,7 @@ from vlm_lab.tiny_checkpoints import (  # noqa: F401 - BUILD_RECORD, FORMAT_VERS
     FORMAT_VERSION,
     StaleCheckpointsWarning,
     build_record,
+    _save_count,
     check_room,
     checkpoint_dirs,
     earlier_builds,
@@ -72,7 +73,7 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
                           f"{MAX_SHAPES_SAMPLES}, ~18 KB each); pass train_images={MAX_SHAPES_SAMPLES} or fewer")
     _refuse_too_many_checkpoints(config)  # before the list of save steps is made: 10**9 of them fill the memory
     if not config.out.strip():  # an unset "$OUT": the checkpoints would land in the current folder
-        raise OutputPathError("--out is empty; pass the folder to save the checkpoints in, such as checkpoints/shapes")
+        raise OutputPathError("out must name the folder to save the checkpoints in (it is empty), such as out='checkpoints/shapes'")
     # '~/ck' and '$SCRATCH/ck' (a notebook parameter, a sweep file) are read as `vlm-lab compare` reads them
     out = Path(os.path.expandvars(config.out)).expanduser()
     refuse_model_folder(out)
@@ -96,11 +97,6 @@ def train(config: TrainConfig, *, progress: bool = True, on_save: Callable[[Path
 
 # A build saves at most this many checkpoints (~2 MB of disk each; their list alone is ~100 MB of memory).
 MAX_CHECKPOINTS = 1_000_000
-
-
-def _save_count(steps: int, save_every: int) -> int:
-    """How many checkpoints ``train`` saves: step 0, every ``save_every`` steps, and the last step."""
-    return 1 + steps // save_every + (steps % save_every != 0)
 
 
 def _refuse_too_many_checkpoints(config: TrainConfig) -> None:
@@ -182,7 +178,8 @@ def _train_and_save(
     processor = build_processor()
     model = build_model(processor, seed=config.seed)
     # each checkpoint: the float32 weights, AdamW's two moments of each (optimizer.pt), and small files
-    check_room(out, len(save_steps) - len(checkpoint_dirs(out)), sum(p.numel() for p in model.parameters()) * 4 * 3 + 32_768)
+    check_room(out, len(save_steps) - len(checkpoint_dirs(out)), sum(p.numel() for p in model.parameters()) * 4 * 3 + 32_768,
+               steps=config.steps)
     data = shapes.make_training_triples(config.train_images, seed=config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

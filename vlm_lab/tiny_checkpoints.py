@@ -38,32 +38,38 @@ def refuse_model_folder(out: Path) -> None:
         holds_model = (out / "config.json").is_file()
     except OSError as e:  # is_file passes over a missing folder, not a name too long or a folder it may not enter
         fix = "pass a shorter folder path" if e.errno == errno.ENAMETOOLONG else "pick a folder you can write to"
-        raise OutputPathError(f"--out {str(out)!r} cannot be used ({e.strerror}); {fix}") from e
+        raise OutputPathError(f"out={str(out)!r} cannot be used ({e.strerror}); {fix}") from e
     if holds_model:  # a checkpoint or a run's final model: compare would list both as one run
         raise OutputPathError(
-            f"--out {str(out)!r} holds a model (config.json): its checkpoint-N folders would be read as one run "
-            "with that model; pass a folder of its own, such as checkpoints/mine"
+            f"out={str(out)!r} holds a model (config.json): its checkpoint-N folders would be read as one run "
+            "with that model; pass a folder of its own, such as out='checkpoints/mine'"
         )
 
 
 def prepare_out_dir(out: Path) -> None:
     """Create ``out`` and prove it is writable, or raise ``OutputPathError`` naming the fix."""
     if out.is_symlink() and not out.exists():  # mkdir would say "File exists"
-        raise OutputPathError(f"--out {str(out)!r} is a link to {os.readlink(out)!r}, which does not exist; "
-                              "create that folder or pass another --out")
+        raise OutputPathError(f"out={str(out)!r} is a link to {os.readlink(out)!r}, which does not exist; "
+                              "create that folder or build into another one")
     if out.exists() and not out.is_dir():
-        raise OutputPathError(f"--out {str(out)!r} is a file, not a folder; pass a folder path such as checkpoints/shapes")
+        raise OutputPathError(f"out={str(out)!r} is a file, not a folder; pass a folder such as out='checkpoints/shapes'")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):  # a name of its own: a build starting beside it may be probing too
             pass
     except OSError as e:
         reason = e.strerror or type(e).__name__
-        raise OutputPathError(f"--out {str(out)!r} is not writable ({reason}); pick a folder you can write to") from e
+        raise OutputPathError(f"out={str(out)!r} is not writable ({reason}); pick a folder you can write to") from e
 
 
-def check_room(out: Path, to_save: int, each: int) -> None:
-    """Raise ``OutputPathError`` when ``to_save`` checkpoints of about ``each`` bytes cannot fit in ``out``.
+def _save_count(steps: int, save_every: int) -> int:
+    """How many checkpoints ``train`` saves: step 0, every ``save_every`` steps, and the last step."""
+    return 1 + steps // save_every + (steps % save_every != 0)
+
+
+def check_room(out: Path, to_save: int, each: int, *, steps: int) -> None:
+    """Raise ``OutputPathError`` when ``to_save`` checkpoints of about ``each`` bytes cannot fit in ``out``;
+    it names the smallest ``save_every`` whose checkpoints of a ``steps``-step build fit, if one does.
 
     A full disk midway stops a build cleanly, but only once the disk is full, for everyone on it.
     """
@@ -71,9 +77,13 @@ def check_room(out: Path, to_save: int, each: int) -> None:
 
     need, free = to_save * each, shutil.disk_usage(out).free
     if need > free:
+        fits = free // each
+        # 1 + ceil(steps / every) checkpoints fit when every >= steps / (fits - 1); step 0 and the last at least
+        fix = (f"pass save_every={-(-steps // (fits - 1))} or more (or free space, or build into another folder)"
+               if fits >= _save_count(steps, steps) else "free space there, or build into another folder")
         raise OutputPathError(
             f"this build saves {to_save} checkpoints of ~{human_bytes(each)} each ({human_bytes(need)}), and {out} has "
-            f"{human_bytes(free)} free; pass a larger --save-every (or free space, or pass another --out)"
+            f"{human_bytes(free)} free; {fix}"
         )
 
 
@@ -176,11 +186,11 @@ def _save_failed(error: Exception, out: Path, step: int) -> OutputPathError:
     else:
         then, resume = "", ""
     if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        fix = "free space there (or pass another --out)"
+        fix = "free space there (or build into another folder)"
     elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        fix = "make it writable (or pass another --out)"
+        fix = "make it writable (or build into another folder)"
     else:
-        fix = "pass another --out"
+        fix = "build into another folder"
     advice = f"{then}{fix} and run again{resume}"
     return OutputPathError(f"could not save checkpoint-{step} in {out}: {reason}. {advice[0].upper()}{advice[1:]}")
 
@@ -224,8 +234,8 @@ def refuse_foreign_checkpoints(out: Path) -> None:
     foreign = [p.name for p in checkpoint_dirs(out) if not _made_by_build(p)]
     if foreign:
         raise OutputPathError(
-            f"--out {str(out)!r} holds {short_list(foreign)}, which `vlm-lab checkpoints build` did not make; "
-            "it replaces only its own builds: move those folders elsewhere or pick another --out"
+            f"out={str(out)!r} holds {short_list(foreign)}, which no tiny build made; "
+            "it replaces only its own builds: move those folders elsewhere or build into another folder"
         )
 
 

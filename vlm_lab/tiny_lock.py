@@ -124,7 +124,7 @@ def _lock_file_refused(path: Path, out: Path, e: OSError) -> OutputPathError:
     return OutputPathError(
         f"cannot open the build lock {path} ({e.strerror}{owner}), which keeps two builds out of one folder; "
         f"let every user of {out} read and write it (chmod a+rw {path}), or, when no build is running there, "
-        "delete it (it holds no data); or pass another --out"
+        "delete it (it holds no data); or build into another folder"
     )
 
 
@@ -156,7 +156,7 @@ def _flock(lock, out: Path) -> bool:
             # NFS locks through fcntl, which wants a file open for writing: ours is another user's, opened read-only
             raise _lock_file_refused(out / LOCK_FILE, out, PermissionError(errno.EACCES, os.strerror(errno.EACCES))) from e
         raise OutputPathError(f"cannot lock {out / LOCK_FILE} ({e.strerror}, errno {e.errno}), which keeps two "
-                              "builds out of one folder; pass another --out") from e
+                              "builds out of one folder; build into another folder") from e
     return True
 
 
