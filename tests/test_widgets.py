@@ -213,7 +213,9 @@ def test_float16_overflow_is_marked_in_the_table(tiny_checkpoints, overflowing_c
     assert [r["nonfinite"] for r in e.rows] == [False, True]
     out = html.unescape(e.output.value)
     # beside the broken checkpoint's answer only, with the advice for the dtype it runs in
-    assert out.count("NaN/inf: ") == 1 and out.count("overflows float16's range: use dtype=float32") == 1
+    # the argument as explore() takes it, quoted (it said dtype=float32); no flag: the explorer has no command line
+    assert out.count("NaN/inf: ") == 1 and out.count("overflows float16's range: use dtype='float32', or dtype='bfloat16' on") == 1
+    assert "--dtype" not in out
     assert e.rows[1]["dtype"] == "float16"
 
 

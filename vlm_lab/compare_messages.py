@@ -80,12 +80,14 @@ def context_message(checkpoint: str, count: int, total: int) -> str:
 def nonfinite_message(checkpoint: str, count: int, total: int, dtype: str, *, dtype_option: str | None = None) -> str:
     """What NaN/+inf scores mean for ``checkpoint`` and what to do about them.
 
-    ``dtype_option``: how the caller's user sets the dtype (the Space: ``"VLM_LAB_DTYPE="``). By default the argument
-    and the flag both: compare's warning reaches a notebook and ``vlm-lab compare`` (or ``show``) alike.
+    ``dtype_option``: how the caller's user sets the dtype, ``{}`` standing for the value (the explorer's argument:
+    ``"dtype='{}'"``; the Space's variable: ``"VLM_LAB_DTYPE={}"``; without ``{}`` the value follows it). By default the
+    argument and the flag both: compare's warning reaches a notebook and ``vlm-lab compare`` (or ``show``) alike.
     """
     what = f"{checkpoint}: NaN or infinite next-token scores on {count} of {total} sample(s) in {dtype}; those outputs are noise"
     if dtype == "float16":
-        use = (f"{dtype_option}float32, or {dtype_option}bfloat16" if dtype_option is not None else
+        setting = dtype_option if dtype_option is None or "{}" in dtype_option else dtype_option + "{}"
+        use = (f"{setting.format('float32')}, or {setting.format('bfloat16')}" if setting is not None else
                "dtype='float32' (--dtype float32 on the command line), or dtype='bfloat16'")
         return (f"{what}. The model overflows float16's range: use {use} "
                 "on a GPU with compute capability >= 8 (not a T4)")  # fmt: skip

@@ -344,7 +344,7 @@ class ComparisonService:
         if any(o.nonfinite for o in outs):
             # the API has no badge: a client that checks `error` must not take noise for an answer.
             # Each request is its own sample; the advice follows the dtype the model runs in.
-            problem = nonfinite_message(label, 1, 1, dtype, dtype_option="VLM_LAB_DTYPE=")
+            problem = nonfinite_message(label, 1, 1, dtype, dtype_option="VLM_LAB_DTYPE={}")
         return [Answer(label, o.text, o.new_tokens, o.latency_s, memory_mb, kind, error=problem if o.nonfinite else "",
                        nonfinite=o.nonfinite, truncated=o.truncated, at_context=o.at_context)
                 for o in outs]

@@ -36,7 +36,7 @@ def _badges(row: dict[str, Any]) -> str:
     out = ""
     if row.get("nonfinite"):
         # the advice follows the dtype the model runs in (float16 overflow vs broken weights)
-        advice = nonfinite_message(row["checkpoint"], 1, 1, row.get("dtype", "?"), dtype_option="dtype=")
+        advice = nonfinite_message(row["checkpoint"], 1, 1, row.get("dtype", "?"), dtype_option="dtype='{}'")
         out += f" <span class='vlm-lab-error'>NaN/inf: {html.escape(advice)}</span>"
     if row.get("at_context"):  # more tokens cannot help: the image, prompt and answer fill what the checkpoint reads
         out += " <span class='vlm-lab-warn'>cut off: the checkpoint reads no further (shorten the prompt)</span>"
