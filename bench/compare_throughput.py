@@ -42,14 +42,20 @@ ROOT = Path(__file__).resolve().parents[1]
 STEPS = (250, 500, 1000)
 
 
+def wide_size():
+    """The ``wide`` LLaVAs' widths and depths (~6M parameters with the shapes tokenizer)."""
+    from vlm_lab import memory_synthetic
+
+    return memory_synthetic.LlavaSize(vision_width=256, vision_layers=2, vision_heads=4, text_width=256,
+                                      text_layers=4, text_heads=4, text_kv_heads=2, text_intermediate=1024)  # fmt: skip
+
+
 def ensure_checkpoints(model: str = "shapes") -> list[Path]:
     """The 3 checkpoints: the embedded shapes steps, or synthetic ``wide`` LLaVAs (built once)."""
     if model == "wide":
         from vlm_lab import memory_synthetic
 
-        size = memory_synthetic.LlavaSize(vision_width=256, vision_layers=2, vision_heads=4, text_width=256,
-                                          text_layers=4, text_heads=4, text_kv_heads=2, text_intermediate=1024)  # fmt: skip
-        return [memory_synthetic.build_llava(ROOT / ".cache" / "bench" / f"llava-wide-{seed}", size, seed=seed) for seed in range(3)]
+        return [memory_synthetic.build_llava(ROOT / ".cache" / "bench" / f"llava-wide-{seed}", wide_size(), seed=seed) for seed in range(3)]
     from vlm_lab import tiny
     from vlm_lab.config import TrainConfig
 

@@ -141,3 +141,15 @@ def test_a_copy_with_another_config_gets_a_processor_of_its_own(tmp_path, run, l
     cache = ModelCache(budget_bytes="1GB")
     first, second = cache.get(run[0], device="cpu"), cache.get(other, device="cpu")
     assert len(loads) == 2 and second.processor is not first.processor
+
+
+def test_a_hub_checkpoint_is_known_by_its_commit_and_subfolder_never_by_a_branch():
+    """A branch (``main``) may move to other files: only a commit names them (the snapshot it names never changes)."""
+    from vlm_lab.checkpoints import CheckpointRef
+    from vlm_lab.processor_memo import processor_key
+
+    commit, other = "a" * 40, "b" * 40
+    at = lambda revision, subfolder=None: CheckpointRef(spec="org/run", repo_id="org/run", revision=revision, subfolder=subfolder)  # noqa: E731
+    assert processor_key(at("main")) is None and processor_key(at(None)) is None
+    assert processor_key(at(commit)) == processor_key(at(commit))
+    assert len({processor_key(at(commit)), processor_key(at(other)), processor_key(at(commit, "checkpoint-5"))}) == 3
