@@ -88,7 +88,8 @@ def test_a_model_over_the_memory_budget_names_the_flags_to_type(tiny_checkpoints
     r = vlm_lab("compare", str(tiny_checkpoints[-1]), "--data", "shapes:val:1", "--memory-budget", "1KB", "--device", "cpu",
                 "--out", str(tmp_path / "x"), "--quiet")
     assert r.returncode == 2 and r.stderr.startswith("error: MemoryBudgetError: checkpoint-1000 needs "), r.stderr
-    assert r.stderr.endswith("--memory-budget) or load in a smaller dtype (--dtype float16)\n") and "dtype=" not in r.stderr
+    assert r.stderr.endswith("raise the budget (--memory-budget 1MB) or load in a smaller dtype (--dtype float16)\n"), r.stderr
+    assert "dtype=" not in r.stderr and "ModelCache" not in r.stderr and "memory_budget" not in r.stderr
 
 
 def test_data_without_references_shows_dashes_not_none(tiny_checkpoints, tmp_path):

@@ -87,3 +87,16 @@ def test_a_device_this_machine_lacks_names_the_argument_a_python_caller_passes(t
     e = explore([str(tiny_checkpoints[-1])], "shapes:val:1", device="cuda", cache=ModelCache())
     e.checkpoints.value = (0,)
     assert e.run() == [{"checkpoint": "checkpoint-1000", "error": f"DeviceError: {said}"}]
+
+
+def test_a_model_over_the_memory_budget_names_the_config_field_a_python_caller_sets(tmp_path, tiny_checkpoints):
+    """compare() sizes its cache from memory_budget=: that is what a notebook (or a sweep's notebook 02) raises, not
+    ModelCache(budget_bytes=...) (the cache's words when a caller built it: test_model_cache) nor --memory-budget."""
+    config = CompareConfig(checkpoints=(str(tiny_checkpoints[-1]),), data="shapes:val:1", memory_budget="1kB", device="cpu",
+                           output_dir=str(tmp_path / "out"))
+    with pytest.raises(MemoryBudgetError) as caught:
+        compare(config, progress=False)
+    said = str(caught.value)
+    assert said.startswith("checkpoint-1000 needs ") and said.endswith(
+        "raise the budget (memory_budget='1MB') or load in a smaller dtype (dtype='float16')"), said
+    assert "--" not in said and "ModelCache" not in said

@@ -72,6 +72,10 @@ def test_model_over_the_whole_budget_is_refused_with_the_fix(refs, tiny_nbytes):
     assert isinstance(info.value, MemoryError) and len(cache) == 0
     # a notebook's compare() and the explorer pass dtype=; `vlm-lab compare` says --dtype (test_cli_compare)
     assert str(info.value).endswith("or load in a smaller dtype (dtype='float16')"), str(info.value)
+    # the cache's own argument, with a size that holds the model: compare() (test_compare_errors), vlm-lab compare and
+    # the Space (test_space_service) each name their own setting instead; it named --memory-budget here too
+    assert f"raise the budget (ModelCache(budget_bytes='{-(-tiny_nbytes // 10**6)}MB'))" in str(info.value), str(info.value)
+    assert "--" not in str(info.value)
 
 
 def test_eviction_frees_the_model(refs, tiny_nbytes):

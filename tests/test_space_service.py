@@ -71,6 +71,20 @@ def test_bfloat16_on_a_gpu_without_it_names_the_space_variable_its_owner_set():
                                  "use VLM_LAB_DTYPE=float16 (or VLM_LAB_DTYPE=auto)")
 
 
+def test_a_checkpoint_over_the_cache_budget_names_the_space_variables_its_owner_sets(tiny_dir):
+    """The cache's words are a Python caller's (ModelCache(budget_bytes=...), dtype='float16'); a Space sizes its cache
+    from VLM_LAB_CACHE_BUDGET (or the memory plan) and loads in VLM_LAB_DTYPE: it said --memory-budget too."""
+    from vlm_lab.errors import MemoryBudgetError
+
+    small = ss.ComparisonService(SpaceSettings(checkpoints=(str(tiny_dir),), device="cpu", cache_budget="1kB"))
+    with pytest.raises(MemoryBudgetError) as caught:
+        small.compare(str(EXAMPLES / "green-triangle.png"), "What shape is it?", ["checkpoint-1000"], "greedy", 8)
+    said = str(caught.value)
+    assert said.startswith("checkpoint-1000 needs ") and said.endswith(
+        "raise the budget (VLM_LAB_CACHE_BUDGET=1MB) or load in a smaller dtype (VLM_LAB_DTYPE=float16)"), said
+    assert "--" not in said and "ModelCache" not in said and "dtype='" not in said
+
+
 def test_choices_default_to_first_middle_last(service):
     assert service.labels == [f"checkpoint-{n}" for n in (0, 250, 500, 750, 1000)]
     assert service.default_selection() == ["checkpoint-0", "checkpoint-500", "checkpoint-1000"]

@@ -23,7 +23,8 @@ from typing import Callable, Sequence
 
 from vlm_lab.checkpoints import CheckpointRef, resolve, resolve_all
 from vlm_lab.compare_context import check_context_room
-from vlm_lab.compare_messages import context_message, nonfinite_message, out_of_memory_said, truncated_message, warn_flagged_outputs
+from vlm_lab.compare_messages import (context_message, memory_budget_said, nonfinite_message, out_of_memory_said, truncated_message,
+                                     warn_flagged_outputs)
 from vlm_lab.config import CompareConfig, GenerationConfig
 from vlm_lab.data import Sample, as_shown, load_samples, open_image
 from vlm_lab.errors import OutputPathError
@@ -298,7 +299,7 @@ def compare(
                 bar.set_description(f"compare {name}")
                 # in use while it generates (a load in another thread waits for its room), and let go before the next
                 # checkpoint loads: still held then, it stays in memory beside the next one, past a budget for one
-                with models.use(ref, dtype=config.dtype, device=config.device) as loaded:
+                with memory_budget_said(cache is None), models.use(ref, dtype=config.dtype, device=config.device) as loaded:
                     check_prompts(loaded.processor, [sample for chunk, _ in chunks for _, sample in chunk])  # before any batch runs
                     run = _CheckpointRun(name, loaded, gen, store if config.use_cache else None, encodings, processors[fp], syncer)
                     try:

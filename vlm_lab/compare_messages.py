@@ -14,7 +14,23 @@ from vlm_lab.config import GenerationConfig
 from vlm_lab.errors import MemoryBudgetError, NonFiniteWarning, TruncatedOutputWarning
 from vlm_lab.results import ComparisonResult
 
-__all__ = ["context_message", "nonfinite_message", "out_of_memory_said", "truncated_message", "warn_flagged_outputs"]
+__all__ = ["context_message", "memory_budget_said", "nonfinite_message", "out_of_memory_said", "truncated_message",
+           "warn_flagged_outputs"]
+
+
+@contextlib.contextmanager
+def memory_budget_said(own_cache: bool) -> Iterator[None]:
+    """Inside, a model over the budget of the cache ``compare`` made (``own_cache``) names the field that sized it,
+    ``memory_budget='2GB'``, not the cache's ``ModelCache(budget_bytes=...)`` (the words for a cache a caller passed);
+    ``vlm-lab compare`` says ``--memory-budget 2GB`` (``vlm_lab.cli.flags_in_config_errors``)."""
+    try:
+        yield
+    except MemoryBudgetError as e:
+        if own_cache:
+            from vlm_lab.model_cache import budget_as
+
+            e.args = (budget_as(str(e), "memory_budget='{}'"),)
+        raise
 
 
 @contextlib.contextmanager

@@ -56,6 +56,7 @@ import collections
 import contextlib
 import dataclasses
 import gc
+import re
 import threading
 import weakref
 from collections.abc import Iterator
@@ -78,8 +79,21 @@ __all__ = ["GB", "CacheWait", "Holder", "ModelCache", "WaitCancelled", "default_
            "max_resident"]
 
 SizeFn = Callable[[CheckpointRef, torch.dtype], "int | None"]
-_AFTER_BLOCK = ("load it outside those `with cache.use(...)` blocks, or raise the budget "
-                "(ModelCache(budget_bytes=...), --memory-budget)")
+# Only code that opens `use` blocks itself meets these (compare and the Space hold one block per thread at a time)
+_AFTER_BLOCK = "load it outside those `with cache.use(...)` blocks, or raise the budget (ModelCache(budget_bytes=...))"
+_BUDGET_SAID = re.compile(r"ModelCache\(budget_bytes='([^']*)'\)")
+
+
+def budget_as(message: str, setting: str) -> str:
+    """``message`` with its ``ModelCache(budget_bytes='2GB')`` said as the setting its reader sizes that cache with:
+    ``setting`` with ``{}`` for the size (compare's ``"memory_budget='{}'"``, the Space's ``"VLM_LAB_CACHE_BUDGET={}"``)."""
+    return _BUDGET_SAID.sub(lambda m: setting.format(m[1]), message)
+
+
+def _budget_for(nbytes: int) -> str:
+    """The smallest whole GB (whole MB below 1 GB) that holds ``nbytes``, written as a budget is: ``"15GB"``."""
+    unit, size = ("GB", GB) if nbytes >= GB else ("MB", 10**6)
+    return f"{-(-nbytes // size)}{unit}"
 
 
 class WaitCancelled(Exception):
@@ -466,8 +480,9 @@ class ModelCache(CacheIdentity):
         if nbytes > self._budget:
             raise MemoryBudgetError(
                 f"{ref.name} needs {format_bytes(nbytes)} but the model cache budget is {format_bytes(self._budget)}; "
-                # dtype= as compare() and the explorer pass it; vlm-lab compare says --dtype (flags_in_config_errors)
-                "raise the budget (ModelCache(budget_bytes=...), --memory-budget) or load in a smaller dtype (dtype='float16')"
+                # the cache's argument and dtype= as compare(cache=...) and the explorer pass them; compare() says its
+                # memory_budget= (budget_as), vlm-lab compare its flags (flags_in_config_errors), the Space its variables
+                f"raise the budget (ModelCache(budget_bytes='{_budget_for(nbytes)}')) or load in a smaller dtype (dtype='float16')"
             )
 
     def _evict_lru(self, nbytes: int) -> list[torch.device]:

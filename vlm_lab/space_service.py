@@ -313,9 +313,10 @@ class ComparisonService:
         try:
             with self.out_of_memory_guard(label):
                 # in use until its answers are out: another visitor's load waits for its room (on a GPU it would
-                # be loaded beside this model, which stays in memory while it generates: out of memory)
-                with self._answering(label), self.cache.use(self.refs[label], dtype=self.settings.dtype,
-                                                            device=self.settings.device) as loaded:
+                # be loaded beside this model, which stays in memory while it generates: out of memory). A load's
+                # errors name the VLM_LAB_* variables, not the cache's arguments (VLM_LAB_CACHE_BUDGET=, VLM_LAB_DTYPE=)
+                with variables_in_errors(), self._answering(label), self.cache.use(
+                        self.refs[label], dtype=self.settings.dtype, device=self.settings.device) as loaded:
                     probe = MemoryProbe(loaded)  # peak CUDA memory on a GPU, the weights on CPU
                     # sampled answers draw from a generator of their own (generation.SeededDraw): a visitor sampling
                     # at the same time cannot change them, so requests need no lock to repeat for the same seed

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 from vlm_lab.config import DEVICES, DTYPES, ConfigBase, parse_bytes
-from vlm_lab.errors import CheckpointNotFoundError, ConfigError, DeviceError
+from vlm_lab.errors import CheckpointNotFoundError, ConfigError, DeviceError, MemoryBudgetError
 
 if TYPE_CHECKING:
     from vlm_lab.space_memory import MemoryPlan
@@ -145,17 +145,23 @@ _VARIABLE_OF = {"device": "VLM_LAB_DEVICE", "dtype": "VLM_LAB_DTYPE"}
 
 
 @contextlib.contextmanager
-def variables_in_errors(variable: str, value: str) -> Iterator[None]:
-    """Inside, a ``DeviceError`` names the Space variables its owner sets, not the library's arguments.
+def variables_in_errors(variable: str = "", value: str = "") -> Iterator[None]:
+    """Inside, a ``DeviceError`` or ``MemoryBudgetError`` names the Space variables its owner sets, not the library's
+    arguments.
 
-    ``use device='cpu'`` reads ``use VLM_LAB_DEVICE=cpu``; one that names no variable (``unknown dtype 'fp16'``)
-    starts with the one at fault, ``variable`` set to ``value``. In place, as the CLI's ``flags_in_config_errors``.
+    ``use device='cpu'`` reads ``use VLM_LAB_DEVICE=cpu``, the model cache's ``ModelCache(budget_bytes='2GB')``
+    ``VLM_LAB_CACHE_BUDGET=2GB``; a ``DeviceError`` that names no variable (``unknown dtype 'fp16'``) starts with the one
+    at fault, ``variable`` (if given) set to ``value``. In place, as the CLI's ``flags_in_config_errors``.
     """
     try:
         yield
-    except DeviceError as e:
+    except (DeviceError, MemoryBudgetError) as e:
+        from vlm_lab.model_cache import budget_as
+
         said = re.sub(r"\b(device|dtype)=('[^']*'|\w+)", lambda m: f"{_VARIABLE_OF[m[1]]}={m[2].strip(chr(39))}", str(e))
-        e.args = (said if variable in said else f"{variable}={value!r}: {said}",)
+        said = budget_as(said, "VLM_LAB_CACHE_BUDGET={}")
+        e.args = (f"{variable}={value!r}: {said}" if variable and isinstance(e, DeviceError) and variable not in said
+                  else said,)
         raise
 
 

@@ -156,8 +156,9 @@ def run(args: argparse.Namespace) -> int:
     check_embedded_checkpoints(args.refs)
     from vlm_lab.cli import flags_in_config_errors
 
-    # a device or dtype this machine lacks (device='cpu' -> --device cpu), a GPU out of memory (batch_size=3 -> --batch-size 3)
-    with flags_in_config_errors("dtype", "device", "batch_size", "max_new_tokens"):
+    # a device or dtype this machine lacks (device='cpu' -> --device cpu), a GPU out of memory (batch_size=3 -> --batch-size 3),
+    # a model over the cache budget (memory_budget='2GB' -> --memory-budget 2GB)
+    with flags_in_config_errors("dtype", "device", "batch_size", "max_new_tokens", "memory_budget"):
         result = compare(config, progress=not args.quiet)  # the bar goes to stderr
     try:
         print_summary(result, as_json=args.json, by=args.by)
