@@ -288,7 +288,7 @@ def test_a_save_that_runs_out_of_space_says_so_and_leaves_no_partial_folder(tmp_
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert re.fullmatch(
         r"OutputPathError: could not save checkpoint-4 in .*ck: File too large \(errno 27\)\. Checkpoint-2 and "
-        r"earlier are kept: free space there \(or pass another --out\) and run again to resume from checkpoint-2\n",
+        r"earlier are kept: free space there \(or build into another folder\) and run again to resume from checkpoint-2\n",
         done.stdout,
     ), done.stdout
     assert sorted(p.name for p in out.iterdir() if "checkpoint" in p.name) == ["checkpoint-0", "checkpoint-2"]  # no partial
