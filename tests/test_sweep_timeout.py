@@ -3,6 +3,8 @@ reported as timed out with the time, and runs again next time like a failed run;
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -33,6 +35,12 @@ while x == 2 and pathlib.Path(hang).exists():
 child.kill()
 (out / "summary.json").write_text(json.dumps({"summary": [{"checkpoint": "c", "step": 1, "accuracy": x / 10}]}))
 """
+
+
+def _vlm_lab_sweep(path: Path, *flags: str) -> subprocess.CompletedProcess:
+    """``vlm-lab sweep PATH FLAGS...`` as cron runs it: a process of its own, in the sweep file's folder."""
+    return subprocess.run([sys.executable, "-m", "vlm_lab.cli", "sweep", str(path), *flags], cwd=path.parent,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
 def _alive(pid: int) -> bool:
@@ -123,3 +131,56 @@ def test_run_timeout_is_seconds_or_a_duration_with_units(value, seconds):
 def test_a_bad_run_timeout_names_the_value_and_the_fix(value, message):
     with pytest.raises(ConfigError, match=message):
         SweepConfig.from_dict({"name": "s", "notebook": "nb.ipynb", "run_timeout": value})
+
+
+def test_run_timeout_on_the_command_line_limits_this_invocation_and_a_resume_uses_its_own(sweep_file, tmp_path):
+    """A cron user limits one night's runs without editing the sweep file (its run_timeout: 30s stays); the timed-out
+    run says to raise the flag, not the file's key, and a resume with another --run-timeout runs with that one."""
+    spec = yaml.safe_load(sweep_file.read_text())
+    sweep_file.write_text(yaml.safe_dump({**spec, "grid": {"x": [2]}}, sort_keys=False))  # the run that waits
+    (run,) = sweep.plan(sweep.load_sweep(sweep_file))
+
+    night = _vlm_lab_sweep(sweep_file, "--run-timeout", "4s", "--quiet")
+    assert night.returncode == 1, night.stderr
+    status = run.status()
+    assert status["state"] == "timed_out" and status["run_timeout_s"] == 4, status  # the flag's, not the file's 30s
+    evalue = status["error"]["evalue"]
+    assert evalue.startswith("still running at its run_timeout (4s): its kernel was killed after "), evalue
+    assert evalue.endswith("; raise --run-timeout if the run needs longer"), evalue  # the file's run_timeout: did not set it
+    assert f"TIMED OUT {run.run_id}: " in night.stdout and "raise --run-timeout" in night.stdout, night.stdout
+    assert "raise --run-timeout" in (tmp_path / "runs" / "t" / "summary.md").read_text()
+
+    # The same runs folder, another night, another limit: that limit is the one used, and nothing the first
+    # night recorded (sweep.json, status.json) refuses the resume or notes a changed sweep.
+    listed = _vlm_lab_sweep(sweep_file, "--run-timeout", "6s", "--dry-run")
+    assert listed.returncode == 0 and not listed.stderr, listed.stderr
+    assert f"`vlm-lab sweep {sweep_file} --run-timeout 6s` runs the 1 not completed" in listed.stdout, listed.stdout
+    resumed = _vlm_lab_sweep(sweep_file, "--run-timeout", "6s", "--quiet")
+    assert resumed.returncode == 1 and "last ran" not in resumed.stderr, resumed.stderr
+    again = run.status()
+    assert again["state"] == "timed_out" and again["run_timeout_s"] == 6, again
+    assert again["error"]["evalue"].startswith("still running at its run_timeout (6s)") and again["wandb_id"] == status["wandb_id"]
+
+    (tmp_path / "hang").unlink()  # fixed: without the flag the file's run_timeout: applies again, and the run completes
+    done = _vlm_lab_sweep(sweep_file, "--quiet")
+    assert done.returncode == 0 and run.completed, done.stdout + done.stderr
+    assert "run_timeout: 30s" in sweep_file.read_text()  # the flag never edits the file
+
+
+@pytest.mark.parametrize("value", ["soon", "1h30", "0.2s", "2 hours"])
+def test_a_bad_run_timeout_flag_names_the_flag_and_the_fix(sweep_file, tmp_path, value):
+    proc = _vlm_lab_sweep(sweep_file, "--run-timeout", value, "--quiet")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    expected = {"0.2s": f"--run-timeout {value!r} is under a second: give at least 1s (or 0 for no limit)"}.get(
+        value, f"--run-timeout {value!r} is not a duration: give seconds (1800) or a number with s, m, h or d (90s, 30m, 2h, "
+        "1h30m); 0 = no limit")
+    assert expected in proc.stderr and str(sweep_file) not in proc.stderr, proc.stderr  # the flag, not the file, is wrong
+    assert not (tmp_path / "runs").exists()  # nothing ran
+
+
+def test_the_cron_wrapper_refuses_a_bad_run_timeout_once_before_any_sweep(sweep_file, tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "run_experiments.py"
+    proc = subprocess.run([sys.executable, str(script), str(sweep_file), "--run-timeout", "soon"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and "--run-timeout 'soon' is not a duration" in proc.stderr, proc.stderr
+    assert "invalid sweep file" not in proc.stderr and not (tmp_path / "runs").exists()  # not blamed on the file

@@ -27,7 +27,8 @@ markdown or saving the notebook with outputs changes nothing. Completed runs are
 killed sweep is run again (its run lock proves nobody else is running it); a run whose
 lock another invocation holds (another shard spec, another machine on the same folder) is
 left to it, and this invocation exits 75. A run still executing at the sweep file's ``run_timeout:``
-(``30m``, ``2h``) is stopped (its kernel's process group killed), ``timed_out``, and runs again next time.
+(``30m``, ``2h``; ``vlm-lab sweep --run-timeout`` overrides it for one invocation) is stopped (its
+kernel's process group killed), ``timed_out``, and runs again next time.
 
 Each run is one W&B run in the sweep's group: the sweep passes ``wandb_group`` (the
 sweep name), ``wandb_tags`` (``"key=value,..."`` of the varied parameters), ``wandb_id``
@@ -64,7 +65,9 @@ from vlm_lab.sweep_locks import LOCKED_EXIT_CODE, RUN_LOCKS, SweepLockedError, n
 # Re-exported: vlm_lab.sweep is where the ablation report, the CLI, scripts and tests find them.
 from vlm_lab.sweep_plan import MAX_RUNS, PARAMS_FILE, STATUS_FILE, SWEEP_FILE, RunSpec, plan, run_id, shard, sweep_dir  # noqa: F401
 from vlm_lab.sweep_report import ERROR_CHARS, SAME_ERROR_LINES, SweepReport, _Tally, describe_error, log_line  # noqa: F401
-from vlm_lab.sweep_run import BEFORE_CELLS, KERNEL_LOG, WANDB_ID_LENGTH, _DISK_ERRNOS, _write_json, execute_run  # noqa: F401
+from vlm_lab.sweep_run import (  # noqa: F401
+    BEFORE_CELLS, KERNEL_LOG, RUN_TIMEOUT_FROM_FILE, WANDB_ID_LENGTH, _DISK_ERRNOS, _write_json, execute_run,
+)
 
 
 NOTEBOOKS = ".notebooks"  # runs/<sweep>/.notebooks/<fingerprint>.ipynb: the notebook as each invocation ran it
@@ -121,7 +124,7 @@ class SweepTerminated(BaseException):
 
 def _execute_if_free(
     run: RunSpec, config: SweepConfig, declared: dict[str, str], stopped: threading.Event, tally: _Tally,
-    fingerprint: str = "", source: Path | None = None,
+    fingerprint: str = "", source: Path | None = None, run_timeout_from: str = RUN_TIMEOUT_FROM_FILE,
 ) -> dict[str, Any]:
     """``execute_run`` under the run's lock, counted in ``tally``; state ``busy`` when another
     invocation holds the lock, ``skipped`` when it completed while this invocation waited for its
@@ -137,7 +140,7 @@ def _execute_if_free(
                     status = {"run_id": run.run_id, "state": "skipped"}
                 else:
                     tally.started(run.run_id)
-                    status = execute_run(run, config, declared, fingerprint, source)
+                    status = execute_run(run, config, declared, fingerprint, source, run_timeout_from=run_timeout_from)
         except OSError as e:  # its lock, folder, params.json, status.json, or (disk full) the notebook
             stopped.set()  # the queued runs would fail the same way, in a burst, before the sweep stops
             raise SweepWriteError.of(e, run.dir) from e
@@ -268,11 +271,16 @@ def _as_completed(futures) -> Iterator[concurrent.futures.Future | None]:
         yield from done or (None,)
 
 
-def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = True, command: str = "") -> SweepReport:
+def run_sweep(
+    config: SweepConfig, *, dry_run: bool = False, progress: bool = True, command: str = "",
+    run_timeout_from: str = RUN_TIMEOUT_FROM_FILE,
+) -> SweepReport:
     """Run this shard's pending runs (``config.jobs`` at a time) and write the sweep summary.
 
     ``command``: the command that runs this sweep (every shard), which summary.md and the report give
     for the runs without a result (default ``vlm-lab sweep SWEEP.yaml``, with its ``--runs-dir``).
+    ``run_timeout_from``: what set ``config.run_timeout`` (``--run-timeout``; default the sweep file's
+    ``run_timeout:``), which a run stopped at it says to raise.
 
     Run ids cover the notebook's code and kernel (``notebook_fingerprint``): after the notebook changes,
     every run is new and ``SweepReport.note`` (also printed on stderr) says so.
@@ -332,7 +340,9 @@ def run_sweep(config: SweepConfig, *, dry_run: bool = False, progress: bool = Tr
         try:
             with _signals_after_block():  # each run handed over is in futures, which _stop waits for
                 for r in todo:
-                    futures[pool.submit(_execute_if_free, r, config, declared, stopped, tally, fingerprint, source)] = r.run_id
+                    futures[pool.submit(
+                        _execute_if_free, r, config, declared, stopped, tally, fingerprint, source, run_timeout_from
+                    )] = r.run_id
             for future in _as_completed(futures):
                 # The worker counted it; this raises its SweepWriteError.
                 unwritten |= future is not None and future.result()["state"] not in ("busy", "pending")

@@ -22,6 +22,7 @@ KERNEL_LOG = "kernel.log"  # <run-id>/kernel.log: the kernel process's own outpu
 _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 WANDB_ID_LENGTH = 16  # hex digits of a run's W&B id (64 bits)
 BEFORE_CELLS = "before the first cell"  # a run's error.stage when no cell started (the kernel did not start)
+RUN_TIMEOUT_FROM_FILE = "run_timeout: in the sweep file"  # what a timed-out run says to raise, unless told another
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -29,12 +30,14 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 def execute_run(
-    run: RunSpec, config: SweepConfig, declared: dict[str, str], fingerprint: str = "", source: Path | None = None
+    run: RunSpec, config: SweepConfig, declared: dict[str, str], fingerprint: str = "", source: Path | None = None,
+    *, run_timeout_from: str = RUN_TIMEOUT_FROM_FILE,
 ) -> dict[str, Any]:
     """Execute one run with papermill; returns its final status (never raises for a failing notebook).
 
     ``source``: the notebook to execute (the invocation's snapshot of ``config.notebook``, whose
-    ``fingerprint`` is in the run id); default ``config.notebook``.
+    ``fingerprint`` is in the run id); default ``config.notebook``. ``run_timeout_from``: what set
+    ``config.run_timeout``, which a timed-out run says to raise (``--run-timeout`` when a flag did).
 
     The status records the notebook (path, ``fingerprint``, kernel) and what the run's W&B step did
     (``wandb``: the ``wandb.json`` notebook 02 writes through ``vlm_lab.tracking``; absent when the
@@ -83,7 +86,7 @@ def execute_run(
     except papermill_run.RunTimedOut as e:
         limit, elapsed = (papermill_run.describe_duration(s) for s in e.args)
         evalue = (f"still running at its run_timeout ({limit}): its kernel was killed after {elapsed}; "
-                  "raise run_timeout: in the sweep file if the run needs longer")
+                  f"raise {run_timeout_from} if the run needs longer")
         where = papermill_run.last_started_cell(partial) or {"stage": BEFORE_CELLS}
         error = {"cell_index": None, "exec_count": None, "ename": "RunTimeout", "evalue": evalue}
         status.update(state=TIMED_OUT, error=error | where, run_timeout_s=config.run_timeout)

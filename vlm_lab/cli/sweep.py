@@ -28,6 +28,20 @@ def _shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+def _duration(text: str) -> int:
+    """``--run-timeout``'s seconds: read as the sweep file's ``run_timeout:`` is, its errors naming the flag.
+
+    Checked by the parser, so scripts/run_experiments.py refuses a bad value once, before any sweep runs,
+    instead of each sweep exiting 2 as if its file were invalid."""
+    from vlm_lab.config import parse_duration
+    from vlm_lab.errors import ConfigError
+
+    try:
+        return parse_duration("--run-timeout", text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "sweep",
@@ -56,6 +70,11 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", "-j", type=int, default=None, help="runs at once, each with its own kernel (default: the file's jobs, else 1)")
     parser.add_argument("--shard", type=_shard, default=None, metavar="I/N", help="run only shard I of N (0-based; e.g. $SLURM_ARRAY_TASK_ID/4)")
     parser.add_argument("--runs-dir", default=None, help="parent folder of the sweep's runs (default: the file's runs_dir, else runs)")
+    parser.add_argument(
+        "--run-timeout", type=_duration, default=None, metavar="DURATION",
+        help="stop a run still executing after DURATION (90s, 30m, 2h, 1h30m; 0 = no limit), killing its kernel; "
+        "it runs again next time (default: the file's run_timeout, else no limit)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="list this shard's runs and their state; run nothing")
     parser.add_argument("--quiet", action="store_true", help="no progress bar on a terminal; without one (cron), no timed line per run either: only the final report")
 
@@ -73,12 +92,17 @@ def _why(run, state: str) -> str:
 
 
 def _rerun_command(args: argparse.Namespace, *, shard: bool = True) -> str:
-    """The command that runs this sweep: its file, and the --runs-dir and (``shard``) --shard that pick its runs."""
+    """The command that runs this sweep: its file, the --runs-dir and (``shard``) --shard that pick its runs,
+    and the --run-timeout they ran under."""
     import shlex
+
+    from vlm_lab.sweep_papermill import describe_duration
 
     words = ["vlm-lab", "sweep", args.sweep_file]
     if args.runs_dir is not None:  # without it the runs would be made again in the default folder
         words += ["--runs-dir", args.runs_dir]
+    if args.run_timeout is not None:  # without it they would run under the file's limit, not the one they timed out at
+        words += ["--run-timeout", describe_duration(args.run_timeout)]
     if shard and args.shard is not None:
         words += ["--shard", f"{args.shard[0]}/{args.shard[1]}"]
     return shlex.join(words)
@@ -88,7 +112,9 @@ def _sweep(args: argparse.Namespace) -> int:
     from vlm_lab import sweep
 
     index, count = args.shard if args.shard else (None, None)
-    config = sweep.load_sweep(args.sweep_file, jobs=args.jobs, shard_index=index, shard_count=count, runs_dir=args.runs_dir)
+    config = sweep.load_sweep(
+        args.sweep_file, jobs=args.jobs, shard_index=index, shard_count=count, runs_dir=args.runs_dir, run_timeout=args.run_timeout
+    )
     if args.dry_run:
         note = sweep.run_sweep(config, dry_run=True).note  # checks the notebook; says when it changed
         if note:
@@ -117,7 +143,10 @@ def _sweep(args: argparse.Namespace) -> int:
         previous = {signum: signal.signal(signum, terminated) for signum in handled if signal.getsignal(signum) != signal.SIG_IGN}
     try:
         # The summary's command for the runs without a result: every shard's, so no --shard.
-        report = sweep.run_sweep(config, progress=not args.quiet, command=_rerun_command(args, shard=False))
+        report = sweep.run_sweep(
+            config, progress=not args.quiet, command=_rerun_command(args, shard=False),
+            run_timeout_from=sweep.RUN_TIMEOUT_FROM_FILE if args.run_timeout is None else "--run-timeout",
+        )  # fmt: skip
     except sweep.SweepLockedError as e:
         print(f"already running: {e}", file=sys.stderr)
         return e.exit_code
