@@ -37,6 +37,23 @@ def test_eval_prints_accuracy_table(tiny_checkpoints):
     assert lines[1].split()[0] == "checkpoint-0" and lines[2].split()[0] == "checkpoint-1000"
 
 
+def test_eval_names_its_own_flags_in_the_errors_of_the_comparison_it_runs(tiny_checkpoints, tmp_path):
+    """eval runs compare(), whose errors name CompareConfig's fields (output_dir='...', memory_budget='1MB',
+    dtype='float16'): eval's user typed --out, and had no flag to raise the budget or load in float16 with."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    r = vlm_lab("checkpoints", "eval", str(tiny_checkpoints[-1]), "--data", "shapes:val:1", "--out", str(afile))
+    assert r.returncode == 2 and r.stderr == f"error: OutputPathError: --out {shlex.quote(str(afile))} is a file; --out must name a folder\n", r.stderr
+    # 500 kB: the tiny model (673 kB in float32) does not fit, in float16 (337 kB) it would: both fixes are named
+    r = vlm_lab("checkpoints", "eval", str(tiny_checkpoints[-1]), "--data", "shapes:val:1", "--memory-budget", "500kB",
+                "--device", "cpu", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and r.stderr.startswith("error: MemoryBudgetError: checkpoint-1000 needs "), r.stderr
+    assert r.stderr.endswith("raise the budget (--memory-budget 1MB) or load in a smaller dtype (--dtype float16)\n"), r.stderr
+    r = vlm_lab("checkpoints", "eval", str(tiny_checkpoints[-1]), "--data", "shapes:val:1", "--dtype", "float16",
+                "--device", "cpu", "--batch-size", "1", "--max-new-tokens", "4", "--out", str(tmp_path / "x"))
+    assert r.returncode == 0, r.stderr  # the flags the errors name are eval's: they run the comparison as asked
+
+
 def test_unknown_checkpoint_lists_what_exists(tiny_dir):
     r = vlm_lab("checkpoints", "eval", str(tiny_dir / "checkpoint-999"))
     assert r.returncode == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import subprocess
 import sys
 
@@ -85,11 +86,23 @@ def test_a_bad_flag_is_named_as_the_flag_not_the_config_field(args, message, fie
 
 def test_a_model_over_the_memory_budget_names_the_flags_to_type(tiny_checkpoints, tmp_path):
     """The model cache names the argument (dtype='float16', test_model_cache); this command says its flag."""
-    r = vlm_lab("compare", str(tiny_checkpoints[-1]), "--data", "shapes:val:1", "--memory-budget", "1KB", "--device", "cpu",
+    # 500 kB: the tiny model (673 kB in float32) does not fit, in float16 (337 kB) it would: both fixes are named
+    r = vlm_lab("compare", str(tiny_checkpoints[-1]), "--data", "shapes:val:1", "--memory-budget", "500KB", "--device", "cpu",
                 "--out", str(tmp_path / "x"), "--quiet")
     assert r.returncode == 2 and r.stderr.startswith("error: MemoryBudgetError: checkpoint-1000 needs "), r.stderr
     assert r.stderr.endswith("raise the budget (--memory-budget 1MB) or load in a smaller dtype (--dtype float16)\n"), r.stderr
     assert "dtype=" not in r.stderr and "ModelCache" not in r.stderr and "memory_budget" not in r.stderr
+
+
+@pytest.mark.parametrize("flag", ["--out", "--cache-dir"])
+def test_an_unusable_folder_names_the_flag_to_type(tiny_checkpoints, tmp_path, flag):
+    """compare() names CompareConfig's output_dir= / cache_dir= (test_compare); this command says its flags."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    folders = ["--out", str(afile)] if flag == "--out" else ["--out", str(tmp_path / "x"), "--cache-dir", str(afile)]
+    r = vlm_lab("compare", str(tiny_checkpoints[-1]), "--data", "shapes:val:1", "--device", "cpu", *folders, "--quiet")
+    assert r.returncode == 2 and not r.stdout, r.stderr
+    assert r.stderr == f"error: OutputPathError: {flag} {shlex.quote(str(afile))} is a file; {flag} must name a folder\n", r.stderr
 
 
 def test_data_without_references_shows_dashes_not_none(tiny_checkpoints, tmp_path):

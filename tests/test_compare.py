@@ -400,11 +400,28 @@ def test_output_dir_that_is_a_file_is_a_clear_error(tmp_path, tiny_checkpoints):
         compare(_config(tmp_path, [tiny_checkpoints[-1]]), progress=False)
 
 
-def test_cache_dir_that_is_a_file_is_a_clear_error_before_any_model_loads(tmp_path, tiny_checkpoints):
-    (tmp_path / "afile").write_text("x")
+@pytest.mark.parametrize("case", ["output_dir a file", "output_dir under a file", "cache_dir a file", "its default cache a file"])
+def test_an_unusable_folder_names_the_field_a_python_caller_passes_before_any_model_loads(tmp_path, tiny_checkpoints, case):
+    """A notebook passes output_dir= and cache_dir= (notebook 02's parameters are CompareConfig's fields): it was told
+    '(--out DIR)' and '(--cache-dir DIR)', vlm-lab compare's flags (which that command still says: test_cli_compare)."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    out, cache_dir = {"output_dir a file": (afile, ""), "output_dir under a file": (afile / "out", ""),
+                      "cache_dir a file": (tmp_path / "out", afile), "its default cache a file": (tmp_path / "out", "")}[case]
+    if case == "its default cache a file":  # cache_dir='' puts the cache in output_dir/.cache: the folder the caller named
+        out.mkdir()
+        (out / ".cache").write_text("x")
     models = ModelCache()
-    with pytest.raises(OutputPathError, match=r"cache_dir .*afile' is a file; pass a folder \(--cache-dir DIR\)"):
-        compare(_config(tmp_path, [tiny_checkpoints[-1]], cache_dir=str(tmp_path / "afile")), progress=False, cache=models)
+    with pytest.raises(OutputPathError) as caught:
+        compare(_config(tmp_path, [tiny_checkpoints[-1]], output_dir=str(out), cache_dir=str(cache_dir)), progress=False, cache=models)
+    assert str(caught.value) == {
+        "output_dir a file": f"output_dir={str(afile)!r} is a file; output_dir must name a folder",
+        "output_dir under a file": f"output_dir={str(afile / 'out')!r} cannot be created (Not a directory); "
+                                   "output_dir must name a folder you can write to",
+        "cache_dir a file": f"cache_dir={str(afile)!r} is a file; cache_dir must name a folder",
+        "its default cache a file": f"output_dir={str(out)!r} holds a file .cache where its result cache goes; move that "
+                                    "file away, or give the cache a folder of its own (cache_dir='DIR')",
+    }[case]
     assert models.stats["loads"] == 0
 
 

@@ -144,13 +144,22 @@ def unique_names(refs: Sequence[CheckpointRef]) -> list[str]:
     return numbered
 
 
-def _prepare_folder(path: Path, what: str = "output_dir", flag: str = "--out DIR") -> None:
+def _prepare_folder(path: Path, field: str, value: str, *, cache_in_it: bool = False) -> None:
+    """Create ``path``, the folder ``field=value`` names, or raise ``OutputPathError`` naming that field as a notebook
+    and a sweep pass it (``output_dir='runs/x'``; ``vlm-lab compare`` says ``--out runs/x``: flags_in_config_errors).
+
+    ``cache_in_it``: ``path`` is the result cache compare keeps in that folder (``cache_dir=''``), named by the folder.
+    """
+    named = f"{field}={value!r}"
     if path.exists() and not path.is_dir():
-        raise OutputPathError(f"{what} {str(path)!r} is a file; pass a folder ({flag})")
+        raise OutputPathError(f"{named} holds a file {path.name} where its result cache goes; move that file away, or give "
+                              "the cache a folder of its own (cache_dir='DIR')" if cache_in_it else
+                              f"{named} is a file; {field} must name a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutputPathError(f"cannot create {what} {str(path)!r} ({e.strerror}); pick a folder you can write to") from e
+        what = f"{named} cannot hold its result cache {path.name}" if cache_in_it else f"{named} cannot be created"
+        raise OutputPathError(f"{what} ({e.strerror}); {field} must name a folder you can write to") from e
 
 
 def _write_images(samples: Sequence[Sample], image_keys: Sequence[str], out: Path) -> list[str]:
@@ -162,7 +171,7 @@ def _write_images(samples: Sequence[Sample], image_keys: Sequence[str], out: Pat
     (a JPEG stays a JPEG: no re-encoding of large photos); any other (TIFF, BMP, ...) and one
     made in memory (the shapes set) is written as PNG. Each file is
     written to a temp name and renamed, so an interrupted run never leaves half an image.
-    Images an earlier comparison left in this folder (another data set, ``--out`` reused)
+    Images an earlier comparison left in this folder (another data set, ``output_dir`` reused)
     are removed: the folder holds what its results show, nothing more. Only files named
     as this function names them are touched.
     """
@@ -232,7 +241,7 @@ def compare(
     # over seeds must ask the same questions (their results are paired by sample id: same id, same image)
     samples = load_samples(config.data, config.num_samples or None)
     out = Path(config.output_dir)
-    _prepare_folder(out)
+    _prepare_folder(out, "output_dir", config.output_dir)
     both = [sample_keys(s) for s in samples]  # (sample key, image key)
     keys, image_keys = [k for k, _ in both], [i for _, i in both]
 
@@ -242,7 +251,8 @@ def compare(
     gen_key = generation_key(gen, dtype=dtype_name, device_type=device.type)
     cache_dir = Path(config.cache_dir) if config.cache_dir else out / ".cache"
     if config.use_cache:
-        _prepare_folder(cache_dir, "cache_dir", "--cache-dir DIR")  # before any model loads
+        _prepare_folder(cache_dir, *(("cache_dir", config.cache_dir) if config.cache_dir else ("output_dir", config.output_dir)),
+                        cache_in_it=not config.cache_dir)  # before any model loads
     models = cache if cache is not None else ModelCache(config.memory_budget or None)
 
     from vlm_lab.checkpoints import fingerprint, hub_commit, hub_fingerprint, load_digest_memo, processor_fingerprint, save_digest_memo

@@ -64,6 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("refs", nargs="*", default=[_DEFAULTS.out], help="checkpoint folders or training output folders (default: %(default)s)")
     evaluate.add_argument("--data", default="shapes:val:96", help="data spec or JSONL (default: %(default)s)")
     evaluate.add_argument("--out", default="runs/checkpoints-eval", help="where results and the cache go (default: %(default)s)")
+    from vlm_lab.cli.compare import add_run_options
+
+    add_run_options(evaluate)  # what the comparison's errors may name: a GPU out of memory, a model over the budget
     evaluate.set_defaults(func=_eval)
 
 
@@ -175,12 +178,16 @@ def _build_command(folder: str, settings: dict) -> str:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from vlm_lab.cli import check_embedded_checkpoints
-    from vlm_lab.cli.compare import print_summary
+    from vlm_lab.cli import check_embedded_checkpoints, flags_in_config_errors
+    from vlm_lab.cli.compare import RUN_FIELDS, print_summary
     from vlm_lab.compare import compare
     from vlm_lab.config import CompareConfig
 
     check_embedded_checkpoints(args.refs)
-    config = CompareConfig(checkpoints=tuple(args.refs), data=args.data, num_samples=0, output_dir=args.out)
-    print_summary(compare(config, progress=False), as_json=False)
+    # the library names CompareConfig's fields (output_dir='runs/x', memory_budget='2GB'); here they are flags
+    with flags_in_config_errors(*RUN_FIELDS, output_dir="--out"):
+        config = CompareConfig(checkpoints=tuple(args.refs), data=args.data, num_samples=0, output_dir=args.out,
+                               **{field: getattr(args, field) for field in RUN_FIELDS})
+        result = compare(config, progress=False)
+    print_summary(result, as_json=False)
     return 0

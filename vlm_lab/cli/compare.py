@@ -29,22 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "acceptable ones (default: %(default)s)")
     parser.add_argument("--num-samples", type=int, default=None,
                         help="at most this many samples (default: all the data gives: the N of shapes:SPLIT:N, 64 without N, a whole JSONL)")  # fmt: skip
-    parser.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="samples per generate call (default: %(default)s)")
-    parser.add_argument("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens,
-                        help="at most this many tokens per answer (default: %(default)s)")
     parser.add_argument("--strategy", default=_DEFAULTS.strategy, help="greedy | nucleus(P) | temperature(T) | beam(N) (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed,
                         help="seeds sampling strategies and the bootstrap CIs (default: %(default)s)")
-    parser.add_argument("--dtype", default=_DEFAULTS.dtype, choices=DTYPES,
-                        help="weights' dtype; auto: the checkpoint's own (default: %(default)s)")
-    parser.add_argument("--device", default=_DEFAULTS.device, choices=DEVICES,
-                        help="auto: cuda when there is one (default: %(default)s)")
     parser.add_argument("--metric", default=_DEFAULTS.metric, choices=METRICS,
                         help="exact | normalized (1 or 0; 1 when the output matches any listed answer) | vqa (VQA accuracy, a "
                              "fraction, against a list of human answers) (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--memory-budget", default=_DEFAULTS.memory_budget,
-                        help="model cache budget: 16GB (10^9 bytes), 15GiB (2^30) or bytes; 16G is refused as ambiguous "
-                        "(default: 90%% of the GPU, half the RAM on CPU)")  # fmt: skip
+    add_run_options(parser)
     parser.add_argument("--out", default=_DEFAULTS.output_dir, help="output folder (default: %(default)s)")
     parser.add_argument("--cache-dir", default=_DEFAULTS.cache_dir, help="result cache folder (default: OUT/.cache)")
     parser.add_argument("--no-cache", action="store_true", help="ignore and do not write cached per-sample results")
@@ -63,6 +54,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, nothing else")
     _by_option(show)
     show.set_defaults(func=_show)
+
+
+# The fields a comparison's run names in its errors (a device or dtype this machine lacks: device='cuda', a GPU out of
+# memory: batch_size=3, a model over the cache budget: memory_budget='2GB', dtype='float16'), as flags to type
+RUN_FIELDS = ("batch_size", "max_new_tokens", "dtype", "device", "memory_budget")
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``RUN_FIELDS``: every command that runs a comparison has them (``compare``, ``checkpoints eval``)."""
+    parser.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="samples per generate call (default: %(default)s)")
+    parser.add_argument("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens,
+                        help="at most this many tokens per answer (default: %(default)s)")
+    parser.add_argument("--dtype", default=_DEFAULTS.dtype, choices=DTYPES,
+                        help="weights' dtype; auto: the checkpoint's own (default: %(default)s)")
+    parser.add_argument("--device", default=_DEFAULTS.device, choices=DEVICES,
+                        help="auto: cuda when there is one (default: %(default)s)")
+    parser.add_argument("--memory-budget", default=_DEFAULTS.memory_budget,
+                        help="model cache budget: 16GB (10^9 bytes), 15GiB (2^30) or bytes; 16G is refused as ambiguous "
+                        "(default: 90%% of the GPU, half the RAM on CPU)")  # fmt: skip
 
 
 def _by_option(parser: argparse.ArgumentParser) -> None:
@@ -156,9 +166,8 @@ def run(args: argparse.Namespace) -> int:
     check_embedded_checkpoints(args.refs)
     from vlm_lab.cli import flags_in_config_errors
 
-    # a device or dtype this machine lacks (device='cpu' -> --device cpu), a GPU out of memory (batch_size=3 -> --batch-size 3),
-    # a model over the cache budget (memory_budget='2GB' -> --memory-budget 2GB)
-    with flags_in_config_errors("dtype", "device", "batch_size", "max_new_tokens", "memory_budget"):
+    # RUN_FIELDS, and an output or cache folder it cannot use (output_dir='runs/x' -> --out runs/x)
+    with flags_in_config_errors(*RUN_FIELDS, "cache_dir", output_dir="--out"):
         result = compare(config, progress=not args.quiet)  # the bar goes to stderr
     try:
         print_summary(result, as_json=args.json, by=args.by)
