@@ -78,6 +78,17 @@ def test_model_over_the_whole_budget_is_refused_with_the_fix(refs, tiny_nbytes):
     assert "--" not in str(info.value)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_a_model_over_the_budget_is_told_a_smaller_dtype_only_where_that_would_fit(refs, tiny_nbytes, dtype):
+    """In 16 bits already, float16 changes nothing; in float32 at four times the budget, float16 still does not fit:
+    it said 'or load in a smaller dtype (dtype='float16')' to all three."""
+    cache = ModelCache(budget_bytes=tiny_nbytes // 4)
+    with pytest.raises(MemoryBudgetError) as info:
+        cache.get(refs[0], dtype=dtype, device="cpu")
+    said = str(info.value)
+    assert said.endswith("; raise the budget (ModelCache(budget_bytes='1MB'))") and "dtype" not in said, said
+
+
 def test_eviction_frees_the_model(refs, tiny_nbytes):
     cache = ModelCache(budget_bytes=10 * tiny_nbytes)
     alive = weakref.ref(cache.get(refs[0], device="cpu").model)

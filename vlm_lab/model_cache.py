@@ -302,7 +302,7 @@ class ModelCache(CacheIdentity):
         no_room = False  # this thread's wait for room ended it (no room, cancelled) or its caller's hook raised
         try:
             estimate = self.size_fn(ref, torch_dtype) or 0
-            self._check_fits(ref, estimate)
+            self._check_fits(ref, estimate, torch_dtype)
             try:
                 self._reserve(load, ref, estimate, asked)
                 if asked.on_load is not None:
@@ -313,7 +313,7 @@ class ModelCache(CacheIdentity):
             loaded = self.loader(ref, dtype=dtype, device=device)
             nbytes = max(model_nbytes(loaded.model), estimate)
             try:
-                self._check_fits(ref, nbytes)
+                self._check_fits(ref, nbytes, torch_dtype)
             except MemoryBudgetError:
                 del loaded
                 self._free([dev])
@@ -475,14 +475,17 @@ class ModelCache(CacheIdentity):
         named = [(e.loaded.ref.name, set(e.pins.values())) for e in self._entries.values() if e.pins]
         return held_by(me, stuck, named, loader=loader)
 
-    def _check_fits(self, ref: CheckpointRef, nbytes: int) -> None:
+    def _check_fits(self, ref: CheckpointRef, nbytes: int, torch_dtype: torch.dtype) -> None:
         assert self._budget is not None
         if nbytes > self._budget:
+            # float16 only where it makes the model fit: not for one in 16 bits already, nor one still over the budget in it
+            smaller = torch_dtype.itemsize > 2 and (self.size_fn(ref, torch.float16) or nbytes // 2) <= self._budget
             raise MemoryBudgetError(
                 f"{ref.name} needs {format_bytes(nbytes)} but the model cache budget is {format_bytes(self._budget)}; "
                 # the cache's argument and dtype= as compare(cache=...) and the explorer pass them; compare() says its
                 # memory_budget= (budget_as), vlm-lab compare its flags (flags_in_config_errors), the Space its variables
-                f"raise the budget (ModelCache(budget_bytes='{_budget_for(nbytes)}')) or load in a smaller dtype (dtype='float16')"
+                f"raise the budget (ModelCache(budget_bytes='{_budget_for(nbytes)}'))"
+                + (" or load in a smaller dtype (dtype='float16')" if smaller else "")
             )
 
     def _evict_lru(self, nbytes: int) -> list[torch.device]:
