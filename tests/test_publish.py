@@ -680,6 +680,57 @@ def test_checkpoints_folder_without_checkpoints_is_refused_not_trained(hub, spac
     assert hub.writes() == []
 
 
+@pytest.mark.parametrize("case", ["a file", "a model folder"])
+def test_a_failed_build_of_the_embedded_checkpoints_names_what_the_publisher_types(hub, space_dir, tiny_dir, tmp_path, case):
+    """A publish builds the embedded default when it holds none; that build's errors named TrainConfig's out='...' (the
+    words tiny.train gives a Python caller), and a fix (a folder such as out='checkpoints/mine') no publish option makes."""
+    project = tmp_path / "project"
+    default = project / "checkpoints" / "shapes"  # the default --checkpoints, from where the publish runs
+    default.parent.mkdir(parents=True)
+    if case == "a file":
+        default.write_text("x")
+    else:
+        shutil.copytree(tiny_dir / "checkpoint-1000", default)
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--dry-run", checkpoints=Path("checkpoints/shapes"), cwd=project)
+    assert r.returncode == 2, fail_text(r)
+    problem = {"a file": "is a file, not a folder", "a model folder": "holds a model (config.json)"}[case]
+    said = r.stderr[r.stderr.find("error: "):]  # after the publish's progress lines
+    assert said.startswith(f"error: OutputPathError: --checkpoints 'checkpoints/shapes' {problem}"), fail_text(r)
+    assert said.rstrip().endswith(
+        "a publish builds the embedded checkpoints into --checkpoints 'checkpoints/shapes' (the default) only when it holds "
+        "none: build them with `vlm-lab checkpoints build --out DIR` and publish with --checkpoints DIR, or pass "
+        "--no-checkpoints; nothing was uploaded"), fail_text(r)
+    assert "out=" not in r.stderr and "such as" not in r.stderr, fail_text(r)
+    assert hub.writes() == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB filesystem (tmpfs): room for one of the embedded checkpoints, not for their five."""
+    disk = tmp_path / "project" / "checkpoints"
+    disk.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"no tmpfs can be mounted here ({mounted.stderr.strip()}): no small disk to fill")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_build_of_the_embedded_checkpoints_without_room_names_the_build_command_and_its_flag(hub, space_dir, small_disk):
+    """The disk check named TrainConfig's save_every=N; a publish takes no such option: `vlm-lab checkpoints build` does."""
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--dry-run", checkpoints=Path("checkpoints/shapes"),
+                    cwd=small_disk.parent)
+    assert r.returncode == 2, fail_text(r)
+    said = r.stderr[r.stderr.find("error: "):]
+    assert said.startswith("error: OutputPathError: this build saves 5 checkpoints of ~") and "checkpoints/shapes has" in said, said
+    assert "; pass --save-every 1000 or more (or free space, or build into another folder); a publish builds the embedded " \
+           "checkpoints into --checkpoints 'checkpoints/shapes' (the default) only when it holds none: build them with " \
+           "`vlm-lab checkpoints build --out DIR` (with the flags named here) and publish" in said, said
+    assert "save_every=" not in said and hub.writes() == []
+
+
 @pytest.mark.parametrize("name", ["alice/my--space", "alice/demo.git", "alice/-demo", "alice/" + "a" * 97])
 def test_an_invalid_space_name_is_refused_before_any_request(hub, space_dir, name):
     r = run_publish(hub, name, "--space-dir", str(space_dir))

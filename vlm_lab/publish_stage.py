@@ -354,10 +354,9 @@ def checkpoint_sources(folder: Path, *, build_missing: bool = False) -> tuple[li
 
     found = discover_checkpoints(folder)
     if not found and build_missing:
-        from vlm_lab import tiny
-        from vlm_lab.config import TrainConfig
+        from vlm_lab.publish_build import build_embedded_checkpoints
 
-        found = tiny.train(TrainConfig(out=str(folder)), progress=False)
+        found = build_embedded_checkpoints(folder)
     if not found:
         raise PublishError(f"--checkpoints {str(folder)!r}: {_no_checkpoints_reason(folder)}; pass the training output "
                            "that holds the checkpoint-N folders (each with a config.json), or --no-checkpoints")

@@ -1,0 +1,50 @@
+"""The embedded checkpoints a publish builds when its default ``--checkpoints`` folder holds none.
+
+``tiny.train`` speaks to a Python caller in ``TrainConfig``'s fields (``out='checkpoints/shapes' is a file``,
+``pass save_every=500``, ``build into another folder``); someone who ran ``scripts/publish_space.py`` typed
+``--checkpoints`` (or nothing), and a publish builds only into that default folder, with default settings. Its
+errors here name the folder as the publish's option, the build's settings as the flags of ``vlm-lab checkpoints
+build`` (the command that builds them anywhere, with any settings), and how to publish what that command built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+from pathlib import Path
+
+from vlm_lab.config import TrainConfig
+from vlm_lab.errors import ConfigError, OutputPathError
+
+__all__ = ["build_embedded_checkpoints"]
+
+_SETTINGS = "|".join(f.name for f in dataclasses.fields(TrainConfig) if f.name != "out")
+
+
+def build_embedded_checkpoints(folder: Path) -> list[Path]:
+    """Train the embedded tiny shapes checkpoints into ``folder`` (the default ``--checkpoints``); their paths.
+
+    Raises:
+        OutputPathError, ConfigError: the build cannot run there (as ``tiny.train``), said in publish terms.
+    """
+    from vlm_lab import tiny
+
+    try:
+        return tiny.train(TrainConfig(out=str(folder)), progress=False)
+    except (OutputPathError, ConfigError) as e:
+        e.args = (in_publish_terms(str(e), str(folder)),)  # its type (and exit code) kept
+        raise
+
+
+def in_publish_terms(message: str, folder: str) -> str:
+    """A build error's ``message`` as a publisher reads it, with what to do instead of a build the publish cannot make."""
+    build = f"vlm-lab checkpoints build --out {shlex.quote(folder)}"
+    message = re.sub(r"; pass a folder(?: of its own)?,? such as out='[^']*'", "", message)  # a publish builds no other: below
+    message = re.sub(r"\bout='([^']*)'", r"--checkpoints '\1'", message)
+    # publishing again would publish the checkpoints saved so far: the build command resumes the build
+    message = re.sub(r"\brun again( to resume from checkpoint-\d+)?", rf"run `{build}`\1", message)
+    message, settings = re.subn(rf"\b({_SETTINGS})=(\S+?)(?=[\s,;)]|$)", lambda m: f"--{m[1].replace('_', '-')} {m[2]}", message)
+    return (f"{message}; a publish builds the embedded checkpoints into --checkpoints {folder!r} (the default) only when "
+            f"it holds none: build them with `vlm-lab checkpoints build --out DIR`{' (with the flags named here)' * bool(settings)} "
+            "and publish with --checkpoints DIR, or pass --no-checkpoints; nothing was uploaded")
