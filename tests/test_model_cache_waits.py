@@ -141,6 +141,63 @@ def test_a_load_that_finds_its_room_held_by_a_thread_waiting_for_it_stops_and_th
     assert [name for name, *_ in gate.seen] == ["checkpoint-0", "checkpoint-250", "checkpoint-500"]
 
 
+def test_with_three_threads_a_load_waits_for_a_third_threads_block_and_a_get_waits_for_that_load(refs, two):
+    """The reviewer's case: a visitor holds checkpoint-0 in use (its block ends on its own); the explorer, inside
+    checkpoint-250's block, loads checkpoint-500, which needs checkpoint-0's room; a second visitor, inside
+    checkpoint-750's block, asks for checkpoint-500 too. Neither holds the room: both wait, none raises, and the
+    model is loaded once, once the first visitor's block ends."""
+    cache = ModelCache(budget_bytes=int(3.5 * estimate_nbytes(refs[0], torch.float32)))  # three, not four
+    gate = Gate(cache)
+    visitor, leave = hold_in_use(cache, refs[0])
+    loading, asking = Asking(cache, refs[1], refs[2]), Asking(cache, refs[3], refs[2])
+    loading.ask.set()
+    until(lambda: cache.stats["waits"] == 1 or not loading.run.is_alive())  # for checkpoint-0's room
+    asking.ask.set()
+    until(lambda: cache.stats["waits"] == 2 or not asking.run.is_alive())  # for that load
+    assert loading.run.error is None and asking.run.error is None, (loading.run.error, asking.run.error)
+    leave.set()
+    visitor.join(), loading.run.join(), asking.run.join()
+    assert loading.run.error is None and loading.run.value == "checkpoint-500"
+    assert asking.run.error is None and asking.run.value == "checkpoint-500"
+    assert [name for name, *_ in gate.seen].count("checkpoint-500") == 1 and cache.used_bytes <= cache.budget_bytes
+
+
+def test_of_three_threads_the_one_whose_wait_closes_the_cycle_stops_naming_each_block_that_holds_the_room(
+        refs, tiny_checkpoints):
+    """checkpoint-0's and checkpoint-250's blocks each wait for room (the third block, checkpoint-500's, can end);
+    then checkpoint-500's block asks for room too, and no block could end any more. It stops, naming its own block
+    and the two others' (not as its own); once its block is left, both others load."""
+    unit = estimate_nbytes(refs[0], torch.float32)
+    cache = ModelCache(budget_bytes=int(3.4 * unit))  # three in float32 and not a fourth one in bfloat16
+    Gate(cache)
+    last = resolve(str(tiny_checkpoints[4]))[0]  # checkpoint-1000
+    inside, ask = threading.Event(), threading.Event()
+
+    def closing():  # checkpoint-750 again, in bfloat16: another model for the cache, in half the room
+        with cache.use(refs[2], device="cpu"):
+            inside.set()
+            ask.wait()
+            return cache.get(refs[3], dtype="bfloat16", device="cpu")
+
+    stopping = Run(closing)
+    inside.wait()
+    first, second = Asking(cache, refs[0], refs[3]), Asking(cache, refs[1], last)
+    first.ask.set()
+    until(lambda: cache.stats["waits"] == 1 or not first.run.is_alive())
+    second.ask.set()
+    until(lambda: cache.stats["waits"] == 2 or not second.run.is_alive())
+    assert first.run.error is None and second.run.error is None, (first.run.error, second.run.error)
+    ask.set()
+    stopping.join()
+    assert isinstance(stopping.error, MemoryBudgetError), stopping.error
+    assert str(stopping.error).startswith("checkpoint-750 needs ")
+    assert "held by models in use (checkpoint-500 by this thread; checkpoint-0, checkpoint-250 by other threads " \
+           "that wait for this one); waiting would never end" in str(stopping.error)
+    first.run.join(), second.run.join()
+    assert first.run.error is None and first.run.value == "checkpoint-750"
+    assert second.run.error is None and second.run.value == "checkpoint-1000"
+
+
 @pytest.mark.parametrize("waiting, pinned, stuck", [
     # 1 waits for room held by 2's block; 2 is running: its block ends
     ({1: Waiting(nbytes=5)}, [(5, {1}), (5, {2})], set()),
@@ -175,6 +232,13 @@ def interrupted_on_return(function):
             return at_return
         return None
 
+    with tracing(trace):
+        yield
+
+
+@contextlib.contextmanager
+def tracing(trace):
+    """``trace`` as this thread's trace function (``sys.settrace``) inside the block."""
     before = sys.gettrace()
     sys.settrace(trace)
     try:
