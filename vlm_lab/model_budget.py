@@ -1,19 +1,34 @@
 """The model cache's budget: its default for a device, how many models fit it, and bytes in words.
 
-Moved out of ``model_cache`` (which re-exports these names).
+Moved out of ``model_cache`` (which re-exports these names; ``budget_as`` and ``_budget_for``, the budget its
+errors name, too).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
 
 from vlm_lab.cgroup_memory import CGROUP_ROOT, PROC_SELF_CGROUP, memory_limit
 
-__all__ = ["GB", "default_budget", "format_bytes", "max_resident"]
+__all__ = ["GB", "budget_as", "default_budget", "format_bytes", "max_resident"]
 
 GB = 10**9
+_BUDGET_SAID = re.compile(r"ModelCache\(budget_bytes='([^']*)'\)")
+
+
+def budget_as(message: str, setting: str) -> str:
+    """``message`` with its ``ModelCache(budget_bytes='2GB')`` said as the setting its reader sizes that cache with:
+    ``setting`` with ``{}`` for the size (compare's ``"memory_budget='{}'"``, the Space's ``"VLM_LAB_CACHE_BUDGET={}"``)."""
+    return _BUDGET_SAID.sub(lambda m: setting.format(m[1]), message)
+
+
+def _budget_for(nbytes: int) -> str:
+    """The smallest whole GB (whole MB below 1 GB) that holds ``nbytes``, written as a budget is: ``"15GB"``."""
+    unit, size = ("GB", GB) if nbytes >= GB else ("MB", 10**6)
+    return f"{-(-nbytes // size)}{unit}"
 
 
 def format_bytes(n: float | None) -> str:

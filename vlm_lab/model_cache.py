@@ -35,8 +35,8 @@ requests that keep re-using a model would otherwise keep it in use for ever, and
 would never run. A thread with a block open never waits behind others (they may be waiting for its model).
 ``get``/``use`` with ``cancel=`` (a ``threading.Event``) raise ``WaitCancelled`` once the event is set and
 ``cache.wake()`` called, holding and reserving nothing (the explorer's Stop, while another cell's model holds
-the room). ``use`` takes its model inside its ``try``: an interrupt (Ctrl-C) as it gets the model leaves it
-out of use.
+the room). An interrupt (Ctrl-C, or what a signal handler raises) at any point of a ``get``/``use`` leaves
+nothing behind: no model in use, no load in flight, no wait that others count.
 
 Callers can follow their call: ``on_wait(CacheWait)`` is called when a ``get``/``use`` starts waiting (for room,
 for another thread's load of its model, or behind the loads waiting for room) with what it needs and which
@@ -56,11 +56,9 @@ import collections
 import contextlib
 import dataclasses
 import gc
-import re
 import threading
 import weakref
-from collections.abc import Iterator
-from typing import Callable
+from typing import Callable, ContextManager
 
 import torch
 
@@ -68,32 +66,19 @@ from vlm_lab.checkpoints import CheckpointRef
 from vlm_lab.config import parse_bytes
 from vlm_lab.errors import ConfigError, MemoryBudgetError
 from vlm_lab.hub_refs import hub_fingerprint
-from vlm_lab.model_budget import GB, default_budget, format_bytes, max_resident
-from vlm_lab.model_cache_entries import _Entry, _Load, _Pin
+from vlm_lab.model_budget import GB, _budget_for, budget_as, default_budget, format_bytes, max_resident
+from vlm_lab.model_cache_entries import _Entry, _InUse, _Load, _Pin
 from vlm_lab.model_cache_identity import CacheIdentity, _as_ref
-from vlm_lab.model_cache_waits import CacheWait, Holder, Waiting, held_by, never_go_on
+from vlm_lab.model_cache_waits import CacheWait, Holder, Waiting, _Asked, held_by, never_go_on, thread_names
 from vlm_lab.model_size import estimate_nbytes
 from vlm_lab.models import LoadedModel, load_model, model_nbytes, resolve_device, resolve_dtype
 
-__all__ = ["GB", "CacheWait", "Holder", "ModelCache", "WaitCancelled", "default_budget", "estimate_nbytes", "format_bytes",
-           "max_resident"]
+__all__ = ["GB", "CacheWait", "Holder", "ModelCache", "WaitCancelled", "budget_as", "default_budget", "estimate_nbytes",
+           "format_bytes", "max_resident"]
 
 SizeFn = Callable[[CheckpointRef, torch.dtype], "int | None"]
 # Only code that opens `use` blocks itself meets these (compare and the Space hold one block per thread at a time)
 _AFTER_BLOCK = "load it outside those `with cache.use(...)` blocks, or raise the budget (ModelCache(budget_bytes=...))"
-_BUDGET_SAID = re.compile(r"ModelCache\(budget_bytes='([^']*)'\)")
-
-
-def budget_as(message: str, setting: str) -> str:
-    """``message`` with its ``ModelCache(budget_bytes='2GB')`` said as the setting its reader sizes that cache with:
-    ``setting`` with ``{}`` for the size (compare's ``"memory_budget='{}'"``, the Space's ``"VLM_LAB_CACHE_BUDGET={}"``)."""
-    return _BUDGET_SAID.sub(lambda m: setting.format(m[1]), message)
-
-
-def _budget_for(nbytes: int) -> str:
-    """The smallest whole GB (whole MB below 1 GB) that holds ``nbytes``, written as a budget is: ``"15GB"``."""
-    unit, size = ("GB", GB) if nbytes >= GB else ("MB", 10**6)
-    return f"{-(-nbytes // size)}{unit}"
 
 
 class WaitCancelled(Exception):
@@ -102,16 +87,6 @@ class WaitCancelled(Exception):
 
 class _Interrupted(Exception):
     """The load a get waited for was interrupted in its own thread (KeyboardInterrupt): the waiting get loads it."""
-
-
-@dataclasses.dataclass
-class _Asked:
-    """What the caller of one ``get``/``use`` gave for its waits and its load, and what ``on_wait`` was last told."""
-
-    cancel: threading.Event | None = None
-    on_wait: Callable[[CacheWait], object] | None = None
-    on_load: Callable[[CheckpointRef], object] | None = None
-    told: CacheWait | None = None
 
 
 class ModelCache(CacheIdentity):
@@ -218,23 +193,16 @@ class ModelCache(CacheIdentity):
         """
         return self._get(ref, dtype, device, pin=None, asked=_Asked(cancel, on_wait, on_load)).loaded
 
-    @contextlib.contextmanager
     def use(self, ref: CheckpointRef | str, *, dtype: str = "auto", device: str = "auto",
             cancel: threading.Event | None = None, on_wait: Callable[[CacheWait], object] | None = None,
-            on_load: Callable[[CheckpointRef], object] | None = None) -> Iterator[LoadedModel]:
+            on_load: Callable[[CheckpointRef], object] | None = None) -> ContextManager[LoadedModel]:
         """``get``, and the model is not evicted to make room for another until the block is left.
 
         A load that needs its room meanwhile waits for the block to end (in another thread), or
         raises ``MemoryBudgetError`` (in this one). ``evict`` and ``clear`` still drop it, as asked.
         """
-        pin = _Pin()
-        try:  # the pin is taken inside: an interrupt at any point leaves nothing pinned
-            yield self._get(ref, dtype, device, pin=pin, asked=_Asked(cancel, on_wait, on_load)).loaded
-        finally:
-            with self._cond:
-                if pin.entry is not None:
-                    pin.entry.pins.pop(pin, None)
-                self._cond.notify_all()
+        return _InUse(lambda pin: self._get(ref, dtype, device, pin=pin, asked=_Asked(cancel, on_wait, on_load)),
+                      self._unpin)
 
     def wake(self) -> None:
         """Wake the threads waiting in this cache, so that one whose ``cancel`` event was just set stops waiting."""
@@ -242,7 +210,20 @@ class ModelCache(CacheIdentity):
             self._cond.notify_all()
 
     def _get(self, ref: CheckpointRef | str, dtype: str, device: str, *, pin: _Pin | None, asked: _Asked) -> _Entry:
-        ref, me = _as_ref(ref), threading.get_ident()
+        """``ref``'s entry, a hit or loaded by this thread; a load it takes on is ended whatever ends the call."""
+        taken: list[tuple[tuple, _Load]] = []  # the load this thread took on, noted before other threads can see it
+        try:
+            found = self._find(_as_ref(ref), dtype, device, pin, asked, taken)
+            return found if isinstance(found, _Entry) else self._load(*found, dtype, device, pin, asked)
+        except BaseException:
+            if taken:  # an interrupt before its load began; else already ended (or landed), and this does nothing
+                self._end_load(*taken[0], _Interrupted())
+            raise
+
+    def _find(self, ref: CheckpointRef, dtype: str, device: str, pin: _Pin | None, asked: _Asked,
+              taken: list) -> _Entry | tuple:
+        """A hit (pinned), or what this thread is to load: ``(key, load, ref, torch_dtype)``, its load in ``taken``."""
+        me = threading.get_ident()
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
         while True:
@@ -271,31 +252,33 @@ class ModelCache(CacheIdentity):
                         stale.append(self._drop(key))
                     if self._budget is None:
                         self._budget = default_budget(dev)
-                    load = self._loading[key] = _Load(fp, name=ref.name)
+                    load = _Load(fp, name=ref.name)
+                    taken.append((key, load))
+                    self._loading[key] = load
                     break
-                self._waiting[me] = Waiting(loader=load.thread)
-                if me in (stuck := self._never_go_on()):  # that load waits for room this thread's blocks hold
-                    del self._waiting[me]
-                    raise MemoryBudgetError(
-                        f"{ref.name} is being loaded by another thread that waits for room held by models in use "
-                        f"({self._held_by(me, stuck, load.thread)}); waiting for it would never end: {_AFTER_BLOCK}")
-                self.stats["waits"] += 1
-                pinned = self._holds(me)
-                load.pinned_waiters += pinned
-                self._cond.notify_all()  # a load waiting for room must not wait in line behind others now
                 try:  # another thread is loading it: its model, or its error, is this get's too
+                    # recorded inside the try: an interrupt at any point leaves no wait behind for others to count
+                    self._waiting[me] = Waiting(loader=load.thread)
+                    if me in (stuck := self._never_go_on()):  # that load waits for room this thread's blocks hold
+                        raise MemoryBudgetError(
+                            f"{ref.name} is being loaded by another thread that waits for room held by models in use "
+                            f"({self._held_by(me, stuck, load.thread)}); waiting for it would never end: {_AFTER_BLOCK}")
+                    self.stats["waits"] += 1
+                    if self._holds(me):
+                        load.pinned_waiters.add(me)
+                    self._cond.notify_all()  # a load waiting for room must not wait in line behind others now
                     self._wait(load.future.done, asked, ref, "for its load in another thread",
-                               lambda: CacheWait(ref.name, "load", loader=self._thread_names([load.thread])[0]))
+                               lambda: CacheWait(ref.name, "load", loader=thread_names([load.thread])[0]))
                 finally:
-                    load.pinned_waiters -= pinned
+                    load.pinned_waiters.discard(me)
                     self._waiting.pop(me, None)
             with contextlib.suppress(_Interrupted):  # interrupted: look again, and this thread loads it
                 load.future.result()
             # look again: a hit now (pinned under the lock), or loaded again if evicted or re-saved meanwhile
         self._free(stale)
-        return self._load(key, load, want, dtype, device, torch_dtype, pin, asked)
+        return key, load, want, torch_dtype
 
-    def _load(self, key: tuple, load: _Load, ref: CheckpointRef, dtype: str, device: str, torch_dtype: torch.dtype,
+    def _load(self, key: tuple, load: _Load, ref: CheckpointRef, torch_dtype: torch.dtype, dtype: str, device: str,
               pin: _Pin | None, asked: _Asked) -> _Entry:
         """Reserve room for ``ref``, load it (no lock held), and add it; whatever happens, ``load`` ends."""
         dev = torch.device(key[2])
@@ -328,17 +311,21 @@ class ModelCache(CacheIdentity):
                 load.future.set_result(None)  # under the lock: the gets waiting for it wait on the condition
                 self._cond.notify_all()
         except BaseException as e:
-            with self._cond:
-                if self._loading.get(key) is load:
-                    del self._loading[key]
-                # interrupted, cancelled or out of room in this thread only: the gets waiting look again and load it
-                mine = no_room or not isinstance(e, Exception) or isinstance(e, WaitCancelled)
-                if not load.future.done():  # (an interrupt just after it was settled)
-                    load.future.set_exception(_Interrupted() if mine else e)
-                self._cond.notify_all()
+            # interrupted, cancelled or out of room in this thread only: the gets waiting look again and load it
+            mine = no_room or not isinstance(e, Exception) or isinstance(e, WaitCancelled)
+            self._end_load(key, load, _Interrupted() if mine else e)
             raise
         self._free(evicted)
         return entry
+
+    def _end_load(self, key: tuple, load: _Load, error: BaseException) -> None:
+        """Forget ``load``, which did not land, and give its waiting gets ``error``; once (a second call does nothing)."""
+        with self._cond:
+            if self._loading.get(key) is load:
+                del self._loading[key]
+            if not load.future.done():  # (an interrupt just after it was settled)
+                load.future.set_exception(error)
+            self._cond.notify_all()
 
     def _reserve(self, load: _Load, ref: CheckpointRef, nbytes: int, asked: _Asked) -> None:
         """Hold ``nbytes`` of the budget for ``load``: evict LRU models not in use, else wait for room.
@@ -403,8 +390,8 @@ class ModelCache(CacheIdentity):
         if asked.on_wait is None or (now := wait()) == asked.told:
             return False
         asked.told = now
-        self._lock.release()
-        try:
+        try:  # let go inside: an interrupt just after it still takes the lock back
+            self._lock.release()
             asked.on_wait(now)
         finally:
             self._lock.acquire()
@@ -412,16 +399,11 @@ class ModelCache(CacheIdentity):
 
     def _holders(self) -> tuple[Holder, ...]:
         """What holds room now: the models in ``use`` blocks, then the loads in flight (their reserved estimates)."""
-        in_use = [Holder(e.loaded.ref.name, e.nbytes, False, self._thread_names(e.pins.values()))
+        in_use = [Holder(e.loaded.ref.name, e.nbytes, False, thread_names(e.pins.values()))
                   for e in self._entries.values() if e.pins]
-        loading = [Holder(load.name, load.reserved, True, self._thread_names([load.thread]))
+        loading = [Holder(load.name, load.reserved, True, thread_names([load.thread]))
                    for load in self._loading.values() if load.reserved]
         return (*in_use, *loading)
-
-    @staticmethod
-    def _thread_names(idents) -> tuple[str, ...]:
-        names = {thread.ident: thread.name for thread in threading.enumerate()}
-        return tuple(names.get(ident, f"thread {ident}") for ident in dict.fromkeys(idents))
 
     def _check_cancel(self, cancel: threading.Event | None, ref: CheckpointRef, what: str) -> None:
         """Raise ``WaitCancelled`` when ``cancel`` is set (checked at each wake-up: ``wake()`` makes one)."""
@@ -456,6 +438,14 @@ class ModelCache(CacheIdentity):
     # -- internals (called with the lock held, but _free) ----------------------------
     def _charged(self) -> int:
         return sum(e.nbytes for e in self._entries.values()) + sum(load.reserved for load in self._loading.values())
+
+    def _unpin(self, pin: _Pin) -> None:
+        """Let go of ``pin``'s model, if it took one (once: a second call finds nothing to let go of)."""
+        with self._cond:
+            if pin.entry is not None:
+                pin.entry.pins.pop(pin, None)
+                pin.entry = None
+            self._cond.notify_all()
 
     def _pin(self, entry: _Entry, pin: _Pin | None) -> _Entry:
         if pin is not None:

@@ -1,4 +1,4 @@
-"""What the model cache keeps per model: a loaded model's entry, a ``use`` block's pin on it, a load in flight.
+"""What the model cache keeps per model: a loaded model's entry, a ``use`` block and its pin on it, a load in flight.
 
 Moved out of ``model_cache`` (``ModelCache`` holds and changes them under its lock).
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from concurrent.futures import Future
+from typing import Callable
 
 from vlm_lab.models import LoadedModel
 
@@ -30,6 +31,36 @@ class _Pin:
         self.entry: _Entry | None = None
 
 
+class _InUse:
+    """``ModelCache.use``'s block: ``take(pin)`` gets the model and pins it as the ``with`` enters, ``unpin(pin)``
+    lets go of it as the block is left.
+
+    Whatever ends ``__enter__`` after the model was pinned (an interrupt as ``take`` returns included) lets go of
+    it there, since a ``with`` whose ``__enter__`` raises never calls ``__exit__``: with ``@contextmanager``, the
+    generator paused at its ``yield`` kept it in use for as long as the interrupt's traceback was kept (a notebook
+    keeps its last one). ``unpin`` lets go only once; ``__del__`` lets go of a pin an interrupt in ``__exit__`` left.
+    """
+
+    __slots__ = ("_take", "_unpin", "_pin")
+
+    def __init__(self, take: Callable[[_Pin], _Entry], unpin: Callable[[_Pin], None]) -> None:
+        self._take, self._unpin, self._pin = take, unpin, _Pin()
+
+    def __enter__(self) -> LoadedModel:
+        try:
+            return self._take(self._pin).loaded
+        except BaseException:
+            self._unpin(self._pin)
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._unpin(self._pin)
+
+    def __del__(self) -> None:
+        if self._pin.entry is not None:
+            self._unpin(self._pin)
+
+
 @dataclasses.dataclass
 class _Load:
     """A load in flight: the files it loads, the bytes the budget holds for it, and its outcome for the gets waiting."""
@@ -39,5 +70,7 @@ class _Load:
     future: Future = dataclasses.field(default_factory=Future)
     thread: int = dataclasses.field(default_factory=threading.get_ident)  # the thread loading it
     reserved: int = 0
-    pinned_waiters: int = 0  # gets waiting for it from threads with ``use`` blocks open: it must not wait for those
+    # the threads with ``use`` blocks open whose gets wait for it: it must not wait for those (a set, so that
+    # letting go is the same whether or not an interrupt came before the thread was added)
+    pinned_waiters: set = dataclasses.field(default_factory=set)
 

@@ -13,13 +13,19 @@ when the room it needs is not held by the blocks of threads that cannot; those t
 time leave their blocks too, which may let others go on. Running threads (not waiting in the cache),
 loads in flight (a load holding room never waits) and models in no block all count as freeable.
 
-``CacheWait`` is what a ``get``/``use`` given ``on_wait=`` is told as it starts waiting: what for, and what holds it.
+``CacheWait`` is what a ``get``/``use`` given ``on_wait=`` is told as it starts waiting: what for, and what holds it;
+``_Asked`` what its caller gave for its waits, ``thread_names`` how a wait names threads (both moved, unchanged,
+from ``model_cache``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Collection, Literal, Mapping, Sequence
+import threading
+from typing import TYPE_CHECKING, Callable, Collection, Literal, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from vlm_lab.checkpoints import CheckpointRef
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,3 +110,18 @@ def held_by(me: int, stuck: Collection[int], named: Sequence[tuple[str, Collecti
         who = "other threads that wait" if many else "another thread that waits"
         parts.append(f"{', '.join(name for name, _ in theirs)} by {who} for this one")
     return "; ".join(parts)
+
+
+def thread_names(idents) -> tuple[str, ...]:
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    return tuple(names.get(ident, f"thread {ident}") for ident in dict.fromkeys(idents))
+
+
+@dataclasses.dataclass
+class _Asked:
+    """What the caller of one ``get``/``use`` gave for its waits and its load, and what ``on_wait`` was last told."""
+
+    cancel: threading.Event | None = None
+    on_wait: Callable[[CacheWait], object] | None = None
+    on_load: Callable[[CheckpointRef], object] | None = None
+    told: CacheWait | None = None

@@ -1,0 +1,182 @@
+"""ModelCache under interrupts: a KeyboardInterrupt (Ctrl-C, or what a signal handler raises) between two lines of
+the cache leaves nothing taken: no model in use, no room held, no wait recorded for a thread that no longer waits.
+
+Real tiny checkpoints and real threads. The interrupt is delivered with ``sys.settrace`` as a chosen function
+returns in this thread (``interrupted_on_return``), where CPython can deliver a pending Ctrl-C (after a call);
+threads are ordered by Events, hooks and the cache's counters, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dis
+import gc
+import inspect
+import threading
+
+import pytest
+import torch
+from test_model_cache_threads import Gate, Run, hold_in_use, until
+from test_model_cache_waits import interrupted_on_return, tracing
+
+from vlm_lab.checkpoints import resolve
+from vlm_lab.model_cache import ModelCache, estimate_nbytes
+
+pytestmark = pytest.mark.timeout(180)  # a wait that never ends fails here instead of hanging the run
+
+
+@pytest.fixture(scope="module")
+def refs(tiny_checkpoints):
+    """checkpoint-0, -250 and -500."""
+    return [resolve(str(p))[0] for p in tiny_checkpoints[:3]]
+
+
+@pytest.fixture(scope="module")
+def unit(refs):
+    """The bytes one tiny model is charged (the three are the same size)."""
+    return estimate_nbytes(refs[0], torch.float32)
+
+
+@contextlib.contextmanager
+def interrupted_in(context, method: str):
+    """A KeyboardInterrupt delivered in this thread inside ``context.__enter__`` just after its first call returns
+    (the ``use`` block's model is in use by then), or as ``context.__exit__`` begins: where CPython can deliver a
+    pending Ctrl-C (after a call, and as a function starts)."""
+    code = getattr(type(context), method).__code__
+
+    def trace(frame, event, arg):
+        if event == "call" and frame.f_code is code and frame.f_locals.get("self") is context:
+            frame.f_trace_opcodes = True
+            called = [method == "__exit__"]
+
+            def each_opcode(frame, event, arg):
+                if event == "opcode" and not called[0]:
+                    called[0] = dis.opname[frame.f_code.co_code[frame.f_lasti]] == "CALL"
+                elif event == "opcode" and called[0] is True:
+                    called[0] = None  # once
+                    raise KeyboardInterrupt
+                return each_opcode
+            return each_opcode
+        return None
+
+    with tracing(trace):
+        yield
+
+
+@contextlib.contextmanager
+def interrupted_after(function, line: str):
+    """A KeyboardInterrupt delivered in this thread just after ``function`` ran its source line ``line``."""
+    source, first = inspect.getsourcelines(function)
+    (after,) = [first + i for i, text in enumerate(source) if text.strip() == line]
+
+    def trace(frame, event, arg):
+        if event == "call" and frame.f_code is function.__code__:
+            def next_line(frame, event, arg):
+                if event == "line" and frame.f_lineno != after and ran[0] == after:
+                    raise KeyboardInterrupt
+                ran[0] = frame.f_lineno
+                return next_line
+            ran = [None]
+            return next_line
+        return None
+
+    with tracing(trace):
+        yield
+
+
+@pytest.mark.parametrize("loaded_before", [False, True], ids=["load", "hit"])
+def test_an_interrupt_as_the_use_block_is_entered_leaves_the_model_out_of_use(refs, unit, loaded_before):
+    """The interrupt lands after ``use`` has its model in use, as its ``with`` enters (just after ``next()`` of the
+    generator behind ``@contextmanager`` returned): the block is never entered, so nothing leaves it. The model stayed in
+    use for as long as the interrupt's traceback was kept (Jupyter keeps the last one): a load needing its room
+    then raised 'held by models in use (checkpoint-0 by this thread)' in this thread, or waited in another."""
+    cache = ModelCache(budget_bytes=int(1.5 * unit))
+    if loaded_before:
+        cache.get(refs[0], device="cpu")
+    block = cache.use(refs[0], device="cpu")
+    with pytest.raises(KeyboardInterrupt) as interrupted, interrupted_in(block, "__enter__"):
+        with block:
+            pytest.fail("the block ran")
+    assert interrupted.traceback  # kept, as a notebook keeps its last error (and with it the block)
+    assert cache.get(refs[1], device="cpu").ref.name == "checkpoint-250"  # checkpoint-0's room is free
+    assert cache.loaded == ["checkpoint-250"] and cache.stats["evictions"] == 1
+
+
+def test_an_interrupt_as_the_use_block_is_left_lets_go_of_the_model_once_its_traceback_is_dropped(refs, unit):
+    """The interrupt lands as the block's ``__exit__`` begins, before it lets go. Nothing can let go before the
+    interrupt's traceback (which holds the block) is dropped; then the block does (a guard: ``@contextmanager``'s
+    generator did so as it was collected, and ``use``'s own context manager must not do less)."""
+    cache = ModelCache(budget_bytes=int(1.5 * unit))
+    block = cache.use(refs[0], device="cpu")
+    with pytest.raises(KeyboardInterrupt) as interrupted, interrupted_in(block, "__exit__"):
+        with block:
+            pass
+    del block, interrupted
+    gc.collect()
+    assert cache.get(refs[1], device="cpu").ref.name == "checkpoint-250"  # checkpoint-0's room is free
+    assert cache.loaded == ["checkpoint-250"]
+
+
+def test_an_interrupt_as_a_get_starts_waiting_for_another_threads_load_leaves_no_wait_behind(refs, unit):
+    """The interrupt lands as this thread starts waiting for a worker's load (as the wait is checked). Its wait
+    stayed recorded: later, while this thread only had a block open, the worker, in a block of its own, needed that
+    block's room and raised at once ('checkpoint-0 by another thread that waits for this one'), where it should wait
+    for this thread to leave its block."""
+    cache = ModelCache(budget_bytes=int(2.5 * unit))
+    gate = Gate(cache, hold=(refs[1].name,))
+    inside, ask = threading.Event(), threading.Event()
+
+    def worker():  # the explorer's background run: a block open on checkpoint-250, then asks for checkpoint-500
+        with cache.use(refs[1], device="cpu"):
+            inside.set()
+            ask.wait()
+            return cache.get(refs[2], device="cpu").ref.name
+
+    cache.get(refs[0], device="cpu")
+    running = Run(worker)
+    gate.started[refs[1].name].wait()
+    with pytest.raises(KeyboardInterrupt), interrupted_on_return(ModelCache._never_go_on):
+        cache.get(refs[1], device="cpu")  # waits for the worker's load: interrupted as it starts to
+    gate.go(refs[1].name)
+    inside.wait()
+    with cache.use(refs[0], device="cpu"):  # a hit: this thread runs, with checkpoint-0 in use
+        ask.set()
+        until(lambda: cache.stats["waits"] == 1 or not running.is_alive())  # it waits for this block's room
+        assert running.error is None, running.error
+    running.join()
+    assert running.error is None and running.value == "checkpoint-500"
+    assert sorted(cache.loaded) == ["checkpoint-250", "checkpoint-500"]
+
+
+def test_an_interrupt_as_a_wait_for_room_tells_its_hook_leaves_the_cache_consistent(refs, unit):
+    """The interrupt lands as the cache lets go of its lock to call ``on_wait``: it is the caller's, as raised (it
+    came back as 'RuntimeError: cannot notify on un-acquired lock'), and the cache holds and reserves nothing."""
+    cache = ModelCache(budget_bytes=int(1.5 * unit))
+    using, leave = hold_in_use(cache, refs[0])
+    held = cache.used_bytes
+
+    def on_wait(wait):  # (a wait the interrupt missed ends here, not in a hang)
+        raise AssertionError(f"the hook ran: the interrupt did not come before it ({wait})")
+
+    with pytest.raises(KeyboardInterrupt), interrupted_after(ModelCache._tell, "self._lock.release()"):
+        cache.get(refs[1], device="cpu", on_wait=on_wait)
+    assert cache.used_bytes == held and cache.loaded == ["checkpoint-0"]
+    leave.set()
+    using.join()
+    assert cache.get(refs[1], device="cpu").ref.name == "checkpoint-250"
+
+
+def test_an_interrupt_as_a_get_begins_its_load_leaves_no_load_in_flight(refs, unit):
+    """The interrupt lands after the get took the load on (so that another get of the model waits for it) and
+    before the load began (as it freed the stale copy's memory). The load stayed 'in flight' for ever: the next get
+    in this thread raised 'is being loaded by another thread ...' (itself), and one in another thread would have waited
+    for ever."""
+    cache = ModelCache(budget_bytes=int(1.5 * unit))
+    with pytest.raises(KeyboardInterrupt), interrupted_on_return(ModelCache._free):
+        cache.get(refs[0], device="cpu")
+    assert cache.loaded == [] and cache.used_bytes == 0
+    assert cache.get(refs[0], device="cpu").ref.name == "checkpoint-0" and cache.stats["loads"] == 1
+    cache.clear()
+    other = Run(lambda: cache.get(refs[0], device="cpu").ref.name)
+    other.join()
+    assert other.error is None and other.value == "checkpoint-0" and cache.stats["loads"] == 2
