@@ -91,3 +91,21 @@ def test_a_config_shared_by_checkpoints_is_read_once_and_each_other_one_is_still
     assert [checkpoint for *_, checkpoint in caught.value.overflows] == ["short/checkpoint-1000"]
     # the run's first checkpoint is read (its processor's load reads it too); the others are not, the copy is
     assert [path for path in reads if path != str(tiny_checkpoints[1])] == [str(short)], reads
+
+
+@pytest.mark.parametrize("cache_bytes, encodes", [(0, 4 * (1 + 3)), (2**30, 4)])
+def test_the_check_encodes_a_batch_once_for_every_checkpoint_with_its_processor(tmp_path, tiny_checkpoints, monkeypatch,
+                                                                               cache_bytes, encodes):
+    """A training run's checkpoints share a processor, so a batch's rows have the same lengths for each: past the
+    encoding cache's bound (here 0 bytes: none fits) the check encoded every batch again for each checkpoint, only
+    to count the same tokens, before generation encoded them once more. With the batches held, nothing twice."""
+    from vlm_lab import compare as compare_module, generation
+
+    real, calls = generation.encode_inputs, []
+    monkeypatch.setattr(generation, "encode_inputs", lambda processor, samples: calls.append(len(samples)) or real(processor, samples))
+    monkeypatch.setattr(compare_module, "ENCODING_CACHE_BYTES", cache_bytes)
+    monkeypatch.setattr(compare_module, "_WARM_DEVICES", {"cpu"})  # its once-a-process warm-up batch is not counted here
+    config = CompareConfig(checkpoints=tuple(map(str, tiny_checkpoints[1:4])), data="shapes:val:8", batch_size=2, device="cpu",
+                           output_dir=str(tmp_path / "out"), use_cache=False)
+    result = compare(config, progress=False, cache=ModelCache(budget_bytes="1GB"))
+    assert len(result.summary) == 3 and len(calls) == encodes, calls  # 4 batches: the check's, then each generation's

@@ -8,9 +8,14 @@ counted, and every sample that does not fit is named, with the fix, in one error
 
 The batches encoded for the count go into the comparison's encoding cache (``compare.ENCODING_CACHE_BYTES``,
 512 MiB), so generation reuses them. Past that bound (about 380 LLaVA-336 images) the rest are encoded again
-when they generate, which for a real VLM is small beside its generation time. The processors are the ones the
-models load with (``processor_memo``: a model already loaded lends its own, and the check's are returned, for
-the comparison to hold until its checkpoints have loaded), so the check loads no processor twice.
+when they generate, which for a real VLM is small beside its generation time. The check encodes each batch once
+per processor and keeps its rows' lengths, the same for every checkpoint with that processor (a training run's):
+re-read from the cache, each batch past its bound was encoded again for each checkpoint. Lengths alone, with no
+encodings kept, would instead encode every batch that fits twice (the check's, then generation's).
+
+The processors are the ones the models load with (``processor_memo``: a model already loaded lends its own, and
+the check's are returned, for the comparison to hold until its checkpoints have loaded), so the check loads no
+processor twice.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ def check_context_room(
     from vlm_lab.generation import ContextOverflowError, context_length, context_room, encode_inputs
 
     processors: dict[str, Any] = {}
+    lengths: dict[tuple[str, tuple[str, ...]], list[int]] = {}  # (processor, batch keys) -> each row's tokens
     configs: dict[bytes, Any] = {}  # config.json's bytes -> its config: a training run's checkpoints share one
     overflows: list[tuple[str, int, int, str]] = []
     for ref, name, processor_fp, chunks in runs:
@@ -55,12 +61,14 @@ def check_context_room(
         processor = processors[processor_fp]
         if processor is None:
             continue
+        context = context_length(config)
         for chunk in chunks:
             keys = tuple(key for key, _ in chunk)
-            batch = encoded(processor_fp, keys, lambda chunk=chunk: encode_inputs(processor, [s for _, s in chunk]))
-            context, room = context_room(config, batch)  # type: ignore[misc]
-            overflows += [(sample_id, context - left, context, name)
-                          for key, left in zip(keys, room) if left < 1 for sample_id in ids[key]]
+            if (processor_fp, keys) not in lengths:
+                batch = encoded(processor_fp, keys, lambda chunk=chunk: encode_inputs(processor, [s for _, s in chunk]))
+                lengths[processor_fp, keys] = [context - left for left in context_room(config, batch)[1]]  # type: ignore[index]
+            overflows += [(sample_id, tokens, context, name)
+                          for key, tokens in zip(keys, lengths[processor_fp, keys]) if tokens >= context for sample_id in ids[key]]
     if overflows:
         raise ContextOverflowError(*overflows[0], others=overflows[1:])
     return processors
