@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "VLM_LAB_CHECKPOINTS names (kept as it is; set it with --var or on the Hub)")
     p.add_argument("--checkpoints-repo", default="", metavar="OWNER/NAME",
                    help="upload the checkpoints to this model repo and point VLM_LAB_CHECKPOINTS at it")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (files, settings, cost) and write nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (files, settings, cost) and write nothing to the hub "
+                   "(a missing default checkpoints/shapes is still built, locally, so that the plan lists it)")
     p.add_argument("--no-wait", action="store_true", help="do not wait for the Space to build")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the build (default 1800)")
     p.add_argument("--poll-interval", type=float, default=5.0, help="seconds between runtime checks while waiting")

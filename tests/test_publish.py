@@ -680,6 +680,10 @@ def test_checkpoints_folder_without_checkpoints_is_refused_not_trained(hub, spac
     assert hub.writes() == []
 
 
+BUILD_SAID = ("[publish] --checkpoints 'checkpoints/shapes' holds no checkpoints: training the embedded ones there first "
+              "(once, a few minutes on 2 CPU cores); a dry run builds them too, so that its plan lists their files\n")
+
+
 @pytest.mark.parametrize("case", ["a file", "a model folder"])
 def test_a_failed_build_of_the_embedded_checkpoints_names_what_the_publisher_types(hub, space_dir, tiny_dir, tmp_path, case):
     """A publish builds the embedded default when it holds none; that build's errors named TrainConfig's out='...' (the
@@ -696,6 +700,7 @@ def test_a_failed_build_of_the_embedded_checkpoints_names_what_the_publisher_typ
     problem = {"a file": "is a file, not a folder", "a model folder": "holds a model (config.json)"}[case]
     said = r.stderr[r.stderr.find("error: "):]  # after the publish's progress lines
     assert said.startswith(f"error: OutputPathError: --checkpoints 'checkpoints/shapes' {problem}"), fail_text(r)
+    assert BUILD_SAID in r.stderr[:r.stderr.find("error: ")], fail_text(r)  # minutes of training are announced first
     assert said.rstrip().endswith(
         "a publish builds the embedded checkpoints into --checkpoints 'checkpoints/shapes' (the default) only when it holds "
         "none: build them with `vlm-lab checkpoints build --out DIR` and publish with --checkpoints DIR, or pass "

@@ -16,7 +16,8 @@
    existing Space ignores them.
 4. **Wait** until the Space runs the new build, or fail with the tail of its logs.
 
-``dry_run`` stops after computing the plan: it only reads.
+``dry_run`` stops after computing the plan: it writes nothing to the hub (it builds the embedded
+checkpoints locally when their default folder holds none, as the publish would, so that the plan lists them).
 """
 
 from __future__ import annotations
@@ -126,10 +127,11 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
     told = CHECKPOINTS_VARIABLE in config.variable_map()
     embed = config.embed_checkpoints and not config.checkpoints_repo and not told
     checkpoints = Path(config.checkpoints)
-    build = _is_embedded_default(checkpoints)
-    staged = stage(space_dir=space_dir, checkpoints=checkpoints if embed else None, build_missing=build, known=known,
+    if (embed or config.checkpoints_repo) and _is_embedded_default(checkpoints):
+        _build_if_missing(checkpoints, config, say)
+    staged = stage(space_dir=space_dir, checkpoints=checkpoints if embed else None, known=known,
                    max_bytes=SPACE_REPO_LIMIT, readme=readme)
-    ckpt_staged = (stage(checkpoints=checkpoints, checkpoints_prefix="", build_missing=build, known=known)
+    ckpt_staged = (stage(checkpoints=checkpoints, checkpoints_prefix="", known=known)
                    if config.checkpoints_repo else None)
     sizes = dict(staged.sizes) | (ckpt_staged.sizes if ckpt_staged else {})
     say(f"staged {len(staged.files)} files, {human_bytes(sum(sizes.values()))}; {len(staged.excluded)} junk file(s) left out")
@@ -234,6 +236,22 @@ def _kept_checkpoints_variable(hub: Hub, config: PublishConfig, info: Any | None
 def _served_specs(config: PublishConfig, kept: str = "") -> str:
     """The ``VLM_LAB_CHECKPOINTS`` the Space will have: this publish's ``--var``, or the one it keeps."""
     return config.variable_map().get(CHECKPOINTS_VARIABLE, kept)
+
+
+def _build_if_missing(checkpoints: Path, config: PublishConfig, say: Progress) -> None:
+    """Train the embedded checkpoints into the default folder when it holds none, saying so first: it takes minutes.
+
+    Only the embedded default is built (a mistyped path must not become a fresh build). A dry run builds them
+    too, locally (nothing goes to the hub), so that its plan lists the files and the cost the publish would have.
+    """
+    from vlm_lab.checkpoints import discover_checkpoints
+    from vlm_lab.publish_build import build_embedded_checkpoints
+
+    if discover_checkpoints(checkpoints):
+        return
+    say(f"--checkpoints {str(checkpoints)!r} holds no checkpoints: training the embedded ones there first (once, "
+        "a few minutes on 2 CPU cores)" + ("; a dry run builds them too, so that its plan lists their files" if config.dry_run else ""))
+    build_embedded_checkpoints(checkpoints, progress=True)  # a bar on stderr, as `vlm-lab checkpoints build` shows
 
 
 def _is_embedded_default(checkpoints: Path) -> bool:

@@ -22,7 +22,7 @@ __all__ = ["build_embedded_checkpoints"]
 _SETTINGS = "|".join(f.name for f in dataclasses.fields(TrainConfig) if f.name != "out")
 
 
-def build_embedded_checkpoints(folder: Path) -> list[Path]:
+def build_embedded_checkpoints(folder: Path, *, progress: bool = False) -> list[Path]:
     """Train the embedded tiny shapes checkpoints into ``folder`` (the default ``--checkpoints``); their paths.
 
     Raises:
@@ -31,7 +31,7 @@ def build_embedded_checkpoints(folder: Path) -> list[Path]:
     from vlm_lab import tiny
 
     try:
-        return tiny.train(TrainConfig(out=str(folder)), progress=False)
+        return tiny.train(TrainConfig(out=str(folder)), progress=progress)
     except (OutputPathError, ConfigError) as e:
         e.args = (in_publish_terms(str(e), str(folder)),)  # its type (and exit code) kept
         raise

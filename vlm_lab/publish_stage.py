@@ -335,7 +335,7 @@ def is_training_state(name: str) -> bool:
     return bool(_TRAINING_STATE.match(name))
 
 
-def checkpoint_sources(folder: Path, *, build_missing: bool = False) -> tuple[list[tuple[str, Path]], list[str]]:
+def checkpoint_sources(folder: Path) -> tuple[list[tuple[str, Path]], list[str]]:
     """``(checkpoint-N/file, source)`` for the inference files of every complete checkpoint-N under ``folder``,
     and a note for each left out.
 
@@ -343,20 +343,12 @@ def checkpoint_sources(folder: Path, *, build_missing: bool = False) -> tuple[li
     beside it are complete, as ``vlm-lab compare`` leaves it out: uploaded, the Space would offer a checkpoint
     that cannot load, and the next publish would send it again.
 
-    Args:
-        build_missing: train the embedded tiny shapes checkpoints into ``folder`` when it holds
-            none (only for the embedded default: a mistyped path must not become a fresh build).
-
     Raises:
-        PublishError: ``folder`` holds no checkpoint-N folder (and is not to be built), naming what is there.
+        PublishError: ``folder`` holds no checkpoint-N folder, naming what is there.
     """
     from vlm_lab.checkpoints import IncompleteCheckpointWarning, discover_checkpoints, model_files, resolve
 
     found = discover_checkpoints(folder)
-    if not found and build_missing:
-        from vlm_lab.publish_build import build_embedded_checkpoints
-
-        found = build_embedded_checkpoints(folder)
     if not found:
         raise PublishError(f"--checkpoints {str(folder)!r}: {_no_checkpoints_reason(folder)}; pass the training output "
                            "that holds the checkpoint-N folders (each with a config.json), or --no-checkpoints")
@@ -387,7 +379,6 @@ def stage(
     space_dir: Path | None = None,
     checkpoints: Path | None = None,
     checkpoints_prefix: str = STAGED_CHECKPOINTS,
-    build_missing: bool = False,
     known: Mapping[str, str] | None = None,
     max_bytes: int | None = None,
     readme: str | None = None,
@@ -398,7 +389,6 @@ def stage(
         space_dir: the app folder; with it the vlm_lab package is staged next to it.
         checkpoints: a training output whose checkpoint-N folders are staged under ``checkpoints_prefix``.
         checkpoints_prefix: folder in the repo for them ("" for a checkpoints-only model repo).
-        build_missing: train the embedded checkpoints into ``checkpoints`` when it holds none.
         known: ``{where: secret}`` of credentials at hand; a file holding one of the values is refused.
         max_bytes: refuse a stage larger than this (a Space repo's limit), before any file is read.
         readme: the text to publish as the Space's README.md instead of the file's (``card_with_models``).
@@ -420,7 +410,7 @@ def stage(
             excluded += [str(folder / rel) for rel in drop]
     if checkpoints is not None:
         prefix = f"{checkpoints_prefix.strip('/')}/" if checkpoints_prefix else ""
-        found, notes = checkpoint_sources(checkpoints, build_missing=build_missing)
+        found, notes = checkpoint_sources(checkpoints)
         sources += [("checkpoints", prefix + rel, src) for rel, src in found]
 
     if max_bytes is not None:
