@@ -42,9 +42,12 @@ def in_publish_terms(message: str, folder: str) -> str:
     build = f"vlm-lab checkpoints build --out {shlex.quote(folder)}"
     message = re.sub(r"; pass a folder(?: of its own)?,? such as out='[^']*'", "", message)  # a publish builds no other: below
     message = re.sub(r"\bout='([^']*)'", r"--checkpoints '\1'", message)
+    # a setting is said as a word of its own (`steps=1000 with`, `(e.g. learning_rate=...`): not inside a path
+    # (a sweep's run folder `.../steps=100/checkpoints/shapes`)
+    message, settings = re.subn(rf"(?<![^\s(])({_SETTINGS})=(\S+?)(?=[\s,;)]|$)",
+                                lambda m: f"--{m[1].replace('_', '-')} {m[2]}", message)
     # publishing again would publish the checkpoints saved so far: the build command resumes the build
-    message = re.sub(r"\brun again( to resume from checkpoint-\d+)?", rf"run `{build}`\1", message)
-    message, settings = re.subn(rf"\b({_SETTINGS})=(\S+?)(?=[\s,;)]|$)", lambda m: f"--{m[1].replace('_', '-')} {m[2]}", message)
+    message = re.sub(r"\brun again( to resume from checkpoint-\d+)?", lambda m: f"run `{build}`{m[1] or ''}", message)
     return (f"{message}; a publish builds the embedded checkpoints into --checkpoints {folder!r} (the default) only when "
             f"it holds none: build them with `vlm-lab checkpoints build --out DIR`{' (with the flags named here)' * bool(settings)} "
             "and publish with --checkpoints DIR, or pass --no-checkpoints; nothing was uploaded")
