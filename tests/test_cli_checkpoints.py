@@ -54,6 +54,22 @@ def test_eval_names_its_own_flags_in_the_errors_of_the_comparison_it_runs(tiny_c
     assert r.returncode == 0, r.stderr  # the flags the errors name are eval's: they run the comparison as asked
 
 
+def test_eval_names_a_cache_flag_it_has_when_its_cache_cannot_go_in_out(tiny_checkpoints, tmp_path):
+    """A file .cache in --out, where the result cache goes: the fix named was compare()'s cache_dir='DIR', a field eval's
+    user cannot set; eval takes --cache-dir as compare does, and a cache folder given that way is used."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".cache").write_text("x")
+    r = vlm_lab("checkpoints", "eval", str(tiny_checkpoints[-1]), "--data", "shapes:val:1", "--out", str(out))
+    assert r.returncode == 2 and r.stderr == (
+        f"error: OutputPathError: --out {shlex.quote(str(out))} holds a file .cache where its result cache goes; move that "
+        "file away, or give the cache a folder of its own (--cache-dir DIR)\n"), r.stderr
+    r = vlm_lab("checkpoints", "eval", str(tiny_checkpoints[-1]), "--data", "shapes:val:1", "--device", "cpu", "--out", str(out),
+                "--cache-dir", str(tmp_path / "cache"))
+    assert r.returncode == 0, r.stderr
+    assert any((tmp_path / "cache").iterdir())
+
+
 def test_unknown_checkpoint_lists_what_exists(tiny_dir):
     r = vlm_lab("checkpoints", "eval", str(tiny_dir / "checkpoint-999"))
     assert r.returncode == 2

@@ -64,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("refs", nargs="*", default=[_DEFAULTS.out], help="checkpoint folders or training output folders (default: %(default)s)")
     evaluate.add_argument("--data", default="shapes:val:96", help="data spec or JSONL (default: %(default)s)")
     evaluate.add_argument("--out", default="runs/checkpoints-eval", help="where results and the cache go (default: %(default)s)")
+    # a file .cache in --out is named with this flag as its other fix (compare's cache_dir=)
+    evaluate.add_argument("--cache-dir", default="", help="result cache folder (default: OUT/.cache)")
     from vlm_lab.cli.compare import add_run_options
 
     add_run_options(evaluate)  # what the comparison's errors may name: a GPU out of memory, a model over the budget
@@ -185,8 +187,9 @@ def _eval(args: argparse.Namespace) -> int:
 
     check_embedded_checkpoints(args.refs)
     # the library names CompareConfig's fields (output_dir='runs/x', memory_budget='2GB'); here they are flags
-    with flags_in_config_errors(*RUN_FIELDS, output_dir="--out"):
+    with flags_in_config_errors(*RUN_FIELDS, "cache_dir", output_dir="--out"):
         config = CompareConfig(checkpoints=tuple(args.refs), data=args.data, num_samples=0, output_dir=args.out,
+                               cache_dir=args.cache_dir,
                                **{field: getattr(args, field) for field in RUN_FIELDS})
         result = compare(config, progress=False)
     print_summary(result, as_json=False)
