@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from mounts import read_only_folder  # noqa: F401 - a fixture
+
 
 def vlm_lab(*args, **kw):
     return subprocess.run([sys.executable, "-m", "vlm_lab.cli", *args], capture_output=True, text=True, timeout=600, **kw)
@@ -28,6 +30,15 @@ def test_build_out_not_writable_is_a_clear_error(tmp_path):
     r = vlm_lab("checkpoints", "build", "--out", target, "--steps", "2", "--save-every", "1")
     assert r.returncode == 2
     assert "not writable" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_build_out_on_a_read_only_mount_is_refused_before_training(read_only_folder, inside):
+    """A folder that exists but takes no writes (the case above only has one that cannot be created, as root)."""
+    target = str(read_only_folder / "shapes" if inside else read_only_folder)
+    r = vlm_lab("checkpoints", "build", "--out", target, "--steps", "2", "--save-every", "1")
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", f"error: OutputPathError: --out {shlex.quote(target)} is not writable "
+                                                        "(Read-only file system); pick a folder you can write to\n")
 
 
 def test_eval_prints_accuracy_table(tiny_checkpoints):

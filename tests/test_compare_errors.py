@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
+from mounts import read_only_folder  # noqa: F401 - a fixture
 from vlm_lab.compare import BatchEvent, compare
 from vlm_lab.config import CompareConfig
-from vlm_lab.errors import MemoryBudgetError
+from vlm_lab.errors import MemoryBudgetError, OutputPathError
 from vlm_lab.model_cache import ModelCache
 
 
@@ -101,3 +104,31 @@ def test_a_model_over_the_memory_budget_names_the_config_field_a_python_caller_s
     assert said.startswith("checkpoint-1000 needs ") and said.endswith(
         "raise the budget (memory_budget='1MB') or load in a smaller dtype (dtype='float16')"), said
     assert "--" not in said and "ModelCache" not in said
+
+
+@pytest.mark.parametrize("case", ["output_dir", "output_dir, no cache", "cache_dir"])
+def test_a_read_only_folder_is_refused_before_any_model_loads(tmp_path, tiny_checkpoints, read_only_folder, case):
+    """A folder that exists but cannot be written to (a read-only mount; EACCES where chmod stops the user) passed
+    the 'is a file' and 'cannot be created' checks: compare loaded the model, generated, then failed with a raw
+    OSError (or, the cache in output_dir, blamed the cache: 'cannot hold its result cache .cache')."""
+    field = case.split(",")[0]
+    folders = {"output_dir": str(read_only_folder), "use_cache": case == "output_dir"} if field == "output_dir" else \
+        {"output_dir": str(tmp_path / "out"), "cache_dir": str(read_only_folder)}
+    models = ModelCache()
+    config = CompareConfig(checkpoints=(str(tiny_checkpoints[-1]),), data="shapes:val:1", device="cpu", **folders)
+    with pytest.raises(OutputPathError) as caught:
+        compare(config, progress=False, cache=models)
+    assert str(caught.value) == (f"{field}={str(read_only_folder)!r} is not writable (Read-only file system); "
+                                 f"{field} must name a folder you can write to")
+    assert models.stats["loads"] == 0
+
+
+@pytest.mark.parametrize("flag", ["--out", "--cache-dir"])
+def test_a_read_only_folder_from_vlm_lab_compare_names_the_flag(tmp_path, tiny_checkpoints, read_only_folder, capsys, flag):
+    from vlm_lab.cli import main
+
+    folders = ["--out", str(read_only_folder)] if flag == "--out" else \
+        ["--out", str(tmp_path / "out"), "--cache-dir", str(read_only_folder)]
+    code = main(["compare", str(tiny_checkpoints[-1]), "--data", "shapes:val:1", "--device", "cpu", *folders, "--quiet"])
+    assert (code, capsys.readouterr().err) == (2, f"error: OutputPathError: {flag} {shlex.quote(str(read_only_folder))} is "
+                                                  f"not writable (Read-only file system); {flag} must name a folder you can write to\n")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from hub_emulator import HubEmulator
+from mounts import tmpfs
 from space_server import free_port, running_space
 from vlm_lab.config import PublishConfig
 from vlm_lab.errors import ConfigError
@@ -712,15 +713,8 @@ def test_a_failed_build_of_the_embedded_checkpoints_names_what_the_publisher_typ
 @pytest.fixture
 def small_disk(tmp_path):
     """A 4 MB filesystem (tmpfs): room for one of the embedded checkpoints, not for their five."""
-    disk = tmp_path / "project" / "checkpoints"
-    disk.mkdir(parents=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"no tmpfs can be mounted here ({mounted.stderr.strip()}): no small disk to fill")
-    try:
+    with tmpfs(tmp_path / "project" / "checkpoints", "size=4m", lacking="no small disk to fill") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_a_build_of_the_embedded_checkpoints_without_room_names_the_build_command_and_its_flag(hub, space_dir, small_disk):

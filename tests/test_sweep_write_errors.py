@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import shutil
-import subprocess
 
 import pytest
 import yaml
 
+from mounts import tmpfs
 from test_sweep import write_notebook
 from vlm_lab import sweep
 from vlm_lab.cli import main
@@ -26,22 +26,8 @@ def sweep_file(tmp_path, monkeypatch):
 @pytest.fixture
 def mount(tmp_path):
     """``mount(name, options)``: a tmpfs at tmp_path/name, unmounted after (skips where mounting is not allowed)."""
-    mounted = []
-
-    def make(name: str, options: str):
-        point = tmp_path / name
-        point.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "vlm-lab-test", str(point)], capture_output=True)
-        if done.returncode:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-        mounted.append(point)
-        return point
-
-    if not shutil.which("mount"):
-        pytest.skip("no mount command")
-    yield make
-    for point in mounted:
-        subprocess.run(["umount", "-l", str(point)], check=False)
+    with contextlib.ExitStack() as mounted:
+        yield lambda name, options: mounted.enter_context(tmpfs(tmp_path / name, options, lacking="no such filesystem to try"))
 
 
 @pytest.mark.parametrize(

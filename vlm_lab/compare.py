@@ -29,6 +29,7 @@ from vlm_lab.config import CompareConfig, GenerationConfig
 from vlm_lab.data import Sample, as_shown, load_samples, open_image
 from vlm_lab.errors import OutputPathError
 from vlm_lab.model_cache import ModelCache
+from vlm_lab.paths import probe_write
 from vlm_lab.result_cache import ResultCache, Syncer, generation_key, sample_key, sample_keys
 from vlm_lab.results import ComparisonResult
 from vlm_lab.scoring import bootstrap_accuracy, get_scorer
@@ -145,8 +146,9 @@ def unique_names(refs: Sequence[CheckpointRef]) -> list[str]:
 
 
 def _prepare_folder(path: Path, field: str, value: str, *, cache_in_it: bool = False) -> None:
-    """Create ``path``, the folder ``field=value`` names, or raise ``OutputPathError`` naming that field as a notebook
-    and a sweep pass it (``output_dir='runs/x'``; ``vlm-lab compare`` says ``--out runs/x``: flags_in_config_errors).
+    """Create ``path``, the folder ``field=value`` names, and write in it, or raise ``OutputPathError`` naming that
+    field as a notebook and a sweep pass it (``output_dir='runs/x'``; ``vlm-lab compare`` says ``--out runs/x``:
+    flags_in_config_errors).
 
     ``cache_in_it``: ``path`` is the result cache compare keeps in that folder (``cache_dir=''``), named by the folder.
     """
@@ -157,8 +159,10 @@ def _prepare_folder(path: Path, field: str, value: str, *, cache_in_it: bool = F
                               f"{named} is a file; {field} must name a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
+        probe_write(path)  # a folder that exists on a read-only mount (or chmod'ed) failed only once results were saved
     except OSError as e:
-        what = f"{named} cannot hold its result cache {path.name}" if cache_in_it else f"{named} cannot be created"
+        what = (f"{named} cannot hold its result cache {path.name}" if cache_in_it else
+                f"{named} is not writable" if path.is_dir() else f"{named} cannot be created")
         raise OutputPathError(f"{what} ({e.strerror}); {field} must name a folder you can write to") from e
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import tempfile
 from pathlib import Path
 
 from vlm_lab.errors import VlmLabError
@@ -56,7 +57,7 @@ def enter_project_root(start: str | os.PathLike[str] | None = None) -> Path:
 def nearest_existing(path: Path) -> Path:
     """``path`` itself, or the nearest of its parents that exists (``path`` is made absolute)."""
     parent = Path(os.path.abspath(path))
-    while not parent.exists() and parent != parent.parent:
+    while not os.path.exists(parent) and parent != parent.parent:  # a folder it may not look in is as good as missing
         parent = parent.parent
     return parent
 
@@ -74,3 +75,12 @@ def nearby(path: Path, *, limit: int = 8) -> str:
     rest = [c for c in children if c not in close]
     shown = close + rest[: max(0, limit - len(close))]
     return f"found in {parent}: {', '.join(shown)}" + (" ..." if len(children) > len(shown) else "")
+
+
+def probe_write(folder: Path) -> None:
+    """Write a file in ``folder`` and remove it, raising the ``OSError`` that stops it (``EROFS``, ``EACCES``, ...).
+
+    A write, not ``os.access``: root passes that wherever chmod forbids, and it can pass where an ACL, a
+    read-only bind mount or a network filesystem refuses the write itself."""
+    with tempfile.TemporaryFile(dir=folder, prefix=".vlm-lab-probe-"):  # a name of its own: others may be probing too
+        pass

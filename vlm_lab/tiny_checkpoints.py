@@ -15,7 +15,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from safetensors import SafetensorError
 from vlm_lab.config import TrainConfig
 from vlm_lab.data import atomic_write_text
 from vlm_lab.errors import OutputPathError
+from vlm_lab.paths import probe_write
 from vlm_lab.training_log import trainer_state
 
 # Bump when the model, tokenizer or data change, so old checkpoints are rebuilt.
@@ -55,8 +55,7 @@ def prepare_out_dir(out: Path) -> None:
         raise OutputPathError(f"out={str(out)!r} is a file, not a folder; pass a folder such as out='checkpoints/shapes'")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):  # a name of its own: a build starting beside it may be probing too
-            pass
+        probe_write(out)
     except OSError as e:
         reason = e.strerror or type(e).__name__
         raise OutputPathError(f"out={str(out)!r} is not writable ({reason}); pick a folder you can write to") from e

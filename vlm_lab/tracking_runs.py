@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -145,6 +144,7 @@ def _disabled(mode: str | None) -> NotLogged:
 def _check_writable(directory: str | os.PathLike[str]) -> Path:
     """wandb silently falls back to /tmp when its folder is unwritable; we refuse instead."""
     from vlm_lab.errors import OutputPathError
+    from vlm_lab.paths import probe_write
 
     # Absolute: the run's folder and its `wandb sync` command are printed and recorded (wandb.json) to be
     # used from elsewhere (a shell, the sweep's report); a relative WANDB_DIR made them relative to the kernel's cwd.
@@ -152,8 +152,7 @@ def _check_writable(directory: str | os.PathLike[str]) -> Path:
     path = Path(directory).expanduser().absolute()
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".vlm-lab-probe-"):
-            pass
+        probe_write(path)
     except OSError as e:
         raise OutputPathError(
             f"W&B directory {str(path)!r} is not writable ({e.strerror or e}); set WANDB_DIR to a writable folder"
