@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from mounts import read_only_folder  # noqa: F401 - a fixture
 from test_sweep import write_notebook
 from vlm_lab import sweep, tracking
 from vlm_lab.cli import main
@@ -199,19 +200,28 @@ def test_a_closed_terminal_says_so_and_leaves_the_summary_right_unless_under_noh
     "runs_dir, fix",
     [("a-file", "Pass --runs-dir (or set runs_dir: in the sweep file to) a folder that can hold the runs"),
      ("/proc/vlm-lab-runs", "Pass --runs-dir (or set runs_dir: in the sweep file to) a folder"),
-     ("read-only/runs", "Make that folder writable for this user (or pass --runs-dir a writable folder)")],
+     ("locked/runs", "Make that folder writable for this user (or pass --runs-dir a writable folder)"),
+     ("read-only", "read-only/t is on a filesystem mounted read-only (`findmnt -T {runs_dir}`): remount it read-write, "
+                   "or pass --runs-dir a writable folder; then run the sweep again")],
 )
-def test_a_runs_dir_that_cannot_hold_runs_names_the_right_fix(sweep_file, tmp_path, capsys, runs_dir, fix):
-    """--runs-dir on a file or a path that cannot exist said 'Free space there', as for a full disk."""
+def test_a_runs_dir_that_cannot_hold_runs_names_the_right_fix(sweep_file, tmp_path, capsys, request, runs_dir, fix):
+    """--runs-dir on a file or a path that cannot exist said 'Free space there', as for a full disk. Nothing runs:
+    the sweep's folder is written (its lock) before any run starts."""
     import os
 
     (tmp_path / "a-file").write_text("x")
-    (tmp_path / "read-only").mkdir(mode=0o555)
-    if runs_dir.startswith("read-only") and os.access(tmp_path / "read-only", os.W_OK):
-        pytest.skip("root writes anywhere: no read-only folder to try")
+    (tmp_path / "locked").mkdir(mode=0o555)
+    if runs_dir == "read-only":  # root (these tests' user) writes anywhere chmod forbids; no mount stops it
+        runs_dir = str(request.getfixturevalue("read_only_folder"))
+    elif runs_dir.startswith("locked") and os.access(tmp_path / "locked", os.W_OK):
+        pytest.skip("root writes anywhere chmod forbids: EACCES cannot happen (the read-only mount case runs)")
     assert main(["sweep", str(sweep_file), "--runs-dir", runs_dir]) == 74
     err = capsys.readouterr().err
-    assert err.startswith("error: SweepWriteError: cannot write ") and fix in err and "Free space" not in err, err
+    assert err.startswith("error: SweepWriteError: cannot write ") and fix.format(runs_dir=runs_dir) in err, err
+    assert "Free space" not in err and "Traceback" not in err and not (tmp_path / "runs").exists(), err
+    if "findmnt" in fix:  # the command it gives shows that mount (it said `findmnt -T read-only/t`, a folder not there)
+        shown = subprocess.run(["findmnt", "-T", runs_dir, "-o", "OPTIONS", "-n"], capture_output=True, text=True)
+        assert shown.stdout.startswith("ro,"), shown
 
 
 def test_a_notebook_edited_while_the_sweep_runs_waits_for_the_next_invocation(sweep_file, tmp_path):

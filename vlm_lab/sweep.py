@@ -48,6 +48,7 @@ import contextlib
 import errno
 import json
 import math
+import os
 import shlex
 import sys
 import threading
@@ -59,6 +60,7 @@ from vlm_lab.config import SweepConfig
 from vlm_lab import sweep_coverage, sweep_kernel_dirs, sweep_papermill as papermill_run
 from vlm_lab.sweep_coverage import Coverage
 from vlm_lab.errors import SweepError, VlmLabError
+from vlm_lab.paths import nearest_existing
 from vlm_lab.sweep_file import load_sweep  # noqa: F401 - re-exported
 from vlm_lab.sweep_checks import check_parameters, notebook_fingerprint, notebook_parameters, snapshot_notebook  # noqa: F401
 from vlm_lab.sweep_locks import LOCKED_EXIT_CODE, RUN_LOCKS, SweepLockedError, now as _now, run_is_running, run_lock, sweep_lock  # noqa: F401
@@ -90,7 +92,8 @@ class SweepWriteError(SweepError, OSError):
     @classmethod
     def of(cls, error: OSError, where: Path) -> SweepWriteError:
         what = f"{error.filename}" if error.filename else f"in {where}"
-        here = shlex.quote(str(where))
+        # df and findmnt need a path that exists: the sweep's folder is not there yet on its first invocation
+        here = shlex.quote(str(where if os.path.exists(where) else nearest_existing(where)))
         # The fix depends on the cause: "free space" misled when --runs-dir named a file or /proc, when a
         # read-only mount (no chmod helps) or a file-size limit (ulimit -f, no free space helps) was the cause.
         fix = {
