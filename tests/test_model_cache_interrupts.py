@@ -180,3 +180,70 @@ def test_an_interrupt_as_a_get_begins_its_load_leaves_no_load_in_flight(refs, un
     other = Run(lambda: cache.get(refs[0], device="cpu").ref.name)
     other.join()
     assert other.error is None and other.value == "checkpoint-0" and cache.stats["loads"] == 2
+
+
+def blocked_taking_the_lock_back(thread: threading.Thread) -> bool:
+    """Whether ``thread`` sleeps (in the kernel) on ``_tell``'s line that takes the cache's lock back: twice in a row,
+    a while apart, so that a thread only waiting for the GIL there (a moment) is not taken for one waiting for the lock."""
+    import sys
+
+    lines, _ = inspect.getsourcelines(ModelCache._tell)
+    code = ModelCache._tell.__code__
+
+    def once() -> bool:
+        frame = sys._current_frames().get(thread.ident)
+        with open(f"/proc/self/task/{thread.native_id}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return (frame is not None and frame.f_code is code and state == "S"
+                and "_lock" in lines[frame.f_lineno - code.co_firstlineno] and "release" not in lines[frame.f_lineno - code.co_firstlineno])
+
+    return once() and not threading.Event().wait(0.05) and once()
+
+
+def test_a_ctrl_c_while_a_wait_takes_the_lock_back_from_another_thread_leaves_the_cache_consistent(refs, unit):
+    """A real SIGINT while ``on_wait``'s caller waits to take the cache's lock back from another thread: a lock's
+    ``acquire()`` is cut short by Ctrl-C, so the lock was not taken back, and leaving the cache's ``with`` raised
+    'RuntimeError: cannot notify on un-acquired lock' in place of the KeyboardInterrupt (a window (4) left)."""
+    import signal
+    import socket
+
+    cache = ModelCache(budget_bytes=int(1.5 * unit))
+    using, leave = hold_in_use(cache, refs[0])
+    held = cache.used_bytes
+    main, taken, holders = threading.current_thread(), threading.Event(), []
+    delivered, wakeup = socket.socketpair()  # the signal's C handler writes to it as the signal lands, whatever Python does
+    wakeup.setblocking(False)
+
+    def holder():  # holds the cache's lock as the hook returns, until the Ctrl-C has landed in the main thread
+        with cache._lock:
+            taken.set()
+            until(lambda: blocked_taking_the_lock_back(main))
+            signal.pthread_kill(main.ident, signal.SIGINT)
+            delivered.recv(1)  # its acquire() has been interrupted (or, taken back as Condition.wait does, goes on waiting)
+
+    def on_wait(wait):
+        if not holders:  # once
+            holders.append(Run(holder))
+            taken.wait()
+
+    def ctrl_c(signum, frame):
+        raise KeyboardInterrupt
+
+    previous, previous_fd = signal.signal(signal.SIGINT, ctrl_c), signal.set_wakeup_fd(wakeup.fileno())
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cache.get(refs[1], device="cpu", on_wait=on_wait)
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        signal.signal(signal.SIGINT, previous)
+        delivered.close()
+        wakeup.close()
+    holders[0].join()
+    assert holders[0].error is None, holders[0].error
+    assert cache.used_bytes == held and cache.loaded == ["checkpoint-0"] and not cache._waiting and not cache._queue
+    leave.set()
+    using.join()
+    assert cache.get(refs[1], device="cpu").ref.name == "checkpoint-250"  # the lock is free: another thread took it
+    other = Run(lambda: cache.get(refs[2], device="cpu").ref.name)
+    other.join()
+    assert other.error is None and other.value == "checkpoint-500"

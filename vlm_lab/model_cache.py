@@ -390,11 +390,13 @@ class ModelCache(CacheIdentity):
         if asked.on_wait is None or (now := wait()) == asked.told:
             return False
         asked.told = now
+        me = threading.get_ident()  # before the try: nothing in the finally may be cut short before the lock is back
         try:  # let go inside: an interrupt just after it still takes the lock back
             self._lock.release()
             asked.on_wait(now)
         finally:
-            self._lock.acquire()
+            # as Condition.wait takes its lock back: a Ctrl-C cuts acquire() short while another thread holds the lock
+            self._lock._acquire_restore((1, me))  # type: ignore[attr-defined]
         return True
 
     def _holders(self) -> tuple[Holder, ...]:
