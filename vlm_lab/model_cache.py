@@ -35,8 +35,10 @@ requests that keep re-using a model would otherwise keep it in use for ever, and
 would never run. A thread with a block open never waits behind others (they may be waiting for its model).
 ``get``/``use`` with ``cancel=`` (a ``threading.Event``) raise ``WaitCancelled`` once the event is set and
 ``cache.wake()`` called, holding and reserving nothing (the explorer's Stop, while another cell's model holds
-the room). An interrupt (Ctrl-C, or what a signal handler raises) at any point of a ``get``/``use`` leaves
-nothing behind: no model in use, no load in flight, no wait that others count.
+the room). An interrupt (Ctrl-C, or what a signal handler raises) in a ``get``, or as a ``use`` block starts or
+waits, leaves nothing behind: no model in use, no load in flight, no wait that others count. One that lands as
+a ``use`` block ends keeps the model in use until its traceback is let go (its frame holds the block), as with
+any context manager.
 
 Callers can follow their call: ``on_wait(CacheWait)`` is called when a ``get``/``use`` starts waiting (for room,
 for another thread's load of its model, or behind the loads waiting for room) with what it needs and which
