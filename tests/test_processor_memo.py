@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+from test_checkpoint_refs import add_snapshot, hf_cache  # noqa: F401 - hf_cache is a fixture
 
 from vlm_lab.compare import compare
 from vlm_lab.config import CompareConfig
@@ -153,3 +154,25 @@ def test_a_hub_checkpoint_is_known_by_its_commit_and_subfolder_never_by_a_branch
     assert processor_key(at("main")) is None and processor_key(at(None)) is None
     assert processor_key(at(commit)) == processor_key(at(commit))
     assert len({processor_key(at(commit)), processor_key(at(other)), processor_key(at(commit, "checkpoint-5"))}) == 3
+
+
+def test_a_hub_processor_read_from_a_partly_downloaded_snapshot_is_not_served_once_the_rest_is_there(tmp_path, hf_cache, tiny_checkpoints):
+    """The context check reads a pinned hub checkpoint's processor from the files already cached (cache-only); from a
+    snapshot a download left partial (no tokenizer_config.json yet) that processor loads, with no eos or pad token.
+    The model load then fetches the rest (here: the file put in place): it must get the whole snapshot's processor,
+    not the check's, though the check's is still held (the commit is the same; the files there are not)."""
+    from vlm_lab.checkpoints import parse_hub_ref
+    from vlm_lab.compare_context import _processor
+    from vlm_lab.models import load_processor
+
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_checkpoints[0], partial, ignore=shutil.ignore_patterns("*.pt", "trainer_state.json", "tokenizer_config.json"))
+    commit = add_snapshot(hf_cache, "org/partial", partial)
+    ref = parse_hub_ref(f"org/partial@{commit}")
+    checked = _processor(ref)
+    assert checked is not None and checked.tokenizer.eos_token is None  # what the partial snapshot gives
+    snapshot = hf_cache / "models--org--partial" / "snapshots" / commit
+    shutil.copyfile(tiny_checkpoints[0] / "tokenizer_config.json", snapshot / "tokenizer_config.json")
+    loaded = load_processor(ref, ref.pretrained_kwargs() | {"trust_remote_code": False, "local_files_only": True})
+    assert (loaded.tokenizer.eos_token, loaded.tokenizer.pad_token) == ("<|end|>", "<pad>")
+    assert loaded is not checked

@@ -9,7 +9,10 @@ already loaded: the check takes a loaded model's, a model load takes the check's
 It is keyed by content, as the model cache keys weights (``checkpoints.fingerprint``): a local folder by the
 sha256 of its processor files (``checkpoints.processor_fingerprint``: tokenizer, processor settings, chat
 template) and of its config.json (``AutoProcessor`` reads the model type from it); a hub checkpoint by its
-commit, only when pinned to one (a branch name says nothing of the files). A checkpoint saved again with other
+commit, only when pinned to one (a branch name says nothing of the files), and by the names of that snapshot's
+files already in the local cache: the context check reads what is cached (``local_files_only``), and from a
+snapshot a download left partial (tokenizer.json without tokenizer_config.json) a processor loads with no eos or
+pad token; the model load that fetches the rest must not be handed that one. A checkpoint saved again with other
 files is another key: it gets a new processor, whatever still holds the old one. File hashes are memoised on
 each file's stat (path, size, mtime, ctime, inode: ``checkpoints.file_digest``), so asking again costs a stat
 per file.
@@ -20,6 +23,7 @@ entries) have dropped is loaded again when next asked for.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import weakref
@@ -63,7 +67,7 @@ def processor_key(ref: CheckpointRef) -> str | None:
     if ref.path is None:
         if not re.fullmatch(r"[0-9a-f]{40}", ref.revision or ""):
             return None
-        return "hub:" + hub_fingerprint(ref, ref.revision)
+        return f"hub:{hub_fingerprint(ref, ref.revision)}:{_cached_files(ref)}"
     if len(_digests) > DIGEST_ENTRIES:
         _digests.clear()  # only a memo: the next ask hashes again
     try:
@@ -74,3 +78,19 @@ def processor_key(ref: CheckpointRef) -> str | None:
         return f"local:{processor_fingerprint(ref, memo=_digests)}:{config_digest}"
     except OSError:  # removed or unreadable: its load says what is wrong
         return None
+
+
+def _cached_files(ref: CheckpointRef) -> str:
+    """The non-weight files of a pinned hub ref's snapshot (its subfolder) in the local cache: what a load reads."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    from vlm_lab.checkpoints import WEIGHT_SUFFIXES
+
+    folder = Path(constants.HF_HUB_CACHE, repo_folder_name(repo_id=ref.repo_id, repo_type="model"), "snapshots", ref.revision or "",
+                  (ref.subfolder or "").strip("/"))
+    try:  # is_file follows the cache's links to its blobs (a dangling one is not there)
+        with os.scandir(folder) as entries:
+            return ",".join(sorted(e.name for e in entries if e.is_file() and not e.name.endswith(WEIGHT_SUFFIXES)))
+    except OSError:  # nothing cached yet
+        return ""
