@@ -176,3 +176,37 @@ def test_a_hub_processor_read_from_a_partly_downloaded_snapshot_is_not_served_on
     loaded = load_processor(ref, ref.pretrained_kwargs() | {"trust_remote_code": False, "local_files_only": True})
     assert (loaded.tokenizer.eos_token, loaded.tokenizer.pad_token) == ("<|end|>", "<pad>")
     assert loaded is not checked
+
+
+def test_a_thread_forgetting_the_digest_memo_never_fails_another_threads_lookup(run):
+    """``processor_key`` reads the file-digest memo without the lock, and a thread past ``DIGEST_ENTRIES`` forgets
+    it: when that came between ``file_digest``'s ``key in memo`` and ``memo[key]`` in another thread, the
+    other's processor load raised KeyError. The forgetting thread is played, at that very point, by the trace."""
+    import inspect
+    import sys
+
+    from vlm_lab import checkpoints, processor_memo
+    from vlm_lab.checkpoints import resolve
+
+    ref, other = resolve(str(run[0]))[0], resolve(str(run[1]))[0]
+    expected = processor_memo.processor_key(ref)  # its digests are memoised now
+    lines, first = inspect.getsourcelines(checkpoints.file_digest)
+    lookup = first + next(i for i, line in enumerate(lines) if "key in memo" in line)
+    forgot = []
+
+    def trace(frame, event, arg):
+        if frame.f_code is not checkpoints.file_digest.__code__:
+            return None
+        if event == "line" and frame.f_lineno == lookup + 1 and not forgot:
+            sys.settrace(None)
+            processor_memo._digests.update((str(n), "") for n in range(processor_memo.DIGEST_ENTRIES + 1))
+            forgot.append(processor_memo.processor_key(other))  # another thread, past the limit, forgets the memo
+            sys.settrace(trace)
+        return trace
+
+    sys.settrace(trace)
+    try:
+        key = processor_memo.processor_key(ref)
+    finally:
+        sys.settrace(None)
+    assert forgot and key == expected

@@ -68,14 +68,18 @@ def processor_key(ref: CheckpointRef) -> str | None:
         if not re.fullmatch(r"[0-9a-f]{40}", ref.revision or ""):
             return None
         return f"hub:{hub_fingerprint(ref, ref.revision)}:{_cached_files(ref)}"
+    global _digests
     if len(_digests) > DIGEST_ENTRIES:
-        _digests.clear()  # only a memo: the next ask hashes again
+        # only a memo: the next ask hashes again. A new dict, not clear(): another thread may be between
+        # file_digest's `key in memo` and `memo[key]` on this one (it raised KeyError there)
+        _digests = {}
+    memo = _digests
     try:
         config = Path(ref.path) / "config.json"
-        # the memo is read and written without the lock (a dict's get and set are atomic): hashing a tokenizer.json of
-        # tens of MB must not hold up another thread's processor
-        config_digest = file_digest(config, _digests) if config.is_file() else ""
-        return f"local:{processor_fingerprint(ref, memo=_digests)}:{config_digest}"
+        # the memo is read and written without the lock (a dict's lookups and sets are atomic, and it is never
+        # cleared): hashing a tokenizer.json of tens of MB must not hold up another thread's processor
+        config_digest = file_digest(config, memo) if config.is_file() else ""
+        return f"local:{processor_fingerprint(ref, memo=memo)}:{config_digest}"
     except OSError:  # removed or unreadable: its load says what is wrong
         return None
 
