@@ -37,3 +37,23 @@ def test_a_failed_save_in_a_folder_with_a_backslash_names_the_command_that_resum
     said = in_publish_terms(str(_save_failed(OSError(errno.ENOSPC, "No space left on device"), folder, 250)), str(folder))
     assert f"in {folder}: No space left on device (errno {errno.ENOSPC})" in said, said
     assert f"run `vlm-lab checkpoints build --out '{folder}'`" in said, said
+
+
+@pytest.mark.parametrize("make", ["file", "model folder"])
+def test_a_folder_whose_name_holds_a_quote_is_named_as_the_publishs_folder(tmp_path, make):
+    """A path holding ``'`` is written ``out="..."`` (its repr switches quotes; a backslash is doubled in it): the
+    rewording matched only ``out='...'`` and left TrainConfig's field in a publisher's message. A setting's words
+    between spaces in it (`` steps=100 ``) are the path's too, not the build's ``--steps 100``."""
+    folder = tmp_path / "it's a \\ földer, steps=100 (x)" / "shapes"
+    folder.parent.mkdir(parents=True)
+    if make == "file":
+        folder.write_text("x")
+    else:
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+    with pytest.raises(OutputPathError) as e:
+        build_embedded_checkpoints(folder)
+    said = str(e.value)
+    assert "out=" not in said, said
+    assert said.startswith(f"--checkpoints {str(folder)!r} "), said
+    assert f"into --checkpoints {str(folder)!r} (the default)" in said and " (with the flags named here)" not in said, said
