@@ -24,21 +24,34 @@ $(PINNED_TARGETS): export MKL_CBWR ?= COMPATIBLE
 $(PINNED_TARGETS): export ONEDNN_MAX_CPU_ISA ?= AVX2
 endif
 
-.PHONY: help setup browser checkpoints demo test test-fast lab space publish bench clean
+.PHONY: help setup lock browser checkpoints demo test test-fast lab space publish bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || { \
 		echo "vlm_lab needs Python >= 3.11; $(PYTHON) is $$($(PYTHON) --version 2>&1 || echo missing): run make PYTHON=python3.11 ..." >&2; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install vlm_lab (editable) with dev extras
+
+# A scratch venv resolves pyproject.toml's pins afresh (no constraints), and what it installed becomes
+# constraints.txt, header kept; torch without its local build tag, so a CUDA build of it satisfies it too.
+lock:  ## re-resolve pyproject.toml's pins and write every installed version to constraints.txt
+	rm -rf $(VENV)-lock
+	$(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)-lock/bin/python -m pip install --quiet torch==2.13.0
+	$(VENV)-lock/bin/python -m pip install --quiet -e ".[dev]"
+	{ sed '/^#/!d' constraints.txt; $(VENV)-lock/bin/python -m pip freeze --exclude-editable | sed -E 's/^(torch==[^+]+)\+.*/\1/'; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
+	rm -rf $(VENV)-lock
+	@echo "constraints.txt: $$(grep -c '==' constraints.txt) packages; run make setup to install them"
 
 browser:  ## install Debian chromium for the browser tests (needs root or sudo)
 	@command -v chromium >/dev/null 2>&1 || { \

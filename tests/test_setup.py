@@ -22,6 +22,46 @@ def test_environment_yml_matches_pyproject():
     assert {p for p in pip if not p.startswith("-e")} == pyproject_pins()
 
 
+def constraints():
+    """constraints.txt as {normalized name: version}."""
+    lines = (line.split("#")[0].strip() for line in (ROOT / "constraints.txt").read_text().splitlines())
+    return {canonical(name): version for name, version in (line.split("==") for line in lines if line)}
+
+
+def canonical(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_constraints_hold_pyprojects_pins():
+    """A pin changed in pyproject.toml without `make lock` would make pip refuse to install (conflicting constraint)."""
+    locked = constraints()
+    for pin in pyproject_pins():
+        name, version = pin.split("==")
+        assert locked.get(canonical(name)) == version, f"{pin} is {locked.get(canonical(name))} in constraints.txt: run make lock"
+
+
+def test_setup_installs_with_the_constraints():
+    makefile = (ROOT / "Makefile").read_text()
+    setup = makefile.split("$(STAMP): pyproject.toml constraints.txt\n")[1].split("\n\n")[0]
+    installs = [line for line in setup.splitlines() if "pip install" in line and "--upgrade pip" not in line]
+    assert installs and all("-c constraints.txt" in line for line in installs), installs
+
+
+def test_the_venv_holds_the_locked_versions():
+    """What `make setup` installed is what constraints.txt says (CI's fresh venv included)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    wrong = {}
+    for name, locked in constraints().items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            installed = None
+        if installed is None or installed.split("+")[0] != locked:
+            wrong[name] = (installed, locked)
+    assert not wrong, f"installed vs constraints.txt: {wrong}; run make setup (or make lock after changing pyproject.toml)"
+
+
 def test_torch_pinned_and_no_torchvision():
     pins = pyproject_pins()
     assert "torch==2.13.0" in pins
