@@ -743,6 +743,9 @@ def test_a_kernel_that_dies_names_the_cell_it_died_in_and_how_it_died(sweep_file
     assert "cell [5]: DeadKernelError: Kernel died: the kernel process was killed by SIGKILL (most often the out-of-memory " \
            "killer: `dmesg -T | grep -i oom`;" in captured.out, captured.out  # fmt: skip
     assert "cell [5]: DeadKernelError: Kernel died: the kernel process exited with status 3 (all it said: " in captured.out
+    # the run's error (status.json, what run_sweep's report gives a Python caller too) names no flag of one caller
+    assert "fewer runs at once (the sweep's jobs) or a smaller batch needs less memory" in json.dumps(failed), failed
+    assert "--jobs" not in json.dumps(failed), failed
     assert "Kernel died while waiting" not in captured.err, captured.err
     assert runs[1].completed and not (runs[1].dir / sweep.KERNEL_LOG).exists()  # shut down as usual: nothing to say
 

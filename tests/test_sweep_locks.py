@@ -92,3 +92,25 @@ def test_a_sweep_holding_its_lock_for_more_than_a_night_is_named_as_maybe_hung(t
     assert f"already running (pid 4242 on node-7 since {since};" in message
     assert ("It has held the lock for 30 hours: if it is hung" in message) == stuck, message
     assert ("`kill 4242` on node-7 stops it" in message) == stuck, message
+    # a caller of sweep_lock (run_sweep) is told the argument it passes, not vlm-lab sweep's --run-timeout
+    assert ("a run_timeout: (e.g. 2h) in the sweep file, or run_timeout='2h' as it is run, keeps" in message) == stuck, message
+    assert "--" not in message, message
+
+
+def test_a_sweep_held_for_more_than_a_night_tells_a_shell_user_the_flag(tmp_path, monkeypatch, capsys):
+    """`vlm-lab sweep` (and so scripts/run_experiments.py) names its own flag in the stuck-lock hint."""
+    from test_sweep import write_notebook
+    from vlm_lab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    write_notebook(tmp_path / "nb.ipynb")
+    (tmp_path / "t.yaml").write_text("name: t\nnotebook: nb.ipynb\ngrid: {x: [1]}\n")
+    (tmp_path / "runs" / "t").mkdir(parents=True)
+    since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=30)).isoformat(timespec="seconds")
+    with open(tmp_path / "runs" / "t" / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write(f"pid 4242 on node-7 since {since}\n")
+        held.flush()
+        assert main(["sweep", "t.yaml", "--quiet"]) == sweep.LOCKED_EXIT_CODE
+    err = capsys.readouterr().err
+    assert "a run_timeout: (e.g. 2h) in the sweep file, or --run-timeout 2h as it is run, keeps it from happening" in err, err

@@ -198,11 +198,11 @@ def test_a_closed_terminal_says_so_and_leaves_the_summary_right_unless_under_noh
 
 @pytest.mark.parametrize(
     "runs_dir, fix",
-    [("a-file", "Pass --runs-dir (or set runs_dir: in the sweep file to) a folder that can hold the runs"),
-     ("/proc/vlm-lab-runs", "Pass --runs-dir (or set runs_dir: in the sweep file to) a folder"),
-     ("locked/runs", "Make that folder writable for this user (or pass --runs-dir a writable folder)"),
+    [("a-file", "Pass --runs-dir DIR, a folder that can hold the runs (or set runs_dir: in the sweep file)"),
+     ("/proc/vlm-lab-runs", "Pass --runs-dir DIR, a folder that can hold the runs"),
+     ("locked/runs", "Make that folder writable for this user (or pass --runs-dir DIR, a writable folder)"),
      ("read-only", "read-only/t is on a filesystem mounted read-only (`findmnt -T {runs_dir}`): remount it read-write, "
-                   "or pass --runs-dir a writable folder; then run the sweep again")],
+                   "or pass --runs-dir DIR, a writable folder; then run the sweep again")],
 )
 def test_a_runs_dir_that_cannot_hold_runs_names_the_right_fix(sweep_file, tmp_path, capsys, request, runs_dir, fix):
     """--runs-dir on a file or a path that cannot exist said 'Free space there', as for a full disk. Nothing runs:

@@ -96,17 +96,19 @@ class SweepWriteError(SweepError, OSError):
         here = shlex.quote(str(where if os.path.exists(where) else nearest_existing(where)))
         # The fix depends on the cause: "free space" misled when --runs-dir named a file or /proc, when a
         # read-only mount (no chmod helps) or a file-size limit (ulimit -f, no free space helps) was the cause.
+        # Said as a caller of run_sweep passes it (runs_dir='DIR'); `vlm-lab sweep` says --runs-dir DIR
+        # (vlm_lab.cli.flags_in_config_errors).
         fix = {
-            errno.ENOSPC: f"The disk is full: free space on it (`df -h {here}`), or pass --runs-dir on another disk",
-            errno.EDQUOT: "Your disk quota there is used up (`quota -s`): free some, or pass --runs-dir on another disk",
+            errno.ENOSPC: f"The disk is full: free space on it (`df -h {here}`), or pass runs_dir='DIR' on another disk",
+            errno.EDQUOT: "Your disk quota there is used up (`quota -s`): free some, or pass runs_dir='DIR' on another disk",
             errno.EFBIG: "A file passed the size limit for this process (`ulimit -f`; systemd LimitFSIZE=) or the "
-                         "filesystem's largest file: raise the limit, or pass --runs-dir on another filesystem",
+                         "filesystem's largest file: raise the limit, or pass runs_dir='DIR' on another filesystem",
             errno.EROFS: f"{where} is on a filesystem mounted read-only (`findmnt -T {here}`): remount it read-write, "
-                         "or pass --runs-dir a writable folder",
-            errno.EACCES: "Make that folder writable for this user (or pass --runs-dir a writable folder)",
+                         "or pass runs_dir='DIR', a writable folder",
+            errno.EACCES: "Make that folder writable for this user (or pass runs_dir='DIR', a writable folder)",
         }.get(errno.EACCES if error.errno == errno.EPERM else error.errno,
               # ENOTDIR, ENOENT (a /proc or vanished path), ...
-              "Pass --runs-dir (or set runs_dir: in the sweep file to) a folder that can hold the runs")  # fmt: skip
+              "Pass runs_dir='DIR', a folder that can hold the runs (or set runs_dir: in the sweep file)")  # fmt: skip
         return cls(
             f"cannot write {what}: {error.strerror or error} (errno {error.errno}); the sweep stopped starting "
             f"runs. {fix}; then run the sweep again: completed runs are kept, the others run then"

@@ -109,7 +109,7 @@ def _stuck(holder: str) -> str:
     took = f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.0f} hours"
     return (f". It has held the lock for {took}: if it is hung (a cell waiting for ever: the sweep file has no "
             f"run_timeout: or execution_timeout:), `kill {found.group(1)}` on {found.group(2)} stops it (its runs resume "
-            "at the next invocation), and a run_timeout: (e.g. 2h) in the sweep file, or --run-timeout 2h on its command line, "
+            "at the next invocation), and a run_timeout: (e.g. 2h) in the sweep file, or run_timeout='2h' as it is run, "
             "keeps it from happening again")
 
 

@@ -213,7 +213,7 @@ def kernel_end(code: int) -> str:
     if code >= 0:
         return f"exited with status {code}"
     return "was killed by " + signal_name(-code, if_sigkill="most often the out-of-memory killer: `dmesg -T | grep -i oom`; "
-                                          "fewer --jobs or a smaller batch needs less memory")
+                                          "fewer runs at once (the sweep's jobs) or a smaller batch needs less memory")
 
 
 @functools.cache

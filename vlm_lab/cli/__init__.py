@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterator
 
 from vlm_lab import __version__
-from vlm_lab.errors import ConfigError, DeviceError, MemoryBudgetError, OutputPathError, VlmLabError
+from vlm_lab.errors import ConfigError, DeviceError, MemoryBudgetError, OutputPathError, SweepError, VlmLabError
 
 # One module per capability, in the order `vlm-lab --help` lists them.
 SUBCOMMAND_MODULES = ("checkpoints", "compare", "memory", "runs", "sweep")
@@ -145,8 +145,8 @@ def check_embedded_checkpoints(refs: list[str] | tuple[str, ...]) -> None:
 
 @contextlib.contextmanager
 def flags_in_config_errors(*fields: str, **renamed: str) -> Iterator[None]:
-    """Inside, a ``ConfigError``, ``DeviceError``, ``MemoryBudgetError`` or ``OutputPathError`` naming config fields
-    names the command's flags.
+    """Inside, a ``ConfigError``, ``DeviceError``, ``MemoryBudgetError``, ``OutputPathError`` or ``SweepError`` naming
+    config fields names the command's flags.
 
     The library speaks in fields (``batch_size must be ...``, ``use dtype='float16'``); a shell user
     types flags (``--batch-size must be ...``, ``use --dtype float16``).
@@ -159,7 +159,7 @@ def flags_in_config_errors(*fields: str, **renamed: str) -> Iterator[None]:
     """
     try:
         yield
-    except (ConfigError, DeviceError, MemoryBudgetError, OutputPathError) as e:
+    except (ConfigError, DeviceError, MemoryBudgetError, OutputPathError, SweepError) as e:
         e.args = (_as_flags(str(e), {**{f: "--" + f.replace("_", "-") for f in fields}, **renamed}),)  # its type and fields kept
         raise
 

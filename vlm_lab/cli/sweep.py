@@ -110,6 +110,7 @@ def _rerun_command(args: argparse.Namespace, *, shard: bool = True) -> str:
 
 def _sweep(args: argparse.Namespace) -> int:
     from vlm_lab import sweep
+    from vlm_lab.cli import flags_in_config_errors
 
     index, count = args.shard if args.shard else (None, None)
     config = sweep.load_sweep(
@@ -143,10 +144,11 @@ def _sweep(args: argparse.Namespace) -> int:
         previous = {signum: signal.signal(signum, terminated) for signum in handled if signal.getsignal(signum) != signal.SIG_IGN}
     try:
         # The summary's command for the runs without a result: every shard's, so no --shard.
-        report = sweep.run_sweep(
-            config, progress=not args.quiet, command=_rerun_command(args, shard=False),
-            run_timeout_from=sweep.RUN_TIMEOUT_FROM_FILE if args.run_timeout is None else "--run-timeout",
-        )  # fmt: skip
+        with flags_in_config_errors("runs_dir", "run_timeout"):  # run_sweep says runs_dir='DIR', as a caller passes it
+            report = sweep.run_sweep(
+                config, progress=not args.quiet, command=_rerun_command(args, shard=False),
+                run_timeout_from=sweep.RUN_TIMEOUT_FROM_FILE if args.run_timeout is None else "--run-timeout",
+            )  # fmt: skip
     except sweep.SweepLockedError as e:
         print(f"already running: {e}", file=sys.stderr)
         return e.exit_code
