@@ -20,6 +20,8 @@ from vlm_lab.memory_targets import MIB, budget_bytes, get_target
 from vlm_lab.space_memory import plan_memory
 from vlm_lab.space_settings import MAX_BEAMS, Hardware, Slots, SpaceSettings, plan_serving
 
+from space_server import ROOT, running_space
+
 A100 = Hardware(device="cuda", cores=16, gpu_memory=81920 * MIB, gpu_name="NVIDIA A100-SXM4-80GB")
 
 
@@ -138,52 +140,103 @@ def test_on_a_gpu_one_slot_holds_as_many_beams_as_batch_rows(llava_7b, an_a100):
 def test_the_space_refuses_beams_its_memory_cannot_hold_says_so_on_the_page_and_keeps_serving(tiny_dir, llava_7b,
                                                                                              tmp_path):
     """A real app planning for a T4 with the 7B config beside the tiny checkpoints, at up to 384 new tokens: a Compare
-    holds beam(2) at most. The page says so, the log's memory note too; beam(3) is refused with the fix, beam(2)
-    answers, and the app serves on. (The 7B has no weights: it is estimated, left out of the defaults, never loaded.)"""
+    holds beam(2) at that length with the 7B. The page says up to how many tokens more beams fit, the log's memory note
+    too; a short beam(4) on the tiny checkpoint answers (it was refused: the cap took the longest answer of the
+    largest checkpoint), a long one with the 7B is refused with what fits, and the app serves on. (The 7B has no
+    weights: it is estimated, left out of the defaults, never loaded.)"""
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
-
-    from space_server import ROOT, running_space
 
     example = handle_file(ROOT / "space" / "examples" / "red-circle.png")
     env = {"VLM_LAB_CHECKPOINTS": f"{tiny_dir / 'checkpoint-1000'},{llava_7b}", "VLM_LAB_TARGET": "t4-small",
            "VLM_LAB_MAX_NEW_TOKENS": "384"}
+    plan = plan_memory([tiny_dir / "checkpoint-1000", llava_7b], device="cpu", target="t4-small", max_new_tokens=384)
+    assert plan.max_beams == 2
+    tokens = {beams: plan.beam_tokens(llava_7b, beams) for beams in (3, 4)}
     with running_space(env, workdir=tmp_path / "app") as (url, log_path):
         log = log_path.read_text()
         assert "memory verdict on t4-small: generating: 1 generation at a time" in log
-        assert "a Compare may ask for beam(2); beam(3) would not fit" in log
+        assert "a Compare may ask for beam(2); beam(3) would not fit at 384 new tokens" in log
         import urllib.request
 
         with urllib.request.urlopen(url + "/config") as r:
             page = r.read().decode()
-        assert "Beam search goes up to beam(2) (the memory of t4-small holds no more beams beside the largest" in page
+        assert (f"Beam search on t4-small with the largest checkpoint: beam(3) fits up to {tokens[3]} new tokens, "
+                f"beam(4) up to {tokens[4]}.") in page
         client = Client(url, verbose=False, analytics_enabled=False)
 
-        def ask(strategy: str):
-            out = client.predict(example, "What color is the shape?", "checkpoint-1000", "(none)", "(none)", strategy, 8,
-                                 api_name="/compare")
+        def ask(strategy: str, tokens: int, second: str = "(none)"):
+            out = client.predict(example, "What color is the shape?", "checkpoint-1000", second, "(none)", strategy,
+                                 tokens, api_name="/compare")
             return out[0]["value"]
 
-        for strategy in ("beam(3)", "beam(4)", "beam(5)"):
-            with pytest.raises(AppError, match=re.escape(f"'{strategy}' asks for {strategy[5]} beams; on this Space beam "
-                                                         "search goes up to beam(2) (the memory of t4-small holds no more "
-                                                         "beams beside the largest checkpoint): use beam(2) or fewer")):
-                ask(strategy)
-        assert ask("beam(2)") == "red" and ask("greedy") == "red"
+        assert ask("beam(4)", 8) == "red"
+        with pytest.raises(AppError, match=re.escape(
+                f"'beam(4)' with 384 new tokens does not fit in the memory of t4-small with {llava_7b}: beam(4) fits up to "
+                f"{tokens[4]} new tokens; ask for at most {tokens[4]} new tokens, or for beam(2) or fewer")):
+            ask("beam(4)", 384, str(llava_7b))
+        with pytest.raises(AppError, match=re.escape("'beam(5)' asks for 5 beams; this Space allows at most beam(4)")):
+            ask("beam(5)", 8)
+        assert ask("beam(2)", 8) == "red" and ask("greedy", 8) == "red"
         assert "Traceback" not in log_path.read_text()
 
 
-def test_where_the_memory_holds_no_second_beam_beam_search_is_refused_with_the_fix(tiny_dir, llava_7b):
+def test_fewer_new_tokens_hold_more_beams_and_the_plan_says_up_to_how_many(llava_7b, tiny_dir):
+    """Rows grow with the tokens generated (KV cache, activations): at 512 new tokens a Compare beside the 7B on a T4
+    holds no second beam, but a shorter answer holds beam(4). The cap was computed once, at the Space's largest max
+    new tokens, and refused beam(2) at 8 tokens too. Each count of beams fits up to a number of new tokens: the cache
+    full, every other generation at its largest, this Compare's rows fit; one token more and they would not."""
+    tiny = tiny_dir / "checkpoint-1000"
+    plan = plan_memory([llava_7b, tiny], device="cuda", target="t4-small", max_new_tokens=512,
+                       slots=Slots(compare=2, batch=1, shared=False))
+    assert plan.max_beams == 1 and plan.slots == Slots(compare=1, batch=1, shared=False)
+
+    def est(n):
+        return memory.estimate(llava_7b, device="cuda", target="t4-small", max_new_tokens=n)
+
+    longest = est(512)
+    others = plan.slots.rows(plan.max_batch_size, plan.max_beams) - plan.max_beams  # the batch, at its largest
+    fixed = plan.cache_budget_bytes + others * longest.per_sample_bytes + longest.overhead_bytes("cuda")
+
+    def used(beams, n):
+        return fixed + beams * est(n).per_sample_bytes
+
+    tokens = {beams: plan.beam_tokens(llava_7b, beams) for beams in range(2, MAX_BEAMS + 1)}
+    assert 1 < tokens[4] < tokens[3] < tokens[2] < 512, tokens
+    for beams, n in tokens.items():
+        assert used(beams, n) <= budget_bytes("t4-small") < used(beams, n + 1), (beams, n)
+    assert plan.beams_at(llava_7b, tokens[3]) == 3 and plan.beams_at(llava_7b, 512) == 1
+    assert plan.beam_tokens(tiny, MAX_BEAMS) == 512  # its rows are small: any length holds beam(4)
+    assert plan.beams_note() == (f"beam search on t4-small with the largest checkpoint: beam(2) fits up to {tokens[2]} new "
+                                 f"tokens, beam(3) up to {tokens[3]}, beam(4) up to {tokens[4]}")
+
+
+def test_a_short_answer_gets_its_beams_and_a_long_one_is_told_what_fits(tiny_dir, llava_7b):
+    """The service checks a Compare's beams at its own max new tokens, for the checkpoints it asked (the tiny one's rows
+    fit beam(4) at any length); a refusal says up to how many tokens those beams fit, and the service serves on."""
     from vlm_lab.errors import ConfigError
     from vlm_lab.space_service import ComparisonService
 
     settings = SpaceSettings(checkpoints=(str(tiny_dir / "checkpoint-1000"), str(llava_7b)), device="cpu",
                              target="t4-small", max_new_tokens=512)
-    service = ComparisonService(settings)  # estimates only: nothing is loaded
+    service = ComparisonService(settings)  # the 7B is estimated only: it is never loaded here
     assert service.memory.max_beams == 1
-    with pytest.raises(ConfigError, match=re.escape("'beam(2)' asks for 2 beams; on this Space beam search is off (the "
-                                                    "memory of t4-small holds no more beams beside the largest "
-                                                    "checkpoint): use greedy or sampling")):
-        service.generation_config("beam(2)", 8)
-    assert service.generation_config("beam(1)", 8).strategy == "beam(1)"  # one beam is greedy search
-    assert service.generation_config("nucleus (top-p 0.9)", 8).strategy == "nucleus(0.9)"
+    red = str(ROOT / "space" / "examples" / "red-circle.png")
+    (answer,) = service.compare(red, "What color is the shape?", ["checkpoint-1000"], "beam(4)", 8)
+    assert (answer.text, answer.error) == ("red", "")
+    big = next(label for label in service.labels if label != "checkpoint-1000")
+    fits = service.memory.beam_tokens(service.refs[big], 4)
+    held = service.memory.beams_at(service.refs[big], fits + 1)
+    with pytest.raises(ConfigError) as caught:
+        service.compare(red, "What color is the shape?", ["checkpoint-1000", big], "beam(4)", fits + 1)
+    assert str(caught.value) == (f"'beam(4)' with {fits + 1} new tokens does not fit in the memory of t4-small with {big}: "
+                                 f"beam(4) fits up to {fits} new tokens; ask for at most {fits} new tokens, or for "
+                                 f"beam({held}) or fewer")
+    for n, beams in ((fits, 4), (512, 1)):  # what the message offers is not refused
+        service.check_beams(service.generation_config(f"beam({beams})", n), ["checkpoint-1000", big])
+    with pytest.raises(ConfigError, match=re.escape("'beam(2)' with 512 new tokens does not fit in the memory of "
+                                                    f"t4-small with {big}: beam(2) fits up to ")):
+        service.check_beams(service.generation_config("beam(2)", 512), [big])
+    assert service.generation_config("nucleus (top-p 0.9)", 512).strategy == "nucleus(0.9)"
+    (answer,) = service.compare(red, "What color is the shape?", ["checkpoint-1000"], "greedy", 8)
+    assert answer.text == "red"

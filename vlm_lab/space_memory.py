@@ -3,11 +3,12 @@ hardware, memory snapshots logged around each request, and freeing memory after 
 
 Moved out of ``space_service`` (which re-exports these names). torch is imported only inside the
 functions that use it. The plan counts every generation the serving plan (``space_settings``) runs at
-once, and caps how many where memory holds fewer, and then a Compare's beams.
+once, and caps how many where memory holds fewer, and then a Compare's beams at the length it asks for.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import gc
@@ -83,14 +84,55 @@ class MemoryPlan:
     co_resident: int | None  # how many of the largest checkpoint fit the cache at once
     notes: tuple[str, ...]  # one line per checkpoint, and one for the generations at once, for the log
     slots: Slots | None = None  # the generations at once the memory holds (None: no estimate, no cap)
-    max_beams: int = MAX_BEAMS  # the widest beam search a Compare may ask for beside them (1: none)
+    max_beams: int = MAX_BEAMS  # the widest beam search any Compare may ask for at max_new_tokens (1: none)
+    max_new_tokens: int = 0  # the longest answer the plan is for (the Space's max new tokens)
+    compare_room_bytes: int | None = None  # what one Compare's rows may take beside the rest (None: no estimate, no cap)
+    refs: tuple[Any, ...] = ()  # the checkpoints it estimated
+    # a row's bytes by (checkpoint, new tokens): a request's beams are checked at its own length, estimated once each
+    _rows: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def row_bytes(self, ref: Any, max_new_tokens: int) -> int:
+        """KV cache and activations of one row of ``ref`` generating ``max_new_tokens`` (0: no estimate)."""
+        key = (ref, max_new_tokens)
+        if key not in self._rows:
+            from vlm_lab import memory
+            from vlm_lab.memory_targets import get_target
+
+            t = get_target(self.target)
+            try:
+                est = memory.estimate(ref, device=t.device, target=t, max_new_tokens=max_new_tokens)
+            except Exception:  # noqa: BLE001 - as in plan_memory: no estimate, no cap (loading will tell)
+                return 0
+            self._rows[key] = est.per_sample_bytes
+        return self._rows[key]
+
+    def _fits(self, ref: Any, beams: int, max_new_tokens: int) -> bool:
+        if beams <= self.max_beams or self.compare_room_bytes is None:  # rows grow with tokens: held at the longest
+            return True
+        return beams * self.row_bytes(ref, max_new_tokens) <= self.compare_room_bytes
+
+    def beam_tokens(self, ref: Any, beams: int) -> int:
+        """The most new tokens (up to ``max_new_tokens``) a Compare of ``beam(beams)`` with ``ref`` fits (0: none)."""
+        if self._fits(ref, beams, self.max_new_tokens):
+            return self.max_new_tokens
+        # the first length that does not fit, less one
+        return bisect.bisect_left(range(1, self.max_new_tokens + 1), True, key=lambda n: not self._fits(ref, beams, n))
+
+    def beams_at(self, ref: Any, max_new_tokens: int) -> int:
+        """The most beams (up to ``MAX_BEAMS``) a Compare with ``ref`` fits at ``max_new_tokens`` (1: none)."""
+        return next((b for b in range(MAX_BEAMS, 1, -1) if self._fits(ref, b, max_new_tokens)), 1)
 
     def beams_note(self) -> str:
-        """What the page and a refused request say where the memory holds fewer than ``MAX_BEAMS`` beams ('' otherwise)."""
+        """What the page says where the longest answers hold fewer than ``MAX_BEAMS`` beams ('' otherwise)."""
         if self.max_beams >= MAX_BEAMS:
             return ""
-        held = f"goes up to beam({self.max_beams})" if self.max_beams > 1 else "is off"
-        return f"beam search {held} (the memory of {self.target} holds no more beams beside the largest checkpoint)"
+        said = []
+        for b in range(self.max_beams + 1, MAX_BEAMS + 1):
+            n = min(self.beam_tokens(ref, b) for ref in self.refs)  # the largest checkpoint's rows set it
+            first = not said
+            said.append(f"beam({b}) " + ("fits " if first else "")
+                        + ((f"up to {n}" + (" new tokens" if first else "")) if n else "not at all"))
+        return f"beam search on {self.target} with the largest checkpoint: {', '.join(said)}"
 
 
 def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_tokens: int = 16,
@@ -102,7 +144,8 @@ def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_t
     the serving plan runs them). What they generate at once (``Slots.rows``) must fit beside the largest
     checkpoint: the batch shrinks first (not below 1), then fewer run at once (not below 1); the plan's
     ``slots`` say how many, and the serving plan runs no more. Where even that holds no Compare of
-    ``beam(MAX_BEAMS)``, ``max_beams`` says how many beams it holds (1: none), and the service refuses more. ``batch_size``: the owner's batch
+    ``beam(MAX_BEAMS)`` at ``max_new_tokens``, ``max_beams`` says how many beams it holds (1: none); a Compare
+    asking for more is checked at its own length (``MemoryPlan.beam_tokens``). ``batch_size``: the owner's batch
     (``VLM_LAB_MAX_BATCH_SIZE``), kept as set; 0: the largest that fits, up to ``batch_cap`` and the verdicts'.
     ``target`` defaults to the largest Space GPU that fits in this GPU's memory (t4-small, the
     Space's suggested hardware, when none does) and to cpu-basic on CPU.
@@ -113,7 +156,7 @@ def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_t
 
     hardware = Hardware.detect(device) if slots is None or not target else None
     t = get_target(target or _detect_target(hardware))
-    notes, batches, ests = [], [], []
+    notes, batches, ests, refs_estimated = [], [], [], []
     for ref in refs:
         try:
             est = memory.estimate(ref, device=t.device, target=t, max_new_tokens=max_new_tokens)
@@ -123,6 +166,7 @@ def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_t
             continue
         batches.append(max(1, min(batch_cap, v.max_batch_size)))
         ests.append(est)
+        refs_estimated.append(ref)
         notes.append(v.message())
     if not ests:
         return MemoryPlan(t.name, None, None, None, tuple(notes))
@@ -138,8 +182,12 @@ def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_t
     beams = next((n for n in range(MAX_BEAMS, 1, -1) if held.rows(batch, n) * row <= room), 1)
     rows = held.rows(batch, beams) * row
     cache = max(1, budget_bytes(t) - fixed - rows)
-    notes.append(_slots_note(wanted, held, batch, beams, rows, cache, fits=rows <= room))
-    return MemoryPlan(t.name, batch, cache, cache // max(1, weights), tuple(notes), held, beams)
+    notes.append(_slots_note(wanted, held, batch, beams, rows, cache, max_new_tokens, fits=rows <= room))
+    estimated = tuple(refs_estimated)
+    plan = MemoryPlan(t.name, batch, cache, cache // max(1, weights), tuple(notes), held, beams, max_new_tokens,
+                      held.compare_rows(batch, beams) * row, estimated)
+    plan._rows.update(((ref, max_new_tokens), est.per_sample_bytes) for ref, est in zip(estimated, ests))
+    return plan
 
 
 def _fit(slots: Slots, batch: int, room: int, row: int, *, keep_batch: bool) -> tuple[Slots, int]:
@@ -153,7 +201,8 @@ def _fit(slots: Slots, batch: int, room: int, row: int, *, keep_batch: bool) -> 
         slots = slots.fewer()
 
 
-def _slots_note(wanted: Slots, held: Slots, batch: int, beams: int, rows_bytes: int, cache: int, *, fits: bool) -> str:
+def _slots_note(wanted: Slots, held: Slots, batch: int, beams: int, rows_bytes: int, cache: int, max_new_tokens: int, *,
+                fits: bool) -> str:
     from vlm_lab.units import human_bytes
 
     at_once = f"{held.compare} generation{'s' if held.compare > 1 else ''} at a time"
@@ -161,7 +210,7 @@ def _slots_note(wanted: Slots, held: Slots, batch: int, beams: int, rows_bytes: 
         at_once += f" and {held.batch} batch"
     beam = f"a Compare may ask for beam({beams})" if beams > 1 else "no beam search"
     if beams < MAX_BEAMS:
-        beam += f"; beam({beams + 1}) would not fit"
+        beam += f"; beam({beams + 1}) would not fit at {max_new_tokens} new tokens"
     note = (f"generating: {at_once} (batches of up to {batch}; {beam}) "
             f"need {human_bytes(rows_bytes)}; the model cache holds {human_bytes(cache)} of weights")
     if held != wanted:

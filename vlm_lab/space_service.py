@@ -202,11 +202,8 @@ class ComparisonService:
     def generation_config(self, strategy: str, max_new_tokens: Any) -> GenerationConfig:
         strategy = STRATEGIES.get(str(strategy), str(strategy or "greedy"))
         name, value = parse_strategy(strategy)
-        if name == "beam" and value > self.memory.max_beams:  # its memory may hold fewer than MAX_BEAMS
-            held = self.memory.beams_note()
-            fix = f"use beam({self.memory.max_beams}) or fewer" if self.memory.max_beams > 1 else "use greedy or sampling"
-            raise ConfigError(f"{strategy!r} asks for {value:g} beams; "
-                              + (f"on this Space {held}: {fix}" if held else f"this Space allows at most beam({MAX_BEAMS})"))
+        if name == "beam" and value > MAX_BEAMS:  # what the memory holds depends on the checkpoints: check_beams
+            raise ConfigError(f"{strategy!r} asks for {value:g} beams; this Space allows at most beam({MAX_BEAMS})")
         try:  # True/False are ints to Python (True + 0 == 1), but a JSON client sending one made a mistake
             n = math.nan if isinstance(max_new_tokens, bool) else float(max_new_tokens)
         except (TypeError, ValueError, OverflowError):
@@ -218,6 +215,30 @@ class ComparisonService:
         if not 1 <= n <= self.settings.max_new_tokens:
             raise ConfigError(f"max new tokens must be between 1 and {self.settings.max_new_tokens}, got {n}")
         return GenerationConfig(strategy=strategy, max_new_tokens=n, batch_size=1, seed=0)
+
+    def check_beams(self, config: GenerationConfig, labels: Sequence[str]) -> None:
+        """Refuse a beam search whose rows, at the request's own max new tokens, do not fit in what the memory plan
+        keeps for a Compare with one of ``labels``: a row grows with the tokens generated (KV cache, activations), so
+        a short answer holds beams a long one does not.
+
+        Raises:
+            ConfigError: says up to how many new tokens those beams fit, and how many beams fit at this length.
+        """
+        name, beams = parse_strategy(config.strategy)
+        if name != "beam":
+            return
+        n, plan = config.max_new_tokens, self.memory
+        for label in labels:
+            ref = self.refs[label]
+            fits = plan.beam_tokens(ref, int(beams))
+            if n <= fits:
+                continue
+            held = plan.beams_at(ref, n)
+            fewer = f"beam({held}) or fewer" if held > 1 else "greedy or sampling"
+            said = f"beam({beams:g}) fits up to {fits} new tokens; ask for at most {fits} new tokens, or for {fewer}" if fits \
+                else f"beam({beams:g}) fits at no length; ask for {fewer}"
+            raise ConfigError(f"{config.strategy!r} with {n} new tokens does not fit in the memory of {plan.target} "
+                              f"with {label}: {said}")
 
     def _prompt(self, prompt: Any) -> str:
         text = str(prompt or "").strip()
@@ -243,6 +264,7 @@ class ComparisonService:
         config = self.generation_config(strategy, max_new_tokens)
         text = self._prompt(prompt)
         chosen = self._selected(checkpoints)
+        self.check_beams(config, chosen)
         img = read_image(image, max_pixels=self.settings.max_pixels)
         answers, failures = [], []
         with logged_request("compare", f"{len(chosen)} checkpoint(s), {config.strategy}, {config.max_new_tokens} tokens"):

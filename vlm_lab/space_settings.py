@@ -301,6 +301,10 @@ class Slots:
             return self.compare * max(batch_size, beams)
         return self.compare * beams + self.batch * batch_size
 
+    def compare_rows(self, batch_size: int, beams: int = MAX_BEAMS) -> int:
+        """The rows one Compare's slot holds: its beams, or in a shared group the batch that takes turns with it."""
+        return max(batch_size, beams) if self.shared else beams
+
     def fewer(self) -> "Slots":
         """One generation fewer at once (at least one of each kind)."""
         if self.shared:
