@@ -29,7 +29,7 @@ except ImportError:  # run from a repository checkout without an install
 from vlm_lab.space_images import limit_image_pixels  # noqa: E402
 from vlm_lab.space_service import Answer, ComparisonService, InteractionLog  # noqa: E402
 from vlm_lab.space_settings import (  # noqa: E402
-    MAX_SLOTS, NONE_CHOICE, STRATEGIES, ServingPlan, SpaceSettings, plan_serving, prepare_environment,
+    MAX_BEAMS, MAX_SLOTS, NONE_CHOICE, STRATEGIES, ServingPlan, SpaceSettings, plan_serving, prepare_environment,
     unknown_space_variables,
 )
 
@@ -164,8 +164,10 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
         gr.Markdown(
             f"Checkpoints: {', '.join(labels)}. Images up to {settings.max_pixels:,} pixels. "
             # a link of its own: the footer's "Use via API" is hidden at phone width (Gradio's CSS, <= 640 px)
-            "Programmatic use: the batched `/compare_batch` endpoint ([API page](?view=api))."
-            + (f" {beams[0].upper()}{beams[1:]}." if beams else "")
+            "Programmatic use: the batched `/compare_batch` endpoint ([API page](?view=api)). "
+            # beam search is not among the page's Decoding choices: a note on its limits must say where it is offered
+            f"The `/compare` endpoint also takes `beam(N)` decoding, up to beam({MAX_BEAMS})"
+            + (f"; {beams}." if beams else ".")
         )
         # Answers belong to the image and question they answer: a new upload, an edited question or a
         # Compare that fails (the old answers would stay) empties them, in the browser, no server call.

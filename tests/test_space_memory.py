@@ -161,8 +161,8 @@ def test_the_space_refuses_beams_its_memory_cannot_hold_says_so_on_the_page_and_
 
         with urllib.request.urlopen(url + "/config") as r:
             page = r.read().decode()
-        assert (f"Beam search on t4-small with the largest checkpoint: beam(3) fits up to {tokens[3]} new tokens, "
-                f"beam(4) up to {tokens[4]}.") in page
+        assert ("The `/compare` endpoint also takes `beam(N)` decoding, up to beam(4); on t4-small with the largest "
+                f"checkpoint, beam(3) fits up to {tokens[3]} new tokens, beam(4) up to {tokens[4]}.") in page
         client = Client(url, verbose=False, analytics_enabled=False)
 
         def ask(strategy: str, tokens: int, second: str = "(none)"):
@@ -207,8 +207,8 @@ def test_fewer_new_tokens_hold_more_beams_and_the_plan_says_up_to_how_many(llava
         assert used(beams, n) <= budget_bytes("t4-small") < used(beams, n + 1), (beams, n)
     assert plan.beams_at(llava_7b, tokens[3]) == 3 and plan.beams_at(llava_7b, 512) == 1
     assert plan.beam_tokens(tiny, MAX_BEAMS) == 512  # its rows are small: any length holds beam(4)
-    assert plan.beams_note() == (f"beam search on t4-small with the largest checkpoint: beam(2) fits up to {tokens[2]} new "
-                                 f"tokens, beam(3) up to {tokens[3]}, beam(4) up to {tokens[4]}")
+    assert plan.beams_note() == (f"on t4-small with the largest checkpoint, beam(2) fits up to {tokens[2]} new tokens, "
+                                 f"beam(3) up to {tokens[3]}, beam(4) up to {tokens[4]}")
 
 
 def test_a_short_answer_gets_its_beams_and_a_long_one_is_told_what_fits(tiny_dir, llava_7b):

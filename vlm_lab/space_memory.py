@@ -123,7 +123,8 @@ class MemoryPlan:
         return next((b for b in range(MAX_BEAMS, 1, -1) if self._fits(ref, b, max_new_tokens)), 1)
 
     def beams_note(self) -> str:
-        """What the page says where the longest answers hold fewer than ``MAX_BEAMS`` beams ('' otherwise)."""
+        """Up to how many new tokens each count of beams fits, for the page, where the longest answers hold fewer than
+        ``MAX_BEAMS`` beams ('' otherwise): "on t4-small with the largest checkpoint, beam(3) fits up to 223 new tokens, ..."."""
         if self.max_beams >= MAX_BEAMS:
             return ""
         said = []
@@ -132,7 +133,7 @@ class MemoryPlan:
             first = not said
             said.append(f"beam({b}) " + ("fits " if first else "")
                         + ((f"up to {n}" + (" new tokens" if first else "")) if n else "not at all"))
-        return f"beam search on {self.target} with the largest checkpoint: {', '.join(said)}"
+        return f"on {self.target} with the largest checkpoint, {', '.join(said)}"
 
 
 def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_tokens: int = 16,
