@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     from vlm_lab.cpu_kernels import pin_cpu_kernels
 
     pin_cpu_kernels()  # before torch runs: a build of the embedded checkpoints trains the README's weights
+    from vlm_lab.cli import flags_in_config_errors
     from vlm_lab.config import PublishConfig
     from vlm_lab.errors import VlmLabError
     from vlm_lab.publish import publish
@@ -93,16 +94,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[publish] {message}", file=sys.stderr, flush=True)
 
     try:
-        config = PublishConfig(
-            space=args.space, space_dir=args.space_dir, hardware=args.hardware, sleep_time=args.sleep_time,
-            public=args.public, secrets=tuple(args.secret), variables=tuple(args.var), checkpoints=args.checkpoints,
-            embed_checkpoints=not args.no_checkpoints, checkpoints_repo=args.checkpoints_repo,
-            action="pause" if args.pause else "restart" if args.restart else "publish", dry_run=args.dry_run,
-            wait=not args.no_wait, timeout=args.timeout, poll_interval=args.poll_interval,
-            active_hours_per_day=args.active_hours, commit_message=args.message, endpoint=args.endpoint,
-            retries=args.retries,
-        )
-        report = publish(config, progress=log)
+        # The library names PublishConfig's fields (checkpoints='DIR', embed_checkpoints=False), as a notebook passes
+        # them; this command's user typed flags. Only the fields its errors name: a Hub's detail may hold other words.
+        with flags_in_config_errors("space_dir", "hardware", "sleep_time", "checkpoints", "checkpoints_repo", "timeout",
+                                    embed_checkpoints="--no-checkpoints", wait="--no-wait"):
+            config = PublishConfig(
+                space=args.space, space_dir=args.space_dir, hardware=args.hardware, sleep_time=args.sleep_time,
+                public=args.public, secrets=tuple(args.secret), variables=tuple(args.var), checkpoints=args.checkpoints,
+                embed_checkpoints=not args.no_checkpoints, checkpoints_repo=args.checkpoints_repo,
+                action="pause" if args.pause else "restart" if args.restart else "publish", dry_run=args.dry_run,
+                wait=not args.no_wait, timeout=args.timeout, poll_interval=args.poll_interval,
+                active_hours_per_day=args.active_hours, commit_message=args.message, endpoint=args.endpoint,
+                retries=args.retries,
+            )
+            report = publish(config, progress=log)
     except VlmLabError as e:
         print(f"error: {type(e).__name__}: {scrub(str(e), _known_secrets(args))}", file=sys.stderr)
         return e.exit_code

@@ -1,5 +1,8 @@
 """publish_build: a failed build of the embedded checkpoints said in publish terms, whatever its folder's path holds.
 
+Said as ``publish(PublishConfig(...))``'s caller passes it (``checkpoints='...'``); scripts/publish_space.py says its
+flags (test_publish.py).
+
 Real builds (``tiny.train`` refusing a folder before it trains) and the real message of a checkpoint that could not be
 saved (``tiny_checkpoints._save_failed``); nothing mocked.
 """
@@ -25,8 +28,8 @@ def test_a_folder_whose_path_reads_like_a_setting_is_named_as_it_is(tmp_path, pa
     with pytest.raises(OutputPathError) as e:
         build_embedded_checkpoints(folder)
     said = str(e.value)
-    assert said.startswith(f"--checkpoints {str(folder)!r} is a file, not a folder"), said
-    assert f"into --checkpoints {str(folder)!r} (the default)" in said and " (with the flags named here)" not in said, said
+    assert said.startswith(f"checkpoints={str(folder)!r} is a file, not a folder"), said
+    assert f"into checkpoints={str(folder)!r} (the default)" in said and " (with the flags named here)" not in said, said
 
 
 def test_a_failed_save_in_a_folder_with_a_backslash_names_the_command_that_resumes_it(tmp_path):
@@ -55,5 +58,5 @@ def test_a_folder_whose_name_holds_a_quote_is_named_as_the_publishs_folder(tmp_p
         build_embedded_checkpoints(folder)
     said = str(e.value)
     assert "out=" not in said, said
-    assert said.startswith(f"--checkpoints {str(folder)!r} "), said
-    assert f"into --checkpoints {str(folder)!r} (the default)" in said and " (with the flags named here)" not in said, said
+    assert said.startswith(f"checkpoints={str(folder)!r} "), said
+    assert f"into checkpoints={str(folder)!r} (the default)" in said and " (with the flags named here)" not in said, said

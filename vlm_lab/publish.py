@@ -64,9 +64,9 @@ def publish(config: PublishConfig, *, progress: Progress | None = None) -> Publi
         PublishError: with the fix in the message; subclasses carry distinct exit codes.
     """
     say = progress or (lambda _msg: None)
-    check_repo_name(config.space, "Space name")
+    check_repo_name(config.space, f"Space name {config.space!r}")
     if config.checkpoints_repo:
-        check_repo_name(config.checkpoints_repo, "--checkpoints-repo")
+        check_repo_name(config.checkpoints_repo, f"checkpoints_repo={config.checkpoints_repo!r}")
     hub = connect(endpoint=config.endpoint, retries=config.retries)
     _secret_values(config)  # a --secret not set in the environment stops here, before any write
     known = credentials_at_hand(hub.token, config.secrets)
@@ -108,7 +108,7 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
 
     space_dir = Path(config.space_dir)
     if not (space_dir / "app.py").is_file() and not (space_dir / "README.md").is_file():
-        raise PublishError(f"no Space app in {str(space_dir)!r} (no app.py, no README.md); pass --space-dir with the app folder")
+        raise PublishError(f"no Space app in {str(space_dir)!r} (no app.py, no README.md); pass space_dir='DIR', the app folder")
     card = read_space_card(space_dir)
     check_zero_gpu(config.hardware, space_dir / card.app_file)
     info = repo_info(hub, config.space, "space")
@@ -205,7 +205,8 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
 
 
 def check_repo_name(repo_id: str, what: str) -> None:
-    """Refuse a repo id the Hub would refuse, before any request (huggingface_hub's own rules).
+    """Refuse a repo id the Hub would refuse, before any request (huggingface_hub's own rules); ``what`` names it
+    (``checkpoints_repo='a--b'``).
 
     Raises:
         PublishError: naming the value, the rule it breaks and the rules in full.
@@ -217,7 +218,7 @@ def check_repo_name(repo_id: str, what: str) -> None:
         validate_repo_id(repo_id)
     except HFValidationError as e:
         raise PublishError(
-            f"{what} {repo_id!r} is not a valid repo id ({str(e).split(':', 1)[0].rstrip('.')}); use owner/name where name "
+            f"{what} is not a valid repo id ({str(e).split(':', 1)[0].rstrip('.')}); use owner/name where name "
             "has letters, digits, '-', '_' or '.', at most 96 characters, does not start or end with '-' or '.', "
             "has no '--' or '..', and does not end in '.git'"
         ) from None

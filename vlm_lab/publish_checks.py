@@ -32,9 +32,9 @@ def check_zero_gpu(hardware: str, app: Path) -> None:
     if not hardware.startswith("zero-") or "spaces.GPU" in app.read_text(encoding="utf-8", errors="replace"):
         return
     raise ConfigError(
-        f"--hardware {hardware}: ZeroGPU gives a Space a GPU only inside functions decorated with "
+        f"hardware={hardware!r}: ZeroGPU gives a Space a GPU only inside functions decorated with "
         f"@spaces.GPU, and {app} has none: the Space would fail at start or answer on CPU. Choose a GPU of its own "
-        "(--hardware t4-small, l4x1, a10g-small) or --hardware cpu-basic; nothing was uploaded"
+        "(hardware='t4-small', l4x1, a10g-small) or hardware='cpu-basic'; nothing was uploaded"
     )
 
 

@@ -166,22 +166,22 @@ class Hub:
             if what.startswith("create"):  # refused for the paid hardware, or for the owner: the 403 does not say which
                 return HubAuthError(
                     f"could not {what}: forbidden (403): paid hardware needs a payment method (add one at {BILLING_URL}, "
-                    f"or publish with --hardware cpu-basic), or the token cannot create repos{where.replace(' ', ' for ', 1)} "
+                    f"or publish with hardware='cpu-basic'), or the token cannot create repos{where.replace(' ', ' for ', 1)} "
                     f"(use a write token from {TOKENS_URL}); server said: {detail}"
                 )
             return HubAuthError(
                 f"could not {what}: the Hub refused paid hardware (403); add a payment method at {BILLING_URL}, "
-                f"or publish with --hardware cpu-basic; server said: {detail}"
+                f"or publish with hardware='cpu-basic'; server said: {detail}"
             )
         if status in (400, 403, 422) and "sleep time" in what:  # a value it does not offer, a grant's fixed sleep time
             return PublishError(
-                f"could not {what}: the Hub refused it ({status}); pass a --sleep-time it accepts (a Space's "
+                f"could not {what}: the Hub refused it ({status}); pass sleep_time=N, one it accepts (a Space's "
                 "settings page offers 300, 900, 1800, 3600, 36000, 86400, 172800, 259200 and 604800 seconds; -1: never "
                 f"sleep), or the Space's current one to leave it as it is; server said: {detail}"
             )
         if status in (400, 422) and "hardware" in what:
             return PublishError(
-                f"could not {what}: the Hub refused it ({status}); pass another --hardware (the flavors your "
+                f"could not {what}: the Hub refused it ({status}); pass hardware='FLAVOR', another one (the flavors your "
                 f"account may use are listed on the Space's settings page), or the Space's current one; server said: {detail}"
             )
         if status == 403:

@@ -350,8 +350,9 @@ def checkpoint_sources(folder: Path) -> tuple[list[tuple[str, Path]], list[str]]
 
     found = discover_checkpoints(folder)
     if not found:
-        raise PublishError(f"--checkpoints {str(folder)!r}: {_no_checkpoints_reason(folder)}; pass the training output "
-                           "that holds the checkpoint-N folders (each with a config.json), or --no-checkpoints")
+        raise PublishError(f"checkpoints={str(folder)!r}: {_no_checkpoints_reason(folder)}; pass checkpoints='DIR', the "
+                           "training output that holds the checkpoint-N folders (each with a config.json), or "
+                           "embed_checkpoints=False")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IncompleteCheckpointWarning)
         complete = {Path(ref.path) for ref in resolve(str(folder))}  # the same rule as compare and the Space
@@ -452,7 +453,7 @@ def _check_stage_size(sources: list[tuple[str, str, Path]], max_bytes: int) -> N
     parts = ", ".join(f"{part} {human_bytes(n)}" for part, n in sizes.items())
     raise PublishError(
         f"the Space would hold {human_bytes(total)} ({parts}), over the {human_bytes(max_bytes)} a Space repo may hold "
-        "on the Hub; nothing was uploaded. Keep the checkpoints in a model repo the Space loads them from: add "
-        "--checkpoints-repo OWNER/NAME (e.g. your-name/vlm-checkpoints), or pass --checkpoints a folder holding only "
+        "on the Hub; nothing was uploaded. Keep the checkpoints in a model repo the Space loads them from: pass "
+        "checkpoints_repo='OWNER/NAME' (e.g. your-name/vlm-checkpoints), or checkpoints='DIR', a folder holding only "
         "the checkpoints to show"
     )

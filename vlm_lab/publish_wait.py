@@ -83,6 +83,7 @@ def wait_for_build(hub: Hub, config: PublishConfig, *, before_stage: str, commit
         if time.monotonic() >= deadline:
             raise SpaceTimeoutError(
                 f"Space {config.space} is still {stage_name} after {config.timeout:g} s; it may yet finish: "
-                f"watch {hub.endpoint}/spaces/{config.space}, or run again with a larger --timeout (or --no-wait)"
+                f"watch {hub.endpoint}/spaces/{config.space}, or run again with a larger timeout "
+                f"(e.g. timeout={max(2 * config.timeout, 1800):g}) or wait=False"
             )
         time.sleep(config.poll_interval)

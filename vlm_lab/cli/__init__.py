@@ -10,6 +10,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import importlib
 import os
@@ -20,7 +21,7 @@ import warnings
 from collections.abc import Iterator
 
 from vlm_lab import __version__
-from vlm_lab.errors import ConfigError, DeviceError, MemoryBudgetError, OutputPathError, SweepError, VlmLabError
+from vlm_lab.errors import ConfigError, DeviceError, MemoryBudgetError, OutputPathError, PublishError, SweepError, VlmLabError
 
 # One module per capability, in the order `vlm-lab --help` lists them.
 SUBCOMMAND_MODULES = ("checkpoints", "compare", "memory", "runs", "sweep")
@@ -145,8 +146,8 @@ def check_embedded_checkpoints(refs: list[str] | tuple[str, ...]) -> None:
 
 @contextlib.contextmanager
 def flags_in_config_errors(*fields: str, **renamed: str) -> Iterator[None]:
-    """Inside, a ``ConfigError``, ``DeviceError``, ``MemoryBudgetError``, ``OutputPathError`` or ``SweepError`` naming
-    config fields names the command's flags.
+    """Inside, a ``ConfigError``, ``DeviceError``, ``MemoryBudgetError``, ``OutputPathError``, ``SweepError`` or
+    ``PublishError`` naming config fields names the command's flags.
 
     The library speaks in fields (``batch_size must be ...``, ``use dtype='float16'``); a shell user
     types flags (``--batch-size must be ...``, ``use --dtype float16``).
@@ -159,19 +160,28 @@ def flags_in_config_errors(*fields: str, **renamed: str) -> Iterator[None]:
     """
     try:
         yield
-    except (ConfigError, DeviceError, MemoryBudgetError, OutputPathError, SweepError) as e:
+    except (ConfigError, DeviceError, MemoryBudgetError, OutputPathError, SweepError, PublishError) as e:
         e.args = (_as_flags(str(e), {**{f: "--" + f.replace("_", "-") for f in fields}, **renamed}),)  # its type and fields kept
         raise
+
+
+# A value as a message writes it: a str's repr (in double quotes when it holds a ', a backslash doubled), or a word
+_VALUE = r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\w+"""
 
 
 def _as_flags(message: str, flags: dict[str, str]) -> str:
     names = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
 
-    def with_value(m: re.Match) -> str:  # name=value (dtype='float16', measure=False)
-        flag, value = flags[m.group(1)], m.group(2).strip("'")
+    def with_value(m: re.Match) -> str:  # name=value (dtype='float16', measure=False, out="it's")
+        flag, value = flags[m.group(1)], m.group(2)
+        if value[0] in "'\"":
+            try:
+                value = ast.literal_eval(value)
+            except (SyntaxError, ValueError):  # quoted by hand, not a repr
+                value = value[1:-1]
         if value in ("True", "False"):
             return flag if (value == "True") != flag.startswith("--no-") else f"no {flag}"
         return f"{flag} {shlex.quote(value)}"
 
     message = re.sub(rf"\b({names})\b(?= must\b)", lambda m: flags[m.group(1)], message)  # "batch_size must be ..."
-    return re.sub(rf"\b({names})=('[^']*'|\w+)", with_value, message)
+    return re.sub(rf"\b({names})=({_VALUE})", with_value, message)
