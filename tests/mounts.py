@@ -36,3 +36,40 @@ def read_only_folder(tmp_path) -> Iterator[Path]:
     """An empty folder on a read-only filesystem: writing in it fails with EROFS, for root too."""
     with tmpfs(tmp_path / "read-only", "ro,size=1m", lacking="no read-only folder to try") as folder:
         yield folder
+
+
+@contextlib.contextmanager
+def thin_disk(folder: Path, *, lacking: str) -> Iterator[Path]:
+    """``folder`` (created) as an ext4 filesystem with free space whose blocks live in a sparse file on a tmpfs that is
+    full, as on thin-provisioned storage whose pool ran out: writes succeed (into the page cache) and the disk's
+    write-back fails, so ``fsync`` raises ``ENOSPC``. Yields the pool's filler file: removed, the disk works again.
+
+    A real disk error, not a mocked ``os.fsync``: the kernel reports it on the file's next fsync. No journal, and
+    inode tables written by mkfs, so nothing but the files' own blocks needs the missing room.
+    """
+    if not shutil.which("losetup") or not shutil.which("mkfs.ext4"):
+        pytest.skip(f"no losetup or mkfs.ext4: {lacking}")
+    pool = folder.with_name(folder.name + "-pool")
+    with tmpfs(pool, "size=4m", lacking=lacking):
+        image = pool / "disk.img"
+        with open(image, "wb") as f:
+            f.truncate(16 * 2**20)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-E", "lazy_itable_init=0", str(image)], check=True)
+        filler = pool / "filler"
+        with open(filler, "wb", buffering=0) as f:  # the pool's last free bytes
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * 4096)
+        attached = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True, text=True)
+        if attached.returncode != 0:
+            pytest.skip(f"no loop device can be attached here ({attached.stderr.strip()}): {lacking}")
+        loop = attached.stdout.strip()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["mount", "-t", "ext4", loop, str(folder)], check=True)
+            try:
+                yield filler
+            finally:
+                subprocess.run(["umount", "--lazy", str(folder)], check=True)
+        finally:
+            subprocess.run(["losetup", "--detach", loop], check=True)

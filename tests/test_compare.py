@@ -530,20 +530,6 @@ def test_the_result_cache_is_fsynced_beside_generation_and_wholly_before_compare
     assert [s["from_cache"] for s in compare(config, progress=False, cache=models).summary] == [6, 6]
 
 
-def test_a_failing_fsync_of_the_result_cache_still_fails_the_comparison(tmp_path, tiny_checkpoints, models, monkeypatch):
-    """Handed to another thread, an fsync's error (a full or failing disk) is not lost: compare raises it."""
-    import errno
-
-    from vlm_lab import result_cache
-
-    def failing_disk(fd):
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(result_cache.os, "fsync", failing_disk)
-    with pytest.raises(OSError, match="Input/output error"):
-        compare(_config(tmp_path, tiny_checkpoints[-1:], data="shapes:val:2", batch_size=2), progress=False, cache=models)
-
-
 def test_nonfinite_scores_are_counted_marked_and_warned(tmp_path, tiny_checkpoints, overflowing_checkpoint, models):
     config = _config(tmp_path, [tiny_checkpoints[-1], overflowing_checkpoint], data="shapes:val:4", batch_size=2, dtype="float16")
     # compare() warns a notebook and `vlm-lab compare` alike: the argument and the flag (it said only --dtype float32)

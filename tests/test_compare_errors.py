@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import shlex
 
 import pytest
 
-from mounts import read_only_folder  # noqa: F401 - a fixture
+from mounts import read_only_folder, thin_disk  # noqa: F401 - a fixture
 from vlm_lab.compare import BatchEvent, compare
 from vlm_lab.config import CompareConfig
 from vlm_lab.errors import MemoryBudgetError, OutputPathError
@@ -132,3 +134,52 @@ def test_a_read_only_folder_from_vlm_lab_compare_names_the_flag(tmp_path, tiny_c
     code = main(["compare", str(tiny_checkpoints[-1]), "--data", "shapes:val:1", "--device", "cpu", *folders, "--quiet"])
     assert (code, capsys.readouterr().err) == (2, f"error: OutputPathError: {flag} {shlex.quote(str(read_only_folder))} is "
                                                   f"not writable (Read-only file system); {flag} must name a folder you can write to\n")
+
+
+def test_a_disk_that_fails_the_result_caches_fsync_saves_no_results_and_a_run_after_the_fix_serves_none_wrong(tmp_path,
+                                                                                                            tiny_checkpoints):
+    """A real failing fsync: the output folder on a disk whose write-back fails (thin storage, its pool full). Every
+    write succeeds and the fsyncs fail in the Syncer's thread. Before, compare saved results.jsonl, summary.json and
+    the page (as if all were cached) and raised a bare ``[Errno 28]`` only after them. Now it stops before saving,
+    names the cache file, the cause and the fix; freed, a run serves what survived and generates the rest."""
+    models = ModelCache(budget_bytes="1GB")
+    config = CompareConfig(checkpoints=tuple(str(c) for c in tiny_checkpoints[-2:]), data="shapes:val:4", batch_size=2,
+                           device="cpu", output_dir=str(tmp_path / "ref"))
+    expected = compare(config, progress=False, cache=models).rows
+    with thin_disk(tmp_path / "disk", lacking="no disk whose write-back fails") as filler:
+        out = tmp_path / "disk" / "out"
+        config = config.replace(output_dir=str(out))
+        with pytest.raises(OutputPathError) as caught:
+            compare(config, progress=False, cache=models)
+        said, cached = str(caught.value), sorted((out / ".cache").glob("*.jsonl"))
+        assert caught.value.errno == errno.ENOSPC and len(cached) in (1, 2), (said, cached)
+        assert said.startswith(f"cannot write the result cache {cached[0].parent}/") and "(No space left on device" in said, said
+        assert f"the disk is full: free space on it (`df -h {out / '.cache'}`)" in said and "cache_dir='DIR'" in said, said
+        assert said.endswith("then run again: the results that reached the cache are served from it, the rest are "
+                             "generated again"), said
+        assert not [p.name for p in out.iterdir() if p.name not in (".cache", "images")]  # no result says it is whole
+        filler.unlink()  # space freed
+        again = compare(config, progress=False, cache=models)
+    assert [{k: v for k, v in r.items() if k != "outputs"} for r in again.rows] == \
+        [{k: v for k, v in r.items() if k != "outputs"} for r in expected]
+    assert [{name: o["output"] for name, o in r["outputs"].items()} for r in again.rows] == \
+        [{name: o["output"] for name, o in r["outputs"].items()} for r in expected]
+
+
+def test_a_full_disk_that_refuses_the_result_caches_append_names_the_cache_and_the_fix(tmp_path, tiny_checkpoints):
+    """The append itself refused (a full tmpfs: no write-back to fail). Before, a bare ``[Errno 28]`` came from
+    closing the file (its unwritten lines retried), with the batch's own error and the memory record's chained under it."""
+    from mounts import tmpfs
+
+    with tmpfs(tmp_path / "small", "size=64k", lacking="no full disk to try") as small:
+        with open(small / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 4096)
+        config = CompareConfig(checkpoints=(str(tiny_checkpoints[-1]),), data="shapes:val:2", batch_size=2, device="cpu",
+                               output_dir=str(tmp_path / "out"), cache_dir=str(small / "cache"))
+        with pytest.raises(OutputPathError) as caught:
+            compare(config, progress=False, cache=ModelCache(budget_bytes="1GB"))
+    said = str(caught.value)
+    assert caught.value.errno == errno.ENOSPC and said.startswith(f"cannot write the result cache {small / 'cache'}/"), said
+    assert "the disk is full: free space on it" in said and caught.value.__cause__.__context__ is None, said
+    assert not (tmp_path / "out" / "results.jsonl").exists()

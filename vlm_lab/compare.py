@@ -310,6 +310,7 @@ def compare(
     with Syncer() as syncer:
         try:
             for i, (ref, name, fp, store, found, memory, chunks, _) in enumerate(p for p in plans if p[6]):
+                syncer.check()  # an earlier checkpoint's cache failed its fsync: stop before loading this one
                 bar.set_description(f"compare {name}")
                 # in use while it generates (a load in another thread waits for its room), and let go before the next
                 # checkpoint loads: still held then, it stays in memory beside the next one, past a budget for one
@@ -332,9 +333,12 @@ def compare(
                     checked.pop(processors[fp], None)
         finally:
             bar.close()
-        images = _write_images(samples, image_keys, out)
+        images = _write_images(samples, image_keys, out)  # content-addressed: never claims more than it holds
 
         result = _build_result(config, refs, names, plans, samples, keys, images, out, dtype_name)
+        # before the results are saved: they would say "all cached" of a cache the disk failed to keep (raised
+        # after them, the error read as if the save had failed). A re-run then serves what reached the disk
+        syncer.wait()
         result.save(out)
     warn_flagged_outputs(result, stacklevel=3)
     return result

@@ -15,21 +15,28 @@ second and at the end); a torn last line from a crash is skipped on read, so
 the cache never needs an atomic rewrite. ``compare`` hands the fsyncs to a
 ``Syncer`` thread: the disk's wait overlaps the next batches (fsync releases
 the GIL; on a busy disk one took up to 150 ms, a third of the shapes
-checkpoints' whole generate time), and waits for them before it returns.
+checkpoints' whole generate time), and waits for them before it saves any result:
+a disk that refuses a line or an fsync (full, failing) stops the comparison with a
+``CacheWriteError`` naming the file and the fix, and no result is saved that would
+call the cache whole. A line the disk lost reads back torn (skipped), so the next
+run generates it again rather than serving it wrong.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Callable, Sequence
 
 from vlm_lab.config import GenerationConfig, parse_strategy
 from vlm_lab.data import Sample
+from vlm_lab.errors import OutputPathError
 
-__all__ = ["CACHE_FORMAT", "Appender", "ResultCache", "Syncer", "generation_key", "sample_key", "sample_keys"]
+__all__ = ["CACHE_FORMAT", "Appender", "CacheWriteError", "ResultCache", "Syncer", "generation_key", "sample_key", "sample_keys"]
 
 # 2: rows with NaN/inf scores end there and are marked (1 kept argmax-of-NaN noise, unmarked)
 # 3: a sample read from a file is keyed by the file's bytes, not its decoded pixels
@@ -137,11 +144,39 @@ class ResultCache:
         return Appender(self.path, syncer=syncer)
 
 
+class CacheWriteError(OutputPathError):
+    """A result cache that could not be written or fsynced (a full disk, a failing one, a quota).
+
+    ``errno``, ``strerror`` and ``filename`` are the OS error's; the message names the fix for that cause.
+    """
+
+    def __str__(self) -> str:  # OSError's would be "[Errno 28] ...", without the fix
+        return str(self.args[0]) if self.args else ""
+
+    @classmethod
+    def of(cls, error: OSError, path: Path) -> CacheWriteError:
+        here = shlex.quote(str(path.parent))
+        elsewhere = "or give the cache a folder on another disk (cache_dir='DIR')"
+        fix = {
+            errno.ENOSPC: f"the disk is full: free space on it (`df -h {here}`), {elsewhere}",
+            errno.EDQUOT: f"your disk quota there is used up (`quota -s`): free some, {elsewhere}",
+            errno.EIO: f"the disk failed to write it: check the disk (`dmesg`, `findmnt -T {here}`), {elsewhere}",
+            errno.EROFS: f"its filesystem went read-only (`findmnt -T {here}`; a disk error does that): remount it "
+                         f"read-write, {elsewhere}",
+        }.get(error.errno, "give the cache a folder you can write to (cache_dir='DIR')")  # fmt: skip
+        # nothing is served wrong on the next run: a line the disk lost reads as torn (skipped) and runs again
+        made = cls(f"cannot write the result cache {path} ({error.strerror or error}, errno {error.errno}), so the comparison "
+                   f"stopped and saved no results; {fix}; then run again: the results that reached the cache are served "
+                   "from it, the rest are generated again")
+        made.errno, made.strerror, made.filename = error.errno, error.strerror, str(path)
+        return made
+
+
 class Syncer:
     """fsyncs run one after another in a background thread; a context manager that waits for them all.
 
     Leaving the block raises the first fsync's error (a full or failing disk), unless the block
-    itself raised.
+    itself raised; ``check`` raises it as soon as it is known, ``wait`` once all have ended.
     """
 
     def __init__(self) -> None:
@@ -152,6 +187,15 @@ class Syncer:
 
     def submit(self, fn: Callable[[], object]) -> None:
         self._pending.append(self._pool.submit(fn))
+
+    def check(self) -> None:
+        """Raises the first error of the fsyncs that have ended (a disk that failed one fails the next: generating on
+        is time lost); waits for none."""
+        ended = [f for f in self._pending if f.done()]
+        self._pending = [f for f in self._pending if not f.done()]  # the list stays short: one fsync a second at most
+        errors = [f.exception() for f in ended]
+        if any(errors):
+            raise next(e for e in errors if e is not None)
 
     def wait(self) -> None:
         """Until every fsync submitted so far has ended; raises the first one's error."""
@@ -181,8 +225,10 @@ class Appender:
 
     def __init__(self, path: Path, *, syncer: Syncer | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._syncer = syncer
         self._closing = False
+        self._failed = False
         self._file = open(path, "a+b")
         self._lead = b""
         if self._file.tell() > 0:  # a torn last line must not swallow the first new record
@@ -191,22 +237,46 @@ class Appender:
                 self._lead = b"\n"
 
     def write(self, records: Sequence[dict], *, sync: bool = False) -> None:
-        self._file.write(self._lead + "".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
-        self._lead = b""
-        self._file.flush()
+        """Raises ``CacheWriteError`` when the disk refuses the lines (or refused an earlier fsync, told by now)."""
+        if self._failed:  # the error is on its way up; a record written after it (the memory's) is not worth a second one
+            return
+        try:
+            self._file.write(self._lead + "".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
+            self._lead = b""
+            self._file.flush()
+        except OSError as e:
+            self._failed = True
+            raise CacheWriteError.of(e, self.path) from e
         if sync:
+            if self._syncer is not None:
+                self._syncer.check()
             fd = self._file.fileno()
-            self._run(lambda: os.fsync(fd))
+            self._run(lambda: self._fsync(fd))
 
     def close(self) -> None:
         if not self._closing:
             self._closing = True
-            self._file.flush()
+            if self._failed:  # its unwritten lines stay in the buffer: closing would fail on them again
+                try:
+                    self._file.close()
+                except OSError:
+                    pass
+                return
+            try:
+                self._file.flush()
+            except OSError as e:
+                raise CacheWriteError.of(e, self.path) from e
             self._run(self._fsync_and_close)  # after the fsyncs handed over before it (one thread, in order)
+
+    def _fsync(self, fd: int) -> None:
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            raise CacheWriteError.of(e, self.path) from e
 
     def _fsync_and_close(self) -> None:
         try:
-            os.fsync(self._file.fileno())
+            self._fsync(self._file.fileno())
         finally:
             self._file.close()
 
