@@ -401,3 +401,31 @@ def test_a_checkpoint_deleted_after_its_run_was_listed_is_named_with_what_is_lef
         assert str(caught.value) == (f"no checkpoint at {first.path!r} any more (found in {run}: checkpoint-250): it was removed after it "
                                      "was found (a trainer keeping save_total_limit checkpoints deletes the oldest); run again to "
                                      "compare what is there now")
+
+
+def test_the_processor_fingerprint_tells_apart_configs_that_make_another_processor(tiny_checkpoints, tmp_path):
+    """``AutoProcessor`` reads config.json when no processor file names a processor class (hand-assembled folders,
+    repos saved before processors were): its model type then picks the class. Two folders with the same processor
+    files got one fingerprint, so a comparison shared the first one's encoded batches and context check with the
+    second, whose own processor is another. Here one config is a VLM's (a LlavaProcessor) and one a text model's
+    (a bare tokenizer)."""
+    import json
+
+    import transformers
+
+    folders = []
+    for name, text_only in (("vlm", False), ("text", True)):
+        copy = tmp_path / name
+        shutil.copytree(tiny_checkpoints[-1], copy, ignore=shutil.ignore_patterns("*.pt", "*.safetensors", "trainer_state.json"))
+        for file in ("processor_config.json", "tokenizer_config.json"):
+            settings = json.loads((copy / file).read_text())
+            del settings["processor_class"]
+            (copy / file).write_text(json.dumps(settings))
+        if text_only:
+            settings = json.loads((copy / "config.json").read_text())
+            (copy / "config.json").write_text(json.dumps(settings["text_config"] | {"model_type": "llama"}))
+        folders.append(copy)
+    made = [type(transformers.AutoProcessor.from_pretrained(folder)).__name__ for folder in folders]
+    assert made == ["LlavaProcessor", "TokenizersBackend"]
+    first, second = (checkpoints.processor_fingerprint(resolve(str(folder))[0]) for folder in folders)
+    assert first != second

@@ -530,16 +530,21 @@ def fingerprint(ref: CheckpointRef, *, memo: MutableMapping[str, str] | None = N
 
 
 def processor_fingerprint(ref: CheckpointRef, *, memo: MutableMapping[str, str] | None = None) -> str:
-    """A hash of what turns a sample into model inputs: tokenizer, processor, chat template.
+    """A hash of what turns a sample into model inputs: tokenizer, processor, chat template, and config.json.
 
-    Weights and model/generation configs are left out, so the checkpoints of one
-    training run share it (and can share encoded batches). Hub refs: their fingerprint.
+    config.json is in because ``AutoProcessor`` reads it when no processor file names a processor class
+    (hand-assembled folders, repos saved before processors were): its ``model_type`` (or ``processor_class``,
+    ``tokenizer_class``) then picks the class, so the same processor files beside a LLaVA config make a
+    ``LlavaProcessor`` and beside a Llama config a bare tokenizer. The whole file, not those keys: which keys a
+    processor class reads is its own business. The checkpoints of one training run have one config.json, so they
+    still share the fingerprint (and encoded batches). Weights and generation_config.json are left out.
+    Hub refs: their fingerprint.
     """
     if ref.path is None:
         return fingerprint(ref, memo=memo)
     h = hashlib.sha256()
     for p in model_files(ref.path):
-        if p.suffix not in WEIGHT_SUFFIXES and p.name not in ("config.json", "generation_config.json"):
+        if p.suffix not in WEIGHT_SUFFIXES and p.name != "generation_config.json":
             h.update(f"{p.name}:{file_digest(p, memo)}\n".encode())
     return h.hexdigest()[:16]
 

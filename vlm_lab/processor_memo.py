@@ -7,8 +7,8 @@ own. Here a processor is kept under what it is built from, and whoever loads tho
 already loaded: the check takes a loaded model's, a model load takes the check's, a run's checkpoints share one.
 
 It is keyed by content, as the model cache keys weights (``checkpoints.fingerprint``): a local folder by the
-sha256 of its processor files (``checkpoints.processor_fingerprint``: tokenizer, processor settings, chat
-template) and of its config.json (``AutoProcessor`` reads the model type from it); a hub checkpoint by its
+sha256 of its processor files and config.json (``checkpoints.processor_fingerprint``: tokenizer, processor
+settings, chat template; ``AutoProcessor`` can read the model type from config.json); a hub checkpoint by its
 commit, only when pinned to one (a branch name says nothing of the files), and by the names of that snapshot's
 files already in the local cache: the context check reads what is cached (``local_files_only``), and from a
 snapshot a download left partial (tokenizer.json without tokenizer_config.json) a processor loads with no eos or
@@ -30,7 +30,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable
 
-from vlm_lab.checkpoints import CheckpointRef, file_digest, processor_fingerprint
+from vlm_lab.checkpoints import CheckpointRef, processor_fingerprint
 from vlm_lab.hub_refs import hub_fingerprint
 
 DIGEST_ENTRIES = 4096  # file digests remembered (a few processor files per checkpoint), then forgotten and re-hashed
@@ -75,11 +75,9 @@ def processor_key(ref: CheckpointRef) -> str | None:
         _digests = {}
     memo = _digests
     try:
-        config = Path(ref.path) / "config.json"
         # the memo is read and written without the lock (a dict's lookups and sets are atomic, and it is never
         # cleared): hashing a tokenizer.json of tens of MB must not hold up another thread's processor
-        config_digest = file_digest(config, memo) if config.is_file() else ""
-        return f"local:{processor_fingerprint(ref, memo=memo)}:{config_digest}"
+        return f"local:{processor_fingerprint(ref, memo=memo)}"
     except OSError:  # removed or unreadable: its load says what is wrong
         return None
 
