@@ -348,7 +348,9 @@ class PublishConfig(ConfigBase):
         if self.checkpoints_repo and not _SPACE_ID.match(self.checkpoints_repo):
             raise ConfigError(f"checkpoints_repo={self.checkpoints_repo!r} is not owner/name, e.g. my-user/vlm-lab-checkpoints")
         if self.checkpoints_repo and not self.embed_checkpoints:
-            raise ConfigError("--checkpoints-repo and --no-checkpoints contradict each other; choose one")
+            # said as a Python caller passes them; scripts/publish_space.py says its flags (flags_in_config_errors)
+            raise ConfigError(f"checkpoints_repo={self.checkpoints_repo!r} and embed_checkpoints=False contradict each "
+                              "other; choose one")
         from huggingface_hub import SpaceHardware
 
         known = [h.value for h in SpaceHardware]
@@ -360,7 +362,7 @@ class PublishConfig(ConfigBase):
             if self.hardware == "cpu-basic":
                 raise ConfigError(
                     "sleep_time cannot be set on cpu-basic (free hardware always sleeps after 48 h idle); "
-                    "drop --sleep-time or choose paid hardware such as --hardware t4-small"
+                    f"drop sleep_time={self.sleep_time} or choose paid hardware such as hardware='t4-small'"
                 )
         for key in self.secrets:
             if "=" in key:
