@@ -211,16 +211,22 @@ def test_fewer_new_tokens_hold_more_beams_and_the_plan_says_up_to_how_many(llava
                                  f"beam(3) up to {tokens[3]}, beam(4) up to {tokens[4]}")
 
 
-def test_a_short_answer_gets_its_beams_and_a_long_one_is_told_what_fits(tiny_dir, llava_7b):
+def test_a_short_answer_gets_its_beams_and_a_long_one_is_told_what_fits(tiny_dir, llava_7b, tmp_path):
     """The service checks a Compare's beams at its own max new tokens, for the checkpoints it asked (the tiny one's rows
-    fit beam(4) at any length); a refusal says up to how many tokens those beams fit, and the service serves on."""
+    fit beam(4) at any length); a refusal says up to how many tokens those beams fit, and the service serves on. The
+    lengths were estimated before it served: a request estimates nothing (an estimate builds the model from its config,
+    and transformers sets torch's process-wide default dtype meanwhile, under other visitors' generations)."""
+    import shutil
+
     from vlm_lab.errors import ConfigError
     from vlm_lab.space_service import ComparisonService
 
-    settings = SpaceSettings(checkpoints=(str(tiny_dir / "checkpoint-1000"), str(llava_7b)), device="cpu",
+    big_dir = shutil.copytree(llava_7b, tmp_path / "llava-7b")
+    settings = SpaceSettings(checkpoints=(str(tiny_dir / "checkpoint-1000"), str(big_dir)), device="cpu",
                              target="t4-small", max_new_tokens=512)
     service = ComparisonService(settings)  # the 7B is estimated only: it is never loaded here
     assert service.memory.max_beams == 1
+    (big_dir / "config.json").unlink()  # nothing left to estimate from: the requests below look their limits up
     red = str(ROOT / "space" / "examples" / "red-circle.png")
     (answer,) = service.compare(red, "What color is the shape?", ["checkpoint-1000"], "beam(4)", 8)
     assert (answer.text, answer.error) == ("red", "")

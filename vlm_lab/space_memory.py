@@ -86,45 +86,23 @@ class MemoryPlan:
     slots: Slots | None = None  # the generations at once the memory holds (None: no estimate, no cap)
     max_beams: int = MAX_BEAMS  # the widest beam search any Compare may ask for at max_new_tokens (1: none)
     max_new_tokens: int = 0  # the longest answer the plan is for (the Space's max new tokens)
-    compare_room_bytes: int | None = None  # what one Compare's rows may take beside the rest (None: no estimate, no cap)
     refs: tuple[Any, ...] = ()  # the checkpoints it estimated
-    # a row's bytes by (checkpoint, new tokens): a request's beams are checked at its own length, estimated once each
-    _rows: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
-
-    def row_bytes(self, ref: Any, max_new_tokens: int) -> int:
-        """KV cache and activations of one row of ``ref`` generating ``max_new_tokens`` (0: no estimate)."""
-        key = (ref, max_new_tokens)
-        if key not in self._rows:
-            from vlm_lab import memory
-            from vlm_lab.memory_targets import get_target
-
-            t = get_target(self.target)
-            try:
-                est = memory.estimate(ref, device=t.device, target=t, max_new_tokens=max_new_tokens)
-            except Exception:  # noqa: BLE001 - as in plan_memory: no estimate, no cap (loading will tell)
-                return 0
-            self._rows[key] = est.per_sample_bytes
-        return self._rows[key]
-
-    def _fits(self, ref: Any, beams: int, max_new_tokens: int) -> bool:
-        if beams <= self.max_beams or self.compare_room_bytes is None:  # rows grow with tokens: held at the longest
-            return True
-        return beams * self.row_bytes(ref, max_new_tokens) <= self.compare_room_bytes
+    # by checkpoint, then by beams above max_beams: the most new tokens a Compare of that many beams fits (0: none)
+    beam_tokens_by_ref: Mapping[Any, Mapping[int, int]] = dataclasses.field(default_factory=dict, compare=False)
 
     def beam_tokens(self, ref: Any, beams: int) -> int:
-        """The most new tokens (up to ``max_new_tokens``) a Compare of ``beam(beams)`` with ``ref`` fits (0: none)."""
-        if self._fits(ref, beams, self.max_new_tokens):
-            return self.max_new_tokens
-        # the first length that does not fit, less one
-        return bisect.bisect_left(range(1, self.max_new_tokens + 1), True, key=lambda n: not self._fits(ref, beams, n))
+        """The most new tokens (up to ``max_new_tokens``) a Compare of ``beam(beams)`` with ``ref`` fits (0: none);
+        ``max_new_tokens`` for a checkpoint with no estimate (no cap: loading will tell)."""
+        return self.beam_tokens_by_ref.get(ref, {}).get(beams, self.max_new_tokens)
 
     def beams_at(self, ref: Any, max_new_tokens: int) -> int:
         """The most beams (up to ``MAX_BEAMS``) a Compare with ``ref`` fits at ``max_new_tokens`` (1: none)."""
-        return next((b for b in range(MAX_BEAMS, 1, -1) if self._fits(ref, b, max_new_tokens)), 1)
+        return next((b for b in range(MAX_BEAMS, 1, -1) if self.beam_tokens(ref, b) >= max_new_tokens), 1)
 
     def beams_note(self) -> str:
-        """Up to how many new tokens each count of beams fits, for the page, where the longest answers hold fewer than
-        ``MAX_BEAMS`` beams ('' otherwise): "on t4-small with the largest checkpoint, beam(3) fits up to 223 new tokens, ..."."""
+        """Up to how many new tokens each count of beams fits, for the page, where the longest answers hold fewer
+        than ``MAX_BEAMS`` beams ('' otherwise): "on t4-small with the largest checkpoint, beam(3) fits up to 223
+        new tokens, beam(4) up to 143"."""
         if self.max_beams >= MAX_BEAMS:
             return ""
         said = []
@@ -184,11 +162,40 @@ def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_t
     rows = held.rows(batch, beams) * row
     cache = max(1, budget_bytes(t) - fixed - rows)
     notes.append(_slots_note(wanted, held, batch, beams, rows, cache, max_new_tokens, fits=rows <= room))
-    estimated = tuple(refs_estimated)
-    plan = MemoryPlan(t.name, batch, cache, cache // max(1, weights), tuple(notes), held, beams, max_new_tokens,
-                      held.compare_rows(batch, beams) * row, estimated)
-    plan._rows.update(((ref, max_new_tokens), est.per_sample_bytes) for ref, est in zip(estimated, ests))
-    return plan
+    tokens = _beam_tokens(refs_estimated, ests, t, held.compare_rows(batch, beams) * row, beams, max_new_tokens)
+    return MemoryPlan(t.name, batch, cache, cache // max(1, weights), tuple(notes), held, beams, max_new_tokens,
+                      tuple(refs_estimated), tokens)
+
+
+def _beam_tokens(refs: Sequence[Any], ests: Sequence[Any], t: Any, room: int, max_beams: int,
+                 max_new_tokens: int) -> dict[Any, dict[int, int]]:
+    """For each checkpoint and each count of beams above ``max_beams``: the most new tokens whose rows fit ``room``
+    (what one Compare's slot keeps). A row's KV cache and activations grow with the tokens generated, so shorter
+    answers hold more beams. Estimated here, before the Space serves, and looked up per request: an estimate builds
+    the model from its config, and transformers sets torch's process-wide default dtype meanwhile, which would
+    reach the generations other visitors' requests run at the time."""
+    from vlm_lab import memory
+
+    if max_beams >= MAX_BEAMS:
+        return {}
+    rows = {}
+
+    def fits(ref: Any, est: Any, beams: int, n: int) -> bool:
+        if (ref, n) not in rows:
+            rows[ref, n] = est.per_sample_bytes if n == max_new_tokens else memory.estimate(
+                ref, device=t.device, target=t, max_new_tokens=n).per_sample_bytes
+        return beams * rows[ref, n] <= room
+
+    table: dict[Any, dict[int, int]] = {}
+    for ref, est in zip(refs, ests):
+        table[ref] = {}
+        for b in range(max_beams + 1, MAX_BEAMS + 1):
+            if fits(ref, est, b, max_new_tokens):
+                table[ref][b] = max_new_tokens
+            else:  # the first length that does not fit, less one (rows only grow with the length)
+                lengths = range(1, max_new_tokens + 1)
+                table[ref][b] = bisect.bisect_left(lengths, True, key=lambda n: not fits(ref, est, b, n))  # noqa: B023
+    return table
 
 
 def _fit(slots: Slots, batch: int, room: int, row: int, *, keep_batch: bool) -> tuple[Slots, int]:

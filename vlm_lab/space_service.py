@@ -219,7 +219,8 @@ class ComparisonService:
     def check_beams(self, config: GenerationConfig, labels: Sequence[str]) -> None:
         """Refuse a beam search whose rows, at the request's own max new tokens, do not fit in what the memory plan
         keeps for a Compare with one of ``labels``: a row grows with the tokens generated (KV cache, activations), so
-        a short answer holds beams a long one does not.
+        a short answer holds beams a long one does not. The plan estimated those lengths before the Space served: a
+        lookup here.
 
         Raises:
             ConfigError: says up to how many new tokens those beams fit, and how many beams fit at this length.
