@@ -12,10 +12,12 @@ import contextlib
 import dis
 import gc
 import inspect
+import itertools
 import threading
 
 import pytest
 import torch
+from test_model_cache_reuse import assert_in_use_here, assert_out_of_use
 from test_model_cache_threads import Gate, Run, hold_in_use, until
 from test_model_cache_waits import interrupted_on_return, tracing
 
@@ -38,23 +40,22 @@ def unit(refs):
 
 
 @contextlib.contextmanager
-def interrupted_in(context, method: str):
-    """A KeyboardInterrupt delivered in this thread inside ``context.__enter__`` just after its first call returns
-    (the ``use`` block's model is in use by then), or as ``context.__exit__`` begins: where CPython can deliver a
-    pending Ctrl-C (after a call, and as a function starts)."""
+def interrupted_after_call(context, method: str, calls: int, landed: list):
+    """A KeyboardInterrupt delivered in ``context.method`` (this thread) once its ``calls``-th call has returned
+    (0: as it begins), where CPython can deliver a pending Ctrl-C; ``landed`` gets True when it was delivered."""
     code = getattr(type(context), method).__code__
 
     def trace(frame, event, arg):
-        if event == "call" and frame.f_code is code and frame.f_locals.get("self") is context:
+        if event == "call" and frame.f_code is code and frame.f_locals.get("self") is context and not landed:
             frame.f_trace_opcodes = True
-            called = [method == "__exit__"]
+            returned = [0]
 
             def each_opcode(frame, event, arg):
-                if event == "opcode" and not called[0]:
-                    called[0] = dis.opname[frame.f_code.co_code[frame.f_lasti]] == "CALL"
-                elif event == "opcode" and called[0] is True:
-                    called[0] = None  # once
-                    raise KeyboardInterrupt
+                if event == "opcode" and not landed:
+                    if returned[0] == calls:
+                        landed.append(True)
+                        raise KeyboardInterrupt
+                    returned[0] += dis.opname[frame.f_code.co_code[frame.f_lasti]] == "CALL"
                 return each_opcode
             return each_opcode
         return None
@@ -84,37 +85,36 @@ def interrupted_after(function, line: str):
         yield
 
 
-@pytest.mark.parametrize("loaded_before", [False, True], ids=["load", "hit"])
-def test_an_interrupt_as_the_use_block_is_entered_leaves_the_model_out_of_use(refs, unit, loaded_before):
-    """The interrupt lands after ``use`` has its model in use, as its ``with`` enters (just after ``next()`` of the
-    generator behind ``@contextmanager`` returned): the block is never entered, so nothing leaves it. The model stayed in
-    use for as long as the interrupt's traceback was kept (Jupyter keeps the last one): a load needing its room
-    then raised 'held by models in use (checkpoint-0 by this thread)' in this thread, or waited in another."""
+@pytest.mark.parametrize("block_is", ["loaded", "a hit", "entered again"])
+@pytest.mark.parametrize("method", ["__enter__", "__exit__"])
+def test_an_interrupt_after_any_call_as_a_use_block_starts_or_ends_leaves_nothing_in_use(refs, unit, method, block_is):
+    """Whichever call of the block's ``__enter__``/``__exit__`` the interrupt comes after (each is tried in turn, until
+    one runs to its end), the model is out of use: at once as the block starts, its traceback kept (Jupyter keeps the
+    last) or not; as it ends, once the block is dropped (nothing can let go before: the traceback holds the block).
+    The outer block of a block entered again keeps its model in use until it is left. With ``@contextmanager`` an
+    interrupt just after its ``next()`` returned kept the model in use for as long as the traceback was kept: a load
+    needing its room raised 'held by models in use (checkpoint-0 by this thread)' in this thread, or waited in another."""
     cache = ModelCache(budget_bytes=int(1.5 * unit))
-    if loaded_before:
-        cache.get(refs[0], device="cpu")
-    block = cache.use(refs[0], device="cpu")
-    with pytest.raises(KeyboardInterrupt) as interrupted, interrupted_in(block, "__enter__"):
-        with block:
-            pytest.fail("the block ran")
-    assert interrupted.traceback  # kept, as a notebook keeps its last error (and with it the block)
-    assert cache.get(refs[1], device="cpu").ref.name == "checkpoint-250"  # checkpoint-0's room is free
-    assert cache.loaded == ["checkpoint-250"] and cache.stats["evictions"] == 1
-
-
-def test_an_interrupt_as_the_use_block_is_left_lets_go_of_the_model_once_its_traceback_is_dropped(refs, unit):
-    """The interrupt lands as the block's ``__exit__`` begins, before it lets go. Nothing can let go before the
-    interrupt's traceback (which holds the block) is dropped; then the block does (a guard: ``@contextmanager``'s
-    generator did so as it was collected, and ``use``'s own context manager must not do less)."""
-    cache = ModelCache(budget_bytes=int(1.5 * unit))
-    block = cache.use(refs[0], device="cpu")
-    with pytest.raises(KeyboardInterrupt) as interrupted, interrupted_in(block, "__exit__"):
-        with block:
-            pass
-    del block, interrupted
-    gc.collect()
-    assert cache.get(refs[1], device="cpu").ref.name == "checkpoint-250"  # checkpoint-0's room is free
-    assert cache.loaded == ["checkpoint-250"]
+    for calls in itertools.count():
+        if block_is == "a hit":
+            cache.get(refs[0], device="cpu")
+        block, landed, kept = cache.use(refs[0], device="cpu"), [], []
+        with block if block_is == "entered again" else contextlib.nullcontext():
+            try:
+                with interrupted_after_call(block, method, calls, landed), block:
+                    pass
+            except KeyboardInterrupt as interrupt:
+                kept.append(interrupt)  # as a notebook keeps its last error, and with it the block
+            if block_is == "entered again":
+                assert_in_use_here(cache, refs)
+        if method == "__enter__":
+            assert_out_of_use(cache, refs)
+        del block, kept
+        gc.collect()
+        assert_out_of_use(cache, refs)
+        if not landed:  # past its last call
+            break
+    assert calls >= 2  # the interrupt landed, as it began and after a call at least (the tracer works)
 
 
 def test_an_interrupt_as_a_get_starts_waiting_for_another_threads_load_leaves_no_wait_behind(refs, unit):

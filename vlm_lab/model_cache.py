@@ -202,6 +202,8 @@ class ModelCache(CacheIdentity):
 
         A load that needs its room meanwhile waits for the block to end (in another thread), or
         raises ``MemoryBudgetError`` (in this one). ``evict`` and ``clear`` still drop it, as asked.
+        The block may be entered again while it is open (nested, or by other threads): each entry is a block of
+        its own, and the model stays in use until the last of them is left.
         """
         return _InUse(lambda pin: self._get(ref, dtype, device, pin=pin, asked=_Asked(cancel, on_wait, on_load)),
                       self._unpin)
