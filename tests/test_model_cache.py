@@ -10,6 +10,7 @@ import weakref
 
 import pytest
 import torch
+from model_cache_refs import refs  # noqa: F401 - a fixture
 from test_checkpoint_refs import add_snapshot, hf_cache, point_ref  # noqa: F401 - a fixture
 from test_hub_cache import _online, hub_with_shards, sharded  # noqa: F401 - fixtures
 
@@ -18,11 +19,6 @@ from vlm_lab.config import parse_bytes
 from vlm_lab.errors import CheckpointNotFoundError, ConfigError, MemoryBudgetError
 from vlm_lab.model_cache import GB, ModelCache, estimate_nbytes, max_resident
 from vlm_lab.models import model_nbytes
-
-
-@pytest.fixture(scope="module")
-def refs(tiny_checkpoints):
-    return [resolve(str(p))[0] for p in tiny_checkpoints[:3]]
 
 
 @pytest.fixture(scope="module")

@@ -11,17 +11,12 @@ import threading
 
 import pytest
 import torch
+from model_cache_refs import refs  # noqa: F401 - a fixture
 from test_model_cache_threads import Gate, Run, hold_in_use, one, until  # noqa: F401 - one is a fixture
 
-from vlm_lab.checkpoints import resolve
 from vlm_lab.model_cache import CacheWait, Holder, ModelCache, estimate_nbytes
 
 pytestmark = pytest.mark.timeout(180)  # a deadlock fails here instead of hanging the run
-
-
-@pytest.fixture(scope="module")
-def refs(tiny_checkpoints):
-    return [resolve(str(p))[0] for p in tiny_checkpoints[:3]]
 
 
 class Told:

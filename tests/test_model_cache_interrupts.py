@@ -17,20 +17,14 @@ import threading
 
 import pytest
 import torch
+from model_cache_refs import refs  # noqa: F401 - a fixture
 from test_model_cache_reuse import assert_in_use_here, assert_out_of_use
 from test_model_cache_threads import Gate, Run, hold_in_use, until
 from test_model_cache_waits import interrupted_on_return, tracing
 
-from vlm_lab.checkpoints import resolve
 from vlm_lab.model_cache import ModelCache, estimate_nbytes
 
 pytestmark = pytest.mark.timeout(180)  # a wait that never ends fails here instead of hanging the run
-
-
-@pytest.fixture(scope="module")
-def refs(tiny_checkpoints):
-    """checkpoint-0, -250 and -500."""
-    return [resolve(str(p))[0] for p in tiny_checkpoints[:3]]
 
 
 @pytest.fixture(scope="module")

@@ -11,20 +11,13 @@ from __future__ import annotations
 import threading
 
 import pytest
-import torch
 from model_cache_refs import refs  # noqa: F401 - a fixture
-from test_model_cache_threads import Run, answer, until
+from test_model_cache_threads import Run, answer, one, until  # noqa: F401 - one is a fixture
 
 from vlm_lab.errors import MemoryBudgetError
-from vlm_lab.model_cache import ModelCache, estimate_nbytes
+from vlm_lab.model_cache import ModelCache
 
 pytestmark = pytest.mark.timeout(180)  # a wait that never ends fails here instead of hanging the run
-
-
-@pytest.fixture(scope="module")
-def one(refs):
-    """A budget with room for one tiny model, not two."""
-    return int(1.5 * estimate_nbytes(refs[0], torch.float32))
 
 
 def assert_in_use_here(cache: ModelCache, refs) -> None:

@@ -12,8 +12,8 @@ import threading
 
 import pytest
 import torch
+from model_cache_refs import refs  # noqa: F401 - a fixture
 
-from vlm_lab.checkpoints import resolve
 from vlm_lab.config import GenerationConfig
 from vlm_lab.errors import CheckpointNotFoundError, MemoryBudgetError
 from vlm_lab.generation import generate_batch
@@ -22,11 +22,6 @@ from vlm_lab.models import LoadedModel, load_model
 from vlm_lab.shapes import make_samples
 
 pytestmark = pytest.mark.timeout(180)  # a deadlock fails here instead of hanging the run
-
-
-@pytest.fixture(scope="module")
-def refs(tiny_checkpoints):
-    return [resolve(str(p))[0] for p in tiny_checkpoints[:3]]
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import threading
 
 import pytest
 import torch
+from model_cache_refs import tiny_refs
 from test_model_cache_threads import Gate, Run, hold_in_use, one, until  # noqa: F401 - one is a fixture
 
 from vlm_lab.checkpoints import resolve
@@ -28,8 +29,8 @@ pytestmark = pytest.mark.timeout(180)  # a deadlock fails here instead of hangin
 
 @pytest.fixture(scope="module")
 def refs(tiny_checkpoints):
-    """checkpoint-0, -250, -500 and -750 (``one`` is sized by the first)."""
-    return [resolve(str(p))[0] for p in tiny_checkpoints[:4]]
+    """checkpoint-0, -250, -500 and -750 (``one`` is sized by the first): one more than the other files'."""
+    return tiny_refs(tiny_checkpoints, 4)
 
 
 @pytest.fixture(scope="module")
