@@ -399,7 +399,11 @@ class ModelCache(CacheIdentity):
             self._lock.release()
             asked.on_wait(now)
         finally:
-            # as Condition.wait takes its lock back: a Ctrl-C cuts acquire() short while another thread holds the lock
+            # As Condition.wait takes its lock back: it waits without running signal handlers, so a Ctrl-C lands once
+            # the lock is back. No public call does: acquire() runs them while another thread holds the lock and gives
+            # up when one raises; acquire() again on an interrupt cannot tell one that came just after it succeeded (this
+            # RLock would then be held twice, for ever); signal.pthread_sigmask is Unix-only and holds back only the
+            # signals it names. (Private, but Condition relies on it: the C and the pure-Python RLock both have it.)
             self._lock._acquire_restore((1, me))  # type: ignore[attr-defined]
         return True
 
