@@ -210,3 +210,62 @@ def test_a_thread_forgetting_the_digest_memo_never_fails_another_threads_lookup(
     finally:
         sys.settrace(None)
     assert forgot and key == expected
+
+
+def _pad_right(processor) -> None:
+    processor.tokenizer.padding_side = "right"
+
+
+def _own_template(processor) -> None:
+    processor.chat_template = "{{ messages[0]['content'][-1]['text'] }}"
+
+
+def _bigger_images(processor) -> None:
+    processor.image_processor.size = {"shortest_edge": 96}
+
+
+@pytest.mark.parametrize("edit", [_pad_right, _own_template, _bigger_images], ids=["padding side", "chat template", "image size"])
+def test_a_processor_edited_in_a_notebook_is_not_handed_to_the_next_checkpoint(run, loads, edit):
+    """``loaded.processor`` is shared with every checkpoint loaded with the same files. One edited by its user (a
+    notebook's ``padding_side = "right"``) was handed as it was to the next checkpoint loaded: that one generated with
+    the edit (right padding breaks batched generation). Now the next load reads the files again; the edited model
+    keeps its edit, and a checkpoint loaded before the edit shares it still (as documented on LoadedModel.processor)."""
+    cache = ModelCache(budget_bytes="1GB")
+    first, before = cache.get(run[0], device="cpu"), cache.get(run[1], device="cpu")
+    edit(first.processor)
+    after = cache.get(run[2], device="cpu")
+    assert len(loads) == 2 and after.processor is not first.processor and before.processor is first.processor
+    assert after.processor.tokenizer.padding_side == "left" and after.processor.chat_template == first_template(run[2])
+    assert after.processor.image_processor.size == {"shortest_edge": 64}
+    assert cache.get(run[2], device="cpu").processor is after.processor  # the memo keeps the unedited one now
+    again = ModelCache(budget_bytes="1GB").get(run[0], device="cpu")
+    assert len(loads) == 2 and again.processor is after.processor
+
+
+def first_template(path) -> str:
+    return (path / "chat_template.jinja").read_text()
+
+
+def test_a_comparison_refuses_a_cached_model_whose_processor_was_edited(tmp_path, run, loads):
+    """The explorer's or a notebook's model cache holds a model whose processor its user edited: compare generated
+    with it and cached the outputs under the checkpoint's files, served later as theirs. Now it says so, with both
+    fixes; a copy given to the model (edited alone) is held to the same rule, an unedited copy is fine."""
+    import copy
+
+    from vlm_lab.errors import ConfigError
+
+    cache = ModelCache(budget_bytes="1GB")
+    loaded = cache.get(run[0], device="cpu")
+    loaded.processor.tokenizer.padding_side = "right"
+    with pytest.raises(ConfigError) as caught:
+        compare(_config(tmp_path, run[:1]), progress=False, cache=cache)
+    assert str(caught.value).startswith("checkpoint-250: the processor of its model in the model cache was edited after "
+                                        "it was loaded (padding_side='right'); "), caught.value
+    assert f"save_pretrained({str(run[0])!r})" in str(caught.value) and "(cache.clear())" in str(caught.value)
+    assert not (tmp_path / "out" / ".cache").exists() or not list((tmp_path / "out" / ".cache").glob("*.jsonl"))
+    loaded.processor.tokenizer.padding_side = "left"
+    loaded.processor = copy.deepcopy(loaded.processor)
+    assert compare(_config(tmp_path, run[:1]), progress=False, cache=cache).summary[0]["accuracy"] > 0.5
+    loaded.processor.chat_template += "{# mine #}"
+    with pytest.raises(ConfigError, match=r"chat_template="):
+        compare(_config(tmp_path, run[:1], use_cache=False), progress=False, cache=cache)

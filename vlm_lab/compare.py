@@ -315,6 +315,7 @@ def compare(
                 # in use while it generates (a load in another thread waits for its room), and let go before the next
                 # checkpoint loads: still held then, it stays in memory beside the next one, past a budget for one
                 with memory_budget_said(cache is None), models.use(ref, dtype=config.dtype, device=config.device) as loaded:
+                    _refuse_edited_processor(name, loaded)
                     check_prompts(loaded.processor, [sample for chunk, _ in chunks for _, sample in chunk])  # before any batch runs
                     run = _CheckpointRun(name, loaded, gen, store if config.use_cache else None, encodings, processors[fp], syncer)
                     try:
@@ -342,6 +343,23 @@ def compare(
         result.save(out)
     warn_flagged_outputs(result, stacklevel=3)
     return result
+
+
+def _refuse_edited_processor(name: str, loaded) -> None:
+    """A model of the cache whose processor a notebook edited (``loaded.processor.tokenizer.padding_side = "right"``)
+    would cache its outputs under the checkpoint's files, to be served later as theirs. Once per checkpoint."""
+    from vlm_lab.errors import ConfigError
+    from vlm_lab.processor_memo import edits
+
+    changed = edits(loaded.ref, loaded.processor)
+    if changed:
+        where = repr(loaded.ref.path) if loaded.ref.path else "'FOLDER'"
+        raise ConfigError(
+            f"{name}: the processor of its model in the model cache was edited after it was loaded ({'; '.join(changed)[:300]}); "
+            "compare caches results by the checkpoint's files, so it runs on the processor they make. To compare with "
+            f"the edit, save it into a checkpoint folder (loaded.processor.save_pretrained({where}), or a copy of the "
+            "folder); to compare without it, drop that model from the cache (cache.clear())"
+        )
 
 
 class _CheckpointRun:

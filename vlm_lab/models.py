@@ -75,11 +75,20 @@ def no_native_bfloat16(gpu: str, capability: str) -> DeviceError:
 
 @dataclasses.dataclass
 class LoadedModel:
-    """A model with its processor, and where/how it was loaded."""
+    """A model with its processor, and where/how it was loaded.
+
+    ``processor`` is shared: every model loaded in this process from the same processor files and config.json (the
+    checkpoints of one training run) holds the same object (``processor_memo``). Editing it (``processor.tokenizer
+    .padding_side = "right"``, ``processor.chat_template = ...``) edits it for those already loaded too; a model
+    loaded after the edit gets an unedited one, read from its files. To change one model's processor alone, give
+    it a copy first (``loaded.processor = copy.deepcopy(loaded.processor)``, a few ms); to change a checkpoint's,
+    save the edit into its folder (``processor.save_pretrained(path)``). ``compare`` refuses a model whose processor
+    was edited: it caches results by the checkpoint's files.
+    """
 
     ref: CheckpointRef
     model: Any
-    processor: Any
+    processor: Any  # shared with the other models loaded from the same processor files (see above)
     device: torch.device
     dtype: torch.dtype
 
