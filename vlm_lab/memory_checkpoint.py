@@ -261,7 +261,9 @@ def meta_model(config):
     import torch
     from transformers import AutoModelForImageTextToText
 
-    with torch.device("meta"):
+    from vlm_lab.model_construction import building_models
+
+    with building_models, torch.device("meta"):  # another thread's load swaps the default dtype and tie_weights meanwhile
         return AutoModelForImageTextToText.from_config(config)
 
 

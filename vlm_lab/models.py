@@ -21,6 +21,7 @@ import torch
 from vlm_lab.checkpoints import CheckpointRef, resolve, unfinished_named
 from vlm_lab.errors import CheckpointNotFoundError, DeviceError
 from vlm_lab.hub_cache import cached_weights
+from vlm_lab.model_construction import building_models
 from vlm_lab.hub_refs import check_hub_config, offline_cache_hint
 from vlm_lab.memory_checkpoint import invalid_json, missing_for_loading, read_weights, weight_paths
 
@@ -353,16 +354,18 @@ def _load_weights(ref: CheckpointRef, kwargs: dict, dtype: torch.dtype, config: 
     logger.addFilter(held)
     try:
         try:
-            return AutoModelForImageTextToText.from_pretrained(**kwargs, config=config, dtype=dtype)
+            with building_models:  # transformers swaps process-wide state while it loads (model_construction says what)
+                return AutoModelForImageTextToText.from_pretrained(**kwargs, config=config, dtype=dtype)
         except RuntimeError as e:
             if "ignore_mismatched_sizes" not in str(e):  # transformers' size-mismatch errors name this option
                 raise
         # Only after a failed load, and outside its except block, so the failed load's traceback (and
         # the tensors its frames hold) is gone: load again for transformers' own list of mismatches.
         gc.collect()
-        model, info = AutoModelForImageTextToText.from_pretrained(
-            **kwargs, config=config, dtype=dtype, ignore_mismatched_sizes=True, output_loading_info=True
-        )
+        with building_models:
+            model, info = AutoModelForImageTextToText.from_pretrained(
+                **kwargs, config=config, dtype=dtype, ignore_mismatched_sizes=True, output_loading_info=True
+            )
         del model
         held.records.clear()
         mismatched = sorted(info.get("mismatched_keys", ()))

@@ -12,6 +12,7 @@ import torch
 from vlm_lab import shapes
 from vlm_lab.data import Sample
 from vlm_lab.generation import chat_messages
+from vlm_lab.model_construction import building_models
 
 IMAGE_TOKEN = "<image>"
 END_TOKEN = "<|end|>"  # ends every turn; eos for generation
@@ -132,7 +133,8 @@ def build_model(processor, *, seed: int = 0):
         eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
+    with building_models:  # post_init ties weights: not while another thread's load has tie_weights swapped out
+        model = LlavaForConditionalGeneration(config)
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
