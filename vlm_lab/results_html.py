@@ -27,6 +27,7 @@ MEMORY_KINDS = {
     "cuda_max_allocated": "peak CUDA memory allocated while generating (weights, activations, KV cache)",
     "cpu_weights": "the weights' bytes (on CPU one process's peak cannot be pinned on one model: vlm-lab memory measures it)",
 }
+LONG_WORD = 24  # letters: a longer word may break anywhere (hyphens and spaces break as usual)
 OPEN_BREAKDOWN_VALUES = 12  # an accuracy-by-meta table with more values starts folded
 STYLE = """
 .vlm-lab-comparison{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:14px;color:#1f2328}
@@ -46,6 +47,14 @@ STYLE = """
 .vlm-lab-comparison img{width:48px;height:48px;object-fit:contain;background:#fff;image-rendering:pixelated}
 .vlm-lab-comparison pre.paired{white-space:pre-wrap;font-size:85%;margin:4px 0 0}
 .vlm-lab-comparison:has(input.only-disagree:checked) table.samples tbody tr:not(.disagree){display:none}
+.vlm-lab-comparison:has(input.only-regressions:checked) table.samples tbody tr:not(:has(td.flip-down)){display:none}
+.vlm-lab-comparison .flip{font-size:80%;white-space:nowrap}.vlm-lab-comparison .flip.up{color:#16703a}
+.vlm-lab-comparison .flip.down{color:#fff;background:#b3261e;padding:0 4px;border-radius:3px}
+.vlm-lab-comparison td.flip-down{box-shadow:inset 0 0 0 2px #b3261e}
+.vlm-lab-comparison div.wide{overflow-x:auto;max-width:100%}
+.vlm-lab-comparison .long-word{overflow-wrap:anywhere}
+.vlm-lab-comparison div.samples{overflow:auto;max-height:calc(100vh - 24px)}
+.vlm-lab-comparison table.samples{margin:0}.vlm-lab-comparison table.samples thead th{position:sticky;top:0;z-index:1}
 """
 
 
@@ -53,33 +62,72 @@ def comparison_html(result: ComparisonResult, *, max_rows: int | None = 200, onl
                     embed_images: bool = True) -> str:  # fmt: skip
     """The view as an HTML fragment (see ``ComparisonResult.html``)."""
     disagree = {id(r) for r in result.disagreements()}
+    flips = flipped_cells(result)
+    regressed = {sample for (sample, _), up in flips.items() if not up}
     rows = [r for r in result.rows if id(r) in disagree] if only_disagreements else result.rows
     shown = rows if max_rows is None else rows[:max_rows]
-    head = "".join(f"<th>{esc(n)}</th>" for n in result.checkpoints)
+    head = "".join(f"<th class='{long_word(n).strip()}'>{esc(n)}</th>" for n in result.checkpoints)
     body = []
     for row in shown:
         cells = []
-        for name in result.checkpoints:
+        for i, name in enumerate(result.checkpoints):
             out = row["outputs"][name]
             mark, value = score_mark(out["score"])
             text = esc(out["output"]) if out["output"] else '<span class="empty">(empty)</span>'
-            cells.append(f'<td class="{mark}">{text}{value}{badges(out)}</td>')
+            flip = flip_mark(flips.get((row["id"], name)), result.checkpoints[i - 1] if i else "")
+            cls = " ".join(c for c in (mark, flip and ("flip-up" if flips[row["id"], name] else "flip-down")) if c)
+            cls += long_word(out["output"])
+            cells.append(f'<td class="{cls}" data-checkpoint="{esc(name)}">{text}{value}{flip}{badges(out)}</td>')
         cls = ' class="disagree"' if id(row) in disagree else ""
-        ref = "" if row["reference"] is None else esc(reference_text(row["reference"]))
+        ref = "" if row["reference"] is None else reference_text(row["reference"])
         thumb = thumbnail(result, row) if embed_images else f'<img src="{esc(row["image"])}" alt="{esc(row["id"])}" loading="lazy">'
-        body.append(f"<tr{cls}><td>{thumb}</td><td>{esc(row['id'])}</td><td>{esc(row['prompt'])}</td><td>{ref}</td>{''.join(cells)}</tr>")
+        texts = "".join(f"<td class='{long_word(t).strip()}'>{esc(t)}</td>" for t in (row["id"], row["prompt"], ref))
+        body.append(f"<tr{cls}><td>{thumb}</td>{texts}{''.join(cells)}</tr>")
     more = "" if len(shown) == len(rows) else f"<p>showing {len(shown)} of {len(rows)} samples</p>"
     flipped = ""
     if len(result.checkpoints) > 1:
         flipped = f"<details><summary>flipped samples</summary><pre class='paired'>{esc(result.paired_report())}</pre></details>"
     return (
         f"<div class='vlm-lab-comparison'><style>{STYLE}</style>"
-        f"<p class='settings'>{esc(settings_line(result))}</p>{summary_table(result)}{breakdown_tables(result)}{flipped}"
-        f"<p>{len(disagree)} of {len(result.rows)} samples where the checkpoints disagree (highlighted) "
-        "<label><input type='checkbox' class='only-disagree'> show only these</label></p>"
-        f"<table class='samples'><thead><tr><th>image</th><th>id</th><th>prompt</th><th>reference</th>{head}</tr></thead>"
-        f"<tbody>{''.join(body)}</tbody></table>{more}</div>"
+        f"<p class='settings'>{esc(settings_line(result))}</p><div class='wide'>{summary_table(result)}</div>"
+        f"{breakdown_tables(result)}{flipped}<p class='filters'>{filters(len(disagree), len(result.rows), regressed)}</p>"
+        f"<div class='samples'><table class='samples'><thead><tr><th>image</th><th>id</th><th>prompt</th><th>reference</th>{head}</tr>"
+        f"</thead><tbody>{''.join(body)}</tbody></table></div>{more}</div>"
     )
+
+
+def long_word(text: str) -> str:
+    """" long-word" for a text with a word too long for a column (a path, a URL, float16's "!!!!..."): it may
+    break anywhere. Not for every cell: that lets the browser squeeze columns until "triangle" breaks."""
+    return " long-word" if any(len(word) > LONG_WORD for word in str(text).split()) else ""
+
+
+def flipped_cells(result: ComparisonResult) -> dict[tuple[str, str], bool]:
+    """(sample id, checkpoint) -> True where the checkpoint got right what the one before got wrong, False where
+    it got wrong what the one before got right (``result.pairs()``); empty without references."""
+    flips = {}
+    for p in result.pairs():
+        flips.update({(i, p.b): True for i in p.wrong_to_right})
+        flips.update({(i, p.b): False for i in p.right_to_wrong})
+    return flips
+
+
+def flip_mark(up: bool | None, before: str) -> str:
+    if up is None:
+        return ""
+    if up:
+        return f' <span class="flip up" title="wrong at {esc(before)}, right here">&#8593;</span>'
+    return f' <span class="flip down" title="right at {esc(before)}, wrong here">&#8595; was right</span>'
+
+
+def filters(n_disagree: int, n_rows: int, regressed: set[str]) -> str:
+    """The count of disagreements and of regressions, each with a no-script "show only these" toggle."""
+    out = (f"{n_disagree} of {n_rows} samples where the checkpoints disagree (highlighted) "
+           "<label><input type='checkbox' class='only-disagree'> show only these</label>")  # fmt: skip
+    if regressed:
+        out += (" · <label><input type='checkbox' class='only-regressions'> show only the "
+                f"{len(regressed)} where a checkpoint got wrong what the one before got right (&#8595;)</label>")
+    return out
 
 
 def comparison_page(result: ComparisonResult) -> str:
@@ -137,7 +185,7 @@ def breakdown_tables(result: ComparisonResult) -> str:
                        for value, row in zip(table.index, table.itertuples(index=False)))  # fmt: skip
         is_open = " open" if len(table) <= OPEN_BREAKDOWN_VALUES else ""
         out.append(f"<details{is_open}><summary>accuracy by {esc(key)} ({len(table)} values; 95% bootstrap CI)</summary>"
-                   f"<table class='breakdown'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></details>")  # fmt: skip
+                   f"<div class='wide'><table class='breakdown'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div></details>")  # fmt: skip
     return "".join(out)
 
 

@@ -1,0 +1,104 @@
+"""comparison.html as a researcher reads it, in real headless Chromium: the samples where a checkpoint
+got wrong what the one before got right are marked and can be shown alone, the page fits a narrow
+window, and the column names stay in view down a long table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vlm_lab.compare import ComparisonResult, compare
+from vlm_lab.config import CompareConfig
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+VISIBLE = "rows => rows.filter(r => r.offsetParent !== null).map(r => r.cells[1].innerText)"  # their ids
+
+# the cells whose text is one plain word (no space or hyphen, not a 400-letter one) and still spans more than one line
+SPLIT_WORDS = """cells => cells.filter((c) => {
+  const t = c.firstChild;
+  if (!t || t.nodeType !== 3 || /[\\s-]/.test(t.textContent.trim()) || !t.textContent.trim() || t.textContent.length > 40) return false;
+  const r = document.createRange(); r.selectNodeContents(t);
+  return new Set([...r.getClientRects()].map((x) => Math.round(x.top))).size > 1;
+}).map((c) => c.textContent)"""
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def regressing(tiny_checkpoints, tmp_path_factory) -> ComparisonResult:
+    """checkpoint-0, checkpoint-1000, then 250, 500 and 750: checkpoint-250 gets wrong many samples checkpoint-1000 got right."""
+    out = tmp_path_factory.mktemp("html") / "cmp"
+    config = CompareConfig(checkpoints=tuple(str(tiny_checkpoints[i]) for i in (0, -1, 1, 2, 3)), data="shapes:val:12",
+                           batch_size=12, device="cpu", output_dir=str(out))  # fmt: skip
+    return compare(config, progress=False)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing; run `make browser` (apt-get install -y chromium)")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def test_regressions_are_marked_where_they_happen_and_can_be_shown_alone(regressing, browser):
+    result = regressing
+    pairs = result.pairs()
+    regressed = {(p.b, i) for p in pairs for i in p.right_to_wrong}
+    fixed = {(p.b, i) for p in pairs for i in p.wrong_to_right}
+    assert regressed and fixed and len(result.disagreements()) == len(result.rows)  # every row disagrees: checkpoint-0
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    page.goto((result.output_dir / "comparison.html").as_uri())
+    cells = "els => els.map(e => [e.dataset.checkpoint, e.parentElement.cells[1].innerText])"
+    assert {tuple(c) for c in page.eval_on_selector_all("table.samples td.flip-down", cells)} == regressed
+    assert {tuple(c) for c in page.eval_on_selector_all("table.samples td.flip-up", cells)} == fixed
+    down = page.locator("table.samples td.flip-down").first
+    assert "was right" in down.inner_text() and "checkpoint-1000" in down.locator(".flip").get_attribute("title")
+    rows = "table.samples tbody tr"
+    page.check("input.only-regressions")
+    assert page.eval_on_selector_all(rows, VISIBLE) == [r["id"] for r in result.rows if any((n, r["id"]) in regressed for n in result.checkpoints)]
+    assert str(len({i for _, i in regressed})) in page.inner_text("label:has(input.only-regressions)")
+    page.uncheck("input.only-regressions")
+    assert len(page.eval_on_selector_all(rows, VISIBLE)) == len(result.rows)
+    page.close()
+
+
+def test_without_references_there_is_no_regression_toggle(regressing):
+    result = ComparisonResult.load(regressing.output_dir)
+    for row in result.rows:
+        row["reference"] = None
+        for out in row["outputs"].values():
+            out["score"] = None
+    html = result.html()
+    assert "class='only-disagree'" in html and "class='only-regressions'" not in html and "was right" not in html
+
+
+def test_the_page_fits_a_narrow_window_and_a_long_output_wraps(regressing, tmp_path, browser):
+    result = ComparisonResult.load(regressing.output_dir)
+    result.rows[0]["outputs"][result.checkpoints[0]]["output"] = "!" * 400  # float16 overflow: one unbroken word
+    out = result.save(tmp_path / "long")
+    page = browser.new_page(viewport={"width": 800, "height": 700})
+    page.goto((out / "comparison.html").as_uri())
+    assert page.evaluate("document.documentElement.scrollWidth") <= 800  # no sideways scrolling of the whole page
+    ids = page.eval_on_selector_all("table.samples tbody td:nth-child(2)", "cells => cells.map(c => c.offsetWidth)")
+    assert min(ids) >= 60  # ids break at their hyphens, not after every letter
+    split = page.eval_on_selector_all("table.samples td, table.samples th", SPLIT_WORDS)
+    assert not split, f"words broken across lines: {split[:5]}"
+    cell = page.locator("table.samples tbody tr").first.locator("td").nth(4)
+    assert cell.bounding_box()["width"] < 400 and "!" * 400 in cell.inner_text().replace("\n", "")
+    # five checkpoints do not fit 800 pixels with their words whole: the samples scroll sideways in their own box,
+    # and down a long table the checkpoint names stay in view
+    box = page.locator("div.samples")
+    assert box.evaluate("b => b.scrollWidth > b.clientWidth && b.clientHeight <= innerHeight")
+    page.locator("table.samples tbody tr").last.scroll_into_view_if_needed()
+    head = page.locator("table.samples thead th").nth(4)
+    assert head.inner_text() == result.checkpoints[0]
+    assert abs(head.bounding_box()["y"] - box.bounding_box()["y"]) <= 1 and head.bounding_box()["y"] >= 0
+    page.close()
