@@ -72,6 +72,17 @@ CONTRASTS_JS = """() => {
 }"""
 
 
+# the lines each element's text takes
+LINES_JS = """els => els.map((el) => { const r = document.createRange(); r.selectNodeContents(el);
+                                    return new Set([...r.getClientRects()].map((x) => Math.round(x.top))).size; })"""
+
+
+# whether a text fits an input's box, measured in the input's font
+FITS_JS = """(el, text) => { const s = getComputedStyle(el), c = document.createElement('canvas').getContext('2d');
+                              c.font = s.font; const pad = parseFloat(s.paddingLeft) + parseFloat(s.paddingRight);
+                              return c.measureText(text).width <= el.clientWidth - pad; }"""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -183,6 +194,18 @@ def test_explore_notebook_compares_two_checkpoints_in_the_browser(lab, artifacts
             expect(current).to_have_count(2)
             expect(current.nth(1)).to_contain_text("checkpoint-1000")
             expect(current.nth(1)).to_contain_text("red")  # the first example asks for the color of a red shape
+            # a checkpoint's name and its numbers each on one line (the earlier run's cut-off note took their room)
+            short = page.locator("table.vlm-lab-results tr.vlm-lab-row td:not(:nth-child(2))")
+            assert short.evaluate_all(LINES_JS) == [1] * 4 * 4  # this run's 2 rows and the notebook's run's 2, 4 cells each
+            page.locator(".widget-html-content").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(artifacts_dir / "lab-01-explore-two.png"))
+            # a first-time user learns how to pick several checkpoints in a multiple select
+            hint = page.get_by_text("Ctrl-click (⌘ on a Mac) or Shift-click: several")
+            expect(hint).to_be_visible()
+            assert hint.evaluate("e => e.scrollWidth <= e.clientWidth")  # whole, not cut off with an ellipsis
+            # the image path's placeholder is read whole, in the field's own font
+            path = page.locator(".widget-text", has_text="Image path").locator("input")
+            assert path.evaluate(FITS_JS, path.get_attribute("placeholder")), path.get_attribute("placeholder")
             expect(page.get_by_role("button", name="Compare")).to_be_enabled()
             history = "explorer.wait(); print(len(explorer.history))"  # after the runs the page started
             assert page.evaluate(KERNEL_JS, history) == "2"  # the notebook's run from code, then Enter's

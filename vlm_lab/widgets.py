@@ -45,6 +45,7 @@ from vlm_lab.widgets_cache import shared_cache
 
 HISTORY = 6  # runs kept and shown: this one and the five before it
 MAX_NEW_TOKENS = 4096  # the field's upper bound; generation also stops where the checkpoint reads no further
+PICK_SEVERAL = "Ctrl-click (⌘ on a Mac) or Shift-click: several"
 
 
 class Explorer(ExplorerInputs):
@@ -90,8 +91,11 @@ class Explorer(ExplorerInputs):
         default = sorted({0, len(refs) - 1})
         self.checkpoints = w.SelectMultiple(
             options=[(name, i) for i, name in enumerate(self.names)], value=tuple(default), rows=min(len(refs), 6),
-            description="Checkpoints", layout=w.Layout(width="360px"),
+            description="Checkpoints", layout=w.Layout(width="360px"), tooltip=PICK_SEVERAL,
         )
+        # a multiple select's Ctrl-click is not what a first-time user tries: said under it, not only on hover
+        self.pick_hint = w.Label(PICK_SEVERAL, style={"font_size": "85%"},
+                                 layout=w.Layout(margin="0 0 4px 92px", width="268px"))  # under the list, past its label
         self.example = w.Dropdown(
             options=[(f"{s.id}: {s.prompt}", i) for i, s in enumerate(samples)], value=0 if samples else None,
             description="Example", layout=w.Layout(width="420px"),
@@ -99,7 +103,8 @@ class Explorer(ExplorerInputs):
         self.upload = w.FileUpload(accept="image/*", multiple=False, description="Upload image")
         # an image on the kernel's machine: the browser's upload cannot carry a file past Jupyter's
         # 10 MiB websocket message limit (it fails without a word), and remote images live there anyway
-        self.path = w.Text(placeholder="or a file on the kernel's machine (uploads stop at 10 MB)", description="Image path",
+        self.path = w.Text(placeholder="or a file on the kernel's machine (any size)", description="Image path",
+                           tooltip="uploads stop at 10 MB (Jupyter's message limit); a path here has none",
                            continuous_update=False, layout=w.Layout(width="420px"))  # fmt: skip
         self.image_source = w.ToggleButtons(options=["example", "upload"], value="example", description="Image")
         self.preview = w.Image(format="png")
@@ -133,7 +138,7 @@ class Explorer(ExplorerInputs):
         strategy = w.HBox([self.strategy, self.strategy_arg, self.seed])
         controls = w.VBox([self.example, self.upload, self.path, self.image_source, self.prompt, strategy, self.max_new_tokens, self.log,
                             w.HBox([self.button, self.stop_button, self.progress])])
-        self.ui = w.VBox([w.HBox([w.VBox([self.checkpoints, self.preview]), controls]), self.output])
+        self.ui = w.VBox([w.HBox([w.VBox([self.checkpoints, self.pick_hint, self.preview]), controls]), self.output])
 
     def _unlisted_html(self) -> str:
         """One red line per reference that could not be listed, with its error (what, which, the fix)."""

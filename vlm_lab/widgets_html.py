@@ -68,7 +68,8 @@ def results_html(rows: Sequence[dict[str, Any]], reference: str | list[str] | No
                 str(r["new_tokens"]),
                 f"{format_bytes(r['memory_bytes'])} {_MEMORY_KINDS.get(r['memory_kind'], r['memory_kind'])}",
             )
-        tds = "".join(f"<td style='padding:2px 10px'>{c}</td>" for c in cells)
+        # the answer wraps; the name and the numbers stay whole (a long cut-off note squeezed "checkpoint-\n1000")
+        tds = "".join(f"<td style='padding:2px 10px{'' if i == 1 else ';white-space:nowrap'}'>{c}</td>" for i, c in enumerate(cells))
         body.append(f"<tr class='vlm-lab-row{kind}'>{tds}</tr>")
     ref = f"<div>reference: <b>{html.escape(reference_text(reference))}</b></div>" if reference is not None else ""
     return f"{STYLE}{ref}<table class='vlm-lab-results'><tr>{head}</tr>{''.join(body)}</table>"
