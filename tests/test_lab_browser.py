@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from contrast import CONTRASTS_JS
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -40,37 +41,6 @@ KERNEL_JS = """async (code) => {
   await future.done;
   return out.trim();
 }"""
-
-# [text, contrast ratio] of each piece of text in the explorer's results, the text's colour and the
-# background behind it each composed over what lies under them (WCAG 2 relative luminance)
-CONTRASTS_JS = """() => {
-  const rgba = (c) => { const p = c.match(/rgba?\\(([^)]*)\\)/)[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
-                        return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; };
-  const over = (top, under) => [0, 1, 2].map((i) => top[i] * top[3] + under[i] * (1 - top[3])).concat([1]);
-  const backdrop = (el) => {
-    const layers = [];
-    for (let e = el; e; e = e.parentElement) {
-      const c = rgba(getComputedStyle(e).backgroundColor);
-      if (c[3] > 0) { layers.push(c); if (c[3] >= 1) break; }
-    }
-    return layers.reverse().reduce((under, top) => over(top, under), [255, 255, 255, 1]);
-  };
-  const lum = (c) => { const l = c.slice(0, 3).map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
-                       return 0.2126 * l[0] + 0.7152 * l[1] + 0.0722 * l[2]; };
-  const out = [];
-  for (const box of document.querySelectorAll('.widget-html-content')) {
-    if (!box.querySelector('table.vlm-lab-results')) continue;
-    for (const el of box.querySelectorAll('*')) {
-      const own = [...el.childNodes].filter((n) => n.nodeType === 3).map((n) => n.textContent).join('').trim();
-      if (!own || !el.checkVisibility()) continue;
-      const bg = backdrop(el), fg = over(rgba(getComputedStyle(el).color), bg);
-      const [a, b] = [lum(fg) + 0.05, lum(bg) + 0.05];
-      out.push([own.slice(0, 40), Math.max(a, b) / Math.min(a, b)]);
-    }
-  }
-  return out;
-}"""
-
 
 # the lines each element's text takes
 LINES_JS = """els => els.map((el) => { const r = document.createRange(); r.selectNodeContents(el);
@@ -250,7 +220,7 @@ def test_explore_notebook_compares_two_checkpoints_in_the_browser(lab, artifacts
                 # the attribute our dark colours key on, and the theme's own stylesheet, both in place
                 page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{light}' && getComputedStyle("
                                        f"document.body).getPropertyValue('--jp-layout-color0').trim() === '{layout}'")
-                contrasts = page.evaluate(CONTRASTS_JS)
+                contrasts = page.evaluate(CONTRASTS_JS, ".widget-html-content:has(table.vlm-lab-results)")
                 assert len(contrasts) > 20, contrasts  # the labels, the header and both tables' cells
                 unreadable = [(text, round(ratio, 2)) for text, ratio in contrasts if ratio < 4.5]  # WCAG AA
                 assert not unreadable, f"{theme}: {unreadable}"

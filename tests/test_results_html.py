@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from contrast import CONTRASTS_JS
 
 from vlm_lab.compare import ComparisonResult, compare
 from vlm_lab.config import CompareConfig
@@ -101,4 +102,21 @@ def test_the_page_fits_a_narrow_window_and_a_long_output_wraps(regressing, tmp_p
     head = page.locator("table.samples thead th").nth(4)
     assert head.inner_text() == result.checkpoints[0]
     assert abs(head.bounding_box()["y"] - box.bounding_box()["y"]) <= 1 and head.bounding_box()["y"] >= 0
+    page.close()
+
+
+@pytest.mark.parametrize("body", [
+    "<body>",  # a light notebook
+    '<body data-jp-theme-light="false" style="background:#111;color:#fff">',  # JupyterLab's dark theme
+    '<body class="vscode-dark" style="background:#1f1f1f;color:#ccc">',  # VS Code's
+])  # fmt: skip
+def test_every_text_in_the_notebook_view_reads_in_light_and_dark_themes(regressing, body, tmp_path, browser):
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    (tmp_path / "nb.html").write_text(f'<!doctype html><html><head><meta charset="utf-8"></head>{body}{regressing.html()}</body></html>')
+    page.goto((tmp_path / "nb.html").as_uri())
+    page.evaluate("() => document.querySelectorAll('details').forEach((d) => { d.open = true; })")
+    contrasts = page.evaluate(CONTRASTS_JS, ".vlm-lab-comparison")
+    assert len(contrasts) > 100, contrasts  # the settings, both tables, the toggles and the samples
+    unreadable = sorted({(text, round(ratio, 2)) for text, ratio in contrasts if ratio < 4.5})  # WCAG AA
+    assert not unreadable, unreadable
     page.close()

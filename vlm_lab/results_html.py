@@ -41,7 +41,7 @@ STYLE = """
 .vlm-lab-comparison tr.disagree{background:#fff3c4}
 .vlm-lab-comparison td.ok{color:#16703a}.vlm-lab-comparison td.bad{color:#b3261e}.vlm-lab-comparison td.partial{color:#8a5a00}
 .vlm-lab-comparison .score{font-size:80%;font-variant-numeric:tabular-nums}
-.vlm-lab-comparison .empty{color:#98a2b3;font-style:italic}
+.vlm-lab-comparison .empty{color:#5f6b7a;font-style:italic}
 .vlm-lab-comparison .nonfinite,.vlm-lab-comparison .truncated{color:#fff;padding:0 4px;border-radius:3px;font-size:80%;white-space:nowrap}
 .vlm-lab-comparison .nonfinite{background:#b3261e}.vlm-lab-comparison .truncated{background:#8a5a00}
 .vlm-lab-comparison img{width:48px;height:48px;object-fit:contain;background:#fff;image-rendering:pixelated}
@@ -56,6 +56,15 @@ STYLE = """
 .vlm-lab-comparison div.samples{overflow:auto;max-height:calc(100vh - 24px)}
 .vlm-lab-comparison table.samples{margin:0}.vlm-lab-comparison table.samples thead th{position:sticky;top:0;z-index:1}
 """
+# Under JupyterLab's and VS Code's dark themes (as widgets_html's STYLE): dark text on the theme's dark
+# background, and the light rows and headers under its light text, could not be read.
+DARK = """
+{c}{{color:#e6edf3}} {c} td,{c} th{{border-bottom-color:#444c56}} {c} th{{background:#2d333b}}
+{c} .ci,{c} .settings{{color:#a8b3bf}} {c} .empty{{color:#a8b3bf}} {c} tr.disagree{{background:#3b3218}}
+{c} .up,{c} td.ok,{c} .flip.up{{color:#6bdc7f}} {c} .down,{c} td.bad{{color:#ff9b94}} {c} td.partial{{color:#f0c060}}
+{c} td.flip-down{{box-shadow:inset 0 0 0 2px #ff9b94}} {c} .flip.down{{color:#fff}}
+"""
+STYLE += "".join(DARK.format(c=f"{theme} .vlm-lab-comparison") for theme in ("body[data-jp-theme-light=false]", "body.vscode-dark"))
 
 
 def comparison_html(result: ComparisonResult, *, max_rows: int | None = 200, only_disagreements: bool = False,
