@@ -4,6 +4,7 @@ window, and the column names stay in view down a long table."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,10 @@ SPLIT_WORDS = """cells => cells.filter((c) => {
   const r = document.createRange(); r.selectNodeContents(t);
   return new Set([...r.getClientRects()].map((x) => Math.round(x.top))).size > 1;
 }).map((c) => c.textContent)"""
+
+# the lines each element's text takes
+LINES_JS = """els => els.map((el) => { const r = document.createRange(); r.selectNodeContents(el);
+                                    return new Set([...r.getClientRects()].map((x) => Math.round(x.top))).size; })"""
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -57,11 +62,14 @@ def test_regressions_are_marked_where_they_happen_and_can_be_shown_alone(regress
     assert regressed and fixed and len(result.disagreements()) == len(result.rows)  # every row disagrees: checkpoint-0
     page = browser.new_page(viewport={"width": 1366, "height": 800})
     page.goto((result.output_dir / "comparison.html").as_uri())
-    cells = "els => els.map(e => [e.dataset.checkpoint, e.parentElement.cells[1].innerText])"
-    assert {tuple(c) for c in page.eval_on_selector_all("table.samples td.flip-down", cells)} == regressed
-    assert {tuple(c) for c in page.eval_on_selector_all("table.samples td.flip-up", cells)} == fixed
-    down = page.locator("table.samples td.flip-down").first
+    # [the column's checkpoint, the row's id] of each marked cell
+    cells = "marks => marks.map((m) => { const td = m.closest('td'), tr = td.parentElement;"
+    cells += " return [td.closest('table').tHead.rows[0].cells[td.cellIndex].innerText, tr.cells[1].innerText]; })"
+    assert {tuple(c) for c in page.eval_on_selector_all("table.samples .flip.down", cells)} == regressed
+    assert {tuple(c) for c in page.eval_on_selector_all("table.samples .flip.up", cells)} == fixed
+    down = page.locator("table.samples td:has(> .flip.down)").first
     assert "was right" in down.inner_text() and "checkpoint-1000" in down.locator(".flip").get_attribute("title")
+    assert down.evaluate("td => getComputedStyle(td).boxShadow") != "none"  # the cell itself stands out
     rows = "table.samples tbody tr"
     page.check("input.only-regressions")
     assert page.eval_on_selector_all(rows, VISIBLE) == [r["id"] for r in result.rows if any((n, r["id"]) in regressed for n in result.checkpoints)]
@@ -79,6 +87,13 @@ def test_without_references_there_is_no_regression_toggle(regressing):
             out["score"] = None
     html = result.html()
     assert "class='only-disagree'" in html and "class='only-regressions'" not in html and "was right" not in html
+    # nothing scored: no columns of dashes and blanks, but what to add for them
+    summary = html[html.index("<table class='summary'>"):]
+    summary = summary[: summary.index("</table>")]
+    heads = re.findall(r"<th>([^<]*)</th>", summary)
+    assert heads == ["checkpoint", "step", "latency", "tokens/s", "peak memory", "notes"]
+    assert "no sample has a reference: nothing is scored (add &quot;reference&quot; to each line of the data" in html
+    assert "flipped samples" not in html and "<th>reference</th>" not in html  # nor an empty reference column
 
 
 def test_the_page_fits_a_narrow_window_and_a_long_output_wraps(regressing, tmp_path, browser):
@@ -90,6 +105,8 @@ def test_the_page_fits_a_narrow_window_and_a_long_output_wraps(regressing, tmp_p
     assert page.evaluate("document.documentElement.scrollWidth") <= 800  # no sideways scrolling of the whole page
     ids = page.eval_on_selector_all("table.samples tbody td:nth-child(2)", "cells => cells.map(c => c.offsetWidth)")
     assert min(ids) >= 60  # ids break at their hyphens, not after every letter
+    lines = page.eval_on_selector_all("table.samples tbody td:nth-child(2)", LINES_JS)
+    assert set(lines) == {1}, lines  # a short id on one line: 'val-00000-' over 'color' is harder to scan
     split = page.eval_on_selector_all("table.samples td, table.samples th", SPLIT_WORDS)
     assert not split, f"words broken across lines: {split[:5]}"
     cell = page.locator("table.samples tbody tr").first.locator("td").nth(4)

@@ -5,8 +5,12 @@ before with its paired CI, coloured when the CI excludes 0, flipped samples, lat
 tokens/s, peak memory, flags), then one row per sample: thumbnail, prompt, reference
 and each checkpoint's output, green when right (score 1), red when wrong (0), amber with
 its value when partly right (VQA accuracy: "0.6" for 2 of 10 humans), and the rows where
-checkpoints disagree highlighted, with a no-script "show only these" toggle. The exact
-numbers are in summary.json and ``result.summary_frame()``; here they are rounded for reading.
+checkpoints disagree highlighted, with a no-script "show only these" toggle. A cell a checkpoint
+got wrong that the one before got right is marked "was right", with a toggle for those rows alone
+(with checkpoint-0 in the comparison every row disagrees). Without references there is no score
+column, only a line on what to add. The samples scroll in their own box, column names on top;
+dark colours follow JupyterLab's and VS Code's dark themes. The exact numbers are in
+summary.json and ``result.summary_frame()``; here they are rounded for reading.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ MEMORY_KINDS = {
     "cpu_weights": "the weights' bytes (on CPU one process's peak cannot be pinned on one model: vlm-lab memory measures it)",
 }
 LONG_WORD = 24  # letters: a longer word may break anywhere (hyphens and spaces break as usual)
+NO_REFERENCES = ('no sample has a reference: nothing is scored (add "reference" to each line of the data for accuracy, '
+                 "its confidence interval and the samples each checkpoint got right or wrong)")
 OPEN_BREAKDOWN_VALUES = 12  # an accuracy-by-meta table with more values starts folded
 STYLE = """
 .vlm-lab-comparison{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:14px;color:#1f2328}
@@ -47,12 +53,12 @@ STYLE = """
 .vlm-lab-comparison img{width:48px;height:48px;object-fit:contain;background:#fff;image-rendering:pixelated}
 .vlm-lab-comparison pre.paired{white-space:pre-wrap;font-size:85%;margin:4px 0 0}
 .vlm-lab-comparison:has(input.only-disagree:checked) table.samples tbody tr:not(.disagree){display:none}
-.vlm-lab-comparison:has(input.only-regressions:checked) table.samples tbody tr:not(:has(td.flip-down)){display:none}
+.vlm-lab-comparison:has(input.only-regressions:checked) table.samples tbody tr:not(:has(.flip.down)){display:none}
 .vlm-lab-comparison .flip{font-size:80%;white-space:nowrap}.vlm-lab-comparison .flip.up{color:#16703a}
 .vlm-lab-comparison .flip.down{color:#fff;background:#b3261e;padding:0 4px;border-radius:3px}
-.vlm-lab-comparison td.flip-down{box-shadow:inset 0 0 0 2px #b3261e}
+.vlm-lab-comparison td:has(>.flip.down){box-shadow:inset 0 0 0 2px #b3261e}
 .vlm-lab-comparison div.wide{overflow-x:auto;max-width:100%}
-.vlm-lab-comparison .long-word{overflow-wrap:anywhere}
+.vlm-lab-comparison .long-word{overflow-wrap:anywhere}.vlm-lab-comparison td.id{white-space:nowrap}
 .vlm-lab-comparison div.samples{overflow:auto;max-height:calc(100vh - 24px)}
 .vlm-lab-comparison table.samples{margin:0}.vlm-lab-comparison table.samples thead th{position:sticky;top:0;z-index:1}
 """
@@ -62,7 +68,7 @@ DARK = """
 {c}{{color:#e6edf3}} {c} td,{c} th{{border-bottom-color:#444c56}} {c} th{{background:#2d333b}}
 {c} .ci,{c} .settings{{color:#a8b3bf}} {c} .empty{{color:#a8b3bf}} {c} tr.disagree{{background:#3b3218}}
 {c} .up,{c} td.ok,{c} .flip.up{{color:#6bdc7f}} {c} .down,{c} td.bad{{color:#ff9b94}} {c} td.partial{{color:#f0c060}}
-{c} td.flip-down{{box-shadow:inset 0 0 0 2px #ff9b94}} {c} .flip.down{{color:#fff}}
+{c} td:has(>.flip.down){{box-shadow:inset 0 0 0 2px #ff9b94}} {c} .flip.down{{color:#fff}}
 """
 STYLE += "".join(DARK.format(c=f"{theme} .vlm-lab-comparison") for theme in ("body[data-jp-theme-light=false]", "body.vscode-dark"))
 
@@ -71,6 +77,7 @@ def comparison_html(result: ComparisonResult, *, max_rows: int | None = 200, onl
                     embed_images: bool = True) -> str:  # fmt: skip
     """The view as an HTML fragment (see ``ComparisonResult.html``)."""
     disagree = {id(r) for r in result.disagreements()}
+    scored = any(r["reference"] is not None for r in result.rows)  # else no reference column, no accuracy
     flips = flipped_cells(result)
     regressed = {sample for (sample, _), up in flips.items() if not up}
     rows = [r for r in result.rows if id(r) in disagree] if only_disagreements else result.rows
@@ -84,25 +91,27 @@ def comparison_html(result: ComparisonResult, *, max_rows: int | None = 200, onl
             mark, value = score_mark(out["score"])
             text = esc(out["output"]) if out["output"] else '<span class="empty">(empty)</span>'
             flip = flip_mark(flips.get((row["id"], name)), result.checkpoints[i - 1] if i else "")
-            cls = " ".join(c for c in (mark, flip and ("flip-up" if flips[row["id"], name] else "flip-down")) if c)
-            cls += long_word(out["output"])
-            cells.append(f'<td class="{cls}" data-checkpoint="{esc(name)}">{text}{value}{flip}{badges(out)}</td>')
+            cells.append(f'<td class="{mark}{long_word(out["output"])}">{text}{value}{flip}{badges(out)}</td>')
         cls = ' class="disagree"' if id(row) in disagree else ""
         ref = "" if row["reference"] is None else reference_text(row["reference"])
         thumb = thumbnail(result, row) if embed_images else f'<img src="{esc(row["image"])}" alt="{esc(row["id"])}" loading="lazy">'
-        texts = "".join(f"<td class='{long_word(t).strip()}'>{esc(t)}</td>" for t in (row["id"], row["prompt"], ref))
+        texts = _td(row["id"], long_word(row["id"]) or " id") + "".join(_td(t, long_word(t)) for t in (row["prompt"], *((ref,) if scored else ())))
         body.append(f"<tr{cls}><td>{thumb}</td>{texts}{''.join(cells)}</tr>")
     more = "" if len(shown) == len(rows) else f"<p>showing {len(shown)} of {len(rows)} samples</p>"
-    flipped = ""
-    if len(result.checkpoints) > 1:
+    flipped, reference = "", "<th>reference</th>" if scored else ""
+    if len(result.checkpoints) > 1 and scored:
         flipped = f"<details><summary>flipped samples</summary><pre class='paired'>{esc(result.paired_report())}</pre></details>"
     return (
         f"<div class='vlm-lab-comparison'><style>{STYLE}</style>"
         f"<p class='settings'>{esc(settings_line(result))}</p><div class='wide'>{summary_table(result)}</div>"
         f"{breakdown_tables(result)}{flipped}<p class='filters'>{filters(len(disagree), len(result.rows), regressed)}</p>"
-        f"<div class='samples'><table class='samples'><thead><tr><th>image</th><th>id</th><th>prompt</th><th>reference</th>{head}</tr>"
+        f"<div class='samples'><table class='samples'><thead><tr><th>image</th><th>id</th><th>prompt</th>{reference}{head}</tr>"
         f"</thead><tbody>{''.join(body)}</tbody></table></div>{more}</div>"
     )
+
+
+def _td(text: str, cls: str) -> str:
+    return f"<td class='{cls.strip()}'>{esc(text)}</td>" if cls else f"<td>{esc(text)}</td>"
 
 
 def long_word(text: str) -> str:
@@ -162,17 +171,21 @@ def summary_table(result: ComparisonResult) -> str:
     """One row per checkpoint, rounded for reading; the title of each cell holds more."""
     from vlm_lab.model_cache import format_bytes
 
-    head = ("checkpoint", "step", "accuracy (95% CI)", "vs previous (paired 95% CI)", "flipped", "latency", "tokens/s",
-            "peak memory", "notes")  # fmt: skip
+    scored = any(r["reference"] is not None for r in result.rows)
+    head = ("checkpoint", "step", *(("accuracy (95% CI)", "vs previous (paired 95% CI)", "flipped") if scored else ()),
+            "latency", "tokens/s", "peak memory", "notes")  # fmt: skip
     lines = []
     for s in result.summary:
         kind = MEMORY_KINDS.get(s.get("memory_kind") or "", s.get("memory_kind") or "")
-        cells = [
-            f"<td>{esc(s['checkpoint'])}</td>",
-            f"<td class='num'>{'' if s.get('step') is None else s['step']}</td>",
+        scores = [
             f"<td class='num'>{_accuracy(s)}</td>",
             f"<td class='num'>{_change(s)}</td>",
             f"<td class='num' title='wrong->right / right->wrong'>{_flips(s)}</td>",
+        ]
+        cells = [
+            f"<td>{esc(s['checkpoint'])}</td>",
+            f"<td class='num'>{'' if s.get('step') is None else s['step']}</td>",
+            *(scores if scored else ()),
             f"<td class='num' title='mean wall time of the batch each sample ran in'>{_seconds(s.get('mean_latency_s'))}</td>",
             f"<td class='num'>{_rate(s.get('tokens_per_s'))}</td>",
             f"<td class='num' title='{esc(kind)}'>{format_bytes(s.get('peak_memory_bytes'))}</td>",
@@ -180,7 +193,9 @@ def summary_table(result: ComparisonResult) -> str:
         ]
         lines.append(f"<tr>{''.join(cells)}</tr>")
     header = "".join(f"<th>{h}</th>" for h in head)
-    return f"<table class='summary'><thead><tr>{header}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+    # a set without references (your own images): say why there is no accuracy, not show columns of dashes
+    unscored = "" if scored else f"<p class='settings'>{esc(NO_REFERENCES)}</p>"
+    return f"<table class='summary'><thead><tr>{header}</tr></thead><tbody>{''.join(lines)}</tbody></table>{unscored}"
 
 
 def breakdown_tables(result: ComparisonResult) -> str:
