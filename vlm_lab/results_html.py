@@ -2,7 +2,7 @@
 
 A readable summary first (accuracy with its 95% CI, the change against the checkpoint
 before with its paired CI, coloured when the CI excludes 0, flipped samples, latency,
-tokens/s, peak memory, flags), then one row per sample: thumbnail, prompt, reference
+tokens/s, memory (a CUDA peak, or on CPU the weights), flags), then one row per sample: thumbnail, prompt, reference
 and each checkpoint's output, green when right (score 1), red when wrong (0), amber with
 its value when partly right (VQA accuracy: "0.6" for 2 of 10 humans), and the rows where
 checkpoints disagree highlighted, with a no-script "show only these" toggle. A cell a checkpoint
@@ -27,6 +27,7 @@ from vlm_lab.scoring import METRIC_LABELS, is_right, is_wrong
 if TYPE_CHECKING:
     from vlm_lab.results import ComparisonResult
 
+MEMORY_WORDS = {"cpu_weights": "weights", "cuda_max_allocated": "peak CUDA"}  # beside the number: what it counts
 MEMORY_KINDS = {
     "cuda_max_allocated": "peak CUDA memory allocated while generating (weights, activations, KV cache)",
     "cpu_weights": "the weights' bytes (on CPU one process's peak cannot be pinned on one model: vlm-lab memory measures it)",
@@ -173,7 +174,7 @@ def summary_table(result: ComparisonResult) -> str:
 
     scored = any(r["reference"] is not None for r in result.rows)
     head = ("checkpoint", "step", *(("accuracy (95% CI)", "vs previous (paired 95% CI)", "flipped") if scored else ()),
-            "latency", "tokens/s", "peak memory", "notes")  # fmt: skip
+            "latency", "tokens/s", "memory", "notes")  # fmt: skip
     lines = []
     for s in result.summary:
         kind = MEMORY_KINDS.get(s.get("memory_kind") or "", s.get("memory_kind") or "")
@@ -188,7 +189,7 @@ def summary_table(result: ComparisonResult) -> str:
             *(scores if scored else ()),
             f"<td class='num' title='mean wall time of the batch each sample ran in'>{_seconds(s.get('mean_latency_s'))}</td>",
             f"<td class='num'>{_rate(s.get('tokens_per_s'))}</td>",
-            f"<td class='num' title='{esc(kind)}'>{format_bytes(s.get('peak_memory_bytes'))}</td>",
+            f"<td class='num' title='{esc(kind)}'>{format_bytes(s.get('peak_memory_bytes'))}{_memory_word(s)}</td>",
             f"<td>{_notes(s)}</td>",
         ]
         lines.append(f"<tr>{''.join(cells)}</tr>")
@@ -241,6 +242,11 @@ def _seconds(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _memory_word(s: dict) -> str:
+    kind = s.get("memory_kind") or ""
+    return f" {esc(MEMORY_WORDS.get(kind, kind))}" if kind and s.get("peak_memory_bytes") is not None else ""
 
 
 def _rate(value: float | None) -> str:

@@ -7,8 +7,6 @@ import dataclasses
 import html
 from typing import Any, Sequence
 
-# compare_one's memory_kind, in words
-_MEMORY_KINDS = {"cpu_weights": "weights", "cuda_max_allocated": "peak CUDA"}
 # Colours by class, with a dark set under JupyterLab's and VS Code's dark themes: fixed light
 # backgrounds under a dark theme's white text (and grey or dark red text on its dark background)
 # could not be read.
@@ -49,6 +47,7 @@ def results_html(rows: Sequence[dict[str, Any]], reference: str | list[str] | No
     """The side-by-side table of ``compare_one`` rows; green/red against the reference (or any of a list) when known."""
     from vlm_lab.model_cache import format_bytes
     from vlm_lab.results import reference_text
+    from vlm_lab.results_html import MEMORY_WORDS
     from vlm_lab.scoring import normalized_match
 
     head = "".join(f"<th style='text-align:left;padding:2px 10px'>{h}</th>" for h in ("checkpoint", "answer", "latency", "tokens", "memory"))
@@ -66,7 +65,7 @@ def results_html(rows: Sequence[dict[str, Any]], reference: str | list[str] | No
                 f"<b>{html.escape(r['text']) or '<i>(empty)</i>'}</b>" + _badges(r),
                 f"{r['latency_s'] * 1000:.0f} ms",
                 str(r["new_tokens"]),
-                f"{format_bytes(r['memory_bytes'])} {_MEMORY_KINDS.get(r['memory_kind'], r['memory_kind'])}",
+                f"{format_bytes(r['memory_bytes'])} {MEMORY_WORDS.get(r['memory_kind'], r['memory_kind'])}",
             )
         # the answer wraps; the name and the numbers stay whole (a long cut-off note squeezed "checkpoint-\n1000")
         tds = "".join(f"<td style='padding:2px 10px{'' if i == 1 else ';white-space:nowrap'}'>{c}</td>" for i, c in enumerate(cells))
