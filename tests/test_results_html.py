@@ -122,6 +122,8 @@ def test_the_page_fits_a_narrow_window_and_a_long_output_wraps(regressing, tmp_p
     head = page.locator("table.samples thead th").nth(4)
     assert head.inner_text() == result.checkpoints[0]
     assert abs(head.bounding_box()["y"] - box.bounding_box()["y"]) <= 1 and head.bounding_box()["y"] >= 0
+    page.emulate_media(media="print")  # printed (or saved as PDF to share), every sample is on paper, not one box's worth
+    assert box.evaluate("b => b.scrollHeight <= b.clientHeight")
     page.close()
 
 

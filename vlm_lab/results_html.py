@@ -61,6 +61,7 @@ STYLE = """
 .vlm-lab-comparison div.wide{overflow-x:auto;max-width:100%}
 .vlm-lab-comparison .long-word{overflow-wrap:anywhere}.vlm-lab-comparison td.id{white-space:nowrap}
 .vlm-lab-comparison div.samples{overflow:auto;max-height:calc(100vh - 24px)}
+@media print{.vlm-lab-comparison div.samples{overflow:visible;max-height:none}}
 .vlm-lab-comparison table.samples{margin:0}.vlm-lab-comparison table.samples thead th{position:sticky;top:0;z-index:1}
 """
 # Under JupyterLab's and VS Code's dark themes (as widgets_html's STYLE): dark text on the theme's dark
