@@ -110,6 +110,8 @@ def test_the_page_fits_a_narrow_window_and_a_long_output_wraps(regressing, tmp_p
     assert min(ids) >= 60  # ids break at their hyphens, not after every letter
     lines = page.eval_on_selector_all("table.samples tbody td:nth-child(2)", LINES_JS)
     assert set(lines) == {1}, lines  # a short id on one line: 'val-00000-' over 'color' is harder to scan
+    names = page.eval_on_selector_all("table.summary tbody td:first-child", LINES_JS)
+    assert set(names) == {1}, names  # so is a checkpoint's name: the summary scrolls in its box instead
     split = page.eval_on_selector_all("table.samples td, table.samples th", SPLIT_WORDS)
     assert not split, f"words broken across lines: {split[:5]}"
     cell = page.locator("table.samples tbody tr").first.locator("td").nth(4)

@@ -59,7 +59,7 @@ STYLE = """
 .vlm-lab-comparison .flip.down{color:#fff;background:#b3261e;padding:0 4px;border-radius:3px}
 .vlm-lab-comparison td:has(>.flip.down){box-shadow:inset 0 0 0 2px #b3261e}
 .vlm-lab-comparison div.wide{overflow-x:auto;max-width:100%}
-.vlm-lab-comparison .long-word{overflow-wrap:anywhere}.vlm-lab-comparison td.id{white-space:nowrap}
+.vlm-lab-comparison .long-word{overflow-wrap:anywhere}.vlm-lab-comparison td.id,.vlm-lab-comparison table.summary td:first-child{white-space:nowrap}
 .vlm-lab-comparison div.samples{overflow:auto;max-height:calc(100vh - 24px)}
 @media print{.vlm-lab-comparison div.samples{overflow:visible;max-height:none}}
 .vlm-lab-comparison table.samples{margin:0}.vlm-lab-comparison table.samples thead th{position:sticky;top:0;z-index:1}
