@@ -97,6 +97,8 @@ def test_without_references_there_is_no_regression_toggle(regressing):
     assert all(f"{format_bytes(s['peak_memory_bytes'])} weights</td>" in summary for s in result.summary)
     assert "no sample has a reference: nothing is scored (add &quot;reference&quot; to each line of the data" in html
     assert "flipped samples" not in html and "<th>reference</th>" not in html  # nor an empty reference column
+    settings = html[: html.index("<table class='summary'>")]
+    assert "not scored (no references)" in settings and "match" not in settings  # no metric claimed for nothing scored
 
 
 def test_the_page_fits_a_narrow_window_and_a_long_output_wraps(regressing, tmp_path, browser):

@@ -79,7 +79,7 @@ def comparison_html(result: ComparisonResult, *, max_rows: int | None = 200, onl
                     embed_images: bool = True) -> str:  # fmt: skip
     """The view as an HTML fragment (see ``ComparisonResult.html``)."""
     disagree = {id(r) for r in result.disagreements()}
-    scored = any(r["reference"] is not None for r in result.rows)  # else no reference column, no accuracy
+    scored = has_references(result)  # else no reference column, no accuracy
     flips = flipped_cells(result)
     regressed = {sample for (sample, _), up in flips.items() if not up}
     rows = [r for r in result.rows if id(r) in disagree] if only_disagreements else result.rows
@@ -159,11 +159,17 @@ def comparison_page(result: ComparisonResult) -> str:
     )
 
 
+def has_references(result: ComparisonResult) -> bool:
+    """Whether any sample has a reference (else nothing is scored: no accuracy, no reference column)."""
+    return any(r["reference"] is not None for r in result.rows)
+
+
 def settings_line(result: ComparisonResult) -> str:
     """What was compared on what: samples, data, metric and generation settings, in one line."""
     c = result.config
     metric = c.get("metric", "exact")
-    parts = [f"{len(result.rows)} samples of {c.get('data', '?')}", METRIC_LABELS.get(metric, f"{metric} match"),
+    scoring = METRIC_LABELS.get(metric, f"{metric} match") if has_references(result) else "not scored (no references)"
+    parts = [f"{len(result.rows)} samples of {c.get('data', '?')}", scoring,
              f"{c.get('strategy', 'greedy')}, max {c.get('max_new_tokens', '?')} new tokens, batch {c.get('batch_size', '?')}",
              f"dtype {c.get('dtype', 'auto')}, device {c.get('device', 'auto')}"]  # fmt: skip
     return " · ".join(parts)
@@ -173,7 +179,7 @@ def summary_table(result: ComparisonResult) -> str:
     """One row per checkpoint, rounded for reading; the title of each cell holds more."""
     from vlm_lab.model_cache import format_bytes
 
-    scored = any(r["reference"] is not None for r in result.rows)
+    scored = has_references(result)
     head = ("checkpoint", "step", *(("accuracy (95% CI)", "vs previous (paired 95% CI)", "flipped") if scored else ()),
             "latency", "tokens/s", "memory", "notes")  # fmt: skip
     lines = []
