@@ -291,3 +291,37 @@ def test_stop_ends_a_run_waiting_for_room_that_another_cells_model_holds(tiny_ch
     holding.join()
     (row,) = e.run()  # and it runs again, once the room is free
     assert row["checkpoint"] == "checkpoint-1000" and row["text"] and cache.loaded == ["checkpoint-1000"]
+
+
+@pytest.mark.timeout(180)  # before the fix the status never said what the load waited for: it hung here
+def test_stop_ends_a_run_whose_load_waits_for_another_threads_model_build(tiny_checkpoints):
+    """A notebook cell loads checkpoint-250 (held inside from_pretrained) while the explorer's run loads checkpoint-1000:
+    models are built one at a time, and the status said 'Loading checkpoint-1000' while Stop waited for both loads."""
+    from test_model_cache_build_waits import HeldInFromPretrained
+    from test_model_cache_threads import Run, until
+
+    from vlm_lab.model_cache import ModelCache
+
+    cache = ModelCache(budget_bytes="1GB")
+    cache.loader = held = HeldInFromPretrained("checkpoint-250")
+    cell = Run(lambda: cache.get(str(tiny_checkpoints[1]), device="cpu"))
+    assert held.inside.wait(HOLD_S)
+    e = explore([str(tiny_checkpoints[-1])], "shapes:val:2", device="cpu", cache=cache)
+    e.checkpoints.value = (0,)
+    shown: list[str] = []
+    e.output.observe(lambda c: shown.append(html.unescape(c["new"])), names="value")
+    try:
+        e.button.click()
+        until(lambda: shown and "Waiting to load" in shown[-1])
+        assert (f"Waiting to load checkpoint-1000 (1/1): thread {cell.name!r} is loading checkpoint-250, and models load "
+                "one at a time (Stop ends the wait).") in shown[-1]
+        e.stop()
+        assert e.wait() == []  # at once, checkpoint-250 still loading
+        said = [out for out in shown if "Stopping" in out]
+        assert said and "Stopping: checkpoint-1000 stops waiting in the model cache now." in said[0]
+        assert e.history[0].note == ("Stopped: 0 of 1 checkpoints finished; checkpoint-1000 was stopped while waiting "
+                                     f"for checkpoint-250's load in thread {cell.name!r} in the model cache (models in use: none).")
+    finally:
+        held.release.set()
+    cell.join()
+    assert held.loading == ["checkpoint-250"] and cache.loaded == ["checkpoint-250"]  # checkpoint-1000 never built

@@ -54,16 +54,19 @@ class CacheWait:
     rest (``ahead`` loads that came first wait for room too, and go first); ``"load"``: the thread named
     ``loader`` is loading ``name``, and its model (or its error) is this call's; ``"turn"``: ``name`` is loaded,
     but ``ahead`` loads that came first wait for room that ``holders`` hold, and a new ``use`` of a model goes
-    after them (repeated uses could otherwise keep them waiting for ever).
+    after them (repeated uses could otherwise keep them waiting for ever); ``"build"``: its room is reserved and
+    its load began (``on_load``), but the thread named ``loader`` is building ``building`` (one model is built at a
+    time in a process: ``model_construction``), and this load's own build waits for it.
     """
 
     name: str
-    reason: Literal["room", "load", "turn"]
+    reason: Literal["room", "load", "turn", "build"]
     needed_bytes: int = 0
     budget_bytes: int = 0
     holders: tuple[Holder, ...] = ()
     ahead: int = 0
     loader: str = ""
+    building: str = ""
 
 
 def never_go_on(waiting: Mapping[int, Waiting], pinned: Sequence[tuple[int, Collection[int]]], budget: int) -> set[int]:

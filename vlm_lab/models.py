@@ -354,7 +354,7 @@ def _load_weights(ref: CheckpointRef, kwargs: dict, dtype: torch.dtype, config: 
     logger.addFilter(held)
     try:
         try:
-            with building_models:  # transformers swaps process-wide state while it loads (model_construction says what)
+            with building_models(ref.name):  # transformers swaps process-wide state while it loads (model_construction says what)
                 return AutoModelForImageTextToText.from_pretrained(**kwargs, config=config, dtype=dtype)
         except RuntimeError as e:
             if "ignore_mismatched_sizes" not in str(e):  # transformers' size-mismatch errors name this option
@@ -362,7 +362,7 @@ def _load_weights(ref: CheckpointRef, kwargs: dict, dtype: torch.dtype, config: 
         # Only after a failed load, and outside its except block, so the failed load's traceback (and
         # the tensors its frames hold) is gone: load again for transformers' own list of mismatches.
         gc.collect()
-        with building_models:
+        with building_models(ref.name):
             model, info = AutoModelForImageTextToText.from_pretrained(
                 **kwargs, config=config, dtype=dtype, ignore_mismatched_sizes=True, output_loading_info=True
             )

@@ -71,6 +71,9 @@ def waiting_status(wait: CacheWait, name: str, step: str) -> str:
     """What the explorer says while ``name``'s turn waits in the model cache, from what the cache told ``on_wait``."""
     from vlm_lab.model_budget import format_bytes
 
+    if wait.reason == "build":  # one model is built at a time in a process (model_construction)
+        return (f"Waiting to load {name} {step}: {_who(wait.loader)} is loading {wait.building}, and models load "
+                "one at a time (Stop ends the wait).")
     if wait.reason == "load":
         return f"Waiting for {name} {step}: {_who(wait.loader)} is loading it, for this run too (Stop ends the wait)."
     held = "; ".join(_holder(h) for h in wait.holders)
