@@ -43,7 +43,10 @@ any context manager.
 Callers can follow their call: ``on_wait(CacheWait)`` is called when a ``get``/``use`` starts waiting (for room,
 for another thread's load of its model, or behind the loads waiting for room) with what it needs and which
 models and threads hold it, and again whenever that changes; ``on_load(ref)`` when it begins loading, its room
-reserved (the explorer's status says which, and what its Stop will do). Both run in the calling thread with no
+reserved (the explorer's status says which, and what its Stop will do). Models are built one at a time in a process
+(``model_construction``): a load whose build waits for another thread's is told so (``"build"``: which checkpoint, by
+which thread), ``cancel`` ends that wait too, before its own ``from_pretrained`` begins, and ``on_load`` is called
+again once its turn comes. Both run in the calling thread with no
 lock held; what they raise ends the call, holding and reserving nothing, as a cancel does (a get waiting for
 that load then loads the model itself).
 
