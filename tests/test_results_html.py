@@ -138,11 +138,101 @@ def test_the_page_fits_a_narrow_window_and_a_long_output_wraps(regressing, tmp_p
 ])  # fmt: skip
 def test_every_text_in_the_notebook_view_reads_in_light_and_dark_themes(regressing, body, tmp_path, browser):
     page = browser.new_page(viewport={"width": 1366, "height": 800})
-    (tmp_path / "nb.html").write_text(f'<!doctype html><html><head><meta charset="utf-8"></head>{body}{regressing.html()}</body></html>')
+    result, _ = _with_long_outputs(regressing, tmp_path)  # with folded answers and their toggles
+    (tmp_path / "nb.html").write_text(f'<!doctype html><html><head><meta charset="utf-8"></head>{body}{result.html()}</body></html>')
     page.goto((tmp_path / "nb.html").as_uri())
     page.evaluate("() => document.querySelectorAll('details').forEach((d) => { d.open = true; })")
+    assert page.locator("label.unfold").count() >= 15
     contrasts = page.evaluate(CONTRASTS_JS, ".vlm-lab-comparison")
     assert len(contrasts) > 100, contrasts  # the settings, both tables, the toggles and the samples
     unreadable = sorted({(text, round(ratio, 2)) for text, ratio in contrasts if ratio < 4.5})  # WCAG AA
     assert not unreadable, unreadable
+    page.close()
+
+
+LONG = " ".join(f"word{i}" for i in range(400))  # a 512-token description: one sentence of 400 words
+
+
+def _with_long_outputs(regressing, tmp_path) -> tuple[ComparisonResult, Path]:
+    """Every checkpoint's answer to the first three samples is LONG (with its own end, so each cell differs),
+    and so is the output of one cell marked 'was right'; the rest stay as generated (short)."""
+    result = ComparisonResult.load(regressing.output_dir)
+    down = next((p.b, i) for p in result.pairs() for i in p.right_to_wrong)
+    for row in result.rows:
+        for name, out in row["outputs"].items():
+            if row in result.rows[:3] or (name, row["id"]) == down:
+                out["output"] = f"{LONG} <end of {name}>"
+    return result, result.save(tmp_path / "long-answers")
+
+
+def test_long_answers_fold_to_a_few_lines_and_unfold_without_script(regressing, tmp_path, browser):
+    result, out = _with_long_outputs(regressing, tmp_path)
+    assert "<script" not in (out / "comparison.html").read_text()  # the toggles work where scripts do not run
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    page.goto((out / "comparison.html").as_uri())
+    rows = page.locator("table.samples tbody tr")
+    line = rows.nth(5).locator("td").nth(1).evaluate("td => parseFloat(getComputedStyle(td).fontSize) * 1.25")  # 'normal'
+    tall = rows.first.evaluate("tr => tr.offsetHeight")
+    assert tall <= 8 * line, (tall, line)  # a few lines, then the marks and the toggle: not 20 lines of words
+    cell = rows.first.locator("td").nth(4)
+    text = cell.locator(".folded")
+    assert text.evaluate("t => t.scrollHeight > 2 * t.clientHeight")  # the rest of the answer is folded away
+    # the regression mark of a folded cell stays in view, and the row still shows under "show only these"
+    down = page.locator("table.samples td:has(> .flip.down):has(.folded)")
+    assert down.count() >= 1 and down.first.locator(".flip.down").is_visible()
+    assert down.first.evaluate("td => getComputedStyle(td).boxShadow") != "none"
+    assert rows.first.evaluate("tr => tr.classList.contains('disagree') && getComputedStyle(tr).backgroundColor") == "rgb(255, 243, 196)"
+    # the cell's own toggle shows the whole answer
+    cell.locator("label.unfold").click()
+    assert text.evaluate("t => t.scrollHeight <= t.clientHeight") and rows.first.evaluate("tr => tr.offsetHeight") > 3 * tall
+    assert rows.nth(1).evaluate("tr => tr.offsetHeight") <= 8 * line  # the other rows stay folded
+    page.check("input.only-regressions")
+    assert page.locator("table.samples tbody tr:has(.flip.down)").first.is_visible()
+    page.uncheck("input.only-regressions")
+    # printed: every answer whole, no toggles on paper
+    page.emulate_media(media="print")
+    assert page.eval_on_selector_all(".folded", "els => els.every(t => t.scrollHeight <= t.clientHeight)")
+    assert not page.locator("label.unfold").first.is_visible()
+    page.close()
+
+
+def test_short_answers_are_not_folded(regressing):
+    html = regressing.html()
+    assert "folded" not in html.split("</style>", 1)[1] and "unfold" not in html.split("</style>", 1)[1]
+
+
+@pytest.mark.parametrize("body", [
+    "<body>",
+    '<body data-jp-theme-light="false" style="background:#111;color:#fff">',
+    '<body class="vscode-dark" style="background:#1f1f1f;color:#ccc">',
+])  # fmt: skip
+def test_the_summary_shows_that_more_columns_lie_to_the_right(regressing, body, tmp_path, browser):
+    """At 800 px the summary scrolls sideways in its box: a shade on the edge with more beyond it says so."""
+    page = browser.new_page(viewport={"width": 800, "height": 700})
+    (tmp_path / "nb.html").write_text(f'<!doctype html><html><head><meta charset="utf-8"></head>{body}{regressing.html()}</body></html>')
+    page.goto((tmp_path / "nb.html").as_uri())
+    box = page.locator("div.wide").first
+    assert box.evaluate("b => b.scrollWidth > b.clientWidth")
+    # only the box's own painting: its table hidden, its layout kept
+    page.add_style_tag(content="div.wide > table{visibility:hidden}")
+
+    def edges() -> tuple[int, int]:
+        """How far the box's leftmost and rightmost pixel columns stand out from the page in its middle (0: not at all)."""
+        from io import BytesIO
+
+        from PIL import Image
+
+        shot = Image.open(BytesIO(box.screenshot())).convert("L")
+        page_grey = shot.getpixel((shot.width // 2, shot.height // 2))
+        column = lambda x: max(abs(shot.getpixel((x, y)) - page_grey) for y in range(shot.height))  # noqa: E731
+        return column(0), column(shot.width - 1)
+
+    left, right = edges()
+    assert right >= 20 and left <= 2, (left, right)  # more to the right, nothing to the left
+    box.evaluate("b => { b.scrollLeft = b.scrollWidth; }")
+    left, right = edges()
+    assert left >= 20 and right <= 2, (left, right)  # scrolled to the end: more to the left only
+    page.set_viewport_size({"width": 1600, "height": 700})  # everything fits: no hint at all
+    box.evaluate("b => { b.scrollLeft = 0; }")
+    assert box.evaluate("b => b.scrollWidth <= b.clientWidth") and edges() == (0, 0)
     page.close()

@@ -7,8 +7,10 @@ and each checkpoint's output, green when right (score 1), red when wrong (0), am
 its value when partly right (VQA accuracy: "0.6" for 2 of 10 humans), and the rows where
 checkpoints disagree highlighted, with a no-script "show only these" toggle. A cell a checkpoint
 got wrong that the one before got right is marked "was right", with a toggle for those rows alone
-(with checkpoint-0 in the comparison every row disagrees). Without references there is no score
-column, only a line on what to add. The samples scroll in their own box, column names on top;
+(with checkpoint-0 in the comparison every row disagrees). A long answer (or prompt, or reference) shows its
+first 4 lines, with a no-script "whole text" checkbox; print shows every text whole. Without references there
+is no score column, only a line on what to add. The summary, where it is wider than the window, scrolls
+sideways with a shade on the edge that has more beyond it. The samples scroll in their own box, column names on top;
 dark colours follow JupyterLab's and VS Code's dark themes. The exact numbers are in
 summary.json and ``result.summary_frame()``; here they are rounded for reading.
 """
@@ -32,12 +34,18 @@ MEMORY_KINDS = {
     "cuda_max_allocated": "peak CUDA memory allocated while generating (weights, activations, KV cache)",
     "cpu_weights": "the weights' bytes (on CPU one process's peak cannot be pinned on one model: vlm-lab memory measures it)",
 }
+FOLD_CHARS = 240  # a longer text (a 512-token description) starts folded to 4 lines (STYLE's line-clamp), with a toggle
 LONG_WORD = 24  # letters: a longer word may break anywhere (hyphens and spaces break as usual)
 NO_REFERENCES = ('no sample has a reference: nothing is scored (add "reference" to each line of the data for accuracy, '
                  "its confidence interval and the samples each checkpoint got right or wrong)")
 OPEN_BREAKDOWN_VALUES = 12  # an accuracy-by-meta table with more values starts folded
 STYLE = """
-.vlm-lab-comparison{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:14px;color:#1f2328}
+.vlm-lab-comparison{--vlm-lab-page:#fff;--vlm-lab-shade:rgba(0,0,0,.3);--vlm-lab-edges:
+ linear-gradient(to right,var(--vlm-lab-page) 30%,transparent) left/32px 100% no-repeat local,
+ linear-gradient(to left,var(--vlm-lab-page) 30%,transparent) right/32px 100% no-repeat local,
+ radial-gradient(farthest-side at 0 50%,var(--vlm-lab-shade),transparent) left/14px 100% no-repeat scroll,
+ radial-gradient(farthest-side at 100% 50%,var(--vlm-lab-shade),transparent) right/14px 100% no-repeat scroll;
+ font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:14px;color:#1f2328}
 .vlm-lab-comparison table{border-collapse:collapse;margin:6px 0 12px}
 .vlm-lab-comparison td,.vlm-lab-comparison th{padding:4px 8px;text-align:left;vertical-align:middle;border-bottom:1px solid #e3e6ea}
 .vlm-lab-comparison th{background:#f3f5f7;font-weight:600}
@@ -58,21 +66,32 @@ STYLE = """
 .vlm-lab-comparison .flip{font-size:80%;white-space:nowrap}.vlm-lab-comparison .flip.up{color:#16703a}
 .vlm-lab-comparison .flip.down{color:#fff;background:#b3261e;padding:0 4px;border-radius:3px}
 .vlm-lab-comparison td:has(>.flip.down){box-shadow:inset 0 0 0 2px #b3261e}
-.vlm-lab-comparison div.wide{overflow-x:auto;max-width:100%}
+.vlm-lab-comparison div.wide{overflow-x:auto;max-width:100%;background:var(--vlm-lab-edges)}
+.vlm-lab-comparison div.wide th{background:rgba(0,30,60,.045)}
 .vlm-lab-comparison .long-word{overflow-wrap:anywhere}.vlm-lab-comparison td.id,.vlm-lab-comparison table.summary td:first-child{white-space:nowrap}
 .vlm-lab-comparison div.samples{overflow:auto;max-height:calc(100vh - 24px)}
-@media print{.vlm-lab-comparison div.samples{overflow:visible;max-height:none}}
+.vlm-lab-comparison .folded{display:-webkit-box;-webkit-box-orient:vertical;-webkit-line-clamp:4;line-clamp:4;overflow:hidden}
+.vlm-lab-comparison tr:has(label.unfold>input:checked)>td{vertical-align:top}
+.vlm-lab-comparison td:has(>label.unfold>input:checked)>.folded{display:block;-webkit-line-clamp:none;line-clamp:none;overflow:visible}
+.vlm-lab-comparison label.unfold{font-size:80%;color:#5f6b7a;white-space:nowrap;cursor:pointer}
+@media print{.vlm-lab-comparison div.samples{overflow:visible;max-height:none}
+.vlm-lab-comparison .folded{display:block;-webkit-line-clamp:none;line-clamp:none;overflow:visible}.vlm-lab-comparison label.unfold{display:none}
+.vlm-lab-comparison tr:has(.folded)>td{vertical-align:top}}
 .vlm-lab-comparison table.samples{margin:0}.vlm-lab-comparison table.samples thead th{position:sticky;top:0;z-index:1}
 """
 # Under JupyterLab's and VS Code's dark themes (as widgets_html's STYLE): dark text on the theme's dark
 # background, and the light rows and headers under its light text, could not be read.
 DARK = """
 {c}{{color:#e6edf3}} {c} td,{c} th{{border-bottom-color:#444c56}} {c} th{{background:#2d333b}}
-{c} .ci,{c} .settings{{color:#a8b3bf}} {c} .empty{{color:#a8b3bf}} {c} tr.disagree{{background:#3b3218}}
+{c} div.wide th{{background:rgba(157,187,227,.2)}} {c} tr.disagree{{background:#3b3218}}
+{c} .ci,{c} .settings,{c} label.unfold{{color:#a8b3bf}} {c} .empty{{color:#a8b3bf}}
 {c} .up,{c} td.ok,{c} .flip.up{{color:#6bdc7f}} {c} .down,{c} td.bad{{color:#ff9b94}} {c} td.partial{{color:#f0c060}}
 {c} td:has(>.flip.down){{box-shadow:inset 0 0 0 2px #ff9b94}} {c} .flip.down{{color:#fff}}
 """
-STYLE += "".join(DARK.format(c=f"{theme} .vlm-lab-comparison") for theme in ("body[data-jp-theme-light=false]", "body.vscode-dark"))
+# the summary's scroll hint: a light shade under the page's own colour (the theme's, as the output area shows it)
+PAGE = {"body[data-jp-theme-light=false]": "var(--jp-layout-color0,#111)", "body.vscode-dark": "var(--vscode-editor-background,#1f1f1f)"}
+STYLE += "".join(DARK.format(c=f"{theme} .vlm-lab-comparison") + f"{theme} .vlm-lab-comparison{{--vlm-lab-page:{page};"
+                 "--vlm-lab-shade:rgba(255,255,255,.35)}" for theme, page in PAGE.items())
 
 
 def comparison_html(result: ComparisonResult, *, max_rows: int | None = 200, only_disagreements: bool = False,
@@ -93,7 +112,8 @@ def comparison_html(result: ComparisonResult, *, max_rows: int | None = 200, onl
             mark, value = score_mark(out["score"])
             text = esc(out["output"]) if out["output"] else '<span class="empty">(empty)</span>'
             flip = flip_mark(flips.get((row["id"], name)), result.checkpoints[i - 1] if i else "")
-            cells.append(f'<td class="{mark}{long_word(out["output"])}">{text}{value}{flip}{badges(out)}</td>')
+            text, toggle = fold(out["output"], text)
+            cells.append(f'<td class="{mark}{long_word(out["output"])}">{text}{value}{flip}{badges(out)}{toggle}</td>')
         cls = ' class="disagree"' if id(row) in disagree else ""
         ref = "" if row["reference"] is None else reference_text(row["reference"])
         thumb = thumbnail(result, row) if embed_images else f'<img src="{esc(row["image"])}" alt="{esc(row["id"])}" loading="lazy">'
@@ -113,7 +133,18 @@ def comparison_html(result: ComparisonResult, *, max_rows: int | None = 200, onl
 
 
 def _td(text: str, cls: str) -> str:
-    return f"<td class='{cls.strip()}'>{esc(text)}</td>" if cls else f"<td>{esc(text)}</td>"
+    inner = "".join(fold(text, esc(text)))
+    return f"<td class='{cls.strip()}'>{inner}</td>" if cls else f"<td>{inner}</td>"
+
+
+def fold(text: str, inner: str) -> tuple[str, str]:
+    """(the cell's text, its toggle): a text longer than ``FOLD_CHARS`` shows its first lines, and a
+    no-script "whole text" checkbox shows the rest (print shows it all); a shorter one is left as it was.
+    The marks beside an answer (score, "was right", cut off) go between the two, in view while folded."""
+    if len(str(text)) <= FOLD_CHARS:
+        return inner, ""
+    words = len(str(text).split())
+    return f"<div class='folded'>{inner}</div>", f" <label class='unfold'><input type='checkbox'> whole text ({words} words)</label>"
 
 
 def long_word(text: str) -> str:
