@@ -120,8 +120,10 @@ class Explorer(ExplorerInputs):
         self.log = w.Checkbox(value=False, description="Log this comparison (W&B)", indent=False)
         self.log.disabled = _log_interaction() is None
         self.button = w.Button(description="Compare", button_style="primary", icon="play")
-        self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True,
+        self.stop_button = w.Button(description="Stop", icon="stop", disabled=True,
                                     tooltip="end the run after the token being generated; finished answers stay")
+        # red only while there is a run to stop: a disabled "danger" button is drawn pink (60% opacity), a live call to action
+        self.stop_button.observe(lambda c: setattr(self.stop_button, "button_style", "" if c["new"] else "danger"), names="disabled")
         self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="160px", display="none"))
         self.output = w.HTML()
         self._show(message_html("Pick checkpoints and an image, then click Compare (or press Enter in the prompt)."))
