@@ -24,7 +24,8 @@ def service(tiny_dir):
 
 def test_memory_plan_from_the_verdicts(service):
     plan = service.memory
-    assert plan.target == "cpu-basic" and len(plan.notes) == len(service.labels) + 1
+    assert plan.target == "cpu-basic" and len(plan.notes) == len(service.labels) + 2  # + the longest question's tokens
+    assert plan.notes[-2].startswith("rows counted for questions of up to 500 characters: up to ")
     assert plan.notes[-1].startswith("generating: ") and plan.slots is not None  # every generation at once
     assert 1 <= plan.max_batch_size <= 64 and plan.co_resident >= len(service.labels)
     assert 0 < plan.cache_budget_bytes < 16 * 10**9

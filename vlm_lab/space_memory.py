@@ -16,9 +16,10 @@ import logging
 import time
 from typing import Any, Iterator, Mapping, Sequence
 
-from vlm_lab.space_settings import MAX_BEAMS, Hardware, Slots, generation_slots
+from vlm_lab.space_settings import MAX_BEAMS, Hardware, Slots, SpaceSettings, generation_slots
 
 log = logging.getLogger("vlm_lab.space")
+PROMPT_CHARS = SpaceSettings.max_prompt_chars  # the longest question a Space accepts by default
 
 
 # -- memory around a request ------------------------------------------------------------------
@@ -87,22 +88,40 @@ class MemoryPlan:
     max_beams: int = MAX_BEAMS  # the widest beam search any Compare may ask for at max_new_tokens (1: none)
     max_new_tokens: int = 0  # the longest answer the plan is for (the Space's max new tokens)
     refs: tuple[Any, ...] = ()  # the checkpoints it estimated
-    # by checkpoint, then by beams above max_beams: the most new tokens a Compare of that many beams fits (0: none)
+    # by checkpoint, then by beams above max_beams: the most new tokens a Compare of that many beams fits (0: none),
+    # with a question of prompt_tokens_by_ref's tokens
     beam_tokens_by_ref: Mapping[Any, Mapping[int, int]] = dataclasses.field(default_factory=dict, compare=False)
+    prompt_chars: int = 0  # the longest question the plan is for, in characters (the Space's max_prompt_chars)
+    prompt_tokens: int = 0  # ... its most text tokens with any checkpoint: each row is counted with it
+    prompt_how: str = ""  # with which checkpoint, counted how (for the notes)
+    # by checkpoint: the text tokens its rows are counted with, and what counts a request's question (None: no tokenizer)
+    prompt_tokens_by_ref: Mapping[Any, int] = dataclasses.field(default_factory=dict, compare=False)
+    counters: Mapping[Any, Any] = dataclasses.field(default_factory=dict, compare=False)
 
-    def beam_tokens(self, ref: Any, beams: int) -> int:
+    def question_tokens(self, ref: Any, question: str) -> int | None:
+        """``question``'s text tokens with ``ref`` (its tokenizer, at well under a millisecond); None without one."""
+        counter = self.counters.get(ref)
+        return counter(question) if counter is not None else None
+
+    def beam_tokens(self, ref: Any, beams: int, prompt_tokens: int | None = None) -> int:
         """The most new tokens (up to ``max_new_tokens``) a Compare of ``beam(beams)`` with ``ref`` fits (0: none);
-        ``max_new_tokens`` for a checkpoint with no estimate (no cap: loading will tell)."""
-        return self.beam_tokens_by_ref.get(ref, {}).get(beams, self.max_new_tokens)
+        ``max_new_tokens`` for a checkpoint with no estimate (no cap: loading will tell).
 
-    def beams_at(self, ref: Any, max_new_tokens: int) -> int:
+        ``prompt_tokens``: the request's question's (``question_tokens``); the plan counted the longest question, and
+        a row's memory follows its prompt and answer together, so a shorter question leaves as many tokens more."""
+        n = self.beam_tokens_by_ref.get(ref, {}).get(beams, self.max_new_tokens)  # below 1: with no question of the longest
+        if prompt_tokens is not None and n < self.max_new_tokens:
+            n += self.prompt_tokens_by_ref.get(ref, prompt_tokens) - prompt_tokens
+        return max(0, min(self.max_new_tokens, n))
+
+    def beams_at(self, ref: Any, max_new_tokens: int, prompt_tokens: int | None = None) -> int:
         """The most beams (up to ``MAX_BEAMS``) a Compare with ``ref`` fits at ``max_new_tokens`` (1: none)."""
-        return next((b for b in range(MAX_BEAMS, 1, -1) if self.beam_tokens(ref, b) >= max_new_tokens), 1)
+        return next((b for b in range(MAX_BEAMS, 1, -1) if self.beam_tokens(ref, b, prompt_tokens) >= max_new_tokens), 1)
 
     def beams_note(self) -> str:
         """Up to how many new tokens each count of beams fits, for the page, where the longest answers hold fewer
-        than ``MAX_BEAMS`` beams ('' otherwise): "on t4-small with the largest checkpoint, beam(3) fits up to 223
-        new tokens, beam(4) up to 143"."""
+        than ``MAX_BEAMS`` beams ('' otherwise): "on t4-small with the largest checkpoint and a question of 500
+        characters (a shorter one leaves more), beam(3) fits up to 223 new tokens, beam(4) up to 143"."""
         if self.max_beams >= MAX_BEAMS:
             return ""
         said = []
@@ -111,11 +130,21 @@ class MemoryPlan:
             first = not said
             said.append(f"beam({b}) " + ("fits " if first else "")
                         + ((f"up to {n}" + (" new tokens" if first else "")) if n else "not at all"))
-        return f"on {self.target} with the largest checkpoint, {', '.join(said)}"
+        question = f" and a question of {self.prompt_chars} characters (a shorter one leaves more)" if self.prompt_chars else ""
+        return f"on {self.target} with the largest checkpoint{question}, {', '.join(said)}"
+
+    def prompt_note(self) -> str:
+        """What the plan assumed of the questions, for the page and the log: "rows counted for questions of up to
+        500 characters: up to 504 text tokens (llava-7b: its tokenizer's worst, 'a.' repeated)"."""
+        if not self.prompt_chars:
+            return f"rows counted for prompts of {self.prompt_tokens} text tokens"
+        return (f"rows counted for questions of up to {self.prompt_chars} characters: up to {self.prompt_tokens} text "
+                f"tokens ({self.prompt_how})")
 
 
 def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_tokens: int = 16,
-                batch_cap: int = 64, batch_size: int = 0, slots: Slots | None = None) -> MemoryPlan:
+                batch_cap: int = 64, batch_size: int = 0, slots: Slots | None = None,
+                prompt_chars: int = PROMPT_CHARS, prompt_tokens: int | None = None) -> MemoryPlan:
     """Estimate every offered checkpoint (config only, nothing loaded) against the hardware target, with
     room for the KV cache and activations of every generation that runs at once.
 
@@ -129,26 +158,46 @@ def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_t
     ``target`` defaults to the largest Space GPU that fits in this GPU's memory (t4-small, the
     Space's suggested hardware, when none does) and to cpu-basic on CPU.
     A checkpoint that cannot be estimated (a hub id not downloaded yet) is skipped and noted.
+
+    Each row is counted with the longest question the Space accepts (``prompt_chars`` characters, its
+    ``max_prompt_chars``) through each checkpoint's own tokenizer and chat template (``space_prompts.longest_question``),
+    up to what the checkpoint reads beside its image (a longer question is refused as it generates); its notes say so.
+    ``prompt_tokens``: count every row with that many text tokens instead (a caller that knows its prompts).
     """
     from vlm_lab import memory
     from vlm_lab.memory_targets import budget_bytes, get_target
+    from vlm_lab.space_prompts import longest_question
 
     hardware = Hardware.detect(device) if slots is None or not target else None
     t = get_target(target or _detect_target(hardware))
-    notes, batches, ests, refs_estimated = [], [], [], []
+    notes, batches, ests, refs_estimated, prompts, counters, hows = [], [], [], [], {}, {}, {}
     for ref in refs:
+        name = getattr(ref, "name", ref)
         try:
             est = memory.estimate(ref, device=t.device, target=t, max_new_tokens=max_new_tokens)
+            if prompt_tokens is None:
+                p, counter, how = longest_question(ref, prompt_chars)
+                if est.context_tokens and p + est.image.tokens >= est.context_tokens:  # generation refuses longer
+                    p, how = est.context_tokens - est.image.tokens - 1, f"{how}, cut to what {name} reads beside its image"
+                counters[ref], hows[ref] = counter, how
+            else:
+                p = prompt_tokens
+            est = memory.estimate(ref, device=t.device, target=t, max_new_tokens=max_new_tokens, prompt_tokens=p)
             v = memory.verdict(est, t)
         except Exception as e:  # noqa: BLE001 - an estimate is advice; loading will tell for sure
-            notes.append(f"{getattr(ref, 'name', ref)}: no estimate ({type(e).__name__}: {e})")
+            notes.append(f"{name}: no estimate ({type(e).__name__}: {e})")
             continue
         batches.append(max(1, min(batch_cap, v.max_batch_size)))
         ests.append(est)
         refs_estimated.append(ref)
+        prompts[ref] = p
         notes.append(v.message())
     if not ests:
         return MemoryPlan(t.name, None, None, None, tuple(notes))
+    longest = max(prompts, key=prompts.get)
+    asked = dict(prompt_chars=0 if prompt_tokens is not None else prompt_chars, prompt_tokens=prompts[longest],
+                 prompt_how=f"{getattr(longest, 'name', longest)}: {hows[longest]}" if hows else "",
+                 prompt_tokens_by_ref=prompts, counters={r: c for r, c in counters.items() if c is not None})
     wanted = slots or generation_slots(hardware)
     weights = max(est.weight_bytes for est in ests)
     row = max(est.per_sample_bytes for est in ests)  # any of them may be generating in each slot
@@ -163,15 +212,18 @@ def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_t
     cache = max(1, budget_bytes(t) - fixed - rows)
     notes.append(_slots_note(wanted, held, batch, beams, rows, cache, max_new_tokens, fits=rows <= room))
     tokens = _beam_tokens(refs_estimated, ests, t, held.compare_rows(batch, beams) * row, beams, max_new_tokens)
-    return MemoryPlan(t.name, batch, cache, cache // max(1, weights), tuple(notes), held, beams, max_new_tokens,
-                      tuple(refs_estimated), tokens)
+    plan = MemoryPlan(t.name, batch, cache, cache // max(1, weights), tuple(notes), held, beams, max_new_tokens,
+                      tuple(refs_estimated), tokens, **asked)
+    return dataclasses.replace(plan, notes=(*notes[:-1], plan.prompt_note(), notes[-1]))  # the generations' last
 
 
 def _beam_tokens(refs: Sequence[Any], ests: Sequence[Any], t: Any, room: int, max_beams: int,
                  max_new_tokens: int) -> dict[Any, dict[int, int]]:
     """For each checkpoint and each count of beams above ``max_beams``: the most new tokens whose rows fit ``room``
-    (what one Compare's slot keeps). A row's KV cache and activations grow with the tokens generated, so shorter
-    answers hold more beams. Estimated here, before the Space serves, and looked up per request: an estimate builds
+    (what one Compare's slot keeps) with the longest question (``est.prompt_tokens``). A row's KV cache and activations
+    grow with the tokens of its prompt and answer together, so shorter answers, and shorter questions, hold more beams.
+    Where no answer fits with the longest question, it is less than 1: minus the prompt tokens a question must give
+    up for one token to fit (``-est.prompt_tokens``: not even with no question). Estimated here, before the Space serves, and looked up per request: an estimate builds
     the model from its config, and transformers sets torch's process-wide default dtype meanwhile, which would
     reach the generations other visitors' requests run at the time."""
     from vlm_lab import memory
@@ -180,11 +232,12 @@ def _beam_tokens(refs: Sequence[Any], ests: Sequence[Any], t: Any, room: int, ma
         return {}
     rows = {}
 
-    def fits(ref: Any, est: Any, beams: int, n: int) -> bool:
-        if (ref, n) not in rows:
-            rows[ref, n] = est.per_sample_bytes if n == max_new_tokens else memory.estimate(
-                ref, device=t.device, target=t, max_new_tokens=n).per_sample_bytes
-        return beams * rows[ref, n] <= room
+    def fits(ref: Any, est: Any, beams: int, n: int, prompt: int | None = None) -> bool:
+        prompt = est.prompt_tokens if prompt is None else prompt
+        if (ref, prompt, n) not in rows:
+            rows[ref, prompt, n] = est.per_sample_bytes if (prompt, n) == (est.prompt_tokens, max_new_tokens) else \
+                memory.estimate(ref, device=t.device, target=t, max_new_tokens=n, prompt_tokens=prompt).per_sample_bytes
+        return beams * rows[ref, prompt, n] <= room
 
     table: dict[Any, dict[int, int]] = {}
     for ref, est in zip(refs, ests):
@@ -195,6 +248,9 @@ def _beam_tokens(refs: Sequence[Any], ests: Sequence[Any], t: Any, room: int, ma
             else:  # the first length that does not fit, less one (rows only grow with the length)
                 lengths = range(1, max_new_tokens + 1)
                 table[ref][b] = bisect.bisect_left(lengths, True, key=lambda n: not fits(ref, est, b, n))  # noqa: B023
+            if not table[ref][b]:  # the first shorter question whose one new token does not fit, less the longest's
+                prompts = range(est.prompt_tokens)
+                table[ref][b] = bisect.bisect_left(prompts, True, key=lambda q: not fits(ref, est, b, 1, q)) - est.prompt_tokens  # noqa: B023
     return table
 
 

@@ -113,7 +113,8 @@ class ComparisonService:
         with variables_in_errors("VLM_LAB_DTYPE", settings.dtype):
             resolve_dtype(settings.dtype, device)
         self.memory = plan_memory(refs, device=self.device, target=settings.target,
-                                  max_new_tokens=settings.max_new_tokens, batch_size=settings.max_batch_size)
+                                  max_new_tokens=settings.max_new_tokens, batch_size=settings.max_batch_size,
+                                  prompt_chars=settings.max_prompt_chars)  # rows counted with the longest question
         budget = settings.cache_budget or self.memory.cache_budget_bytes
         self.cache = cache if cache is not None else ModelCache(budget, loader=self._load,
                                                                 hub_refresh_s=settings.hub_refresh_s)
@@ -216,11 +217,12 @@ class ComparisonService:
             raise ConfigError(f"max new tokens must be between 1 and {self.settings.max_new_tokens}, got {n}")
         return GenerationConfig(strategy=strategy, max_new_tokens=n, batch_size=1, seed=0)
 
-    def check_beams(self, config: GenerationConfig, labels: Sequence[str]) -> None:
+    def check_beams(self, config: GenerationConfig, labels: Sequence[str], question: str | None = None) -> None:
         """Refuse a beam search whose rows, at the request's own max new tokens, do not fit in what the memory plan
         keeps for a Compare with one of ``labels``: a row grows with the tokens generated (KV cache, activations), so
-        a short answer holds beams a long one does not. The plan estimated those lengths before the Space served: a
-        lookup here.
+        a short answer holds beams a long one does not, and so does a short ``question`` (counted with each checkpoint's
+        tokenizer; without one, as the longest the Space accepts). The plan estimated those lengths before the Space
+        served: a lookup here.
 
         Raises:
             ConfigError: says up to how many new tokens those beams fit, and how many beams fit at this length.
@@ -231,13 +233,16 @@ class ComparisonService:
         n, plan = config.max_new_tokens, self.memory
         for label in labels:
             ref = self.refs[label]
-            fits = plan.beam_tokens(ref, int(beams))
+            prompt = plan.question_tokens(ref, question) if question is not None else None
+            fits = plan.beam_tokens(ref, int(beams), prompt)
             if n <= fits:
                 continue
-            held = plan.beams_at(ref, n)
+            held = plan.beams_at(ref, n, prompt)
             fewer = f"beam({held}) or fewer" if held > 1 else "greedy or sampling"
-            said = f"beam({beams:g}) fits up to {fits} new tokens; ask for at most {fits} new tokens, or for {fewer}" if fits \
-                else f"beam({beams:g}) fits at no length; ask for {fewer}"
+            asked = f" with this question ({prompt} tokens)" if prompt is not None else ""
+            shorter = ", a shorter question" if prompt is not None else ""
+            said = (f"beam({beams:g}) fits up to {fits} new tokens{asked}; ask for at most {fits} new tokens{shorter}, or "
+                    f"for {fewer}") if fits else f"beam({beams:g}) fits at no length{asked}; ask for {fewer}{shorter.replace(',', ', or')}"
             raise ConfigError(f"{config.strategy!r} with {n} new tokens does not fit in the memory of {plan.target} "
                               f"with {label}: {said}")
 
@@ -265,7 +270,7 @@ class ComparisonService:
         config = self.generation_config(strategy, max_new_tokens)
         text = self._prompt(prompt)
         chosen = self._selected(checkpoints)
-        self.check_beams(config, chosen)
+        self.check_beams(config, chosen, text)
         img = read_image(image, max_pixels=self.settings.max_pixels)
         answers, failures = [], []
         with logged_request("compare", f"{len(chosen)} checkpoint(s), {config.strategy}, {config.max_new_tokens} tokens"):

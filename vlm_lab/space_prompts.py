@@ -1,0 +1,70 @@
+"""The text tokens of the Space's visitors' questions: the longest question it accepts, counted with each checkpoint's
+own tokenizer and chat template when the memory plan is made, and each request's own count, looked up against it.
+
+A row's KV cache and activations grow with its prompt as with its answer (``memory.estimate``'s ``per_sample_bytes``).
+The memory plan counted every row at estimate's default of 32 prompt tokens, but a visitor may type
+``max_prompt_chars`` characters (500): 500 tokens and more with a word-level tokenizer that splits every punctuation
+mark, up to four per character (a byte-level BPE's emoji). Counting a tokenizer's worst for the longest question keeps
+the plan true for any question; a checkpoint whose tokenizer cannot be read is counted at 4 tokens per character.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+log = logging.getLogger("vlm_lab.space")
+
+# What the longest question is made of when the plan counts it: characters tokenizers split hardest. Punctuation
+# between letters (a word-level or BPE pre-tokenizer makes each a token of its own), accented, CJK and mathematical
+# letters and emoji (a byte-level BPE's or a byte fallback's 2 to 4 tokens each), combining marks. Each is repeated
+# to the longest question the Space accepts; the plan takes the one with the most tokens.
+WORST_QUESTIONS = ("a.", "a ", "1,", "é.", "的", "😀", "a😀", "\u0301a", "𝔸.")
+# Without a tokenizer to count with: UTF-8's most bytes per character (a byte-level tokenizer's one token per byte),
+# and room for the chat template's turn around the question.
+UNKNOWN_TOKENS_PER_CHAR = 4
+UNKNOWN_TEMPLATE_TOKENS = 32
+
+
+class PromptCounter:
+    """A question's text tokens for one checkpoint, as generation sends it: the chat template's user turn (the image's
+    placeholder counted too), through the checkpoint's own tokenizer."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        # a fast tokenizer's call sets its truncation and padding on the Rust side: at once from two threads it raises
+        # 'Already borrowed'. A count takes well under a millisecond.
+        self._lock = threading.Lock()
+
+    def __call__(self, question: str) -> int:
+        from vlm_lab.generation import render_prompt
+
+        text = render_prompt(self.tokenizer, question)
+        with self._lock:  # verbose=False: a question past model_max_length is generation's to refuse, not a warning here
+            return len(self.tokenizer(text, verbose=False)["input_ids"])
+
+
+def longest_question(ref: Any, max_chars: int) -> tuple[int, PromptCounter | None, str]:
+    """The most text tokens a question of up to ``max_chars`` characters takes with ``ref``: its tokenizer's count of
+    the worst of ``WORST_QUESTIONS``, or 4 tokens per character and 32 for the template when it has no tokenizer here.
+
+    Returns:
+        (tokens, the counter for requests or None, how the tokens were counted, for the plan's notes).
+    """
+    from transformers import AutoTokenizer
+
+    from vlm_lab.checkpoints import CheckpointRef, resolve
+    from vlm_lab.memory_checkpoint import local_folder
+
+    try:
+        cref = ref if isinstance(ref, CheckpointRef) else resolve(str(ref), expand=False)[0]
+        counter = PromptCounter(AutoTokenizer.from_pretrained(str(local_folder(cref)), local_files_only=True))
+        counts = {pattern: counter((pattern * max_chars)[:max_chars]) for pattern in WORST_QUESTIONS}
+        worst = max(counts, key=counts.get)  # the first of those that tie
+        tokens = counts[worst]
+    except Exception as e:  # noqa: BLE001 - no tokenizer to read (config only, not downloaded yet): count the worst
+        log.info("%s: no tokenizer to count questions with (%s: %s)", getattr(ref, "name", ref), type(e).__name__, e)
+        return (max_chars * UNKNOWN_TOKENS_PER_CHAR + UNKNOWN_TEMPLATE_TOKENS, None,
+                f"no tokenizer to count with: {UNKNOWN_TOKENS_PER_CHAR} per character assumed")
+    return tokens, counter, f"its tokenizer's worst, {worst.strip()!r} repeated"
