@@ -222,10 +222,10 @@ def _beam_tokens(refs: Sequence[Any], ests: Sequence[Any], t: Any, room: int, ma
     """For each checkpoint and each count of beams above ``max_beams``: the most new tokens whose rows fit ``room``
     (what one Compare's slot keeps) with the longest question (``est.prompt_tokens``). A row's KV cache and activations
     grow with the tokens of its prompt and answer together, so shorter answers, and shorter questions, hold more beams.
-    Where no answer fits with the longest question, it is less than 1: minus the prompt tokens a question must give
-    up for one token to fit (``-est.prompt_tokens``: not even with no question). Estimated here, before the Space serves, and looked up per request: an estimate builds
-    the model from its config, and transformers sets torch's process-wide default dtype meanwhile, which would
-    reach the generations other visitors' requests run at the time."""
+    Where no answer fits with the longest question it is below 1: a question of p tokens fits ``value + longest - p``
+    new tokens (``-est.prompt_tokens``: none even with no question). Estimated here, before the Space serves, and
+    looked up per request: an estimate builds the model from its config, and transformers sets torch's process-wide
+    default dtype meanwhile, which would reach the generations other visitors' requests run at the time."""
     from vlm_lab import memory
 
     if max_beams >= MAX_BEAMS:
@@ -250,7 +250,8 @@ def _beam_tokens(refs: Sequence[Any], ests: Sequence[Any], t: Any, room: int, ma
                 table[ref][b] = bisect.bisect_left(lengths, True, key=lambda n: not fits(ref, est, b, n))  # noqa: B023
             if not table[ref][b]:  # the first shorter question whose one new token does not fit, less the longest's
                 prompts = range(est.prompt_tokens)
-                table[ref][b] = bisect.bisect_left(prompts, True, key=lambda q: not fits(ref, est, b, 1, q)) - est.prompt_tokens  # noqa: B023
+                first = bisect.bisect_left(prompts, True, key=lambda q: not fits(ref, est, b, 1, q))  # noqa: B023
+                table[ref][b] = first - est.prompt_tokens
     return table
 
 

@@ -242,7 +242,8 @@ class ComparisonService:
             asked = f" with this question ({prompt} tokens)" if prompt is not None else ""
             shorter = ", a shorter question" if prompt is not None else ""
             said = (f"beam({beams:g}) fits up to {fits} new tokens{asked}; ask for at most {fits} new tokens{shorter}, or "
-                    f"for {fewer}") if fits else f"beam({beams:g}) fits at no length{asked}; ask for {fewer}{shorter.replace(',', ', or')}"
+                    f"for {fewer}") if fits else \
+                f"beam({beams:g}) fits at no length{asked}; ask for {fewer}{shorter.replace(',', ', or')}"
             raise ConfigError(f"{config.strategy!r} with {n} new tokens does not fit in the memory of {plan.target} "
                               f"with {label}: {said}")
 
