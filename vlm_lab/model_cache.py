@@ -291,6 +291,7 @@ class ModelCache(CacheIdentity):
         """Reserve room for ``ref``, load it (no lock held), and add it; whatever happens, ``load`` ends."""
         dev = torch.device(key[2])
         no_room = False  # this thread's wait for room ended it (no room, cancelled) or its caller's hook raised
+        stopped: list[bool] = []  # this thread's wait for its build turn ended it, or a hook raised
         try:
             estimate = self.size_fn(ref, torch_dtype) or 0
             self._check_fits(ref, estimate, torch_dtype)
@@ -301,7 +302,6 @@ class ModelCache(CacheIdentity):
             except BaseException:
                 no_room = True
                 raise
-            stopped: list[bool] = []  # this thread's wait for its build turn ended it, or a hook raised
             with watching(waiting=self._build_wait(ref, asked, stopped), began=self._build_began(ref, asked, stopped)):
                 loaded = self.loader(ref, dtype=dtype, device=device)
             nbytes = max(model_nbytes(loaded.model), estimate)
