@@ -42,6 +42,15 @@ def _hold_after(explorer, done: int) -> tuple[threading.Event, threading.Event]:
     return reached, release
 
 
+def _watched_explorer(ref: str, cache) -> tuple:
+    """An explorer on ``ref`` alone and the list of every status it shows (unescaped), as they are shown."""
+    e = explore([ref], "shapes:val:2", device="cpu", cache=cache)
+    e.checkpoints.value = (0,)
+    shown: list[str] = []
+    e.output.observe(lambda c: shown.append(html.unescape(c["new"])), names="value")
+    return e, shown
+
+
 def test_a_click_returns_while_the_run_goes_and_stop_keeps_what_finished(tiny_checkpoints, fresh_cache):
     """A Compare blocked the kernel until it ended; the only way out was interrupting the kernel."""
     e = explore([str(p) for p in tiny_checkpoints[:3]], "shapes:val:2", device="cpu", cache=fresh_cache)
@@ -264,10 +273,7 @@ def test_stop_ends_a_run_waiting_for_room_that_another_cells_model_holds(tiny_ch
     holding = Run(cell)
     assert inside.wait(HOLD_S)
     held = cache.used_bytes
-    e = explore([str(tiny_checkpoints[-1])], "shapes:val:2", device="cpu", cache=cache)
-    e.checkpoints.value = (0,)
-    shown: list[str] = []
-    e.output.observe(lambda c: shown.append(html.unescape(c["new"])), names="value")
+    e, shown = _watched_explorer(str(tiny_checkpoints[-1]), cache)
     try:
         e.button.click()
         until(lambda: shown and "Waiting for room" in shown[-1])  # checkpoint-1000 waits for checkpoint-250's room
@@ -306,10 +312,7 @@ def test_stop_ends_a_run_whose_load_waits_for_another_threads_model_build(tiny_c
     cache.loader = held = HeldInFromPretrained("checkpoint-250")
     cell = Run(lambda: cache.get(str(tiny_checkpoints[1]), device="cpu"))
     assert held.inside.wait(HOLD_S)
-    e = explore([str(tiny_checkpoints[-1])], "shapes:val:2", device="cpu", cache=cache)
-    e.checkpoints.value = (0,)
-    shown: list[str] = []
-    e.output.observe(lambda c: shown.append(html.unescape(c["new"])), names="value")
+    e, shown = _watched_explorer(str(tiny_checkpoints[-1]), cache)
     try:
         e.button.click()
         until(lambda: shown and "Waiting to load" in shown[-1])
