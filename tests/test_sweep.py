@@ -747,7 +747,11 @@ def test_a_kernel_that_dies_names_the_cell_it_died_in_and_how_it_died(sweep_file
     assert "fewer runs at once (the sweep's jobs) or a smaller batch needs less memory" in json.dumps(failed), failed
     assert "--jobs" not in json.dumps(failed), failed
     assert "Kernel died while waiting" not in captured.err, captured.err
-    assert runs[1].completed and not (runs[1].dir / sweep.KERNEL_LOG).exists()  # shut down as usual: nothing to say
+    # shut down as usual: vlm-lab has nothing to say of it. The kernel's own stderr is still kept if it wrote any: a
+    # busy CI machine's kernel once ended with libzmq's 'Assertion failed: pfd.revents & POLLIN (src/signaler.cpp:238)'
+    # abort at context termination (zeromq/libzmq#1307), after the run had completed
+    log = runs[1].dir / sweep.KERNEL_LOG
+    assert runs[1].completed and not (log.exists() and "vlm-lab:" in log.read_text())
 
 
 def test_a_float_written_with_an_exponent_is_a_number(sweep_file, capsys):
