@@ -263,7 +263,7 @@ def meta_model(config):
 
     from vlm_lab.model_construction import building_models
 
-    with building_models, torch.device("meta"):  # another thread's load swaps the default dtype and tie_weights meanwhile
+    with building_models("a model from its config (memory estimate)"), torch.device("meta"):  # another thread's load swaps the default dtype and tie_weights meanwhile
         return AutoModelForImageTextToText.from_config(config)
 
 

@@ -83,7 +83,7 @@ def build_llava(out: str | os.PathLike[str], size: LlavaSize = LLAVA_100M, *, se
     config = llava_config(size, vocab_size=len(tok), image_token_id=tok.convert_tokens_to_ids(tiny.IMAGE_TOKEN),
                           pad_token_id=tok.pad_token_id)
     config.text_config.eos_token_id = tok.eos_token_id
-    with building_models, _seeded(seed):
+    with building_models(f"a synthetic LLaVA ({out.name})"), _seeded(seed):
         model = LlavaForConditionalGeneration(config)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
     return _save(out, model, processor)
@@ -158,7 +158,7 @@ def build_llava_next(out: str | os.PathLike[str], *, pinpoints=NEXT_PINPOINTS, s
     image_processor = LlavaNextImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=points)
     processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tok, chat_template=shapes.chat_template, patch_size=8,
                                    vision_feature_select_strategy="default", num_additional_image_tokens=1, image_token=tiny.IMAGE_TOKEN)
-    with building_models, _seeded(seed):
+    with building_models(f"a synthetic LLaVA-NeXT ({out.name})"), _seeded(seed):
         model = LlavaNextForConditionalGeneration(config)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
     return _save(out, model, processor)

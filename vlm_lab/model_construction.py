@@ -69,12 +69,11 @@ def watching(*, waiting: Callable[[Building | None], object], began: Callable[[]
 
 
 class BuildTurns:
-    """One model built at a time: ``with building_models:`` or ``with building_models("checkpoint-0"):``."""
+    """One model built at a time: ``with building_models("checkpoint-0"):`` (the name a thread waiting for it is told)."""
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._building: Building | None = None  # set and cleared only by the thread holding the turn
-        self._bare = threading.local()  # ``with building_models:``: whether each open block took the turn first
 
     @property
     def building(self) -> Building | None:
@@ -84,13 +83,6 @@ class BuildTurns:
     def __call__(self, name: str) -> contextlib.AbstractContextManager[None]:
         """The turn for building ``name`` (the name a thread waiting for it is told)."""
         return self._turn(name)
-
-    def __enter__(self) -> None:
-        stack = self._bare.__dict__.setdefault("outer", [])
-        stack.append(self._take("a model"))
-
-    def __exit__(self, *exc) -> None:
-        self._give(self._bare.outer.pop())
 
     @contextlib.contextmanager
     def _turn(self, name: str) -> Iterator[None]:

@@ -133,7 +133,7 @@ def build_model(processor, *, seed: int = 0):
         eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(seed)
-    with building_models:  # post_init ties weights: not while another thread's load has tie_weights swapped out
+    with building_models("a tiny shapes model"):  # post_init ties weights: not while another thread's load has tie_weights swapped out
         model = LlavaForConditionalGeneration(config)
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id,
