@@ -763,16 +763,6 @@ def test_a_float_written_with_an_exponent_is_a_number(sweep_file, capsys):
     assert yaml.safe_load("x: 1e-3") == {"x": "1e-3"}  # the YAML 1.1 behaviour this works around
 
 
-def test_a_bad_command_line_override_is_not_blamed_on_the_file(sweep_file, capsys):
-    path = sweep_file({"x": [1]})
-    assert main(["sweep", str(path), "--jobs", "0", "--dry-run"]) == 2
-    err = capsys.readouterr().err
-    assert err == f"error: ConfigError: jobs must be a positive integer, got 0 (an override of {path}, e.g. from the command line)\n"
-    path.write_text(path.read_text() + "jobs: 0\n")
-    assert main(["sweep", str(path), "--dry-run"]) == 2
-    assert capsys.readouterr().err.startswith(f"error: ConfigError: {path}: jobs must be a positive integer, got 0")
-
-
 def test_runs_started_at_once_each_get_their_own_kernel(sweep_file, tmp_path, monkeypatch):
     """--jobs threads start kernels together: each run must land in its own kernel (and folder)."""
     import papermill

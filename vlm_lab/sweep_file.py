@@ -15,10 +15,15 @@ from vlm_lab.sweep_yaml import load_yaml
 def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
     """Read a sweep YAML file into a ``SweepConfig``; ``overrides`` (e.g. jobs=4) win over the file.
 
+    Errors name an override as it was passed (``jobs=0``, ``runs_dir='$SCRATCH/runs'``) and the file's
+    own values by the file and key; ``vlm-lab sweep`` says its flags instead (``--runs-dir``:
+    ``vlm_lab.cli.flags_in_config_errors`` on ``error.overrides``).
+
     Raises:
         SweepError: the file is missing, not YAML, or not a mapping.
-        ConfigError: a key is unknown, missing or of the wrong type, or a value is invalid;
-            the message starts with the file's path.
+        ConfigError: a key is unknown, missing or of the wrong type, or a value is invalid; the message
+            starts with the file's path when the file is at fault; when overrides are, the error's
+            ``overrides`` attribute holds them (as passed).
     """
     import yaml
 
@@ -39,7 +44,9 @@ def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
     if not isinstance(values, dict):
         raise SweepError(f"{path} must be a mapping with name, notebook, parameters and grid")
     given = {k: v for k, v in overrides.items() if v is not None}
-    values = {**values, **_expanded_paths(values, path)}
+    # A path the caller overrides is not read from the file: `runs_dir: $SCRATCH/runs` must not stop a
+    # crontab line that passes another runs folder where $SCRATCH is not set.
+    values = {**values, **_expanded_paths({k: v for k, v in values.items() if k not in given}, path)}
     given = {**given, **_expanded_paths(given, path, override=True)}
     try:
         return SweepConfig.from_dict({**values, **given})
@@ -48,8 +55,32 @@ def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
             SweepConfig.from_dict(values)
         except ConfigError:
             raise ConfigError(f"{path}: {e}") from e
-        # The file is fine: the bad value came with the overrides (--jobs 0), not from the file.
-        raise ConfigError(f"{e} (an override of {path}, e.g. from the command line)") from e
+        # The file is fine: the bad value came with the overrides (jobs=0), not from the file.
+        fault = _at_fault(values, given)
+        raise _blaming(ConfigError(f"{e} ({_given_as(fault, overrides)} with {path}; the file itself is fine)"), fault) from e
+
+
+def _blaming(error: ConfigError, overrides: dict[str, Any]) -> ConfigError:
+    """``error`` with the overrides at fault, so the CLI can say them as the flags that set them."""
+    error.overrides = overrides
+    return error
+
+
+def _at_fault(values: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The overrides that the file's values refuse one at a time; all of them when only their mix is refused."""
+    alone = {}
+    for key, value in given.items():
+        try:
+            SweepConfig.from_dict({**values, key: value})
+        except ConfigError:
+            alone[key] = value
+    return alone or given
+
+
+def _given_as(fault: dict[str, Any], overrides: dict[str, Any]) -> str:
+    """``jobs=0 was given``, as the caller wrote it (before ``~`` and ``$VARS`` were expanded)."""
+    words = ", ".join(f"{key}={overrides.get(key, value)!r}" for key, value in fault.items())
+    return f"{words} {'was' if len(fault) == 1 else 'were'} given"
 
 
 PATH_KEYS = ("notebook", "runs_dir")  # read as paths: `~` and `$VARS` expanded, as a shell would
@@ -72,13 +103,14 @@ def _expanded_paths(values: dict[str, Any], path: Path, *, override: bool = Fals
         out = os.path.expanduser(os.path.expandvars(value))
         unset = list(dict.fromkeys(re.findall(r"\$\{?([A-Za-z_]\w*)", out)))
         if unset:
-            where = f"--{key.replace('_', '-')}" if override else f"{path}: {key}"
+            where = f"{key}={value!r}" if override else f"{path}: {key} {value!r}"
             names = ", ".join(f"${name}" for name in unset)
-            raise ConfigError(
-                f"{where} {value!r} uses {names}, which {'is' if len(unset) == 1 else 'are'} not set here (cron and "
+            error = ConfigError(
+                f"{where} uses {names}, which {'is' if len(unset) == 1 else 'are'} not set here (cron and "
                 f"systemd start with few variables: set {names.replace('$', '')} in the crontab line or the service's "
                 "Environment=, or write the path out)"
             )
+            raise _blaming(error, {key: value}) if override else error
         expanded[key] = out
     return expanded
 

@@ -20,12 +20,28 @@ import sys
 import threading
 
 
+# --jobs and --shard are checked by the parser, as --run-timeout is: scripts/run_experiments.py then refuses a
+# bad value once, before any sweep runs, instead of each sweep exiting 2 as if its file were invalid.
 def _shard(text: str) -> tuple[int, int]:
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--shard {text!r} is not I/N, e.g. 0/4 (0-based index of N shards)") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"--shard {text} has no shards: N must be at least 1 (I/N, 0-based: 0/N .. N-1/N)")
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard {text} is out of range; shards are 0-based: 0/{count} .. {count - 1}/{count}")
     return index, count
+
+
+def _jobs(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"--jobs {text} must be a positive integer (runs at once), e.g. --jobs 2")
+    return jobs
 
 
 def _duration(text: str) -> int:
@@ -67,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_sweep_options(parser: argparse.ArgumentParser) -> None:
     """The options of ``vlm-lab sweep`` (also scripts/run_experiments.py's, which passes them on)."""
-    parser.add_argument("--jobs", "-j", type=int, default=None, help="runs at once, each with its own kernel (default: the file's jobs, else 1)")
+    parser.add_argument("--jobs", "-j", type=_jobs, default=None, help="runs at once, each with its own kernel (default: the file's jobs, else 1)")
     parser.add_argument("--shard", type=_shard, default=None, metavar="I/N", help="run only shard I of N (0-based; e.g. $SLURM_ARRAY_TASK_ID/4)")
     parser.add_argument("--runs-dir", default=None, help="parent folder of the sweep's runs (default: the file's runs_dir, else runs)")
     parser.add_argument(
@@ -112,10 +128,18 @@ def _sweep(args: argparse.Namespace) -> int:
     from vlm_lab import sweep
     from vlm_lab.cli import flags_in_config_errors
 
+    from vlm_lab.errors import ConfigError
+
     index, count = args.shard if args.shard else (None, None)
-    config = sweep.load_sweep(
-        args.sweep_file, jobs=args.jobs, shard_index=index, shard_count=count, runs_dir=args.runs_dir, run_timeout=args.run_timeout
-    )
+    try:
+        config = sweep.load_sweep(
+            args.sweep_file, jobs=args.jobs, shard_index=index, shard_count=count, runs_dir=args.runs_dir, run_timeout=args.run_timeout
+        )
+    except ConfigError as e:
+        if not getattr(e, "overrides", None):
+            raise  # the file's own error names its keys (t.yaml: runs_dir must be text)
+        with flags_in_config_errors("jobs", "runs_dir", "run_timeout"):  # load_sweep says runs_dir='DIR', as a caller passes it
+            raise
     if args.dry_run:
         note = sweep.run_sweep(config, dry_run=True).note  # checks the notebook; says when it changed
         if note:
