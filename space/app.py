@@ -4,9 +4,10 @@ A thin edge: read the settings from the environment, build the UI, call vlm_lab.
 same on Hugging Face (the publisher stages the vlm_lab package and the embedded checkpoints
 next to this file) and locally (`make space`, from the repository).
 
-Space variables: VLM_LAB_CHECKPOINTS (comma-separated references), VLM_LAB_MAX_PIXELS,
-VLM_LAB_QUEUE_SIZE, VLM_LAB_MAX_BATCH_SIZE, VLM_LAB_CACHE_BUDGET, VLM_LAB_DEVICE, VLM_LAB_DTYPE,
-VLM_LAB_MAX_NEW_TOKENS, VLM_LAB_TARGET, VLM_LAB_UPLOAD_TTL_S, VLM_LAB_HUB_REFRESH_S.
+Space variables (README.md's Settings): VLM_LAB_CHECKPOINTS (comma-separated references), VLM_LAB_MAX_PIXELS,
+VLM_LAB_MAX_FILE_SIZE, VLM_LAB_MAX_PROMPT_CHARS, VLM_LAB_QUEUE_SIZE, VLM_LAB_MAX_BATCH_SIZE, VLM_LAB_CACHE_BUDGET,
+VLM_LAB_DEVICE, VLM_LAB_DTYPE, VLM_LAB_MAX_NEW_TOKENS, VLM_LAB_DEFAULT_MAX_NEW_TOKENS, VLM_LAB_TARGET,
+VLM_LAB_UPLOAD_TTL_S, VLM_LAB_HUB_REFRESH_S; VLM_LAB_ROOT (`make space`: the project whose checkpoints it serves).
 Secrets: HF_TOKEN (private models), WANDB_API_KEY (log interactions to W&B).
 """
 

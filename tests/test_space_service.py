@@ -108,6 +108,23 @@ def test_generation_choices_are_validated(service, strategy, tokens, message):
         service.generation_config(strategy, tokens)
 
 
+def test_the_question_limit_is_the_space_variable_the_memory_plan_counted_with(tiny_dir, tmp_path):
+    """VLM_LAB_MAX_PROMPT_CHARS sets what a visitor may ask and what every row of the memory plan is counted with; a
+    question at the limit is answered (the old message, 'keep it under 24', said 24 characters were refused)."""
+    from vlm_lab.errors import DataError
+
+    settings = SpaceSettings.from_env({"VLM_LAB_CHECKPOINTS": str(tiny_dir / "checkpoint-1000"), "VLM_LAB_DEVICE": "cpu",
+                                       "VLM_LAB_MAX_PROMPT_CHARS": "24"}, app_dir=tmp_path)
+    service = ss.ComparisonService(settings)
+    assert service.memory.prompt_chars == 24
+    assert "questions of up to 24 characters" in service.memory.prompt_note()
+    image, question = str(EXAMPLES / "green-triangle.png"), "What shape is it? Please"
+    assert len(question) == 24 and service.compare(image, question, ["checkpoint-1000"], "greedy", 4)[0].error == ""
+    with pytest.raises(DataError) as caught:
+        service.compare(image, question + "!", ["checkpoint-1000"], "greedy", 4)
+    assert str(caught.value) == "the question is 25 characters; this Space takes at most 24: shorten it"
+
+
 def test_compare_runs_each_selected_checkpoint_once_in_order(service):
     image = str(EXAMPLES / "green-triangle.png")
     answers = service.compare(image, "What shape is it?", ["checkpoint-1000", "checkpoint-1000", NONE_CHOICE], "greedy", 8)

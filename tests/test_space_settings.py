@@ -93,6 +93,15 @@ def test_serving_plan_on_cpu_keeps_generations_times_threads_near_the_cores():
     ({"VLM_LAB_TARGET": "t4"}, "--var VLM_LAB_TARGET='t4': unknown target 't4'; use one of cpu-basic, t4-small"),
     ({"VLM_LAB_CACHE_BUDGET": "lots"}, "--var VLM_LAB_CACHE_BUDGET='lots': cannot read a memory size"),
     ({"VLM_LAB_HUB_REFRESH_S": "-1"}, "--var VLM_LAB_HUB_REFRESH_S='-1' must be at least 0"),
+    ({"VLM_LAB_MAX_PROMPT_CHARS": "0"}, "--var VLM_LAB_MAX_PROMPT_CHARS='0' must be at least 1; set it to e.g. 500"),
+    ({"VLM_LAB_MAX_PROMPT_CHARS": "1k"}, "--var VLM_LAB_MAX_PROMPT_CHARS='1k' is not a whole number; set it to e.g. 500"),
+    # Gradio's launch(max_file_size=) takes a whole number and b, kb, mb, gb or tb; it raises at launch on anything else
+    ({"VLM_LAB_MAX_FILE_SIZE": "1.5mb"}, "--var VLM_LAB_MAX_FILE_SIZE='1.5mb': not a file size Gradio reads; use a whole "
+                                         "number and b, kb, mb, gb or tb (1 kb = 1024 bytes), e.g. 20mb"),
+    ({"VLM_LAB_MAX_FILE_SIZE": "20 megabytes"}, "--var VLM_LAB_MAX_FILE_SIZE='20 megabytes': not a file size Gradio reads"),
+    ({"VLM_LAB_MAX_FILE_SIZE": "0mb"}, "--var VLM_LAB_MAX_FILE_SIZE='0mb': every upload would be refused; use e.g. 20mb"),
+    ({"VLM_LAB_DEFAULT_MAX_NEW_TOKENS": "100"}, "--var VLM_LAB_DEFAULT_MAX_NEW_TOKENS='100' exceeds VLM_LAB_MAX_NEW_TOKENS "
+                                                "(64): set it to at most 64, or raise VLM_LAB_MAX_NEW_TOKENS"),
 ])
 def test_space_variables_the_app_cannot_start_with_are_refused(tmp_path, variables, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -105,6 +114,29 @@ def test_space_variables_the_app_reads_pass(tmp_path):
                               "VLM_LAB_CACHE": "/data/vlm-lab",  # the library's cache folder, not a typo
                               "VLM_LAB_CHECKPOINTS": ""},  # empty: the embedded ones, staged by the publish
                              app_dir=tmp_path)  # no checkpoints variable: the publish stages or points at them
+
+
+def test_every_limit_a_visitor_meets_is_a_space_variable(tmp_path):
+    """The question's length, the upload's size and the slider's start were Python-only: an owner had to edit the
+    package to let visitors ask longer questions, upload bigger photos or get longer answers by default."""
+    env = {"VLM_LAB_CHECKPOINTS": "a/b", "VLM_LAB_MAX_PROMPT_CHARS": "2000", "VLM_LAB_MAX_FILE_SIZE": " 50 MB ",
+           "VLM_LAB_MAX_NEW_TOKENS": "256", "VLM_LAB_DEFAULT_MAX_NEW_TOKENS": "128"}
+    settings = ss.SpaceSettings.from_env(env, app_dir=tmp_path)
+    assert (settings.max_prompt_chars, settings.max_file_size, settings.default_max_new_tokens) == (2000, "50mb", 128)
+    with pytest.raises(ConfigError, match=re.escape("VLM_LAB_MAX_FILE_SIZE='20': not a file size Gradio reads")):
+        ss.SpaceSettings.from_env({**env, "VLM_LAB_MAX_FILE_SIZE": "20"}, app_dir=tmp_path)  # 20 bytes, or 20 MB?
+    with pytest.raises(ConfigError, match=re.escape("max_file_size='20 MiB': not a file size Gradio reads")):
+        ss.SpaceSettings(checkpoints=("a/b",), max_file_size="20 MiB")  # from Python too: Gradio would raise at launch
+
+
+def test_the_space_card_and_the_app_list_every_space_variable():
+    """An owner reads space/README.md (the Space's card) and app.py's docstring to know what to set."""
+    from space_server import ROOT
+
+    card = (ROOT / "space" / "README.md").read_text()
+    app = (ROOT / "space" / "app.py").read_text()
+    assert [name for name in ss.SPACE_VARIABLES if f"`{name}`" not in card] == []
+    assert [name for name in ss.SPACE_VARIABLES if name not in app.split('"""')[1]] == []
 
 
 def test_every_space_variable_is_read_by_the_settings():

@@ -252,7 +252,8 @@ class ComparisonService:
         if not text:
             raise DataError("no question: type a question about the image, e.g. 'What color is the shape?'")
         if len(text) > self.settings.max_prompt_chars:
-            raise DataError(f"the question is {len(text)} characters; keep it under {self.settings.max_prompt_chars}")
+            raise DataError(f"the question is {len(text)} characters; this Space takes at most "
+                            f"{self.settings.max_prompt_chars}: shorten it")
         return text
 
     # -- requests ------------------------------------------------------------------------------

@@ -39,7 +39,8 @@ MAX_BEAMS = 4
 
 # The Space variables the app reads (SpaceSettings.from_env); another VLM_LAB_* name is a typo.
 SPACE_VARIABLES = ("VLM_LAB_CHECKPOINTS", "VLM_LAB_ROOT", "VLM_LAB_DEVICE", "VLM_LAB_DTYPE", "VLM_LAB_MAX_PIXELS",
-                   "VLM_LAB_MAX_NEW_TOKENS", "VLM_LAB_QUEUE_SIZE", "VLM_LAB_MAX_BATCH_SIZE", "VLM_LAB_CACHE_BUDGET",
+                   "VLM_LAB_MAX_FILE_SIZE", "VLM_LAB_MAX_PROMPT_CHARS", "VLM_LAB_MAX_NEW_TOKENS",
+                   "VLM_LAB_DEFAULT_MAX_NEW_TOKENS", "VLM_LAB_QUEUE_SIZE", "VLM_LAB_MAX_BATCH_SIZE", "VLM_LAB_CACHE_BUDGET",
                    "VLM_LAB_TARGET", "VLM_LAB_UPLOAD_TTL_S", "VLM_LAB_HUB_REFRESH_S")
 
 
@@ -81,6 +82,26 @@ def _check_device(value: str) -> None:
 def _check_dtype(value: str) -> None:
     if value not in DTYPES:
         raise ConfigError(f"use one of {', '.join(DTYPES)}")
+
+
+# Gradio's launch(max_file_size=) reads "<whole number><unit>" (spaces dropped, any case), 1 kb = 1024 bytes, and
+# raises at launch (after the models loaded and the examples were answered) on anything else.
+_FILE_SIZE_RE = re.compile(r"^(\d+)(b|kb|mb|gb|tb)$")
+
+
+def file_size(value: str) -> str:
+    """``value`` as Gradio's ``max_file_size`` reads it, written plainly (``" 50 MB"`` -> ``"50mb"``).
+
+    Raises:
+        ConfigError: not Gradio's form (a bare number is refused: 20 bytes or 20 MB?), or 0.
+    """
+    m = _FILE_SIZE_RE.match(str(value).replace(" ", "").lower())
+    if not m:
+        raise ConfigError("not a file size Gradio reads; use a whole number and b, kb, mb, gb or tb (1 kb = 1024 bytes), "
+                          "e.g. 20mb")
+    if int(m[1]) == 0:
+        raise ConfigError("every upload would be refused; use e.g. 20mb")
+    return f"{int(m[1])}{m[2]}"
 
 
 def _check_target(value: str) -> None:
@@ -180,12 +201,16 @@ class SpaceSettings(ConfigBase):
     max_batch_size: int = 0  # batched API; 0: from the memory verdict (or 16)
     cache_budget: str = ""  # model cache budget, e.g. "12GB"; empty: from the memory verdict
     target: str = ""  # hardware the memory verdict plans for; empty: t4-small on a GPU, cpu-basic on CPU
-    max_file_size: str = "20mb"  # uploads above this are refused by Gradio
+    max_file_size: str = "20mb"  # uploads above this are refused by Gradio (its form: 20mb is 20 x 1024^2 bytes)
     upload_ttl_s: int = 86400  # uploads older than this are deleted (a long-running Space would fill its disk)
     hub_refresh_s: int = 300  # a hub revision (org/name@main) is asked again after this: new pushes are served
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoints", tuple(self.checkpoints))
+        try:
+            object.__setattr__(self, "max_file_size", file_size(self.max_file_size))
+        except ConfigError as e:
+            raise ConfigError(f"max_file_size={self.max_file_size!r}: {e}") from None
         if not self.checkpoints:
             raise ConfigError("no checkpoints configured; set VLM_LAB_CHECKPOINTS=path-or-hub-id[,...]")
         for name in ("max_pixels", "max_prompt_chars", "max_new_tokens", "default_max_new_tokens", "queue_size",
@@ -228,13 +253,21 @@ class SpaceSettings(ConfigBase):
             specs = [str(found[0])]
         specs = [_in_space(spec, roots) for spec in specs]
         max_new_tokens = _int_env(env, "VLM_LAB_MAX_NEW_TOKENS", cls.max_new_tokens)
+        # unset, the slider starts within a short VLM_LAB_MAX_NEW_TOKENS; set, it must be within it
+        default_max_new_tokens = _int_env(env, "VLM_LAB_DEFAULT_MAX_NEW_TOKENS", min(cls.default_max_new_tokens, max_new_tokens))
+        if default_max_new_tokens > max_new_tokens:
+            raise ConfigError(f"VLM_LAB_DEFAULT_MAX_NEW_TOKENS={env['VLM_LAB_DEFAULT_MAX_NEW_TOKENS'].strip()!r} exceeds "
+                              f"VLM_LAB_MAX_NEW_TOKENS ({max_new_tokens}): set it to at most {max_new_tokens}, or raise "
+                              "VLM_LAB_MAX_NEW_TOKENS")
         return cls(
             checkpoints=tuple(specs),
             device=_text_env(env, "VLM_LAB_DEVICE", "auto", _check_device),
             dtype=_text_env(env, "VLM_LAB_DTYPE", "auto", _check_dtype),
             max_pixels=_int_env(env, "VLM_LAB_MAX_PIXELS", cls.max_pixels),
+            max_file_size=_text_env(env, "VLM_LAB_MAX_FILE_SIZE", cls.max_file_size, file_size),
+            max_prompt_chars=_int_env(env, "VLM_LAB_MAX_PROMPT_CHARS", cls.max_prompt_chars),
             max_new_tokens=max_new_tokens,
-            default_max_new_tokens=min(cls.default_max_new_tokens, max_new_tokens),  # the slider starts within it
+            default_max_new_tokens=default_max_new_tokens,
             queue_size=_int_env(env, "VLM_LAB_QUEUE_SIZE", cls.queue_size),
             max_batch_size=_int_env(env, "VLM_LAB_MAX_BATCH_SIZE", cls.max_batch_size, minimum=0),
             cache_budget=_text_env(env, "VLM_LAB_CACHE_BUDGET", "", parse_bytes),
