@@ -502,6 +502,24 @@ def test_plots_of_an_estimate_only_profile_say_nothing_was_measured(tiny_checkpo
     assert [t.get_text() for t in fig.axes[0].texts] == ["nothing measured"]
 
 
+def test_checkpoints_sharing_a_measurement_are_one_point_labelled_once(tiny_checkpoints):
+    """The checkpoints of one run share one measurement (one point): five names written over each other
+    at that point read as a smudge; the point says which checkpoints it is, once."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from vlm_lab import memory_report
+    from vlm_lab.memory_measure import Measurement
+
+    rows = memory_report.profile(MemoryConfig(checkpoints=tuple(map(str, tiny_checkpoints)), device="cpu", measure=False))
+    shared = Measurement(checkpoint="checkpoint-0", device="cpu", dtype="float32", batch_size=1, sequence_tokens=128,
+                         prompt_tokens=32, load_bytes=10 * MIB, peak_bytes=14 * MIB)  # fmt: skip
+    rows = [dataclasses.replace(r, measurement=shared) for r in rows[:-1]] + [rows[-1]]  # the last one not measured
+    fig = memory_report.plot_estimate_vs_measured(rows)
+    assert [t.get_text() for t in fig.axes[0].texts] == ["checkpoint-0 … checkpoint-750 (4)"]
+    assert len(fig.axes[0].collections[-1].get_offsets()) == 1
+
+
 def test_profile_checks_every_reference_before_measuring_any(tiny_checkpoints, copy_checkpoint, capsys):
     """A broken reference last in the list fails at once, not after minutes of measuring the others."""
     from vlm_lab import memory_report

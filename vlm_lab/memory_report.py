@@ -309,12 +309,16 @@ def targets_table(est: MemoryEstimate):
 
 
 def plot_estimate_vs_measured(rows: Sequence[ProfileRow], ax=None):
-    """Each measured checkpoint as a point; the diagonal is a perfect estimate, the band +-15%."""
+    """Each measurement as a point, named by its checkpoints; the diagonal is a perfect estimate, the band +-15%."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 4))
-    pts = [(r.measured_bytes / MIB, r.estimate.peak_bytes() / MIB, r.estimate.checkpoint) for r in rows if r.error_fraction is not None]
+    shared: dict[tuple[float, float], list[str]] = {}  # a run's checkpoints share one measurement: one point
+    for r in rows:
+        if r.error_fraction is not None:
+            shared.setdefault((r.measured_bytes / MIB, r.estimate.peak_bytes() / MIB), []).append(r.estimate.checkpoint)
+    pts = [(x, y, names[0] if len(names) == 1 else f"{names[0]} … {names[-1]} ({len(names)})") for (x, y), names in shared.items()]
     if pts:
         hi = max(max(p[0], p[1]) for p in pts) * 1.15
         ax.plot([0, hi], [0, hi], color="gray", lw=1, label="estimate = measured")
