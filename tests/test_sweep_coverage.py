@@ -74,3 +74,16 @@ def test_every_summary_md_written_has_its_coverage_so_a_kill_cannot_leave_it_out
     assert all("of the grid's 2 runs" in text for text in written), [t[:200] for t in written]
     assert written[0].startswith("# Sweep t\n\n2 pending\n\nResults for 0 of the grid's 2 runs; 2 have none:"), written[0]
     assert _summary(tmp_path) == written[-1] and "Results for 1 of the grid's 2 runs;" in written[-1]
+
+
+def test_one_run_without_a_result_is_said_in_the_singular():
+    """The morning's cron log read 'results for 1 of 2 runs; 1 have none: 1 failed; `cmd` runs the 1'."""
+    from vlm_lab.sweep_coverage import Coverage
+
+    one = Coverage(total=2, completed=1, missing={"failed": ("x=2,ab",)}, errors={"x=2,ab": "cell [4]: ValueError: boom"},
+                   command="vlm-lab sweep t.yaml")  # fmt: skip
+    assert one.brief() == "grid: results for 1 of 2 runs; 1 has none: 1 failed; `vlm-lab sweep t.yaml` runs it"
+    assert "Results for 1 of the grid's 2 runs; 1 has none:" in one.lines()
+    assert one.lines()[-1] == "`vlm-lab sweep t.yaml` runs it (completed runs are kept; failed ones run again)."
+    two = Coverage(total=2, completed=0, missing={"pending": ("a", "b")}, command="c")
+    assert two.brief() == "grid: results for 0 of 2 runs; 2 have none: 2 not run yet; `c` runs the 2"

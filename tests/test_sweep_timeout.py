@@ -90,7 +90,7 @@ def test_a_run_past_its_run_timeout_is_stopped_reported_and_runs_again_next_time
 
     line = f"  TIMED OUT {runs[2].run_id}: cell [3]: RunTimeout: still running at its run_timeout (30s)"
     assert line in out and "1 failed (1 of them timed out)" in out, out
-    assert "grid: results for 1 of 2 runs; 1 have none: 1 timed out;" in out, out
+    assert "grid: results for 1 of 2 runs; 1 has none: 1 timed out;" in out, out
     summary = (tmp_path / "runs" / "t" / "summary.md").read_text()
     assert f"- timed out (1): `{runs[2].run_id}`: cell [3]: RunTimeout: still running at its run_timeout (30s)" in summary
     assert "| 2 | timed_out |" in summary, summary

@@ -49,11 +49,17 @@ class Coverage:
     def missing_count(self) -> int:
         return self.total - self.completed
 
+    def _none(self) -> str:
+        return f"{self.missing_count} {'has' if self.missing_count == 1 else 'have'} none"
+
+    def _runs_them(self) -> str:
+        return f"`{self.command}` runs " + ("it" if self.missing_count == 1 else f"the {self.missing_count}")
+
     def lines(self) -> list[str]:
         """summary.md's paragraph: the count, one line per reason naming its runs, and the command."""
         if not self.missing_count:
             return [f"Results for all {self.total} of the grid's runs."]
-        lines = [f"Results for {self.completed} of the grid's {self.total} runs; {self.missing_count} have none:", ""]
+        lines = [f"Results for {self.completed} of the grid's {self.total} runs; {self._none()}:", ""]
         for state, ids in self.missing.items():
             elsewhere = [rid for rid in ids if rid in self.shard_of]  # another shard's turn, not this invocation's
             shards = ", ".join(sorted({self.shard_of[rid] for rid in elsewhere}))
@@ -69,7 +75,7 @@ class Coverage:
             named = named if named.startswith("\n") else f" {named}{more}" + (f"; {meaning}" if meaning else "")
             lines.append(f"- {label} ({len(ids)}{whose}):{named}" + (more if named.startswith("\n") else ""))
         again = "failed and timed-out ones" if TIMED_OUT in self.missing else "failed ones"
-        lines += ["", f"`{self.command}` runs the {self.missing_count} (completed runs are kept; {again} run again)."]
+        lines += ["", f"{self._runs_them()} (completed runs are kept; {again} run again)."]
         return lines
 
     def brief(self) -> str:
@@ -77,8 +83,7 @@ class Coverage:
         if not self.missing_count:
             return f"grid: results for all {self.total} runs"
         why = ", ".join(f"{len(ids)} {WHY.get(state, (state,))[0]}" for state, ids in self.missing.items())
-        return (f"grid: results for {self.completed} of {self.total} runs; {self.missing_count} have none: {why}; "
-                f"`{self.command}` runs the {self.missing_count}")  # fmt: skip
+        return f"grid: results for {self.completed} of {self.total} runs; {self._none()}: {why}; {self._runs_them()}"
 
 
 def default_command(runs_dir: str) -> str:
