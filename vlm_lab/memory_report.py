@@ -328,7 +328,7 @@ def plot_estimate_vs_measured(rows: Sequence[ProfileRow], ax=None):
             ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlim(0, hi)
         ax.set_ylim(0, hi)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="best")  # a fixed corner hid the points of an over-estimate (upper left)
     else:  # estimate only (measure=False, or nothing could be measured): say so instead of empty axes
         ax.text(0.5, 0.5, "nothing measured", ha="center", va="center", transform=ax.transAxes, color="gray")
     ax.set_xlabel("measured peak (MiB)")

@@ -188,6 +188,38 @@ class ComparisonResult:
 
         return pd.DataFrame([{c: s.get(c) for c in SUMMARY_COLUMNS} for s in self.summary], columns=list(SUMMARY_COLUMNS))
 
+    def summary_table(self):
+        """``summary_frame()`` for people to read, every value a string: accuracy and its CI in % (one decimal),
+        ``n_scored`` as scored/samples (fewer than all when some lack a reference), latency in seconds (4
+        decimals), tokens/s whole, memory in kB/MB/GB, ``-`` where there is no value (nothing scored)."""
+        from vlm_lab.model_budget import format_bytes
+
+        def shown(fmt):
+            return lambda v: "-" if v is None or v != v else fmt(v)  # v != v: NaN
+
+        percent, whole = shown("{:.1%}".format), shown(lambda v: f"{v:.0f}")
+        counts = ("step", "n_samples", "n_nonfinite", "n_truncated", "n_at_context", "from_cache", "n_wrong_to_right",
+                  "n_right_to_wrong")  # fmt: skip
+        formats = {
+            **dict.fromkeys(counts, whole), "accuracy": percent, "ci_low": percent, "ci_high": percent,
+            "mean_latency_s": shown("{:.4f}".format), "tokens_per_s": whole, "mean_new_tokens": shown("{:.1f}".format), "peak_memory_bytes": shown(format_bytes),
+            "diff": shown("{:+.1%}".format), "diff_ci_low": shown("{:+.1%}".format), "diff_ci_high": shown("{:+.1%}".format),
+        }  # fmt: skip
+        frame = self.summary_frame()
+        table = frame.map(shown(str)).astype(object)
+        for column, fmt in formats.items():
+            table[column] = [fmt(v) for v in frame[column]]
+        scored = frame["n_scored"].astype(float).fillna(0)  # None (nothing scored) -> 0 of the samples
+        table["n_scored"] = [f"{n:.0f}/{whole(total)}" for n, total in zip(scored, frame["n_samples"])]
+        return table
+
+    def memory_notes(self) -> list[str]:
+        """What ``peak_memory_bytes`` measured, in words: one line per kind of measurement in the summary."""
+        from vlm_lab.results_html import MEMORY_KINDS
+
+        kinds = sorted({s.get("memory_kind") for s in self.summary if isinstance(s.get("memory_kind"), str)})
+        return [f"peak_memory_bytes: {MEMORY_KINDS.get(kind, kind)}" for kind in kinds]
+
     def summary_records(self) -> list[dict]:
         """The summary as JSON-ready dicts (None for missing values), e.g. for ``--json``."""
         return _json_safe(self.summary)

@@ -116,30 +116,13 @@ def print_summary(result, *, as_json: bool, by: list[str] = ()) -> None:
         json.dump(records, sys.stdout, indent=2)
         print()
         return
-    from vlm_lab.model_cache import format_bytes
-
-    frame = result.summary_frame()
     # n_scored: the samples with a reference, which the accuracy is over (fewer than all when some lack one)
-    numbers = ["accuracy", "ci_low", "ci_high", "n_scored", "mean_latency_s", "tokens_per_s", "peak_memory_bytes"]
-    table = frame[["checkpoint", *numbers]].astype({c: float for c in numbers})  # None (no references) -> NaN -> "-"
-    table["n_scored"] = [f"{n:.0f}/{total}" for n, total in zip(table["n_scored"].fillna(0), frame["n_samples"])]
-    print(
-        table.to_string(
-            index=False,
-            na_rep="-",
-            formatters={
-                "accuracy": "{:.1%}".format, "ci_low": "{:.1%}".format, "ci_high": "{:.1%}".format,
-                "mean_latency_s": "{:.4f}".format, "tokens_per_s": "{:.0f}".format,
-                "peak_memory_bytes": lambda b: format_bytes(int(b)),
-            },  # fmt: skip
-        )
-    )
+    columns = ["checkpoint", "accuracy", "ci_low", "ci_high", "n_scored", "mean_latency_s", "tokens_per_s", "peak_memory_bytes"]
+    print(result.summary_table()[columns].to_string(index=False))
     if len(result.checkpoints) > 1:  # one checkpoint: nothing to pair, no line to read past
         print(result.paired_report(max_ids=8))
-    from vlm_lab.results_html import MEMORY_KINDS
-
-    for kind in sorted({k for k in frame["memory_kind"] if isinstance(k, str)}):  # what peak_memory_bytes measured
-        print(f"peak_memory_bytes: {MEMORY_KINDS.get(kind, kind)}")
+    for note in result.memory_notes():
+        print(note)
     from vlm_lab.breakdown import wide_table
 
     for key, frame in frames.items():

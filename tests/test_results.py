@@ -1,0 +1,37 @@
+"""vlm_lab/results.py: the summary as people read it (the CLI's table and notebook 02's)."""
+
+from __future__ import annotations
+
+from vlm_lab.results import ComparisonResult
+
+
+def _result(tmp_path) -> ComparisonResult:
+    rows = [{"id": "s1", "image": "images/s1.png", "prompt": "p", "reference": "red",
+             "outputs": {n: {"output": "red", "score": 1.0, "latency_s": 0.1, "new_tokens": 2} for n in ("a", "b")}}]  # fmt: skip
+    summary = [
+        {"checkpoint": "a", "step": 250, "accuracy": 0.6041666, "ci_low": 0.5104166, "ci_high": 0.7083333, "n_scored": 96,
+         "n_samples": 96, "mean_latency_s": 0.0352551, "tokens_per_s": 3630.701719, "mean_new_tokens": 2.6666667,
+         "peak_memory_bytes": 673608, "memory_kind": "cpu_weights", "from_cache": 0},
+        {"checkpoint": "b", "step": None, "accuracy": None, "ci_low": None, "ci_high": None, "n_scored": 0, "n_samples": 96,
+         "mean_latency_s": 0.02, "tokens_per_s": 100.0, "mean_new_tokens": 8.0, "peak_memory_bytes": None,
+         "memory_kind": None, "from_cache": 96},
+    ]  # fmt: skip
+    refs = [{"name": n, "spec": n, "step": None} for n in ("a", "b")]
+    return ComparisonResult(config={}, checkpoints=["a", "b"], refs=refs, rows=rows, summary=summary, output_dir=tmp_path)
+
+
+def test_summary_table_shows_percentages_units_and_dashes(tmp_path):
+    """summary_frame() keeps the raw numbers (0.604167, 673608 bytes); the table a person reads rounds them."""
+    table = _result(tmp_path).summary_table()
+    columns = ["checkpoint", "step", "accuracy", "ci_low", "ci_high", "n_scored", "mean_latency_s", "tokens_per_s",
+               "mean_new_tokens", "peak_memory_bytes", "memory_kind", "from_cache"]  # fmt: skip
+    assert table[columns].values.tolist() == [
+        ["a", "250", "60.4%", "51.0%", "70.8%", "96/96", "0.0353", "3631", "2.7", "673.61 kB", "cpu_weights", "0"],
+        ["b", "-", "-", "-", "-", "0/96", "0.0200", "100", "8.0", "-", "-", "96"],
+    ]
+
+
+def test_memory_notes_say_what_the_memory_column_measured(tmp_path):
+    assert _result(tmp_path).memory_notes() == [
+        "peak_memory_bytes: the weights' bytes (on CPU one process's peak cannot be pinned on one model: vlm-lab memory measures it)"
+    ]
