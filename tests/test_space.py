@@ -341,3 +341,26 @@ def test_front_matter_parses_and_pins_the_gradio_it_runs():
         assert project_pins.get(name) == version, f"space/requirements.txt pins {name}=={version}, pyproject.toml {project_pins.get(name)}"
     assert "-e" not in (SPACE / "requirements.txt").read_text()
     assert len(list((SPACE / "examples").glob("*.png"))) >= 3
+
+
+def test_the_limits_an_owner_sets_reach_the_running_space(tiny_dir, tmp_path):
+    """VLM_LAB_MAX_FILE_SIZE, VLM_LAB_MAX_PROMPT_CHARS and VLM_LAB_DEFAULT_MAX_NEW_TOKENS were not read (the log called
+    them typos): an owner could change the upload size, the question length and the slider's start only in Python."""
+    env = {"VLM_LAB_CHECKPOINTS": str(tiny_dir / "checkpoint-1000"), "VLM_LAB_MAX_FILE_SIZE": "200b",
+           "VLM_LAB_MAX_PROMPT_CHARS": "30", "VLM_LAB_DEFAULT_MAX_NEW_TOKENS": "1"}
+    small, big = SPACE / "examples" / "blue-square.png", EXAMPLE  # 166 and 311 bytes
+    assert small.stat().st_size <= 200 < big.stat().st_size
+    with running_space(env, workdir=tmp_path) as (url, log_path):
+        client = Client(url, verbose=False, analytics_enabled=False)
+        assert compare(client, handle_file(small), ckpts=("checkpoint-1000", "(none)", "(none)"))[0][1] == "blue"
+        with pytest.raises(ValueError, match="red-circle.png exceeds the maximum file size of 200 bytes"):  # Gradio's
+            compare(client, handle_file(big), ckpts=("checkpoint-1000", "(none)", "(none)"))
+        with pytest.raises(AppError, match="the question is 31 characters; this Space takes at most 30: shorten it"):
+            compare(client, handle_file(small), "x" * 31, ckpts=("checkpoint-1000", "(none)", "(none)"))
+        # the batched API's default: one new token ("blue" and no end token: cut off there)
+        answer, new_tokens, _, error = client.predict(handle_file(small), "What color is the shape?", "checkpoint-1000",
+                                                      api_name="/compare_batch")
+        assert (answer, new_tokens, error) == ("blue", 1, "")
+        log = log_path.read_text()
+    assert "not a variable this app reads" not in log
+    assert "rows counted for questions of up to 30 characters" in log

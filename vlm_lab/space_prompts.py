@@ -3,26 +3,33 @@ own tokenizer and chat template when the memory plan is made, and each request's
 
 A row's KV cache and activations grow with its prompt as with its answer (``memory.estimate``'s ``per_sample_bytes``).
 The memory plan counted every row at estimate's default of 32 prompt tokens, but a visitor may type
-``max_prompt_chars`` characters (500): 500 tokens and more with a word-level tokenizer that splits every punctuation
-mark, up to four per character (a byte-level BPE's emoji). Counting a tokenizer's worst for the longest question keeps
-the plan true for any question; a checkpoint whose tokenizer cannot be read is counted at 4 tokens per character.
+``max_prompt_chars`` characters (500, ``VLM_LAB_MAX_PROMPT_CHARS``): 500 tokens and more with a word-level tokenizer
+that splits every punctuation mark, up to four per character with a byte-level one (a character outside its
+vocabulary, one token per UTF-8 byte). Counting a tokenizer's worst for the longest question keeps the plan true for
+any question; a checkpoint whose tokenizer cannot be read is counted at 4 tokens per character (why: see
+``UNKNOWN_TOKENS_PER_CHAR``).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 log = logging.getLogger("vlm_lab.space")
 
 # What the longest question is made of when the plan counts it: characters tokenizers split hardest. Punctuation
 # between letters (a word-level or BPE pre-tokenizer makes each a token of its own), accented, CJK and mathematical
-# letters and emoji (a byte-level BPE's or a byte fallback's 2 to 4 tokens each), combining marks. Each is repeated
+# letters and emoji (a byte-level BPE's or a byte fallback's 2 to 4 tokens each), combining marks, and 4-byte
+# characters no vocabulary merges (an Egyptian hieroglyph, a private-use character: one token per UTF-8 byte; a large
+# vocabulary merges common emoji and CJK, so those alone may leave a tokenizer's worst uncounted). Each is repeated
 # to the longest question the Space accepts; the plan takes the one with the most tokens.
-WORST_QUESTIONS = ("a.", "a ", "1,", "é.", "的", "😀", "a😀", "\u0301a", "𝔸.")
-# Without a tokenizer to count with: UTF-8's most bytes per character (a byte-level tokenizer's one token per byte),
-# and room for the chat template's turn around the question.
+WORST_QUESTIONS = ("a.", "a ", "1,", "é.", "的", "😀", "a😀", "\u0301a", "𝔸.", "\U00013000", "\U000F0000")
+# Without a tokenizer to count with (config only: a hub model whose tokenizer is not downloaded yet), the most any
+# byte-level BPE (GPT-2's, Llama 3's, Qwen's) or byte-fallback tokenizer (Llama 2's, Mistral's) counts: one token per
+# UTF-8 byte, at most 4 a character, which each counts for the last two WORST_QUESTIONS. Not pessimism: with
+# such a tokenizer a 7B on a T4 plans the same rows (and as few beams). Anything lower, a vocabulary guessed from another
+# checkpoint's or the config's vocab_size, could undercount the question a visitor sends; an owner who wants more
+# room sets VLM_LAB_MAX_PROMPT_CHARS lower. Plus room for the chat template's turn around the question.
 UNKNOWN_TOKENS_PER_CHAR = 4
 UNKNOWN_TEMPLATE_TOKENS = 32
 
@@ -32,17 +39,17 @@ class PromptCounter:
     placeholder counted too), through the checkpoint's own tokenizer."""
 
     def __init__(self, tokenizer: Any) -> None:
+        # No lock: requests count from Gradio's worker threads at once. Every call encodes one text, unpadded and
+        # untruncated, so none reconfigures the Rust tokenizer (what two calls could race on: before tokenizers 0.23.1
+        # 'Already borrowed'); this tokenizer is the counter's own, never the model's processor (tests/test_space_prompts.py).
         self.tokenizer = tokenizer
-        # a fast tokenizer's call sets its truncation and padding on the Rust side: at once from two threads it raises
-        # 'Already borrowed'. A count takes well under a millisecond.
-        self._lock = threading.Lock()
 
     def __call__(self, question: str) -> int:
         from vlm_lab.generation import render_prompt
 
         text = render_prompt(self.tokenizer, question)
-        with self._lock:  # verbose=False: a question past model_max_length is generation's to refuse, not a warning here
-            return len(self.tokenizer(text, verbose=False)["input_ids"])
+        # verbose=False: a question past model_max_length is generation's to refuse, not a warning here
+        return len(self.tokenizer(text, verbose=False)["input_ids"])
 
 
 def longest_question(ref: Any, max_chars: int) -> tuple[int, PromptCounter | None, str]:
