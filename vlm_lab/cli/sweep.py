@@ -182,7 +182,10 @@ def _sweep(args: argparse.Namespace) -> int:
             signum, f"terminated ({signal.Signals(signum).name}: the terminal or session that started it closed; "
             "run sweeps under cron, systemd, nohup or tmux)"
         )
-        print(f"{why}; completed runs are kept, and a re-run runs the rest", file=sys.stderr, flush=True)
+        # No report follows: the log's reader is told where each run's state is (once run_sweep has written it).
+        summary = sweep.sweep_dir(config) / "summary.md"
+        where = f" (each run's state: {summary})" if summary.is_file() else ""
+        print(f"{why}; completed runs are kept, and a re-run runs the rest{where}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         # At once: the threads of runs abandoned by a second Ctrl-C would hold a normal exit until
         # their notebooks finish. Their kernels exit with this process (ipykernel watches its parent).
