@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,22 @@ def test_report_names_the_best_variant(sweep_dir, tmp_path):
     assert "CUDA out of memory" in text  # the failure is shown, not hidden
     assert "   rank      strategy  max_new_tokens  " in text and "0     1        greedy               8  " in text  # the ranking
     assert (sweep_dir / "ablation-accuracy.png").stat().st_size > 1000
+
+
+def test_tables_show_three_decimals(tmp_path):
+    """Accuracies of a real run are counts over 64 samples (39/64 = 0.609375): the report's tables show 0.609,
+    as a person reads them; the frames themselves (ablation.runs, .ranking()) keep every digit."""
+    import papermill
+
+    folder = lay_out_sweep(
+        tmp_path, {"strategy": ["greedy", "nucleus(0.9)"]}, parameters={"num_samples": 64},
+        accuracy=lambda strategy, step: (39 if strategy == "greedy" else 37) * step / 1000 / 64,
+    )  # fmt: skip
+    out = tmp_path / "04.ipynb"
+    papermill.execute_notebook(str(NOTEBOOK), str(out), parameters={"sweep_dir": str(folder)}, progress_bar=False, cwd=str(ROOT))
+    text = _text(nbformat.read(out, as_version=4))
+    assert "0.609" in text
+    assert not re.findall(r"\d\.\d{4,}", text), re.findall(r".*\d\.\d{4,}.*", text)[:3]
 
 
 def test_a_sweep_where_every_run_failed_still_reports_its_failures(tmp_path):
