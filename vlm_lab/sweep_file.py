@@ -56,8 +56,8 @@ def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
         except ConfigError:
             raise ConfigError(f"{path}: {e}") from e
         # The file is fine: the bad value came with the overrides (jobs=0), not from the file.
-        fault = _at_fault(values, given)
-        raise _blaming(ConfigError(f"{e} ({_given_as(fault, overrides)} with {path}; the file itself is fine)"), fault) from e
+        fault = {key: overrides.get(key, value) for key, value in _at_fault(values, given).items()}  # as passed
+        raise _blaming(ConfigError(f"{e} ({_given_as(fault)} with {path}; the file itself is fine)"), fault) from e
 
 
 def _blaming(error: ConfigError, overrides: dict[str, Any]) -> ConfigError:
@@ -77,9 +77,9 @@ def _at_fault(values: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     return alone or given
 
 
-def _given_as(fault: dict[str, Any], overrides: dict[str, Any]) -> str:
-    """``jobs=0 was given``, as the caller wrote it (before ``~`` and ``$VARS`` were expanded)."""
-    words = ", ".join(f"{key}={overrides.get(key, value)!r}" for key, value in fault.items())
+def _given_as(fault: dict[str, Any]) -> str:
+    """``jobs=0 was given``, as a Python caller writes it."""
+    words = ", ".join(f"{key}={value!r}" for key, value in fault.items())
     return f"{words} {'was' if len(fault) == 1 else 'were'} given"
 
 
