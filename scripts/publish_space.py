@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--secret", action="append", default=[], metavar="NAME",
                    help="send environment variable NAME as a Space secret (repeatable; the value is read from the environment)")
     p.add_argument("--var", action="append", default=[], metavar="KEY=VALUE",
-                   help="set a Space variable (repeatable); variables are public, so one that looks like a "
-                        "credential is refused: pass those with --secret")
+                   help="set a Space variable (repeatable): the app's VLM_LAB_* settings (listed in space/README.md, "
+                        "Settings) are checked before anything is uploaded; variables are public, so one that looks "
+                        "like a credential is refused: pass those with --secret")
     p.add_argument("--checkpoints", default="checkpoints/shapes", help="training output whose checkpoint-N folders are published")
     p.add_argument("--no-checkpoints", action="store_true", help="publish the app without checkpoints: it serves what the Space variable "
                         "VLM_LAB_CHECKPOINTS names (kept as it is; set it with --var or on the Hub)")
