@@ -520,6 +520,20 @@ def test_checkpoints_sharing_a_measurement_are_one_point_labelled_once(tiny_chec
     assert len(fig.axes[0].collections[-1].get_offsets()) == 1
 
 
+def test_summary_says_a_verdict_shared_by_checkpoints_once(tiny_checkpoints, llava_7b):
+    """A training run's checkpoints get the same verdict word for word: one line names them all (notebook 03
+    and `vlm-lab memory checkpoints/shapes` printed five identical 300-character lines); a checkpoint whose
+    verdict differs keeps its own line, in the order given."""
+    from vlm_lab import memory_report
+
+    refs = (str(tiny_checkpoints[0]), str(llava_7b), *map(str, tiny_checkpoints[1:]))
+    rows = memory_report.profile(MemoryConfig(checkpoints=refs, dtype="float16", measure=False))
+    lines = memory_report.summary(rows).splitlines()
+    names = ", ".join(r.estimate.checkpoint for r in rows if r.estimate.checkpoint.startswith("checkpoint-"))
+    assert [line.split(" (float16")[0] for line in lines] == [names, rows[1].estimate.checkpoint]
+    assert lines[0].removeprefix(names) == memory_report.summary(rows[:1]).removeprefix("checkpoint-0")
+
+
 def test_profile_checks_every_reference_before_measuring_any(tiny_checkpoints, copy_checkpoint, capsys):
     """A broken reference last in the list fails at once, not after minutes of measuring the others."""
     from vlm_lab import memory_report

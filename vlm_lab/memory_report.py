@@ -381,16 +381,23 @@ def overhead_note(est: MemoryEstimate) -> str:
 
 
 def summary(rows: Sequence[ProfileRow]) -> str:
-    """One line per checkpoint: the verdict in words."""
-    lines = []
+    """The verdicts in words: one line per checkpoint, or per group of checkpoints whose lines are the same
+    but for the name (a training run's checkpoints: same architecture and size), naming them all."""
+    shared: dict[str, list[str]] = {}  # the line less its leading checkpoint name -> the checkpoints it is for
     for r in rows:
-        if r.error_fraction is not None:
-            meas = f"; measured {human_bytes(r.measured_bytes)} on {r.measurement.device}, estimate {100 * r.error_fraction:+.1f}% off"
-            meas += overhead_note(r.estimate)
-        else:
-            meas = f"; not measured: {r.not_measured}" if r.not_measured else ""
-        guess = f"; image tokens guessed (one tile), {r.estimate.image.tokens} per image" if r.estimate.image.guessed else ""
-        context = f"; {r.estimate.context_note}" if r.estimate.context_note else ""
-        context += f"; {r.estimate.weights_note}" if r.estimate.weights_note else ""
-        lines.append(r.verdict.message() + meas + guess + context + (f"; image: {r.estimate.image.plan}" if r.estimate.image.plan else ""))
-    return "\n".join(lines)
+        line = _summary_line(r)
+        shared.setdefault(line.removeprefix(r.estimate.checkpoint), []).append(r.estimate.checkpoint)
+    return "\n".join(", ".join(names) + rest for rest, names in shared.items())
+
+
+def _summary_line(r: ProfileRow) -> str:
+    """One checkpoint's verdict, measurement and notes, starting with its name (``Verdict.message``)."""
+    if r.error_fraction is not None:
+        meas = f"; measured {human_bytes(r.measured_bytes)} on {r.measurement.device}, estimate {100 * r.error_fraction:+.1f}% off"
+        meas += overhead_note(r.estimate)
+    else:
+        meas = f"; not measured: {r.not_measured}" if r.not_measured else ""
+    guess = f"; image tokens guessed (one tile), {r.estimate.image.tokens} per image" if r.estimate.image.guessed else ""
+    context = f"; {r.estimate.context_note}" if r.estimate.context_note else ""
+    context += f"; {r.estimate.weights_note}" if r.estimate.weights_note else ""
+    return r.verdict.message() + meas + guess + context + (f"; image: {r.estimate.image.plan}" if r.estimate.image.plan else "")
