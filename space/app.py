@@ -220,6 +220,8 @@ def main() -> None:
 def serve() -> None:
     """Read the settings, build the service and the UI, serve until stopped."""
     settings = SpaceSettings.from_env(app_dir=APP_DIR)
+    # what the Space variables came to (defaults included): an owner checks here that a variable took
+    log.info("settings: %s", ", ".join(f"{k}={v}" for k, v in settings.to_dict().items() if k != "checkpoints"))
     limit_image_pixels(settings.max_pixels)
     interactions = InteractionLog(config=settings.to_dict())
     atexit.register(interactions.close)

@@ -277,6 +277,7 @@ def _has_cuda() -> bool:
     ("VLM_LAB_DTYPE", "fp16", "cannot start: VLM_LAB_DTYPE='fp16': use one of auto, float32, float16, bfloat16"),
     ("VLM_LAB_TARGET", "t4", "cannot start: VLM_LAB_TARGET='t4': unknown target 't4'; use one of cpu-basic, t4-small"),
     ("VLM_LAB_QUEUE_SIZE", "0", "cannot start: VLM_LAB_QUEUE_SIZE='0' must be at least 1"),
+    ("VLM_LAB_MAX_FILE_SIZE", "20MiB", "cannot start: VLM_LAB_MAX_FILE_SIZE='20MiB': not a file size Gradio reads"),
     pytest.param("VLM_LAB_DEVICE", "cuda", "cannot start: VLM_LAB_DEVICE=cuda but CUDA is not available here; use "
                  "VLM_LAB_DEVICE=cpu (or VLM_LAB_DEVICE=auto)", marks=pytest.mark.skipif(_has_cuda(), reason="needs no CUDA")),
 ])
@@ -364,3 +365,5 @@ def test_the_limits_an_owner_sets_reach_the_running_space(tiny_dir, tmp_path):
         log = log_path.read_text()
     assert "not a variable this app reads" not in log
     assert "rows counted for questions of up to 30 characters" in log
+    assert re.search(r"INFO vlm_lab.space: settings: .*max_prompt_chars=30, .*default_max_new_tokens=1, .*"
+                     r"max_file_size=200b", log), log
