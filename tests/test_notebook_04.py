@@ -71,6 +71,24 @@ def test_tables_show_three_decimals(tmp_path):
     assert not re.findall(r"\d\.\d{4,}", text), re.findall(r".*\d\.\d{4,}.*", text)[:3]
 
 
+def test_report_says_when_runs_compared_different_checkpoints(sweep_dir, tmp_path):
+    """A sweep over a training folder that gained a checkpoint while it ran: the first points compared fewer
+    checkpoints, so their best is of less; the best-variant line says which runs lacked which checkpoints."""
+    import json
+
+    import papermill
+
+    (run,) = sweep_dir.glob("max_new_tokens=4,strategy=greedy,*")
+    meta = json.loads((run / "summary.json").read_text())
+    meta["summary"] = [s for s in meta["summary"] if s["checkpoint"] != "checkpoint-1000"]
+    (run / "summary.json").write_text(json.dumps(meta))
+    out = tmp_path / "04.ipynb"
+    papermill.execute_notebook(str(NOTEBOOK), str(out), parameters={"sweep_dir": str(sweep_dir)}, progress_bar=False, cwd=str(ROOT))
+    text = _text(nbformat.read(out, as_version=4))
+    assert ("; not every run compared the same checkpoints (strategy=greedy, max_new_tokens=4 lacks checkpoint-1000): "
+            "a run's best is of the checkpoints it had; delete those runs' folders and run the sweep again") in text  # fmt: skip
+
+
 def test_a_sweep_where_every_run_failed_still_reports_its_failures(tmp_path):
     import papermill
 

@@ -266,7 +266,22 @@ class Ablation:
             ties += (f"; not judged against the {len(b['not_judged'])} other run(s): no 95% CIs in their summary.json "
                      "and no saved comparisons to pair")  # fmt: skip
         line = f"best variant: {b['checkpoint']} with {params or 'the base parameters'}: {metric} {value}{ci}{ties} [run {b['run_id']}]"
-        return line + self._left_out(metric)
+        return line + self._left_out(metric) + self._uneven_checkpoints()
+
+    def _uneven_checkpoints(self) -> str:
+        """``"; not every run compared the same checkpoints (...)"`` where completed runs hold different checkpoints
+        (a sweep over a training folder that gained checkpoints while it ran): each run's best is of what it had."""
+        order = list(dict.fromkeys(self.results.sort_values("step", kind="stable")["checkpoint"]))  # training order
+        held = self.results.groupby("run_id", sort=False)["checkpoint"].agg(set)
+        every = set(order)
+        lacking = [(run_id, [c for c in order if c not in names]) for run_id, names in held.items() if names != every]
+        if not lacking:
+            return ""
+        labels = {r["run_id"]: self.label(r) for r in self.runs.to_dict(orient="records")}
+        named = "; ".join(f"{labels.get(run_id, run_id)} lacks {', '.join(missing)}" for run_id, missing in lacking[:3])
+        more = f" and {len(lacking) - 3} more" if len(lacking) > 3 else ""
+        return (f"; not every run compared the same checkpoints ({named}{more}): a run's best is of the checkpoints "
+                "it had; delete those runs' folders and run the sweep again")  # fmt: skip
 
     def _left_out(self, metric: str) -> str:
         """``"; left out: ..."``: the runs the best was not chosen from (no value of ``metric``, or not completed)."""
