@@ -97,8 +97,19 @@ def test_bootstrap_accuracy_known_inputs(hits, value):
     acc = bootstrap_accuracy(hits)
     assert acc.value == value and acc.n == 20
     assert acc.ci_low <= value <= acc.ci_high
-    if value in (0.0, 1.0):  # no variation: the interval collapses
-        assert acc.ci_low == acc.ci_high == value
+    if value in (0.0, 1.0):  # no variation: Wilson's bound for 20 of 20, n / (n + 1.96^2), not a collapsed interval
+        assert acc.ci_high - acc.ci_low == pytest.approx(1 - 20 / (20 + 1.959964**2))
+
+
+def test_all_right_on_few_samples_is_not_certain():
+    """8 of 8 right: the bootstrap alone says [100%, 100%]; Wilson's 95% interval for 8/8 is [67.6%, 100%]."""
+    right, wrong = bootstrap_accuracy([1] * 8), bootstrap_accuracy([False] * 8)
+    assert (right.value, right.ci_high) == (1.0, 1.0) and right.ci_low == pytest.approx(0.6756, abs=1e-4)
+    assert (wrong.value, wrong.ci_low) == (0.0, 0.0) and wrong.ci_high == pytest.approx(0.3244, abs=1e-4)
+    assert bootstrap_accuracy([1] * 800).ci_low == pytest.approx(0.9952, abs=1e-4)  # narrows with n
+    assert bootstrap_accuracy([1] * 8, confidence=0.99).ci_low < right.ci_low
+    partial = bootstrap_accuracy([0.6] * 8)  # every VQA score 0.6: at least 67.6% of samples at 0.6, the rest anywhere in [0, 1]
+    assert partial.ci_low == pytest.approx(0.6756 * 0.6, abs=1e-4) and partial.ci_high == pytest.approx(0.6756 * 0.6 + 0.3244, abs=1e-4)
 
 
 def test_bootstrap_ci_width_matches_the_normal_approximation():
@@ -157,7 +168,14 @@ def test_paired_ci_is_tighter_than_unpaired_when_both_agree_mostly():
 def test_identical_checkpoints_have_a_zero_difference():
     hits = [1, 0, 1, 1, 0, 0, 1]
     p = paired_bootstrap(hits, hits)
-    assert p.diff == p.ci_low == p.ci_high == 0.0 and not p.significant
+    assert p.diff == 0.0 and not p.significant
+    # no sample flipped: how often they could disagree is Wilson's bound for 0 of 7, both ways
+    assert p.ci_high == pytest.approx(1 - 7 / (7 + 1.959964**2)) and p.ci_low == pytest.approx(-p.ci_high)
+
+
+def test_b_right_wherever_a_was_wrong_on_every_sample_is_significant_but_not_certain():
+    p = paired_bootstrap([0] * 8, [1] * 8)
+    assert p.diff == 1.0 and p.significant and p.ci_high == 1.0 and p.ci_low == pytest.approx(2 * 0.6756 - 1, abs=1e-4)
 
 
 def test_paired_scores_must_pair():

@@ -16,6 +16,13 @@ samples with replacement ``n_resamples`` times and take the 2.5th and 97.5th
 percentiles of the statistic. The paired version resamples the *same* indices
 for both checkpoints, so the interval of the accuracy difference accounts for
 the samples both get right or both get wrong (much tighter than two separate CIs).
+
+When every score is the same (8 of 8 right; two checkpoints that agree on every
+sample) no resample can differ, and the bootstrap would claim certainty: 100% [100,
+100] from 8 samples. Then the interval is how far the mean can be for a population
+in which at least the Wilson lower bound's share of samples (n/(n+z^2): 67.6% for 8)
+score that value and the rest anything: ``[100%, 100%]`` becomes ``[67.6%, 100%]``,
+and a zero difference on 8 samples ``[-32.4%, +32.4%]`` (the rule of three's width).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import string
+from statistics import NormalDist
 from typing import Callable, Sequence
 
 import numpy as np
@@ -203,6 +211,17 @@ def _percentiles(stats: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def _interval(values: np.ndarray, bounds: tuple[float, float], n_resamples: int, confidence: float, seed: int) -> tuple[float, float]:
+    """The percentile bootstrap CI of the mean of ``values`` (each within ``bounds``), or, when they are all one
+    value v, the mean's range if at least Wilson's lower bound L of the samples score v: L*v + (1 - L)*bounds."""
+    if values.min() != values.max():
+        return _percentiles(_resample_means(values, n_resamples, seed), confidence)
+    z2 = NormalDist().inv_cdf(1 - (1 - confidence) / 2) ** 2
+    share = values.size / (values.size + z2)  # Wilson's lower bound for n successes of n
+    v = float(values[0])
+    return share * v + (1 - share) * bounds[0], share * v + (1 - share) * bounds[1]
+
+
 def bootstrap_accuracy(
     hits: Sequence[bool | float], *, n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0
 ) -> Accuracy:
@@ -210,7 +229,7 @@ def bootstrap_accuracy(
     arr = _hits_array(hits)
     if arr.size == 0:
         return Accuracy(float("nan"), float("nan"), float("nan"), 0)
-    low, high = _percentiles(_resample_means(arr, n_resamples, seed), confidence)
+    low, high = _interval(arr, (0.0, 1.0), n_resamples, confidence, seed)
     return Accuracy(float(arr.mean()), low, high, int(arr.size))
 
 
@@ -267,7 +286,7 @@ def paired_bootstrap(
     if a.size == 0:
         nan = float("nan")
         return PairedComparison(names[0], names[1], nan, nan, nan, nan, nan, 0, r2w, w2r)
-    low, high = _percentiles(_resample_means(b - a, n_resamples, seed), confidence)  # one resample for both: paired
+    low, high = _interval(b - a, (-1.0, 1.0), n_resamples, confidence, seed)  # one resample for both: paired
     return PairedComparison(
         a=names[0],
         b=names[1],
