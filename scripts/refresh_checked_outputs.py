@@ -5,9 +5,10 @@
 
 Only cells marked ``# NBVAL_CHECK_OUTPUT`` keep outputs in git (``tests/test_notebooks.py``); this
 executes each notebook with papermill, its defaults, from the project root, with torch's CPU kernels
-pinned as ``make test`` pins them, and copies those cells' outputs back into the notebook. For
-when the checked numbers change on purpose (new tiny weights, another table): review the diff,
-and README's numbers with it. Without arguments: every notebook with checked cells.
+pinned as ``make test`` pins them, copies those cells' outputs back into the notebook and clears the
+others' (a notebook saved from JupyterLab holds them all). For when the checked numbers change on
+purpose (new tiny weights, another table), or after saving a notebook from JupyterLab: review the
+diff, and README's numbers with it. Without arguments: every notebook.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ MARK = "NBVAL_CHECK_OUTPUT"
 
 
 def refresh(notebook: Path) -> int:
-    """Execute ``notebook`` and copy its checked cells' outputs into it; returns how many cells changed."""
+    """Clear the outputs of ``notebook``'s unchecked cells, execute it and copy its checked cells' outputs into it;
+    returns how many checked cells changed."""
     import nbformat
     import papermill
 
@@ -30,8 +32,12 @@ def refresh(notebook: Path) -> int:
     from vlm_lab.sweep_papermill import kernel_transport
 
     stored = nbformat.read(notebook, as_version=4)
+    for cell in stored.cells:  # a notebook saved from JupyterLab holds every cell's outputs: git keeps the checked ones
+        if cell.cell_type == "code" and MARK not in cell.source:
+            cell.outputs, cell.execution_count = [], None
     checked = [c for c in stored.cells if c.cell_type == "code" and MARK in c.source]
-    if not checked:
+    if not checked:  # nothing to run (notebook 04 reads a sweep that may not be there)
+        atomic_write_text(notebook, nbformat.writes(stored) + "\n")
         return 0
     with tempfile.TemporaryDirectory() as tmp, kernel_transport() as options:  # as make demo runs it
         executed = papermill.execute_notebook(str(notebook), str(Path(tmp) / notebook.name), cwd=str(ROOT),

@@ -193,4 +193,5 @@ def test_notebook_has_a_parameters_cell_and_no_logic():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
     assert not any(line.lstrip().startswith(("def ", "class ")) for src in code for line in src.splitlines())
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")  # no stale outputs committed
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
+        "no stale outputs committed: scripts/refresh_checked_outputs.py notebooks/04_ablation_report.ipynb clears them")

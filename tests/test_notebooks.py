@@ -62,7 +62,8 @@ def test_house_style(name):
         defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
         assert not defs, f"{name}: no def/class in notebooks; move {defs[0].name} into vlm_lab"
         if "NBVAL_CHECK_OUTPUT" not in cell.source:
-            assert not cell.outputs, f"{name}: commit outputs only for cells nbval checks:\n{cell.source}"
+            assert not cell.outputs, (f"{name}: commit outputs only for cells nbval checks (saved from JupyterLab? "
+                                      f"scripts/refresh_checked_outputs.py notebooks/{name} clears the others):\n{cell.source}")  # fmt: skip
     assert any("NBVAL_CHECK_OUTPUT" in c.source and c.outputs for c in cells)
 
 
