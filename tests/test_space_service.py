@@ -125,6 +125,35 @@ def test_the_question_limit_is_the_space_variable_the_memory_plan_counted_with(t
     assert str(caught.value) == "the question is 25 characters; this Space takes at most 24: shorten it"
 
 
+def test_a_checkpoint_without_its_tokenizer_at_start_counts_questions_once_it_is_loaded(tiny_dir, tmp_path):
+    """A hub model on a Space's first start: the plan is made before it is downloaded (config only, questions counted at
+    4 tokens a character), and a request's question could never be counted, so a short question got no more beams than
+    the longest, even after the model had been loaded. Once loaded, its processor counts them (a copy: the shared one's
+    tokenizer is never called unpadded)."""
+    from transformers import AutoTokenizer
+
+    from vlm_lab.generation import render_prompt
+
+    folder = shutil.copytree(tiny_dir / "checkpoint-1000", tmp_path / "checkpoint-1000")
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).rename(aside / name)
+    service = ss.ComparisonService(SpaceSettings(checkpoints=(str(folder),), device="cpu"))
+    (label,), question = service.labels, "What shape is it?"
+    ref = service.refs[label]
+    assert service.memory.question_tokens(ref, question) is None
+    assert "no tokenizer to count with: 4 per character assumed" in service.memory.prompt_how
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (aside / name).rename(folder / name)  # downloaded with the model
+    (answer,) = service.compare(str(EXAMPLES / "green-triangle.png"), question, [label], "greedy", 4)
+    assert answer.text == "triangle"
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    assert service.memory.question_tokens(ref, question) == len(tokenizer(render_prompt(tokenizer, question))["input_ids"])
+    loaded = service.cache.get(ref, device="cpu")
+    assert service.memory.counters[ref].tokenizer is not loaded.processor.tokenizer
+
+
 def test_compare_runs_each_selected_checkpoint_once_in_order(service):
     image = str(EXAMPLES / "green-triangle.png")
     answers = service.compare(image, "What shape is it?", ["checkpoint-1000", "checkpoint-1000", NONE_CHOICE], "greedy", 8)

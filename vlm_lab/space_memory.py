@@ -96,12 +96,29 @@ class MemoryPlan:
     prompt_how: str = ""  # with which checkpoint, counted how (for the notes)
     # by checkpoint: the text tokens its rows are counted with, and what counts a request's question (None: no tokenizer)
     prompt_tokens_by_ref: Mapping[Any, int] = dataclasses.field(default_factory=dict, compare=False)
-    counters: Mapping[Any, Any] = dataclasses.field(default_factory=dict, compare=False)
+    # (count_with adds those of checkpoints counted without a tokenizer, once loaded)
+    counters: dict[Any, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     def question_tokens(self, ref: Any, question: str) -> int | None:
         """``question``'s text tokens with ``ref`` (its tokenizer, at well under a millisecond); None without one."""
         counter = self.counters.get(ref)
         return counter(question) if counter is not None else None
+
+    def count_with(self, ref: Any, processor: Any) -> None:
+        """Count ``ref``'s questions from now on with ``processor`` (a copy of it), where the plan had no tokenizer for it
+        (a hub model not downloaded at start): its rows stay counted at 4 tokens a character, and a request's question,
+        counted, leaves the difference (``beam_tokens``). Once per checkpoint; a dict lookup afterwards."""
+        if ref in self.counters or ref not in self.prompt_tokens_by_ref or not self.prompt_chars:
+            return
+        from vlm_lab.space_prompts import PromptCounter
+
+        try:
+            counter = PromptCounter.of_processor(processor)
+            counter("a")  # a processor it cannot count with fails here, not in a visitor's request
+        except Exception as e:  # noqa: BLE001 - without it the longest question is assumed, as before
+            log.info("%s: its questions stay counted as the longest (%s: %s)", getattr(ref, "name", ref), type(e).__name__, e)
+            counter = None
+        self.counters.setdefault(ref, counter)  # two loads at once: the first one's (equal counts)
 
     def beam_tokens(self, ref: Any, beams: int, prompt_tokens: int | None = None) -> int:
         """The most new tokens (up to ``max_new_tokens``) a Compare of ``beam(beams)`` with ``ref`` fits (0: none);

@@ -36,18 +36,29 @@ UNKNOWN_TEMPLATE_TOKENS = 32
 
 class PromptCounter:
     """A question's text tokens for one checkpoint, as generation sends it: the chat template's user turn (the image's
-    placeholder counted too), through the checkpoint's own tokenizer."""
+    placeholder counted too), through the checkpoint's own tokenizer. ``template``: what holds the chat template (the
+    tokenizer by default; a processor where it holds it)."""
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, template: Any = None) -> None:
         # No lock: requests count from Gradio's worker threads at once. Every call encodes one text, unpadded and
         # untruncated, so none reconfigures the Rust tokenizer (what two calls could race on: before tokenizers 0.23.1
         # 'Already borrowed'); this tokenizer is the counter's own, never the model's processor (tests/test_space_prompts.py).
         self.tokenizer = tokenizer
+        self.template = tokenizer if template is None else template
+
+    @classmethod
+    def of_processor(cls, processor: Any) -> "PromptCounter":
+        """A counter of a loaded model's processor: a copy of it (a few ms), since generation pads the shared one's
+        tokenizer and an unpadded call on it would reconfigure it under another visitor's batch."""
+        import copy
+
+        own = copy.deepcopy(processor)
+        return cls(getattr(own, "tokenizer", own), template=own)
 
     def __call__(self, question: str) -> int:
         from vlm_lab.generation import render_prompt
 
-        text = render_prompt(self.tokenizer, question)
+        text = render_prompt(self.template, question)
         # verbose=False: a question past model_max_length is generation's to refuse, not a warning here
         return len(self.tokenizer(text, verbose=False)["input_ids"])
 

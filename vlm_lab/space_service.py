@@ -162,7 +162,9 @@ class ComparisonService:
         for label in self.default_selection():
             try:
                 with self.out_of_memory_guard(label):
-                    self.cache.get(self.refs[label], dtype=self.settings.dtype, device=self.settings.device)
+                    loaded = self.cache.get(self.refs[label], dtype=self.settings.dtype, device=self.settings.device)
+                    self.memory.count_with(self.refs[label], loaded.processor)  # where the plan had no tokenizer
+                    del loaded
             except Exception as e:  # noqa: BLE001 - whatever breaks one checkpoint, the Space serves the others
                 log.warning("%s left out of the defaults and examples: it cannot be used (%s)", label, e)
                 failures.append(e)
@@ -347,6 +349,7 @@ class ComparisonService:
                 # errors name the VLM_LAB_* variables, not the cache's arguments (VLM_LAB_CACHE_BUDGET=, VLM_LAB_DTYPE=)
                 with variables_in_errors(), self._answering(label), self.cache.use(
                         self.refs[label], dtype=self.settings.dtype, device=self.settings.device) as loaded:
+                    self.memory.count_with(self.refs[label], loaded.processor)  # its next questions, where none was
                     probe = MemoryProbe(loaded)  # peak CUDA memory on a GPU, the weights on CPU
                     # sampled answers draw from a generator of their own (generation.SeededDraw): a visitor sampling
                     # at the same time cannot change them, so requests need no lock to repeat for the same seed
