@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from test_checkpoint_refs import hf_cache  # noqa: F401 - a fixture
+from test_hub_cache import hub_with_shards, sharded  # noqa: F401 - fixtures
 
 from vlm_lab.models import load_model
 
@@ -39,12 +42,12 @@ def hub(tiny_checkpoints):
         yield hub
 
 
-def online(hub, hf_cache, code: str) -> subprocess.CompletedProcess:
-    """``code`` in a fresh process whose huggingface_hub talks to ``hub`` and caches under ``hf_cache``."""
+def online(hub, hf_cache, code: str, *args: str) -> subprocess.CompletedProcess:
+    """``code`` (with ``args`` as ``sys.argv[1:]``) in a fresh process whose huggingface_hub talks to ``hub`` and caches under ``hf_cache``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
     env |= {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "hf_reader", "HF_HUB_OFFLINE": "0",
             "HF_HOME": str(hf_cache.parent), "HF_HUB_DISABLE_TELEMETRY": "1"}  # fmt: skip
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=300)
 
 
 def load_error(hub, hf_cache, spec: str) -> str:
@@ -100,3 +103,90 @@ def test_compare_asks_the_hub_for_a_revisions_commit_once_not_per_checkpoint(hub
     assert r.returncode == 0, r.stderr
     asked = [q["path"] for q in hub.requests if q["path"].startswith("/api/models/org/run") and "/tree/" not in q["path"]]
     assert len(asked) == 1, asked  # the compare pins main once; the model cache loads that commit without asking
+
+
+# Run in a process of its own (see ``online``): a hub load (thread "hub load") whose weights the emulator holds
+# mid-download, then, in the main thread, a load of a local checkpoint, watched: a wait for the build turn ends it
+# at once ("waited for ..."), where before it waited for the download, or for ever had the download hung.
+LOAD_BESIDE_A_DOWNLOAD = """
+import pathlib, sys, threading, time
+from vlm_lab.models import load_model
+from vlm_lab.model_construction import watching
+spec, local, held, release = sys.argv[1:]
+failed = []
+def load_hub():
+    try:
+        load_model(spec, device='cpu')
+    except BaseException as e:
+        failed.append(e)
+hub_load = threading.Thread(target=load_hub, name='hub load')
+hub_load.start()
+while not pathlib.Path(held).exists() and hub_load.is_alive():
+    time.sleep(0.01)
+def waited(building):
+    raise RuntimeError(f'waited for the build of {building.name if building else None!r}')
+try:
+    with watching(waiting=waited, began=lambda: None):
+        load_model(local, device='cpu')
+    print('local loaded')
+finally:
+    pathlib.Path(release).touch()
+    hub_load.join()
+print(*failed or ['hub loaded'])
+"""
+
+
+@pytest.mark.parametrize("spec", ["org/run:checkpoint-0", "org/sharded"])
+def test_a_hub_download_does_not_hold_other_threads_loads(spec, request, hf_cache, tiny_checkpoints, tmp_path):
+    """The weights of a hub reference are downloaded before its build turn (``model_construction``): another
+    thread's load of a local checkpoint goes on while they download, and no file is downloaded twice."""
+    hub = request.getfixturevalue("hub" if spec.startswith("org/run") else "hub_with_shards")
+    repo_id, _, sub = spec.partition(":")
+    weights = sorted(p for p in hub.repos[("model", repo_id)].files if p.startswith(sub) and p.endswith(".safetensors"))
+    held_file = weights[-1]  # the last file of the weights (a shard's after the others)
+    held, release = tmp_path / "held", tmp_path / "release"
+
+    def hold(method, path):  # in the emulator's thread: the answer waits until the other load is done
+        if method == "GET" and _repo_file(path) == held_file and not held.exists():
+            held.touch()
+            deadline = time.monotonic() + 120  # only so a broken test ends; released long before when it works
+            while not release.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+    hub.on_request = hold
+    r = online(hub, hf_cache, LOAD_BESIDE_A_DOWNLOAD, spec, str(tiny_checkpoints[1]), str(held), str(release))
+    assert held.exists(), r.stderr  # the hub load's weights were in flight...
+    assert r.returncode == 0, r.stderr  # ...and the local load did not wait for their build turn
+    assert r.stdout.splitlines() == ["local loaded", "hub loaded"]
+    downloads = Counter(_repo_file(q["path"]) for q in hub.requests if q["method"] == "GET" and "/resolve/" in q["path"])
+    assert downloads[held_file] == 1 and all(n == 1 for n in downloads.values()), downloads
+
+
+def _repo_file(path: str) -> str:
+    """``checkpoint-0/model.safetensors`` of ``/org/run/resolve/<revision or commit>/checkpoint-0/model.safetensors``."""
+    return path.partition("/resolve/")[2].partition("/")[2]
+
+
+def test_online_a_hub_checkpoint_without_weights_says_so(hub, hf_cache):
+    repo = hub.repos[("model", "org/run")]
+    del repo.files["checkpoint-500/model.safetensors"]  # the head's files, edited in place
+    message = load_error(hub, hf_cache, "org/run:checkpoint-500")
+    assert message == "cannot load 'org/run:checkpoint-500': org/run does not appear to have a file named pytorch_model.bin or model.safetensors"
+
+
+def test_online_a_weights_request_cut_off_before_the_build_is_tried_again_by_the_load(hub, hf_cache, tiny_checkpoints):
+    """The download before the build turn fails (the hub drops its first request for the weights): the load's own
+    from_pretrained asks again, and loads. Before, that one dropped request failed the load."""
+    def cut_off(method, path):
+        if _repo_file(path) == "checkpoint-500/model.safetensors" and not cut:
+            cut.append(path)
+            hub.drop[path] = 1
+
+    cut: list[str] = []
+    hub.on_request = cut_off
+    r = online(hub, hf_cache, f"from vlm_lab.models import load_model\nm = load_model('org/run:checkpoint-500', device='cpu'); print({WEIGHT_SUM})")
+    assert r.returncode == 0, r.stderr
+    m = load_model(tiny_checkpoints[2], device="cpu")
+    assert float(r.stdout) == eval(WEIGHT_SUM)
+    asked = [q["status"] for q in hub.requests if _repo_file(q["path"]) == "checkpoint-500/model.safetensors"]
+    assert asked[0] == "dropped" and asked.count(200) == 2, asked  # one HEAD and one GET answered: downloaded once

@@ -17,10 +17,12 @@ A load's own ``tie_weights`` runs after its contexts close, so the whole load is
 critical section, not just the build.
 
 Every model construction vlm_lab starts takes this turn (re-entrant: a build inside a build
-is one thread's). Loads wait for each other's turn, a hub download inside ``from_pretrained``
-included: two loads that overlapped now take one after the other (not measured here: the
-shapes checkpoints load in well under a second). Correct weights first; the waiting thread
-is told whose load it waits for and can stop (below).
+is one thread's). Loads wait for each other's turn: two loads that overlapped now take one
+after the other (not measured here: the shapes checkpoints load in well under a second).
+Correct weights first; the waiting thread is told whose load it waits for and can stop
+(below). A hub reference's safetensors weights are downloaded before its turn (``hub_weights``
+says what is left to the turn): a load waits for another's reading of its weights and its
+build, not for its download.
 
 A thread waiting for its turn can be told whose build it waits for, and be stopped, before
 its own build begins (the model cache's ``on_wait`` and ``cancel``): ``watching(waiting=,

@@ -21,6 +21,7 @@ import torch
 from vlm_lab.checkpoints import CheckpointRef, resolve, unfinished_named
 from vlm_lab.errors import CheckpointNotFoundError, DeviceError
 from vlm_lab.hub_cache import cached_weights
+from vlm_lab.hub_weights import download_weights
 from vlm_lab.model_construction import building_models
 from vlm_lab.hub_refs import check_hub_config, offline_cache_hint
 from vlm_lab.memory_checkpoint import invalid_json, missing_for_loading, read_weights, weight_paths
@@ -353,6 +354,7 @@ def _load_weights(ref: CheckpointRef, kwargs: dict, dtype: torch.dtype, config: 
     held = _HeldRecords()
     logger.addFilter(held)
     try:
+        kwargs = download_weights(ref, kwargs, config)  # before the turn: no other thread's build waits for a download
         try:
             with building_models(ref.name):  # transformers swaps process-wide state while it loads (model_construction says what)
                 return AutoModelForImageTextToText.from_pretrained(**kwargs, config=config, dtype=dtype)
