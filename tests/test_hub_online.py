@@ -160,6 +160,8 @@ def test_a_hub_download_does_not_hold_other_threads_loads(spec, request, hf_cach
     assert r.stdout.splitlines() == ["local loaded", "hub loaded"]
     downloads = Counter(_repo_file(q["path"]) for q in hub.requests if q["method"] == "GET" and "/resolve/" in q["path"])
     assert downloads[held_file] == 1 and all(n == 1 for n in downloads.values()), downloads
+    asked = Counter(_repo_file(q["path"]) for q in hub.requests if q["method"] == "HEAD" and _repo_file(q["path"]) in weights)
+    assert asked == dict.fromkeys(weights, 1), asked  # from_pretrained, in its turn, asked the hub nothing more of them
 
 
 def _repo_file(path: str) -> str:
