@@ -251,8 +251,10 @@ def test_a_long_multi_line_error_is_one_short_line_in_the_log_and_the_summary(sw
     """A cron log read the next morning: an exception message of several lines (transformers, pydantic)
     or thousands of characters (a CUDA OOM with its hints, a KeyError listing columns) broke the run's
     FAILED line over several log lines and pushed the notebook to read to the end of a 3,000-character
-    line. The log, summary.md and summary.csv get one short line; status.json keeps the whole message."""
-    message = "first line of the problem\nsecond  line\n" + "y" * 3000
+    line. The log, summary.md and summary.csv get one short line; status.json keeps the whole message.
+    The line keeps the message's end, where the fix usually is: it was cut at 300 characters, fix and all."""
+    fix = "checkpoints/shapes holds no checkpoint yet: run `make checkpoints` (about 2 minutes on a CPU), then this sweep again"
+    message = "first line of the problem\nsecond  line\n" + "y" * 3000 + "\n" + fix
     _edit_notebook(tmp_path / "nb.ipynb", lambda nb: setattr(nb.cells[3], "source", f"raise ValueError({message!r})"))
 
     assert main(["sweep", str(sweep_file), "--jobs", "1"]) == 1
@@ -264,12 +266,14 @@ def test_a_long_multi_line_error_is_one_short_line_in_the_log_and_the_summary(sw
     assert len(failed) == 4, log  # each of the 2 runs: as it ends (timed), and in the final report
     for line in failed:
         assert "cell [4]: ValueError: first line of the problem second line yyy" in line and "..." in line, line
+        assert f"yyy ... {fix}" in line, line
     report = [line for line in failed if line.lstrip().startswith("FAILED")]
     assert len(report) == 2 and all(line.endswith("nb.ipynb)") for line in report), failed  # the report's: which notebook to open
     run = sweep.plan(sweep.load_sweep(sweep_file))[0]
     assert run.status()["error"]["evalue"] == message
     summary = pd.read_csv(tmp_path / "runs" / "t" / "summary.csv")
     assert summary["error"].str.len().max() < 600 and "\n" not in summary["error"][0]
+    assert summary["error"][0].endswith(fix) and fix in (tmp_path / "runs" / "t" / "summary.md").read_text()
 
 
 class _Writes:

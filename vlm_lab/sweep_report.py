@@ -70,13 +70,22 @@ def describe_error(error: dict[str, Any]) -> str:
 
     A message of several lines or thousands of characters (a CUDA OOM with its hints) would break
     a run's FAILED line in the log and hide the notebook named after it; status.json and the
-    executed notebook keep the whole message.
+    executed notebook keep the whole message. A longer message keeps its start and its end, where
+    the fix usually is ("run `make checkpoints`"): its whole last line when that fits in
+    ``ERROR_CHARS`` * 2/3, else the last ``ERROR_CHARS`` / 2 characters.
     """
     cell = f"cell [{error['exec_count']}]" if error.get("exec_count") is not None else error.get("stage", "a cell")
-    evalue = " ".join(str(error.get("evalue") or "").split())
-    if len(evalue) > ERROR_CHARS:
-        evalue = evalue[: ERROR_CHARS - 3] + "..."
-    return f"{cell}: {error.get('ename', 'Error')}: {evalue}".rstrip(": ")
+    return f"{cell}: {error.get('ename', 'Error')}: {_shortened(str(error.get('evalue') or ''))}".rstrip(": ")
+
+
+def _shortened(message: str) -> str:
+    flat = " ".join(message.split())
+    if len(flat) <= ERROR_CHARS:
+        return flat
+    lines = [line for line in message.splitlines() if line.strip()]
+    last = " ".join(lines[-1].split())  # the end of ``flat``: the same words
+    tail = len(last) if len(lines) > 1 and len(last) <= ERROR_CHARS * 2 // 3 else ERROR_CHARS // 2
+    return f"{flat[: ERROR_CHARS - tail - 5]} ... {flat[-tail:]}"
 
 
 def outcome(status: dict[str, Any]) -> str:
