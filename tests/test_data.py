@@ -310,3 +310,41 @@ def test_duplicate_ids_name_their_lines(tmp_path):
             {"id": "5", "image": "a.png", "prompt": "c"}, {"id": "x", "image": "a.png", "prompt": "d"}]  # fmt: skip
     with pytest.raises(DataError, match=r"d\.jsonl: duplicate sample ids: 5 \(lines 1, 3\), x \(lines 2, 4\); ids must be unique"):
         data.read_jsonl(_jsonl(tmp_path, *rows))
+
+
+def test_an_id_of_0_is_kept(tmp_path):
+    """0 is an id like any other (a VQA export numbering from 0); only a missing or blank id is made up."""
+    _image(tmp_path / "a.png", "red")
+    rows = [{"id": 0, "image": "a.png", "prompt": "a"}, {"id": "", "image": "a.png", "prompt": "b"}]
+    assert [s.id for s in data.read_jsonl(_jsonl(tmp_path, *rows))] == ["0", "d-2"]
+
+
+def test_every_image_that_cannot_be_read_is_named_at_once(tmp_path):
+    """A data set with a few missing files is fixed in one pass, not one run per file."""
+    _image(tmp_path / "ok.png", "red")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    names = ["ok.png", "gone1.png", "bad.png", *(f"gone{i}.png" for i in range(2, 8))]
+    with pytest.raises(DataError) as caught:
+        data.read_jsonl(_jsonl(tmp_path, *({"image": n, "prompt": "hi"} for n in names)))
+    said = str(caught.value)
+    assert said.startswith("8 images in ") and "d.jsonl cannot be read:" in said
+    assert "d.jsonl:2: image not found: " in said and "d.jsonl:3: cannot read image " in said
+    assert "(and 3 more)" in said and "gone7.png" not in said and said.count("\n") == 0
+    assert f"image paths are relative to the JSONL file's folder, {tmp_path}" in said and "leave those lines out" in said
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("d.json", '[{"image": "a.png", "prompt": "hi"}]\n',
+     r"d\.json is one JSON document \(an array\), not JSONL.*one object per line.*jq -c '\.\[\]' .*d\.json > .*d\.jsonl"),
+    ("d.json", '[\n  {\n    "image": "a.png",\n    "prompt": "hi"\n  }\n]\n', r"d\.json is one JSON document \(an array\), not JSONL"),
+    ("d.jsonl", '{\n  "image": "a.png",\n  "prompt": "hi"\n}\n',
+     r"d\.jsonl is one JSON document \(an object over 4 lines\), not JSONL.*jq -c \. "),
+    ("d.csv", "image,prompt,reference\na.png,What color?,red\n",
+     r"d\.csv is CSV, not JSONL.*pd\.read_csv\(.*d\.csv.*to_json\(.*d\.jsonl.*orient='records', lines=True"),
+    ("d.tsv", "image\tprompt\na.png\tWhat color?\n", r"d\.tsv is TSV, not JSONL.*sep='\\t'"),
+])  # fmt: skip
+def test_a_json_array_or_csv_is_named_with_the_command_that_converts_it(tmp_path, name, text, message):
+    _image(tmp_path / "a.png", "red")
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        data.read_jsonl(tmp_path / name)

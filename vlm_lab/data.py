@@ -26,6 +26,7 @@ from typing import IO, Iterable, Iterator, NoReturn
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vlm_lab.data_format import not_jsonl
 from vlm_lab.errors import DataError
 from vlm_lab.pixel_limit import ImageTooLargeError, check_pixels, pixel_limit, refused_by_pillow, too_many_pixels
 
@@ -334,15 +335,18 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
     strips: list[str] = []  # all named at once: a data set fixed one line per run would take as many runs
     too_large: list[tuple[str, int | None, tuple[int, int] | None]] = []  # likewise: (line and image, pixels, size)
     over = 0  # the pixel limit they are over
+    unreadable: list[str] = []  # likewise: a few missing files are fixed in one pass
+    first_line = None
     for lineno, line in _text_lines(path):
         if not line.strip():
             continue
+        first_line = line if first_line is None else first_line
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+            raise DataError(not_jsonl(path, first_line) or f"{path}:{lineno}: not valid JSON ({e.msg})") from None
         if not isinstance(record, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+            raise DataError(not_jsonl(path, first_line) or f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
         missing = [k for k in ("image", "prompt") if _blank(record.get(k))]
         if missing:
             raise DataError(f"{path}:{lineno}: missing {', '.join(missing)} (each line needs image and prompt)")
@@ -372,11 +376,12 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
         except DataError as e:
             posix = record["image"].replace("\\", "/")
             hint = f" (a Windows path? write it with '/': {posix!r})" if posix != record["image"] and (path.parent / posix).is_file() else ""
-            raise DataError(f"{path}:{lineno}: {e}{hint}") from e
+            unreadable.append(f"{path}:{lineno}: {e}{hint}")
+            problem = None
         if problem:
             strips.append(f"{path}:{lineno}: {record['image']} {problem}")
         reference = _reference(record.get("reference"), f"{path}:{lineno}")
-        sample_id = str(record.get("id") or f"{path.stem}-{lineno}")
+        sample_id = f"{path.stem}-{lineno}" if _blank(record.get("id")) else str(record["id"])  # 0 is an id
         lines.setdefault(sample_id, []).append(lineno)
         samples.append(
             Sample(
@@ -390,6 +395,12 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
         )
         if limit is not None and len(samples) >= limit:
             break
+    if len(unreadable) == 1:
+        raise DataError(unreadable[0])
+    if unreadable:
+        more = f" (and {len(unreadable) - 5} more)" if len(unreadable) > 5 else ""
+        raise DataError(f"{len(unreadable)} images in {path} cannot be read: {'; '.join(unreadable[:5])}{more}; image paths are "
+                        f"relative to the JSONL file's folder, {path.parent.resolve()}: fix them, or leave those lines out")
     if too_large:
         raise DataError(too_many_pixels(too_large, over))
     if strips:
