@@ -23,6 +23,7 @@ from vlm_lab.errors import CheckpointNotFoundError, DeviceError
 from vlm_lab.hub_cache import cached_weights
 from vlm_lab.hub_weights import download_weights
 from vlm_lab.model_construction import building_models
+from vlm_lab.transformers_bars import no_transformers_bars
 from vlm_lab.hub_refs import check_hub_config, offline_cache_hint
 from vlm_lab.memory_checkpoint import invalid_json, missing_for_loading, read_weights, weight_paths
 
@@ -420,23 +421,6 @@ def quiet_if_small(ref: CheckpointRef) -> Iterator[None]:
         return
     with no_transformers_bars():
         yield
-
-
-@contextlib.contextmanager
-def no_transformers_bars() -> Iterator[None]:
-    """No transformers progress bar inside, through its tqdm hook (huggingface_hub's settings are left alone);
-    the hook in place before is restored after, and called for bars it would have shown."""
-    from transformers.utils import logging as hf_logging
-
-    def hook(factory, args, kwargs):
-        kwargs = {**kwargs, "disable": True}
-        return previous(factory, args, kwargs) if previous else factory(*args, **kwargs)
-
-    previous = hf_logging.set_tqdm_hook(hook)
-    try:
-        yield
-    finally:
-        hf_logging.set_tqdm_hook(previous)
 
 
 def _weights_on_disk(ref: CheckpointRef) -> list[Path] | None:

@@ -132,7 +132,7 @@ def _write_checkpoint(model, processor, tmp: Path, step: int, log_history: list[
                       optimizer, scheduler, train_samples: int) -> None:
     from transformers import TrainerState
 
-    from vlm_lab.models import no_transformers_bars
+    from vlm_lab.transformers_bars import no_transformers_bars
 
     with no_transformers_bars():  # the one tiny shard writes in a millisecond: no "Writing model shards" bar
         model.save_pretrained(tmp)
