@@ -87,3 +87,20 @@ def test_one_run_without_a_result_is_said_in_the_singular():
     assert one.lines()[-1] == "`vlm-lab sweep t.yaml` runs it (completed runs are kept; failed ones run again)."
     two = Coverage(total=2, completed=0, missing={"pending": ("a", "b")}, command="c")
     assert two.brief() == "grid: results for 0 of 2 runs; 2 have none: 2 not run yet; `c` runs the 2"
+
+
+def test_a_sweep_run_from_python_names_a_command_that_runs_it(sweep_file, tmp_path):  # noqa: F811
+    """run_sweep(config) called from Python wrote '`vlm-lab sweep SWEEP.yaml` runs it' into summary.md: a
+    placeholder, as the config did not know the file it came from. A config load_sweep read names its file;
+    one made in Python says the Python call."""
+    from vlm_lab.config import SweepConfig
+
+    path = sweep_file({"x": [2]}, {"fail_on": 2})
+    sweep.run_sweep(sweep.load_sweep(path), progress=False)
+    text = _summary(tmp_path)
+    assert f"`{shlex.join(['vlm-lab', 'sweep', str(path)])}` runs it" in text, text
+
+    config = SweepConfig(name="py", notebook="nb.ipynb", parameters={"fail_on": 2}, grid={"x": [2]})
+    sweep.run_sweep(config, progress=False)
+    text = (tmp_path / "runs" / "py" / "summary.md").read_text()
+    assert "SWEEP.yaml" not in text and "`vlm_lab.sweep.run_sweep(config)` runs it" in text, text

@@ -415,6 +415,7 @@ class SweepConfig(ConfigBase):
     execution_timeout: int = 0  # seconds per cell; 0 = no limit
     run_timeout: int | str = 0  # a whole run (its kernel is killed past it): seconds, or text such as 30m, 2h; 0 = no limit
     kernel: str = ""  # kernel name; "" = the notebook's own kernelspec
+    sweep_file: str = ""  # the YAML it was read from (load_sweep sets it); summary.md's command to complete the runs names it
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _SWEEP_NAME.match(self.name):

@@ -283,7 +283,7 @@ def run_sweep(
     """Run this shard's pending runs (``config.jobs`` at a time) and write the sweep summary.
 
     ``command``: the command that runs this sweep (every shard), which summary.md and the report give
-    for the runs without a result (default ``vlm-lab sweep SWEEP.yaml``, with its ``--runs-dir``).
+    for the runs without a result (default ``vlm-lab sweep`` with ``config.sweep_file`` and its ``--runs-dir``).
     ``run_timeout_from``: what set ``config.run_timeout`` (``--run-timeout``; default the sweep file's
     ``run_timeout:``), which a run stopped at it says to raise.
 
@@ -321,7 +321,7 @@ def run_sweep(
         sweep_kernel_dirs.remove_leftovers()  # the kernels' socket folders of sweeps killed outright (SIGKILL)
         # Before any run: a sweep killed outright (SIGKILL, a reboot) during its first run left no summary, and
         # notebook 04 then said no run had finished yet, for a sweep that is not running.
-        command = command or sweep_coverage.default_command(config.runs_dir)
+        command = command or sweep_coverage.default_command(config)
         _write_summary(sweep_dir(config), everything, in_progress=True, config=config, command=command)
         stack.enter_context(papermill_run.quiet())
         todo = [r for r in mine if not r.completed]

@@ -86,10 +86,13 @@ class Coverage:
         return f"grid: results for {self.completed} of {self.total} runs; {self._none()}: {why}; {self._runs_them()}"
 
 
-def default_command(runs_dir: str) -> str:
-    """The command that runs a sweep, when the caller did not say which file it came from."""
-    words = ["vlm-lab", "sweep", "SWEEP.yaml"]
-    return shlex.join(words + (["--runs-dir", runs_dir] if runs_dir != "runs" else []))
+def default_command(config: Any) -> str:
+    """The command that runs a sweep (a ``SweepConfig``) when the caller gave none: ``vlm-lab sweep`` with the
+    file ``load_sweep`` read it from, or, for a config made in Python, the call (no file holds it)."""
+    if not config.sweep_file:
+        return "vlm_lab.sweep.run_sweep(config)"
+    words = ["vlm-lab", "sweep", config.sweep_file]
+    return shlex.join(words + (["--runs-dir", config.runs_dir] if config.runs_dir != "runs" else []))
 
 
 def coverage(summary_csv: Path, *, shard_of: dict[str, str] | None = None, command: str) -> Coverage:

@@ -13,7 +13,7 @@ from vlm_lab.sweep_yaml import load_yaml
 
 
 def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
-    """Read a sweep YAML file into a ``SweepConfig``; ``overrides`` (e.g. jobs=4) win over the file.
+    """Read a sweep YAML file into a ``SweepConfig`` (its ``sweep_file``: ``path``); ``overrides`` (e.g. jobs=4) win over the file.
 
     Errors name an override as it was passed (``jobs=0``, ``runs_dir='$SCRATCH/runs'``) and the file's
     own values by the file and key; ``vlm-lab sweep`` says its flags instead (``--runs-dir``:
@@ -49,7 +49,7 @@ def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
     values = {**values, **_expanded_paths({k: v for k, v in values.items() if k not in given}, path)}
     given = {**given, **_expanded_paths(given, path, override=True)}
     try:
-        return SweepConfig.from_dict({**values, **given})
+        return SweepConfig.from_dict({**values, **given, "sweep_file": str(path)})
     except ConfigError as e:
         try:
             SweepConfig.from_dict(values)
