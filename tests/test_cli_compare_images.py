@@ -62,3 +62,26 @@ def test_user_files_give_the_answers_of_the_images_as_shown(tiny_checkpoints, tm
     as_given = _compare(checkpoint, mine / "d.jsonl", tmp_path / "out-mine")
     as_shown = _compare(checkpoint, shown / "d.jsonl", tmp_path / "out-shown")
     assert as_given == as_shown
+
+
+def test_the_notebook_view_embeds_a_small_upright_thumbnail_of_a_large_photo(tiny_checkpoints, tmp_path):
+    """A result shown in a notebook carries its thumbnails in the .ipynb: a 12 MP photo each (MBs of base64 a row)
+    made a 50-row view hundreds of MB. The thumbnail is small, and upright as the model saw the photo."""
+    import base64
+    import io
+    import re
+
+    from vlm_lab.results import ComparisonResult
+
+    (tmp_path / "data").mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 4000 wide lying on its side: viewers turn it clockwise, 3000 wide x 4000 tall
+    Image.effect_noise((4000, 3000), 60).convert("RGB").save(tmp_path / "data" / "photo.jpg", quality=92, exif=exif.tobytes())
+    (tmp_path / "data" / "d.jsonl").write_text(json.dumps({"image": "photo.jpg", "prompt": "What color is the shape?"}) + "\n")
+    _compare(tiny_checkpoints[-1], tmp_path / "data" / "d.jsonl", tmp_path / "out")
+    page = ComparisonResult.load(tmp_path / "out").html()
+    (mime, data), = re.findall(r'src="data:(image/\w+);base64,([^"]+)"', page)
+    thumb = Image.open(io.BytesIO(base64.b64decode(data)))
+    assert mime == "image/jpeg" and thumb.format == "JPEG"  # a photo stays a JPEG
+    assert max(thumb.size) <= 96 and thumb.height > thumb.width  # small, and upright (portrait) without EXIF to read
+    assert len(page) < 30_000

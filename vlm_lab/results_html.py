@@ -23,6 +23,7 @@ import mimetypes
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlm_lab.errors import DataError
 from vlm_lab.results import reference_text
 from vlm_lab.scoring import METRIC_LABELS, is_right, is_wrong
 
@@ -34,6 +35,9 @@ MEMORY_KINDS = {
     "cuda_max_allocated": "peak CUDA memory allocated while generating (weights, activations, KV cache)",
     "cpu_weights": "the weights' bytes (on CPU one process's peak cannot be pinned on one model: vlm-lab memory measures it)",
 }
+# embedded thumbnails (shown 48 px wide; twice that for a sharp one on a high-density screen): a file past
+# THUMBNAIL_BYTES is scaled down, a shapes PNG (~200 bytes) or a small scan goes in as it is
+THUMBNAIL_PX, THUMBNAIL_BYTES = 96, 32_000
 FOLD_CHARS = 240  # a longer text (a 512-token description) starts folded to 4 lines (STYLE's line-clamp), with a toggle
 LONG_WORD = 24  # letters: a longer word may break anywhere (hyphens and spaces break as usual)
 NO_REFERENCES = ('no sample has a reference: nothing is scored (add "reference" to each line of the data for accuracy, '
@@ -334,9 +338,28 @@ def esc(value: Any) -> str:
 
 
 def thumbnail(result: ComparisonResult, row: dict) -> str:
+    """The row's image embedded (a notebook keeps it in the .ipynb): a small file as it is, a larger one (a photo:
+    MBs of base64 a row) as a ``THUMBNAIL_PX`` copy, upright as the model saw it (a JPEG stays a JPEG)."""
     path = Path(result.image_path(row))
     if not path.is_file():
         return ""
     mime = mimetypes.guess_type(path.name)[0] or "image/png"  # a copied JPEG stays a JPEG
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:{mime};base64,{data}" alt="{esc(row["id"])}">'
+    content = path.read_bytes()
+    if len(content) > THUMBNAIL_BYTES:
+        try:
+            content, mime = _small_copy(path, jpeg=mime == "image/jpeg")
+        except DataError:  # changed since the comparison copied it: the view still shows, without that picture
+            return ""
+    return f'<img src="data:{mime};base64,{base64.b64encode(content).decode("ascii")}" alt="{esc(row["id"])}">'
+
+
+def _small_copy(path: Path, *, jpeg: bool) -> tuple[bytes, str]:
+    import io
+
+    from vlm_lab.data import open_image
+
+    image = open_image(path)  # upright, transparency on white: what the model saw
+    image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG" if jpeg else "PNG", **({"quality": 85} if jpeg else {}))
+    return buf.getvalue(), "image/jpeg" if jpeg else "image/png"
