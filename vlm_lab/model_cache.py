@@ -74,8 +74,8 @@ from vlm_lab.hub_refs import hub_fingerprint
 from vlm_lab.model_budget import GB, _budget_for, budget_as, default_budget, format_bytes, max_resident
 from vlm_lab.model_cache_entries import _Entry, _InUse, _Load, _Pin
 from vlm_lab.model_cache_identity import CacheIdentity, _as_ref
-from vlm_lab.model_cache_waits import CacheWait, Holder, Waiting, _Asked, held_by, never_go_on, thread_names
-from vlm_lab.model_construction import Building, watching
+from vlm_lab.model_cache_waits import CacheWait, Holder, Waiting, _Asked, build_hooks, held_by, never_go_on, thread_names
+from vlm_lab.model_construction import watching
 from vlm_lab.model_size import estimate_nbytes
 from vlm_lab.models import LoadedModel, load_model, model_nbytes, resolve_device, resolve_dtype
 
@@ -302,7 +302,12 @@ class ModelCache(CacheIdentity):
             except BaseException:
                 no_room = True
                 raise
-            with watching(waiting=self._build_wait(ref, asked, stopped), began=self._build_began(ref, asked, stopped)):
+
+            def check_cancel(what: str) -> None:
+                with self._lock:
+                    self._check_cancel(asked.cancel, ref, what)
+
+            with watching(**build_hooks(ref, asked, stopped, check_cancel)):
                 loaded = self.loader(ref, dtype=dtype, device=device)
             nbytes = max(model_nbytes(loaded.model), estimate)
             try:
@@ -327,36 +332,6 @@ class ModelCache(CacheIdentity):
             raise
         self._free(evicted)
         return entry
-
-    def _build_wait(self, ref: CheckpointRef, asked: _Asked, stopped: list) -> Callable[[Building | None], None]:
-        """While ``ref``'s load waits for its turn to build (another thread's build holds it): tell ``on_wait`` whose,
-        and stop on ``cancel``; called with no lock held, at least every ``model_construction.POLL_S``."""
-        def waiting(building: Building | None) -> None:
-            try:
-                if building is not None and asked.on_wait is not None:
-                    now = CacheWait(ref.name, "build", loader=building.thread, building=building.name)
-                    if now != asked.told:
-                        asked.told = now
-                        asked.on_wait(now)
-                what = f"for {building.name}'s load in thread {building.thread!r}" if building else "for its turn to build"
-                with self._lock:
-                    self._check_cancel(asked.cancel, ref, what)
-            except BaseException:
-                stopped.append(True)
-                raise
-        return waiting
-
-    def _build_began(self, ref: CheckpointRef, asked: _Asked, stopped: list) -> Callable[[], None]:
-        """``ref``'s build turn came after a wait: ``on_load`` again (its status said it waited)."""
-        def began() -> None:
-            asked.told = None
-            try:
-                if asked.on_load is not None:
-                    asked.on_load(ref)
-            except BaseException:
-                stopped.append(True)
-                raise
-        return began
 
     def _end_load(self, key: tuple, load: _Load, error: BaseException) -> None:
         """Forget ``load``, which did not land, and give its waiting gets ``error``; once (a second call does nothing)."""

@@ -14,8 +14,8 @@ time leave their blocks too, which may let others go on. Running threads (not wa
 loads in flight (a load holding room never waits) and models in no block all count as freeable.
 
 ``CacheWait`` is what a ``get``/``use`` given ``on_wait=`` is told as it starts waiting: what for, and what holds it;
-``_Asked`` what its caller gave for its waits, ``thread_names`` how a wait names threads (both moved, unchanged,
-from ``model_cache``).
+``_Asked`` what its caller gave for its waits, ``thread_names`` how a wait names threads, ``build_hooks`` how a load
+waiting for its build turn (``model_construction``) is told and stopped (all moved, unchanged, from ``model_cache``).
 """
 
 from __future__ import annotations
@@ -128,3 +128,33 @@ class _Asked:
     on_wait: Callable[[CacheWait], object] | None = None
     on_load: Callable[[CheckpointRef], object] | None = None
     told: CacheWait | None = None
+
+
+def build_hooks(ref, asked: _Asked, stopped: list, check_cancel: Callable[[str], None]) -> dict:
+    """``model_construction.watching``'s hooks for ``ref``'s load: ``waiting`` while its build waits for its turn
+    (another thread's build holds it; called with no lock held, at least every ``POLL_S``) tells ``on_wait`` whose
+    and stops on ``cancel`` (``check_cancel(what)``); ``began``, when the turn came after a wait, calls ``on_load``
+    again (its status said it waited). A hook that raises appends to ``stopped`` (the load ended in this thread)."""
+
+    def waiting(building) -> None:
+        try:
+            if building is not None and asked.on_wait is not None:
+                now = CacheWait(ref.name, "build", loader=building.thread, building=building.name)
+                if now != asked.told:
+                    asked.told = now
+                    asked.on_wait(now)
+            check_cancel(f"for {building.name}'s load in thread {building.thread!r}" if building else "for its turn to build")
+        except BaseException:
+            stopped.append(True)
+            raise
+
+    def began() -> None:
+        asked.told = None
+        try:
+            if asked.on_load is not None:
+                asked.on_load(ref)
+        except BaseException:
+            stopped.append(True)
+            raise
+
+    return {"waiting": waiting, "began": began}
