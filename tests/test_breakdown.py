@@ -57,6 +57,18 @@ def test_the_wide_table_reads_one_row_per_value_and_a_column_per_checkpoint(shap
     )
 
 
+def test_the_csv_and_dataframes_carry_each_samples_meta(shapes_result):
+    """Pivoting results.csv by question_type (in a spreadsheet, pandas, W&B's table) needs the column: it was left out."""
+    import pandas as pd
+
+    types = [r["meta"]["question_type"] for r in shapes_result.rows]
+    csv = pd.read_csv(shapes_result.output_dir / "results.csv")
+    assert list(csv.columns[:5]) == ["id", "image", "prompt", "reference", "question_type"] and list(csv["question_type"]) == types
+    assert list(shapes_result.to_dataframe()["question_type"]) == types
+    long = shapes_result.to_dataframe(long=True)
+    assert list(long["question_type"]) == [t for t in types for _ in shapes_result.checkpoints]
+
+
 def test_a_key_no_sample_carries_names_the_keys_they_do(shapes_result):
     with pytest.raises(ConfigError, match="no sample carries meta key 'answer_type'.*they carry: question_type"):
         shapes_result.accuracy_by("answer_type")
@@ -128,7 +140,7 @@ def test_a_meta_key_named_like_a_column_keeps_its_values(tiny_checkpoints, tmp_p
     checkpoint's training step, so every group read the same value and the wide table could not be made."""
     samples = shapes.make_samples("val", 4)
     for s, when in zip(samples, ["early", "late", "early", "late"]):
-        s.meta = {"step": when}
+        s.meta = {"step": when, "prompt": when}
     path = data.write_jsonl(samples, tmp_path / "d")
     config = CompareConfig(checkpoints=(str(tiny_checkpoints[-1]),), data=str(path), device="cpu", output_dir=str(tmp_path / "cmp"))
     result = compare(config, progress=False)
@@ -136,6 +148,8 @@ def test_a_meta_key_named_like_a_column_keeps_its_values(tiny_checkpoints, tmp_p
     assert list(frame.columns) == ["meta.step", "checkpoint", "step", "accuracy", "ci_low", "ci_high", "n_scored"]
     assert list(frame["meta.step"]) == ["early", "late"] and list(frame["step"]) == [result.refs[0]["step"]] * 2
     assert list(frame["n_scored"]) == [2, 2]
+    wide = result.to_dataframe()  # "step" is no column of its; "prompt" is
+    assert list(wide["step"]) == list(wide["meta.prompt"]) == ["early", "late"] * 2 and wide["prompt"][0] == samples[0].prompt
     table = result.accuracy_by("step", wide=True)
     assert list(table.index) == ["early", "late"] and list(table.columns) == ["n", result.checkpoints[0]]
     assert "accuracy by step (2 values" in result.html()

@@ -95,7 +95,7 @@ def test_a_save_cut_short_or_a_damaged_file_is_refused_with_the_fix(tmp_path, fi
 def test_dataframes(finished):
     _, result = finished
     wide = result.to_dataframe()
-    assert wide.shape == (9, 4 + 3 * 7)
+    assert wide.shape == (9, 5 + 3 * 7)  # id, image, prompt, reference, question_type; 7 per checkpoint
     assert (wide["checkpoint-1000/score"] == 1.0).all()
     long = result.to_dataframe(long=True)
     assert len(long) == 27 and set(long["checkpoint"]) == set(result.checkpoints)

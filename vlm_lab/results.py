@@ -45,6 +45,8 @@ SUMMARY_COLUMNS = (
     "n_at_context", "from_cache", *PAIRED_COLUMNS,
 )  # fmt: skip
 MAX_FLIPPED_IDS = 12  # sample ids listed per flip direction in the paired report
+# to_dataframe's own columns: a sample's meta key named like one gets the column meta.<key>
+_BASE_COLUMNS = frozenset({"id", "image", "prompt", "reference", "checkpoint", *FIELDS})
 REFERENCE_SEPARATOR = " | "  # between acceptable answers in the flat views (CSV, DataFrame, HTML)
 
 
@@ -162,16 +164,19 @@ class ComparisonResult:
 
         ``reference`` is one string: several acceptable answers joined as ``"red ×2 | crimson"``
         (``reference_text``; ``rows`` keep the list), so the column reads, filters and logs as text.
-        Wide (default): one row per sample; columns id, image, prompt, reference, then
-        ``<checkpoint>/output``, ``/score``, ``/latency_s``, ``/new_tokens``, ``/truncated``, ``/at_context``, ``/nonfinite``
+        Wide (default): one row per sample; columns id, image, prompt, reference, each ``meta`` key the
+        samples carry (``question_type``; ``meta.<key>`` for one named like another column), then ``<checkpoint>/output``, ``/score``, ``/latency_s``, ``/new_tokens``, ``/truncated``, ``/at_context``, ``/nonfinite``
         per checkpoint.
         ``long=True``: one row per (sample, checkpoint) with a ``checkpoint`` column.
         """
         import pandas as pd
 
         records = []
+        keys = list(dict.fromkeys(k for row in self.rows for k in row.get("meta") or {}))
+        named = {k: f"meta.{k}" if k in _BASE_COLUMNS or "/" in k else k for k in keys}  # "/": a checkpoint's columns
         for row in self.rows:
             base = {"id": row["id"], "image": self.image_path(row), "prompt": row["prompt"], "reference": reference_text(row["reference"])}
+            base |= {column: (row.get("meta") or {}).get(k) for k, column in named.items()}
             if long:
                 for name in self.checkpoints:
                     out = row["outputs"][name]
