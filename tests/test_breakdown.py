@@ -99,6 +99,10 @@ def test_without_references_there_is_nothing_to_break_down(tiny_checkpoints, tmp
     with pytest.raises(DataError, match="no sample has a reference"):
         result.accuracy_by("question_type")
     assert result.meta_keys() == [] and "accuracy by" not in result.html()  # nothing to break down: no tables, no failure
+    r = vlm_lab("compare", str(tiny_checkpoints[-1]), "--data", str(path), "--device", "cpu", "--out", str(tmp_path / "cmp"),
+                "--by", "question_type", "--quiet")  # fmt: skip
+    assert r.returncode == 2 and "no sample has a reference" in r.stderr
+    assert r.stderr.rstrip().endswith(f"The comparison is saved: vlm-lab show {tmp_path / 'cmp'}")  # its outputs are worth reading
 
 
 def test_html_and_plot(shapes_result):

@@ -143,7 +143,7 @@ def _groups_json(frame, key: str, checkpoint: str) -> dict:
 def run(args: argparse.Namespace) -> int:
     from vlm_lab.cli import check_embedded_checkpoints
     from vlm_lab.compare import compare
-    from vlm_lab.errors import ConfigError
+    from vlm_lab.errors import ConfigError, DataError
 
     config = config_from_args(args)  # a bad flag is named first, before anything is looked for
     check_embedded_checkpoints(args.refs)
@@ -154,8 +154,9 @@ def run(args: argparse.Namespace) -> int:
         result = compare(config, progress=not args.quiet)  # the bar goes to stderr
     try:
         print_summary(result, as_json=args.json, by=args.by)
-    except ConfigError as e:  # --by a key the data lacks: known only once the data is read; nothing is lost
-        raise ConfigError(f"{e}. The comparison is saved: vlm-lab show {shlex.quote(str(result.output_dir))} --by KEY") from None
+    except (ConfigError, DataError) as e:  # --by a key the data lacks, or no reference: known only once the data is read
+        by = " --by KEY" if isinstance(e, ConfigError) else ""  # no reference: no key helps, the outputs are still there
+        raise (ConfigError if by else DataError)(f"{e}. The comparison is saved: vlm-lab show {shlex.quote(str(result.output_dir))}{by}") from None
     return 0
 
 
