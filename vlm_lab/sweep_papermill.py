@@ -15,9 +15,9 @@
 
 The kernel process's own output (ipykernel's log, what code writes to file descriptors 1 and 2,
 a kernel that cannot start) goes to a file of the run's (``kernel_log``), not the sweep's
-stderr: there it landed in the cron log unattributed, interleaved across ``--jobs``, and
-jupyter_client's shutdown (SIGINT first) made ipykernel log "ERROR | KeyboardInterrupt caught
-in kernel." after some runs nobody interrupted.
+stderr: there it landed in the cron log unattributed, interleaved across ``--jobs``. A kernel is
+shut down without jupyter_client's SIGINT first, which made ipykernel log "ERROR | KeyboardInterrupt
+caught in kernel." after some runs nobody interrupted (``LoggedKernelManager._async_interrupt_kernel``).
 """
 
 from __future__ import annotations
@@ -182,6 +182,17 @@ def _kernel_manager_class() -> type:
         async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
             self._shutting_down = True  # ended by nbclient (done, a timeout): not news
             await super().shutdown_kernel(now=now, restart=restart)
+
+        async def _async_interrupt_kernel(self) -> None:
+            # jupyter_client's shutdown_kernel sends SIGINT before its shutdown_request, now=True too.
+            # Papermill shuts down as soon as it has the reply to its last request (a kernel_info, after
+            # the last cell), and a SIGINT landing before ipykernel leaves that request's handler made it
+            # log "ERROR | KeyboardInterrupt caught in kernel." for a completed run (1 notebook-02 run in 9).
+            # Without it an idle kernel ends at the request; a busy one (a cell past execution_timeout) is
+            # ended by jupyter_client's SIGTERM, shutdown_wait_time / 2 (2.5 s) later. nbclient's own
+            # interrupt (interrupt_kernel, bound to jupyter_client's function) does not come here.
+            if not self._shutting_down:
+                await super()._async_interrupt_kernel()
 
         async def cleanup_resources(self, restart: bool = False) -> None:
             # nbclient cleans up without a shutdown when the kernel is already dead: say how it ended
