@@ -91,3 +91,12 @@ def test_a_bad_count_flag_is_refused_once_by_the_parser(path, capsys, flag, said
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.count(said) == 1, proc.stderr
     assert "sweep file" not in proc.stderr + proc.stdout and not (path.parent / "runs").exists()  # no sweep started
+
+
+def test_a_file_that_names_its_own_sweep_file_is_refused(path):
+    """``sweep_file`` records where load_sweep read the config; a file setting it would be silently overwritten."""
+    path.write_text(path.read_text() + "sweep_file: other.yaml\n")
+    with pytest.raises(ConfigError, match=r"t\.yaml: sweep_file is not a sweep file key .*remove it"):
+        sweep.load_sweep(path)
+    path.write_text(path.read_text().replace("sweep_file: other.yaml\n", ""))
+    assert sweep.load_sweep(path).sweep_file == str(path)

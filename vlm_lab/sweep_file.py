@@ -43,6 +43,8 @@ def load_sweep(path: str | os.PathLike[str], **overrides: Any) -> SweepConfig:
         raise SweepError(f"{path} is not valid YAML: {e}") from e
     if not isinstance(values, dict):
         raise SweepError(f"{path} must be a mapping with name, notebook, parameters and grid")
+    if "sweep_file" in values:  # the field says where the config was read from: never the file's to say
+        raise ConfigError(f"{path}: sweep_file is not a sweep file key (load_sweep records the file it reads); remove it")
     given = {k: v for k, v in overrides.items() if v is not None}
     # A path the caller overrides is not read from the file: `runs_dir: $SCRATCH/runs` must not stop a
     # crontab line that passes another runs folder where $SCRATCH is not set.
