@@ -44,7 +44,14 @@ class _ImageField:
         if sample is None:
             raise AttributeError("image")  # no class-level default: dataclass keeps ``image`` a required field
         image = sample.__dict__["_image"]
-        return open_image(sample.image_path) if image is None else image
+        if image is not None:
+            return image
+        try:
+            return open_image(sample.image_path)
+        except DataError as e:  # a JPEG cut short in its pixels passes read_jsonl's check: found when its batch runs
+            if not sample.line:
+                raise
+            raise DataError(f"{sample.line}: {e}; re-save the image, or leave that line out") from e
 
     def __set__(self, sample: "Sample", image: Image.Image | None) -> None:
         sample.__dict__["_image"] = image
@@ -65,6 +72,7 @@ class Sample:
     reference: str | list[str] | None = None  # a list: several acceptable answers, any one scores as right
     image_path: str | None = None  # where the image lives on disk, when it does
     meta: dict[str, str | int | float | bool] | None = None  # named values to break accuracy down by
+    line: str | None = None  # "data.jsonl:3": where a sample read from a file was given, for its errors
 
     def __post_init__(self) -> None:
         if self.__dict__["_image"] is None and not self.image_path:
@@ -391,6 +399,7 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
                 reference=reference,
                 image_path=str(image_path),
                 meta=meta,
+                line=f"{path}:{lineno}",
             )
         )
         if limit is not None and len(samples) >= limit:
