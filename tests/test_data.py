@@ -349,3 +349,15 @@ def test_a_json_array_or_csv_is_named_with_the_command_that_converts_it(tmp_path
     (tmp_path / name).write_text(text, encoding="utf-8")
     with pytest.raises(DataError, match=message):
         data.read_jsonl(tmp_path / name)
+
+
+def test_nan_is_missing_not_the_answer_nan(tmp_path):
+    """json.dumps writes a pandas export's missing values as NaN, which json reads back as a float: it became the
+    reference "nan" (scored, and always wrong) and a "nan" group in the breakdown."""
+    _image(tmp_path / "a.png", "red")
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"id": NaN, "image": "a.png", "prompt": "a", "reference": NaN, "meta": {"type": NaN, "src": "x"}}\n'
+                    '{"image": "a.png", "prompt": "b", "reference": ["red", NaN]}\n')  # fmt: skip
+    first, second = data.read_jsonl(path)
+    assert (first.id, first.reference, first.meta) == ("d-1", None, {"src": "x"})
+    assert second.reference == ["red"]

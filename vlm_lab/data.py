@@ -294,9 +294,14 @@ def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
             ) from e
 
 
+def _missing(value: object) -> bool:
+    """None, or NaN: json.dumps writes a pandas export's missing values as NaN, which json reads as a float."""
+    return value is None or (isinstance(value, float) and value != value)
+
+
 def _blank(value: object) -> bool:
-    """Missing (None), or a string that is empty or only whitespace (a number, even 0, is not blank)."""
-    return value is None or (isinstance(value, str) and not value.strip())
+    """Missing (``_missing``), or a string that is empty or only whitespace (a number, even 0, is not blank)."""
+    return _missing(value) or (isinstance(value, str) and not value.strip())
 
 
 def _scalar(value: object) -> bool:
@@ -432,12 +437,13 @@ def _meta(value: object, where: str) -> dict[str, str | int | float | bool] | No
     if not isinstance(value, dict):
         raise DataError(f'{where}: meta is a {type(value).__name__} ({json.dumps(value)[:60]}); meta is an object of '
                         'named values, e.g. "meta": {"answer_type": "number"}')
-    wrong = [k for k, v in value.items() if v is not None and not isinstance(v, (str, int, float, bool))]
+    value = {k: v for k, v in value.items() if not _missing(v)}
+    wrong = [k for k, v in value.items() if not isinstance(v, (str, int, float, bool))]
     if wrong:
         v = value[wrong[0]]
         raise DataError(f"{where}: meta[{wrong[0]!r}] is a {type(v).__name__} ({json.dumps(v)[:60]}); meta values are strings, "
                         "numbers or booleans (accuracy is broken down by each distinct value)")
-    return {k: v for k, v in value.items() if v is not None} or None
+    return value or None
 
 
 # shapes samples are made and held in memory, ~18 KB each (64x64 RGB + objects): at most ~1.8 GB
