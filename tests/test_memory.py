@@ -311,6 +311,25 @@ def test_a_verdict_that_does_not_fit_says_what_would(llava_7b, llava_70b, model,
         assert not memory.verdict(est.with_dtype("bfloat16" if dtype == "float16" else dtype), "a10g-small").fits
 
 
+@pytest.mark.parametrize("batch, new_tokens", [(1, 2000), (4, 1000)])
+def test_a_verdict_whose_answers_do_not_fit_says_how_many_new_tokens_would(llava_7b, batch, new_tokens):
+    """A 7B in float16 on a T4: its weights fit, its answers' KV cache (0.5 MiB a token a row) does not, not even one
+    row's. Fewer new tokens fit in float16 as well as int8 does: both are named, the tokens first (no quantization)."""
+    import re
+
+    est = memory.estimate(llava_7b, dtype="float16", batch_size=batch, max_new_tokens=new_tokens)
+    v = memory.verdict(est, "t4-small")
+    assert not v.fits and v.max_batch_size == 0, v.message()
+    said = re.fullmatch(r"batch 1 fits with at most (\d+) new tokens, or in int8 it fits \(needs [\d.]+ GiB\)", v.suggestion)
+    assert said, v.suggestion
+    n = int(said[1])
+    assert 0 < n < new_tokens
+    # the suggestion is the verdict's own arithmetic: n new tokens fit a row, n + 1 do not
+    for tokens, fits in ((n, True), (n + 1, False)):
+        assert memory.verdict(memory.estimate(llava_7b, dtype="float16", max_new_tokens=tokens), "t4-small").fits is fits
+    assert memory.verdict(est.with_dtype("int8"), "t4-small").fits
+
+
 def test_co_resident_leaves_room_for_one_to_generate(tiny_checkpoints, llava_7b):
     for ref, target in ((tiny_checkpoints[-1], "t4-small"), (llava_7b, "a100-large"), (llava_7b, "t4-small")):
         est = memory.estimate(ref, dtype="float16", batch_size=4)

@@ -115,6 +115,10 @@ class MemoryEstimate:
     context_tokens: int = 0  # positions the model reads (max_position_embeddings); 0 when its config does not say
     asked_new_tokens: int = 0  # max_new_tokens as asked, when the context cut it to ``max_new_tokens``; else 0
     file_params: int = 0  # values the safetensors weight files hold; 0 when unknown (no weights, torch pickles, quantized)
+    # activation_values_per_sample's parts (``_activation_at``), so another answer length is estimated without the config
+    text_activation_values_per_token: int = 0
+    vision_activation_values: int = 0
+    embedding_values_per_token: int = 0
 
     @property
     def weights_note(self) -> str:
@@ -193,6 +197,14 @@ class MemoryEstimate:
         if dtype not in DTYPE_BYTES:
             raise ConfigError(f"dtype={dtype!r} is not one of {', '.join(DTYPE_BYTES)}")
         return self if self.pre_quantized else dataclasses.replace(self, dtype=dtype)
+
+    def with_new_tokens(self, n: int) -> "MemoryEstimate":
+        """The same checkpoint and batch answering ``n`` new tokens a row: the KV cache and the prefill headroom follow."""
+        sequence = self.prompt_tokens + self.image.tokens + n
+        activations = _activation_at(sequence, text_activation_values_per_token=self.text_activation_values_per_token,
+                                     vision_activation_values=self.vision_activation_values,
+                                     embedding_values_per_token=self.embedding_values_per_token)
+        return dataclasses.replace(self, max_new_tokens=n, asked_new_tokens=0, activation_values_per_sample=activations)
 
     def below_capability(self, target: str | GpuTarget) -> bool:
         """``target`` cannot run the stored format as stored (an FP8 checkpoint on a T4; any such on CPU)."""
@@ -340,22 +352,31 @@ def _text_dims(config) -> dict[str, int]:
     }
 
 
-def _activation_values(config, dims: dict[str, int], image: ImageTokens, sequence: int) -> int:
-    """One row's activation headroom during prefill (attention via SDPA: no T x T matrix).
+def _activation_parts(config, dims: dict[str, int], image: ImageTokens) -> dict[str, int]:
+    """One row's activation headroom during prefill (attention via SDPA: no T x T matrix), in parts: ``_activation_at``.
 
     The peak is the widest layer: the text MLP holds gate, up and their product
     (3 x intermediate) next to the residual stream and its norm (2 x hidden) for
     every position; the vision encoder the same for every patch.
     """
-    text = sequence * (2 * dims["hidden"] + 3 * dims["intermediate"])
     vision = 0
     vcfg = getattr(config, "vision_config", None)
     if vcfg is not None and image.patches:
         vh = getattr(vcfg, "hidden_size", None) or getattr(vcfg, "embed_dim", 0)
         vi = getattr(vcfg, "intermediate_size", None) or 4 * vh
         vision = image.patches * (2 * vh + 2 * vi)
-    # the embedded prompt (image features merged in) lives through the whole prefill
-    return max(text, vision) + sequence * dims["hidden"]
+    return {
+        "text_activation_values_per_token": 2 * dims["hidden"] + 3 * dims["intermediate"],
+        "vision_activation_values": vision,
+        # the embedded prompt (image features merged in) lives through the whole prefill
+        "embedding_values_per_token": dims["hidden"],
+    }
+
+
+def _activation_at(sequence: int, *, text_activation_values_per_token: int, vision_activation_values: int,
+                   embedding_values_per_token: int) -> int:
+    """The activation values of one row of ``sequence`` positions: the widest layer, text or vision, plus the embeddings."""
+    return max(sequence * text_activation_values_per_token, vision_activation_values) + sequence * embedding_values_per_token
 
 
 def _context_tokens(config) -> int:
@@ -454,6 +475,7 @@ def estimate(
             )
         max_new_tokens = min(max_new_tokens, context - prompt_tokens - image.tokens)
     sequence = prompt_tokens + image.tokens + max_new_tokens
+    activations = _activation_parts(config, dims, image)
     est = MemoryEstimate(
         checkpoint=cref.name,
         model_type=config.model_type,
@@ -470,7 +492,7 @@ def estimate(
         image=image,
         max_new_tokens=max_new_tokens,
         kv_values_per_token=2 * dims["layers"] * dims["kv_heads"] * dims["head_dim"],
-        activation_values_per_sample=_activation_values(config, dims, image, sequence),
+        activation_values_per_sample=_activation_at(sequence, **activations),
         logits_bytes_per_sample=2 * dims["vocab"] * 4,
         cross_kv_values_per_sample=2 * dims["cross_layers"] * dims["kv_heads"] * dims["head_dim"] * image.cross_tokens,
         quantization=stored.description if stored else "",
@@ -478,6 +500,7 @@ def estimate(
         quantization_below=stored.below if stored and stored.dtype else "",
         context_tokens=context,
         asked_new_tokens=asked if max_new_tokens < asked else 0,
+        **activations,
     )
     return est
 
@@ -562,13 +585,39 @@ def _cannot_load(est: MemoryEstimate, t: GpuTarget) -> Verdict:
 
 
 def _what_would_fit(est: MemoryEstimate, t: GpuTarget, max_batch: int) -> str:
-    """The first of: a smaller batch; a lighter dtype here; the cheapest larger target, lightest dtype last.
+    """A smaller batch; else fewer new tokens at batch 1 (where the weights fit but no row's answers do), and the first of:
+    a lighter dtype here; the cheapest larger target, lightest dtype last.
 
     Said in plain words, without flags or arguments: a shell, a notebook and a Space's log (which sets its batch with
     ``VLM_LAB_MAX_BATCH_SIZE``) each set them their own way.
     """
     if max_batch:
         return f"batch {max_batch} fits"
+    tokens = _most_new_tokens(est.on_target(t), t)
+    lighter_or_larger = _lighter_or_larger(est, t)
+    if not tokens:
+        return lighter_or_larger
+    fewer = f"batch 1 fits with at most {tokens} new tokens"
+    return fewer if lighter_or_larger == _NOTHING_FITS else f"{fewer}, or {lighter_or_larger}"
+
+
+def _most_new_tokens(est: MemoryEstimate, t: GpuTarget) -> int:
+    """The most new tokens, fewer than asked, with which a batch of 1 fits ``t`` (0: none do)."""
+    budget, low, high = budget_bytes(t), 0, est.max_new_tokens - 1
+    while low < high:  # the peak grows with the answer's length: bisect
+        mid = (low + high + 1) // 2
+        if est.with_new_tokens(mid).peak_bytes(1, t.device) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+_NOTHING_FITS = "no Space hardware fits it, even in int4"
+
+
+def _lighter_or_larger(est: MemoryEstimate, t: GpuTarget) -> str:
+    """A lighter dtype on ``t`` that fits, else the cheapest larger target that does, in words."""
 
     def lighter(target: GpuTarget, than: str) -> list[str]:
         order = [recommended_dtype(target) if target.device == "cuda" else "float16", "int8", "int4"]
@@ -586,7 +635,7 @@ def _what_would_fit(est: MemoryEstimate, t: GpuTarget, max_batch: int) -> str:
             need = there.peak_bytes(device=other.device)
             if not there.below_capability(other) and need <= budget_bytes(other):
                 return f"{other.name} fits it in {there.dtype} (needs {human_bytes(need)}, ${other.price_per_hour:.2f}/h)"
-    return "no Space hardware fits it, even in int4"
+    return _NOTHING_FITS
 
 
 def verdicts(est: MemoryEstimate, targets: tuple[str, ...] | None = None) -> list[Verdict]:
