@@ -22,6 +22,9 @@ from vlm_lab.errors import VlmLabError
 MODES = ("online", "offline", "disabled")
 DEFAULT_PROJECT = "vlm-lab"
 MAX_TAG = 64  # W&B refuses a run whose tag is longer (the whole wandb.init fails)
+# A gateway's "the server behind me is not there" (502 Bad Gateway, 503 Unavailable, 504 Gateway Timeout): wandb.init
+# retries these for its whole init_timeout, as it waits on a refused connection.
+GATEWAY_DOWN = (502, 503, 504)
 PROBE_TIMEOUT_S = 10.0  # at most this long to learn the W&B server does not answer (wandb.init waits init_timeout, 90 s)
 
 
@@ -231,10 +234,13 @@ def _check_reachable(settings: Any) -> None:
     """Ask the W&B server anything before ``wandb.init``, which waits its whole ``init_timeout`` (90 s
     by default, measured 100 s) even when the connection is refused: each point of an overnight sweep
     without network would spend that long before logging offline. Any HTTP answer, error statuses
-    included, means it is there; proxies are honoured as ``wandb`` honours them (the environment's).
+    included, means it is there, but a gateway's 502/503/504 (``GATEWAY_DOWN``: a proxy, or the load balancer
+    of a self-hosted server that is down), which wandb also retries until its timeout (107 s measured);
+    proxies are honoured as ``wandb`` honours them (the environment's).
 
     Raises:
-        ServerUnreachableError: no answer within ``PROBE_TIMEOUT_S`` (or the init timeout, when shorter).
+        ServerUnreachableError: no answer within ``PROBE_TIMEOUT_S`` (or the init timeout, when shorter), or
+            a gateway's 502/503/504.
     """
     import ssl
     import urllib.error
@@ -247,19 +253,22 @@ def _check_reachable(settings: Any) -> None:
     if "@" in parts.netloc:  # user:password@ is a secret never to print; urllib would read it as the host name
         base_url = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
     timeout = min(PROBE_TIMEOUT_S, float(settings.init_timeout or PROBE_TIMEOUT_S))
+    fix = "check the network, or WANDB_BASE_URL for a self-hosted server (or set WANDB_MODE=offline)"
     try:
         urllib.request.urlopen(urllib.request.Request(base_url, method="HEAD"), timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return  # it answered
+    except urllib.error.HTTPError as e:
+        if e.code in GATEWAY_DOWN:  # a proxy or load balancer speaking for a server that is not there
+            raise ServerUnreachableError(
+                f"the W&B server {base_url} is down or cannot be reached: a proxy or gateway answered HTTP {e.code} "
+                f"({e.reason}) for it; {fix}"
+            ) from None
+        return  # the server itself answered
     except (OSError, ValueError) as e:  # refused, no route, DNS, timeout; ValueError: not a URL
         reason = getattr(e, "reason", None) or e
         if isinstance(reason, ssl.SSLError):
             return  # it answered; certificates are wandb's to judge (REQUESTS_CA_BUNDLE, a company's CA)
         what = f"did not answer within {timeout:g} s" if isinstance(reason, TimeoutError) else f"cannot be reached ({reason})"
-        raise ServerUnreachableError(
-            f"the W&B server {base_url} {what}; check the network, or WANDB_BASE_URL for a self-hosted server "
-            "(or set WANDB_MODE=offline)"
-        ) from None
+        raise ServerUnreachableError(f"the W&B server {base_url} {what}; {fix}") from None
 
 
 def _online_source() -> str:
