@@ -301,7 +301,7 @@ def test_a_verdict_that_does_not_fit_says_what_would(llava_7b, llava_70b, model,
     v = memory.verdict(est, target)
     assert v.suggestion.startswith(suggestion) and bool(v.suggestion) is not v.fits
     assert "--" not in v.suggestion and "=" not in v.suggestion  # read in a notebook, a shell and a Space's log alike
-    assert v.message().endswith(f"at once; {v.suggestion}" if v.suggestion else "at once")
+    assert v.message().endswith(f"max batch {v.max_batch_text}; {v.suggestion}" if v.suggestion else "of this size loaded at once")
     assert "budget (15.00 GiB less 5% kept free)" in v.message() or target != "t4-small"
     if " it fits" in v.suggestion:  # the suggestion is the verdict's own arithmetic: it does fit
         assert memory.verdict(est.with_dtype(v.suggestion.split()[1]), target).fits
@@ -328,6 +328,16 @@ def test_a_verdict_whose_answers_do_not_fit_says_how_many_new_tokens_would(llava
     for tokens, fits in ((n, True), (n + 1, False)):
         assert memory.verdict(memory.estimate(llava_7b, dtype="float16", max_new_tokens=tokens), "t4-small").fits is fits
     assert memory.verdict(est.with_dtype("int8"), "t4-small").fits
+
+
+def test_a_verdict_says_what_at_once_counts_and_claims_nothing_at_once_where_it_does_not_fit(llava_7b):
+    """'5 at once' read as five requests at once; and '0 at once' beside 'batch 16 fits' read as if none could run."""
+    fits = memory.verdict(memory.estimate(llava_7b, dtype="float16"), "a100-large")
+    assert fits.fits and fits.message().endswith(f"max batch {fits.max_batch_size}, 5 of this size loaded at once")
+    too_big = memory.verdict(memory.estimate(llava_7b, dtype="int4", batch_size=64), "t4-small")
+    assert (too_big.fits, too_big.co_resident) == (False, 0) and too_big.max_batch_size > 0
+    assert "at once" not in too_big.message()
+    assert too_big.message().endswith(f"; max batch {too_big.max_batch_size}; batch {too_big.max_batch_size} fits"), too_big.message()
 
 
 def test_co_resident_leaves_room_for_one_to_generate(tiny_checkpoints, llava_7b):

@@ -328,8 +328,10 @@ class Verdict:
         text = (
             f"{self.checkpoint} ({self.dtype}{stored}, batch {self.batch_size}) {word} on {self.target}: needs "
             f"{human_bytes(self.required_bytes)} of its {budget}, margin {human_bytes(self.margin_bytes)}; "
-            f"max batch {self.max_batch_text}, {self.co_resident} at once"
+            f"max batch {self.max_batch_text}"
         )
+        if self.fits:  # checkpoints, not requests; where this batch does not fit, none are (co_resident 0)
+            text += f", {self.co_resident} of this size loaded at once"
         return f"{text}; {self.suggestion}" if self.suggestion else text
 
 
