@@ -7,6 +7,8 @@ emulator, in a fresh process (``HF_ENDPOINT`` is read at import), with the tiny 
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import subprocess
 import sys
@@ -136,13 +138,44 @@ print(*failed or ['hub loaded'])
 """
 
 
-@pytest.mark.parametrize("spec", ["org/run:checkpoint-0", "org/sharded"])
+@pytest.fixture
+def hub_with_bins(tiny_checkpoints):
+    """``org/bins``: checkpoint-1000 as torch pickles only (no safetensors), in ``single/`` as pytorch_model.bin
+    and in ``sharded/`` as three shards with their pytorch_model.bin.index.json."""
+    import torch
+    from hub_emulator import HubEmulator, Repo
+    from safetensors.torch import load_file
+
+    def pickled(tensors: dict) -> bytes:
+        buffer = io.BytesIO()
+        torch.save(tensors, buffer)
+        return buffer.getvalue()
+
+    folder = tiny_checkpoints[-1]
+    others = {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file() and not f.name.endswith(".safetensors")}
+    tensors = load_file(folder / "model.safetensors")
+    names = sorted(tensors)
+    shards = {f"pytorch_model-0000{i + 1}-of-00003.bin": names[i::3] for i in range(3)}
+    index = {"metadata": {}, "weight_map": {n: shard for shard, part in shards.items() for n in part}}
+    files = {f"single/{n}": data for n, data in others.items()} | {"single/pytorch_model.bin": pickled(tensors)}
+    files |= {f"sharded/{n}": data for n, data in others.items()} | {"sharded/pytorch_model.bin.index.json": json.dumps(index).encode()}
+    files |= {f"sharded/{shard}": pickled({n: tensors[n] for n in part}) for shard, part in shards.items()}
+    with HubEmulator() as hub:
+        hub.add_token("hf_reader", "alice", role="read")
+        repo = hub.repos[("model", "org/bins")] = Repo("model", "org/bins", private=False)
+        repo.files = files
+        repo.commit("torch pickles", [])
+        yield hub
+
+
+@pytest.mark.parametrize("spec", ["org/run:checkpoint-0", "org/sharded", "org/bins:single", "org/bins:sharded"])
 def test_a_hub_download_does_not_hold_other_threads_loads(spec, request, hf_cache, tiny_checkpoints, tmp_path):
     """The weights of a hub reference are downloaded before its build turn (``model_construction``): another
-    thread's load of a local checkpoint goes on while they download, and no file is downloaded twice."""
-    hub = request.getfixturevalue("hub" if spec.startswith("org/run") else "hub_with_shards")
+    thread's load of a local checkpoint goes on while they download, and no file is downloaded twice. Torch
+    pickles too (a repo without safetensors), which were downloaded in the turn."""
     repo_id, _, sub = spec.partition(":")
-    weights = sorted(p for p in hub.repos[("model", repo_id)].files if p.startswith(sub) and p.endswith(".safetensors"))
+    hub = request.getfixturevalue({"org/run": "hub", "org/sharded": "hub_with_shards", "org/bins": "hub_with_bins"}[repo_id])
+    weights = sorted(p for p in hub.repos[("model", repo_id)].files if p.startswith(sub) and p.endswith((".safetensors", ".bin")))
     held_file = weights[-1]  # the last file of the weights (a shard's after the others)
     held, release = tmp_path / "held", tmp_path / "release"
 
@@ -192,3 +225,34 @@ def test_online_a_weights_request_cut_off_before_the_build_is_tried_again_by_the
     assert float(r.stdout) == eval(WEIGHT_SUM)
     asked = [q["status"] for q in hub.requests if _repo_file(q["path"]) == "checkpoint-500/model.safetensors"]
     assert asked[0] == "dropped" and asked.count(200) == 2, asked  # one HEAD and one GET answered: downloaded once
+
+
+@pytest.mark.parametrize("failure", ["503", "dropped"])
+def test_online_a_hub_failing_on_the_weights_is_named_as_the_cause(failure, hub, hf_cache):
+    """The hub answers 503 for a checkpoint's weights, or drops every request for them (its other files are
+    served): the load names the hub's failure and the retry, where transformers said the repo had no weights
+    ("does not appear to have a file named pytorch_model.bin or model.safetensors"), which sent the user looking
+    for a file that is there."""
+    weights = "checkpoint-500/model.safetensors"
+    if failure == "503":
+        hub.force_status[weights] = 503
+    else:
+        hub.on_request = lambda method, path: hub.drop.__setitem__(path, 1) if _repo_file(path) == weights else None
+    message = load_error(hub, hf_cache, "org/run:checkpoint-500")
+    assert "does not appear to have a file" not in message
+    spec, retry = "cannot load 'org/run:checkpoint-500'", "try again (a download cut short resumes where it stopped)"
+    if failure == "503":
+        assert message.startswith(f"{spec}: the hub at {hub.endpoint} answered 503 for org/run/{weights} (")
+        assert message.endswith(f"; {retry}")
+    else:
+        assert message.startswith(f"{spec}: the hub at {hub.endpoint} stopped answering for org/run/{weights} (")
+        assert message.endswith(f"; check the connection (or HF_ENDPOINT) and {retry}")
+
+
+def test_online_a_hub_failing_on_a_shard_is_named_as_the_cause(hub_with_shards, hf_cache):
+    shards = sorted(p for p in hub_with_shards.repos[("model", "org/sharded")].files if p.endswith(".safetensors"))
+    hub_with_shards.force_status[shards[-1]] = 503
+    message = load_error(hub_with_shards, hf_cache, "org/sharded")
+    assert message.startswith(f"cannot load 'org/sharded': the hub at {hub_with_shards.endpoint} answered 503 for the shards "
+                              "org/sharded/model.safetensors.index.json lists (HfHubHTTPError: ")
+    assert shards[-1] in message and message.endswith("; try again (a download cut short resumes where it stopped)")

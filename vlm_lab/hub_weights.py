@@ -9,14 +9,18 @@ with the settings the load passes ``from_pretrained`` (revision, subfolder, toke
 the commit the revision points at (resolved once, as ``from_pretrained`` resolves it): loading with the
 revision pinned to that commit, ``from_pretrained`` reads them from the cache without asking the hub.
 
-Only the files ``from_pretrained`` reads (transformers 5.23, ``_get_resolved_checkpoint_files``): the file the
-config's ``transformers_weights`` names, else ``model.safetensors``, else ``model.safetensors.index.json`` and
-the shards it lists (fetched in parallel, as transformers fetches them). Torch pickles (``pytorch_model.bin``,
-a repo without safetensors) are left to ``from_pretrained``, in the turn, as before.
+Only the files ``from_pretrained`` reads (transformers 5.23, ``_get_resolved_checkpoint_files``, with
+``use_safetensors`` unset and no remote code, as ``load_model`` calls it): the file the config's
+``transformers_weights`` names, else the first of ``model.safetensors``, ``model.safetensors.index.json``,
+``pytorch_model.bin`` and ``pytorch_model.bin.index.json`` the revision has, with the shards an index lists
+(fetched in parallel, as transformers fetches them).
 
-Whatever stops a download here (no such file, not cached offline, the hub unreachable or failing midway) is left
-to ``from_pretrained``, which meets the same problem and reports it as before (``load_model``'s messages); a
-file cut short resumes from what was downloaded. A download cannot be stopped midway (huggingface_hub has no
+Whatever stops a download here is left to ``from_pretrained``, which asks again (a request the hub dropped once
+costs nothing) and reports a missing file or a cache-only miss as before (``load_model``'s messages). Where the
+hub failed here (5xx, a connection cut) and ``from_pretrained`` fails too, transformers says the repo has no
+weights ("does not appear to have a file named ..."): ``download_weights`` returns the hub's failure, which
+``load_model`` raises instead. A file cut short stays in the cache's ``.incomplete`` blob, and the next try
+resumes from it. A download cannot be stopped midway (huggingface_hub has no
 way to): the model cache's ``cancel`` ends waits for room, for a load and for the build turn, not a download.
 """
 
@@ -26,11 +30,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vlm_lab.checkpoints import CheckpointRef, index_shards
+from vlm_lab.errors import CheckpointNotFoundError
 
-SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")  # transformers' order
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")  # transformers' order
 
 
-def download_weights(ref: CheckpointRef, kwargs: dict, config: Any = None) -> dict:
+def download_weights(ref: CheckpointRef, kwargs: dict, config: Any = None) -> tuple[dict, CheckpointNotFoundError | None]:
     """Download the weight files ``from_pretrained(**kwargs, config=config)`` reads for the hub reference ``ref``
     into the local Hugging Face cache (nothing for a local folder, or what is cached already).
 
@@ -38,12 +43,14 @@ def download_weights(ref: CheckpointRef, kwargs: dict, config: Any = None) -> di
         ``kwargs`` to load with: the revision pinned to the commit the weights were downloaded at (a
         ``ResolvedRevision``, which reads as the revision asked for), as ``from_pretrained`` would pin it
         itself; it then reads them from the cache without asking the hub. ``kwargs`` unchanged for a local
-        folder, or when the commit cannot be had (``from_pretrained`` then reports why).
+        folder, or when the commit cannot be had (``from_pretrained`` then reports why). With it, the error to
+        raise should ``from_pretrained`` fail with an ``OSError``: the hub's failure on a weight file here
+        (None when there was none).
     """
     if ref.path is not None:
-        return kwargs
+        return kwargs, None
     from huggingface_hub import hf_hub_download, is_offline_mode
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
     from vlm_lab.hub_refs import _hub_api
 
@@ -56,31 +63,59 @@ def download_weights(ref: CheckpointRef, kwargs: dict, config: Any = None) -> di
     try:  # as from_pretrained resolves it (its model_info bounded by hub_refs' HfApi)
         where["revision"] = _hub_api().resolve_revision(revision=kwargs.get("revision"), **where)
     except Exception:  # noqa: BLE001 - from_pretrained meets it too, and says it as load_model always has
-        return kwargs
+        return kwargs, None
     pinned = kwargs | {"revision": where["revision"]}
     subfolder = kwargs.get("subfolder") or None
     named = getattr(config, "transformers_weights", None)
-    for name in (named,) if named else SAFE_WEIGHTS:
+    for name in (named,) if named else WEIGHTS:
+        file = f"{ref.repo_id}/{PurePosixPath(subfolder or '', name)}"
         try:
             first = Path(hf_hub_download(filename=name, subfolder=subfolder, **where))
-        except EntryNotFoundError:  # not in the revision (or, cache only, not cached): the next name
+        except RemoteEntryNotFoundError:  # not in the revision: the next name
             continue
-        except Exception:  # noqa: BLE001 - as above: from_pretrained reports it (a download cut short resumes)
-            break
+        except LocalEntryNotFoundError as e:
+            if where["local_files_only"]:  # not cached: the next name (from_pretrained's miss says what the cache lacks)
+                continue
+            return pinned, _hub_failed(ref, file, e)  # the hub failed on it (and it is not cached)
+        except Exception as e:  # noqa: BLE001 - cut off midway, an error answer: from_pretrained asks again
+            return pinned, _hub_failed(ref, file, e)
         if name.endswith(".index.json"):
-            _download_shards(first, subfolder, where)
+            return pinned, _download_shards(ref, first, file, subfolder, where)
         break
-    return pinned
+    return pinned, None
 
 
-def _download_shards(index: Path, subfolder: str | None, where: dict) -> None:
-    """The shards ``index`` lists, downloaded as transformers does (``snapshot_download`` of just those files)."""
+def _download_shards(ref: CheckpointRef, index: Path, file: str, subfolder: str | None, where: dict) -> CheckpointNotFoundError | None:
+    """The shards ``index`` (the repo's ``file``) lists, downloaded as transformers does (``snapshot_download`` of
+    just those files); the hub's failure on one of them, as ``download_weights`` returns it."""
     from huggingface_hub import snapshot_download
 
     shards = index_shards(index)
     if not shards:  # a broken index: from_pretrained names it
-        return
+        return None
     try:
         snapshot_download(allow_patterns=[str(PurePosixPath(subfolder or "", shard)) for shard in shards], **where)
-    except Exception:  # noqa: BLE001 - as in download_weights: from_pretrained reports it
-        pass
+    except Exception as e:  # noqa: BLE001 - as in download_weights (cache only: from_pretrained names what the cache lacks)
+        return None if where["local_files_only"] else _hub_failed(ref, f"the shards {file} lists", e)
+    return None
+
+
+def _hub_failed(ref: CheckpointRef, what: str, error: Exception) -> CheckpointNotFoundError:
+    """``cannot load 'spec': the hub at <endpoint> answered 503 for <what> (...); try again ...``: the hub's
+    failure, worded as ``hub_refs`` words the hub's other failures."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from vlm_lab.hub_refs import _endpoint, _first_line
+
+    chain = [error]
+    while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 8:
+        chain.append(cause)
+    answer = next((e for e in chain if isinstance(e, HfHubHTTPError) and e.response is not None), None)
+    retry = "try again (a download cut short resumes where it stopped)"
+    if answer is None:  # the connection failed: no answer, or one cut off
+        problem = f"the hub at {_endpoint()} stopped answering for {what} ({_first_line(chain[-1])}); check the connection (or HF_ENDPOINT) and {retry}"
+    elif (status := answer.response.status_code) >= 500 or status == 429:
+        problem = f"the hub at {_endpoint()} answered {status} for {what} ({_first_line(answer)}); {retry}"
+    else:
+        problem = f"the hub at {_endpoint()} refused {what} ({_first_line(answer)}); check that your token can read {ref.repo_id}"
+    return CheckpointNotFoundError(f"cannot load {ref.spec!r}: {problem}")

@@ -20,7 +20,7 @@ Every model construction vlm_lab starts takes this turn (re-entrant: a build ins
 is one thread's). Loads wait for each other's turn: two loads that overlapped now take one
 after the other (not measured here: the shapes checkpoints load in well under a second).
 Correct weights first; the waiting thread is told whose load it waits for and can stop
-(below). A hub reference's safetensors weights are downloaded before its turn (``hub_weights``
+(below). A hub reference's weights are downloaded before its turn (``hub_weights``
 says what is left to the turn): a load waits for another's reading of its weights and its
 build, not for its download.
 

@@ -355,10 +355,14 @@ def _load_weights(ref: CheckpointRef, kwargs: dict, dtype: torch.dtype, config: 
     held = _HeldRecords()
     logger.addFilter(held)
     try:
-        kwargs = download_weights(ref, kwargs, config)  # before the turn: no other thread's build waits for a download
+        kwargs, hub_failed = download_weights(ref, kwargs, config)  # before the turn: no other thread's build waits for a download
         try:
             with building_models(ref.name):  # transformers swaps process-wide state while it loads (model_construction says what)
                 return AutoModelForImageTextToText.from_pretrained(**kwargs, config=config, dtype=dtype)
+        except OSError as e:  # asked again, the hub failed again: transformers would say the weights are not there
+            if hub_failed is None:
+                raise
+            raise hub_failed from e
         except RuntimeError as e:
             if "ignore_mismatched_sizes" not in str(e):  # transformers' size-mismatch errors name this option
                 raise
