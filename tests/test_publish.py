@@ -190,6 +190,16 @@ def test_existing_space_on_other_hardware_is_brought_to_the_wanted_hardware(hub,
     assert hub.space(SPACE).requested == "cpu-basic" and "cost:      free" in stop_paying.stdout
 
 
+def test_a_sleep_time_change_alone_waits_for_no_build(hub, space_dir):
+    """The Hub changes a sleep time in place (no restart): a publish that changed only it waited for a
+    build that never came, until --timeout (30 min by default), then exited 7 'still RUNNING'."""
+    assert run_publish(hub, SPACE, "--space-dir", str(space_dir)).returncode == 0
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--sleep-time", "30m", "--timeout", "5")
+    assert r.returncode == 0, fail_text(r)
+    assert hub.space(SPACE).sleep == 1800 and "sleep time: 1 h -> 30 min" in r.stdout
+    assert "stage:     RUNNING" in r.stdout
+
+
 def test_the_report_says_who_can_open_the_space(hub, space_dir):
     """A Space is private unless --public: visitors given the URL saw a 404, and the report never said so."""
     r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--no-wait")

@@ -190,7 +190,8 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
         apply()
     commit = commit_plan(hub, staged, plan, config.commit_message, say)
 
-    restarts = [a for a in actions if a[0].name != "visibility"]  # visibility does not rebuild the Space
+    # Visibility and sleep time change in place; waiting for a build they never start would time out.
+    restarts = [a for a in actions if a[0].name not in ("visibility", "sleep time")]
     changed = commit is not None or bool(restarts) or created
     if config.wait and changed:
         runtime = wait_for_build(hub, config, before_stage=before_stage, commit=commit, say=say)
