@@ -303,6 +303,13 @@ def test_conflicts_and_missing_routes_are_reported(hub, space_dir, route, status
                           "https://huggingface.co/settings/tokens"),
         ("402 on create", 3, "needs a paid plan"),
         ("403 on hardware", 3, "add a payment method at https://huggingface.co/settings/billing"),
+        # 402 for paid hardware: the account has no payment method; free hardware is the other way out
+        ("402 on hardware", 3, "payment required (402): a10g-small is paid hardware, and the account has no payment "
+                               "method: add one at https://huggingface.co/settings/billing, or publish with "
+                               "--hardware cpu-basic (free)"),
+        ("402 on create, paid hardware", 3, "payment required (402): t4-small is paid hardware, and the account has "
+                                            "no payment method: add one at https://huggingface.co/settings/billing, "
+                                            "or publish with --hardware cpu-basic (free)"),
         ("403 on create, paid hardware", 3, "forbidden (403): paid hardware needs a payment method (add one at "
                                             "https://huggingface.co/settings/billing, or publish with --hardware cpu-basic), "
                                             "or the token cannot create repos for alice/vlm-demo"),
@@ -327,6 +334,11 @@ def test_hub_errors_name_the_fix(hub, space_dir, case, code, message):
         hub.paid_hardware_status = 403
     elif case == "403 on create, paid hardware":
         hub.paid_hardware_status = 403
+    elif case == "402 on hardware":
+        hub.add_space(SPACE, hardware="t4-small", sleep=3600)
+        hub.paid_hardware_status, args = 402, ("--hardware", "a10g-small")
+    elif case == "402 on create, paid hardware":
+        hub.paid_hardware_status = 402
     elif case == "403 on create, cpu-basic":  # refused for a reason the preflight cannot see (an org's policy, say)
         hub.force_status["/api/repos/create"] = 403
         args = ("--hardware", "cpu-basic")
@@ -345,7 +357,10 @@ def test_hub_errors_name_the_fix(hub, space_dir, case, code, message):
     assert "Traceback" not in r.stderr
     if case.startswith("403 on create"):  # a 403 at creation does not say it was the hardware
         assert "the Hub refused paid hardware" not in r.stderr, fail_text(r)
+    if case == "402 on hardware":  # the Space is hosted already: its plan is not what paid hardware lacks
+        assert "needs a paid plan" not in r.stderr, fail_text(r)
     attempted = {"402 on create": ["/api/repos/create"], "403 on hardware": [f"/api/spaces/{SPACE}/hardware"],
+                 "402 on hardware": [f"/api/spaces/{SPACE}/hardware"], "402 on create, paid hardware": ["/api/repos/create"],
                  "403 on create, paid hardware": ["/api/repos/create"], "403 on create, cpu-basic": ["/api/repos/create"]}
     assert [w["path"] for w in hub.writes()] == attempted.get(case, []), "nothing else may be written"
 

@@ -155,13 +155,20 @@ class Hub:
         where = f" {repo}" if repo else ""
         if status == 401:
             return HubAuthError(f"could not {what}: {self.source} was rejected (401: invalid or expired); {self.token_fix()}")
+        asked = re.search(r"request hardware (\S+)|on (\S+) hardware", what)  # the flavor this call asks for
+        flavor = next((g for g in asked.groups() if g), None) if asked else None
+        plan = f"hosting a Gradio Space needs a paid plan (PRO for users, Team or Enterprise for organizations, {PRICING_URL})"
+        if status == 402 and flavor and flavor != "cpu-basic":  # what free hardware is the way out of
+            return HubAuthError(
+                f"could not {what}: payment required (402): {flavor} is paid hardware, and the account has no payment "
+                f"method: add one at {BILLING_URL}, or publish with hardware='cpu-basic' (free)"
+                + (f"; or {plan}" if what.startswith("create") else "") + f"; server said: {detail}"
+            )
         if status == 402:
             return HubAuthError(
-                f"could not {what}: payment required (402): hosting a Gradio Space needs a paid plan "
-                f"(PRO for users, Team or Enterprise for organizations, {PRICING_URL}) or paid hardware with a "
+                f"could not {what}: payment required (402): {plan} or paid hardware with a "
                 f"payment method ({BILLING_URL}); server said: {detail}"
             )
-        asked = re.search(r"request hardware (\S+)|on (\S+) hardware", what)  # the flavor this call asks for
         if status == 403 and asked and "cpu-basic" not in asked.groups():
             if what.startswith("create"):  # refused for the paid hardware, or for the owner: the 403 does not say which
                 return HubAuthError(
