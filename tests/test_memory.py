@@ -557,10 +557,35 @@ def test_summary_says_a_verdict_shared_by_checkpoints_once(tiny_checkpoints, lla
 
     refs = (str(tiny_checkpoints[0]), str(llava_7b), *map(str, tiny_checkpoints[1:]))
     rows = memory_report.profile(MemoryConfig(checkpoints=refs, dtype="float16", measure=False))
-    lines = memory_report.summary(rows).splitlines()
+    lines = memory_report.summary(rows).splitlines()[:-1]  # the last: how many of them fit together
     names = ", ".join(r.estimate.checkpoint for r in rows if r.estimate.checkpoint.startswith("checkpoint-"))
     assert [line.split(" (float16")[0] for line in lines] == [names, rows[1].estimate.checkpoint]
     assert lines[0].removeprefix(names) == memory_report.summary(rows[:1]).removeprefix("checkpoint-0")
+
+
+def test_summary_says_how_many_of_different_checkpoints_fit_loaded_together(tiny_checkpoints, llava_7b, tmp_path):
+    """Each verdict's 'N of this size loaded at once' counts copies of one checkpoint. Comparing different ones asks how
+    many of *these* the model cache holds at once: two 7Bs in float16 fit a T4 one at a time, so the two and the five
+    tiny checkpoints are not all loaded at once; the tiny ones alone are."""
+    from vlm_lab import memory_report
+
+    other_7b = shutil.copytree(llava_7b, tmp_path / "other-7b")
+    rows = memory_report.profile(MemoryConfig(checkpoints=(str(llava_7b), str(other_7b), *map(str, tiny_checkpoints)), measure=False))
+    assert all(r.verdict.fits for r in rows)
+    together = memory.resident_together([r.estimate for r in rows], "t4-small")
+    first_7b = rows[0].estimate.checkpoint
+    assert [e.checkpoint for e in together] == [*(c.name for c in tiny_checkpoints), first_7b]  # the smallest first
+    assert memory_report.summary(rows).splitlines()[-1] == (
+        "together on t4-small: 6 of these 7 checkpoints fit loaded at once, with room for one to generate (the smallest "
+        f"first: checkpoint-0, checkpoint-250, checkpoint-500, checkpoint-750, checkpoint-1000, {first_7b}); the model cache "
+        "loads the others in turn, evicting the least recently used")
+    weights = sum(e.weight_bytes for e in together)
+    working = max(e.generate_bytes() - e.weight_bytes for e in together)
+    assert weights + working <= memory.budget_bytes("t4-small") < weights + working + rows[1].estimate.weight_bytes
+    tiny = [r for r in rows if r.estimate.checkpoint.startswith("checkpoint-")]
+    assert memory_report.summary(tiny).splitlines()[-1] == (
+        f"together on t4-small: all 5 fit loaded at once, with room for one to generate ({memory.human_bytes(5 * tiny[0].estimate.weight_bytes)} of weights)")
+    assert len(memory_report.summary(tiny[:1]).splitlines()) == 1  # one checkpoint: its own line says it
 
 
 def test_profile_checks_every_reference_before_measuring_any(tiny_checkpoints, copy_checkpoint, capsys):

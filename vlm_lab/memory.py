@@ -27,6 +27,7 @@ import dataclasses
 import math
 import os
 from pathlib import Path
+from typing import Sequence
 
 from vlm_lab.checkpoints import CheckpointRef, resolve
 from vlm_lab.errors import CheckpointNotFoundError, ConfigError
@@ -67,6 +68,7 @@ __all__ = [
     "human_bytes",
     "max_batch_size",
     "recommended_dtype",
+    "resident_together",
     "verdict",
 ]
 
@@ -530,11 +532,31 @@ def co_resident(est: MemoryEstimate, target: str | GpuTarget = DEFAULT_TARGET, *
     """
     t = get_target(target)
     b = batch_size or est.batch_size
-    working = b * est.per_sample_bytes + est.overhead_bytes(t.device)
-    loading = est.load_bytes(t.device) - est.weight_bytes - est.overhead_bytes(t.device)
-    room = budget_bytes(t) - working - loading
+    room = budget_bytes(t) - _beside_weights(est, t, b)
     alone = est.peak_bytes(b, t.device) <= budget_bytes(t)
     return max(int(alone), int(room // max(1, est.weight_bytes)))
+
+
+def _beside_weights(est: MemoryEstimate, t: GpuTarget, batch_size: int | None = None) -> int:
+    """What ``co_resident`` keeps free beside the weights: one batch generating, the overhead, and on CPU the next load's copy."""
+    working = (batch_size or est.batch_size) * est.per_sample_bytes + est.overhead_bytes(t.device)
+    return working + est.load_bytes(t.device) - est.weight_bytes - est.overhead_bytes(t.device)
+
+
+def resident_together(estimates: Sequence[MemoryEstimate], target: str | GpuTarget = DEFAULT_TARGET) -> list[MemoryEstimate]:
+    """The most of these different checkpoints (each one that fits alone) loaded at once on ``target``, smallest first.
+
+    ``co_resident``'s rule for checkpoints of different sizes: their weights together, with room for whichever of
+    them needs the most to generate its batch (and on CPU to load). The first always counts: it fits alone.
+    """
+    t = get_target(target)
+    chosen: list[MemoryEstimate] = []
+    for est in sorted((e.on_target(t) for e in estimates), key=lambda e: e.weight_bytes):
+        trial = [*chosen, est]
+        if chosen and sum(e.weight_bytes for e in trial) + max(_beside_weights(e, t) for e in trial) > budget_bytes(t):
+            break
+        chosen = trial
+    return chosen
 
 
 def verdict(est: MemoryEstimate, target: str | GpuTarget = DEFAULT_TARGET) -> Verdict:

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 
 from vlm_lab.checkpoints import resolve_all
 from vlm_lab.config import MemoryConfig
-from vlm_lab.memory import DTYPE_BYTES, MemoryEstimate, Verdict, estimate, human_bytes, verdict
+from vlm_lab.memory import DTYPE_BYTES, MemoryEstimate, Verdict, estimate, human_bytes, resident_together, verdict
 from vlm_lab.memory_checkpoint import local_folder, missing_for_loading
 from vlm_lab.memory_measure import Measurement, MeasurementFailedError, check_measurable, measure
 from vlm_lab.memory_targets import GPU_TARGETS, MIB, GpuTarget, budget_bytes, get_target, recommended_dtype
@@ -382,12 +382,30 @@ def overhead_note(est: MemoryEstimate) -> str:
 
 def summary(rows: Sequence[ProfileRow]) -> str:
     """The verdicts in words: one line per checkpoint, or per group of checkpoints whose lines are the same
-    but for the name (a training run's checkpoints: same architecture and size), naming them all."""
+    but for the name (a training run's checkpoints: same architecture and size), naming them all; then, for
+    several checkpoints, how many of them fit loaded at once (``together``)."""
     shared: dict[str, list[str]] = {}  # the line less its leading checkpoint name -> the checkpoints it is for
     for r in rows:
         line = _summary_line(r)
         shared.setdefault(line.removeprefix(r.estimate.checkpoint), []).append(r.estimate.checkpoint)
-    return "\n".join(", ".join(names) + rest for rest, names in shared.items())
+    lines = [", ".join(names) + rest for rest, names in shared.items()]
+    return "\n".join([*lines, together(rows)] if len(rows) > 1 else lines)
+
+
+def together(rows: Sequence[ProfileRow]) -> str:
+    """How many of these checkpoints fit loaded at once on the target ('' when none fits alone): a comparison's
+    model cache holds them so, and loads the others in turn (``memory.resident_together``)."""
+    fitting = [r.estimate for r in rows if r.verdict.fits]
+    if not fitting:
+        return ""
+    target = rows[0].verdict.target
+    chosen = resident_together(fitting, target)
+    room = "fit loaded at once, with room for one to generate"
+    if len(chosen) == len(rows):
+        return f"together on {target}: all {len(rows)} {room} ({human_bytes(sum(e.weight_bytes for e in chosen))} of weights)"
+    names = ", ".join(e.checkpoint for e in chosen)
+    return (f"together on {target}: {len(chosen)} of these {len(rows)} checkpoints {room} (the smallest first: {names}); "
+            "the model cache loads the others in turn, evicting the least recently used")
 
 
 def _summary_line(r: ProfileRow) -> str:
