@@ -275,6 +275,20 @@ def test_no_wait_returns_after_the_commit_and_a_slow_build_times_out(hub, space_
     assert "still BUILDING after 0.5 s" in r.stderr and "a larger timeout (e.g. --timeout 1800) or --no-wait" in r.stderr
 
 
+@pytest.mark.parametrize("last, code, shown", [("RUNNING", 0, "stage:     RUNNING"), ("BUILD_ERROR", 6, "Successfully built")])
+def test_a_publish_run_again_while_the_space_builds_waits_for_that_build(hub, space_dir, last, code, shown):
+    """A wait cut short (Ctrl-C, a dropped connection, --no-wait) is resumed by running the same command again, as
+    the interrupted run says: with nothing left to send it returned at once, reporting 'stage: BUILDING'."""
+    hub.stage_sequence = ["BUILDING"] * 4 + [last]
+    first = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--no-wait")
+    assert first.returncode == 0 and "stage:     BUILDING" in first.stdout, fail_text(first)
+    seen = len(hub.requests)
+    again = run_publish(hub, SPACE, "--space-dir", str(space_dir))
+    assert again.returncode == code, fail_text(again)
+    assert shown in again.stdout + again.stderr, fail_text(again)
+    assert [w for w in hub.requests[seen:] if w in hub.writes()] == [], "nothing was left to send"
+
+
 @pytest.mark.parametrize(
     "route, status, message",
     [

@@ -47,7 +47,7 @@ from vlm_lab.publish_stage import (
     read_space_card,
     stage,
 )
-from vlm_lab.publish_wait import ERROR_STAGES, Progress, space_failed, wait_for_build
+from vlm_lab.publish_wait import ERROR_STAGES, WAITING_STAGES, Progress, space_failed, wait_for_build
 from vlm_lab.publish_wait import SpaceFailedError, SpaceTimeoutError  # noqa: F401 - raised by publish(), importable from here
 from vlm_lab.space_settings import check_space_variables
 
@@ -199,6 +199,9 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
         runtime = hub.call("read the Space runtime", hub.api.get_space_runtime, config.space)
         if str(runtime.stage) in ERROR_STAGES and not changed:
             raise space_failed(hub, config.space, runtime, commit=None)
+        if config.wait and str(runtime.stage) in WAITING_STAGES:  # a wait cut short before: running again resumes it
+            say(f"{config.space} is still building an earlier publish: waiting for it")
+            runtime = wait_for_build(hub, config, before_stage=str(runtime.stage), commit=None, say=say)
     head = commit or repo_info(hub, config.space, "space").sha  # type: ignore[union-attr]
     return _report(hub, config, {"sha": head}, plans, initial + [a[0] for a in actions], runtime, staged, sizes,
                    created=created, new_commit=commit is not None, dry_run=False, private=_visibility(config, info),
