@@ -359,6 +359,22 @@ def test_bring_your_own_data_without_references(tmp_path, tiny_checkpoints, mode
     assert "no sample has a reference" in result.paired_report()
 
 
+def test_a_large_data_file_is_read_under_a_bar_on_stderr_before_the_comparison_runs(tmp_path, tiny_checkpoints, models, capsys):
+    """compare's progress switch also shows reading the data (each image is checked): with nothing on screen, 10k photos
+    on a slow disk read for tens of seconds before compare's own bar. Nothing on stdout (papermill, --json)."""
+    (sample,) = shapes.make_samples("val", 1)
+    path = data.write_jsonl([sample], tmp_path / "mydata")
+    line = path.read_text()  # the same question on every line: generated once
+    path.write_text("".join(line.replace(f'"id": "{sample.id}"', f'"id": "q{i}"') for i in range(data.READ_PROGRESS_LINES)))
+    config = _config(tmp_path, [tiny_checkpoints[-1]], data=str(path))
+    assert len(compare(config, progress=True, cache=models).rows) == data.READ_PROGRESS_LINES
+    said = capsys.readouterr()
+    assert said.out == ""
+    assert said.err.index("reading data.jsonl") < said.err.index("compare checkpoint-1000")
+    compare(config, progress=False, cache=models)
+    assert capsys.readouterr().err == ""
+
+
 def test_same_step_names_from_two_runs_are_told_apart(tmp_path, tiny_checkpoints, models):
     for run in ("runA", "runB"):
         shutil.copytree(tiny_checkpoints[-1], tmp_path / run / "checkpoint-1000")

@@ -223,7 +223,7 @@ def compare(
 
     Args:
         config: which checkpoints, data, generation settings and output folder.
-        progress: a tqdm bar over (checkpoint x batch) on stderr.
+        progress: a tqdm bar over (checkpoint x batch) on stderr, and one while a large data file is read.
         cache: the model cache to load through (one is made from ``config.memory_budget`` if None).
         on_batch: called after each generated batch is cached (raising from it stops the run;
             a re-run resumes after the last cached batch).
@@ -243,7 +243,7 @@ def compare(
     names = unique_names(refs)
     # the data set's own draw, whatever the seed: the seed is the sampling's and the CIs' (as --seed says), and runs
     # over seeds must ask the same questions (their results are paired by sample id: same id, same image)
-    samples = load_samples(config.data, config.num_samples or None)
+    samples = load_samples(config.data, config.num_samples or None, progress=progress)  # a large file: its images checked
     out = Path(config.output_dir)
     _prepare_folder(out, "output_dir", config.output_dir)
     both = [sample_keys(s) for s in samples]  # (sample key, image key)

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import IO, Iterable, Iterator, NoReturn
@@ -34,6 +35,10 @@ from vlm_lab.pixel_limit import ImageTooLargeError, check_pixels, pixel_limit, r
 # pixels, became 1.9M x 64 on the embedded checkpoints (+1.1 GB, measured) and would be 10M x 336 for LLaVA,
 # enough to run a comparison (or the Space) out of memory. Real photos and panoramas stay well within this.
 MAX_ASPECT = 50
+# a data file of this many lines or more is read under a progress bar (when asked for): each line's image is
+# checked as it is read (a 3.8 MB PNG is read whole, ~2.4 ms from the page cache), so 10k photos on a slow disk
+# took tens of seconds with nothing on screen. Fewer lines read in well under a second from a local disk.
+READ_PROGRESS_LINES = 200
 
 
 class _ImageField:
@@ -279,13 +284,29 @@ def check_image(path: str | os.PathLike[str]) -> tuple[int, int]:
         raise DataError(f"cannot read image {path}: {e}") from e
 
 
-def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """``(line number, text)`` of a UTF-8 file (a BOM is fine); anything else is a ``DataError`` with the fix."""
+def _byte_lines(path: Path) -> list[bytes]:
+    """The lines of a data file as bytes (a UTF-8 BOM dropped); UTF-16 is a ``DataError`` with the fix."""
     raw = path.read_bytes()
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise DataError(f"{path} is UTF-16 text; save it as UTF-8 (each line one JSON object)")
     # split the bytes, not the text: str.splitlines would also split inside a prompt at U+2028 or U+0085
-    for lineno, line in enumerate(raw.removeprefix(codecs.BOM_UTF8).splitlines(), start=1):
+    return raw.removeprefix(codecs.BOM_UTF8).splitlines()
+
+
+def _reading_bar(path: Path, raw_lines: list[bytes], limit: int | None, progress: bool):
+    """A tqdm bar over the data lines to read, on stderr (``tqdm.auto``: a widget in a notebook, like compare's
+    bar); disabled unless ``progress`` and at least ``READ_PROGRESS_LINES`` of them."""
+    from tqdm.auto import tqdm
+
+    total = sum(1 for line in raw_lines if line.strip())
+    total = total if limit is None else min(total, limit)
+    return tqdm(total=total, desc=f"reading {path.name}", unit="line", file=sys.stderr,
+                disable=not progress or total < READ_PROGRESS_LINES)  # fmt: skip
+
+
+def _text_lines(path: Path, raw_lines: list[bytes]) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of ``path``'s lines (``_byte_lines``); one not UTF-8 is a ``DataError`` with the fix."""
+    for lineno, line in enumerate(raw_lines, start=1):
         try:
             yield lineno, line.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -324,13 +345,14 @@ def _reference(value: object, where: str) -> str | list[str] | None:
     return answers or None
 
 
-def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> list[Sample]:
+def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progress: bool = False) -> list[Sample]:
     """Read a bring-your-own-data JSONL file (UTF-8); image paths are relative to the file.
 
     Each image is checked up front (readable, without decoding its pixels); the samples
     hold only its path and decode it when used. A missing, empty or whitespace-only
     ``reference`` means none: that sample's outputs are compared but not scored. A list
-    of references keeps its non-blank entries (all blank, or ``[]``: none).
+    of references keeps its non-blank entries (all blank, or ``[]``: none). ``progress``: a bar on
+    stderr while a file of ``READ_PROGRESS_LINES`` or more lines is read (its images checked).
 
     Raises:
         DataError: naming the file and line, for a line or an image that cannot be used.
@@ -350,65 +372,68 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> lis
     over = 0  # the pixel limit they are over
     unreadable: list[str] = []  # likewise: a few missing files are fixed in one pass
     first_line = None
-    for lineno, line in _text_lines(path):
-        if not line.strip():
-            continue
-        first_line = line if first_line is None else first_line
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(not_jsonl(path, first_line) or f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(record, dict):
-            raise DataError(not_jsonl(path, first_line) or f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-        missing = [k for k in ("image", "prompt") if _blank(record.get(k))]
-        if missing:
-            raise DataError(f"{path}:{lineno}: missing {', '.join(missing)} (each line needs image and prompt)")
-        wrong = [k for k in ("image", "prompt") if not isinstance(record[k], str)]
-        wrong += [k for k in ("id", "reference") if record.get(k) is not None and not _scalar(record[k])
-                  and not (k == "reference" and isinstance(record[k], list))]
-        if wrong:
-            raise DataError(
-                f"{path}:{lineno}: {', '.join(f'{k} is a {type(record[k]).__name__}' for k in wrong)}; image (a path "
-                "relative to the file) and prompt are strings, id a string or number, reference a string or number or a list "
-                "of them (several acceptable answers)"
+    raw_lines = _byte_lines(path)
+    with _reading_bar(path, raw_lines, limit, progress) as bar:
+        for lineno, line in _text_lines(path, raw_lines):
+            if not line.strip():
+                continue
+            bar.update(1)
+            first_line = line if first_line is None else first_line
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(not_jsonl(path, first_line) or f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(record, dict):
+                raise DataError(not_jsonl(path, first_line) or f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+            missing = [k for k in ("image", "prompt") if _blank(record.get(k))]
+            if missing:
+                raise DataError(f"{path}:{lineno}: missing {', '.join(missing)} (each line needs image and prompt)")
+            wrong = [k for k in ("image", "prompt") if not isinstance(record[k], str)]
+            wrong += [k for k in ("id", "reference") if record.get(k) is not None and not _scalar(record[k])
+                      and not (k == "reference" and isinstance(record[k], list))]
+            if wrong:
+                raise DataError(
+                    f"{path}:{lineno}: {', '.join(f'{k} is a {type(record[k]).__name__}' for k in wrong)}; image (a path "
+                    "relative to the file) and prompt are strings, id a string or number, reference a string or number or a list "
+                    "of them (several acceptable answers)"
+                )
+            unknown = sorted(set(record) - {"id", "image", "prompt", "reference", "meta"})
+            if unknown:
+                raise DataError(f"{path}:{lineno}: unknown key(s) {', '.join(unknown)} (allowed: id, image, prompt, reference, meta; "
+                                'put other fields under "meta", e.g. "meta": {"answer_type": "number"}, to break accuracy down by them)')
+            meta = _meta(record.get("meta"), f"{path}:{lineno}")
+            if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", record["image"]):  # hub datasets' exports often hold URLs
+                raise DataError(f"{path}:{lineno}: image {record['image']!r} is a URL; images are read from disk: download them "
+                                "and give each one's path, relative to the JSONL file")
+            image_path = (path.parent / record["image"]).resolve()
+            try:
+                problem = aspect_problem(check_image(image_path))
+            except ImageTooLargeError as e:
+                too_large.append((f"{path}:{lineno}: {record['image']}", e.pixels, e.size))
+                over, problem = e.limit, None
+            except DataError as e:
+                posix = record["image"].replace("\\", "/")
+                hint = f" (a Windows path? write it with '/': {posix!r})" if posix != record["image"] and (path.parent / posix).is_file() else ""
+                unreadable.append(f"{path}:{lineno}: {e}{hint}")
+                problem = None
+            if problem:
+                strips.append(f"{path}:{lineno}: {record['image']} {problem}")
+            reference = _reference(record.get("reference"), f"{path}:{lineno}")
+            sample_id = f"{path.stem}-{lineno}" if _blank(record.get("id")) else str(record["id"])  # 0 is an id
+            lines.setdefault(sample_id, []).append(lineno)
+            samples.append(
+                Sample(
+                    id=sample_id,
+                    image=None,  # decoded on access: the list holds paths, not pixels
+                    prompt=str(record["prompt"]),
+                    reference=reference,
+                    image_path=str(image_path),
+                    meta=meta,
+                    line=f"{path}:{lineno}",
+                )
             )
-        unknown = sorted(set(record) - {"id", "image", "prompt", "reference", "meta"})
-        if unknown:
-            raise DataError(f"{path}:{lineno}: unknown key(s) {', '.join(unknown)} (allowed: id, image, prompt, reference, meta; "
-                            'put other fields under "meta", e.g. "meta": {"answer_type": "number"}, to break accuracy down by them)')
-        meta = _meta(record.get("meta"), f"{path}:{lineno}")
-        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", record["image"]):  # hub datasets' exports often hold URLs
-            raise DataError(f"{path}:{lineno}: image {record['image']!r} is a URL; images are read from disk: download them "
-                            "and give each one's path, relative to the JSONL file")
-        image_path = (path.parent / record["image"]).resolve()
-        try:
-            problem = aspect_problem(check_image(image_path))
-        except ImageTooLargeError as e:
-            too_large.append((f"{path}:{lineno}: {record['image']}", e.pixels, e.size))
-            over, problem = e.limit, None
-        except DataError as e:
-            posix = record["image"].replace("\\", "/")
-            hint = f" (a Windows path? write it with '/': {posix!r})" if posix != record["image"] and (path.parent / posix).is_file() else ""
-            unreadable.append(f"{path}:{lineno}: {e}{hint}")
-            problem = None
-        if problem:
-            strips.append(f"{path}:{lineno}: {record['image']} {problem}")
-        reference = _reference(record.get("reference"), f"{path}:{lineno}")
-        sample_id = f"{path.stem}-{lineno}" if _blank(record.get("id")) else str(record["id"])  # 0 is an id
-        lines.setdefault(sample_id, []).append(lineno)
-        samples.append(
-            Sample(
-                id=sample_id,
-                image=None,  # decoded on access: the list holds paths, not pixels
-                prompt=str(record["prompt"]),
-                reference=reference,
-                image_path=str(image_path),
-                meta=meta,
-                line=f"{path}:{lineno}",
-            )
-        )
-        if limit is not None and len(samples) >= limit:
-            break
+            if limit is not None and len(samples) >= limit:
+                break
     if len(unreadable) == 1:
         raise DataError(unreadable[0])
     if unreadable:
@@ -455,10 +480,11 @@ def is_shapes_spec(spec: str) -> bool:
     return spec == "shapes" or spec.startswith("shapes:")
 
 
-def load_samples(spec: str, num_samples: int | None = None, *, seed: int = 0) -> list[Sample]:
+def load_samples(spec: str, num_samples: int | None = None, *, seed: int = 0, progress: bool = False) -> list[Sample]:
     """Resolve a data spec: ``shapes:SPLIT[:N]`` or a path to a JSONL file.
 
     ``num_samples`` caps the count (for ``shapes:`` it is the count when the spec names none).
+    ``progress``: a bar on stderr while a large JSONL file is read (``read_jsonl``).
     """
     if is_shapes_spec(spec):
         from vlm_lab import shapes
@@ -479,4 +505,4 @@ def load_samples(spec: str, num_samples: int | None = None, *, seed: int = 0) ->
                 f"(held in memory): use shapes:{split}:{MAX_SHAPES_SAMPLES} or fewer"
             )
         return shapes.make_samples(split, n, seed=seed)
-    return read_jsonl(spec, limit=num_samples)
+    return read_jsonl(spec, limit=num_samples, progress=progress)
