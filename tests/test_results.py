@@ -35,3 +35,25 @@ def test_memory_notes_say_what_the_memory_column_measured(tmp_path):
     assert _result(tmp_path).memory_notes() == [
         "peak_memory_bytes: the weights' bytes (on CPU one process's peak cannot be pinned on one model: vlm-lab memory measures it)"
     ]
+
+
+def test_a_csv_of_an_older_format_is_rebuilt_and_then_left_alone(tmp_path):
+    """results.csv was rebuilt only when results.jsonl changed: re-running into a folder whose CSV an older vlm_lab
+    wrote (before the meta columns) kept the old CSV. Its format is recorded in summary.json, which save reads."""
+    import json
+
+    result = _result(tmp_path)
+    result.rows[0]["meta"] = {"question_type": "color"}
+    result.save()
+    csv, summary = tmp_path / "results.csv", tmp_path / "summary.json"
+    # as the older vlm_lab left the folder: the same rows, a CSV without the meta column, no format in summary.json
+    csv.write_text(csv.read_text().replace("question_type,", "").replace("color,", ""))
+    saved = json.loads(summary.read_text())
+    saved.pop("csv_format", None)
+    summary.write_text(json.dumps(saved, indent=2) + "\n")
+    result.save()
+    assert csv.read_text().startswith("id,image,prompt,reference,question_type,a/output,")
+    before = csv.stat()
+    result.save()  # nothing changed: the CSV is not written again (the cached re-run stays cheap)
+    after = csv.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)

@@ -48,6 +48,10 @@ MAX_FLIPPED_IDS = 12  # sample ids listed per flip direction in the paired repor
 # to_dataframe's own columns: a sample's meta key named like one gets the column meta.<key>
 _BASE_COLUMNS = frozenset({"id", "image", "prompt", "reference", "checkpoint", *FIELDS})
 REFERENCE_SEPARATOR = " | "  # between acceptable answers in the flat views (CSV, DataFrame, HTML)
+# results.csv's format, recorded in summary.json: raise it whenever to_dataframe's columns or values change, so a
+# re-run into a folder an older vlm_lab wrote rebuilds the CSV (its rows unchanged, it would be left as it was).
+# 2: the samples' meta columns
+CSV_FORMAT = 2
 
 
 def reference_text(reference: str | list[str] | None) -> str | None:
@@ -105,7 +109,8 @@ class ComparisonResult:
 
         A file that would not change is left alone (a re-run of a finished comparison
         rewrites only what differs, e.g. ``from_cache`` in the summary); results.csv is
-        made from the rows alone, so it is rebuilt only when results.jsonl changes.
+        made from the rows alone, so it is rebuilt only when results.jsonl changes, or
+        when summary.json says it was written in another format (``CSV_FORMAT``).
         """
         out = Path(directory) if directory is not None else self.output_dir
         if out is None:
@@ -114,14 +119,16 @@ class ComparisonResult:
             _copy_images(self, out)
         self.output_dir = out
         rows_text = "".join(_dumps(r) + "\n" for r in self.rows)
-        if not file_holds(out / "results.jsonl", rows_text) or not (out / "results.csv").is_file():
+        csv_current = (out / "results.csv").is_file() and _csv_format(out / "summary.json") == CSV_FORMAT
+        if not csv_current or not file_holds(out / "results.jsonl", rows_text):
             frame = self.to_dataframe()
             frame["image"] = [row["image"] for row in self.rows]  # relative to the CSV: the folder can move as a whole
             atomic_write_text(out / "results.csv", frame.to_csv(index=False))
             atomic_write_text(out / "results.jsonl", rows_text)  # after the CSV: an interrupted save redoes both
         atomic_write_text(out / "comparison.html", self.page(), if_changed=True)
         # last, naming the rows it belongs to: a save cut short leaves a folder that load() refuses
-        meta = {"config": self.config, "checkpoints": self.refs, "summary": self.summary, "results_sha256": _sha256(rows_text)}
+        meta = {"config": self.config, "checkpoints": self.refs, "summary": self.summary, "results_sha256": _sha256(rows_text),
+                "csv_format": CSV_FORMAT}  # fmt: skip
         atomic_write_text(out / "summary.json", _dumps(meta, indent=2) + "\n", if_changed=True)
         return out
 
@@ -377,6 +384,15 @@ class ComparisonResult:
 
     def __repr__(self) -> str:
         return f"ComparisonResult({len(self.checkpoints)} checkpoints x {len(self.rows)} samples, output_dir={str(self.output_dir)!r})"
+
+
+def _csv_format(summary_path: Path) -> int | None:
+    """The ``CSV_FORMAT`` a saved summary.json records for its results.csv; None when it records none
+    (written before vlm_lab recorded it) or cannot be read (then the CSV is rebuilt: never trusted)."""
+    try:
+        return json.loads(summary_path.read_text(encoding="utf-8")).get("csv_format")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _sha256(text: str) -> str:
