@@ -321,8 +321,10 @@ class HubEmulator:
         hardware = payload.get("hardware") or ("cpu-basic" if repo_type == "space" else None)
         if repo_type == "space" and hardware != "cpu-basic" and self.paid_hardware_status is not None:
             raise _error(self.paid_hardware_status, "Paid hardware needs a payment method on your account")
-        if (repo_type, repo_id) in self.repos:
-            raise _error(409, "You already created this repo", None)
+        if (repo_type, repo_id) in self.repos:  # with the repo's url, as the Hub answers (create_repo(exist_ok=True) reads it)
+            prefix = "spaces/" if repo_type == "space" else ""
+            raise _Reply(409, {"error": "You already created this repo", "url": f"{self.endpoint}/{prefix}{repo_id}"},
+                         {"X-Error-Message": "You already created this repo"})
         repo = Repo(repo_type, repo_id, private=payload.get("visibility", "public") == "private", sdk=payload.get("sdk"),
                     requested=hardware, sleep=payload.get("sleepTimeSeconds"))
         repo.files = {".gitattributes": GITATTRIBUTES} | ({"README.md": DEFAULT_README} if repo_type == "space" else {})

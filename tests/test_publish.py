@@ -611,6 +611,20 @@ def test_a_commit_whose_answer_was_lost_is_not_reported_as_a_conflict(hub, space
     assert repo.sha[:12] in r.stdout and repo.stage == "RUNNING"
 
 
+def test_a_create_whose_answer_was_lost_is_not_reported_as_a_conflict(hub, space_dir):
+    """The Space is created but the answer is lost: the retry's 409 ('You already created this repo') is that
+    Space, made by this publish, not a name taken; it stopped with exit 4 before any file was sent."""
+    hub.drop_reply = {"/api/repos/create": 1}
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--secret", "WANDB_API_KEY", "--retries", "3",
+                    env={"WANDB_API_KEY": "SECRET-value-123456"})
+    assert r.returncode == 0, fail_text(r)
+    repo = hub.space(SPACE)
+    assert repo.files["app.py"] == (space_dir / "app.py").read_bytes() and repo.stage == "RUNNING"
+    assert (repo.requested, repo.sleep, repo.private) == ("t4-small", 3600, True)
+    assert repo.secrets["WANDB_API_KEY"]["value"] == "SECRET-value-123456"
+    assert "conflict" not in r.stderr and "hardware: (new Space) -> t4-small" in r.stdout, fail_text(r)
+
+
 def test_republish_after_retraining_one_checkpoint_sends_only_its_weights(hub, space_dir, tiny_dir, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_dir, run_dir)

@@ -365,7 +365,8 @@ def _create_space(hub: Hub, config: PublishConfig, checkpoints_value: str | None
     variables = config.variable_map() | ({CHECKPOINTS_VARIABLE: checkpoints_value} if checkpoints_value else {})
     hub.call(
         f"create Space {config.space} on {config.hardware} hardware", hub.api.create_repo, config.space,
-        repo_type="space", space_sdk="gradio", private=not config.public, space_hardware=config.hardware,
+        # exist_ok: a retry after a lost answer finds the Space its first attempt made (409); settings are compared next
+        repo_type="space", space_sdk="gradio", private=not config.public, space_hardware=config.hardware, exist_ok=True,
         space_sleep_time=_wanted_sleep(config),
         space_secrets=[{"key": k, "value": v, "description": _secret_description(hub, k, v)} for k, v in values.items()] or None,
         space_variables=[{"key": k, "value": v} for k, v in variables.items()] or None,
