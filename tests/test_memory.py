@@ -531,6 +531,26 @@ def test_plots_of_an_estimate_only_profile_say_nothing_was_measured(tiny_checkpo
     assert [t.get_text() for t in fig.axes[0].texts] == ["nothing measured"]
 
 
+@pytest.mark.parametrize("name", ["checkpoint-1000", "config-only"])
+def test_the_batch_plots_title_stays_inside_its_figure(tiny_checkpoints, llava_7b, name):
+    """Notebook 03's plot of the embedded checkpoint lost its title's end past the figure's edge; a folder given by
+    its absolute path (the checkpoint's name then) lost most of it, and a 7B's plot its y label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from vlm_lab import memory_report
+
+    est = memory.estimate(tiny_checkpoints[-1] if name == "checkpoint-1000" else llava_7b)
+    fig = memory_report.plot_memory_vs_batch(est)
+    fig.canvas.draw()
+    title = fig.axes[0].title
+    box = title.get_window_extent()
+    assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1, (title.get_text(), box, fig.bbox)
+    # a 7B's log axis labels 2 x 10^4, 3 x 10^4: wide tick labels pushed "peak memory (MiB)" off the left edge
+    assert fig.axes[0].yaxis.label.get_window_extent().x0 >= fig.bbox.x0
+    assert f"{est.sequence_tokens} tokens/row" in title.get_text() and est.checkpoint.rsplit("/", 1)[-1] in title.get_text()
+
+
 def test_checkpoints_sharing_a_measurement_are_one_point_labelled_once(tiny_checkpoints):
     """The checkpoints of one run share one measurement (one point): five names written over each other
     at that point read as a smudge; the point says which checkpoints it is, once."""

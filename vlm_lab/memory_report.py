@@ -347,7 +347,7 @@ def plot_memory_vs_batch(est: MemoryEstimate, *, targets: Sequence[str] = ("t4-s
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 4))
+        _, ax = plt.subplots(figsize=(5, 4), layout="constrained")  # room for the log axis's wide tick labels
     sizes = sorted({1, *range(1, max_batch + 1, max(1, max_batch // 16)), max_batch})
     for device in dict.fromkeys([*(get_target(t).device for t in targets), *(m.device for m in measured)]):
         ax.plot(sizes, [est.peak_bytes(b, device) / MIB for b in sizes], marker=".", label=f"estimate ({device})")
@@ -361,7 +361,9 @@ def plot_memory_vs_batch(est: MemoryEstimate, *, targets: Sequence[str] = ("t4-s
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
     ax.set_ylabel("peak memory (MiB)")
-    ax.set_title(f"{est.checkpoint}: memory vs batch ({est.dtype}, {est.sequence_tokens} tokens/row)")
+    # two short lines: one ran past the figure's edge (a folder's absolute path, or only its closing bracket)
+    name = est.checkpoint if len(est.checkpoint) <= 48 else "…" + est.checkpoint[-47:]
+    ax.set_title(f"{name}\nmemory vs batch ({est.dtype}, {est.sequence_tokens} tokens/row)", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     return ax.figure
 
