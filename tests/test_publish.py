@@ -329,6 +329,9 @@ def test_conflicts_and_missing_routes_are_reported(hub, space_dir, route, status
                                             "or the token cannot create repos for alice/vlm-demo"),
         ("403 on create, cpu-basic", 3, "forbidden (403); the token cannot write there: use a write token"),
         ("other owner", 3, "cannot create repos under 'bob'"),
+        ("other owner's public Space", 3, "the token belongs to 'alice', who cannot write to bob/vlm-demo (it is "
+                                          "bob's; alice can write under: alice); use a token of a member of 'bob', "
+                                          "or publish under your own name (alice/vlm-demo)"),
         ("fine-grained without write", 3, "has no repo.write on 'alice'"),
         ("read member of the org", 3, "alice is a read member of 'vlm-org', who cannot write its repos with any "
                                       "token; ask an admin of 'vlm-org' for the write role"),
@@ -358,6 +361,9 @@ def test_hub_errors_name_the_fix(hub, space_dir, case, code, message):
         args = ("--hardware", "cpu-basic")
     elif case == "other owner":
         space = "bob/vlm-demo"
+    elif case == "other owner's public Space":  # it exists, and alice can see it: there is nothing to create
+        space = "bob/vlm-demo"
+        hub.add_space(space, private=False)
     elif case == "read member of the org":
         token, space = new_token(), "vlm-org/vlm-demo"
         hub.add_token(token, "alice", orgs=("vlm-org",), org_roles={"vlm-org": "read"})

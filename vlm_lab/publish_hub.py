@@ -262,6 +262,12 @@ def check_can_write(hub: Hub, repo_id: str, *, exists: bool) -> str:
     owner = repo_id.split("/", 1)[0]
     if owner != hub.user and owner not in hub.orgs:
         member = ", ".join((hub.user, *hub.orgs))
+        if exists:  # a Space of someone else that the token can see (public): there is nothing to create
+            raise HubAuthError(
+                f"the token belongs to {hub.user!r}, who cannot write to {repo_id} (it is {owner}'s; {hub.user} can "
+                f"write under: {member}); use a token of a member of {owner!r}, or publish under your own name "
+                f"({hub.user}/{repo_id.split('/', 1)[1]})"
+            )
         raise HubAuthError(
             f"the token belongs to {hub.user!r}, who cannot create repos under {owner!r} (can: {member}); "
             f"use a token of a member of {owner!r}, or publish under your own name"
