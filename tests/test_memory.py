@@ -606,6 +606,8 @@ def test_summary_says_how_many_of_different_checkpoints_fit_loaded_together(tiny
     assert memory_report.summary(tiny).splitlines()[-1] == (
         f"together on t4-small: all 5 fit loaded at once, with room for one to generate ({memory.human_bytes(5 * tiny[0].estimate.weight_bytes)} of weights)")
     assert len(memory_report.summary(tiny[:1]).splitlines()) == 1  # one checkpoint: its own line says it
+    too_big = memory_report.profile(MemoryConfig(checkpoints=(str(llava_7b), str(other_7b)), dtype="float32", measure=False))
+    assert memory_report.summary(too_big).count("\n") == 0 and "together" not in memory_report.summary(too_big)  # none fits: no line
 
 
 def test_profile_checks_every_reference_before_measuring_any(tiny_checkpoints, copy_checkpoint, capsys):

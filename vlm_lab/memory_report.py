@@ -391,7 +391,8 @@ def summary(rows: Sequence[ProfileRow]) -> str:
         line = _summary_line(r)
         shared.setdefault(line.removeprefix(r.estimate.checkpoint), []).append(r.estimate.checkpoint)
     lines = [", ".join(names) + rest for rest, names in shared.items()]
-    return "\n".join([*lines, together(rows)] if len(rows) > 1 else lines)
+    at_once = together(rows) if len(rows) > 1 else ""
+    return "\n".join([*lines, at_once] if at_once else lines)
 
 
 def together(rows: Sequence[ProfileRow]) -> str:
