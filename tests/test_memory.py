@@ -738,7 +738,7 @@ def test_a_failed_measurement_is_not_retried_for_its_look_alikes(copy_checkpoint
     assert capfd.readouterr().err.count("measuring ") == 1  # the second was not sent to a new process
 
 
-def test_answers_are_planned_only_as_far_as_the_models_context(tiny_checkpoints):
+def test_answers_are_planned_only_as_far_as_the_models_context(tiny_checkpoints, tmp_path):
     """The tiny checkpoints read 128 positions: 100000 new tokens asked were a KV cache for 100000 (and a measurement that
     generated them); the answers generation would give stop at the context, and the estimate says so."""
     ckpt = tiny_checkpoints[-1]
@@ -747,10 +747,13 @@ def test_answers_are_planned_only_as_far_as_the_models_context(tiny_checkpoints)
     assert est.kv_cache_bytes() == memory.estimate(ckpt, max_new_tokens=32).kv_cache_bytes()
     assert "answers stop at 32 of the 100000 new tokens asked" in est.context_note
     assert memory.estimate(ckpt, max_new_tokens=8).context_note == ""
-    # notebook 03 and MemoryConfig set prompt_tokens= and image_size=; the CLI's flags are named beside them
+    # notebook 03 and MemoryConfig set prompt_tokens= and image_size=; the CLI's flags are named beside them. A LLaVA
+    # resizes every image to one square: a smaller image_size changes nothing, so only the prompt is named
     with pytest.raises(ConfigError, match=r"reads at most 128 positions .* a prompt of 100 text tokens \+ 64 image tokens .* lower "
-                       r"prompt_tokens or image_size \(--prompt-tokens or --image-size on the command line\)"):
+                       r"prompt_tokens \(--prompt-tokens on the command line\); the image's 64 tokens do not depend on its size \(llava\)$"):
         memory.estimate(ckpt, prompt_tokens=100)
+    with pytest.raises(ConfigError, match=r"lower prompt_tokens or image_size \(--prompt-tokens or --image-size on the command line\)$"):
+        memory.estimate(memory_synthetic.build_llava_next(tmp_path / "next"), prompt_tokens=1000)  # 1024 positions; tiles by size
     r = subprocess.run([sys.executable, "-m", "vlm_lab.cli", "memory", str(ckpt), "--no-measure", "--max-new-tokens", "100000"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "answers stop at 32 of the 100000 new tokens asked" in r.stdout, r.stderr

@@ -474,8 +474,11 @@ def estimate(
         if prompt_tokens + image.tokens >= context:
             raise ConfigError(
                 f"{cref.name} reads at most {context} positions (max_position_embeddings), and a prompt of {prompt_tokens} text "
-                f"tokens + {image.tokens} image tokens ({image.shape} image) leaves no room for an answer; "
-                "lower prompt_tokens or image_size (--prompt-tokens or --image-size on the command line)"
+                f"tokens + {image.tokens} image tokens ({image.shape} image) leaves no room for an answer; " + (
+                    "lower prompt_tokens or image_size (--prompt-tokens or --image-size on the command line)" if image.by_shape else
+                    # every image is resized to one square (LLaVA, PaliGemma): a smaller one makes as many tokens
+                    f"lower prompt_tokens (--prompt-tokens on the command line); the image's {image.tokens} tokens do not "
+                    f"depend on its size ({image.family})")
             )
         max_new_tokens = min(max_new_tokens, context - prompt_tokens - image.tokens)
     sequence = prompt_tokens + image.tokens + max_new_tokens
