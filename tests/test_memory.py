@@ -605,6 +605,7 @@ def test_summary_says_how_many_of_different_checkpoints_fit_loaded_together(tiny
     tiny = [r for r in rows if r.estimate.checkpoint.startswith("checkpoint-")]
     assert memory_report.summary(tiny).splitlines()[-1] == (
         f"together on t4-small: all 5 fit loaded at once, with room for one to generate ({memory.human_bytes(5 * tiny[0].estimate.weight_bytes)} of weights)")
+    assert memory_report.summary(tiny[:2]).splitlines()[-1].startswith("together on t4-small: both fit loaded at once")  # not "all 2"
     assert len(memory_report.summary(tiny[:1]).splitlines()) == 1  # one checkpoint: its own line says it
     too_big = memory_report.profile(MemoryConfig(checkpoints=(str(llava_7b), str(other_7b)), dtype="float32", measure=False))
     assert memory_report.summary(too_big).count("\n") == 0 and "together" not in memory_report.summary(too_big)  # none fits: no line

@@ -405,7 +405,8 @@ def together(rows: Sequence[ProfileRow]) -> str:
     chosen = resident_together(fitting, target)
     room = "fit loaded at once, with room for one to generate"
     if len(chosen) == len(rows):
-        return f"together on {target}: all {len(rows)} {room} ({human_bytes(sum(e.weight_bytes for e in chosen))} of weights)"
+        every = "both" if len(rows) == 2 else f"all {len(rows)}"
+        return f"together on {target}: {every} {room} ({human_bytes(sum(e.weight_bytes for e in chosen))} of weights)"
     names = ", ".join(e.checkpoint for e in chosen)
     return (f"together on {target}: {len(chosen)} of these {len(rows)} checkpoints {room} (the smallest first: {names}); "
             "the model cache loads the others in turn, evicting the least recently used")
