@@ -14,6 +14,8 @@ import pytest
 
 from vlm_lab.space_prompts import UNKNOWN_TEMPLATE_TOKENS, UNKNOWN_TOKENS_PER_CHAR, PromptCounter, longest_question
 
+from test_hub_online import hub, online  # noqa: F401 - hub is a fixture
+from test_checkpoint_refs import hf_cache  # noqa: F401 - a fixture
 from test_tokenizer_threads import Reconfigured
 
 CHARS = 100
@@ -92,3 +94,51 @@ def test_visitors_count_their_questions_at_once_and_the_tokenizer_is_never_recon
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         list(pool.map(counting, range(4)))
     assert (errors[:2], wrong[:2], spy.calls) == ([], [], [])
+
+
+PLAN_HUB_MODEL = """
+import sys
+from vlm_lab.space_prompts import longest_question
+tokens, counter, how = longest_question(sys.argv[1], int(sys.argv[2]))  # as the Space's memory plan counts at start
+print(tokens, counter is not None)
+print(how)
+"""
+
+
+def test_a_hub_checkpoint_not_downloaded_is_counted_with_its_tokenizer_fetched_at_start(hub, hf_cache, tiny_checkpoints):
+    """A hub model on a Space's first start: the plan fetches its tokenizer's files (small, as it fetches config.json)
+    and counts the longest question with them, where it assumed 4 tokens a character until the model was loaded. No
+    weight file is asked for."""
+    r = online(hub, hf_cache, PLAN_HUB_MODEL, "org/run:checkpoint-1000", str(CHARS))
+    assert r.returncode == 0, r.stderr
+    tokens, how = r.stdout.splitlines()[-2:]
+    expected, _, expected_how = longest_question(tiny_checkpoints[-1], CHARS)  # the same tokenizer, as a local folder
+    assert (tokens, how) == (f"{expected} True", expected_how)
+    assert expected < CHARS * UNKNOWN_TOKENS_PER_CHAR
+    assert not [q["path"] for q in hub.requests if q["path"].endswith((".safetensors", ".bin"))]
+
+
+def test_offline_a_hub_checkpoint_whose_tokenizer_is_not_cached_is_counted_at_4_tokens_a_character(hub, hf_cache):
+    fetch = "from huggingface_hub import hf_hub_download; hf_hub_download('org/run', 'checkpoint-1000/config.json')"
+    assert online(hub, hf_cache, fetch).returncode == 0
+    asked = len(hub.requests)
+    r = online(hub, hf_cache, "import os; os.environ['HF_HUB_OFFLINE'] = '1'\n" + PLAN_HUB_MODEL, "org/run:checkpoint-1000", str(CHARS))
+    assert r.returncode == 0, r.stderr
+    tokens, how = r.stdout.splitlines()[-2:]
+    assert tokens == f"{CHARS * UNKNOWN_TOKENS_PER_CHAR + UNKNOWN_TEMPLATE_TOKENS} False"
+    assert how == f"no tokenizer to count with: {UNKNOWN_TOKENS_PER_CHAR} per character assumed"
+    assert len(hub.requests) == asked  # offline: the hub is not asked
+
+
+def test_a_hub_failing_at_start_is_asked_once_not_for_each_tokenizer_file(hub, hf_cache):
+    """The hub fails (5xx) when the Space starts, the config cached: one request says so, and the plan counts at 4 tokens
+    a character, without transformers asking for each tokenizer file with retries."""
+    fetch = "from huggingface_hub import hf_hub_download; hf_hub_download('org/run', 'checkpoint-1000/config.json')"
+    assert online(hub, hf_cache, fetch).returncode == 0
+    asked = len(hub.requests)
+    hub.force_status[""] = 503  # every route
+    r = online(hub, hf_cache, PLAN_HUB_MODEL, "org/run:checkpoint-1000", str(CHARS))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-2] == f"{CHARS * UNKNOWN_TOKENS_PER_CHAR + UNKNOWN_TEMPLATE_TOKENS} False"
+    tokenizer_files = [q["path"] for q in hub.requests[asked:] if "/tokenizer" in q["path"] or q["path"].endswith(".jinja")]
+    assert not tokenizer_files

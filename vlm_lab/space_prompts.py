@@ -6,8 +6,9 @@ The memory plan counted every row at estimate's default of 32 prompt tokens, but
 ``max_prompt_chars`` characters (500, ``VLM_LAB_MAX_PROMPT_CHARS``): 500 tokens and more with a word-level tokenizer
 that splits every punctuation mark, up to four per character with a byte-level one (a character outside its
 vocabulary, one token per UTF-8 byte). Counting a tokenizer's worst for the longest question keeps the plan true for
-any question; a checkpoint whose tokenizer cannot be read is counted at 4 tokens per character (why: see
-``UNKNOWN_TOKENS_PER_CHAR``).
+any question. A hub model's tokenizer not in the local cache at start is fetched (its files only, not its weights),
+except offline or where the hub cannot be reached; a checkpoint whose tokenizer cannot be read is counted at 4 tokens
+per character (why: see ``UNKNOWN_TOKENS_PER_CHAR``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ log = logging.getLogger("vlm_lab.space")
 # vocabulary merges common emoji and CJK, so those alone may leave a tokenizer's worst uncounted). Each is repeated
 # to the longest question the Space accepts; the plan takes the one with the most tokens.
 WORST_QUESTIONS = ("a.", "a ", "1,", "é.", "的", "😀", "a😀", "\u0301a", "𝔸.", "\U00013000", "\U000F0000")
-# Without a tokenizer to count with (config only: a hub model whose tokenizer is not downloaded yet), the most any
+# Without a tokenizer to count with (config only: a hub model whose tokenizer is not cached, offline), the most any
 # byte-level BPE (GPT-2's, Llama 3's, Qwen's) or byte-fallback tokenizer (Llama 2's, Mistral's) counts: one token per
 # UTF-8 byte, at most 4 a character, which each counts for the last two WORST_QUESTIONS. Not pessimism: with
 # such a tokenizer a 7B on a T4 plans the same rows (and as few beams). Anything lower, a vocabulary guessed from another
@@ -70,14 +71,11 @@ def longest_question(ref: Any, max_chars: int) -> tuple[int, PromptCounter | Non
     Returns:
         (tokens, the counter for requests or None, how the tokens were counted, for the plan's notes).
     """
-    from transformers import AutoTokenizer
-
     from vlm_lab.checkpoints import CheckpointRef, resolve
-    from vlm_lab.memory_checkpoint import local_folder
 
     try:
         cref = ref if isinstance(ref, CheckpointRef) else resolve(str(ref), expand=False)[0]
-        counter = PromptCounter(AutoTokenizer.from_pretrained(str(local_folder(cref)), local_files_only=True))
+        counter = PromptCounter(_tokenizer(cref))
         counts = {pattern: counter((pattern * max_chars)[:max_chars]) for pattern in WORST_QUESTIONS}
         worst = max(counts, key=counts.get)  # the first of those that tie
         tokens = counts[worst]
@@ -86,3 +84,26 @@ def longest_question(ref: Any, max_chars: int) -> tuple[int, PromptCounter | Non
         return (max_chars * UNKNOWN_TOKENS_PER_CHAR + UNKNOWN_TEMPLATE_TOKENS, None,
                 f"no tokenizer to count with: {UNKNOWN_TOKENS_PER_CHAR} per character assumed")
     return tokens, counter, f"its tokenizer's worst, {worst.strip()!r} repeated"
+
+
+def _tokenizer(ref: Any) -> Any:  # ref: a CheckpointRef
+    """``ref``'s tokenizer: from its folder or the local Hugging Face cache; for a hub model not downloaded yet (a
+    Space's first start), its tokenizer's files fetched from the hub, as the plan fetched its config.json.
+
+    Those files are small (a few MB at most: tokenizer.json, its config, the chat template) and its load would
+    download them anyway, into the same cache; its weights are left to its load. Not offline (``HF_HUB_OFFLINE``), nor
+    where the hub cannot be reached: one request says so (``check_hub_config``) before transformers asks for a dozen
+    files with retries, minutes of a Space's start. A private model is read with ``HF_TOKEN``, as its config was.
+    """
+    from huggingface_hub import is_offline_mode
+    from transformers import AutoTokenizer
+
+    from vlm_lab.hub_refs import check_hub_config
+    from vlm_lab.memory_checkpoint import local_folder
+
+    try:
+        return AutoTokenizer.from_pretrained(str(local_folder(ref)), local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached; raised again where it cannot be fetched
+        if ref.path is not None or is_offline_mode() or check_hub_config(ref):
+            raise
+    return AutoTokenizer.from_pretrained(**ref.pretrained_kwargs(), trust_remote_code=False)
