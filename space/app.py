@@ -58,12 +58,13 @@ SCROLL_TO_ANSWERS = """() => {
 
 
 def _error(e: Exception) -> gr.Error:
-    """What the user sees: the library's message (it names the fix), never a traceback."""
+    """What the user sees: the library's message (it names the fix), never a traceback. It stays until closed
+    (duration=None): Gradio's 10 s left only 'Error' badges in the answer boxes for a visitor who looked away."""
     if isinstance(e, VlmLabError):  # one line in the log: the owner sees what visitors are told
         log.info("request failed: %s", e)
-        return gr.Error(str(e), print_exception=False)
+        return gr.Error(str(e), duration=None, print_exception=False)
     log.exception("unexpected error")
-    return gr.Error(f"unexpected {type(e).__name__}: {e}. The app is still running; try again.")
+    return gr.Error(f"unexpected {type(e).__name__}: {e}. The app is still running; try again.", duration=None)
 
 
 def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str] | None = None) -> gr.Blocks:
@@ -173,8 +174,11 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
         # Answers belong to the image and question they answer: a new upload, an edited question or a
         # Compare that fails (the old answers would stay) empties them, in the browser, no server call.
         empty = {"js": f"() => Array({len(results)}).fill('')", "queue": False}
+        # An error stays until closed (_error); a new Compare closes it: it is not about the answers to come.
+        close_errors = "document.querySelectorAll('.toast-body.error [data-testid=toast-close]').forEach(b => b.click())"
+        asking = {**empty, "js": f"() => {{ {close_errors}; return Array({len(results)}).fill(''); }}"}
         for trigger in (run.click, prompt.submit):
-            trigger(None, None, results, **empty)
+            trigger(None, None, results, **asking)
         comparing = [run.click(compare, inputs, results, api_name="compare", preprocess=False, **generate),
                      prompt.submit(compare, inputs, results, api_visibility="private", preprocess=False, **generate)]
         # On a phone the answers are below the form, out of sight of Compare or the keyboard's Enter: bring them

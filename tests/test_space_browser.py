@@ -215,3 +215,36 @@ def test_the_api_page_the_text_points_at_opens_at_any_width(browser, space_url, 
         expect(docs.get_by_text("/compare_batch").first).to_be_visible()
     finally:
         page.close()
+
+
+def test_an_error_stays_until_closed_or_the_next_compare(browser, space_url):
+    """The reason a Compare failed was shown for 10 s (Gradio's default), then only red 'Error' badges stayed in
+    the answer boxes: a visitor who looked away (or scrolled to the answers on a phone) never learnt what to fix.
+    It stays now, until closed or until the next Compare (it would be beside answers it is not about)."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(30_000)
+    page.clock.install()  # the toast's timer runs on this clock: a minute passes without waiting for it
+    try:
+        page.goto(space_url)
+        page.locator("input[type=file]").first.set_input_files(str(IMAGE))
+        expect(page.locator("img[src*='blue-square']").first).to_be_visible()
+        page.get_by_role("button", name="Compare", exact=True).click()  # no question
+        message = page.get_by_text("no question: type a question about the image")
+        expect(message).to_be_visible()
+        page.clock.run_for(60_000)
+        expect(message).to_be_visible()
+        # a toast on its way out is inert at once (its fade runs on the real clock), so this is not a race
+        assert message.evaluate("e => !e.closest('[inert]')"), "the error is leaving the page by itself"
+        page.get_by_label("Question").fill("What color is the shape?")
+        page.get_by_role("button", name="Compare", exact=True).click()
+        expect(page.locator("#answer-3 textarea")).to_have_value("blue")
+        expect(message).to_be_hidden()
+        page.get_by_label("Question").fill("")
+        page.get_by_label("Question").press("Enter")  # Enter asks too
+        expect(message).to_be_visible()
+        page.get_by_role("button", name="Close", exact=True).click()
+        expect(message).to_be_hidden()
+    finally:
+        page.close()
