@@ -56,6 +56,20 @@ SCROLL_TO_ANSWERS = """() => {
   if (box && (box.top < 0 || box.bottom > window.innerHeight)) first.scrollIntoView({behavior: "smooth", block: "start"});
 }"""
 
+# Gradio puts each answer's Copy button first inside its <label>, so the label names the button and the answer
+# has no name: a screen reader read unnamed text boxes. Name each by its label (the checkpoint), now and whenever
+# Gradio renders one again (a slot shown, a label changed).
+NAME_ANSWERS = """() => {
+  const name = () => document.querySelectorAll("[id^=answer-]").forEach(box => {
+    const text = box.querySelector("textarea"), label = box.querySelector("[data-testid=block-info]");
+    if (!text || !label) return;
+    label.id = box.id + "-label";
+    if (text.getAttribute("aria-labelledby") !== label.id) text.setAttribute("aria-labelledby", label.id);
+  });
+  name();
+  new MutationObserver(name).observe(document.body, {childList: true, subtree: true});
+}"""
+
 
 def _error(e: Exception) -> gr.Error:
     """What the user sees: the library's message (it names the fix), never a traceback. It stays until closed
@@ -65,6 +79,11 @@ def _error(e: Exception) -> gr.Error:
         return gr.Error(str(e), duration=None, print_exception=False)
     log.exception("unexpected error")
     return gr.Error(f"unexpected {type(e).__name__}: {e}. The app is still running; try again.", duration=None)
+
+
+def _empty_label(slot: int) -> str:
+    """An answer box's label until it answers (then its checkpoint's): not the dropdowns' "Checkpoint N"."""
+    return "Answers" if slot == 0 else f"Answer {slot + 1}"
 
 
 def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str] | None = None) -> gr.Blocks:
@@ -85,7 +104,7 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
                 updates += [gr.update(value=a.text, label=a.checkpoint, visible=True),
                             gr.update(value=a.stats_markdown(), visible=True)]
             else:
-                updates += [gr.update(value="", label=f"Checkpoint {slot + 1}", visible=slot == 0),
+                updates += [gr.update(value="", label=_empty_label(slot), visible=slot == 0),
                             gr.update(value="", visible=False)]
         return updates
 
@@ -147,7 +166,7 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
         with gr.Row(equal_height=True):
             for slot in range(MAX_SLOTS):
                 with gr.Column(min_width=200):
-                    results += [gr.Textbox(label=f"Checkpoint {slot + 1}", lines=2, interactive=False,
+                    results += [gr.Textbox(label=_empty_label(slot), lines=2, interactive=False,
                                            buttons=["copy"], visible=slot == 0, elem_id=f"answer-{slot + 1}"),
                                 gr.Markdown(label=f"Stats {slot + 1}", visible=False, elem_id=f"stats-{slot + 1}",
                                             elem_classes="stats")]
@@ -189,6 +208,7 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
         # ... and a Compare still waiting in the queue is dropped: its answers would arrive beside the new inputs
         for trigger in (image.upload, image.clear, prompt.change):
             trigger(None, None, results, cancels=comparing, **empty)
+        demo.load(None, None, None, js=NAME_ANSWERS, queue=False)
         reset.click(clear, None, [image, prompt, *results], api_visibility="private",
                     concurrency_limit=plan.cheap_limit)
 

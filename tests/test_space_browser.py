@@ -248,3 +248,26 @@ def test_an_error_stays_until_closed_or_the_next_compare(browser, space_url):
         expect(message).to_be_hidden()
     finally:
         page.close()
+
+
+def test_a_screen_reader_hears_which_checkpoint_gave_each_answer(browser, space_url):
+    """Each answer box's label is inside a <label> whose first control is its Copy button (Gradio's layout), so the
+    answer itself had no name: a screen reader read three unnamed text boxes. Each is named by its checkpoint."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(space_url)
+        expect(page.get_by_role("textbox", name="Answers", exact=True)).to_have_value("")  # before any answer
+        page.locator("input[type=file]").first.set_input_files(str(IMAGE))
+        page.get_by_label("Question").fill("What color is the shape?")
+        page.get_by_role("button", name="Compare", exact=True).click()
+        expect(page.get_by_role("textbox", name="checkpoint-1000", exact=True)).to_have_value("blue")
+        expect(page.get_by_role("textbox", name="checkpoint-500", exact=True)).to_have_value("blue")
+        pick(page, "Checkpoint 1", "checkpoint-750")
+        page.get_by_role("button", name="Compare", exact=True).click()
+        expect(page.get_by_role("textbox", name="checkpoint-750", exact=True)).to_have_value("blue")
+        expect(page.get_by_role("textbox", name="checkpoint-0", exact=True)).to_have_count(0)
+    finally:
+        page.close()
