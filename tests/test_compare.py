@@ -239,6 +239,27 @@ def test_no_cache_recomputes_and_writes_no_cache(tmp_path, tiny_checkpoints, mod
     assert not (tmp_path / "out" / ".cache").exists()
 
 
+def test_a_comparison_with_its_own_model_cache_keeps_one_model_loaded_at_a_time(tmp_path, tiny_checkpoints):
+    """``compare(config)`` without ``cache=`` (the CLI, a sweep's notebook): a checkpoint it has finished with is never
+    asked for again, so it is let go before the next loads (it stayed beside it: 3 checkpoints of 4 GB held 12 GB)."""
+    import gc
+
+    from transformers import PreTrainedModel
+
+    # copies: the module's shared cache (other tests) holds models of the fixture's folders
+    first, second = (str(shutil.copytree(c, tmp_path / "run" / c.name)) for c in (tiny_checkpoints[0], tiny_checkpoints[-1]))
+    alive: dict[str, list[str]] = {}
+
+    def loaded_models(event: BatchEvent) -> None:
+        gc.collect()
+        alive.setdefault(event.checkpoint, [o.name_or_path for o in gc.get_objects() if isinstance(o, PreTrainedModel)])
+
+    result = compare(_config(tmp_path, [first, second], num_samples=3), progress=False, on_batch=loaded_models)
+    assert [s["checkpoint"] for s in result.summary] == ["checkpoint-0", "checkpoint-1000"]
+    assert first in alive["checkpoint-0"] and second in alive["checkpoint-1000"]
+    assert first not in alive["checkpoint-1000"], "the first checkpoint's model stayed loaded beside the second"
+
+
 def test_resaved_checkpoint_is_never_served_stale_results(tmp_path, tiny_checkpoints, models):
     folder = tmp_path / "run" / "checkpoint-5"
     shutil.copytree(tiny_checkpoints[-1], folder)

@@ -329,6 +329,8 @@ def compare(
                             memory.clear()
                             memory.update(run.memory)
                         del run, loaded
+                if cache is None:  # this call's own cache: a model it has finished with is never asked for again, and
+                    models.evict(ref)  # kept, it stayed beside the next (3 checkpoints of 4 GB: 12 GB for one at a time)
                 if last_use[processors[fp]] == i:
                     encodings.drop(processors[fp])
                     checked.pop(processors[fp], None)
