@@ -124,6 +124,9 @@ def test_batched_callers_see_only_their_own_errors(client, space, tmp_path):
 BAD_INPUTS = {
     "missing image": (None, "What color is the shape?", "no image: upload an image"),
     "missing prompt": ("example", "  ", "no question: type a question"),
+    # a first visit's Compare on the empty form: both named at once, not one per try
+    "missing image and prompt": (None, "", "no image and no question: upload an image (PNG, JPEG or WebP) or pick one "
+                                 "of the examples, and type a question about it, e.g. 'What color is the shape?'"),
     "non-image file": ("text", "What color is the shape?", "'notes.png' is not an image this app can read; upload a PNG"),
     "truncated png": ("truncated", "What color is the shape?", "'truncated.png' is truncated or corrupt"),
     "decompression bomb": ("bomb", "What color is the shape?", "the file 'bomb.png' is 400,000,000 pixels, over this "

@@ -23,7 +23,7 @@ from vlm_lab.config import GenerationConfig, parse_strategy
 from vlm_lab.errors import (
     CheckpointNotFoundError, ConfigError, DataError, MemoryBudgetError, VlmLabError,
 )
-from vlm_lab.space_images import read_image
+from vlm_lab.space_images import image_path_of, read_image
 from vlm_lab.space_interactions import InteractionLog  # noqa: F401 - re-exported
 from vlm_lab.space_memory import (  # noqa: F401 - re-exported: they were defined here
     MemoryPlan, format_snapshot, free_memory, logged_request, memory_snapshot, plan_memory,
@@ -272,6 +272,9 @@ class ComparisonService:
                 MemoryBudgetError: out of memory; the cache was emptied and the message says what to lower.
         """
         config = self.generation_config(strategy, max_new_tokens)
+        if image_path_of(image) in (None, "") and not str(prompt or "").strip():  # the empty form: both, not one per try
+            raise DataError("no image and no question: upload an image (PNG, JPEG or WebP) or pick one of the examples, "
+                            "and type a question about it, e.g. 'What color is the shape?'")
         text = self._prompt(prompt)
         chosen = self._selected(checkpoints)
         self.check_beams(config, chosen, text)
