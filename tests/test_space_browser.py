@@ -271,3 +271,22 @@ def test_a_screen_reader_hears_which_checkpoint_gave_each_answer(browser, space_
         expect(page.get_by_role("textbox", name="checkpoint-0", exact=True)).to_have_count(0)
     finally:
         page.close()
+
+
+def test_a_question_over_the_limit_is_refused_not_cut(browser, space_url):
+    """The question box cut a pasted question at 500 characters without a word (the browser's maxlength): the
+    checkpoints answered a question the visitor had not asked. The Space says how long it is and the limit."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(30_000)
+    question = "What color is the shape? " * 24  # 600 characters
+    try:
+        page.goto(space_url)
+        page.locator("input[type=file]").first.set_input_files(str(IMAGE))
+        page.get_by_label("Question").fill(question)
+        page.get_by_role("button", name="Compare", exact=True).click()
+        expect(page.get_by_text("the question is 599 characters; this Space takes at most 500: shorten it")).to_be_visible()
+        expect(page.get_by_label("Question")).to_have_value(question)
+    finally:
+        page.close()
