@@ -70,6 +70,12 @@ NAME_ANSWERS = """() => {
   new MutationObserver(name).observe(document.body, {childList: true, subtree: true});
 }"""
 
+# Gradio's default theme, readable (WCAG AA, 4.5:1) in light mode: white on its orange-500 Compare button was 3.5:1
+# and the slider's ends (1, 64) 1.9:1. Dark mode passes as it is.
+THEME = gr.themes.Default().set(button_primary_background_fill="*primary_700",
+                                button_primary_background_fill_hover="*primary_800",
+                                body_text_color_subdued="*neutral_500")
+
 
 def _error(e: Exception) -> gr.Error:
     """What the user sees: the library's message (it names the fix), never a traceback. It stays until closed
@@ -264,7 +270,7 @@ def serve() -> None:
     demo.queue(max_size=plan.queue_size, default_concurrency_limit=plan.cheap_limit,
                status_update_rate=plan.status_update_rate)
     demo.launch(max_threads=plan.max_threads, max_file_size=settings.max_file_size, prevent_thread_lock=True,
-                css=".stats p { font-size: 0.85em; opacity: 0.8; margin: 0 }")
+                css=".stats p { font-size: 0.85em; opacity: 0.8; margin: 0 }", theme=THEME)
     log.info("ready: serving at %s", demo.local_url)  # after the examples are cached; tests/space_server.py waits for it
     demo.block_thread()
 

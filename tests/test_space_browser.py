@@ -290,3 +290,27 @@ def test_a_question_over_the_limit_is_refused_not_cut(browser, space_url):
         expect(page.get_by_label("Question")).to_have_value(question)
     finally:
         page.close()
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_the_page_text_is_readable(browser, space_url, theme):
+    """WCAG AA (4.5:1) for the form and the answers: in light mode white on Gradio's orange Compare button was 3.5:1
+    and the slider's ends (1, 64) 1.9:1. Gradio's own footer is left as Gradio draws it."""
+    from playwright.sync_api import expect
+
+    from contrast import CONTRASTS_JS
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, color_scheme=theme)
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(f"{space_url}/?__theme={theme}")
+        page.locator("input[type=file]").first.set_input_files(str(IMAGE))
+        page.get_by_label("Question").fill("What color is the shape?")
+        page.get_by_role("button", name="Compare", exact=True).click()
+        expect(page.locator("#stats-3")).to_contain_text("latency")
+        contrasts = page.evaluate(CONTRASTS_JS, "main.contain")  # the app, not the footer
+        assert any(text == "Compare" for text, _ in contrasts) and len(contrasts) > 30, contrasts
+        unreadable = [(text, round(ratio, 2)) for text, ratio in contrasts if ratio < 4.5]
+        assert not unreadable, f"{theme}: {unreadable}"
+    finally:
+        page.close()
