@@ -311,7 +311,8 @@ class ComparisonService:
                 groups.setdefault((label, config), []).append((i, img, text))
             except (DataError, ConfigError, CheckpointNotFoundError) as e:
                 results[i] = Answer.failed(label, str(e))
-        with logged_request("batch", f"{len(images)} request(s) in {len(groups)} group(s)"):
+        # nothing to generate (every request refused): no memory lines around nothing, the refusals are logged
+        with logged_request("batch", f"{len(images)} request(s) in {len(groups)} group(s)") if groups else contextlib.nullcontext():
             for (label, config), items in groups.items():
                 try:
                     answers = self._generate(label, [img for _, img, _ in items], [t for _, _, t in items], config)
