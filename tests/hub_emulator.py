@@ -13,8 +13,8 @@ Knobs for tests: tokens and their roles (classic or fine-grained), a forced stat
 on create (402) or on any route, paid hardware refused (403), the stage sequence a Space walks
 through after a change, build and run logs, dropped connections (before or after the request is handled), and a request log
 (``requests``, ``writes()``) to assert on, and an ``on_request`` hook to look at the client's
-side while a request is in flight. Preupload answers "regular" for every file, so no LFS
-upload is ever needed; the tree lists weights (``*.safetensors``, ``*.bin``) as the Hub does,
+side while a request is in flight; bodies cut short (``cut``) and ranged GETs (a download resuming).
+Preupload answers "regular" for every file, so no LFS upload is ever needed; the tree lists weights (``*.safetensors``, ``*.bin``) as the Hub does,
 as LFS files (sha256 + the pointer's blob id).
 """
 
@@ -139,6 +139,7 @@ class HubEmulator:
         self.force_status: dict[str, int] = {}  # path suffix -> answer this status instead (e.g. {"/commit/main": 409})
         self.drop: dict[str, int] = {}  # path -> close the connection without answering the next N requests to it
         self.drop_reply: dict[str, int] = {}  # path -> handle the next N requests to it, then close without answering
+        self.cut: dict[str, int] = {}  # path suffix -> send at most this many bytes of each body, then close (cut short)
         self.on_request = None  # called as on_request(method, path) before each request is answered
         self.lock = threading.RLock()
         self.endpoint = ""
@@ -491,7 +492,8 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.hub
         with hub.lock:
             who = hub.user_of(self.headers)
-            entry = {"method": method, "path": path, "status": None, "user": who["user"] if who else None}
+            entry = {"method": method, "path": path, "status": None, "user": who["user"] if who else None,
+                     "range": self.headers.get("range")}
             hub.requests.append(entry)
             if hub.on_request is not None:
                 hub.on_request(method, path)
@@ -515,6 +517,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        if status == 200 and isinstance(payload, bytes) and (m := re.fullmatch(r"bytes=(\d+)-", entry["range"] or "")):
+            start = int(m.group(1))  # a download resuming, as the Hub serves it
+            status, headers["Content-Range"], data = 206, f"bytes {start}-{len(data) - 1}/{len(data)}", data[start:]
+            entry["status"] = status
+        cut = next((n for suffix, n in hub.cut.items() if path.endswith(suffix)), None)
         self.send_response(status)
         self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
         for k, v in headers.items():
@@ -522,7 +529,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if method != "HEAD":  # HEAD: the headers of the GET (Content-Length included), no body
-            self.wfile.write(data)
+            self.wfile.write(data if cut is None else data[:cut])
+            if cut is not None:
+                self.close_connection = True
 
     def do_GET(self) -> None:
         self._serve("GET")

@@ -23,6 +23,7 @@ from test_hub_cache import hub_with_shards, sharded  # noqa: F401 - fixtures
 from vlm_lab.models import load_model
 
 WEIGHT_SUM = "sum(float(t.double().sum()) for t in m.model.state_dict().values())"
+RETRY = "try again (a file cut short is downloaded again from its start)"  # the end of a load failed by the hub
 
 
 def files_of(folder: Path, prefix: str) -> dict[str, bytes]:
@@ -240,7 +241,7 @@ def test_online_a_hub_failing_on_the_weights_is_named_as_the_cause(failure, hub,
         hub.on_request = lambda method, path: hub.drop.__setitem__(path, 1) if _repo_file(path) == weights else None
     message = load_error(hub, hf_cache, "org/run:checkpoint-500")
     assert "does not appear to have a file" not in message
-    spec, retry = "cannot load 'org/run:checkpoint-500'", "try again (a download cut short resumes where it stopped)"
+    spec, retry = "cannot load 'org/run:checkpoint-500'", RETRY
     if failure == "503":
         assert message.startswith(f"{spec}: the hub at {hub.endpoint} answered 503 for org/run/{weights} (")
         assert message.endswith(f"; {retry}")
@@ -255,4 +256,39 @@ def test_online_a_hub_failing_on_a_shard_is_named_as_the_cause(hub_with_shards, 
     message = load_error(hub_with_shards, hf_cache, "org/sharded")
     assert message.startswith(f"cannot load 'org/sharded': the hub at {hub_with_shards.endpoint} answered 503 for the shards "
                               "org/sharded/model.safetensors.index.json lists (HfHubHTTPError: ")
-    assert shards[-1] in message and message.endswith("; try again (a download cut short resumes where it stopped)")
+    assert shards[-1] in message and message.endswith(f"; {RETRY}")
+
+
+# huggingface_hub keeps what it read in chunks of DOWNLOAD_CHUNK_SIZE (10 MB): the tiny weights stand for a large file.
+SMALL_CHUNKS = "import huggingface_hub.constants as c; c.DOWNLOAD_CHUNK_SIZE = 4096\n"
+
+
+def test_online_weights_cut_short_resume_within_the_load_and_start_over_at_the_next(hub, hf_cache, tiny_checkpoints):
+    """The hub cuts its answer for the weights short, then drops every request for them: huggingface_hub asks for the
+    rest (a ranged GET) within the load, then gives up, and the load says to try again. huggingface_hub 2.4 deletes
+    what it read (a partial file of its own per download), so the next load, the hub well again, asks for all of it:
+    the message says so, where it said the download would resume."""
+    weights = "checkpoint-500/model.safetensors"
+    size = len(hub.repos[("model", "org/run")].files[weights])
+    hub.cut[weights] = size // 3
+
+    def then_drop(method, path):
+        if method == "GET" and _repo_file(path) == weights and any(q["method"] == "GET" and q["path"] == path for q in hub.requests[:-1]):
+            hub.drop[path] = 1
+
+    hub.on_request = then_drop
+    r = online(hub, hf_cache, SMALL_CHUNKS + "from vlm_lab.models import load_model; load_model('org/run:checkpoint-500', device='cpu')")
+    (message,) = [line for line in r.stderr.splitlines() if line.startswith("vlm_lab.errors.CheckpointNotFoundError")]
+    assert f"stopped answering for org/run/{weights} (" in message, message
+    assert message.endswith(f"; check the connection (or HF_ENDPOINT) and {RETRY}")
+    ranges = [q["range"] for q in hub.requests if q["method"] == "GET" and _repo_file(q["path"]) == weights]
+    assert ranges[0] is None and 0 < int(ranges[1].removeprefix("bytes=").rstrip("-")) <= size // 3, ranges  # resumed
+    asked = len(hub.requests)
+    hub.cut, hub.on_request = {}, None
+    code = f"from vlm_lab.models import load_model\nm = load_model('org/run:checkpoint-500', device='cpu'); print({WEIGHT_SUM})"
+    r = online(hub, hf_cache, SMALL_CHUNKS + code)
+    assert r.returncode == 0, r.stderr
+    m = load_model(tiny_checkpoints[2], device="cpu")
+    assert float(r.stdout) == eval(WEIGHT_SUM)
+    (again,) = [q for q in hub.requests[asked:] if q["method"] == "GET" and _repo_file(q["path"]) == weights]
+    assert again["status"] == 200 and again["range"] is None, again  # from its start

@@ -19,8 +19,9 @@ Whatever stops a download here is left to ``from_pretrained``, which asks again 
 costs nothing) and reports a missing file or a cache-only miss as before (``load_model``'s messages). Where the
 hub failed here (5xx, a connection cut) and ``from_pretrained`` fails too, transformers says the repo has no
 weights ("does not appear to have a file named ..."): ``download_weights`` returns the hub's failure, which
-``load_model`` raises instead. A file cut short stays in the cache's ``.incomplete`` blob, and the next try
-resumes from it. A download cannot be stopped midway (huggingface_hub has no
+``load_model`` raises instead. A connection cut midway is resumed within the download (huggingface_hub asks for
+the rest, 5 times); a file it gives up on is deleted (huggingface_hub 2.4: a partial file of its own per download),
+so the next try downloads it from its start, as the message says. A download cannot be stopped midway (huggingface_hub has no
 way to): the model cache's ``cancel`` ends waits for room, for a load and for the build turn, not a download.
 """
 
@@ -111,7 +112,7 @@ def _hub_failed(ref: CheckpointRef, what: str, error: Exception) -> CheckpointNo
     while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 8:
         chain.append(cause)
     answer = next((e for e in chain if isinstance(e, HfHubHTTPError) and e.response is not None), None)
-    retry = "try again (a download cut short resumes where it stopped)"
+    retry = "try again (a file cut short is downloaded again from its start)"
     if answer is None:  # the connection failed: no answer, or one cut off
         problem = f"the hub at {_endpoint()} stopped answering for {what} ({_first_line(chain[-1])}); check the connection (or HF_ENDPOINT) and {retry}"
     elif (status := answer.response.status_code) >= 500 or status == 429:
