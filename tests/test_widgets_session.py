@@ -146,10 +146,11 @@ def test_an_example_whose_image_file_is_gone_says_so_instead_of_failing_silently
     e.samples[1].source_file.unlink()
     e.example.value = 1  # raised DataError here
     out = html.unescape(e.output.value)
-    assert "The image of example val-00001-shape cannot be read (image not found: " in out and "pick another example" in out
+    assert f"The image of example val-00001-shape ({data}:2) cannot be read (image not found: " in out and "pick another example" in out
+    assert "re-save" not in out  # one piece of advice: the explorer's
     assert e.preview.layout.display == "none"  # not the previous example's image under this example's prompt
     e.button.click()
-    assert e.wait() == [] and not e.running and "The image of example val-00001-shape cannot be read" in html.unescape(e.output.value)
+    assert e.wait() == [] and not e.running and f"The image of example val-00001-shape ({data}:2) cannot be read" in html.unescape(e.output.value)
     assert not e.history and not e.button.disabled
     e.example.value = 2
     assert e.preview.layout.display != "none" and e.run()[0]["text"]

@@ -49,7 +49,10 @@ class ExplorerInputs:
 
     def _example_unreadable(self, e: DataError) -> str:
         """Why the selected example's image cannot be used, and what to do."""
-        return f"The image of example {self.samples[self.example.value].id} cannot be read ({e}): pick another example, or put the file back."
+        sample = self.samples[self.example.value]
+        cause = e.__cause__ if isinstance(e.__cause__, DataError) else e  # the data line's own advice is not the explorer's
+        where = f" ({sample.line})" if sample.line else ""
+        return f"The image of example {sample.id}{where} cannot be read ({cause}): pick another example, or put the file back."
 
     @property
     def reference(self) -> str | None:
