@@ -120,7 +120,7 @@ def hub_commit(ref: CheckpointRef) -> str:
         # huggingface_hub's own resolution: the hub when online (and refs/ updated), the cache's
         # refs/ when offline or unreachable, a commit id as is.
         known = None if is_offline_mode() else _known_unreachable()  # then the cache's refs/ only, at once
-        return _hub_api().resolve_revision(ref.repo_id, revision=ref.revision, local_files_only=known is not None or is_offline_mode()).resolved
+        return hub_api().resolve_revision(ref.repo_id, revision=ref.revision, local_files_only=known is not None or is_offline_mode()).resolved
     except Exception as e:  # noqa: BLE001 - whatever the reason, the weights are unknown: refuse to guess
         raise _hub_not_found(ref, _hub_problem(ref, known if known is not None else e)) from e
 
@@ -242,7 +242,7 @@ def _hub_config_folders(ref: CheckpointRef) -> tuple[set[str], _CachedRun | None
             if error is None:
                 # One request, no retries: the commit the revision is now and its files (a recursive
                 # list_repo_tree pages, and retries for half a minute when the hub is unreachable).
-                info = _hub_api().model_info(ref.repo_id, revision=ref.revision)
+                info = hub_api().model_info(ref.repo_id, revision=ref.revision)
                 folders = _config_folders_listed(info)
                 if by_step(folders):
                     _remember_listing(ref.repo_id, info.sha, folders)
@@ -256,7 +256,7 @@ def _hub_config_folders(ref: CheckpointRef) -> tuple[set[str], _CachedRun | None
         snapshot = _cached_snapshot(ref)
         if snapshot is None:
             raise _hub_not_found(ref, _hub_problem(ref, error)) from error
-        why = f"the hub could not be reached: {_first_line(error)}"
+        why = f"the hub could not be reached: {first_line(error)}"
     else:
         snapshot, why = _cached_snapshot(ref), "HF_HUB_OFFLINE=1"
     if snapshot is None:
@@ -338,19 +338,19 @@ class HubUnreachableWarning(UserWarning):
 
 def _warn_unreachable(ref: CheckpointRef, error: Exception) -> None:
     commit = hub_commit(ref)
-    if (key := (_endpoint(), ref.repo_id, commit)) in _WARNED:
+    if (key := (hub_endpoint(), ref.repo_id, commit)) in _WARNED:
         return
     _WARNED.add(key)
     others = f", as will the other folders of {ref.repo_id} at that commit" if ref.subfolder else ""
     warnings.warn(
-        f"the hub at {_endpoint()} could not be reached ({_first_line(error)}): {ref.spec!r} loads from the local Hugging Face "
+        f"the hub at {hub_endpoint()} could not be reached ({first_line(error)}): {ref.spec!r} loads from the local Hugging Face "
         f"cache ({_cache_dir()}), commit {commit[:7]}{others}; set HF_HUB_OFFLINE=1 to skip asking the hub",
         HubUnreachableWarning,
         stacklevel=3,
     )
 
 
-def _hub_api():  # -> huggingface_hub.HfApi
+def hub_api():  # -> huggingface_hub.HfApi
     """``HfApi`` whose ``model_info`` (and so ``resolve_revision``) gives up after ``HF_HUB_ETAG_TIMEOUT``
     seconds, as huggingface_hub's file requests do (its own waits forever on a hub that accepts the
     connection and never answers), and whose failures to reach the hub are remembered (``_known_unreachable``)."""
@@ -369,7 +369,7 @@ def _hub_api_class() -> type:
                 if not _hub_answered(e):
                     _note_unreachable(e)
                 raise
-            _UNREACHABLE.pop(_endpoint(), None)
+            _UNREACHABLE.pop(hub_endpoint(), None)
             return info
 
     return HubApi
@@ -377,12 +377,12 @@ def _hub_api_class() -> type:
 
 def _known_unreachable() -> Exception | None:
     """Why the hub could not be reached, when that happened in this process within ``UNREACHABLE_RETRY_S``."""
-    seen = _UNREACHABLE.get(_endpoint())
+    seen = _UNREACHABLE.get(hub_endpoint())
     return seen[1] if seen is not None and time.monotonic() - seen[0] < UNREACHABLE_RETRY_S else None
 
 
 def _note_unreachable(error: Exception) -> Exception:
-    _UNREACHABLE[_endpoint()] = (time.monotonic(), error)
+    _UNREACHABLE[hub_endpoint()] = (time.monotonic(), error)
     return error
 
 
@@ -395,13 +395,15 @@ def _hub_answered(error: Exception) -> bool:
     return response is not None and response.status_code < 500
 
 
-def _endpoint() -> str:
+def hub_endpoint() -> str:
+    """The hub huggingface_hub talks to (``HF_ENDPOINT``, or huggingface.co), for messages."""
     from huggingface_hub import constants
 
     return constants.ENDPOINT
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """An error as one line for a message: its type and the first line of its text."""
     return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
 
 
@@ -410,7 +412,7 @@ def _unreachable_problem(ref: CheckpointRef, error: Exception) -> str:
     miss = _cache_miss(ref)
     nearby = f"; {miss.nearby}" if miss.nearby else ""
     return (
-        f"the hub at {_endpoint()} could not be reached ({_first_line(error)}) and {miss.problem}{nearby}; "
+        f"the hub at {hub_endpoint()} could not be reached ({first_line(error)}) and {miss.problem}{nearby}; "
         f"check the connection (or HF_ENDPOINT) and try again, download it where the hub can be reached "
         f"({miss.download}), or set HF_HUB_OFFLINE=1 to use only what the cache holds"
     )
@@ -423,7 +425,7 @@ def _hub_missing_config(ref: CheckpointRef, token: str | None) -> str:
     wanted = f"{ref.subfolder}/config.json" if ref.subfolder else "config.json at its root"
     named = ref.repo_id + (f"@{ref.revision}" if ref.revision else "")
     try:
-        info = _hub_api().model_info(ref.repo_id, revision=ref.revision, token=token)
+        info = hub_api().model_info(ref.repo_id, revision=ref.revision, token=token)
     except Exception:  # noqa: BLE001 - the listing is only a hint
         return f"the hub has {named!r} but no {wanted}"
     folders = _config_folders_listed(info)
@@ -486,7 +488,7 @@ def _hub_problem(ref: CheckpointRef, error: Exception) -> str:
         return f"the hub has no revision {ref.revision!r} of {ref.repo_id!r}{nearby}"
     if isinstance(error, RevisionResolutionError) or not _hub_answered(error):
         return _unreachable_problem(ref, error.__cause__ or error)
-    return f"the hub did not say which commit revision {ref.revision or 'main'!r} of {ref.repo_id!r} is ({_first_line(error)})"
+    return f"the hub did not say which commit revision {ref.revision or 'main'!r} of {ref.repo_id!r} is ({first_line(error)})"
 
 
 def _hub_not_found(ref: CheckpointRef, problem: str) -> CheckpointNotFoundError:

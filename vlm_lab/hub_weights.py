@@ -53,7 +53,7 @@ def download_weights(ref: CheckpointRef, kwargs: dict, config: Any = None) -> tu
     from huggingface_hub import hf_hub_download, is_offline_mode
     from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
-    from vlm_lab.hub_refs import _hub_api
+    from vlm_lab.hub_refs import hub_api
 
     where = {
         "repo_id": kwargs["pretrained_model_name_or_path"],
@@ -62,7 +62,7 @@ def download_weights(ref: CheckpointRef, kwargs: dict, config: Any = None) -> tu
         "local_files_only": kwargs.get("local_files_only", False) or is_offline_mode(),
     }
     try:  # as from_pretrained resolves it (its model_info bounded by hub_refs' HfApi)
-        where["revision"] = _hub_api().resolve_revision(revision=kwargs.get("revision"), **where)
+        where["revision"] = hub_api().resolve_revision(revision=kwargs.get("revision"), **where)
     except Exception:  # noqa: BLE001 - from_pretrained meets it too, and says it as load_model always has
         return kwargs, None
     pinned = kwargs | {"revision": where["revision"]}
@@ -106,7 +106,7 @@ def _hub_failed(ref: CheckpointRef, what: str, error: Exception) -> CheckpointNo
     failure, worded as ``hub_refs`` words the hub's other failures."""
     from huggingface_hub.errors import HfHubHTTPError
 
-    from vlm_lab.hub_refs import _endpoint, _first_line
+    from vlm_lab.hub_refs import hub_endpoint, first_line
 
     chain = [error]
     while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 8:
@@ -114,9 +114,9 @@ def _hub_failed(ref: CheckpointRef, what: str, error: Exception) -> CheckpointNo
     answer = next((e for e in chain if isinstance(e, HfHubHTTPError) and e.response is not None), None)
     retry = "try again (a file cut short is downloaded again from its start)"
     if answer is None:  # the connection failed: no answer, or one cut off
-        problem = f"the hub at {_endpoint()} stopped answering for {what} ({_first_line(chain[-1])}); check the connection (or HF_ENDPOINT) and {retry}"
+        problem = f"the hub at {hub_endpoint()} stopped answering for {what} ({first_line(chain[-1])}); check the connection (or HF_ENDPOINT) and {retry}"
     elif (status := answer.response.status_code) >= 500 or status == 429:
-        problem = f"the hub at {_endpoint()} answered {status} for {what} ({_first_line(answer)}); {retry}"
+        problem = f"the hub at {hub_endpoint()} answered {status} for {what} ({first_line(answer)}); {retry}"
     else:
-        problem = f"the hub at {_endpoint()} refused {what} ({_first_line(answer)}); check that your token can read {ref.repo_id}"
+        problem = f"the hub at {hub_endpoint()} refused {what} ({first_line(answer)}); check that your token can read {ref.repo_id}"
     return CheckpointNotFoundError(f"cannot load {ref.spec!r}: {problem}")
