@@ -379,3 +379,15 @@ def test_reading_a_large_data_file_shows_a_bar_on_stderr_unless_progress_is_off(
     small = _jsonl(tmp_path, {"image": "0.png", "prompt": "q"}, name="small.jsonl")
     data.load_samples(str(small), progress=True)
     assert capsys.readouterr().err == ""
+
+
+def test_home_relative_paths_are_expanded_for_the_file_and_its_images(tmp_path, monkeypatch):
+    # "~/…" from a notebook parameter or a sweep file reaches here unexpanded (no shell in between)
+    home = tmp_path / "home"
+    (home / "pics").mkdir(parents=True)
+    _image(home / "pics" / "a.png", "red")
+    monkeypatch.setenv("HOME", str(home))
+    _jsonl(home, {"image": "~/pics/a.png", "prompt": "Color?"})
+    (sample,) = data.read_jsonl("~/d.jsonl")
+    assert sample.source_file == home / "pics" / "a.png"
+    assert sample.image.getpixel((0, 0)) == (255, 0, 0)

@@ -346,7 +346,7 @@ def _reference(value: object, where: str) -> str | list[str] | None:
 
 
 def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progress: bool = False) -> list[Sample]:
-    """Read a bring-your-own-data JSONL file (UTF-8); image paths are relative to the file.
+    """Read a bring-your-own-data JSONL file (UTF-8); image paths are relative to the file (or absolute, or ``~/…``).
 
     Each image is checked up front (readable, without decoding its pixels); the samples
     hold only its path and decode it when used. A missing, empty or whitespace-only
@@ -357,7 +357,7 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
     Raises:
         DataError: naming the file and line, for a line or an image that cannot be used.
     """
-    path = Path(path)
+    path = Path(path).expanduser()  # "~/…" from a notebook parameter or a sweep file: no shell expanded it
     if not path.is_file():
         from vlm_lab.paths import nearby
 
@@ -405,7 +405,7 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
             if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", record["image"]):  # hub datasets' exports often hold URLs
                 raise DataError(f"{path}:{lineno}: image {record['image']!r} is a URL; images are read from disk: download them "
                                 "and give each one's path, relative to the JSONL file")
-            image_path = (path.parent / record["image"]).resolve()
+            image_path = (path.parent / Path(record["image"]).expanduser()).resolve()  # an absolute or ~ path is kept
             try:
                 problem = aspect_problem(check_image(image_path))
             except ImageTooLargeError as e:
