@@ -98,17 +98,28 @@ def test_a_wandb_dir_under_home_written_with_a_tilde_is_the_home_folder(wandb_ho
 
 class _Answers:
     """A real HTTP server on loopback that answers every request with ``status``: a proxy whose upstream is down
-    (502/503/504), or a W&B server that refuses the key (401)."""
+    (502/503/504), or a W&B server that refuses the key (401, 403; W&B's own JSON error body). With ``viewer``, it
+    accepts the key (answers wandb's ``Viewer`` query as that user) and answers the rest (the run's
+    ``UpsertBucket``) with ``status``."""
 
-    def __init__(self, status: int):
+    def __init__(self, status: int, *, viewer: str = ""):
         import http.server
+        import json
         import threading
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def _answer(self):
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                body = b"upstream unavailable"
-                self.send_response(status)
+                request = self.rfile.read(int(self.headers.get("content-length") or 0))
+                query = json.loads(request).get("query", "") if self.path == "/graphql" else ""
+                if viewer and "viewer {" in query and "UpsertBucket" not in query:
+                    user = {"id": "VXNlcjox", "entity": viewer, "username": viewer, "email": "", "flags": "{}",
+                            "teams": {"edges": []}}  # fmt: skip
+                    body, code = json.dumps({"data": {"viewer": user}}).encode(), 200
+                elif status in (401, 403):
+                    body, code = b'{"errors":[{"message":"permission denied"}]}', status
+                else:
+                    body, code = b"upstream unavailable", status
+                self.send_response(code)
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body if self.command != "HEAD" else b"")
@@ -172,3 +183,83 @@ def test_a_proxy_whose_upstream_is_down_is_logged_offline_without_waiting_out_th
     assert FAKE_KEY not in r.stdout + r.stderr
     (run_dir,) = offline_runs.find_offline_runs(wandb_home)
     assert offline_runs.read_offline_run(run_dir).group == "g"
+
+
+_SECRET_KEY = "5f0e1d2c3b4a59687766554433221100ffeeddcc"  # 40 hex characters, as a W&B key is
+
+
+def _log_online_in_a_fresh_process(server_url: str, *, run_id: str = "") -> "subprocess.CompletedProcess[str]":
+    """One interaction logged with a key, online, in a fresh process (a notebook kernel; wandb reads its settings once
+    per process), as a sweep's kernel logs. Returns what it printed; its warnings are shown, every one."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, warnings\nfrom PIL import Image\nfrom vlm_lab import tracking\nwarnings.simplefilter('always')\n"
+        "print(tracking.log_interaction(image=Image.new('RGB', (8, 8)), prompt='q', outputs={'c': 'a'}, group='g'))\n"
+        if not run_id else
+        "import sys, warnings\nfrom vlm_lab import tracking\nwarnings.simplefilter('always')\n"
+        f"run = tracking.start_run({{'a': 1}}, group='g', id={run_id!r}, resume='allow', mode='online')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_INIT_TIMEOUT"} | {
+        "WANDB_API_KEY": _SECRET_KEY, "WANDB_BASE_URL": server_url,
+    }  # fmt: skip
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+
+
+def _assert_no_part_of_the_key_anywhere(printed: str, root) -> None:
+    """Not the key, nor any 8 characters of it, printed or in any file under ``root`` (what `wandb sync` uploads)."""
+    parts = {_SECRET_KEY[i : i + 8] for i in range(len(_SECRET_KEY) - 7)}
+    assert not [p for p in parts if p in printed], printed
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            assert not [p for p in parts if p.encode() in data], path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_names_the_setting_to_fix_and_logs_offline(wandb_home, status):
+    """The W&B server refuses the key (401/403 on wandb's first question, who the key's user is). Before: the warning
+    and the run said only 'CommError: permission denied', not which setting was wrong, and a dead online run folder
+    (run-*, only a header) was left beside the offline run that held the data, for `wandb sync` to upload."""
+    with _Answers(status) as server:
+        r = _log_online_in_a_fresh_process(server.url)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.startswith("W&B offline run "), r.stdout
+    first = r.stdout.splitlines()[0]
+    assert f"the W&B server {server.url} did not accept the API key in WANDB_API_KEY (permission denied)" in first, first
+    assert "set WANDB_API_KEY to a valid key (or unset it and run `wandb login --relogin`)" in first, first
+    warning = [line for line in r.stderr.splitlines() if "TrackingWarning" in line]
+    assert len(warning) == 1 and "did not accept the API key in WANDB_API_KEY" in warning[0], r.stderr[-3000:]
+    assert "; logged offline instead: upload it later with `wandb sync " in warning[0], warning
+    _assert_no_part_of_the_key_anywhere(r.stdout + r.stderr, wandb_home)
+    folders = sorted(p.name for p in (wandb_home / "wandb").iterdir() if p.is_dir() and not p.is_symlink())
+    assert [f.split("-")[0] for f in folders] == ["offline"], folders  # no online run-* folder
+    (run_dir,) = offline_runs.find_offline_runs(wandb_home)
+    assert offline_runs.read_offline_run(run_dir).group == "g"
+
+
+@pytest.mark.slow
+def test_a_failed_online_start_removes_the_folder_it_made_and_no_other(wandb_home):
+    """The key is accepted, but the server refuses the run itself (403 on creating it: a project the key's user may
+    not write to). wandb.init had made its online run-<time>-<id> folder (only a header) before it failed: it is
+    removed. The earlier start of the same run id (a sweep point run online before) and another run's folder stay."""
+    earlier = wandb_home / "wandb" / "run-20260101_000000-sweeppoint1"
+    other = wandb_home / "wandb" / "run-20260101_000000-otherrun"
+    for folder in (earlier, other):
+        (folder / "files").mkdir(parents=True)
+        (folder / f"run-{folder.name.rsplit('-', 1)[1]}.wandb").write_bytes(b"log")
+    with _Answers(403, viewer="alice") as server:
+        r = _log_online_in_a_fresh_process(server.url, run_id="sweeppoint1")
+    assert r.returncode != 0, r.stderr[-3000:]  # start_run itself raises, naming what to check
+    assert "accepted the API key but did not start the run in project 'vlm-lab' (CommError: " in r.stderr
+    assert '"permission denied"' in r.stderr.split("did not start the run", 1)[1]
+    assert "may write there (entity=, WANDB_ENTITY; project=, WANDB_PROJECT)" in r.stderr, r.stderr[-3000:]
+    _assert_no_part_of_the_key_anywhere(r.stdout + r.stderr, wandb_home)
+    left = sorted(p.name for p in (wandb_home / "wandb").iterdir() if p.name.startswith("run-"))
+    assert left == [other.name, earlier.name], left
+    assert (earlier / "run-sweeppoint1.wandb").read_bytes() == b"log"
+    links = [p for p in (wandb_home / "wandb").iterdir() if p.is_symlink()]
+    assert all(p.exists() for p in links), [(p.name, p.readlink()) for p in links]  # none points at the removed one

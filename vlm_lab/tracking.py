@@ -3,8 +3,8 @@
 Offline by default: with no ``WANDB_API_KEY`` and no ``WANDB_MODE`` a run is
 written under ``$WANDB_DIR/wandb/offline-run-*`` and can be uploaded later with
 ``wandb sync`` (``vlm-lab runs`` lists them and prints the command). A key in the
-environment makes runs online; when online fails (no key configured, no network) the
-run is logged offline instead, with one warning naming why and the ``wandb sync``
+environment makes runs online; when online fails (no key configured, a refused key, no
+network) the run is logged offline instead, with one warning naming why and the ``wandb sync``
 command. ``mode="disabled"`` (or ``WANDB_MODE=disabled``) turns logging off without
 importing wandb. Tags longer than W&B's 64 characters are shortened (start + hash).
 

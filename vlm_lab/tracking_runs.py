@@ -2,9 +2,9 @@
 returns (``TrackedRun``, or a falsy ``NotLogged`` saying why not).
 
 Offline by default: with no ``WANDB_API_KEY`` and no ``WANDB_MODE`` a run is written under
-``$WANDB_DIR/wandb/offline-run-*``. When online fails (no key configured, no network) the run is
-logged offline instead (``_start_or_offline``), with one warning naming why and the ``wandb sync``
-command. The API key is never printed or logged (``_redact``). ``vlm_lab.tracking`` re-exports the
+``$WANDB_DIR/wandb/offline-run-*``. When online fails (no key configured, a key the server refuses, no
+network) the run is logged offline instead (``_start_or_offline``), with one warning naming why (the setting
+to fix) and the ``wandb sync`` command; a failed online start leaves no online ``run-*`` folder behind. The API key is never printed or logged (``_redact``). ``vlm_lab.tracking`` re-exports the
 public names.
 """
 
@@ -13,6 +13,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
+import secrets
+import string
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -25,6 +28,7 @@ MAX_TAG = 64  # W&B refuses a run whose tag is longer (the whole wandb.init fail
 # A gateway's "the server behind me is not there" (502 Bad Gateway, 503 Unavailable, 504 Gateway Timeout): wandb.init
 # retries these for its whole init_timeout, as it waits on a refused connection.
 GATEWAY_DOWN = (502, 503, 504)
+_ID_CHARS = string.ascii_lowercase + string.digits
 PROBE_TIMEOUT_S = 10.0  # at most this long to learn the W&B server does not answer (wandb.init waits init_timeout, 90 s)
 
 
@@ -208,22 +212,94 @@ def start_run(
         )
     if mode == "online" and wandb.run is None:
         _check_reachable(wandb.setup().settings)
-    return wandb.init(
-        # wandb reads WANDB_PROJECT only when no project is passed: passing our default would hide it
-        project=project or os.environ.get("WANDB_PROJECT", "").strip() or DEFAULT_PROJECT,
-        entity=entity or None,
-        group=group or None,
-        job_type=job_type,
-        tags=[_tag(str(t).strip()) for t in tags if str(t).strip()],
-        name=name or None,
-        config=dict(config) if config is not None else None,
-        id=id or None,
-        resume=resume or None,
-        mode=mode,
-        dir=str(run_dir),
-        reinit="create_new",  # never hijack or finish a run the user has open
-        settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True),
-    )
+        _check_key_accepted(wandb)
+    # wandb reads WANDB_PROJECT only when no project is passed: passing our default would hide it
+    project = project or os.environ.get("WANDB_PROJECT", "").strip() or DEFAULT_PROJECT
+    # Online, a known id names the run-<time>-<id> folder a failed wandb.init leaves, to remove it and no other:
+    # WANDB_RUN_ID's (which wandb would take), else a fresh one in wandb's own form (8 of [a-z0-9]).
+    if mode == "online" and not id:
+        id = os.environ.get("WANDB_RUN_ID", "").strip() or "".join(secrets.choice(_ID_CHARS) for _ in range(8))
+    before = _run_folders(run_dir, id) if mode == "online" else set()
+    try:
+        return wandb.init(
+            project=project,
+            entity=entity or None,
+            group=group or None,
+            job_type=job_type,
+            tags=[_tag(str(t).strip()) for t in tags if str(t).strip()],
+            name=name or None,
+            config=dict(config) if config is not None else None,
+            id=id or None,
+            resume=resume or None,
+            mode=mode,
+            dir=str(run_dir),
+            reinit="create_new",  # never hijack or finish a run the user has open
+            settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True),
+        )
+    except Exception as e:
+        if mode != "online":
+            raise
+        _remove_dead_starts(run_dir, id, keep=before)
+        if isinstance(e, wandb.errors.CommError) and "permission" in str(e).lower():
+            where = f"project {project!r}" + (f" of entity {entity!r}" if entity else "")
+            raise RunRefusedError(
+                f"the W&B server accepted the API key but did not start the run in {where} ({_redact(f'{type(e).__name__}: {e}')}): "
+                "check that the key's user may write there (entity=, WANDB_ENTITY; project=, WANDB_PROJECT)"
+            ) from None
+        raise
+
+
+class KeyRefusedError(VlmLabError, PermissionError):
+    """The W&B server did not accept the API key: ``_start_or_offline`` logs the run offline."""
+
+
+class RunRefusedError(VlmLabError, PermissionError):
+    """The W&B server accepted the key but refused to start the run (a project its user may not write to)."""
+
+
+def _check_key_accepted(wandb: Any) -> None:
+    """Ask the W&B server who the key is before ``wandb.init``: a refused key (401/403) made init fail with only
+    the server's words ('permission denied'), after it had made an online run folder that held nothing.
+    ``wandb.Api()`` verifies the session's key when built; ``wandb.login(verify=True)`` does not once the session
+    has a key (``start_run``'s first login gave it one).
+
+    Raises:
+        KeyRefusedError: naming where the key came from (WANDB_API_KEY, or `wandb login`) and the fix; never the key.
+    """
+    try:
+        wandb.Api(timeout=int(PROBE_TIMEOUT_S))
+    except wandb.errors.AuthenticationError as e:
+        url = _without_credentials(str(wandb.setup().settings.base_url).rstrip("/"))
+        detail = re.sub(r"^Failed to (authenticate|verify credentials) with \S+: ", "", str(e))  # the URL is ours
+        if os.environ.get("WANDB_API_KEY"):
+            source, fix = "in WANDB_API_KEY", "set WANDB_API_KEY to a valid key (or unset it and run `wandb login --relogin`)"
+        else:
+            source, fix = "saved by `wandb login`", "run `wandb login --relogin` with a valid key (or set WANDB_API_KEY)"
+        raise KeyRefusedError(
+            _redact(f"the W&B server {url} did not accept the API key {source} ({detail}): {fix}")
+        ) from None
+
+
+def _run_folders(run_dir: Path, run_id: str) -> set[Path]:
+    """The online run folders of ``run_id`` (wandb names them ``run-<time>-<id>``) in ``run_dir/wandb``."""
+    return {p for p in (run_dir / "wandb").glob(f"run-*-{run_id}") if p.is_dir() and not p.is_symlink()}
+
+
+def _remove_dead_starts(run_dir: Path, run_id: str, *, keep: set[Path]) -> None:
+    """Remove the online run folder a failed ``wandb.init`` made (a header and its logs; the server has nothing of
+    it), so `wandb sync` and ``vlm-lab runs`` never see a dead run beside the offline one that holds the data.
+    Only this start's: ``run_id`` is this start's and ``keep`` the folders of it there before (earlier starts).
+    wandb's links to the latest run (latest-run, debug.log) that pointed into it go too."""
+    import shutil
+
+    dead = _run_folders(run_dir, run_id) - keep
+    for folder in dead:
+        shutil.rmtree(folder, ignore_errors=True)
+    for link in (run_dir / "wandb").iterdir() if dead else ():
+        if link.is_symlink() and {f.name for f in dead}.intersection(Path(os.readlink(link)).parts):
+            link.unlink(missing_ok=True)
+
+
 
 
 class ServerUnreachableError(VlmLabError, ConnectionError):
@@ -246,12 +322,7 @@ def _check_reachable(settings: Any) -> None:
     import urllib.error
     import urllib.request
 
-    from urllib.parse import urlsplit
-
-    base_url = str(settings.base_url).rstrip("/")
-    parts = urlsplit(base_url)
-    if "@" in parts.netloc:  # user:password@ is a secret never to print; urllib would read it as the host name
-        base_url = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+    base_url = _without_credentials(str(settings.base_url).rstrip("/"))
     timeout = min(PROBE_TIMEOUT_S, float(settings.init_timeout or PROBE_TIMEOUT_S))
     fix = "check the network, or WANDB_BASE_URL for a self-hosted server (or set WANDB_MODE=offline)"
     try:
@@ -269,6 +340,14 @@ def _check_reachable(settings: Any) -> None:
             return  # it answered; certificates are wandb's to judge (REQUESTS_CA_BUNDLE, a company's CA)
         what = f"did not answer within {timeout:g} s" if isinstance(reason, TimeoutError) else f"cannot be reached ({reason})"
         raise ServerUnreachableError(f"the W&B server {base_url} {what}; {fix}") from None
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` without a ``user:password@`` (a secret never to print; urllib would read it as the host name)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl() if "@" in parts.netloc else url
 
 
 def _online_source() -> str:
