@@ -188,7 +188,9 @@ def test_a_proxy_whose_upstream_is_down_is_logged_offline_without_waiting_out_th
 _SECRET_KEY = "5f0e1d2c3b4a59687766554433221100ffeeddcc"  # 40 hex characters, as a W&B key is
 
 
-def _log_online_in_a_fresh_process(server_url: str, *, run_id: str = "") -> "subprocess.CompletedProcess[str]":
+def _log_online_in_a_fresh_process(
+    server_url: str, *, run_id: str = "", key: str = _SECRET_KEY
+) -> "subprocess.CompletedProcess[str]":
     """One interaction logged with a key, online, in a fresh process (a notebook kernel; wandb reads its settings once
     per process), as a sweep's kernel logs. Returns what it printed; its warnings are shown, every one."""
     import os
@@ -203,7 +205,7 @@ def _log_online_in_a_fresh_process(server_url: str, *, run_id: str = "") -> "sub
         f"run = tracking.start_run({{'a': 1}}, group='g', id={run_id!r}, resume='allow', mode='online')\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "WANDB_INIT_TIMEOUT"} | {
-        "WANDB_API_KEY": _SECRET_KEY, "WANDB_BASE_URL": server_url,
+        "WANDB_API_KEY": key, "WANDB_BASE_URL": server_url,
     }  # fmt: skip
     return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
 
@@ -263,3 +265,17 @@ def test_a_failed_online_start_removes_the_folder_it_made_and_no_other(wandb_hom
     assert (earlier / "run-sweeppoint1.wandb").read_bytes() == b"log"
     links = [p for p in (wandb_home / "wandb").iterdir() if p.is_symlink()]
     assert all(p.exists() for p in links), [(p.name, p.readlink()) for p in links]  # none points at the removed one
+
+
+@pytest.mark.slow
+def test_a_key_with_a_line_end_names_the_variable_it_came_from(wandb_home):
+    """A key read from a file written on Windows (.env with CRLF, `$(cat key)`) ends in '\\r': wandb said only
+    'UsageError: API key cannot start or end with whitespace', not which key or where it was set."""
+    from space_server import free_port
+
+    r = _log_online_in_a_fresh_process(f"http://127.0.0.1:{free_port()}", key=_SECRET_KEY + "\r")
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = r.stdout.splitlines()[0]
+    assert "(online failed: the W&B API key in WANDB_API_KEY cannot be used (API key cannot start or end with " in first
+    assert "set WANDB_API_KEY to a valid key (or unset it and run `wandb login --relogin`))" in first, first
+    _assert_no_part_of_the_key_anywhere(r.stdout + r.stderr, wandb_home)

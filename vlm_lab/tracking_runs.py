@@ -203,7 +203,7 @@ def start_run(
     if config is not None and hasattr(config, "to_dict"):
         config = config.to_dict()
     # Without a key wandb.init prompts on a terminal (a hang under nohup) or fails with no fix named.
-    if mode == "online" and wandb.run is None and not wandb.login(prompt=False, verify=False):
+    if mode == "online" and wandb.run is None and not _login(wandb):
         from vlm_lab.errors import ConfigError
 
         raise ConfigError(
@@ -250,7 +250,8 @@ def start_run(
 
 
 class KeyRefusedError(VlmLabError, PermissionError):
-    """The W&B server did not accept the API key: ``_start_or_offline`` logs the run offline."""
+    """The API key cannot be used (malformed, or the W&B server did not accept it): ``_start_or_offline`` logs
+    the run offline."""
 
 
 class RunRefusedError(VlmLabError, PermissionError):
@@ -271,13 +272,28 @@ def _check_key_accepted(wandb: Any) -> None:
     except wandb.errors.AuthenticationError as e:
         url = _without_credentials(str(wandb.setup().settings.base_url).rstrip("/"))
         detail = re.sub(r"^Failed to (authenticate|verify credentials) with \S+: ", "", str(e))  # the URL is ours
-        if os.environ.get("WANDB_API_KEY"):
-            source, fix = "in WANDB_API_KEY", "set WANDB_API_KEY to a valid key (or unset it and run `wandb login --relogin`)"
-        else:
-            source, fix = "saved by `wandb login`", "run `wandb login --relogin` with a valid key (or set WANDB_API_KEY)"
+        source, fix = _key_source_and_fix()
         raise KeyRefusedError(
             _redact(f"the W&B server {url} did not accept the API key {source} ({detail}): {fix}")
         ) from None
+
+
+def _login(wandb: Any) -> bool:
+    """``wandb.login`` with no prompt and no network: whether a key is configured. A malformed key (whitespace
+    from a CRLF .env, too short) is named with where it came from: wandb's own words do not say which key."""
+    try:
+        return wandb.login(prompt=False, verify=False)
+    except (wandb.errors.AuthenticationError, wandb.errors.UsageError) as e:
+        source, fix = _key_source_and_fix()
+        detail = str(e).removeprefix("WANDB_API_KEY invalid: ")
+        raise KeyRefusedError(_redact(f"the W&B API key {source} cannot be used ({detail}): {fix}")) from None
+
+
+def _key_source_and_fix() -> tuple[str, str]:
+    """Where wandb took the key from (the environment first, then what `wandb login` saved), and how to mend it."""
+    if os.environ.get("WANDB_API_KEY"):
+        return "in WANDB_API_KEY", "set WANDB_API_KEY to a valid key (or unset it and run `wandb login --relogin`)"
+    return "saved by `wandb login`", "run `wandb login --relogin` with a valid key (or set WANDB_API_KEY)"
 
 
 def _run_folders(run_dir: Path, run_id: str) -> set[Path]:
