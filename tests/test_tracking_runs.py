@@ -79,6 +79,24 @@ def test_a_relative_wandb_dir_gives_a_sync_command_that_works_from_anywhere(wand
     assert tracked.sync_command == f"wandb sync {tracked.dir}"
 
 
+def test_a_wandb_dir_with_a_space_gives_sync_commands_a_shell_can_run(wandb_home, monkeypatch, tmp_path, capsys):
+    """WANDB_DIR='/data/W&B runs' (a space, an ampersand): the printed `wandb sync /data/W&B runs/wandb/offline-run-...`
+    pasted into a shell ran `wandb sync /data/W` in the background and then a command named 'runs/wandb/...'."""
+    import shlex
+
+    from vlm_lab.cli import main
+
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "W&B runs"))
+    tracked = tracking.log_interaction(image=Image.new("RGB", (8, 8)), prompt="q", outputs={"c": "a"}, group="g")
+    assert shlex.split(tracked.sync_command) == ["wandb", "sync", str(tracked.dir)]
+    assert str(tracked).endswith(f"upload it with: wandb sync {shlex.quote(str(tracked.dir))}"), str(tracked)
+    (run,) = offline_runs.latest_runs(offline_runs.read_offline_run(p) for p in offline_runs.find_offline_runs(tmp_path))
+    assert shlex.split(run.sync_command) == ["wandb", "sync", str(tracked.dir)]
+    assert main(["runs"]) == 0
+    command = capsys.readouterr().out.strip().splitlines()[-1].strip()
+    assert command == f"wandb sync {shlex.quote(str(tracked.dir.parent))}/offline-run-*", command
+
+
 def test_a_wandb_dir_under_home_written_with_a_tilde_is_the_home_folder(wandb_home, monkeypatch, tmp_path, capsys):
     """WANDB_DIR=~/wandb-runs from a systemd EnvironmentFile or a quoted .env line (no shell expands it): wandb itself
     reads it as the home folder (its `wandb sync` looks there), but the runs went to a folder literally named '~'

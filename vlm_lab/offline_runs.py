@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import struct
 import time
 import zlib
@@ -88,7 +89,7 @@ class OfflineRun:
 
     @property
     def sync_command(self) -> str:
-        return "wandb sync " + " ".join(map(str, self.sync_paths))
+        return "wandb sync " + " ".join(shlex.quote(str(p)) for p in self.sync_paths)  # pasted into a shell
 
     @property
     def synced(self) -> bool:

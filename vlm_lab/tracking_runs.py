@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import secrets
+import shlex
 import string
 import warnings
 from pathlib import Path
@@ -51,7 +52,9 @@ class TrackedRun:
     def sync_command(self) -> str | None:
         """``wandb sync DIR`` for an offline run (every start of it, oldest first: ``offline_runs.OfflineRun.sync_paths``),
         else None."""
-        return "wandb sync " + " ".join(map(str, (*self.earlier, self.dir))) if self.mode == "offline" and self.dir else None
+        if self.mode != "offline" or self.dir is None:
+            return None
+        return "wandb sync " + " ".join(shlex.quote(str(p)) for p in (*self.earlier, self.dir))  # pasted into a shell
 
     def __str__(self) -> str:
         if self.mode == "online":

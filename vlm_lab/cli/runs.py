@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -70,7 +71,9 @@ def _runs(args: argparse.Namespace) -> int:
     # A folder a killed run left without its record log is no run: a glob would hand it to `wandb sync` too.
     others = any(p not in listed for parent in parents for p in parent.glob("offline-run-*"))
     explicit = len(parents) > 1 or args.group or unreadable or len(pending) < len(runs) or others
-    targets = " ".join(str(p) for r in pending for p in r.sync_paths) if explicit else f"{parents.pop()}/offline-run-*"
+    # Quoted for the shell it is pasted into (WANDB_DIR="/data/W&B runs"); the glob is left for it to expand.
+    targets = (" ".join(shlex.quote(str(p)) for r in pending for p in r.sync_paths) if explicit
+               else f"{shlex.quote(str(parents.pop()))}/offline-run-*")  # fmt: skip
     which = "them" if len(pending) == len(runs) else f"the other {len(pending)}"
     uploaded = f", {len(runs) - len(pending)} uploaded already" if len(pending) < len(runs) else ""
     print(f"\n{len(runs)} offline run(s){uploaded}. Upload {which} (needs WANDB_API_KEY or `wandb login`):\n  wandb sync {targets}")
