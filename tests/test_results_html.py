@@ -196,6 +196,25 @@ def test_long_answers_fold_to_a_few_lines_and_unfold_without_script(regressing, 
     page.close()
 
 
+def test_an_answer_of_several_lines_keeps_its_lines_and_folds_when_they_are_many(regressing, tmp_path, browser):
+    """A list ("1. red\n2. blue") reads as a list, not run together; ten short lines fold like a long text."""
+    result = ComparisonResult.load(regressing.output_dir)
+    first, second = result.checkpoints[:2]
+    result.rows[0]["outputs"][first]["output"] = "1. red\n2. blue"
+    result.rows[0]["outputs"][second]["output"] = "\n".join(f"{i}. shape" for i in range(10))  # 89 characters
+    out = result.save(tmp_path / "lines")
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    page.goto((out / "comparison.html").as_uri())
+    cells = page.locator("table.samples tbody tr").first.locator("td")
+    short, many = cells.nth(4), cells.nth(5)
+    assert short.locator(".folded").count() == 0 and short.inner_text().startswith("1. red\n2. blue")
+    assert many.locator(".folded").count() == 1 and many.locator("label.unfold").is_visible()
+    assert many.locator(".folded").evaluate("t => t.scrollHeight > 2 * t.clientHeight")
+    many.locator("label.unfold").click()
+    assert many.inner_text().startswith("\n".join(f"{i}. shape" for i in range(10)))
+    page.close()
+
+
 def test_short_answers_are_not_folded(regressing):
     html = regressing.html()
     assert "folded" not in html.split("</style>", 1)[1] and "unfold" not in html.split("</style>", 1)[1]

@@ -39,6 +39,7 @@ MEMORY_KINDS = {
 # THUMBNAIL_BYTES is scaled down, a shapes PNG (~200 bytes) or a small scan goes in as it is
 THUMBNAIL_PX, THUMBNAIL_BYTES = 96, 32_000
 FOLD_CHARS = 240  # a longer text (a 512-token description) starts folded to 4 lines (STYLE's line-clamp), with a toggle
+FOLD_LINES = 4  # so does one of more lines than that, however short (a list of 10 items)
 LONG_WORD = 24  # letters: a longer word may break anywhere (hyphens and spaces break as usual)
 NO_REFERENCES = ('no sample has a reference: nothing is scored (add "reference" to each line of the data for accuracy, '
                  "its confidence interval and the samples each checkpoint got right or wrong)")
@@ -72,7 +73,7 @@ STYLE = """
 .vlm-lab-comparison td:has(>.flip.down){box-shadow:inset 0 0 0 2px #b3261e}
 .vlm-lab-comparison div.wide{overflow-x:auto;max-width:100%;background:var(--vlm-lab-edges)}
 .vlm-lab-comparison div.wide th{background:rgba(0,30,60,.045)}
-.vlm-lab-comparison .long-word{overflow-wrap:anywhere}.vlm-lab-comparison td.id,.vlm-lab-comparison table.summary td:first-child{white-space:nowrap}
+.vlm-lab-comparison .lines{white-space:pre-line}.vlm-lab-comparison .long-word{overflow-wrap:anywhere}.vlm-lab-comparison td.id,.vlm-lab-comparison table.summary td:first-child{white-space:nowrap}
 .vlm-lab-comparison div.samples{overflow:auto;max-height:calc(100vh - 24px)}
 .vlm-lab-comparison .folded{display:-webkit-box;-webkit-box-orient:vertical;-webkit-line-clamp:4;line-clamp:4;overflow:hidden}
 .vlm-lab-comparison tr:has(label.unfold>input:checked)>td{vertical-align:top}
@@ -142,12 +143,15 @@ def _td(text: str, cls: str) -> str:
 
 
 def fold(text: str, inner: str) -> tuple[str, str]:
-    """(the cell's text, its toggle): a text longer than ``FOLD_CHARS`` shows its first lines, and a
+    """(the cell's text, its toggle): a text longer than ``FOLD_CHARS`` or of more than ``FOLD_LINES`` lines shows its first lines, and a
     no-script "whole text" checkbox shows the rest (print shows it all); a shorter one is left as it was.
     The marks beside an answer (score, "was right", cut off) go between the two, in view while folded."""
-    if len(str(text)) <= FOLD_CHARS:
+    text = str(text)
+    if "\n" in text.strip():  # a list ("1. red\n2. blue") reads as one, not run together
+        inner = f"<span class='lines'>{inner}</span>"
+    if len(text) <= FOLD_CHARS and text.strip().count("\n") < FOLD_LINES:
         return inner, ""
-    words = len(str(text).split())
+    words = len(text.split())
     return f"<div class='folded'>{inner}</div>", f" <label class='unfold'><input type='checkbox'> whole text ({words} words)</label>"
 
 
