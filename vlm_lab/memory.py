@@ -4,13 +4,17 @@ The model is built on the ``meta`` device from ``config.json`` (shapes, no stora
 so the parameter count is exact and costs no memory. On top of the weights:
 
 - KV cache = 2 (K and V) x layers x kv_heads x head_dim x dtype bytes
-  x (prompt tokens incl. image tokens + max_new_tokens) x batch;
+  x (prompt tokens incl. image tokens + max_new_tokens) x batch, where a sliding-window
+  layer (Mistral, Gemma 2 and 3, Qwen2 with use_sliding_window) keeps at most its window
+  once decoding, as transformers' cache does (``memory_kv``);
 - image tokens from the processor config, per architecture family
   (LLaVA patches, LLaVA-NeXT and Idefics3/SmolVLM tiles, Qwen2-VL min/max pixels),
   for the worst image shape the user may send (``memory_shapes``: a panorama can
   make more tokens than a square);
-- activation headroom: the widest single layer of the prefill (text MLP or
-  vision encoder) plus the float32 logits ``generate`` keeps per row;
+- activation headroom: with the KV cache, the prefill runs over the prompt and each
+  step over one token, so the larger of the prefill's widest layer (text MLP or vision
+  encoder, over prompt + image tokens) and a step (one token, plus one layer's cache
+  copied as it grows), plus the float32 logits ``generate`` keeps per row;
 - fixed overhead: the CUDA context on GPU, kernel code and allocator caches on CPU;
 - on CPU, loading into a dtype other than the file's touches the whole
   memory-mapped file while the converted copy is built (both count in RSS).
@@ -42,6 +46,7 @@ from vlm_lab.memory_checkpoint import (
     stored_quantization,
     weight_files,
 )
+from vlm_lab.memory_kv import cached_values, copy_positions, kv_layers
 from vlm_lab.memory_targets import (
     DEFAULT_TARGET,
     GPU_TARGETS,
@@ -108,7 +113,7 @@ class MemoryEstimate:
     image: ImageTokens
     max_new_tokens: int  # as generated: the asked number, or fewer where the model's context ends (``context_tokens``)
     kv_values_per_token: int  # one sequence position, all self-attention layers, K and V (values, not bytes)
-    activation_values_per_sample: int  # the widest prefill layer, in the compute dtype
+    activation_values_per_sample: int  # the prefill's widest layer or a decode step, whichever is larger, in the compute dtype
     logits_bytes_per_sample: int  # float32 logits + scores ``generate`` keeps per row
     cross_kv_values_per_sample: int = 0  # cross-attention layers' K and V of the image (Mllama): per row, not per token
     quantization: str = ""  # a pre-quantized checkpoint's stored format ("awq 4-bit"): ``dtype`` is then what it stores
@@ -121,6 +126,8 @@ class MemoryEstimate:
     text_activation_values_per_token: int = 0
     vision_activation_values: int = 0
     embedding_values_per_token: int = 0
+    kv_values_per_layer: int = 0  # one position of one self-attention layer (0: the layers are not told apart)
+    sliding_windows: tuple[int, ...] = ()  # one per sliding-window layer: the positions it keeps once decoding (``memory_kv``)
 
     @property
     def weights_note(self) -> str:
@@ -181,9 +188,16 @@ class MemoryEstimate:
         return self.kv_values_per_token * self.compute_bytes
 
     @property
+    def prefill_tokens(self) -> int:
+        """Positions the prefill runs over: prompt + image tokens."""
+        return self.prompt_tokens + self.image.tokens
+
+    @property
     def kv_bytes_per_sample(self) -> int:
-        """One row's KV cache: every position's, plus the cross-attention layers' image states."""
-        return (self.kv_values_per_token * self.sequence_tokens + self.cross_kv_values_per_sample) * self.compute_bytes
+        """One row's KV cache at its peak (sliding layers keep their window), plus the cross-attention layers' image states."""
+        values = cached_values(values_per_token=self.kv_values_per_token, values_per_layer=self.kv_values_per_layer,
+                               windows=self.sliding_windows, prefill=self.prefill_tokens, sequence=self.sequence_tokens)
+        return (values + self.cross_kv_values_per_sample) * self.compute_bytes
 
     @property
     def activation_bytes_per_sample(self) -> int:
@@ -201,12 +215,14 @@ class MemoryEstimate:
         return self if self.pre_quantized else dataclasses.replace(self, dtype=dtype)
 
     def with_new_tokens(self, n: int) -> "MemoryEstimate":
-        """The same checkpoint and batch answering ``n`` new tokens a row: the KV cache and the prefill headroom follow."""
-        sequence = self.prompt_tokens + self.image.tokens + n
-        activations = _activation_at(sequence, text_activation_values_per_token=self.text_activation_values_per_token,
-                                     vision_activation_values=self.vision_activation_values,
-                                     embedding_values_per_token=self.embedding_values_per_token)
+        """The same checkpoint and batch answering ``n`` new tokens a row: the KV cache and the decode step's headroom follow."""
+        activations = _activation_at(self.prefill_tokens, self.prefill_tokens + n, **self._activation_parts)
         return dataclasses.replace(self, max_new_tokens=n, asked_new_tokens=0, activation_values_per_sample=activations)
+
+    @property
+    def _activation_parts(self) -> dict:
+        return {k: getattr(self, k) for k in ("text_activation_values_per_token", "vision_activation_values", "embedding_values_per_token",
+                                              "kv_values_per_token", "kv_values_per_layer", "sliding_windows")}
 
     def below_capability(self, target: str | GpuTarget) -> bool:
         """``target`` cannot run the stored format as stored (an FP8 checkpoint on a T4; any such on CPU)."""
@@ -346,7 +362,6 @@ def _text_dims(config) -> dict[str, int]:
     hidden = text.hidden_size
     cross = len(getattr(text, "cross_attention_layers", None) or ())  # Mllama: these cache the image, not the sequence
     return {
-        "layers": text.num_hidden_layers - cross,
         "cross_layers": cross,
         "kv_heads": getattr(text, "num_key_value_heads", None) or heads,
         "head_dim": getattr(text, "head_dim", None) or hidden // heads,
@@ -377,10 +392,19 @@ def _activation_parts(config, dims: dict[str, int], image: ImageTokens) -> dict[
     }
 
 
-def _activation_at(sequence: int, *, text_activation_values_per_token: int, vision_activation_values: int,
-                   embedding_values_per_token: int) -> int:
-    """The activation values of one row of ``sequence`` positions: the widest layer, text or vision, plus the embeddings."""
-    return max(sequence * text_activation_values_per_token, vision_activation_values) + sequence * embedding_values_per_token
+def _activation_at(prefill: int, sequence: int, *, text_activation_values_per_token: int, vision_activation_values: int,
+                   embedding_values_per_token: int, kv_values_per_token: int = 0, kv_values_per_layer: int = 0,
+                   sliding_windows: tuple[int, ...] = ()) -> int:
+    """One row's activation values, at the larger of the two phases a cached ``generate`` runs.
+
+    The prefill: its widest layer, text (over ``prefill`` positions) or vision, plus the embedded prompt. A decode step
+    up to ``sequence`` positions: one token's widest layer and embedding, plus one layer's cache while the step's
+    concatenation copies it (``memory_kv.copy_positions``).
+    """
+    first = max(prefill * text_activation_values_per_token, vision_activation_values) + prefill * embedding_values_per_token
+    full = kv_values_per_token > kv_values_per_layer * len(sliding_windows)
+    copied = kv_values_per_layer * copy_positions(full=full, windows=sliding_windows, sequence=sequence)
+    return max(first, text_activation_values_per_token + embedding_values_per_token + copied)
 
 
 def _context_tokens(config) -> int:
@@ -481,8 +505,9 @@ def estimate(
                     f"depend on its size ({image.family})")
             )
         max_new_tokens = min(max_new_tokens, context - prompt_tokens - image.tokens)
-    sequence = prompt_tokens + image.tokens + max_new_tokens
-    activations = _activation_parts(config, dims, image)
+    kv = kv_layers(config)
+    activations = {**_activation_parts(config, dims, image), "kv_values_per_token": kv.values_per_position * (kv.full + len(kv.windows)),
+                   "kv_values_per_layer": kv.values_per_position, "sliding_windows": kv.windows}
     est = MemoryEstimate(
         checkpoint=cref.name,
         model_type=config.model_type,
@@ -498,8 +523,8 @@ def estimate(
         prompt_tokens=prompt_tokens,
         image=image,
         max_new_tokens=max_new_tokens,
-        kv_values_per_token=2 * dims["layers"] * dims["kv_heads"] * dims["head_dim"],
-        activation_values_per_sample=_activation_at(sequence, **activations),
+        activation_values_per_sample=_activation_at(prompt_tokens + image.tokens, prompt_tokens + image.tokens + max_new_tokens,
+                                                    **activations),
         logits_bytes_per_sample=2 * dims["vocab"] * 4,
         cross_kv_values_per_sample=2 * dims["cross_layers"] * dims["kv_heads"] * dims["head_dim"] * image.cross_tokens,
         quantization=stored.description if stored else "",

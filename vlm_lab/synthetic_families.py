@@ -78,8 +78,13 @@ def build_paligemma(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
     return _finish(out, PaliGemmaForConditionalGeneration, config, processor, tok, seed)
 
 
-def build_gemma3(out: str | os.PathLike[str], *, seed: int = 0, image_seq_length: int = 16) -> Path:
-    """A tiny Gemma 3 (SigLIP 64 px, patch 8, pooled to ``image_seq_length`` tokens) with a real ``Gemma3Processor``."""
+def build_gemma3(out: str | os.PathLike[str], *, seed: int = 0, image_seq_length: int = 16, sliding_window: int = 64,
+                 layer_types: tuple[str, ...] | None = None) -> Path:
+    """A tiny Gemma 3 (SigLIP 64 px, patch 8, pooled to ``image_seq_length`` tokens) with a real ``Gemma3Processor``.
+
+    Its 2 text layers attend within ``sliding_window`` positions unless ``layer_types`` says otherwise
+    (``("sliding_attention", "full_attention")``: the alternation of the hub's Gemma 3, whose every 6th layer is full).
+    """
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor
 
     out = Path(out)
@@ -89,7 +94,8 @@ def build_gemma3(out: str | os.PathLike[str], *, seed: int = 0, image_seq_length
     processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": 64, "width": 64}), tokenizer=tok,
                                 chat_template=GEMMA3_CHAT_TEMPLATE, image_seq_length=image_seq_length)  # fmt: skip
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=64, patch_size=8)
-    config = Gemma3Config(vision_config=vision, text_config=dict(sliding_window=64, **_text_config(tok)), mm_tokens_per_image=image_seq_length,
+    config = Gemma3Config(vision_config=vision, text_config=dict(sliding_window=sliding_window, layer_types=list(layer_types) if layer_types else None,
+                                                                      **_text_config(tok)), mm_tokens_per_image=image_seq_length,
                           boi_token_index=tok.boi_token_id, eoi_token_index=tok.eoi_token_id, image_token_index=tok.image_token_id)  # fmt: skip
     return _finish(out, Gemma3ForConditionalGeneration, config, processor, tok, seed)
 
