@@ -297,3 +297,16 @@ def test_a_key_with_a_line_end_names_the_variable_it_came_from(wandb_home):
     assert "(online failed: the W&B API key in WANDB_API_KEY cannot be used (API key cannot start or end with " in first
     assert "set WANDB_API_KEY to a valid key (or unset it and run `wandb login --relogin`))" in first, first
     _assert_no_part_of_the_key_anywhere(r.stdout + r.stderr, wandb_home)
+
+
+@pytest.mark.slow
+def test_a_server_error_on_the_key_check_is_not_blamed_on_the_key(wandb_home):
+    """A W&B server answering 500 to wandb's question about the key has not refused it: the message must not send
+    the user to replace a valid key; it names the server and WANDB_BASE_URL, and the run is logged offline."""
+    with _Answers(500) as server:
+        r = _log_online_in_a_fresh_process(server.url)
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = r.stdout.splitlines()[0]
+    assert "(online failed: the W&B server " in first and "did not accept the API key" not in first, first
+    assert "could not check the API key" in first and "WANDB_BASE_URL" in first, first
+    _assert_no_part_of_the_key_anywhere(r.stdout + r.stderr, wandb_home)

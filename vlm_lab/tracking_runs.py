@@ -275,6 +275,11 @@ def _check_key_accepted(wandb: Any) -> None:
     except wandb.errors.AuthenticationError as e:
         url = _without_credentials(str(wandb.setup().settings.base_url).rstrip("/"))
         detail = re.sub(r"^Failed to (authenticate|verify credentials) with \S+: ", "", str(e))  # the URL is ours
+        if detail.startswith("Failed to execute API request"):  # no verdict (5xx until wandb gave up): not the key
+            raise ServerUnreachableError(_redact(
+                f"the W&B server {url} could not check the API key ({detail}); try again later, or check "
+                "WANDB_BASE_URL for a self-hosted server (or set WANDB_MODE=offline)"
+            )) from None  # fmt: skip
         source, fix = _key_source_and_fix()
         raise KeyRefusedError(
             _redact(f"the W&B server {url} did not accept the API key {source} ({detail}): {fix}")
