@@ -47,6 +47,37 @@ def test_a_gpu_out_of_memory_in_a_batch_says_what_to_lower_and_a_smaller_batch_t
     assert len(batches) == 3 and result.summary[0]["accuracy"] > 0.5
 
 
+def test_a_gpu_out_of_memory_beside_other_cached_models_says_to_free_them_first(tmp_path, tiny_checkpoints):
+    """A notebook's cache= keeps earlier checkpoints loaded (up to its budget, weights only): on a full GPU the
+    quickest fix is to let them go, so the message names them, with what they hold, before lowering the batch."""
+    import torch
+
+    models = ModelCache(budget_bytes="1GB")
+    models.get(str(tiny_checkpoints[0]), device="cpu")  # explored earlier in the notebook, still loaded
+    loaded = models.get(str(tiny_checkpoints[-1]), device="cpu")
+
+    def full_gpu(module, args, kwargs) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    hook = loaded.model.register_forward_pre_hook(full_gpu, with_kwargs=True)
+    config = CompareConfig(checkpoints=(str(tiny_checkpoints[-1]),), data="shapes:val:4", batch_size=4, device="cpu",
+                           output_dir=str(tmp_path / "out"))
+    try:
+        with pytest.raises(MemoryBudgetError) as caught:
+            compare(config, progress=False, cache=models)
+    finally:
+        hook.remove()
+    said = str(caught.value)
+    held = models.resident("cpu")
+    assert [ref.name for ref, _ in held] == ["checkpoint-0", "checkpoint-1000"] and all(size > 0 for _, size in held)
+    from vlm_lab.model_cache import format_bytes
+
+    assert (f"Tried to allocate 2.00 GiB; free the other model your cache= holds on cpu (checkpoint-0: "
+            f"{format_bytes(held[0][1])}) with cache.evict({str(tiny_checkpoints[0])!r}) or cache.clear(), lower the batch "
+            "size (e.g. batch_size=2), or compare on a larger GPU") in said, said
+    assert models.evict(str(tiny_checkpoints[0])) == ["checkpoint-0"]  # the call it names works as written
+
+
 @pytest.mark.parametrize("batch_size, fix", [
     (6, "lower the batch size (e.g. --batch-size 3)"),
     (1, "generate fewer tokens (e.g. --max-new-tokens 4)"),

@@ -319,7 +319,8 @@ def compare(
                     check_prompts(loaded.processor, [sample for chunk, _ in chunks for _, sample in chunk])  # before any batch runs
                     run = _CheckpointRun(name, loaded, gen, store if config.use_cache else None, encodings, processors[fp], syncer)
                     try:
-                        with out_of_memory_said(name, gen, loaded.device):
+                        others = None if cache is None else lambda on=loaded.device, ref=ref: [held for held in models.resident(on) if held[0] != ref]
+                        with out_of_memory_said(name, gen, loaded.device, others):
                             if str(loaded.device) not in _WARM_DEVICES:
                                 run.warm_up(chunks[0][0])
                                 _WARM_DEVICES.add(str(loaded.device))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import traceback
 import warnings
-from typing import Iterator
+from typing import Callable, Iterator
 
 from vlm_lab.config import GenerationConfig
 from vlm_lab.errors import MemoryBudgetError, NonFiniteWarning, TruncatedOutputWarning
@@ -34,9 +34,11 @@ def memory_budget_said(own_cache: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def out_of_memory_said(name: str, gen: GenerationConfig, device) -> Iterator[None]:
+def out_of_memory_said(name: str, gen: GenerationConfig, device, others: Callable[[], list] | None = None) -> Iterator[None]:
     """A GPU out of memory in a batch becomes ``MemoryBudgetError`` with what to lower; the failed batch's tensors
     (held by the traceback a notebook keeps) are let go, so a retry in the same process has the memory back.
+    ``others``: the other models a caller's cache holds on ``device`` (``(reference, bytes)``, as
+    ``ModelCache.resident`` gives them), asked when it happens; letting them go is named first.
 
     It names the arguments (``batch_size=3``), as a notebook's ``compare()`` and a sweep pass them;
     ``vlm-lab compare`` says its flags instead (``--batch-size 3``: ``vlm_lab.cli.flags_in_config_errors``)."""
@@ -50,6 +52,13 @@ def out_of_memory_said(name: str, gen: GenerationConfig, device) -> Iterator[Non
             torch.cuda.empty_cache()
         lower = (f"lower the batch size (e.g. batch_size={gen.batch_size // 2})" if gen.batch_size > 1 else
                  f"generate fewer tokens (e.g. max_new_tokens={max(1, gen.max_new_tokens // 2)})")
+        held = others() if others else []
+        if held:
+            from vlm_lab.model_budget import format_bytes
+
+            them = ", ".join(f"{ref.name}: {format_bytes(nbytes)}" for ref, nbytes in held)
+            lower = (f"free the other model{'s' if len(held) > 1 else ''} your cache= holds on {device} ({them}) with "
+                     f"cache.evict({held[0][0].spec!r}) or cache.clear(), {lower}")
         raise MemoryBudgetError(
             f"out of memory on {device} while {name} generated batches of {gen.batch_size} (max_new_tokens="
             f"{gen.max_new_tokens}): {str(e).splitlines()[0] if str(e) else 'no detail'}; {lower}, or compare on a "

@@ -160,6 +160,14 @@ class ModelCache(CacheIdentity):
         with self._lock:
             return [e.loaded.ref.name for e in self._entries.values()]
 
+    def resident(self, device: str | torch.device | None = None) -> list[tuple[CheckpointRef, int]]:
+        """``(reference, bytes charged)`` of each loaded model, least recently used first; only those on
+        ``device`` when given (``"cuda"`` is ``cuda:0``)."""
+        want = None if device is None else resolve_device(str(device))
+        with self._lock:
+            return [(e.loaded.ref, e.nbytes) for e in self._entries.values()
+                    if want is None or (e.loaded.device.type, e.loaded.device.index or 0) == (want.type, want.index or 0)]
+
     def __len__(self) -> int:
         return len(self._entries)
 
