@@ -49,13 +49,27 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def local_folder(ref: CheckpointRef) -> Path:
-    """The folder holding config.json: the local path, or the hub cache for a hub id."""
+    """The folder holding config.json: the local path, or the hub cache for a hub id.
+
+    The hub is asked first with one request and no retries (``check_hub_config``, which remembers a hub found
+    down for the process): where it cannot be reached or fails (5xx), the files come from the local cache only.
+    transformers' lookups have huggingface_hub retry every file the cache lacks for 23 s (an optional
+    preprocessor_config.json included), three lookups for each checkpoint a Space plans at start: minutes
+    before it served, for a hub that was down. A hub's answer (no such repo, revision or folder) is raised.
+
+    Raises:
+        CheckpointNotFoundError: the hub has no such repo, revision or config.json; or it cannot be reached
+            (offline: is not asked) and the local cache lacks it. The message names what and the fix.
+    """
     if ref.path is not None:
         return Path(ref.path)
     from transformers.utils import cached_file
 
+    from vlm_lab.hub_refs import check_hub_config
+
+    where = dict(revision=ref.revision, subfolder=ref.subfolder or "", local_files_only=check_hub_config(ref))
     try:
-        config = cached_file(ref.repo_id, "config.json", revision=ref.revision, subfolder=ref.subfolder or "")
+        config = cached_file(ref.repo_id, "config.json", **where)
     except OSError as e:
         raise CheckpointNotFoundError(
             f"cannot get config.json of {ref.spec!r} ({str(e).splitlines()[0]}); "
@@ -64,8 +78,7 @@ def local_folder(ref: CheckpointRef) -> Path:
     folder = Path(config).parent
     for name in ("preprocessor_config.json", "processor_config.json"):
         try:  # optional: image-token counts fall back to the model config without them
-            cached_file(ref.repo_id, name, revision=ref.revision, subfolder=ref.subfolder or "",
-                        _raise_exceptions_for_missing_entries=False)
+            cached_file(ref.repo_id, name, **where, _raise_exceptions_for_missing_entries=False)
         except OSError:
             pass
     return folder
