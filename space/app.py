@@ -202,9 +202,13 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
         empty = {"js": f"() => Array({len(results)}).fill('')", "queue": False}
         # An error stays until closed (_error); a new Compare closes it: it is not about the answers to come.
         close_errors = "document.querySelectorAll('.toast-body.error [data-testid=toast-close]').forEach(b => b.click())"
-        asking = {**empty, "js": f"() => {{ {close_errors}; return Array({len(results)}).fill(''); }}"}
+        # Compare is off while a Compare runs (Gradio's advice: interactive=False, back on in .then): trigger_mode
+        # "once" looks for the running event only once it is sent, and a double click on an idle Space ran it twice.
+        # In the browser, at the click, so that the second click of a double click finds it off.
+        idle, busy = "{__type__: 'update', interactive: true}", "{__type__: 'update', interactive: false}"
+        asking = {**empty, "js": f"() => {{ {close_errors}; return [...Array({len(results)}).fill(''), {busy}]; }}"}
         for trigger in (run.click, prompt.submit):
-            trigger(None, None, results, **asking)
+            trigger(None, None, [*results, run], **asking)
         comparing = [run.click(compare, inputs, results, api_name="compare", preprocess=False, **generate),
                      prompt.submit(compare, inputs, results, api_visibility="private", preprocess=False, **generate)]
         # On a phone the answers are below the form, out of sight of Compare or the keyboard's Enter: bring them
@@ -212,9 +216,11 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
         # scroll_to_output does nothing: its front end never passes it on.
         for event in comparing:
             event.success(None, None, None, js=SCROLL_TO_ANSWERS, queue=False)
+            event.then(None, None, run, js=f"() => ({idle})", queue=False)  # answered or failed
         # ... and a Compare still waiting in the queue is dropped: its answers would arrive beside the new inputs
+        dropped = {**empty, "js": f"() => [...Array({len(results)}).fill(''), {idle}]"}
         for trigger in (image.upload, image.clear, prompt.change):
-            trigger(None, None, results, cancels=comparing, **empty)
+            trigger(None, None, [*results, run], cancels=comparing, **dropped)
         demo.load(None, None, None, js=NAME_ANSWERS, queue=False)
         reset.click(clear, None, [image, prompt, *results], api_visibility="private",
                     concurrency_limit=plan.cheap_limit)

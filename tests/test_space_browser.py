@@ -7,6 +7,7 @@ screenshots in test-artifacts/ (desktop and phone width) for a person to look at
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -23,9 +24,15 @@ IMAGE = ROOT / "space" / "examples" / "blue-square.png"
 
 
 @pytest.fixture(scope="module")
-def space_url(tiny_dir, tmp_path_factory):
-    with running_space({"VLM_LAB_CHECKPOINTS": str(tiny_dir)}, workdir=tmp_path_factory.mktemp("space-browser")) as (url, _):
-        yield url
+def space(tiny_dir, tmp_path_factory):
+    """``(url, log_path)`` of the app every test here uses."""
+    with running_space({"VLM_LAB_CHECKPOINTS": str(tiny_dir)}, workdir=tmp_path_factory.mktemp("space-browser")) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def space_url(space):
+    return space[0]
 
 
 @pytest.fixture(scope="module")
@@ -312,5 +319,45 @@ def test_the_page_text_is_readable(browser, space_url, theme):
         assert any(text == "Compare" for text, _ in contrasts) and len(contrasts) > 30, contrasts
         unreadable = [(text, round(ratio, 2)) for text, ratio in contrasts if ratio < 4.5]
         assert not unreadable, f"{theme}: {unreadable}"
+    finally:
+        page.close()
+
+
+def test_a_double_click_on_compare_runs_it_once_and_a_click_after_it_answered_runs_again(browser, space):
+    """Gradio's trigger_mode "once" looks for a running Compare before it has registered the first one: a double
+    click on an idle Space ran the comparison twice (the second's answers replacing the first's, twice the wait
+    for everyone queued behind it). A marker sent through the API behind the clicks says when they have run."""
+    from gradio_client import Client, handle_file
+    from playwright.sync_api import expect
+
+    url, log_path = space
+    ran = "compare start (3 checkpoint(s), greedy, 16 tokens)"  # the page's defaults; the marker asks for 7 tokens
+    marker = Client(url, verbose=False, analytics_enabled=False)
+
+    def runs(at_least: int) -> int:
+        """How many Compares the page ran, once ``at_least`` have started and any it sent with them has too."""
+        deadline = time.monotonic() + 60
+        while log_path.read_text().count(ran) < at_least and time.monotonic() < deadline:
+            time.sleep(0.1)
+        marker.predict(handle_file(IMAGE), "What color is the shape?", "checkpoint-1000", "(none)", "(none)", "greedy", 7,
+                       api_name="/compare")  # queued behind what the page sent: once answered, those have started
+        return log_path.read_text().count(ran)
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(30_000)
+    compare = page.get_by_role("button", name="Compare", exact=True)
+    try:
+        page.goto(url)
+        page.locator("input[type=file]").first.set_input_files(str(IMAGE))
+        expect(page.locator("img[src*='blue-square']").first).to_be_visible()
+        page.get_by_label("Question").fill("What color is the shape?")
+        before = log_path.read_text().count(ran)
+        compare.dblclick()
+        expect(page.locator("#answer-3 textarea")).to_have_value("blue")
+        assert runs(before + 1) == before + 1
+        expect(compare).to_be_enabled()
+        compare.click()  # after the first answered: a Compare of its own
+        assert runs(before + 2) == before + 2
+        expect(page.locator("#answer-3 textarea")).to_have_value("blue")
     finally:
         page.close()
