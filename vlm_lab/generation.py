@@ -28,6 +28,7 @@ from transformers.utils import logging as hf_logging
 from vlm_lab.config import GenerationConfig
 from vlm_lab.data import Sample
 from vlm_lab.errors import DataError
+from vlm_lab.model_construction import generating
 from vlm_lab.models import LoadedModel
 
 # PaliGemma's processor logs this on every call with a plain prompt, then places the image
@@ -333,9 +334,18 @@ def generate_batch(
     ``seed``: this batch's seed for sampling (default ``config.seed``).
     ``name``: the checkpoint as errors name it (default its folder's name).
 
+    Runs inside ``model_construction.generating()``: a build in another thread never has torch's default dtype
+    swapped while this batch runs (some families' forward passes make tensors in it), and waits for it instead.
+
     Raises:
         ContextOverflowError: a sample's image and prompt leave no room for an answer.
     """
+    with generating():
+        return _generate_batch(loaded, samples, config, encoded, seed, name)
+
+
+def _generate_batch(loaded: LoadedModel, samples: Sequence[Sample], config: GenerationConfig, encoded: dict | None,
+                    seed: int | None, name: str | None) -> list[GenerationOutput]:
     enc = encode_batch(loaded, samples, encoded=encoded)
     limits = _limits(loaded, samples, enc, config.max_new_tokens, name or loaded.ref.name)
     # greedy and beam search draw nothing; sampling draws from a generator of this batch's own (see SeededDraw)

@@ -28,6 +28,25 @@ A thread waiting for its turn can be told whose build it waits for, and be stopp
 its own build begins (the model cache's ``on_wait`` and ``cancel``): ``watching(waiting=,
 began=)`` around a load has ``waiting(Building)`` called as it waits (every ``POLL_S``: what
 it raises ends the wait, holding nothing) and ``began()`` once its turn comes after a wait.
+
+A thread *generating* with a model already loaded (visitor A while visitor B's checkpoint loads, the
+explorer's background runs) takes no turn, and the default dtype a build swaps in is the process's.
+Checked with transformers 5.23 (a TorchDispatchMode recording every op whose output had the swapped-in
+dtype, while ``generate_batch`` ran under a bfloat16 or float16 default with float32 models):
+- LLaVA (CLIP + Llama), PaliGemma, Gemma 3: one op, beam search's ``(~just_finished) * -1.0e9`` (a bool
+  times a float: default dtype); the penalty rounds to -0.998e9 (bfloat16) or -inf (float16), and only
+  decides which placeholder fills a slot no finished beam takes: the answers are the same (checked).
+- Idefics3 (SmolVLM): its vision embeddings bucket patch positions with ``torch.arange(1 / n, 1.0, 1 / n)``
+  and ``1.0 / n_patches`` in the default dtype; under float16 a full tile of Idefics3-8B's 26 x 26
+  patches gets other position ids, and a tiny float32 Idefics3 of that geometry answers differently.
+  Mllama's ``1.0 - cross_attention_mask`` too (0 and 1: exact); Kosmos-2 and the like make their
+  sinusoidal positions in it. The sampling warpers' ``EtaLogitsWarper`` keeps ``epsilon`` in it.
+So a generation must not run inside a swap: ``generation.generate_batch`` runs in ``generating()``
+(a reader) and transformers' ``modeling_utils.local_torch_dtype``, its one place that swaps the
+default dtype (around the model's construction only, not the reading of its weights), is wrapped
+to be a writer (``dtype_swaps``): a swap waits for the batches in flight, a batch asked for
+meanwhile waits for the swap. A visitor waits for another's model construction on the meta device (and for the batches
+in flight before it), not for its whole load. The wrapper is installed by the first build or generation in the process.
 """
 
 from __future__ import annotations
@@ -101,6 +120,7 @@ class BuildTurns:
         if held is not None and held.ident == me.ident:  # a build inside this thread's build
             self._lock.acquire()
             return False
+        _hook_dtype_swaps()  # before the first build: a generation in another thread may be running
         watch, got, waited = _watch.get(), False, False
         try:
             if watch is None:
@@ -127,3 +147,89 @@ class BuildTurns:
 
 
 building_models = BuildTurns()
+
+
+class DtypeSwaps:
+    """Generations (readers) never run while a build has torch's default dtype swapped (writers); see the module docstring.
+
+    Writers go first: a generation that asks while a swap waits, waits too, so a stream of batches cannot starve a
+    build. Both are re-entrant per thread; a generation's own thread cannot start a swap (it would wait for itself).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers: dict[int, int] = {}  # thread ident -> depth
+        self._writer: int | None = None
+        self._depth = 0
+        self._waiting = 0  # writers waiting for the generations in flight
+
+    @contextlib.contextmanager
+    def generating(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cond:
+            if me not in self._readers and self._writer != me:
+                self._cond.wait_for(lambda: self._writer is None and not self._waiting)
+            self._readers[me] = self._readers.get(me, 0) + 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers[me] -= 1
+                if not self._readers[me]:
+                    del self._readers[me]
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def swapping(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer != me:
+                if me in self._readers:
+                    raise RuntimeError("a model is being built inside a generation in the same thread: build it before "
+                                       "generating (the build would wait for this thread's own generation to end)")
+                self._waiting += 1
+                try:
+                    self._cond.wait_for(lambda: self._writer is None and not self._readers)
+                finally:
+                    self._waiting -= 1
+                    self._cond.notify_all()  # a swap stopped while waiting (an interrupt) must not leave batches waiting for it
+                self._writer = me
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._depth -= 1
+                if not self._depth:
+                    self._writer = None
+                    self._cond.notify_all()
+
+
+dtype_swaps = DtypeSwaps()
+_hooking = threading.Lock()
+
+
+def _hook_dtype_swaps() -> None:
+    """Make transformers' ``local_torch_dtype`` (the only place it swaps the default dtype) a writer, once per process."""
+    from transformers import modeling_utils
+
+    with _hooking:
+        swap = modeling_utils.local_torch_dtype
+        if getattr(swap, "vlm_lab_waits_for_generations", False):
+            return
+
+        @contextlib.contextmanager
+        def local_torch_dtype(*args, **kwargs):
+            with dtype_swaps.swapping(), swap(*args, **kwargs):
+                yield
+
+        local_torch_dtype.vlm_lab_waits_for_generations = True  # type: ignore[attr-defined]
+        modeling_utils.local_torch_dtype = local_torch_dtype
+
+
+@contextlib.contextmanager
+def generating() -> Iterator[None]:
+    """Run a model (``generate``, a forward) in this block: no build swaps the process's default dtype meanwhile."""
+    _hook_dtype_swaps()
+    with dtype_swaps.generating():
+        yield
