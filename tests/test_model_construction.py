@@ -184,3 +184,41 @@ def test_inside_generating_the_default_dtype_is_never_a_loads(tiny_checkpoints, 
 
     together(load, look)
     assert seen and set(seen) == {torch.float32}
+
+
+def test_a_batch_asked_for_while_a_swap_waits_goes_after_it():
+    """Writers first: a stream of batches (a compare's, the explorer's) cannot keep a visitor's build waiting."""
+    import time
+
+    from vlm_lab.model_construction import DtypeSwaps
+
+    swaps, order, holding = DtypeSwaps(), [], threading.Event()
+
+    def first_batch():
+        with swaps.generating():
+            holding.set()
+            while not swaps._waiting:  # until the swap waits for this batch
+                time.sleep(0.01)
+            second = threading.Thread(target=lambda: swaps.generating().__enter__() and None)
+            later.append(second)
+            second.start()
+            second.join(timeout=0.5)  # it cannot get in: the swap waits
+            order.append("first batch done" if second.is_alive() else "second batch went first")
+
+    def swap():
+        holding.wait()
+        with swaps.swapping():
+            order.append("swap")
+
+    later: list[threading.Thread] = []
+    together(first_batch, swap)
+    later[0].join()
+    assert order == ["first batch done", "swap"]
+
+
+def test_a_build_inside_a_generation_in_the_same_thread_is_refused_not_hung(tiny_checkpoints, default_float32):
+    from vlm_lab.model_construction import generating
+
+    with generating(), pytest.raises(RuntimeError, match="built inside a generation"):
+        load_model(str(tiny_checkpoints[0]), dtype="bfloat16", device="cpu")
+    assert torch.get_default_dtype() == torch.float32
