@@ -87,7 +87,7 @@ def run_publish(hub: HubEmulator, *args: str, token: str | None = None, env: dic
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
     full_env |= {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": token, "HF_HUB_OFFLINE": "0",
                  "HF_HOME": str(hub.home),
-                 "HF_HUB_DISABLE_TELEMETRY": "1", **(env or {})}
+                 "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1", **(env or {})}  # the emulator speaks LFS, not Xet
     ckpt = ["--checkpoints", str(checkpoints)] if checkpoints else ["--no-checkpoints"]
     r = subprocess.run([sys.executable, str(SCRIPT), "--poll-interval", "0.02", "--timeout", "60", *ckpt, *args],
                        env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
@@ -639,7 +639,7 @@ def test_republish_after_retraining_one_checkpoint_sends_only_its_weights(hub, s
     weights.write_bytes((tiny_dir / "checkpoint-1000" / "model.safetensors").read_bytes())  # "retrained"
     r = run_publish(hub, SPACE, "--space-dir", str(space_dir), checkpoints=run_dir)
     assert r.returncode == 0, fail_text(r)
-    assert hub.space(SPACE).commits[-1]["ops"] == [["file", "checkpoints/shapes/checkpoint-500/model.safetensors"]]
+    assert hub.space(SPACE).commits[-1]["ops"] == [["lfsFile", "checkpoints/shapes/checkpoint-500/model.safetensors"]]
     assert "0 to add, 1 to update, 0 to delete" in r.stdout
     again = run_publish(hub, SPACE, "--space-dir", str(space_dir), checkpoints=run_dir)  # weights compared by sha256 (LFS)
     assert again.returncode == 0 and "no new commit" in again.stdout, fail_text(again)

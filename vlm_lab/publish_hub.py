@@ -24,6 +24,10 @@ TOKENS_URL = "https://huggingface.co/settings/tokens"
 BILLING_URL = "https://huggingface.co/settings/billing"
 PRICING_URL = "https://huggingface.co/pricing"
 _TOKEN_LIKE = re.compile(r"\bhf_[A-Za-z0-9]{20,}")
+# A presigned upload URL (the LFS batch API's hrefs) is a credential until it expires: its signature goes.
+_SIGNED_QUERY = re.compile(r"(?i)([?&](?:x-amz-[a-z-]+|sig|signature|token|policy|key-pair-id)=)[^&\s'\"]+")
+# huggingface_hub wraps a failed LFS upload as RuntimeError(this) from the HTTP or network error.
+_LFS_UPLOAD_FAILED = re.compile(r"^Error while uploading '(.+)' to the Hub\.$")
 _RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 
 
@@ -55,7 +59,15 @@ def scrub(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
     """``text`` with every secret and anything shaped like a Hugging Face token replaced by ``***``."""
     for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
         text = text.replace(secret, "***")
-    return _TOKEN_LIKE.sub("hf_***", text)
+    return _SIGNED_QUERY.sub(r"\1***", _TOKEN_LIKE.sub("hf_***", text))
+
+
+def _lfs_upload_cause(e: BaseException) -> tuple[BaseException, str]:
+    """The error under huggingface_hub's wrapper of a failed LFS upload, and the file it was sending."""
+    m = _LFS_UPLOAD_FAILED.match(str(e)) if isinstance(e, RuntimeError) else None
+    if m is None or e.__cause__ is None:
+        return e, ""
+    return e.__cause__, m.group(1)
 
 
 @contextlib.contextmanager
@@ -130,19 +142,28 @@ class Hub:
         for attempt in range(1, self.retries + 1):
             try:
                 return fn(*args, **kwargs)
-            except HfHubHTTPError as e:
-                status = e.response.status_code if e.response is not None else None
-                if status in _RETRY_STATUS and attempt < self.retries:
-                    time.sleep(self.backoff * 2 ** (attempt - 1))
-                    continue
-                raise self.translate(e, what=what, repo=repo) from None
-            except network as e:
+            except (HfHubHTTPError, RuntimeError, *network) as raised:
+                # A large file's upload (Git LFS) fails inside create_commit: name the file, and say
+                # that nothing was committed and that a new run skips the objects already stored.
+                e, upload = _lfs_upload_cause(raised)
+                lost = (f"; uploading {upload} (Git LFS) failed, so nothing was committed and the repo is as it was; "
+                        "the large files already uploaded are not sent again" if upload else "")
+                if isinstance(e, HfHubHTTPError):
+                    status = e.response.status_code if e.response is not None else None
+                    if status in _RETRY_STATUS and attempt < self.retries:
+                        time.sleep(self.backoff * 2 ** (attempt - 1))
+                        continue
+                    raise self.translate(e, what=f"{what} (upload {upload})" if upload else what, repo=repo) from None
+                if not isinstance(e, network):
+                    if upload:
+                        raise PublishError(f"could not {what}: {type(e).__name__}: {self.scrub(str(e))}{lost}") from None
+                    raise
                 if attempt < self.retries:
                     time.sleep(self.backoff * 2 ** (attempt - 1))
                     continue
                 raise HubNetworkError(
                     f"could not {what}: the Hub at {self.endpoint} did not answer after {self.retries} attempts "
-                    f"({type(e).__name__}: {self.scrub(str(e)) or 'no detail'}); check your connection "
+                    f"({type(e).__name__}: {self.scrub(str(e)) or 'no detail'}){lost}; check your connection "
                     "(or HF_ENDPOINT) and run the same command again: it resumes where it stopped"
                 ) from None
         raise AssertionError("unreachable")
