@@ -230,11 +230,11 @@ class HubEmulator:
     def space(self, repo_id: str) -> Repo:
         return self.repos[("space", repo_id)]
 
-    def lfs_uploads(self) -> list[dict]:
-        """The LFS object PUTs (whole objects or parts) in order: ``{"oid", "bytes", "status"}``."""
+    def lfs_uploads(self, since: int = 0) -> list[dict]:
+        """The LFS object PUTs (whole objects or parts) after request ``since``: ``{"oid", "bytes", "status"}``."""
         return [{"oid": r["path"].split("/")[-1] if "/part/" not in r["path"] else r["path"].split("/")[-3],
                  "bytes": r["size"], "status": r["status"]}
-                for r in self.requests if r["method"] == "PUT" and r["path"].startswith(STORAGE)]
+                for r in self.requests[since:] if r["method"] == "PUT" and r["path"].startswith(STORAGE)]
 
     def writes(self) -> list[dict]:
         """Requests that could change state (all but GETs and the read-only POSTs)."""

@@ -28,8 +28,7 @@ def sha256(path: Path) -> str:
 
 def lfs_sent(hub, since: int = 0) -> list[str]:
     """The oids of the LFS objects whose bytes reached the emulator's storage after request ``since``."""
-    return [r["path"].split("/")[-1] for r in hub.requests[since:]
-            if r["method"] == "PUT" and r["path"].startswith("/lfs-storage/") and r["status"] == 200]
+    return [u["oid"] for u in hub.lfs_uploads(since) if u["status"] == 200]
 
 
 def lfs_ops(hub) -> list[str]:
@@ -123,6 +122,16 @@ def test_an_upload_that_keeps_failing_says_so_and_a_run_again_sends_only_what_is
     assert r.returncode == 0, fail_text(r)
     assert lfs_sent(hub, seen) == [oid], "the objects uploaded before the failure are not sent again"
     assert hub.space(SPACE).files[WEIGHTS.format(500)] == weights.read_bytes()
+
+
+def test_a_failed_xet_upload_is_not_called_a_hub_that_did_not_answer(hub, space_dir, run_dir):
+    """With hf_xet installed (the default), weights go through Xet; the emulator refuses its token (501)."""
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--retries", "1", env={"HF_HUB_DISABLE_XET": "0"},
+                    checkpoints=run_dir)
+    assert r.returncode == 5, fail_text(r)
+    assert "did not answer" not in r.stderr, fail_text(r)
+    assert "through Xet storage failed" in r.stderr and "HF_HUB_DISABLE_XET=1" in r.stderr, fail_text(r)
+    assert "nothing was committed" in r.stderr and len(hub.space(SPACE).commits) == 1, fail_text(r)
 
 
 def test_a_file_over_10_mib_goes_through_lfs_whatever_its_name(hub, space_dir):

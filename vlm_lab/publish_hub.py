@@ -161,6 +161,14 @@ class Hub:
                 if attempt < self.retries:
                     time.sleep(self.backoff * 2 ** (attempt - 1))
                     continue
+                if "xet" in str(e).lower():  # hf_xet (the default upload path) failed: the Hub may well have answered
+                    raise HubNetworkError(
+                        f"could not {what}: uploading the large files through Xet storage failed after {self.retries} "
+                        f"attempts ({type(e).__name__}: {self.scrub(str(e)) or 'no detail'}); nothing was committed and "
+                        "the repo is as it was; run the same command again (what is stored is not sent again), or, where "
+                        "a proxy or firewall blocks Xet's storage host, export HF_HUB_DISABLE_XET=1 to upload through "
+                        "Git LFS instead"
+                    ) from None
                 raise HubNetworkError(
                     f"could not {what}: the Hub at {self.endpoint} did not answer after {self.retries} attempts "
                     f"({type(e).__name__}: {self.scrub(str(e)) or 'no detail'}){lost}; check your connection "
