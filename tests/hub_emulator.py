@@ -2,7 +2,7 @@
 
 A stdlib ``ThreadingHTTPServer`` on 127.0.0.1 (port 0) that answers the routes
 huggingface_hub 2.x calls when publishing a Space: whoami-v2, repos/create,
-validate-yaml, preupload, the NDJSON commit (file / deletedFile / deletedFolder),
+validate-yaml, the NDJSON commit (file / deletedFile / deletedFolder),
 tree listing and repo info at any revision (main, a branch or tag in ``refs``, a commit), file downloads
 (``resolve/<revision>/<path>``, HEAD and GET, as ``hf_hub_download`` and transformers fetch them),
 settings (visibility), and the Space runtime / hardware / sleeptime / secrets /
@@ -14,27 +14,19 @@ on create (402) or on any route, paid hardware refused (403), the stage sequence
 through after a change, build and run logs, dropped connections (before or after the request is handled), and a request log
 (``requests``, ``writes()``) to assert on, and an ``on_request`` hook to look at the client's
 side while a request is in flight; bodies cut short (``cut``) and ranged GETs (a download resuming).
-Large files go through Git LFS as on the Hub (the "LFS bridge" huggingface_hub uses without hf_xet, or with
-``HF_HUB_DISABLE_XET=1``; the emulator speaks no Xet, and says so on the xet-write-token route): preupload answers
-"lfs" for a path the repo's ``.gitattributes`` sends to LFS or a file over 10 MiB; the batch API
-(``{prefix}{repo}.git/info/lfs/objects/batch``) answers an upload and a verify action for an object the repo's
-storage lacks and none for one it has; the upload href is presigned (no token), basic or, for objects over
-``multipart_chunk``, multipart (part PUTs, then a completion POST); the commit takes ``lfsFile`` entries only for
-objects that were uploaded, and refuses a large file sent inline. The tree lists LFS files as the Hub does
-(sha256 + the pointer's blob id). ``lfs_drop``: drop the LFS PUTs of an object mid-body, N times.
+
+How large files get in (preupload's "regular"/"lfs" answers, the Git LFS batch API, presigned uploads,
+verify, ``lfsFile`` commit entries, the ``lfs_drop`` and ``multipart_chunk`` knobs, ``lfs_uploads()``) is in
+tests/hub_emulator_lfs.py, mixed into ``Repo``, ``HubEmulator`` and the request handler here. The emulator
+speaks no Xet, and says so on the xet-write-token route (run the client with ``HF_HUB_DISABLE_XET=1``).
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import fnmatch
 import hashlib
-import hmac
 import json
-import math
 import re
-import secrets
 import threading
 import time
 from datetime import datetime, timezone
@@ -42,17 +34,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from hub_emulator_lfs import STORAGE, LfsHub, LfsRepo, LfsUploadDrop
+
 GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
 DEFAULT_README = b"---\ntitle: New Space\nsdk: gradio\n---\n"
 SPACE_SDKS = ("gradio", "docker", "static", "streamlit")
 COLORS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray")
-LFS_SIZE = 10 * 1024 * 1024  # the Hub sends a file over this to LFS whatever .gitattributes says
 READ_ONLY_POSTS = ("/preupload/", "/api/validate-yaml", "/info/lfs/objects/")  # POSTs that change nothing
-STORAGE = "/lfs-storage/"  # the presigned upload hrefs (S3 on the Hub)
-
-
-def git_sha1(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def _now() -> str:
@@ -60,7 +48,7 @@ def _now() -> str:
 
 
 @dataclasses.dataclass
-class Repo:
+class Repo(LfsRepo):
     repo_type: str  # "space" | "model"
     repo_id: str
     private: bool = True
@@ -77,26 +65,6 @@ class Repo:
     pending: list[str] = dataclasses.field(default_factory=list)  # stages still to walk through
     running_sha: str | None = None
     lfs: dict[str, bytes] = dataclasses.field(default_factory=dict)  # the repo's LFS storage: sha256 -> bytes
-
-    def lfs_patterns(self) -> list[str]:
-        text = self.files.get(".gitattributes", b"").decode(errors="replace")
-        return [line.split()[0] for line in text.splitlines() if "filter=lfs" in line.split()[1:]]
-
-    def is_lfs(self, path: str, size: int) -> bool:
-        """Whether the Hub stores ``path`` with LFS: its .gitattributes rules (git's: a pattern without a
-        slash matches the file name), or its size."""
-        name = path.rsplit("/", 1)[-1]
-        return size > LFS_SIZE or any(fnmatch.fnmatchcase(path if "/" in p else name, p.lstrip("/"))
-                                      for p in self.lfs_patterns())
-
-    def keep_lfs(self) -> None:
-        """Put the LFS files of the tree into the repo's storage (a seeded repo's, as if pushed)."""
-        for path, data in self.files.items():
-            if self.is_lfs(path, len(data)):
-                self.lfs.setdefault(hashlib.sha256(data).hexdigest(), data)
-
-    def tree_file(self, path: str, data: bytes) -> dict:
-        return _tree_file(path, data, lfs=self.is_lfs(path, len(data)))
 
     @property
     def sha(self) -> str:
@@ -133,17 +101,6 @@ class Repo:
         }
 
 
-def _tree_file(path: str, data: bytes, *, lfs: bool) -> dict:
-    """A tree entry as the Hub lists it: an LFS file (weights, a large file) carries ``lfs`` (the
-    sha256 of its bytes) and the blob id of its pointer file, as on the real Hub."""
-    if not lfs:
-        return {"type": "file", "oid": git_sha1(data), "size": len(data), "path": path}
-    sha256 = hashlib.sha256(data).hexdigest()
-    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {len(data)}\n".encode()
-    return {"type": "file", "oid": git_sha1(pointer), "size": len(data), "path": path,
-            "lfs": {"oid": sha256, "size": len(data), "pointerSize": len(pointer)}}
-
-
 class _Reply(Exception):
     def __init__(self, status: int, body=None, headers: dict | None = None):
         self.status, self.body, self.headers = status, body, headers or {}
@@ -156,10 +113,13 @@ def _error(status: int, message: str, code: str | None = None) -> _Reply:
     return _Reply(status, {"error": message}, headers)
 
 
-class HubEmulator:
+class HubEmulator(LfsHub):
     """In-memory Hub. ``start()`` returns the endpoint URL; use as a context manager or call ``stop()``."""
 
+    _error = staticmethod(_error)  # how the LFS routes (LfsHub) raise an error reply
+
     def __init__(self) -> None:
+        super().__init__()  # LfsHub: lfs_drop, multipart_chunk and the upload state
         self.tokens: dict[str, dict] = {}
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[dict] = []  # {"method", "path", "status", "user"}
@@ -172,10 +132,6 @@ class HubEmulator:
         self.drop: dict[str, int] = {}  # path -> close the connection without answering the next N requests to it
         self.drop_reply: dict[str, int] = {}  # path -> handle the next N requests to it, then close without answering
         self.cut: dict[str, int] = {}  # path suffix -> send at most this many bytes of each body, then close (cut short)
-        self.lfs_drop: dict[str, int] = {}  # sha256 -> drop the next N PUTs of that object mid-body (a lost upload)
-        self.multipart_chunk: int | None = None  # objects larger than this are uploaded in parts of this size
-        self._signing_key = secrets.token_bytes(16)  # signs the presigned upload hrefs
-        self._parts: dict[tuple[str, str, str], dict[int, bytes]] = {}  # multipart uploads in flight
         self.on_request = None  # called as on_request(method, path) before each request is answered
         self.lock = threading.RLock()
         self.endpoint = ""
@@ -229,12 +185,6 @@ class HubEmulator:
 
     def space(self, repo_id: str) -> Repo:
         return self.repos[("space", repo_id)]
-
-    def lfs_uploads(self, since: int = 0) -> list[dict]:
-        """The LFS object PUTs (whole objects or parts) after request ``since``: ``{"oid", "bytes", "status"}``."""
-        return [{"oid": r["path"].split("/")[-1] if "/part/" not in r["path"] else r["path"].split("/")[-3],
-                 "bytes": r["size"], "status": r["status"]}
-                for r in self.requests[since:] if r["method"] == "PUT" and r["path"].startswith(STORAGE)]
 
     def writes(self) -> list[dict]:
         """Requests that could change state (all but GETs and the read-only POSTs)."""
@@ -428,86 +378,6 @@ class HubEmulator:
         entries += [{"type": "directory", "oid": hashlib.sha1(f.encode()).hexdigest(), "size": 0, "path": f} for f in sorted(folders)]
         return entries
 
-    def _preupload(self, repo: Repo, payload: dict) -> dict:
-        files = []
-        for f in payload.get("files", []):
-            lfs = repo.is_lfs(f["path"], int(f.get("size") or 0))
-            existing = repo.files.get(f["path"])
-            oid = None if existing is None else hashlib.sha256(existing).hexdigest() if lfs else git_sha1(existing)
-            files.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
-        return {"files": files, "commitOid": repo.sha}
-
-    def _sign(self, repo: Repo, oid: str) -> str:
-        return hmac.new(self._signing_key, f"{repo.repo_type}/{repo.repo_id}/{oid}".encode(), hashlib.sha256).hexdigest()
-
-    def _href(self, repo: Repo, oid: str, part: int | None = None) -> str:
-        tail = f"/part/{part}" if part is not None else ""
-        return f"{self.endpoint}{STORAGE}{repo.repo_type}/{repo.repo_id}/{oid}{tail}?sig={self._sign(repo, oid)}"
-
-    def _lfs(self, who: dict, repo_type: str, repo_id: str, op: str, payload: dict) -> tuple[int, object, dict]:
-        """The Git LFS batch API (upload) and its verify step, as the Hub answers them."""
-        repo = self.repos.get((repo_type, repo_id))
-        if repo is None or not self.can_read(who, repo):
-            raise _error(404, "Repository not found", "RepoNotFound")
-        if not self.can_write(who, repo_id):
-            raise _error(403, f"You don't have the rights to write to {repo_id}")
-        repo.keep_lfs()  # files a test put in the tree by hand count as pushed
-        lfs_type = {"Content-Type": "application/vnd.git-lfs+json"}
-        if op == "verify":
-            data = repo.lfs.get(str(payload.get("oid")))
-            if data is None or len(data) != payload.get("size"):
-                raise _error(404, f"LFS object {payload.get('oid')} of size {payload.get('size')} not found")
-            return 200, {}, lfs_type
-        if payload.get("operation") != "upload":
-            raise _error(400, "only the upload operation is supported")
-        prefix = {"space": "spaces/", "dataset": "datasets/"}.get(repo_type, "")
-        objects, multipart = [], False
-        for obj in payload.get("objects", []):
-            oid, size = obj.get("oid"), obj.get("size")
-            if not (isinstance(oid, str) and re.fullmatch(r"[0-9a-f]{64}", oid) and isinstance(size, int) and size >= 0):
-                objects.append({"oid": str(oid), "size": size if isinstance(size, int) else 0,
-                                "error": {"code": 422, "message": "Invalid oid or size"}})
-                continue
-            if oid in repo.lfs:  # already stored: no actions, so the client sends nothing
-                objects.append({"oid": oid, "size": size, "authenticated": True})
-                continue
-            upload: dict = {"href": self._href(repo, oid), "expires_in": 86400}
-            if self.multipart_chunk and size > self.multipart_chunk:
-                multipart = True
-                parts = math.ceil(size / self.multipart_chunk)
-                upload["header"] = {"chunk_size": str(self.multipart_chunk),
-                                    **{f"{i:05d}": self._href(repo, oid, i) for i in range(1, parts + 1)}}
-            verify = {"href": f"{self.endpoint}/{prefix}{repo_id}.git/info/lfs/objects/verify"}
-            objects.append({"oid": oid, "size": size, "authenticated": True, "actions": {"upload": upload, "verify": verify}})
-        return 200, {"transfer": "multipart" if multipart else "basic", "objects": objects, "hash_algo": "sha256"}, lfs_type
-
-    def _storage(self, method: str, path: str, query: dict, body: bytes) -> tuple[int, object, dict]:
-        """The presigned upload hrefs: a whole object (PUT), a part (PUT .../part/N), a multipart completion (POST)."""
-        m = re.match(r"^/lfs-storage/(space|model|dataset)/([^/]+/[^/]+)/([0-9a-f]{64})(?:/part/(\d+))?$", path)
-        repo = self.repos.get((m.group(1), m.group(2))) if m else None
-        if repo is None or not hmac.compare_digest(query.get("sig", [""])[0], self._sign(repo, m.group(3))):
-            raise _error(403, "SignatureDoesNotMatch: the upload URL is not one the batch API gave")
-        oid, part, key = m.group(3), m.group(4), (repo.repo_type, repo.repo_id, m.group(3))
-        if method == "PUT" and part is not None:
-            self._parts.setdefault(key, {})[int(part)] = body
-            return 200, b"", {"ETag": f'"{hashlib.md5(body).hexdigest()}"'}
-        if method == "PUT":
-            data = body
-        elif method == "POST" and part is None:  # multipart completion: {"oid", "parts": [{"partNumber", "etag"}]}
-            stored = self._parts.get(key, {})
-            listed = json.loads(body or b"{}").get("parts", [])
-            if [p["partNumber"] for p in listed] != sorted(stored) or any(
-                    p["etag"].strip('"') != hashlib.md5(stored[p["partNumber"]]).hexdigest() for p in listed):
-                raise _error(400, "InvalidPart: the parts listed are not the parts uploaded")
-            data = b"".join(stored[n] for n in sorted(stored))
-            self._parts.pop(key, None)
-        else:
-            raise _error(405, f"no route {method} {path}")
-        if hashlib.sha256(data).hexdigest() != oid:
-            raise _error(400, f"BadDigest: the {len(data)} bytes uploaded do not hash to {oid}")
-        repo.lfs[oid] = data
-        return 200, b"", {"ETag": f'"{hashlib.md5(data).hexdigest()}"'}
-
     def _commit(self, repo: Repo, body: bytes) -> tuple[int, object, dict]:
         lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
         header = next((item["value"] for item in lines if item["key"] == "header"), {})
@@ -519,13 +389,7 @@ class HubEmulator:
         for item in lines:
             key, value = item["key"], item["value"]
             if key == "file":
-                data = base64.b64decode(value["content"])
-                if len(data) > LFS_SIZE:  # the Hub refuses large files sent inline
-                    raise _error(400, f"Your push was rejected because it contains files larger than 10 MiB "
-                                      f"({value['path']}): store them with Git LFS (preupload says 'lfs')")
-                files[value["path"]] = data
-                if repo.is_lfs(value["path"], len(data)):  # git's LFS filter stores it, as a push would
-                    repo.lfs.setdefault(hashlib.sha256(data).hexdigest(), data)
+                files[value["path"]] = self._inline_file(repo, value)
                 ops.append(["file", value["path"]])
             elif key == "deletedFile":
                 if value["path"] not in files:
@@ -537,11 +401,7 @@ class HubEmulator:
                 files = {p: d for p, d in files.items() if not p.startswith(prefix)}
                 ops.append(["deletedFolder", value["path"]])
             elif key == "lfsFile":
-                data = repo.lfs.get(value.get("oid", "")) if value.get("algo", "sha256") == "sha256" else None
-                if data is None or value.get("size", len(data)) != len(data):
-                    raise _error(400, "Your push was rejected because an LFS pointer pointed to a file that does not "
-                                      f"exist. Offending file: {value['path']}")
-                files[value["path"]] = data
+                files[value["path"]] = self._lfs_file(repo, value)
                 ops.append(["lfsFile", value["path"]])
         repo.files = files
         oid = repo.commit(header.get("summary", ""), ops)
@@ -599,7 +459,7 @@ class HubEmulator:
         raise _error(404, f"no route {method} {rest}")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LfsUploadDrop, BaseHTTPRequestHandler):
     hub: HubEmulator
     protocol_version = "HTTP/1.1"
 
@@ -617,24 +477,6 @@ class _Handler(BaseHTTPRequestHandler):
                 data += self.rfile.read(size)
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("content-length") or 0))
-
-    def _drop_upload(self, path: str) -> bool:
-        """Read part of an LFS PUT's body, then close the connection: an upload lost mid-way."""
-        hub = self.hub
-        oid = path.split("/")[-1] if "/part/" not in path else path.split("/")[-3]
-        with hub.lock:
-            if hub.lfs_drop.get(oid, 0) <= 0:
-                return False
-            hub.lfs_drop[oid] -= 1
-        if self.headers.get("transfer-encoding", "").lower() == "chunked":
-            size = int(self.rfile.readline().strip() or b"0", 16)
-            got = len(self.rfile.read(min(size, 4096)))
-        else:
-            got = len(self.rfile.read(int(self.headers.get("content-length") or 0) // 2))
-        with hub.lock:
-            hub.requests.append({"method": "PUT", "path": path, "status": "dropped", "user": None, "range": None, "size": got})
-        self.close_connection = True
-        return True
 
     def _serve(self, method: str) -> None:
         url = urlsplit(self.path)
