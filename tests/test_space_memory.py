@@ -69,11 +69,11 @@ def test_on_an_a100_the_memory_plan_leaves_room_for_both_generations_the_serving
 @pytest.mark.parametrize("slots", [Slots(compare=2, batch=2, shared=True), Slots(compare=2, batch=1, shared=False)],
                          ids=["one-group", "two-groups"])
 def test_the_batch_shrinks_so_that_every_generation_at_once_fits_beside_the_cache(llava_7b, slots):
-    """A 7B model on a T4's 16 GB: one generation fits a batch of 10; at once they share that room."""
+    """A 7B model on a T4's 16 GB: one generation fits a batch of 11; at once they share that room."""
     plan = plan_memory([llava_7b], **AT_32, device="cuda", target="t4-small", max_new_tokens=64, slots=slots)
     est = memory.estimate(llava_7b, device="cuda", target="t4-small", max_new_tokens=64)
-    assert memory.verdict(est, "t4-small").max_batch_size == 10
-    assert plan.slots == slots and 1 <= plan.max_batch_size < 10
+    alone = memory.verdict(est, "t4-small").max_batch_size
+    assert plan.slots == slots and 1 <= plan.max_batch_size < alone
     assert promised(plan, est, "t4-small", slots) <= budget_bytes("t4-small")
     assert plan.cache_budget_bytes >= est.weight_bytes
     # the biggest batch that does: one more row each and the model would no longer fit the cache
@@ -110,11 +110,15 @@ def test_multiple_beams_count_as_rows_of_the_compare_generations():
 # -- beam search the memory holds ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("max_new_tokens, beams", [(64, MAX_BEAMS), (256, 3), (384, 2), (512, 1)])
+@pytest.mark.parametrize("max_new_tokens, beams", [(64, MAX_BEAMS), (320, 3), (448, 2), (640, 1)])
 def test_a_compare_may_ask_for_no_more_beams_than_the_memory_holds(llava_7b, max_new_tokens, beams):
-    """On CPU slots (a Compare and a batch at once) beside the 7B model on a T4's memory: room for 10 rows at 64 new
-    tokens, 4.9 at 256, 3.6 at 384, 2.8 at 512. A Compare of beam(4) and a batch of one are 5 rows: one at a time
-    held no beam(4) from 256 tokens on, yet the plan counted it and the Space offered it (and ran out of memory)."""
+    """On CPU slots (a Compare and a batch at once) beside the 7B model on a T4's memory: room for 11.4 rows at 64 new
+    tokens, 4.6 at 320, 3.6 at 448, 2.6 at 640. A Compare of beam(4) and a batch of one are 5 rows: one at a time
+    held no beam(4) at 320 tokens, yet the plan counted it and the Space offered it (and ran out of memory)."""
+    if beams < MAX_BEAMS:  # the scenario: the rows of one Compare of beam(beams + 1) and a batch of one do not fit
+        est = memory.estimate(llava_7b, device="cuda", target="t4-small", max_new_tokens=max_new_tokens)
+        rows = (budget_bytes("t4-small") - est.load_bytes("cuda")) / est.per_sample_bytes
+        assert beams + 1 <= rows < beams + 2, rows
     slots = Slots(compare=2, batch=1, shared=False)
     plan = plan_memory([llava_7b], **AT_32, device="cuda", target="t4-small", max_new_tokens=max_new_tokens, slots=slots)
     est = memory.estimate(llava_7b, device="cuda", target="t4-small", max_new_tokens=max_new_tokens)
@@ -192,19 +196,19 @@ def test_the_space_refuses_beams_its_memory_cannot_hold_says_so_on_the_page_and_
 
 
 def test_fewer_new_tokens_hold_more_beams_and_the_plan_says_up_to_how_many(llava_7b, tiny_dir):
-    """Rows grow with the tokens generated (KV cache, activations): at 512 new tokens a Compare beside the 7B on a T4
+    """Rows grow with the tokens generated (KV cache, activations): at 640 new tokens a Compare beside the 7B on a T4
     holds no second beam, but a shorter answer holds beam(4). The cap was computed once, at the Space's largest max
     new tokens, and refused beam(2) at 8 tokens too. Each count of beams fits up to a number of new tokens: the cache
     full, every other generation at its largest, this Compare's rows fit; one token more and they would not."""
     tiny = tiny_dir / "checkpoint-1000"
-    plan = plan_memory([llava_7b, tiny], **AT_32, device="cuda", target="t4-small", max_new_tokens=512,
+    plan = plan_memory([llava_7b, tiny], **AT_32, device="cuda", target="t4-small", max_new_tokens=640,
                        slots=Slots(compare=2, batch=1, shared=False))
     assert plan.max_beams == 1 and plan.slots == Slots(compare=1, batch=1, shared=False)
 
     def est(n):
         return memory.estimate(llava_7b, device="cuda", target="t4-small", max_new_tokens=n)
 
-    longest = est(512)
+    longest = est(640)
     others = plan.slots.rows(plan.max_batch_size, plan.max_beams) - plan.max_beams  # the batch, at its largest
     fixed = plan.cache_budget_bytes + others * longest.per_sample_bytes + longest.overhead_bytes("cuda")
 
@@ -212,11 +216,11 @@ def test_fewer_new_tokens_hold_more_beams_and_the_plan_says_up_to_how_many(llava
         return fixed + beams * est(n).per_sample_bytes
 
     tokens = {beams: plan.beam_tokens(llava_7b, beams) for beams in range(2, MAX_BEAMS + 1)}
-    assert 1 < tokens[4] < tokens[3] < tokens[2] < 512, tokens
+    assert 1 < tokens[4] < tokens[3] < tokens[2] < 640, tokens
     for beams, n in tokens.items():
         assert used(beams, n) <= budget_bytes("t4-small") < used(beams, n + 1), (beams, n)
-    assert plan.beams_at(llava_7b, tokens[3]) == 3 and plan.beams_at(llava_7b, 512) == 1
-    assert plan.beam_tokens(tiny, MAX_BEAMS) == 512  # its rows are small: any length holds beam(4)
+    assert plan.beams_at(llava_7b, tokens[3]) == 3 and plan.beams_at(llava_7b, 640) == 1
+    assert plan.beam_tokens(tiny, MAX_BEAMS) == 640  # its rows are small: any length holds beam(4)
     assert plan.beams_note() == (f"on t4-small with the largest checkpoint, beam(2) fits up to {tokens[2]} new tokens, "
                                  f"beam(3) up to {tokens[3]}, beam(4) up to {tokens[4]}")
 
@@ -234,7 +238,7 @@ def test_a_short_answer_gets_its_beams_and_a_long_one_is_told_what_fits(tiny_dir
 
     big_dir = shutil.copytree(llava_7b_worded, tmp_path / "llava-7b")
     settings = SpaceSettings(checkpoints=(str(tiny_dir / "checkpoint-1000"), str(big_dir)), device="cpu",
-                             target="t4-small", max_new_tokens=512, max_prompt_chars=60)
+                             target="t4-small", max_new_tokens=640, max_prompt_chars=60)
     service = ComparisonService(settings)  # the 7B is estimated only: it is never loaded here
     assert service.memory.max_beams == 1
     (big_dir / "config.json").unlink()  # nothing left to estimate from: the requests below look their limits up
@@ -249,12 +253,12 @@ def test_a_short_answer_gets_its_beams_and_a_long_one_is_told_what_fits(tiny_dir
     assert str(caught.value) == (f"'beam(4)' with {fits + 1} new tokens does not fit in the memory of t4-small with {big}: "
                                  f"beam(4) fits up to {fits} new tokens with this question ({service.memory.prompt_tokens} "
                                  f"tokens); ask for at most {fits} new tokens, a shorter question, or for beam({held}) or fewer")
-    for n, beams in ((fits, 4), (512, 1)):  # what the message offers is not refused
+    for n, beams in ((fits, 4), (640, 1)):  # what the message offers is not refused
         service.check_beams(service.generation_config(f"beam({beams})", n), ["checkpoint-1000", big])
-    with pytest.raises(ConfigError, match=re.escape("'beam(2)' with 512 new tokens does not fit in the memory of "
+    with pytest.raises(ConfigError, match=re.escape("'beam(2)' with 640 new tokens does not fit in the memory of "
                                                     f"t4-small with {big}: beam(2) fits up to ")):
-        service.check_beams(service.generation_config("beam(2)", 512), [big])
-    assert service.generation_config("nucleus (top-p 0.9)", 512).strategy == "nucleus(0.9)"
+        service.check_beams(service.generation_config("beam(2)", 640), [big])
+    assert service.generation_config("nucleus (top-p 0.9)", 640).strategy == "nucleus(0.9)"
     (answer,) = service.compare(red, "What color is the shape?", ["checkpoint-1000"], "greedy", 8)
     assert answer.text == "red"
 
@@ -307,8 +311,8 @@ def test_the_plan_holds_for_the_longest_question_the_space_accepts(llava_7b_word
 def test_a_short_question_gets_the_beams_the_longest_one_leaves_and_a_long_one_is_told_what_fits(tiny_dir,
                                                                                                   llava_7b_worded,
                                                                                                   tmp_path):
-    """Rows are counted with the longest question, but a row's memory follows its prompt and answer together: a
-    question of 10 tokens leaves 494 more for the answer than one of 504. The service counts each request's question
+    """Rows are counted with the longest question, but a row's memory follows its prompt (and its answer): a question
+    of 10 tokens leaves a longer answer than one of 504. The service counts each request's question
     with the checkpoint's tokenizer (read when the plan was made: its files are gone below) and looks its limit up;
     the 500-character question is refused at the same length, with what fits. At the limit the short question's rows
     fit the room a Compare keeps, one token more and they would not."""
@@ -329,7 +333,7 @@ def test_a_short_question_gets_the_beams_the_longest_one_leaves_and_a_long_one_i
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         (big_dir / name).unlink()  # the requests below look up, count with the tokenizer the plan read, estimate nothing
     fits_long, fits_short = plan.beam_tokens(ref, 4, p_long), plan.beam_tokens(ref, 4, p_short)
-    assert fits_long < fits_short == min(512, plan.beam_tokens_by_ref[ref][4] + p_long - p_short), (fits_long, fits_short)
+    assert fits_long < fits_short, (fits_long, fits_short)
     assert plan.beam_tokens(ref, 4) == fits_long  # the page's: the longest question's
 
     def used(prompt: int, n: int) -> int:  # the cache full, the batch at its longest, and this Compare's beam(4)
@@ -354,3 +358,34 @@ def test_a_short_question_gets_the_beams_the_longest_one_leaves_and_a_long_one_i
     red = str(ROOT / "space" / "examples" / "red-circle.png")
     (answer,) = service.compare(red, short, ["checkpoint-1000"], "beam(4)", 8)
     assert (answer.text, answer.error) == ("red", "")
+
+
+def test_every_question_length_gets_exactly_the_beams_its_rows_fit(llava_7b_worded):
+    """A row's prefill headroom follows its prompt alone, its KV cache the prompt and answer together: the plan cannot
+    shift the longest question's limit by the tokens a shorter one saves (it said beam(4) fits 165 new tokens with a
+    question of 10 tokens where 166 fit). At each question's limit its rows fit the room a Compare keeps, one token
+    more and they would not; where none fits, not even one token does."""
+    plan = plan_memory([llava_7b_worded], device="cuda", target="t4-small", max_new_tokens=512,
+                       slots=Slots(compare=2, batch=1, shared=False))
+    p_long = plan.prompt_tokens
+    assert plan.max_beams == 1 and p_long > 500
+    longest = memory.estimate(llava_7b_worded, device="cuda", target="t4-small", max_new_tokens=512, prompt_tokens=p_long)
+    others = plan.slots.rows(plan.max_batch_size, plan.max_beams) - plan.max_beams
+    fixed = plan.cache_budget_bytes + others * longest.per_sample_bytes + longest.overhead_bytes("cuda")
+
+    def used(beams: int, prompt: int, n: int) -> int:
+        at = memory.estimate(llava_7b_worded, device="cuda", target="t4-small", max_new_tokens=n, prompt_tokens=prompt)
+        return fixed + beams * at.per_sample_bytes
+
+    limits = {}
+    for prompt in (10, 100, 300, p_long):
+        for beams in range(2, MAX_BEAMS + 1):
+            n = limits[prompt, beams] = plan.beam_tokens(llava_7b_worded, beams, prompt)
+            if n == 0:
+                assert used(beams, prompt, 1) > budget_bytes("t4-small"), (prompt, beams)
+            elif n < 512:
+                assert used(beams, prompt, n) <= budget_bytes("t4-small") < used(beams, prompt, n + 1), (prompt, beams, n)
+            else:
+                assert used(beams, prompt, 512) <= budget_bytes("t4-small"), (prompt, beams)
+    assert limits[10, 4] > limits[300, 4] and limits[10, 2] > limits[100, 2] > limits[300, 2], limits
+    assert plan.beam_tokens(llava_7b_worded, 4) == limits[p_long, 4]  # the page's: the longest question's

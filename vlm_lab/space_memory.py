@@ -91,6 +91,10 @@ class MemoryPlan:
     # by checkpoint, then by beams above max_beams: the most new tokens a Compare of that many beams fits (0: none),
     # with a question of prompt_tokens_by_ref's tokens
     beam_tokens_by_ref: Mapping[Any, Mapping[int, int]] = dataclasses.field(default_factory=dict, compare=False)
+    # by checkpoint: its estimate, whose rows beam_tokens weighs at a request's own question; and the bytes one
+    # Compare's slot keeps for its beams
+    estimates_by_ref: Mapping[Any, Any] = dataclasses.field(default_factory=dict, compare=False)
+    beam_room: int = 0
     prompt_chars: int = 0  # the longest question the plan is for, in characters (the Space's max_prompt_chars)
     prompt_tokens: int = 0  # ... its most text tokens with any checkpoint: each row is counted with it
     prompt_how: str = ""  # with which checkpoint, counted how (for the notes)
@@ -107,7 +111,7 @@ class MemoryPlan:
     def count_with(self, ref: Any, processor: Any) -> None:
         """Count ``ref``'s questions from now on with ``processor`` (a copy of it), where the plan had no tokenizer for it
         (a hub model not downloaded at start): its rows stay counted at 4 tokens a character, and a request's question,
-        counted, leaves the difference (``beam_tokens``). Once per checkpoint; a dict lookup afterwards."""
+        counted, gets the beams its own length fits (``beam_tokens``). Once per checkpoint; a dict lookup afterwards."""
         if ref in self.counters or ref not in self.prompt_tokens_by_ref or not self.prompt_chars:
             return
         from vlm_lab.space_prompts import PromptCounter
@@ -124,12 +128,14 @@ class MemoryPlan:
         """The most new tokens (up to ``max_new_tokens``) a Compare of ``beam(beams)`` with ``ref`` fits (0: none);
         ``max_new_tokens`` for a checkpoint with no estimate (no cap: loading will tell).
 
-        ``prompt_tokens``: the request's question's (``question_tokens``); the plan counted the longest question, and
-        a row's memory follows its prompt and answer together, so a shorter question leaves as many tokens more."""
-        n = self.beam_tokens_by_ref.get(ref, {}).get(beams, self.max_new_tokens)  # below 1: with no question of the longest
-        if prompt_tokens is not None and n < self.max_new_tokens:
-            n += self.prompt_tokens_by_ref.get(ref, prompt_tokens) - prompt_tokens
-        return max(0, min(self.max_new_tokens, n))
+        ``prompt_tokens``: the request's question's (``question_tokens``); the plan counted the longest question. A
+        row's KV cache follows its prompt and answer together, but its prefill's headroom the prompt alone, so a
+        shorter question's limit is weighed at its own length (arithmetic on the plan's estimate: nothing is built)."""
+        table = self.beam_tokens_by_ref.get(ref, {})
+        est = self.estimates_by_ref.get(ref)
+        if beams not in table or est is None or prompt_tokens in (None, self.prompt_tokens_by_ref.get(ref)):
+            return table.get(beams, self.max_new_tokens)
+        return _most_tokens(est, beams, self.beam_room, prompt_tokens, self.max_new_tokens)
 
     def beams_at(self, ref: Any, max_new_tokens: int, prompt_tokens: int | None = None) -> int:
         """The most beams (up to ``MAX_BEAMS``) a Compare with ``ref`` fits at ``max_new_tokens`` (1: none)."""
@@ -228,48 +234,45 @@ def plan_memory(refs: Sequence[Any], *, device: str, target: str = "", max_new_t
     rows = held.rows(batch, beams) * row
     cache = max(1, budget_bytes(t) - fixed - rows)
     notes.append(_slots_note(wanted, held, batch, beams, rows, cache, max_new_tokens, fits=rows <= room))
-    tokens = _beam_tokens(refs_estimated, ests, t, held.compare_rows(batch, beams) * row, beams, max_new_tokens)
+    beam_room = held.compare_rows(batch, beams) * row
+    tokens = _beam_tokens(refs_estimated, ests, beam_room, beams, max_new_tokens)
     plan = MemoryPlan(t.name, batch, cache, cache // max(1, weights), tuple(notes), held, beams, max_new_tokens,
-                      tuple(refs_estimated), tokens, **asked)
+                      tuple(refs_estimated), tokens, dict(zip(refs_estimated, ests)), beam_room, **asked)
     return dataclasses.replace(plan, notes=(*notes[:-1], plan.prompt_note(), notes[-1]))  # the generations' last
 
 
-def _beam_tokens(refs: Sequence[Any], ests: Sequence[Any], t: Any, room: int, max_beams: int,
+def _beam_tokens(refs: Sequence[Any], ests: Sequence[Any], room: int, max_beams: int,
                  max_new_tokens: int) -> dict[Any, dict[int, int]]:
     """For each checkpoint and each count of beams above ``max_beams``: the most new tokens whose rows fit ``room``
-    (what one Compare's slot keeps) with the longest question (``est.prompt_tokens``). A row's KV cache and activations
-    grow with the tokens of its prompt and answer together, so shorter answers, and shorter questions, hold more beams.
-    Where no answer fits with the longest question it is below 1: a question of p tokens fits ``value + longest - p``
-    new tokens (``-est.prompt_tokens``: none even with no question). Estimated here, before the Space serves, and
-    looked up per request: an estimate builds the model from its config, and transformers sets torch's process-wide
-    default dtype meanwhile, which would reach the generations other visitors' requests run at the time."""
-    from vlm_lab import memory
-
+    (what one Compare's slot keeps) with the longest question (``est.prompt_tokens``); 0 where none does. Shorter
+    answers, and shorter questions, hold more beams (``MemoryPlan.beam_tokens`` weighs a request's own)."""
     if max_beams >= MAX_BEAMS:
         return {}
-    rows = {}
+    return {ref: {b: _most_tokens(est, b, room, est.prompt_tokens, max_new_tokens) for b in range(max_beams + 1, MAX_BEAMS + 1)}
+            for ref, est in zip(refs, ests)}
 
-    def fits(ref: Any, est: Any, beams: int, n: int, prompt: int | None = None) -> bool:
-        prompt = est.prompt_tokens if prompt is None else prompt
-        if (ref, prompt, n) not in rows:
-            rows[ref, prompt, n] = est.per_sample_bytes if (prompt, n) == (est.prompt_tokens, max_new_tokens) else \
-                memory.estimate(ref, device=t.device, target=t, max_new_tokens=n, prompt_tokens=prompt).per_sample_bytes
-        return beams * rows[ref, prompt, n] <= room
 
-    table: dict[Any, dict[int, int]] = {}
-    for ref, est in zip(refs, ests):
-        table[ref] = {}
-        for b in range(max_beams + 1, MAX_BEAMS + 1):
-            if fits(ref, est, b, max_new_tokens):
-                table[ref][b] = max_new_tokens
-            else:  # the first length that does not fit, less one (rows only grow with the length)
-                lengths = range(1, max_new_tokens + 1)
-                table[ref][b] = bisect.bisect_left(lengths, True, key=lambda n: not fits(ref, est, b, n))  # noqa: B023
-            if not table[ref][b]:  # the first shorter question whose one new token does not fit, less the longest's
-                prompts = range(est.prompt_tokens)
-                first = bisect.bisect_left(prompts, True, key=lambda q: not fits(ref, est, b, 1, q))  # noqa: B023
-                table[ref][b] = first - est.prompt_tokens
-    return table
+def _most_tokens(est: Any, beams: int, room: int, prompt_tokens: int, max_new_tokens: int) -> int:
+    """The most new tokens (up to ``max_new_tokens``; 0: none) whose ``beams`` rows, with a question of ``prompt_tokens``,
+    fit ``room``. Arithmetic on ``est`` (``_row_bytes``), not a new estimate: an estimate builds the model from its
+    config, and transformers sets torch's process-wide default dtype meanwhile, which would reach the generations
+    other visitors' requests run at the time."""
+    def fits(n: int) -> bool:
+        return beams * _row_bytes(est, prompt_tokens, n) <= room
+
+    if fits(max_new_tokens):
+        return max_new_tokens
+    # the first length that does not fit, less one (rows only grow with the length)
+    return bisect.bisect_left(range(1, max_new_tokens + 1), True, key=lambda n: not fits(n))
+
+
+def _row_bytes(est: Any, prompt_tokens: int, n: int) -> int:
+    """One row's bytes with a question of ``prompt_tokens`` and ``n`` new tokens, as ``memory.estimate`` counts them
+    (up to where the model's context ends)."""
+    at = dataclasses.replace(est, prompt_tokens=prompt_tokens)
+    if est.context_tokens:
+        n = max(0, min(n, est.context_tokens - at.prefill_tokens))
+    return at.with_new_tokens(n).per_sample_bytes
 
 
 def _fit(slots: Slots, batch: int, room: int, row: int, *, keep_batch: bool) -> tuple[Slots, int]:

@@ -223,8 +223,8 @@ class ComparisonService:
         """Refuse a beam search whose rows, at the request's own max new tokens, do not fit in what the memory plan
         keeps for a Compare with one of ``labels``: a row grows with the tokens generated (KV cache, activations), so
         a short answer holds beams a long one does not, and so does a short ``question`` (counted with each checkpoint's
-        tokenizer; without one, as the longest the Space accepts). The plan estimated those lengths before the Space
-        served: a lookup here.
+        tokenizer; without one, as the longest the Space accepts). The plan estimated the checkpoints before the Space
+        served: arithmetic on those estimates here (nothing is built).
 
         Raises:
             ConfigError: says up to how many new tokens those beams fit, and how many beams fit at this length.
