@@ -293,13 +293,15 @@ def test_seeded_sampling_draws_what_transformers_own_sampling_draws_for_the_seed
 @pytest.mark.parametrize("setting", [{"min_p": 0.9}, {"typical_p": 0.8}, {"epsilon_cutoff": 0.3},
                                      {"eta_cutoff": 0.5}, {"top_h": 0.5}], ids=lambda s: next(iter(s)))
 def test_seeded_sampling_applies_the_checkpoints_own_warpers_as_transformers_does(loaded, samples, setting):
-    """``seeded_sampling`` rebuilds the warpers ``generate`` applies when sampling; a checkpoint whose
-    generation config sets one (min_p, typical_p, ...) must sample as transformers' own sampling does. Each
-    setting changes this checkpoint's draws (seen: without its warper, each case fails); top_k, top_p and
-    temperature come from the strategy (the test above)."""
+    """``seeded_sampling`` rebuilds the warpers ``generate`` applies when sampling; decoding with the checkpoint's
+    own settings (``checkpoint_generation``), a checkpoint whose generation config sets one (min_p, typical_p, ...)
+    must sample as transformers' own sampling does. Each setting changes this checkpoint's draws (seen: without its
+    warper, each case fails); top_k, top_p and temperature come from the strategy (the test above). By default they
+    are set aside: tests/test_generation_settings.py."""
     import torch
 
-    model, config = loaded["checkpoint-250"], GenerationConfig(strategy="temperature(1.5)", batch_size=6, seed=3, max_new_tokens=8)
+    model, config = loaded["checkpoint-250"], GenerationConfig(strategy="temperature(1.5)", batch_size=6, seed=3, max_new_tokens=8,
+                                                               checkpoint_generation=True)
     enc = generation.encode_batch(model, samples[:6])
     before = {k: getattr(model.model.generation_config, k, None) for k in setting}
     for k, v in setting.items():

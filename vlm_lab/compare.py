@@ -30,7 +30,7 @@ from vlm_lab.data import Sample, as_shown, load_samples, open_image
 from vlm_lab.errors import OutputPathError
 from vlm_lab.model_cache import ModelCache
 from vlm_lab.paths import probe_write
-from vlm_lab.result_cache import ResultCache, Syncer, generation_key, sample_key, sample_keys
+from vlm_lab.result_cache import SET_ASIDE, ResultCache, Syncer, generation_key, sample_key, sample_keys
 from vlm_lab.results import ComparisonResult
 from vlm_lab.scoring import bootstrap_accuracy, get_scorer
 
@@ -329,6 +329,7 @@ def compare(
                         if run.memory:  # also after an interruption: a smaller, fully cached re-run still knows it
                             memory.clear()
                             memory.update(run.memory)
+                        memory[SET_ASIDE] = run.set_aside
                         del run, loaded
                 if cache is None:  # this call's own cache: a model it has finished with is never asked for again, and
                     models.evict(ref)  # kept, it stayed beside the next (3 checkpoints of 4 GB: 12 GB for one at a time)
@@ -373,6 +374,10 @@ class _CheckpointRun:
         self.name, self.loaded, self.gen, self.store, self.encodings = name, loaded, gen, store, encodings
         self.processor_fp, self.syncer = processor_fp, syncer
         self.memory: dict = {}
+        from vlm_lab.generation_settings import set_aside
+
+        # what its generation_config.json sets that this strategy does not use: said in the summary and a warning
+        self.set_aside = set_aside(loaded.model.generation_config, gen.generate_kwargs(), checkpoint_generation=gen.checkpoint_generation)
 
     def _encode(self, chunk) -> dict:
         from vlm_lab.generation import encode_inputs
@@ -403,6 +408,8 @@ class _CheckpointRun:
         done: dict[str, dict] = {}
         last_sync = time.monotonic()
         with self.store.appender(syncer=self.syncer) if self.store is not None else contextlib.nullcontext() as appender:
+            if appender is not None:  # once per run: a fully cached re-run loads no model to ask
+                appender.write([{SET_ASIDE: self.set_aside}])
             try:
                 for i, (chunk, batch_id) in enumerate(chunks):
                     seed = None if batch_id is None else int(batch_id, 16)
@@ -499,6 +506,8 @@ def _build_result(config, refs, names, plans, samples, keys, images, out, dtype_
                 "n_truncated": truncated,  # cut off before the end token: at max_new_tokens or at the context
                 "n_at_context": at_context,  # ... of them, where the checkpoint reads no further
                 "from_cache": min(n_cached, len(samples)),
+                # the checkpoint's own generation settings it did not decode with (generation_settings); None: not recorded
+                "generation_set_aside": memory.get(SET_ASIDE),
             }
         )
     # revision: the commit a hub checkpoint was pinned to (what "org/run@main" meant that day); None for a folder.

@@ -69,13 +69,18 @@ def out_of_memory_said(name: str, gen: GenerationConfig, device, others: Callabl
 
 def warn_flagged_outputs(result: ComparisonResult, *, stacklevel: int = 2) -> None:
     """Warn about each checkpoint whose outputs are noise (NaN/inf scores: ``NonFiniteWarning``) or cut off
-    (at max_new_tokens, or where it reads no further: ``TruncatedOutputWarning``), from the summary's counts.
+    (at max_new_tokens, or where it reads no further: ``TruncatedOutputWarning``), from the summary's counts, and
+    whose own generation settings were set aside (``GenerationSettingsWarning``: its answers are the strategy's alone).
 
     ``compare`` calls it as it finishes; ``vlm-lab show`` calls it on a saved comparison, which says the same.
     """
+    from vlm_lab.generation_settings import GenerationSettingsWarning, set_aside_message
+
     max_new_tokens = result.config.get("max_new_tokens")
     for ref, row in zip(result.refs, result.summary):
         name, total = row["checkpoint"], row.get("n_samples") or len(result.rows)
+        if row.get("generation_set_aside"):
+            warnings.warn(GenerationSettingsWarning(set_aside_message(name, row["generation_set_aside"])), stacklevel=stacklevel)
         nonfinite, truncated, at_context = (row.get(k) or 0 for k in ("n_nonfinite", "n_truncated", "n_at_context"))
         if nonfinite:  # the dtype it ran in (saved since it was recorded; before, the dtype asked for)
             dtype = ref.get("dtype") or result.config.get("dtype", "?")

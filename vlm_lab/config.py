@@ -213,12 +213,14 @@ def parse_strategy(strategy: str) -> tuple[str, float | None]:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GenerationConfig(ConfigBase):
-    """How each checkpoint generates: decoding strategy, length, batching, seed."""
+    """How each checkpoint generates: decoding strategy, length, batching, seed; with its own generation config's
+    settings only when ``checkpoint_generation`` (``vlm_lab.generation_settings``)."""
 
     strategy: str = "greedy"  # greedy | nucleus(P) | temperature(T) | beam(N)
     max_new_tokens: int = 8
     batch_size: int = 16
     seed: int = 0
+    checkpoint_generation: bool = False  # also decode with each checkpoint's generation_config.json (generation_settings)
 
     def __post_init__(self) -> None:
         parse_strategy(self.strategy)
@@ -284,6 +286,7 @@ class CompareConfig(ConfigBase):
     cache_dir: str = ""  # where per-sample results are cached; "" = OUTPUT_DIR/.cache
     metric: str = "exact"  # exact | normalized | vqa (VQA accuracy against a list of human answers)
     memory_budget: str = ""  # model cache budget, e.g. "16GB"; "" = 90% of the GPU / half the RAM
+    checkpoint_generation: bool = False  # also decode with each checkpoint's generation_config.json (repetition_penalty, ...)
 
     def __post_init__(self) -> None:
         checkpoints = self.checkpoints
@@ -302,7 +305,8 @@ class CompareConfig(ConfigBase):
 
     def generation(self) -> GenerationConfig:
         return GenerationConfig(
-            strategy=self.strategy, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, seed=self.seed
+            strategy=self.strategy, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, seed=self.seed,
+            checkpoint_generation=self.checkpoint_generation,
         )
 
 

@@ -28,6 +28,7 @@ from transformers.utils import logging as hf_logging
 from vlm_lab.config import GenerationConfig
 from vlm_lab.data import Sample
 from vlm_lab.errors import DataError
+from vlm_lab.generation_settings import SAMPLING, decoding_kwargs
 from vlm_lab.model_construction import generating
 from vlm_lab.models import LoadedModel
 
@@ -114,15 +115,15 @@ def seeded_sampling(model_config: Any, kwargs: Mapping[str, Any], generator: tor
     """``generate`` keyword arguments and logits processors that sample as ``kwargs`` asks, drawing from ``generator``.
 
     The warpers are the ones ``generate`` applies when ``do_sample`` (its ``_get_logits_processor``, in its order,
-    for one beam): the strategy's temperature/top-k/top-p, and the checkpoint's generation config for the rest.
+    for one beam), with the values ``generate`` would take: ``kwargs``'s, else the checkpoint's generation config's
+    (``generation_settings.decoding_kwargs`` puts neutral values in ``kwargs`` for those a comparison sets aside).
     """
     from transformers import (
         EpsilonLogitsWarper, EtaLogitsWarper, MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
         TypicalLogitsWarper,
     )
 
-    c = {k: getattr(model_config, k, None) for k in ("top_h", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")}
-    c |= {k: kwargs.get(k, getattr(model_config, k, None)) for k in ("temperature", "top_k", "top_p")}
+    c = {k: kwargs[k] if k in kwargs else getattr(model_config, k, None) for k in SAMPLING}
     warpers: list[LogitsProcessor] = []
     if c["temperature"] is not None and c["temperature"] != 1.0:
         warpers.append(TemperatureLogitsWarper(c["temperature"]))
@@ -142,7 +143,7 @@ def seeded_sampling(model_config: Any, kwargs: Mapping[str, Any], generator: tor
         warpers.append(EpsilonLogitsWarper(epsilon=c["epsilon_cutoff"]))
     if c["eta_cutoff"] is not None and 0.0 < c["eta_cutoff"] < 1.0:
         warpers.append(EtaLogitsWarper(epsilon=c["eta_cutoff"], device=generator.device))
-    greedy = {k: v for k, v in kwargs.items() if k not in ("temperature", "top_k", "top_p")} | {"do_sample": False}
+    greedy = {k: v for k, v in kwargs.items() if k not in SAMPLING} | {"do_sample": False}
     return greedy, [*warpers, SeededDraw(generator)]
 
 
@@ -369,7 +370,8 @@ def _generate(loaded: LoadedModel, samples: Sequence[Sample], enc: dict, config:
               draws: torch.Generator | None) -> list[GenerationOutput]:
     """One ``model.generate`` call; ``config.max_new_tokens`` below ``asked`` is where the context ends;
     ``draws``: the generator a sampling strategy draws from."""
-    kwargs = config.generate_kwargs()
+    # the strategy alone, not the checkpoint's own repetition penalty, n-gram ban, ... (generation_settings)
+    kwargs = decoding_kwargs(loaded.model.generation_config, config.generate_kwargs(), checkpoint_generation=config.checkpoint_generation)
     tokenizer = loaded.processor.tokenizer
     pad_id = tokenizer.pad_token_id
     if pad_id is not None:

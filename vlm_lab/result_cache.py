@@ -42,7 +42,10 @@ __all__ = ["CACHE_FORMAT", "Appender", "CacheWriteError", "ResultCache", "Syncer
 # 3: a sample read from a file is keyed by the file's bytes, not its decoded pixels
 # 4: outputs cut off at max_new_tokens are marked "truncated" (3 did not say)
 # 5: no output runs past the checkpoint's context (4 generated noise there) and a pad token emitted mid-answer counts
-CACHE_FORMAT = 5
+# 6: a checkpoint's own generation config no longer shapes its outputs (5 applied its repetition penalty, n-gram ban, ...
+#    under any strategy), and each file records what of it was set aside
+CACHE_FORMAT = 6
+SET_ASIDE = "generation_set_aside"  # a record of what the checkpoint's generation config set and the strategy did not use
 
 
 def sample_key(sample: Sample) -> str:
@@ -104,6 +107,8 @@ def generation_key(gen: GenerationConfig, *, dtype: str, device_type: str) -> st
         "format": CACHE_FORMAT,
         "strategy": [name, value],  # parsed: nucleus(.5) and nucleus(0.5) are one strategy
         "max_new_tokens": gen.max_new_tokens,
+        # the checkpoint's generation_config.json then shapes the outputs too: it is in the checkpoint's fingerprint
+        "checkpoint_generation": gen.checkpoint_generation,
         "batch_size": gen.batch_size,  # the cached latency and tokens/s were measured at this batch size
         "dtype": dtype,
         "device": device_type,
@@ -122,9 +127,11 @@ class ResultCache:
         self.path = path
 
     def read(self) -> tuple[dict[str, dict], dict]:
-        """``({sample key: result}, memory record)``; unreadable (torn) lines are skipped."""
+        """``({sample key: result}, memory record)``; unreadable (torn) lines are skipped. The memory record also holds
+        ``generation_set_aside`` (``SET_ASIDE``) where the file says it: both are what a run learnt of its checkpoint."""
         results: dict[str, dict] = {}
         memory: dict = {}
+        set_aside: dict = {}
         if not self.path.is_file():
             return results, memory
         for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -135,9 +142,11 @@ class ResultCache:
             if "memory" in record:
                 if (record["memory"].get("peak_memory_bytes") or 0) >= (memory.get("peak_memory_bytes") or 0):
                     memory = record["memory"]
+            elif SET_ASIDE in record:  # the same in every record of a file: its checkpoint and strategy decide it
+                set_aside = {SET_ASIDE: record[SET_ASIDE]}
             elif "key" in record:
                 results[record["key"]] = record
-        return results, memory
+        return results, {**memory, **set_aside}
 
     def appender(self, *, syncer: Syncer | None = None) -> "Appender":
         """The file held open for a run's many appends (one open, not one per batch); ``syncer``: fsync there."""

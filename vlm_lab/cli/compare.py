@@ -30,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-samples", type=int, default=None,
                         help="at most this many samples (default: all the data gives: the N of shapes:SPLIT:N, 64 without N, a whole JSONL)")  # fmt: skip
     parser.add_argument("--strategy", default=_DEFAULTS.strategy, help="greedy | nucleus(P) | temperature(T) | beam(N) (default: %(default)s)")
+    parser.add_argument("--checkpoint-generation", action="store_true",
+                        help="also decode with each checkpoint's own generation_config.json (repetition_penalty, "
+                        "no_repeat_ngram_size, ...), as model.generate does by default; without it every checkpoint decodes "
+                        "with --strategy alone, and what its file sets is named in a warning and in summary.json")  # fmt: skip
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed,
                         help="seeds sampling strategies and the bootstrap CIs (default: %(default)s)")
     parser.add_argument("--metric", default=_DEFAULTS.metric, choices=METRICS,
@@ -102,6 +106,7 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
             cache_dir=args.cache_dir,
             metric=args.metric,
             memory_budget=args.memory_budget,
+            checkpoint_generation=args.checkpoint_generation,
         )
 
 
