@@ -111,6 +111,7 @@ def test_compare_says_what_each_checkpoint_set_aside(tiny_checkpoints, settled, 
         outputs = [[row["outputs"][name]["output"] for name in result.checkpoints] for row in result.rows]
         assert all(a == b for a, b in outputs)  # same weights, same strategy: same answers
     assert result.summary[1]["from_cache"] == 6
+    assert "set aside: min_new_tokens=6, no_repeat_ngram_size=1, repetition_penalty=5.0" in result.html()  # its notes
     saved = ComparisonResult.load(tmp_path / "out")
     assert saved.summary[1]["generation_set_aside"] == SETTINGS
     with pytest.warns(GenerationSettingsWarning) as said:  # vlm-lab show says it again
@@ -163,3 +164,22 @@ def test_sampling_sets_aside_the_checkpoints_own_warpers(tiny_checkpoints, sampl
         setattr(model.model.generation_config, k, v)
     assert _texts(generation.generate_batch(model, samples[:6], config)) == _texts(plain)
     assert set_aside(model.model.generation_config, config.generate_kwargs()) == setting
+
+
+def test_the_space_decodes_every_checkpoint_alike_and_logs_what_it_set_aside(tiny_checkpoints, settled, samples, caplog):
+    import logging
+
+    from vlm_lab.space_service import ComparisonService
+    from vlm_lab.space_settings import SpaceSettings
+
+    service = ComparisonService(SpaceSettings(checkpoints=(str(tiny_checkpoints[-1]), str(settled)), device="cpu"))
+    plain, named = service.labels
+    with caplog.at_level(logging.INFO, logger="vlm_lab.space"):
+        for sample in samples[:3]:
+            for strategy in ("greedy", "beam(2)", "nucleus(0.9)"):
+                a, b = service.compare(sample.image, sample.prompt, [plain, named], strategy, 8)
+                assert (a.text, a.new_tokens) == (b.text, b.new_tokens), strategy
+        batch = service.answer_batch([s.image for s in samples[:3]] * 2, [s.prompt for s in samples[:3]] * 2, [plain] * 3 + [named] * 3)
+        assert [x.text for x in batch[:3]] == [x.text for x in batch[3:]]
+    said = [r.getMessage() for r in caplog.records if "set aside" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"{named}: its generation config sets min_new_tokens=6"), said  # once per checkpoint

@@ -83,9 +83,9 @@ def set_aside(generation_config: Any, kwargs: Mapping[str, Any], *, checkpoint_g
     return {k: v for k, v in checkpoint_fields(generation_config).items() if k not in LENGTH and kwargs.get(k, missing) != v}
 
 
-def set_aside_message(checkpoint: str, fields: Mapping[str, Any]) -> str:
-    """One line naming ``checkpoint`` and the settings of its own that were set aside."""
+def set_aside_message(checkpoint: str, fields: Mapping[str, Any], *, opt_in: bool = True) -> str:
+    """One line naming ``checkpoint`` and the settings of its own that were set aside; ``opt_in``: and how to decode
+    with them (a comparison can; the Space cannot)."""
     said = ", ".join(f"{k}={v!r}" for k, v in fields.items())
-    return (f"{checkpoint}: its generation config sets {said}; set aside, so every checkpoint decodes with the strategy "
-            "asked and no other settings (checkpoint_generation=True, --checkpoint-generation on the command line, "
-            "decodes with them)")
+    how = (" (checkpoint_generation=True, --checkpoint-generation on the command line, decodes with them)" if opt_in else "")
+    return f"{checkpoint}: its generation config sets {said}; set aside, so every checkpoint decodes with the strategy asked and no other settings{how}"

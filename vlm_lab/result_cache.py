@@ -45,7 +45,9 @@ __all__ = ["CACHE_FORMAT", "Appender", "CacheWriteError", "ResultCache", "Syncer
 # 6: a checkpoint's own generation config no longer shapes its outputs (5 applied its repetition penalty, n-gram ban, ...
 #    under any strategy), and each file records what of it was set aside
 CACHE_FORMAT = 6
-SET_ASIDE = "generation_set_aside"  # a record of what the checkpoint's generation config set and the strategy did not use
+# in a file's memory records: what the checkpoint's generation config set that the strategy did not use (the same in each:
+# the checkpoint and the strategy decide it)
+SET_ASIDE = "generation_set_aside"
 
 
 def sample_key(sample: Sample) -> str:
@@ -127,11 +129,10 @@ class ResultCache:
         self.path = path
 
     def read(self) -> tuple[dict[str, dict], dict]:
-        """``({sample key: result}, memory record)``; unreadable (torn) lines are skipped. The memory record also holds
-        ``generation_set_aside`` (``SET_ASIDE``) where the file says it: both are what a run learnt of its checkpoint."""
+        """``({sample key: result}, memory record)``; unreadable (torn) lines are skipped. The memory record also
+        holds ``generation_set_aside`` (``SET_ASIDE``): what a run learnt of its checkpoint, for a re-run that loads none."""
         results: dict[str, dict] = {}
         memory: dict = {}
-        set_aside: dict = {}
         if not self.path.is_file():
             return results, memory
         for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -142,11 +143,9 @@ class ResultCache:
             if "memory" in record:
                 if (record["memory"].get("peak_memory_bytes") or 0) >= (memory.get("peak_memory_bytes") or 0):
                     memory = record["memory"]
-            elif SET_ASIDE in record:  # the same in every record of a file: its checkpoint and strategy decide it
-                set_aside = {SET_ASIDE: record[SET_ASIDE]}
             elif "key" in record:
                 results[record["key"]] = record
-        return results, {**memory, **set_aside}
+        return results, memory
 
     def appender(self, *, syncer: Syncer | None = None) -> "Appender":
         """The file held open for a run's many appends (one open, not one per batch); ``syncer``: fsync there."""

@@ -308,6 +308,10 @@ def _notes(s: dict) -> str:
         where = f" ({at_context} where the checkpoint reads no further)" if at_context else ""
         notes.append(f"<span class='truncated' title='stopped before the end token: at max_new_tokens, or where the checkpoint "
                      f"reads no further (its context)'>{s['n_truncated']} cut off{where}</span>")
+    if s.get("generation_set_aside"):  # generation_settings: what its generation_config.json set and it decoded without
+        said = ", ".join(f"{k}={v!r}" for k, v in s["generation_set_aside"].items())
+        notes.append("<span class='truncated' title=\"its generation config's own settings, set aside: every checkpoint decoded "
+                     f"with the strategy alone (checkpoint_generation=True decodes with them)\">set aside: {esc(said)}</span>")
     if s.get("from_cache"):
         notes.append(f"<span class='ci'>{s['from_cache']} of {s['n_samples']} from cache</span>")
     return " ".join(notes)

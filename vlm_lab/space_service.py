@@ -121,6 +121,7 @@ class ComparisonService:
         self.interactions = interactions or InteractionLog({})
         self._in_use: collections.Counter[str] = collections.Counter()  # label -> requests generating with it now
         self._lock = threading.Lock()
+        self._settings_said: set[str] = set()  # labels whose set-aside generation settings the log has named
 
     @contextlib.contextmanager
     def _answering(self, label: str) -> Iterator[None]:
@@ -354,6 +355,7 @@ class ComparisonService:
                 with variables_in_errors(), self._answering(label), self.cache.use(
                         self.refs[label], dtype=self.settings.dtype, device=self.settings.device) as loaded:
                     self.memory.count_with(self.refs[label], loaded.processor)  # its next questions, where none was
+                    self._say_set_aside(label, loaded.model.generation_config, config)
                     probe = MemoryProbe(loaded)  # peak CUDA memory on a GPU, the weights on CPU
                     # sampled answers draw from a generator of their own (generation.SeededDraw): a visitor sampling
                     # at the same time cannot change them, so requests need no lock to repeat for the same seed
@@ -386,6 +388,19 @@ class ComparisonService:
         return [Answer(label, o.text, o.new_tokens, o.latency_s, memory_mb, kind, error=problem if o.nonfinite else "",
                        nonfinite=o.nonfinite, truncated=o.truncated, at_context=o.at_context)
                 for o in outs]
+
+    def _say_set_aside(self, label: str, generation_config: Any, config: GenerationConfig) -> None:
+        """Log once per checkpoint what its generation_config.json sets that answers are decoded without: every
+        checkpoint answers with the strategy asked alone, so side-by-side answers compare (generation_settings)."""
+        from vlm_lab.generation_settings import set_aside, set_aside_message
+
+        with self._lock:
+            if label in self._settings_said:
+                return
+            self._settings_said.add(label)
+        fields = set_aside(generation_config, config.generate_kwargs(), checkpoint_generation=config.checkpoint_generation)
+        if fields:
+            log.info("%s", set_aside_message(label, fields, opt_in=False))
 
     @contextlib.contextmanager
     def out_of_memory_guard(self, what: str) -> Iterator[None]:
