@@ -152,11 +152,12 @@ def test_the_command_line_says_it_in_one_line_and_takes_the_opt_in(settled, tmp_
                for o in o["outputs"].values())
 
 
-@pytest.mark.parametrize("setting", [{"min_p": 0.9}, {"typical_p": 0.8}, {"epsilon_cutoff": 0.3}, {"eta_cutoff": 0.5}, {"top_h": 0.5}],
+@pytest.mark.parametrize("setting", [{"min_p": 0.9}, {"typical_p": 0.3}, {"epsilon_cutoff": 0.3}, {"eta_cutoff": 0.99}, {"top_h": 0.5}],
                          ids=lambda s: next(iter(s)))
 def test_sampling_sets_aside_the_checkpoints_own_warpers(tiny_checkpoints, samples, setting):
-    """Sampling draws through generation.seeded_sampling, which rebuilds the warpers itself: each of these changes
-    checkpoint-250's draws when applied (test_generation's warper test, with checkpoint_generation=True)."""
+    """Sampling draws through generation.seeded_sampling, which rebuilds the warpers itself: each of these values
+    changes checkpoint-250's draws when applied (seen: every case failed before; typical_p=0.8 and eta_cutoff=0.5
+    did not change them)."""
     model = models.load_model(tiny_checkpoints[1], device="cpu")
     config = GenerationConfig(strategy="temperature(1.5)", batch_size=6, seed=3, max_new_tokens=8)
     plain = generation.generate_batch(model, samples[:6], config)
