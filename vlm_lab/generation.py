@@ -12,7 +12,9 @@ truncates a real VLM's description), or where the checkpoint reads no further
 noise, or an index error with learned position embeddings); and whether the model's next-token
 scores held NaN or +inf at any step (float16 overflow, broken weights). Such a
 row is ended at that step (see ``NonFiniteScores``): left alone it would be
-whatever ``argmax`` makes of NaN ("!!!!"), and sampling would crash on it.
+whatever ``argmax`` makes of NaN ("!!!!"), and sampling would crash on it. Every checkpoint decodes with
+the strategy asked alone: the settings its own generation config would add (a repetition penalty, an n-gram
+ban, ...) are set aside unless ``checkpoint_generation`` (``generation_settings``).
 """
 
 from __future__ import annotations
