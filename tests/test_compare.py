@@ -347,7 +347,8 @@ def test_torn_cache_line_is_skipped(tmp_path, tiny_checkpoints, models):
     compare(config, progress=False, cache=models)
     (cache_file,) = (tmp_path / "out" / ".cache").glob("*.jsonl")
     lines = cache_file.read_text().splitlines(keepends=True)
-    cache_file.write_text("".join(lines[:4]) + lines[4][:20])  # crash in the middle of a line
+    fifth = [i for i, line in enumerate(lines) if line.startswith('{"key"')][4]  # the run's first line is no result
+    cache_file.write_text("".join(lines[:fifth]) + lines[fifth][:20])  # crash in the middle of a line
     ran: list[BatchEvent] = []
     result = compare(config, progress=False, cache=models, on_batch=ran.append)
     assert result.summary[0]["from_cache"] == 4 and sum(len(e.sample_ids) for e in ran) == 5

@@ -8,6 +8,7 @@ file (same weights) answered differently under every strategy before; now it ans
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 from vlm_lab import data, generation, models
 from vlm_lab.compare import ComparisonResult, compare, warn_flagged_outputs
 from vlm_lab.config import CompareConfig, GenerationConfig
-from vlm_lab.generation_settings import GenerationSettingsWarning, set_aside
+from vlm_lab.generation_settings import GenerationSettingsWarning, decoding_kwargs, set_aside
 from vlm_lab.result_cache import generation_key
 
 # each changes checkpoint-1000's answers: the n-gram ban and the minimum length under every strategy, the
@@ -184,3 +185,99 @@ def test_the_space_decodes_every_checkpoint_alike_and_logs_what_it_set_aside(tin
         assert [x.text for x in batch[:3]] == [x.text for x in batch[3:]]
     said = [r.getMessage() for r in caplog.records if "set aside" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith(f"{named}: its generation config sets min_new_tokens=6"), said  # once per checkpoint
+
+
+def _tiny_bart(forced_bos: int | None):
+    """An encoder-decoder (BART, as Florence-2's language model and mBART are), random, with a generation config of its
+    own: decoder start 2, and ``forced_bos`` as the first answer token (mBART's target language, Florence-2's <s>)."""
+    import torch
+    from transformers import BartConfig, BartForConditionalGeneration
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = BartForConditionalGeneration(BartConfig(vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                                                        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                                                        max_position_embeddings=32)).eval()
+    model.generation_config = HFGenerationConfig(decoder_start_token_id=2, eos_token_id=2, pad_token_id=1, bos_token_id=0,
+                                                 forced_bos_token_id=forced_bos)
+    return model
+
+
+def test_an_encoder_decoders_forced_first_token_is_kept():
+    """forced_bos_token_id forces the token after the decoder start (transformers' ForcedBOSTokenLogitsProcessor fires at
+    length 1 only: inert for a decoder-only model's prompt); an encoder-decoder decodes wrongly without it, so it is
+    kept, like decoder_start_token_id, and not said to be set aside."""
+    import torch
+
+    inputs = torch.tensor([[0, 5, 9, 13, 2]])
+    kwargs = GenerationConfig(max_new_tokens=4).generate_kwargs()
+    unforced = _tiny_bart(None).generate(inputs, **decoding_kwargs(_tiny_bart(None).generation_config, kwargs))
+    forced = next(t for t in (7, 8) if t != int(unforced[0, 1]))  # a first token the weights would not choose
+    model = _tiny_bart(forced)
+    out = model.generate(inputs, **decoding_kwargs(model.generation_config, kwargs))
+    assert out[0, :2].tolist() == [2, forced]
+    assert set_aside(model.generation_config, kwargs) == {}
+
+
+def test_forced_eos_is_set_aside():
+    """forced_eos_token_id puts the end token at max_length's last step: a length policy, not which token is which.
+    Applied, an answer cut off at max_new_tokens would end in eos and not read as truncated."""
+    model = _tiny_bart(None)
+    model.generation_config.forced_eos_token_id = 2
+    kwargs = GenerationConfig(max_new_tokens=4).generate_kwargs()
+    assert set_aside(model.generation_config, kwargs) == {"forced_eos_token_id": 2}
+    assert decoding_kwargs(model.generation_config, kwargs)["forced_eos_token_id"] is None
+
+
+class _Said(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record) -> None:
+        self.messages.append(record.getMessage())
+
+
+BOTH_LENGTHS = "Both `max_new_tokens`"
+
+
+def test_a_checkpoints_max_length_is_not_logged_on_every_batch(tiny_checkpoints, samples, tmp_path):
+    """transformers logs 'Both `max_new_tokens` ... and `max_length` ... seem to have been set' on every generate call
+    when the checkpoint's generation config sets max_length; we always pass max_new_tokens: once per batch it was noise.
+    Only our calls are quiet: the user's own generate call still says it, and other warnings pass."""
+    loaded = models.load_model(_with_settings(tiny_checkpoints[-1], tmp_path / "long", {"max_length": 50}), device="cpu")
+    logger = logging.getLogger("transformers.generation.utils")
+    said = _Said()
+    logger.addHandler(said)
+    hook = loaded.model.register_forward_pre_hook(lambda *_: logger.warning("another warning"))
+    try:
+        outs = generation.generate(loaded, samples[:4], GenerationConfig(batch_size=2))
+        assert [o.text for o in outs] == [o.text for o in generation.generate(models.load_model(tiny_checkpoints[-1], device="cpu"), samples[:4],
+                                                                                  GenerationConfig(batch_size=2))]
+        assert "another warning" in said.messages
+        assert not [m for m in said.messages if m.startswith(BOTH_LENGTHS)], said.messages
+        hook.remove()
+        loaded.model.generate(**generation.encode_batch(loaded, samples[:1]), max_new_tokens=2)
+        assert [m for m in said.messages if m.startswith(BOTH_LENGTHS)]
+    finally:
+        hook.remove()
+        logger.removeHandler(said)
+
+
+def test_a_run_killed_after_its_last_batch_still_says_what_it_set_aside(settled, tmp_path):
+    """Killed after its last batch was cached but before the run's end record: the re-run is served from the cache
+    and loads no model, yet still knows what the checkpoint set (recorded before the first batch ran)."""
+    out = tmp_path / "out"
+    script = (
+        "import os\n"
+        "from vlm_lab.compare import compare\n"
+        "from vlm_lab.config import CompareConfig\n"
+        f"config = CompareConfig(checkpoints=({str(settled)!r},), data='shapes:val:6', batch_size=3, device='cpu', output_dir={str(out)!r})\n"
+        "compare(config, progress=False, on_batch=lambda e: e.batch == e.num_batches - 1 and os._exit(7))\n"
+    )
+    assert subprocess.run([sys.executable, "-c", script], timeout=600).returncode == 7
+    with pytest.warns(GenerationSettingsWarning, match="min_new_tokens=6"):
+        result = compare(CompareConfig(checkpoints=(str(settled),), data="shapes:val:6", batch_size=3, device="cpu", output_dir=str(out)),
+                         progress=False)
+    assert result.summary[0]["from_cache"] == 6 and result.summary[0]["generation_set_aside"] == SETTINGS

@@ -408,6 +408,8 @@ class _CheckpointRun:
         done: dict[str, dict] = {}
         last_sync = time.monotonic()
         with self.store.appender(syncer=self.syncer) if self.store is not None else contextlib.nullcontext() as appender:
+            if appender is not None:  # before any result: a re-run served from them (this one killed) still says it
+                appender.write([{SET_ASIDE: self.set_aside}])
             try:
                 for i, (chunk, batch_id) in enumerate(chunks):
                     seed = None if batch_id is None else int(batch_id, 16)
@@ -431,8 +433,7 @@ class _CheckpointRun:
                     on_batch(BatchEvent(self.name, i, len(chunks), tuple(s.id for _, s in chunk)))
             finally:  # also when interrupted: a smaller re-run served wholly from the cache still knows the memory
                 if done:
-                    # with what it set aside: a fully cached re-run loads no model to ask
-                    self.memory = {"peak_memory_bytes": probe.peak(), "memory_kind": probe.kind, SET_ASIDE: self.set_aside}
+                    self.memory = {"peak_memory_bytes": probe.peak(), "memory_kind": probe.kind}
                     if appender is not None:
                         appender.write([{"memory": self.memory}])
         return done

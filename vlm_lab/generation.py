@@ -19,6 +19,7 @@ ban, ...) are set aside unless ``checkpoint_generation`` (``generation_settings`
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import time
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -44,6 +45,19 @@ def _drop_plain_prompt_notice(record) -> bool:
 
 
 hf_logging.get_logger("transformers.models.paligemma.processing_paligemma").addFilter(_drop_plain_prompt_notice)
+
+# generate logs this on every call when the checkpoint's generation config sets max_length (it reads the model's own
+# config, whatever the call passes); we always pass max_new_tokens, which rules, so in our calls it is noise once per
+# batch. Dropped only in a thread inside our generate call (_GENERATING): a user's own call still hears it
+_BOTH_LENGTHS_NOTICE = "Both `max_new_tokens` (="
+_GENERATING: contextvars.ContextVar[bool] = contextvars.ContextVar("vlm_lab_generating", default=False)
+
+
+def _drop_both_lengths_notice(record) -> bool:
+    return not (_GENERATING.get() and str(record.msg).startswith(_BOTH_LENGTHS_NOTICE))
+
+
+hf_logging.get_logger("transformers.generation.utils").addFilter(_drop_both_lengths_notice)
 
 
 @dataclasses.dataclass
@@ -387,7 +401,11 @@ def _generate(loaded: LoadedModel, samples: Sequence[Sample], enc: dict, config:
         kwargs, sampling = seeded_sampling(loaded.model.generation_config, kwargs, draws)
         processors += sampling
     start = time.perf_counter()
-    out = loaded.model.generate(**enc, **kwargs, logits_processor=LogitsProcessorList(processors))
+    quiet = _GENERATING.set(True)
+    try:
+        out = loaded.model.generate(**enc, **kwargs, logits_processor=LogitsProcessorList(processors))
+    finally:
+        _GENERATING.reset(quiet)
     if loaded.device.type == "cuda":
         torch.cuda.synchronize(loaded.device)
     latency = time.perf_counter() - start

@@ -10,8 +10,9 @@ would seem to change behaviour.
 
 So by default every checkpoint decodes with the strategy asked and nothing else: each field its generation
 config sets is passed to ``generate`` at transformers' neutral value, but for the ids that say which token is
-which (eos, pad, bos, decoder start) and the fields that change how fast it runs, not what it says (KV cache,
-compilation). ``set_aside`` names what the checkpoint set and did not get, for the summary and a warning.
+which (eos, pad, bos, decoder start, an encoder-decoder's forced first token) and the fields that change how
+fast it runs, not what it says (KV cache, compilation). ``set_aside`` names what the checkpoint set and did not
+get, for the summary and a warning.
 ``GenerationConfig.checkpoint_generation=True`` decodes as ``model.generate`` does by default instead: the
 strategy's own settings, the checkpoint's for everything else.
 """
@@ -22,9 +23,13 @@ from typing import Any, Mapping
 
 __all__ = ["GenerationSettingsWarning", "checkpoint_fields", "decoding_kwargs", "set_aside", "set_aside_message"]
 
-# the checkpoint's always: which token is which, and how (not what) it computes
+# the checkpoint's always: which token is which, and how (not what) it computes. forced_bos_token_id is the answer's
+# first token after the decoder start (transformers' ForcedBOSTokenLogitsProcessor fires at length 1 only, so on a
+# decoder-only prompt never): an encoder-decoder's (mBART's target language, Florence-2's <s>) decodes wrongly
+# without it. forced_eos_token_id is not kept: it ends every answer that reaches max_length with the end token (a
+# length policy), and an answer cut off at max_new_tokens would then read as finished, not truncated
 KEPT = frozenset({
-    "eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id",
+    "eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id", "forced_bos_token_id",
     "use_cache", "cache_implementation", "cache_config", "max_cache_len", "compile_config", "disable_compile",
     "prefill_chunk_size", "continuous_batching_config", "transformers_version",
 })  # fmt: skip

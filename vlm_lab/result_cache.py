@@ -44,9 +44,13 @@ __all__ = ["CACHE_FORMAT", "Appender", "CacheWriteError", "ResultCache", "Syncer
 # 5: no output runs past the checkpoint's context (4 generated noise there) and a pad token emitted mid-answer counts
 # 6: a checkpoint's own generation config no longer shapes its outputs (5 applied its repetition penalty, n-gram ban, ...
 #    under any strategy), and each file records what of it was set aside
-CACHE_FORMAT = 6
-# in a file's memory records: what the checkpoint's generation config set that the strategy did not use (the same in each:
-# the checkpoint and the strategy decide it)
+# 7: an encoder-decoder's forced first token (forced_bos_token_id) is applied (6 set it aside: Florence-2's and mBART's
+#    answers lacked it; decoder-only answers are the same, it never fires on their prompts), and SET_ASIDE is a record
+#    of its own
+CACHE_FORMAT = 7
+# what the checkpoint's generation config set that the strategy did not use (the same in every run of a file: the
+# checkpoint and the strategy decide it): a record of its own, written as a run starts, before its first result (6 kept
+# it in the memory record a run writes as it ends: a run killed before that left results a re-run served unsaid)
 SET_ASIDE = "generation_set_aside"
 
 
@@ -130,9 +134,11 @@ class ResultCache:
 
     def read(self) -> tuple[dict[str, dict], dict]:
         """``({sample key: result}, memory record)``; unreadable (torn) lines are skipped. The memory record also
-        holds ``generation_set_aside`` (``SET_ASIDE``): what a run learnt of its checkpoint, for a re-run that loads none."""
+        holds ``generation_set_aside`` (``SET_ASIDE``) once a run has started: what it learnt of its checkpoint, for a
+        re-run that loads none (a file without results may hold that alone)."""
         results: dict[str, dict] = {}
         memory: dict = {}
+        aside = None
         if not self.path.is_file():
             return results, memory
         for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -143,9 +149,11 @@ class ResultCache:
             if "memory" in record:
                 if (record["memory"].get("peak_memory_bytes") or 0) >= (memory.get("peak_memory_bytes") or 0):
                     memory = record["memory"]
+            elif SET_ASIDE in record:
+                aside = record[SET_ASIDE]
             elif "key" in record:
                 results[record["key"]] = record
-        return results, memory
+        return results, memory if aside is None else {**memory, SET_ASIDE: aside}
 
     def appender(self, *, syncer: Syncer | None = None) -> "Appender":
         """The file held open for a run's many appends (one open, not one per batch); ``syncer``: fsync there."""
