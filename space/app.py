@@ -216,7 +216,10 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
         # scroll_to_output does nothing: its front end never passes it on.
         for event in comparing:
             event.success(None, None, None, js=SCROLL_TO_ANSWERS, queue=False)
-            event.then(None, None, run, js=f"() => ({idle})", queue=False)  # answered or failed
+            # back on, answered or failed: not in one .then, which Gradio 6's front end skips after a raised error
+            # (it dispatches only .failure listeners then), leaving a visitor told "try again" no button to do it
+            for after in (event.success, event.failure):
+                after(None, None, run, js=f"() => ({idle})", queue=False)
         # ... and a Compare still waiting in the queue is dropped: its answers would arrive beside the new inputs
         dropped = {**empty, "js": f"() => [...Array({len(results)}).fill(''), {idle}]"}
         for trigger in (image.upload, image.clear, prompt.change):

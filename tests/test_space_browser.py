@@ -361,3 +361,27 @@ def test_a_double_click_on_compare_runs_it_once_and_a_click_after_it_answered_ru
         expect(page.locator("#answer-3 textarea")).to_have_value("blue")
     finally:
         page.close()
+
+
+def test_compare_is_back_on_after_a_compare_that_failed(browser, space_url):
+    """Compare is off while it runs and back on when it answered; Gradio 6 runs a ``.then`` after success only
+    when the function raised (its front end dispatches only ``.failure`` listeners then), so a failed Compare
+    left the button off: a visitor told "try again" could not, unless they edited the question or the image."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(30_000)
+    compare = page.get_by_role("button", name="Compare", exact=True)
+    try:
+        page.goto(space_url)
+        compare.click()  # no image, no question: refused
+        message = page.get_by_text("no image and no question")
+        expect(message).to_be_visible()
+        expect(compare).to_be_enabled()
+        page.get_by_role("button", name="Close", exact=True).click()
+        expect(message).to_be_hidden()
+        compare.click()  # and it asks again
+        expect(message).to_be_visible()
+        expect(compare).to_be_enabled()
+    finally:
+        page.close()
