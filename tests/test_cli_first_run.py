@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +47,11 @@ def test_a_bad_flag_is_named_before_the_missing_checkpoints(tmp_path, command, m
     test of --seed passed only where they had been built)."""
     done = vlm_lab(tmp_path, *command)
     assert done.returncode == 2 and done.stderr.startswith(message), done.stderr
+
+
+def test_the_build_time_said_is_the_readmes(tmp_path):
+    """The error said "about a minute" while README.md said three (a full build took 287 s on 2 busy cores)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    said = re.search(r"in (about [\w-]+ minutes?) on 2 CPU cores", readme).group(1)
+    done = vlm_lab(tmp_path, "compare", "--quiet")
+    assert f"({said} on 2 CPU cores" in done.stderr, done.stderr

@@ -139,7 +139,7 @@ def check_embedded_checkpoints(refs: list[str] | tuple[str, ...]) -> None:
             fix = f"the embedded checkpoints are at {root / default}: run from the project root ({root}) or name that folder"
         else:
             fix = (f"the embedded tiny checkpoints are not built yet: build them with `vlm-lab checkpoints build --out {default}` "
-                   "(about a minute on 2 CPU cores; `make checkpoints` in the project root does the same), or name your own "
+                   "(about three minutes on 2 CPU cores; `make checkpoints` in the project root does the same), or name your own "
                    "checkpoint folders")
         raise CheckpointNotFoundError(f"no checkpoints at {ref!r} (relative to {here}); {fix}")
 
