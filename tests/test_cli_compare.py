@@ -77,6 +77,7 @@ def test_errors_are_one_line_with_the_fix(tiny_dir, tmp_path):
     (["--num-samples", "-1"], "--num-samples must be a whole number >= 0", "num_samples"),
     (["--seed", "-1"], "--seed must be a whole number from 0", "seed must"),
     (["--memory-budget", "0"], "--memory-budget 0 leaves no room for a model", "memory_budget"),
+    (["--memory-budget", "16G"], "--memory-budget 16G is ambiguous: write 16GB", "memory_budget"),
 ])
 def test_a_bad_flag_is_named_as_the_flag_not_the_config_field(args, message, field, tmp_path):
     """The error names what the user typed (--max-new-tokens), not CompareConfig's field (max_new_tokens)."""

@@ -61,6 +61,8 @@ def test_from_dict_takes_what_post_init_coerces():
         (CompareConfig, {"num_samples": -1}, r"num_samples must be a whole number >= 0 \(0 = all\)"),
         (CompareConfig, {"batch_size": 0}, r"batch_size must be a positive integer"),
         (CompareConfig, {"memory_budget": "0GB"}, r"memory_budget='0GB' leaves no room"),
+        (CompareConfig, {"memory_budget": "16G"}, r"memory_budget='16G' is ambiguous: write 16GB"),
+        (CompareConfig, {"memory_budget": "lots"}, r"cannot read a memory size from memory_budget='lots'"),
         (CompareConfig, {"strategy": 4}, r"strategy must be text"),
         (GenerationConfig, {"seed": -5}, r"seed must be a whole number from 0"),
         (GenerationConfig, {"max_new_tokens": 0}, r"max_new_tokens must be a positive integer"),

@@ -141,19 +141,23 @@ _POWERS = {"k": 3, "m": 6, "g": 9, "t": 12}
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
-def parse_bytes(text: str | int) -> int:
-    """A memory size: ``"16GB"`` -> 16_000_000_000, ``"15GiB"`` -> 15 * 2**30, ``123`` -> 123."""
+def parse_bytes(text: str | int, *, name: str = "") -> int:
+    """A memory size: ``"16GB"`` -> 16_000_000_000, ``"15GiB"`` -> 15 * 2**30, ``123`` -> 123.
+
+    ``name``: the field it came from, named in the error (``memory_budget='16G'``, which the CLI reads as its flag).
+    """
     if isinstance(text, int) and not isinstance(text, bool):
         return text
+    shown = f"{name}={text!r}" if name else repr(text)
     m = _SIZE_RE.match(str(text).lower())
     if m and m.group(2) in ("k", "m", "g", "t"):  # Slurm and Docker read 16G as GiB, disk makers as GB: 7% apart
-        raise ConfigError(f"{text!r} is ambiguous: write {m.group(1)}{m.group(2).upper()}B ({m.group(1)} x 10^{_POWERS[m.group(2)]} "
+        raise ConfigError(f"{shown} is ambiguous: write {m.group(1)}{m.group(2).upper()}B ({m.group(1)} x 10^{_POWERS[m.group(2)]} "
                           f"bytes) or {m.group(1)}{m.group(2).upper()}iB ({m.group(1)} x 2^{_POWERS[m.group(2)] // 3 * 10} bytes)")
     if not m or m.group(2) not in _SIZE_UNITS:
-        raise ConfigError(f"cannot read a memory size from {text!r}; use bytes or a unit, e.g. 16GB, 15GiB, 500MB, 1e10")
+        raise ConfigError(f"cannot read a memory size from {shown}; use bytes or a unit, e.g. 16GB, 15GiB, 500MB, 1e10")
     size = float(m.group(1)) * _SIZE_UNITS[m.group(2)]
     if not size.is_integer():  # 1.5 (bytes) became a 1-byte budget
-        raise ConfigError(f"{text!r} is not a whole number of bytes; give a unit, e.g. {m.group(1)}GB or {m.group(1)}GiB")
+        raise ConfigError(f"{shown} is not a whole number of bytes; give a unit, e.g. {m.group(1)}GB or {m.group(1)}GiB")
     return int(size)
 
 
@@ -299,7 +303,7 @@ class CompareConfig(ConfigBase):
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("device", self.device, DEVICES)
         _check_choice("metric", self.metric, METRICS)
-        if self.memory_budget and parse_bytes(self.memory_budget) <= 0:
+        if self.memory_budget and parse_bytes(self.memory_budget, name="memory_budget") <= 0:
             raise ConfigError(f"memory_budget={self.memory_budget!r} leaves no room for a model; give a size such as 16GB, or '' for automatic")
         self.generation()  # validates strategy, max_new_tokens, batch_size, seed
 
