@@ -85,10 +85,10 @@ def test_a_save_cut_short_or_a_damaged_file_is_refused_with_the_fix(tmp_path, fi
     result.save(out)
     assert ComparisonResult.load(out).checkpoints == result.checkpoints
     (out / "summary.json").write_text(summary)  # as if the second save stopped before its summary.json
-    with pytest.raises(DataError, match=r"from different saves .* re-run vlm-lab compare with --out"):
+    with pytest.raises(DataError, match=r"from different saves .* re-run the same vlm-lab compare command with --out"):
         ComparisonResult.load(out)
     (out / "summary.json").write_text(summary[: len(summary) // 2])
-    with pytest.raises(DataError, match=r"is damaged \(JSONDecodeError"):
+    with pytest.raises(DataError, match=r"is damaged \(JSONDecodeError.*re-run the same vlm-lab compare command"):
         ComparisonResult.load(out)
 
 

@@ -143,7 +143,8 @@ class ComparisonResult:
                                 f"batches are cached in {out / '.cache'}); re-run the same vlm-lab compare command with --out {out}: "
                                 "it resumes where it stopped")  # fmt: skip
             raise DataError(f"no comparison in {str(out)!r} (needs summary.json and results.jsonl); run vlm-lab compare --out {out}")
-        rerun = f"re-run vlm-lab compare with --out {out} (its results are cached, so it only rewrites the files)"
+        # "the same": run with the defaults instead, it would write another comparison there
+        rerun = f"re-run the same vlm-lab compare command with --out {out} (its results are cached, so it only rewrites the files)"
         rows_text = rows_path.read_text(encoding="utf-8")
         try:
             meta = json.loads(summary_path.read_text(encoding="utf-8"))
