@@ -17,8 +17,10 @@ side while a request is in flight; bodies cut short (``cut``) and ranged GETs (a
 
 How large files get in (preupload's "regular"/"lfs" answers, the Git LFS batch API, presigned uploads,
 verify, ``lfsFile`` commit entries, the ``lfs_drop`` and ``multipart_chunk`` knobs, ``lfs_uploads()``) is in
-tests/hub_emulator_lfs.py, mixed into ``Repo``, ``HubEmulator`` and the request handler here. The emulator
-speaks no Xet, and says so on the xet-write-token route (run the client with ``HF_HUB_DISABLE_XET=1``).
+tests/hub_emulator_lfs.py, mixed into ``Repo``, ``HubEmulator`` and the request handler here. Xet (the
+write token, the CAS server hf_xet uploads to, ``lfsFile`` entries for files it uploaded) is in
+tests/hub_emulator_xet.py, on only with the ``xet`` knob; off, the xet-write-token route answers 501 and
+the client must run with ``HF_HUB_DISABLE_XET=1``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from hub_emulator_lfs import STORAGE, LfsHub, LfsRepo, LfsUploadDrop
+from hub_emulator_xet import CAS, GRANTS, XetHub, XetUploadDrop
 
 GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
 DEFAULT_README = b"---\ntitle: New Space\nsdk: gradio\n---\n"
@@ -113,13 +116,13 @@ def _error(status: int, message: str, code: str | None = None) -> _Reply:
     return _Reply(status, {"error": message}, headers)
 
 
-class HubEmulator(LfsHub):
+class HubEmulator(XetHub, LfsHub):
     """In-memory Hub. ``start()`` returns the endpoint URL; use as a context manager or call ``stop()``."""
 
     _error = staticmethod(_error)  # how the LFS routes (LfsHub) raise an error reply
 
     def __init__(self) -> None:
-        super().__init__()  # LfsHub: lfs_drop, multipart_chunk and the upload state
+        super().__init__()  # XetHub and LfsHub: their knobs and upload state
         self.tokens: dict[str, dict] = {}
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[dict] = []  # {"method", "path", "status", "user"}
@@ -239,6 +242,8 @@ class HubEmulator(LfsHub):
             return 200, {"standardEnvVars": [], "harnesses": {}}, {}
         if path.startswith(STORAGE):  # presigned: the href itself is the credential, as on S3
             return self._storage(method, path, query, body)
+        if path.startswith((CAS + "/", GRANTS)):  # Xet's CAS: its own access tokens, or a grant URL
+            return self._cas(method, path, headers, body)
         who = self.user_of(headers)
         if who is None:
             raise _error(401, "Invalid credentials in Authorization header")
@@ -272,8 +277,8 @@ class HubEmulator(LfsHub):
             return 200, self._preupload(repo, json.loads(body)), {}
         if rest.startswith("commit/"):
             return self._commit(repo, body)
-        if rest.startswith("xet-write-token/"):
-            raise _error(501, "the Hub emulator speaks Git LFS, not Xet: run huggingface_hub with HF_HUB_DISABLE_XET=1")
+        if rest.startswith("xet-write-token/") and method == "GET":
+            return self._xet_token(who, repo)
         if rest == "settings" and method == "PUT":
             settings = json.loads(body or b"{}")
             if "visibility" in settings:
@@ -459,7 +464,7 @@ class HubEmulator(LfsHub):
         raise _error(404, f"no route {method} {rest}")
 
 
-class _Handler(LfsUploadDrop, BaseHTTPRequestHandler):
+class _Handler(XetUploadDrop, LfsUploadDrop, BaseHTTPRequestHandler):
     hub: HubEmulator
     protocol_version = "HTTP/1.1"
 
@@ -483,6 +488,8 @@ class _Handler(LfsUploadDrop, BaseHTTPRequestHandler):
         path, query = unquote(url.path), parse_qs(url.query)
         hub = self.hub
         if method == "PUT" and path.startswith(STORAGE) and self._drop_upload(path):
+            return
+        if self._drop_xorb(method, path):
             return
         body = self._body()
         with hub.lock:

@@ -87,7 +87,7 @@ def run_publish(hub: HubEmulator, *args: str, token: str | None = None, env: dic
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
     full_env |= {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": token, "HF_HUB_OFFLINE": "0",
                  "HF_HOME": str(hub.home),
-                 "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1", **(env or {})}  # the emulator speaks LFS, not Xet
+                 "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1", **(env or {})}  # LFS; test_publish_xet.py turns Xet on
     ckpt = ["--checkpoints", str(checkpoints)] if checkpoints else ["--no-checkpoints"]
     r = subprocess.run([sys.executable, str(SCRIPT), "--poll-interval", "0.02", "--timeout", "60", *ckpt, *args],
                        env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout)

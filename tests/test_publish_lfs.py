@@ -3,8 +3,9 @@
 The Hub stores ``*.safetensors``/``*.bin`` (its .gitattributes) and any file over 10 MiB with LFS:
 preupload says "lfs", the client asks the LFS batch API where to send each object, PUTs the bytes
 there (nothing for an object the repo already has), and the commit names them by sha256
-(``lfsFile``). The emulator (tests/hub_emulator.py) speaks that protocol, not Xet: the runs set
+(``lfsFile``). The emulator (tests/hub_emulator.py) speaks that protocol: the runs set
 ``HF_HUB_DISABLE_XET=1``, the path huggingface_hub takes without hf_xet (the Hub's "LFS bridge").
+The default path, Xet, is tested in test_publish_xet.py.
 """
 
 from __future__ import annotations

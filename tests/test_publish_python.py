@@ -34,7 +34,7 @@ def publish_from_python(hub, cwd: Path, **fields) -> str:
     """What ``publish(PublishConfig(**fields))`` raised (``Type: message``), called as a notebook calls it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
     env |= {"HF_TOKEN": hub.token, "HF_HUB_OFFLINE": "0", "HF_HOME": str(hub.home), "HF_HUB_DISABLE_TELEMETRY": "1",
-            "HF_HUB_DISABLE_XET": "1"}  # the emulator speaks LFS, not Xet
+            "HF_HUB_DISABLE_XET": "1"}  # LFS; test_publish_xet.py turns Xet on
     fields = {"space": SPACE, "endpoint": hub.endpoint, "poll_interval": 0.02, "timeout": 60.0, **fields}
     r = subprocess.run([sys.executable, "-c", CALL, json.dumps(fields)], env=env, cwd=cwd, capture_output=True,
                        text=True, timeout=300)
