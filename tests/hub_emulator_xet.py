@@ -43,7 +43,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hub_emulator import Repo
 
-CAS = "/xet-cas"  # the casUrl the write token names
+# The casUrl the write token names. The Hub's CAS host has "xet" in its name (cas-server.xethub.hf.co), and
+# hf_xet's errors name the URL: publish_hub.py tells a Xet failure by that, so this path keeps the word.
+CAS = "/xet-cas"
 GRANTS = "/xet-grants/"  # the upload grant URLs (S3 on the Hub)
 SHARD_TAG = bytes([72, 70, 82, 101, 112, 111, 77, 101, 116, 97, 68, 97, 116, 97, 0, 85, 105, 103, 69, 106, 123,
                    129, 87, 131, 165, 189, 217, 92, 205, 209, 74, 169])  # "HFRepoMetaData\0" + magic
