@@ -51,3 +51,52 @@ def test_stop_is_red_only_while_it_can_stop_something(lab, artifacts_dir):  # no
         expect(stop).to_be_disabled()
         assert not _reddish(stop.evaluate(DRAWN_JS)), stop.evaluate(DRAWN_JS)
         page.screenshot(path=str(artifacts_dir / "lab-01-stop-after.png"))
+
+
+# where each part of the explorer is drawn: the checkpoint list, the hint under it, the controls column and the output area
+BOXES_JS = """() => { const box = (e) => e.getBoundingClientRect();
+  const select = document.querySelector('.widget-select-multiple select');
+  const hint = [...document.querySelectorAll('.widget-label')].find((e) => e.textContent.startsWith('Ctrl-click'));
+  const example = [...document.querySelectorAll('.widget-dropdown')].find((e) => e.textContent.includes('Example'));
+  const area = select.closest('.jp-OutputArea-output');
+  return {select: box(select).width, hint: box(hint).right, controls: box(example.parentElement).left,
+          right: Math.max(...[...area.querySelectorAll('.widget-inline-hbox, .widget-text, .widget-dropdown')]
+                             .filter((e) => e.offsetParent).map((e) => box(e).right)),
+          area: box(area).right}; }"""
+
+
+def test_the_layout_holds_for_every_strategy_and_an_unbroken_answer(lab, artifacts_dir):  # noqa: F811 - the fixture
+    """A sampling strategy's argument and seed fit the controls' column (they widened it, squeezing the checkpoint
+    list and drawing the controls over its hint); an answer with no spaces ('!!!!' noise, a URL) wraps in its cell
+    (it widened the table past the output, whose latency, tokens and memory were cut off unseen)."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=120_000)
+    with explore_notebook(lab, failure_shot=artifacts_dir / "lab-01-layout-failure.png") as page:
+        page.evaluate(KERNEL_JS, "explorer.wait()")
+        page.get_by_role("button", name="Compare").scroll_into_view_if_needed()
+        greedy = page.evaluate(BOXES_JS)
+        assert greedy["hint"] <= greedy["controls"], greedy
+        strategy = page.locator(".widget-dropdown", has_text="Strategy").locator("select")
+        for name, label in (("nucleus", "top p"), ("temperature", "temperature"), ("beam", "beams")):
+            strategy.select_option(name)
+            field = page.locator(".widget-text", has_text=label)
+            expect(field).to_be_visible()
+            assert field.locator(".widget-label").evaluate("e => e.scrollWidth <= e.clientWidth"), label  # read whole
+            boxes = page.evaluate(BOXES_JS)
+            page.screenshot(path=str(artifacts_dir / f"lab-01-layout-{name}.png"))
+            assert boxes["select"] == greedy["select"], (name, boxes, greedy)  # the list keeps its width
+            assert boxes["hint"] <= boxes["controls"], (name, boxes)  # nothing drawn over the hint
+            assert boxes["right"] <= boxes["area"], (name, boxes)  # every control inside the output area
+        # the notebook's run, its answers replaced by ones with no place to break
+        unbroken = ("from vlm_lab.widgets_html import Run; rows = [dict(r) for r in explorer.history[0].rows]; "
+                    "rows[0]['text'] = '!' * 400; rows[1]['text'] = 'https://example.com/' + 'x' * 300; "
+                    "explorer._show('', Run('unbroken', rows).html(), explorer.history)")  # fmt: skip
+        page.evaluate(KERNEL_JS, unbroken)
+        table = page.locator(".widget-html-content > table.vlm-lab-results")
+        expect(table.locator("tr.vlm-lab-row").first).to_contain_text("!!!!")
+        table.scroll_into_view_if_needed()
+        page.screenshot(path=str(artifacts_dir / "lab-01-layout-unbroken.png"))
+        area = table.evaluate("t => t.closest('.jp-OutputArea-output').getBoundingClientRect().right")
+        memory = table.locator("tr.vlm-lab-row").first.locator("td").nth(4)  # the last column, drawn inside the output
+        assert memory.evaluate("td => td.getBoundingClientRect().right") <= area

@@ -110,7 +110,9 @@ class Explorer(ExplorerInputs):
         self.preview = w.Image(format="png")
         self.prompt = w.Text(value=samples[0].prompt if samples else "", description="Prompt", layout=w.Layout(width="420px"))
         self.strategy = w.Dropdown(options=["greedy", *STRATEGY_ARGS], value="greedy", description="Strategy")
-        self.strategy_arg = w.BoundedFloatText(value=1.0, min=0.0, max=1.0, step=0.05, layout=w.Layout(width="200px"))
+        # "temperature" is wider than the 80px labels of the fields above (it showed as "temperat…")
+        self.strategy_arg = w.BoundedFloatText(value=1.0, min=0.0, max=1.0, step=0.05, layout=w.Layout(width="200px"),
+                                               style={"description_width": "88px"})  # fmt: skip
         self.seed = w.BoundedIntText(value=0, min=0, max=2**32 - 1, description="Seed", layout=w.Layout(width="200px"),
                                      tooltip="sampling repeats for the same seed; change it to draw other answers")
         self._strategy_args = {name: spec[1] for name, spec in STRATEGY_ARGS.items()}  # each one's last argument
@@ -137,10 +139,13 @@ class Explorer(ExplorerInputs):
         self.prompt.on_msg(self._on_prompt_msg)  # Enter: the browser sends {"event": "submit"}
         self._show_preview()
 
-        strategy = w.HBox([self.strategy, self.strategy_arg, self.seed])
-        controls = w.VBox([self.example, self.upload, self.path, self.image_source, self.prompt, strategy, self.max_new_tokens, self.log,
-                            w.HBox([self.button, self.stop_button, self.progress])])
-        self.ui = w.VBox([w.HBox([w.VBox([self.checkpoints, self.pick_hint, self.preview]), controls]), self.output])
+        # the argument and the seed under the strategy, within the column's 420px: beside it they widened the
+        # column, which squeezed the checkpoint list and drew the controls over its hint
+        strategy_args = w.HBox([self.strategy_arg, self.seed])
+        controls = w.VBox([self.example, self.upload, self.path, self.image_source, self.prompt, self.strategy, strategy_args,
+                           self.max_new_tokens, self.log, w.HBox([self.button, self.stop_button, self.progress])])  # fmt: skip
+        picks = w.VBox([self.checkpoints, self.pick_hint, self.preview], layout=w.Layout(flex="0 0 auto"))  # never squeezed
+        self.ui = w.VBox([w.HBox([picks, controls]), self.output])
 
     def _unlisted_html(self) -> str:
         """One red line per reference that could not be listed, with its error (what, which, the fix)."""

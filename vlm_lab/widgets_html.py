@@ -7,11 +7,14 @@ import dataclasses
 import html
 from typing import Any, Sequence
 
+# Text with no place to break (a '!!!!' NaN answer, a URL, a long path) wraps anywhere: it widened the table
+# past the output area, whose latency, tokens and memory columns were then cut off unseen.
 # Colours by class, with a dark set under JupyterLab's and VS Code's dark themes: fixed light
 # backgrounds under a dark theme's white text (and grey or dark red text on its dark background)
 # could not be read.
 STYLE = """<style>
 .vlm-lab-ok{background:#e6f4ea}.vlm-lab-bad{background:#fce8e6}
+.vlm-lab-results td,.vlm-lab-message,.vlm-lab-run,.vlm-lab-earlier summary{overflow-wrap:anywhere}
 .vlm-lab-error{color:#b3261e}.vlm-lab-warn{color:#8a5a00}.vlm-lab-note{color:#444}
 body[data-jp-theme-light=false] .vlm-lab-ok,body.vscode-dark .vlm-lab-ok{background:#1e3d2a}
 body[data-jp-theme-light=false] .vlm-lab-bad,body.vscode-dark .vlm-lab-bad{background:#4a2320}
