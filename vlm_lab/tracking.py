@@ -154,17 +154,41 @@ def _table(frame: Any, *, max_rows: int | None) -> Any:
         frame = frame.head(max_rows)
     columns = [str(c) for c in frame.columns]
     image_cols = {c for c in columns if _IMAGE_COLUMN.search(c.lower())}
+    mixed = _mixed_columns(frame, columns, skip=image_cols)
     table = wandb.Table(columns=[c.removesuffix("_path") if c in image_cols else c for c in columns])
     for row in frame.itertuples(index=False):
         values = []
         for col, value in zip(columns, row):
             if col in image_cols and isinstance(value, str) and value and Path(value).is_file():
                 value = wandb.Image(value)
+            elif col in mixed:
+                value = None if _kind(value) is None else str(value)
             elif hasattr(value, "item"):  # numpy scalar -> Python
                 value = value.item()
             values.append(value)
         table.add_data(*values)
     return table
+
+
+def _kind(value: Any) -> str | None:
+    """What wandb.Table types a cell as: None for a missing value (None, NaN), which any column takes."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b":
+        return "bool"
+    if isinstance(value, (int, float)) or getattr(getattr(value, "dtype", None), "kind", "") in ("i", "u", "f"):
+        return "number"
+    return type(value).__name__
+
+
+def _mixed_columns(frame: Any, columns: list[str], *, skip: set[str]) -> set[str]:
+    """The columns holding values of more than one kind: a meta key that is a number on some samples and text on
+    others (``difficulty``: 1, 2, "hard"). wandb.Table types a column by its first value and refuses a row of
+    another kind, which lost the whole comparison's log; these columns are logged as text instead."""
+    return {
+        name for col, name in zip(frame.columns, columns)
+        if name not in skip and frame[col].dtype == object and len({_kind(v) for v in frame[col]} - {None}) > 1
+    }  # fmt: skip
 
 
 def log_comparison(
