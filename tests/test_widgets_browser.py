@@ -88,6 +88,13 @@ def test_the_layout_holds_for_every_strategy_and_an_unbroken_answer(lab, artifac
             assert boxes["select"] == greedy["select"], (name, boxes, greedy)  # the list keeps its width
             assert boxes["hint"] <= boxes["controls"], (name, boxes)  # nothing drawn over the hint
             assert boxes["right"] <= boxes["area"], (name, boxes)  # every control inside the output area
+        # a laptop's narrow window, the file browser open: the controls go under the list, none cut off
+        page.set_viewport_size({"width": 1000, "height": 900})
+        strategy.select_option("nucleus")
+        page.screenshot(path=str(artifacts_dir / "lab-01-layout-narrow.png"))
+        narrow = page.evaluate(BOXES_JS)
+        assert narrow["right"] <= narrow["area"] and narrow["select"] == greedy["select"], narrow
+        page.set_viewport_size({"width": 1280, "height": 900})
         # the notebook's run, its answers replaced by ones with no place to break
         unbroken = ("from vlm_lab.widgets_html import Run; rows = [dict(r) for r in explorer.history[0].rows]; "
                     "rows[0]['text'] = '!' * 400; rows[1]['text'] = 'https://example.com/' + 'x' * 300; "

@@ -145,7 +145,9 @@ class Explorer(ExplorerInputs):
         controls = w.VBox([self.example, self.upload, self.path, self.image_source, self.prompt, self.strategy, strategy_args,
                            self.max_new_tokens, self.log, w.HBox([self.button, self.stop_button, self.progress])])  # fmt: skip
         picks = w.VBox([self.checkpoints, self.pick_hint, self.preview], layout=w.Layout(flex="0 0 auto"))  # never squeezed
-        self.ui = w.VBox([w.HBox([picks, controls]), self.output])
+        controls.layout.flex = "0 0 auto"
+        # a narrow window (a laptop, the file browser open) puts the controls under the list, rather than cut them off
+        self.ui = w.VBox([w.HBox([picks, controls], layout=w.Layout(flex_flow="row wrap")), self.output])
 
     def _unlisted_html(self) -> str:
         """One red line per reference that could not be listed, with its error (what, which, the fix)."""
