@@ -600,3 +600,14 @@ def test_the_comparison_artifact_holds_the_results_not_whatever_shares_their_fol
     (artifact,) = [a for a in offline_runs.read_offline_run(tracked.dir).artifacts if a.type == "comparison"]
     images = {row["image"] for row in mine.rows}
     assert set(artifact.files) == {"results.jsonl", "results.csv", "summary.json", "comparison.html", "accuracy.png", *images}
+
+
+def test_the_summary_says_what_kind_of_memory_each_checkpoint_measured(wandb_home, comparison):
+    """On CPU ``peak_memory_bytes`` is the weights' size, on a GPU the measured peak; W&B showed the number alone,
+    so a CPU sweep's weight bytes read as a peak beside a GPU sweep's in the runs table."""
+    result, config = comparison
+    tracked = tracking.log_comparison(result, config, group="g")
+    metrics = offline_runs.read_offline_run(tracked.dir).metrics()
+    for s in result.summary:
+        assert metrics[f"{s['checkpoint']}/memory_kind"] == s["memory_kind"] == "cpu_weights"
+        assert metrics[f"{s['checkpoint']}/peak_memory_bytes"] == s["peak_memory_bytes"]

@@ -76,7 +76,8 @@ def comparison_summary(result: Any) -> dict[str, Any]:
     """Flat ``{"<checkpoint>/<metric>": number}`` from ``result.summary_frame()``.
 
     Every numeric column of the per-checkpoint summary is kept (accuracy, its CI,
-    latency, tokens/s, peak memory, ...), plus ``best/*`` for the most accurate checkpoint.
+    latency, tokens/s, peak memory, ...) with ``memory_kind`` (what the memory number is), plus ``best/*`` for
+    the most accurate checkpoint.
     """
     frame = result.summary_frame()
     key_col = "checkpoint" if "checkpoint" in frame.columns else frame.columns[0]
@@ -87,6 +88,8 @@ def comparison_summary(result: Any) -> dict[str, Any]:
             number = _number(value)
             if col != key_col and number is not None:
                 summary[f"{label}/{col}"] = number
+        if isinstance(row.get("memory_kind"), str):  # what peak_memory_bytes is: a GPU's peak, or the weights on CPU
+            summary[f"{label}/memory_kind"] = row["memory_kind"]
     accuracy = frame["accuracy"].astype(float) if "accuracy" in frame.columns else None
     if accuracy is not None and accuracy.notna().any():  # no references: nothing scored
         best = frame.loc[accuracy.idxmax()]
