@@ -76,6 +76,11 @@ def test_the_layout_holds_for_every_strategy_and_an_unbroken_answer(lab, artifac
         page.evaluate(KERNEL_JS, "explorer.wait()")
         page.get_by_role("button", name="Compare").scroll_into_view_if_needed()
         greedy = page.evaluate(BOXES_JS)
+        # the upload button says its limit (a larger file never reaches the kernel, and nothing says so) and its
+        # count of uploads, read whole: it was cut to 'Upload image ...', its tooltip 'null'
+        upload = page.locator(".widget-upload")
+        assert upload.evaluate("e => e.scrollWidth <= e.clientWidth"), upload.inner_text()
+        assert "10 MB" in upload.inner_text() and "path" in upload.get_attribute("title"), upload.get_attribute("title")
         assert greedy["hint"] <= greedy["controls"], greedy
         strategy = page.locator(".widget-dropdown", has_text="Strategy").locator("select")
         for name, label in (("nucleus", "top p"), ("temperature", "temperature"), ("beam", "beams")):

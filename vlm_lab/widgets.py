@@ -100,7 +100,11 @@ class Explorer(ExplorerInputs):
             options=[(f"{s.id}: {s.prompt}", i) for i, s in enumerate(samples)], value=0 if samples else None,
             description="Example", layout=w.Layout(width="420px"),
         )
-        self.upload = w.FileUpload(accept="image/*", multiple=False, description="Upload image")
+        # the limit on the button: a larger file never reaches the kernel and nothing says so (see `path`); its width
+        # fits the count ipywidgets adds ("(1)"), which the default 148px cut to "Upload image ..."
+        self.upload = w.FileUpload(accept="image/*", multiple=False, description="Upload image ≤ 10 MB", layout=w.Layout(width="max-content"),
+                                   tooltip="an image up to 10 MB (Jupyter's message limit): a larger one never arrives; "
+                                           "type its path under Image path instead")  # fmt: skip
         # an image on the kernel's machine: the browser's upload cannot carry a file past Jupyter's
         # 10 MiB websocket message limit (it fails without a word), and remote images live there anyway
         self.path = w.Text(placeholder="or a file on the kernel's machine (any size)", description="Image path",
