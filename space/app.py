@@ -70,6 +70,21 @@ NAME_ANSWERS = """() => {
   new MutationObserver(name).observe(document.body, {childList: true, subtree: true});
 }"""
 
+# Compare is off while it runs, and the browser moves the focus of a disabled button to the page: a keyboard user's
+# place was lost (the next Tab started from the top). Focus goes back to Compare when it is on again, if it was there
+# when it was pressed and nothing else has it since; without scrolling (on a phone the answers were just scrolled to).
+HOLD_FOCUS = "window.vlmLabCompareFocused = document.activeElement === document.getElementById('compare')"
+GIVE_FOCUS_BACK = """if (window.vlmLabCompareFocused) {
+    window.vlmLabCompareFocused = false;
+    const back = (tries) => {
+      const button = document.getElementById("compare"), lost = !document.activeElement || document.activeElement === document.body;
+      if (!button || !lost) return;
+      if (button.disabled && tries > 0) return setTimeout(() => back(tries - 1), 20);
+      button.focus({preventScroll: true});
+    };
+    setTimeout(() => back(50), 0);
+  }"""
+
 # Gradio's default theme, readable (WCAG AA, 4.5:1) in light mode: white on its orange-500 Compare button was 3.5:1
 # and the slider's ends (1, 64) 1.9:1. Dark mode passes as it is.
 THEME = gr.themes.Default().set(button_primary_background_fill="*primary_700",
@@ -167,7 +182,7 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
                     max_new_tokens = gr.Slider(1, settings.max_new_tokens, value=settings.default_max_new_tokens,
                                                step=1, label="Max new tokens", min_width=200)
                 with gr.Row():
-                    run = gr.Button("Compare", variant="primary")
+                    run = gr.Button("Compare", variant="primary", elem_id="compare")
                     reset = gr.Button("Clear")
         results = []
         with gr.Row(equal_height=True):
@@ -206,7 +221,7 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
         # "once" looks for the running event only once it is sent, and a double click on an idle Space ran it twice.
         # In the browser, at the click, so that the second click of a double click finds it off.
         idle, busy = "{__type__: 'update', interactive: true}", "{__type__: 'update', interactive: false}"
-        asking = {**empty, "js": f"() => {{ {close_errors}; return [...Array({len(results)}).fill(''), {busy}]; }}"}
+        asking = {**empty, "js": f"() => {{ {close_errors}; {HOLD_FOCUS}; return [...Array({len(results)}).fill(''), {busy}]; }}"}
         for trigger in (run.click, prompt.submit):
             trigger(None, None, [*results, run], **asking)
         comparing = [run.click(compare, inputs, results, api_name="compare", preprocess=False, **generate),
@@ -219,11 +234,16 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
             # back on, answered or failed: not in one .then, which Gradio 6's front end skips after a raised error
             # (it dispatches only .failure listeners then), leaving a visitor told "try again" no button to do it
             for after in (event.success, event.failure):
-                after(None, None, run, js=f"() => ({idle})", queue=False)
+                after(None, None, run, js=f"() => {{ {GIVE_FOCUS_BACK}; return {idle}; }}", queue=False)
         # ... and a Compare still waiting in the queue is dropped: its answers would arrive beside the new inputs
         dropped = {**empty, "js": f"() => [...Array({len(results)}).fill(''), {idle}]"}
         for trigger in (image.upload, image.clear, prompt.change):
             trigger(None, None, [*results, run], cancels=comparing, **dropped)
+        # Gradio empties the image box itself when it refuses a file (over max_file_size), firing neither upload nor
+        # clear: an image gone takes its answers with it. Not on every change: an example sets its image and answers.
+        keep = "Array({}).fill({{__type__: 'update'}})".format(len(results))
+        image.change(None, image, [*results, run], cancels=comparing, queue=False,
+                     js=f"(img) => img ? [...{keep}, {idle}] : [...Array({len(results)}).fill(''), {idle}]")
         demo.load(None, None, None, js=NAME_ANSWERS, queue=False)
         reset.click(clear, None, [image, prompt, *results], api_visibility="private",
                     concurrency_limit=plan.cheap_limit)

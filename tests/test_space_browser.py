@@ -385,3 +385,56 @@ def test_compare_is_back_on_after_a_compare_that_failed(browser, space_url):
         expect(compare).to_be_enabled()
     finally:
         page.close()
+
+
+def test_an_upload_over_the_size_limit_leaves_no_answers_beside_the_emptied_image(browser, space_url, tmp_path):
+    """Gradio refuses a file over max_file_size in the browser and empties the image box, firing neither upload nor
+    clear: the last answers stayed under an empty box, as if about nothing (or the next image)."""
+    from playwright.sync_api import expect
+
+    too_big = tmp_path / "too-big.png"
+    too_big.write_bytes(b"\0" * (20 * 2**20 + 1))  # the Space's default VLM_LAB_MAX_FILE_SIZE is 20mb
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(30_000)
+    answer = page.locator("#answer-3 textarea")
+    try:
+        page.goto(space_url)
+        page.locator("input[type=file]").first.set_input_files(str(IMAGE))
+        page.get_by_label("Question").fill("What color is the shape?")
+        page.get_by_role("button", name="Compare", exact=True).click()
+        expect(answer).to_have_value("blue")
+        page.locator("input[type=file]").first.set_input_files(str(too_big))
+        expect(page.get_by_text("exceed the maximum allowed size").first).to_be_visible()
+        expect(page.locator("img[src*='blue-square']")).to_have_count(0)
+        expect(answer).to_have_value("")
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("key", ["Enter", "Space"])
+def test_a_keyboard_user_keeps_their_place_on_compare(browser, space_url, key):
+    """Compare is off while it runs (a disabled button), and the browser moved focus from it to the page: a visitor
+    on the keyboard who pressed Enter found their place lost, the next Tab starting from the top of the page. Focus
+    is on Compare again when it answered, so Enter asks again."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(30_000)
+    compare = page.get_by_role("button", name="Compare", exact=True)
+    try:
+        page.goto(space_url)
+        page.locator("input[type=file]").first.set_input_files(str(IMAGE))
+        page.get_by_label("Question").fill("What color is the shape?")
+        compare.focus()
+        page.keyboard.press(key)
+        expect(page.locator("#answer-3 textarea")).to_have_value("blue")
+        expect(compare).to_be_focused()
+        page.keyboard.press("Tab")
+        expect(page.get_by_role("button", name="Clear", exact=True)).to_be_focused()
+        page.get_by_label("Question").fill("")  # and after a Compare that failed
+        compare.focus()
+        page.keyboard.press(key)
+        expect(page.get_by_text("no question: type a question").first).to_be_visible()
+        expect(compare).to_be_focused()
+    finally:
+        page.close()
