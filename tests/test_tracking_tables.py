@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from wandb_fixtures import wandb_home  # noqa: F401 - fixture
+from wandb_fixtures import comparison, wandb_home  # noqa: F401 - fixtures
 
 from vlm_lab import offline_runs, tracking
 
@@ -47,3 +47,13 @@ def test_a_meta_key_with_numbers_and_text_is_logged_not_fatal(wandb_home, mixed_
     assert [r["prompt"] for r in rows] == list(result.to_dataframe()["prompt"])
     assert {r["difficulty"] for r in run.table("accuracy_by/difficulty")} == {"0", "2", "hard"}
     assert [a for a in run.artifacts if a.type == "comparison"]
+
+
+def test_the_samples_table_marks_where_the_checkpoints_disagree(wandb_home, comparison):
+    # Without the column, finding the disagreements in W&B's table took an expression over every checkpoint's output.
+    result, config = comparison
+    tracked = tracking.log_comparison(result, config, group="g")
+    rows = offline_runs.read_offline_run(tracked.dir).table("samples")
+    disagree = {row["id"] for row in result.disagreements()}
+    assert [r["disagree"] for r in rows] == [row["id"] in disagree for row in result.rows]
+    assert any(r["disagree"] for r in rows) and list(rows[0])[:5] == ["id", "image", "prompt", "reference", "disagree"]

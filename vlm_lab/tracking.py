@@ -173,6 +173,20 @@ def _table(frame: Any, *, max_rows: int | None) -> Any:
     return table
 
 
+def _samples_frame(result: Any) -> Any:
+    """``result.to_dataframe()`` with a ``disagree`` column after ``reference``: whether the checkpoints' outputs
+    differ (``ComparisonResult.disagreements``), so W&B's table filters to them with one click, not an
+    expression over every checkpoint's output column."""
+    frame = result.to_dataframe()
+    if not callable(getattr(result, "disagreements", None)) or len(getattr(result, "checkpoints", ())) < 2:
+        return frame
+    name = "disagree" if "disagree" not in frame.columns else "checkpoints_disagree"  # a meta key may be called that
+    differ = {id(row) for row in result.disagreements()}
+    at = list(frame.columns).index("reference") + 1 if "reference" in frame.columns else len(frame.columns)
+    frame.insert(at, name, [id(row) in differ for row in result.rows])
+    return frame
+
+
 def _kind(value: Any) -> str | None:
     """What wandb.Table types a cell as: None for a missing value (None, NaN), which any column takes."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -215,7 +229,7 @@ def log_comparison(
 
     Logs ``config`` (default ``result.config``) unchanged, per-checkpoint summary metrics, the same drawn
     along training (``eval/accuracy`` ... against ``eval/step``), a ``samples`` table (image, prompt,
-    reference, each checkpoint's output and score) and the comparison's files in ``result.output_dir``
+    reference, whether the checkpoints disagree, each checkpoint's output and score) and the comparison's files in ``result.output_dir``
     (``_result_files``) as a ``comparison`` artifact.
     Without a ``name``, a run in a ``group`` is named by its ``tags`` (a sweep's
     variant, ``max_new_tokens=4,strategy=greedy``) rather than W&B's random words.
@@ -281,7 +295,7 @@ def _log_comparison(
     try:
         run.summary.update(comparison_summary(result))
         _log_along_training(run, result)
-        run.log({"samples": _table(result.to_dataframe(), max_rows=max_table_rows)})
+        run.log({"samples": _table(_samples_frame(result), max_rows=max_table_rows)})
         for key in _meta_keys(result):  # accuracy per question type (or any meta value the samples carry)
             run.log({f"accuracy_by/{key}": _table(result.accuracy_by(key), max_rows=None)})
         output_dir = getattr(result, "output_dir", None)
