@@ -235,8 +235,9 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
             # (it dispatches only .failure listeners then), leaving a visitor told "try again" no button to do it
             for after in (event.success, event.failure):
                 after(None, None, run, js=f"() => {{ {GIVE_FOCUS_BACK}; return {idle}; }}", queue=False)
-        # ... and a Compare still waiting in the queue is dropped: its answers would arrive beside the new inputs
-        dropped = {**empty, "js": f"() => [...Array({len(results)}).fill(''), {idle}]"}
+        # ... and a Compare still waiting in the queue is dropped: its answers would arrive beside the new inputs; an
+        # error goes too: it was about the old ones, and a new image or question is how a visitor fixes it
+        dropped = {**empty, "js": f"() => {{ {close_errors}; return [...Array({len(results)}).fill(''), {idle}]; }}"}
         for trigger in (image.upload, image.clear, prompt.change):
             trigger(None, None, [*results, run], cancels=comparing, **dropped)
         # Gradio empties the image box itself when it refuses a file (over max_file_size), firing neither upload nor

@@ -438,3 +438,34 @@ def test_a_keyboard_user_keeps_their_place_on_compare(browser, space_url, key):
         expect(compare).to_be_focused()
     finally:
         page.close()
+
+
+def test_an_error_about_the_last_image_goes_when_another_is_uploaded(browser, space_url, tmp_path):
+    """An error stays until closed or the next Compare, and so 'the file broken.png is truncated or corrupt ... upload it
+    again' stayed beside the good image the visitor had just uploaded, as if about it. A new image or an edited
+    question (what the visitor does to fix an error) closes it."""
+    from playwright.sync_api import expect
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(IMAGE.read_bytes()[:100])  # cut in its pixel data
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(30_000)
+    compare = page.get_by_role("button", name="Compare", exact=True)
+    try:
+        page.goto(space_url)
+        page.locator("input[type=file]").first.set_input_files(str(broken))
+        expect(page.locator("img[src*='broken']")).to_have_count(1)  # uploaded (the browser cannot show it)
+        page.get_by_label("Question").fill("What color is the shape?")
+        compare.click()
+        message = page.get_by_text("the file 'broken.png' is truncated or corrupt")
+        expect(message).to_be_visible()
+        page.locator("input[type=file]").first.set_input_files(str(IMAGE))
+        expect(page.locator("img[src*='blue-square']").first).to_be_visible()
+        expect(message).to_be_hidden()
+        page.get_by_label("Question").fill("")
+        compare.click()
+        expect(page.get_by_text("no question: type a question").first).to_be_visible()
+        page.get_by_label("Question").fill("What color is the shape?")
+        expect(page.get_by_text("no question: type a question")).to_be_hidden()
+    finally:
+        page.close()
