@@ -10,7 +10,8 @@ comparison's output folder::
                     (several acceptable references joined as "red ×2 | crimson"; results.jsonl keeps the list)
     summary.json    config, checkpoints (name, spec, step, fingerprint), per-checkpoint summary,
                     and the hash of the results.jsonl it belongs to (written last)
-    comparison.html side by side with thumbnails; samples where checkpoints disagree highlighted
+    comparison.html side by side with thumbnails; samples where checkpoints disagree highlighted (at most
+                    results_html.PAGE_ROWS samples, the disagreements first, with a note when some are left out)
     images/*        each image once (samples asking several questions of it share it), named by
                     the hash of its pixels (of its file's bytes when it was read from one)
                     (PNG, or a copy of the original file: a JPEG stays a JPEG)
@@ -374,11 +375,13 @@ class ComparisonResult:
 
         return comparison_html(self, max_rows=max_rows, only_disagreements=only_disagreements, embed_images=embed_images)
 
-    def page(self) -> str:
-        """``html`` as a whole UTF-8 page with every sample, linking ``images/`` (the saved comparison.html)."""
+    def page(self, *, all_rows: bool = False) -> str:
+        """``html`` as a whole UTF-8 page linking ``images/`` (the saved comparison.html): at most
+        ``results_html.PAGE_ROWS`` samples, those where the checkpoints disagree first, under a note that says how
+        many it shows and that results.jsonl and results.csv hold them all; ``all_rows``: every sample."""
         from vlm_lab.results_html import comparison_page
 
-        return comparison_page(self)
+        return comparison_page(self, all_rows=all_rows)
 
     def _repr_html_(self) -> str:
         return self.html(max_rows=50)

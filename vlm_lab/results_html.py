@@ -44,6 +44,9 @@ LONG_WORD = 24  # letters: a longer word may break anywhere (hyphens and spaces 
 NO_REFERENCES = ('no sample has a reference: nothing is scored (add "reference" to each line of the data for accuracy, '
                  "its confidence interval and the samples each checkpoint got right or wrong)")
 OPEN_BREAKDOWN_VALUES = 12  # an accuracy-by-meta table with more values starts folded
+# samples in the saved comparison.html, the disagreements first: 20k rows made a 5 MB page that took Chromium 2.5 s to
+# open and 2.8 s to redraw after "show only these" (100k: 26 MB); results.jsonl and results.csv keep every sample
+PAGE_ROWS = 5000
 STYLE = """
 .vlm-lab-comparison{--vlm-lab-page:#fff;--vlm-lab-shade:rgba(0,0,0,.3);--vlm-lab-edges:
  linear-gradient(to right,var(--vlm-lab-page) 30%,transparent) left/32px 100% no-repeat local,
@@ -57,7 +60,7 @@ STYLE = """
 .vlm-lab-comparison table.summary td.num,.vlm-lab-comparison table.breakdown td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .vlm-lab-comparison .ci{color:#667085;font-size:85%}
 .vlm-lab-comparison .up{color:#16703a;font-weight:600}.vlm-lab-comparison .down{color:#b3261e;font-weight:600}
-.vlm-lab-comparison .settings{color:#667085;margin:2px 0 6px}
+.vlm-lab-comparison .settings{color:#667085;margin:2px 0 6px}.vlm-lab-comparison .capped{font-weight:600}
 .vlm-lab-comparison tr.disagree{background:#fff3c4}
 .vlm-lab-comparison td.ok{color:#16703a}.vlm-lab-comparison td.bad{color:#b3261e}.vlm-lab-comparison td.partial{color:#8a5a00}
 .vlm-lab-comparison .score{font-size:80%;font-variant-numeric:tabular-nums}
@@ -100,14 +103,21 @@ STYLE += "".join(DARK.format(c=f"{theme} .vlm-lab-comparison") + f"{theme} .vlm-
 
 
 def comparison_html(result: ComparisonResult, *, max_rows: int | None = 200, only_disagreements: bool = False,
-                    embed_images: bool = True) -> str:  # fmt: skip
-    """The view as an HTML fragment (see ``ComparisonResult.html``)."""
+                    embed_images: bool = True, disagreements_first: bool = False) -> str:  # fmt: skip
+    """The view as an HTML fragment (see ``ComparisonResult.html``).
+
+    ``disagreements_first``: past ``max_rows``, show the samples a checkpoint got wrong that the one before got right,
+    then the other disagreements, then the rest (each in the data's order, shown in it), under a note that says so."""
     disagree = {id(r) for r in result.disagreements()}
     scored = has_references(result)  # else no reference column, no accuracy
     flips = flipped_cells(result)
     regressed = {sample for (sample, _), up in flips.items() if not up}
     rows = [r for r in result.rows if id(r) in disagree] if only_disagreements else result.rows
-    shown = rows if max_rows is None else rows[:max_rows]
+    capped = ""
+    if max_rows is not None and disagreements_first and len(rows) > max_rows:
+        shown, capped = _disagreements_first(rows, disagree, regressed, max_rows)
+    else:
+        shown = rows if max_rows is None else rows[:max_rows]
     head = "".join(f"<th class='{long_word(n).strip()}'>{esc(n)}</th>" for n in result.checkpoints)
     body = []
     for row in shown:
@@ -124,17 +134,32 @@ def comparison_html(result: ComparisonResult, *, max_rows: int | None = 200, onl
         thumb = thumbnail(result, row) if embed_images else f'<img src="{esc(row["image"])}" alt="{esc(row["id"])}" loading="lazy">'
         texts = _td(row["id"], long_word(row["id"]) or " id") + "".join(_td(t, long_word(t)) for t in (row["prompt"], *((ref,) if scored else ())))
         body.append(f"<tr{cls}><td>{thumb}</td>{texts}{''.join(cells)}</tr>")
-    more = "" if len(shown) == len(rows) else f"<p>showing {len(shown)} of {len(rows)} samples</p>"
+    more = "" if len(shown) == len(rows) or capped else f"<p>showing {len(shown)} of {len(rows)} samples</p>"
     flipped, reference = "", "<th>reference</th>" if scored else ""
     if len(result.checkpoints) > 1 and scored:
         flipped = f"<details><summary>flipped samples</summary><pre class='paired'>{esc(result.paired_report())}</pre></details>"
     return (
         f"<div class='vlm-lab-comparison'><style>{STYLE}</style>"
         f"<p class='settings'>{esc(settings_line(result))}</p><div class='wide'>{summary_table(result)}</div>"
-        f"{breakdown_tables(result)}{flipped}<p class='filters'>{filters(len(disagree), len(result.rows), regressed)}</p>"
+        f"{breakdown_tables(result)}{flipped}{capped}<p class='filters'>{filters(len(disagree), len(result.rows), regressed)}</p>"
         f"<div class='samples'><table class='samples'><thead><tr><th>image</th><th>id</th><th>prompt</th>{reference}{head}</tr>"
         f"</thead><tbody>{''.join(body)}</tbody></table></div>{more}</div>"
     )
+
+
+def _disagreements_first(rows: list[dict], disagree: set[int], regressed: set[str], max_rows: int) -> tuple[list[dict], str]:
+    """``max_rows`` of ``rows`` (regressions, other disagreements, the rest), in the data's order, and the note saying so."""
+    ranked = sorted(range(len(rows)), key=lambda i: (rows[i]["id"] not in regressed, id(rows[i]) not in disagree))  # stable
+    chosen = sorted(ranked[:max_rows])
+    n_disagree = sum(id(r) in disagree for r in rows)
+    if n_disagree <= max_rows:
+        which = f"all {n_disagree} where the checkpoints disagree, then the first {max_rows - n_disagree} others"
+    else:
+        which = (f"{max_rows} of the {n_disagree} where the checkpoints disagree, those where a checkpoint got wrong "
+                 "what the one before got right first")
+    note = (f"This page shows {max_rows} of {len(rows)} samples: {which}, in the data's order. Every sample is in "
+            "results.jsonl and results.csv beside this page (ComparisonResult.load(DIR).page(all_rows=True) makes a page of them all).")
+    return [rows[i] for i in chosen], f"<p class='capped'>{esc(note)}</p>"
 
 
 def _td(text: str, cls: str) -> str:
@@ -189,13 +214,13 @@ def filters(n_disagree: int, n_rows: int, regressed: set[str]) -> str:
     return out
 
 
-def comparison_page(result: ComparisonResult) -> str:
-    """The whole UTF-8 page with every sample, linking ``images/`` (the saved comparison.html)."""
+def comparison_page(result: ComparisonResult, *, all_rows: bool = False) -> str:
+    """The whole UTF-8 page linking ``images/`` (the saved comparison.html): at most ``PAGE_ROWS`` samples, the
+    disagreements first, with a note naming the files that hold them all; ``all_rows``: every sample."""
     title = esc(f"vlm-lab comparison: {', '.join(result.checkpoints)}")
-    return (
-        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>\n'
-        f"<body>{comparison_html(result, max_rows=None, embed_images=False)}</body></html>\n"
-    )
+    body = comparison_html(result, max_rows=None if all_rows else PAGE_ROWS, embed_images=False, disagreements_first=True)
+    return f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>\n<body>{body}</body></html>\n'
+
 
 
 def has_references(result: ComparisonResult) -> bool:
