@@ -349,7 +349,7 @@ def test_the_same_step_of_two_runs_is_told_apart(tiny_checkpoints, tmp_path):
     rows = e.run()
     assert [r["checkpoint"] for r in rows] == ["run-a/checkpoint-1000", "run-b/checkpoint-1000"]
     assert rows[0]["text"] != rows[1]["text"]  # checkpoint-0's weights against checkpoint-1000's: each its own row
-    text = html.unescape(e.output.value)
+    text = html.unescape(re.sub(r"<[^>]+>", "", e.output.value))  # as read (the name may wrap after its '/')
     assert "run-a/checkpoint-1000" in text and "run-b/checkpoint-1000" in text
 
 
@@ -388,3 +388,18 @@ def test_a_prompt_that_leaves_no_room_says_so_in_its_row(tiny_checkpoints):
     (row,) = e.rows
     assert re.fullmatch(r"ContextOverflowError: the image and prompt take \d+ tokens, and checkpoint-1000 reads at most 128 "
                         r"\(the answer included\); shorten the prompt", row["error"])
+
+
+def test_long_checkpoint_names_are_told_apart_in_the_list(tmp_path, tiny_dir):
+    """Two runs with long names: the list (about 40 characters wide) showed each run's two checkpoints as the same
+    'lr3e-4-bs32-warmup500-vision-frozen-long-exp', their checkpoint-N cut off; the table keeps the full names."""
+    runs = ["lr3e-4-bs32-warmup500-vision-frozen-long-experiment", "lr1e-4-bs64-warmup100-vision-unfrozen-long-experiment"]
+    for run in runs:
+        for step in (250, 1000):
+            shutil.copytree(tiny_dir / f"checkpoint-{step}", tmp_path / run / f"checkpoint-{step}")
+    e = explore([str(tmp_path / run) for run in runs] + [str(tiny_dir / "checkpoint-500")], "shapes:val:1", device="cpu")
+    labels = [label for label, _ in e.checkpoints.options]
+    assert len(set(labels)) == 5 and all(len(label) <= 40 for label in labels), labels
+    assert [label.rsplit("/", 1)[-1] for label in labels] == [f"checkpoint-{s}" for s in (250, 1000, 250, 1000, 500)], labels
+    assert labels[0].startswith("lr3e-4-bs32") and labels[2].startswith("lr1e-4-bs64"), labels  # which run: its name's start
+    assert e.names[0] == f"{runs[0]}/checkpoint-250"  # the table and the runs' labels say it in full

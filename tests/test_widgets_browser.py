@@ -4,7 +4,7 @@ only while there is a run to stop; disabled, it looks like every other disabled 
 from __future__ import annotations
 
 import pytest
-from test_lab_browser import KERNEL_JS, explore_notebook, lab  # noqa: F401 - lab is the fixture
+from test_lab_browser import KERNEL_JS, LINES_JS, explore_notebook, lab  # noqa: F401 - lab is the fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -103,6 +103,7 @@ def test_the_layout_holds_for_every_strategy_and_an_unbroken_answer(lab, artifac
         # the notebook's run, its answers replaced by ones with no place to break
         unbroken = ("from vlm_lab.widgets_html import Run; rows = [dict(r) for r in explorer.history[0].rows]; "
                     "rows[0]['text'] = '!' * 400; rows[1]['text'] = 'https://example.com/' + 'x' * 300; "
+                    "rows[1]['checkpoint'] = 'lr1e-4-bs64-warmup100-vision-unfrozen-long-experiment-name/checkpoint-1000'; "
                     "explorer._show('', Run('unbroken', rows).html(), explorer.history)")  # fmt: skip
         page.evaluate(KERNEL_JS, unbroken)
         table = page.locator(".widget-html-content > table.vlm-lab-results")
@@ -112,3 +113,8 @@ def test_the_layout_holds_for_every_strategy_and_an_unbroken_answer(lab, artifac
         area = table.evaluate("t => t.closest('.jp-OutputArea-output').getBoundingClientRect().right")
         memory = table.locator("tr.vlm-lab-row").first.locator("td").nth(4)  # the last column, drawn inside the output
         assert memory.evaluate("td => td.getBoundingClientRect().right") <= area
+        # a long checkpoint name (a run's folder and checkpoint-N) wraps in its folder, its checkpoint-N whole, and
+        # leaves the answer the most room
+        name, answer = (table.locator("tr.vlm-lab-row").nth(1).locator("td").nth(i) for i in (0, 1))
+        assert name.locator("span").evaluate_all(LINES_JS) == [1], name.inner_text()
+        assert name.evaluate("td => td.getBoundingClientRect().width") < answer.evaluate("td => td.getBoundingClientRect().width")

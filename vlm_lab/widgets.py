@@ -37,7 +37,7 @@ from vlm_lab.data import Sample, load_samples
 from vlm_lab.errors import DataError, VlmLabError
 from vlm_lab.widgets_images import PREVIEW_PX  # noqa: F401 - also this module's API
 from vlm_lab.widgets_html import STYLE, Run, message_html, results_html  # noqa: F401 - also this module's API
-from vlm_lab.widgets_inputs import STRATEGIES, STRATEGY_ARGS, ExplorerInputs  # noqa: F401 - STRATEGIES is also this module's API
+from vlm_lab.widgets_inputs import STRATEGIES, STRATEGY_ARGS, ExplorerInputs, list_labels  # noqa: F401 - STRATEGIES is also this module's API
 from vlm_lab.widgets_run import (  # noqa: F401 - stop_running is also this module's API
     RUN_THREAD, BackgroundRun, RunStopped, stop_running, stopped_note, stopped_waiting, stopping_status, waiting_status,
 )
@@ -90,7 +90,7 @@ class Explorer(ExplorerInputs):
         self.names = unique_names(refs)
         default = sorted({0, len(refs) - 1})
         self.checkpoints = w.SelectMultiple(
-            options=[(name, i) for i, name in enumerate(self.names)], value=tuple(default), rows=min(len(refs), 6),
+            options=[(label, i) for i, label in enumerate(list_labels(self.names))], value=tuple(default), rows=min(len(refs), 6),
             description="Checkpoints", layout=w.Layout(width="360px"), tooltip=PICK_SEVERAL,
         )
         # a multiple select's Ctrl-click is not what a first-time user tries: said under it, not only on hover

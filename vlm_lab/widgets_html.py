@@ -46,6 +46,13 @@ def _badges(row: dict[str, Any]) -> str:
     return out
 
 
+def _name_html(name: str) -> str:
+    """A checkpoint's name whose folders wrap (after a '/', or anywhere in a long run's name) and whose own last part
+    (``checkpoint-1000``) stays whole: a long name kept whole took the answer's room or pushed memory out of sight."""
+    folders, _, last = name.rpartition("/")
+    return (html.escape(folders) + "/<wbr>" if folders else "") + f"<span style='white-space:nowrap'>{html.escape(last)}</span>"
+
+
 def results_html(rows: Sequence[dict[str, Any]], reference: str | list[str] | None = None) -> str:
     """The side-by-side table of ``compare_one`` rows; green/red against the reference (or any of a list) when known."""
     from vlm_lab.model_cache import format_bytes
@@ -59,19 +66,20 @@ def results_html(rows: Sequence[dict[str, Any]], reference: str | list[str] | No
         kind = ""
         if r.get("error"):  # this checkpoint failed; the others' answers stay
             kind = " vlm-lab-bad"
-            cells = (html.escape(r["checkpoint"]), f"<span class='vlm-lab-error'>{html.escape(r['error'])}</span>", "-", "-", "-")
+            cells = (_name_html(r["checkpoint"]), f"<span class='vlm-lab-error'>{html.escape(r['error'])}</span>", "-", "-", "-")
         else:
             if reference is not None:
                 kind = " vlm-lab-ok" if normalized_match(r["text"], reference) else " vlm-lab-bad"
             cells = (
-                html.escape(r["checkpoint"]),
+                _name_html(r["checkpoint"]),
                 f"<b>{html.escape(r['text']) or '<i>(empty)</i>'}</b>" + _badges(r),
                 f"{r['latency_s'] * 1000:.0f} ms",
                 str(r["new_tokens"]),
                 f"{format_bytes(r['memory_bytes'])} {MEMORY_WORDS.get(r['memory_kind'], r['memory_kind'])}",
             )
-        # the answer wraps; the name and the numbers stay whole (a long cut-off note squeezed "checkpoint-\n1000")
-        tds = "".join(f"<td style='padding:2px 10px{'' if i == 1 else ';white-space:nowrap'}'>{c}</td>" for i, c in enumerate(cells))
+        # the answer and a name's folders wrap; the numbers and a name's last part stay whole (a long cut-off note
+        # squeezed "checkpoint-\n1000")
+        tds = "".join(f"<td style='padding:2px 10px{'' if i < 2 else ';white-space:nowrap'}'>{c}</td>" for i, c in enumerate(cells))
         body.append(f"<tr class='vlm-lab-row{kind}'>{tds}</tr>")
     ref = f"<div>reference: <b>{html.escape(reference_text(reference))}</b></div>" if reference is not None else ""
     return f"{STYLE}{ref}<table class='vlm-lab-results'><tr>{head}</tr>{''.join(body)}</table>"
