@@ -57,3 +57,22 @@ def test_a_csv_of_an_older_format_is_rebuilt_and_then_left_alone(tmp_path):
     result.save()  # nothing changed: the CSV is not written again (the cached re-run stays cheap)
     after = csv.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_a_saved_comparison_is_read_shown_and_saved_without_torch(tmp_path):
+    """A notebook that only looks at a finished comparison (load, the table, the HTML view, save) need not import
+    torch: seconds on a laptop, more under load. The byte formatter lived beside the model cache, which imports it."""
+    import subprocess
+    import sys
+
+    _result(tmp_path / "src").save(tmp_path / "saved")
+    script = (
+        "import sys\n"
+        "from vlm_lab.results import ComparisonResult\n"
+        f"r = ComparisonResult.load({str(tmp_path / 'saved')!r})\n"
+        "r.to_dataframe(); r.summary_table(); r._repr_html_(); r.memory_notes()\n"
+        f"r.save({str(tmp_path / 'again')!r})\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -54,7 +54,7 @@ def out_of_memory_said(name: str, gen: GenerationConfig, device, others: Callabl
                  f"generate fewer tokens (e.g. max_new_tokens={max(1, gen.max_new_tokens // 2)})")
         held = others() if others else []
         if held:
-            from vlm_lab.model_budget import format_bytes
+            from vlm_lab.units import format_bytes
 
             them = ", ".join(f"{ref.name}: {format_bytes(nbytes)}" for ref, nbytes in held)
             lower = (f"free the other model{'s' if len(held) > 1 else ''} your cache= holds on {device} ({them}) with "

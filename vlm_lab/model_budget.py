@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from vlm_lab.cgroup_memory import CGROUP_ROOT, PROC_SELF_CGROUP, memory_limit
+from vlm_lab.units import format_bytes  # re-exported: its home is units (torch-free)
 
 __all__ = ["GB", "budget_as", "default_budget", "format_bytes", "max_resident"]
 
@@ -29,15 +30,6 @@ def _budget_for(nbytes: int) -> str:
     """The smallest whole GB (whole MB below 1 GB) that holds ``nbytes``, written as a budget is: ``"15GB"``."""
     unit, size = ("GB", GB) if nbytes >= GB else ("MB", 10**6)
     return f"{-(-nbytes // size)}{unit}"
-
-
-def format_bytes(n: float | None) -> str:
-    if n is None or n != n:
-        return "-"
-    for unit, size in (("GB", GB), ("MB", 10**6), ("kB", 10**3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{int(n)} B"
 
 
 def max_resident(budget_bytes: int, sizes: list[int]) -> int:

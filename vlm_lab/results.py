@@ -206,7 +206,7 @@ class ComparisonResult:
         """``summary_frame()`` for people to read, every value a string: accuracy and its CI in % (one decimal),
         ``n_scored`` as scored/samples (fewer than all when some lack a reference), latency in seconds (4
         decimals), tokens/s whole, memory in kB/MB/GB, ``-`` where there is no value (nothing scored)."""
-        from vlm_lab.model_budget import format_bytes
+        from vlm_lab.units import format_bytes
 
         def shown(fmt):
             return lambda v: "-" if v is None or v != v else fmt(v)  # v != v: NaN

@@ -241,7 +241,7 @@ def settings_line(result: ComparisonResult) -> str:
 
 def summary_table(result: ComparisonResult) -> str:
     """One row per checkpoint, rounded for reading; the title of each cell holds more."""
-    from vlm_lab.model_cache import format_bytes
+    from vlm_lab.units import format_bytes
 
     scored = has_references(result)
     head = ("checkpoint", "step", *(("accuracy (95% CI)", "vs previous (paired 95% CI)", "flipped") if scored else ()),

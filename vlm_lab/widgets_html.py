@@ -55,7 +55,7 @@ def _name_html(name: str) -> str:
 
 def results_html(rows: Sequence[dict[str, Any]], reference: str | list[str] | None = None) -> str:
     """The side-by-side table of ``compare_one`` rows; green/red against the reference (or any of a list) when known."""
-    from vlm_lab.model_cache import format_bytes
+    from vlm_lab.units import format_bytes
     from vlm_lab.results import reference_text
     from vlm_lab.results_html import MEMORY_WORDS
     from vlm_lab.scoring import normalized_match

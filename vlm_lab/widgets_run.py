@@ -69,7 +69,7 @@ def stopped_note(todo: list[tuple[CheckpointRef, str]], rows: list, stopped_in: 
 
 def waiting_status(wait: CacheWait, name: str, step: str) -> str:
     """What the explorer says while ``name``'s turn waits in the model cache, from what the cache told ``on_wait``."""
-    from vlm_lab.model_budget import format_bytes
+    from vlm_lab.units import format_bytes
 
     if wait.reason == "build":  # one model is built at a time in a process (model_construction)
         return (f"Waiting to load {name} {step}: {_who(wait.loader)} is loading {wait.building}, and models load "
@@ -98,7 +98,7 @@ def stopping_status(phase: str, name: str) -> str:
 
 
 def _holder(holder: Holder) -> str:
-    from vlm_lab.model_budget import format_bytes
+    from vlm_lab.units import format_bytes
 
     how = "loading in" if holder.loading else "in use in"
     return f"{holder.name} ({format_bytes(holder.nbytes)}) {how} {', '.join(map(_who, holder.threads))}"
