@@ -222,7 +222,6 @@ def comparison_page(result: ComparisonResult, *, all_rows: bool = False) -> str:
     return f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>\n<body>{body}</body></html>\n'
 
 
-
 def has_references(result: ComparisonResult) -> bool:
     """Whether any sample has a reference (else nothing is scored: no accuracy, no reference column)."""
     return any(r["reference"] is not None for r in result.rows)
