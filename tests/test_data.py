@@ -263,11 +263,12 @@ def test_results_of_a_deep_grey_file_from_before_its_scaling_are_not_served(tmp_
     Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)).save(deep)
     Image.new("RGB", (8, 8), (200, 0, 0)).save(flat)
 
-    def old_key(path) -> str:  # the key before: file bytes, the as-shown marker, the prompt
-        return hashlib.sha256(path.read_bytes() + b"\0file-as-shown" + b"\0" + b"p").hexdigest()[:24]
+    def unscaled_key(path) -> str:  # the key of a file as is: its sha256 under the as-shown marker, the prompt
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        return hashlib.sha256(f"file-as-shown:{digest}".encode() + b"\0" + b"p").hexdigest()[:24]
 
     deep_key, flat_key = (sample_key(data.Sample(id=p.stem, image=None, prompt="p", image_path=str(p))) for p in (deep, flat))
-    assert deep_key != old_key(deep) and flat_key == old_key(flat)
+    assert deep_key != unscaled_key(deep) and flat_key == unscaled_key(flat)
 
 
 def test_strips_the_processor_would_blow_up_are_refused_all_at_once(tmp_path):

@@ -243,10 +243,15 @@ def compare(
     names = unique_names(refs)
     # the data set's own draw, whatever the seed: the seed is the sampling's and the CIs' (as --seed says), and runs
     # over seeds must ask the same questions (their results are paired by sample id: same id, same image)
-    samples = load_samples(config.data, config.num_samples or None, progress=progress)  # a large file: its images checked
+    from vlm_lab.checkpoints import fingerprint, hub_commit, hub_fingerprint, load_digest_memo, processor_fingerprint, save_digest_memo
+
+    # per user: a new output folder does not re-hash unchanged weights, nor a re-run read unchanged images
+    memo = load_digest_memo()
+    known = dict(memo)
+    samples = load_samples(config.data, config.num_samples or None, progress=progress, memo=memo)  # a large file: its images checked
     out = Path(config.output_dir)
     _prepare_folder(out, "output_dir", config.output_dir)
-    both = [sample_keys(s) for s in samples]  # (sample key, image key)
+    both = [sample_keys(s, memo) for s in samples]  # (sample key, image key)
     keys, image_keys = [k for k, _ in both], [i for _, i in both]
 
     device = resolve_device(config.device)
@@ -258,11 +263,6 @@ def compare(
         _prepare_folder(cache_dir, *(("cache_dir", config.cache_dir) if config.cache_dir else ("output_dir", config.output_dir)),
                         cache_in_it=not config.cache_dir)  # before any model loads
     models = cache if cache is not None else ModelCache(config.memory_budget or None)
-
-    from vlm_lab.checkpoints import fingerprint, hub_commit, hub_fingerprint, load_digest_memo, processor_fingerprint, save_digest_memo
-
-    memo = load_digest_memo()  # per user: a new output folder does not re-hash unchanged weights
-    known = len(memo)
 
     first: dict[str, Sample] = {}
     for key, sample in zip(keys, samples):
@@ -289,8 +289,8 @@ def compare(
         chunks = _batches_to_run(unique, found, gen)
         missing = {key for chunk, _ in chunks for key, _ in chunk}
         plans.append(first_plan.setdefault(fp, (ref, name, fp, store, found, memory, chunks, sum(key not in missing for key in keys))))
-    if len(memo) != known:
-        save_digest_memo(memo)
+    if memo.keys() != known.keys():
+        save_digest_memo({k: v for k, v in memo.items() if k not in known})  # what this run learnt, merged into the file
 
     encodings = _EncodingCache()
     ids: dict[str, list[str]] = {}

@@ -23,7 +23,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Iterable, Iterator, NoReturn
+from typing import IO, Iterable, Iterator, MutableMapping, NoReturn
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -284,6 +284,27 @@ def check_image(path: str | os.PathLike[str]) -> tuple[int, int]:
         raise DataError(f"cannot read image {path}: {e}") from e
 
 
+def checked_size(path: Path, memo: MutableMapping[str, str] | None = None) -> tuple[int, int]:
+    """``check_image``, memoised in ``memo`` (the per-user digest memo, ``checkpoints.load_digest_memo``) on the
+    file's stat as its digest is: a re-run of 20k photos parsed 20k headers (a PNG's ``verify`` reads it whole).
+    Only a size that passed is kept; the pixel limit of the day is applied to it again."""
+    if memo is None:
+        return check_image(path)
+    from vlm_lab.checkpoints import stat_key
+
+    try:
+        key = f"image-size|{stat_key(path)}"
+    except OSError:
+        return check_image(path)  # it says what is wrong with the path
+    if re.fullmatch(r"\d+x\d+", size := memo.get(key) or ""):
+        width, height = map(int, size.split("x"))
+        check_pixels(str(path), (width, height), pixel_limit())
+        return width, height
+    width, height = check_image(path)
+    memo[key] = f"{width}x{height}"
+    return width, height
+
+
 def _byte_lines(path: Path) -> list[bytes]:
     """The lines of a data file as bytes (a UTF-8 BOM dropped); UTF-16 is a ``DataError`` with the fix."""
     raw = path.read_bytes()
@@ -345,14 +366,16 @@ def _reference(value: object, where: str) -> str | list[str] | None:
     return answers or None
 
 
-def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progress: bool = False) -> list[Sample]:
+def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progress: bool = False,
+               memo: MutableMapping[str, str] | None = None) -> list[Sample]:
     """Read a bring-your-own-data JSONL file (UTF-8); image paths are relative to the file (or absolute, or ``~/…``).
 
     Each image is checked up front (readable, without decoding its pixels); the samples
     hold only its path and decode it when used. A missing, empty or whitespace-only
     ``reference`` means none: that sample's outputs are compared but not scored. A list
     of references keeps its non-blank entries (all blank, or ``[]``: none). ``progress``: a bar on
-    stderr while a file of ``READ_PROGRESS_LINES`` or more lines is read (its images checked).
+    stderr while a file of ``READ_PROGRESS_LINES`` or more lines is read (its images checked). ``memo``: the
+    digest memo, so that an image unchanged since it was last checked is not opened (``checked_size``).
 
     Raises:
         DataError: naming the file and line, for a line or an image that cannot be used.
@@ -407,7 +430,7 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
                                 "and give each one's path, relative to the JSONL file")
             image_path = (path.parent / Path(record["image"]).expanduser()).resolve()  # an absolute or ~ path is kept
             try:
-                problem = aspect_problem(check_image(image_path))
+                problem = aspect_problem(checked_size(image_path, memo))
             except ImageTooLargeError as e:
                 too_large.append((f"{path}:{lineno}: {record['image']}", e.pixels, e.size))
                 over, problem = e.limit, None
@@ -480,11 +503,13 @@ def is_shapes_spec(spec: str) -> bool:
     return spec == "shapes" or spec.startswith("shapes:")
 
 
-def load_samples(spec: str, num_samples: int | None = None, *, seed: int = 0, progress: bool = False) -> list[Sample]:
+def load_samples(spec: str, num_samples: int | None = None, *, seed: int = 0, progress: bool = False,
+                 memo: MutableMapping[str, str] | None = None) -> list[Sample]:
     """Resolve a data spec: ``shapes:SPLIT[:N]`` or a path to a JSONL file.
 
     ``num_samples`` caps the count (for ``shapes:`` it is the count when the spec names none).
-    ``progress``: a bar on stderr while a large JSONL file is read (``read_jsonl``).
+    ``progress``: a bar on stderr while a large JSONL file is read (``read_jsonl``); ``memo``: its images' checks
+    memoised there (``read_jsonl``).
     """
     if is_shapes_spec(spec):
         from vlm_lab import shapes
@@ -505,4 +530,4 @@ def load_samples(spec: str, num_samples: int | None = None, *, seed: int = 0, pr
                 f"(held in memory): use shapes:{split}:{MAX_SHAPES_SAMPLES} or fewer"
             )
         return shapes.make_samples(split, n, seed=seed)
-    return read_jsonl(spec, limit=num_samples, progress=progress)
+    return read_jsonl(spec, limit=num_samples, progress=progress, memo=memo)

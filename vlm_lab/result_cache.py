@@ -7,9 +7,9 @@ generation key covers everything else that changes an output or its timing:
 strategy, max_new_tokens, batch size (greedy outputs do not depend on it, but
 latency and tokens/s do), seed (sampling only), dtype, device type and the
 torch/transformers versions. Each line is
-keyed by a hash of the sample's prompt and image (the bytes of its file when it
-was read from one, so a cached re-run decodes nothing; else its pixels), not by
-its id. Each
+keyed by a hash of the sample's prompt and image (the sha256 of its file when it
+was read from one, memoised on the file's stat, so a cached re-run neither decodes
+nor reads an unchanged image; else its pixels), not by its id. Each
 batch's lines are appended and flushed as it finishes (fsync at most once a
 second and at the end); a torn last line from a crash is skipped on read, so
 the cache never needs an atomic rewrite. ``compare`` hands the fsyncs to a
@@ -30,7 +30,7 @@ import json
 import os
 import shlex
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, MutableMapping, Sequence
 
 from vlm_lab.config import GenerationConfig, parse_strategy
 from vlm_lab.data import Sample
@@ -47,38 +47,44 @@ __all__ = ["CACHE_FORMAT", "Appender", "CacheWriteError", "ResultCache", "Syncer
 # 7: an encoder-decoder's forced first token (forced_bos_token_id) is applied (6 set it aside: Florence-2's and mBART's
 #    answers lacked it; decoder-only answers are the same, it never fires on their prompts), and SET_ASIDE is a record
 #    of its own
-CACHE_FORMAT = 7
+# 8: a file's key hashes its sha256 (memoised on its stat, so a re-run reads no unchanged image), not its bytes
+CACHE_FORMAT = 8
 # what the checkpoint's generation config set that the strategy did not use (the same in every run of a file: the
 # checkpoint and the strategy decide it): a record of its own, written as a run starts, before its first result (6 kept
 # it in the memory record a run writes as it ends: a run killed before that left results a re-run served unsaid)
 SET_ASIDE = "generation_set_aside"
 
 
-def sample_key(sample: Sample) -> str:
+def sample_key(sample: Sample, memo: MutableMapping[str, str] | None = None) -> str:
     """A hash of what the output depends on, not the id: the prompt and the image.
 
     A sample read from a file hashes the file's bytes (nothing is decoded, so a fully
     cached re-run over large photos stays cheap); an in-memory image hashes its pixels.
+    ``memo``: the digest memo (``checkpoints.load_digest_memo``), so an unchanged file is not read again.
     """
-    return sample_keys(sample)[0]
+    return sample_keys(sample, memo)[0]
 
 
-def sample_keys(sample: Sample) -> tuple[str, str]:
+def sample_keys(sample: Sample, memo: MutableMapping[str, str] | None = None) -> tuple[str, str]:
     """``(sample_key, image_key)``: the image key hashes the image alone, so samples that ask
-    several questions of one image (VQA sets do) share it; both from one read of the image."""
+    several questions of one image (VQA sets do) share it; both from one read of the image.
+
+    A file's sha256 is memoised in ``memo`` on its stat, as checkpoint files are (``checkpoints.file_digest``):
+    a re-run over 20k photos read 3 GB to find every result cached. Any write changes the file's ctime, so a file
+    changed in place, even with its size and mtime put back, is read again."""
     path = sample.source_file
     if path is not None:
+        from vlm_lab.checkpoints import file_digest
         from vlm_lab.errors import DataError
 
         try:
-            with open(path, "rb") as f:
-                h = hashlib.file_digest(f, "sha256")
+            digest = file_digest(Path(path), memo)
         except OSError as e:
             raise DataError(f"cannot read image {path}: {e.strerror}") from e
         # never equal to a pixel key; "as-shown": since files are decoded as shown (EXIF orientation,
         # transparency on white), results computed on the raw pixels before are not served; likewise
         # deep grey files (16-bit, float), scaled to 8 bits since, where Pillow clipped them before
-        h.update(b"\0file-as-shown" + (b"-scaled" if _deep_grey(path) else b""))
+        h = hashlib.sha256(f"file-as-shown{'-scaled' if _deep_grey(path, digest, memo) else ''}:{digest}".encode())
     else:
         h = hashlib.sha256()
         img = sample.image
@@ -89,18 +95,24 @@ def sample_keys(sample: Sample) -> tuple[str, str]:
     return h.hexdigest()[:24], image_key
 
 
-def _deep_grey(path) -> bool:
+def _deep_grey(path, digest: str, memo: MutableMapping[str, str] | None) -> bool:
     """Whether ``path`` is a 16-bit, 32-bit or float grey image (``data.as_shown`` scales those).
-    Reads the header only; a JPEG cannot be one."""
+    Reads the header only, once per content (memoised by the file's ``digest``); a JPEG cannot be one."""
     if Path(path).suffix.lower() in (".jpg", ".jpeg"):
         return False
+    key = f"deep-grey|{digest}"
+    if memo is not None and memo.get(key) in ("0", "1"):
+        return memo[key] == "1"
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            return img.mode.startswith("I") or img.mode == "F"
+            deep = img.mode.startswith("I") or img.mode == "F"
     except Exception:  # noqa: BLE001 - not an image Pillow reads: loading it says why
         return False
+    if memo is not None:
+        memo[key] = "1" if deep else "0"
+    return deep
 
 
 def generation_key(gen: GenerationConfig, *, dtype: str, device_type: str) -> str:
