@@ -185,12 +185,16 @@ def _write_images(samples: Sequence[Sample], image_keys: Sequence[str], out: Pat
     folder.mkdir(parents=True, exist_ok=True)
     targets = _image_targets(samples, image_keys)
     keep = {name for name, _ in targets}
+    present = set()  # one listing, not a stat per sample (20k samples: 0.3 s of a re-run)
     for entry in os.scandir(folder):
         if entry.name not in keep and IMAGE_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
             os.unlink(entry.path)
+        elif entry.name in keep:
+            present.add(entry.name)
     for sample, (name, source) in zip(samples, targets):
         target = folder / name
-        if not target.exists():
+        if name not in present:
+            present.add(name)
             tmp = target.with_name(f".{target.name}.tmp")
             if source is not None:
                 shutil.copyfile(source, tmp)
@@ -205,7 +209,7 @@ def _image_targets(samples: Sequence[Sample], image_keys: Sequence[str]) -> list
     targets = []
     for sample, key in zip(samples, image_keys):
         source = Path(sample.image_path) if sample.image_path else None
-        if source is not None and source.suffix.lower() in WEB_IMAGE_SUFFIXES and source.is_file():
+        if source is not None and source.suffix.lower() in WEB_IMAGE_SUFFIXES and os.path.isfile(source):
             targets.append((f"{key}{source.suffix.lower()}", source))
         else:
             targets.append((f"{key}.png", None))
