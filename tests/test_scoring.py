@@ -221,3 +221,22 @@ def test_few_valued_scores_are_resampled_as_counts_with_the_same_distribution(mo
         assert not np.array_equal(c, d)  # really two methods
         assert np.quantile(c, [0.025, 0.5, 0.975]) == pytest.approx(np.quantile(d, [0.025, 0.5, 0.975]), abs=0.008)
         assert c.mean() == pytest.approx(v.mean(), abs=0.002) and c.std() == pytest.approx(d.std(), rel=0.03)
+
+
+@pytest.mark.parametrize(
+    "prediction, reference, exact, normalized",
+    [
+        ("café", "cafe\u0301", True, True),  # a reference typed on macOS (decomposed) is the same text as the output
+        ("Ａｎｓｗｅｒ　２", "answer 2", False, True),  # full-width letters and space (CJK input methods)
+        ("“red”", "red", False, True),  # curly quotes, as chat models write them
+        ("red…", "red", False, True),
+        ("it’s red。", "it s red", False, True),  # a typographic apostrophe and a CJK full stop are punctuation too
+    ],
+)
+def test_matching_reads_unicode_as_a_person_does(prediction, reference, exact, normalized):
+    assert exact_match(prediction, reference) is exact
+    assert normalized_match(prediction, reference) is normalized
+
+
+def test_vqa_accuracy_reads_decomposed_accents_as_the_same_answer():
+    assert vqa_accuracy("café", ["cafe\u0301"] * 4) == 1.0

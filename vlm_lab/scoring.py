@@ -1,8 +1,10 @@
 """Scoring generated answers: match functions, bootstrap CIs, paired comparisons.
 
-``exact_match``: identical after trimming surrounding whitespace and case.
-``normalized_match``: identical after also dropping punctuation, articles
-(a/an/the) and repeated spaces, the VQA-style normalisation.
+``exact_match``: identical after trimming surrounding whitespace and case, as Unicode text
+(NFC: ``"café"`` typed with a combining accent, as macOS file names and some exports hold it, is ``"café"``).
+``normalized_match``: identical after also folding compatibility forms (NFKC: full-width
+``"Ａ２"`` is ``"A2"``), dropping punctuation (ASCII and Unicode's: curly quotes, ``…``, ``。``),
+articles (a/an/the) and repeated spaces, the VQA-style normalisation.
 Both take one reference or several acceptable ones (VQA-style sets list what each
 annotator answered): the prediction matches when it matches any of them, so each
 sample still scores 0 or 1.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import string
+import unicodedata
 from statistics import NormalDist
 from typing import Callable, Sequence
 
@@ -76,7 +79,10 @@ youd:you'd youd've:you'd've you'dve:you'd've youll:you'll youre:you're youve:you
 
 
 def normalize(text: str) -> str:
-    text = text.casefold().translate(_PUNCT)
+    """``normalized_match``'s form of an answer: NFKC, case folded, punctuation and articles dropped, spaces single."""
+    text = unicodedata.normalize("NFKC", text).casefold().translate(_PUNCT)
+    # a model's “red” or red… is red: Unicode punctuation (category P*) goes too; per character, answers are short
+    text = "".join(" " if unicodedata.category(c)[0] == "P" else c for c in text)
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
@@ -92,7 +98,8 @@ def vqa_normalize(answer: str) -> str:
     digits, the articles a/an/the go, and contractions typed without the apostrophe get it
     ("dont" -> "don't"). ``"Two"`` -> ``"2"``, ``"the dog."`` -> ``"dog"``, ``"yes, it is"`` -> ``"yes it is"``.
     """
-    text = raw = answer.replace("\n", " ").replace("\t", " ").strip()
+    # NFC first: a decomposed "café" is the same answer (canonical equivalence, not a looser match)
+    text = raw = unicodedata.normalize("NFC", answer).replace("\n", " ").replace("\t", " ").strip()
     delete = _VQA_DIGIT_COMMA.search(raw) is not None
     for p in _VQA_PUNCT:  # each mark decided on the text before any was replaced, as there
         text = text.replace(p, "" if delete or f"{p} " in raw or f" {p}" in raw else " ")
@@ -141,8 +148,13 @@ def references(reference: Reference) -> tuple[str, ...]:
 
 def exact_match(prediction: str, reference: Reference) -> bool:
     """``prediction`` equals the reference (any one of several), ignoring case and surrounding whitespace."""
-    answer = prediction.strip().casefold()
-    return any(answer == r.strip().casefold() for r in references(reference))
+    answer = _exact_form(prediction)
+    return any(answer == _exact_form(r) for r in references(reference))
+
+
+def _exact_form(text: str) -> str:
+    # NFC after casefold too: folding can decompose ("ǰ"), and two spellings of one text must compare equal
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).strip().casefold())
 
 
 def normalized_match(prediction: str, reference: Reference) -> bool:
