@@ -72,6 +72,24 @@ def test_meta_parameter_count_equals_the_instantiated_model(name, tmp_path):
     assert est.param_bytes("int4") < est.param_bytes("int8") < est.param_bytes("float16")
 
 
+@pytest.mark.parametrize("name", ["llava-tiny", "idefics3", "qwen2-vl"])
+def test_vision_headroom_follows_the_built_vision_mlp(name, tmp_path):
+    """The vision encoder's widest layer, per patch: its residual and norm (2 x width) and its MLP's two
+    intermediates (2 x fc1's width), as the built model has them. Qwen2-VL's vision ``hidden_size`` is the
+    merger's output (1536 on the 2B), not the encoder's width (``embed_dim`` 1280, MLP ``embed_dim x mlp_ratio``):
+    reading it over-counted every patch by a fifth (336 MB a row at 16k image tokens)."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    config = CONFIGS[name]()
+    est = memory.estimate(memory_synthetic.write_config_only(tmp_path / name, config), dtype="float32", device="cpu")
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config)
+    fc1 = next(m for n, m in model.named_modules() if n.endswith("mlp.fc1") and ("vision" in n or "visual" in n))
+    assert est.image.patches > 0
+    assert est.vision_activation_values == est.image.patches * 2 * (fc1.in_features + fc1.out_features)
+
+
 def test_tiny_checkpoint_counts_and_weights_match_the_loaded_model(tiny_checkpoints):
     from vlm_lab.models import load_model
 

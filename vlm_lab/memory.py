@@ -381,8 +381,9 @@ def _activation_parts(config, dims: dict[str, int], image: ImageTokens) -> dict[
     vision = 0
     vcfg = getattr(config, "vision_config", None)
     if vcfg is not None and image.patches:
-        vh = getattr(vcfg, "hidden_size", None) or getattr(vcfg, "embed_dim", 0)
-        vi = getattr(vcfg, "intermediate_size", None) or 4 * vh
+        # Qwen2-VL's vision hidden_size is its merger's output; the encoder runs at embed_dim, its MLP at embed_dim x mlp_ratio
+        vh = getattr(vcfg, "embed_dim", None) or getattr(vcfg, "hidden_size", 0)
+        vi = getattr(vcfg, "intermediate_size", None) or int(vh * (getattr(vcfg, "mlp_ratio", None) or 4))
         vision = image.patches * (2 * vh + 2 * vi)
     return {
         "text_activation_values_per_token": 2 * dims["hidden"] + 3 * dims["intermediate"],
