@@ -25,7 +25,9 @@ the xorb's CRC-64 checksum; the sha256 of the rebuilt bytes stands for them. Dow
 through Xet (tree entries carry no ``xetHash``): a stored file is read back as an LFS file.
 
 Knobs: ``xet`` (off: the token route answers 501 and the client must run with ``HF_HUB_DISABLE_XET=1``),
-``xet_drop`` (cut the next N xorb uploads mid-body and close the connection); inspection:
+``xet_drop`` (cut the next N xorb uploads mid-body and close the connection), ``xet_html`` (a CAS route,
+"xorb-grants" or "shards", answered by an HTML page, as a proxy or captive portal in the way does: hf_xet's
+errors then name no URL, "domain: no-url", or none at all); inspection:
 ``xet_uploads(since)``, ``xorbs``, ``shards``. ``XetHub`` relies on its host for ``repos``,
 ``endpoint``, ``requests``, ``lock``, ``can_read``, ``can_write`` and ``_error``.
 """
@@ -43,8 +45,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hub_emulator import Repo
 
-# The casUrl the write token names. The Hub's CAS host has "xet" in its name (cas-server.xethub.hf.co), and
-# hf_xet's errors name the URL: publish_hub.py tells a Xet failure by that, so this path keeps the word.
+# The casUrl the write token names (cas-server.xethub.hf.co on the Hub). publish_hub.py tells a Xet failure
+# by where it was raised, not by this word in hf_xet's text: xet_html makes errors that name no URL.
 CAS = "/xet-cas"
 GRANTS = "/xet-grants/"  # the upload grant URLs (S3 on the Hub)
 SHARD_TAG = bytes([72, 70, 82, 101, 112, 111, 77, 101, 116, 97, 68, 97, 116, 97, 0, 85, 105, 103, 69, 106, 123,
@@ -145,6 +147,7 @@ class XetHub:
         super().__init__()  # LfsHub
         self.xet = False  # serve Xet write tokens and act as the CAS server
         self.xet_drop = 0  # cut the next N xorb uploads mid-body (a CAS that fails mid-upload)
+        self.xet_html = ""  # a CAS route ("xorb-grants", "shards") answered by an HTML page (a proxy in the way)
         self.xorbs: dict[str, list[bytes]] = {}  # xorb hash -> its chunks, decompressed
         self.shards: list[bytes] = []  # the shards accepted, as sent
         self._xet_tokens: dict[str, tuple[str, str, float]] = {}  # access token -> (repo type, repo id, expiry)
@@ -183,6 +186,9 @@ class XetHub:
         if scope is None or scope[2] < time.time():
             raise self._error(401, "invalid or expired Xet access token")
         route = path[len(CAS):]
+        if self.xet_html and route.split("/")[2:3] == [self.xet_html]:
+            status = 201 if self.xet_html == "xorb-grants" else 200  # a grant's status: hf_xet then reads the body
+            return status, b"<html><body>Access denied by your network's proxy</body></html>", {"Content-Type": "text/html"}
         if route == "/v1/telemetry":
             return 200, {}, {}
         if re.fullmatch(r"/v1/chunks/default/[0-9a-f]{64}", route) and method == "GET":

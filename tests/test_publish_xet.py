@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from test_publish import SPACE, fail_text, hub, run_publish, space_dir  # noqa: F401 (fixtures)
-from test_publish_lfs import STEPS, WEIGHTS, lfs_ops, run_dir  # noqa: F401 (fixtures)
+from test_publish_lfs import STEPS, WEIGHTS, lfs_ops, retrain, run_dir  # noqa: F401 (fixtures)
 
 XET = {"HF_HUB_DISABLE_XET": "0"}
 BIG = "examples/answers.csv"  # over 10 MiB: the Hub stores it with LFS/Xet whatever its name
@@ -105,3 +105,41 @@ def test_the_emulator_refuses_a_shard_naming_a_xorb_it_does_not_hold(xet_hub, sp
     hub.xorbs.update(xorbs)
     r = httpx2.post(f"{hub.endpoint}/xet-cas/v2/shards", content=shard, headers={"authorization": f"Bearer {token}"})
     assert r.status_code == 200 and r.text.splitlines()[-1] == '{"type": "result"}', r.text
+
+
+@pytest.mark.parametrize("route", ["xorb-grants", "shards"])
+def test_a_xet_error_that_names_no_url_still_says_xet_failed(xet_hub, space_dir, run_dir, big_file, route):
+    """hf_xet's errors are plain ConnectionError/RuntimeError; behind a proxy that answers HTML they say
+    "error decoding response body, domain: no-url" or "Invalid response": no URL, no word "xet"."""
+    hub = xet_hub
+    hub.xet_html = route
+    env = XET | {"HF_XET_CLIENT_RETRY_MAX_ATTEMPTS": "2", "HF_XET_CLIENT_RETRY_BASE_DELAY": "10ms"}
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--retries", "1", checkpoints=run_dir, env=env)
+    assert r.returncode == 5, fail_text(r)
+    assert "Traceback" not in r.stderr and "did not answer" not in r.stderr, fail_text(r)
+    assert "through Xet storage failed" in r.stderr and "HF_HUB_DISABLE_XET=1" in r.stderr, fail_text(r)
+    assert ("domain: no-url" if route == "xorb-grants" else "Invalid response") in r.stderr, "hf_xet's own words"
+    assert len(hub.space(SPACE).commits) == 1 and BIG not in hub.space(SPACE).files, "nothing committed"
+
+
+def test_a_republish_after_one_change_sends_only_what_changed(xet_hub, space_dir, run_dir, big_file):
+    """One line of the big file and one checkpoint's weights change: the commit updates those two files only,
+    the CAS gets the changed chunks (not the whole big file again), and the Space serves the new bytes."""
+    hub = xet_hub
+    assert run_publish(hub, SPACE, "--space-dir", str(space_dir), checkpoints=run_dir, env=XET).returncode == 0
+    head, seen = hub.space(SPACE).commits[-1], len(hub.requests)
+    data = bytearray(big_file.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 6] = b"CHANGE"
+    big_file.write_bytes(bytes(data))
+    changed = run_dir / f"checkpoint-{STEPS[-1]}" / "model.safetensors"
+    retrain(changed)
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), checkpoints=run_dir, env=XET)
+    assert r.returncode == 0, fail_text(r)
+    repo = hub.space(SPACE)
+    assert repo.commits[-1] is not head and sorted(lfs_ops(hub)) == sorted([BIG, WEIGHTS.format(STEPS[-1])])
+    assert [op for op in repo.commits[-1]["ops"] if op[0] != "lfsFile"] == [], "no other file in the commit"
+    assert repo.files[BIG] == bytes(data) and repo.files[WEIGHTS.format(STEPS[-1])] == changed.read_bytes()
+    for s in STEPS[:-1]:
+        assert repo.files[WEIGHTS.format(s)] == (run_dir / f"checkpoint-{s}" / "model.safetensors").read_bytes()
+    xorb_bytes = sum(u["bytes"] for u in hub.xet_uploads(seen) if u["kind"] == "xorb" and u["status"] in (200, 201))
+    assert 0 < xorb_bytes < big_file.stat().st_size // 4, f"{xorb_bytes} bytes of xorbs: the big file was sent again"

@@ -100,6 +100,22 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return (httpx2.TransportError, ConnectionError, TimeoutError)
 
 
+# Where huggingface_hub hands the files to hf_xet. hf_xet's Rust code raises plain ConnectionError (network
+# and HTTP-status failures) and RuntimeError (an answer it cannot read), with no attribute that names Xet and a
+# text that may name no URL ("domain: no-url"); the innermost Python frame of the traceback says who raised it.
+_XET_CALLERS = {("huggingface_hub._commit_api", "_upload_xet_files")}
+
+
+def _raised_by_xet(e: BaseException) -> bool:
+    """Whether ``e`` came out of hf_xet: one of its own exception types, or raised inside the call into it."""
+    if type(e).__module__.split(".")[0] == "hf_xet":  # XetAuthenticationError, XetObjectNotFoundError
+        return True
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and (tb.tb_frame.f_globals.get("__name__"), tb.tb_frame.f_code.co_name) in _XET_CALLERS
+
+
 @dataclasses.dataclass
 class Hub:
     """An authenticated huggingface_hub client plus the rules for calling it."""
@@ -142,29 +158,30 @@ class Hub:
         for attempt in range(1, self.retries + 1):
             try:
                 return fn(*args, **kwargs)
-            except (HfHubHTTPError, RuntimeError, *network) as raised:
+            except (HfHubHTTPError, RuntimeError, OSError, *network) as raised:
                 # A large file's upload (Git LFS) fails inside create_commit: name the file, and say
                 # that nothing was committed and that a new run skips the objects already stored.
                 e, upload = _lfs_upload_cause(raised)
                 lost = (f"; uploading {upload} (Git LFS) failed, so nothing was committed and the repo is as it was; "
                         "the large files already uploaded are not sent again" if upload else "")
+                xet = _raised_by_xet(e)
                 if isinstance(e, HfHubHTTPError):
                     status = e.response.status_code if e.response is not None else None
                     if status in _RETRY_STATUS and attempt < self.retries:
                         time.sleep(self.backoff * 2 ** (attempt - 1))
                         continue
                     raise self.translate(e, what=f"{what} (upload {upload})" if upload else what, repo=repo) from None
-                if not isinstance(e, network):
+                if not isinstance(e, network) and not xet:
                     if upload:
                         raise PublishError(f"could not {what}: {type(e).__name__}: {self.scrub(str(e))}{lost}") from None
                     raise
-                if attempt < self.retries:
+                if attempt < self.retries and isinstance(e, network):
                     time.sleep(self.backoff * 2 ** (attempt - 1))
                     continue
-                if "xet" in str(e).lower():  # hf_xet (the default upload path) failed: the Hub may well have answered
+                if xet:  # hf_xet (the default upload path) failed: the Hub itself may well have answered
                     raise HubNetworkError(
-                        f"could not {what}: uploading the large files through Xet storage failed after {self.retries} "
-                        f"attempts ({type(e).__name__}: {self.scrub(str(e)) or 'no detail'}); nothing was committed and "
+                        f"could not {what}: uploading the large files through Xet storage failed after {attempt} "
+                        f"attempt{'s' * (attempt > 1)} ({type(e).__name__}: {self.scrub(str(e)) or 'no detail'}); nothing was committed and "
                         "the repo is as it was; run the same command again (what is stored is not sent again), or, where "
                         "a proxy or firewall blocks Xet's storage host, export HF_HUB_DISABLE_XET=1 to upload through "
                         "Git LFS instead"
