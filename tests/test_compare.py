@@ -337,7 +337,7 @@ def test_prompt_holding_the_image_token_is_a_clear_error(tmp_path, tiny_checkpoi
     samples = shapes.make_samples("val", 2)
     samples[1] = data.Sample(id="llava-style", image=samples[1].image, prompt="<image>\nWhat shape is it?")
     path = data.write_jsonl(samples, tmp_path / "data")
-    with pytest.raises(DataError, match=r"sample llava-style: the prompt holds the image token '<image>'.*remove"):
+    with pytest.raises(DataError, match=r"data\.jsonl:2: sample llava-style: the prompt holds the image token '<image>'.*remove"):
         compare(_config(tmp_path, [tiny_checkpoints[-1]], data=str(path)), progress=False, cache=models)
     assert not list((tmp_path / "out").glob(".cache/*.jsonl"))  # refused before any batch ran
 

@@ -392,3 +392,35 @@ def test_home_relative_paths_are_expanded_for_the_file_and_its_images(tmp_path, 
     (sample,) = data.read_jsonl("~/d.jsonl")
     assert sample.source_file == home / "pics" / "a.png"
     assert sample.image.getpixel((0, 0)) == (255, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: None, r"d\.jsonl:1: image not found: .*x\.png; image paths are relative to the JSONL file's folder, .*: "
+                         r"fix it, or leave that line out"),
+        (lambda p: p.write_bytes(b""), r"d\.jsonl:1: cannot read image .*x\.png: .*; .*fix it, or leave that line out"),
+    ],
+)
+def test_one_unreadable_image_is_named_with_the_fix_as_several_are(tmp_path, make, message):
+    make(tmp_path / "x.png")
+    with pytest.raises(DataError, match=message):
+        data.read_jsonl(_jsonl(tmp_path, {"image": "x.png", "prompt": "hi"}))
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("# questions about shapes", r"d\.jsonl:1: '# questions about shapes' is a comment, which JSONL has no way to "
+                                     r"write: delete the line"),
+        ("// v2", r"d\.jsonl:1: '// v2' is a comment, which JSONL has no way to write"),
+        ('{"image": "a.png", "prompt": "hi",}', r"d\.jsonl:1: not valid JSON \(Expecting property name enclosed in double "
+                                                r"quotes at column 35: '\{\"image\".*\}'\); each line is one JSON object"),
+    ],
+)
+def test_a_line_that_is_not_json_is_shown_with_the_fix(tmp_path, line, message):
+    _image(tmp_path / "a.png", "red")
+    path = tmp_path / "d.jsonl"
+    path.write_text(line + '\n{"image": "a.png", "prompt": "hi"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        data.read_jsonl(path)

@@ -405,7 +405,7 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(not_jsonl(path, first_line) or f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                raise DataError(_not_json(path, lineno, line, e, first_line)) from None
             if not isinstance(record, dict):
                 raise DataError(not_jsonl(path, first_line) or f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
             missing = [k for k in ("image", "prompt") if _blank(record.get(k))]
@@ -457,12 +457,13 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
             )
             if limit is not None and len(samples) >= limit:
                 break
-    if len(unreadable) == 1:
-        raise DataError(unreadable[0])
     if unreadable:
+        relative = f"image paths are relative to the JSONL file's folder, {path.parent.resolve()}"
+        if len(unreadable) == 1:
+            raise DataError(f"{unreadable[0]}; {relative}: fix it, or leave that line out")
         more = f" (and {len(unreadable) - 5} more)" if len(unreadable) > 5 else ""
-        raise DataError(f"{len(unreadable)} images in {path} cannot be read: {'; '.join(unreadable[:5])}{more}; image paths are "
-                        f"relative to the JSONL file's folder, {path.parent.resolve()}: fix them, or leave those lines out")
+        raise DataError(f"{len(unreadable)} images in {path} cannot be read: {'; '.join(unreadable[:5])}{more}; {relative}: "
+                        "fix them, or leave those lines out")
     if too_large:
         raise DataError(too_many_pixels(too_large, over))
     if strips:
@@ -476,6 +477,17 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
         more = f" and {len(dup) - 5} more" if len(dup) > 5 else ""
         raise DataError(f"{path}: duplicate sample id{'s' if len(dup) > 1 else ''}: {', '.join(dup[:5])}{more}; ids must be unique")
     return samples
+
+
+def _not_json(path: Path, lineno: int, line: str, error: json.JSONDecodeError, first_line: str) -> str:
+    """The error for a line that is no JSON: a comment, a file of another format (``not_jsonl``), or a broken
+    line shown with where it breaks."""
+    shown = line.strip()
+    shown = repr(shown if len(shown) <= 80 else shown[:77] + "...")
+    if line.lstrip().startswith(("#", "//")):  # before not_jsonl: "# id, image" would pass for a CSV header
+        return f"{path}:{lineno}: {shown} is a comment, which JSONL has no way to write: delete the line"
+    return not_jsonl(path, first_line) or (f"{path}:{lineno}: not valid JSON ({error.msg} at column {error.colno}: {shown}); "
+                                           'each line is one JSON object, e.g. {"image": "a.png", "prompt": "What is it?"}')
 
 
 def _meta(value: object, where: str) -> dict[str, str | int | float | bool] | None:

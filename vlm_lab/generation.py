@@ -192,7 +192,7 @@ def check_prompts(processor, samples: Sequence[Sample]) -> None:
         for s in samples:
             if token in s.prompt:
                 raise DataError(
-                    f"sample {s.id}: the prompt holds the image token {token!r}; {places} the image "
+                    f"{f'{s.line}: ' if s.line else ''}sample {s.id}: the prompt holds the image token {token!r}; {places} the image "
                     f"itself: remove {token!r} from the prompt (LLaVA-style data often starts with '{token}\\n')"
                 )
 
