@@ -424,3 +424,14 @@ def test_a_line_that_is_not_json_is_shown_with_the_fix(tmp_path, line, message):
     path.write_text(line + '\n{"image": "a.png", "prompt": "hi"}\n', encoding="utf-8")
     with pytest.raises(DataError, match=message):
         data.read_jsonl(path)
+
+
+def test_an_id_made_for_a_line_without_one_that_another_line_gives_is_explained(tmp_path):
+    # line 3 has no id: it is named d-3 after the file and line, which line 1 spells out; "duplicate d-3 (lines 1, 3)"
+    # alone sent the user looking for an id that line 3 does not have
+    _image(tmp_path / "a.png", "red")
+    path = _jsonl(tmp_path, {"id": "d-3", "image": "a.png", "prompt": "hi"}, {"image": "a.png", "prompt": "hi"},
+                  {"image": "a.png", "prompt": "hi"})
+    with pytest.raises(DataError, match=r"d\.jsonl: duplicate sample id: d-3 \(lines 1, 3; line 3 has no id and is named "
+                                        r"after the file and its line\); ids must be unique: give each line its own id"):
+        data.read_jsonl(path)

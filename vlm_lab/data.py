@@ -390,6 +390,7 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
         )
     samples: list[Sample] = []
     lines: dict[str, list[int]] = {}  # id -> the lines that give it
+    made: set[int] = set()  # lines without an id, named {stem}-{line}: one may clash with an id another line gives
     strips: list[str] = []  # all named at once: a data set fixed one line per run would take as many runs
     too_large: list[tuple[str, int | None, tuple[int, int] | None]] = []  # likewise: (line and image, pixels, size)
     over = 0  # the pixel limit they are over
@@ -443,6 +444,8 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
                 strips.append(f"{path}:{lineno}: {record['image']} {problem}")
             reference = _reference(record.get("reference"), f"{path}:{lineno}")
             sample_id = f"{path.stem}-{lineno}" if _blank(record.get("id")) else str(record["id"])  # 0 is an id
+            if _blank(record.get("id")):
+                made.add(lineno)
             lines.setdefault(sample_id, []).append(lineno)
             samples.append(
                 Sample(
@@ -472,11 +475,18 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
                         "or leave those lines out")
     if not samples:
         raise DataError(f"{path} holds no samples")
-    dup = [f"{i} (lines {', '.join(map(str, at))})" for i, at in lines.items() if len(at) > 1]
+    dup = [f"{i} (lines {', '.join(map(str, at))}{_named_after_line(made.intersection(at))})"
+           for i, at in lines.items() if len(at) > 1]
     if dup:
         more = f" and {len(dup) - 5} more" if len(dup) > 5 else ""
-        raise DataError(f"{path}: duplicate sample id{'s' if len(dup) > 1 else ''}: {', '.join(dup[:5])}{more}; ids must be unique")
+        raise DataError(f"{path}: duplicate sample id{'s' if len(dup) > 1 else ''}: {', '.join(dup[:5])}{more}; ids must be "
+                        "unique: give each line its own id")
     return samples
+
+
+def _named_after_line(made: set[int]) -> str:
+    """``"; line 3 has no id and is named after the file and its line"`` for the lines of a duplicate that gave none."""
+    return f"; line {min(made)} has no id and is named after the file and its line" if made else ""
 
 
 def _not_json(path: Path, lineno: int, line: str, error: json.JSONDecodeError, first_line: str) -> str:
