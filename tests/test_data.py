@@ -435,3 +435,13 @@ def test_an_id_made_for_a_line_without_one_that_another_line_gives_is_explained(
     with pytest.raises(DataError, match=r"d\.jsonl: duplicate sample id: d-3 \(lines 1, 3; line 3 has no id and is named "
                                         r"after the file and its line\); ids must be unique: give each line its own id"):
         data.read_jsonl(path)
+
+
+def test_a_key_given_twice_on_a_line_is_refused(tmp_path):
+    # json keeps the last of two "prompt"s silently: the sample would be asked a question the user may not have meant
+    _image(tmp_path / "a.png", "red")
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"image": "a.png", "prompt": "hi"}\n{"image": "a.png", "prompt": "What color?", "prompt": "What shape?"}\n',
+                    encoding="utf-8")
+    with pytest.raises(DataError, match=r"d\.jsonl:2: key 'prompt' is given twice \('What color\?', 'What shape\?'\); keep one"):
+        data.read_jsonl(path)

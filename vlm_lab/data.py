@@ -27,7 +27,7 @@ from typing import IO, Iterable, Iterator, MutableMapping, NoReturn
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vlm_lab.data_format import not_jsonl
+from vlm_lab.data_format import RepeatedKeyError, not_json, not_jsonl, unique_keys
 from vlm_lab.errors import DataError
 from vlm_lab.pixel_limit import ImageTooLargeError, check_pixels, pixel_limit, refused_by_pillow, too_many_pixels
 
@@ -404,9 +404,11 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
             bar.update(1)
             first_line = line if first_line is None else first_line
             try:
-                record = json.loads(line)
+                record = json.loads(line, object_pairs_hook=unique_keys)
+            except RepeatedKeyError as e:
+                raise DataError(f"{path}:{lineno}: {e}") from None
             except json.JSONDecodeError as e:
-                raise DataError(_not_json(path, lineno, line, e, first_line)) from None
+                raise DataError(not_json(path, lineno, line, e, first_line)) from None
             if not isinstance(record, dict):
                 raise DataError(not_jsonl(path, first_line) or f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
             missing = [k for k in ("image", "prompt") if _blank(record.get(k))]
@@ -487,17 +489,6 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
 def _named_after_line(made: set[int]) -> str:
     """``"; line 3 has no id and is named after the file and its line"`` for the lines of a duplicate that gave none."""
     return f"; line {min(made)} has no id and is named after the file and its line" if made else ""
-
-
-def _not_json(path: Path, lineno: int, line: str, error: json.JSONDecodeError, first_line: str) -> str:
-    """The error for a line that is no JSON: a comment, a file of another format (``not_jsonl``), or a broken
-    line shown with where it breaks."""
-    shown = line.strip()
-    shown = repr(shown if len(shown) <= 80 else shown[:77] + "...")
-    if line.lstrip().startswith(("#", "//")):  # before not_jsonl: "# id, image" would pass for a CSV header
-        return f"{path}:{lineno}: {shown} is a comment, which JSONL has no way to write: delete the line"
-    return not_jsonl(path, first_line) or (f"{path}:{lineno}: not valid JSON ({error.msg} at column {error.colno}: {shown}); "
-                                           'each line is one JSON object, e.g. {"image": "a.png", "prompt": "What is it?"}')
 
 
 def _meta(value: object, where: str) -> dict[str, str | int | float | bool] | None:

@@ -1,5 +1,6 @@
 """Recognising a data file that is not JSONL (a JSON array, pretty-printed JSON, CSV or TSV), to say what it is
-and give the command that converts it: the error a researcher bringing an export from elsewhere sees first."""
+and give the command that converts it: the error a researcher bringing an export from elsewhere sees first; and a
+line that is no JSON object (a comment, a broken line, a key given twice), shown with its fix."""
 
 from __future__ import annotations
 
@@ -12,6 +13,33 @@ from pathlib import Path
 _PANDAS = ("python -c \"import pandas as pd; d = pd.read_csv({src!r}{sep}, dtype=str, keep_default_na=False); "
            "k = [c for c in ('id', 'image', 'prompt', 'reference') if c in d]; d[k].assign(meta=d.drop(columns=k)"
            ".to_dict('records')).to_json({dst!r}, orient='records', lines=True, force_ascii=False)\"")
+
+
+class RepeatedKeyError(ValueError):
+    """A JSON object that gives one key twice (``unique_keys``); the message names the key and its values."""
+
+
+def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """``json.loads``' ``object_pairs_hook``: the object, or ``RepeatedKeyError`` for a key given twice (json keeps the
+    last one silently: a line with two prompts would be asked the second without a word)."""
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            shown = ", ".join(repr(v)[:40] for v in (seen[key], value))
+            raise RepeatedKeyError(f"key {key!r} is given twice ({shown}); keep one")
+        seen[key] = value
+    return seen
+
+
+def not_json(path: Path, lineno: int, line: str, error: json.JSONDecodeError, first_line: str) -> str:
+    """The error for a line that is no JSON: a comment, a file of another format (``not_jsonl``), or a broken
+    line shown with where it breaks. ``first_line``: the file's first non-blank line."""
+    shown = line.strip()
+    shown = repr(shown if len(shown) <= 80 else shown[:77] + "...")
+    if line.lstrip().startswith(("#", "//")):  # before not_jsonl: "# id, image" would pass for a CSV header
+        return f"{path}:{lineno}: {shown} is a comment, which JSONL has no way to write: delete the line"
+    return not_jsonl(path, first_line) or (f"{path}:{lineno}: not valid JSON ({error.msg} at column {error.colno}: {shown}); "
+                                           'each line is one JSON object, e.g. {"image": "a.png", "prompt": "What is it?"}')
 
 
 def not_jsonl(path: Path, first_line: str) -> str | None:
