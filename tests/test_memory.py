@@ -654,6 +654,21 @@ def project(tmp_path, tiny_dir) -> Path:
     return tmp_path
 
 
+def test_notebook_tells_a_newcomer_which_checkpoint_its_tables_show_and_how_to_plan_an_undownloaded_model():
+    """With several checkpoints, the weights and Space GPU tables show only ``rows[-1]``, and neither table names it:
+    the text before them must. A newcomer deciding on a hub model (a 7B LLaVA) must learn from the notebook that its
+    configs are enough (``measure=False``), as the README says, without downloading the weights."""
+    import nbformat
+
+    cells = nbformat.read(NOTEBOOK, as_version=4).cells
+    for i, cell in enumerate(cells):
+        if cell.cell_type == "code" and "rows[-1]" in cell.source and "plot" not in cell.source:
+            text = cells[i - 1].source
+            assert cells[i - 1].cell_type == "markdown" and "last checkpoint" in text and "rows[" in text, cell.source
+    story = "\n".join(c.source for c in cells if c.cell_type == "markdown")
+    assert "config.json" in story and "measure=False" in story and "hf download" in story
+
+
 def test_notebook_house_style():
     import ast
 
