@@ -445,3 +445,17 @@ def test_a_key_given_twice_on_a_line_is_refused(tmp_path):
                     encoding="utf-8")
     with pytest.raises(DataError, match=r"d\.jsonl:2: key 'prompt' is given twice \('What color\?', 'What shape\?'\); keep one"):
         data.read_jsonl(path)
+
+
+def test_an_image_path_that_cannot_be_resolved_is_named_not_a_traceback(tmp_path):
+    # Path.resolve raised RuntimeError on a symlink loop and ValueError on a NUL in the path, past every check
+    _image(tmp_path / "ok.png", "red")
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    path = _jsonl(tmp_path, {"image": "ok.png", "prompt": "hi"}, {"image": "loop.png", "prompt": "hi"},
+                  {"image": "ok.png\u0000x", "prompt": "hi"})
+    with pytest.raises(DataError) as caught:
+        data.read_jsonl(path)
+    said = str(caught.value)
+    assert said.startswith(f"2 images in {path} cannot be read: "), said
+    assert f"d.jsonl:2: cannot read image {tmp_path / 'loop.png'}: a symbolic link that leads back to itself" in said, said
+    assert "d.jsonl:3: image 'ok.png\\x00x' holds a NUL character" in said, said

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -431,8 +432,9 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
             if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", record["image"]):  # hub datasets' exports often hold URLs
                 raise DataError(f"{path}:{lineno}: image {record['image']!r} is a URL; images are read from disk: download them "
                                 "and give each one's path, relative to the JSONL file")
-            image_path = (path.parent / Path(record["image"]).expanduser()).resolve()  # an absolute or ~ path is kept
+            image_path = path.parent / record["image"]  # its error names it as given, if it cannot be resolved
             try:
+                image_path = _resolved(path.parent, record["image"])
                 problem = aspect_problem(checked_size(image_path, memo))
             except ImageTooLargeError as e:
                 too_large.append((f"{path}:{lineno}: {record['image']}", e.pixels, e.size))
@@ -484,6 +486,19 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
         raise DataError(f"{path}: duplicate sample id{'s' if len(dup) > 1 else ''}: {', '.join(dup[:5])}{more}; ids must be "
                         "unique: give each line its own id")
     return samples
+
+
+def _resolved(folder: Path, image: str) -> Path:
+    """``image`` (relative to ``folder``, absolute, or ``~/…``) as an absolute path; a ``DataError`` for one that has
+    no such path (Path.resolve raises RuntimeError on a symlink loop before Python 3.13, ValueError on a NUL)."""
+    if "\0" in image:
+        raise DataError(f"image {image!r} holds a NUL character, which no file name can")
+    given = folder / Path(image).expanduser()  # an absolute or ~ path is kept
+    try:
+        return given.resolve()
+    except (RuntimeError, OSError) as e:
+        loop = isinstance(e, RuntimeError) or e.errno == errno.ELOOP
+        raise DataError(f"cannot read image {given}: {'a symbolic link that leads back to itself' if loop else e}") from None
 
 
 def _named_after_line(made: set[int]) -> str:
