@@ -577,15 +577,24 @@ def resident_together(estimates: Sequence[MemoryEstimate], target: str | GpuTarg
 
     ``co_resident``'s rule for checkpoints of different sizes: their weights together, with room for whichever of
     them needs the most to generate its batch (and on CPU to load). The first always counts: it fits alone.
+    Of sets as large, the one with the least weights.
     """
     t = get_target(target)
-    chosen: list[MemoryEstimate] = []
-    for est in sorted((e.on_target(t) for e in estimates), key=lambda e: e.weight_bytes):
-        trial = [*chosen, est]
-        if chosen and sum(e.weight_bytes for e in trial) + max(_beside_weights(e, t) for e in trial) > budget_bytes(t):
-            break
-        chosen = trial
-    return chosen
+    ests = sorted((e.on_target(t) for e in estimates), key=lambda e: e.weight_bytes)
+    best: list[MemoryEstimate] = ests[:1]
+    # Smallest first alone stops at a small model that needs much to generate (Qwen2-VL's 16k image tokens a row),
+    # where larger ones that need little fit together: try each as the one that needs the most beside the weights,
+    # with the smallest of those that need no more
+    for most in ests:
+        room = budget_bytes(t) - _beside_weights(most, t) - most.weight_bytes
+        chosen = []
+        for est in ests:
+            if est is most or (_beside_weights(est, t) <= _beside_weights(most, t) and est.weight_bytes <= room):
+                chosen.append(est)
+                room -= 0 if est is most else est.weight_bytes
+        if room >= 0 and (len(chosen), -sum(e.weight_bytes for e in chosen)) > (len(best), -sum(e.weight_bytes for e in best)):
+            best = chosen
+    return best
 
 
 def verdict(est: MemoryEstimate, target: str | GpuTarget = DEFAULT_TARGET) -> Verdict:
