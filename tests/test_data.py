@@ -459,3 +459,14 @@ def test_an_image_path_that_cannot_be_resolved_is_named_not_a_traceback(tmp_path
     assert said.startswith(f"2 images in {path} cannot be read: "), said
     assert f"d.jsonl:2: cannot read image {tmp_path / 'loop.png'}: a symbolic link that leads back to itself" in said, said
     assert "d.jsonl:3: image 'ok.png\\x00x' holds a NUL character" in said, said
+
+
+def test_a_whole_number_written_as_a_float_reads_as_the_number(tmp_path):
+    # pandas writes an integer column holding a missing value as floats: 2 became "2.0", which an answer "2" never
+    # matched (normalized: "2 0"); the ids of such a column read "1.0"
+    _image(tmp_path / "a.png", "red")
+    path = _jsonl(tmp_path, {"id": 1.0, "image": "a.png", "prompt": "How many?", "reference": 2.0},
+                  {"id": 2.5, "image": "a.png", "prompt": "How much?", "reference": [3.0, 0.5, "three"]})
+    one, two = data.read_jsonl(path)
+    assert (one.id, one.reference) == ("1", "2")
+    assert (two.id, two.reference) == ("2.5", ["3", "0.5", "three"])

@@ -352,18 +352,26 @@ def _scalar(value: object) -> bool:
     return isinstance(value, (str, int, float)) and not isinstance(value, bool)
 
 
+def _text(value: str | int | float) -> str:
+    """A string, or a number as written: a whole float as an integer (pandas writes an integer column that has a missing
+    value as floats: the answer 2 arrives as 2.0, which "2" never matched)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return str(value)
+
+
 def _reference(value: object, where: str) -> str | list[str] | None:
     """A line's ``reference`` as a sample holds it: None when missing or blank, a string, or the
     list of acceptable answers without its blank entries (a list of blanks only, or ``[]``, is none:
     that sample is compared but not scored); numbers become strings, as a single reference does."""
     if not isinstance(value, list):
-        return None if _blank(value) else str(value)
+        return None if _blank(value) else _text(value)
     wrong = [(i, v) for i, v in enumerate(value) if v is not None and not _scalar(v)]
     if wrong:
         i, v = wrong[0]
         raise DataError(f"{where}: reference[{i}] is a {type(v).__name__} ({json.dumps(v)[:60]}); a list of references "
                         'holds the acceptable answers as strings, e.g. "reference": ["two", "2"]')
-    answers = [str(v) for v in value if not _blank(v)]
+    answers = [_text(v) for v in value if not _blank(v)]
     return answers or None
 
 
@@ -447,7 +455,7 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
             if problem:
                 strips.append(f"{path}:{lineno}: {record['image']} {problem}")
             reference = _reference(record.get("reference"), f"{path}:{lineno}")
-            sample_id = f"{path.stem}-{lineno}" if _blank(record.get("id")) else str(record["id"])  # 0 is an id
+            sample_id = f"{path.stem}-{lineno}" if _blank(record.get("id")) else _text(record["id"])  # 0 is an id
             if _blank(record.get("id")):
                 made.add(lineno)
             lines.setdefault(sample_id, []).append(lineno)
