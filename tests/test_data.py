@@ -470,3 +470,10 @@ def test_a_whole_number_written_as_a_float_reads_as_the_number(tmp_path):
     one, two = data.read_jsonl(path)
     assert (one.id, one.reference) == ("1", "2")
     assert (two.id, two.reference) == ("2.5", ["3", "0.5", "three"])
+
+
+def test_files_joined_with_cat_read_whole_though_the_second_starts_with_a_bom(tmp_path):
+    # `cat a.jsonl b.jsonl > all.jsonl`, b saved by a Windows editor: its BOM lands at the start of a line inside
+    _image(tmp_path / "a.png", "red")
+    (tmp_path / "d.jsonl").write_bytes(b'{"image": "a.png", "prompt": "one"}\n\xef\xbb\xbf{"image": "a.png", "prompt": "two"}\r\n')
+    assert [s.prompt for s in data.read_jsonl(tmp_path / "d.jsonl")] == ["one", "two"]

@@ -307,12 +307,13 @@ def checked_size(path: Path, memo: MutableMapping[str, str] | None = None) -> tu
 
 
 def _byte_lines(path: Path) -> list[bytes]:
-    """The lines of a data file as bytes (a UTF-8 BOM dropped); UTF-16 is a ``DataError`` with the fix."""
+    """The lines of a data file as bytes (a UTF-8 BOM dropped, at the start of any line); UTF-16 is a ``DataError`` with the fix."""
     raw = path.read_bytes()
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise DataError(f"{path} is UTF-16 text; save it as UTF-8 (each line one JSON object)")
-    # split the bytes, not the text: str.splitlines would also split inside a prompt at U+2028 or U+0085
-    return raw.removeprefix(codecs.BOM_UTF8).splitlines()
+    # split the bytes, not the text: str.splitlines would also split inside a prompt at U+2028 or U+0085. A BOM
+    # starting a line inside is one of several files joined with cat (the editor of one added it): not part of the data
+    return [line.removeprefix(codecs.BOM_UTF8) for line in raw.splitlines()]
 
 
 def _reading_bar(path: Path, raw_lines: list[bytes], limit: int | None, progress: bool):
