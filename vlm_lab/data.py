@@ -307,7 +307,7 @@ def checked_size(path: Path, memo: MutableMapping[str, str] | None = None) -> tu
 
 
 def _byte_lines(path: Path) -> list[bytes]:
-    """The lines of a data file as bytes (a UTF-8 BOM dropped, at the start of any line); UTF-16 is a ``DataError`` with the fix."""
+    """A data file's lines as bytes (a UTF-8 BOM dropped, at the start of any line); UTF-16 is a ``DataError`` with the fix."""
     raw = path.read_bytes()
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise DataError(f"{path} is UTF-16 text; save it as UTF-8 (each line one JSON object)")
