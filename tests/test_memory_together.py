@@ -75,3 +75,12 @@ def test_the_most_that_fit_together_not_only_the_smallest_first(families):
     assert memory_report.summary(rows).splitlines()[-1].startswith(
         f"together on t4-small: 2 of these 3 checkpoints fit loaded at once, with room for one to generate (the smallest first: "
         f"{families['smolvlm']}, {families['paligemma-3b']})")
+
+
+def test_one_that_fits_alone_is_said_in_the_singular(families):
+    """'1 of these 2 checkpoints fit loaded at once ... (the smallest first: qwen2-vl-2b)' read wrong twice."""
+    refs = (str(families["qwen2-vl-2b"]), str(families["smolvlm"]))
+    rows = memory_report.profile(MemoryConfig(checkpoints=refs, batch_size=4, measure=False))
+    assert memory_report.summary(rows).splitlines()[-1] == (
+        f"together on t4-small: 1 of these 2 checkpoints fits loaded at once, with room for one to generate ({refs[0]}); "
+        "the model cache loads the others in turn, evicting the least recently used")

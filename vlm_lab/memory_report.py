@@ -408,7 +408,11 @@ def together(rows: Sequence[ProfileRow]) -> str:
         every = "both" if len(rows) == 2 else f"all {len(rows)}"
         return f"together on {target}: {every} {room} ({human_bytes(sum(e.weight_bytes for e in chosen))} of weights)"
     names = ", ".join(e.checkpoint for e in chosen)
-    return (f"together on {target}: {len(chosen)} of these {len(rows)} checkpoints {room} (the smallest first: {names}); "
+    if len(chosen) == 1:  # one at a time: "1 ... fits", and no order to tell
+        room = room.replace("fit ", "fits ", 1)
+    else:
+        names = f"the smallest first: {names}"
+    return (f"together on {target}: {len(chosen)} of these {len(rows)} checkpoints {room} ({names}); "
             "the model cache loads the others in turn, evicting the least recently used")
 
 
