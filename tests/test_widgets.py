@@ -403,3 +403,19 @@ def test_long_checkpoint_names_are_told_apart_in_the_list(tmp_path, tiny_dir):
     assert [label.rsplit("/", 1)[-1] for label in labels] == [f"checkpoint-{s}" for s in (250, 1000, 250, 1000, 500)], labels
     assert labels[0].startswith("lr3e-4-bs32") and labels[2].startswith("lr1e-4-bs64"), labels  # which run: its name's start
     assert e.names[0] == f"{runs[0]}/checkpoint-250"  # the table and the runs' labels say it in full
+
+
+@pytest.mark.parametrize(("config_path", "limit"), [("jupyter-config", "256 MB"), (None, "10 MB")])
+def test_the_upload_button_names_the_servers_message_limit(tiny_dir, tmp_path, monkeypatch, config_path, limit):
+    # the kernel runs in the server's environment: `make lab` points JUPYTER_CONFIG_PATH at jupyter-config/
+    from pathlib import Path
+
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "user"))  # no user config of this machine
+    monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "0")
+    if config_path:
+        monkeypatch.setenv("JUPYTER_CONFIG_PATH", str(Path(__file__).parents[1] / config_path))
+    else:
+        monkeypatch.delenv("JUPYTER_CONFIG_PATH", raising=False)
+    explorer = explore(str(tiny_dir), "shapes:val:2")
+    assert explorer.upload.description == f"Upload image ≤ {limit}"
+    assert limit in explorer.upload.tooltip and limit in explorer.path.tooltip

@@ -35,7 +35,7 @@ from vlm_lab.checkpoints import CheckpointRef, resolve_each
 from vlm_lab.config import GenerationConfig
 from vlm_lab.data import Sample, load_samples
 from vlm_lab.errors import DataError, VlmLabError
-from vlm_lab.widgets_images import PREVIEW_PX  # noqa: F401 - also this module's API
+from vlm_lab.widgets_images import PREVIEW_PX, TORNADO_MESSAGE_LIMIT, megabytes, upload_limit  # noqa: F401 - PREVIEW_PX is also this module's API
 from vlm_lab.widgets_html import STYLE, Run, message_html, results_html  # noqa: F401 - also this module's API
 from vlm_lab.widgets_inputs import STRATEGIES, STRATEGY_ARGS, ExplorerInputs, list_labels  # noqa: F401 - STRATEGIES is also this module's API
 from vlm_lab.widgets_run import (  # noqa: F401 - stop_running is also this module's API
@@ -102,13 +102,16 @@ class Explorer(ExplorerInputs):
         )
         # the limit on the button: a larger file never reaches the kernel and nothing says so (see `path`); its width
         # fits the count ipywidgets adds ("(1)"), which the default 148px cut to "Upload image ..."
-        self.upload = w.FileUpload(accept="image/*", multiple=False, description="Upload image ≤ 10 MB", layout=w.Layout(width="max-content"),
-                                   tooltip="an image up to 10 MB (Jupyter's message limit): a larger one never arrives; "
-                                           "type its path under Image path instead")  # fmt: skip
-        # an image on the kernel's machine: the browser's upload cannot carry a file past Jupyter's
-        # 10 MiB websocket message limit (it fails without a word), and remote images live there anyway
+        limit = upload_limit()
+        raise_it = "; `make lab` allows 256 MB" if limit == TORNADO_MESSAGE_LIMIT else ""
+        limit = megabytes(limit)
+        self.upload = w.FileUpload(accept="image/*", multiple=False, description=f"Upload image ≤ {limit}", layout=w.Layout(width="max-content"),
+                                   tooltip=f"an image up to {limit} (this Jupyter server's message limit{raise_it}): a larger one "
+                                           "never arrives; type its path under Image path instead")  # fmt: skip
+        # an image on the kernel's machine: the browser's upload cannot carry a file past the server's websocket
+        # message limit (it fails without a word), and remote images live there anyway
         self.path = w.Text(placeholder="or a file on the kernel's machine (any size)", description="Image path",
-                           tooltip="uploads stop at 10 MB (Jupyter's message limit); a path here has none",
+                           tooltip=f"uploads stop at {limit} (this Jupyter server's message limit); a path here has none",
                            continuous_update=False, layout=w.Layout(width="420px"))  # fmt: skip
         self.image_source = w.ToggleButtons(options=["example", "upload"], value="example", description="Image")
         self.preview = w.Image(format="png")

@@ -4,6 +4,8 @@ with the fix) or how many frames it holds (``vlm_lab.widgets`` shows them)."""
 from __future__ import annotations
 
 import io
+import json
+import os
 
 from vlm_lab.errors import DataError
 
@@ -17,6 +19,36 @@ def thumbnail(image):
     scale = PREVIEW_PX / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.resize(size, Image.NEAREST if scale >= 1 else Image.LANCZOS)
+
+
+TORNADO_MESSAGE_LIMIT = 10 * 2**20  # tornado's default websocket_max_message_size, which Jupyter servers keep
+
+
+def upload_limit() -> int:
+    """The largest upload that reaches the kernel, in bytes: the Jupyter server's websocket message limit.
+
+    The browser sends an upload as one message; a larger one makes the server drop the connection (the page
+    reconnects and the kernel never hears of the file). Read from the ``jupyter_server_config.json`` files
+    on the config path (the kernel inherits the server's environment: ``make lab`` puts jupyter-config/ on it,
+    256 MiB); tornado's 10 MiB when none sets it. A limit set on the server's command line or in a ``.py``
+    config is not seen, so the label then says 10 MB, on the safe side.
+    """
+    from jupyter_core.paths import jupyter_config_path
+
+    for folder in jupyter_config_path():  # highest priority first
+        try:
+            with open(os.path.join(folder, "jupyter_server_config.json"), encoding="utf-8") as f:
+                limit = json.load(f)["ServerApp"]["tornado_settings"]["websocket_max_message_size"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(limit, int) and limit > 0:
+            return limit
+    return TORNADO_MESSAGE_LIMIT
+
+
+def megabytes(n: int) -> str:
+    """A message limit as the button says it: ``10 MB`` for 10 MiB (a file of 10.4 decimal MB still fits)."""
+    return f"{n / 2**20:.3g} MB"
 
 
 def unreadable(name: str, content: bytes, e: DataError, *, upload: bool = True) -> str:
