@@ -11,6 +11,7 @@ import sys
 from PIL import Image
 
 from vlm_lab import shapes
+from vlm_lab.data import open_image
 
 QUESTIONS = {"What shape is this?": 1, "What color is the shape?": 0}  # index into (color, shape)
 
@@ -85,3 +86,17 @@ def test_the_notebook_view_embeds_a_small_upright_thumbnail_of_a_large_photo(tin
     assert mime == "image/jpeg" and thumb.format == "JPEG"  # a photo stays a JPEG
     assert max(thumb.size) <= 96 and thumb.height > thumb.width  # small, and upright (portrait) without EXIF to read
     assert len(page) < 30_000
+
+
+def test_an_animated_gif_is_saved_as_the_frame_the_model_saw(tiny_checkpoints, tmp_path):
+    # the model sees the first frame; comparison.html showed the GIF playing, its later frames never seen (a red
+    # shape answered "red" while the page cycled to blue)
+    red, blue = (shapes.draw_shape(color, "circle", random.Random(0)) for color in ("red", "blue"))
+    red.save(tmp_path / "a.gif", save_all=True, append_images=[blue], duration=200, loop=0)
+    seen = open_image(tmp_path / "a.gif")
+    (tmp_path / "d.jsonl").write_text(json.dumps({"image": "a.gif", "prompt": "What color is the shape?"}) + "\n")
+    _compare(tiny_checkpoints[-1], tmp_path / "d.jsonl", tmp_path / "out")
+    row = json.loads((tmp_path / "out" / "results.jsonl").read_text())
+    with Image.open(tmp_path / "out" / row["image"]) as saved:
+        assert getattr(saved, "n_frames", 1) == 1
+        assert saved.convert("RGB").tobytes() == seen.tobytes()

@@ -39,7 +39,9 @@ __all__ = ["BatchEvent", "ComparisonResult", "MemoryProbe", "ResultCache", "comp
            "truncated_message", "unique_names", "warn_flagged_outputs"]
 
 SYNC_EVERY_S = 1.0  # fsync the result cache at most this often (and after each checkpoint's last batch), in the Syncer's thread
-WEB_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")  # copied as they are; others become PNG
+# copied as they are; others become PNG. Not GIF: the page would play an animated one, whose later frames the model
+# never saw (it reads the first); a GIF's first frame as PNG is the same pixels, lossless
+WEB_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 # zlib's run-length strategy on PNG's filtered rows: the same pixels, written 2x (shapes) to 6x (a 512x600 photo)
 # faster than with the default strategy, in files 3-13% larger (measured: 128 shapes images 24 -> 11 ms, the photo 122 -> 20 ms)
 PNG_STRATEGY = zlib.Z_RLE
@@ -171,8 +173,8 @@ def _write_images(samples: Sequence[Sample], image_keys: Sequence[str], out: Pat
 
     Samples that ask several questions of one image (VQA sets do) share its file.
 
-    An image read from a file a browser shows (PNG, JPEG, GIF, WebP) is copied byte for byte
-    (a JPEG stays a JPEG: no re-encoding of large photos); any other (TIFF, BMP, ...) and one
+    An image read from a file a browser shows (PNG, JPEG, WebP) is copied byte for byte
+    (a JPEG stays a JPEG: no re-encoding of large photos); any other (GIF, TIFF, BMP, ...) and one
     made in memory (the shapes set) is written as PNG. Each file is
     written to a temp name and renamed, so an interrupted run never leaves half an image.
     Images an earlier comparison left in this folder (another data set, ``output_dir`` reused)
