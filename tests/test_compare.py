@@ -753,5 +753,5 @@ def test_a_prompt_that_leaves_no_room_names_the_sample_the_counts_and_the_fix(tm
              {"id": "long", "image": "a.png", "prompt": " ".join(["What color is the shape?"] * 12)}]  # fmt: skip
     (folder / "d.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     config = _config(tmp_path, [tiny_checkpoints[-1]], data=str(folder / "d.jsonl"), batch_size=1)
-    with pytest.raises(DataError, match=r"sample long: the image and prompt take \d+ tokens, and checkpoint-1000 reads at most 128"):
+    with pytest.raises(DataError, match=r"sample long \(.*d\.jsonl:2\): the image and prompt take \d+ tokens, and checkpoint-1000 reads at most 128"):
         compare(config, progress=False, cache=models)

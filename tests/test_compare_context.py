@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from vlm_lab import shapes
+from vlm_lab import data, shapes
 from vlm_lab.compare import compare
 from vlm_lab.config import CompareConfig
 from vlm_lab.generation import ContextOverflowError
@@ -40,8 +40,9 @@ def test_every_sample_without_room_is_named_for_every_checkpoint_before_anything
     assert said.startswith("3 samples leave no room for an answer: checkpoint-250, checkpoint-1000 read at most 128 tokens"), said
     tokens = {sample_id: tokens for sample_id, tokens, *_ in caught.value.overflows}
     assert set(tokens) == {"long-1", "long-2", "long-1-again"} and tokens["long-2"] > tokens["long-1"] >= 128
+    lines = {s.id: s.line.rsplit(":", 1)[1] for s in data.read_jsonl(config.data)}
     for sample_id, n in tokens.items():
-        assert f"{sample_id} ({n})" in said
+        assert f"{sample_id} ({n}) at line {lines[sample_id]}" in said  # where to shorten it
     assert said.count("long-2") == 1  # the two checkpoints share the list: said once
     assert "shorten their prompts, or leave them out of the data" in said
     assert batches == [] and len(models) == 0  # refused before any generation, and before any weights loaded

@@ -305,7 +305,7 @@ def compare(
     runs = [(ref, name, processors[fp], chunks) for ref, name, fp, *_, chunks, _ in plans if chunks]
     # its processors are held until their last checkpoint has loaded: each model load takes the one the check loaded
     checked = check_context_room([(ref, name, proc, [chunk for chunk, _ in chunks]) for ref, name, proc, chunks in runs], ids,
-                                 encodings.get)
+                                 encodings.get, {s.id: s.line for s in samples if s.line})
     last_use = {proc: i for i, (*_, proc, _) in enumerate(runs)}  # a processor's batches are let go after its last checkpoint
 
     total = sum(len(chunks) for *_, chunks, _ in plans)

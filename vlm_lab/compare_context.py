@@ -32,6 +32,7 @@ def check_context_room(
     runs: Sequence[tuple[CheckpointRef, str, str, Sequence[Sequence[tuple[str, Any]]]]],
     ids: Mapping[str, Sequence[str]],
     encoded: Encode,
+    lines: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Refuse, before any generation, the samples whose image and prompt leave a checkpoint no room to answer.
 
@@ -39,6 +40,7 @@ def check_context_room(
         runs: per checkpoint to run: its ref, display name, processor fingerprint, and its batches of (key, sample).
         ids: per sample key, the ids of the samples with that content (identical image and prompt run once).
         encoded: the comparison's encoding cache (``compare._EncodingCache.get``).
+        lines: per sample id, its data file's line (``Sample.line``), named in the error.
 
     Returns:
         The processors it used, by processor fingerprint: held, the model loads take them instead of loading their own.
@@ -70,7 +72,7 @@ def check_context_room(
             overflows += [(sample_id, tokens, context, name)
                           for key, tokens in zip(keys, lengths[processor_fp, keys]) if tokens >= context for sample_id in ids[key]]
     if overflows:
-        raise ContextOverflowError(*overflows[0], others=overflows[1:])
+        raise ContextOverflowError(*overflows[0], others=overflows[1:], lines=lines)
     return processors
 
 

@@ -283,7 +283,8 @@ def _limits(loaded: LoadedModel, samples: Sequence[Sample], enc: Mapping[str, An
     context, room = fit
     for sample, left in zip(samples, room):
         if left < 1:
-            raise ContextOverflowError(sample.id, context - left, context, name)
+            where = {sample.id: sample.line} if sample.line else None
+            raise ContextOverflowError(sample.id, context - left, context, name, lines=where)
     return [min(asked, left) for left in room]
 
 
@@ -297,8 +298,9 @@ class ContextOverflowError(DataError):
     SHOWN = 20  # samples named per checkpoint; more are counted
 
     def __init__(self, sample_id: str | None, tokens: int, context: int, checkpoint: str, *,
-                 others: Sequence[tuple[str, int, int, str]] = ()) -> None:
-        """``sample_id`` None: one image and prompt typed in (the explorer), not a sample of a data set."""
+                 others: Sequence[tuple[str, int, int, str]] = (), lines: Mapping[str, str] | None = None) -> None:
+        """``sample_id`` None: one image and prompt typed in (the explorer), not a sample of a data set. ``lines``:
+        per sample id, where its data file gives it (``Sample.line``, "d.jsonl:3"), named with it: where to shorten."""
         self.sample_id, self.tokens, self.context, self.checkpoint = sample_id, tokens, context, checkpoint
         self.overflows = [(sample_id, tokens, context, checkpoint), *others]
         what = f"the image and prompt take {tokens} tokens, and {checkpoint} reads at most {context} (the answer included)"
@@ -306,12 +308,14 @@ class ContextOverflowError(DataError):
         if sample_id is None:
             super().__init__(f"{what}; shorten the prompt")
         elif not others:
-            super().__init__(f"sample {sample_id}: {what}; shorten the prompt, or leave the sample out ({fix})")
+            at = f" ({lines[sample_id]})" if lines and sample_id in lines else ""
+            super().__init__(f"sample {sample_id}{at}: {what}; shorten the prompt, or leave the sample out ({fix})")
         else:
-            super().__init__(f"{_overflows(self.overflows, self.SHOWN)}; shorten their prompts, or leave them out of the data ({fix})")
+            super().__init__(f"{_overflows(self.overflows, self.SHOWN, lines or {})}; shorten their prompts, or leave them out "
+                             f"of the data ({fix})")
 
 
-def _overflows(overflows: Sequence[tuple[str | None, int, int, str]], shown: int) -> str:
+def _overflows(overflows: Sequence[tuple[str | None, int, int, str]], shown: int, lines: Mapping[str, str]) -> str:
     """``N samples leave no room ...: checkpoint-5, checkpoint-9 read at most 128 tokens ...: a (130), b (128)``;
     checkpoints whose offending samples and counts are the same are said together."""
     per_checkpoint: dict[tuple[str, int], list[tuple[str | None, int]]] = {}
@@ -322,13 +326,18 @@ def _overflows(overflows: Sequence[tuple[str | None, int, int, str]], shown: int
         together.setdefault((context, tuple(rows)), []).append(checkpoint)
     parts = []
     for (context, rows), checkpoints in together.items():
-        named = ", ".join(f"{sample_id} ({tokens})" for sample_id, tokens in rows[:shown])
+        named = ", ".join(f"{sample_id} ({tokens}){_at_line(lines.get(sample_id))}" for sample_id, tokens in rows[:shown])
         more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
         reads = "reads" if len(checkpoints) == 1 else "read"
         parts.append(f"{', '.join(checkpoints)} {reads} at most {context} tokens (the answer included), and the image and "
                      f"prompt of {len(rows)} sample(s) take that many or more: {named}{more}")
     count = len({sample_id for sample_id, *_ in overflows})
     return f"{count} samples leave no room for an answer: " + "; ".join(parts)
+
+
+def _at_line(line: str | None) -> str:
+    """``" at line 3"`` for ``"d.jsonl:3"`` (the data file is the one --data names), or ``""``."""
+    return f" at line {line.rsplit(':', 1)[1]}" if line else ""
 
 
 def batches(items: Sequence, size: int) -> Iterator[Sequence]:
