@@ -419,3 +419,26 @@ def test_the_upload_button_names_the_servers_message_limit(tiny_dir, tmp_path, m
     explorer = explore(str(tiny_dir), "shapes:val:2")
     assert explorer.upload.description == f"Upload image ≤ {limit}"
     assert limit in explorer.upload.tooltip and limit in explorer.path.tooltip
+
+
+@pytest.mark.parametrize("typed", [
+    '"{}"', "'{}'", "  {}  ", "file://{url}", "{escaped}",  # Windows' "Copy as path", a terminal's drop, a file manager's copy
+])  # fmt: skip
+def test_a_pasted_path_is_taken_as_the_file_it_names(explorer, tmp_path, typed):
+    from urllib.parse import quote
+
+    folder = tmp_path / "my photos"
+    folder.mkdir()
+    photo = folder / "cat (1).png"
+    shapes.draw_shape("blue", "circle", random.Random(3)).save(photo)
+    explorer.path.value = ""
+    explorer.path.value = typed.format(photo, url=quote(str(photo)), escaped=re.sub(r"([ ()])", r"\\\1", str(photo)))
+    assert "Using image" in explorer.output.value, explorer.output.value
+    assert explorer.image_source.value == "upload" and explorer.uploaded.size == (64, 64)
+
+
+def test_a_url_or_a_folder_in_the_path_box_says_what_to_give(explorer, tmp_path):
+    explorer.path.value = "https://example.com/cat.png"
+    assert "not downloaded" in html.unescape(explorer.output.value), explorer.output.value
+    explorer.path.value = str(tmp_path)
+    assert "is a folder" in html.unescape(explorer.output.value), explorer.output.value

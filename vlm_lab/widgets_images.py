@@ -71,6 +71,34 @@ def unreadable(name: str, content: bytes, e: DataError, *, upload: bool = True) 
             "format Pillow does not read: save it again as PNG or JPEG")  # fmt: skip
 
 
+def typed_path(text: str) -> str:
+    """The file a path typed or pasted into the explorer names: as given when that exists, else read as pasted from
+    elsewhere: in quotes (Windows' "Copy as path", a terminal's drop), shell-escaped (``my\\ photos/a\\ (1).png``), a
+    ``file://`` URL (a file manager's copy); ``~`` and ``$VARS`` expanded. Unchanged (stripped) when none exists."""
+    import shlex
+    from urllib.parse import unquote, urlparse
+    from urllib.request import url2pathname
+
+    text = text.strip()
+    readings = [text]
+    if text.startswith("file://"):
+        readings.append(url2pathname(unquote(urlparse(text).path)))
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+        readings.append(text[1:-1])
+    if os.name != "nt":  # a backslash is a folder separator on Windows, not an escape
+        try:
+            words = shlex.split(text)
+        except ValueError:  # an unclosed quote
+            words = []
+        if len(words) == 1:
+            readings.append(words[0])
+    for reading in readings:
+        path = os.path.expandvars(os.path.expanduser(reading))
+        if os.path.exists(path):
+            return path
+    return os.path.expandvars(os.path.expanduser(text))
+
+
 def unreadable_file(name: str, path: str, e: DataError) -> str:
     """``unreadable`` for the file at ``path`` (typed as ``name``); the error's own words when it has no bytes to
     judge (not found, a folder, no permission) or was read and refused (its message has the fix)."""

@@ -14,7 +14,7 @@ import os
 from vlm_lab.data import open_image
 from vlm_lab.errors import DataError
 from vlm_lab.widgets_html import message_html
-from vlm_lab.widgets_images import frame_count, thumbnail, unreadable, unreadable_file
+from vlm_lab.widgets_images import frame_count, thumbnail, typed_path, unreadable, unreadable_file
 
 STRATEGIES = ("greedy", "nucleus(0.9)", "temperature(0.7)", "beam(3)")
 # each strategy's argument in the UI: (label, default, min, max, step); greedy takes none
@@ -129,15 +129,23 @@ class ExplorerInputs:
         self._show_preview()
 
     def _on_path(self, change) -> None:
-        path = change["new"].strip()
-        if not path:
+        typed = change["new"].strip()
+        if not typed:
             return
-        try:
-            image = open_image(os.path.expanduser(path))
-        except DataError as e:
-            self._say(message_html(unreadable_file(path, os.path.expanduser(path), e) + self._kept() + ".", error=True))
-            return
-        self._use(image, path, "image")
+        path = typed_path(typed)
+        if typed.startswith(("http://", "https://")):
+            why = f"{typed!r} is a URL, which is not downloaded: save the image and give its path, or upload it"
+        elif os.path.isdir(path):
+            why = f"{path!r} is a folder: give the path of an image file in it"
+        else:
+            try:
+                image = open_image(path)
+            except DataError as e:
+                why = unreadable_file(typed, path, e)
+            else:
+                self._use(image, typed if path == os.path.expanduser(typed) else path, "image")
+                return
+        self._say(message_html(why + self._kept() + ".", error=True))
 
     def _kept(self) -> str:
         """After an image was refused: whether Compare still has the one shown."""
