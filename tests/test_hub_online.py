@@ -292,3 +292,20 @@ def test_online_weights_cut_short_resume_within_the_load_and_start_over_at_the_n
     assert float(r.stdout) == eval(WEIGHT_SUM)
     (again,) = [q for q in hub.requests[asked:] if q["method"] == "GET" and _repo_file(q["path"]) == weights]
     assert again["status"] == 200 and again["range"] is None, again  # from its start
+
+
+def test_online_bad_subfolder_references_are_each_named_at_resolution(hub, hf_cache):
+    """A reference with a subfolder was checked only when loaded: resolve_all passed it, and a run with several
+    bad ones stopped at the first load. Now each is checked with the others, in one error."""
+    specs = ["org/run@v1:checkpoint-500", "org/run:checkpoint-250", "org/run@v9:checkpoint-0", "org/nope:checkpoint-0",
+             "org/run..x:checkpoint-0"]
+    code = f"from vlm_lab.checkpoints import resolve_all\nresolve_all({specs!r})"
+    r = online(hub, hf_cache, code)
+    assert r.returncode != 0
+    (line,) = [line for line in r.stderr.splitlines() if line.startswith("vlm_lab.errors.CheckpointNotFoundError")]
+    message = line.split(": ", 1)[1]
+    assert message.startswith("4 of 5 checkpoint references resolve to nothing: (1) cannot load 'org/run@v1:checkpoint-500': "), message
+    assert "but no checkpoint-500/config.json; its folders with a config.json: checkpoint-0, checkpoint-250; name one, e.g. org/run@v1:checkpoint-250" in message
+    assert "(2) cannot load 'org/run@v9:checkpoint-0': the hub has no revision 'v9' of 'org/run'" in message
+    assert "(3) cannot load 'org/nope:checkpoint-0': " in message and "org/run:checkpoint-250" not in message
+    assert "(4) 'org/run..x:checkpoint-0' names no hub repo huggingface_hub accepts (Cannot have -- or .. in repo_id" in message

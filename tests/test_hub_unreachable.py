@@ -144,3 +144,14 @@ def test_the_hub_unreachable_is_said_once_per_repo_and_commit_not_per_checkpoint
     assert len(warnings) == 2, warnings  # org/run's three checkpoints at one commit, and org/other
     assert f"'org/run:checkpoint-0' loads from the local Hugging Face cache ({hf_cache}), commit {commit[:7]}, as will the other folders" in warnings[0]
     assert f"'org/other' loads from the local Hugging Face cache ({hf_cache}), commit {other[:7]}; set HF_HUB_OFFLINE=1" in warnings[1]
+
+
+def test_subfolder_references_the_cache_lacks_are_each_named_at_resolution(hf_cache, closed_endpoint, tiny_checkpoints):
+    add_snapshot(hf_cache, "org/run", None, folders={"checkpoint-0": tiny_checkpoints[0]})
+    code = "from vlm_lab.checkpoints import resolve_all\nresolve_all(['org/run:checkpoint-0', 'org/run:checkpoint-10', 'org/other@v2:ckpt'])"
+    message = error_line(r := unreachable(hf_cache, closed_endpoint, code))
+    assert "Retrying in" not in r.stderr
+    assert message.startswith(f"2 of 3 checkpoint references resolve to nothing: (1) cannot load 'org/run:checkpoint-10': the hub at {closed_endpoint} could not be reached (")
+    assert "but no checkpoint-10/config.json; its folders with a config.json: checkpoint-0; name one, e.g. org/run:checkpoint-0" in message
+    assert "(2) cannot load 'org/other@v2:ckpt': the hub at " in message
+    assert "download it where the hub can be reached (hf download org/other --revision v2 --include 'ckpt/*')" in message

@@ -313,7 +313,7 @@ def _resolve_pattern(spec: str, path: Path, *, expand: bool) -> list[CheckpointR
     return [ref for m in models for ref in _resolve_folder(str(m), m, expand=expand)]
 
 
-def resolve(spec: str, *, expand: bool = True) -> list[CheckpointRef]:
+def resolve(spec: str, *, expand: bool = True, check_hub: bool = True) -> list[CheckpointRef]:
     """Resolve one reference string into one or more ``CheckpointRef``.
 
     A training-output folder expands to its ``checkpoint-N`` folders (sorted by N),
@@ -324,14 +324,18 @@ def resolve(spec: str, *, expand: bool = True) -> list[CheckpointRef]:
     offline or when the hub is unreachable). A model folder or other hub id resolves to itself.
     A shell pattern (``runs/*/checkpoint-1000``) resolves each folder it matches that holds a model or
     checkpoint-N folders, in natural order. Offline (``HF_HUB_OFFLINE=1``) a hub
-    id must be in the local Hugging Face cache; online the hub is first asked when
-    the commit is needed (``fingerprint``) or at load time.
+    id must be in the local Hugging Face cache. A hub id with a ``:subfolder`` must have that
+    folder's config.json on the hub (or, when it cannot be reached, in the cache) unless ``check_hub`` is
+    False (then at load time, for a caller that serves what it can); another one is first asked of the
+    hub when it is expanded, when the commit is needed (``fingerprint``) or at load time.
 
     Raises:
         CheckpointNotFoundError: nothing loadable there; the message lists what exists nearby
             (for a plain ``org/name``: both as a local folder and as a hub id).
     """
-    from vlm_lab.hub_refs import _HUB_URL, _check_cached_if_offline, _expand_hub_run, _spec_of_url, parse_hub_ref
+    from vlm_lab.hub_refs import (
+        _HUB_URL, _check_cached_if_offline, _expand_hub_run, _spec_of_url, check_hub_config, parse_hub_ref,
+    )
 
     spec = str(spec).strip()
     if not spec:
@@ -355,31 +359,39 @@ def resolve(spec: str, *, expand: bool = True) -> list[CheckpointRef]:
             unset += f"; for the hub model, write it without the trailing slash: {bare}"
         raise CheckpointNotFoundError(f"no checkpoint at {str(where)!r} ({_nearby(where)}{unset})")
     ref = parse_hub_ref(spec)
-    if expand and ":" not in spec and (run := _expand_hub_run(ref)):  # a subfolder named (even ":.") is one model
+    if ":" in spec:  # a subfolder named (even ":.") is one model: its config.json is checked now, with the other references
+        if check_hub:
+            check_hub_config(ref)
+        else:
+            _check_cached_if_offline(ref)
+        return [ref]
+    if expand and (run := _expand_hub_run(ref)):
         return run
     _check_cached_if_offline(ref)
     return [ref]
 
 
-def resolve_all(specs: list[str] | tuple[str, ...] | str) -> list[CheckpointRef]:
+def resolve_all(specs: list[str] | tuple[str, ...] | str, *, check_hub: bool = True) -> list[CheckpointRef]:
     """Resolve several references (or one comma-separated string), keeping order, dropping repeats.
 
     Local folders are the same when their resolved paths are (``runs/x`` and ``/abs/runs/x``),
     hub refs when they name the same repo, revision and subfolder (``org/x`` and ``org/x@main:.``);
-    the first spelling is kept.
+    the first spelling is kept. ``check_hub``: as ``resolve``'s.
 
     Raises:
         CheckpointNotFoundError: a reference resolves to nothing (several: one error that names each,
             so one run shows every typo); or none is given.
     """
     specs = _split(specs)
-    refs, failed = _resolve_specs(specs)
+    refs, failed = _resolve_specs(specs, check_hub=check_hub)
     if failed or not refs:
         raise _not_resolved(failed, len(specs))
     return refs
 
 
-def resolve_each(specs: list[str] | tuple[str, ...] | str) -> tuple[list[CheckpointRef], dict[str, CheckpointNotFoundError]]:
+def resolve_each(
+    specs: list[str] | tuple[str, ...] | str, *, check_hub: bool = True,
+) -> tuple[list[CheckpointRef], dict[str, CheckpointNotFoundError]]:
     """``resolve_all``, where a reference that fails does not stop the others (an explorer shows what it
     can): the checkpoints found, and each failed reference's error by its spelling.
 
@@ -387,7 +399,7 @@ def resolve_each(specs: list[str] | tuple[str, ...] | str) -> tuple[list[Checkpo
         CheckpointNotFoundError: none given, or none resolves to anything.
     """
     specs = _split(specs)
-    refs, failed = _resolve_specs(specs)
+    refs, failed = _resolve_specs(specs, check_hub=check_hub)
     if not refs:
         raise _not_resolved(failed, len(specs))
     return refs, failed
@@ -397,12 +409,12 @@ def _split(specs: list[str] | tuple[str, ...] | str) -> list[str]:
     return [s for s in specs.split(",") if s.strip()] if isinstance(specs, str) else list(specs)
 
 
-def _resolve_specs(specs: list[str]) -> tuple[list[CheckpointRef], dict[str, CheckpointNotFoundError]]:
+def _resolve_specs(specs: list[str], *, check_hub: bool = True) -> tuple[list[CheckpointRef], dict[str, CheckpointNotFoundError]]:
     seen: dict[str, CheckpointRef] = {}
     failed: dict[str, CheckpointNotFoundError] = {}
     for spec in specs:
         try:
-            found = resolve(spec)
+            found = resolve(spec, check_hub=check_hub)
         except CheckpointNotFoundError as e:
             failed[str(spec).strip()] = e
             continue

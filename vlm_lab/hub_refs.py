@@ -66,6 +66,15 @@ def parse_hub_ref(spec: str) -> CheckpointRef:
         raise CheckpointNotFoundError(
             f"{spec!r} is neither a local folder nor a hub id; use a path, or org/name[@revision][:subfolder]"
         )
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:  # a name huggingface_hub refuses ("--", "..") would fail each call to it, read as the hub being unreachable
+        validate_repo_id(rest)
+    except HFValidationError as e:
+        raise CheckpointNotFoundError(
+            f"{spec!r} names no hub repo huggingface_hub accepts ({e}); fix the name, or pass a local folder"
+        ) from None
     if revision is None and subfolder is not None and "@" in subfolder:  # org/run:checkpoint-0@main
         folder, named = subfolder.rsplit("@", 1)
         raise CheckpointNotFoundError(

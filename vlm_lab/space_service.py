@@ -103,7 +103,8 @@ class ComparisonService:
 
         self.settings = settings
         self.token = token or None
-        refs = resolve_all(list(settings.checkpoints))
+        # a checkpoint the hub (down) or the cache cannot give is planned and named in the log, not refused at start
+        refs = resolve_all(list(settings.checkpoints), check_hub=False)
         self.refs = dict(zip(_labels(refs, unique_names(refs)), refs))
         self._aliases = {ref.spec: label for label, ref in self.refs.items()}  # the full reference works too
         with variables_in_errors("VLM_LAB_DEVICE", settings.device):  # its owner set VLM_LAB_DEVICE, not device=
