@@ -28,7 +28,8 @@ from typing import IO, Iterable, Iterator, MutableMapping, NoReturn
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vlm_lab.data_format import RepeatedKeyError, not_json, not_jsonl, unique_keys
+from vlm_lab.data_format import (RepeatedKeyError, as_text, blank, meta_field, not_json, not_jsonl, reference_field, scalar,
+                                 unique_keys)
 from vlm_lab.errors import DataError
 from vlm_lab.pixel_limit import ImageTooLargeError, check_pixels, pixel_limit, refused_by_pillow, too_many_pixels
 
@@ -338,44 +339,6 @@ def _text_lines(path: Path, raw_lines: list[bytes]) -> Iterator[tuple[int, str]]
             ) from e
 
 
-def _missing(value: object) -> bool:
-    """None, or NaN: json.dumps writes a pandas export's missing values as NaN, which json reads as a float."""
-    return value is None or (isinstance(value, float) and value != value)
-
-
-def _blank(value: object) -> bool:
-    """Missing (``_missing``), or a string that is empty or only whitespace (a number, even 0, is not blank)."""
-    return _missing(value) or (isinstance(value, str) and not value.strip())
-
-
-def _scalar(value: object) -> bool:
-    """A string or a number (not a bool: JSON's true is no answer)."""
-    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
-
-
-def _text(value: str | int | float) -> str:
-    """A string, or a number as written: a whole float as an integer (pandas writes an integer column that has a missing
-    value as floats: the answer 2 arrives as 2.0, which "2" never matched)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return str(value)
-
-
-def _reference(value: object, where: str) -> str | list[str] | None:
-    """A line's ``reference`` as a sample holds it: None when missing or blank, a string, or the
-    list of acceptable answers without its blank entries (a list of blanks only, or ``[]``, is none:
-    that sample is compared but not scored); numbers become strings, as a single reference does."""
-    if not isinstance(value, list):
-        return None if _blank(value) else _text(value)
-    wrong = [(i, v) for i, v in enumerate(value) if v is not None and not _scalar(v)]
-    if wrong:
-        i, v = wrong[0]
-        raise DataError(f"{where}: reference[{i}] is a {type(v).__name__} ({json.dumps(v)[:60]}); a list of references "
-                        'holds the acceptable answers as strings, e.g. "reference": ["two", "2"]')
-    answers = [_text(v) for v in value if not _blank(v)]
-    return answers or None
-
-
 def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progress: bool = False,
                memo: MutableMapping[str, str] | None = None) -> list[Sample]:
     """Read a bring-your-own-data JSONL file (UTF-8); image paths are relative to the file (or absolute, or ``~/…``).
@@ -421,11 +384,11 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
                 raise DataError(not_json(path, lineno, line, e, first_line)) from None
             if not isinstance(record, dict):
                 raise DataError(not_jsonl(path, first_line) or f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            missing = [k for k in ("image", "prompt") if _blank(record.get(k))]
+            missing = [k for k in ("image", "prompt") if blank(record.get(k))]
             if missing:
                 raise DataError(f"{path}:{lineno}: missing {', '.join(missing)} (each line needs image and prompt)")
             wrong = [k for k in ("image", "prompt") if not isinstance(record[k], str)]
-            wrong += [k for k in ("id", "reference") if record.get(k) is not None and not _scalar(record[k])
+            wrong += [k for k in ("id", "reference") if record.get(k) is not None and not scalar(record[k])
                       and not (k == "reference" and isinstance(record[k], list))]
             if wrong:
                 raise DataError(
@@ -437,7 +400,7 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
             if unknown:
                 raise DataError(f"{path}:{lineno}: unknown key(s) {', '.join(unknown)} (allowed: id, image, prompt, reference, meta; "
                                 'put other fields under "meta", e.g. "meta": {"answer_type": "number"}, to break accuracy down by them)')
-            meta = _meta(record.get("meta"), f"{path}:{lineno}")
+            meta = meta_field(record.get("meta"), f"{path}:{lineno}")
             if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", record["image"]):  # hub datasets' exports often hold URLs
                 raise DataError(f"{path}:{lineno}: image {record['image']!r} is a URL; images are read from disk: download them "
                                 "and give each one's path, relative to the JSONL file")
@@ -455,9 +418,9 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
                 problem = None
             if problem:
                 strips.append(f"{path}:{lineno}: {record['image']} {problem}")
-            reference = _reference(record.get("reference"), f"{path}:{lineno}")
-            sample_id = f"{path.stem}-{lineno}" if _blank(record.get("id")) else _text(record["id"])  # 0 is an id
-            if _blank(record.get("id")):
+            reference = reference_field(record.get("reference"), f"{path}:{lineno}")
+            sample_id = f"{path.stem}-{lineno}" if blank(record.get("id")) else as_text(record["id"])  # 0 is an id
+            if blank(record.get("id")):
                 made.add(lineno)
             lines.setdefault(sample_id, []).append(lineno)
             samples.append(
@@ -513,22 +476,6 @@ def _resolved(folder: Path, image: str) -> Path:
 def _named_after_line(made: set[int]) -> str:
     """``"; line 3 has no id and is named after the file and its line"`` for the lines of a duplicate that gave none."""
     return f"; line {min(made)} has no id and is named after the file and its line" if made else ""
-
-
-def _meta(value: object, where: str) -> dict[str, str | int | float | bool] | None:
-    """A line's ``meta``: an object of named strings, numbers or booleans (None when missing or ``{}``)."""
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise DataError(f'{where}: meta is a {type(value).__name__} ({json.dumps(value)[:60]}); meta is an object of '
-                        'named values, e.g. "meta": {"answer_type": "number"}')
-    value = {k: v for k, v in value.items() if not _missing(v)}
-    wrong = [k for k, v in value.items() if not isinstance(v, (str, int, float, bool))]
-    if wrong:
-        v = value[wrong[0]]
-        raise DataError(f"{where}: meta[{wrong[0]!r}] is a {type(v).__name__} ({json.dumps(v)[:60]}); meta values are strings, "
-                        "numbers or booleans (accuracy is broken down by each distinct value)")
-    return value or None
 
 
 # shapes samples are made and held in memory, ~18 KB each (64x64 RGB + objects): at most ~1.8 GB

@@ -1,12 +1,15 @@
 """Recognising a data file that is not JSONL (a JSON array, pretty-printed JSON, CSV or TSV), to say what it is
 and give the command that converts it: the error a researcher bringing an export from elsewhere sees first; and a
-line that is no JSON object (a comment, a broken line, a key given twice), shown with its fix."""
+line that is no JSON object (a comment, a broken line, a key given twice), shown with its fix; and how a line's
+values read (missing, blank, a reference or a list of them, meta)."""
 
 from __future__ import annotations
 
 import json
 import shlex
 from pathlib import Path
+
+from vlm_lab.errors import DataError
 
 # written out as the fix: pandas is installed with vlm_lab; every value read as written (ids, "" for no reference),
 # and columns other than the four JSONL keys nested under "meta", where vlm-lab takes them
@@ -97,3 +100,57 @@ def _json_document(text: str) -> str | None:
         return None
     lines = len(text.strip().splitlines())
     return f"an object over {lines} lines" if len(values) == 1 else f"{len(values)} objects over {lines} lines"
+
+
+def missing(value: object) -> bool:
+    """None, or NaN: json.dumps writes a pandas export's missing values as NaN, which json reads as a float."""
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def blank(value: object) -> bool:
+    """Missing (``missing``), or a string that is empty or only whitespace (a number, even 0, is not blank)."""
+    return missing(value) or (isinstance(value, str) and not value.strip())
+
+
+def scalar(value: object) -> bool:
+    """A string or a number (not a bool: JSON's true is no answer)."""
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+def as_text(value: str | int | float) -> str:
+    """A string, or a number as written: a whole float as an integer (pandas writes an integer column that has a missing
+    value as floats: the answer 2 arrives as 2.0, which "2" never matched)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return str(value)
+
+
+def reference_field(value: object, where: str) -> str | list[str] | None:
+    """A line's ``reference`` as a sample holds it: None when missing or blank, a string, or the
+    list of acceptable answers without its blank entries (a list of blanks only, or ``[]``, is none:
+    that sample is compared but not scored); numbers become strings, as a single reference does."""
+    if not isinstance(value, list):
+        return None if blank(value) else as_text(value)
+    wrong = [(i, v) for i, v in enumerate(value) if v is not None and not scalar(v)]
+    if wrong:
+        i, v = wrong[0]
+        raise DataError(f"{where}: reference[{i}] is a {type(v).__name__} ({json.dumps(v)[:60]}); a list of references "
+                        'holds the acceptable answers as strings, e.g. "reference": ["two", "2"]')
+    answers = [as_text(v) for v in value if not blank(v)]
+    return answers or None
+
+
+def meta_field(value: object, where: str) -> dict[str, str | int | float | bool] | None:
+    """A line's ``meta``: an object of named strings, numbers or booleans (None when missing or ``{}``)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise DataError(f'{where}: meta is a {type(value).__name__} ({json.dumps(value)[:60]}); meta is an object of '
+                        'named values, e.g. "meta": {"answer_type": "number"}')
+    value = {k: v for k, v in value.items() if not missing(v)}
+    wrong = [k for k, v in value.items() if not isinstance(v, (str, int, float, bool))]
+    if wrong:
+        v = value[wrong[0]]
+        raise DataError(f"{where}: meta[{wrong[0]!r}] is a {type(v).__name__} ({json.dumps(v)[:60]}); meta values are strings, "
+                        "numbers or booleans (accuracy is broken down by each distinct value)")
+    return value or None
