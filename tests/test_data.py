@@ -477,3 +477,11 @@ def test_files_joined_with_cat_read_whole_though_the_second_starts_with_a_bom(tm
     _image(tmp_path / "a.png", "red")
     (tmp_path / "d.jsonl").write_bytes(b'{"image": "a.png", "prompt": "one"}\n\xef\xbb\xbf{"image": "a.png", "prompt": "two"}\r\n')
     assert [s.prompt for s in data.read_jsonl(tmp_path / "d.jsonl")] == ["one", "two"]
+
+
+def test_an_image_name_in_other_unicode_code_points_than_the_file_says_so(tmp_path):
+    # macOS stores "café" decomposed and matches either spelling; on Linux the JSONL's composed name finds nothing
+    _image(tmp_path / "cafe\u0301.png", "red")
+    with pytest.raises(DataError, match=r"d\.jsonl:1: image not found: .*caf\u00e9\.png \(a file 'cafe\\u0301\.png' is there, "
+                                        r"its name spelled with other Unicode code points \(NFD\): write the name as it is on disk"):
+        data.read_jsonl(_jsonl(tmp_path, {"image": "caf\u00e9.png", "prompt": "hi"}))

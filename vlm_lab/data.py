@@ -23,6 +23,7 @@ import os
 import re
 import sys
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import IO, Iterable, Iterator, MutableMapping, NoReturn
 
@@ -412,9 +413,7 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
                 too_large.append((f"{path}:{lineno}: {record['image']}", e.pixels, e.size))
                 over, problem = e.limit, None
             except DataError as e:
-                posix = record["image"].replace("\\", "/")
-                hint = f" (a Windows path? write it with '/': {posix!r})" if posix != record["image"] and (path.parent / posix).is_file() else ""
-                unreadable.append(f"{path}:{lineno}: {e}{hint}")
+                unreadable.append(f"{path}:{lineno}: {e}{_path_hint(path.parent, record['image'])}")
                 problem = None
             if problem:
                 strips.append(f"{path}:{lineno}: {record['image']} {problem}")
@@ -471,6 +470,20 @@ def _resolved(folder: Path, image: str) -> Path:
     except (RuntimeError, OSError) as e:
         loop = isinstance(e, RuntimeError) or e.errno == errno.ELOOP
         raise DataError(f"cannot read image {given}: {'a symbolic link that leads back to itself' if loop else e}") from None
+
+
+def _path_hint(folder: Path, image: str) -> str:
+    """Why an image path that names no file may be meant for one there: written with Windows' '\\', or in the other
+    Unicode normal form (macOS matches "café" composed or not; Linux matches the code points), else ``""``."""
+    posix = image.replace("\\", "/")
+    if posix != image and (folder / posix).is_file():
+        return f" (a Windows path? write it with '/': {posix!r})"
+    for form in ("NFC", "NFD"):
+        other = unicodedata.normalize(form, image)
+        if other != image and (folder / other).is_file():
+            return (f" (a file {ascii(Path(other).name)} is there, its name spelled with other Unicode code points ({form}): "
+                    "write the name as it is on disk)")
+    return ""
 
 
 def _named_after_line(made: set[int]) -> str:
