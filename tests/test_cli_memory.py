@@ -40,7 +40,9 @@ def test_table_output(tiny_checkpoints):
     assert r.returncode == 0, r.stderr
     header = r.stdout.splitlines()[0].split()
     assert header[:9] == ["checkpoint", "dtype", "params_M", "device", "estimated_MiB", "measured_MiB", "error_%", "target", "needs_MiB"]
-    assert r.stdout.splitlines()[1].split()[3] == "cuda"  # not measured: estimated on the target's device
+    row = r.stdout.splitlines()[1].split()
+    assert row[3] == "cuda"  # not measured: estimated on the target's device
+    assert row[5:7] == ["-", "-"], row  # not measured: blank cells, not Python's "None"
     assert "fits on l4x1" in r.stdout
 
 
@@ -55,7 +57,7 @@ def test_a_folder_that_cannot_be_measured_keeps_its_estimate(tiny_checkpoints, t
     warning = f"warning: cannot measure {config_only}: no weights or tokenizer in the folder (estimate only; to skip measuring pass measure=False, or --no-measure on the command line)"
     assert warning in r.stderr.splitlines() and "Traceback" not in r.stderr
     table = [line.split() for line in r.stdout.splitlines()[1:3]]
-    assert [(row[0], row[5]) for row in table] == [(str(config_only), "NaN"), ("checkpoint-1000", table[1][5])]
+    assert [(row[0], row[5]) for row in table] == [(str(config_only), "-"), ("checkpoint-1000", table[1][5])]
     assert float(table[1][5]) > 0  # the other checkpoint is measured as usual
     assert "not measured: no weights or tokenizer in the folder" in r.stdout
     r = vlm_lab(str(config_only), "--no-measure")

@@ -95,6 +95,8 @@ def _print_table(rows: list, as_json: bool) -> None:
     from vlm_lab import memory_report
 
     if rows and not as_json:
-        print(memory_report.report_table(rows).to_string(index=False))
+        table = memory_report.report_table(rows)
+        # a cell with nothing in it (not measured: --no-measure) reads "-", not Python's "None" or pandas' "NaN"
+        print(table.astype(object).where(table.notna(), "-").to_string(index=False))
         print()
         print(memory_report.summary(rows))
