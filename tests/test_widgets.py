@@ -442,3 +442,16 @@ def test_a_url_or_a_folder_in_the_path_box_says_what_to_give(explorer, tmp_path)
     assert "not downloaded" in html.unescape(explorer.output.value), explorer.output.value
     explorer.path.value = str(tmp_path)
     assert "is a folder" in html.unescape(explorer.output.value), explorer.output.value
+
+
+def test_a_path_relative_to_the_notebooks_folder_is_found(explorer, tmp_path, monkeypatch):
+    # JupyterLab's Copy Path is relative to the server's root (notebooks/ under `make lab`), while the notebook's
+    # kernel works in the project root; JupyterLab names the notebook in JPY_SESSION_NAME
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "root").mkdir()
+    shapes.draw_shape("blue", "circle", random.Random(3)).save(tmp_path / "notebooks" / "cat.png")
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "notebooks" / "01_explore.ipynb"))
+    monkeypatch.chdir(tmp_path / "root")
+    explorer.path.value = ""
+    explorer.path.value = "cat.png"
+    assert "Using image" in explorer.output.value and str(tmp_path / "notebooks" / "cat.png") in html.unescape(explorer.output.value)

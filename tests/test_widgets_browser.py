@@ -139,3 +139,10 @@ def test_a_12_mb_photo_uploaded_in_the_browser_reaches_the_kernel(lab, tmp_path,
         chooser.value.set_files(str(photo))
         expect(page.locator(".widget-html-content").first).to_contain_text("Using uploaded image 'phone photo.png' (2048x2048)")
         assert page.evaluate(KERNEL_JS, "print(explorer.image_source.value, explorer.uploaded.size)") == "upload (2048, 2048)"
+        # a file beside the notebook, by the path JupyterLab's Copy Path gives (relative to the server's root,
+        # notebooks/ here as under `make lab`; the kernel works in the project root)
+        Image.fromarray(noise[:64, :48]).save(tmp_path / "project" / "notebooks" / "beside.png")
+        path = page.locator(".widget-text", has_text="Image path").locator("input")
+        path.fill("beside.png")
+        path.press("Enter")
+        expect(page.locator(".widget-html-content").first).to_contain_text("notebooks/beside.png' (48x64)")

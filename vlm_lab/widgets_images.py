@@ -74,7 +74,8 @@ def unreadable(name: str, content: bytes, e: DataError, *, upload: bool = True) 
 def typed_path(text: str) -> str:
     """The file a path typed or pasted into the explorer names: as given when that exists, else read as pasted from
     elsewhere: in quotes (Windows' "Copy as path", a terminal's drop), shell-escaped (``my\\ photos/a\\ (1).png``), a
-    ``file://`` URL (a file manager's copy); ``~`` and ``$VARS`` expanded. Unchanged (stripped) when none exists."""
+    ``file://`` URL (a file manager's copy); ``~`` and ``$VARS`` expanded; relative to the notebook's folder when not
+    to the kernel's. Unchanged (stripped, expanded) when none exists."""
     import shlex
     from urllib.parse import unquote, urlparse
     from urllib.request import url2pathname
@@ -92,10 +93,15 @@ def typed_path(text: str) -> str:
             words = []
         if len(words) == 1:
             readings.append(words[0])
+    # a relative path is looked for in the kernel's folder (the project root), then beside the notebook: JupyterLab's
+    # Copy Path is relative to the server's root, which `make lab` puts there (JupyterLab names the notebook to its kernel)
+    notebook = os.environ.get("JPY_SESSION_NAME", "")
+    folders = ["", os.path.dirname(notebook)] if os.path.isabs(notebook) else [""]
     for reading in readings:
         path = os.path.expandvars(os.path.expanduser(reading))
-        if os.path.exists(path):
-            return path
+        for folder in folders:
+            if os.path.exists(os.path.join(folder, path)):
+                return os.path.join(folder, path)
     return os.path.expandvars(os.path.expanduser(text))
 
 
