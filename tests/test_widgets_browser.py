@@ -146,3 +146,10 @@ def test_a_12_mb_photo_uploaded_in_the_browser_reaches_the_kernel(lab, tmp_path,
         path.fill("beside.png")
         path.press("Enter")
         expect(page.locator(".widget-html-content").first).to_contain_text("notebooks/beside.png' (48x64)")
+        # back to an example, then the same photo chosen again: the browser sends it again, and it is used again
+        page.locator(".widget-toggle-button", has_text="example").click()
+        expect(page.locator(".widget-image").first).to_have_attribute("width", "128")  # the example's preview
+        with page.expect_file_chooser() as chooser:
+            page.locator(".widget-upload").click()
+        chooser.value.set_files(str(photo))
+        expect(page.locator(".widget-html-content").first).to_contain_text("Using uploaded image 'phone photo.png' (2048x2048)")

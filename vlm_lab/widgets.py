@@ -140,7 +140,7 @@ class Explorer(ExplorerInputs):
         self.example.observe(self._on_example, names="value")
         self.upload.observe(self._on_upload, names="value")
         self.path.observe(self._on_path, names="value")  # on Enter or leaving the field
-        self.image_source.observe(lambda _: self._show_preview(), names="value")
+        self.image_source.observe(self._on_image_source, names="value")
         self.button.on_click(self._on_click)
         self.stop_button.on_click(lambda _: self.stop())
         self.prompt.on_msg(self._on_prompt_msg)  # Enter: the browser sends {"event": "submit"}

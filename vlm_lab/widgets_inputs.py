@@ -123,6 +123,13 @@ class ExplorerInputs:
             self.preview.width, self.preview.height = str(thumb.width), str(thumb.height)
             self.preview.value = buf.getvalue()
 
+    def _on_image_source(self, change) -> None:
+        if change["new"] == "example":
+            # the browser sends a chosen file only when it differs from the value it holds: cleared, the same photo
+            # chosen again is used again (the image stays in ``uploaded`` for the toggle's way back)
+            self.upload.value = ()
+        self._show_preview()
+
     def _on_example(self, change) -> None:
         self.prompt.value = self.samples[change["new"]].prompt
         self.image_source.value = "example"
