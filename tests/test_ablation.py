@@ -517,3 +517,16 @@ def test_runs_without_cis_or_comparisons_to_pair_are_not_called_below_the_best(t
         "best variant: checkpoint-1000 with strategy=greedy: accuracy 90.0%; not judged against the 1 other run(s): "
         "no 95% CIs in their summary.json and no saved comparisons to pair"
     ), ablation.describe_best()
+
+
+def test_summary_rows_follow_the_grid_values_in_numeric_order(tmp_path):
+    """summary.md and summary.csv listed the runs by run id, as text: max_new_tokens 16, 32, 4, 8 read as a jumbled
+    table in the morning, and notebook 04's runs table (read from summary.csv) did the same."""
+    grid = {"max_new_tokens": [4, 8, 16, 32], "strategy": ["greedy", "beam(2)"]}
+    folder = lay_out_sweep(tmp_path, grid)
+    rows = [line for line in (folder / "summary.md").read_text().splitlines() if line.startswith("| ") and "state" not in line]
+    assert [tuple(cell.strip() for cell in line.split("|")[1:3]) for line in rows] == [
+        (str(n), s) for n in (4, 8, 16, 32) for s in ("beam(2)", "greedy")
+    ]
+    assert pd.read_csv(folder / "summary.csv")["max_new_tokens"].tolist() == [4, 4, 8, 8, 16, 16, 32, 32]
+    assert Ablation.load(folder).runs["max_new_tokens"].tolist() == [4, 4, 8, 8, 16, 16, 32, 32]

@@ -73,7 +73,7 @@ def write_summary(
 
     sweep_dir, abandoned = Path(sweep_dir), set(abandoned)
     records, parameter_columns, partial = [], {}, 0
-    for run in runs:
+    for run in sorted(runs, key=_grid_order):
         state = "interrupted" if run.run_id in abandoned and run.status().get("state") == "running" else run.state()
         parameters = {parameter_column(k): v for k, v in run.parameters.items()}
         parameter_columns.update(dict.fromkeys(parameters))
@@ -91,6 +91,15 @@ def write_summary(
     text = _markdown(frame, title=title, parameters=list(parameter_columns), partial=partial, written=written, above=above)
     atomic_write_text(sweep_dir / "summary.md", text)
     return csv_path
+
+
+def _grid_order(run: Any) -> tuple:
+    """Rows by their varied values in the grid's key order, numbers by value: run ids sort as text, which put
+    max_new_tokens 16 before 4 in the table a researcher reads first."""
+    return tuple(
+        (0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0.0, str(v))
+        for v in run.varied.values()
+    ) + (run.run_id,)
 
 
 def run_fields(run_dir: Path, state: str) -> dict[str, Any]:
