@@ -81,8 +81,8 @@ test: $(STAMP) browser  ## set up, then run the whole suite
 test-fast: $(STAMP)  ## the suite without slow and browser tests
 	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
-lab: checkpoints  ## JupyterLab on the notebooks (jupyter-config/: uploads up to 256 MiB, not 10)
-	JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter-config$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH} $(BIN)/jupyter lab notebooks/
+lab: checkpoints  ## JupyterLab on the notebooks (notebooks/.jupyter/: uploads up to 256 MiB, not 10)
+	JUPYTER_CONFIG_PATH=$(CURDIR)/notebooks/.jupyter$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH} $(BIN)/jupyter lab notebooks/
 
 space: checkpoints  ## serve the Space locally on 127.0.0.1:7860, as on Hugging Face
 	VLM_LAB_ROOT=$(CURDIR) GRADIO_EXAMPLES_CACHE=$(CURDIR)/.cache/gradio-examples $(BIN)/python space/app.py

@@ -97,7 +97,7 @@ def lab(tmp_path, tiny_dir, venv_bin):
         "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
         "HF_HUB_OFFLINE": "1",
-        "JUPYTER_CONFIG_PATH": str(ROOT / "jupyter-config"),  # as `make lab`: uploads past the default 10 MiB message
+        "JUPYTER_CONFIG_PATH": str(ROOT / "notebooks" / ".jupyter"),  # as `make lab`: uploads past the default 10 MiB message
     }
     port = _free_port()
     log = tmp_path / "lab.log"

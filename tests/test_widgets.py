@@ -406,9 +406,9 @@ def test_long_checkpoint_names_are_told_apart_in_the_list(tmp_path, tiny_dir):
     assert e.names[0] == f"{runs[0]}/checkpoint-250"  # the table and the runs' labels say it in full
 
 
-@pytest.mark.parametrize(("config_path", "limit"), [("jupyter-config", "256 MB"), (None, "10 MB")])
+@pytest.mark.parametrize(("config_path", "limit"), [("notebooks/.jupyter", "256 MB"), (None, "10 MB")])
 def test_the_upload_button_names_the_servers_message_limit(tiny_dir, tmp_path, monkeypatch, config_path, limit):
-    # the kernel runs in the server's environment: `make lab` points JUPYTER_CONFIG_PATH at jupyter-config/
+    # the kernel runs in the server's environment: `make lab` points JUPYTER_CONFIG_PATH at notebooks/.jupyter/
     from pathlib import Path
 
     monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "user"))  # no user config of this machine

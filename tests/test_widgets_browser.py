@@ -125,7 +125,7 @@ def test_the_layout_holds_for_every_strategy_and_an_unbroken_answer(lab, artifac
 
 def test_a_12_mb_photo_uploaded_in_the_browser_reaches_the_kernel(lab, tmp_path, artifacts_dir):  # noqa: F811 - the fixture
     # one websocket message carries the file: past the server's limit (tornado's 10 MiB unless raised, as
-    # jupyter-config/ does for `make lab`) the server drops the connection, the page reconnects, and nothing arrives
+    # notebooks/.jupyter/ does for `make lab`) the server drops the connection, the page reconnects, and nothing arrives
     from playwright.sync_api import expect
 
     expect.set_options(timeout=120_000)  # kernel start on 2 busy cores

@@ -29,7 +29,7 @@ def upload_limit() -> int:
 
     The browser sends an upload as one message; a larger one makes the server drop the connection (the page
     reconnects and the kernel never hears of the file). Read from the ``jupyter_server_config.json`` files
-    on the config path (the kernel inherits the server's environment: ``make lab`` puts jupyter-config/ on it,
+    on the config path (the kernel inherits the server's environment: ``make lab`` puts notebooks/.jupyter/ on it,
     256 MiB); tornado's 10 MiB when none sets it. A limit set on the server's command line or in a ``.py``
     config is not seen, so the label then says 10 MB, on the safe side.
     """
