@@ -145,3 +145,24 @@ def test_merge_keys_share_values_and_may_be_overridden(workdir):
     twice = _write(workdir, "parameters:\n  <<: {sleep_s: 0.5}\n  tag: b\n  tag: c\ngrid:\n  x: [1]\n", "d")
     with pytest.raises(SweepError, match=r"key 'tag' appears twice \(line 5 and line 6\)"):
         sweep.load_sweep(twice)
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        # a typo'd parameter: the declared list was all there was to go on (19 names for notebook 02)
+        ("parameters:\n  sleep: 1\ngrid:\n  fail_onn: [1]\n",
+         "has no parameter(s) fail_onn, sleep in its `parameters` cell (it declares: fail_on, output_dir, sleep_s, tag, "
+         "wandb_group, wandb_id, wandb_tags, x); did you mean fail_on for fail_onn, sleep_s for sleep? fix the sweep file"),
+        # a typo'd top-level key
+        ("grids:\n  x: [1]\n", "unknown SweepConfig field(s): grids (known: "),
+        ("grids:\n  x: [1]\n", "; did you mean grid?"),
+        # an empty or null grid entry: the fix offered was `x: [[]]` and `x: [None]`
+        ("grid:\n  x: []\n", "grid.x has no values: give one or more in brackets, e.g. x: [1, 2]"),
+        ("grid:\n  x:\n", "grid.x has no values: give one or more in brackets, e.g. x: [1, 2]"),
+    ],
+)
+def test_a_misspelt_or_empty_entry_is_named_with_the_fix(workdir, capsys, body, message):
+    path = _write(workdir, body)
+    assert main(["sweep", str(path), "--dry-run"]) == 2
+    assert message in capsys.readouterr().err

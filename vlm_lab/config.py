@@ -13,7 +13,7 @@ import math
 import re
 import types
 import typing
-from typing import Any, Mapping, TypeVar
+from typing import Any, Iterable, Mapping, TypeVar
 
 from vlm_lab.errors import ConfigError
 
@@ -26,6 +26,18 @@ METRICS = ("exact", "normalized", "vqa")
 # "greedy", "nucleus(0.9)", "temperature(0.7)", "beam(4)"
 _EXAMPLES = {"greedy": "greedy", "nucleus": "nucleus(0.9)", "temperature": "temperature(0.7)", "beam": "beam(4)"}
 _STRATEGY_RE = re.compile(r"^(greedy|nucleus|temperature|beam)(?:\(\s*([^()]*?)\s*\))?$")
+
+
+def did_you_mean(unknown: list[str], known: Iterable[str]) -> str:
+    """``"did you mean grid?"`` (``"did you mean fail_on for fail_onn, sleep_s for sleep?"`` for several) for the
+    misspelt names in ``unknown`` that are close to one in ``known``, else ``""``."""
+    import difflib
+
+    known = sorted(known)
+    close = {name: m[0] for name in unknown if (m := difflib.get_close_matches(name, known, n=1, cutoff=0.6))}
+    if len(unknown) == 1 and close:
+        return f"did you mean {close[unknown[0]]}?"
+    return f"did you mean {', '.join(f'{m} for {name}' for name, m in close.items())}?" if close else ""
 
 
 class ConfigBase:
@@ -45,7 +57,7 @@ class ConfigBase:
         if unknown:
             raise ConfigError(
                 f"unknown {cls.__name__} field(s): {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(names))})"
+                f"(known: {', '.join(sorted(names))}){'; ' + hint if (hint := did_you_mean(unknown, names)) else ''}"
             )
         required = [f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         missing = [name for name in required if name not in values]
@@ -436,7 +448,9 @@ class SweepConfig(ConfigBase):
         object.__setattr__(self, "parameters", dict(self.parameters))
         grid = {}
         for key, values in self.grid.items():
-            if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)) or not values:
+            if values is None or (isinstance(values, (list, tuple)) and not values):  # `x:` or `x: []`
+                raise ConfigError(f"grid.{key} has no values: give one or more in brackets, e.g. {key}: [1, 2]")
+            if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
                 raise ConfigError(f"grid.{key} must be a non-empty list of values, e.g. {key}: [{values!r}]")
             if len({repr(v) for v in values}) != len(values):
                 raise ConfigError(f"grid.{key} repeats a value: {list(values)!r}")

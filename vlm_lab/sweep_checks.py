@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from vlm_lab.config import SweepConfig
+from vlm_lab.config import SweepConfig, did_you_mean
 from vlm_lab.errors import SweepError
 
 
@@ -150,7 +150,8 @@ def check_parameters(config: SweepConfig) -> dict[str, str]:
     if unknown:
         raise SweepError(
             f"{config.notebook} has no parameter(s) {', '.join(unknown)} in its `parameters` cell "
-            f"(it declares: {', '.join(sorted(declared)) or 'none'}); fix the sweep file or the notebook"
+            f"(it declares: {', '.join(sorted(declared)) or 'none'}); {hint + ' ' if (hint := did_you_mean(unknown, declared)) else ''}"
+            "fix the sweep file or the notebook"
         )
     _check_kernel(config)
     values = [("parameters", k, v) for k, v in config.parameters.items()]
