@@ -290,7 +290,8 @@ def test_summary_md_reads_as_a_report(tmp_path):
         "| strategy | state | duration_s | error | best_checkpoint | best accuracy (95% CI) | best_tokens_per_s | wandb "
         "| checkpoint-0/accuracy | checkpoint-500/accuracy | checkpoint-1000/accuracy | run_id |"
     )
-    greedy, nucleus = sorted(lines[8:], key=lambda line: "nucleus" in line)
+    greedy, nucleus = sorted(lines[8:10], key=lambda line: "nucleus" in line)
+    assert lines[10] == "" and lines[11].startswith("Best variant: checkpoint-1000 with strategy=greedy: accuracy 68.8%")
     assert greedy.startswith("| greedy | completed | 1.5 |  | checkpoint-1000 | 68.8% [59–79] | 500 |  | 0.0% | 34.4% | 68.8% | strategy=greedy,")
     assert nucleus.startswith("| nucleus(0.9) | failed | 1.5 | cell [5]: RuntimeError: CUDA out of memory |  |  |  |  |  |  |  | strategy=nucleus-0.9,")
     csv = pd.read_csv(folder / "summary.csv")  # the CSV keeps every column and full precision
@@ -530,3 +531,23 @@ def test_summary_rows_follow_the_grid_values_in_numeric_order(tmp_path):
     ]
     assert pd.read_csv(folder / "summary.csv")["max_new_tokens"].tolist() == [4, 4, 8, 8, 16, 16, 32, 32]
     assert Ablation.load(folder).runs["max_new_tokens"].tolist() == [4, 4, 8, 8, 16, 16, 32, 32]
+
+
+@pytest.mark.parametrize(
+    "nucleus, failed, verdict",
+    [
+        (0.88, False, "Best variant: checkpoint-1000 with strategy=greedy: accuracy 90.0% (95% CI 85.0%-95.0%); no clear "
+                      "winner: 1 other run(s) reach a 95% CI overlapping it (strategy=nucleus at checkpoint-1000 88.0%) "
+                      "[run strategy=greedy,"),
+        (0.5, False, "Best variant: checkpoint-1000 with strategy=greedy: accuracy 90.0% (95% CI 85.0%-95.0%) [run strategy=greedy,"),
+        (0.5, True, "No best variant: none of the 2 runs completed with accuracy (2 failed;"),
+    ],
+)
+def test_summary_md_ends_with_the_best_variant_and_whether_it_is_clearly_ahead(tmp_path, nucleus, failed, verdict):
+    """summary.md, the file a nightly sweep leaves to read in the morning, gave every run's numbers but not which run
+    was best or whether its lead was more than noise: that took running notebook 04."""
+    folder = lay_out_sweep(tmp_path, {"strategy": ["greedy", "nucleus"]}, ci=0.05, failed=lambda strategy: failed,
+                           accuracy=lambda step, strategy: round(step / 1000 * (0.9 if strategy == "greedy" else nucleus), 3))  # fmt: skip
+    last = (folder / "summary.md").read_text().splitlines()[-1]
+    assert last.startswith(verdict), last
+    assert last == Ablation.load(folder).describe_best()[:1].upper() + Ablation.load(folder).describe_best()[1:]

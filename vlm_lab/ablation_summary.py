@@ -89,8 +89,25 @@ def write_summary(
     written = now() if in_progress else ""
     above = list(overview(csv_path)) if overview is not None else []
     text = _markdown(frame, title=title, parameters=list(parameter_columns), partial=partial, written=written, above=above)
+    if not in_progress:
+        text += _verdict(sweep_dir)
     atomic_write_text(sweep_dir / "summary.md", text)
     return csv_path
+
+
+def _verdict(sweep_dir: Path) -> str:
+    """The line notebook 04 opens with (``Ablation.describe_best``): the best variant and whether it is clearly ahead
+    or within noise of other runs, so a sweep's final summary.md answers that without running the notebook."""
+    from vlm_lab.ablation import Ablation
+    from vlm_lab.errors import VlmLabError
+
+    if not (sweep_dir / "sweep.json").is_file():  # write_summary called on a folder no sweep made: no report to read
+        return ""
+    try:
+        line = Ablation.load(sweep_dir).describe_best()
+    except (VlmLabError, OSError) as e:  # a run folder unreadable now: the table above stands without the line
+        line = f"no best variant: the report could not read the sweep ({e}); notebook 04 says more"
+    return "\n" + line[:1].upper() + line[1:] + "\n"
 
 
 def _grid_order(run: Any) -> tuple:
