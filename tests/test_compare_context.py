@@ -95,12 +95,15 @@ def test_a_config_shared_by_checkpoints_is_read_once_and_each_other_one_is_still
     assert [path for path in reads if path != str(tiny_checkpoints[1])] == [str(short)] * 2, reads
 
 
-@pytest.mark.parametrize("cache_bytes, encodes", [(0, 4 * (1 + 3)), (2**30, 4)])
+# past the bound (0 bytes: none fits) the check encodes the batch the cache refused [2 rows], then one row of each
+# prompt not yet counted (shapes:val:8 asks 3 questions of 64x64 images: 1 more), and each generation every batch
+@pytest.mark.parametrize("cache_bytes, encodes", [(0, [2, 1] + [2] * 4 * 3), (2**30, [2] * 4)])
 def test_the_check_encodes_a_batch_once_for_every_checkpoint_with_its_processor(tmp_path, tiny_checkpoints, monkeypatch,
                                                                                cache_bytes, encodes):
     """A training run's checkpoints share a processor, so a batch's rows have the same lengths for each: past the
-    encoding cache's bound (here 0 bytes: none fits) the check encoded every batch again for each checkpoint, only
-    to count the same tokens, before generation encoded them once more. With the batches held, nothing twice."""
+    encoding cache's bound the check encoded every batch again for each checkpoint, only to count the same tokens,
+    and later encoded every batch once more besides each generation's (4 encodes for 3 checkpoints). Now it counts
+    each (prompt, image size) once there. With the batches held, nothing twice."""
     from vlm_lab import compare as compare_module, generation
 
     real, calls = generation.encode_inputs, []
@@ -110,4 +113,79 @@ def test_the_check_encodes_a_batch_once_for_every_checkpoint_with_its_processor(
     config = CompareConfig(checkpoints=tuple(map(str, tiny_checkpoints[1:4])), data="shapes:val:8", batch_size=2, device="cpu",
                            output_dir=str(tmp_path / "out"), use_cache=False)
     result = compare(config, progress=False, cache=ModelCache(budget_bytes="1GB"))
-    assert len(result.summary) == 3 and len(calls) == encodes, calls  # 4 batches: the check's, then each generation's
+    assert len(result.summary) == 3 and calls == encodes, calls
+
+
+def _photo(path, size, orientation=None, seed=0):
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, exif=exif.tobytes())
+
+
+def test_past_the_cache_bound_every_sample_without_room_is_still_named_counting_each_prompt_and_image_size_once(
+        tmp_path, tiny_checkpoints, monkeypatch):
+    """Past the encoding cache's bound the check counts one row of each (prompt, image size as shown): photos of one
+    size asking one question are counted once, each long prompt once per size, a photo turned by its EXIF
+    orientation (stored 48x40, shown 40x48) apart from one stored 48x40 upright. Every sample without room is still
+    named, before anything generates."""
+    from vlm_lab import compare as compare_module, generation
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i in range(6):
+        _photo(folder / f"p{i}.jpg", (48, 40), seed=i)
+    _photo(folder / "turned.jpg", (48, 40), orientation=6)
+    rows = [(f"ok-{i}", f"p{i}.jpg", "What color is the shape?") for i in range(6)] + [
+        ("long-a", "p0.jpg", LONG), ("long-b", "p1.jpg", LONG), ("long-turned", "turned.jpg", LONG), ("ok-turned", "turned.jpg", "What?")]
+    (folder / "d.jsonl").write_text("".join(json.dumps({"id": i, "image": img, "prompt": p}) + "\n" for i, img, p in rows))
+    real, calls = generation.encode_inputs, []
+    monkeypatch.setattr(generation, "encode_inputs", lambda processor, samples: calls.append([s.id for s in samples]) or real(processor, samples))
+    monkeypatch.setattr(compare_module, "ENCODING_CACHE_BYTES", 0)
+    config = CompareConfig(checkpoints=(str(tiny_checkpoints[1]), str(tiny_checkpoints[-1])), data=str(folder / "d.jsonl"),
+                           batch_size=2, device="cpu", output_dir=str(tmp_path / "out"))
+    models, batches = ModelCache(budget_bytes="1GB"), []
+    with pytest.raises(ContextOverflowError) as caught:
+        compare(config, progress=False, cache=models, on_batch=batches.append)
+    assert sorted({sample_id for sample_id, *_ in caught.value.overflows}) == ["long-a", "long-b", "long-turned"]
+    # the batch the cache refused, then a row of each new (prompt, size): long 48x40, long 40x48, short 40x48
+    assert calls == [["ok-0", "ok-1"], ["long-a"], ["long-turned", "ok-turned"]], calls
+    assert batches == [] and len(models) == 0
+
+
+@pytest.mark.parametrize("family", ["shapes", "paligemma", "gemma3", "idefics3", "mllama"])
+def test_a_rows_tokens_follow_its_prompt_and_image_size_never_its_pixels(family, tmp_path, tiny_checkpoints):
+    """What the check past the bound relies on, for each family: rows with the same prompt and image size take the
+    same tokens whatever their pixels and the rows beside them; and the check's count is the processor's own."""
+    import numpy as np
+    import transformers
+    from PIL import Image
+
+    from vlm_lab import synthetic_families
+    from vlm_lab.checkpoints import resolve
+    from vlm_lab.compare_context import _count_rows
+    from vlm_lab.data import Sample
+    from vlm_lab.generation import encode_inputs
+    from vlm_lab.models import load_processor
+
+    path = tiny_checkpoints[-1] if family == "shapes" else getattr(synthetic_families, f"build_{family}")(tmp_path / family)
+    ref = resolve(str(path), expand=False)[0]
+    processor = load_processor(ref, ref.pretrained_kwargs())
+    rng = np.random.default_rng(0)
+    images = {(size, kind): Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) if kind == "noise" else
+                                            np.full((size[1], size[0], 3), 255 * (kind == "white"), dtype=np.uint8))
+              for size in [(64, 64), (300, 200), (200, 700)] for kind in ("noise", "black", "white")}
+    samples = [Sample(id=f"{i}", image=image, prompt=prompt) for i, (image, prompt) in
+               enumerate((image, prompt) for image in images.values() for prompt in ("What?", "What color is the shape in it?"))]
+    tokens = encode_inputs(processor, samples)["attention_mask"].sum(dim=1).tolist()
+    alone = [encode_inputs(processor, [s])["attention_mask"].sum(dim=1).item() for s in samples]
+    assert tokens == alone
+    by_shape: dict = {}
+    for s, n in zip(samples, tokens):
+        by_shape.setdefault((s.prompt, s.image.size), set()).add(n)
+    assert all(len(counts) == 1 for counts in by_shape.values()), by_shape
+    assert _count_rows(processor, "fp", samples, transformers.AutoConfig.from_pretrained(path), {}) == tokens

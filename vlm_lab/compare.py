@@ -95,7 +95,8 @@ class _EncodingCache:
     The processor (chat template, tokenizer, image preprocessing) costs as much as a
     tiny model's generate; checkpoints of one run share it, so each batch is encoded
     once (the context check before generation encodes them: ``compare_context``).
-    Bounded by ``ENCODING_CACHE_BYTES``; a processor's batches are dropped once its last checkpoint ran.
+    Bounded by ``ENCODING_CACHE_BYTES`` (past it, each checkpoint encodes a batch again, and the check counts the
+    rest row by row instead); a processor's batches are dropped once its last checkpoint ran.
     """
 
     def __init__(self) -> None:
@@ -111,6 +112,9 @@ class _EncodingCache:
             self._batches[processor_fp, keys] = encoded
             self._nbytes += size
         return encoded
+
+    def holds(self, processor_fp: str, keys: tuple[str, ...]) -> bool:
+        return (processor_fp, keys) in self._batches
 
     def drop(self, processor_fp: str) -> None:
         for key in [k for k in self._batches if k[0] == processor_fp]:
@@ -305,7 +309,7 @@ def compare(
     runs = [(ref, name, processors[fp], chunks) for ref, name, fp, *_, chunks, _ in plans if chunks]
     # its processors are held until their last checkpoint has loaded: each model load takes the one the check loaded
     checked = check_context_room([(ref, name, proc, [chunk for chunk, _ in chunks]) for ref, name, proc, chunks in runs], ids,
-                                 encodings.get, {s.id: s.line for s in samples if s.line})
+                                 encodings, {s.id: s.line for s in samples if s.line})
     last_use = {proc: i for i, (*_, proc, _) in enumerate(runs)}  # a processor's batches are let go after its last checkpoint
 
     total = sum(len(chunks) for *_, chunks, _ in plans)
