@@ -189,3 +189,30 @@ def test_a_rows_tokens_follow_its_prompt_and_image_size_never_its_pixels(family,
         by_shape.setdefault((s.prompt, s.image.size), set()).add(n)
     assert all(len(counts) == 1 for counts in by_shape.values()), by_shape
     assert _count_rows(processor, "fp", samples, transformers.AutoConfig.from_pretrained(path), {}) == tokens
+
+
+def test_the_image_shape_read_from_a_files_header_is_the_one_the_model_gets(tmp_path):
+    """Past the bound the check reads a file's size from its header and EXIF orientation, without decoding it:
+    for each kind of file, what the decoded image (upright RGB) has."""
+    import numpy as np
+    from PIL import Image
+
+    from vlm_lab.compare_context import _shape
+    from vlm_lab.data import Sample
+
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    files = {}
+    for orientation in (1, 3, 5, 6, 8):
+        for suffix in ("jpg", "webp", "png"):
+            exif = Image.Exif()
+            exif[0x0112] = orientation
+            files[f"o{orientation}.{suffix}"] = (Image.fromarray(pixels), {"exif": exif.tobytes()})
+    files["rgba.png"] = (Image.fromarray(pixels).convert("RGBA"), {})
+    files["palette.gif"] = (Image.fromarray(pixels).convert("P"), {})
+    files["grey16.png"] = (Image.fromarray((pixels[..., 0].astype(np.uint16) * 257)), {})
+    for name, (image, options) in files.items():
+        image.save(tmp_path / name, **options)
+        sample = Sample(id=name, image=None, image_path=str(tmp_path / name), prompt="What?")
+        shown = sample.image
+        assert _shape(sample) == ("What?", shown.size, shown.mode), name
+    assert {Sample(id="x", image=None, image_path=str(tmp_path / n), prompt="").image.size for n in files} == {(48, 40), (40, 48)}
