@@ -166,3 +166,11 @@ def test_a_misspelt_or_empty_entry_is_named_with_the_fix(workdir, capsys, body, 
     path = _write(workdir, body)
     assert main(["sweep", str(path), "--dry-run"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_dry_run_lists_the_runs_in_the_grids_numeric_order(workdir, capsys):
+    """--dry-run listed runs by id as text (x=16 before x=4), unlike summary.md's table."""
+    path = _write(workdir, "grid:\n  x: [4, 16, 8]\n  tag: [b, a]\n")
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    listed = [line.split()[1].rsplit(",", 1)[0] for line in capsys.readouterr().out.splitlines() if line.startswith("  pending")]
+    assert listed == [f"tag={t},x={x}" for x in (4, 8, 16) for t in ("a", "b")]

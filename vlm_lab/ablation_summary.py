@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from vlm_lab.data import atomic_write_text
+from vlm_lab.sweep_plan import grid_order
 
 STATUS_FILE = "status.json"  # a run's state (vlm_lab.sweep)
 RESULT_FILE = "summary.json"  # a comparison's per-checkpoint summary (vlm_lab.results)
@@ -73,7 +74,7 @@ def write_summary(
 
     sweep_dir, abandoned = Path(sweep_dir), set(abandoned)
     records, parameter_columns, partial = [], {}, 0
-    for run in sorted(runs, key=_grid_order):
+    for run in sorted(runs, key=grid_order):
         state = "interrupted" if run.run_id in abandoned and run.status().get("state") == "running" else run.state()
         parameters = {parameter_column(k): v for k, v in run.parameters.items()}
         parameter_columns.update(dict.fromkeys(parameters))
@@ -108,15 +109,6 @@ def _verdict(sweep_dir: Path) -> str:
     except (VlmLabError, OSError) as e:  # a run folder unreadable now: the table above stands without the line
         line = f"no best variant: the report could not read the sweep ({e}); notebook 04 says more"
     return "\n" + line[:1].upper() + line[1:] + "\n"
-
-
-def _grid_order(run: Any) -> tuple:
-    """Rows by their varied values in the grid's key order, numbers by value: run ids sort as text, which put
-    max_new_tokens 16 before 4 in the table a researcher reads first."""
-    return tuple(
-        (0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0.0, str(v))
-        for v in run.varied.values()
-    ) + (run.run_id,)
 
 
 def run_fields(run_dir: Path, state: str) -> dict[str, Any]:

@@ -65,7 +65,7 @@ from vlm_lab.sweep_file import load_sweep  # noqa: F401 - re-exported
 from vlm_lab.sweep_checks import check_parameters, notebook_fingerprint, notebook_parameters, snapshot_notebook  # noqa: F401
 from vlm_lab.sweep_locks import LOCKED_EXIT_CODE, RUN_LOCKS, SweepLockedError, now as _now, run_is_running, run_lock, sweep_lock  # noqa: F401
 # Re-exported: vlm_lab.sweep is where the ablation report, the CLI, scripts and tests find them.
-from vlm_lab.sweep_plan import MAX_RUNS, PARAMS_FILE, STATUS_FILE, SWEEP_FILE, RunSpec, plan, run_id, shard, sweep_dir  # noqa: F401
+from vlm_lab.sweep_plan import MAX_RUNS, PARAMS_FILE, STATUS_FILE, SWEEP_FILE, RunSpec, grid_order, plan, run_id, shard, sweep_dir  # noqa: F401
 from vlm_lab.sweep_report import ERROR_CHARS, SAME_ERROR_LINES, SweepReport, _Tally, describe_error, log_line  # noqa: F401
 from vlm_lab.sweep_run import (  # noqa: F401
     BEFORE_CELLS, KERNEL_LOG, RUN_TIMEOUT_FROM_FILE, WANDB_ID_LENGTH, _DISK_ERRNOS, _write_json, execute_run,

@@ -104,6 +104,15 @@ def plan(config: SweepConfig, *, fingerprint: str | None = None) -> list[RunSpec
     return runs
 
 
+def grid_order(run: RunSpec) -> tuple:
+    """A key listing runs by their varied values in the grid's key order, numbers by value (summary.md, --dry-run):
+    run ids sort as text, which put max_new_tokens 16 before 4 in the table a researcher reads first."""
+    return tuple(
+        (0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0.0, str(v))
+        for v in run.varied.values()
+    ) + (run.run_id,)
+
+
 def shard(runs: list[RunSpec], index: int, count: int) -> list[RunSpec]:
     """The runs of shard ``index`` of ``count`` (0-based): every run lands in exactly one shard."""
     ordered = sorted(runs, key=lambda r: r.run_id)

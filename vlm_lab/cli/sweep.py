@@ -148,7 +148,7 @@ def _sweep(args: argparse.Namespace) -> int:
         where = f" in shard {config.shard_index}/{config.shard_count}" if config.shard_count > 1 else ""
         print(f"{config.name}: {len(runs)} run(s){where} -> {sweep.sweep_dir(config)}")
         states = []
-        for run in runs:
+        for run in sorted(runs, key=sweep.grid_order):  # as summary.md lists them: x=4 before x=16
             states.append(state := run.state())
             print(f"  {state:11s} {run.run_id}{_why(run, state)}")
         counts = {s: states.count(s) for s in ("completed", "failed", "timed_out", "interrupted", "running", "pending") if s in states}
