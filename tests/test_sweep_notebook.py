@@ -347,12 +347,16 @@ if not os.path.exists("quiet"):
     for run in runs:
         text = (run.dir / sweep.KERNEL_LOG).read_text()
         assert f"fd-2 of x={run.varied['x']}\n" in text and f"ERROR | kernel log of x={run.varied['x']}\n" in text, text
-    # Executed again, by a kernel that prints nothing: no kernel.log (the earlier execution's is not kept).
+    # Executed again, by a kernel that prints nothing: no kernel.log (the earlier execution's is not
+    # kept, and an empty one is removed). A loaded machine can make ipykernel itself say something at
+    # start or shutdown (CI saw it once): then the log holds that, and still nothing of the earlier run.
     (tmp_path / "quiet").touch()
     status = json.loads((runs[0].dir / sweep.STATUS_FILE).read_text())
     (runs[0].dir / sweep.STATUS_FILE).write_text(json.dumps(status | {"state": "failed"}))
     assert main(["sweep", str(sweep_file), "--quiet"]) == 0
-    assert runs[0].completed and not (runs[0].dir / sweep.KERNEL_LOG).exists()
+    kernel_log = runs[0].dir / sweep.KERNEL_LOG
+    said = kernel_log.read_text() if kernel_log.exists() else None
+    assert runs[0].completed and (said is None or (said.strip() and "of x=1" not in said)), said
 
 
 def test_a_write_error_says_what_this_invocation_got_done(sweep_file, tmp_path):
