@@ -24,6 +24,10 @@ $(PINNED_TARGETS): export MKL_CBWR ?= COMPATIBLE
 $(PINNED_TARGETS): export ONEDNN_MAX_CPU_ISA ?= AVX2
 endif
 
+# The demo logs W&B offline, as the README says, even where the shell exports WANDB_API_KEY (which would
+# log it online to that account); a WANDB_MODE you set wins.
+demo: export WANDB_MODE ?= offline
+
 .PHONY: help setup lock browser checkpoints demo test test-fast lab space publish bench clean
 
 help:  ## list the targets

@@ -93,3 +93,36 @@ def test_cli_help_documents_options():
     build_help = run("checkpoints", "build", "--help")
     for option in ("--out", "--steps", "--save-every", "--seed"):
         assert option in build_help
+
+
+def run_make_demo(tmp_path, env):
+    """`make demo` with the Makefile as written, its venv's programs replaced by ones that record WANDB_MODE."""
+    import os
+    import shutil
+
+    (tmp_path / "Makefile").write_text((ROOT / "Makefile").read_text())
+    for name in ("pyproject.toml", "constraints.txt"):
+        (tmp_path / name).touch()
+    stamp = tmp_path / "stamp"
+    stamp.touch()
+    os.utime(stamp, (2**31, 2**31))  # newer than its prerequisites: nothing is installed
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for program in ("python", "vlm-lab"):
+        (bin_dir / program).write_text(f'#!/bin/sh\necho "${{WANDB_MODE-unset}}" >> "{tmp_path}/modes"\n')
+        (bin_dir / program).chmod(0o755)
+    make_env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "MAKE"))} | env
+    done = subprocess.run([shutil.which("make"), "demo", f"BIN={bin_dir}", f"STAMP={stamp}"], cwd=tmp_path,
+                          env=make_env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return set((tmp_path / "modes").read_text().split())
+
+
+def test_make_demo_logs_to_wandb_offline_even_with_a_key(tmp_path):
+    """The README's first screen: the demo logs W&B offline and needs no network, also for a user whose shell
+    exports WANDB_API_KEY (vlm_lab.tracking would otherwise log the demo's runs online to their account)."""
+    assert run_make_demo(tmp_path, {"WANDB_API_KEY": "x" * 40}) == {"offline"}
+
+
+def test_make_demo_keeps_a_wandb_mode_you_set(tmp_path):
+    assert run_make_demo(tmp_path, {"WANDB_API_KEY": "x" * 40, "WANDB_MODE": "online"}) == {"online"}
