@@ -100,3 +100,27 @@ def test_an_animated_gif_is_saved_as_the_frame_the_model_saw(tiny_checkpoints, t
     with Image.open(tmp_path / "out" / row["image"]) as saved:
         assert getattr(saved, "n_frames", 1) == 1
         assert saved.convert("RGB").tobytes() == seen.tobytes()
+
+
+def test_any_animated_image_is_saved_as_the_frame_the_model_saw_and_a_still_one_as_it_is(tiny_checkpoints, tmp_path):
+    # an animated WebP or PNG (APNG) played in comparison.html as a GIF did; a still one stays the user's file
+    red, blue = (shapes.draw_shape(color, "circle", random.Random(0)) for color in ("red", "blue"))
+    for name in ("moving.webp", "moving.png", "moving.gif"):
+        red.save(tmp_path / name, save_all=True, append_images=[blue], duration=200, loop=0,
+                 **({"lossless": True} if name.endswith(".webp") else {}))  # fmt: skip
+    for name in ("still.webp", "still.png", "still.gif"):
+        red.save(tmp_path / name)
+    names = ["moving.webp", "moving.png", "moving.gif", "still.webp", "still.png", "still.gif"]
+    (tmp_path / "d.jsonl").write_text("".join(
+        json.dumps({"id": name, "image": name, "prompt": "What color is the shape?"}) + "\n" for name in names))
+    _compare(tiny_checkpoints[-1], tmp_path / "d.jsonl", tmp_path / "out")
+    rows = {row["id"]: row for row in map(json.loads, (tmp_path / "out" / "results.jsonl").read_text().splitlines())}
+    for name in names:
+        saved_path = tmp_path / "out" / rows[name]["image"]
+        if name.startswith("still"):  # copied byte for byte, in its own format
+            assert saved_path.suffix == name[name.rindex("."):]
+            assert saved_path.read_bytes() == (tmp_path / name).read_bytes(), name
+            continue
+        with Image.open(saved_path) as saved:
+            assert saved.format == "PNG" and not getattr(saved, "is_animated", False), name
+            assert saved.convert("RGB").tobytes() == open_image(tmp_path / name).tobytes(), name

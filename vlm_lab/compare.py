@@ -39,9 +39,10 @@ __all__ = ["BatchEvent", "ComparisonResult", "MemoryProbe", "ResultCache", "comp
            "truncated_message", "unique_names", "warn_flagged_outputs"]
 
 SYNC_EVERY_S = 1.0  # fsync the result cache at most this often (and after each checkpoint's last batch), in the Syncer's thread
-# copied as they are; others become PNG. Not GIF: the page would play an animated one, whose later frames the model
-# never saw (it reads the first); a GIF's first frame as PNG is the same pixels, lossless
-WEB_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+# copied as they are when they hold one frame (``_one_frame``); others become PNG
+WEB_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
+# the ones a browser animates (it shows a JPEG's first picture, an MPO's stereo pair too), by the format they open as
+ANIMATED_FORMATS = {".png": "PNG", ".gif": "GIF", ".webp": "WEBP"}
 # zlib's run-length strategy on PNG's filtered rows: the same pixels, written 2x (shapes) to 6x (a 512x600 photo)
 # faster than with the default strategy, in files 3-13% larger (measured: 128 shapes images 24 -> 11 ms, the photo 122 -> 20 ms)
 PNG_STRATEGY = zlib.Z_RLE
@@ -177,9 +178,9 @@ def _write_images(samples: Sequence[Sample], image_keys: Sequence[str], out: Pat
 
     Samples that ask several questions of one image (VQA sets do) share its file.
 
-    An image read from a file a browser shows (PNG, JPEG, WebP) is copied byte for byte
-    (a JPEG stays a JPEG: no re-encoding of large photos); any other (GIF, TIFF, BMP, ...) and one
-    made in memory (the shapes set) is written as PNG. Each file is
+    An image read from a file a browser shows (PNG, JPEG, GIF, WebP) is copied byte for byte
+    (a JPEG stays a JPEG: no re-encoding of large photos) unless it is animated; any other (TIFF, BMP, ...),
+    an animated one (as the frame the model saw) and one made in memory (the shapes set) is written as PNG. Each file is
     written to a temp name and renamed, so an interrupted run never leaves half an image.
     Images an earlier comparison left in this folder (another data set, ``output_dir`` reused)
     are removed: the folder holds what its results show, nothing more. Only files named
@@ -213,13 +214,33 @@ def _write_images(samples: Sequence[Sample], image_keys: Sequence[str], out: Pat
 def _image_targets(samples: Sequence[Sample], image_keys: Sequence[str]) -> list[tuple[str, Path | None]]:
     """Per sample: its file name under ``images/`` and the file to copy there (None: write PNG)."""
     targets = []
+    one_frame: dict[Path, bool] = {}  # VQA sets ask several questions of one file: its header is read once
     for sample, key in zip(samples, image_keys):
         source = Path(sample.image_path) if sample.image_path else None
-        if source is not None and source.suffix.lower() in WEB_IMAGE_SUFFIXES and os.path.isfile(source):
+        if source is not None and source.suffix.lower() in WEB_IMAGE_SUFFIXES and source not in one_frame:
+            one_frame[source] = _one_frame(source)
+        if source is not None and one_frame.get(source):
             targets.append((f"{key}{source.suffix.lower()}", source))
         else:
             targets.append((f"{key}.png", None))
     return targets
+
+
+def _one_frame(path: Path) -> bool:
+    """Whether the file is one picture: the page would play an animated GIF, WebP or PNG (APNG) whose later frames
+    the model never saw (it reads the first), so such a file is saved as PNG of that frame (the same pixels, lossless).
+    False for what is not a file or cannot be opened (then it is written from the decoded image, which says why)."""
+    from PIL import Image
+
+    if not os.path.isfile(path):
+        return False
+    if path.suffix.lower() not in ANIMATED_FORMATS:
+        return True
+    try:
+        with Image.open(path, formats=[ANIMATED_FORMATS[path.suffix.lower()]]) as img:  # the header (a WebP: its frame index; a GIF: up to its second frame)
+            return not getattr(img, "is_animated", False)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False
 
 
 def compare(
