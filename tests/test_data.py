@@ -472,6 +472,21 @@ def test_a_whole_number_written_as_a_float_reads_as_the_number(tmp_path):
     assert (two.id, two.reference) == ("2.5", ["3", "0.5", "three"])
 
 
+
+def test_a_number_json_cannot_hold_reads_as_written_and_nan_stays_missing(tmp_path):
+    # json reads Infinity (and 1e400) as the float inf, which read "inf": an answer "Infinity" never matched it. NaN is
+    # how pandas' to_json-by-json.dumps writes a missing value: still no reference
+    _image(tmp_path / "a.png", "red")
+    (tmp_path / "d.jsonl").write_text(
+        '{"id": Infinity, "image": "a.png", "prompt": "Limit?", "reference": Infinity, "meta": {"bound": -Infinity}}\n'
+        '{"id": -Infinity, "image": "a.png", "prompt": "Limit?", "reference": [-Infinity, 1e400, 2.0, NaN]}\n'
+        '{"image": "a.png", "prompt": "Limit?", "reference": NaN}\n')
+    one, two, three = data.read_jsonl(tmp_path / "d.jsonl")
+    assert (one.id, one.reference) == ("Infinity", "Infinity")
+    assert one.meta == {"bound": float("-inf")}  # a number still, to break accuracy down by
+    assert (two.id, two.reference) == ("-Infinity", ["-Infinity", "1e400", "2"])
+    assert three.reference is None
+
 def test_files_joined_with_cat_read_whole_though_the_second_starts_with_a_bom(tmp_path):
     # `cat a.jsonl b.jsonl > all.jsonl`, b saved by a Windows editor: its BOM lands at the start of a line inside
     _image(tmp_path / "a.png", "red")

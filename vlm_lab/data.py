@@ -29,8 +29,8 @@ from typing import IO, Iterable, Iterator, MutableMapping, NoReturn
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vlm_lab.data_format import (RepeatedKeyError, as_text, blank, meta_field, not_json, not_jsonl, reference_field, scalar,
-                                 unique_keys)
+from vlm_lab.data_format import (RepeatedKeyError, as_text, blank, json_number, meta_field, not_json, not_jsonl, reference_field,
+                                 scalar, unique_keys)
 from vlm_lab.errors import DataError
 from vlm_lab.pixel_limit import ImageTooLargeError, check_pixels, pixel_limit, refused_by_pillow, too_many_pixels
 
@@ -378,7 +378,7 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
             bar.update(1)
             first_line = line if first_line is None else first_line
             try:
-                record = json.loads(line, object_pairs_hook=unique_keys)
+                record = json.loads(line, object_pairs_hook=unique_keys, parse_float=json_number, parse_constant=json_number)
             except RepeatedKeyError as e:
                 raise DataError(f"{path}:{lineno}: {e}") from None
             except json.JSONDecodeError as e:

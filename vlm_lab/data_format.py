@@ -117,9 +117,31 @@ def scalar(value: object) -> bool:
     return isinstance(value, (str, int, float)) and not isinstance(value, bool)
 
 
+class WrittenNumber(float):
+    """A number a float cannot hold (``Infinity``, ``-Infinity``, ``1e400``) that remembers how it was written:
+    a float still (a meta value to break down by), that reads as its text (``as_text``), not as ``inf``."""
+
+    text: str
+
+    def __new__(cls, text: str) -> WrittenNumber:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+def json_number(text: str) -> float:
+    """``json.loads``' ``parse_float`` and ``parse_constant``: the float, or for one it cannot hold a ``WrittenNumber``.
+    ``NaN`` stays a plain NaN: pandas' missing value (``missing``)."""
+    number = float(text)
+    return number if number != number or abs(number) < float("inf") else WrittenNumber(text)
+
+
 def as_text(value: str | int | float) -> str:
     """A string, or a number as written: a whole float as an integer (pandas writes an integer column that has a missing
-    value as floats: the answer 2 arrives as 2.0, which "2" never matched)."""
+    value as floats: the answer 2 arrives as 2.0, which "2" never matched), one json cannot hold as its text
+    (``Infinity``, not ``inf``)."""
+    if isinstance(value, WrittenNumber):
+        return value.text
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return str(int(value))
     return str(value)
