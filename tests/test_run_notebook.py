@@ -46,3 +46,18 @@ def test_declared_parameters_run_without_papermills_parameter_warnings(tmp_path)
     assert '"accuracy": 0.2' in (tmp_path / "o" / "summary.json").read_text()  # x=2 reached the notebook
     # papermill's parser misread the cell's `# 0 = no sleep` comment; the parameters are checked here
     assert "Unable to parse line" not in done.stderr and "unknown parameter" not in done.stderr, done.stderr
+
+
+def test_a_completed_notebooks_kernel_is_shut_down_without_an_interrupt_that_prints_an_error(tmp_path):
+    """make demo printed '[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.' after notebook 04 completed:
+    jupyter_client's shutdown sends SIGINT first, landing in papermill's last request; sweeps' kernels were spared it."""
+    import nbformat
+
+    from test_sweep_papermill import LINGERING_KERNEL_INFO
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(LINGERING_KERNEL_INFO)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "nb.ipynb")
+    done = _run(tmp_path, "nb.ipynb", "out.ipynb")
+    assert done.returncode == 0, done.stderr
+    assert "KeyboardInterrupt" not in done.stderr and "ERROR" not in done.stderr, done.stderr

@@ -266,6 +266,9 @@ def kernel_transport() -> Iterator[dict[str, Any]]:
     directory), so each kernel gets its own folder (``sweep_kernel_dirs.kernel_dir``: in the temp
     folder, short, as a unix socket path is limited to ~107 bytes). This also spares cron logs
     ipykernel's "running over TCP without encryption" warning. Other systems: TCP, as papermill does.
+    The kernel manager is the sweep's, without jupyter_client's SIGINT at shutdown, so a completed
+    notebook run by ``scripts/run_notebook.py`` (make demo) does not print ipykernel's "ERROR |
+    KeyboardInterrupt caught in kernel." either; ``execute`` puts a logging subclass in its place.
     """
     if os.name != "posix":
         yield {}
@@ -276,7 +279,8 @@ def kernel_transport() -> Iterator[dict[str, Any]]:
 
     # Removed after a dead kernel too; one a killed sweep leaves, the next sweep removes (remove_leftovers).
     with kernel_dir() as folder:
-        yield {"config": Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k")}})}
+        yield {"config": Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k")},
+                                 "NotebookClient": {"kernel_manager_class": _kernel_manager_class()}})}
 
 
 def last_started_cell(notebook: Path) -> dict[str, Any]:
