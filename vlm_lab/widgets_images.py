@@ -28,22 +28,26 @@ def upload_limit() -> int:
     """The largest upload that reaches the kernel, in bytes: the Jupyter server's websocket message limit.
 
     The browser sends an upload as one message; a larger one makes the server drop the connection (the page
-    reconnects and the kernel never hears of the file). Read from the ``jupyter_server_config.json`` files
-    on the config path (the kernel inherits the server's environment: ``make lab`` puts notebooks/.jupyter/ on it,
-    256 MiB); tornado's 10 MiB when none sets it. A limit set on the server's command line or in a ``.py``
-    config is not seen, so the label then says 10 MB, on the safe side.
+    reconnects and the kernel never hears of the file). Read from the server's config files as it reads them
+    (``jupyter_config`` then ``jupyter_server_config``, .py and .json, merged over the config path: the kernel
+    inherits the server's environment; ``make lab`` puts notebooks/.jupyter/ on it, 256 MiB); tornado's 10 MiB
+    when none sets it. A limit set on the server's command line is not seen, so the label then says 10 MB, on the
+    safe side.
     """
     from jupyter_core.paths import jupyter_config_path
+    from traitlets.config import Application, LazyConfigValue
 
-    for folder in jupyter_config_path():  # highest priority first
+    reader = Application()  # not .instance(): a kernel's own application (IPKernelApp) stays as it is
+    for name in ("jupyter_config", "jupyter_server_config"):
         try:
-            with open(os.path.join(folder, "jupyter_server_config.json"), encoding="utf-8") as f:
-                limit = json.load(f)["ServerApp"]["tornado_settings"]["websocket_max_message_size"]
-        except (OSError, ValueError, KeyError, TypeError):
+            reader.load_config_file(name, path=jupyter_config_path())
+        except Exception:  # noqa: BLE001 - a broken config file: the server logs it; the label stays on the safe side
             continue
-        if isinstance(limit, int) and limit > 0:
-            return limit
-    return TORNADO_MESSAGE_LIMIT
+    settings = reader.config.ServerApp.get("tornado_settings", {})
+    if isinstance(settings, LazyConfigValue):  # .update() in a .py config: onto the server's default, {}
+        settings = settings.get_value({})
+    limit = settings.get("websocket_max_message_size") if isinstance(settings, dict) else None
+    return limit if isinstance(limit, int) and limit > 0 else TORNADO_MESSAGE_LIMIT
 
 
 def megabytes(n: int) -> str:
