@@ -211,3 +211,25 @@ def test_a_text_only_model_is_refused_naming_what_is_profiled(tiny_checkpoints, 
         assert r.returncode == 2 and "Traceback" not in r.stderr and not r.stdout, (r.stdout, r.stderr)
         assert f"{str(folder)!r} is not a vision-language model: config.json says model_type {config.model_type!r}" in r.stderr
         assert "image-text-to-text models: llava, llava_next, idefics3" in r.stderr and "measuring" not in r.stderr
+
+
+def test_cpu_basic_counts_the_space_process_itself(tiny_checkpoints):
+    """On cpu-basic the Space's own process (Python, torch, transformers, gradio, the server: ~470 MiB resident, measured)
+    shares the 16 GB with the models. At a batch that leaves the model less than that below the 5% kept free, the verdict
+    said "fits" for a Space that would be OOM-killed."""
+    from vlm_lab import memory
+    from vlm_lab.memory_targets import MIB, SAFETY_FRACTION, get_target
+
+    t = get_target("cpu-basic")
+    est = memory.estimate(tiny_checkpoints[-1], dtype="float32", device="cpu", target=t)
+    without_process = int(t.memory_bytes * (1 - SAFETY_FRACTION))
+    batch = (without_process - est.generate_bytes(1)) // est.per_sample_bytes + 1  # the largest batch that fit before
+    assert without_process - 400 * MIB < est.generate_bytes(batch) <= without_process  # a thin margin: under the process's size
+    r = vlm_lab(str(tiny_checkpoints[-1]), "--no-measure", "--target", "cpu-basic", "--batch-size", str(batch), "--json")
+    assert r.returncode == 1, r.stderr
+    (row,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert row["fits"] is False and row["budget_bytes"] == without_process - row["process_bytes"] and row["process_bytes"] >= 400 * MIB
+    r = vlm_lab(str(tiny_checkpoints[-1]), "--no-measure", "--target", "cpu-basic", "--batch-size", str(batch))
+    verdict = r.stdout.splitlines()[-1]
+    assert "does NOT fit on cpu-basic" in verdict and "less 5% kept free and 470.00 MiB for the Space's own process" in verdict, verdict
+    assert "without the Space's own process it would fit" in verdict, verdict

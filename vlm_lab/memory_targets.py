@@ -21,6 +21,12 @@ GIB = 1024**3
 # Kept free on every target for what the estimate cannot see: allocator
 # fragmentation, a second process, the driver's own growth.
 SAFETY_FRACTION = 0.05
+# On a CPU target the Space's own process shares the RAM with the models it loads: Python with torch,
+# transformers and gradio imported, the server up, before its first model. Measured here (torch 2.13 CPU,
+# transformers 5.23, gradio 6.31): space/app.py serving, at its first request before any model loaded, held
+# 470 MiB resident (the imports alone 323 MiB). A constant, not this process's RSS: the verdict is about the
+# Space's process, not the CLI's or a notebook's. On a GPU target it lives in host RAM, not the GPU's memory.
+SPACE_PROCESS_BYTES = 470 * MIB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,11 +70,18 @@ def get_target(target: str | GpuTarget) -> GpuTarget:
 
 
 def budget_bytes(target: str | GpuTarget = DEFAULT_TARGET) -> int:
-    """Bytes a process may plan to use on ``target``: its memory less a 5% safety margin.
+    """Bytes the models may plan to use on ``target``: its memory less a 5% safety margin and, on CPU,
+    the Space's own process (``process_bytes``).
 
     The CUDA context is *not* subtracted here; estimates carry it as overhead.
     """
-    return int(get_target(target).memory_bytes * (1 - SAFETY_FRACTION))
+    t = get_target(target)
+    return int(t.memory_bytes * (1 - SAFETY_FRACTION)) - process_bytes(t)
+
+
+def process_bytes(target: str | GpuTarget = DEFAULT_TARGET) -> int:
+    """What the Space's own process holds of ``target``'s memory before any model: ``SPACE_PROCESS_BYTES`` on CPU, 0 on a GPU."""
+    return SPACE_PROCESS_BYTES if get_target(target).device == "cpu" else 0
 
 
 def recommended_dtype(target: str | GpuTarget = DEFAULT_TARGET) -> str:

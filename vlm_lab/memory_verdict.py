@@ -20,6 +20,7 @@ from vlm_lab.memory_targets import (
     budget_bytes,
     check_dtype_on_target,
     get_target,
+    process_bytes,
     recommended_dtype,
 )
 from vlm_lab.units import human_bytes
@@ -47,6 +48,7 @@ class Verdict:
     memory_bytes: int = 0  # the target's whole memory; budget_bytes is this less the safety margin
     suggestion: str = ""  # when it does not fit: the batch, dtype or target that would
     quantization: str = ""  # a pre-quantized checkpoint's stored format (MemoryEstimate.quantization)
+    process_bytes: int = 0  # of memory_bytes, what the Space's own process holds (CPU targets): not in the budget
 
     @property
     def margin_bytes(self) -> int:
@@ -70,7 +72,8 @@ class Verdict:
         word = "fits" if self.fits else "does NOT fit"
         budget = f"{human_bytes(self.budget_bytes)} budget"
         if self.memory_bytes:
-            budget += f" ({human_bytes(self.memory_bytes)} less {SAFETY_FRACTION:.0%} kept free)"
+            process = f" and {human_bytes(self.process_bytes)} for the Space's own process" if self.process_bytes else ""
+            budget += f" ({human_bytes(self.memory_bytes)} less {SAFETY_FRACTION:.0%} kept free{process})"
         stored = f", pre-quantized: {self.quantization}" if self.quantization else ""
         text = (
             f"{self.checkpoint} ({self.dtype}{stored}, batch {self.batch_size}) {word} on {self.target}: needs "
@@ -79,6 +82,9 @@ class Verdict:
         )
         if self.fits:  # checkpoints, not requests; where this batch does not fit, none are (co_resident 0)
             text += f", {self.co_resident} of this size loaded at once"
+        elif self.budget_bytes < self.required_bytes <= self.budget_bytes + self.process_bytes:  # a thin margin: what tips it
+            text += (f"; without the Space's own process it would fit (Python with torch, transformers and gradio, "
+                     f"serving: {human_bytes(self.process_bytes)} resident before any model)")
         return f"{text}; {self.suggestion}" if self.suggestion else text
 
 
@@ -173,6 +179,7 @@ def verdict(est: MemoryEstimate, target: str | GpuTarget = DEFAULT_TARGET) -> Ve
         memory_bytes=t.memory_bytes,
         suggestion="" if fits else _what_would_fit(stored, t, max_batch),
         quantization=est.quantization,
+        process_bytes=process_bytes(t),
     )
 
 
@@ -182,7 +189,7 @@ def _cannot_load(est: MemoryEstimate, t: GpuTarget) -> Verdict:
     return Verdict(
         checkpoint=est.checkpoint, target=t.name, dtype=est.dtype, batch_size=est.batch_size, required_bytes=est.peak_bytes(device=t.device),
         budget_bytes=budget_bytes(t), fits=False, max_batch_size=0, co_resident=0, recommended_dtype=recommended_dtype(t),
-        price_per_hour=t.price_per_hour, memory_bytes=t.memory_bytes, quantization=est.quantization,
+        price_per_hour=t.price_per_hour, memory_bytes=t.memory_bytes, quantization=est.quantization, process_bytes=process_bytes(t),
         suggestion=(f"transformers loads {est.quantization} only on a GPU of compute capability >= {est.quantization_capability} "
                     f"({t.name}: {where}); use a checkpoint stored another way (bitsandbytes, AWQ, GPTQ) or the unquantized one"),
     )
