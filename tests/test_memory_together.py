@@ -84,3 +84,26 @@ def test_one_that_fits_alone_is_said_in_the_singular(families):
     assert memory_report.summary(rows).splitlines()[-1] == (
         f"together on t4-small: 1 of these 2 checkpoints fits loaded at once, with room for one to generate ({refs[0]}); "
         "the model cache loads the others in turn, evicting the least recently used")
+
+
+def test_json_lines_carry_the_together_answer(families):
+    """`vlm-lab memory --json` printed one object per checkpoint and no together answer: each line now carries the answer
+    for the checkpoints printed so far (itself included), so the last line's is the whole list's, and every line still
+    parses as a checkpoint (a trailing summary line would not)."""
+    import json
+    import subprocess
+    import sys
+
+    refs = [str(families[n]) for n in ("qwen2-vl-2b", "smolvlm", "paligemma-3b")]
+    r = subprocess.run([sys.executable, "-m", "vlm_lab.cli", "memory", *refs, "--no-measure", "--json", "--batch-size", "4"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [line["path"] for line in lines] == refs and all(line["fits"] for line in lines)
+    assert [line["together"] for line in lines] == [
+        {"target": "t4-small", "counted": 1, "listed": 3, "fit": 1, "loaded": refs[:1]},
+        {"target": "t4-small", "counted": 2, "listed": 3, "fit": 1, "loaded": refs[:1]},  # either alone: the smaller weights
+        {"target": "t4-small", "counted": 3, "listed": 3, "fit": 2, "loaded": refs[1:]},  # the smallest first
+    ]
+    said = subprocess.run([sys.executable, "-m", "vlm_lab.cli", "memory", "--help"], capture_output=True, text=True).stdout
+    assert all(f'"{key}"' in said for key in lines[-1]["together"]), said  # --help names each key

@@ -41,6 +41,7 @@ class ProfileRow:
     verdict: Verdict
     measurement: Measurement | None = None
     not_measured: str = ""  # why a measurement that was asked for is missing ("no weights or tokenizer in the folder")
+    listed: int = 0  # checkpoints in the profile this row is one of (``iter_profile`` sets it; 0: not said)
 
     @property
     def measured_bytes(self) -> int | None:
@@ -91,6 +92,7 @@ class ProfileRow:
             # what required_bytes is made of on the target: max(weights + load_copy, weights + kv_cache + activations) + overhead
             "required_breakdown_bytes": e.on_target(v.target).breakdown(get_target(v.target).device),
             "budget_bytes": v.budget_bytes,
+            "process_bytes": v.process_bytes,  # the Space's own process (CPU targets), left out of budget_bytes
             "margin_bytes": v.margin_bytes,
             "fits": v.fits,
             "max_batch_size": v.max_batch_size,
@@ -217,7 +219,7 @@ def iter_profile(config: MemoryConfig, *, progress: bool = False) -> Iterator[Pr
                 m = dataclasses.replace(measured[key], checkpoint=ref.name)
                 if m.prompt_tokens != est.prompt_tokens:  # compare like with like: the prompt the child built
                     est = estimate(ref, dtype=dtype, device=device, target=target, **{**shape, "prompt_tokens": m.prompt_tokens}, **image)
-        row = profile_row(ref.path or ref.spec, est, target, m, why)
+        row = dataclasses.replace(profile_row(ref.path or ref.spec, est, target, m, why), listed=len(estimates))
         if row.not_measured:
             # notebook 03 and `vlm-lab memory` both warn this: it names the argument and the flag
             message = (f"cannot measure {row.path}: {row.not_measured} (estimate only; to skip measuring pass measure=False, "
@@ -395,14 +397,37 @@ def summary(rows: Sequence[ProfileRow]) -> str:
     return "\n".join([*lines, at_once] if at_once else lines)
 
 
+def loaded_together(rows: Sequence[ProfileRow]) -> list[ProfileRow]:
+    """The rows of the most of these checkpoints that fit loaded at once on the target, smallest first
+    (``memory.resident_together`` of those whose verdict says they fit; [] when none does)."""
+    fitting = [r for r in rows if r.verdict.fits]
+    if not fitting:
+        return []
+    target = fitting[0].verdict.target
+    left = list(fitting)
+    chosen = []
+    for est in resident_together([r.estimate for r in fitting], target):  # as the target loads them: match them back
+        row = next(r for r in left if r.estimate.on_target(target) == est)
+        left.remove(row)
+        chosen.append(row)
+    return chosen
+
+
+def together_json(rows: Sequence[ProfileRow]) -> dict[str, Any]:
+    """``vlm-lab memory --json``'s ``together``: ``loaded_together`` of ``rows`` (the checkpoints printed so far), with
+    how many those are (``counted``) of how many are listed: where the two are equal, it is the whole list's answer."""
+    chosen = loaded_together(rows)
+    return {"target": rows[-1].verdict.target, "counted": len(rows), "listed": max(len(rows), rows[-1].listed),
+            "fit": len(chosen), "loaded": [r.path for r in chosen]}
+
+
 def together(rows: Sequence[ProfileRow]) -> str:
     """How many of these checkpoints fit loaded at once on the target ('' when none fits alone): a comparison's
-    model cache holds them so, and loads the others in turn (``memory.resident_together``)."""
-    fitting = [r.estimate for r in rows if r.verdict.fits]
-    if not fitting:
-        return ""
+    model cache holds them so, and loads the others in turn (``loaded_together``)."""
     target = rows[0].verdict.target
-    chosen = resident_together(fitting, target)
+    chosen = [r.estimate.on_target(target) for r in loaded_together(rows)]  # their weights as the target loads them
+    if not chosen:
+        return ""
     room = "fit loaded at once, with room for one to generate"
     if len(chosen) == len(rows):
         every = "both" if len(rows) == 2 else f"all {len(rows)}"

@@ -12,7 +12,7 @@ _DEFAULTS = MemoryConfig()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from vlm_lab.memory_targets import GPU_TARGETS
+    from vlm_lab.memory_targets import GPU_TARGETS, MIB, SPACE_PROCESS_BYTES
 
     parser = sub.add_parser(
         "memory",
@@ -22,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the largest batch that fits and how many such checkpoints fit at once. "
         "A checkpoint that cannot be measured (no weights or tokenizer in its folder) keeps its estimate and verdict.",
         epilog="Table: estimated_MiB and measured_MiB are on `device` (where it was measured; the target's device with "
-        "--no-measure); needs_MiB, fits, margin, max_batch and co_resident are for `target`. "
+        "--no-measure); needs_MiB, fits, margin, max_batch and co_resident are for `target`. On a CPU target (cpu-basic) "
+        f"the budget also leaves {SPACE_PROCESS_BYTES // MIB} MiB for the Space's own process (Python with torch, transformers "
+        "and gradio, serving, before any model: measured). "
         "Exit codes: 0 every checkpoint fits; 1 one does not fit (or its --rehearse run ran out of memory); 2 an error; "
         "3 all fit but one could not be measured or ran out of memory outside a rehearsal (its verdict is from the "
         "estimate alone); 130 Ctrl-C (the rows done are printed; measurements are not saved).",
@@ -43,7 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-measure", action="store_true", help="estimate only: load nothing")
     parser.add_argument("--rehearse", action="store_true", help="on a larger GPU, cap the process at the target's memory and run it")
     parser.add_argument("--snapshot-dir", default=_DEFAULTS.snapshot_dir, help="write CUDA memory snapshots here (also on out-of-memory)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per checkpoint instead of a table")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per checkpoint instead of a table, a line as each is done. Each object's "
+                        "`together` is the table's together line for the checkpoints printed so far, itself included: "
+                        '{"target", "counted": how many those are, "listed": how many the run lists, "fit": how many of them '
+                        'fit loaded at once with room for one to generate, "loaded": their paths, smallest first}; the line '
+                        "where counted equals listed (the last) answers for the whole list")
     parser.set_defaults(func=_memory)
 
 
@@ -79,7 +86,7 @@ def _profile(args: argparse.Namespace) -> int:
         for row in memory_report.iter_profile(config, progress=True):
             rows.append(row)
             if args.json:  # a line as each checkpoint is done: long runs show progress, Ctrl-C keeps what is done
-                print(json.dumps(row.to_dict()), flush=True)
+                print(json.dumps({**row.to_dict(), "together": memory_report.together_json(rows)}), flush=True)
     except KeyboardInterrupt:
         _print_table(rows, args.json)
         done = f"after {len(rows)} checkpoint(s), shown above" if rows else "before any checkpoint was done"
