@@ -84,11 +84,31 @@ def test_a_resume_killed_before_it_wrote_anything_is_not_shown_as_finished(wandb
     log.write_bytes(log.read_bytes()[:7])  # the header wandb-core writes first
     assert main(["runs", str(wandb_home)]) == 0
     captured = capsys.readouterr()
-    assert "1 unreadable run folder(s) skipped" in captured.err
+    assert f"{resume.settings.sync_dir}: nothing logged" in captured.err  # nothing to upload there
     row = next(line for line in captured.out.splitlines() if "point0001" in line)
-    assert f"incomplete, latest start unreadable ({Path(resume.settings.sync_dir).name})" in row and "finished" not in row
+    assert f"incomplete, latest start logged nothing ({Path(resume.settings.sync_dir).name})" in row and "finished" not in row
     assert f"wandb sync {first.dir}" in captured.out  # the readable start is still offered for upload
 
+
+
+def test_a_run_killed_as_wandb_started_is_said_to_hold_nothing_and_to_be_safe_to_delete(wandb_home, capsys):
+    """A sweep run killed while wandb.init ran leaves an offline-run folder whose log holds only its 7-byte header
+    (as a wandb.init SIGKILLed once its log appeared leaves it). `vlm-lab runs` called it unreadable, as it calls a
+    damaged log, and left the user wondering whether to sync it: it holds nothing to upload, and can go."""
+    import shlex
+
+    from vlm_lab.cli import main
+
+    kept = _complete_start()
+    killed = kept.dir.parent / "offline-run-20990101_000000-killed01"
+    (killed / "logs").mkdir(parents=True)
+    (killed / "run-killed01.wandb").write_bytes(next(kept.dir.glob("run-*.wandb")).read_bytes()[:7])  # its header
+    assert main(["runs", str(wandb_home)]) == 0
+    captured = capsys.readouterr()
+    assert f"wandb sync {kept.dir}\n" in captured.out  # the empty one is not offered for upload
+    assert "unreadable" not in captured.out + captured.err and "cannot read" not in captured.err
+    assert f"{killed}: nothing logged" in captured.err
+    assert f"safe to delete: rm -r {shlex.quote(str(killed))}" in captured.err
 
 def test_a_log_damaged_in_the_middle_is_said_to_be_damaged_not_killed(wandb_home, capsys):
     """A byte flipped in a run's log (a bad disk, a copy gone wrong) ended the reading quietly, as a killed run's torn

@@ -394,8 +394,8 @@ def test_runs_cli_lists_the_readable_runs_and_names_the_broken_ones(wandb_home, 
     captured = capsys.readouterr()
     assert "kept" in captured.out and tracked.id in captured.out
     assert f"wandb sync {tracked.dir}\n" in captured.out  # the unreadable ones are not offered for upload
-    assert f"cannot read {killed}: " in captured.err and "empty or truncated header" in captured.err
-    assert f"cannot read {garbage}: " in captured.err and "2 unreadable run folder(s) skipped" in captured.err
+    assert f"{killed}: nothing logged" in captured.err and "safe to delete" in captured.err  # no record, not broken
+    assert f"cannot read {garbage}: " in captured.err and "1 unreadable run folder(s) skipped" in captured.err
 
 
 def test_runs_cli_on_a_missing_folder_says_so(tmp_path, capsys):

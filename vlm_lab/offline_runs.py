@@ -37,6 +37,15 @@ _BLOCK = 32768
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 
+class EmptyRunLogError(DataError):
+    """A run folder whose log holds no record (its header, or less): W&B was stopped as the run started, before
+    wandb-core wrote anything. There is nothing to upload; the message says the folder can be deleted."""
+
+    def __init__(self, log: Path) -> None:
+        super().__init__(f"nothing logged: its log {log.name} holds {log.stat().st_size} bytes, no record (W&B was "
+                         f"stopped as the run started); nothing to upload, safe to delete: rm -r {shlex.quote(str(log.parent))}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Artifact:
     """An artifact logged by the run: name, type, and ``{path in artifact: local file}``."""
@@ -192,6 +201,8 @@ def iter_records(path: str | os.PathLike[str], *, damage: list[int] | None = Non
 
     data = Path(path).read_bytes()
     if len(data) < _HEADER.size:
+        if _HEADER.pack(_IDENT, _MAGIC, 0).startswith(data[:6]):  # killed as wandb-core created it
+            raise EmptyRunLogError(Path(path))
         raise DataError(f"{path} is not a W&B run log (empty or truncated header)")
     ident, magic, _version = _HEADER.unpack_from(data)
     if ident != _IDENT or magic != _MAGIC:
@@ -254,7 +265,9 @@ def _replay(log: Path, config: dict[str, Any], summary: dict[str, Any]) -> dict[
     exit_code: int | None = None
     finished = False
     damage: list[int] = []
+    records = 0
     for record in iter_records(log, damage=damage):
+        records += 1
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run = record.run
@@ -286,6 +299,8 @@ def _replay(log: Path, config: dict[str, Any], summary: dict[str, Any]) -> dict[
             artifacts.append(Artifact(name=a.name, type=a.type, client_id=a.client_id, files=files))
         elif kind == "exit":
             finished, exit_code = True, record.exit.exit_code
+    if not records and not damage:
+        raise EmptyRunLogError(log)
     if not info:
         raise DataError(f"{log} has no run record (the run never started properly)")
     config.pop("_wandb", None)

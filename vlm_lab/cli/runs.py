@@ -31,17 +31,20 @@ def _runs(args: argparse.Namespace) -> int:
     root = Path(args.dir or os.environ.get("WANDB_DIR") or ".").expanduser()  # WANDB_DIR=~/...: as wandb reads it
     if not root.is_dir():
         raise DataError(f"no folder at {root}; give the WANDB_DIR the runs were logged under (or a folder above it)")
-    runs, unreadable = [], []
+    runs, unreadable, empty = [], [], []
     for folder in offline_runs.find_offline_runs(root):
         try:
             runs.append(offline_runs.read_offline_run(folder))
-        except (DataError, OSError) as e:  # a run killed as it started: one bad folder must not hide the rest
+        except offline_runs.EmptyRunLogError as e:  # a run killed as W&B started: nothing to sync, not broken
+            empty.append(folder)
+            print(f"{folder}: {e}", file=sys.stderr)
+        except (DataError, OSError) as e:  # one bad folder must not hide the rest
             unreadable.append(folder)
             print(f"cannot read {folder}: {e}", file=sys.stderr)
     if unreadable:
         print(f"{len(unreadable)} unreadable run folder(s) skipped (not offered for upload)", file=sys.stderr)
     runs = offline_runs.latest_runs(runs)  # a run started again with its id (a re-run sweep point): once
-    cut_short = _unreadable_latest_starts(runs, unreadable)
+    cut_short = _unreadable_latest_starts(runs, unreadable + empty)
     everywhere = runs
     if args.group is not None:
         runs = [r for r in runs if r.group == args.group]
@@ -56,7 +59,11 @@ def _runs(args: argparse.Namespace) -> int:
         row = {"run": run.id, "name": run.name, "group": run.group, "job": run.job_type, "tags": ",".join(run.tags)}
         for key, value in run.headline().items():
             row[key] = _shown(key, value)
-        row["state"] = f"incomplete, latest start unreadable ({cut_short[run.id].name})" if run.id in cut_short else run.state
+        if run.id in cut_short:
+            latest = cut_short[run.id]
+            row["state"] = f"incomplete, latest start {'logged nothing' if latest in empty else 'unreadable'} ({latest.name})"
+        else:
+            row["state"] = run.state
         row["uploaded"] = "yes" if run.synced else "no"
         rows.append(row)
     table = pd.DataFrame(rows).fillna("")
@@ -70,7 +77,7 @@ def _runs(args: argparse.Namespace) -> int:
     listed = {p for r in pending for p in r.sync_paths}
     # A folder a killed run left without its record log is no run: a glob would hand it to `wandb sync` too.
     others = any(p not in listed for parent in parents for p in parent.glob("offline-run-*"))
-    explicit = len(parents) > 1 or args.group or unreadable or len(pending) < len(runs) or others
+    explicit = len(parents) > 1 or args.group or unreadable or empty or len(pending) < len(runs) or others
     # Quoted for the shell it is pasted into (WANDB_DIR="/data/W&B runs"); the glob is left for it to expand.
     targets = (" ".join(shlex.quote(str(p)) for r in pending for p in r.sync_paths) if explicit
                else f"{shlex.quote(str(parents.pop()))}/offline-run-*")  # fmt: skip
@@ -111,8 +118,8 @@ def _logged_elsewhere(root: Path) -> str:
 
 
 def _unreadable_latest_starts(runs: list, unreadable: list[Path]) -> dict[str, Path]:
-    """Run id -> its unreadable folder, for runs whose newest start is one (wandb-core killed before it wrote
-    more than the log's header): the run did not finish, whatever its readable starts say. Matched by
+    """Run id -> its unreadable folder, for runs whose newest start is one (damaged, or wandb-core killed before it
+    wrote more than the log's header: it logged nothing): the run did not finish, whatever its readable starts say. Matched by
     folder name, ``offline-run-<time>-<id>`` (a suffix ``-N`` when starts share a second)."""
     import re
 
