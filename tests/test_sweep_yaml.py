@@ -174,3 +174,14 @@ def test_dry_run_lists_the_runs_in_the_grids_numeric_order(workdir, capsys):
     assert main(["sweep", str(path), "--dry-run"]) == 0
     listed = [line.split()[1].rsplit(",", 1)[0] for line in capsys.readouterr().out.splitlines() if line.startswith("  pending")]
     assert listed == [f"tag={t},x={x}" for x in (4, 8, 16) for t in ("a", "b")]
+
+
+def test_a_sweep_runs_its_runs_in_the_order_dry_run_lists_them(workdir, capsys):
+    """The cron log's [1/3] [2/3] lines followed the run ids as text (x=16 before x=4), not the order
+    --dry-run and summary.md list the same runs in."""
+    path = _write(workdir, "grid:\n  x: [4, 16, 8]\n")
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    listed = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("  pending")]
+    assert main(["sweep", str(path), "--jobs", "1"]) == 0
+    started = [line.split("started ", 1)[1].strip() for line in capsys.readouterr().err.splitlines() if " started " in line]
+    assert started == listed and [s.split(",")[0] for s in started] == ["x=4", "x=8", "x=16"], started

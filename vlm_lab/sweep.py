@@ -324,7 +324,7 @@ def run_sweep(
         command = command or sweep_coverage.default_command(config)
         _write_summary(sweep_dir(config), everything, in_progress=True, config=config, command=command)
         stack.enter_context(papermill_run.quiet())
-        todo = [r for r in mine if not r.completed]
+        todo = sorted((r for r in mine if not r.completed), key=grid_order)  # as --dry-run and summary.md list them
         # A terminal gets a bar; a log file (cron, CI) plain lines, with the time, instead of \r-redrawn
         # bars: what this invocation is to do, and each run as it starts and ends.
         interactive = progress and sys.stderr.isatty()
