@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -107,8 +109,14 @@ def test_a_run_killed_as_wandb_started_is_said_to_hold_nothing_and_to_be_safe_to
     captured = capsys.readouterr()
     assert f"wandb sync {kept.dir}\n" in captured.out  # the empty one is not offered for upload
     assert "unreadable" not in captured.out + captured.err and "cannot read" not in captured.err
-    assert f"{killed}: nothing logged" in captured.err
-    assert f"safe to delete: rm -r {shlex.quote(str(killed))}" in captured.err
+    # Written just now: a run starting at this moment looks the same, and deleting its folder would lose it.
+    assert f"{killed}: nothing logged" in captured.err and "a run starting right now" in captured.err
+    assert f"if no run is starting, it is safe to delete (rm -r {shlex.quote(str(killed))})" in captured.err
+    old = time.time() - offline_runs.SETTLED_S - 1
+    os.utime(killed / "run-killed01.wandb", (old, old))
+    assert main(["runs", str(wandb_home)]) == 0
+    err = capsys.readouterr().err
+    assert f"{killed}: nothing logged" in err and "starting" not in err and f"safe to delete: rm -r {shlex.quote(str(killed))}" in err
 
 def test_a_log_damaged_in_the_middle_is_said_to_be_damaged_not_killed(wandb_home, capsys):
     """A byte flipped in a run's log (a bad disk, a copy gone wrong) ended the reading quietly, as a killed run's torn

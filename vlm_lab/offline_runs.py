@@ -37,13 +37,26 @@ _BLOCK = 32768
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 
+# A log still at its header this long after wandb-core last wrote it belongs to no live run: wandb-core
+# writes the run record within seconds of creating the log, even on a loaded machine.
+SETTLED_S = 600
+
+
 class EmptyRunLogError(DataError):
     """A run folder whose log holds no record (its header, or less): W&B was stopped as the run started, before
-    wandb-core wrote anything. There is nothing to upload; the message says the folder can be deleted."""
+    wandb-core wrote anything. There is nothing to upload; the message says the folder can be deleted, unless
+    its log was written in the last ``SETTLED_S`` seconds: a run starting right now looks the same."""
 
     def __init__(self, log: Path) -> None:
-        super().__init__(f"nothing logged: its log {log.name} holds {log.stat().st_size} bytes, no record (W&B was "
-                         f"stopped as the run started); nothing to upload, safe to delete: rm -r {shlex.quote(str(log.parent))}")
+        stat = log.stat()
+        folder = shlex.quote(str(log.parent))
+        if time.time() - stat.st_mtime >= SETTLED_S:
+            why, fix = "W&B was stopped as the run started", f"safe to delete: rm -r {folder}"
+        else:
+            why = "a run starting right now, or one stopped as it started"
+            fix = f"if no run is starting, it is safe to delete (rm -r {folder}); else run `vlm-lab runs` again once it has"
+        super().__init__(f"nothing logged: its log {log.name} holds {stat.st_size} bytes, no record ({why}); "
+                         f"nothing to upload; {fix}")
 
 
 @dataclasses.dataclass(frozen=True)
