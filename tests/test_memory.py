@@ -743,6 +743,16 @@ def test_max_batch_says_when_it_is_the_search_cap(tiny_checkpoints, llava_7b):
     assert f"max batch {exact.max_batch_size}," in exact.message()
 
 
+def test_a_batch_asked_above_the_search_cap_is_searched_up_to(tiny_checkpoints):
+    """At batch 120000 on t4-small the tiny checkpoint does not fit: it said "max batch >= 4096; batch 4096 fits" where
+    some 98000 fit (and where 60000 fits, "max batch >= 4096"). Past an asked batch above the cap, the search goes on up to it."""
+    v = memory.verdict(memory.estimate(tiny_checkpoints[-1], batch_size=120000))
+    assert not v.fits and memory.MAX_BATCH < v.max_batch_size < 120000 and not v.max_batch_capped, v.message()
+    assert f"max batch {v.max_batch_size}; batch {v.max_batch_size} fits" in v.message()
+    at_most = memory.verdict(memory.estimate(tiny_checkpoints[-1], batch_size=5000))  # fits: a larger one may too
+    assert at_most.fits and at_most.max_batch_size == 5000 and f"max batch >= 5000," in at_most.message()
+
+
 def test_summary_says_when_the_fixed_overhead_is_most_of_a_measured_estimate(tiny_checkpoints, llava_7b):
     """The tiny checkpoints' estimate is mostly the 32 MiB CPU runtime constant: their error % must not read as the tool's."""
     from vlm_lab import memory_report

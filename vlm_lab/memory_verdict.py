@@ -27,7 +27,7 @@ from vlm_lab.units import human_bytes
 
 __all__ = ["MAX_BATCH", "Verdict", "co_resident", "max_batch_size", "resident_together", "verdict", "verdicts"]
 
-MAX_BATCH = 4096  # max_batch_size stops searching here
+MAX_BATCH = 4096  # max_batch_size stops searching here, or at the batch asked where that is larger
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +56,8 @@ class Verdict:
 
     @property
     def max_batch_capped(self) -> bool:
-        """The search stopped at ``MAX_BATCH``: a larger batch may fit too."""
-        return self.max_batch_size >= MAX_BATCH
+        """The search stopped at its cap (``MAX_BATCH``, or the batch asked where larger): a larger batch may fit too."""
+        return self.max_batch_size >= max(MAX_BATCH, self.batch_size)
 
     @property
     def max_batch_text(self) -> str:
@@ -90,13 +90,14 @@ class Verdict:
 
 
 def max_batch_size(est: MemoryEstimate, target: str | GpuTarget = DEFAULT_TARGET) -> int:
-    """The largest batch whose peak fits ``target``'s budget (0 when loading alone does not fit)."""
+    """The largest batch whose peak fits ``target``'s budget (0 when loading alone does not fit), up to ``MAX_BATCH`` or the
+    estimate's batch, whichever is larger: a batch asked above the cap that does not fit gets the exact largest that does."""
     t = get_target(target)
     budget = budget_bytes(t)
     if est.load_bytes(t.device) > budget or est.generate_bytes(1, t.device) > budget:
         return 0
     room = budget - est.generate_bytes(1, t.device)
-    return int(min(MAX_BATCH, 1 + room // max(1, est.per_sample_bytes)))
+    return int(min(max(MAX_BATCH, est.batch_size), 1 + room // max(1, est.per_sample_bytes)))
 
 
 def co_resident(est: MemoryEstimate, target: str | GpuTarget = DEFAULT_TARGET, *, batch_size: int | None = None) -> int:
