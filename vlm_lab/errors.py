@@ -3,7 +3,7 @@
 Each subclass also inherits the matching builtin, so callers that catch
 ``FileNotFoundError`` or ``ValueError`` keep working. The CLI maps
 ``VlmLabError`` to a one-line message and a non-zero exit code instead of a
-traceback.
+traceback, and a notebook cell shows that message alone.
 """
 
 from __future__ import annotations
@@ -13,6 +13,11 @@ class VlmLabError(Exception):
     """Base class for every error vlm_lab raises on purpose."""
 
     exit_code: int = 2
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython (a notebook cell, papermill's output notebook) shows for it: the message, which names the
+        value and the fix, without the frames of vlm_lab code around it; a real bug still gets its traceback."""
+        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}", *getattr(self, "__notes__", ())]
 
 
 class ConfigError(VlmLabError, ValueError):
