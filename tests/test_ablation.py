@@ -322,6 +322,30 @@ def test_a_wrong_folder_names_the_sweep_folder_to_pass(tmp_path, monkeypatch):
     assert Ablation.load("$SWEEPS/shapes-ablation").name == "shapes-ablation"  # as sweep files expand it
 
 
+def test_a_file_names_the_sweep_folder_to_pass(tmp_path):
+    """Notebook 04 pointed at the sweep file (sweep_dir="sweeps/shapes-ablation.yaml") or at a file of the sweep
+    raised NotADirectoryError: [Errno 20] Not a directory: 'sweeps/shapes-ablation.yaml/sweep.json'."""
+    from vlm_lab.errors import DataError
+
+    folder = lay_out_sweep(tmp_path, {"strategy": ["greedy", "nucleus"]})
+    sweep_file = tmp_path / "ablation.yaml"
+    sweep_file.write_text(f"name: shapes-ablation\nnotebook: {NOTEBOOK}\nruns_dir: {tmp_path / 'runs'}\ngrid:\n  strategy: [greedy]\n")
+    not_run = tmp_path / "later.yaml"
+    not_run.write_text(sweep_file.read_text().replace("name: shapes-ablation", "name: later"))
+    other = tmp_path / "notes.txt"
+    other.write_text("not a sweep\n")
+    cases = {
+        sweep_file: f"{str(sweep_file)!r} is the sweep file; pass the folder its runs are in, {str(folder)!r}",
+        not_run: f"{str(not_run)!r} is the sweep file; it has not run yet (`vlm-lab sweep {not_run}`), and its runs will be in {str(folder.parent / 'later')!r}",
+        folder / "summary.csv": f"{str(folder / 'summary.csv')!r} is a file of the sweep in {str(folder)!r}; pass that folder",
+        other: f"{str(other)!r} is a file, not a sweep's folder; pass runs/<sweep name>",
+    }
+    for given, message in cases.items():
+        with pytest.raises(DataError) as e:
+            Ablation.load(given)
+        assert str(e.value).startswith(message), str(e.value)
+
+
 def test_the_best_variant_line_says_which_runs_it_was_not_chosen_from(tmp_path):
     """One run's data had no references (accuracy None), one failed: the line named greedy the best variant as if
     all four runs had competed."""

@@ -69,11 +69,14 @@ class Ablation:
 
         Raises:
             DataError: the folder holds no sweep (run ``vlm-lab sweep SWEEP.yaml`` first); the message names the
-                sweep folder to pass instead when given one run's folder or the folder holding the sweeps.
+                sweep folder to pass instead when given one run's folder, the folder holding the sweeps, the sweep
+                file or a file in the sweep's folder.
         """
         import pandas as pd
 
         sweep_dir = Path(os.path.expandvars(os.fspath(sweep_dir))).expanduser()
+        if sweep_dir.is_file():
+            raise DataError(_file_message(sweep_dir))
         config = _read_json(sweep_dir / SWEEP_FILE)
         if not isinstance(config, dict) or not (sweep_dir / "summary.csv").is_file():
             raise DataError(_no_sweep_message(sweep_dir, has_config=isinstance(config, dict)))
@@ -385,6 +388,23 @@ def _no_sweep_message(folder: Path, *, has_config: bool) -> str:
         return f"{str(folder)!r} holds sweeps, not one; pass one of: " + ", ".join(str(folder / name) for name in inside)
     return (f"no sweep results in {str(folder)!r} (needs {SWEEP_FILE} and summary.csv); "
             "run `vlm-lab sweep sweeps/shapes-ablation.yaml` first")  # fmt: skip
+
+
+def _file_message(path: Path) -> str:
+    """Why the file ``path`` is not a sweep to report on: the sweep's own folder to pass instead, where there is one."""
+    from vlm_lab.errors import VlmLabError
+    from vlm_lab.sweep_file import load_sweep
+    from vlm_lab.sweep_plan import sweep_dir
+
+    if (path.parent / SWEEP_FILE).is_file():  # summary.csv, summary.md, sweep.json
+        return f"{str(path)!r} is a file of the sweep in {str(path.parent)!r}; pass that folder"
+    try:
+        folder = sweep_dir(load_sweep(path))
+    except VlmLabError:
+        return f"{str(path)!r} is a file, not a sweep's folder; pass runs/<sweep name>, the folder `vlm-lab sweep SWEEP.yaml` writes"
+    if (folder / SWEEP_FILE).is_file():
+        return f"{str(path)!r} is the sweep file; pass the folder its runs are in, {str(folder)!r}"
+    return f"{str(path)!r} is the sweep file; it has not run yet (`vlm-lab sweep {path}`), and its runs will be in {str(folder)!r}"
 
 
 def _refresh_states(sweep_dir: Path, runs: Any) -> None:
