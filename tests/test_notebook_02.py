@@ -50,3 +50,32 @@ def test_a_single_checkpoint_is_not_paired_with_itself(tmp_path, tiny_checkpoint
     text = _papermill(venv_bin, tmp_path / "run", "-p", "checkpoints", str(tiny_checkpoints[-1]), "-p", "num_samples", "4")
     assert "one checkpoint, nothing to pair" in text
     assert "checkpoint-1000 vs checkpoint-1000" not in text
+
+
+@pytest.mark.slow
+def test_a_cell_run_again_out_of_order_shows_this_runs_numbers(tmp_path, tiny_checkpoints):
+    """A person runs the comparison and the accuracy table, then runs the comparison again and jumps to the speed
+    table: it showed the first run's numbers (from_cache 0, though every answer of the re-run came from the cache)."""
+    from jupyter_client.manager import start_new_kernel
+
+    cells = {i: c.source for i, c in enumerate(nbformat.read(NOTEBOOK, as_version=4).cells) if c.cell_type == "code"}
+    speed = next(i for i, source in cells.items() if "tokens_per_s" in source)
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(NOTEBOOK.parent))
+    try:
+        def run(source: str) -> str:
+            reply = kc.execute_interactive(source, timeout=300, output_hook=lambda m: out.append(m["content"]))
+            assert reply["content"]["status"] == "ok", out
+            return "".join(c.get("text", "") + c.get("data", {}).get("text/plain", "") for c in out)
+
+        out: list[dict] = []
+        run(cells[1] + f"\ncheckpoints = {str(tiny_checkpoints[-1])!r}; num_samples = 2; output_dir = {str(tmp_path)!r}")
+        for i in sorted(cells)[1:4]:  # the config, the comparison, the accuracy table
+            run(cells[i])
+        for i in sorted(cells)[1:3]:  # the config and the comparison again: every answer from the cache
+            run(cells[i])
+        out = []
+        shown = run(cells[speed])
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert shown.splitlines()[-1].split()[-1] == "2", shown  # from_cache: both answers of this run
