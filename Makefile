@@ -5,7 +5,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-CHECKPOINTS ?= checkpoints/shapes
+EMBEDDED := checkpoints/shapes
+CHECKPOINTS ?= $(EMBEDDED)
+# space and publish with CHECKPOINTS=DIR serve your own checkpoints: only the embedded ones are built first
+# (`make checkpoints` into a Trainer's run refuses it, and trains the tiny model into a folder of earlier builds)
+EMBEDDED_BUILD = $(if $(filter $(EMBEDDED),$(CHECKPOINTS)),@$(MAKE) --no-print-directory checkpoints)
 SPACE ?=
 PYTEST_ARGS ?=
 
@@ -88,12 +92,14 @@ test-fast: $(STAMP)  ## the suite without slow and browser tests
 lab: checkpoints  ## JupyterLab on the notebooks (notebooks/.jupyter/: uploads up to 256 MiB, not 10)
 	JUPYTER_CONFIG_PATH=$(CURDIR)/notebooks/.jupyter$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH} $(BIN)/jupyter lab notebooks/
 
-space: checkpoints  ## serve the Space locally on 127.0.0.1:7860, as on Hugging Face
-	VLM_LAB_ROOT=$(CURDIR) GRADIO_EXAMPLES_CACHE=$(CURDIR)/.cache/gradio-examples $(BIN)/python space/app.py
+space: $(STAMP)  ## serve the Space locally on 127.0.0.1:7860, as on Hugging Face [CHECKPOINTS=DIR]
+	$(EMBEDDED_BUILD)
+	VLM_LAB_ROOT=$(CURDIR) GRADIO_EXAMPLES_CACHE=$(CURDIR)/.cache/gradio-examples \
+		$(if $(filter-out $(EMBEDDED),$(CHECKPOINTS)),VLM_LAB_CHECKPOINTS=$(CHECKPOINTS)) $(BIN)/python space/app.py
 
-publish:  ## publish the Space: make publish SPACE=owner/name [ARGS="--dry-run"]
+publish: $(STAMP)  ## publish the Space: make publish SPACE=owner/name [CHECKPOINTS=DIR] [ARGS="--dry-run"]
 	@test -n "$(SPACE)" || { echo "usage: make publish SPACE=owner/name [ARGS='--hardware t4-small']"; exit 2; }
-	@$(MAKE) --no-print-directory checkpoints
+	$(EMBEDDED_BUILD)
 	HF_HUB_OFFLINE=0 $(BIN)/python scripts/publish_space.py $(SPACE) --checkpoints $(CHECKPOINTS) $(ARGS)
 
 bench: checkpoints  ## run the speed benchmarks (prints ratios)
