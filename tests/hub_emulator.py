@@ -4,7 +4,7 @@ A stdlib ``ThreadingHTTPServer`` on 127.0.0.1 (port 0) that answers the routes
 huggingface_hub 2.x calls when publishing a Space: whoami-v2, repos/create,
 validate-yaml, the NDJSON commit (file / deletedFile / deletedFolder),
 tree listing and repo info at any revision (main, a branch or tag in ``refs``, a commit), file downloads
-(``resolve/<revision>/<path>``, HEAD and GET, as ``hf_hub_download`` and transformers fetch them),
+(``resolve/<revision>/<path>``, HEAD and GET, as ``hf_hub_download`` and transformers fetch them), an owner's Spaces (``list_spaces(author=)``),
 settings (visibility), and the Space runtime / hardware / sleeptime / secrets /
 variables / pause / restart / logs endpoints. State is in memory. The real client
 is pointed at it with ``HF_ENDPOINT`` (or ``HfApi(endpoint=...)``).
@@ -259,6 +259,10 @@ class HubEmulator(XetHub, LfsHub):
             return self._validate_yaml(json.loads(body or b"{}"))
         if path == "/api/repos/create" and method == "POST":
             return self._create(who, json.loads(body or b"{}"))
+        if path == "/api/spaces" and method == "GET":  # list_spaces(author=...): one page, what the caller can read
+            author = query.get("author", [""])[0]
+            return 200, [{"id": r.repo_id, "private": r.private, "sdk": r.sdk} for (kind, rid), r in sorted(self.repos.items())
+                         if kind == "space" and rid.split("/")[0] == author and self.can_read(who, r)], {}
         m = re.match(r"^/api/(spaces|models|datasets)/([^/]+/[^/]+)(?:/(.*))?$", path)
         if not m:
             raise _error(404, f"no route {method} {path}")

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from vlm_lab.config import PublishConfig
 from vlm_lab.errors import ConfigError, PublishError
-from vlm_lab.publish_checks import check_zero_gpu, memory_notes, served_hub_refs, served_model_notes
+from vlm_lab.publish_checks import check_zero_gpu, memory_notes, new_space_notes, served_hub_refs, served_model_notes
 from vlm_lab.publish_files import commit_plan, plan_files, repo_info
 from vlm_lab.publish_hub import TOKENS_URL, Hub, HubNotFoundError, check_can_write, connect, scrubbed_logs
 from vlm_lab.publish_report import FilePlan, PublishReport, SettingChange, estimate_cost, human_seconds
@@ -114,6 +114,7 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
     info = repo_info(hub, config.space, "space")
     how = check_can_write(hub, config.space, exists=info is not None)
     say(f"can write {config.space}: {how}")
+    typo = new_space_notes(hub, config.space) if info is None else []  # my-vml for my-vlm: a second, billed Space
     model_info = None
     if config.checkpoints_repo:
         model_info = repo_info(hub, config.checkpoints_repo, "model")
@@ -135,7 +136,7 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
                    if config.checkpoints_repo else None)
     sizes = dict(staged.sizes) | (ckpt_staged.sizes if ckpt_staged else {})
     say(f"staged {len(staged.files)} files, {human_bytes(sum(sizes.values()))}; {len(staged.excluded)} junk file(s) left out")
-    warned = [*staged.notes, *(ckpt_staged.notes if ckpt_staged else ())]
+    warned = [*typo, *staged.notes, *(ckpt_staged.notes if ckpt_staged else ())]
     configs = [f.source for st in (staged, ckpt_staged) if st for f in st.files.values() if f.source.name == "config.json"]
     warned += memory_notes(config.hardware, configs)
     if served:

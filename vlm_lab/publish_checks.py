@@ -131,3 +131,20 @@ def served_model_notes(hub: "Hub", refs: Iterable["CheckpointRef"], *, space: st
             notes.append(f"VLM_LAB_CHECKPOINTS names {ref.spec}, but {ref.repo_id}{at} has no config.json in its {where}: "
                          "the Space would fail to load it; name a folder that holds a checkpoint")
     return notes
+
+
+def new_space_notes(hub: "Hub", space: str) -> list[str]:
+    """A Space that does not exist yet, named a letter or two away from one its owner has (``my-vml`` for ``my-vlm``):
+    a publish would create a second Space, billed on its own, where the user meant to update theirs."""
+    import difflib
+
+    owner, _, name = space.partition("/")
+    try:
+        names = {s.id.partition("/")[2].lower(): s.id for s in hub.api.list_spaces(author=owner, limit=1000)}
+    except Exception:  # noqa: BLE001 - a hint only: a listing the Hub refuses or cannot answer never stops a publish
+        return []
+    close = [names[c] for c in difflib.get_close_matches(name.lower(), list(names), n=3, cutoff=0.8)]
+    if not close:
+        return []
+    return [f"{space} does not exist: this publish creates a new Space, billed on its own; {owner} has "
+            f"{', '.join(close)}: to update that one instead, publish to its name"]
