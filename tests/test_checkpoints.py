@@ -429,3 +429,17 @@ def test_the_processor_fingerprint_tells_apart_configs_that_make_another_process
     assert made == ["LlavaProcessor", "TokenizersBackend"]
     first, second = (checkpoints.processor_fingerprint(resolve(str(folder))[0]) for folder in folders)
     assert first != second
+
+
+@pytest.mark.parametrize("earlier", ["shapes/checkpoint-250", "shapes"])
+def test_a_bare_name_after_a_path_names_the_checkpoint_beside_it(tiny_dir, monkeypatch, earlier):
+    """Notebook 02 with checkpoints="checkpoints/shapes/checkpoint-250,checkpoint-1000" said no checkpoint at
+    '<root>/checkpoint-1000' and listed the project root: the user meant the one beside the first."""
+    monkeypatch.chdir(tiny_dir.parent)
+    meant = os.path.join(tiny_dir.name, "checkpoint-1000")
+    with pytest.raises(CheckpointNotFoundError) as info:
+        resolve_all(f"{earlier.replace('shapes', tiny_dir.name)},checkpoint-1000")
+    assert f"each comma-separated entry is a path of its own: did you mean {meant!r}?" in str(info.value), str(info.value)
+    with pytest.raises(CheckpointNotFoundError) as info:
+        resolve_all("checkpoint-1000")
+    assert "did you mean" not in str(info.value)

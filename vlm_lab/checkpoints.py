@@ -416,12 +416,24 @@ def _resolve_specs(specs: list[str], *, check_hub: bool = True) -> tuple[list[Ch
         try:
             found = resolve(spec, check_hub=check_hub)
         except CheckpointNotFoundError as e:
-            failed[str(spec).strip()] = e
+            failed[str(spec).strip()] = _beside_an_earlier_one(e, str(spec).strip(), specs)
             continue
         for ref in found:
             key = str(Path(ref.path).resolve()) if ref.path is not None else f"{ref.repo_id}@{ref.revision or 'main'}:{ref.subfolder or ''}"
             seen.setdefault(key, ref)
     return list(seen.values()), failed
+
+
+def _beside_an_earlier_one(error: CheckpointNotFoundError, spec: str, specs: list[str]) -> CheckpointNotFoundError:
+    """``error``, naming the checkpoint ``spec`` meant when it is a bare name beside (or in) an earlier entry's
+    folder: ``runs/x/checkpoint-250,checkpoint-1000`` reads as if the folder carried over to the next entry."""
+    if os.path.isabs(spec) or os.sep in spec:
+        return error
+    for earlier in (Path(e.strip()) for e in specs if e.strip() and e.strip() != spec):
+        for candidate in (earlier.parent / spec, earlier / spec):
+            if candidate.parent != Path(".") and candidate.exists():
+                return CheckpointNotFoundError(f"{error}; each comma-separated entry is a path of its own: did you mean {str(candidate)!r}?")
+    return error
 
 
 def _not_resolved(failed: dict[str, CheckpointNotFoundError], given: int) -> CheckpointNotFoundError:
