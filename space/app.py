@@ -27,6 +27,7 @@ except ImportError:  # run from a repository checkout without an install
     sys.path.insert(0, str(APP_DIR.parent))
 
 # Light imports (neither gradio nor torch): safe before prepare_environment sets the environment.
+from vlm_lab.space_examples import load_examples  # noqa: E402
 from vlm_lab.space_images import limit_image_pixels  # noqa: E402
 from vlm_lab.space_service import Answer, ComparisonService, InteractionLog  # noqa: E402
 from vlm_lab.space_settings import (  # noqa: E402
@@ -193,16 +194,14 @@ def build_demo(service: ComparisonService, plan: ServingPlan, defaults: list[str
                                 gr.Markdown(label=f"Stats {slot + 1}", visible=False, elem_id=f"stats-{slot + 1}",
                                             elem_classes="stats")]
         inputs = [image, prompt, *ckpts, strategy, max_new_tokens]
-        examples = sorted((APP_DIR / "examples").glob("*.png"))
-        questions = ["What color is the shape?", "What shape is it?", "Describe the image."]
-        rows = [[str(p), questions[i % len(questions)], *selected[:MAX_SLOTS], strategies[0],
-                 settings.default_max_new_tokens] for i, p in enumerate(examples)]
+        examples, heading = load_examples(APP_DIR / "examples")  # examples/examples.jsonl: your own, else the shapes
+        rows = [[str(e.image), e.question, *selected[:MAX_SLOTS], strategies[0], settings.default_max_new_tokens]
+                for e in examples]
         if rows and defaults:
             # preprocess=False: the examples take the path an upload takes (read_image, its limits and messages)
             gr.Examples(rows, inputs=inputs, outputs=results, fn=compare_example, preprocess=False,
-                        cache_examples=True, cache_mode="eager",
-                        example_labels=[f"{p.stem.replace('-', ' ')} · {r[1]}" for p, r in zip(examples, rows)],
-                        label="Examples (synthetic shapes)")
+                        cache_examples=True, cache_mode="eager", example_labels=[e.label for e in examples],
+                        label=heading)
         beams = service.memory.beams_note()  # what the API's beam(N) may ask for on this hardware, where it is capped
         gr.Markdown(
             f"Checkpoints: {', '.join(labels)}. Images up to {settings.max_pixels:,} pixels. "

@@ -32,7 +32,9 @@ from typing import Any, Callable
 
 from vlm_lab.config import PublishConfig
 from vlm_lab.errors import ConfigError, PublishError
-from vlm_lab.publish_checks import check_zero_gpu, memory_notes, new_space_notes, served_hub_refs, served_model_notes
+from vlm_lab.publish_checks import (
+    check_examples, check_zero_gpu, memory_notes, new_space_notes, served_hub_refs, served_model_notes,
+)
 from vlm_lab.publish_files import commit_plan, plan_files, repo_info
 from vlm_lab.publish_hub import TOKENS_URL, Hub, HubNotFoundError, check_can_write, connect, scrubbed_logs
 from vlm_lab.publish_report import FilePlan, PublishReport, SettingChange, estimate_cost, human_seconds
@@ -111,6 +113,7 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
         raise PublishError(f"no Space app in {str(space_dir)!r} (no app.py, no README.md); pass space_dir='DIR', the app folder")
     card = read_space_card(space_dir)
     check_zero_gpu(config.hardware, space_dir / card.app_file)
+    check_examples(space_dir)
     info = repo_info(hub, config.space, "space")
     how = check_can_write(hub, config.space, exists=info is not None)
     say(f"can write {config.space}: {how}")

@@ -148,3 +148,26 @@ def new_space_notes(hub: "Hub", space: str) -> list[str]:
         return []
     return [f"{space} does not exist: this publish creates a new Space, billed on its own; {owner} has "
             f"{', '.join(close)}: to update that one instead, publish to its name"]
+
+
+def check_examples(space_dir: Path) -> None:
+    """The Space's own examples (``examples/examples.jsonl``) read, with every image inside the Space folder: one
+    outside is not uploaded, and the Space would say ``cannot start`` minutes after the upload.
+
+    Raises:
+        ConfigError: the file cannot be read (``vlm_lab.data``'s message, naming the line) or names images outside.
+    """
+    from vlm_lab.errors import DataError
+    from vlm_lab.space_examples import EXAMPLES_FILE, load_examples
+
+    folder = space_dir / "examples"
+    try:
+        examples, _ = load_examples(folder)
+    except DataError as e:
+        raise ConfigError(f"{folder / EXAMPLES_FILE}: {e}; the Space could not start with it; nothing was uploaded") from None
+    root = space_dir.resolve()
+    outside = [str(e.image) for e in examples if not e.image.resolve().is_relative_to(root)]
+    if outside:
+        raise ConfigError(f"{folder / EXAMPLES_FILE} names images outside the Space folder {str(space_dir)!r}, which are "
+                          f"not uploaded: {', '.join(outside[:3])}{' ...' if len(outside) > 3 else ''}; copy them under "
+                          f"{folder} and name them relative to {EXAMPLES_FILE}; nothing was uploaded")
