@@ -242,6 +242,16 @@ def test_a_missing_data_file_names_its_absolute_path_and_what_is_there(tmp_path,
     assert f"found in {tmp_path / 'ds'}: mine.jsonl" in str(e.value)
 
 
+def test_a_data_folder_names_the_jsonl_in_it(tmp_path):
+    """Notebook 02 with data= the folder write_jsonl made (data.jsonl + images/) said 'no data file at <folder>'."""
+    from vlm_lab import shapes
+
+    folder = data.write_jsonl(shapes.make_samples("val", 2), tmp_path / "mydata").parent
+    with pytest.raises(DataError) as e:
+        data.load_samples(str(folder))
+    assert str(e.value).startswith(f"{folder} is a folder; pass the JSONL in it: data={str(folder / 'data.jsonl')!r}"), str(e.value)
+
+
 @pytest.mark.parametrize("dtype, top, suffix", [(np.uint16, 65535, ".png"), (np.float32, 1.0, ".tif"), (np.int32, 65535, ".tif")])
 def test_deep_grey_images_are_scaled_to_what_a_viewer_shows(tmp_path, dtype, top, suffix):
     """Depth maps and scans: a 16-bit, 32-bit or 0..1 float gradient keeps its mid-grey; Pillow's

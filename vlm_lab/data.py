@@ -355,6 +355,8 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
         DataError: naming the file and line, for a line or an image that cannot be used.
     """
     path = Path(path).expanduser()  # "~/…" from a notebook parameter or a sweep file: no shell expanded it
+    if path.is_dir() and len(inside := sorted(path.glob("*.jsonl"))) == 1:  # the folder write_jsonl made
+        raise DataError(f"{path} is a folder; pass the JSONL in it: data={str(inside[0])!r}")
     if not path.is_file():
         from vlm_lab.paths import nearby
 
