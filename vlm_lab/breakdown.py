@@ -103,10 +103,14 @@ def plot_by(result: ComparisonResult, key: str, ax, xs: list) -> None:
     """One line per value of ``meta[key]`` at the checkpoints' positions ``xs``, with 95% CI bars, on ``ax``."""
     frame = result.accuracy_by(key)
     parts = list(frame.groupby(value_column(key), sort=False))
-    span = (max(xs) - min(xs)) or 1
+    from vlm_lab.results_plot import MARKERS
+
+    span = (max(xs) - min(xs)) or 2  # a checkpoint alone is drawn on (-1, 1)
     for i, (value, part) in enumerate(parts):
-        dodge = (i - (len(parts) - 1) / 2) * span * 0.01  # the values' CI bars side by side, not on top of each other
+        dodge = (i - (len(parts) - 1) / 2) * span * 0.012  # the values' CI bars side by side, not on top of each other
         acc = part["accuracy"].to_numpy()
         errors = [acc - part["ci_low"].to_numpy(), part["ci_high"].to_numpy() - acc]
-        ax.errorbar([x + dodge for x in xs], acc, yerr=errors, marker="o", capsize=3, label=f"{value} (n={part['n_scored'].iloc[0]})")
-    ax.legend(title=key, fontsize="small")
+        ax.errorbar([x + dodge for x in xs], acc, yerr=errors, marker=MARKERS[i % len(MARKERS)], capsize=3,
+                    label=f"{value} (n={part['n_scored'].iloc[0]})")  # fmt: skip
+    # beside the axes: inside, it hid the CI bars at the curves' top right, where accuracy ends up
+    ax.legend(title=key, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))

@@ -33,7 +33,7 @@ from typing import Any
 from vlm_lab.breakdown import MAX_VALUES
 from vlm_lab.data import atomic_write_text, file_holds
 from vlm_lab.errors import ConfigError, DataError
-from vlm_lab.scoring import METRIC_LABELS, PairedComparison, normalize, paired_bootstrap
+from vlm_lab.scoring import PairedComparison, normalize, paired_bootstrap
 
 # per checkpoint, per sample; truncated: cut off before the end token (at max_new_tokens, or at_context: where the
 # checkpoint reads no further)
@@ -335,34 +335,13 @@ class ComparisonResult:
     def plot_accuracy(self, ax=None, *, by: str | None = None):
         """Accuracy against training step with 95% CI error bars; returns the matplotlib Axes.
 
-        Checkpoints without a step (hub ids, plain folders) are placed by their order.
+        Checkpoints without a step (hub ids, plain folders), or a checkpoint alone, are named on the axis in their
+        order (long names shortened, ``results_plot.tick_labels``). Nothing scored: the axes say why instead.
         ``by``: one line per value of the samples' ``meta[by]`` (``accuracy_by``), not the overall accuracy.
         """
-        if ax is None:
-            import matplotlib.pyplot as plt
+        from vlm_lab.results_plot import plot_accuracy
 
-            _, ax = plt.subplots(figsize=(6, 3.5))
-        steps = [r.get("step") for r in self.refs]
-        use_steps = all(s is not None for s in steps)
-        xs = steps if use_steps else list(range(len(self.checkpoints)))
-        if by is None:
-            acc = [_nan(s["accuracy"]) for s in self.summary]
-            low = [a - _nan(s["ci_low"]) for a, s in zip(acc, self.summary)]
-            high = [_nan(s["ci_high"]) - a for a, s in zip(acc, self.summary)]
-            ax.errorbar(xs, acc, yerr=[low, high], marker="o", capsize=4, label="accuracy (95% CI)")
-        else:
-            from vlm_lab.breakdown import plot_by
-
-            plot_by(self, by, ax, xs)
-        ax.set_xlabel("training step" if use_steps else "checkpoint")
-        if not use_steps:
-            ax.set_xticks(xs, self.checkpoints, rotation=20)
-        metric = self.config.get("metric", "exact")
-        ax.set_ylabel("VQA accuracy" if metric == "vqa" else f"{METRIC_LABELS.get(metric, metric)} accuracy")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-        ax.set_title(f"accuracy by checkpoint (n={len(self.rows)})" if by is None else f"accuracy by checkpoint and {by}")
-        return ax
+        return plot_accuracy(self, ax, by=by)
 
     def html(self, *, max_rows: int | None = 200, only_disagreements: bool = False, embed_images: bool = True) -> str:
         """Side-by-side view: a readable summary, then one row per sample with its thumbnail and
@@ -401,10 +380,6 @@ def _csv_format(summary_path: Path) -> int | None:
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _nan(value: float | None) -> float:
-    return float("nan") if value is None else float(value)
 
 
 def _disagree(row: dict, names: list[str]) -> bool:

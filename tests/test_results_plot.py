@@ -1,0 +1,91 @@
+"""vlm_lab/results_plot.py: notebook 02's accuracy plot as a reader sees it (labels, ticks, messages; not pixels)."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import pytest
+
+from vlm_lab.results import ComparisonResult
+
+matplotlib.use("Agg")
+
+TYPES = ("color", "shape", "describe")
+
+
+def _result(tmp_path, names, steps, *, accuracy=(0.5,), references=True) -> ComparisonResult:
+    """A comparison of ``names`` on 12 samples (4 per question type); checkpoint i answers right ``accuracy[i]`` of them."""
+    acc = list(accuracy) * len(names) if len(accuracy) == 1 else list(accuracy)
+    rows = []
+    for k in range(12):
+        outputs = {n: {"output": "red" if k < 12 * a else "blue", "score": (1.0 if k < 12 * a else 0.0) if references else None,
+                       "latency_s": 0.1, "new_tokens": 1} for n, a in zip(names, acc)}  # fmt: skip
+        rows.append({"id": f"s{k}", "image": f"images/s{k}.png", "prompt": "p", "reference": "red" if references else None,
+                     "meta": {"question_type": TYPES[k % 3]}, "outputs": outputs})  # fmt: skip
+    summary = [{"checkpoint": n, "step": s, "accuracy": a if references else None, "ci_low": max(a - 0.2, 0) if references else None,
+                "ci_high": min(a + 0.2, 1) if references else None, "n_scored": 12 if references else 0, "n_samples": 12}
+               for n, s, a in zip(names, steps, acc)]  # fmt: skip
+    refs = [{"name": n, "spec": n, "step": s} for n, s in zip(names, steps)]
+    return ComparisonResult(config={"seed": 0}, checkpoints=list(names), refs=refs, rows=rows, summary=summary, output_dir=tmp_path)
+
+
+def _overlapping(texts) -> list[tuple[str, str]]:
+    """Pairs of tick labels drawn over each other: level ones whose boxes meet, slanted ones closer (across
+    their slant) than a line of text is high (their upright boxes overlap however far apart they are)."""
+    texts = [t for t in texts if t.get_text()]
+    pairs = []
+    for a, b in zip(texts, texts[1:]):
+        angle = math.radians(a.get_rotation())
+        if angle:
+            apart = abs(b.get_window_extent().x1 - a.get_window_extent().x1) * math.sin(angle)
+            if apart < a.get_fontsize() * a.figure.dpi / 72:
+                pairs.append((a.get_text(), b.get_text()))
+        elif a.get_window_extent().overlaps(b.get_window_extent()):
+            pairs.append((a.get_text(), b.get_text()))
+    return pairs
+
+
+@pytest.mark.parametrize("by", [None, "question_type"])
+def test_long_checkpoint_names_are_short_distinct_tick_labels_that_do_not_overlap(tmp_path, by):
+    """Five plain folders with long paths: the ticks were the whole paths, overlapping, wider than the plot."""
+    names = [f"/data/experiments/my-org-vlm-finetune-lr3e-5-warmup100-step{s}" for s in (0, 250, 500, 750, 1000)]
+    ax = _result(tmp_path, names, [None] * 5, accuracy=(0.0, 0.5, 0.8, 0.9, 1.0)).plot_accuracy(by=by)
+    ax.figure.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(set(labels)) == 5 and all(len(label) <= 32 for label in labels), labels
+    assert all(label.endswith(name[-7:]) for label, name in zip(labels, names)), labels  # the part that tells them apart
+    assert not _overlapping(ax.get_xticklabels())
+    if by:  # beside the axes: inside, it hid the CI bars of the curves' top right (where accuracy ends up)
+        assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
+    inside = ax.figure.get_window_extent()
+    assert all(inside.x0 <= t.get_window_extent().x0 and t.get_window_extent().x1 <= inside.x1 for t in ax.get_xticklabels())
+
+
+@pytest.mark.parametrize("by", [None, "question_type"])
+def test_one_checkpoint_is_named_on_its_axis(tmp_path, by):
+    """One checkpoint at step 500: the axis read 480..520 (training steps that do not exist), and with ``by`` the
+    three values' points sat 0.01 apart under an offset '+5e2'."""
+    ax = _result(tmp_path, ["checkpoint-500"], [500], accuracy=(0.75,)).plot_accuracy(by=by)
+    ax.figure.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["checkpoint-500"]
+    assert ax.xaxis.get_offset_text().get_text() == ""
+    if by:  # the three values' CI bars side by side, apart by more than a hair
+        xs = sorted(line.get_xdata()[0] for line in ax.lines if len(line.get_xdata()) == 1 and line.get_marker() not in ("_", None, "None"))
+        lo, hi = ax.get_xlim()
+        assert len(xs) >= 3 and (xs[-1] - xs[0]) / (hi - lo) > 0.02, xs
+        markers = [bars.lines[0].get_marker() for bars in ax.containers]
+        assert len(set(markers)) == len(markers) == 3, markers  # told apart by shape, not by colour alone
+
+
+@pytest.mark.parametrize("references", [False, True])
+def test_nothing_scored_is_a_message_not_an_empty_axis(tmp_path, references):
+    """No references (or no accuracy for any checkpoint): the plot was an empty axis from -0.04 to 0.04."""
+    result = _result(tmp_path, ["checkpoint-250", "checkpoint-500"], [250, 500], references=references)
+    if references:  # every checkpoint's accuracy missing (n_scored 0): all NaN
+        for s in result.summary:
+            s.update(accuracy=None, ci_low=None, ci_high=None, n_scored=0)
+    ax = result.plot_accuracy()
+    said = " ".join(t.get_text() for t in ax.texts)
+    assert "no accuracy to plot" in said and ("no sample has a reference" in said) != references, said
+    assert not ax.lines and not ax.collections and not ax.axison

@@ -1,0 +1,76 @@
+"""Notebook 02's accuracy plot: each checkpoint's accuracy with its 95% CI bars against training step (or by
+checkpoint, named on the axis), overall or one line per value of a meta key; a message where nothing is scored."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from typing import TYPE_CHECKING
+
+from vlm_lab.scoring import METRIC_LABELS
+from vlm_lab.short_labels import list_labels
+
+if TYPE_CHECKING:
+    from vlm_lab.results import ComparisonResult
+
+TICK_CHARS = 28  # a tick label's length: five whole paths (60+ characters) ran over each other and off the figure
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # lines told apart by shape too, not by colour alone
+
+
+def tick_labels(names: list[str]) -> list[str]:
+    """The checkpoints' names on the axis: a path's last part where those differ (``lr3e-5-step250``, not
+    ``/data/experiments/lr3e-5-step250``), shortened to ``TICK_CHARS`` keeping the start and the end."""
+    tails = [n.rstrip("/").rpartition("/")[2] or n for n in names]
+    return list_labels(tails if len(set(tails)) == len(set(names)) else list(names), width=TICK_CHARS)
+
+
+def plot_accuracy(result: ComparisonResult, ax=None, *, by: str | None = None):
+    """``ComparisonResult.plot_accuracy``: see there."""
+    n = len(result.checkpoints)
+    steps = [r.get("step") for r in result.refs]
+    use_steps = n > 1 and all(s is not None for s in steps)  # one checkpoint: its name, not a step axis 480..520
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        slanted = n > 1 and not use_steps  # the checkpoints' names below the axis take an inch of their own
+        _, ax = plt.subplots(figsize=(6, 4.5 if slanted else 3.5), layout="constrained")
+    xs = steps if use_steps else list(range(n))
+    acc = [math.nan if s["accuracy"] is None else float(s["accuracy"]) for s in result.summary]
+    if all(math.isnan(a) for a in acc):
+        return _nothing_scored(result, ax)
+    if by is None:
+        low = [a - _nan(s["ci_low"]) for a, s in zip(acc, result.summary)]
+        high = [_nan(s["ci_high"]) - a for a, s in zip(acc, result.summary)]
+        ax.errorbar(xs, acc, yerr=[low, high], marker="o", capsize=4, label="accuracy (95% CI)")
+    else:
+        from vlm_lab.breakdown import plot_by
+
+        plot_by(result, by, ax, xs)
+    ax.set_xlabel("training step" if use_steps else "checkpoint")
+    if not use_steps:
+        ax.set_xticks(xs, tick_labels(result.checkpoints), rotation=30 if n > 1 else 0, ha="right" if n > 1 else "center",
+                      rotation_mode="anchor")  # fmt: skip
+        if n == 1:
+            ax.set_xlim(-1, 1)
+    metric = result.config.get("metric", "exact")
+    ax.set_ylabel("VQA accuracy" if metric == "vqa" else f"{METRIC_LABELS.get(metric, metric)} accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"accuracy by checkpoint (n={len(result.rows)})" if by is None else f"accuracy by checkpoint and {by}")
+    return ax
+
+
+def _nothing_scored(result: ComparisonResult, ax):
+    """No checkpoint has an accuracy: why, in words, where an empty axis (-0.04..0.04) stood."""
+    from vlm_lab.results_html import NO_REFERENCES, has_references
+
+    why = ("every checkpoint scored 0 samples (n_scored: see summary_table)" if has_references(result) else NO_REFERENCES)
+    ax.axis("off")
+    ax.text(0.5, 0.5, textwrap.fill(f"no accuracy to plot: {why}", 70), ha="center", va="center", transform=ax.transAxes,
+            wrap=True)  # fmt: skip
+    ax.set_title(f"accuracy by checkpoint (n={len(result.rows)})")
+    return ax
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
