@@ -575,3 +575,17 @@ def test_summary_md_ends_with_the_best_variant_and_whether_it_is_clearly_ahead(t
     last = (folder / "summary.md").read_text().splitlines()[-1]
     assert last.startswith(verdict), last
     assert last == Ablation.load(folder).describe_best()[:1].upper() + Ablation.load(folder).describe_best()[1:]
+
+
+def test_lines_that_coincide_stay_visible_and_the_axis_says_its_unit(tmp_path):
+    """greedy and beam(2) score alike on the tiny checkpoints, and every run has the same weights' bytes: each later
+    line was drawn exactly over the earlier ones, so the legend named four lines and one showed. The memory axis
+    read 'peak_memory_bytes' from 640000 to 710000."""
+    folder = lay_out_sweep(tmp_path, {"strategy": ["greedy", "beam(2)", "nucleus(0.9)"]})
+    ablation = Ablation.load(folder)
+    (ax,) = ablation.plot().axes
+    looks = [(line.get_marker(), line.get_linestyle(), line.get_fillstyle()) for line in ax.get_lines()]
+    assert len(set(looks)) == 3 and all(fill == "none" for _, _, fill in looks), looks  # hollow shapes show through each other
+    (ax,) = ablation.plot("peak_memory_bytes").axes
+    assert ax.get_ylabel() == "peak memory (MiB)" and list(ax.get_lines()[0].get_ydata()) == [10**6 / 2**20] * len(STEPS)
+    assert Ablation.load(folder).plot("tokens_per_s").axes[0].get_ylabel() == "tokens/s"

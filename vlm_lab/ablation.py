@@ -34,11 +34,16 @@ from vlm_lab.ablation_summary import (  # noqa: F401 - re-exported: vlm_lab.swee
     write_summary,
 )
 from vlm_lab.errors import DataError, VlmLabError
+from vlm_lab.results_plot import MARKERS
 
 SWEEP_FILE = "sweep.json"  # the sweep's config, written by vlm_lab.sweep at each invocation
 LOWER_IS_BETTER = ("mean_latency_s", "peak_memory_bytes")
 
 MAX_LEGEND_INSIDE = 6  # lines per panel whose legend fits inside it; with more, the legend goes beside the panel
+# each metric's axis: its label with the unit, and what its numbers are divided by for it (bytes read as MiB)
+METRIC_AXES = {"accuracy": ("accuracy", 1), "ci_low": ("accuracy, 95% CI low end", 1), "ci_high": ("accuracy, 95% CI high end", 1),
+               "mean_latency_s": ("mean latency (s)", 1), "tokens_per_s": ("tokens/s", 1), "peak_memory_bytes": ("peak memory (MiB)", 2**20)}  # fmt: skip
+LINE_STYLES = ("-", "--", "-.", ":")
 
 
 def _paired_text(other: dict[str, Any]) -> str:
@@ -309,16 +314,20 @@ class Ablation:
         params = self.varied or list(self.grid)[:1]
         fig, axes = plt.subplots(1, max(len(params), 1), figsize=(5 * max(len(params), 1), 3.5), squeeze=False)
         frame = self.results
+        label, scale = METRIC_AXES.get(metric, (metric, 1))
         x = "step" if frame["step"].notna().all() and len(frame) else "checkpoint"
         for ax, param in zip(axes[0], params or [None]):
             groups = frame.groupby(parameter_column(param), sort=True, dropna=False) if param else [("all runs", frame)]
-            for value, part in groups:
-                mean = part.groupby(x, sort=True)[metric].mean()
-                ax.plot(list(mean.index), list(mean.values), marker="o", label=f"{param}={value}" if param else value)
+            for i, (value, part) in enumerate(groups):
+                mean = part.groupby(x, sort=True)[metric].mean() / scale
+                # settings that score alike (greedy and beam on a small model; every run's weights' bytes) draw the
+                # same line: hollow markers of different shapes and dash patterns keep each one in sight
+                ax.plot(list(mean.index), list(mean.values), marker=MARKERS[i % len(MARKERS)], fillstyle="none",
+                        linestyle=LINE_STYLES[i % len(LINE_STYLES)], label=f"{param}={value}" if param else value)  # fmt: skip
             beside = len(ax.lines) > MAX_LEGEND_INSIDE  # many values: a legend inside would cover the lines
-            ax.set_title(f"{metric} by {param or 'checkpoint'}")
+            ax.set_title(f"{label.split(' (')[0]} by {param or 'checkpoint'}")
             ax.set_xlabel("training step" if x == "step" else "checkpoint")
-            ax.set_ylabel(metric)
+            ax.set_ylabel(label)
             if metric == "accuracy":
                 ax.set_ylim(-0.02, 1.02)
             ax.grid(alpha=0.3)
