@@ -255,3 +255,15 @@ def test_the_summary_shows_that_more_columns_lie_to_the_right(regressing, body, 
     box.evaluate("b => { b.scrollLeft = 0; }")
     assert box.evaluate("b => b.scrollWidth <= b.clientWidth") and edges() == (0, 0)
     page.close()
+
+
+def test_a_wrong_answer_is_marked_by_more_than_its_colour(regressing, tmp_path, browser):
+    """Right answers were green and wrong ones red, nothing else: to a red-green colour-blind reader (1 man in 12)
+    'a blue triangle' and 'a blue square' looked alike. A wrong one now starts with a cross; a right one does not."""
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    page.goto((regressing.output_dir / "comparison.html").as_uri())
+    before = "cells => cells.map((td) => getComputedStyle(td, '::before').content)"
+    wrong, right = (page.eval_on_selector_all(f"table.samples td.{mark}", before) for mark in ("bad", "ok"))
+    assert wrong and right and all("✗" in c for c in wrong) and all("✗" not in c and "✓" not in c for c in right), (wrong[:3], right[:3])
+    assert "✗" not in page.locator("table.samples td.bad").first.inner_text()  # copied text stays the answer alone
+    page.close()

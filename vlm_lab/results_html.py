@@ -3,7 +3,7 @@
 A readable summary first (accuracy with its 95% CI, the change against the checkpoint
 before with its paired CI, coloured when the CI excludes 0, flipped samples, latency,
 tokens/s, memory (a CUDA peak, or on CPU the weights), flags), then one row per sample: thumbnail, prompt, reference
-and each checkpoint's output, green when right (score 1), red when wrong (0), amber with
+and each checkpoint's output, green when right (score 1), red after a cross when wrong (0: not colour alone), amber with
 its value when partly right (VQA accuracy: "0.6" for 2 of 10 humans), and the rows where
 checkpoints disagree highlighted, with a no-script "show only these" toggle. A cell a checkpoint
 got wrong that the one before got right is marked "was right", with a toggle for those rows alone
@@ -63,6 +63,7 @@ STYLE = """
 .vlm-lab-comparison .settings{color:#667085;margin:2px 0 6px}.vlm-lab-comparison .capped{font-weight:600}
 .vlm-lab-comparison tr.disagree{background:#fff3c4}
 .vlm-lab-comparison td.ok{color:#16703a}.vlm-lab-comparison td.bad{color:#b3261e}.vlm-lab-comparison td.partial{color:#8a5a00}
+.vlm-lab-comparison td.bad::before{content:'\\2717\\00a0';font-weight:600}
 .vlm-lab-comparison .score{font-size:80%;font-variant-numeric:tabular-nums}
 .vlm-lab-comparison .empty{color:#5f6b7a;font-style:italic}
 .vlm-lab-comparison .nonfinite,.vlm-lab-comparison .truncated{color:#fff;padding:0 4px;border-radius:3px;font-size:80%;white-space:nowrap}
