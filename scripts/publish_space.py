@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Publish space/ to a Hugging Face Space, with its hardware and sleep time, in one command.
 
-    python scripts/publish_space.py owner/name [--hardware t4-small] [--sleep-time 3600] [--dry-run]
+    python scripts/publish_space.py owner/name [--hardware t4-small] [--sleep-time 3600] [--dry-run] [--list-files]
     make publish SPACE=owner/name ARGS="--dry-run"
 
 Thin: parse the options, build a PublishConfig, call vlm_lab.publish.publish, print
@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="upload the checkpoints to this model repo and point VLM_LAB_CHECKPOINTS at it")
     p.add_argument("--dry-run", action="store_true", help="print the plan (files, settings, cost) and write nothing to the hub "
                    "(a missing default checkpoints/shapes is still built, locally, so that the plan lists it)")
+    p.add_argument("--list-files", action="store_true", help="list every file of the plan, every file left out (and why) "
+                   "and every checkpoint, not the first 12 of each")
     p.add_argument("--no-wait", action="store_true", help="do not wait for the Space to build")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the build (default 1800)")
     p.add_argument("--poll-interval", type=float, default=5.0, help="seconds between runtime checks while waiting")
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # a bug or an unforeseen Hub answer: show it, but never the token
         print(scrub(traceback.format_exc(), _known_secrets(args)), file=sys.stderr)
         return 1
-    print(report.format())
+    print(report.format(list_files=args.list_files))
     return 0
 
 

@@ -127,7 +127,7 @@ def test_first_publish_creates_uploads_and_sets_hardware_sleep_and_secrets(hub, 
     assert f"{hub.endpoint}/spaces/{SPACE}" in r.stdout
     assert repo.sha[:12] in r.stdout
     assert "$0.40/hour" in r.stdout and "/month running 24/7" in r.stdout and "with the sleep time" in r.stdout
-    assert "upload:" in r.stdout and "junk file(s) left out" in r.stdout
+    assert "upload:" in r.stdout and "junk: " in r.stdout and "trainer_state.json x5" in r.stdout
     assert "stage: BUILDING" in r.stderr  # it waited for the new build, not the first RUNNING it saw
 
 

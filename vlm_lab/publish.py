@@ -138,7 +138,8 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
     ckpt_staged = (stage(checkpoints=checkpoints, checkpoints_prefix="", known=known)
                    if config.checkpoints_repo else None)
     sizes = dict(staged.sizes) | (ckpt_staged.sizes if ckpt_staged else {})
-    say(f"staged {len(staged.files)} files, {human_bytes(sum(sizes.values()))}; {len(staged.excluded)} junk file(s) left out")
+    left_out = len(staged.excluded) + (len(ckpt_staged.excluded) if ckpt_staged else 0)
+    say(f"staged {len(staged.files)} files, {human_bytes(sum(sizes.values()))}; {left_out} left out (the report says which)")
     warned = [*typo, *staged.notes, *(ckpt_staged.notes if ckpt_staged else ())]
     configs = [f.source for st in (staged, ckpt_staged) if st for f in st.files.values() if f.source.name == "config.json"]
     warned += memory_notes(config.hardware, configs)
@@ -159,7 +160,7 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
         ckpt_value = _checkpoints_value(config, ckpt_staged, ckpt_plan, None)
         actions = _settings(hub, config, runtime, exists=info is not None, checkpoints_value=ckpt_value,
                             private=getattr(info, "private", None))
-        return _report(hub, config, info, plans, [a[0] for a in actions], runtime, staged, sizes,
+        return _report(hub, config, info, plans, [a[0] for a in actions], runtime, (staged, ckpt_staged), sizes,
                        created=False, new_commit=plan.changed, dry_run=True, private=_visibility(config, info),
                        notes=warned + _checkpoints_token_note(hub, config, model_info, space_exists=info is not None))
 
@@ -207,7 +208,7 @@ def _publish(hub: Hub, config: PublishConfig, known: dict[str, str], say: Progre
             say(f"{config.space} is still building an earlier publish: waiting for it")
             runtime = wait_for_build(hub, config, before_stage=str(runtime.stage), commit=None, say=say)
     head = commit or repo_info(hub, config.space, "space").sha  # type: ignore[union-attr]
-    return _report(hub, config, {"sha": head}, plans, initial + [a[0] for a in actions], runtime, staged, sizes,
+    return _report(hub, config, {"sha": head}, plans, initial + [a[0] for a in actions], runtime, (staged, ckpt_staged), sizes,
                    created=created, new_commit=commit is not None, dry_run=False, private=_visibility(config, info),
                    notes=warned + _checkpoints_token_note(hub, config, model_info, space_exists=True))
 
@@ -446,7 +447,7 @@ def _pause_or_restart(hub: Hub, config: PublishConfig, say: Progress) -> Publish
         runtime = hub.call(f"{config.action} the Space", fn, config.space, repo=config.space)
         if config.action == "restart" and config.wait:
             runtime = wait_for_build(hub, config, before_stage=before, commit=None, say=say)
-    return _report(hub, config, info, (), [], runtime, None, {}, created=False, new_commit=False, dry_run=config.dry_run)
+    return _report(hub, config, info, (), [], runtime, (), {}, created=False, new_commit=False, dry_run=config.dry_run)
 
 
 def _visibility(config: PublishConfig, info: Any | None) -> bool | None:
@@ -458,7 +459,7 @@ def _visibility(config: PublishConfig, info: Any | None) -> bool | None:
 
 
 def _report(hub: Hub, config: PublishConfig, info: Any, plans: tuple[FilePlan, ...], settings: list[SettingChange],
-            runtime: Any | None, staged: Stage | None, sizes: dict[str, int], *, created: bool, new_commit: bool,
+            runtime: Any | None, stages: tuple[Stage | None, ...], sizes: dict[str, int], *, created: bool, new_commit: bool,
             dry_run: bool, notes: list[str] | None = None, private: bool | None = None) -> PublishReport:
     if runtime is not None and not dry_run:
         hardware = str(runtime.requested_hardware or runtime.hardware or config.hardware)
@@ -470,11 +471,14 @@ def _report(hub: Hub, config: PublishConfig, info: Any, plans: tuple[FilePlan, .
     if stage_name == "PAUSED":
         notes.append(f"paused: not billed; start it with --restart (make publish SPACE={config.space} ARGS=--restart)")
     sha = info.get("sha") if isinstance(info, dict) else getattr(info, "sha", None)
+    staged = [st for st in stages if st is not None]
     return PublishReport(
         space=config.space, url=f"{hub.endpoint}/spaces/{config.space}", action=config.action, dry_run=dry_run,
         created=created, commit=sha, new_commit=new_commit, plans=plans, settings=tuple(settings),
         hardware=hardware, sleep_time=sleep, stage=stage_name,
         cost=estimate_cost(hardware, sleep if hardware != "cpu-basic" else None, active_hours_per_day=config.active_hours_per_day),
-        sizes=sizes, excluded=len(staged.excluded) if staged else 0, notes=tuple(notes), private=private,
+        sizes=sizes, left_out=tuple(f for st in staged for f in st.excluded), notes=tuple(notes), private=private,
+        checkpoints=tuple(o for st in staged for o in st.origins), checkpoints_embedded=_is_embedded_default(Path(config.checkpoints)),
+        checkpoints_to=f"model {config.checkpoints_repo}" if config.checkpoints_repo else "the Space",
         org=config.space.split("/", 1)[0] != hub.user,
     )

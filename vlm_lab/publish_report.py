@@ -9,13 +9,17 @@ block each day and is billed until its sleep time runs out after the last visit.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+from vlm_lab import publish_left_out
+from vlm_lab.publish_left_out import LeftOut
 from vlm_lab.publish_stage import human_bytes
 
 HOURS_PER_MONTH = 730.0  # 8760 / 12
 DAYS_PER_MONTH = HOURS_PER_MONTH / 24
 # Space flavours GPU_TARGETS does not carry (USD/hour, Hugging Face's Spaces price list).
 EXTRA_PRICES = {"cpu-upgrade": 0.03, "t4-medium": 0.60, "a10g-large": 1.50}
+LIMIT = 12  # lines a list shows before "... and N more", unless the reader asks for all (--list-files)
 
 
 def human_seconds(seconds: float) -> str:
@@ -107,7 +111,8 @@ class FilePlan:
     def changed(self) -> bool:
         return bool(self.add or self.update or self.delete)
 
-    def lines(self, *, limit: int = 12) -> list[str]:
+    def lines(self, *, limit: int | None = LIMIT) -> list[str]:
+        """The counts, then each file; past ``limit`` of a sign, how many more and how to see them (None: all)."""
         head = f"{self.repo_type} {self.repo_id}" + ("" if self.exists else " (new)")
         out = [
             f"files of {head}: {len(self.add)} to add, {len(self.update)} to update, {len(self.delete)} to delete, "
@@ -115,8 +120,8 @@ class FilePlan:
         ]
         for sign, paths in (("+", self.add), ("~", self.update), ("-", self.delete)):
             out += [f"  {sign} {p}" for p in paths[:limit]]
-            if len(paths) > limit:
-                out.append(f"  {sign} ... and {len(paths) - limit} more")
+            if limit is not None and len(paths) > limit:
+                out.append(f"  {sign} ... and {len(paths) - limit} more (--list-files lists them all)")
         return out
 
 
@@ -150,12 +155,17 @@ class PublishReport:
     stage: str | None
     cost: CostEstimate
     sizes: dict[str, int] = dataclasses.field(default_factory=dict)
-    excluded: int = 0
+    left_out: tuple[LeftOut, ...] = ()  # files not uploaded (junk, checkpoints' training state)
+    checkpoints: tuple[tuple[str, str], ...] = ()  # (folder in the repo, where it is read from), by step
+    checkpoints_to: str = "the Space"  # the repo they go to: the Space, or "model OWNER/NAME"
+    checkpoints_embedded: bool = False  # they are the embedded demo ones (the default checkpoints/shapes)
     notes: tuple[str, ...] = ()
     private: bool | None = None  # the Space's visibility after publishing (None: not known, e.g. --pause)
     org: bool = False  # the Space's owner is an organization (not the token's user)
 
-    def format(self) -> str:
+    def format(self, *, list_files: bool = False) -> str:
+        """The report as printed; ``list_files``: every file, left-out file and checkpoint, not the first few."""
+        limit = None if list_files else LIMIT
         verb = "would" if self.dry_run else "did"
         lines = [f"Space:     {self.url}" + ("  (dry run: nothing was written)" if self.dry_run else "")]
         if self.action != "publish":
@@ -168,9 +178,13 @@ class PublishReport:
             lines.append("visibility: public: anyone with the URL can open it")
         if self.sizes:
             parts = ", ".join(f"{k} {human_bytes(v)}" for k, v in self.sizes.items())
-            lines.append(f"upload:    {human_bytes(sum(self.sizes.values()))} staged ({parts}); {self.excluded} junk file(s) left out")
+            lines.append(f"upload:    {human_bytes(sum(self.sizes.values()))} staged ({parts})")
+            lines.append(f"left out:  {publish_left_out.summary(self.left_out)}")
+            if list_files:
+                lines += publish_left_out.lines(self.left_out)
+        lines += self._checkpoint_lines(limit)
         for plan in self.plans:
-            lines += plan.lines()
+            lines += plan.lines(limit=limit)
         if self.action == "publish":
             if self.settings:
                 lines.append(f"settings ({verb} change):")
@@ -193,3 +207,19 @@ class PublishReport:
         lines += self.cost.lines()
         lines += [f"note:      {n}" for n in self.notes]
         return "\n".join(lines)
+
+    def _checkpoint_lines(self, limit: int | None) -> list[str]:
+        """Where each checkpoint comes from: a user's own, uploaded to where the app looks for the demo ones
+        (checkpoints/shapes/checkpoint-N), would otherwise read as the demo's."""
+        if not self.checkpoints:
+            return []
+        first, last = (Path(src).name for src in (self.checkpoints[0][1], self.checkpoints[-1][1]))
+        if self.checkpoints_embedded:
+            where = Path(self.checkpoints[0][1]).parent
+            return [f"checkpoints: the embedded demo ones: {first} .. {last} ({len(self.checkpoints)}) of {where}"]
+        out = [f"checkpoints: {len(self.checkpoints)} of yours, not the embedded demo ones ({self.checkpoints_to} <- your folder):"]
+        width = max(len(repo) for repo, _ in self.checkpoints)
+        out += [f"  {repo:<{width}}  <- {src}" for repo, src in self.checkpoints[:limit]]
+        if limit is not None and len(self.checkpoints) > limit:
+            out.append(f"  ... and {len(self.checkpoints) - limit} more (--list-files lists them all)")
+        return out

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from vlm_lab.errors import PublishError
+from vlm_lab.publish_left_out import JUNK, LeftOut, checkpoint_left_out
 from vlm_lab.units import human_bytes
 
 STAGED_CHECKPOINTS = "checkpoints/shapes"  # where space/app.py looks next to itself by default
@@ -91,9 +92,10 @@ class Stage:
     """The files to mirror to a repo, each read in place from its source."""
 
     files: dict[str, LocalFile]
-    excluded: tuple[str, ...]  # source paths left out as junk
+    excluded: tuple[LeftOut, ...]  # files not uploaded: junk, and checkpoint files the Space does not load
     sizes: dict[str, int]  # bytes per part: space, package, checkpoints
     notes: tuple[str, ...] = ()  # what was left out and why (a checkpoint still being written)
+    origins: tuple[tuple[str, str], ...] = ()  # (folder in the repo, where it is read from) per checkpoint, by step
 
     @property
     def total_bytes(self) -> int:
@@ -110,10 +112,13 @@ class SpaceCardInfo:
     front_matter: str  # the README text, for the server's validate-yaml
 
 
-def _excluded(rel: Path) -> bool:
-    if any(fnmatch.fnmatch(part, pat) for part in rel.parts[:-1] for pat in EXCLUDED_DIRS):
-        return True
-    return any(fnmatch.fnmatch(rel.name, pat) for pat in (*EXCLUDED_FILES, *EXCLUDED_DIRS))
+def junk_pattern(rel: Path) -> str | None:
+    """The pattern that makes ``rel`` junk (``'__pycache__/'`` for a file in one, ``'.env'``), or None."""
+    for part in rel.parts[:-1]:
+        for pat in EXCLUDED_DIRS:
+            if fnmatch.fnmatch(part, pat):
+                return f"{pat}/"
+    return next((pat for pat in (*EXCLUDED_FILES, *EXCLUDED_DIRS) if fnmatch.fnmatch(rel.name, pat)), None)
 
 
 def publishable_files(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -135,7 +140,7 @@ def publishable_files(folder: Path) -> tuple[list[Path], list[Path]]:
             path = Path(root) / name
             if path.is_file():
                 rel = path.relative_to(folder)
-                (drop if _excluded(rel) else keep).append(rel)
+                (drop if junk_pattern(rel) else keep).append(rel)
     return sorted(keep), sorted(drop)
 
 
@@ -335,9 +340,9 @@ def is_training_state(name: str) -> bool:
     return bool(_TRAINING_STATE.match(name))
 
 
-def checkpoint_sources(folder: Path) -> tuple[list[tuple[str, Path]], list[str]]:
+def checkpoint_sources(folder: Path) -> tuple[list[tuple[str, Path]], list[str], list[LeftOut]]:
     """``(checkpoint-N/file, source)`` for the inference files of every complete checkpoint-N under ``folder``,
-    and a note for each left out.
+    a note for each checkpoint left out, and the files of the others that are not uploaded (training state).
 
     A checkpoint-N a trainer is still writing (cut-short weights, no tokenizer yet) is left out when others
     beside it are complete, as ``vlm-lab compare`` leaves it out: uploaded, the Space would offer a checkpoint
@@ -359,7 +364,12 @@ def checkpoint_sources(folder: Path) -> tuple[list[tuple[str, Path]], list[str]]
     left_out = [c for c in found if c not in complete]
     notes = [str(w.message) for w in caught if issubclass(w.category, IncompleteCheckpointWarning)
              and any(str(c) in str(w.message) for c in left_out)]  # not the final model at the root: never published
-    return [(f"{ckpt.name}/{f.name}", f) for ckpt in found if ckpt in complete for f in model_files(ckpt)], notes
+    sources, left_out = [], []
+    for ckpt in (c for c in found if c in complete):
+        kept = model_files(ckpt)
+        sources += [(f"{ckpt.name}/{f.name}", f) for f in kept]
+        left_out += checkpoint_left_out(ckpt, kept)
+    return sources, notes, left_out
 
 
 def _no_checkpoints_reason(folder: Path) -> str:
@@ -401,18 +411,22 @@ def stage(
     import vlm_lab
 
     sources: list[tuple[str, str, Path]] = []  # (part, path in repo, source)
-    excluded: list[str] = []
+    excluded: list[LeftOut] = []
     notes: list[str] = []
+    origins: list[tuple[str, str]] = []
     if space_dir is not None:
         package = Path(vlm_lab.__file__).resolve().parent
         for part, folder, prefix in (("space", space_dir, ""), ("package", package, "vlm_lab/")):
             keep, drop = publishable_files(folder)
             sources += [(part, prefix + rel.as_posix(), folder / rel) for rel in keep]
-            excluded += [str(folder / rel) for rel in drop]
+            excluded += [LeftOut(str(folder / rel), str(junk_pattern(rel)), JUNK) for rel in drop]
     if checkpoints is not None:
         prefix = f"{checkpoints_prefix.strip('/')}/" if checkpoints_prefix else ""
-        found, notes = checkpoint_sources(checkpoints)
+        found, notes, state = checkpoint_sources(checkpoints)
         sources += [("checkpoints", prefix + rel, src) for rel, src in found]
+        excluded += state
+        steps = {src.parent.name: str(src.parent) for _, src in found}  # each checkpoint-N folder, as found
+        origins = [(prefix + name, steps[name]) for name in sorted(steps, key=lambda n: int(n.rsplit("-", 1)[1]))]
 
     if max_bytes is not None:
         _check_stage_size(sources, max_bytes)
@@ -439,7 +453,7 @@ def stage(
         sizes[part] = sizes.get(part, 0) + size
     if len(memo) != memo_size:
         save_digest_memo(memo)
-    return Stage(files=files, excluded=tuple(excluded), sizes=sizes, notes=tuple(notes))
+    return Stage(files=files, excluded=tuple(excluded), sizes=sizes, notes=tuple(notes), origins=tuple(origins))
 
 
 def _check_stage_size(sources: list[tuple[str, str, Path]], max_bytes: int) -> None:
