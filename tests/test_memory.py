@@ -533,7 +533,10 @@ def test_profile_keeps_the_estimates_of_what_cannot_be_measured(tiny_checkpoints
     assert "; not measured: no weights or tokenizer in the folder" in memory_report.summary(rows).splitlines()[0]
 
 
-def test_plots_of_an_estimate_only_profile_say_nothing_was_measured(tiny_checkpoints):
+@pytest.mark.parametrize("config_only", [False, True])
+def test_plots_of_an_estimate_only_profile_say_nothing_was_measured_and_why(tiny_checkpoints, llava_7b, config_only):
+    """The estimate-vs-measured panel of a profile with no measurement said 'nothing measured' on axes 0..1 labelled
+    MiB, without why (measure=False, or a folder with only a config.json) or what would measure it."""
     import warnings
 
     import matplotlib
@@ -541,12 +544,16 @@ def test_plots_of_an_estimate_only_profile_say_nothing_was_measured(tiny_checkpo
     matplotlib.use("Agg")
     from vlm_lab import memory_report
 
-    rows = memory_report.profile(MemoryConfig(checkpoints=(str(tiny_checkpoints[-1]),), measure=False))
+    path = llava_7b if config_only else tiny_checkpoints[-1]
+    rows = memory_report.profile(MemoryConfig(checkpoints=(str(path),), measure=config_only, device="cpu"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. matplotlib's "No artists with labels found to put in legend"
         fig = memory_report.plot_estimate_vs_measured(rows)
         memory_report.plot_memory_vs_batch(rows[0].estimate)
-    assert [t.get_text() for t in fig.axes[0].texts] == ["nothing measured"]
+    (said,) = [t.get_text() for t in fig.axes[0].texts]
+    assert said.startswith("nothing measured") and not fig.axes[0].axison  # no made-up 0..1 MiB scale
+    why = rows[0].not_measured if config_only else "measure=True"
+    assert why and " ".join(why.split()) in " ".join(said.split()), said
 
 
 @pytest.mark.parametrize("name", ["checkpoint-1000", "config-only"])

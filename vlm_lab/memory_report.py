@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -331,8 +332,12 @@ def plot_estimate_vs_measured(rows: Sequence[ProfileRow], ax=None):
         ax.set_xlim(0, hi)
         ax.set_ylim(0, hi)
         ax.legend(fontsize=7, loc="best")  # a fixed corner hid the points of an over-estimate (upper left)
-    else:  # estimate only (measure=False, or nothing could be measured): say so instead of empty axes
-        ax.text(0.5, 0.5, "nothing measured", ha="center", va="center", transform=ax.transAxes, color="gray")
+    else:  # estimate only (measure=False, or nothing could be measured): say so and why, not empty axes 0..1 MiB
+        why = next((r.not_measured for r in rows if r.not_measured), "") or "estimate only (measure=False): set measure=True to measure"
+        ax.axis("off")
+        ax.text(0.5, 0.5, textwrap.fill(f"nothing measured: {why}", 48), ha="center", va="center", transform=ax.transAxes)
+        ax.set_title("estimate vs measurement")
+        return ax.figure
     ax.set_xlabel("measured peak (MiB)")
     ax.set_ylabel("estimated peak (MiB)")
     ax.set_title("estimate vs measurement")
