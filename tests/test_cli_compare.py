@@ -118,25 +118,37 @@ def test_data_without_references_shows_dashes_not_none(tiny_checkpoints, tmp_pat
     assert row.split()[:4] == ["checkpoint-1000", "-", "-", "-"]  # accuracy and its CI: no references
 
 
-def test_ctrl_c_says_whether_a_re_run_resumes(tiny_checkpoints, tmp_path):
+@pytest.mark.parametrize("signum, code, said", [(2, 130, "interrupted"), (15, 143, "terminated (SIGTERM)")])  # SIGINT, SIGTERM
+def test_stopped_says_what_is_kept_and_the_command_that_resumes(tiny_checkpoints, tmp_path, signum, code, said):
+    """Ctrl-C, and SIGTERM (`timeout`, `docker stop`, `systemctl stop`, a cancelled CI job): one line saying what was
+    kept and the command to run again, the exit code a shell gives for that signal, and a re-run that resumes.
+    SIGTERM ended the process on the spot: nothing said, a half-written file's temp left behind."""
     import os
-    import signal
+    import re
     import time
 
-    for flags, expected in (([], "a re-run resumes"), (["--no-cache"], "nothing was cached (--no-cache)")):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vlm_lab.cli", "compare", str(tiny_checkpoints[-1]), "--data", "shapes:val:1000",
-             "--batch-size", "1", "--device", "cpu", "--out", str(tmp_path / "cmp"), *flags], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+    for flags, expected in (([], "a re-run resumes from it: "), (["--no-cache"], "nothing was cached (--no-cache)")):
+        command = ["compare", str(tiny_checkpoints[-1]), "--data", "shapes:val:1000", "--batch-size", "1", "--device", "cpu",
+                   "--out", str(tmp_path / "cmp"), *flags]  # fmt: skip
+        proc = subprocess.Popen([sys.executable, "-m", "vlm_lab.cli", *command], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
         seen, deadline = b"", time.monotonic() + 300
-        while b"compare checkpoint-1000:" not in seen and time.monotonic() < deadline:  # the bar: batches are running
+        while not re.search(rb"\| [1-9]\d*/1000 \[", seen) and time.monotonic() < deadline:  # the bar: batches are done
             chunk = os.read(proc.stderr.fileno(), 4096)
-            assert chunk, f"vlm-lab ended before its first batch: {seen.decode()[-500:]}"
+            assert chunk, f"vlm-lab ended before a batch was done: {seen.decode()[-500:]}"
             seen += chunk
-        proc.send_signal(signal.SIGINT)
-        rest = proc.communicate(timeout=120)[1]
-        # 130, or killed by the SIGINT itself when it lands as the process exits: a shell reads both as 130
-        assert proc.returncode in (130, -signal.SIGINT) and expected in (seen + rest).decode(), (seen + rest).decode()[-500:]
+        proc.send_signal(signum)
+        said_all = (seen + proc.communicate(timeout=120)[1]).decode()
+        assert proc.returncode == code, said_all[-500:]  # mid-run (1000 batches), never as the process exits
+        last = said_all.strip().splitlines()[-1]
+        assert last.startswith(f"{said}; ") and expected in last and "Traceback" not in said_all, said_all[-500:]
+        if not flags:
+            assert last.endswith(shlex.join(["vlm-lab", *command])), last
+            cached = [line for path in (tmp_path / "cmp" / ".cache").glob("*.jsonl") for line in path.open()]
+            assert cached, "the finished batches were not kept"
+    r = vlm_lab(*command[:command.index("shapes:val:1000")], "shapes:val:4", *command[command.index("shapes:val:1000") + 1:-1],
+                "--quiet", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert not [p for p in (tmp_path / "cmp").rglob("*") if "tmp" in p.name], "a temp file left behind"
 
 
 def test_float16_overflow_is_one_warning_line(overflowing_checkpoint, tmp_path):

@@ -83,8 +83,10 @@ def _run(argv: list[str] | None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from vlm_lab.signals import Terminated, terminate_raises
+
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), terminate_raises():  # SIGTERM (docker stop, timeout) stops as Ctrl-C does
             warnings.showwarning = _one_line_warnings(warnings.showwarning)
             from vlm_lab.pixel_limit import ignore_pillows_warning
 
@@ -93,12 +95,14 @@ def _run(argv: list[str] | None) -> int:
     except VlmLabError as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        why = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         if getattr(args, "no_cache", False):
-            print("interrupted; nothing was cached (--no-cache), so a re-run starts over", file=sys.stderr)
+            print(f"{why}; nothing was cached (--no-cache), so a re-run starts over", file=sys.stderr)
         else:
-            print("interrupted; finished work is saved and a re-run resumes from it", file=sys.stderr)
-        return 130
+            again = shlex.join(["vlm-lab", *(sys.argv[1:] if argv is None else argv)])
+            print(f"{why}; finished work is saved and a re-run resumes from it: {again}", file=sys.stderr)
+        return e.exit_code if isinstance(e, Terminated) else 130
 
 
 def _one_line_warnings(show):

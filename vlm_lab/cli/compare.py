@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "results.jsonl, results.csv, summary.json and comparison.html to --out. Per-sample results are cached: "
         "an interrupted run resumes, a finished one re-runs without loading a model.",
         epilog="Exit codes: 0 done; 2 an error (a reference that resolves to nothing, a broken checkpoint, bad data), "
-        "one line naming the fix; 130 Ctrl-C (finished batches are cached: a re-run resumes).",
+        "one line naming the fix; 130 Ctrl-C, 143 SIGTERM (finished batches are cached: a re-run resumes).",
     )
     parser.add_argument("refs", nargs="*", default=list(_DEFAULTS.checkpoints), metavar="REF",
                         help="checkpoint folder, training output (its checkpoint-N folders), or hub id org/name[@rev][:sub] "

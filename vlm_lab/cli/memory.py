@@ -87,11 +87,11 @@ def _profile(args: argparse.Namespace) -> int:
             rows.append(row)
             if args.json:  # a line as each checkpoint is done: long runs show progress, Ctrl-C keeps what is done
                 print(json.dumps({**row.to_dict(), "together": memory_report.together_json(rows)}), flush=True)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM as vlm_lab.signals.Terminated
         _print_table(rows, args.json)
         done = f"after {len(rows)} checkpoint(s), shown above" if rows else "before any checkpoint was done"
         print(f"interrupted {done}; measurements are not saved, so a re-run measures again", file=sys.stderr)
-        return 130
+        return getattr(e, "exit_code", 130)
     _print_table(rows, args.json)
     if not all(r.verdict.fits for r in rows):
         return 1
