@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from typing import Any
 
 import click
 import papermill.cli
 
 from vlm_lab.errors import SweepError
+from vlm_lab.signals import Terminated, terminate_raises
 from vlm_lab.sweep_checks import notebook_parameters
 from vlm_lab.sweep_papermill import kernel_transport, quiet
 
@@ -58,9 +60,22 @@ def checked(execute: Any, **kernel_options: Any) -> Any:
         folder = os.path.dirname(output_path or "")
         if _local(output_path or "-") and folder and not os.path.isdir(folder):
             raise click.UsageError(f"the output folder {folder!r} does not exist; create it (mkdir -p {shlex.quote(folder)})")
-        return execute(input_path=input_path, output_path=output_path, parameters=parameters, **kw, **kernel_options)
+        try:
+            return execute(input_path=input_path, output_path=output_path, parameters=parameters, **kw, **kernel_options)
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM as Terminated: the kernel is shut down by now
+            _say_stopped(e, output_path)
+            raise SystemExit(getattr(e, "exit_code", 130)) from None  # not click's "Aborted!", exit 1
 
     return execute_notebook
+
+
+def _say_stopped(e: KeyboardInterrupt, output_path: str | None) -> None:
+    """One line: how it stopped, what is kept, and the command that runs it again."""
+    why = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+    kept = f"{output_path} holds the notebook as far as it ran" if output_path and _local(output_path) else "stopped"
+    command = shlex.join(sys.argv if os.access(sys.argv[0], os.X_OK) else ["python", *sys.argv])
+    print(f"{why}; {kept}, and a re-run reuses what its cells cached (a comparison's finished batches): {command}",
+          file=sys.stderr, flush=True)
 
 
 def _local(path: str) -> bool:
@@ -70,7 +85,8 @@ def _local(path: str) -> bool:
 
 def main() -> None:
     # quiet(): papermill's warnings on parameters, checked here (its parser misreads `# 0 = all` comments)
-    with kernel_transport() as options, quiet():  # the socket folder is removed however papermill exits
+    # terminate_raises: SIGTERM (timeout, docker stop) shuts the kernel down and removes its socket folder, as Ctrl-C does
+    with terminate_raises(), kernel_transport() as options, quiet():  # the socket folder is removed however papermill exits
         # papermill's CLI calls its module's execute_notebook; give it the kernel options it cannot take
         papermill.cli.execute_notebook = checked(papermill.cli.execute_notebook, **options)
         papermill.cli.papermill.help = HELP + papermill.cli.papermill.help  # --help says how this differs

@@ -61,3 +61,45 @@ def test_a_completed_notebooks_kernel_is_shut_down_without_an_interrupt_that_pri
     done = _run(tmp_path, "nb.ipynb", "out.ipynb")
     assert done.returncode == 0, done.stderr
     assert "KeyboardInterrupt" not in done.stderr and "ERROR" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("signum, code, said", [(15, 143, "terminated (SIGTERM)"), (2, 130, "interrupted")])  # SIGTERM, SIGINT
+def test_stopped_says_so_and_leaves_no_kernel_or_socket_folder(tmp_path, signum, code, said):
+    """SIGTERM (`timeout`, `docker stop`, a cancelled CI job) ended the script on the spot: exit -15, nothing said,
+    its kernel's socket folder ($TMPDIR/vlm-lab-kernel-*) and connection file left in the temp folder."""
+    import os
+    import shlex
+    import time
+
+    import nbformat
+
+    started = tmp_path / "started"
+    cell = f"import os, time\nopen({str(started)!r}, 'w').write(str(os.getpid()))\ntime.sleep(300)"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "nb.ipynb")
+    (tmp_path / "tmp").mkdir()
+    args = [str(ROOT / "scripts" / "run_notebook.py"), "--no-progress-bar", "nb.ipynb", "out.ipynb"]
+    proc = subprocess.Popen([sys.executable, *args], cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp_path / "tmp")},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120  # safety net, not a timing
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert started.exists(), proc.communicate(timeout=60)[1]
+    proc.send_signal(signum)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == code, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"{said}; ") and "Traceback" not in err, err
+    assert last.endswith(shlex.join(args)), last  # the command to run it again
+    assert os.listdir(tmp_path / "tmp") == [], "the kernel's socket folder or connection file was left"
+    kernel = int(started.read_text())
+    while time.monotonic() < deadline:  # the kernel goes with its notebook
+        try:
+            os.kill(kernel, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(kernel, 9)
+        raise AssertionError("the kernel outlived the run")
