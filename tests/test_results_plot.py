@@ -89,3 +89,15 @@ def test_nothing_scored_is_a_message_not_an_empty_axis(tmp_path, references):
     said = " ".join(t.get_text() for t in ax.texts)
     assert "no accuracy to plot" in said and ("no sample has a reference" in said) != references, said
     assert not ax.lines and not ax.collections and not ax.axison
+
+
+def test_title_counts_the_samples_scored_not_every_sample(tmp_path):
+    """A data set where 4 of 12 samples have no reference: the title read n=12, though each accuracy and its CI
+    rest on the 8 scored samples (the table's n_scored 8/12)."""
+    result = _result(tmp_path, ["checkpoint-250", "checkpoint-500"], [250, 500], accuracy=(0.5, 0.75))
+    for s in result.summary:
+        s["n_scored"] = 8
+    title = result.plot_accuracy().get_title()
+    assert "n=12" not in title and "8 of 12" in title, title
+    all_scored = _result(tmp_path, ["checkpoint-250", "checkpoint-500"], [250, 500], accuracy=(0.5, 0.75))
+    assert all_scored.plot_accuracy().get_title() == "accuracy by checkpoint (n=12)"

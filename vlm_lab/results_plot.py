@@ -56,8 +56,19 @@ def plot_accuracy(result: ComparisonResult, ax=None, *, by: str | None = None):
     ax.set_ylabel("VQA accuracy" if metric == "vqa" else f"{METRIC_LABELS.get(metric, metric)} accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.set_title(f"accuracy by checkpoint (n={len(result.rows)})" if by is None else f"accuracy by checkpoint and {by}")
+    ax.set_title(f"accuracy by checkpoint ({_scored(result)})" if by is None else f"accuracy by checkpoint and {by}")
     return ax
+
+
+def _scored(result: ComparisonResult) -> str:
+    """How many samples the accuracies rest on: ``n=96``, or ``8 of 12 samples scored`` where some have no
+    reference (n=12 read as if the CIs rested on all 12)."""
+    total = len(result.rows)
+    scored = sorted({s.get("n_scored", total) for s in result.summary if s.get("accuracy") is not None})
+    if not scored or scored == [total]:
+        return f"n={total}"
+    counts = str(scored[0]) if len(scored) == 1 else f"{scored[0]}-{scored[-1]}"
+    return f"{counts} of {total} samples scored"
 
 
 def _nothing_scored(result: ComparisonResult, ax):
