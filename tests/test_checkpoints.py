@@ -159,6 +159,20 @@ def test_training_output_with_a_final_model_expands_to_checkpoints_then_the_fina
     assert [r.step for r in resolve_all([str(run), str(run / "checkpoint-250")])] == [0, 250, None]
 
 
+def test_a_final_model_beside_the_trainers_metrics_files_has_the_weights_fingerprint(tiny_checkpoints, tmp_path):
+    """Trainer.save_metrics() writes all_results.json, train_results.json, eval_results.json at the run's root,
+    beside the final model: they entered its fingerprint, so a final model saved from the last checkpoint was
+    generated again instead of once, and every later evaluation (a new eval_results.json) threw its cache away."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoints[-1], run)
+    shutil.copytree(tiny_checkpoints[-1], run / "checkpoint-1000")
+    for name in ("all_results.json", "train_results.json", "eval_results.json", "test_results.json", "predict_results.json"):
+        (run / name).write_text('{"epoch": 3.0, "train_loss": 0.41}')
+    *_, last, final = resolve(str(run))
+    assert final.path == str(run) and fingerprint(final) == fingerprint(last)
+    assert not {p.name for p in checkpoints.model_files(run)} & {"all_results.json", "eval_results.json"}
+
+
 def test_checkpoint_folders_that_are_not_models_say_what_they_lack(tmp_path):
     lora = tmp_path / "lora"
     for step in (200, 100):

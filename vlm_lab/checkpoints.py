@@ -446,8 +446,11 @@ def _not_resolved(failed: dict[str, CheckpointNotFoundError], given: int) -> Che
     return CheckpointNotFoundError(f"{len(failed)} of {given} checkpoint references resolve to nothing: {each}")
 
 
-# Files that say how training went, not what the model computes: never part of a fingerprint.
-_TRAINING_STATE = re.compile(r"^(trainer_state\.json|training_args\.bin|optimizer\.\w+|scheduler\.pt|scaler\.pt|rng_state.*\.pth|README\.md)$")
+# Files that say how training went, not what the model computes: never part of a fingerprint. Trainer.save_metrics()
+# writes all_results.json, train_/eval_/test_/predict_results.json beside the final model at a run's root: in its
+# fingerprint they made a final model saved from the last checkpoint generate again, and each evaluation a cache miss.
+_TRAINING_STATE = re.compile(r"^(trainer_state\.json|training_args\.bin|optimizer\.\w+|scheduler\.pt|scaler\.pt|rng_state.*\.pth|README\.md"
+                             r"|(all|train|eval|test|predict)_results\.json)$")
 
 
 def model_files(folder: str | os.PathLike[str]) -> list[Path]:
