@@ -589,3 +589,20 @@ def test_lines_that_coincide_stay_visible_and_the_axis_says_its_unit(tmp_path):
     (ax,) = ablation.plot("peak_memory_bytes").axes
     assert ax.get_ylabel() == "peak memory (MiB)" and list(ax.get_lines()[0].get_ydata()) == [10**6 / 2**20] * len(STEPS)
     assert Ablation.load(folder).plot("tokens_per_s").axes[0].get_ylabel() == "tokens/s"
+
+
+def test_summary_csv_quotes_parameters_a_spreadsheet_would_run_as_formulas(tmp_path):
+    """A sweep over prompts (a user's text) wrote a prompt such as =HYPERLINK(...) or -1+2 into summary.csv as is:
+    a spreadsheet opening it runs it as a formula. It now starts with a single quote there; numbers stay numbers,
+    and the report (Ablation.load, the sweep's coverage) reads the exact text back."""
+    import csv
+
+    prompts = ['=HYPERLINK("http://x","y")', "-1+2", "What color?"]
+    folder = lay_out_sweep(tmp_path, {"prompt": prompts}, parameters={"offset": -0.5})
+    with open(folder / "summary.csv", newline="", encoding="utf-8") as f:
+        cells = list(csv.DictReader(f))
+    assert sorted(c["prompt"] for c in cells) == sorted(["'=HYPERLINK(\"http://x\",\"y\")", "'-1+2", "What color?"])
+    assert {c["offset"] for c in cells} == {"-0.5"} and {c["best_accuracy"] for c in cells} == {"1.0"}
+    report = Ablation.load(folder)
+    assert sorted(report.runs["prompt"]) == sorted(prompts) and sorted(report.results["prompt"].unique()) == sorted(prompts)
+    assert list(report.runs["offset"]) == [-0.5] * 3

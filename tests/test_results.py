@@ -76,3 +76,39 @@ def test_a_saved_comparison_is_read_shown_and_saved_without_torch(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_results_csv_cells_a_spreadsheet_would_run_as_formulas_are_quoted(tmp_path):
+    """A model's answer (or a user's prompt/reference) starting with = + - @ tab or CR was written to results.csv as
+    is, and Excel, LibreOffice and Google Sheets run it as a formula when a person opens the CSV (OWASP's CSV
+    injection). Such text cells now start with a single quote in the CSV; results.jsonl keeps the exact text, numbers
+    (-0.5) stay numbers, and vlm_lab.spreadsheet_csv.read_csv gives the exact text back. A CR inside an answer was
+    not quoted (pandas ended lines with LF only): a spreadsheet began a new row there, with the rest as a formula."""
+    import csv
+    import json
+
+    result = _result(tmp_path)
+    row = result.rows[0]
+    row["prompt"], row["reference"], row["meta"] = "@SUM(A1:A2)", ["+1", "\tred"], {"offset": -0.5, "note": "'=quoted"}
+    row["outputs"]["a"] |= {"output": '=HYPERLINK("http://x","y")', "latency_s": -0.5}
+    row["outputs"]["b"] |= {"output": "-1+2", "score": 0.0}
+    second = json.loads(json.dumps(row)) | {"id": "s2", "prompt": "-0.5", "meta": {"offset": 2.0, "note": "\r=x"}}
+    second["outputs"]["a"]["output"], second["outputs"]["b"]["output"] = "-3", "ok\r=1+1"
+    result.rows.append(second)
+    result.save()
+    with open(tmp_path / "results.csv", newline="", encoding="utf-8") as f:
+        cells = list(csv.DictReader(f))
+    assert cells[0]["a/output"] == "'=HYPERLINK(\"http://x\",\"y\")" and cells[0]["b/output"] == "'-1+2"
+    assert cells[0]["prompt"] == "'@SUM(A1:A2)" and cells[0]["reference"] == "'+1 | \tred"
+    assert len(cells) == 2 and cells[1]["b/output"] == "ok\r=1+1"  # a CR inside an answer: quoted, one cell, no new row
+    assert cells[0]["note"] == "''=quoted" and cells[1]["note"] == "'\r=x"  # a leading quote of its own kept apart
+    # numbers are not formulas: numeric columns, and text that is one number, as they were
+    assert [c["offset"] for c in cells] == ["-0.5", "2.0"] and cells[0]["a/latency_s"] == "-0.5"
+    assert cells[0]["b/score"] == "0.0" and cells[1]["prompt"] == "-0.5" and cells[1]["a/output"] == "-3"
+    assert json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])["outputs"]["b"]["output"] == "-1+2"
+    from vlm_lab.spreadsheet_csv import read_csv
+
+    frame = read_csv(tmp_path / "results.csv")  # the exact text back, as to_dataframe has it
+    assert frame.loc[0, "a/output"] == '=HYPERLINK("http://x","y")' and frame.loc[0, "b/output"] == "-1+2"
+    assert frame.loc[0, "prompt"] == "@SUM(A1:A2)" and frame.loc[0, "reference"] == "+1 | \tred"
+    assert list(frame["note"]) == ["'=quoted", "\r=x"] and list(frame["offset"]) == [-0.5, 2.0]

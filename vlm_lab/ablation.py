@@ -35,6 +35,7 @@ from vlm_lab.ablation_summary import (  # noqa: F401 - re-exported: vlm_lab.swee
 )
 from vlm_lab.errors import DataError, VlmLabError
 from vlm_lab.results_plot import MARKERS
+from vlm_lab.spreadsheet_csv import read_csv
 
 SWEEP_FILE = "sweep.json"  # the sweep's config, written by vlm_lab.sweep at each invocation
 LOWER_IS_BETTER = ("mean_latency_s", "peak_memory_bytes")
@@ -85,7 +86,7 @@ class Ablation:
         config = _read_json(sweep_dir / SWEEP_FILE)
         if not isinstance(config, dict) or not (sweep_dir / "summary.csv").is_file():
             raise DataError(_no_sweep_message(sweep_dir, has_config=isinstance(config, dict)))
-        runs = pd.read_csv(sweep_dir / "summary.csv", dtype={"run_id": str})
+        runs = read_csv(sweep_dir / "summary.csv", dtype={"run_id": str})  # the exact text: the formula guard removed
         for text in {"error", "wandb", "best_checkpoint"} & set(runs.columns):  # "" read back as NaN
             runs[text] = runs[text].astype(object).where(runs[text].notna(), "")
         _refresh_states(sweep_dir, runs)

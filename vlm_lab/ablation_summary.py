@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from vlm_lab.data import atomic_write_text
+from vlm_lab.spreadsheet_csv import to_csv
 from vlm_lab.sweep_plan import grid_order
 
 STATUS_FILE = "status.json"  # a run's state (vlm_lab.sweep)
@@ -83,7 +84,7 @@ def write_summary(
         records.append(record)
     frame = pd.DataFrame.from_records(records)
     csv_path = sweep_dir / "summary.csv"
-    atomic_write_text(csv_path, frame.to_csv(index=False))
+    atomic_write_text(csv_path, to_csv(frame))  # for spreadsheets: formula-like text quoted
     title = f"Sweep {sweep_dir.name}"
     from vlm_lab.sweep_locks import now
 

@@ -7,7 +7,9 @@ comparison's output folder::
 
     results.jsonl   one sample per line, per-checkpoint outputs nested
     results.csv     the same, flat: id, image (images/..., relative to the folder), prompt, reference, <checkpoint>/output, ...
-                    (several acceptable references joined as "red ×2 | crimson"; results.jsonl keeps the list)
+                    (several acceptable references joined as "red ×2 | crimson"; results.jsonl keeps the list);
+                    for spreadsheets: text starting with = + - @ tab or CR has a ' before it (a formula otherwise;
+                    results.jsonl keeps the exact text, vlm_lab.spreadsheet_csv.read_csv reads it back exactly)
     summary.json    config, checkpoints (name, spec, step, fingerprint), per-checkpoint summary,
                     and the hash of the results.jsonl it belongs to (written last)
     comparison.html side by side with thumbnails; samples where checkpoints disagree highlighted (at most
@@ -34,6 +36,7 @@ from vlm_lab.breakdown import MAX_VALUES
 from vlm_lab.data import atomic_write_text, file_holds
 from vlm_lab.errors import ConfigError, DataError
 from vlm_lab.scoring import PairedComparison, normalize, paired_bootstrap
+from vlm_lab.spreadsheet_csv import to_csv
 
 # per checkpoint, per sample; truncated: cut off before the end token (at max_new_tokens, or at_context: where the
 # checkpoint reads no further)
@@ -51,8 +54,8 @@ _BASE_COLUMNS = frozenset({"id", "image", "prompt", "reference", "checkpoint", *
 REFERENCE_SEPARATOR = " | "  # between acceptable answers in the flat views (CSV, DataFrame, HTML)
 # results.csv's format, recorded in summary.json: raise it whenever to_dataframe's columns or values change, so a
 # re-run into a folder an older vlm_lab wrote rebuilds the CSV (its rows unchanged, it would be left as it was).
-# 2: the samples' meta columns
-CSV_FORMAT = 2
+# 2: the samples' meta columns; 3: text a spreadsheet would run as a formula quoted (vlm_lab.spreadsheet_csv)
+CSV_FORMAT = 3
 
 
 def reference_text(reference: str | list[str] | None) -> str | None:
@@ -124,7 +127,7 @@ class ComparisonResult:
         if not csv_current or not file_holds(out / "results.jsonl", rows_text):
             frame = self.to_dataframe()
             frame["image"] = [row["image"] for row in self.rows]  # relative to the CSV: the folder can move as a whole
-            atomic_write_text(out / "results.csv", frame.to_csv(index=False))
+            atomic_write_text(out / "results.csv", to_csv(frame))
             atomic_write_text(out / "results.jsonl", rows_text)  # after the CSV: an interrupted save redoes both
         atomic_write_text(out / "comparison.html", self.page(), if_changed=True)
         # last, naming the rows it belongs to: a save cut short leaves a folder that load() refuses

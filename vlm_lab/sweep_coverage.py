@@ -18,6 +18,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from vlm_lab.spreadsheet_csv import read_csv
+
 SHOWN = 5  # run ids named per reason; the table's state column has the rest
 TIMED_OUT = "timed_out"  # a run's state when it passed the sweep's run_timeout (killed); it runs again as a failed one
 
@@ -97,9 +99,7 @@ def default_command(config: Any) -> str:
 
 def coverage(summary_csv: Path, *, shard_of: dict[str, str] | None = None, command: str) -> Coverage:
     """The coverage of the grid as ``summary_csv`` (just written) has it: one row per run, its state and error."""
-    import pandas as pd
-
-    frame = pd.read_csv(summary_csv, dtype={"run_id": str, "state": str, "error": str}, keep_default_na=False)
+    frame = read_csv(summary_csv, dtype={"run_id": str, "state": str, "error": str}, keep_default_na=False)
     states: dict[str, list[str]] = {}
     for rid, state in zip(frame["run_id"], frame["state"]):
         states.setdefault(state, []).append(rid)
