@@ -74,3 +74,22 @@ def test_the_plan_says_where_your_own_checkpoints_come_from(hub, space_dir, tiny
                            checkpoints=Path("checkpoints/shapes"), cwd=tmp_path)
     assert embedded.returncode == 0, fail_text(embedded)
     assert "<-" not in embedded.stdout and "embedded" in embedded.stdout, fail_text(embedded)
+
+
+def test_the_plan_says_the_final_model_at_the_run_root_is_not_published(hub, space_dir, tiny_dir, tmp_path):  # noqa: F811
+    """Trainer.save_model() at the end of training wrote the final model at the run's root: `vlm-lab compare RUN`
+    compares it after the checkpoints, but the publish left it out without a word (its 'left out' line counted
+    only the checkpoints' training state), so the Space silently lacked the model a researcher would show first."""
+    run = trainer_run(tiny_dir, tmp_path, steps=(300, 600))
+    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                 "processor_config.json", "chat_template.jinja"):
+        shutil.copy(tiny_dir / "checkpoint-750" / name, run / name)  # other weights than checkpoint-600's
+    (run / "trainer_state.json").write_text('{"global_step": 1000}')
+    r = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--dry-run", checkpoints=run)
+    assert r.returncode == 0, fail_text(r)
+    note = [line for line in r.stdout.splitlines() if "final model" in line]
+    assert len(note) == 1 and str(run) in note[0] and "not published" in note[0] and "checkpoint-1000" in note[0], fail_text(r)
+
+    shutil.copy(run / "checkpoint-600" / "model.safetensors", run / "model.safetensors")  # saved from the last one
+    same = run_publish(hub, SPACE, "--space-dir", str(space_dir), "--dry-run", checkpoints=run)
+    assert same.returncode == 0 and "final model" not in same.stdout, fail_text(same)  # it is published, as checkpoint-600

@@ -19,6 +19,7 @@ import difflib
 import fnmatch
 import functools
 import hashlib
+import json
 import os
 import re
 import warnings
@@ -364,12 +365,32 @@ def checkpoint_sources(folder: Path) -> tuple[list[tuple[str, Path]], list[str],
     left_out = [c for c in found if c not in complete]
     notes = [str(w.message) for w in caught if issubclass(w.category, IncompleteCheckpointWarning)
              and any(str(c) in str(w.message) for c in left_out)]  # not the final model at the root: never published
+    notes += _final_model_note(folder, [c for c in found if c in complete], complete)
     sources, left_out = [], []
     for ckpt in (c for c in found if c in complete):
         kept = model_files(ckpt)
         sources += [(f"{ckpt.name}/{f.name}", f) for f in kept]
         left_out += checkpoint_left_out(ckpt, kept)
     return sources, notes, left_out
+
+
+def _final_model_note(folder: Path, kept: list[Path], complete: set[Path]) -> list[str]:
+    """A note when the run's root holds a final model (Trainer.save_model()) other than its last checkpoint: `vlm-lab
+    compare RUN` compares it, but the Space serves checkpoint-N folders only, and it was left out without a word."""
+    from vlm_lab.checkpoints import CheckpointRef, fingerprint
+
+    if folder not in complete or not kept:
+        return []
+    if fingerprint(CheckpointRef(spec=str(folder), path=str(folder))) == fingerprint(CheckpointRef(spec=str(kept[-1]), path=str(kept[-1]))):
+        return []  # saved from the last checkpoint: published as that one
+    try:
+        step = int(json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        step = None
+    name = f"checkpoint-{step}" if step is not None and not (folder / f"checkpoint-{step}").exists() else "checkpoint-N"
+    return [f"the final model at the root of {str(folder)!r} (Trainer.save_model(); `vlm-lab compare` shows it after the "
+            f"checkpoints) is not published: the Space serves checkpoint-N folders only. To serve it, copy its model files "
+            f"into {str(folder / name)!r} and publish again"]
 
 
 def _no_checkpoints_reason(folder: Path) -> str:
