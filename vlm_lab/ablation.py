@@ -130,7 +130,6 @@ class Ablation:
         several starts did not finish), whether it is uploaded, and the ``wandb sync`` command."""
         import pandas as pd
 
-        from vlm_lab.offline_runs import read_merged_run
         from vlm_lab.tracking import read_record
 
         rows = []
@@ -139,13 +138,7 @@ class Ablation:
             if not (record.get("logged") and record.get("mode") == "offline" and record.get("dir")):
                 continue
             row = {"run_id": run["run_id"], **{k: run.get(k) for k in self.columns()}, "wandb_run": record.get("run_id")}
-            try:
-                logged = read_merged_run(record["dir"])
-            except (DataError, OSError) as e:  # moved, deleted, or killed as it started
-                row.update(state=f"unreadable: {e}", uploaded=False, sync_command="")
-            else:
-                row.update(state=logged.state, uploaded=logged.synced, sync_command=logged.sync_command)
-            rows.append(row)
+            rows.append(row | _wandb_state(Path(record["dir"]), str(record.get("run_id") or "")))
         columns = ["run_id", *self.columns(), "wandb_run", "state", "uploaded", "sync_command"]
         return pd.DataFrame.from_records(rows, columns=columns)
 
@@ -155,15 +148,18 @@ class Ablation:
         frame = self.wandb_runs()
         if frame.empty:
             return "no run of this sweep was logged to W&B offline (see the wandb column of the runs above)"
-        pending = frame[~frame["uploaded"].astype(bool) & (frame["sync_command"] != "")]
-        if pending.empty:
-            return f"{len(frame)} run(s) logged to W&B offline, all uploaded already"
-        from vlm_lab.offline_runs import unfinished_note
+        from vlm_lab.offline_runs import LOGGED_NOTHING, unfinished_note
 
+        pending = frame[~frame["uploaded"].astype(bool) & (frame["sync_command"] != "")]
+        nothing = int(frame["state"].str.startswith(LOGGED_NOTHING).sum())
+        empty = (f"; {nothing} {LOGGED_NOTHING} (W&B stopped as {'it' if nothing == 1 else 'they'} started): nothing to "
+                 f"upload, {'its' if nothing == 1 else 'their'} state says whether to delete") if nothing else ""  # fmt: skip
+        if pending.empty:
+            return f"{len(frame)} run(s) logged to W&B offline, {'none left to upload' if nothing else 'all uploaded already'}{empty}"
         paths = " ".join(command.removeprefix("wandb sync ") for command in pending["sync_command"])
         unfinished = [self.label(r) for r in pending.to_dict(orient="records") if r["state"].startswith("incomplete")]
         note = f"; {unfinished_note(unfinished)}" if unfinished else ""
-        return f"{len(frame)} run(s) logged to W&B offline, {len(pending)} not uploaded yet: wandb sync {paths}{note}"
+        return f"{len(frame)} run(s) logged to W&B offline, {len(pending)} not uploaded yet: wandb sync {paths}{note}{empty}"
 
     def table(self, metric: str = "accuracy") -> Any:
         """``metric`` by checkpoint (rows, in step order) x the varied parameters (columns)."""
@@ -398,6 +394,32 @@ def _no_sweep_message(folder: Path, *, has_config: bool) -> str:
         return f"{str(folder)!r} holds sweeps, not one; pass one of: " + ", ".join(str(folder / name) for name in inside)
     return (f"no sweep results in {str(folder)!r} (needs {SWEEP_FILE} and summary.csv); "
             "run `vlm-lab sweep sweeps/shapes-ablation.yaml` first")  # fmt: skip
+
+
+def _wandb_state(folder: Path, run_id: str) -> dict[str, Any]:
+    """``state``, ``uploaded`` and ``sync_command`` of the W&B run ``run_id`` whose start ``folder`` a run's
+    wandb.json names, as ``vlm-lab runs`` says them: a start killed as W&B started (its log holds only its header)
+    ``logged nothing`` (and whether it is safe to delete), not ``unreadable``; the latest start of a run doing so
+    (a re-run killed then: wandb.json still names the first start) makes the run ``incomplete``."""
+    from vlm_lab.offline_runs import (
+        LOGGED_NOTHING, EmptyRunLogError, latest_runs, read_merged_run, starts_beside, unreadable_later_start,
+    )
+
+    empty = None
+    try:
+        logged = read_merged_run(folder)
+    except EmptyRunLogError as e:
+        starts = starts_beside(folder, run_id, project=None, exclude=folder) if run_id else []
+        if not starts:  # nothing to upload
+            return {"state": f"{LOGGED_NOTHING} ({e.why}): {e.fix}", "uploaded": False, "sync_command": ""}
+        logged, empty = latest_runs(starts)[-1], (folder, LOGGED_NOTHING)
+    except (DataError, OSError) as e:  # moved, deleted, or damaged
+        return {"state": f"unreadable: {e}", "uploaded": False, "sync_command": ""}
+    if (later := empty or unreadable_later_start(logged)) is not None:
+        state = f"incomplete, latest start {later[1]} ({later[0].name})"
+    else:
+        state = logged.state
+    return {"state": state, "uploaded": logged.synced, "sync_command": logged.sync_command}
 
 
 def _file_message(path: Path) -> str:

@@ -40,6 +40,7 @@ _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 # A log still at its header this long after wandb-core last wrote it belongs to no live run: wandb-core
 # writes the run record within seconds of creating the log, even on a loaded machine.
 SETTLED_S = 600
+LOGGED_NOTHING = "logged nothing"  # what a start killed as W&B started (EmptyRunLogError) is called in tables
 
 
 class EmptyRunLogError(DataError):
@@ -50,13 +51,13 @@ class EmptyRunLogError(DataError):
     def __init__(self, log: Path) -> None:
         stat = log.stat()
         folder = shlex.quote(str(log.parent))
-        if time.time() - stat.st_mtime >= SETTLED_S:
-            why, fix = "W&B was stopped as the run started", f"safe to delete: rm -r {folder}"
+        if time.time() - stat.st_mtime >= SETTLED_S:  # why and fix: a table's cell says them (Ablation.wandb_runs)
+            self.why, self.fix = "W&B was stopped as the run started", f"safe to delete: rm -r {folder}"
         else:
-            why = "a run starting right now, or one stopped as it started"
-            fix = f"if no run is starting, it is safe to delete (rm -r {folder}); else run `vlm-lab runs` again once it has"
-        super().__init__(f"nothing logged: its log {log.name} holds {stat.st_size} bytes, no record ({why}); "
-                         f"nothing to upload; {fix}")
+            self.why = "a run starting right now, or one stopped as it started"
+            self.fix = f"if no run is starting, it is safe to delete (rm -r {folder}); else run `vlm-lab runs` again once it has"
+        super().__init__(f"nothing logged: its log {log.name} holds {stat.st_size} bytes, no record ({self.why}); "
+                         f"nothing to upload; {self.fix}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,10 +377,11 @@ def read_merged_run(path: str | os.PathLike[str]) -> OfflineRun:
 
 
 def starts_beside(
-    folder: str | os.PathLike[str], run_id: str, *, project: str, entity: str = "", exclude: str | os.PathLike[str] | None = None
+    folder: str | os.PathLike[str], run_id: str, *, project: str | None, entity: str = "", exclude: str | os.PathLike[str] | None = None
 ) -> list[OfflineRun]:
-    """The readable starts of W&B run ``run_id`` (in ``project``/``entity``) among the ``offline-run-*`` folders
-    beside ``folder`` (wandb writes every start of a run under the same ``wandb/``), but ``exclude``; oldest first."""
+    """The readable starts of W&B run ``run_id`` (in ``project``/``entity``; ``project=None``: in any) among the
+    ``offline-run-*`` folders beside ``folder`` (wandb writes every start of a run under the same ``wandb/``), but
+    ``exclude``; oldest first."""
     starts = []
     skip = Path(exclude) if exclude is not None else None
     for other in sorted(Path(folder).parent.glob(f"offline-run-*{run_id}*")):  # wandb may suffix a folder
@@ -389,9 +391,34 @@ def starts_beside(
             run = read_offline_run(other)
         except (DataError, OSError):  # a start killed before wandb-core wrote its run record
             continue
-        if (run.entity, run.project, run.id) == (entity, project, run_id):
+        if run.id == run_id and (project is None or (run.entity, run.project) == (entity, project)):
             starts.append(run)
     return sorted(starts, key=_start_order)
+
+
+def is_start_folder(name: str, run_id: str) -> bool:
+    """Whether folder ``name`` is a start of W&B run ``run_id`` by its name, ``offline-run-<time>-<id>`` (a suffix
+    ``-N`` when starts share a second): what says whose a folder is when its log cannot be read."""
+    import re
+
+    return re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{re.escape(run_id)}(-\d+)?", name) is not None
+
+
+def unreadable_later_start(run: OfflineRun) -> tuple[Path, str] | None:
+    """The newest folder beside ``run``'s latest start that is a later start of it and cannot be read, with what it
+    is (``logged nothing``: killed as W&B started, ``EmptyRunLogError``; else ``unreadable``), or None. Such a start
+    means the run did not finish, whatever its readable starts say."""
+    later = [f for f in run.dir.parent.glob(f"offline-run-*{run.id}*") if is_start_folder(f.name, run.id) and f.name > run.dir.name]
+    if not later:
+        return None
+    newest = max(later, key=lambda f: f.name)
+    try:
+        read_offline_run(newest)
+    except EmptyRunLogError:
+        return newest, LOGGED_NOTHING
+    except (DataError, OSError):
+        return newest, "unreadable"
+    return None  # a readable later start of another project, or one written since
 
 
 def _start_order(run: OfflineRun) -> tuple[float, str]:

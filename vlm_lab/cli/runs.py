@@ -61,7 +61,7 @@ def _runs(args: argparse.Namespace) -> int:
             row[key] = _shown(key, value)
         if run.id in cut_short:
             latest = cut_short[run.id]
-            row["state"] = f"incomplete, latest start {'logged nothing' if latest in empty else 'unreadable'} ({latest.name})"
+            row["state"] = f"incomplete, latest start {offline_runs.LOGGED_NOTHING if latest in empty else 'unreadable'} ({latest.name})"
         else:
             row["state"] = run.state
         row["uploaded"] = "yes" if run.synced else "no"
@@ -120,13 +120,12 @@ def _logged_elsewhere(root: Path) -> str:
 def _unreadable_latest_starts(runs: list, unreadable: list[Path]) -> dict[str, Path]:
     """Run id -> its unreadable folder, for runs whose newest start is one (damaged, or wandb-core killed before it
     wrote more than the log's header: it logged nothing): the run did not finish, whatever its readable starts say. Matched by
-    folder name, ``offline-run-<time>-<id>`` (a suffix ``-N`` when starts share a second)."""
-    import re
+    folder name (``offline_runs.is_start_folder``)."""
+    from vlm_lab.offline_runs import is_start_folder
 
     out = {}
     for run in runs:
-        mine = re.compile(rf"offline-run-\d{{8}}_\d{{6}}-{re.escape(run.id)}(-\d+)?")
-        newer = [f for f in unreadable if mine.fullmatch(f.name) and f.name > run.dir.name]
+        newer = [f for f in unreadable if is_start_folder(f.name, run.id) and f.name > run.dir.name]
         if newer:
             out[run.id] = max(newer, key=lambda f: f.name)
     return out
