@@ -14,6 +14,7 @@ Prints:
   files written for people to look at (sample images, results, html; timed again
   into a fresh folder), and the engine itself (batching, result cache, bookkeeping);
 - the cost of re-running the finished comparison (all cached; target <= 5%).
+- last, each target against each set of checkpoints, met or not, beside the compute per sample it was read at.
 
 Run on two sets of 3 checkpoints (``--model`` picks): ``shapes``, the embedded
 168k-parameter checkpoints, where generate takes ~1 ms per sample and the
@@ -139,7 +140,7 @@ def run_engine(paths, models, args, out: Path):
     return time.perf_counter() - start, result
 
 
-def bench_model(model: str, args) -> None:
+def bench_model(model: str, args) -> dict:
     """Time naive loop, engine, pure generate, processor and a cached re-run on one model's 3 checkpoints."""
     import torch
 
@@ -191,6 +192,28 @@ def bench_model(model: str, args) -> None:
         for bs in (1, 4, 8, 16, 32, 64, 128):
             t = pure_generate(loaded_models, samples, gen.replace(batch_size=bs))
             print(f"  pure generate, batch {bs:>3}: {t:6.2f} s")
+    return {"model": model, "ms_per_sample": pure / sum(map(len, naive_out)) * 1000, "speed": naive / engine,
+            "overhead": (engine / pure - 1) * 100, "around": (engine / inside - 1) * 100, "rerun": rerun / engine * 100,
+            "same": f"{same} of {sum(map(len, naive_out))}"}  # fmt: skip
+
+
+def print_targets(measured: list[dict]) -> None:
+    """The three targets against each set of checkpoints, side by side: met or not, and the compute per sample they
+    were read at (the engine's overhead is fixed work per sample, so it weighs less as generate takes longer)."""
+    print("\n== targets (2 CPU cores)")
+    rows = [
+        ("pure generate per sample, batched", lambda m: f"{m['ms_per_sample']:.2f} ms", None),
+        ("identical greedy outputs", lambda m: m["same"], None),
+        ("speed naive/engine >= 3x", lambda m: f"{m['speed']:.2f}x", lambda m: m["speed"] >= 3),
+        ("overhead over generate <= 10%", lambda m: f"{m['overhead']:+.1f}% (in-run {m['around']:+.1f}%)",
+         lambda m: max(m["overhead"], m["around"]) <= 10),
+        ("cached re-run <= 5%", lambda m: f"{m['rerun']:.1f}%", lambda m: m["rerun"] <= 5),
+    ]  # fmt: skip
+    width = max(len(label) for label, _, _ in rows) + 2
+    print(" " * width + "".join(f"{m['model']:<36}" for m in measured))
+    for label, value, met in rows:
+        cells = (value(m) + ("" if met is None else "  met" if met(m) else "  NOT met") for m in measured)
+        print(f"{label:<{width}}" + "".join(f"{c:<36}" for c in cells))
 
 
 def main() -> int:
@@ -210,8 +233,7 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    for model in args.model:
-        bench_model(model, args)
+    print_targets([bench_model(model, args) for model in args.model])
     return 0
 
 
