@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_throughput import build_embedded  # noqa: E402
 
 
 def main() -> None:
     import torch
 
-    from vlm_lab import memory, memory_synthetic, tiny
-    from vlm_lab.config import TrainConfig
+    from vlm_lab import memory, memory_synthetic
     from vlm_lab.memory_measure import measure
     from vlm_lab.models import supports_bfloat16
 
@@ -33,7 +35,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     args = parser.parse_args()
 
-    tiny_ckpt = tiny.train(TrainConfig(out=args.checkpoints), progress=False)[-1]
+    tiny_ckpt = build_embedded(Path(args.checkpoints))[-1]  # pinned, in a process of its own: the suite's weights
     big = memory_synthetic.build_llava(Path(args.out) / "llava-100m", memory_synthetic.LLAVA_100M)
     runs = [("cpu", "float32"), ("cpu", "bfloat16")]
     if torch.cuda.is_available():
