@@ -297,6 +297,26 @@ def test_interrupted_run_resumes_after_the_last_finished_batch(tmp_path, tiny_ch
     assert outputs(result) == outputs(fresh)  # resumed = computed in one go
 
 
+def test_a_resumed_run_shows_its_bar_over_the_whole_comparison_with_the_cached_batches_counted(tmp_path, tiny_checkpoints, models,
+                                                                                            capsys):
+    """The bar read "compare checkpoint-1000: 0/2" after a resume: it counted only the batches left, as if the run
+    were new. It reads the whole comparison (6 batches), starting at the 4 cached; a fully cached re-run shows none."""
+    config = _config(tmp_path, [tiny_checkpoints[1], tiny_checkpoints[-1]])  # 2 checkpoints x 3 batches
+
+    def stop_after_four(event: BatchEvent) -> None:
+        if event.checkpoint == "checkpoint-1000":
+            raise Stop
+
+    with pytest.raises(Stop):
+        compare(config, progress=True, cache=models, on_batch=stop_after_four)
+    capsys.readouterr()
+    compare(config, progress=True, cache=models)
+    bar = capsys.readouterr().err
+    assert "4/6" in bar and "6/6" in bar and "/2 " not in bar and "0/" not in bar, bar
+    compare(config, progress=True, cache=models)  # all cached: nothing to run, no bar (not "0/0", nor "6/6" of nothing)
+    assert "compare" not in capsys.readouterr().err
+
+
 def test_interrupted_checkpoint_still_reports_its_memory(tmp_path, tiny_checkpoints, models):
     config = _config(tmp_path, [tiny_checkpoints[-1]])
 

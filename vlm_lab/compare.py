@@ -343,8 +343,11 @@ def compare(
                                  encodings, {s.id: s.line for s in samples if s.line})
     last_use = {proc: i for i, (*_, proc, _) in enumerate(runs)}  # a processor's batches are let go after its last checkpoint
 
-    total = sum(len(chunks) for *_, chunks, _ in plans)
-    bar = tqdm(total=total, desc="compare", unit="batch", disable=not progress or total == 0, file=sys.stderr)
+    # the bar reads the whole comparison (each distinct checkpoint's batches), a resumed one starting at what is cached
+    # (initial=: its rate and ETA count this run's batches only); nothing left to run (all cached): no bar at all
+    left = sum(len(chunks) for *_, chunks, _ in plans)
+    whole = max(left, -(-len(unique) // gen.batch_size) * len(first_plan))
+    bar = tqdm(total=whole, initial=whole - left, desc="compare", unit="batch", disable=not progress or left == 0, file=sys.stderr)
     # All in this thread but the result cache's fsyncs: on a tiny model, generate is bound by Python, so helper
     # threads for encoding and image writes only contend for the GIL (measured: slower, not faster); an fsync
     # waits for the disk without the GIL (the Syncer's thread), and all have ended before compare returns
