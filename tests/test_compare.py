@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import time
 import warnings
@@ -112,6 +113,30 @@ def test_html_highlights_disagreements(finished):
     agreeing = ComparisonResult.load(result.output_dir)
     agreeing.checkpoints = ["checkpoint-1000"]
     assert 'class="disagree"' not in agreeing.html()
+
+
+def test_the_view_names_each_image_by_the_path_the_data_file_gives(tmp_path, tiny_checkpoints, models):
+    """comparison.html named an image only by its content hash (images/3f...png): the user's own path was nowhere.
+    Each thumbnail's title and alt text give it as the JSONL writes it (escaped); the same picture under two paths
+    is one file in images/, and each row says its own path."""
+    (sample,) = shapes.make_samples("val", 1)
+    folder = tmp_path / "data" / "my images"
+    folder.mkdir(parents=True)
+    sample.image.save(folder / "img 3.png")
+    shutil.copyfile(folder / "img 3.png", folder / 'a&b "<x>".png')
+    lines = [{"id": "one", "image": "my images/img 3.png", "prompt": sample.prompt, "reference": sample.reference},
+             {"id": "two", "image": 'my images/a&b "<x>".png', "prompt": "What color is the shape?"}]
+    (tmp_path / "data" / "d.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = compare(_config(tmp_path, [tiny_checkpoints[-1]], data=str(tmp_path / "data" / "d.jsonl")), progress=False, cache=models)
+    assert result.rows[0]["image"] == result.rows[1]["image"]  # one file in images/
+    assert [r["image_file"] for r in ComparisonResult.load(result.output_dir).rows] == ["my images/img 3.png", 'my images/a&b "<x>".png']
+    for view in ((result.output_dir / "comparison.html").read_text(encoding="utf-8"), result.html()):
+        assert 'title="my images/img 3.png" alt="my images/img 3.png"' in view
+        assert 'title="my images/a&amp;b &quot;&lt;x&gt;&quot;.png"' in view and "<x>" not in view
+    made = compare(_config(tmp_path, [tiny_checkpoints[-1]], num_samples=3, output_dir=str(tmp_path / "shapes")), progress=False,
+                   cache=models)  # the shapes set: images made in memory, named by the sample's id as before
+    assert re.findall(r"<img [^>]*>", made.html())[0].endswith(f'alt="{made.rows[0]["id"]}">')
+    assert "image_file" not in made.rows[0]
 
 
 def test_html_summary_is_rounded_for_reading_and_marks_clear_changes(finished):

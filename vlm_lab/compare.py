@@ -509,7 +509,8 @@ def _batches_to_run(unique: list[tuple[str, Sample]], found: dict[str, dict], ge
 def _build_result(config, refs, names, plans, samples, keys, images, out, dtype_name: str) -> ComparisonResult:
     score = get_scorer(config.metric)
     rows = [
-        {"id": s.id, "image": img, "prompt": s.prompt, "reference": s.reference, **({"meta": s.meta} if s.meta else {}), "outputs": {}}
+        {"id": s.id, "image": img, **({"image_file": s.image_file} if s.image_file else {}), "prompt": s.prompt,
+         "reference": s.reference, **({"meta": s.meta} if s.meta else {}), "outputs": {}}
         for s, img in zip(samples, images)
     ]
     summary = []

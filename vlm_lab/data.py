@@ -81,6 +81,7 @@ class Sample:
     image_path: str | None = None  # where the image lives on disk, when it does
     meta: dict[str, str | int | float | bool] | None = None  # named values to break accuracy down by
     line: str | None = None  # "data.jsonl:3": where a sample read from a file was given, for its errors
+    image_file: str | None = None  # the image as the data file gives it ("my images/img 3.jpg"): what the views name it by
 
     def __post_init__(self) -> None:
         if self.__dict__["_image"] is None and not self.image_path:
@@ -433,6 +434,7 @@ def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None, progre
                     image_path=str(image_path),
                     meta=meta,
                     line=f"{path}:{lineno}",
+                    image_file=record["image"],
                 )
             )
             if limit is not None and len(samples) >= limit:

@@ -93,7 +93,8 @@ class ComparisonResult:
 
     ``rows[i]`` is ``{"id", "image", "prompt", "reference" (None, a string, or a list of acceptable
     answers), "outputs": {name: {output,
-    score, latency_s, new_tokens, batch_size}}}`` with ``image`` relative to ``output_dir``;
+    score, latency_s, new_tokens, batch_size}}}`` with ``image`` relative to ``output_dir``, and ``image_file``, the
+    image as the data file gives it (``my images/img 3.jpg``), for a sample read from one (the views name it so);
     ``summary[j]`` has the ``SUMMARY_COLUMNS`` for ``checkpoints[j]``.
     """
 

@@ -132,7 +132,7 @@ def comparison_html(result: ComparisonResult, *, max_rows: int | None = 200, onl
             cells.append(f'<td class="{mark}{long_word(out["output"])}">{text}{value}{flip}{badges(out)}{toggle}</td>')
         cls = ' class="disagree"' if id(row) in disagree else ""
         ref = "" if row["reference"] is None else reference_text(row["reference"])
-        thumb = thumbnail(result, row) if embed_images else f'<img src="{esc(row["image"])}" alt="{esc(row["id"])}" loading="lazy">'
+        thumb = thumbnail(result, row) if embed_images else f'<img src="{esc(row["image"])}"{named(row)} loading="lazy">'
         texts = _td(row["id"], long_word(row["id"]) or " id") + "".join(_td(t, long_word(t)) for t in (row["prompt"], *((ref,) if scored else ())))
         body.append(f"<tr{cls}><td>{thumb}</td>{texts}{''.join(cells)}</tr>")
     more = "" if len(shown) == len(rows) or capped else f"<p>showing {len(shown)} of {len(rows)} samples</p>"
@@ -383,7 +383,15 @@ def thumbnail(result: ComparisonResult, row: dict) -> str:
             content, mime = _small_copy(path, jpeg=mime == "image/jpeg")
         except DataError:  # changed since the comparison copied it: the view still shows, without that picture
             return ""
-    return f'<img src="data:{mime};base64,{base64.b64encode(content).decode("ascii")}" alt="{esc(row["id"])}">'
+    return f'<img src="data:{mime};base64,{base64.b64encode(content).decode("ascii")}"{named(row)}>'
+
+
+def named(row: dict) -> str:
+    """A thumbnail's title and alt text: the image as the data file gives it (``my images/img 3.jpg``; ``images/`` names
+    it by its content's hash), or the sample's id for an image made in memory (the shapes set). The same picture under
+    two paths is one file in ``images/``; each sample's row says its own path."""
+    given = row.get("image_file")
+    return f' title="{esc(given)}" alt="{esc(given)}"' if given else f' alt="{esc(row["id"])}"'
 
 
 def _small_copy(path: Path, *, jpeg: bool) -> tuple[bytes, str]:
