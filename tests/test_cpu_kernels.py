@@ -12,14 +12,15 @@ import pytest
 
 from vlm_lab import cpu_kernels
 
-# sha256 of each default checkpoint's model.safetensors, pinned kernels, seed 0 (checkpoint format 4). Notebook 02's
-# checked outputs and README's accuracy table come from these weights: a CPU that trains others fails here first.
+# sha256 of each default checkpoint's model.safetensors, pinned kernels, seed 0 (checkpoint format 5, trained on an
+# Intel Xeon). Notebook 02's checked outputs and README's accuracy table come from these weights: a CPU that trains
+# others fails here first.
 DEFAULT_BUILD = {
     "checkpoint-0": "282f96a07285b8e76f629e4c9a476c27abe7d484883b15bdaef7dd0abb8d29b3",
-    "checkpoint-250": "befe63017063982015ee4dea5e384b03bd7e691386e63c9dc1e92ffbf7297ccf",
-    "checkpoint-500": "0490796e0ffcfa00134a14d2a71da45f8d9c5cf6350fe3b02ae9cd92c2fa1181",
-    "checkpoint-750": "9efbec8fd35637eb73d559b3fb456ca3a0814ea41545089b4445c307c6872750",
-    "checkpoint-1000": "c0a39b26326dd60c054e81845ea53ffdecc5de3bafb4f2f39b55bbc30cb50c0f",
+    "checkpoint-250": "349e20c9634cff8ca38185e1f636a54a700bbeed4a111cbc078f7dbe04088757",
+    "checkpoint-500": "1acc3cc43aaae794b4860b11ab90afa37bf0292a02f4f24afe97aa04b0a153a1",
+    "checkpoint-750": "c8078d9a5bb6fc0c9567ee42ffcb5db88e94852b17be3f75ba497e34b4438543",
+    "checkpoint-1000": "1e14e760934be8ae81e0a73b4f7088518094531c5df066885239b1e57348c1f5",
 }
 
 
@@ -50,3 +51,24 @@ def test_only_a_cpu_with_avx2_and_fma_is_pinned(tmp_path, flags, pinned):
     expected = cpu_kernels.REPRODUCIBLE_ENV if pinned and platform.machine().lower() in ("x86_64", "amd64") else {}
     assert cpu_kernels.reproducible_env(str(info)) == expected
     assert cpu_kernels.reproducible_env(str(tmp_path / "missing")) == {}
+
+
+def test_the_build_convolves_without_a_library_that_blocks_its_sums_by_the_cpus_caches():
+    """oneDNN and NNPACK size the blocks of a convolution's sum by the CPU's caches (NNPACK's implicit GEMM: its
+    L1 cache share / 28 floats), so the patch embedding summed in another order on another CPU. The build runs it
+    through torch's own convolution (im2col + MKL's GEMM, pinned), and gives the caller's settings back after."""
+    import torch
+
+    from vlm_lab import tiny
+    from vlm_lab.config import TrainConfig
+
+    config = TrainConfig()
+    pixels = torch.zeros(config.batch_size, 3, 64, 64)  # a training batch of the 64x64 images
+    weight = torch.zeros(64, 3, 8, 8, requires_grad=True)  # the patch embedding: 8x8 patches, stride 8
+
+    def backend() -> str:
+        return str(torch._C._select_conv_backend(pixels, weight, None, (8, 8), (0, 0), (1, 1), False, (0, 0), 1))
+
+    before = (backend(), torch._C._get_nnpack_enabled(), torch.backends.mkldnn.enabled)
+    assert tiny._one_thread(backend) == "_ConvBackend.Slow2d", "the patch embedding runs through a cache-blocked library"
+    assert (backend(), torch._C._get_nnpack_enabled(), torch.backends.mkldnn.enabled) == before

@@ -150,22 +150,29 @@ def _check_memory(batch_size: int, train_images: int, *, cgroup_root: Path = CGR
 
 
 def _one_thread(fn, *args, **kwargs):
-    """``fn`` with torch on one CPU thread and oneDNN off, then the caller's settings again.
+    """``fn`` with torch on one CPU thread and oneDNN and NNPACK off, then the caller's settings again.
 
     A matmul splits its sums across threads, so the weights depended on the core count: a laptop,
     a CI runner and a resume on another machine trained different checkpoints from one seed.
     The model is so small that one thread is also faster (2x on 2 busy cores): no work to share.
-    oneDNN's convolution (the patch embedding) blocks its sums by the CPU's cache sizes; without it
-    torch's own convolution runs through MKL, which ``cpu_kernels.pin_cpu_kernels`` pins.
+    The patch embedding's convolution is the one operation whose library sizes its blocks of the sum
+    by the CPU's caches: oneDNN's, and NNPACK's, which torch takes instead for a batch of 16 or more
+    once oneDNN is off (its implicit GEMM splits the 3x8x8 sum in blocks of its L1 cache share / 28
+    floats, so a CPU with another L1 cache per thread can sum in another order; the likely reason an
+    Intel Xeon trained other weights than the AMD EPYCs of format 4's golden hashes, not verified on an
+    AMD machine since). With both off, torch's own convolution (im2col, then MKL's GEMM) runs it,
+    which ``cpu_kernels.pin_cpu_kernels`` pins.
     """
     threads, onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(1)
     torch.backends.mkldnn.enabled = False  # not mkldnn.flags(): it also sets TF32, and warns that it cannot
+    (nnpack,) = torch.backends.nnpack.set_flags(False)
     try:
         return fn(*args, **kwargs)
     finally:
         torch.set_num_threads(threads)
         torch.backends.mkldnn.enabled = onednn
+        torch.backends.nnpack.set_flags(nnpack)
 
 
 def _train_and_save(

@@ -28,7 +28,7 @@ from vlm_lab.paths import probe_write
 from vlm_lab.training_log import trainer_state
 
 # Bump when the model, tokenizer or data change, so old checkpoints are rebuilt.
-FORMAT_VERSION = 4  # 2: one-thread training (4cd413a); 3: oneDNN off, kernels pinned (cpu_kernels); 4: MKL's COMPATIBLE branch (AMD too): earlier builds hold other weights
+FORMAT_VERSION = 5  # 2: one-thread training (4cd413a); 3: oneDNN off, kernels pinned (cpu_kernels); 4: MKL's COMPATIBLE branch (AMD too); 5: NNPACK off (its blocks follow the L1 cache): earlier builds hold other weights
 BUILD_RECORD = "VlmLabTinyBuild"  # trainer_state.json stateful_callbacks key: {"args": TrainConfig, "attributes": {"format"}}
 
 
