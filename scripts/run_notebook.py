@@ -37,8 +37,8 @@ HELP = """papermill, with the kernel on private unix sockets instead of TCP on l
     """
 
 
-def checked(execute: Any, **kernel_options: Any) -> Any:
-    """papermill's ``execute_notebook``, with the kernel options, after checking a local input
+def checked(execute: Any) -> Any:
+    """papermill's ``execute_notebook``, with a kernel of its own (``kernel_transport``), after checking a local input
     notebook, its parameters and the output folder (click.UsageError: one line, exit 2)."""
 
     def execute_notebook(input_path: str, output_path: str, parameters: dict | None = None, **kw: Any) -> Any:
@@ -61,7 +61,10 @@ def checked(execute: Any, **kernel_options: Any) -> Any:
         if _local(output_path or "-") and folder and not os.path.isdir(folder):
             raise click.UsageError(f"the output folder {folder!r} does not exist; create it (mkdir -p {shlex.quote(folder)})")
         try:
-            return execute(input_path=input_path, output_path=output_path, parameters=parameters, **kw, **kernel_options)
+            # The socket folder is made and removed in here, where a stop is reported: its kernel, stopped while
+            # starting (which nbclient does not clean up), is killed and its connection file goes with the folder.
+            with kernel_transport() as kernel_options:
+                return execute(input_path=input_path, output_path=output_path, parameters=parameters, **kw, **kernel_options)
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM as Terminated: the kernel is shut down by now
             _say_stopped(e, output_path)
             raise SystemExit(getattr(e, "exit_code", 130)) from None  # not click's "Aborted!", exit 1
@@ -86,9 +89,9 @@ def _local(path: str) -> bool:
 def main() -> None:
     # quiet(): papermill's warnings on parameters, checked here (its parser misreads `# 0 = all` comments)
     # terminate_raises: SIGTERM (timeout, docker stop) shuts the kernel down and removes its socket folder, as Ctrl-C does
-    with terminate_raises(), kernel_transport() as options, quiet():  # the socket folder is removed however papermill exits
+    with terminate_raises(), quiet():
         # papermill's CLI calls its module's execute_notebook; give it the kernel options it cannot take
-        papermill.cli.execute_notebook = checked(papermill.cli.execute_notebook, **options)
+        papermill.cli.execute_notebook = checked(papermill.cli.execute_notebook)
         papermill.cli.papermill.help = HELP + papermill.cli.papermill.help  # --help says how this differs
         papermill.cli.papermill.main(prog_name="run_notebook.py")
 

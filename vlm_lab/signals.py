@@ -6,8 +6,9 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
+from typing import Any
 
-__all__ = ["Terminated", "signal_name", "terminate_raises"]
+__all__ = ["Terminated", "signal_name", "signals_after_block", "terminate_raises"]
 
 
 def signal_name(number: int, *, if_sigkill: str = "") -> str:
@@ -47,3 +48,31 @@ def terminate_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def signals_after_block() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP arriving inside the block are handled (by the handler they had) when it ends.
+
+    For a step that must not be cut in two: a Ctrl-C between the sweep's ``pool.submit`` returning and the run
+    being noted in ``futures`` left a run executing that ``_stop`` neither counted nor waited for; a SIGTERM
+    inside ``Popen`` starting a kernel lost its process id, so nothing could stop the kernel. Signals with no
+    Python handler (ignored, or SIG_DFL) are left as they are; off the main thread nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[tuple[int, Any]] = []
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    handlers = {s: signal.getsignal(s) for s in (getattr(signal, n) for n in names if hasattr(signal, n))}
+    deferred = {s: h for s, h in handlers.items() if callable(h)}
+    for signum in deferred:
+        signal.signal(signum, lambda number, frame: caught.append((number, frame)))
+    try:
+        yield
+    finally:
+        for signum, handler in deferred.items():
+            signal.signal(signum, handler)
+        if caught:  # the first one, as it would have been handled: KeyboardInterrupt, Terminated, SweepTerminated
+            number, frame = caught[0]
+            deferred[number](number, frame)

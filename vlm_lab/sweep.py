@@ -57,10 +57,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from vlm_lab.config import SweepConfig
-from vlm_lab import sweep_coverage, sweep_kernel_dirs, sweep_papermill as papermill_run
+from vlm_lab import kernel_threads, sweep_coverage, sweep_kernel_dirs, sweep_papermill as papermill_run
 from vlm_lab.sweep_coverage import Coverage
 from vlm_lab.errors import SweepError, VlmLabError
 from vlm_lab.paths import nearest_existing
+from vlm_lab.signals import signals_after_block
 from vlm_lab.sweep_file import load_sweep  # noqa: F401 - re-exported
 from vlm_lab.sweep_checks import check_parameters, notebook_fingerprint, notebook_parameters, snapshot_notebook  # noqa: F401
 from vlm_lab.sweep_locks import LOCKED_EXIT_CODE, RUN_LOCKS, SweepLockedError, now as _now, run_is_running, run_lock, sweep_lock  # noqa: F401
@@ -130,9 +131,10 @@ class SweepTerminated(BaseException):
 def _execute_if_free(
     run: RunSpec, config: SweepConfig, declared: dict[str, str], stopped: threading.Event, tally: _Tally,
     fingerprint: str = "", source: Path | None = None, run_timeout_from: str = RUN_TIMEOUT_FROM_FILE,
+    *, kernel_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``execute_run`` under the run's lock, counted in ``tally``; state ``busy`` when another
-    invocation holds the lock, ``skipped`` when it completed while this invocation waited for its
+    """``execute_run`` (its kernel given ``kernel_env``) under the run's lock, counted in ``tally``; state
+    ``busy`` when another invocation holds the lock, ``skipped`` when it completed while this invocation waited for its
     turn, ``pending`` when another run could not write its files (``stopped``) before this one's turn."""
     if stopped.is_set():
         status = {"run_id": run.run_id, "state": "pending"}
@@ -145,7 +147,8 @@ def _execute_if_free(
                     status = {"run_id": run.run_id, "state": "skipped"}
                 else:
                     tally.started(run.run_id)
-                    status = execute_run(run, config, declared, fingerprint, source, run_timeout_from=run_timeout_from)
+                    status = execute_run(run, config, declared, fingerprint, source, run_timeout_from=run_timeout_from,
+                                         kernel_env=kernel_env)
         except OSError as e:  # its lock, folder, params.json, status.json, or (disk full) the notebook
             stopped.set()  # the queued runs would fail the same way, in a burst, before the sweep stops
             raise SweepWriteError.of(e, run.dir) from e
@@ -234,35 +237,6 @@ def _notebook_changed(config: SweepConfig, fingerprint: str, before: dict[str, A
     )
 
 
-@contextlib.contextmanager
-def _signals_after_block() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP arriving inside the block are handled (by the handler they had) when it ends.
-
-    A Ctrl-C between ``pool.submit`` returning and the run being noted in ``futures`` left a run executing
-    that ``_stop`` neither counted nor waited for ("waiting for the 0 running"): the sweep exited 130 while
-    it went on, abandoned. Signals with no Python handler (ignored, or SIG_DFL) are left as they are.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    import signal
-
-    caught: list[tuple[int, Any]] = []
-    names = ("SIGINT", "SIGTERM", "SIGHUP")
-    handlers = {s: signal.getsignal(s) for s in (getattr(signal, n) for n in names if hasattr(signal, n))}
-    deferred = {s: h for s, h in handlers.items() if callable(h)}
-    for signum in deferred:
-        signal.signal(signum, lambda number, frame: caught.append((number, frame)))
-    try:
-        yield
-    finally:
-        for signum, handler in deferred.items():
-            signal.signal(signum, handler)
-        if caught:  # the first one, as it would have been handled: KeyboardInterrupt, the CLI's SweepTerminated
-            number, frame = caught[0]
-            deferred[number](number, frame)
-
-
 def _as_completed(futures) -> Iterator[concurrent.futures.Future | None]:
     """``concurrent.futures.as_completed``, waking the main thread twice a second (None: a wake with no future done).
 
@@ -333,9 +307,13 @@ def run_sweep(
         tally = _Tally(len(todo), skipped=[r.run_id for r in mine if r not in todo], bar=bar, log=log, terminal=sys.stderr.isatty())
         if note:
             log_line(note)
+        # Each kernel's torch (MKL, OpenBLAS) gets the cores divided among the kernels at once, unless the user set it.
+        kernels = min(config.jobs, len(todo) or 1)
+        kernel_env = kernel_threads.kernel_env(kernels)
         if log:
             log_line(
-                f"sweep {config.name}: {len(todo)} run(s) to run, {min(config.jobs, len(todo) or 1)} at a time; "
+                f"sweep {config.name}: {len(todo)} run(s) to run, {kernels} at a time, "
+                f"{kernel_threads.describe_threads(kernels)}; "
                 f"{len(tally.skipped)} already completed; in {sweep_dir(config)}"
             )
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.jobs)
@@ -343,10 +321,11 @@ def run_sweep(
         stopped = threading.Event()
         summary_written, unwritten = -math.inf, False  # unwritten: a run finished since the summary was written
         try:
-            with _signals_after_block():  # each run handed over is in futures, which _stop waits for
+            with signals_after_block():  # each run handed over is in futures, which _stop waits for
                 for r in todo:
                     futures[pool.submit(
-                        _execute_if_free, r, config, declared, stopped, tally, fingerprint, source, run_timeout_from
+                        _execute_if_free, r, config, declared, stopped, tally, fingerprint, source, run_timeout_from,
+                        kernel_env=kernel_env,
                     )] = r.run_id
             for future in _as_completed(futures):
                 # The worker counted it; this raises its SweepWriteError.

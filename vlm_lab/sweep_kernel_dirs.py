@@ -35,6 +35,7 @@ from pathlib import Path
 
 PREFIX = "vlm-lab-kernel-"
 OWNER = "owner.lock"  # held (flock) by the process using the folder
+_OWN: set[Path] = set()  # this process's folders, for remove_own
 
 
 @contextlib.contextmanager
@@ -49,11 +50,20 @@ def kernel_dir() -> Iterator[Path]:
         fd, name = tempfile.mkstemp(prefix=".owner-", dir=folder)  # O_CLOEXEC: the kernel does not inherit it
         fcntl.flock(fd, fcntl.LOCK_EX)  # nobody else knows this name yet: never waits
         os.rename(name, folder / OWNER)  # the lock goes with the file: no moment shows an unheld owner.lock
+        _OWN.add(folder)
         yield folder
     finally:
+        _OWN.discard(folder)
         shutil.rmtree(folder, ignore_errors=True)  # while still holding the lock
         if fd >= 0:
             os.close(fd)
+
+
+def remove_own() -> None:
+    """Remove this process's kernel folders now, for a process about to end without unwinding (``os._exit``:
+    the sweep abandoning its runs); kill their kernels first (``sweep_papermill.kill_kernels``)."""
+    for folder in list(_OWN):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_leftovers(folder: str | os.PathLike[str] | None = None) -> list[Path]:

@@ -188,7 +188,12 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"{why}; completed runs are kept, and a re-run runs the rest{where}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         # At once: the threads of runs abandoned by a second Ctrl-C would hold a normal exit until
-        # their notebooks finish. Their kernels exit with this process (ipykernel watches its parent).
+        # their notebooks finish. Their kernels go first, with their socket folders and connection files,
+        # which nothing would remove after os._exit (ipykernel would notice its parent gone a second later).
+        from vlm_lab import sweep_kernel_dirs, sweep_papermill
+
+        sweep_papermill.kill_kernels()
+        sweep_kernel_dirs.remove_own()
         os._exit(128 + signum)
     finally:
         for signum, handler in previous.items():
