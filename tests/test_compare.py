@@ -460,6 +460,25 @@ def test_the_same_weights_twice_are_generated_once(tmp_path, tiny_checkpoints, m
     assert result.summary[0]["accuracy"] == result.summary[1]["accuracy"] == 1.0
 
 
+def test_a_runs_final_model_is_placed_at_its_trainer_state_step(tmp_path, tiny_checkpoints, models):
+    """A run with checkpoint-N folders and a final model at its root (Trainer.save_model() + save_state(): its
+    trainer_state.json says global_step 1000): the plot lost its step axis and named the final model by the run's
+    folder. compare records its step (final_step); the plot and notebook 02's table place it there."""
+    run = tmp_path / "run"
+    for ckpt in (tiny_checkpoints[1], tiny_checkpoints[-1]):
+        shutil.copytree(ckpt, run / ckpt.name)
+    for f in tiny_checkpoints[-1].iterdir():  # the final model is the last checkpoint's weights, as usual
+        if f.is_file():
+            shutil.copyfile(f, run / f.name)
+    result = compare(_config(tmp_path, [run], num_samples=3), progress=False, cache=models)
+    assert [r.get("final_step") for r in result.refs] == [None, None, 1000]
+    assert "final_step" not in ComparisonResult.load(result.output_dir).refs[0]
+    assert ComparisonResult.load(result.output_dir).refs[2]["final_step"] == 1000
+    ax = result.plot_accuracy()
+    assert ax.get_xlabel() == "training step" and [t.get_text() for t in ax.texts] == ["final (= checkpoint-1000)"]
+    assert list(result.summary_table()["step"]) == ["250", "1000", "1000 (final)"]
+
+
 def test_names_equal_with_their_parents_take_more_folders_until_they_differ():
     from vlm_lab.checkpoints import CheckpointRef
     from vlm_lab.compare import unique_names

@@ -101,3 +101,59 @@ def test_title_counts_the_samples_scored_not_every_sample(tmp_path):
     assert "n=12" not in title and "8 of 12" in title, title
     all_scored = _result(tmp_path, ["checkpoint-250", "checkpoint-500"], [250, 500], accuracy=(0.5, 0.75))
     assert all_scored.plot_accuracy().get_title() == "accuracy by checkpoint (n=12)"
+
+
+def _run_with_final(tmp_path, *, final_step, fingerprint, accuracy=(0.25, 0.5, 0.75)):
+    """A run's checkpoint-500 and checkpoint-1000, then its final model at the root ("runs/x": Trainer.save_model()),
+    whose trainer_state.json says ``final_step``, with weights ``fingerprint`` (fp500 / fp1000: a checkpoint's)."""
+    result = _result(tmp_path, ["checkpoint-500", "checkpoint-1000", "runs/x"], [500, 1000, None], accuracy=accuracy)
+    for ref, fp in zip(result.refs, ("fp500", "fp1000", fingerprint)):
+        ref["fingerprint"] = fp
+    result.refs[2]["final_step"] = final_step
+    return result
+
+
+def _points(ax) -> list[tuple[float, float]]:
+    return [(float(x), float(y)) for line in ax.lines for x, y in zip(line.get_xdata(), line.get_ydata())
+            if line.get_marker() not in ("_", None, "None", "")]
+
+
+@pytest.mark.parametrize("by", [None, "question_type"])
+def test_a_runs_final_model_is_placed_on_the_step_axis_and_labelled(tmp_path, by):
+    """checkpoint-500, checkpoint-1000 and the run's final model (no checkpoint-N name): the step axis was lost,
+    the three named on the axis with the final model as "x". It stands at its trainer_state.json's global_step,
+    labelled, drawn apart (a star) from checkpoint-1000 where the weights differ at the same step."""
+    ax = _run_with_final(tmp_path, final_step=1000, fingerprint="fp-other").plot_accuracy(by=by)
+    ax.figure.canvas.draw()
+    assert ax.get_xlabel() == "training step"
+    labels = [t.get_text() for t in ax.texts]
+    assert labels == ["final (step 1000)"], labels
+    assert all(label.get_text() in ("", *map(str, range(0, 1300, 100)), *(f"{s:,}" for s in range(0, 1300, 100)))
+               for label in ax.get_xticklabels())  # numbers, no names
+    if by is None:  # a star, not checkpoint-1000's circle under it; with by, a dotted line at step 1000
+        stars = [line for line in ax.lines if line.get_marker() == "*"]
+        assert [list(line.get_xdata()) for line in stars] == [[1000]]
+    for line in ax.lines:  # a line never runs back along the step axis
+        xs = [float(x) for x in line.get_xdata()]
+        assert xs == sorted(xs), xs
+
+
+def test_a_final_model_with_a_checkpoints_weights_is_labelled_as_that_checkpoint(tmp_path):
+    """load_best_model_at_end: the final model holds checkpoint-500's weights though training ran to step 1000 (the
+    root trainer_state.json's global_step); drawn at 1000 it would show checkpoint-500's accuracy as step 1000's."""
+    ax = _run_with_final(tmp_path, final_step=1000, fingerprint="fp500", accuracy=(0.25, 0.5, 0.25)).plot_accuracy()
+    assert [t.get_text() for t in ax.texts] == ["final (= checkpoint-500)"]
+    assert (500.0, 0.25) in _points(ax) and all(x != 1000 or y == 0.5 for x, y in _points(ax))
+
+
+def test_a_final_model_without_its_step_keeps_the_named_axis(tmp_path):
+    """No root trainer_state.json (save_model() without save_state()), or a result saved before final_step: named."""
+    ax = _run_with_final(tmp_path, final_step=None, fingerprint="fp-other").plot_accuracy()
+    assert ax.get_xlabel() == "checkpoint" and [t.get_text() for t in ax.get_xticklabels()] == ["checkpoint-500", "checkpoint-1000", "x"]
+
+
+def test_the_summary_table_reads_a_final_models_step(tmp_path):
+    """Notebook 02's table: the final model's step read "-"; its numbers (summary_frame) keep None (a checkpoint-N's N)."""
+    result = _run_with_final(tmp_path, final_step=1000, fingerprint="fp-other")
+    assert list(result.summary_table()["step"]) == ["500", "1000", "1000 (final)"]
+    assert math.isnan(result.summary_frame()["step"].iloc[2])

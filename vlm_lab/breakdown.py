@@ -108,9 +108,10 @@ def plot_by(result: ComparisonResult, key: str, ax, xs: list) -> None:
     span = (max(xs) - min(xs)) or 2  # a checkpoint alone is drawn on (-1, 1)
     for i, (value, part) in enumerate(parts):
         dodge = (i - (len(parts) - 1) / 2) * span * 0.012  # the values' CI bars side by side, not on top of each other
-        acc = part["accuracy"].to_numpy()
-        errors = [acc - part["ci_low"].to_numpy(), part["ci_high"].to_numpy() - acc]
-        ax.errorbar([x + dodge for x in xs], acc, yerr=errors, marker=MARKERS[i % len(MARKERS)], capsize=3,
+        order = sorted(range(len(xs)), key=lambda j: xs[j])  # along the axis: a run's final model may stand at an earlier step
+        acc = part["accuracy"].to_numpy()[order]
+        errors = [acc - part["ci_low"].to_numpy()[order], part["ci_high"].to_numpy()[order] - acc]
+        ax.errorbar([xs[j] + dodge for j in order], acc, yerr=errors, marker=MARKERS[i % len(MARKERS)], capsize=3,
                     label=f"{value} (n={part['n_scored'].iloc[0]})")  # fmt: skip
     # beside the axes: inside, it hid the CI bars at the curves' top right, where accuracy ends up
     ax.legend(title=key, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))

@@ -557,7 +557,12 @@ def _build_result(config, refs, names, plans, samples, keys, images, out, dtype_
         )
     # revision: the commit a hub checkpoint was pinned to (what "org/run@main" meant that day); None for a folder.
     # dtype: what it ran in ("auto" resolved), for what a saved comparison's NaN/inf warning says
-    ref_info = [{"name": n, "spec": r.spec, "step": r.step, "fingerprint": p[2], "revision": r.revision, "dtype": dtype_name}
+    # final_step: a run's final model at its root (no checkpoint-N name), where its trainer_state.json says (the plot
+    # and the summary table place it on the step axis: results_plot.final_steps)
+    from vlm_lab.training_log import final_step
+
+    ref_info = [{"name": n, "spec": r.spec, "step": r.step, "fingerprint": p[2], "revision": r.revision, "dtype": dtype_name,
+                 **({"final_step": at} if (at := final_step(r)) is not None else {})}
                 for n, r, p in zip(names, refs, plans)]
     result = ComparisonResult(config=config.to_dict(), checkpoints=names, refs=ref_info, rows=rows, summary=summary, output_dir=out)
     result.add_paired_columns()

@@ -209,7 +209,8 @@ class ComparisonResult:
     def summary_table(self):
         """``summary_frame()`` for people to read, every value a string: accuracy and its CI in % (one decimal),
         ``n_scored`` as scored/samples (fewer than all when some lack a reference), latency in seconds (4
-        decimals), tokens/s whole, memory in kB/MB/GB, ``-`` where there is no value (nothing scored)."""
+        decimals), tokens/s whole, memory in kB/MB/GB, ``-`` where there is no value (nothing scored); a run's final
+        model's step as ``1000 (final)`` (``results_plot.final_steps``; ``summary_frame`` keeps None: no checkpoint-N)."""
         from vlm_lab.units import format_bytes
 
         def shown(fmt):
@@ -227,6 +228,10 @@ class ComparisonResult:
         table = frame.map(shown(str)).astype(object)
         for column, fmt in formats.items():
             table[column] = [fmt(v) for v in frame[column]]
+        from vlm_lab.results_plot import final_steps
+
+        steps, finals = final_steps(self)  # a run's final model: the step the plot places it at ("1000 (final)")
+        table["step"] = [f"{steps[i]} (final)" if i in finals else step for i, step in enumerate(table["step"])]
         scored = frame["n_scored"].astype(float).fillna(0)  # None (nothing scored) -> 0 of the samples
         table["n_scored"] = [f"{n:.0f}/{whole(total)}" for n, total in zip(scored, frame["n_samples"])]
         return table

@@ -27,7 +27,7 @@ def tick_labels(names: list[str]) -> list[str]:
 def plot_accuracy(result: ComparisonResult, ax=None, *, by: str | None = None):
     """``ComparisonResult.plot_accuracy``: see there."""
     n = len(result.checkpoints)
-    steps = [r.get("step") for r in result.refs]
+    steps, finals = final_steps(result)
     use_steps = n > 1 and all(s is not None for s in steps)  # one checkpoint: its name, not a step axis 480..520
     if ax is None:
         import matplotlib.pyplot as plt
@@ -41,11 +41,20 @@ def plot_accuracy(result: ComparisonResult, ax=None, *, by: str | None = None):
     if by is None:
         low = [a - _nan(s["ci_low"]) for a, s in zip(acc, result.summary)]
         high = [_nan(s["ci_high"]) - a for a, s in zip(acc, result.summary)]
-        ax.errorbar(xs, acc, yerr=[low, high], marker="o", capsize=4, label="accuracy (95% CI)")
+        order = sorted(range(n), key=lambda i: xs[i])  # along the axis: a final model placed at an earlier step
+        ax.errorbar([xs[i] for i in order], [acc[i] for i in order], yerr=[[low[i] for i in order], [high[i] for i in order]],
+                    marker="o", capsize=4, label="accuracy (95% CI)")  # fmt: skip
     else:
         from vlm_lab.breakdown import plot_by
 
         plot_by(result, by, ax, xs)
+    for i, label in finals.items() if use_steps else ():
+        if by is None:  # a star apart from the checkpoint-N circle at the same step (other weights there: both show)
+            ax.plot([xs[i]], [acc[i]], marker="*", markersize=12, linestyle="none", color="black", zorder=3)
+            ax.annotate(label, (xs[i], acc[i]), xytext=(6, 6), textcoords="offset points", fontsize="small")
+        else:  # one point per value there: the step marked across the plot, named at its top
+            ax.axvline(xs[i], linestyle=":", color="grey", linewidth=1)
+            ax.annotate(label, (xs[i], 1.0), xytext=(3, -3), textcoords="offset points", fontsize="small", va="top")
     ax.set_xlabel("training step" if use_steps else "checkpoint")
     if not use_steps:
         ax.set_xticks(xs, tick_labels(result.checkpoints), rotation=30 if n > 1 else 0, ha="right" if n > 1 else "center",
@@ -58,6 +67,28 @@ def plot_accuracy(result: ComparisonResult, ax=None, *, by: str | None = None):
     ax.grid(alpha=0.3)
     ax.set_title(f"accuracy by checkpoint ({_scored(result)})" if by is None else f"accuracy by checkpoint and {by}")
     return ax
+
+
+def final_steps(result: ComparisonResult) -> tuple[list[int | None], dict[int, str]]:
+    """Each checkpoint's training step, and the label of each run's final model (Trainer.save_model() at the run's
+    root: no checkpoint-N name) that ``compare`` found the step of (``final_step``: its trainer_state.json's
+    ``global_step``).
+
+    A final model with the weights of a checkpoint in the comparison (saved from the last one, the usual case, or
+    from the best one under ``load_best_model_at_end``, though training went on) stands at that checkpoint's step,
+    labelled ``final (= checkpoint-500)``: at global_step it would show checkpoint-500's accuracy as step 1000's.
+    Other weights stand at global_step, labelled ``final (step 1000)`` (beside a checkpoint-1000 with other weights:
+    a star, not its circle). Without a final_step (no root trainer_state.json, a result saved before it was
+    recorded) its step is None, as before: the plot names the checkpoints."""
+    steps: list[int | None] = [r.get("step") for r in result.refs]
+    stepped = {r.get("fingerprint"): (r.get("step"), name) for r, name in zip(result.refs, result.checkpoints)
+               if r.get("step") is not None and r.get("fingerprint")}  # fmt: skip
+    finals = {}
+    for i, ref in enumerate(result.refs):
+        if steps[i] is None and isinstance(ref.get("final_step"), int):
+            same = stepped.get(ref.get("fingerprint"))
+            steps[i], finals[i] = (same[0], f"final (= {same[1]})") if same else (ref["final_step"], f"final (step {ref['final_step']})")
+    return steps, finals
 
 
 def _scored(result: ComparisonResult) -> str:

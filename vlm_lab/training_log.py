@@ -14,7 +14,7 @@ import math
 import zipfile
 from pathlib import Path
 
-from vlm_lab.checkpoints import CheckpointRef, resolve
+from vlm_lab.checkpoints import CheckpointRef, discover_checkpoints, resolve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +53,16 @@ def trainer_state(checkpoint: str | Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
     return saved if isinstance(saved, dict) else {}
+
+
+def final_step(ref: CheckpointRef) -> int | None:
+    """The training step of a run's final model, saved at its root (``Trainer.save_model()``; a folder that also holds
+    checkpoint-N folders): its ``trainer_state.json``'s ``global_step`` (``Trainer.save_state()`` writes it there).
+    None for a checkpoint-N (its N is its step), a plain model folder, a hub id, or a root without one."""
+    if ref.path is None or ref.step is not None or not discover_checkpoints(ref.path):
+        return None
+    step = _number(trainer_state(ref.path).get("global_step"))
+    return int(step) if step is not None and step == int(step) else None
 
 
 def log_history(checkpoint: str | Path) -> list[dict]:
