@@ -31,13 +31,14 @@ def _write_json(path: Path, value: Any) -> None:
 
 def execute_run(
     run: RunSpec, config: SweepConfig, declared: dict[str, str], fingerprint: str = "", source: Path | None = None,
-    *, run_timeout_from: str = RUN_TIMEOUT_FROM_FILE,
+    *, run_timeout_from: str = RUN_TIMEOUT_FROM_FILE, kernel_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Execute one run with papermill; returns its final status (never raises for a failing notebook).
 
     ``source``: the notebook to execute (the invocation's snapshot of ``config.notebook``, whose
     ``fingerprint`` is in the run id); default ``config.notebook``. ``run_timeout_from``: what set
     ``config.run_timeout``, which a timed-out run says to raise (``--run-timeout`` when a flag did).
+    ``kernel_env``: variables the kernel gets where the environment leaves them unset (``kernel_threads.kernel_env``).
 
     The status records the notebook (path, ``fingerprint``, kernel) and what the run's W&B step did
     (``wandb``: the ``wandb.json`` notebook 02 writes through ``vlm_lab.tracking``; absent when the
@@ -80,7 +81,7 @@ def execute_run(
             Path(source or config.notebook).resolve(), partial.resolve(), parameters=parameters,
             kernel_name=config.kernel or None, progress_bar=False, log_output=False,
             execution_timeout=config.execution_timeout or None, kernel_log=kernel_log.resolve(),
-            run_timeout=config.run_timeout,
+            run_timeout=config.run_timeout, kernel_env=kernel_env,
         )  # fmt: skip
         status.update(state="completed")
     except papermill_run.RunTimedOut as e:
