@@ -61,6 +61,7 @@ from vlm_lab import kernel_threads, sweep_coverage, sweep_kernel_dirs, sweep_pap
 from vlm_lab.sweep_coverage import Coverage
 from vlm_lab.errors import SweepError, VlmLabError
 from vlm_lab.paths import nearest_existing
+from vlm_lab.signals import signals_after_block
 from vlm_lab.sweep_file import load_sweep  # noqa: F401 - re-exported
 from vlm_lab.sweep_checks import check_parameters, notebook_fingerprint, notebook_parameters, snapshot_notebook  # noqa: F401
 from vlm_lab.sweep_locks import LOCKED_EXIT_CODE, RUN_LOCKS, SweepLockedError, now as _now, run_is_running, run_lock, sweep_lock  # noqa: F401
@@ -236,35 +237,6 @@ def _notebook_changed(config: SweepConfig, fingerprint: str, before: dict[str, A
     )
 
 
-@contextlib.contextmanager
-def _signals_after_block() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP arriving inside the block are handled (by the handler they had) when it ends.
-
-    A Ctrl-C between ``pool.submit`` returning and the run being noted in ``futures`` left a run executing
-    that ``_stop`` neither counted nor waited for ("waiting for the 0 running"): the sweep exited 130 while
-    it went on, abandoned. Signals with no Python handler (ignored, or SIG_DFL) are left as they are.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    import signal
-
-    caught: list[tuple[int, Any]] = []
-    names = ("SIGINT", "SIGTERM", "SIGHUP")
-    handlers = {s: signal.getsignal(s) for s in (getattr(signal, n) for n in names if hasattr(signal, n))}
-    deferred = {s: h for s, h in handlers.items() if callable(h)}
-    for signum in deferred:
-        signal.signal(signum, lambda number, frame: caught.append((number, frame)))
-    try:
-        yield
-    finally:
-        for signum, handler in deferred.items():
-            signal.signal(signum, handler)
-        if caught:  # the first one, as it would have been handled: KeyboardInterrupt, the CLI's SweepTerminated
-            number, frame = caught[0]
-            deferred[number](number, frame)
-
-
 def _as_completed(futures) -> Iterator[concurrent.futures.Future | None]:
     """``concurrent.futures.as_completed``, waking the main thread twice a second (None: a wake with no future done).
 
@@ -349,7 +321,7 @@ def run_sweep(
         stopped = threading.Event()
         summary_written, unwritten = -math.inf, False  # unwritten: a run finished since the summary was written
         try:
-            with _signals_after_block():  # each run handed over is in futures, which _stop waits for
+            with signals_after_block():  # each run handed over is in futures, which _stop waits for
                 for r in todo:
                     futures[pool.submit(
                         _execute_if_free, r, config, declared, stopped, tally, fingerprint, source, run_timeout_from,

@@ -28,9 +28,12 @@ import os
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from vlm_lab.signals import signals_after_block
 
 # papermill's per-run parameter warnings: the sweep has already checked the parameters, and
 # papermill's own parser misreads ``# help`` comments that contain ``=``. And nbclient's error for a
@@ -154,18 +157,41 @@ def _kernel_manager_class() -> type:
         _process: Any = None  # the kernel's Popen
         _shutting_down: bool = False
         _timed_out: bool = False  # killed at the run's deadline
+        _launching: bool = False  # in Popen, in a worker thread: kill_kernels waits for its process id
+
+        async def _async_pre_start_kernel(self, **kw: Any) -> Any:
+            # Where the connection file is written (mkstemp, then its name kept): not to be cut in two.
+            _LIVE.add(self)  # from before its connection file exists: kill_kernels finds it, until cleanup_resources
+            with signals_after_block():
+                return await super()._async_pre_start_kernel(**kw)
 
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
             # jupyter_client's documented override point; Popen dups the descriptor, so it closes here.
-            with contextlib.ExitStack() as stack:
+            # A Ctrl-C or SIGTERM inside Popen lost the kernel's process id, and the kernel ran on; it stops it after.
+            with signals_after_block(), contextlib.ExitStack() as stack:
                 if self.output_path:
                     out = stack.enter_context(open(self.output_path, "ab"))
                     kw.update(stdout=out, stderr=out)
                 kw["env"] = {**(self.kernel_env or {}), **kw.get("env", os.environ)}  # the user's values win
-                await super()._async_launch_kernel(kernel_cmd, **kw)
-            self._process = getattr(self.provisioner, "process", None)
+                self._launching = True
+                try:
+                    await super()._async_launch_kernel(kernel_cmd, **kw)
+                finally:
+                    self._process, self._launching = getattr(self.provisioner, "process", None), False
+            if _KILLING.is_set():  # launched while kill_kernels ran (a worker thread's run): it goes too
+                self.kill_now()
             if self.deadline is not None and self._process is not None:
                 self.deadline.watch(self._kill_at_deadline)
+
+        def kill_now(self) -> None:
+            """SIGKILL the kernel's process group now, started or starting, and wait for it (no last words:
+            a kernel still starting printed a ZMQError traceback once its socket folder was gone)."""
+            process = self._process or getattr(self.provisioner, "process", None)
+            if process is None or process.poll() is not None:
+                return
+            _kill_group(process)
+            with contextlib.suppress(Exception):  # subprocess.TimeoutExpired: it is dying; nothing more to do
+                process.wait(timeout=5)
 
         def _kill_at_deadline(self) -> None:
             """SIGKILL the kernel's process group (jupyter_client starts it in a session of its own): the kernel
@@ -174,11 +200,7 @@ def _kernel_manager_class() -> type:
             if process is None or process.poll() is not None:
                 return
             self._timed_out = True
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                if os.name == "posix" and os.getpgid(process.pid) == process.pid:
-                    os.killpg(process.pid, signal.SIGKILL)
-                else:
-                    process.kill()
+            _kill_group(process)
             if self.output_path:
                 with open(self.output_path, "a", encoding="utf-8") as out:
                     out.write(f"vlm-lab: run_timeout ({describe_duration(self.deadline.seconds)}) passed: the sweep "
@@ -208,8 +230,42 @@ def _kernel_manager_class() -> type:
                 with open(self.output_path, "a", encoding="utf-8") as out:
                     out.write(f"{KERNEL_ENDED}{kernel_end(code)}\n")
             await super().cleanup_resources(restart=restart)
+            if not restart:
+                _LIVE.discard(self)
 
     return LoggedKernelManager
+
+
+def _kill_group(process: Any) -> None:
+    """SIGKILL the kernel's process group (jupyter_client starts it in a session of its own): it and what it started."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.name == "posix" and os.getpgid(process.pid) == process.pid:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+
+
+# Kernel managers whose kernel was launched and not yet cleaned up (nbclient's cleanup, after the run), for
+# kill_kernels. nbclient starts the kernel and waits for its first reply outside its own clean-up: a Ctrl-C or
+# SIGTERM in that window left the kernel running and its connection file in $TMPDIR (nbclient's setup_kernel).
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+_KILLING = threading.Event()  # set by kill_kernels() for everything: kernels launched after it go at once
+
+
+def kill_kernels(folder: Path | None = None) -> None:
+    """SIGKILL the kernels this process launched and did not clean up, and remove their connection files:
+    those in ``folder`` (a run's socket folder, on its way out), or every one (``None``: a process about to
+    ``os._exit``, whose threads' kernels would otherwise outlive it, each in a session of its own)."""
+    if folder is None:
+        _KILLING.set()
+    for manager in list(_LIVE):
+        if folder is None or Path(manager.ip).parent == folder:  # its sockets' folder/k-N
+            waited = time.monotonic()
+            while manager._launching and time.monotonic() - waited < 5:  # a worker's Popen, about to return its pid
+                time.sleep(0.01)
+            manager.kill_now()
+            manager.cleanup_connection_file()
+            _LIVE.discard(manager)
 
 
 def describe_duration(seconds: float) -> str:
@@ -283,9 +339,14 @@ def kernel_transport() -> Iterator[dict[str, Any]]:
     from vlm_lab.sweep_kernel_dirs import kernel_dir
 
     # Removed after a dead kernel too; one a killed sweep leaves, the next sweep removes (remove_leftovers).
+    # The connection file stays jupyter_client's tmp*.json in $TMPDIR: in this folder, a kernel still starting
+    # when its sweep was killed outright (SIGKILL) made the folder again, for its file, after remove_leftovers.
     with kernel_dir() as folder:
-        yield {"config": Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k")},
-                                 "NotebookClient": {"kernel_manager_class": _kernel_manager_class()}})}
+        try:
+            yield {"config": Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k")},
+                                     "NotebookClient": {"kernel_manager_class": _kernel_manager_class()}})}
+        finally:
+            kill_kernels(folder)  # one stopped while it started (nbclient cleans up only after), before its folder goes
 
 
 def last_started_cell(notebook: Path) -> dict[str, Any]:
