@@ -158,12 +158,20 @@ def _kernel_manager_class() -> type:
         _shutting_down: bool = False
         _timed_out: bool = False  # killed at the run's deadline
         _launching: bool = False  # in Popen, in a worker thread: kill_kernels waits for its process id
+        _writing: bool = False  # writing its connection file, in a worker thread: kill_kernels waits for it
 
         async def _async_pre_start_kernel(self, **kw: Any) -> Any:
             # Where the connection file is written (mkstemp, then its name kept): not to be cut in two.
-            _LIVE.add(self)  # from before its connection file exists: kill_kernels finds it, until cleanup_resources
-            with signals_after_block():
-                return await super()._async_pre_start_kernel(**kw)
+            with _STARTING:  # kill_kernels either finds it here, or it finds kill_kernels begun and writes nothing
+                if _KILLING.is_set():
+                    raise RuntimeError("not started: the process is stopping and has killed its kernels")
+                _LIVE.add(self)  # from before its connection file exists: kill_kernels finds it, until cleanup_resources
+                self._writing = True
+            try:
+                with signals_after_block():
+                    return await super()._async_pre_start_kernel(**kw)
+            finally:
+                self._writing = False
 
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
             # jupyter_client's documented override point; Popen dups the descriptor, so it closes here.
@@ -250,18 +258,22 @@ def _kill_group(process: Any) -> None:
 # SIGTERM in that window left the kernel running and its connection file in $TMPDIR (nbclient's setup_kernel).
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 _KILLING = threading.Event()  # set by kill_kernels() for everything: kernels launched after it go at once
+_STARTING = threading.RLock()  # registering a kernel in _LIVE vs kill_kernels() setting _KILLING (re-entrant: a handler)
 
 
 def kill_kernels(folder: Path | None = None) -> None:
     """SIGKILL the kernels this process launched and did not clean up, and remove their connection files:
     those in ``folder`` (a run's socket folder, on its way out), or every one (``None``: a process about to
     ``os._exit``, whose threads' kernels would otherwise outlive it, each in a session of its own)."""
-    if folder is None:
-        _KILLING.set()
-    for manager in list(_LIVE):
+    with _STARTING:  # a worker thread's kernel registered after this writes no connection file
+        if folder is None:
+            _KILLING.set()
+        managers = list(_LIVE)
+    for manager in managers:
         if folder is None or Path(manager.ip).parent == folder:  # its sockets' folder/k-N
             waited = time.monotonic()
-            while manager._launching and time.monotonic() - waited < 5:  # a worker's Popen, about to return its pid
+            # a worker's connection file being written, or its Popen about to return the pid: wait, then clean
+            while (manager._writing or manager._launching) and time.monotonic() - waited < 5:
                 time.sleep(0.01)
             manager.kill_now()
             manager.cleanup_connection_file()

@@ -182,18 +182,23 @@ def _sweep(args: argparse.Namespace) -> int:
             signum, f"terminated ({signal.Signals(signum).name}: the terminal or session that started it closed; "
             "run sweeps under cron, systemd, nohup or tmux)"
         )
+        # At once: the threads of runs abandoned by a second Ctrl-C would hold a normal exit until
+        # their notebooks finish. Their kernels go first, with their socket folders and connection files,
+        # which nothing would remove after os._exit (ipykernel would notice its parent gone a second later).
+        # The line below is the log's last: what those threads would still log (papermill reading a notebook's
+        # parameters, nbclient finding its kernel dead) is dropped.
+        import logging
+
+        from vlm_lab import sweep_kernel_dirs, sweep_papermill
+
+        logging.disable(logging.CRITICAL)
+        sweep_papermill.kill_kernels()
+        sweep_kernel_dirs.remove_own()
         # No report follows: the log's reader is told where each run's state is (once run_sweep has written it).
         summary = sweep.sweep_dir(config) / "summary.md"
         where = f" (each run's state: {summary})" if summary.is_file() else ""
         print(f"{why}; completed runs are kept, and a re-run runs the rest{where}", file=sys.stderr, flush=True)
         sys.stdout.flush()
-        # At once: the threads of runs abandoned by a second Ctrl-C would hold a normal exit until
-        # their notebooks finish. Their kernels go first, with their socket folders and connection files,
-        # which nothing would remove after os._exit (ipykernel would notice its parent gone a second later).
-        from vlm_lab import sweep_kernel_dirs, sweep_papermill
-
-        sweep_papermill.kill_kernels()
-        sweep_kernel_dirs.remove_own()
         os._exit(128 + signum)
     finally:
         for signum, handler in previous.items():
